@@ -1,0 +1,31 @@
+#include <cstdio>
+#include <string>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"deltaserve: an inference engine and OpenAI-compatible server for Kimi-Linear models"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  app.set_version_flag("--version", "deltaserve 0.1.0");
+  ds::cli::register_model_commands(app);
+  ds::cli::register_tokenizer_commands(app);
+  ds::cli::register_serve_command(app);
+  ds::cli::register_bench_commands(app);
+  app.parse_complete_callback([&] { ds::init_logging(log_level); });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ds::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

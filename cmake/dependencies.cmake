@@ -1,0 +1,20 @@
+# Third-party code comes from the system (Debian/Ubuntu packages); nothing is downloaded.
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(Boost 1.74 REQUIRED)   # header-only parts: Beast, Asio
+if(DS_BUILD_TESTS)
+  find_package(GTest QUIET)
+  if(NOT GTest_FOUND)
+    # Some distributions ship GoogleTest only as sources.
+    if(EXISTS /usr/src/googletest/CMakeLists.txt)
+      add_subdirectory(/usr/src/googletest ${CMAKE_BINARY_DIR}/_googletest EXCLUDE_FROM_ALL)
+      add_library(GTest::gtest ALIAS gtest)
+      add_library(GTest::gtest_main ALIAS gtest_main)
+    else()
+      message(FATAL_ERROR "GoogleTest not found (install libgtest-dev)")
+    endif()
+  endif()
+endif()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency from Debian packages (idempotent; needs root or sudo).
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config git python3
+      nlohmann-json3-dev libboost-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
+      curl nodejs npm)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The OpenAI Node.js SDK drives the end-to-end tests.
+if [[ -f tests/e2e/package.json && ! -d tests/e2e/node_modules ]]; then
+  (cd tests/e2e && npm install --no-audit --no-fund --silent)
+fi

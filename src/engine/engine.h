@@ -1,0 +1,107 @@
+// The engine: a step-loop thread that owns the scheduler and the backend, an intake queue, and a
+// per-request output channel. The server and the CLI talk only to this.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/backend.h"
+#include "sampling/sampling_params.h"
+
+namespace ds {
+
+class Tokenizer;
+
+struct EngineOptions {
+  BackendOptions backend;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 2048;  // token budget of one step (decodes + prefill chunks)
+  int64_t max_model_len = 0;          // 0: the model's
+  int max_waiting = 1024;             // queue bound: beyond it submit() fails with kOverloaded
+};
+
+enum class FinishReason { None, Stop, Length, Abort, Error };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "abort", "error"
+
+struct GenerationRequest {
+  std::string request_id;
+  std::vector<int32_t> prompt_tokens;
+  SampleParams sampling;               // seed etc.; prompt/output pointers are filled by the engine
+  int max_tokens = 16;
+  std::vector<int32_t> stop_token_ids; // besides the model's EOS ids (unless ignore_eos)
+  std::vector<std::string> stop;       // stop strings, matched on the detokenized text
+  bool ignore_eos = false;
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;
+  bool detokenize = true;              // produce text deltas (needs a tokenizer)
+};
+
+// One update for a request: tokens produced since the last one, their text, and maybe the end.
+struct GenerationOutput {
+  std::vector<int32_t> token_ids;
+  std::string text;                    // text delta (stop strings already cut)
+  std::vector<SampleResult> logprobs;  // one per token when requested
+  FinishReason finish = FinishReason::None;
+  std::string stop_reason;             // the stop string or token id that ended it, if any
+  std::string error;                   // when finish == Error
+  int prompt_tokens = 0;
+  int completion_tokens = 0;           // total so far
+  bool finished() const { return finish != FinishReason::None; }
+};
+
+// Thread-safe channel the engine writes and the consumer reads.
+class RequestStream {
+ public:
+  // Blocks until an output is available or `timeout` passes; nullopt on timeout.
+  std::optional<GenerationOutput> next(std::chrono::milliseconds timeout);
+  void push(GenerationOutput out);
+  std::string id;
+  std::chrono::steady_clock::time_point arrival;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<GenerationOutput> q_;
+};
+
+struct EngineStats {
+  int running = 0, waiting = 0;
+  int64_t num_preemptions = 0;
+  double kv_usage = 0.0;     // fraction of MLA pages in use
+  double state_usage = 0.0;  // fraction of KDA state slots in use
+  int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
+  int64_t steps = 0;
+};
+
+enum class SubmitStatus { Ok, Overloaded, TooLong, Invalid, ShuttingDown };
+
+class Engine {
+ public:
+  // Takes ownership of the backend; `tokenizer` may be null (then requests must not detokenize).
+  Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer, EngineOptions opts);
+  ~Engine();  // stops the loop; unfinished requests end with FinishReason::Abort
+
+  // Queues a request. On success *stream receives its outputs.
+  SubmitStatus submit(GenerationRequest req, std::shared_ptr<RequestStream>* stream, std::string* why);
+  void abort(const std::string& request_id);  // frees its memory; its stream ends with Abort
+  // Finish what is running and queued, accept nothing new, then return (SIGTERM path).
+  void drain();
+  EngineStats stats() const;
+  const ModelConfig& model_config() const;
+  int64_t max_model_len() const;
+  const EngineOptions& options() const;
+  CacheGeometry cache_geometry() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ds

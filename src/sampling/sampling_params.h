@@ -1,0 +1,31 @@
+// Per-row sampling parameters and results, shared by the CPU and GPU samplers.
+#pragma once
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace ds {
+
+struct SampleParams {
+  float temperature = 1.0f;        // <= 0 (or top_k == 1): greedy
+  int top_k = -1;                  // <= 0: off
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float presence_penalty = 0.0f;   // OpenAI semantics, on tokens generated so far
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f; // HF/vLLM semantics, on prompt + generated tokens
+  uint64_t seed = 0;               // with `step`, fixes the random draw (reproducible per request)
+  uint64_t step = 0;               // index of the token being sampled within the request
+  int num_logprobs = -1;           // < 0: none; 0: the sampled token's; k: also the top k
+  const std::vector<int32_t>* prompt_tokens = nullptr;  // for repetition penalty
+  const std::vector<int32_t>* output_tokens = nullptr;  // for presence/frequency/repetition
+  bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+};
+
+struct SampleResult {
+  int32_t token = -1;
+  float logprob = 0.0f;  // log-softmax of the raw (unpenalised, untempered) logits
+  std::vector<std::pair<int32_t, float>> top_logprobs;  // best first
+};
+
+}  // namespace ds
