@@ -27,24 +27,36 @@ class Pool {
 
   void run(size_t tasks, const std::function<void(size_t)>& task) {
     std::unique_lock<std::mutex> job_lock(job_mu_);  // one parallel region at a time
+    Job job;
+    job.task = &task;
+    job.total = tasks;
+    job.pending = tasks;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      task_ = &task;
-      num_tasks_ = tasks;
-      next_.store(0);
-      pending_ = tasks;
-      error_ = nullptr;
+      job_ = &job;
       ++generation_;
     }
     cv_.notify_all();
-    work();
+    work(&job);
     std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [&] { return pending_ == 0; });
-    task_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    // Wait for every task and for every worker to leave the job (it lives on this stack frame).
+    done_cv_.wait(lk, [&] { return job.pending == 0 && job.active == 0; });
+    job_ = nullptr;
+    if (job.error) std::rethrow_exception(job.error);
   }
 
  private:
+  // One parallel region. Workers register (active) under mu_ while job_ points to it, so a worker
+  // that wakes late can never claim an index of a later job with this job's task.
+  struct Job {
+    const std::function<void(size_t)>* task = nullptr;
+    size_t total = 0;
+    std::atomic<size_t> next{0};
+    size_t pending = 0;  // guarded by mu_
+    int active = 0;      // workers inside work(), guarded by mu_
+    std::exception_ptr error;
+  };
+
   void stop() {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -56,51 +68,46 @@ class Pool {
     workers_.clear();
   }
 
-  void work() {
-    const std::function<void(size_t)>* task;
-    size_t total;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      task = task_;
-      total = num_tasks_;
-    }
-    if (!task) return;
+  void work(Job* job) {
     for (;;) {
-      size_t i = next_.fetch_add(1);
-      if (i >= total) break;
+      size_t i = job->next.fetch_add(1);
+      if (i >= job->total) break;
       try {
-        (*task)(i);
+        (*job->task)(i);
       } catch (...) {
         std::lock_guard<std::mutex> lk(mu_);
-        if (!error_) error_ = std::current_exception();
+        if (!job->error) job->error = std::current_exception();
       }
       std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_cv_.notify_all();
+      if (--job->pending == 0) done_cv_.notify_all();
     }
   }
 
   void loop() {
     uint64_t seen = 0;
     for (;;) {
+      Job* job = nullptr;
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] { return quit_ || generation_ != seen; });
         if (quit_) return;
         seen = generation_;
+        job = job_;
+        if (!job) continue;
+        ++job->active;
       }
-      work();
+      work(job);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--job->active == 0 && job->pending == 0) done_cv_.notify_all();
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex job_mu_, mu_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(size_t)>* task_ = nullptr;
-  size_t num_tasks_ = 0, pending_ = 0;
-  std::atomic<size_t> next_{0};
+  Job* job_ = nullptr;  // the running region, guarded by mu_
   uint64_t generation_ = 0;
   bool quit_ = false;
-  std::exception_ptr error_;
 };
 
 int g_threads = 0;

@@ -1,0 +1,371 @@
+// Kernel timings of the CUDA backend at the 48B model's decode and prefill shapes, each beside its
+// roofline (weights or bytes read at 4.3 TB/s, or FLOPs at 790 TFLOP/s). Random data, warm-up,
+// CUDA-event medians; weight sets that fit in L2 are rotated so every call reads HBM.
+//   bench_kernels [--quick]
+#include <cstring>
+#include <random>
+
+#include "gpu_bench_util.h"
+#include "cuda/device_buffer.h"
+#include "cuda/gemm.h"
+#include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/gemv.h"
+#include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_route.h"
+#include "cuda/kernels/norm.h"
+#include "cuda/kernels/sampling.h"
+#include "cuda/stream.h"
+
+using namespace ds;
+using namespace ds::gpu;
+using ds::bench::Row;
+
+namespace {
+
+DeviceBuffer filled(int64_t n, DType t, uint64_t seed, float a = 0.05f) {
+  DeviceBuffer b(size_t(n) * dtype_size(t));
+  run_fill_uniform(b.data(), t, n, -a, a, seed, nullptr);
+  return b;
+}
+
+double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0) {
+  const DType t = DType::BF16;
+  std::vector<DeviceBuffer> w;
+  for (int i = 0; i < copies; ++i) w.push_back(filled(int64_t(N) * K, t, 100 + i));
+  auto x = filled(int64_t(M) * K, t, 1, 1.f);
+  DeviceBuffer y(size_t(M) * N * 4);
+  int i = 0;
+  return ds::bench::time_ms(s, [&] {
+    GemvParams p;
+    p.x = x.data();
+    p.ldx = K;
+    p.w = w[size_t(i++ % copies)].data();
+    p.y = y.data();
+    p.ldy = N;
+    p.y_f32 = f32out;
+    p.N = N;
+    p.K = K;
+    p.M = M;
+    p.row_groups = groups;
+    run_gemv(p, t, s);
+  }, reps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int reps = quick ? 10 : 30;
+  Stream st;
+  cudaStream_t s = st;
+  const DType bf = DType::BF16;
+  std::vector<Row> rows;
+  auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
+  auto fl_floor = [](double flops) { return flops / ds::bench::kBf16Flops * 1e3; };
+  std::printf("device: %s\n", device_info().summary().c_str());
+
+  // ---- dense projections at decode (GEMV) -------------------------------------------------------
+  rows.push_back({"gemv lm_head M=1 163840x2304 (fp32 out)", gemv_ms(s, 1, 163840, 2304, 1, true, reps),
+                  bw_floor(163840.0 * 2304 * 2), "weights 755 MB"});
+  rows.push_back({"gemv KDA in_proj M=1 12576x2304", gemv_ms(s, 1, 12576, 2304, 4, false, reps),
+                  bw_floor(12576.0 * 2304 * 2), "weights 58 MB, 4 copies rotated"});
+  rows.push_back({"gemv o_proj M=1 2304x4096", gemv_ms(s, 1, 2304, 4096, 8, false, reps),
+                  bw_floor(2304.0 * 4096 * 2), "weights 19 MB, 8 copies rotated"});
+  rows.push_back({"gemv KDA in_proj M=8 12576x2304", gemv_ms(s, 8, 12576, 2304, 4, false, reps),
+                  bw_floor(12576.0 * 2304 * 2), ""});
+  // row-group sweep (the heuristic's choice is the first set of rows above)
+  for (int g : {1, 2, 4, 8}) {
+    char name[96];
+    std::snprintf(name, sizeof name, "  sweep: in_proj M=1 row_groups=%d", g);
+    rows.push_back({name, gemv_ms(s, 1, 12576, 2304, 4, false, reps, g), bw_floor(12576.0 * 2304 * 2), ""});
+    std::snprintf(name, sizeof name, "  sweep: o_proj M=1 row_groups=%d", g);
+    rows.push_back({name, gemv_ms(s, 1, 2304, 4096, 8, false, reps, g), bw_floor(2304.0 * 4096 * 2), ""});
+  }
+
+  // ---- MoE experts: one layer's 256 + shared expert weights -----------------------------------------
+  const int E = 256, D = 2304, I = 1024, k = 8, kp = 9;
+  auto gu = filled(int64_t(E + 1) * 2 * I * D, bf, 200);
+  auto dn = filled(int64_t(E + 1) * D * I, bf, 201);
+  auto router_w = filled(int64_t(E) * D, bf, 202, 0.02f);
+  DeviceBuffer zero_bias(size_t(E) * 4);
+  DS_CUDA_CHECK(cudaMemset(zero_bias.data(), 0, zero_bias.bytes()));
+  for (int B : {1, 8, 100}) {
+    auto x = filled(int64_t(B) * D, bf, 300 + B, 1.f);
+    DeviceBuffer logits(size_t(B) * E * 4), ids(size_t(B) * kp * 4), w(size_t(B) * kp * 4), pp(size_t(B) * kp * 4),
+        srt(size_t(B) * kp * 4), se(size_t(E + 1) * 4), ss(size_t(E + 2) * 4), na(4), act(size_t(B) * kp * I * 2),
+        out(size_t(B) * kp * D * 2);
+    // several routings (different tokens) so consecutive calls read different experts
+    const int variants = 8;
+    std::vector<DeviceBuffer> xs;
+    for (int v = 0; v < variants; ++v) xs.push_back(filled(int64_t(B) * D, bf, 400 + 17 * v + B, 1.f));
+    auto route = [&](int v) {
+      GemvParams rg;
+      rg.x = xs[size_t(v)].data();
+      rg.ldx = D;
+      rg.w = router_w.data();
+      rg.y = logits.data();
+      rg.ldy = E;
+      rg.y_f32 = true;
+      rg.N = E;
+      rg.K = D;
+      rg.M = B;
+      if (B <= 8) run_gemv(rg, bf, s);
+      MoeRouteParams r;
+      r.logits = logits.as<float>();
+      r.bias = zero_bias.as<float>();
+      r.tokens = B;
+      r.num_experts = E;
+      r.top_k = k;
+      r.scale = 2.446f;
+      r.topk_ids = ids.as<int32_t>();
+      r.topk_weights = w.as<float>();
+      r.ldk = kp;
+      r.shared_expert_id = E;
+      MoeAlignParams a;
+      a.ids = ids.as<int32_t>();
+      a.tokens = B;
+      a.k = kp;
+      a.num_experts = E + 1;
+      a.pair_pos = pp.as<int32_t>();
+      a.sorted_token = srt.as<int32_t>();
+      a.slot_expert = se.as<int32_t>();
+      a.slot_start = ss.as<int32_t>();
+      a.num_active = na.as<int32_t>();
+      run_moe_route_align(r, a, s);
+    };
+    if (B > 8) {  // random logits instead of a router GEMM (cuBLAS territory)
+      run_fill_uniform(logits.data(), DType::F32, int64_t(B) * E, -3.f, 3.f, 500, s);
+    }
+    route(0);
+    DS_CUDA_CHECK(cudaStreamSynchronize(s));
+    int active = 0;
+    DS_CUDA_CHECK(cudaMemcpy(&active, na.data(), 4, cudaMemcpyDeviceToHost));
+    auto experts = [&] {
+      GemvParams g;
+      g.x = x.data();
+      g.ldx = D;
+      g.x_rows = srt.as<int32_t>();
+      g.w = gu.data();
+      g.w_group_stride = int64_t(2) * I * D;
+      g.y = act.data();
+      g.ldy = I;
+      g.N = I;
+      g.K = D;
+      g.num_slots = std::min(E + 1, B * kp);
+      g.slot_weight = se.as<int32_t>();
+      g.slot_start = ss.as<int32_t>();
+      g.num_active = na.as<int32_t>();
+      g.max_rows = B;
+      g.epi = GemvEpilogue::SiluMul;
+      run_gemv(g, bf, s);
+      GemvParams d = g;
+      d.x = act.data();
+      d.ldx = I;
+      d.x_rows = nullptr;
+      d.w = dn.data();
+      d.w_group_stride = int64_t(D) * I;
+      d.y = out.data();
+      d.ldy = D;
+      d.N = D;
+      d.K = I;
+      d.epi = GemvEpilogue::Store;
+      run_gemv(d, bf, s);
+    };
+    int v = 0;
+    double ms = ds::bench::time_ms(s, [&] {
+      if (B <= 8) route(v++ % variants);  // new experts each call (B=100 touches nearly all anyway)
+      experts();
+    }, reps);
+    double bytes = double(active) * 3.0 * I * D * 2;
+    if (B > 8) {
+      for (int cfg = 0; cfg < 4; ++cfg) {
+        int tile = cfg < 2 ? 16 : 64, bk = cfg % 2 ? 64 : 32;
+        double mms = ds::bench::time_ms(s, [&] {
+          MoeGemmParams g;
+          g.x = x.data();
+          g.ldx = D;
+          g.x_rows = srt.as<int32_t>();
+          g.w = gu.data();
+          g.w_group_stride = int64_t(2) * I * D;
+          g.y = act.data();
+          g.ldy = I;
+          g.N = I;
+          g.K = D;
+          g.silu_mul = true;
+          g.slot_expert = se.as<int32_t>();
+          g.slot_start = ss.as<int32_t>();
+          g.num_active = na.as<int32_t>();
+          g.max_slots = E + 1;
+          g.max_rows = B * kp;
+          g.tile_tokens = tile;
+          g.k_tile = bk;
+          run_moe_gemm(g, s);
+          MoeGemmParams d = g;
+          d.x = act.data();
+          d.ldx = I;
+          d.x_rows = nullptr;
+          d.w = dn.data();
+          d.w_group_stride = int64_t(D) * I;
+          d.y = out.data();
+          d.ldy = D;
+          d.N = D;
+          d.K = I;
+          d.silu_mul = false;
+          run_moe_gemm(d, s);
+        }, reps);
+        char nm[96];
+        std::snprintf(nm, sizeof nm, "MoE B=%d experts, tensor cores %dx%d", B, tile, bk);
+        rows.push_back({nm, mms, bw_floor(bytes), "same routing as the GEMV row below"});
+      }
+    }
+    char name[96], note[96];
+    std::snprintf(name, sizeof name, B <= 8 ? "MoE B=%d router+route+align+experts" : "MoE B=%d experts (gate_up+down)", B);
+    std::snprintf(note, sizeof note, "%d experts active incl. shared, %.0f MB", active, bytes / 1e6);
+    rows.push_back({name, ms, bw_floor(bytes), note});
+  }
+
+  // ---- MoE prefill: 8192 tokens, routed experts only, tensor cores ---------------------------------
+  {
+    const int T = 8192, pairs = T * k;
+    auto x = filled(int64_t(T) * D, bf, 900, 1.f);
+    DeviceBuffer logits(size_t(T) * E * 4), ids(size_t(pairs) * 4), w(size_t(pairs) * 4), pp(size_t(pairs) * 4),
+        srt(size_t(pairs) * 4), se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4), act(size_t(pairs) * I * 2),
+        out(size_t(pairs) * D * 2);
+    run_fill_uniform(logits.data(), DType::F32, int64_t(T) * E, -3.f, 3.f, 901, s);
+    MoeRouteParams r;
+    r.logits = logits.as<float>();
+    r.bias = zero_bias.as<float>();
+    r.tokens = T;
+    r.num_experts = E;
+    r.top_k = k;
+    r.scale = 2.446f;
+    r.topk_ids = ids.as<int32_t>();
+    r.topk_weights = w.as<float>();
+    r.ldk = k;
+    MoeAlignParams a;
+    a.ids = ids.as<int32_t>();
+    a.tokens = T;
+    a.k = k;
+    a.num_experts = E;
+    a.pair_pos = pp.as<int32_t>();
+    a.sorted_token = srt.as<int32_t>();
+    a.slot_expert = se.as<int32_t>();
+    a.slot_start = ss.as<int32_t>();
+    a.num_active = na.as<int32_t>();
+    for (int bk : {32, 64}) {
+    double ms = ds::bench::time_ms(s, [&] {
+      run_moe_route_align(r, a, s);
+      MoeGemmParams g;
+      g.x = x.data();
+      g.ldx = D;
+      g.x_rows = srt.as<int32_t>();
+      g.w = gu.data();
+      g.w_group_stride = int64_t(2) * I * D;
+      g.y = act.data();
+      g.ldy = I;
+      g.N = I;
+      g.K = D;
+      g.silu_mul = true;
+      g.slot_expert = se.as<int32_t>();
+      g.slot_start = ss.as<int32_t>();
+      g.num_active = na.as<int32_t>();
+      g.max_slots = E;
+      g.max_rows = pairs;
+      g.tile_tokens = 64;
+      g.k_tile = bk;
+      run_moe_gemm(g, s);
+      MoeGemmParams d = g;
+      d.x = act.data();
+      d.ldx = I;
+      d.x_rows = nullptr;
+      d.w = dn.data();
+      d.w_group_stride = int64_t(D) * I;
+      d.y = out.data();
+      d.ldy = D;
+      d.N = D;
+      d.K = I;
+      d.silu_mul = false;
+      run_moe_gemm(d, s);
+    }, quick ? 5 : 10);
+    double flops = 2.0 * pairs * 3.0 * I * D;
+    char nm[96];
+    std::snprintf(nm, sizeof nm, "MoE prefill T=8192 route+align+experts 64x%d", bk);
+    rows.push_back({nm, ms, std::max(fl_floor(flops), bw_floor(256.0 * 3 * I * D * 2)), "floor: max(FLOPs, all weights)"});
+    }
+  }
+
+  // ---- cuBLASLt: prefill GEMM and a batch-100 projection -----------------------------------------
+  {
+    Gemm gemm;
+    auto run = [&](int M, int N, int K) {
+      auto x = filled(int64_t(M) * K, bf, 600, 1.f);
+      auto w = filled(int64_t(N) * K, bf, 601);
+      DeviceBuffer y(size_t(M) * N * 2);
+      return ds::bench::time_ms(s, [&] {
+        GemmArgs a;
+        a.x = x.data();
+        a.ldx = K;
+        a.w = w.data();
+        a.ldw = K;
+        a.y = y.data();
+        a.ldy = N;
+        a.M = M;
+        a.N = N;
+        a.K = K;
+        gemm.run(a, s);
+      }, reps);
+    };
+    rows.push_back({"cuBLASLt M=8192 N=12576 K=2304", run(8192, 12576, 2304), fl_floor(2.0 * 8192 * 12576 * 2304),
+                    "prefill KDA in_proj, FLOP floor"});
+    rows.push_back({"cuBLASLt M=100 N=12576 K=2304", run(100, 12576, 2304), bw_floor(12576.0 * 2304 * 2),
+                    "decode B=100 KDA in_proj, weight floor"});
+  }
+
+  // ---- norm and sampling ------------------------------------------------------------------------
+  {
+    const int T = 8192;
+    auto x = filled(int64_t(T) * D, bf, 700, 1.f);
+    auto wn = filled(D, bf, 701);
+    DeviceBuffer y(size_t(T) * D * 2);
+    double ms = ds::bench::time_ms(s, [&] {
+      RmsNormParams p;
+      p.x = x.data();
+      p.ldx = D;
+      p.weight = wn.data();
+      p.y = y.data();
+      p.ldy = D;
+      p.rows = T;
+      p.dim = D;
+      run_rmsnorm(p, bf, s);
+    }, reps);
+    rows.push_back({"rmsnorm 8192x2304 bf16", ms, bw_floor(2.0 * T * D * 2), ""});
+  }
+  for (bool greedy : {true, false}) {
+    const int R = 100, V = 163840;
+    auto logits = filled(int64_t(R) * V, DType::F32, 800, 8.f);
+    std::vector<SampleRow> rp(R);
+    for (int r = 0; r < R; ++r) {
+      rp[size_t(r)].temperature = greedy ? 0.f : 1.f;
+      rp[size_t(r)].top_p = greedy ? 1.f : 0.9f;
+      rp[size_t(r)].u = 0.37;
+    }
+    DeviceBuffer drp(rp.size() * sizeof(SampleRow)), work(size_t(R) * V * 4), tok(R * 4), lp(R * 4);
+    DS_CUDA_CHECK(cudaMemcpy(drp.data(), rp.data(), drp.bytes(), cudaMemcpyHostToDevice));
+    double ms = ds::bench::time_ms(s, [&] {
+      SamplingParams p;
+      p.logits = logits.as<float>();
+      p.ld = V;
+      p.rows = R;
+      p.vocab = V;
+      p.row_params = drp.as<SampleRow>();
+      p.work = work.as<float>();
+      p.out_token = tok.as<int32_t>();
+      p.out_logprob = lp.as<float>();
+      run_sampling(p, s);
+    }, quick ? 3 : 10);
+    rows.push_back({greedy ? "sampling 100 rows greedy" : "sampling 100 rows T=1 top-p 0.9", ms,
+                    bw_floor(double(R) * V * 4 * 3), "floor: 3 passes over fp32 logits"});
+  }
+  ds::bench::print_table("Kernel timings (H200 roofline: 4.3 TB/s, 790 TFLOP/s bf16)", rows);
+  return 0;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The CUDA backend's check on a GPU machine, in one call: configure + build (all cores), run test_gpu,
+# the kernel benchmarks (vs roofline) and the 48B dummy-model benchmark (load, memory, capacity,
+# prefill, decode TPOT at batch 1, step time at batch 100), then print a short table.
+# Logs go to $OUT (the device tool's output folder; default /tmp/gpu-check).
+#   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--filter GTEST_FILTER]
+# --serve also runs `deltaserve serve --device cuda --load-format dummy` on the 48B config (with a
+# synthetic 163,842-id tokenizer, since the real one is not in the repository) and `deltaserve bench`
+# against it: TPOT at concurrency 1 and throughput at concurrency 100, 1000 tokens in / 1000 out.
+# COMMIT=<git rev> names the source revision in the logs when .git is not present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+BUILD=${BUILD_DIR:-build-gpu}
+mkdir -p "$OUT"
+QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; FILTER="*"
+while (($#)); do
+  case $1 in
+    --quick) QUICK=--quick ;;
+    --no-tests) TESTS=0 ;;
+    --no-bench) BENCH=0 ;;
+    --no-model) MODEL=0 ;;
+    --serve) SERVE=1 ;;
+    --filter) FILTER=$2; shift ;;
+  esac
+  shift
+done
+COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+SUMMARY=$OUT/summary.txt
+{
+  echo "commit: $COMMIT   date: $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>&1
+} | tee "$SUMMARY"
+
+t0=$(date +%s)
+GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+if ! cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+     -DDS_CUDA=ON "-DCMAKE_CXX_FLAGS=-include cstdint" > "$OUT/build.log" 2>&1; then
+  tail -30 "$OUT/build.log"; echo "CONFIGURE FAILED" | tee -a "$SUMMARY"; exit 1
+fi
+if ! cmake --build "$BUILD" --target test_gpu bench_kernels bench_model -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -30; echo "BUILD FAILED" | tee -a "$SUMMARY"; exit 1
+fi
+# the server binary is optional here (other modules may be mid-change)
+if cmake --build "$BUILD" --target deltaserve -j "$(nproc)" >> "$OUT/build.log" 2>&1; then DS_OK=1; else DS_OK=0; fi
+echo "build: $(( $(date +%s) - t0 )) s (deltaserve binary: $([[ $DS_OK == 1 ]] && echo built || echo FAILED))" | tee -a "$SUMMARY"
+
+if [[ $TESTS == 1 ]]; then
+  t1=$(date +%s)
+  timeout 480 "$BUILD/tests/test_gpu" --gtest_filter="$FILTER" > "$OUT/test_gpu.log" 2>&1
+  rc=$?
+  grep -E "^\[  FAILED  \]|rel L2|greedy:" "$OUT/test_gpu.log" | sort -u | head -60
+  echo "test_gpu: rc=$rc, $(grep -cE '^\[       OK \]' "$OUT/test_gpu.log") passed, $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/test_gpu.log") failed, $(( $(date +%s) - t1 )) s" | tee -a "$SUMMARY"
+fi
+if [[ $BENCH == 1 ]]; then
+  timeout 240 "$BUILD/bench/bench_kernels" $QUICK > "$OUT/bench_kernels.log" 2>&1 || echo "bench_kernels failed rc=$?" | tee -a "$SUMMARY"
+  sed -n '/^Kernel timings/,$p' "$OUT/bench_kernels.log" | tee -a "$SUMMARY"
+fi
+if [[ $MODEL == 1 ]]; then
+  timeout 420 "$BUILD/bench/bench_model" $QUICK > "$OUT/bench_model.log" 2>&1 || echo "bench_model failed rc=$?" | tee -a "$SUMMARY"
+  grep -E "^(load|prefill|decode)|CUDA (memory|weights|backend)" "$OUT/bench_model.log" | tee -a "$SUMMARY"
+  sed -n '/^| 48B/,$p' "$OUT/bench_model.log" | tee -a "$SUMMARY"
+  # the same batch-1 decode without programmatic dependent launch, for comparison
+  DELTASERVE_CUDA_PDL=0 timeout 120 "$BUILD/bench/bench_model" --quick --decode-only 2>&1 | grep -E "^decode batch 1 " | sed 's/^/PDL off: /' | tee -a "$SUMMARY"
+fi
+if [[ $SERVE == 1 && $DS_OK == 1 ]]; then
+  M=/tmp/ds48
+  mkdir -p $M
+  cp tests/fixtures/kimi-linear-48b-a3b.config.json $M/config.json
+  python3 - "$M" tests/fixtures/tiny/tokenizer <<'PY'
+import base64, json, os, sys
+out, tiny = sys.argv[1], sys.argv[2]
+n_base = 163584  # Kimi's base vocabulary; specials follow at 163584..163841 like the real tokenizer
+with open(os.path.join(out, "tiktoken.model"), "w") as f:
+    for i in range(256):
+        f.write(f"{base64.b64encode(bytes([i])).decode()} {i}\n")
+    for i in range(256, n_base):
+        f.write(f"{base64.b64encode(('<t%d>' % i).encode()).decode()} {i}\n")
+c = json.load(open(os.path.join(tiny, "tokenizer_config.json")))
+shift = n_base - min(int(k) for k in c["added_tokens_decoder"])
+dec = {}
+for k, v in c["added_tokens_decoder"].items():
+    v = dict(v)
+    if v["content"].startswith("<|reserved_token_"):  # reserved names carry their id
+        v["content"] = "<|reserved_token_%d|>" % (int(k) + shift)
+    dec[str(int(k) + shift)] = v
+c["added_tokens_decoder"] = dec
+if "additional_special_tokens" in c:
+    c["additional_special_tokens"] = [t for t in c["additional_special_tokens"] if not t.startswith("<|reserved_token_")]
+json.dump(c, open(os.path.join(out, "tokenizer_config.json"), "w"))
+PY
+  PORT=8123
+  "$BUILD/deltaserve" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
+      --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT > "$OUT/serve.log" 2>&1 &
+  SPID=$!
+  for i in $(seq 1 180); do
+    curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break
+    kill -0 $SPID 2>/dev/null || break
+    sleep 1
+  done
+  if curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1; then
+    B=("$BUILD/deltaserve" bench --base-url http://127.0.0.1:$PORT --dataset random --random-input-len 1000
+       --random-output-len 1000 --ignore-eos --no-progress)
+    { echo "== concurrency 1"; timeout 200 "${B[@]}" --num-prompts 5 --max-concurrency 1
+      echo "== concurrency 100"; timeout 300 "${B[@]}" --num-prompts 100 --max-concurrency 100; } > "$OUT/bench_serve.log" 2>&1
+    grep -iE "==|throughput|TPOT|TTFT|ITL|successful|failed" "$OUT/bench_serve.log" | head -40 | tee -a "$SUMMARY"
+  else
+    echo "server did not come up" | tee -a "$SUMMARY"; tail -20 "$OUT/serve.log"
+  fi
+  kill $SPID 2>/dev/null; wait $SPID 2>/dev/null
+fi
+echo "total: $(( $(date +%s) - t0 )) s" | tee -a "$SUMMARY"

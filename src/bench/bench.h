@@ -1,0 +1,55 @@
+// `deltaserve bench`: a load generator for any OpenAI-compatible server. run_bench() checks the server
+// (GET /v1/models, which also names the default model), builds the workload, sends the warm-up requests,
+// then the measured ones at the configured rate and concurrency, and reports (stats.h, report.h).
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/dataset.h"
+#include "bench/openai_api.h"
+#include "bench/stats.h"
+
+namespace ds::bench {
+
+struct BenchOptions {
+  std::string base_url = "http://127.0.0.1:8000";
+  EndpointType type = EndpointType::Completions;
+  std::string endpoint;  // path override; "" = the type's (/v1/completions or /v1/chat/completions)
+  std::string model;     // "" = the server's first model
+  std::string api_key;
+  std::string dataset = "random";  // random | jsonl | fixed
+  std::string dataset_path;        // jsonl
+  std::string prompt;              // fixed
+  RandomDatasetOptions random;
+  int64_t output_len = 128;     // max_tokens for jsonl lines without one, and for fixed prompts
+  int64_t num_prompts = 0;      // 0: 1000 (random, fixed) or every line (jsonl)
+  int64_t max_concurrency = 0;  // 0: unlimited
+  double request_rate = std::numeric_limits<double>::infinity();
+  double burstiness = 1.0;
+  uint64_t seed = 0;
+  int64_t warmup = 1;              // warm-up requests (the first prompts), not measured
+  std::optional<bool> ignore_eos;  // unset: on for random prompts, off otherwise
+  double temperature = 0.0;
+  std::string extra_body;  // JSON object merged into every request body
+  std::vector<double> percentiles = {95, 99};
+  std::string output_json;  // write the result here when set
+  double timeout_s = 600;   // a request fails when the server is silent this long
+  bool progress = true;
+};
+
+struct BenchResult {
+  BenchMetrics metrics;
+  std::vector<RequestRecord> records;
+  nlohmann::json json;
+  std::string report;
+};
+
+// Prints progress to stderr and the report to stdout. Throws ds::Error when the server cannot be reached,
+// the warm-up fails, or every measured request failed (after printing and writing the report).
+BenchResult run_bench(const BenchOptions& o);
+
+}  // namespace ds::bench

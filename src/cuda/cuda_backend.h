@@ -1,0 +1,15 @@
+// The CUDA implementation of Backend (model/backend.h): config + weights (safetensors through the
+// model module's loader, or dummy weights generated on the GPU) + CudaModel + the GPU sampler.
+// create_backend() (engine/backend_factory.h) calls make_cuda_backend when device == "cuda".
+#pragma once
+#include <memory>
+
+#include "model/backend.h"
+
+namespace ds {
+
+// opts.model_dir holds config.json (and the safetensors unless load_format == "dummy");
+// opts.dtype: auto | bfloat16 | float32 (activations and weights on the device).
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);
+
+}  // namespace ds

@@ -1,0 +1,96 @@
+#include "cuda/gemm.h"
+
+#include "core/error.h"
+#include "cuda/cuda_check.h"
+
+namespace ds::gpu {
+namespace {
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F32: return CUDA_R_32F;
+    case DType::F16: return CUDA_R_16F;
+    default: fail("GEMM: unsupported dtype {}", dtype_name(t));
+  }
+}
+
+}  // namespace
+
+struct Gemm::Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes, "cuBLASLt workspace") {
+  DS_CUBLAS_CHECK(cublasLtCreate(&handle_));
+}
+
+Gemm::~Gemm() {
+  plans_.clear();
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+// Row-major y = x . w^T is column-major y^T (N x M) = op_T(w^T stored K x N) . x^T (K x M): "TN".
+// With w stored [K, N] (w_kn) the column-major view of w is already N x K: "NN".
+Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
+  Key key{g.M, g.N, g.K, g.ldx, g.ldw, g.ldy, int(g.in), int(g.out), g.beta != 0.f, g.batch,
+          g.stride_x, g.stride_w, g.stride_y, g.w_kn};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+  auto p = std::make_unique<Plan>();
+  cudaDataType_t tin = cuda_type(g.in), tout = cuda_type(g.out);
+  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  if (g.w_kn) DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, tin, g.N, g.K, g.ldw));
+  else DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, tin, g.K, g.N, g.ldw));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, tin, g.K, g.M, g.ldx));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, tout, g.N, g.M, g.ldy));
+  if (g.batch > 1) {
+    int32_t bc = g.batch;
+    auto set_batch = [&](cublasLtMatrixLayout_t l, int64_t stride) {
+      DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof(bc)));
+      DS_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    };
+    set_batch(p->a, g.stride_w);
+    set_batch(p->b, g.stride_x);
+    set_batch(p->c, g.stride_y);
+  }
+  cublasLtMatmulPreference_t pref = nullptr;
+  DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t ws = workspace_.bytes();
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    fail("cuBLASLt has no algorithm for GEMM M={} N={} K={} in={} out={} batch={} (status {})", g.M, g.N, g.K,
+         dtype_name(g.in), dtype_name(g.out), g.batch, cublasLtGetStatusName(st));
+  p->algo = res.algo;
+  auto& ref = *p;
+  plans_.emplace(key, std::move(p));
+  return ref;
+}
+
+void Gemm::run(const GemmArgs& g, cudaStream_t s) {
+  if (g.M == 0 || g.N == 0) return;
+  DS_CHECK(g.K > 0, "GEMM with K = 0");
+  Plan& p = plan_for(g);
+  float alpha = 1.f, beta = g.beta;
+  DS_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, g.w, p.a, g.x, p.b, &beta, g.y, p.c, g.y, p.c, &p.algo,
+                                 workspace_.data(), workspace_.bytes(), s));
+}
+
+}  // namespace ds::gpu

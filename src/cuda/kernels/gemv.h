@@ -1,0 +1,51 @@
+// Small-M grouped GEMM ("GEMV") for decode-sized batches: y = x . W^T with few rows of x per weight
+// matrix, streaming each weight row once per 8 rows of x. Used for dense projections at M <= 8 and for
+// the MoE experts (one "slot" per active expert, reading ONLY the routed experts' weights).
+// Weights are [groups][rows][K] (K contiguous) in the activation dtype; accumulation is fp32.
+// CPU twin: src/kernels/gemm (run_gemm_cpu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace ds::gpu {
+
+enum class GemvEpilogue : uint8_t {
+  Store,       // y[r, n] = acc(n)
+  SiluMul,     // weights hold 2N rows [gate; up]: y[r, n] = silu(acc(n)) * acc(N + n)
+  Accumulate,  // y[r, n] += acc(n)   (residual add; y in the activation dtype)
+};
+
+struct GemvParams {
+  // Row r (0-based, global over slots) of slot i reads x row x_rows[r] (or r when x_rows is null)
+  // from x + i * x_slot_stride, and writes y row r of y + i * y_slot_stride.
+  const void* x = nullptr;             // [*, ldx] act dtype
+  int64_t ldx = 0, x_slot_stride = 0;
+  const int32_t* x_rows = nullptr;     // [total rows] optional gather
+  const void* w = nullptr;             // [groups, rows_w, K] act dtype (rows_w = N, or 2N for SiluMul)
+  int64_t w_group_stride = 0;          // elements between weight groups
+  void* y = nullptr;                   // [*, ldy] act dtype, or fp32 when y_f32
+  int64_t ldy = 0, y_slot_stride = 0;
+  bool y_f32 = false;
+  int N = 0, K = 0;                    // output columns; K a multiple of 8
+  int num_slots = 1;                   // grid size over slots (static upper bound)
+  const int32_t* slot_weight = nullptr;  // [num_slots] weight group of each slot (null: the slot index)
+  const int32_t* slot_start = nullptr;   // [num_slots+1] row ranges (null: every slot has rows [0, M))
+  const int32_t* num_active = nullptr;   // device scalar: slots >= *num_active do nothing (null: all)
+  int M = 0;                             // rows per slot when slot_start is null
+  GemvEpilogue epi = GemvEpilogue::Store;
+  int max_rows = 8;    // host bound on the rows of any slot (picks the kernel's x-tile height, <= 8)
+  // Optional fused RMSNorm of the x rows as they are loaded: x <- round(x * rsqrt(mean(x^2) + eps) * w),
+  // exactly what run_rmsnorm would have written (needs the whole row in the x tile: K <= 12288 bf16).
+  const void* norm_weight = nullptr;   // [K] act dtype
+  float norm_eps = 1e-5f;
+  int row_groups = 0;  // weight-row pairs each warp streams (0: choose_gemv_row_groups)
+};
+void run_gemv(const GemvParams& p, DType act, cudaStream_t s);
+
+// Pairs of weight rows per warp so that the grid has a few blocks per SM (pure heuristic, host).
+int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul);
+
+}  // namespace ds::gpu

@@ -1,0 +1,350 @@
+// Absorbed MLA decode (see mla_decode.h): split-K attention kernel and the combine kernel.
+//
+// Attention CTA = one (row, split), 8 warps, key tiles of kTile cached positions:
+//   scores  S[32 heads][kTile] = Q[32][576]·Kᵀ: warp (key half nh = warp & 1, dim quarter kq = warp >> 1)
+//           computes a 32 x kTile/2 partial over 144 dims; the four partials are summed in shared memory
+//           (bf16: the warp's Q fragments stay in registers for the whole context);
+//   softmax online per head (8 threads per head), P in the activation type;
+//   output  O[32][512] += P·C[:, 0:512]: warp w owns latent columns 64w..64w+63 (64 fp32 accumulators).
+// Heads past H are zero rows. The cache tiles are gathered row by row through the block table with
+// cp.async (two stages for bf16).
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/kda_mma.cuh"
+#include "cuda/kernels/mla_decode.h"
+
+namespace ds::gpu {
+namespace {
+
+using namespace attn;
+
+constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32, kThreads = 256;
+
+template <typename IO> struct DecodeCfg {
+  static constexpr int kTile = sizeof(IO) == 2 ? 64 : 32;
+  static constexpr int kStages = sizeof(IO) == 2 ? 2 : 1;
+  static constexpr int kLdC = padded_ld<IO>(kQk);
+  static constexpr int kLdS = kTile + 4;
+  static constexpr int kLdP = padded_ld<IO>(kTile);
+};
+
+template <typename IO> struct DecodeSmem {
+  using C = DecodeCfg<IO>;
+  IO tile[C::kStages][C::kTile][C::kLdC];
+  IO q[kRows][C::kLdC];
+  float s[4][kRows][C::kLdS];
+  IO p[kRows][C::kLdP];
+  float m[kRows], l[kRows], alpha[kRows];
+};
+
+template <typename IO>
+__global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
+  using Mma = typename MmaFor<IO>::type;
+  using C = DecodeCfg<IO>;
+  constexpr int kTile = C::kTile, kLdC = C::kLdC, kLdP = C::kLdP;
+  constexpr int kNT = kTile / 16;          // n8 tiles per key half
+  constexpr int kKSteps = 144 / Mma::kK;   // per dim quarter
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<DecodeSmem<IO>*>(smem_raw);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int sp = blockIdx.x, r = blockIdx.y, H = p.num_heads;
+  const int ctx = p.context_lens[r];
+  const int tiles = (ctx + kTile - 1) / kTile;
+  const int per = (tiles + p.num_splits - 1) / p.num_splits;
+  const int tile0 = sp * per, tile1 = min(tiles, tile0 + per);
+  const int32_t* bt = p.block_tables + int64_t(r) * p.max_blocks;
+  const IO* cache = static_cast<const IO*>(p.cache);
+
+  // Tile gather: kThrPerRow threads per cached row, so each thread looks up one block-table entry
+  // per tile; the entry for tile t + 2 is fetched a tile ahead (its latency hides behind compute).
+  constexpr int kThrPerRow = kThreads / kTile;
+  const int grow = tid / kThrPerRow, gsub = tid % kThrPerRow;
+  auto row_offset = [&](int t) -> int64_t {  // element offset of row grow of tile t, -1 past the end
+    const int pos = t * kTile + grow;
+    if (t >= tile1 || pos >= ctx) return -1;
+    return (int64_t(bt[pos / p.block_size]) * p.block_size + pos % p.block_size) * kQk;
+  };
+  auto issue = [&](int t, int64_t off) {
+    if (t < tile1) {
+      constexpr int kVecs = kQk * int(sizeof(IO)) / 16;
+      constexpr int kPer = 16 / int(sizeof(IO));
+      IO* dst = &sm.tile[(t - tile0) % C::kStages][grow][0];
+      for (int c = gsub; c < kVecs; c += kThrPerRow) cp_async16(dst + c * kPer, off >= 0 ? cache + off + c * kPer : cache, off >= 0);
+    }
+    cp_async_commit();
+  };
+
+  // Q (rows >= H zero), running stats.
+  load_tile_async(&sm.q[0][0], kLdC, static_cast<const IO*>(p.q) + int64_t(r) * p.ldq, kQk, kRows, kQk, H, tid,
+                  kThreads);
+  cp_async_commit();
+  if (tid < kRows) {
+    sm.m[tid] = -INFINITY;
+    sm.l[tid] = 0.f;
+  }
+  int64_t next_off = row_offset(tile0);
+  if constexpr (C::kStages > 1) {
+    issue(tile0, next_off);
+    next_off = row_offset(tile0 + 1);
+  }
+  cp_async_wait<C::kStages - 1>();  // Q has landed (the prefetched tile may still be in flight)
+  __syncthreads();
+
+  const int nh = warp & 1, kq = warp >> 1;
+  typename Mma::A qa[sizeof(IO) == 2 ? kKSteps : 1][2];
+  if constexpr (sizeof(IO) == 2) {
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks)
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) qa[ks][mt] = Mma::load_a(&sm.q[16 * mt][144 * kq + ks * Mma::kK], kLdC, lane);
+  }
+
+  float o[2][8][4] = {};
+  const float scale_log2 = p.scale * kLog2e;
+  for (int t = tile0; t < tile1; ++t) {
+    if constexpr (C::kStages == 1) {
+      issue(t, next_off);
+      next_off = row_offset(t + 1);
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    if constexpr (C::kStages > 1) {
+      issue(t + 1, next_off);
+      next_off = row_offset(t + 2);
+    }
+    const IO(*tl)[kLdC] = sm.tile[(t - tile0) % C::kStages];
+
+    // ---- partial scores over this warp's 144 dims and kTile/2 keys
+    float acc[2][kNT][4] = {};
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+      const int d0 = 144 * kq + ks * Mma::kK;
+      typename Mma::A a[2];
+      if constexpr (sizeof(IO) == 2) {
+        a[0] = qa[ks][0];
+        a[1] = qa[ks][1];
+      } else {
+        a[0] = Mma::load_a(&sm.q[0][d0], kLdC, lane);
+        a[1] = Mma::load_a(&sm.q[16][d0], kLdC, lane);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const typename Mma::B b = Mma::load_b(&tl[nh * (kTile / 2) + 8 * nt][d0], kLdC, lane);
+        Mma::mma(acc[0][nt], a[0], b);
+        Mma::mma(acc[1][nt], a[1], b);
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; e += 2) {
+          const int h = 16 * mt + c_row(e, lane), j = nh * (kTile / 2) + 8 * nt + c_col(e, lane);
+          *reinterpret_cast<float2*>(&sm.s[kq][h][j]) = make_float2(acc[mt][nt][e], acc[mt][nt][e + 1]);
+        }
+    __syncthreads();
+
+    // ---- online softmax: 8 threads per head row
+    {
+      constexpr int kPerT = kTile / 8;
+      const int h = tid >> 3, j0 = (tid & 7) * kPerT;
+      float sv[kPerT];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kPerT; ++i) {
+        const int j = j0 + i;
+        const float x = (sm.s[0][h][j] + sm.s[1][h][j] + sm.s[2][h][j] + sm.s[3][h][j]) * scale_log2;
+        sv[i] = t * kTile + j < ctx ? x : -INFINITY;
+        mx = fmaxf(mx, sv[i]);
+      }
+#pragma unroll
+      for (int o2 = 1; o2 < 8; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
+      const float m_old = sm.m[h];
+      const float m_new = fmaxf(m_old, mx);
+      float sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < kPerT; ++i) {
+        const float pv = fast_exp2(sv[i] - m_new);
+        sum += pv;
+        sm.p[h][j0 + i] = from_float<IO>(pv);
+      }
+#pragma unroll
+      for (int o2 = 1; o2 < 8; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
+      __syncwarp();
+      if ((tid & 7) == 0) {
+        const float a = fast_exp2(m_old - m_new);
+        sm.alpha[h] = a;
+        sm.l[h] = sm.l[h] * a + sum;
+        sm.m[h] = m_new;
+      }
+    }
+    __syncthreads();
+
+    // ---- O = O·diag(alpha) + P·C[:, 64w .. 64w + 63]
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float a = sm.alpha[16 * mt + c_row(e, lane)];
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) o[mt][nt][e] *= a;
+      }
+    {
+      // The tensor cores' fp32 accumulation truncates; over thousands of keys that bias shows at the
+      // 1e-5 level, so the fp32 path sums each tile into fresh accumulators and adds them in IEEE fp32.
+      constexpr bool kSplit = Mma::kSplitAccum;
+      float tacc[kSplit ? 2 : 1][kSplit ? 8 : 1][4] = {};
+#pragma unroll
+      for (int j0 = 0; j0 < kTile; j0 += Mma::kK) {
+        const typename Mma::A a0 = Mma::load_a(&sm.p[0][j0], kLdP, lane);
+        const typename Mma::A a1 = Mma::load_a(&sm.p[16][j0], kLdP, lane);
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          const typename Mma::B b = Mma::load_b_km(&tl[j0][64 * warp + 8 * nt], kLdC, lane);
+          if constexpr (kSplit) {
+            Mma::mma(tacc[0][nt], a0, b);
+            Mma::mma(tacc[1][nt], a1, b);
+          } else {
+            Mma::mma(o[0][nt], a0, b);
+            Mma::mma(o[1][nt], a1, b);
+          }
+        }
+      }
+      if constexpr (kSplit) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[mt][nt][e] += tacc[mt][nt][e];
+      }
+    }
+    __syncthreads();  // P, alpha and the stage are reused by the next tile
+  }
+  cp_async_wait<0>();
+
+  // ---- write: final output (one split) or the normalised partial and its log2-sum-exp
+  const bool direct = p.num_splits == 1;
+  float* part = static_cast<float*>(p.workspace);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int h = 16 * mt + c_row(e, lane);
+      if (h >= H) continue;
+      const float l = sm.l[h];
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int f = 64 * warp + 8 * nt + c_col(e, lane);
+        const float x0 = o[mt][nt][e] * inv, x1 = o[mt][nt][e + 1] * inv;
+        if (direct) {
+          IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
+          if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst) = pack_bf16(x0, x1);
+          else *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+        } else {
+          *reinterpret_cast<float2*>(part + prow * kLat + f) = make_float2(x0, x1);
+        }
+      }
+    }
+  if (!direct && tid < H) {
+    const float l = sm.l[tid];
+    float* lse = part + int64_t(p.rows) * p.num_splits * H * kLat;
+    lse[(int64_t(r) * p.num_splits + sp) * H + tid] = l > 0.f ? sm.m[tid] + log2f(l) : -INFINITY;
+  }
+}
+
+// One warp per (row, head, 128 latent columns): ō = Σ_s 2^(lse_s − max) · ō_s / Σ_s 2^(lse_s − max).
+template <typename IO>
+__global__ void __launch_bounds__(32) mla_combine_kernel(MlaDecodeParams p) {
+  const int r = blockIdx.x, h = blockIdx.y, H = p.num_heads, ns = p.num_splits;
+  const float* part = static_cast<const float*>(p.workspace);
+  const float* lse = part + int64_t(p.rows) * ns * H * kLat;
+  const int64_t row0 = int64_t(r) * ns * H + h;  // split s at row0 + s·H
+  float mx = -INFINITY;
+  for (int s = threadIdx.x; s < ns; s += 32) mx = fmaxf(mx, lse[row0 + int64_t(s) * H]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float acc[4] = {0.f, 0.f, 0.f, 0.f}, wsum = 0.f;
+  const int f = 128 * blockIdx.z + 4 * threadIdx.x;
+  if (mx > -INFINITY) {
+#pragma unroll 4
+    for (int s = 0; s < ns; ++s) {
+      const int64_t row = row0 + int64_t(s) * H;
+      const float w = exp2f(lse[row] - mx);  // 0 for empty splits (lse = -inf)
+      const float4 x = *reinterpret_cast<const float4*>(part + row * kLat + f);
+      acc[0] = fmaf(w, x.x, acc[0]);
+      acc[1] = fmaf(w, x.y, acc[1]);
+      acc[2] = fmaf(w, x.z, acc[2]);
+      acc[3] = fmaf(w, x.w, acc[3]);
+      wsum += w;
+    }
+  }
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+  IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
+  if constexpr (sizeof(IO) == 2) {
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
+  } else {
+    *reinterpret_cast<float4*>(dst) = make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
+  }
+}
+
+template <typename IO> void launch_decode(const MlaDecodeParams& p, cudaStream_t stream) {
+  const size_t smem = sizeof(DecodeSmem<IO>);
+  static const bool attr_set = [&] {  // once per process (single-device engine)
+    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_kernel<IO>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)attr_set;
+  mla_decode_kernel<IO><<<dim3(p.num_splits, p.rows), kThreads, smem, stream>>>(p);
+  DS_CUDA_CHECK_LAUNCH();
+  if (p.num_splits > 1) {
+    mla_combine_kernel<IO><<<dim3(p.rows, p.num_heads, kLat / 128), 32, 0, stream>>>(p);
+    DS_CUDA_CHECK_LAUNCH();
+  }
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+}  // namespace
+
+int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
+  if (rows <= 0 || max_context_len <= 0) return 1;
+  // One CTA per SM (the kernel uses most of the shared memory): as many splits as fill one wave
+  // without a partial second one; a split should cover >= 4 tiles of 64 positions.
+  const int want = std::max(1, num_sms / rows);
+  const int cap = std::max(1, max_context_len / 256);
+  return std::max(1, std::min({want, cap, 256}));
+}
+
+size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits) {
+  if (num_splits <= 1) return 0;
+  return size_t(rows) * num_splits * num_heads * (kLat + 1) * sizeof(float);
+}
+
+void run_mla_decode(const MlaDecodeParams& p0, DType act, cudaStream_t stream) {
+  MlaDecodeParams p = p0;
+  DS_GPU_REQUIRE(act == DType::BF16 || act == DType::F32, "mla decode: activations must be bf16 or fp32");
+  DS_GPU_REQUIRE(p.kv_lora_rank == kLat && p.rope_dim == kRope, "mla decode: only kv_lora_rank 512 + rope 64");
+  DS_GPU_REQUIRE(p.num_heads >= 1 && p.num_heads <= kRows,
+                 "mla decode: num_heads must be in [1, 32], got " + std::to_string(p.num_heads));
+  DS_GPU_REQUIRE(p.rows >= 0 && p.block_size > 0 && p.max_blocks > 0 && p.num_splits >= 1, "mla decode: bad sizes");
+  if (p.rows == 0) return;
+  DS_GPU_REQUIRE(p.q && p.cache && p.block_tables && p.context_lens && p.o, "mla decode: null pointer argument");
+  DS_GPU_REQUIRE(p.num_splits == 1 || p.workspace, "mla decode: workspace required when num_splits > 1");
+  if (p.ldq == 0) p.ldq = int64_t(p.num_heads) * kQk;
+  if (p.ldo == 0) p.ldo = int64_t(p.num_heads) * kLat;
+  DS_GPU_REQUIRE(p.ldq % 8 == 0 && p.ldo % 8 == 0 && aligned16(p.q) && aligned16(p.cache) && aligned16(p.o) &&
+                     aligned16(p.workspace),
+                 "mla decode: tensors must be 16-byte aligned with strides a multiple of 8");
+  if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
+  if (act == DType::BF16) launch_decode<bf16>(p, stream);
+  else launch_decode<float>(p, stream);
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,52 @@
+// MLA decode in the weight-absorbed form (spec §5.1) over the paged latent cache, on the GPU.
+//
+// Each query row (one decoding token of one sequence) holds, per head, the absorbed query
+// [q_lat (512) ; q_pe (64)]; all heads attend to the same cached latents [ĉ (512) ; k_pe (64)]
+// (one latent KV head, MQA). For head h of row r:
+//   s_j = scale · q_h · c_j  (576-dim dot, j < context_lens[r]),   ō_h = Σ_j softmax(s)_j · ĉ_j  (512)
+// with fp32 softmax and accumulation; ō is written in the activation type. The W_UK absorption and the
+// W_UV up-projection are GEMMs of the caller. The cache is [num_blocks, block_size, 576] in the
+// activation type; position p of row r lives in block block_tables[r][p / block_size], slot
+// p % block_size (write new tokens with run_mla_cache_write first: the current token attends to itself).
+//
+// Split-K (flash-decoding): each row's context is cut into num_splits ranges, one CTA each; partial
+// outputs and log-sum-exps go to the workspace and a second kernel combines them, so one row with a
+// long context still fills the GPU. num_splits = 1 writes the output directly (no workspace needed).
+// choose_mla_decode_splits() is the heuristic; it depends only on sizes (capture the launch in a CUDA
+// graph per (rows, num_splits)). bf16 uses tensor cores (mma.sync bf16), fp32 uses 3xTF32.
+// CPU twin: src/kernels/mla (run_mla_absorbed_cpu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace ds::gpu {
+
+struct MlaDecodeParams {
+  const void* q = nullptr;             // [rows, H, 576] act dtype; row stride ldq (0: H*576), head stride 576
+  const void* cache = nullptr;         // [num_blocks, block_size, 576] act dtype
+  const int32_t* block_tables = nullptr;  // [rows, max_blocks] device
+  const int32_t* context_lens = nullptr;  // [rows] device: attend to positions [0, len)
+  void* o = nullptr;                   // [rows, H, 512] act dtype; row stride ldo (0: H*512), head stride 512
+  void* workspace = nullptr;           // mla_decode_workspace_bytes(...) (unused when num_splits == 1)
+  int64_t ldq = 0, ldo = 0;            // elements, multiples of 8
+  int rows = 0;
+  int num_heads = 0;                   // H <= 32
+  int block_size = 0;
+  int max_blocks = 0;                  // row stride of block_tables
+  int num_splits = 1;                  // >= 1
+  int kv_lora_rank = 512;              // only 512
+  int rope_dim = 64;                   // only 64
+  float scale = 0.0f;                  // 0: 1/sqrt(192) (qk_nope 128 + rope 64, spec §5.1)
+};
+
+// Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts.
+int choose_mla_decode_splits(int rows, int max_context_len, int num_sms);
+size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
+
+void run_mla_decode(const MlaDecodeParams& p, DType act, cudaStream_t stream);
+
+}  // namespace ds::gpu

@@ -1,0 +1,242 @@
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/moe_gemm.h"
+
+namespace ds::gpu {
+namespace {
+
+constexpr int kBM = 128, kStages = 3, kThreads = 256, kPad = 8;
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const void* p) {
+  unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x2(unsigned* r, const void* p) {
+  unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+}
+__device__ __forceinline__ void mma_bf16(float* d, const unsigned* a, const unsigned* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Warp grid over the 128 x BN tile: BN 64 -> 4 x 2 warps of 32 x 32; BN 16 -> 8 x 1 warps of 16 x 16.
+template <int BN, int BK> struct Layout {
+  static constexpr int kLd = BK + kPad;  // shared-memory row stride (elements): 16-byte rows, ldmatrix
+                                         // rows land in different bank groups
+  static constexpr int CA = kBM * (BK / 8) / kThreads;               // A chunks per thread
+  static constexpr int CB = (BN * (BK / 8) + kThreads - 1) / kThreads;  // B chunks per thread
+  static constexpr int WN = BN == 64 ? 2 : 1;
+  static constexpr int WM = 8 / WN;
+  static constexpr int TM = kBM / WM, TN = BN / WN;  // warp tile
+  static constexpr int MI = TM / 16, NI = TN / 8;
+  static constexpr size_t kPipe = size_t(kStages) * (kBM + BN) * kLd * 2;
+  static constexpr size_t kEpi = size_t(kBM) * (BN + 4) * 4;
+  static constexpr size_t kSmem = kPipe > kEpi ? kPipe : kEpi;
+};
+
+template <int BN, int BK, bool SILU>
+__global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
+  pdl_trigger();
+  pdl_wait();
+  using L = Layout<BN, BK>;
+  constexpr int kLd = L::kLd;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sA = reinterpret_cast<bf16*>(smem);             // [stages][128][kLd]
+  bf16* sB = sA + size_t(kStages) * kBM * kLd;           // [stages][BN][kLd]
+  __shared__ int scan_tmp[32];
+  __shared__ int tile_slot, tile_index;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  // ---- find this block's (slot, token tile) from the slot ranges ----------------------------------
+  const int na = *p.num_active;
+  if (tid == 0) tile_slot = -1;
+  int base = 0;
+  for (int s0 = 0; s0 < na; s0 += kThreads) {
+    int s = s0 + tid;
+    int tiles = s < na ? (p.slot_start[s + 1] - p.slot_start[s] + BN - 1) / BN : 0;
+    int total = 0;
+    int ex = block_exclusive_scan(tiles, scan_tmp, &total);
+    int y = int(blockIdx.y);
+    if (s < na && y >= base + ex && y < base + ex + tiles) {
+      tile_slot = s;
+      tile_index = y - base - ex;
+    }
+    base += total;
+  }
+  __syncthreads();
+  if (tile_slot < 0) return;
+  const int slot = tile_slot;
+  const int r0 = p.slot_start[slot] + tile_index * BN;
+  const int rows = min(BN, p.slot_start[slot + 1] - r0);
+  const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.slot_expert[slot]) * p.w_group_stride;
+  const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);  // first output column of the tile
+
+  // ---- per-thread load assignments (fixed over K): 16-byte chunks of A (weights) and B (x rows) -----
+  constexpr int KC = BK / 8;  // chunks per row per stage
+  const bf16* a_src[L::CA];
+  bool a_ok[L::CA];
+  int a_dst[L::CA];
+#pragma unroll
+  for (int i = 0; i < L::CA; ++i) {
+    int c = tid + i * kThreads, row = c / KC, kc = (c % KC) * 8;
+    int wrow, feat;
+    if (SILU) {
+      feat = f0 + (row & 63);
+      wrow = row < 64 ? feat : p.N + feat;
+    } else {
+      feat = f0 + row;
+      wrow = feat;
+    }
+    a_ok[i] = feat < p.N;
+    a_src[i] = W + int64_t(a_ok[i] ? wrow : 0) * p.K + kc;
+    a_dst[i] = row * kLd + kc;
+  }
+  const bf16* b_src[L::CB];
+  bool b_act[L::CB], b_ok[L::CB];
+  int b_dst[L::CB];
+#pragma unroll
+  for (int i = 0; i < L::CB; ++i) {
+    int c = tid + i * kThreads, row = c / KC, kc = (c % KC) * 8;
+    b_act[i] = c < BN * KC;
+    b_ok[i] = b_act[i] && row < rows;
+    int64_t xr = 0;
+    if (b_ok[i]) xr = p.x_rows ? p.x_rows[r0 + row] : r0 + row;
+    b_src[i] = static_cast<const bf16*>(p.x) + xr * p.ldx + kc;
+    b_dst[i] = row * kLd + kc;
+  }
+
+  auto load_stage = [&](int stage, int kt) {
+    bf16* a = sA + size_t(stage) * kBM * kLd;
+    bf16* b = sB + size_t(stage) * BN * kLd;
+    const int k = kt * BK;
+#pragma unroll
+    for (int i = 0; i < L::CA; ++i) cp_async16(a + a_dst[i], a_src[i] + k, a_ok[i]);
+#pragma unroll
+    for (int i = 0; i < L::CB; ++i)
+      if (b_act[i]) cp_async16(b + b_dst[i], b_src[i] + k, b_ok[i]);
+  };
+
+  float acc[L::MI][L::NI][4];
+#pragma unroll
+  for (int i = 0; i < L::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < L::NI; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+
+  const int KT = p.K / BK;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < KT) load_stage(s, s);
+    cp_async_commit();
+  }
+  const int wm = warp / L::WN, wn = warp % L::WN;
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    if (kt + kStages - 1 < KT) load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
+    cp_async_commit();
+    const bf16* a = sA + size_t(kt % kStages) * kBM * kLd;
+    const bf16* b = sB + size_t(kt % kStages) * BN * kLd;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      unsigned af[L::MI][4], bfr[L::NI][2];
+#pragma unroll
+      for (int i = 0; i < L::MI; ++i) {
+        int row = wm * L::TM + i * 16 + (lane & 15);
+        ldmatrix_x4(af[i], a + row * kLd + kk + (lane >> 4) * 8);
+      }
+#pragma unroll
+      for (int j = 0; j < L::NI; ++j) {
+        int row = wn * L::TN + j * 8 + (lane & 7);
+        ldmatrix_x2(bfr[j], b + row * kLd + kk + ((lane >> 3) & 1) * 8);
+      }
+#pragma unroll
+      for (int i = 0; i < L::MI; ++i)
+#pragma unroll
+        for (int j = 0; j < L::NI; ++j) mma_bf16(acc[i][j], af[i], bfr[j]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // ---- epilogue through shared memory: C[weight row][token] fp32 ----------------------------------
+  float* C = reinterpret_cast<float*>(smem);
+  constexpr int ldc = BN + 4;
+#pragma unroll
+  for (int i = 0; i < L::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < L::NI; ++j) {
+      int row = wm * L::TM + i * 16 + (lane >> 2);
+      int col = wn * L::TN + j * 8 + (lane & 3) * 2;
+      C[row * ldc + col] = acc[i][j][0];
+      C[row * ldc + col + 1] = acc[i][j][1];
+      C[(row + 8) * ldc + col] = acc[i][j][2];
+      C[(row + 8) * ldc + col + 1] = acc[i][j][3];
+    }
+  __syncthreads();
+  bf16* Y = static_cast<bf16*>(p.y);
+  constexpr int kOut = SILU ? kBM / 2 : kBM;
+  for (int idx = tid; idx < kOut * rows; idx += kThreads) {
+    int f = idx % kOut, j = idx / kOut;
+    if (f0 + f >= p.N) continue;
+    float v;
+    if (SILU) v = siluf_(C[f * ldc + j]) * C[(f + 64) * ldc + j];
+    else v = C[f * ldc + j];
+    Y[int64_t(r0 + j) * p.ldy + f0 + f] = __float2bfloat16_rn(v);
+  }
+}
+
+template <int BN, int BK, bool SILU>
+void launch(const MoeGemmParams& p, cudaStream_t s) {
+  using L = Layout<BN, BK>;
+  auto kern = moe_gemm_kernel<BN, BK, SILU>;
+  static bool configured = false;
+  if (!configured) {
+    DS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem)));
+    configured = true;
+  }
+  const int cols = SILU ? kBM / 2 : kBM;
+  const int64_t tiles = (int64_t(p.max_rows) + BN - 1) / BN + p.max_slots;  // bound on sum of ceil(rows/BN)
+  dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
+  launch_pdl(kern, grid, kThreads, L::kSmem, s, p);
+}
+
+}  // namespace
+
+void run_moe_gemm(const MoeGemmParams& p, cudaStream_t s) {
+  if (p.max_rows == 0 || p.max_slots == 0) return;
+  const int bk = p.k_tile > 0 ? p.k_tile : 64;
+  DS_GPU_REQUIRE(bk == 32 || bk == 64, "run_moe_gemm: k_tile must be 32 or 64");
+  DS_GPU_REQUIRE(p.K % bk == 0, "run_moe_gemm: K must be a multiple of the k tile");
+  DS_GPU_REQUIRE(p.ldx % 8 == 0 && p.ldy % 8 == 0, "run_moe_gemm: row strides must be multiples of 8");
+  DS_GPU_REQUIRE(p.tile_tokens == 16 || p.tile_tokens == 64, "run_moe_gemm: tile_tokens must be 16 or 64");
+  int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_slots;
+  DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm: too many token tiles for one launch");
+  auto go = [&]<int BN, int BK>() {
+    if (p.silu_mul) launch<BN, BK, true>(p, s);
+    else launch<BN, BK, false>(p, s);
+  };
+  if (p.tile_tokens == 64) {
+    if (bk == 64) go.template operator()<64, 64>();
+    else go.template operator()<64, 32>();
+  } else {
+    if (bk == 64) go.template operator()<16, 64>();
+    else go.template operator()<16, 32>();
+  }
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,200 @@
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/moe_route.h"
+
+namespace ds::gpu {
+namespace {
+
+constexpr int kRouteWarps = 4;
+
+// Warp argmax over v[0..n) (ties: lowest index). Returns the index (all lanes).
+__device__ int warp_argmax(const float* v, int n, int lane) {
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int e = lane; e < n; e += 32) {
+    float x = v[e];
+    if (x > best || (x == best && e < bi)) { best = x; bi = e; }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+  }
+  return bi;
+}
+
+// Routes token t with one warp; `s` holds 3 * num_experts floats of scratch for the warp.
+__device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane) {
+  const int E = p.num_experts;
+  float* sb = s + E;   // biased (selection) scores
+  float* sel = sb + E; // working copy for the selection
+  const float* lg = p.logits + int64_t(t) * E;
+  for (int e = lane; e < E; e += 32) {
+    float v = 1.f / (1.f + expf(-lg[e]));
+    s[e] = v;
+    sb[e] = v + p.bias[e];
+    sel[e] = sb[e];
+  }
+  __syncwarp();
+  if (p.num_groups > 1) {
+    int per = E / p.num_groups;
+    // lane g scores group g (sum of its two best); groups <= 32
+    float gs = -INFINITY;
+    if (lane < p.num_groups) {
+      float b1 = -INFINITY, b2 = -INFINITY;
+      for (int e = lane * per; e < (lane + 1) * per; ++e) {
+        float x = sb[e];
+        if (x > b1) { b2 = b1; b1 = x; } else if (x > b2) { b2 = x; }
+      }
+      gs = per >= 2 ? b1 + b2 : b1;
+    }
+    unsigned keep = 0;
+    for (int i = 0; i < p.topk_groups; ++i) {
+      float best = gs;
+      int bi = lane < p.num_groups ? lane : 0x7fffffff;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+      }
+      keep |= 1u << bi;
+      if (lane == bi) gs = -INFINITY;
+    }
+    for (int e = lane; e < E; e += 32)
+      if (!((keep >> (e / per)) & 1u)) sel[e] = -INFINITY;  // excluded groups are not eligible
+    __syncwarp();
+  }
+  int32_t* ids = p.topk_ids + int64_t(t) * p.ldk;
+  float* ws = p.topk_weights + int64_t(t) * p.ldk;
+  float sum = 0.f;
+  for (int i = 0; i < p.top_k; ++i) {
+    int e = warp_argmax(sel, E, lane);
+    float w = p.biased_weights ? sb[e] : s[e];
+    sum += w;
+    if (lane == 0) {
+      ids[i] = e;
+      ws[i] = w;
+    }
+    __syncwarp();
+    if (lane == 0) sel[e] = -INFINITY;
+    __syncwarp();
+  }
+  if (lane == 0) {
+    float f = p.renormalize ? p.scale / (sum + 1e-20f) : p.scale;
+    for (int i = 0; i < p.top_k; ++i) ws[i] *= f;
+    if (p.shared_expert_id >= 0) {
+      ids[p.top_k] = p.shared_expert_id;
+      ws[p.top_k] = 1.f;
+    }
+  }
+}
+
+__global__ void moe_route_kernel(MoeRouteParams p) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float smem[];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int t = blockIdx.x * kRouteWarps + warp;
+  if (t >= p.tokens) return;
+  route_token(p, t, smem + warp * 3 * p.num_experts, lane);
+}
+
+// Counting sort of the pairs by expert in one block; experts spread over the threads.
+__device__ void align_block(const MoeAlignParams& p, int* counts, int* scan_tmp) {
+  int* starts = counts + p.num_experts;
+  const int pairs = p.tokens * p.k;
+  for (int e = threadIdx.x; e < p.num_experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) p.pair_pos[i] = atomicAdd(&counts[p.ids[i]], 1);
+  __syncthreads();
+  int run = 0, na = 0;  // carried over chunks of blockDim.x experts
+  for (int e0 = 0; e0 < p.num_experts; e0 += blockDim.x) {
+    int e = e0 + threadIdx.x;
+    int c = e < p.num_experts ? counts[e] : 0;
+    int tot_c = 0, tot_a = 0;
+    int ex_c = block_exclusive_scan(c, scan_tmp, &tot_c);
+    int ex_a = block_exclusive_scan(c > 0 ? 1 : 0, scan_tmp, &tot_a);
+    if (e < p.num_experts) {
+      starts[e] = run + ex_c;
+      if (c > 0) {
+        p.slot_expert[na + ex_a] = e;
+        p.slot_start[na + ex_a] = run + ex_c;
+      }
+    }
+    run += tot_c;
+    na += tot_a;
+  }
+  if (threadIdx.x == 0) {
+    p.slot_start[na] = run;
+    *p.num_active = na;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    int pos = starts[p.ids[i]] + p.pair_pos[i];
+    p.pair_pos[i] = pos;
+    p.sorted_token[pos] = i / p.k;
+  }
+}
+
+__global__ void moe_align_kernel(MoeAlignParams p) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ int counts[];  // [2 * num_experts]: counts, then starts
+  __shared__ int scan_tmp[32];
+  align_block(p, counts, scan_tmp);
+}
+
+// Small batches (decode): routing and the permutation in one launch.
+constexpr int kFusedWarps = 8;
+__global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float smem[];
+  __shared__ int scan_tmp[32];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int t = warp; t < r.tokens; t += kFusedWarps) route_token(r, t, smem + warp * 3 * r.num_experts, lane);
+  __syncthreads();  // the routing's global writes are visible to the block from here on
+  align_block(a, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
+}
+
+}  // namespace
+
+void run_moe_route(const MoeRouteParams& p, cudaStream_t s) {
+  if (p.tokens == 0) return;
+  DS_GPU_REQUIRE(p.num_groups >= 1 && p.num_groups <= 32 && p.num_experts % p.num_groups == 0,
+                 "run_moe_route: num_expert_group must divide num_experts and be <= 32");
+  DS_GPU_REQUIRE(p.topk_groups >= 1 && p.topk_groups <= p.num_groups, "run_moe_route: bad topk_group");
+  DS_GPU_REQUIRE(p.top_k >= 1 && p.top_k <= p.num_experts, "run_moe_route: bad top_k");
+  DS_GPU_REQUIRE(p.ldk >= p.top_k + (p.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
+  size_t smem = size_t(kRouteWarps) * 3 * p.num_experts * sizeof(float);
+  DS_GPU_REQUIRE(smem <= 48 * 1024, "run_moe_route: too many experts for one warp's shared memory");
+  launch_pdl(moe_route_kernel, ceil_div(p.tokens, kRouteWarps), kRouteWarps * 32, smem, s, p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_moe_align(const MoeAlignParams& p, cudaStream_t s) {
+  if (p.tokens == 0) return;
+  size_t smem = size_t(2 * p.num_experts) * sizeof(int);
+  DS_GPU_REQUIRE(smem <= 40 * 1024, "run_moe_align: too many experts");
+  launch_pdl(moe_align_kernel, 1, 1024, smem, s, p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s) {
+  if (r.tokens == 0) return;
+  size_t smem = size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
+  if (r.tokens > 64 || smem > 48 * 1024) {
+    run_moe_route(r, s);
+    run_moe_align(a, s);
+    return;
+  }
+  DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
+                 "run_moe_route: num_expert_group must divide num_experts and be <= 32");
+  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
+  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
+  launch_pdl(moe_route_align_kernel, 1, kFusedWarps * 32, smem, s, r, a);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,98 @@
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/norm.h"
+
+namespace ds::gpu {
+namespace {
+
+// One warp per row, 16-byte vectors; two passes over the row (the second hits L1/L2).
+template <typename T>
+__global__ void rmsnorm_kernel(RmsNormParams p) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int N = Vec16<T>::N;
+  int warps = blockDim.x >> 5;
+  int r = blockIdx.x * warps + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (r >= p.rows) return;
+  int64_t src = p.row_index ? p.row_index[r] : r;
+  const T* x = static_cast<const T*>(p.x) + src * p.ldx;
+  const T* w = static_cast<const T*>(p.weight);
+  T* y = static_cast<T*>(p.y) + int64_t(r) * p.ldy;
+  float ss = 0.f;
+  for (int c = lane * N; c < p.dim; c += 32 * N) {
+    Vec16<T> v;
+    v.load(x + c);
+    float f[N];
+    v.to_float(f);
+#pragma unroll
+    for (int i = 0; i < N; ++i) ss += f[i] * f[i];
+  }
+  ss = warp_sum(ss);
+  float inv = rsqrtf(ss / float(p.dim) + p.eps);
+  for (int c = lane * N; c < p.dim; c += 32 * N) {
+    Vec16<T> v, wv;
+    v.load(x + c);
+    wv.load(w + c);
+    float f[N], g[N];
+    v.to_float(f);
+    wv.to_float(g);
+#pragma unroll
+    for (int i = 0; i < N; ++i) f[i] = f[i] * inv * g[i];
+    v.from_float(f);
+    v.store(y + c);
+  }
+}
+
+// One warp per (token, head).
+template <typename T>
+__global__ void gated_rmsnorm_kernel(GatedRmsNormParams p) {
+  pdl_trigger();
+  pdl_wait();
+  int warps = blockDim.x >> 5;
+  int64_t item = int64_t(blockIdx.x) * warps + (threadIdx.x >> 5);
+  int lane = threadIdx.x & 31;
+  if (item >= int64_t(p.tokens) * p.heads) return;
+  int64_t t = item / p.heads;
+  int h = int(item % p.heads);
+  int64_t width = int64_t(p.heads) * p.head_dim;
+  const T* o = static_cast<const T*>(p.o) + t * width + int64_t(h) * p.head_dim;
+  const T* g = static_cast<const T*>(p.gate) + t * p.ldg + int64_t(h) * p.head_dim;
+  const T* w = static_cast<const T*>(p.weight);
+  T* y = static_cast<T*>(p.y) + t * width + int64_t(h) * p.head_dim;
+  float ss = 0.f;
+  for (int c = lane; c < p.head_dim; c += 32) {
+    float v = to_f32(o[c]);
+    ss += v * v;
+  }
+  ss = warp_sum(ss);
+  float inv = rsqrtf(ss / float(p.head_dim) + p.eps);
+  for (int c = lane; c < p.head_dim; c += 32) {
+    float v = to_f32(o[c]) * inv * to_f32(w[c]);
+    float gg = to_f32(g[c]);
+    y[c] = from_f32<T>(v * (1.f / (1.f + expf(-gg))));
+  }
+}
+
+}  // namespace
+
+void run_rmsnorm(const RmsNormParams& p, DType act, cudaStream_t s) {
+  if (p.rows == 0) return;
+  DS_GPU_REQUIRE(p.dim % 8 == 0, "run_rmsnorm: dim " + std::to_string(p.dim) + " must be a multiple of 8");
+  constexpr int kWarps = 4;
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(rmsnorm_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, s, p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, cudaStream_t s) {
+  if (p.tokens == 0) return;
+  constexpr int kWarps = 8;
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(gated_rmsnorm_kernel<T>, ceil_div(int64_t(p.tokens) * p.heads, kWarps), kWarps * 32, 0, s, p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,246 @@
+#include <climits>
+
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/sampling.h"
+
+namespace ds::gpu {
+namespace {
+
+constexpr int kThreads = 1024;
+
+struct ArgBest {
+  float v;
+  int i;
+};
+// (v, i) comes before (w, j) in descending order: larger value, or equal value and lower index.
+__device__ __forceinline__ bool before(float v, int i, float w, int j) { return v > w || (v == w && i < j); }
+
+struct Shared {
+  float red[32];
+  double dred[32];
+  ArgBest best[33];
+  int cnt[kThreads];
+};
+
+__device__ ArgBest block_first(float v, int i, Shared& sh) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (before(ov, oi, v, i)) { v = ov; i = oi; }
+  }
+  __syncthreads();
+  if (lane == 0) sh.best[warp] = {v, i};
+  __syncthreads();
+  if (warp == 0) {
+    ArgBest b = lane < (blockDim.x >> 5) ? sh.best[lane] : ArgBest{-INFINITY, INT_MAX};
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, b.v, o);
+      int oi = __shfl_xor_sync(0xffffffffu, b.i, o);
+      if (before(ov, oi, b.v, b.i)) { b.v = ov; b.i = oi; }
+    }
+    if (lane == 0) sh.best[32] = b;
+  }
+  __syncthreads();
+  return sh.best[32];
+}
+
+__device__ double block_sum_d(double v, Shared& sh) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if (lane == 0) sh.dred[warp] = v;
+  __syncthreads();
+  double t = lane < (blockDim.x >> 5) ? sh.dred[lane] : 0.0;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  return t;
+}
+
+// Kept tokens: bits(e) > tau, or bits(e) == tau and index <= lim.
+struct Kept {
+  uint32_t tau;
+  int lim;
+  __device__ bool has(uint32_t b, int i) const { return b > tau || (b == tau && i <= lim); }
+};
+
+// Mass (or count) of kept tokens with bits(e) >= t.
+__device__ double kept_mass(const float* e, int V, Kept k, uint32_t t, bool count, Shared& sh) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < V; i += kThreads) {
+    uint32_t b = __float_as_uint(e[i]);
+    if (b >= t && k.has(b, i)) s += count ? 1.0 : double(e[i]);
+  }
+  return block_sum_d(s, sh);
+}
+
+// Largest t in [0, bits(1.0)] with f(t) >= x (strict: > x); f non-increasing. f(0) must pass.
+template <bool Strict>
+__device__ uint32_t bisect(const float* e, int V, Kept k, bool count, double x, Shared& sh) {
+  uint32_t lo = 0, hi = __float_as_uint(1.f);
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo + 1) / 2;
+    double f = kept_mass(e, V, k, mid, count, sh);
+    if (Strict ? f > x : f >= x) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Index of the n-th (1-based) kept token with bits(e) == t, in index order; -1 if fewer.
+__device__ int nth_tie(const float* e, int V, Kept k, uint32_t t, int n, Shared& sh) {
+  int seg = (V + kThreads - 1) / kThreads;
+  int b0 = threadIdx.x * seg, b1 = min(V, b0 + seg);
+  int c = 0;
+  for (int i = b0; i < b1; ++i) {
+    uint32_t b = __float_as_uint(e[i]);
+    c += (b == t && k.has(b, i)) ? 1 : 0;
+  }
+  __syncthreads();
+  sh.cnt[threadIdx.x] = c;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int run = 0;
+    for (int i = 0; i < kThreads; ++i) {
+      int v = sh.cnt[i];
+      sh.cnt[i] = run;
+      run += v;
+    }
+  }
+  __syncthreads();
+  int before_me = sh.cnt[threadIdx.x];
+  int found = INT_MAX;
+  if (n > before_me && n <= before_me + c) {
+    int r = before_me;
+    for (int i = b0; i < b1; ++i) {
+      uint32_t b = __float_as_uint(e[i]);
+      if (b == t && k.has(b, i) && ++r == n) {
+        found = i;
+        break;
+      }
+    }
+  }
+  ArgBest w = block_first(found == INT_MAX ? -1.f : 1.f, found, sh);
+  return w.v > 0.f ? w.i : -1;
+}
+
+// The kept token where the cumulative mass in descending order first reaches x (strict: exceeds x).
+// Returns it as a Kept bound (everything before it and it) and its cumulative mass.
+template <bool Strict>
+__device__ Kept crossing(const float* e, int V, Kept k, double x, double* cum, Shared& sh) {
+  uint32_t t = bisect<Strict>(e, V, k, false, x, sh);
+  double g = t < 0xffffffffu ? kept_mass(e, V, k, t + 1, false, sh) : 0.0;
+  double v = double(__uint_as_float(t));
+  double ties = 0.0;
+  for (int i = threadIdx.x; i < V; i += kThreads) {
+    uint32_t b = __float_as_uint(e[i]);
+    ties += (b == t && k.has(b, i)) ? 1.0 : 0.0;
+  }
+  ties = block_sum_d(ties, sh);
+  double need = Strict ? floor((x - g) / v) + 1.0 : ceil((x - g) / v);
+  int n = int(fmin(fmax(need, 1.0), fmax(ties, 1.0)));
+  int idx = nth_tie(e, V, k, t, n, sh);
+  *cum = g + double(n) * v;
+  return Kept{t, idx};
+}
+
+__global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
+  __shared__ Shared sh;
+  int row = blockIdx.x, tid = threadIdx.x, V = p.vocab;
+  const SampleRow rp = p.row_params[row];
+  const float* raw = p.logits + int64_t(row) * p.ld;
+  float* x = p.work + int64_t(row) * V;
+
+  // log-normaliser of the raw logits
+  float mx = -INFINITY;
+  for (int i = tid; i < V; i += kThreads) mx = fmaxf(mx, raw[i]);
+  mx = block_max(mx, sh.red);
+  double se = 0.0;
+  for (int i = tid; i < V; i += kThreads) {
+    float l = raw[i];
+    se += exp(double(l) - double(mx));
+    x[i] = l;
+  }
+  double log_z = double(mx) + log(block_sum_d(se, sh));
+  __syncthreads();
+
+  // penalties: each listed token once per row
+  for (int j = rp.pen_begin + tid; j < rp.pen_end; j += kThreads) {
+    int tok = p.pen_tokens[j];
+    if (tok < 0 || tok >= V) continue;
+    float l = x[tok];
+    if (rp.repetition_penalty != 1.f) l = l > 0.f ? l / rp.repetition_penalty : l * rp.repetition_penalty;
+    int c = p.pen_counts[j];
+    if (c > 0) l -= rp.frequency_penalty * float(c) + rp.presence_penalty;
+    x[tok] = l;
+  }
+  __syncthreads();
+
+  ArgBest b{-INFINITY, INT_MAX};
+  for (int i = tid; i < V; i += kThreads)
+    if (before(x[i], i, b.v, b.i)) b = {x[i], i};
+  ArgBest top = block_first(b.v, b.i, sh);
+  int token = top.i < V ? top.i : 0;  // (NaN logits leave no first element)
+  if (top.i < V && !(rp.temperature <= 0.f || rp.top_k == 1)) {
+    // unnormalised probabilities relative to the most likely token (which gets 1)
+    double inv_t = 1.0 / double(rp.temperature);
+    for (int i = tid; i < V; i += kThreads) x[i] = float(exp(double(x[i] - top.v) * inv_t));
+    __syncthreads();
+    uint32_t tmin = max(__float_as_uint(fmaxf(rp.min_p, 0.f)), 1u);  // e > 0 and e >= min_p
+    Kept k{tmin - 1, -1};
+    if (rp.top_k > 0) {
+      double have = kept_mass(x, V, k, 0, true, sh);
+      if (double(rp.top_k) < have) {
+        uint32_t t = bisect<false>(x, V, k, true, double(rp.top_k), sh);
+        double above = t < 0xffffffffu ? kept_mass(x, V, k, t + 1, true, sh) : 0.0;
+        int idx = nth_tie(x, V, k, t, rp.top_k - int(above), sh);
+        k = Kept{t, idx};
+      }
+    }
+    double total = kept_mass(x, V, k, 0, false, sh);
+    if (rp.top_p < 1.f) {
+      double cum = 0.0;
+      k = crossing<false>(x, V, k, double(fmaxf(rp.top_p, 0.f)) * total, &cum, sh);
+      total = cum;
+    }
+    double cum = 0.0;
+    Kept d = crossing<true>(x, V, k, rp.u * total, &cum, sh);
+    token = d.lim >= 0 ? d.lim : top.i;
+    (void)cum;
+  }
+  if (tid == 0) {
+    p.out_token[row] = token;
+    p.out_logprob[row] = float(double(raw[token]) - log_z);
+  }
+  // top-n logprobs of the raw logits: n passes, each the first pair after the previous one
+  int n = min(rp.num_logprobs, p.max_logprobs);
+  float pv = INFINITY;
+  int pi = -1;
+  for (int r = 0; r < n; ++r) {
+    ArgBest c{-INFINITY, INT_MAX};
+    for (int i = tid; i < V; i += kThreads) {
+      float v = raw[i];
+      if (before(pv, pi, v, i) && before(v, i, c.v, c.i)) c = {v, i};
+    }
+    ArgBest w = block_first(c.v, c.i, sh);
+    if (tid == 0) {
+      p.out_top_ids[int64_t(row) * p.max_logprobs + r] = w.i;
+      p.out_top_logprobs[int64_t(row) * p.max_logprobs + r] = float(double(w.v) - log_z);
+    }
+    pv = w.v;
+    pi = w.i;
+  }
+}
+
+}  // namespace
+
+void run_sampling(const SamplingParams& p, cudaStream_t s) {
+  if (p.rows == 0) return;
+  sampling_kernel<<<p.rows, kThreads, 0, s>>>(p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu

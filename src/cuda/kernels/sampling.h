@@ -1,0 +1,43 @@
+// Token sampling on the GPU, one block per logits row, with the CPU sampler's semantics
+// (src/sampling/cpu_sampler.h): repetition penalty over prompt + output tokens, frequency/presence
+// penalties over output tokens, then greedy argmax (ties: lowest id), or temperature with min-p
+// (relative to the most likely token), top-k, top-p (smallest prefix in descending probability whose
+// mass reaches top_p) and one inverse-CDF draw in descending probability (ties: lowest id) at the
+// request's uniform number u = uniform01(seed, step) (sampling/rng.h; computed on the host). Kept sets
+// are found by bisection over the probabilities' float bits instead of sorting. Logprobs are the
+// log-softmax of the raw logits: the sampled token's and the top-n.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ds::gpu {
+
+struct SampleRow {
+  float temperature = 1.f;   // <= 0 (or top_k == 1): greedy
+  int top_k = -1;            // <= 0: off
+  float top_p = 1.f;
+  float min_p = 0.f;
+  float presence_penalty = 0.f, frequency_penalty = 0.f, repetition_penalty = 1.f;
+  double u = 0.0;            // uniform01(seed, step)
+  int num_logprobs = -1;     // top-n alternatives wanted (capped at max_logprobs)
+  int pen_begin = 0, pen_end = 0;  // this row's entries in pen_tokens / pen_counts
+};
+
+struct SamplingParams {
+  const float* logits = nullptr;    // [rows, ld] fp32 raw logits (not modified)
+  int64_t ld = 0;
+  int rows = 0, vocab = 0;
+  const SampleRow* row_params = nullptr;  // [rows] device
+  const int32_t* pen_tokens = nullptr;    // distinct tokens of prompt + output of each row
+  const int32_t* pen_counts = nullptr;    // how often each occurs among the output tokens
+  float* work = nullptr;                  // [rows, vocab] fp32 scratch
+  int32_t* out_token = nullptr;           // [rows]
+  float* out_logprob = nullptr;           // [rows]
+  int32_t* out_top_ids = nullptr;         // [rows, max_logprobs] best first
+  float* out_top_logprobs = nullptr;      // [rows, max_logprobs]
+  int max_logprobs = 0;
+};
+void run_sampling(const SamplingParams& p, cudaStream_t s);
+
+}  // namespace ds::gpu

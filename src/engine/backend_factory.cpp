@@ -1,0 +1,35 @@
+#include "engine/backend_factory.h"
+
+#include "core/error.h"
+#include "model/cpu_backend.h"
+#if DS_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace ds {
+
+bool cuda_available() {
+#if DS_HAVE_CUDA
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> create_backend(const BackendOptions& opts) {
+  if (opts.device == "cpu") return make_cpu_backend(opts);
+  if (opts.device == "cuda") {
+#if DS_HAVE_CUDA
+    DS_CHECK(cuda_available(), "device 'cuda' was asked for but no CUDA device is visible");
+    return make_cuda_backend(opts);
+#else
+    fail("device 'cuda' was asked for but this deltaserve was built without CUDA (DS_CUDA=OFF or no nvcc)");
+#endif
+  }
+  fail("unknown device '{}' (expected cpu or cuda)", opts.device);
+}
+
+}  // namespace ds

@@ -1,0 +1,402 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "engine/output_builder.h"
+#include "sched/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ds {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Abort: return "abort";
+    case FinishReason::Error: return "error";
+  }
+  return "";
+}
+
+std::optional<GenerationOutput> RequestStream::next(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (!cv_.wait_for(lk, timeout, [&] { return !q_.empty(); })) return std::nullopt;
+  GenerationOutput out = std::move(q_.front());
+  q_.pop_front();
+  return out;
+}
+
+void RequestStream::push(GenerationOutput out) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    q_.push_back(std::move(out));
+  }
+  cv_.notify_all();
+}
+
+namespace {
+
+struct Pending {
+  GenerationRequest req;
+  std::shared_ptr<RequestStream> stream;
+};
+
+// A request the step thread is working on.
+struct Active {
+  std::string id;
+  std::shared_ptr<RequestStream> stream;
+  std::unique_ptr<OutputBuilder> builder;
+  uint64_t sched_id = 0;
+};
+
+int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg, const CacheGeometry& geo) {
+  int64_t len = opts.max_model_len > 0 ? opts.max_model_len : cfg.max_position_embeddings;
+  if (geo.block_size > 0 && geo.num_blocks > 0) {
+    int64_t cap = int64_t(geo.num_blocks) * geo.block_size;
+    if (len > cap) {
+      if (opts.max_model_len > 0)
+        spdlog::warn("max_model_len {} exceeds the MLA cache ({} tokens); using {}", len, cap, cap);
+      len = cap;
+    }
+  }
+  return len;
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  std::unique_ptr<Backend> backend;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  EngineOptions opts;
+  CacheGeometry geometry;
+  int64_t max_len = 0;
+  int vocab = 0;
+  std::vector<int32_t> eos_ids;  // model EOS ids + the tokenizer's default stop ids
+  std::unique_ptr<Scheduler> sched;
+
+  // Shared with submitters (guarded by mu).
+  std::mutex mu;
+  std::condition_variable cv;       // wakes the step thread
+  std::condition_variable idle_cv;  // wakes drain()
+  std::deque<Pending> intake;
+  std::vector<std::string> aborts;
+  std::unordered_set<std::string> live;  // submitted and not finished
+  int sched_waiting = 0;                 // scheduler's queue length after the last step
+  bool stopping = false, draining = false;
+  uint64_t next_auto_id = 0;
+
+  mutable std::mutex stats_mu;
+  EngineStats stats;
+
+  // Step thread only.
+  struct Delivery {
+    std::shared_ptr<RequestStream> stream;
+    GenerationOutput out;
+  };
+  std::vector<Delivery> outbox;  // pushed after the step's stats are published
+  std::unordered_map<std::string, Active> active;
+  std::unordered_map<uint64_t, std::string> by_sched_id;
+  std::thread loop;
+
+  void run();
+  void admit(Pending p);
+  void end(const std::string& id, GenerationOutput out);
+  void end_with(const std::string& id, FinishReason reason, const std::string& error);
+  void step();
+  void publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped);
+  void deliver();
+};
+
+Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
+               EngineOptions opts)
+    : impl_(std::make_unique<Impl>()) {
+  DS_CHECK(backend != nullptr, "engine: no backend");
+  Impl& m = *impl_;
+  m.backend = std::move(backend);
+  m.tokenizer = std::move(tokenizer);
+  m.opts = opts;
+  const ModelConfig& cfg = m.backend->config();
+  m.geometry = m.backend->cache_geometry();
+  m.vocab = cfg.vocab_size;
+  m.max_len = resolve_max_model_len(opts, cfg, m.geometry);
+  for (int id : cfg.eos_token_ids) m.eos_ids.push_back(id);
+  if (m.tokenizer)
+    for (int32_t id : m.tokenizer->default_stop_ids())
+      if (id < m.vocab && std::find(m.eos_ids.begin(), m.eos_ids.end(), id) == m.eos_ids.end())
+        m.eos_ids.push_back(id);
+
+  SchedulerConfig sc;
+  sc.num_state_slots = m.geometry.num_state_slots;
+  sc.max_num_seqs = std::min(opts.max_num_seqs, m.geometry.num_state_slots);
+  sc.max_num_batched_tokens = opts.max_num_batched_tokens;
+  sc.max_model_len = m.max_len;
+  sc.num_blocks = m.geometry.num_blocks;
+  sc.block_size = m.geometry.num_blocks > 0 ? m.geometry.block_size : 0;  // no MLA cache: no paging
+  m.sched = std::make_unique<Scheduler>(sc);
+  spdlog::info("engine on {}: max_model_len {}, max_num_seqs {}, max_num_batched_tokens {}, "
+               "{} state slots, {} MLA pages x {} tokens",
+               m.backend->device_name(), m.max_len,
+               sc.max_num_seqs, sc.max_num_batched_tokens, m.geometry.num_state_slots,
+               m.geometry.num_blocks, m.geometry.block_size);
+  m.loop = std::thread([&m] { m.run(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->loop.joinable()) impl_->loop.join();
+}
+
+SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream>* stream,
+                            std::string* why) {
+  Impl& m = *impl_;
+  auto reject = [&](SubmitStatus s, std::string msg) {
+    if (why) *why = std::move(msg);
+    return s;
+  };
+  if (req.prompt_tokens.empty()) return reject(SubmitStatus::Invalid, "the prompt is empty");
+  for (int32_t t : req.prompt_tokens)
+    if (t < 0 || t >= m.vocab)
+      return reject(SubmitStatus::Invalid, fmt::format("token id {} is outside the vocabulary [0, {})", t, m.vocab));
+  if (int64_t(req.prompt_tokens.size()) > m.max_len)
+    return reject(SubmitStatus::TooLong,
+                  fmt::format("the prompt has {} tokens; this model's maximum context length is {}",
+                              req.prompt_tokens.size(), m.max_len));
+  if (req.max_tokens < 1)
+    return reject(SubmitStatus::Invalid, fmt::format("max_tokens must be at least 1, got {}", req.max_tokens));
+  const SampleParams& sp = req.sampling;
+  if (!(sp.temperature >= 0.0f)) return reject(SubmitStatus::Invalid, "temperature must be >= 0");
+  if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) return reject(SubmitStatus::Invalid, "top_p must be in (0, 1]");
+  if (!(sp.min_p >= 0.0f && sp.min_p <= 1.0f)) return reject(SubmitStatus::Invalid, "min_p must be in [0, 1]");
+  if (!(sp.repetition_penalty > 0.0f)) return reject(SubmitStatus::Invalid, "repetition_penalty must be > 0");
+  if (sp.num_logprobs > m.vocab) return reject(SubmitStatus::Invalid, "too many logprobs requested");
+  if (!m.tokenizer && (req.detokenize || !req.stop.empty()))
+    return reject(SubmitStatus::Invalid, "text output and stop strings need a tokenizer");
+
+  std::lock_guard<std::mutex> lk(m.mu);
+  if (m.stopping || m.draining) return reject(SubmitStatus::ShuttingDown, "the engine is shutting down");
+  if (int(m.intake.size()) + m.sched_waiting >= m.opts.max_waiting)
+    return reject(SubmitStatus::Overloaded,
+                  fmt::format("{} requests are already waiting", int(m.intake.size()) + m.sched_waiting));
+  if (req.request_id.empty()) req.request_id = fmt::format("req-{}", m.next_auto_id++);
+  if (m.live.count(req.request_id))
+    return reject(SubmitStatus::Invalid, fmt::format("request id '{}' is already in use", req.request_id));
+  auto s = std::make_shared<RequestStream>();
+  s->id = req.request_id;
+  s->arrival = std::chrono::steady_clock::now();
+  m.live.insert(req.request_id);
+  m.intake.push_back({std::move(req), s});
+  if (stream) *stream = s;
+  m.cv.notify_all();
+  return SubmitStatus::Ok;
+}
+
+void Engine::abort(const std::string& request_id) {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->aborts.push_back(request_id);
+  }
+  impl_->cv.notify_all();
+}
+
+void Engine::drain() {
+  std::unique_lock<std::mutex> lk(impl_->mu);
+  impl_->draining = true;
+  impl_->cv.notify_all();
+  impl_->idle_cv.wait(lk, [&] { return impl_->live.empty() || impl_->stopping; });
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lk(impl_->stats_mu);
+  return impl_->stats;
+}
+
+const ModelConfig& Engine::model_config() const { return impl_->backend->config(); }
+int64_t Engine::max_model_len() const { return impl_->max_len; }
+const EngineOptions& Engine::options() const { return impl_->opts; }
+CacheGeometry Engine::cache_geometry() const { return impl_->geometry; }
+
+// ---------------------------------------------------------------------------------------------
+// Step thread
+// ---------------------------------------------------------------------------------------------
+
+void Engine::Impl::end(const std::string& id, GenerationOutput out) {
+  auto it = active.find(id);
+  if (it == active.end()) return;
+  outbox.push_back({it->second.stream, std::move(out)});
+  by_sched_id.erase(it->second.sched_id);
+  active.erase(it);
+}
+
+// Pushes the step's outputs. A finished request's id is released first, so a consumer that has seen
+// the final output can reuse the id at once; drain() is woken only after the pushes.
+void Engine::Impl::deliver() {
+  bool ended = false;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    for (const Delivery& d : outbox)
+      if (d.out.finished()) ended |= live.erase(d.stream->id) > 0;
+  }
+  for (Delivery& d : outbox) d.stream->push(std::move(d.out));
+  outbox.clear();
+  if (!ended) return;
+  std::lock_guard<std::mutex> lk(mu);
+  if (live.empty()) idle_cv.notify_all();
+}
+
+void Engine::Impl::end_with(const std::string& id, FinishReason reason, const std::string& error) {
+  auto it = active.find(id);
+  if (it == active.end()) return;
+  sched->finish(it->second.sched_id,
+                reason == FinishReason::Error ? RequestStatus::FinishedError : RequestStatus::FinishedAborted);
+  end(id, it->second.builder->finish(reason, error));
+}
+
+void Engine::Impl::admit(Pending p) {
+  Active a;
+  a.id = p.req.request_id;
+  a.stream = p.stream;
+  Request r;
+  r.prompt = p.req.prompt_tokens;
+  r.sampling = p.req.sampling;
+  r.sampling.prompt_tokens = nullptr;
+  r.sampling.output_tokens = nullptr;
+  r.max_tokens = p.req.max_tokens;
+  r.stop_token_ids = p.req.stop_token_ids;
+  if (!p.req.ignore_eos) r.stop_token_ids.insert(r.stop_token_ids.end(), eos_ids.begin(), eos_ids.end());
+  try {
+    a.builder = std::make_unique<OutputBuilder>(p.req, tokenizer.get());
+    a.sched_id = sched->add(std::move(r));
+  } catch (const std::exception& e) {
+    GenerationOutput out;
+    out.finish = FinishReason::Error;
+    out.error = e.what();
+    out.prompt_tokens = int(p.req.prompt_tokens.size());
+    outbox.push_back({p.stream, std::move(out)});
+    return;
+  }
+  by_sched_id[a.sched_id] = a.id;
+  const std::string id = a.id;
+  active.emplace(id, std::move(a));
+}
+
+void Engine::Impl::step() {
+  StepPlan plan = sched->schedule();
+  if (plan.empty()) {
+    // Only after a preemption freed memory for the next step; never twice in a row in practice.
+    publish_stats(0, 0, false);
+    if (plan.preempted.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return;
+  }
+  StepResult result;
+  try {
+    backend->forward(plan.batch);
+    if (!plan.sampling.empty()) result.samples = backend->sample(plan.sampling);
+    DS_CHECK(result.samples.size() == plan.sampling.size(), "backend returned {} samples for {} rows",
+             result.samples.size(), plan.sampling.size());
+  } catch (const std::exception& e) {
+    spdlog::error("engine: step failed, ending its {} requests: {}", plan.scheduled.size(), e.what());
+    for (const ScheduledSeq& s : plan.scheduled) {
+      auto it = by_sched_id.find(s.request_id);
+      if (it != by_sched_id.end()) end_with(std::string(it->second), FinishReason::Error, e.what());
+    }
+    publish_stats(0, 0, true);
+    return;
+  }
+  int64_t prompt_tokens = 0;  // of requests whose prefill completed in this step
+  std::vector<RequestUpdate> updates = sched->update(plan, result);
+  for (const RequestUpdate& u : updates) {
+    auto it = by_sched_id.find(u.request_id);
+    if (it == by_sched_id.end()) continue;
+    const std::string id = it->second;
+    Active& a = active.at(id);
+    bool stop_string = false;
+    GenerationOutput out;
+    try {
+      out = a.builder->on_token(u, &stop_string);
+    } catch (const std::exception& e) {  // e.g. a token the tokenizer does not know
+      if (!is_finished(u.status)) sched->finish(u.request_id, RequestStatus::FinishedError);
+      end(id, a.builder->finish(FinishReason::Error, e.what()));
+      continue;
+    }
+    if (out.completion_tokens == 1) prompt_tokens += out.prompt_tokens;
+    if (stop_string && !is_finished(u.status)) sched->finish(u.request_id, RequestStatus::FinishedStopped);
+    if (out.finished()) {
+      end(id, std::move(out));
+    } else {
+      outbox.push_back({a.stream, std::move(out)});
+    }
+  }
+  publish_stats(prompt_tokens, int64_t(updates.size()), true);
+}
+
+void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped) {
+  std::lock_guard<std::mutex> lk(stats_mu);
+  stats.running = sched->num_running();
+  stats.waiting = sched->num_waiting();
+  stats.num_preemptions = sched->num_preemptions();
+  stats.kv_usage = sched->blocks().usage();
+  stats.state_usage = sched->slots().usage();
+  stats.prompt_tokens_total += new_prompt;
+  stats.generation_tokens_total += new_gen;
+  stats.steps += stepped ? 1 : 0;
+}
+
+void Engine::Impl::run() {
+  for (;;) {
+    std::deque<Pending> incoming;
+    std::vector<std::string> to_abort;
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      sched_waiting = sched->num_waiting();
+      const bool busy = sched->has_work();
+      cv.wait(lk, [&] { return stopping || busy || !intake.empty() || !aborts.empty(); });
+      incoming.swap(intake);
+      to_abort.swap(aborts);
+      stop = stopping;
+      sched_waiting = sched->num_waiting() + int(incoming.size());
+    }
+    try {
+      for (auto& p : incoming) admit(std::move(p));
+      for (const std::string& id : to_abort) end_with(id, FinishReason::Abort, {});
+      if (stop) break;
+      if (sched->has_work()) {
+        step();
+      } else {
+        publish_stats(0, 0, false);
+      }
+    } catch (const std::exception& e) {
+      // A bug below the step (the backend's own errors are handled in step()): end what is in
+      // flight rather than the process, and start over with empty pools.
+      spdlog::error("engine: internal error, ending {} requests: {}", active.size(), e.what());
+      std::vector<std::string> ids;
+      for (const auto& [id, a] : active) ids.push_back(id);
+      for (const std::string& id : ids) {
+        const uint64_t sid = active.at(id).sched_id;
+        end(id, active.at(id).builder->finish(FinishReason::Error, e.what()));
+        sched->finish(sid, RequestStatus::FinishedError);
+      }
+    }
+    deliver();
+  }
+  // Shutting down: everything unfinished ends with Abort.
+  std::vector<std::string> ids;
+  for (const auto& [id, a] : active) ids.push_back(id);
+  for (const std::string& id : ids) end_with(id, FinishReason::Abort, {});
+  publish_stats(0, 0, false);
+  deliver();
+  std::lock_guard<std::mutex> lk(mu);
+  idle_cv.notify_all();
+}
+
+}  // namespace ds

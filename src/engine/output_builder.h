@@ -1,0 +1,43 @@
+// Turns a request's sampled tokens into GenerationOutputs: incremental detokenization, stop strings
+// (held-back text, cut at the match), the finish reason and stop_reason, logprobs and counts.
+// One per request, used only on the engine's step thread.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/stop_matcher.h"
+#include "sched/step_plan.h"
+
+namespace ds {
+
+class IncrementalDetokenizer;
+
+class OutputBuilder {
+ public:
+  // tok may be null when the request neither detokenizes nor has stop strings.
+  OutputBuilder(const GenerationRequest& req, const Tokenizer* tok);
+  ~OutputBuilder();
+
+  // One sampled token and the scheduler's verdict. When *stop_string_hit is set, the output is
+  // final (FinishReason::Stop) and the caller must end the request in the scheduler.
+  GenerationOutput on_token(const RequestUpdate& u, bool* stop_string_hit);
+  // A final output with no new token (abort, error).
+  GenerationOutput finish(FinishReason reason, const std::string& error = {});
+
+ private:
+  std::string text_of(int32_t token);  // detokenizer delta ("" without a tokenizer)
+
+  std::vector<int32_t> user_stop_ids_;
+  bool want_text_;
+  bool want_logprobs_;
+  bool include_stop_;
+  int prompt_tokens_;
+  int completion_tokens_ = 0;
+  std::unique_ptr<IncrementalDetokenizer> detok_;
+  StopStringMatcher stops_;
+};
+
+}  // namespace ds

@@ -1,0 +1,91 @@
+#include "model/cpu_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/parallel.h"
+#include "model/safetensors.h"
+#include "sampling/cpu_sampler.h"
+
+namespace ds {
+namespace {
+
+constexpr int64_t kDefaultCacheTokensCap = 131072;
+
+size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
+  size_t n = 0;
+  for_each_weight(c, w, [&](const TensorSpec&, HostTensor& t) { n += t.data.size() * sizeof(float); });
+  return n;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const BackendOptions& opts) {
+  DS_CHECK(!opts.model_dir.empty(), "cpu backend: no model directory given");
+  const auto t0 = std::chrono::steady_clock::now();
+  cfg_ = ModelConfig::from_file((std::filesystem::path(opts.model_dir) / "config.json").string());
+  cfg_.moe.biased_weights = cfg_.moe.biased_weights || opts.biased_moe_weights;
+  SPDLOG_INFO("{}", cfg_.summary());
+  if (opts.load_format == "dummy") {
+    SPDLOG_INFO("generating dummy weights (seed {})", opts.dummy_seed);
+    weights_ = dummy_host_weights(cfg_, opts.dummy_seed);
+  } else if (opts.load_format == "auto" || opts.load_format == "safetensors") {
+    weights_ = load_host_weights(cfg_, Checkpoint::open(opts.model_dir));
+  } else {
+    fail("unknown load format '{}' (expected auto, safetensors or dummy)", opts.load_format);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  SPDLOG_INFO("weights ready: {:.1f} MB fp32 in {:.2f} s", weight_bytes(weights_, cfg_) / 1e6, secs);
+  init(opts);
+}
+
+CpuBackend::CpuBackend(const ModelConfig& c, HostWeights weights, const BackendOptions& opts)
+    : cfg_(c), weights_(std::move(weights)) {
+  cfg_.moe.biased_weights = cfg_.moe.biased_weights || opts.biased_moe_weights;
+  init(opts);
+}
+
+void CpuBackend::init(const BackendOptions& opts) {
+  if (opts.dtype != "auto" && opts.dtype != "float32")
+    SPDLOG_WARN("the cpu backend computes in float32; dtype '{}' is ignored", opts.dtype);
+  DS_CHECK(opts.max_num_seqs > 0, "max_num_seqs must be positive, got {}", opts.max_num_seqs);
+  DS_CHECK(opts.block_size > 0, "block_size must be positive, got {}", opts.block_size);
+  const int64_t max_len = opts.max_model_len > 0 ? opts.max_model_len : cfg_.max_position_embeddings;
+  int64_t blocks = opts.num_blocks;
+  if (blocks <= 0) {
+    int64_t tokens = opts.kv_cache_tokens;
+    if (tokens <= 0) tokens = std::min<int64_t>(int64_t(opts.max_num_seqs) * max_len, kDefaultCacheTokensCap);
+    blocks = (tokens + opts.block_size - 1) / opts.block_size;
+  }
+  geometry_ = {opts.max_num_seqs, int(blocks), opts.block_size};
+  model_ = std::make_unique<KimiModel>(cfg_, weights_);
+  kda_ = std::make_unique<KdaStateStore>(cfg_, geometry_.num_state_slots);
+  mla_ = std::make_unique<MlaLatentCache>(cfg_, geometry_.num_blocks, geometry_.block_size);
+  SPDLOG_INFO("cpu cache: {} KDA state slots ({:.1f} MB), {} MLA pages x {} tokens ({:.1f} MB), {} threads",
+              geometry_.num_state_slots, kda_->bytes() / 1e6, geometry_.num_blocks, geometry_.block_size,
+              mla_->bytes() / 1e6, num_threads());
+}
+
+std::string CpuBackend::device_name() const { return fmt::format("cpu ({} threads, fp32)", num_threads()); }
+
+void CpuBackend::forward(const ForwardBatch& batch) {
+  model_->forward(batch, *kda_, *mla_, &logits_, opts_, trace_);
+  logit_rows_ = batch.num_logit_rows();
+}
+
+void CpuBackend::get_logits(std::vector<float>* out) { *out = logits_; }
+
+std::vector<SampleResult> CpuBackend::sample(const std::vector<SampleParams>& params) {
+  DS_CHECK(int(params.size()) == logit_rows_, "sample: {} parameter sets for {} logits rows", params.size(),
+           logit_rows_);
+  return sample_cpu(logits_.data(), logit_rows_, cfg_.vocab_size, params);
+}
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& opts) {
+  return std::make_unique<CpuBackend>(opts);
+}
+
+}  // namespace ds

@@ -1,0 +1,32 @@
+// fp32 host copies of the checkpoint's tensors for the CPU backend: loaded from safetensors (bf16/fp16/
+// fp32 converted to fp32) or generated ("dummy" weights of the right shapes).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/weights.h"
+
+namespace ds {
+
+class Checkpoint;
+
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;  // row-major, numel floats
+  const float* ptr() const { return data.data(); }
+  float* ptr() { return data.data(); }
+  bool empty() const { return data.empty(); }
+};
+
+using HostWeights = ModelWeights<HostTensor>;
+
+// Checks the checkpoint against the config (check_checkpoint) and converts every tensor to fp32,
+// logging progress per shard and every 10% of the bytes.
+HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck);
+
+// Random weights of the config's shapes, deterministic in `seed`, scaled so activations stay finite:
+// matrices uniform with std 0.02, norm weights 1, A_log = log(U[1, 16]), dt_bias U[-4, -2],
+// conv taps U[-0.5, 0.5], correction bias 0.
+HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed);
+
+}  // namespace ds

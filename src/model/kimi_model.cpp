@@ -1,0 +1,106 @@
+#include "model/kimi_model.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+#include "kernels/embedding/op.h"
+#include "kernels/gemm/op.h"
+#include "kernels/norm/op.h"
+
+namespace ds {
+
+KimiModel::KimiModel(const ModelConfig& c, const HostWeights& w) : cfg_(c), w_(&w) {
+  DS_CHECK(int(w.layers.size()) == c.num_layers, "weights have {} layers, the config {}", w.layers.size(),
+           c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto& L = w.layers[size_t(l)];
+    if (c.is_kda(l)) attn_.emplace_back(std::in_place_type<KdaLayer>, c, L.kda, c.attn_index(l));
+    else attn_.emplace_back(std::in_place_type<MlaLayer>, c, L.mla, c.attn_index(l));
+    if (c.is_moe(l)) ffn_.emplace_back(std::in_place_type<MoeLayer>, c, L.moe, l);
+    else ffn_.emplace_back(std::in_place_type<DenseMlp>, L.mlp, int64_t(c.hidden_size));
+  }
+}
+
+void KimiModel::validate(const ForwardBatch& b, const KdaStateStore& kda, const MlaLatentCache& mla) const {
+  int32_t offset = 0;
+  std::set<int32_t> slots;
+  const bool has_mla = cfg_.num_mla_layers() > 0;
+  for (size_t i = 0; i < b.seqs.size(); ++i) {
+    const SeqSlice& s = b.seqs[i];
+    DS_CHECK(s.num_tokens >= 1, "forward: slice {} has {} tokens", i, s.num_tokens);
+    DS_CHECK(s.token_offset == offset, "forward: slice {} starts at token {}, expected {} (slices must be "
+             "contiguous and in order)", i, s.token_offset, offset);
+    offset += s.num_tokens;
+    DS_CHECK(s.context_len >= 0, "forward: slice {} has context_len {}", i, s.context_len);
+    DS_CHECK(s.state_slot >= 0 && s.state_slot < kda.num_slots(), "forward: slice {} uses state slot {} "
+             "outside 0..{}", i, s.state_slot, kda.num_slots() - 1);
+    DS_CHECK(slots.insert(s.state_slot).second, "forward: state slot {} is used by two slices", s.state_slot);
+    if (has_mla) {
+      const int64_t need = (s.context_len + s.num_tokens + mla.block_size() - 1) / mla.block_size();
+      DS_CHECK(int64_t(s.block_table.size()) >= need, "forward: slice {} covers {} positions but its block "
+               "table has {} of the {} pages needed", i, s.context_len + s.num_tokens, s.block_table.size(), need);
+      for (int64_t p = 0; p < need; ++p)
+        DS_CHECK(s.block_table[size_t(p)] >= 0 && s.block_table[size_t(p)] < mla.num_blocks(),
+                 "forward: slice {} names MLA page {} outside 0..{}", i, s.block_table[size_t(p)],
+                 mla.num_blocks() - 1);
+    }
+  }
+  DS_CHECK(offset == b.num_tokens(), "forward: slices cover {} tokens but the batch has {}", offset,
+           b.num_tokens());
+}
+
+void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatentCache& mla,
+                        std::vector<float>* logits, const ForwardOptions& opts, ForwardTrace* trace) const {
+  using namespace kernels;
+  validate(batch, kda, mla);
+  StepContext ctx(batch, opts);
+  ctx.trace = trace;
+  ctx.num_tokens = batch.num_tokens();
+  ctx.cu_seqlens.push_back(0);
+  for (const auto& s : batch.seqs) {
+    ctx.cu_seqlens.push_back(s.token_offset + s.num_tokens);
+    ctx.slots.push_back(s.state_slot);
+    ctx.context_lens.push_back(s.context_len);
+    if (s.context_len == 0) kda.zero_slot(s.state_slot);
+  }
+  const int64_t T = ctx.num_tokens, D = cfg_.hidden_size, V = cfg_.vocab_size;
+  if (trace) *trace = ForwardTrace{};
+  std::vector<float> h(size_t(T * D)), xn(size_t(T * D)), out(size_t(T * D));
+  run_embedding_cpu({.ids = batch.tokens.data(), .table = w_->embed.ptr(), .y = h.data(), .T = T, .vocab = V,
+                     .dim = D});
+  if (trace) trace->hidden.push_back(h);
+  auto add = [&] {
+    for (int64_t i = 0; i < T * D; ++i) h[size_t(i)] += out[size_t(i)];
+  };
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const auto& L = w_->layers[size_t(l)];
+    run_rmsnorm_cpu({.x = h.data(), .w = L.input_norm.ptr(), .y = xn.data(), .rows = T, .dim = D,
+                     .eps = cfg_.rms_norm_eps});
+    if (auto* k = std::get_if<KdaLayer>(&attn_[size_t(l)])) k->forward(ctx, xn.data(), out.data(), kda);
+    else std::get<MlaLayer>(attn_[size_t(l)]).forward(ctx, xn.data(), out.data(), mla);
+    add();
+    run_rmsnorm_cpu({.x = h.data(), .w = L.post_norm.ptr(), .y = xn.data(), .rows = T, .dim = D,
+                     .eps = cfg_.rms_norm_eps});
+    if (auto* m = std::get_if<MoeLayer>(&ffn_[size_t(l)])) m->forward(ctx, xn.data(), out.data());
+    else std::get<DenseMlp>(ffn_[size_t(l)]).forward(T, xn.data(), out.data());
+    add();
+    if (trace) trace->hidden.push_back(h);
+  }
+  // Logits only for the rows the slices want.
+  std::vector<int32_t> rows;
+  for (const auto& s : batch.seqs) {
+    if (!s.need_logits) continue;
+    for (int32_t i = s.logits_all ? 0 : s.num_tokens - 1; i < s.num_tokens; ++i) rows.push_back(s.token_offset + i);
+  }
+  const int64_t R = int64_t(rows.size());
+  std::vector<float> fin(size_t(R * D));
+  for (int64_t r = 0; r < R; ++r) std::copy_n(h.data() + int64_t(rows[size_t(r)]) * D, D, fin.data() + r * D);
+  run_rmsnorm_cpu({.x = fin.data(), .w = w_->final_norm.ptr(), .y = fin.data(), .rows = R, .dim = D,
+                   .eps = cfg_.rms_norm_eps});
+  logits->resize(size_t(R * V));
+  const HostTensor& head = cfg_.tie_word_embeddings ? w_->embed : w_->lm_head;
+  run_gemm_cpu({.x = fin.data(), .w = head.ptr(), .y = logits->data(), .M = R, .N = V, .K = D});
+}
+
+}  // namespace ds

@@ -1,0 +1,28 @@
+#include "model/mla_cache.h"
+
+#include "core/error.h"
+
+namespace ds {
+
+MlaLatentCache::MlaLatentCache(const ModelConfig& c, int num_blocks, int block_size)
+    : num_blocks_(num_blocks), block_size_(block_size), latent_dim_(c.mla.latent_dim()) {
+  DS_CHECK(block_size > 0, "MLA cache block_size must be positive, got {}", block_size);
+  DS_CHECK(num_blocks >= 0, "MLA cache num_blocks must be >= 0, got {}", num_blocks);
+  for (int i = 0; i < c.num_mla_layers(); ++i)
+    pools_.emplace_back(size_t(num_blocks) * size_t(block_size) * size_t(latent_dim_));
+}
+
+float* MlaLatentCache::row(int mla_layer, const std::vector<int32_t>& block_table, int64_t pos) const {
+  const int64_t page = pos / block_size_;
+  DS_CHECK(page < int64_t(block_table.size()), "MLA cache: position {} needs page {} but the block table has {}",
+           pos, page, block_table.size());
+  const int32_t b = block_table[size_t(page)];
+  DS_CHECK(b >= 0 && b < num_blocks_, "MLA cache: block id {} is outside 0..{}", b, num_blocks_ - 1);
+  return pool(mla_layer) + (int64_t(b) * block_size_ + pos % block_size_) * latent_dim_;
+}
+
+size_t MlaLatentCache::bytes() const {
+  return pools_.size() * size_t(num_blocks_) * size_t(block_size_) * size_t(latent_dim_) * sizeof(float);
+}
+
+}  // namespace ds

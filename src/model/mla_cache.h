@@ -1,0 +1,31 @@
+// Host storage of the paged MLA latent cache (CPU backend). Per MLA layer a pool
+// [num_blocks, block_size, R + dr] of latents [ĉ (after kv_a_layernorm) ; k_pe (raw)] (576 values in the
+// real model). A sequence's position p lives in page block_table[p / block_size], row p % block_size;
+// which pages a sequence owns is decided above the backend (SeqSlice::block_table).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "config/model_config.h"
+#include "model/host_buffer.h"
+
+namespace ds {
+
+class MlaLatentCache {
+ public:
+  MlaLatentCache(const ModelConfig& c, int num_blocks, int block_size);
+
+  int num_blocks() const { return num_blocks_; }
+  int block_size() const { return block_size_; }
+  int latent_dim() const { return latent_dim_; }
+  float* pool(int mla_layer) const { return pools_[size_t(mla_layer)].data(); }
+  // Row of position `pos` through `block_table` (checked).
+  float* row(int mla_layer, const std::vector<int32_t>& block_table, int64_t pos) const;
+  size_t bytes() const;
+
+ private:
+  int num_blocks_, block_size_, latent_dim_;
+  std::vector<HostBuffer> pools_;
+};
+
+}  // namespace ds

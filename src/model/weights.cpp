@@ -1,0 +1,61 @@
+#include "model/weights.h"
+
+#include <set>
+
+#include "core/error.h"
+#include "model/safetensors.h"
+
+namespace ds {
+namespace {
+
+struct NoTensor {};
+
+std::string list_some(const std::vector<std::string>& items, size_t max_items = 5) {
+  std::string s;
+  for (size_t i = 0; i < items.size() && i < max_items; ++i) s += (i ? ", " : "") + items[i];
+  if (items.size() > max_items) s += fmt::format(" (and {} more)", items.size() - max_items);
+  return s;
+}
+
+}  // namespace
+
+std::vector<TensorSpec> weight_specs(const ModelConfig& c) {
+  std::vector<TensorSpec> out;
+  ModelWeights<NoTensor> w;
+  for_each_weight(c, w, [&](const TensorSpec& s, NoTensor&) { out.push_back(s); });
+  return out;
+}
+
+void check_checkpoint(const ModelConfig& c, const Checkpoint& ck) {
+  std::vector<std::string> missing, wrong_shape, wrong_dtype, unexpected;
+  std::set<std::string> expected;
+  for (const auto& s : weight_specs(c)) {
+    expected.insert(s.name);
+    const TensorInfo* t = ck.find(s.name);
+    if (!t) {
+      missing.push_back(s.name);
+      continue;
+    }
+    if (t->shape != s.shape)
+      wrong_shape.push_back(fmt::format("{} is {} in {}, expected {}", s.name, shape_str(t->shape), t->file,
+                                        shape_str(s.shape)));
+    if (t->dtype != DType::BF16 && t->dtype != DType::F16 && t->dtype != DType::F32)
+      wrong_dtype.push_back(fmt::format("{} has dtype {}", s.name, dtype_name(t->dtype)));
+  }
+  for (const auto& n : ck.names())
+    if (!expected.count(n)) unexpected.push_back(n);
+  if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty()) return;
+  std::string msg = fmt::format("checkpoint '{}' does not match the config:", ck.path());
+  if (!missing.empty()) msg += fmt::format(" {} missing tensor(s): {};", missing.size(), list_some(missing));
+  if (!wrong_shape.empty())
+    msg += fmt::format(" {} tensor(s) with the wrong shape: {};", wrong_shape.size(), list_some(wrong_shape));
+  if (!wrong_dtype.empty())
+    msg += fmt::format(" {} tensor(s) with an unsupported dtype (need BF16, F16 or F32): {};", wrong_dtype.size(),
+                       list_some(wrong_dtype));
+  if (!unexpected.empty())
+    msg += fmt::format(" {} unexpected tensor(s): {};", unexpected.size(), list_some(unexpected));
+  msg.pop_back();
+  throw Error(msg);
+}
+
+}  // namespace ds

@@ -1,0 +1,23 @@
+// Token sampling on the host, one logits row per request: penalties, greedy or
+// temperature/min-p/top-k/top-p sampling with a counter-based RNG, and logprobs of the raw logits.
+// Order of operations (vLLM's): repetition penalty (HF: divide positive logits, multiply negative
+// ones, over prompt + output tokens), frequency and presence penalties (OpenAI: over output tokens),
+// then greedy argmax (ties: lowest id), or temperature, min-p (relative to the most likely token),
+// top-k, top-p (smallest set whose probability reaches top_p) and one inverse-CDF draw at
+// uniform01(seed, step) over the kept tokens in descending probability (ties: lowest id).
+// The CPU backend's Backend::sample calls it; a NaN logit is an error.
+#pragma once
+#include <vector>
+
+#include "sampling/sampling_params.h"
+
+namespace ds {
+
+// logits: [rows, vocab] float32, row-major. params.size() == rows.
+std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab,
+                                     const std::vector<SampleParams>& params);
+
+// One row (what sample_cpu runs for each row, in parallel).
+SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& params);
+
+}  // namespace ds

@@ -1,0 +1,48 @@
+// A generation request as the scheduler sees it: plain data, no I/O. The scheduler follows one
+// rule for every phase: `num_computed` (tokens whose state is in the caches) catches up with
+// `num_tokens()` (prompt + output). A decode is the case num_tokens() - num_computed == 1: the last
+// sampled token still has to be fed. Preemption by recompute only resets num_computed to 0 (the
+// prompt + output so far become the next prefill), so chunked prefill, decode and resumption after
+// preemption are one code path.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "sampling/sampling_params.h"
+
+namespace ds {
+
+enum class RequestStatus : uint8_t {
+  Waiting,          // queued (new or preempted); holds no slot and no pages
+  Running,          // holds a state slot and pages for [0, num_computed)
+  FinishedStopped,  // sampled a stop token (or the engine matched a stop string)
+  FinishedLength,   // max_tokens or max_model_len reached
+  FinishedAborted,
+  FinishedError,
+};
+
+inline bool is_finished(RequestStatus s) { return s >= RequestStatus::FinishedStopped; }
+
+struct Request {
+  uint64_t id = 0;                      // assigned by Scheduler::add, increasing with arrival
+  std::vector<int32_t> prompt;          // [prompt_len]
+  std::vector<int32_t> output;          // tokens sampled so far
+  SampleParams sampling;                // seed/temperature/...; token pointers are set per step
+  int max_tokens = 16;                  // output length limit
+  std::vector<int32_t> stop_token_ids;  // sampling one of these finishes with FinishedStopped
+
+  // Scheduler state.
+  RequestStatus status = RequestStatus::Waiting;
+  int64_t num_computed = 0;             // tokens already in the caches
+  int32_t state_slot = -1;              // KDA slot while running
+  std::vector<int32_t> blocks;          // MLA pages while running, covering [0, num_computed)
+  int num_preemptions = 0;
+
+  int64_t num_tokens() const { return int64_t(prompt.size() + output.size()); }
+  int64_t num_remaining() const { return num_tokens() - num_computed; }
+  int32_t token_at(int64_t i) const {
+    return i < int64_t(prompt.size()) ? prompt[size_t(i)] : output[size_t(i - int64_t(prompt.size()))];
+  }
+};
+
+}  // namespace ds

@@ -1,0 +1,223 @@
+#include "sched/scheduler.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace ds {
+
+Scheduler::Scheduler(const SchedulerConfig& cfg)
+    : cfg_(cfg), blocks_(cfg.num_blocks, cfg.block_size), slots_(cfg.num_state_slots) {
+  DS_CHECK(cfg.max_num_seqs >= 1, "scheduler: max_num_seqs {} < 1", cfg.max_num_seqs);
+  DS_CHECK(cfg.max_num_batched_tokens >= 1, "scheduler: max_num_batched_tokens {} < 1",
+           cfg.max_num_batched_tokens);
+  DS_CHECK(cfg.max_model_len >= 1, "scheduler: max_model_len {} < 1", cfg.max_model_len);
+  DS_CHECK(cfg.num_state_slots >= 1, "scheduler: no KDA state slots");
+  DS_CHECK(!blocks_.paging() || cfg.max_model_len <= blocks_.capacity_tokens(),
+           "scheduler: max_model_len {} exceeds the MLA page pool ({} pages x {} tokens)",
+           cfg.max_model_len, cfg.num_blocks, cfg.block_size);
+  cfg_.max_num_seqs = std::min(cfg.max_num_seqs, cfg.num_state_slots);
+}
+
+uint64_t Scheduler::add(Request r) {
+  DS_CHECK(!r.prompt.empty(), "scheduler: empty prompt");
+  DS_CHECK(int64_t(r.prompt.size()) <= cfg_.max_model_len,
+           "scheduler: prompt of {} tokens exceeds max_model_len {}", r.prompt.size(), cfg_.max_model_len);
+  DS_CHECK(r.max_tokens >= 1, "scheduler: max_tokens {} < 1", r.max_tokens);
+  r.id = next_id_++;
+  r.status = RequestStatus::Waiting;
+  r.num_computed = 0;
+  r.state_slot = -1;
+  r.blocks.clear();
+  uint64_t id = r.id;
+  requests_.emplace(id, std::make_unique<Request>(std::move(r)));
+  waiting_.push_back(id);
+  return id;
+}
+
+const Request* Scheduler::get(uint64_t id) const {
+  auto it = requests_.find(id);
+  return it == requests_.end() ? nullptr : it->second.get();
+}
+
+Request& Scheduler::req(uint64_t id) {
+  auto it = requests_.find(id);
+  DS_CHECK(it != requests_.end(), "scheduler: unknown request {}", id);
+  return *it->second;
+}
+
+void Scheduler::release(Request& r) {
+  if (r.state_slot >= 0) slots_.free(r.state_slot);
+  r.state_slot = -1;
+  blocks_.free(&r.blocks);
+  r.num_computed = 0;
+}
+
+void Scheduler::remove_running(uint64_t id) {
+  auto it = std::find(running_.begin(), running_.end(), id);
+  if (it != running_.end()) running_.erase(it);
+}
+
+bool Scheduler::finish(uint64_t id, RequestStatus status) {
+  DS_CHECK(is_finished(status), "scheduler: finish() needs a finished status");
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return false;
+  Request& r = *it->second;
+  if (r.status == RequestStatus::Waiting) {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
+  } else {
+    remove_running(id);
+  }
+  release(r);
+  requests_.erase(it);
+  return true;
+}
+
+uint64_t Scheduler::youngest_unplaced() const {
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if (!placed_.count(*it)) return *it;
+  return 0;
+}
+
+void Scheduler::preempt(Request& r, StepPlan* plan) {
+  release(r);
+  r.status = RequestStatus::Waiting;
+  ++r.num_preemptions;
+  ++num_preemptions_;
+  remove_running(r.id);
+  waiting_.push_front(r.id);
+  plan->preempted.push_back(r.id);
+}
+
+bool Scheduler::reserve_pages(Request& r, int64_t tokens, StepPlan* plan) {
+  int need = blocks_.blocks_for(tokens) - int(r.blocks.size());
+  while (need > blocks_.num_free()) {
+    uint64_t victim = youngest_unplaced();
+    DS_CHECK(victim != 0, "scheduler: request {} is not running", r.id);
+    preempt(req(victim), plan);
+    if (victim == r.id) return false;
+  }
+  if (need > 0) blocks_.allocate(need, &r.blocks);
+  return true;
+}
+
+int64_t Scheduler::tokens_that_fit(const Request& r, int reserve) const {
+  if (!blocks_.paging()) return r.num_remaining();
+  const int usable = std::max(0, blocks_.num_free() - reserve);
+  int64_t cap = int64_t(r.blocks.size() + size_t(usable)) * blocks_.block_size();
+  return std::max<int64_t>(0, std::min(cap - r.num_computed, r.num_remaining()));
+}
+
+void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) ids[size_t(i)] = r.token_at(r.num_computed + i);
+  ScheduledSeq s;
+  s.request_id = r.id;
+  s.num_tokens = n;
+  s.sample = r.num_computed + n == r.num_tokens();
+  s.decode = r.num_remaining() == 1;
+  SeqSlice& slice = plan->batch.add(r.state_slot, r.num_computed, ids, r.blocks);
+  slice.need_logits = s.sample;
+  if (s.sample) {
+    SampleParams p = r.sampling;
+    p.step = r.output.size();
+    p.prompt_tokens = &r.prompt;
+    p.output_tokens = &r.output;
+    plan->sampling.push_back(p);
+  }
+  (s.decode ? plan->num_decode_tokens : plan->num_prefill_tokens) += n;
+  plan->scheduled.push_back(s);
+  placed_.insert(r.id);
+}
+
+StepPlan Scheduler::schedule() {
+  StepPlan plan;
+  placed_.clear();
+  int budget = cfg_.max_num_batched_tokens;
+
+  // 1. Decodes, oldest first. Preemption removes requests from running_, so iterate over a copy.
+  std::vector<uint64_t> order = running_;
+  for (uint64_t id : order) {
+    if (budget == 0) break;
+    if (!requests_.count(id)) continue;
+    Request& r = req(id);
+    if (r.status != RequestStatus::Running || r.num_remaining() != 1) continue;
+    if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
+    place(r, 1, &plan);
+    budget -= 1;
+  }
+
+  // 2. Next prefill chunk of running requests, oldest first; a chunk shrinks to the free pages, and
+  //    only when not one token fits are younger requests preempted.
+  order = running_;
+  for (uint64_t id : order) {
+    if (budget == 0) break;
+    Request& r = req(id);
+    if (r.status != RequestStatus::Running || placed_.count(id)) continue;
+    int64_t fit = tokens_that_fit(r);
+    if (fit == 0) {
+      if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
+      fit = tokens_that_fit(r);
+    }
+    int32_t n = int32_t(std::min<int64_t>(fit, budget));
+    if (n == 0) continue;
+    bool ok = reserve_pages(r, r.num_computed + n, &plan);
+    DS_CHECK(ok, "scheduler: pages for a chunk that fits were not available");
+    place(r, n, &plan);
+    budget -= n;
+  }
+
+  // 3. Admission from the waiting queue, in order, while a slot, pages and budget remain. One free
+  //    page per running request stays in reserve so that they can grow without being preempted
+  //    at once by the newcomer's first chunk (less thrashing when the pool is tight).
+  while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
+         int(running_.size()) < cfg_.max_num_seqs && slots_.num_free() > 0) {
+    Request& r = req(waiting_.front());
+    int32_t n = int32_t(std::min<int64_t>(tokens_that_fit(r, int(running_.size())), budget));
+    if (n == 0) break;
+    waiting_.pop_front();
+    r.state_slot = slots_.allocate();
+    r.status = RequestStatus::Running;
+    bool ok = reserve_pages(r, n, &plan);
+    DS_CHECK(ok, "scheduler: pages for an admitted chunk were not available");
+    running_.insert(std::upper_bound(running_.begin(), running_.end(), r.id), r.id);
+    place(r, n, &plan);
+    budget -= n;
+  }
+  placed_.clear();
+  return plan;
+}
+
+RequestStatus Scheduler::check_stop(const Request& r) const {
+  int32_t last = r.output.back();
+  if (std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), last) != r.stop_token_ids.end())
+    return RequestStatus::FinishedStopped;
+  if (int64_t(r.output.size()) >= r.max_tokens || r.num_tokens() >= cfg_.max_model_len)
+    return RequestStatus::FinishedLength;
+  return RequestStatus::Running;
+}
+
+std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepResult& result) {
+  DS_CHECK(result.samples.size() == plan.sampling.size(),
+           "scheduler: {} samples for {} logits rows", result.samples.size(), plan.sampling.size());
+  std::vector<RequestUpdate> updates;
+  size_t row = 0;
+  for (const ScheduledSeq& s : plan.scheduled) {
+    auto it = requests_.find(s.request_id);
+    const SampleResult* sample = s.sample ? &result.samples[row++] : nullptr;
+    if (it == requests_.end()) continue;  // finished by the caller between schedule and update
+    Request& r = *it->second;
+    r.num_computed += s.num_tokens;
+    if (!sample) continue;
+    r.output.push_back(sample->token);
+    RequestUpdate u;
+    u.request_id = r.id;
+    u.sample = *sample;
+    u.status = check_stop(r);
+    if (is_finished(u.status)) finish(r.id, u.status);
+    updates.push_back(std::move(u));
+  }
+  return updates;
+}
+
+}  // namespace ds

@@ -1,0 +1,91 @@
+// Continuous-batching scheduler. Each step (schedule -> forward -> update) mixes single-token decodes
+// with prefill chunks under a token budget:
+//   1. decodes of running requests, oldest first, one token each;
+//   2. the next prefill chunk of running requests that are still prefilling, oldest first;
+//   3. new (or preempted) requests from the front of the waiting queue, while a state slot, pages
+//      for their first chunk and budget remain, keeping one free page per running request in
+//      reserve (nothing is admitted in a step that preempted).
+// A long prompt is split over several steps; middle chunks carry the KDA state (context_len > 0)
+// and produce no logits. When a running request needs a page and none is free, the youngest
+// running request not yet placed in this step is preempted by recompute: its slot and pages are
+// freed and it goes back to the front of the waiting queue with num_computed = 0 (prompt + output
+// become its next prefill). Seeded sampling is keyed by (seed, output index), so its tokens do not
+// change. No CUDA, no storage: only ids and counts.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cache/block_pool.h"
+#include "cache/state_slot_pool.h"
+#include "sched/request.h"
+#include "sched/step_plan.h"
+
+namespace ds {
+
+struct SchedulerConfig {
+  int max_num_seqs = 64;              // running requests at once (capped by num_state_slots)
+  int max_num_batched_tokens = 2048;  // tokens per step, decodes + prefill chunks
+  int64_t max_model_len = 4096;       // prompt + output; must fit in the page pool
+  int num_state_slots = 64;
+  int num_blocks = 0;                 // MLA pages (block_size <= 0: no paging)
+  int block_size = 16;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerConfig& cfg);
+
+  // Queues a request (its scheduler state is reset) and returns its id. Throws ds::Error for an
+  // empty prompt, a prompt longer than max_model_len, or max_tokens < 1.
+  uint64_t add(Request req);
+  // Ends a request (waiting or running) and frees its slot and pages. Only between update() and the
+  // next schedule(). False when the id is unknown (already finished).
+  bool abort(uint64_t id) { return finish(id, RequestStatus::FinishedAborted); }
+  bool finish(uint64_t id, RequestStatus status);
+
+  StepPlan schedule();
+  // Applies a step's samples: advances num_computed, appends tokens, finishes requests that sampled
+  // a stop token or reached max_tokens / max_model_len (freeing their memory). Returns one entry per
+  // sampled row, in row order.
+  std::vector<RequestUpdate> update(const StepPlan& plan, const StepResult& result);
+
+  const Request* get(uint64_t id) const;
+  const SchedulerConfig& config() const { return cfg_; }
+  int num_waiting() const { return int(waiting_.size()); }
+  int num_running() const { return int(running_.size()); }
+  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+  const BlockPool& blocks() const { return blocks_; }
+  const StateSlotPool& slots() const { return slots_; }
+
+ private:
+  Request& req(uint64_t id);
+  // Ensures r holds pages for `tokens` positions, preempting younger unplaced requests if needed.
+  // False when r itself had to be preempted.
+  bool reserve_pages(Request& r, int64_t tokens, StepPlan* plan);
+  // Tokens of r's next chunk that its pages plus the free pages (less `reserve`) can hold.
+  int64_t tokens_that_fit(const Request& r, int reserve = 0) const;
+  // Youngest running request that is not in the plan yet (0 when none).
+  uint64_t youngest_unplaced() const;
+  void preempt(Request& r, StepPlan* plan);
+  void place(Request& r, int32_t num_tokens, StepPlan* plan);
+  void release(Request& r);
+  void remove_running(uint64_t id);
+  RequestStatus check_stop(const Request& r) const;
+
+  SchedulerConfig cfg_;
+  BlockPool blocks_;
+  StateSlotPool slots_;
+  std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
+  std::deque<uint64_t> waiting_;   // front is next
+  std::vector<uint64_t> running_;  // sorted by id: oldest first
+  std::unordered_set<uint64_t> placed_;  // requests in the plan being built
+  uint64_t next_id_ = 1;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace ds

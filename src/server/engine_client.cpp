@@ -1,0 +1,37 @@
+#include "server/engine_client.h"
+
+namespace ds::server {
+namespace {
+
+class EngineStream : public OutputStream {
+ public:
+  explicit EngineStream(std::shared_ptr<RequestStream> s) : s_(std::move(s)) {}
+  std::optional<GenerationOutput> next(std::chrono::milliseconds timeout) override { return s_->next(timeout); }
+
+ private:
+  std::shared_ptr<RequestStream> s_;
+};
+
+class EngineAdapter : public EngineClient {
+ public:
+  explicit EngineAdapter(Engine& e) : e_(e) {}
+  SubmitStatus submit(GenerationRequest req, std::shared_ptr<OutputStream>* stream, std::string* why) override {
+    std::shared_ptr<RequestStream> rs;
+    SubmitStatus st = e_.submit(std::move(req), &rs, why);
+    if (st == SubmitStatus::Ok) *stream = std::make_shared<EngineStream>(std::move(rs));
+    return st;
+  }
+  void abort(const std::string& request_id) override { e_.abort(request_id); }
+  EngineStats stats() const override { return e_.stats(); }
+  int64_t max_model_len() const override { return e_.max_model_len(); }
+  int model_vocab_size() const override { return e_.model_config().vocab_size; }
+
+ private:
+  Engine& e_;
+};
+
+}  // namespace
+
+std::unique_ptr<EngineClient> make_engine_client(Engine& engine) { return std::make_unique<EngineAdapter>(engine); }
+
+}  // namespace ds::server

@@ -1,0 +1,33 @@
+// What the server needs from the engine, as an interface: the real ds::Engine behind an adapter,
+// or a fake in the server's unit tests. Requests and outputs are the engine's own plain structs.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "engine/engine.h"
+
+namespace ds::server {
+
+class OutputStream {
+ public:
+  virtual ~OutputStream() = default;
+  // The next update of the request, or nullopt when none came within `timeout`.
+  virtual std::optional<GenerationOutput> next(std::chrono::milliseconds timeout) = 0;
+};
+
+class EngineClient {
+ public:
+  virtual ~EngineClient() = default;
+  virtual SubmitStatus submit(GenerationRequest req, std::shared_ptr<OutputStream>* stream, std::string* why) = 0;
+  virtual void abort(const std::string& request_id) = 0;
+  virtual EngineStats stats() const = 0;
+  virtual int64_t max_model_len() const = 0;
+  virtual int model_vocab_size() const = 0;
+};
+
+// The adapter over a running engine (which must outlive it).
+std::unique_ptr<EngineClient> make_engine_client(Engine& engine);
+
+}  // namespace ds::server

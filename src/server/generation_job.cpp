@@ -1,0 +1,142 @@
+#include "server/generation_job.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/log.h"
+#include "server/api_error.h"
+
+namespace ds::server {
+
+const char* finish_reason_str(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Abort: return "abort";
+    case FinishReason::Error: return "error";
+    default: return "none";
+  }
+}
+
+GenerationJob::GenerationJob(EngineClient& engine, ServerMetrics& metrics, Clock::time_point arrival)
+    : engine_(engine), metrics_(metrics), arrival_(arrival) {}
+
+GenerationJob::~GenerationJob() {
+  abort_unfinished();
+  for (size_t i = 0; i < choices_.size(); ++i) finish_choice(int(i));
+}
+
+void GenerationJob::submit(std::vector<GenerationRequest> reqs) {
+  choices_.reserve(reqs.size());
+  for (auto& r : reqs) {
+    ChoiceState c;
+    c.request_id = r.request_id;
+    c.prompt_tokens = int(r.prompt_tokens.size());
+    std::string why;
+    SubmitStatus st = engine_.submit(std::move(r), &c.stream, &why);
+    if (st != SubmitStatus::Ok) {
+      abort_unfinished();
+      choices_.clear();  // nothing ran: not recorded
+      switch (st) {
+        case SubmitStatus::Overloaded: throw too_many_requests("the server is overloaded: " + why);
+        case SubmitStatus::TooLong: throw bad_request(why, "max_tokens");
+        case SubmitStatus::ShuttingDown: throw unavailable("the server is shutting down");
+        default: throw bad_request(why.empty() ? "invalid request" : why);
+      }
+    }
+    spdlog::debug("request {}: submitted ({} prompt tokens)", c.request_id, c.prompt_tokens);
+    choices_.push_back(std::move(c));
+  }
+  reported_.assign(choices_.size(), "");
+  recorded_.assign(choices_.size(), false);
+}
+
+void GenerationJob::take(int i, const GenerationOutput& out,
+                         const std::function<void(int, const GenerationOutput&)>& on_output) {
+  auto& c = choices_[i];
+  if (!out.token_ids.empty() && !c.got_token) {
+    c.got_token = true;
+    c.first_token = Clock::now();
+  }
+  c.completion_tokens = std::max(c.completion_tokens, out.completion_tokens);
+  if (out.prompt_tokens > 0) c.prompt_tokens = out.prompt_tokens;
+  if (out.finished()) {
+    c.finish = out.finish;
+    c.stop_reason = out.stop_reason;
+    c.error = out.error;
+  }
+  on_output(i, out);
+  if (c.done()) finish_choice(i);
+}
+
+bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>& on_output,
+                        const std::function<bool()>& cancelled) {
+  using std::chrono::milliseconds;
+  for (;;) {
+    int unfinished = 0;
+    for (const auto& c : choices_) unfinished += !c.done();
+    if (unfinished == 0) return true;
+    if (cancelled()) {
+      spdlog::debug("request {}: client went away, aborting", choices_[0].request_id);
+      abort_unfinished();
+      return false;
+    }
+    // One open stream: block on it. Several: poll each, and if none had news wait briefly on the
+    // first open one.
+    bool progressed = false;
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (choices_[i].done()) continue;
+      auto out = choices_[i].stream->next(unfinished == 1 ? milliseconds(50) : milliseconds(0));
+      if (!out) continue;
+      progressed = true;
+      take(int(i), *out, on_output);
+    }
+    if (progressed || unfinished == 1) continue;
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (choices_[i].done()) continue;
+      if (auto out = choices_[i].stream->next(milliseconds(2))) take(int(i), *out, on_output);
+      break;
+    }
+  }
+}
+
+void GenerationJob::abort_unfinished() {
+  for (auto& c : choices_) {
+    if (c.done()) continue;
+    engine_.abort(c.request_id);
+    c.finish = FinishReason::Abort;
+  }
+}
+
+void GenerationJob::set_reported_reason(int choice, std::string reason) { reported_[choice] = std::move(reason); }
+
+void GenerationJob::finish_choice(int i) {
+  if (recorded_[i] || !choices_[i].done()) return;
+  recorded_[i] = true;
+  const auto& c = choices_[i];
+  GenerationRecord rec;
+  rec.prompt_tokens = c.prompt_tokens;
+  rec.generation_tokens = c.completion_tokens;
+  rec.finish_reason = reported_[i].empty() ? finish_reason_str(c.finish) : reported_[i];
+  auto now = Clock::now();
+  rec.e2e_s = std::chrono::duration<double>(now - arrival_).count();
+  if (c.got_token) rec.ttft_s = std::chrono::duration<double>(c.first_token - arrival_).count();
+  metrics_.record_generation(rec);
+  spdlog::debug("request {}: finished ({}), {} prompt + {} generated tokens in {:.3f} s", c.request_id,
+                rec.finish_reason, rec.prompt_tokens, rec.generation_tokens, rec.e2e_s);
+}
+
+int GenerationJob::prompt_tokens_total() const {
+  int n = 0;
+  for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].prompt_tokens;
+  return n;
+}
+
+int GenerationJob::completion_tokens_total() const {
+  int n = 0;
+  for (const auto& c : choices_) n += c.completion_tokens;
+  return n;
+}
+
+}  // namespace ds::server

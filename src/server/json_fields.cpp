@@ -1,0 +1,92 @@
+#include "server/json_fields.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "server/api_error.h"
+
+namespace ds::server {
+
+const char* json_type_name(const nlohmann::json& v) {
+  switch (v.type()) {
+    case nlohmann::json::value_t::null: return "null";
+    case nlohmann::json::value_t::object: return "an object";
+    case nlohmann::json::value_t::array: return "an array";
+    case nlohmann::json::value_t::string: return "a string";
+    case nlohmann::json::value_t::boolean: return "a boolean";
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned: return "an integer";
+    case nlohmann::json::value_t::number_float: return "a number";
+    default: return "an unsupported value";
+  }
+}
+
+FieldReader::FieldReader(const nlohmann::json& obj, std::string where) : obj_(obj), where_(std::move(where)) {}
+
+const nlohmann::json* FieldReader::get(const std::string& key) {
+  known_.insert(key);
+  auto it = obj_.find(key);
+  if (it == obj_.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+std::optional<bool> FieldReader::boolean(const std::string& key) {
+  const auto* v = get(key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean())
+    throw bad_request(fmt::format("'{}' must be a boolean, got {}", name(key), json_type_name(*v)), name(key));
+  return v->get<bool>();
+}
+
+std::optional<int64_t> FieldReader::integer(const std::string& key, int64_t lo, int64_t hi) {
+  const auto* v = get(key);
+  if (!v) return std::nullopt;
+  int64_t x = 0;
+  if (v->is_number_unsigned()) {
+    uint64_t u = v->get<uint64_t>();
+    x = u > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(u);
+  } else if (v->is_number_integer()) {
+    x = v->get<int64_t>();
+  } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
+             v->get<double>() == std::floor(v->get<double>()) && std::fabs(v->get<double>()) < 9e18) {
+    x = int64_t(v->get<double>());
+  } else {
+    throw bad_request(fmt::format("'{}' must be an integer, got {}", name(key), json_type_name(*v)), name(key));
+  }
+  if (x < lo || x > hi)
+    throw bad_request(fmt::format("'{}' must be between {} and {}, got {}", name(key), lo, hi, x), name(key));
+  return x;
+}
+
+std::optional<double> FieldReader::number(const std::string& key, double lo, double hi) {
+  const auto* v = get(key);
+  if (!v) return std::nullopt;
+  if (!v->is_number())
+    throw bad_request(fmt::format("'{}' must be a number, got {}", name(key), json_type_name(*v)), name(key));
+  double x = v->get<double>();
+  if (!(x >= lo && x <= hi))
+    throw bad_request(fmt::format("'{}' must be between {} and {}, got {}", name(key), lo, hi, x), name(key));
+  return x;
+}
+
+std::optional<std::string> FieldReader::string(const std::string& key) {
+  const auto* v = get(key);
+  if (!v) return std::nullopt;
+  if (!v->is_string())
+    throw bad_request(fmt::format("'{}' must be a string, got {}", name(key), json_type_name(*v)), name(key));
+  return v->get<std::string>();
+}
+
+void FieldReader::ignore(std::initializer_list<const char*> keys) {
+  for (const char* k : keys) known_.insert(k);
+}
+
+void FieldReader::reject_unknown() const {
+  for (auto it = obj_.begin(); it != obj_.end(); ++it) {
+    if (!known_.count(it.key()))
+      throw bad_request(fmt::format("Unrecognized request argument supplied: {}", name(it.key())), name(it.key()));
+  }
+}
+
+}  // namespace ds::server

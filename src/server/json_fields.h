@@ -1,0 +1,40 @@
+// Typed access to the fields of a JSON request object that turns every type or range problem into
+// a 400 naming the field, and remembers which fields were read so that the rest can be rejected
+// as unrecognized (OpenAI's behaviour). JSON null counts as absent.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace ds::server {
+
+class FieldReader {
+ public:
+  // `where` prefixes field names in messages ("messages[2]." for a nested object).
+  explicit FieldReader(const nlohmann::json& obj, std::string where = "");
+
+  const nlohmann::json* get(const std::string& key);  // marks known; nullptr when absent or null
+  bool has(const std::string& key) { return get(key) != nullptr; }
+  std::optional<bool> boolean(const std::string& key);
+  std::optional<int64_t> integer(const std::string& key, int64_t lo, int64_t hi);
+  std::optional<double> number(const std::string& key, double lo, double hi);
+  std::optional<std::string> string(const std::string& key);
+  // Accepted and ignored (known OpenAI/vLLM fields without an effect here).
+  void ignore(std::initializer_list<const char*> keys);
+  // Throws a 400 for the first field that was never read.
+  void reject_unknown() const;
+
+  std::string name(const std::string& key) const { return where_ + key; }
+
+ private:
+  const nlohmann::json& obj_;
+  std::string where_;
+  std::set<std::string> known_;
+};
+
+// "a string", "an array", ... for messages.
+const char* json_type_name(const nlohmann::json& v);
+
+}  // namespace ds::server

@@ -1,0 +1,68 @@
+// Validated OpenAI requests: the raw JSON body of /v1/completions or /v1/chat/completions checked
+// field by field (types, ranges, unknown fields, unsupported options) into plain structs. Anything
+// wrong is an ApiError 400 naming the field. Tokenization and length checks come later (they need
+// the tokenizer and the engine's limits).
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sampling/sampling_params.h"
+
+namespace ds::server {
+
+inline constexpr int kMaxLogprobs = 20;  // top logprobs per token (vLLM's default max_logprobs)
+inline constexpr int kMaxChoices = 128;  // n
+
+// Options both endpoints share.
+struct SamplingOptions {
+  std::string model;             // "" when not given
+  SampleParams sampling;         // temperature, top_k/p, min_p, penalties; num_logprobs (-1: none)
+  std::optional<uint64_t> seed;  // choice i uses seed + i
+  std::optional<int64_t> max_tokens;
+  int n = 1;
+  bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
+  bool continuous_usage = false;  // stream_options.continuous_usage_stats (usage in every chunk)
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;
+  bool tokens_as_ids = false;  // return_tokens_as_token_ids: logprob tokens as "token_id:N"
+};
+
+// One prompt of a completions request: text, or token ids.
+struct PromptInput {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+struct CompletionRequest {
+  SamplingOptions opt;
+  std::vector<PromptInput> prompts;  // a batch: choices are prompt-major (index = p * n + i)
+  bool echo = false;
+};
+
+enum class ToolChoice { None, Auto, Required, Named };
+
+struct ChatRequest {
+  SamplingOptions opt;
+  nlohmann::json messages;  // validated, "developer" mapped to "system"
+  nlohmann::json tools;     // null or a non-empty array
+  ToolChoice tool_choice = ToolChoice::Auto;
+  std::string tool_choice_name;  // for Named
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
+  nlohmann::json template_kwargs = nlohmann::json::object();
+  bool parse_tool_calls() const { return tools.is_array() && !tools.empty() && tool_choice != ToolChoice::None; }
+};
+
+// `vocab_size` bounds token ids (prompt ids, stop_token_ids).
+CompletionRequest parse_completion_request(const nlohmann::json& body, int vocab_size);
+ChatRequest parse_chat_request(const nlohmann::json& body, int vocab_size);
+
+}  // namespace ds::server

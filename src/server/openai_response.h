@@ -1,0 +1,53 @@
+// Pieces of OpenAI responses shared by the endpoints: ids, usage, the two logprobs formats
+// (legacy completions and chat), SSE framing.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "sampling/sampling_params.h"
+
+namespace ds {
+class Tokenizer;
+}
+
+namespace ds::server {
+
+std::string make_request_id(const char* prefix);  // prefix + 24 random hex digits
+int64_t unix_time();
+uint64_t random_seed();
+
+nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
+
+// One Server-Sent Events message carrying `j`: "data: {...}\n\n".
+std::string sse_event(const nlohmann::json& j);
+inline constexpr const char* kSseDone = "data: [DONE]\n\n";
+
+// How a token is shown in logprobs: its text, or "token_id:N" when `as_ids`.
+std::string token_text(const Tokenizer& tok, int32_t id, bool as_ids);
+
+// Legacy completions logprobs: {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+// built incrementally (a stream sends one piece per chunk).
+class CompletionLogprobs {
+ public:
+  // `prefix`: the text before the first token (the echoed prompt); offsets count characters.
+  CompletionLogprobs(const Tokenizer& tok, bool as_ids, const std::string& prefix);
+  // Appends the tokens of one output; returns the JSON for just these tokens.
+  nlohmann::json add(const std::vector<SampleResult>& results);
+  const nlohmann::json& all() const { return all_; }
+
+ private:
+  const Tokenizer& tok_;
+  bool as_ids_;
+  size_t offset_;
+  nlohmann::json all_ = {{"tokens", nlohmann::json::array()},
+                         {"token_logprobs", nlohmann::json::array()},
+                         {"top_logprobs", nlohmann::json::array()},
+                         {"text_offset", nlohmann::json::array()}};
+};
+
+// Chat logprobs content entries: [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...].
+nlohmann::json chat_logprobs_content(const Tokenizer& tok, const std::vector<SampleResult>& results, bool as_ids);
+
+}  // namespace ds::server

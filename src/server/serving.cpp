@@ -1,0 +1,168 @@
+#include "server/serving.h"
+
+#include <fmt/format.h>
+
+#include <climits>
+
+#include "server/api_error.h"
+#include "server/json_fields.h"
+#include "server/openai_response.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ds::server {
+
+using nlohmann::json;
+
+std::string ServingContext::resolve_model(const std::string& requested) const {
+  if (requested.empty()) return model_name();
+  for (const auto& n : model_names)
+    if (n == requested) return n;
+  throw not_found(fmt::format("The model `{}` does not exist.", requested), "model_not_found");
+}
+
+int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const {
+  int64_t limit = max_model_len();
+  if (int64_t(prompt_len) >= limit)
+    throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, your prompt has {} "
+                                  "tokens, which leaves no room for the completion. Please reduce the length of "
+                                  "the prompt.",
+                                  limit, prompt_len),
+                      "prompt");
+  int64_t room = limit - int64_t(prompt_len);
+  if (!requested) return int(std::min<int64_t>(room, INT_MAX));
+  if (*requested > room)
+    throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
+                                  "tokens ({} in the prompt, {} in the completion). Please reduce the length of "
+                                  "the prompt or completion.",
+                                  limit, int64_t(prompt_len) + *requested, prompt_len, *requested),
+                      "max_tokens");
+  return int(*requested);
+}
+
+std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptions& opt, const std::string& id,
+                                                             const std::vector<std::vector<int32_t>>& prompts,
+                                                             const std::vector<int>& max_tokens) const {
+  std::vector<GenerationRequest> out;
+  uint64_t base_seed = opt.seed ? *opt.seed : random_seed();
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    for (int i = 0; i < opt.n; ++i) {
+      GenerationRequest r;
+      r.request_id = fmt::format("{}-{}", id, p * size_t(opt.n) + size_t(i));
+      r.prompt_tokens = prompts[p];
+      r.sampling = opt.sampling;
+      r.sampling.seed = base_seed + uint64_t(i);
+      r.max_tokens = max_tokens[p];
+      r.stop_token_ids = opt.stop_token_ids;
+      r.stop = opt.stop;
+      r.ignore_eos = opt.ignore_eos;
+      r.include_stop_str_in_output = opt.include_stop_str_in_output;
+      r.skip_special_tokens = opt.skip_special_tokens;
+      r.detokenize = true;
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+json parse_json_body(const std::string& body) {
+  if (body.empty()) throw bad_request("the request body is empty; expected a JSON object");
+  try {
+    return json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw bad_request(fmt::format("Invalid JSON in the request body: {}", e.what()));
+  }
+}
+
+json stop_reason_json(const SamplingOptions& opt, FinishReason finish, const std::string& stop_reason) {
+  if (finish != FinishReason::Stop || stop_reason.empty()) return nullptr;
+  for (const auto& s : opt.stop)
+    if (s == stop_reason) return stop_reason;
+  char* end = nullptr;
+  long v = std::strtol(stop_reason.c_str(), &end, 10);
+  if (end && *end == '\0') {
+    for (int32_t id : opt.stop_token_ids)
+      if (id == v) return int(v);
+    return nullptr;  // an EOS id
+  }
+  return stop_reason;
+}
+
+std::string render_chat_prompt(const Tokenizer& tok, const ChatRequest& req) {
+  std::string prompt;
+  try {
+    prompt = tok.apply_chat_template(req.messages, req.tools, req.add_generation_prompt, req.template_kwargs);
+  } catch (const std::exception& e) {
+    throw bad_request(fmt::format("the chat template failed to render the messages: {}", e.what()), "messages");
+  }
+  if (req.continue_final_message) {
+    // Cut what the template closes the final message with (<|im_end|>), so the model continues it.
+    const json& content = req.messages.back()["content"];
+    std::string last;
+    if (content.is_string()) {
+      last = content.get<std::string>();
+    } else if (content.is_array()) {
+      for (const auto& part : content) last += part.value("text", "");
+    }
+    size_t pos = last.empty() ? std::string::npos : prompt.rfind(last);
+    if (pos == std::string::npos)
+      throw bad_request("continue_final_message: the final message's content was not found in the rendered prompt",
+                        "continue_final_message");
+    prompt.resize(pos + last.size());
+  }
+  return prompt;
+}
+
+void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
+  json body = parse_json_body(http.body);
+  if (!body.is_object()) throw bad_request("the request body must be a JSON object");
+  const Tokenizer& tok = *ctx.tokenizer;
+  std::vector<int32_t> ids;
+  bool return_strs = false;
+  if (body.contains("messages")) {
+    // Chat form: the same fields as a chat request.
+    json chat = body;
+    return_strs = chat.value("return_token_strs", false);
+    chat.erase("return_token_strs");
+    chat.erase("add_special_tokens");
+    ChatRequest req = parse_chat_request(chat, ctx.vocab_size());
+    ctx.resolve_model(req.opt.model);
+    ids = tok.encode(render_chat_prompt(tok, req));
+  } else {
+    FieldReader r(body);
+    ctx.resolve_model(r.string("model").value_or(""));
+    auto prompt = r.string("prompt");
+    if (!prompt) throw bad_request("'prompt' (a string) or 'messages' is required", "prompt");
+    r.boolean("add_special_tokens");  // Kimi adds none
+    return_strs = r.boolean("return_token_strs").value_or(false);
+    r.reject_unknown();
+    ids = tok.encode(*prompt);
+  }
+  json strs = nullptr;
+  if (return_strs) {
+    strs = json::array();
+    for (int32_t id : ids) strs.push_back(tok.decode({id}));
+  }
+  json out = {{"count", ids.size()}, {"max_model_len", ctx.max_model_len()}, {"tokens", ids}, {"token_strs", strs}};
+  w.send({200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace), {}});
+}
+
+void serve_detokenize(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
+  json body = parse_json_body(http.body);
+  if (!body.is_object()) throw bad_request("the request body must be a JSON object");
+  FieldReader r(body);
+  ctx.resolve_model(r.string("model").value_or(""));
+  const json* tokens = r.get("tokens");
+  if (!tokens || !tokens->is_array()) throw bad_request("'tokens' (an array of token ids) is required", "tokens");
+  r.reject_unknown();
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    const auto& t = (*tokens)[i];
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= ctx.tokenizer->vocab_size())
+      throw bad_request(fmt::format("'tokens[{}]' is not a valid token id", i), "tokens");
+    ids.push_back(t.get<int32_t>());
+  }
+  json out = {{"prompt", ctx.tokenizer->decode(ids)}};
+  w.send({200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace), {}});
+}
+
+}  // namespace ds::server

@@ -1,0 +1,55 @@
+// What the endpoint handlers share: the engine, the tokenizer, the metrics and the served names;
+// and the steps common to both generation endpoints (model check, length check, building the
+// engine requests). Handlers run on a worker thread and throw ApiError for client errors.
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "server/engine_client.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+
+namespace ds {
+class Tokenizer;
+}
+
+namespace ds::server {
+
+struct ServingContext {
+  EngineClient* engine = nullptr;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  ServerMetrics* metrics = nullptr;
+  std::vector<std::string> model_names;  // served names; the first is reported in responses
+  std::string model_root;                // the checkpoint directory (/v1/models "root")
+
+  const std::string& model_name() const { return model_names.front(); }
+  // Throws 404 when `requested` is given and is not a served name; returns the name to report.
+  std::string resolve_model(const std::string& requested) const;
+  int vocab_size() const { return engine->model_vocab_size(); }
+  int64_t max_model_len() const { return engine->max_model_len(); }
+  // Checks the prompt against max_model_len; returns the max_tokens to use (`requested`, or
+  // all the room left when not given). Throws 400 like vLLM ("maximum context length ...").
+  int resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const;
+  // One engine request per choice: prompt-major, n per prompt, seeds seed + i.
+  std::vector<GenerationRequest> make_requests(const SamplingOptions& opt, const std::string& id,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               const std::vector<int>& max_tokens) const;
+};
+
+nlohmann::json parse_json_body(const std::string& body);  // 400 on malformed JSON
+
+// The stop_reason field (vLLM extension): the stop string, the stop token id, or null (EOS).
+nlohmann::json stop_reason_json(const SamplingOptions& opt, FinishReason finish, const std::string& stop_reason);
+
+void serve_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+
+// Renders a chat request's prompt text (template, tools, continue_final_message).
+std::string render_chat_prompt(const Tokenizer& tok, const ChatRequest& req);
+
+}  // namespace ds::server

@@ -1,0 +1,426 @@
+#include "tokenizer/jinja/interpreter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "tokenizer/jinja/builtins.h"
+
+namespace ds::jinja {
+namespace {
+
+constexpr int kMaxCallDepth = 200;
+
+struct Frame {
+  std::shared_ptr<Frame> parent;
+  Dict vars;
+};
+using FramePtr = std::shared_ptr<Frame>;
+
+enum class Flow { Normal, Break, Continue };
+
+class Interpreter {
+ public:
+  std::string run(const Body& body, const Value& context) {
+    auto globals = std::make_shared<Frame>();
+    globals->vars = make_globals();
+    auto top = std::make_shared<Frame>();
+    top->parent = globals;
+    if (context.is_dict()) top->vars = context.dict();
+    // A macro holds its defining frame, which (through its vars or its parents' vars) may hold
+    // the macro: break those cycles when rendering ends, however it ends.
+    struct Cleanup {
+      std::vector<FramePtr>& frames;
+      ~Cleanup() {
+        for (const FramePtr& f : frames)
+          for (Frame* p = f.get(); p; p = p->parent.get()) p->vars.items.clear();
+      }
+    } cleanup{macro_frames_};
+    std::string out;
+    exec(body, top, out);
+    return out;
+  }
+
+ private:
+  static const Value* lookup(const FramePtr& f, const std::string& name) {
+    for (const Frame* p = f.get(); p; p = p->parent.get())
+      if (const Value* v = p->vars.find(name)) return v;
+    return nullptr;
+  }
+
+  Flow exec(const Body& body, const FramePtr& frame, std::string& out) {
+    for (const NodePtr& n : body) {
+      Flow f = exec(*n, frame, out);
+      if (f != Flow::Normal) return f;
+    }
+    return Flow::Normal;
+  }
+
+  Flow exec(const Node& n, const FramePtr& frame, std::string& out) {
+    switch (n.kind) {
+      case Node::Text: out += n.text; return Flow::Normal;
+      case Node::Output: out += to_str(eval(*n.expr, frame)); return Flow::Normal;
+      case Node::If:
+        for (const auto& [cond, body] : n.branches)
+          if (truthy(eval(*cond, frame))) return exec(body, frame, out);
+        return exec(n.else_body, frame, out);
+      case Node::For: return exec_for(n, frame, out);
+      case Node::Set: {
+        Value v = eval(*n.expr, frame);
+        if (!n.attr.empty()) {
+          const Value* ns = lookup(frame, n.text);
+          if (!ns || !ns->is_namespace())
+            throw TemplateError(n.line, fmt::format("cannot assign attribute on non-namespace object '{}'", n.text));
+          ns->ns().set(n.attr, std::move(v));
+        } else if (!n.targets.empty()) {
+          unpack(n.targets, v, *frame, n.line);
+        } else {
+          frame->vars.set(n.text, std::move(v));
+        }
+        return Flow::Normal;
+      }
+      case Node::SetBlock: {
+        std::string body;
+        exec(n.body, frame, body);
+        Value v(std::move(body));
+        if (n.expr) {
+          auto tmp = std::make_shared<Frame>();
+          tmp->parent = frame;
+          tmp->vars.set("\x01body", v);
+          v = eval(*n.expr, tmp);
+        }
+        frame->vars.set(n.text, std::move(v));
+        return Flow::Normal;
+      }
+      case Node::Macro: frame->vars.set(n.text, make_macro(n, frame)); return Flow::Normal;
+      case Node::Break: return Flow::Break;
+      case Node::Continue: return Flow::Continue;
+      case Node::Scope: return exec(n.body, frame, out);
+    }
+    return Flow::Normal;
+  }
+
+  static void unpack(const std::vector<std::string>& names, const Value& v, Frame& f, int line) {
+    if (names.size() == 1) {
+      f.vars.set(names[0], v);
+      return;
+    }
+    std::vector<Value> items;
+    try {
+      items = iterate(v);
+    } catch (const Error& e) {
+      throw TemplateError(line, e.what());
+    }
+    if (items.size() != names.size())
+      throw TemplateError(line, fmt::format("cannot unpack {} values into {} names", items.size(), names.size()));
+    for (size_t i = 0; i < names.size(); ++i) f.vars.set(names[i], items[i]);
+  }
+
+  Flow exec_for(const Node& n, const FramePtr& frame, std::string& out) {
+    Value seq = eval(*n.expr, frame);
+    std::vector<Value> items;
+    try {
+      if (seq.is_none()) fail("'NoneType' object is not iterable");
+      items = iterate(seq);
+    } catch (const TemplateError&) {
+      throw;
+    } catch (const Error& e) {
+      throw TemplateError(n.line, e.what());
+    }
+    if (n.cond) {  // `for x in xs if cond`: filter first; loop.* counts the kept items
+      std::vector<Value> kept;
+      for (Value& it : items) {
+        auto f = std::make_shared<Frame>();
+        f->parent = frame;
+        unpack(n.targets, it, *f, n.line);
+        if (truthy(eval(*n.cond, f))) kept.push_back(std::move(it));
+      }
+      items = std::move(kept);
+    }
+    if (items.empty()) return exec(n.else_body, frame, out);
+    const int64_t len = int64_t(items.size());
+    for (int64_t i = 0; i < len; ++i) {
+      auto f = std::make_shared<Frame>();
+      f->parent = frame;
+      Dict loop;
+      loop.set("index", Value(i + 1));
+      loop.set("index0", Value(i));
+      loop.set("revindex", Value(len - i));
+      loop.set("revindex0", Value(len - i - 1));
+      loop.set("first", Value(i == 0));
+      loop.set("last", Value(i == len - 1));
+      loop.set("length", Value(len));
+      loop.set("depth", Value(int64_t(1)));
+      loop.set("depth0", Value(int64_t(0)));
+      loop.set("previtem", i > 0 ? items[size_t(i - 1)] : Value::undefined("there is no previous item"));
+      loop.set("nextitem", i + 1 < len ? items[size_t(i + 1)] : Value::undefined("there is no next item"));
+      loop.set("cycle", Value(std::make_shared<const Function>(Function{"loop.cycle", [i](CallArgs& a) {
+                           if (a.pos.empty()) fail("no items for cycling given");
+                           return a.pos[size_t(i) % a.pos.size()];
+                         }})));
+      f->vars.set("loop", Value(std::move(loop)));
+      unpack(n.targets, items[size_t(i)], *f, n.line);
+      if (exec(n.body, f, out) == Flow::Break) break;
+    }
+    return Flow::Normal;
+  }
+
+  Value make_macro(const Node& n, const FramePtr& defined_in) {
+    const Node* node = &n;
+    macro_frames_.push_back(defined_in);
+    return Value(std::make_shared<const Function>(Function{n.text, [this, node, defined_in](CallArgs& a) {
+      if (++depth_ > kMaxCallDepth) {
+        --depth_;
+        fail("maximum macro recursion depth exceeded");
+      }
+      auto f = std::make_shared<Frame>();
+      f->parent = defined_in;
+      const auto& params = node->targets;
+      List varargs;
+      varargs.tuple = true;
+      for (size_t i = 0; i < a.pos.size(); ++i) {
+        if (i < params.size()) f->vars.set(params[i], a.pos[i]);
+        else varargs.push_back(a.pos[i]);
+      }
+      Dict kwargs;
+      for (const auto& [k, v] : a.kw) {
+        auto it = std::find(params.begin(), params.end(), k);
+        if (it == params.end()) kwargs.set(k, v);
+        else f->vars.set(k, v);
+      }
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (f->vars.find(params[i])) continue;
+        f->vars.set(params[i], node->defaults[i] ? eval(*node->defaults[i], f)
+                                                 : Value::undefined(fmt::format("'{}' is undefined", params[i])));
+      }
+      f->vars.set("varargs", Value(std::move(varargs)));
+      f->vars.set("kwargs", Value(std::move(kwargs)));
+      std::string out;
+      try {
+        exec(node->body, f, out);
+      } catch (...) {
+        --depth_;
+        throw;
+      }
+      --depth_;
+      return Value(std::move(out));
+    }}));
+  }
+
+  CallArgs eval_args(const Expr& e, const FramePtr& frame) {
+    CallArgs a;
+    for (const ExprPtr& x : e.args) a.pos.push_back(eval(*x, frame));
+    for (const auto& [k, x] : e.kwargs) a.kw.emplace_back(k, eval(*x, frame));
+    return a;
+  }
+
+  Value eval(const Expr& e, const FramePtr& frame) {
+    try {
+      return eval_inner(e, frame);
+    } catch (const TemplateError&) {
+      throw;
+    } catch (const Error& err) {
+      throw TemplateError(e.line, err.what());
+    }
+  }
+
+  Value eval_inner(const Expr& e, const FramePtr& frame) {
+    switch (e.kind) {
+      case Expr::Literal: return e.value;
+      case Expr::Name: {
+        const Value* v = lookup(frame, e.name);
+        return v ? *v : Value::undefined(fmt::format("'{}' is undefined", e.name));
+      }
+      case Expr::List:
+      case Expr::Tuple: {
+        List l;
+        l.tuple = e.kind == Expr::Tuple;
+        for (const ExprPtr& k : e.kids) l.push_back(eval(*k, frame));
+        return Value(std::move(l));
+      }
+      case Expr::DictLit: {
+        Dict d;
+        for (size_t i = 0; i + 1 < e.kids.size(); i += 2) {
+          Value k = eval(*e.kids[i], frame);
+          if (!k.is_string()) fail("dict keys must be strings here, not {}", k.type_name());
+          d.set(k.str(), eval(*e.kids[i + 1], frame));
+        }
+        return Value(std::move(d));
+      }
+      case Expr::Attr: return get_attr(eval(*e.kids[0], frame), e.name);
+      case Expr::Item: return get_item(eval(*e.kids[0], frame), eval(*e.kids[1], frame));
+      case Expr::Slice: return slice(e, frame);
+      case Expr::Call: {
+        Value callee = eval(*e.kids[0], frame);
+        if (callee.is_undefined()) fail("{}", std::get<Undefined>(callee.v).name);
+        if (!callee.is_function()) fail("'{}' object is not callable", callee.type_name());
+        CallArgs a = eval_args(e, frame);
+        return callee.function().fn(a);
+      }
+      case Expr::Filter: {
+        if (!has_filter(e.name)) fail("no filter named '{}'", e.name);
+        Value v = eval(*e.kids[0], frame);
+        return apply_filter(e.name, v, eval_args(e, frame));
+      }
+      case Expr::Test: {
+        if (!has_test(e.name)) fail("no test named '{}'", e.name);
+        Value v = eval(*e.kids[0], frame);
+        bool r = apply_test(e.name, v, eval_args(e, frame));
+        return Value(e.negated ? !r : r);
+      }
+      case Expr::Not: return Value(!truthy(eval(*e.kids[0], frame)));
+      case Expr::Neg:
+      case Expr::Pos: {
+        Value v = eval(*e.kids[0], frame);
+        if (v.is_int()) return Value(e.kind == Expr::Neg ? -v.as_int() : v.as_int());
+        if (!v.is_number() && !v.is_bool()) fail("bad operand type for unary -: '{}'", v.type_name());
+        return Value(e.kind == Expr::Neg ? -v.as_number() : v.as_number());
+      }
+      case Expr::And: {
+        Value l = eval(*e.kids[0], frame);
+        return truthy(l) ? eval(*e.kids[1], frame) : l;
+      }
+      case Expr::Or: {
+        Value l = eval(*e.kids[0], frame);
+        return truthy(l) ? l : eval(*e.kids[1], frame);
+      }
+      case Expr::Binary: return binary(e.name, eval(*e.kids[0], frame), eval(*e.kids[1], frame));
+      case Expr::Compare: {
+        Value left = eval(*e.kids[0], frame);
+        for (size_t i = 0; i < e.ops.size(); ++i) {
+          Value right = eval(*e.kids[i + 1], frame);
+          if (!compare_op(e.ops[i], left, right)) return Value(false);
+          left = std::move(right);
+        }
+        return Value(true);
+      }
+      case Expr::Cond:
+        if (truthy(eval(*e.kids[0], frame))) return eval(*e.kids[1], frame);
+        return e.kids[2] ? eval(*e.kids[2], frame) : Value::undefined("the conditional had no else");
+    }
+    return Value();
+  }
+
+  static bool compare_op(const std::string& op, const Value& a, const Value& b) {
+    if (op == "==") return equals(a, b);
+    if (op == "!=") return !equals(a, b);
+    if (op == "in" || op == "notin") {
+      bool in;
+      if (b.is_string()) {
+        if (!a.is_string()) fail("'in <string>' requires string as left operand, not {}", a.type_name());
+        in = b.str().find(a.str()) != std::string::npos;
+      } else if (b.is_dict()) {
+        in = a.is_string() && b.dict().find(a.str()) != nullptr;
+      } else if (b.is_list() || b.is_undefined()) {
+        in = false;
+        for (const Value& x : iterate(b))
+          if (equals(x, a)) in = true;
+      } else {
+        fail("argument of type '{}' is not iterable", b.type_name());
+      }
+      return op == "in" ? in : !in;
+    }
+    int c = compare(a, b);
+    if (op == "<") return c < 0;
+    if (op == "<=") return c <= 0;
+    if (op == ">") return c > 0;
+    return c >= 0;
+  }
+
+  static Value binary(const std::string& op, const Value& a, const Value& b) {
+    if (op == "~") return Value(to_str(a) + to_str(b));
+    const bool ints = (a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool());
+    const bool nums = (a.is_number() || a.is_bool()) && (b.is_number() || b.is_bool());
+    if (op == "+") {
+      if (a.is_string() && b.is_string()) return Value(a.str() + b.str());
+      if (a.is_list() && b.is_list()) {
+        List l = a.list();
+        l.insert(l.end(), b.list().begin(), b.list().end());
+        return Value(std::move(l));
+      }
+    }
+    if (op == "*" && ((a.is_string() || a.is_list()) && b.is_int())) {
+      if (a.is_string()) {
+        std::string r;
+        for (int64_t i = 0; i < b.as_int(); ++i) r += a.str();
+        return Value(r);
+      }
+      List l;
+      for (int64_t i = 0; i < b.as_int(); ++i) l.insert(l.end(), a.list().begin(), a.list().end());
+      return Value(std::move(l));
+    }
+    if (!nums) fail("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name());
+    if (ints && op != "/" && op != "**") {
+      int64_t x = int64_t(a.as_number()), y = int64_t(b.as_number());
+      if (op == "+") return Value(x + y);
+      if (op == "-") return Value(x - y);
+      if (op == "*") return Value(x * y);
+      if (y == 0) fail("integer division or modulo by zero");
+      int64_t q = x / y, r = x % y;
+      if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
+      return Value(op == "//" ? q : r);
+    }
+    double x = a.as_number(), y = b.as_number();
+    if (op == "+") return Value(x + y);
+    if (op == "-") return Value(x - y);
+    if (op == "*") return Value(x * y);
+    if (op == "**") {
+      if (ints && y >= 0) return Value(int64_t(std::llround(std::pow(x, y))));
+      return Value(std::pow(x, y));
+    }
+    if (y == 0) fail("division by zero");
+    if (op == "/") return Value(x / y);
+    double q = std::floor(x / y);
+    return op == "//" ? Value(q) : Value(x - q * y);
+  }
+
+  Value slice(const Expr& e, const FramePtr& frame) {
+    Value obj = eval(*e.kids[0], frame);
+    auto idx = [&](int k) -> std::optional<int64_t> {
+      if (!e.kids[size_t(k)]) return std::nullopt;
+      Value v = eval(*e.kids[size_t(k)], frame);
+      if (v.is_none()) return std::nullopt;
+      if (!v.is_int()) fail("slice indices must be integers");
+      return v.as_int();
+    };
+    auto start = idx(1), stop = idx(2), step_opt = idx(3);
+    int64_t step = step_opt.value_or(1);
+    if (step == 0) fail("slice step cannot be zero");
+    std::vector<Value> items;
+    std::vector<std::string> chars;
+    int64_t n;
+    if (obj.is_string()) {
+      chars = utf8_chars(obj.str());
+      n = int64_t(chars.size());
+    } else if (obj.is_list()) {
+      n = int64_t(obj.list().size());
+    } else {
+      fail("'{}' object is not subscriptable", obj.type_name());
+    }
+    auto clamp = [&](std::optional<int64_t> v, int64_t def) {
+      if (!v) return def;
+      int64_t x = *v < 0 ? *v + n : *v;
+      if (step > 0) return std::clamp<int64_t>(x, 0, n);
+      return std::clamp<int64_t>(x, -1, n - 1);
+    };
+    int64_t b = clamp(start, step > 0 ? 0 : n - 1), en = clamp(stop, step > 0 ? n : -1);
+    std::string s;
+    List l;
+    for (int64_t i = b; step > 0 ? i < en : i > en; i += step) {
+      if (obj.is_string()) s += chars[size_t(i)];
+      else l.push_back(obj.list()[size_t(i)]);
+    }
+    return obj.is_string() ? Value(std::move(s)) : Value(std::move(l));
+  }
+
+  int depth_ = 0;
+  std::vector<FramePtr> macro_frames_;  // frames that macros were defined in
+};
+
+}  // namespace
+
+Program::Program(const std::string& source) : body_(parse(lex(source))) {}
+
+std::string Program::render(const Value& context) const { return Interpreter().run(body_, context); }
+
+}  // namespace ds::jinja

@@ -1,0 +1,134 @@
+// Values of the chat-template interpreter, with Python semantics where Hugging Face's jinja2
+// rendering shows them: truthiness, equality, str() / repr() of lists and dicts, json.dumps for
+// `tojson`. Lists and dicts are shared by reference (as Python objects are); dicts keep insertion
+// order. Strings are UTF-8; lengths and indices count code points, as Python str does.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace ds::jinja {
+
+struct Value;
+
+// A Python list, or a tuple when `tuple` is set (only printing differs: "(a, b)").
+struct List : std::vector<Value> {
+  using std::vector<Value>::vector;
+  List() = default;
+  List(std::vector<Value> v, bool is_tuple = false) : std::vector<Value>(std::move(v)), tuple(is_tuple) {}
+  bool tuple = false;
+};
+
+struct Dict {
+  std::vector<std::pair<std::string, Value>> items;
+  const Value* find(std::string_view key) const;
+  void set(const std::string& key, Value v);
+};
+
+// A callable: builtin global, bound method, or macro. `line` is where the call happens.
+struct CallArgs;
+struct Function {
+  std::string name;
+  std::function<Value(CallArgs&)> fn;
+};
+
+struct Undefined {
+  std::string name;  // what was looked up, for error messages
+};
+struct None {};
+struct Namespace {
+  std::shared_ptr<Dict> attrs;
+};
+
+struct Value {
+  using Storage = std::variant<Undefined, None, bool, int64_t, double, std::string,
+                               std::shared_ptr<List>, std::shared_ptr<Dict>,
+                               std::shared_ptr<const Function>, Namespace>;
+  Storage v;
+
+  Value() : v(Undefined{}) {}
+  Value(None) : v(None{}) {}
+  Value(bool b) : v(b) {}
+  Value(int i) : v(int64_t(i)) {}
+  Value(int64_t i) : v(i) {}
+  Value(double d) : v(d) {}
+  Value(std::string s) : v(std::move(s)) {}
+  Value(const char* s) : v(std::string(s)) {}
+  Value(List l) : v(std::make_shared<List>(std::move(l))) {}
+  Value(Dict d) : v(std::make_shared<Dict>(std::move(d))) {}
+  Value(std::shared_ptr<const Function> f) : v(std::move(f)) {}
+  Value(Namespace n) : v(std::move(n)) {}
+  static Value undefined(std::string name) {
+    Value r;
+    r.v = Undefined{std::move(name)};
+    return r;
+  }
+
+  bool is_undefined() const { return std::holds_alternative<Undefined>(v); }
+  bool is_none() const { return std::holds_alternative<None>(v); }
+  bool is_bool() const { return std::holds_alternative<bool>(v); }
+  bool is_int() const { return std::holds_alternative<int64_t>(v); }
+  bool is_float() const { return std::holds_alternative<double>(v); }
+  bool is_number() const { return is_int() || is_float(); }  // bool excluded (jinja's `number`)
+  bool is_string() const { return std::holds_alternative<std::string>(v); }
+  bool is_list() const { return std::holds_alternative<std::shared_ptr<List>>(v); }
+  bool is_dict() const { return std::holds_alternative<std::shared_ptr<Dict>>(v); }
+  bool is_function() const { return std::holds_alternative<std::shared_ptr<const Function>>(v); }
+  bool is_namespace() const { return std::holds_alternative<Namespace>(v); }
+
+  bool as_bool() const { return std::get<bool>(v); }
+  int64_t as_int() const { return std::get<int64_t>(v); }
+  double as_number() const;  // int, float or bool as double
+  const std::string& str() const { return std::get<std::string>(v); }
+  const List& list() const { return *std::get<std::shared_ptr<List>>(v); }
+  const Dict& dict() const { return *std::get<std::shared_ptr<Dict>>(v); }
+  const Function& function() const { return *std::get<std::shared_ptr<const Function>>(v); }
+  Dict& ns() const { return *std::get<Namespace>(v).attrs; }
+
+  const char* type_name() const;  // Python's name: 'str', 'list', 'dict', 'NoneType', ...
+};
+
+struct CallArgs {
+  std::vector<Value> pos;
+  std::vector<std::pair<std::string, Value>> kw;
+  // The i-th positional argument, else the keyword `name`, else `def`.
+  Value get(size_t i, const char* name, Value def = Value()) const;
+  bool has(size_t i, const char* name) const;
+};
+
+bool truthy(const Value& v);
+bool equals(const Value& a, const Value& b);
+int compare(const Value& a, const Value& b);  // <0, 0, >0; throws for unorderable types
+
+std::string to_str(const Value& v);   // Python str() (Undefined → "")
+std::string repr(const Value& v);     // Python repr()
+std::string float_repr(double d);     // Python repr(float)
+
+struct JsonOptions {
+  std::string indent;  // empty: no newlines
+  bool use_indent = false;
+  std::string item_sep = ", ";
+  std::string key_sep = ": ";
+  bool sort_keys = false;
+  bool ensure_ascii = false;
+};
+std::string to_json(const Value& v, const JsonOptions& opt);  // Python json.dumps
+
+Value from_json(const nlohmann::ordered_json& j);
+
+// Python sequences: list items, dict keys, string characters (throws for other types; Undefined
+// iterates as empty).
+std::vector<Value> iterate(const Value& v);
+size_t length(const Value& v);
+
+// Code-point helpers for UTF-8 strings.
+std::vector<std::string> utf8_chars(const std::string& s);
+bool py_isspace(uint32_t cp);
+std::string py_strip(const std::string& s, const Value& chars, bool left, bool right);
+
+}  // namespace ds::jinja

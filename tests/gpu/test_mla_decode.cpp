@@ -1,0 +1,159 @@
+// Absorbed MLA decode over the paged latent cache and the cache write, against the CPU twin
+// (run_mla_absorbed_cpu, fp32).
+//
+// Tolerances (relative L2 over all rows):
+//  - fp32, 1e-5: 3xTF32 products (~fp32), ex2.approx (2^-22), fp32 softmax and accumulation; the split-K
+//    combine rescales by 2^(lse_s − max) in fp32. Kernel and twin each sit at ~1e-6 of the exact value.
+//  - bf16, 1e-2: q and the cache are rounded to bf16 for both sides; the kernel also rounds the softmax
+//    weights P to bf16 (2^-9 relative) before P·C and writes ō in bf16 (2^-9).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "cuda/kernels/mla_cache.h"
+#include "cuda/kernels/mla_decode.h"
+#include "kernels/mla/op.h"
+#include "test_kda_util.h"
+
+namespace ds::attn_test {
+namespace {
+
+constexpr int kLat = 512, kRope = 64, kQk = 576;
+
+struct PagedCase {
+  std::vector<int> ctx;  // context length per row (the current token included)
+  int H = 32;
+  int block_size = 16;
+};
+
+// Builds a paged cache through run_mla_cache_write (ĉ from a [T, 512] buffer, k_pe from the tail of a
+// [T, 576] kv_a-like buffer), then decodes every row with several split counts.
+void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
+  int max_blocks = 0, total_blocks = 0, total_tokens = 0;
+  for (int n : c.ctx) {
+    max_blocks = std::max(max_blocks, (n + bs - 1) / bs);
+    total_blocks += (n + bs - 1) / bs;
+    total_tokens += n;
+  }
+  const int num_blocks = total_blocks + 3;
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> tables(size_t(rows) * max_blocks, -1), slot_mapping;
+  int next = 0;
+  for (int r = 0; r < rows; ++r) {
+    const int nb = (c.ctx[r] + bs - 1) / bs;
+    for (int b = 0; b < nb; ++b) tables[size_t(r) * max_blocks + b] = perm[next++];
+    for (int pos = 0; pos < c.ctx[r]; ++pos) slot_mapping.push_back(tables[size_t(r) * max_blocks + pos / bs] * bs + pos % bs);
+  }
+  slot_mapping.push_back(-1);  // a token that is not cached
+  const int T = total_tokens + 1;
+  Act lat = make_act(normal(size_t(T) * kLat, rng), act);
+  Act kva = make_act(normal(size_t(T) * kQk, rng), act);  // k_pe in columns [512, 576)
+  Act q = make_act(normal(size_t(rows) * H * kQk, rng), act);
+
+  // Host cache as the reference sees it; slots nobody writes keep a sentinel that must survive.
+  std::vector<float> cache(size_t(num_blocks) * bs * kQk, 7.0f);
+  for (int t = 0; t < total_tokens; ++t) {
+    float* dst = cache.data() + size_t(slot_mapping[t]) * kQk;
+    std::copy_n(lat.host.data() + size_t(t) * kLat, kLat, dst);
+    std::copy_n(kva.host.data() + size_t(t) * kQk + kLat, kRope, dst + kLat);
+  }
+  Act d_cache = make_act(std::vector<float>(cache.size(), 7.0f), act);
+  auto d_slots = upload(slot_mapping);
+  gpu::MlaCacheWriteParams w;
+  w.c = lat.dev.data();
+  w.k_pe = static_cast<const char*>(kva.dev.data()) + kLat * act_size(act);
+  w.ldpe = kQk;
+  w.slot_mapping = d_slots.as<int32_t>();
+  w.cache = d_cache.dev.data();
+  w.tokens = T;
+  gpu::run_mla_cache_write(w, act, nullptr);
+  DS_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto got_cache = download_act(d_cache.dev, cache.size(), act);
+  std::vector<float> want_cache = cache;
+  if (act == DType::BF16)
+    for (auto& x : want_cache) x = round_bf16(x);
+  EXPECT_EQ(std::memcmp(got_cache.data(), want_cache.data(), cache.size() * sizeof(float)), 0)
+      << "paged cache contents after run_mla_cache_write";
+
+  // Reference: one query token per row at position ctx - 1.
+  std::vector<float> ref_o(size_t(rows) * H * kLat);
+  std::vector<int32_t> cu(rows + 1);
+  std::iota(cu.begin(), cu.end(), 0);
+  std::vector<int64_t> start(rows);
+  for (int r = 0; r < rows; ++r) start[r] = c.ctx[r] - 1;
+  kernels::MlaAbsorbedParams rp;
+  rp.q = q.host.data();
+  rp.cache = cache.data();
+  rp.block_tables = tables.data();
+  rp.cu_seqlens = cu.data();
+  rp.start_pos = start.data();
+  rp.o = ref_o.data();
+  rp.num_seqs = rows;
+  rp.H = H;
+  rp.Dl = kLat;
+  rp.Dr = kRope;
+  rp.block_size = bs;
+  rp.max_blocks = max_blocks;
+  rp.scale = float(1.0 / std::sqrt(192.0));
+  kernels::run_mla_absorbed_cpu(rp);
+
+  auto d_tables = upload(tables);
+  auto d_ctx = upload(c.ctx);
+  for (int splits : split_counts) {
+    auto d_o = poisoned(size_t(rows) * H * kLat, act);
+    gpu::DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(rows, H, splits)), "mla workspace");
+    gpu::MlaDecodeParams p;
+    p.q = q.dev.data();
+    p.cache = d_cache.dev.data();
+    p.block_tables = d_tables.as<int32_t>();
+    p.context_lens = d_ctx.as<int32_t>();
+    p.o = d_o.data();
+    p.workspace = ws.data();
+    p.rows = rows;
+    p.num_heads = H;
+    p.block_size = bs;
+    p.max_blocks = max_blocks;
+    p.num_splits = splits;
+    gpu::run_mla_decode(p, act, nullptr);
+    DS_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto o = download_act(d_o, ref_o.size(), act);
+    double worst = 0.0;
+    for (int r = 0; r < rows; ++r)
+      worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
+    std::printf("[mla_decode] act=%s H=%d bs=%d ctx=%s splits=%d o_err=%.3g\n", act_name(act), H, bs,
+                lens_str(c.ctx).c_str(), splits, worst);
+    EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
+  }
+}
+
+}  // namespace
+
+// Contexts of one position, around the 64-position tile, and long ones; split counts: none, odd, and
+// the heuristic's choice (more splits than a short row has tiles leaves empty splits, which the combine
+// must ignore).
+TEST(MlaDecode, PagedF32) {
+  const std::vector<int> ctx = {1, 63, 64, 700, 5000};
+  expect_decode({ctx, 32, 16}, DType::F32, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 41);
+}
+TEST(MlaDecode, PagedBf16) {
+  const std::vector<int> ctx = {1, 63, 64, 700, 5000};
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 42);
+}
+// The tiny fixture model's two heads and a larger page.
+TEST(MlaDecode, FewHeadsF32) { expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 43); }
+TEST(MlaDecode, FewHeadsBf16) { expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 44); }
+
+TEST(MlaDecode, SplitHeuristic) {
+  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100000, 132), 132);  // one long row fills the GPU
+  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 300, 132), 1);       // short contexts are not split
+  EXPECT_EQ(gpu::choose_mla_decode_splits(200, 4000, 132), 1);    // many rows already fill it
+  EXPECT_EQ(gpu::choose_mla_decode_splits(0, 0, 132), 1);
+}
+
+}  // namespace ds::attn_test

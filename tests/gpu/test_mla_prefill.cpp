@@ -1,0 +1,108 @@
+// MLA prefill flash attention against the CPU twin (run_mla_prefill_cpu, fp32), varlen, with and
+// without earlier context, reading k_nope / v / k_pe through the strides of the real buffers
+// (kv_b_proj output [T, H, 256] and kv_a_proj output [T, 576]).
+//
+// Tolerances (relative L2 per sequence):
+//  - fp32, 1e-5: 3xTF32 products, ex2.approx (2^-22), fp32 online softmax and accumulation.
+//  - bf16, 1e-2: q, k, v rounded to bf16 for both sides; the kernel also rounds P to bf16 (2^-9) for
+//    P·V and writes o in bf16 (2^-9).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "cuda/kernels/mla_prefill.h"
+#include "kernels/mla/op.h"
+#include "test_kda_util.h"
+
+namespace ds::attn_test {
+namespace {
+
+constexpr int kQk = 192, kNope = 128, kRope = 64, kV = 128;
+
+void expect_prefill(const std::vector<int>& qlens, const std::vector<int>& ctx, int H, DType act, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int N = int(qlens.size());
+  std::vector<int32_t> cuq(1, 0), cuk(1, 0);
+  int max_q = 0;
+  for (int s = 0; s < N; ++s) {
+    cuq.push_back(cuq.back() + qlens[s]);
+    cuk.push_back(cuk.back() + qlens[s] + ctx[s]);
+    max_q = std::max(max_q, qlens[s]);
+  }
+  const int Tq = cuq.back(), Tk = cuk.back();
+  Act q = make_act(normal(size_t(Tq) * H * kQk, rng), act);
+  Act kv = make_act(normal(size_t(Tk) * H * 256, rng), act);  // per head [k_nope 128 ; v 128]
+  Act kva = make_act(normal(size_t(Tk) * 576, rng), act);     // k_pe in columns [512, 576)
+  const float scale = float(1.0 / std::sqrt(192.0));
+
+  std::vector<float> ref_o(size_t(Tq) * H * kV);
+  for (int s = 0; s < N; ++s) {
+    const int klen = cuk[s + 1] - cuk[s];
+    std::vector<float> k(size_t(klen) * H * kQk), v(size_t(klen) * H * kV);
+    for (int j = 0; j < klen; ++j)
+      for (int h = 0; h < H; ++h) {
+        const float* src = kv.host.data() + (size_t(cuk[s] + j) * H + h) * 256;
+        float* kd = k.data() + (size_t(j) * H + h) * kQk;
+        std::copy_n(src, kNope, kd);
+        std::copy_n(kva.host.data() + size_t(cuk[s] + j) * 576 + 512, kRope, kd + kNope);
+        std::copy_n(src + kNope, kV, v.data() + (size_t(j) * H + h) * kV);
+      }
+    kernels::MlaPrefillParams rp;
+    rp.q = q.host.data() + size_t(cuq[s]) * H * kQk;
+    rp.k = k.data();
+    rp.v = v.data();
+    rp.o = ref_o.data() + size_t(cuq[s]) * H * kV;
+    rp.Tq = qlens[s];
+    rp.Tk = klen;
+    rp.H = H;
+    rp.Dqk = kQk;
+    rp.Dv = kV;
+    rp.q_pos0 = ctx[s];
+    rp.scale = scale;
+    kernels::run_mla_prefill_cpu(rp);
+  }
+
+  auto d_cuq = upload(cuq), d_cuk = upload(cuk);
+  auto d_o = poisoned(ref_o.size(), act);
+  const size_t esz = act_size(act);
+  gpu::MlaPrefillParams p;
+  p.q = q.dev.data();
+  p.k_nope = kv.dev.data();
+  p.ldkn = int64_t(H) * 256;
+  p.hkn = 256;
+  p.v = static_cast<const char*>(kv.dev.data()) + kNope * esz;
+  p.ldv = int64_t(H) * 256;
+  p.hv = 256;
+  p.k_pe = static_cast<const char*>(kva.dev.data()) + 512 * esz;
+  p.ldkpe = 576;
+  p.o = d_o.data();
+  p.cu_seqlens_q = d_cuq.as<int32_t>();
+  p.cu_seqlens_k = d_cuk.as<int32_t>();
+  p.num_seqs = N;
+  p.num_heads = H;
+  p.max_seqlen_q = max_q;
+  gpu::run_mla_prefill(p, act, nullptr);
+  DS_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto o = download_act(d_o, ref_o.size(), act);
+  double worst = 0.0;
+  for (int s = 0; s < N; ++s) {
+    const size_t off = size_t(cuq[s]) * H * kV, n = size_t(qlens[s]) * H * kV;
+    worst = std::max(worst, rel_l2(o.data() + off, ref_o.data() + off, n));
+  }
+  std::printf("[mla_prefill] act=%s H=%d q=%s ctx=%s o_err=%.3g\n", act_name(act), H, lens_str(qlens).c_str(),
+              lens_str(ctx).c_str(), worst);
+  EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2);
+}
+
+}  // namespace
+
+TEST(MlaPrefill, VarlenF32) { expect_prefill({1, 70, 200, 64}, {0, 0, 0, 0}, 4, DType::F32, 51); }
+TEST(MlaPrefill, VarlenBf16) { expect_prefill({1, 70, 200, 64}, {0, 0, 0, 0}, 4, DType::BF16, 52); }
+// Chunks that continue a sequence: keys = context (earlier chunks, expanded) + the chunk itself.
+TEST(MlaPrefill, WithContextF32) { expect_prefill({1, 70, 130}, {5, 64, 129}, 4, DType::F32, 53); }
+TEST(MlaPrefill, WithContextBf16) { expect_prefill({1, 70, 130}, {5, 64, 129}, 4, DType::BF16, 54); }
+TEST(MlaPrefill, RealHeadsBf16) { expect_prefill({300, 45}, {0, 200}, 32, DType::BF16, 55); }
+TEST(MlaPrefill, RealHeadsF32) { expect_prefill({300, 45}, {0, 200}, 32, DType::F32, 56); }
+
+}  // namespace ds::attn_test

@@ -1,0 +1,127 @@
+// The GPU sampler against the CPU sampler (sampling/cpu_sampler.h) on the same logits: same filters,
+// same uniform numbers, so the same tokens; logprobs of the raw logits within fp32 rounding.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "cuda/kernels/sampling.h"
+#include "gpu_test_util.h"
+#include "sampling/cpu_sampler.h"
+#include "sampling/rng.h"
+
+namespace ds::gpu::test {
+namespace {
+
+TEST(GpuOps, SamplingMatchesCpuSampler) {
+  DS_REQUIRE_GPU();
+  const int V = 163840;
+  std::vector<SampleParams> ps;
+  std::vector<int32_t> prompt = {5, 7, 7, 9, 100000}, output = {7, 11, 11, 11, 163839};
+  auto add = [&](float temp, int top_k, float top_p, float min_p, uint64_t seed) {
+    SampleParams p;
+    p.temperature = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = seed;
+    p.step = seed * 3 + 1;
+    p.num_logprobs = int(seed % 6);
+    ps.push_back(p);
+  };
+  add(0.f, -1, 1.f, 0.f, 1);      // greedy
+  add(1.f, -1, 1.f, 0.f, 2);      // plain
+  add(0.7f, 50, 1.f, 0.f, 3);     // top-k
+  add(1.f, -1, 0.9f, 0.f, 4);     // top-p
+  add(1.2f, -1, 1.f, 0.05f, 5);   // min-p
+  add(0.9f, 40, 0.8f, 0.02f, 6);  // all three
+  add(1.f, 1, 1.f, 0.f, 7);       // top_k 1 = greedy
+  add(1.f, -1, 0.f, 0.f, 8);      // top_p 0: the best token
+  for (uint64_t s = 9; s < 40; ++s) add(0.5f + 0.05f * float(s % 10), int(s % 3) * 20 - 1, 0.7f + 0.01f * float(s % 30), 0.f, s);
+  // penalties
+  for (int i = 0; i < 4; ++i) {
+    SampleParams p;
+    p.temperature = i == 0 ? 0.f : 1.f;
+    p.repetition_penalty = 1.3f;
+    p.frequency_penalty = 0.5f * float(i);
+    p.presence_penalty = 0.7f;
+    p.prompt_tokens = &prompt;
+    p.output_tokens = &output;
+    p.seed = 100 + uint64_t(i);
+    ps.push_back(p);
+  }
+  const int rows = int(ps.size());
+  // logits with a few large values (peaked, like a model's) and exact ties to exercise tie-breaks
+  auto logits = randn(size_t(rows) * V, 95, 2.f);
+  for (int r = 0; r < rows; ++r) {
+    float* l = logits.data() + size_t(r) * V;
+    for (int j = 0; j < 30; ++j) l[(size_t(j) * 7919 + r * 13) % V] += 8.f + float(j % 5);
+    l[7] = l[11] = 12.f;  // a tie among the best tokens
+  }
+  // host preparation, as the CUDA backend does it
+  std::vector<SampleRow> rp(static_cast<size_t>(rows));
+  std::vector<int32_t> pt, pc;
+  int max_lp = 0;
+  for (int r = 0; r < rows; ++r) {
+    const auto& p = ps[size_t(r)];
+    auto& q = rp[size_t(r)];
+    q.temperature = p.temperature;
+    q.top_k = p.top_k;
+    q.top_p = p.top_p;
+    q.min_p = p.min_p;
+    q.presence_penalty = p.presence_penalty;
+    q.frequency_penalty = p.frequency_penalty;
+    q.repetition_penalty = p.repetition_penalty;
+    q.u = uniform01(p.seed, p.step);
+    q.num_logprobs = p.num_logprobs;
+    max_lp = std::max(max_lp, p.num_logprobs);
+    q.pen_begin = int(pt.size());
+    if (p.prompt_tokens) {
+      std::map<int32_t, int> c;
+      for (int32_t t : *p.prompt_tokens) c.emplace(t, 0);
+      for (int32_t t : *p.output_tokens) ++c[t];
+      for (auto [t, n] : c) {
+        pt.push_back(t);
+        pc.push_back(n);
+      }
+    }
+    q.pen_end = int(pt.size());
+  }
+  auto dl = to_device(logits, DType::F32), drp = to_device_raw(rp), dpt = to_device_raw(pt), dpc = to_device_raw(pc);
+  DeviceBuffer work(size_t(rows) * V * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
+      tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
+  SamplingParams sp;
+  sp.logits = dl.as<float>();
+  sp.ld = V;
+  sp.rows = rows;
+  sp.vocab = V;
+  sp.row_params = drp.as<SampleRow>();
+  sp.pen_tokens = dpt.as<int32_t>();
+  sp.pen_counts = dpc.as<int32_t>();
+  sp.work = work.as<float>();
+  sp.out_token = tok.as<int32_t>();
+  sp.out_logprob = lp.as<float>();
+  sp.out_top_ids = tids.as<int32_t>();
+  sp.out_top_logprobs = tlp.as<float>();
+  sp.max_logprobs = max_lp;
+  run_sampling(sp, nullptr);
+  auto gt = to_host_raw<int32_t>(tok.data(), size_t(rows));
+  auto gl = to_host(lp.data(), size_t(rows), DType::F32);
+  auto gti = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);
+  auto gtl = to_host(tlp.data(), size_t(rows) * max_lp, DType::F32);
+  auto ref = sample_cpu(logits.data(), rows, V, ps);
+  int distinct = 0;
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(gt[size_t(r)], ref[size_t(r)].token) << "row " << r;
+    EXPECT_NEAR(gl[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
+    ASSERT_EQ(int(ref[size_t(r)].top_logprobs.size()), std::max(0, ps[size_t(r)].num_logprobs));
+    for (size_t i = 0; i < ref[size_t(r)].top_logprobs.size(); ++i) {
+      EXPECT_EQ(gti[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].first);
+      EXPECT_NEAR(gtl[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].second, 1e-4);
+    }
+    distinct += gt[size_t(r)] != gt[0];
+  }
+  EXPECT_GT(distinct, rows / 2);  // the draws really vary
+}
+
+}  // namespace
+}  // namespace ds::gpu::test

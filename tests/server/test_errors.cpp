@@ -1,0 +1,226 @@
+// Bad requests get the right status and OpenAI's error object; the server keeps serving.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server_fixture.h"
+
+namespace ds::test {
+namespace {
+
+const json kMsgs = json::array({{{"role", "user"}, {"content", "hi"}}});
+
+struct Case {
+  const char* name;
+  const char* path;
+  std::string body;
+  int status;
+  const char* param;  // expected error.param ("" : any)
+};
+
+void expect_error(const Reply& r, int status, const std::string& param, const std::string& what) {
+  EXPECT_EQ(r.status, status) << what << ": " << r.body;
+  json j = json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j.contains("error")) << what << ": " << r.body;
+  EXPECT_TRUE(j["error"]["message"].is_string()) << what;
+  EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << what;
+  EXPECT_TRUE(j["error"]["type"].is_string()) << what;
+  EXPECT_TRUE(j["error"].contains("code")) << what;
+  if (!param.empty()) {
+    EXPECT_EQ(j["error"]["param"], param) << what;
+  }
+}
+
+TEST(Errors, TableOfBadRequests) {
+  ServerFixture f;  // max_model_len 256
+  std::string long_prompt;
+  for (int i = 0; i < 400; ++i) long_prompt += "word ";
+  const std::vector<Case> cases = {
+      {"malformed JSON", "/v1/completions", "{\"prompt\": \"x\",", 400, ""},
+      {"body not an object", "/v1/completions", "[1,2]", 400, ""},
+      {"empty body", "/v1/chat/completions", "", 400, ""},
+      {"missing prompt", "/v1/completions", json{{"max_tokens", 1}}.dump(), 400, "prompt"},
+      {"prompt wrong type", "/v1/completions", json{{"prompt", 5}}.dump(), 400, "prompt"},
+      {"prompt token out of range", "/v1/completions", json{{"prompt", {1, 99999}}}.dump(), 400, "prompt"},
+      {"empty prompt", "/v1/completions", json{{"prompt", ""}}.dump(), 400, "prompt"},
+      {"max_tokens wrong type", "/v1/completions", json{{"prompt", "x"}, {"max_tokens", "5"}}.dump(), 400,
+       "max_tokens"},
+      {"max_tokens negative", "/v1/completions", json{{"prompt", "x"}, {"max_tokens", -1}}.dump(), 400, "max_tokens"},
+      {"max_tokens zero", "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 0}}.dump(), 400, "max_tokens"},
+      {"max_tokens huge", "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 1000000000}}.dump(), 400,
+       "max_tokens"},
+      {"max_tokens fractional", "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2.5}}.dump(), 400,
+       "max_tokens"},
+      {"prompt longer than max-model-len", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "prompt"},
+      {"temperature out of range", "/v1/completions", json{{"prompt", "x"}, {"temperature", 3}}.dump(), 400,
+       "temperature"},
+      {"temperature wrong type", "/v1/completions", json{{"prompt", "x"}, {"temperature", "hot"}}.dump(), 400,
+       "temperature"},
+      {"top_p zero", "/v1/completions", json{{"prompt", "x"}, {"top_p", 0}}.dump(), 400, "top_p"},
+      {"n zero", "/v1/completions", json{{"prompt", "x"}, {"n", 0}}.dump(), 400, "n"},
+      {"stream wrong type", "/v1/completions", json{{"prompt", "x"}, {"stream", "yes"}}.dump(), 400, "stream"},
+      {"stop wrong type", "/v1/completions", json{{"prompt", "x"}, {"stop", 3}}.dump(), 400, "stop"},
+      {"logprobs too many", "/v1/completions", json{{"prompt", "x"}, {"logprobs", 50}}.dump(), 400, "logprobs"},
+      {"unknown field", "/v1/completions", json{{"prompt", "x"}, {"frobnicate", 1}}.dump(), 400, "frobnicate"},
+      {"suffix", "/v1/completions", json{{"prompt", "x"}, {"suffix", "end"}}.dump(), 400, "suffix"},
+      {"logit_bias", "/v1/completions", json{{"prompt", "x"}, {"logit_bias", {{"5", 10}}}}.dump(), 400, "logit_bias"},
+      {"stream_options without stream", "/v1/completions",
+       json{{"prompt", "x"}, {"stream_options", {{"include_usage", true}}}}.dump(), 400, "stream_options"},
+      {"echo with logprobs", "/v1/completions", json{{"prompt", "x"}, {"echo", true}, {"logprobs", 1}}.dump(), 400,
+       "echo"},
+      {"missing messages", "/v1/chat/completions", json{{"model", "tiny"}}.dump(), 400, "messages"},
+      {"empty messages", "/v1/chat/completions", json{{"messages", json::array()}}.dump(), 400, "messages"},
+      {"bad role", "/v1/chat/completions", json{{"messages", {{{"role", "robot"}, {"content", "x"}}}}}.dump(), 400,
+       "messages[0].role"},
+      {"image content", "/v1/chat/completions",
+       json{{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}, {"image_url", "u"}}}}}}}}.dump(), 400,
+       "messages[0].content[0]"},
+      {"unknown message field", "/v1/chat/completions",
+       json{{"messages", {{{"role", "user"}, {"content", "x"}, {"mood", "happy"}}}}}.dump(), 400, "messages[0].mood"},
+      {"tool without id", "/v1/chat/completions", json{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}.dump(),
+       400, "messages[0].tool_call_id"},
+      {"tool_choice without tools", "/v1/chat/completions", json{{"messages", kMsgs}, {"tool_choice", "auto"}}.dump(),
+       400, "tool_choice"},
+      {"bad tools", "/v1/chat/completions", json{{"messages", kMsgs}, {"tools", {{{"type", "function"}}}}}.dump(), 400,
+       "tools[0]"},
+      {"top_logprobs without logprobs", "/v1/chat/completions", json{{"messages", kMsgs}, {"top_logprobs", 2}}.dump(),
+       400, "top_logprobs"},
+      {"chat max_completion_tokens negative", "/v1/chat/completions",
+       json{{"messages", kMsgs}, {"max_completion_tokens", -5}}.dump(), 400, "max_completion_tokens"},
+      {"unknown model", "/v1/completions", json{{"prompt", "x"}, {"model", "gpt-9"}}.dump(), 404, ""},
+      {"unknown model (chat)", "/v1/chat/completions", json{{"messages", kMsgs}, {"model", "gpt-9"}}.dump(), 404, ""},
+      {"unknown path", "/v1/embeddings", "{}", 404, ""},
+      {"detokenize bad id", "/detokenize", json{{"tokens", {1, -3}}}.dump(), 400, "tokens"},
+      {"tokenize missing prompt", "/tokenize", json{{"model", "tiny"}}.dump(), 400, "prompt"},
+  };
+  for (const auto& c : cases) {
+    auto r = f.client().post(c.path, c.body);
+    expect_error(r, c.status, c.param, c.name);
+  }
+  EXPECT_TRUE(f.engine.submitted_copy().empty()) << "no bad request may reach the engine";
+  // Still serving.
+  EXPECT_EQ(f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 1}}).status, 200);
+  int expected_400 = 0;
+  for (const auto& c : cases) expected_400 += std::string(c.path) == "/v1/completions" && c.status == 400;
+  EXPECT_EQ(f.server->metrics().http_count("/v1/completions", 400), expected_400);
+}
+
+TEST(Errors, MethodNotAllowed) {
+  ServerFixture f;
+  auto c = f.client();
+  auto r = c.get("/v1/completions");
+  expect_error(r, 405, "", "GET on a POST endpoint");
+  r = c.post("/v1/models", "{}");
+  expect_error(r, 405, "", "POST on a GET endpoint");
+  r = c.request(test::http::verb::delete_, "/health");
+  EXPECT_EQ(r.status, 405);
+}
+
+TEST(Errors, ApiKey) {
+  ServerFixture f("sekret");
+  auto c = f.client();
+  EXPECT_EQ(c.get("/health").status, 200);  // no key needed
+  for (const char* path : {"/v1/models", "/metrics", "/version"}) {
+    expect_error(c.get(path), 401, "", path);
+    expect_error(c.get(path, {{"Authorization", "Bearer wrong"}}), 401, "", path);
+    EXPECT_EQ(c.get(path, {{"Authorization", "Bearer sekret"}}).status, 200) << path;
+  }
+  expect_error(c.post("/v1/completions", json{{"prompt", "x"}}.dump()), 401, "", "completions");
+  expect_error(c.post("/tokenize", json{{"prompt", "x"}}.dump()), 401, "", "tokenize");
+  expect_error(c.get("/nope"), 401, "", "unknown path without key");
+  EXPECT_EQ(
+      c.post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 1}}.dump(), {{"Authorization", "Bearer sekret"}})
+          .status,
+      200);
+  EXPECT_EQ(json::parse(c.post("/v1/completions", "{", {{"Authorization", "Bearer sekret"}}).body)["error"]["type"],
+            "invalid_request_error");
+}
+
+TEST(Errors, OversizedBody) {
+  ServerFixture f("", 4096);
+  auto r = f.client().post("/v1/completions", json{{"prompt", std::string(10000, 'a')}}.dump());
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 1}}).status, 200);
+}
+
+TEST(Errors, QueueFullGets429) {
+  ServerFixture f;
+  f.engine.max_live = 2;
+  f.engine.delay = std::chrono::milliseconds(20);
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 2; ++i)
+    ts.emplace_back([&] { ok += f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 10}}).status == 200; });
+  while (f.engine.live() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto r = f.post("/v1/completions", {{"prompt", "y"}, {"max_tokens", 10}});
+  expect_error(r, 429, "", "queue full");
+  // n=3 with room for none: nothing is left running.
+  r = f.post("/v1/completions", {{"prompt", "y"}, {"max_tokens", 10}, {"n", 3}});
+  EXPECT_EQ(r.status, 429);
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 2);
+  EXPECT_EQ(f.post("/v1/completions", {{"prompt", "z"}, {"max_tokens", 1}}).status, 200);
+}
+
+TEST(Errors, PartialSubmitIsRolledBack) {
+  ServerFixture f;
+  f.engine.max_live = 2;
+  f.engine.delay = std::chrono::milliseconds(50);
+  auto r = f.post("/v1/completions", {{"prompt", "y"}, {"max_tokens", 10}, {"n", 3}});
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(f.engine.aborted_copy().size(), 2u);  // the two that got in were aborted
+}
+
+TEST(Errors, ClientDisconnectMidStreamAbortsTheRequest) {
+  ServerFixture f;
+  f.engine.delay = std::chrono::milliseconds(20);
+  {
+    auto c = f.client();
+    test::http::request<test::http::string_body> req{test::http::verb::post, "/v1/completions", 11};
+    req.set(test::http::field::host, "x");
+    req.body() = json{{"prompt", "x"}, {"max_tokens", 200}, {"stream", true}}.dump();
+    req.prepare_payload();
+    test::http::write(c.stream(), req);
+    char b[512];
+    c.stream().socket().read_some(test::net::buffer(b));  // headers / first chunk arrived
+  }                                                       // disconnect
+  for (int i = 0; i < 200 && f.engine.aborted_copy().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto ab = f.engine.aborted_copy();
+  ASSERT_EQ(ab.size(), 1u);
+  EXPECT_EQ(ab[0], f.engine.submitted_copy()[0].request_id);
+  for (int i = 0; i < 200 && f.server->requests_in_progress() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(f.server->requests_in_progress(), 0);
+  EXPECT_EQ(f.server->metrics().http_count("/v1/completions", 499), 1);
+  EXPECT_EQ(f.server->metrics().finished("abort"), 1);
+  // A non-streaming request whose client leaves is aborted too.
+  {
+    auto c = f.client();
+    test::http::request<test::http::string_body> req{test::http::verb::post, "/v1/chat/completions", 11};
+    req.set(test::http::field::host, "x");
+    req.body() = json{{"messages", kMsgs}, {"max_tokens", 200}}.dump();
+    req.prepare_payload();
+    test::http::write(c.stream(), req);
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
+  for (int i = 0; i < 200 && f.engine.aborted_copy().size() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(f.engine.aborted_copy().size(), 2u);
+  f.engine.delay = std::chrono::milliseconds(0);
+  EXPECT_EQ(f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}}).status, 200);
+}
+
+TEST(Errors, StopReasonJson) {
+  server::SamplingOptions o;
+  o.stop = {"END", "42"};
+  o.stop_token_ids = {7};
+  EXPECT_EQ(server::stop_reason_json(o, FinishReason::Stop, "END"), "END");
+  EXPECT_EQ(server::stop_reason_json(o, FinishReason::Stop, "42"), "42");  // a stop string that looks like a number
+  EXPECT_EQ(server::stop_reason_json(o, FinishReason::Stop, "7"), 7);
+  EXPECT_TRUE(server::stop_reason_json(o, FinishReason::Stop, "1792").is_null());  // EOS
+  EXPECT_TRUE(server::stop_reason_json(o, FinishReason::Length, "END").is_null());
+}
+
+}  // namespace
+}  // namespace ds::test

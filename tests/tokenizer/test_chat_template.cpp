@@ -1,0 +1,149 @@
+// Chat template rendering: golden Hugging Face renderings, the built-in Kimi format, errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+const std::string kTokDir = std::string(DS_FIXTURES_DIR) + "/tiny/tokenizer";
+
+ojson load(const std::string& path) {
+  std::ifstream f(path);
+  EXPECT_TRUE(f.good()) << path;
+  return ojson::parse(f);
+}
+
+TEST(ChatTemplate, GoldenCasesRenderByteForByte) {
+  auto tok = ds::Tokenizer::from_dir(kTokDir);
+  ASSERT_FALSE(tok->chat_template_source().empty());
+  auto cases = load(kTokDir + "/chat_cases.json");
+  ASSERT_EQ(cases.size(), 9u);
+  for (const auto& c : cases) {
+    ojson tools = c.contains("tools") ? c["tools"] : ojson();
+    std::string got = tok->apply_chat_template(c["messages"], tools, c["add_generation_prompt"].get<bool>());
+    EXPECT_EQ(got, c["expected"].get<std::string>());
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Template snippets rendered by jinja2 with Hugging Face's settings (gen_jinja_cases.py).
+TEST(ChatTemplate, MatchesJinja2OnFeatureCases) {
+  auto cases = load(std::string(DS_SOURCE_DIR) + "/tests/tokenizer/data/jinja_cases.json");
+  ASSERT_GE(cases.size(), 70u);
+  for (const auto& c : cases) {
+    const std::string tmpl = c["template"].get<std::string>();
+    SCOPED_TRACE(tmpl);
+    if (c.contains("error")) {
+      EXPECT_THROW(
+          {
+            ds::ChatTemplate t(tmpl);
+            t.render(c["context"]);
+          },
+          ds::Error);
+      continue;
+    }
+    std::string got;
+    try {
+      got = ds::ChatTemplate(tmpl).render(c["context"]);
+    } catch (const ds::Error& e) {
+      ADD_FAILURE() << "threw: " << e.what();
+      continue;
+    }
+    EXPECT_EQ(got, c["expected"].get<std::string>());
+  }
+}
+
+TEST(ChatTemplate, BuiltinKimiFormatMatchesTheModelTemplate) {
+  auto tok = ds::Tokenizer::from_dir(kTokDir);
+  auto cases = load(kTokDir + "/chat_cases.json");
+  for (const auto& c : cases) {
+    ojson ctx = {{"messages", c["messages"]},
+                 {"tools", c.contains("tools") ? c["tools"] : ojson()},
+                 {"add_generation_prompt", c["add_generation_prompt"]}};
+    EXPECT_EQ(ds::ChatTemplate::builtin_kimi().render(ctx), c["expected"].get<std::string>());
+  }
+  // List content with an image part, and non-string tool-call arguments (rendered with tojson).
+  ojson msgs = ojson::parse(R"([
+    {"role": "user", "content": [{"type": "text", "text": "see "}, {"type": "image_url", "image_url": {"url": "x"}}]},
+    {"role": "assistant", "content": "ok", "tool_calls": [{"id": "functions.f:0", "type": "function",
+      "function": {"name": "f", "arguments": {"b": 1, "a": "é"}}}]}])");
+  ojson ctx = {{"messages", msgs}, {"tools", nullptr}, {"add_generation_prompt", false}};
+  EXPECT_EQ(ds::ChatTemplate::builtin_kimi().render(ctx),
+            "<|im_user|>user<|im_middle|>see <|media_start|>image<|media_content|><|media_pad|><|media_end|>"
+            "<|im_end|><|im_assistant|>assistant<|im_middle|>ok<|tool_calls_section_begin|><|tool_call_begin|>"
+            "functions.f:0<|tool_call_argument_begin|>{\"b\": 1, \"a\": \"é\"}<|tool_call_end|>"
+            "<|tool_calls_section_end|><|im_end|>");
+}
+
+TEST(ChatTemplate, TokenizerWithoutTemplateUsesBuiltin) {
+  std::vector<std::string> ranks;
+  for (int b = 0; b < 256; ++b) ranks.emplace_back(1, char(b));
+  ds::Tokenizer tok(ranks, nlohmann::json::object());
+  EXPECT_TRUE(tok.chat_template_source().empty());
+  nlohmann::json msgs = nlohmann::json::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])");
+  EXPECT_EQ(tok.apply_chat_template(msgs, nullptr, true),
+            "<|im_system|>system<|im_middle|>S<|im_end|><|im_user|>user<|im_middle|>U<|im_end|>"
+            "<|im_assistant|>assistant<|im_middle|>");
+}
+
+std::string error_of(const std::string& tmpl, const ojson& ctx = ojson::object()) {
+  try {
+    ds::ChatTemplate(tmpl).render(ctx);
+  } catch (const ds::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ChatTemplate, ErrorsNameTheLine) {
+  // Parse errors.
+  EXPECT_NE(error_of("a\nb\n{{ 1 + }}\n").find("line 3"), std::string::npos) << error_of("a\nb\n{{ 1 + }}\n");
+  EXPECT_NE(error_of("{% if x %}\n\n{% endfor %}").find("line 3"), std::string::npos);
+  EXPECT_NE(error_of("ok\n{% frobnicate %}").find("line 2"), std::string::npos);
+  EXPECT_NE(error_of("{{ 'unterminated }}\n").find("line 1"), std::string::npos);
+  EXPECT_NE(error_of("x\n{% for m in messages %}\n{{ m }}").find("endfor"), std::string::npos);
+  // Render errors.
+  ojson ctx = {{"xs", ojson::array({ojson::object()})}};
+  std::string e = error_of("{% for x in xs %}\n\n{{ x.foo.bar }}\n{% endfor %}", ctx);
+  EXPECT_NE(e.find("line 3"), std::string::npos) << e;
+  EXPECT_NE(e.find("foo"), std::string::npos) << e;
+  e = error_of("1\n2\n3\n{{ 'a' | nosuchfilter }}");
+  EXPECT_NE(e.find("line 4"), std::string::npos) << e;
+  e = error_of("{% if true %}\n{{ raise_exception('Only user and assistant roles') }}\n{% endif %}");
+  EXPECT_NE(e.find("line 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("Only user and assistant roles"), std::string::npos) << e;
+  e = error_of("{% macro m() %}\n{{ 1 // 0 }}\n{% endmacro %}\n{{ m() }}");
+  EXPECT_NE(e.find("line 2"), std::string::npos) << e;
+  // The tokenizer reports a broken model template when rendering, not when loading.
+  std::vector<std::string> ranks;
+  for (int b = 0; b < 256; ++b) ranks.emplace_back(1, char(b));
+  ds::Tokenizer tok(ranks, nlohmann::json::object(), "line one\n{% if %}");
+  try {
+    tok.apply_chat_template(nlohmann::json::array(), nullptr, true);
+    ADD_FAILURE() << "expected an error";
+  } catch (const ds::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("line 2"), std::string::npos) << err.what();
+  }
+}
+
+TEST(ChatTemplate, ExtraKeysAndSpecialTokenNames) {
+  std::vector<std::string> ranks;
+  for (int b = 0; b < 256; ++b) ranks.emplace_back(1, char(b));
+  auto cfg = nlohmann::json::parse(R"({"bos_token": "[BOS]", "eos_token": {"content": "[EOS]"},
+    "added_tokens_decoder": {"256": {"content": "[BOS]"}, "257": {"content": "[EOS]"}}})");
+  ds::Tokenizer tok(ranks, cfg, "{{ bos_token }}|{{ eos_token }}|{{ thinking }}|{{ messages | length }}");
+  EXPECT_EQ(tok.apply_chat_template(nlohmann::json::array({{{"role", "user"}, {"content", "x"}}}), nullptr, false,
+                                    {{"thinking", true}}),
+            "[BOS]|[EOS]|True|1");
+}
+
+}  // namespace
