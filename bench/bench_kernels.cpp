@@ -28,7 +28,8 @@ DeviceBuffer filled(int64_t n, DType t, uint64_t seed, float a = 0.05f) {
   return b;
 }
 
-double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0) {
+double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0,
+               bool hint = true) {
   const DType t = DType::BF16;
   std::vector<DeviceBuffer> w;
   for (int i = 0; i < copies; ++i) w.push_back(filled(int64_t(N) * K, t, 100 + i));
@@ -47,6 +48,7 @@ double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int
     p.K = K;
     p.M = M;
     p.row_groups = groups;
+    p.stream_hint = hint;
     run_gemv(p, t, s);
   }, reps);
 }
@@ -73,6 +75,10 @@ int main(int argc, char** argv) {
                   bw_floor(2304.0 * 4096 * 2), "weights 19 MB, 8 copies rotated"});
   rows.push_back({"gemv KDA in_proj M=8 12576x2304", gemv_ms(s, 8, 12576, 2304, 4, false, reps),
                   bw_floor(12576.0 * 2304 * 2), ""});
+  rows.push_back({"gemv KDA in_proj M=1 without the L2::256B hint", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false),
+                  bw_floor(12576.0 * 2304 * 2), ""});
+  rows.push_back({"gemv lm_head M=1 without the L2::256B hint", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false),
+                  bw_floor(163840.0 * 2304 * 2), ""});
   // row-group sweep (the heuristic's choice is the first set of rows above)
   for (int g : {1, 2, 4, 8}) {
     char name[96];
@@ -177,6 +183,64 @@ int main(int argc, char** argv) {
       experts();
     }, reps);
     double bytes = double(active) * 3.0 * I * D * 2;
+    if (B == 1) {  // where the batch-1 MoE time goes
+      auto split = [&](const char* what, const std::function<void()>& fn, double floor_bytes) {
+        rows.push_back({std::string("  MoE B=1 part: ") + what, ds::bench::time_ms(s, fn, reps), bw_floor(floor_bytes), ""});
+      };
+      split("router gemv 256x2304 fp32 out", [&] {
+        GemvParams rg;
+        rg.x = xs[0].data();
+        rg.ldx = D;
+        rg.w = router_w.data();
+        rg.y = logits.data();
+        rg.ldy = E;
+        rg.y_f32 = true;
+        rg.N = E;
+        rg.K = D;
+        rg.M = 1;
+        run_gemv(rg, bf, s);
+      }, double(E) * D * 2);
+      split("router gemv + route_align", [&] { route(0); }, double(E) * D * 2);
+      GemvParams g;
+      g.x = x.data();
+      g.ldx = D;
+      g.x_rows = srt.as<int32_t>();
+      g.w = gu.data();
+      g.w_group_stride = int64_t(2) * I * D;
+      g.y = act.data();
+      g.ldy = I;
+      g.N = I;
+      g.K = D;
+      g.num_slots = kp;
+      g.slot_weight = se.as<int32_t>();
+      g.slot_start = ss.as<int32_t>();
+      g.num_active = na.as<int32_t>();
+      g.max_rows = 1;
+      g.epi = GemvEpilogue::SiluMul;
+      for (int rg_ : {0, 1, 2, 8}) {
+        for (int hint = 0; hint < 2; ++hint) {
+          g.row_groups = rg_;
+          g.stream_hint = hint;
+          char nm[80];
+          std::snprintf(nm, sizeof nm, "gate_up 9x2048x2304 groups=%d hint=%d", rg_, hint);
+          split(nm, [&] { run_gemv(g, bf, s); }, 9.0 * 2 * I * D * 2);
+        }
+      }
+      GemvParams d = g;
+      d.x = act.data();
+      d.ldx = I;
+      d.x_rows = nullptr;
+      d.w = dn.data();
+      d.w_group_stride = int64_t(D) * I;
+      d.y = out.data();
+      d.ldy = D;
+      d.N = D;
+      d.K = I;
+      d.row_groups = 0;
+      d.stream_hint = true;
+      d.epi = GemvEpilogue::Store;
+      split("down 9x2304x1024", [&] { run_gemv(d, bf, s); }, 9.0 * I * D * 2);
+    }
     if (B > 8) {
       for (int cfg = 0; cfg < 4; ++cfg) {
         int tile = cfg < 2 ? 16 : 64, bk = cfg % 2 ? 64 : 32;

@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
               prefill_tps, ctx, ttft_ms);
 
   // ---- decode at batch 1 -------------------------------------------------------------------------
-  double tpot1 = 0;
+  double tpot1 = 0, gpu1 = 0;
   {
     Seq s(0);
     grow(s, ctx, bs, &next_page);
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
     b->forward(fb);
     int32_t tok = b->sample({greedy})[0].token;
     s.ctx = ctx;
-    std::vector<double> t;
+    std::vector<double> t, gpu;
     int steps = quick ? 30 : 100;
     for (int i = 0; i < steps; ++i) {
       grow(s, 1, bs, &next_page);
@@ -142,12 +142,16 @@ int main(int argc, char** argv) {
       b->forward(d);
       tok = b->sample({greedy})[0].token;
       t.push_back(secs_since(t1));
+      gpu.push_back(cuda_last_forward_ms(*b));
       s.ctx += 1;
     }
     t.erase(t.begin(), t.begin() + 5);  // graph capture, warm-up
+    gpu.erase(gpu.begin(), gpu.begin() + 5);
     tpot1 = median(t) * 1e3;
+    gpu1 = median(gpu);
   }
-  std::printf("decode batch 1 (context %d): TPOT %.3f ms (%.0f tokens/s)\n", ctx, tpot1, 1e3 / tpot1);
+  std::printf("decode batch 1 (context %d): TPOT %.3f ms (%.0f tokens/s); forward on the device %.3f ms\n", ctx,
+              tpot1, 1e3 / tpot1, gpu1);
 
   // ---- decode at batch `batch` ---------------------------------------------------------------------
   double step_b = 0;

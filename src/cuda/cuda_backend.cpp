@@ -85,6 +85,7 @@ class CudaBackend final : public Backend {
   }
 
   std::vector<SampleResult> sample(const std::vector<SampleParams>& params) override;
+  double last_forward_ms() const { return model_->last_forward_ms(); }
 
  private:
   void ensure(DeviceBuffer& b, size_t bytes, const char* what) {
@@ -191,5 +192,11 @@ std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& p
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts) { return std::make_unique<CudaBackend>(opts); }
+
+double cuda_last_forward_ms(Backend& b) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  DS_CHECK(c != nullptr, "cuda_last_forward_ms: not a CUDA backend");
+  return c->last_forward_ms();
+}
 
 }  // namespace ds

@@ -12,4 +12,7 @@ namespace ds {
 // opts.dtype: auto | bfloat16 | float32 (activations and weights on the device).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);
 
+// Device milliseconds of the last forward of a backend made by make_cuda_backend (benchmarks).
+double cuda_last_forward_ms(Backend& b);
+
 }  // namespace ds

@@ -155,6 +155,11 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
 
 CudaModel::~CudaModel() = default;
 
+float CudaModel::last_forward_ms() const {
+  fwd_end_.sync();
+  return fwd_end_.elapsed_ms_since(fwd_start_);
+}
+
 void CudaModel::ensure_logits(int rows) {
   if (rows <= logits_cap_) return;
   int cap = std::max(rows, logits_cap_ * 2);
@@ -253,6 +258,11 @@ void CudaModel::forward(const ForwardBatch& batch) {
   ensure_logits(std::max(rows_, 1));
   stats_ = ForwardStats{};
   stats_.sub_batches = int(plans.size());
+  fwd_start_.record(stream_);
+  struct EndMark {  // recorded however forward() returns
+    CudaModel* m;
+    ~EndMark() { m->fwd_end_.record(m->stream_); }
+  } end_mark{this};
   if (plans.size() == 1 && opt_.use_graphs) {
     const StepPlan& p = plans[0];
     bool identity_rows = p.num_rows() == p.num_seqs;

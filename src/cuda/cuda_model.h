@@ -43,6 +43,7 @@ struct ForwardStats {
   bool graph = false;
 };
 
+
 class CudaModel {
  public:
   CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptions& o);
@@ -61,6 +62,8 @@ class CudaModel {
   const float* logits() const { return logits_.as<float>(); }
   int num_logit_rows() const { return rows_; }
   const ForwardStats& last_stats() const { return stats_; }
+  // Device time of the last forward (waits for it): CUDA events around its kernels.
+  float last_forward_ms() const;
   size_t cache_bytes() const { return cache_bytes_; }
   size_t workspace_bytes() const { return ws_bytes_; }
   size_t weight_bytes() const { return w_.bytes; }
@@ -119,6 +122,7 @@ class CudaModel {
   DeviceBuffer meta_dev_;
   PinnedBuffer meta_host_;
   Event meta_done_{false};
+  Event fwd_start_, fwd_end_;
   std::unique_ptr<Meta> meta_;
   // graphs by (bucket, block-table stride)
   std::map<std::pair<int, int>, Graph> graphs_;

@@ -41,6 +41,14 @@ struct CudaModel::Workspace {
   void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms);
 };
 
+constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams its weights once (GEMV)
+
+// `elems` elements of dtype t past p.
+inline char* off(void* p, int64_t elems, DType t) { return static_cast<char*>(p) + elems * int64_t(dtype_size(t)); }
+inline const char* off(const void* p, int64_t elems, DType t) {
+  return static_cast<const char*>(p) + elems * int64_t(dtype_size(t));
+}
+
 // Largest width of any projection output held in Workspace::proj.
 int64_t max_proj_width(const ModelConfig& c);
 

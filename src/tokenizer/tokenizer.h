@@ -36,6 +36,8 @@ class Tokenizer {
   Tokenizer(std::vector<std::string> ranks, const nlohmann::json& config,
             std::string chat_template_source = "");
   ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;  // lookup tables point into its own storage
+  Tokenizer& operator=(const Tokenizer&) = delete;
 
   // allow_special: special-token text in `text` becomes the special id (Kimi's default);
   // otherwise it is ordinary text. Long texts are encoded in parallel (same result).

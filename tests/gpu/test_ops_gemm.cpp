@@ -277,6 +277,50 @@ TEST(GpuOps, GemvFusedNormGather) {
   }
 }
 
+// The KDA output norm (rmsnorm per head * w * sigmoid(gate)) fused into o_proj's GEMV, accumulating.
+TEST(GpuOps, GemvGatedNormPrologue) {
+  DS_REQUIRE_GPU();
+  const int M = 2, H = 32, D = 128, K = H * D, N = 2304;
+  for (DType t : kTypes) {
+    auto o = rounded(randn(size_t(M) * K, 66), t);
+    auto g = rounded(randn(size_t(M) * K, 67, 2.f), t);
+    auto nw = rounded(randu(D, 68, 0.5f, 1.5f), t);
+    auto w = rounded(randn(size_t(N) * K, 69, 0.02f), t);
+    auto r0 = rounded(randn(size_t(M) * N, 70), t);
+    auto d_o = to_device(o, t), dg = to_device(g, t), dnw = to_device(nw, t), dw = to_device(w, t);
+    auto dr = to_device(r0, t);
+    GemvParams p;
+    p.x = d_o.data();
+    p.ldx = K;
+    p.gate = dg.data();
+    p.ld_gate = K;
+    p.gate_head_dim = D;
+    p.norm_weight = dnw.data();
+    p.norm_eps = 1e-5f;
+    p.w = dw.data();
+    p.y = dr.data();
+    p.ldy = N;
+    p.N = N;
+    p.K = K;
+    p.M = M;
+    p.epi = GemvEpilogue::Accumulate;
+    run_gemv(p, t, nullptr);
+    std::vector<float> gated(o.size());
+    kernels::GatedRmsNormParams c;
+    c.x = o.data();
+    c.gate = g.data();
+    c.w = nw.data();
+    c.y = gated.data();
+    c.rows = int64_t(M) * H;
+    c.dim = D;
+    kernels::run_gated_rmsnorm_cpu(c);
+    gated = rounded(gated, t);
+    auto ref = cpu_gemm(gated, K, w, M, N, K);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += r0[i];
+    EXPECT_LT(rel_l2(to_host(dr.data(), ref.size(), t), ref), tol(t)) << dtype_name(t);
+  }
+}
+
 TEST(GpuOps, CublasLtGemmVariants) {
   DS_REQUIRE_GPU();
   Gemm gemm;

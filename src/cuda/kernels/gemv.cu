@@ -17,6 +17,15 @@ template <typename T> struct Chunk8 {
 #pragma unroll
     for (int i = 0; i < W; ++i) r[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
   }
+  // Streaming weights: skip L1, ask L2 to fetch 256-byte sectors.
+  __device__ __forceinline__ void load_stream(const T* p) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      const uint4* q = reinterpret_cast<const uint4*>(p) + i;
+      asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                   : "=r"(r[i].x), "=r"(r[i].y), "=r"(r[i].z), "=r"(r[i].w) : "l"(q));
+    }
+  }
   __device__ __forceinline__ void load_shared(const T* p) {
 #pragma unroll
     for (int i = 0; i < W; ++i) r[i] = reinterpret_cast<const uint4*>(p)[i];
@@ -102,7 +111,37 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_
             for (int q = 0; q < Chunk8<T>::W; ++q) reinterpret_cast<uint4*>(xs + m * kt_max + c)[q] = v.r[q];
           }
           __syncthreads();
-          if (p.norm_weight) {  // the whole row is in the tile (checked on the host)
+          if (p.gate) {  // KDA output norm per head; one warp per (row, head), 8 values per lane
+            const T* nw = static_cast<const T*>(p.norm_weight);
+            const int hd = p.gate_head_dim, heads = p.K / hd;
+            for (int job = warp; job < mt * heads; job += kWarps) {
+              const int m = job / heads, h = job % heads;
+              T* row = xs + m * kt_max + h * hd;
+              const T* gr = static_cast<const T*>(p.gate) + int64_t(row0 + m0 + m) * p.ld_gate + h * hd;
+              float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+              const int c = lane * 8;
+              if (c < hd) {
+                Chunk8<T> v;
+                v.load_shared(row + c);
+                v.to_float(f);
+              }
+              float ss = 0.f;
+#pragma unroll
+              for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+              const float inv = rsqrtf(warp_sum(ss) / float(hd) + p.norm_eps);
+              if (c < hd) {
+                Chunk8<T> w, g;
+                w.load_global(nw + c);
+                g.load_global(gr + c);
+                float fw[8], fg[8];
+                w.to_float(fw);
+                g.to_float(fg);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) row[c + e] = from_f32<T>(f[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e]))));
+              }
+            }
+            __syncthreads();
+          } else if (p.norm_weight) {  // the whole row is in the tile (checked on the host)
             const T* nw = static_cast<const T*>(p.norm_weight);
             for (int m = warp; m < mt; m += kWarps) {
               T* row = xs + m * kt_max;
@@ -140,8 +179,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_
           for (int u = 0; u < U; ++u) {
             const int c = cb + u * 256;
             if (c < kt) {
-              a[u].load_global(w0 + k0 + c);
-              b[u].load_global(w1 + k0 + c);
+              if (p.stream_hint) {
+                a[u].load_stream(w0 + k0 + c);
+                b[u].load_stream(w1 + k0 + c);
+              } else {
+                a[u].load_global(w0 + k0 + c);
+                b[u].load_global(w1 + k0 + c);
+              }
             } else {
               a[u].zero();
               b[u].zero();
@@ -198,6 +242,9 @@ template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 void launch_mtu(const GemvParams& p, int groups, cudaStream_t s) {
   int kt_max = std::min<int>(p.K, kMaxSmem / (MT * int(sizeof(T))));
   DS_GPU_REQUIRE(!p.norm_weight || kt_max >= p.K, "run_gemv: a fused norm needs the whole row in shared memory");
+  DS_GPU_REQUIRE(!p.gate || (p.norm_weight && p.gate_head_dim > 0 && p.gate_head_dim <= 256 &&
+                             p.gate_head_dim % 8 == 0 && p.K % p.gate_head_dim == 0 && !p.x_rows),
+                 "run_gemv: bad gated-norm prologue");
   kt_max = kt_max / 8 * 8;
   const int cols_per_warp = Epi == GemvEpilogue::SiluMul ? 1 : 2;
   const int cols_per_block = cols_per_warp * kWarps * groups;
@@ -216,7 +263,9 @@ void launch_mtu(const GemvParams& p, int groups, cudaStream_t s) {
 template <typename T, typename OutT, GemvEpilogue Epi, int MT>
 void launch_mt(const GemvParams& p, int groups, cudaStream_t s) {
   if constexpr (MT <= 2) {
-    if ((p.K + 255) / 256 == 9) launch_mtu<T, OutT, Epi, MT, 9>(p, groups, s);
+    const int chunks = (p.K + 255) / 256;
+    if (chunks == 9) launch_mtu<T, OutT, Epi, MT, 9>(p, groups, s);
+    else if (chunks <= 4) launch_mtu<T, OutT, Epi, MT, 4>(p, groups, s);  // fewer registers, more warps
     else launch_mtu<T, OutT, Epi, MT, 8>(p, groups, s);
   } else {
     launch_mtu<T, OutT, Epi, MT, 4>(p, groups, s);
@@ -235,11 +284,12 @@ void launch(const GemvParams& p, int groups, cudaStream_t s) {
 }  // namespace
 
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul) {
-  // aim for >= 4 blocks per SM; fewer, longer-lived warps amortise the x-tile prologue
+  // aim for >= 6 blocks per SM; fewer, longer-lived warps amortise the x-tile prologue (bench sweep:
+  // the batch-1 expert gate/up GEMV is best at 2 groups, the KDA input projection at 1-4)
   const int cols_per_group = (silu_mul ? 1 : 2) * kWarps;
   const int64_t blocks_at_1 = int64_t((out_cols + cols_per_group - 1) / cols_per_group) * std::max(1, num_slots);
   int g = 1;
-  while (g < 8 && blocks_at_1 / (2 * g) >= int64_t(4) * num_sms) g *= 2;
+  while (g < 8 && blocks_at_1 / (2 * g) >= int64_t(6) * num_sms) g *= 2;
   return g;
 }
 

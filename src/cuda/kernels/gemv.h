@@ -39,8 +39,16 @@ struct GemvParams {
   int max_rows = 8;    // host bound on the rows of any slot (picks the kernel's x-tile height, <= 8)
   // Optional fused RMSNorm of the x rows as they are loaded: x <- round(x * rsqrt(mean(x^2) + eps) * w),
   // exactly what run_rmsnorm would have written (needs the whole row in the x tile: K <= 12288 bf16).
-  const void* norm_weight = nullptr;   // [K] act dtype
+  const void* norm_weight = nullptr;   // [K] act dtype (gated: [gate_head_dim])
   float norm_eps = 1e-5f;
+  // With `gate` set, the fused norm is the KDA output norm instead: per head of gate_head_dim values,
+  // x <- round(rmsnorm(x_head) * norm_weight * sigmoid(gate_head)) (gated_rmsnorm's math; x rows not
+  // gathered). gate row r is at gate + r * ld_gate.
+  const void* gate = nullptr;          // act dtype
+  int64_t ld_gate = 0;
+  int gate_head_dim = 0;
+  bool stream_hint = false;            // weight loads with L1::no_allocate + L2::256B prefetch (measured:
+                                       // no gain at decode shapes, -5% on lm_head)
   int row_groups = 0;  // weight-row pairs each warp streams (0: choose_gemv_row_groups)
 };
 void run_gemv(const GemvParams& p, DType act, cudaStream_t s);

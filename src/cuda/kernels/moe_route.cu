@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_route.h"
 
@@ -24,16 +26,29 @@ __device__ int warp_argmax(const float* v, int n, int lane) {
 }
 
 // Routes token t with one warp; `s` holds 3 * num_experts floats of scratch for the warp.
-__device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane) {
+__device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane, int* ids_copy = nullptr) {
   const int E = p.num_experts;
   float* sb = s + E;   // biased (selection) scores
   float* sel = sb + E; // working copy for the selection
   const float* lg = p.logits + int64_t(t) * E;
-  for (int e = lane; e < E; e += 32) {
-    float v = 1.f / (1.f + expf(-lg[e]));
-    s[e] = v;
-    sb[e] = v + p.bias[e];
-    sel[e] = sb[e];
+  for (int e0 = 0; e0 < E; e0 += 256) {  // 8 independent loads per lane in flight, not a chain
+    float l[8], b[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int e = e0 + j * 32 + lane;
+      l[j] = e < E ? lg[e] : 0.f;
+      b[j] = e < E ? p.bias[e] : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int e = e0 + j * 32 + lane;
+      if (e < E) {
+        float v = 1.f / (1.f + expf(-l[j]));
+        s[e] = v;
+        sb[e] = v + b[j];
+        sel[e] = v + b[j];
+      }
+    }
   }
   __syncwarp();
   if (p.num_groups > 1) {
@@ -75,6 +90,7 @@ __device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane) 
     if (lane == 0) {
       ids[i] = e;
       ws[i] = w;
+      if (ids_copy) ids_copy[t * p.ldk + i] = e;
     }
     __syncwarp();
     if (lane == 0) sel[e] = -INFINITY;
@@ -86,6 +102,7 @@ __device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane) 
     if (p.shared_expert_id >= 0) {
       ids[p.top_k] = p.shared_expert_id;
       ws[p.top_k] = 1.f;
+      if (ids_copy) ids_copy[t * p.ldk + p.top_k] = p.shared_expert_id;
     }
   }
 }
@@ -101,12 +118,15 @@ __global__ void moe_route_kernel(MoeRouteParams p) {
 }
 
 // Counting sort of the pairs by expert in one block; experts spread over the threads.
-__device__ void align_block(const MoeAlignParams& p, int* counts, int* scan_tmp) {
+// ids: the pairs' experts (p.ids, or a shared-memory copy); rank: shared scratch for the per-pair
+// ranks (or null: kept in p.pair_pos).
+__device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, int* counts, int* scan_tmp) {
   int* starts = counts + p.num_experts;
   const int pairs = p.tokens * p.k;
+  int* rk = rank ? rank : p.pair_pos;
   for (int e = threadIdx.x; e < p.num_experts; e += blockDim.x) counts[e] = 0;
   __syncthreads();
-  for (int i = threadIdx.x; i < pairs; i += blockDim.x) p.pair_pos[i] = atomicAdd(&counts[p.ids[i]], 1);
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) rk[i] = atomicAdd(&counts[ids[i]], 1);
   __syncthreads();
   int run = 0, na = 0;  // carried over chunks of blockDim.x experts
   for (int e0 = 0; e0 < p.num_experts; e0 += blockDim.x) {
@@ -131,7 +151,7 @@ __device__ void align_block(const MoeAlignParams& p, int* counts, int* scan_tmp)
   }
   __syncthreads();
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    int pos = starts[p.ids[i]] + p.pair_pos[i];
+    int pos = starts[ids[i]] + rk[i];
     p.pair_pos[i] = pos;
     p.sorted_token[pos] = i / p.k;
   }
@@ -142,20 +162,22 @@ __global__ void moe_align_kernel(MoeAlignParams p) {
   pdl_wait();
   extern __shared__ int counts[];  // [2 * num_experts]: counts, then starts
   __shared__ int scan_tmp[32];
-  align_block(p, counts, scan_tmp);
+  align_block(p, p.ids, nullptr, counts, scan_tmp);
 }
 
 // Small batches (decode): routing and the permutation in one launch.
 constexpr int kFusedWarps = 8;
+constexpr int kFusedMaxPairs = 64 * 9;
 __global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float smem[];
   __shared__ int scan_tmp[32];
+  __shared__ int ids_s[kFusedMaxPairs], rank_s[kFusedMaxPairs];  // the pairs stay on chip
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int t = warp; t < r.tokens; t += kFusedWarps) route_token(r, t, smem + warp * 3 * r.num_experts, lane);
-  __syncthreads();  // the routing's global writes are visible to the block from here on
-  align_block(a, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
+  for (int t = warp; t < r.tokens; t += kFusedWarps) route_token(r, t, smem + warp * 3 * r.num_experts, lane, ids_s);
+  __syncthreads();
+  align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
 }
 
 }  // namespace
@@ -184,7 +206,7 @@ void run_moe_align(const MoeAlignParams& p, cudaStream_t s) {
 void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s) {
   if (r.tokens == 0) return;
   size_t smem = size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
-  if (r.tokens > 64 || smem > 48 * 1024) {
+  if (r.tokens * a.k > kFusedMaxPairs || r.ldk != a.k || smem > 40 * 1024) {
     run_moe_route(r, s);
     run_moe_align(a, s);
     return;

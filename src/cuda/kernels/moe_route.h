@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace ds::gpu {
 
 // Per token: s = sigmoid(logits); selection on s + bias with grouped top-k (group score = sum of the
