@@ -2,8 +2,11 @@
 # Installs every build and test dependency from Debian packages (idempotent; needs root or sudo).
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git python3
-      nlohmann-json3-dev libboost-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev
-      curl nodejs npm)
+      nlohmann-json3-dev libboost-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev curl)
+# Node.js + npm run the end-to-end tests; take Debian's only when no node/npm is on the PATH
+# (a NodeSource nodejs package bundles npm and conflicts with Debian's npm package).
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
