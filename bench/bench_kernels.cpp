@@ -164,18 +164,7 @@ int main(int argc, char** argv) {
       g.max_rows = B;
       g.epi = GemvEpilogue::SiluMul;
       run_gemv(g, bf, s);
-      GemvParams d = g;
-      d.x = act.data();
-      d.ldx = I;
-      d.x_rows = nullptr;
-      d.w = dn.data();
-      d.w_group_stride = int64_t(D) * I;
-      d.y = out.data();
-      d.ldy = D;
-      d.N = D;
-      d.K = I;
-      d.epi = GemvEpilogue::Store;
-      run_gemv(d, bf, s);
+      run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, s);
     };
     int v = 0;
     double ms = ds::bench::time_ms(s, [&] {
@@ -226,19 +215,9 @@ int main(int argc, char** argv) {
           split(nm, [&] { run_gemv(g, bf, s); }, 9.0 * 2 * I * D * 2);
         }
       }
-      GemvParams d = g;
-      d.x = act.data();
-      d.ldx = I;
-      d.x_rows = nullptr;
-      d.w = dn.data();
-      d.w_group_stride = int64_t(D) * I;
-      d.y = out.data();
-      d.ldy = D;
-      d.N = D;
-      d.K = I;
+      GemvParams d = moe_down_gemv_params(g, dn.data(), out.data(), D);
       d.row_groups = 0;
       d.stream_hint = true;
-      d.epi = GemvEpilogue::Store;
       split("down 9x2304x1024", [&] { run_gemv(d, bf, s); }, 9.0 * I * D * 2);
     }
     if (B > 8) {
@@ -264,18 +243,7 @@ int main(int argc, char** argv) {
           g.tile_tokens = tile;
           g.k_tile = bk;
           run_moe_gemm(g, s);
-          MoeGemmParams d = g;
-          d.x = act.data();
-          d.ldx = I;
-          d.x_rows = nullptr;
-          d.w = dn.data();
-          d.w_group_stride = int64_t(D) * I;
-          d.y = out.data();
-          d.ldy = D;
-          d.N = D;
-          d.K = I;
-          d.silu_mul = false;
-          run_moe_gemm(d, s);
+          run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), s);
         }, reps);
         char nm[96];
         std::snprintf(nm, sizeof nm, "MoE B=%d experts, tensor cores %dx%d", B, tile, bk);
@@ -338,18 +306,7 @@ int main(int argc, char** argv) {
       g.tile_tokens = 64;
       g.k_tile = bk;
       run_moe_gemm(g, s);
-      MoeGemmParams d = g;
-      d.x = act.data();
-      d.ldx = I;
-      d.x_rows = nullptr;
-      d.w = dn.data();
-      d.w_group_stride = int64_t(D) * I;
-      d.y = out.data();
-      d.ldy = D;
-      d.N = D;
-      d.K = I;
-      d.silu_mul = false;
-      run_moe_gemm(d, s);
+      run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), s);
     }, quick ? 5 : 10);
     double flops = 2.0 * pairs * 3.0 * I * D;
     char nm[96];

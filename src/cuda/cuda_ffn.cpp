@@ -107,18 +107,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.max_rows = m.T * kp;
     g.tile_tokens = m.T >= 512 ? 64 : 16;
     run_moe_gemm(g, stream_);
-    MoeGemmParams d = g;
-    d.x = ws.act;
-    d.ldx = Ie;
-    d.x_rows = nullptr;
-    d.w = f.experts_down;
-    d.w_group_stride = int64_t(hid) * Ie;
-    d.y = ws.moe_out;
-    d.ldy = hid;
-    d.N = hid;
-    d.K = Ie;
-    d.silu_mul = false;
-    run_moe_gemm(d, stream_);
+    run_moe_gemm(moe_down_gemm_params(g, f.experts_down, ws.moe_out, hid), stream_);
   } else {
     GemvParams g;
     g.x = in.x;
@@ -139,19 +128,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.max_rows = m.T;  // an expert sees each token at most once
     g.epi = GemvEpilogue::SiluMul;
     run_gemv(g, act, stream_);
-    GemvParams d = g;
-    d.x = ws.act;
-    d.ldx = Ie;
-    d.x_rows = nullptr;
-    d.norm_weight = nullptr;  // the norm belongs to the gate/up input only
-    d.w = f.experts_down;
-    d.w_group_stride = int64_t(hid) * Ie;
-    d.y = ws.moe_out;
-    d.ldy = hid;
-    d.N = hid;
-    d.K = Ie;
-    d.epi = GemvEpilogue::Store;
-    run_gemv(d, act, stream_);
+    run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);
   }
 
   MoeCombineParams cb;

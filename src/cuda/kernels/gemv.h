@@ -53,6 +53,26 @@ struct GemvParams {
 };
 void run_gemv(const GemvParams& p, DType act, cudaStream_t s);
 
+// The experts' down projection that follows a SiluMul gate/up GEMV: reads its output rows (no gather,
+// no fused norm), weights [groups, K_gate_up, N_gate_up], writes [rows, ldo] to `out`; slots carried over.
+inline GemvParams moe_down_gemv_params(const GemvParams& gate_up, const void* w_down, void* out, int64_t ldo) {
+  GemvParams d = gate_up;
+  d.x = gate_up.y;
+  d.ldx = gate_up.ldy;
+  d.x_rows = nullptr;
+  d.norm_weight = nullptr;
+  d.gate = nullptr;
+  d.w = w_down;
+  d.w_group_stride = int64_t(gate_up.K) * gate_up.N;
+  d.y = out;
+  d.ldy = ldo;
+  d.y_f32 = false;
+  d.N = gate_up.K;
+  d.K = gate_up.N;
+  d.epi = GemvEpilogue::Store;
+  return d;
+}
+
 // Pairs of weight rows per warp so that the grid has a few blocks per SM (pure heuristic, host).
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul);
 

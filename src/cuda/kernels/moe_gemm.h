@@ -33,4 +33,22 @@ struct MoeGemmParams {
 };
 void run_moe_gemm(const MoeGemmParams& p, cudaStream_t s);
 
+// The experts' down projection that follows a SiLU-mul gate/up launch: reads its output rows (no gather),
+// weights [groups, K_gate_up, N_gate_up], writes [rows, ldo] to `out`; slots and tiles carried over.
+inline MoeGemmParams moe_down_gemm_params(const MoeGemmParams& gate_up, const void* w_down, void* out,
+                                          int64_t ldo) {
+  MoeGemmParams d = gate_up;
+  d.x = gate_up.y;
+  d.ldx = gate_up.ldy;
+  d.x_rows = nullptr;
+  d.w = w_down;
+  d.w_group_stride = int64_t(gate_up.K) * gate_up.N;
+  d.y = out;
+  d.ldy = ldo;
+  d.N = gate_up.K;
+  d.K = gate_up.N;
+  d.silu_mul = false;
+  return d;
+}
+
 }  // namespace ds::gpu
