@@ -1,5 +1,5 @@
-// Shared helpers of the model tests: golden tensors from the fixtures, error metrics, and the tiny
-// checkpoint on a CPU backend.
+// Shared helpers of the model tests: golden tensors from the fixtures and the tiny checkpoint on a CPU
+// backend (error metrics and random inputs come from the kernel tests' helpers).
 #pragma once
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../kernels/kernel_test_util.h"  // rel_l2, golden_f32, random vectors
 #include "model/cpu_backend.h"
 #include "model/safetensors.h"
 
@@ -26,12 +27,7 @@ class Golden {
     if (!t) throw std::runtime_error("golden file has no tensor " + name);
     return *t;
   }
-  std::vector<float> f32(const std::string& name) const {
-    const auto& t = info(name);
-    std::vector<float> v(size_t(t.numel()));
-    convert_to_f32(t.dtype, t.data, v.data(), v.size());
-    return v;
-  }
+  std::vector<float> f32(const std::string& name) const { return golden_f32(file_, name); }
   std::vector<int32_t> i32(const std::string& name) const {
     const auto& t = info(name);
     std::vector<int32_t> v(size_t(t.numel()));
@@ -46,21 +42,6 @@ class Golden {
 inline const Golden& reference() {
   static Golden g(fixtures() + "/tiny/reference.safetensors");
   return g;
-}
-
-// ||a − ref|| / ||ref|| in double.
-inline double rel_l2(const float* a, const float* ref, size_t n) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return std::sqrt(num / den);
-}
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  EXPECT_EQ(a.size(), ref.size());
-  return rel_l2(a.data(), ref.data(), std::min(a.size(), ref.size()));
 }
 
 inline BackendOptions tiny_options(int max_seqs = 8) {
