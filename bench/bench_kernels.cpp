@@ -29,7 +29,7 @@ DeviceBuffer filled(int64_t n, DType t, uint64_t seed, float a = 0.05f) {
 }
 
 double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0,
-               bool hint = true) {
+               bool hint = false, bool pipelined = true) {
   const DType t = DType::BF16;
   std::vector<DeviceBuffer> w;
   for (int i = 0; i < copies; ++i) w.push_back(filled(int64_t(N) * K, t, 100 + i));
@@ -49,6 +49,7 @@ double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int
     p.M = M;
     p.row_groups = groups;
     p.stream_hint = hint;
+    p.pipelined = pipelined;
     run_gemv(p, t, s);
   }, reps);
 }
@@ -75,10 +76,15 @@ int main(int argc, char** argv) {
                   bw_floor(2304.0 * 4096 * 2), "weights 19 MB, 8 copies rotated"});
   rows.push_back({"gemv KDA in_proj M=8 12576x2304", gemv_ms(s, 8, 12576, 2304, 4, false, reps),
                   bw_floor(12576.0 * 2304 * 2), ""});
-  rows.push_back({"gemv KDA in_proj M=1 without the L2::256B hint", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false),
-                  bw_floor(12576.0 * 2304 * 2), ""});
-  rows.push_back({"gemv lm_head M=1 without the L2::256B hint", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false),
+  // the same three through the plain (not pipelined) loop, and with the L2::256B streaming hint
+  rows.push_back({"gemv lm_head M=1, plain loop", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false, false),
                   bw_floor(163840.0 * 2304 * 2), ""});
+  rows.push_back({"gemv KDA in_proj M=1, plain loop", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false, false),
+                  bw_floor(12576.0 * 2304 * 2), ""});
+  rows.push_back({"gemv o_proj M=1, plain loop", gemv_ms(s, 1, 2304, 4096, 8, false, reps, 0, false, false),
+                  bw_floor(2304.0 * 4096 * 2), ""});
+  rows.push_back({"gemv KDA in_proj M=1, plain loop + L2::256B hint", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, true),
+                  bw_floor(12576.0 * 2304 * 2), ""});
   // row-group sweep (the heuristic's choice is the first set of rows above)
   for (int g : {1, 2, 4, 8}) {
     char name[96];
@@ -146,6 +152,21 @@ int main(int argc, char** argv) {
     DS_CUDA_CHECK(cudaStreamSynchronize(s));
     int active = 0;
     DS_CUDA_CHECK(cudaMemcpy(&active, na.data(), 4, cudaMemcpyDeviceToHost));
+    DeviceBuffer resid(size_t(D) * 2);
+    DS_CUDA_CHECK(cudaMemset(resid.data(), 0, resid.bytes()));
+    auto down_combine = [&] {
+      MoeDownCombineParams d;
+      d.act = act.data();
+      d.pair_pos = pp.as<int32_t>();
+      d.ids = ids.as<int32_t>();
+      d.weights = w.as<float>();
+      d.w = dn.data();
+      d.residual = resid.data();
+      d.D = D;
+      d.I = I;
+      d.k = kp;
+      return d;
+    };
     auto experts = [&] {
       GemvParams g;
       g.x = x.data();
@@ -164,7 +185,11 @@ int main(int argc, char** argv) {
       g.max_rows = B;
       g.epi = GemvEpilogue::SiluMul;
       run_gemv(g, bf, s);
-      run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, s);
+      if (B == 1) {  // what the model runs at batch 1: down projection + combine in one launch
+        run_moe_down_combine(down_combine(), bf, s);
+      } else {
+        run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, s);
+      }
     };
     int v = 0;
     double ms = ds::bench::time_ms(s, [&] {
@@ -207,18 +232,20 @@ int main(int argc, char** argv) {
       g.max_rows = 1;
       g.epi = GemvEpilogue::SiluMul;
       for (int rg_ : {0, 1, 2, 8}) {
-        for (int hint = 0; hint < 2; ++hint) {
+        for (int plain = 0; plain < 2; ++plain) {
           g.row_groups = rg_;
-          g.stream_hint = hint;
+          g.pipelined = !plain;
           char nm[80];
-          std::snprintf(nm, sizeof nm, "gate_up 9x2048x2304 groups=%d hint=%d", rg_, hint);
+          std::snprintf(nm, sizeof nm, "gate_up 9x2048x2304 groups=%d%s", rg_, plain ? " plain loop" : "");
           split(nm, [&] { run_gemv(g, bf, s); }, 9.0 * 2 * I * D * 2);
         }
       }
+      g.row_groups = 0;
+      g.pipelined = true;
       GemvParams d = moe_down_gemv_params(g, dn.data(), out.data(), D);
-      d.row_groups = 0;
-      d.stream_hint = true;
       split("down 9x2304x1024", [&] { run_gemv(d, bf, s); }, 9.0 * I * D * 2);
+      split("down 9x2304x1024 + combine, one launch", [&] { run_moe_down_combine(down_combine(), bf, s); },
+            9.0 * I * D * 2);
     }
     if (B > 8) {
       for (int cfg = 0; cfg < 4; ++cfg) {
@@ -370,7 +397,7 @@ int main(int argc, char** argv) {
       rp[size_t(r)].top_p = greedy ? 1.f : 0.9f;
       rp[size_t(r)].u = 0.37;
     }
-    DeviceBuffer drp(rp.size() * sizeof(SampleRow)), work(size_t(R) * V * 4), tok(R * 4), lp(R * 4);
+    DeviceBuffer drp(rp.size() * sizeof(SampleRow)), work(sampling_workspace_floats(R, V) * 4), tok(R * 4), lp(R * 4);
     DS_CUDA_CHECK(cudaMemcpy(drp.data(), rp.data(), drp.bytes(), cudaMemcpyHostToDevice));
     double ms = ds::bench::time_ms(s, [&] {
       SamplingParams p;

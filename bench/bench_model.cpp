@@ -1,7 +1,10 @@
 // End-to-end timings of the CUDA backend on the real 48B config with dummy weights (generated on the
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
-//   bench_model [--config PATH] [--quick] [--ctx N]
+//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step]
+// --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
+// "decode_step" (for `ncu --nvtx --nvtx-include decode_step/`: the kernels of one graph replay).
+#include <nvtx3/nvToolsExt.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -42,7 +45,7 @@ void grow(Seq& s, int64_t n, int bs, int* next_page) {
 
 int main(int argc, char** argv) {
   std::string config = std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json";
-  bool quick = false, prefill = true, batched = true;
+  bool quick = false, prefill = true, batched = true, profile = false;
   int ctx = 1000, batch = 100;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) ctx = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--decode-only")) prefill = batched = false;
+    else if (!std::strcmp(argv[i], "--profile-step")) profile = true;
   }
   spdlog::set_level(spdlog::level::info);
   // a model directory holding only config.json
@@ -143,6 +147,16 @@ int main(int argc, char** argv) {
       tok = b->sample({greedy})[0].token;
       t.push_back(secs_since(t1));
       gpu.push_back(cuda_last_forward_ms(*b));
+      s.ctx += 1;
+    }
+    if (profile) {
+      grow(s, 1, bs, &next_page);
+      ForwardBatch d;
+      d.add(s.slot, s.ctx, {tok}, s.pages);
+      nvtxRangePushA("decode_step");
+      b->forward(d);
+      tok = b->sample({greedy})[0].token;
+      nvtxRangePop();
       s.ctx += 1;
     }
     t.erase(t.begin(), t.begin() + 5);  // graph capture, warm-up

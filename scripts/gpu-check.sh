@@ -3,7 +3,10 @@
 # the kernel benchmarks (vs roofline) and the 48B dummy-model benchmark (load, memory, capacity,
 # prefill, decode TPOT at batch 1, step time at batch 100), then print a short table.
 # Logs go to $OUT (the device tool's output folder; default /tmp/gpu-check).
-#   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--filter GTEST_FILTER]
+#   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--profile] [--filter GTEST_FILTER]
+# --profile: Nsight Compute (ncu, when present) times every kernel of one batch-1 decode step of the 48B
+# model (run eagerly: NVTX ranges do not reach kernels replayed from a graph), each alone (so no
+# overlap between kernels), and prints the time per kernel name.
 # --serve also runs `deltaserve serve --device cuda --load-format dummy` on the 48B config (with a
 # synthetic 163,842-id tokenizer, since the real one is not in the repository) and `deltaserve bench`
 # against it: TPOT at concurrency 1 and throughput at concurrency 100, 1000 tokens in / 1000 out.
@@ -13,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 BUILD=${BUILD_DIR:-build-gpu}
 mkdir -p "$OUT"
-QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; FILTER="*"
+QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; FILTER="*"
 while (($#)); do
   case $1 in
     --quick) QUICK=--quick ;;
@@ -21,6 +24,7 @@ while (($#)); do
     --no-bench) BENCH=0 ;;
     --no-model) MODEL=0 ;;
     --serve) SERVE=1 ;;
+    --profile) PROFILE=1 ;;
     --filter) FILTER=$2; shift ;;
   esac
   shift
@@ -62,6 +66,35 @@ if [[ $MODEL == 1 ]]; then
   sed -n '/^| 48B/,$p' "$OUT/bench_model.log" | tee -a "$SUMMARY"
   # the same batch-1 decode without programmatic dependent launch, for comparison
   DELTASERVE_CUDA_PDL=0 timeout 120 "$BUILD/bench/bench_model" --quick --decode-only 2>&1 | grep -E "^decode batch 1 " | sed 's/^/PDL off: /' | tee -a "$SUMMARY"
+fi
+if [[ $PROFILE == 1 ]]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+  if [[ -n "$NCU" ]]; then
+    DELTASERVE_CUDA_GRAPHS=0 timeout 400 "$NCU" --clock-control none --nvtx --nvtx-include "decode_step/" --metrics gpu__time_duration.sum \
+      --kernel-name-base function --csv --page raw "$BUILD/bench/bench_model" --quick --decode-only --profile-step > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+    python3 - "$OUT/ncu.csv" <<'PY' | tee -a "$SUMMARY"
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if r]
+hdr = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+if hdr is None:
+    print("ncu: no kernel rows"); sys.exit()
+h = rows[hdr]; kn = h.index("Kernel Name"); td = h.index("gpu__time_duration.sum")
+gs = h.index("Grid Size") if "Grid Size" in h else None
+print("ncu duration unit:", rows[hdr + 1][td] if len(rows) > hdr + 1 else "?")
+agg = collections.defaultdict(lambda: [0, 0.0]); total = 0.0
+for r in rows[hdr + 1:]:
+    try: v = float(r[td].replace(",", ""))
+    except ValueError: continue
+    unit_ns = 1.0  # nsecond (printed above)
+    name = (r[kn] + (" grid " + r[gs] if gs is not None else ""))[-48:]
+    agg[name][0] += 1; agg[name][1] += v * unit_ns; total += v * unit_ns
+print(f"ncu, one batch-1 decode step: {sum(a[0] for a in agg.values())} kernels, {total/1e3:.1f} us (each kernel alone)")
+for name, (n, t) in sorted(agg.items(), key=lambda x: -x[1][1]):
+    print(f"  {name:48s} {n:4d} x {t/n/1e3:7.2f} us = {t/1e3:8.1f} us")
+PY
+  else
+    echo "profile: ncu not found" | tee -a "$SUMMARY"
+  fi
 fi
 if [[ $SERVE == 1 && $DS_OK == 1 ]]; then
   M=/tmp/ds48

@@ -86,6 +86,7 @@ class CudaBackend final : public Backend {
 
   std::vector<SampleResult> sample(const std::vector<SampleParams>& params) override;
   double last_forward_ms() const { return model_->last_forward_ms(); }
+  gpu::CudaModel& model() { return *model_; }
 
  private:
   void ensure(DeviceBuffer& b, size_t bytes, const char* what) {
@@ -147,7 +148,7 @@ std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& p
   const size_t total = off_out + b_out;
   ensure(io_, total, "sampling buffers");
   if (io_host_.bytes() < total) io_host_ = PinnedBuffer(std::max(total, io_host_.bytes() * 2));
-  ensure(work_, size_t(rows) * V * sizeof(float), "sampling workspace");
+  ensure(work_, gpu::sampling_workspace_floats(rows, V) * sizeof(float), "sampling workspace");
   char* h = io_host_.as<char>();
   char* d = io_.as<char>();
   std::memcpy(h, rp.data(), b_rows);
@@ -197,6 +198,12 @@ double cuda_last_forward_ms(Backend& b) {
   auto* c = dynamic_cast<CudaBackend*>(&b);
   DS_CHECK(c != nullptr, "cuda_last_forward_ms: not a CUDA backend");
   return c->last_forward_ms();
+}
+
+void cuda_force_routes(Backend& b, std::map<int, std::map<int, std::vector<int32_t>>> by_slot) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  DS_CHECK(c != nullptr, "cuda_force_routes: not a CUDA backend");
+  c->model().force_routes(std::move(by_slot));
 }
 
 }  // namespace ds

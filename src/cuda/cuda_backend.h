@@ -2,7 +2,9 @@
 // model module's loader, or dummy weights generated on the GPU) + CudaModel + the GPU sampler.
 // create_backend() (engine/backend_factory.h) calls make_cuda_backend when device == "cuda".
 #pragma once
+#include <map>
 #include <memory>
+#include <vector>
 
 #include "model/backend.h"
 
@@ -14,5 +16,10 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);
 
 // Device milliseconds of the last forward of a backend made by make_cuda_backend (benchmarks).
 double cuda_last_forward_ms(Backend& b);
+
+// Numerical tests: pin the MoE routing of the sequences in the given state slots (slot -> MoE layer ->
+// [positions, top_k] experts) for the following forwards of a backend made by make_cuda_backend
+// (CudaModel::force_routes). An empty map turns it off.
+void cuda_force_routes(Backend& b, std::map<int, std::map<int, std::vector<int32_t>>> by_slot);
 
 }  // namespace ds

@@ -73,6 +73,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   r.topk_weights = ws.topk_w;
   r.ldk = kp;
   r.shared_expert_id = fold ? E : -1;
+  if (!forced_.empty()) r.forced_ids = forced_dev_.as<int32_t>() + int64_t(l) * m.T * mc.top_k;
   MoeAlignParams a;
   a.ids = ws.topk_ids;
   a.tokens = m.T;
@@ -87,6 +88,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   run_moe_route_align(r, a, stream_);
 
   const int slots = std::min(a.num_experts, m.T * kp);
+  bool combined = false;  // the expert outputs are already added into h
   if (act == DType::BF16 && m.T > kGemvMaxRows) {
     // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill
     MoeGemmParams g;
@@ -128,18 +130,36 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.max_rows = m.T;  // an expert sees each token at most once
     g.epi = GemvEpilogue::SiluMul;
     run_gemv(g, act, stream_);
-    run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);
+    if (m.T == 1) {
+      // batch 1: down projection and combine in one launch, straight into the residual
+      MoeDownCombineParams d;
+      d.act = ws.act;
+      d.pair_pos = ws.pair_pos;
+      d.ids = ws.topk_ids;
+      d.weights = ws.topk_w;
+      d.w = f.experts_down;
+      d.residual = ws.h;
+      d.D = hid;
+      d.I = Ie;
+      d.k = kp;
+      run_moe_down_combine(d, act, stream_);
+      combined = true;
+    } else {
+      run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);
+    }
   }
 
-  MoeCombineParams cb;
-  cb.expert_out = ws.moe_out;
-  cb.pair_pos = ws.pair_pos;
-  cb.weights = ws.topk_w;
-  cb.residual = ws.h;
-  cb.tokens = m.T;
-  cb.k = kp;
-  cb.dim = hid;
-  run_moe_combine(cb, act, stream_);
+  if (!combined) {
+    MoeCombineParams cb;
+    cb.expert_out = ws.moe_out;
+    cb.pair_pos = ws.pair_pos;
+    cb.weights = ws.topk_w;
+    cb.residual = ws.h;
+    cb.tokens = m.T;
+    cb.k = kp;
+    cb.dim = hid;
+    run_moe_combine(cb, act, stream_);
+  }
 
   if (fold || mc.num_shared_experts == 0) return;
   // shared expert(s) as a dense MLP over all tokens

@@ -263,7 +263,7 @@ void CudaModel::forward(const ForwardBatch& batch) {
     CudaModel* m;
     ~EndMark() { m->fwd_end_.record(m->stream_); }
   } end_mark{this};
-  if (plans.size() == 1 && opt_.use_graphs) {
+  if (plans.size() == 1 && opt_.use_graphs && forced_.empty()) {
     const StepPlan& p = plans[0];
     bool identity_rows = p.num_rows() == p.num_seqs;
     for (int r = 0; identity_rows && r < p.num_rows(); ++r) identity_rows = p.logit_rows[size_t(r)] == r;
@@ -290,7 +290,33 @@ void CudaModel::run_plan(const StepPlan& p, bool) {
   if (!opt_.reference_attention && cfg_.num_mla_layers() > 0) ensure_expand(int(p.key_rows.size()));
   upload_meta(p);
   zero_fresh(p);
+  if (!forced_.empty()) upload_forced_routes(p);
   compute(*meta_);
+}
+
+void CudaModel::upload_forced_routes(const StepPlan& p) {
+  const int k = cfg_.moe.top_k, T = p.num_tokens;
+  std::vector<int32_t> ids(size_t(cfg_.num_layers) * T * k, 0);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    if (!cfg_.is_moe(l)) continue;
+    for (int i = 0; i < T; ++i) {
+      const int slot = p.slots[size_t(p.token_seq[size_t(i)])], pos = p.token_pos[size_t(i)];
+      auto s = forced_.find(slot);
+      DS_CHECK(s != forced_.end(), "forced routes: none for state slot {}", slot);
+      auto r = s->second.find(l);
+      DS_CHECK(r != s->second.end() && int64_t(r->second.size()) >= (int64_t(pos) + 1) * k,
+               "forced routes: state slot {} has none for layer {} position {}", slot, l, pos);
+      for (int j = 0; j < k; ++j) {
+        const int32_t e = r->second[size_t(int64_t(pos) * k + j)];
+        DS_CHECK(e >= 0 && e < cfg_.moe.num_experts, "forced routes: expert {} out of range", e);
+        ids[(size_t(l) * T + size_t(i)) * k + size_t(j)] = e;
+      }
+    }
+  }
+  const size_t bytes = ids.size() * sizeof(int32_t);
+  if (forced_dev_.bytes() < bytes) forced_dev_ = DeviceBuffer(bytes, "forced routes");
+  DS_CUDA_CHECK(cudaMemcpyAsync(forced_dev_.data(), ids.data(), bytes, cudaMemcpyHostToDevice, stream_.get()));
+  DS_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // `ids` is pageable and about to go away
 }
 
 void CudaModel::forward_graph(StepPlan p) {

@@ -21,6 +21,7 @@
 #include "cuda/step_plan.h"
 #include "cuda/stream.h"
 #include "model/forward_batch.h"
+#include "model/step_context.h"
 
 namespace ds::gpu {
 
@@ -67,6 +68,10 @@ class CudaModel {
   size_t cache_bytes() const { return cache_bytes_; }
   size_t workspace_bytes() const { return ws_bytes_; }
   size_t weight_bytes() const { return w_.bytes; }
+  // Numerical tests: pin the MoE routing of the sequences in these state slots (slot -> MoE layer ->
+  // [positions, top_k] experts, by absolute position) so that near-tied choices cannot flip between
+  // two implementations; forwards then run eagerly. An empty map turns it off.
+  void force_routes(std::map<int, RouteIds> by_slot) { forced_ = std::move(by_slot); }
 
  private:
   struct Meta;       // device views of a plan's index arrays
@@ -81,6 +86,7 @@ class CudaModel {
   void forward_graph(StepPlan p);
   void upload_meta(const StepPlan& p);
   void zero_fresh(const StepPlan& p);
+  void upload_forced_routes(const StepPlan& p);
   void compute(const Meta& m);  // every kernel of the forward, given the uploaded metadata
   void layer_kda(int l, const Meta& m, Input in);
   void layer_mla(int l, const Meta& m, Input in);
@@ -127,6 +133,8 @@ class CudaModel {
   // graphs by (bucket, block-table stride)
   std::map<std::pair<int, int>, Graph> graphs_;
   ForwardStats stats_;
+  std::map<int, RouteIds> forced_;  // force_routes()
+  DeviceBuffer forced_dev_;         // [layers][tokens][top_k] of the running sub-batch
 };
 
 }  // namespace ds::gpu

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "kernels/gemm/op.h"
 #include "kernels/moe/op.h"
 
@@ -23,11 +24,18 @@ void MoeLayer::forward(const StepContext& ctx, const float* x, float* y) const {
   std::vector<float> logits(size_t(T * E)), weights(size_t(T * k));
   std::vector<int32_t> ids(size_t(T * k));
   run_gemm_cpu({.x = x, .w = w_->router.ptr(), .y = logits.data(), .M = T, .N = E, .K = hidden_});
+  const int32_t* forced = nullptr;
+  if (ctx.opts.forced_routes) {
+    auto it = ctx.opts.forced_routes->find(layer_);
+    DS_CHECK(it != ctx.opts.forced_routes->end() && int64_t(it->second.size()) == T * k,
+             "forced routes: none or the wrong size for MoE layer {}", layer_);
+    forced = it->second.data();
+  }
   run_moe_route_cpu({.logits = logits.data(), .bias = w_->bias.ptr(), .ids = ids.data(),
                      .weights = weights.data(), .T = T, .E = E, .top_k = k,
                      .num_groups = cfg_.num_expert_group, .topk_group = cfg_.topk_group,
                      .renormalize = cfg_.renormalize, .scaling = cfg_.routed_scaling_factor,
-                     .biased_weights = cfg_.biased_weights});
+                     .biased_weights = cfg_.biased_weights, .forced_ids = forced});
   std::fill_n(y, T * hidden_, 0.0f);
   run_moe_experts_cpu({.x = x, .ids = ids.data(), .weights = weights.data(), .w1 = w1_.data(),
                        .w3 = w3_.data(), .w2 = w2_.data(), .y = y, .T = T, .D = hidden_,

@@ -10,16 +10,21 @@
 
 namespace ds {
 
+// MoE layer -> [T, top_k] expert ids (a forward's routing, or routing to impose on one)
+using RouteIds = std::map<int, std::vector<int32_t>>;
+
 struct ForwardOptions {
   bool kda_chunked_prefill = true;    // multi-token slices use the chunked KDA form (false: recurrence)
   bool mla_absorbed_prefill = false;  // multi-token slices use absorbed MLA too (false: expanded K/V)
+  // MoE layer -> [T, top_k] experts to use instead of the router's choice (numerical tests only)
+  const RouteIds* forced_routes = nullptr;
 };
 
 // Filled when passed to KimiModel::forward (tests, debugging).
 struct ForwardTrace {
   std::vector<std::vector<float>> hidden;  // [num_layers + 1] of [T, hidden]: after the embedding and
                                            // after each decoder layer (the residual stream)
-  std::map<int, std::vector<int32_t>> route_ids;    // MoE layer → [T, top_k] chosen experts
+  RouteIds route_ids;                               // MoE layer → [T, top_k] chosen experts
   std::map<int, std::vector<float>> route_weights;  // MoE layer → [T, top_k] their weights
 };
 

@@ -151,7 +151,8 @@ TEST(MlaDecode, FewHeadsBf16) { expect_decode({{300, 129}, 2, 64}, DType::BF16, 
 
 TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100000, 132), 132);  // one long row fills the GPU
-  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 300, 132), 1);       // short contexts are not split
+  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100, 132), 1);       // under two tiles: not split
+  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 1024, 132), 16);     // one 64-position tile per split
   EXPECT_EQ(gpu::choose_mla_decode_splits(200, 4000, 132), 1);    // many rows already fill it
   EXPECT_EQ(gpu::choose_mla_decode_splits(0, 0, 132), 1);
 }

@@ -23,12 +23,14 @@ namespace {
 struct RouteCase {
   int groups, topk_groups;
   bool biased;
+  bool forced = false;
 };
 
 TEST(GpuOps, MoeRouteMatchesCpu) {
   DS_REQUIRE_GPU();
   const int T = 33, E = 256, k = 8;
-  for (RouteCase rc : {RouteCase{1, 1, false}, RouteCase{8, 4, false}, RouteCase{8, 3, true}}) {
+  // the last case pins the choice (forced_ids, both sides): a rotation of each token's CPU choice
+  for (RouteCase rc : {RouteCase{1, 1, false}, RouteCase{8, 4, false}, RouteCase{8, 3, true}, RouteCase{1, 1, false, true}}) {
     auto logits = randn(size_t(T) * E, 70, 2.f);
     auto bias = randn(E, 71, 0.1f);
     auto dl = to_device(logits, DType::F32), db = to_device(bias, DType::F32);
@@ -49,6 +51,11 @@ TEST(GpuOps, MoeRouteMatchesCpu) {
     p.topk_weights = dw.as<float>();
     p.ldk = k + 1;
     p.shared_expert_id = E;
+    std::vector<int32_t> forced(size_t(T) * k);
+    for (int i = 0; i < T * k; ++i) forced[size_t(i)] = (i * 37 + i / k) % E;  // distinct within a token
+    DeviceBuffer dforced(forced.size() * 4);
+    DS_CUDA_CHECK(cudaMemcpy(dforced.data(), forced.data(), forced.size() * 4, cudaMemcpyHostToDevice));
+    if (rc.forced) p.forced_ids = dforced.as<int32_t>();
     run_moe_route(p, nullptr);
     auto ids = to_host_raw<int32_t>(dids.data(), size_t(T) * (k + 1));
     auto ws = to_host(dw.data(), size_t(T) * (k + 1), DType::F32);
@@ -66,7 +73,11 @@ TEST(GpuOps, MoeRouteMatchesCpu) {
     c.topk_group = rc.topk_groups;
     c.scaling = 2.446f;
     c.biased_weights = rc.biased;
+    if (rc.forced) c.forced_ids = forced.data();
     kernels::run_moe_route_cpu(c);
+    if (rc.forced) {
+      EXPECT_EQ(rids, forced);
+    }
     for (int t = 0; t < T; ++t) {
       for (int j = 0; j < k; ++j) {  // both best first: same order, same weights
         EXPECT_EQ(ids[size_t(t) * (k + 1) + j], rids[size_t(t) * k + j]) << "token " << t << " rank " << j;
@@ -127,10 +138,12 @@ TEST(GpuOps, MoeAlignPermutation) {
   for (int c : seen) EXPECT_EQ(c, 1);
 }
 
-// The decode-time MoE path of the GPU model against the CPU experts twin.
+// The decode-time MoE path of the GPU model against the CPU experts twin: 5 tokens (route + sort,
+// grouped GEMVs, combine) and 1 token (one-warp routing, fused down projection + combine).
 TEST(GpuOps, MoeExpertsDecodePath) {
   DS_REQUIRE_GPU();
-  const int T = 5, E = 256, k = 8, D = 2304, I = 512, kp = k + 1;
+  const int E = 256, k = 8, D = 2304, I = 512, kp = k + 1;
+  for (int T : {5, 1})
   for (DType t : {DType::F32, DType::BF16}) {
     // weights generated on the device (fast), copied back for the CPU twin
     DeviceBuffer gu(size_t(E + 1) * 2 * I * D * dtype_size(t)), dn(size_t(E + 1) * D * I * dtype_size(t));
@@ -197,16 +210,30 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     g.max_rows = T;
     g.epi = GemvEpilogue::SiluMul;
     run_gemv(g, t, nullptr);
-    run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);
-    MoeCombineParams cb;
-    cb.expert_out = out.data();
-    cb.pair_pos = pp.as<int32_t>();
-    cb.weights = w.as<float>();
-    cb.residual = dres.data();
-    cb.tokens = T;
-    cb.k = kp;
-    cb.dim = D;
-    run_moe_combine(cb, t, nullptr);
+    if (T == 1) {
+      MoeDownCombineParams d;
+      d.act = act.data();
+      d.pair_pos = pp.as<int32_t>();
+      d.ids = ids.as<int32_t>();
+      d.weights = w.as<float>();
+      d.w = dn.data();
+      d.residual = dres.data();
+      d.D = D;
+      d.I = I;
+      d.k = kp;
+      run_moe_down_combine(d, t, nullptr);
+    } else {
+      run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);
+      MoeCombineParams cb;
+      cb.expert_out = out.data();
+      cb.pair_pos = pp.as<int32_t>();
+      cb.weights = w.as<float>();
+      cb.residual = dres.data();
+      cb.tokens = T;
+      cb.k = kp;
+      cb.dim = D;
+      run_moe_combine(cb, t, nullptr);
+    }
     auto got = to_host(dres.data(), size_t(T) * D, t);
 
     // CPU: router, route, experts, shared expert
@@ -268,7 +295,7 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     cs.top_k = 1;
     kernels::run_moe_experts_cpu(cs);
     // bf16: the GPU also rounds the intermediate activations and expert outputs to bf16
-    EXPECT_LT(rel_l2(got, ref), tol(t)) << dtype_name(t);
+    EXPECT_LT(rel_l2(got, ref), tol(t)) << dtype_name(t) << " T=" << T;
   }
 }
 

@@ -87,7 +87,7 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
     q.pen_end = int(pt.size());
   }
   auto dl = to_device(logits, DType::F32), drp = to_device_raw(rp), dpt = to_device_raw(pt), dpc = to_device_raw(pc);
-  DeviceBuffer work(size_t(rows) * V * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
+  DeviceBuffer work(sampling_workspace_floats(rows, V) * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
       tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
   SamplingParams sp;
   sp.logits = dl.as<float>();

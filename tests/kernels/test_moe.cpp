@@ -96,6 +96,22 @@ TEST(MoeRoute, BiasSelectsButDoesNotWeight) {
   }
 }
 
+TEST(MoeRoute, ForcedIdsKeepTheirScores) {
+  // Forced experts are used as given (not the top-k), weighted by their own unbiased scores.
+  const std::vector<float> logits = {2.0f, 1.0f, -3.0f, 0.0f};
+  const std::vector<float> bias = {0.0f, 0.0f, 5.0f, 0.0f};
+  const std::vector<int32_t> forced = {3, 1};
+  std::vector<int32_t> ids(2);
+  std::vector<float> w(2);
+  kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .ids = ids.data(), .weights = w.data(),
+                              .T = 1, .E = 4, .top_k = 2, .renormalize = true, .scaling = 2.0f,
+                              .forced_ids = forced.data()});
+  EXPECT_EQ(ids, forced);
+  const double s3 = 0.5, s1 = 1 / (1 + std::exp(-1.0));
+  EXPECT_NEAR(w[0], 2 * s3 / (s3 + s1), 1e-6);
+  EXPECT_NEAR(w[1], 2 * s1 / (s3 + s1), 1e-6);
+}
+
 TEST(MoeExperts, MatchesPerTokenMlps) {
   const int64_t T = 9, D = 24, I = 10, E = 5, k = 2;
   std::vector<std::vector<float>> w1, w2, w3;

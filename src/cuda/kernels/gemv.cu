@@ -49,27 +49,299 @@ template <typename T> struct Chunk8 {
   }
 };
 
-// A warp streams `groups` pairs of weight rows (Store/Accumulate: output columns c, c+1; SiluMul: gate
-// row c and up row N + c of output column c) against up to MT rows of x held in shared memory. U chunks
-// of 8 elements per row per lane are loaded before any is used.
-template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_max, int groups) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* xs = reinterpret_cast<T*>(smem_raw);  // [MT][kt_max]
-  const int slot = blockIdx.y;
-  pdl_trigger();
-  if (!p.slot_weight) {  // dense: the weights are known before the previous kernel ends; warm L2
-    const int c0 = (blockIdx.x * groups * kWarps + (threadIdx.x >> 5)) * (Epi == GemvEpilogue::SiluMul ? 1 : 2);
-    if (c0 < p.N) {
-      const T* W0 = static_cast<const T*>(p.w) + int64_t(slot) * p.w_group_stride;
-      const T* r0 = W0 + int64_t(c0) * p.K;
-      const T* r1 = W0 + int64_t(Epi == GemvEpilogue::SiluMul ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
-      for (int c = (threadIdx.x & 31) * 64; c < p.K && c < 256 * U; c += 32 * 64) {  // one line per 128 bytes
-        prefetch_l2(r0 + c);
-        prefetch_l2(r1 + c);
+// The fused prologue's norm weights, loaded by each thread before the kernel waits on its
+// predecessor (they are immutable): RMSNorm, chunks threadIdx.x + q * blockDim.x of the row
+// (q < kRegs; the rest, if any, are loaded later); KDA output norm, the one chunk of the head this
+// thread normalises.
+template <typename T>
+struct NormPre {
+  static constexpr int kRegs = 3;  // a 2304-wide row at 128 threads
+  Chunk8<T> w[kRegs];
+  __device__ __forceinline__ void load(const GemvParams& p) {
+    if (!p.norm_weight) return;
+    const T* nw = static_cast<const T*>(p.norm_weight);
+    if (p.gate) {
+      w[0].load_global(nw + (threadIdx.x % (p.gate_head_dim / 8)) * 8);
+      return;
+    }
+#pragma unroll
+    for (int q = 0; q < kRegs; ++q) {
+      const int c = (threadIdx.x + q * blockDim.x) * 8;
+      if (c < p.K) w[q].load_global(nw + c);
+    }
+  }
+};
+
+// Loads rows [r0, r0 + mt) of x, columns [k0, k0 + kt), into the shared tile (row stride kt_max) and
+// applies the fused prologue: the KDA output norm (p.gate) or an RMSNorm (p.norm_weight), with all
+// threads and no chain of dependent global loads (the latency of this prologue is paid once per block).
+template <typename T>
+__device__ void load_x_tile(const GemvParams& p, T* xs, int kt_max, const T* X, int r0, int mt, int k0, int kt,
+                            const NormPre<T>& pre) {
+  constexpr int kXU = 3;  // x chunks per thread in flight (a 2304-wide row at 128 threads)
+  __shared__ float inv_s[8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int vecs = kt / 8, nthr = blockDim.x;
+  __syncthreads();
+  for (int i0 = threadIdx.x; i0 < mt * vecs; i0 += kXU * nthr) {
+    Chunk8<T> v[kXU];
+#pragma unroll
+    for (int u = 0; u < kXU; ++u) {
+      const int i = i0 + u * nthr;
+      if (i < mt * vecs) {
+        const int m = i / vecs, c = (i % vecs) * 8;
+        const int r = r0 + m;
+        const int64_t xr = p.x_rows ? p.x_rows[r] : r;
+        v[u].load_global(X + xr * p.ldx + k0 + c);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kXU; ++u) {
+      const int i = i0 + u * nthr;
+      if (i < mt * vecs) {
+        const int m = i / vecs, c = (i % vecs) * 8;
+#pragma unroll
+        for (int q = 0; q < Chunk8<T>::W; ++q) reinterpret_cast<uint4*>(xs + m * kt_max + c)[q] = v[u].r[q];
       }
     }
   }
+  __syncthreads();
+  if (p.gate) {  // KDA output norm per (row, head): lpj lanes per head, 8 values per lane
+    const int hd = p.gate_head_dim, heads = p.K / hd, lpj = hd / 8;
+    const int per_pass = nthr / lpj, js = threadIdx.x / lpj, c = (threadIdx.x % lpj) * 8;
+    float fw[8];
+    pre.w[0].to_float(fw);
+    constexpr int kJU = 2;  // jobs per thread whose gate loads are in flight together
+    for (int j0 = 0; j0 < mt * heads; j0 += kJU * per_pass) {
+      Chunk8<T> g[kJU];
+#pragma unroll
+      for (int u = 0; u < kJU; ++u) {
+        const int job = j0 + u * per_pass + js;
+        if (job < mt * heads)
+          g[u].load_global(static_cast<const T*>(p.gate) + int64_t(r0 + job / heads) * p.ld_gate + (job % heads) * hd + c);
+      }
+#pragma unroll
+      for (int u = 0; u < kJU; ++u) {
+        const int job = j0 + u * per_pass + js;
+        const bool on = job < mt * heads;  // uniform over the job's lanes
+        T* row = xs + (on ? (job / heads) * kt_max + (job % heads) * hd : 0);
+        float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        if (on) {
+          Chunk8<T> v;
+          v.load_shared(row + c);
+          v.to_float(f);
+        }
+        float ss = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+        for (int o = lpj / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (on) {
+          const float inv = rsqrtf(ss / float(hd) + p.norm_eps);
+          float fg[8];
+          g[u].to_float(fg);
+          T out[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) out[e] = from_f32<T>(f[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e]))));
+#pragma unroll
+          for (int e = 0; e < 8; ++e) row[c + e] = out[e];
+        }
+      }
+    }
+    __syncthreads();
+  } else if (p.norm_weight) {  // the whole row is in the tile (checked on the host)
+    for (int m = warp; m < mt; m += kWarps) {  // sum of squares of each row, from shared memory
+      const T* row = xs + m * kt_max;
+      float ss = 0.f;
+      for (int c = lane * 8; c < p.K; c += 256) {
+        Chunk8<T> v;
+        v.load_shared(row + c);
+        float f[8];
+        v.to_float(f);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) inv_s[m] = rsqrtf(ss / float(p.K) + p.norm_eps);
+    }
+    __syncthreads();
+    // every thread scales its column chunks in all rows: c = (threadIdx.x + q * nthr) * 8
+    auto scale = [&](const Chunk8<T>& w, int c) {
+      float g[8];
+      w.to_float(g);
+      for (int m = 0; m < mt; ++m) {
+        Chunk8<T> v;
+        v.load_shared(xs + m * kt_max + c);
+        float f[8];
+        v.to_float(f);
+        T out[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) out[e] = from_f32<T>(f[e] * inv_s[m] * g[e]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xs[m * kt_max + c + e] = out[e];
+      }
+    };
+#pragma unroll
+    for (int q = 0; q < NormPre<T>::kRegs; ++q) {
+      const int c = (threadIdx.x + q * nthr) * 8;
+      if (c < p.K) scale(pre.w[q], c);
+    }
+    const T* nw = static_cast<const T*>(p.norm_weight);
+    for (int c = (threadIdx.x + NormPre<T>::kRegs * nthr) * 8; c < p.K; c += nthr * 8) {
+      Chunk8<T> w;
+      w.load_global(nw + c);
+      scale(w, c);
+    }
+    __syncthreads();
+  }
+}
+
+// acc += w-chunk . x-chunk for the tile's rows (8 elements at column c of the tile).
+template <typename T, int MT>
+__device__ __forceinline__ void fma_chunk(const Chunk8<T>& a, const Chunk8<T>& b, const T* xs, int kt_max, int c,
+                                          int mt, float* acc0, float* acc1) {
+  float fa[8], fb[8];
+  a.to_float(fa);
+  b.to_float(fb);
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    if (m < mt) {
+      Chunk8<T> xv;
+      xv.load_shared(xs + m * kt_max + c);
+      float fx[8];
+      xv.to_float(fx);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        acc0[m] = fmaf(fa[e], fx[e], acc0[m]);
+        acc1[m] = fmaf(fb[e], fx[e], acc1[m]);
+      }
+    }
+  }
+}
+
+// Reduces a warp's partial sums and writes output column c0 (and c0 + 1) of rows [r0, r0 + mt).
+template <typename OutT, GemvEpilogue Epi, int MT>
+__device__ __forceinline__ void store_cols(const GemvParams& p, OutT* Y, int r0, int mt, int c0, bool v1,
+                                           const float* acc0, const float* acc1, int lane) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    if (m < mt) {
+      const float s0 = warp_sum(acc0[m]), s1 = warp_sum(acc1[m]);
+      if (lane == 0) {
+        OutT* y = Y + int64_t(r0 + m) * p.ldy;
+        if constexpr (Epi == GemvEpilogue::SiluMul) {
+          y[c0] = from_f32<OutT>(siluf_(s0) * s1);
+        } else if constexpr (Epi == GemvEpilogue::Accumulate) {
+          y[c0] = from_f32<OutT>(to_f32(y[c0]) + s0);
+          if (v1) y[c0 + 1] = from_f32<OutT>(to_f32(y[c0 + 1]) + s1);
+        } else {
+          y[c0] = from_f32<OutT>(s0);
+          if (v1) y[c0 + 1] = from_f32<OutT>(s1);
+        }
+      }
+    }
+  }
+}
+
+// The early-load path (whole K in the x tile, every row of the slot in one tile): a warp walks its
+// `groups` row pairs as "items" of U chunks of 8 elements per lane, loading each item's chunks before
+// using any. The first item is requested before the x tile and its norm are prepared, and for dense
+// weights (immutable) before waiting on the previous kernel (PDL). (Measured: also requesting the
+// next item's chunks as the current ones are used was slower: lm_head 0.224 vs 0.179 ms.)
+template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
+__device__ __forceinline__ void gemv_pipelined(const GemvParams& p, T* xs, int kt_max, int groups,
+                                               const NormPre<T>& pre) {
+  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr bool kPair = Epi == GemvEpilogue::SiluMul;
+  constexpr int kCols = kPair ? 1 : 2;
+  constexpr int kStep = 256 * U;  // elements of a row per item
+  const int iters = (p.K + kStep - 1) / kStep;
+  const int items = groups * iters;
+  const T* W = nullptr;
+  Chunk8<T> a[U], b[U];
+  // item j: the warp's row pair and this lane's first column; false when the columns are past N
+  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) -> bool {
+    const int g = j / iters;
+    c0 = ((blockIdx.x * groups + g) * kWarps + warp) * kCols;
+    cb = (j - g * iters) * kStep + lane * 8;
+    if (j >= items || c0 >= p.N) return false;
+    w0 = W + int64_t(c0) * p.K;
+    w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
+    return true;
+  };
+  auto request_first = [&] {
+    const T *w0 = nullptr, *w1 = nullptr;
+    int cb = 0, c0 = 0;
+    if (!item(0, w0, w1, cb, c0)) return;
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (cb + u * 256 < p.K) {
+        a[u].load_global(w0 + cb + u * 256);
+        b[u].load_global(w1 + cb + u * 256);
+      }
+  };
+  if (!p.slot_weight) {
+    W = static_cast<const T*>(p.w) + int64_t(slot) * p.w_group_stride;
+    request_first();
+  }
+  pdl_wait();
+  if (p.num_active && slot >= *p.num_active) return;
+  int row0 = 0, rows = p.M;
+  if (p.slot_start) {
+    row0 = p.slot_start[slot];
+    rows = p.slot_start[slot + 1] - row0;
+  }
+  if (rows <= 0) return;
+  if (p.slot_weight) {
+    W = static_cast<const T*>(p.w) + int64_t(p.slot_weight[slot]) * p.w_group_stride;
+    request_first();
+  }
+  const T* X = static_cast<const T*>(p.x) + int64_t(slot) * p.x_slot_stride;
+  OutT* Y = static_cast<OutT*>(p.y) + int64_t(slot) * p.y_slot_stride;
+  load_x_tile(p, xs, kt_max, X, row0, rows, 0, p.K, pre);
+  float acc0[MT], acc1[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) acc0[m] = acc1[m] = 0.f;
+  for (int j = 0; j < items; ++j) {
+    const T *w0 = nullptr, *w1 = nullptr;
+    int cb = 0, c0 = 0;
+    const bool ok = item(j, w0, w1, cb, c0);
+    if (ok && j > 0) {  // item 0 was requested up front
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (cb + u * 256 < p.K) {
+          a[u].load_global(w0 + cb + u * 256);
+          b[u].load_global(w1 + cb + u * 256);
+        }
+    }
+    if (ok) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (cb + u * 256 < p.K) fma_chunk<T, MT>(a[u], b[u], xs, kt_max, cb + u * 256, rows, acc0, acc1);
+    }
+    if ((j + 1) % iters == 0) {  // the row pair is done
+      if (ok) store_cols<OutT, Epi, MT>(p, Y, row0, rows, c0, kPair || c0 + 1 < p.N, acc0, acc1, lane);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) acc0[m] = acc1[m] = 0.f;
+    }
+  }
+}
+
+// The general path: a warp streams `groups` pairs of weight rows (Store/Accumulate: output columns c,
+// c+1; SiluMul: gate row c and up row N + c of output column c) against up to MT rows of x held in
+// shared memory, K in tiles of kt_max. U chunks of 8 elements per row per lane are loaded before any
+// is used. `pipelined`: take gemv_pipelined instead (the host checks that it applies).
+template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_max, int groups, bool pipelined) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* xs = reinterpret_cast<T*>(smem_raw);  // [MT][kt_max]
+  pdl_trigger();
+  NormPre<T> pre;
+  pre.load(p);
+  if (pipelined) {
+    gemv_pipelined<T, OutT, Epi, MT, U>(p, xs, kt_max, groups, pre);
+    return;
+  }
+  const int slot = blockIdx.y;
   pdl_wait();
   if (p.num_active && slot >= *p.num_active) return;
   int row0 = 0, rows = p.M;
@@ -98,80 +370,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_
       for (int m = 0; m < MT; ++m) acc0[m] = acc1[m] = 0.f;
       for (int k0 = 0; k0 < p.K; k0 += kt_max) {
         const int kt = min(kt_max, p.K - k0);
-        if (g == 0 || kt_max < p.K) {  // (re)load the x tile: once per pass when it holds all of K
-          const int vecs = kt / 8;
-          __syncthreads();
-          for (int i = threadIdx.x; i < mt * vecs; i += blockDim.x) {
-            const int m = i / vecs, c = (i % vecs) * 8;
-            const int r = row0 + m0 + m;
-            const int64_t xr = p.x_rows ? p.x_rows[r] : r;
-            Chunk8<T> v;
-            v.load_global(X + xr * p.ldx + k0 + c);
-#pragma unroll
-            for (int q = 0; q < Chunk8<T>::W; ++q) reinterpret_cast<uint4*>(xs + m * kt_max + c)[q] = v.r[q];
-          }
-          __syncthreads();
-          if (p.gate) {  // KDA output norm per head; one warp per (row, head), 8 values per lane
-            const T* nw = static_cast<const T*>(p.norm_weight);
-            const int hd = p.gate_head_dim, heads = p.K / hd;
-            for (int job = warp; job < mt * heads; job += kWarps) {
-              const int m = job / heads, h = job % heads;
-              T* row = xs + m * kt_max + h * hd;
-              const T* gr = static_cast<const T*>(p.gate) + int64_t(row0 + m0 + m) * p.ld_gate + h * hd;
-              float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-              const int c = lane * 8;
-              if (c < hd) {
-                Chunk8<T> v;
-                v.load_shared(row + c);
-                v.to_float(f);
-              }
-              float ss = 0.f;
-#pragma unroll
-              for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
-              const float inv = rsqrtf(warp_sum(ss) / float(hd) + p.norm_eps);
-              if (c < hd) {
-                Chunk8<T> w, g;
-                w.load_global(nw + c);
-                g.load_global(gr + c);
-                float fw[8], fg[8];
-                w.to_float(fw);
-                g.to_float(fg);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) row[c + e] = from_f32<T>(f[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e]))));
-              }
-            }
-            __syncthreads();
-          } else if (p.norm_weight) {  // the whole row is in the tile (checked on the host)
-            const T* nw = static_cast<const T*>(p.norm_weight);
-            for (int m = warp; m < mt; m += kWarps) {
-              T* row = xs + m * kt_max;
-              float ss = 0.f;
-              for (int c = lane * 8; c < p.K; c += 256) {
-                Chunk8<T> v;
-                v.load_shared(row + c);
-                float f[8];
-                v.to_float(f);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
-              }
-              const float inv = rsqrtf(warp_sum(ss) / float(p.K) + p.norm_eps);
-              for (int c = lane * 8; c < p.K; c += 256) {
-                Chunk8<T> v, w;
-                v.load_shared(row + c);
-                w.load_global(nw + c);
-                float f[8], g[8];
-                v.to_float(f);
-                w.to_float(g);
-                T out[8];
-#pragma unroll
-                for (int e = 0; e < 8; ++e) out[e] = from_f32<T>(f[e] * inv * g[e]);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) row[c + e] = out[e];
-              }
-            }
-            __syncthreads();
-          }
-        }
+        if (g == 0 || kt_max < p.K) load_x_tile(p, xs, kt_max, X, row0 + m0, mt, k0, kt, pre);  // once if all K fits
         if (!v0) continue;
         for (int cb = lane * 8; cb < kt; cb += 256 * U) {
           Chunk8<T> a[U], b[U];
@@ -186,55 +385,86 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_
                 a[u].load_global(w0 + k0 + c);
                 b[u].load_global(w1 + k0 + c);
               }
-            } else {
-              a[u].zero();
-              b[u].zero();
             }
           }
 #pragma unroll
           for (int u = 0; u < U; ++u) {
             const int c = cb + u * 256;
-            if (c >= kt) break;
-            float fa[8], fb[8];
-            a[u].to_float(fa);
-            b[u].to_float(fb);
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-              if (m < mt) {
-                Chunk8<T> xv;
-                xv.load_shared(xs + m * kt_max + c);
-                float fx[8];
-                xv.to_float(fx);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) {
-                  acc0[m] = fmaf(fa[e], fx[e], acc0[m]);
-                  acc1[m] = fmaf(fb[e], fx[e], acc1[m]);
-                }
-              }
-            }
+            if (c < kt) fma_chunk<T, MT>(a[u], b[u], xs, kt_max, c, mt, acc0, acc1);
           }
         }
       }
-      if (!v0) continue;
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        if (m < mt) {
-          const float s0 = warp_sum(acc0[m]), s1 = warp_sum(acc1[m]);
-          if (lane == 0) {
-            OutT* y = Y + int64_t(row0 + m0 + m) * p.ldy;
-            if constexpr (Epi == GemvEpilogue::SiluMul) {
-              y[c0] = from_f32<OutT>(siluf_(s0) * s1);
-            } else if constexpr (Epi == GemvEpilogue::Accumulate) {
-              y[c0] = from_f32<OutT>(to_f32(y[c0]) + s0);
-              if (v1) y[c0 + 1] = from_f32<OutT>(to_f32(y[c0 + 1]) + s1);
-            } else {
-              y[c0] = from_f32<OutT>(s0);
-              if (v1) y[c0 + 1] = from_f32<OutT>(s1);
-            }
-          }
-        }
-      }
+      if (v0) store_cols<OutT, Epi, MT>(p, Y, row0 + m0, mt, c0, v1, acc0, acc1, lane);
     }
+  }
+}
+
+// MoeDownCombineParams: a block of kDcWarps warps owns two output columns; warp w takes experts
+// j = w, w + kDcWarps, ... and loads, per lane, 4 chunks of 8 of both weight rows and of the
+// activation row (no shared tile, one round of loads for k <= kDcWarps); the warps' weighted partial
+// sums meet in shared memory.
+constexpr int kDcWarps = 8;
+template <typename T>
+__global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDownCombineParams p) {
+  constexpr int kU = 4;
+  __shared__ float part[kDcWarps][2];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int c0 = blockIdx.x * 2;
+  const bool v1 = c0 + 1 < p.D;
+  const int64_t ge = int64_t(p.D) * p.I;  // elements per expert
+  pdl_trigger();
+  pdl_wait();
+  float acc0 = 0.f, acc1 = 0.f;
+  for (int j = warp; j < p.k; j += kDcWarps) {
+    const T* W = static_cast<const T*>(p.w) + int64_t(p.ids[j]) * ge;
+    const T* w0 = W + int64_t(c0) * p.I;
+    const T* w1 = W + int64_t(v1 ? c0 + 1 : c0) * p.I;
+    const T* x = static_cast<const T*>(p.act) + int64_t(p.pair_pos[j]) * p.I;
+    const float wj = p.weights[j];
+    float s0 = 0.f, s1 = 0.f;
+    for (int cb = lane * 8; cb < p.I; cb += 256 * kU) {
+      Chunk8<T> a[kU], b[kU], xv[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        if (cb + u * 256 < p.I) {
+          a[u].load_global(w0 + cb + u * 256);
+          b[u].load_global(w1 + cb + u * 256);
+          xv[u].load_global(x + cb + u * 256);
+        }
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        if (cb + u * 256 < p.I) {
+          float fa[8], fb[8], fx[8];
+          a[u].to_float(fa);
+          b[u].to_float(fb);
+          xv[u].to_float(fx);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            s0 = fmaf(fa[e], fx[e], s0);
+            s1 = fmaf(fb[e], fx[e], s1);
+          }
+        }
+    }
+    acc0 = fmaf(wj, s0, acc0);
+    acc1 = fmaf(wj, s1, acc1);
+  }
+  acc0 = warp_sum(acc0);
+  acc1 = warp_sum(acc1);
+  if (lane == 0) {
+    part[warp][0] = acc0;
+    part[warp][1] = acc1;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDcWarps; ++w) {
+      r0 += part[w][0];
+      r1 += part[w][1];
+    }
+    T* y = static_cast<T*>(p.residual);
+    y[c0] = from_f32<T>(to_f32(y[c0]) + r0);
+    if (v1) y[c0 + 1] = from_f32<T>(to_f32(y[c0 + 1]) + r1);
   }
 }
 
@@ -242,9 +472,10 @@ template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 void launch_mtu(const GemvParams& p, int groups, cudaStream_t s) {
   int kt_max = std::min<int>(p.K, kMaxSmem / (MT * int(sizeof(T))));
   DS_GPU_REQUIRE(!p.norm_weight || kt_max >= p.K, "run_gemv: a fused norm needs the whole row in shared memory");
-  DS_GPU_REQUIRE(!p.gate || (p.norm_weight && p.gate_head_dim > 0 && p.gate_head_dim <= 256 &&
-                             p.gate_head_dim % 8 == 0 && p.K % p.gate_head_dim == 0 && !p.x_rows),
-                 "run_gemv: bad gated-norm prologue");
+  const int lpj = p.gate_head_dim / 8;  // lanes per head in the gated-norm prologue: a power of two <= 32
+  DS_GPU_REQUIRE(!p.gate || (p.norm_weight && p.gate_head_dim % 8 == 0 && lpj >= 1 && lpj <= 32 &&
+                             (lpj & (lpj - 1)) == 0 && p.K % p.gate_head_dim == 0 && !p.x_rows),
+                 "run_gemv: bad gated-norm prologue (head_dim must be 8 x a power of two <= 256)");
   kt_max = kt_max / 8 * 8;
   const int cols_per_warp = Epi == GemvEpilogue::SiluMul ? 1 : 2;
   const int cols_per_block = cols_per_warp * kWarps * groups;
@@ -256,7 +487,10 @@ void launch_mtu(const GemvParams& p, int groups, cudaStream_t s) {
     DS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
     configured = true;
   }
-  launch_pdl(kern, grid, kWarps * 32, smem, s, p, kt_max, groups);
+  // the pipelined path needs all of K in the tile and every row of a slot in one pass
+  const int row_bound = p.slot_start ? p.max_rows : p.M;
+  const bool pipelined = p.pipelined && !p.stream_hint && kt_max >= p.K && row_bound <= MT;
+  launch_pdl(kern, grid, kWarps * 32, smem, s, p, kt_max, groups, pipelined);
 }
 
 // U: 8-element chunks per row per lane in flight; small batches load a whole 2304-wide row at once.
@@ -282,6 +516,15 @@ void launch(const GemvParams& p, int groups, cudaStream_t s) {
 }
 
 }  // namespace
+
+void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s) {
+  if (p.k == 0 || p.D == 0) return;
+  DS_GPU_REQUIRE(p.I > 0 && p.I % 8 == 0, "run_moe_down_combine: I must be a positive multiple of 8");
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(moe_down_combine_kernel<T>, dim3(ceil_div(p.D, 2)), kDcWarps * 32, 0, s, p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
 
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul) {
   // aim for >= 6 blocks per SM; fewer, longer-lived warps amortise the x-tile prologue (bench sweep:

@@ -50,6 +50,8 @@ struct GemvParams {
   bool stream_hint = false;            // weight loads with L1::no_allocate + L2::256B prefetch (measured:
                                        // no gain at decode shapes, -5% on lm_head)
   int row_groups = 0;  // weight-row pairs each warp streams (0: choose_gemv_row_groups)
+  bool pipelined = true;  // request the first weights before the x tile's prologue (and, for dense
+                          // weights, before PDL's wait) when K fits the x tile; false: the plain loop
 };
 void run_gemv(const GemvParams& p, DType act, cudaStream_t s);
 
@@ -72,6 +74,22 @@ inline GemvParams moe_down_gemv_params(const GemvParams& gate_up, const void* w_
   d.epi = GemvEpilogue::Store;
   return d;
 }
+
+// One token's MoE down projection and weighted combine in one launch (decode at batch 1):
+//   residual[c] += sum_j weights[j] * (W[ids[j]] row c) . act[pair_pos[j]]
+// for j < k (the routed experts plus a folded shared expert). A block owns two output columns across
+// all k experts, so nothing is written per expert and no combine kernel runs. CPU twin: the MoE
+// experts op (src/kernels/moe) on the same routing.
+struct MoeDownCombineParams {
+  const void* act = nullptr;         // [*, I] act dtype: the gate/up SiluMul output rows
+  const int32_t* pair_pos = nullptr; // [k] row of act holding pair j
+  const int32_t* ids = nullptr;      // [k] expert (weight group) of pair j
+  const float* weights = nullptr;    // [k] combine weight of pair j
+  const void* w = nullptr;           // [groups, D, I] act dtype
+  void* residual = nullptr;          // [D] act dtype, updated in place
+  int D = 0, I = 0, k = 0;           // I a multiple of 8
+};
+void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s);
 
 // Pairs of weight rows per warp so that the grid has a few blocks per SM (pure heuristic, host).
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul);

@@ -316,9 +316,10 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
   if (rows <= 0 || max_context_len <= 0) return 1;
   // One CTA per SM (the kernel uses most of the shared memory): as many splits as fill one wave
-  // without a partial second one; a split should cover >= 4 tiles of 64 positions.
+  // without a partial second one; a split covers >= 1 tile of 64 positions (batch 1 at a 1k context:
+  // 16 splits of one tile, measured 22.8 us with 4 splits of four).
   const int want = std::max(1, num_sms / rows);
-  const int cap = std::max(1, max_context_len / 256);
+  const int cap = std::max(1, max_context_len / 64);
   return std::max(1, std::min({want, cap, 256}));
 }
 

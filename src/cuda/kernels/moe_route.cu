@@ -84,7 +84,7 @@ __device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane, 
   float* ws = p.topk_weights + int64_t(t) * p.ldk;
   float sum = 0.f;
   for (int i = 0; i < p.top_k; ++i) {
-    int e = warp_argmax(sel, E, lane);
+    int e = p.forced_ids ? p.forced_ids[int64_t(t) * p.top_k + i] : warp_argmax(sel, E, lane);
     float w = p.biased_weights ? sb[e] : s[e];
     sum += w;
     if (lane == 0) {
@@ -180,6 +180,28 @@ __global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
 }
 
+// One token (decode at batch 1), one warp: route it, then lay its k pairs out as k one-row slots in
+// pair order (slot j = pair j, expert ids[j]): the grouped kernels need no sort by expert.
+__global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ float smem[];
+  __shared__ int ids_s[32];
+  const int lane = threadIdx.x;
+  route_token(r, 0, smem, lane, ids_s);
+  __syncwarp();
+  if (lane < a.k) {
+    a.pair_pos[lane] = lane;
+    a.sorted_token[lane] = 0;
+    a.slot_expert[lane] = ids_s[lane];
+    a.slot_start[lane] = lane;
+  }
+  if (lane == 0) {
+    a.slot_start[a.k] = a.k;
+    *a.num_active = a.k;
+  }
+}
+
 }  // namespace
 
 void run_moe_route(const MoeRouteParams& p, cudaStream_t s) {
@@ -215,6 +237,11 @@ void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaS
                  "run_moe_route: num_expert_group must divide num_experts and be <= 32");
   DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
   DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
+  if (r.tokens == 1 && a.k <= 32) {
+    launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), s, r, a);
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   launch_pdl(moe_route_align_kernel, 1, kFusedWarps * 32, smem, s, r, a);
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -23,6 +23,9 @@ struct MoeRouteParams {
   float* topk_weights = nullptr;     // [tokens, ldk]
   int ldk = 0;                       // >= top_k; column top_k gets shared_expert_id with weight 1 when >= 0
   int shared_expert_id = -1;
+  // [tokens, top_k] experts to use instead of selecting them (weights still from these logits):
+  // numerical tests pin routing so that near-tied choices cannot flip between implementations.
+  const int32_t* forced_ids = nullptr;
 };
 void run_moe_route(const MoeRouteParams& p, cudaStream_t s);
 
@@ -39,7 +42,8 @@ struct MoeAlignParams {
 };
 void run_moe_align(const MoeAlignParams& p, cudaStream_t s);
 
-// Both in one launch for small batches (<= 64 tokens); otherwise the two kernels above.
+// Both in one launch for small batches (<= 64 tokens); otherwise the two kernels above. One token:
+// one warp, and its pairs become one-row slots in pair order (not sorted by expert).
 void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s);
 
 }  // namespace ds::gpu

@@ -147,12 +147,99 @@ __device__ Kept crossing(const float* e, int V, Kept k, double x, double* cum, S
   return Kept{t, idx};
 }
 
+// Statistics of one slice of a row's raw logits (the prepass): max m, sum of exp(l - m), first argmax.
+constexpr int kStatSplits = 64, kStatThreads = 256, kStatFloats = 8;
+struct RowStat {
+  double s;
+  float m, bv;
+  int bi, pad;
+};
+static_assert(sizeof(RowStat) <= kStatFloats * sizeof(float));
+
+__device__ RowStat* row_stats(const SamplingParams& p, int row) {
+  return reinterpret_cast<RowStat*>(p.work + int64_t(p.rows) * p.vocab) + int64_t(row) * kStatSplits;
+}
+
+__global__ void __launch_bounds__(kStatThreads) row_stats_kernel(SamplingParams p) {
+  __shared__ float red[32];
+  __shared__ double dred[32];
+  __shared__ ArgBest best[32];
+  const int row = blockIdx.y, V = p.vocab, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int per = (V + kStatSplits - 1) / kStatSplits, b = blockIdx.x * per, e = min(V, b + per);
+  const float* raw = p.logits + int64_t(row) * p.ld;
+  float mx = -INFINITY;
+  ArgBest a{-INFINITY, INT_MAX};
+  for (int i = b + tid; i < e; i += kStatThreads) {
+    const float v = raw[i];
+    mx = fmaxf(mx, v);
+    if (before(v, i, a.v, a.i)) a = {v, i};
+  }
+  mx = block_max(mx, red);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, a.v, o);
+    int oi = __shfl_xor_sync(0xffffffffu, a.i, o);
+    if (before(ov, oi, a.v, a.i)) { a.v = ov; a.i = oi; }
+  }
+  if (lane == 0) best[warp] = a;
+  double se = 0.0;
+  if (mx > -INFINITY)
+    for (int i = b + tid; i < e; i += kStatThreads) se += double(expf(raw[i] - mx));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) se += __shfl_xor_sync(0xffffffffu, se, o);
+  if (lane == 0) dred[warp] = se;
+  __syncthreads();
+  if (tid == 0) {
+    RowStat r{0.0, mx, -INFINITY, INT_MAX, 0};
+    for (int w = 0; w < kStatThreads / 32; ++w) {
+      r.s += dred[w];
+      if (before(best[w].v, best[w].i, r.bv, r.bi)) { r.bv = best[w].v; r.bi = best[w].i; }
+    }
+    row_stats(p, row)[blockIdx.x] = r;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
   __shared__ Shared sh;
   int row = blockIdx.x, tid = threadIdx.x, V = p.vocab;
   const SampleRow rp = p.row_params[row];
   const float* raw = p.logits + int64_t(row) * p.ld;
   float* x = p.work + int64_t(row) * V;
+
+  // greedy without penalties: the prepass's statistics give the token and the normaliser
+  const bool penalties = rp.pen_begin < rp.pen_end &&
+                         (rp.repetition_penalty != 1.f || rp.frequency_penalty != 0.f || rp.presence_penalty != 0.f);
+  if ((rp.temperature <= 0.f || rp.top_k == 1) && !penalties) {
+    const RowStat* st = row_stats(p, row);
+    RowStat r = tid < kStatSplits ? st[tid] : RowStat{0.0, -INFINITY, -INFINITY, INT_MAX, 0};
+    const float M = block_max(r.m, sh.red);
+    const double se = block_sum_d(r.m > -INFINITY ? r.s * exp(double(r.m) - double(M)) : 0.0, sh);
+    const ArgBest top = block_first(r.bv, r.bi, sh);
+    const int token = top.i < V ? top.i : 0;
+    const double log_z = double(M) + log(se);
+    if (tid == 0) {
+      p.out_token[row] = token;
+      p.out_logprob[row] = float(double(raw[token]) - log_z);
+    }
+    int n = min(rp.num_logprobs, p.max_logprobs);
+    float pv = INFINITY;
+    int pi = -1;
+    for (int q = 0; q < n; ++q) {  // top-n logprobs: n passes, each the first pair after the previous one
+      ArgBest c{-INFINITY, INT_MAX};
+      for (int i = tid; i < V; i += kThreads) {
+        float v = raw[i];
+        if (before(pv, pi, v, i) && before(v, i, c.v, c.i)) c = {v, i};
+      }
+      ArgBest w = block_first(c.v, c.i, sh);
+      if (tid == 0) {
+        p.out_top_ids[int64_t(row) * p.max_logprobs + q] = w.i;
+        p.out_top_logprobs[int64_t(row) * p.max_logprobs + q] = float(double(w.v) - log_z);
+      }
+      pv = w.v;
+      pi = w.i;
+    }
+    return;
+  }
 
   // log-normaliser of the raw logits
   float mx = -INFINITY;
@@ -237,8 +324,14 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
 
 }  // namespace
 
+size_t sampling_workspace_floats(int rows, int vocab) {
+  return size_t(rows) * vocab + size_t(rows) * kStatSplits * kStatFloats;
+}
+
 void run_sampling(const SamplingParams& p, cudaStream_t s) {
   if (p.rows == 0) return;
+  DS_GPU_REQUIRE(kStatSplits <= kThreads, "sampling: too many statistics splits");
+  row_stats_kernel<<<dim3(kStatSplits, p.rows), kStatThreads, 0, s>>>(p);
   sampling_kernel<<<p.rows, kThreads, 0, s>>>(p);
   DS_CUDA_CHECK_LAUNCH();
 }

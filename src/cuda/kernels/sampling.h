@@ -31,13 +31,16 @@ struct SamplingParams {
   const SampleRow* row_params = nullptr;  // [rows] device
   const int32_t* pen_tokens = nullptr;    // distinct tokens of prompt + output of each row
   const int32_t* pen_counts = nullptr;    // how often each occurs among the output tokens
-  float* work = nullptr;                  // [rows, vocab] fp32 scratch
+  float* work = nullptr;                  // sampling_workspace_floats(rows, vocab) fp32 scratch
   int32_t* out_token = nullptr;           // [rows]
   float* out_logprob = nullptr;           // [rows]
   int32_t* out_top_ids = nullptr;         // [rows, max_logprobs] best first
   float* out_top_logprobs = nullptr;      // [rows, max_logprobs]
   int max_logprobs = 0;
 };
+// Two launches: per-row statistics of the raw logits over many blocks (maximum, sum of exponentials,
+// first argmax), then the per-row sampler, which finishes greedy rows without penalties from them.
 void run_sampling(const SamplingParams& p, cudaStream_t s);
+size_t sampling_workspace_floats(int rows, int vocab);
 
 }  // namespace ds::gpu

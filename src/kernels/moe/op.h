@@ -24,6 +24,9 @@ struct MoeRouteParams {
   bool renormalize = true;
   float scaling = 1.0f;
   bool biased_weights = false;
+  // [T, top_k] experts to use instead of selecting them (weights still come from these logits):
+  // numerical tests pin routing so that a near-tied choice cannot flip between two implementations.
+  const int32_t* forced_ids = nullptr;
 };
 void run_moe_route_cpu(const MoeRouteParams& p);
 

@@ -56,7 +56,8 @@ void run_moe_route_cpu(const MoeRouteParams& p) {
         eligible.assign(size_t(p.E), 0);
         for (int32_t g : groups) std::fill_n(eligible.begin() + g * per_group, per_group, 1);
       }
-      top_indices(sel, eligible, p.top_k, &chosen);
+      if (p.forced_ids) chosen.assign(p.forced_ids + int64_t(t) * p.top_k, p.forced_ids + (int64_t(t) + 1) * p.top_k);
+      else top_indices(sel, eligible, p.top_k, &chosen);
       int32_t* ids = p.ids + int64_t(t) * p.top_k;
       float* w = p.weights + int64_t(t) * p.top_k;
       float sum = 0.0f;
