@@ -29,7 +29,7 @@ DeviceBuffer filled(int64_t n, DType t, uint64_t seed, float a = 0.05f) {
 }
 
 double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0,
-               bool hint = false, bool pipelined = true) {
+               bool hint = false, bool pipelined = true, bool split_k = true, bool async = true) {
   const DType t = DType::BF16;
   std::vector<DeviceBuffer> w;
   for (int i = 0; i < copies; ++i) w.push_back(filled(int64_t(N) * K, t, 100 + i));
@@ -50,6 +50,8 @@ double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int
     p.row_groups = groups;
     p.stream_hint = hint;
     p.pipelined = pipelined;
+    p.split_k = split_k;
+    p.async_stream = async;
     run_gemv(p, t, s);
   }, reps);
 }
@@ -85,6 +87,12 @@ int main(int argc, char** argv) {
                   bw_floor(2304.0 * 4096 * 2), ""});
   rows.push_back({"gemv KDA in_proj M=1, plain loop + L2::256B hint", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, true),
                   bw_floor(12576.0 * 2304 * 2), ""});
+  rows.push_back({"gemv lm_head M=1, register loads (no cp.async)", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false, true, true, false),
+                  bw_floor(163840.0 * 2304 * 2), ""});
+  rows.push_back({"gemv KDA in_proj M=1, register loads (no cp.async)", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false, true, true, false),
+                  bw_floor(12576.0 * 2304 * 2), ""});
+  rows.push_back({"gemv o_proj M=1, row-pair kernel (no split-K)", gemv_ms(s, 1, 2304, 4096, 8, false, reps, 0, false, true, false),
+                  bw_floor(2304.0 * 4096 * 2), ""});
   // row-group sweep (the heuristic's choice is the first set of rows above)
   for (int g : {1, 2, 4, 8}) {
     char name[96];

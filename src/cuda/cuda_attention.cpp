@@ -94,9 +94,11 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
   // the state of a slot is [W-1, 3HK] elements; slots are conv_slot bytes apart
   DS_CHECK(conv_slot == int64_t((Wc - 1) * 3 * HK) * int64_t(dtype_size(act)),
            "conv state slot size must be a multiple of 16 bytes");
-  if (m.pure_decode) {
+  // decode steps: the KDA decode kernel runs the gate and the convolution itself (fused prologue)
+  const bool fused_decode = m.pure_decode && !opt_.reference_attention;
+  if (m.pure_decode && !fused_decode) {
     run_kda_gate_and_conv_decode(g, c, act, stream_);
-  } else {
+  } else if (!m.pure_decode) {
     run_kda_gate(g, act, stream_);
     run_conv1d_prefill(c, act, stream_);
   }
@@ -134,6 +136,9 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
     k.num_seqs = m.N;
     k.num_heads = H;
     k.head_dim = K;
+    k.fuse_conv = k.fuse_gate = true;
+    k.conv = c;
+    k.gate = g;
     run_kda_decode(k, act, stream_);
   } else {
     KdaPrefillParams k;

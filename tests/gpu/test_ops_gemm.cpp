@@ -36,8 +36,10 @@ struct Shape {
 
 TEST(GpuOps, GemvDenseShapes) {
   DS_REQUIRE_GPU();
-  // KDA input projection, o_proj, dense down, router (fp32 out); M from 1 to 8 and 13 (two passes)
-  const Shape shapes[] = {{1, 12576, 2304}, {3, 2304, 4096}, {8, 2304, 9216}, {13, 256, 2304}, {5, 72, 136}};
+  // KDA input projection, o_proj, dense down, router (fp32 out); M from 1 to 8 and 13 (two passes);
+  // M = 1 with K a multiple of 1024 and small N takes the split-K kernel (odd N included)
+  const Shape shapes[] = {{1, 12576, 2304}, {3, 2304, 4096}, {8, 2304, 9216}, {13, 256, 2304}, {5, 72, 136},
+                          {1, 2304, 4096}, {1, 2304, 9216}, {1, 131, 1024}};
   for (DType t : kTypes) {
     for (const auto& s : shapes) {
       auto x = rounded(randn(size_t(s.M) * s.K, 20 + s.N), t);
@@ -280,7 +282,8 @@ TEST(GpuOps, GemvFusedNormGather) {
 // The KDA output norm (rmsnorm per head * w * sigmoid(gate)) fused into o_proj's GEMV, accumulating.
 TEST(GpuOps, GemvGatedNormPrologue) {
   DS_REQUIRE_GPU();
-  const int M = 2, H = 32, D = 128, K = H * D, N = 2304;
+  const int H = 32, D = 128, K = H * D, N = 2304;
+  for (int M : {2, 1})  // M = 1: the split-K kernel, norm applied in registers
   for (DType t : kTypes) {
     auto o = rounded(randn(size_t(M) * K, 66), t);
     auto g = rounded(randn(size_t(M) * K, 67, 2.f), t);
@@ -317,7 +320,7 @@ TEST(GpuOps, GemvGatedNormPrologue) {
     gated = rounded(gated, t);
     auto ref = cpu_gemm(gated, K, w, M, N, K);
     for (size_t i = 0; i < ref.size(); ++i) ref[i] += r0[i];
-    EXPECT_LT(rel_l2(to_host(dr.data(), ref.size(), t), ref), tol(t)) << dtype_name(t);
+    EXPECT_LT(rel_l2(to_host(dr.data(), ref.size(), t), ref), tol(t)) << dtype_name(t) << " M=" << M;
   }
 }
 

@@ -468,6 +468,266 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDown
   }
 }
 
+// ---- asynchronous weight streaming (batch 1, bf16) ----------------------------------------------------
+// Each lane copies its own 16-byte chunks of the warp's row pairs into a per-warp ring of kAsyncStages
+// shared-memory stages with cp.async (no registers held while in flight) and reads back only what it
+// copied itself, so a thread-local cp.async.wait_group is all the synchronisation needed. The grid is
+// about two blocks per SM and every warp walks several row pairs, so the memory system sees a steady
+// stream instead of waves of one-round-trip blocks with gaps between them.
+// stages per warp: ~18 KB in flight per warp whatever the item size (2 rows x U chunks of 16 bytes x 32 lanes)
+template <int U> constexpr int async_stages() { return U >= 8 ? 2 : 4; }
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// bytes of dynamic shared memory: the x row, then per warp kAsyncStages stages of 2 rows x U chunks x 32 lanes
+template <int U> constexpr size_t async_ring_bytes() { return size_t(kWarps) * async_stages<U>() * 2 * U * 32 * 16; }
+
+template <typename OutT, GemvEpilogue Epi, int U>
+__global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, int groups) {
+  using T = bf16;
+  constexpr int kAsyncStages = async_stages<U>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int K8 = (p.K + 7) / 8 * 8;
+  uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [warp][stage][row][u][lane]
+  T* xs = reinterpret_cast<T*>(smem_raw + async_ring_bytes<U>());
+  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  constexpr bool kPair = Epi == GemvEpilogue::SiluMul;
+  constexpr int kCols = kPair ? 1 : 2;
+  constexpr int kStep = 256 * U;
+  const int iters = (p.K + kStep - 1) / kStep, items = groups * iters;
+  uint4* my = ring + size_t(warp) * kAsyncStages * 2 * U * 32;
+  const T* W = nullptr;
+  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) -> bool {
+    const int g = j / iters;
+    c0 = ((blockIdx.x * groups + g) * kWarps + warp) * kCols;
+    cb = (j - g * iters) * kStep + lane * 8;
+    if (j >= items || c0 >= p.N) return false;
+    w0 = W + int64_t(c0) * p.K;
+    w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
+    return true;
+  };
+  auto issue = [&](int j) {  // item j into stage j % kAsyncStages; always one commit group
+    const T *w0 = nullptr, *w1 = nullptr;
+    int cb = 0, c0 = 0;
+    if (item(j, w0, w1, cb, c0)) {
+      uint4* st = my + size_t(j % kAsyncStages) * 2 * U * 32;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (cb + u * 256 < p.K) {
+          cp_async16(st + (0 * U + u) * 32 + lane, w0 + cb + u * 256);
+          cp_async16(st + (1 * U + u) * 32 + lane, w1 + cb + u * 256);
+        }
+    }
+    cp_async_commit();
+  };
+  pdl_trigger();
+  NormPre<T> pre;
+  pre.load(p);
+  if (!p.slot_weight) {  // dense weights are immutable: start streaming before the wait
+    W = static_cast<const T*>(p.w) + int64_t(slot) * p.w_group_stride;
+#pragma unroll
+    for (int j = 0; j < kAsyncStages; ++j) issue(j);
+  }
+  pdl_wait();
+  if (p.num_active && slot >= *p.num_active) return;
+  int row0 = 0, rows = p.M;
+  if (p.slot_start) {
+    row0 = p.slot_start[slot];
+    rows = p.slot_start[slot + 1] - row0;
+  }
+  if (rows <= 0) return;
+  if (p.slot_weight) {
+    W = static_cast<const T*>(p.w) + int64_t(p.slot_weight[slot]) * p.w_group_stride;
+#pragma unroll
+    for (int j = 0; j < kAsyncStages; ++j) issue(j);
+  }
+  const T* X = static_cast<const T*>(p.x) + int64_t(slot) * p.x_slot_stride;
+  OutT* Y = static_cast<OutT*>(p.y) + int64_t(slot) * p.y_slot_stride;
+  load_x_tile(p, xs, K8, X, row0, 1, 0, p.K, pre);
+  float acc0[1] = {0.f}, acc1[1] = {0.f};
+  for (int j = 0; j < items; ++j) {
+    const T *w0 = nullptr, *w1 = nullptr;
+    int cb = 0, c0 = 0;
+    const bool ok = item(j, w0, w1, cb, c0);
+    cp_async_wait<kAsyncStages - 1>();  // this thread's copies of item j have landed
+    if (ok) {
+      const uint4* st = my + size_t(j % kAsyncStages) * 2 * U * 32;
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (cb + u * 256 < p.K) {
+          Chunk8<T> a, b;
+          a.r[0] = st[(0 * U + u) * 32 + lane];
+          b.r[0] = st[(1 * U + u) * 32 + lane];
+          fma_chunk<T, 1>(a, b, xs, K8, cb + u * 256, 1, acc0, acc1);
+        }
+    }
+    issue(j + kAsyncStages);  // into the stage just read (this lane's own slots)
+    if ((j + 1) % iters == 0) {
+      if (ok) store_cols<OutT, Epi, 1>(p, Y, row0, 1, c0, kPair || c0 + 1 < p.N, acc0, acc1, lane);
+      acc0[0] = acc1[0] = 0.f;
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// Row groups for the asynchronous kernel: about two blocks per SM.
+int async_groups(const GemvParams& p, int num_sms) {
+  const int cols_per_group = (p.epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps;
+  const int64_t blocks_at_1 = int64_t((p.N + cols_per_group - 1) / cols_per_group) * std::max(1, p.num_slots);
+  return int(std::max<int64_t>(1, (blocks_at_1 + 2 * num_sms - 1) / (2 * num_sms)));
+}
+
+template <typename OutT, GemvEpilogue Epi, int U>
+void launch_async(const GemvParams& p, int num_sms, cudaStream_t s) {
+  const int groups = p.row_groups > 0 ? p.row_groups : async_groups(p, num_sms);
+  const int cols_per_block = (Epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps * groups;
+  const dim3 grid(ceil_div(p.N, cols_per_block), unsigned(p.num_slots));
+  const size_t smem = async_ring_bytes<U>() + size_t((p.K + 7) / 8 * 8) * sizeof(bf16);
+  auto kern = gemv_async_kernel<OutT, Epi, U>;
+  static bool configured = false;
+  if (!configured) {
+    DS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
+    configured = true;
+  }
+  launch_pdl(kern, grid, kWarps * 32, smem, s, p, groups);
+}
+
+// The asynchronous kernel applies: bf16, one row per slot, the whole x row in shared memory.
+bool use_async(const GemvParams& p, DType act) {
+  const int row_bound = p.slot_start ? p.max_rows : p.M;
+  return p.async_stream && p.pipelined && !p.stream_hint && act == DType::BF16 && row_bound == 1 &&
+         async_ring_bytes<9>() + size_t(p.K) * 2 + 16 <= size_t(kMaxSmem);
+}
+
+template <typename OutT, GemvEpilogue Epi>
+void launch_async_u(const GemvParams& p, int num_sms, cudaStream_t s) {
+  const int chunks = (p.K + 255) / 256;
+  if (chunks == 9) launch_async<OutT, Epi, 9>(p, num_sms, s);
+  else if (chunks <= 4) launch_async<OutT, Epi, 4>(p, num_sms, s);
+  else launch_async<OutT, Epi, 8>(p, num_sms, s);
+}
+
+// One row of x (M = 1), K split over the block's 4 warps (a quarter each, whole 256-element chunks), two
+// output columns per block: every warp issues all its loads in one round (x, gate and weight chunks),
+// applies the KDA output norm (if any) to its quarter in registers, and the 4 partial sums meet in
+// shared memory. For wide-K, small-N projections (o_proj: N 2304, K 4096), where the row-pair kernel
+// has too few blocks and too long a prologue.
+constexpr int kSkU = 4;  // chunks of 8 per lane per round
+template <typename T, typename OutT, GemvEpilogue Epi>
+__global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) {
+  __shared__ float part[kWarps][2];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int c0 = blockIdx.x * 2;
+  const bool v1 = c0 + 1 < p.N;
+  const int Q = p.K / kWarps, k0 = warp * Q;
+  const T* w0 = static_cast<const T*>(p.w) + int64_t(c0) * p.K;
+  const T* w1 = static_cast<const T*>(p.w) + int64_t(v1 ? c0 + 1 : c0) * p.K;
+  pdl_trigger();
+  Chunk8<T> a[kSkU], b[kSkU], nw;
+  const int hd = p.gate_head_dim, lpj = hd / 8;
+  if (p.gate) nw.load_global(static_cast<const T*>(p.norm_weight) + (lane % lpj) * 8);
+#pragma unroll
+  for (int u = 0; u < kSkU; ++u) {  // first round of weights: immutable, so before the wait
+    const int c = k0 + lane * 8 + u * 256;
+    if (c < k0 + Q) {
+      a[u].load_global(w0 + c);
+      b[u].load_global(w1 + c);
+    }
+  }
+  pdl_wait();
+  const T* X = static_cast<const T*>(p.x);
+  float acc0 = 0.f, acc1 = 0.f;
+  for (int cb = k0 + lane * 8; cb < k0 + Q; cb += 256 * kSkU) {
+    if (cb != k0 + lane * 8) {
+#pragma unroll
+      for (int u = 0; u < kSkU; ++u) {
+        const int c = cb + u * 256;
+        if (c < k0 + Q) {
+          a[u].load_global(w0 + c);
+          b[u].load_global(w1 + c);
+        }
+      }
+    }
+    Chunk8<T> xv[kSkU], gv[kSkU];
+#pragma unroll
+    for (int u = 0; u < kSkU; ++u) {
+      const int c = cb + u * 256;
+      if (c < k0 + Q) {
+        xv[u].load_global(X + c);
+        if (p.gate) gv[u].load_global(static_cast<const T*>(p.gate) + c);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kSkU; ++u) {
+      const int c = cb + u * 256;
+      if (c >= k0 + Q) break;  // uniform over the warp
+      float fx[8], fa[8], fb[8];
+      xv[u].to_float(fx);
+      if (p.gate) {  // rmsnorm of the head (lpj lanes hold it) * weight * sigmoid(gate), rounded like the tile
+        float ss = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += fx[e] * fx[e];
+        for (int o = lpj / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        const float inv = rsqrtf(ss / float(hd) + p.norm_eps);
+        float fw[8], fg[8];
+        nw.to_float(fw);
+        gv[u].to_float(fg);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) fx[e] = to_f32(from_f32<T>(fx[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e])))));
+      }
+      a[u].to_float(fa);
+      b[u].to_float(fb);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        acc0 = fmaf(fa[e], fx[e], acc0);
+        acc1 = fmaf(fb[e], fx[e], acc1);
+      }
+    }
+  }
+  acc0 = warp_sum(acc0);
+  acc1 = warp_sum(acc1);
+  if (lane == 0) {
+    part[warp][0] = acc0;
+    part[warp][1] = acc1;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      s0 += part[w][0];
+      s1 += part[w][1];
+    }
+    OutT* y = static_cast<OutT*>(p.y);
+    if constexpr (Epi == GemvEpilogue::Accumulate) {
+      y[c0] = from_f32<OutT>(to_f32(y[c0]) + s0);
+      if (v1) y[c0 + 1] = from_f32<OutT>(to_f32(y[c0 + 1]) + s1);
+    } else {
+      y[c0] = from_f32<OutT>(s0);
+      if (v1) y[c0 + 1] = from_f32<OutT>(s1);
+    }
+  }
+}
+
+// The split-K kernel applies: one row, one slot, no gather, no RMSNorm prologue (the KDA output norm is
+// fine), no SiluMul, K made of whole 256-element chunks per warp, N small enough that the row-pair kernel
+// would have under ~3 blocks per SM.
+bool use_splitk(const GemvParams& p, int num_sms) {
+  return p.pipelined && p.split_k && p.M == 1 && !p.slot_start && p.num_slots == 1 && !p.x_rows &&
+         (!p.norm_weight || p.gate) && p.epi != GemvEpilogue::SiluMul && p.K % (kWarps * 256) == 0 &&
+         (!p.gate || p.gate_head_dim <= 256) && p.N <= 8 * 3 * num_sms;
+}
+
+template <typename T, typename OutT, GemvEpilogue Epi>
+void launch_splitk(const GemvParams& p, cudaStream_t s) {
+  launch_pdl(gemv_splitk_kernel<T, OutT, Epi>, dim3(ceil_div(p.N, 2)), kWarps * 32, 0, s, p);
+}
+
 template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 void launch_mtu(const GemvParams& p, int groups, cudaStream_t s) {
   int kt_max = std::min<int>(p.K, kMaxSmem / (MT * int(sizeof(T))));
@@ -528,7 +788,8 @@ void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t
 
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul) {
   // aim for >= 6 blocks per SM; fewer, longer-lived warps amortise the x-tile prologue (bench sweep:
-  // the batch-1 expert gate/up GEMV is best at 2 groups, the KDA input projection at 1-4)
+  // the batch-1 expert gate/up GEMV is best at 2 groups, the KDA input projection at 1-4; one wave of
+  // longer-lived blocks with the next row pairs prefetched into L2 was slower: lm_head 0.235 ms)
   const int cols_per_group = (silu_mul ? 1 : 2) * kWarps;
   const int64_t blocks_at_1 = int64_t((out_cols + cols_per_group - 1) / cols_per_group) * std::max(1, num_slots);
   int g = 1;
@@ -549,6 +810,27 @@ void run_gemv(const GemvParams& p, DType act, cudaStream_t s) {
   }();
   const int groups = p.row_groups > 0 ? p.row_groups
                                       : choose_gemv_row_groups(p.N, p.num_slots, num_sms, p.epi == GemvEpilogue::SiluMul);
+  if (use_async(p, act) && !use_splitk(p, num_sms)) {
+    switch (p.epi) {
+      case GemvEpilogue::Store:
+        if (p.y_f32) launch_async_u<float, GemvEpilogue::Store>(p, num_sms, s);
+        else launch_async_u<bf16, GemvEpilogue::Store>(p, num_sms, s);
+        break;
+      case GemvEpilogue::SiluMul: launch_async_u<bf16, GemvEpilogue::SiluMul>(p, num_sms, s); break;
+      case GemvEpilogue::Accumulate: launch_async_u<bf16, GemvEpilogue::Accumulate>(p, num_sms, s); break;
+    }
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  if (use_splitk(p, num_sms)) {
+    dispatch_act(act, [&]<typename T>() {
+      if (p.epi == GemvEpilogue::Accumulate) launch_splitk<T, T, GemvEpilogue::Accumulate>(p, s);
+      else if (p.y_f32) launch_splitk<T, float, GemvEpilogue::Store>(p, s);
+      else launch_splitk<T, T, GemvEpilogue::Store>(p, s);
+    });
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   dispatch_act(act, [&]<typename T>() {
     switch (p.epi) {
       case GemvEpilogue::Store:

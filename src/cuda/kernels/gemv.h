@@ -50,6 +50,8 @@ struct GemvParams {
   bool stream_hint = false;            // weight loads with L1::no_allocate + L2::256B prefetch (measured:
                                        // no gain at decode shapes, -5% on lm_head)
   int row_groups = 0;  // weight-row pairs each warp streams (0: choose_gemv_row_groups)
+  bool split_k = true;     // M = 1, small N, wide K: K split over a block's warps (gemv.cu use_splitk)
+  bool async_stream = true;  // bf16, one row per slot: weights streamed with cp.async into a shared ring
   bool pipelined = true;  // request the first weights before the x tile's prologue (and, for dense
                           // weights, before PDL's wait) when K fits the x tile; false: the plain loop
 };

@@ -1,8 +1,10 @@
-// KDA decode kernel (see kda_decode.h). CTA = 128 threads over a 128 x 32 slice of one head's state:
-// thread (rg = tid / 8, cg = tid % 8) holds rows d = rg + 16·r (r < 8) of columns 4·cg .. 4·cg + 3.
+// KDA decode kernel (see kda_decode.h). CTA = 4 groups of 128 threads, group i over the 128 x 32 slice
+// of columns [32 i, 32 i + 32) of one head's state: thread (rg = t / 8, cg = t % 8) of a group holds
+// rows d = rg + 16·r (r < 8) of columns 4·cg .. 4·cg + 3.
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kda_decode.h"
 #include "cuda/kernels/kda_mma.cuh"
 
@@ -12,7 +14,7 @@ namespace {
 using attn::bf16;
 using attn::to_float;
 
-constexpr int kDim = 128, kSlice = 32, kThreads = 128;
+constexpr int kDim = 128, kSlice = 32, kGroups = kDim / kSlice, kThreads = 128 * kGroups;
 
 template <typename IO> __device__ __forceinline__ void store4(IO* dst, const float (&v)[4]);
 template <> __device__ __forceinline__ void store4<float>(float* dst, const float (&v)[4]) {
@@ -22,7 +24,8 @@ template <> __device__ __forceinline__ void store4<bf16>(bf16* dst, const float 
   *reinterpret_cast<uint2*>(dst) = make_uint2(attn::pack_bf16(v[0], v[1]), attn::pack_bf16(v[2], v[3]));
 }
 
-// Sum of x over the 16 threads with the same cg (lanes xor 8, 16; then the 4 warps through red).
+// Sum of x over the 16 threads of a 128-thread group with the same cg (lanes xor 8, 16; then the
+// group's 4 warps through red).
 __device__ __forceinline__ float col_sum(float x, float (*red)[kSlice], int warp, int col) {
   x += __shfl_xor_sync(0xffffffffu, x, 8);
   x += __shfl_xor_sync(0xffffffffu, x, 16);
@@ -31,58 +34,97 @@ __device__ __forceinline__ float col_sum(float x, float (*red)[kSlice], int warp
   return red[0][col] + red[1][col] + red[2][col] + red[3][col];
 }
 
+// One output of the decode short convolution of channel c (conv_decode_one's math, rounded to IO as
+// the unfused path stores it); the tail is shifted only when `update` (one writer per channel).
+template <typename IO>
+__device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, bool update) {
+  const IO* w = static_cast<const IO*>(c.weight) + int64_t(ch) * c.kernel;
+  IO* st = static_cast<IO*>(c.state) + int64_t(c.slots[n]) * (c.kernel - 1) * c.channels;
+  const IO xin = static_cast<const IO*>(c.x)[int64_t(n) * c.ldx + ch];
+  float acc = to_f32(w[c.kernel - 1]) * to_f32(xin);
+  const int tail = c.kernel - 1;
+  for (int j = 0; j < tail; ++j) {
+    const IO v = st[int64_t(j) * c.channels + ch];
+    acc += to_f32(w[j]) * to_f32(v);
+    if (update && j > 0) st[int64_t(j - 1) * c.channels + ch] = v;
+  }
+  if (update && tail > 0) st[int64_t(tail - 1) * c.channels + ch] = xin;
+  return to_f32(from_f32<IO>(siluf_(acc)));
+}
+
 template <typename IO>
 __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p) {
-  __shared__ float s_k[kDim], s_q[kDim], s_a[kDim], s_red[2][4][kSlice], s_norm[2][4];
+  __shared__ float s_k[kDim], s_q[kDim], s_v[kDim], s_a[kDim], s_red[kGroups][2][4][kSlice], s_norm[2][4];
+  __shared__ float s_beta;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int n = blockIdx.x, h = blockIdx.y, vs = blockIdx.z, H = p.num_heads;
-  const int cg = tid & 7, rg = tid >> 3, v0 = vs * kSlice + 4 * cg;
+  const int grp = tid >> 7, gt = tid & 127, gw = gt >> 5;  // 128-thread group = 32 value columns
+  const int n = blockIdx.x, h = blockIdx.y, H = p.num_heads, HK = H * kDim;
+  const int cg = gt & 7, rg = gt >> 3, v0 = grp * kSlice + 4 * cg;
   const bool fresh = p.fresh != nullptr && p.fresh[n] != 0;
   float* S = p.state_pool + (int64_t(p.state_slots[n]) * H + h) * kDim * kDim;
 
+  // (the state only after the wait: before it, earlier kernels of the stream, such as this layer's
+  // previous decode step, are started but not necessarily finished)
+  pdl_trigger();
+  pdl_wait();
   float4 s[8];
 #pragma unroll
   for (int r = 0; r < 8; ++r)
     s[r] = fresh ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(S + (rg + 16 * r) * kDim + v0);
 
-  const float kd = to_float(static_cast<const IO*>(p.k)[n * p.ldk + h * kDim + tid]);
-  const float qd = to_float(static_cast<const IO*>(p.q)[n * p.ldq + h * kDim + tid]);
-  s_a[tid] = expf(p.g[(int64_t(n) * H + h) * kDim + tid]);
-  float sk = kd * kd, sq = qd * qd;
+  // prologue: group 0 q, group 1 k, group 2 v (channel gt of the head), group 3 the decay exp(g)
+  const int64_t cix = int64_t(h) * kDim + gt;
+  if (grp < 3) {
+    float x;
+    if (p.fuse_conv) {
+      x = conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
+    } else {
+      const IO* src = static_cast<const IO*>(grp == 0 ? p.q : grp == 1 ? p.k : p.v);
+      const int64_t ld = grp == 0 ? p.ldq : grp == 1 ? p.ldk : p.ldv;
+      x = to_float(src[n * ld + cix]);
+    }
+    (grp == 0 ? s_q : grp == 1 ? s_k : s_v)[gt] = x;
+    if (grp < 2) {  // sum of squares for the L2 norm
+      float sq = x * x;
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    sk += __shfl_xor_sync(0xffffffffu, sk, o);
-    sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  }
-  if (lane == 0) {
-    s_norm[0][warp] = sk;
-    s_norm[1][warp] = sq;
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      if (lane == 0) s_norm[grp][gw] = sq;
+    }
+  } else {
+    float g;
+    if (p.fuse_gate) {
+      const KdaGateParams& q = p.gate;
+      const float u = to_f32(static_cast<const IO*>(q.f)[n * q.ldf + cix]) + q.dt_bias[cix];
+      const float sp = u > 20.f ? u : log1pf(expf(u));
+      g = -expf(q.A_log[h]) * sp;
+      if (gt == 0) s_beta = 1.f / (1.f + expf(-to_f32(static_cast<const IO*>(q.b)[n * q.ldb + h])));
+    } else {
+      g = p.g[(int64_t(n) * H + h) * kDim + gt];
+      if (gt == 0) s_beta = p.beta[int64_t(n) * H + h];
+    }
+    s_a[gt] = expf(g);
   }
   __syncthreads();
-  const float rk = 1.f / sqrtf(s_norm[0][0] + s_norm[0][1] + s_norm[0][2] + s_norm[0][3] + 1e-6f);
-  const float rq = p.scale / sqrtf(s_norm[1][0] + s_norm[1][1] + s_norm[1][2] + s_norm[1][3] + 1e-6f);
-  s_k[tid] = kd * rk;
-  s_q[tid] = qd * rq;
-  __syncthreads();
+  const float rk = 1.f / sqrtf(s_norm[1][0] + s_norm[1][1] + s_norm[1][2] + s_norm[1][3] + 1e-6f);
+  const float rq = p.scale / sqrtf(s_norm[0][0] + s_norm[0][1] + s_norm[0][2] + s_norm[0][3] + 1e-6f);
+  const float beta = s_beta;
 
   // Decay and the prediction Sᵀk̂ of the decayed state.
   float pk[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int r = 0; r < 8; ++r) {
     const int d = rg + 16 * r;
-    const float a = s_a[d], kn = s_k[d];
+    const float a = s_a[d], kn = s_k[d] * rk;
     s[r].x *= a; s[r].y *= a; s[r].z *= a; s[r].w *= a;
     pk[0] = fmaf(s[r].x, kn, pk[0]);
     pk[1] = fmaf(s[r].y, kn, pk[1]);
     pk[2] = fmaf(s[r].z, kn, pk[2]);
     pk[3] = fmaf(s[r].w, kn, pk[3]);
   }
-  const float beta = p.beta[int64_t(n) * H + h];
-  const IO* vrow = static_cast<const IO*>(p.v) + n * p.ldv + h * kDim + v0;
   float e[4];
 #pragma unroll
-  for (int c = 0; c < 4; ++c) e[c] = beta * (to_float(vrow[c]) - col_sum(pk[c], s_red[0], warp, 4 * cg + c));
-  // (col_sum's barrier also orders the reads of s_red[0] of one column before the next column's write:
+  for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - col_sum(pk[c], s_red[grp][0], gw, 4 * cg + c));
+  // (col_sum's barrier also orders the reads of s_red of one column before the next column's write:
   // each column uses its own entries, so no second barrier is needed.)
 
   // Update and read.
@@ -90,7 +132,7 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
 #pragma unroll
   for (int r = 0; r < 8; ++r) {
     const int d = rg + 16 * r;
-    const float kn = s_k[d], qn = s_q[d];
+    const float kn = s_k[d] * rk, qn = s_q[d] * rq;
     s[r].x = fmaf(kn, e[0], s[r].x);
     s[r].y = fmaf(kn, e[1], s[r].y);
     s[r].z = fmaf(kn, e[2], s[r].z);
@@ -103,8 +145,8 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
   }
   float out[4];
 #pragma unroll
-  for (int c = 0; c < 4; ++c) out[c] = col_sum(po[c], s_red[1], warp, 4 * cg + c);
-  if (tid < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, out);
+  for (int c = 0; c < 4; ++c) out[c] = col_sum(po[c], s_red[grp][1], gw, 4 * cg + c);
+  if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, out);
 }
 
 }  // namespace
@@ -115,7 +157,8 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, cudaStream_t stream) {
   DS_GPU_REQUIRE(p.head_dim == kDim, "kda decode: head_dim must be 128, got " + std::to_string(p.head_dim));
   DS_GPU_REQUIRE(p.num_heads > 0 && p.num_seqs >= 0, "kda decode: bad sizes");
   if (p.num_seqs == 0) return;
-  DS_GPU_REQUIRE(p.q && p.k && p.v && p.g && p.beta && p.o && p.state_pool && p.state_slots,
+  DS_GPU_REQUIRE((p.fuse_conv || (p.q && p.k && p.v)) && (p.fuse_gate || (p.g && p.beta)) && p.o && p.state_pool &&
+                     p.state_slots,
                  "kda decode: null pointer argument");
   const int64_t row = int64_t(p.num_heads) * kDim;
   if (p.ldq == 0) p.ldq = row;
@@ -126,9 +169,14 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, cudaStream_t stream) {
                      reinterpret_cast<uintptr_t>(p.state_pool) % 16 == 0,
                  "kda decode: o and the state pool must be 16-byte aligned, ldo a multiple of 4");
   if (p.scale == 0.f) p.scale = 0.08838834764831845f;
-  const dim3 grid(p.num_seqs, p.num_heads, kDim / kSlice);
-  if (act == DType::BF16) kda_decode_kernel<bf16><<<grid, kThreads, 0, stream>>>(p);
-  else kda_decode_kernel<float><<<grid, kThreads, 0, stream>>>(p);
+  DS_GPU_REQUIRE(!p.fuse_conv || (p.conv.x && p.conv.weight && p.conv.state && p.conv.slots &&
+                                  p.conv.channels == 3 * int(row) && p.conv.kernel >= 1 && p.conv.kernel <= 8),
+                 "kda decode: bad fused convolution parameters");
+  DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
+                 "kda decode: bad fused gate parameters");
+  const dim3 grid(p.num_seqs, p.num_heads);
+  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, stream, p);
+  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, stream, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

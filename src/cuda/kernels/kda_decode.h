@@ -3,14 +3,20 @@
 // decay, the delta-rule update and the read:
 //   S ← diag(exp g)·S;   e = v − Sᵀk̂;   S ← S + β·k̂ eᵀ;   o = Sᵀ q̂.
 // The fp32 state (128 x 128 per head, key-major like the prefill kernel and fla) is read once and
-// written once: one CTA per (sequence, head, 32 value columns), the slice held in registers. Memory
-// bound: 2 x 64 KiB of state traffic per (sequence, head). CPU twin: run_kda_recurrent_cpu.
+// written once: one CTA of 512 threads per (sequence, head), four groups of 128 threads each holding a
+// 128 x 32 slice in registers. Memory bound: 2 x 64 KiB of state traffic per (sequence, head).
+// Optionally (the model's decode step) it also runs what precedes it: the short convolution of the raw
+// q/k/v projections with the conv-state update (conv1d.h's decode semantics) and the gate/beta
+// (delta_gate.h), so neither needs a launch of its own. CPU twin: run_kda_recurrent_cpu.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "core/dtype.h"
+
+#include "cuda/kernels/conv1d.h"
+#include "cuda/kernels/delta_gate.h"
 
 namespace ds::gpu {
 
@@ -29,6 +35,12 @@ struct KdaDecodeParams {
   int num_heads = 0;                // H
   int head_dim = 128;               // only 128
   float scale = 0.0f;               // 0: 128^-0.5
+  // Fused prologue. fuse_conv: q/k/v above are ignored; conv.x holds the raw projections (q, k, v
+  // channel blocks of H*128 each), conv.weight/state/slots as for run_conv1d_decode (conv.y unused).
+  // fuse_gate: g/beta above are ignored and computed from gate.f / gate.b as run_kda_gate does.
+  bool fuse_conv = false, fuse_gate = false;
+  Conv1dParams conv;
+  KdaGateParams gate;
 };
 
 void run_kda_decode(const KdaDecodeParams& p, DType act, cudaStream_t stream);
