@@ -399,23 +399,24 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p, int kt_
   }
 }
 
-// MoeDownCombineParams: a block of kDcWarps warps owns two output columns; warp w takes experts
-// j = w, w + kDcWarps, ... and loads, per lane, 4 chunks of 8 of both weight rows and of the
-// activation row (no shared tile, one round of loads for k <= kDcWarps); the warps' weighted partial
-// sums meet in shared memory.
+// MoeDownCombineParams: a block of one warp per expert (up to kDcWarps) owns two output columns; warp
+// w takes experts j = w, w + nwarps, ... and loads, per lane, 4 chunks of 8 of both weight rows and of
+// the activation row (no shared tile: one round of loads when k <= kDcWarps); the warps' weighted
+// partial sums meet in shared memory. (Measured at 9 experts: 8 warps, one doing two rounds, 17.6 us;
+// 9 warps, one round each, 20.2 us.)
 constexpr int kDcWarps = 8;
 template <typename T>
 __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDownCombineParams p) {
   constexpr int kU = 4;
   __shared__ float part[kDcWarps][2];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   const int c0 = blockIdx.x * 2;
   const bool v1 = c0 + 1 < p.D;
   const int64_t ge = int64_t(p.D) * p.I;  // elements per expert
   pdl_trigger();
   pdl_wait();
   float acc0 = 0.f, acc1 = 0.f;
-  for (int j = warp; j < p.k; j += kDcWarps) {
+  for (int j = warp; j < p.k; j += nwarps) {
     const T* W = static_cast<const T*>(p.w) + int64_t(p.ids[j]) * ge;
     const T* w0 = W + int64_t(c0) * p.I;
     const T* w1 = W + int64_t(v1 ? c0 + 1 : c0) * p.I;
@@ -457,8 +458,7 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDown
   __syncthreads();
   if (threadIdx.x == 0) {
     float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int w = 0; w < kDcWarps; ++w) {
+    for (int w = 0; w < nwarps; ++w) {
       r0 += part[w][0];
       r1 += part[w][1];
     }
@@ -620,17 +620,23 @@ void launch_async_u(const GemvParams& p, int num_sms, cudaStream_t s) {
 constexpr int kSkU = 4;  // chunks of 8 per lane per round
 template <typename T, typename OutT, GemvEpilogue Epi>
 __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) {
-  __shared__ float part[kWarps][2];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __shared__ float part[kWarps][2], ss_part[kWarps];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   const int c0 = blockIdx.x * 2;
   const bool v1 = c0 + 1 < p.N;
-  const int Q = p.K / kWarps, k0 = warp * Q;
+  const int Q = p.K / nwarps, k0 = warp * Q;
+  const bool rms = p.norm_weight && !p.gate;  // RMSNorm of the whole row: Q <= 256 * kSkU (one round)
   const T* w0 = static_cast<const T*>(p.w) + int64_t(c0) * p.K;
   const T* w1 = static_cast<const T*>(p.w) + int64_t(v1 ? c0 + 1 : c0) * p.K;
   pdl_trigger();
-  Chunk8<T> a[kSkU], b[kSkU], nw;
+  Chunk8<T> a[kSkU], b[kSkU], nw, rw[kSkU];
   const int hd = p.gate_head_dim, lpj = hd / 8;
   if (p.gate) nw.load_global(static_cast<const T*>(p.norm_weight) + (lane % lpj) * 8);
+  if (rms) {
+#pragma unroll
+    for (int u = 0; u < kSkU; ++u)
+      if (k0 + lane * 8 + u * 256 < k0 + Q) rw[u].load_global(static_cast<const T*>(p.norm_weight) + k0 + lane * 8 + u * 256);
+  }
 #pragma unroll
   for (int u = 0; u < kSkU; ++u) {  // first round of weights: immutable, so before the wait
     const int c = k0 + lane * 8 + u * 256;
@@ -662,6 +668,24 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) 
         if (p.gate) gv[u].load_global(static_cast<const T*>(p.gate) + c);
       }
     }
+    float inv_rms = 1.f;
+    if (rms) {  // sum of squares of the row: this warp's quarter, then all quarters through shared memory
+      float ss = 0.f;
+#pragma unroll
+      for (int u = 0; u < kSkU; ++u)
+        if (cb + u * 256 < k0 + Q) {
+          float f[8];
+          xv[u].to_float(f);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+        }
+      ss = warp_sum(ss);
+      if (lane == 0) ss_part[warp] = ss;
+      __syncthreads();
+      float tot = 0.f;
+      for (int w = 0; w < nwarps; ++w) tot += ss_part[w];
+      inv_rms = rsqrtf(tot / float(p.K) + p.norm_eps);
+    }
 #pragma unroll
     for (int u = 0; u < kSkU; ++u) {
       const int c = cb + u * 256;
@@ -679,6 +703,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) 
         gv[u].to_float(fg);
 #pragma unroll
         for (int e = 0; e < 8; ++e) fx[e] = to_f32(from_f32<T>(fx[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e])))));
+      } else if (rms) {  // x * rsqrt(mean(x^2) + eps) * w, rounded like the tile
+        float fw[8];
+        rw[u].to_float(fw);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) fx[e] = to_f32(from_f32<T>(fx[e] * inv_rms * fw[e]));
       }
       a[u].to_float(fa);
       b[u].to_float(fb);
@@ -698,8 +727,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) 
   __syncthreads();
   if (threadIdx.x == 0) {
     float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < nwarps; ++w) {
       s0 += part[w][0];
       s1 += part[w][1];
     }
@@ -714,18 +742,28 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) 
   }
 }
 
-// The split-K kernel applies: one row, one slot, no gather, no RMSNorm prologue (the KDA output norm is
-// fine), no SiluMul, K made of whole 256-element chunks per warp, N small enough that the row-pair kernel
-// would have under ~3 blocks per SM.
+// Warps the split-K kernel splits K over: the most (<= 4) that divide its 256-element chunks evenly
+// (K 4096: 4; K 2304: 3).
+int splitk_warps(int K) {
+  if (K % 256) return 0;
+  for (int w = kWarps; w >= 2; --w)
+    if ((K / 256) % w == 0) return w;
+  return 0;
+}
+
+// The split-K kernel applies: one row, one slot, no gather, no SiluMul, K made of whole 256-element
+// chunks per warp (an RMSNorm prologue only when each warp's share is one round of loads), N small
+// enough that the row-pair kernel would have under ~3 blocks per SM.
 bool use_splitk(const GemvParams& p, int num_sms) {
-  return p.pipelined && p.split_k && p.M == 1 && !p.slot_start && p.num_slots == 1 && !p.x_rows &&
-         (!p.norm_weight || p.gate) && p.epi != GemvEpilogue::SiluMul && p.K % (kWarps * 256) == 0 &&
-         (!p.gate || p.gate_head_dim <= 256) && p.N <= 8 * 3 * num_sms;
+  const int w = splitk_warps(p.K);
+  return p.pipelined && p.split_k && p.M == 1 && !p.slot_start && p.num_slots == 1 && !p.x_rows && w > 0 &&
+         p.epi != GemvEpilogue::SiluMul && (!p.gate || p.gate_head_dim <= 256) &&
+         (!p.norm_weight || p.gate || p.K / w <= 256 * kSkU) && p.N <= 8 * 3 * num_sms;
 }
 
 template <typename T, typename OutT, GemvEpilogue Epi>
 void launch_splitk(const GemvParams& p, cudaStream_t s) {
-  launch_pdl(gemv_splitk_kernel<T, OutT, Epi>, dim3(ceil_div(p.N, 2)), kWarps * 32, 0, s, p);
+  launch_pdl(gemv_splitk_kernel<T, OutT, Epi>, dim3(ceil_div(p.N, 2)), splitk_warps(p.K) * 32, 0, s, p);
 }
 
 template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
 
@@ -48,6 +49,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   constexpr int kNT = kTile / 16;          // n8 tiles per key half
   constexpr int kKSteps = 144 / Mma::kK;   // per dim quarter
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  pdl_trigger();  // (launched with PDL: everything below may depend on the previous kernel)
+  pdl_wait();
   auto& sm = *reinterpret_cast<DecodeSmem<IO>*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sp = blockIdx.x, r = blockIdx.y, H = p.num_heads;
@@ -262,6 +265,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
 // One warp per (row, head, 128 latent columns): ō = Σ_s 2^(lse_s − max) · ō_s / Σ_s 2^(lse_s − max).
 template <typename IO>
 __global__ void __launch_bounds__(32) mla_combine_kernel(MlaDecodeParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int r = blockIdx.x, h = blockIdx.y, H = p.num_heads, ns = p.num_splits;
   const float* part = static_cast<const float*>(p.workspace);
   const float* lse = part + int64_t(p.rows) * ns * H * kLat;
@@ -301,10 +306,10 @@ template <typename IO> void launch_decode(const MlaDecodeParams& p, cudaStream_t
     return true;
   }();
   (void)attr_set;
-  mla_decode_kernel<IO><<<dim3(p.num_splits, p.rows), kThreads, smem, stream>>>(p);
+  launch_pdl(mla_decode_kernel<IO>, dim3(p.num_splits, p.rows), kThreads, smem, stream, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
-    mla_combine_kernel<IO><<<dim3(p.rows, p.num_heads, kLat / 128), 32, 0, stream>>>(p);
+    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), 32, 0, stream, p);
     DS_CUDA_CHECK_LAUNCH();
   }
 }

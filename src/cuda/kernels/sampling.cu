@@ -165,6 +165,8 @@ __global__ void __launch_bounds__(kStatThreads) row_stats_kernel(SamplingParams 
   __shared__ double dred[32];
   __shared__ ArgBest best[32];
   const int row = blockIdx.y, V = p.vocab, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  pdl_trigger();
+  pdl_wait();
   const int per = (V + kStatSplits - 1) / kStatSplits, b = blockIdx.x * per, e = min(V, b + per);
   const float* raw = p.logits + int64_t(row) * p.ld;
   float mx = -INFINITY;
@@ -201,6 +203,8 @@ __global__ void __launch_bounds__(kStatThreads) row_stats_kernel(SamplingParams 
 
 __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
   __shared__ Shared sh;
+  pdl_trigger();
+  pdl_wait();
   int row = blockIdx.x, tid = threadIdx.x, V = p.vocab;
   const SampleRow rp = p.row_params[row];
   const float* raw = p.logits + int64_t(row) * p.ld;
@@ -331,8 +335,8 @@ size_t sampling_workspace_floats(int rows, int vocab) {
 void run_sampling(const SamplingParams& p, cudaStream_t s) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(kStatSplits <= kThreads, "sampling: too many statistics splits");
-  row_stats_kernel<<<dim3(kStatSplits, p.rows), kStatThreads, 0, s>>>(p);
-  sampling_kernel<<<p.rows, kThreads, 0, s>>>(p);
+  launch_pdl(row_stats_kernel, dim3(kStatSplits, p.rows), kStatThreads, 0, s, p);
+  launch_pdl(sampling_kernel, dim3(p.rows), kThreads, 0, s, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
