@@ -597,11 +597,13 @@ void launch_async(const GemvParams& p, int num_sms, cudaStream_t s) {
   launch_pdl(kern, grid, kWarps * 32, smem, s, p, groups);
 }
 
-// The asynchronous kernel applies: bf16, one row per slot, the whole x row in shared memory.
+// The asynchronous kernel applies: bf16, one row per slot, the whole x row in shared memory, and not a
+// huge matrix (lm_head, 755 MB, streams at 97% with register loads, 93% through the ring).
 bool use_async(const GemvParams& p, DType act) {
   const int row_bound = p.slot_start ? p.max_rows : p.M;
+  const double bytes = double(p.N) * p.K * 2 * std::max(1, p.num_slots);
   return p.async_stream && p.pipelined && !p.stream_hint && act == DType::BF16 && row_bound == 1 &&
-         async_ring_bytes<9>() + size_t(p.K) * 2 + 16 <= size_t(kMaxSmem);
+         bytes <= 256e6 && async_ring_bytes<9>() + size_t(p.K) * 2 + 16 <= size_t(kMaxSmem);
 }
 
 template <typename OutT, GemvEpilogue Epi>
