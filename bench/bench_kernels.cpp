@@ -162,19 +162,6 @@ int main(int argc, char** argv) {
     DS_CUDA_CHECK(cudaMemcpy(&active, na.data(), 4, cudaMemcpyDeviceToHost));
     DeviceBuffer resid(size_t(D) * 2);
     DS_CUDA_CHECK(cudaMemset(resid.data(), 0, resid.bytes()));
-    auto down_combine = [&] {
-      MoeDownCombineParams d;
-      d.act = act.data();
-      d.pair_pos = pp.as<int32_t>();
-      d.ids = ids.as<int32_t>();
-      d.weights = w.as<float>();
-      d.w = dn.data();
-      d.residual = resid.data();
-      d.D = D;
-      d.I = I;
-      d.k = kp;
-      return d;
-    };
     auto experts = [&] {
       GemvParams g;
       g.x = x.data();
@@ -194,7 +181,8 @@ int main(int argc, char** argv) {
       g.epi = GemvEpilogue::SiluMul;
       run_gemv(g, bf, s);
       if (B == 1) {  // what the model runs at batch 1: down projection + combine in one launch
-        run_moe_down_combine(down_combine(), bf, s);
+        run_moe_down_combine(moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp,
+                                                     dn.data(), resid.data()), bf, s);
       } else {
         run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, s);
       }
@@ -252,8 +240,10 @@ int main(int argc, char** argv) {
       g.pipelined = true;
       GemvParams d = moe_down_gemv_params(g, dn.data(), out.data(), D);
       split("down 9x2304x1024", [&] { run_gemv(d, bf, s); }, 9.0 * I * D * 2);
-      split("down 9x2304x1024 + combine, one launch", [&] { run_moe_down_combine(down_combine(), bf, s); },
-            9.0 * I * D * 2);
+      split("down 9x2304x1024 + combine, one launch", [&] {
+        run_moe_down_combine(moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp,
+                                                     dn.data(), resid.data()), bf, s);
+      }, 9.0 * I * D * 2);
     }
     if (B > 8) {
       for (int cfg = 0; cfg < 4; ++cfg) {

@@ -132,17 +132,8 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     run_gemv(g, act, stream_);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
-      MoeDownCombineParams d;
-      d.act = ws.act;
-      d.pair_pos = ws.pair_pos;
-      d.ids = ws.topk_ids;
-      d.weights = ws.topk_w;
-      d.w = f.experts_down;
-      d.residual = ws.h;
-      d.D = hid;
-      d.I = Ie;
-      d.k = kp;
-      run_moe_down_combine(d, act, stream_);
+      run_moe_down_combine(
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h), act, stream_);
       combined = true;
     } else {
       run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);

@@ -211,17 +211,9 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     g.epi = GemvEpilogue::SiluMul;
     run_gemv(g, t, nullptr);
     if (T == 1) {
-      MoeDownCombineParams d;
-      d.act = act.data();
-      d.pair_pos = pp.as<int32_t>();
-      d.ids = ids.as<int32_t>();
-      d.weights = w.as<float>();
-      d.w = dn.data();
-      d.residual = dres.data();
-      d.D = D;
-      d.I = I;
-      d.k = kp;
-      run_moe_down_combine(d, t, nullptr);
+      run_moe_down_combine(
+          moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp, dn.data(), dres.data()), t,
+          nullptr);
     } else {
       run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);
       MoeCombineParams cb;

@@ -93,6 +93,24 @@ struct MoeDownCombineParams {
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s);
 
+// The down projection + combine that follows a SiluMul gate/up GEMV over one token's k pairs (its
+// output rows are the activations; D and I carried over).
+inline MoeDownCombineParams moe_down_combine_params(const GemvParams& gate_up, const int32_t* pair_pos,
+                                                    const int32_t* ids, const float* weights, int k,
+                                                    const void* w_down, void* residual) {
+  MoeDownCombineParams d;
+  d.act = gate_up.y;
+  d.pair_pos = pair_pos;
+  d.ids = ids;
+  d.weights = weights;
+  d.w = w_down;
+  d.residual = residual;
+  d.D = gate_up.K;
+  d.I = gate_up.N;
+  d.k = k;
+  return d;
+}
+
 // Pairs of weight rows per warp so that the grid has a few blocks per SM (pure heuristic, host).
 int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul);
 

@@ -147,6 +147,26 @@ __device__ Kept crossing(const float* e, int V, Kept k, double x, double* cum, S
   return Kept{t, idx};
 }
 
+// Top-n logprobs of the raw logits of `row`: n passes, each the first pair after the previous one.
+__device__ void top_logprobs(const SamplingParams& p, int row, const float* raw, int n, double log_z, Shared& sh) {
+  float pv = INFINITY;
+  int pi = -1;
+  for (int q = 0; q < n; ++q) {
+    ArgBest c{-INFINITY, INT_MAX};
+    for (int i = threadIdx.x; i < p.vocab; i += kThreads) {
+      float v = raw[i];
+      if (before(pv, pi, v, i) && before(v, i, c.v, c.i)) c = {v, i};
+    }
+    ArgBest w = block_first(c.v, c.i, sh);
+    if (threadIdx.x == 0) {
+      p.out_top_ids[int64_t(row) * p.max_logprobs + q] = w.i;
+      p.out_top_logprobs[int64_t(row) * p.max_logprobs + q] = float(double(w.v) - log_z);
+    }
+    pv = w.v;
+    pi = w.i;
+  }
+}
+
 // Statistics of one slice of a row's raw logits (the prepass): max m, sum of exp(l - m), first argmax.
 constexpr int kStatSplits = 64, kStatThreads = 256, kStatFloats = 8;
 struct RowStat {
@@ -225,23 +245,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
       p.out_token[row] = token;
       p.out_logprob[row] = float(double(raw[token]) - log_z);
     }
-    int n = min(rp.num_logprobs, p.max_logprobs);
-    float pv = INFINITY;
-    int pi = -1;
-    for (int q = 0; q < n; ++q) {  // top-n logprobs: n passes, each the first pair after the previous one
-      ArgBest c{-INFINITY, INT_MAX};
-      for (int i = tid; i < V; i += kThreads) {
-        float v = raw[i];
-        if (before(pv, pi, v, i) && before(v, i, c.v, c.i)) c = {v, i};
-      }
-      ArgBest w = block_first(c.v, c.i, sh);
-      if (tid == 0) {
-        p.out_top_ids[int64_t(row) * p.max_logprobs + q] = w.i;
-        p.out_top_logprobs[int64_t(row) * p.max_logprobs + q] = float(double(w.v) - log_z);
-      }
-      pv = w.v;
-      pi = w.i;
-    }
+    top_logprobs(p, row, raw, min(rp.num_logprobs, p.max_logprobs), log_z, sh);
     return;
   }
 
@@ -306,24 +310,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     p.out_token[row] = token;
     p.out_logprob[row] = float(double(raw[token]) - log_z);
   }
-  // top-n logprobs of the raw logits: n passes, each the first pair after the previous one
-  int n = min(rp.num_logprobs, p.max_logprobs);
-  float pv = INFINITY;
-  int pi = -1;
-  for (int r = 0; r < n; ++r) {
-    ArgBest c{-INFINITY, INT_MAX};
-    for (int i = tid; i < V; i += kThreads) {
-      float v = raw[i];
-      if (before(pv, pi, v, i) && before(v, i, c.v, c.i)) c = {v, i};
-    }
-    ArgBest w = block_first(c.v, c.i, sh);
-    if (tid == 0) {
-      p.out_top_ids[int64_t(row) * p.max_logprobs + r] = w.i;
-      p.out_top_logprobs[int64_t(row) * p.max_logprobs + r] = float(double(w.v) - log_z);
-    }
-    pv = w.v;
-    pi = w.i;
-  }
+  top_logprobs(p, row, raw, min(rp.num_logprobs, p.max_logprobs), log_z, sh);
 }
 
 }  // namespace

@@ -1,0 +1,285 @@
+// Shared device pieces of the GEMV kernels (gemv.cu: the row-pair kernels and run_gemv's dispatch;
+// gemv_async.cu: cp.async weight streaming at one row per slot; gemv_block.cu: the block-reduced kernels,
+// split-K and the MoE down projection + combine). Internal to src/cuda/kernels.
+#pragma once
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/gemv.h"
+
+namespace ds::gpu::gemv_detail {
+
+constexpr int kWarps = 4;                     // warps per block
+constexpr int kMaxSmem = 192 * 1024;          // x tile budget (dynamic shared memory)
+
+// 8 consecutive elements as raw 16-byte words (one for bf16, two for fp32).
+template <typename T> struct Chunk8 {
+  static constexpr int W = sizeof(T) / 2;
+  uint4 r[W];
+  __device__ __forceinline__ void load_global(const T* p) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) r[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
+  }
+  // Streaming weights: skip L1, ask L2 to fetch 256-byte sectors.
+  __device__ __forceinline__ void load_stream(const T* p) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      const uint4* q = reinterpret_cast<const uint4*>(p) + i;
+      asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                   : "=r"(r[i].x), "=r"(r[i].y), "=r"(r[i].z), "=r"(r[i].w) : "l"(q));
+    }
+  }
+  __device__ __forceinline__ void load_shared(const T* p) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) r[i] = reinterpret_cast<const uint4*>(p)[i];
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < W; ++i) r[i] = make_uint4(0, 0, 0, 0);
+  }
+  __device__ __forceinline__ void to_float(float* f) const {
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) f[i] = reinterpret_cast<const float*>(r)[i];
+    } else {
+      const uint32_t* w = reinterpret_cast<const uint32_t*>(r);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+      }
+    }
+  }
+};
+
+// The fused prologue's norm weights, loaded by each thread before the kernel waits on its
+// predecessor (they are immutable): RMSNorm, chunks threadIdx.x + q * blockDim.x of the row
+// (q < kRegs; the rest, if any, are loaded later); KDA output norm, the one chunk of the head this
+// thread normalises.
+template <typename T>
+struct NormPre {
+  static constexpr int kRegs = 3;  // a 2304-wide row at 128 threads
+  Chunk8<T> w[kRegs];
+  __device__ __forceinline__ void load(const GemvParams& p) {
+    if (!p.norm_weight) return;
+    const T* nw = static_cast<const T*>(p.norm_weight);
+    if (p.gate) {
+      w[0].load_global(nw + (threadIdx.x % (p.gate_head_dim / 8)) * 8);
+      return;
+    }
+#pragma unroll
+    for (int q = 0; q < kRegs; ++q) {
+      const int c = (threadIdx.x + q * blockDim.x) * 8;
+      if (c < p.K) w[q].load_global(nw + c);
+    }
+  }
+};
+
+// Loads rows [r0, r0 + mt) of x, columns [k0, k0 + kt), into the shared tile (row stride kt_max) and
+// applies the fused prologue: the KDA output norm (p.gate) or an RMSNorm (p.norm_weight), with all
+// threads and no chain of dependent global loads (the latency of this prologue is paid once per block).
+template <typename T>
+__device__ void load_x_tile(const GemvParams& p, T* xs, int kt_max, const T* X, int r0, int mt, int k0, int kt,
+                            const NormPre<T>& pre) {
+  constexpr int kXU = 3;  // x chunks per thread in flight (a 2304-wide row at 128 threads)
+  __shared__ float inv_s[8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int vecs = kt / 8, nthr = blockDim.x;
+  __syncthreads();
+  for (int i0 = threadIdx.x; i0 < mt * vecs; i0 += kXU * nthr) {
+    Chunk8<T> v[kXU];
+#pragma unroll
+    for (int u = 0; u < kXU; ++u) {
+      const int i = i0 + u * nthr;
+      if (i < mt * vecs) {
+        const int m = i / vecs, c = (i % vecs) * 8;
+        const int r = r0 + m;
+        const int64_t xr = p.x_rows ? p.x_rows[r] : r;
+        v[u].load_global(X + xr * p.ldx + k0 + c);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kXU; ++u) {
+      const int i = i0 + u * nthr;
+      if (i < mt * vecs) {
+        const int m = i / vecs, c = (i % vecs) * 8;
+#pragma unroll
+        for (int q = 0; q < Chunk8<T>::W; ++q) reinterpret_cast<uint4*>(xs + m * kt_max + c)[q] = v[u].r[q];
+      }
+    }
+  }
+  __syncthreads();
+  if (p.gate) {  // KDA output norm per (row, head): lpj lanes per head, 8 values per lane
+    const int hd = p.gate_head_dim, heads = p.K / hd, lpj = hd / 8;
+    const int per_pass = nthr / lpj, js = threadIdx.x / lpj, c = (threadIdx.x % lpj) * 8;
+    float fw[8];
+    pre.w[0].to_float(fw);
+    constexpr int kJU = 2;  // jobs per thread whose gate loads are in flight together
+    for (int j0 = 0; j0 < mt * heads; j0 += kJU * per_pass) {
+      Chunk8<T> g[kJU];
+#pragma unroll
+      for (int u = 0; u < kJU; ++u) {
+        const int job = j0 + u * per_pass + js;
+        if (job < mt * heads)
+          g[u].load_global(static_cast<const T*>(p.gate) + int64_t(r0 + job / heads) * p.ld_gate + (job % heads) * hd + c);
+      }
+#pragma unroll
+      for (int u = 0; u < kJU; ++u) {
+        const int job = j0 + u * per_pass + js;
+        const bool on = job < mt * heads;  // uniform over the job's lanes
+        T* row = xs + (on ? (job / heads) * kt_max + (job % heads) * hd : 0);
+        float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        if (on) {
+          Chunk8<T> v;
+          v.load_shared(row + c);
+          v.to_float(f);
+        }
+        float ss = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+        for (int o = lpj / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (on) {
+          const float inv = rsqrtf(ss / float(hd) + p.norm_eps);
+          float fg[8];
+          g[u].to_float(fg);
+          T out[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) out[e] = from_f32<T>(f[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e]))));
+#pragma unroll
+          for (int e = 0; e < 8; ++e) row[c + e] = out[e];
+        }
+      }
+    }
+    __syncthreads();
+  } else if (p.norm_weight) {  // the whole row is in the tile (checked on the host)
+    for (int m = warp; m < mt; m += kWarps) {  // sum of squares of each row, from shared memory
+      const T* row = xs + m * kt_max;
+      float ss = 0.f;
+      for (int c = lane * 8; c < p.K; c += 256) {
+        Chunk8<T> v;
+        v.load_shared(row + c);
+        float f[8];
+        v.to_float(f);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) inv_s[m] = rsqrtf(ss / float(p.K) + p.norm_eps);
+    }
+    __syncthreads();
+    // every thread scales its column chunks in all rows: c = (threadIdx.x + q * nthr) * 8
+    auto scale = [&](const Chunk8<T>& w, int c) {
+      float g[8];
+      w.to_float(g);
+      for (int m = 0; m < mt; ++m) {
+        Chunk8<T> v;
+        v.load_shared(xs + m * kt_max + c);
+        float f[8];
+        v.to_float(f);
+        T out[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) out[e] = from_f32<T>(f[e] * inv_s[m] * g[e]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xs[m * kt_max + c + e] = out[e];
+      }
+    };
+#pragma unroll
+    for (int q = 0; q < NormPre<T>::kRegs; ++q) {
+      const int c = (threadIdx.x + q * nthr) * 8;
+      if (c < p.K) scale(pre.w[q], c);
+    }
+    const T* nw = static_cast<const T*>(p.norm_weight);
+    for (int c = (threadIdx.x + NormPre<T>::kRegs * nthr) * 8; c < p.K; c += nthr * 8) {
+      Chunk8<T> w;
+      w.load_global(nw + c);
+      scale(w, c);
+    }
+    __syncthreads();
+  }
+}
+
+// acc += w-chunk . x-chunk for the tile's rows (8 elements at column c of the tile).
+template <typename T, int MT>
+__device__ __forceinline__ void fma_chunk(const Chunk8<T>& a, const Chunk8<T>& b, const T* xs, int kt_max, int c,
+                                          int mt, float* acc0, float* acc1) {
+  float fa[8], fb[8];
+  a.to_float(fa);
+  b.to_float(fb);
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    if (m < mt) {
+      Chunk8<T> xv;
+      xv.load_shared(xs + m * kt_max + c);
+      float fx[8];
+      xv.to_float(fx);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        acc0[m] = fmaf(fa[e], fx[e], acc0[m]);
+        acc1[m] = fmaf(fb[e], fx[e], acc1[m]);
+      }
+    }
+  }
+}
+
+// Reduces a warp's partial sums and writes output column c0 (and c0 + 1) of rows [r0, r0 + mt).
+template <typename OutT, GemvEpilogue Epi, int MT>
+__device__ __forceinline__ void store_cols(const GemvParams& p, OutT* Y, int r0, int mt, int c0, bool v1,
+                                           const float* acc0, const float* acc1, int lane) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    if (m < mt) {
+      const float s0 = warp_sum(acc0[m]), s1 = warp_sum(acc1[m]);
+      if (lane == 0) {
+        OutT* y = Y + int64_t(r0 + m) * p.ldy;
+        if constexpr (Epi == GemvEpilogue::SiluMul) {
+          y[c0] = from_f32<OutT>(siluf_(s0) * s1);
+        } else if constexpr (Epi == GemvEpilogue::Accumulate) {
+          y[c0] = from_f32<OutT>(to_f32(y[c0]) + s0);
+          if (v1) y[c0 + 1] = from_f32<OutT>(to_f32(y[c0 + 1]) + s1);
+        } else {
+          y[c0] = from_f32<OutT>(s0);
+          if (v1) y[c0 + 1] = from_f32<OutT>(s1);
+        }
+      }
+    }
+  }
+}
+
+
+// The rows [row0, row0 + rows) of x that slot `slot` multiplies (read after PDL's wait): false when
+// the slot is inactive or has none.
+__device__ __forceinline__ bool slot_rows(const GemvParams& p, int slot, int& row0, int& rows) {
+  if (p.num_active && slot >= *p.num_active) return false;
+  row0 = 0;
+  rows = p.M;
+  if (p.slot_start) {
+    row0 = p.slot_start[slot];
+    rows = p.slot_start[slot + 1] - row0;
+  }
+  return rows > 0;
+}
+
+// Sums two per-warp partial sums over the block's warps (one shared pair per warp); the totals are
+// valid in thread 0.
+__device__ __forceinline__ void block_sum2(float& a, float& b, float (*part)[2]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  if (lane == 0) {
+    part[warp][0] = a;
+    part[warp][1] = b;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    a = b = 0.f;
+    for (int w = 0; w < nwarps; ++w) {
+      a += part[w][0];
+      b += part[w][1];
+    }
+  }
+}
+
+// The specialised kernels: each launches and returns true when it applies to p (run_gemv's dispatch).
+bool run_gemv_async(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
+bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
+bool splitk_applies(const GemvParams& p, int num_sms);
+
+}  // namespace ds::gpu::gemv_detail
