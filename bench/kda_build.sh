@@ -15,10 +15,11 @@ CXXFLAGS=(-std=c++20 -O2 -Isrc -DDS_HAVE_CUDA=1 -DFMT_SHARED -DSPDLOG_COMPILED_L
 NVFLAGS=(-std=c++20 -O3 -Isrc -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Xptxas -v)
 
 CU=(src/cuda/kernels/kda_prefill.cu src/cuda/kernels/kda_decode.cu src/cuda/kernels/mla_decode.cu
-    src/cuda/kernels/mla_prefill.cu src/cuda/kernels/mla_cache.cu)
+    src/cuda/kernels/mla_prefill.cu src/cuda/kernels/mla_cache.cu src/cuda/kernels/delta_gate.cu
+    src/cuda/kernels/conv1d.cu)
 LIB_CPP=(src/cuda/cuda_check.cpp src/cuda/device_buffer.cpp src/core/dtype.cpp src/core/log.cpp
          src/core/parallel.cpp src/model/safetensors.cpp src/kernels/kda/ref.cpp src/kernels/kda/chunk_ref.cpp
-         src/kernels/mla/ref.cpp)
+         src/kernels/mla/ref.cpp src/config/runtime_env.cpp)
 TEST_CPP=(tests/gpu/test_kda_*.cpp tests/gpu/test_mla_*.cpp)
 
 objs=()

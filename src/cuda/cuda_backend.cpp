@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "config/runtime_env.h"
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_model.h"
@@ -51,10 +52,11 @@ class CudaBackend final : public Backend {
     mo.gpu_memory_utilization = o.gpu_memory_utilization;
     mo.biased_moe_weights = o.biased_moe_weights;
     mo.max_graph_batch = std::max(o.max_num_seqs, 1);
-    // DELTASERVE_CUDA_ATTENTION=reference selects the simple attention kernels (attn_ref.h), to
-    // cross-check the optimised ones; DELTASERVE_CUDA_GRAPHS=0 runs decode steps eagerly.
-    if (const char* e = std::getenv("DELTASERVE_CUDA_ATTENTION")) mo.reference_attention = std::string(e) == "reference";
-    if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPHS")) mo.use_graphs = std::string(e) != "0";
+    // developer switches (config/runtime_env.h): reference attention kernels, eager decode steps.
+    // Parsed per backend, so a test may switch them between backends.
+    const CudaEnv env = CudaEnv::parse();
+    mo.reference_attention = env.reference_attention;
+    mo.use_graphs = env.graphs;
     if (mo.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {
       gpu::Stream load_stream;

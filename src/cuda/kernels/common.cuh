@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "config/runtime_env.h"
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
 
@@ -126,13 +127,7 @@ __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.lau
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("DELTASERVE_CUDA_PDL");
-    return !(e && std::string(e) == "0");
-  }();
-  return on;
-}
+inline bool pdl_enabled() { return cuda_env().pdl; }  // DELTASERVE_CUDA_PDL (config/runtime_env.h)
 
 template <typename... KArgs, typename... Args>
 void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {

@@ -56,7 +56,7 @@ template <typename IO>
 __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p) {
   __shared__ float s_k[kDim], s_q[kDim], s_v[kDim], s_a[kDim], s_red[kGroups][2][4][kSlice], s_norm[2][4];
   __shared__ float s_beta;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31;
   const int grp = tid >> 7, gt = tid & 127, gw = gt >> 5;  // 128-thread group = 32 value columns
   const int n = blockIdx.x, h = blockIdx.y, H = p.num_heads, HK = H * kDim;
   const int cg = gt & 7, rg = gt >> 3, v0 = grp * kSlice + 4 * cg;

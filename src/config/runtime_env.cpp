@@ -1,0 +1,39 @@
+#include "config/runtime_env.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+
+namespace ds {
+namespace {
+
+// "0"/"1" (or absent: `dflt`) for on/off switches.
+bool flag(const char* name, bool dflt) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return dflt;
+  const std::string v(e);
+  DS_CHECK(v == "0" || v == "1", "{} must be 0 or 1, got '{}'", name, v);
+  return v == "1";
+}
+
+}  // namespace
+
+CudaEnv CudaEnv::parse() {
+  CudaEnv c;
+  if (const char* e = std::getenv("DELTASERVE_CUDA_ATTENTION"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "reference" || v == "fast", "DELTASERVE_CUDA_ATTENTION must be 'fast' or 'reference', got '{}'", v);
+    c.reference_attention = v == "reference";
+  }
+  c.graphs = flag("DELTASERVE_CUDA_GRAPHS", true);
+  c.pdl = flag("DELTASERVE_CUDA_PDL", true);
+  return c;
+}
+
+const CudaEnv& cuda_env() {
+  static const CudaEnv env = CudaEnv::parse();
+  return env;
+}
+
+}  // namespace ds
