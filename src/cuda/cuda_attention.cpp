@@ -104,6 +104,23 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
   }
 
   float* pool = kda_state_.as<float>() + int64_t(li) * (opt_.max_num_seqs + 1) * H * K * K;
+  // the inputs, outputs and state slots that the decode and prefill kernels share (same field names)
+  auto set_io = [&](auto& k) {
+    k.q = ws.qkv;
+    k.k = off(ws.qkv, HK, act);
+    k.v = off(ws.qkv, 2 * HK, act);
+    k.ldq = k.ldk = k.ldv = 3 * HK;
+    k.g = ws.g32;
+    k.beta = ws.beta;
+    k.o = ws.attn_o;
+    k.ldo = HK;
+    k.state_pool = pool;
+    k.state_slots = m.slots;
+    k.fresh = m.fresh;
+    k.num_seqs = m.N;
+    k.num_heads = H;
+    k.head_dim = K;
+  };
   if (opt_.reference_attention) {
     KdaRefParams k;
     k.q = ws.qkv;
@@ -122,43 +139,17 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
     run_kda_ref(k, act, stream_);
   } else if (m.pure_decode) {
     KdaDecodeParams k;
-    k.q = ws.qkv;
-    k.k = off(ws.qkv, HK, act);
-    k.v = off(ws.qkv, 2 * HK, act);
-    k.ldq = k.ldk = k.ldv = 3 * HK;
-    k.g = ws.g32;
-    k.beta = ws.beta;
-    k.o = ws.attn_o;
-    k.ldo = HK;
-    k.state_pool = pool;
-    k.state_slots = m.slots;
-    k.fresh = m.fresh;
-    k.num_seqs = m.N;
-    k.num_heads = H;
-    k.head_dim = K;
+    set_io(k);
     k.fuse_conv = k.fuse_gate = true;
     k.conv = c;
     k.gate = g;
     run_kda_decode(k, act, stream_);
   } else {
     KdaPrefillParams k;
-    k.q = ws.qkv;
-    k.k = off(ws.qkv, HK, act);
-    k.v = off(ws.qkv, 2 * HK, act);
-    k.ldq = k.ldk = k.ldv = 3 * HK;
-    k.g = ws.g32;
-    k.beta = ws.beta;
-    k.o = ws.attn_o;
-    k.ldo = HK;
-    k.state_pool = pool;
+    set_io(k);
     k.cu_seqlens = m.cu_seqlens;
-    k.state_slots = m.slots;
-    k.fresh = m.fresh;
     k.workspace = ws.kda_ws;
     k.total_tokens = m.T;
-    k.num_seqs = m.N;
-    k.num_heads = H;
-    k.head_dim = K;
     run_kda_prefill(k, act, stream_);
   }
 

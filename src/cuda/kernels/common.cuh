@@ -125,7 +125,6 @@ inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b
 // launched the ordinary way are unaffected. DELTASERVE_CUDA_PDL=0 launches everything ordinarily.
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 inline bool pdl_enabled() { return cuda_env().pdl; }  // DELTASERVE_CUDA_PDL (config/runtime_env.h)
 

@@ -31,10 +31,6 @@ template <typename T> struct Chunk8 {
 #pragma unroll
     for (int i = 0; i < W; ++i) r[i] = reinterpret_cast<const uint4*>(p)[i];
   }
-  __device__ __forceinline__ void zero() {
-#pragma unroll
-    for (int i = 0; i < W; ++i) r[i] = make_uint4(0, 0, 0, 0);
-  }
   __device__ __forceinline__ void to_float(float* f) const {
     if constexpr (sizeof(T) == 4) {
 #pragma unroll
