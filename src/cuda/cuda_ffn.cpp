@@ -84,8 +84,13 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   a.slot_expert = ws.slot_expert;
   a.slot_start = ws.slot_start;
   a.num_active = ws.num_active;
-  linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  run_moe_route_align(r, a, stream_);
+  if (m.T <= kGemvMaxRows) {  // batch 1: one launch (the router kernel's last block routes)
+    const GemvParams rg = gemv_args(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm, nullptr);
+    run_moe_router_route(rg, r, a, ws.route_counter, act, stream_);
+  } else {
+    linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
+    run_moe_route_align(r, a, stream_);
+  }
 
   const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h

@@ -235,6 +235,60 @@ TEST(GpuOps, GemvSlotStrides) {
   }
 }
 
+// One row per slot against short weight rows (the small-K kernel): MLA absorb (K 128, N 512, 32 heads,
+// strided x and y), unabsorb (K 512, N 128), KDA f_b/g_b (K 128, N 4096, 2 slots), and K 256 / 768 / 1024
+// with a ragged last warp; Store, fp32 output and Accumulate.
+TEST(GpuOps, GemvSmallKSlots) {
+  DS_REQUIRE_GPU();
+  struct Case {
+    int K, N, slots, xs, ys;
+  };
+  const Case cases[] = {{128, 512, 32, 192, 576}, {512, 128, 32, 512, 128}, {128, 4096, 2, 128, 4096},
+                        {256, 100, 3, 320, 100}, {768, 37, 2, 768, 40}, {1024, 9, 5, 1024, 9}};
+  for (DType t : kTypes)
+    for (const Case& c : cases)
+      for (int variant = 0; variant < 3; ++variant) {  // Store, fp32 Store, Accumulate
+        const bool f32 = variant == 1, acc = variant == 2;
+        const DType ot = f32 ? DType::F32 : t;
+        auto x = rounded(randn(size_t(c.slots) * c.xs + c.K, 61 + c.K), t);
+        auto w = rounded(randn(size_t(c.slots) * c.N * c.K, 62 + c.N, 0.05f), t);
+        auto y0 = rounded(randn(size_t(c.slots) * c.ys, 63), ot);
+        auto dx = to_device(x, t), dw = to_device(w, t), dy = to_device(y0, ot);
+        GemvParams p;
+        p.x = dx.data();
+        p.ldx = c.K;
+        p.x_slot_stride = c.xs;
+        p.w = dw.data();
+        p.w_group_stride = int64_t(c.N) * c.K;
+        p.y = dy.data();
+        p.ldy = c.N;
+        p.y_slot_stride = c.ys;
+        p.y_f32 = f32;
+        p.N = c.N;
+        p.K = c.K;
+        p.M = 1;
+        p.num_slots = c.slots;
+        p.epi = acc ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
+        run_gemv(p, t, nullptr);
+        auto got = to_host(dy.data(), y0.size(), ot);
+        std::vector<float> ref = y0, gs, rs;
+        for (int s = 0; s < c.slots; ++s) {
+          std::vector<float> xsl(x.begin() + int64_t(s) * c.xs, x.begin() + int64_t(s) * c.xs + c.K);
+          std::vector<float> ws(w.begin() + int64_t(s) * c.N * c.K, w.begin() + int64_t(s + 1) * c.N * c.K);
+          auto r = cpu_gemm(xsl, c.K, ws, 1, c.N, c.K);
+          for (int n = 0; n < c.N; ++n) {
+            float& o = ref[size_t(s) * c.ys + n];
+            o = acc ? o + r[size_t(n)] : r[size_t(n)];
+          }
+          // the rows the slot writes, compared as one vector per slot (gaps between slots untouched)
+          gs.insert(gs.end(), got.begin() + int64_t(s) * c.ys, got.begin() + int64_t(s) * c.ys + c.N);
+          rs.insert(rs.end(), ref.begin() + int64_t(s) * c.ys, ref.begin() + int64_t(s) * c.ys + c.N);
+          for (int n = c.N; n < c.ys; ++n) EXPECT_EQ(got[size_t(s) * c.ys + n], y0[size_t(s) * c.ys + n]);
+        }
+        EXPECT_LT(rel_l2(gs, rs), tol(ot)) << dtype_name(t) << " K=" << c.K << " N=" << c.N << " variant " << variant;
+      }
+}
+
 // RMSNorm fused into the GEMV's x-tile load, with gathered rows (final norm + lm_head, router, experts).
 // Three rows gathered (row-pair kernel), and one row not gathered: the router's shape, which takes the
 // split-K kernel (3 warps of 768, the RMSNorm's sum of squares shared between them).

@@ -226,15 +226,12 @@ void run_gemv(const GemvParams& p, DType act, cudaStream_t s) {
   DS_GPU_REQUIRE(p.K % 8 == 0 && p.K > 0, "run_gemv: K must be a positive multiple of 8");
   DS_GPU_REQUIRE(p.num_slots <= 65535, "run_gemv: too many slots");
   DS_GPU_REQUIRE(!(p.y_f32 && p.epi != GemvEpilogue::Store), "run_gemv: fp32 output only with Store");
-  static int num_sms = [] {
-    int d = 0, n = 132;
-    cudaGetDevice(&d);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d);
-    return n;
-  }();
+  const int num_sms = device_sm_count();
   const int groups = p.row_groups > 0 ? p.row_groups
                                       : choose_gemv_row_groups(p.N, p.num_slots, num_sms, p.epi == GemvEpilogue::SiluMul);
-  if (gemv_detail::run_gemv_async(p, act, num_sms, s) || gemv_detail::run_gemv_splitk(p, act, num_sms, s)) return;
+  if (gemv_detail::run_gemv_small_k(p, act, s) || gemv_detail::run_gemv_async(p, act, num_sms, s) ||
+      gemv_detail::run_gemv_splitk(p, act, num_sms, s))
+    return;
   dispatch_act(act, [&]<typename T>() {
     switch (p.epi) {
       case GemvEpilogue::Store:

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/moe_route_device.cuh"
 
 namespace ds::gpu {
 namespace gemv_detail {
@@ -74,7 +75,7 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDown
 // has too few blocks and too long a prologue.
 constexpr int kSkU = 4;  // chunks of 8 per lane per round
 template <typename T, typename OutT, GemvEpilogue Epi>
-__global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) {
+__device__ __forceinline__ void splitk_body(const GemvParams& p) {
   __shared__ float part[kWarps][2], ss_part[kWarps];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   const int c0 = blockIdx.x * 2;
@@ -187,6 +188,34 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) 
   }
 }
 
+template <typename T, typename OutT, GemvEpilogue Epi>
+__global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) {
+  splitk_body<T, OutT, Epi>(p);
+}
+
+// The split-K router GEMV (fp32 logits), then routing by the last block to finish: each block counts
+// itself in after its logits are out (fence, atomic); the one that sees every other block counted
+// routes the token with one warp (logits read through L2), lays out the slots and resets the counter.
+template <typename T>
+__global__ void __launch_bounds__(kWarps * 32) router_route_one_kernel(GemvParams p, MoeRouteParams r,
+                                                                      MoeAlignParams a, uint32_t* counter) {
+  splitk_body<T, float, GemvEpilogue::Store>(p);
+  __shared__ uint32_t s_last;
+  __shared__ int ids_s[32];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // this block's logits are visible before it is counted
+    s_last = atomicAdd(counter, 1u) == gridDim.x - 1 ? 1u : 0u;
+  }
+  __syncthreads();
+  if (!s_last || threadIdx.x >= 32) return;
+  __threadfence();
+  route_token_regs(r, 0, threadIdx.x, ids_s);
+  __syncwarp();
+  route_one_layout(a, ids_s, threadIdx.x);
+  if (threadIdx.x == 0) *counter = 0u;  // the next launch follows this kernel's completion (stream order)
+}
+
 // Warps the split-K kernel splits K over: the most (<= 4) that divide its 256-element chunks evenly
 // (K 4096: 4; K 2304: 3).
 int splitk_warps(int K) {
@@ -240,5 +269,23 @@ void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t
   DS_CUDA_CHECK_LAUNCH();
 }
 
+
+void run_moe_router_route(const GemvParams& router, const MoeRouteParams& r, const MoeAlignParams& a,
+                          uint32_t* counter, DType act, cudaStream_t s) {
+  const bool fused = counter && r.tokens == 1 && router.M == 1 && a.k <= 32 && a.k == r.ldk && r.num_experts <= 256 &&
+                     r.num_groups == 1 && !r.forced_ids && r.top_k <= 32 && router.N == r.num_experts &&
+                     router.y == r.logits && router.y_f32 && router.epi == GemvEpilogue::Store &&
+                     use_splitk_impl(router, device_sm_count());
+  if (!fused) {
+    run_gemv(router, act, s);
+    run_moe_route_align(r, a, s);
+    return;
+  }
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(router_route_one_kernel<T>, dim3(ceil_div(router.N, 2)), splitk_warps(router.K) * 32, 0, s, router, r, a,
+               counter);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
 
 }  // namespace ds::gpu

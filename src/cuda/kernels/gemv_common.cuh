@@ -273,9 +273,21 @@ __device__ __forceinline__ void block_sum2(float& a, float& b, float (*part)[2])
   }
 }
 
+// SMs of the current device (read once).
+inline int device_sm_count() {
+  static const int n = [] {
+    int d = 0, c = 132;
+    cudaGetDevice(&d);
+    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, d);
+    return c;
+  }();
+  return n;
+}
+
 // The specialised kernels: each launches and returns true when it applies to p (run_gemv's dispatch).
 bool run_gemv_async(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
 bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
 bool splitk_applies(const GemvParams& p, int num_sms);
+bool run_gemv_small_k(const GemvParams& p, DType act, cudaStream_t s);
 
 }  // namespace ds::gpu::gemv_detail

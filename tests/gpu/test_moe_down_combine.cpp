@@ -1,0 +1,68 @@
+// The batch-1 MoE down projection + weighted combine (run_moe_down_combine) against a float64 CPU sum:
+//   residual[c] += sum_j weights[j] * W[ids[j]][c, :] . act[pair_pos[j], :]
+// in bf16 and fp32. Shapes: the real one (D 2304, I 1024, 9 pairs), an odd D, I beyond one round of
+// loads (2056: a partial last round), I of one chunk, and one pair.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cuda/kernels/gemv.h"
+#include "gpu_test_util.h"
+
+namespace ds::gpu::test {
+namespace {
+
+TEST(GpuOps, MoeDownCombineMatchesCpu) {
+  DS_REQUIRE_GPU();
+  struct Case {
+    int D, I, k;
+  };
+  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{2304, 2056, 3}, Case{130, 520, 1}, Case{2304, 8, 9}})
+    for (DType t : {DType::BF16, DType::F32}) {
+      const int G = 12;  // weight groups (experts)
+      const auto w = rounded(randn(size_t(G) * cs.D * cs.I, 91, 0.05f), t);
+      const auto act = rounded(randn(size_t(cs.k + 2) * cs.I, 92), t);  // rows beyond the pairs' too
+      const auto resid = rounded(randn(size_t(cs.D), 93), t);
+      std::vector<int32_t> ids(size_t(cs.k)), pos(size_t(cs.k));
+      std::vector<float> wt(size_t(cs.k));
+      for (int j = 0; j < cs.k; ++j) {
+        ids[size_t(j)] = (5 * j + 3) % G;
+        pos[size_t(j)] = (j + 1) % (cs.k + 2);  // not the identity
+        wt[size_t(j)] = 0.25f + 0.1f * float(j);
+      }
+      auto dw = to_device(w, t), da = to_device(act, t), dres = to_device(resid, t);
+      auto dids = to_device_raw(ids), dpos = to_device_raw(pos);
+      auto dwt = to_device(wt, DType::F32);
+      MoeDownCombineParams p;
+      p.act = da.data();
+      p.pair_pos = dpos.as<int32_t>();
+      p.ids = dids.as<int32_t>();
+      p.weights = dwt.as<float>();
+      p.w = dw.data();
+      p.residual = dres.data();
+      p.D = cs.D;
+      p.I = cs.I;
+      p.k = cs.k;
+      run_moe_down_combine(p, t, nullptr);
+      DS_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto got = to_host(dres.data(), size_t(cs.D), t);
+      std::vector<float> want(size_t(cs.D));
+      for (int c = 0; c < cs.D; ++c) {
+        double s = 0;
+        for (int j = 0; j < cs.k; ++j) {
+          const float* wr = w.data() + (size_t(ids[size_t(j)]) * cs.D + c) * cs.I;
+          const float* x = act.data() + size_t(pos[size_t(j)]) * cs.I;
+          double d = 0;
+          for (int i = 0; i < cs.I; ++i) d += double(wr[i]) * x[i];
+          s += double(wt[size_t(j)]) * d;
+        }
+        want[size_t(c)] = float(resid[size_t(c)] + s);
+      }
+      // fp32: summation order only; bf16: the output rounding (2^-9 relative) dominates
+      EXPECT_LT(rel_l2(got, want), t == DType::BF16 ? 4e-3 : 1e-5)
+          << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << dtype_name(t);
+    }
+}
+
+}  // namespace
+}  // namespace ds::gpu::test
