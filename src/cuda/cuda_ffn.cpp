@@ -84,13 +84,8 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   a.slot_expert = ws.slot_expert;
   a.slot_start = ws.slot_start;
   a.num_active = ws.num_active;
-  if (m.T <= kGemvMaxRows) {  // batch 1: one launch (the router kernel's last block routes)
-    const GemvParams rg = gemv_args(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm, nullptr);
-    run_moe_router_route(rg, r, a, ws.route_counter, act, stream_);
-  } else {
-    linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-    run_moe_route_align(r, a, stream_);
-  }
+  linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
+  run_moe_route_align(r, a, stream_);
 
   const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h
@@ -134,6 +129,10 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.num_active = ws.num_active;
     g.max_rows = m.T;  // an expert sees each token at most once
     g.epi = GemvEpilogue::SiluMul;
+    if (fold && moe_one_token_layout(r, a)) {  // the shared expert is slot top_k
+      g.known_slot = mc.top_k;
+      g.known_weight = E;
+    }
     run_gemv(g, act, stream_);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual

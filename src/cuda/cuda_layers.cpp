@@ -11,31 +11,26 @@
 
 namespace ds::gpu {
 
-GemvParams CudaModel::gemv_args(const void* x, int64_t ldx, const void* w, int N, int K, void* y, int64_t ldy, int M,
-                                bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const {
-  GemvParams g;
-  g.x = x;
-  g.ldx = ldx;
-  g.x_rows = x_rows;
-  g.norm_weight = norm;
-  g.norm_eps = cfg_.rms_norm_eps;
-  g.w = w;
-  g.y = y;
-  g.ldy = ldy;
-  g.y_f32 = out_f32;
-  g.N = N;
-  g.K = K;
-  g.M = M;
-  g.num_slots = 1;
-  g.epi = accumulate ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
-  return g;
-}
-
 void CudaModel::linear(const void* x, int64_t ldx, const void* w, int N, int K, void* y, int64_t ldy, int M,
                        bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) {
   if (M == 0) return;
   if (M <= kGemvMaxRows) {
-    run_gemv(gemv_args(x, ldx, w, N, K, y, ldy, M, accumulate, out_f32, norm, x_rows), opt_.act, stream_);
+    GemvParams g;
+    g.x = x;
+    g.ldx = ldx;
+    g.x_rows = x_rows;
+    g.norm_weight = norm;
+    g.norm_eps = cfg_.rms_norm_eps;
+    g.w = w;
+    g.y = y;
+    g.ldy = ldy;
+    g.y_f32 = out_f32;
+    g.N = N;
+    g.K = K;
+    g.M = M;
+    g.num_slots = 1;
+    g.epi = accumulate ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
+    run_gemv(g, opt_.act, stream_);
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");

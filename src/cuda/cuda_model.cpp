@@ -85,7 +85,6 @@ void CudaModel::Workspace::carve(Arena& a, const ModelConfig& c, DType act, int 
   slot_expert = a.alloc<int32_t>(size_t(c.moe.num_experts + 2));
   slot_start = a.alloc<int32_t>(size_t(c.moe.num_experts + 3));
   num_active = a.alloc<int32_t>(1);
-  route_counter = a.alloc<uint32_t>(1);  // 0 between launches (the arena is zeroed once)
 }
 
 CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptions& o)

@@ -18,7 +18,6 @@
 #include "cuda/device_buffer.h"
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
-#include "cuda/kernels/gemv.h"
 #include "cuda/step_plan.h"
 #include "cuda/stream.h"
 #include "model/forward_batch.h"
@@ -99,9 +98,6 @@ class CudaModel {
   void mla_reference(int l, const Meta& m, void* cache);
   void mla_decode_rows(int l, const Meta& m, void* cache);
   void mla_prefill_rows(int l, const Meta& m, void* cache);
-  // The GEMV arguments of linear() for M <= kGemvMaxRows.
-  GemvParams gemv_args(const void* x, int64_t ldx, const void* w, int N, int K, void* y, int64_t ldy, int M,
-                       bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const;
   // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype).
   void linear(const void* x, int64_t ldx, const void* w, int N, int K, void* y, int64_t ldy, int M, bool accumulate,
               bool out_f32 = false, const void* norm = nullptr, const int32_t* x_rows = nullptr);

@@ -37,7 +37,6 @@ struct CudaModel::Workspace {
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
-  uint32_t* route_counter = nullptr;  // run_moe_router_route's block counter
   // Carves the buffers from `a` (a measuring arena first, to size the real one).
   void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms);
 };

@@ -32,6 +32,10 @@ struct GemvParams {
   int N = 0, K = 0;                    // output columns; K a multiple of 8
   int num_slots = 1;                   // grid size over slots (static upper bound)
   const int32_t* slot_weight = nullptr;  // [num_slots] weight group of each slot (null: the slot index)
+  // With slot_weight: slot known_slot is known on the host to use weight group known_weight (the
+  // shared expert's pair at batch 1), so a kernel may request its weights before waiting on the kernel
+  // that writes slot_weight (a hint: the slot's rows and x still come from the device arrays).
+  int known_slot = -1, known_weight = -1;
   const int32_t* slot_start = nullptr;   // [num_slots+1] row ranges (null: every slot has rows [0, M))
   const int32_t* num_active = nullptr;   // device scalar: slots >= *num_active do nothing (null: all)
   int M = 0;                             // rows per slot when slot_start is null

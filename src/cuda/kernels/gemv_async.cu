@@ -15,13 +15,6 @@ namespace {
 // stages per warp: ~18 KB in flight per warp whatever the item size (2 rows x U chunks of 16 bytes x 32 lanes)
 template <int U> constexpr int async_stages() { return U >= 8 ? 2 : 4; }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
 // bytes of dynamic shared memory: the x row, then per warp kAsyncStages stages of 2 rows x U chunks x 32 lanes
 template <int U> constexpr size_t async_ring_bytes() { return size_t(kWarps) * async_stages<U>() * 2 * U * 32 * 16; }
 
@@ -66,15 +59,20 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
   pdl_trigger();
   NormPre<T> pre;
   pre.load(p);
-  if (!p.slot_weight) {  // dense weights are immutable: start streaming before the wait
-    W = static_cast<const T*>(p.w) + int64_t(slot) * p.w_group_stride;
+  // weights are immutable: stream them before the wait when the slot's group is known here
+  const bool early = !p.slot_weight || slot == p.known_slot;
+  if (early) {
+    W = static_cast<const T*>(p.w) + int64_t(p.slot_weight ? p.known_weight : slot) * p.w_group_stride;
 #pragma unroll
     for (int j = 0; j < kAsyncStages; ++j) issue(j);
   }
   pdl_wait();
   int row0 = 0, rows = 0;
-  if (!slot_rows(p, slot, row0, rows)) return;
-  if (p.slot_weight) {
+  if (!slot_rows(p, slot, row0, rows)) {
+    cp_async_wait<0>();  // nothing left in flight into this block's shared memory
+    return;
+  }
+  if (!early) {
     W = static_cast<const T*>(p.w) + int64_t(p.slot_weight[slot]) * p.w_group_stride;
 #pragma unroll
     for (int j = 0; j < kAsyncStages; ++j) issue(j);

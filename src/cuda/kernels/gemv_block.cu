@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "cuda/kernels/gemv_common.cuh"
-#include "cuda/kernels/moe_route_device.cuh"
 
 namespace ds::gpu {
 namespace gemv_detail {
@@ -72,60 +71,68 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDown
 // output columns per block: every warp issues all its loads in one round (x, gate and weight chunks),
 // applies the KDA output norm (if any) to its quarter in registers, and the 4 partial sums meet in
 // shared memory. For wide-K, small-N projections (o_proj: N 2304, K 4096), where the row-pair kernel
-// has too few blocks and too long a prologue.
+// has too few blocks and too long a prologue. The weights go to shared memory with cp.async (each lane
+// reads back only its own copies), requested before the wait; few registers, so the whole grid
+// (o_proj: 1152 blocks) is resident at once and, under PDL, requests its weights while the kernels
+// before it (the KDA decode, the MLA chain) still run.
 constexpr int kSkU = 4;  // chunks of 8 per lane per round
-template <typename T, typename OutT, GemvEpilogue Epi>
-__device__ __forceinline__ void splitk_body(const GemvParams& p) {
+constexpr int kSkMinBlocks = 9;  // resident blocks per SM the registers must allow (1152 blocks on 132 SMs)
+template <typename T> constexpr size_t splitk_smem(int warps) { return size_t(warps) * 2 * kSkU * (sizeof(T) / 2) * 32 * 16; }
+// kNorm: 0 none, 1 RMSNorm of the row (p.norm_weight), 2 the KDA output norm (p.gate); each instance
+// holds only the registers its prologue needs.
+template <typename T, typename OutT, GemvEpilogue Epi, int kNorm>
+__global__ void __launch_bounds__(kWarps * 32, kSkMinBlocks) gemv_splitk_kernel(GemvParams p) {
   __shared__ float part[kWarps][2], ss_part[kWarps];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int W = Chunk8<T>::W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  uint4* slots = reinterpret_cast<uint4*>(smem_raw) + size_t(warp) * 2 * kSkU * W * 32;  // [row][u][W][lane]
   const int c0 = blockIdx.x * 2;
   const bool v1 = c0 + 1 < p.N;
   const int Q = p.K / nwarps, k0 = warp * Q;
-  const bool rms = p.norm_weight && !p.gate;  // RMSNorm of the whole row: Q <= 256 * kSkU (one round)
+  constexpr bool rms = kNorm == 1, gated = kNorm == 2;  // rms: the whole row, Q <= 256 * kSkU (one round)
   const T* w0 = static_cast<const T*>(p.w) + int64_t(c0) * p.K;
   const T* w1 = static_cast<const T*>(p.w) + int64_t(v1 ? c0 + 1 : c0) * p.K;
+  auto stage = [&](int cb) {  // this lane's weight chunks of the round at cb into its slots
+#pragma unroll
+    for (int u = 0; u < kSkU; ++u) {
+      const int c = cb + u * 256;
+      if (c < k0 + Q) {
+#pragma unroll
+        for (int q = 0; q < W; ++q) {
+          cp_async16(slots + ((0 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w0 + c) + q);
+          cp_async16(slots + ((1 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w1 + c) + q);
+        }
+      }
+    }
+    cp_async_commit();
+  };
   pdl_trigger();
-  Chunk8<T> a[kSkU], b[kSkU], nw, rw[kSkU];
+  stage(k0 + lane * 8);  // first round of weights: immutable, so before the wait
+  Chunk8<T> nw, rw[kSkU];
   const int hd = p.gate_head_dim, lpj = hd / 8;
-  if (p.gate) nw.load_global(static_cast<const T*>(p.norm_weight) + (lane % lpj) * 8);
-  if (rms) {
+  if constexpr (gated) nw.load_global(static_cast<const T*>(p.norm_weight) + (lane % lpj) * 8);
+  if constexpr (rms) {
 #pragma unroll
     for (int u = 0; u < kSkU; ++u)
       if (k0 + lane * 8 + u * 256 < k0 + Q) rw[u].load_global(static_cast<const T*>(p.norm_weight) + k0 + lane * 8 + u * 256);
-  }
-#pragma unroll
-  for (int u = 0; u < kSkU; ++u) {  // first round of weights: immutable, so before the wait
-    const int c = k0 + lane * 8 + u * 256;
-    if (c < k0 + Q) {
-      a[u].load_global(w0 + c);
-      b[u].load_global(w1 + c);
-    }
   }
   pdl_wait();
   const T* X = static_cast<const T*>(p.x);
   float acc0 = 0.f, acc1 = 0.f;
   for (int cb = k0 + lane * 8; cb < k0 + Q; cb += 256 * kSkU) {
-    if (cb != k0 + lane * 8) {
-#pragma unroll
-      for (int u = 0; u < kSkU; ++u) {
-        const int c = cb + u * 256;
-        if (c < k0 + Q) {
-          a[u].load_global(w0 + c);
-          b[u].load_global(w1 + c);
-        }
-      }
-    }
+    if (cb != k0 + lane * 8) stage(cb);  // later rounds reuse the slots (their reads are done)
     Chunk8<T> xv[kSkU], gv[kSkU];
 #pragma unroll
     for (int u = 0; u < kSkU; ++u) {
       const int c = cb + u * 256;
       if (c < k0 + Q) {
         xv[u].load_global(X + c);
-        if (p.gate) gv[u].load_global(static_cast<const T*>(p.gate) + c);
+        if constexpr (gated) gv[u].load_global(static_cast<const T*>(p.gate) + c);
       }
     }
     float inv_rms = 1.f;
-    if (rms) {  // sum of squares of the row: this warp's quarter, then all quarters through shared memory
+    if constexpr (rms) {  // sum of squares of the row: this warp's quarter, then all quarters through shared memory
       float ss = 0.f;
 #pragma unroll
       for (int u = 0; u < kSkU; ++u)
@@ -142,13 +149,14 @@ __device__ __forceinline__ void splitk_body(const GemvParams& p) {
       for (int w = 0; w < nwarps; ++w) tot += ss_part[w];
       inv_rms = rsqrtf(tot / float(p.K) + p.norm_eps);
     }
+    cp_async_wait<0>();  // this lane's weight copies of the round have landed
 #pragma unroll
     for (int u = 0; u < kSkU; ++u) {
       const int c = cb + u * 256;
       if (c >= k0 + Q) break;  // uniform over the warp
       float fx[8], fa[8], fb[8];
       xv[u].to_float(fx);
-      if (p.gate) {  // rmsnorm of the head (lpj lanes hold it) * weight * sigmoid(gate), rounded like the tile
+      if constexpr (gated) {  // rmsnorm of the head (lpj lanes hold it) * weight * sigmoid(gate), rounded like the tile
         float ss = 0.f;
 #pragma unroll
         for (int e = 0; e < 8; ++e) ss += fx[e] * fx[e];
@@ -159,14 +167,20 @@ __device__ __forceinline__ void splitk_body(const GemvParams& p) {
         gv[u].to_float(fg);
 #pragma unroll
         for (int e = 0; e < 8; ++e) fx[e] = to_f32(from_f32<T>(fx[e] * inv * fw[e] * (1.f / (1.f + expf(-fg[e])))));
-      } else if (rms) {  // x * rsqrt(mean(x^2) + eps) * w, rounded like the tile
+      } else if constexpr (rms) {  // x * rsqrt(mean(x^2) + eps) * w, rounded like the tile
         float fw[8];
         rw[u].to_float(fw);
 #pragma unroll
         for (int e = 0; e < 8; ++e) fx[e] = to_f32(from_f32<T>(fx[e] * inv_rms * fw[e]));
       }
-      a[u].to_float(fa);
-      b[u].to_float(fb);
+      Chunk8<T> a, b;
+#pragma unroll
+      for (int q = 0; q < W; ++q) {
+        a.r[q] = slots[((0 * kSkU + u) * W + q) * 32 + lane];
+        b.r[q] = slots[((1 * kSkU + u) * W + q) * 32 + lane];
+      }
+      a.to_float(fa);
+      b.to_float(fb);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         acc0 = fmaf(fa[e], fx[e], acc0);
@@ -186,34 +200,6 @@ __device__ __forceinline__ void splitk_body(const GemvParams& p) {
       if (v1) y[c0 + 1] = from_f32<OutT>(s1);
     }
   }
-}
-
-template <typename T, typename OutT, GemvEpilogue Epi>
-__global__ void __launch_bounds__(kWarps * 32) gemv_splitk_kernel(GemvParams p) {
-  splitk_body<T, OutT, Epi>(p);
-}
-
-// The split-K router GEMV (fp32 logits), then routing by the last block to finish: each block counts
-// itself in after its logits are out (fence, atomic); the one that sees every other block counted
-// routes the token with one warp (logits read through L2), lays out the slots and resets the counter.
-template <typename T>
-__global__ void __launch_bounds__(kWarps * 32) router_route_one_kernel(GemvParams p, MoeRouteParams r,
-                                                                      MoeAlignParams a, uint32_t* counter) {
-  splitk_body<T, float, GemvEpilogue::Store>(p);
-  __shared__ uint32_t s_last;
-  __shared__ int ids_s[32];
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();  // this block's logits are visible before it is counted
-    s_last = atomicAdd(counter, 1u) == gridDim.x - 1 ? 1u : 0u;
-  }
-  __syncthreads();
-  if (!s_last || threadIdx.x >= 32) return;
-  __threadfence();
-  route_token_regs(r, 0, threadIdx.x, ids_s);
-  __syncwarp();
-  route_one_layout(a, ids_s, threadIdx.x);
-  if (threadIdx.x == 0) *counter = 0u;  // the next launch follows this kernel's completion (stream order)
 }
 
 // Warps the split-K kernel splits K over: the most (<= 4) that divide its 256-element chunks evenly
@@ -237,7 +223,12 @@ bool use_splitk_impl(const GemvParams& p, int num_sms) {
 
 template <typename T, typename OutT, GemvEpilogue Epi>
 void launch_splitk(const GemvParams& p, cudaStream_t s) {
-  launch_pdl(gemv_splitk_kernel<T, OutT, Epi>, dim3(ceil_div(p.N, 2)), splitk_warps(p.K) * 32, 0, s, p);
+  const int warps = splitk_warps(p.K);
+  const dim3 grid(ceil_div(p.N, 2));
+  const size_t smem = splitk_smem<T>(warps);
+  if (p.gate) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 2>, grid, warps * 32, smem, s, p);
+  else if (p.norm_weight) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 1>, grid, warps * 32, smem, s, p);
+  else launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 0>, grid, warps * 32, smem, s, p);
 }
 
 
@@ -269,23 +260,5 @@ void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t
   DS_CUDA_CHECK_LAUNCH();
 }
 
-
-void run_moe_router_route(const GemvParams& router, const MoeRouteParams& r, const MoeAlignParams& a,
-                          uint32_t* counter, DType act, cudaStream_t s) {
-  const bool fused = counter && r.tokens == 1 && router.M == 1 && a.k <= 32 && a.k == r.ldk && r.num_experts <= 256 &&
-                     r.num_groups == 1 && !r.forced_ids && r.top_k <= 32 && router.N == r.num_experts &&
-                     router.y == r.logits && router.y_f32 && router.epi == GemvEpilogue::Store &&
-                     use_splitk_impl(router, device_sm_count());
-  if (!fused) {
-    run_gemv(router, act, s);
-    run_moe_route_align(r, a, s);
-    return;
-  }
-  dispatch_act(act, [&]<typename T>() {
-    launch_pdl(router_route_one_kernel<T>, dim3(ceil_div(router.N, 2)), splitk_warps(router.K) * 32, 0, s, router, r, a,
-               counter);
-  });
-  DS_CUDA_CHECK_LAUNCH();
-}
 
 }  // namespace ds::gpu

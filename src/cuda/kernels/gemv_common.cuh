@@ -46,6 +46,14 @@ template <typename T> struct Chunk8 {
   }
 };
 
+// cp.async of 16 bytes into shared memory (L2 only), its commit group, and the wait for all but N groups.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
 // The fused prologue's norm weights, loaded by each thread before the kernel waits on its
 // predecessor (they are immutable): RMSNorm, chunks threadIdx.x + q * blockDim.x of the row
 // (q < kRegs; the rest, if any, are loaded later); KDA output norm, the one chunk of the head this

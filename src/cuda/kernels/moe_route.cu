@@ -2,7 +2,6 @@
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_route.h"
-#include "cuda/kernels/moe_route_device.cuh"
 
 namespace ds::gpu {
 namespace {
@@ -26,9 +25,64 @@ __device__ int warp_argmax(const float* v, int n, int lane) {
   return bi;
 }
 
-// Routes token t with one warp (route_token_regs when it applies); `s` holds 3 * num_experts floats of scratch for the warp.
+// route_token for up to 256 experts in one group, unforced: each lane keeps its 8 scores in registers
+// and the top-k is k rounds of (lane-local best, warp argmax), no shared memory.
+__device__ void route_token_regs(const MoeRouteParams& p, int t, int lane, int* ids_copy) {
+  const int E = p.num_experts;
+  const float* lg = p.logits + int64_t(t) * E;
+  float sc[8], sel[8];  // expert e = j * 32 + lane
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int e = j * 32 + lane;
+    const float l = e < E ? lg[e] : 0.f, b = e < E ? p.bias[e] : 0.f;
+    sc[j] = 1.f / (1.f + expf(-l));
+    sel[j] = e < E ? sc[j] + b : -INFINITY;
+  }
+  int32_t* ids = p.topk_ids + int64_t(t) * p.ldk;
+  float* ws = p.topk_weights + int64_t(t) * p.ldk;
+  float sum = 0.f, mine = 0.f;  // lane i < top_k keeps the weight of rank i
+  for (int i = 0; i < p.top_k; ++i) {
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int e = j * 32 + lane;
+      if (sel[j] > best || (sel[j] == best && e < bi)) { best = sel[j]; bi = e; }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+    }
+    // the owner lane reads the chosen expert's score and retires it
+    float w = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j * 32 + lane == bi) {
+        w = p.biased_weights ? sel[j] : sc[j];
+        sel[j] = -INFINITY;
+      }
+    w = __shfl_sync(0xffffffffu, w, bi & 31);
+    sum += w;
+    if (lane == i) mine = w;
+    if (lane == 0) {
+      ids[i] = bi;
+      if (ids_copy) ids_copy[t * p.ldk + i] = bi;
+    }
+  }
+  const float f = p.renormalize ? p.scale / (sum + 1e-20f) : p.scale;
+  if (lane < p.top_k) ws[lane] = mine * f;
+  if (lane == 0 && p.shared_expert_id >= 0) {
+    ids[p.top_k] = p.shared_expert_id;
+    ws[p.top_k] = 1.f;
+    if (ids_copy) ids_copy[t * p.ldk + p.top_k] = p.shared_expert_id;
+  }
+}
+
+// Routes token t with one warp; `s` holds 3 * num_experts floats of scratch for the warp.
 __device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane, int* ids_copy = nullptr) {
-  if (route_regs_applies(p)) {
+  if (p.num_experts <= 256 && p.num_groups == 1 && !p.forced_ids && p.top_k <= 32) {
     route_token_regs(p, t, lane, ids_copy);
     return;
   }
@@ -195,7 +249,16 @@ __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   const int lane = threadIdx.x;
   route_token(r, 0, smem, lane, ids_s);
   __syncwarp();
-  route_one_layout(a, ids_s, lane);
+  if (lane < a.k) {
+    a.pair_pos[lane] = lane;
+    a.sorted_token[lane] = 0;
+    a.slot_expert[lane] = ids_s[lane];
+    a.slot_start[lane] = lane;
+  }
+  if (lane == 0) {
+    a.slot_start[a.k] = a.k;
+    *a.num_active = a.k;
+  }
 }
 
 }  // namespace
@@ -221,10 +284,23 @@ void run_moe_align(const MoeAlignParams& p, cudaStream_t s) {
   DS_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+size_t route_align_smem(const MoeRouteParams& r, const MoeAlignParams& a) {
+  return size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
+}
+bool route_align_fused(const MoeRouteParams& r, const MoeAlignParams& a) {
+  return r.tokens * a.k <= kFusedMaxPairs && r.ldk == a.k && route_align_smem(r, a) <= 40 * 1024;
+}
+}  // namespace
+
+bool moe_one_token_layout(const MoeRouteParams& r, const MoeAlignParams& a) {
+  return r.tokens == 1 && a.k <= 32 && route_align_fused(r, a);
+}
+
 void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s) {
   if (r.tokens == 0) return;
-  size_t smem = size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
-  if (r.tokens * a.k > kFusedMaxPairs || r.ldk != a.k || smem > 40 * 1024) {
+  const size_t smem = route_align_smem(r, a);
+  if (!route_align_fused(r, a)) {
     run_moe_route(r, s);
     run_moe_align(a, s);
     return;
@@ -233,7 +309,7 @@ void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaS
                  "run_moe_route: num_expert_group must divide num_experts and be <= 32");
   DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
   DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
-  if (r.tokens == 1 && a.k <= 32) {
+  if (moe_one_token_layout(r, a)) {
     launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), s, r, a);
     DS_CUDA_CHECK_LAUNCH();
     return;

@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "core/dtype.h"
-#include "cuda/kernels/gemv.h"
 
 namespace ds::gpu {
 
@@ -46,14 +45,7 @@ void run_moe_align(const MoeAlignParams& p, cudaStream_t s);
 // Both in one launch for small batches (<= 64 tokens); otherwise the two kernels above. One token:
 // one warp, and its pairs become one-row slots in pair order (not sorted by expert).
 void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s);
-
-// The router GEMV and the routing of one token (decode at batch 1) in one launch: the split-K router
-// kernel writes the logits, and its last block to finish routes the token and lays out its slots as
-// run_moe_route_align does, so no second launch (and no wait between the two) runs. `router` is the
-// router's GemvParams (one row, fp32 logits into r.logits); `counter` a device word that is 0 between
-// launches (each launch leaves it 0). When the fused kernel does not apply (several tokens, grouped or
-// forced routing, more than 256 experts, a router the split-K kernel does not take), the two launches.
-void run_moe_router_route(const GemvParams& router, const MoeRouteParams& r, const MoeAlignParams& a,
-                          uint32_t* counter, DType act, cudaStream_t s);
+// run_moe_route_align lays the pairs out one-token style (slot j = pair j, in pair order).
+bool moe_one_token_layout(const MoeRouteParams& r, const MoeAlignParams& a);
 
 }  // namespace ds::gpu
