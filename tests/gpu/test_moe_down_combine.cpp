@@ -1,7 +1,8 @@
 // The batch-1 MoE down projection + weighted combine (run_moe_down_combine) against a float64 CPU sum:
 //   residual[c] += sum_j weights[j] * W[ids[j]][c, :] . act[pair_pos[j], :]
 // in bf16 and fp32. Shapes: the real one (D 2304, I 1024, 9 pairs), an odd D, I beyond one round of
-// loads (2056: a partial last round), I of one chunk, and one pair.
+// loads (2056: a partial last round), I of one chunk, and one pair; each with and without a pair whose
+// expert is given up front (known_pair: its weights read before the kernel waits).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,7 +19,8 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
     int D, I, k;
   };
   for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{2304, 2056, 3}, Case{130, 520, 1}, Case{2304, 8, 9}})
-    for (DType t : {DType::BF16, DType::F32}) {
+    for (DType t : {DType::BF16, DType::F32})
+    for (bool known : {false, true}) {
       const int G = 12;  // weight groups (experts)
       const auto w = rounded(randn(size_t(G) * cs.D * cs.I, 91, 0.05f), t);
       const auto act = rounded(randn(size_t(cs.k + 2) * cs.I, 92), t);  // rows beyond the pairs' too
@@ -43,6 +45,10 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
       p.D = cs.D;
       p.I = cs.I;
       p.k = cs.k;
+      if (known) {
+        p.known_pair = cs.k - 1;
+        p.known_expert = ids[size_t(cs.k - 1)];
+      }
       run_moe_down_combine(p, t, nullptr);
       DS_CUDA_CHECK(cudaDeviceSynchronize());
       const auto got = to_host(dres.data(), size_t(cs.D), t);
@@ -60,7 +66,7 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
       }
       // fp32: summation order only; bf16: the output rounding (2^-9 relative) dominates
       EXPECT_LT(rel_l2(got, want), t == DType::BF16 ? 4e-3 : 1e-5)
-          << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << dtype_name(t);
+          << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << dtype_name(t) << " known " << known;
     }
 }
 

@@ -217,9 +217,11 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     }
     run_gemv(g, t, nullptr);
     if (T == 1) {
-      run_moe_down_combine(
-          moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp, dn.data(), dres.data()), t,
-          nullptr);
+      MoeDownCombineParams dc =
+          moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp, dn.data(), dres.data());
+      dc.known_pair = k;  // the shared expert, as the model passes it
+      dc.known_expert = E;
+      run_moe_down_combine(dc, t, nullptr);
     } else {
       run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);
       MoeCombineParams cb;

@@ -94,6 +94,9 @@ struct MoeDownCombineParams {
   const void* w = nullptr;           // [groups, D, I] act dtype
   void* residual = nullptr;          // [D] act dtype, updated in place
   int D = 0, I = 0, k = 0;           // I a multiple of 8
+  // Pair known_pair is known on the host to use expert known_expert (the shared expert at batch 1):
+  // its weights may be read before the kernel waits on the routing (-1: none).
+  int known_pair = -1, known_expert = -1;
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s);
 

@@ -12,7 +12,9 @@ namespace {
 // w takes experts j = w, w + nwarps, ... and loads, per lane, 4 chunks of 8 of both weight rows and of
 // the activation row (no shared tile: one round of loads when k <= kDcWarps); the warps' weighted
 // partial sums meet in shared memory. (Measured at 9 experts: 8 warps, one doing two rounds, 17.6 us;
-// 9 warps, one round each, 20.2 us.)
+// 9 warps, one round each, 20.2 us.) The pair whose expert the host knows (p.known_pair: the shared
+// expert) has its weight rows copied into shared memory before the wait, so the warp that takes it
+// (warp 0, after its routed expert) does not wait a second round trip.
 constexpr int kDcWarps = 8;
 template <typename T>
 __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDownCombineParams p) {
@@ -22,23 +24,51 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_kernel(MoeDown
   const int c0 = blockIdx.x * 2;
   const bool v1 = c0 + 1 < p.D;
   const int64_t ge = int64_t(p.D) * p.I;  // elements per expert
+  constexpr int W = Chunk8<T>::W;
+  __shared__ uint4 known_rows[2][kU][W][32];  // the known pair's two rows, each lane its own chunks
+  const int kn = p.known_pair >= 0 && p.known_pair < p.k && p.I <= 256 * kU ? p.known_pair : -1;
+  auto wrow = [&](int e, int r) {
+    return static_cast<const T*>(p.w) + int64_t(e) * ge + int64_t(r == 0 || v1 ? c0 + r : c0) * p.I;
+  };
   pdl_trigger();
+  if (kn >= 0 && warp == kn % nwarps) {  // weights are immutable: the known expert's before the wait
+    const T* w0 = wrow(p.known_expert, 0);
+    const T* w1 = wrow(p.known_expert, 1);
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+      if (lane * 8 + u * 256 < p.I) {
+#pragma unroll
+        for (int q = 0; q < W; ++q) {
+          cp_async16(&known_rows[0][u][q][lane], reinterpret_cast<const uint4*>(w0 + lane * 8 + u * 256) + q);
+          cp_async16(&known_rows[1][u][q][lane], reinterpret_cast<const uint4*>(w1 + lane * 8 + u * 256) + q);
+        }
+      }
+    cp_async_commit();
+  }
   pdl_wait();
   float acc0 = 0.f, acc1 = 0.f;
   for (int j = warp; j < p.k; j += nwarps) {
-    const T* W = static_cast<const T*>(p.w) + int64_t(p.ids[j]) * ge;
-    const T* w0 = W + int64_t(c0) * p.I;
-    const T* w1 = W + int64_t(v1 ? c0 + 1 : c0) * p.I;
+    const T* w0 = wrow(p.ids[j], 0);
+    const T* w1 = wrow(p.ids[j], 1);
     const T* x = static_cast<const T*>(p.act) + int64_t(p.pair_pos[j]) * p.I;
     const float wj = p.weights[j];
     float s0 = 0.f, s1 = 0.f;
     for (int cb = lane * 8; cb < p.I; cb += 256 * kU) {
       Chunk8<T> a[kU], b[kU], xv[kU];
+      if (j == kn) cp_async_wait<0>();  // (one round: cb is this lane's first chunk)
 #pragma unroll
       for (int u = 0; u < kU; ++u)
         if (cb + u * 256 < p.I) {
-          a[u].load_global(w0 + cb + u * 256);
-          b[u].load_global(w1 + cb + u * 256);
+          if (j == kn) {
+#pragma unroll
+            for (int q = 0; q < W; ++q) {
+              a[u].r[q] = known_rows[0][u][q][lane];
+              b[u].r[q] = known_rows[1][u][q][lane];
+            }
+          } else {
+            a[u].load_global(w0 + cb + u * 256);
+            b[u].load_global(w1 + cb + u * 256);
+          }
           xv[u].load_global(x + cb + u * 256);
         }
 #pragma unroll
