@@ -17,23 +17,16 @@ using namespace gemv_detail;
 template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 __device__ __forceinline__ void gemv_pipelined(const GemvParams& p, T* xs, int kt_max, int groups,
                                                const NormPre<T>& pre) {
-  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int slot = blockIdx.y, lane = threadIdx.x & 31;
   constexpr bool kPair = Epi == GemvEpilogue::SiluMul;
-  constexpr int kCols = kPair ? 1 : 2;
   constexpr int kStep = 256 * U;  // elements of a row per item
   const int iters = (p.K + kStep - 1) / kStep;
   const int items = groups * iters;
   const T* W = nullptr;
   Chunk8<T> a[U], b[U];
   // item j: the warp's row pair and this lane's first column; false when the columns are past N
-  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) -> bool {
-    const int g = j / iters;
-    c0 = ((blockIdx.x * groups + g) * kWarps + warp) * kCols;
-    cb = (j - g * iters) * kStep + lane * 8;
-    if (j >= items || c0 >= p.N) return false;
-    w0 = W + int64_t(c0) * p.K;
-    w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
-    return true;
+  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) {
+    return row_pair_item<T, kPair, U>(p, W, groups, iters, j, w0, w1, cb, c0);
   };
   auto request_first = [&] {
     const T *w0 = nullptr, *w1 = nullptr;

@@ -28,19 +28,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
   T* xs = reinterpret_cast<T*>(smem_raw + async_ring_bytes<U>());
   const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   constexpr bool kPair = Epi == GemvEpilogue::SiluMul;
-  constexpr int kCols = kPair ? 1 : 2;
   constexpr int kStep = 256 * U;
   const int iters = (p.K + kStep - 1) / kStep, items = groups * iters;
   uint4* my = ring + size_t(warp) * kAsyncStages * 2 * U * 32;
   const T* W = nullptr;
-  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) -> bool {
-    const int g = j / iters;
-    c0 = ((blockIdx.x * groups + g) * kWarps + warp) * kCols;
-    cb = (j - g * iters) * kStep + lane * 8;
-    if (j >= items || c0 >= p.N) return false;
-    w0 = W + int64_t(c0) * p.K;
-    w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
-    return true;
+  auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) {
+    return row_pair_item<T, kPair, U>(p, W, groups, iters, j, w0, w1, cb, c0);
   };
   auto issue = [&](int j) {  // item j into stage j % kAsyncStages; always one commit group
     const T *w0 = nullptr, *w1 = nullptr;
