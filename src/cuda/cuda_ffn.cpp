@@ -136,10 +136,8 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     run_gemv(g, act, stream_);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
-      MoeDownCombineParams dc = moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h);
-      dc.known_pair = g.known_slot;  // the one-token layout: pair j is slot j
-      dc.known_expert = g.known_weight;
-      run_moe_down_combine(dc, act, stream_);
+      run_moe_down_combine(
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h), act, stream_);
       combined = true;
     } else {
       run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);

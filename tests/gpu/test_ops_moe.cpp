@@ -219,8 +219,8 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     if (T == 1) {
       MoeDownCombineParams dc =
           moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp, dn.data(), dres.data());
-      dc.known_pair = k;  // the shared expert, as the model passes it
-      dc.known_expert = E;
+      ASSERT_EQ(dc.known_pair, k);  // the shared expert, carried over from the gate/up slot
+      ASSERT_EQ(dc.known_expert, E);
       run_moe_down_combine(dc, t, nullptr);
     } else {
       run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);

@@ -101,7 +101,8 @@ struct MoeDownCombineParams {
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s);
 
 // The down projection + combine that follows a SiluMul gate/up GEMV over one token's k pairs (its
-// output rows are the activations; D and I carried over).
+// output rows are the activations; D and I carried over, and the known slot as the known pair: with one
+// token, slot j holds pair j).
 inline MoeDownCombineParams moe_down_combine_params(const GemvParams& gate_up, const int32_t* pair_pos,
                                                     const int32_t* ids, const float* weights, int k,
                                                     const void* w_down, void* residual) {
@@ -115,6 +116,8 @@ inline MoeDownCombineParams moe_down_combine_params(const GemvParams& gate_up, c
   d.D = gate_up.K;
   d.I = gate_up.N;
   d.k = k;
+  d.known_pair = gate_up.known_slot;
+  d.known_expert = gate_up.known_weight;
   return d;
 }
 
