@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/log.h"
 
 namespace ds {
@@ -67,8 +68,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       fail("safetensors file '{}' is corrupt or truncated: header length {} but the file has {} bytes", path,
            hlen, size_);
     json header;
+    const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), size_t(hlen));
+    if (json_nesting_depth(header_text) > kMaxJsonDepth)
+      fail("safetensors file '{}' has a corrupt header: JSON nested more than {} levels deep", path, kMaxJsonDepth);
     try {
-      header = json::parse(reinterpret_cast<const char*>(bytes + 8), reinterpret_cast<const char*>(bytes + 8 + hlen));
+      header = json::parse(header_text);
     } catch (const json::exception& e) {
       fail("safetensors file '{}' has a corrupt header (not valid JSON): {}", path, e.what());
     }
@@ -153,10 +157,13 @@ Checkpoint Checkpoint::open(const std::string& path) {
     const fs::path dir(path);
     const fs::path index = dir / "model.safetensors.index.json";
     if (fs::exists(index)) {
-      std::ifstream f(index);
+      std::ifstream f(index, std::ios::binary);
+      const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (json_nesting_depth(text) > kMaxJsonDepth)
+        fail("checkpoint index '{}' is corrupt: JSON nested more than {} levels deep", index.string(), kMaxJsonDepth);
       json j;
       try {
-        j = json::parse(f);
+        j = json::parse(text);
       } catch (const json::exception& e) {
         fail("checkpoint index '{}' is not valid JSON: {}", index.string(), e.what());
       }
