@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -28,6 +29,18 @@ struct TensorInfo {
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);  // "[2048, 256]"
+
+// A safetensors file's header, parsed and validated from the whole file in memory (`bytes`, `size`);
+// tensor data pointers point into `bytes`. `path` only names the file in errors. Throws ds::Error.
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // in data-offset order
+  std::map<std::string, std::string> metadata;
+};
+SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std::string& path);
+
+// model.safetensors.index.json's text → its weight_map (tensor name → shard file name).
+// `path` only names the file in errors. Throws ds::Error.
+std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path);
 
 class SafetensorsFile {
  public:

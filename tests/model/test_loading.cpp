@@ -200,6 +200,45 @@ TEST(Loading, CorruptHeader) {
   }
 }
 
+// The in-memory parsers the loader (and the fuzz targets) use: tensors point into the given bytes,
+// overlapping tensors and a non-object index are refused naming the file.
+TEST(Loading, ParsesHeaderAndIndexFromBytes) {
+  auto file = [](const std::string& header, size_t data_bytes) {
+    std::string b(8, '\0');
+    for (int i = 0; i < 8; ++i) b[size_t(i)] = char((header.size() >> (8 * i)) & 0xff);
+    return b + header + std::string(data_bytes, '\x01');
+  };
+  const std::string ok = file(R"({"b": {"dtype": "BF16", "shape": [2], "data_offsets": [8, 12]},
+    "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"format": "pt"}})", 12);
+  const auto* bytes = reinterpret_cast<const uint8_t*>(ok.data());
+  SafetensorsHeader h = parse_safetensors(bytes, ok.size(), "mem.safetensors");
+  ASSERT_EQ(h.tensors.size(), 2u);
+  EXPECT_EQ(h.tensors[0].name, "a");  // data-offset order
+  EXPECT_EQ(h.tensors[1].dtype, DType::BF16);
+  EXPECT_EQ(h.tensors[1].data, bytes + ok.size() - 4);
+  EXPECT_EQ(h.metadata.at("format"), "pt");
+  const std::string overlap = file(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+    "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8);
+  try {
+    parse_safetensors(reinterpret_cast<const uint8_t*>(overlap.data()), overlap.size(), "mem.safetensors");
+    ADD_FAILURE() << "overlapping tensors accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_safetensors(bytes, 7, "mem.safetensors"), Error);
+
+  auto map = parse_checkpoint_index(R"({"weight_map": {"x": "s1.safetensors", "y": "s2.safetensors"}})", "i.json");
+  EXPECT_EQ(map, (std::map<std::string, std::string>{{"x", "s1.safetensors"}, {"y", "s2.safetensors"}}));
+  for (const char* bad : {"[]", "{\"weight_map\": []}", "{\"weight_map\": {\"x\": 1}}", "{"}) {
+    try {
+      parse_checkpoint_index(bad, "i.json");
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("i.json"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Loading, IndexNamesTensorMissingFromShard) {
   TempModel m;
   std::ifstream f(m.path("model.safetensors.index.json"));

@@ -20,7 +20,7 @@ struct Value;
 struct List : std::vector<Value> {
   using std::vector<Value>::vector;
   List() = default;
-  List(std::vector<Value> v, bool is_tuple = false) : std::vector<Value>(std::move(v)), tuple(is_tuple) {}
+  List(std::vector<Value> v, bool is_tuple = false);  // defined below Value (clang needs it complete)
   bool tuple = false;
 };
 
@@ -92,6 +92,8 @@ struct Value {
 
   const char* type_name() const;  // Python's name: 'str', 'list', 'dict', 'NoneType', ...
 };
+
+inline List::List(std::vector<Value> v, bool is_tuple) : std::vector<Value>(std::move(v)), tuple(is_tuple) {}
 
 struct CallArgs {
   std::vector<Value> pos;
