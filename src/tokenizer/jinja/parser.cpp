@@ -405,7 +405,9 @@ class Parser {
     if (tok.kind == Token::Int || tok.kind == Token::Float) {
       auto lit = make(Expr::Literal, line);
       try {
-        lit->value = tok.kind == Token::Int ? Value(int64_t(std::stoll(tok.text))) : Value(std::stod(tok.text));
+        int64_t i = 0;
+        if (tok.kind == Token::Int && !parse_int(tok.text, i)) error("integer literal '" + tok.text + "' is out of range");
+        lit->value = tok.kind == Token::Int ? Value(i) : Value(std::stod(tok.text));
       } catch (const std::exception&) {
         error("bad number literal '" + tok.text + "'");
       }
@@ -460,7 +462,9 @@ class Parser {
         } else if (cur().kind == Token::Int) {
           auto it = make(Expr::Item, line);
           auto idx = make(Expr::Literal, line);
-          idx->value = Value(int64_t(std::stoll(cur().text)));
+          int64_t i = 0;
+          if (!parse_int(cur().text, i)) error("index '" + cur().text + "' is out of range");
+          idx->value = Value(i);
           next();
           it->kids.push_back(std::move(e));
           it->kids.push_back(std::move(idx));
