@@ -119,7 +119,7 @@ std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& p
     q.min_p = p.min_p;
     q.presence_penalty = p.presence_penalty;
     q.frequency_penalty = p.frequency_penalty;
-    q.repetition_penalty = p.repetition_penalty;
+    q.repetition_penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
     DS_CHECK(p.repetition_penalty > 0.f, "sampler: repetition_penalty {} must be > 0", p.repetition_penalty);
     q.u = uniform01(p.seed, p.step);
     q.num_logprobs = p.num_logprobs;

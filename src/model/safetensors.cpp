@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/log.h"
 
 namespace ds {
@@ -51,8 +52,11 @@ SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std
     fail("safetensors file '{}' is corrupt or truncated: header length {} but the file has {} bytes", path,
          hlen, size);
   json header;
+  const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), size_t(hlen));
+  if (json_nesting_depth(header_text) > kMaxJsonDepth)
+    fail("safetensors file '{}' has a corrupt header: JSON nested more than {} levels deep", path, kMaxJsonDepth);
   try {
-    header = json::parse(reinterpret_cast<const char*>(bytes + 8), reinterpret_cast<const char*>(bytes + 8 + hlen));
+    header = json::parse(header_text);
   } catch (const json::exception& e) {
     fail("safetensors file '{}' has a corrupt header (not valid JSON): {}", path, e.what());
   }
@@ -154,6 +158,8 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 }
 
 std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path) {
+  if (json_nesting_depth(text) > kMaxJsonDepth)
+    fail("checkpoint index '{}' is corrupt: JSON nested more than {} levels deep", path, kMaxJsonDepth);
   json j;
   try {
     j = json::parse(text);
@@ -181,7 +187,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     const fs::path dir(path);
     const fs::path index = dir / "model.safetensors.index.json";
     if (fs::exists(index)) {
-      std::ifstream f(index);
+      std::ifstream f(index, std::ios::binary);
       std::stringstream text;
       text << f.rdbuf();
       if (!f) fail("cannot read checkpoint index '{}'", index.string());

@@ -18,6 +18,7 @@ void apply_penalties(std::vector<float>& x, const SampleParams& p) {
   if (p.repetition_penalty != 1.0f) {
     DS_CHECK(p.repetition_penalty > 0.0f, "sampler: repetition_penalty {} must be > 0",
              p.repetition_penalty);
+    const float penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);
     std::vector<uint8_t> seen(x.size(), 0);
     for (const auto* list : {p.prompt_tokens, p.output_tokens}) {
       if (!list) continue;
@@ -25,7 +26,7 @@ void apply_penalties(std::vector<float>& x, const SampleParams& p) {
         if (!valid(t) || seen[size_t(t)]) continue;
         seen[size_t(t)] = 1;
         float& v = x[size_t(t)];
-        v = v > 0.0f ? v / p.repetition_penalty : v * p.repetition_penalty;
+        v = v > 0.0f ? v / penalty : v * penalty;
       }
     }
   }

@@ -239,6 +239,38 @@ TEST(Loading, ParsesHeaderAndIndexFromBytes) {
   }
 }
 
+// A header whose __metadata__ nests 200,000 deep used to overflow the stack (recursive dump of the
+// value); past the documented depth it is a named loading error.
+TEST(Loading, DeeplyNestedHeaderIsANamedError) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  const std::string header = R"({"__metadata__":{"x":)" + deep + "}}";
+  const fs::path file = fs::temp_directory_path() / ("ds_test_deep_" + std::to_string(::getpid()) + ".safetensors");
+  {
+    std::ofstream f(file, std::ios::binary | std::ios::trunc);
+    uint64_t n = header.size();
+    for (int i = 0; i < 8; ++i) f.put(char((n >> (8 * i)) & 0xff));
+    f << header;
+  }
+  try {
+    SafetensorsFile sf(file.string());
+    ADD_FAILURE() << "a 200k-deep header loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nested more than 100 levels"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(file.filename().string()), std::string::npos) << e.what();
+  }
+  fs::remove(file);
+}
+
+TEST(Loading, DeeplyNestedIndexIsANamedError) {
+  TempModel m;
+  std::ifstream f(m.path("model.safetensors.index.json"));
+  auto idx = json::parse(f);
+  std::string text = idx.dump();
+  text.insert(text.size() - 1, R"(,"metadata_x":)" + std::string(50000, '[') + std::string(50000, ']'));
+  std::ofstream(m.path("model.safetensors.index.json"), std::ios::trunc) << text;
+  expect_load_error(m.str(), {"model.safetensors.index.json", "nested more than 100 levels"});
+}
+
 TEST(Loading, IndexNamesTensorMissingFromShard) {
   TempModel m;
   std::ifstream f(m.path("model.safetensors.index.json"));
