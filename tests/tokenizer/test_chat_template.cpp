@@ -132,6 +132,26 @@ TEST(ChatTemplate, IntegerLimitsAreErrors) {
             "9223372036854775806");
 }
 
+// Nesting is bounded (parsing and rendering recurse on it): deep templates are an error, not a
+// stack overflow.
+TEST(ChatTemplate, DeepNestingIsAnError) {
+  for (const std::string& open : {std::string("("), std::string("["), std::string("not "), std::string("-")}) {
+    std::string close = open == "(" ? ")" : open == "[" ? "]" : "";
+    std::string tmpl = "{{ ";
+    for (int i = 0; i < 100000; ++i) tmpl += open;
+    tmpl += "1";
+    for (int i = 0; i < 100000; ++i) tmpl += close;
+    EXPECT_NE(error_of(tmpl + " }}").find("nested more than"), std::string::npos) << open;
+  }
+  std::string ifs;
+  for (int i = 0; i < 100000; ++i) ifs += "{% if true %}";
+  EXPECT_NE(error_of(ifs).find("nested more than"), std::string::npos);
+  // Moderate nesting still works.
+  EXPECT_EQ(render("{{ " + std::string(100, '(') + "1" + std::string(100, ')') + " }}"), "1");
+  EXPECT_EQ(render("{{ " + std::string(100, '[') + "7" + std::string(100, ']') + " | first | first | first }}"),
+            render("{{ " + std::string(97, '[') + "7" + std::string(97, ']') + " }}"));
+}
+
 TEST(ChatTemplate, ErrorsNameTheLine) {
   // Parse errors.
   EXPECT_NE(error_of("a\nb\n{{ 1 + }}\n").find("line 3"), std::string::npos) << error_of("a\nb\n{{ 1 + }}\n");

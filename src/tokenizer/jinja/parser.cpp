@@ -18,6 +18,20 @@ class Parser {
   }
 
  private:
+  // Nesting of blocks and expressions (parentheses, lists, `not`, unary signs): deeper templates are
+  // refused, so that neither parsing nor rendering recurses without bound.
+  static constexpr int kMaxNesting = 500;
+  struct Nest {
+    Parser& p;
+    explicit Nest(Parser& parser) : p(parser) {
+      if (++p.nesting_ > kMaxNesting) {
+        --p.nesting_;
+        p.error(fmt::format("template nested more than {} levels deep", kMaxNesting));
+      }
+    }
+    ~Nest() { --p.nesting_; }
+  };
+
   const Token& cur() const { return t_[i_]; }
   const Token& peek(size_t k = 1) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   void next() {
@@ -60,6 +74,7 @@ class Parser {
 
   // Parses nodes until a block tag whose keyword is in `ends` (left unconsumed, after '{%').
   Body parse_body(const std::set<std::string>& ends) {
+    Nest nest(*this);
     Body body;
     for (;;) {
       const Token& tok = cur();
@@ -263,6 +278,7 @@ class Parser {
   }
 
   ExprPtr parse_or() {
+    Nest nest(*this);
     ExprPtr e = parse_and();
     while (is_name("or")) {
       int line = cur().line;
@@ -282,6 +298,7 @@ class Parser {
   }
   ExprPtr parse_not() {
     if (is_name("not")) {
+      Nest nest(*this);
       auto n = make(Expr::Not, cur().line);
       next();
       n->kids.push_back(parse_not());
@@ -360,6 +377,7 @@ class Parser {
     return e;
   }
   ExprPtr parse_unary(bool with_filter = true) {
+    Nest nest(*this);
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       auto u = make(is_op("-") ? Expr::Neg : Expr::Pos, cur().line);
@@ -586,6 +604,7 @@ class Parser {
 
   const std::vector<Token>& t_;
   size_t i_ = 0;
+  int nesting_ = 0;
 };
 
 }  // namespace
