@@ -422,9 +422,9 @@ class Parser {
     }
     if (tok.kind == Token::Int || tok.kind == Token::Float) {
       auto lit = make(Expr::Literal, line);
+      int64_t i = 0;
+      if (tok.kind == Token::Int && !parse_int(tok.text, i)) error("integer literal '" + tok.text + "' is out of range");
       try {
-        int64_t i = 0;
-        if (tok.kind == Token::Int && !parse_int(tok.text, i)) error("integer literal '" + tok.text + "' is out of range");
         lit->value = tok.kind == Token::Int ? Value(i) : Value(std::stod(tok.text));
       } catch (const std::exception&) {
         error("bad number literal '" + tok.text + "'");
