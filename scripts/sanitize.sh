@@ -14,7 +14,5 @@ CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMA
 cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-# Reduced workloads for tests that are too slow under the sanitizers (docs/FUZZING.md lists them).
-export DS_SANITIZED=1
 cd "$BUILD_DIR"
 ctest -L cpu --output-on-failure -j "${TEST_JOBS:-2}" --timeout 1800
