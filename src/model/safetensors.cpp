@@ -12,7 +12,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/json_depth.h"
@@ -43,9 +42,9 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std::string& path) {
-  SafetensorsHeader out;
   if (size < 8)
     fail("safetensors file '{}' is truncated: {} bytes, too short for the 8-byte header length", path, size);
+  SafetensorsHeader out;
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | bytes[i];
   if (hlen > kMaxHeader || hlen > size - 8)
@@ -117,6 +116,27 @@ SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std
   return out;
 }
 
+std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path) {
+  if (json_nesting_depth(text) > kMaxJsonDepth)
+    fail("checkpoint index '{}' is corrupt: JSON nested more than {} levels deep", path, kMaxJsonDepth);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("checkpoint index '{}' is not valid JSON: {}", path, e.what());
+  }
+  auto wm = j.is_object() ? j.find("weight_map") : j.end();
+  if (!j.is_object() || wm == j.end() || !wm->is_object())
+    fail("checkpoint index '{}' has no weight_map object", path);
+  std::map<std::string, std::string> out;
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string())
+      fail("checkpoint index '{}': weight_map entry '{}' is not a file name", path, it.key());
+    out[it.key()] = it.value().get<std::string>();
+  }
+  return out;
+}
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open safetensors file '{}': {}", path, std::strerror(errno));
@@ -157,26 +177,6 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path) {
-  if (json_nesting_depth(text) > kMaxJsonDepth)
-    fail("checkpoint index '{}' is corrupt: JSON nested more than {} levels deep", path, kMaxJsonDepth);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("checkpoint index '{}' is not valid JSON: {}", path, e.what());
-  }
-  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-    fail("checkpoint index '{}' has no weight_map object", path);
-  std::map<std::string, std::string> out;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string())
-      fail("checkpoint index '{}': weight_map entry '{}' is not a file name", path, it.key());
-    out[it.key()] = it.value().get<std::string>();
-  }
-  return out;
-}
-
 Checkpoint Checkpoint::open(const std::string& path) {
   Checkpoint ck;
   ck.path_ = path;
@@ -188,10 +188,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
     const fs::path index = dir / "model.safetensors.index.json";
     if (fs::exists(index)) {
       std::ifstream f(index, std::ios::binary);
-      std::stringstream text;
-      text << f.rdbuf();
-      if (!f) fail("cannot read checkpoint index '{}'", index.string());
-      index_map = parse_checkpoint_index(text.str(), index.string());
+      const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      index_map = parse_checkpoint_index(text, index.string());
       std::set<std::string> shard_names;
       for (const auto& [tensor, shard] : index_map) shard_names.insert(shard);
       for (const auto& s : shard_names) {

@@ -30,16 +30,16 @@ struct TensorInfo {
 
 std::string shape_str(const std::vector<int64_t>& shape);  // "[2048, 256]"
 
-// A safetensors file's header, parsed and validated from the whole file in memory (`bytes`, `size`);
-// tensor data pointers point into `bytes`. `path` only names the file in errors. Throws ds::Error.
+// Pure parsers of the on-disk formats (what the file classes below call, and what a fuzz target can
+// call on any bytes): every problem is a ds::Error naming `path`; JSON deeper than kMaxJsonDepth
+// (core/json_depth.h) is refused before it is parsed.
 struct SafetensorsHeader {
-  std::vector<TensorInfo> tensors;  // in data-offset order
+  std::vector<TensorInfo> tensors;  // in data-offset order; `data` points into `bytes`
   std::map<std::string, std::string> metadata;
 };
+// `bytes`: a whole .safetensors file (length prefix, header, data region; the data is not read).
 SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std::string& path);
-
-// model.safetensors.index.json's text → its weight_map (tensor name → shard file name).
-// `path` only names the file in errors. Throws ds::Error.
+// model.safetensors.index.json: its weight_map, tensor name → shard file name.
 std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path);
 
 class SafetensorsFile {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -200,45 +201,6 @@ TEST(Loading, CorruptHeader) {
   }
 }
 
-// The in-memory parsers the loader (and the fuzz targets) use: tensors point into the given bytes,
-// overlapping tensors and a non-object index are refused naming the file.
-TEST(Loading, ParsesHeaderAndIndexFromBytes) {
-  auto file = [](const std::string& header, size_t data_bytes) {
-    std::string b(8, '\0');
-    for (int i = 0; i < 8; ++i) b[size_t(i)] = char((header.size() >> (8 * i)) & 0xff);
-    return b + header + std::string(data_bytes, '\x01');
-  };
-  const std::string ok = file(R"({"b": {"dtype": "BF16", "shape": [2], "data_offsets": [8, 12]},
-    "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"format": "pt"}})", 12);
-  const auto* bytes = reinterpret_cast<const uint8_t*>(ok.data());
-  SafetensorsHeader h = parse_safetensors(bytes, ok.size(), "mem.safetensors");
-  ASSERT_EQ(h.tensors.size(), 2u);
-  EXPECT_EQ(h.tensors[0].name, "a");  // data-offset order
-  EXPECT_EQ(h.tensors[1].dtype, DType::BF16);
-  EXPECT_EQ(h.tensors[1].data, bytes + ok.size() - 4);
-  EXPECT_EQ(h.metadata.at("format"), "pt");
-  const std::string overlap = file(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-    "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8);
-  try {
-    parse_safetensors(reinterpret_cast<const uint8_t*>(overlap.data()), overlap.size(), "mem.safetensors");
-    ADD_FAILURE() << "overlapping tensors accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
-  }
-  EXPECT_THROW(parse_safetensors(bytes, 7, "mem.safetensors"), Error);
-
-  auto map = parse_checkpoint_index(R"({"weight_map": {"x": "s1.safetensors", "y": "s2.safetensors"}})", "i.json");
-  EXPECT_EQ(map, (std::map<std::string, std::string>{{"x", "s1.safetensors"}, {"y", "s2.safetensors"}}));
-  for (const char* bad : {"[]", "{\"weight_map\": []}", "{\"weight_map\": {\"x\": 1}}", "{"}) {
-    try {
-      parse_checkpoint_index(bad, "i.json");
-      ADD_FAILURE() << "accepted " << bad;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("i.json"), std::string::npos) << e.what();
-    }
-  }
-}
-
 // A header whose __metadata__ nests 200,000 deep used to overflow the stack (recursive dump of the
 // value); past the documented depth it is a named loading error.
 TEST(Loading, DeeplyNestedHeaderIsANamedError) {
@@ -259,6 +221,41 @@ TEST(Loading, DeeplyNestedHeaderIsANamedError) {
     EXPECT_NE(std::string(e.what()).find(file.filename().string()), std::string::npos) << e.what();
   }
   fs::remove(file);
+}
+
+// The pure parsers (what a fuzz target calls) on bytes in memory.
+TEST(Loading, PureParsersOnBytes) {
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error, expected " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto file = [](const std::string& header, size_t data_bytes) {
+    std::string b(8, '\0');
+    for (int i = 0; i < 8; ++i) b[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+    return b + header + std::string(data_bytes, '\0');
+  };
+  std::string ok = file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"k":"v"}})", 8);
+  SafetensorsHeader h = parse_safetensors(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), "mem");
+  ASSERT_EQ(h.tensors.size(), 1u);
+  EXPECT_EQ(h.tensors[0].name, "a");
+  EXPECT_EQ(h.tensors[0].data, ok.data() + ok.size() - 8);
+  EXPECT_EQ(h.metadata.at("k"), "v");
+  for (const auto& [bytes, needle] : std::vector<std::pair<std::string, std::string>>{
+           {file(R"({"__metadata__":{"x":)" + std::string(300, '[') + std::string(300, ']') + "}}", 0), "100 levels"},
+           {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "truncated"},
+           {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}})", 8), "not valid JSON"},
+           {std::string("\x05\0\0"), "too short"}}) {
+    expect_error([&] { parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "mem"); },
+                 needle);
+  }
+  EXPECT_EQ(parse_checkpoint_index(R"({"weight_map":{"t":"s.safetensors"}})", "idx").at("t"), "s.safetensors");
+  expect_error([] { parse_checkpoint_index("[1]", "idx"); }, "no weight_map");
+  expect_error([] { parse_checkpoint_index(R"({"weight_map":{"t":1}})", "idx"); }, "not a file name");
+  expect_error([] { parse_checkpoint_index(std::string(1000, '['), "idx"); }, "100 levels");
 }
 
 TEST(Loading, DeeplyNestedIndexIsANamedError) {
