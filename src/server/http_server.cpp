@@ -1,5 +1,7 @@
 #include "server/http_server.h"
 
+#include <sys/resource.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -7,8 +9,6 @@
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <sys/resource.h>
-
 #include <thread>
 
 #include "core/error.h"
