@@ -97,6 +97,8 @@ TEST(NetLimits, ForcedCancelEndsStreamsWithAbortAndAnError) {
   f.engine.delay = std::chrono::milliseconds(30);
   expect_cut_stream(stream_until_cut(f, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 200}, {"stream", true}}));
   EXPECT_EQ(f.engine.aborted_copy().size(), 1u);
+  for (int i = 0; i < 200 && f.server->requests_in_progress() > 0; ++i)  // metrics are recorded as the job ends
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(f.server->metrics().finished("abort"), 1);
 }
 
