@@ -15,7 +15,9 @@ CLI::Validator in_range(T lo, T hi) {
   return CLI::Validator(
       [lo, hi](std::string& input) -> std::string {
         T v{};
-        if (!CLI::detail::lexical_cast(input, v)) return "'" + input + "' is not a valid number of this kind";
+        if (!CLI::detail::lexical_cast(input, v))
+          return "'" + input + "' is not " + (std::is_integral_v<T> ? "an integer" : "a number") + " in the range " +
+                 std::to_string(lo) + " to " + std::to_string(hi);
         if constexpr (std::is_floating_point_v<T>) {
           if (!std::isfinite(v)) return "'" + input + "' is not a finite number";
         }

@@ -1,5 +1,7 @@
 #include "server/http_server.h"
 
+#include <sys/resource.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -7,8 +9,6 @@
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <sys/resource.h>
-
 #include <thread>
 
 #include "core/error.h"
@@ -201,6 +201,8 @@ class Session : public std::enable_shared_from_this<Session> {
     req.remote = remote_;
     req.received = std::chrono::steady_clock::now();
     keep_alive_ = msg.keep_alive() && !shared_->stopping.load();
+    http11_ = msg.version() >= 11;
+    response_bytes_ = false;
     parser_.reset();
 
     state_ = State::Responding;
@@ -237,12 +239,13 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (state_ != State::Responding) return;
     if (ec == net::error::eof) {
-      // The client half-closed after a complete request (shutdown(SHUT_WR)): it still reads the
-      // answer. A FIN alone cannot tell this from a full close, so only a failed write or a reset
-      // means "gone"; the connection closes after this response.
-      spdlog::debug("http {}: client finished sending (half-close); answering, then closing", remote_);
+      // The client stopped sending after a complete request: a half-close (shutdown(SHUT_WR), it
+      // still reads the answer) or a full close. Only a failed write or a reset means "gone"; the
+      // connection closes after this response.
+      spdlog::debug("http {}: client finished sending; answering, then closing", remote_);
       keep_alive_ = false;
       peer_eof_ = true;
+      probe_peer();
       return;
     }
     if (ec) {
@@ -252,12 +255,27 @@ class Session : public std::enable_shared_from_this<Session> {
     watch();
   }
 
+  // Tells a half-close from a full close without waiting for the response: a closed peer answers
+  // any byte with a reset. Before any response bytes that byte is an interim "100 Continue", which
+  // HTTP/1.1 clients must accept and skip (RFC 9110, 15.2); once a response is under way, its next
+  // write does the same. The reset shows as an error condition on the socket.
+  void probe_peer() {
+    if (!http11_ || writing_ || !out_.empty() || response_bytes_) return;
+    out_.push_back({"HTTP/1.1 100 Continue\r\n\r\n", false});
+    do_write();
+    stream_.socket().async_wait(tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
+      if (ec == net::error::operation_aborted || self->state_ != State::Responding) return;
+      if (!self->gone_.exchange(true)) spdlog::debug("http {}: client went away (reset after close)", self->remote_);
+    });
+  }
+
   void enqueue(Out out) {
     if (state_ == State::Closed) return;
     if (gone_.load()) {
       if (out.last) finish_response();
       return;
     }
+    response_bytes_ = true;
     out_.push_back(std::move(out));
     if (!writing_) do_write();
   }
@@ -348,7 +366,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   bool writing_ = false;
   bool rejecting_ = false;
-  bool peer_eof_ = false;  // the client half-closed: nothing more to read
+  bool peer_eof_ = false;        // the client stopped sending: nothing more to read
+  bool http11_ = false;          // the request in progress is HTTP/1.1 (may be sent 1xx)
+  bool response_bytes_ = false;  // bytes of the current response were queued
   std::atomic<bool> released_{false};
   std::atomic<bool> gone_{false};
   std::deque<Out> out_;

@@ -194,7 +194,7 @@ TEST(Errors, ClientDisconnectMidStreamAbortsTheRequest) {
   EXPECT_EQ(f.server->requests_in_progress(), 0);
   EXPECT_EQ(f.server->metrics().http_count("/v1/completions", 499), 1);
   EXPECT_EQ(f.server->metrics().finished("abort"), 1);
-  // A non-streaming request whose client resets the connection is aborted too.
+  // A non-streaming request whose client leaves is aborted too.
   {
     auto c = f.client();
     test::http::request<test::http::string_body> req{test::http::verb::post, "/v1/chat/completions", 11};
@@ -203,8 +203,6 @@ TEST(Errors, ClientDisconnectMidStreamAbortsTheRequest) {
     req.prepare_payload();
     test::http::write(c.stream(), req);
     std::this_thread::sleep_for(std::chrono::milliseconds(60));
-    // A reset: an orderly close (FIN) looks like a half-close, which is answered (see test_net_limits).
-    c.stream().socket().set_option(test::net::socket_base::linger(true, 0));
   }
   for (int i = 0; i < 200 && f.engine.aborted_copy().size() < 2; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
