@@ -13,7 +13,8 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 JOBS=${FUZZ_JOBS:-$(nproc)}
 TARGETS=${FUZZ_TARGETS:-$(cd fuzz && ls fuzz_*.cpp | sed 's/^fuzz_//; s/\.cpp$//')}
 bash scripts/sanitize.sh --configure
-cmake --build "$BUILD_DIR" -j "${BUILD_JOBS:-$(nproc)}" --target $(for t in $TARGETS; do echo "fuzz_$t"; done)
+mapfile -t BINS < <(for t in $TARGETS; do echo "fuzz_$t"; done)
+cmake --build "$BUILD_DIR" -j "${BUILD_JOBS:-$(nproc)}" --target "${BINS[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 mkdir -p "$BUILD_DIR/fuzz-findings" "$BUILD_DIR/fuzz-logs"
