@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "apps/flag_checks.h"
 #include "bench/bench.h"
 #include "bench/eval_gsm8k.h"
 #include "core/error.h"
@@ -30,7 +31,8 @@ std::vector<double> parse_percentiles(const std::string& s) {
   for (std::string item; std::getline(ss, item, ',');) {
     char* end = nullptr;
     const double v = std::strtod(item.c_str(), &end);
-    DS_CHECK(end != item.c_str() && *end == '\0', "--metric-percentiles: '{}' is not a number", item);
+    DS_CHECK(end != item.c_str() && *end == '\0' && v >= 0 && v <= 100,
+             "--metric-percentiles: '{}' is not a number in [0, 100]", item);
     out.push_back(v);
   }
   return out;
@@ -53,7 +55,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--base-url", o->base_url, "Server address, http://host:port (a trailing /v1 is fine)")
       ->capture_default_str();
   auto* host = cmd->add_option("--host", raw->host, "Server host (instead of --base-url)");
-  auto* port = cmd->add_option("--port", raw->port, "Server port (instead of --base-url)");
+  auto* port = cmd->add_option("--port", raw->port, "Server port (instead of --base-url)")->check(in_range(1, 65535));
   cmd->add_option("--backend", raw->backend, "openai | openai-chat | vllm | sglang | deltaserve (API flavour)")
       ->capture_default_str();
   cmd->add_option("--endpoint-type", raw->endpoint_type, "completions | chat (overrides --backend)");
@@ -65,33 +67,46 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--dataset-path", o->dataset_path, "JSONL file with a \"prompt\" or \"messages\" per line");
   cmd->add_option("--prompt", o->prompt, "The prompt text of --dataset fixed");
-  cmd->add_option("--random-input-len", o->random.input_len, "Input tokens per random prompt")->capture_default_str();
+  cmd->add_option("--random-input-len", o->random.input_len, "Input tokens per random prompt")
+      ->capture_default_str()
+      ->check(in_range<int64_t>(1, 1 << 24));
   cmd->add_option("--random-output-len", o->random.output_len, "Output tokens per random prompt")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<int64_t>(1, 1 << 24));
   cmd->add_option("--random-range-ratio", o->random.range_ratio,
                   "Lengths uniform in [len*(1-r), len*(1+r)], r in [0, 1)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range(0.0, 0.999999));
   cmd->add_option("--vocab-size", o->random.vocab_size,
                   "Random prompt ids are drawn from [0, vocab-size); the default suits any vocabulary")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<int64_t>(1, int64_t(1) << 31));
   cmd->add_option("--output-len", o->output_len, "max_tokens for jsonl lines without one and for fixed prompts")
-      ->capture_default_str();
-  cmd->add_option("--num-prompts", o->num_prompts, "Requests to send (default: 1000; jsonl: every line)");
-  cmd->add_option("--max-concurrency", o->max_concurrency, "Most requests in flight (default: unlimited)");
+      ->capture_default_str()
+      ->check(in_range<int64_t>(1, 1 << 24));
+  cmd->add_option("--num-prompts", o->num_prompts, "Requests to send (default: 1000; jsonl: every line)")
+      ->check(in_range<int64_t>(0, int64_t(1) << 31));
+  cmd->add_option("--max-concurrency", o->max_concurrency, "Most requests in flight (default: unlimited)")
+      ->check(in_range<int64_t>(0, 1 << 20));
   cmd->add_option("--request-rate", raw->rate, "Requests per second, Poisson arrivals; inf: all at once")
       ->capture_default_str();
-  cmd->add_option("--burstiness", o->burstiness, "Gamma shape of the arrival gaps (1: Poisson)")->capture_default_str();
+  cmd->add_option("--burstiness", o->burstiness, "Gamma shape of the arrival gaps (1: Poisson)")
+      ->capture_default_str()
+      ->check(in_range(1e-3, 1e3));
   cmd->add_option("--seed", o->seed, "Seed of the workload and the arrivals")->capture_default_str();
-  cmd->add_option("--warmup", o->warmup, "Unmeasured warm-up requests sent first")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "Unmeasured warm-up requests sent first")
+      ->capture_default_str()
+      ->check(in_range<int64_t>(0, 1 << 20));
   cmd->add_flag("--ignore-eos", raw->ignore_eos, "Send ignore_eos (default for --dataset random)");
   cmd->add_flag("--no-ignore-eos", raw->no_ignore_eos, "Do not send ignore_eos, even for random prompts");
-  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->capture_default_str();
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->capture_default_str()->check(in_range(0.0, 2.0));
   cmd->add_option("--extra-body", o->extra_body, "JSON object merged into every request body");
   cmd->add_option("--metric-percentiles", raw->percentiles, "Comma-separated percentiles to report")
       ->capture_default_str();
   cmd->add_option("--output-json,--result-file", o->output_json, "Write the results (vLLM key names) here");
   cmd->add_option("--timeout", o->timeout_s, "Fail a request after this many seconds without data")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range(0.001, 86400.0 * 7));
   cmd->add_flag("--no-progress,--disable-tqdm", raw->no_progress, "No progress output");
   cmd->callback([o, raw, host, port] {
     o->base_url = base_url_from(o->base_url, raw->host, raw->port, host->count() + port->count() > 0);
@@ -119,18 +134,22 @@ void register_eval(CLI::App& app) {
   auto raw = std::make_shared<Raw>();
   cmd->add_option("--base-url", o->base_url, "Server address, http://host:port")->capture_default_str();
   auto* host = cmd->add_option("--host", raw->host, "Server host (instead of --base-url)");
-  auto* port = cmd->add_option("--port", raw->port, "Server port (instead of --base-url)");
+  auto* port = cmd->add_option("--port", raw->port, "Server port (instead of --base-url)")->check(in_range(1, 65535));
   cmd->add_option("--model", o->model, "Model name (default: the server's first model)");
   cmd->add_option("--api-key", o->api_key, "Bearer token")->envname("OPENAI_API_KEY");
   cmd->add_option("--data-dir", o->data_dir, "Folder with GSM8K train.jsonl and test.jsonl")->capture_default_str();
-  cmd->add_option("--num-shots", o->num_shots, "Few-shot examples from the train split")->capture_default_str();
-  cmd->add_option("--num-questions", o->num_questions, "Test questions to ask (default: all 1319)");
-  cmd->add_option("--max-tokens", o->max_tokens, "Output tokens per answer")->capture_default_str();
-  cmd->add_option("--parallel", o->parallel, "Requests in flight")->capture_default_str();
+  cmd->add_option("--num-shots", o->num_shots, "Few-shot examples from the train split")
+      ->capture_default_str()
+      ->check(in_range<int64_t>(0, 1000));
+  cmd->add_option("--num-questions", o->num_questions, "Test questions to ask (default: all 1319)")
+      ->check(in_range<int64_t>(0, 1 << 24));
+  cmd->add_option("--max-tokens", o->max_tokens, "Output tokens per answer")->capture_default_str()->check(in_range<int64_t>(1, 1 << 24));
+  cmd->add_option("--parallel", o->parallel, "Requests in flight")->capture_default_str()->check(in_range<int64_t>(1, 1 << 16));
   cmd->add_flag("--chat", o->chat, "Use /v1/chat/completions (shots as turns) instead of /v1/completions");
   cmd->add_option("--output", o->output, "Write per-question results here (JSONL)");
   cmd->add_option("--timeout", o->timeout_s, "Fail a request after this many seconds without data")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range(0.001, 86400.0 * 7));
   cmd->add_flag("--no-progress", raw->no_progress, "No progress output");
   cmd->callback([o, raw, host, port] {
     o->base_url = base_url_from(o->base_url, raw->host, raw->port, host->count() + port->count() > 0);

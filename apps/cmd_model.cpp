@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "apps/flag_checks.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
@@ -36,8 +37,9 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--device", a.device, "cpu | cuda")->capture_default_str();
   cmd->add_option("--load-format", a.load_format, "auto | safetensors | dummy")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "GPU activation dtype: auto | bfloat16 | float32")->capture_default_str();
-  cmd->add_option("--threads", a.threads, "CPU worker threads (0: all cores)");
-  cmd->add_option("--prefill-chunk", a.prefill_chunk, "prefill the prompt in chunks of N tokens (0: at once)");
+  cmd->add_option("--threads", a.threads, "CPU worker threads (0: all cores)")->check(in_range(0, 4096));
+  cmd->add_option("--prefill-chunk", a.prefill_chunk, "prefill the prompt in chunks of N tokens (0: at once)")
+      ->check(in_range(0, 1 << 24));
   cmd->add_flag("--biased-moe-weights", a.biased_moe_weights,
                 "weight experts by the biased scores (the released remote code's routing)");
 }
@@ -162,10 +164,10 @@ void register_model_commands(CLI::App& app) {
   sp.temperature = 0.0f;  // greedy unless asked otherwise
   auto* gen = app.add_subcommand("generate", "continue a prompt; prints the new token ids as a JSON array");
   add_model_options(gen, gen_args);
-  gen->add_option("--max-tokens", max_tokens, "tokens to generate")->capture_default_str();
-  gen->add_option("--temperature", sp.temperature, "0: greedy")->capture_default_str();
-  gen->add_option("--top-k", sp.top_k, "<= 0: off");
-  gen->add_option("--top-p", sp.top_p, "nucleus mass")->capture_default_str();
+  gen->add_option("--max-tokens", max_tokens, "tokens to generate")->capture_default_str()->check(in_range(1, 1 << 24));
+  gen->add_option("--temperature", sp.temperature, "0: greedy")->capture_default_str()->check(in_range(0.0f, 100.0f));
+  gen->add_option("--top-k", sp.top_k, "<= 0: off")->check(in_range(-1, 1 << 24));
+  gen->add_option("--top-p", sp.top_p, "nucleus mass")->capture_default_str()->check(in_range(1e-6f, 1.0f));
   gen->add_option("--seed", sp.seed, "sampling seed")->capture_default_str();
   gen->add_flag("--ignore-eos", ignore_eos, "keep going after an end-of-sequence token");
   gen->callback([] { run_generate(gen_args, max_tokens, sp, ignore_eos); });

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "apps/flag_checks.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "tokenizer/chat_template.h"
@@ -135,8 +136,12 @@ void register_tokenizer_commands(CLI::App& app) {
   tok->add_option("--out", targs->out, "JSON array of id arrays (default: stdout)");
   tok->add_flag("--plain", targs->plain, "treat special-token text as plain text");
   tok->add_flag("--bench", targs->bench, "measure encode throughput on generated mixed text");
-  tok->add_option("--bench-mb", targs->bench_mb, "benchmark text size in MB")->capture_default_str();
-  tok->add_option("--repeats", targs->repeats, "benchmark repetitions (best is reported)")->capture_default_str();
+  tok->add_option("--bench-mb", targs->bench_mb, "benchmark text size in MB")
+      ->capture_default_str()
+      ->check(in_range(0.001, 4096.0));
+  tok->add_option("--repeats", targs->repeats, "benchmark repetitions (best is reported)")
+      ->capture_default_str()
+      ->check(in_range(1, 1000));
   tok->callback([targs] { run_tokenize(*targs); });
 
   auto cargs = std::make_shared<TemplateArgs>();

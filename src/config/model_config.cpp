@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,14 +17,48 @@ namespace {
 
 using json = nlohmann::json;
 
-template <typename T>
-T get_req(const json& j, const char* key, const char* where = "") {
-  if (!j.contains(key) || j[key].is_null()) fail("config.json: missing required field '{}{}'", where, key);
-  try {
-    return j[key].get<T>();
-  } catch (const json::exception&) {
-    fail("config.json: field '{}{}' has the wrong type ({})", where, key, j[key].dump());
+// Upper bounds on sizes: far above any released model, low enough that products of them (weight
+// shapes, per-layer tables) stay well inside int64 and a hostile config.json cannot ask for
+// terabytes before the checkpoint is even opened.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHidden = 1 << 17;        // hidden_size
+constexpr int64_t kMaxVocab = 1 << 24;         // vocab_size
+constexpr int64_t kMaxHeads = 1024;            // attention / KDA heads
+constexpr int64_t kMaxHeadDim = 4096;          // per-head widths, kv_lora_rank
+constexpr int64_t kMaxIntermediate = 1 << 20;  // MLP / expert widths
+constexpr int64_t kMaxExperts = 4096;
+constexpr int64_t kMaxConvKernel = 64;
+constexpr int64_t kMaxPositions = int64_t(1) << 40;
+constexpr int64_t kInt32Max = 2147483647;
+
+// `v` as an integer within [lo, hi]; a float (even 256.0), a string or an out-of-range value is
+// an error naming the field.
+int64_t checked_int(const json& v, const std::string& name, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) fail("config.json: field '{}' must be an integer, got {}", name, v.dump());
+  const bool fits = !v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max());
+  if (!fits || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+    fail("config.json: field '{}' = {} is outside {}..{}", name, v.dump(), lo, hi);
+  return v.get<int64_t>();
+}
+
+// An integer field in [lo, hi]: required when `def` is empty, else `def` when absent or null.
+int64_t int_field(const json& j, const char* key, std::optional<int64_t> def, int64_t lo, int64_t hi,
+                  const char* where = "") {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (!def) fail("config.json: missing required field '{}{}'", where, key);
+    return *def;
   }
+  return checked_int(j[key], fmt::format("{}{}", where, key), lo, hi);
+}
+
+// A floating-point field: a finite number in [lo, hi] (integers are accepted).
+float float_field(const json& j, const char* key, float def, double lo, double hi) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  const auto& v = j[key];
+  if (!v.is_number()) fail("config.json: field '{}' must be a number, got {}", key, v.dump());
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || d < lo || d > hi) fail("config.json: field '{}' = {} is outside {}..{}", key, v.dump(), lo, hi);
+  return float(d);
 }
 
 template <typename T>
@@ -39,11 +76,8 @@ std::vector<int> layer_list(const json& lac, const char* key) {
   const auto& v = lac[key];
   if (!v.is_array()) fail("config.json: 'linear_attn_config.{}' must be a list of layer numbers", key);
   std::vector<int> out;
-  for (const auto& x : v) {
-    if (!x.is_number_integer())
-      fail("config.json: 'linear_attn_config.{}' holds a non-integer entry {}", key, x.dump());
-    out.push_back(x.get<int>());
-  }
+  for (size_t i = 0; i < v.size(); ++i)
+    out.push_back(int(checked_int(v[i], fmt::format("linear_attn_config.{}[{}]", key, i), -kInt32Max - 1, kInt32Max)));
   return out;
 }
 
@@ -68,24 +102,26 @@ ModelConfig ModelConfig::from_json(const json& j) {
   auto mt = get_opt<std::string>(j, "model_type", "");
   if (mt != "kimi_linear")
     fail("config.json: model_type is '{}', expected 'kimi_linear'", mt);
-  c.vocab_size = get_req<int>(j, "vocab_size");
-  c.hidden_size = get_req<int>(j, "hidden_size");
-  c.num_layers = get_req<int>(j, "num_hidden_layers");
-  c.intermediate_size = get_opt<int>(j, "intermediate_size", 0);
-  c.rms_norm_eps = get_opt<float>(j, "rms_norm_eps", 1e-5f);
+  c.vocab_size = int(int_field(j, "vocab_size", {}, 1, kMaxVocab));
+  c.hidden_size = int(int_field(j, "hidden_size", {}, 1, kMaxHidden));
+  c.num_layers = int(int_field(j, "num_hidden_layers", {}, 1, kMaxLayers));
+  c.intermediate_size = int(int_field(j, "intermediate_size", 0, 0, kMaxIntermediate));
+  c.rms_norm_eps = float_field(j, "rms_norm_eps", 1e-5f, 0.0, 1.0);
   c.tie_word_embeddings = get_opt<bool>(j, "tie_word_embeddings", false);
-  c.bos_token_id = get_opt<int>(j, "bos_token_id", -1);
-  c.pad_token_id = get_opt<int>(j, "pad_token_id", -1);
+  c.bos_token_id = int(int_field(j, "bos_token_id", -1, -1, kInt32Max));
+  c.pad_token_id = int(int_field(j, "pad_token_id", -1, -1, kInt32Max));
   if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
     const auto& e = j["eos_token_id"];
     if (e.is_array()) {
-      for (auto& x : e) c.eos_token_ids.push_back(x.get<int>());
+      for (size_t i = 0; i < e.size(); ++i)
+        c.eos_token_ids.push_back(int(checked_int(e[i], fmt::format("eos_token_id[{}]", i), 0, kInt32Max)));
     } else {
-      c.eos_token_ids.push_back(get_req<int>(j, "eos_token_id"));
+      c.eos_token_ids.push_back(int(int_field(j, "eos_token_id", {}, 0, kInt32Max)));
     }
   }
-  c.max_position_embeddings = get_opt<int64_t>(j, "model_max_length",
-                                               get_opt<int64_t>(j, "max_position_embeddings", 1048576));
+  c.max_position_embeddings =
+      int_field(j, "model_max_length", int_field(j, "max_position_embeddings", 1048576, 1, kMaxPositions), 1,
+                kMaxPositions);
   c.torch_dtype = get_opt<std::string>(j, "dtype", get_opt<std::string>(j, "torch_dtype", "bfloat16"));
 
   // Unsupported knobs: reject rather than compute something else.
@@ -94,7 +130,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
          j["q_lora_rank"].dump());
   if (!get_opt<bool>(j, "mla_use_nope", true))
     fail("config.json: mla_use_nope = false (rotary MLA) is not supported");
-  if (get_opt<int>(j, "num_nextn_predict_layers", 0) != 0)
+  if (int_field(j, "num_nextn_predict_layers", 0, 0, kMaxLayers) != 0)
     fail("config.json: num_nextn_predict_layers != 0 (MTP layers) is not supported");
   auto act = get_opt<std::string>(j, "hidden_act", "silu");
   if (act != "silu") fail("config.json: hidden_act '{}' is not supported (only 'silu')", act);
@@ -103,23 +139,23 @@ ModelConfig ModelConfig::from_json(const json& j) {
     fail("config.json: moe_router_activation_func '{}' is not supported (only 'sigmoid')", router);
 
   // MLA
-  c.mla.num_heads = get_req<int>(j, "num_attention_heads");
-  int kv_heads = get_opt<int>(j, "num_key_value_heads", c.mla.num_heads);
+  c.mla.num_heads = int(int_field(j, "num_attention_heads", {}, 0, kMaxHeads));
+  int kv_heads = int(int_field(j, "num_key_value_heads", c.mla.num_heads, 0, kMaxHeads));
   if (kv_heads != c.mla.num_heads)
     fail("config.json: num_key_value_heads ({}) != num_attention_heads ({}) is not supported for MLA",
          kv_heads, c.mla.num_heads);
-  c.mla.kv_lora_rank = get_req<int>(j, "kv_lora_rank");
-  c.mla.qk_nope_head_dim = get_req<int>(j, "qk_nope_head_dim");
-  c.mla.qk_rope_head_dim = get_req<int>(j, "qk_rope_head_dim");
-  c.mla.v_head_dim = get_req<int>(j, "v_head_dim");
+  c.mla.kv_lora_rank = int(int_field(j, "kv_lora_rank", {}, 0, kMaxHeadDim));
+  c.mla.qk_nope_head_dim = int(int_field(j, "qk_nope_head_dim", {}, 0, kMaxHeadDim));
+  c.mla.qk_rope_head_dim = int(int_field(j, "qk_rope_head_dim", {}, 0, kMaxHeadDim));
+  c.mla.v_head_dim = int(int_field(j, "v_head_dim", {}, 0, kMaxHeadDim));
 
   // KDA
   if (!j.contains("linear_attn_config") || !j["linear_attn_config"].is_object())
     fail("config.json: missing 'linear_attn_config' object");
   const auto& lac = j["linear_attn_config"];
-  c.kda.num_heads = get_req<int>(lac, "num_heads", "linear_attn_config.");
-  c.kda.head_dim = get_req<int>(lac, "head_dim", "linear_attn_config.");
-  c.kda.conv_kernel = get_opt<int>(lac, "short_conv_kernel_size", 4, "linear_attn_config.");
+  c.kda.num_heads = int(int_field(lac, "num_heads", {}, 0, kMaxHeads, "linear_attn_config."));
+  c.kda.head_dim = int(int_field(lac, "head_dim", {}, 0, kMaxHeadDim, "linear_attn_config."));
+  c.kda.conv_kernel = int(int_field(lac, "short_conv_kernel_size", 4, 0, kMaxConvKernel, "linear_attn_config."));
 
   auto kda_layers = layer_list(lac, "kda_layers");
   auto full_layers = layer_list(lac, "full_attn_layers");
@@ -148,19 +184,19 @@ ModelConfig ModelConfig::from_json(const json& j) {
   }
 
   // MoE
-  c.moe.num_experts = get_opt<int>(j, "num_experts", 0);
-  c.moe.top_k = get_opt<int>(j, "num_experts_per_token", 0);
-  c.moe.num_shared_experts = get_opt<int>(j, "num_shared_experts", 0);
-  c.moe.intermediate_size = get_opt<int>(j, "moe_intermediate_size", 0);
-  c.moe.num_expert_group = get_opt<int>(j, "num_expert_group", 1);
-  c.moe.topk_group = get_opt<int>(j, "topk_group", 1);
+  c.moe.num_experts = int(int_field(j, "num_experts", 0, 0, kMaxExperts));
+  c.moe.top_k = int(int_field(j, "num_experts_per_token", 0, 0, kMaxExperts));
+  c.moe.num_shared_experts = int(int_field(j, "num_shared_experts", 0, 0, kMaxExperts));
+  c.moe.intermediate_size = int(int_field(j, "moe_intermediate_size", 0, 0, kMaxIntermediate));
+  c.moe.num_expert_group = int(int_field(j, "num_expert_group", 1, 0, kMaxExperts));
+  c.moe.topk_group = int(int_field(j, "topk_group", 1, 0, kMaxExperts));
   c.moe.renormalize = get_opt<bool>(j, "moe_renormalize", true);
-  c.moe.routed_scaling_factor = get_opt<float>(j, "routed_scaling_factor", 1.0f);
+  c.moe.routed_scaling_factor = float_field(j, "routed_scaling_factor", 1.0f, 0.0, 1e6);
   if (!get_opt<bool>(j, "use_grouped_topk", true) && c.moe.num_expert_group != 1)
     fail("config.json: use_grouped_topk = false with num_expert_group = {} is contradictory",
          c.moe.num_expert_group);
-  c.first_k_dense_replace = get_opt<int>(j, "first_k_dense_replace", 0);
-  c.moe_layer_freq = get_opt<int>(j, "moe_layer_freq", 1);
+  c.first_k_dense_replace = int(int_field(j, "first_k_dense_replace", 0, 0, kMaxLayers));
+  c.moe_layer_freq = int(int_field(j, "moe_layer_freq", 1, 0, kMaxLayers));
   if (c.moe_layer_freq <= 0) fail("config.json: moe_layer_freq must be >= 1, got {}", c.moe_layer_freq);
   for (int i = 0; i < c.num_layers; ++i) {
     bool moe = c.moe.num_experts > 0 && i >= c.first_k_dense_replace && i % c.moe_layer_freq == 0;
@@ -177,7 +213,7 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
   try {
     j = json::parse(f);
   } catch (const json::parse_error& e) {
-    fail("config '{}' is not valid JSON: {}", path, e.what());
+    fail("config '{}' is not valid JSON (near byte {})", path, e.byte);
   }
   try {
     return from_json(j);

@@ -66,6 +66,10 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
   }
   const int64_t T = ctx.num_tokens, D = cfg_.hidden_size, V = cfg_.vocab_size;
   if (trace) *trace = ForwardTrace{};
+  if (T == 0) {  // an empty step: no rows (and no offsets into empty buffers: UB, found by UBSan)
+    logits->clear();
+    return;
+  }
   std::vector<float> h(size_t(T * D)), xn(size_t(T * D)), out(size_t(T * D));
   run_embedding_cpu({.ids = batch.tokens.data(), .table = w_->embed.ptr(), .y = h.data(), .T = T, .vocab = V,
                      .dim = D});

@@ -78,8 +78,20 @@ bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>&
     for (const auto& c : choices_) unfinished += !c.done();
     if (unfinished == 0) return true;
     if (cancelled()) {
-      spdlog::debug("request {}: client went away, aborting", choices_[0].request_id);
+      spdlog::debug("request {}: cancelled (client gone or server stopping), aborting", choices_[0].request_id);
+      // Each cut choice ends with an explicit "abort" output, so a stream still being read says
+      // finish_reason "abort" instead of looking complete.
+      std::vector<int> cut;
+      for (size_t i = 0; i < choices_.size(); ++i)
+        if (!choices_[i].done()) cut.push_back(int(i));
       abort_unfinished();
+      for (int i : cut) {
+        GenerationOutput end;
+        end.finish = FinishReason::Abort;
+        end.prompt_tokens = choices_[i].prompt_tokens;
+        end.completion_tokens = choices_[i].completion_tokens;
+        on_output(i, end);
+      }
       return false;
     }
     // One open stream: block on it. Several: poll each, and if none had news wait briefly on the

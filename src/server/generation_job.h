@@ -41,7 +41,8 @@ class GenerationJob {
   void submit(std::vector<GenerationRequest> reqs);
 
   // Delivers every update as on_output(choice, output) until all choices finish (true) or
-  // `cancelled()` turns true (false; everything unfinished is aborted).
+  // `cancelled()` turns true (false; everything unfinished is aborted and gets a last output with
+  // FinishReason::Abort).
   bool run(const std::function<void(int, const GenerationOutput&)>& on_output, const std::function<bool()>& cancelled);
 
   const std::vector<ChoiceState>& choices() const { return choices_; }

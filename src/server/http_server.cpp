@@ -1,8 +1,11 @@
 #include "server/http_server.h"
 
+#include <sys/resource.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -33,7 +36,35 @@ struct Shared {
   HttpServerOptions opts;
   HttpHandler handler;
   std::atomic<int> active{0};
+  std::atomic<int> connections{0};  // sockets accepted and not closed
   std::atomic<bool> stopping{false};
+};
+
+// At most one log line per interval for a repeated event, with how often it happened meanwhile
+// (a client that exhausts descriptors must not fill the disk with log lines).
+class RateLimitedLog {
+ public:
+  explicit RateLimitedLog(std::chrono::seconds interval) : interval_(interval) {}
+  // Counts one occurrence; true when a line should be logged now (then `count()` is how many
+  // occurrences it stands for).
+  bool hit() {
+    ++pending_;
+    auto now = std::chrono::steady_clock::now();
+    if (logged_ && now - last_ < interval_) return false;
+    logged_ = true;
+    last_ = now;
+    count_ = pending_;
+    pending_ = 0;
+    return true;
+  }
+  int64_t count() const { return count_; }
+  std::chrono::seconds interval() const { return interval_; }
+
+ private:
+  std::chrono::seconds interval_;
+  std::chrono::steady_clock::time_point last_;
+  bool logged_ = false;
+  int64_t pending_ = 0, count_ = 0;
 };
 
 std::string status_line(int status) {
@@ -55,11 +86,13 @@ struct Out {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  // `shared->connections` already counts this socket; the session gives its slot back when it closes.
   Session(tcp::socket socket, std::shared_ptr<Shared> shared) : stream_(std::move(socket)), shared_(std::move(shared)) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", ep.address().to_string(), ep.port());
   }
+  ~Session() { release_slot(); }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
@@ -90,7 +123,18 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(shared_->opts.max_body_bytes);
     parser_->header_limit(uint32_t(shared_->opts.max_header_bytes));
+    if (buffer_.size() > 0) return read_header();  // a pipelined request already started
+    // Idle: wait for the first byte under the idle timeout, then the headers get their own.
     stream_.expires_after(shared_->opts.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      if (ec) return self->on_read_error(ec);
+      self->buffer_.commit(n);
+      self->read_header();
+    });
+  }
+
+  void read_header() {
+    stream_.expires_after(shared_->opts.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
@@ -111,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void read_body() {
+    stream_.expires_after(shared_->opts.idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
@@ -156,6 +201,8 @@ class Session : public std::enable_shared_from_this<Session> {
     req.remote = remote_;
     req.received = std::chrono::steady_clock::now();
     keep_alive_ = msg.keep_alive() && !shared_->stopping.load();
+    http11_ = msg.version() >= 11;
+    response_bytes_ = false;
     parser_.reset();
 
     state_ = State::Responding;
@@ -177,7 +224,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // While responding, keep one read outstanding: it sees the peer's close at once. Bytes that
   // arrive (a pipelined request) stay in buffer_ for the next parse.
   void watch() {
-    if (watching_ || buffer_.size() > (1u << 20)) return;
+    if (watching_ || peer_eof_ || buffer_.size() > (1u << 20)) return;
     watching_ = true;
     stream_.async_read_some(buffer_.prepare(4096),
                             [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_watch(ec, n); });
@@ -191,11 +238,35 @@ class Session : public std::enable_shared_from_this<Session> {
       return do_read();
     }
     if (state_ != State::Responding) return;
+    if (ec == net::error::eof) {
+      // The client stopped sending after a complete request: a half-close (shutdown(SHUT_WR), it
+      // still reads the answer) or a full close. Only a failed write or a reset means "gone"; the
+      // connection closes after this response.
+      spdlog::debug("http {}: client finished sending; answering, then closing", remote_);
+      keep_alive_ = false;
+      peer_eof_ = true;
+      probe_peer();
+      return;
+    }
     if (ec) {
       if (!gone_.exchange(true)) spdlog::debug("http {}: client went away ({})", remote_, ec.message());
       return;
     }
     watch();
+  }
+
+  // Tells a half-close from a full close without waiting for the response: a closed peer answers
+  // any byte with a reset. Before any response bytes that byte is an interim "100 Continue", which
+  // HTTP/1.1 clients must accept and skip (RFC 9110, 15.2); once a response is under way, its next
+  // write does the same. The reset shows as an error condition on the socket.
+  void probe_peer() {
+    if (!http11_ || writing_ || !out_.empty() || response_bytes_) return;
+    out_.push_back({"HTTP/1.1 100 Continue\r\n\r\n", false});
+    do_write();
+    stream_.socket().async_wait(tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
+      if (ec == net::error::operation_aborted || self->state_ != State::Responding) return;
+      if (!self->gone_.exchange(true)) spdlog::debug("http {}: client went away (reset after close)", self->remote_);
+    });
   }
 
   void enqueue(Out out) {
@@ -204,6 +275,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (out.last) finish_response();
       return;
     }
+    response_bytes_ = true;
     out_.push_back(std::move(out));
     if (!writing_) do_write();
   }
@@ -262,6 +334,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (ec) {
         beast::error_code ignored;
         self->stream_.socket().close(ignored);
+        self->release_slot();
         return;
       }
       self->drain();
@@ -274,6 +347,11 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     stream_.socket().close(ec);
+    release_slot();
+  }
+
+  void release_slot() {
+    if (!released_.exchange(true)) shared_->connections.fetch_sub(1);
   }
 
   std::shared_ptr<ResponseWriter> make_writer();
@@ -288,6 +366,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   bool writing_ = false;
   bool rejecting_ = false;
+  bool peer_eof_ = false;        // the client stopped sending: nothing more to read
+  bool http11_ = false;          // the request in progress is HTTP/1.1 (may be sent 1xx)
+  bool response_bytes_ = false;  // bytes of the current response were queued
+  std::atomic<bool> released_{false};
   std::atomic<bool> gone_{false};
   std::deque<Out> out_;
 };
@@ -372,13 +454,43 @@ struct HttpServer::Impl {
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   tcp::acceptor acceptor{net::make_strand(ioc)};
+  // On the acceptor's strand: pauses accepting (connection limit, descriptor exhaustion).
+  net::steady_timer pause{acceptor.get_executor()};
+  std::chrono::milliseconds backoff{0};
+  bool limited = false;
+  RateLimitedLog accept_errors{std::chrono::seconds(10)};
+  RateLimitedLog at_limit{std::chrono::seconds(10)};
 
   void do_accept() {
+    if (!acceptor.is_open()) return;
+    const int limit = shared->opts.max_connections;
+    if (shared->connections.load() >= limit) {
+      // Wait for a connection to close (checked every 20 ms); new clients wait in the listen
+      // backlog meanwhile.
+      if (!limited && at_limit.hit())
+        spdlog::warn("http: {} connections open, the limit (--max-connections); new ones wait (reached {}x in {} s)",
+                     limit, at_limit.count(), at_limit.interval().count());
+      limited = true;
+      return accept_after(std::chrono::milliseconds(20));
+    }
+    limited = false;
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
-        spdlog::warn("http: accept failed: {}", ec.message());
+        // Out of descriptors or memory: the pending connection stays queued, so retrying at once
+        // would spin. Back off (10 ms doubling to 500 ms) until an accept succeeds again.
+        const bool exhausted = ec == net::error::no_descriptors || ec.value() == ENFILE ||
+                               ec == net::error::no_buffer_space || ec == net::error::no_memory;
+        if (accept_errors.hit())
+          spdlog::warn("http: accept failed: {} ({}x in {} s){}", ec.message(), accept_errors.count(),
+                       accept_errors.interval().count(), exhausted ? "; backing off" : "");
+        if (exhausted) {
+          backoff = std::clamp(backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(500));
+          return accept_after(backoff);
+        }
       } else {
+        backoff = std::chrono::milliseconds(0);
+        shared->connections.fetch_add(1);
         socket.set_option(tcp::no_delay(true), ec);
         auto s = std::make_shared<Session>(std::move(socket), shared);
         {
@@ -388,10 +500,25 @@ struct HttpServer::Impl {
         }
         s->start();
       }
-      if (acceptor.is_open()) do_accept();
+      do_accept();
+    });
+  }
+
+  void accept_after(std::chrono::milliseconds delay) {
+    pause.expires_after(delay);
+    pause.async_wait([this](beast::error_code ec) {
+      if (!ec) do_accept();
     });
   }
 };
+
+int default_max_connections() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 4096;
+  const int64_t fds = int64_t(rl.rlim_cur);
+  const int64_t reserve = std::min<int64_t>(64, fds / 4);
+  return int(std::clamp<int64_t>(fds - reserve, 1, 4096));
+}
 
 HttpServer::HttpServer(HttpServerOptions opts, HttpHandler handler) : impl_(std::make_shared<Impl>()) {
   impl_->shared->opts = std::move(opts);
@@ -412,6 +539,13 @@ void HttpServer::start() {
     if (ec || results.empty()) fail("cannot resolve host '{}': {}", o.host, ec.message());
     addr = results.begin()->endpoint().address();
   }
+  if (im.shared->opts.max_connections <= 0) im.shared->opts.max_connections = default_max_connections();
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      int64_t(im.shared->opts.max_connections) + 16 > int64_t(rl.rlim_cur))
+    spdlog::warn("http: --max-connections {} is close to or above the file-descriptor limit ({}): accepting will "
+                 "back off when descriptors run out",
+                 im.shared->opts.max_connections, int64_t(rl.rlim_cur));
   tcp::endpoint ep(addr, uint16_t(o.port));
   im.acceptor.open(ep.protocol(), ec);
   if (!ec) im.acceptor.set_option(net::socket_base::reuse_address(true), ec);
@@ -429,12 +563,17 @@ int HttpServer::port() const { return impl_->port; }
 
 int HttpServer::active_responses() const { return impl_->shared->active.load(); }
 
+int HttpServer::open_connections() const { return impl_->shared->connections.load(); }
+
+int HttpServer::max_connections() const { return impl_->shared->opts.max_connections; }
+
 void HttpServer::stop_accepting() {
   auto& im = *impl_;
   im.shared->stopping = true;
   net::post(im.acceptor.get_executor(), [&im] {
     beast::error_code ec;
     im.acceptor.close(ec);
+    im.pause.cancel();
   });
   std::lock_guard<std::mutex> lk(im.mu);
   for (auto& w : im.sessions)

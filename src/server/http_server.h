@@ -58,11 +58,19 @@ struct HttpServerOptions {
   int threads = 2;                         // I/O threads
   size_t max_body_bytes = 32u << 20;       // larger bodies get 413
   size_t max_header_bytes = 64u << 10;     // larger headers get 431
-  std::chrono::seconds idle_timeout{60};   // keep-alive connections idle longer are closed
-  std::chrono::seconds write_timeout{60};  // one write that takes longer drops the client
+  // Open connections; at the limit accepting pauses (new clients wait in the listen backlog) until
+  // one closes. 0: derived from the file-descriptor limit (default_max_connections()).
+  int max_connections = 0;
+  std::chrono::seconds idle_timeout{60};    // waiting for a request's first byte (keep-alive idle); also the body's limit
+  std::chrono::seconds header_timeout{30};  // from a request's first byte to the end of its headers
+  std::chrono::seconds write_timeout{60};   // one write that takes longer drops the client
   // Told about requests the HTTP layer answers itself (malformed, too large): status code.
   std::function<void(int status)> on_rejected;
 };
+
+// The default connection limit: what RLIMIT_NOFILE leaves after a reserve of descriptors for the
+// server itself (listener, epoll, model files, logs), capped at 4096.
+int default_max_connections();
 
 class HttpServer {
  public:
@@ -79,6 +87,10 @@ class HttpServer {
   void stop_accepting();
   // Responses that a handler has received but not finished.
   int active_responses() const;
+  // Connections accepted and not yet closed.
+  int open_connections() const;
+  // The connection limit in force (max_connections, or the default derived from the fd limit).
+  int max_connections() const;
   // Closes everything and joins the I/O threads (also done by the destructor).
   void stop();
 

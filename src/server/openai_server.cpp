@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
+#include <string_view>
 #include <thread>
 
 #include "core/error.h"
@@ -39,7 +41,14 @@ class RecordingWriter : public ResponseWriter {
     status_ = status;
     inner_->begin_stream(status, content_type, std::move(headers));
   }
-  void write(std::string data) override { inner_->write(std::move(data)); }
+  void write(std::string data) override {
+    // A stream cut by the server (second signal, shutdown timeout) must not end like a complete
+    // one: an error event goes before the final [DONE] (the choices already said "abort").
+    if (streaming_ && cancel_all_.load() && !inner_->client_gone() && data == kSseDone && !error_sent_)
+      inner_->write(sse_event(json::parse(error_body(unavailable("the request was cancelled: the server is shutting down")))));
+    error_sent_ |= data.starts_with(kSseErrorPrefix);
+    inner_->write(std::move(data));
+  }
   void end_stream() override {
     if (!streaming_ || recorded_) return;
     record(client_gone() ? 499 : status_);
@@ -58,7 +67,8 @@ class RecordingWriter : public ResponseWriter {
   ServerMetrics& metrics_;
   std::string endpoint_;
   const std::atomic<bool>& cancel_all_;
-  bool started_ = false, streaming_ = false, recorded_ = false;
+  static constexpr std::string_view kSseErrorPrefix = "data: {\"error\"";
+  bool started_ = false, streaming_ = false, recorded_ = false, error_sent_ = false;
   int status_ = 200;
 };
 
@@ -94,11 +104,23 @@ constexpr Route kRoutes[] = {
     {"/tokenize", "POST", Work::Worker},       {"/detokenize", "POST", Work::Worker},
 };
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
+bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char d = 0;
   for (size_t i = 0; i < a.size(); ++i) d |= (unsigned char)(a[i] ^ b[i]);
   return d == 0;
+}
+
+// `Authorization: Bearer KEY`: the scheme is case-insensitive and separated from the credentials
+// by one or more spaces (RFC 7235 section 2.1); the key itself is compared exactly.
+bool bearer_matches(std::string_view header, const std::string& key) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size() || header[kScheme.size()] != ' ') return false;
+  for (size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower((unsigned char)header[i]) != kScheme[i]) return false;
+  std::string_view cred = header.substr(kScheme.size());
+  cred.remove_prefix(std::min(cred.find_first_not_of(' '), cred.size()));
+  return constant_time_equal(cred, key);
 }
 
 }  // namespace
@@ -159,7 +181,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
   try {
     if (req.path != "/health" && !opts_.api_key.empty()) {
       std::string auth = req.header("authorization");
-      if (!constant_time_equal(auth, "Bearer " + opts_.api_key))
+      if (!bearer_matches(auth, opts_.api_key))
         throw unauthorized(auth.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"
                                         : "Incorrect API key provided");
     }

@@ -104,6 +104,8 @@ void ToolCallParser::run(ToolParseDelta& out, bool final) {
       if (!payload.empty()) {
         if (state_ == State::Content) {
           out.content += payload;
+        } else if (skip_call_) {
+          // arguments of a call without a name: dropped with it
         } else if (!out.calls.empty() && out.calls.back().index == index_) {
           out.calls.back().arguments += payload;
         } else {
@@ -118,15 +120,11 @@ void ToolCallParser::run(ToolParseDelta& out, bool final) {
         if (is_section_begin(m)) state_ = State::Section;
         else if (m == kCallBegin) state_ = State::Header;  // a call without a section
         // other markers out of place are dropped
-      } else {
-        if (m == kCallEnd) {
-          state_ = State::Section, ++index_;
-        } else if (is_section_end(m)) {
-          state_ = State::Content, ++index_;
-        } else if (m == kCallBegin) {  // call_end missing: start the next call
-          ++index_;
-          state_ = State::Header;
-        }
+      } else if (m == kCallEnd || is_section_end(m) || m == kCallBegin) {
+        // The call ends (a call_begin here means its call_end is missing: the next call starts).
+        if (!skip_call_) ++index_;
+        skip_call_ = false;
+        state_ = m == kCallEnd ? State::Section : m == kCallBegin ? State::Header : State::Content;
       }
       continue;
     }
@@ -141,15 +139,20 @@ void ToolCallParser::run(ToolParseDelta& out, bool final) {
       else if (is_section_end(m)) state_ = State::Content;
       continue;
     }
-    // Header: the call id runs up to the argument marker.
+    // Header: the call id runs up to the argument marker. A call without a function name is
+    // dropped (with its arguments): a tool call always reaches the client with its id and name.
     std::string id = trim(std::string_view(buf_).substr(pos, at - pos));
+    std::string name = name_from_id(id);
     pos = at + m.size();
     if (m == kArgBegin) {
-      out.calls.push_back({index_, id, name_from_id(id), ""});
+      skip_call_ = name.empty();
+      if (!skip_call_) out.calls.push_back({index_, id, name, ""});
       state_ = State::Args;
     } else if (m == kCallEnd) {  // a call without arguments
-      out.calls.push_back({index_, id, name_from_id(id), ""});
-      ++index_;
+      if (!name.empty()) {
+        out.calls.push_back({index_, id, name, ""});
+        ++index_;
+      }
       state_ = State::Section;
     } else if (is_section_end(m)) {
       state_ = State::Content;

@@ -5,7 +5,8 @@
 // the first delta of a call carries its id ("functions.NAME:IDX", what the chat template renders
 // back) and name; later ones carry argument fragments. Text that might be the start of a marker is
 // held back until it is decided, so marker text never leaks into content. Also accepted: the
-// singular "<|tool_call_section_begin|>"/"_end|>" spelling, and a call outside a section.
+// singular "<|tool_call_section_begin|>"/"_end|>" spelling, and a call outside a section. A call
+// whose header names no function ("", "functions.:0") is dropped, arguments and all.
 #pragma once
 #include <string>
 #include <string_view>
@@ -51,6 +52,7 @@ class ToolCallParser {
   State state_ = State::Content;
   std::string buf_;  // text not yet consumed
   int index_ = 0;    // index of the current / next call
+  bool skip_call_ = false;  // in the arguments of a call that has no name (dropped)
 };
 
 }  // namespace ds

@@ -244,13 +244,14 @@ TEST(Loading, PureParsersOnBytes) {
   EXPECT_EQ(h.tensors[0].name, "a");
   EXPECT_EQ(h.tensors[0].data, ok.data() + ok.size() - 8);
   EXPECT_EQ(h.metadata.at("k"), "v");
-  for (const auto& [bytes, needle] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& c : std::vector<std::pair<std::string, std::string>>{
            {file(R"({"__metadata__":{"x":)" + std::string(300, '[') + std::string(300, ']') + "}}", 0), "100 levels"},
            {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "truncated"},
            {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}})", 8), "not valid JSON"},
            {std::string("\x05\0\0"), "too short"}}) {
+    const std::string& bytes = c.first;  // (clang 14 cannot capture a structured binding)
     expect_error([&] { parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "mem"); },
-                 needle);
+                 c.second);
   }
   EXPECT_EQ(parse_checkpoint_index(R"({"weight_map":{"t":"s.safetensors"}})", "idx").at("t"), "s.safetensors");
   expect_error([] { parse_checkpoint_index("[1]", "idx"); }, "no weight_map");

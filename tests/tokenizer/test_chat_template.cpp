@@ -104,6 +104,54 @@ std::string error_of(const std::string& tmpl, const ojson& ctx = ojson::object()
   return "(no error)";
 }
 
+std::string render(const std::string& tmpl, const ojson& ctx = ojson::object()) {
+  return ds::ChatTemplate(tmpl).render(ctx);
+}
+
+// Numbers beyond int64 are template errors, never a library exception or undefined behaviour
+// (fuzz_jinja found `{{ 0.0.011111111111111111101 }}` escaping as std::out_of_range).
+TEST(ChatTemplate, IntegerLimitsAreErrors) {
+  EXPECT_NE(error_of("{{ 99999999999999999999 }}").find("out of range"), std::string::npos);
+  EXPECT_NE(error_of("{{ x.99999999999999999999 }}", {{"x", {1}}}).find("out of range"), std::string::npos);
+  EXPECT_NE(error_of("{{ 9223372036854775807 + 1 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ -9223372036854775807 - 2 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ 4294967296 * 4294967296 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ (-9223372036854775807 - 1) // -1 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ 2 ** 64 }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ (-9223372036854775807 - 1) | abs }}").find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of("{{ 'ab' * 100000000000 }}").find("too large"), std::string::npos);
+  EXPECT_NE(error_of("{{ -(-9223372036854775807 - 1) }}").find("integer overflow"), std::string::npos);
+  // In range: exact, including values a double cannot hold.
+  EXPECT_EQ(render("{{ 9223372036854775806 + 1 }}"), "9223372036854775807");
+  EXPECT_EQ(render("{{ 9223372036854775807 == 9223372036854775806 }}"), "False");
+  EXPECT_EQ(render("{{ 2 ** 62 }}|{{ -7 // 2 }}|{{ -7 % 2 }}"), "4611686018427387904|-4|1");
+  EXPECT_EQ(render("{{ x.1 }}|{{ xs | map(attribute='0') | join(',') }}", {{"x", {5, 6}}, {"xs", {{7}, {8}}}}), "6|7,8");
+  // The int filter: out-of-range floats take the default, like unparsable strings.
+  EXPECT_EQ(render("{{ 1e300 | int }}|{{ '1e300' | int(7) }}|{{ '12' | int }}|{{ 2.9 | int }}"), "0|7|12|2");
+  EXPECT_EQ(render("{% for i in range(9223372036854775806, 9223372036854775807, 5) %}{{ i }}{% endfor %}"),
+            "9223372036854775806");
+}
+
+// Nesting is bounded (parsing and rendering recurse on it): deep templates are an error, not a
+// stack overflow.
+TEST(ChatTemplate, DeepNestingIsAnError) {
+  for (const std::string& open : {std::string("("), std::string("["), std::string("not "), std::string("-")}) {
+    std::string close = open == "(" ? ")" : open == "[" ? "]" : "";
+    std::string tmpl = "{{ ";
+    for (int i = 0; i < 20000; ++i) tmpl += open;
+    tmpl += "1";
+    for (int i = 0; i < 20000; ++i) tmpl += close;
+    EXPECT_NE(error_of(tmpl + " }}").find("nested more than"), std::string::npos) << open;
+  }
+  std::string ifs;
+  for (int i = 0; i < 20000; ++i) ifs += "{% if true %}";
+  EXPECT_NE(error_of(ifs).find("nested more than"), std::string::npos);
+  // Moderate nesting still works.
+  EXPECT_EQ(render("{{ " + std::string(150, '(') + "1" + std::string(150, ')') + " }}"), "1");
+  EXPECT_EQ(render("{{ " + std::string(40, '[') + "7" + std::string(40, ']') + " | first | first | first }}"),
+            render("{{ " + std::string(37, '[') + "7" + std::string(37, ']') + " }}"));
+}
+
 TEST(ChatTemplate, ErrorsNameTheLine) {
   // Parse errors.
   EXPECT_NE(error_of("a\nb\n{{ 1 + }}\n").find("line 3"), std::string::npos) << error_of("a\nb\n{{ 1 + }}\n");

@@ -135,6 +135,26 @@ TEST(ToolParser, ContentAroundTheSectionAndMalformedOutput) {
   ds::ToolCallParser p;
   EXPECT_EQ(p.push("text <|tool_calls").content, "text ");
   EXPECT_EQ(p.finish().content, "<|tool_calls");
+  // A call whose header names no function is dropped with its arguments; the next call is index 0
+  // (fuzz_tool_parser: such a call reached clients with an empty id and name).
+  for (const char* header : {"", " ", "functions.:0"}) {
+    const std::string text = std::string("a<|tool_calls_section_begin|><|tool_call_begin|>") + header +
+                             "<|tool_call_argument_begin|>{\"x\": 1}<|tool_call_end|><|tool_call_begin|>" + header +
+                             "<|tool_call_end|><|tool_call_begin|>functions.f:1<|tool_call_argument_begin|>2"
+                             "<|tool_call_end|><|tool_calls_section_end|>b";
+    SCOPED_TRACE(text);
+    r = ds::ToolCallParser::parse(text);
+    EXPECT_EQ(r.content, "ab");
+    ASSERT_EQ(r.calls.size(), 1u);
+    EXPECT_EQ(r.calls[0].name, "f");
+    EXPECT_EQ(r.calls[0].arguments, "2");
+    ds::ToolCallParser s;
+    Collected c;
+    for (char ch : text) c.add(s.push(std::string_view(&ch, 1)));
+    c.add(s.finish());
+    ASSERT_EQ(c.calls.size(), 1u);
+    EXPECT_EQ(c.calls[0].id, "functions.f:1");
+  }
   EXPECT_EQ(ds::ToolCallParser::name_from_id("functions.get_weather:12"), "get_weather");
   EXPECT_EQ(ds::ToolCallParser::name_from_id("plain_name"), "plain_name");
 }

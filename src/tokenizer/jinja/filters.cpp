@@ -21,8 +21,8 @@ Value attr_path(const Value& v, const Value& path) {
   for (;;) {
     size_t e = p.find('.', b);
     std::string part = p.substr(b, e == std::string::npos ? std::string::npos : e - b);
-    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = digits ? get_item(cur, Value(int64_t(std::stoll(part)))) : get_item(cur, Value(part));
+    int64_t index = 0;
+    cur = parse_int(part, index) ? get_item(cur, Value(index)) : get_item(cur, Value(part));
     if (e == std::string::npos) return cur;
     if (cur.is_undefined()) return cur;
     b = e + 1;
@@ -199,15 +199,16 @@ Value f_reverse(const Value& v, const CallArgs&) {
 
 Value f_int(const Value& v, const CallArgs& a) {
   if (v.is_int()) return v;
-  if (v.is_float()) return Value(int64_t(v.as_number()));
+  int64_t r = 0;
+  if (v.is_float()) return float_to_int(v.as_number(), r) ? Value(r) : a.get(0, "default", Value(int64_t(0)));
   if (v.is_bool()) return Value(int64_t(v.as_bool()));
   if (v.is_string()) {
     try {
       size_t used = 0;
       std::string s = py_strip(v.str(), Value(None{}), true, true);
-      int64_t r = std::stoll(s, &used);
+      r = std::stoll(s, &used);
       if (used == s.size()) return Value(r);
-      return Value(int64_t(std::stod(s)));
+      if (float_to_int(std::stod(s), r)) return Value(r);
     } catch (const std::exception&) {
     }
   }
@@ -226,6 +227,7 @@ Value f_float(const Value& v, const CallArgs& a) {
 }
 
 Value f_abs(const Value& v, const CallArgs&) {
+  if (v.is_int() && v.as_int() == INT64_MIN) fail("integer overflow in abs");
   if (v.is_int()) return Value(int64_t(std::llabs(v.as_int())));
   return Value(std::fabs(v.as_number()));
 }

@@ -11,6 +11,7 @@ namespace ds::jinja {
 namespace {
 
 constexpr int kMaxCallDepth = 200;
+constexpr uint64_t kMaxRepeatItems = uint64_t(1) << 24;  // `s * n` / `list * n`: result bytes or items
 
 struct Frame {
   std::shared_ptr<Frame> parent;
@@ -325,6 +326,7 @@ class Interpreter {
       case Expr::Neg:
       case Expr::Pos: {
         Value v = eval(*e.kids[0], frame);
+        if (v.is_int() && e.kind == Expr::Neg && v.as_int() == INT64_MIN) fail("integer overflow in -{}", v.as_int());
         if (v.is_int()) return Value(e.kind == Expr::Neg ? -v.as_int() : v.as_int());
         if (!v.is_number() && !v.is_bool()) fail("bad operand type for unary -: '{}'", v.type_name());
         return Value(e.kind == Expr::Neg ? -v.as_number() : v.as_number());
@@ -393,6 +395,9 @@ class Interpreter {
       }
     }
     if (op == "*" && ((a.is_string() || a.is_list()) && b.is_int())) {
+      const size_t unit = a.is_string() ? a.str().size() : a.list().size();
+      if (b.as_int() > 0 && unit > 0 && uint64_t(b.as_int()) > kMaxRepeatItems / unit)
+        fail("repetition result too large ({} x {})", unit, b.as_int());
       if (a.is_string()) {
         std::string r;
         for (int64_t i = 0; i < b.as_int(); ++i) r += a.str();
@@ -404,21 +409,29 @@ class Interpreter {
     }
     if (!nums) fail("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name());
     if (ints && op != "/" && op != "**") {
-      int64_t x = int64_t(a.as_number()), y = int64_t(b.as_number());
-      if (op == "+") return Value(x + y);
-      if (op == "-") return Value(x - y);
-      if (op == "*") return Value(x * y);
+      int64_t x = a.as_int_or_bool(), y = b.as_int_or_bool(), r = 0;
+      bool overflow = false;
+      if (op == "+") overflow = __builtin_add_overflow(x, y, &r);
+      if (op == "-") overflow = __builtin_sub_overflow(x, y, &r);
+      if (op == "*") overflow = __builtin_mul_overflow(x, y, &r);
+      if (overflow) fail("integer overflow in {} {} {}", x, op, y);
+      if (op == "+" || op == "-" || op == "*") return Value(r);
       if (y == 0) fail("integer division or modulo by zero");
-      int64_t q = x / y, r = x % y;
-      if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
-      return Value(op == "//" ? q : r);
+      if (x == INT64_MIN && y == -1) fail("integer overflow in {} {} {}", x, op, y);
+      int64_t q = x / y, m = x % y;
+      if (m != 0 && ((m < 0) != (y < 0))) --q, m += y;  // Python floors
+      return Value(op == "//" ? q : m);
     }
     double x = a.as_number(), y = b.as_number();
     if (op == "+") return Value(x + y);
     if (op == "-") return Value(x - y);
     if (op == "*") return Value(x * y);
     if (op == "**") {
-      if (ints && y >= 0) return Value(int64_t(std::llround(std::pow(x, y))));
+      int64_t r = 0;
+      if (ints && y >= 0) {
+        if (!float_to_int(std::round(std::pow(x, y)), r)) fail("integer overflow in {} ** {}", x, y);
+        return Value(r);
+      }
       return Value(std::pow(x, y));
     }
     if (y == 0) fail("division by zero");

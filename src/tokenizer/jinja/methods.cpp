@@ -331,7 +331,7 @@ Value get_item(const Value& obj, const Value& key) {
   }
   if (obj.is_namespace() && key.is_string()) return get_attr(obj, key.str());
   if ((obj.is_list() || obj.is_string()) && (key.is_int() || key.is_bool())) {
-    int64_t i = int64_t(key.as_number());
+    int64_t i = key.as_int_or_bool();
     if (obj.is_list()) {
       const List& l = obj.list();
       int64_t n = int64_t(l.size());
@@ -367,9 +367,10 @@ Dict make_globals() {
           }
           if (step == 0) fail("range() arg 3 must not be zero");
           List l;
-          for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+          for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
             l.emplace_back(i);
             if (l.size() > 10000000) fail("range too large");
+            if (__builtin_add_overflow(i, step, &i)) break;  // past the int64 range: past stop too
           }
           return Value(std::move(l));
         })));

@@ -18,6 +18,20 @@ class Parser {
   }
 
  private:
+  // Nesting of blocks and expressions (parentheses, lists, `not`, unary signs): deeper templates are
+  // refused, so that neither parsing nor rendering recurses without bound.
+  static constexpr int kMaxNesting = 500;
+  struct Nest {
+    Parser& p;
+    explicit Nest(Parser& parser) : p(parser) {
+      if (++p.nesting_ > kMaxNesting) {
+        --p.nesting_;
+        p.error(fmt::format("template nested more than {} levels deep", kMaxNesting));
+      }
+    }
+    ~Nest() { --p.nesting_; }
+  };
+
   const Token& cur() const { return t_[i_]; }
   const Token& peek(size_t k = 1) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   void next() {
@@ -60,6 +74,7 @@ class Parser {
 
   // Parses nodes until a block tag whose keyword is in `ends` (left unconsumed, after '{%').
   Body parse_body(const std::set<std::string>& ends) {
+    Nest nest(*this);
     Body body;
     for (;;) {
       const Token& tok = cur();
@@ -263,6 +278,7 @@ class Parser {
   }
 
   ExprPtr parse_or() {
+    Nest nest(*this);
     ExprPtr e = parse_and();
     while (is_name("or")) {
       int line = cur().line;
@@ -282,6 +298,7 @@ class Parser {
   }
   ExprPtr parse_not() {
     if (is_name("not")) {
+      Nest nest(*this);
       auto n = make(Expr::Not, cur().line);
       next();
       n->kids.push_back(parse_not());
@@ -360,6 +377,7 @@ class Parser {
     return e;
   }
   ExprPtr parse_unary(bool with_filter = true) {
+    Nest nest(*this);
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       auto u = make(is_op("-") ? Expr::Neg : Expr::Pos, cur().line);
@@ -404,8 +422,10 @@ class Parser {
     }
     if (tok.kind == Token::Int || tok.kind == Token::Float) {
       auto lit = make(Expr::Literal, line);
+      int64_t i = 0;
+      if (tok.kind == Token::Int && !parse_int(tok.text, i)) error("integer literal '" + tok.text + "' is out of range");
       try {
-        lit->value = tok.kind == Token::Int ? Value(int64_t(std::stoll(tok.text))) : Value(std::stod(tok.text));
+        lit->value = tok.kind == Token::Int ? Value(i) : Value(std::stod(tok.text));
       } catch (const std::exception&) {
         error("bad number literal '" + tok.text + "'");
       }
@@ -460,7 +480,9 @@ class Parser {
         } else if (cur().kind == Token::Int) {
           auto it = make(Expr::Item, line);
           auto idx = make(Expr::Literal, line);
-          idx->value = Value(int64_t(std::stoll(cur().text)));
+          int64_t i = 0;
+          if (!parse_int(cur().text, i)) error("index '" + cur().text + "' is out of range");
+          idx->value = Value(i);
           next();
           it->kids.push_back(std::move(e));
           it->kids.push_back(std::move(idx));
@@ -582,6 +604,7 @@ class Parser {
 
   const std::vector<Token>& t_;
   size_t i_ = 0;
+  int nesting_ = 0;
 };
 
 }  // namespace

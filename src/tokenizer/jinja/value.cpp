@@ -73,11 +73,22 @@ bool truthy(const Value& v) {
   }
 }
 
+bool float_to_int(double d, int64_t& out) {
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return false;
+  out = int64_t(d);
+  return true;
+}
+
+bool parse_int(std::string_view digits, int64_t& out) {
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), out);
+  return !digits.empty() && ec == std::errc() && end == digits.data() + digits.size();
+}
+
 bool equals(const Value& a, const Value& b) {
   const bool an = a.is_number() || a.is_bool(), bn = b.is_number() || b.is_bool();
   if (an && bn) {
     if ((a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool()))
-      return int64_t(a.as_number()) == int64_t(b.as_number());
+      return a.as_int_or_bool() == b.as_int_or_bool();
     return a.as_number() == b.as_number();
   }
   if (a.v.index() != b.v.index()) return false;

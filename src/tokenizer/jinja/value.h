@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -20,7 +21,7 @@ struct Value;
 struct List : std::vector<Value> {
   using std::vector<Value>::vector;
   List() = default;
-  List(std::vector<Value> v, bool is_tuple = false) : std::vector<Value>(std::move(v)), tuple(is_tuple) {}
+  List(std::vector<Value> v, bool is_tuple = false);  // defined below Value (clang needs it complete)
   bool tuple = false;
 };
 
@@ -91,6 +92,7 @@ struct Value {
 
   bool as_bool() const { return std::get<bool>(v); }
   int64_t as_int() const { return std::get<int64_t>(v); }
+  int64_t as_int_or_bool() const { return is_bool() ? int64_t(as_bool()) : as_int(); }  // exact
   double as_number() const;  // int, float or bool as double
   const std::string& str() const { return std::get<std::string>(v); }
   const List& list() const { return *std::get<std::shared_ptr<List>>(v); }
@@ -100,6 +102,8 @@ struct Value {
 
   const char* type_name() const;  // Python's name: 'str', 'list', 'dict', 'NoneType', ...
 };
+
+inline List::List(std::vector<Value> v, bool is_tuple) : std::vector<Value>(std::move(v)), tuple(is_tuple) {}
 
 // Request-data tracking (see DataSpans). Rendering output: template text is markup, values print
 // with their spans; operations whose result mixes inputs in ways not tracked byte by byte mark the
@@ -124,6 +128,11 @@ struct CallArgs {
   Value get(size_t i, const char* name, Value def = Value()) const;
   bool has(size_t i, const char* name) const;
 };
+
+// A float as an int64 (truncated) when it is in range: false for NaN, infinities and beyond ±2^63.
+bool float_to_int(double d, int64_t& out);
+// Decimal digits as an int64: false when the text is not all digits or the value is out of range.
+bool parse_int(std::string_view digits, int64_t& out);
 
 bool truthy(const Value& v);
 bool equals(const Value& a, const Value& b);

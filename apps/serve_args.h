@@ -1,0 +1,41 @@
+// The options of `deltaserve serve`: registration on the CLI (each numeric flag range-checked,
+// errors naming the flag) and the checks across flags, apart from running the server so that a
+// unit test can parse command lines (tests/apps).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/openai_server.h"
+
+namespace ds::cli {
+
+struct ServeArgs {
+  std::string model, tokenizer, device = "cpu", host = "127.0.0.1", api_key, load_format = "auto", dtype = "auto";
+  std::vector<std::string> served_model_names;
+  int port = 8000;
+  int64_t max_model_len = 0;
+  int max_num_seqs = 64, max_num_batched_tokens = 2048, block_size = 16, max_queue = 1024, threads = 0;
+  int http_threads = 2;
+  int64_t kv_cache_tokens = 0;
+  double gpu_memory_utilization = 0.9;
+  int64_t max_request_bytes = 32 << 20;
+  int max_connections = 0;  // 0: from the file-descriptor limit
+  int idle_timeout = 60, header_timeout = 30;
+  double shutdown_timeout = 30.0;
+  std::string log_level;
+  bool chat_template_specials_in_content = false;
+};
+
+// Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).
+void add_serve_options(CLI::App& cmd, ServeArgs& a);
+// Checks that span several flags or the environment; throws ds::Error naming the flag.
+void validate_serve_args(const ServeArgs& a);
+
+// The engine's and the HTTP server's options from validated arguments.
+EngineOptions engine_options(const ServeArgs& a);
+server::ServerOptions server_options(const ServeArgs& a);
+
+}  // namespace ds::cli

@@ -1,0 +1,23 @@
+# DS_SANITIZE and DS_FUZZ: compile and link flags for every target (set before any module is added).
+if(DS_SANITIZE)
+  if(NOT DS_SANITIZE MATCHES "^[a-z,]+$")
+    message(FATAL_ERROR "DS_SANITIZE='${DS_SANITIZE}' is not a list of sanitizer names like address,undefined")
+  endif()
+  add_compile_options(-fsanitize=${DS_SANITIZE} -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${DS_SANITIZE})
+  if(DS_SANITIZE MATCHES "undefined")
+    # A UBSan report fails the run instead of printing and going on.
+    add_compile_options(-fno-sanitize-recover=undefined)
+    add_link_options(-fno-sanitize-recover=undefined)
+  endif()
+  message(STATUS "deltaserve: sanitizers ${DS_SANITIZE}")
+endif()
+if(DS_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "DS_FUZZ=ON needs clang (libFuzzer): configure with CXX=clang++ CC=clang")
+  endif()
+  # Coverage feedback for libFuzzer in all code; the sanitizer runtime's weak hooks let the test
+  # executables (linked without libFuzzer) run from the same build.
+  add_compile_options(-fsanitize=fuzzer-no-link)
+  message(STATUS "deltaserve: libFuzzer targets ON")
+endif()

@@ -1,0 +1,147 @@
+// Command-line flags are range- and type-checked with errors naming the flag (issue 11): values
+// that used to wrap (--kv-cache-tokens 2^50), silently mean "default" (--max-model-len -5), refuse
+// every request (--max-queue -1) or disable auth (--api-key '') are refused at parse time.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+#include "apps/serve_args.h"
+#include "core/error.h"
+
+namespace ds::cli {
+namespace {
+
+// Parses `args` (without the program name); "" on success, else the error message.
+std::string parse(CLI::App& app, std::vector<std::string> args) {
+  std::vector<std::string> rev(args.rbegin(), args.rend());  // CLI11 takes them reversed
+  try {
+    app.parse(rev);
+    return "";
+  } catch (const CLI::ParseError& e) {
+    return std::string(e.what()).empty() ? "parse error" : e.what();
+  }
+}
+
+// Parses a serve command line into fresh ServeArgs; "" on success.
+std::string parse_serve(std::vector<std::string> extra, ServeArgs* out = nullptr) {
+  CLI::App app;
+  ServeArgs a;
+  add_serve_options(app, a);
+  std::vector<std::string> args = {"--model", "m"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::string err = parse(app, args);
+  if (out) *out = a;
+  return err;
+}
+
+void expect_refused(const std::vector<std::string>& extra) {
+  std::string err = parse_serve(extra);
+  EXPECT_FALSE(err.empty()) << extra[0] << " " << extra[1] << " was accepted";
+  EXPECT_NE(err.find(extra[0]), std::string::npos) << "the error does not name " << extra[0] << ": " << err;
+}
+
+TEST(CliFlags, ServeNumericFlagsAreRangeChecked) {
+  expect_refused({"--kv-cache-tokens", "1125899906842624"});  // 2^50: wrapped the page count to 0
+  expect_refused({"--kv-cache-tokens", "-1"});
+  expect_refused({"--max-model-len", "-5"});
+  expect_refused({"--max-model-len", "1e9"});
+  expect_refused({"--max-queue", "-1"});  // answered 429 to everything
+  expect_refused({"--max-queue", "0"});
+  expect_refused({"--max-num-seqs", "0"});
+  expect_refused({"--max-num-batched-tokens", "-3"});
+  expect_refused({"--block-size", "0"});
+  expect_refused({"--port", "70000"});
+  expect_refused({"--port", "-1"});
+  expect_refused({"--threads", "99999999999"});
+  expect_refused({"--http-threads", "0"});
+  expect_refused({"--max-request-bytes", "-5"});
+  expect_refused({"--max-request-bytes", "0"});
+  expect_refused({"--max-connections", "-1"});
+  expect_refused({"--idle-timeout", "0"});
+  expect_refused({"--header-timeout", "-2"});
+  expect_refused({"--gpu-memory-utilization", "1.5"});
+  expect_refused({"--gpu-memory-utilization", "nan"});
+  expect_refused({"--shutdown-timeout", "inf"});
+  expect_refused({"--shutdown-timeout", "-1"});
+  expect_refused({"--max-num-seqs", "2.5"});
+}
+
+TEST(CliFlags, EmptyApiKeyIsAnError) {
+  expect_refused({"--api-key", ""});
+  ::setenv("DELTASERVE_API_KEY", "", 1);
+  ServeArgs a;
+  EXPECT_EQ(parse_serve({}, &a), "");
+  try {
+    validate_serve_args(a);
+    ADD_FAILURE() << "an empty DELTASERVE_API_KEY was taken as 'no key'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("DELTASERVE_API_KEY"), std::string::npos) << e.what();
+  }
+  ::setenv("DELTASERVE_API_KEY", "from-env", 1);
+  EXPECT_EQ(parse_serve({}, &a), "");
+  EXPECT_EQ(a.api_key, "from-env");
+  EXPECT_NO_THROW(validate_serve_args(a));
+  ::unsetenv("DELTASERVE_API_KEY");
+}
+
+TEST(CliFlags, ValidServeFlagsReachTheOptions) {
+  ServeArgs a;
+  ASSERT_EQ(parse_serve({"--max-model-len", "4096", "--kv-cache-tokens", "65536", "--max-queue", "7",
+                         "--max-connections", "300", "--idle-timeout", "5", "--header-timeout", "2", "--port", "0",
+                         "--api-key", "k", "--max-request-bytes", "1000"},
+                        &a),
+            "");
+  EXPECT_NO_THROW(validate_serve_args(a));
+  EngineOptions eo = engine_options(a);
+  EXPECT_EQ(eo.max_model_len, 4096);
+  EXPECT_EQ(eo.backend.kv_cache_tokens, 65536);
+  EXPECT_EQ(eo.max_waiting, 7);
+  server::ServerOptions so = server_options(a);
+  EXPECT_EQ(so.http.max_connections, 300);
+  EXPECT_EQ(so.http.idle_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(so.http.header_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(so.http.max_body_bytes, 1000u);
+  EXPECT_EQ(so.api_key, "k");
+  EXPECT_EQ(so.model_names, std::vector<std::string>{"m"});
+}
+
+// The other commands' numeric flags, through their real registration (the parse fails before
+// any command runs).
+TEST(CliFlags, OtherCommandsRangeCheckTheirFlags) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string flag;
+  };
+  const std::vector<Case> cases = {
+      {{"generate", "--model", "x", "--ids", "1", "--max-tokens", "-5"}, "--max-tokens"},
+      {{"generate", "--model", "x", "--ids", "1", "--top-p", "0"}, "--top-p"},
+      {{"generate", "--model", "x", "--ids", "1", "--temperature", "nan"}, "--temperature"},
+      {{"score", "--model", "x", "--ids", "1", "--out", "o", "--prefill-chunk", "-1"}, "--prefill-chunk"},
+      {{"score", "--model", "x", "--ids", "1", "--out", "o", "--threads", "-4"}, "--threads"},
+      {{"bench", "--num-prompts", "-1"}, "--num-prompts"},
+      {{"bench", "--max-concurrency", "-2"}, "--max-concurrency"},
+      {{"bench", "--random-input-len", "0"}, "--random-input-len"},
+      {{"bench", "--random-range-ratio", "1.5"}, "--random-range-ratio"},
+      {{"bench", "--timeout", "-1"}, "--timeout"},
+      {{"bench", "--port", "0"}, "--port"},
+      {{"eval", "gsm8k", "--parallel", "0"}, "--parallel"},
+      {{"eval", "gsm8k", "--num-shots", "-1"}, "--num-shots"},
+      {{"tokenize", "--repeats", "0"}, "--repeats"},
+      {{"tokenize", "--bench-mb", "-1"}, "--bench-mb"},
+  };
+  for (const auto& c : cases) {
+    CLI::App app;
+    register_model_commands(app);
+    register_tokenizer_commands(app);
+    register_bench_commands(app);
+    std::string err = parse(app, c.args);
+    EXPECT_FALSE(err.empty()) << c.flag << " accepted";
+    EXPECT_NE(err.find(c.flag), std::string::npos) << err;
+  }
+}
+
+}  // namespace
+}  // namespace ds::cli
