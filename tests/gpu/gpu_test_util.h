@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../common/metrics.h"
@@ -98,6 +99,15 @@ inline std::vector<T> to_host_raw(const void* d, size_t n) {
 
 // Fills a device buffer with NaN (poison) so unwritten outputs are caught.
 inline void poison(DeviceBuffer& b) { DS_CUDA_CHECK(cudaMemset(b.data(), 0xff, b.bytes())); }
+
+// Tensor-name prefix of sequence length T in the tiny KDA fixture (kda_ops.safetensors): "T<T>.".
+// (Appended in steps: "T" + to_string + "." trips GCC 12's -Wrestrict at -O3.)
+inline std::string kda_fixture_prefix(int T) {
+  std::string pre = "T";
+  pre += std::to_string(T);
+  pre += '.';
+  return pre;
+}
 
 // Tolerance on relative L2 error for outputs stored in dtype t when the CPU twin saw the same
 // (rounded) inputs: bf16 output rounding alone is ~2^-9 per element (~2e-3 relative L2, more after a

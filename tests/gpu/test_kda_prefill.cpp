@@ -257,9 +257,7 @@ TEST(KdaPrefill, GoldenFixture) {
   };
   constexpr int H = 2;
   for (int T : {1, 17, 64, 100, 257}) {
-    std::string pre = "T";  // (built in steps: "T" + to_string + "." trips GCC 12's -Wrestrict at -O3)
-    pre += std::to_string(T);
-    pre += '.';
+    const std::string pre = gpu::test::kda_fixture_prefix(T);
     const auto q = get(pre + "q"), k = get(pre + "k"), v = get(pre + "v"), g = get(pre + "g"), beta = get(pre + "beta"),
                h0 = get(pre + "h0"), o_ref = get(pre + "o"), hT_ref = get(pre + "hT");
     auto d_q = upload(q), d_k = upload(k), d_v = upload(v), d_g = upload(g), d_beta = upload(beta);

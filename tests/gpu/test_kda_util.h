@@ -115,7 +115,10 @@ inline KdaData make_kda_data(int T, int H, std::mt19937_64& rng, bool strong) {
 
 inline std::string lens_str(const std::vector<int>& lens) {
   std::string s;
-  for (size_t i = 0; i < lens.size(); ++i) s += (i ? "," : "") + std::to_string(lens[i]);
+  for (size_t i = 0; i < lens.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(lens[i]);
+  }
   return s;
 }
 

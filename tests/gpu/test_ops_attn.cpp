@@ -28,7 +28,7 @@ TEST(GpuOps, KdaRecurrenceMatchesFixture) {
   SafetensorsFile f(std::string(DS_FIXTURES_DIR) + "/tiny/kda_ops.safetensors");
   const int H = 2, K = 128;
   for (int T : {1, 17, 64, 100, 257}) {
-    std::string p = "T" + std::to_string(T) + ".";
+    const std::string p = kda_fixture_prefix(T);
     auto q = tensor(f, p + "q"), k = tensor(f, p + "k"), v = tensor(f, p + "v"), g = tensor(f, p + "g");
     auto beta = tensor(f, p + "beta"), h0 = tensor(f, p + "h0"), o = tensor(f, p + "o"), hT = tensor(f, p + "hT");
     // state pool with the sequence in slot 1
