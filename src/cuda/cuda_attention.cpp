@@ -34,17 +34,17 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
     GemvParams g;
     g.x = off(ws.proj, 3 * HK, act);
     g.ldx = P;
-    g.x_slot_stride = K;
+    g.x_group_stride = K;
     g.w = W.f_b;
-    g.w_group_stride = int64_t(HK) * K;
+    g.w_matrix_stride = int64_t(HK) * K;
     g.y = ws.fg;
     g.ldy = HK;
-    g.y_slot_stride = int64_t(ws.tokens) * HK;
+    g.y_group_stride = int64_t(ws.tokens) * HK;
     g.N = HK;
     g.K = K;
     g.M = m.T;
-    g.num_slots = 2;
-    run_gemv(g, act, stream_);
+    g.num_groups = 2;
+    run_gemv(g, act, ctx_);
   } else {
     GemmArgs a;
     a.x = off(ws.proj, 3 * HK, act);
@@ -97,10 +97,10 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
   // decode steps: the KDA decode kernel runs the gate and the convolution itself (fused prologue)
   const bool fused_decode = m.pure_decode && !opt_.reference_attention;
   if (m.pure_decode && !fused_decode) {
-    run_kda_gate_and_conv_decode(g, c, act, stream_);
+    run_kda_gate_and_conv_decode(g, c, act, ctx_);
   } else if (!m.pure_decode) {
-    run_kda_gate(g, act, stream_);
-    run_conv1d_prefill(c, act, stream_);
+    run_kda_gate(g, act, ctx_);
+    run_conv1d_prefill(c, act, ctx_);
   }
 
   float* pool = kda_state_.as<float>() + int64_t(li) * (opt_.max_num_seqs + 1) * H * K * K;
@@ -136,21 +136,21 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
     k.num_seqs = m.N;
     k.heads = H;
     k.head_dim = K;
-    run_kda_ref(k, act, stream_);
+    run_kda_ref(k, act, ctx_);
   } else if (m.pure_decode) {
     KdaDecodeParams k;
     set_io(k);
     k.fuse_conv = k.fuse_gate = true;
     k.conv = c;
     k.gate = g;
-    run_kda_decode(k, act, stream_);
+    run_kda_decode(k, act, ctx_);
   } else {
     KdaPrefillParams k;
     set_io(k);
     k.cu_seqlens = m.cu_seqlens;
     k.workspace = ws.kda_ws;
     k.total_tokens = m.T;
-    run_kda_prefill(k, act, stream_);
+    run_kda_prefill(k, act, ctx_);
   }
 
   if (m.T <= kGemvMaxRows) {  // the output norm runs inside o_proj's GEMV as it loads its rows
@@ -169,7 +169,7 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
     o.K = HK;
     o.M = m.T;
     o.epi = GemvEpilogue::Accumulate;
-    run_gemv(o, act, stream_);
+    run_gemv(o, act, ctx_);
     return;
   }
   GatedRmsNormParams gn;
@@ -182,7 +182,7 @@ void CudaModel::layer_kda(int l, const Meta& m, Input in) {
   gn.heads = H;
   gn.head_dim = K;
   gn.eps = cfg_.rms_norm_eps;
-  run_gated_rmsnorm(gn, act, stream_);
+  run_gated_rmsnorm(gn, act, ctx_);
   linear(ws.gated, HK, W.o_proj, hid, HK, ws.h, hid, m.T, true);
 }
 
@@ -203,12 +203,12 @@ void CudaModel::layer_mla(int l, const Meta& m, Input in) {
   cw.ld_kv_a = PM;
   cw.norm_weight = W.kv_a_norm;
   cw.cache = cache;
-  cw.slot_mapping = m.slot_mapping;
+  cw.cache_rows = m.slot_mapping;
   cw.tokens = m.T;
   cw.R = R;
   cw.Dr = dr;
   cw.eps = cfg_.kv_a_norm_eps;
-  run_latent_cache_write(cw, act, stream_);
+  run_latent_cache_write(cw, act, ctx_);
 
   if (opt_.reference_attention) {
     mla_reference(l, m, cache);
@@ -228,17 +228,17 @@ void CudaModel::absorb_queries(int l, int M, void* y, int64_t ld_y, int64_t hs_y
     GemvParams g;
     g.x = ws_->proj;
     g.ldx = PM;
-    g.x_slot_stride = dq;
+    g.x_group_stride = dq;
     g.w = w_.layers[size_t(l)].mla.w_uk_t;
-    g.w_group_stride = int64_t(R) * dn;
+    g.w_matrix_stride = int64_t(R) * dn;
     g.y = y;
     g.ldy = ld_y;
-    g.y_slot_stride = hs_y;
+    g.y_group_stride = hs_y;
     g.N = R;
     g.K = dn;
     g.M = M;
-    g.num_slots = Hm;
-    run_gemv(g, opt_.act, stream_);
+    g.num_groups = Hm;
+    run_gemv(g, opt_.act, ctx_);
     return;
   }
   GemmArgs a;  // W_UK^h = kv_b rows [h(dn+dv), h(dn+dv)+dn): a [dn, R] matrix, i.e. [K, N]
@@ -268,17 +268,17 @@ void CudaModel::unabsorb_values(int l, int M) {
     GemvParams g;
     g.x = ws_->o_lat;
     g.ldx = int64_t(Hm) * R;
-    g.x_slot_stride = R;
+    g.x_group_stride = R;
     g.w = off(w_.layers[size_t(l)].mla.kv_b, int64_t(dn) * R, opt_.act);
-    g.w_group_stride = int64_t(dn + dv) * R;
+    g.w_matrix_stride = int64_t(dn + dv) * R;
     g.y = ws_->attn_o;
     g.ldy = int64_t(Hm) * dv;
-    g.y_slot_stride = dv;
+    g.y_group_stride = dv;
     g.N = dv;
     g.K = R;
     g.M = M;
-    g.num_slots = Hm;
-    run_gemv(g, opt_.act, stream_);
+    g.num_groups = Hm;
+    run_gemv(g, opt_.act, ctx_);
     return;
   }
   GemmArgs b;
@@ -326,7 +326,7 @@ void CudaModel::mla_reference(int l, const Meta& m, void* cache) {
   r.block_size = opt_.block_size;
   r.max_blocks = m.stride;
   r.scale = 1.f / std::sqrt(float(dq));
-  run_mla_ref(r, act, stream_);
+  run_mla_ref(r, act, ctx_);
   unabsorb_values(l, m.T);
 }
 
@@ -347,7 +347,7 @@ void CudaModel::mla_decode_rows(int l, const Meta& m, void* cache) {
   cp.rows = m.n_dec;
   cp.heads = Hm;
   cp.width = dr;
-  run_copy_strided(cp, act, stream_);
+  run_copy_strided(cp, act, ctx_);
   MlaDecodeParams d;
   d.q = ws_->q_abs;
   d.ldq = int64_t(Hm) * D;
@@ -365,7 +365,7 @@ void CudaModel::mla_decode_rows(int l, const Meta& m, void* cache) {
   d.kv_lora_rank = R;
   d.rope_dim = dr;
   d.scale = 1.f / std::sqrt(float(dq));
-  run_mla_decode(d, act, stream_);
+  run_mla_decode(d, act, ctx_);
   unabsorb_values(l, m.n_dec);
 }
 
@@ -384,7 +384,7 @@ void CudaModel::mla_prefill_rows(int l, const Meta& m, void* cache) {
   g.ld_dst = D;
   g.rows = m.Tk;
   g.width = D;
-  run_copy_strided(g, act, stream_);
+  run_copy_strided(g, act, ctx_);
   GemmArgs e;  // [Tk, R] . kv_b^T -> [Tk, Hm (dn + dv)]
   e.x = expand_lat_.data();
   e.ldx = D;
@@ -417,7 +417,7 @@ void CudaModel::mla_prefill_rows(int l, const Meta& m, void* cache) {
   p.num_heads = Hm;
   p.max_seqlen_q = m.max_q_len;
   p.scale = 1.f / std::sqrt(float(dq));
-  run_mla_prefill(p, act, stream_);
+  run_mla_prefill(p, act, ctx_);
 }
 
 }  // namespace ds::gpu

@@ -29,7 +29,7 @@ void CudaModel::mlp(const void* gate_up, const void* down, int I, int T, Input i
     g.K = hid;
     g.M = T;
     g.epi = GemvEpilogue::SiluMul;
-    run_gemv(g, opt_.act, stream_);
+    run_gemv(g, opt_.act, ctx_);
   } else {
     linear(in.x, hid, gate_up, 2 * I, hid, ws.proj, 2 * I, T, false);
     SiluMulParams s;
@@ -39,7 +39,7 @@ void CudaModel::mlp(const void* gate_up, const void* down, int I, int T, Input i
     s.ldy = I;
     s.tokens = T;
     s.inter = I;
-    run_silu_mul(s, opt_.act, stream_);
+    run_silu_mul(s, opt_.act, ctx_);
   }
   linear(ws.act, I, down, hid, I, ws.h, hid, T, true);
 }
@@ -81,11 +81,11 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   a.num_experts = E + (fold ? 1 : 0);
   a.pair_pos = ws.pair_pos;
   a.sorted_token = ws.sorted_token;
-  a.slot_expert = ws.slot_expert;
-  a.slot_start = ws.slot_start;
+  a.active_expert = ws.slot_expert;
+  a.active_start = ws.slot_start;
   a.num_active = ws.num_active;
   linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  run_moe_route_align(r, a, stream_);
+  run_moe_route_align(r, a, ctx_);
 
   const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h
@@ -96,20 +96,20 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.ldx = hid;
     g.x_rows = ws.sorted_token;
     g.w = f.experts_gate_up;
-    g.w_group_stride = int64_t(2) * Ie * hid;
+    g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
     g.N = Ie;
     g.K = hid;
     g.silu_mul = true;
-    g.slot_expert = ws.slot_expert;
-    g.slot_start = ws.slot_start;
+    g.active_expert = ws.slot_expert;
+    g.active_start = ws.slot_start;
     g.num_active = ws.num_active;
-    g.max_slots = slots;
+    g.max_active = slots;
     g.max_rows = m.T * kp;
     g.tile_tokens = m.T >= 512 ? 64 : 16;
-    run_moe_gemm(g, stream_);
-    run_moe_gemm(moe_down_gemm_params(g, f.experts_down, ws.moe_out, hid), stream_);
+    run_moe_gemm(g, ctx_);
+    run_moe_gemm(moe_down_gemm_params(g, f.experts_down, ws.moe_out, hid), ctx_);
   } else {
     GemvParams g;
     g.x = in.x;
@@ -118,29 +118,29 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.norm_eps = cfg_.rms_norm_eps;
     g.x_rows = ws.sorted_token;
     g.w = f.experts_gate_up;
-    g.w_group_stride = int64_t(2) * Ie * hid;
+    g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
     g.N = Ie;
     g.K = hid;
-    g.num_slots = slots;
-    g.slot_weight = ws.slot_expert;
-    g.slot_start = ws.slot_start;
+    g.num_groups = slots;
+    g.group_weight = ws.slot_expert;
+    g.group_start = ws.slot_start;
     g.num_active = ws.num_active;
     g.max_rows = m.T;  // an expert sees each token at most once
     g.epi = GemvEpilogue::SiluMul;
     if (fold && moe_one_token_layout(r, a)) {  // the shared expert is slot top_k
-      g.known_slot = mc.top_k;
+      g.known_group = mc.top_k;
       g.known_weight = E;
     }
-    run_gemv(g, act, stream_);
+    run_gemv(g, act, ctx_);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
       run_moe_down_combine(
-          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h), act, stream_);
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h), act, ctx_);
       combined = true;
     } else {
-      run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, stream_);
+      run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, ctx_);
     }
   }
 
@@ -153,7 +153,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     cb.tokens = m.T;
     cb.k = kp;
     cb.dim = hid;
-    run_moe_combine(cb, act, stream_);
+    run_moe_combine(cb, act, ctx_);
   }
 
   if (fold || mc.num_shared_experts == 0) return;

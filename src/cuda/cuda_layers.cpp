@@ -28,9 +28,9 @@ void CudaModel::linear(const void* x, int64_t ldx, const void* w, int N, int K, 
     g.N = N;
     g.K = K;
     g.M = M;
-    g.num_slots = 1;
+    g.num_groups = 1;
     g.epi = accumulate ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
-    run_gemv(g, opt_.act, stream_);
+    run_gemv(g, opt_.act, ctx_);
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
@@ -60,7 +60,7 @@ void CudaModel::compute(const Meta& m) {
   e.y = ws.h;
   e.tokens = m.T;
   e.dim = hid;
-  run_embedding(e, act, stream_);
+  run_embedding(e, act, ctx_);
   // Small batches: every consumer of a norm's output is a GEMV that normalises h itself as it loads
   // it (GemvParams::norm_weight), so no norm kernel runs. Larger ones normalise h into ws.x first.
   const bool fused = m.T <= kGemvMaxRows;
@@ -75,7 +75,7 @@ void CudaModel::compute(const Meta& m) {
     n.rows = m.T;
     n.dim = hid;
     n.eps = cfg_.rms_norm_eps;
-    run_rmsnorm(n, act, stream_);
+    run_rmsnorm(n, act, ctx_);
     return Input{ws.x, nullptr};
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
@@ -104,7 +104,7 @@ void CudaModel::compute(const Meta& m) {
   n.rows = m.R;
   n.dim = hid;
   n.eps = cfg_.rms_norm_eps;
-  run_rmsnorm(n, act, stream_);
+  run_rmsnorm(n, act, ctx_);
   linear(ws.rows_x, hid, w_.lm_head, cfg_.vocab_size, hid, out, cfg_.vocab_size, m.R, false, true);
 }
 

@@ -93,9 +93,12 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   DS_CHECK(o.act == w_.dtype, "CUDA backend: weights and activations must share a dtype");
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0, "CUDA backend: bad cache options");
+  ctx_ = make_device_context(stream_.get(), CudaEnv{.reference_attention = o.reference_attention,
+                                                     .graphs = o.use_graphs,
+                                                     .pdl = o.pdl});
   meta_ = std::make_unique<Meta>();
   ws_ = std::make_unique<Workspace>();
-  num_sms_ = device_info().num_sms;
+  num_sms_ = ctx_.num_sms();
 
   // activation workspace (fixed size: forwards larger than max_tokens are split)
   int rows_cap = std::max(o.max_num_seqs, o.max_graph_batch);
@@ -238,12 +241,12 @@ void CudaModel::zero_fresh(const StepPlan& p) {
   z.slot_stride = int64_t(state_slot);
   z.layer_stride = int64_t(state_slot) * (opt_.max_num_seqs + 1);
   z.bytes_per_slot = int64_t(state_slot);
-  run_zero_slots(z, stream_);
+  run_zero_slots(z, ctx_);
   z.base = conv_state_.data();
   z.slot_stride = int64_t(conv_slot);
   z.layer_stride = int64_t(conv_slot) * (opt_.max_num_seqs + 1);
   z.bytes_per_slot = int64_t(conv_slot);
-  run_zero_slots(z, stream_);
+  run_zero_slots(z, ctx_);
 }
 
 void CudaModel::forward(const ForwardBatch& batch) {

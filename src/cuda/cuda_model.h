@@ -16,6 +16,7 @@
 #include "config/model_config.h"
 #include "core/dtype.h"
 #include "cuda/device_buffer.h"
+#include "cuda/device_context.h"
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
 #include "cuda/step_plan.h"
@@ -35,6 +36,7 @@ struct CudaModelOptions {
   bool biased_moe_weights = false;
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
+  bool pdl = true;                  // programmatic dependent launch (DELTASERVE_CUDA_PDL)
   int max_graph_batch = 256;        // largest decode batch replayed from a graph
 };
 
@@ -56,6 +58,7 @@ class CudaModel {
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return opt_.block_size; }
   cudaStream_t stream() const { return stream_.get(); }
+  const DeviceContext& context() const { return ctx_; }  // the model's stream, device and switches
 
   // Runs the batch on the model's stream (asynchronously); logits() then holds
   // [batch.num_logit_rows(), vocab] fp32 once the stream is synchronised.
@@ -109,6 +112,7 @@ class CudaModel {
   DeviceWeights w_;
   CudaModelOptions opt_;
   Stream stream_;
+  DeviceContext ctx_;  // every kernel launch of the model (on stream_)
   Gemm gemm_;
   int num_blocks_ = 0;
   // caches (one extra scratch slot / page for graph padding)
