@@ -35,7 +35,7 @@ void CudaModel::plan_memory() {
   size_t free_b = 0, total_b = 0;
   DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const double budget = o.gpu_memory_utilization * double(total_b) - double(total_b - free_b) - double(kReserve);
-  const size_t slots_bytes = size_t(o.max_num_seqs + 1 + o.num_snapshots) * unit.per_slot;
+  const size_t slots_bytes = unit.state_bytes(o.max_num_seqs, o.num_snapshots);
   DS_CHECK(budget > double(slots_bytes + 2 * unit.per_block),
            "CUDA backend: not enough device memory for {} KDA state slots and {} snapshots ({:.2f} GiB) and the MLA "
            "cache: {:.2f} GiB available under gpu_memory_utilization {} (weights {:.2f} GiB, workspace {:.2f} GiB)",
@@ -49,7 +49,7 @@ void CudaModel::plan_memory() {
     shape.num_blocks = o.num_blocks;
   } else {
     int64_t fit = unit.per_block ? int64_t((budget - double(slots_bytes)) / double(unit.per_block)) - 1
-                                 : (int64_t(1) << 20);
+                                 : (int64_t(1) << 20);  // - 1: the scratch page
     shape.num_blocks = int(std::min<int64_t>(fit, int64_t(1) << 30 >> 4));
   }
   DS_CHECK(shape.num_blocks > 0, "CUDA backend: no room for the MLA cache");
@@ -67,12 +67,12 @@ void CudaModel::plan_memory() {
   spdlog::info("  KDA state slots: {} + 1 scratch x {:.2f} MiB ({} layers x ({:.2f} MiB state + {:.1f} KiB conv)) "
                "= {:.2f} GiB",
                shape.num_slots, u.per_slot / 1048576.0, cfg_.num_kda_layers(), u.state_slot / 1048576.0,
-               u.conv_slot / 1024.0, double(shape.num_slots + 1) * u.per_slot / kGiB);
+               u.conv_slot / 1024.0, u.state_bytes(shape.num_slots, 0) / kGiB);
   spdlog::info("  KDA snapshot pool: {} x {:.2f} MiB = {:.2f} GiB", shape.num_snapshots, u.per_slot / 1048576.0,
-               double(shape.num_snapshots) * u.per_slot / kGiB);
+               double(shape.num_snapshots) * double(u.per_slot) / kGiB);
   spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers) = {} tokens, {:.2f} GiB",
                shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
-               page_tokens, double(shape.num_blocks + 1) * u.per_block / kGiB);
+               page_tokens, u.page_bytes(shape.num_blocks) / kGiB);
   for (const auto& line : ws_->plan().describe(cfg_, o.act)) spdlog::info("  workspace: {}", line);
   spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", (total_b - free_b) / kGiB, total_b / kGiB);
 }

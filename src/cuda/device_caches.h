@@ -29,6 +29,12 @@ struct CacheUnitBytes {
   size_t per_slot = 0;    // all KDA layers: one sequence's state (= one snapshot)
   size_t per_block = 0;   // all MLA layers: one page
   static CacheUnitBytes of(const ModelConfig& c, DType act, int block_size);
+  // Device bytes of `num_slots` state slots (+ the scratch slot) and `num_snapshots` snapshots.
+  size_t state_bytes(int num_slots, int num_snapshots) const {
+    return size_t(num_slots + 1 + num_snapshots) * per_slot;
+  }
+  // Device bytes of `num_blocks` MLA pages (+ the scratch page).
+  size_t page_bytes(int num_blocks) const { return size_t(num_blocks + 1) * per_block; }
 };
 
 class DeviceCaches {

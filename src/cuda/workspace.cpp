@@ -96,12 +96,12 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   if (lim.max_context <= 0) lim.max_context = c.max_position_embeddings;
   const int bucket = graph_bucket(std::max(1, lim.max_graph_batch));
   const size_t row_bytes = size_t(c.vocab_size) * sizeof(float);
-  if (lim.max_logit_rows <= 0) {
-    int64_t extra = std::min<int64_t>(lim.max_tokens, int64_t(kDefaultLogitBytes / row_bytes));
-    lim.max_logit_rows = int(std::max<int64_t>({int64_t(lim.max_seqs), int64_t(bucket), extra}));
-  }
+  if (lim.max_logit_rows <= 0)
+    lim.max_logit_rows = int(std::min<int64_t>(lim.max_tokens, int64_t(kDefaultLogitBytes / row_bytes)));
+  // a decode step (padded to its graph bucket) always fits
+  lim.max_logit_rows = std::max({lim.max_logit_rows, lim.max_seqs, bucket});
   if (lim.mla_expand_keys <= 0) lim.mla_expand_keys = int(std::min<int64_t>(lim.max_context, kDefaultExpandKeys));
-  if (lim.sampling_penalty_entries <= 0) lim.sampling_penalty_entries = lim.max_logit_rows * 4096;
+  if (lim.sampling_penalty_entries <= 0) lim.sampling_penalty_entries = lim.max_logit_rows * std::min(4096, c.vocab_size);
   WorkspacePlan p;
   p.lim = lim;
   {  // activations (the same carve as the real arena, counting only)

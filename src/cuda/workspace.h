@@ -54,12 +54,12 @@ struct WorkspaceLimits {
   int max_tokens = 8192;        // tokens per step (activations)
   int max_seqs = 64;            // sequences per step (state slots)
   int max_graph_batch = 256;    // largest decode batch replayed from a graph (padded to its bucket)
-  int max_logit_rows = 0;       // 0: max(max_seqs, graph bucket, min(max_tokens, 256 MiB of logits))
+  int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
   int mla_expand_keys = 0;      // 0: min(max_context, 131072) key rows for the MLA prefill expansion
   int max_logprobs = 20;        // top logprobs per row the sampler returns
-  int sampling_penalty_entries = 0;  // 0: max_logit_rows * 4096 (token, count) pairs
+  int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs
 };
 
 // Sizes of every workspace buffer, decided once.
