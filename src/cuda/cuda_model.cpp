@@ -106,10 +106,11 @@ void CudaModel::check_fits(const StepPlan& p) const {
   DS_CHECK(p.num_tokens <= lim.max_tokens, "CUDA model: a sub-batch of {} tokens exceeds the workspace's {}",
            p.num_tokens, lim.max_tokens);
   const bool expands = !opt_.reference_attention && cfg_.num_mla_layers() > 0;
-  DS_CHECK(!expands || int64_t(p.key_rows.size()) <= ws_->expansion().key_rows,
-           "CUDA model: the prefill chunks of this step attend to {} key positions but the MLA prefill expansion "
-           "holds {} (the workspace planned at start-up; longer contexts need piecewise prefill)",
-           p.key_rows.size(), ws_->expansion().key_rows);
+  for (size_t i = 0; expands && i + 1 < p.pre_cu_k.size(); ++i)
+    DS_CHECK(p.pre_cu_k[i + 1] - p.pre_cu_k[i] <= ws_->expansion().key_rows,
+             "CUDA model: a prefill chunk attends to {} key positions but the MLA prefill expansion holds {} (the "
+             "workspace planned at start-up; longer contexts need piecewise prefill)",
+             p.pre_cu_k[i + 1] - p.pre_cu_k[i], ws_->expansion().key_rows);
   StepMeta scratch;
   const size_t need = meta_bytes(meta_parts(p, scratch));
   DS_CHECK(need <= ws_->meta_bytes(),
@@ -164,6 +165,16 @@ void CudaModel::upload_meta(const StepPlan& p) {
   m.max_seq_len = p.max_seq_len;
   m.pure_decode = p.num_decode == p.num_seqs;
   m.mla_splits = m.n_dec > 0 ? choose_mla_decode_splits(m.n_dec, m.max_seq_len, ctx_.num_sms()) : 1;
+  // the prefill sequences in groups whose keys fit the MLA expansion together (usually one group)
+  m.prefill_groups.clear();
+  const int cap = ws_->expansion().key_rows;
+  for (int i = 0; i + 1 < int(p.pre_cu_k.size()); ++i) {
+    const int k0 = p.pre_cu_k[size_t(i)], k1 = p.pre_cu_k[size_t(i) + 1];
+    if (m.prefill_groups.empty() || m.prefill_groups.back().keys + (k1 - k0) > cap)
+      m.prefill_groups.push_back(StepMeta::PrefillGroup{i, i, k0, 0});
+    m.prefill_groups.back().seq1 = i + 1;
+    m.prefill_groups.back().keys += k1 - k0;
+  }
   const std::vector<MetaPart> parts = meta_parts(p, m);
   DS_CHECK(meta_bytes(parts) <= ws_->meta_bytes(), "CUDA model: step metadata exceeds the planned {} bytes",
            ws_->meta_bytes());

@@ -15,6 +15,7 @@ namespace {
 
 constexpr int64_t kDefaultExpandKeys = 131072;          // a 128K-token prompt's last chunk
 constexpr size_t kDefaultLogitBytes = size_t(256) << 20;  // logits rows beyond the decode batch
+constexpr int64_t kMetaKeyGroups = 8;                     // key rows of the metadata: 8 expansions' worth
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -116,7 +117,9 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   {  // step metadata: 14 arrays, each padded to 256 bytes (CudaModel::upload_meta)
     const int64_t T = std::max(lim.max_tokens, bucket), N = std::max(lim.max_seqs, bucket);
     const int64_t S = next_pow2((lim.max_context + lim.block_size - 1) / lim.block_size);
-    const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + lim.mla_expand_keys + N * S + N;
+    // key rows: the prefill sequences of a step may together exceed the expansion (run in groups)
+    const int64_t keys = std::max<int64_t>(kMetaKeyGroups * int64_t(lim.mla_expand_keys), lim.max_tokens);
+    const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + keys + N * S + N;
     p.meta = align_up(size_t(words) * 4 + size_t(N) + 14 * 260, Arena::kAlign);
   }
   p.sampling_work = align_up(sampling_workspace_floats(lim.max_logit_rows, c.vocab_size) * sizeof(float), Arena::kAlign);

@@ -161,6 +161,33 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
   EXPECT_NO_THROW(m.forward(fits));
   DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));
   EXPECT_EQ(m.num_logit_rows(), 1);
+
+  // two prefills whose keys together (24 + 20) exceed the expansion run in groups: the same logits
+  // as each alone
+  const int V = cfg.vocab_size;
+  auto logits = [&](int rows) {
+    std::vector<float> h(size_t(rows) * V);
+    DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
+    return h;
+  };
+  std::vector<int32_t> a(24), b(20);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = int32_t(3 + 7 * i) % V;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = int32_t(5 + 11 * i) % V;
+  ForwardBatch both;
+  both.add(0, 0, a, {0, 1});
+  both.add(1, 0, b, {2, 3});
+  m.forward(both);
+  const auto together = logits(2);
+  ForwardBatch alone_a, alone_b;
+  alone_a.add(0, 0, a, {0, 1});
+  alone_b.add(1, 0, b, {2, 3});
+  m.forward(alone_a);
+  const auto la = logits(1);
+  m.forward(alone_b);
+  const auto lb = logits(1);
+  std::vector<float> expect(la);
+  expect.insert(expect.end(), lb.begin(), lb.end());
+  EXPECT_LT(rel_l2(together, expect), 1e-4);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // allocates, synchronises or reads device memory on the host.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "config/model_config.h"
 #include "core/dtype.h"
@@ -29,6 +30,12 @@ struct StepMeta {
   const int32_t *logit_rows = nullptr, *fresh_slots = nullptr;
   const uint8_t* fresh = nullptr;  // [N]
   const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr, *key_rows = nullptr;
+  // Host: the prefill sequences in groups whose keys fit the MLA expansion together (one group when
+  // all do): sequences [seq0, seq1) of the prefill batch, keys [key0, key0 + keys) of key_rows.
+  struct PrefillGroup {
+    int seq0 = 0, seq1 = 0, key0 = 0, keys = 0;
+  };
+  std::vector<PrefillGroup> prefill_groups;
 };
 
 // A normalised layer input: x itself, or (small batches) h with the norm weight its GEMVs apply.

@@ -1,7 +1,8 @@
 // NoPE MLA attention on the GPU (spec 5; the CPU twin is model/mla_layer.h): the packed [q | kv_a]
 // projection, the latent-cache write (kv_a norm), then per row kind: decodes as absorbed queries
 // [q_lat ; q_pe] against the paged latents (split-K), prefill chunks against their keys/values
-// expanded from the cache through kv_b_proj (at most MlaExpansion::key_rows key positions per step);
+// expanded from the cache through kv_b_proj (in groups of sequences of at most MlaExpansion::key_rows
+// key positions);
 // or all rows through the simple reference kernel. o_proj adds into the residual.
 #pragma once
 #include "cuda/layers/layer_step.h"
@@ -22,6 +23,7 @@ class MlaLayer final : public LayerPart {
   void reference_rows(const LayerStep& s, void* cache) const;
   void decode_rows(const LayerStep& s, void* cache) const;
   void prefill_rows(const LayerStep& s, void* cache) const;
+  void prefill_group(const LayerStep& s, void* cache, const StepMeta::PrefillGroup& g) const;
 
   MlaLayerWeights w_;
   int index_;
