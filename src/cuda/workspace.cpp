@@ -25,13 +25,14 @@ int next_pow2(int64_t n) {
   return int(p);
 }
 
+// Decode batch sizes replayed from graphs (beyond 512: multiples of 64).
+constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+
 std::string mib(size_t b) { return fmt::format("{:.1f} MiB", double(b) / 1048576.0); }
 
 }  // namespace
 
 int graph_bucket(int n) {
-  static constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256,
-                                     320, 384, 448, 512};
   for (int b : kBuckets)
     if (b >= n) return b;
   return (n + 63) / 64 * 64;
