@@ -73,10 +73,12 @@ void DeviceCaches::zero_slots(const int32_t* dev_slots, int n, const DeviceConte
 
 void DeviceCaches::copy_units(const DeviceBuffer& dst, int dst_count, int dst_i, const DeviceBuffer& src,
                               int src_count, int src_i, size_t unit, const DeviceContext& ctx) const {
-  // one 2-D copy: a row per KDA layer, `unit` bytes wide, the pools' layer strides as pitches
-  DS_CUDA_CHECK(cudaMemcpy2DAsync(dst.as<char>() + size_t(dst_i) * unit, size_t(dst_count) * unit,
-                                  src.as<char>() + size_t(src_i) * unit, size_t(src_count) * unit, unit,
-                                  size_t(kda_layers_), cudaMemcpyDeviceToDevice, ctx.stream));
+  // one copy per KDA layer (a 2-D copy would be one call, but its pitch, the pool's layer stride,
+  // may exceed the 2 GiB pitch limit with many slots)
+  for (int l = 0; l < kda_layers_; ++l)
+    DS_CUDA_CHECK(cudaMemcpyAsync(dst.as<char>() + (size_t(l) * dst_count + size_t(dst_i)) * unit,
+                                  src.as<char>() + (size_t(l) * src_count + size_t(src_i)) * unit, unit,
+                                  cudaMemcpyDeviceToDevice, ctx.stream));
 }
 
 void DeviceCaches::copy_slot(int src, int dst, const DeviceContext& ctx) const {
