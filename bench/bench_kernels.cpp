@@ -6,11 +6,14 @@
 #include <random>
 
 #include "gpu_bench_util.h"
+#include "config/runtime_env.h"
 #include "cuda/device_buffer.h"
+#include "cuda/device_context.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "cuda/kernels/norm.h"
 #include "cuda/kernels/sampling.h"
@@ -22,21 +25,21 @@ using ds::bench::Row;
 
 namespace {
 
-DeviceBuffer filled(int64_t n, DType t, uint64_t seed, float a = 0.05f) {
+DeviceBuffer filled(const DeviceContext& ctx, int64_t n, DType t, uint64_t seed, float a = 0.05f) {
   DeviceBuffer b(size_t(n) * dtype_size(t));
-  run_fill_uniform(b.data(), t, n, -a, a, seed, nullptr);
+  run_fill_uniform(b.data(), t, n, -a, a, seed, ctx);
   return b;
 }
 
-double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0,
+double gemv_ms(const DeviceContext& ctx, int M, int N, int K, int copies, bool f32out, int reps, int groups = 0,
                bool hint = false, bool pipelined = true, bool split_k = true, bool async = true) {
   const DType t = DType::BF16;
   std::vector<DeviceBuffer> w;
-  for (int i = 0; i < copies; ++i) w.push_back(filled(int64_t(N) * K, t, 100 + i));
-  auto x = filled(int64_t(M) * K, t, 1, 1.f);
+  for (int i = 0; i < copies; ++i) w.push_back(filled(ctx, int64_t(N) * K, t, 100 + i));
+  auto x = filled(ctx, int64_t(M) * K, t, 1, 1.f);
   DeviceBuffer y(size_t(M) * N * 4);
   int i = 0;
-  return ds::bench::time_ms(s, [&] {
+  return ds::bench::time_ms(ctx.stream, [&] {
     GemvParams p;
     p.x = x.data();
     p.ldx = K;
@@ -47,12 +50,12 @@ double gemv_ms(cudaStream_t s, int M, int N, int K, int copies, bool f32out, int
     p.N = N;
     p.K = K;
     p.M = M;
-    p.row_groups = groups;
+    p.row_pairs = groups;
     p.stream_hint = hint;
     p.pipelined = pipelined;
     p.split_k = split_k;
     p.async_stream = async;
-    run_gemv(p, t, s);
+    run_gemv(p, t, ctx);
   }, reps);
 }
 
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
   const int reps = quick ? 10 : 30;
   Stream st;
   cudaStream_t s = st;
+  const DeviceContext ctx = make_device_context(st, cuda_env());
   const DType bf = DType::BF16;
   std::vector<Row> rows;
   auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
@@ -70,54 +74,75 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", device_info().summary().c_str());
 
   // ---- dense projections at decode (GEMV) -------------------------------------------------------
-  rows.push_back({"gemv lm_head M=1 163840x2304 (fp32 out)", gemv_ms(s, 1, 163840, 2304, 1, true, reps),
+  rows.push_back({"gemv lm_head M=1 163840x2304 (fp32 out)", gemv_ms(ctx, 1, 163840, 2304, 1, true, reps),
                   bw_floor(163840.0 * 2304 * 2), "weights 755 MB"});
-  rows.push_back({"gemv KDA in_proj M=1 12576x2304", gemv_ms(s, 1, 12576, 2304, 4, false, reps),
+  rows.push_back({"gemv KDA in_proj M=1 12576x2304", gemv_ms(ctx, 1, 12576, 2304, 4, false, reps),
                   bw_floor(12576.0 * 2304 * 2), "weights 58 MB, 4 copies rotated"});
-  rows.push_back({"gemv o_proj M=1 2304x4096", gemv_ms(s, 1, 2304, 4096, 8, false, reps),
+  rows.push_back({"gemv o_proj M=1 2304x4096", gemv_ms(ctx, 1, 2304, 4096, 8, false, reps),
                   bw_floor(2304.0 * 4096 * 2), "weights 19 MB, 8 copies rotated"});
-  rows.push_back({"gemv KDA in_proj M=8 12576x2304", gemv_ms(s, 8, 12576, 2304, 4, false, reps),
+  rows.push_back({"gemv KDA in_proj M=8 12576x2304", gemv_ms(ctx, 8, 12576, 2304, 4, false, reps),
                   bw_floor(12576.0 * 2304 * 2), ""});
   // the same three through the plain (not pipelined) loop, and with the L2::256B streaming hint
-  rows.push_back({"gemv lm_head M=1, plain loop", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false, false),
+  rows.push_back({"gemv lm_head M=1, plain loop", gemv_ms(ctx, 1, 163840, 2304, 1, true, reps, 0, false, false),
                   bw_floor(163840.0 * 2304 * 2), ""});
-  rows.push_back({"gemv KDA in_proj M=1, plain loop", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false, false),
+  rows.push_back({"gemv KDA in_proj M=1, plain loop", gemv_ms(ctx, 1, 12576, 2304, 4, false, reps, 0, false, false),
                   bw_floor(12576.0 * 2304 * 2), ""});
-  rows.push_back({"gemv o_proj M=1, plain loop", gemv_ms(s, 1, 2304, 4096, 8, false, reps, 0, false, false),
+  rows.push_back({"gemv o_proj M=1, plain loop", gemv_ms(ctx, 1, 2304, 4096, 8, false, reps, 0, false, false),
                   bw_floor(2304.0 * 4096 * 2), ""});
-  rows.push_back({"gemv KDA in_proj M=1, plain loop + L2::256B hint", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, true),
+  rows.push_back({"gemv KDA in_proj M=1, plain loop + L2::256B hint", gemv_ms(ctx, 1, 12576, 2304, 4, false, reps, 0, true),
                   bw_floor(12576.0 * 2304 * 2), ""});
-  rows.push_back({"gemv lm_head M=1, register loads (no cp.async)", gemv_ms(s, 1, 163840, 2304, 1, true, reps, 0, false, true, true, false),
+  rows.push_back({"gemv lm_head M=1, register loads (no cp.async)", gemv_ms(ctx, 1, 163840, 2304, 1, true, reps, 0, false, true, true, false),
                   bw_floor(163840.0 * 2304 * 2), ""});
-  rows.push_back({"gemv KDA in_proj M=1, register loads (no cp.async)", gemv_ms(s, 1, 12576, 2304, 4, false, reps, 0, false, true, true, false),
+  rows.push_back({"gemv KDA in_proj M=1, register loads (no cp.async)", gemv_ms(ctx, 1, 12576, 2304, 4, false, reps, 0, false, true, true, false),
                   bw_floor(12576.0 * 2304 * 2), ""});
-  rows.push_back({"gemv o_proj M=1, row-pair kernel (no split-K)", gemv_ms(s, 1, 2304, 4096, 8, false, reps, 0, false, true, false),
+  rows.push_back({"gemv o_proj M=1, row-pair kernel (no split-K)", gemv_ms(ctx, 1, 2304, 4096, 8, false, reps, 0, false, true, false),
                   bw_floor(2304.0 * 4096 * 2), ""});
   // row-group sweep (the heuristic's choice is the first set of rows above)
   for (int g : {1, 2, 4, 8}) {
     char name[96];
-    std::snprintf(name, sizeof name, "  sweep: in_proj M=1 row_groups=%d", g);
-    rows.push_back({name, gemv_ms(s, 1, 12576, 2304, 4, false, reps, g), bw_floor(12576.0 * 2304 * 2), ""});
-    std::snprintf(name, sizeof name, "  sweep: o_proj M=1 row_groups=%d", g);
-    rows.push_back({name, gemv_ms(s, 1, 2304, 4096, 8, false, reps, g), bw_floor(2304.0 * 4096 * 2), ""});
+    std::snprintf(name, sizeof name, "  sweep: in_proj M=1 row_pairs=%d", g);
+    rows.push_back({name, gemv_ms(ctx, 1, 12576, 2304, 4, false, reps, g), bw_floor(12576.0 * 2304 * 2), ""});
+    std::snprintf(name, sizeof name, "  sweep: o_proj M=1 row_pairs=%d", g);
+    rows.push_back({name, gemv_ms(ctx, 1, 2304, 4096, 8, false, reps, g), bw_floor(2304.0 * 4096 * 2), ""});
   }
 
   // ---- MoE experts: one layer's 256 + shared expert weights -----------------------------------------
   const int E = 256, D = 2304, I = 1024, k = 8, kp = 9;
-  auto gu = filled(int64_t(E + 1) * 2 * I * D, bf, 200);
-  auto dn = filled(int64_t(E + 1) * D * I, bf, 201);
-  auto router_w = filled(int64_t(E) * D, bf, 202, 0.02f);
+  auto gu = filled(ctx, int64_t(E + 1) * 2 * I * D, bf, 200);
+  auto dn = filled(ctx, int64_t(E + 1) * D * I, bf, 201);
+  auto router_w = filled(ctx, int64_t(E) * D, bf, 202, 0.02f);
   DeviceBuffer zero_bias(size_t(E) * 4);
   DS_CUDA_CHECK(cudaMemset(zero_bias.data(), 0, zero_bias.bytes()));
   for (int B : {1, 8, 100}) {
-    auto x = filled(int64_t(B) * D, bf, 300 + B, 1.f);
+    auto x = filled(ctx, int64_t(B) * D, bf, 300 + B, 1.f);
     DeviceBuffer logits(size_t(B) * E * 4), ids(size_t(B) * kp * 4), w(size_t(B) * kp * 4), pp(size_t(B) * kp * 4),
         srt(size_t(B) * kp * 4), se(size_t(E + 1) * 4), ss(size_t(E + 2) * 4), na(4), act(size_t(B) * kp * I * 2),
         out(size_t(B) * kp * D * 2);
     // several routings (different tokens) so consecutive calls read different experts
     const int variants = 8;
     std::vector<DeviceBuffer> xs;
-    for (int v = 0; v < variants; ++v) xs.push_back(filled(int64_t(B) * D, bf, 400 + 17 * v + B, 1.f));
+    for (int v = 0; v < variants; ++v) xs.push_back(filled(ctx, int64_t(B) * D, bf, 400 + 17 * v + B, 1.f));
+    const MoeRouteParams r{.logits = logits.as<float>(),
+                           .bias = zero_bias.as<float>(),
+                           .topk_ids = ids.as<int32_t>(),
+                           .topk_weights = w.as<float>(),
+                           .tokens = B,
+                           .num_experts = E,
+                           .top_k = k,
+                           .scale = 2.446f,
+                           .ldk = kp,
+                           .shared_expert_id = E};
+    const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
+                                                  .sorted_token = srt.as<int32_t>(),
+                                                  .active_expert = se.as<int32_t>(),
+                                                  .active_start = ss.as<int32_t>(),
+                                                  .num_active = na.as<int32_t>()});
+    // the gate/up launch without the host hint for the shared expert's group (as this bench always ran)
+    auto gate_up = [&] {
+      GemvParams g = moe_gate_up_gemv_params(r, a, x.data(), D, gu.data(), D, I, act.data());
+      g.known_group = g.known_weight = -1;
+      return g;
+    };
     auto route = [&](int v) {
       GemvParams rg;
       rg.x = xs[size_t(v)].data();
@@ -129,32 +154,11 @@ int main(int argc, char** argv) {
       rg.N = E;
       rg.K = D;
       rg.M = B;
-      if (B <= 8) run_gemv(rg, bf, s);
-      MoeRouteParams r;
-      r.logits = logits.as<float>();
-      r.bias = zero_bias.as<float>();
-      r.tokens = B;
-      r.num_experts = E;
-      r.top_k = k;
-      r.scale = 2.446f;
-      r.topk_ids = ids.as<int32_t>();
-      r.topk_weights = w.as<float>();
-      r.ldk = kp;
-      r.shared_expert_id = E;
-      MoeAlignParams a;
-      a.ids = ids.as<int32_t>();
-      a.tokens = B;
-      a.k = kp;
-      a.num_experts = E + 1;
-      a.pair_pos = pp.as<int32_t>();
-      a.sorted_token = srt.as<int32_t>();
-      a.slot_expert = se.as<int32_t>();
-      a.slot_start = ss.as<int32_t>();
-      a.num_active = na.as<int32_t>();
-      run_moe_route_align(r, a, s);
+      if (B <= 8) run_gemv(rg, bf, ctx);
+      run_moe_route_align(r, a, ctx);
     };
     if (B > 8) {  // random logits instead of a router GEMM (cuBLAS territory)
-      run_fill_uniform(logits.data(), DType::F32, int64_t(B) * E, -3.f, 3.f, 500, s);
+      run_fill_uniform(logits.data(), DType::F32, int64_t(B) * E, -3.f, 3.f, 500, ctx);
     }
     route(0);
     DS_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -163,28 +167,13 @@ int main(int argc, char** argv) {
     DeviceBuffer resid(size_t(D) * 2);
     DS_CUDA_CHECK(cudaMemset(resid.data(), 0, resid.bytes()));
     auto experts = [&] {
-      GemvParams g;
-      g.x = x.data();
-      g.ldx = D;
-      g.x_rows = srt.as<int32_t>();
-      g.w = gu.data();
-      g.w_group_stride = int64_t(2) * I * D;
-      g.y = act.data();
-      g.ldy = I;
-      g.N = I;
-      g.K = D;
-      g.num_slots = std::min(E + 1, B * kp);
-      g.slot_weight = se.as<int32_t>();
-      g.slot_start = ss.as<int32_t>();
-      g.num_active = na.as<int32_t>();
-      g.max_rows = B;
-      g.epi = GemvEpilogue::SiluMul;
-      run_gemv(g, bf, s);
+      const GemvParams g = gate_up();
+      run_gemv(g, bf, ctx);
       if (B == 1) {  // what the model runs at batch 1: down projection + combine in one launch
         run_moe_down_combine(moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp,
-                                                     dn.data(), resid.data()), bf, s);
+                                                     dn.data(), resid.data()), bf, ctx);
       } else {
-        run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, s);
+        run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), bf, ctx);
       }
     };
     int v = 0;
@@ -208,67 +197,37 @@ int main(int argc, char** argv) {
         rg.N = E;
         rg.K = D;
         rg.M = 1;
-        run_gemv(rg, bf, s);
+        run_gemv(rg, bf, ctx);
       }, double(E) * D * 2);
       split("router gemv + route_align", [&] { route(0); }, double(E) * D * 2);
-      GemvParams g;
-      g.x = x.data();
-      g.ldx = D;
-      g.x_rows = srt.as<int32_t>();
-      g.w = gu.data();
-      g.w_group_stride = int64_t(2) * I * D;
-      g.y = act.data();
-      g.ldy = I;
-      g.N = I;
-      g.K = D;
-      g.num_slots = kp;
-      g.slot_weight = se.as<int32_t>();
-      g.slot_start = ss.as<int32_t>();
-      g.num_active = na.as<int32_t>();
-      g.max_rows = 1;
-      g.epi = GemvEpilogue::SiluMul;
+      GemvParams g = gate_up();
       for (int rg_ : {0, 1, 2, 8}) {
         for (int plain = 0; plain < 2; ++plain) {
-          g.row_groups = rg_;
+          g.row_pairs = rg_;
           g.pipelined = !plain;
           char nm[80];
-          std::snprintf(nm, sizeof nm, "gate_up 9x2048x2304 groups=%d%s", rg_, plain ? " plain loop" : "");
-          split(nm, [&] { run_gemv(g, bf, s); }, 9.0 * 2 * I * D * 2);
+          std::snprintf(nm, sizeof nm, "gate_up 9x2048x2304 row_pairs=%d%s", rg_, plain ? " plain loop" : "");
+          split(nm, [&] { run_gemv(g, bf, ctx); }, 9.0 * 2 * I * D * 2);
         }
       }
-      g.row_groups = 0;
+      g.row_pairs = 0;
       g.pipelined = true;
       GemvParams d = moe_down_gemv_params(g, dn.data(), out.data(), D);
-      split("down 9x2304x1024", [&] { run_gemv(d, bf, s); }, 9.0 * I * D * 2);
+      split("down 9x2304x1024", [&] { run_gemv(d, bf, ctx); }, 9.0 * I * D * 2);
       split("down 9x2304x1024 + combine, one launch", [&] {
         run_moe_down_combine(moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp,
-                                                     dn.data(), resid.data()), bf, s);
+                                                     dn.data(), resid.data()), bf, ctx);
       }, 9.0 * I * D * 2);
     }
     if (B > 8) {
       for (int cfg = 0; cfg < 4; ++cfg) {
         int tile = cfg < 2 ? 16 : 64, bk = cfg % 2 ? 64 : 32;
         double mms = ds::bench::time_ms(s, [&] {
-          MoeGemmParams g;
-          g.x = x.data();
-          g.ldx = D;
-          g.x_rows = srt.as<int32_t>();
-          g.w = gu.data();
-          g.w_group_stride = int64_t(2) * I * D;
-          g.y = act.data();
-          g.ldy = I;
-          g.N = I;
-          g.K = D;
-          g.silu_mul = true;
-          g.slot_expert = se.as<int32_t>();
-          g.slot_start = ss.as<int32_t>();
-          g.num_active = na.as<int32_t>();
-          g.max_slots = E + 1;
-          g.max_rows = B * kp;
-          g.tile_tokens = tile;
+          MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), tile);
+          g.max_active = E + 1;  // the bound this bench always launched with
           g.k_tile = bk;
-          run_moe_gemm(g, s);
-          run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), s);
+          run_moe_gemm(g, ctx);
+          run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
         }, reps);
         char nm[96];
         std::snprintf(nm, sizeof nm, "MoE B=%d experts, tensor cores %dx%d", B, tile, bk);
@@ -284,54 +243,31 @@ int main(int argc, char** argv) {
   // ---- MoE prefill: 8192 tokens, routed experts only, tensor cores ---------------------------------
   {
     const int T = 8192, pairs = T * k;
-    auto x = filled(int64_t(T) * D, bf, 900, 1.f);
+    auto x = filled(ctx, int64_t(T) * D, bf, 900, 1.f);
     DeviceBuffer logits(size_t(T) * E * 4), ids(size_t(pairs) * 4), w(size_t(pairs) * 4), pp(size_t(pairs) * 4),
         srt(size_t(pairs) * 4), se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4), act(size_t(pairs) * I * 2),
         out(size_t(pairs) * D * 2);
-    run_fill_uniform(logits.data(), DType::F32, int64_t(T) * E, -3.f, 3.f, 901, s);
-    MoeRouteParams r;
-    r.logits = logits.as<float>();
-    r.bias = zero_bias.as<float>();
-    r.tokens = T;
-    r.num_experts = E;
-    r.top_k = k;
-    r.scale = 2.446f;
-    r.topk_ids = ids.as<int32_t>();
-    r.topk_weights = w.as<float>();
-    r.ldk = k;
-    MoeAlignParams a;
-    a.ids = ids.as<int32_t>();
-    a.tokens = T;
-    a.k = k;
-    a.num_experts = E;
-    a.pair_pos = pp.as<int32_t>();
-    a.sorted_token = srt.as<int32_t>();
-    a.slot_expert = se.as<int32_t>();
-    a.slot_start = ss.as<int32_t>();
-    a.num_active = na.as<int32_t>();
+    run_fill_uniform(logits.data(), DType::F32, int64_t(T) * E, -3.f, 3.f, 901, ctx);
+    const MoeRouteParams r{.logits = logits.as<float>(),
+                           .bias = zero_bias.as<float>(),
+                           .topk_ids = ids.as<int32_t>(),
+                           .topk_weights = w.as<float>(),
+                           .tokens = T,
+                           .num_experts = E,
+                           .top_k = k,
+                           .scale = 2.446f};
+    const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
+                                                  .sorted_token = srt.as<int32_t>(),
+                                                  .active_expert = se.as<int32_t>(),
+                                                  .active_start = ss.as<int32_t>(),
+                                                  .num_active = na.as<int32_t>()});
     for (int bk : {32, 64}) {
     double ms = ds::bench::time_ms(s, [&] {
-      run_moe_route_align(r, a, s);
-      MoeGemmParams g;
-      g.x = x.data();
-      g.ldx = D;
-      g.x_rows = srt.as<int32_t>();
-      g.w = gu.data();
-      g.w_group_stride = int64_t(2) * I * D;
-      g.y = act.data();
-      g.ldy = I;
-      g.N = I;
-      g.K = D;
-      g.silu_mul = true;
-      g.slot_expert = se.as<int32_t>();
-      g.slot_start = ss.as<int32_t>();
-      g.num_active = na.as<int32_t>();
-      g.max_slots = E;
-      g.max_rows = pairs;
-      g.tile_tokens = 64;
+      run_moe_route_align(r, a, ctx);
+      MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), 64);
       g.k_tile = bk;
-      run_moe_gemm(g, s);
-      run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), s);
+      run_moe_gemm(g, ctx);
+      run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
     }, quick ? 5 : 10);
     double flops = 2.0 * pairs * 3.0 * I * D;
     char nm[96];
@@ -344,8 +280,8 @@ int main(int argc, char** argv) {
   {
     Gemm gemm;
     auto run = [&](int M, int N, int K) {
-      auto x = filled(int64_t(M) * K, bf, 600, 1.f);
-      auto w = filled(int64_t(N) * K, bf, 601);
+      auto x = filled(ctx, int64_t(M) * K, bf, 600, 1.f);
+      auto w = filled(ctx, int64_t(N) * K, bf, 601);
       DeviceBuffer y(size_t(M) * N * 2);
       return ds::bench::time_ms(s, [&] {
         GemmArgs a;
@@ -370,8 +306,8 @@ int main(int argc, char** argv) {
   // ---- norm and sampling ------------------------------------------------------------------------
   {
     const int T = 8192;
-    auto x = filled(int64_t(T) * D, bf, 700, 1.f);
-    auto wn = filled(D, bf, 701);
+    auto x = filled(ctx, int64_t(T) * D, bf, 700, 1.f);
+    auto wn = filled(ctx, D, bf, 701);
     DeviceBuffer y(size_t(T) * D * 2);
     double ms = ds::bench::time_ms(s, [&] {
       RmsNormParams p;
@@ -382,13 +318,13 @@ int main(int argc, char** argv) {
       p.ldy = D;
       p.rows = T;
       p.dim = D;
-      run_rmsnorm(p, bf, s);
+      run_rmsnorm(p, bf, ctx);
     }, reps);
     rows.push_back({"rmsnorm 8192x2304 bf16", ms, bw_floor(2.0 * T * D * 2), ""});
   }
   for (bool greedy : {true, false}) {
     const int R = 100, V = 163840;
-    auto logits = filled(int64_t(R) * V, DType::F32, 800, 8.f);
+    auto logits = filled(ctx, int64_t(R) * V, DType::F32, 800, 8.f);
     std::vector<SampleRow> rp(R);
     for (int r = 0; r < R; ++r) {
       rp[size_t(r)].temperature = greedy ? 0.f : 1.f;
@@ -407,7 +343,7 @@ int main(int argc, char** argv) {
       p.work = work.as<float>();
       p.out_token = tok.as<int32_t>();
       p.out_logprob = lp.as<float>();
-      run_sampling(p, s);
+      run_sampling(p, ctx);
     }, quick ? 3 : 10);
     rows.push_back({greedy ? "sampling 100 rows greedy" : "sampling 100 rows T=1 top-p 0.9", ms,
                     bw_floor(double(R) * V * 4 * 3), "floor: 3 passes over fp32 logits"});

@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "config/runtime_env.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "cuda/device_context.h"
 #include "cuda/kernels/kda_decode.h"
 #include "cuda/kernels/kda_prefill.h"
 #include "cuda/kernels/kda_state.cuh"
@@ -24,6 +26,12 @@ using namespace ds;
 using namespace ds::gpu;
 
 namespace {
+
+// The default stream of the current device, kernels configured once (make_device_context).
+const DeviceContext& bench_ctx() {
+  static const DeviceContext ctx = make_device_context(nullptr, cuda_env());
+  return ctx;
+}
 
 __device__ uint32_t mix(uint64_t x) {
   x ^= x >> 33;
@@ -134,7 +142,7 @@ void bench_kda_prefill(int N, int len, int H, DType act) {
   p.total_tokens = T;
   p.num_seqs = N;
   p.num_heads = H;
-  const double ms = median_ms([&](int) { run_kda_prefill(p, act, nullptr); }, 3, 15, 1);
+  const double ms = median_ms([&](int) { run_kda_prefill(p, act, bench_ctx()); }, 3, 15, 1);
 
   // Kernel 1 alone (same launch as run_kda_prefill).
   double ms1 = 0.0;
@@ -191,7 +199,7 @@ void bench_kda_decode(int N, int H) {
   const double ms = median_ms(
       [&](int i) {
         p.state_slots = d_slots.as<int32_t>() + size_t(i % rot) * N;
-        run_kda_decode(p, DType::BF16, nullptr);
+        run_kda_decode(p, DType::BF16, bench_ctx());
       },
       10, 25, 20);
   const double bytes = double(N) * H * 65536.0 * 2 + double(nq) * (3 * 2 + 4 + 2);
@@ -234,7 +242,7 @@ void bench_mla_decode(int rows, int ctx, int H) {
   const double ms = median_ms(
       [&](int i) {
         p.block_tables = d_tables.as<int32_t>() + size_t(i % rot) * rows * nb;
-        run_mla_decode(p, DType::BF16, nullptr);
+        run_mla_decode(p, DType::BF16, bench_ctx());
       },
       10, 25, 10);
   char shape[64];
@@ -272,7 +280,7 @@ void bench_mla_prefill(int N, int len, int H) {
   p.num_seqs = N;
   p.num_heads = H;
   p.max_seqlen_q = len;
-  const double ms = median_ms([&](int) { run_mla_prefill(p, DType::BF16, nullptr); }, 3, 15, 1);
+  const double ms = median_ms([&](int) { run_mla_prefill(p, DType::BF16, bench_ctx()); }, 3, 15, 1);
   const double flops = double(N) * H * (double(len) * len / 2) * (192 + 128) * 2;
   char shape[64], note[64];
   std::snprintf(shape, sizeof shape, "bf16 N=%d x T=%d H=%d", N, len, H);

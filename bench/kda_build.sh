@@ -14,10 +14,13 @@ NVCC=${NVCC:-nvcc}
 CXXFLAGS=(-std=c++20 -O2 -Isrc -DDS_HAVE_CUDA=1 -DFMT_SHARED -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL -DSPDLOG_SHARED_LIB -I/usr/local/cuda/include -DDS_FIXTURES_DIR="\"$PWD/tests/fixtures\"")
 NVFLAGS=(-std=c++20 -O3 -Isrc -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Xptxas -v)
 
+# configure_kernels (made with every DeviceContext) sets the GEMV / MoE GEMM kernels' attributes too
 CU=(src/cuda/kernels/kda_prefill.cu src/cuda/kernels/kda_decode.cu src/cuda/kernels/mla_decode.cu
-    src/cuda/kernels/mla_prefill.cu src/cuda/kernels/mla_cache.cu src/cuda/kernels/delta_gate.cu
-    src/cuda/kernels/conv1d.cu)
-LIB_CPP=(src/cuda/cuda_check.cpp src/cuda/device_buffer.cpp src/core/dtype.cpp src/core/log.cpp
+    src/cuda/kernels/mla_prefill.cu src/cuda/kernels/delta_gate.cu
+    src/cuda/kernels/conv1d.cu src/cuda/kernels/gemv.cu src/cuda/kernels/gemv_async.cu
+    src/cuda/kernels/gemv_block.cu src/cuda/kernels/gemv_small.cu src/cuda/kernels/moe_gemm.cu)
+LIB_CPP=(src/cuda/cuda_check.cpp src/cuda/device_buffer.cpp src/cuda/device_context.cpp src/cuda/stream.cpp
+         src/cuda/kernels/configure.cpp src/core/dtype.cpp src/core/log.cpp
          src/core/parallel.cpp src/model/safetensors.cpp src/kernels/kda/ref.cpp src/kernels/kda/chunk_ref.cpp
          src/kernels/mla/ref.cpp src/config/runtime_env.cpp)
 TEST_CPP=(tests/gpu/test_kda_*.cpp tests/gpu/test_mla_*.cpp)

@@ -1,7 +1,10 @@
 # ds_module(name DEPS ...): a static library ds_<name> from src/<name>/*.cpp (and *.cu when CUDA is on).
 set(DS_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+# nvcc's host compilation of .cu files gets the same warnings (device code is nvcc's own business).
+set(DS_CUDA_WARNINGS -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter)
 if(DS_WERROR)
   list(APPEND DS_WARNINGS -Werror)
+  list(APPEND DS_CUDA_WARNINGS -Xcompiler=-Werror)
 endif()
 
 function(ds_module name)
@@ -24,7 +27,8 @@ function(ds_module name)
   target_compile_options(ds_${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DS_WARNINGS}>)
   if(DS_HAVE_CUDA)
     set_target_properties(ds_${name} PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
-    target_compile_options(ds_${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
+    target_compile_options(ds_${name} PRIVATE
+                           "$<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr;-lineinfo;${DS_CUDA_WARNINGS}>")
   endif()
 endfunction()
 

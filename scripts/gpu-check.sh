@@ -39,7 +39,7 @@ SUMMARY=$OUT/summary.txt
 t0=$(date +%s)
 GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
 if ! cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-     -DDS_CUDA=ON "-DCMAKE_CXX_FLAGS=-include cstdint" > "$OUT/build.log" 2>&1; then
+     -DDS_CUDA=ON > "$OUT/build.log" 2>&1; then
   tail -30 "$OUT/build.log"; echo "CONFIGURE FAILED" | tee -a "$SUMMARY"; exit 1
 fi
 if ! cmake --build "$BUILD" --target test_gpu bench_kernels bench_model -j "$(nproc)" >> "$OUT/build.log" 2>&1; then

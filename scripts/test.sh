@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh
+bash scripts/build.sh -DDS_WERROR=ON
 cd "${BUILD_DIR:-build}"
 ctest -L cpu --output-on-failure -j "${TEST_JOBS:-2}" --timeout 1200

@@ -57,10 +57,11 @@ class CudaBackend final : public Backend {
     const CudaEnv env = CudaEnv::parse();
     mo.reference_attention = env.reference_attention;
     mo.use_graphs = env.graphs;
+    mo.pdl = env.pdl;
     if (mo.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {
       gpu::Stream load_stream;
-      auto w = gpu::load_device_weights(cfg_, act, wl, load_stream);
+      auto w = gpu::load_device_weights(cfg_, act, wl, gpu::make_device_context(load_stream, env));
       model_ = std::make_unique<gpu::CudaModel>(cfg_, std::move(w), mo);
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -172,7 +173,7 @@ std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& p
   sp.out_top_ids = reinterpret_cast<int32_t*>(d + off_out + rows * 8);
   sp.out_top_logprobs = reinterpret_cast<float*>(d + off_out + rows * 8 + size_t(rows) * max_lp * 4);
   sp.max_logprobs = max_lp;
-  gpu::run_sampling(sp, s);
+  gpu::run_sampling(sp, model_->context());
   DS_CUDA_CHECK(cudaMemcpyAsync(h + off_out, d + off_out, b_out, cudaMemcpyDeviceToHost, s));
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
   const int32_t* tok = reinterpret_cast<const int32_t*>(h + off_out);

@@ -29,6 +29,14 @@ inline void cublas_check(cublasStatus_t s, const char* call, const char* file, i
 // After a kernel launch: catches launch-configuration errors (not asynchronous faults).
 #define DS_CUDA_CHECK_LAUNCH() ::ds::gpu::cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 #define DS_CUBLAS_CHECK(call) ::ds::gpu::cublas_check((call), #call, __FILE__, __LINE__)
+namespace ds::gpu {
+// Raises the dynamic shared memory limit of `kernel` to `bytes` on the current device (the kernels'
+// configure_* functions, called by configure_kernels once per DeviceContext).
+template <typename... KArgs> void set_max_dynamic_smem(void (*kernel)(KArgs...), size_t bytes) {
+  DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+}  // namespace ds::gpu
+
 #define DS_GPU_REQUIRE(cond, msg)            \
   do {                                       \
     if (!(cond)) ::ds::gpu::throw_error(msg); \

@@ -66,10 +66,10 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= 0,
            "CUDA backend: bad cache options");
-  CudaEnv switches = cuda_env();
-  switches.reference_attention = o.reference_attention;
-  switches.graphs = o.use_graphs;
-  ctx_ = make_device_context(stream_.get(), switches);
+  // the context configures the kernels for this device (kernels/configure.h)
+  ctx_ = make_device_context(stream_.get(), CudaEnv{.reference_attention = o.reference_attention,
+                                                     .graphs = o.use_graphs,
+                                                     .pdl = o.pdl});
   meta_ = std::make_unique<StepMeta>();
   build_layers();
   plan_memory();
@@ -273,7 +273,7 @@ void CudaModel::compute(const StepMeta& m) {
   e.y = ws.h;
   e.tokens = m.T;
   e.dim = hid;
-  run_embedding(e, act, ctx_.stream);
+  run_embedding(e, act, ctx_);
   // Small batches: every consumer of a norm's output is a GEMV that normalises h itself as it loads
   // it (GemvParams::norm_weight), so no norm kernel runs. Larger ones normalise h into ws.x first.
   const bool fused = m.T <= kGemvMaxRows;
@@ -288,7 +288,7 @@ void CudaModel::compute(const StepMeta& m) {
     n.rows = m.T;
     n.dim = hid;
     n.eps = cfg_.rms_norm_eps;
-    run_rmsnorm(n, act, ctx_.stream);
+    run_rmsnorm(n, act, ctx_);
     return LayerInput{ws.x, nullptr};
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
@@ -313,7 +313,7 @@ void CudaModel::compute(const StepMeta& m) {
   n.rows = m.R;
   n.dim = hid;
   n.eps = cfg_.rms_norm_eps;
-  run_rmsnorm(n, act, ctx_.stream);
+  run_rmsnorm(n, act, ctx_);
   step.linear(ws.rows_x, hid, w_.lm_head, cfg_.vocab_size, hid, out, cfg_.vocab_size, m.R, false, true);
 }
 

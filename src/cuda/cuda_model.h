@@ -49,6 +49,7 @@ struct CudaModelOptions {
   bool biased_moe_weights = false;
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
+  bool pdl = true;                  // programmatic dependent launch (DELTASERVE_CUDA_PDL)
   int max_graph_batch = 256;        // largest decode batch replayed from a graph
 };
 

@@ -63,12 +63,12 @@ void DeviceCaches::zero_slots(const int32_t* dev_slots, int n, const DeviceConte
   z.slot_stride = int64_t(unit_.state_slot);
   z.layer_stride = int64_t(unit_.state_slot) * slots;
   z.bytes_per_slot = int64_t(unit_.state_slot);
-  run_zero_slots(z, ctx.stream);
+  run_zero_slots(z, ctx);
   z.base = conv_.data();
   z.slot_stride = int64_t(unit_.conv_slot);
   z.layer_stride = int64_t(unit_.conv_slot) * slots;
   z.bytes_per_slot = int64_t(unit_.conv_slot);
-  run_zero_slots(z, ctx.stream);
+  run_zero_slots(z, ctx);
 }
 
 void DeviceCaches::copy_units(const DeviceBuffer& dst, int dst_count, int dst_i, const DeviceBuffer& src,

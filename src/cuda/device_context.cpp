@@ -1,5 +1,7 @@
 #include "cuda/device_context.h"
 
+#include "cuda/kernels/configure.h"
+
 namespace ds::gpu {
 
 DeviceContext make_device_context(cudaStream_t s, const CudaEnv& switches) {
@@ -7,6 +9,7 @@ DeviceContext make_device_context(cudaStream_t s, const CudaEnv& switches) {
   c.info = device_info();
   c.stream = s;
   c.switches = switches;
+  configure_kernels(c);  // kernel attributes for this device, once per context (not per launch)
   return c;
 }
 

@@ -27,6 +27,8 @@ struct DeviceContext {
 };
 
 // A context for the current device on stream `s`, with the process's switches (config/runtime_env.h).
+// It also configures the kernels for that device (cuda/kernels/configure.h), so every context that
+// exists has been configured: make one per device (or rank) at start-up, then copy it or use on().
 DeviceContext make_device_context(cudaStream_t s, const CudaEnv& switches);
 
 }  // namespace ds::gpu

@@ -42,7 +42,7 @@ uint64_t mix(uint64_t z) {
 // Copies host tensors to the device through two pinned staging buffers, converting dtypes on the GPU.
 class Uploader {
  public:
-  explicit Uploader(cudaStream_t s) : s_(s) {
+  explicit Uploader(const DeviceContext& ctx) : ctx_(ctx), s_(ctx.stream) {
     for (int i = 0; i < 2; ++i) {
       pinned_[i] = PinnedBuffer(kChunk);
       staging_[i] = DeviceBuffer(kChunk, "weight staging");
@@ -76,7 +76,7 @@ class Uploader {
         DS_CUDA_CHECK(cudaMemcpyAsync(dst, pinned_[b].data(), size_t(m) * es, cudaMemcpyHostToDevice, s_));
       } else {
         DS_CUDA_CHECK(cudaMemcpyAsync(staging_[b].data(), pinned_[b].data(), size_t(m) * es, cudaMemcpyHostToDevice, s_));
-        run_convert(staging_[b].data(), st, dst, d.dtype, m, s_);
+        run_convert(staging_[b].data(), st, dst, d.dtype, m, ctx_);
       }
       DS_CUDA_CHECK(cudaEventRecord(done_[b], s_));
     }
@@ -95,6 +95,7 @@ class Uploader {
 
  private:
   static constexpr size_t kChunk = size_t(64) << 20;
+  DeviceContext ctx_;
   cudaStream_t s_;
   PinnedBuffer pinned_[2];
   DeviceBuffer staging_[2];
@@ -160,7 +161,9 @@ int64_t kda_in_proj_rows(const ModelConfig& c) {
   return (3 * HK + 2 * c.kda.head_dim + c.kda.num_heads + 7) / 8 * 8;
 }
 
-DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLoadOptions& o, cudaStream_t s) {
+DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLoadOptions& o,
+                                  const DeviceContext& ctx) {
+  const cudaStream_t s = ctx.stream;
   auto t0 = std::chrono::steady_clock::now();
   DeviceWeights w;
   const int64_t hid = c.hidden_size, V = c.vocab_size;
@@ -305,16 +308,16 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   if (o.dummy) {
     for (auto& L : w.layers)
       if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
-    Uploader small(s);
+    Uploader small(ctx);
     uint64_t index = 0;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
       const int64_t n = numel(sp.shape);
       const uint64_t seed = mix(o.seed ^ mix(++index));
       const std::string& name = sp.name;
       if (ends_with(name, "norm.weight") || ends_with(name, "layernorm.weight")) {
-        run_fill_value(x.ptr, x.dtype, n, 1.f, s);
+        run_fill_value(x.ptr, x.dtype, n, 1.f, ctx);
       } else if (ends_with(name, "e_score_correction_bias")) {
-        run_fill_value(x.ptr, x.dtype, n, 0.f, s);
+        run_fill_value(x.ptr, x.dtype, n, 0.f, ctx);
       } else if (ends_with(name, "A_log") || ends_with(name, "dt_bias")) {
         std::vector<float> v(static_cast<size_t>(n));
         bool alog = ends_with(name, "A_log");
@@ -324,10 +327,10 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
         }
         small.upload_host_f32(v, x);
       } else if (ends_with(name, "conv1d.weight")) {
-        run_fill_uniform(x.ptr, x.dtype, n, -0.5f, 0.5f, seed, s);
+        run_fill_uniform(x.ptr, x.dtype, n, -0.5f, 0.5f, seed, ctx);
       } else {
         float a = 0.02f * std::sqrt(3.f);
-        run_fill_uniform(x.ptr, x.dtype, n, -a, a, seed, s);
+        run_fill_uniform(x.ptr, x.dtype, n, -a, a, seed, ctx);
       }
     });
   } else {
@@ -335,7 +338,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
     Checkpoint ck = Checkpoint::open(o.model_dir);
     check_checkpoint(c, ck);
-    Uploader up(s);
+    Uploader up(ctx);
     size_t total = ck.total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
       const TensorInfo& t = ck.get(sp.name);
@@ -352,7 +355,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   // derived tensors: W_UK^h transposed per head (rows [h(dn+dv), h(dn+dv)+dn) of kv_b)
   for (auto& L : w.layers)
     if (L.mla.kv_b)
-      run_transpose(L.mla.kv_b.ptr, R, (dn + dv) * R, mut(L.mla.w_uk_t), dn, R * dn, int(dn), int(R), int(Hm), dt, s);
+      run_transpose(L.mla.kv_b.ptr, R, (dn + dv) * R, mut(L.mla.w_uk_t), dn, R * dn, int(dn), int(R), int(Hm), dt, ctx);
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("CUDA weights: ready in {:.2f} s", secs);

@@ -18,6 +18,7 @@
 #include "config/model_config.h"
 #include "core/dtype.h"
 #include "cuda/device_buffer.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -104,6 +105,7 @@ struct WeightLoadOptions {
   uint64_t seed = 0;
 };
 // Allocates and fills the weights; logs bytes and time.
-DeviceWeights load_device_weights(const ModelConfig& c, DType dtype, const WeightLoadOptions& o, cudaStream_t s);
+DeviceWeights load_device_weights(const ModelConfig& c, DType dtype, const WeightLoadOptions& o,
+                                  const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -31,10 +31,10 @@ void MoeLayer::forward(const StepContext& ctx, const float* x, float* y) const {
              "forced routes: none or the wrong size for MoE layer {}", layer_);
     forced = it->second.data();
   }
-  run_moe_route_cpu({.logits = logits.data(), .bias = w_->bias.ptr(), .ids = ids.data(),
-                     .weights = weights.data(), .T = T, .E = E, .top_k = k,
-                     .num_groups = cfg_.num_expert_group, .topk_group = cfg_.topk_group,
-                     .renormalize = cfg_.renormalize, .scaling = cfg_.routed_scaling_factor,
+  run_moe_route_cpu({.logits = logits.data(), .bias = w_->bias.ptr(), .topk_ids = ids.data(),
+                     .topk_weights = weights.data(), .tokens = int(T), .num_experts = int(E), .top_k = int(k),
+                     .num_groups = cfg_.num_expert_group, .topk_groups = cfg_.topk_group,
+                     .renormalize = cfg_.renormalize, .scale = cfg_.routed_scaling_factor,
                      .biased_weights = cfg_.biased_weights, .forced_ids = forced});
   std::fill_n(y, T * hidden_, 0.0f);
   run_moe_experts_cpu({.x = x, .ids = ids.data(), .weights = weights.data(), .w1 = w1_.data(),

@@ -2,6 +2,7 @@
 // from it once (token offsets, state slots, context lengths), the numerical-path options, and an
 // optional trace for layer-by-layer comparisons against golden dumps.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <vector>

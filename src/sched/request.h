@@ -5,6 +5,7 @@
 // prompt + output so far become the next prefill), so chunked prefill, decode and resumption after
 // preemption are one code path.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

@@ -9,11 +9,16 @@
 #include <random>
 #include <vector>
 
+#include "../common/metrics.h"
+#include "config/runtime_env.h"
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu::test {
+
+using ds::test::rel_l2;
 
 inline bool have_gpu() {
   int n = 0;
@@ -21,6 +26,14 @@ inline bool have_gpu() {
 }
 #define DS_REQUIRE_GPU() \
   if (!::ds::gpu::test::have_gpu()) GTEST_FAIL() << "no CUDA device: the gpu tests need one"
+
+// The context the op tests launch on: the current device's default stream with the process's switches
+// (DELTASERVE_CUDA_PDL=0 launches without PDL), made (and its kernels configured) once per test process,
+// as a backend makes its own at start-up.
+inline const DeviceContext& test_ctx() {
+  static const DeviceContext ctx = make_device_context(nullptr, cuda_env());
+  return ctx;
+}
 
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   std::mt19937_64 g(seed);
@@ -85,24 +98,6 @@ inline std::vector<T> to_host_raw(const void* d, size_t n) {
 
 // Fills a device buffer with NaN (poison) so unwritten outputs are caught.
 inline void poison(DeviceBuffer& b) { DS_CUDA_CHECK(cudaMemset(b.data(), 0xff, b.bytes())); }
-
-// ||a - b|| / ||b||; infinity if any value is not finite.
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-inline double max_abs(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
-  return m;
-}
 
 // Tolerance on relative L2 error for outputs stored in dtype t when the CPU twin saw the same
 // (rounded) inputs: bf16 output rounding alone is ~2^-9 per element (~2e-3 relative L2, more after a

@@ -134,7 +134,7 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
   o.max_logit_rows = 16;
   o.mla_expand_keys = 32;
   o.max_graph_batch = 4;
-  CudaModel m(cfg, load_device_weights(cfg, DType::F32, wl, load.get()), o);
+  CudaModel m(cfg, load_device_weights(cfg, DType::F32, wl, make_device_context(load.get(), CudaEnv{})), o);
   auto pages = [](int n) {
     std::vector<int32_t> v;
     for (int i = 0; i < n; ++i) v.push_back(i);

@@ -71,7 +71,7 @@ void check_fused_decode(DType t) {
       k.conv = c;
       k.gate = g;
     } else {
-      run_kda_gate_and_conv_decode(g, c, t, nullptr);
+      run_kda_gate_and_conv_decode(g, c, t, test_ctx());
       k.q = qkv.data();
       k.k = static_cast<char*>(qkv.data()) + size_t(HK) * dtype_size(t);
       k.v = static_cast<char*>(qkv.data()) + size_t(2 * HK) * dtype_size(t);
@@ -79,7 +79,7 @@ void check_fused_decode(DType t) {
       k.g = g32.as<float>();
       k.beta = beta.as<float>();
     }
-    run_kda_decode(k, t, nullptr);
+    run_kda_decode(k, t, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     return Out{to_host(o.data(), size_t(N) * HK, t), to_host(pool.data(), pool0.size(), DType::F32),
                to_host(conv_state.data(), conv_state0.size(), t)};

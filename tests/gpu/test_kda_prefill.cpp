@@ -102,7 +102,7 @@ Errors check_prefill(const Batch& b, const KdaData& x, DType act, std::mt19937_6
   p.total_tokens = b.T;
   p.num_seqs = b.N;
   p.num_heads = H;
-  gpu::run_kda_prefill(p, act, nullptr);
+  gpu::run_kda_prefill(p, act, test_ctx());
   DS_CUDA_CHECK(cudaDeviceSynchronize());
 
   const auto o = download_act(d_o, size_t(b.T) * H * D, act);
@@ -208,7 +208,7 @@ void expect_prefill_then_decode(DType act, uint64_t seed) {
     p.total_tokens = len;
     p.num_seqs = 1;
     p.num_heads = H;
-    gpu::run_kda_prefill(p, act, nullptr);
+    gpu::run_kda_prefill(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     t0 += len;
   }
@@ -224,7 +224,7 @@ void expect_prefill_then_decode(DType act, uint64_t seed) {
     p.state_slots = d_slot.as<int32_t>();
     p.num_seqs = 1;
     p.num_heads = H;
-    gpu::run_kda_decode(p, act, nullptr);
+    gpu::run_kda_decode(p, act, test_ctx());
   }
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   const auto o = download_act(d_o, size_t(T) * H * D, act);
@@ -257,7 +257,9 @@ TEST(KdaPrefill, GoldenFixture) {
   };
   constexpr int H = 2;
   for (int T : {1, 17, 64, 100, 257}) {
-    const std::string pre = "T" + std::to_string(T) + ".";
+    std::string pre = "T";  // (built in steps: "T" + to_string + "." trips GCC 12's -Wrestrict at -O3)
+    pre += std::to_string(T);
+    pre += '.';
     const auto q = get(pre + "q"), k = get(pre + "k"), v = get(pre + "v"), g = get(pre + "g"), beta = get(pre + "beta"),
                h0 = get(pre + "h0"), o_ref = get(pre + "o"), hT_ref = get(pre + "hT");
     auto d_q = upload(q), d_k = upload(k), d_v = upload(v), d_g = upload(g), d_beta = upload(beta);
@@ -282,7 +284,7 @@ TEST(KdaPrefill, GoldenFixture) {
       p.total_tokens = T;
       p.num_seqs = 1;
       p.num_heads = H;
-      gpu::run_kda_prefill(p, DType::F32, nullptr);
+      gpu::run_kda_prefill(p, DType::F32, test_ctx());
       DS_CUDA_CHECK(cudaDeviceSynchronize());
       const double eo = rel_l2(download<float>(d_o, o_ref.size()), o_ref);
       const double es = rel_l2(download<float>(d_pool, hT_ref.size()), hT_ref);
@@ -306,7 +308,7 @@ TEST(KdaPrefill, GoldenFixture) {
         p.state_slots = d_slot.as<int32_t>();
         p.num_seqs = 1;
         p.num_heads = H;
-        gpu::run_kda_decode(p, DType::F32, nullptr);
+        gpu::run_kda_decode(p, DType::F32, test_ctx());
       }
       DS_CUDA_CHECK(cudaDeviceSynchronize());
       const double eo = rel_l2(download<float>(d_o, o_ref.size()), o_ref);
@@ -361,7 +363,7 @@ void expect_decode_batch(DType act, uint64_t seed) {
   p.fresh = d_fresh.as<uint8_t>();
   p.num_seqs = N;
   p.num_heads = H;
-  gpu::run_kda_decode(p, act, nullptr);
+  gpu::run_kda_decode(p, act, test_ctx());
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   const auto o = download_act(d_o, size_t(N) * H * D, act);
   const auto got_pool = download<float>(d_pool, pool.size());

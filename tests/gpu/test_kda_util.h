@@ -18,27 +18,15 @@
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "gpu_test_util.h"
 
 namespace ds::attn_test {
 
+using gpu::test::test_ctx;
+using ds::test::rel_l2;
+
 inline size_t act_size(DType act) { return act == DType::BF16 ? 2 : 4; }
 inline const char* act_name(DType act) { return act == DType::BF16 ? "bf16" : "f32"; }
-
-// Relative L2 error ||a - ref|| / ||ref||; NaN or inf anywhere gives +inf.
-inline double rel_l2(const float* a, const float* ref, size_t n) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    const double d = double(a[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  EXPECT_EQ(a.size(), ref.size());
-  return a.size() == ref.size() ? rel_l2(a.data(), ref.data(), a.size()) : INFINITY;  // a length mismatch fails
-}
 
 template <typename T> gpu::DeviceBuffer upload(const std::vector<T>& v) {
   gpu::DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 16), "test upload");

@@ -82,7 +82,7 @@ void expect_prefill(const std::vector<int>& qlens, const std::vector<int>& ctx, 
   p.num_seqs = N;
   p.num_heads = H;
   p.max_seqlen_q = max_q;
-  gpu::run_mla_prefill(p, act, nullptr);
+  gpu::run_mla_prefill(p, act, test_ctx());
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   const auto o = download_act(d_o, ref_o.size(), act);
   double worst = 0.0;

@@ -49,7 +49,7 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
         p.known_pair = cs.k - 1;
         p.known_expert = ids[size_t(cs.k - 1)];
       }
-      run_moe_down_combine(p, t, nullptr);
+      run_moe_down_combine(p, t, test_ctx());
       DS_CUDA_CHECK(cudaDeviceSynchronize());
       const auto got = to_host(dres.data(), size_t(cs.D), t);
       std::vector<float> want(size_t(cs.D));

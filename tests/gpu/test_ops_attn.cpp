@@ -54,7 +54,7 @@ TEST(GpuOps, KdaRecurrenceMatchesFixture) {
     r.num_seqs = 1;
     r.heads = H;
     r.head_dim = K;
-    run_kda_ref(r, DType::F32, nullptr);
+    run_kda_ref(r, DType::F32, test_ctx());
     auto got_o = to_host(dout.data(), o.size(), DType::F32);
     auto got_s = to_host(ds.as<float>() + H * K * K, hT.size(), DType::F32);
     EXPECT_LT(rel_l2(got_o, o), 1e-5) << "T=" << T;
@@ -92,7 +92,7 @@ TEST(GpuOps, KdaRecurrenceVarlenBf16) {
     r.num_seqs = N;
     r.heads = H;
     r.head_dim = K;
-    run_kda_ref(r, t, nullptr);
+    run_kda_ref(r, t, test_ctx());
     std::vector<float> o(size_t(T) * HK), cpool = pool;
     kernels::KdaParams c;
     c.q = qkv.data();
@@ -158,7 +158,7 @@ TEST(GpuOps, MlaAbsorbedPaged) {
     r.block_size = bs;
     r.max_blocks = maxb;
     r.scale = scale;
-    run_mla_ref(r, t, nullptr);
+    run_mla_ref(r, t, test_ctx());
     std::vector<float> o(size_t(T) * H * Dl);
     kernels::MlaAbsorbedParams c;
     c.q = q.data();

@@ -43,7 +43,7 @@ TEST(GpuOps, RmsNormGatherRows) {
     p.rows = int(idx.size());
     p.dim = dim;
     p.eps = 1e-5f;
-    run_rmsnorm(p, t, nullptr);
+    run_rmsnorm(p, t, test_ctx());
     auto got = to_host(dy.data(), idx.size() * dim, t);
     std::vector<float> xg, ref(idx.size() * dim);
     for (int r : idx) xg.insert(xg.end(), x.begin() + int64_t(r) * dim, x.begin() + int64_t(r + 1) * dim);
@@ -78,7 +78,7 @@ TEST(GpuOps, GatedRmsNorm) {
     p.tokens = T;
     p.heads = H;
     p.head_dim = D;
-    run_gated_rmsnorm(p, t, nullptr);
+    run_gated_rmsnorm(p, t, test_ctx());
     std::vector<float> ref(o.size());
     kernels::GatedRmsNormParams c;
     c.x = o.data();
@@ -108,7 +108,7 @@ TEST(GpuOps, EmbeddingAndSiluMul) {
     e.y = dy.data();
     e.tokens = T;
     e.dim = D;
-    run_embedding(e, t, nullptr);
+    run_embedding(e, t, test_ctx());
     std::vector<float> ref(size_t(T) * D);
     kernels::EmbeddingParams c;
     c.ids = ids.data();
@@ -131,7 +131,7 @@ TEST(GpuOps, EmbeddingAndSiluMul) {
     s.ldy = I;
     s.tokens = T;
     s.inter = I;
-    run_silu_mul(s, t, nullptr);
+    run_silu_mul(s, t, test_ctx());
     std::vector<float> sref(size_t(T) * I);
     kernels::SiluMulParams sc;
     sc.gate = gu.data();
@@ -181,7 +181,7 @@ TEST(GpuOps, ShortConvPrefillThenDecode) {
     p.tokens = T;
     p.channels = C;
     p.kernel = W;
-    run_conv1d_prefill(p, t, nullptr);
+    run_conv1d_prefill(p, t, test_ctx());
     std::vector<float> ref(size_t(T) * C), ctails = tails;
     kernels::CausalConv1dParams c;
     c.x = x.data();
@@ -207,7 +207,7 @@ TEST(GpuOps, ShortConvPrefillThenDecode) {
     p.x = dx1.data();
     p.y = dy1.data();
     p.tokens = N;
-    run_conv1d_decode(p, t, nullptr);
+    run_conv1d_decode(p, t, test_ctx());
     std::vector<int32_t> cu1(size_t(N) + 1);
     std::iota(cu1.begin(), cu1.end(), 0);
     std::vector<float> ref1(size_t(N) * C);
@@ -247,7 +247,7 @@ TEST(GpuOps, KdaGateAndBeta) {
     p.tokens = T;
     p.heads = H;
     p.head_dim = K;
-    run_kda_gate(p, t, nullptr);
+    run_kda_gate(p, t, test_ctx());
     std::vector<float> gref(size_t(T) * HK), bref(size_t(T) * H);
     kernels::KdaGateParams c;
     c.z = f.data();
@@ -287,12 +287,12 @@ TEST(GpuOps, LatentCacheWrite) {
     p.ld_kv_a = ld;
     p.norm_weight = dw.data();
     p.cache = cache.data();
-    p.slot_mapping = dm.as<int32_t>();
+    p.cache_rows = dm.as<int32_t>();
     p.tokens = T;
     p.R = R;
     p.Dr = Dr;
     p.eps = 1e-6f;
-    run_latent_cache_write(p, t, nullptr);
+    run_latent_cache_write(p, t, test_ctx());
     auto all = to_host(cache.data(), size_t(blocks) * bs * (R + Dr), t);
     std::vector<float> got, ref(size_t(T) * R), pe_got, pe_ref;
     for (int i = 0; i < T; ++i) {

@@ -61,8 +61,8 @@ TEST(GpuOps, GemvDenseShapes) {
         p.N = s.N;
         p.K = s.K;
         p.M = s.M;
-        p.row_groups = variant == 2 ? 4 : 0;  // explicit multi-group warps (ragged last block)
-        run_gemv(p, t, nullptr);
+        p.row_pairs = variant == 2 ? 4 : 0;  // explicit multi-group warps (ragged last block)
+        run_gemv(p, t, test_ctx());
         EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), ot), ref), tol(ot))
             << dtype_name(t) << " M=" << s.M << " N=" << s.N << " K=" << s.K << " variant " << variant;
       }
@@ -89,7 +89,7 @@ TEST(GpuOps, GemvLmHeadVocab163840) {
     p.N = N;
     p.K = K;
     p.M = M;
-    run_gemv(p, t, nullptr);
+    run_gemv(p, t, test_ctx());
     auto ref = cpu_gemm(x, K, w, M, N, K);
     EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), DType::F32), ref), 1e-5) << dtype_name(t);
   }
@@ -114,7 +114,7 @@ TEST(GpuOps, GemvSiluMulAndAccumulate) {
     p.K = K;
     p.M = M;
     p.epi = GemvEpilogue::SiluMul;
-    run_gemv(p, t, nullptr);
+    run_gemv(p, t, test_ctx());
     auto gu = cpu_gemm(x, K, w, M, 2 * I, K);
     std::vector<float> ref(size_t(M) * I);
     kernels::SiluMulParams s;
@@ -143,7 +143,7 @@ TEST(GpuOps, GemvSiluMulAndAccumulate) {
     q.K = I;
     q.M = M;
     q.epi = GemvEpilogue::Accumulate;
-    run_gemv(q, t, nullptr);
+    run_gemv(q, t, test_ctx());
     auto add = cpu_gemm(a, I, w2, M, K, I);
     for (size_t i = 0; i < add.size(); ++i) add[i] += r0[i];
     EXPECT_LT(rel_l2(to_host(dr.data(), add.size(), t), add), tol(t)) << dtype_name(t);
@@ -172,17 +172,17 @@ TEST(GpuOps, GemvGroupedGather) {
     p.ldx = K;
     p.x_rows = drows.as<int32_t>();
     p.w = dw.data();
-    p.w_group_stride = int64_t(N) * K;
+    p.w_matrix_stride = int64_t(N) * K;
     p.y = dy.data();
     p.ldy = N;
     p.N = N;
     p.K = K;
-    p.num_slots = 5;  // more than active: the extra slots must do nothing
-    p.slot_weight = dsw.as<int32_t>();
-    p.slot_start = dss.as<int32_t>();
+    p.num_groups = 5;  // more than active: the extra slots must do nothing
+    p.group_weight = dsw.as<int32_t>();
+    p.group_start = dss.as<int32_t>();
     p.num_active = dna.as<int32_t>();
     p.max_rows = 10;
-    run_gemv(p, t, nullptr);
+    run_gemv(p, t, test_ctx());
     std::vector<float> ref;
     for (int s = 0; s < 3; ++s) {
       std::vector<float> xs;
@@ -198,7 +198,7 @@ TEST(GpuOps, GemvGroupedGather) {
 }
 
 // Batched slots through strides (KDA f_b / g_b as one launch): slot i reads x + i*K columns, weight
-// group i, writes y + i*y_slot_stride.
+// group i, writes y + i*y_group_stride.
 TEST(GpuOps, GemvSlotStrides) {
   DS_REQUIRE_GPU();
   const int M = 3, K = 128, N = 4096, ldx = 12576, ys = 8 * N;
@@ -211,17 +211,17 @@ TEST(GpuOps, GemvSlotStrides) {
     GemvParams p;
     p.x = static_cast<char*>(dx.data()) + 12288 * dtype_size(t);
     p.ldx = ldx;
-    p.x_slot_stride = K;
+    p.x_group_stride = K;
     p.w = dw.data();
-    p.w_group_stride = int64_t(N) * K;
+    p.w_matrix_stride = int64_t(N) * K;
     p.y = dy.data();
     p.ldy = N;
-    p.y_slot_stride = ys;
+    p.y_group_stride = ys;
     p.N = N;
     p.K = K;
     p.M = M;
-    p.num_slots = 2;
-    run_gemv(p, t, nullptr);
+    p.num_groups = 2;
+    run_gemv(p, t, test_ctx());
     auto all = to_host(dy.data(), size_t(2) * ys, t);
     for (int i = 0; i < 2; ++i) {
       std::vector<float> xs;
@@ -257,19 +257,19 @@ TEST(GpuOps, GemvSmallKSlots) {
         GemvParams p;
         p.x = dx.data();
         p.ldx = c.K;
-        p.x_slot_stride = c.xs;
+        p.x_group_stride = c.xs;
         p.w = dw.data();
-        p.w_group_stride = int64_t(c.N) * c.K;
+        p.w_matrix_stride = int64_t(c.N) * c.K;
         p.y = dy.data();
         p.ldy = c.N;
-        p.y_slot_stride = c.ys;
+        p.y_group_stride = c.ys;
         p.y_f32 = f32;
         p.N = c.N;
         p.K = c.K;
         p.M = 1;
-        p.num_slots = c.slots;
+        p.num_groups = c.slots;
         p.epi = acc ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
-        run_gemv(p, t, nullptr);
+        run_gemv(p, t, test_ctx());
         auto got = to_host(dy.data(), y0.size(), ot);
         std::vector<float> ref = y0, gs, rs;
         for (int s = 0; s < c.slots; ++s) {
@@ -317,7 +317,7 @@ TEST(GpuOps, GemvFusedNormGather) {
     p.M = int(rows.size());
     p.norm_weight = dnw.data();
     p.norm_eps = 1e-5f;
-    run_gemv(p, t, nullptr);
+    run_gemv(p, t, test_ctx());
     std::vector<float> xg;
     for (int r : rows) xg.insert(xg.end(), h.begin() + int64_t(r) * K, h.begin() + int64_t(r + 1) * K);
     std::vector<float> xn(xg.size());
@@ -364,7 +364,7 @@ TEST(GpuOps, GemvGatedNormPrologue) {
     p.K = K;
     p.M = M;
     p.epi = GemvEpilogue::Accumulate;
-    run_gemv(p, t, nullptr);
+    run_gemv(p, t, test_ctx());
     std::vector<float> gated(o.size());
     kernels::GatedRmsNormParams c;
     c.x = o.data();

@@ -11,6 +11,7 @@
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "gpu_test_util.h"
 #include "kernels/activation/op.h"
@@ -37,51 +38,43 @@ TEST(GpuOps, MoeRouteMatchesCpu) {
     DeviceBuffer dids(size_t(T) * (k + 1) * 4), dw(size_t(T) * (k + 1) * 4);
     poison(dids);
     poison(dw);
-    MoeRouteParams p;
-    p.logits = dl.as<float>();
-    p.bias = db.as<float>();
-    p.tokens = T;
-    p.num_experts = E;
-    p.top_k = k;
-    p.num_groups = rc.groups;
-    p.topk_groups = rc.topk_groups;
-    p.biased_weights = rc.biased;
-    p.scale = 2.446f;
-    p.topk_ids = dids.as<int32_t>();
-    p.topk_weights = dw.as<float>();
-    p.ldk = k + 1;
-    p.shared_expert_id = E;
     std::vector<int32_t> forced(size_t(T) * k);
     for (int i = 0; i < T * k; ++i) forced[size_t(i)] = (i * 37 + i / k) % E;  // distinct within a token
-    DeviceBuffer dforced(forced.size() * 4);
-    DS_CUDA_CHECK(cudaMemcpy(dforced.data(), forced.data(), forced.size() * 4, cudaMemcpyHostToDevice));
-    if (rc.forced) p.forced_ids = dforced.as<int32_t>();
-    run_moe_route(p, nullptr);
+    auto dforced = to_device_raw(forced);
+    // One params struct for both twins: the CPU run differs only in its (host) pointers.
+    const MoeRouteParams p{.logits = dl.as<float>(),
+                           .bias = db.as<float>(),
+                           .topk_ids = dids.as<int32_t>(),
+                           .topk_weights = dw.as<float>(),
+                           .tokens = T,
+                           .num_experts = E,
+                           .top_k = k,
+                           .num_groups = rc.groups,
+                           .topk_groups = rc.topk_groups,
+                           .scale = 2.446f,
+                           .biased_weights = rc.biased,
+                           .ldk = k + 1,
+                           .shared_expert_id = E,
+                           .forced_ids = rc.forced ? dforced.as<int32_t>() : nullptr};
+    run_moe_route(p, test_ctx());
     auto ids = to_host_raw<int32_t>(dids.data(), size_t(T) * (k + 1));
     auto ws = to_host(dw.data(), size_t(T) * (k + 1), DType::F32);
-    std::vector<int32_t> rids(size_t(T) * k);
-    std::vector<float> rws(size_t(T) * k);
-    kernels::MoeRouteParams c;
+    std::vector<int32_t> rids(size_t(T) * (k + 1));
+    std::vector<float> rws(size_t(T) * (k + 1));
+    MoeRouteParams c = p;
     c.logits = logits.data();
     c.bias = bias.data();
-    c.ids = rids.data();
-    c.weights = rws.data();
-    c.T = T;
-    c.E = E;
-    c.top_k = k;
-    c.num_groups = rc.groups;
-    c.topk_group = rc.topk_groups;
-    c.scaling = 2.446f;
-    c.biased_weights = rc.biased;
-    if (rc.forced) c.forced_ids = forced.data();
+    c.topk_ids = rids.data();
+    c.topk_weights = rws.data();
+    c.forced_ids = rc.forced ? forced.data() : nullptr;
     kernels::run_moe_route_cpu(c);
-    if (rc.forced) {
-      EXPECT_EQ(rids, forced);
-    }
     for (int t = 0; t < T; ++t) {
-      for (int j = 0; j < k; ++j) {  // both best first: same order, same weights
-        EXPECT_EQ(ids[size_t(t) * (k + 1) + j], rids[size_t(t) * k + j]) << "token " << t << " rank " << j;
-        EXPECT_NEAR(ws[size_t(t) * (k + 1) + j], rws[size_t(t) * k + j], 1e-6f);
+      if (rc.forced) {
+        for (int j = 0; j < k; ++j) EXPECT_EQ(rids[size_t(t) * (k + 1) + j], forced[size_t(t) * k + j]);
+      }
+      for (int j = 0; j <= k; ++j) {  // both best first, then the shared expert: same order, same weights
+        EXPECT_EQ(ids[size_t(t) * (k + 1) + j], rids[size_t(t) * (k + 1) + j]) << "token " << t << " rank " << j;
+        EXPECT_NEAR(ws[size_t(t) * (k + 1) + j], rws[size_t(t) * (k + 1) + j], 1e-6f);
       }
       EXPECT_EQ(ids[size_t(t) * (k + 1) + k], E);
       EXPECT_EQ(ws[size_t(t) * (k + 1) + k], 1.f);
@@ -110,10 +103,10 @@ TEST(GpuOps, MoeAlignPermutation) {
   p.num_experts = E;
   p.pair_pos = pp.as<int32_t>();
   p.sorted_token = st.as<int32_t>();
-  p.slot_expert = se.as<int32_t>();
-  p.slot_start = ss.as<int32_t>();
+  p.active_expert = se.as<int32_t>();
+  p.active_start = ss.as<int32_t>();
   p.num_active = na.as<int32_t>();
-  run_moe_align(p, nullptr);
+  run_moe_align(p, test_ctx());
   auto pos = to_host_raw<int32_t>(pp.data(), ids.size());
   auto tok = to_host_raw<int32_t>(st.data(), ids.size());
   int n = to_host_raw<int32_t>(na.data(), 1)[0];
@@ -148,8 +141,8 @@ TEST(GpuOps, MoeExpertsDecodePath) {
   for (DType t : {DType::F32, DType::BF16}) {
     // weights generated on the device (fast), copied back for the CPU twin
     DeviceBuffer gu(size_t(E + 1) * 2 * I * D * dtype_size(t)), dn(size_t(E + 1) * D * I * dtype_size(t));
-    run_fill_uniform(gu.data(), t, int64_t(E + 1) * 2 * I * D, -0.05f, 0.05f, 73, nullptr);
-    run_fill_uniform(dn.data(), t, int64_t(E + 1) * D * I, -0.05f, 0.05f, 74, nullptr);
+    run_fill_uniform(gu.data(), t, int64_t(E + 1) * 2 * I * D, -0.05f, 0.05f, 73, test_ctx());
+    run_fill_uniform(dn.data(), t, int64_t(E + 1) * D * I, -0.05f, 0.05f, 74, test_ctx());
     auto h_gu = to_host(gu.data(), size_t(E + 1) * 2 * I * D, t);
     auto h_dn = to_host(dn.data(), size_t(E + 1) * D * I, t);
     auto x = rounded(randn(size_t(T) * D, 75), t);
@@ -171,68 +164,39 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     rg.N = E;
     rg.K = D;
     rg.M = T;
-    run_gemv(rg, t, nullptr);
-    MoeRouteParams r;
-    r.logits = logits.as<float>();
-    r.bias = db.as<float>();
-    r.tokens = T;
-    r.num_experts = E;
-    r.top_k = k;
-    r.scale = 2.446f;
-    r.topk_ids = ids.as<int32_t>();
-    r.topk_weights = w.as<float>();
-    r.ldk = kp;
-    r.shared_expert_id = E;
-    MoeAlignParams a;
-    a.ids = ids.as<int32_t>();
-    a.tokens = T;
-    a.k = kp;
-    a.num_experts = E + 1;
-    a.pair_pos = pp.as<int32_t>();
-    a.sorted_token = st.as<int32_t>();
-    a.slot_expert = se.as<int32_t>();
-    a.slot_start = ss.as<int32_t>();
-    a.num_active = na.as<int32_t>();
-    run_moe_route_align(r, a, nullptr);  // one launch at this size
-    GemvParams g;
-    g.x = dx.data();
-    g.ldx = D;
-    g.x_rows = st.as<int32_t>();
-    g.w = gu.data();
-    g.w_group_stride = int64_t(2) * I * D;
-    g.y = act.data();
-    g.ldy = I;
-    g.N = I;
-    g.K = D;
-    g.num_slots = std::min(E + 1, T * kp);
-    g.slot_weight = se.as<int32_t>();
-    g.slot_start = ss.as<int32_t>();
-    g.num_active = na.as<int32_t>();
-    g.max_rows = T;
-    g.epi = GemvEpilogue::SiluMul;
-    if (T == 1) {  // as the model: the shared expert's slot (pair k) streams before the routing is known
+    run_gemv(rg, t, test_ctx());
+    const MoeRouteParams r{.logits = logits.as<float>(),
+                           .bias = db.as<float>(),
+                           .topk_ids = ids.as<int32_t>(),
+                           .topk_weights = w.as<float>(),
+                           .tokens = T,
+                           .num_experts = E,
+                           .top_k = k,
+                           .scale = 2.446f,
+                           .ldk = kp,
+                           .shared_expert_id = E};
+    const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
+                                                  .sorted_token = st.as<int32_t>(),
+                                                  .active_expert = se.as<int32_t>(),
+                                                  .active_start = ss.as<int32_t>(),
+                                                  .num_active = na.as<int32_t>()});
+    run_moe_route_align(r, a, test_ctx());  // one launch at this size
+    const GemvParams g = moe_gate_up_gemv_params(r, a, dx.data(), D, gu.data(), D, I, act.data());
+    if (T == 1) {  // as the model: the shared expert's group (pair k) streams before the routing is known
       ASSERT_TRUE(moe_one_token_layout(r, a));
-      g.known_slot = k;
-      g.known_weight = E;
+      ASSERT_EQ(g.known_group, k);
+      ASSERT_EQ(g.known_weight, E);
     }
-    run_gemv(g, t, nullptr);
+    run_gemv(g, t, test_ctx());
     if (T == 1) {
       MoeDownCombineParams dc =
           moe_down_combine_params(g, pp.as<int32_t>(), ids.as<int32_t>(), w.as<float>(), kp, dn.data(), dres.data());
       ASSERT_EQ(dc.known_pair, k);  // the shared expert, carried over from the gate/up slot
       ASSERT_EQ(dc.known_expert, E);
-      run_moe_down_combine(dc, t, nullptr);
+      run_moe_down_combine(dc, t, test_ctx());
     } else {
-      run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, nullptr);
-      MoeCombineParams cb;
-      cb.expert_out = out.data();
-      cb.pair_pos = pp.as<int32_t>();
-      cb.weights = w.as<float>();
-      cb.residual = dres.data();
-      cb.tokens = T;
-      cb.k = kp;
-      cb.dim = D;
-      run_moe_combine(cb, t, nullptr);
+      run_gemv(moe_down_gemv_params(g, dn.data(), out.data(), D), t, test_ctx());
+      run_moe_combine(moe_combine_params(r, a, out.data(), dres.data(), D), t, test_ctx());
     }
     auto got = to_host(dres.data(), size_t(T) * D, t);
 
@@ -248,15 +212,13 @@ TEST(GpuOps, MoeExpertsDecodePath) {
     kernels::run_gemm_cpu(gm);
     std::vector<int32_t> cids(size_t(T) * k);
     std::vector<float> cws(size_t(T) * k);
-    kernels::MoeRouteParams cr;
+    MoeRouteParams cr = r;  // the same routing on the host, routed experts only
     cr.logits = cl.data();
     cr.bias = bias.data();
-    cr.ids = cids.data();
-    cr.weights = cws.data();
-    cr.T = T;
-    cr.E = E;
-    cr.top_k = k;
-    cr.scaling = 2.446f;
+    cr.topk_ids = cids.data();
+    cr.topk_weights = cws.data();
+    cr.ldk = k;
+    cr.shared_expert_id = -1;
     kernels::run_moe_route_cpu(cr);
     std::vector<const float*> w1(E), w3(E), w2(E);
     for (int e = 0; e < E; ++e) {
@@ -306,8 +268,8 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
   const int T = 300, E = 256, k = 8, D = 2304, I = 512;
   const DType t = DType::BF16;
   DeviceBuffer gu(size_t(E) * 2 * I * D * 2), dn(size_t(E) * D * I * 2);
-  run_fill_uniform(gu.data(), t, int64_t(E) * 2 * I * D, -0.05f, 0.05f, 81, nullptr);
-  run_fill_uniform(dn.data(), t, int64_t(E) * D * I, -0.05f, 0.05f, 82, nullptr);
+  run_fill_uniform(gu.data(), t, int64_t(E) * 2 * I * D, -0.05f, 0.05f, 81, test_ctx());
+  run_fill_uniform(dn.data(), t, int64_t(E) * D * I, -0.05f, 0.05f, 82, test_ctx());
   auto h_gu = to_host(gu.data(), size_t(E) * 2 * I * D, t);
   auto h_dn = to_host(dn.data(), size_t(E) * D * I, t);
   auto x = rounded(randn(size_t(T) * D, 83), t);
@@ -317,39 +279,28 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
   auto dx = to_device(x, t), dl = to_device(logits, DType::F32), db = to_device(bias, DType::F32);
   DeviceBuffer ids(size_t(T) * k * 4), w(size_t(T) * k * 4), pp(size_t(T) * k * 4), st(size_t(T) * k * 4),
       se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4), act(size_t(T) * k * I * 2), out(size_t(T) * k * D * 2);
-  MoeRouteParams r;
-  r.logits = dl.as<float>();
-  r.bias = db.as<float>();
-  r.tokens = T;
-  r.num_experts = E;
-  r.top_k = k;
-  r.scale = 2.446f;
-  r.topk_ids = ids.as<int32_t>();
-  r.topk_weights = w.as<float>();
-  r.ldk = k;
-  MoeAlignParams a;
-  a.ids = ids.as<int32_t>();
-  a.tokens = T;
-  a.k = k;
-  a.num_experts = E;
-  a.pair_pos = pp.as<int32_t>();
-  a.sorted_token = st.as<int32_t>();
-  a.slot_expert = se.as<int32_t>();
-  a.slot_start = ss.as<int32_t>();
-  a.num_active = na.as<int32_t>();
-  run_moe_route_align(r, a, nullptr);  // > 64 tokens: the two-kernel path
+  const MoeRouteParams r{.logits = dl.as<float>(),
+                         .bias = db.as<float>(),
+                         .topk_ids = ids.as<int32_t>(),
+                         .topk_weights = w.as<float>(),
+                         .tokens = T,
+                         .num_experts = E,
+                         .top_k = k,
+                         .scale = 2.446f};
+  const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
+                                                .sorted_token = st.as<int32_t>(),
+                                                .active_expert = se.as<int32_t>(),
+                                                .active_start = ss.as<int32_t>(),
+                                                .num_active = na.as<int32_t>()});
+  run_moe_route_align(r, a, test_ctx());  // > 64 tokens: the two-kernel path
   // CPU reference
   std::vector<int32_t> cids(size_t(T) * k);
   std::vector<float> cws(size_t(T) * k);
-  kernels::MoeRouteParams cr;
+  MoeRouteParams cr = r;
   cr.logits = logits.data();
   cr.bias = bias.data();
-  cr.ids = cids.data();
-  cr.weights = cws.data();
-  cr.T = T;
-  cr.E = E;
-  cr.top_k = k;
-  cr.scaling = 2.446f;
+  cr.topk_ids = cids.data();
+  cr.topk_weights = cws.data();
   kernels::run_moe_route_cpu(cr);
   std::vector<const float*> w1(E), w3(E), w2(E);
   for (int e = 0; e < E; ++e) {
@@ -376,34 +327,10 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
     auto dres = to_device(resid, t);
     poison(act);
     poison(out);
-    MoeGemmParams g;
-    g.x = dx.data();
-    g.ldx = D;
-    g.x_rows = st.as<int32_t>();
-    g.w = gu.data();
-    g.w_group_stride = int64_t(2) * I * D;
-    g.y = act.data();
-    g.ldy = I;
-    g.N = I;
-    g.K = D;
-    g.silu_mul = true;
-    g.slot_expert = se.as<int32_t>();
-    g.slot_start = ss.as<int32_t>();
-    g.num_active = na.as<int32_t>();
-    g.max_slots = E;
-    g.max_rows = T * k;
-    g.tile_tokens = tile;
-    run_moe_gemm(g, nullptr);
-    run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), nullptr);
-    MoeCombineParams cb;
-    cb.expert_out = out.data();
-    cb.pair_pos = pp.as<int32_t>();
-    cb.weights = w.as<float>();
-    cb.residual = dres.data();
-    cb.tokens = T;
-    cb.k = k;
-    cb.dim = D;
-    run_moe_combine(cb, t, nullptr);
+    const MoeGemmParams g = moe_gate_up_gemm_params(a, dx.data(), D, gu.data(), D, I, act.data(), tile);
+    run_moe_gemm(g, test_ctx());
+    run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), test_ctx());
+    run_moe_combine(moe_combine_params(r, a, out.data(), dres.data(), D), t, test_ctx());
     EXPECT_LT(rel_l2(to_host(dres.data(), ref.size(), t), ref), tol(t)) << "tile " << tile;
   }
 }

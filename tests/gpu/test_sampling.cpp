@@ -103,7 +103,7 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   sp.out_top_ids = tids.as<int32_t>();
   sp.out_top_logprobs = tlp.as<float>();
   sp.max_logprobs = max_lp;
-  run_sampling(sp, nullptr);
+  run_sampling(sp, test_ctx());
   auto gt = to_host_raw<int32_t>(tok.data(), size_t(rows));
   auto gl = to_host(lp.data(), size_t(rows), DType::F32);
   auto gti = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/metrics.h"  // rel_l2
 #include "core/dtype.h"
 #include "model/safetensors.h"
 
@@ -26,29 +27,6 @@ inline std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
-}
-
-// ||a − ref|| / ||ref|| in double.
-inline double rel_l2(const float* a, const float* ref, size_t n) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = double(a[i]) - double(ref[i]);
-    num += d * d;
-    den += double(ref[i]) * double(ref[i]);
-  }
-  return std::sqrt(num / den);
-}
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
-  return a.size() == ref.size() ? rel_l2(a.data(), ref.data(), a.size()) : INFINITY;
-}
-inline double rel_l2(const std::vector<float>& a, const std::vector<double>& ref) {
-  if (a.size() != ref.size()) return INFINITY;
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / den);
 }
 
 inline std::vector<float> golden_f32(const SafetensorsFile& f, const std::string& name) {

@@ -56,9 +56,10 @@ void check_routing(int E, int groups, int topk_group, int k, bool biased, uint64
   const auto bias = uniform(size_t(E), seed + 1, -0.3f, 0.3f);
   std::vector<int32_t> ids(size_t(T * k));
   std::vector<float> w(size_t(T * k));
-  kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .ids = ids.data(), .weights = w.data(),
-                              .T = T, .E = E, .top_k = k, .num_groups = groups, .topk_group = topk_group,
-                              .renormalize = true, .scaling = 2.446f, .biased_weights = biased});
+  kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .topk_ids = ids.data(),
+                              .topk_weights = w.data(), .tokens = T, .num_experts = E, .top_k = k,
+                              .num_groups = groups, .topk_groups = topk_group, .renormalize = true, .scale = 2.446f,
+                              .biased_weights = biased});
   int outside_best_group = 0;
   for (int t = 0; t < T; ++t) {
     const auto r = reference_route(&logits[t * E], bias.data(), E, groups, topk_group, k, 2.446, biased);
@@ -86,9 +87,9 @@ TEST(MoeRoute, BiasSelectsButDoesNotWeight) {
   for (bool biased : {false, true}) {
     std::vector<int32_t> ids(2);
     std::vector<float> w(2);
-    kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .ids = ids.data(), .weights = w.data(),
-                                .T = 1, .E = 4, .top_k = 2, .renormalize = true, .scaling = 1.0f,
-                                .biased_weights = biased});
+    kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .topk_ids = ids.data(),
+                                .topk_weights = w.data(), .tokens = 1, .num_experts = 4, .top_k = 2,
+                                .renormalize = true, .scale = 1.0f, .biased_weights = biased});
     EXPECT_EQ(ids, (std::vector<int32_t>{2, 0}));
     const double s2 = 1 / (1 + std::exp(3.0)) + (biased ? 5.0 : 0.0), s0 = 1 / (1 + std::exp(-2.0));
     EXPECT_NEAR(w[0], s2 / (s2 + s0), 1e-6);
@@ -103,13 +104,42 @@ TEST(MoeRoute, ForcedIdsKeepTheirScores) {
   const std::vector<int32_t> forced = {3, 1};
   std::vector<int32_t> ids(2);
   std::vector<float> w(2);
-  kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .ids = ids.data(), .weights = w.data(),
-                              .T = 1, .E = 4, .top_k = 2, .renormalize = true, .scaling = 2.0f,
-                              .forced_ids = forced.data()});
+  kernels::run_moe_route_cpu({.logits = logits.data(), .bias = bias.data(), .topk_ids = ids.data(),
+                              .topk_weights = w.data(), .tokens = 1, .num_experts = 4, .top_k = 2,
+                              .renormalize = true, .scale = 2.0f, .forced_ids = forced.data()});
   EXPECT_EQ(ids, forced);
   const double s3 = 0.5, s1 = 1 / (1 + std::exp(-1.0));
   EXPECT_NEAR(w[0], 2 * s3 / (s3 + s1), 1e-6);
   EXPECT_NEAR(w[1], 2 * s1 / (s3 + s1), 1e-6);
+}
+
+TEST(MoeRoute, SharedExpertColumnAndRowStride) {
+  // With shared_expert_id the rows are ldk = top_k + 1 wide: the routed choice (same as without it) and
+  // then the shared expert with weight 1, as the GPU's routing writes them.
+  const int T = 7, E = 16, k = 4;
+  const auto logits = randn(size_t(T * E), 11, 2.0f);
+  const auto bias = uniform(size_t(E), 12, -0.3f, 0.3f);
+  std::vector<int32_t> ids(size_t(T * k)), ids_s(size_t(T * (k + 1)), -7);
+  std::vector<float> w(size_t(T * k)), w_s(size_t(T * (k + 1)), -7.f);
+  kernels::MoeRouteParams p{.logits = logits.data(), .bias = bias.data(), .topk_ids = ids.data(),
+                            .topk_weights = w.data(), .tokens = T, .num_experts = E, .top_k = k, .num_groups = 4,
+                            .topk_groups = 2, .scale = 2.446f};
+  kernels::run_moe_route_cpu(p);
+  p.topk_ids = ids_s.data();
+  p.topk_weights = w_s.data();
+  p.shared_expert_id = E;
+  EXPECT_EQ(kernels::moe_route_ldk(p), k + 1);
+  kernels::run_moe_route_cpu(p);
+  for (int t = 0; t < T; ++t) {
+    for (int i = 0; i < k; ++i) {
+      EXPECT_EQ(ids_s[t * (k + 1) + i], ids[t * k + i]) << "token " << t;
+      EXPECT_EQ(w_s[t * (k + 1) + i], w[t * k + i]) << "token " << t;
+    }
+    EXPECT_EQ(ids_s[t * (k + 1) + k], E);
+    EXPECT_EQ(w_s[t * (k + 1) + k], 1.0f);
+  }
+  p.ldk = k;  // too narrow for the shared column
+  EXPECT_THROW(kernels::run_moe_route_cpu(p), Error);
 }
 
 TEST(MoeExperts, MatchesPerTokenMlps) {

@@ -102,19 +102,19 @@ __global__ void __launch_bounds__(kMlaWarps * 32) mla_ref_kernel(MlaRefParams p)
 
 }  // namespace
 
-void run_kda_ref(const KdaRefParams& p, DType act, cudaStream_t s) {
+void run_kda_ref(const KdaRefParams& p, DType act, const DeviceContext& ctx) {
   if (p.num_seqs == 0) return;
   DS_GPU_REQUIRE(p.head_dim == kD, "run_kda_ref: head_dim must be 128");
-  dispatch_act(act, [&]<typename T>() { kda_ref_kernel<T><<<p.num_seqs * p.heads, kD, 0, s>>>(p); });
+  dispatch_act(act, [&]<typename T>() { kda_ref_kernel<T><<<p.num_seqs * p.heads, kD, 0, ctx.stream>>>(p); });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_mla_ref(const MlaRefParams& p, DType act, cudaStream_t s) {
+void run_mla_ref(const MlaRefParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   size_t smem = sizeof(float) * (size_t(p.Dl + p.Dr) + size_t(kMlaWarps) * p.Dl + 2 * kMlaWarps);
   DS_GPU_REQUIRE(smem <= 48 * 1024, "run_mla_ref: latent too wide");
   dispatch_act(act, [&]<typename T>() {
-    mla_ref_kernel<T><<<unsigned(int64_t(p.tokens) * p.heads), kMlaWarps * 32, smem, s>>>(p);
+    mla_ref_kernel<T><<<unsigned(int64_t(p.tokens) * p.heads), kMlaWarps * 32, smem, ctx.stream>>>(p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

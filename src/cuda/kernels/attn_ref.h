@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -28,7 +29,7 @@ struct KdaRefParams {
   int num_seqs = 0, heads = 0, head_dim = 128;
   float scale = 0.f;              // 0: head_dim^-0.5
 };
-void run_kda_ref(const KdaRefParams& p, DType act, cudaStream_t s);
+void run_kda_ref(const KdaRefParams& p, DType act, const DeviceContext& ctx);
 
 // One block per (query token, head): the query at cache position pos attends positions [0, pos].
 struct MlaRefParams {
@@ -47,6 +48,6 @@ struct MlaRefParams {
   int tokens = 0, heads = 0, Dl = 512, Dr = 64, block_size = 16, max_blocks = 0;
   float scale = 0.f;
 };
-void run_mla_ref(const MlaRefParams& p, DType act, cudaStream_t s);
+void run_mla_ref(const MlaRefParams& p, DType act, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -59,22 +59,22 @@ __global__ void conv_decode_kernel(Conv1dParams p) {
 
 }  // namespace
 
-void run_conv1d_prefill(const Conv1dParams& p, DType act, cudaStream_t s) {
+void run_conv1d_prefill(const Conv1dParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   DS_GPU_REQUIRE(p.kernel >= 1 && p.kernel <= kMaxKernel, "run_conv1d_prefill: kernel size out of range");
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(conv_prefill_kernel<T>, ceil_div(int64_t(p.tokens) * p.channels, 256), 256, 0, s, p);
+    launch_pdl(conv_prefill_kernel<T>, ceil_div(int64_t(p.tokens) * p.channels, 256), 256, 0, ctx, p);
     if (p.kernel > 1)
-      launch_pdl(conv_state_update_kernel<T>, ceil_div(int64_t(p.num_seqs) * p.channels, 256), 256, 0, s, p);
+      launch_pdl(conv_state_update_kernel<T>, ceil_div(int64_t(p.num_seqs) * p.channels, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_conv1d_decode(const Conv1dParams& p, DType act, cudaStream_t s) {
+void run_conv1d_decode(const Conv1dParams& p, DType act, const DeviceContext& ctx) {
   if (p.num_seqs == 0) return;
   DS_GPU_REQUIRE(p.kernel >= 1 && p.kernel <= kMaxKernel, "run_conv1d_decode: kernel size out of range");
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(conv_decode_kernel<T>, ceil_div(int64_t(p.num_seqs) * p.channels, 256), 256, 0, s, p);
+    launch_pdl(conv_decode_kernel<T>, ceil_div(int64_t(p.num_seqs) * p.channels, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

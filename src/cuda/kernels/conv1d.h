@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -23,8 +24,8 @@ struct Conv1dParams {
   int num_seqs = 0, tokens = 0, channels = 0, kernel = 4;  // kernel <= 8
 };
 // Varlen prefill (any number of tokens per sequence); then the tails are written back.
-void run_conv1d_prefill(const Conv1dParams& p, DType act, cudaStream_t s);
+void run_conv1d_prefill(const Conv1dParams& p, DType act, const DeviceContext& ctx);
 // One token per sequence (token i belongs to sequence i; seq_start/token_seq unused); fused state update.
-void run_conv1d_decode(const Conv1dParams& p, DType act, cudaStream_t s);
+void run_conv1d_decode(const Conv1dParams& p, DType act, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -38,20 +38,20 @@ __global__ void kda_gate_conv_kernel(KdaGateParams g, Conv1dParams c, unsigned c
 
 }  // namespace
 
-void run_kda_gate(const KdaGateParams& p, DType act, cudaStream_t s) {
+void run_kda_gate(const KdaGateParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(kda_gate_kernel<T>, ceil_div(int64_t(p.tokens) * p.heads * p.head_dim, 256), 256, 0, s, p);
+    launch_pdl(kda_gate_kernel<T>, ceil_div(int64_t(p.tokens) * p.heads * p.head_dim, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_kda_gate_and_conv_decode(const KdaGateParams& g, const Conv1dParams& c, DType act, cudaStream_t s) {
+void run_kda_gate_and_conv_decode(const KdaGateParams& g, const Conv1dParams& c, DType act, const DeviceContext& ctx) {
   if (g.tokens == 0) return;
   DS_GPU_REQUIRE(c.kernel >= 1 && c.kernel <= 8, "run_kda_gate_and_conv_decode: kernel size out of range");
   unsigned cb = ceil_div(int64_t(c.num_seqs) * c.channels, 256);
   unsigned gb = ceil_div(int64_t(g.tokens) * g.heads * g.head_dim, 256);
-  dispatch_act(act, [&]<typename T>() { launch_pdl(kda_gate_conv_kernel<T>, cb + gb, 256, 0, s, g, c, cb); });
+  dispatch_act(act, [&]<typename T>() { launch_pdl(kda_gate_conv_kernel<T>, cb + gb, 256, 0, ctx, g, c, cb); });
   DS_CUDA_CHECK_LAUNCH();
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 #include "cuda/kernels/conv1d.h"
 
 namespace ds::gpu {
@@ -23,9 +24,9 @@ struct KdaGateParams {
   float* beta = nullptr;           // [tokens, heads] fp32
   int tokens = 0, heads = 0, head_dim = 0;
 };
-void run_kda_gate(const KdaGateParams& p, DType act, cudaStream_t s);
+void run_kda_gate(const KdaGateParams& p, DType act, const DeviceContext& ctx);
 
 // Decode step: the gate and the single-token short convolution (conv1d.h) in one launch.
-void run_kda_gate_and_conv_decode(const KdaGateParams& g, const Conv1dParams& c, DType act, cudaStream_t s);
+void run_kda_gate_and_conv_decode(const KdaGateParams& g, const Conv1dParams& c, DType act, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

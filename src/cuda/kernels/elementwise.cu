@@ -134,89 +134,89 @@ unsigned grid_for(int64_t n, int threads) {
 
 }  // namespace
 
-void run_embedding(const EmbeddingParams& p, DType act, cudaStream_t s) {
+void run_embedding(const EmbeddingParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   DS_GPU_REQUIRE(p.dim % 8 == 0, "run_embedding: dim must be a multiple of 8");
   dispatch_act(act, [&]<typename T>() {
     int64_t n = int64_t(p.tokens) * (p.dim / Vec16<T>::N);
-    launch_pdl(embedding_kernel<T>, ceil_div(n, 256), 256, 0, s, p);
+    launch_pdl(embedding_kernel<T>, ceil_div(n, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_silu_mul(const SiluMulParams& p, DType act, cudaStream_t s) {
+void run_silu_mul(const SiluMulParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(silu_mul_kernel<T>, ceil_div(int64_t(p.tokens) * p.inter, 256), 256, 0, s, p);
+    launch_pdl(silu_mul_kernel<T>, ceil_div(int64_t(p.tokens) * p.inter, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_moe_combine(const MoeCombineParams& p, DType act, cudaStream_t s) {
+void run_moe_combine(const MoeCombineParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   DS_GPU_REQUIRE(p.dim % 8 == 0, "run_moe_combine: dim must be a multiple of 8");
   dispatch_act(act, [&]<typename T>() {
     int64_t n = int64_t(p.tokens) * (p.dim / Vec16<T>::N);
-    launch_pdl(moe_combine_kernel<T>, ceil_div(n, 256), 256, 0, s, p);
+    launch_pdl(moe_combine_kernel<T>, ceil_div(n, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_copy_strided(const CopyStridedParams& p, DType act, cudaStream_t s) {
+void run_copy_strided(const CopyStridedParams& p, DType act, const DeviceContext& ctx) {
   if (p.rows == 0 || p.heads == 0 || p.width == 0) return;
   DS_GPU_REQUIRE(p.width % 8 == 0, "run_copy_strided: width must be a multiple of 8");
   dispatch_act(act, [&]<typename T>() {
     int64_t n = int64_t(p.rows) * p.heads * (p.width / Vec16<T>::N);
-    launch_pdl(copy_strided_kernel<T>, ceil_div(n, 256), 256, 0, s, p);
+    launch_pdl(copy_strided_kernel<T>, ceil_div(n, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
 void run_transpose(const void* src, int64_t ld_src, int64_t batch_src, void* dst, int64_t ld_dst, int64_t batch_dst,
-                   int rows, int cols, int batch, DType dtype, cudaStream_t s) {
+                   int rows, int cols, int batch, DType dtype, const DeviceContext& ctx) {
   if (rows == 0 || cols == 0 || batch == 0) return;
   dispatch_act(dtype, [&]<typename T>() {
     dim3 grid(ceil_div(int64_t(rows) * cols, 256), unsigned(batch));
-    transpose_kernel<T><<<grid, 256, 0, s>>>(static_cast<const T*>(src), ld_src, batch_src, static_cast<T*>(dst), ld_dst,
+    transpose_kernel<T><<<grid, 256, 0, ctx.stream>>>(static_cast<const T*>(src), ld_src, batch_src, static_cast<T*>(dst), ld_dst,
                                               batch_dst, rows, cols);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t s) {
+void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx) {
   if (n == 0) return;
   dispatch_act(dtype, [&]<typename T>() {
-    fill_uniform_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(x), n, lo, hi, seed);
+    fill_uniform_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(x), n, lo, hi, seed);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_fill_value(void* x, DType dtype, int64_t n, float value, cudaStream_t s) {
+void run_fill_value(void* x, DType dtype, int64_t n, float value, const DeviceContext& ctx) {
   if (n == 0) return;
   dispatch_act(dtype, [&]<typename T>() {
-    fill_value_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(x), n, value);
+    fill_value_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(x), n, value);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_convert(const void* src, DType src_t, void* dst, DType dst_t, int64_t n, cudaStream_t s) {
+void run_convert(const void* src, DType src_t, void* dst, DType dst_t, int64_t n, const DeviceContext& ctx) {
   if (n == 0) return;
   dispatch_act(src_t, [&]<typename S>() {
     dispatch_act(dst_t, [&]<typename D>() {
-      convert_kernel<S, D><<<grid_for(n, 256), 256, 0, s>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
+      convert_kernel<S, D><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
     });
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_zero_slots(const ZeroSlotsParams& p, cudaStream_t s) {
+void run_zero_slots(const ZeroSlotsParams& p, const DeviceContext& ctx) {
   if (p.num_slots == 0 || p.layers == 0) return;
   DS_GPU_REQUIRE(p.bytes_per_slot % 16 == 0 && p.slot_stride % 16 == 0 && p.layer_stride % 16 == 0,
                  "run_zero_slots: sizes must be multiples of 16 bytes");
   int64_t vecs = p.bytes_per_slot / 16;
   unsigned gx = unsigned(std::min<int64_t>((vecs + 255) / 256, 256));
   dim3 grid(gx, unsigned(p.num_slots * p.layers));
-  zero_slots_kernel<<<grid, 256, 0, s>>>(p);
+  zero_slots_kernel<<<grid, 256, 0, ctx.stream>>>(p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

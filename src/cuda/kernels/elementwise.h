@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -17,7 +18,7 @@ struct EmbeddingParams {
   void* y = nullptr;             // [tokens, dim] act dtype
   int tokens = 0, dim = 0;       // dim a multiple of 8
 };
-void run_embedding(const EmbeddingParams& p, DType act, cudaStream_t s);
+void run_embedding(const EmbeddingParams& p, DType act, const DeviceContext& ctx);
 
 // y[t, i] = silu(x[t, i]) * x[t, inter + i]  (x holds [gate | up] per row)
 struct SiluMulParams {
@@ -27,7 +28,7 @@ struct SiluMulParams {
   int64_t ldy = 0;
   int tokens = 0, inter = 0;
 };
-void run_silu_mul(const SiluMulParams& p, DType act, cudaStream_t s);
+void run_silu_mul(const SiluMulParams& p, DType act, const DeviceContext& ctx);
 
 // residual[t, :] += sum_j weights[t, j] * expert_out[pair_pos[t, j], :]  (fp32 sum, one rounding)
 struct MoeCombineParams {
@@ -37,7 +38,7 @@ struct MoeCombineParams {
   void* residual = nullptr;          // [tokens, dim] act dtype, updated in place
   int tokens = 0, k = 0, dim = 0;    // dim a multiple of 8
 };
-void run_moe_combine(const MoeCombineParams& p, DType act, cudaStream_t s);
+void run_moe_combine(const MoeCombineParams& p, DType act, const DeviceContext& ctx);
 
 // Strided copy of `width` elements for every (row, head):
 //   dst[r * ld_dst + h * hs_dst + c] = src[src_row(r) * ld_src + h * hs_src + c],
@@ -50,17 +51,17 @@ struct CopyStridedParams {
   int64_t ld_dst = 0, hs_dst = 0;
   int rows = 0, heads = 1, width = 0;  // width, strides and offsets multiples of 8 elements
 };
-void run_copy_strided(const CopyStridedParams& p, DType act, cudaStream_t s);
+void run_copy_strided(const CopyStridedParams& p, DType act, const DeviceContext& ctx);
 
 // Batched transpose: dst[b][c][r] = src[b][r][c] for r < rows, c < cols (weight preparation).
 void run_transpose(const void* src, int64_t ld_src, int64_t batch_src, void* dst, int64_t ld_dst, int64_t batch_dst,
-                   int rows, int cols, int batch, DType dtype, cudaStream_t s);
+                   int rows, int cols, int batch, DType dtype, const DeviceContext& ctx);
 
 // Deterministic pseudo-random fill: x[i] = lo + (hi - lo) * u(seed, i), u uniform in [0, 1).
-void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t s);
-void run_fill_value(void* x, DType dtype, int64_t n, float value, cudaStream_t s);
+void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx);
+void run_fill_value(void* x, DType dtype, int64_t n, float value, const DeviceContext& ctx);
 // dst[i] = convert(src[i]) between F32 and BF16 (either direction, or a plain copy).
-void run_convert(const void* src, DType src_t, void* dst, DType dst_t, int64_t n, cudaStream_t s);
+void run_convert(const void* src, DType src_t, void* dst, DType dst_t, int64_t n, const DeviceContext& ctx);
 
 // Zeroes `bytes_per_slot` bytes at base + layer * layer_stride + slots[i] * slot_stride for every
 // layer < layers and every i < num_slots (fresh KDA state / conv slots, all layers in one launch).
@@ -70,6 +71,6 @@ struct ZeroSlotsParams {
   const int32_t* slots = nullptr;  // [num_slots] device
   int num_slots = 0, layers = 0;
 };
-void run_zero_slots(const ZeroSlotsParams& p, cudaStream_t s);
+void run_zero_slots(const ZeroSlotsParams& p, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -1,7 +1,8 @@
 // Small-M grouped GEMM ("GEMV") for decode-sized batches: y = x . W^T with few rows of x per weight
 // matrix, streaming each weight row once per 8 rows of x. Used for dense projections at M <= 8 and for
-// the MoE experts (one "slot" per active expert, reading ONLY the routed experts' weights).
-// Weights are [groups][rows][K] (K contiguous) in the activation dtype; accumulation is fp32.
+// the MoE experts (one row group per active expert, reading ONLY the routed experts' weights). A row
+// group is a run of x rows multiplied by one weight matrix (a head of a batched projection, an expert).
+// Weights are [matrices][rows][K] (K contiguous) in the activation dtype; accumulation is fp32.
 // CPU twin: src/kernels/gemm (run_gemm_cpu).
 #pragma once
 #include <cuda_runtime.h>
@@ -9,6 +10,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -19,28 +21,28 @@ enum class GemvEpilogue : uint8_t {
 };
 
 struct GemvParams {
-  // Row r (0-based, global over slots) of slot i reads x row x_rows[r] (or r when x_rows is null)
-  // from x + i * x_slot_stride, and writes y row r of y + i * y_slot_stride.
+  // Row r (0-based, global over groups) of group i reads x row x_rows[r] (or r when x_rows is null)
+  // from x + i * x_group_stride, and writes y row r of y + i * y_group_stride.
   const void* x = nullptr;             // [*, ldx] act dtype
-  int64_t ldx = 0, x_slot_stride = 0;
+  int64_t ldx = 0, x_group_stride = 0;
   const int32_t* x_rows = nullptr;     // [total rows] optional gather
-  const void* w = nullptr;             // [groups, rows_w, K] act dtype (rows_w = N, or 2N for SiluMul)
-  int64_t w_group_stride = 0;          // elements between weight groups
+  const void* w = nullptr;             // [matrices, rows_w, K] act dtype (rows_w = N, or 2N for SiluMul)
+  int64_t w_matrix_stride = 0;         // elements between weight matrices
   void* y = nullptr;                   // [*, ldy] act dtype, or fp32 when y_f32
-  int64_t ldy = 0, y_slot_stride = 0;
+  int64_t ldy = 0, y_group_stride = 0;
   bool y_f32 = false;
   int N = 0, K = 0;                    // output columns; K a multiple of 8
-  int num_slots = 1;                   // grid size over slots (static upper bound)
-  const int32_t* slot_weight = nullptr;  // [num_slots] weight group of each slot (null: the slot index)
-  // With slot_weight: slot known_slot is known on the host to use weight group known_weight (the
+  int num_groups = 1;                  // grid size over row groups (static upper bound)
+  const int32_t* group_weight = nullptr;  // [num_groups] weight matrix of each group (null: the group index)
+  // With group_weight: group known_group is known on the host to use weight matrix known_weight (the
   // shared expert's pair at batch 1), so a kernel may request its weights before waiting on the kernel
-  // that writes slot_weight (a hint: the slot's rows and x still come from the device arrays).
-  int known_slot = -1, known_weight = -1;
-  const int32_t* slot_start = nullptr;   // [num_slots+1] row ranges (null: every slot has rows [0, M))
-  const int32_t* num_active = nullptr;   // device scalar: slots >= *num_active do nothing (null: all)
-  int M = 0;                             // rows per slot when slot_start is null
+  // that writes group_weight (a hint: the group's rows and x still come from the device arrays).
+  int known_group = -1, known_weight = -1;
+  const int32_t* group_start = nullptr;  // [num_groups+1] row ranges (null: every group has rows [0, M))
+  const int32_t* num_active = nullptr;   // device scalar: groups >= *num_active do nothing (null: all)
+  int M = 0;                             // rows per group when group_start is null
   GemvEpilogue epi = GemvEpilogue::Store;
-  int max_rows = 8;    // host bound on the rows of any slot (picks the kernel's x-tile height, <= 8)
+  int max_rows = 8;    // host bound on the rows of any group (picks the kernel's x-tile height, <= 8)
   // Optional fused RMSNorm of the x rows as they are loaded: x <- round(x * rsqrt(mean(x^2) + eps) * w),
   // exactly what run_rmsnorm would have written (needs the whole row in the x tile: K <= 12288 bf16).
   const void* norm_weight = nullptr;   // [K] act dtype (gated: [gate_head_dim])
@@ -53,16 +55,18 @@ struct GemvParams {
   int gate_head_dim = 0;
   bool stream_hint = false;            // weight loads with L1::no_allocate + L2::256B prefetch (measured:
                                        // no gain at decode shapes, -5% on lm_head)
-  int row_groups = 0;  // weight-row pairs each warp streams (0: choose_gemv_row_groups)
+  int row_pairs = 0;       // weight-row pairs each warp streams (0: choose_gemv_row_pairs)
   bool split_k = true;     // M = 1, small N, wide K: K split over a block's warps (gemv.cu use_splitk)
-  bool async_stream = true;  // bf16, one row per slot: weights streamed with cp.async into a shared ring
+  bool async_stream = true;  // bf16, one row per group: weights streamed with cp.async into a shared ring
   bool pipelined = true;  // request the first weights before the x tile's prologue (and, for dense
                           // weights, before PDL's wait) when K fits the x tile; false: the plain loop
 };
-void run_gemv(const GemvParams& p, DType act, cudaStream_t s);
+void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx);
+// Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
+void configure_gemv(const DeviceContext& ctx);
 
 // The experts' down projection that follows a SiluMul gate/up GEMV: reads its output rows (no gather,
-// no fused norm), weights [groups, K_gate_up, N_gate_up], writes [rows, ldo] to `out`; slots carried over.
+// no fused norm), weights [matrices, K_gate_up, N_gate_up], writes [rows, ldo] to `out`; groups carried over.
 inline GemvParams moe_down_gemv_params(const GemvParams& gate_up, const void* w_down, void* out, int64_t ldo) {
   GemvParams d = gate_up;
   d.x = gate_up.y;
@@ -71,7 +75,7 @@ inline GemvParams moe_down_gemv_params(const GemvParams& gate_up, const void* w_
   d.norm_weight = nullptr;
   d.gate = nullptr;
   d.w = w_down;
-  d.w_group_stride = int64_t(gate_up.K) * gate_up.N;
+  d.w_matrix_stride = int64_t(gate_up.K) * gate_up.N;
   d.y = out;
   d.ldy = ldo;
   d.y_f32 = false;
@@ -89,20 +93,20 @@ inline GemvParams moe_down_gemv_params(const GemvParams& gate_up, const void* w_
 struct MoeDownCombineParams {
   const void* act = nullptr;         // [*, I] act dtype: the gate/up SiluMul output rows
   const int32_t* pair_pos = nullptr; // [k] row of act holding pair j
-  const int32_t* ids = nullptr;      // [k] expert (weight group) of pair j
+  const int32_t* ids = nullptr;      // [k] expert (weight matrix) of pair j
   const float* weights = nullptr;    // [k] combine weight of pair j
-  const void* w = nullptr;           // [groups, D, I] act dtype
+  const void* w = nullptr;           // [matrices, D, I] act dtype
   void* residual = nullptr;          // [D] act dtype, updated in place
   int D = 0, I = 0, k = 0;           // I a multiple of 8
   // Pair known_pair is known on the host to use expert known_expert (the shared expert at batch 1):
   // its weights may be read before the kernel waits on the routing (-1: none).
   int known_pair = -1, known_expert = -1;
 };
-void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s);
+void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 
 // The down projection + combine that follows a SiluMul gate/up GEMV over one token's k pairs (its
-// output rows are the activations; D and I carried over, and the known slot as the known pair: with one
-// token, slot j holds pair j).
+// output rows are the activations; D and I carried over, and the known group as the known pair: with one
+// token, group j holds pair j).
 inline MoeDownCombineParams moe_down_combine_params(const GemvParams& gate_up, const int32_t* pair_pos,
                                                     const int32_t* ids, const float* weights, int k,
                                                     const void* w_down, void* residual) {
@@ -116,12 +120,12 @@ inline MoeDownCombineParams moe_down_combine_params(const GemvParams& gate_up, c
   d.D = gate_up.K;
   d.I = gate_up.N;
   d.k = k;
-  d.known_pair = gate_up.known_slot;
+  d.known_pair = gate_up.known_group;
   d.known_expert = gate_up.known_weight;
   return d;
 }
 
 // Pairs of weight rows per warp so that the grid has a few blocks per SM (pure heuristic, host).
-int choose_gemv_row_groups(int out_cols, int num_slots, int num_sms, bool silu_mul);
+int choose_gemv_row_pairs(int out_cols, int num_groups, int num_sms, bool silu_mul);
 
 }  // namespace ds::gpu

@@ -19,21 +19,21 @@ template <int U> constexpr int async_stages() { return U >= 8 ? 2 : 4; }
 template <int U> constexpr size_t async_ring_bytes() { return size_t(kWarps) * async_stages<U>() * 2 * U * 32 * 16; }
 
 template <typename OutT, GemvEpilogue Epi, int U>
-__global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, int groups) {
+__global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, int pairs) {
   using T = bf16;
   constexpr int kAsyncStages = async_stages<U>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int K8 = (p.K + 7) / 8 * 8;
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [warp][stage][row][u][lane]
   T* xs = reinterpret_cast<T*>(smem_raw + async_ring_bytes<U>());
-  const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int group = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   constexpr bool kPair = Epi == GemvEpilogue::SiluMul;
   constexpr int kStep = 256 * U;
-  const int iters = (p.K + kStep - 1) / kStep, items = groups * iters;
+  const int iters = (p.K + kStep - 1) / kStep, items = pairs * iters;
   uint4* my = ring + size_t(warp) * kAsyncStages * 2 * U * 32;
   const T* W = nullptr;
   auto item = [&](int j, const T*& w0, const T*& w1, int& cb, int& c0) {
-    return row_pair_item<T, kPair, U>(p, W, groups, iters, j, w0, w1, cb, c0);
+    return row_pair_item<T, kPair, U>(p, W, pairs, iters, j, w0, w1, cb, c0);
   };
   auto issue = [&](int j) {  // item j into stage j % kAsyncStages; always one commit group
     const T *w0 = nullptr, *w1 = nullptr;
@@ -52,26 +52,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
   pdl_trigger();
   NormPre<T> pre;
   pre.load(p);
-  // weights are immutable: stream them before the wait when the slot's group is known here
-  const bool early = !p.slot_weight || slot == p.known_slot;
+  // weights are immutable: stream them before the wait when the group's weight matrix is known here
+  const bool early = !p.group_weight || group == p.known_group;
   if (early) {
-    W = static_cast<const T*>(p.w) + int64_t(p.slot_weight ? p.known_weight : slot) * p.w_group_stride;
+    W = static_cast<const T*>(p.w) + int64_t(p.group_weight ? p.known_weight : group) * p.w_matrix_stride;
 #pragma unroll
     for (int j = 0; j < kAsyncStages; ++j) issue(j);
   }
   pdl_wait();
   int row0 = 0, rows = 0;
-  if (!slot_rows(p, slot, row0, rows)) {
+  if (!group_rows(p, group, row0, rows)) {
     cp_async_wait<0>();  // nothing left in flight into this block's shared memory
     return;
   }
   if (!early) {
-    W = static_cast<const T*>(p.w) + int64_t(p.slot_weight[slot]) * p.w_group_stride;
+    W = static_cast<const T*>(p.w) + int64_t(p.group_weight[group]) * p.w_matrix_stride;
 #pragma unroll
     for (int j = 0; j < kAsyncStages; ++j) issue(j);
   }
-  const T* X = static_cast<const T*>(p.x) + int64_t(slot) * p.x_slot_stride;
-  OutT* Y = static_cast<OutT*>(p.y) + int64_t(slot) * p.y_slot_stride;
+  const T* X = static_cast<const T*>(p.x) + int64_t(group) * p.x_group_stride;
+  OutT* Y = static_cast<OutT*>(p.y) + int64_t(group) * p.y_group_stride;
   load_x_tile(p, xs, K8, X, row0, 1, 0, p.K, pre);
   float acc0[1] = {0.f}, acc1[1] = {0.f};
   for (int j = 0; j < items; ++j) {
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
           fma_chunk<T, 1>(a, b, xs, K8, cb + u * 256, 1, acc0, acc1);
         }
     }
-    issue(j + kAsyncStages);  // into the stage just read (this lane's own slots)
+    issue(j + kAsyncStages);  // into the stage just read (this lane's own entries)
     if ((j + 1) % iters == 0) {
       if (ok) store_cols<OutT, Epi, 1>(p, Y, row0, 1, c0, kPair || c0 + 1 < p.N, acc0, acc1, lane);
       acc0[0] = acc1[0] = 0.f;
@@ -99,57 +99,65 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
   cp_async_wait<0>();
 }
 
-// Row groups for the asynchronous kernel: about two blocks per SM.
-int async_groups(const GemvParams& p, int num_sms) {
-  const int cols_per_group = (p.epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps;
-  const int64_t blocks_at_1 = int64_t((p.N + cols_per_group - 1) / cols_per_group) * std::max(1, p.num_slots);
+// Row pairs for the asynchronous kernel: about two blocks per SM.
+int async_pairs(const GemvParams& p, int num_sms) {
+  const int cols_per_pair = (p.epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps;
+  const int64_t blocks_at_1 = int64_t((p.N + cols_per_pair - 1) / cols_per_pair) * std::max(1, p.num_groups);
   return int(std::max<int64_t>(1, (blocks_at_1 + 2 * num_sms - 1) / (2 * num_sms)));
 }
 
 template <typename OutT, GemvEpilogue Epi, int U>
-void launch_async(const GemvParams& p, int num_sms, cudaStream_t s) {
-  const int groups = p.row_groups > 0 ? p.row_groups : async_groups(p, num_sms);
-  const int cols_per_block = (Epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps * groups;
-  const dim3 grid(ceil_div(p.N, cols_per_block), unsigned(p.num_slots));
+void launch_async(const GemvParams& p, int num_sms, const DeviceContext& ctx) {
+  const int pairs = p.row_pairs > 0 ? p.row_pairs : async_pairs(p, num_sms);
+  const int cols_per_block = (Epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps * pairs;
+  const dim3 grid(ceil_div(p.N, cols_per_block), unsigned(p.num_groups));
   const size_t smem = async_ring_bytes<U>() + size_t((p.K + 7) / 8 * 8) * sizeof(bf16);
   auto kern = gemv_async_kernel<OutT, Epi, U>;
-  static bool configured = false;
-  if (!configured) {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
-    configured = true;
-  }
-  launch_pdl(kern, grid, kWarps * 32, smem, s, p, groups);
+  launch_pdl(kern, grid, kWarps * 32, smem, ctx, p, pairs);
 }
 
-// The asynchronous kernel applies: bf16, one row per slot, the whole x row in shared memory, and not a
+// The asynchronous kernel applies: bf16, one row per group, the whole x row in shared memory, and not a
 // huge matrix (lm_head, 755 MB, streams at 97% with register loads, 93% through the ring).
 bool use_async(const GemvParams& p, DType act) {
-  const int row_bound = p.slot_start ? p.max_rows : p.M;
-  const double bytes = double(p.N) * p.K * 2 * std::max(1, p.num_slots);
+  const int row_bound = p.group_start ? p.max_rows : p.M;
+  const double bytes = double(p.N) * p.K * 2 * std::max(1, p.num_groups);
   return p.async_stream && p.pipelined && !p.stream_hint && act == DType::BF16 && row_bound == 1 &&
          bytes <= 256e6 && async_ring_bytes<9>() + size_t(p.K) * 2 + 16 <= size_t(kMaxSmem);
 }
 
 template <typename OutT, GemvEpilogue Epi>
-void launch_async_u(const GemvParams& p, int num_sms, cudaStream_t s) {
+void launch_async_u(const GemvParams& p, int num_sms, const DeviceContext& ctx) {
   const int chunks = (p.K + 255) / 256;
-  if (chunks == 9) launch_async<OutT, Epi, 9>(p, num_sms, s);
-  else if (chunks <= 4) launch_async<OutT, Epi, 4>(p, num_sms, s);
-  else launch_async<OutT, Epi, 8>(p, num_sms, s);
+  if (chunks == 9) launch_async<OutT, Epi, 9>(p, num_sms, ctx);
+  else if (chunks <= 4) launch_async<OutT, Epi, 4>(p, num_sms, ctx);
+  else launch_async<OutT, Epi, 8>(p, num_sms, ctx);
 }
 
 
+template <typename OutT, GemvEpilogue Epi> void configure_epi() {
+  set_max_dynamic_smem(gemv_async_kernel<OutT, Epi, 9>, kMaxSmem);
+  set_max_dynamic_smem(gemv_async_kernel<OutT, Epi, 4>, kMaxSmem);
+  set_max_dynamic_smem(gemv_async_kernel<OutT, Epi, 8>, kMaxSmem);
+}
+
 }  // namespace
 
-bool run_gemv_async(const GemvParams& p, DType act, int num_sms, cudaStream_t s) {
+void configure_gemv_async() {
+  configure_epi<float, GemvEpilogue::Store>();
+  configure_epi<bf16, GemvEpilogue::Store>();
+  configure_epi<bf16, GemvEpilogue::SiluMul>();
+  configure_epi<bf16, GemvEpilogue::Accumulate>();
+}
+
+bool run_gemv_async(const GemvParams& p, DType act, int num_sms, const DeviceContext& ctx) {
   if (!use_async(p, act) || splitk_applies(p, num_sms)) return false;
   switch (p.epi) {
     case GemvEpilogue::Store:
-      if (p.y_f32) launch_async_u<float, GemvEpilogue::Store>(p, num_sms, s);
-      else launch_async_u<bf16, GemvEpilogue::Store>(p, num_sms, s);
+      if (p.y_f32) launch_async_u<float, GemvEpilogue::Store>(p, num_sms, ctx);
+      else launch_async_u<bf16, GemvEpilogue::Store>(p, num_sms, ctx);
       break;
-    case GemvEpilogue::SiluMul: launch_async_u<bf16, GemvEpilogue::SiluMul>(p, num_sms, s); break;
-    case GemvEpilogue::Accumulate: launch_async_u<bf16, GemvEpilogue::Accumulate>(p, num_sms, s); break;
+    case GemvEpilogue::SiluMul: launch_async_u<bf16, GemvEpilogue::SiluMul>(p, num_sms, ctx); break;
+    case GemvEpilogue::Accumulate: launch_async_u<bf16, GemvEpilogue::Accumulate>(p, num_sms, ctx); break;
   }
   DS_CUDA_CHECK_LAUNCH();
   return true;

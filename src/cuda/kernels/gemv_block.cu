@@ -116,22 +116,22 @@ __global__ void __launch_bounds__(kWarps * 32, kSkMinBlocks) gemv_splitk_kernel(
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int W = Chunk8<T>::W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-  uint4* slots = reinterpret_cast<uint4*>(smem_raw) + size_t(warp) * 2 * kSkU * W * 32;  // [row][u][W][lane]
+  uint4* ring = reinterpret_cast<uint4*>(smem_raw) + size_t(warp) * 2 * kSkU * W * 32;  // [row][u][W][lane]
   const int c0 = blockIdx.x * 2;
   const bool v1 = c0 + 1 < p.N;
   const int Q = p.K / nwarps, k0 = warp * Q;
   constexpr bool rms = kNorm == 1, gated = kNorm == 2;  // rms: the whole row, Q <= 256 * kSkU (one round)
   const T* w0 = static_cast<const T*>(p.w) + int64_t(c0) * p.K;
   const T* w1 = static_cast<const T*>(p.w) + int64_t(v1 ? c0 + 1 : c0) * p.K;
-  auto stage = [&](int cb) {  // this lane's weight chunks of the round at cb into its slots
+  auto stage = [&](int cb) {  // this lane's weight chunks of the round at cb into its ring entries
 #pragma unroll
     for (int u = 0; u < kSkU; ++u) {
       const int c = cb + u * 256;
       if (c < k0 + Q) {
 #pragma unroll
         for (int q = 0; q < W; ++q) {
-          cp_async16(slots + ((0 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w0 + c) + q);
-          cp_async16(slots + ((1 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w1 + c) + q);
+          cp_async16(ring + ((0 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w0 + c) + q);
+          cp_async16(ring + ((1 * kSkU + u) * W + q) * 32 + lane, reinterpret_cast<const uint4*>(w1 + c) + q);
         }
       }
     }
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kWarps * 32, kSkMinBlocks) gemv_splitk_kernel(
   const T* X = static_cast<const T*>(p.x);
   float acc0 = 0.f, acc1 = 0.f;
   for (int cb = k0 + lane * 8; cb < k0 + Q; cb += 256 * kSkU) {
-    if (cb != k0 + lane * 8) stage(cb);  // later rounds reuse the slots (their reads are done)
+    if (cb != k0 + lane * 8) stage(cb);  // later rounds reuse the ring (its reads are done)
     Chunk8<T> xv[kSkU], gv[kSkU];
 #pragma unroll
     for (int u = 0; u < kSkU; ++u) {
@@ -206,8 +206,8 @@ __global__ void __launch_bounds__(kWarps * 32, kSkMinBlocks) gemv_splitk_kernel(
       Chunk8<T> a, b;
 #pragma unroll
       for (int q = 0; q < W; ++q) {
-        a.r[q] = slots[((0 * kSkU + u) * W + q) * 32 + lane];
-        b.r[q] = slots[((1 * kSkU + u) * W + q) * 32 + lane];
+        a.r[q] = ring[((0 * kSkU + u) * W + q) * 32 + lane];
+        b.r[q] = ring[((1 * kSkU + u) * W + q) * 32 + lane];
       }
       a.to_float(fa);
       b.to_float(fb);
@@ -241,24 +241,24 @@ int splitk_warps(int K) {
   return 0;
 }
 
-// The split-K kernel applies: one row, one slot, no gather, no SiluMul, K made of whole 256-element
+// The split-K kernel applies: one row, one group, no gather, no SiluMul, K made of whole 256-element
 // chunks per warp (an RMSNorm prologue only when each warp's share is one round of loads), N small
 // enough that the row-pair kernel would have under ~3 blocks per SM.
 bool use_splitk_impl(const GemvParams& p, int num_sms) {
   const int w = splitk_warps(p.K);
-  return p.pipelined && p.split_k && p.M == 1 && !p.slot_start && p.num_slots == 1 && !p.x_rows && w > 0 &&
+  return p.pipelined && p.split_k && p.M == 1 && !p.group_start && p.num_groups == 1 && !p.x_rows && w > 0 &&
          p.epi != GemvEpilogue::SiluMul && (!p.gate || p.gate_head_dim <= 256) &&
          (!p.norm_weight || p.gate || p.K / w <= 256 * kSkU) && p.N <= 8 * 3 * num_sms;
 }
 
 template <typename T, typename OutT, GemvEpilogue Epi>
-void launch_splitk(const GemvParams& p, cudaStream_t s) {
+void launch_splitk(const GemvParams& p, const DeviceContext& ctx) {
   const int warps = splitk_warps(p.K);
   const dim3 grid(ceil_div(p.N, 2));
   const size_t smem = splitk_smem<T>(warps);
-  if (p.gate) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 2>, grid, warps * 32, smem, s, p);
-  else if (p.norm_weight) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 1>, grid, warps * 32, smem, s, p);
-  else launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 0>, grid, warps * 32, smem, s, p);
+  if (p.gate) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 2>, grid, warps * 32, smem, ctx, p);
+  else if (p.norm_weight) launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 1>, grid, warps * 32, smem, ctx, p);
+  else launch_pdl(gemv_splitk_kernel<T, OutT, Epi, 0>, grid, warps * 32, smem, ctx, p);
 }
 
 
@@ -266,12 +266,12 @@ void launch_splitk(const GemvParams& p, cudaStream_t s) {
 
 bool splitk_applies(const GemvParams& p, int num_sms) { return use_splitk_impl(p, num_sms); }
 
-bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, cudaStream_t s) {
+bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, const DeviceContext& ctx) {
   if (!use_splitk_impl(p, num_sms)) return false;
   dispatch_act(act, [&]<typename T>() {
-    if (p.epi == GemvEpilogue::Accumulate) launch_splitk<T, T, GemvEpilogue::Accumulate>(p, s);
-    else if (p.y_f32) launch_splitk<T, float, GemvEpilogue::Store>(p, s);
-    else launch_splitk<T, T, GemvEpilogue::Store>(p, s);
+    if (p.epi == GemvEpilogue::Accumulate) launch_splitk<T, T, GemvEpilogue::Accumulate>(p, ctx);
+    else if (p.y_f32) launch_splitk<T, float, GemvEpilogue::Store>(p, ctx);
+    else launch_splitk<T, T, GemvEpilogue::Store>(p, ctx);
   });
   DS_CUDA_CHECK_LAUNCH();
   return true;
@@ -281,11 +281,11 @@ bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, cudaStream_t s
 
 using namespace gemv_detail;
 
-void run_moe_down_combine(const MoeDownCombineParams& p, DType act, cudaStream_t s) {
+void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
   if (p.k == 0 || p.D == 0) return;
   DS_GPU_REQUIRE(p.I > 0 && p.I % 8 == 0, "run_moe_down_combine: I must be a positive multiple of 8");
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(moe_down_combine_kernel<T>, dim3(ceil_div(p.D, 2)), kDcWarps * 32, 0, s, p);
+    launch_pdl(moe_down_combine_kernel<T>, dim3(ceil_div(p.D, 2)), kDcWarps * 32, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -46,18 +46,18 @@ template <typename T> struct Chunk8 {
   }
 };
 
-// Item j of a warp of the row-pair kernels, which streams `groups` row pairs as `iters` items of 256 x U
+// Item j of a warp of the row-pair kernels, which streams `pairs` row pairs as `iters` items of 256 x U
 // elements per row each: the first output column c0, this lane's first element cb, and the two weight
 // rows (Store/Accumulate: columns c0 and c0 + 1, clamped to N; SiluMul: gate row c0 and up row N + c0).
 // False past the warp's last item or past N.
 template <typename T, bool kPair, int U>
-__device__ __forceinline__ bool row_pair_item(const GemvParams& p, const T* W, int groups, int iters, int j,
+__device__ __forceinline__ bool row_pair_item(const GemvParams& p, const T* W, int pairs, int iters, int j,
                                               const T*& w0, const T*& w1, int& cb, int& c0) {
   constexpr int kCols = kPair ? 1 : 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = j / iters;
-  c0 = ((blockIdx.x * groups + g) * kWarps + warp) * kCols;
+  c0 = ((blockIdx.x * pairs + g) * kWarps + warp) * kCols;
   cb = (j - g * iters) * 256 * U + lane * 8;
-  if (j >= groups * iters || c0 >= p.N) return false;
+  if (j >= pairs * iters || c0 >= p.N) return false;
   w0 = W + int64_t(c0) * p.K;
   w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;
   return true;
@@ -265,15 +265,15 @@ __device__ __forceinline__ void store_cols(const GemvParams& p, OutT* Y, int r0,
 }
 
 
-// The rows [row0, row0 + rows) of x that slot `slot` multiplies (read after PDL's wait): false when
-// the slot is inactive or has none.
-__device__ __forceinline__ bool slot_rows(const GemvParams& p, int slot, int& row0, int& rows) {
-  if (p.num_active && slot >= *p.num_active) return false;
+// The rows [row0, row0 + rows) of x that group `group` multiplies (read after PDL's wait): false when
+// the group is inactive or has none.
+__device__ __forceinline__ bool group_rows(const GemvParams& p, int group, int& row0, int& rows) {
+  if (p.num_active && group >= *p.num_active) return false;
   row0 = 0;
   rows = p.M;
-  if (p.slot_start) {
-    row0 = p.slot_start[slot];
-    rows = p.slot_start[slot + 1] - row0;
+  if (p.group_start) {
+    row0 = p.group_start[group];
+    rows = p.group_start[group + 1] - row0;
   }
   return rows > 0;
 }
@@ -298,21 +298,12 @@ __device__ __forceinline__ void block_sum2(float& a, float& b, float (*part)[2])
   }
 }
 
-// SMs of the current device (read once).
-inline int device_sm_count() {
-  static const int n = [] {
-    int d = 0, c = 132;
-    cudaGetDevice(&d);
-    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, d);
-    return c;
-  }();
-  return n;
-}
-
 // The specialised kernels: each launches and returns true when it applies to p (run_gemv's dispatch).
-bool run_gemv_async(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
-bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, cudaStream_t s);
+bool run_gemv_async(const GemvParams& p, DType act, int num_sms, const DeviceContext& ctx);
+bool run_gemv_splitk(const GemvParams& p, DType act, int num_sms, const DeviceContext& ctx);
 bool splitk_applies(const GemvParams& p, int num_sms);
-bool run_gemv_small_k(const GemvParams& p, DType act, cudaStream_t s);
+bool run_gemv_small_k(const GemvParams& p, DType act, const DeviceContext& ctx);
+// Sets the shared-memory limit of every instance of the asynchronous kernel (configure_gemv).
+void configure_gemv_async();
 
 }  // namespace ds::gpu::gemv_detail

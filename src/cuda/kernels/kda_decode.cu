@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
 
 }  // namespace
 
-void run_kda_decode(const KdaDecodeParams& p0, DType act, cudaStream_t stream) {
+void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& ctx) {
   KdaDecodeParams p = p0;
   DS_GPU_REQUIRE(act == DType::BF16 || act == DType::F32, "kda decode: activations must be bf16 or fp32");
   DS_GPU_REQUIRE(p.head_dim == kDim, "kda decode: head_dim must be 128, got " + std::to_string(p.head_dim));
@@ -175,8 +175,8 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, cudaStream_t stream) {
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
   const dim3 grid(p.num_seqs, p.num_heads);
-  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, stream, p);
-  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, stream, p);
+  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
+  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

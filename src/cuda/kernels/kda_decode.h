@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 #include "cuda/kernels/conv1d.h"
 #include "cuda/kernels/delta_gate.h"
@@ -43,6 +44,6 @@ struct KdaDecodeParams {
   KdaGateParams gate;
 };
 
-void run_kda_decode(const KdaDecodeParams& p, DType act, cudaStream_t stream);
+void run_kda_decode(const KdaDecodeParams& p, DType act, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -18,7 +18,7 @@ size_t block_bytes(int chunks, int heads, size_t elem) { return align256(size_t(
 
 template <typename IO> constexpr int state_stages() { return sizeof(IO) == 2 ? 2 : 1; }
 
-template <typename IO> void launch(const KdaPrefillParams& p, cudaStream_t stream) {
+template <typename IO> void launch(const KdaPrefillParams& p, const DeviceContext& ctx) {
   const int chunks = max_chunks(p.total_tokens, p.num_seqs);
   Work w;
   w.blocks = p.workspace;
@@ -27,23 +27,27 @@ template <typename IO> void launch(const KdaPrefillParams& p, cudaStream_t strea
   const size_t smem1 = sizeof(kda::IntraSmem<IO>);
   constexpr int kStages = state_stages<IO>();
   const size_t smem2 = sizeof(kda::StateSmem<IO, kStages>);
-  static const bool attr_set = [&] {  // once per process (single-device engine)
-    DS_CUDA_CHECK(cudaFuncSetAttribute(kda::kda_intra_kernel<IO>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem1)));
-    DS_CUDA_CHECK(cudaFuncSetAttribute(kda::kda_state_kernel<IO, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(smem2)));
-    return true;
-  }();
-  (void)attr_set;
   if (chunks > 0 && p.total_tokens > 0) {
-    kda::kda_intra_kernel<IO><<<dim3(chunks, p.num_heads), kda::kIntraThreads, smem1, stream>>>(p, w);
+    kda::kda_intra_kernel<IO><<<dim3(chunks, p.num_heads), kda::kIntraThreads, smem1, ctx.stream>>>(p, w);
     DS_CUDA_CHECK_LAUNCH();
   }
   kda::kda_state_kernel<IO, kStages>
-      <<<dim3(p.num_seqs, p.num_heads, kda::kDim / kda::kVSlice), kda::kStateThreads, smem2, stream>>>(p, w);
+      <<<dim3(p.num_seqs, p.num_heads, kda::kDim / kda::kVSlice), kda::kStateThreads, smem2, ctx.stream>>>(p, w);
   DS_CUDA_CHECK_LAUNCH();
 }
 
+template <typename IO> void configure() {
+  set_max_dynamic_smem(kda::kda_intra_kernel<IO>, sizeof(kda::IntraSmem<IO>));
+  constexpr int kStages = state_stages<IO>();
+  set_max_dynamic_smem(kda::kda_state_kernel<IO, kStages>, sizeof(kda::StateSmem<IO, kStages>));
+}
+
 }  // namespace
+
+void configure_kda_prefill(const DeviceContext&) {
+  configure<attn::bf16>();
+  configure<float>();
+}
 
 size_t kda_prefill_workspace_bytes(int total_tokens, int num_seqs, int num_heads, DType act) {
   const int chunks = max_chunks(total_tokens, num_seqs);
@@ -51,7 +55,7 @@ size_t kda_prefill_workspace_bytes(int total_tokens, int num_seqs, int num_heads
   return block_bytes(chunks, num_heads, elem) + align256(size_t(chunks) * num_heads * kda::kDim * sizeof(float));
 }
 
-void run_kda_prefill(const KdaPrefillParams& p0, DType act, cudaStream_t stream) {
+void run_kda_prefill(const KdaPrefillParams& p0, DType act, const DeviceContext& ctx) {
   KdaPrefillParams p = p0;
   DS_GPU_REQUIRE(act == DType::BF16 || act == DType::F32, "kda prefill: activations must be bf16 or fp32");
   DS_GPU_REQUIRE(p.head_dim == kda::kDim, "kda prefill: head_dim must be 128, got " + std::to_string(p.head_dim));
@@ -71,8 +75,8 @@ void run_kda_prefill(const KdaPrefillParams& p0, DType act, cudaStream_t stream)
   for (const void* ptr : ptrs)
     DS_GPU_REQUIRE(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "kda prefill: tensors must be 16-byte aligned");
   if (p.scale == 0.f) p.scale = 0.08838834764831845f;  // 128^-0.5
-  if (act == DType::BF16) launch<attn::bf16>(p, stream);
-  else launch<float>(p, stream);
+  if (act == DType::BF16) launch<attn::bf16>(p, ctx);
+  else launch<float>(p, ctx);
 }
 
 }  // namespace ds::gpu

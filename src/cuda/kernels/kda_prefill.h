@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -48,7 +49,9 @@ struct KdaPrefillParams {
 // Device bytes of workspace for a batch of `total_tokens` tokens in `num_seqs` sequences.
 size_t kda_prefill_workspace_bytes(int total_tokens, int num_seqs, int num_heads, DType act);
 
-// Runs both kernels on `stream`. Throws ds::Error on bad parameters or a launch failure.
-void run_kda_prefill(const KdaPrefillParams& p, DType act, cudaStream_t stream);
+// Runs both kernels on ctx.stream. Throws ds::Error on bad parameters or a launch failure.
+void run_kda_prefill(const KdaPrefillParams& p, DType act, const DeviceContext& ctx);
+// Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
+void configure_kda_prefill(const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -15,7 +15,7 @@ __global__ void latent_cache_write_kernel(LatentCacheWriteParams p) {
   if (t >= p.tokens) return;
   const T* x = static_cast<const T*>(p.kv_a) + int64_t(t) * p.ld_kv_a;
   const T* w = static_cast<const T*>(p.norm_weight);
-  T* dst = static_cast<T*>(p.cache) + int64_t(p.slot_mapping[t]) * (p.R + p.Dr);
+  T* dst = static_cast<T*>(p.cache) + int64_t(p.cache_rows[t]) * (p.R + p.Dr);
   float ss = 0.f;
   for (int c = lane * N; c < p.R; c += 32 * N) {
     Vec16<T> v;
@@ -47,12 +47,12 @@ __global__ void latent_cache_write_kernel(LatentCacheWriteParams p) {
 
 }  // namespace
 
-void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, cudaStream_t s) {
+void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   DS_GPU_REQUIRE(p.R % 8 == 0 && p.Dr % 8 == 0, "run_latent_cache_write: R and Dr must be multiples of 8");
   constexpr int kWarps = 4;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(latent_cache_write_kernel<T>, ceil_div(p.tokens, kWarps), kWarps * 32, 0, s, p);
+    launch_pdl(latent_cache_write_kernel<T>, ceil_div(p.tokens, kWarps), kWarps * 32, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

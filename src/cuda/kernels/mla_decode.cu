@@ -299,17 +299,12 @@ __global__ void __launch_bounds__(32) mla_combine_kernel(MlaDecodeParams p) {
   }
 }
 
-template <typename IO> void launch_decode(const MlaDecodeParams& p, cudaStream_t stream) {
+template <typename IO> void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const size_t smem = sizeof(DecodeSmem<IO>);
-  static const bool attr_set = [&] {  // once per process (single-device engine)
-    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_decode_kernel<IO>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
-  }();
-  (void)attr_set;
-  launch_pdl(mla_decode_kernel<IO>, dim3(p.num_splits, p.rows), kThreads, smem, stream, p);
+  launch_pdl(mla_decode_kernel<IO>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
-    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), 32, 0, stream, p);
+    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), 32, 0, ctx, p);
     DS_CUDA_CHECK_LAUNCH();
   }
 }
@@ -317,6 +312,11 @@ template <typename IO> void launch_decode(const MlaDecodeParams& p, cudaStream_t
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 }  // namespace
+
+void configure_mla_decode(const DeviceContext&) {
+  set_max_dynamic_smem(mla_decode_kernel<bf16>, sizeof(DecodeSmem<bf16>));
+  set_max_dynamic_smem(mla_decode_kernel<float>, sizeof(DecodeSmem<float>));
+}
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
   if (rows <= 0 || max_context_len <= 0) return 1;
@@ -333,7 +333,7 @@ size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits) {
   return size_t(rows) * num_splits * num_heads * (kLat + 1) * sizeof(float);
 }
 
-void run_mla_decode(const MlaDecodeParams& p0, DType act, cudaStream_t stream) {
+void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& ctx) {
   MlaDecodeParams p = p0;
   DS_GPU_REQUIRE(act == DType::BF16 || act == DType::F32, "mla decode: activations must be bf16 or fp32");
   DS_GPU_REQUIRE(p.kv_lora_rank == kLat && p.rope_dim == kRope, "mla decode: only kv_lora_rank 512 + rope 64");
@@ -349,8 +349,8 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, cudaStream_t stream) {
                      aligned16(p.workspace),
                  "mla decode: tensors must be 16-byte aligned with strides a multiple of 8");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
-  if (act == DType::BF16) launch_decode<bf16>(p, stream);
-  else launch_decode<float>(p, stream);
+  if (act == DType::BF16) launch_decode<bf16>(p, ctx);
+  else launch_decode<float>(p, ctx);
 }
 
 }  // namespace ds::gpu

@@ -7,7 +7,7 @@
 // with fp32 softmax and accumulation; ō is written in the activation type. The W_UK absorption and the
 // W_UV up-projection are GEMMs of the caller. The cache is [num_blocks, block_size, 576] in the
 // activation type; position p of row r lives in block block_tables[r][p / block_size], slot
-// p % block_size (write new tokens with run_mla_cache_write first: the current token attends to itself).
+// p % block_size (write new tokens with run_latent_cache_write first: the current token attends to itself).
 //
 // Split-K (flash-decoding): each row's context is cut into num_splits ranges, one CTA each; partial
 // outputs and log-sum-exps go to the workspace and a second kernel combines them, so one row with a
@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -47,6 +48,8 @@ struct MlaDecodeParams {
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms);
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
 
-void run_mla_decode(const MlaDecodeParams& p, DType act, cudaStream_t stream);
+void run_mla_decode(const MlaDecodeParams& p, DType act, const DeviceContext& ctx);
+// Sets the kernel's shared-memory limit on ctx's device (configure_kernels calls it once per context).
+void configure_mla_decode(const DeviceContext& ctx);
 
 }  // namespace ds::gpu

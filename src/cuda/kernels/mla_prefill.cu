@@ -175,15 +175,10 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
   }
 }
 
-template <typename IO> void launch(const MlaPrefillParams& p, cudaStream_t stream) {
+template <typename IO> void launch(const MlaPrefillParams& p, const DeviceContext& ctx) {
   const size_t smem = sizeof(PrefillSmem<IO>);
-  static const bool attr_set = [&] {  // once per process (single-device engine)
-    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_prefill_kernel<IO>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
-  }();
-  (void)attr_set;
   const dim3 grid((p.max_seqlen_q + kTileQ - 1) / kTileQ, p.num_seqs, p.num_heads);
-  mla_prefill_kernel<IO><<<grid, kThreads, smem, stream>>>(p);
+  mla_prefill_kernel<IO><<<grid, kThreads, smem, ctx.stream>>>(p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
@@ -191,7 +186,12 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void run_mla_prefill(const MlaPrefillParams& p0, DType act, cudaStream_t stream) {
+void configure_mla_prefill(const DeviceContext&) {
+  set_max_dynamic_smem(mla_prefill_kernel<bf16>, sizeof(PrefillSmem<bf16>));
+  set_max_dynamic_smem(mla_prefill_kernel<float>, sizeof(PrefillSmem<float>));
+}
+
+void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext& ctx) {
   MlaPrefillParams p = p0;
   DS_GPU_REQUIRE(act == DType::BF16 || act == DType::F32, "mla prefill: activations must be bf16 or fp32");
   DS_GPU_REQUIRE(p.num_heads > 0 && p.num_seqs >= 0 && p.max_seqlen_q >= 0, "mla prefill: bad sizes");
@@ -212,8 +212,8 @@ void run_mla_prefill(const MlaPrefillParams& p0, DType act, cudaStream_t stream)
   const void* ptrs[] = {p.q, p.k_nope, p.k_pe, p.v, p.o};
   for (const void* ptr : ptrs) DS_GPU_REQUIRE(aligned16(ptr), "mla prefill: tensors must be 16-byte aligned");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
-  if (act == DType::BF16) launch<bf16>(p, stream);
-  else launch<float>(p, stream);
+  if (act == DType::BF16) launch<bf16>(p, ctx);
+  else launch<float>(p, ctx);
 }
 
 }  // namespace ds::gpu

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -33,6 +34,8 @@ struct MlaPrefillParams {
   float scale = 0.0f;             // 0: 1/sqrt(192)
 };
 
-void run_mla_prefill(const MlaPrefillParams& p, DType act, cudaStream_t stream);
+void run_mla_prefill(const MlaPrefillParams& p, DType act, const DeviceContext& ctx);
+// Sets the kernel's shared-memory limit on ctx's device (configure_kernels calls it once per context).
+void configure_mla_prefill(const DeviceContext& ctx);
 
 }  // namespace ds::gpu

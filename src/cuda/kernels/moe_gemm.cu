@@ -56,31 +56,31 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   bf16* sA = reinterpret_cast<bf16*>(smem);             // [stages][128][kLd]
   bf16* sB = sA + size_t(kStages) * kBM * kLd;           // [stages][BN][kLd]
   __shared__ int scan_tmp[32];
-  __shared__ int tile_slot, tile_index;
+  __shared__ int tile_active, tile_index;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  // ---- find this block's (slot, token tile) from the slot ranges ----------------------------------
+  // ---- find this block's (active expert, token tile) from the row ranges --------------------------
   const int na = *p.num_active;
-  if (tid == 0) tile_slot = -1;
+  if (tid == 0) tile_active = -1;
   int base = 0;
   for (int s0 = 0; s0 < na; s0 += kThreads) {
     int s = s0 + tid;
-    int tiles = s < na ? (p.slot_start[s + 1] - p.slot_start[s] + BN - 1) / BN : 0;
+    int tiles = s < na ? (p.active_start[s + 1] - p.active_start[s] + BN - 1) / BN : 0;
     int total = 0;
     int ex = block_exclusive_scan(tiles, scan_tmp, &total);
     int y = int(blockIdx.y);
     if (s < na && y >= base + ex && y < base + ex + tiles) {
-      tile_slot = s;
+      tile_active = s;
       tile_index = y - base - ex;
     }
     base += total;
   }
   __syncthreads();
-  if (tile_slot < 0) return;
-  const int slot = tile_slot;
-  const int r0 = p.slot_start[slot] + tile_index * BN;
-  const int rows = min(BN, p.slot_start[slot + 1] - r0);
-  const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.slot_expert[slot]) * p.w_group_stride;
+  if (tile_active < 0) return;
+  const int active = tile_active;
+  const int r0 = p.active_start[active] + tile_index * BN;
+  const int rows = min(BN, p.active_start[active + 1] - r0);
+  const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.active_expert[active]) * p.w_matrix_stride;
   const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);  // first output column of the tile
 
   // ---- per-thread load assignments (fixed over K): 16-byte chunks of A (weights) and B (x rows) -----
@@ -200,34 +200,42 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
 }
 
 template <int BN, int BK, bool SILU>
-void launch(const MoeGemmParams& p, cudaStream_t s) {
+void launch(const MoeGemmParams& p, const DeviceContext& ctx) {
   using L = Layout<BN, BK>;
   auto kern = moe_gemm_kernel<BN, BK, SILU>;
-  static bool configured = false;
-  if (!configured) {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::kSmem)));
-    configured = true;
-  }
   const int cols = SILU ? kBM / 2 : kBM;
-  const int64_t tiles = (int64_t(p.max_rows) + BN - 1) / BN + p.max_slots;  // bound on sum of ceil(rows/BN)
+  const int64_t tiles = (int64_t(p.max_rows) + BN - 1) / BN + p.max_active;  // bound on sum of ceil(rows/BN)
   dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
-  launch_pdl(kern, grid, kThreads, L::kSmem, s, p);
+  launch_pdl(kern, grid, kThreads, L::kSmem, ctx, p);
+}
+
+template <int BN, int BK> void configure_tile() {
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, true>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false>, Layout<BN, BK>::kSmem);
 }
 
 }  // namespace
 
-void run_moe_gemm(const MoeGemmParams& p, cudaStream_t s) {
-  if (p.max_rows == 0 || p.max_slots == 0) return;
+// Every (tile_tokens, k_tile, silu_mul) instance run_moe_gemm can launch.
+void configure_moe_gemm(const DeviceContext&) {
+  configure_tile<64, 64>();
+  configure_tile<64, 32>();
+  configure_tile<16, 64>();
+  configure_tile<16, 32>();
+}
+
+void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
+  if (p.max_rows == 0 || p.max_active == 0) return;
   const int bk = p.k_tile > 0 ? p.k_tile : 64;
   DS_GPU_REQUIRE(bk == 32 || bk == 64, "run_moe_gemm: k_tile must be 32 or 64");
   DS_GPU_REQUIRE(p.K % bk == 0, "run_moe_gemm: K must be a multiple of the k tile");
   DS_GPU_REQUIRE(p.ldx % 8 == 0 && p.ldy % 8 == 0, "run_moe_gemm: row strides must be multiples of 8");
   DS_GPU_REQUIRE(p.tile_tokens == 16 || p.tile_tokens == 64, "run_moe_gemm: tile_tokens must be 16 or 64");
-  int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_slots;
+  int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_active;
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm: too many token tiles for one launch");
   auto go = [&]<int BN, int BK>() {
-    if (p.silu_mul) launch<BN, BK, true>(p, s);
-    else launch<BN, BK, false>(p, s);
+    if (p.silu_mul) launch<BN, BK, true>(p, ctx);
+    else launch<BN, BK, false>(p, ctx);
   };
   if (p.tile_tokens == 64) {
     if (bk == 64) go.template operator()<64, 64>();

@@ -197,15 +197,15 @@ __device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, 
     if (e < p.num_experts) {
       starts[e] = run + ex_c;
       if (c > 0) {
-        p.slot_expert[na + ex_a] = e;
-        p.slot_start[na + ex_a] = run + ex_c;
+        p.active_expert[na + ex_a] = e;
+        p.active_start[na + ex_a] = run + ex_c;
       }
     }
     run += tot_c;
     na += tot_a;
   }
   if (threadIdx.x == 0) {
-    p.slot_start[na] = run;
+    p.active_start[na] = run;
     *p.num_active = na;
   }
   __syncthreads();
@@ -239,8 +239,8 @@ __global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
 }
 
-// One token (decode at batch 1), one warp: route it, then lay its k pairs out as k one-row slots in
-// pair order (slot j = pair j, expert ids[j]): the grouped kernels need no sort by expert.
+// One token (decode at batch 1), one warp: route it, then lay its k pairs out as k one-row active
+// entries in pair order (entry j = pair j, expert ids[j]): the grouped kernels need no sort by expert.
 __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   pdl_trigger();
   pdl_wait();
@@ -252,19 +252,22 @@ __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   if (lane < a.k) {
     a.pair_pos[lane] = lane;
     a.sorted_token[lane] = 0;
-    a.slot_expert[lane] = ids_s[lane];
-    a.slot_start[lane] = lane;
+    a.active_expert[lane] = ids_s[lane];
+    a.active_start[lane] = lane;
   }
   if (lane == 0) {
-    a.slot_start[a.k] = a.k;
+    a.active_start[a.k] = a.k;
     *a.num_active = a.k;
   }
 }
 
 }  // namespace
 
-void run_moe_route(const MoeRouteParams& p, cudaStream_t s) {
-  if (p.tokens == 0) return;
+void run_moe_route(const MoeRouteParams& p0, const DeviceContext& ctx) {
+  if (p0.tokens == 0) return;
+  MoeRouteParams p = p0;
+  p.ldk = moe_route_ldk(p0);
+  DS_GPU_REQUIRE(p.logits && p.bias && p.topk_ids && p.topk_weights, "run_moe_route: null pointer");
   DS_GPU_REQUIRE(p.num_groups >= 1 && p.num_groups <= 32 && p.num_experts % p.num_groups == 0,
                  "run_moe_route: num_expert_group must divide num_experts and be <= 32");
   DS_GPU_REQUIRE(p.topk_groups >= 1 && p.topk_groups <= p.num_groups, "run_moe_route: bad topk_group");
@@ -272,15 +275,15 @@ void run_moe_route(const MoeRouteParams& p, cudaStream_t s) {
   DS_GPU_REQUIRE(p.ldk >= p.top_k + (p.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
   size_t smem = size_t(kRouteWarps) * 3 * p.num_experts * sizeof(float);
   DS_GPU_REQUIRE(smem <= 48 * 1024, "run_moe_route: too many experts for one warp's shared memory");
-  launch_pdl(moe_route_kernel, ceil_div(p.tokens, kRouteWarps), kRouteWarps * 32, smem, s, p);
+  launch_pdl(moe_route_kernel, ceil_div(p.tokens, kRouteWarps), kRouteWarps * 32, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_moe_align(const MoeAlignParams& p, cudaStream_t s) {
+void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   size_t smem = size_t(2 * p.num_experts) * sizeof(int);
   DS_GPU_REQUIRE(smem <= 40 * 1024, "run_moe_align: too many experts");
-  launch_pdl(moe_align_kernel, 1, 1024, smem, s, p);
+  launch_pdl(moe_align_kernel, 1, 1024, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
@@ -289,7 +292,7 @@ size_t route_align_smem(const MoeRouteParams& r, const MoeAlignParams& a) {
   return size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
 }
 bool route_align_fused(const MoeRouteParams& r, const MoeAlignParams& a) {
-  return r.tokens * a.k <= kFusedMaxPairs && r.ldk == a.k && route_align_smem(r, a) <= 40 * 1024;
+  return r.tokens * a.k <= kFusedMaxPairs && moe_route_ldk(r) == a.k && route_align_smem(r, a) <= 40 * 1024;
 }
 }  // namespace
 
@@ -297,24 +300,27 @@ bool moe_one_token_layout(const MoeRouteParams& r, const MoeAlignParams& a) {
   return r.tokens == 1 && a.k <= 32 && route_align_fused(r, a);
 }
 
-void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, cudaStream_t s) {
-  if (r.tokens == 0) return;
+void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, const DeviceContext& ctx) {
+  if (r0.tokens == 0) return;
+  MoeRouteParams r = r0;
+  r.ldk = moe_route_ldk(r0);
   const size_t smem = route_align_smem(r, a);
   if (!route_align_fused(r, a)) {
-    run_moe_route(r, s);
-    run_moe_align(a, s);
+    run_moe_route(r, ctx);
+    run_moe_align(a, ctx);
     return;
   }
+  DS_GPU_REQUIRE(r.logits && r.bias && r.topk_ids && r.topk_weights, "run_moe_route: null pointer");
   DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
                  "run_moe_route: num_expert_group must divide num_experts and be <= 32");
   DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
   DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
   if (moe_one_token_layout(r, a)) {
-    launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), s, r, a);
+    launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), ctx, r, a);
     DS_CUDA_CHECK_LAUNCH();
     return;
   }
-  launch_pdl(moe_route_align_kernel, 1, kFusedWarps * 32, smem, s, r, a);
+  launch_pdl(moe_route_align_kernel, 1, kFusedWarps * 32, smem, ctx, r, a);
   DS_CUDA_CHECK_LAUNCH();
 }
 

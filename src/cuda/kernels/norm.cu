@@ -76,21 +76,21 @@ __global__ void gated_rmsnorm_kernel(GatedRmsNormParams p) {
 
 }  // namespace
 
-void run_rmsnorm(const RmsNormParams& p, DType act, cudaStream_t s) {
+void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(p.dim % 8 == 0, "run_rmsnorm: dim " + std::to_string(p.dim) + " must be a multiple of 8");
   constexpr int kWarps = 4;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(rmsnorm_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, s, p);
+    launch_pdl(rmsnorm_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, cudaStream_t s) {
+void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   constexpr int kWarps = 8;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(gated_rmsnorm_kernel<T>, ceil_div(int64_t(p.tokens) * p.heads, kWarps), kWarps * 32, 0, s, p);
+    launch_pdl(gated_rmsnorm_kernel<T>, ceil_div(int64_t(p.tokens) * p.heads, kWarps), kWarps * 32, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "cuda/device_context.h"
 
 namespace ds::gpu {
 
@@ -20,7 +21,7 @@ struct RmsNormParams {
   int rows = 0, dim = 0;              // dim a multiple of 8
   float eps = 1e-5f;
 };
-void run_rmsnorm(const RmsNormParams& p, DType act, cudaStream_t s);
+void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx);
 
 // KDA output norm (spec 4.6), per token t and head h over head_dim values:
 //   y[t, h, :] = o[t, h, :] * rsqrt(mean(o[t,h,:]^2) + eps) * weight * sigmoid(gate[t, h, :])
@@ -33,6 +34,6 @@ struct GatedRmsNormParams {
   int tokens = 0, heads = 0, head_dim = 0;
   float eps = 1e-5f;
 };
-void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, cudaStream_t s);
+void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, const DeviceContext& ctx);
 
 }  // namespace ds::gpu

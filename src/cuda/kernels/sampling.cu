@@ -319,11 +319,11 @@ size_t sampling_workspace_floats(int rows, int vocab) {
   return size_t(rows) * vocab + size_t(rows) * kStatSplits * kStatFloats;
 }
 
-void run_sampling(const SamplingParams& p, cudaStream_t s) {
+void run_sampling(const SamplingParams& p, const DeviceContext& ctx) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(kStatSplits <= kThreads, "sampling: too many statistics splits");
-  launch_pdl(row_stats_kernel, dim3(kStatSplits, p.rows), kStatThreads, 0, s, p);
-  launch_pdl(sampling_kernel, dim3(p.rows), kThreads, 0, s, p);
+  launch_pdl(row_stats_kernel, dim3(kStatSplits, p.rows), kStatThreads, 0, ctx, p);
+  launch_pdl(sampling_kernel, dim3(p.rows), kThreads, 0, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "cuda/device_context.h"
+
 namespace ds::gpu {
 
 struct SampleRow {
@@ -40,7 +42,7 @@ struct SamplingParams {
 };
 // Two launches: per-row statistics of the raw logits over many blocks (maximum, sum of exponentials,
 // first argmax), then the per-row sampler, which finishes greedy rows without penalties from them.
-void run_sampling(const SamplingParams& p, cudaStream_t s);
+void run_sampling(const SamplingParams& p, const DeviceContext& ctx);
 size_t sampling_workspace_floats(int rows, int vocab);
 
 }  // namespace ds::gpu

@@ -23,7 +23,7 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
     g.K = hid;
     g.M = T;
     g.epi = GemvEpilogue::SiluMul;
-    run_gemv(g, s.act, s.ctx.stream);
+    run_gemv(g, s.act, s.ctx);
   } else {
     s.linear(in.x, hid, gate_up, 2 * I, hid, ws.proj, 2 * I, T, false);
     SiluMulParams m;
@@ -33,7 +33,7 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
     m.ldy = I;
     m.tokens = T;
     m.inter = I;
-    run_silu_mul(m, s.act, s.ctx.stream);
+    run_silu_mul(m, s.act, s.ctx);
   }
   s.linear(ws.act, I, down, hid, I, ws.h, hid, T, true);
 }

@@ -38,17 +38,17 @@ void KdaLayer::gate_projections(const LayerStep& s) const {
     GemvParams g;
     g.x = off(ws.proj, 3 * HK_, act);
     g.ldx = P_;
-    g.x_slot_stride = K_;
+    g.x_group_stride = K_;
     g.w = w_.f_b.ptr;
-    g.w_group_stride = int64_t(HK_) * K_;
+    g.w_matrix_stride = int64_t(HK_) * K_;
     g.y = ws.fg;
     g.ldy = HK_;
-    g.y_slot_stride = int64_t(ws.tokens) * HK_;
+    g.y_group_stride = int64_t(ws.tokens) * HK_;
     g.N = HK_;
     g.K = K_;
     g.M = s.m.T;
-    g.num_slots = 2;
-    run_gemv(g, act, s.ctx.stream);
+    g.num_groups = 2;
+    run_gemv(g, act, s.ctx);
     return;
   }
   GemmArgs a;
@@ -111,10 +111,10 @@ void KdaLayer::attention(const LayerStep& s, const KdaGateParams& g, const Conv1
   auto& ws = s.ws;
   const bool fused_decode = m.pure_decode && !s.reference_attention;
   if (m.pure_decode && !fused_decode) {
-    run_kda_gate_and_conv_decode(g, c, act, s.ctx.stream);
+    run_kda_gate_and_conv_decode(g, c, act, s.ctx);
   } else if (!m.pure_decode) {
-    run_kda_gate(g, act, s.ctx.stream);
-    run_conv1d_prefill(c, act, s.ctx.stream);
+    run_kda_gate(g, act, s.ctx);
+    run_conv1d_prefill(c, act, s.ctx);
   }
   float* pool = s.caches.kda_state(index_, 0);
   // the inputs, outputs and state slots that the decode and prefill kernels share (same field names)
@@ -149,21 +149,21 @@ void KdaLayer::attention(const LayerStep& s, const KdaGateParams& g, const Conv1
     k.num_seqs = m.N;
     k.heads = H_;
     k.head_dim = K_;
-    run_kda_ref(k, act, s.ctx.stream);
+    run_kda_ref(k, act, s.ctx);
   } else if (m.pure_decode) {
     KdaDecodeParams k;
     set_io(k);
     k.fuse_conv = k.fuse_gate = true;
     k.conv = c;
     k.gate = g;
-    run_kda_decode(k, act, s.ctx.stream);
+    run_kda_decode(k, act, s.ctx);
   } else {
     KdaPrefillParams k;
     set_io(k);
     k.cu_seqlens = m.cu_seqlens;
     k.workspace = ws.kda_ws;
     k.total_tokens = m.T;
-    run_kda_prefill(k, act, s.ctx.stream);
+    run_kda_prefill(k, act, s.ctx);
   }
 }
 
@@ -186,7 +186,7 @@ void KdaLayer::output(const LayerStep& s) const {
     o.K = HK_;
     o.M = s.m.T;
     o.epi = GemvEpilogue::Accumulate;
-    run_gemv(o, act, s.ctx.stream);
+    run_gemv(o, act, s.ctx);
     return;
   }
   GatedRmsNormParams gn;
@@ -199,7 +199,7 @@ void KdaLayer::output(const LayerStep& s) const {
   gn.heads = H_;
   gn.head_dim = K_;
   gn.eps = s.cfg.rms_norm_eps;
-  run_gated_rmsnorm(gn, act, s.ctx.stream);
+  run_gated_rmsnorm(gn, act, s.ctx);
   s.linear(ws.gated, HK_, w_.o_proj, hid_, HK_, ws.h, hid_, s.m.T, true);
 }
 

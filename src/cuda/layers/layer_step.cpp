@@ -22,9 +22,9 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.N = N;
     g.K = K;
     g.M = M;
-    g.num_slots = 1;
+    g.num_groups = 1;
     g.epi = accumulate ? GemvEpilogue::Accumulate : GemvEpilogue::Store;
-    run_gemv(g, act, ctx.stream);
+    run_gemv(g, act, ctx);
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");

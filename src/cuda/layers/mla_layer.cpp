@@ -45,12 +45,12 @@ void MlaLayer::forward(const LayerStep& s, LayerInput in) const {
   cw.ld_kv_a = PM_;
   cw.norm_weight = w_.kv_a_norm.ptr;
   cw.cache = cache;
-  cw.slot_mapping = m.slot_mapping;
+  cw.cache_rows = m.slot_mapping;
   cw.tokens = m.T;
   cw.R = R_;
   cw.Dr = dr_;
   cw.eps = s.cfg.kv_a_norm_eps;
-  run_latent_cache_write(cw, act, s.ctx.stream);
+  run_latent_cache_write(cw, act, s.ctx);
 
   if (s.reference_attention) {
     reference_rows(s, cache);
@@ -66,17 +66,17 @@ void MlaLayer::absorb_queries(const LayerStep& s, int M, void* y, int64_t ld_y, 
     GemvParams g;
     g.x = s.ws.proj;
     g.ldx = PM_;
-    g.x_slot_stride = dq_;
+    g.x_group_stride = dq_;
     g.w = w_.w_uk_t.ptr;
-    g.w_group_stride = int64_t(R_) * dn_;
+    g.w_matrix_stride = int64_t(R_) * dn_;
     g.y = y;
     g.ldy = ld_y;
-    g.y_slot_stride = hs_y;
+    g.y_group_stride = hs_y;
     g.N = R_;
     g.K = dn_;
     g.M = M;
-    g.num_slots = Hm_;
-    run_gemv(g, s.act, s.ctx.stream);
+    g.num_groups = Hm_;
+    run_gemv(g, s.act, s.ctx);
     return;
   }
   GemmArgs a;  // W_UK^h = kv_b rows [h(dn+dv), h(dn+dv)+dn): a [dn, R] matrix, i.e. [K, N]
@@ -106,17 +106,17 @@ void MlaLayer::unabsorb_values(const LayerStep& s, int M) const {
     GemvParams g;
     g.x = s.ws.o_lat;
     g.ldx = int64_t(Hm_) * R_;
-    g.x_slot_stride = R_;
+    g.x_group_stride = R_;
     g.w = w_uv.ptr;
-    g.w_group_stride = int64_t(dn_ + dv_) * R_;
+    g.w_matrix_stride = int64_t(dn_ + dv_) * R_;
     g.y = s.ws.attn_o;
     g.ldy = int64_t(Hm_) * dv_;
-    g.y_slot_stride = dv_;
+    g.y_group_stride = dv_;
     g.N = dv_;
     g.K = R_;
     g.M = M;
-    g.num_slots = Hm_;
-    run_gemv(g, s.act, s.ctx.stream);
+    g.num_groups = Hm_;
+    run_gemv(g, s.act, s.ctx);
     return;
   }
   GemmArgs b;
@@ -162,7 +162,7 @@ void MlaLayer::reference_rows(const LayerStep& s, void* cache) const {
   r.block_size = s.caches.block_size();
   r.max_blocks = m.stride;
   r.scale = scale_;
-  run_mla_ref(r, s.act, s.ctx.stream);
+  run_mla_ref(r, s.act, s.ctx);
   unabsorb_values(s, m.T);
 }
 
@@ -182,7 +182,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   cp.rows = m.n_dec;
   cp.heads = Hm_;
   cp.width = dr_;
-  run_copy_strided(cp, act, s.ctx.stream);
+  run_copy_strided(cp, act, s.ctx);
   MlaDecodeParams d;
   d.q = s.ws.q_abs;
   d.ldq = int64_t(Hm_) * D;
@@ -200,7 +200,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.kv_lora_rank = R_;
   d.rope_dim = dr_;
   d.scale = scale_;
-  run_mla_decode(d, act, s.ctx.stream);
+  run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }
 
@@ -226,7 +226,7 @@ void MlaLayer::prefill_group(const LayerStep& s, void* cache, const StepMeta::Pr
   g.ld_dst = D;
   g.rows = grp.keys;
   g.width = D;
-  run_copy_strided(g, act, s.ctx.stream);
+  run_copy_strided(g, act, s.ctx);
   GemmArgs e;  // [keys, R] . kv_b^T -> [keys, Hm (dn + dv)]
   e.x = x.lat;
   e.ldx = D;
@@ -262,7 +262,7 @@ void MlaLayer::prefill_group(const LayerStep& s, void* cache, const StepMeta::Pr
   p.num_heads = Hm_;
   p.max_seqlen_q = m.max_q_len;
   p.scale = scale_;
-  run_mla_prefill(p, act, s.ctx.stream);
+  run_mla_prefill(p, act, s.ctx);
 }
 
 }  // namespace ds::gpu

@@ -57,11 +57,11 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   a.num_experts = E + (fold ? 1 : 0);
   a.pair_pos = ws.pair_pos;
   a.sorted_token = ws.sorted_token;
-  a.slot_expert = ws.slot_expert;
-  a.slot_start = ws.slot_start;
+  a.active_expert = ws.slot_expert;
+  a.active_start = ws.slot_start;
   a.num_active = ws.num_active;
   s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  run_moe_route_align(r, a, s.ctx.stream);
+  run_moe_route_align(r, a, s.ctx);
 
   const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h
@@ -72,20 +72,20 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     g.ldx = hid;
     g.x_rows = ws.sorted_token;
     g.w = f.experts_gate_up.ptr;
-    g.w_group_stride = int64_t(2) * Ie * hid;
+    g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
     g.N = Ie;
     g.K = hid;
     g.silu_mul = true;
-    g.slot_expert = ws.slot_expert;
-    g.slot_start = ws.slot_start;
+    g.active_expert = ws.slot_expert;
+    g.active_start = ws.slot_start;
     g.num_active = ws.num_active;
-    g.max_slots = slots;
+    g.max_active = slots;
     g.max_rows = m.T * kp;
     g.tile_tokens = m.T >= 512 ? 64 : 16;
-    run_moe_gemm(g, s.ctx.stream);
-    run_moe_gemm(moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid), s.ctx.stream);
+    run_moe_gemm(g, s.ctx);
+    run_moe_gemm(moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid), s.ctx);
   } else {
     GemvParams g;
     g.x = in.x;
@@ -94,30 +94,30 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     g.norm_eps = s.cfg.rms_norm_eps;
     g.x_rows = ws.sorted_token;
     g.w = f.experts_gate_up.ptr;
-    g.w_group_stride = int64_t(2) * Ie * hid;
+    g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
     g.N = Ie;
     g.K = hid;
-    g.num_slots = slots;
-    g.slot_weight = ws.slot_expert;
-    g.slot_start = ws.slot_start;
+    g.num_groups = slots;
+    g.group_weight = ws.slot_expert;
+    g.group_start = ws.slot_start;
     g.num_active = ws.num_active;
     g.max_rows = m.T;  // an expert sees each token at most once
     g.epi = GemvEpilogue::SiluMul;
     if (fold && moe_one_token_layout(r, a)) {  // the shared expert is slot top_k
-      g.known_slot = mc.top_k;
+      g.known_group = mc.top_k;
       g.known_weight = E;
     }
-    run_gemv(g, act, s.ctx.stream);
+    run_gemv(g, act, s.ctx);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
       run_moe_down_combine(
           moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h), act,
-          s.ctx.stream);
+          s.ctx);
       combined = true;
     } else {
-      run_gemv(moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid), act, s.ctx.stream);
+      run_gemv(moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid), act, s.ctx);
     }
   }
 
@@ -130,7 +130,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     cb.tokens = m.T;
     cb.k = kp;
     cb.dim = hid;
-    run_moe_combine(cb, act, s.ctx.stream);
+    run_moe_combine(cb, act, s.ctx);
   }
 
   if (fold || mc.num_shared_experts == 0) return;

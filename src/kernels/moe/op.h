@@ -14,20 +14,28 @@
 
 namespace ds::kernels {
 
+// One struct for both twins: run_moe_route_cpu here and the GPU's run_moe_route / run_moe_route_align
+// (src/cuda/kernels/moe_route.h) take the same MoeRouteParams.
 struct MoeRouteParams {
-  const float* logits = nullptr;  // [T, E] router logits (x · W_routerᵀ, fp32)
-  const float* bias = nullptr;    // [E] e_score_correction_bias; may be null (zero)
-  int32_t* ids = nullptr;         // [T, top_k] chosen experts, best first
-  float* weights = nullptr;       // [T, top_k]
-  int64_t T = 0, E = 0, top_k = 0;
-  int64_t num_groups = 1, topk_group = 1;
+  const float* logits = nullptr;     // [tokens, num_experts] router logits (x · W_routerᵀ, fp32)
+  const float* bias = nullptr;       // [num_experts] e_score_correction_bias (null: zero; the GPU needs it)
+  int32_t* topk_ids = nullptr;       // [tokens, ldk] chosen experts, best first
+  float* topk_weights = nullptr;     // [tokens, ldk]
+  int tokens = 0, num_experts = 0, top_k = 0;
+  int num_groups = 1, topk_groups = 1;  // num_expert_group, topk_group
   bool renormalize = true;
-  float scaling = 1.0f;
+  float scale = 1.0f;                // routed_scaling_factor
   bool biased_weights = false;
-  // [T, top_k] experts to use instead of selecting them (weights still come from these logits):
+  int ldk = 0;                       // row stride of topk_ids / topk_weights (0: top_k, + 1 with a shared expert)
+  int shared_expert_id = -1;         // >= 0: column top_k of every row gets this expert with weight 1
+  // [tokens, top_k] experts to use instead of selecting them (weights still come from these logits):
   // numerical tests pin routing so that a near-tied choice cannot flip between two implementations.
   const int32_t* forced_ids = nullptr;
 };
+// The row stride p describes (ldk, or its default).
+inline int moe_route_ldk(const MoeRouteParams& p) {
+  return p.ldk > 0 ? p.ldk : p.top_k + (p.shared_expert_id >= 0 ? 1 : 0);
+}
 void run_moe_route_cpu(const MoeRouteParams& p);
 
 struct MoeExpertsParams {

@@ -27,20 +27,23 @@ void top_indices(const std::vector<float>& v, const std::vector<char>& eligible,
 }  // namespace
 
 void run_moe_route_cpu(const MoeRouteParams& p) {
-  if (p.T == 0) return;
-  DS_CHECK(p.logits && p.ids && p.weights, "moe route: null pointer");
-  DS_CHECK(p.top_k >= 1 && p.num_groups >= 1 && p.E % p.num_groups == 0 && p.topk_group >= 1 &&
-               p.topk_group <= p.num_groups && p.top_k <= p.topk_group * (p.E / p.num_groups),
-           "moe route: bad routing sizes E={} top_k={} groups={} topk_group={}", p.E, p.top_k,
-           p.num_groups, p.topk_group);
-  const int64_t per_group = p.E / p.num_groups;
-  parallel_for(size_t(p.T), [&](size_t b, size_t e) {
-    std::vector<float> s(p.E), sel(p.E), gscore(p.num_groups);
+  if (p.tokens == 0) return;
+  DS_CHECK(p.logits && p.topk_ids && p.topk_weights, "moe route: null pointer");
+  const int64_t E = p.num_experts, k = p.top_k, ldk = moe_route_ldk(p);
+  DS_CHECK(k >= 1 && p.num_groups >= 1 && E % p.num_groups == 0 && p.topk_groups >= 1 &&
+               p.topk_groups <= p.num_groups && k <= p.topk_groups * (E / p.num_groups),
+           "moe route: bad routing sizes num_experts={} top_k={} groups={} topk_groups={}", E, k,
+           p.num_groups, p.topk_groups);
+  DS_CHECK(ldk >= k + (p.shared_expert_id >= 0 ? 1 : 0), "moe route: ldk {} too small for top_k {}{}", ldk, k,
+           p.shared_expert_id >= 0 ? " + a shared expert" : "");
+  const int64_t per_group = E / p.num_groups;
+  parallel_for(size_t(p.tokens), [&](size_t b, size_t e) {
+    std::vector<float> s(E), sel(E), gscore(p.num_groups);
     std::vector<char> eligible;
     std::vector<int32_t> chosen, groups, two;
     for (size_t t = b; t < e; ++t) {
-      const float* lg = p.logits + int64_t(t) * p.E;
-      for (int64_t i = 0; i < p.E; ++i) {
+      const float* lg = p.logits + int64_t(t) * E;
+      for (int64_t i = 0; i < E; ++i) {
         s[i] = sigmoid(lg[i]);
         sel[i] = s[i] + (p.bias ? p.bias[i] : 0.0f);
       }
@@ -52,22 +55,26 @@ void run_moe_route_cpu(const MoeRouteParams& p) {
           gscore[g] = 0.0f;
           for (int32_t i : two) gscore[g] += part[i];
         }
-        top_indices(gscore, {}, p.topk_group, &groups);
-        eligible.assign(size_t(p.E), 0);
+        top_indices(gscore, {}, p.topk_groups, &groups);
+        eligible.assign(size_t(E), 0);
         for (int32_t g : groups) std::fill_n(eligible.begin() + g * per_group, per_group, 1);
       }
-      if (p.forced_ids) chosen.assign(p.forced_ids + int64_t(t) * p.top_k, p.forced_ids + (int64_t(t) + 1) * p.top_k);
-      else top_indices(sel, eligible, p.top_k, &chosen);
-      int32_t* ids = p.ids + int64_t(t) * p.top_k;
-      float* w = p.weights + int64_t(t) * p.top_k;
+      if (p.forced_ids) chosen.assign(p.forced_ids + int64_t(t) * k, p.forced_ids + (int64_t(t) + 1) * k);
+      else top_indices(sel, eligible, k, &chosen);
+      int32_t* ids = p.topk_ids + int64_t(t) * ldk;
+      float* w = p.topk_weights + int64_t(t) * ldk;
       float sum = 0.0f;
-      for (int64_t i = 0; i < p.top_k; ++i) {
+      for (int64_t i = 0; i < k; ++i) {
         ids[i] = chosen[i];
         w[i] = p.biased_weights ? sel[chosen[i]] : s[chosen[i]];
         sum += w[i];
       }
       const float norm = p.renormalize ? 1.0f / (sum + 1e-20f) : 1.0f;
-      for (int64_t i = 0; i < p.top_k; ++i) w[i] = w[i] * norm * p.scaling;
+      for (int64_t i = 0; i < k; ++i) w[i] = w[i] * norm * p.scale;
+      if (p.shared_expert_id >= 0) {  // a shared expert folded in as one more pair, weight 1
+        ids[k] = p.shared_expert_id;
+        w[k] = 1.0f;
+      }
     }
   }, 8);
 }
