@@ -179,7 +179,7 @@ void CudaModel::ensure_meta(size_t bytes) {
 
 // Packs the plan's arrays into one pinned buffer and uploads them with one copy. The layout depends
 // only on (T, N, R, stride), with the fresh-slot list last, so a graph's metadata has fixed addresses.
-void CudaModel::upload_meta(const StepPlan& p) {
+void CudaModel::upload_meta(const BatchLayout& p) {
   struct Part {
     const void* data;
     size_t bytes;
@@ -190,8 +190,8 @@ void CudaModel::upload_meta(const StepPlan& p) {
   m.N = p.num_seqs;
   m.R = p.num_rows();
   m.stride = p.bt_stride;
-  m.F = int(p.fresh_slots.size());
-  m.row0 = p.logits_row0;
+  m.F = int(p.zero_slots.size());
+  m.row0 = 0;  // one layout per forward: its rows start the logits
   m.n_dec = p.num_decode;
   m.Tk = int(p.key_rows.size());
   m.max_q_len = p.max_q_len;
@@ -208,7 +208,7 @@ void CudaModel::upload_meta(const StepPlan& p) {
                         part(p.seq_lens, &m.seq_lens),     part(p.logit_rows, &m.logit_rows),
                         part(p.fresh, &m.fresh),           part(p.pre_cu_q, &m.pre_cu_q),
                         part(p.pre_cu_k, &m.pre_cu_k),     part(p.key_rows, &m.key_rows),
-                        part(p.block_tables, &m.block_tables), part(p.fresh_slots, &m.fresh_slots)};
+                        part(p.block_tables, &m.block_tables), part(p.zero_slots, &m.zero_slots)};
   size_t total = 0;
   for (const auto& pt : parts) total += align_up(pt.bytes + 4, 256);
   ensure_meta(total);
@@ -225,14 +225,14 @@ void CudaModel::upload_meta(const StepPlan& p) {
   meta_done_.record(stream_);
 }
 
-void CudaModel::zero_fresh(const StepPlan& p) {
-  if (p.fresh_slots.empty() || cfg_.num_kda_layers() == 0) return;
+void CudaModel::zero_fresh(const BatchLayout& p) {
+  if (p.zero_slots.empty() || cfg_.num_kda_layers() == 0) return;
   const int64_t H = cfg_.kda.num_heads, K = cfg_.kda.head_dim, HK = H * K, W = cfg_.kda.conv_kernel;
   const size_t state_slot = size_t(H * K * K) * 4;
   const size_t conv_slot = align_up(size_t((W - 1) * 3 * HK) * dtype_size(opt_.act), 16);
   ZeroSlotsParams z;
-  z.slots = meta_->fresh_slots;
-  z.num_slots = int(p.fresh_slots.size());
+  z.slots = meta_->zero_slots;
+  z.num_slots = int(p.zero_slots.size());
   z.layers = cfg_.num_kda_layers();
   z.base = kda_state_.data();
   z.slot_stride = int64_t(state_slot);
@@ -247,33 +247,34 @@ void CudaModel::zero_fresh(const StepPlan& p) {
 }
 
 void CudaModel::forward(const ForwardBatch& batch) {
-  PlanLimits lim;
+  LayoutLimits lim;
   lim.vocab = cfg_.vocab_size;
   lim.num_slots = opt_.max_num_seqs;
   lim.num_blocks = num_blocks_;
   lim.block_size = opt_.block_size;
   lim.max_tokens = opt_.max_tokens;
-  std::vector<StepPlan> plans = plan_forward(batch, lim);
+  BatchLayout p = layout_batch(batch, lim);
+  DS_CHECK(p.copy_slots.empty() && p.restore_slots.empty() && p.save_snapshots.empty(),
+           "CUDA backend: copying, restoring or saving KDA states is not supported yet");
   rows_ = batch.num_logit_rows();
   ensure_logits(std::max(rows_, 1));
   stats_ = ForwardStats{};
-  stats_.sub_batches = int(plans.size());
+  stats_.sub_batches = 1;
   fwd_start_.record(stream_);
   struct EndMark {  // recorded however forward() returns
     CudaModel* m;
     ~EndMark() { m->fwd_end_.record(m->stream_); }
   } end_mark{this};
-  if (plans.size() == 1 && opt_.use_graphs && forced_.empty()) {
-    const StepPlan& p = plans[0];
+  if (opt_.use_graphs && forced_.empty()) {
     bool identity_rows = p.num_rows() == p.num_seqs;
     for (int r = 0; identity_rows && r < p.num_rows(); ++r) identity_rows = p.logit_rows[size_t(r)] == r;
     if (p.num_decode == p.num_seqs && p.num_seqs <= opt_.max_graph_batch && identity_rows &&
         next_bucket(p.num_seqs) <= opt_.max_tokens) {
-      forward_graph(plans[0]);
+      forward_graph(std::move(p));
       return;
     }
   }
-  for (const auto& p : plans) run_plan(p, false);
+  run_plan(p, false);
 }
 
 void CudaModel::ensure_expand(int keys) {
@@ -286,7 +287,7 @@ void CudaModel::ensure_expand(int keys) {
   expand_cap_ = cap;
 }
 
-void CudaModel::run_plan(const StepPlan& p, bool) {
+void CudaModel::run_plan(const BatchLayout& p, bool) {
   if (!opt_.reference_attention && cfg_.num_mla_layers() > 0) ensure_expand(int(p.key_rows.size()));
   upload_meta(p);
   zero_fresh(p);
@@ -294,7 +295,7 @@ void CudaModel::run_plan(const StepPlan& p, bool) {
   compute(*meta_);
 }
 
-void CudaModel::upload_forced_routes(const StepPlan& p) {
+void CudaModel::upload_forced_routes(const BatchLayout& p) {
   const int k = cfg_.moe.top_k, T = p.num_tokens;
   std::vector<int32_t> ids(size_t(cfg_.num_layers) * T * k, 0);
   for (int l = 0; l < cfg_.num_layers; ++l) {
@@ -319,10 +320,10 @@ void CudaModel::upload_forced_routes(const StepPlan& p) {
   DS_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // `ids` is pageable and about to go away
 }
 
-void CudaModel::forward_graph(StepPlan p) {
+void CudaModel::forward_graph(BatchLayout p) {
   int bucket = next_bucket(p.num_seqs);
   int stride = next_pow2(p.bt_stride);
-  pad_decode_plan(p, bucket, stride, opt_.max_num_seqs, num_blocks_, opt_.block_size);
+  pad_decode_layout(p, bucket, stride, opt_.max_num_seqs, num_blocks_, opt_.block_size);
   p.logit_rows.resize(size_t(bucket));
   for (int r = 0; r < bucket; ++r) p.logit_rows[size_t(r)] = r;
   ensure_logits(bucket);

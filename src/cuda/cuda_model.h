@@ -18,8 +18,8 @@
 #include "cuda/device_buffer.h"
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
-#include "cuda/step_plan.h"
 #include "cuda/stream.h"
+#include "model/batch_layout.h"
 #include "model/forward_batch.h"
 #include "model/step_context.h"
 
@@ -31,7 +31,7 @@ struct CudaModelOptions {
   int block_size = 16;
   int num_blocks = 0;               // 0: as many as the memory budget allows
   double gpu_memory_utilization = 0.9;
-  int max_tokens = 8192;            // tokens per internal sub-batch (activation workspace size)
+  int max_tokens = 8192;            // tokens per forward (activation workspace size; more is an error)
   bool biased_moe_weights = false;
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
@@ -53,6 +53,7 @@ class CudaModel {
   const ModelConfig& config() const { return cfg_; }
   DType act_dtype() const { return opt_.act; }
   int num_slots() const { return opt_.max_num_seqs; }
+  int max_tokens() const { return opt_.max_tokens; }  // tokens per forward
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return opt_.block_size; }
   cudaStream_t stream() const { return stream_.get(); }
@@ -82,11 +83,11 @@ class CudaModel {
     const void* norm;
   };
 
-  void run_plan(const StepPlan& p, bool graph_layout);
-  void forward_graph(StepPlan p);
-  void upload_meta(const StepPlan& p);
-  void zero_fresh(const StepPlan& p);
-  void upload_forced_routes(const StepPlan& p);
+  void run_plan(const BatchLayout& p, bool graph_layout);
+  void forward_graph(BatchLayout p);
+  void upload_meta(const BatchLayout& p);
+  void zero_fresh(const BatchLayout& p);
+  void upload_forced_routes(const BatchLayout& p);
   void compute(const Meta& m);  // every kernel of the forward, given the uploaded metadata
   void layer_kda(int l, const Meta& m, Input in);
   void layer_mla(int l, const Meta& m, Input in);

@@ -10,7 +10,7 @@
 
 namespace ds::gpu {
 
-// Device views of a StepPlan's index arrays (see step_plan.h for their meaning).
+// Device views of a BatchLayout's index arrays (see model/batch_layout.h for their meaning).
 struct CudaModel::Meta {
   int T = 0, N = 0, R = 0, stride = 1, F = 0, row0 = 0;
   int n_dec = 0;          // the first n_dec sequences/tokens are single-token decodes
@@ -20,7 +20,7 @@ struct CudaModel::Meta {
   bool pure_decode = false;
   const int32_t *tokens = nullptr, *token_seq = nullptr, *token_pos = nullptr, *slot_mapping = nullptr;
   const int32_t *cu_seqlens = nullptr, *slots = nullptr, *seq_lens = nullptr, *block_tables = nullptr;
-  const int32_t *logit_rows = nullptr, *fresh_slots = nullptr;
+  const int32_t *logit_rows = nullptr, *zero_slots = nullptr;
   const uint8_t* fresh = nullptr;  // [N]
   const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr, *key_rows = nullptr;
 };
