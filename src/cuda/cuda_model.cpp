@@ -29,7 +29,7 @@ int next_pow2(int n) {
   return p;
 }
 
-// The plan's index arrays in upload order (the fresh-slot list last: every other offset depends
+// The layout's index arrays in upload order (the zero-slot list last: every other offset depends
 // only on (T, N, R, stride, keys), so a graph's metadata has fixed addresses).
 struct MetaPart {
   const void* data;
@@ -42,14 +42,14 @@ MetaPart part(const V& v, P** dst) {
   return MetaPart{v.data(), v.size() * sizeof(v[0]), reinterpret_cast<const void**>(dst)};
 }
 
-std::vector<MetaPart> meta_parts(const StepPlan& p, StepMeta& m) {
+std::vector<MetaPart> meta_parts(const BatchLayout& p, StepMeta& m) {
   return {part(p.tokens, &m.tokens),         part(p.token_seq, &m.token_seq),
           part(p.token_pos, &m.token_pos),   part(p.slot_mapping, &m.slot_mapping),
           part(p.cu_seqlens, &m.cu_seqlens), part(p.slots, &m.slots),
           part(p.seq_lens, &m.seq_lens),     part(p.logit_rows, &m.logit_rows),
           part(p.fresh, &m.fresh),           part(p.pre_cu_q, &m.pre_cu_q),
           part(p.pre_cu_k, &m.pre_cu_k),     part(p.key_rows, &m.key_rows),
-          part(p.block_tables, &m.block_tables), part(p.fresh_slots, &m.fresh_slots)};
+          part(p.block_tables, &m.block_tables), part(p.zero_slots, &m.zero_slots)};
 }
 
 size_t meta_bytes(const std::vector<MetaPart>& parts) {
@@ -101,9 +101,9 @@ float CudaModel::last_forward_ms() const {
 }
 
 // A step that does not fit the workspace planned at start-up is refused before anything runs.
-void CudaModel::check_fits(const StepPlan& p) const {
+void CudaModel::check_fits(const BatchLayout& p) const {
   const WorkspaceLimits& lim = ws_->plan().lim;
-  DS_CHECK(p.num_tokens <= lim.max_tokens, "CUDA model: a sub-batch of {} tokens exceeds the workspace's {}",
+  DS_CHECK(p.num_tokens <= lim.max_tokens, "CUDA model: a batch of {} tokens exceeds the workspace's {}",
            p.num_tokens, lim.max_tokens);
   const bool expands = !opt_.reference_attention && cfg_.num_mla_layers() > 0;
   for (size_t i = 0; expands && i + 1 < p.pre_cu_k.size(); ++i)
@@ -119,46 +119,46 @@ void CudaModel::check_fits(const StepPlan& p) const {
 }
 
 void CudaModel::forward(const ForwardBatch& batch) {
-  PlanLimits lim;
+  LayoutLimits lim;
   lim.vocab = cfg_.vocab_size;
   lim.num_slots = caches_->num_slots();
+  lim.num_snapshots = caches_->shape().num_snapshots;
   lim.num_blocks = caches_->num_blocks();
   lim.block_size = caches_->block_size();
   lim.max_tokens = opt_.max_tokens;
-  std::vector<StepPlan> plans = plan_forward(batch, lim);
+  BatchLayout p = layout_batch(batch, lim);
   const int rows = batch.num_logit_rows();
   DS_CHECK(rows <= ws_->max_logit_rows(),
            "CUDA model: the batch asks for {} logits rows, the workspace holds {} (max_logit_rows)", rows,
            ws_->max_logit_rows());
-  for (const auto& p : plans) check_fits(p);
+  check_fits(p);
   rows_ = rows;
   fwd_start_.record(stream_);
   struct EndMark {  // recorded however forward() returns
     CudaModel* m;
     ~EndMark() { m->fwd_end_.record(m->stream_); }
   } end_mark{this};
-  if (plans.size() == 1 && opt_.use_graphs && forced_.empty()) {
-    const StepPlan& p = plans[0];
+  if (opt_.use_graphs && forced_.empty()) {
     bool identity_rows = p.num_rows() == p.num_seqs;
     for (int r = 0; identity_rows && r < p.num_rows(); ++r) identity_rows = p.logit_rows[size_t(r)] == r;
     if (p.num_decode == p.num_seqs && p.num_seqs <= opt_.max_graph_batch && identity_rows &&
         graph_bucket(p.num_seqs) <= opt_.max_tokens) {
-      forward_graph(plans[0]);
+      forward_graph(std::move(p));
       return;
     }
   }
-  for (const auto& p : plans) run_plan(p);
+  run_layout(p);
 }
 
-// Packs the plan's arrays into the pinned staging area and uploads them with one copy.
-void CudaModel::upload_meta(const StepPlan& p) {
+// Packs the layout's arrays into the pinned staging area and uploads them with one copy.
+void CudaModel::upload_meta(const BatchLayout& p) {
   StepMeta& m = *meta_;
   m.T = p.num_tokens;
   m.N = p.num_seqs;
   m.R = p.num_rows();
   m.stride = p.bt_stride;
-  m.F = int(p.fresh_slots.size());
-  m.row0 = p.logits_row0;
+  m.F = int(p.zero_slots.size());
+  m.row0 = 0;  // one layout per forward: its rows start the logits
   m.n_dec = p.num_decode;
   m.Tk = int(p.key_rows.size());
   m.max_q_len = p.max_q_len;
@@ -191,14 +191,29 @@ void CudaModel::upload_meta(const StepPlan& p) {
   meta_done_.record(stream_);
 }
 
-void CudaModel::run_plan(const StepPlan& p) {
-  upload_meta(p);
-  caches_->zero_slots(meta_->fresh_slots, meta_->F, ctx_);
-  if (!forced_.empty()) upload_forced_routes(p);
-  compute(*meta_);
+// The state operations the layout lists, on the model's stream: before the layers zero (from the
+// uploaded list), copy, restore, in this order; after them save.
+void CudaModel::state_ops_before(const BatchLayout& p) {
+  caches_->zero_slots(meta_->zero_slots, meta_->F, ctx_);
+  for (size_t i = 0; i + 1 < p.copy_slots.size(); i += 2) caches_->copy_slot(p.copy_slots[i], p.copy_slots[i + 1], ctx_);
+  for (size_t i = 0; i + 1 < p.restore_slots.size(); i += 2)
+    caches_->restore_snapshot(p.restore_slots[i], p.restore_slots[i + 1], ctx_);
 }
 
-void CudaModel::upload_forced_routes(const StepPlan& p) {
+void CudaModel::state_ops_after(const BatchLayout& p) {
+  for (size_t i = 0; i + 1 < p.save_snapshots.size(); i += 2)
+    caches_->save_snapshot(p.save_snapshots[i], p.save_snapshots[i + 1], ctx_);
+}
+
+void CudaModel::run_layout(const BatchLayout& p) {
+  upload_meta(p);
+  state_ops_before(p);
+  if (!forced_.empty()) upload_forced_routes(p);
+  compute(*meta_);
+  state_ops_after(p);
+}
+
+void CudaModel::upload_forced_routes(const BatchLayout& p) {
   const int k = cfg_.moe.top_k, T = p.num_tokens;
   std::vector<int32_t> ids(size_t(cfg_.num_layers) * T * k, 0);
   for (int l = 0; l < cfg_.num_layers; ++l) {
@@ -223,17 +238,17 @@ void CudaModel::upload_forced_routes(const StepPlan& p) {
   DS_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // `ids` is pageable and about to go away
 }
 
-void CudaModel::forward_graph(StepPlan p) {
+void CudaModel::forward_graph(BatchLayout p) {
   const int bucket = graph_bucket(p.num_seqs);
   const int stride = next_pow2(p.bt_stride);
-  pad_decode_plan(p, bucket, stride, caches_->pad_slot(), caches_->pad_block(), caches_->block_size());
+  pad_decode_layout(p, bucket, stride, caches_->pad_slot(), caches_->pad_block(), caches_->block_size());
   p.logit_rows.resize(size_t(bucket));
   for (int r = 0; r < bucket; ++r) p.logit_rows[size_t(r)] = r;
   check_fits(p);
   upload_meta(p);
   // the split count depends only on the graph's key (its context bound), never on this step's lengths
   meta_->mla_splits = choose_mla_decode_splits(bucket, stride * caches_->block_size(), ctx_.num_sms());
-  caches_->zero_slots(meta_->fresh_slots, meta_->F, ctx_);
+  state_ops_before(p);
   auto key = std::make_pair(bucket, stride);
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
@@ -251,10 +266,12 @@ void CudaModel::forward_graph(StepPlan p) {
     g.end_capture(stream_);
     spdlog::debug("CUDA graph captured for decode batch {} (block-table width {}): {} nodes", bucket, stride,
                   g.num_nodes());
-    it = graphs_.emplace(key, std::move(g)).first;
+    graphs_.emplace(key, std::move(g));
+    state_ops_after(p);
     return;  // the warm-up run already produced this step's results
   }
   it->second.launch(stream_);
+  state_ops_after(p);
 }
 
 // Every kernel of one forward: embedding, the layers, final norm and lm_head. Called eagerly or under

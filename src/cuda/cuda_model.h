@@ -2,7 +2,8 @@
 // the caches (DeviceCaches: KDA state slots, conv tails, snapshots, paged MLA latents), the step
 // workspace (planned once at start-up from the memory budget: nothing grows while serving), the layers
 // (cuda/layers/: KdaLayer, MlaLayer, MoeLayer, DenseMlp), and the CUDA graphs. forward() runs a
-// ForwardBatch (varlen prefill chunks and decodes in one batch):
+// ForwardBatch (varlen prefill chunks and decodes in one batch, laid out by model/batch_layout.h and
+// never split: the scheduler chunks within the backend's limits):
 //
 //   h = embed(ids); per layer: h += Attn(rmsnorm_in(h)); h += FFN(rmsnorm_post(h))
 //   logits (fp32) = lm_head(rmsnorm_final(h)) for the rows the slices ask for
@@ -24,9 +25,9 @@
 #include "cuda/device_context.h"
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
-#include "cuda/step_plan.h"
 #include "cuda/stream.h"
 #include "cuda/workspace.h"
+#include "model/batch_layout.h"
 #include "model/forward_batch.h"
 #include "model/step_context.h"
 
@@ -42,7 +43,7 @@ struct CudaModelOptions {
   int num_blocks = 0;               // 0: as many as the memory budget allows
   int num_snapshots = 0;            // KDA state snapshots (prefix caching)
   double gpu_memory_utilization = 0.9;
-  int max_tokens = 8192;            // tokens per internal sub-batch (activation workspace size)
+  int max_tokens = 8192;            // tokens per forward (activation workspace size; more is an error)
   int64_t max_model_len = 0;        // longest sequence (0: the config's max_position_embeddings)
   int max_logit_rows = 0;           // 0: WorkspaceLimits' default
   int mla_expand_keys = 0;          // key rows of the MLA prefill expansion (0: min(max_model_len, 131072))
@@ -61,6 +62,7 @@ class CudaModel {
   const ModelConfig& config() const { return cfg_; }
   DType act_dtype() const { return opt_.act; }
   int num_slots() const { return caches_->num_slots(); }
+  int max_tokens() const { return opt_.max_tokens; }  // tokens per forward
   int num_blocks() const { return caches_->num_blocks(); }
   int block_size() const { return caches_->block_size(); }
   const DeviceContext& context() const { return ctx_; }
@@ -90,11 +92,13 @@ class CudaModel {
  private:
   void build_layers();
   void plan_memory();
-  void check_fits(const StepPlan& p) const;
-  void run_plan(const StepPlan& p);
-  void forward_graph(StepPlan p);
-  void upload_meta(const StepPlan& p);
-  void upload_forced_routes(const StepPlan& p);
+  void check_fits(const BatchLayout& p) const;
+  void run_layout(const BatchLayout& p);
+  void forward_graph(BatchLayout p);
+  void upload_meta(const BatchLayout& p);
+  void state_ops_before(const BatchLayout& p);  // zero, copy, restore (the layout's lists, in order)
+  void state_ops_after(const BatchLayout& p);   // save snapshots
+  void upload_forced_routes(const BatchLayout& p);
   void compute(const StepMeta& m);  // every kernel of the forward, given the uploaded metadata
 
   ModelConfig cfg_;

@@ -282,15 +282,12 @@ TEST(Loading, DummyWeightsVariants) {
     ForwardBatch batch;
     batch.add(0, 0, {1, 2, 3, 4, 5, 6, 7}, pages(0, 1), true);
     batch.add(1, 0, {9, 8}, pages(1, 1), true);
-    b.forward(batch);
-    std::vector<float> logits, alone;
-    b.get_logits(&logits);
+    const std::vector<float> logits = forward_logits(b, batch);
     ASSERT_EQ(logits.size(), size_t(9 * 2048));
     for (float x : logits) ASSERT_TRUE(std::isfinite(x));
     ForwardBatch one;
     one.add(2, 0, {9, 8}, pages(2, 1), true);
-    b.forward(one);
-    b.get_logits(&alone);
+    const std::vector<float> alone = forward_logits(b, one);
     EXPECT_LT(rel_l2(logits.data() + 7 * 2048, alone.data(), alone.size()), 1e-6);
   }
 }

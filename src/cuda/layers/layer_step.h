@@ -17,9 +17,9 @@
 
 namespace ds::gpu {
 
-// Device views of a step's index arrays (see step_plan.h for their meaning).
+// Device views of a step's index arrays (see model/batch_layout.h for their meaning).
 struct StepMeta {
-  int T = 0, N = 0, R = 0, stride = 1, F = 0, row0 = 0;
+  int T = 0, N = 0, R = 0, stride = 1, F = 0, row0 = 0;  // F: slots to zero
   int n_dec = 0;          // the first n_dec sequences/tokens are single-token decodes
   int Tk = 0;             // key positions of the prefill sequences (expanded MLA attention)
   int max_q_len = 0, max_seq_len = 0;
@@ -27,7 +27,7 @@ struct StepMeta {
   bool pure_decode = false;
   const int32_t *tokens = nullptr, *token_seq = nullptr, *token_pos = nullptr, *slot_mapping = nullptr;
   const int32_t *cu_seqlens = nullptr, *slots = nullptr, *seq_lens = nullptr, *block_tables = nullptr;
-  const int32_t *logit_rows = nullptr, *fresh_slots = nullptr;
+  const int32_t *logit_rows = nullptr, *zero_slots = nullptr;
   const uint8_t* fresh = nullptr;  // [N]
   const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr, *key_rows = nullptr;
   // Host: the prefill sequences in groups whose keys fit the MLA expansion together (one group when
