@@ -7,6 +7,7 @@
 #include <numeric>
 #include <set>
 
+#include "core/error.h"
 #include "kernel_test_util.h"
 #include "kernels/moe/op.h"
 
