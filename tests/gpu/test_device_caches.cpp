@@ -2,6 +2,7 @@
 // the steps the plan refuses (CudaModel): on the tiny config.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -117,24 +118,36 @@ TEST(WorkspacePlan, SizesFromTheLimits) {
   EXPECT_NE(ws.sampling().io_host, nullptr);
 }
 
+// Small fp32 model options on the tiny config (dummy weights via tiny_model()).
+CudaModelOptions small_options() {
+  CudaModelOptions o;
+  o.act = DType::F32;
+  o.max_num_seqs = 4;
+  o.max_tokens = 64;
+  o.max_graph_batch = 4;
+  return o;
+}
+
+std::unique_ptr<CudaModel> tiny_model(const ModelConfig& cfg, const CudaModelOptions& o) {
+  Stream load;
+  WeightLoadOptions wl;
+  wl.dummy = true;
+  return std::make_unique<CudaModel>(
+      cfg, load_device_weights(cfg, DType::F32, wl, make_device_context(load.get(), CudaEnv{})), o);
+}
+
 // A step the start-up plan cannot hold is refused before anything runs; a smaller one still works.
 TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
   DS_REQUIRE_GPU();
   const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
   ASSERT_GT(cfg.num_mla_layers(), 0);
-  Stream load;
-  WeightLoadOptions wl;
-  wl.dummy = true;
-  CudaModelOptions o;
-  o.act = DType::F32;
-  o.max_num_seqs = 4;
+  CudaModelOptions o = small_options();
   o.num_blocks = 16;
-  o.max_tokens = 64;
   o.max_model_len = 256;
   o.max_logit_rows = 16;
   o.mla_expand_keys = 32;
-  o.max_graph_batch = 4;
-  CudaModel m(cfg, load_device_weights(cfg, DType::F32, wl, make_device_context(load.get(), CudaEnv{})), o);
+  auto model = tiny_model(cfg, o);
+  CudaModel& m = *model;
   auto pages = [](int n) {
     std::vector<int32_t> v;
     for (int i = 0; i < n; ++i) v.push_back(i);
@@ -196,19 +209,13 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
 TEST(CudaModelPlan, StateInitCopyAndSnapshot) {
   DS_REQUIRE_GPU();
   const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
-  Stream load;
-  WeightLoadOptions wl;
-  wl.dummy = true;
-  CudaModelOptions o;
-  o.act = DType::F32;
-  o.max_num_seqs = 4;
+  CudaModelOptions o = small_options();
   o.num_blocks = 8;
   o.num_snapshots = 2;
-  o.max_tokens = 64;
   o.max_model_len = 128;
-  o.max_graph_batch = 4;
   o.use_graphs = false;
-  CudaModel m(cfg, load_device_weights(cfg, DType::F32, wl, make_device_context(load.get(), CudaEnv{})), o);
+  auto model = tiny_model(cfg, o);
+  CudaModel& m = *model;
   const int V = cfg.vocab_size;
   auto logits = [&] {
     std::vector<float> h(static_cast<size_t>(V));
