@@ -96,7 +96,11 @@ std::vector<int32_t> all_pages(const Backend& b, int64_t max_len) {
 // `sample`'s row and returns the token in *token.
 std::vector<float> prefill(Backend& b, const std::vector<int32_t>& prompt, int chunk, const std::vector<int32_t>& table,
                            const SeqSampling* sample = nullptr, int32_t* token = nullptr) {
-  const int limit = b.limits().max_tokens_per_step;
+  const BackendLimits lim = b.limits();
+  int limit = lim.max_tokens_per_step;
+  // scoring asks for a logits row per position: a step holds at most max_logit_rows of them
+  if (sample == nullptr && lim.max_logit_rows > 0 && (limit <= 0 || lim.max_logit_rows < limit))
+    limit = lim.max_logit_rows;
   size_t step = chunk > 0 ? size_t(chunk) : prompt.size();
   if (limit > 0 && step > size_t(limit)) step = size_t(limit);  // one step never holds more
   std::vector<float> out;
