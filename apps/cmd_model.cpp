@@ -80,35 +80,43 @@ std::unique_ptr<Backend> open_backend(const ModelArgs& a, int64_t max_len) {
   if (a.device == "cpu") o.num_blocks = int((max_len + o.block_size - 1) / o.block_size);
   o.biased_moe_weights = a.biased_moe_weights;
   auto b = create_backend(o);
-  const auto g = b->cache_geometry();
+  const auto g = b->limits();
   DS_CHECK(int64_t(g.num_blocks) * g.block_size >= max_len, "the {} backend's cache holds {} tokens, {} are needed",
            a.device, int64_t(g.num_blocks) * g.block_size, max_len);
   return b;
 }
 
 std::vector<int32_t> all_pages(const Backend& b, int64_t max_len) {
-  const auto g = b.cache_geometry();
+  const auto g = b.limits();
   std::vector<int32_t> t(size_t((max_len + g.block_size - 1) / g.block_size));
   for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t(i);
   return t;
 }
 
-// Runs the prompt through the backend in chunks; logits of every position when `all_logits`, else of
-// the last one only.
-std::vector<float> prefill(Backend& b, const std::vector<int32_t>& prompt, int chunk, bool all_logits,
-                           const std::vector<int32_t>& table) {
-  const size_t step = chunk > 0 ? size_t(chunk) : prompt.size();
-  std::vector<float> out, logits;
+// Runs the prompt through the backend in chunks of `chunk` tokens (0: as many as one step may hold).
+// score (`sample` null): returns the logits of every position. generate: the last chunk samples
+// `sample`'s row and returns the token in *token.
+std::vector<float> prefill(Backend& b, const std::vector<int32_t>& prompt, int chunk, const std::vector<int32_t>& table,
+                           const SeqSampling* sample = nullptr, int32_t* token = nullptr) {
+  const BackendLimits lim = b.limits();
+  int limit = lim.max_tokens_per_step;
+  // scoring asks for a logits row per position: a step holds at most max_logit_rows of them
+  if (sample == nullptr && lim.max_logit_rows > 0 && (limit <= 0 || lim.max_logit_rows < limit))
+    limit = lim.max_logit_rows;
+  size_t step = chunk > 0 ? size_t(chunk) : prompt.size();
+  if (limit > 0 && step > size_t(limit)) step = size_t(limit);  // one step never holds more
+  std::vector<float> out;
   for (size_t s = 0; s < prompt.size(); s += step) {
     const size_t e = std::min(prompt.size(), s + step);
-    ForwardBatch batch;
-    auto& slice = batch.add(0, int64_t(s), std::vector<int32_t>(prompt.begin() + s, prompt.begin() + e), table,
-                            all_logits);
-    slice.need_logits = all_logits || e == prompt.size();
-    b.forward(batch);
-    if (!slice.need_logits) continue;
-    b.get_logits(&logits);
-    out.insert(out.end(), logits.begin(), logits.end());
+    StepPlan plan;
+    auto& slice = plan.batch.add(0, int64_t(s), std::vector<int32_t>(prompt.begin() + s, prompt.begin() + e), table,
+                                 /*logits_all=*/sample == nullptr);
+    slice.need_logits = sample == nullptr || e == prompt.size();
+    plan.return_logits = sample == nullptr;
+    if (sample && e == prompt.size()) plan.sampling = {*sample};
+    StepResult r = b.execute(plan);
+    out.insert(out.end(), r.logits.begin(), r.logits.end());
+    if (!r.samples.empty()) *token = r.samples[0].token;
   }
   return out;
 }
@@ -116,7 +124,7 @@ std::vector<float> prefill(Backend& b, const std::vector<int32_t>& prompt, int c
 void run_score(const ModelArgs& a, const std::string& out_path) {
   const auto ids = parse_ids(a.ids);
   auto b = open_backend(a, int64_t(ids.size()));
-  const auto logits = prefill(*b, ids, a.prefill_chunk, /*all_logits=*/true, all_pages(*b, int64_t(ids.size())));
+  const auto logits = prefill(*b, ids, a.prefill_chunk, all_pages(*b, int64_t(ids.size())));
   const int64_t vocab = b->config().vocab_size;
   DS_CHECK(int64_t(logits.size()) == int64_t(ids.size()) * vocab, "score: got {} logits for {} positions",
            logits.size(), ids.size());
@@ -132,18 +140,25 @@ void run_generate(const ModelArgs& a, int max_tokens, SampleParams sp, bool igno
   const auto table = all_pages(*b, max_len);
   const auto& eos = b->config().eos_token_ids;
   std::vector<int32_t> out;
-  if (max_tokens > 0) prefill(*b, prompt, a.prefill_chunk, false, table);
-  sp.prompt_tokens = &prompt;
-  sp.output_tokens = &out;
+  // One sequence (id 1): its penalty history is the prompt, given once; the backend appends each token.
+  SeqSampling row;
+  row.seq_id = 1;
+  row.params = sp;
+  row.history = true;
+  row.prompt = prompt;
+  int32_t tok = -1;
+  if (max_tokens > 0) prefill(*b, prompt, a.prefill_chunk, table, &row, &tok);
+  row.history = false;
+  row.prompt.clear();
   for (int i = 0; i < max_tokens; ++i) {
-    sp.step = uint64_t(i);
-    const int32_t tok = b->sample({sp})[0].token;
     out.push_back(tok);
     if (!ignore_eos && std::find(eos.begin(), eos.end(), tok) != eos.end()) break;
     if (i + 1 == max_tokens) break;
-    ForwardBatch step;
-    step.add(0, int64_t(prompt.size()) + i, {tok}, table);
-    b->forward(step);
+    StepPlan step;
+    step.batch.add(0, int64_t(prompt.size()) + i, {tok}, table);
+    row.params.step = uint64_t(i + 1);
+    step.sampling = {row};
+    tok = b->execute(step).samples[0].token;
   }
   std::printf("%s\n", nlohmann::json(out).dump().c_str());
 }

@@ -77,7 +77,7 @@ void run_serve(const ServeArgs& a) {
   spdlog::info("loaded in {:.1f} s on {}", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                backend->device_name());
   Engine engine(std::move(backend), tok, eo);
-  CacheGeometry geo = engine.cache_geometry();
+  const BackendLimits geo = engine.backend_limits();
   spdlog::info("cache: {} KDA state slots, {} MLA pages x {} tokens = {} latent tokens; max_model_len {}",
                geo.num_state_slots, geo.num_blocks, geo.block_size, int64_t(geo.num_blocks) * geo.block_size,
                engine.max_model_len());

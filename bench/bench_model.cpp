@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   auto t0 = Clock::now();
   auto b = make_cuda_backend(o);
   double load_s = secs_since(t0);
-  const auto geo = b->cache_geometry();
+  const auto geo = b->limits();
   const int bs = geo.block_size;
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
@@ -99,14 +99,11 @@ int main(int argc, char** argv) {
       fb.add(s.slot, 0, ids, s.pages);
       seqs.push_back(s);
     }
-    std::vector<float> logits;
-    b->forward(fb);  // warm-up (cuBLASLt plans, module loading)
-    b->get_logits(&logits);
+    std::vector<float> logits = forward_logits(*b, fb);  // warm-up (cuBLASLt plans, module loading)
     std::vector<double> t;
     for (int r = 0; r < (quick ? 2 : 3); ++r) {
       auto t1 = Clock::now();
-      b->forward(fb);
-      b->get_logits(&logits);
+      logits = forward_logits(*b, fb);
       t.push_back(secs_since(t1));
     }
     prefill_tps = 8192.0 / median(t);
@@ -117,8 +114,7 @@ int main(int argc, char** argv) {
     std::vector<double> tt;
     for (int r = 0; r < 3; ++r) {
       auto t1 = Clock::now();
-      b->forward(one);
-      b->sample({greedy});
+      forward_sample(*b, one, {greedy});
       tt.push_back(secs_since(t1));
     }
     ttft_ms = median(tt) * 1e3;
@@ -133,8 +129,7 @@ int main(int argc, char** argv) {
     grow(s, ctx, bs, &next_page);
     ForwardBatch fb;
     fb.add(s.slot, 0, prompt, s.pages);
-    b->forward(fb);
-    int32_t tok = b->sample({greedy})[0].token;
+    int32_t tok = forward_sample(*b, fb, {greedy})[0].token;
     s.ctx = ctx;
     std::vector<double> t, gpu;
     int steps = quick ? 30 : 100;
@@ -143,8 +138,7 @@ int main(int argc, char** argv) {
       ForwardBatch d;
       d.add(s.slot, s.ctx, {tok}, s.pages);
       auto t1 = Clock::now();
-      b->forward(d);
-      tok = b->sample({greedy})[0].token;
+      tok = forward_sample(*b, d, {greedy})[0].token;
       t.push_back(secs_since(t1));
       gpu.push_back(cuda_last_forward_ms(*b));
       s.ctx += 1;
@@ -154,8 +148,7 @@ int main(int argc, char** argv) {
       ForwardBatch d;
       d.add(s.slot, s.ctx, {tok}, s.pages);
       nvtxRangePushA("decode_step");
-      b->forward(d);
-      tok = b->sample({greedy})[0].token;
+      tok = forward_sample(*b, d, {greedy})[0].token;
       nvtxRangePop();
       s.ctx += 1;
     }
@@ -185,8 +178,7 @@ int main(int argc, char** argv) {
         s.ctx = ctx_b;
         seqs.push_back(s);
       }
-      b->forward(fb);
-      auto r = b->sample(std::vector<SampleParams>(fb.seqs.size(), greedy));
+      auto r = forward_sample(*b, fb, std::vector<SampleParams>(fb.seqs.size(), greedy));
       for (size_t j = 0; j < r.size(); ++j) toks[size_t(i) + j] = r[j].token;
     }
     std::vector<double> t;
@@ -198,8 +190,7 @@ int main(int argc, char** argv) {
         d.add(s.slot, s.ctx, {toks[size_t(s.slot)]}, s.pages);
       }
       auto t1 = Clock::now();
-      b->forward(d);
-      auto r = b->sample(std::vector<SampleParams>(seqs.size(), greedy));
+      auto r = forward_sample(*b, d, std::vector<SampleParams>(seqs.size(), greedy));
       t.push_back(secs_since(t1));
       for (auto& s : seqs) {
         toks[size_t(s.slot)] = r[size_t(s.slot)].token;

@@ -4,13 +4,15 @@
 
 namespace ds {
 
-StateSlotPool::StateSlotPool(int num_slots) : num_slots_(num_slots) {
-  DS_CHECK(num_slots >= 0, "StateSlotPool: num_slots {} < 0", num_slots);
-  for (int i = num_slots - 1; i >= 0; --i) free_.push_back(i);
-  in_use_.assign(size_t(num_slots), 0);
+IdPool::IdPool(int capacity, const char* what) : capacity_(capacity), what_(what) {
+  DS_CHECK(capacity >= 0, "{} pool: capacity {} < 0", what, capacity);
+  for (int i = capacity - 1; i >= 0; --i) free_.push_back(i);
+  in_use_.assign(size_t(capacity), 0);
 }
 
-int32_t StateSlotPool::allocate() {
+bool IdPool::in_use(int32_t id) const { return id >= 0 && id < capacity_ && in_use_[size_t(id)]; }
+
+int32_t IdPool::allocate() {
   if (free_.empty()) return -1;
   int32_t id = free_.back();
   free_.pop_back();
@@ -18,12 +20,11 @@ int32_t StateSlotPool::allocate() {
   return id;
 }
 
-void StateSlotPool::free(int32_t slot) {
-  DS_CHECK(slot >= 0 && slot < num_slots_, "StateSlotPool::free: slot {} out of range [0, {})", slot,
-           num_slots_);
-  DS_CHECK(in_use_[size_t(slot)], "StateSlotPool::free: slot {} is not in use", slot);
-  in_use_[size_t(slot)] = 0;
-  free_.push_back(slot);
+void IdPool::free(int32_t id) {
+  DS_CHECK(id >= 0 && id < capacity_, "{} pool: free of {} out of range [0, {})", what_, id, capacity_);
+  DS_CHECK(in_use_[size_t(id)], "{} pool: {} is not in use", what_, id);
+  in_use_[size_t(id)] = 0;
+  free_.push_back(id);
 }
 
 }  // namespace ds

@@ -13,7 +13,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_model.h"
 #include "cuda/kernels/sampling.h"
-#include "sampling/rng.h"
+#include "cuda/sampling_rows.h"
+#include "sampling/penalties.h"
 
 namespace ds {
 namespace {
@@ -52,6 +53,7 @@ class CudaBackend final : public Backend {
     mo.gpu_memory_utilization = o.gpu_memory_utilization;
     mo.biased_moe_weights = o.biased_moe_weights;
     mo.max_graph_batch = std::max(o.max_num_seqs, 1);
+    mo.max_model_len = o.max_model_len;  // the step metadata's block-table width (0: the config's)
     // developer switches (config/runtime_env.h): reference attention kernels, eager decode steps.
     // Parsed per backend, so a test may switch them between backends.
     const CudaEnv env = CudaEnv::parse();
@@ -64,6 +66,7 @@ class CudaBackend final : public Backend {
       auto w = gpu::load_device_weights(cfg_, act, wl, gpu::make_device_context(load_stream, env));
       model_ = std::make_unique<gpu::CudaModel>(cfg_, std::move(w), mo);
     }
+    penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     spdlog::info("CUDA backend ready in {:.1f} s: {} state slots, {} cache pages of {} tokens ({} tokens)", secs,
                  model_->num_slots(), model_->num_blocks(), model_->block_size(),
@@ -71,14 +74,42 @@ class CudaBackend final : public Backend {
   }
 
   const ModelConfig& config() const override { return cfg_; }
-  CacheGeometry cache_geometry() const override {
-    return CacheGeometry{model_->num_slots(), model_->num_blocks(), model_->block_size()};
+  BackendLimits limits() const override {
+    BackendLimits l;
+    l.max_tokens_per_step = model_->max_tokens();  // the activation workspace; a larger batch is an error
+    l.max_seqs_per_step = model_->num_slots();
+    l.max_logit_rows = model_->workspace().max_logit_rows();  // the logits planned at start-up
+    l.num_state_slots = model_->num_slots();
+    l.num_blocks = model_->num_blocks();
+    l.block_size = model_->block_size();
+    return l;
   }
   std::string device_name() const override { return "cuda:" + std::to_string(info_.device) + " (" + info_.name + ")"; }
 
-  void forward(const ForwardBatch& batch) override { model_->forward(batch); }
+  // layout + forward + sampling, one call
+  StepResult execute(const StepPlan& plan) override {
+    check_sampling_rows(plan);
+    penalties_->release(plan.released);
+    model_->forward(plan.batch);
+    StepResult res;
+    if (!plan.sampling.empty()) {
+      std::vector<SampleParams> params;
+      params.reserve(plan.sampling.size());
+      for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
+      res.samples = sample(params, penalties_->prepare(plan.sampling));
+      penalties_->record(plan.sampling, res.samples);
+    }
+    if (plan.return_logits) get_logits(&res.logits);
+    return res;
+  }
 
-  void get_logits(std::vector<float>* out) override {
+  double last_forward_ms() const { return model_->last_forward_ms(); }
+  gpu::CudaModel& model() { return *model_; }
+
+ private:
+  std::vector<SampleResult> sample(const std::vector<SampleParams>& params,
+                                   const std::vector<const SeqPenalties*>& penalties);
+  void get_logits(std::vector<float>* out) {
     size_t n = size_t(model_->num_logit_rows()) * cfg_.vocab_size;
     out->resize(n);
     if (n == 0) return;
@@ -86,12 +117,6 @@ class CudaBackend final : public Backend {
                                   model_->stream()));
     DS_CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
-
-  std::vector<SampleResult> sample(const std::vector<SampleParams>& params) override;
-  double last_forward_ms() const { return model_->last_forward_ms(); }
-  gpu::CudaModel& model() { return *model_; }
-
- private:
   void ensure(DeviceBuffer& b, size_t bytes, const char* what) {
     if (b.bytes() < bytes) b = DeviceBuffer(std::max(bytes, b.bytes() * 2), what);
   }
@@ -99,49 +124,22 @@ class CudaBackend final : public Backend {
   ModelConfig cfg_;
   gpu::DeviceInfo info_;
   std::unique_ptr<gpu::CudaModel> model_;
+  std::unique_ptr<PenaltyTracker> penalties_;
   DeviceBuffer work_, io_;
   PinnedBuffer io_host_;
 };
 
-std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& params) {
+std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& params,
+                                              const std::vector<const SeqPenalties*>& penalties) {
   const int rows = model_->num_logit_rows(), V = cfg_.vocab_size;
   DS_CHECK(int(params.size()) == rows, "sample: {} parameter sets for {} logits rows", params.size(), rows);
   if (rows == 0) return {};
   // per-row parameters and the penalty lists
-  std::vector<gpu::SampleRow> rp(static_cast<size_t>(rows));
-  std::vector<int32_t> pen_tok, pen_cnt;
-  int max_lp = 0;
-  for (int r = 0; r < rows; ++r) {
-    const SampleParams& p = params[size_t(r)];
-    auto& q = rp[size_t(r)];
-    q.temperature = p.temperature;
-    q.top_k = p.top_k;
-    q.top_p = p.top_p;
-    q.min_p = p.min_p;
-    q.presence_penalty = p.presence_penalty;
-    q.frequency_penalty = p.frequency_penalty;
-    q.repetition_penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
-    DS_CHECK(p.repetition_penalty > 0.f, "sampler: repetition_penalty {} must be > 0", p.repetition_penalty);
-    q.u = uniform01(p.seed, p.step);
-    q.num_logprobs = p.num_logprobs;
-    max_lp = std::max(max_lp, p.num_logprobs);
-    q.pen_begin = int(pen_tok.size());
-    bool rep = p.repetition_penalty != 1.f, freq = p.frequency_penalty != 0.f || p.presence_penalty != 0.f;
-    if (rep || freq) {
-      std::map<int32_t, int> counts;  // token -> output count (0: prompt only)
-      if (rep && p.prompt_tokens)
-        for (int32_t t : *p.prompt_tokens)
-          if (t >= 0 && t < V) counts.emplace(t, 0);
-      if (p.output_tokens)
-        for (int32_t t : *p.output_tokens)
-          if (t >= 0 && t < V) ++counts[t];
-      for (const auto& [t, c] : counts) {
-        pen_tok.push_back(t);
-        pen_cnt.push_back(freq ? c : 0);  // prompt-only tokens (count 0) get no frequency/presence penalty
-      }
-    }
-    q.pen_end = int(pen_tok.size());
-  }
+  const gpu::SamplingRows prep = gpu::prepare_sampling_rows(params, penalties);
+  const std::vector<gpu::SampleRow>& rp = prep.rows;
+  const std::vector<int32_t>& pen_tok = prep.pen_tokens;
+  const std::vector<int32_t>& pen_cnt = prep.pen_counts;
+  const int max_lp = prep.max_logprobs;
   // one upload: rows params, penalty lists; one download: tokens, logprobs, top lists
   const size_t b_rows = rows * sizeof(gpu::SampleRow);
   const size_t b_pen = pen_tok.size() * 4;

@@ -104,33 +104,57 @@ class Uploader {
   size_t bytes_ = 0;
 };
 
-// Carves the packed tensors out of a few large allocations.
+// Carves the packed tensors out of a few large allocations: take() hands out offsets, commit()
+// allocates the group and turns them into pointers.
 class Packer {
  public:
   Packer(DeviceWeights& w, DType dt) : w_(w), dt_(dt) {}
-  // Reserves `elems` elements of dtype t in the current group.
-  void* take(int64_t elems, DType t) {
-    size_t off = (group_bytes_ + 255) / 256 * 256;
-    group_bytes_ = off + size_t(elems) * dtype_size(t);
-    return reinterpret_cast<void*>(off);  // an offset until commit()
+  void take(WeightView& v, int64_t elems) {
+    v.dtype = dt_;
+    v.ptr = reserve(elems, dt_);
+    pending_.push_back(&v.ptr);
   }
-  void* take(int64_t elems) { return take(elems, dt_); }
-  // Allocates the group and turns the offsets handed out since the last commit into pointers.
-  void commit(std::initializer_list<void**> slots, const char* what) {
+  void take(float*& p, int64_t elems) {
+    p = static_cast<float*>(reserve(elems, DType::F32));
+    pending_.push_back(static_cast<const void**>(static_cast<void*>(&p)));
+  }
+  void commit(const char* what) {
     w_.storage.emplace_back(group_bytes_, what);
     w_.bytes += group_bytes_;
     char* base = w_.storage.back().as<char>();
-    for (void** p : slots) *p = base + reinterpret_cast<size_t>(*p);
+    for (const void** p : pending_) *p = base + reinterpret_cast<size_t>(*p);
+    pending_.clear();
     group_bytes_ = 0;
   }
 
  private:
+  void* reserve(int64_t elems, DType t) {
+    size_t off = (group_bytes_ + 255) / 256 * 256;
+    group_bytes_ = off + size_t(elems) * dtype_size(t);
+    return reinterpret_cast<void*>(off);  // an offset until commit()
+  }
   DeviceWeights& w_;
   DType dt_;
   size_t group_bytes_ = 0;
+  std::vector<const void**> pending_;
 };
 
+// The conversions Uploader::upload performs: BF16/F16/F32 into BF16 or F32.
+bool loadable_as(DType from, DType to) {
+  return (from == DType::BF16 || from == DType::F16 || from == DType::F32) && (to == DType::BF16 || to == DType::F32);
+}
+
+void* mut(const WeightView& v) { return const_cast<void*>(v.ptr); }
+
 }  // namespace
+
+void WeightView::require(DType act, const std::string& what) const {
+  DS_CHECK(ptr != nullptr, "CUDA model: weight {} is missing", what);
+  DS_CHECK(dtype == act && scale == nullptr && layout == WeightLayout::RowMajor,
+           "CUDA model: weight {} is {}{} but the kernels need {} weights with {} activations (other weight dtypes "
+           "are not supported yet)",
+           what, dtype_name(dtype), scale ? " with scales" : "", dtype_name(act), dtype_name(act));
+}
 
 int64_t kda_in_proj_rows(const ModelConfig& c) {
   int64_t HK = int64_t(c.kda.num_heads) * c.kda.head_dim;
@@ -142,19 +166,18 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const cudaStream_t s = ctx.stream;
   auto t0 = std::chrono::steady_clock::now();
   DeviceWeights w;
-  w.dtype = dt;
   const int64_t hid = c.hidden_size, V = c.vocab_size;
   Packer pk(w, dt);
 
   // ---- allocation ------------------------------------------------------------------------------
-  w.embed = pk.take(V * hid);
-  w.final_norm = pk.take(hid);
-  pk.commit({&w.embed, &w.final_norm}, "embedding");
+  pk.take(w.embed, V * hid);
+  pk.take(w.final_norm, hid);
+  pk.commit("embedding");
   if (c.tie_word_embeddings) {
     w.lm_head = w.embed;
   } else {
-    w.lm_head = pk.take(V * hid);
-    pk.commit({&w.lm_head}, "lm_head");
+    pk.take(w.lm_head, V * hid);
+    pk.commit("lm_head");
   }
   w.layers.resize(size_t(c.num_layers));
   const int64_t H = c.kda.num_heads, K = c.kda.head_dim, HK = H * K, W = c.kda.conv_kernel;
@@ -164,64 +187,60 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const int64_t E = c.moe.num_experts, Ie = c.moe.intermediate_size;
   for (int l = 0; l < c.num_layers; ++l) {
     auto& L = w.layers[size_t(l)];
-    L.input_norm = pk.take(hid);
-    L.post_norm = pk.take(hid);
+    pk.take(L.input_norm, hid);
+    pk.take(L.post_norm, hid);
     if (c.is_kda(l)) {
       auto& k = L.kda;
-      k.in_proj = pk.take(kda_in_proj_rows(c) * hid);
-      k.conv = pk.take(3 * HK * W);
-      k.a_log = static_cast<float*>(pk.take(H, DType::F32));
-      k.dt_bias = static_cast<float*>(pk.take(HK, DType::F32));
-      k.f_b = pk.take(HK * K);
-      k.g_b = pk.take(HK * K);
-      k.o_norm = pk.take(K);
-      k.o_proj = pk.take(hid * HK);
-      pk.commit({&L.input_norm, &L.post_norm, &k.in_proj, &k.conv, reinterpret_cast<void**>(&k.a_log),
-                 reinterpret_cast<void**>(&k.dt_bias), &k.f_b, &k.g_b, &k.o_norm, &k.o_proj},
-                "KDA layer weights");
+      pk.take(k.in_proj, kda_in_proj_rows(c) * hid);
+      pk.take(k.conv, 3 * HK * W);
+      pk.take(k.a_log, H);
+      pk.take(k.dt_bias, HK);
+      pk.take(k.f_b, HK * K);
+      pk.take(k.g_b, HK * K);
+      pk.take(k.o_norm, K);
+      pk.take(k.o_proj, hid * HK);
+      pk.commit("KDA layer weights");
     } else {
       auto& a = L.mla;
-      a.in_proj = pk.take((Hm * (dn + dr) + R + dr) * hid);
-      a.kv_a_norm = pk.take(R);
-      a.kv_b = pk.take(Hm * (dn + dv) * R);
-      a.w_uk_t = pk.take(Hm * R * dn);
-      a.o_proj = pk.take(hid * Hm * dv);
-      pk.commit({&L.input_norm, &L.post_norm, &a.in_proj, &a.kv_a_norm, &a.kv_b, &a.w_uk_t, &a.o_proj},
-                "MLA layer weights");
+      pk.take(a.in_proj, (Hm * (dn + dr) + R + dr) * hid);
+      pk.take(a.kv_a_norm, R);
+      pk.take(a.kv_b, Hm * (dn + dv) * R);
+      pk.take(a.w_uk_t, Hm * R * dn);
+      pk.take(a.o_proj, hid * Hm * dv);
+      pk.commit("MLA layer weights");
     }
     auto& f = L.ffn;
     f.moe = c.is_moe(l);
     if (!f.moe) {
       f.inter = c.intermediate_size;
-      f.gate_up = pk.take(2 * int64_t(f.inter) * hid);
-      f.down = pk.take(hid * f.inter);
-      pk.commit({&f.gate_up, &f.down}, "MLP weights");
+      pk.take(f.gate_up, 2 * int64_t(f.inter) * hid);
+      pk.take(f.down, hid * f.inter);
+      pk.commit("MLP weights");
       continue;
     }
     f.shared_folded = c.moe.num_shared_experts == 1;
     int64_t groups = E + (f.shared_folded ? 1 : 0);
-    f.router = pk.take(E * hid);
-    f.bias = static_cast<float*>(pk.take(E, DType::F32));
+    pk.take(f.router, E * hid);
+    pk.take(f.bias, E);
     if (c.moe.num_shared_experts > 1) {
       f.inter = int(Ie * c.moe.num_shared_experts);
-      f.gate_up = pk.take(2 * int64_t(f.inter) * hid);
-      f.down = pk.take(hid * f.inter);
-      pk.commit({&f.router, reinterpret_cast<void**>(&f.bias), &f.gate_up, &f.down}, "MoE router/shared weights");
+      pk.take(f.gate_up, 2 * int64_t(f.inter) * hid);
+      pk.take(f.down, hid * f.inter);
+      pk.commit("MoE router/shared weights");
     } else {
-      pk.commit({&f.router, reinterpret_cast<void**>(&f.bias)}, "MoE router weights");
+      pk.commit("MoE router weights");
     }
-    f.experts_gate_up = pk.take(groups * 2 * Ie * hid);
-    f.experts_down = pk.take(groups * hid * Ie);
-    pk.commit({&f.experts_gate_up, &f.experts_down}, "MoE expert weights");
+    pk.take(f.experts_gate_up, groups * 2 * Ie * hid);
+    pk.take(f.experts_down, groups * hid * Ie);
+    pk.commit("MoE expert weights");
   }
 
   // ---- destinations of the checkpoint's tensors ----------------------------------------------------
   ModelWeights<Dest> d;
   for_each_weight(c, d, [](const TensorSpec&, Dest&) {});
-  auto at = [&](void* base, int64_t elem_off, DType t = DType::BF16) {
-    DType tt = t == DType::F32 ? DType::F32 : dt;
-    return Dest{static_cast<char*>(base) + elem_off * int64_t(dtype_size(tt)), tt};
-  };
+  // each destination in its WeightView's dtype (fp32 vectors: F32)
+  auto at = [](const WeightView& v, int64_t elem_off) { return Dest{mut(v.at(elem_off)), v.dtype}; };
+  auto at32 = [](float* p, int64_t elem_off) { return Dest{p + elem_off, DType::F32}; };
   d.embed = at(w.embed, 0);
   d.final_norm = at(w.final_norm, 0);
   if (!c.tie_word_embeddings) d.lm_head = at(w.lm_head, 0);
@@ -242,8 +261,8 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       x.q_conv = at(k.conv, 0);
       x.k_conv = at(k.conv, HK * W);
       x.v_conv = at(k.conv, 2 * HK * W);
-      x.a_log = at(k.a_log, 0, DType::F32);
-      x.dt_bias = at(k.dt_bias, 0, DType::F32);
+      x.a_log = at32(k.a_log, 0);
+      x.dt_bias = at32(k.dt_bias, 0);
       x.f_b_proj = at(k.f_b, 0);
       x.g_b_proj = at(k.g_b, 0);
       x.o_norm = at(k.o_norm, 0);
@@ -265,7 +284,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       continue;
     }
     D.moe.router = at(f.router, 0);
-    D.moe.bias = at(f.bias, 0, DType::F32);
+    D.moe.bias = at32(f.bias, 0);
     for (int64_t e = 0; e < E; ++e) {
       auto& x = D.moe.experts[size_t(e)];
       x.gate = at(f.experts_gate_up, e * 2 * Ie * hid);
@@ -288,7 +307,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   // ---- fill ----------------------------------------------------------------------------------------
   if (o.dummy) {
     for (auto& L : w.layers)
-      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(L.kda.in_proj, 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
+      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
     Uploader small(ctx);
     uint64_t index = 0;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
@@ -316,13 +335,17 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     });
   } else {
     for (auto& L : w.layers)  // the padding rows of the KDA input projection stay zero
-      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(L.kda.in_proj, 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
+      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
     Checkpoint ck = Checkpoint::open(o.model_dir);
     check_checkpoint(c, ck);
     Uploader up(ctx);
     size_t total = ck.total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
-      up.upload(ck.get(sp.name), x);
+      const TensorInfo& t = ck.get(sp.name);
+      // per tensor: the checkpoint's dtype must convert to the dtype of the tensor's WeightView
+      DS_CHECK(loadable_as(t.dtype, x.dtype), "CUDA weights: {} is {} in the checkpoint, which cannot be loaded as {}",
+               sp.name, dtype_name(t.dtype), dtype_name(x.dtype));
+      up.upload(t, x);
       if (up.bytes() >= next_report && total > (size_t(1) << 30)) {
         spdlog::info("CUDA weights: uploaded {:.1f} of {:.1f} GiB", up.bytes() / 1073741824.0, total / 1073741824.0);
         next_report += total / 10;
@@ -332,7 +355,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   // derived tensors: W_UK^h transposed per head (rows [h(dn+dv), h(dn+dv)+dn) of kv_b)
   for (auto& L : w.layers)
     if (L.mla.kv_b)
-      run_transpose(L.mla.kv_b, R, (dn + dv) * R, L.mla.w_uk_t, dn, R * dn, int(dn), int(R), int(Hm), dt, ctx);
+      run_transpose(L.mla.kv_b.ptr, R, (dn + dv) * R, mut(L.mla.w_uk_t), dn, R * dn, int(dn), int(R), int(Hm), dt, ctx);
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("CUDA weights: ready in {:.2f} s", secs);

@@ -41,12 +41,14 @@ Gemm::~Gemm() {
 // Row-major y = x . w^T is column-major y^T (N x M) = op_T(w^T stored K x N) . x^T (K x M): "TN".
 // With w stored [K, N] (w_kn) the column-major view of w is already N x K: "NN".
 Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
-  Key key{g.M, g.N, g.K, g.ldx, g.ldw, g.ldy, int(g.in), int(g.out), g.beta != 0.f, g.batch,
+  DS_CHECK(g.w_dtype == g.x_dtype, "GEMM: weights in {} with {} inputs are not supported", dtype_name(g.w_dtype),
+           dtype_name(g.x_dtype));
+  Key key{g.M, g.N, g.K, g.ldx, g.ldw, g.ldy, int(g.x_dtype), int(g.y_dtype), g.beta != 0.f, g.batch,
           g.stride_x, g.stride_w, g.stride_y, g.w_kn};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
-  cudaDataType_t tin = cuda_type(g.in), tout = cuda_type(g.out);
+  cudaDataType_t tin = cuda_type(g.x_dtype), tout = cuda_type(g.y_dtype);
   DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
   DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -77,7 +79,7 @@ Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     fail("cuBLASLt has no algorithm for GEMM M={} N={} K={} in={} out={} batch={} (status {})", g.M, g.N, g.K,
-         dtype_name(g.in), dtype_name(g.out), g.batch, cublasLtGetStatusName(st));
+         dtype_name(g.x_dtype), dtype_name(g.y_dtype), g.batch, cublasLtGetStatusName(st));
   p->algo = res.algo;
   auto& ref = *p;
   plans_.emplace(key, std::move(p));

@@ -1,4 +1,4 @@
-// Dense GEMMs through cuBLASLt: y[M, N] = x[M, K] . w[N, K]^T (+ beta * y), bf16 or fp32 inputs,
+// Dense GEMMs through cuBLASLt: y[M, N] = x[M, K] . w[N, K]^T (+ beta * y), bf16 or fp32 inputs (x and w of one dtype today),
 // fp32 accumulation (no TF32: fp32 inputs are computed in full fp32), output in the input dtype or
 // fp32. Strided batches for per-head products. Plans (descriptors + the heuristic's algorithm) are
 // cached per shape, so a shape's first call may be slow and later ones (and graph capture) are not.
@@ -24,8 +24,9 @@ struct GemmArgs {
   bool w_kn = false;        // w stored [K, N]: y = x . w
   void* y = nullptr;        // [M, ldy]
   int64_t ldy = 0;
-  DType in = DType::BF16;   // dtype of x and w
-  DType out = DType::BF16;  // dtype of y (in, or F32)
+  DType x_dtype = DType::BF16;  // dtype of x
+  DType w_dtype = DType::BF16;  // dtype of w (today: x_dtype; quantized weights will differ)
+  DType y_dtype = DType::BF16;  // dtype of y (x_dtype, or F32)
   int M = 0, N = 0, K = 0;
   float beta = 0.f;         // 1: accumulate into y
   int batch = 1;            // strided batch

@@ -55,7 +55,7 @@ struct Active {
   uint64_t sched_id = 0;
 };
 
-int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg, const CacheGeometry& geo) {
+int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg, const BackendLimits& geo) {
   int64_t len = opts.max_model_len > 0 ? opts.max_model_len : cfg.max_position_embeddings;
   if (geo.block_size > 0 && geo.num_blocks > 0) {
     int64_t cap = int64_t(geo.num_blocks) * geo.block_size;
@@ -68,13 +68,35 @@ int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg,
   return len;
 }
 
+// The scheduler (the only place that chunks) within what one backend step may hold; a flag beyond a
+// limit is lowered with a warning naming it.
+SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits& lim, int64_t max_len) {
+  SchedulerConfig sc;
+  sc.num_state_slots = lim.num_state_slots;
+  sc.max_num_seqs = opts.max_num_seqs;
+  sc.max_num_batched_tokens = opts.max_num_batched_tokens;
+  auto lower = [](int* value, int limit, const char* flag, const char* what) {
+    if (limit <= 0 || *value <= limit) return;
+    spdlog::warn("{} {} exceeds the backend's {} ({}); using {}", flag, *value, what, limit, limit);
+    *value = limit;
+  };
+  lower(&sc.max_num_seqs, lim.num_state_slots, "--max-num-seqs", "KDA state slots");
+  lower(&sc.max_num_seqs, lim.max_seqs_per_step, "--max-num-seqs", "sequences per step");
+  lower(&sc.max_num_seqs, lim.max_logit_rows, "--max-num-seqs", "logits rows per step");
+  lower(&sc.max_num_batched_tokens, lim.max_tokens_per_step, "--max-num-batched-tokens", "tokens per step");
+  sc.max_model_len = max_len;
+  sc.num_blocks = lim.num_blocks;
+  sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
+  return sc;
+}
+
 }  // namespace
 
 struct Engine::Impl {
   std::unique_ptr<Backend> backend;
   std::shared_ptr<const Tokenizer> tokenizer;
   EngineOptions opts;
-  CacheGeometry geometry;
+  BackendLimits limits;
   int64_t max_len = 0;
   int vocab = 0;
   std::vector<int32_t> eos_ids;  // model EOS ids + the tokenizer's default stop ids
@@ -122,28 +144,22 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   m.tokenizer = std::move(tokenizer);
   m.opts = opts;
   const ModelConfig& cfg = m.backend->config();
-  m.geometry = m.backend->cache_geometry();
+  m.limits = m.backend->limits();
   m.vocab = cfg.vocab_size;
-  m.max_len = resolve_max_model_len(opts, cfg, m.geometry);
+  m.max_len = resolve_max_model_len(opts, cfg, m.limits);
   for (int id : cfg.eos_token_ids) m.eos_ids.push_back(id);
   if (m.tokenizer)
     for (int32_t id : m.tokenizer->default_stop_ids())
       if (id < m.vocab && std::find(m.eos_ids.begin(), m.eos_ids.end(), id) == m.eos_ids.end())
         m.eos_ids.push_back(id);
 
-  SchedulerConfig sc;
-  sc.num_state_slots = m.geometry.num_state_slots;
-  sc.max_num_seqs = std::min(opts.max_num_seqs, m.geometry.num_state_slots);
-  sc.max_num_batched_tokens = opts.max_num_batched_tokens;
-  sc.max_model_len = m.max_len;
-  sc.num_blocks = m.geometry.num_blocks;
-  sc.block_size = m.geometry.num_blocks > 0 ? m.geometry.block_size : 0;  // no MLA cache: no paging
+  const SchedulerConfig sc = scheduler_config(opts, m.limits, m.max_len);
   m.sched = std::make_unique<Scheduler>(sc);
   spdlog::info("engine on {}: max_model_len {}, max_num_seqs {}, max_num_batched_tokens {}, "
                "{} state slots, {} MLA pages x {} tokens",
                m.backend->device_name(), m.max_len,
-               sc.max_num_seqs, sc.max_num_batched_tokens, m.geometry.num_state_slots,
-               m.geometry.num_blocks, m.geometry.block_size);
+               sc.max_num_seqs, sc.max_num_batched_tokens, m.limits.num_state_slots,
+               m.limits.num_blocks, m.limits.block_size);
   m.loop = std::thread([&m] { m.run(); });
 }
 
@@ -223,7 +239,7 @@ EngineStats Engine::stats() const {
 const ModelConfig& Engine::model_config() const { return impl_->backend->config(); }
 int64_t Engine::max_model_len() const { return impl_->max_len; }
 const EngineOptions& Engine::options() const { return impl_->opts; }
-CacheGeometry Engine::cache_geometry() const { return impl_->geometry; }
+BackendLimits Engine::backend_limits() const { return impl_->limits; }
 
 // ---------------------------------------------------------------------------------------------
 // Step thread
@@ -268,8 +284,6 @@ void Engine::Impl::admit(Pending p) {
   Request r;
   r.prompt = p.req.prompt_tokens;
   r.sampling = p.req.sampling;
-  r.sampling.prompt_tokens = nullptr;
-  r.sampling.output_tokens = nullptr;
   r.max_tokens = p.req.max_tokens;
   r.stop_token_ids = p.req.stop_token_ids;
   if (!p.req.ignore_eos) r.stop_token_ids.insert(r.stop_token_ids.end(), eos_ids.begin(), eos_ids.end());
@@ -299,8 +313,7 @@ void Engine::Impl::step() {
   }
   StepResult result;
   try {
-    backend->forward(plan.batch);
-    if (!plan.sampling.empty()) result.samples = backend->sample(plan.sampling);
+    result = backend->execute(plan);
     DS_CHECK(result.samples.size() == plan.sampling.size(), "backend returned {} samples for {} rows",
              result.samples.size(), plan.sampling.size());
   } catch (const std::exception& e) {

@@ -22,7 +22,8 @@ class Tokenizer;
 struct EngineOptions {
   BackendOptions backend;
   int max_num_seqs = 64;
-  int max_num_batched_tokens = 2048;  // token budget of one step (decodes + prefill chunks)
+  int max_num_batched_tokens = 2048;  // token budget of one step (decodes + prefill chunks); lowered
+                                      // to the backend's max_tokens_per_step with a warning
   int64_t max_model_len = 0;          // 0: the model's
   int max_waiting = 1024;             // queue bound: beyond it submit() fails with kOverloaded
 };
@@ -33,7 +34,7 @@ const char* finish_reason_name(FinishReason r);  // "stop", "length", "abort", "
 struct GenerationRequest {
   std::string request_id;
   std::vector<int32_t> prompt_tokens;
-  SampleParams sampling;               // seed etc.; prompt/output pointers are filled by the engine
+  SampleParams sampling;               // seed, temperature, penalties...
   int max_tokens = 16;
   std::vector<int32_t> stop_token_ids; // besides the model's EOS ids (unless ignore_eos)
   std::vector<std::string> stop;       // stop strings, matched on the detokenized text
@@ -97,7 +98,7 @@ class Engine {
   const ModelConfig& model_config() const;
   int64_t max_model_len() const;
   const EngineOptions& options() const;
-  CacheGeometry cache_geometry() const;
+  BackendLimits backend_limits() const;
 
  private:
   struct Impl;

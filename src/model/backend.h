@@ -7,15 +7,10 @@
 
 #include "config/model_config.h"
 #include "model/forward_batch.h"
+#include "model/step.h"
 #include "sampling/sampling_params.h"
 
 namespace ds {
-
-struct CacheGeometry {
-  int num_state_slots = 0;   // KDA state slots (one per running sequence)
-  int num_blocks = 0;        // MLA latent-cache pages
-  int block_size = 0;        // tokens per page
-};
 
 struct BackendOptions {
   std::string device = "cpu";        // cpu | cuda
@@ -23,6 +18,7 @@ struct BackendOptions {
   std::string load_format = "auto";  // auto | safetensors | dummy
   std::string dtype = "auto";        // activation dtype on the GPU: auto | bfloat16 | float32
   int max_num_seqs = 64;             // state slots to allocate
+  int num_snapshots = 0;             // KDA state snapshots to allocate (prefix caching; 0: none)
   int64_t max_model_len = 0;         // 0: from the config
   int block_size = 16;
   int num_blocks = 0;                // 0: derived (CPU: enough for max_num_seqs * max_model_len, capped)
@@ -36,14 +32,26 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const ModelConfig& config() const = 0;
-  virtual CacheGeometry cache_geometry() const = 0;
+  // What one step may hold and the caches' sizes; fixed once the backend is made.
+  virtual BackendLimits limits() const = 0;
   virtual std::string device_name() const = 0;
-  // Runs the model on the batch and keeps the logits rows (ForwardBatch::num_logit_rows()).
-  virtual void forward(const ForwardBatch& batch) = 0;
-  // Logits of the last forward as float32 [rows, vocab].
-  virtual void get_logits(std::vector<float>* out) = 0;
-  // Samples one token for each logits row of the last forward (params.size() == rows).
-  virtual std::vector<SampleResult> sample(const std::vector<SampleParams>& params) = 0;
+  // One step: drops the released sequences' sampling state, runs the model on plan.batch (state
+  // slots initialised as each slice says), samples one token per plan.sampling row (penalty history
+  // kept per sequence: given once in a row with `history`, extended with each sampled token) and,
+  // with plan.return_logits, returns the logits rows. plan.sampling is empty or has one row per
+  // logits row (empty only with return_logits). Throws ds::Error for an inconsistent plan or a batch
+  // beyond limits().
+  virtual StepResult execute(const StepPlan& plan) = 0;
 };
+
+// For implementations: throws unless plan.sampling has one row per logits row of plan.batch (or none,
+// with return_logits).
+void check_sampling_rows(const StepPlan& plan);
+
+// Tests and tools: runs `batch` alone and returns its logits rows [rows, vocab] (nothing sampled).
+std::vector<float> forward_logits(Backend& b, const ForwardBatch& batch);
+// Tests and tools: runs `batch` alone and samples its rows with `params` (one per row; no penalties:
+// the rows carry no history). Row r is sequence id r.
+std::vector<SampleResult> forward_sample(Backend& b, const ForwardBatch& batch, const std::vector<SampleParams>& params);
 
 }  // namespace ds

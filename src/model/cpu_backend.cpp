@@ -60,28 +60,38 @@ void CpuBackend::init(const BackendOptions& opts) {
     if (tokens <= 0) tokens = std::min<int64_t>(int64_t(opts.max_num_seqs) * max_len, kDefaultCacheTokensCap);
     blocks = (tokens + opts.block_size - 1) / opts.block_size;
   }
-  geometry_ = {opts.max_num_seqs, int(blocks), opts.block_size};
+  DS_CHECK(opts.num_snapshots >= 0, "num_snapshots must be >= 0, got {}", opts.num_snapshots);
+  limits_.num_state_slots = opts.max_num_seqs;
+  limits_.num_snapshots = opts.num_snapshots;
+  limits_.num_blocks = int(blocks);
+  limits_.block_size = opts.block_size;
   model_ = std::make_unique<KimiModel>(cfg_, weights_);
-  kda_ = std::make_unique<KdaStateStore>(cfg_, geometry_.num_state_slots);
-  mla_ = std::make_unique<MlaLatentCache>(cfg_, geometry_.num_blocks, geometry_.block_size);
-  SPDLOG_INFO("cpu cache: {} KDA state slots ({:.1f} MB), {} MLA pages x {} tokens ({:.1f} MB), {} threads",
-              geometry_.num_state_slots, kda_->bytes() / 1e6, geometry_.num_blocks, geometry_.block_size,
-              mla_->bytes() / 1e6, num_threads());
+  kda_ = std::make_unique<KdaStateStore>(cfg_, limits_.num_state_slots, limits_.num_snapshots);
+  mla_ = std::make_unique<MlaLatentCache>(cfg_, limits_.num_blocks, limits_.block_size);
+  penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
+  SPDLOG_INFO("cpu cache: {} KDA state slots ({:.1f} MB), {} snapshots ({:.1f} MB), {} MLA pages x {} tokens "
+              "({:.1f} MB), {} threads", limits_.num_state_slots, kda_->bytes() / 1e6, limits_.num_snapshots,
+              kda_->snapshot_bytes() / 1e6, limits_.num_blocks, limits_.block_size, mla_->bytes() / 1e6,
+              num_threads());
 }
 
 std::string CpuBackend::device_name() const { return fmt::format("cpu ({} threads, fp32)", num_threads()); }
 
-void CpuBackend::forward(const ForwardBatch& batch) {
-  model_->forward(batch, *kda_, *mla_, &logits_, opts_, trace_);
-  logit_rows_ = batch.num_logit_rows();
-}
-
-void CpuBackend::get_logits(std::vector<float>* out) { *out = logits_; }
-
-std::vector<SampleResult> CpuBackend::sample(const std::vector<SampleParams>& params) {
-  DS_CHECK(int(params.size()) == logit_rows_, "sample: {} parameter sets for {} logits rows", params.size(),
-           logit_rows_);
-  return sample_cpu(logits_.data(), logit_rows_, cfg_.vocab_size, params);
+StepResult CpuBackend::execute(const StepPlan& plan) {
+  check_sampling_rows(plan);
+  penalties_->release(plan.released);
+  StepResult res;
+  model_->forward(plan.batch, *kda_, *mla_, &res.logits, opts_, trace_);
+  if (!plan.sampling.empty()) {
+    std::vector<SampleParams> params;
+    params.reserve(plan.sampling.size());
+    for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
+    res.samples = sample_cpu(res.logits.data(), int(params.size()), cfg_.vocab_size, params,
+                             penalties_->prepare(plan.sampling));
+    penalties_->record(plan.sampling, res.samples);
+  }
+  if (!plan.return_logits) res.logits.clear();
+  return res;
 }
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& opts) {

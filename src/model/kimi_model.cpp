@@ -1,12 +1,12 @@
 #include "model/kimi_model.h"
 
 #include <algorithm>
-#include <set>
 
 #include "core/error.h"
 #include "kernels/embedding/op.h"
 #include "kernels/gemm/op.h"
 #include "kernels/norm/op.h"
+#include "model/batch_layout.h"
 
 namespace ds {
 
@@ -23,31 +23,13 @@ KimiModel::KimiModel(const ModelConfig& c, const HostWeights& w) : cfg_(c), w_(&
 }
 
 void KimiModel::validate(const ForwardBatch& b, const KdaStateStore& kda, const MlaLatentCache& mla) const {
-  int32_t offset = 0;
-  std::set<int32_t> slots;
-  const bool has_mla = cfg_.num_mla_layers() > 0;
-  for (size_t i = 0; i < b.seqs.size(); ++i) {
-    const SeqSlice& s = b.seqs[i];
-    DS_CHECK(s.num_tokens >= 1, "forward: slice {} has {} tokens", i, s.num_tokens);
-    DS_CHECK(s.token_offset == offset, "forward: slice {} starts at token {}, expected {} (slices must be "
-             "contiguous and in order)", i, s.token_offset, offset);
-    offset += s.num_tokens;
-    DS_CHECK(s.context_len >= 0, "forward: slice {} has context_len {}", i, s.context_len);
-    DS_CHECK(s.state_slot >= 0 && s.state_slot < kda.num_slots(), "forward: slice {} uses state slot {} "
-             "outside 0..{}", i, s.state_slot, kda.num_slots() - 1);
-    DS_CHECK(slots.insert(s.state_slot).second, "forward: state slot {} is used by two slices", s.state_slot);
-    if (has_mla) {
-      const int64_t need = (s.context_len + s.num_tokens + mla.block_size() - 1) / mla.block_size();
-      DS_CHECK(int64_t(s.block_table.size()) >= need, "forward: slice {} covers {} positions but its block "
-               "table has {} of the {} pages needed", i, s.context_len + s.num_tokens, s.block_table.size(), need);
-      for (int64_t p = 0; p < need; ++p)
-        DS_CHECK(s.block_table[size_t(p)] >= 0 && s.block_table[size_t(p)] < mla.num_blocks(),
-                 "forward: slice {} names MLA page {} outside 0..{}", i, s.block_table[size_t(p)],
-                 mla.num_blocks() - 1);
-    }
-  }
-  DS_CHECK(offset == b.num_tokens(), "forward: slices cover {} tokens but the batch has {}", offset,
-           b.num_tokens());
+  LayoutLimits lim;
+  lim.vocab = cfg_.vocab_size;
+  lim.num_slots = kda.num_slots();
+  lim.num_snapshots = kda.num_snapshots();
+  lim.num_blocks = mla.num_blocks();
+  lim.block_size = cfg_.num_mla_layers() > 0 ? mla.block_size() : 0;
+  validate_batch(b, lim);
 }
 
 void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatentCache& mla,
@@ -62,7 +44,12 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
     ctx.cu_seqlens.push_back(s.token_offset + s.num_tokens);
     ctx.slots.push_back(s.state_slot);
     ctx.context_lens.push_back(s.context_len);
-    if (s.context_len == 0) kda.zero_slot(s.state_slot);
+    switch (s.state_init) {
+      case StateInit::Keep: break;
+      case StateInit::Zero: kda.zero_slot(s.state_slot); break;
+      case StateInit::CopySlot: kda.copy_slot(s.state_src, s.state_slot); break;
+      case StateInit::RestoreSnapshot: kda.restore_snapshot(s.state_src, s.state_slot); break;
+    }
   }
   const int64_t T = ctx.num_tokens, D = cfg_.hidden_size, V = cfg_.vocab_size;
   if (trace) *trace = ForwardTrace{};
@@ -105,6 +92,8 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
   logits->resize(size_t(R * V));
   const HostTensor& head = cfg_.tie_word_embeddings ? w_->embed : w_->lm_head;
   run_gemm_cpu({.x = fin.data(), .w = head.ptr(), .y = logits->data(), .M = R, .N = V, .K = D});
+  for (const auto& s : batch.seqs)
+    if (s.save_snapshot >= 0) kda.save_snapshot(s.state_slot, s.save_snapshot);
 }
 
 }  // namespace ds

@@ -30,8 +30,10 @@ class KimiModel {
 
   const ModelConfig& config() const { return cfg_; }
 
-  // Runs the batch; *logits receives [batch.num_logit_rows(), vocab]. Slices with context_len == 0 get
-  // their KDA slot zeroed first. Throws ds::Error for an inconsistent batch (offsets, slots, pages).
+  // Runs the batch; *logits receives [batch.num_logit_rows(), vocab]. Each slice's KDA slot is first
+  // initialised as its state_init says (zero, copy of another slot, restore of a snapshot), in slice
+  // order; after the layers, slices with save_snapshot >= 0 save their slot. Throws ds::Error for an
+  // inconsistent batch (validate_batch: offsets, slots, state init, snapshots, pages, token ids).
   void forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatentCache& mla, std::vector<float>* logits,
                const ForwardOptions& opts = {}, ForwardTrace* trace = nullptr) const;
 

@@ -26,9 +26,30 @@ std::vector<TensorSpec> weight_specs(const ModelConfig& c) {
   return out;
 }
 
-void check_checkpoint(const ModelConfig& c, const Checkpoint& ck) {
-  std::vector<std::string> missing, wrong_shape, wrong_dtype, unexpected;
+std::vector<ScaleTensor> scale_names_for(const std::string& weight) {
+  static constexpr std::string_view kSuffix = ".weight";
+  if (weight.size() < kSuffix.size() || weight.compare(weight.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+    return {};
+  return {ScaleTensor{weight + "_scale", weight, false}, ScaleTensor{weight + "_scale_inv", weight, true}};
+}
+
+std::vector<ScaleTensor> find_scale_tensors(const ModelConfig& c, const Checkpoint& ck) {
+  std::vector<ScaleTensor> out;
+  for (const auto& s : weight_specs(c))
+    for (auto& sc : scale_names_for(s.name))
+      if (ck.find(sc.name)) out.push_back(std::move(sc));
+  return out;
+}
+
+bool float_dtypes(const TensorSpec&, DType t) { return t == DType::BF16 || t == DType::F16 || t == DType::F32; }
+
+void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts accepts) {
+  std::vector<std::string> missing, wrong_shape, wrong_dtype, unexpected, scales;
   std::set<std::string> expected;
+  for (const auto& sc : find_scale_tensors(c, ck)) {
+    expected.insert(sc.name);
+    scales.push_back(fmt::format("{} (of {})", sc.name, sc.weight));
+  }
   for (const auto& s : weight_specs(c)) {
     expected.insert(s.name);
     const TensorInfo* t = ck.find(s.name);
@@ -39,19 +60,21 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck) {
     if (t->shape != s.shape)
       wrong_shape.push_back(fmt::format("{} is {} in {}, expected {}", s.name, shape_str(t->shape), t->file,
                                         shape_str(s.shape)));
-    if (t->dtype != DType::BF16 && t->dtype != DType::F16 && t->dtype != DType::F32)
+    if (!accepts(s, t->dtype))
       wrong_dtype.push_back(fmt::format("{} has dtype {}", s.name, dtype_name(t->dtype)));
   }
   for (const auto& n : ck.names())
     if (!expected.count(n)) unexpected.push_back(n);
-  if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty()) return;
+  if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty() && scales.empty()) return;
   std::string msg = fmt::format("checkpoint '{}' does not match the config:", ck.path());
   if (!missing.empty()) msg += fmt::format(" {} missing tensor(s): {};", missing.size(), list_some(missing));
   if (!wrong_shape.empty())
     msg += fmt::format(" {} tensor(s) with the wrong shape: {};", wrong_shape.size(), list_some(wrong_shape));
   if (!wrong_dtype.empty())
-    msg += fmt::format(" {} tensor(s) with an unsupported dtype (need BF16, F16 or F32): {};", wrong_dtype.size(),
-                       list_some(wrong_dtype));
+    msg += fmt::format(" {} tensor(s) with an unsupported dtype: {};", wrong_dtype.size(), list_some(wrong_dtype));
+  if (!scales.empty())
+    msg += fmt::format(" {} scale tensor(s) of quantized weights (not supported yet): {};", scales.size(),
+                       list_some(scales));
   if (!unexpected.empty())
     msg += fmt::format(" {} unexpected tensor(s): {};", unexpected.size(), list_some(unexpected));
   msg.pop_back();

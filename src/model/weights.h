@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "core/dtype.h"
 
 namespace ds {
 
@@ -151,8 +152,27 @@ void for_each_weight(const ModelConfig& c, ModelWeights<T>& w, Fn&& fn) {
 // The full table for `c`.
 std::vector<TensorSpec> weight_specs(const ModelConfig& c);
 
-// Compares a checkpoint with weight_specs(c): missing, unexpected and mis-shaped tensors, and dtypes
-// other than BF16/F16/F32, are all listed in one ds::Error (the first few of each kind by name).
-void check_checkpoint(const ModelConfig& c, const Checkpoint& ck);
+// Scale tensors a quantized checkpoint may carry beside a weight "X.weight": "X.weight_scale" (the
+// factor) or "X.weight_scale_inv" (its inverse, as FP8 checkpoints store it). The table recognises
+// and names them; no backend uses them yet, so check_checkpoint refuses a checkpoint that has them.
+struct ScaleTensor {
+  std::string name;    // e.g. "model.layers.0.self_attn.q_proj.weight_scale_inv"
+  std::string weight;  // the weight it scales, e.g. "model.layers.0.self_attn.q_proj.weight"
+  bool inverse = false;
+};
+// The scale tensor names a weight may have (none unless the name ends in ".weight").
+std::vector<ScaleTensor> scale_names_for(const std::string& weight);
+// The scale tensors `ck` holds beside the weights of `c`'s table, in table order.
+std::vector<ScaleTensor> find_scale_tensors(const ModelConfig& c, const Checkpoint& ck);
+
+// Whether a backend can load a checkpoint tensor of dtype `t` for the table entry `spec` (a per-tensor
+// decision: each weight's destination has its own dtype). The default takes BF16, F16 and F32.
+using DTypeAccepts = bool (*)(const TensorSpec& spec, DType t);
+bool float_dtypes(const TensorSpec& spec, DType t);
+
+// Compares a checkpoint with weight_specs(c): missing, unexpected and mis-shaped tensors, tensors of a
+// dtype `accepts` refuses, and scale tensors (not supported yet) are all listed in one ds::Error (the
+// first few of each kind by name).
+void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts accepts = float_dtypes);
 
 }  // namespace ds

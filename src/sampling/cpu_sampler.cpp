@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <unordered_map>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -12,30 +11,19 @@
 namespace ds {
 namespace {
 
-void apply_penalties(std::vector<float>& x, const SampleParams& p) {
+// Each distinct token of the history once: repetition penalty on all of them, then frequency and
+// presence penalties on those the output holds.
+void apply_penalties(std::vector<float>& x, const SampleParams& p, const SeqPenalties& pen) {
+  DS_CHECK(p.repetition_penalty > 0.0f, "sampler: repetition_penalty {} must be > 0", p.repetition_penalty);
   const int vocab = int(x.size());
-  auto valid = [vocab](int32_t t) { return t >= 0 && t < vocab; };
-  if (p.repetition_penalty != 1.0f) {
-    DS_CHECK(p.repetition_penalty > 0.0f, "sampler: repetition_penalty {} must be > 0",
-             p.repetition_penalty);
-    const float penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);
-    std::vector<uint8_t> seen(x.size(), 0);
-    for (const auto* list : {p.prompt_tokens, p.output_tokens}) {
-      if (!list) continue;
-      for (int32_t t : *list) {
-        if (!valid(t) || seen[size_t(t)]) continue;
-        seen[size_t(t)] = 1;
-        float& v = x[size_t(t)];
-        v = v > 0.0f ? v / penalty : v * penalty;
-      }
-    }
-  }
-  if ((p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) && p.output_tokens) {
-    std::unordered_map<int32_t, int> counts;
-    for (int32_t t : *p.output_tokens)
-      if (valid(t)) ++counts[t];
-    for (const auto& [t, c] : counts)
-      x[size_t(t)] -= p.frequency_penalty * float(c) + p.presence_penalty;
+  const float penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
+  for (size_t i = 0; i < pen.size(); ++i) {
+    const int32_t t = pen.tokens()[i];
+    if (t < 0 || t >= vocab) continue;
+    float& v = x[size_t(t)];
+    if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / penalty : v * penalty;
+    const int32_t c = pen.output_counts()[i];
+    if (c > 0) v -= p.frequency_penalty * float(c) + p.presence_penalty;
   }
 }
 
@@ -92,7 +80,7 @@ int32_t draw(const std::vector<float>& x, const SampleParams& p) {
 
 }  // namespace
 
-SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& p) {
+SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& p, const SeqPenalties* pen) {
   DS_CHECK(vocab > 0, "sampler: vocab {} <= 0", vocab);
   float mx = -INFINITY;
   for (int i = 0; i < vocab; ++i) {
@@ -102,7 +90,7 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
   DS_CHECK(std::isfinite(mx), "sampler: no finite logit (max {})", mx);
 
   std::vector<float> x(logits, logits + vocab);
-  apply_penalties(x, p);
+  if (pen && p.penalties()) apply_penalties(x, p, *pen);
   SampleResult r;
   r.token = p.greedy() ? argmax(x) : draw(x, p);
 
@@ -123,13 +111,15 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
   return r;
 }
 
-std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab,
-                                     const std::vector<SampleParams>& params) {
+std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab, const std::vector<SampleParams>& params,
+                                     const std::vector<const SeqPenalties*>& penalties) {
   DS_CHECK(int(params.size()) == rows, "sampler: {} parameter sets for {} rows", params.size(), rows);
+  DS_CHECK(penalties.empty() || penalties.size() == params.size(), "sampler: {} penalty states for {} rows",
+           penalties.size(), rows);
   std::vector<SampleResult> out(static_cast<size_t>(rows));
   parallel_for(size_t(rows), [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i)
-      out[i] = sample_row_cpu(logits + i * size_t(vocab), vocab, params[i]);
+      out[i] = sample_row_cpu(logits + i * size_t(vocab), vocab, params[i], penalties.empty() ? nullptr : penalties[i]);
   });
   return out;
 }

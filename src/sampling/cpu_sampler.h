@@ -5,19 +5,23 @@
 // then greedy argmax (ties: lowest id), or temperature, min-p (relative to the most likely token),
 // top-k, top-p (smallest set whose probability reaches top_p) and one inverse-CDF draw at
 // uniform01(seed, step) over the kept tokens in descending probability (ties: lowest id).
-// The CPU backend's Backend::sample calls it; a NaN logit is an error.
+// The penalties read the sequence's token history (sampling/penalties.h; null: none). The CPU
+// backend's execute() calls it; a NaN logit is an error.
 #pragma once
 #include <vector>
 
+#include "sampling/penalties.h"
 #include "sampling/sampling_params.h"
 
 namespace ds {
 
-// logits: [rows, vocab] float32, row-major. params.size() == rows.
-std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab,
-                                     const std::vector<SampleParams>& params);
+// logits: [rows, vocab] float32, row-major. params.size() == rows; penalties: empty (none) or one
+// per row (null: none).
+std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab, const std::vector<SampleParams>& params,
+                                     const std::vector<const SeqPenalties*>& penalties = {});
 
 // One row (what sample_cpu runs for each row, in parallel).
-SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& params);
+SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& params,
+                            const SeqPenalties* penalties = nullptr);
 
 }  // namespace ds

@@ -1,4 +1,5 @@
-// Per-row sampling parameters and results, shared by the CPU and GPU samplers.
+// Per-row sampling parameters and results, shared by the CPU and GPU samplers. The token history
+// the penalties read is not here: it is kept per sequence by the sampler (sampling/penalties.h).
 #pragma once
 #include <cstdint>
 #include <utility>
@@ -22,9 +23,11 @@ struct SampleParams {
   uint64_t seed = 0;               // with `step`, fixes the random draw (reproducible per request)
   uint64_t step = 0;               // index of the token being sampled within the request
   int num_logprobs = -1;           // < 0: none; 0: the sampled token's; k: also the top k
-  const std::vector<int32_t>* prompt_tokens = nullptr;  // for repetition penalty
-  const std::vector<int32_t>* output_tokens = nullptr;  // for presence/frequency/repetition
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+  // Whether sampling needs the sequence's token history (sampling/penalties.h).
+  bool penalties() const {
+    return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
+  }
 };
 
 struct SampleResult {

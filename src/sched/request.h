@@ -28,7 +28,7 @@ struct Request {
   uint64_t id = 0;                      // assigned by Scheduler::add, increasing with arrival
   std::vector<int32_t> prompt;          // [prompt_len]
   std::vector<int32_t> output;          // tokens sampled so far
-  SampleParams sampling;                // seed/temperature/...; token pointers are set per step
+  SampleParams sampling;                // seed/temperature/penalties...
   int max_tokens = 16;                  // output length limit
   std::vector<int32_t> stop_token_ids;  // sampling one of these finishes with FinishedStopped
 
@@ -38,6 +38,8 @@ struct Request {
   int32_t state_slot = -1;              // KDA slot while running
   std::vector<int32_t> blocks;          // MLA pages while running, covering [0, num_computed)
   int num_preemptions = 0;
+  bool history_sent = false;            // the backend holds this request's penalty history (sent with
+                                        // its first sample since admission; dropped when released)
 
   int64_t num_tokens() const { return int64_t(prompt.size() + output.size()); }
   int64_t num_remaining() const { return num_tokens() - num_computed; }

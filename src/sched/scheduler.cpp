@@ -29,6 +29,7 @@ uint64_t Scheduler::add(Request r) {
   r.num_computed = 0;
   r.state_slot = -1;
   r.blocks.clear();
+  r.history_sent = false;
   uint64_t id = r.id;
   requests_.emplace(id, std::make_unique<Request>(std::move(r)));
   waiting_.push_back(id);
@@ -47,6 +48,8 @@ Request& Scheduler::req(uint64_t id) {
 }
 
 void Scheduler::release(Request& r) {
+  if (r.history_sent) released_.push_back(r.id);  // the backend drops its penalty history with the next plan
+  r.history_sent = false;
   if (r.state_slot >= 0) slots_.free(r.state_slot);
   r.state_slot = -1;
   blocks_.free(&r.blocks);
@@ -117,13 +120,21 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   s.sample = r.num_computed + n == r.num_tokens();
   s.decode = r.num_remaining() == 1;
   SeqSlice& slice = plan->batch.add(r.state_slot, r.num_computed, ids, r.blocks);
+  // A fresh sequence, or one preempted by recompute (num_computed back at 0), starts from a zero state.
+  slice.state_init = r.num_computed == 0 ? StateInit::Zero : StateInit::Keep;
   slice.need_logits = s.sample;
   if (s.sample) {
-    SampleParams p = r.sampling;
-    p.step = r.output.size();
-    p.prompt_tokens = &r.prompt;
-    p.output_tokens = &r.output;
-    plan->sampling.push_back(p);
+    SeqSampling row;
+    row.seq_id = r.id;
+    row.params = r.sampling;
+    row.params.step = r.output.size();
+    if (row.params.penalties() && !r.history_sent) {  // once per admission: prompt + output so far
+      row.history = true;
+      row.prompt = r.prompt;
+      row.output = r.output;
+      r.history_sent = true;
+    }
+    plan->sampling.push_back(std::move(row));
   }
   (s.decode ? plan->num_decode_tokens : plan->num_prefill_tokens) += n;
   plan->scheduled.push_back(s);
@@ -132,6 +143,7 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
 
 StepPlan Scheduler::schedule() {
   StepPlan plan;
+  plan.released.swap(released_);
   placed_.clear();
   int budget = cfg_.max_num_batched_tokens;
 
@@ -185,6 +197,10 @@ StepPlan Scheduler::schedule() {
     budget -= n;
   }
   placed_.clear();
+  if (plan.empty()) {  // nothing runs this step: the releases wait for a plan the backend executes
+    released_.insert(released_.begin(), plan.released.begin(), plan.released.end());
+    plan.released.clear();
+  }
   return plan;
 }
 

@@ -10,7 +10,10 @@
 // running request not yet placed in this step is preempted by recompute: its slot and pages are
 // freed and it goes back to the front of the waiting queue with num_computed = 0 (prompt + output
 // become its next prefill). Seeded sampling is keyed by (seed, output index), so its tokens do not
-// change. No CUDA, no storage: only ids and counts.
+// change. Sampling rows carry the request id; a request with penalties sends its token history once
+// per admission (the backend then keeps it) and is listed in the next plan's `released` when it
+// finishes or is preempted. A fresh sequence, or one preempted by recompute, starts with
+// StateInit::Zero. No CUDA, no storage: only ids and counts.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -84,6 +87,8 @@ class Scheduler {
   std::deque<uint64_t> waiting_;   // front is next
   std::vector<uint64_t> running_;  // sorted by id: oldest first
   std::unordered_set<uint64_t> placed_;  // requests in the plan being built
+  std::vector<uint64_t> released_;       // sent the backend a history, since finished or preempted:
+                                         // listed in the next plan's `released`
   uint64_t next_id_ = 1;
   int64_t num_preemptions_ = 0;
 };

@@ -2,7 +2,7 @@
 // its whole token history, read back from the paged cache through the block table and checked
 // against the running hash kept in its state slot, so any mix-up of slots, pages, context lengths
 // or tokens (by batching, chunking or preemption) changes the output or throws. Sampling is the
-// real CPU sampler.
+// real CPU sampler with the real penalty tracker.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -24,8 +24,9 @@ struct FakeOptions {
   int block_size = 16;
   int64_t max_position_embeddings = 4096;
   std::vector<int> eos_token_ids;
-  int32_t poison_token = -1;      // forward() throws when this token is in the batch
-  int step_delay_ms = 0;          // sleep in every forward (to hold requests in the queue)
+  int max_tokens_per_step = 0;    // > 0: published in limits(); a larger batch throws
+  int32_t poison_token = -1;      // execute() throws when this token is in the batch
+  int step_delay_ms = 0;          // sleep in every step (to hold requests in the queue)
   int32_t token_range = -1;       // > 0: only ids [0, token_range) get high logits
   std::vector<int32_t> script;    // non-empty: after n tokens of history the best token is
                                   // script[n % size] (a prompt of script[0] replays the script)
@@ -43,13 +44,42 @@ class FakeBackend : public Backend {
   }
 
   const ModelConfig& config() const override { return cfg_; }
-  CacheGeometry cache_geometry() const override { return {o_.num_slots, o_.num_blocks, o_.block_size}; }
+  BackendLimits limits() const override {
+    BackendLimits l;
+    l.max_tokens_per_step = o_.max_tokens_per_step;
+    l.num_state_slots = o_.num_slots;
+    l.num_blocks = o_.num_blocks;
+    l.block_size = o_.block_size;
+    return l;
+  }
   std::string device_name() const override { return "fake"; }
 
   static uint64_t extend(uint64_t h, int32_t t) { return mix64(h ^ uint64_t(uint32_t(t)) * 0x100000001b3ull); }
 
-  void forward(const ForwardBatch& b) override {
+  // The model part of a step; sampling is the real CPU sampler with the real penalty tracker.
+  StepResult execute(const StepPlan& plan) override {
+    check_sampling_rows(plan);
+    penalties_.release(plan.released);
+    forward(plan.batch);
+    StepResult res;
+    if (!plan.sampling.empty()) {
+      std::vector<SampleParams> params;
+      for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
+      res.samples = sample_cpu(logits_.data(), rows_, o_.vocab, params, penalties_.prepare(plan.sampling));
+      penalties_.record(plan.sampling, res.samples);
+    }
+    if (plan.return_logits) res.logits = logits_;
+    return res;
+  }
+
+  std::atomic<int64_t> steps{0};
+  size_t num_penalty_histories() const { return penalties_.num_tracked(); }
+
+ private:
+  void forward(const ForwardBatch& b) {
     if (o_.step_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(o_.step_delay_ms));
+    DS_CHECK(o_.max_tokens_per_step <= 0 || b.num_tokens() <= o_.max_tokens_per_step,
+             "fake: a batch of {} tokens exceeds the published limit of {}", b.num_tokens(), o_.max_tokens_per_step);
     for (int32_t t : b.tokens) {
       DS_CHECK(t >= 0 && t < o_.vocab, "fake: token {} out of range", t);
       if (t == o_.poison_token) fail("fake backend: poisoned token {}", t);
@@ -60,7 +90,10 @@ class FakeBackend : public Backend {
       DS_CHECK(s.state_slot >= 0 && s.state_slot < o_.num_slots, "fake: bad slot {}", s.state_slot);
       uint64_t& h = slot_hash_[size_t(s.state_slot)];
       int64_t& len = slot_len_[size_t(s.state_slot)];
-      if (s.context_len == 0) {
+      DS_CHECK((s.context_len == 0) == (s.state_init == StateInit::Zero),
+               "fake: slice of slot {} at context {} has state_init {}", s.state_slot, s.context_len,
+               int(s.state_init));
+      if (s.state_init == StateInit::Zero) {
         h = 0;
         len = 0;
       }
@@ -90,15 +123,6 @@ class FakeBackend : public Backend {
     ++steps;
   }
 
-  void get_logits(std::vector<float>* out) override { *out = logits_; }
-
-  std::vector<SampleResult> sample(const std::vector<SampleParams>& params) override {
-    return sample_cpu(logits_.data(), rows_, o_.vocab, params);
-  }
-
-  std::atomic<int64_t> steps{0};
-
- private:
   int32_t* page_cell(const SeqSlice& s, int64_t pos) {
     const size_t page = size_t(pos / o_.block_size);
     DS_CHECK(page < s.block_table.size(), "fake: position {} beyond the block table", pos);
@@ -114,6 +138,7 @@ class FakeBackend : public Backend {
   std::vector<int32_t> pages_;
   std::vector<float> logits_;
   int rows_ = 0;
+  PenaltyTracker penalties_{o_.vocab};
 };
 
 }  // namespace ds::test

@@ -153,6 +153,40 @@ TEST(Engine, PreemptionUnderATinyPagePoolGivesIdenticalOutputs) {
   EXPECT_EQ(st.state_usage, 0.0);
 }
 
+// --max-num-batched-tokens beyond the backend's published token limit is lowered to it: the scheduler
+// chunks within the limit (the fake throws on a larger batch, which would end requests with an error).
+TEST(Engine, StepsStayWithinTheBackendsTokenLimit) {
+  auto reqs = workload(16, 300, 16, 5);
+  auto alone = run_alone(FakeOptions{}, reqs);
+  FakeOptions limited;
+  limited.max_tokens_per_step = 48;
+  auto e = make_engine(limited, 16, 2048);
+  auto together = run_concurrently(*e, reqs);
+  expect_same(alone, together);
+  for (const auto& c : together) EXPECT_EQ(c.finish, FinishReason::Length) << c.error;
+}
+
+// Penalty histories go to the backend once per admission and are released when requests end: once
+// everything has finished and one more step ran, the backend holds none.
+TEST(Engine, PenaltyHistoriesAreReleased) {
+  auto reqs = workload(24, 200, 24, 6);  // a quarter have penalties
+  FakeOptions tight;
+  tight.num_blocks = 20;  // preemptions: histories are released and sent again
+  tight.block_size = 16;
+  auto backend = std::make_unique<FakeBackend>(tight);
+  FakeBackend* fake = backend.get();
+  EngineOptions eo;
+  eo.max_num_seqs = 24;
+  eo.max_num_batched_tokens = 128;
+  eo.max_model_len = 320;
+  Engine e(std::move(backend), nullptr, eo);
+  auto alone = run_alone(FakeOptions{}, reqs);
+  expect_same(alone, run_concurrently(e, reqs));
+  run_one(e, token_request({1, 2, 3}, 2));  // the step that carries the last releases
+  e.drain();
+  EXPECT_EQ(fake->num_penalty_histories(), 0u);
+}
+
 TEST(Engine, AbortsAmidPreemptionLeaveTheOthersIntact) {
   auto reqs = workload(40, 200, 40, 3);
   FakeOptions roomy;

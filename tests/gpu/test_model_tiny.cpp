@@ -146,17 +146,7 @@ class Runner {
   }
   // One forward; each entry is (sequence id, new tokens, all logits?). Returns each entry's logits rows.
   std::vector<std::vector<float>> step(const std::vector<std::tuple<int, std::vector<int32_t>, bool>>& items) {
-    ForwardBatch fb;
-    for (const auto& [id, toks, all] : items) {
-      auto& s = seqs_[id];
-      if (s.slot < 0) s.slot = next_slot_++;
-      int64_t need = (s.ctx + int64_t(toks.size()) + 15) / 16;
-      while (int64_t(s.pages.size()) < need) s.pages.push_back(next_page_++ * 7 % 512);  // scattered pages
-      fb.add(s.slot, s.ctx, toks, s.pages, all);
-    }
-    b_.forward(fb);
-    std::vector<float> logits;
-    b_.get_logits(&logits);
+    const std::vector<float> logits = forward_logits(b_, batch(items));
     std::vector<std::vector<float>> out;
     size_t row = 0;
     for (const auto& [id, toks, all] : items) {
@@ -167,6 +157,24 @@ class Runner {
     }
     EXPECT_EQ(row * V_, logits.size());
     return out;
+  }
+  // One forward that samples each entry's last row with `sp` (entries without all logits).
+  std::vector<SampleResult> sample(const std::vector<std::tuple<int, std::vector<int32_t>, bool>>& items,
+                                   const SampleParams& sp) {
+    auto res = forward_sample(b_, batch(items), std::vector<SampleParams>(items.size(), sp));
+    for (const auto& [id, toks, all] : items) seqs_[id].ctx += int64_t(toks.size());
+    return res;
+  }
+  ForwardBatch batch(const std::vector<std::tuple<int, std::vector<int32_t>, bool>>& items) {
+    ForwardBatch fb;
+    for (const auto& [id, toks, all] : items) {
+      auto& s = seqs_[id];
+      if (s.slot < 0) s.slot = next_slot_++;
+      int64_t need = (s.ctx + int64_t(toks.size()) + 15) / 16;
+      while (int64_t(s.pages.size()) < need) s.pages.push_back(next_page_++ * 7 % 512);  // scattered pages
+      fb.add(s.slot, s.ctx, toks, s.pages, all);
+    }
+    return fb;
   }
 
  private:
@@ -261,17 +269,16 @@ TEST_P(TinyModel, GreedyContinuation) {
     auto ids = ref().ints(std::string(key) + ".ids");
     auto greedy = ref().ints(std::string(key) + ".greedy");
     Runner r(*b);
-    r.step({{0, ids, false}});
     std::vector<int32_t> gen;
     SampleParams sp;
     sp.temperature = 0.f;
     sp.num_logprobs = 2;
+    auto res = r.sample({{0, ids, false}}, sp);
     for (int i = 0; i < 16; ++i) {
-      auto res = b->sample({sp});
       ASSERT_EQ(res.size(), 1u);
       EXPECT_EQ(res[0].top_logprobs.size(), 2u);
       gen.push_back(res[0].token);
-      if (i < 15) r.step({{0, {res[0].token}, false}});
+      if (i < 15) res = r.sample({{0, {res[0].token}, false}}, sp);
     }
     if (dtype() == "float32") {
       EXPECT_EQ(gen, greedy) << key;

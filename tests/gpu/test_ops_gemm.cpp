@@ -398,7 +398,7 @@ TEST(GpuOps, CublasLtGemmVariants) {
     a.ldw = K;
     a.y = dy.data();
     a.ldy = N;
-    a.in = a.out = t;
+    a.x_dtype = a.w_dtype = a.y_dtype = t;
     a.M = M;
     a.N = N;
     a.K = K;
@@ -426,8 +426,8 @@ TEST(GpuOps, CublasLtGemmVariants) {
     b.y = dyb.data();
     b.ldy = int64_t(H) * Nb;
     b.stride_y = Nb;
-    b.in = t;
-    b.out = DType::F32;
+    b.x_dtype = b.w_dtype = t;
+    b.y_dtype = DType::F32;
     b.M = Mb;
     b.N = Nb;
     b.K = Kb;

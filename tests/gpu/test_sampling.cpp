@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cuda/kernels/sampling.h"
+#include "cuda/sampling_rows.h"
 #include "gpu_test_util.h"
 #include "sampling/cpu_sampler.h"
 #include "sampling/rng.h"
@@ -16,7 +17,8 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   DS_REQUIRE_GPU();
   const int V = 163840;
   std::vector<SampleParams> ps;
-  std::vector<int32_t> prompt = {5, 7, 7, 9, 100000}, output = {7, 11, 11, 11, 163839};
+  std::vector<const SeqPenalties*> pens;  // per row (null: no history)
+  const SeqPenalties history({5, 7, 7, 9, 100000}, {7, 11, 11, 11, 163839}, V);
   auto add = [&](float temp, int top_k, float top_p, float min_p, uint64_t seed) {
     SampleParams p;
     p.temperature = temp;
@@ -27,6 +29,7 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
     p.step = seed * 3 + 1;
     p.num_logprobs = int(seed % 6);
     ps.push_back(p);
+    pens.push_back(nullptr);
   };
   add(0.f, -1, 1.f, 0.f, 1);      // greedy
   add(1.f, -1, 1.f, 0.f, 2);      // plain
@@ -37,17 +40,16 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   add(1.f, 1, 1.f, 0.f, 7);       // top_k 1 = greedy
   add(1.f, -1, 0.f, 0.f, 8);      // top_p 0: the best token
   for (uint64_t s = 9; s < 40; ++s) add(0.5f + 0.05f * float(s % 10), int(s % 3) * 20 - 1, 0.7f + 0.01f * float(s % 30), 0.f, s);
-  // penalties
-  for (int i = 0; i < 4; ++i) {
+  // penalties: repetition with frequency/presence, each alone (prompt-only tokens count only for repetition)
+  for (int i = 0; i < 6; ++i) {
     SampleParams p;
-    p.temperature = i == 0 ? 0.f : 1.f;
-    p.repetition_penalty = 1.3f;
-    p.frequency_penalty = 0.5f * float(i);
-    p.presence_penalty = 0.7f;
-    p.prompt_tokens = &prompt;
-    p.output_tokens = &output;
+    p.temperature = i % 2 == 0 ? 0.f : 1.f;
+    p.repetition_penalty = i < 4 ? 1.3f : 1.f;
+    p.frequency_penalty = i == 4 ? 0.f : 0.5f * float(i);
+    p.presence_penalty = i == 1 ? 0.f : 0.7f;
     p.seed = 100 + uint64_t(i);
     ps.push_back(p);
+    pens.push_back(&history);
   }
   const int rows = int(ps.size());
   // logits with a few large values (peaked, like a model's) and exact ties to exercise tie-breaks
@@ -57,35 +59,12 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
     for (int j = 0; j < 30; ++j) l[(size_t(j) * 7919 + r * 13) % V] += 8.f + float(j % 5);
     l[7] = l[11] = 12.f;  // a tie among the best tokens
   }
-  // host preparation, as the CUDA backend does it
-  std::vector<SampleRow> rp(static_cast<size_t>(rows));
-  std::vector<int32_t> pt, pc;
-  int max_lp = 0;
-  for (int r = 0; r < rows; ++r) {
-    const auto& p = ps[size_t(r)];
-    auto& q = rp[size_t(r)];
-    q.temperature = p.temperature;
-    q.top_k = p.top_k;
-    q.top_p = p.top_p;
-    q.min_p = p.min_p;
-    q.presence_penalty = p.presence_penalty;
-    q.frequency_penalty = p.frequency_penalty;
-    q.repetition_penalty = p.repetition_penalty;
-    q.u = uniform01(p.seed, p.step);
-    q.num_logprobs = p.num_logprobs;
-    max_lp = std::max(max_lp, p.num_logprobs);
-    q.pen_begin = int(pt.size());
-    if (p.prompt_tokens) {
-      std::map<int32_t, int> c;
-      for (int32_t t : *p.prompt_tokens) c.emplace(t, 0);
-      for (int32_t t : *p.output_tokens) ++c[t];
-      for (auto [t, n] : c) {
-        pt.push_back(t);
-        pc.push_back(n);
-      }
-    }
-    q.pen_end = int(pt.size());
-  }
+  // the CUDA backend's host preparation
+  const SamplingRows prep = prepare_sampling_rows(ps, pens);
+  const auto& rp = prep.rows;
+  const auto& pt = prep.pen_tokens;
+  const auto& pc = prep.pen_counts;
+  const int max_lp = prep.max_logprobs;
   auto dl = to_device(logits, DType::F32), drp = to_device_raw(rp), dpt = to_device_raw(pt), dpc = to_device_raw(pc);
   DeviceBuffer work(sampling_workspace_floats(rows, V) * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
       tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
@@ -108,7 +87,7 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   auto gl = to_host(lp.data(), size_t(rows), DType::F32);
   auto gti = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);
   auto gtl = to_host(tlp.data(), size_t(rows) * max_lp, DType::F32);
-  auto ref = sample_cpu(logits.data(), rows, V, ps);
+  auto ref = sample_cpu(logits.data(), rows, V, ps, pens);
   int distinct = 0;
   for (int r = 0; r < rows; ++r) {
     EXPECT_EQ(gt[size_t(r)], ref[size_t(r)].token) << "row " << r;

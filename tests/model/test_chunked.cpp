@@ -22,16 +22,14 @@ std::vector<float> chunked_run(CpuBackend& b, int slot, const std::vector<int32_
     std::vector<int32_t> ids(prompt.begin() + s, prompt.begin() + std::min(prompt.size(), s + chunk));
     ForwardBatch batch;
     batch.add(slot, ctx, ids, table, /*logits_all=*/true);
-    b.forward(batch);
-    b.get_logits(&logits);
+    logits = forward_logits(b, batch);
     all.insert(all.end(), logits.begin(), logits.end());
     ctx += int64_t(ids.size());
   }
   for (int32_t tok : continuation) {
     ForwardBatch batch;
     batch.add(slot, ctx++, {tok}, table);
-    b.forward(batch);
-    b.get_logits(&logits);
+    logits = forward_logits(b, batch);
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;
@@ -66,9 +64,7 @@ TEST(Chunked, AlternativeNumericalPathsAgree) {
     b->set_forward_options(o);
     ForwardBatch batch;
     batch.add(0, 0, ids, pages(0, 10), true);
-    b->forward(batch);
-    std::vector<float> logits;
-    b->get_logits(&logits);
+    std::vector<float> logits = forward_logits(*b, batch);
     const double err = rel_l2(logits, ref);
     std::printf("  %s: rel L2 %.3g\n", variant ? "absorbed MLA prefill" : "recurrent KDA prefill", err);
     EXPECT_LT(err, kTol);
@@ -92,8 +88,7 @@ TEST(Chunked, MixedBatchEqualsEachAlone) {
     for (const auto& [ctx, ids] : steps) {
       ForwardBatch batch;
       batch.add(0, ctx, ids, pages(0, 12), all);
-      b->forward(batch);
-      b->get_logits(&logits);
+      logits = forward_logits(*b, batch);
     }
     return logits;
   };
@@ -107,15 +102,13 @@ TEST(Chunked, MixedBatchEqualsEachAlone) {
     ForwardBatch warm;
     warm.add(1, 0, p5, pages(20, 12));
     warm.add(2, 0, p150a, pages(40, 12));
-    b->forward(warm);
+    forward_logits(*b, warm);
   }
   ForwardBatch mixed;
   mixed.add(2, 100, p150b, pages(40, 12), true);  // a later prefill chunk
   mixed.add(0, 0, p65, pages(0, 12), true);        // a fresh prompt
   mixed.add(1, 5, d5, pages(20, 12));              // a decode step
-  b->forward(mixed);
-  std::vector<float> logits;
-  b->get_logits(&logits);
+  std::vector<float> logits = forward_logits(*b, mixed);
   ASSERT_EQ(logits.size(), size_t(50 + 65 + 1) * kVocab);
   const double e150 = rel_l2(logits.data(), a150.data(), a150.size());
   const double e65 = rel_l2(logits.data() + 50 * kVocab, a65.data(), a65.size());
@@ -129,8 +122,7 @@ TEST(Chunked, MixedBatchEqualsEachAlone) {
   ForwardBatch decodes;
   decodes.add(0, 65, {d150[0]}, pages(0, 12));
   decodes.add(2, 150, {d150[1]}, pages(40, 12));
-  b->forward(decodes);
-  b->get_logits(&logits);
+  logits = forward_logits(*b, decodes);
   const auto s65 = alone({{0, p65}, {65, {d150[0]}}}, false);
   const auto s150 = alone({{0, p150a}, {100, p150b}, {150, {d150[1]}}}, false);
   EXPECT_LT(rel_l2(logits.data(), s65.data(), s65.size()), kTol);
@@ -143,11 +135,10 @@ TEST(Chunked, ReusedSlotStartsFromZero) {
   std::vector<float> second;
   ForwardBatch other;
   other.add(0, 0, reference().i32("len150.ids"), pages(0, 12));
-  b->forward(other);
+  forward_logits(*b, other);
   ForwardBatch batch;
   batch.add(0, 0, reference().i32("len65.ids"), pages(0, 12), true);
-  b->forward(batch);
-  b->get_logits(&second);
+  second = forward_logits(*b, batch);
   EXPECT_LT(rel_l2(second, reference().f32("len65.logits")), kTol);
 }
 
@@ -157,23 +148,20 @@ TEST(Chunked, RowsWithoutLogits) {
   auto& s = batch.add(0, 0, reference().i32("len5.ids"), pages(0, 1));
   s.need_logits = false;
   batch.add(1, 0, reference().i32("len1.ids"), pages(1, 1));
-  b->forward(batch);
-  std::vector<float> logits;
-  b->get_logits(&logits);
+  std::vector<float> logits = forward_logits(*b, batch);
   ASSERT_EQ(logits.size(), size_t(kVocab));
   EXPECT_LT(rel_l2(logits, reference().f32("len1.logits")), kTol);
   // An empty step is allowed and produces no rows.
-  b->forward(ForwardBatch{});
-  b->get_logits(&logits);
+  logits = forward_logits(*b, ForwardBatch{});
   EXPECT_TRUE(logits.empty());
-  EXPECT_TRUE(b->sample({}).empty());
+  EXPECT_TRUE(forward_sample(*b, ForwardBatch{}, {}).empty());
 }
 
 TEST(Chunked, InconsistentBatchesAreRejected) {
   auto b = tiny_backend(2);
   auto expect_error = [&](ForwardBatch batch, const std::string& what) {
     try {
-      b->forward(batch);
+      forward_logits(*b, batch);
       ADD_FAILURE() << "no error for " << what;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
@@ -188,7 +176,7 @@ TEST(Chunked, InconsistentBatchesAreRejected) {
   ForwardBatch same_slot;
   same_slot.add(0, 0, {1}, pages(0, 1));
   same_slot.add(0, 0, {2}, pages(1, 1));
-  expect_error(same_slot, "used by two slices");
+  expect_error(same_slot, "used twice");
   ForwardBatch bad_token;
   bad_token.add(0, 0, {1, 5000}, pages(0, 1));
   expect_error(bad_token, "token id 5000");

@@ -17,10 +17,8 @@ std::vector<float> score(CpuBackend& b, const std::vector<int32_t>& ids, Forward
   ForwardBatch batch;
   batch.add(0, 0, ids, pages(0, int(ids.size() + 15) / 16), /*logits_all=*/true);
   b.set_trace(trace);
-  b.forward(batch);
+  std::vector<float> logits = forward_logits(b, batch);
   b.set_trace(nullptr);
-  std::vector<float> logits;
-  b.get_logits(&logits);
   return logits;
 }
 
@@ -82,17 +80,16 @@ std::vector<int32_t> greedy(CpuBackend& b, const std::vector<int32_t>& prompt, i
   const auto table = pages(0, 32);
   ForwardBatch first;
   first.add(0, 0, prompt, table);
-  b.forward(first);
   std::vector<SampleParams> greedy_params(1);
   greedy_params[0].temperature = 0.0f;
+  int32_t tok = forward_sample(b, first, greedy_params)[0].token;
   int64_t ctx = int64_t(prompt.size());
   for (int i = 0; i < n; ++i) {
-    const int32_t tok = b.sample(greedy_params)[0].token;
     out.push_back(tok);
     if (i + 1 == n) break;
     ForwardBatch step;
     step.add(0, ctx++, {tok}, table);
-    b.forward(step);
+    tok = forward_sample(b, step, greedy_params)[0].token;
   }
   return out;
 }

@@ -157,6 +157,53 @@ TEST(Loading, UnexpectedTensor) {
   expect_load_error(m.str(), {"unexpected tensor", "model.layers.0.self_attn.rotary_emb.inv_freq"});
 }
 
+// A quantized checkpoint's scale tensor beside a weight is recognised as that weight's scale and
+// named (not reported as unexpected); no backend uses scales yet, so loading refuses it by name.
+TEST(Loading, ScaleTensorBesideAWeightIsRecognised) {
+  TempModel m;
+  const auto ck0 = Checkpoint::open(tiny_model_dir());
+  auto tensors = fixture_tensors(ck0);
+  const float scale[1] = {0.5f};
+  tensors.push_back({"model.layers.0.self_attn.q_proj.weight_scale_inv", DType::F32, {1}, scale});
+  tensors.push_back({"model.embed_tokens.weight_scale", DType::F32, {1}, scale});
+  m.write_single(tensors);
+  const auto ck = Checkpoint::open(m.str());
+  const ModelConfig cfg = ModelConfig::from_file(m.str() + "/config.json");
+  const auto found = find_scale_tensors(cfg, ck);
+  ASSERT_EQ(found.size(), 2u);
+  // in table order: the embedding first
+  EXPECT_EQ(found[0].name, "model.embed_tokens.weight_scale");
+  EXPECT_EQ(found[0].weight, "model.embed_tokens.weight");
+  EXPECT_FALSE(found[0].inverse);
+  EXPECT_EQ(found[1].name, "model.layers.0.self_attn.q_proj.weight_scale_inv");
+  EXPECT_EQ(found[1].weight, "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_TRUE(found[1].inverse);
+  EXPECT_TRUE(scale_names_for("model.layers.0.self_attn.A_log").empty());
+  try {
+    check_checkpoint(cfg, ck);
+    ADD_FAILURE() << "a checkpoint with scale tensors passed the check";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("2 scale tensor(s)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model.layers.0.self_attn.q_proj.weight_scale_inv (of model.layers.0.self_attn.q_proj.weight)"),
+              std::string::npos) << msg;
+    EXPECT_EQ(msg.find("unexpected"), std::string::npos) << msg;
+  }
+  // without them the same checkpoint passes; a tensor of a refused dtype is named per tensor
+  std::erase_if(tensors, [](const TensorToWrite& t) { return t.name.find("_scale") != std::string::npos; });
+  m.write_single(tensors);
+  const auto ck2 = Checkpoint::open(m.str());
+  EXPECT_NO_THROW(check_checkpoint(cfg, ck2));
+  auto refuse_final_norm = [](const TensorSpec& s, DType) { return s.name != "model.norm.weight"; };
+  try {
+    check_checkpoint(cfg, ck2, refuse_final_norm);
+    ADD_FAILURE() << "the per-tensor dtype decision was not used";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1 tensor(s) with an unsupported dtype: model.norm.weight has dtype"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(Loading, TruncatedShard) {
   TempModel m;
   const auto shard = m.path("model-00002-of-00002.safetensors");
@@ -304,15 +351,12 @@ TEST(Loading, DummyWeightsVariants) {
     ForwardBatch batch;
     batch.add(0, 0, {1, 2, 3, 4, 5, 6, 7}, pages(0, 1), true);
     batch.add(1, 0, {9, 8}, pages(1, 1), true);
-    b.forward(batch);
-    std::vector<float> logits, alone;
-    b.get_logits(&logits);
+    const std::vector<float> logits = forward_logits(b, batch);
     ASSERT_EQ(logits.size(), size_t(9 * 2048));
     for (float x : logits) ASSERT_TRUE(std::isfinite(x));
     ForwardBatch one;
     one.add(2, 0, {9, 8}, pages(2, 1), true);
-    b.forward(one);
-    b.get_logits(&alone);
+    const std::vector<float> alone = forward_logits(b, one);
     EXPECT_LT(rel_l2(logits.data() + 7 * 2048, alone.data(), alone.size()), 1e-6);
   }
 }

@@ -23,6 +23,7 @@ struct Sim {
   std::map<int32_t, std::vector<int32_t>> slot_history;  // what each KDA slot has absorbed
   std::map<uint64_t, std::vector<int32_t>> outputs;       // tokens sampled per request
   std::map<uint64_t, RequestStatus> finished;
+  std::map<uint64_t, std::vector<int32_t>> held;         // the backend's penalty histories, modelled
   int64_t steps = 0;
 
   explicit Sim(Scheduler& s) : sched(s) {}
@@ -30,6 +31,7 @@ struct Sim {
   // Checks and "runs" the plan, then applies the result to the scheduler.
   std::vector<RequestUpdate> step() {
     StepPlan plan = sched.schedule();
+    apply_released(plan);
     ++steps;
     const SchedulerConfig& cfg = sched.config();
     EXPECT_LE(plan.batch.num_tokens(), cfg.max_num_batched_tokens);
@@ -51,7 +53,9 @@ struct Sim {
       }
       for (int32_t p : s.block_table) EXPECT_TRUE(pages.insert(p).second) << "page " << p << " shared";
       auto& hist = slot_history[s.state_slot];
-      if (s.context_len == 0) hist.clear();
+      EXPECT_EQ(s.state_init == StateInit::Zero, s.context_len == 0) << "a fresh sequence starts from Zero";
+      EXPECT_TRUE(s.state_init == StateInit::Zero || s.state_init == StateInit::Keep);
+      if (s.state_init == StateInit::Zero) hist.clear();
       EXPECT_EQ(int64_t(hist.size()), s.context_len) << "slot state does not match context_len";
       const Request* r = sched.get(q.request_id);
       EXPECT_NE(r, nullptr);
@@ -64,9 +68,13 @@ struct Sim {
       }
       EXPECT_EQ(s.need_logits, q.sample);
       if (q.sample) {
-        EXPECT_EQ(plan.sampling[row].step, r ? r->output.size() : 0u);
+        const SeqSampling& sp = plan.sampling[row];
+        EXPECT_EQ(sp.seq_id, q.request_id);
+        EXPECT_EQ(sp.params.step, r ? r->output.size() : 0u);
+        check_history(sp, r);
         SampleResult sr;
         sr.token = next_token(hist);
+        if (held.count(sp.seq_id)) held[sp.seq_id].push_back(sr.token);  // what the backend appends
         result.samples.push_back(sr);
         ++row;
       }
@@ -78,6 +86,41 @@ struct Sim {
     }
     last_plan = std::move(plan);
     return updates;
+  }
+
+  // A backend drops the histories of the released requests; only requests that sent one are listed.
+  void apply_released(const StepPlan& plan) {
+    for (uint64_t id : plan.released) EXPECT_EQ(held.erase(id), 1u) << "request " << id << " released twice or "
+                                                                       "without a history";
+  }
+
+  // Penalised rows find their request's prompt + output in the backend (sent once per admission).
+  void check_history(const SeqSampling& sp, const Request* r) {
+    if (sp.history) {
+      EXPECT_TRUE(sp.params.penalties());
+      EXPECT_FALSE(held.count(sp.seq_id)) << "history of " << sp.seq_id << " sent while the backend holds it";
+      std::vector<int32_t> h = sp.prompt;
+      h.insert(h.end(), sp.output.begin(), sp.output.end());
+      held[sp.seq_id] = h;
+    }
+    if (!sp.params.penalties() || !r) return;
+    std::vector<int32_t> want = r->prompt;
+    want.insert(want.end(), r->output.begin(), r->output.end());
+    ASSERT_TRUE(held.count(sp.seq_id)) << "penalised request " << sp.seq_id << " has no history";
+    EXPECT_EQ(held[sp.seq_id], want);
+  }
+
+  // After the last step: an empty plan carries no releases; the next plan that runs carries them all.
+  void finish_releases() {
+    StepPlan empty = sched.schedule();
+    EXPECT_TRUE(empty.empty());
+    EXPECT_TRUE(empty.released.empty());
+    Request r;
+    r.prompt = {1};
+    r.max_tokens = 1;
+    sched.add(r);
+    run_to_completion();
+    EXPECT_TRUE(held.empty()) << held.size() << " penalty histories never released";
   }
 
   void run_to_completion(int max_steps = 100000) {

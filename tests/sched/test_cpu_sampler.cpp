@@ -71,9 +71,8 @@ TEST(CpuSampler, LogprobsAreLogSoftmaxOfRawLogits) {
   SampleParams p = greedy();
   p.num_logprobs = 3;
   p.repetition_penalty = 2.0f;  // penalties change the choice, not the reported logprobs
-  std::vector<int32_t> prompt{2};
-  p.prompt_tokens = &prompt;
-  SampleResult r = sample_row_cpu(x.data(), 6, p);
+  const SeqPenalties pen({2}, {}, 6);
+  SampleResult r = sample_row_cpu(x.data(), 6, p, &pen);
   EXPECT_EQ(r.token, 3);  // 3.0 / 2 = 1.5 < 2.0
   EXPECT_NEAR(r.logprob, ls[3], 1e-6);
   ASSERT_EQ(r.top_logprobs.size(), 3u);
@@ -82,7 +81,7 @@ TEST(CpuSampler, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_EQ(r.top_logprobs[2].first, 0);
   for (auto [id, lp] : r.top_logprobs) EXPECT_NEAR(lp, ls[size_t(id)], 1e-6);
   p.num_logprobs = 0;
-  EXPECT_TRUE(sample_row_cpu(x.data(), 6, p).top_logprobs.empty());
+  EXPECT_TRUE(sample_row_cpu(x.data(), 6, p, &pen).top_logprobs.empty());
 }
 
 TEST(CpuSampler, RepetitionPenaltyHfSemantics) {
@@ -90,17 +89,14 @@ TEST(CpuSampler, RepetitionPenaltyHfSemantics) {
   std::vector<float> x{2.0f, 1.5f, -0.1f, -0.5f};
   SampleParams p = greedy();
   p.repetition_penalty = 1.5f;
-  std::vector<int32_t> prompt{0, 0, 0}, output{};
-  p.prompt_tokens = &prompt;
-  p.output_tokens = &output;
-  EXPECT_EQ(sample_row_cpu(x.data(), 4, p).token, 1);  // 2 / 1.5 = 1.33 < 1.5
-  prompt = {0};
-  output = {1};
-  EXPECT_EQ(sample_row_cpu(x.data(), 4, p).token, 0);  // 1.33 vs 1.0
+  SeqPenalties pen({0, 0, 0}, {}, 4);
+  EXPECT_EQ(sample_row_cpu(x.data(), 4, p, &pen).token, 1);  // 2 / 1.5 = 1.33 < 1.5
+  pen = SeqPenalties({0}, {1}, 4);
+  EXPECT_EQ(sample_row_cpu(x.data(), 4, p, &pen).token, 0);  // 1.33 vs 1.0
+  EXPECT_EQ(sample_row_cpu(x.data(), 4, p).token, 0);        // no history: no penalty
   std::vector<float> neg{-0.1f, -0.12f};
-  prompt = {};
-  output = {0};
-  EXPECT_EQ(sample_row_cpu(neg.data(), 2, p).token, 1);  // -0.15 < -0.12
+  pen = SeqPenalties({}, {0}, 2);
+  EXPECT_EQ(sample_row_cpu(neg.data(), 2, p, &pen).token, 1);  // -0.15 < -0.12
 }
 
 // A tiny penalty (inside the server's documented range) used to turn a penalized logit into inf and
@@ -125,21 +121,21 @@ TEST(CpuSampler, TinyRepetitionPenaltyKeepsCandidates) {
 TEST(CpuSampler, FrequencyAndPresencePenaltiesOnOutputOnly) {
   std::vector<float> x{3.0f, 2.0f, 1.0f};
   SampleParams p = greedy();
-  std::vector<int32_t> prompt{1, 1, 1, 1}, output{0, 0};
-  p.prompt_tokens = &prompt;
-  p.output_tokens = &output;
+  SeqPenalties pen({1, 1, 1, 1}, {}, 3);
+  pen.add_output(0);  // incrementally, as the backends keep it
+  pen.add_output(0);
   p.frequency_penalty = 0.4f;  // 3 - 0.8 = 2.2 > 2.0
-  EXPECT_EQ(sample_row_cpu(x.data(), 3, p).token, 0);
+  EXPECT_EQ(sample_row_cpu(x.data(), 3, p, &pen).token, 0);
   p.frequency_penalty = 0.6f;  // 3 - 1.2 = 1.8 < 2.0
-  EXPECT_EQ(sample_row_cpu(x.data(), 3, p).token, 1);
+  EXPECT_EQ(sample_row_cpu(x.data(), 3, p, &pen).token, 1);
   p.frequency_penalty = 0.0f;
   p.presence_penalty = 0.9f;  // 2.1 > 2.0: presence counts once
-  EXPECT_EQ(sample_row_cpu(x.data(), 3, p).token, 0);
+  EXPECT_EQ(sample_row_cpu(x.data(), 3, p, &pen).token, 0);
   p.presence_penalty = 1.1f;
-  EXPECT_EQ(sample_row_cpu(x.data(), 3, p).token, 1);
+  EXPECT_EQ(sample_row_cpu(x.data(), 3, p, &pen).token, 1);
   p.presence_penalty = -2.5f;  // negative penalties encourage: 1 + 2.5 > 3
-  output = {2};
-  EXPECT_EQ(sample_row_cpu(x.data(), 3, p).token, 2);
+  pen = SeqPenalties({1, 1, 1, 1}, {2}, 3);
+  EXPECT_EQ(sample_row_cpu(x.data(), 3, p, &pen).token, 2);
 }
 
 TEST(CpuSampler, SeededSamplingIsReproducibleAndIndependentOfTheBatch) {

@@ -342,6 +342,7 @@ TEST(Scheduler, RandomWorkloadMatchesRunningAlone) {
     for (int step = 0; step < 3000 && (step < 200 || s.has_work()); ++step) {
       if (step < 200 && rng() % 3 == 0) {
         Request r = make_request(1 + int(rng() % 40), 1 + int(rng() % 30), int(rng() % 1000));
+        if (rng() % 2) r.sampling.repetition_penalty = 1.1f;  // the sim checks its history
         specs[s.add(r)] = {r.prompt, r.max_tokens};
       }
       if (rng() % 50 == 0 && !specs.empty()) {
@@ -352,6 +353,7 @@ TEST(Scheduler, RandomWorkloadMatchesRunningAlone) {
       if (s.has_work()) sim.step();
     }
     ASSERT_FALSE(s.has_work()) << "seed " << seed;
+    sim.finish_releases();
     for (const auto& [id, spec] : specs) {
       if (aborted.count(id)) continue;
       const int cap = int(std::min<int64_t>(spec.max_tokens, max_len - int64_t(spec.prompt.size())));

@@ -1,60 +1,36 @@
-// The FFN layers of the GPU model: the dense SwiGLU MLP and the MoE (spec 6): routing, permutation,
-// grouped expert GEMMs (GEMV at decode sizes, tensor cores beyond), weighted combine, shared expert.
+#include "cuda/layers/moe_layer.h"
+
 #include <algorithm>
+#include <string>
 
 #include "core/error.h"
-#include "cuda/cuda_model.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_route.h"
-#include "cuda/model_internal.h"
+#include "cuda/layers/dense_mlp.h"
 
 namespace ds::gpu {
 
-// h += down(silu(gate x) * up x) for all T tokens; gate_up holds [gate; up] rows.
-void CudaModel::mlp(const void* gate_up, const void* down, int I, int T, Input in) {
-  Workspace& ws = *ws_;
-  const int hid = cfg_.hidden_size;
-  if (T <= kGemvMaxRows) {
-    GemvParams g;
-    g.x = in.x;
-    g.ldx = hid;
-    g.norm_weight = in.norm;
-    g.norm_eps = cfg_.rms_norm_eps;
-    g.w = gate_up;
-    g.y = ws.act;
-    g.ldy = I;
-    g.N = I;
-    g.K = hid;
-    g.M = T;
-    g.epi = GemvEpilogue::SiluMul;
-    run_gemv(g, opt_.act, ctx_);
-  } else {
-    linear(in.x, hid, gate_up, 2 * I, hid, ws.proj, 2 * I, T, false);
-    SiluMulParams s;
-    s.x = ws.proj;
-    s.ldx = 2 * I;
-    s.y = ws.act;
-    s.ldy = I;
-    s.tokens = T;
-    s.inter = I;
-    run_silu_mul(s, opt_.act, ctx_);
+MoeLayer::MoeLayer(const ModelConfig& c, DType act, const FfnWeights& w, int layer) : w_(w), layer_(layer) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".block_sparse_moe.";
+  w_.router.require(act, p + "gate.weight");
+  w_.experts_gate_up.require(act, p + "experts.*.w1/w3.weight");
+  w_.experts_down.require(act, p + "experts.*.w2.weight");
+  DS_CHECK(w_.bias != nullptr, "CUDA model: {}gate.e_score_correction_bias missing", p);
+  if (c.moe.num_shared_experts > 1) {
+    w_.gate_up.require(act, p + "shared_experts.gate_proj/up_proj.weight");
+    w_.down.require(act, p + "shared_experts.down_proj.weight");
   }
-  linear(ws.act, I, down, hid, I, ws.h, hid, T, true);
 }
 
-void CudaModel::ffn_dense(int l, const Meta& m, Input in) {
-  const auto& f = w_.layers[size_t(l)].ffn;
-  mlp(f.gate_up, f.down, f.inter, m.T, in);
-}
-
-void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
-  const DType act = opt_.act;
-  const auto& f = w_.layers[size_t(l)].ffn;
-  Workspace& ws = *ws_;
-  const auto& mc = cfg_.moe;
-  const int hid = cfg_.hidden_size, E = mc.num_experts, Ie = mc.intermediate_size;
+void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
+  const DType act = s.act;
+  const auto& f = w_;
+  const auto& m = s.m;
+  auto& ws = s.ws;
+  const auto& mc = s.cfg.moe;
+  const int hid = s.cfg.hidden_size, E = mc.num_experts, Ie = mc.intermediate_size;
   const bool fold = f.shared_folded && m.T <= kGemvMaxRows;
   const int kp = mc.top_k + (fold ? 1 : 0);
 
@@ -67,13 +43,13 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   r.num_groups = mc.num_expert_group;
   r.topk_groups = mc.topk_group;
   r.renormalize = mc.renormalize;
-  r.biased_weights = opt_.biased_moe_weights || mc.biased_weights;
+  r.biased_weights = s.biased_moe_weights || mc.biased_weights;
   r.scale = mc.routed_scaling_factor;
   r.topk_ids = ws.topk_ids;
   r.topk_weights = ws.topk_w;
   r.ldk = kp;
   r.shared_expert_id = fold ? E : -1;
-  if (!forced_.empty()) r.forced_ids = forced_dev_.as<int32_t>() + int64_t(l) * m.T * mc.top_k;
+  if (s.forced_ids) r.forced_ids = s.forced_ids + int64_t(layer_) * m.T * mc.top_k;
   MoeAlignParams a;
   a.ids = ws.topk_ids;
   a.tokens = m.T;
@@ -84,8 +60,8 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
   a.active_expert = ws.slot_expert;
   a.active_start = ws.slot_start;
   a.num_active = ws.num_active;
-  linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  run_moe_route_align(r, a, ctx_);
+  s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
+  run_moe_route_align(r, a, s.ctx);
 
   const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h
@@ -95,7 +71,7 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.x = in.x;
     g.ldx = hid;
     g.x_rows = ws.sorted_token;
-    g.w = f.experts_gate_up;
+    g.w = f.experts_gate_up.ptr;
     g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
@@ -108,16 +84,16 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     g.max_active = slots;
     g.max_rows = m.T * kp;
     g.tile_tokens = m.T >= 512 ? 64 : 16;
-    run_moe_gemm(g, ctx_);
-    run_moe_gemm(moe_down_gemm_params(g, f.experts_down, ws.moe_out, hid), ctx_);
+    run_moe_gemm(g, s.ctx);
+    run_moe_gemm(moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid), s.ctx);
   } else {
     GemvParams g;
     g.x = in.x;
     g.ldx = hid;
     g.norm_weight = in.norm;
-    g.norm_eps = cfg_.rms_norm_eps;
+    g.norm_eps = s.cfg.rms_norm_eps;
     g.x_rows = ws.sorted_token;
-    g.w = f.experts_gate_up;
+    g.w = f.experts_gate_up.ptr;
     g.w_matrix_stride = int64_t(2) * Ie * hid;
     g.y = ws.act;
     g.ldy = Ie;
@@ -133,14 +109,15 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
       g.known_group = mc.top_k;
       g.known_weight = E;
     }
-    run_gemv(g, act, ctx_);
+    run_gemv(g, act, s.ctx);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
       run_moe_down_combine(
-          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down, ws.h), act, ctx_);
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h), act,
+          s.ctx);
       combined = true;
     } else {
-      run_gemv(moe_down_gemv_params(g, f.experts_down, ws.moe_out, hid), act, ctx_);
+      run_gemv(moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid), act, s.ctx);
     }
   }
 
@@ -153,14 +130,14 @@ void CudaModel::ffn_moe(int l, const Meta& m, Input in) {
     cb.tokens = m.T;
     cb.k = kp;
     cb.dim = hid;
-    run_moe_combine(cb, act, ctx_);
+    run_moe_combine(cb, act, s.ctx);
   }
 
   if (fold || mc.num_shared_experts == 0) return;
   // shared expert(s) as a dense MLP over all tokens
-  const void* gu = f.shared_folded ? off(f.experts_gate_up, int64_t(E) * 2 * Ie * hid, act) : f.gate_up;
-  const void* dn = f.shared_folded ? off(f.experts_down, int64_t(E) * hid * Ie, act) : f.down;
-  mlp(gu, dn, f.shared_folded ? Ie : f.inter, m.T, in);
+  const WeightView gu = f.shared_folded ? f.experts_gate_up.at(int64_t(E) * 2 * Ie * hid) : f.gate_up;
+  const WeightView dn = f.shared_folded ? f.experts_down.at(int64_t(E) * hid * Ie) : f.down;
+  run_mlp(s, gu, dn, f.shared_folded ? Ie : f.inter, m.T, in);
 }
 
 }  // namespace ds::gpu

@@ -1,0 +1,80 @@
+// CudaModel's memory plan at start-up: the step workspace first (WorkspacePlan: activations, logits,
+// metadata, sampling, MLA prefill expansion), then the caches from what the budget leaves
+// (gpu_memory_utilization x total - in use - reserve): the KDA state slots (+1 scratch) and snapshots,
+// then as many MLA pages as fit. Everything is logged line by line.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_model.h"
+
+namespace ds::gpu {
+namespace {
+
+constexpr double kGiB = double(size_t(1) << 30);
+constexpr size_t kReserve = size_t(768) << 20;  // left free for cuBLAS, graphs and the runtime
+
+}  // namespace
+
+void CudaModel::plan_memory() {
+  const CudaModelOptions& o = opt_;
+  WorkspaceLimits lim;
+  lim.max_tokens = o.max_tokens;
+  lim.max_seqs = o.max_num_seqs;
+  lim.max_graph_batch = o.max_graph_batch;
+  lim.max_logit_rows = o.max_logit_rows;
+  lim.max_context = o.max_model_len;
+  lim.block_size = o.block_size;
+  lim.mla_expand_keys = o.mla_expand_keys;
+  const WorkspacePlan plan = WorkspacePlan::make(cfg_, o.act, lim, ctx_.num_sms());
+  ws_ = std::make_unique<Workspace>(cfg_, o.act, plan, ctx_.num_sms());
+
+  const CacheUnitBytes unit = CacheUnitBytes::of(cfg_, o.act, o.block_size);
+  size_t free_b = 0, total_b = 0;
+  DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const double budget = o.gpu_memory_utilization * double(total_b) - double(total_b - free_b) - double(kReserve);
+  const size_t slots_bytes = unit.state_bytes(o.max_num_seqs, o.num_snapshots);
+  DS_CHECK(budget > double(slots_bytes + 2 * unit.per_block),
+           "CUDA backend: not enough device memory for {} KDA state slots and {} snapshots ({:.2f} GiB) and the MLA "
+           "cache: {:.2f} GiB available under gpu_memory_utilization {} (weights {:.2f} GiB, workspace {:.2f} GiB)",
+           o.max_num_seqs, o.num_snapshots, slots_bytes / kGiB, std::max(0.0, budget) / kGiB,
+           o.gpu_memory_utilization, w_.bytes / kGiB, ws_->device_bytes() / kGiB);
+  CacheShape shape;
+  shape.num_slots = o.max_num_seqs;
+  shape.block_size = o.block_size;
+  shape.num_snapshots = o.num_snapshots;
+  if (o.num_blocks > 0) {
+    shape.num_blocks = o.num_blocks;
+  } else {
+    int64_t fit = unit.per_block ? int64_t((budget - double(slots_bytes)) / double(unit.per_block)) - 1
+                                 : (int64_t(1) << 20);  // - 1: the scratch page
+    shape.num_blocks = int(std::min<int64_t>(fit, int64_t(1) << 30 >> 4));
+  }
+  DS_CHECK(shape.num_blocks > 0, "CUDA backend: no room for the MLA cache");
+  caches_ = std::make_unique<DeviceCaches>(cfg_, o.act, shape, ctx_);
+  DS_CUDA_CHECK(cudaMemsetAsync(ws_->arena_data(), 0, ws_->device_bytes(), ctx_.stream));
+  stream_.sync();
+  DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+
+  const auto& u = caches_->unit();
+  const int64_t page_tokens = int64_t(shape.num_blocks) * shape.block_size;
+  spdlog::info("CUDA memory plan ({:.2f} GiB device, gpu_memory_utilization {} -> cache budget {:.2f} GiB after "
+               "weights, workspace and a {:.2f} GiB reserve):",
+               total_b / kGiB, o.gpu_memory_utilization, std::max(0.0, budget) / kGiB, kReserve / kGiB);
+  spdlog::info("  weights: {:.2f} GiB", w_.bytes / kGiB);
+  spdlog::info("  KDA state slots: {} + 1 scratch x {:.2f} MiB ({} layers x ({:.2f} MiB state + {:.1f} KiB conv)) "
+               "= {:.2f} GiB",
+               shape.num_slots, u.per_slot / 1048576.0, cfg_.num_kda_layers(), u.state_slot / 1048576.0,
+               u.conv_slot / 1024.0, u.state_bytes(shape.num_slots, 0) / kGiB);
+  spdlog::info("  KDA snapshot pool: {} x {:.2f} MiB = {:.2f} GiB", shape.num_snapshots, u.per_slot / 1048576.0,
+               double(shape.num_snapshots) * double(u.per_slot) / kGiB);
+  spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers) = {} tokens, {:.2f} GiB",
+               shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
+               page_tokens, u.page_bytes(shape.num_blocks) / kGiB);
+  for (const auto& line : ws_->plan().describe(cfg_, o.act)) spdlog::info("  workspace: {}", line);
+  spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", (total_b - free_b) / kGiB, total_b / kGiB);
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,81 @@
+// What one layer of the GPU model needs to run its part of a step: the device context, the step's
+// metadata (device views of the batch layout), the activation buffers, the caches, the GEMM handle and
+// the projection helper linear(). Built by CudaModel once per step (or graph capture); layers hold only
+// their weights and shapes. Layers are called eagerly or under graph capture, so nothing a layer does
+// allocates, synchronises or reads device memory on the host.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "config/model_config.h"
+#include "core/dtype.h"
+#include "cuda/device_caches.h"
+#include "cuda/device_context.h"
+#include "cuda/device_weights.h"
+#include "cuda/gemm.h"
+#include "cuda/workspace.h"
+
+namespace ds::gpu {
+
+// Device views of a step's index arrays (see model/batch_layout.h for their meaning).
+struct StepMeta {
+  int T = 0, N = 0, R = 0, stride = 1, F = 0, row0 = 0;  // F: slots to zero
+  int n_dec = 0;          // the first n_dec sequences/tokens are single-token decodes
+  int Tk = 0;             // key positions of the prefill sequences (expanded MLA attention)
+  int max_q_len = 0, max_seq_len = 0;
+  int mla_splits = 1;     // split-K of the MLA decode kernel
+  bool pure_decode = false;
+  const int32_t *tokens = nullptr, *token_seq = nullptr, *token_pos = nullptr, *slot_mapping = nullptr;
+  const int32_t *cu_seqlens = nullptr, *slots = nullptr, *seq_lens = nullptr, *block_tables = nullptr;
+  const int32_t *logit_rows = nullptr, *zero_slots = nullptr;
+  const uint8_t* fresh = nullptr;  // [N]
+  const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr, *key_rows = nullptr;
+  // Host: the prefill sequences in groups whose keys fit the MLA expansion together (one group when
+  // all do): sequences [seq0, seq1) of the prefill batch, keys [key0, key0 + keys) of key_rows.
+  struct PrefillGroup {
+    int seq0 = 0, seq1 = 0, key0 = 0, keys = 0;
+  };
+  std::vector<PrefillGroup> prefill_groups;
+};
+
+// A normalised layer input: x itself, or (small batches) h with the norm weight its GEMVs apply.
+struct LayerInput {
+  const void* x;
+  const void* norm;
+};
+
+constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams its weights once (GEMV)
+
+struct LayerStep {
+  const DeviceContext& ctx;
+  const ModelConfig& cfg;
+  DType act;                   // activation dtype
+  const StepMeta& m;
+  Activations& ws;
+  const MlaExpansion& expand;  // MLA prefill key expansion buffers
+  DeviceCaches& caches;
+  Gemm& gemm;
+  bool reference_attention = false;  // the simple attention kernels (attn_ref.h)
+  bool biased_moe_weights = false;
+  const int32_t* forced_ids = nullptr;  // [layers][T][top_k] pinned MoE routes (tests), or null
+
+  // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype).
+  void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
+              bool accumulate, bool out_f32 = false, const void* norm = nullptr,
+              const int32_t* x_rows = nullptr) const;
+};
+
+// One layer's attention or FFN half: h += f(input).
+class LayerPart {
+ public:
+  virtual ~LayerPart() = default;
+  virtual void forward(const LayerStep& s, LayerInput in) const = 0;
+};
+
+// `elems` elements of dtype t past p.
+inline char* off(void* p, int64_t elems, DType t) { return static_cast<char*>(p) + elems * int64_t(dtype_size(t)); }
+inline const char* off(const void* p, int64_t elems, DType t) {
+  return static_cast<const char*>(p) + elems * int64_t(dtype_size(t));
+}
+
+}  // namespace ds::gpu

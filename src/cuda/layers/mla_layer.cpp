@@ -1,0 +1,268 @@
+#include "cuda/layers/mla_layer.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+#include "cuda/kernels/attn_ref.h"
+#include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/gemv.h"
+#include "cuda/kernels/latent_cache.h"
+#include "cuda/kernels/mla_decode.h"
+#include "cuda/kernels/mla_prefill.h"
+
+namespace ds::gpu {
+
+MlaLayer::MlaLayer(const ModelConfig& c, DType act, const MlaLayerWeights& w, int layer, int mla_index)
+    : w_(w), index_(mla_index) {
+  const auto& m = c.mla;
+  hid_ = c.hidden_size;
+  Hm_ = m.num_heads;
+  R_ = m.kv_lora_rank;
+  dn_ = m.qk_nope_head_dim;
+  dr_ = m.qk_rope_head_dim;
+  dv_ = m.v_head_dim;
+  dq_ = dn_ + dr_;
+  PM_ = Hm_ * dq_ + R_ + dr_;
+  scale_ = 1.f / std::sqrt(float(dq_));
+  const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.";
+  w_.in_proj.require(act, p + "q_proj/kv_a_proj_with_mqa.weight");
+  w_.kv_a_norm.require(act, p + "kv_a_layernorm.weight");
+  w_.kv_b.require(act, p + "kv_b_proj.weight");
+  w_.w_uk_t.require(act, p + "kv_b_proj.weight (W_UK transposed)");
+  w_.o_proj.require(act, p + "o_proj.weight");
+}
+
+void MlaLayer::forward(const LayerStep& s, LayerInput in) const {
+  const DType act = s.act;
+  const auto& m = s.m;
+  auto& ws = s.ws;
+  void* cache = s.caches.mla_layer(index_);
+  s.linear(in.x, hid_, w_.in_proj, PM_, hid_, ws.proj, PM_, m.T, false, false, in.norm);
+
+  LatentCacheWriteParams cw;
+  cw.kv_a = off(ws.proj, int64_t(Hm_) * dq_, act);
+  cw.ld_kv_a = PM_;
+  cw.norm_weight = w_.kv_a_norm.ptr;
+  cw.cache = cache;
+  cw.cache_rows = m.slot_mapping;
+  cw.tokens = m.T;
+  cw.R = R_;
+  cw.Dr = dr_;
+  cw.eps = s.cfg.kv_a_norm_eps;
+  run_latent_cache_write(cw, act, s.ctx);
+
+  if (s.reference_attention) {
+    reference_rows(s, cache);
+  } else {
+    if (m.n_dec > 0) decode_rows(s, cache);
+    if (m.T > m.n_dec) prefill_rows(s, cache);
+  }
+  s.linear(ws.attn_o, int64_t(Hm_) * dv_, w_.o_proj, hid_, Hm_ * dv_, ws.h, hid_, m.T, true);
+}
+
+void MlaLayer::absorb_queries(const LayerStep& s, int M, void* y, int64_t ld_y, int64_t hs_y) const {
+  if (M <= kGemvMaxRows) {  // one GEMV over the heads with the transposed copy W_UK^h^T [R, dn]
+    GemvParams g;
+    g.x = s.ws.proj;
+    g.ldx = PM_;
+    g.x_group_stride = dq_;
+    g.w = w_.w_uk_t.ptr;
+    g.w_matrix_stride = int64_t(R_) * dn_;
+    g.y = y;
+    g.ldy = ld_y;
+    g.y_group_stride = hs_y;
+    g.N = R_;
+    g.K = dn_;
+    g.M = M;
+    g.num_groups = Hm_;
+    run_gemv(g, s.act, s.ctx);
+    return;
+  }
+  GemmArgs a;  // W_UK^h = kv_b rows [h(dn+dv), h(dn+dv)+dn): a [dn, R] matrix, i.e. [K, N]
+  a.x = s.ws.proj;
+  a.ldx = PM_;
+  a.stride_x = dq_;
+  a.w = w_.kv_b.ptr;
+  a.w_kn = true;
+  a.ldw = R_;
+  a.stride_w = int64_t(dn_ + dv_) * R_;
+  a.y = y;
+  a.ldy = ld_y;
+  a.stride_y = hs_y;
+  a.x_dtype = a.y_dtype = s.act;
+  a.w_dtype = w_.kv_b.dtype;
+  a.M = M;
+  a.N = R_;
+  a.K = dn_;
+  a.batch = Hm_;
+  s.gemm.run(a, s.ctx.stream);
+}
+
+// W_UV^h = kv_b rows [h(dn+dv)+dn, (h+1)(dn+dv)).
+void MlaLayer::unabsorb_values(const LayerStep& s, int M) const {
+  const WeightView w_uv = w_.kv_b.at(int64_t(dn_) * R_);
+  if (M <= kGemvMaxRows) {  // one GEMV over the heads: W_UV^h rows are [dv, R], K contiguous
+    GemvParams g;
+    g.x = s.ws.o_lat;
+    g.ldx = int64_t(Hm_) * R_;
+    g.x_group_stride = R_;
+    g.w = w_uv.ptr;
+    g.w_matrix_stride = int64_t(dn_ + dv_) * R_;
+    g.y = s.ws.attn_o;
+    g.ldy = int64_t(Hm_) * dv_;
+    g.y_group_stride = dv_;
+    g.N = dv_;
+    g.K = R_;
+    g.M = M;
+    g.num_groups = Hm_;
+    run_gemv(g, s.act, s.ctx);
+    return;
+  }
+  GemmArgs b;
+  b.x = s.ws.o_lat;
+  b.ldx = int64_t(Hm_) * R_;
+  b.stride_x = R_;
+  b.w = w_uv.ptr;
+  b.ldw = R_;
+  b.stride_w = int64_t(dn_ + dv_) * R_;
+  b.y = s.ws.attn_o;
+  b.ldy = int64_t(Hm_) * dv_;
+  b.stride_y = dv_;
+  b.x_dtype = b.y_dtype = s.act;
+  b.w_dtype = w_uv.dtype;
+  b.M = M;
+  b.N = dv_;
+  b.K = R_;
+  b.batch = Hm_;
+  s.gemm.run(b, s.ctx.stream);
+}
+
+// All tokens through the simple absorbed kernel (attn_ref.h).
+void MlaLayer::reference_rows(const LayerStep& s, void* cache) const {
+  const auto& m = s.m;
+  absorb_queries(s, m.T, s.ws.q_abs, int64_t(Hm_) * R_, R_);
+  MlaRefParams r;
+  r.q_lat = s.ws.q_abs;
+  r.ld_lat = int64_t(Hm_) * R_;
+  r.head_stride_lat = R_;
+  r.q_pe = off(s.ws.proj, dn_, s.act);
+  r.ld_pe = PM_;
+  r.head_stride_pe = dq_;
+  r.cache = cache;
+  r.block_tables = m.block_tables;
+  r.token_seq = m.token_seq;
+  r.token_pos = m.token_pos;
+  r.o = s.ws.o_lat;
+  r.ldo = int64_t(Hm_) * R_;
+  r.tokens = m.T;
+  r.heads = Hm_;
+  r.Dl = R_;
+  r.Dr = dr_;
+  r.block_size = s.caches.block_size();
+  r.max_blocks = m.stride;
+  r.scale = scale_;
+  run_mla_ref(r, s.act, s.ctx);
+  unabsorb_values(s, m.T);
+}
+
+// Decode rows [0, n_dec): absorbed queries [q_lat ; q_pe] per head, split-K attention over the cache.
+void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
+  const DType act = s.act;
+  const auto& m = s.m;
+  const int D = R_ + dr_;
+  absorb_queries(s, m.n_dec, s.ws.q_abs, int64_t(Hm_) * D, D);
+  CopyStridedParams cp;  // q_pe of every head behind its q_lat
+  cp.src = off(s.ws.proj, dn_, act);
+  cp.ld_src = PM_;
+  cp.hs_src = dq_;
+  cp.dst = off(s.ws.q_abs, R_, act);
+  cp.ld_dst = int64_t(Hm_) * D;
+  cp.hs_dst = D;
+  cp.rows = m.n_dec;
+  cp.heads = Hm_;
+  cp.width = dr_;
+  run_copy_strided(cp, act, s.ctx);
+  MlaDecodeParams d;
+  d.q = s.ws.q_abs;
+  d.ldq = int64_t(Hm_) * D;
+  d.cache = cache;
+  d.block_tables = m.block_tables;
+  d.context_lens = m.seq_lens;
+  d.o = s.ws.o_lat;
+  d.ldo = int64_t(Hm_) * R_;
+  d.workspace = s.ws.mla_ws;
+  d.rows = m.n_dec;
+  d.num_heads = Hm_;
+  d.block_size = s.caches.block_size();
+  d.max_blocks = m.stride;
+  d.num_splits = m.mla_splits;
+  d.kv_lora_rank = R_;
+  d.rope_dim = dr_;
+  d.scale = scale_;
+  run_mla_decode(d, act, s.ctx);
+  unabsorb_values(s, m.n_dec);
+}
+
+// Prefill rows [n_dec, T): the chunk's queries attend to its sequence's expanded keys/values, all
+// positions [0, ctx + n) gathered from the paged cache and expanded through kv_b_proj. When the
+// prefill sequences' keys together exceed the expansion's capacity they run in groups that fit (the
+// model refuses a single sequence that does not); the offsets in pre_cu_q/pre_cu_k stay absolute, so a
+// group's key rows are addressed from a base shifted back by its first key.
+void MlaLayer::prefill_rows(const LayerStep& s, void* cache) const {
+  for (const auto& grp : s.m.prefill_groups) prefill_group(s, cache, grp);
+}
+
+void MlaLayer::prefill_group(const LayerStep& s, void* cache, const StepMeta::PrefillGroup& grp) const {
+  const DType act = s.act;
+  const auto& m = s.m;
+  const int D = R_ + dr_;
+  const MlaExpansion& x = s.expand;
+  CopyStridedParams g;
+  g.src = cache;
+  g.ld_src = D;
+  g.row_index = m.key_rows + grp.key0;
+  g.dst = x.lat;
+  g.ld_dst = D;
+  g.rows = grp.keys;
+  g.width = D;
+  run_copy_strided(g, act, s.ctx);
+  GemmArgs e;  // [keys, R] . kv_b^T -> [keys, Hm (dn + dv)]
+  e.x = x.lat;
+  e.ldx = D;
+  e.w = w_.kv_b.ptr;
+  e.ldw = R_;
+  e.y = x.kv;
+  e.ldy = int64_t(Hm_) * (dn_ + dv_);
+  e.x_dtype = e.y_dtype = act;
+  e.w_dtype = w_.kv_b.dtype;
+  e.M = grp.keys;
+  e.N = Hm_ * (dn_ + dv_);
+  e.K = R_;
+  s.gemm.run(e, s.ctx.stream);
+  // key row k of the group (absolute index key0 + k) lives at row k of the expansion
+  const int64_t shift = -int64_t(grp.key0);
+  MlaPrefillParams p;
+  p.q = off(s.ws.proj, int64_t(m.n_dec) * PM_, act);
+  p.ldq = PM_;
+  p.hq = dq_;
+  p.k_nope = off(x.kv, shift * Hm_ * (dn_ + dv_), act);
+  p.ldkn = int64_t(Hm_) * (dn_ + dv_);
+  p.hkn = dn_ + dv_;
+  p.k_pe = off(x.lat, shift * D + R_, act);
+  p.ldkpe = D;
+  p.v = off(x.kv, shift * Hm_ * (dn_ + dv_) + dn_, act);
+  p.ldv = int64_t(Hm_) * (dn_ + dv_);
+  p.hv = dn_ + dv_;
+  p.o = off(s.ws.attn_o, int64_t(m.n_dec) * Hm_ * dv_, act);
+  p.ldo = int64_t(Hm_) * dv_;
+  p.cu_seqlens_q = m.pre_cu_q + grp.seq0;
+  p.cu_seqlens_k = m.pre_cu_k + grp.seq0;
+  p.num_seqs = grp.seq1 - grp.seq0;
+  p.num_heads = Hm_;
+  p.max_seqlen_q = m.max_q_len;
+  p.scale = scale_;
+  run_mla_prefill(p, act, s.ctx);
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,28 @@
+// Host preparation of one GPU sampling launch (cuda/kernels/sampling.h): the per-row parameters and
+// the penalty lists, from the rows' SampleParams and their sequences' penalty state (kept
+// incrementally by PenaltyTracker, sampling/penalties.h). Pure host code; the CUDA backend and the
+// sampler's test both use it.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "cuda/kernels/sampling.h"
+#include "sampling/penalties.h"
+#include "sampling/sampling_params.h"
+
+namespace ds::gpu {
+
+struct SamplingRows {
+  std::vector<SampleRow> rows;                // [rows]
+  std::vector<int32_t> pen_tokens, pen_counts;  // rows' lists, back to back (SampleRow::pen_begin/end)
+  int max_logprobs = 0;                       // widest top-logprobs request
+};
+
+// params.size() rows; penalties empty (none) or one per row (null: none). A row's list holds its
+// sequence's distinct tokens when it has a repetition penalty (prompt-only tokens with count 0),
+// else only the output tokens with their counts when it has a frequency/presence penalty; the counts
+// are 0 when it has only a repetition penalty. ds::Error for a repetition_penalty <= 0.
+SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
+                                   const std::vector<const SeqPenalties*>& penalties);
+
+}  // namespace ds::gpu

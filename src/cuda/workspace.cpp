@@ -1,0 +1,175 @@
+#include "cuda/workspace.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "cuda/kernels/kda_prefill.h"
+#include "cuda/kernels/mla_decode.h"
+#include "cuda/kernels/sampling.h"
+#include "cuda/device_weights.h"
+
+namespace ds::gpu {
+namespace {
+
+constexpr int64_t kDefaultExpandKeys = 131072;          // a 128K-token prompt's last chunk
+constexpr size_t kDefaultLogitBytes = size_t(256) << 20;  // logits rows beyond the decode batch
+constexpr int64_t kMetaKeyGroups = 8;                     // key rows of the metadata: 8 expansions' worth
+
+size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+int next_pow2(int64_t n) {
+  int64_t p = 16;
+  while (p < n) p *= 2;
+  return int(p);
+}
+
+// Decode batch sizes replayed from graphs (beyond 512: multiples of 64).
+constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+
+std::string mib(size_t b) { return fmt::format("{:.1f} MiB", double(b) / 1048576.0); }
+
+}  // namespace
+
+int graph_bucket(int n) {
+  for (int b : kBuckets)
+    if (b >= n) return b;
+  return (n + 63) / 64 * 64;
+}
+
+int64_t max_proj_width(const ModelConfig& c) {
+  int64_t w = kda_in_proj_rows(c);
+  const auto& m = c.mla;
+  w = std::max<int64_t>(w, int64_t(m.num_heads) * m.qk_head_dim() + m.latent_dim());
+  w = std::max<int64_t>(w, 2 * int64_t(c.intermediate_size));
+  w = std::max<int64_t>(w, 2 * int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts));
+  return w;
+}
+
+void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int rows, int max_seqs, int num_sms) {
+  const size_t es = dtype_size(act);
+  const int64_t hid = c.hidden_size, HK = int64_t(c.kda.num_heads) * c.kda.head_dim;
+  const auto& m = c.mla;
+  const int64_t Hm = m.num_heads, R = m.kv_lora_rank;
+  const int kp = c.moe.top_k + 1;
+  tokens = T;
+  pairs = T * kp;
+  auto A = [&](int64_t elems) { return a.alloc_bytes(size_t(elems) * es); };
+  h = A(T * hid);
+  x = A(T * hid);
+  proj = A(T * max_proj_width(c));
+  qkv = A(T * 3 * HK);
+  fg = A(2 * T * HK);  // [2][T][HK]: f_b output, then g_b output
+  gg = static_cast<char*>(fg) + size_t(T) * HK * es;
+  attn_o = A(T * std::max<int64_t>(HK, Hm * m.v_head_dim));
+  gated = A(T * HK);
+  q_abs = A(T * Hm * m.latent_dim());
+  o_lat = A(T * Hm * R);
+  kda_ws_bytes = c.num_kda_layers() ? kda_prefill_workspace_bytes(T, std::min(T, max_seqs), c.kda.num_heads, act) : 0;
+  kda_ws = a.alloc_bytes(kda_ws_bytes);
+  int dec_rows = std::max(std::min(T, max_seqs), num_sms);  // rows * splits <= max(rows, SMs)
+  mla_ws_bytes = c.num_mla_layers() ? mla_decode_workspace_bytes(1, Hm, std::max(2, dec_rows)) : 0;
+  mla_ws = a.alloc_bytes(mla_ws_bytes);
+  int64_t act_w = std::max<int64_t>({int64_t(kp) * c.moe.intermediate_size, c.intermediate_size,
+                                     int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts)});
+  this->act = A(T * act_w);
+  moe_out = A(int64_t(pairs) * hid);
+  rows_x = A(int64_t(rows) * hid);
+  g32 = a.alloc<float>(size_t(T) * HK);
+  beta = a.alloc<float>(size_t(T) * c.kda.num_heads);
+  router = a.alloc<float>(size_t(T) * std::max(1, c.moe.num_experts));
+  topk_w = a.alloc<float>(size_t(pairs));
+  topk_ids = a.alloc<int32_t>(size_t(pairs));
+  pair_pos = a.alloc<int32_t>(size_t(pairs));
+  sorted_token = a.alloc<int32_t>(size_t(pairs));
+  slot_expert = a.alloc<int32_t>(size_t(c.moe.num_experts + 2));
+  slot_start = a.alloc<int32_t>(size_t(c.moe.num_experts + 3));
+  num_active = a.alloc<int32_t>(1);
+}
+
+size_t MlaExpansion::bytes_per_row(const ModelConfig& c, DType act) {
+  const auto& m = c.mla;
+  return (size_t(m.latent_dim()) + size_t(m.num_heads) * (m.qk_nope_head_dim + m.v_head_dim)) * dtype_size(act);
+}
+
+WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimits lim, int num_sms) {
+  DS_CHECK(lim.max_tokens > 0 && lim.max_seqs > 0 && lim.block_size > 0, "workspace: bad limits");
+  if (lim.max_context <= 0) lim.max_context = c.max_position_embeddings;
+  const int bucket = graph_bucket(std::max(1, lim.max_graph_batch));
+  const size_t row_bytes = size_t(c.vocab_size) * sizeof(float);
+  if (lim.max_logit_rows <= 0)
+    lim.max_logit_rows = int(std::min<int64_t>(lim.max_tokens, int64_t(kDefaultLogitBytes / row_bytes)));
+  // a decode step (padded to its graph bucket) always fits
+  lim.max_logit_rows = std::max({lim.max_logit_rows, lim.max_seqs, bucket});
+  if (lim.mla_expand_keys <= 0) lim.mla_expand_keys = int(std::min<int64_t>(lim.max_context, kDefaultExpandKeys));
+  if (lim.sampling_penalty_entries <= 0) lim.sampling_penalty_entries = lim.max_logit_rows * std::min(4096, c.vocab_size);
+  WorkspacePlan p;
+  p.lim = lim;
+  {  // activations (the same carve as the real arena, counting only)
+    Arena measure = Arena::measuring();
+    Activations tmp;
+    const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
+    const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
+    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms);
+    p.activations = measure.used();
+  }
+  p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
+  {  // step metadata: 14 arrays, each padded to 256 bytes (CudaModel::upload_meta)
+    const int64_t T = std::max(lim.max_tokens, bucket), N = std::max(lim.max_seqs, bucket);
+    const int64_t S = next_pow2((lim.max_context + lim.block_size - 1) / lim.block_size);
+    // key rows: the prefill sequences of a step may together exceed the expansion (run in groups)
+    const int64_t keys = std::max<int64_t>(kMetaKeyGroups * int64_t(lim.mla_expand_keys), lim.max_tokens);
+    const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + keys + N * S + N;
+    p.meta = align_up(size_t(words) * 4 + size_t(N) + 14 * 260, Arena::kAlign);
+  }
+  p.sampling_work = align_up(sampling_workspace_floats(lim.max_logit_rows, c.vocab_size) * sizeof(float), Arena::kAlign);
+  p.sampling_io = align_up(size_t(lim.max_logit_rows) * sizeof(SampleRow), 256) +
+                  2 * align_up(size_t(lim.sampling_penalty_entries) * 4, 256) +
+                  align_up(size_t(lim.max_logit_rows) * (8 + size_t(lim.max_logprobs) * 8), 256);
+  p.expansion = c.num_mla_layers() ? 2 * Arena::kAlign + size_t(lim.mla_expand_keys) * MlaExpansion::bytes_per_row(c, act) : 0;
+  return p;
+}
+
+std::vector<std::string> WorkspacePlan::describe(const ModelConfig& c, DType act) const {
+  std::vector<std::string> out;
+  out.push_back(fmt::format("activations {} ({} tokens per step)", mib(activations), lim.max_tokens));
+  out.push_back(fmt::format("logits {} ({} rows x {} fp32)", mib(logits), lim.max_logit_rows, c.vocab_size));
+  out.push_back(fmt::format("step metadata {} (device) + {} (pinned host)", mib(meta), mib(meta)));
+  out.push_back(fmt::format("sampling {} scratch + {} staging ({} rows, {} penalty entries, {} logprobs)",
+                            mib(sampling_work), mib(sampling_io), lim.max_logit_rows, lim.sampling_penalty_entries,
+                            lim.max_logprobs));
+  if (c.num_mla_layers())
+    out.push_back(fmt::format("MLA prefill expansion {} ({} key rows x {} B: the longest context one prefill chunk "
+                              "may attend to)",
+                              mib(expansion), lim.mla_expand_keys, MlaExpansion::bytes_per_row(c, act)));
+  out.push_back(fmt::format("workspace total {}", mib(total())));
+  return out;
+}
+
+Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan, int num_sms)
+    : plan_(plan), arena_(plan.total(), "step workspace") {
+  const auto& lim = plan.lim;
+  const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
+  const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
+  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms);
+  logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
+  meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));
+  meta_host_ = PinnedBuffer(plan.meta);
+  sampling_.max_rows = lim.max_logit_rows;
+  sampling_.work_floats = plan.sampling_work / sizeof(float);
+  sampling_.work = static_cast<float*>(arena_.alloc_bytes(plan.sampling_work));
+  if (plan.expansion) {
+    const auto& m = c.mla;
+    expand_.key_rows = lim.mla_expand_keys;
+    expand_.lat = arena_.alloc_bytes(size_t(expand_.key_rows) * m.latent_dim() * dtype_size(act));
+    expand_.kv = arena_.alloc_bytes(size_t(expand_.key_rows) * m.num_heads * (m.qk_nope_head_dim + m.v_head_dim) *
+                                    dtype_size(act));
+  }
+  sampling_.io = arena_.alloc_bytes(plan.sampling_io);
+  sampling_host_ = PinnedBuffer(plan.sampling_io);
+  sampling_.io_host = sampling_host_.data();
+  sampling_.io_bytes = plan.sampling_io;
+}
+
+}  // namespace ds::gpu

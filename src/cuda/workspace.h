@@ -1,0 +1,108 @@
+// Every buffer a step of the GPU model needs, sized once at start-up (WorkspacePlan) and carved from
+// one device arena (Workspace): the activations for max_tokens tokens, the logits for max_logit_rows
+// rows, the step metadata, the sampler's buffers and the MLA prefill key expansion for a fixed number
+// of key rows. Nothing grows while serving: a step that does not fit is a ds::Error naming the limit.
+// Addresses are fixed for the model's lifetime (CUDA graphs replay them).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/model_config.h"
+#include "core/dtype.h"
+#include "cuda/device_buffer.h"
+
+namespace ds::gpu {
+
+// Activation buffers for up to `tokens` tokens.
+struct Activations {
+  int tokens = 0, pairs = 0;
+  void *h = nullptr, *x = nullptr, *proj = nullptr, *qkv = nullptr, *fg = nullptr, *gg = nullptr;
+  void *attn_o = nullptr, *gated = nullptr, *q_abs = nullptr, *o_lat = nullptr, *act = nullptr;
+  void* kda_ws = nullptr;  // KDA prefill kernel workspace
+  void* mla_ws = nullptr;  // MLA decode split-K workspace
+  size_t kda_ws_bytes = 0, mla_ws_bytes = 0;
+  void *moe_out = nullptr, *rows_x = nullptr;
+  float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
+  int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
+  int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
+  // Carves the buffers from `a` (a measuring arena first, to size the real one).
+  void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms);
+};
+
+// MLA prefill: the latents of every key position of the chunk's sequences, gathered from the paged
+// cache, and their keys/values expanded through kv_b_proj.
+struct MlaExpansion {
+  int key_rows = 0;           // capacity
+  void* lat = nullptr;        // [key_rows, R + dr]
+  void* kv = nullptr;         // [key_rows, Hm (dn + dv)]
+  static size_t bytes_per_row(const ModelConfig& c, DType act);
+};
+
+// The sampler's buffers (used by CudaBackend's sampling): fp32 scratch for max_rows rows, and one
+// device + pinned host staging area for the per-row parameters, penalty lists and results.
+struct SamplingBuffers {
+  int max_rows = 0;
+  float* work = nullptr;        // sampling_workspace_floats(max_rows, vocab) floats
+  size_t work_floats = 0;
+  void* io = nullptr;           // device staging, io_bytes
+  void* io_host = nullptr;      // pinned host staging, io_bytes
+  size_t io_bytes = 0;
+};
+
+struct WorkspaceLimits {
+  int max_tokens = 8192;        // tokens per step (activations)
+  int max_seqs = 64;            // sequences per step (state slots)
+  int max_graph_batch = 256;    // largest decode batch replayed from a graph (padded to its bucket)
+  int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
+  int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
+  int block_size = 16;
+  int mla_expand_keys = 0;      // 0: min(max_context, 131072) key rows for the MLA prefill expansion
+  int max_logprobs = 20;        // top logprobs per row the sampler returns
+  int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs
+};
+
+// Sizes of every workspace buffer, decided once.
+struct WorkspacePlan {
+  WorkspaceLimits lim;          // with the defaults resolved
+  size_t activations = 0, logits = 0, meta = 0, sampling_work = 0, sampling_io = 0, expansion = 0;
+  size_t total() const { return activations + logits + meta + sampling_work + sampling_io + expansion; }
+  static WorkspacePlan make(const ModelConfig& c, DType act, WorkspaceLimits lim, int num_sms);
+  // "name: bytes (what)" lines for the start-up log.
+  std::vector<std::string> describe(const ModelConfig& c, DType act) const;
+};
+
+class Workspace {
+ public:
+  Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan, int num_sms);
+  const WorkspacePlan& plan() const { return plan_; }
+  Activations& activations() { return act_; }
+  const MlaExpansion& expansion() const { return expand_; }
+  float* logits() const { return logits_; }
+  int max_logit_rows() const { return plan_.lim.max_logit_rows; }
+  // Step metadata: device and pinned host areas of meta_bytes() each.
+  char* meta_device() const { return meta_dev_; }
+  char* meta_host() const { return meta_host_.as<char>(); }
+  size_t meta_bytes() const { return plan_.meta; }
+  const SamplingBuffers& sampling() const { return sampling_; }
+  size_t device_bytes() const { return arena_.capacity(); }
+  void* arena_data() const { return arena_.data(); }
+
+ private:
+  WorkspacePlan plan_;
+  Arena arena_;
+  Activations act_;
+  MlaExpansion expand_;
+  float* logits_ = nullptr;
+  char* meta_dev_ = nullptr;
+  PinnedBuffer meta_host_;
+  SamplingBuffers sampling_;
+  PinnedBuffer sampling_host_;
+};
+
+// The bucket (padded batch size) of a decode batch of n sequences replayed from a graph.
+int graph_bucket(int n);
+// Largest width of any projection output held in Activations::proj.
+int64_t max_proj_width(const ModelConfig& c);
+
+}  // namespace ds::gpu
