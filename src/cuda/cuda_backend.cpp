@@ -93,10 +93,7 @@ class CudaBackend final : public Backend {
     model_->forward(plan.batch);
     StepResult res;
     if (!plan.sampling.empty()) {
-      std::vector<SampleParams> params;
-      params.reserve(plan.sampling.size());
-      for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
-      res.samples = sample(params, penalties_->prepare(plan.sampling));
+      res.samples = sample(params_of(plan.sampling), penalties_->prepare(plan.sampling));
       penalties_->record(plan.sampling, res.samples);
     }
     if (plan.return_logits) get_logits(&res.logits);

@@ -82,14 +82,8 @@ StepResult CpuBackend::execute(const StepPlan& plan) {
   penalties_->release(plan.released);
   StepResult res;
   model_->forward(plan.batch, *kda_, *mla_, &res.logits, opts_, trace_);
-  if (!plan.sampling.empty()) {
-    std::vector<SampleParams> params;
-    params.reserve(plan.sampling.size());
-    for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
-    res.samples = sample_cpu(res.logits.data(), int(params.size()), cfg_.vocab_size, params,
-                             penalties_->prepare(plan.sampling));
-    penalties_->record(plan.sampling, res.samples);
-  }
+  if (!plan.sampling.empty())
+    res.samples = sample_rows_cpu(res.logits.data(), cfg_.vocab_size, plan.sampling, *penalties_);
   if (!plan.return_logits) res.logits.clear();
   return res;
 }

@@ -111,6 +111,14 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
   return r;
 }
 
+std::vector<SampleResult> sample_rows_cpu(const float* logits, int vocab, const std::vector<SeqSampling>& rows,
+                                          PenaltyTracker& tracker) {
+  const auto penalties = tracker.prepare(rows);
+  auto out = sample_cpu(logits, int(rows.size()), vocab, params_of(rows), penalties);
+  tracker.record(rows, out);
+  return out;
+}
+
 std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab, const std::vector<SampleParams>& params,
                                      const std::vector<const SeqPenalties*>& penalties) {
   DS_CHECK(int(params.size()) == rows, "sampler: {} parameter sets for {} rows", params.size(), rows);

@@ -20,6 +20,11 @@ namespace ds {
 std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab, const std::vector<SampleParams>& params,
                                      const std::vector<const SeqPenalties*>& penalties = {});
 
+// A step's rows on the CPU with their sequences' penalty state: tracker.prepare, sample_cpu,
+// tracker.record (what the CPU backend's execute() does after the forward).
+std::vector<SampleResult> sample_rows_cpu(const float* logits, int vocab, const std::vector<SeqSampling>& rows,
+                                          PenaltyTracker& tracker);
+
 // One row (what sample_cpu runs for each row, in parallel).
 SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& params,
                             const SeqPenalties* penalties = nullptr);

@@ -27,6 +27,13 @@ void SeqPenalties::add_output(int32_t token) {
   if (i >= 0) ++counts_[size_t(i)];
 }
 
+std::vector<SampleParams> params_of(const std::vector<SeqSampling>& rows) {
+  std::vector<SampleParams> out;
+  out.reserve(rows.size());
+  for (const SeqSampling& r : rows) out.push_back(r.params);
+  return out;
+}
+
 void PenaltyTracker::release(const std::vector<uint64_t>& seq_ids) {
   for (uint64_t id : seq_ids) seqs_.erase(id);
 }

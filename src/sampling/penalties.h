@@ -43,6 +43,9 @@ struct SeqSampling {
   std::vector<int32_t> prompt, output;
 };
 
+// The rows' parameters, in order.
+std::vector<SampleParams> params_of(const std::vector<SeqSampling>& rows);
+
 class PenaltyTracker {
  public:
   explicit PenaltyTracker(int vocab) : vocab_(vocab) {}

@@ -62,12 +62,7 @@ class FakeBackend : public Backend {
     penalties_.release(plan.released);
     forward(plan.batch);
     StepResult res;
-    if (!plan.sampling.empty()) {
-      std::vector<SampleParams> params;
-      for (const SeqSampling& r : plan.sampling) params.push_back(r.params);
-      res.samples = sample_cpu(logits_.data(), rows_, o_.vocab, params, penalties_.prepare(plan.sampling));
-      penalties_.record(plan.sampling, res.samples);
-    }
+    if (!plan.sampling.empty()) res.samples = sample_rows_cpu(logits_.data(), o_.vocab, plan.sampling, penalties_);
     if (plan.return_logits) res.logits = logits_;
     return res;
   }
