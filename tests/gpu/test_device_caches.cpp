@@ -180,6 +180,7 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
   const int V = cfg.vocab_size;
   auto logits = [&](int rows) {
     std::vector<float> h(size_t(rows) * V);
+    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));  // the model's stream does not block the default one
     DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
     return h;
   };
@@ -219,6 +220,7 @@ TEST(CudaModelPlan, StateInitCopyAndSnapshot) {
   const int V = cfg.vocab_size;
   auto logits = [&] {
     std::vector<float> h(static_cast<size_t>(V));
+    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));  // the model's stream does not block the default one
     DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
     return h;
   };
