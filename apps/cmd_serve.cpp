@@ -35,6 +35,7 @@ struct ServeArgs {
   size_t max_request_bytes = 32u << 20;
   double shutdown_timeout = 30.0;
   std::string log_level;
+  bool chat_template_specials_in_content = false;
 };
 
 std::string tokenizer_dir(const ServeArgs& a) {
@@ -117,6 +118,7 @@ void run_serve(const ServeArgs& a) {
   so.model_names = a.served_model_names.empty() ? std::vector<std::string>{a.model} : a.served_model_names;
   so.model_root = a.model;
   so.max_concurrent_requests = a.max_num_seqs + a.max_queue + 64;
+  so.chat_template_specials_in_content = a.chat_template_specials_in_content;
   server::OpenAIServer srv(so, *client, tok);
   srv.start();
   spdlog::info("serving model '{}' on http://{}:{} (OpenAI API under /v1{})", so.model_names.front(), a.host,
@@ -177,6 +179,9 @@ void register_serve_command(CLI::App& app) {
   cmd->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds to let requests finish on SIGTERM")
       ->capture_default_str();
   cmd->add_option("--log-level", a->log_level, "trace|debug|info|warn|error|off");
+  cmd->add_flag("--chat-template-specials-in-content", a->chat_template_specials_in_content,
+                "Encode special-token text inside chat messages/tools as control tokens (HF behaviour; lets a "
+                "client forge turns; see docs/SERVER.md)");
   cmd->callback([a] { run_serve(*a); });
 }
 

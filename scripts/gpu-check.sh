@@ -7,9 +7,9 @@
 # --profile: Nsight Compute (ncu, when present) times every kernel of one batch-1 decode step of the 48B
 # model (run eagerly: NVTX ranges do not reach kernels replayed from a graph), each alone (so no
 # overlap between kernels), and prints the time per kernel name.
-# --serve also runs `deltaserve serve --device cuda --load-format dummy` on the 48B config (with a
-# synthetic 163,842-id tokenizer, since the real one is not in the repository) and `deltaserve bench`
-# against it: TPOT at concurrency 1 and throughput at concurrency 100, 1000 tokens in / 1000 out.
+# --serve also runs scripts/gpu-serve-bench.sh: `deltaserve serve --device cuda --load-format dummy` on the
+# 48B config and `deltaserve bench` against it (TPOT at concurrency 1, throughput at concurrency 100,
+# 1000 tokens in / 1000 out, device memory sampled). scripts/gpu-ab.sh compares against a baseline tree.
 # COMMIT=<git rev> names the source revision in the logs when .git is not present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -97,49 +97,6 @@ PY
   fi
 fi
 if [[ $SERVE == 1 && $DS_OK == 1 ]]; then
-  M=/tmp/ds48
-  mkdir -p $M
-  cp tests/fixtures/kimi-linear-48b-a3b.config.json $M/config.json
-  python3 - "$M" tests/fixtures/tiny/tokenizer <<'PY'
-import base64, json, os, sys
-out, tiny = sys.argv[1], sys.argv[2]
-n_base = 163584  # Kimi's base vocabulary; specials follow at 163584..163841 like the real tokenizer
-with open(os.path.join(out, "tiktoken.model"), "w") as f:
-    for i in range(256):
-        f.write(f"{base64.b64encode(bytes([i])).decode()} {i}\n")
-    for i in range(256, n_base):
-        f.write(f"{base64.b64encode(('<t%d>' % i).encode()).decode()} {i}\n")
-c = json.load(open(os.path.join(tiny, "tokenizer_config.json")))
-shift = n_base - min(int(k) for k in c["added_tokens_decoder"])
-dec = {}
-for k, v in c["added_tokens_decoder"].items():
-    v = dict(v)
-    if v["content"].startswith("<|reserved_token_"):  # reserved names carry their id
-        v["content"] = "<|reserved_token_%d|>" % (int(k) + shift)
-    dec[str(int(k) + shift)] = v
-c["added_tokens_decoder"] = dec
-if "additional_special_tokens" in c:
-    c["additional_special_tokens"] = [t for t in c["additional_special_tokens"] if not t.startswith("<|reserved_token_")]
-json.dump(c, open(os.path.join(out, "tokenizer_config.json"), "w"))
-PY
-  PORT=8123
-  "$BUILD/deltaserve" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
-      --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT > "$OUT/serve.log" 2>&1 &
-  SPID=$!
-  for i in $(seq 1 180); do
-    curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break
-    kill -0 $SPID 2>/dev/null || break
-    sleep 1
-  done
-  if curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1; then
-    B=("$BUILD/deltaserve" bench --base-url http://127.0.0.1:$PORT --dataset random --random-input-len 1000
-       --random-output-len 1000 --ignore-eos --no-progress)
-    { echo "== concurrency 1"; timeout 200 "${B[@]}" --num-prompts 5 --max-concurrency 1
-      echo "== concurrency 100"; timeout 300 "${B[@]}" --num-prompts 100 --max-concurrency 100; } > "$OUT/bench_serve.log" 2>&1
-    grep -iE "==|throughput|TPOT|TTFT|ITL|successful|failed" "$OUT/bench_serve.log" | head -40 | tee -a "$SUMMARY"
-  else
-    echo "server did not come up" | tee -a "$SUMMARY"; tail -20 "$OUT/serve.log"
-  fi
-  kill $SPID 2>/dev/null; wait $SPID 2>/dev/null
+  OUT=$OUT bash scripts/gpu-serve-bench.sh "$BUILD/deltaserve" serve | tee -a "$SUMMARY"
 fi
 echo "total: $(( $(date +%s) - t0 )) s" | tee -a "$SUMMARY"

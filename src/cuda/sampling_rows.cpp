@@ -23,7 +23,7 @@ SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
     q.min_p = p.min_p;
     q.presence_penalty = p.presence_penalty;
     q.frequency_penalty = p.frequency_penalty;
-    q.repetition_penalty = p.repetition_penalty;
+    q.repetition_penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
     q.u = uniform01(p.seed, p.step);
     q.num_logprobs = p.num_logprobs;
     out.max_logprobs = std::max(out.max_logprobs, p.num_logprobs);

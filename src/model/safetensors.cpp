@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/log.h"
 
 namespace ds {
@@ -40,6 +41,102 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std::string& path) {
+  if (size < 8)
+    fail("safetensors file '{}' is truncated: {} bytes, too short for the 8-byte header length", path, size);
+  SafetensorsHeader out;
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | bytes[i];
+  if (hlen > kMaxHeader || hlen > size - 8)
+    fail("safetensors file '{}' is corrupt or truncated: header length {} but the file has {} bytes", path,
+         hlen, size);
+  json header;
+  const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), size_t(hlen));
+  if (json_nesting_depth(header_text) > kMaxJsonDepth)
+    fail("safetensors file '{}' has a corrupt header: JSON nested more than {} levels deep", path, kMaxJsonDepth);
+  try {
+    header = json::parse(header_text);
+  } catch (const json::exception& e) {
+    fail("safetensors file '{}' has a corrupt header (not valid JSON): {}", path, e.what());
+  }
+  if (!header.is_object()) fail("safetensors file '{}' has a corrupt header: not a JSON object", path);
+  const uint8_t* data = bytes + 8 + hlen;
+  const size_t data_size = size - 8 - hlen;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail("safetensors file '{}': __metadata__ is not an object", path);
+      for (auto m = v.begin(); m != v.end(); ++m)
+        out.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    auto bad = [&](const std::string& why) -> void {
+      fail("safetensors file '{}': tensor '{}' has a corrupt header entry: {}", path, name, why);
+    };
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+      bad("needs dtype, shape and data_offsets");
+    TensorInfo t;
+    t.name = name;
+    t.file = path;
+    if (!v["dtype"].is_string() || !parse_dtype(v["dtype"].get<std::string>(), &t.dtype))
+      bad("unknown dtype " + v["dtype"].dump());
+    if (!v["shape"].is_array()) bad("shape is not a list");
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape entry " + d.dump() + " is not a size");
+      t.shape.push_back(d.get<int64_t>());
+    }
+    const auto& off = v["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      bad("data_offsets must be two non-negative integers");
+    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+    if (b > e) bad(fmt::format("data_offsets [{}, {}] are reversed", b, e));
+    if (e > data_size)
+      fail("safetensors file '{}' is truncated: tensor '{}' needs data bytes [{}, {}) but the data region "
+           "has only {} bytes", path, name, b, e, data_size);
+    t.nbytes = size_t(e - b);
+    uint64_t want = dtype_size(t.dtype);
+    for (int64_t d : t.shape) {
+      if (d != 0 && want > (uint64_t(1) << 62) / uint64_t(d)) bad("shape " + shape_str(t.shape) + " is too large");
+      want *= uint64_t(d);
+    }
+    if (want != t.nbytes)
+      bad(fmt::format("shape {} of {} needs {} bytes but data_offsets span {}", shape_str(t.shape),
+                      dtype_name(t.dtype), want, t.nbytes));
+    t.data = data + b;
+    out.tensors.push_back(std::move(t));
+  }
+  std::sort(out.tensors.begin(), out.tensors.end(),
+            [](const TensorInfo& a, const TensorInfo& b) { return a.data < b.data; });
+  for (size_t i = 0; i + 1 < out.tensors.size(); ++i) {
+    const auto& a = out.tensors[i];
+    if (static_cast<const uint8_t*>(a.data) + a.nbytes > out.tensors[i + 1].data)
+      fail("safetensors file '{}' is corrupt: tensors '{}' and '{}' overlap", path, a.name, out.tensors[i + 1].name);
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path) {
+  if (json_nesting_depth(text) > kMaxJsonDepth)
+    fail("checkpoint index '{}' is corrupt: JSON nested more than {} levels deep", path, kMaxJsonDepth);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("checkpoint index '{}' is not valid JSON: {}", path, e.what());
+  }
+  auto wm = j.is_object() ? j.find("weight_map") : j.end();
+  if (!j.is_object() || wm == j.end() || !wm->is_object())
+    fail("checkpoint index '{}' has no weight_map object", path);
+  std::map<std::string, std::string> out;
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string())
+      fail("checkpoint index '{}': weight_map entry '{}' is not a file name", path, it.key());
+    out[it.key()] = it.value().get<std::string>();
+  }
+  return out;
+}
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open safetensors file '{}': {}", path, std::strerror(errno));
@@ -60,72 +157,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     fail("cannot mmap '{}': {}", path, std::strerror(errno));
   }
   try {
-    const auto* bytes = static_cast<const uint8_t*>(map_);
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | bytes[i];
-    if (hlen > kMaxHeader || hlen > size_ - 8)
-      fail("safetensors file '{}' is corrupt or truncated: header length {} but the file has {} bytes", path,
-           hlen, size_);
-    json header;
-    try {
-      header = json::parse(reinterpret_cast<const char*>(bytes + 8), reinterpret_cast<const char*>(bytes + 8 + hlen));
-    } catch (const json::exception& e) {
-      fail("safetensors file '{}' has a corrupt header (not valid JSON): {}", path, e.what());
-    }
-    if (!header.is_object()) fail("safetensors file '{}' has a corrupt header: not a JSON object", path);
-    const uint8_t* data = bytes + 8 + hlen;
-    const size_t data_size = size_ - 8 - hlen;
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      const std::string& name = it.key();
-      const json& v = it.value();
-      if (name == "__metadata__") {
-        if (!v.is_object()) fail("safetensors file '{}': __metadata__ is not an object", path);
-        for (auto m = v.begin(); m != v.end(); ++m)
-          metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
-        continue;
-      }
-      auto bad = [&](const std::string& why) -> void {
-        fail("safetensors file '{}': tensor '{}' has a corrupt header entry: {}", path, name, why);
-      };
-      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
-        bad("needs dtype, shape and data_offsets");
-      TensorInfo t;
-      t.name = name;
-      t.file = path;
-      if (!v["dtype"].is_string() || !parse_dtype(v["dtype"].get<std::string>(), &t.dtype))
-        bad("unknown dtype " + v["dtype"].dump());
-      if (!v["shape"].is_array()) bad("shape is not a list");
-      for (const auto& d : v["shape"]) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0) bad("shape entry " + d.dump() + " is not a size");
-        t.shape.push_back(d.get<int64_t>());
-      }
-      const auto& off = v["data_offsets"];
-      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-        bad("data_offsets must be two non-negative integers");
-      const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
-      if (b > e) bad(fmt::format("data_offsets [{}, {}] are reversed", b, e));
-      if (e > data_size)
-        fail("safetensors file '{}' is truncated: tensor '{}' needs data bytes [{}, {}) but the data region "
-             "has only {} bytes", path, name, b, e, data_size);
-      t.nbytes = size_t(e - b);
-      uint64_t want = dtype_size(t.dtype);
-      for (int64_t d : t.shape) {
-        if (d != 0 && want > (uint64_t(1) << 62) / uint64_t(d)) bad("shape " + shape_str(t.shape) + " is too large");
-        want *= uint64_t(d);
-      }
-      if (want != t.nbytes)
-        bad(fmt::format("shape {} of {} needs {} bytes but data_offsets span {}", shape_str(t.shape),
-                        dtype_name(t.dtype), want, t.nbytes));
-      t.data = data + b;
-      tensors_.push_back(std::move(t));
-    }
-    std::sort(tensors_.begin(), tensors_.end(),
-              [](const TensorInfo& a, const TensorInfo& b) { return a.data < b.data; });
-    for (size_t i = 0; i + 1 < tensors_.size(); ++i) {
-      const auto& a = tensors_[i];
-      if (static_cast<const uint8_t*>(a.data) + a.nbytes > tensors_[i + 1].data)
-        fail("safetensors file '{}' is corrupt: tensors '{}' and '{}' overlap", path, a.name, tensors_[i + 1].name);
-    }
+    SafetensorsHeader h = parse_safetensors(static_cast<const uint8_t*>(map_), size_, path);
+    tensors_ = std::move(h.tensors);
+    metadata_ = std::move(h.metadata);
     for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   } catch (...) {
     ::munmap(map_, size_);
@@ -153,22 +187,11 @@ Checkpoint Checkpoint::open(const std::string& path) {
     const fs::path dir(path);
     const fs::path index = dir / "model.safetensors.index.json";
     if (fs::exists(index)) {
-      std::ifstream f(index);
-      json j;
-      try {
-        j = json::parse(f);
-      } catch (const json::exception& e) {
-        fail("checkpoint index '{}' is not valid JSON: {}", index.string(), e.what());
-      }
-      if (!j.contains("weight_map") || !j["weight_map"].is_object())
-        fail("checkpoint index '{}' has no weight_map object", index.string());
+      std::ifstream f(index, std::ios::binary);
+      const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      index_map = parse_checkpoint_index(text, index.string());
       std::set<std::string> shard_names;
-      for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-        if (!it.value().is_string())
-          fail("checkpoint index '{}': weight_map entry '{}' is not a file name", index.string(), it.key());
-        index_map[it.key()] = it.value().get<std::string>();
-        shard_names.insert(it.value().get<std::string>());
-      }
+      for (const auto& [tensor, shard] : index_map) shard_names.insert(shard);
       for (const auto& s : shard_names) {
         const fs::path p = dir / s;
         if (!fs::exists(p)) fail("checkpoint index '{}' names shard '{}', which does not exist", index.string(), s);

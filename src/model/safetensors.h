@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -28,6 +29,18 @@ struct TensorInfo {
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);  // "[2048, 256]"
+
+// Pure parsers of the on-disk formats (what the file classes below call, and what a fuzz target can
+// call on any bytes): every problem is a ds::Error naming `path`; JSON deeper than kMaxJsonDepth
+// (core/json_depth.h) is refused before it is parsed.
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // in data-offset order; `data` points into `bytes`
+  std::map<std::string, std::string> metadata;
+};
+// `bytes`: a whole .safetensors file (length prefix, header, data region; the data is not read).
+SafetensorsHeader parse_safetensors(const uint8_t* bytes, size_t size, const std::string& path);
+// model.safetensors.index.json: its weight_map, tensor name → shard file name.
+std::map<std::string, std::string> parse_checkpoint_index(std::string_view text, const std::string& path);
 
 class SafetensorsFile {
  public:

@@ -16,11 +16,12 @@ namespace {
 void apply_penalties(std::vector<float>& x, const SampleParams& p, const SeqPenalties& pen) {
   DS_CHECK(p.repetition_penalty > 0.0f, "sampler: repetition_penalty {} must be > 0", p.repetition_penalty);
   const int vocab = int(x.size());
+  const float penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
   for (size_t i = 0; i < pen.size(); ++i) {
     const int32_t t = pen.tokens()[i];
     if (t < 0 || t >= vocab) continue;
     float& v = x[size_t(t)];
-    if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / p.repetition_penalty : v * p.repetition_penalty;
+    if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / penalty : v * penalty;
     const int32_t c = pen.output_counts()[i];
     if (c > 0) v -= p.frequency_penalty * float(c) + p.presence_penalty;
   }

@@ -7,6 +7,11 @@
 
 namespace ds {
 
+// Repetition penalties below this act as this: dividing a logit by less overflows float (a logit of
+// 20 / 1e-38 is inf, and inf - inf left no candidate token); at 1e-6 a penalized positive logit
+// already outweighs every other token, so the choice is the same as with any smaller penalty.
+constexpr float kMinRepetitionPenalty = 1e-6f;
+
 struct SampleParams {
   float temperature = 1.0f;        // <= 0 (or top_k == 1): greedy
   int top_k = -1;                  // <= 0: off

@@ -79,8 +79,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   // The tool-call markers are special tokens: keep them in the text for the parser.
   if (parse_tools) opt.skip_special_tokens = false;
 
-  std::string prompt = render_chat_prompt(tok, req);
-  std::vector<int32_t> ids = tok.encode(prompt);
+  std::vector<int32_t> ids = chat_prompt_ids(ctx, req);
   int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens);
 
   const std::string id = make_request_id("chatcmpl-");

@@ -22,6 +22,19 @@ const char* json_type_name(const nlohmann::json& v) {
   }
 }
 
+const nlohmann::json* find_field(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::optional<std::string> string_field(const nlohmann::json& obj, const char* key, const std::string& where) {
+  const auto* v = find_field(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) throw bad_request(fmt::format("'{}' must be a string, got {}", where, json_type_name(*v)), where);
+  return v->get<std::string>();
+}
+
 FieldReader::FieldReader(const nlohmann::json& obj, std::string where) : obj_(obj), where_(std::move(where)) {}
 
 const nlohmann::json* FieldReader::get(const std::string& key) {

@@ -34,6 +34,12 @@ class FieldReader {
   std::set<std::string> known_;
 };
 
+// obj[key] when obj is an object holding key with a non-null value, else nullptr: what request code
+// uses instead of the const operator[] (undefined on a missing key) or value() (throws on a type).
+const nlohmann::json* find_field(const nlohmann::json& obj, const char* key);
+// The string at obj[key]; nullopt when absent or null; a 400 naming `where` when it is not a string.
+std::optional<std::string> string_field(const nlohmann::json& obj, const char* key, const std::string& where);
+
 // "a string", "an array", ... for messages.
 const char* json_type_name(const nlohmann::json& v);
 

@@ -95,7 +95,7 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size) {
   if (const auto* lb = r.get("logit_bias"); lb && !(lb->is_object() && lb->empty()))
     throw bad_request("'logit_bias' is not supported", "logit_bias");
   if (const auto* rf = r.get("response_format")) {
-    if (!rf->is_object() || rf->value("type", "") != "text")
+    if (!rf->is_object() || string_field(*rf, "type", "response_format.type") != "text")
       throw bad_request("'response_format' other than {\"type\": \"text\"} is not supported", "response_format");
   }
   for (const char* k :
@@ -129,11 +129,11 @@ void check_text_parts(const json& content, const std::string& where) {
     const auto& part = content[j];
     std::string at = fmt::format("{}.content[{}]", where, j);
     if (!part.is_object()) throw bad_request(fmt::format("'{}' must be an object", at), at);
-    std::string type = part.value("type", "");
+    std::string type = string_field(part, "type", at + ".type").value_or("");
     if (type != "text")
-      throw bad_request(fmt::format("'{}': content type '{}' is not supported (only 'text')", at, type), at);
-    if (!part.contains("text") || !part["text"].is_string())
-      throw bad_request(fmt::format("'{}.text' must be a string", at), at);
+      throw bad_request(fmt::format("'{}': content type '{}' is not supported (only 'text')", at, type), at + ".type");
+    if (!string_field(part, "text", at + ".text"))
+      throw bad_request(fmt::format("'{}.text' must be a string", at), at + ".text");
   }
 }
 
@@ -167,11 +167,15 @@ json validate_messages(const json& msgs) {
         for (size_t j = 0; j < calls->size(); ++j) {
           const auto& c = (*calls)[j];
           std::string at = fmt::format("{}.tool_calls[{}]", where, j);
-          if (!c.is_object() || !c.contains("function") || !c["function"].is_object() ||
-              !c["function"].contains("name") || !c["function"]["name"].is_string())
-            throw bad_request(fmt::format("'{}' must have a function with a name", at), at);
-          if (c.contains("id") && !c["id"].is_string())
-            throw bad_request(fmt::format("'{}.id' must be a string", at), at);
+          const json* fn = find_field(c, "function");
+          if (!fn || !fn->is_object() || !string_field(*fn, "name", at + ".function.name"))
+            throw bad_request(fmt::format("'{}' must have a function with a name", at), at + ".function");
+          string_field(c, "id", at + ".id");
+          string_field(c, "type", at + ".type");
+          if (const json* args = find_field(*fn, "arguments"); args && !args->is_string() && !args->is_object())
+            throw bad_request(fmt::format("'{}.function.arguments' must be a string (JSON text) or an object, got {}",
+                                          at, json_type_name(*args)),
+                              at + ".function.arguments");
           has_calls = true;
         }
       }
@@ -197,13 +201,14 @@ json validate_tools(const json& tools) {
   for (size_t i = 0; i < tools.size(); ++i) {
     const auto& t = tools[i];
     std::string at = fmt::format("tools[{}]", i);
-    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") || !t["function"].is_object())
+    const json* f = find_field(t, "function");
+    if (!t.is_object() || string_field(t, "type", at + ".type") != "function" || !f || !f->is_object())
       throw bad_request(fmt::format("'{}' must be {{\"type\": \"function\", \"function\": {{...}}}}", at), at);
-    const auto& f = t["function"];
-    if (!f.contains("name") || !f["name"].is_string() || f["name"].get<std::string>().empty())
-      throw bad_request(fmt::format("'{}.function.name' must be a non-empty string", at), at);
-    if (f.contains("parameters") && !f["parameters"].is_object() && !f["parameters"].is_null())
-      throw bad_request(fmt::format("'{}.function.parameters' must be an object", at), at);
+    if (string_field(*f, "name", at + ".function.name").value_or("").empty())
+      throw bad_request(fmt::format("'{}.function.name' must be a non-empty string", at), at + ".function.name");
+    string_field(*f, "description", at + ".function.description");
+    if (const json* p = find_field(*f, "parameters"); p && !p->is_object())
+      throw bad_request(fmt::format("'{}.function.parameters' must be an object", at), at + ".function.parameters");
   }
   return tools;
 }
@@ -284,12 +289,12 @@ ChatRequest parse_chat_request(const json& body, int vocab_size) {
         req.tool_choice = ToolChoice::Required;
       else
         throw bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice");
-    } else if (tc->is_object() && tc->contains("function") && (*tc)["function"].is_object() &&
-               (*tc)["function"].contains("name") && (*tc)["function"]["name"].is_string()) {
+    } else if (const json* fn = find_field(*tc, "function");
+               fn && fn->is_object() && string_field(*fn, "name", "tool_choice.function.name")) {
       req.tool_choice = ToolChoice::Named;
-      req.tool_choice_name = (*tc)["function"]["name"].get<std::string>();
+      req.tool_choice_name = fn->find("name")->get<std::string>();
       bool found = false;
-      for (const auto& t : req.tools) found |= t["function"]["name"] == req.tool_choice_name;
+      for (const auto& t : req.tools) found |= t.at("function").at("name") == req.tool_choice_name;
       if (!found)
         throw bad_request(
             fmt::format("'tool_choice' names function '{}', which is not in 'tools'", req.tool_choice_name),
@@ -316,8 +321,14 @@ ChatRequest parse_chat_request(const json& body, int vocab_size) {
       throw bad_request("'continue_final_message' and 'add_generation_prompt' cannot both be true",
                         "continue_final_message");
     req.add_generation_prompt = false;
-    if (req.messages.back()["role"] != "assistant")
+    const json& last = req.messages.back();
+    if (last.at("role") != "assistant")
       throw bad_request("'continue_final_message' needs an assistant message last", "continue_final_message");
+    const json* content = find_field(last, "content");
+    if (!content || (content->is_string() && content->get<std::string>().empty()) ||
+        (content->is_array() && content->empty()))
+      throw bad_request("'continue_final_message' needs the final assistant message to have content to continue",
+                        "continue_final_message");
   }
   if (const auto* kw = r.get("chat_template_kwargs")) {
     if (!kw->is_object()) throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");

@@ -112,6 +112,7 @@ OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared
   ctx_.metrics = &metrics_;
   ctx_.model_names = opts_.model_names;
   ctx_.model_root = opts_.model_root;
+  ctx_.specials_in_content = opts_.chat_template_specials_in_content;
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(
@@ -211,6 +212,10 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
       } catch (const ApiError& e) {
         spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
         reply_error(*w, e);
+      } catch (const nlohmann::json::exception& e) {
+        // A JSON access the request validation missed: a bug here, but never the library's text in a reply.
+        spdlog::error("http {}: {} {} failed reading the request JSON: {}", req.remote, req.method, req.path, e.what());
+        reply_error(*w, internal_error("the server failed to read a request field (a server bug; see the log)"));
       } catch (const std::exception& e) {
         spdlog::error("http {}: {} {} failed: {}", req.remote, req.method, req.path, e.what());
         reply_error(*w, internal_error(e.what()));

@@ -28,6 +28,9 @@ struct ServerOptions {
   std::vector<std::string> model_names;  // served model names (at least one)
   std::string model_root;                // reported as /v1/models "root"
   int max_concurrent_requests = 4096;    // requests in progress beyond this get 429 at once
+  // Hugging Face's behaviour: special-token text inside message content, names, tools and kwargs is
+  // encoded as control tokens (a user can forge turns). Off: request text is always plain text.
+  bool chat_template_specials_in_content = false;
 };
 
 class OpenAIServer {

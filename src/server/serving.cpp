@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <climits>
 
+#include "core/json_depth.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
 #include "server/openai_response.h"
@@ -66,10 +68,32 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
 
 json parse_json_body(const std::string& body) {
   if (body.empty()) throw bad_request("the request body is empty; expected a JSON object");
+  if (json_nesting_depth(body) > kMaxJsonDepth)
+    throw bad_request(fmt::format("the request body nests arrays/objects more than {} levels deep", kMaxJsonDepth));
   try {
     return json::parse(body);
   } catch (const json::parse_error& e) {
-    throw bad_request(fmt::format("Invalid JSON in the request body: {}", e.what()));
+    // In our own words: where it went wrong (line and column, 1-based), not the library's text.
+    size_t at = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, body.size());
+    size_t line = 1 + size_t(std::count(body.begin(), body.begin() + ptrdiff_t(at), '\n'));
+    size_t nl = at == 0 ? std::string::npos : body.rfind('\n', at - 1);
+    size_t column = nl == std::string::npos ? at + 1 : at - nl;
+    throw bad_request(fmt::format("Invalid JSON in the request body: syntax error at line {}, column {}", line, column));
+  } catch (const json::exception&) {
+    // out_of_range: a number literal beyond what a double holds (1e400). Parse again, remembering the
+    // last key seen, to name the field.
+    std::string key;
+    json::parser_callback_t remember = [&key](int, json::parse_event_t ev, json& j) {
+      if (ev == json::parse_event_t::key && j.is_string()) key = j.get<std::string>();
+      return true;
+    };
+    try {
+      json ignored = json::parse(body, remember);
+    } catch (const json::exception&) {
+    }
+    if (key.empty()) throw bad_request("Invalid JSON in the request body: a number is too large to represent");
+    throw bad_request(fmt::format("Invalid JSON in the request body: the number in '{}' is too large to represent", key),
+                      key);
   }
 }
 
@@ -87,29 +111,38 @@ json stop_reason_json(const SamplingOptions& opt, FinishReason finish, const std
   return stop_reason;
 }
 
-std::string render_chat_prompt(const Tokenizer& tok, const ChatRequest& req) {
-  std::string prompt;
+ChatPrompt render_chat_prompt(const Tokenizer& tok, const ChatRequest& req) {
+  ChatPrompt prompt;
   try {
-    prompt = tok.apply_chat_template(req.messages, req.tools, req.add_generation_prompt, req.template_kwargs);
+    prompt = tok.render_chat(req.messages, req.tools, req.add_generation_prompt, req.template_kwargs);
   } catch (const std::exception& e) {
     throw bad_request(fmt::format("the chat template failed to render the messages: {}", e.what()), "messages");
   }
   if (req.continue_final_message) {
     // Cut what the template closes the final message with (<|im_end|>), so the model continues it.
-    const json& content = req.messages.back()["content"];
+    // parse_chat_request checked that the final message is an assistant one with content.
+    const json* content = find_field(req.messages.back(), "content");
     std::string last;
-    if (content.is_string()) {
-      last = content.get<std::string>();
-    } else if (content.is_array()) {
-      for (const auto& part : content) last += part.value("text", "");
+    if (content && content->is_string()) {
+      last = content->get<std::string>();
+    } else if (content && content->is_array()) {
+      for (const auto& part : *content) last += string_field(part, "text", "messages[-1].content[].text").value_or("");
     }
-    size_t pos = last.empty() ? std::string::npos : prompt.rfind(last);
+    size_t pos = last.empty() ? std::string::npos : prompt.text.rfind(last);
     if (pos == std::string::npos)
       throw bad_request("continue_final_message: the final message's content was not found in the rendered prompt",
                         "continue_final_message");
-    prompt.resize(pos + last.size());
+    const size_t cut = pos + last.size();
+    prompt.text.resize(cut);
+    std::erase_if(prompt.data, [cut](const auto& s) { return s.first >= cut; });
+    if (!prompt.data.empty()) prompt.data.back().second = std::min(prompt.data.back().second, cut);
   }
   return prompt;
+}
+
+std::vector<int32_t> chat_prompt_ids(const ServingContext& ctx, const ChatRequest& req) {
+  ChatPrompt prompt = render_chat_prompt(*ctx.tokenizer, req);
+  return ctx.specials_in_content ? ctx.tokenizer->encode(prompt.text) : ctx.tokenizer->encode_chat(prompt);
 }
 
 void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
@@ -121,12 +154,16 @@ void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, Response
   if (body.contains("messages")) {
     // Chat form: the same fields as a chat request.
     json chat = body;
-    return_strs = chat.value("return_token_strs", false);
+    {
+      FieldReader r(body);
+      return_strs = r.boolean("return_token_strs").value_or(false);
+      r.boolean("add_special_tokens");  // Kimi adds none
+    }
     chat.erase("return_token_strs");
     chat.erase("add_special_tokens");
     ChatRequest req = parse_chat_request(chat, ctx.vocab_size());
     ctx.resolve_model(req.opt.model);
-    ids = tok.encode(render_chat_prompt(tok, req));
+    ids = chat_prompt_ids(ctx, req);
   } else {
     FieldReader r(body);
     ctx.resolve_model(r.string("model").value_or(""));

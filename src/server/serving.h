@@ -11,6 +11,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "tokenizer/chat_template.h"
 
 namespace ds {
 class Tokenizer;
@@ -24,6 +25,7 @@ struct ServingContext {
   ServerMetrics* metrics = nullptr;
   std::vector<std::string> model_names;  // served names; the first is reported in responses
   std::string model_root;                // the checkpoint directory (/v1/models "root")
+  bool specials_in_content = false;      // ServerOptions::chat_template_specials_in_content
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.
@@ -49,7 +51,10 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, R
 void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 
-// Renders a chat request's prompt text (template, tools, continue_final_message).
-std::string render_chat_prompt(const Tokenizer& tok, const ChatRequest& req);
+// Renders a chat request's prompt (template, tools, continue_final_message), with the parts that came
+// from the request marked as data.
+ChatPrompt render_chat_prompt(const Tokenizer& tok, const ChatRequest& req);
+// The prompt's token ids: request data as plain text, unless ctx.specials_in_content.
+std::vector<int32_t> chat_prompt_ids(const ServingContext& ctx, const ChatRequest& req);
 
 }  // namespace ds::server

@@ -1,5 +1,7 @@
 #include "tokenizer/chat_template.h"
 
+#include <algorithm>
+
 #include "tokenizer/jinja/interpreter.h"
 
 namespace ds {
@@ -72,6 +74,22 @@ ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
   try {
     return program_->render(jinja::from_json(context));
+  } catch (const jinja::TemplateError& e) {
+    fail("chat template line {}: {}", e.line(), e.message());
+  }
+}
+
+ChatPrompt ChatTemplate::render_marked(const nlohmann::ordered_json& context,
+                                       const std::vector<std::string>& data_keys) const {
+  jinja::Dict vars;
+  if (context.is_object())
+    for (const auto& [k, v] : context.items()) {
+      const bool data = std::find(data_keys.begin(), data_keys.end(), k) != data_keys.end();
+      vars.items.emplace_back(k, jinja::from_json(v, data));
+    }
+  try {
+    jinja::Rendered r = program_->render_marked(jinja::Value(std::move(vars)));
+    return {std::move(r.text), std::move(r.data)};
   } catch (const jinja::TemplateError& e) {
     fail("chat template line {}: {}", e.line(), e.message());
   }

@@ -286,20 +286,35 @@ void Tokenizer::encode_ordinary(std::string_view text, std::vector<int32_t>& out
   }
 }
 
-void Tokenizer::encode_slice(std::string_view text, bool allow_special, std::vector<int32_t>& out) const {
+namespace {
+// Whether [b, e) overlaps one of the sorted, disjoint `spans`.
+bool overlaps(const std::vector<std::pair<size_t, size_t>>& spans, size_t b, size_t e) {
+  auto it = std::upper_bound(spans.begin(), spans.end(), b,
+                             [](size_t x, const std::pair<size_t, size_t>& s) { return x < s.second; });
+  return it != spans.end() && it->first < e;
+}
+}  // namespace
+
+void Tokenizer::encode_slice(std::string_view text, bool allow_special, std::vector<int32_t>& out,
+                             const std::vector<std::pair<size_t, size_t>>* data, size_t base) const {
   std::unique_ptr<PieceCache> cache;
   if (text.size() >= kCacheMinBytes) cache = std::make_unique<PieceCache>();
   if (!allow_special) {
     encode_ordinary(text, out, cache.get());
     return;
   }
-  size_t pos = 0;
+  size_t pos = 0, from = 0;
   for (;;) {
-    auto [at, id] = find_special(text, pos);
+    auto [at, id] = find_special(text, from);
     if (id < 0) break;
+    const size_t len = bytes_[size_t(id)].size();
+    if (data && overlaps(*data, base + at, base + at + len)) {
+      from = at + 1;  // request data: ordinary text, encoded with what surrounds it
+      continue;
+    }
     encode_ordinary(text.substr(pos, at - pos), out, cache.get());
     out.push_back(id);
-    pos = at + bytes_[size_t(id)].size();
+    pos = from = at + len;
   }
   encode_ordinary(text.substr(pos), out, cache.get());
 }
@@ -311,6 +326,19 @@ std::vector<int32_t> Tokenizer::encode_serial(std::string_view text, bool allow_
   for (size_t k = 0; k < starts.size(); ++k) {
     size_t end = k + 1 < starts.size() ? starts[k + 1] : text.size();
     encode_slice(text.substr(starts[k], end - starts[k]), allow_special, out);
+  }
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::encode_chat(const ChatPrompt& prompt) const {
+  if (prompt.data.empty()) return encode(prompt.text);
+  const std::string_view text = prompt.text;
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 4);
+  std::vector<size_t> starts = qkt_slice_starts(text);
+  for (size_t k = 0; k < starts.size(); ++k) {
+    size_t end = k + 1 < starts.size() ? starts[k + 1] : text.size();
+    encode_slice(text.substr(starts[k], end - starts[k]), true, out, &prompt.data, starts[k]);
   }
   return out;
 }
@@ -393,30 +421,44 @@ std::string Tokenizer::apply_chat_template(const nlohmann::ordered_json& message
                                            const nlohmann::ordered_json& tools,
                                            bool add_generation_prompt,
                                            const nlohmann::ordered_json& extra) const {
+  return render_chat(messages, tools, add_generation_prompt, extra).text;
+}
+
+ChatPrompt Tokenizer::render_chat(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                  bool add_generation_prompt, const nlohmann::ordered_json& extra) const {
   nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
   auto name = [&](int32_t id) { return id >= 0 ? bytes_[size_t(id)] : std::string(); };
   ctx["bos_token"] = name(bos_id_);
   ctx["eos_token"] = name(eos_id_);
   ctx["pad_token"] = name(pad_id_);
   if (auto unk = token_id("[UNK]")) ctx["unk_token"] = name(*unk);
+  std::vector<std::string> data_keys = {"messages", "tools"};
   if (extra.is_object())
-    for (const auto& [k, v] : extra.items()) ctx[k] = v;
+    for (const auto& [k, v] : extra.items()) {
+      ctx[k] = v;
+      data_keys.push_back(k);
+    }
   ctx["messages"] = messages.is_null() ? nlohmann::ordered_json::array() : messages;
   ctx["tools"] = tools;
   ctx["add_generation_prompt"] = add_generation_prompt;
-  if (template_source_.empty()) return ChatTemplate::builtin_kimi().render(ctx);
+  if (template_source_.empty()) return ChatTemplate::builtin_kimi().render_marked(ctx, data_keys);
   if (!template_) {
     ChatTemplate t(template_source_);  // throws the parse error, naming the line
-    return t.render(ctx);
+    return t.render_marked(ctx, data_keys);
   }
-  return template_->render(ctx);
+  return template_->render_marked(ctx, data_keys);
 }
 
 std::string Tokenizer::apply_chat_template(const nlohmann::json& messages, const nlohmann::json& tools,
                                            bool add_generation_prompt, const nlohmann::json& extra) const {
+  return render_chat(messages, tools, add_generation_prompt, extra).text;
+}
+
+ChatPrompt Tokenizer::render_chat(const nlohmann::json& messages, const nlohmann::json& tools,
+                                  bool add_generation_prompt, const nlohmann::json& extra) const {
   auto ordered = [](const nlohmann::json& j) { return nlohmann::ordered_json::parse(j.dump()); };
-  return apply_chat_template(ordered(messages), ordered(tools), add_generation_prompt,
-                             extra.is_null() ? nlohmann::ordered_json() : ordered(extra));
+  return render_chat(ordered(messages), ordered(tools), add_generation_prompt,
+                     extra.is_null() ? nlohmann::ordered_json() : ordered(extra));
 }
 
 }  // namespace ds

@@ -15,10 +15,9 @@
 #include <vector>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/chat_template.h"
 
 namespace ds {
-
-class ChatTemplate;
 
 class Tokenizer {
  public:
@@ -72,6 +71,16 @@ class Tokenizer {
   std::string apply_chat_template(const nlohmann::ordered_json& messages,
                                   const nlohmann::ordered_json& tools, bool add_generation_prompt,
                                   const nlohmann::ordered_json& extra = {}) const;
+  // The same rendering, with the parts that came from messages, tools and `extra` marked as data
+  // (see ChatPrompt): what encode_chat needs to keep request text from forging control tokens.
+  ChatPrompt render_chat(const nlohmann::json& messages, const nlohmann::json& tools, bool add_generation_prompt,
+                         const nlohmann::json& extra = {}) const;
+  ChatPrompt render_chat(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                         bool add_generation_prompt, const nlohmann::ordered_json& extra = {}) const;
+  // Encodes a rendered chat prompt: special-token text is a special id only where it lies wholly
+  // in the template's own text; inside (or across) data ranges it is ordinary text. Without data
+  // ranges this equals encode(prompt.text).
+  std::vector<int32_t> encode_chat(const ChatPrompt& prompt) const;
 
   // Compares with a model's vocab_size: throws ds::Error when ids the tokenizer produces for
   // ordinary text or named specials would be out of range; logs a warning for unused extra rows
@@ -83,7 +92,9 @@ class Tokenizer {
  private:
   class PieceCache;
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out, PieceCache* cache) const;
-  void encode_slice(std::string_view text, bool allow_special, std::vector<int32_t>& out) const;
+  // data: absolute byte ranges where special-token text is not matched; `base` is text's offset.
+  void encode_slice(std::string_view text, bool allow_special, std::vector<int32_t>& out,
+                    const std::vector<std::pair<size_t, size_t>>* data = nullptr, size_t base = 0) const;
   // Leftmost special-token occurrence at or after `from`: {position, id}; {npos, -1} if none.
   std::pair<size_t, int32_t> find_special(std::string_view text, size_t from) const;
 

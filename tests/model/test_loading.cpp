@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -198,6 +199,73 @@ TEST(Loading, CorruptHeader) {
     EXPECT_NE(std::string(e.what()).find("model.norm.weight"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("unknown dtype"), std::string::npos) << e.what();
   }
+}
+
+// A header whose __metadata__ nests 200,000 deep used to overflow the stack (recursive dump of the
+// value); past the documented depth it is a named loading error.
+TEST(Loading, DeeplyNestedHeaderIsANamedError) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  const std::string header = R"({"__metadata__":{"x":)" + deep + "}}";
+  const fs::path file = fs::temp_directory_path() / ("ds_test_deep_" + std::to_string(::getpid()) + ".safetensors");
+  {
+    std::ofstream f(file, std::ios::binary | std::ios::trunc);
+    uint64_t n = header.size();
+    for (int i = 0; i < 8; ++i) f.put(char((n >> (8 * i)) & 0xff));
+    f << header;
+  }
+  try {
+    SafetensorsFile sf(file.string());
+    ADD_FAILURE() << "a 200k-deep header loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nested more than 100 levels"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(file.filename().string()), std::string::npos) << e.what();
+  }
+  fs::remove(file);
+}
+
+// The pure parsers (what a fuzz target calls) on bytes in memory.
+TEST(Loading, PureParsersOnBytes) {
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error, expected " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto file = [](const std::string& header, size_t data_bytes) {
+    std::string b(8, '\0');
+    for (int i = 0; i < 8; ++i) b[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+    return b + header + std::string(data_bytes, '\0');
+  };
+  std::string ok = file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"k":"v"}})", 8);
+  SafetensorsHeader h = parse_safetensors(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), "mem");
+  ASSERT_EQ(h.tensors.size(), 1u);
+  EXPECT_EQ(h.tensors[0].name, "a");
+  EXPECT_EQ(h.tensors[0].data, ok.data() + ok.size() - 8);
+  EXPECT_EQ(h.metadata.at("k"), "v");
+  for (const auto& [bytes, needle] : std::vector<std::pair<std::string, std::string>>{
+           {file(R"({"__metadata__":{"x":)" + std::string(300, '[') + std::string(300, ']') + "}}", 0), "100 levels"},
+           {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "truncated"},
+           {file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}})", 8), "not valid JSON"},
+           {std::string("\x05\0\0"), "too short"}}) {
+    expect_error([&] { parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "mem"); },
+                 needle);
+  }
+  EXPECT_EQ(parse_checkpoint_index(R"({"weight_map":{"t":"s.safetensors"}})", "idx").at("t"), "s.safetensors");
+  expect_error([] { parse_checkpoint_index("[1]", "idx"); }, "no weight_map");
+  expect_error([] { parse_checkpoint_index(R"({"weight_map":{"t":1}})", "idx"); }, "not a file name");
+  expect_error([] { parse_checkpoint_index(std::string(1000, '['), "idx"); }, "100 levels");
+}
+
+TEST(Loading, DeeplyNestedIndexIsANamedError) {
+  TempModel m;
+  std::ifstream f(m.path("model.safetensors.index.json"));
+  auto idx = json::parse(f);
+  std::string text = idx.dump();
+  text.insert(text.size() - 1, R"(,"metadata_x":)" + std::string(50000, '[') + std::string(50000, ']'));
+  std::ofstream(m.path("model.safetensors.index.json"), std::ios::trunc) << text;
+  expect_load_error(m.str(), {"model.safetensors.index.json", "nested more than 100 levels"});
 }
 
 TEST(Loading, IndexNamesTensorMissingFromShard) {

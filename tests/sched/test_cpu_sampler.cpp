@@ -99,6 +99,23 @@ TEST(CpuSampler, RepetitionPenaltyHfSemantics) {
   EXPECT_EQ(sample_row_cpu(neg.data(), 2, p, &pen).token, 1);  // -0.15 < -0.12
 }
 
+// A tiny penalty (inside the server's documented range) used to turn a penalized logit into inf and
+// then every candidate into NaN: "sampler: no candidate token".
+TEST(CpuSampler, TinyRepetitionPenaltyKeepsCandidates) {
+  std::vector<float> x{20.0f, 25.0f, -3.0f, 1.0f};
+  const SeqPenalties history({0, 2}, {}, 4);
+  for (float penalty : {1e-38f, 1e-30f, 1e-7f}) {
+    SampleParams p;  // sampled, not greedy: the path that collected candidates
+    p.temperature = 1.0f;
+    p.repetition_penalty = penalty;
+    p.seed = 7;
+    SampleResult r = sample_row_cpu(x.data(), 4, p, &history);
+    EXPECT_EQ(r.token, 0) << penalty;  // the penalized positive logit now outweighs everything
+    p.temperature = 0.0f;
+    EXPECT_EQ(sample_row_cpu(x.data(), 4, p, &history).token, 0) << penalty;
+  }
+}
+
 TEST(CpuSampler, FrequencyAndPresencePenaltiesOnOutputOnly) {
   std::vector<float> x{3.0f, 2.0f, 1.0f};
   SampleParams p = greedy();

@@ -19,7 +19,8 @@ inline std::shared_ptr<const Tokenizer> tiny_tokenizer() {
 }
 
 struct ServerFixture {
-  explicit ServerFixture(std::string api_key = "", size_t max_body = 1u << 20, int64_t max_model_len = 256)
+  explicit ServerFixture(std::string api_key = "", size_t max_body = 1u << 20, int64_t max_model_len = 256,
+                         bool specials_in_content = false)
       : tok(tiny_tokenizer()), engine(tok, max_model_len) {
     server::ServerOptions o;
     o.http.host = "127.0.0.1";
@@ -28,6 +29,7 @@ struct ServerFixture {
     o.api_key = std::move(api_key);
     o.model_names = {"tiny", "tiny-alias"};
     o.model_root = "tests/fixtures/tiny/model";
+    o.chat_template_specials_in_content = specials_in_content;
     server = std::make_unique<server::OpenAIServer>(o, engine, tok);
     server->start();
   }

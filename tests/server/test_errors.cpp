@@ -74,7 +74,7 @@ TEST(Errors, TableOfBadRequests) {
        "messages[0].role"},
       {"image content", "/v1/chat/completions",
        json{{"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}, {"image_url", "u"}}}}}}}}.dump(), 400,
-       "messages[0].content[0]"},
+       "messages[0].content[0].type"},
       {"unknown message field", "/v1/chat/completions",
        json{{"messages", {{{"role", "user"}, {"content", "x"}, {"mood", "happy"}}}}}.dump(), 400, "messages[0].mood"},
       {"tool without id", "/v1/chat/completions", json{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}.dump(),

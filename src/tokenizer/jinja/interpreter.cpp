@@ -1,6 +1,7 @@
 #include "tokenizer/jinja/interpreter.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <optional>
 
@@ -21,7 +22,7 @@ enum class Flow { Normal, Break, Continue };
 
 class Interpreter {
  public:
-  std::string run(const Body& body, const Value& context) {
+  Rendered run(const Body& body, const Value& context) {
     auto globals = std::make_shared<Frame>();
     globals->vars = make_globals();
     auto top = std::make_shared<Frame>();
@@ -36,7 +37,7 @@ class Interpreter {
           for (Frame* p = f.get(); p; p = p->parent.get()) p->vars.items.clear();
       }
     } cleanup{macro_frames_};
-    std::string out;
+    Rendered out;
     exec(body, top, out);
     return out;
   }
@@ -48,7 +49,7 @@ class Interpreter {
     return nullptr;
   }
 
-  Flow exec(const Body& body, const FramePtr& frame, std::string& out) {
+  Flow exec(const Body& body, const FramePtr& frame, Rendered& out) {
     for (const NodePtr& n : body) {
       Flow f = exec(*n, frame, out);
       if (f != Flow::Normal) return f;
@@ -56,10 +57,10 @@ class Interpreter {
     return Flow::Normal;
   }
 
-  Flow exec(const Node& n, const FramePtr& frame, std::string& out) {
+  Flow exec(const Node& n, const FramePtr& frame, Rendered& out) {
     switch (n.kind) {
-      case Node::Text: out += n.text; return Flow::Normal;
-      case Node::Output: out += to_str(eval(*n.expr, frame)); return Flow::Normal;
+      case Node::Text: out.append_markup(n.text); return Flow::Normal;
+      case Node::Output: out.append(eval(*n.expr, frame)); return Flow::Normal;
       case Node::If:
         for (const auto& [cond, body] : n.branches)
           if (truthy(eval(*cond, frame))) return exec(body, frame, out);
@@ -80,9 +81,9 @@ class Interpreter {
         return Flow::Normal;
       }
       case Node::SetBlock: {
-        std::string body;
+        Rendered body;
         exec(n.body, frame, body);
-        Value v(std::move(body));
+        Value v = with_spans(std::move(body));
         if (n.expr) {
           auto tmp = std::make_shared<Frame>();
           tmp->parent = frame;
@@ -116,7 +117,7 @@ class Interpreter {
     for (size_t i = 0; i < names.size(); ++i) f.vars.set(names[i], items[i]);
   }
 
-  Flow exec_for(const Node& n, const FramePtr& frame, std::string& out) {
+  Flow exec_for(const Node& n, const FramePtr& frame, Rendered& out) {
     Value seq = eval(*n.expr, frame);
     std::vector<Value> items;
     try {
@@ -195,7 +196,7 @@ class Interpreter {
       }
       f->vars.set("varargs", Value(std::move(varargs)));
       f->vars.set("kwargs", Value(std::move(kwargs)));
-      std::string out;
+      Rendered out;
       try {
         exec(node->body, f, out);
       } catch (...) {
@@ -203,8 +204,40 @@ class Interpreter {
         throw;
       }
       --depth_;
-      return Value(std::move(out));
-    }}));
+      return with_spans(std::move(out));
+    }, /*macro=*/true}));
+  }
+
+  static bool args_hold_data(const CallArgs& a) {
+    for (const Value& v : a.pos)
+      if (holds_data(v)) return true;
+    for (const auto& [k, v] : a.kw)
+      if (holds_data(v)) return true;
+    return false;
+  }
+
+  // For a filter whose result is its input string or that string trimmed, moves the input's spans
+  // onto the result (sets r.data; true). Anything else marks the whole result as data.
+  static bool filter_keeping_spans(const Value& in, Value& r) {
+    if (!in.is_string() || !r.is_string() || !in.data) return false;
+    const std::string& s = in.str();
+    const size_t off = r.str().empty() ? 0 : s.find(r.str());
+    if (off == std::string::npos) return false;
+    // Only a whitespace prefix/suffix may have been removed (trim), else the spans could not move.
+    auto blank = [](const std::string& x, size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i)
+        if (!std::isspace(static_cast<unsigned char>(x[i]))) return false;
+      return true;
+    };
+    const size_t end = off + r.str().size();
+    if (!blank(s, 0, off) || !blank(s, end, s.size())) return false;
+    DataSpans spans;
+    for (const auto& [b, e] : *in.data) {
+      size_t nb = std::max(b, off), ne = std::min(e, end);
+      if (nb < ne) spans.emplace_back(nb - off, ne - off);
+    }
+    r.data = spans.empty() ? nullptr : std::make_shared<const DataSpans>(std::move(spans));
+    return true;
   }
 
   CallArgs eval_args(const Expr& e, const FramePtr& frame) {
@@ -243,24 +276,44 @@ class Interpreter {
         for (size_t i = 0; i + 1 < e.kids.size(); i += 2) {
           Value k = eval(*e.kids[i], frame);
           if (!k.is_string()) fail("dict keys must be strings here, not {}", k.type_name());
+          d.data_keys = d.data_keys || holds_data(k);
           d.set(k.str(), eval(*e.kids[i + 1], frame));
         }
         return Value(std::move(d));
       }
       case Expr::Attr: return get_attr(eval(*e.kids[0], frame), e.name);
-      case Expr::Item: return get_item(eval(*e.kids[0], frame), eval(*e.kids[1], frame));
+      case Expr::Item: {
+        Value obj = eval(*e.kids[0], frame);
+        Value r = get_item(obj, eval(*e.kids[1], frame));
+        return obj.is_string() && holds_data(obj) ? mark_data(r) : r;  // a character of data is data
+      }
       case Expr::Slice: return slice(e, frame);
       case Expr::Call: {
-        Value callee = eval(*e.kids[0], frame);
+        // A method call (obj.method(...)) is evaluated here so that obj's data can mark the result.
+        bool data_in = false;
+        Value callee;
+        if (e.kids[0]->kind == Expr::Attr) {
+          Value obj = eval(*e.kids[0]->kids[0], frame);
+          data_in = holds_data(obj);
+          callee = get_attr(obj, e.kids[0]->name);
+        } else {
+          callee = eval(*e.kids[0], frame);
+        }
         if (callee.is_undefined()) fail("{}", std::get<Undefined>(callee.v).name);
         if (!callee.is_function()) fail("'{}' object is not callable", callee.type_name());
         CallArgs a = eval_args(e, frame);
-        return callee.function().fn(a);
+        if (callee.function().macro) return callee.function().fn(a);  // spans tracked by its rendering
+        data_in = data_in || args_hold_data(a);
+        Value r = callee.function().fn(a);
+        return data_in ? mark_data(r) : r;
       }
       case Expr::Filter: {
         if (!has_filter(e.name)) fail("no filter named '{}'", e.name);
         Value v = eval(*e.kids[0], frame);
-        return apply_filter(e.name, v, eval_args(e, frame));
+        CallArgs a = eval_args(e, frame);
+        Value r = apply_filter(e.name, v, a);
+        if (!holds_data(v) && !args_hold_data(a)) return r;
+        return filter_keeping_spans(v, r) ? r : mark_data(r);
       }
       case Expr::Test: {
         if (!has_test(e.name)) fail("no test named '{}'", e.name);
@@ -328,11 +381,11 @@ class Interpreter {
   }
 
   static Value binary(const std::string& op, const Value& a, const Value& b) {
-    if (op == "~") return Value(to_str(a) + to_str(b));
+    if (op == "~") return concat(a, b);
     const bool ints = (a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool());
     const bool nums = (a.is_number() || a.is_bool()) && (b.is_number() || b.is_bool());
     if (op == "+") {
-      if (a.is_string() && b.is_string()) return Value(a.str() + b.str());
+      if (a.is_string() && b.is_string()) return concat(a, b);
       if (a.is_list() && b.is_list()) {
         List l = a.list();
         l.insert(l.end(), b.list().begin(), b.list().end());
@@ -343,7 +396,7 @@ class Interpreter {
       if (a.is_string()) {
         std::string r;
         for (int64_t i = 0; i < b.as_int(); ++i) r += a.str();
-        return Value(r);
+        return holds_data(a) ? data_string(std::move(r)) : Value(std::move(r));
       }
       List l;
       for (int64_t i = 0; i < b.as_int(); ++i) l.insert(l.end(), a.list().begin(), a.list().end());
@@ -410,7 +463,8 @@ class Interpreter {
       if (obj.is_string()) s += chars[size_t(i)];
       else l.push_back(obj.list()[size_t(i)]);
     }
-    return obj.is_string() ? Value(std::move(s)) : Value(std::move(l));
+    if (obj.is_string()) return holds_data(obj) ? data_string(std::move(s)) : Value(std::move(s));
+    return Value(std::move(l));
   }
 
   int depth_ = 0;
@@ -421,6 +475,8 @@ class Interpreter {
 
 Program::Program(const std::string& source) : body_(parse(lex(source))) {}
 
-std::string Program::render(const Value& context) const { return Interpreter().run(body_, context); }
+std::string Program::render(const Value& context) const { return Interpreter().run(body_, context).text; }
+
+Rendered Program::render_marked(const Value& context) const { return Interpreter().run(body_, context); }
 
 }  // namespace ds::jinja

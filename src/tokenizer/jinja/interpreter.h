@@ -14,6 +14,8 @@ class Program {
   explicit Program(const std::string& source);  // lex + parse; throws TemplateError
   // Renders with `context` (a dict: its keys become template variables). Throws TemplateError.
   std::string render(const Value& context) const;
+  // The same, with the byte ranges of the output that came from data strings (see DataSpans).
+  Rendered render_marked(const Value& context) const;
 
  private:
   Body body_;

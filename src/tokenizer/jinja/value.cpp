@@ -327,28 +327,113 @@ std::string to_json(const Value& v, const JsonOptions& opt) {
   return out;
 }
 
-Value from_json(const nlohmann::ordered_json& j) {
+namespace {
+Value from_json_at(const nlohmann::ordered_json& j, bool as_data, int depth) {
+  if (depth > kMaxValueDepth) fail("template input nested more than {} levels deep", kMaxValueDepth);
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value(None{});
     case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: return Value(int64_t(j.get<uint64_t>()));
     case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::string:
+      return as_data ? data_string(j.get<std::string>()) : Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       List l;
       l.reserve(j.size());
-      for (const auto& e : j) l.push_back(from_json(e));
+      for (const auto& e : j) l.push_back(from_json_at(e, as_data, depth + 1));
       return Value(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
+      d.data_keys = as_data;
       d.items.reserve(j.size());
-      for (const auto& [k, e] : j.items()) d.items.emplace_back(k, from_json(e));
+      for (const auto& [k, e] : j.items()) d.items.emplace_back(k, from_json_at(e, as_data, depth + 1));
       return Value(std::move(d));
     }
     default: return Value(None{});
   }
+}
+
+// Past this depth a value counts as holding data (template-built values are not deeper in practice).
+constexpr int kMaxScanDepth = 64;
+
+bool holds_data_at(const Value& v, int depth) {
+  if (depth > kMaxScanDepth) return true;
+  if (v.is_string()) return v.data && !v.data->empty();
+  if (v.is_list()) {
+    for (const Value& x : v.list())
+      if (holds_data_at(x, depth + 1)) return true;
+    return false;
+  }
+  const Dict* d = v.is_dict() ? &v.dict() : v.is_namespace() ? &v.ns() : nullptr;
+  if (!d) return false;
+  if (d->data_keys) return true;
+  for (const auto& [k, x] : d->items)
+    if (holds_data_at(x, depth + 1)) return true;
+  return false;
+}
+
+Value mark_data_at(const Value& v, int depth) {
+  if (depth > kMaxScanDepth) fail("value nested more than {} levels deep", kMaxScanDepth);
+  if (v.is_string()) return data_string(v.str());
+  if (v.is_list()) {
+    List l;
+    l.tuple = v.list().tuple;
+    l.reserve(v.list().size());
+    for (const Value& x : v.list()) l.push_back(mark_data_at(x, depth + 1));
+    return Value(std::move(l));
+  }
+  if (v.is_dict()) {
+    Dict d;
+    d.data_keys = true;
+    for (const auto& [k, x] : v.dict().items) d.items.emplace_back(k, mark_data_at(x, depth + 1));
+    return Value(std::move(d));
+  }
+  return v;
+}
+}  // namespace
+
+Value from_json(const nlohmann::ordered_json& j, bool as_data) { return from_json_at(j, as_data, 0); }
+
+bool holds_data(const Value& v) { return holds_data_at(v, 0); }
+Value mark_data(const Value& v) { return mark_data_at(v, 0); }
+
+Value data_string(std::string s) {
+  Value r(std::move(s));
+  if (!r.str().empty()) r.data = std::make_shared<const DataSpans>(DataSpans{{0, r.str().size()}});
+  return r;
+}
+
+void Rendered::add_span(size_t b, size_t e) {
+  if (b >= e) return;
+  if (!data.empty() && data.back().second >= b) data.back().second = std::max(data.back().second, e);
+  else data.emplace_back(b, e);
+}
+
+void Rendered::append(const Value& v) {
+  const size_t base = text.size();
+  if (v.is_string()) {
+    text += v.str();
+    if (v.data)
+      for (const auto& [b, e] : *v.data) add_span(base + b, base + e);
+    return;
+  }
+  text += to_str(v);
+  if (holds_data(v)) add_span(base, text.size());
+}
+
+Value with_spans(Rendered r) {
+  Value v(std::move(r.text));
+  if (!r.data.empty()) v.data = std::make_shared<const DataSpans>(std::move(r.data));
+  return v;
+}
+
+Value concat(const Value& a, const Value& b) {
+  Rendered r;
+  r.append(a);
+  r.append(b);
+  return with_spans(std::move(r));
 }
 
 std::vector<std::string> utf8_chars(const std::string& s) {
@@ -368,12 +453,13 @@ std::vector<Value> iterate(const Value& v) {
   if (v.is_list()) return v.list();
   if (v.is_dict()) {
     std::vector<Value> keys;
-    for (const auto& [k, x] : v.dict().items) keys.emplace_back(k);
+    for (const auto& [k, x] : v.dict().items) keys.push_back(v.dict().data_keys ? data_string(k) : Value(k));
     return keys;
   }
   if (v.is_string()) {
+    const bool data = v.data && !v.data->empty();  // a character of a partly-data string counts as data
     std::vector<Value> chars;
-    for (auto& c : utf8_chars(v.str())) chars.emplace_back(std::move(c));
+    for (auto& c : utf8_chars(v.str())) chars.push_back(data ? data_string(std::move(c)) : Value(std::move(c)));
     return chars;
   }
   fail("'{}' object is not iterable", v.type_name());

@@ -24,8 +24,14 @@ struct List : std::vector<Value> {
   bool tuple = false;
 };
 
+// Byte ranges [begin, end) of a string that came from request data (chat messages, tools, template
+// kwargs) rather than from the template: the tokenizer encodes them with special tokens disabled, so
+// "<|im_end|>" typed by a user stays text. Sorted, disjoint.
+using DataSpans = std::vector<std::pair<size_t, size_t>>;
+
 struct Dict {
   std::vector<std::pair<std::string, Value>> items;
+  bool data_keys = false;  // the keys came from request data (iterating yields data strings)
   const Value* find(std::string_view key) const;
   void set(const std::string& key, Value v);
 };
@@ -35,6 +41,7 @@ struct CallArgs;
 struct Function {
   std::string name;
   std::function<Value(CallArgs&)> fn;
+  bool macro = false;  // a template macro: its result carries its own data spans
 };
 
 struct Undefined {
@@ -50,6 +57,7 @@ struct Value {
                                std::shared_ptr<List>, std::shared_ptr<Dict>,
                                std::shared_ptr<const Function>, Namespace>;
   Storage v;
+  std::shared_ptr<const DataSpans> data;  // strings only: the parts that are request data (null: none)
 
   Value() : v(Undefined{}) {}
   Value(None) : v(None{}) {}
@@ -93,6 +101,22 @@ struct Value {
   const char* type_name() const;  // Python's name: 'str', 'list', 'dict', 'NoneType', ...
 };
 
+// Request-data tracking (see DataSpans). Rendering output: template text is markup, values print
+// with their spans; operations whose result mixes inputs in ways not tracked byte by byte mark the
+// whole result as data (data never turns into markup; markup may turn into data).
+struct Rendered {
+  std::string text;
+  DataSpans data;
+  void append(const Value& v);  // str(v); its data spans (a non-string holding data: all of it)
+  void append_markup(const std::string& s) { text += s; }
+  void add_span(size_t b, size_t e);  // merges with the last span when adjacent
+};
+Value data_string(std::string s);             // a string that is all data
+Value with_spans(Rendered r);                 // a string value carrying r's spans
+bool holds_data(const Value& v);              // any data inside (strings, keys; bounded depth)
+Value mark_data(const Value& v);              // a copy whose strings (and dict keys) are all data
+Value concat(const Value& a, const Value& b);  // str(a) + str(b) with both sides' spans
+
 struct CallArgs {
   std::vector<Value> pos;
   std::vector<std::pair<std::string, Value>> kw;
@@ -119,7 +143,10 @@ struct JsonOptions {
 };
 std::string to_json(const Value& v, const JsonOptions& opt);  // Python json.dumps
 
-Value from_json(const nlohmann::ordered_json& j);
+// as_data: every string and object key is request data. Throws ds::Error for JSON nested deeper
+// than kMaxValueDepth (callers limit depth when parsing; this keeps the conversion bounded anyway).
+constexpr int kMaxValueDepth = 128;
+Value from_json(const nlohmann::ordered_json& j, bool as_data = false);
 
 // Python sequences: list items, dict keys, string characters (throws for other types; Undefined
 // iterates as empty).
