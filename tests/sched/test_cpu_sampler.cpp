@@ -103,18 +103,16 @@ TEST(CpuSampler, RepetitionPenaltyHfSemantics) {
 // then every candidate into NaN: "sampler: no candidate token".
 TEST(CpuSampler, TinyRepetitionPenaltyKeepsCandidates) {
   std::vector<float> x{20.0f, 25.0f, -3.0f, 1.0f};
-  std::vector<int32_t> prompt{0, 2}, output{};
+  const SeqPenalties history({0, 2}, {}, 4);
   for (float penalty : {1e-38f, 1e-30f, 1e-7f}) {
     SampleParams p;  // sampled, not greedy: the path that collected candidates
     p.temperature = 1.0f;
     p.repetition_penalty = penalty;
-    p.prompt_tokens = &prompt;
-    p.output_tokens = &output;
     p.seed = 7;
-    SampleResult r = sample_row_cpu(x.data(), 4, p);
+    SampleResult r = sample_row_cpu(x.data(), 4, p, &history);
     EXPECT_EQ(r.token, 0) << penalty;  // the penalized positive logit now outweighs everything
     p.temperature = 0.0f;
-    EXPECT_EQ(sample_row_cpu(x.data(), 4, p).token, 0) << penalty;
+    EXPECT_EQ(sample_row_cpu(x.data(), 4, p, &history).token, 0) << penalty;
   }
 }
 
