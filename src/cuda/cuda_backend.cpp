@@ -82,6 +82,7 @@ class CudaBackend final : public Backend {
     l.num_state_slots = model_->num_slots();
     l.num_blocks = model_->num_blocks();
     l.block_size = model_->block_size();
+    if (model_->config().num_mla_layers() > 0) l.max_context = model_->workspace().expansion().key_rows;
     return l;
   }
   std::string device_name() const override { return "cuda:" + std::to_string(info_.device) + " (" + info_.name + ")"; }

@@ -51,6 +51,8 @@ struct BackendLimits {
   int num_snapshots = 0;        // KDA state snapshots (parked copies of a slot's state)
   int num_blocks = 0;           // MLA latent-cache pages
   int block_size = 0;           // tokens per page
+  int64_t max_context = 0;      // longest sequence one step can attend over (0: no limit of its own); on the GPU
+                                // the MLA prefill expansion's key rows until piecewise prefill (issue 13)
   std::vector<int> graph_buckets;  // decode batch sizes replayed from captured graphs (empty: none)
 };
 

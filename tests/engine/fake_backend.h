@@ -25,6 +25,7 @@ struct FakeOptions {
   int64_t max_position_embeddings = 4096;
   std::vector<int> eos_token_ids;
   int max_tokens_per_step = 0;    // > 0: published in limits(); a larger batch throws
+  int64_t max_context = 0;        // > 0: published in limits() (the longest sequence a step attends over)
   int32_t poison_token = -1;      // execute() throws when this token is in the batch
   int step_delay_ms = 0;          // sleep in every step (to hold requests in the queue)
   int32_t token_range = -1;       // > 0: only ids [0, token_range) get high logits
@@ -47,6 +48,7 @@ class FakeBackend : public Backend {
   BackendLimits limits() const override {
     BackendLimits l;
     l.max_tokens_per_step = o_.max_tokens_per_step;
+    l.max_context = o_.max_context;
     l.num_state_slots = o_.num_slots;
     l.num_blocks = o_.num_blocks;
     l.block_size = o_.block_size;

@@ -233,6 +233,21 @@ TEST(Engine, MaxModelLenIsCappedByTheCache) {
   EXPECT_EQ(collect(*s).tokens.size(), 1u);
 }
 
+// A backend whose steps cannot attend over the whole cache (the GPU's MLA prefill workspace) caps
+// max_model_len too: a longer prompt is refused at admission with the numbers, never failed mid-step.
+TEST(Engine, MaxModelLenIsCappedByTheBackendsContext) {
+  FakeOptions fo;
+  fo.max_context = 100;
+  auto e = make_engine(fo, 4, 64, 1000);
+  EXPECT_EQ(e->max_model_len(), 100);
+  std::shared_ptr<RequestStream> s;
+  std::string why;
+  EXPECT_EQ(e->submit(token_request(std::vector<int32_t>(101, 5), 1), &s, &why), SubmitStatus::TooLong);
+  EXPECT_NE(why.find("101"), std::string::npos) << why;
+  EXPECT_EQ(e->submit(token_request(std::vector<int32_t>(99, 5), 10), &s, &why), SubmitStatus::Ok);
+  EXPECT_EQ(collect(*s).tokens.size(), 1u);  // the context is full after one token
+}
+
 TEST(Engine, StopTokenIdsEosAndIgnoreEos) {
   FakeOptions fo;
   auto e = make_engine(fo, 4, 64);
