@@ -60,9 +60,9 @@ void CudaModel::capture_graphs() {
                  opt_.max_tokens);
     return;
   }
-  spdlog::info("  CUDA graphs: {} captured in {:.1f} s, {:.1f} MiB with the kernels they load ({} nodes): decode batches {}..{} ({} buckets) x "
-               "block-table widths {}..{} ({} strides: contexts up to {} tokens); a decode step beyond them runs "
-               "eagerly",
+  spdlog::info("  CUDA graphs: {} captured in {:.1f} s, {:.1f} MiB with the kernels they load ({} nodes): decode "
+               "batches {}..{} ({} buckets) x block-table widths {}..{} ({} strides: contexts up to {} tokens); a "
+               "decode step beyond them runs eagerly",
                graphs_.size(), secs, mib, nodes, buckets.front(), buckets.back(), buckets.size(), strides.front(),
                strides.back(), strides.size(), int64_t(strides.back()) * bs);
 }
