@@ -6,9 +6,10 @@
 //   state is touched; a warm-up run before each capture settles cuBLASLt plans and lazily loaded
 //   kernels, and each graph is uploaded to the device right away (cudaGraphUpload), not at its first
 //   replay;
-// - eager prefill forwards on the scratch slot and page at chunk sizes 2, 4, ... up to max_tokens and
-//   (MLA expansion) key counts up to the planned key rows, so the prefill kernels and the cuBLASLt
-//   kernels of these shapes are loaded (CUDA loads kernels lazily, into device memory) before serving.
+// - eager prefill forwards on the scratch slot and page at chunk sizes 2, 3, 4, 6, 8, 12, ... up to
+//   max_tokens and (MLA expansion) key counts up to the planned key rows, so the prefill kernels and the
+//   cuBLASLt kernels of these shapes are loaded (CUDA loads kernels lazily, into device memory) before
+//   serving.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -100,11 +101,20 @@ void CudaModel::warm_up_prefill() {
   int64_t longest = std::min<int64_t>(opt_.max_tokens, ws_->plan().lim.max_context);
   if (expands) longest = std::min<int64_t>(longest, keys);
   const int t_max = int(std::max<int64_t>(1, longest));
+  // chunk sizes 2, 3, 4, 6, 8, 12, ... (2^k and 3 x 2^k) and t_max: cuBLASLt and the MoE kernels pick
+  // their kernels by the number of rows
+  std::vector<int> sizes;
+  for (int64_t p = 2; p <= t_max; p *= 2) {
+    sizes.push_back(int(p));
+    if (3 * p / 2 <= t_max) sizes.push_back(int(3 * p / 2));
+  }
+  sizes.push_back(t_max);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
   int n = 0;
-  for (int t = std::min(2, t_max);; t = std::min(2 * t, t_max)) {
+  for (int t : sizes) {
     run(t, 0);
     ++n;
-    if (t == t_max) break;
   }
   // the MLA expansion's GEMMs over more key rows than one chunk has tokens
   const int chunk = std::min(16, t_max);
@@ -116,8 +126,8 @@ void CudaModel::warm_up_prefill() {
     }
   stream_.sync();
   DS_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-  spdlog::info("  warm-up: {} prefill forwards on the scratch slot (chunks of 2..{} tokens, up to {} key rows) in "
-               "{:.1f} s, {:.1f} MiB (kernels loaded)",
+  spdlog::info("  warm-up: {} prefill forwards on the scratch slot (chunks of 2^k and 3 x 2^k up to {} tokens, up to "
+               "{} key rows) in {:.1f} s, {:.1f} MiB (kernels loaded)",
                n, t_max, expands ? std::max(t_max, keys) : t_max,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                (double(free0) - double(free1)) / 1048576.0);
