@@ -28,6 +28,12 @@ CudaEnv CudaEnv::parse() {
   }
   c.graphs = flag("DELTASERVE_CUDA_GRAPHS", true);
   c.pdl = flag("DELTASERVE_CUDA_PDL", true);
+  if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 12,
+             "DELTASERVE_CUDA_GRAPH_MAX_CONTEXT must be a number of tokens, got '{}'", v);
+    c.graph_max_context = std::stoll(v);
+  }
   return c;
 }
 

@@ -4,6 +4,9 @@
 //   DELTASERVE_CUDA_ATTENTION=reference  simple attention kernels (attn_ref.h) instead of kda_* / mla_*
 //   DELTASERVE_CUDA_GRAPHS=0             decode steps run eagerly, not replayed from CUDA graphs
 //   DELTASERVE_CUDA_PDL=0                kernels launched without programmatic dependent launch
+//   DELTASERVE_CUDA_GRAPH_MAX_CONTEXT=N  decode graphs are captured at start-up for contexts up to N tokens
+//                                        (rounded up to a power-of-two block-table width; default and 0:
+//                                        max_model_len); longer decode steps run eagerly
 #pragma once
 
 namespace ds {
@@ -12,6 +15,7 @@ struct CudaEnv {
   bool reference_attention = false;
   bool graphs = true;
   bool pdl = true;
+  long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();
 };

@@ -19,9 +19,6 @@
 namespace ds {
 namespace {
 
-using gpu::DeviceBuffer;
-using gpu::PinnedBuffer;
-
 DType parse_act_dtype(const std::string& s) {
   if (s == "auto" || s == "bfloat16" || s == "bf16") return DType::BF16;
   if (s == "float32" || s == "fp32" || s == "float") return DType::F32;
@@ -60,6 +57,7 @@ class CudaBackend final : public Backend {
     mo.reference_attention = env.reference_attention;
     mo.use_graphs = env.graphs;
     mo.pdl = env.pdl;
+    mo.graph_max_context = env.graph_max_context;
     if (mo.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {
       gpu::Stream load_stream;
@@ -67,6 +65,7 @@ class CudaBackend final : public Backend {
       model_ = std::make_unique<gpu::CudaModel>(cfg_, std::move(w), mo);
     }
     penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
+    warm_up_sampler();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     spdlog::info("CUDA backend ready in {:.1f} s: {} state slots, {} cache pages of {} tokens ({} tokens)", secs,
                  model_->num_slots(), model_->num_blocks(), model_->block_size(),
@@ -83,6 +82,7 @@ class CudaBackend final : public Backend {
     l.num_blocks = model_->num_blocks();
     l.block_size = model_->block_size();
     if (model_->config().num_mla_layers() > 0) l.max_context = model_->workspace().expansion().key_rows;
+    l.graph_buckets = model_->graph_buckets();
     return l;
   }
   std::string device_name() const override { return "cuda:" + std::to_string(info_.device) + " (" + info_.name + ")"; }
@@ -107,6 +107,18 @@ class CudaBackend final : public Backend {
  private:
   std::vector<SampleResult> sample(const std::vector<SampleParams>& params,
                                    const std::vector<const SeqPenalties*>& penalties);
+  // One sampling launch at start-up on a zeroed logits row, so the sampler's kernels are loaded
+  // before serving (lazy module loading takes device memory).
+  void warm_up_sampler() {
+    DS_CUDA_CHECK(cudaMemsetAsync(const_cast<float*>(model_->logits()), 0, size_t(cfg_.vocab_size) * sizeof(float),
+                                  model_->stream()));
+    std::vector<SampleParams> params(1);
+    params[0].num_logprobs = 1;
+    std::vector<SampleResult> out(1);
+    sample_rows(gpu::prepare_sampling_rows(params, {}), params, 0, 1, out);
+  }
+  void sample_rows(const gpu::SamplingRows& prep, const std::vector<SampleParams>& params, int r0, int r1,
+                   std::vector<SampleResult>& out);
   void get_logits(std::vector<float>* out) {
     size_t n = size_t(model_->num_logit_rows()) * cfg_.vocab_size;
     out->resize(n);
@@ -115,78 +127,92 @@ class CudaBackend final : public Backend {
                                   model_->stream()));
     DS_CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
-  void ensure(DeviceBuffer& b, size_t bytes, const char* what) {
-    if (b.bytes() < bytes) b = DeviceBuffer(std::max(bytes, b.bytes() * 2), what);
-  }
 
   ModelConfig cfg_;
   gpu::DeviceInfo info_;
   std::unique_ptr<gpu::CudaModel> model_;
   std::unique_ptr<PenaltyTracker> penalties_;
-  DeviceBuffer work_, io_;
-  PinnedBuffer io_host_;
 };
 
+// Samples the logits rows of the last forward with the sampler's buffers planned at start-up
+// (Workspace::sampling(): nothing is allocated here). The rows run in one launch unless their penalty
+// lists together exceed the planned staging, then in consecutive groups of rows (a row's list holds
+// distinct token ids, at most the vocabulary, which the plan always holds).
 std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& params,
                                               const std::vector<const SeqPenalties*>& penalties) {
-  const int rows = model_->num_logit_rows(), V = cfg_.vocab_size;
+  const int rows = model_->num_logit_rows();
   DS_CHECK(int(params.size()) == rows, "sample: {} parameter sets for {} logits rows", params.size(), rows);
   if (rows == 0) return {};
-  // per-row parameters and the penalty lists
+  const gpu::SamplingBuffers& sb = model_->sampling_buffers();
   const gpu::SamplingRows prep = gpu::prepare_sampling_rows(params, penalties);
-  const std::vector<gpu::SampleRow>& rp = prep.rows;
-  const std::vector<int32_t>& pen_tok = prep.pen_tokens;
-  const std::vector<int32_t>& pen_cnt = prep.pen_counts;
-  const int max_lp = prep.max_logprobs;
-  // one upload: rows params, penalty lists; one download: tokens, logprobs, top lists
-  const size_t b_rows = rows * sizeof(gpu::SampleRow);
-  const size_t b_pen = pen_tok.size() * 4;
-  const size_t off_tok = (b_rows + 255) / 256 * 256, off_cnt = off_tok + (b_pen + 255) / 256 * 256;
-  const size_t off_out = off_cnt + (b_pen + 255) / 256 * 256;
-  const size_t b_out = size_t(rows) * (4 + 4 + size_t(max_lp) * 8);
-  const size_t total = off_out + b_out;
-  ensure(io_, total, "sampling buffers");
-  if (io_host_.bytes() < total) io_host_ = PinnedBuffer(std::max(total, io_host_.bytes() * 2));
-  ensure(work_, gpu::sampling_workspace_floats(rows, V) * sizeof(float), "sampling workspace");
-  char* h = io_host_.as<char>();
-  char* d = io_.as<char>();
-  std::memcpy(h, rp.data(), b_rows);
-  std::memcpy(h + off_tok, pen_tok.data(), b_pen);
-  std::memcpy(h + off_cnt, pen_cnt.data(), b_pen);
+  DS_CHECK(rows <= sb.max_rows, "sampler: {} rows exceed the {} planned at start-up", rows, sb.max_rows);
+  DS_CHECK(prep.max_logprobs <= sb.max_logprobs, "sampler: {} top logprobs requested, the plan holds {}",
+           prep.max_logprobs, sb.max_logprobs);
+  std::vector<SampleResult> out(static_cast<size_t>(rows));
+  for (const auto& [r0, r1] : gpu::sampling_groups(prep, sb.penalty_entries)) sample_rows(prep, params, r0, r1, out);
+  return out;
+}
+
+// Rows [r0, r1) in one launch: one upload (row parameters, penalty lists), one download (tokens,
+// logprobs, top lists).
+void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<SampleParams>& params, int r0, int r1,
+                              std::vector<SampleResult>& out) {
+  const gpu::SamplingBuffers& sb = model_->sampling_buffers();
+  const int rows = r1 - r0, V = cfg_.vocab_size, max_lp = prep.max_logprobs;
+  const int pen0 = prep.rows[size_t(r0)].pen_begin, pen1 = prep.rows[size_t(r1) - 1].pen_end;
+  const size_t n_pen = size_t(pen1 - pen0);
+  DS_CHECK(n_pen <= size_t(sb.penalty_entries),
+           "sampler: row {} has {} penalty entries, the staging planned at start-up holds {}", r0, n_pen,
+           sb.penalty_entries);
+  const gpu::SamplingIoLayout io = gpu::SamplingIoLayout::of(rows, n_pen, max_lp);
+  DS_CHECK(io.total <= sb.io_bytes && gpu::sampling_workspace_floats(rows, V) <= sb.work_floats,
+           "sampler: {} rows with {} penalty entries and {} logprobs need {} B of staging and {} floats of scratch, "
+           "the plan holds {} B and {}",
+           rows, n_pen, max_lp, io.total, gpu::sampling_workspace_floats(rows, V), sb.io_bytes, sb.work_floats);
+  char* h = static_cast<char*>(sb.io_host);
+  char* d = static_cast<char*>(sb.io);
+  gpu::SampleRow* hrows = reinterpret_cast<gpu::SampleRow*>(h);
+  for (int r = 0; r < rows; ++r) {  // the group's lists start at 0
+    hrows[r] = prep.rows[size_t(r0 + r)];
+    hrows[r].pen_begin -= pen0;
+    hrows[r].pen_end -= pen0;
+  }
+  if (n_pen) {
+    std::memcpy(h + io.off_tok, prep.pen_tokens.data() + pen0, n_pen * 4);
+    std::memcpy(h + io.off_cnt, prep.pen_counts.data() + pen0, n_pen * 4);
+  }
   cudaStream_t s = model_->stream();
-  DS_CUDA_CHECK(cudaMemcpyAsync(d, h, off_out, cudaMemcpyHostToDevice, s));
+  DS_CUDA_CHECK(cudaMemcpyAsync(d, h, io.off_out, cudaMemcpyHostToDevice, s));
   gpu::SamplingParams sp;
-  sp.logits = model_->logits();
+  sp.logits = model_->logits() + int64_t(r0) * V;
   sp.ld = V;
   sp.rows = rows;
   sp.vocab = V;
   sp.row_params = reinterpret_cast<const gpu::SampleRow*>(d);
-  sp.pen_tokens = reinterpret_cast<const int32_t*>(d + off_tok);
-  sp.pen_counts = reinterpret_cast<const int32_t*>(d + off_cnt);
-  sp.work = work_.as<float>();
-  sp.out_token = reinterpret_cast<int32_t*>(d + off_out);
-  sp.out_logprob = reinterpret_cast<float*>(d + off_out + rows * 4);
-  sp.out_top_ids = reinterpret_cast<int32_t*>(d + off_out + rows * 8);
-  sp.out_top_logprobs = reinterpret_cast<float*>(d + off_out + rows * 8 + size_t(rows) * max_lp * 4);
+  sp.pen_tokens = reinterpret_cast<const int32_t*>(d + io.off_tok);
+  sp.pen_counts = reinterpret_cast<const int32_t*>(d + io.off_cnt);
+  sp.work = sb.work;
+  sp.out_token = reinterpret_cast<int32_t*>(d + io.off_out);
+  sp.out_logprob = reinterpret_cast<float*>(d + io.off_out + rows * 4);
+  sp.out_top_ids = reinterpret_cast<int32_t*>(d + io.off_out + rows * 8);
+  sp.out_top_logprobs = reinterpret_cast<float*>(d + io.off_out + rows * 8 + size_t(rows) * max_lp * 4);
   sp.max_logprobs = max_lp;
   gpu::run_sampling(sp, model_->context());
-  DS_CUDA_CHECK(cudaMemcpyAsync(h + off_out, d + off_out, b_out, cudaMemcpyDeviceToHost, s));
+  DS_CUDA_CHECK(cudaMemcpyAsync(h + io.off_out, d + io.off_out, io.total - io.off_out, cudaMemcpyDeviceToHost, s));
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
-  const int32_t* tok = reinterpret_cast<const int32_t*>(h + off_out);
-  const float* lp = reinterpret_cast<const float*>(h + off_out + rows * 4);
-  const int32_t* tid = reinterpret_cast<const int32_t*>(h + off_out + rows * 8);
-  const float* tlp = reinterpret_cast<const float*>(h + off_out + rows * 8 + size_t(rows) * max_lp * 4);
-  std::vector<SampleResult> out(static_cast<size_t>(rows));
+  const int32_t* tok = reinterpret_cast<const int32_t*>(h + io.off_out);
+  const float* lp = reinterpret_cast<const float*>(h + io.off_out + rows * 4);
+  const int32_t* tid = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 8);
+  const float* tlp = reinterpret_cast<const float*>(h + io.off_out + rows * 8 + size_t(rows) * max_lp * 4);
   for (int r = 0; r < rows; ++r) {
-    auto& o = out[size_t(r)];
+    auto& o = out[size_t(r0 + r)];
     o.token = tok[r];
     o.logprob = lp[r];
-    DS_CHECK(o.logprob == o.logprob, "sampler: NaN logits in row {}", r);
-    int n = std::min(params[size_t(r)].num_logprobs, max_lp);
+    DS_CHECK(o.logprob == o.logprob, "sampler: NaN logits in row {}", r0 + r);
+    int n = std::min(params[size_t(r0 + r)].num_logprobs, max_lp);
     for (int i = 0; i < n; ++i)
       o.top_logprobs.emplace_back(tid[size_t(r) * max_lp + i], tlp[size_t(r) * max_lp + i]);
   }
-  return out;
 }
 
 }  // namespace

@@ -23,12 +23,6 @@ namespace {
 constexpr size_t kMetaAlign = 256;
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-int next_pow2(int n) {
-  int p = 16;
-  while (p < n) p *= 2;
-  return p;
-}
-
 // The layout's index arrays in upload order (the zero-slot list last: every other offset depends
 // only on (T, N, R, stride, keys), so a graph's metadata has fixed addresses).
 struct MetaPart {
@@ -73,6 +67,12 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   meta_ = std::make_unique<StepMeta>();
   build_layers();
   plan_memory();
+  capture_graphs();
+  warm_up_prefill();
+  size_t free_b = 0, total_b = 0;
+  DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", double(total_b - free_b) / double(1 << 30),
+               double(total_b) / double(1 << 30));
 }
 
 CudaModel::~CudaModel() = default;
@@ -93,6 +93,17 @@ void CudaModel::build_layers() {
     if (cfg_.is_moe(l)) ffn_.push_back(std::make_unique<MoeLayer>(cfg_, act, L.ffn, l));
     else ffn_.push_back(std::make_unique<DenseMlp>(act, L.ffn, l));
   }
+}
+
+void CudaModel::force_routes(std::map<int, RouteIds> by_slot) {
+  forced_ = std::move(by_slot);
+  if (forced_.empty()) {
+    forced_dev_ = DeviceBuffer();
+    return;
+  }
+  // [layers][tokens][top_k] for the largest batch (upload_forced_routes fills it per forward)
+  const size_t bytes = size_t(cfg_.num_layers) * size_t(opt_.max_tokens) * size_t(std::max(1, cfg_.moe.top_k)) * 4;
+  if (forced_dev_.bytes() < bytes) forced_dev_ = DeviceBuffer(bytes, "forced routes");
 }
 
 float CudaModel::last_forward_ms() const {
@@ -118,7 +129,7 @@ void CudaModel::check_fits(const BatchLayout& p) const {
            need, ws_->meta_bytes());
 }
 
-void CudaModel::forward(const ForwardBatch& batch) {
+LayoutLimits CudaModel::layout_limits() const {
   LayoutLimits lim;
   lim.vocab = cfg_.vocab_size;
   lim.num_slots = caches_->num_slots();
@@ -126,7 +137,11 @@ void CudaModel::forward(const ForwardBatch& batch) {
   lim.num_blocks = caches_->num_blocks();
   lim.block_size = caches_->block_size();
   lim.max_tokens = opt_.max_tokens;
-  BatchLayout p = layout_batch(batch, lim);
+  return lim;
+}
+
+void CudaModel::forward(const ForwardBatch& batch) {
+  BatchLayout p = layout_batch(batch, layout_limits());
   const int rows = batch.num_logit_rows();
   DS_CHECK(rows <= ws_->max_logit_rows(),
            "CUDA model: the batch asks for {} logits rows, the workspace holds {} (max_logit_rows)", rows,
@@ -233,45 +248,37 @@ void CudaModel::upload_forced_routes(const BatchLayout& p) {
     }
   }
   const size_t bytes = ids.size() * sizeof(int32_t);
-  if (forced_dev_.bytes() < bytes) forced_dev_ = DeviceBuffer(bytes, "forced routes");
+  DS_CHECK(bytes <= forced_dev_.bytes(), "forced routes: {} B exceed the {} B allocated by force_routes", bytes,
+           forced_dev_.bytes());
   DS_CUDA_CHECK(cudaMemcpyAsync(forced_dev_.data(), ids.data(), bytes, cudaMemcpyHostToDevice, stream_.get()));
   DS_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // `ids` is pageable and about to go away
 }
 
+// A pure-decode step replayed from the graph captured at start-up for its key; a key beyond the
+// captured set (contexts beyond graph_max_context) runs eagerly, which allocates nothing.
 void CudaModel::forward_graph(BatchLayout p) {
   const int bucket = graph_bucket(p.num_seqs);
-  const int stride = next_pow2(p.bt_stride);
+  const int stride = graph_stride(p.bt_stride);
+  auto it = graphs_.find(std::make_pair(bucket, stride));
+  if (it == graphs_.end()) {
+    run_layout(p);
+    return;
+  }
+  prepare_graph_step(p, bucket, stride);
+  state_ops_before(p);
+  it->second.launch(stream_);
+  state_ops_after(p);
+}
+
+// Pads the layout to the graph's key, uploads its metadata and fixes the MLA split count: it depends
+// only on the key (its context bound), never on this step's lengths.
+void CudaModel::prepare_graph_step(BatchLayout& p, int bucket, int stride) {
   pad_decode_layout(p, bucket, stride, caches_->pad_slot(), caches_->pad_block(), caches_->block_size());
   p.logit_rows.resize(size_t(bucket));
   for (int r = 0; r < bucket; ++r) p.logit_rows[size_t(r)] = r;
   check_fits(p);
   upload_meta(p);
-  // the split count depends only on the graph's key (its context bound), never on this step's lengths
   meta_->mla_splits = choose_mla_decode_splits(bucket, stride * caches_->block_size(), ctx_.num_sms());
-  state_ops_before(p);
-  auto key = std::make_pair(bucket, stride);
-  auto it = graphs_.find(key);
-  if (it == graphs_.end()) {
-    compute(*meta_);  // warm-up outside capture: cuBLASLt plans, lazy module loading
-    Graph g;
-    g.begin_capture(stream_);
-    try {
-      compute(*meta_);
-    } catch (...) {
-      cudaGraph_t dummy = nullptr;
-      cudaStreamEndCapture(stream_, &dummy);
-      if (dummy) cudaGraphDestroy(dummy);
-      throw;
-    }
-    g.end_capture(stream_);
-    spdlog::debug("CUDA graph captured for decode batch {} (block-table width {}): {} nodes", bucket, stride,
-                  g.num_nodes());
-    graphs_.emplace(key, std::move(g));
-    state_ops_after(p);
-    return;  // the warm-up run already produced this step's results
-  }
-  it->second.launch(stream_);
-  state_ops_after(p);
 }
 
 // Every kernel of one forward: embedding, the layers, final norm and lm_head. Called eagerly or under

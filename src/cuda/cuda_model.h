@@ -8,8 +8,10 @@
 //   h = embed(ids); per layer: h += Attn(rmsnorm_in(h)); h += FFN(rmsnorm_post(h))
 //   logits (fp32) = lm_head(rmsnorm_final(h)) for the rows the slices ask for
 //
-// Pure-decode batches run as CUDA graphs captured per (batch-size bucket, block-table width) on first
-// use; every buffer a graph touches has a fixed address.
+// Pure-decode batches run as CUDA graphs, one per (batch-size bucket, block-table width), all captured
+// at start-up on the scratch slot and page (nothing is captured, and so nothing allocated, while
+// serving); every buffer a graph touches has a fixed address. A decode step whose key was not captured
+// (contexts beyond graph_max_context) runs eagerly.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -52,6 +54,8 @@ struct CudaModelOptions {
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
   bool pdl = true;                  // programmatic dependent launch (DELTASERVE_CUDA_PDL)
   int max_graph_batch = 256;        // largest decode batch replayed from a graph
+  int64_t graph_max_context = 0;    // graphs are captured for block tables of up to this many tokens
+                                    // (0: max_model_len); longer decode steps run eagerly
 };
 
 class CudaModel {
@@ -87,7 +91,11 @@ class CudaModel {
   // Numerical tests: pin the MoE routing of the sequences in these state slots (slot -> MoE layer ->
   // [positions, top_k] experts, by absolute position) so that near-tied choices cannot flip between
   // two implementations; forwards then run eagerly. An empty map turns it off.
-  void force_routes(std::map<int, RouteIds> by_slot) { forced_ = std::move(by_slot); }
+  // The device copy is allocated here (tests only), never while serving.
+  void force_routes(std::map<int, RouteIds> by_slot);
+  // The CUDA graphs captured at start-up (0 with graphs off).
+  int num_graphs() const { return int(graphs_.size()); }
+  std::vector<int> graph_buckets() const;  // the decode batch sizes they replay
 
  private:
   void build_layers();
@@ -95,6 +103,11 @@ class CudaModel {
   void check_fits(const BatchLayout& p) const;
   void run_layout(const BatchLayout& p);
   void forward_graph(BatchLayout p);
+  void capture_graphs();                            // at start-up: every (bucket, stride) key
+  size_t capture_graph(int bucket, int stride);  // returns its node count
+  void warm_up_prefill();                           // at start-up: load the prefill kernels
+  LayoutLimits layout_limits() const;
+  void prepare_graph_step(BatchLayout& p, int bucket, int stride);  // pad, upload, fix the split count
   void upload_meta(const BatchLayout& p);
   void state_ops_before(const BatchLayout& p);  // zero, copy, restore (the layout's lists, in order)
   void state_ops_after(const BatchLayout& p);   // save snapshots
@@ -115,10 +128,10 @@ class CudaModel {
   Event meta_done_{false};
   Event fwd_start_, fwd_end_;
   std::unique_ptr<StepMeta> meta_;
-  // graphs by (bucket, block-table stride)
+  // graphs by (bucket, block-table stride), captured at start-up
   std::map<std::pair<int, int>, Graph> graphs_;
   std::map<int, RouteIds> forced_;  // force_routes()
-  DeviceBuffer forced_dev_;         // [layers][tokens][top_k] of the running sub-batch (tests only)
+  DeviceBuffer forced_dev_;         // [layers][max_tokens][top_k] (tests only: allocated by force_routes)
 };
 
 }  // namespace ds::gpu

@@ -1,7 +1,8 @@
 // CudaModel's memory plan at start-up: the step workspace first (WorkspacePlan: activations, logits,
 // metadata, sampling, MLA prefill expansion), then the caches from what the budget leaves
 // (gpu_memory_utilization x total - in use - reserve): the KDA state slots (+1 scratch) and snapshots,
-// then as many MLA pages as fit. Everything is logged line by line.
+// then as many MLA pages as fit. Everything is logged line by line (the CUDA graphs captured next,
+// cuda_model_graphs.cpp, come out of the reserve and add their line).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -56,7 +57,6 @@ void CudaModel::plan_memory() {
   caches_ = std::make_unique<DeviceCaches>(cfg_, o.act, shape, ctx_);
   DS_CUDA_CHECK(cudaMemsetAsync(ws_->arena_data(), 0, ws_->device_bytes(), ctx_.stream));
   stream_.sync();
-  DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
 
   const auto& u = caches_->unit();
   const int64_t page_tokens = int64_t(shape.num_blocks) * shape.block_size;
@@ -74,7 +74,7 @@ void CudaModel::plan_memory() {
                shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
                page_tokens, u.page_bytes(shape.num_blocks) / kGiB);
   for (const auto& line : ws_->plan().describe(cfg_, o.act)) spdlog::info("  workspace: {}", line);
-  spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", (total_b - free_b) / kGiB, total_b / kGiB);
+  // then capture_graphs() adds the CUDA graphs' line and the constructor the memory in use
 }
 
 }  // namespace ds::gpu

@@ -43,4 +43,16 @@ SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
   return out;
 }
 
+std::vector<std::pair<int, int>> sampling_groups(const SamplingRows& rows, int entries) {
+  std::vector<std::pair<int, int>> out;
+  const int n = int(rows.rows.size());
+  for (int r0 = 0; r0 < n;) {
+    int r1 = r0 + 1;
+    while (r1 < n && rows.rows[size_t(r1)].pen_end - rows.rows[size_t(r0)].pen_begin <= entries) ++r1;
+    out.emplace_back(r0, r1);
+    r0 = r1;
+  }
+  return out;
+}
+
 }  // namespace ds::gpu

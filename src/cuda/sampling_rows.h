@@ -4,6 +4,7 @@
 // sampler's test both use it.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels/sampling.h"
@@ -24,5 +25,10 @@ struct SamplingRows {
 // are 0 when it has only a repetition penalty. ds::Error for a repetition_penalty <= 0.
 SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
                                    const std::vector<const SeqPenalties*>& penalties);
+
+// The launches of one step's sampling: consecutive groups of rows [first, second) whose penalty lists
+// together hold at most `entries` entries (the planned staging), as few as possible (one when all
+// fit). A row whose list alone exceeds it is a group of its own (the sampler refuses it).
+std::vector<std::pair<int, int>> sampling_groups(const SamplingRows& rows, int entries);
 
 }  // namespace ds::gpu

@@ -52,6 +52,7 @@ void Graph::end_capture(cudaStream_t s) {
   DS_CUDA_CHECK(cudaGraphInstantiate(&exec_, g_, 0));
 }
 void Graph::launch(cudaStream_t s) const { DS_CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
+void Graph::upload(cudaStream_t s) const { DS_CUDA_CHECK(cudaGraphUpload(exec_, s)); }
 size_t Graph::num_nodes() const {
   size_t n = 0;
   if (g_) DS_CUDA_CHECK(cudaGraphGetNodes(g_, nullptr, &n));

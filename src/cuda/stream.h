@@ -50,6 +50,7 @@ class Graph {
   void begin_capture(cudaStream_t s);
   void end_capture(cudaStream_t s);  // ends and instantiates
   void launch(cudaStream_t s) const;
+  void upload(cudaStream_t s) const;  // the instantiated graph's device resources, before its first launch
   bool ready() const { return exec_ != nullptr; }
   size_t num_nodes() const;
 

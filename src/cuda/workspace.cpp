@@ -19,12 +19,6 @@ constexpr int64_t kMetaKeyGroups = 8;                     // key rows of the met
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-int next_pow2(int64_t n) {
-  int64_t p = 16;
-  while (p < n) p *= 2;
-  return int(p);
-}
-
 // Decode batch sizes replayed from graphs (beyond 512: multiples of 64).
 constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
 
@@ -36,6 +30,12 @@ int graph_bucket(int n) {
   for (int b : kBuckets)
     if (b >= n) return b;
   return (n + 63) / 64 * 64;
+}
+
+int graph_stride(int64_t blocks) {
+  int64_t p = 16;
+  while (p < blocks) p *= 2;
+  return int(p);
 }
 
 int64_t max_proj_width(const ModelConfig& c) {
@@ -88,6 +88,15 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   num_active = a.alloc<int32_t>(1);
 }
 
+SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logprobs) {
+  SamplingIoLayout l;
+  l.off_tok = align_up(size_t(rows) * sizeof(SampleRow), 256);
+  l.off_cnt = l.off_tok + align_up(pen_entries * 4, 256);
+  l.off_out = l.off_cnt + align_up(pen_entries * 4, 256);
+  l.total = l.off_out + size_t(rows) * (8 + size_t(max_logprobs) * 8);
+  return l;
+}
+
 size_t MlaExpansion::bytes_per_row(const ModelConfig& c, DType act) {
   const auto& m = c.mla;
   return (size_t(m.latent_dim()) + size_t(m.num_heads) * (m.qk_nope_head_dim + m.v_head_dim)) * dtype_size(act);
@@ -103,7 +112,11 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   // a decode step (padded to its graph bucket) always fits
   lim.max_logit_rows = std::max({lim.max_logit_rows, lim.max_seqs, bucket});
   if (lim.mla_expand_keys <= 0) lim.mla_expand_keys = int(std::min<int64_t>(lim.max_context, kDefaultExpandKeys));
-  if (lim.sampling_penalty_entries <= 0) lim.sampling_penalty_entries = lim.max_logit_rows * std::min(4096, c.vocab_size);
+  if (lim.sampling_penalty_entries <= 0)
+    lim.sampling_penalty_entries = int(std::min<int64_t>(int64_t(lim.max_logit_rows) * std::min(4096, c.vocab_size),
+                                                         int64_t(1) << 30));
+  // one row's list (its distinct tokens) always fits: the sampler splits only between rows
+  lim.sampling_penalty_entries = std::max(lim.sampling_penalty_entries, c.vocab_size);
   WorkspacePlan p;
   p.lim = lim;
   {  // activations (the same carve as the real arena, counting only)
@@ -117,16 +130,16 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
   {  // step metadata: 14 arrays, each padded to 256 bytes (CudaModel::upload_meta)
     const int64_t T = std::max(lim.max_tokens, bucket), N = std::max(lim.max_seqs, bucket);
-    const int64_t S = next_pow2((lim.max_context + lim.block_size - 1) / lim.block_size);
+    const int64_t S = graph_stride((lim.max_context + lim.block_size - 1) / lim.block_size);
     // key rows: the prefill sequences of a step may together exceed the expansion (run in groups)
     const int64_t keys = std::max<int64_t>(kMetaKeyGroups * int64_t(lim.mla_expand_keys), lim.max_tokens);
     const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + keys + N * S + N;
     p.meta = align_up(size_t(words) * 4 + size_t(N) + 14 * 260, Arena::kAlign);
   }
   p.sampling_work = align_up(sampling_workspace_floats(lim.max_logit_rows, c.vocab_size) * sizeof(float), Arena::kAlign);
-  p.sampling_io = align_up(size_t(lim.max_logit_rows) * sizeof(SampleRow), 256) +
-                  2 * align_up(size_t(lim.sampling_penalty_entries) * 4, 256) +
-                  align_up(size_t(lim.max_logit_rows) * (8 + size_t(lim.max_logprobs) * 8), 256);
+  p.sampling_io = align_up(
+      SamplingIoLayout::of(lim.max_logit_rows, size_t(lim.sampling_penalty_entries), lim.max_logprobs).total,
+      Arena::kAlign);
   p.expansion = c.num_mla_layers() ? 2 * Arena::kAlign + size_t(lim.mla_expand_keys) * MlaExpansion::bytes_per_row(c, act) : 0;
   return p;
 }
@@ -157,6 +170,8 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));
   meta_host_ = PinnedBuffer(plan.meta);
   sampling_.max_rows = lim.max_logit_rows;
+  sampling_.penalty_entries = lim.sampling_penalty_entries;
+  sampling_.max_logprobs = lim.max_logprobs;
   sampling_.work_floats = plan.sampling_work / sizeof(float);
   sampling_.work = static_cast<float*>(arena_.alloc_bytes(plan.sampling_work));
   if (plan.expansion) {

@@ -39,10 +39,24 @@ struct MlaExpansion {
   static size_t bytes_per_row(const ModelConfig& c, DType act);
 };
 
+// Where one sampling launch of `rows` rows keeps its parts in the staging area: the per-row
+// parameters at 0, the penalty tokens and counts (pen_entries each), then the results (token and
+// logprob per row, then max_logprobs top ids and logprobs per row). Uploaded: [0, off_out);
+// downloaded: [off_out, total).
+struct SamplingIoLayout {
+  size_t off_tok = 0, off_cnt = 0, off_out = 0, total = 0;
+  static SamplingIoLayout of(int rows, size_t pen_entries, int max_logprobs);
+};
+
 // The sampler's buffers (used by CudaBackend's sampling): fp32 scratch for max_rows rows, and one
 // device + pinned host staging area for the per-row parameters, penalty lists and results.
+// A launch holds at most max_rows rows, penalty_entries penalty list entries (a row's list holds
+// distinct token ids, so at most the vocabulary, which penalty_entries always covers; rows whose
+// lists together exceed it are sampled in groups) and max_logprobs top logprobs per row.
 struct SamplingBuffers {
   int max_rows = 0;
+  int penalty_entries = 0;
+  int max_logprobs = 0;
   float* work = nullptr;        // sampling_workspace_floats(max_rows, vocab) floats
   size_t work_floats = 0;
   void* io = nullptr;           // device staging, io_bytes
@@ -59,7 +73,8 @@ struct WorkspaceLimits {
   int block_size = 16;
   int mla_expand_keys = 0;      // 0: min(max_context, 131072) key rows for the MLA prefill expansion
   int max_logprobs = 20;        // top logprobs per row the sampler returns
-  int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs
+  int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs;
+                                     // at least the vocabulary (one row's longest list)
 };
 
 // Sizes of every workspace buffer, decided once.
@@ -102,6 +117,9 @@ class Workspace {
 
 // The bucket (padded batch size) of a decode batch of n sequences replayed from a graph.
 int graph_bucket(int n);
+// The block-table width (stride) of a graph for block tables of `blocks` columns: the next power of
+// two, at least 16.
+int graph_stride(int64_t blocks);
 // Largest width of any projection output held in Activations::proj.
 int64_t max_proj_width(const ModelConfig& c);
 

@@ -15,6 +15,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_ATTENTION");
     unsetenv("DELTASERVE_CUDA_GRAPHS");
     unsetenv("DELTASERVE_CUDA_PDL");
+    unsetenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT");
   }
 };
 
@@ -50,6 +51,23 @@ TEST(CudaEnv, BadValuesNameTheVariable) {
   unsetenv("DELTASERVE_CUDA_GRAPHS");
   setenv("DELTASERVE_CUDA_ATTENTION", "slow", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
+}
+
+TEST(CudaEnv, GraphMaxContext) {
+  EnvGuard g;
+  unsetenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT");
+  EXPECT_EQ(CudaEnv::parse().graph_max_context, 0);  // max_model_len
+  setenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT", "131072", 1);
+  EXPECT_EQ(CudaEnv::parse().graph_max_context, 131072);
+  for (const char* bad : {"-1", "128k", "1e6", "99999999999999"}) {
+    setenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT", bad, 1);
+    try {
+      CudaEnv::parse();
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

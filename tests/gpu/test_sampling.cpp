@@ -102,5 +102,29 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   EXPECT_GT(distinct, rows / 2);  // the draws really vary
 }
 
+// The sampler's launches: rows whose penalty lists together exceed the planned staging are split
+// into consecutive groups, each within it; one group when all fit.
+TEST(GpuOps, SamplingGroupsStayWithinTheStaging) {
+  std::vector<SampleParams> ps(4);
+  std::vector<SeqPenalties> seqs;
+  for (int n : {3, 4, 2, 5}) {  // distinct tokens per row
+    std::vector<int32_t> prompt;
+    for (int t = 0; t < n; ++t) prompt.push_back(t);
+    seqs.emplace_back(prompt, std::vector<int32_t>{}, 100);
+  }
+  std::vector<const SeqPenalties*> pens;
+  for (size_t r = 0; r < ps.size(); ++r) {
+    ps[r].repetition_penalty = 1.1f;
+    pens.push_back(&seqs[r]);
+  }
+  const SamplingRows prep = prepare_sampling_rows(ps, pens);
+  ASSERT_EQ(prep.pen_tokens.size(), 14u);
+  using Groups = std::vector<std::pair<int, int>>;
+  EXPECT_EQ(sampling_groups(prep, 14), (Groups{{0, 4}}));
+  EXPECT_EQ(sampling_groups(prep, 7), (Groups{{0, 2}, {2, 4}}));
+  EXPECT_EQ(sampling_groups(prep, 5), (Groups{{0, 1}, {1, 2}, {2, 3}, {3, 4}}));
+  EXPECT_EQ(sampling_groups(prep, 4), (Groups{{0, 1}, {1, 2}, {2, 3}, {3, 4}}));  // row 3 alone: refused later
+}
+
 }  // namespace
 }  // namespace ds::gpu::test
