@@ -73,7 +73,7 @@ void GenerationJob::take(int i, const GenerationOutput& out,
 
 bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>& on_output,
                         const std::function<bool()>& cancelled) {
-  bool woke = false;
+  bool woke = false, looked_with_news = false;
   for (;;) {
     // Read the counter before looking, so a push after the look still wakes the wait below.
     const uint64_t seen = notifier_->count();
@@ -106,7 +106,10 @@ bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>&
       }
       return false;
     }
-    if (woke && !news) ++idle_wakeups_;
+    // A wake with nothing new is idle unless the look before took the push that caused it (a push
+    // racing that look both lands in it and bumps the counter past `seen`).
+    if (woke && !news && !looked_with_news) ++idle_wakeups_;
+    looked_with_news = news;
     notifier_->wait(seen);
     woke = true;
     ++wakeups_;

@@ -49,8 +49,9 @@ class GenerationJob {
   // The job's wake-up: every stream of the job notifies it; notify it too when `cancelled()` may
   // have turned true (client gone, forced shutdown) so run() looks again.
   const std::shared_ptr<Notifier>& notifier() const { return notifier_; }
-  // Times run() woke up, and of those the ones that found neither an update nor a cancellation
-  // (only a push racing the previous look can cause one).
+  // Times run() woke up, and of those the idle ones: nothing new, no cancellation, and no update
+  // taken by the look before (a push racing that look is taken by it and still wakes the next
+  // wait once). A timed poll would show idle wake-ups; this loop has none.
   int wakeups() const { return wakeups_; }
   int idle_wakeups() const { return idle_wakeups_; }
 
