@@ -41,6 +41,7 @@ class NullWriter : public ResponseWriter {
   void write(std::string) override {}
   void end_stream() override {}
   bool client_gone() const override { return false; }
+  void on_gone(std::function<void()>) override {}  // never gone
 };
 
 using Handler = void (*)(const ServingContext&, const HttpRequest&, ResponseWriter&);

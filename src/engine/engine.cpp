@@ -24,6 +24,25 @@ const char* finish_reason_name(FinishReason r) {
   return "";
 }
 
+void Notifier::notify() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++count_;
+  }
+  cv_.notify_all();
+}
+
+uint64_t Notifier::wait(uint64_t seen) {
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return count_ != seen; });
+  return count_;
+}
+
+uint64_t Notifier::count() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return count_;
+}
+
 std::optional<GenerationOutput> RequestStream::next(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lk(mu_);
   if (!cv_.wait_for(lk, timeout, [&] { return !q_.empty(); })) return std::nullopt;
@@ -32,12 +51,33 @@ std::optional<GenerationOutput> RequestStream::next(std::chrono::milliseconds ti
   return out;
 }
 
+std::optional<GenerationOutput> RequestStream::try_next() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (q_.empty()) return std::nullopt;
+  GenerationOutput out = std::move(q_.front());
+  q_.pop_front();
+  return out;
+}
+
+void RequestStream::set_notifier(std::shared_ptr<Notifier> n) {
+  bool queued = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    notifier_ = n;
+    queued = !q_.empty();
+  }
+  if (queued && n) n->notify();
+}
+
 void RequestStream::push(GenerationOutput out) {
+  std::shared_ptr<Notifier> n;
   {
     std::lock_guard<std::mutex> lk(mu_);
     q_.push_back(std::move(out));
+    n = notifier_;
   }
   cv_.notify_all();
+  if (n) n->notify();
 }
 
 namespace {

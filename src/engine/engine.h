@@ -57,11 +57,32 @@ struct GenerationOutput {
   bool finished() const { return finish != FinishReason::None; }
 };
 
+// A wake-up shared by the streams of one consumer (e.g. the n choices of one HTTP request): every
+// push to any of them, or a notify() from elsewhere (client gone, forced shutdown), bumps a counter
+// and wakes the waiter. The consumer waits on the counter it last saw, so no news is ever missed
+// and it never wakes without a reason.
+class Notifier {
+ public:
+  void notify();
+  // Blocks until the counter differs from `seen`; returns the new value.
+  uint64_t wait(uint64_t seen);
+  uint64_t count() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t count_ = 0;
+};
+
 // Thread-safe channel the engine writes and the consumer reads.
 class RequestStream {
  public:
   // Blocks until an output is available or `timeout` passes; nullopt on timeout.
   std::optional<GenerationOutput> next(std::chrono::milliseconds timeout);
+  // The next output if one is queued, without waiting.
+  std::optional<GenerationOutput> try_next();
+  // From now on every push also notifies `n` (at once when outputs are already queued).
+  void set_notifier(std::shared_ptr<Notifier> n);
   void push(GenerationOutput out);
   std::string id;
   std::chrono::steady_clock::time_point arrival;
@@ -70,6 +91,7 @@ class RequestStream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<GenerationOutput> q_;
+  std::shared_ptr<Notifier> notifier_;
 };
 
 struct EngineStats {

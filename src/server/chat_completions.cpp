@@ -91,7 +91,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   job.submit(ctx.make_requests(opt, id, {ids}, {max_tokens}));
   const size_t num_choices = job.choices().size();
   const bool want_logprobs = opt.sampling.num_logprobs >= 0;
-  auto cancelled = [&w] { return w.client_gone(); };
+  const auto cancelled = watch_cancellation(job, w);
 
   std::vector<std::optional<ToolCallParser>> parsers(num_choices);
   if (parse_tools)

@@ -51,7 +51,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
   const bool want_logprobs = opt.sampling.num_logprobs >= 0;
   std::vector<CompletionLogprobs> logprobs;
   for (size_t i = 0; i < num_choices; ++i) logprobs.emplace_back(tok, opt.tokens_as_ids, prompt_texts[prompt_of(i)]);
-  auto cancelled = [&w] { return w.client_gone(); };
+  const auto cancelled = watch_cancellation(job, w);
 
   auto chunk = [&](json choices) {
     json c = {{"id", id},

@@ -6,7 +6,8 @@ namespace {
 class EngineStream : public OutputStream {
  public:
   explicit EngineStream(std::shared_ptr<RequestStream> s) : s_(std::move(s)) {}
-  std::optional<GenerationOutput> next(std::chrono::milliseconds timeout) override { return s_->next(timeout); }
+  std::optional<GenerationOutput> try_next() override { return s_->try_next(); }
+  void set_notifier(std::shared_ptr<Notifier> n) override { s_->set_notifier(std::move(n)); }
 
  private:
   std::shared_ptr<RequestStream> s_;

@@ -1,7 +1,6 @@
 // What the server needs from the engine, as an interface: the real ds::Engine behind an adapter,
 // or a fake in the server's unit tests. Requests and outputs are the engine's own plain structs.
 #pragma once
-#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,11 +9,15 @@
 
 namespace ds::server {
 
+// One request's updates. Nothing here blocks: the reader sets a Notifier (one may serve many
+// streams), waits on it, and takes what has arrived with try_next().
 class OutputStream {
  public:
   virtual ~OutputStream() = default;
-  // The next update of the request, or nullopt when none came within `timeout`.
-  virtual std::optional<GenerationOutput> next(std::chrono::milliseconds timeout) = 0;
+  // The next queued update of the request, or nullopt when none has arrived yet.
+  virtual std::optional<GenerationOutput> try_next() = 0;
+  // Every later update also notifies `n`; notifies at once when updates are already queued.
+  virtual void set_notifier(std::shared_ptr<Notifier> n) = 0;
 };
 
 class EngineClient {

@@ -45,6 +45,7 @@ void GenerationJob::submit(std::vector<GenerationRequest> reqs) {
         default: throw bad_request(why.empty() ? "invalid request" : why);
       }
     }
+    c.stream->set_notifier(notifier_);
     spdlog::debug("request {}: submitted ({} prompt tokens)", c.request_id, c.prompt_tokens);
     choices_.push_back(std::move(c));
   }
@@ -72,10 +73,21 @@ void GenerationJob::take(int i, const GenerationOutput& out,
 
 bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>& on_output,
                         const std::function<bool()>& cancelled) {
-  using std::chrono::milliseconds;
+  bool woke = false, looked_with_news = false;
   for (;;) {
+    // Read the counter before looking, so a push after the look still wakes the wait below.
+    const uint64_t seen = notifier_->count();
+    bool news = false;
     int unfinished = 0;
-    for (const auto& c : choices_) unfinished += !c.done();
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      while (!choices_[i].done()) {
+        auto out = choices_[i].stream->try_next();
+        if (!out) break;
+        news = true;
+        take(int(i), *out, on_output);
+      }
+      unfinished += !choices_[i].done();
+    }
     if (unfinished == 0) return true;
     if (cancelled()) {
       spdlog::debug("request {}: cancelled (client gone or server stopping), aborting", choices_[0].request_id);
@@ -94,22 +106,13 @@ bool GenerationJob::run(const std::function<void(int, const GenerationOutput&)>&
       }
       return false;
     }
-    // One open stream: block on it. Several: poll each, and if none had news wait briefly on the
-    // first open one.
-    bool progressed = false;
-    for (size_t i = 0; i < choices_.size(); ++i) {
-      if (choices_[i].done()) continue;
-      auto out = choices_[i].stream->next(unfinished == 1 ? milliseconds(50) : milliseconds(0));
-      if (!out) continue;
-      progressed = true;
-      take(int(i), *out, on_output);
-    }
-    if (progressed || unfinished == 1) continue;
-    for (size_t i = 0; i < choices_.size(); ++i) {
-      if (choices_[i].done()) continue;
-      if (auto out = choices_[i].stream->next(milliseconds(2))) take(int(i), *out, on_output);
-      break;
-    }
+    // A wake with nothing new is idle unless the look before took the push that caused it (a push
+    // racing that look both lands in it and bumps the counter past `seen`).
+    if (woke && !news && !looked_with_news) ++idle_wakeups_;
+    looked_with_news = news;
+    notifier_->wait(seen);
+    woke = true;
+    ++wakeups_;
   }
 }
 

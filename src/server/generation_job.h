@@ -1,5 +1,6 @@
 // The engine side of one HTTP generation request: submits its choices (one engine request each:
-// n per prompt), reads their output streams until all finish, and aborts whatever is unfinished
+// n per prompt), reads their output streams until all finish (sleeping on one Notifier shared by
+// all its streams: woken only by an engine push or a cancellation, never polling), and aborts whatever is unfinished
 // when the client goes away or the job is dropped. Each finished choice is recorded in the
 // metrics (tokens, TTFT, TPOT, end-to-end latency, finish reason).
 #pragma once
@@ -45,6 +46,15 @@ class GenerationJob {
   // FinishReason::Abort).
   bool run(const std::function<void(int, const GenerationOutput&)>& on_output, const std::function<bool()>& cancelled);
 
+  // The job's wake-up: every stream of the job notifies it; notify it too when `cancelled()` may
+  // have turned true (client gone, forced shutdown) so run() looks again.
+  const std::shared_ptr<Notifier>& notifier() const { return notifier_; }
+  // Times run() woke up, and of those the idle ones: nothing new, no cancellation, and no update
+  // taken by the look before (a push racing that look is taken by it and still wakes the next
+  // wait once). A timed poll would show idle wake-ups; this loop has none.
+  int wakeups() const { return wakeups_; }
+  int idle_wakeups() const { return idle_wakeups_; }
+
   const std::vector<ChoiceState>& choices() const { return choices_; }
   int prompt_tokens_total() const;  // counted once per prompt (choices of a prompt share it)
   int completion_tokens_total() const;
@@ -60,6 +70,8 @@ class GenerationJob {
   EngineClient& engine_;
   ServerMetrics& metrics_;
   Clock::time_point arrival_;
+  std::shared_ptr<Notifier> notifier_ = std::make_shared<Notifier>();
+  int wakeups_ = 0, idle_wakeups_ = 0;
   std::vector<ChoiceState> choices_;
   std::vector<std::string> reported_;
   std::vector<bool> recorded_;

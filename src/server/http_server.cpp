@@ -114,8 +114,37 @@ class Session : public std::enable_shared_from_this<Session> {
 
   bool gone() const { return gone_.load(); }
 
+  // Runs `fn` once the client is gone (at once when it already is); remove_gone_hook(id) drops it.
+  uint64_t add_gone_hook(std::function<void()> fn) {
+    std::unique_lock<std::mutex> lk(hooks_mu_);
+    if (gone_.load()) {
+      lk.unlock();
+      fn();
+      return 0;
+    }
+    uint64_t id = ++next_hook_;
+    gone_hooks_.emplace_back(id, std::move(fn));
+    return id;
+  }
+  void remove_gone_hook(uint64_t id) {
+    std::lock_guard<std::mutex> lk(hooks_mu_);
+    std::erase_if(gone_hooks_, [&](const auto& h) { return h.first == id; });
+  }
+
  private:
   enum class State { Reading, Responding, AfterResponse, Closed };
+
+  // Marks the client gone (true the first time) and wakes whoever waits on it.
+  bool mark_gone() {
+    std::vector<std::pair<uint64_t, std::function<void()>>> hooks;
+    {
+      std::lock_guard<std::mutex> lk(hooks_mu_);
+      if (gone_.exchange(true)) return false;
+      hooks.swap(gone_hooks_);
+    }
+    for (auto& h : hooks) h.second();
+    return true;
+  }
 
   void do_read() {
     state_ = State::Reading;
@@ -249,7 +278,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (ec) {
-      if (!gone_.exchange(true)) spdlog::debug("http {}: client went away ({})", remote_, ec.message());
+      if (mark_gone()) spdlog::debug("http {}: client went away ({})", remote_, ec.message());
       return;
     }
     watch();
@@ -265,7 +294,7 @@ class Session : public std::enable_shared_from_this<Session> {
     do_write();
     stream_.socket().async_wait(tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
       if (ec == net::error::operation_aborted || self->state_ != State::Responding) return;
-      if (!self->gone_.exchange(true)) spdlog::debug("http {}: client went away (reset after close)", self->remote_);
+      if (self->mark_gone()) spdlog::debug("http {}: client went away (reset after close)", self->remote_);
     });
   }
 
@@ -294,7 +323,7 @@ class Session : public std::enable_shared_from_this<Session> {
       bool had_last = false;
       for (const auto& o : out_) had_last |= o.last;
       out_.clear();
-      if (!gone_.exchange(true)) spdlog::debug("http {}: write failed ({})", remote_, ec.message());
+      if (mark_gone()) spdlog::debug("http {}: write failed ({})", remote_, ec.message());
       if (had_last) finish_response();
       return;
     }
@@ -371,6 +400,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool response_bytes_ = false;  // bytes of the current response were queued
   std::atomic<bool> released_{false};
   std::atomic<bool> gone_{false};
+  std::mutex hooks_mu_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> gone_hooks_;
+  uint64_t next_hook_ = 0;
   std::deque<Out> out_;
 };
 
@@ -379,6 +411,7 @@ class Writer : public ResponseWriter {
   explicit Writer(std::shared_ptr<Session> s) : s_(std::move(s)) {}
   ~Writer() override {
     std::lock_guard<std::mutex> lk(mu_);
+    for (uint64_t id : hooks_) s_->remove_gone_hook(id);
     if (state_ == St::None) {
       spdlog::error("http: a handler dropped its request without a response");
       post_full(500, "application/json", error_body(500, "the request was dropped without a response"), {});
@@ -422,6 +455,10 @@ class Writer : public ResponseWriter {
   }
 
   bool client_gone() const override { return s_->gone(); }
+  void on_gone(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (uint64_t id = s_->add_gone_hook(std::move(fn))) hooks_.push_back(id);
+  }
 
  private:
   enum class St { None, Streaming, Done };
@@ -435,6 +472,7 @@ class Writer : public ResponseWriter {
   }
 
   std::shared_ptr<Session> s_;
+  std::vector<uint64_t> hooks_;  // this request's gone hooks, dropped with it
   std::mutex mu_;
   St state_ = St::None;
 };

@@ -48,6 +48,9 @@ class ResponseWriter {
   virtual void end_stream() = 0;
   // The peer closed the connection or a write failed: stop producing.
   virtual bool client_gone() const = 0;
+  // Calls `fn` (from an I/O thread) when client_gone() turns true, or at once when it already is;
+  // dropped with the writer. Lets a waiting worker wake instead of polling client_gone().
+  virtual void on_gone(std::function<void()> fn) = 0;
 };
 
 using HttpHandler = std::function<void(HttpRequest, std::shared_ptr<ResponseWriter>)>;

@@ -23,9 +23,10 @@ namespace {
 class RecordingWriter : public ResponseWriter {
  public:
   RecordingWriter(std::shared_ptr<ResponseWriter> inner, ServerMetrics& m, std::string endpoint,
-                  const std::atomic<bool>& cancel_all)
-      : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_all_(cancel_all) {}
+                  CancelHub& cancel)
+      : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_(cancel) {}
   ~RecordingWriter() override {
+    for (uint64_t id : hooks_) cancel_.remove(id);
     if (!recorded_) record(inner_->client_gone() ? 499 : 500);
   }
   void send(HttpResponse res) override {
@@ -44,7 +45,7 @@ class RecordingWriter : public ResponseWriter {
   void write(std::string data) override {
     // A stream cut by the server (second signal, shutdown timeout) must not end like a complete
     // one: an error event goes before the final [DONE] (the choices already said "abort").
-    if (streaming_ && cancel_all_.load() && !inner_->client_gone() && data == kSseDone && !error_sent_)
+    if (streaming_ && cancel_.on.load() && !inner_->client_gone() && data == kSseDone && !error_sent_)
       inner_->write(sse_event(json::parse(error_body(unavailable("the request was cancelled: the server is shutting down")))));
     error_sent_ |= data.starts_with(kSseErrorPrefix);
     inner_->write(std::move(data));
@@ -54,7 +55,12 @@ class RecordingWriter : public ResponseWriter {
     record(client_gone() ? 499 : status_);
     inner_->end_stream();
   }
-  bool client_gone() const override { return inner_->client_gone() || cancel_all_.load(); }
+  bool client_gone() const override { return inner_->client_gone() || cancel_.on.load(); }
+  void on_gone(std::function<void()> fn) override {
+    inner_->on_gone(fn);
+    std::lock_guard<std::mutex> lk(mu_);
+    if (uint64_t id = cancel_.add(std::move(fn))) hooks_.push_back(id);
+  }
   bool started() const { return started_; }
   bool streaming() const { return streaming_; }
 
@@ -66,7 +72,9 @@ class RecordingWriter : public ResponseWriter {
   std::shared_ptr<ResponseWriter> inner_;
   ServerMetrics& metrics_;
   std::string endpoint_;
-  const std::atomic<bool>& cancel_all_;
+  CancelHub& cancel_;
+  std::mutex mu_;
+  std::vector<uint64_t> hooks_;
   static constexpr std::string_view kSseErrorPrefix = "data: {\"error\"";
   bool started_ = false, streaming_ = false, recorded_ = false, error_sent_ = false;
   int status_ = 200;
@@ -126,7 +134,7 @@ bool bearer_matches(std::string_view header, const std::string& key) {
 }  // namespace
 
 OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer)
-    : opts_(std::move(opts)), engine_(engine) {
+    : opts_(std::move(opts)), engine_(engine), pool_(opts_.max_concurrent_requests) {
   DS_CHECK(!opts_.model_names.empty(), "the server needs at least one served model name");
   DS_CHECK(tokenizer != nullptr, "the server needs a tokenizer");
   ctx_.engine = &engine_;
@@ -147,25 +155,34 @@ void OpenAIServer::start() { http_->start(); }
 
 int OpenAIServer::port() const { return http_->port(); }
 
-int OpenAIServer::requests_in_progress() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return workers_;
+int OpenAIServer::requests_in_progress() const { return pool_.busy(); }
+
+void OpenAIServer::cancel_all() { cancel_.fire(); }
+
+uint64_t CancelHub::add(std::function<void()> fn) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (on.load()) {
+    lk.unlock();
+    fn();
+    return 0;
+  }
+  hooks_.emplace_back(++next_, std::move(fn));
+  return next_;
 }
 
-void OpenAIServer::spawn(std::function<void()> fn) {
+void CancelHub::remove(uint64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::erase_if(hooks_, [&](const auto& h) { return h.first == id; });
+}
+
+void CancelHub::fire() {
+  std::vector<std::pair<uint64_t, std::function<void()>>> hooks;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    ++workers_;
+    on = true;
+    hooks.swap(hooks_);
   }
-  std::thread([this, fn = std::move(fn)]() mutable {
-    {
-      auto f = std::move(fn);  // destroyed (with the writer it holds) before the count drops
-      f();
-    }
-    std::lock_guard<std::mutex> lk(mu_);
-    --workers_;
-    cv_.notify_all();
-  }).detach();
+  for (auto& h : hooks) h.second();
 }
 
 void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) {
@@ -176,7 +193,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     path_known = true;
     if (req.method == r.method) route = &r;
   }
-  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_all_);
+  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_);
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
     if (req.path != "/health" && !opts_.api_key.empty()) {
@@ -219,9 +236,12 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
       return;
     }
     if (draining_) throw unavailable("the server is shutting down");
-    if (requests_in_progress() >= opts_.max_concurrent_requests)
-      throw too_many_requests(fmt::format("too many requests in progress (limit {})", opts_.max_concurrent_requests));
-    spawn([this, req = std::move(req), w] {
+    const auto too_many = [&] {
+      return too_many_requests(fmt::format("too many requests in progress (limit {})", opts_.max_concurrent_requests));
+    };
+    if (requests_in_progress() >= opts_.max_concurrent_requests) throw too_many();
+    // The pool re-checks the bound atomically (two I/O threads may pass the check above at once).
+    bool accepted = pool_.try_run([this, req = std::move(req), w] {
       try {
         if (req.path == "/v1/completions")
           serve_completions(ctx_, req, *w);
@@ -243,6 +263,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
         reply_error(*w, internal_error(e.what()));
       }
     });
+    if (!accepted) reply_error(*w, draining_ ? unavailable("the server is shutting down") : too_many());
   } catch (const ApiError& e) {
     spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
     reply_error(*w, e);
@@ -257,14 +278,12 @@ void OpenAIServer::shutdown(std::chrono::milliseconds grace) {
   }
   draining_ = true;
   http_->stop_accepting();
-  auto deadline = std::chrono::steady_clock::now() + grace;
-  std::unique_lock<std::mutex> lk(mu_);
-  if (!cv_.wait_until(lk, deadline, [&] { return workers_ == 0; })) {
-    spdlog::warn("shutdown: {} request(s) still in progress after {} ms; cancelling them", workers_, grace.count());
-    cancel_all_ = true;
-    cv_.wait(lk, [&] { return workers_ == 0; });
+  if (!pool_.wait_idle(std::chrono::steady_clock::now() + grace)) {
+    spdlog::warn("shutdown: {} request(s) still in progress after {} ms; cancelling them", pool_.busy(), grace.count());
+    cancel_all();
+    pool_.wait_idle();
   }
-  lk.unlock();
+  pool_.stop();
   // Let the last bytes go out before the connections close.
   for (int i = 0; i < 200 && http_->active_responses() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -1,11 +1,12 @@
 // The OpenAI-compatible HTTP service: routing, API-key check, the simple endpoints (/health,
-// /metrics, /v1/models, /version) and a worker thread per generation/tokenizer request (which
-// blocks on the engine's output streams while the I/O threads keep serving). Shutdown is
+// /metrics, /v1/models, /version) and, for generation/tokenizer requests, a worker from a pool the
+// server owns (bounded by max_concurrent_requests; a generation request sleeps on its job's
+// Notifier, woken by engine output, client disconnect or cancel_all, while the I/O threads serve). Shutdown is
 // graceful: new work is refused with 503, requests in progress are answered, then it stops.
 #pragma once
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +16,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/serving.h"
+#include "server/worker_pool.h"
 
 namespace ds {
 class Tokenizer;
@@ -33,6 +35,19 @@ struct ServerOptions {
   bool chat_template_specials_in_content = false;
 };
 
+// cancel_all(): a flag, and the wake-ups of the requests waiting now (so they see it at once).
+struct CancelHub {
+  std::atomic<bool> on{false};
+  uint64_t add(std::function<void()> fn);  // 0 when already on (fn has run)
+  void remove(uint64_t id);
+  void fire();
+
+ private:
+  std::mutex mu_;
+  uint64_t next_ = 0;
+  std::vector<std::pair<uint64_t, std::function<void()>>> hooks_;
+};
+
 class OpenAIServer {
  public:
   OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer);
@@ -47,24 +62,22 @@ class OpenAIServer {
   // closes everything. Idempotent.
   void shutdown(std::chrono::milliseconds grace);
   // Cancels every request in progress now (their engine requests are aborted).
-  void cancel_all() { cancel_all_ = true; }
+  void cancel_all();
   ServerMetrics& metrics() { return metrics_; }
   int requests_in_progress() const;
 
  private:
   void handle(HttpRequest req, std::shared_ptr<ResponseWriter> w);
-  void spawn(std::function<void()> fn);
 
   ServerOptions opts_;
   EngineClient& engine_;
   ServerMetrics metrics_;
   ServingContext ctx_;
   std::atomic<bool> draining_{false};
-  std::atomic<bool> cancel_all_{false};
+  CancelHub cancel_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  int workers_ = 0;
   bool stopped_ = false;
+  WorkerPool pool_;
   std::unique_ptr<HttpServer> http_;  // last: stopped before the rest goes
 };
 

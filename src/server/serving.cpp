@@ -202,4 +202,11 @@ void serve_detokenize(const ServingContext& ctx, const HttpRequest& http, Respon
   w.send({200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace), {}});
 }
 
+std::function<bool()> watch_cancellation(const GenerationJob& job, ResponseWriter& w) {
+  w.on_gone([n = std::weak_ptr<Notifier>(job.notifier())] {
+    if (auto p = n.lock()) p->notify();
+  });
+  return [&w] { return w.client_gone(); };
+}
+
 }  // namespace ds::server

@@ -2,12 +2,14 @@
 // and the steps common to both generation endpoints (model check, length check, building the
 // engine requests). Handlers run on a worker thread and throw ApiError for client errors.
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "server/engine_client.h"
+#include "server/generation_job.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
@@ -45,6 +47,10 @@ nlohmann::json parse_json_body(const std::string& body);  // 400 on malformed JS
 
 // The stop_reason field (vLLM extension): the stop string, the stop token id, or null (EOS).
 nlohmann::json stop_reason_json(const SamplingOptions& opt, FinishReason finish, const std::string& stop_reason);
+
+// The "stop producing" test of a generation job answering `w` (client gone, or the server's
+// cancel_all); also makes those events wake the job's wait, so it never polls for them.
+std::function<bool()> watch_cancellation(const GenerationJob& job, ResponseWriter& w);
 
 void serve_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);

@@ -1,11 +1,15 @@
 // A deterministic stand-in for the engine in the server's unit tests: each request produces
 // tokens from a fixed function of (prompt, seed, position) drawn from tokens whose text is plain
-// ASCII, or a scripted list of text pieces; optional per-token delay; a bound on live requests
-// (for 429); records what was submitted and aborted.
+// ASCII, or a scripted list of text pieces; optional per-token delay (a delivery thread pushes each
+// output when due and notifies the stream's Notifier, as the real engine's step thread does); a
+// bound on live requests (for 429); records what was submitted and aborted.
 #pragma once
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -22,12 +26,22 @@ class FakeEngine : public server::EngineClient {
 
   FakeEngine(std::shared_ptr<const Tokenizer> tok, int64_t max_model_len)
       : tok_(std::move(tok)), max_len_(max_model_len) {
+    deliverer_ = std::thread([this] { deliver_loop(); });
     for (int id = 0; id < tok_->num_base_tokens(); ++id) {
       const std::string& b = tok_->token_bytes(id);
       bool ok = !b.empty();
       for (unsigned char c : b) ok &= (c >= 'a' && c <= 'z') || c == ' ';
       if (ok) safe_.push_back(id);
     }
+  }
+
+  ~FakeEngine() override {
+    {
+      std::lock_guard<std::mutex> lk(sched_mu_);
+      stopping_ = true;
+    }
+    sched_cv_.notify_all();
+    deliverer_.join();
   }
 
   // The tokens request `r` gets (what the default generator emits), up to max_tokens.
@@ -68,7 +82,7 @@ class FakeEngine : public server::EngineClient {
       o.completion_tokens = k + 1;
       if (k + 1 == np) o.finish = pieces ? FinishReason::Stop : FinishReason::Length;
       t += delay;
-      s->outs.push_back({t, std::move(o)});
+      schedule(s, t, std::move(o));
     }
     live_++;
     streams_.push_back(s);
@@ -80,7 +94,7 @@ class FakeEngine : public server::EngineClient {
     std::lock_guard<std::mutex> lk(mu_);
     aborted.push_back(id);
     for (auto& s : streams_)
-      if (s->id == id) s->aborted = true;
+      if (s->id == id) s->push(std::nullopt);
   }
   EngineStats stats() const override {
     EngineStats s;
@@ -101,6 +115,18 @@ class FakeEngine : public server::EngineClient {
     return aborted;
   }
   int live() const { return live_.load(); }
+  // Outputs pushed to streams so far (each one notifies its stream's Notifier once).
+  int deliveries() const { return deliveries_.load(); }
+  // The Notifier each submitted stream reports to (null until the reader sets one).
+  std::vector<std::shared_ptr<Notifier>> notifiers() {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<std::shared_ptr<Notifier>> out;
+    for (auto& s : streams_) {
+      std::lock_guard<std::mutex> slk(s->mu);
+      out.push_back(s->notifier);
+    }
+    return out;
+  }
 
   Script script;
   std::chrono::milliseconds delay{0};
@@ -111,26 +137,43 @@ class FakeEngine : public server::EngineClient {
  private:
   struct Stream : server::OutputStream {
     explicit Stream(FakeEngine* e) : e(e) {}
-    std::optional<GenerationOutput> next(std::chrono::milliseconds timeout) override {
+    std::optional<GenerationOutput> try_next() override {
+      std::lock_guard<std::mutex> lk(mu);
       if (done) return std::nullopt;
-      if (aborted.load()) {
+      if (aborted) {
         finish();
         GenerationOutput o;
         o.finish = FinishReason::Abort;
         return o;
       }
-      auto& [ready, out] = outs[pos];
-      auto now = Clock::now();
-      if (ready > now) {
-        if (ready - now > timeout) {
-          std::this_thread::sleep_for(timeout);
-          return std::nullopt;
-        }
-        std::this_thread::sleep_until(ready);
-      }
-      ++pos;
-      if (pos == outs.size()) finish();
+      if (q.empty()) return std::nullopt;
+      GenerationOutput out = std::move(q.front());
+      q.pop_front();
+      if (out.finished()) finish();
       return out;
+    }
+    void set_notifier(std::shared_ptr<Notifier> n) override {
+      bool news = false;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        notifier = n;
+        news = !q.empty() || aborted;
+      }
+      if (news && n) n->notify();
+    }
+    // The engine side: queue an output (or the abort) and wake the reader.
+    void push(std::optional<GenerationOutput> out) {
+      std::shared_ptr<Notifier> n;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        if (out)
+          q.push_back(std::move(*out));
+        else
+          aborted = true;
+        n = notifier;
+      }
+      if (out) e->deliveries_++;
+      if (n) n->notify();
     }
     void finish() {
       done = true;
@@ -138,11 +181,40 @@ class FakeEngine : public server::EngineClient {
     }
     FakeEngine* e;
     std::string id;
-    std::vector<std::pair<Clock::time_point, GenerationOutput>> outs;
-    size_t pos = 0;
-    bool done = false;
-    std::atomic<bool> aborted{false};
+    std::mutex mu;
+    std::deque<GenerationOutput> q;
+    std::shared_ptr<Notifier> notifier;
+    bool done = false, aborted = false;
   };
+
+  // Outputs due now are pushed at once; later ones by the delivery thread when due.
+  void schedule(const std::shared_ptr<Stream>& s, Clock::time_point t, GenerationOutput o) {
+    if (t <= Clock::now()) return s->push(std::move(o));
+    {
+      std::lock_guard<std::mutex> lk(sched_mu_);
+      due_.emplace(t, std::make_pair(s, std::move(o)));
+    }
+    sched_cv_.notify_all();
+  }
+  void deliver_loop() {
+    std::unique_lock<std::mutex> lk(sched_mu_);
+    while (!stopping_) {
+      if (due_.empty()) {
+        sched_cv_.wait(lk);
+        continue;
+      }
+      auto it = due_.begin();
+      if (it->first > Clock::now()) {
+        sched_cv_.wait_until(lk, it->first);
+        continue;
+      }
+      auto [stream, out] = std::move(it->second);
+      due_.erase(it);
+      lk.unlock();
+      stream->push(std::move(out));
+      lk.lock();
+    }
+  }
 
   std::shared_ptr<const Tokenizer> tok_;
   int64_t max_len_;
@@ -150,6 +222,12 @@ class FakeEngine : public server::EngineClient {
   std::mutex mu_;
   std::atomic<int> live_{0};
   std::vector<std::shared_ptr<Stream>> streams_;
+  std::atomic<int> deliveries_{0};
+  std::mutex sched_mu_;
+  std::condition_variable sched_cv_;
+  std::multimap<Clock::time_point, std::pair<std::shared_ptr<Stream>, GenerationOutput>> due_;
+  bool stopping_ = false;
+  std::thread deliverer_;  // last: started after the rest exists
 };
 
 }  // namespace ds::test
