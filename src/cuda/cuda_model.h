@@ -48,7 +48,7 @@ struct CudaModelOptions {
   int max_tokens = 8192;            // tokens per forward (activation workspace size; more is an error)
   int64_t max_model_len = 0;        // longest sequence (0: the config's max_position_embeddings)
   int max_logit_rows = 0;           // 0: WorkspaceLimits' default
-  int mla_expand_keys = 0;          // key rows of the MLA prefill expansion (0: min(max_model_len, 131072))
+  int mla_expand_keys = 0;          // key rows of the MLA prefill expansion (0: min(max_model_len, 139264))
   bool biased_moe_weights = false;
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*

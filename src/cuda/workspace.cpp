@@ -13,7 +13,7 @@
 namespace ds::gpu {
 namespace {
 
-constexpr int64_t kDefaultExpandKeys = 131072;          // a 128K-token prompt's last chunk
+constexpr int64_t kDefaultExpandKeys = 131072 + 8192;  // a 128K-token prompt and 8K generated tokens (max_context)
 constexpr size_t kDefaultLogitBytes = size_t(256) << 20;  // logits rows beyond the decode batch
 constexpr int64_t kMetaKeyGroups = 8;                     // key rows of the metadata: 8 expansions' worth
 

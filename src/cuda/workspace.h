@@ -71,7 +71,7 @@ struct WorkspaceLimits {
   int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
-  int mla_expand_keys = 0;      // 0: min(max_context, 131072) key rows for the MLA prefill expansion
+  int mla_expand_keys = 0;      // 0: min(max_context, 139264) key rows for the MLA prefill expansion
   int max_logprobs = 20;        // top logprobs per row the sampler returns
   int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs;
                                      // at least the vocabulary (one row's longest list)

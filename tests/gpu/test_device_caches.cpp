@@ -107,7 +107,7 @@ TEST(WorkspacePlan, SizesFromTheLimits) {
   lim.max_graph_batch = 4;
   lim.max_context = 1000;
   const auto p = WorkspacePlan::make(cfg, DType::F32, lim, 132);
-  EXPECT_EQ(p.lim.mla_expand_keys, 1000);  // min(max_context, 131072)
+  EXPECT_EQ(p.lim.mla_expand_keys, 1000);  // min(max_context, 139264)
   EXPECT_GE(p.lim.max_logit_rows, 4);
   EXPECT_LE(p.lim.max_logit_rows, 64);
   EXPECT_EQ(p.logits, (size_t(p.lim.max_logit_rows) * cfg.vocab_size * 4 + 255) / 256 * 256);
