@@ -16,8 +16,11 @@ if(DS_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
     message(FATAL_ERROR "DS_FUZZ=ON needs clang (libFuzzer): configure with CXX=clang++ CC=clang")
   endif()
-  # Coverage feedback for libFuzzer in all code; the sanitizer runtime's weak hooks let the test
-  # executables (linked without libFuzzer) run from the same build.
-  add_compile_options(-fsanitize=fuzzer-no-link)
+  # Coverage feedback for libFuzzer in the src/ modules (ds_module adds it; the test executables,
+  # linked without libFuzzer, run from the same build through the sanitizer runtime's weak hooks).
+  # Not in the HTTP bench client (src/bench) nor in tests: clang 14 cannot emit debug info for their
+  # C++20 coroutines under this instrumentation ("Cannot represent a difference across sections"),
+  # and no fuzz target reaches them.
+  set(DS_FUZZ_COVERAGE -fsanitize=fuzzer-no-link)
   message(STATUS "deltaserve: libFuzzer targets ON")
 endif()
