@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "server/api_error.h"
+#include "server/one_shot_event.h"
 
 namespace ds::server {
 
@@ -112,39 +113,17 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  bool gone() const { return gone_.load(); }
+  bool gone() const { return gone_.fired(); }
 
-  // Runs `fn` once the client is gone (at once when it already is); remove_gone_hook(id) drops it.
-  uint64_t add_gone_hook(std::function<void()> fn) {
-    std::unique_lock<std::mutex> lk(hooks_mu_);
-    if (gone_.load()) {
-      lk.unlock();
-      fn();
-      return 0;
-    }
-    uint64_t id = ++next_hook_;
-    gone_hooks_.emplace_back(id, std::move(fn));
-    return id;
-  }
-  void remove_gone_hook(uint64_t id) {
-    std::lock_guard<std::mutex> lk(hooks_mu_);
-    std::erase_if(gone_hooks_, [&](const auto& h) { return h.first == id; });
-  }
+  // Runs `fn` once the client is gone (at once, returning 0, when it already is); see OneShotEvent.
+  uint64_t add_gone_hook(std::function<void()> fn) { return gone_.add(std::move(fn)); }
+  void remove_gone_hook(uint64_t id) { gone_.remove(id); }
 
  private:
   enum class State { Reading, Responding, AfterResponse, Closed };
 
   // Marks the client gone (true the first time) and wakes whoever waits on it.
-  bool mark_gone() {
-    std::vector<std::pair<uint64_t, std::function<void()>>> hooks;
-    {
-      std::lock_guard<std::mutex> lk(hooks_mu_);
-      if (gone_.exchange(true)) return false;
-      hooks.swap(gone_hooks_);
-    }
-    for (auto& h : hooks) h.second();
-    return true;
-  }
+  bool mark_gone() { return gone_.fire(); }
 
   void do_read() {
     state_ = State::Reading;
@@ -300,7 +279,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void enqueue(Out out) {
     if (state_ == State::Closed) return;
-    if (gone_.load()) {
+    if (gone_.fired()) {
       if (out.last) finish_response();
       return;
     }
@@ -338,7 +317,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (state_ != State::Responding) return;
     state_ = State::AfterResponse;
     shared_->active.fetch_sub(1);
-    if (!keep_alive_ || gone_.load() || shared_->stopping.load()) return close();
+    if (!keep_alive_ || gone_.fired() || shared_->stopping.load()) return close();
     if (watching_) {
       beast::error_code ec;
       stream_.socket().cancel(ec);  // on_watch resumes reading
@@ -399,10 +378,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool http11_ = false;          // the request in progress is HTTP/1.1 (may be sent 1xx)
   bool response_bytes_ = false;  // bytes of the current response were queued
   std::atomic<bool> released_{false};
-  std::atomic<bool> gone_{false};
-  std::mutex hooks_mu_;
-  std::vector<std::pair<uint64_t, std::function<void()>>> gone_hooks_;
-  uint64_t next_hook_ = 0;
+  OneShotEvent gone_;
   std::deque<Out> out_;
 };
 

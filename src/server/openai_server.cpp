@@ -23,7 +23,7 @@ namespace {
 class RecordingWriter : public ResponseWriter {
  public:
   RecordingWriter(std::shared_ptr<ResponseWriter> inner, ServerMetrics& m, std::string endpoint,
-                  CancelHub& cancel)
+                  OneShotEvent& cancel)
       : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_(cancel) {}
   ~RecordingWriter() override {
     for (uint64_t id : hooks_) cancel_.remove(id);
@@ -45,7 +45,7 @@ class RecordingWriter : public ResponseWriter {
   void write(std::string data) override {
     // A stream cut by the server (second signal, shutdown timeout) must not end like a complete
     // one: an error event goes before the final [DONE] (the choices already said "abort").
-    if (streaming_ && cancel_.on.load() && !inner_->client_gone() && data == kSseDone && !error_sent_)
+    if (streaming_ && cancel_.fired() && !inner_->client_gone() && data == kSseDone && !error_sent_)
       inner_->write(sse_event(json::parse(error_body(unavailable("the request was cancelled: the server is shutting down")))));
     error_sent_ |= data.starts_with(kSseErrorPrefix);
     inner_->write(std::move(data));
@@ -55,7 +55,7 @@ class RecordingWriter : public ResponseWriter {
     record(client_gone() ? 499 : status_);
     inner_->end_stream();
   }
-  bool client_gone() const override { return inner_->client_gone() || cancel_.on.load(); }
+  bool client_gone() const override { return inner_->client_gone() || cancel_.fired(); }
   void on_gone(std::function<void()> fn) override {
     inner_->on_gone(fn);
     std::lock_guard<std::mutex> lk(mu_);
@@ -72,7 +72,7 @@ class RecordingWriter : public ResponseWriter {
   std::shared_ptr<ResponseWriter> inner_;
   ServerMetrics& metrics_;
   std::string endpoint_;
-  CancelHub& cancel_;
+  OneShotEvent& cancel_;
   std::mutex mu_;
   std::vector<uint64_t> hooks_;
   static constexpr std::string_view kSseErrorPrefix = "data: {\"error\"";
@@ -159,31 +159,6 @@ int OpenAIServer::requests_in_progress() const { return pool_.busy(); }
 
 void OpenAIServer::cancel_all() { cancel_.fire(); }
 
-uint64_t CancelHub::add(std::function<void()> fn) {
-  std::unique_lock<std::mutex> lk(mu_);
-  if (on.load()) {
-    lk.unlock();
-    fn();
-    return 0;
-  }
-  hooks_.emplace_back(++next_, std::move(fn));
-  return next_;
-}
-
-void CancelHub::remove(uint64_t id) {
-  std::lock_guard<std::mutex> lk(mu_);
-  std::erase_if(hooks_, [&](const auto& h) { return h.first == id; });
-}
-
-void CancelHub::fire() {
-  std::vector<std::pair<uint64_t, std::function<void()>>> hooks;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    on = true;
-    hooks.swap(hooks_);
-  }
-  for (auto& h : hooks) h.second();
-}
 
 void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) {
   const Route* route = nullptr;

@@ -15,6 +15,7 @@
 #include "server/engine_client.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/one_shot_event.h"
 #include "server/serving.h"
 #include "server/worker_pool.h"
 
@@ -33,19 +34,6 @@ struct ServerOptions {
   // Hugging Face's behaviour: special-token text inside message content, names, tools and kwargs is
   // encoded as control tokens (a user can forge turns). Off: request text is always plain text.
   bool chat_template_specials_in_content = false;
-};
-
-// cancel_all(): a flag, and the wake-ups of the requests waiting now (so they see it at once).
-struct CancelHub {
-  std::atomic<bool> on{false};
-  uint64_t add(std::function<void()> fn);  // 0 when already on (fn has run)
-  void remove(uint64_t id);
-  void fire();
-
- private:
-  std::mutex mu_;
-  uint64_t next_ = 0;
-  std::vector<std::pair<uint64_t, std::function<void()>>> hooks_;
 };
 
 class OpenAIServer {
@@ -74,7 +62,7 @@ class OpenAIServer {
   ServerMetrics metrics_;
   ServingContext ctx_;
   std::atomic<bool> draining_{false};
-  CancelHub cancel_;
+  OneShotEvent cancel_;  // cancel_all(); waiting requests hook their wake-up on it
   mutable std::mutex mu_;
   bool stopped_ = false;
   WorkerPool pool_;

@@ -32,6 +32,7 @@ KEY=e2e-secret-key
 start() {
   local name=$1; shift
   local log="$LOG_DIR/$name.log"
+  : >"$log"  # exists before the poll below reads it (the server's redirect may come later)
   "$BIN" serve --model "$MODEL" --tokenizer "$TOKENIZER" --served-model-name kimi-linear-tiny \
     --host 127.0.0.1 --port 0 --threads 1 --log-level debug "$@" >"$log" 2>&1 &
   local pid=$!
