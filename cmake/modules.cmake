@@ -1,5 +1,10 @@
 # ds_module(name DEPS ...): a static library ds_<name> from src/<name>/*.cpp (and *.cu when CUDA is on).
 set(DS_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  # GCC 12 reports -Wrestrict false positives inside libstdc++'s string concatenation ("r" + std::to_string(i));
+  # fatal under DS_WERROR
+  list(APPEND DS_WARNINGS -Wno-restrict)
+endif()
 # nvcc's host compilation of .cu files gets the same warnings (device code is nvcc's own business).
 set(DS_CUDA_WARNINGS -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter)
 if(DS_WERROR)
