@@ -1,12 +1,12 @@
 #include "cuda/layers/moe_layer.h"
 
-#include <algorithm>
 #include <string>
 
 #include "core/error.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "cuda/layers/dense_mlp.h"
 
@@ -50,65 +50,25 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   r.ldk = kp;
   r.shared_expert_id = fold ? E : -1;
   if (s.forced_ids) r.forced_ids = s.forced_ids + int64_t(layer_) * m.T * mc.top_k;
-  MoeAlignParams a;
-  a.ids = ws.topk_ids;
-  a.tokens = m.T;
-  a.k = kp;
-  a.num_experts = E + (fold ? 1 : 0);
-  a.pair_pos = ws.pair_pos;
-  a.sorted_token = ws.sorted_token;
-  a.active_expert = ws.slot_expert;
-  a.active_start = ws.slot_start;
-  a.num_active = ws.num_active;
+  const MoeAlignParams a = moe_align_params(r, MoeAlignBuffers{.pair_pos = ws.pair_pos,
+                                                                 .sorted_token = ws.sorted_token,
+                                                                 .active_expert = ws.slot_expert,
+                                                                 .active_start = ws.slot_start,
+                                                                 .num_active = ws.num_active});
   s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
   run_moe_route_align(r, a, s.ctx);
 
-  const int slots = std::min(a.num_experts, m.T * kp);
   bool combined = false;  // the expert outputs are already added into h
   if (act == DType::BF16 && m.T > kGemvMaxRows) {
     // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill
-    MoeGemmParams g;
-    g.x = in.x;
-    g.ldx = hid;
-    g.x_rows = ws.sorted_token;
-    g.w = f.experts_gate_up.ptr;
-    g.w_matrix_stride = int64_t(2) * Ie * hid;
-    g.y = ws.act;
-    g.ldy = Ie;
-    g.N = Ie;
-    g.K = hid;
-    g.silu_mul = true;
-    g.active_expert = ws.slot_expert;
-    g.active_start = ws.slot_start;
-    g.num_active = ws.num_active;
-    g.max_active = slots;
-    g.max_rows = m.T * kp;
-    g.tile_tokens = m.T >= 512 ? 64 : 16;
+    const MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
+                                                    m.T >= 512 ? 64 : 16);
     run_moe_gemm(g, s.ctx);
     run_moe_gemm(moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid), s.ctx);
   } else {
-    GemvParams g;
-    g.x = in.x;
-    g.ldx = hid;
-    g.norm_weight = in.norm;
+    GemvParams g = moe_gate_up_gemv_params(r, a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act);
+    g.norm_weight = in.norm;  // small batches: the layer's RMSNorm applied as the rows are read
     g.norm_eps = s.cfg.rms_norm_eps;
-    g.x_rows = ws.sorted_token;
-    g.w = f.experts_gate_up.ptr;
-    g.w_matrix_stride = int64_t(2) * Ie * hid;
-    g.y = ws.act;
-    g.ldy = Ie;
-    g.N = Ie;
-    g.K = hid;
-    g.num_groups = slots;
-    g.group_weight = ws.slot_expert;
-    g.group_start = ws.slot_start;
-    g.num_active = ws.num_active;
-    g.max_rows = m.T;  // an expert sees each token at most once
-    g.epi = GemvEpilogue::SiluMul;
-    if (fold && moe_one_token_layout(r, a)) {  // the shared expert is slot top_k
-      g.known_group = mc.top_k;
-      g.known_weight = E;
-    }
     run_gemv(g, act, s.ctx);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
@@ -121,17 +81,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     }
   }
 
-  if (!combined) {
-    MoeCombineParams cb;
-    cb.expert_out = ws.moe_out;
-    cb.pair_pos = ws.pair_pos;
-    cb.weights = ws.topk_w;
-    cb.residual = ws.h;
-    cb.tokens = m.T;
-    cb.k = kp;
-    cb.dim = hid;
-    run_moe_combine(cb, act, s.ctx);
-  }
+  if (!combined) run_moe_combine(moe_combine_params(r, a, ws.moe_out, ws.h, hid), act, s.ctx);
 
   if (fold || mc.num_shared_experts == 0) return;
   // shared expert(s) as a dense MLP over all tokens
