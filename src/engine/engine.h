@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/capacity.h"
 #include "model/backend.h"
 #include "sampling/sampling_params.h"
 
@@ -119,6 +120,8 @@ class Engine {
   EngineStats stats() const;
   const ModelConfig& model_config() const;
   int64_t max_model_len() const;
+  // How max_model_len was resolved (asked, the cache's tokens, what lowered it): for messages.
+  const MaxModelLen& max_model_len_info() const;
   const EngineOptions& options() const;
   BackendLimits backend_limits() const;
 
