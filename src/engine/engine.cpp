@@ -113,6 +113,7 @@ SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits&
   lower(&sc.max_num_seqs, lim.max_logit_rows, "--max-num-seqs", "logits rows per step");
   lower(&sc.max_num_batched_tokens, lim.max_tokens_per_step, "--max-num-batched-tokens", "tokens per step");
   sc.max_model_len = max_len;
+  sc.cost = opts.step_cost;
   sc.num_blocks = lim.num_blocks;
   sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
   return sc;
@@ -195,6 +196,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
                sc.max_num_seqs, sc.max_num_batched_tokens, m.limits.num_state_slots,
                m.limits.num_blocks, m.limits.block_size);
   spdlog::info("{}", cache_capacity(m.limits, m.max_len).describe());
+  {
+    const StepCost cost(sc.cost, sc.max_num_batched_tokens);
+    spdlog::info("step budget: {} tokens and {:.0f} token-equivalents of cost (a prefill chunk at context {} gets "
+                 "up to {} tokens)", sc.max_num_batched_tokens, cost.budget(), m.max_len,
+                 cost.max_tokens(cost.budget(), m.max_len, sc.max_num_batched_tokens));
+  }
   m.loop = std::thread([&m] { m.run(); });
 }
 

@@ -14,6 +14,7 @@
 
 #include "engine/capacity.h"
 #include "model/backend.h"
+#include "sched/cost_model.h"
 #include "sampling/sampling_params.h"
 
 namespace ds {
@@ -26,6 +27,7 @@ struct EngineOptions {
   int max_num_batched_tokens = 2048;  // token budget of one step (decodes + prefill chunks); lowered
                                       // to the backend's max_tokens_per_step with a warning
   int64_t max_model_len = 0;          // 0: the model's
+  StepCostConfig step_cost;           // the scheduler's cost budget (sched/cost_model.h; defaults documented there)
   int max_waiting = 1024;             // queue bound: beyond it submit() fails with kOverloaded
 };
 
