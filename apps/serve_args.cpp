@@ -36,6 +36,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--max-num-batched-tokens", a.max_num_batched_tokens, "Token budget of one step")
       ->capture_default_str()
       ->check(in_range(1, 1 << 24));
+  cmd.add_option("--max-step-cost", a.max_step_cost,
+                 "Cost budget of one step in token-equivalents, attention over the context included (0: the cost "
+                 "of --max-num-batched-tokens tokens at context 8192)")
+      ->capture_default_str()
+      ->check(in_range(0.0, 1e12));
   cmd.add_option("--gpu-memory-utilization", a.gpu_memory_utilization, "Fraction of GPU memory to use")
       ->capture_default_str()
       ->check(in_range(0.01, 1.0));
@@ -96,6 +101,7 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.backend.kv_cache_tokens = a.kv_cache_tokens;
   eo.max_num_seqs = a.max_num_seqs;
   eo.max_num_batched_tokens = a.max_num_batched_tokens;
+  eo.step_cost.max_step_cost = a.max_step_cost;
   eo.max_model_len = a.max_model_len;
   eo.max_waiting = a.max_queue;
   return eo;

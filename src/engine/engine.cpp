@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/capacity.h"
 #include "engine/output_builder.h"
 #include "sched/scheduler.h"
 #include "tokenizer/tokenizer.h"
@@ -95,24 +96,6 @@ struct Active {
   uint64_t sched_id = 0;
 };
 
-int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg, const BackendLimits& geo) {
-  int64_t len = opts.max_model_len > 0 ? opts.max_model_len : cfg.max_position_embeddings;
-  if (geo.block_size > 0 && geo.num_blocks > 0) {
-    int64_t cap = int64_t(geo.num_blocks) * geo.block_size;
-    if (len > cap) {
-      if (opts.max_model_len > 0)
-        spdlog::warn("max_model_len {} exceeds the MLA cache ({} tokens); using {}", len, cap, cap);
-      len = cap;
-    }
-  }
-  if (geo.max_context > 0 && len > geo.max_context) {
-    spdlog::warn("max_model_len {} exceeds the longest context one step can attend over on this backend ({} tokens: "
-                 "the MLA prefill workspace); using {}", len, geo.max_context, geo.max_context);
-    len = geo.max_context;
-  }
-  return len;
-}
-
 // The scheduler (the only place that chunks) within what one backend step may hold; a flag beyond a
 // limit is lowered with a warning naming it.
 SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits& lim, int64_t max_len) {
@@ -130,6 +113,7 @@ SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits&
   lower(&sc.max_num_seqs, lim.max_logit_rows, "--max-num-seqs", "logits rows per step");
   lower(&sc.max_num_batched_tokens, lim.max_tokens_per_step, "--max-num-batched-tokens", "tokens per step");
   sc.max_model_len = max_len;
+  sc.cost = opts.step_cost;
   sc.num_blocks = lim.num_blocks;
   sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
   return sc;
@@ -143,6 +127,7 @@ struct Engine::Impl {
   EngineOptions opts;
   BackendLimits limits;
   int64_t max_len = 0;
+  MaxModelLen max_len_info;
   int vocab = 0;
   std::vector<int32_t> eos_ids;  // model EOS ids + the tokenizer's default stop ids
   std::unique_ptr<Scheduler> sched;
@@ -191,7 +176,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   const ModelConfig& cfg = m.backend->config();
   m.limits = m.backend->limits();
   m.vocab = cfg.vocab_size;
-  m.max_len = resolve_max_model_len(opts, cfg, m.limits);
+  m.max_len_info = resolve_max_model_len(opts.max_model_len, cfg.max_position_embeddings, m.limits);
+  m.max_len = m.max_len_info.len;
+  if (m.max_len_info.limited_by == MaxModelLen::Limit::Context || m.max_len_info.from_flag)
+    if (!m.max_len_info.why_lowered().empty()) spdlog::warn("{}", m.max_len_info.why_lowered());
+  if (m.max_len_info.limited_by == MaxModelLen::Limit::Cache && !m.max_len_info.from_flag)
+    spdlog::info("{}", m.max_len_info.why_lowered());
   for (int id : cfg.eos_token_ids) m.eos_ids.push_back(id);
   if (m.tokenizer)
     for (int32_t id : m.tokenizer->default_stop_ids())
@@ -205,6 +195,13 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
                m.backend->device_name(), m.max_len,
                sc.max_num_seqs, sc.max_num_batched_tokens, m.limits.num_state_slots,
                m.limits.num_blocks, m.limits.block_size);
+  spdlog::info("{}", cache_capacity(m.limits, m.max_len).describe());
+  {
+    const StepCost cost(sc.cost, sc.max_num_batched_tokens);
+    spdlog::info("step budget: {} tokens and {:.0f} token-equivalents of cost (a prefill chunk at context {} gets "
+                 "up to {} tokens)", sc.max_num_batched_tokens, cost.budget(), m.max_len,
+                 cost.max_tokens(cost.budget(), m.max_len, sc.max_num_batched_tokens));
+  }
   m.loop = std::thread([&m] { m.run(); });
 }
 
@@ -228,10 +225,12 @@ SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream
   for (int32_t t : req.prompt_tokens)
     if (t < 0 || t >= m.vocab)
       return reject(SubmitStatus::Invalid, fmt::format("token id {} is outside the vocabulary [0, {})", t, m.vocab));
-  if (int64_t(req.prompt_tokens.size()) > m.max_len)
+  if (int64_t(req.prompt_tokens.size()) > m.max_len) {
+    const std::string note = context_limit_note(m.max_len_info);
     return reject(SubmitStatus::TooLong,
-                  fmt::format("the prompt has {} tokens; this model's maximum context length is {}",
-                              req.prompt_tokens.size(), m.max_len));
+                  fmt::format("the prompt has {} tokens; this model's maximum context length is {}{}{}",
+                              req.prompt_tokens.size(), m.max_len, note.empty() ? "" : "; ", note));
+  }
   if (req.max_tokens < 1)
     return reject(SubmitStatus::Invalid, fmt::format("max_tokens must be at least 1, got {}", req.max_tokens));
   const SampleParams& sp = req.sampling;
@@ -283,6 +282,7 @@ EngineStats Engine::stats() const {
 
 const ModelConfig& Engine::model_config() const { return impl_->backend->config(); }
 int64_t Engine::max_model_len() const { return impl_->max_len; }
+const MaxModelLen& Engine::max_model_len_info() const { return impl_->max_len_info; }
 const EngineOptions& Engine::options() const { return impl_->opts; }
 BackendLimits Engine::backend_limits() const { return impl_->limits; }
 

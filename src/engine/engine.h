@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/capacity.h"
 #include "model/backend.h"
+#include "sched/cost_model.h"
 #include "sampling/sampling_params.h"
 
 namespace ds {
@@ -25,6 +27,7 @@ struct EngineOptions {
   int max_num_batched_tokens = 2048;  // token budget of one step (decodes + prefill chunks); lowered
                                       // to the backend's max_tokens_per_step with a warning
   int64_t max_model_len = 0;          // 0: the model's
+  StepCostConfig step_cost;           // the scheduler's cost budget (sched/cost_model.h; defaults documented there)
   int max_waiting = 1024;             // queue bound: beyond it submit() fails with kOverloaded
 };
 
@@ -119,6 +122,8 @@ class Engine {
   EngineStats stats() const;
   const ModelConfig& model_config() const;
   int64_t max_model_len() const;
+  // How max_model_len was resolved (asked, the cache's tokens, what lowered it): for messages.
+  const MaxModelLen& max_model_len_info() const;
   const EngineOptions& options() const;
   BackendLimits backend_limits() const;
 

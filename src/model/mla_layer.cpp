@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "kernels/gemm/op.h"
 #include "kernels/mla/op.h"
 #include "kernels/norm/op.h"
@@ -48,28 +49,54 @@ void MlaLayer::forward(const StepContext& ctx, const float* x, float* y, MlaLate
   run_gemm_cpu({.x = o.data(), .w = w_->o_proj.ptr(), .y = y, .M = T, .N = hidden_, .K = H_ * dv_});
 }
 
-// Plain causal attention: K/V of every position of the sequence expanded from its cached latents.
+// Plain causal attention, the context in pieces of ForwardOptions::mla_context_piece positions: each
+// piece's K/V are expanded from its cached latents, attended by the queries that see any of it, and
+// merged exactly into the running output (log-sum-exp), so the workspace is bounded by piece + slice.
 void MlaLayer::expanded(const StepContext& ctx, int s, const float* q, float* o,
                         const MlaLatentCache& cache) const {
   using namespace kernels;
   const int64_t Dq = dn_ + dr_, L = R_ + dr_, ctx_len = ctx.context_lens[size_t(s)];
   const int64_t n = ctx.seq_len(s), Tk = ctx_len + n, t0 = ctx.cu_seqlens[size_t(s)];
+  const int64_t piece = ctx.opts.mla_context_piece;
+  DS_CHECK(piece >= 1, "mla: context piece {} must be at least 1", piece);
+  const int64_t P = std::min(piece, Tk);
   const auto& table = ctx.batch.seqs[size_t(s)].block_table;
-  std::vector<float> lat(size_t(Tk * L)), kv(size_t(Tk * H_ * (dn_ + dv_)));
-  for (int64_t p = 0; p < Tk; ++p) std::copy_n(cache.row(index_, table, p), L, lat.data() + p * L);
-  run_gemm_cpu({.x = lat.data(), .w = w_->kv_b_proj.ptr(), .y = kv.data(), .M = Tk, .N = H_ * (dn_ + dv_),
-                .K = R_, .ldx = L});
-  std::vector<float> k(size_t(Tk * H_ * Dq)), v(size_t(Tk * H_ * dv_));
-  for (int64_t p = 0; p < Tk; ++p)
-    for (int64_t h = 0; h < H_; ++h) {
-      const float* src = kv.data() + (p * H_ + h) * (dn_ + dv_);
-      float* kd = k.data() + (p * H_ + h) * Dq;
-      std::copy_n(src, dn_, kd);
-      std::copy_n(lat.data() + p * L + R_, dr_, kd + dn_);  // k_pe: raw, shared by all heads
-      std::copy_n(src + dn_, dv_, v.data() + (p * H_ + h) * dv_);
+  std::vector<float> lat(size_t(P * L)), kv(size_t(P * H_ * (dn_ + dv_))), k(size_t(P * H_ * Dq)),
+      v(size_t(P * H_ * dv_)), lse(size_t(n * H_)), part_o, part_lse;
+  float* out = o + t0 * H_ * dv_;
+  for (int64_t k0 = 0; k0 < Tk; k0 += P) {
+    const int64_t kp = std::min(P, Tk - k0);
+    for (int64_t j = 0; j < kp; ++j) std::copy_n(cache.row(index_, table, k0 + j), L, lat.data() + j * L);
+    run_gemm_cpu({.x = lat.data(), .w = w_->kv_b_proj.ptr(), .y = kv.data(), .M = kp, .N = H_ * (dn_ + dv_),
+                  .K = R_, .ldx = L});
+    for (int64_t j = 0; j < kp; ++j)
+      for (int64_t h = 0; h < H_; ++h) {
+        const float* src = kv.data() + (j * H_ + h) * (dn_ + dv_);
+        float* kd = k.data() + (j * H_ + h) * Dq;
+        std::copy_n(src, dn_, kd);
+        std::copy_n(lat.data() + j * L + R_, dr_, kd + dn_);  // k_pe: raw, shared by all heads
+        std::copy_n(src + dn_, dv_, v.data() + (j * H_ + h) * dv_);
+      }
+    // Queries before the piece see none of it: only [tq, n) attend.
+    const int64_t tq = std::max<int64_t>(0, k0 - ctx_len), nq = n - tq;
+    MlaPrefillParams a{.q = q + (t0 + tq) * H_ * Dq, .k = k.data(), .v = v.data(), .Tq = nq, .Tk = kp,
+                       .H = H_, .Dqk = Dq, .Dv = dv_, .q_pos0 = ctx_len + tq, .k_pos0 = k0, .scale = scale_};
+    if (k0 == 0) {  // the first piece is seen by every query: it starts the running result
+      a.o = out;
+      a.lse = lse.data();
+      run_mla_prefill_cpu(a);
+      continue;
     }
-  run_mla_prefill_cpu({.q = q + t0 * H_ * Dq, .k = k.data(), .v = v.data(), .o = o + t0 * H_ * dv_, .Tq = n,
-                       .Tk = Tk, .H = H_, .Dqk = Dq, .Dv = dv_, .q_pos0 = ctx_len, .scale = scale_});
+    part_o.resize(size_t(nq * H_ * dv_));
+    part_lse.resize(size_t(nq * H_));
+    a.o = part_o.data();
+    a.lse = part_lse.data();
+    run_mla_prefill_cpu(a);
+    float* acc_o = out + tq * H_ * dv_;
+    float* acc_lse = lse.data() + tq * H_;
+    run_mla_merge_cpu({.o_a = acc_o, .lse_a = acc_lse, .o_b = part_o.data(), .lse_b = part_lse.data(),
+                       .o = acc_o, .lse = acc_lse, .T = nq, .H = H_, .Dv = dv_});
+  }
 }
 
 // Weight-absorbed attention over the latents: q_lat^h = W_UK^hᵀ q_nope^h, softmax over [q_lat ; q_pe]·[ĉ ; k_pe],

@@ -1,7 +1,9 @@
 // NoPE MLA attention layer on the CPU (spec §5): q_proj, kv_a_proj → kv_a_layernorm (eps 1e-6) on the
 // 512-wide latent → the latents [ĉ ; k_pe] of the new tokens are written to the paged cache → attention
 // → o_proj. Multi-token slices use the expanded form by default (K/V re-expanded through kv_b_proj from
-// every cached latent of the sequence, so later prefill chunks see earlier ones); single tokens, or all
+// every cached latent of the sequence, so later prefill chunks see earlier ones; the context is expanded
+// and attended in pieces of ForwardOptions::mla_context_piece positions whose partial results merge
+// exactly by log-sum-exp, so memory is bounded for any context); single tokens, or all
 // slices with ForwardOptions::mla_absorbed_prefill, use the weight-absorbed form over the latents.
 #pragma once
 #include <cstdint>

@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include "kernels/mla/op.h"
 #include "model/forward_batch.h"
 
 namespace ds {
@@ -17,6 +18,8 @@ using RouteIds = std::map<int, std::vector<int32_t>>;
 struct ForwardOptions {
   bool kda_chunked_prefill = true;    // multi-token slices use the chunked KDA form (false: recurrence)
   bool mla_absorbed_prefill = false;  // multi-token slices use absorbed MLA too (false: expanded K/V)
+  // Expanded MLA prefill: context positions expanded and attended per piece (>= 1), pieces merged exactly
+  int64_t mla_context_piece = kernels::kMlaContextPieceDefault;
   // MoE layer -> [T, top_k] experts to use instead of the router's choice (numerical tests only)
   const RouteIds* forced_routes = nullptr;
 };

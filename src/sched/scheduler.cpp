@@ -7,7 +7,8 @@
 namespace ds {
 
 Scheduler::Scheduler(const SchedulerConfig& cfg)
-    : cfg_(cfg), blocks_(cfg.num_blocks, cfg.block_size), slots_(cfg.num_state_slots) {
+    : cfg_(cfg), cost_(cfg.cost, cfg.max_num_batched_tokens), blocks_(cfg.num_blocks, cfg.block_size),
+      slots_(cfg.num_state_slots) {
   DS_CHECK(cfg.max_num_seqs >= 1, "scheduler: max_num_seqs {} < 1", cfg.max_num_seqs);
   DS_CHECK(cfg.max_num_batched_tokens >= 1, "scheduler: max_num_batched_tokens {} < 1",
            cfg.max_num_batched_tokens);
@@ -141,11 +142,20 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   placed_.insert(r.id);
 }
 
+int64_t Scheduler::cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first) const {
+  int64_t n = cost_.max_tokens(*cost_left, r.num_computed, cap);
+  if (first) n = std::max(n, std::min<int64_t>(cap, cost_.min_prefill_chunk()));
+  *cost_left -= cost_.cost(n, r.num_computed);
+  return n;
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   plan.released.swap(released_);
   placed_.clear();
   int budget = cfg_.max_num_batched_tokens;
+  double cost_left = cost_.budget();
+  bool first_prefill = true;  // the step's first prefill chunk gets at least min_prefill_chunk tokens
 
   // 1. Decodes, oldest first. Preemption removes requests from running_, so iterate over a copy.
   std::vector<uint64_t> order = running_;
@@ -157,6 +167,7 @@ StepPlan Scheduler::schedule() {
     if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
     place(r, 1, &plan);
     budget -= 1;
+    cost_left -= cost_.cost(1, r.num_computed);
   }
 
   // 2. Next prefill chunk of running requests, oldest first; a chunk shrinks to the free pages, and
@@ -171,8 +182,9 @@ StepPlan Scheduler::schedule() {
       if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
       fit = tokens_that_fit(r);
     }
-    int32_t n = int32_t(std::min<int64_t>(fit, budget));
+    int32_t n = int32_t(cost_bounded(r, std::min<int64_t>(fit, budget), &cost_left, first_prefill));
     if (n == 0) continue;
+    first_prefill = false;
     bool ok = reserve_pages(r, r.num_computed + n, &plan);
     DS_CHECK(ok, "scheduler: pages for a chunk that fits were not available");
     place(r, n, &plan);
@@ -185,8 +197,10 @@ StepPlan Scheduler::schedule() {
   while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
          int(running_.size()) < cfg_.max_num_seqs && slots_.num_free() > 0) {
     Request& r = req(waiting_.front());
-    int32_t n = int32_t(std::min<int64_t>(tokens_that_fit(r, int(running_.size())), budget));
+    int32_t n = int32_t(cost_bounded(r, std::min<int64_t>(tokens_that_fit(r, int(running_.size())), budget),
+                                     &cost_left, first_prefill));
     if (n == 0) break;
+    first_prefill = false;
     waiting_.pop_front();
     r.state_slot = slots_.allocate();
     r.status = RequestStatus::Running;

@@ -1,5 +1,6 @@
 // Continuous-batching scheduler. Each step (schedule -> forward -> update) mixes single-token decodes
-// with prefill chunks under a token budget:
+// with prefill chunks under a token budget and a cost budget (sched/cost_model.h: attention over the
+// context counts, so a long prompt's chunks shrink as it grows while decodes beside it keep streaming):
 //   1. decodes of running requests, oldest first, one token each;
 //   2. the next prefill chunk of running requests that are still prefilling, oldest first;
 //   3. new (or preempted) requests from the front of the waiting queue, while a state slot, pages
@@ -24,6 +25,7 @@
 
 #include "cache/block_pool.h"
 #include "cache/state_slot_pool.h"
+#include "sched/cost_model.h"
 #include "sched/request.h"
 #include "sched/step_plan.h"
 
@@ -36,6 +38,7 @@ struct SchedulerConfig {
   int num_state_slots = 64;
   int num_blocks = 0;                 // MLA pages (block_size <= 0: no paging)
   int block_size = 16;
+  StepCostConfig cost;                // prefill chunks bounded by cost too (sched/cost_model.h)
 };
 
 class Scheduler {
@@ -80,7 +83,12 @@ class Scheduler {
   void remove_running(uint64_t id);
   RequestStatus check_stop(const Request& r) const;
 
+  // Tokens of r's next prefill chunk within the step's cost left (at least min_prefill_chunk for the
+  // step's first chunk), at most `cap`; charges their cost.
+  int64_t cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first) const;
+
   SchedulerConfig cfg_;
+  StepCost cost_;
   BlockPool blocks_;
   StateSlotPool slots_;
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;

@@ -25,6 +25,7 @@ class EngineAdapter : public EngineClient {
   void abort(const std::string& request_id) override { e_.abort(request_id); }
   EngineStats stats() const override { return e_.stats(); }
   int64_t max_model_len() const override { return e_.max_model_len(); }
+  std::string context_limit_note() const override { return ds::context_limit_note(e_.max_model_len_info()); }
   int model_vocab_size() const override { return e_.model_config().vocab_size; }
 
  private:

@@ -27,6 +27,8 @@ class EngineClient {
   virtual void abort(const std::string& request_id) = 0;
   virtual EngineStats stats() const = 0;
   virtual int64_t max_model_len() const = 0;
+  // What limits max_model_len, in words, for "too long" messages (engine/capacity.h context_limit_note).
+  virtual std::string context_limit_note() const { return {}; }
   virtual int model_vocab_size() const = 0;
 };
 

@@ -24,19 +24,21 @@ std::string ServingContext::resolve_model(const std::string& requested) const {
 
 int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const {
   int64_t limit = max_model_len();
+  const std::string note = engine->context_limit_note();
+  const std::string why = note.empty() ? "" : fmt::format(" ({})", note);
   if (int64_t(prompt_len) >= limit)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, your prompt has {} "
                                   "tokens, which leaves no room for the completion. Please reduce the length of "
-                                  "the prompt.",
-                                  limit, prompt_len),
+                                  "the prompt.{}",
+                                  limit, prompt_len, why),
                       "prompt");
   int64_t room = limit - int64_t(prompt_len);
   if (!requested) return int(std::min<int64_t>(room, INT_MAX));
   if (*requested > room)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
                                   "tokens ({} in the prompt, {} in the completion). Please reduce the length of "
-                                  "the prompt or completion.",
-                                  limit, int64_t(prompt_len) + *requested, prompt_len, *requested),
+                                  "the prompt or completion.{}",
+                                  limit, int64_t(prompt_len) + *requested, prompt_len, *requested, why),
                       "max_tokens");
   return int(*requested);
 }

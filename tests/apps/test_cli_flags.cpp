@@ -67,6 +67,8 @@ TEST(CliFlags, ServeNumericFlagsAreRangeChecked) {
   expect_refused({"--shutdown-timeout", "inf"});
   expect_refused({"--shutdown-timeout", "-1"});
   expect_refused({"--max-num-seqs", "2.5"});
+  expect_refused({"--max-step-cost", "-1"});
+  expect_refused({"--max-step-cost", "nan"});
 }
 
 TEST(CliFlags, EmptyApiKeyIsAnError) {
@@ -91,7 +93,7 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   ServeArgs a;
   ASSERT_EQ(parse_serve({"--max-model-len", "4096", "--kv-cache-tokens", "65536", "--max-queue", "7",
                          "--max-connections", "300", "--idle-timeout", "5", "--header-timeout", "2", "--port", "0",
-                         "--api-key", "k", "--max-request-bytes", "1000"},
+                         "--api-key", "k", "--max-request-bytes", "1000", "--max-step-cost", "5000"},
                         &a),
             "");
   EXPECT_NO_THROW(validate_serve_args(a));
@@ -99,6 +101,7 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   EXPECT_EQ(eo.max_model_len, 4096);
   EXPECT_EQ(eo.backend.kv_cache_tokens, 65536);
   EXPECT_EQ(eo.max_waiting, 7);
+  EXPECT_EQ(eo.step_cost.max_step_cost, 5000.0);
   server::ServerOptions so = server_options(a);
   EXPECT_EQ(so.http.max_connections, 300);
   EXPECT_EQ(so.http.idle_timeout, std::chrono::seconds(5));

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -214,3 +215,26 @@ TEST(BenchProgress, PlainLinesEveryTenPercentWhenNotATerminal) {
   EXPECT_NE(lines[1].find("1 failed"), std::string::npos) << lines[1];
   EXPECT_EQ(lines[9].rfind("bench: 20/20 requests done", 0), 0u) << lines[9];
 }
+
+namespace {
+
+// Issue 13's long prompt: one random 1,048,000-token prompt (Kimi's vocabulary), drawn and serialised fast.
+TEST(BenchDataset, MillionTokenRandomPrompt) {
+  RandomDatasetOptions o;
+  o.input_len = 1048000;
+  o.output_len = 32;
+  o.range_ratio = 0.0;
+  o.vocab_size = 163840;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ps = make_random_dataset(o, 1, EndpointType::Completions, 9);
+  const std::string body = ps[0].prompt.dump();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("  1,048,000-token random prompt: drawn and serialised (%.1f MB) in %.3f s\n", double(body.size()) / 1e6,
+              secs);
+  ASSERT_EQ(ps[0].prompt_len, 1048000);
+  ASSERT_EQ(ps[0].prompt.size(), 1048000u);
+  EXPECT_EQ(ps[0].max_tokens, 32);
+  EXPECT_LT(body.size(), size_t(32) << 20);  // within the server's default body limit
+}
+
+}  // namespace

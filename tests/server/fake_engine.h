@@ -104,7 +104,10 @@ class FakeEngine : public server::EngineClient {
     return s;
   }
   int64_t max_model_len() const override { return max_len_; }
+  std::string context_limit_note() const override { return limit_note; }
   int model_vocab_size() const override { return 2048; }
+
+  std::string limit_note;  // what context_limit_note() says (set before requests)
 
   std::vector<GenerationRequest> submitted_copy() {
     std::lock_guard<std::mutex> lk(mu_);

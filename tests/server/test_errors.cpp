@@ -105,6 +105,42 @@ TEST(Errors, TableOfBadRequests) {
   EXPECT_EQ(f.server->metrics().http_count("/v1/completions", 400), expected_400);
 }
 
+// A request that can never fit gets a 400 naming the tokens asked, max_model_len and what limits it.
+TEST(Errors, TooLongNamesTheNumbers) {
+  ServerFixture f;  // max_model_len 256
+  f.engine.limit_note = "the MLA cache holds 256 tokens in all";
+  const std::vector<int> prompt(200, 7);
+  auto r = f.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 100}});
+  expect_error(r, 400, "max_tokens", "prompt + max_tokens beyond max_model_len");
+  std::string msg = json::parse(r.body)["error"]["message"];
+  for (const char* want : {"256 tokens", "300 tokens", "200 in the prompt", "100 in the completion",
+                           "(the MLA cache holds 256 tokens in all)"})
+    EXPECT_NE(msg.find(want), std::string::npos) << want << " not in: " << msg;
+  r = f.post("/v1/completions", {{"prompt", std::vector<int>(256, 7)}});
+  expect_error(r, 400, "prompt", "prompt alone fills max_model_len");
+  msg = json::parse(r.body)["error"]["message"];
+  for (const char* want : {"256 tokens", "your prompt has 256", "(the MLA cache holds 256 tokens in all)"})
+    EXPECT_NE(msg.find(want), std::string::npos) << want << " not in: " << msg;
+  EXPECT_TRUE(f.engine.submitted_copy().empty());
+  // Fits exactly: accepted.
+  EXPECT_EQ(f.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 56}}).status, 200);
+}
+
+// A 1,048,000-token prompt (issue 13's long-context case) fits the default body limit and reaches the engine.
+TEST(Errors, MillionTokenPromptFitsTheDefaultBodyLimit) {
+  ServerFixture f("", server::HttpServerOptions{}.max_body_bytes, int64_t(1) << 21);
+  std::vector<int> prompt(1048000);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int(1000 + i % 1000);
+  const std::string body = json{{"prompt", prompt}, {"max_tokens", 1}}.dump();
+  std::printf("  1,048,000 token ids: %.1f MB of JSON\n", double(body.size()) / 1e6);
+  auto r = f.client().post("/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 300);
+  const auto sub = f.engine.submitted_copy();
+  ASSERT_EQ(sub.size(), 1u);
+  EXPECT_EQ(sub[0].prompt_tokens.size(), 1048000u);
+  EXPECT_EQ(sub[0].prompt_tokens[123456], 1000 + 123456 % 1000);
+}
+
 TEST(Errors, MethodNotAllowed) {
   ServerFixture f;
   auto c = f.client();

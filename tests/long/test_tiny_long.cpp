@@ -1,0 +1,45 @@
+// Exactness at length on the CPU: the 16,384-token tiny_long prompt prefilled in chunks of 1,000 tokens with
+// the MLA context in pieces of 1,000 positions, against the float64 reference (GOLDEN_README.md).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "../common/metrics.h"
+#include "../common/tiny_long.h"
+#include "model/cpu_backend.h"
+
+namespace ds::test {
+namespace {
+
+TEST(TinyLong, ChunksAndContextPiecesOf1000MatchReference) {
+  const auto ref = TinyLongReference::load(std::string(DS_FIXTURES_DIR) + "/tiny_long/reference_long.safetensors");
+  ASSERT_EQ(ref.ids.size(), 16384u);
+  BackendOptions o;
+  o.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
+  o.max_num_seqs = 1;
+  o.block_size = 16;
+  o.num_blocks = 16384 / 16 + 1;  // the prompt and 4 greedy tokens
+  CpuBackend b(o);
+  ForwardOptions f;
+  f.mla_context_piece = 1000;
+  b.set_forward_options(f);
+  const auto t0 = std::chrono::steady_clock::now();
+  const TinyLongResult got = run_tiny_long(b, ref, /*chunk=*/1000);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double tail = rel_l2(got.tail_logits, ref.tail_logits), probe = rel_l2(got.probe_logits, ref.probe_logits);
+  std::printf("  16,384 tokens, chunk 1000, piece 1000: %.1f s; rel L2 tail %.3g, probes %.3g\n", secs, tail,
+              probe);
+  EXPECT_LT(tail, 1e-5);
+  EXPECT_LT(probe, 1e-5);
+  // Each probe on its own too (an error at one position must not hide in the others' norm).
+  for (size_t i = 0; i < ref.probe_pos.size(); ++i)
+    EXPECT_LT(rel_l2(got.probe_logits.data() + i * ref.vocab, ref.probe_logits.data() + i * ref.vocab,
+                     size_t(ref.vocab)), 1e-5) << "position " << ref.probe_pos[i];
+  EXPECT_EQ(got.greedy, ref.greedy);
+  for (size_t i = 0; i < ref.greedy_margin.size() && i < got.greedy_margin.size(); ++i)
+    EXPECT_NEAR(got.greedy_margin[i], ref.greedy_margin[i], 1e-3) << "greedy step " << i;
+}
+
+}  // namespace
+}  // namespace ds::test
