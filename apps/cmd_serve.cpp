@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -74,6 +75,10 @@ void run_serve(ServeArgs a) {
     spdlog::set_level(lvl);
   }
   for (const std::string& line : ignored_flag_messages(a.vllm)) spdlog::info("{}", line);
+  if (a.vllm.enforce_eager) {  // read once, when the CUDA backend starts (config/runtime_env.h)
+    ::setenv("DELTASERVE_CUDA_GRAPHS", "0", 1);
+    spdlog::info("--enforce-eager: CUDA graphs off, decode steps run eagerly");
+  }
   const sigset_t sigs = stop_signals();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts: they inherit the mask
   if (a.threads > 0) set_num_threads(a.threads);

@@ -28,7 +28,6 @@ constexpr double kI64 = 9.2e18;
 
 const CompatFlag kIgnored[] = {
     {"--trust-remote-code", Value::None, 0, 0, "", "Kimi-Linear is implemented natively: no Python code from the repository runs"},
-    {"--enforce-eager", Value::None, 0, 0, "", "CUDA graphs are captured at start-up for every decode batch size; there is no eager switch"},
     {"--seed", Value::Int, -kI64, kI64, "", "a request without 'seed' samples from a random seed; give 'seed' per request to reproduce"},
     {"--swap-space", Value::Number, 0, 1e6, "", "no CPU swap: preempted sequences are recomputed"},
     {"--disable-custom-all-reduce", Value::None, 0, 0, "", "one GPU: no all-reduce"},
@@ -139,6 +138,7 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   cmd.add_option("--uvicorn-log-level", v.uvicorn_log_level, "Log level when --log-level is not given")
       ->check(CLI::IsMember({"critical", "error", "warning", "info", "debug", "trace"}))
       ->group(g);
+  cmd.add_flag("--enforce-eager", v.enforce_eager, "No CUDA graphs: every decode step runs eagerly (slower)")->group(g);
   cmd.add_flag("--disable-log-stats", v.disable_log_stats, "No periodic stats line")->group(g);
   cmd.add_flag("--disable-log-requests,--disable-uvicorn-access-log", v.disable_access_log,
                "No access log line per request (even with --access-log)")

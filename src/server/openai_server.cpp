@@ -186,7 +186,9 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
                                              std::move(access));
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
-    const bool open_path = req.path == "/health" || (req.path == "/metrics" && !opts_.protect_metrics);
+    // As in vLLM, the key guards the API; the probes and the scrape stay open (--protect-metrics).
+    const bool open_path =
+        req.path == "/health" || req.path == "/version" || (req.path == "/metrics" && !opts_.protect_metrics);
     if (!open_path && !opts_.api_key.empty()) {
       std::string auth = req.header("authorization");
       if (!bearer_matches(auth, opts_.api_key))

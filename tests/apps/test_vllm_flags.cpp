@@ -174,7 +174,7 @@ TEST(VllmFlags, TensorParallelAboveTheGpusIsAClearError) {
 }
 
 TEST(VllmFlags, IgnoredFlagsSayWhy) {
-  Outcome o = serve({"--trust-remote-code", "--seed", "7", "--enforce-eager"});
+  Outcome o = serve({"--trust-remote-code", "--seed", "7", "--swap-space", "4"});
   ASSERT_EQ(o.error, "");
   ASSERT_EQ(o.ignored.size(), 3u);
   EXPECT_EQ(o.ignored[0].rfind("ignoring vLLM flag --trust-remote-code: Kimi-Linear is implemented natively", 0), 0u)

@@ -80,6 +80,16 @@ start_time=$(sed -n 's/^process_start_time_seconds //p' "$WORK/metrics.txt")
 python3 -c "import sys,time; t=float(sys.argv[1]); sys.exit(0 if abs(time.time()-t) < 600 else 1)" "$start_time" ||
   fail "process_start_time_seconds $start_time is not now"
 pass "vLLM names, model_name, histograms, cache_config_info and process metrics present"
+python3 - deploy/grafana/deltaserve-dashboard.json "$WORK/metrics.txt" <<'PY' || fail "the Grafana dashboard reads series the server does not export"
+import json, re, sys
+dash = json.dumps(json.load(open(sys.argv[1])))
+exported = {l.split()[2] for l in open(sys.argv[2]) if l.startswith('# TYPE ')}
+used = set(re.findall(r'(deltaserve:[a-z_]+|process_[a-z_]+)', dash))
+base = lambda n: re.sub(r'_(bucket|sum|count)$', '', n)
+missing = sorted(n for n in used if n not in exported and base(n) not in exported)
+assert used and not missing, missing
+print('e2e_metrics: the dashboard reads %d series, all exported' % len(used))
+PY
 python3 - "$WORK/json.log" <<'PY' || fail "log lines are not all JSON objects with time/level/message"
 import json, sys
 lines = [l for l in open(sys.argv[1]) if l.strip()]
