@@ -79,7 +79,7 @@ std::string first_long_name(const char* names) {
 void add_compat(CLI::App& cmd, const CompatFlag& f, std::vector<std::pair<std::string, std::string>>* sink,
                 const char* group) {
   const std::string name = first_long_name(f.names);
-  const std::string help = fmt::format("vLLM flag, {}: {}", sink != nullptr ? group : "", f.why);
+  const std::string help = fmt::format("{}: {}", group, f.why);
   if (f.value == Value::None) {
     cmd.add_flag_function(
            f.names, [sink, name](int64_t) { sink->emplace_back(name, "true"); }, help)
@@ -122,7 +122,8 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   cmd.add_option("--tool-call-parser", v.tool_call_parser, "Tool-call format: kimi_k2 (the only one)")
       ->check(CLI::IsMember({"kimi_k2"}))
       ->group(g);
-  cmd.add_flag("--enable-auto-tool-choice", "Accepted: tool calls are always parsed (tool_choice auto)")->group(g);
+  cmd.add_flag("--enable-auto-tool-choice", v.auto_tool_choice, "Accepted: tool calls are always parsed (tool_choice auto)")
+      ->group(g);
   cmd.add_option("--tensor-parallel-size", v.tensor_parallel, "GPUs per model (-tp): 1 (multi-GPU is not built)")
       ->capture_default_str()
       ->check(in_range(1, 1024))

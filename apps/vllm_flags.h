@@ -19,6 +19,7 @@ struct VllmArgs {
   std::string tool_call_parser;   // --tool-call-parser (only kimi_k2)
   int tensor_parallel = 1, pipeline_parallel = 1, data_parallel = 1;
   std::string uvicorn_log_level;  // --uvicorn-log-level: deltaserve's log level when --log-level is not given
+  bool auto_tool_choice = false;      // --enable-auto-tool-choice: tool calls are always parsed anyway
   bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
   bool disable_log_stats = false;     // --disable-log-stats: no periodic stats line
   bool disable_access_log = false;    // --disable-log-requests / --disable-uvicorn-access-log

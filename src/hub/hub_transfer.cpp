@@ -136,6 +136,7 @@ struct Sink {
     const auto now = Clock::now();
     const int decile = total > 0 ? int(have * 10 / total) : -1;
     if (!done && (tty ? now - last_draw < std::chrono::milliseconds(200) : decile == last_decile)) return;
+    if (done && !tty && decile == last_decile && decile == 10) return;  // the 100% line is out already
     last_draw = now;
     last_decile = decile;
     const double secs = std::chrono::duration<double>(now - t0).count();

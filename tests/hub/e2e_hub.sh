@@ -73,8 +73,8 @@ unset HF_HUB_CACHE HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HUGGING_FACE_HUB_TOKEN ||
 CACHE="$HF_HOME/hub/models--moonshotai--Kimi-Linear-48B-A3B-Instruct"
 BIG=model-00001-of-00002.safetensors
 BIG_SHA=$(sha256sum "$WORK/repo/$BIG" | cut -d' ' -f1)
-# The vLLM guide's command line, on one GPU's worth of parallelism and a length the tiny model has.
-GUIDE=(--tensor-parallel-size 1 --max-model-len 4096 --trust-remote-code)
+# The vLLM guide's command line, with one GPU's worth of parallelism (-tp 4 is checked below).
+GUIDE=(--tensor-parallel-size 1 --max-model-len 1048576 --trust-remote-code)
 
 # 1. A download killed halfway leaves a partial file.
 start_mock --throttle 1500000
@@ -123,7 +123,7 @@ for f in config.json tiktoken.model tokenizer_config.json chat_template.jinja mo
   cmp -s "$snap/$f" "$WORK/repo/$f" || fail "$f differs from the repo's"
 done
 pass "cache layout: refs/main -> $commit, snapshot links into blobs/, contents identical"
-body='{"model":"'$REPO_ID'","prompt":"Hello","max_tokens":4}'
+body='{"model":"'$REPO_ID'","prompt":"Hello","max_tokens":4,"ignore_eos":true}'
 out=$(curl -sf "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' -d "$body") ||
   fail "completion request failed"
 echo "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["usage"]["completion_tokens"]==4' ||
