@@ -96,15 +96,19 @@ std::vector<CLI::ConfigItem> parse_yaml_subset(std::istream& input) {
   std::vector<CLI::ConfigItem> items;
   std::string raw;
   int line = 0;
-  bool in_block_list = false;
+  bool in_block_list = false, seen_marker = false;
   while (std::getline(input, raw)) {
     ++line;
-    if (raw.find('\t') != std::string::npos && trim(raw).size() && raw.find_first_not_of(" \t") > 0 &&
-        raw[raw.find_first_not_of(' ')] == '\t')
+    const size_t indent = raw.find_first_not_of(" \t");
+    if (indent != std::string::npos && raw.substr(0, indent).find('\t') != std::string::npos)
       bad(line, "tabs are not allowed for indentation");
     std::string s = strip_comment(raw);
     if (trim(s).empty()) continue;
-    if (line == 1 && trim(s) == "---") continue;
+    if (items.empty() && !in_block_list && trim(s) == "---") {  // a leading document marker
+      if (seen_marker) bad(line, "only one YAML document is allowed");
+      seen_marker = true;
+      continue;
+    }
     if (trim(s) == "---" || trim(s) == "...") bad(line, "only one YAML document is allowed");
     const bool indented = s[0] == ' ';
     std::string t = trim(s);

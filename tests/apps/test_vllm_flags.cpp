@@ -97,7 +97,14 @@ TEST(VllmFlags, EveryDocumentedRowBehavesAsDocumented) {
   for (const Row& r : rows) {
     SCOPED_TRACE(r.line);
     ASSERT_FALSE(r.args.empty());
-    const std::string flag = expand_vllm_short_flags({"x", r.args[0]})[1];
+    std::string flag = expand_vllm_short_flags({"x", r.args[0]})[1];
+    if (flag.rfind("--", 0) != 0) {  // a one-letter alias (-O): errors and log lines use the long name
+      CLI::App names;
+      ServeArgs unused;
+      add_serve_options(names, unused);
+      if (const CLI::Option* opt = names.get_option_no_throw(flag); opt && !opt->get_lnames().empty())
+        flag = "--" + opt->get_lnames()[0];
+    }
     documented.insert(flag.substr(0, flag.find('=')));
     const Outcome o = serve(r.args);
     bool ignored = false;
@@ -213,7 +220,9 @@ TEST(YamlConfig, OutsideTheSubsetIsAnErrorNamingTheLine) {
   EXPECT_NE(config_error("just text\n").find("line 1: expected 'flag-name: value'"), std::string::npos);
   EXPECT_NE(config_error("- a\n").find("line 1"), std::string::npos);
   EXPECT_NE(config_error("name: \"open\n").find("unterminated"), std::string::npos);
-  EXPECT_NE(config_error("a: 1\n---\nb: 2\n").find("one YAML document"), std::string::npos);
+  EXPECT_NE(config_error("port: 1\n---\nhost: x\n").find("line 2: only one YAML document"), std::string::npos);
+  EXPECT_NE(config_error("---\n---\n").find("only one YAML document"), std::string::npos);
+  EXPECT_NE(config_error("port: 1\n\thost: x\n").find("line 2: tabs"), std::string::npos);
   EXPECT_NE(config_error("no-such-flag: 1\n").find("no-such-flag"), std::string::npos);  // unknown keys
   EXPECT_NE(config_error("max-model-len: -3\n").find("--max-model-len"), std::string::npos);  // ranges still apply
   EXPECT_NE(config_error("tensor-parallel-size: 2\n").find("--tensor-parallel-size 2"), std::string::npos);
