@@ -100,7 +100,7 @@ void add_operations_options(CLI::App& cmd, ServeArgs& a) {
       ->capture_default_str()
       ->check(in_range(0.1, 86400.0))
       ->group(g);
-  cmd.add_option("--metrics-prefix", a.metrics_prefix, "Metric name prefix: deltaserve (deltaserve:...) or vllm (vllm:...)")
+  cmd.add_option("--metrics-prefix", a.metrics_prefix, "Metric names: deltaserve (deltaserve_...) or vllm (vLLM's exact vllm:... names)")
       ->capture_default_str()
       ->check(CLI::IsMember({"deltaserve", "vllm"}))
       ->group(g);
@@ -147,7 +147,7 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.api_key = a.api_key;
   so.model_names = a.served_model_names.empty() ? std::vector<std::string>{a.model} : a.served_model_names;
   so.model_root = a.model_dir.empty() ? a.model : a.model_dir;
-  so.metrics.prefix = a.metrics_prefix + ":";
+  so.metrics.prefix = a.metrics_prefix == "vllm" ? "vllm:" : "deltaserve_";
   so.metrics.model_name = so.model_names.front();
   so.protect_metrics = a.protect_metrics;
   so.access_log = a.access_log && !a.vllm.disable_access_log;

@@ -62,7 +62,7 @@ query() {  # query PROMQL: prints the scalar value of the first series
 status=0
 for metric in time_to_first_token_seconds inter_token_latency_seconds; do
   for q in 0.5 0.9 0.99; do
-    expr="histogram_quantile($q, sum by (le) (rate(deltaserve:${metric}_bucket[1m])))"
+    expr="histogram_quantile($q, sum by (le) (rate(deltaserve_${metric}_bucket[1m])))"
     v=$(query "$expr")
     printf '%-80s = %s s\n' "$expr" "$v"
     [[ $v != none && $v != NaN ]] || status=1

@@ -1,6 +1,7 @@
 // Prometheus metrics of the server (text exposition format 0.0.4), named as vLLM names them so a
 // vLLM dashboard reads them: PREFIX + num_requests_running, time_to_first_token_seconds, ... with a
-// `model_name` label (PREFIX is "deltaserve:" by default, "vllm:" with --metrics-prefix vllm).
+// `model_name` label. PREFIX is "deltaserve_" by default (promtool-clean names) and "vllm:" with
+// --metrics-prefix vllm (vLLM's exact names; promtool's lint objects to the colon, as it does for vLLM's).
 // Counters: prompt/generation tokens, finished requests by reason, preemptions, HTTP requests by
 // endpoint and status. Histograms: TTFT, time per output token, inter-token latency, queue,
 // prefill, decode, inference and end-to-end time, prompt and generation lengths. Gauges sampled
@@ -48,7 +49,7 @@ struct GenerationRecord {
 };
 
 struct MetricsOptions {
-  std::string prefix = "deltaserve:";  // or "vllm:"
+  std::string prefix = "deltaserve_";  // or "vllm:"
   std::string model_name;              // the `model_name` label ("" : no label)
   // cache_config_info's labels (block_size, num_gpu_blocks, ...), as vLLM reports its cache config.
   std::vector<std::pair<std::string, std::string>> cache_config;

@@ -59,14 +59,14 @@ test('/metrics is Prometheus text with the documented series', async () => {
   const r = await call('/metrics', { method: 'GET' });
   assert.equal(r.status, 200);
   assert.match(r.headers.get('content-type'), /^text\/plain/);
-  for (const name of ['deltaserve:http_requests_total', 'deltaserve:prompt_tokens_total',
-    'deltaserve:generation_tokens_total', 'deltaserve:time_to_first_token_seconds',
-    'deltaserve:time_per_output_token_seconds', 'deltaserve:e2e_request_latency_seconds',
-    'deltaserve:num_requests_running', 'deltaserve:num_requests_waiting', 'deltaserve:kv_cache_usage_perc',
-    'deltaserve:state_cache_usage_perc', 'deltaserve:num_preemptions_total']) {
+  for (const name of ['deltaserve_http_requests_total', 'deltaserve_prompt_tokens_total',
+    'deltaserve_generation_tokens_total', 'deltaserve_time_to_first_token_seconds',
+    'deltaserve_time_per_output_token_seconds', 'deltaserve_e2e_request_latency_seconds',
+    'deltaserve_num_requests_running', 'deltaserve_num_requests_waiting', 'deltaserve_kv_cache_usage_perc',
+    'deltaserve_state_cache_usage_perc', 'deltaserve_num_preemptions_total']) {
     assert.match(r.text, new RegExp(`# TYPE ${name} `), name);
   }
   const m = await metrics();
-  assert.ok(m.get('deltaserve:http_requests_total{endpoint="/v1/models",status="200"}') >= 1);
-  assert.ok(m.get('deltaserve:http_requests_total{endpoint="/v1/models",status="401"}') >= 1);
+  assert.ok(m.get('deltaserve_http_requests_total{endpoint="/v1/models",status="200"}') >= 1);
+  assert.ok(m.get('deltaserve_http_requests_total{endpoint="/v1/models",status="401"}') >= 1);
 });

@@ -52,14 +52,14 @@ test('64 concurrent streams each equal the request alone; metrics count them', a
 
   const after = await metrics();
   const delta = (s) => metric(after, s) - metric(before, s);
-  assert.equal(delta('deltaserve:http_requests_total{endpoint="/v1/completions",status="200"}'), N);
-  assert.equal(delta('deltaserve:request_success_total{finished_reason="length",model_name="kimi-linear-tiny"}'), N);
-  assert.equal(delta('deltaserve:generation_tokens_total{model_name="kimi-linear-tiny"}'), genTotal);
-  assert.equal(delta('deltaserve:prompt_tokens_total{model_name="kimi-linear-tiny"}'), promptTotal);
-  assert.equal(delta('deltaserve:e2e_request_latency_seconds_count{model_name="kimi-linear-tiny"}'), N);
-  assert.equal(delta('deltaserve:time_to_first_token_seconds_count{model_name="kimi-linear-tiny"}'), N);
-  assert.equal(metric(after, 'deltaserve:num_requests_running{model_name="kimi-linear-tiny"}'), 0);
-  assert.equal(metric(after, 'deltaserve:num_requests_waiting{model_name="kimi-linear-tiny"}'), 0);
-  assert.ok(delta('deltaserve:engine_generation_tokens_total{model_name="kimi-linear-tiny"}') >= genTotal);
+  assert.equal(delta('deltaserve_http_requests_total{endpoint="/v1/completions",status="200"}'), N);
+  assert.equal(delta('deltaserve_request_success_total{finished_reason="length",model_name="kimi-linear-tiny"}'), N);
+  assert.equal(delta('deltaserve_generation_tokens_total{model_name="kimi-linear-tiny"}'), genTotal);
+  assert.equal(delta('deltaserve_prompt_tokens_total{model_name="kimi-linear-tiny"}'), promptTotal);
+  assert.equal(delta('deltaserve_e2e_request_latency_seconds_count{model_name="kimi-linear-tiny"}'), N);
+  assert.equal(delta('deltaserve_time_to_first_token_seconds_count{model_name="kimi-linear-tiny"}'), N);
+  assert.equal(metric(after, 'deltaserve_num_requests_running{model_name="kimi-linear-tiny"}'), 0);
+  assert.equal(metric(after, 'deltaserve_num_requests_waiting{model_name="kimi-linear-tiny"}'), 0);
+  assert.ok(delta('deltaserve_engine_generation_tokens_total{model_name="kimi-linear-tiny"}') >= genTotal);
   console.log(`# 64 concurrent streams: ${genTotal} tokens in ${seconds.toFixed(2)} s`);
 });

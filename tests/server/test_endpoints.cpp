@@ -73,18 +73,18 @@ TEST(Endpoints, MetricsAccountForRequests) {
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.content_type.rfind("text/plain", 0), 0u);
   const std::string& m = r.body;
-  EXPECT_EQ(metric(m, "deltaserve:http_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), 5);
-  EXPECT_EQ(metric(m, "deltaserve:http_requests_total{endpoint=\"/v1/completions\",status=\"400\"}"), 1);
-  EXPECT_EQ(metric(m, "deltaserve:generation_tokens_total"), completion_tokens);
-  EXPECT_EQ(metric(m, "deltaserve:prompt_tokens_total"), prompt_tokens);
-  EXPECT_EQ(metric(m, "deltaserve:request_success_total{finished_reason=\"length\"}"), 10);
-  EXPECT_EQ(metric(m, "deltaserve:e2e_request_latency_seconds_count"), 10);
-  EXPECT_EQ(metric(m, "deltaserve:time_to_first_token_seconds_count"), 10);
-  EXPECT_EQ(metric(m, "deltaserve:time_per_output_token_seconds_count"), 8);  // choices with > 1 token
-  EXPECT_EQ(metric(m, "deltaserve:num_requests_running"), 0);
-  EXPECT_EQ(metric(m, "deltaserve:kv_cache_usage_perc"), 0.25);
-  EXPECT_EQ(metric(m, "deltaserve:state_cache_usage_perc"), 0.5);
-  EXPECT_NE(m.find("# TYPE deltaserve:time_to_first_token_seconds histogram"), std::string::npos);
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), 5);
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/v1/completions\",status=\"400\"}"), 1);
+  EXPECT_EQ(metric(m, "deltaserve_generation_tokens_total"), completion_tokens);
+  EXPECT_EQ(metric(m, "deltaserve_prompt_tokens_total"), prompt_tokens);
+  EXPECT_EQ(metric(m, "deltaserve_request_success_total{finished_reason=\"length\"}"), 10);
+  EXPECT_EQ(metric(m, "deltaserve_e2e_request_latency_seconds_count"), 10);
+  EXPECT_EQ(metric(m, "deltaserve_time_to_first_token_seconds_count"), 10);
+  EXPECT_EQ(metric(m, "deltaserve_time_per_output_token_seconds_count"), 8);  // choices with > 1 token
+  EXPECT_EQ(metric(m, "deltaserve_num_requests_running"), 0);
+  EXPECT_EQ(metric(m, "deltaserve_kv_cache_usage_perc"), 0.25);
+  EXPECT_EQ(metric(m, "deltaserve_state_cache_usage_perc"), 0.5);
+  EXPECT_NE(m.find("# TYPE deltaserve_time_to_first_token_seconds histogram"), std::string::npos);
 }
 
 TEST(Metrics, HistogramBucketsAreCumulative) {
@@ -101,10 +101,10 @@ TEST(Metrics, TpotExcludesTheFirstToken) {
   server::ServerMetrics m;
   m.record_generation({10, 5, "stop", 0.5, 1.3});  // 4 tokens after the first in 0.8 s
   std::string out = m.render({});
-  EXPECT_EQ(metric(out, "deltaserve:time_per_output_token_seconds_sum"), 0.2);
-  EXPECT_EQ(metric(out, "deltaserve:time_to_first_token_seconds_sum"), 0.5);
-  EXPECT_EQ(metric(out, "deltaserve:e2e_request_latency_seconds_sum"), 1.3);
-  EXPECT_EQ(metric(out, "deltaserve:request_success_total{finished_reason=\"stop\"}"), 1);
+  EXPECT_EQ(metric(out, "deltaserve_time_per_output_token_seconds_sum"), 0.2);
+  EXPECT_EQ(metric(out, "deltaserve_time_to_first_token_seconds_sum"), 0.5);
+  EXPECT_EQ(metric(out, "deltaserve_e2e_request_latency_seconds_sum"), 1.3);
+  EXPECT_EQ(metric(out, "deltaserve_request_success_total{finished_reason=\"stop\"}"), 1);
 }
 
 TEST(Endpoints, GracefulShutdownFinishesRequestsInProgress) {
