@@ -41,7 +41,14 @@ std::string resolve_model(const std::string& model, const std::string& revision,
          "install libcurl4-openssl-dev and rebuild, or download the model and pass its directory)",
          model, env.cache_dir);
   }
-  return download_snapshot(model, rev, env);
+  if (!cached) return download_snapshot(model, rev, env);
+  try {
+    return download_snapshot(model, rev, env);
+  } catch (const Error& e) {  // as huggingface_hub does: a cached snapshot beats no model
+    spdlog::warn("model {}@{}: could not update from the Hub ({}); using the cached snapshot {}", model, rev, e.what(),
+                 *cached);
+    return *cached;
+  }
 }
 
 std::string download_snapshot(const std::string& repo_id, const std::string& revision, const HubEnv& env) {

@@ -22,8 +22,10 @@ namespace ds::hub {
 bool download_supported();
 
 // A local directory for `model`: the directory itself when it is one; for a repo id, its cached
-// snapshot of `revision` (downloading what is missing unless env.offline). Throws ds::Error with
-// the reason (bad token, no such repo/revision/file, checksum mismatch, offline and not cached...).
+// snapshot of `revision` (downloading what is missing unless env.offline; when the Hub cannot be
+// asked or the download fails and a snapshot is cached, that one is used with a warning). Throws
+// ds::Error with the reason (bad token, no such repo/revision/file, checksum mismatch, offline and
+// not cached...).
 std::string resolve_model(const std::string& model, const std::string& revision, const HubEnv& env);
 
 // Downloads the needed files of repo_id@revision into env.cache_dir; returns the snapshot folder.

@@ -159,7 +159,14 @@ expect_error checksum "checksum mismatch" HF_ENDPOINT="$HUB" HF_TOKEN=$TOKEN HF_
 stop_mock
 expect_error unreachable "is http://127.0.0.1:9 reachable" HF_ENDPOINT=http://127.0.0.1:9 HF_TOKEN=$TOKEN HF_HOME="$WORK/cold" -- "$REPO_ID"
 
-# 5. Offline: the mock is down; a warm cache serves, a cold one is a clear error.
+# 5. The Hub unreachable (not offline) with a warm cache: a warning, then the cached snapshot serves.
+HF_ENDPOINT=http://127.0.0.1:9 serve_bg "$WORK/unreachable_warm.log" "$REPO_ID" --max-model-len 4096
+wait_ready "$WORK/unreachable_warm.log"
+grep -q "could not update from the Hub.*using the cached snapshot" "$WORK/unreachable_warm.log" || fail "no fallback warning"
+pass "Hub unreachable, warm cache: serves the cached snapshot with a warning"
+stop_serve
+
+# 6. Offline: the mock is down; a warm cache serves, a cold one is a clear error.
 HF_HUB_OFFLINE=1 HF_ENDPOINT=http://127.0.0.1:9 serve_bg "$WORK/offline.log" "$REPO_ID" --max-model-len 4096
 wait_ready "$WORK/offline.log"
 grep -q "offline, using the cached snapshot" "$WORK/offline.log" || fail "offline start did not say it used the cache"
