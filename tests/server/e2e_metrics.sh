@@ -55,19 +55,19 @@ pass "promtool check metrics is clean"
 M='{model_name="kimi-linear-tiny"}'
 for series in num_requests_running num_requests_waiting kv_cache_usage_perc gpu_cache_usage_perc num_preemptions_total \
     prompt_tokens_total generation_tokens_total; do
-  grep -q "^deltaserve:$series$M " "$WORK/metrics.txt" || fail "no deltaserve:$series$M"
+  grep -q "^deltaserve_$series$M " "$WORK/metrics.txt" || fail "no deltaserve_$series$M"
 done
 grep -q '^deltaserve_request_success_total{finished_reason="length",model_name="kimi-linear-tiny"} 6$' \
   "$WORK/metrics.txt" || fail "request_success_total"
 for h in time_to_first_token_seconds time_per_output_token_seconds inter_token_latency_seconds \
     e2e_request_latency_seconds request_queue_time_seconds request_prefill_time_seconds request_decode_time_seconds \
     request_inference_time_seconds request_prompt_tokens request_generation_tokens; do
-  grep -q "^# TYPE deltaserve:$h histogram$" "$WORK/metrics.txt" || fail "no histogram $h"
-  grep -q "^deltaserve:${h}_bucket{model_name=\"kimi-linear-tiny\",le=\"+Inf\"} " "$WORK/metrics.txt" || fail "$h buckets"
+  grep -q "^# TYPE deltaserve_$h histogram$" "$WORK/metrics.txt" || fail "no histogram $h"
+  grep -q "^deltaserve_${h}_bucket{model_name=\"kimi-linear-tiny\",le=\"+Inf\"} " "$WORK/metrics.txt" || fail "$h buckets"
 done
 for h in time_to_first_token_seconds e2e_request_latency_seconds request_queue_time_seconds \
     request_prefill_time_seconds request_decode_time_seconds request_generation_tokens; do
-  grep -q "^deltaserve:${h}_count$M 6$" "$WORK/metrics.txt" || fail "$h counted $(grep "^deltaserve:${h}_count" "$WORK/metrics.txt")"
+  grep -q "^deltaserve_${h}_count$M 6$" "$WORK/metrics.txt" || fail "$h counted $(grep "^deltaserve_${h}_count" "$WORK/metrics.txt")"
 done
 grep -q "^deltaserve_inter_token_latency_seconds_count$M 138$" "$WORK/metrics.txt" ||
   fail "ITL should count 23 gaps x 6 requests: $(grep '^deltaserve_inter_token_latency_seconds_count' "$WORK/metrics.txt")"
@@ -85,7 +85,7 @@ python3 - deploy/grafana/deltaserve-dashboard.json "$WORK/metrics.txt" <<'PY' ||
 import json, re, sys
 dash = json.dumps(json.load(open(sys.argv[1])))
 exported = {l.split()[2] for l in open(sys.argv[2]) if l.startswith('# TYPE ')}
-used = set(re.findall(r'(deltaserve_[a-z_]+|process_[a-z_]+)', dash))
+used = set(re.findall(r'(deltaserve_[a-z0-9_]+|process_[a-z0-9_]+)', dash))
 base = lambda n: re.sub(r'_(bucket|sum|count)$', '', n)
 missing = sorted(n for n in used if n not in exported and base(n) not in exported)
 assert used and not missing, missing
