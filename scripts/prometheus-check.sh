@@ -44,12 +44,14 @@ echo "prometheus on $PROM scraping $TARGET"
 
 if [[ -z ${PROM_TARGET:-} ]]; then  # load: a few streaming completions, spread over several scrapes
   for round in 1 2 3 4; do
+    LOAD=()
     for i in 1 2 3; do
       curl -sf "http://$TARGET/v1/completions" -H 'Content-Type: application/json' \
         -d '{"model":"kimi-linear-tiny","prompt":"Once upon a time","max_tokens":32,"ignore_eos":true,"stream":true}' \
         >/dev/null &
+      LOAD+=($!)
     done
-    wait
+    wait "${LOAD[@]}"  # these requests only (a bare wait would wait for the servers too)
     sleep 1
   done
 fi
