@@ -141,14 +141,17 @@ struct Sink {
     last_decile = decile;
     const double secs = std::chrono::duration<double>(now - t0).count();
     const double rate = secs > 0 ? double(have - started_at) / secs / (1 << 20) : 0.0;
-    const double mib = double(have) / (1 << 20), tot = double(total) / (1 << 20);
+    // Sizes in the unit of the total (KiB for small files, MiB, GiB for shards).
+    const int64_t ref = total > 0 ? total : have;
+    const char* unit = ref >= (int64_t(1) << 30) ? "GiB" : ref >= (1 << 20) ? "MiB" : "KiB";
+    const double div = ref >= (int64_t(1) << 30) ? double(int64_t(1) << 30) : ref >= (1 << 20) ? double(1 << 20) : 1024.0;
     std::string bar;
     if (total > 0) {
       const int width = 30, filled = int(width * have / total);
       bar = "[" + std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.') + "] " +
-            fmt::format("{:3d}% {:.1f}/{:.1f} MiB", int(100 * have / total), mib, tot);
+            fmt::format("{:3d}% {:.1f}/{:.1f} {}", int(100 * have / total), double(have) / div, double(total) / div, unit);
     } else {
-      bar = fmt::format("{:.1f} MiB", mib);
+      bar = fmt::format("{:.1f} {}", double(have) / div, unit);
     }
     std::fprintf(stderr, "%sdownloading %s %s %.1f MiB/s%s", tty ? "\r" : "", name.c_str(), bar.c_str(), rate,
                  tty && !done ? "" : "\n");
@@ -199,7 +202,7 @@ RepoListing fetch_listing(const std::string& repo_id, const std::string& revisio
   curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, append_string);
   curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &body);
   const std::string what = fmt::format("model {}@{}", repo_id, revision);
-  spdlog::info("model {}: asking {} for its files", what, env.endpoint);
+  spdlog::info("{}: asking {} for its files", what, env.endpoint);
   CURLcode rc = curl_easy_perform(e.h);
   if (rc != CURLE_OK) curl_error(rc, errbuf, what, env);
   long status = 0;
@@ -278,7 +281,7 @@ void fetch_file(const std::string& repo_id, const std::string& commit, const Rep
     if (std::fflush(file.get()) != 0) fail("{}: cannot write {}", what, part);
     long status = 0;
     curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && !ctx.ok)) curl_error(rc, errbuf, what, env);
+    if (rc != CURLE_OK) curl_error(rc, errbuf, what, env);  // also a failed write to the partial file
     if (status != 200 && status != 206) http_error(status, eh, what, env);
   }
   file.reset();
