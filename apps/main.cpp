@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "apps/serve_args.h"
 #include "apps/vllm_flags.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   try {
     // vLLM's -tp/-pp/-dp (multi-letter short flags CLI11 does not have) become their long names.
     std::vector<std::string> args = ds::cli::expand_vllm_short_flags(std::vector<std::string>(argv, argv + argc));
+    args = ds::cli::expand_serve_config(args);  // `serve --config FILE.yaml`: the file's flags as arguments
     std::vector<std::string> rev(args.rbegin(), args.rend() - 1);  // CLI11 takes them reversed, without argv[0]
     app.parse(rev);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,6 @@
 #include "apps/serve_args.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
@@ -85,7 +86,18 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                "client forge turns; see docs/SERVER.md)");
   add_operations_options(cmd, a);
   add_vllm_options(cmd, a.vllm);
-  add_yaml_config_option(cmd);
+  add_config_option(cmd);
+}
+
+std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv) {
+  auto serve = std::find(argv.begin() + (argv.empty() ? 0 : 1), argv.end(), std::string("serve"));
+  if (serve == argv.end()) return argv;
+  ServeArgs probe;  // the probe parse writes here
+  std::vector<std::string> tail = expand_config_file(std::vector<std::string>(serve + 1, argv.end()),
+                                                     [&](CLI::App& app) { add_serve_options(app, probe); });
+  std::vector<std::string> out(argv.begin(), serve + 1);
+  out.insert(out.end(), tail.begin(), tail.end());
+  return out;
 }
 
 void add_operations_options(CLI::App& cmd, ServeArgs& a) {

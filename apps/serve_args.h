@@ -38,6 +38,9 @@ struct ServeArgs {
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).
 void add_serve_options(CLI::App& cmd, ServeArgs& a);
+// argv with serve's `--config FILE.yaml` expanded into arguments (apps/yaml_config.h); other
+// commands' argv unchanged. Throws CLI::ConfigError on a bad file.
+std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv);
 // The operations flags alone (log format, access log, stats interval, metrics); part of the above.
 void add_operations_options(CLI::App& cmd, ServeArgs& a);
 // Checks that span several flags or the environment; throws ds::Error naming the flag.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <fstream>
 #include <sstream>
 
 namespace ds::cli {
@@ -146,20 +147,56 @@ std::vector<CLI::ConfigItem> parse_yaml_subset(std::istream& input) {
   return items;
 }
 
-std::vector<CLI::ConfigItem> YamlSubsetConfig::from_config(std::istream& input) const {
-  return parse_yaml_subset(input);
-}
-
-std::string YamlSubsetConfig::to_config(const CLI::App*, bool, bool, std::string) const {
-  return "";  // writing configs is not offered
-}
-
-void add_yaml_config_option(CLI::App& cmd) {
-  cmd.config_formatter(std::make_shared<YamlSubsetConfig>());
-  cmd.set_config("--config", "", "YAML file of flags (vLLM's format: 'max-model-len: 4096' per line); "
-                 "command-line flags win")
+void add_config_option(CLI::App& cmd) {
+  cmd.add_option("--config", "YAML file of flags (vLLM's format: 'max-model-len: 4096' per line); "
+                             "command-line flags win")
       ->check(CLI::ExistingFile);
-  cmd.allow_config_extras(CLI::config_extras_mode::error);
+}
+
+std::vector<std::string> expand_config_file(const std::vector<std::string>& args,
+                                            const std::function<void(CLI::App&)>& add_options) {
+  std::string file;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) file = args[i + 1];
+    if (args[i].rfind("--config=", 0) == 0) file = args[i].substr(9);
+  }
+  if (file.empty()) return args;
+  std::ifstream in(file);
+  if (!in) return args;  // the parse reports the missing file, naming --config
+  const std::vector<CLI::ConfigItem> items = parse_yaml_subset(in);
+
+  // Which options does the command line set? A lenient parse of it alone (nothing required, extras allowed).
+  CLI::App probe;
+  add_options(probe);
+  probe.allow_extras();
+  for (CLI::Option* o : probe.get_options()) o->required(false);
+  std::vector<std::string> rev(args.rbegin(), args.rend());
+  try {
+    probe.parse(rev);
+  } catch (const CLI::ParseError&) {
+    // the real parse reports it
+  }
+  std::vector<std::string> out = args;
+  for (const CLI::ConfigItem& item : items) {
+    CLI::Option* o = probe.get_option_no_throw("--" + item.name);
+    if (o == nullptr && item.name.size() == 1) o = probe.get_option_no_throw("-" + item.name);
+    if (o == nullptr) o = probe.get_option_no_throw(item.name);  // a positional (model)
+    if (o == nullptr || item.name == "config")
+      throw CLI::ConfigError(fmt::format("--config {}: '{}' is not a flag of this command", file, item.name));
+    if (o->count() > 0) continue;  // the command line wins
+    const std::string flag = o->get_lnames().empty() ? "-" + o->get_snames().front() : "--" + o->get_lnames().front();
+    if (o->get_expected_min() == 0) {  // a flag: true/false
+      const std::string& v = item.inputs.front();
+      if (v == "true" || v == "True" || v == "yes" || v == "on" || v == "1") {
+        out.push_back(flag);
+      } else if (!(v == "false" || v == "False" || v == "no" || v == "off" || v == "0")) {
+        throw CLI::ConfigError(fmt::format("--config {}: '{}' is a flag: true or false, not '{}'", file, item.name, v));
+      }
+      continue;
+    }
+    for (const std::string& v : item.inputs) out.push_back(flag + "=" + v);  // "=": a value may start with '-' 
+  }
+  return out;
 }
 
 }  // namespace ds::cli

@@ -34,12 +34,12 @@ Outcome serve(std::vector<std::string> args) {
   std::vector<std::string> argv = {"serve"};
   if (args.empty() || args[0] != "--model") argv.push_back("m");  // the positional model (vLLM's form)
   argv.insert(argv.end(), args.begin(), args.end());
-  argv = expand_vllm_short_flags(argv);
   CLI::App app;
   Outcome o;
   add_serve_options(app, o.args);
-  std::vector<std::string> rev(argv.rbegin(), argv.rend() - 1);
   try {
+    argv = expand_serve_config(expand_vllm_short_flags(argv));  // as main() does
+    std::vector<std::string> rev(argv.rbegin(), argv.rend() - 1);
     app.parse(rev);
     validate_serve_args(o.args);
     o.ignored = ignored_flag_messages(o.args.vllm);
@@ -226,6 +226,28 @@ TEST(YamlConfig, OutsideTheSubsetIsAnErrorNamingTheLine) {
   EXPECT_NE(config_error("no-such-flag: 1\n").find("no-such-flag"), std::string::npos);  // unknown keys
   EXPECT_NE(config_error("max-model-len: -3\n").find("--max-model-len"), std::string::npos);  // ranges still apply
   EXPECT_NE(config_error("tensor-parallel-size: 2\n").find("--tensor-parallel-size 2"), std::string::npos);
+}
+
+TEST(YamlConfig, TheModelCanComeFromTheFile) {
+  char path[] = "/tmp/ds-yaml-XXXXXX";
+  int fd = ::mkstemp(path);
+  ::close(fd);
+  std::ofstream(path) << "model: org/from-file\nenable-auto-tool-choice: true\ndisable-log-stats: false\n";
+  CLI::App app;
+  ServeArgs a;
+  add_serve_options(app, a);
+  std::vector<std::string> argv = expand_serve_config({"serve", "--config", path});
+  std::remove(path);
+  std::vector<std::string> rev(argv.rbegin(), argv.rend() - 1);
+  ASSERT_NO_THROW(app.parse(rev));
+  EXPECT_EQ(a.model, "org/from-file");
+  EXPECT_TRUE(a.vllm.auto_tool_choice);
+  EXPECT_FALSE(a.vllm.disable_log_stats);
+  // The command line's positional model wins over the file's.
+  std::ofstream(path) << "model: org/from-file\n";
+  EXPECT_EQ(expand_serve_config({"serve", "org/cli", "--config", path}),
+            (std::vector<std::string>{"serve", "org/cli", "--config", path}));
+  std::remove(path);
 }
 
 TEST(YamlConfig, BlockListsAndFlags) {
