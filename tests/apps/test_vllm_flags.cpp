@@ -31,7 +31,7 @@ struct Outcome {
 
 // `deltaserve serve m <args>` through the real option registration and checks.
 Outcome serve(std::vector<std::string> args) {
-  std::vector<std::string> argv = {"serve"};
+  std::vector<std::string> argv = {"deltaserve", "serve"};
   if (args.empty() || args[0] != "--model") argv.push_back("m");  // the positional model (vLLM's form)
   argv.insert(argv.end(), args.begin(), args.end());
   CLI::App app;
@@ -39,7 +39,7 @@ Outcome serve(std::vector<std::string> args) {
   add_serve_options(app, o.args);
   try {
     argv = expand_serve_config(expand_vllm_short_flags(argv));  // as main() does
-    std::vector<std::string> rev(argv.rbegin(), argv.rend() - 1);
+    std::vector<std::string> rev(argv.rbegin(), argv.rend() - 2);  // without "deltaserve serve"
     app.parse(rev);
     validate_serve_args(o.args);
     o.ignored = ignored_flag_messages(o.args.vllm);
@@ -236,17 +236,20 @@ TEST(YamlConfig, TheModelCanComeFromTheFile) {
   CLI::App app;
   ServeArgs a;
   add_serve_options(app, a);
-  std::vector<std::string> argv = expand_serve_config({"serve", "--config", path});
-  std::remove(path);
-  std::vector<std::string> rev(argv.rbegin(), argv.rend() - 1);
+  std::vector<std::string> argv = expand_serve_config({"deltaserve", "serve", "--config", path});
+  std::vector<std::string> rev(argv.rbegin(), argv.rend() - 2);
   ASSERT_NO_THROW(app.parse(rev));
+  std::remove(path);
   EXPECT_EQ(a.model, "org/from-file");
   EXPECT_TRUE(a.vllm.auto_tool_choice);
   EXPECT_FALSE(a.vllm.disable_log_stats);
   // The command line's positional model wins over the file's.
   std::ofstream(path) << "model: org/from-file\n";
-  EXPECT_EQ(expand_serve_config({"serve", "org/cli", "--config", path}),
-            (std::vector<std::string>{"serve", "org/cli", "--config", path}));
+  EXPECT_EQ(expand_serve_config({"deltaserve", "serve", "org/cli", "--config", path}),
+            (std::vector<std::string>{"deltaserve", "serve", "org/cli", "--config", path}));
+  // Other commands are left alone.
+  EXPECT_EQ(expand_serve_config({"deltaserve", "generate", "--config", path}),
+            (std::vector<std::string>{"deltaserve", "generate", "--config", path}));
   std::remove(path);
 }
 
