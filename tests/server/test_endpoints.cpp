@@ -4,21 +4,14 @@
 #include <regex>
 #include <thread>
 
+#include "prometheus_text.h"
 #include "server/metrics.h"
 #include "server_fixture.h"
 
 namespace ds::test {
 namespace {
 
-// The value of one sample line of a Prometheus text body; -1 when absent.
-double metric(const std::string& body, const std::string& series) {
-  size_t pos = 0;
-  while ((pos = body.find(series + " ", pos)) != std::string::npos) {
-    if (pos == 0 || body[pos - 1] == '\n') return std::stod(body.substr(pos + series.size() + 1));
-    pos += series.size();
-  }
-  return -1;
-}
+double metric(const std::string& body, const std::string& series) { return prometheus_sample(body, series); }
 
 TEST(Endpoints, HealthModelsVersion) {
   ServerFixture f;

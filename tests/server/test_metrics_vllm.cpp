@@ -6,21 +6,14 @@
 
 #include <string>
 
+#include "prometheus_text.h"
 #include "server/metrics.h"
 #include "server/stats_log.h"
 
 namespace ds::server {
 namespace {
 
-// The value of one sample line; -1 when absent.
-double sample(const std::string& body, const std::string& series) {
-  size_t pos = 0;
-  while ((pos = body.find(series + " ", pos)) != std::string::npos) {
-    if (pos == 0 || body[pos - 1] == '\n') return std::stod(body.substr(pos + series.size() + 1));
-    pos += series.size();
-  }
-  return -1;
-}
+double sample(const std::string& body, const std::string& series) { return test::prometheus_sample(body, series); }
 
 MetricsOptions vllm_options() {
   MetricsOptions o;
