@@ -3,7 +3,9 @@
 // signal cancels what is left).
 #include <pthread.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -15,6 +17,8 @@
 #include "core/parallel.h"
 #include "engine/backend_factory.h"
 #include "engine/engine.h"
+#include "hub/hub_download.h"
+#include "server/stats_log.h"
 #include "server/engine_client.h"
 #include "server/openai_server.h"
 #include "tokenizer/tokenizer.h"
@@ -30,11 +34,19 @@ std::string tokenizer_dir(const ServeArgs& a) {
              a.tokenizer);
     return a.tokenizer;
   }
-  DS_CHECK(fs::exists(fs::path(a.model) / "tiktoken.model"),
+  DS_CHECK(fs::exists(fs::path(a.model_dir) / "tiktoken.model"),
            "the model directory {} has no tokenizer files (tiktoken.model, tokenizer_config.json); "
            "pass --tokenizer DIR",
-           a.model);
-  return a.model;
+           a.model_dir);
+  return a.model_dir;
+}
+
+std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& dir, const std::string& chat_template) {
+  if (chat_template.empty()) return Tokenizer::from_dir(dir);
+  const fs::path config = fs::path(dir) / "tokenizer_config.json";
+  spdlog::info("chat template from {}", chat_template);
+  return Tokenizer::from_files((fs::path(dir) / "tiktoken.model").string(),
+                               fs::exists(config) ? config.string() : std::string(), chat_template);
 }
 
 // SIGINT/SIGTERM are blocked in every thread and taken synchronously by the main thread.
@@ -51,23 +63,32 @@ int wait_signal(const sigset_t& set, int timeout_ms) {
   return sigtimedwait(&set, nullptr, &ts);
 }
 
-void run_serve(const ServeArgs& a) {
+void run_serve(ServeArgs a) {
+  set_log_format(a.log_format);
   validate_serve_args(a);
-  if (!a.log_level.empty()) {
-    auto lvl = spdlog::level::from_str(a.log_level);
-    if (lvl == spdlog::level::off && a.log_level != "off") fail("unknown log level '{}'", a.log_level);
+  std::string level = a.log_level;
+  if (level.empty() && !a.vllm.uvicorn_log_level.empty())
+    level = a.vllm.uvicorn_log_level == "warning" ? "warn" : a.vllm.uvicorn_log_level;  // spdlog's names
+  if (!level.empty()) {
+    auto lvl = spdlog::level::from_str(level);
+    if (lvl == spdlog::level::off && level != "off") fail("unknown log level '{}'", level);
     spdlog::set_level(lvl);
+  }
+  for (const std::string& line : ignored_flag_messages(a.vllm)) spdlog::info("{}", line);
+  if (a.vllm.enforce_eager) {  // read once, when the CUDA backend starts (config/runtime_env.h)
+    ::setenv("DELTASERVE_CUDA_GRAPHS", "0", 1);
+    spdlog::info("--enforce-eager: CUDA graphs off, decode steps run eagerly");
   }
   const sigset_t sigs = stop_signals();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts: they inherit the mask
   if (a.threads > 0) set_num_threads(a.threads);
 
-  DS_CHECK(fs::is_directory(a.model), "--model {}: not a directory", a.model);
+  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub::hub_env_from_environment(a.vllm.download_dir));
   std::string tok_dir = tokenizer_dir(a);
-  ModelConfig cfg = ModelConfig::from_file((fs::path(a.model) / "config.json").string());
+  ModelConfig cfg = ModelConfig::from_file((fs::path(a.model_dir) / "config.json").string());
   spdlog::info("model {}: {}", a.model, cfg.summary());
   spdlog::info("loading tokenizer from {}", tok_dir);
-  std::shared_ptr<const Tokenizer> tok = Tokenizer::from_dir(tok_dir);
+  std::shared_ptr<const Tokenizer> tok = load_tokenizer(tok_dir, a.vllm.chat_template);
   tok->check_vocab(cfg.vocab_size);
 
   EngineOptions eo = engine_options(a);
@@ -84,13 +105,23 @@ void run_serve(const ServeArgs& a) {
 
   auto client = server::make_engine_client(engine);
   server::ServerOptions so = server_options(a);
+  so.metrics.cache_config = {{"block_size", std::to_string(geo.block_size)},
+                             {"cache_dtype", "auto"},
+                             {"gpu_memory_utilization", fmt::format("{}", a.gpu_memory_utilization)},
+                             {"num_gpu_blocks", std::to_string(geo.num_blocks)},
+                             {"num_state_slots", std::to_string(geo.num_state_slots)},
+                             {"max_model_len", std::to_string(engine.max_model_len())}};
   server::OpenAIServer srv(so, *client, tok);
   srv.start();
   spdlog::info("serving model '{}' on http://{}:{} (OpenAI API under /v1{})", so.model_names.front(), a.host,
                srv.port(), a.api_key.empty() ? "" : ", API key required");
 
   int sig = 0;
-  while ((sig = wait_signal(sigs, 1000)) < 0) {
+  server::StatsLogger stats(std::chrono::duration<double>(a.stats_interval), std::chrono::steady_clock::now());
+  const int wait_ms = std::clamp(int(a.stats_interval * 1000), 100, 1000);
+  while ((sig = wait_signal(sigs, wait_ms)) < 0) {
+    if (a.vllm.disable_log_stats) continue;
+    if (auto line = stats.tick(engine.stats(), std::chrono::steady_clock::now())) spdlog::info("{}", *line);
   }
   spdlog::info("received {}: draining (new requests get 503; {} in progress); a second signal cancels them",
                sig == SIGINT ? "SIGINT" : "SIGTERM", srv.requests_in_progress());

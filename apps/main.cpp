@@ -1,7 +1,10 @@
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "apps/commands.h"
+#include "apps/serve_args.h"
+#include "apps/vllm_flags.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -17,7 +20,11 @@ int main(int argc, char** argv) {
   ds::cli::register_bench_commands(app);
   app.parse_complete_callback([&] { ds::init_logging(log_level); });
   try {
-    app.parse(argc, argv);
+    // vLLM's -tp/-pp/-dp (multi-letter short flags CLI11 does not have) become their long names.
+    std::vector<std::string> args = ds::cli::expand_vllm_short_flags(std::vector<std::string>(argv, argv + argc));
+    args = ds::cli::expand_serve_config(args);  // `serve --config FILE.yaml`: the file's flags as arguments
+    std::vector<std::string> rev(args.rbegin(), args.rend() - 1);  // CLI11 takes them reversed, without argv[0]
+    app.parse(rev);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const ds::Error& e) {

@@ -1,9 +1,11 @@
 #include "apps/serve_args.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
 #include "apps/flag_checks.h"
+#include "apps/yaml_config.h"
 #include "core/error.h"
 
 namespace ds::cli {
@@ -15,9 +17,12 @@ constexpr int kDay = 86400;
 }  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
-  cmd.add_option("--model", a.model, "Model directory (config.json, safetensors, tokenizer files)")->required();
+  cmd.add_option("model,--model", a.model,
+                 "Model: a directory (config.json, safetensors, tokenizer files) or a Hugging Face repo id "
+                 "(ORG/NAME, found in or downloaded to the Hugging Face cache)")
+      ->required();
   cmd.add_option("--tokenizer", a.tokenizer, "Tokenizer directory (default: the model directory)");
-  cmd.add_option("--device", a.device, "cpu | cuda")->capture_default_str();
+  cmd.add_option("--device", a.device, "cpu | cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
   cmd.add_option("--host", a.host, "Address to listen on")->capture_default_str()->check(non_empty());
   cmd.add_option("--port", a.port, "Port to listen on (0: any free port)")
       ->capture_default_str()
@@ -44,8 +49,13 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--gpu-memory-utilization", a.gpu_memory_utilization, "Fraction of GPU memory to use")
       ->capture_default_str()
       ->check(in_range(0.01, 1.0));
-  cmd.add_option("--load-format", a.load_format, "auto | safetensors | dummy")->capture_default_str();
-  cmd.add_option("--dtype", a.dtype, "auto | bfloat16 | float32 (GPU activations)")->capture_default_str();
+  cmd.add_option("--load-format", a.load_format, "auto | safetensors | dummy")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "safetensors", "dummy"}));
+  // float16/half are refused: the kernels exist in bf16 and fp32 only (vLLM would accept them).
+  cmd.add_option("--dtype", a.dtype, "auto | bfloat16 | float32 (GPU activations)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float32", "fp32", "float"}));
   cmd.add_option("--block-size", a.block_size, "Tokens per MLA cache page")
       ->capture_default_str()
       ->check(in_range(1, 4096));
@@ -79,6 +89,40 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--chat-template-specials-in-content", a.chat_template_specials_in_content,
                "Encode special-token text inside chat messages/tools as control tokens (HF behaviour; lets a "
                "client forge turns; see docs/SERVER.md)");
+  add_operations_options(cmd, a);
+  add_vllm_options(cmd, a.vllm);
+  add_config_option(cmd);
+}
+
+std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv) {
+  auto serve = std::find(argv.begin() + (argv.empty() ? 0 : 1), argv.end(), std::string("serve"));
+  if (serve == argv.end()) return argv;
+  ServeArgs probe;  // the probe parse writes here
+  std::vector<std::string> tail = expand_config_file(std::vector<std::string>(serve + 1, argv.end()),
+                                                     [&](CLI::App& app) { add_serve_options(app, probe); });
+  std::vector<std::string> out(argv.begin(), serve + 1);
+  out.insert(out.end(), tail.begin(), tail.end());
+  return out;
+}
+
+void add_operations_options(CLI::App& cmd, ServeArgs& a) {
+  const char* g = "Operations";
+  cmd.add_option("--log-format", a.log_format, "text | json (one JSON object per line)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}))
+      ->group(g);
+  cmd.add_flag("--access-log", a.access_log, "Log one line per answered request (client, request line, status, time)")
+      ->group(g);
+  cmd.add_option("--stats-interval", a.stats_interval, "Seconds between periodic stats lines (when busy)")
+      ->capture_default_str()
+      ->check(in_range(0.1, 86400.0))
+      ->group(g);
+  cmd.add_option("--metrics-prefix", a.metrics_prefix, "Metric names: deltaserve (deltaserve_...) or vllm (vLLM's exact vllm:... names)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"deltaserve", "vllm"}))
+      ->group(g);
+  cmd.add_flag("--protect-metrics", a.protect_metrics, "/metrics needs the API key too (default: open, as in vLLM)")
+      ->group(g);
 }
 
 void validate_serve_args(const ServeArgs& a) {
@@ -86,12 +130,14 @@ void validate_serve_args(const ServeArgs& a) {
   const char* env_key = std::getenv("DELTASERVE_API_KEY");
   if (a.api_key.empty() && env_key != nullptr && *env_key == '\0')
     fail("DELTASERVE_API_KEY is set but empty: unset it to serve without an API key, or give a key");
+  if (a.protect_metrics && a.api_key.empty()) fail("--protect-metrics needs --api-key (the key /metrics would ask for)");
+  validate_vllm_args(a.vllm, visible_gpu_count());
 }
 
 EngineOptions engine_options(const ServeArgs& a) {
   EngineOptions eo;
   eo.backend.device = a.device;
-  eo.backend.model_dir = a.model;
+  eo.backend.model_dir = a.model_dir.empty() ? a.model : a.model_dir;
   eo.backend.load_format = a.load_format;
   eo.backend.dtype = a.dtype;
   eo.backend.max_num_seqs = a.max_num_seqs;
@@ -118,7 +164,11 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.http.header_timeout = std::chrono::seconds(a.header_timeout);
   so.api_key = a.api_key;
   so.model_names = a.served_model_names.empty() ? std::vector<std::string>{a.model} : a.served_model_names;
-  so.model_root = a.model;
+  so.model_root = a.model_dir.empty() ? a.model : a.model_dir;
+  so.metrics.prefix = a.metrics_prefix == "vllm" ? "vllm:" : "deltaserve_";
+  so.metrics.model_name = so.model_names.front();
+  so.protect_metrics = a.protect_metrics;
+  so.access_log = a.access_log && !a.vllm.disable_access_log;
   so.max_concurrent_requests = a.max_num_seqs + a.max_queue + 64;
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
   return so;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/vllm_flags.h"
 #include "engine/engine.h"
 #include "server/openai_server.h"
 
@@ -28,10 +29,21 @@ struct ServeArgs {
   double shutdown_timeout = 30.0;
   std::string log_level;
   bool chat_template_specials_in_content = false;
+  VllmArgs vllm;  // vLLM's flags (apps/vllm_flags.h)
+  // Operations: log format, access log, periodic stats, /metrics naming and protection.
+  std::string log_format = "text", metrics_prefix = "deltaserve";
+  bool access_log = false, protect_metrics = false;
+  double stats_interval = 10.0;
+  std::string model_dir;  // the local directory of `model` (set by `serve` once resolved; "" : model)
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).
 void add_serve_options(CLI::App& cmd, ServeArgs& a);
+// argv with serve's `--config FILE.yaml` expanded into arguments (apps/yaml_config.h); other
+// commands' argv unchanged. Throws CLI::ConfigError on a bad file.
+std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv);
+// The operations flags alone (log format, access log, stats interval, metrics); part of the above.
+void add_operations_options(CLI::App& cmd, ServeArgs& a);
 // Checks that span several flags or the environment; throws ds::Error naming the flag.
 void validate_serve_args(const ServeArgs& a);
 

@@ -3,7 +3,9 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git python3
       nlohmann-json3-dev libboost-dev libcli11-dev libspdlog-dev libfmt-dev libgtest-dev curl
-      clang libclang-rt-dev)  # clang + its sanitizer/libFuzzer runtimes: scripts/sanitize.sh, scripts/fuzz.sh
+      clang libclang-rt-dev   # clang + its sanitizer/libFuzzer runtimes: scripts/sanitize.sh, scripts/fuzz.sh
+      libcurl4-openssl-dev    # optional at build time: Hugging Face downloads (serve ORG/NAME)
+      prometheus)             # promtool (e2e_metrics) and the server scripts/prometheus-check.sh runs
 # Node.js + npm run the end-to-end tests; take Debian's only when no node/npm is on the PATH
 # (a NodeSource nodejs package bundles npm and conflicts with Debian's npm package).
 command -v node >/dev/null || PKGS+=(nodejs)

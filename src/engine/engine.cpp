@@ -94,6 +94,7 @@ struct Active {
   std::shared_ptr<RequestStream> stream;
   std::unique_ptr<OutputBuilder> builder;
   uint64_t sched_id = 0;
+  std::chrono::steady_clock::time_point scheduled_at{};  // first time in a step plan
 };
 
 // The scheduler (the only place that chunks) within what one backend step may hold; a flag beyond a
@@ -356,6 +357,13 @@ void Engine::Impl::step() {
     if (plan.preempted.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return;
   }
+  const auto now = std::chrono::steady_clock::now();
+  for (const ScheduledSeq& s : plan.scheduled) {
+    auto it = by_sched_id.find(s.request_id);
+    if (it == by_sched_id.end()) continue;
+    Active& a = active.at(it->second);
+    if (a.scheduled_at == std::chrono::steady_clock::time_point{}) a.scheduled_at = now;
+  }
   StepResult result;
   try {
     result = backend->execute(plan);
@@ -386,6 +394,7 @@ void Engine::Impl::step() {
       end(id, a.builder->finish(FinishReason::Error, e.what()));
       continue;
     }
+    out.scheduled_at = a.scheduled_at;
     if (out.completion_tokens == 1) prompt_tokens += out.prompt_tokens;
     if (stop_string && !is_finished(u.status)) sched->finish(u.request_id, RequestStatus::FinishedStopped);
     if (out.finished()) {

@@ -57,6 +57,9 @@ struct GenerationOutput {
   std::string error;                   // when finish == Error
   int prompt_tokens = 0;
   int completion_tokens = 0;           // total so far
+  // When the request was first scheduled (its prefill started); unset (epoch) before that. For the
+  // queue-time and prefill-time metrics.
+  std::chrono::steady_clock::time_point scheduled_at{};
   bool finished() const { return finish != FinishReason::None; }
 };
 

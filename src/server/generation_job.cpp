@@ -56,9 +56,16 @@ void GenerationJob::submit(std::vector<GenerationRequest> reqs) {
 void GenerationJob::take(int i, const GenerationOutput& out,
                          const std::function<void(int, const GenerationOutput&)>& on_output) {
   auto& c = choices_[i];
-  if (!out.token_ids.empty() && !c.got_token) {
-    c.got_token = true;
-    c.first_token = Clock::now();
+  if (out.scheduled_at != Clock::time_point{} && c.scheduled_at == Clock::time_point{}) c.scheduled_at = out.scheduled_at;
+  if (!out.token_ids.empty()) {
+    const auto now = Clock::now();
+    if (!c.got_token) {
+      c.got_token = true;
+      c.first_token = now;
+    } else {
+      metrics_.record_inter_token(std::chrono::duration<double>(now - c.last_token).count(), int(out.token_ids.size()));
+    }
+    c.last_token = now;
   }
   c.completion_tokens = std::max(c.completion_tokens, out.completion_tokens);
   if (out.prompt_tokens > 0) c.prompt_tokens = out.prompt_tokens;
@@ -136,7 +143,14 @@ void GenerationJob::finish_choice(int i) {
   rec.finish_reason = reported_[i].empty() ? finish_reason_str(c.finish) : reported_[i];
   auto now = Clock::now();
   rec.e2e_s = std::chrono::duration<double>(now - arrival_).count();
-  if (c.got_token) rec.ttft_s = std::chrono::duration<double>(c.first_token - arrival_).count();
+  const auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  const bool scheduled = c.scheduled_at != Clock::time_point{};
+  if (scheduled) rec.queue_s = std::max(0.0, secs(c.scheduled_at - arrival_));
+  if (c.got_token) {
+    rec.ttft_s = secs(c.first_token - arrival_);
+    rec.decode_s = secs(c.last_token - c.first_token);
+    if (scheduled) rec.prefill_s = std::max(0.0, secs(c.first_token - c.scheduled_at));
+  }
   metrics_.record_generation(rec);
   spdlog::debug("request {}: finished ({}), {} prompt + {} generated tokens in {:.3f} s", c.request_id,
                 rec.finish_reason, rec.prompt_tokens, rec.generation_tokens, rec.e2e_s);

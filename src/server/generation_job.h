@@ -24,7 +24,7 @@ struct ChoiceState {
   std::string stop_reason;
   std::string error;
   bool got_token = false;
-  std::chrono::steady_clock::time_point first_token;
+  std::chrono::steady_clock::time_point first_token, last_token, scheduled_at;
   bool done() const { return finish != FinishReason::None; }
 };
 

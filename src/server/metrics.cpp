@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "server/process_metrics.h"
+
 namespace ds::server {
 
 namespace {
@@ -12,42 +14,80 @@ std::string number(double v) { return fmt::format("{}", v); }
 void header(std::string* out, const std::string& name, const char* type, const char* help) {
   *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
+
+std::string braces(const std::string& labels) { return labels.empty() ? "" : "{" + labels + "}"; }
+
+const std::vector<double> kLatencyBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+                                             0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
+const std::vector<double> kTokenGapBuckets = {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05,
+                                              0.075, 0.1,    0.15,  0.2,    0.3,  0.5,   0.75, 1.0,  2.5};
+const std::vector<double> kRequestBuckets = {0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  1.0,  2.5,   5.0,   10.0,
+                                             15.0, 20.0,  30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0};
 }  // namespace
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
 
 Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
 
-void Histogram::observe(double v) {
+void Histogram::observe(double v, uint64_t times) {
   size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin();  // first bound >= v
-  counts_[i]++;
-  count_++;
-  sum_ += v;
+  counts_[i] += times;
+  count_ += times;
+  sum_ += v * double(times);
 }
 
-void Histogram::render(const std::string& name, std::string* out) const {
+void Histogram::render(const std::string& name, std::string* out, const std::string& labels) const {
+  const std::string sep = labels.empty() ? "" : labels + ",";
   uint64_t cum = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cum += counts_[i];
-    *out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, number(bounds_[i]), cum);
+    *out += fmt::format("{}_bucket{{{}le=\"{}\"}} {}\n", name, sep, number(bounds_[i]), cum);
   }
-  *out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, count_);
-  *out += fmt::format("{}_sum {}\n{}_count {}\n", name, number(sum_), name, count_);
+  *out += fmt::format("{}_bucket{{{}le=\"+Inf\"}} {}\n", name, sep, count_);
+  *out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, braces(labels), number(sum_), name, braces(labels), count_);
 }
 
-ServerMetrics::ServerMetrics()
-    : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
-             80.0}),
-      tpot_({0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
-             1.0, 2.5}),
-      e2e_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-            480.0}),
+ServerMetrics::ServerMetrics(MetricsOptions opts)
+    : opts_(std::move(opts)),
+      ttft_(kLatencyBuckets),
+      tpot_(kTokenGapBuckets),
+      itl_(kTokenGapBuckets),
+      e2e_(kRequestBuckets),
+      queue_(kRequestBuckets),
+      prefill_(kRequestBuckets),
+      decode_(kRequestBuckets),
+      inference_(kRequestBuckets),
       prompt_len_(
           {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1000000}),
       gen_len_({1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000}) {}
 
+std::string ServerMetrics::labels(const std::string& extra) const {
+  std::string model = opts_.model_name.empty() ? "" : "model_name=\"" + escape_label(opts_.model_name) + "\"";
+  if (extra.empty()) return model;
+  return model.empty() ? extra : extra + "," + model;
+}
+
 void ServerMetrics::record_http(const std::string& endpoint, int status) {
   std::lock_guard<std::mutex> lk(mu_);
   http_[{endpoint, status}]++;
+}
+
+void ServerMetrics::record_inter_token(double gap_s, int tokens) {
+  if (tokens <= 0 || !(gap_s >= 0)) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  itl_.observe(gap_s / tokens, uint64_t(tokens));
 }
 
 void ServerMetrics::record_generation(const GenerationRecord& r) {
@@ -58,6 +98,10 @@ void ServerMetrics::record_generation(const GenerationRecord& r) {
   prompt_len_.observe(r.prompt_tokens);
   gen_len_.observe(r.generation_tokens);
   e2e_.observe(r.e2e_s);
+  if (r.queue_s >= 0) queue_.observe(r.queue_s);
+  if (r.prefill_s >= 0) prefill_.observe(r.prefill_s);
+  if (r.decode_s >= 0) decode_.observe(r.decode_s);
+  if (r.prefill_s >= 0 && r.decode_s >= 0) inference_.observe(r.prefill_s + r.decode_s);
   if (r.ttft_s >= 0) {
     ttft_.observe(r.ttft_s);
     if (r.generation_tokens > 1) tpot_.observe((r.e2e_s - r.ttft_s) / (r.generation_tokens - 1));
@@ -66,45 +110,61 @@ void ServerMetrics::record_generation(const GenerationRecord& r) {
 
 std::string ServerMetrics::render(const EngineStats& e) const {
   std::lock_guard<std::mutex> lk(mu_);
+  const std::string& p = opts_.prefix;
+  const std::string model = labels();
   std::string out;
-  header(&out, "deltaserve_http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
-  for (const auto& [k, n] : http_)
-    out += fmt::format("deltaserve_http_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", k.first, k.second, n);
-  header(&out, "deltaserve_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
-  out += fmt::format("deltaserve_prompt_tokens_total {}\n", prompt_tokens_);
-  header(&out, "deltaserve_generation_tokens_total", "counter", "Tokens generated by finished generations.");
-  out += fmt::format("deltaserve_generation_tokens_total {}\n", generation_tokens_);
-  header(&out, "deltaserve_request_finished_total", "counter",
-         "Finished generations (one per choice), by finish reason.");
+  auto scalar = [&](const char* name, const char* type, const char* help, const std::string& value) {
+    header(&out, p + name, type, help);
+    out += fmt::format("{}{}{} {}\n", p, name, braces(model), value);
+  };
+  auto histogram = [&](const char* name, const char* help, const Histogram& h) {
+    header(&out, p + name, "histogram", help);
+    h.render(p + name, &out, model);
+  };
+  // Engine state (sampled now).
+  scalar("num_requests_running", "gauge", "Number of requests in the running batch.", std::to_string(e.running));
+  scalar("num_requests_waiting", "gauge", "Number of requests waiting to be scheduled.", std::to_string(e.waiting));
+  scalar("kv_cache_usage_perc", "gauge", "KV-cache (MLA latent pages) usage: 1 means 100 percent.", number(e.kv_usage));
+  scalar("gpu_cache_usage_perc", "gauge", "The same as kv_cache_usage_perc (the older vLLM name).", number(e.kv_usage));
+  scalar("state_cache_usage_perc", "gauge", "KDA state slots in use: 1 means 100 percent.", number(e.state_usage));
+  scalar("num_preemptions_total", "counter", "Cumulative number of preemptions (sequences recomputed later).",
+         std::to_string(e.num_preemptions));
+  // Finished generations.
+  scalar("prompt_tokens_total", "counter", "Number of prefill tokens processed (finished generations).",
+         std::to_string(prompt_tokens_));
+  scalar("generation_tokens_total", "counter", "Number of generation tokens processed (finished generations).",
+         std::to_string(generation_tokens_));
+  header(&out, p + "request_success_total", "counter", "Count of finished requests, by finish reason.");
   for (const auto& [reason, n] : finished_)
-    out += fmt::format("deltaserve_request_finished_total{{finished_reason=\"{}\"}} {}\n", reason, n);
-  header(&out, "deltaserve_time_to_first_token_seconds", "histogram", "Time from request arrival to first token.");
-  ttft_.render("deltaserve_time_to_first_token_seconds", &out);
-  header(&out, "deltaserve_time_per_output_token_seconds", "histogram",
-         "Mean time per output token after the first, per generation.");
-  tpot_.render("deltaserve_time_per_output_token_seconds", &out);
-  header(&out, "deltaserve_e2e_request_latency_seconds", "histogram", "Time from request arrival to its end.");
-  e2e_.render("deltaserve_e2e_request_latency_seconds", &out);
-  header(&out, "deltaserve_request_prompt_tokens", "histogram", "Prompt length of finished generations.");
-  prompt_len_.render("deltaserve_request_prompt_tokens", &out);
-  header(&out, "deltaserve_request_generation_tokens", "histogram", "Generated length of finished generations.");
-  gen_len_.render("deltaserve_request_generation_tokens", &out);
-  header(&out, "deltaserve_num_requests_running", "gauge", "Sequences in the running batch.");
-  out += fmt::format("deltaserve_num_requests_running {}\n", e.running);
-  header(&out, "deltaserve_num_requests_waiting", "gauge", "Sequences waiting to be scheduled.");
-  out += fmt::format("deltaserve_num_requests_waiting {}\n", e.waiting);
-  header(&out, "deltaserve_kv_cache_usage_ratio", "gauge", "Fraction of MLA latent-cache pages in use.");
-  out += fmt::format("deltaserve_kv_cache_usage_ratio {}\n", number(e.kv_usage));
-  header(&out, "deltaserve_state_cache_usage_ratio", "gauge", "Fraction of KDA state slots in use.");
-  out += fmt::format("deltaserve_state_cache_usage_ratio {}\n", number(e.state_usage));
-  header(&out, "deltaserve_num_preemptions_total", "counter", "Sequences preempted (recomputed later).");
-  out += fmt::format("deltaserve_num_preemptions_total {}\n", e.num_preemptions);
-  header(&out, "deltaserve_engine_prompt_tokens_total", "counter", "Prompt tokens the engine computed.");
-  out += fmt::format("deltaserve_engine_prompt_tokens_total {}\n", e.prompt_tokens_total);
-  header(&out, "deltaserve_engine_generation_tokens_total", "counter", "Tokens the engine sampled.");
-  out += fmt::format("deltaserve_engine_generation_tokens_total {}\n", e.generation_tokens_total);
-  header(&out, "deltaserve_engine_steps_total", "counter", "Engine steps (forward passes).");
-  out += fmt::format("deltaserve_engine_steps_total {}\n", e.steps);
+    out += fmt::format("{}request_success_total{{{}}} {}\n", p, labels("finished_reason=\"" + escape_label(reason) + "\""),
+                       n);
+  histogram("time_to_first_token_seconds", "Histogram of time to first token in seconds.", ttft_);
+  histogram("time_per_output_token_seconds", "Histogram of mean time per output token (after the first) in seconds.",
+            tpot_);
+  histogram("inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", itl_);
+  histogram("e2e_request_latency_seconds", "Histogram of end-to-end request latency in seconds.", e2e_);
+  histogram("request_queue_time_seconds", "Histogram of time spent waiting before the first step, in seconds.", queue_);
+  histogram("request_prefill_time_seconds", "Histogram of time from first scheduled to first token, in seconds.",
+            prefill_);
+  histogram("request_decode_time_seconds", "Histogram of time from first token to last token, in seconds.", decode_);
+  histogram("request_inference_time_seconds", "Histogram of prefill plus decode time, in seconds.", inference_);
+  histogram("request_prompt_tokens", "Number of prefill tokens processed, per request.", prompt_len_);
+  histogram("request_generation_tokens", "Number of generation tokens processed, per request.", gen_len_);
+  // Engine counters (tokens as computed, including unfinished and aborted requests).
+  scalar("engine_prompt_tokens_total", "counter", "Prompt tokens the engine computed.",
+         std::to_string(e.prompt_tokens_total));
+  scalar("engine_generation_tokens_total", "counter", "Tokens the engine sampled.",
+         std::to_string(e.generation_tokens_total));
+  scalar("engine_steps_total", "counter", "Engine steps (forward passes).", std::to_string(e.steps));
+  header(&out, p + "cache_config_info", "gauge", "Information of the cache configuration (labels; value 1).");
+  std::string info;
+  for (const auto& [k, v] : opts_.cache_config) info += (info.empty() ? "" : ",") + k + "=\"" + escape_label(v) + "\"";
+  out += fmt::format("{}cache_config_info{} 1\n", p, braces(labels(info)));
+  header(&out, p + "http_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
+  for (const auto& [k, n] : http_)
+    out += fmt::format("{}http_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", p, escape_label(k.first),
+                       k.second, n);
+  render_process_metrics(&out);
   return out;
 }
 

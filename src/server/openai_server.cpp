@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <optional>
 #include <string_view>
 #include <thread>
 
@@ -20,11 +21,18 @@ namespace {
 
 // Records each response's status in the metrics once it is complete: 499 when the client went
 // away first. Also lets the server cancel every request at once (forced shutdown).
+// The request as the access log names it (absent: no access log).
+struct AccessInfo {
+  std::string remote, method, target;
+  std::chrono::steady_clock::time_point received;
+};
+
 class RecordingWriter : public ResponseWriter {
  public:
   RecordingWriter(std::shared_ptr<ResponseWriter> inner, ServerMetrics& m, std::string endpoint,
-                  OneShotEvent& cancel)
-      : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_(cancel) {}
+                  OneShotEvent& cancel, std::optional<AccessInfo> access = std::nullopt)
+      : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_(cancel),
+        access_(std::move(access)) {}
   ~RecordingWriter() override {
     for (uint64_t id : hooks_) cancel_.remove(id);
     if (!recorded_) record(inner_->client_gone() ? 499 : 500);
@@ -68,11 +76,15 @@ class RecordingWriter : public ResponseWriter {
   void record(int status) {
     recorded_ = true;
     metrics_.record_http(endpoint_, status);
+    if (access_)
+      spdlog::info("access: {} \"{} {}\" {} {:.1f} ms", access_->remote, access_->method, access_->target, status,
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - access_->received).count());
   }
   std::shared_ptr<ResponseWriter> inner_;
   ServerMetrics& metrics_;
   std::string endpoint_;
   OneShotEvent& cancel_;
+  std::optional<AccessInfo> access_;
   std::mutex mu_;
   std::vector<uint64_t> hooks_;
   static constexpr std::string_view kSseErrorPrefix = "data: {\"error\"";
@@ -134,7 +146,7 @@ bool bearer_matches(std::string_view header, const std::string& key) {
 }  // namespace
 
 OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer)
-    : opts_(std::move(opts)), engine_(engine), pool_(opts_.max_concurrent_requests) {
+    : opts_(std::move(opts)), engine_(engine), metrics_(opts_.metrics), pool_(opts_.max_concurrent_requests) {
   DS_CHECK(!opts_.model_names.empty(), "the server needs at least one served model name");
   DS_CHECK(tokenizer != nullptr, "the server needs a tokenizer");
   ctx_.engine = &engine_;
@@ -168,10 +180,16 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     path_known = true;
     if (req.method == r.method) route = &r;
   }
-  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_);
+  std::optional<AccessInfo> access;
+  if (opts_.access_log) access = AccessInfo{req.remote, req.method, req.target, req.received};
+  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_,
+                                             std::move(access));
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
-    if (req.path != "/health" && !opts_.api_key.empty()) {
+    // As in vLLM, the key guards the API; the probes and the scrape stay open (--protect-metrics).
+    const bool open_path =
+        req.path == "/health" || req.path == "/version" || (req.path == "/metrics" && !opts_.protect_metrics);
+    if (!open_path && !opts_.api_key.empty()) {
       std::string auth = req.header("authorization");
       if (!bearer_matches(auth, opts_.api_key))
         throw unauthorized(auth.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"

@@ -34,6 +34,9 @@ struct ServerOptions {
   // Hugging Face's behaviour: special-token text inside message content, names, tools and kwargs is
   // encoded as control tokens (a user can forge turns). Off: request text is always plain text.
   bool chat_template_specials_in_content = false;
+  MetricsOptions metrics;          // name prefix, model_name label, cache_config_info
+  bool protect_metrics = false;    // /metrics needs the API key too (default: open, as in vLLM)
+  bool access_log = false;         // one info line per answered request
 };
 
 class OpenAIServer {

@@ -19,16 +19,20 @@ test('models.list through the SDK', async () => {
   assert.equal(r.json.data[0].object, 'model');
 });
 
-test('a wrong or missing API key is rejected with 401 everywhere but /health', async () => {
+test('a wrong or missing API key is rejected with 401 everywhere but /health, /version and /metrics', async () => {
   const bad = new OpenAI({ baseURL: `${URL}/v1`, apiKey: 'wrong', maxRetries: 0 });
   await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
   await assert.rejects(bad.completions.create({ model: MODEL, prompt: 'x', max_tokens: 1 }),
     (e) => e.status === 401);
-  for (const [path, method] of [['/v1/models', 'GET'], ['/metrics', 'GET'], ['/v1/completions', 'POST'],
-    ['/v1/chat/completions', 'POST'], ['/tokenize', 'POST'], ['/detokenize', 'POST'], ['/version', 'GET']]) {
+  for (const [path, method] of [['/v1/models', 'GET'], ['/v1/completions', 'POST'],
+    ['/v1/chat/completions', 'POST'], ['/tokenize', 'POST'], ['/detokenize', 'POST']]) {
     const r = await call(path, { method, key: null, body: method === 'POST' ? {} : undefined });
     assert.equal(r.status, 401, path);
     assert.equal(r.json.error.type, 'authentication_error', path);
+  }
+  // As in vLLM, the probes and the Prometheus scrape need no key (--protect-metrics closes /metrics).
+  for (const path of ['/health', '/version', '/metrics']) {
+    assert.equal((await call(path, { method: 'GET', key: null })).status, 200, path);
   }
 });
 
@@ -62,8 +66,8 @@ test('/metrics is Prometheus text with the documented series', async () => {
   for (const name of ['deltaserve_http_requests_total', 'deltaserve_prompt_tokens_total',
     'deltaserve_generation_tokens_total', 'deltaserve_time_to_first_token_seconds',
     'deltaserve_time_per_output_token_seconds', 'deltaserve_e2e_request_latency_seconds',
-    'deltaserve_num_requests_running', 'deltaserve_num_requests_waiting', 'deltaserve_kv_cache_usage_ratio',
-    'deltaserve_state_cache_usage_ratio', 'deltaserve_num_preemptions_total']) {
+    'deltaserve_num_requests_running', 'deltaserve_num_requests_waiting', 'deltaserve_kv_cache_usage_perc',
+    'deltaserve_state_cache_usage_perc', 'deltaserve_num_preemptions_total']) {
     assert.match(r.text, new RegExp(`# TYPE ${name} `), name);
   }
   const m = await metrics();

@@ -102,18 +102,18 @@ test('a client that disconnects mid-stream has its request aborted', async () =>
   let after;
   for (let i = 0; i < 100; i++) {
     after = await metrics();
-    if (metric(after, 'deltaserve_request_finished_total{finished_reason="abort"}') >
-        metric(before, 'deltaserve_request_finished_total{finished_reason="abort"}') &&
-        metric(after, 'deltaserve_num_requests_running') === 0) break;
+    if (metric(after, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}') >
+        metric(before, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}') &&
+        metric(after, 'deltaserve_num_requests_running{model_name="kimi-linear-tiny"}') === 0) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.equal(metric(after, 'deltaserve_request_finished_total{finished_reason="abort"}') -
-    metric(before, 'deltaserve_request_finished_total{finished_reason="abort"}'), 1);
+  assert.equal(metric(after, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}') -
+    metric(before, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}'), 1);
   assert.equal(metric(after, 'deltaserve_http_requests_total{endpoint="/v1/completions",status="499"}') -
     metric(before, 'deltaserve_http_requests_total{endpoint="/v1/completions",status="499"}'), 1);
-  assert.equal(metric(after, 'deltaserve_num_requests_running'), 0);
+  assert.equal(metric(after, 'deltaserve_num_requests_running{model_name="kimi-linear-tiny"}'), 0);
   // It stopped well before 400 tokens.
-  assert.ok(metric(after, 'deltaserve_generation_tokens_total') - metric(before, 'deltaserve_generation_tokens_total') < 400);
+  assert.ok(metric(after, 'deltaserve_generation_tokens_total{model_name="kimi-linear-tiny"}') - metric(before, 'deltaserve_generation_tokens_total{model_name="kimi-linear-tiny"}') < 400);
   await stillServing();
 });
 
@@ -131,12 +131,12 @@ test('a non-streaming client that disconnects has its request aborted too', asyn
   let after;
   for (let i = 0; i < 100; i++) {
     after = await metrics();
-    if (metric(after, 'deltaserve_request_finished_total{finished_reason="abort"}') >
-        metric(before, 'deltaserve_request_finished_total{finished_reason="abort"}')) break;
+    if (metric(after, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}') >
+        metric(before, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}')) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.equal(metric(after, 'deltaserve_request_finished_total{finished_reason="abort"}') -
-    metric(before, 'deltaserve_request_finished_total{finished_reason="abort"}'), 1);
+  assert.equal(metric(after, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}') -
+    metric(before, 'deltaserve_request_success_total{finished_reason="abort",model_name="kimi-linear-tiny"}'), 1);
   await stillServing();
 });
 

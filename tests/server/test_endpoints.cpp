@@ -4,21 +4,14 @@
 #include <regex>
 #include <thread>
 
+#include "prometheus_text.h"
 #include "server/metrics.h"
 #include "server_fixture.h"
 
 namespace ds::test {
 namespace {
 
-// The value of one sample line of a Prometheus text body; -1 when absent.
-double metric(const std::string& body, const std::string& series) {
-  size_t pos = 0;
-  while ((pos = body.find(series + " ", pos)) != std::string::npos) {
-    if (pos == 0 || body[pos - 1] == '\n') return std::stod(body.substr(pos + series.size() + 1));
-    pos += series.size();
-  }
-  return -1;
-}
+double metric(const std::string& body, const std::string& series) { return prometheus_sample(body, series); }
 
 TEST(Endpoints, HealthModelsVersion) {
   ServerFixture f;
@@ -77,13 +70,13 @@ TEST(Endpoints, MetricsAccountForRequests) {
   EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/v1/completions\",status=\"400\"}"), 1);
   EXPECT_EQ(metric(m, "deltaserve_generation_tokens_total"), completion_tokens);
   EXPECT_EQ(metric(m, "deltaserve_prompt_tokens_total"), prompt_tokens);
-  EXPECT_EQ(metric(m, "deltaserve_request_finished_total{finished_reason=\"length\"}"), 10);
+  EXPECT_EQ(metric(m, "deltaserve_request_success_total{finished_reason=\"length\"}"), 10);
   EXPECT_EQ(metric(m, "deltaserve_e2e_request_latency_seconds_count"), 10);
   EXPECT_EQ(metric(m, "deltaserve_time_to_first_token_seconds_count"), 10);
   EXPECT_EQ(metric(m, "deltaserve_time_per_output_token_seconds_count"), 8);  // choices with > 1 token
   EXPECT_EQ(metric(m, "deltaserve_num_requests_running"), 0);
-  EXPECT_EQ(metric(m, "deltaserve_kv_cache_usage_ratio"), 0.25);
-  EXPECT_EQ(metric(m, "deltaserve_state_cache_usage_ratio"), 0.5);
+  EXPECT_EQ(metric(m, "deltaserve_kv_cache_usage_perc"), 0.25);
+  EXPECT_EQ(metric(m, "deltaserve_state_cache_usage_perc"), 0.5);
   EXPECT_NE(m.find("# TYPE deltaserve_time_to_first_token_seconds histogram"), std::string::npos);
 }
 
@@ -104,7 +97,7 @@ TEST(Metrics, TpotExcludesTheFirstToken) {
   EXPECT_EQ(metric(out, "deltaserve_time_per_output_token_seconds_sum"), 0.2);
   EXPECT_EQ(metric(out, "deltaserve_time_to_first_token_seconds_sum"), 0.5);
   EXPECT_EQ(metric(out, "deltaserve_e2e_request_latency_seconds_sum"), 1.3);
-  EXPECT_EQ(metric(out, "deltaserve_request_finished_total{finished_reason=\"stop\"}"), 1);
+  EXPECT_EQ(metric(out, "deltaserve_request_success_total{finished_reason=\"stop\"}"), 1);
 }
 
 TEST(Endpoints, GracefulShutdownFinishesRequestsInProgress) {

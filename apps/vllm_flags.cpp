@@ -1,0 +1,214 @@
+#include "apps/vllm_flags.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <limits>
+
+#include "apps/flag_checks.h"
+#include "core/error.h"
+
+namespace ds::cli {
+
+namespace {
+
+enum class Value { None, Text, Int, Number };
+
+// A vLLM flag deltaserve accepts without acting on it, or refuses. `ok` (refused flags only): the
+// one value that is accepted because it is what deltaserve does anyway (e.g. --cpu-offload-gb 0).
+struct CompatFlag {
+  const char* names;  // CLI11 names, e.g. "-O,--compilation-config"
+  Value value;
+  double lo, hi;      // range of a numeric value
+  const char* ok;
+  const char* why;
+};
+
+constexpr double kI64 = 9.2e18;
+
+const CompatFlag kIgnored[] = {
+    {"--trust-remote-code", Value::None, 0, 0, "", "Kimi-Linear is implemented natively: no Python code from the repository runs"},
+    {"--seed", Value::Int, -kI64, kI64, "", "a request without 'seed' samples from a random seed; give 'seed' per request to reproduce"},
+    {"--swap-space", Value::Number, 0, 1e6, "", "no CPU swap: preempted sequences are recomputed"},
+    {"--disable-custom-all-reduce", Value::None, 0, 0, "", "one GPU: no all-reduce"},
+    {"--max-seq-len-to-capture", Value::Int, 1, 1e9, "", "CUDA graphs cover decode at every context length"},
+    {"--tokenizer-mode", Value::Text, 0, 0, "", "the Kimi tiktoken tokenizer is built in"},
+    {"--max-log-len", Value::Int, 0, 1e9, "", "prompts are never logged"},
+    {"--disable-frontend-multiprocessing", Value::None, 0, 0, "", "the HTTP server and the engine share one process"},
+    {"--distributed-executor-backend", Value::Text, 0, 0, "", "one process, one GPU"},
+    {"--enable-chunked-prefill", Value::None, 0, 0, "", "chunked prefill is always on (--max-num-batched-tokens is the step budget)"},
+    {"--disable-fastapi-docs", Value::None, 0, 0, "", "no /docs page is served"},
+    {"--generation-config", Value::Text, 0, 0, "", "sampling defaults are the OpenAI API's; generation_config.json is not read"},
+    {"--max-parallel-loading-workers", Value::Int, 1, 4096, "", "weights are memory-mapped and uploaded in one pass"},
+    {"-O,--compilation-config", Value::Text, 0, 0, "", "no torch.compile: the kernels are compiled ahead of time"},
+    {"--model-impl", Value::Text, 0, 0, "", "deltaserve runs its own implementation"},
+    {"--code-revision", Value::Text, 0, 0, "", "no remote code is run"},
+    {"--tokenizer-revision", Value::Text, 0, 0, "", "the tokenizer files come from the model's --revision"},
+};
+
+const CompatFlag kRefused[] = {
+    {"--cpu-offload-gb", Value::Number, 0, 1e6, "0", "weights are not offloaded to CPU memory"},
+    {"--ssl-keyfile", Value::Text, 0, 0, "", "the server speaks plain HTTP: put a TLS reverse proxy (nginx, Caddy) in front"},
+    {"--ssl-certfile", Value::Text, 0, 0, "", "the server speaks plain HTTP: put a TLS reverse proxy (nginx, Caddy) in front"},
+    {"--ssl-ca-certs", Value::Text, 0, 0, "", "the server speaks plain HTTP: put a TLS reverse proxy (nginx, Caddy) in front"},
+    {"--root-path", Value::Text, 0, 0, "", "the API is served at /v1; strip a prefix in the reverse proxy"},
+    {"--enable-lora", Value::None, 0, 0, "", "LoRA adapters are not supported"},
+    {"--lora-modules", Value::Text, 0, 0, "", "LoRA adapters are not supported"},
+    {"--max-lora-rank", Value::Int, 0, 1e6, "", "LoRA adapters are not supported"},
+    {"--speculative-config", Value::Text, 0, 0, "", "no speculative decoding"},
+    {"--hf-overrides", Value::Text, 0, 0, "", "config.json is read as is; edit a copy of the model directory instead"},
+    {"--limit-mm-per-prompt", Value::Text, 0, 0, "", "Kimi-Linear is text-only"},
+    {"--enable-sleep-mode", Value::None, 0, 0, "", "no sleep mode"},
+    {"--otlp-traces-endpoint", Value::Text, 0, 0, "", "no OpenTelemetry tracing; scrape /metrics"},
+    {"--reasoning-parser", Value::Text, 0, 0, "", "Kimi-Linear-Instruct writes no reasoning section to parse"},
+    {"--headless", Value::None, 0, 0, "", "the engine always runs with its API server"},
+    {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
+    {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
+    {"--return-tokens-as-token-ids", Value::None, 0, 0, "", "logprobs name tokens by their text"},
+    {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
+    {"--override-generation-config", Value::Text, 0, 0, "", "sampling defaults are the OpenAI API's"},
+    {"--scheduling-policy", Value::Text, 0, 0, "fcfs", "requests are scheduled first come, first served (fcfs) only"},
+};
+
+std::string first_long_name(const char* names) {
+  std::string s = names;
+  auto pos = s.find("--");
+  return pos == std::string::npos ? s : s.substr(pos, s.find(',', pos) - pos);
+}
+
+void add_compat(CLI::App& cmd, const CompatFlag& f, std::vector<std::pair<std::string, std::string>>* sink,
+                const char* group) {
+  const std::string name = first_long_name(f.names);
+  const std::string help = fmt::format("{}: {}", group, f.why);
+  if (f.value == Value::None) {
+    cmd.add_flag_function(
+           f.names, [sink, name](int64_t) { sink->emplace_back(name, "true"); }, help)
+        ->group(group);
+    return;
+  }
+  CLI::Option* o = cmd.add_option_function<std::string>(
+      f.names, [sink, name](const std::string& v) { sink->emplace_back(name, v); }, help);
+  o->group(group);
+  if (f.value == Value::Int) o->check(in_range<int64_t>(int64_t(f.lo), int64_t(f.hi)));
+  if (f.value == Value::Number) o->check(in_range<double>(f.lo, f.hi));
+}
+
+const CompatFlag* find_refused(const std::string& name) {
+  for (const CompatFlag& f : kRefused)
+    if (first_long_name(f.names) == name) return &f;
+  return nullptr;
+}
+const CompatFlag* find_ignored(const std::string& name) {
+  for (const CompatFlag& f : kIgnored)
+    if (first_long_name(f.names) == name) return &f;
+  return nullptr;
+}
+
+}  // namespace
+
+void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
+  const char* g = "vLLM compatibility";
+  cmd.add_option("--revision", v.revision, "Hugging Face model: branch, tag or commit")
+      ->capture_default_str()
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_option("--download-dir", v.download_dir,
+                 "Hugging Face cache folder (default: $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)")
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_option("--chat-template", v.chat_template, "Chat template file (Jinja) replacing the model's")
+      ->check(CLI::ExistingFile)
+      ->group(g);
+  cmd.add_option("--tool-call-parser", v.tool_call_parser, "Tool-call format: kimi_k2 (the only one)")
+      ->check(CLI::IsMember({"kimi_k2"}))
+      ->group(g);
+  cmd.add_flag("--enable-auto-tool-choice", v.auto_tool_choice, "Accepted: tool calls are always parsed (tool_choice auto)")
+      ->group(g);
+  cmd.add_option("--tensor-parallel-size", v.tensor_parallel, "GPUs per model (-tp): 1 (multi-GPU is not built)")
+      ->capture_default_str()
+      ->check(in_range(1, 1024))
+      ->group(g);
+  cmd.add_option("--pipeline-parallel-size", v.pipeline_parallel, "Pipeline stages (-pp): 1")
+      ->capture_default_str()
+      ->check(in_range(1, 1024))
+      ->group(g);
+  cmd.add_option("--data-parallel-size", v.data_parallel, "Engine replicas (-dp): 1")
+      ->capture_default_str()
+      ->check(in_range(1, 1024))
+      ->group(g);
+  cmd.add_option("--uvicorn-log-level", v.uvicorn_log_level, "Log level when --log-level is not given")
+      ->check(CLI::IsMember({"critical", "error", "warning", "info", "debug", "trace"}))
+      ->group(g);
+  cmd.add_flag("--enforce-eager", v.enforce_eager, "No CUDA graphs: every decode step runs eagerly (slower)")->group(g);
+  cmd.add_flag("--disable-log-stats", v.disable_log_stats, "No periodic stats line")->group(g);
+  cmd.add_flag("--disable-log-requests,--disable-uvicorn-access-log", v.disable_access_log,
+               "No access log line per request (even with --access-log)")
+      ->group(g);
+  for (const CompatFlag& f : kIgnored) add_compat(cmd, f, &v.ignored, "vLLM, ignored");
+  for (const CompatFlag& f : kRefused) add_compat(cmd, f, &v.refused, "vLLM, refused");
+}
+
+void validate_vllm_args(const VllmArgs& v, int gpus) {
+  for (const auto& [name, value] : v.refused) {
+    const CompatFlag* f = find_refused(name);
+    if (f != nullptr && *f->ok != '\0' && value == f->ok) continue;  // deltaserve's behaviour anyway
+    fail("{}{}: not supported by deltaserve: {}", name, f && f->value != Value::None ? " " + value : "",
+         f ? f->why : "refused");
+  }
+  auto parallel = [gpus](const char* flag, int n, const char* what) {
+    if (n <= 1) return;
+    if (n > gpus)
+      fail("{} {}: only {} GPU(s) visible here, and multi-GPU serving ({}) is not built yet: use {} 1", flag, n,
+           gpus, what, flag);
+    fail("{} {}: multi-GPU serving ({}) is not built yet; deltaserve serves Kimi-Linear-48B-A3B on one GPU: use {} 1",
+         flag, n, what, flag);
+  };
+  parallel("--tensor-parallel-size", v.tensor_parallel, "tensor parallel");
+  parallel("--pipeline-parallel-size", v.pipeline_parallel, "pipeline parallel");
+  parallel("--data-parallel-size", v.data_parallel, "data parallel");
+}
+
+std::vector<std::string> ignored_flag_messages(const VllmArgs& v) {
+  std::vector<std::string> out;
+  for (const auto& [name, value] : v.ignored) {
+    const CompatFlag* f = find_ignored(name);
+    out.push_back(fmt::format("ignoring vLLM flag {}{}: {}", name, value == "true" ? "" : " " + value,
+                              f ? f->why : ""));
+  }
+  return out;
+}
+
+int visible_gpu_count() {
+  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    std::string s = cvd;
+    if (s.empty() || s == "-1" || s == "NoDevFiles") return 0;
+    int n = 1;
+    for (char c : s) n += c == ',';
+    return n;
+  }
+  int n = 0;
+  std::error_code ec;
+  while (std::filesystem::exists("/dev/nvidia" + std::to_string(n), ec)) ++n;
+  return n;
+}
+
+std::vector<std::string> expand_vllm_short_flags(const std::vector<std::string>& argv) {
+  static const std::pair<const char*, const char*> kShort[] = {
+      {"-tp", "--tensor-parallel-size"}, {"-pp", "--pipeline-parallel-size"}, {"-dp", "--data-parallel-size"}};
+  std::vector<std::string> out;
+  out.reserve(argv.size());
+  for (size_t i = 0; i < argv.size(); ++i) {
+    std::string a = argv[i];
+    if (i > 0) {
+      for (const auto& [s, l] : kShort) {
+        const std::string sh = s;
+        if (a == sh) a = l;
+        else if (a.rfind(sh + "=", 0) == 0) a = std::string(l) + a.substr(sh.size());
+      }
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+}  // namespace ds::cli

@@ -1,0 +1,47 @@
+// vLLM's `vllm serve` flags on `deltaserve serve`, so that a command line from a vLLM guide works:
+// each flag a Kimi-Linear user would type is either implemented (the native options in
+// serve_args.cpp and the ones here: --revision, --download-dir, --tensor-parallel-size...),
+// accepted and ignored with one log line (--trust-remote-code), or refused with a message saying
+// why. docs/VLLM_FLAGS.md is the table; tests/apps/test_vllm_flags.cpp checks every row of it.
+// Also: vLLM's multi-letter short flags (-tp, -pp, -dp) and `--config FILE.yaml` (yaml_config.h).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ds::cli {
+
+struct VllmArgs {
+  std::string revision = "main";  // --revision: branch, tag or commit of a Hub model
+  std::string download_dir;       // --download-dir: the Hugging Face cache folder to use
+  std::string chat_template;      // --chat-template FILE
+  std::string tool_call_parser;   // --tool-call-parser (only kimi_k2)
+  int tensor_parallel = 1, pipeline_parallel = 1, data_parallel = 1;
+  std::string uvicorn_log_level;  // --uvicorn-log-level: deltaserve's log level when --log-level is not given
+  bool auto_tool_choice = false;      // --enable-auto-tool-choice: tool calls are always parsed anyway
+  bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
+  bool disable_log_stats = false;     // --disable-log-stats: no periodic stats line
+  bool disable_access_log = false;    // --disable-log-requests / --disable-uvicorn-access-log
+  // Flags given that are ignored or refused, as typed (name, value), in command-line order.
+  std::vector<std::pair<std::string, std::string>> ignored, refused;
+};
+
+// Registers the vLLM flags on `cmd`, writing into `v` (which must outlive the parse).
+void add_vllm_options(CLI::App& cmd, VllmArgs& v);
+
+// Checks across the vLLM flags: a refused flag fails with its reason; -tp/-pp/-dp above 1 fail
+// (above the GPUs present: says how many there are). Throws ds::Error naming the flag.
+void validate_vllm_args(const VllmArgs& v, int visible_gpus);
+
+// One log line per ignored flag (what it does in vLLM and why deltaserve does without it).
+std::vector<std::string> ignored_flag_messages(const VllmArgs& v);
+
+// GPUs this process may use: $CUDA_VISIBLE_DEVICES when set, else the /dev/nvidiaN devices.
+int visible_gpu_count();
+
+// vLLM's multi-letter short flags rewritten to their long names ("-tp 4" -> "--tensor-parallel-size 4",
+// "-tp=4" too); everything else unchanged. argv[0] is kept.
+std::vector<std::string> expand_vllm_short_flags(const std::vector<std::string>& argv);
+
+}  // namespace ds::cli
