@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "apps/flag_checks.h"
 #include "core/error.h"
@@ -12,6 +13,24 @@ namespace {
 constexpr int kIntMax = std::numeric_limits<int>::max();
 constexpr int64_t kTokensMax = kIntMax;  // token counts and page numbers are int32 in the engine
 constexpr int kDay = 86400;
+
+// --allowed-origins values: origins, or vLLM's spelling, one JSON list ('["https://a.example"]').
+std::vector<std::string> allowed_origins(const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values) {
+    if (v.empty() || v.front() != '[') {
+      out.push_back(v);
+      continue;
+    }
+    nlohmann::json list = nlohmann::json::parse(v, nullptr, false);
+    if (!list.is_array()) fail("--allowed-origins: '{}' is neither an origin nor a JSON list of origins", v);
+    for (const auto& o : list) {
+      if (!o.is_string()) fail("--allowed-origins: '{}' must list strings", v);
+      out.push_back(o.get<std::string>());
+    }
+  }
+  return out;
+}
 }  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
@@ -74,6 +93,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--chat-template-specials-in-content", a.chat_template_specials_in_content,
                "Encode special-token text inside chat messages/tools as control tokens (HF behaviour; lets a "
                "client forge turns; see docs/SERVER.md)");
+  cmd.add_flag("--strict-request-fields", a.strict_request_fields,
+               "Reject unrecognized request fields with 400 (default: ignore them, one warning per field name)");
+  cmd.add_option("--allowed-origins", a.allowed_origins, "CORS: origins allowed to read responses ('*': any)")
+      ->capture_default_str()
+      ->check(non_empty());
 }
 
 void validate_serve_args(const ServeArgs& a) {
@@ -115,6 +139,8 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.model_root = a.model;
   so.max_concurrent_requests = a.max_num_seqs + a.max_queue + 64;
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
+  so.strict_request_fields = a.strict_request_fields;
+  so.allowed_origins = allowed_origins(a.allowed_origins);
   return so;
 }
 

@@ -27,6 +27,8 @@ struct ServeArgs {
   double shutdown_timeout = 30.0;
   std::string log_level;
   bool chat_template_specials_in_content = false;
+  bool strict_request_fields = false;                 // unknown request fields: 400 instead of a warning
+  std::vector<std::string> allowed_origins = {"*"};  // CORS
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

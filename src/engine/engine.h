@@ -53,6 +53,7 @@ struct GenerationOutput {
   std::string stop_reason;             // the stop string or token id that ended it, if any
   std::string error;                   // when finish == Error
   int prompt_tokens = 0;
+  int cached_tokens = 0;               // of prompt_tokens, those served from a prefix cache (0 without one)
   int completion_tokens = 0;           // total so far
   bool finished() const { return finish != FinishReason::None; }
 };
