@@ -75,6 +75,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   ChatRequest req = parse_chat_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
+  opt.grammar = compile_output_constraint(opt.constraint, http.body);
   const bool parse_tools = req.parse_tool_calls();
   // The tool-call markers are special tokens: keep them in the text for the parser.
   if (parse_tools) opt.skip_special_tokens = false;

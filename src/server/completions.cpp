@@ -24,8 +24,9 @@ const char* reported_finish(FinishReason f) { return finish_reason_str(f); }
 void serve_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const Tokenizer& tok = *ctx.tokenizer;
   CompletionRequest req = parse_completion_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
-  const SamplingOptions& opt = req.opt;
+  SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
+  opt.grammar = compile_output_constraint(opt.constraint, http.body);
 
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> prompt_texts;  // for echo

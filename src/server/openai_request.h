@@ -4,6 +4,7 @@
 // the tokenizer and the engine's limits).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -36,6 +37,7 @@ struct SamplingOptions {
   bool tokens_as_ids = false;  // return_tokens_as_token_ids: logprob tokens as "token_id:N"
   OutputConstraint constraint;  // response_format / structured_outputs / guided_* / forced tool call
   TokenControls tokens;         // logit_bias, min_tokens, allowed_token_ids, bad_words
+  std::shared_ptr<const Grammar> grammar;  // `constraint` compiled by the handler (null: none)
 };
 
 // One prompt of a completions request: text, or token ids.

@@ -140,6 +140,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
   ResponsesRequest req = parse_responses_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
   SamplingOptions& opt = req.chat.opt;
   const std::string model = ctx.resolve_model(opt.model);
+  opt.grammar = compile_output_constraint(opt.constraint, http.body);
   const bool parse_tools = req.chat.parse_tool_calls();
   if (parse_tools) opt.skip_special_tokens = false;  // the tool-call markers are special tokens
 
@@ -197,8 +198,10 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
     if (parse_tools) {
       ToolParseDelta a = parser.push(text), b = parser.finish();
       out.text(a.content + b.content);
-      for (const auto* d : {&a, &b})
-        for (const auto& call : d->calls) out.call(call), called = true;
+      for (const auto* d : {&a, &b}) {
+        for (const auto& call : d->calls) out.call(call);
+        called |= !d->calls.empty();
+      }
     } else {
       out.text(text);
     }
@@ -235,7 +238,8 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
             d.calls.insert(d.calls.end(), f.calls.begin(), f.calls.end());
           }
           out.text(d.content);
-          for (const auto& call : d.calls) out.call(call), called = true;
+          for (const auto& call : d.calls) out.call(call);
+          called |= !d.calls.empty();
         } else {
           out.text(o.text);
         }

@@ -60,6 +60,8 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
       r.include_stop_str_in_output = opt.include_stop_str_in_output;
       r.skip_special_tokens = opt.skip_special_tokens;
       r.detokenize = true;
+      r.grammar = opt.grammar;
+      apply_token_controls(opt.tokens, *tokenizer, &r);
       out.push_back(std::move(r));
     }
   }

@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <set>
 
+#include "core/error.h"
+#include "engine/engine.h"
+#include "grammar/constraint.h"
 #include "server/api_error.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ds::server {
 
@@ -90,55 +95,56 @@ OutputConstraint from_response_format(const json& rf, const UnknownFieldPolicy* 
   return c;
 }
 
+// The keys vLLM spells both as structured_outputs.KEY and as guided_KEY, and what each asks for.
+struct VllmKey {
+  const char* key;
+  Kind kind;
+};
+constexpr VllmKey kVllmKeys[] = {
+    {"json", Kind::JsonSchema}, {"regex", Kind::Regex}, {"choice", Kind::Choice}, {"grammar", Kind::Grammar}};
+
+// The constraint of one vLLM field: `v` is the value of request field `field`, at JSON pointer `pointer`.
+OutputConstraint vllm_constraint(Kind kind, const json& v, const std::string& field, const std::string& pointer) {
+  OutputConstraint c;
+  c.kind = kind;
+  c.field = field;
+  if (kind == Kind::JsonSchema) {
+    c.schema = schema_from(v, field);
+    c.schema_at = pointer;
+  } else if (kind == Kind::Choice) {
+    c.choices = choices_from(v, field);
+  } else {
+    c.text = nonempty_string(v, field);  // a regex or a grammar
+  }
+  return c;
+}
+
+void check_single(const std::vector<OutputConstraint>& found, const char* what) {
+  if (found.size() > 1)
+    throw bad_request(fmt::format("{}; got '{}' and '{}'", what, found[0].field, found[1].field), found[1].field);
+}
+
 // vLLM's structured_outputs object: exactly one of json, regex, choice, grammar, json_object.
 OutputConstraint from_structured_outputs(const json& so, const UnknownFieldPolicy* unknown) {
   if (!so.is_object()) throw bad_request("'structured_outputs' must be an object", "structured_outputs");
   FieldReader r(so, "structured_outputs.", unknown);
   std::vector<OutputConstraint> found;
-  auto add = [&](const char* key, OutputConstraint c) {
-    c.field = fmt::format("structured_outputs.{}", key);
-    found.push_back(std::move(c));
-  };
-  if (const json* v = r.get("json")) {
-    OutputConstraint c;
-    c.kind = Kind::JsonSchema;
-    c.schema = schema_from(*v, "structured_outputs.json");
-    c.schema_at = "/structured_outputs/json";
-    add("json", std::move(c));
-  }
-  if (const json* v = r.get("regex")) {
-    OutputConstraint c;
-    c.kind = Kind::Regex;
-    c.text = nonempty_string(*v, "structured_outputs.regex");
-    add("regex", std::move(c));
-  }
-  if (const json* v = r.get("choice")) {
-    OutputConstraint c;
-    c.kind = Kind::Choice;
-    c.choices = choices_from(*v, "structured_outputs.choice");
-    add("choice", std::move(c));
-  }
-  if (const json* v = r.get("grammar")) {
-    OutputConstraint c;
-    c.kind = Kind::Grammar;
-    c.text = nonempty_string(*v, "structured_outputs.grammar");
-    add("grammar", std::move(c));
-  }
+  for (const auto& k : kVllmKeys)
+    if (const json* v = r.get(k.key))
+      found.push_back(vllm_constraint(k.kind, *v, fmt::format("structured_outputs.{}", k.key),
+                                      fmt::format("/structured_outputs/{}", k.key)));
   if (r.boolean("json_object").value_or(false)) {
     OutputConstraint c;
     c.kind = Kind::JsonObject;
-    add("json_object", std::move(c));
+    c.field = "structured_outputs.json_object";
+    found.push_back(std::move(c));
   }
   if (r.has("structural_tag"))
     throw bad_request("'structured_outputs.structural_tag' is not supported", "structured_outputs.structural_tag");
   // Options of vLLM's grammar backends with no effect here.
   r.ignore({"disable_fallback", "disable_any_whitespace", "disable_additional_properties", "whitespace_pattern"});
   r.reject_unknown();
-  if (found.size() > 1)
-    throw bad_request(fmt::format("'structured_outputs' may hold only one of json, regex, choice, grammar, json_object; "
-                                  "got '{}' and '{}'",
-                                  found[0].field, found[1].field),
-                      found[1].field);
+  check_single(found, "'structured_outputs' may hold only one of json, regex, choice, grammar, json_object");
   return found.empty() ? OutputConstraint{} : std::move(found[0]);
 }
 
@@ -154,41 +160,13 @@ OutputConstraint read_output_constraint(FieldReader& r) {
     OutputConstraint c = from_structured_outputs(*so, r.policy());
     if (c.active()) found.push_back(std::move(c));
   }
-  if (const json* v = r.get("guided_json")) {
-    OutputConstraint c;
-    c.kind = Kind::JsonSchema;
-    c.schema = schema_from(*v, "guided_json");
-    c.schema_at = "/guided_json";
-    c.field = "guided_json";
-    found.push_back(std::move(c));
-  }
-  if (const json* v = r.get("guided_regex")) {
-    OutputConstraint c;
-    c.kind = Kind::Regex;
-    c.text = nonempty_string(*v, "guided_regex");
-    c.field = "guided_regex";
-    found.push_back(std::move(c));
-  }
-  if (const json* v = r.get("guided_choice")) {
-    OutputConstraint c;
-    c.kind = Kind::Choice;
-    c.choices = choices_from(*v, "guided_choice");
-    c.field = "guided_choice";
-    found.push_back(std::move(c));
-  }
-  if (const json* v = r.get("guided_grammar")) {
-    OutputConstraint c;
-    c.kind = Kind::Grammar;
-    c.text = nonempty_string(*v, "guided_grammar");
-    c.field = "guided_grammar";
-    found.push_back(std::move(c));
+  for (const auto& k : kVllmKeys) {
+    const std::string field = fmt::format("guided_{}", k.key);
+    if (const json* v = r.get(field)) found.push_back(vllm_constraint(k.kind, *v, field, "/" + field));
   }
   // vLLM's backend choice and whitespace options: one engine here.
   r.ignore({"guided_decoding_backend", "guided_whitespace_pattern"});
-  if (found.size() > 1)
-    throw bad_request(
-        fmt::format("only one output constraint may be given; got '{}' and '{}'", found[0].field, found[1].field),
-        found[1].field);
+  check_single(found, "only one output constraint may be given");
   return found.empty() ? OutputConstraint{} : std::move(found[0]);
 }
 
@@ -197,6 +175,7 @@ TokenControls read_token_controls(FieldReader& r, int vocab_size) {
   if (const json* lb = r.get("logit_bias")) {
     if (!lb->is_object())
       throw bad_request("'logit_bias' must be an object mapping token ids (as strings) to numbers", "logit_bias");
+    std::set<long long> seen;
     for (auto it = lb->begin(); it != lb->end(); ++it) {
       const std::string& key = it.key();
       std::string at = fmt::format("logit_bias.{}", key);
@@ -204,6 +183,8 @@ TokenControls read_token_controls(FieldReader& r, int vocab_size) {
       long long id = key.empty() ? -1 : std::strtoll(key.c_str(), &end, 10);
       if (key.empty() || *end != '\0' || id < 0 || id >= vocab_size)
         throw bad_request(fmt::format("'logit_bias' key '{}' is not a token id in [0, {})", key, vocab_size), at);
+      if (!seen.insert(id).second)
+        throw bad_request(fmt::format("'logit_bias' names token id {} twice", id), at);
       if (!it->is_number())
         throw bad_request(fmt::format("'{}' must be a number, got {}", at, json_type_name(*it)), at);
       double bias = it->get<double>();
@@ -253,6 +234,80 @@ void merge_tool_constraint(OutputConstraint* c, OutputConstraint tool) {
     throw bad_request(fmt::format("a forced tool call ('tool_choice') cannot be combined with '{}'", c->field),
                       "tool_choice");
   *c = std::move(tool);
+}
+
+namespace {
+
+// The value at `pointer` in the body, as ordered JSON (a string there holds JSON text); `fallback`
+// (keys sorted) when there is no pointer.
+nlohmann::ordered_json ordered_at(const nlohmann::ordered_json* body, const std::string& pointer,
+                                  const json& fallback) {
+  if (!body || pointer.empty()) return nlohmann::ordered_json::parse(fallback.dump());
+  const auto& v = body->at(nlohmann::ordered_json::json_pointer(pointer));
+  return v.is_string() ? nlohmann::ordered_json::parse(v.get<std::string>()) : v;
+}
+
+}  // namespace
+
+std::shared_ptr<const Grammar> compile_output_constraint(const OutputConstraint& c, const std::string& body) {
+  if (!c.active()) return nullptr;
+  ConstraintSpec spec;
+  // The body parsed once more, keeping key order, when a schema is to be read from it.
+  bool needs_body = !c.schema_at.empty();
+  for (const auto& t : c.tools) needs_body |= !t.parameters_at.empty();
+  nlohmann::ordered_json ordered;
+  if (needs_body) ordered = nlohmann::ordered_json::parse(body);  // parsed before: cannot fail
+  const nlohmann::ordered_json* ob = needs_body ? &ordered : nullptr;
+  switch (c.kind) {
+    case OutputConstraint::Kind::None: return nullptr;
+    case OutputConstraint::Kind::JsonObject: spec.kind = ConstraintSpec::Kind::JsonObject; break;
+    case OutputConstraint::Kind::JsonSchema:
+      spec.kind = ConstraintSpec::Kind::JsonSchema;
+      spec.schema = ordered_at(ob, c.schema_at, c.schema);
+      break;
+    case OutputConstraint::Kind::Regex:
+      spec.kind = ConstraintSpec::Kind::Regex;
+      spec.pattern = c.text;
+      break;
+    case OutputConstraint::Kind::Choice:
+      spec.kind = ConstraintSpec::Kind::Choice;
+      spec.choices = c.choices;
+      break;
+    case OutputConstraint::Kind::Grammar:
+      spec.kind = ConstraintSpec::Kind::Ebnf;
+      spec.grammar = c.text;
+      break;
+    case OutputConstraint::Kind::ToolCall:
+      spec.kind = ConstraintSpec::Kind::ToolCall;
+      for (const auto& t : c.tools)
+        spec.tools.push_back({t.name, t.parameters.is_null() ? nlohmann::ordered_json()
+                                                             : ordered_at(ob, t.parameters_at, t.parameters)});
+      spec.tool_name = c.tool_name;
+      spec.allow_parallel_tool_calls = c.parallel_tool_calls;
+      break;
+  }
+  try {
+    return compile_constraint(spec);
+  } catch (const Error& e) {
+    throw bad_request(fmt::format("'{}': {}", c.field, e.what()), c.field);
+  }
+}
+
+void apply_token_controls(const TokenControls& t, const Tokenizer& tok, GenerationRequest* req) {
+  req->logit_bias = t.logit_bias;
+  req->allowed_token_ids = t.allowed_token_ids;
+  if (t.min_tokens > req->max_tokens)
+    throw bad_request(fmt::format("'min_tokens' ({}) must not exceed the completion's max_tokens ({})", t.min_tokens,
+                                  req->max_tokens),
+                      "min_tokens");
+  req->min_tokens = t.min_tokens;
+  req->bad_words.clear();
+  for (const auto& w : t.bad_words) {
+    for (const std::string& text : {w, " " + w}) {
+      std::vector<int32_t> ids = tok.encode(text, /*allow_special=*/false);
+      if (!ids.empty()) req->bad_words.push_back(std::move(ids));
+    }
+  }
 }
 
 }  // namespace ds::server

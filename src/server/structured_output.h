@@ -8,12 +8,19 @@
 // Every problem is a 400 naming the field.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "server/json_fields.h"
+
+namespace ds {
+class Grammar;
+class Tokenizer;
+struct GenerationRequest;
+}  // namespace ds
 
 namespace ds::server {
 
@@ -61,5 +68,13 @@ TokenControls read_token_controls(FieldReader& r, int vocab_size);
 OutputConstraint tool_call_constraint(const nlohmann::json& tools, const std::string& name, bool parallel);
 // One constraint from the response format and a forced tool call: both at once is a 400.
 void merge_tool_constraint(OutputConstraint* c, OutputConstraint tool);
+
+// Compiles the constraint with the grammar engine (grammar/constraint.h); nullptr when there is none.
+// `body`: the raw request body (schemas are re-read from it in the client's property order). What the
+// engine cannot compile (an unsupported keyword, a bad regex or grammar) is a 400 naming c.field.
+std::shared_ptr<const Grammar> compile_output_constraint(const OutputConstraint& c, const std::string& body);
+// Sets the engine request's token controls: bad words tokenized (as written and after a space),
+// min_tokens checked against the request's max_tokens (a 400 beyond it).
+void apply_token_controls(const TokenControls& t, const Tokenizer& tok, GenerationRequest* req);
 
 }  // namespace ds::server

@@ -46,6 +46,20 @@ struct ServerFixture {
   std::unique_ptr<server::OpenAIServer> server;
 };
 
+// What a Kimi model emits for a get_weather tool call, cut into pieces the way a token stream would be.
+inline std::vector<std::string> tool_call_pieces() {
+  return {"Let me ",
+          "check.",
+          "<|tool_calls_section_begin|>",
+          "<|tool_call_begin|>",
+          "functions.get_weather:0",
+          "<|tool_call_argument_begin|>",
+          "{\"city\": ",
+          "\"Paris\"}",
+          "<|tool_call_end|>",
+          "<|tool_calls_section_end|>"};
+}
+
 // The JSON payloads of an SSE body; "[DONE]" is returned as the string "[DONE]".
 inline std::vector<json> sse_events(const std::string& body) {
   std::vector<json> out;

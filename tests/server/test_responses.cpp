@@ -16,18 +16,6 @@ const json kTools = json::array({{{"type", "function"},
                                     {"properties", {{"city", {{"type", "string"}}}}},
                                     {"required", {"city"}}}}}});
 
-std::vector<std::string> tool_call_pieces() {
-  return {"Checking.",
-          "<|tool_calls_section_begin|>",
-          "<|tool_call_begin|>",
-          "functions.get_weather:0",
-          "<|tool_call_argument_begin|>",
-          "{\"city\": ",
-          "\"Paris\"}",
-          "<|tool_call_end|>",
-          "<|tool_calls_section_end|>"};
-}
-
 // The events of a Responses stream: "event: TYPE\ndata: {...}" blocks; checks that the two agree.
 std::vector<json> response_events(const std::string& body) {
   std::vector<json> out;
@@ -114,7 +102,7 @@ TEST(Responses, ToolCallsAreFunctionCallItems) {
   json out = json::parse(r.body)["output"];
   ASSERT_EQ(out.size(), 2u) << out;
   EXPECT_EQ(out[0]["type"], "message");
-  EXPECT_EQ(out[0]["content"][0]["text"], "Checking.");
+  EXPECT_EQ(out[0]["content"][0]["text"], "Let me check.");
   EXPECT_EQ(out[1]["type"], "function_call");
   EXPECT_EQ(out[1]["name"], "get_weather");
   EXPECT_EQ(out[1]["call_id"], "functions.get_weather:0");
@@ -138,17 +126,18 @@ TEST(Responses, StreamedEventSequence) {
   const std::vector<std::string> expected = {
       "response.created", "response.in_progress",
       "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-      "response.output_text.done", "response.content_part.done", "response.output_item.done",
+      "response.output_text.delta", "response.output_text.done", "response.content_part.done", "response.output_item.done",
       "response.output_item.added", "response.function_call_arguments.delta",
       "response.function_call_arguments.delta", "response.function_call_arguments.done",
       "response.output_item.done", "response.completed"};
   EXPECT_EQ(types, expected);
   EXPECT_EQ(ev[0]["response"]["status"], "in_progress");
-  EXPECT_EQ(ev[4]["delta"], "Checking.");
+  EXPECT_EQ(ev[4]["delta"], "Let me ");
+  EXPECT_EQ(ev[5]["delta"], "check.");
   EXPECT_EQ(ev[4]["item_id"], ev[2]["item"]["id"]);
-  EXPECT_EQ(ev[8]["item"]["name"], "get_weather");
-  EXPECT_EQ(ev[8]["output_index"], 1);
-  EXPECT_EQ(ev[11]["arguments"], "{\"city\": \"Paris\"}");
+  EXPECT_EQ(ev[9]["item"]["name"], "get_weather");
+  EXPECT_EQ(ev[9]["output_index"], 1);
+  EXPECT_EQ(ev[12]["arguments"], "{\"city\": \"Paris\"}");
   const json& done = ev.back()["response"];
   EXPECT_EQ(done["status"], "completed");
   EXPECT_EQ(done["output"].size(), 2u);
