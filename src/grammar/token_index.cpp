@@ -61,7 +61,14 @@ TokenIndex::TokenIndex(std::vector<std::string> token_bytes, std::vector<bool> s
 
 int32_t TokenIndex::special_id(const std::string& name) const {
   auto it = special_ids_.find(name);
-  return it == special_ids_.end() ? -1 : it->second;
+  if (it != special_ids_.end()) return it->second;
+  // Kimi's tool-call markers by id when the tokenizer config does not name them.
+  static const std::pair<const char*, int32_t> kKimi[] = {
+      {"<|tool_calls_section_begin|>", 163595}, {"<|tool_calls_section_end|>", 163596}, {"<|tool_call_begin|>", 163597},
+      {"<|tool_call_argument_begin|>", 163598}, {"<|tool_call_end|>", 163599}};
+  for (const auto& [n, id] : kKimi)
+    if (name == n && id < vocab_ && special_[size_t(id)]) return id;
+  return -1;
 }
 
 std::shared_ptr<const NodeMasks> TokenIndex::node_masks(const Grammar& g, int node) const {

@@ -40,7 +40,9 @@ class TokenIndex {
   int words() const { return (vocab_ + 31) / 32; }
   bool is_special(int32_t id) const { return special_[size_t(id)] != 0; }
   const std::string& bytes(int32_t id) const { return bytes_[size_t(id)]; }
-  int32_t special_id(const std::string& name) const;  // -1: none
+  // -1: none. Kimi's tool-call markers fall back to ids 163595-163599 (when special) if no token has
+  // their name.
+  int32_t special_id(const std::string& name) const;
 
   // Trie (preorder): node 0 is the root (no byte).
   int trie_size() const { return int(byte_.size()); }

@@ -43,7 +43,8 @@ TEST(JsonSchema, Conformance) {
       {R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"],"additionalProperties":{"type":"string"}})",
        {R"({"a":1})", R"({"a":1,"zz":"q","y":""})"}, {R"({"a":1,"zz":2})"}},
       {R"({"type":"object","additionalProperties":true})", {R"({})", R"({"k":[1,{"z":null}],"j":"s"})"}, {R"({"k"})"}},
-      {R"({"type":"integer","minimum":0})", {"0", "17"}, {"-1"}},
+      {R"({"type":"integer","minimum":0})", {"0", "17", "1234567890123456"}, {"-1", "12345678901234567"}},
+      {R"({"type":"number"})", {"1.5e10", "-0.0000000000000001"}, {"1e100", "1.00000000000000001"}},
       {R"({"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}]})", {R"(["a",1])"}, {R"(["a"])", R"([1,"a"])"}},
       {R"({"allOf":[{"type":"boolean"}]})", {"true"}, {"1"}},
       {R"(true)", {"1", R"({"a":[true,null,"x",-1.5e10]})", "[]"}, {"tru", "{]"}},
@@ -187,8 +188,13 @@ TEST(ToolCall, KimiSyntaxWithSchemaArguments) {
     EXPECT_FALSE(m.accept_token(sec_end));
     EXPECT_TRUE(m.accept_token(call_end));
     EXPECT_FALSE(m.can_end());
-    // A second call (parallel calls allowed), spelled with the markers' text.
-    EXPECT_TRUE(m.accept_bytes("<|tool_call_begin|>functions.noop:1<|tool_call_argument_begin|>{}<|tool_call_end|>"));
+    EXPECT_FALSE(m.accept_bytes("<|tool_call_begin|>"));  // markers are the special tokens, not text
+    // A second call (parallel calls allowed).
+    EXPECT_TRUE(m.accept_token(call_begin));
+    EXPECT_TRUE(m.accept_bytes("functions.noop:1"));
+    EXPECT_TRUE(m.accept_token(arg_begin));
+    EXPECT_TRUE(m.accept_bytes("{}"));
+    EXPECT_TRUE(m.accept_token(call_end));
     EXPECT_TRUE(m.accept_token(sec_end));
     EXPECT_TRUE(m.terminated());
   }
