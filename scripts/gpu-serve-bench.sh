@@ -21,32 +21,7 @@ while (($#)); do
   shift
 done
 M=/tmp/ds48
-if [[ ! -f $M/tiktoken.model ]]; then
-  mkdir -p $M
-  cp tests/fixtures/kimi-linear-48b-a3b.config.json $M/config.json
-  python3 - "$M" tests/fixtures/tiny/tokenizer <<'PY'
-import base64, json, os, sys
-out, tiny = sys.argv[1], sys.argv[2]
-n_base = 163584  # Kimi's base vocabulary; specials follow at 163584..163841 like the real tokenizer
-with open(os.path.join(out, "tiktoken.model"), "w") as f:
-    for i in range(256):
-        f.write(f"{base64.b64encode(bytes([i])).decode()} {i}\n")
-    for i in range(256, n_base):
-        f.write(f"{base64.b64encode(('<t%d>' % i).encode()).decode()} {i}\n")
-c = json.load(open(os.path.join(tiny, "tokenizer_config.json")))
-shift = n_base - min(int(k) for k in c["added_tokens_decoder"])
-dec = {}
-for k, v in c["added_tokens_decoder"].items():
-    v = dict(v)
-    if v["content"].startswith("<|reserved_token_"):  # reserved names carry their id
-        v["content"] = "<|reserved_token_%d|>" % (int(k) + shift)
-    dec[str(int(k) + shift)] = v
-c["added_tokens_decoder"] = dec
-if "additional_special_tokens" in c:
-    c["additional_special_tokens"] = [t for t in c["additional_special_tokens"] if not t.startswith("<|reserved_token_")]
-json.dump(c, open(os.path.join(out, "tokenizer_config.json"), "w"))
-PY
-fi
+bash scripts/synthetic-48b.sh $M
 PORT=$((8100 + RANDOM % 800))
 "$BIN" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
     --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT "${EXTRA[@]}" > "$OUT/serve_$LABEL.log" 2>&1 &

@@ -145,6 +145,17 @@ TEST(Ebnf, Cases) {
   EXPECT_TRUE(matches(g3, "abc,"));
   EXPECT_FALSE(matches(g3, ",a"));
 
+  // The grammar of scripts/structured-bench.sh (JSON objects, one per line, forever).
+  auto g4 = ebnf_grammar(R"G(root ::= (obj "\n")+
+obj ::= "{" pair (", " pair)* "}"
+pair ::= str ": " val
+val ::= str | num | "true" | "false" | "null" | obj | "[" (val (", " val)*)? "]"
+str ::= "\"" [a-zA-Z0-9 _.,-]{0,24} "\""
+num ::= "-"? [0-9]{1,6} ("." [0-9]{1,4})?)G");
+  EXPECT_TRUE(matches(g4, "{\"a\": 1, \"b\": [true, {\"c\": \"x y\"}]}\n{\"d\": -2.5}\n"));
+  EXPECT_FALSE(matches(g4, "{\"a\": 1}"));
+  EXPECT_FALSE(matches(g4, "{\"a\":1}\n"));
+
   EXPECT_THROW(ebnf_grammar("root ::= root \"a\" | \"b\""), Error);  // left recursion
   EXPECT_THROW(ebnf_grammar("root ::= missing"), Error);
   EXPECT_THROW(ebnf_grammar("start ::= \"a\""), Error);            // no root
