@@ -172,8 +172,9 @@ struct Engine::Impl {
   std::vector<Delivery> outbox;  // pushed after the step's stats are published
   std::unordered_map<std::string, Active> active;
   std::unordered_map<uint64_t, std::string> by_sched_id;
-  std::shared_ptr<const TokenIndex> token_index;  // built on the first constrained request
+  std::shared_ptr<const TokenIndex> token_index;  // the grammar's view of the vocabulary (with a tokenizer)
   MaskWorker mask_worker;
+  std::thread warm;  // warm_token_masks at start
   std::thread loop;
 
   void run();
@@ -211,6 +212,16 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
                m.backend->device_name(), m.max_len,
                sc.max_num_seqs, sc.max_num_batched_tokens, m.limits.num_state_slots,
                m.limits.num_blocks, m.limits.block_size);
+  if (m.tokenizer) {  // the vocabulary trie now, the shared JSON masks in the background
+    m.token_index = make_token_index(*m.tokenizer, m.vocab);
+    m.warm = std::thread([idx = m.token_index] {
+      try {
+        warm_token_masks(*idx);
+      } catch (const std::exception& e) {
+        spdlog::warn("grammar mask warm-up failed: {}", e.what());
+      }
+    });
+  }
   m.loop = std::thread([&m] { m.run(); });
 }
 
@@ -221,6 +232,7 @@ Engine::~Engine() {
   }
   impl_->cv.notify_all();
   if (impl_->loop.joinable()) impl_->loop.join();
+  if (impl_->warm.joinable()) impl_->warm.join();
 }
 
 SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream>* stream,
@@ -359,7 +371,6 @@ void Engine::Impl::admit(Pending p) {
   if (!p.req.logit_bias.empty())
     r.sampling.logit_bias = std::make_shared<const std::vector<std::pair<int32_t, float>>>(p.req.logit_bias);
   try {
-    if (p.req.grammar && !token_index) token_index = make_token_index(*tokenizer, vocab);
     a.controls = TokenControls::make(p.req, r.stop_token_ids, vocab, token_index);
     a.builder = std::make_unique<OutputBuilder>(p.req, tokenizer.get());
     a.sched_id = sched->add(std::move(r));

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "grammar/constraint.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ds {
@@ -20,6 +21,16 @@ std::shared_ptr<const TokenIndex> make_token_index(const Tokenizer& tok, int mod
     special[size_t(id)] = id >= tok.num_base_tokens();
   }
   return std::make_shared<const TokenIndex>(std::move(bytes), std::move(special));
+}
+
+void warm_token_masks(const TokenIndex& index) {
+  ConstraintSpec s;
+  s.kind = ConstraintSpec::Kind::JsonSchema;
+  s.schema = nlohmann::ordered_json::parse(R"({"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer"},
+      "c":{"type":"number"},"d":{},"e":{"type":"integer","minimum":0},"f":{"type":"number","minimum":0}}})");
+  const auto g = compile_constraint(s);
+  for (int n = 0; n < g->num_nodes(); ++n)
+    if (g->node(n).scans) index.node_masks(*g, n);
 }
 
 std::unique_ptr<TokenControls> TokenControls::make(const GenerationRequest& req, std::vector<int32_t> stop_ids, int vocab,

@@ -23,6 +23,10 @@ class Tokenizer;
 // The matcher's view of a tokenizer: ordinary ids by their bytes, the special range by name; ids of
 // the model's vocabulary beyond the tokenizer's are never allowed.
 std::shared_ptr<const TokenIndex> make_token_index(const Tokenizer& tok, int model_vocab);
+// Computes the node masks every JSON schema shares (strings, numbers, any value) into the index's
+// cache, so that the first structured request does not pay for them (the engine runs it in the
+// background at start).
+void warm_token_masks(const TokenIndex& index);
 
 class TokenControls {
  public:
