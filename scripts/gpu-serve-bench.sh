@@ -20,20 +20,8 @@ while (($#)); do
   esac
   shift
 done
-M=/tmp/ds48
-bash scripts/synthetic-48b.sh $M
-PORT=$((8100 + RANDOM % 800))
-"$BIN" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
-    --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT "${EXTRA[@]}" > "$OUT/serve_$LABEL.log" 2>&1 &
-SPID=$!
-for i in $(seq 1 240); do
-  curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break
-  kill -0 $SPID 2>/dev/null || break
-  sleep 1
-done
-if ! curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1; then
-  echo "[$LABEL] server did not come up"; tail -20 "$OUT/serve_$LABEL.log"; kill $SPID 2>/dev/null; exit 1
-fi
+source scripts/serve-48b.sh
+start_48b_server "$BIN" "$OUT/serve_$LABEL.log" "${EXTRA[@]}" || { echo "[$LABEL] server did not come up"; exit 1; }
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
 MEM0=$(mem)
 ( while kill -0 $SPID 2>/dev/null; do echo "$(date +%s.%N),$(mem)"; sleep 0.5; done ) > "$OUT/mem_$LABEL.csv" &

@@ -17,20 +17,8 @@ BIN=$1
 N=${2:-256}
 OUT=${OUT:-/tmp/structured-bench}
 mkdir -p "$OUT"
-M=/tmp/ds48
-bash scripts/synthetic-48b.sh $M
-PORT=$((8100 + RANDOM % 800))
-"$BIN" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
-    --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT > "$OUT/serve.log" 2>&1 &
-SPID=$!
-for i in $(seq 1 240); do
-  curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break
-  kill -0 $SPID 2>/dev/null || break
-  sleep 1
-done
-if ! curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1; then
-  echo "server did not come up"; tail -20 "$OUT/serve.log"; kill $SPID 2>/dev/null; exit 1
-fi
+source scripts/serve-48b.sh
+start_48b_server "$BIN" "$OUT/serve.log" || exit 1
 GRAMMAR=$(python3 -c 'import json; print(json.dumps({"guided_grammar": "\n".join([
   "root ::= (obj \"\\n\")+",
   "obj ::= \"{\" pair (\", \" pair)* \"}\"",
