@@ -11,8 +11,9 @@ namespace {
 
 using Expr = GrammarBuilder::Expr;
 
-// Kimi's tool-call markers (tokenizer/tool_parser.h): the special token, or the same text.
-Expr marker(GrammarBuilder& b, const std::string& name) { return b.alt({b.special(name), b.literal(name)}); }
+// Kimi's tool-call markers (tokenizer/tool_parser.h) as their special tokens (TokenIndex::special_id
+// resolves the names, with Kimi's ids as the fallback when a tokenizer config does not name them).
+Expr marker(GrammarBuilder& b, const std::string& name) { return b.special(name); }
 
 int tool_call_rules(GrammarBuilder& b, const ConstraintSpec& spec) {
   DS_CHECK(!spec.tools.empty(), "tool_choice requires at least one tool");

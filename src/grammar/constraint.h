@@ -29,8 +29,9 @@
 // For ToolCall the output is Kimi's tool-call syntax and nothing else:
 //   <|tool_calls_section_begin|> ( <|tool_call_begin|> functions.NAME:IDX <|tool_call_argument_begin|>
 //   {JSON arguments valid for NAME's parameters schema} <|tool_call_end|> )+ <|tool_calls_section_end|>
-// each marker being the special token (by id, resolved from the tokenizer by name when the engine
-// binds the grammar) or, equivalently, its text; the server parses it with the usual ToolCallParser.
+// each marker being the special token (by id: resolved from the tokenizer by name when the engine binds
+// the grammar, falling back to Kimi's ids 163595-163599 when the tokenizer config does not name them);
+// the server parses it with the usual ToolCallParser (decode with special tokens).
 #pragma once
 #include <memory>
 #include <string>

@@ -8,6 +8,8 @@
 //   postfix  := * | + | ? | {m} | {m,} | {m,n}
 // Alternatives are separated by |, a sequence is whitespace-separated; newlines are whitespace (a
 // rule ends where the next "NAME ::=" starts); # starts a comment to the end of the line.
+#include <set>
+
 #include <fmt/format.h>
 
 #include "core/error.h"
@@ -24,6 +26,7 @@ struct EbnfParser {
   GrammarBuilder& b;
   std::string_view s;
   size_t i = 0;
+  std::set<std::string> defined;
 
   [[noreturn]] void error(const std::string& what) {
     size_t line = 1;
@@ -65,11 +68,9 @@ struct EbnfParser {
       if (s.substr(i, 3) != "::=") error(fmt::format("expected ::= after '{}'", n));
       i += 3;
       const int r = b.rule(n);
-      try {
-        b.define(r, alternatives());
-      } catch (const Error&) {
-        error(fmt::format("rule '{}' is defined twice", n));
-      }
+      const Expr body = alternatives();
+      if (!defined.insert(n).second) error(fmt::format("rule '{}' is defined twice", n));
+      b.define(r, body);
     }
   }
 
@@ -99,7 +100,9 @@ struct EbnfParser {
   }
 
   Expr postfix(Expr e) {
-    while (i < s.size()) {
+    while (true) {
+      while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+      if (i >= s.size()) break;
       const char c = s[i];
       if (c == '*') { ++i; e = b.star(e); }
       else if (c == '+') { ++i; e = b.plus(e); }
@@ -203,7 +206,7 @@ struct EbnfParser {
 }  // namespace
 
 int ebnf_rules(GrammarBuilder& b, std::string_view text) {
-  EbnfParser p{b, text};
+  EbnfParser p{b, text, 0, {}};
   p.parse();
   if (!b.has_rule("root")) fail("grammar: no rule named 'root'");
   return b.rule("root");

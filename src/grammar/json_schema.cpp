@@ -1,7 +1,8 @@
 // JSON schema → grammar (the subset in docs/STRUCTURED_OUTPUT.md). Output is compact JSON with at most
 // one space after ':' and ',' and inside brackets; properties come in schema order (required ones always,
 // optional ones may be left out); additionalProperties absent means false (strict, as OpenAI's strict
-// mode). Shared pieces (string, number, any value) are rules of their own so that their token masks are
+// mode). Numbers have at most 16 integer and 16 fraction digits and a two-digit exponent (what a
+// double holds; unbounded digits overflow clients' parsers). Shared pieces (string, number, any value) are rules of their own so that their token masks are
 // cached across grammars.
 #include <functional>
 #include <map>
@@ -71,7 +72,8 @@ struct SchemaCompiler {
     return shared("json_string", [&] { return b.seq({b.literal("\""), b.star(string_char()), b.literal("\"")}); });
   }
   Expr integer_body(bool nonneg) {
-    const Expr digits = b.alt({b.literal("0"), b.seq({b.byte_range('1', '9'), b.star(b.byte_range('0', '9'))})});
+    // At most 16 digits (beyond 2^53 a client's double loses the value).
+    const Expr digits = b.alt({b.literal("0"), b.seq({b.byte_range('1', '9'), b.repeat(b.byte_range('0', '9'), 0, 15)})});
     return nonneg ? digits : b.seq({b.opt(b.literal("-")), digits});
   }
   int integer_rule(bool nonneg) {
@@ -79,13 +81,13 @@ struct SchemaCompiler {
   }
   int number_rule(bool nonneg) {
     return shared(nonneg ? "json_nonneg_number" : "json_number", [&] {
-      const Expr frac = b.seq({b.literal("."), b.plus(b.byte_range('0', '9'))});
+      const Expr frac = b.seq({b.literal("."), b.repeat(b.byte_range('0', '9'), 1, 16)});
       ByteSet e, sign;
       e.set('e');
       e.set('E');
       sign.set('+');
       sign.set('-');
-      const Expr exp = b.seq({b.bytes(e), b.opt(b.bytes(sign)), b.plus(b.byte_range('0', '9'))});
+      const Expr exp = b.seq({b.bytes(e), b.opt(b.bytes(sign)), b.repeat(b.byte_range('0', '9'), 1, 2)});
       return b.seq({integer_body(nonneg), b.opt(frac), b.opt(exp)});
     });
   }
