@@ -3,10 +3,11 @@
 // forced function calls with schema-valid arguments, max_output_tokens, and the stateless 400s.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MODEL, client, call } from './helpers.mjs';
+import { MODEL, STRUCT_URL, client, call as callMain } from './helpers.mjs';
 import { SCHEMAS, assertValid } from './schemas.mjs';
 
-const ai = client();
+const ai = client({ baseURL: `${STRUCT_URL}/v1` });
+const call = (path, opts = {}) => callMain(path, { base: STRUCT_URL, ...opts });
 
 test('responses.create: text, usage, instructions', async () => {
   const res = await ai.responses.create({

@@ -2,10 +2,11 @@
 # End-to-end tests of `deltaserve serve` through the official OpenAI Node.js SDK, LangChain JS, the
 # Vercel AI SDK, fetch and curl.
 # Usage: tests/e2e/run.sh <path-to-deltaserve>
-# Starts two servers on the tiny model on free loopback ports (the OS picks them: --port 0, read
-# back from the log): "main" (API key, max-model-len 512, 64 sequences) and "small" (one sequence,
-# a queue of one: for 429 and the SIGTERM drain test; --strict-request-fields); runs the Node test files one after the other;
-# stops the servers. Logs are kept under $E2E_LOG_DIR (default: a temp dir, printed on failure).
+# Starts three servers on the tiny model on free loopback ports (the OS picks them: --port 0, read
+# back from the log): "main" (API key, max-model-len 512, 64 sequences), "small" (one sequence, a
+# queue of one: for 429 and the SIGTERM drain test; --strict-request-fields) and "structured" (API
+# key, max-model-len 2048: the structured-output, Responses and framework tests); runs the Node test
+# files one after the other; stops the servers. Logs are kept under $E2E_LOG_DIR (default: a temp dir, printed on failure).
 set -euo pipefail
 BIN=$(realpath "${1:?usage: run.sh <path-to-deltaserve>}")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -56,9 +57,11 @@ start() {
 start main --api-key "$KEY" --max-model-len 512 --max-num-seqs 64 --max-num-batched-tokens 1024 \
   --max-request-bytes 1000000
 start small --max-model-len 512 --max-num-seqs 1 --max-queue 1 --strict-request-fields
+start structured --api-key "$KEY" --max-model-len 2048 --max-num-seqs 16
 
 export DS_E2E_URL="http://127.0.0.1:$PORT_main" DS_E2E_KEY="$KEY" DS_E2E_MODEL=kimi-linear-tiny
 export DS_E2E_SMALL_URL="http://127.0.0.1:$PORT_small" DS_E2E_SMALL_PID="$PID_small"
+export DS_E2E_STRUCT_URL="http://127.0.0.1:$PORT_structured" DS_E2E_STRUCT_LOG="$LOG_DIR/structured.log"
 export DS_E2E_BIN="$BIN" DS_E2E_MODEL_DIR="$MODEL" DS_E2E_TOKENIZER_DIR="$TOKENIZER" DS_E2E_LOG_DIR="$LOG_DIR"
 
 status=0

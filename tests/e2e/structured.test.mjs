@@ -8,10 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { MODEL, URL, client, call, idsOf } from './helpers.mjs';
+import { MODEL, STRUCT_URL, STRUCT_LOG, client, call as callMain, idsOf } from './helpers.mjs';
 import { SCHEMAS, assertValid } from './schemas.mjs';
 
-const ai = client();
+const ai = client({ baseURL: `${STRUCT_URL}/v1` });
+const call = (path, opts = {}) => callMain(path, { base: STRUCT_URL, ...opts });
+const URL = STRUCT_URL;
 const messages = [{ role: 'user', content: 'Answer in JSON.' }];
 const MAX = 300;
 
@@ -170,11 +172,20 @@ test('logit_bias, allowed_token_ids and min_tokens shape the tokens', async () =
   assert.deepEqual(idsOf(r.choices[0].logprobs.tokens), [1000, 1000, 1000, 1000, 1000, 1000]);
   r = await ai.completions.create({ ...base, allowed_token_ids: [300, 301] });
   for (const id of idsOf(r.choices[0].logprobs.tokens)) assert.ok(id === 300 || id === 301, String(id));
-  // min_tokens: EOS is masked until 5 tokens (an EOS forced by bias would otherwise end it at once).
+  // min_tokens: EOS is masked until 5 tokens were generated; an EOS forced by bias otherwise ends
+  // the output at once. (The EOS itself counts as a generated token, as in vLLM.)
   const eos = JSON.parse(readFileSync(`${process.env.DS_E2E_MODEL_DIR}/config.json`, 'utf8')).eos_token_id;
-  r = await ai.completions.create({ ...base, max_tokens: 8, min_tokens: 5, logit_bias: { [eos]: 100 } });
-  assert.equal(r.usage.completion_tokens, 5);
+  r = await ai.completions.create({ ...base, max_tokens: 8, logit_bias: { [eos]: 100 } });
+  assert.equal(r.usage.completion_tokens, 1);
   assert.equal(r.choices[0].finish_reason, 'stop');
+  r = await ai.completions.create({ ...base, max_tokens: 8, min_tokens: 5, logit_bias: { [eos]: 100 } });
+  assert.equal(r.usage.completion_tokens, 6);
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  assert.ok(!idsOf(r.choices[0].logprobs.tokens).slice(0, 5).includes(eos));
+  // bad_words: the token a 100 bias forces is never generated once it is a bad word.
+  const word = (await call('/detokenize', { body: { tokens: [1000] } })).json.prompt;
+  r = await ai.completions.create({ ...base, logit_bias: { 1000: 100 }, bad_words: [word.trim()] });
+  assert.ok(!idsOf(r.choices[0].logprobs.tokens).includes(1000), JSON.stringify(r.choices[0].logprobs.tokens));
 });
 
 test('unknown request fields are ignored with one warning per field name', async () => {
@@ -182,7 +193,7 @@ test('unknown request fields are ignored with one warning per field name', async
     const r = await call('/v1/chat/completions', { body: { messages, max_tokens: 2, frobnicate_e2e: i, nested_x: { a: 1 } } });
     assert.equal(r.status, 200, r.text);
   }
-  const log = readFileSync(`${process.env.DS_E2E_LOG_DIR}/main.log`, 'utf8');
+  const log = readFileSync(STRUCT_LOG, 'utf8');
   const warnings = log.split('\n').filter((l) => l.includes("unrecognized request field 'frobnicate_e2e'"));
   assert.equal(warnings.length, 1, `warnings: ${warnings.join('\n')}`);
   assert.match(warnings[0], /warn/i);
