@@ -15,6 +15,18 @@ export function assertValid(schema, value, what = 'value') {
   }
 }
 
+// For an object schema whose properties are all required: the output's keys are in the schema's
+// order (the server must hand the engine the schema as the client wrote it, not with sorted keys).
+export function assertKeyOrder(schema, value, what = 'value') {
+  if (schema.type !== 'object' || !schema.properties || !value || typeof value !== 'object') return;
+  const keys = Object.keys(schema.properties);
+  if (!keys.every((k) => schema.required?.includes(k))) return;
+  const got = Object.keys(value);
+  if (JSON.stringify(got) !== JSON.stringify(keys)) {
+    throw new Error(`${what}: keys ${JSON.stringify(got)}, the schema's order is ${JSON.stringify(keys)}`);
+  }
+}
+
 const str = (max, extra = {}) => ({ type: 'string', maxLength: max, ...extra });
 
 export const SCHEMAS = [

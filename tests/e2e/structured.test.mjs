@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { MODEL, STRUCT_URL, STRUCT_LOG, client, call as callMain, idsOf } from './helpers.mjs';
-import { SCHEMAS, assertValid } from './schemas.mjs';
+import { SCHEMAS, assertValid, assertKeyOrder } from './schemas.mjs';
 
 const ai = client({ baseURL: `${STRUCT_URL}/v1` });
 const call = (path, opts = {}) => callMain(path, { base: STRUCT_URL, ...opts });
@@ -25,7 +25,9 @@ for (const [name, schema] of SCHEMAS) {
     });
     const c = res.choices[0];
     assert.equal(c.finish_reason, 'stop', `the output ended before the document did: ${c.message.content}`);
-    assertValid(schema, JSON.parse(c.message.content), name);
+    const value = JSON.parse(c.message.content);
+    assertValid(schema, value, name);
+    assertKeyOrder(schema, value, name);
   });
 }
 

@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "engine/engine.h"
 #include "server/api_error.h"
 #include "server/openai_request.h"
 #include "server/responses_request.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ds::server {
 namespace {
@@ -183,6 +186,73 @@ TEST(StructuredRequest, ResponsesApiFields) {
   auto r = parse_responses_request({{"input", "x"}, {"max_output_tokens", 7}, {"temperature", 0}}, kVocab);
   EXPECT_EQ(r.chat.opt.max_tokens, 7);
   EXPECT_EQ(r.chat.opt.sampling.temperature, 0.0f);
+}
+
+// Compiles what a body asks for; the ApiError when it throws one.
+std::optional<ApiError> compile_error(const json& body) {
+  auto req = parse_chat_request(body, kVocab);
+  try {
+    compile_output_constraint(req.opt.constraint, body.dump());
+  } catch (const ApiError& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+TEST(StructuredRequest, ConstraintsCompileOrAre400sNamingTheField) {
+  auto req = parse_chat_request(chat({}), kVocab);
+  EXPECT_EQ(compile_output_constraint(req.opt.constraint, "{}"), nullptr);
+  for (const json& ok : {chat({{"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", kSchema}}}}}}),
+                         chat({{"guided_json", kSchema.dump()}}), chat({{"guided_regex", "[a-z]{2,4}"}}),
+                         chat({{"structured_outputs", {{"grammar", "root ::= \"a\" | \"b\""}}}}),
+                         chat({{"tools", kTools}, {"tool_choice", "required"}})}) {
+    auto r = parse_chat_request(ok, kVocab);
+    EXPECT_NE(compile_output_constraint(r.opt.constraint, ok.dump()), nullptr) << ok.dump();
+  }
+  auto e = compile_error(chat({{"response_format",
+                                {{"type", "json_schema"},
+                                 {"json_schema", {{"schema", {{"type", "object"}, {"patternProperties", json::object()}}}}}}}}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400);
+  EXPECT_EQ(e->param, "response_format");
+  EXPECT_NE(std::string(e->what()).find("patternProperties"), std::string::npos) << e->what();
+  e = compile_error(chat({{"guided_regex", "(unclosed"}}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "guided_regex");
+  e = compile_error(chat({{"structured_outputs", {{"grammar", "root ::= \"a"}}}}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "structured_outputs.grammar");
+  json bad_tool = kTools;
+  bad_tool[0]["function"]["parameters"]["properties"]["a"]["maximum"] = 5;
+  e = compile_error(chat({{"tools", bad_tool}, {"tool_choice", "required"}}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "tool_choice");
+}
+
+TEST(StructuredRequest, TokenControlsReachTheEngineRequest) {
+  auto tok = Tokenizer::from_dir(DS_FIXTURES_DIR "/tiny/tokenizer");
+  TokenControls t;
+  t.logit_bias = {{5, 2.5f}};
+  t.allowed_token_ids = {7, 8};
+  t.min_tokens = 3;
+  t.bad_words = {"hello"};
+  GenerationRequest r;
+  r.max_tokens = 10;
+  apply_token_controls(t, *tok, &r);
+  EXPECT_EQ(r.logit_bias, t.logit_bias);
+  EXPECT_EQ(r.allowed_token_ids, t.allowed_token_ids);
+  EXPECT_EQ(r.min_tokens, 3);
+  // The word as written and after a space (vLLM's rule), as plain text.
+  ASSERT_EQ(r.bad_words.size(), 2u);
+  EXPECT_EQ(r.bad_words[0], tok->encode("hello", false));
+  EXPECT_EQ(r.bad_words[1], tok->encode(" hello", false));
+  r.max_tokens = 2;
+  try {
+    apply_token_controls(t, *tok, &r);
+    FAIL() << "min_tokens beyond max_tokens was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.param, "min_tokens");
+  }
 }
 
 }  // namespace
