@@ -223,7 +223,7 @@ TEST(StructuredRequest, ConstraintsCompileOrAre400sNamingTheField) {
   ASSERT_TRUE(e);
   EXPECT_EQ(e->param, "structured_outputs.grammar");
   json bad_tool = kTools;
-  bad_tool[0]["function"]["parameters"]["properties"]["a"]["maximum"] = 5;
+  bad_tool[0]["function"]["parameters"]["patternProperties"] = json::object();
   e = compile_error(chat({{"tools", bad_tool}, {"tool_choice", "required"}}));
   ASSERT_TRUE(e);
   EXPECT_EQ(e->param, "tool_choice");
