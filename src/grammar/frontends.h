@@ -17,6 +17,8 @@ int json_any_object_rule(GrammarBuilder& b);
 // json_string: the regex describes a JSON string's value; characters that JSON escapes are emitted as their
 // escape sequences (what goes between the quotes).
 GrammarBuilder::Expr regex_expr(GrammarBuilder& b, std::string_view pattern, bool json_string = false);
+// The decimal integers in [lo, hi] (no leading zeros; |lo|, |hi| < 10^18).
+GrammarBuilder::Expr integer_range(GrammarBuilder& b, int64_t lo, int64_t hi);
 // Parses the GBNF-like dialect; returns the rule `root`.
 int ebnf_rules(GrammarBuilder& b, std::string_view text);
 

@@ -4,6 +4,7 @@
 // mode). Numbers have at most 16 integer and 16 fraction digits and a two-digit exponent (what a
 // double holds; unbounded digits overflow clients' parsers). Shared pieces (string, number, any value) are rules of their own so that their token masks are
 // cached across grammars.
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
@@ -25,7 +26,7 @@ const std::set<std::string>& known_keywords() {
       "type", "properties", "required", "additionalProperties", "enum", "const", "items", "prefixItems",
       "minItems", "maxItems", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "format", "pattern",
       "minLength", "maxLength", "title", "description", "default", "examples", "$schema", "$id", "$comment",
-      "nullable", "minimum", "strict", "readOnly", "writeOnly", "deprecated", "propertyOrdering"};
+      "nullable", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "strict", "readOnly", "writeOnly", "deprecated", "propertyOrdering"};
   return k;
 }
 
@@ -199,17 +200,51 @@ struct SchemaCompiler {
     return b.alt(std::move(alts));
   }
 
-  bool nonneg(const ojson& s, const std::string& path) {
-    if (!s.contains("minimum")) return false;
-    if (!s["minimum"].is_number() || s["minimum"].get<double>() != 0.0)
-      unsupported("minimum other than 0", path);
-    return true;
+  static constexpr int64_t kMaxInt = 9999999999999999;  // 16 digits, as the unbounded integers
+
+  double bound(const ojson& s, const char* k, const std::string& path) {
+    if (!s[k].is_number()) unsupported(fmt::format("non-numeric '{}'", k), path);
+    const double v = s[k].get<double>();
+    if (!(v > -1e16 && v < 1e16)) unsupported(fmt::format("'{}' beyond 16 digits", k), path);
+    return v;
+  }
+  Expr integer_of(const ojson& s, const std::string& path) {
+    const bool bounded = s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") ||
+                         s.contains("exclusiveMaximum");
+    if (!bounded) return b.ref(integer_rule(false));
+    int64_t lo = -kMaxInt, hi = kMaxInt;
+    if (s.contains("minimum")) lo = std::max(lo, int64_t(std::ceil(bound(s, "minimum", path))));
+    if (s.contains("exclusiveMinimum")) lo = std::max(lo, int64_t(std::floor(bound(s, "exclusiveMinimum", path))) + 1);
+    if (s.contains("maximum")) hi = std::min(hi, int64_t(std::floor(bound(s, "maximum", path))));
+    if (s.contains("exclusiveMaximum")) hi = std::min(hi, int64_t(std::ceil(bound(s, "exclusiveMaximum", path))) - 1);
+    if (lo > hi) fail("json_schema: the integer range at {} is empty", path.empty() ? "/" : path);
+    if (lo == 0 && hi == kMaxInt) return b.ref(integer_rule(true));
+    const int r = b.fresh_rule("int_range");
+    b.define(r, integer_range(b, lo, hi));
+    return b.ref(r);
+  }
+  Expr number_of(const ojson& s, const std::string& path) {
+    for (const char* k : {"maximum", "exclusiveMaximum"})
+      if (s.contains(k)) unsupported(fmt::format("'{}' on a number (integers only)", k), path);
+    const bool min0 = s.contains("minimum") && bound(s, "minimum", path) == 0.0;
+    const bool xmin0 = s.contains("exclusiveMinimum") && bound(s, "exclusiveMinimum", path) == 0.0;
+    if ((s.contains("minimum") && !min0) || (s.contains("exclusiveMinimum") && !xmin0))
+      unsupported("a number bound other than minimum 0 / exclusiveMinimum 0", path);
+    if (xmin0) {  // positive: no sign, not all zeros, no exponent
+      return b.ref(shared("json_positive_number", [&] {
+        const Expr d = b.byte_range('0', '9');
+        const Expr whole = b.seq({b.byte_range('1', '9'), b.repeat(d, 0, 15), b.opt(b.seq({b.literal("."), b.repeat(d, 1, 16)}))});
+        const Expr fraction = b.seq({b.literal("0."), b.repeat(d, 0, 15), b.byte_range('1', '9')});
+        return b.alt({whole, fraction});
+      }));
+    }
+    return b.ref(number_rule(min0));
   }
 
   Expr of_type(const ojson& s, const std::string& t, const std::string& path) {
     if (t == "string") return string_of(s, path);
-    if (t == "integer") return b.ref(integer_rule(nonneg(s, path)));
-    if (t == "number") return b.ref(number_rule(nonneg(s, path)));
+    if (t == "integer") return integer_of(s, path);
+    if (t == "number") return number_of(s, path);
     if (t == "boolean") return b.alt({b.literal("true"), b.literal("false")});
     if (t == "null") return b.literal("null");
     if (t == "object") return object_of(s, path);

@@ -129,8 +129,8 @@ TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
   DS_REQUIRE_GPU();
   const int V = 163840, rows = 24;
   const SeqPenalties history({5, 7, 9}, {7, 11, 11}, V);
-  std::vector<SampleParams> ps(size_t(rows));
-  std::vector<const SeqPenalties*> pens(size_t(rows), nullptr);
+  std::vector<SampleParams> ps(static_cast<size_t>(rows));
+  std::vector<const SeqPenalties*> pens(static_cast<size_t>(rows), nullptr);
   StepMasks masks(rows, V);
   std::mt19937 rng(5);
   for (int r = 0; r < rows; ++r) {

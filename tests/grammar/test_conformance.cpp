@@ -45,6 +45,13 @@ TEST(JsonSchema, Conformance) {
       {R"({"type":"object","additionalProperties":true})", {R"({})", R"({"k":[1,{"z":null}],"j":"s"})"}, {R"({"k"})"}},
       {R"({"type":"integer","minimum":0})", {"0", "17", "1234567890123456"}, {"-1", "12345678901234567"}},
       {R"({"type":"number"})", {"1.5e10", "-0.0000000000000001"}, {"1e100", "1.00000000000000001"}},
+      {R"({"type":"integer","minimum":-15,"maximum":208})",
+       {"-15", "-9", "-1", "0", "7", "10", "99", "100", "199", "200", "208"},
+       {"-16", "-0", "209", "300", "1000", "007", "-150"}},
+      {R"({"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":1000})", {"1", "999", "500"}, {"0", "1000", "-1"}},
+      {R"({"type":"integer","minimum":18})", {"18", "19", "20", "100", "1234567890"}, {"17", "9", "0", "-18"}},
+      {R"({"type":"integer","maximum":-3})", {"-3", "-10", "-99999"}, {"-2", "0", "3"}},
+      {R"({"type":"number","exclusiveMinimum":0})", {"0.5", "3", "12.25", "0.001"}, {"0", "0.0", "-1", "0.000"}},
       {R"({"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}]})", {R"(["a",1])"}, {R"(["a"])", R"([1,"a"])"}},
       {R"({"allOf":[{"type":"boolean"}]})", {"true"}, {"1"}},
       {R"(true)", {"1", R"({"a":[true,null,"x",-1.5e10]})", "[]"}, {"tru", "{]"}},
@@ -87,7 +94,8 @@ TEST(JsonSchema, UnsupportedKeywordIsNamed) {
   };
   expect_error(R"({"type":"object","properties":{"a":{"type":"string","patternProperties":{}}}})", "'patternProperties'");
   expect_error(R"({"type":"object","properties":{"a":{"type":"string","patternProperties":{}}}})", "/properties/a");
-  expect_error(R"({"type":"integer","maximum":5})", "'maximum'");
+  expect_error(R"({"type":"number","maximum":5})", "'maximum'");
+  expect_error(R"({"type":"integer","minimum":5,"maximum":4})", "empty");
   expect_error(R"({"type":"string","format":"color"})", "format 'color'");
   expect_error(R"({"$ref":"http://x/y"})", "$ref");
   expect_error(R"({"$ref":"#/$defs/missing"})", "does not resolve");

@@ -27,7 +27,8 @@ std::vector<std::shared_ptr<const Grammar>> grammars() {
   out.push_back(schema_grammar(R"({"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer"},
     "tags":{"type":"array","items":{"type":"string"},"maxItems":2},"ok":{"type":"boolean"}},"required":["name","n"]})"));
   out.push_back(schema_grammar(R"({"type":"object","properties":{"x":{"anyOf":[{"type":"number"},{"type":"null"}]},
-    "e":{"enum":["a\"b","c"]}},"required":["x","e"]})"));
+    "r":{"type":"integer","minimum":-15,"maximum":208},
+    "e":{"enum":["a\"b","c"]}},"required":["x","r","e"]})"));
   ConstraintSpec js;
   js.kind = ConstraintSpec::Kind::JsonObject;
   out.push_back(compile_constraint(js));
