@@ -17,13 +17,13 @@ import { assertValid } from './schemas.mjs';
 
 const MAX = 300;
 
-// Bounded strings: a random model closes a string only when the constraint makes it. (No
-// z.number().int(): zod writes it as maximum 2^53-1, a bound the grammar engine does not take.)
+// Bounded strings: a random model closes a string only when the constraint makes it.
+// z.number().int() is written by zod with minimum/maximum ±(2^53-1): integer ranges must be supported.
 const Person = z.object({
   name: z.string().max(12),
   role: z.enum(['admin', 'user', 'guest']),
   active: z.boolean(),
-  age: z.number().min(0),
+  age: z.number().int().min(0),
 });
 const personSchema = z.toJSONSchema(Person);
 

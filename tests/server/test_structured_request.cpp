@@ -200,7 +200,7 @@ std::optional<ApiError> compile_error(const json& body) {
 }
 
 TEST(StructuredRequest, ConstraintsCompileOrAre400sNamingTheField) {
-  auto req = parse_chat_request(chat({}), kVocab);
+  auto req = parse_chat_request(chat(json::object()), kVocab);
   EXPECT_EQ(compile_output_constraint(req.opt.constraint, "{}"), nullptr);
   for (const json& ok : {chat({{"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", kSchema}}}}}}),
                          chat({{"guided_json", kSchema.dump()}}), chat({{"guided_regex", "[a-z]{2,4}"}}),
