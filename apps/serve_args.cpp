@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 #include <limits>
-#include <nlohmann/json.hpp>
 
 #include "apps/flag_checks.h"
 #include "core/error.h"
@@ -14,20 +13,18 @@ constexpr int kIntMax = std::numeric_limits<int>::max();
 constexpr int64_t kTokensMax = kIntMax;  // token counts and page numbers are int32 in the engine
 constexpr int kDay = 86400;
 
-// --allowed-origins values: origins, or vLLM's spelling, one JSON list ('["https://a.example"]').
+// --allowed-origins values: origins, or vLLM's spelling, one JSON list ('["https://a.example"]'), which
+// CLI11 already splits at its commas into quoted items ('"https://a.example"'): surrounding blanks and
+// quotes are dropped.
 std::vector<std::string> allowed_origins(const std::vector<std::string>& values) {
   std::vector<std::string> out;
-  for (const auto& v : values) {
-    if (v.empty() || v.front() != '[') {
-      out.push_back(v);
-      continue;
-    }
-    nlohmann::json list = nlohmann::json::parse(v, nullptr, false);
-    if (!list.is_array()) fail("--allowed-origins: '{}' is neither an origin nor a JSON list of origins", v);
-    for (const auto& o : list) {
-      if (!o.is_string()) fail("--allowed-origins: '{}' must list strings", v);
-      out.push_back(o.get<std::string>());
-    }
+  for (std::string v : values) {
+    const size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+    v = b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
+    if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
+      v = v.substr(1, v.size() - 2);
+    if (v.empty()) fail("--allowed-origins: an empty origin");
+    out.push_back(v);
   }
   return out;
 }

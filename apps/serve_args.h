@@ -27,7 +27,7 @@ struct ServeArgs {
   double shutdown_timeout = 30.0;
   std::string log_level;
   bool chat_template_specials_in_content = false;
-  bool strict_request_fields = false;                 // unknown request fields: 400 instead of a warning
+  bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
   std::vector<std::string> allowed_origins = {"*"};  // CORS
 };
 

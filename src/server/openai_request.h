@@ -34,9 +34,9 @@ struct SamplingOptions {
   bool ignore_eos = false;
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
-  bool tokens_as_ids = false;  // return_tokens_as_token_ids: logprob tokens as "token_id:N"
-  OutputConstraint constraint;  // response_format / structured_outputs / guided_* / forced tool call
-  TokenControls tokens;         // logit_bias, min_tokens, allowed_token_ids, bad_words
+  bool tokens_as_ids = false;              // return_tokens_as_token_ids: logprob tokens as "token_id:N"
+  OutputConstraint constraint;             // response_format / structured_outputs / guided_* / forced tool call
+  TokenControls tokens;                    // logit_bias, min_tokens, allowed_token_ids, bad_words
   std::shared_ptr<const Grammar> grammar;  // `constraint` compiled by the handler (null: none)
 };
 

@@ -47,8 +47,11 @@ class OutputBuilder {
     if (open_ < 0 || !open_is_message_) open_message();
     json& part = output_[size_t(open_)]["content"][0];
     part["text"] = part["text"].get<std::string>() + delta;
-    send("response.output_text.delta",
-         {{"item_id", item_id()}, {"output_index", open_}, {"content_index", 0}, {"delta", delta}, {"logprobs", json::array()}});
+    send("response.output_text.delta", {{"item_id", item_id()},
+                                        {"output_index", open_},
+                                        {"content_index", 0},
+                                        {"delta", delta},
+                                        {"logprobs", json::array()}});
   }
 
   void call(const ToolCallDelta& d) {
@@ -206,7 +209,8 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
       out.text(text);
     }
     job.set_reported_reason(0, called && c.finish == FinishReason::Stop ? "tool_calls" : finish_reason_str(c.finish));
-    json res = response_object(final_status(c.finish), out.finish(), responses_usage(job), incomplete_details(c.finish));
+    json res =
+        response_object(final_status(c.finish), out.finish(), responses_usage(job), incomplete_details(c.finish));
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -250,8 +254,9 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
       },
       [&] { return cancelled() || !error.empty(); });
   if (!error.empty() || !complete) {
-    ApiError e = !error.empty() ? internal_error("generation failed: " + error)
-                                : unavailable("the request was cancelled (the client went away or the server is stopping)");
+    ApiError e = !error.empty()
+                     ? internal_error("generation failed: " + error)
+                     : unavailable("the request was cancelled (the client went away or the server is stopping)");
     emit("error", {{"code", e.type}, {"message", e.what()}, {"param", nullptr}});
   } else {
     const char* status = final_status(finish);

@@ -13,8 +13,7 @@ namespace {
 // Message content: a string, or parts of type input_text / output_text (/ text) joined as chat text parts.
 json message_content(const json& content, const std::string& at) {
   if (content.is_string()) return content;
-  if (!content.is_array())
-    throw bad_request(fmt::format("'{}' must be a string or an array of content parts", at), at);
+  if (!content.is_array()) throw bad_request(fmt::format("'{}' must be a string or an array of content parts", at), at);
   json parts = json::array();
   for (size_t j = 0; j < content.size(); ++j) {
     const json& p = content[j];
@@ -27,9 +26,9 @@ json message_content(const json& content, const std::string& at) {
     } else if (type == "refusal") {
       parts.push_back({{"type", "text"}, {"text", string_field(p, "refusal", where + ".refusal").value_or("")}});
     } else {
-      throw bad_request(fmt::format("'{}': content type '{}' is not supported (only input_text and output_text)",
-                                    where, type),
-                        where + ".type");
+      throw bad_request(
+          fmt::format("'{}': content type '{}' is not supported (only input_text and output_text)", where, type),
+          where + ".type");
     }
   }
   return parts;
@@ -146,9 +145,10 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   ResponsesRequest req;
   FieldReader r(body, "", unknown);
   if (r.has("previous_response_id"))
-    throw bad_request("'previous_response_id' is not supported: this server does not keep responses (send the whole "
-                      "conversation in 'input')",
-                      "previous_response_id");
+    throw bad_request(
+        "'previous_response_id' is not supported: this server does not keep responses (send the whole "
+        "conversation in 'input')",
+        "previous_response_id");
   if (r.has("conversation"))
     throw bad_request("'conversation' is not supported: this server does not keep conversations", "conversation");
   if (r.boolean("background").value_or(false))
@@ -199,9 +199,9 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   req.temperature = r.number("temperature", 0.0, 2.0).value_or(1.0);
   req.top_p = r.number("top_p", 0.0, 1.0).value_or(1.0);
   // Fields with the chat meaning (vLLM accepts its sampling extensions here too).
-  for (const char* k : {"model", "stream", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
-                        "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "allowed_token_ids",
-                        "bad_words", "stop", "ignore_eos"})
+  for (const char* k :
+       {"model", "stream", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty",
+        "repetition_penalty", "logit_bias", "min_tokens", "allowed_token_ids", "bad_words", "stop", "ignore_eos"})
     if (const json* v = r.get(k)) chat[k] = *v;
   req.store = r.boolean("store").value_or(false);
   if (const json* md = r.get("metadata")) {

@@ -16,7 +16,7 @@ namespace ds::server {
 struct ResponsesRequest {
   ChatRequest chat;
   // Echoed in the response object as the client sent them (or their defaults).
-  nlohmann::json instructions;  // string or null
+  nlohmann::json instructions;                     // string or null
   nlohmann::json tools = nlohmann::json::array();  // the Responses-format tools
   nlohmann::json tool_choice = "auto";
   nlohmann::json text_format = {{"type", "text"}};

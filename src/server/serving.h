@@ -25,9 +25,9 @@ struct ServingContext {
   EngineClient* engine = nullptr;
   std::shared_ptr<const Tokenizer> tokenizer;
   ServerMetrics* metrics = nullptr;
-  std::vector<std::string> model_names;  // served names; the first is reported in responses
-  std::string model_root;                // the checkpoint directory (/v1/models "root")
-  bool specials_in_content = false;      // ServerOptions::chat_template_specials_in_content
+  std::vector<std::string> model_names;                // served names; the first is reported in responses
+  std::string model_root;                              // the checkpoint directory (/v1/models "root")
+  bool specials_in_content = false;                    // ServerOptions::chat_template_specials_in_content
   const UnknownFieldPolicy* unknown_fields = nullptr;  // lenient or strict (nullptr: strict)
 
   const std::string& model_name() const { return model_names.front(); }

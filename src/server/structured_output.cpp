@@ -19,7 +19,7 @@ namespace {
 
 using Kind = OutputConstraint::Kind;
 
-constexpr double kMaxBias = 100.0;          // OpenAI's range for logit_bias values
+constexpr double kMaxBias = 100.0;           // OpenAI's range for logit_bias values
 constexpr size_t kMaxChoiceCount = 1 << 16;  // guided_choice entries
 constexpr size_t kMaxBadWords = 1 << 12;
 
@@ -183,8 +183,7 @@ TokenControls read_token_controls(FieldReader& r, int vocab_size) {
       long long id = key.empty() ? -1 : std::strtoll(key.c_str(), &end, 10);
       if (key.empty() || *end != '\0' || id < 0 || id >= vocab_size)
         throw bad_request(fmt::format("'logit_bias' key '{}' is not a token id in [0, {})", key, vocab_size), at);
-      if (!seen.insert(id).second)
-        throw bad_request(fmt::format("'logit_bias' names token id {} twice", id), at);
+      if (!seen.insert(id).second) throw bad_request(fmt::format("'logit_bias' names token id {} twice", id), at);
       if (!it->is_number())
         throw bad_request(fmt::format("'{}' must be a number, got {}", at, json_type_name(*it)), at);
       double bias = it->get<double>();
@@ -209,7 +208,8 @@ TokenControls read_token_controls(FieldReader& r, int vocab_size) {
     if (!bw->is_array()) throw bad_request("'bad_words' must be an array of strings", "bad_words");
     if (bw->size() > kMaxBadWords)
       throw bad_request(fmt::format("'bad_words' has more than {} entries", kMaxBadWords), "bad_words");
-    for (size_t i = 0; i < bw->size(); ++i) t.bad_words.push_back(nonempty_string((*bw)[i], fmt::format("bad_words[{}]", i)));
+    for (size_t i = 0; i < bw->size(); ++i)
+      t.bad_words.push_back(nonempty_string((*bw)[i], fmt::format("bad_words[{}]", i)));
   }
   return t;
 }

@@ -33,7 +33,7 @@ struct ToolSchema {
 struct OutputConstraint {
   enum class Kind { None, JsonObject, JsonSchema, Regex, Choice, Grammar, ToolCall };
   Kind kind = Kind::None;
-  std::string field;                 // the request field it came from, for error messages
+  std::string field;  // the request field it came from, for error messages
   // JsonSchema: the schema, and where it is in the request body (a JSON pointer; the value there is
   // the schema or JSON text of it). The grammar engine generates properties in the order the client
   // wrote them, which this parsed copy (keys sorted) has lost: it re-reads the body at schema_at.

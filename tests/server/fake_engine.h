@@ -131,7 +131,7 @@ class FakeEngine : public server::EngineClient {
 
   Script script;
   std::chrono::milliseconds delay{0};
-  int max_live = 0;  // 0: unbounded
+  int max_live = 0;       // 0: unbounded
   int cached_tokens = 0;  // reported as prompt tokens served from a prefix cache
   std::vector<GenerationRequest> submitted;
   std::vector<std::string> aborted;

@@ -12,11 +12,11 @@ const json kMsgs = json::array({{{"role", "user"}, {"content", "hi"}}});
 
 TEST(ApiSurface, UnknownFieldsAreIgnoredByDefaultAndRejectedWhenStrict) {
   ServerFixture lenient;
-  auto r = lenient.post("/v1/chat/completions",
-                        {{"messages", {{{"role", "user"}, {"content", "x"}, {"mood", "happy"}}}},
-                         {"max_tokens", 2},
-                         {"frobnicate", 1},
-                         {"stream_options_x", {{"a", 1}}}});
+  auto r =
+      lenient.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "x"}, {"mood", "happy"}}}},
+                                            {"max_tokens", 2},
+                                            {"frobnicate", 1},
+                                            {"stream_options_x", {{"a", 1}}}});
   EXPECT_EQ(r.status, 200) << r.body;
   r = lenient.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 1}, {"frobnicate", true}});
   EXPECT_EQ(r.status, 200) << r.body;

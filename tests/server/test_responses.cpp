@@ -8,13 +8,11 @@
 namespace ds::test {
 namespace {
 
-const json kTools = json::array({{{"type", "function"},
-                                  {"name", "get_weather"},
-                                  {"description", "Weather of a city"},
-                                  {"parameters",
-                                   {{"type", "object"},
-                                    {"properties", {{"city", {{"type", "string"}}}}},
-                                    {"required", {"city"}}}}}});
+const json kTools = json::array(
+    {{{"type", "function"},
+      {"name", "get_weather"},
+      {"description", "Weather of a city"},
+      {"parameters", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}}}}});
 
 // The events of a Responses stream: "event: TYPE\ndata: {...}" blocks; checks that the two agree.
 std::vector<json> response_events(const std::string& body) {
@@ -72,12 +70,14 @@ TEST(Responses, TextResponse) {
 
 TEST(Responses, InputItemsBecomeTheConversation) {
   ServerFixture f;
-  json input = json::array(
-      {{{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "Weather in Paris?"}}}}},
-       {{"type", "function_call"}, {"call_id", "functions.get_weather:0"}, {"name", "get_weather"},
-        {"arguments", "{\"city\":\"Paris\"}"}},
-       {{"type", "function_call_output"}, {"call_id", "functions.get_weather:0"}, {"output", "Sunny, 21C"}},
-       {{"type", "message"}, {"role", "developer"}, {"content", "Answer in French."}}});
+  json input =
+      json::array({{{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "Weather in Paris?"}}}}},
+                   {{"type", "function_call"},
+                    {"call_id", "functions.get_weather:0"},
+                    {"name", "get_weather"},
+                    {"arguments", "{\"city\":\"Paris\"}"}},
+                   {{"type", "function_call_output"}, {"call_id", "functions.get_weather:0"}, {"output", "Sunny, 21C"}},
+                   {{"type", "message"}, {"role", "developer"}, {"content", "Answer in French."}}});
   auto r = f.post("/v1/responses", {{"input", input}, {"tools", kTools}, {"max_output_tokens", 3}});
   ASSERT_EQ(r.status, 200) << r.body;
   auto sub = f.engine.submitted_copy();
@@ -123,13 +123,21 @@ TEST(Responses, StreamedEventSequence) {
     EXPECT_EQ(ev[i]["sequence_number"], int(i));
     types.push_back(ev[i]["type"]);
   }
-  const std::vector<std::string> expected = {
-      "response.created", "response.in_progress",
-      "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-      "response.output_text.delta", "response.output_text.done", "response.content_part.done", "response.output_item.done",
-      "response.output_item.added", "response.function_call_arguments.delta",
-      "response.function_call_arguments.delta", "response.function_call_arguments.done",
-      "response.output_item.done", "response.completed"};
+  const std::vector<std::string> expected = {"response.created",
+                                             "response.in_progress",
+                                             "response.output_item.added",
+                                             "response.content_part.added",
+                                             "response.output_text.delta",
+                                             "response.output_text.delta",
+                                             "response.output_text.done",
+                                             "response.content_part.done",
+                                             "response.output_item.done",
+                                             "response.output_item.added",
+                                             "response.function_call_arguments.delta",
+                                             "response.function_call_arguments.delta",
+                                             "response.function_call_arguments.done",
+                                             "response.output_item.done",
+                                             "response.completed"};
   EXPECT_EQ(types, expected);
   EXPECT_EQ(ev[0]["response"]["status"], "in_progress");
   EXPECT_EQ(ev[4]["delta"], "Let me ");

@@ -98,13 +98,11 @@ TEST(StructuredRequest, BadConstraintsNameTheField) {
   EXPECT_EQ(error_param(chat({{"structured_outputs", {{"structural_tag", "{}"}}}})),
             "structured_outputs.structural_tag");
   // Two sources at once.
-  EXPECT_EQ(error_param(chat({{"response_format", {{"type", "json_object"}}}, {"guided_regex", "a"}})),
-            "guided_regex");
+  EXPECT_EQ(error_param(chat({{"response_format", {{"type", "json_object"}}}, {"guided_regex", "a"}})), "guided_regex");
 }
 
-const json kTools = json::array(
-    {{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", kSchema}}}},
-     {{"type", "function"}, {"function", {{"name", "g"}}}}});
+const json kTools = json::array({{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", kSchema}}}},
+                                 {{"type", "function"}, {"function", {{"name", "g"}}}}});
 
 TEST(StructuredRequest, ForcedToolCalls) {
   auto c = parse_chat_request(chat({{"tools", kTools}, {"tool_choice", "required"}}), kVocab).opt.constraint;
@@ -128,9 +126,9 @@ TEST(StructuredRequest, ForcedToolCalls) {
             Kind::ToolCall);
   for (const char* none : {"auto", "none"})
     EXPECT_FALSE(parse_chat_request(chat({{"tools", kTools}, {"tool_choice", none}}), kVocab).opt.constraint.active());
-  EXPECT_EQ(error_param(chat({{"tools", kTools},
-                              {"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}})),
-            "tool_choice");
+  EXPECT_EQ(
+      error_param(chat({{"tools", kTools}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}})),
+      "tool_choice");
   EXPECT_EQ(error_param(chat({{"tools", kTools}, {"tool_choice", "required"}, {"guided_regex", "a"}})), "tool_choice");
 }
 
@@ -209,9 +207,10 @@ TEST(StructuredRequest, ConstraintsCompileOrAre400sNamingTheField) {
     auto r = parse_chat_request(ok, kVocab);
     EXPECT_NE(compile_output_constraint(r.opt.constraint, ok.dump()), nullptr) << ok.dump();
   }
-  auto e = compile_error(chat({{"response_format",
-                                {{"type", "json_schema"},
-                                 {"json_schema", {{"schema", {{"type", "object"}, {"patternProperties", json::object()}}}}}}}}));
+  auto e = compile_error(
+      chat({{"response_format",
+             {{"type", "json_schema"},
+              {"json_schema", {{"schema", {{"type", "object"}, {"patternProperties", json::object()}}}}}}}}));
   ASSERT_TRUE(e);
   EXPECT_EQ(e->status, 400);
   EXPECT_EQ(e->param, "response_format");
