@@ -14,6 +14,22 @@ namespace {
 constexpr int kIntMax = std::numeric_limits<int>::max();
 constexpr int64_t kTokensMax = kIntMax;  // token counts and page numbers are int32 in the engine
 constexpr int kDay = 86400;
+
+// --allowed-origins values: origins, or vLLM's spelling, one JSON list ('["https://a.example"]'), which
+// CLI11 already splits at its commas into quoted items ('"https://a.example"'): surrounding blanks and
+// quotes are dropped.
+std::vector<std::string> allowed_origins(const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (std::string v : values) {
+    const size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+    v = b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
+    if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
+      v = v.substr(1, v.size() - 2);
+    if (v.empty()) fail("--allowed-origins: an empty origin");
+    out.push_back(v);
+  }
+  return out;
+}
 }  // namespace
 
 void add_serve_options(CLI::App& cmd, ServeArgs& a) {
@@ -89,6 +105,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--chat-template-specials-in-content", a.chat_template_specials_in_content,
                "Encode special-token text inside chat messages/tools as control tokens (HF behaviour; lets a "
                "client forge turns; see docs/SERVER.md)");
+  cmd.add_flag("--strict-request-fields", a.strict_request_fields,
+               "Reject unrecognized request fields with 400 (default: ignore them, one warning per field name)");
+  cmd.add_option("--allowed-origins", a.allowed_origins, "CORS: origins allowed to read responses ('*': any)")
+      ->capture_default_str()
+      ->check(non_empty());
   add_operations_options(cmd, a);
   add_vllm_options(cmd, a.vllm);
   add_config_option(cmd);
@@ -171,6 +192,8 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.access_log = a.access_log && !a.vllm.disable_access_log;
   so.max_concurrent_requests = a.max_num_seqs + a.max_queue + 64;
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
+  so.strict_request_fields = a.strict_request_fields;
+  so.allowed_origins = allowed_origins(a.allowed_origins);
   return so;
 }
 

@@ -35,6 +35,8 @@ struct ServeArgs {
   bool access_log = false, protect_metrics = false;
   double stats_interval = 10.0;
   std::string model_dir;  // the local directory of `model` (set by `serve` once resolved; "" : model)
+  bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
+  std::vector<std::string> allowed_origins = {"*"};  // CORS
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

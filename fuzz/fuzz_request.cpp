@@ -1,7 +1,8 @@
 // OpenAI request bodies through the server's endpoint handlers (the functions the HTTP router
-// calls, without HTTP): /v1/chat/completions, /v1/completions, /tokenize and /detokenize. The
-// engine is a stub that refuses every submission (429), so a body goes through everything before
-// generation: JSON parsing, field validation, the chat template, tokenization and the length check.
+// calls, without HTTP): /v1/chat/completions, /v1/completions, /v1/responses, /tokenize and
+// /detokenize. The engine is a stub that refuses every submission (429), so a body goes through
+// everything before generation: JSON parsing, field validation, the output constraint's grammar
+// compilation, the chat template, tokenization and the length check.
 // Property: a handler either answers or throws ApiError with a 4xx status; anything else (a 500
 // with a library's text, a crash, a sanitizer report) is a finding.
 #include <cstddef>
@@ -79,6 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   req.received = std::chrono::steady_clock::now();
   call("/v1/chat/completions", serve_chat_completions, ctx, req);
   call("/v1/completions", serve_completions, ctx, req);
+  call("/v1/responses", serve_responses, ctx, req);
   call("/tokenize", serve_tokenize, ctx, req);
   call("/detokenize", serve_detokenize, ctx, req);
   return 0;

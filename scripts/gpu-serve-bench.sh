@@ -20,45 +20,8 @@ while (($#)); do
   esac
   shift
 done
-M=/tmp/ds48
-if [[ ! -f $M/tiktoken.model ]]; then
-  mkdir -p $M
-  cp tests/fixtures/kimi-linear-48b-a3b.config.json $M/config.json
-  python3 - "$M" tests/fixtures/tiny/tokenizer <<'PY'
-import base64, json, os, sys
-out, tiny = sys.argv[1], sys.argv[2]
-n_base = 163584  # Kimi's base vocabulary; specials follow at 163584..163841 like the real tokenizer
-with open(os.path.join(out, "tiktoken.model"), "w") as f:
-    for i in range(256):
-        f.write(f"{base64.b64encode(bytes([i])).decode()} {i}\n")
-    for i in range(256, n_base):
-        f.write(f"{base64.b64encode(('<t%d>' % i).encode()).decode()} {i}\n")
-c = json.load(open(os.path.join(tiny, "tokenizer_config.json")))
-shift = n_base - min(int(k) for k in c["added_tokens_decoder"])
-dec = {}
-for k, v in c["added_tokens_decoder"].items():
-    v = dict(v)
-    if v["content"].startswith("<|reserved_token_"):  # reserved names carry their id
-        v["content"] = "<|reserved_token_%d|>" % (int(k) + shift)
-    dec[str(int(k) + shift)] = v
-c["added_tokens_decoder"] = dec
-if "additional_special_tokens" in c:
-    c["additional_special_tokens"] = [t for t in c["additional_special_tokens"] if not t.startswith("<|reserved_token_")]
-json.dump(c, open(os.path.join(out, "tokenizer_config.json"), "w"))
-PY
-fi
-PORT=$((8100 + RANDOM % 800))
-"$BIN" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 \
-    --max-num-seqs 128 --max-num-batched-tokens 8192 --port $PORT "${EXTRA[@]}" > "$OUT/serve_$LABEL.log" 2>&1 &
-SPID=$!
-for i in $(seq 1 240); do
-  curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break
-  kill -0 $SPID 2>/dev/null || break
-  sleep 1
-done
-if ! curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1; then
-  echo "[$LABEL] server did not come up"; tail -20 "$OUT/serve_$LABEL.log"; kill $SPID 2>/dev/null; exit 1
-fi
+source scripts/serve-48b.sh
+start_48b_server "$BIN" "$OUT/serve_$LABEL.log" "${EXTRA[@]}" || { echo "[$LABEL] server did not come up"; exit 1; }
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
 MEM0=$(mem)
 ( while kill -0 $SPID 2>/dev/null; do echo "$(date +%s.%N),$(mem)"; sleep 0.5; done ) > "$OUT/mem_$LABEL.csv" &

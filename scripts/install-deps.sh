@@ -20,7 +20,9 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The OpenAI Node.js SDK drives the end-to-end tests.
-if [[ -f tests/e2e/package.json && ! -d tests/e2e/node_modules ]]; then
-  (cd tests/e2e && npm install --no-audit --no-fund --silent)
+# The end-to-end tests' clients (tests/e2e/package.json, pinned in package-lock.json): the OpenAI
+# Node.js SDK, LangChain JS (@langchain/openai, @langchain/core), the Vercel AI SDK (ai,
+# @ai-sdk/openai), zod, and ajv (the JSON-schema validator that checks structured outputs).
+if [[ -f tests/e2e/package.json ]] && ! node tests/e2e/deps_ok.cjs; then
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi

@@ -94,7 +94,9 @@ class CudaBackend final : public Backend {
     model_->forward(plan.batch);
     StepResult res;
     if (!plan.sampling.empty()) {
-      res.samples = sample(params_of(plan.sampling), penalties_->prepare(plan.sampling));
+      // The engine computed the token masks while the forward ran (it is queued on the stream).
+      if (plan.masks) plan.masks->wait();
+      res.samples = sample(params_of(plan.sampling), penalties_->prepare(plan.sampling), plan.masks.get());
       penalties_->record(plan.sampling, res.samples);
     }
     if (plan.return_logits) get_logits(&res.logits);
@@ -106,7 +108,7 @@ class CudaBackend final : public Backend {
 
  private:
   std::vector<SampleResult> sample(const std::vector<SampleParams>& params,
-                                   const std::vector<const SeqPenalties*>& penalties);
+                                   const std::vector<const SeqPenalties*>& penalties, const StepMasks* masks = nullptr);
   // One sampling launch at start-up on a zeroed logits row, so the sampler's kernels are loaded
   // before serving (lazy module loading takes device memory).
   void warm_up_sampler() {
@@ -115,10 +117,10 @@ class CudaBackend final : public Backend {
     std::vector<SampleParams> params(1);
     params[0].num_logprobs = 1;
     std::vector<SampleResult> out(1);
-    sample_rows(gpu::prepare_sampling_rows(params, {}), params, 0, 1, out);
+    sample_rows(gpu::prepare_sampling_rows(params, {}), params, 0, 1, out, nullptr);
   }
   void sample_rows(const gpu::SamplingRows& prep, const std::vector<SampleParams>& params, int r0, int r1,
-                   std::vector<SampleResult>& out);
+                   std::vector<SampleResult>& out, const StepMasks* masks);
   void get_logits(std::vector<float>* out) {
     size_t n = size_t(model_->num_logit_rows()) * cfg_.vocab_size;
     out->resize(n);
@@ -139,7 +141,8 @@ class CudaBackend final : public Backend {
 // lists together exceed the planned staging, then in consecutive groups of rows (a row's list holds
 // distinct token ids, at most the vocabulary, which the plan always holds).
 std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& params,
-                                              const std::vector<const SeqPenalties*>& penalties) {
+                                              const std::vector<const SeqPenalties*>& penalties,
+                                              const StepMasks* masks) {
   const int rows = model_->num_logit_rows();
   DS_CHECK(int(params.size()) == rows, "sample: {} parameter sets for {} logits rows", params.size(), rows);
   if (rows == 0) return {};
@@ -149,14 +152,19 @@ std::vector<SampleResult> CudaBackend::sample(const std::vector<SampleParams>& p
   DS_CHECK(prep.max_logprobs <= sb.max_logprobs, "sampler: {} top logprobs requested, the plan holds {}",
            prep.max_logprobs, sb.max_logprobs);
   std::vector<SampleResult> out(static_cast<size_t>(rows));
-  for (const auto& [r0, r1] : gpu::sampling_groups(prep, sb.penalty_entries)) sample_rows(prep, params, r0, r1, out);
+  DS_CHECK(!masks || (masks->rows() == rows && masks->vocab() == cfg_.vocab_size),
+           "sampler: token masks of {} x {} for {} rows of {} tokens", masks ? masks->rows() : 0,
+           masks ? masks->vocab() : 0, rows, cfg_.vocab_size);
+  if (masks && !masks->any()) masks = nullptr;
+  for (const auto& [r0, r1] : gpu::sampling_groups(prep, sb.penalty_entries))
+    sample_rows(prep, params, r0, r1, out, masks);
   return out;
 }
 
 // Rows [r0, r1) in one launch: one upload (row parameters, penalty lists), one download (tokens,
 // logprobs, top lists).
 void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<SampleParams>& params, int r0, int r1,
-                              std::vector<SampleResult>& out) {
+                              std::vector<SampleResult>& out, const StepMasks* masks) {
   const gpu::SamplingBuffers& sb = model_->sampling_buffers();
   const int rows = r1 - r0, V = cfg_.vocab_size, max_lp = prep.max_logprobs;
   const int pen0 = prep.rows[size_t(r0)].pen_begin, pen1 = prep.rows[size_t(r1) - 1].pen_end;
@@ -164,7 +172,8 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
   DS_CHECK(n_pen <= size_t(sb.penalty_entries),
            "sampler: row {} has {} penalty entries, the staging planned at start-up holds {}", r0, n_pen,
            sb.penalty_entries);
-  const gpu::SamplingIoLayout io = gpu::SamplingIoLayout::of(rows, n_pen, max_lp);
+  const int mask_words = masks ? masks->words() : 0;
+  const gpu::SamplingIoLayout io = gpu::SamplingIoLayout::of(rows, n_pen, max_lp, mask_words);
   DS_CHECK(io.total <= sb.io_bytes && gpu::sampling_workspace_floats(rows, V) <= sb.work_floats,
            "sampler: {} rows with {} penalty entries and {} logprobs need {} B of staging and {} floats of scratch, "
            "the plan holds {} B and {}",
@@ -175,7 +184,11 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
   for (int r = 0; r < rows; ++r) {  // the group's lists start at 0
     hrows[r] = prep.rows[size_t(r0 + r)];
     hrows[r].pen_begin -= pen0;
+    hrows[r].bias_begin -= pen0;
     hrows[r].pen_end -= pen0;
+    hrows[r].masked = masks && masks->has(r0 + r) ? 1 : 0;
+    if (hrows[r].masked)
+      std::memcpy(h + io.off_mask + size_t(r) * size_t(mask_words) * 4, masks->row(r0 + r), size_t(mask_words) * 4);
   }
   if (n_pen) {
     std::memcpy(h + io.off_tok, prep.pen_tokens.data() + pen0, n_pen * 4);
@@ -191,6 +204,8 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
   sp.row_params = reinterpret_cast<const gpu::SampleRow*>(d);
   sp.pen_tokens = reinterpret_cast<const int32_t*>(d + io.off_tok);
   sp.pen_counts = reinterpret_cast<const int32_t*>(d + io.off_cnt);
+  sp.mask = reinterpret_cast<const uint32_t*>(d + io.off_mask);
+  sp.mask_words = mask_words;
   sp.work = sb.work;
   sp.out_token = reinterpret_cast<int32_t*>(d + io.off_out);
   sp.out_logprob = reinterpret_cast<float*>(d + io.off_out + rows * 4);

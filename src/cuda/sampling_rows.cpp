@@ -1,6 +1,7 @@
 #include "cuda/sampling_rows.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "sampling/rng.h"
@@ -38,6 +39,14 @@ SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
         out.pen_counts.push_back(freq ? c : 0);
       }
     }
+    q.bias_begin = int(out.pen_tokens.size());
+    if (p.logit_bias)
+      for (const auto& [t, bias] : *p.logit_bias) {
+        int32_t bits;
+        std::memcpy(&bits, &bias, 4);
+        out.pen_tokens.push_back(t);
+        out.pen_counts.push_back(bits);
+      }
     q.pen_end = int(out.pen_tokens.size());
   }
   return out;

@@ -22,7 +22,9 @@ struct SamplingRows {
 // params.size() rows; penalties empty (none) or one per row (null: none). A row's list holds its
 // sequence's distinct tokens when it has a repetition penalty (prompt-only tokens with count 0),
 // else only the output tokens with their counts when it has a frequency/presence penalty; the counts
-// are 0 when it has only a repetition penalty. ds::Error for a repetition_penalty <= 0.
+// are 0 when it has only a repetition penalty. Then the row's logit_bias entries (SampleRow::bias_begin;
+// the value's float bits as the count). ds::Error for a repetition_penalty <= 0. Rows are unmasked
+// (SampleRow::masked 0): the backend marks the masked ones when it uploads their bitsets.
 SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
                                    const std::vector<const SeqPenalties*>& penalties);
 

@@ -88,11 +88,12 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   num_active = a.alloc<int32_t>(1);
 }
 
-SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logprobs) {
+SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logprobs, int mask_words) {
   SamplingIoLayout l;
   l.off_tok = align_up(size_t(rows) * sizeof(SampleRow), 256);
   l.off_cnt = l.off_tok + align_up(pen_entries * 4, 256);
-  l.off_out = l.off_cnt + align_up(pen_entries * 4, 256);
+  l.off_mask = l.off_cnt + align_up(pen_entries * 4, 256);
+  l.off_out = l.off_mask + align_up(size_t(rows) * size_t(mask_words) * 4, 256);
   l.total = l.off_out + size_t(rows) * (8 + size_t(max_logprobs) * 8);
   return l;
 }
@@ -138,7 +139,8 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   }
   p.sampling_work = align_up(sampling_workspace_floats(lim.max_logit_rows, c.vocab_size) * sizeof(float), Arena::kAlign);
   p.sampling_io = align_up(
-      SamplingIoLayout::of(lim.max_logit_rows, size_t(lim.sampling_penalty_entries), lim.max_logprobs).total,
+      SamplingIoLayout::of(lim.max_logit_rows, size_t(lim.sampling_penalty_entries), lim.max_logprobs,
+                           (c.vocab_size + 31) / 32).total,
       Arena::kAlign);
   p.expansion = c.num_mla_layers() ? 2 * Arena::kAlign + size_t(lim.mla_expand_keys) * MlaExpansion::bytes_per_row(c, act) : 0;
   return p;
@@ -149,7 +151,7 @@ std::vector<std::string> WorkspacePlan::describe(const ModelConfig& c, DType act
   out.push_back(fmt::format("activations {} ({} tokens per step)", mib(activations), lim.max_tokens));
   out.push_back(fmt::format("logits {} ({} rows x {} fp32)", mib(logits), lim.max_logit_rows, c.vocab_size));
   out.push_back(fmt::format("step metadata {} (device) + {} (pinned host)", mib(meta), mib(meta)));
-  out.push_back(fmt::format("sampling {} scratch + {} staging ({} rows, {} penalty entries, {} logprobs)",
+  out.push_back(fmt::format("sampling {} scratch + {} staging ({} rows, {} penalty entries, {} logprobs, token masks)",
                             mib(sampling_work), mib(sampling_io), lim.max_logit_rows, lim.sampling_penalty_entries,
                             lim.max_logprobs));
   if (c.num_mla_layers())

@@ -40,12 +40,12 @@ struct MlaExpansion {
 };
 
 // Where one sampling launch of `rows` rows keeps its parts in the staging area: the per-row
-// parameters at 0, the penalty tokens and counts (pen_entries each), then the results (token and
-// logprob per row, then max_logprobs top ids and logprobs per row). Uploaded: [0, off_out);
-// downloaded: [off_out, total).
+// parameters at 0, the penalty tokens and counts (pen_entries each), the token masks (mask_words per
+// row; 0 when no row is masked), then the results (token and logprob per row, then max_logprobs top ids
+// and logprobs per row). Uploaded: [0, off_out); downloaded: [off_out, total).
 struct SamplingIoLayout {
-  size_t off_tok = 0, off_cnt = 0, off_out = 0, total = 0;
-  static SamplingIoLayout of(int rows, size_t pen_entries, int max_logprobs);
+  size_t off_tok = 0, off_cnt = 0, off_mask = 0, off_out = 0, total = 0;
+  static SamplingIoLayout of(int rows, size_t pen_entries, int max_logprobs, int mask_words = 0);
 };
 
 // The sampler's buffers (used by CudaBackend's sampling): fp32 scratch for max_rows rows, and one

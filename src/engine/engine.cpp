@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -9,6 +10,7 @@
 #include "core/log.h"
 #include "engine/capacity.h"
 #include "engine/output_builder.h"
+#include "engine/token_controls.h"
 #include "sched/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -93,6 +95,7 @@ struct Active {
   std::string id;
   std::shared_ptr<RequestStream> stream;
   std::unique_ptr<OutputBuilder> builder;
+  std::unique_ptr<TokenControls> controls;  // token masks (grammar, allowed ids, bad words, min_tokens)
   uint64_t sched_id = 0;
   std::chrono::steady_clock::time_point scheduled_at{};  // first time in a step plan
 };
@@ -155,6 +158,9 @@ struct Engine::Impl {
   std::vector<Delivery> outbox;  // pushed after the step's stats are published
   std::unordered_map<std::string, Active> active;
   std::unordered_map<uint64_t, std::string> by_sched_id;
+  std::shared_ptr<const TokenIndex> token_index;  // the grammar's view of the vocabulary (with a tokenizer)
+  MaskWorker mask_worker;
+  std::thread warm;  // warm_token_masks at start
   std::thread loop;
 
   void run();
@@ -162,6 +168,7 @@ struct Engine::Impl {
   void end(const std::string& id, GenerationOutput out);
   void end_with(const std::string& id, FinishReason reason, const std::string& error);
   void step();
+  std::shared_ptr<StepMasks> start_masks(const StepPlan& plan);
   void publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped);
   void deliver();
 };
@@ -203,6 +210,16 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
                  "up to {} tokens)", sc.max_num_batched_tokens, cost.budget(), m.max_len,
                  cost.max_tokens(cost.budget(), m.max_len, sc.max_num_batched_tokens));
   }
+  if (m.tokenizer) {  // the vocabulary trie now, the shared JSON masks in the background
+    m.token_index = make_token_index(*m.tokenizer, m.vocab);
+    m.warm = std::thread([idx = m.token_index] {
+      try {
+        warm_token_masks(*idx);
+      } catch (const std::exception& e) {
+        spdlog::warn("grammar mask warm-up failed: {}", e.what());
+      }
+    });
+  }
   m.loop = std::thread([&m] { m.run(); });
 }
 
@@ -213,6 +230,7 @@ Engine::~Engine() {
   }
   impl_->cv.notify_all();
   if (impl_->loop.joinable()) impl_->loop.join();
+  if (impl_->warm.joinable()) impl_->warm.join();
 }
 
 SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream>* stream,
@@ -242,6 +260,24 @@ SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream
   if (sp.num_logprobs > m.vocab) return reject(SubmitStatus::Invalid, "too many logprobs requested");
   if (!m.tokenizer && (req.detokenize || !req.stop.empty()))
     return reject(SubmitStatus::Invalid, "text output and stop strings need a tokenizer");
+  if (req.grammar && !m.tokenizer) return reject(SubmitStatus::Invalid, "structured output needs a tokenizer");
+  auto bad_id = [&](int32_t t) { return t < 0 || t >= m.vocab; };
+  for (const auto& [t, bias] : req.logit_bias)
+    if (bad_id(t) || !std::isfinite(bias))
+      return reject(SubmitStatus::Invalid, fmt::format("logit_bias: token id {} is outside the vocabulary [0, {}) or its "
+                                                       "bias is not finite", t, m.vocab));
+  for (int32_t t : req.allowed_token_ids)
+    if (bad_id(t))
+      return reject(SubmitStatus::Invalid, fmt::format("allowed_token_ids: {} is outside the vocabulary [0, {})", t, m.vocab));
+  for (const auto& w : req.bad_words) {
+    if (w.empty()) return reject(SubmitStatus::Invalid, "bad_words: an empty token sequence");
+    for (int32_t t : w)
+      if (bad_id(t))
+        return reject(SubmitStatus::Invalid, fmt::format("bad_words: token id {} is outside the vocabulary [0, {})", t, m.vocab));
+  }
+  if (req.min_tokens < 0 || req.min_tokens > req.max_tokens)
+    return reject(SubmitStatus::Invalid, fmt::format("min_tokens must be in [0, max_tokens = {}], got {}", req.max_tokens,
+                                                     req.min_tokens));
 
   std::lock_guard<std::mutex> lk(m.mu);
   if (m.stopping || m.draining) return reject(SubmitStatus::ShuttingDown, "the engine is shutting down");
@@ -333,7 +369,10 @@ void Engine::Impl::admit(Pending p) {
   r.max_tokens = p.req.max_tokens;
   r.stop_token_ids = p.req.stop_token_ids;
   if (!p.req.ignore_eos) r.stop_token_ids.insert(r.stop_token_ids.end(), eos_ids.begin(), eos_ids.end());
+  if (!p.req.logit_bias.empty())
+    r.sampling.logit_bias = std::make_shared<const std::vector<std::pair<int32_t, float>>>(p.req.logit_bias);
   try {
+    a.controls = TokenControls::make(p.req, r.stop_token_ids, vocab, token_index);
     a.builder = std::make_unique<OutputBuilder>(p.req, tokenizer.get());
     a.sched_id = sched->add(std::move(r));
   } catch (const std::exception& e) {
@@ -366,10 +405,13 @@ void Engine::Impl::step() {
   }
   StepResult result;
   try {
+    plan.masks = start_masks(plan);  // filled on the mask worker while the forward runs
     result = backend->execute(plan);
+    mask_worker.wait();
     DS_CHECK(result.samples.size() == plan.sampling.size(), "backend returned {} samples for {} rows",
              result.samples.size(), plan.sampling.size());
   } catch (const std::exception& e) {
+    mask_worker.wait();
     spdlog::error("engine: step failed, ending its {} requests: {}", plan.scheduled.size(), e.what());
     for (const ScheduledSeq& s : plan.scheduled) {
       auto it = by_sched_id.find(s.request_id);
@@ -386,9 +428,13 @@ void Engine::Impl::step() {
     const std::string id = it->second;
     Active& a = active.at(id);
     bool stop_string = false;
+    // A constrained request ends as soon as its grammar is complete and nothing may follow.
+    const bool complete = a.controls && a.controls->on_token(u.sample.token) &&
+                          u.status != RequestStatus::FinishedStopped;
+    if (complete && !is_finished(u.status)) sched->finish(u.request_id, RequestStatus::FinishedStopped);
     GenerationOutput out;
     try {
-      out = a.builder->on_token(u, &stop_string);
+      out = a.builder->on_token(u, &stop_string, complete);
     } catch (const std::exception& e) {  // e.g. a token the tokenizer does not know
       if (!is_finished(u.status)) sched->finish(u.request_id, RequestStatus::FinishedError);
       end(id, a.builder->finish(FinishReason::Error, e.what()));
@@ -404,6 +450,32 @@ void Engine::Impl::step() {
     }
   }
   publish_stats(prompt_tokens, int64_t(updates.size()), true);
+}
+
+// The step's token masks, when some sampled row's request has controls: started on the mask worker
+// (the backend waits for them before sampling; the step thread waits before touching the requests).
+std::shared_ptr<StepMasks> Engine::Impl::start_masks(const StepPlan& plan) {
+  std::vector<std::pair<int, TokenControls*>> rows;
+  for (size_t r = 0; r < plan.sampling.size(); ++r) {
+    auto it = by_sched_id.find(plan.sampling[r].seq_id);
+    if (it == by_sched_id.end()) continue;
+    TokenControls* c = active.at(it->second).controls.get();
+    if (c) rows.emplace_back(int(r), c);
+  }
+  if (rows.empty()) return nullptr;
+  auto masks = std::make_shared<StepMasks>(int(plan.sampling.size()), vocab);
+  mask_worker.run([masks, rows = std::move(rows)] {
+    try {
+      for (const auto& [r, c] : rows) {
+        c->fill(masks->row(r));
+        masks->set_has(r, true);
+      }
+      masks->publish();
+    } catch (...) {
+      masks->publish(std::current_exception());
+    }
+  });
+  return masks;
 }
 
 void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped) {

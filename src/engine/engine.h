@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/capacity.h"
@@ -20,6 +21,7 @@
 namespace ds {
 
 class Tokenizer;
+class Grammar;
 
 struct EngineOptions {
   BackendOptions backend;
@@ -45,6 +47,26 @@ struct GenerationRequest {
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
   bool detokenize = true;              // produce text deltas (needs a tokenizer)
+
+  // Constrained decoding and token controls (docs/STRUCTURED_OUTPUT.md). The server fills them; submit()
+  // checks ids against the vocabulary (SubmitStatus::Invalid with the reason: a 400).
+  // grammar: compile_constraint(spec) (grammar/constraint.h; its ds::Error is the 400); null: none. The
+  // output then follows the grammar token by token, EOS / stop token ids only where it may end, and the
+  // request finishes ("stop") as soon as the grammar is complete and nothing more can follow.
+  std::shared_ptr<const Grammar> grammar;
+  // OpenAI logit_bias ({"id": bias} with string keys → ints; bias in [-100, 100], checked by the server;
+  // ids distinct): added to the logits before sampling.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // vLLM allowed_token_ids: when non-empty only these may be sampled (EOS too only when listed or when
+  // a grammar ends; a constrained request intersects both).
+  std::vector<int32_t> allowed_token_ids;
+  // vLLM bad_words, already tokenized by the server: each word encoded twice, as-is and with a leading
+  // space (vLLM's rule), both sequences listed. A sequence's last token is banned whenever the output so
+  // far ends with the sequence's other tokens (a one-token sequence: always banned).
+  std::vector<std::vector<int32_t>> bad_words;
+  // vLLM min_tokens: EOS and stop_token_ids are masked until this many tokens were generated (stop
+  // strings still apply). Must be <= max_tokens.
+  int min_tokens = 0;
 };
 
 // One update for a request: tokens produced since the last one, their text, and maybe the end.
@@ -56,6 +78,7 @@ struct GenerationOutput {
   std::string stop_reason;             // the stop string or token id that ended it, if any
   std::string error;                   // when finish == Error
   int prompt_tokens = 0;
+  int cached_tokens = 0;               // of prompt_tokens, those served from a prefix cache (0 without one)
   int completion_tokens = 0;           // total so far
   // When the request was first scheduled (its prefill started); unset (epoch) before that. For the
   // queue-time and prefill-time metrics.

@@ -22,7 +22,7 @@ OutputBuilder::~OutputBuilder() = default;
 
 std::string OutputBuilder::text_of(int32_t token) { return detok_ ? detok_->push(token) : std::string(); }
 
-GenerationOutput OutputBuilder::on_token(const RequestUpdate& u, bool* stop_string_hit) {
+GenerationOutput OutputBuilder::on_token(const RequestUpdate& u, bool* stop_string_hit, bool complete) {
   *stop_string_hit = false;
   GenerationOutput out;
   const int32_t token = u.sample.token;
@@ -32,7 +32,7 @@ GenerationOutput OutputBuilder::on_token(const RequestUpdate& u, bool* stop_stri
   out.completion_tokens = ++completion_tokens_;
 
   const bool stop_token = u.status == RequestStatus::FinishedStopped;
-  const bool finished = is_finished(u.status);
+  const bool finished = is_finished(u.status) || complete;
   // The text of a stop token is not part of the output unless asked for (vLLM).
   std::string delta = (stop_token && !include_stop_) ? std::string() : text_of(token);
   if (finished && detok_) delta += detok_->flush();
@@ -44,7 +44,7 @@ GenerationOutput OutputBuilder::on_token(const RequestUpdate& u, bool* stop_stri
     out.stop_reason = m.stop;
   } else if (finished) {
     text += stops_.flush();
-    out.finish = stop_token ? FinishReason::Stop : FinishReason::Length;
+    out.finish = stop_token || complete ? FinishReason::Stop : FinishReason::Length;
     if (stop_token &&
         std::find(user_stop_ids_.begin(), user_stop_ids_.end(), token) != user_stop_ids_.end())
       out.stop_reason = std::to_string(token);

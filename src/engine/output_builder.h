@@ -22,8 +22,9 @@ class OutputBuilder {
   ~OutputBuilder();
 
   // One sampled token and the scheduler's verdict. When *stop_string_hit is set, the output is
-  // final (FinishReason::Stop) and the caller must end the request in the scheduler.
-  GenerationOutput on_token(const RequestUpdate& u, bool* stop_string_hit);
+  // final (FinishReason::Stop) and the caller must end the request in the scheduler. `complete`: the
+  // request's grammar is complete with this token (final, Stop, the token's text kept).
+  GenerationOutput on_token(const RequestUpdate& u, bool* stop_string_hit, bool complete = false);
   // A final output with no new token (abort, error).
   GenerationOutput finish(FinishReason reason, const std::string& error = {});
 

@@ -82,8 +82,10 @@ StepResult CpuBackend::execute(const StepPlan& plan) {
   penalties_->release(plan.released);
   StepResult res;
   model_->forward(plan.batch, *kda_, *mla_, &res.logits, opts_, trace_);
-  if (!plan.sampling.empty())
-    res.samples = sample_rows_cpu(res.logits.data(), cfg_.vocab_size, plan.sampling, *penalties_);
+  if (!plan.sampling.empty()) {
+    if (plan.masks) plan.masks->wait();  // computed by the engine while the forward ran
+    res.samples = sample_rows_cpu(res.logits.data(), cfg_.vocab_size, plan.sampling, *penalties_, plan.masks.get());
+  }
   if (!plan.return_logits) res.logits.clear();
   return res;
 }

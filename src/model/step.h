@@ -4,11 +4,13 @@
 // values: nothing points into the planner's requests.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/forward_batch.h"
 #include "sampling/penalties.h"
 #include "sampling/sampling_params.h"
+#include "sampling/token_mask.h"
 
 namespace ds {
 
@@ -32,6 +34,9 @@ struct StepPlan {
   int num_prefill_tokens = 0;
   int num_decode_tokens = 0;
   bool return_logits = false;          // tests and tools: StepResult::logits gets the rows
+  // Token masks of the sampling rows (null: none constrained). The backend calls masks->wait() before
+  // sampling and samples each row r with masks->has(r) among its allowed tokens only.
+  std::shared_ptr<const StepMasks> masks;
 
   bool empty() const { return scheduled.empty() && batch.seqs.empty(); }
 };

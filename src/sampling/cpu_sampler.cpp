@@ -80,7 +80,8 @@ int32_t draw(const std::vector<float>& x, const SampleParams& p) {
 
 }  // namespace
 
-SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& p, const SeqPenalties* pen) {
+SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& p, const SeqPenalties* pen,
+                            const uint32_t* mask) {
   DS_CHECK(vocab > 0, "sampler: vocab {} <= 0", vocab);
   float mx = -INFINITY;
   for (int i = 0; i < vocab; ++i) {
@@ -91,6 +92,17 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
 
   std::vector<float> x(logits, logits + vocab);
   if (pen && p.penalties()) apply_penalties(x, p, *pen);
+  if (p.logit_bias)
+    for (const auto& [t, bias] : *p.logit_bias)
+      if (t >= 0 && t < vocab) x[size_t(t)] += bias;
+  if (mask) {
+    bool any = false;
+    for (int i = 0; i < vocab; ++i) {
+      if (!StepMasks::allowed(mask, i)) x[size_t(i)] = -INFINITY;
+      else any = true;
+    }
+    DS_CHECK(any, "sampler: the token mask allows no token");
+  }
   SampleResult r;
   r.token = p.greedy() ? argmax(x) : draw(x, p);
 
@@ -112,22 +124,25 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
 }
 
 std::vector<SampleResult> sample_rows_cpu(const float* logits, int vocab, const std::vector<SeqSampling>& rows,
-                                          PenaltyTracker& tracker) {
+                                          PenaltyTracker& tracker, const StepMasks* masks) {
   const auto penalties = tracker.prepare(rows);
-  auto out = sample_cpu(logits, int(rows.size()), vocab, params_of(rows), penalties);
+  auto out = sample_cpu(logits, int(rows.size()), vocab, params_of(rows), penalties, masks);
   tracker.record(rows, out);
   return out;
 }
 
 std::vector<SampleResult> sample_cpu(const float* logits, int rows, int vocab, const std::vector<SampleParams>& params,
-                                     const std::vector<const SeqPenalties*>& penalties) {
+                                     const std::vector<const SeqPenalties*>& penalties, const StepMasks* masks) {
   DS_CHECK(int(params.size()) == rows, "sampler: {} parameter sets for {} rows", params.size(), rows);
   DS_CHECK(penalties.empty() || penalties.size() == params.size(), "sampler: {} penalty states for {} rows",
            penalties.size(), rows);
+  DS_CHECK(!masks || (masks->rows() == rows && masks->vocab() == vocab), "sampler: masks of {} x {} for {} x {} logits",
+           masks ? masks->rows() : 0, masks ? masks->vocab() : 0, rows, vocab);
   std::vector<SampleResult> out(static_cast<size_t>(rows));
   parallel_for(size_t(rows), [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i)
-      out[i] = sample_row_cpu(logits + i * size_t(vocab), vocab, params[i], penalties.empty() ? nullptr : penalties[i]);
+      out[i] = sample_row_cpu(logits + i * size_t(vocab), vocab, params[i], penalties.empty() ? nullptr : penalties[i],
+                              masks && masks->has(int(i)) ? masks->row(int(i)) : nullptr);
   });
   return out;
 }

@@ -2,6 +2,7 @@
 // the penalties read is not here: it is kept per sequence by the sampler (sampling/penalties.h).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,10 @@ struct SampleParams {
   uint64_t seed = 0;               // with `step`, fixes the random draw (reproducible per request)
   uint64_t step = 0;               // index of the token being sampled within the request
   int num_logprobs = -1;           // < 0: none; 0: the sampled token's; k: also the top k
+  // OpenAI logit_bias: (token id, bias) pairs, ids in range and distinct, each bias added to the raw logit
+  // before penalties and sampling (logprobs stay those of the raw logits). The engine sets it from
+  // GenerationRequest::logit_bias; null or empty: none.
+  std::shared_ptr<const std::vector<std::pair<int32_t, float>>> logit_bias;
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
   // Whether sampling needs the sequence's token history (sampling/penalties.h).
   bool penalties() const {

@@ -72,9 +72,10 @@ const char* reported_finish(FinishReason f, bool called_tools) {
 
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const Tokenizer& tok = *ctx.tokenizer;
-  ChatRequest req = parse_chat_request(parse_json_body(http.body), ctx.vocab_size());
+  ChatRequest req = parse_chat_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
+  opt.grammar = compile_output_constraint(opt.constraint, http.body);
   const bool parse_tools = req.parse_tool_calls();
   // The tool-call markers are special tokens: keep them in the text for the parser.
   if (parse_tools) opt.skip_special_tokens = false;
@@ -137,7 +138,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
     }
     json res = {{"id", id},           {"object", "chat.completion"},
                 {"created", created}, {"model", model},
-                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+                {"choices", choices}, {"usage", job.usage()}};
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -193,7 +194,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
         if (delta.empty() && lp.is_null() && finish.is_null()) return;
         json c = chunk(size_t(i), std::move(delta), std::move(lp), finish);
         if (o.finished()) c["choices"][0]["stop_reason"] = stop_reason_json(opt, o.finish, o.stop_reason);
-        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens);
+        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens, o.cached_tokens);
         w.write(sse_event(c));
       },
       [&] { return cancelled() || !error.empty(); });
@@ -205,7 +206,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
               {"created", created},
               {"model", model},
               {"choices", json::array()},
-              {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+              {"usage", job.usage()}};
     w.write(sse_event(c));
   }
   w.write(kSseDone);

@@ -23,9 +23,10 @@ const char* reported_finish(FinishReason f) { return finish_reason_str(f); }
 
 void serve_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const Tokenizer& tok = *ctx.tokenizer;
-  CompletionRequest req = parse_completion_request(parse_json_body(http.body), ctx.vocab_size());
-  const SamplingOptions& opt = req.opt;
+  CompletionRequest req = parse_completion_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
+  SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
+  opt.grammar = compile_output_constraint(opt.constraint, http.body);
 
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> prompt_texts;  // for echo
@@ -85,7 +86,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
     }
     json res = {{"id", id},           {"object", "text_completion"},
                 {"created", created}, {"model", model},
-                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+                {"choices", choices}, {"usage", job.usage()}};
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -111,7 +112,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
                        {"finish_reason", o.finished() ? json(reported_finish(o.finish)) : json(nullptr)}};
         if (o.finished()) choice["stop_reason"] = stop_reason_json(opt, o.finish, o.stop_reason);
         json c = chunk(json::array({choice}));
-        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens);
+        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens, o.cached_tokens);
         w.write(sse_event(c));
       },
       [&] { return cancelled() || !error.empty(); });
@@ -119,7 +120,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
     w.write(sse_event(json::parse(error_body(internal_error("generation failed: " + error)))));
   } else if (complete && opt.include_usage) {
     json c = chunk(json::array());
-    c["usage"] = usage_json(job.prompt_tokens_total(), job.completion_tokens_total());
+    c["usage"] = job.usage();
     w.write(sse_event(c));
   }
   w.write(kSseDone);

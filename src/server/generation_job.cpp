@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "server/api_error.h"
+#include "server/openai_response.h"
 
 namespace ds::server {
 
@@ -69,6 +70,7 @@ void GenerationJob::take(int i, const GenerationOutput& out,
   }
   c.completion_tokens = std::max(c.completion_tokens, out.completion_tokens);
   if (out.prompt_tokens > 0) c.prompt_tokens = out.prompt_tokens;
+  c.cached_tokens = std::max(c.cached_tokens, out.cached_tokens);
   if (out.finished()) {
     c.finish = out.finish;
     c.stop_reason = out.stop_reason;
@@ -166,6 +168,16 @@ int GenerationJob::completion_tokens_total() const {
   int n = 0;
   for (const auto& c : choices_) n += c.completion_tokens;
   return n;
+}
+
+int GenerationJob::cached_tokens_total() const {
+  int n = 0;
+  for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].cached_tokens;
+  return n;
+}
+
+nlohmann::json GenerationJob::usage() const {
+  return usage_json(prompt_tokens_total(), completion_tokens_total(), cached_tokens_total());
 }
 
 }  // namespace ds::server

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct ChoiceState {
   std::string request_id;
   std::shared_ptr<OutputStream> stream;
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // GenerationOutput::cached_tokens (usage.prompt_tokens_details.cached_tokens)
   int completion_tokens = 0;
   FinishReason finish = FinishReason::None;
   std::string stop_reason;
@@ -58,6 +60,9 @@ class GenerationJob {
   const std::vector<ChoiceState>& choices() const { return choices_; }
   int prompt_tokens_total() const;  // counted once per prompt (choices of a prompt share it)
   int completion_tokens_total() const;
+  int cached_tokens_total() const;  // like prompt_tokens_total()
+  // The usage object of the whole job (prompt, completion and cached-prompt token counts).
+  nlohmann::json usage() const;
   // Marks a choice's reported finish reason for the metrics (e.g. "tool_calls").
   void set_reported_reason(int choice, std::string reason);
   void set_prompts_per_choice(int n) { n_per_prompt_ = n; }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/log.h"
 #include "server/api_error.h"
 
 namespace ds::server {
@@ -35,7 +36,31 @@ std::optional<std::string> string_field(const nlohmann::json& obj, const char* k
   return v->get<std::string>();
 }
 
-FieldReader::FieldReader(const nlohmann::json& obj, std::string where) : obj_(obj), where_(std::move(where)) {}
+bool UnknownFieldPolicy::warn_once(const std::string& name) const {
+  std::string key;  // the name without array indices
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '[') {
+      size_t close = name.find(']', i);
+      if (close != std::string::npos) {
+        key += "[]";
+        i = close;
+        continue;
+      }
+    }
+    key += name[i];
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!warned_.insert(key).second) return false;
+  }
+  spdlog::warn("ignoring the unrecognized request field '{}' (logged once per field name; "
+               "--strict-request-fields makes it an error)",
+               key);
+  return true;
+}
+
+FieldReader::FieldReader(const nlohmann::json& obj, std::string where, const UnknownFieldPolicy* unknown)
+    : obj_(obj), where_(std::move(where)), unknown_(unknown) {}
 
 const nlohmann::json* FieldReader::get(const std::string& key) {
   known_.insert(key);
@@ -97,8 +122,10 @@ void FieldReader::ignore(std::initializer_list<const char*> keys) {
 
 void FieldReader::reject_unknown() const {
   for (auto it = obj_.begin(); it != obj_.end(); ++it) {
-    if (!known_.count(it.key()))
+    if (known_.count(it.key())) continue;
+    if (!unknown_ || unknown_->strict())
       throw bad_request(fmt::format("Unrecognized request argument supplied: {}", name(it.key())), name(it.key()));
+    unknown_->warn_once(name(it.key()));
   }
 }
 

@@ -3,6 +3,7 @@
 // as unrecognized (OpenAI's behaviour). JSON null counts as absent.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -10,10 +11,27 @@
 
 namespace ds::server {
 
+// What happens to request fields nobody reads. Strict: a 400 naming the field (OpenAI's behaviour).
+// Lenient (vLLM's, the server's default): the field is ignored and one warning is logged per field
+// name (array indices left out: messages[0].x and messages[3].x are one name). Thread-safe.
+class UnknownFieldPolicy {
+ public:
+  explicit UnknownFieldPolicy(bool strict) : strict_(strict) {}
+  bool strict() const { return strict_; }
+  // Logs the warning for `name` unless it was logged before; true when it logged now.
+  bool warn_once(const std::string& name) const;
+
+ private:
+  bool strict_;
+  mutable std::mutex mu_;
+  mutable std::set<std::string> warned_;
+};
+
 class FieldReader {
  public:
-  // `where` prefixes field names in messages ("messages[2]." for a nested object).
-  explicit FieldReader(const nlohmann::json& obj, std::string where = "");
+  // `where` prefixes field names in messages ("messages[2]." for a nested object). `unknown`: what
+  // reject_unknown() does (nullptr: strict).
+  explicit FieldReader(const nlohmann::json& obj, std::string where = "", const UnknownFieldPolicy* unknown = nullptr);
 
   const nlohmann::json* get(const std::string& key);  // marks known; nullptr when absent or null
   bool has(const std::string& key) { return get(key) != nullptr; }
@@ -23,14 +41,16 @@ class FieldReader {
   std::optional<std::string> string(const std::string& key);
   // Accepted and ignored (known OpenAI/vLLM fields without an effect here).
   void ignore(std::initializer_list<const char*> keys);
-  // Throws a 400 for the first field that was never read.
+  // Fields that were never read: a 400 for the first (strict policy), or a warning per new name.
   void reject_unknown() const;
 
   std::string name(const std::string& key) const { return where_ + key; }
+  const UnknownFieldPolicy* policy() const { return unknown_; }
 
  private:
   const nlohmann::json& obj_;
   std::string where_;
+  const UnknownFieldPolicy* unknown_;
   std::set<std::string> known_;
 };
 

@@ -4,6 +4,7 @@
 
 #include "server/api_error.h"
 #include "server/json_fields.h"
+#include "server/structured_output.h"
 
 namespace ds::server {
 
@@ -38,7 +39,7 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size) {
   if (const auto* so = r.get("stream_options")) {
     if (!so->is_object()) throw bad_request("'stream_options' must be an object", "stream_options");
     if (!o->stream) throw bad_request("'stream_options' is only allowed when 'stream' is true", "stream_options");
-    FieldReader s(*so, "stream_options.");
+    FieldReader s(*so, "stream_options.", r.policy());
     o->include_usage = s.boolean("include_usage").value_or(false);
     o->continuous_usage = s.boolean("continuous_usage_stats").value_or(false);
     s.reject_unknown();
@@ -90,17 +91,12 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size) {
     throw bad_request("'best_of' different from 'n' is not supported", "best_of");
   if (r.boolean("use_beam_search").value_or(false))
     throw bad_request("beam search is not supported", "use_beam_search");
-  if (r.integer("min_tokens", 0, INT64_MAX).value_or(0) != 0)
-    throw bad_request("'min_tokens' is not supported", "min_tokens");
-  if (const auto* lb = r.get("logit_bias"); lb && !(lb->is_object() && lb->empty()))
-    throw bad_request("'logit_bias' is not supported", "logit_bias");
-  if (const auto* rf = r.get("response_format")) {
-    if (!rf->is_object() || string_field(*rf, "type", "response_format.type") != "text")
-      throw bad_request("'response_format' other than {\"type\": \"text\"} is not supported", "response_format");
-  }
-  for (const char* k :
-       {"prompt_logprobs", "truncate_prompt_tokens", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-        "structured_outputs", "allowed_token_ids", "bad_words", "logits_processors"}) {
+  o->constraint = read_output_constraint(r);
+  o->tokens = read_token_controls(r, vocab_size);
+  if (r.has("prompt_logprobs"))
+    throw bad_request("'prompt_logprobs' is not supported (the engine computes no logprobs for prompt tokens)",
+                      "prompt_logprobs");
+  for (const char* k : {"truncate_prompt_tokens", "logits_processors"}) {
     if (r.has(k)) throw bad_request(fmt::format("'{}' is not supported", k), k);
   }
 }
@@ -137,7 +133,7 @@ void check_text_parts(const json& content, const std::string& where) {
   }
 }
 
-json validate_messages(const json& msgs) {
+json validate_messages(const json& msgs, const UnknownFieldPolicy* unknown) {
   if (!msgs.is_array()) throw bad_request("'messages' must be an array", "messages");
   if (msgs.empty()) throw bad_request("'messages' must not be empty", "messages");
   json out = json::array();
@@ -145,7 +141,7 @@ json validate_messages(const json& msgs) {
     std::string where = fmt::format("messages[{}]", i);
     const auto& m = msgs[i];
     if (!m.is_object()) throw bad_request(fmt::format("'{}' must be an object", where), where);
-    FieldReader r(m, where + ".");
+    FieldReader r(m, where + ".", unknown);
     auto role = r.string("role");
     if (!role) throw bad_request(fmt::format("'{}.role' is required", where), where + ".role");
     if (*role != "system" && *role != "developer" && *role != "user" && *role != "assistant" && *role != "tool")
@@ -215,10 +211,10 @@ json validate_tools(const json& tools) {
 
 }  // namespace
 
-CompletionRequest parse_completion_request(const json& body, int vocab_size) {
+CompletionRequest parse_completion_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   CompletionRequest req;
-  FieldReader r(body);
+  FieldReader r(body, "", unknown);
   read_common(r, &req.opt, vocab_size);
   check_max_tokens(req.opt, "max_tokens");
   if (!req.opt.max_tokens) req.opt.max_tokens = 16;  // OpenAI's default for completions
@@ -261,10 +257,10 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size) {
   return req;
 }
 
-ChatRequest parse_chat_request(const json& body, int vocab_size) {
+ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   ChatRequest req;
-  FieldReader r(body);
+  FieldReader r(body, "", unknown);
   read_common(r, &req.opt, vocab_size);
   check_max_tokens(req.opt, "max_tokens");
   if (auto m = r.integer("max_completion_tokens", INT64_MIN, INT64_MAX)) {
@@ -274,7 +270,7 @@ ChatRequest parse_chat_request(const json& body, int vocab_size) {
 
   const auto* msgs = r.get("messages");
   if (!msgs) throw bad_request("'messages' is required", "messages");
-  req.messages = validate_messages(*msgs);
+  req.messages = validate_messages(*msgs, unknown);
 
   if (const auto* tools = r.get("tools")) req.tools = validate_tools(*tools);
   bool have_tools = req.tools.is_array() && !req.tools.empty();
@@ -285,7 +281,7 @@ ChatRequest parse_chat_request(const json& body, int vocab_size) {
         req.tool_choice = ToolChoice::None;
       else if (s == "auto")
         req.tool_choice = ToolChoice::Auto;
-      else if (s == "required")
+      else if (s == "required" || s == "any")  // "any": LangChain's and Anthropic's word for it
         req.tool_choice = ToolChoice::Required;
       else
         throw bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice");
@@ -305,7 +301,9 @@ ChatRequest parse_chat_request(const json& body, int vocab_size) {
     if (!have_tools && req.tool_choice != ToolChoice::None)
       throw bad_request("'tool_choice' is only allowed when 'tools' are given", "tool_choice");
   }
-  r.boolean("parallel_tool_calls");
+  const bool parallel = r.boolean("parallel_tool_calls").value_or(true);
+  if (req.tool_choice == ToolChoice::Required || req.tool_choice == ToolChoice::Named)
+    merge_tool_constraint(&req.opt.constraint, tool_call_constraint(req.tools, req.tool_choice_name, parallel));
   if (r.has("functions") || r.has("function_call"))
     throw bad_request("'functions'/'function_call' are deprecated and not supported; use 'tools'", "functions");
 

@@ -4,12 +4,15 @@
 // the tokenizer and the engine's limits).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "sampling/sampling_params.h"
+#include "server/json_fields.h"
+#include "server/structured_output.h"
 
 namespace ds::server {
 
@@ -31,7 +34,10 @@ struct SamplingOptions {
   bool ignore_eos = false;
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
-  bool tokens_as_ids = false;  // return_tokens_as_token_ids: logprob tokens as "token_id:N"
+  bool tokens_as_ids = false;              // return_tokens_as_token_ids: logprob tokens as "token_id:N"
+  OutputConstraint constraint;             // response_format / structured_outputs / guided_* / forced tool call
+  TokenControls tokens;                    // logit_bias, min_tokens, allowed_token_ids, bad_words
+  std::shared_ptr<const Grammar> grammar;  // `constraint` compiled by the handler (null: none)
 };
 
 // One prompt of a completions request: text, or token ids.
@@ -61,8 +67,10 @@ struct ChatRequest {
   bool parse_tool_calls() const { return tools.is_array() && !tools.empty() && tool_choice != ToolChoice::None; }
 };
 
-// `vocab_size` bounds token ids (prompt ids, stop_token_ids).
-CompletionRequest parse_completion_request(const nlohmann::json& body, int vocab_size);
-ChatRequest parse_chat_request(const nlohmann::json& body, int vocab_size);
+// `vocab_size` bounds token ids (prompt ids, stop_token_ids). `unknown`: what unrecognized fields
+// do (nullptr: strict, a 400).
+CompletionRequest parse_completion_request(const nlohmann::json& body, int vocab_size,
+                                           const UnknownFieldPolicy* unknown = nullptr);
+ChatRequest parse_chat_request(const nlohmann::json& body, int vocab_size, const UnknownFieldPolicy* unknown = nullptr);
 
 }  // namespace ds::server

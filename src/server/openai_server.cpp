@@ -30,9 +30,13 @@ struct AccessInfo {
 class RecordingWriter : public ResponseWriter {
  public:
   RecordingWriter(std::shared_ptr<ResponseWriter> inner, ServerMetrics& m, std::string endpoint,
-                  OneShotEvent& cancel, std::optional<AccessInfo> access = std::nullopt)
-      : inner_(std::move(inner)), metrics_(m), endpoint_(std::move(endpoint)), cancel_(cancel),
-        access_(std::move(access)) {}
+                  OneShotEvent& cancel, Headers extra, std::optional<AccessInfo> access = std::nullopt)
+      : inner_(std::move(inner)),
+        metrics_(m),
+        endpoint_(std::move(endpoint)),
+        cancel_(cancel),
+        access_(std::move(access)),
+        extra_(std::move(extra)) {}
   ~RecordingWriter() override {
     for (uint64_t id : hooks_) cancel_.remove(id);
     if (!recorded_) record(inner_->client_gone() ? 499 : 500);
@@ -41,6 +45,7 @@ class RecordingWriter : public ResponseWriter {
     if (started_) return;
     started_ = true;
     record(inner_->client_gone() ? 499 : res.status);
+    res.headers.insert(res.headers.end(), extra_.begin(), extra_.end());
     inner_->send(std::move(res));
   }
   void begin_stream(int status, const std::string& content_type, Headers headers) override {
@@ -48,6 +53,7 @@ class RecordingWriter : public ResponseWriter {
     started_ = true;
     streaming_ = true;
     status_ = status;
+    headers.insert(headers.end(), extra_.begin(), extra_.end());
     inner_->begin_stream(status, content_type, std::move(headers));
   }
   void write(std::string data) override {
@@ -87,6 +93,7 @@ class RecordingWriter : public ResponseWriter {
   std::optional<AccessInfo> access_;
   std::mutex mu_;
   std::vector<uint64_t> hooks_;
+  Headers extra_;  // added to the response (CORS)
   static constexpr std::string_view kSseErrorPrefix = "data: {\"error\"";
   bool started_ = false, streaming_ = false, recorded_ = false, error_sent_ = false;
   int status_ = 200;
@@ -120,9 +127,14 @@ struct Route {
 constexpr Route kRoutes[] = {
     {"/health", "GET", Work::Inline},          {"/metrics", "GET", Work::Inline},
     {"/v1/models", "GET", Work::Inline},       {"/version", "GET", Work::Inline},
+    {"/ping", "GET", Work::Inline},            {"/ping", "POST", Work::Inline},
     {"/v1/completions", "POST", Work::Worker}, {"/v1/chat/completions", "POST", Work::Worker},
-    {"/tokenize", "POST", Work::Worker},       {"/detokenize", "POST", Work::Worker},
+    {"/v1/responses", "POST", Work::Worker},   {"/tokenize", "POST", Work::Worker},
+    {"/detokenize", "POST", Work::Worker},
 };
+
+// Endpoints that answer without an API key (health probes).
+bool open_endpoint(const std::string& path) { return path == "/health" || path == "/ping"; }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -146,7 +158,11 @@ bool bearer_matches(std::string_view header, const std::string& key) {
 }  // namespace
 
 OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer)
-    : opts_(std::move(opts)), engine_(engine), metrics_(opts_.metrics), pool_(opts_.max_concurrent_requests) {
+    : opts_(std::move(opts)),
+      engine_(engine),
+      metrics_(opts_.metrics),
+      unknown_fields_(opts_.strict_request_fields),
+      pool_(opts_.max_concurrent_requests) {
   DS_CHECK(!opts_.model_names.empty(), "the server needs at least one served model name");
   DS_CHECK(tokenizer != nullptr, "the server needs a tokenizer");
   ctx_.engine = &engine_;
@@ -155,6 +171,7 @@ OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared
   ctx_.model_names = opts_.model_names;
   ctx_.model_root = opts_.model_root;
   ctx_.specials_in_content = opts_.chat_template_specials_in_content;
+  ctx_.unknown_fields = &unknown_fields_;
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(
@@ -172,7 +189,37 @@ int OpenAIServer::requests_in_progress() const { return pool_.busy(); }
 void OpenAIServer::cancel_all() { cancel_.fire(); }
 
 
+Headers OpenAIServer::cors_headers(const std::string& origin) const {
+  if (origin.empty()) return {};
+  for (const auto& o : opts_.allowed_origins) {
+    if (o == "*") return {{"Access-Control-Allow-Origin", "*"}};
+    if (o == origin) return {{"Access-Control-Allow-Origin", origin}, {"Vary", "Origin"}};
+  }
+  return {};
+}
+
 void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) {
+  const std::string origin = req.header("origin");
+  Headers cors = cors_headers(origin);
+  if (req.method == "OPTIONS") {
+    // CORS preflight (or a plain OPTIONS): answered here, without an API key (browsers send none).
+    HttpResponse res{200, "text/plain", "", {{"Allow", "GET, POST, OPTIONS"}}};
+    if (!origin.empty() && !req.header("access-control-request-method").empty()) {
+      if (cors.empty()) {
+        metrics_.record_http("other", 400);
+        raw->send({400, "text/plain", "Disallowed CORS origin", {}});
+        return;
+      }
+      std::string asked = req.header("access-control-request-headers");
+      res.headers.insert(res.headers.end(), cors.begin(), cors.end());
+      res.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      res.headers.emplace_back("Access-Control-Allow-Headers", asked.empty() ? "*" : asked);
+      res.headers.emplace_back("Access-Control-Max-Age", "600");
+    }
+    metrics_.record_http("other", 200);
+    raw->send(std::move(res));
+    return;
+  }
   const Route* route = nullptr;
   bool path_known = false;
   for (const auto& r : kRoutes) {
@@ -183,12 +230,12 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
   std::optional<AccessInfo> access;
   if (opts_.access_log) access = AccessInfo{req.remote, req.method, req.target, req.received};
   auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_,
-                                             std::move(access));
+                                             std::move(cors), std::move(access));
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
     // As in vLLM, the key guards the API; the probes and the scrape stay open (--protect-metrics).
-    const bool open_path =
-        req.path == "/health" || req.path == "/version" || (req.path == "/metrics" && !opts_.protect_metrics);
+    const bool open_path = open_endpoint(req.path) || req.path == "/version" ||
+                           (req.path == "/metrics" && !opts_.protect_metrics);
     if (!open_path && !opts_.api_key.empty()) {
       std::string auth = req.header("authorization");
       if (!bearer_matches(auth, opts_.api_key))
@@ -199,7 +246,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     if (!route) {
       std::string allow;
       for (const auto& r : kRoutes)
-        if (req.path == r.path) allow = r.method;
+        if (req.path == r.path) allow += (allow.empty() ? "" : ", ") + std::string(r.method);
       HttpResponse res = error_response(
           ApiError(405, "invalid_request_error", fmt::format("method {} is not allowed on {}", req.method, req.path)));
       res.headers.emplace_back("Allow", allow);
@@ -207,7 +254,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
       return;
     }
     if (route->work == Work::Inline) {
-      if (req.path == "/health") {
+      if (req.path == "/health" || req.path == "/ping") {
         if (draining_) throw unavailable("the server is shutting down");
         w->send(json_response(200, {{"status", "ok"}}));
       } else if (req.path == "/metrics") {
@@ -240,6 +287,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
           serve_completions(ctx_, req, *w);
         else if (req.path == "/v1/chat/completions")
           serve_chat_completions(ctx_, req, *w);
+        else if (req.path == "/v1/responses")
+          serve_responses(ctx_, req, *w);
         else if (req.path == "/tokenize")
           serve_tokenize(ctx_, req, *w);
         else if (req.path == "/detokenize")

@@ -37,6 +37,10 @@ struct ServerOptions {
   MetricsOptions metrics;          // name prefix, model_name label, cache_config_info
   bool protect_metrics = false;    // /metrics needs the API key too (default: open, as in vLLM)
   bool access_log = false;         // one info line per answered request
+  // Unrecognized request fields: a 400 (true) or ignored with one warning per field name (vLLM's way).
+  bool strict_request_fields = false;
+  // CORS: origins whose browser requests may read the responses ("*": any). Empty: no CORS headers.
+  std::vector<std::string> allowed_origins = {"*"};
 };
 
 class OpenAIServer {
@@ -59,10 +63,13 @@ class OpenAIServer {
 
  private:
   void handle(HttpRequest req, std::shared_ptr<ResponseWriter> w);
+  // The CORS headers for a request from `origin` ("" when it sent none): empty when not allowed.
+  Headers cors_headers(const std::string& origin) const;
 
   ServerOptions opts_;
   EngineClient& engine_;
   ServerMetrics metrics_;
+  UnknownFieldPolicy unknown_fields_;
   ServingContext ctx_;
   std::atomic<bool> draining_{false};
   OneShotEvent cancel_;  // cancel_all(); waiting requests hook their wake-up on it

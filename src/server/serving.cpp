@@ -62,6 +62,8 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
       r.include_stop_str_in_output = opt.include_stop_str_in_output;
       r.skip_special_tokens = opt.skip_special_tokens;
       r.detokenize = true;
+      r.grammar = opt.grammar;
+      apply_token_controls(opt.tokens, *tokenizer, &r);
       out.push_back(std::move(r));
     }
   }
@@ -163,11 +165,11 @@ void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, Response
     }
     chat.erase("return_token_strs");
     chat.erase("add_special_tokens");
-    ChatRequest req = parse_chat_request(chat, ctx.vocab_size());
+    ChatRequest req = parse_chat_request(chat, ctx.vocab_size(), ctx.unknown_fields);
     ctx.resolve_model(req.opt.model);
     ids = chat_prompt_ids(ctx, req);
   } else {
-    FieldReader r(body);
+    FieldReader r(body, "", ctx.unknown_fields);
     ctx.resolve_model(r.string("model").value_or(""));
     auto prompt = r.string("prompt");
     if (!prompt) throw bad_request("'prompt' (a string) or 'messages' is required", "prompt");
@@ -188,7 +190,7 @@ void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, Response
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   json body = parse_json_body(http.body);
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
-  FieldReader r(body);
+  FieldReader r(body, "", ctx.unknown_fields);
   ctx.resolve_model(r.string("model").value_or(""));
   const json* tokens = r.get("tokens");
   if (!tokens || !tokens->is_array()) throw bad_request("'tokens' (an array of token ids) is required", "tokens");

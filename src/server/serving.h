@@ -25,9 +25,10 @@ struct ServingContext {
   EngineClient* engine = nullptr;
   std::shared_ptr<const Tokenizer> tokenizer;
   ServerMetrics* metrics = nullptr;
-  std::vector<std::string> model_names;  // served names; the first is reported in responses
-  std::string model_root;                // the checkpoint directory (/v1/models "root")
-  bool specials_in_content = false;      // ServerOptions::chat_template_specials_in_content
+  std::vector<std::string> model_names;                // served names; the first is reported in responses
+  std::string model_root;                              // the checkpoint directory (/v1/models "root")
+  bool specials_in_content = false;                    // ServerOptions::chat_template_specials_in_content
+  const UnknownFieldPolicy* unknown_fields = nullptr;  // lenient or strict (nullptr: strict)
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.
@@ -56,6 +57,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& req, Respon
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+void serve_responses(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);  // responses_api.cpp
 
 // Renders a chat request's prompt (template, tools, continue_final_message), with the parts that came
 // from the request marked as data.

@@ -111,6 +111,26 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   EXPECT_EQ(so.model_names, std::vector<std::string>{"m"});
 }
 
+TEST(CliFlags, RequestFieldPolicyAndCorsOrigins) {
+  ServeArgs a;
+  ASSERT_EQ(parse_serve({}, &a), "");
+  server::ServerOptions so = server_options(a);
+  EXPECT_FALSE(so.strict_request_fields);  // lenient by default, as vLLM
+  EXPECT_EQ(so.allowed_origins, std::vector<std::string>{"*"});
+  ASSERT_EQ(parse_serve({"--strict-request-fields", "--allowed-origins", "https://a.example", "https://b.example"}, &a),
+            "");
+  so = server_options(a);
+  EXPECT_TRUE(so.strict_request_fields);
+  EXPECT_EQ(so.allowed_origins, (std::vector<std::string>{"https://a.example", "https://b.example"}));
+  // vLLM's spelling: one JSON list.
+  ASSERT_EQ(parse_serve({"--allowed-origins", R"(["https://c.example", "http://localhost:3000"])"}, &a), "");
+  EXPECT_EQ(server_options(a).allowed_origins,
+            (std::vector<std::string>{"https://c.example", "http://localhost:3000"}));
+  ASSERT_EQ(parse_serve({"--allowed-origins", R"(["", "x"])"}, &a), "");
+  EXPECT_THROW(server_options(a), Error);  // an empty origin
+  expect_refused({"--allowed-origins", ""});
+}
+
 // The other commands' numeric flags, through their real registration (the parse fails before
 // any command runs).
 TEST(CliFlags, OtherCommandsRangeCheckTheirFlags) {

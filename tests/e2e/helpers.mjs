@@ -6,6 +6,10 @@ export const URL = process.env.DS_E2E_URL;
 export const KEY = process.env.DS_E2E_KEY;
 export const MODEL = process.env.DS_E2E_MODEL;
 export const SMALL_URL = process.env.DS_E2E_SMALL_URL;
+// The server of the structured-output tests (same key; a longer context: tool declarations take
+// ~300 tokens of the tiny tokenizer) and its log.
+export const STRUCT_URL = process.env.DS_E2E_STRUCT_URL ?? URL;
+export const STRUCT_LOG = process.env.DS_E2E_STRUCT_LOG ?? `${process.env.DS_E2E_LOG_DIR}/main.log`;
 
 export function client(opts = {}) {
   return new OpenAI({ baseURL: `${URL}/v1`, apiKey: KEY, maxRetries: 0, timeout: 120000, ...opts });

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# End-to-end tests of `deltaserve serve` through the official OpenAI Node.js SDK, fetch and curl.
+# End-to-end tests of `deltaserve serve` through the official OpenAI Node.js SDK, LangChain JS, the
+# Vercel AI SDK, fetch and curl.
 # Usage: tests/e2e/run.sh <path-to-deltaserve>
-# Starts two servers on the tiny model on free loopback ports (the OS picks them: --port 0, read
-# back from the log): "main" (API key, max-model-len 512, 64 sequences) and "small" (one sequence,
-# a queue of one: for 429 and the SIGTERM drain test); runs the Node test files one after the other;
-# stops the servers. Logs are kept under $E2E_LOG_DIR (default: a temp dir, printed on failure).
+# Starts three servers on the tiny model on free loopback ports (the OS picks them: --port 0, read
+# back from the log): "main" (API key, max-model-len 512, 64 sequences), "small" (one sequence, a
+# queue of one: for 429 and the SIGTERM drain test; --strict-request-fields) and "structured" (API
+# key, max-model-len 2048: the structured-output, Responses and framework tests); runs the Node test
+# files one after the other; stops the servers. Logs are kept under $E2E_LOG_DIR (default: a temp dir, printed on failure).
 set -euo pipefail
 BIN=$(realpath "${1:?usage: run.sh <path-to-deltaserve>}")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -13,8 +15,8 @@ cd "$ROOT"
 LOG_DIR=${E2E_LOG_DIR:-$(mktemp -d /tmp/deltaserve-e2e.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
-if [[ ! -d "$HERE/node_modules/openai" ]]; then
-  (cd "$HERE" && npm install --no-audit --no-fund --silent)
+if ! node "$HERE/deps_ok.cjs"; then
+  (cd "$HERE" && npm ci --no-audit --no-fund --silent)
 fi
 
 PIDS=()
@@ -54,16 +56,19 @@ start() {
 
 start main --api-key "$KEY" --max-model-len 512 --max-num-seqs 64 --max-num-batched-tokens 1024 \
   --max-request-bytes 1000000
-start small --max-model-len 512 --max-num-seqs 1 --max-queue 1
+start small --max-model-len 512 --max-num-seqs 1 --max-queue 1 --strict-request-fields
+start structured --api-key "$KEY" --max-model-len 2048 --max-num-seqs 16
 
 export DS_E2E_URL="http://127.0.0.1:$PORT_main" DS_E2E_KEY="$KEY" DS_E2E_MODEL=kimi-linear-tiny
 export DS_E2E_SMALL_URL="http://127.0.0.1:$PORT_small" DS_E2E_SMALL_PID="$PID_small"
+export DS_E2E_STRUCT_URL="http://127.0.0.1:$PORT_structured" DS_E2E_STRUCT_LOG="$LOG_DIR/structured.log"
 export DS_E2E_BIN="$BIN" DS_E2E_MODEL_DIR="$MODEL" DS_E2E_TOKENIZER_DIR="$TOKENIZER" DS_E2E_LOG_DIR="$LOG_DIR"
 
 status=0
 node --test --test-concurrency=1 --test-timeout=300000 \
   "$HERE/basics.test.mjs" "$HERE/completions.test.mjs" "$HERE/chat.test.mjs" "$HERE/concurrency.test.mjs" \
-  "$HERE/errors.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
+  "$HERE/errors.test.mjs" "$HERE/structured.test.mjs" "$HERE/responses.test.mjs" "$HERE/frameworks.test.mjs" \
+  "$HERE/shutdown.test.mjs" || status=$?
 
 # The main server stops cleanly on SIGTERM too.
 kill -TERM "$PID_main"

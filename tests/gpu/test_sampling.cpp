@@ -3,15 +3,58 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 
 #include "cuda/kernels/sampling.h"
 #include "cuda/sampling_rows.h"
 #include "gpu_test_util.h"
 #include "sampling/cpu_sampler.h"
 #include "sampling/rng.h"
+#include "sampling/token_mask.h"
 
 namespace ds::gpu::test {
 namespace {
+
+// One GPU sampling launch of the rows `prep` describes (token masks: null or one row per logits row,
+// applied where prep marks the row masked): the tokens, logprobs and top lists it returns.
+struct GpuSamples {
+  std::vector<int32_t> tokens, top_ids;
+  std::vector<float> logprobs, top_logprobs;
+};
+
+GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, const SamplingRows& prep,
+                            const StepMasks* masks = nullptr) {
+  const int max_lp = prep.max_logprobs;
+  std::vector<uint32_t> hmask = masks ? std::vector<uint32_t>(masks->data(), masks->data() + size_t(rows) * masks->words())
+                                      : std::vector<uint32_t>(1, 0u);
+  auto dl = to_device(logits, DType::F32), drp = to_device_raw(prep.rows), dpt = to_device_raw(prep.pen_tokens),
+       dpc = to_device_raw(prep.pen_counts), dmask = to_device_raw(hmask);
+  DeviceBuffer work(sampling_workspace_floats(rows, V) * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
+      tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
+  SamplingParams sp;
+  sp.logits = dl.as<float>();
+  sp.ld = V;
+  sp.rows = rows;
+  sp.vocab = V;
+  sp.row_params = drp.as<SampleRow>();
+  sp.pen_tokens = dpt.as<int32_t>();
+  sp.pen_counts = dpc.as<int32_t>();
+  sp.mask = dmask.as<uint32_t>();
+  sp.mask_words = masks ? masks->words() : 0;
+  sp.work = work.as<float>();
+  sp.out_token = tok.as<int32_t>();
+  sp.out_logprob = lp.as<float>();
+  sp.out_top_ids = tids.as<int32_t>();
+  sp.out_top_logprobs = tlp.as<float>();
+  sp.max_logprobs = max_lp;
+  run_sampling(sp, test_ctx());
+  GpuSamples g;
+  g.tokens = to_host_raw<int32_t>(tok.data(), size_t(rows));
+  g.logprobs = to_host(lp.data(), size_t(rows), DType::F32);
+  g.top_ids = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);
+  g.top_logprobs = to_host(tlp.data(), size_t(rows) * max_lp, DType::F32);
+  return g;
+}
 
 TEST(GpuOps, SamplingMatchesCpuSampler) {
   DS_REQUIRE_GPU();
@@ -61,32 +104,10 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   }
   // the CUDA backend's host preparation
   const SamplingRows prep = prepare_sampling_rows(ps, pens);
-  const auto& rp = prep.rows;
-  const auto& pt = prep.pen_tokens;
-  const auto& pc = prep.pen_counts;
   const int max_lp = prep.max_logprobs;
-  auto dl = to_device(logits, DType::F32), drp = to_device_raw(rp), dpt = to_device_raw(pt), dpc = to_device_raw(pc);
-  DeviceBuffer work(sampling_workspace_floats(rows, V) * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
-      tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
-  SamplingParams sp;
-  sp.logits = dl.as<float>();
-  sp.ld = V;
-  sp.rows = rows;
-  sp.vocab = V;
-  sp.row_params = drp.as<SampleRow>();
-  sp.pen_tokens = dpt.as<int32_t>();
-  sp.pen_counts = dpc.as<int32_t>();
-  sp.work = work.as<float>();
-  sp.out_token = tok.as<int32_t>();
-  sp.out_logprob = lp.as<float>();
-  sp.out_top_ids = tids.as<int32_t>();
-  sp.out_top_logprobs = tlp.as<float>();
-  sp.max_logprobs = max_lp;
-  run_sampling(sp, test_ctx());
-  auto gt = to_host_raw<int32_t>(tok.data(), size_t(rows));
-  auto gl = to_host(lp.data(), size_t(rows), DType::F32);
-  auto gti = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);
-  auto gtl = to_host(tlp.data(), size_t(rows) * max_lp, DType::F32);
+  const GpuSamples g = run_gpu_sampling(logits, rows, V, prep);
+  const auto &gt = g.tokens, &gti = g.top_ids;
+  const auto &gl = g.logprobs, &gtl = g.top_logprobs;
   auto ref = sample_cpu(logits.data(), rows, V, ps, pens);
   int distinct = 0;
   for (int r = 0; r < rows; ++r) {
@@ -100,6 +121,57 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
     distinct += gt[size_t(r)] != gt[0];
   }
   EXPECT_GT(distinct, rows / 2);  // the draws really vary
+}
+
+// Token masks and logit_bias (constrained decoding): the GPU sampler picks what the CPU sampler picks,
+// greedy and sampled, masked rows among unmasked ones, biases beside penalties.
+TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
+  DS_REQUIRE_GPU();
+  const int V = 163840, rows = 24;
+  const SeqPenalties history({5, 7, 9}, {7, 11, 11}, V);
+  std::vector<SampleParams> ps(static_cast<size_t>(rows));
+  std::vector<const SeqPenalties*> pens(static_cast<size_t>(rows), nullptr);
+  StepMasks masks(rows, V);
+  std::mt19937 rng(5);
+  for (int r = 0; r < rows; ++r) {
+    SampleParams& p = ps[size_t(r)];
+    p.temperature = r % 3 == 0 ? 0.f : 0.8f;
+    p.top_k = r % 4 == 1 ? 20 : -1;
+    p.top_p = r % 5 == 2 ? 0.9f : 1.f;
+    p.seed = 300 + uint64_t(r);
+    p.num_logprobs = r % 4;
+    if (r % 2 == 0) {  // masked: a few hundred allowed tokens, some of them among the largest logits
+      for (int k = 0; k < 300; ++k) {
+        const int32_t t = int32_t(rng() % uint32_t(V));
+        masks.row(r)[t >> 5] |= 1u << (t & 31);
+      }
+      masks.set_has(r, true);
+    }
+    if (r % 3 == 1)
+      p.logit_bias = std::make_shared<const std::vector<std::pair<int32_t, float>>>(
+          std::vector<std::pair<int32_t, float>>{{int32_t(r * 97), 9.f}, {7, -5.f}, {int32_t(V - 1), 3.5f}});
+    if (r % 6 == 4) {
+      p.repetition_penalty = 1.3f;
+      p.frequency_penalty = 0.4f;
+      pens[size_t(r)] = &history;
+    }
+  }
+  auto logits = randn(size_t(rows) * V, 96, 2.f);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < 30; ++j) logits[size_t(r) * V + (size_t(j) * 7919 + size_t(r) * 13) % V] += 8.f;
+  SamplingRows prep = prepare_sampling_rows(ps, pens);
+  for (int r = 0; r < rows; ++r) prep.rows[size_t(r)].masked = masks.has(r) ? 1 : 0;
+  const GpuSamples g = run_gpu_sampling(logits, rows, V, prep, &masks);
+  const auto& gt = g.tokens;
+  const auto& gl = g.logprobs;
+  auto ref = sample_cpu(logits.data(), rows, V, ps, pens, &masks);
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(gt[size_t(r)], ref[size_t(r)].token) << "row " << r;
+    EXPECT_NEAR(gl[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
+    if (masks.has(r)) {
+      EXPECT_TRUE(StepMasks::allowed(masks.row(r), gt[size_t(r)])) << "row " << r;
+    }
+  }
 }
 
 // The sampler's launches: rows whose penalty lists together exceed the planned staging are split

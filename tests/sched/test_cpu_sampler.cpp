@@ -241,3 +241,52 @@ TEST(CpuSampler, MinusInfinityIsNeverSampledAndNaNIsAnError) {
   std::vector<SampleParams> two(2);
   EXPECT_THROW(sample_cpu(x.data(), 1, 4, two), Error);
 }
+
+// Token masks and logit_bias (the engine's constrained decoding and OpenAI logit_bias).
+TEST(CpuSampler, TokenMaskLeavesOnlyAllowedTokens) {
+  const int V = 100;
+  std::vector<float> logits(V);
+  for (int i = 0; i < V; ++i) logits[size_t(i)] = float(i % 17) * 0.3f;
+  StepMasks masks(2, V);
+  for (int32_t t : {3, 40, 41, 99}) masks.row(0)[t >> 5] |= 1u << (t & 31);
+  masks.set_has(0, true);  // row 1 stays unmasked
+  std::vector<SampleParams> ps(2, greedy());
+  auto out = sample_cpu(logits.data(), 1, V, {ps[0]}, {}, nullptr);
+  EXPECT_EQ(out[0].token, 16);  // unmasked argmax (16 % 17 = 16 first)
+  std::vector<float> two(logits);
+  two.insert(two.end(), logits.begin(), logits.end());
+  out = sample_cpu(two.data(), 2, V, ps, {}, &masks);
+  EXPECT_EQ(out[0].token, 99);  // 99 % 17 = 14: the best allowed (3, 40, 41: 3, 6, 7)
+  EXPECT_EQ(out[1].token, 16);
+  // Logprobs are of the raw logits.
+  EXPECT_NEAR(out[0].logprob, log_softmax(logits)[99], 1e-5);
+  // Sampling draws only allowed tokens.
+  SampleParams p;
+  p.temperature = 1.0f;
+  for (int i = 0; i < 200; ++i) {
+    p.step = uint64_t(i);
+    const int32_t t = sample_row_cpu(logits.data(), V, p, nullptr, masks.row(0)).token;
+    EXPECT_TRUE(t == 3 || t == 40 || t == 41 || t == 99) << t;
+  }
+  StepMasks empty(1, V);
+  empty.set_has(0, true);
+  EXPECT_THROW(sample_cpu(logits.data(), 1, V, {ps[0]}, {}, &empty), Error);
+}
+
+TEST(CpuSampler, LogitBiasShiftsTheChoice) {
+  std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f};
+  SampleParams p = greedy();
+  EXPECT_EQ(sample_row_cpu(logits.data(), 4, p).token, 1);
+  p.logit_bias = std::make_shared<const std::vector<std::pair<int32_t, float>>>(
+      std::vector<std::pair<int32_t, float>>{{3, 5.0f}, {1, -100.0f}});
+  const SampleResult r = sample_row_cpu(logits.data(), 4, p);
+  EXPECT_EQ(r.token, 3);
+  EXPECT_NEAR(r.logprob, log_softmax(logits)[3], 1e-5);  // raw logits
+  p.logit_bias = std::make_shared<const std::vector<std::pair<int32_t, float>>>(
+      std::vector<std::pair<int32_t, float>>{{0, -100.0f}, {1, -100.0f}, {2, -100.0f}});
+  p.temperature = 1.0f;
+  for (int i = 0; i < 50; ++i) {
+    p.step = uint64_t(i);
+    EXPECT_EQ(sample_row_cpu(logits.data(), 4, p).token, 3);
+  }
+}

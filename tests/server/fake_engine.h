@@ -79,6 +79,7 @@ class FakeEngine : public server::EngineClient {
         o.logprobs = {r};
       }
       o.prompt_tokens = int(req.prompt_tokens.size());
+      o.cached_tokens = std::min(cached_tokens, o.prompt_tokens);
       o.completion_tokens = k + 1;
       if (k + 1 == np) o.finish = pieces ? FinishReason::Stop : FinishReason::Length;
       t += delay;
@@ -133,7 +134,8 @@ class FakeEngine : public server::EngineClient {
 
   Script script;
   std::chrono::milliseconds delay{0};
-  int max_live = 0;  // 0: unbounded
+  int max_live = 0;       // 0: unbounded
+  int cached_tokens = 0;  // reported as prompt tokens served from a prefix cache
   std::vector<GenerationRequest> submitted;
   std::vector<std::string> aborted;
 

@@ -20,6 +20,12 @@ struct Reply {
   std::string content_type;
   bool chunked = false;
   bool keep_alive = false;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string header(const std::string& name) const {
+    for (const auto& [k, v] : headers)
+      if (boost::beast::iequals(k, name)) return v;
+    return {};
+  }
 };
 
 class HttpClient {
@@ -46,8 +52,10 @@ class HttpClient {
     p.body_limit(1u << 30);
     http::read(stream_, buf_, p);
     auto& res = p.get();
-    return {int(res.result_int()), res.body(), std::string(res[http::field::content_type]), res.chunked(),
-            res.keep_alive()};
+    Reply reply{int(res.result_int()), res.body(), std::string(res[http::field::content_type]), res.chunked(),
+                res.keep_alive(), {}};
+    for (const auto& h : res) reply.headers.emplace_back(std::string(h.name_string()), std::string(h.value()));
+    return reply;
   }
 
   Reply get(const std::string& target, const std::vector<std::pair<std::string, std::string>>& h = {}) {

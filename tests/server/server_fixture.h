@@ -1,5 +1,6 @@
 // An OpenAIServer on an ephemeral loopback port over the fake engine and the tiny tokenizer.
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,8 +20,9 @@ inline std::shared_ptr<const Tokenizer> tiny_tokenizer() {
 }
 
 struct ServerFixture {
+  using Configure = std::function<void(server::ServerOptions&)>;
   explicit ServerFixture(std::string api_key = "", size_t max_body = 1u << 20, int64_t max_model_len = 256,
-                         bool specials_in_content = false)
+                         bool specials_in_content = false, const Configure& configure = {})
       : tok(tiny_tokenizer()), engine(tok, max_model_len) {
     server::ServerOptions o;
     o.http.host = "127.0.0.1";
@@ -30,6 +32,7 @@ struct ServerFixture {
     o.model_names = {"tiny", "tiny-alias"};
     o.model_root = "tests/fixtures/tiny/model";
     o.chat_template_specials_in_content = specials_in_content;
+    if (configure) configure(o);
     server = std::make_unique<server::OpenAIServer>(o, engine, tok);
     server->start();
   }
@@ -42,6 +45,20 @@ struct ServerFixture {
   FakeEngine engine;
   std::unique_ptr<server::OpenAIServer> server;
 };
+
+// What a Kimi model emits for a get_weather tool call, cut into pieces the way a token stream would be.
+inline std::vector<std::string> tool_call_pieces() {
+  return {"Let me ",
+          "check.",
+          "<|tool_calls_section_begin|>",
+          "<|tool_call_begin|>",
+          "functions.get_weather:0",
+          "<|tool_call_argument_begin|>",
+          "{\"city\": ",
+          "\"Paris\"}",
+          "<|tool_call_end|>",
+          "<|tool_calls_section_end|>"};
+}
 
 // The JSON payloads of an SSE body; "[DONE]" is returned as the string "[DONE]".
 inline std::vector<json> sse_events(const std::string& body) {

@@ -17,20 +17,6 @@ const json kTools = json::array(
         {"parameters",
          {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}}}}}}});
 
-// What a Kimi model emits for a tool call, cut into pieces the way a token stream would be.
-std::vector<std::string> tool_call_pieces() {
-  return {"Let me ",
-          "check.",
-          "<|tool_calls_section_begin|>",
-          "<|tool_call_begin|>",
-          "functions.get_weather:0",
-          "<|tool_call_argument_begin|>",
-          "{\"city\": ",
-          "\"Paris\"}",
-          "<|tool_call_end|>",
-          "<|tool_calls_section_end|>"};
-}
-
 TEST(Chat, RendersTheTemplateAndAnswers) {
   ServerFixture f;
   auto r = f.post("/v1/chat/completions", {{"model", "tiny"}, {"messages", kMessages}, {"max_tokens", 4}});

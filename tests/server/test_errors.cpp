@@ -32,7 +32,8 @@ void expect_error(const Reply& r, int status, const std::string& param, const st
 }
 
 TEST(Errors, TableOfBadRequests) {
-  ServerFixture f;  // max_model_len 256
+  // max_model_len 256; unknown fields are errors (--strict-request-fields)
+  ServerFixture f("", 1u << 20, 256, false, [](server::ServerOptions& o) { o.strict_request_fields = true; });
   std::string long_prompt;
   for (int i = 0; i < 400; ++i) long_prompt += "word ";
   const std::vector<Case> cases = {
@@ -63,7 +64,12 @@ TEST(Errors, TableOfBadRequests) {
       {"logprobs too many", "/v1/completions", json{{"prompt", "x"}, {"logprobs", 50}}.dump(), 400, "logprobs"},
       {"unknown field", "/v1/completions", json{{"prompt", "x"}, {"frobnicate", 1}}.dump(), 400, "frobnicate"},
       {"suffix", "/v1/completions", json{{"prompt", "x"}, {"suffix", "end"}}.dump(), 400, "suffix"},
-      {"logit_bias", "/v1/completions", json{{"prompt", "x"}, {"logit_bias", {{"5", 10}}}}.dump(), 400, "logit_bias"},
+      {"logit_bias key not a token id", "/v1/completions", json{{"prompt", "x"}, {"logit_bias", {{"abc", 10}}}}.dump(),
+       400, "logit_bias.abc"},
+      {"logit_bias out of range", "/v1/completions", json{{"prompt", "x"}, {"logit_bias", {{"5", 101}}}}.dump(), 400,
+       "logit_bias.5"},
+      {"prompt_logprobs", "/v1/completions", json{{"prompt", "x"}, {"prompt_logprobs", 1}}.dump(), 400,
+       "prompt_logprobs"},
       {"stream_options without stream", "/v1/completions",
        json{{"prompt", "x"}, {"stream_options", {{"include_usage", true}}}}.dump(), 400, "stream_options"},
       {"echo with logprobs", "/v1/completions", json{{"prompt", "x"}, {"echo", true}, {"logprobs", 1}}.dump(), 400,

@@ -231,9 +231,11 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
   float* x = p.work + int64_t(row) * V;
 
   // greedy without penalties: the prepass's statistics give the token and the normaliser
-  const bool penalties = rp.pen_begin < rp.pen_end &&
+  const bool penalties = rp.pen_begin < rp.bias_begin &&
                          (rp.repetition_penalty != 1.f || rp.frequency_penalty != 0.f || rp.presence_penalty != 0.f);
-  if ((rp.temperature <= 0.f || rp.top_k == 1) && !penalties) {
+  const bool biased = rp.bias_begin < rp.pen_end;
+  const uint32_t* mask = rp.masked ? p.mask + int64_t(row) * p.mask_words : nullptr;
+  if ((rp.temperature <= 0.f || rp.top_k == 1) && !penalties && !biased && !mask) {
     const RowStat* st = row_stats(p, row);
     RowStat r = tid < kStatSplits ? st[tid] : RowStat{0.0, -INFINITY, -INFINITY, INT_MAX, 0};
     const float M = block_max(r.m, sh.red);
@@ -263,7 +265,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
   __syncthreads();
 
   // penalties: each listed token once per row
-  for (int j = rp.pen_begin + tid; j < rp.pen_end; j += kThreads) {
+  for (int j = rp.pen_begin + tid; j < rp.bias_begin; j += kThreads) {
     int tok = p.pen_tokens[j];
     if (tok < 0 || tok >= V) continue;
     float l = x[tok];
@@ -273,10 +275,18 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     x[tok] = l;
   }
   __syncthreads();
+  // logit_bias: each token once per row (the host lists distinct ids)
+  for (int j = rp.bias_begin + tid; j < rp.pen_end; j += kThreads) {
+    int tok = p.pen_tokens[j];
+    if (tok >= 0 && tok < V) x[tok] += __int_as_float(p.pen_counts[j]);
+  }
+  __syncthreads();
 
   ArgBest b{-INFINITY, INT_MAX};
-  for (int i = tid; i < V; i += kThreads)
+  for (int i = tid; i < V; i += kThreads) {
+    if (mask && !((mask[i >> 5] >> (i & 31)) & 1u)) x[i] = -INFINITY;
     if (before(x[i], i, b.v, b.i)) b = {x[i], i};
+  }
   ArgBest top = block_first(b.v, b.i, sh);
   int token = top.i < V ? top.i : 0;  // (NaN logits leave no first element)
   if (top.i < V && !(rp.temperature <= 0.f || rp.top_k == 1)) {

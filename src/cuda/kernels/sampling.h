@@ -5,7 +5,9 @@
 // mass reaches top_p) and one inverse-CDF draw in descending probability (ties: lowest id) at the
 // request's uniform number u = uniform01(seed, step) (sampling/rng.h; computed on the host). Kept sets
 // are found by bisection over the probabilities' float bits instead of sorting. Logprobs are the
-// log-softmax of the raw logits: the sampled token's and the top-n.
+// log-softmax of the raw logits: the sampled token's and the top-n. After the penalties a row's
+// logit_bias entries are added, then its token mask (sampling/token_mask.h) leaves only the allowed
+// tokens (masked or biased rows never take the greedy fast path).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -23,7 +25,10 @@ struct SampleRow {
   float presence_penalty = 0.f, frequency_penalty = 0.f, repetition_penalty = 1.f;
   double u = 0.0;            // uniform01(seed, step)
   int num_logprobs = -1;     // top-n alternatives wanted (capped at max_logprobs)
-  int pen_begin = 0, pen_end = 0;  // this row's entries in pen_tokens / pen_counts
+  int pen_begin = 0, pen_end = 0;  // this row's entries in pen_tokens / pen_counts: penalties in
+  int bias_begin = 0;              // [pen_begin, bias_begin), logit biases in [bias_begin, pen_end)
+                                   // (the bias value's float bits in pen_counts)
+  int masked = 0;                  // 1: the row's bitset in SamplingParams::mask applies
 };
 
 struct SamplingParams {
@@ -33,6 +38,8 @@ struct SamplingParams {
   const SampleRow* row_params = nullptr;  // [rows] device
   const int32_t* pen_tokens = nullptr;    // distinct tokens of prompt + output of each row
   const int32_t* pen_counts = nullptr;    // how often each occurs among the output tokens
+  const uint32_t* mask = nullptr;         // [rows, mask_words] allowed-token bitsets (rows with masked)
+  int mask_words = 0;
   float* work = nullptr;                  // sampling_workspace_floats(rows, vocab) fp32 scratch
   int32_t* out_token = nullptr;           // [rows]
   float* out_logprob = nullptr;           // [rows]
