@@ -81,7 +81,9 @@ class CudaBackend final : public Backend {
     l.num_state_slots = model_->num_slots();
     l.num_blocks = model_->num_blocks();
     l.block_size = model_->block_size();
-    if (model_->config().num_mla_layers() > 0) l.max_context = model_->workspace().expansion().key_rows;
+    // the block-table width the step metadata was planned for (max_model_len): any context up to it runs
+    // (the MLA prefill attends to a long one piece by piece in its fixed expansion)
+    l.max_context = model_->workspace().plan().lim.max_context;
     l.graph_buckets = model_->graph_buckets();
     return l;
   }
