@@ -74,7 +74,8 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   o_lat = A(T * Hm * R);
   kda_ws_bytes = c.num_kda_layers() ? kda_prefill_workspace_bytes(T, std::min(T, max_seqs), c.kda.num_heads, act) : 0;
   kda_ws = a.alloc_bytes(kda_ws_bytes);
-  int dec_rows = std::max(std::min(T, max_seqs), num_sms);  // rows * splits <= max(rows, SMs)
+  // rows * splits <= max(rows, kMlaDecodeMaxCtasPerSm x SMs) (choose_mla_decode_splits)
+  int dec_rows = std::max(std::min(T, max_seqs), kMlaDecodeMaxCtasPerSm * num_sms);
   mla_ws_bytes = c.num_mla_layers() ? mla_decode_workspace_bytes(1, Hm, std::max(2, dec_rows)) : 0;
   mla_ws = a.alloc_bytes(mla_ws_bytes);
   int64_t act_w = std::max<int64_t>({int64_t(kp) * c.moe.intermediate_size, c.intermediate_size,

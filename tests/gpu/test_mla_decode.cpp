@@ -140,6 +140,16 @@ TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 1024, 132), 16);     // one 64-position tile per split
   EXPECT_EQ(gpu::choose_mla_decode_splits(200, 4000, 132), 1);    // many rows already fill it
   EXPECT_EQ(gpu::choose_mla_decode_splits(0, 0, 132), 1);
+  // long contexts: full waves (100 rows: 9 splits, 900 CTAs in 7 waves of 132), never more CTAs than the
+  // workspace holds; short contexts keep the old choice
+  EXPECT_EQ(gpu::choose_mla_decode_splits(100, 131072, 132), 9);
+  EXPECT_EQ(gpu::choose_mla_decode_splits(100, 2048, 132), 1);
+  EXPECT_EQ(gpu::choose_mla_decode_splits(64, 4096, 132), 2);
+  for (int rows = 1; rows <= 300; ++rows)
+    for (int ctx : {1000, 65536, 1048576}) {
+      const int s = gpu::choose_mla_decode_splits(rows, ctx, 132);
+      EXPECT_LE(int64_t(rows) * s, std::max<int64_t>(rows, gpu::kMlaDecodeMaxCtasPerSm * 132)) << rows << " " << ctx;
+    }
 }
 
 }  // namespace ds::attn_test

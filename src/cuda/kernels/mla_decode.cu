@@ -357,7 +357,22 @@ int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
   // 16 splits of one tile, measured 22.8 us with 4 splits of four).
   const int want = std::max(1, num_sms / rows);
   const int cap = std::max(1, max_context_len / 64);
-  return std::max(1, std::min({want, cap, 256}));
+  int splits = std::max(1, std::min({want, cap, 256}));
+  // Long contexts: when rows x splits CTAs leave the last wave (one CTA per SM) mostly empty, the first
+  // larger count that fills the waves to >= 95%, each split keeping >= 1024 positions and the CTAs within
+  // kMlaDecodeMaxCtasPerSm waves (e.g. 100 rows over 131K positions: 9 splits, 900 CTAs in 7 waves).
+  auto fill = [&](int n) {
+    const int64_t ctas = int64_t(rows) * n, waves = (ctas + num_sms - 1) / num_sms;
+    return double(ctas) / double(waves * num_sms);
+  };
+  const int long_cap = std::min(256, max_context_len / 1024);
+  if (fill(splits) < 0.95)
+    for (int n = splits + 1; n <= long_cap && int64_t(rows) * n <= int64_t(kMlaDecodeMaxCtasPerSm) * num_sms; ++n)
+      if (fill(n) >= 0.95) {
+        splits = n;
+        break;
+      }
+  return splits;
 }
 
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits) {

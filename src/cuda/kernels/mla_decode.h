@@ -46,7 +46,10 @@ struct MlaDecodeParams {
                                        // it) or 32 (4 in shared memory: more bytes in flight); fp32: 32
 };
 
-// Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts.
+// Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
+// contexts, so that the waves of one CTA per SM are full. rows * splits <= max(rows, num_sms) or
+// <= kMlaDecodeMaxCtasPerSm * num_sms (what the workspace is sized for).
+constexpr int kMlaDecodeMaxCtasPerSm = 8;
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms);
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
 
