@@ -17,12 +17,12 @@
 #include "cuda/kernels/mla_merge.h"
 #include "cuda/kernels/mla_prefill.h"
 #include "kernels/mla/op.h"
-#include "test_kda_util.h"
+#include "test_mla_util.h"
 
 namespace ds::attn_test {
 namespace {
 
-constexpr int kQk = 192, kNope = 128, kRope = 64, kV = 128;
+constexpr int kQk = 192, kV = 128;
 
 // Expected merge per the contract, in double.
 void merge_ref(const std::vector<float>& oa, const std::vector<float>& la, bool a_empty, const std::vector<float>& ob,
@@ -104,15 +104,8 @@ void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>&
   const float scale = float(1.0 / std::sqrt(192.0));
 
   // CPU twin, unpieced
-  std::vector<float> k(size_t(K) * H * kQk), v(size_t(K) * H * kV), ref_o(size_t(q_len) * H * kV);
-  for (int j = 0; j < K; ++j)
-    for (int h = 0; h < H; ++h) {
-      const float* src = kv.host.data() + (size_t(j) * H + h) * 256;
-      float* kd = k.data() + (size_t(j) * H + h) * kQk;
-      std::copy_n(src, kNope, kd);
-      std::copy_n(kva.host.data() + size_t(j) * 576 + 512, kRope, kd + kNope);
-      std::copy_n(src + kNope, kV, v.data() + (size_t(j) * H + h) * kV);
-    }
+  std::vector<float> k, v, ref_o(size_t(q_len) * H * kV);
+  expanded_keys(kv.host, kva.host, 0, K, H, k, v);
   kernels::MlaPrefillParams rp;
   rp.q = q.host.data();
   rp.k = k.data();
@@ -146,25 +139,15 @@ void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>&
 
   const std::vector<int32_t> cuq{0, q_len}, cuk{0, K};
   auto d_cuq = upload(cuq), d_cuk = upload(cuk);
-  const size_t esz = act_size(act), n_o = size_t(q_len) * H * kV;
+  const size_t n_o = size_t(q_len) * H * kV;
   gpu::DeviceBuffer d_piece = poisoned(n_o, act), d_out = poisoned(n_o, act);
   gpu::DeviceBuffer d_acc(n_o * 4), d_acc_lse(size_t(q_len) * H * 4), d_lse(size_t(q_len) * H * 4);
-  gpu::MlaPrefillParams p;
-  p.q = q.dev.data();
-  p.k_nope = kv.dev.data();
-  p.ldkn = int64_t(H) * 256;
-  p.hkn = 256;
-  p.v = static_cast<const char*>(kv.dev.data()) + kNope * esz;
-  p.ldv = int64_t(H) * 256;
-  p.hv = 256;
-  p.k_pe = static_cast<const char*>(kva.dev.data()) + 512 * esz;
-  p.ldkpe = 576;
+  gpu::MlaPrefillParams p = expanded_params(q, kv, kva, H, act);
   p.o = d_piece.data();
   p.lse = d_lse.as<float>();
   p.cu_seqlens_q = d_cuq.as<int32_t>();
   p.cu_seqlens_k = d_cuk.as<int32_t>();
   p.num_seqs = 1;
-  p.num_heads = H;
   p.max_seqlen_q = q_len;
   for (int P : pieces) {
     for (int a = 0; a < K; a += P) {
