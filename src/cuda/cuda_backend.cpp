@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
     mo.biased_moe_weights = o.biased_moe_weights;
     mo.max_graph_batch = std::max(o.max_num_seqs, 1);
     mo.max_model_len = o.max_model_len;  // the step metadata's block-table width (0: the config's)
+    mo.mla_expand_keys = o.mla_context_piece;  // 0: from the memory budget
     // developer switches (config/runtime_env.h): reference attention kernels, eager decode steps.
     // Parsed per backend, so a test may switch them between backends.
     const CudaEnv env = CudaEnv::parse();
