@@ -117,14 +117,21 @@ void CudaModel::warm_up_prefill() {
     run(t, 0);
     ++n;
   }
-  // the MLA expansion's GEMMs over more key rows than one chunk has tokens
+  // the MLA expansion's GEMMs over more key rows than one chunk has tokens: every shape
+  // mla_expand_gemm_rows gives beyond t_max (2^k and 3 x 2^k, and the piece itself)
   const int chunk = std::min(16, t_max);
-  if (expands && keys > t_max)
-    for (int64_t k = std::min<int64_t>(2 * int64_t(t_max), keys);; k = std::min<int64_t>(2 * k, keys)) {
+  if (expands && keys > t_max) {
+    std::vector<int> ks{keys};
+    for (int64_t p = 2; p < keys; p *= 2)
+      for (int64_t k : {p, 3 * p / 2})
+        if (k > t_max && k < keys) ks.push_back(int(k));
+    std::sort(ks.begin(), ks.end());
+    ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+    for (int k : ks) {
       run(chunk, k - chunk);
       ++n;
-      if (k == keys) break;
     }
+  }
   // a context beyond one piece (within max_model_len): piece by piece, the merge kernel
   if (expands && int64_t(keys) + chunk <= max_context) {
     run(chunk, keys);

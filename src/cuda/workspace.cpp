@@ -32,6 +32,13 @@ int mla_piece_keys(const ModelConfig& c, DType act, int64_t max_context, double 
   return int(keys);
 }
 
+int mla_expand_gemm_rows(int rows, int key_rows) {
+  int64_t p = 2;
+  while (p < rows && 3 * p / 2 < rows) p *= 2;
+  const int64_t r = p >= rows ? p : 3 * p / 2;
+  return int(std::min<int64_t>(r, key_rows));
+}
+
 int graph_bucket(int n) {
   for (int b : kBuckets)
     if (b >= n) return b;

@@ -127,6 +127,11 @@ class Workspace {
 // weights (budget_bytes; the caches get the rest).
 int mla_piece_keys(const ModelConfig& c, DType act, int64_t max_context, double budget_bytes);
 
+// Rows the MLA expansion GEMM runs for `rows` gathered key rows: the next of 2, 3, 4, 6, 8, 12, ... (2^k and
+// 3 x 2^k) capped at key_rows, so it only ever takes the shapes the start-up warm-up loaded (cuBLASLt picks
+// kernels by shape and CUDA loads them lazily, into device memory); rows past `rows` are never read.
+int mla_expand_gemm_rows(int rows, int key_rows);
+
 // The bucket (padded batch size) of a decode batch of n sequences replayed from a graph.
 int graph_bucket(int n);
 // The block-table width (stride) of a graph for block tables of `blocks` columns: the next power of

@@ -64,7 +64,7 @@ void MlaLayer::expand_keys(const LayerStep& s, int rows) const {
   e.ldy = int64_t(Hm_) * (dn_ + dv_);
   e.x_dtype = e.y_dtype = s.act;
   e.w_dtype = w_.kv_b.dtype;
-  e.M = rows;
+  e.M = mla_expand_gemm_rows(rows, s.expand.key_rows);  // a warmed-up shape (rows past `rows` unread)
   e.N = Hm_ * (dn_ + dv_);
   e.K = R_;
   s.gemm.run(e, s.ctx.stream);
