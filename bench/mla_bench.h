@@ -1,6 +1,6 @@
 // MLA attention rows of bench_kernels (issue 13: long contexts): the absorbed decode over a paged latent
-// cache of 131K and 1M positions (cache bytes / time against 4.3 TB/s; both tile pipelines, the split
-// heuristic and twice its splits), and one 8,192-query prefill chunk attending to a 131K context piece
+// cache of 131K and 1M positions (cache bytes / time against 4.3 TB/s; both tile pipelines, with and
+// without the L2 prefetch), and one 8,192-query prefill chunk attending to a 131K context piece
 // by piece (the windowed prefill kernel + the log-sum-exp merge, per piece size; FLOP floor).
 #pragma once
 #include <algorithm>
@@ -37,7 +37,8 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
     const int heur = gpu::choose_mla_decode_splits(nrows, context, ctx.num_sms());
     const double bytes = double(nrows) * context * 576 * 2;
     for (int kv_tile : {64, 32})
-      for (int splits : {heur, 2 * heur}) {
+      for (int prefetch : {-1, 0}) {
+        const int splits = heur;
         DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, splits)));
         gpu::MlaDecodeParams p;
         p.q = q.data();
@@ -52,12 +53,12 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
         p.max_blocks = nb;
         p.num_splits = splits;
         p.kv_tile = kv_tile;
+        p.l2_prefetch_tiles = prefetch;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
-        std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits", nrows, context, kv_tile,
-                      splits);
-        std::snprintf(note, sizeof note, "cache %.0f GB/s%s", bytes / (ms * 1e-3) / 1e9,
-                      splits == heur ? " (heuristic splits)" : "");
+        std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits%s", nrows, context, kv_tile,
+                      splits, prefetch ? "" : ", no L2 prefetch");
+        std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
       }
   }

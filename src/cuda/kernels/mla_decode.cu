@@ -27,6 +27,13 @@ constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32, kThreads = 256;
 // kTile cached positions per tile, kStages tiles in shared memory (kStages - 1 in flight while one is
 // computed on). bf16: 64 x 2 (the default) or 32 x 4 (more bytes in flight: long contexts, see
 // MlaDecodeParams::kv_tile); fp32: 32 x 1.
+// L2 prefetch of [gmem, gmem + bytes) (16-byte aligned, a multiple of 16 bytes), no completion to wait for.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* gmem, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
+#endif
+}
+
 template <typename IO, int Tile, int Stages> struct DecodeCfg {
   static constexpr int kTile = Tile;
   static constexpr int kStages = Stages;
@@ -92,6 +99,31 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     sm.m[tid] = -INFINITY;
     sm.l[tid] = 0.f;
   }
+  // L2 prefetch (bf16): the tile pf_dist tiles beyond the shared-memory pipeline is requested into L2 by
+  // bulk prefetches, one per page part (thread i < kTile: the i-th page the tile touches), so the
+  // pipeline's loads hit L2 rather than wait for DRAM; each thread's page entry is looked up an
+  // iteration ahead, like next_off.
+  const int pf_dist = C::kStages > 1 ? p.l2_prefetch_tiles : 0;
+  struct Pf {
+    int64_t off;
+    uint32_t bytes;
+  };
+  auto pf_entry = [&](int u) -> Pf {
+    Pf e{-1, 0};
+    if (pf_dist <= 0 || tid >= kTile || u >= tile1 || u * kTile >= ctx) return e;
+    const int pos0 = u * kTile, page = pos0 / p.block_size + tid;
+    const int a = max(pos0, page * p.block_size), b = min(min(pos0 + kTile, ctx), (page + 1) * p.block_size);
+    if (a >= b) return e;
+    e.off = (int64_t(bt[page]) * p.block_size + (a - page * p.block_size)) * kQk;
+    e.bytes = uint32_t(b - a) * kQk * uint32_t(sizeof(IO));
+    return e;
+  };
+  auto pf_issue = [&](const Pf& e) {
+    if (e.off >= 0) prefetch_l2_bulk(cache + e.off, e.bytes);
+  };
+  for (int d = 0; d < pf_dist; ++d) pf_issue(pf_entry(tile0 + C::kStages - 1 + d));
+  Pf next_pf = pf_entry(tile0 + C::kStages - 1 + pf_dist);
+
   int64_t next_off = row_offset(tile0);
 #pragma unroll
   for (int i = 0; i + 1 < C::kStages; ++i) {  // tiles tile0 .. tile0 + kStages - 2 in flight
@@ -124,6 +156,10 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     if constexpr (C::kStages > 1) {  // into the stage computed on last iteration (freed by its barrier)
       issue(t + C::kStages - 1, next_off);
       next_off = row_offset(t + C::kStages);
+      if (pf_dist > 0) {
+        pf_issue(next_pf);
+        next_pf = pf_entry(t + C::kStages + pf_dist);
+      }
     }
     const IO(*tl)[kLdC] = sm.tile[(t - tile0) % C::kStages];
 
@@ -397,6 +433,7 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
                  "mla decode: tensors must be 16-byte aligned with strides a multiple of 8");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
   DS_GPU_REQUIRE(p.kv_tile == 0 || p.kv_tile == 32 || p.kv_tile == 64, "mla decode: kv_tile must be 0, 32 or 64");
+  if (p.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = p.kv_tile == 32 ? 4 : 2;  // ~150 KB ahead per CTA
   if (act == DType::BF16 && p.kv_tile == 32) launch_decode<bf16, 32, 4>(p, ctx);
   else if (act == DType::BF16) launch_decode<bf16, 64, 2>(p, ctx);
   else launch_decode<float, 32, 1>(p, ctx);

@@ -44,6 +44,8 @@ struct MlaDecodeParams {
   float scale = 0.0f;                  // 0: 1/sqrt(192) (qk_nope 128 + rope 64, spec §5.1)
   int kv_tile = 0;                     // bf16: cached positions per tile, 64 (2 in shared memory; 0 means
                                        // it) or 32 (4 in shared memory: more bytes in flight); fp32: 32
+  int l2_prefetch_tiles = -1;          // bf16: tiles requested into L2 ahead of the shared-memory pipeline
+                                       // (bulk prefetch; -1: 2 of 64 / 4 of 32 positions, 0: none)
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
