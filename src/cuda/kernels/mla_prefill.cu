@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_prefill.h"
+#include "cuda/kernels/mla_prefill_wgmma.h"
 
 namespace ds::gpu {
 namespace {
@@ -172,6 +173,7 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
       if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst + f) = pack_bf16(x0, x1);
       else *reinterpret_cast<float2*>(dst + f) = make_float2(x0, x1);
     }
+    if (p.lse && (lane & 3) == 0) p.lse[int64_t(qbeg + row) * p.num_heads + h] = m[i] * 0.6931471805599453f + logf(l[i]);
   }
 }
 
@@ -186,9 +188,10 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void configure_mla_prefill(const DeviceContext&) {
+void configure_mla_prefill(const DeviceContext& ctx) {
   set_max_dynamic_smem(mla_prefill_kernel<bf16>, sizeof(PrefillSmem<bf16>));
   set_max_dynamic_smem(mla_prefill_kernel<float>, sizeof(PrefillSmem<float>));
+  configure_mla_prefill_wgmma(ctx);
 }
 
 void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext& ctx) {
@@ -212,7 +215,8 @@ void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext&
   const void* ptrs[] = {p.q, p.k_nope, p.k_pe, p.v, p.o};
   for (const void* ptr : ptrs) DS_GPU_REQUIRE(aligned16(ptr), "mla prefill: tensors must be 16-byte aligned");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
-  if (act == DType::BF16) launch<bf16>(p, ctx);
+  if (act == DType::BF16 && ctx.switches.wgmma && mla_prefill_wgmma_supported(ctx)) launch_mla_prefill_wgmma(p, ctx);
+  else if (act == DType::BF16) launch<bf16>(p, ctx);
   else launch<float>(p, ctx);
 }
 

@@ -8,7 +8,8 @@
 // to latents already in the paged cache, the caller expands them through kv_b_proj (one GEMM over the
 // gathered latents) into k_nope / v rows placed before the new tokens' rows. The absorbed form over the
 // cache (mla_decode.h) serves decoding; this kernel serves prefill chunks.
-// bf16: tensor cores (mma.sync bf16); fp32: 3xTF32. CPU twin: src/kernels/mla (run_mla_prefill_cpu).
+// bf16: tensor cores (mma.sync bf16; on sm_90 with DeviceContext::switches.wgmma, the warp-specialised
+// wgmma kernel of mla_prefill_wgmma.h); fp32: 3xTF32. CPU twin: src/kernels/mla (run_mla_prefill_cpu).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -32,6 +33,9 @@ struct MlaPrefillParams {
   int num_heads = 0;
   int max_seqlen_q = 0;           // host upper bound of q_len (sizes the grid)
   float scale = 0.0f;             // 0: 1/sqrt(192)
+  // Optional [Tq, H] fp32 (row-major, index (token, head)): the natural-log sum-exp of each query row's
+  // scaled scores over the keys it attends to, ln Σ_j exp(scale · q·k_j), for merging partial attentions.
+  float* lse = nullptr;
 };
 
 void run_mla_prefill(const MlaPrefillParams& p, DType act, const DeviceContext& ctx);

@@ -1,0 +1,335 @@
+// MLA prefill attention on Hopper tensor cores (see mla_prefill_wgmma.h and mla_prefill.h for the
+// contract). CTA = 128 queries of one (sequence, head), 384 threads in three warpgroups:
+//  - warpgroup 0, the producer: cp.async copies of the query tile (once) and of key/value tiles of 128
+//    positions into a two-stage ring, in the 128-byte swizzled layout (wgmma.cuh); each copy set
+//    completes on the stage's `full` mbarrier;
+//  - warpgroups 1 and 2, the consumers, 64 query rows each: per key tile S = Q·Kᵀ (12 wgmma m64n128k16,
+//    Q and K from shared memory, K-major), the causal mask and the fp32 online softmax in registers,
+//    O += P·V (8 wgmma with P as bf16 A fragments in registers, V MN-major from shared memory). Keys and
+//    values of a stage complete and are released on separate mbarriers (the keys are free once S is done).
+//    Two schedules (DELTASERVE_CUDA_WGMMA=1 / 2): each tile in turn, or S(t) issued with P·V(t − 1) so
+//    the tensor cores work during the softmax.
+// Query tiles are issued longest first (causal work grows with the tile index).
+#include <cmath>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/kda_mma.cuh"
+#include "cuda/kernels/mla_prefill_wgmma.h"
+#include "cuda/kernels/wgmma.cuh"
+
+namespace ds::gpu {
+namespace {
+
+using namespace wg;
+using attn::bf16;
+using attn::fast_exp2;
+using attn::kLog2e;
+using attn::pack_bf16;
+
+constexpr int kNope = 128, kV = 128;
+constexpr int kBM = 128, kBN = 128, kStages = 2, kThreads = 384;
+constexpr uint32_t kAtom = 128 * 128;  // 128 rows of 128 bytes
+constexpr uint32_t kQBytes = 3 * kAtom, kKBytes = 3 * kAtom, kVBytes = 2 * kAtom;
+constexpr uint32_t kOffK = kQBytes, kOffV = kOffK + kStages * kKBytes, kOffBar = kOffV + kStages * kVBytes;
+constexpr size_t kSmem = kOffBar + 64 + 1024;  // barriers, and slack to align the base to 1024 bytes
+
+struct Bars {  // per stage: keys and values complete (full) and are released (empty) separately
+  uint64_t q, kfull[kStages], kempty[kStages], vfull[kStages], vempty[kStages];
+};
+
+__device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h,
+                                        int qbeg, int qlen, int q0, int kbeg, int klen, int ntiles) {
+  {
+    const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(qbeg + q0) * p.ldq + int64_t(h) * p.hq;
+#pragma unroll 4
+    for (int it = 0; it < 16; ++it) {  // q_nope: 128 rows x 16 chunks
+      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
+      const bool ok = q0 + row < qlen;
+      cp16(sbase + (c >> 3) * kAtom + swz(row, c & 7), qg + (ok ? int64_t(row) * p.ldq : 0) + c * 8, ok);
+    }
+#pragma unroll 4
+    for (int it = 0; it < 8; ++it) {  // q_pe: 128 rows x 8 chunks
+      const int i = tid + 128 * it, row = i >> 3, c = i & 7;
+      const bool ok = q0 + row < qlen;
+      cp16(sbase + 2 * kAtom + swz(row, c), qg + (ok ? int64_t(row) * p.ldq : 0) + kNope + c * 8, ok);
+    }
+    mbar_arrive_cp_async(&bar.q);
+  }
+  for (int t = 0; t < ntiles; ++t) {
+    const int s = t % kStages;
+    const uint32_t parity = uint32_t((t / kStages - 1) & 1);
+    const int j0 = t * kBN;
+    const int64_t r0 = kbeg + j0;
+    const bf16* kn = static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn;
+    const bf16* kpe = static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe;
+    const bf16* vv = static_cast<const bf16*>(p.v) + r0 * p.ldv + int64_t(h) * p.hv;
+    const uint32_t ka = sbase + kOffK + s * kKBytes, va = sbase + kOffV + s * kVBytes;
+    if (t >= kStages) mbar_wait(&bar.kempty[s], parity);
+#pragma unroll 4
+    for (int it = 0; it < 16; ++it) {  // k_nope: 128 rows x 16 chunks
+      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
+      const bool ok = j0 + row < klen;
+      cp16(ka + (c >> 3) * kAtom + swz(row, c & 7), kn + (ok ? int64_t(row) * p.ldkn : 0) + c * 8, ok);
+    }
+#pragma unroll 4
+    for (int it = 0; it < 8; ++it) {  // k_pe: 128 rows x 8 chunks
+      const int i = tid + 128 * it, row = i >> 3, c = i & 7;
+      const bool ok = j0 + row < klen;
+      cp16(ka + 2 * kAtom + swz(row, c), kpe + (ok ? int64_t(row) * p.ldkpe : 0) + c * 8, ok);
+    }
+    mbar_arrive_cp_async(&bar.kfull[s]);
+    if (t >= kStages) mbar_wait(&bar.vempty[s], parity);
+#pragma unroll 4
+    for (int it = 0; it < 16; ++it) {  // v: 128 rows x 16 chunks
+      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
+      const bool ok = j0 + row < klen;
+      cp16(va + (c >> 3) * kAtom + swz(row, c & 7), vv + (ok ? int64_t(row) * p.ldv : 0) + c * 8, ok);
+    }
+    mbar_arrive_cp_async(&bar.vfull[s]);
+  }
+  cp_wait_all();
+}
+
+// S = Q·Kᵀ for the warpgroup's 64 rows and a 128-key tile: 12 wgmma (192 = 3 atoms of 64 columns), issued.
+__device__ __forceinline__ void issue_qk(float (&sc)[64], uint32_t qa, uint32_t ka) {
+#pragma unroll
+  for (int ks = 0; ks < 12; ++ks) {
+    const uint32_t off = (ks >> 2) * kAtom + (ks & 3) * 32;
+    wgmma_m64n128k16_ss(sc, desc_k_sw128(qa + off), desc_k_sw128(ka + off), ks > 0);
+  }
+}
+// O += P·V: 8 wgmma over the tile's 128 keys (16 each: 2048 bytes of V rows), V MN-major (2 atoms of 64 dims).
+__device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&pa)[8][4], uint32_t va) {
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) wgmma_m64n128k16_rs_mn(o, pa[kk], desc_mn_sw128(va + kk * 2048, kAtom));
+}
+
+// One thread's part of the online softmax over a tile: scores (row g: e = 0, 1; row g + 8: e = 2, 3 of each
+// n8 block j) masked and scaled to log2 units, the running max m and sum l updated, sc turned into the
+// probabilities; returns the factors the earlier output rows must be scaled by.
+struct RowState {
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+};
+__device__ __forceinline__ void softmax_tile(float (&sc)[64], RowState& st, float (&alpha)[2], int j0, int qmin,
+                                             int qpos0, int c4, float sl2) {
+  if (j0 + kBN - 1 > qmin) {  // some key of the tile lies after some row's position
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kp = j0 + 8 * j + 2 * c4 + (e & 1);
+        sc[4 * j + e] = kp <= qpos0 + 8 * (e >> 1) ? sc[4 * j + e] * sl2 : -INFINITY;
+      }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) sc[i] *= sl2;
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    mx[0] = fmaxf(mx[0], fmaxf(sc[4 * j], sc[4 * j + 1]));
+    mx[1] = fmaxf(mx[1], fmaxf(sc[4 * j + 2], sc[4 * j + 3]));
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    const float mn = fmaxf(st.m[i], mx[i]);  // finite: key 0 of tile 0 is visible to every row
+    alpha[i] = fast_exp2(st.m[i] - mn);
+    st.m[i] = mn;
+    st.l[i] *= alpha[i];
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      sc[4 * j + e] = fast_exp2(sc[4 * j + e] - st.m[e >> 1]);
+      st.l[e >> 1] += sc[4 * j + e];
+    }
+}
+// The probabilities as bf16 A fragments: k16 block kk = n8 blocks 2kk (a0: row g, a1: row g + 8) and
+// 2kk + 1 (a2, a3).
+__device__ __forceinline__ void pack_p(const float (&sc)[64], uint32_t (&pa)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    pa[j >> 1][2 * (j & 1)] = pack_bf16(sc[4 * j], sc[4 * j + 1]);
+    pa[j >> 1][2 * (j & 1) + 1] = pack_bf16(sc[4 * j + 2], sc[4 * j + 3]);
+  }
+}
+__device__ __forceinline__ void rescale(float (&o)[64], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
+}
+
+// kOverlap: S of tile t is issued together with P·V of tile t − 1 (two wgmma groups in flight), so the
+// tensor cores compute while the softmax of tile t runs; otherwise each tile's S, softmax, P·V in turn.
+template <bool kOverlap>
+__global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const uint32_t sbase = smem_u32(smem);
+  Bars& bar = *reinterpret_cast<Bars*>(smem + kOffBar);
+  const int tid = threadIdx.x;
+  const int h = blockIdx.x, seq = blockIdx.z;
+  const int qt = int(gridDim.y) - 1 - int(blockIdx.y);  // longest tiles first
+  const int qbeg = p.cu_seqlens_q[seq], qlen = p.cu_seqlens_q[seq + 1] - qbeg;
+  const int kbeg = p.cu_seqlens_k[seq], klen = p.cu_seqlens_k[seq + 1] - kbeg;
+  const int q0 = qt * kBM;
+  if (q0 >= qlen) return;  // the whole CTA, before any barrier
+  const int offset = klen - qlen;  // position of query 0
+  const int qend = min(qlen, q0 + kBM);
+  const int ntiles = (min(klen, offset + qend) + kBN - 1) / kBN;
+  if (tid == 0) {
+    mbar_init(&bar.q, 128);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&bar.kfull[s], 128);
+      mbar_init(&bar.vfull[s], 128);
+      mbar_init(&bar.kempty[s], 256);
+      mbar_init(&bar.vempty[s], 256);
+    }
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    setmaxnreg_dec<56>();
+    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, klen, ntiles);
+    return;
+  }
+  setmaxnreg_inc<224>();
+  const int wgi = tid / 128 - 1, warp = (tid & 127) >> 5, lane = tid & 31, g = lane >> 2, c4 = lane & 3;
+  const int rbase = 64 * wgi;  // the warpgroup's first row in the tile
+  const bool has_rows = q0 + rbase < qlen;
+  const int qmin = offset + q0 + rbase;  // position of its first row
+  const int qmax = offset + min(qlen - 1, q0 + rbase + 63);
+  const int nt = has_rows ? min(ntiles, qmax / kBN + 1) : 0;  // tiles it attends to; it only releases the rest
+  const int qpos0 = qmin + 16 * warp + g;  // position of this thread's row g (row g + 8: + 8)
+  const float sl2 = p.scale * kLog2e;
+  const uint32_t qa = sbase + uint32_t(rbase) * 128;
+  auto ka = [&](int t) { return sbase + kOffK + uint32_t(t % kStages) * kKBytes; };
+  auto va = [&](int t) { return sbase + kOffV + uint32_t(t % kStages) * kVBytes; };
+  auto par = [](int t) { return uint32_t((t / kStages) & 1); };
+
+  float o[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] = 0.f;
+  RowState st;
+  float sc[64], alpha[2];
+  uint32_t pa[8][4];
+  mbar_wait(&bar.q, 0);
+  int t = 0;
+  if constexpr (!kOverlap) {
+    for (; t < nt; ++t) {
+      const int s = t % kStages;
+      mbar_wait(&bar.kfull[s], par(t));
+      fence_proxy_async();
+      wgmma_fence();
+      issue_qk(sc, qa, ka(t));
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(sc);
+      mbar_arrive(&bar.kempty[s]);
+      softmax_tile(sc, st, alpha, t * kBN, qmin, qpos0, c4, sl2);
+      rescale(o, alpha);
+      pack_p(sc, pa);
+      mbar_wait(&bar.vfull[s], par(t));
+      fence_proxy_async();
+      reg_fence(o);
+      wgmma_fence();
+      issue_pv(o, pa, va(t));
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(o);
+      mbar_arrive(&bar.vempty[s]);
+    }
+  } else if (nt > 0) {
+    mbar_wait(&bar.kfull[0], 0);
+    fence_proxy_async();
+    wgmma_fence();
+    issue_qk(sc, qa, ka(0));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(sc);
+    mbar_arrive(&bar.kempty[0]);
+    softmax_tile(sc, st, alpha, 0, qmin, qpos0, c4, sl2);  // o is still zero: alpha unused
+    pack_p(sc, pa);
+    for (t = 1; t < nt; ++t) {
+      mbar_wait(&bar.kfull[t % kStages], par(t));
+      mbar_wait(&bar.vfull[(t - 1) % kStages], par(t - 1));
+      fence_proxy_async();
+      reg_fence(o);
+      wgmma_fence();
+      issue_qk(sc, qa, ka(t));
+      wgmma_commit();
+      issue_pv(o, pa, va(t - 1));
+      wgmma_commit();
+      wgmma_wait<1>();  // S(t) done, P·V(t − 1) may still run
+      reg_fence(sc);
+      mbar_arrive(&bar.kempty[t % kStages]);
+      softmax_tile(sc, st, alpha, t * kBN, qmin, qpos0, c4, sl2);
+      wgmma_wait<0>();
+      reg_fence(o);
+      mbar_arrive(&bar.vempty[(t - 1) % kStages]);
+      rescale(o, alpha);
+      pack_p(sc, pa);
+    }
+    const int last = nt - 1;
+    mbar_wait(&bar.vfull[last % kStages], par(last));
+    fence_proxy_async();
+    reg_fence(o);
+    wgmma_fence();
+    issue_pv(o, pa, va(last));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(o);
+    mbar_arrive(&bar.vempty[last % kStages]);
+  }
+  for (; t < ntiles; ++t) {  // tiles past this warpgroup's rows: release them for the other one
+    mbar_wait(&bar.kfull[t % kStages], par(t));
+    mbar_arrive(&bar.kempty[t % kStages]);
+    mbar_wait(&bar.vfull[t % kStages], par(t));
+    mbar_arrive(&bar.vempty[t % kStages]);
+  }
+  if (!has_rows) return;
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 1);
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 2);
+  }
+  bf16* og = static_cast<bf16*>(p.o);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = q0 + rbase + 16 * warp + g + 8 * i;
+    if (row >= qlen) continue;
+    const float inv = 1.f / st.l[i];
+    bf16* dst = og + int64_t(qbeg + row) * p.ldo + int64_t(h) * kV;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * c4) = pack_bf16(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+    if (p.lse && c4 == 0)
+      p.lse[int64_t(qbeg + row) * p.num_heads + h] = st.m[i] * 0.6931471805599453f + logf(st.l[i]);
+  }
+}
+
+}  // namespace
+
+bool mla_prefill_wgmma_supported(const DeviceContext& ctx) {
+  return ctx.info.sm_major == 9 && ctx.info.smem_per_block_optin >= kSmem;
+}
+
+void configure_mla_prefill_wgmma(const DeviceContext& ctx) {
+  if (!mla_prefill_wgmma_supported(ctx)) return;
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<false>, kSmem);
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<true>, kSmem);
+}
+
+void launch_mla_prefill_wgmma(const MlaPrefillParams& p, const DeviceContext& ctx) {
+  const dim3 grid(unsigned(p.num_heads), unsigned((p.max_seqlen_q + kBM - 1) / kBM), unsigned(p.num_seqs));
+  DS_GPU_REQUIRE(grid.y <= 65535 && grid.z <= 65535, "mla prefill (wgmma): too many query tiles or sequences");
+  if (ctx.switches.wgmma == 2) mla_prefill_wgmma_kernel<true><<<grid, kThreads, kSmem, ctx.stream>>>(p);
+  else mla_prefill_wgmma_kernel<false><<<grid, kThreads, kSmem, ctx.stream>>>(p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu
