@@ -4,7 +4,7 @@
 //  - MLA prefill attention, 32 heads: one 8,192-token causal sequence, and four sequences continuing
 //    contexts of up to 20,000 tokens (lengths not multiples of the tiles); outputs within 2e-2 relative
 //    L2 (both round P and o to bf16, in different orders; seen ~4e-3 in practice is the expectation),
-//    log-sum-exp within 2e-3 absolute (fp32 on both sides).
+//    log-sum-exp within 2e-3 absolute (fp32 on both sides); also over key windows (context pieces).
 //  - MoE grouped GEMM, 4,096 tokens routed over 256 experts (top 8), gate/up 2048 x 2304 with SiLU·mul
 //    and down 2304 x 1024: both launches' outputs within 2e-2 relative L2 (fp32 accumulation on both
 //    sides, bf16 outputs; differences are the accumulation order).
@@ -37,7 +37,8 @@ DeviceBuffer uniform(int64_t n, DType t, uint64_t seed, float a) {
   return b;
 }
 
-void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens, uint64_t seed) {
+void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens, uint64_t seed, int k_begin = 0,
+                 int k_end = 0) {
   DS_REQUIRE_GPU();
   ASSERT_TRUE(mla_prefill_wgmma_supported(with_wgmma(1))) << "the wgmma kernel needs an sm_90 device";
   const int H = 32;
@@ -76,6 +77,8 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
     p.num_seqs = int(qlens.size());
     p.num_heads = H;
     p.max_seqlen_q = max_q;
+    p.k_begin = k_begin;
+    p.k_end = k_end;
     run_mla_prefill(p, t, with_wgmma(impl));
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     o[impl] = to_host(d_o.data(), size_t(Tq) * H * 128, t);
@@ -84,12 +87,13 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
   for (int impl = 1; impl < 3; ++impl) {
     double lse_err = 0.0;
     for (size_t i = 0; i < lse[0].size(); ++i) {
-      const double d = std::abs(double(lse[0][i]) - lse[impl][i]);
+      // rows that see no key of the window: -inf on both sides
+      const double d = lse[0][i] == lse[impl][i] ? 0.0 : std::abs(double(lse[0][i]) - lse[impl][i]);
       lse_err = std::isnan(d) ? INFINITY : std::max(lse_err, d);
     }
     const double err = rel_l2(o[impl], o[0]);
-    std::printf("[mla_prefill wgmma=%d vs mma.sync] Tq=%d Tk=%d o_rel_l2=%.3g lse_max_abs=%.3g\n", impl, Tq, Tk, err,
-                lse_err);
+    std::printf("[mla_prefill wgmma=%d vs mma.sync] Tq=%d Tk=%d window=[%d,%d) o_rel_l2=%.3g lse_max_abs=%.3g\n", impl,
+                Tq, Tk, k_begin, k_end, err, lse_err);
     EXPECT_LE(err, 2e-2) << "wgmma=" << impl;
     EXPECT_LE(lse_err, 2e-3) << "wgmma=" << impl;
   }
@@ -97,6 +101,14 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
 
 TEST(WgmmaKernels, MlaPrefill8192Causal) { compare_mla({8192}, {0}, 11); }
 TEST(WgmmaKernels, MlaPrefillVarlenWithContext) { compare_mla({2048, 1000, 77, 3001}, {0, 5000, 129, 20000}, 12); }
+// Context pieces (MlaPrefillParams::k_begin / k_end): a window that ends before some sequences' queries
+// (fully visible), one that overlaps the diagonal (rows before it see nothing: zeros, lse -inf), and one
+// past a short sequence's keys.
+TEST(WgmmaKernels, MlaPrefillKeyWindows) {
+  compare_mla({2048, 1000, 77, 3001}, {0, 5000, 129, 20000}, 13, 1000, 5000);
+  compare_mla({2048, 1000, 77, 3001}, {0, 5000, 129, 20000}, 14, 4100, 0);
+  compare_mla({700}, {300}, 15, 0, 333);
+}
 
 TEST(WgmmaKernels, MoeGroupedGemmRealShapes) {
   DS_REQUIRE_GPU();

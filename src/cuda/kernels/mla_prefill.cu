@@ -16,6 +16,7 @@ namespace {
 
 using namespace attn;
 
+constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kQk = 192, kNope = 128, kRope = 64, kV = 128, kTileQ = 64, kTileK = 64, kThreads = 128;
 
 template <typename IO> struct PrefillCfg {
@@ -45,16 +46,20 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
   const int kbeg = p.cu_seqlens_k[seq], klen = p.cu_seqlens_k[seq + 1] - kbeg;
   const int q0 = qt * kTileQ;
   if (q0 >= qlen) return;
-  const int offset = klen - qlen;                      // position of query 0
+  const int offset = klen - qlen;                      // key index of query 0
   const int qend = min(qlen, q0 + kTileQ);
-  const int ntiles = (min(klen, offset + qend) + kTileK - 1) / kTileK;
+  // the key window (a context piece, or the whole range): keys [kw0, kw1), those the tile's last query
+  // sees end at offset + qend
+  const int kw0 = p.k_begin, kw1 = p.k_end > 0 ? min(p.k_end, klen) : klen;
+  const int kvis = min(kw1, offset + qend);
+  const int ntiles = kvis > kw0 ? (kvis - kw0 + kTileK - 1) / kTileK : 0;
 
   const IO* qg = static_cast<const IO*>(p.q) + int64_t(qbeg + q0) * p.ldq + h * p.hq;
   load_tile_async(&sm.q[0][0], kLdK, qg, p.ldq, kTileQ, kQk, qend - q0, tid, kThreads);
   cp_async_commit();
   auto issue = [&](int t) {
     if (t < ntiles) {
-      const int j0 = t * kTileK, valid = min(kTileK, klen - j0);
+      const int j0 = kw0 + t * kTileK, valid = min(kTileK, kw1 - j0);
       const int64_t row0 = kbeg + j0;
       const int s = t % C::kStages;
       load_tile_async(&sm.k[s][0][0], kLdK, static_cast<const IO*>(p.k_nope) + row0 * p.ldkn + h * p.hkn, p.ldkn,
@@ -102,18 +107,21 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int kp = t * kTileK + 8 * nt + c_col(e, lane);
-        const float x = kp <= qpos0 + 8 * (e >> 1) ? sc[nt][e] * scale_log2 : -INFINITY;
+        const int kp = kw0 + t * kTileK + 8 * nt + c_col(e, lane);
+        const float x = kp < kw1 && kp <= qpos0 + 8 * (e >> 1) ? sc[nt][e] * scale_log2 : -INFINITY;
         sc[nt][e] = x;
         mx[e >> 1] = fmaxf(mx[e >> 1], x);
       }
-    float alpha[2];
+    // a row that has seen no key yet (a piece beyond it) keeps m = -inf: its probabilities use 0 as
+    // the reference (they are all exp2(-inf) = 0), so no inf - inf appears
+    float alpha[2], mref[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
       mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
       const float mn = fmaxf(m[i], mx[i]);
-      alpha[i] = fast_exp2(m[i] - mn);
+      mref[i] = mn == -INFINITY ? 0.f : mn;
+      alpha[i] = fast_exp2(m[i] - mref[i]);
       m[i] = mn;
       l[i] *= alpha[i];
     }
@@ -121,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float pv = fast_exp2(sc[nt][e] - m[e >> 1]);
+        const float pv = fast_exp2(sc[nt][e] - mref[e >> 1]);
         sc[nt][e] = pv;
         l[e >> 1] += pv;
       }
@@ -164,7 +172,10 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
   for (int i = 0; i < 2; ++i) {
     const int row = q0 + 16 * warp + (lane >> 2) + 8 * i;
     if (row >= qlen) continue;
-    const float inv = 1.f / l[i];
+    const bool seen = l[i] > 0.f;  // false: no key of the window is visible to this row
+    const float inv = seen ? 1.f / l[i] : 0.f;
+    if (p.lse && (lane & 3) == 0)
+      p.lse[int64_t(qbeg + row) * p.ld_lse + h] = seen ? (m[i] + log2f(l[i])) * kLn2 : -INFINITY;
     IO* dst = og + int64_t(qbeg + row) * p.ldo + h * kV;
 #pragma unroll
     for (int nt = 0; nt < 16; ++nt) {
@@ -173,7 +184,6 @@ __global__ void __launch_bounds__(kThreads) mla_prefill_kernel(MlaPrefillParams 
       if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst + f) = pack_bf16(x0, x1);
       else *reinterpret_cast<float2*>(dst + f) = make_float2(x0, x1);
     }
-    if (p.lse && (lane & 3) == 0) p.lse[int64_t(qbeg + row) * p.num_heads + h] = m[i] * 0.6931471805599453f + logf(l[i]);
   }
 }
 
@@ -215,6 +225,9 @@ void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext&
   const void* ptrs[] = {p.q, p.k_nope, p.k_pe, p.v, p.o};
   for (const void* ptr : ptrs) DS_GPU_REQUIRE(aligned16(ptr), "mla prefill: tensors must be 16-byte aligned");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
+  if (p.ld_lse == 0) p.ld_lse = H;
+  DS_GPU_REQUIRE(p.k_begin >= 0 && p.k_end >= 0 && (p.k_end == 0 || p.k_end > p.k_begin),
+                 "mla prefill: bad key window [" + std::to_string(p.k_begin) + ", " + std::to_string(p.k_end) + ")");
   if (act == DType::BF16 && ctx.switches.wgmma && mla_prefill_wgmma_supported(ctx)) launch_mla_prefill_wgmma(p, ctx);
   else if (act == DType::BF16) launch<bf16>(p, ctx);
   else launch<float>(p, ctx);

@@ -8,6 +8,20 @@
 // to latents already in the paged cache, the caller expands them through kv_b_proj (one GEMM over the
 // gathered latents) into k_nope / v rows placed before the new tokens' rows. The absorbed form over the
 // cache (mla_decode.h) serves decoding; this kernel serves prefill chunks.
+//
+// Context pieces (long contexts in a fixed workspace, issue 13): [k_begin, k_end) restricts every
+// sequence's keys to that window of its key range (indices j relative to the sequence's first key,
+// cu_seqlens_k[s]; rows outside the window are never read, so the caller expands only the piece's
+// latents and shifts the k_nope / k_pe / v base pointers back by the piece's first row). The causal
+// rule is unchanged: query i still sits at key index klen − q_len + i, so a piece of keys before the
+// chunk's own is fully visible and one that overlaps them is masked. The result is that piece's
+// PARTIAL attention: with lse set, per (query t, head h), over the visible keys j of the window,
+// s_j = scale · q_t,h · k_j,h:
+//   lse[t, h] = ln Σ_j exp(s_j)                (natural log; -inf when no key of the window is visible)
+//   o[t, h]   = Σ_j exp(s_j − lse) · v_j,h      (normalised within the piece; zeros when none is visible)
+// and partial results of disjoint pieces merge exactly with run_mla_merge (mla_merge.h), as the CPU twin's
+// MlaPrefillParams (q_pos0 / k_pos0) and run_mla_merge_cpu do (src/kernels/mla/op.h).
+// Defaults (k_begin = 0, k_end = 0, lse = nullptr) are the whole causal prefix, as before.
 // bf16: tensor cores (mma.sync bf16; on sm_90 with DeviceContext::switches.wgmma, the warp-specialised
 // wgmma kernel of mla_prefill_wgmma.h); fp32: 3xTF32. CPU twin: src/kernels/mla (run_mla_prefill_cpu).
 #pragma once
@@ -33,9 +47,14 @@ struct MlaPrefillParams {
   int num_heads = 0;
   int max_seqlen_q = 0;           // host upper bound of q_len (sizes the grid)
   float scale = 0.0f;             // 0: 1/sqrt(192)
-  // Optional [Tq, H] fp32 (row-major, index (token, head)): the natural-log sum-exp of each query row's
-  // scaled scores over the keys it attends to, ln Σ_j exp(scale · q·k_j), for merging partial attentions.
+  // Optional: the log-sum-exp of each (query, head) row's scaled scores, natural log, fp32
+  // ([Tq, H] with row stride ld_lse, 0: H; -inf for a row that sees no key of the window).
   float* lse = nullptr;
+  int64_t ld_lse = 0;
+  // Key window of every sequence, [k_begin, min(k_end, klen)) (0 <= k_begin; k_end 0: klen): a context
+  // piece (see above). The kernel reads key rows cu_seqlens_k[s] + j for j in the window only.
+  int k_begin = 0;
+  int k_end = 0;
 };
 
 void run_mla_prefill(const MlaPrefillParams& p, DType act, const DeviceContext& ctx);

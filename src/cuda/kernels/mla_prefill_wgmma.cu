@@ -38,7 +38,7 @@ struct Bars {  // per stage: keys and values complete (full) and are released (e
 };
 
 __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h,
-                                        int qbeg, int qlen, int q0, int kbeg, int klen, int ntiles) {
+                                        int qbeg, int qlen, int q0, int kbeg, int kw0, int kw1, int ntiles) {
   {
     const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(qbeg + q0) * p.ldq + int64_t(h) * p.hq;
 #pragma unroll 4
@@ -58,7 +58,7 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbas
   for (int t = 0; t < ntiles; ++t) {
     const int s = t % kStages;
     const uint32_t parity = uint32_t((t / kStages - 1) & 1);
-    const int j0 = t * kBN;
+    const int j0 = kw0 + t * kBN;  // rows j0 + row < kw1 are read; the rest of the tile is zero-filled
     const int64_t r0 = kbeg + j0;
     const bf16* kn = static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn;
     const bf16* kpe = static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe;
@@ -68,13 +68,13 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbas
 #pragma unroll 4
     for (int it = 0; it < 16; ++it) {  // k_nope: 128 rows x 16 chunks
       const int i = tid + 128 * it, row = i >> 4, c = i & 15;
-      const bool ok = j0 + row < klen;
+      const bool ok = j0 + row < kw1;
       cp16(ka + (c >> 3) * kAtom + swz(row, c & 7), kn + (ok ? int64_t(row) * p.ldkn : 0) + c * 8, ok);
     }
 #pragma unroll 4
     for (int it = 0; it < 8; ++it) {  // k_pe: 128 rows x 8 chunks
       const int i = tid + 128 * it, row = i >> 3, c = i & 7;
-      const bool ok = j0 + row < klen;
+      const bool ok = j0 + row < kw1;
       cp16(ka + 2 * kAtom + swz(row, c), kpe + (ok ? int64_t(row) * p.ldkpe : 0) + c * 8, ok);
     }
     mbar_arrive_cp_async(&bar.kfull[s]);
@@ -82,7 +82,7 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbas
 #pragma unroll 4
     for (int it = 0; it < 16; ++it) {  // v: 128 rows x 16 chunks
       const int i = tid + 128 * it, row = i >> 4, c = i & 15;
-      const bool ok = j0 + row < klen;
+      const bool ok = j0 + row < kw1;
       cp16(va + (c >> 3) * kAtom + swz(row, c & 7), vv + (ok ? int64_t(row) * p.ldv : 0) + c * 8, ok);
     }
     mbar_arrive_cp_async(&bar.vfull[s]);
@@ -110,15 +110,15 @@ __device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&pa)[8]
 struct RowState {
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 };
-__device__ __forceinline__ void softmax_tile(float (&sc)[64], RowState& st, float (&alpha)[2], int j0, int qmin,
-                                             int qpos0, int c4, float sl2) {
-  if (j0 + kBN - 1 > qmin) {  // some key of the tile lies after some row's position
+__device__ __forceinline__ void softmax_tile(float (&sc)[64], RowState& st, float (&alpha)[2], int j0, int kw1,
+                                             int qmin, int qpos0, int c4, float sl2) {
+  if (j0 + kBN - 1 > qmin || j0 + kBN > kw1) {  // some key of the tile lies after some row's position or the window
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int kp = j0 + 8 * j + 2 * c4 + (e & 1);
-        sc[4 * j + e] = kp <= qpos0 + 8 * (e >> 1) ? sc[4 * j + e] * sl2 : -INFINITY;
+        sc[4 * j + e] = kp < kw1 && kp <= qpos0 + 8 * (e >> 1) ? sc[4 * j + e] * sl2 : -INFINITY;
       }
   } else {
 #pragma unroll
@@ -130,12 +130,16 @@ __device__ __forceinline__ void softmax_tile(float (&sc)[64], RowState& st, floa
     mx[0] = fmaxf(mx[0], fmaxf(sc[4 * j], sc[4 * j + 1]));
     mx[1] = fmaxf(mx[1], fmaxf(sc[4 * j + 2], sc[4 * j + 3]));
   }
+  // a row that has seen no key yet (a window piece beyond its position) keeps m = -inf; its probabilities
+  // take 0 as the reference (they are all 2^-inf = 0), so no inf - inf appears
+  float mref[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-    const float mn = fmaxf(st.m[i], mx[i]);  // finite: key 0 of tile 0 is visible to every row
-    alpha[i] = fast_exp2(st.m[i] - mn);
+    const float mn = fmaxf(st.m[i], mx[i]);
+    mref[i] = mn == -INFINITY ? 0.f : mn;
+    alpha[i] = fast_exp2(st.m[i] - mref[i]);
     st.m[i] = mn;
     st.l[i] *= alpha[i];
   }
@@ -143,7 +147,7 @@ __device__ __forceinline__ void softmax_tile(float (&sc)[64], RowState& st, floa
   for (int j = 0; j < 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      sc[4 * j + e] = fast_exp2(sc[4 * j + e] - st.m[e >> 1]);
+      sc[4 * j + e] = fast_exp2(sc[4 * j + e] - mref[e >> 1]);
       st.l[e >> 1] += sc[4 * j + e];
     }
 }
@@ -177,9 +181,13 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
   const int kbeg = p.cu_seqlens_k[seq], klen = p.cu_seqlens_k[seq + 1] - kbeg;
   const int q0 = qt * kBM;
   if (q0 >= qlen) return;  // the whole CTA, before any barrier
-  const int offset = klen - qlen;  // position of query 0
+  const int offset = klen - qlen;  // key index of query 0
   const int qend = min(qlen, q0 + kBM);
-  const int ntiles = (min(klen, offset + qend) + kBN - 1) / kBN;
+  // the key window (a context piece, or the whole range): keys [kw0, kw1); the tile's last query sees
+  // keys up to offset + qend - 1
+  const int kw0 = p.k_begin, kw1 = p.k_end > 0 ? min(p.k_end, klen) : klen;
+  const int kvis = min(kw1, offset + qend);
+  const int ntiles = kvis > kw0 ? (kvis - kw0 + kBN - 1) / kBN : 0;
   if (tid == 0) {
     mbar_init(&bar.q, 128);
     for (int s = 0; s < kStages; ++s) {
@@ -193,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
 
   if (tid < 128) {
     setmaxnreg_dec<56>();
-    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, klen, ntiles);
+    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
     return;
   }
   setmaxnreg_inc<224>();
@@ -202,7 +210,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
   const bool has_rows = q0 + rbase < qlen;
   const int qmin = offset + q0 + rbase;  // position of its first row
   const int qmax = offset + min(qlen - 1, q0 + rbase + 63);
-  const int nt = has_rows ? min(ntiles, qmax / kBN + 1) : 0;  // tiles it attends to; it only releases the rest
+  const int klast = min(kw1 - 1, qmax);  // the last key any of its rows sees
+  const int nt = has_rows && klast >= kw0 ? min(ntiles, (klast - kw0) / kBN + 1) : 0;  // tiles it attends to;
+                                                                                      // it only releases the rest
   const int qpos0 = qmin + 16 * warp + g;  // position of this thread's row g (row g + 8: + 8)
   const float sl2 = p.scale * kLog2e;
   const uint32_t qa = sbase + uint32_t(rbase) * 128;
@@ -229,7 +239,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
       wgmma_wait<0>();
       reg_fence(sc);
       mbar_arrive(&bar.kempty[s]);
-      softmax_tile(sc, st, alpha, t * kBN, qmin, qpos0, c4, sl2);
+      softmax_tile(sc, st, alpha, kw0 + t * kBN, kw1, qmin, qpos0, c4, sl2);
       rescale(o, alpha);
       pack_p(sc, pa);
       mbar_wait(&bar.vfull[s], par(t));
@@ -251,7 +261,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
     wgmma_wait<0>();
     reg_fence(sc);
     mbar_arrive(&bar.kempty[0]);
-    softmax_tile(sc, st, alpha, 0, qmin, qpos0, c4, sl2);  // o is still zero: alpha unused
+    softmax_tile(sc, st, alpha, kw0, kw1, qmin, qpos0, c4, sl2);  // o is still zero: alpha unused
     pack_p(sc, pa);
     for (t = 1; t < nt; ++t) {
       mbar_wait(&bar.kfull[t % kStages], par(t));
@@ -266,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
       wgmma_wait<1>();  // S(t) done, P·V(t − 1) may still run
       reg_fence(sc);
       mbar_arrive(&bar.kempty[t % kStages]);
-      softmax_tile(sc, st, alpha, t * kBN, qmin, qpos0, c4, sl2);
+      softmax_tile(sc, st, alpha, kw0 + t * kBN, kw1, qmin, qpos0, c4, sl2);
       wgmma_wait<0>();
       reg_fence(o);
       mbar_arrive(&bar.vempty[(t - 1) % kStages]);
@@ -302,13 +312,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
   for (int i = 0; i < 2; ++i) {
     const int row = q0 + rbase + 16 * warp + g + 8 * i;
     if (row >= qlen) continue;
-    const float inv = 1.f / st.l[i];
+    const bool seen = st.l[i] > 0.f;  // false: no key of the window is visible to this row
+    const float inv = seen ? 1.f / st.l[i] : 0.f;
     bf16* dst = og + int64_t(qbeg + row) * p.ldo + int64_t(h) * kV;
 #pragma unroll
     for (int j = 0; j < 16; ++j)
       *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * c4) = pack_bf16(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
     if (p.lse && c4 == 0)
-      p.lse[int64_t(qbeg + row) * p.num_heads + h] = st.m[i] * 0.6931471805599453f + logf(st.l[i]);
+      p.lse[int64_t(qbeg + row) * p.ld_lse + h] = seen ? (st.m[i] + log2f(st.l[i])) * 0.6931471805599453f : -INFINITY;
   }
 }
 
