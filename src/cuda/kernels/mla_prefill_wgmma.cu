@@ -165,46 +165,10 @@ __device__ __forceinline__ void rescale(float (&o)[64], const float (&alpha)[2])
   for (int i = 0; i < 64; ++i) o[i] *= alpha[(i >> 1) & 1];
 }
 
-// kOverlap: S of tile t is issued together with P·V of tile t − 1 (two wgmma groups in flight), so the
-// tensor cores compute while the softmax of tile t runs; otherwise each tile's S, softmax, P·V in turn.
+// The consumer warpgroups (tid 128..383): see the file comment.
 template <bool kOverlap>
-__global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
-  extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  const uint32_t sbase = smem_u32(smem);
-  Bars& bar = *reinterpret_cast<Bars*>(smem + kOffBar);
-  const int tid = threadIdx.x;
-  const int h = blockIdx.x, seq = blockIdx.z;
-  const int qt = int(gridDim.y) - 1 - int(blockIdx.y);  // longest tiles first
-  const int qbeg = p.cu_seqlens_q[seq], qlen = p.cu_seqlens_q[seq + 1] - qbeg;
-  const int kbeg = p.cu_seqlens_k[seq], klen = p.cu_seqlens_k[seq + 1] - kbeg;
-  const int q0 = qt * kBM;
-  if (q0 >= qlen) return;  // the whole CTA, before any barrier
-  const int offset = klen - qlen;  // key index of query 0
-  const int qend = min(qlen, q0 + kBM);
-  // the key window (a context piece, or the whole range): keys [kw0, kw1); the tile's last query sees
-  // keys up to offset + qend - 1
-  const int kw0 = p.k_begin, kw1 = p.k_end > 0 ? min(p.k_end, klen) : klen;
-  const int kvis = min(kw1, offset + qend);
-  const int ntiles = kvis > kw0 ? (kvis - kw0 + kBN - 1) / kBN : 0;
-  if (tid == 0) {
-    mbar_init(&bar.q, 128);
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&bar.kfull[s], 128);
-      mbar_init(&bar.vfull[s], 128);
-      mbar_init(&bar.kempty[s], 256);
-      mbar_init(&bar.vempty[s], 256);
-    }
-  }
-  __syncthreads();
-
-  if (tid < 128) {
-    setmaxnreg_dec<56>();
-    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
-    return;
-  }
-  setmaxnreg_inc<224>();
+__device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h, int qbeg,
+                                        int qlen, int q0, int offset, int kw0, int kw1, int ntiles) {
   const int wgi = tid / 128 - 1, warp = (tid & 127) >> 5, lane = tid & 31, g = lane >> 2, c4 = lane & 3;
   const int rbase = 64 * wgi;  // the warpgroup's first row in the tile
   const bool has_rows = q0 + rbase < qlen;
@@ -320,6 +284,49 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
       *reinterpret_cast<uint32_t*>(dst + 8 * j + 2 * c4) = pack_bf16(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
     if (p.lse && c4 == 0)
       p.lse[int64_t(qbeg + row) * p.ld_lse + h] = seen ? (st.m[i] + log2f(st.l[i])) * 0.6931471805599453f : -INFINITY;
+  }
+}
+
+// kOverlap: S of tile t is issued together with P·V of tile t − 1 (two wgmma groups in flight), so the
+// tensor cores compute while the softmax of tile t runs; otherwise each tile's S, softmax, P·V in turn.
+template <bool kOverlap>
+__global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const uint32_t sbase = smem_u32(smem);
+  Bars& bar = *reinterpret_cast<Bars*>(smem + kOffBar);
+  const int tid = threadIdx.x;
+  const int h = blockIdx.x, seq = blockIdx.z;
+  const int qt = int(gridDim.y) - 1 - int(blockIdx.y);  // longest tiles first
+  const int qbeg = p.cu_seqlens_q[seq], qlen = p.cu_seqlens_q[seq + 1] - qbeg;
+  const int kbeg = p.cu_seqlens_k[seq], klen = p.cu_seqlens_k[seq + 1] - kbeg;
+  const int q0 = qt * kBM;
+  if (q0 >= qlen) return;  // the whole CTA, before any barrier
+  const int offset = klen - qlen;  // key index of query 0
+  const int qend = min(qlen, q0 + kBM);
+  // the key window (a context piece, or the whole range): keys [kw0, kw1); the tile's last query sees
+  // keys up to offset + qend - 1
+  const int kw0 = p.k_begin, kw1 = p.k_end > 0 ? min(p.k_end, klen) : klen;
+  const int kvis = min(kw1, offset + qend);
+  const int ntiles = kvis > kw0 ? (kvis - kw0 + kBN - 1) / kBN : 0;
+  if (tid == 0) {
+    mbar_init(&bar.q, 128);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&bar.kfull[s], 128);
+      mbar_init(&bar.vfull[s], 128);
+      mbar_init(&bar.kempty[s], 256);
+      mbar_init(&bar.vempty[s], 256);
+    }
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    setmaxnreg_dec<56>();
+    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
+  } else {
+    setmaxnreg_inc<224>();
+    consume<kOverlap>(p, sbase, bar, tid, h, qbeg, qlen, q0, offset, kw0, kw1, ntiles);
   }
 }
 
