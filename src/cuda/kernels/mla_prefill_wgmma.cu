@@ -37,54 +37,37 @@ struct Bars {  // per stage: keys and values complete (full) and are released (e
   uint64_t q, kfull[kStages], kempty[kStages], vfull[kStages], vempty[kStages];
 };
 
+// The producer's share (thread tid of 128) of copying 128 rows x kChunks 16-byte chunks (8 bf16 each) of a
+// bf16 matrix with row stride ld into swizzled atoms from dst (chunk c of a row into atom c / 8); rows
+// from `valid` on are zero-filled and not read. Consecutive threads take consecutive chunks of a row.
+template <int kChunks>
+__device__ __forceinline__ void copy_rows(uint32_t dst, const bf16* src, int64_t ld, int valid, int tid) {
+#pragma unroll 4
+  for (int it = 0; it < kChunks; ++it) {
+    const int i = tid + 128 * it, row = i / kChunks, c = i % kChunks;
+    const bool ok = row < valid;
+    cp16(dst + (c >> 3) * kAtom + swz(row, c & 7), src + (ok ? int64_t(row) * ld : 0) + c * 8, ok);
+  }
+}
+
 __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h,
                                         int qbeg, int qlen, int q0, int kbeg, int kw0, int kw1, int ntiles) {
-  {
-    const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(qbeg + q0) * p.ldq + int64_t(h) * p.hq;
-#pragma unroll 4
-    for (int it = 0; it < 16; ++it) {  // q_nope: 128 rows x 16 chunks
-      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
-      const bool ok = q0 + row < qlen;
-      cp16(sbase + (c >> 3) * kAtom + swz(row, c & 7), qg + (ok ? int64_t(row) * p.ldq : 0) + c * 8, ok);
-    }
-#pragma unroll 4
-    for (int it = 0; it < 8; ++it) {  // q_pe: 128 rows x 8 chunks
-      const int i = tid + 128 * it, row = i >> 3, c = i & 7;
-      const bool ok = q0 + row < qlen;
-      cp16(sbase + 2 * kAtom + swz(row, c), qg + (ok ? int64_t(row) * p.ldq : 0) + kNope + c * 8, ok);
-    }
-    mbar_arrive_cp_async(&bar.q);
-  }
+  const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(qbeg + q0) * p.ldq + int64_t(h) * p.hq;
+  copy_rows<16>(sbase, qg, p.ldq, qlen - q0, tid);                   // q_nope: atoms 0, 1
+  copy_rows<8>(sbase + 2 * kAtom, qg + kNope, p.ldq, qlen - q0, tid);  // q_pe: atom 2
+  mbar_arrive_cp_async(&bar.q);
   for (int t = 0; t < ntiles; ++t) {
     const int s = t % kStages;
     const uint32_t parity = uint32_t((t / kStages - 1) & 1);
     const int j0 = kw0 + t * kBN;  // rows j0 + row < kw1 are read; the rest of the tile is zero-filled
     const int64_t r0 = kbeg + j0;
-    const bf16* kn = static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn;
-    const bf16* kpe = static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe;
-    const bf16* vv = static_cast<const bf16*>(p.v) + r0 * p.ldv + int64_t(h) * p.hv;
     const uint32_t ka = sbase + kOffK + s * kKBytes, va = sbase + kOffV + s * kVBytes;
     if (t >= kStages) mbar_wait(&bar.kempty[s], parity);
-#pragma unroll 4
-    for (int it = 0; it < 16; ++it) {  // k_nope: 128 rows x 16 chunks
-      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
-      const bool ok = j0 + row < kw1;
-      cp16(ka + (c >> 3) * kAtom + swz(row, c & 7), kn + (ok ? int64_t(row) * p.ldkn : 0) + c * 8, ok);
-    }
-#pragma unroll 4
-    for (int it = 0; it < 8; ++it) {  // k_pe: 128 rows x 8 chunks
-      const int i = tid + 128 * it, row = i >> 3, c = i & 7;
-      const bool ok = j0 + row < kw1;
-      cp16(ka + 2 * kAtom + swz(row, c), kpe + (ok ? int64_t(row) * p.ldkpe : 0) + c * 8, ok);
-    }
+    copy_rows<16>(ka, static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn, p.ldkn, kw1 - j0, tid);
+    copy_rows<8>(ka + 2 * kAtom, static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe, p.ldkpe, kw1 - j0, tid);
     mbar_arrive_cp_async(&bar.kfull[s]);
     if (t >= kStages) mbar_wait(&bar.vempty[s], parity);
-#pragma unroll 4
-    for (int it = 0; it < 16; ++it) {  // v: 128 rows x 16 chunks
-      const int i = tid + 128 * it, row = i >> 4, c = i & 15;
-      const bool ok = j0 + row < kw1;
-      cp16(va + (c >> 3) * kAtom + swz(row, c & 7), vv + (ok ? int64_t(row) * p.ldv : 0) + c * 8, ok);
-    }
+    copy_rows<16>(va, static_cast<const bf16*>(p.v) + r0 * p.ldv + int64_t(h) * p.hv, p.ldv, kw1 - j0, tid);
     mbar_arrive_cp_async(&bar.vfull[s]);
   }
   cp_wait_all();
