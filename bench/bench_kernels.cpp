@@ -122,7 +122,7 @@ void mla_prefill_rows(const DeviceContext& ctx, bool quick, std::vector<Row>& ro
       const double ms = ds::bench::time_ms(ctx.stream, [&] { run_mla_prefill(p, bf, c); }, quick ? 5 : 20);
       char nm[96];
       std::snprintf(nm, sizeof nm, "MLA prefill %s, %s", cs.name,
-                    wg == 0 ? "mma.sync" : wg == 1 ? "wgmma" : "wgmma overlapped");
+                    wg == 0 ? "mma.sync" : wg == 1 ? "wgmma" : "wgmma ping-pong");
       rows.push_back({nm, ms, fl_floor(flops), tflops_note(flops, ms)});
     }
   }

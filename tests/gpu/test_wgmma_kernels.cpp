@@ -56,7 +56,7 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
   auto kva = uniform(int64_t(Tk) * 576, t, seed + 2, 2.f);     // k_pe in columns [512, 576) (kv_a_proj output)
   auto dq = to_device_raw(cuq), dk = to_device_raw(cuk);
   std::vector<float> o[3], lse[3];
-  for (int impl = 0; impl < 3; ++impl) {  // mma.sync, wgmma, wgmma with the overlapped schedule
+  for (int impl = 0; impl < 3; ++impl) {  // mma.sync, wgmma, wgmma with the ping-pong schedule
     DeviceBuffer d_o(size_t(Tq) * H * 128 * 2), d_lse(size_t(Tq) * H * 4);
     poison(d_o);
     poison(d_lse);

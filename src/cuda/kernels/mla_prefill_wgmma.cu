@@ -7,8 +7,10 @@
 //    Q and K from shared memory, K-major), the causal mask and the fp32 online softmax in registers,
 //    O += P·V (8 wgmma with P as bf16 A fragments in registers, V MN-major from shared memory). Keys and
 //    values of a stage complete and are released on separate mbarriers (the keys are free once S is done).
-//    Two schedules (DELTASERVE_CUDA_WGMMA=1 / 2): each tile in turn, or S(t) issued with P·V(t − 1) so
-//    the tensor cores work during the softmax.
+//    Two schedules (DELTASERVE_CUDA_WGMMA=1 / 2): each warpgroup on its own, or "ping-pong": the two
+//    warpgroups take turns issuing GEMMs (named barriers), so one's softmax overlaps the other's GEMM.
+//    (Issuing S(t) with P·V(t − 1) inside one warpgroup would need ~180 registers per thread; ptxas
+//    keeps these consumers at the 168 of the launch bound even after setmaxnreg, and spilled.)
 // Query tiles are issued longest first (causal work grows with the tile index).
 #include <cmath>
 
@@ -149,7 +151,7 @@ __device__ __forceinline__ void rescale(float (&o)[64], const float (&alpha)[2])
 }
 
 // The consumer warpgroups (tid 128..383): see the file comment.
-template <bool kOverlap>
+template <bool kPingPong>
 __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h, int qbeg,
                                         int qlen, int q0, int offset, int kw0, int kw1, int ntiles) {
   const int wgi = tid / 128 - 1, warp = (tid & 127) >> 5, lane = tid & 31, g = lane >> 2, c4 = lane & 3;
@@ -175,7 +177,7 @@ __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbas
   uint32_t pa[8][4];
   mbar_wait(&bar.q, 0);
   int t = 0;
-  if constexpr (!kOverlap) {
+  if constexpr (!kPingPong) {
     for (; t < nt; ++t) {
       const int s = t % kStages;
       mbar_wait(&bar.kfull[s], par(t));
@@ -199,47 +201,50 @@ __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbas
       reg_fence(o);
       mbar_arrive(&bar.vempty[s]);
     }
-  } else if (nt > 0) {
-    mbar_wait(&bar.kfull[0], 0);
-    fence_proxy_async();
-    wgmma_fence();
-    issue_qk(sc, qa, ka(0));
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(sc);
-    mbar_arrive(&bar.kempty[0]);
-    softmax_tile(sc, st, alpha, kw0, kw1, qmin, qpos0, c4, sl2);  // o is still zero: alpha unused
-    pack_p(sc, pa);
-    for (t = 1; t < nt; ++t) {
-      mbar_wait(&bar.kfull[t % kStages], par(t));
-      mbar_wait(&bar.vfull[(t - 1) % kStages], par(t - 1));
+  } else {
+    // GEMM issue alternates between the two warpgroups (named barrier 1 + w is warpgroup w's turn): one
+    // warpgroup's S or P·V runs on the tensor cores while the other does its softmax. Both pass the turn
+    // twice per tile of the CTA, attending to the tile or not, so the handshakes always pair up.
+    if (wgi == 1) named_arrive(1, 256);  // warpgroup 0 goes first
+    for (; t < nt; ++t) {
+      const int s = t % kStages;
+      mbar_wait(&bar.kfull[s], par(t));
+      named_sync(1 + wgi, 256);
       fence_proxy_async();
-      reg_fence(o);
       wgmma_fence();
       issue_qk(sc, qa, ka(t));
       wgmma_commit();
-      issue_pv(o, pa, va(t - 1));
-      wgmma_commit();
-      wgmma_wait<1>();  // S(t) done, P·V(t − 1) may still run
-      reg_fence(sc);
-      mbar_arrive(&bar.kempty[t % kStages]);
-      softmax_tile(sc, st, alpha, kw0 + t * kBN, kw1, qmin, qpos0, c4, sl2);
+      named_arrive(2 - wgi, 256);
       wgmma_wait<0>();
-      reg_fence(o);
-      mbar_arrive(&bar.vempty[(t - 1) % kStages]);
+      reg_fence(sc);
+      mbar_arrive(&bar.kempty[s]);
+      softmax_tile(sc, st, alpha, kw0 + t * kBN, kw1, qmin, qpos0, c4, sl2);
       rescale(o, alpha);
       pack_p(sc, pa);
+      mbar_wait(&bar.vfull[s], par(t));
+      named_sync(1 + wgi, 256);
+      fence_proxy_async();
+      reg_fence(o);
+      wgmma_fence();
+      issue_pv(o, pa, va(t));
+      wgmma_commit();
+      named_arrive(2 - wgi, 256);
+      wgmma_wait<0>();
+      reg_fence(o);
+      mbar_arrive(&bar.vempty[s]);
     }
-    const int last = nt - 1;
-    mbar_wait(&bar.vfull[last % kStages], par(last));
-    fence_proxy_async();
-    reg_fence(o);
-    wgmma_fence();
-    issue_pv(o, pa, va(last));
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(o);
-    mbar_arrive(&bar.vempty[last % kStages]);
+    for (; t < ntiles; ++t) {  // tiles past this warpgroup's rows: pass the turn, release the stage
+      const int s = t % kStages;
+      mbar_wait(&bar.kfull[s], par(t));
+      named_sync(1 + wgi, 256);
+      named_arrive(2 - wgi, 256);
+      mbar_arrive(&bar.kempty[s]);
+      mbar_wait(&bar.vfull[s], par(t));
+      named_sync(1 + wgi, 256);
+      named_arrive(2 - wgi, 256);
+      mbar_arrive(&bar.vempty[s]);
+    }
+    if (wgi == 0) named_sync(1, 256);  // warpgroup 1's last pass arrived on warpgroup 0's turn
   }
   for (; t < ntiles; ++t) {  // tiles past this warpgroup's rows: release them for the other one
     mbar_wait(&bar.kfull[t % kStages], par(t));
@@ -270,9 +275,9 @@ __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbas
   }
 }
 
-// kOverlap: S of tile t is issued together with P·V of tile t − 1 (two wgmma groups in flight), so the
-// tensor cores compute while the softmax of tile t runs; otherwise each tile's S, softmax, P·V in turn.
-template <bool kOverlap>
+// kPingPong: the two consumer warpgroups take turns issuing their GEMMs (see consume); otherwise each
+// runs its tiles' S, softmax, P·V in turn on its own.
+template <bool kPingPong>
 __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
@@ -309,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
     produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
   } else {
     setmaxnreg_inc<224>();
-    consume<kOverlap>(p, sbase, bar, tid, h, qbeg, qlen, q0, offset, kw0, kw1, ntiles);
+    consume<kPingPong>(p, sbase, bar, tid, h, qbeg, qlen, q0, offset, kw0, kw1, ntiles);
   }
 }
 
