@@ -9,6 +9,7 @@
 #include <random>
 
 #include "gpu_bench_util.h"
+#include "mla_bench.h"
 #include "config/runtime_env.h"
 #include "cuda/device_buffer.h"
 #include "cuda/device_context.h"
@@ -449,6 +450,7 @@ int main(int argc, char** argv) {
     rows.push_back({greedy ? "sampling 100 rows greedy" : "sampling 100 rows T=1 top-p 0.9", ms,
                     bw_floor(double(R) * V * 4 * 3), "floor: 3 passes over fp32 logits"});
   }
+  ds::bench::mla_attention_rows(ctx, quick, rows);
   ds::bench::print_table("Kernel timings (H200 roofline: 4.3 TB/s, 790 TFLOP/s bf16)", rows);
   return 0;
 }

@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
     mo.biased_moe_weights = o.biased_moe_weights;
     mo.max_graph_batch = std::max(o.max_num_seqs, 1);
     mo.max_model_len = o.max_model_len;  // the step metadata's block-table width (0: the config's)
+    mo.mla_expand_keys = o.mla_context_piece;  // 0: from the memory budget
     // developer switches (config/runtime_env.h): reference attention kernels, eager decode steps.
     // Parsed per backend, so a test may switch them between backends.
     const CudaEnv env = CudaEnv::parse();
@@ -82,7 +83,9 @@ class CudaBackend final : public Backend {
     l.num_state_slots = model_->num_slots();
     l.num_blocks = model_->num_blocks();
     l.block_size = model_->block_size();
-    if (model_->config().num_mla_layers() > 0) l.max_context = model_->workspace().expansion().key_rows;
+    // the block-table width the step metadata was planned for (max_model_len): any context up to it runs
+    // (the MLA prefill attends to a long one piece by piece in its fixed expansion)
+    l.max_context = model_->workspace().plan().lim.max_context;
     l.graph_buckets = model_->graph_buckets();
     return l;
   }

@@ -24,7 +24,7 @@ constexpr size_t kMetaAlign = 256;
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 // The layout's index arrays in upload order (the zero-slot list last: every other offset depends
-// only on (T, N, R, stride, keys), so a graph's metadata has fixed addresses).
+// only on (T, N, R, stride), so a graph's metadata has fixed addresses).
 struct MetaPart {
   const void* data;
   size_t bytes;
@@ -42,8 +42,8 @@ std::vector<MetaPart> meta_parts(const BatchLayout& p, StepMeta& m) {
           part(p.cu_seqlens, &m.cu_seqlens), part(p.slots, &m.slots),
           part(p.seq_lens, &m.seq_lens),     part(p.logit_rows, &m.logit_rows),
           part(p.fresh, &m.fresh),           part(p.pre_cu_q, &m.pre_cu_q),
-          part(p.pre_cu_k, &m.pre_cu_k),     part(p.key_rows, &m.key_rows),
-          part(p.block_tables, &m.block_tables), part(p.zero_slots, &m.zero_slots)};
+          part(p.pre_cu_k, &m.pre_cu_k),     part(p.block_tables, &m.block_tables),
+          part(p.zero_slots, &m.zero_slots)};
 }
 
 size_t meta_bytes(const std::vector<MetaPart>& parts) {
@@ -117,12 +117,6 @@ void CudaModel::check_fits(const BatchLayout& p) const {
   const WorkspaceLimits& lim = ws_->plan().lim;
   DS_CHECK(p.num_tokens <= lim.max_tokens, "CUDA model: a batch of {} tokens exceeds the workspace's {}",
            p.num_tokens, lim.max_tokens);
-  const bool expands = !opt_.reference_attention && cfg_.num_mla_layers() > 0;
-  for (size_t i = 0; expands && i + 1 < p.pre_cu_k.size(); ++i)
-    DS_CHECK(p.pre_cu_k[i + 1] - p.pre_cu_k[i] <= ws_->expansion().key_rows,
-             "CUDA model: a prefill chunk attends to {} key positions but the MLA prefill expansion holds {} (the "
-             "workspace planned at start-up; longer contexts need piecewise prefill)",
-             p.pre_cu_k[i + 1] - p.pre_cu_k[i], ws_->expansion().key_rows);
   StepMeta scratch;
   const size_t need = meta_bytes(meta_parts(p, scratch));
   DS_CHECK(need <= ws_->meta_bytes(),
@@ -176,21 +170,13 @@ void CudaModel::upload_meta(const BatchLayout& p) {
   m.F = int(p.zero_slots.size());
   m.row0 = 0;  // one layout per forward: its rows start the logits
   m.n_dec = p.num_decode;
-  m.Tk = int(p.key_rows.size());
   m.max_q_len = p.max_q_len;
   m.max_seq_len = p.max_seq_len;
   m.pure_decode = p.num_decode == p.num_seqs;
   m.mla_splits = m.n_dec > 0 ? choose_mla_decode_splits(m.n_dec, m.max_seq_len, ctx_.num_sms()) : 1;
-  // the prefill sequences in groups whose keys fit the MLA expansion together (usually one group)
-  m.prefill_groups.clear();
-  const int cap = ws_->expansion().key_rows;
-  for (int i = 0; i + 1 < int(p.pre_cu_k.size()); ++i) {
-    const int k0 = p.pre_cu_k[size_t(i)], k1 = p.pre_cu_k[size_t(i) + 1];
-    if (m.prefill_groups.empty() || m.prefill_groups.back().keys + (k1 - k0) > cap)
-      m.prefill_groups.push_back(StepMeta::PrefillGroup{i, i, k0, 0});
-    m.prefill_groups.back().seq1 = i + 1;
-    m.prefill_groups.back().keys += k1 - k0;
-  }
+  // the prefill sequences in groups whose keys fit the MLA expansion together (usually one group), a
+  // longer one alone, piece by piece
+  m.prefill_groups = plan_mla_prefill(p.pre_cu_q, p.pre_cu_k, ws_->expansion().key_rows);
   const std::vector<MetaPart> parts = meta_parts(p, m);
   DS_CHECK(meta_bytes(parts) <= ws_->meta_bytes(), "CUDA model: step metadata exceeds the planned {} bytes",
            ws_->meta_bytes());

@@ -48,7 +48,8 @@ struct CudaModelOptions {
   int max_tokens = 8192;            // tokens per forward (activation workspace size; more is an error)
   int64_t max_model_len = 0;        // longest sequence (0: the config's max_position_embeddings)
   int max_logit_rows = 0;           // 0: WorkspaceLimits' default
-  int mla_expand_keys = 0;          // key rows of the MLA prefill expansion (0: min(max_model_len, 139264))
+  int mla_expand_keys = 0;          // key rows of the MLA prefill expansion, the context piece (0: from the
+                                    // memory budget, at most min(max_model_len, 32768))
   bool biased_moe_weights = false;
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
@@ -75,8 +76,8 @@ class CudaModel {
 
   // Runs the batch on the model's stream (asynchronously); logits() then holds
   // [batch.num_logit_rows(), vocab] fp32 once the stream is synchronised. A batch asking for more
-  // logits rows, or a prefill chunk attending to more key positions, than the workspace was planned
-  // for is a ds::Error (nothing runs).
+  // logits rows or tokens than the workspace was planned for is a ds::Error (nothing runs); a prefill
+  // chunk may attend to any context (the MLA prefill runs it piece by piece in the fixed expansion).
   void forward(const ForwardBatch& batch);
   const float* logits() const { return ws_->logits(); }
   int num_logit_rows() const { return rows_; }

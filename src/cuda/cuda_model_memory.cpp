@@ -1,5 +1,5 @@
 // CudaModel's memory plan at start-up: the step workspace first (WorkspacePlan: activations, logits,
-// metadata, sampling, MLA prefill expansion), then the caches from what the budget leaves
+// metadata, sampling, MLA prefill expansion: one context piece, its size from the memory budget), then the caches from what the budget leaves
 // (gpu_memory_utilization x total - in use - reserve): the KDA state slots (+1 scratch) and snapshots,
 // then as many MLA pages as fit. Everything is logged line by line (the CUDA graphs captured next,
 // cuda_model_graphs.cpp, come out of the reserve and add their line).
@@ -29,6 +29,13 @@ void CudaModel::plan_memory() {
   lim.max_context = o.max_model_len;
   lim.block_size = o.block_size;
   lim.mla_expand_keys = o.mla_expand_keys;
+  if (lim.mla_expand_keys <= 0 && cfg_.num_mla_layers() > 0) {
+    size_t free0 = 0, total0 = 0;
+    DS_CUDA_CHECK(cudaMemGetInfo(&free0, &total0));
+    const double budget0 = o.gpu_memory_utilization * double(total0) - double(total0 - free0) - double(kReserve);
+    const int64_t max_context = o.max_model_len > 0 ? o.max_model_len : cfg_.max_position_embeddings;
+    lim.mla_expand_keys = mla_piece_keys(cfg_, o.act, max_context, budget0);
+  }
   const WorkspacePlan plan = WorkspacePlan::make(cfg_, o.act, lim, ctx_.num_sms());
   ws_ = std::make_unique<Workspace>(cfg_, o.act, plan, ctx_.num_sms());
 
@@ -73,6 +80,9 @@ void CudaModel::plan_memory() {
   spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers) = {} tokens, {:.2f} GiB",
                shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
                page_tokens, u.page_bytes(shape.num_blocks) / kGiB);
+  const int64_t full_len = ws_->plan().lim.max_context;
+  spdlog::info("  full-length sequences ({} tokens, max_model_len): {} fit in the MLA pages, {} in the KDA state "
+               "slots", full_len, full_len > 0 ? page_tokens / full_len : 0, shape.num_slots);
   for (const auto& line : ws_->plan().describe(cfg_, o.act)) spdlog::info("  workspace: {}", line);
   // then capture_graphs() adds the CUDA graphs' line and the constructor the memory in use
 }

@@ -7,7 +7,8 @@
 //   kernels, and each graph is uploaded to the device right away (cudaGraphUpload), not at its first
 //   replay;
 // - eager prefill forwards on the scratch slot and page at chunk sizes 2, 3, 4, 6, 8, 12, ... up to
-//   max_tokens and (MLA expansion) key counts up to the planned key rows, so the prefill kernels and the
+//   max_tokens and (MLA expansion) key counts up to the planned key rows and one beyond (a context
+//   attended piece by piece: the gather and merge kernels), so the prefill kernels and the
 //   cuBLASLt kernels of these shapes are loaded (CUDA loads kernels lazily, into device memory) before
 //   serving.
 #include <spdlog/spdlog.h>
@@ -95,11 +96,11 @@ void CudaModel::warm_up_prefill() {
   stream_.sync();
   DS_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   const auto t0 = std::chrono::steady_clock::now();
-  // the longest chunk: the token budget, within max_model_len and (at context 0) the expansion
+  // the longest chunk: the token budget, within max_model_len
   const bool expands = cfg_.num_mla_layers() > 0;
   const int keys = ws_->expansion().key_rows;
-  int64_t longest = std::min<int64_t>(opt_.max_tokens, ws_->plan().lim.max_context);
-  if (expands) longest = std::min<int64_t>(longest, keys);
+  const int64_t max_context = ws_->plan().lim.max_context;
+  const int64_t longest = std::min<int64_t>(opt_.max_tokens, max_context);
   const int t_max = int(std::max<int64_t>(1, longest));
   // chunk sizes 2, 3, 4, 6, 8, 12, ... (2^k and 3 x 2^k) and t_max: cuBLASLt and the MoE kernels pick
   // their kernels by the number of rows
@@ -124,11 +125,16 @@ void CudaModel::warm_up_prefill() {
       ++n;
       if (k == keys) break;
     }
+  // a context beyond one piece (within max_model_len): piece by piece, the merge kernel
+  if (expands && int64_t(keys) + chunk <= max_context) {
+    run(chunk, keys);
+    ++n;
+  }
   stream_.sync();
   DS_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
   spdlog::info("  warm-up: {} prefill forwards on the scratch slot (chunks of 2^k and 3 x 2^k up to {} tokens, up to "
                "{} key rows) in {:.1f} s, {:.1f} MiB (kernels loaded)",
-               n, t_max, expands ? std::max(t_max, keys) : t_max,
+               n, t_max, expands ? std::min<int64_t>(int64_t(keys) + chunk, max_context) : t_max,
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                (double(free0) - double(free1)) / 1048576.0);
 }

@@ -13,9 +13,8 @@
 namespace ds::gpu {
 namespace {
 
-constexpr int64_t kDefaultExpandKeys = 131072 + 8192;  // a 128K-token prompt and 8K generated tokens (max_context)
+constexpr int64_t kDefaultExpandKeys = 32768;             // the context piece (longer contexts: piece by piece)
 constexpr size_t kDefaultLogitBytes = size_t(256) << 20;  // logits rows beyond the decode batch
-constexpr int64_t kMetaKeyGroups = 8;                     // key rows of the metadata: 8 expansions' worth
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -25,6 +24,13 @@ constexpr int kBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128
 std::string mib(size_t b) { return fmt::format("{:.1f} MiB", double(b) / 1048576.0); }
 
 }  // namespace
+
+int mla_piece_keys(const ModelConfig& c, DType act, int64_t max_context, double budget_bytes) {
+  int64_t keys = std::max<int64_t>(1, std::min<int64_t>(max_context, kDefaultExpandKeys));
+  const double row = double(MlaExpansion::bytes_per_row(c, act));
+  while (keys > 1024 && double(keys) * row > budget_bytes / 16.0) keys /= 2;
+  return int(keys);
+}
 
 int graph_bucket(int n) {
   for (int b : kBuckets)
@@ -68,7 +74,8 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   o_lat = A(T * Hm * R);
   kda_ws_bytes = c.num_kda_layers() ? kda_prefill_workspace_bytes(T, std::min(T, max_seqs), c.kda.num_heads, act) : 0;
   kda_ws = a.alloc_bytes(kda_ws_bytes);
-  int dec_rows = std::max(std::min(T, max_seqs), num_sms);  // rows * splits <= max(rows, SMs)
+  // rows * splits <= max(rows, kMlaDecodeMaxCtasPerSm x SMs) (choose_mla_decode_splits)
+  int dec_rows = std::max(std::min(T, max_seqs), kMlaDecodeMaxCtasPerSm * num_sms);
   mla_ws_bytes = c.num_mla_layers() ? mla_decode_workspace_bytes(1, Hm, std::max(2, dec_rows)) : 0;
   mla_ws = a.alloc_bytes(mla_ws_bytes);
   int64_t act_w = std::max<int64_t>({int64_t(kp) * c.moe.intermediate_size, c.intermediate_size,
@@ -95,6 +102,10 @@ SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logp
   l.off_out = l.off_cnt + align_up(pen_entries * 4, 256);
   l.total = l.off_out + size_t(rows) * (8 + size_t(max_logprobs) * 8);
   return l;
+}
+
+size_t MlaExpansion::bytes_per_query_row(const ModelConfig& c) {
+  return size_t(c.mla.num_heads) * (size_t(c.mla.v_head_dim) + 2) * sizeof(float);
 }
 
 size_t MlaExpansion::bytes_per_row(const ModelConfig& c, DType act) {
@@ -128,19 +139,19 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
     p.activations = measure.used();
   }
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
-  {  // step metadata: 14 arrays, each padded to 256 bytes (CudaModel::upload_meta)
+  {  // step metadata: 13 arrays, each padded to 256 bytes (CudaModel::upload_meta)
     const int64_t T = std::max(lim.max_tokens, bucket), N = std::max(lim.max_seqs, bucket);
     const int64_t S = graph_stride((lim.max_context + lim.block_size - 1) / lim.block_size);
-    // key rows: the prefill sequences of a step may together exceed the expansion (run in groups)
-    const int64_t keys = std::max<int64_t>(kMetaKeyGroups * int64_t(lim.mla_expand_keys), lim.max_tokens);
-    const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + keys + N * S + N;
-    p.meta = align_up(size_t(words) * 4 + size_t(N) + 14 * 260, Arena::kAlign);
+    const int64_t words = 4 * T + 6 * (N + 1) + lim.max_logit_rows + N * S + N;
+    p.meta = align_up(size_t(words) * 4 + size_t(N) + 13 * 260, Arena::kAlign);
   }
   p.sampling_work = align_up(sampling_workspace_floats(lim.max_logit_rows, c.vocab_size) * sizeof(float), Arena::kAlign);
   p.sampling_io = align_up(
       SamplingIoLayout::of(lim.max_logit_rows, size_t(lim.sampling_penalty_entries), lim.max_logprobs).total,
       Arena::kAlign);
-  p.expansion = c.num_mla_layers() ? 2 * Arena::kAlign + size_t(lim.mla_expand_keys) * MlaExpansion::bytes_per_row(c, act) : 0;
+  p.expansion = c.num_mla_layers() ? 5 * Arena::kAlign + size_t(lim.mla_expand_keys) * MlaExpansion::bytes_per_row(c, act) +
+                                         size_t(lim.max_tokens) * MlaExpansion::bytes_per_query_row(c)
+                                   : 0;
   return p;
 }
 
@@ -153,9 +164,10 @@ std::vector<std::string> WorkspacePlan::describe(const ModelConfig& c, DType act
                             mib(sampling_work), mib(sampling_io), lim.max_logit_rows, lim.sampling_penalty_entries,
                             lim.max_logprobs));
   if (c.num_mla_layers())
-    out.push_back(fmt::format("MLA prefill expansion {} ({} key rows x {} B: the longest context one prefill chunk "
-                              "may attend to)",
-                              mib(expansion), lim.mla_expand_keys, MlaExpansion::bytes_per_row(c, act)));
+    out.push_back(fmt::format("MLA prefill context piece {} ({} key rows x {} B expanded at a time, any context "
+                              "attended piece by piece; + {} query rows x {} B of log-sum-exp merge)",
+                              mib(expansion), lim.mla_expand_keys, MlaExpansion::bytes_per_row(c, act),
+                              lim.max_tokens, MlaExpansion::bytes_per_query_row(c)));
   out.push_back(fmt::format("workspace total {}", mib(total())));
   return out;
 }
@@ -180,6 +192,11 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
     expand_.lat = arena_.alloc_bytes(size_t(expand_.key_rows) * m.latent_dim() * dtype_size(act));
     expand_.kv = arena_.alloc_bytes(size_t(expand_.key_rows) * m.num_heads * (m.qk_nope_head_dim + m.v_head_dim) *
                                     dtype_size(act));
+    expand_.query_rows = lim.max_tokens;
+    const size_t qh = size_t(lim.max_tokens) * m.num_heads;
+    expand_.acc_o = arena_.alloc<float>(qh * m.v_head_dim);
+    expand_.acc_lse = arena_.alloc<float>(qh);
+    expand_.piece_lse = arena_.alloc<float>(qh);
   }
   sampling_.io = arena_.alloc_bytes(plan.sampling_io);
   sampling_host_ = PinnedBuffer(plan.sampling_io);

@@ -1,7 +1,7 @@
 // Every buffer a step of the GPU model needs, sized once at start-up (WorkspacePlan) and carved from
 // one device arena (Workspace): the activations for max_tokens tokens, the logits for max_logit_rows
 // rows, the step metadata, the sampler's buffers and the MLA prefill key expansion for a fixed number
-// of key rows. Nothing grows while serving: a step that does not fit is a ds::Error naming the limit.
+// of key rows (one context piece: longer contexts are attended piece by piece). Nothing grows while serving: a step that does not fit is a ds::Error naming the limit.
 // Addresses are fixed for the model's lifetime (CUDA graphs replay them).
 #pragma once
 #include <cstdint>
@@ -30,13 +30,19 @@ struct Activations {
   void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms);
 };
 
-// MLA prefill: the latents of every key position of the chunk's sequences, gathered from the paged
-// cache, and their keys/values expanded through kv_b_proj.
+// MLA prefill: the latents of one context piece (key_rows positions, gathered from the paged cache)
+// and their keys/values expanded through kv_b_proj; and, for a chunk attended piece by piece, the
+// running log-sum-exp merge of its partial outputs (fp32) for up to max_tokens query rows.
 struct MlaExpansion {
-  int key_rows = 0;           // capacity
+  int key_rows = 0;           // capacity: the context piece
+  int query_rows = 0;         // rows of the merge buffers (the step's max_tokens)
   void* lat = nullptr;        // [key_rows, R + dr]
   void* kv = nullptr;         // [key_rows, Hm (dn + dv)]
-  static size_t bytes_per_row(const ModelConfig& c, DType act);
+  float* acc_o = nullptr;     // [query_rows, Hm, dv] running merged output
+  float* acc_lse = nullptr;   // [query_rows, Hm] its log-sum-exp
+  float* piece_lse = nullptr; // [query_rows, Hm] the current piece's log-sum-exp
+  static size_t bytes_per_row(const ModelConfig& c, DType act);        // per key row
+  static size_t bytes_per_query_row(const ModelConfig& c);             // per query row (merge buffers)
 };
 
 // Where one sampling launch of `rows` rows keeps its parts in the staging area: the per-row
@@ -71,7 +77,8 @@ struct WorkspaceLimits {
   int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
-  int mla_expand_keys = 0;      // 0: min(max_context, 139264) key rows for the MLA prefill expansion
+  int mla_expand_keys = 0;      // key rows of the MLA prefill expansion (the context piece); 0:
+                                // min(max_context, 32768) (CudaModel lowers it under a small memory budget)
   int max_logprobs = 20;        // top logprobs per row the sampler returns
   int sampling_penalty_entries = 0;  // 0: max_logit_rows * min(vocab, 4096) (token, count) pairs;
                                      // at least the vocabulary (one row's longest list)
@@ -114,6 +121,11 @@ class Workspace {
   SamplingBuffers sampling_;
   PinnedBuffer sampling_host_;
 };
+
+// The default MLA prefill context piece (key rows of the expansion): min(max_context, 32768), halved
+// (not below 1024) while the expansion would take more than 1/16 of the memory budget left after the
+// weights (budget_bytes; the caches get the rest).
+int mla_piece_keys(const ModelConfig& c, DType act, int64_t max_context, double budget_bytes);
 
 // The bucket (padded batch size) of a decode batch of n sequences replayed from a graph.
 int graph_bucket(int n);

@@ -106,8 +106,8 @@ int64_t resolve_max_model_len(const EngineOptions& opts, const ModelConfig& cfg,
     }
   }
   if (geo.max_context > 0 && len > geo.max_context) {
-    spdlog::warn("max_model_len {} exceeds the longest context one step can attend over on this backend ({} tokens: "
-                 "the MLA prefill workspace); using {}", len, geo.max_context, geo.max_context);
+    spdlog::warn("max_model_len {} exceeds the longest context one step can attend over on this backend ({} "
+                 "tokens); using {}", len, geo.max_context, geo.max_context);
     len = geo.max_context;
   }
   return len;

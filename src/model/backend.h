@@ -26,6 +26,8 @@ struct BackendOptions {
   int64_t kv_cache_tokens = 0;       // CPU: total MLA cache tokens (0: default)
   bool biased_moe_weights = false;   // the remote code's routing quirk, for parity tests
   uint64_t dummy_seed = 0;
+  int mla_context_piece = 0;         // GPU: key rows of the MLA prefill expansion, the context piece a long
+                                     // context is attended in (0: from the memory budget, docs/GPU_MODEL.md)
 };
 
 class Backend {

@@ -133,7 +133,6 @@ BatchLayout layout_batch(const ForwardBatch& b, const LayoutLimits& lim) {
       p.pre_cu_q.push_back(p.pre_cu_q.back() + n);
       p.pre_cu_k.push_back(p.pre_cu_k.back() + int32_t(ctx + n));
       p.max_q_len = std::max(p.max_q_len, n);
-      for (int64_t pos = 0; pos < ctx + n; ++pos) p.key_rows.push_back(cache_row(s, pos, lim.block_size));
     }
   }
   // state operations and logits rows, in batch order

@@ -2,7 +2,7 @@
 // code, CUDA-free, tested under the cpu label). The batch is validated against the backend's limits
 // and laid out for the kernels: single-token sequences ("decodes") first, then the prefill chunks, in
 // batch order within each group; per-token and per-sequence index arrays; for each logits row (in the
-// batch's row order) the token that produces it; the MLA key rows of the prefill chunks; and the state
+// batch's row order) the token that produces it; the prefill chunks' query and key offsets; and the state
 // operations the slices ask for (zero, copy, restore before the layers, save after).
 //
 // A batch is never split: more tokens than LayoutLimits::max_tokens is an error. The scheduler is the
@@ -45,9 +45,9 @@ struct BatchLayout {
   std::vector<int32_t> restore_slots;   // pairs (snapshot, dst slot), flattened (StateInit::RestoreSnapshot)
   std::vector<int32_t> save_snapshots;  // pairs (slot, snapshot), flattened (SeqSlice::save_snapshot)
   // The prefill sequences (num_decode..num_seqs) as their own varlen batch, for the kernels that
-  // take them alone: query offsets relative to token num_decode, key offsets over [0, ctx + n) of
-  // each sequence, and the cache row of every key position (for gathering latents).
-  std::vector<int32_t> pre_cu_q, pre_cu_k, key_rows;
+  // take them alone: query offsets relative to token num_decode, and key offsets over [0, ctx + n) of
+  // each sequence (the MLA prefill gathers a key's latent through the block tables).
+  std::vector<int32_t> pre_cu_q, pre_cu_k;
   int max_q_len = 0;                 // longest prefill chunk
   int max_seq_len = 0;               // longest context + new tokens over all sequences
   int num_rows() const { return int(logit_rows.size()); }

@@ -52,7 +52,7 @@ struct BackendLimits {
   int num_blocks = 0;           // MLA latent-cache pages
   int block_size = 0;           // tokens per page
   int64_t max_context = 0;      // longest sequence one step can attend over (0: no limit of its own); on the GPU
-                                // the MLA prefill expansion's key rows until piecewise prefill (issue 13)
+                                // the max_model_len its step metadata was planned for
   std::vector<int> graph_buckets;  // decode batch sizes replayed from captured graphs (empty: none)
 };
 

@@ -107,7 +107,7 @@ TEST(WorkspacePlan, SizesFromTheLimits) {
   lim.max_graph_batch = 4;
   lim.max_context = 1000;
   const auto p = WorkspacePlan::make(cfg, DType::F32, lim, 132);
-  EXPECT_EQ(p.lim.mla_expand_keys, 1000);  // min(max_context, 139264)
+  EXPECT_EQ(p.lim.mla_expand_keys, 1000);  // min(max_context, 32768)
   EXPECT_GE(p.lim.max_logit_rows, 4);
   EXPECT_LE(p.lim.max_logit_rows, 64);
   EXPECT_EQ(p.logits, (size_t(p.lim.max_logit_rows) * cfg.vocab_size * 4 + 255) / 256 * 256);
@@ -153,13 +153,17 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
     for (int i = 0; i < n; ++i) v.push_back(i);
     return v;
   };
-  ForwardBatch too_long;  // 40 keys > 32
-  too_long.add(0, 0, std::vector<int32_t>(40, 1), pages(3));
+  ForwardBatch long_ctx;  // 40 keys > 32: attended piece by piece (test_model_long checks the values)
+  long_ctx.add(0, 0, std::vector<int32_t>(40, 1), pages(3));
+  EXPECT_NO_THROW(m.forward(long_ctx));
+  ForwardBatch too_many;  // 65 tokens > max_tokens 64
+  too_many.add(0, 0, std::vector<int32_t>(65, 1), pages(5));
   try {
-    m.forward(too_long);
-    ADD_FAILURE() << "a prefill over the expansion's key rows ran";
+    m.forward(too_many);
+    ADD_FAILURE() << "a batch over max_tokens ran";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("MLA prefill expansion holds 32"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("a batch of 65 tokens exceeds"), std::string::npos)
+        << e.what();
   }
   ForwardBatch many_rows;  // 20 logits rows > 16
   many_rows.add(0, 0, std::vector<int32_t>(20, 1), pages(2), /*logits_all=*/true);

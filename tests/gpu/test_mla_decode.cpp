@@ -29,7 +29,8 @@ struct PagedCase {
 
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
-void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed) {
+void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
+                   int kv_tile = 0) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -96,14 +97,15 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.block_size = bs;
     p.max_blocks = max_blocks;
     p.num_splits = splits;
+    p.kv_tile = kv_tile;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode] act=%s H=%d bs=%d ctx=%s splits=%d o_err=%.3g\n", act_name(act), H, bs,
-                lens_str(c.ctx).c_str(), splits, worst);
+    std::printf("[mla_decode] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d o_err=%.3g\n", act_name(act), H, bs,
+                lens_str(c.ctx).c_str(), splits, kv_tile, worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -121,6 +123,13 @@ TEST(MlaDecode, PagedBf16) {
   const std::vector<int> ctx = {1, 63, 64, 700, 5000};
   expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 42);
 }
+// The 4-stage pipeline of 32-position tiles (long contexts): tiles partly past a row's end, splits of a
+// few tiles and of none.
+TEST(MlaDecode, PagedBf16Tile32) {
+  const std::vector<int> ctx = {1, 31, 32, 33, 700, 5000};
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, gpu::choose_mla_decode_splits(6, 5000, 132)}, 45, 32);
+}
+TEST(MlaDecode, FewHeadsBf16Tile32) { expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 46, 32); }
 // The tiny fixture model's two heads and a larger page.
 TEST(MlaDecode, FewHeadsF32) { expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 43); }
 TEST(MlaDecode, FewHeadsBf16) { expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 44); }
@@ -131,6 +140,16 @@ TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 1024, 132), 16);     // one 64-position tile per split
   EXPECT_EQ(gpu::choose_mla_decode_splits(200, 4000, 132), 1);    // many rows already fill it
   EXPECT_EQ(gpu::choose_mla_decode_splits(0, 0, 132), 1);
+  // long contexts: full waves (100 rows: 9 splits, 900 CTAs in 7 waves of 132), never more CTAs than the
+  // workspace holds; short contexts keep the old choice
+  EXPECT_EQ(gpu::choose_mla_decode_splits(100, 131072, 132), 9);
+  EXPECT_EQ(gpu::choose_mla_decode_splits(100, 2048, 132), 1);
+  EXPECT_EQ(gpu::choose_mla_decode_splits(64, 4096, 132), 2);
+  for (int rows = 1; rows <= 300; ++rows)
+    for (int ctx : {1000, 65536, 1048576}) {
+      const int s = gpu::choose_mla_decode_splits(rows, ctx, 132);
+      EXPECT_LE(int64_t(rows) * s, std::max<int64_t>(rows, gpu::kMlaDecodeMaxCtasPerSm * 132)) << rows << " " << ctx;
+    }
 }
 
 }  // namespace ds::attn_test

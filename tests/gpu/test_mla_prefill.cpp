@@ -17,12 +17,12 @@
 #include "cuda/kernels/mla_prefill.h"
 #include "cuda/kernels/mla_prefill_wgmma.h"
 #include "kernels/mla/op.h"
-#include "test_kda_util.h"
+#include "test_mla_util.h"
 
 namespace ds::attn_test {
 namespace {
 
-constexpr int kQk = 192, kNope = 128, kRope = 64, kV = 128;
+constexpr int kQk = 192, kV = 128;
 
 void expect_prefill(const std::vector<int>& qlens, const std::vector<int>& ctx, int H, DType act, uint64_t seed,
                     int wgmma = 0) {
@@ -50,15 +50,8 @@ void expect_prefill(const std::vector<int>& qlens, const std::vector<int>& ctx, 
   std::vector<double> ref_lse(size_t(Tq) * H);
   for (int s = 0; s < N; ++s) {
     const int klen = cuk[s + 1] - cuk[s];
-    std::vector<float> k(size_t(klen) * H * kQk), v(size_t(klen) * H * kV);
-    for (int j = 0; j < klen; ++j)
-      for (int h = 0; h < H; ++h) {
-        const float* src = kv.host.data() + (size_t(cuk[s] + j) * H + h) * 256;
-        float* kd = k.data() + (size_t(j) * H + h) * kQk;
-        std::copy_n(src, kNope, kd);
-        std::copy_n(kva.host.data() + size_t(cuk[s] + j) * 576 + 512, kRope, kd + kNope);
-        std::copy_n(src + kNope, kV, v.data() + (size_t(j) * H + h) * kV);
-      }
+    std::vector<float> k, v;
+    expanded_keys(kv.host, kva.host, cuk[s], klen, H, k, v);
     kernels::MlaPrefillParams rp;
     rp.q = q.host.data() + size_t(cuq[s]) * H * kQk;
     rp.k = k.data();
@@ -93,22 +86,11 @@ void expect_prefill(const std::vector<int>& qlens, const std::vector<int>& ctx, 
   auto d_cuq = upload(cuq), d_cuk = upload(cuk);
   auto d_o = poisoned(ref_o.size(), act);
   auto d_lse = poisoned(ref_lse.size(), DType::F32);
-  const size_t esz = act_size(act);
-  gpu::MlaPrefillParams p;
-  p.q = q.dev.data();
-  p.k_nope = kv.dev.data();
-  p.ldkn = int64_t(H) * 256;
-  p.hkn = 256;
-  p.v = static_cast<const char*>(kv.dev.data()) + kNope * esz;
-  p.ldv = int64_t(H) * 256;
-  p.hv = 256;
-  p.k_pe = static_cast<const char*>(kva.dev.data()) + 512 * esz;
-  p.ldkpe = 576;
+  gpu::MlaPrefillParams p = expanded_params(q, kv, kva, H, act);
   p.o = d_o.data();
   p.cu_seqlens_q = d_cuq.as<int32_t>();
   p.cu_seqlens_k = d_cuk.as<int32_t>();
   p.num_seqs = N;
-  p.num_heads = H;
   p.max_seqlen_q = max_q;
   p.lse = d_lse.as<float>();
   gpu::run_mla_prefill(p, act, dctx);

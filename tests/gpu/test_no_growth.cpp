@@ -1,7 +1,8 @@
 // Nothing grows while serving: after the CUDA backend is made (workspace planned, every decode graph
 // captured, the sampler warmed up), a run of steps of every kind -- prefills, mixed prefill + decode,
 // decodes at batch sizes 1, 3, 17 and the maximum with contexts crossing several block-table strides
-// (so several graph keys), a prefill chunk with a long context, and sampling with penalties, top-k/p
+// (so several graph keys), prefill chunks whose context exceeds the MLA context piece (attended piece by
+// piece, merged by log-sum-exp), and sampling with penalties, top-k/p
 // and logprobs -- leaves the device's free memory exactly as it was (cudaMemGetInfo). Before the
 // sampler used the planned buffers and graphs were captured at start-up, the first steps of a new
 // batch size or stride allocated (sampling workspace, graph instantiation).
@@ -20,7 +21,7 @@ namespace ds::gpu::test {
 namespace {
 
 const std::string kTiny = std::string(DS_FIXTURES_DIR) + "/tiny";
-constexpr int kSlots = 20, kBlock = 16, kMaxLen = 2048;
+constexpr int kSlots = 20, kBlock = 16, kMaxLen = 2048, kPiece = 512;
 
 size_t free_now() {
   DS_CUDA_CHECK(cudaDeviceSynchronize());
@@ -107,6 +108,7 @@ TEST(NoGrowth, ServingStepsAllocateNothing) {
   o.max_model_len = kMaxLen;
   o.block_size = kBlock;
   o.num_blocks = 1024;
+  o.mla_context_piece = kPiece;  // seq 0 (1,500 tokens) and 1 (700) are attended piece by piece
   auto backend = make_cuda_backend(o);
   const BackendLimits lim = backend->limits();
   ASSERT_FALSE(lim.graph_buckets.empty()) << "no decode graphs were captured at start-up";

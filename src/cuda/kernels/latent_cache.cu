@@ -45,7 +45,54 @@ __global__ void latent_cache_write_kernel(LatentCacheWriteParams p) {
   }
 }
 
+// One warp per destination row; the sequence of a row by binary search over cu_rows.
+template <typename T>
+__global__ void latent_gather_kernel(LatentGatherParams p) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int N = Vec16<T>::N;
+  const int warps = blockDim.x >> 5;
+  const int r = blockIdx.x * warps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (r >= p.rows) return;
+  int s = 0, first = 0;
+  if (p.cu_rows) {
+    int lo = 0, hi = p.num_seqs - 1;  // the last s with cu_rows[s] - row0 <= r
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (p.cu_rows[mid] - p.row0 <= r) lo = mid;
+      else hi = mid - 1;
+    }
+    s = lo;
+    first = p.cu_rows[s] - p.row0;
+  }
+  const int64_t pos = p.pos0 + (r - first);
+  const int64_t row = int64_t(p.block_tables[int64_t(s) * p.bt_stride + pos / p.block_size]) * p.block_size +
+                      pos % p.block_size;
+  const T* src = static_cast<const T*>(p.cache) + row * p.D;
+  T* dst = static_cast<T*>(p.dst) + int64_t(r) * p.ld_dst;
+  for (int c = lane * N; c < p.D; c += 32 * N) {
+    Vec16<T> v;
+    v.load(src + c);
+    v.store(dst + c);
+  }
+}
+
 }  // namespace
+
+void run_latent_gather(const LatentGatherParams& p0, DType act, const DeviceContext& ctx) {
+  LatentGatherParams p = p0;
+  if (p.rows == 0) return;
+  DS_GPU_REQUIRE(p.cache && p.block_tables && p.dst && p.block_size > 0 && p.num_seqs > 0,
+                 "run_latent_gather: bad arguments");
+  if (p.ld_dst == 0) p.ld_dst = p.D;
+  DS_GPU_REQUIRE(p.D % 8 == 0 && p.ld_dst % 8 == 0, "run_latent_gather: D and ld_dst must be multiples of 8");
+  if (!p.cu_rows) p.num_seqs = 1;
+  constexpr int kWarps = 8;
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(latent_gather_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, ctx, p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
 
 void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;

@@ -23,4 +23,24 @@ struct LatentCacheWriteParams {
 };
 void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, const DeviceContext& ctx);
 
+// Gathers cached latents [ĉ ; k_pe] by position through the block tables (the MLA prefill's key
+// expansion input): with cu_rows, sequence s (block-table row s) fills dst rows
+// [cu_rows[s] − row0, cu_rows[s + 1] − row0) with its positions pos0, pos0 + 1, ...; without, one
+// sequence (block-table row 0) fills dst rows [0, rows) with positions [pos0, pos0 + rows).
+// Position q of a sequence is cache row block_tables[s * bt_stride + q / block_size] * block_size
+// + q % block_size.
+struct LatentGatherParams {
+  const void* cache = nullptr;            // [num_blocks * block_size, D] act dtype
+  const int32_t* block_tables = nullptr;  // [num_seqs, bt_stride] device
+  int bt_stride = 0, block_size = 0;
+  const int32_t* cu_rows = nullptr;       // [num_seqs + 1] device, optional (see above)
+  int num_seqs = 1;
+  int row0 = 0;                           // subtracted from cu_rows' values
+  int64_t pos0 = 0;
+  void* dst = nullptr;                    // [rows, ld_dst] act dtype
+  int64_t ld_dst = 0;                     // 0: D
+  int rows = 0, D = 0;                    // D a multiple of 8
+};
+void run_latent_gather(const LatentGatherParams& p, DType act, const DeviceContext& ctx);
+
 }  // namespace ds::gpu

@@ -24,16 +24,19 @@ using namespace attn;
 
 constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32, kThreads = 256;
 
-template <typename IO> struct DecodeCfg {
-  static constexpr int kTile = sizeof(IO) == 2 ? 64 : 32;
-  static constexpr int kStages = sizeof(IO) == 2 ? 2 : 1;
+// kTile cached positions per tile, kStages tiles in shared memory (kStages - 1 in flight while one is
+// computed on). bf16: 64 x 2 (the default) or 32 x 4 (more bytes in flight: long contexts, see
+// MlaDecodeParams::kv_tile); fp32: 32 x 1.
+template <typename IO, int Tile, int Stages> struct DecodeCfg {
+  static constexpr int kTile = Tile;
+  static constexpr int kStages = Stages;
   static constexpr int kLdC = padded_ld<IO>(kQk);
   static constexpr int kLdS = kTile + 4;
   static constexpr int kLdP = padded_ld<IO>(kTile);
 };
 
-template <typename IO> struct DecodeSmem {
-  using C = DecodeCfg<IO>;
+template <typename IO, int Tile, int Stages> struct DecodeSmem {
+  using C = DecodeCfg<IO, Tile, Stages>;
   IO tile[C::kStages][C::kTile][C::kLdC];
   IO q[kRows][C::kLdC];
   float s[4][kRows][C::kLdS];
@@ -41,17 +44,17 @@ template <typename IO> struct DecodeSmem {
   float m[kRows], l[kRows], alpha[kRows];
 };
 
-template <typename IO>
+template <typename IO, int Tile, int Stages>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
   using Mma = typename MmaFor<IO>::type;
-  using C = DecodeCfg<IO>;
+  using C = DecodeCfg<IO, Tile, Stages>;
   constexpr int kTile = C::kTile, kLdC = C::kLdC, kLdP = C::kLdP;
   constexpr int kNT = kTile / 16;          // n8 tiles per key half
   constexpr int kKSteps = 144 / Mma::kK;   // per dim quarter
   extern __shared__ __align__(16) unsigned char smem_raw[];
   pdl_trigger();  // (launched with PDL: everything below may depend on the previous kernel)
   pdl_wait();
-  auto& sm = *reinterpret_cast<DecodeSmem<IO>*>(smem_raw);
+  auto& sm = *reinterpret_cast<DecodeSmem<IO, Tile, Stages>*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sp = blockIdx.x, r = blockIdx.y, H = p.num_heads;
   const int ctx = p.context_lens[r];
@@ -62,7 +65,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   const IO* cache = static_cast<const IO*>(p.cache);
 
   // Tile gather: kThrPerRow threads per cached row, so each thread looks up one block-table entry
-  // per tile; the entry for tile t + 2 is fetched a tile ahead (its latency hides behind compute).
+  // per tile; the entry for the next tile to issue is fetched a tile ahead (its latency hides behind
+  // compute).
   constexpr int kThrPerRow = kThreads / kTile;
   const int grow = tid / kThrPerRow, gsub = tid % kThrPerRow;
   auto row_offset = [&](int t) -> int64_t {  // element offset of row grow of tile t, -1 past the end
@@ -89,11 +93,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     sm.l[tid] = 0.f;
   }
   int64_t next_off = row_offset(tile0);
-  if constexpr (C::kStages > 1) {
-    issue(tile0, next_off);
-    next_off = row_offset(tile0 + 1);
+#pragma unroll
+  for (int i = 0; i + 1 < C::kStages; ++i) {  // tiles tile0 .. tile0 + kStages - 2 in flight
+    issue(tile0 + i, next_off);
+    next_off = row_offset(tile0 + i + 1);
   }
-  cp_async_wait<C::kStages - 1>();  // Q has landed (the prefetched tile may still be in flight)
+  cp_async_wait<C::kStages - 1>();  // Q has landed (the prefetched tiles may still be in flight)
   __syncthreads();
 
   const int nh = warp & 1, kq = warp >> 1;
@@ -111,12 +116,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     if constexpr (C::kStages == 1) {
       issue(t, next_off);
       next_off = row_offset(t + 1);
+      cp_async_wait<0>();
+    } else {
+      cp_async_wait<C::kStages - 2>();  // tile t has landed; the later ones may be in flight
     }
-    cp_async_wait<0>();
     __syncthreads();
-    if constexpr (C::kStages > 1) {
-      issue(t + 1, next_off);
-      next_off = row_offset(t + 2);
+    if constexpr (C::kStages > 1) {  // into the stage computed on last iteration (freed by its barrier)
+      issue(t + C::kStages - 1, next_off);
+      next_off = row_offset(t + C::kStages);
     }
     const IO(*tl)[kLdC] = sm.tile[(t - tile0) % C::kStages];
 
@@ -262,49 +269,73 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   }
 }
 
-// One warp per (row, head, 128 latent columns): ō = Σ_s 2^(lse_s − max) · ō_s / Σ_s 2^(lse_s − max).
+// One CTA of kCombineWarps warps per (row, head, 128 latent columns): ō = Σ_s 2^(lse_s − max) · ō_s /
+// Σ_s 2^(lse_s − max). The splits are spread over the warps (warp w takes w, w + 8, ...; a lane its 4
+// columns), so a long context's 132+ partials are read with many loads in flight rather than one
+// dependent chain; the warps' sums meet in shared memory.
+constexpr int kCombineWarps = 8;
+
 template <typename IO>
-__global__ void __launch_bounds__(32) mla_combine_kernel(MlaDecodeParams p) {
+__global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(MlaDecodeParams p) {
   pdl_trigger();
   pdl_wait();
+  __shared__ float scratch[32];
+  __shared__ float4 part_sum[kCombineWarps][32];
+  __shared__ float part_w[kCombineWarps];
   const int r = blockIdx.x, h = blockIdx.y, H = p.num_heads, ns = p.num_splits;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float* part = static_cast<const float*>(p.workspace);
   const float* lse = part + int64_t(p.rows) * ns * H * kLat;
   const int64_t row0 = int64_t(r) * ns * H + h;  // split s at row0 + s·H
   float mx = -INFINITY;
-  for (int s = threadIdx.x; s < ns; s += 32) mx = fmaxf(mx, lse[row0 + int64_t(s) * H]);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  float acc[4] = {0.f, 0.f, 0.f, 0.f}, wsum = 0.f;
-  const int f = 128 * blockIdx.z + 4 * threadIdx.x;
+  for (int s = threadIdx.x; s < ns; s += kCombineWarps * 32) mx = fmaxf(mx, lse[row0 + int64_t(s) * H]);
+  mx = block_max(mx, scratch);
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  float wsum = 0.f;
+  const int f = 128 * blockIdx.z + 4 * lane;
   if (mx > -INFINITY) {
 #pragma unroll 4
-    for (int s = 0; s < ns; ++s) {
+    for (int s = warp; s < ns; s += kCombineWarps) {
       const int64_t row = row0 + int64_t(s) * H;
       const float w = exp2f(lse[row] - mx);  // 0 for empty splits (lse = -inf)
       const float4 x = *reinterpret_cast<const float4*>(part + row * kLat + f);
-      acc[0] = fmaf(w, x.x, acc[0]);
-      acc[1] = fmaf(w, x.y, acc[1]);
-      acc[2] = fmaf(w, x.z, acc[2]);
-      acc[3] = fmaf(w, x.w, acc[3]);
+      acc.x = fmaf(w, x.x, acc.x);
+      acc.y = fmaf(w, x.y, acc.y);
+      acc.z = fmaf(w, x.z, acc.z);
+      acc.w = fmaf(w, x.w, acc.w);
       wsum += w;
     }
   }
-  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+  part_sum[warp][lane] = acc;
+  if (lane == 0) part_w[warp] = wsum;
+  __syncthreads();
+  if (warp != 0) return;
+  float4 t = part_sum[0][lane];
+  float tw = part_w[0];
+#pragma unroll
+  for (int w = 1; w < kCombineWarps; ++w) {
+    const float4 y = part_sum[w][lane];
+    t.x += y.x;
+    t.y += y.y;
+    t.z += y.z;
+    t.w += y.w;
+    tw += part_w[w];
+  }
+  const float inv = tw > 0.f ? 1.f / tw : 0.f;
   IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
   if constexpr (sizeof(IO) == 2) {
-    *reinterpret_cast<uint2*>(dst) = make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack_bf16(t.x * inv, t.y * inv), pack_bf16(t.z * inv, t.w * inv));
   } else {
-    *reinterpret_cast<float4*>(dst) = make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
+    *reinterpret_cast<float4*>(dst) = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
   }
 }
 
-template <typename IO> void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
-  const size_t smem = sizeof(DecodeSmem<IO>);
-  launch_pdl(mla_decode_kernel<IO>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
+template <typename IO, int Tile, int Stages> void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
+  const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages>);
+  launch_pdl(mla_decode_kernel<IO, Tile, Stages>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
-    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), 32, 0, ctx, p);
+    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
     DS_CUDA_CHECK_LAUNCH();
   }
 }
@@ -314,8 +345,9 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 void configure_mla_decode(const DeviceContext&) {
-  set_max_dynamic_smem(mla_decode_kernel<bf16>, sizeof(DecodeSmem<bf16>));
-  set_max_dynamic_smem(mla_decode_kernel<float>, sizeof(DecodeSmem<float>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2>, sizeof(DecodeSmem<bf16, 64, 2>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4>, sizeof(DecodeSmem<bf16, 32, 4>));
+  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1>, sizeof(DecodeSmem<float, 32, 1>));
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
@@ -325,7 +357,22 @@ int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
   // 16 splits of one tile, measured 22.8 us with 4 splits of four).
   const int want = std::max(1, num_sms / rows);
   const int cap = std::max(1, max_context_len / 64);
-  return std::max(1, std::min({want, cap, 256}));
+  int splits = std::max(1, std::min({want, cap, 256}));
+  // Long contexts: when rows x splits CTAs leave the last wave (one CTA per SM) mostly empty, the first
+  // larger count that fills the waves to >= 95%, each split keeping >= 1024 positions and the CTAs within
+  // kMlaDecodeMaxCtasPerSm waves (e.g. 100 rows over 131K positions: 9 splits, 900 CTAs in 7 waves).
+  auto fill = [&](int n) {
+    const int64_t ctas = int64_t(rows) * n, waves = (ctas + num_sms - 1) / num_sms;
+    return double(ctas) / double(waves * num_sms);
+  };
+  const int long_cap = std::min(256, max_context_len / 1024);
+  if (fill(splits) < 0.95)
+    for (int n = splits + 1; n <= long_cap && int64_t(rows) * n <= int64_t(kMlaDecodeMaxCtasPerSm) * num_sms; ++n)
+      if (fill(n) >= 0.95) {
+        splits = n;
+        break;
+      }
+  return splits;
 }
 
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits) {
@@ -349,8 +396,10 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
                      aligned16(p.workspace),
                  "mla decode: tensors must be 16-byte aligned with strides a multiple of 8");
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
-  if (act == DType::BF16) launch_decode<bf16>(p, ctx);
-  else launch_decode<float>(p, ctx);
+  DS_GPU_REQUIRE(p.kv_tile == 0 || p.kv_tile == 32 || p.kv_tile == 64, "mla decode: kv_tile must be 0, 32 or 64");
+  if (act == DType::BF16 && p.kv_tile == 32) launch_decode<bf16, 32, 4>(p, ctx);
+  else if (act == DType::BF16) launch_decode<bf16, 64, 2>(p, ctx);
+  else launch_decode<float, 32, 1>(p, ctx);
 }
 
 }  // namespace ds::gpu

@@ -42,9 +42,14 @@ struct MlaDecodeParams {
   int kv_lora_rank = 512;              // only 512
   int rope_dim = 64;                   // only 64
   float scale = 0.0f;                  // 0: 1/sqrt(192) (qk_nope 128 + rope 64, spec §5.1)
+  int kv_tile = 0;                     // bf16: cached positions per tile, 64 (2 in shared memory; 0 means
+                                       // it) or 32 (4 in shared memory: more bytes in flight); fp32: 32
 };
 
-// Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts.
+// Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
+// contexts, so that the waves of one CTA per SM are full. rows * splits <= max(rows, num_sms) or
+// <= kMlaDecodeMaxCtasPerSm * num_sms (what the workspace is sized for).
+constexpr int kMlaDecodeMaxCtasPerSm = 8;
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms);
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
 

@@ -21,7 +21,6 @@ namespace ds::gpu {
 struct StepMeta {
   int T = 0, N = 0, R = 0, stride = 1, F = 0, row0 = 0;  // F: slots to zero
   int n_dec = 0;          // the first n_dec sequences/tokens are single-token decodes
-  int Tk = 0;             // key positions of the prefill sequences (expanded MLA attention)
   int max_q_len = 0, max_seq_len = 0;
   int mla_splits = 1;     // split-K of the MLA decode kernel
   bool pure_decode = false;
@@ -29,14 +28,23 @@ struct StepMeta {
   const int32_t *cu_seqlens = nullptr, *slots = nullptr, *seq_lens = nullptr, *block_tables = nullptr;
   const int32_t *logit_rows = nullptr, *zero_slots = nullptr;
   const uint8_t* fresh = nullptr;  // [N]
-  const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr, *key_rows = nullptr;
-  // Host: the prefill sequences in groups whose keys fit the MLA expansion together (one group when
-  // all do): sequences [seq0, seq1) of the prefill batch, keys [key0, key0 + keys) of key_rows.
+  const int32_t *pre_cu_q = nullptr, *pre_cu_k = nullptr;
+  // Host: the MLA prefill plan (plan_mla_prefill). The prefill sequences in groups whose keys fit the
+  // MLA expansion (MlaExpansion::key_rows) together: sequences [seq0, seq1) of the prefill batch, key
+  // offsets [key0, key0 + keys) of pre_cu_k; a sequence whose keys alone exceed it is a group of its own
+  // attended piece by piece (pieces: its queries are rows [q0, q0 + q_len) of pre_cu_q).
   struct PrefillGroup {
     int seq0 = 0, seq1 = 0, key0 = 0, keys = 0;
+    int q0 = 0, q_len = 0;
+    bool pieces = false;
   };
   std::vector<PrefillGroup> prefill_groups;
 };
+
+// The groups above for prefill sequences with query offsets pre_cu_q and key offsets pre_cu_k (host,
+// num_prefill + 1 entries each) and an expansion of piece_keys key rows.
+std::vector<StepMeta::PrefillGroup> plan_mla_prefill(const std::vector<int32_t>& pre_cu_q,
+                                                     const std::vector<int32_t>& pre_cu_k, int piece_keys);
 
 // A normalised layer input: x itself, or (small batches) h with the norm weight its GEMVs apply.
 struct LayerInput {
@@ -52,7 +60,7 @@ struct LayerStep {
   DType act;                   // activation dtype
   const StepMeta& m;
   Activations& ws;
-  const MlaExpansion& expand;  // MLA prefill key expansion buffers
+  const MlaExpansion& expand;  // MLA prefill key expansion buffers (one context piece)
   DeviceCaches& caches;
   Gemm& gemm;
   bool reference_attention = false;  // the simple attention kernels (attn_ref.h)

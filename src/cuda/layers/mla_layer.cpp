@@ -9,7 +9,6 @@
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/latent_cache.h"
 #include "cuda/kernels/mla_decode.h"
-#include "cuda/kernels/mla_prefill.h"
 
 namespace ds::gpu {
 
@@ -202,67 +201,6 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.scale = scale_;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
-}
-
-// Prefill rows [n_dec, T): the chunk's queries attend to its sequence's expanded keys/values, all
-// positions [0, ctx + n) gathered from the paged cache and expanded through kv_b_proj. When the
-// prefill sequences' keys together exceed the expansion's capacity they run in groups that fit (the
-// model refuses a single sequence that does not); the offsets in pre_cu_q/pre_cu_k stay absolute, so a
-// group's key rows are addressed from a base shifted back by its first key.
-void MlaLayer::prefill_rows(const LayerStep& s, void* cache) const {
-  for (const auto& grp : s.m.prefill_groups) prefill_group(s, cache, grp);
-}
-
-void MlaLayer::prefill_group(const LayerStep& s, void* cache, const StepMeta::PrefillGroup& grp) const {
-  const DType act = s.act;
-  const auto& m = s.m;
-  const int D = R_ + dr_;
-  const MlaExpansion& x = s.expand;
-  CopyStridedParams g;
-  g.src = cache;
-  g.ld_src = D;
-  g.row_index = m.key_rows + grp.key0;
-  g.dst = x.lat;
-  g.ld_dst = D;
-  g.rows = grp.keys;
-  g.width = D;
-  run_copy_strided(g, act, s.ctx);
-  GemmArgs e;  // [keys, R] . kv_b^T -> [keys, Hm (dn + dv)]
-  e.x = x.lat;
-  e.ldx = D;
-  e.w = w_.kv_b.ptr;
-  e.ldw = R_;
-  e.y = x.kv;
-  e.ldy = int64_t(Hm_) * (dn_ + dv_);
-  e.x_dtype = e.y_dtype = act;
-  e.w_dtype = w_.kv_b.dtype;
-  e.M = grp.keys;
-  e.N = Hm_ * (dn_ + dv_);
-  e.K = R_;
-  s.gemm.run(e, s.ctx.stream);
-  // key row k of the group (absolute index key0 + k) lives at row k of the expansion
-  const int64_t shift = -int64_t(grp.key0);
-  MlaPrefillParams p;
-  p.q = off(s.ws.proj, int64_t(m.n_dec) * PM_, act);
-  p.ldq = PM_;
-  p.hq = dq_;
-  p.k_nope = off(x.kv, shift * Hm_ * (dn_ + dv_), act);
-  p.ldkn = int64_t(Hm_) * (dn_ + dv_);
-  p.hkn = dn_ + dv_;
-  p.k_pe = off(x.lat, shift * D + R_, act);
-  p.ldkpe = D;
-  p.v = off(x.kv, shift * Hm_ * (dn_ + dv_) + dn_, act);
-  p.ldv = int64_t(Hm_) * (dn_ + dv_);
-  p.hv = dn_ + dv_;
-  p.o = off(s.ws.attn_o, int64_t(m.n_dec) * Hm_ * dv_, act);
-  p.ldo = int64_t(Hm_) * dv_;
-  p.cu_seqlens_q = m.pre_cu_q + grp.seq0;
-  p.cu_seqlens_k = m.pre_cu_k + grp.seq0;
-  p.num_seqs = grp.seq1 - grp.seq0;
-  p.num_heads = Hm_;
-  p.max_seqlen_q = m.max_q_len;
-  p.scale = scale_;
-  run_mla_prefill(p, act, s.ctx);
 }
 
 }  // namespace ds::gpu

@@ -1,9 +1,9 @@
 // NoPE MLA attention on the GPU (spec 5; the CPU twin is model/mla_layer.h): the packed [q | kv_a]
 // projection, the latent-cache write (kv_a norm), then per row kind: decodes as absorbed queries
 // [q_lat ; q_pe] against the paged latents (split-K), prefill chunks against their keys/values
-// expanded from the cache through kv_b_proj (in groups of sequences of at most MlaExpansion::key_rows
-// key positions);
-// or all rows through the simple reference kernel. o_proj adds into the residual.
+// expanded from the cache through kv_b_proj into the fixed expansion of MlaExpansion::key_rows rows
+// (mla_prefill_rows.cpp: sequences in groups that fit it, a longer context piece by piece with an exact
+// log-sum-exp merge); or all rows through the simple reference kernel. o_proj adds into the residual.
 #pragma once
 #include "cuda/layers/layer_step.h"
 
@@ -24,6 +24,13 @@ class MlaLayer final : public LayerPart {
   void decode_rows(const LayerStep& s, void* cache) const;
   void prefill_rows(const LayerStep& s, void* cache) const;
   void prefill_group(const LayerStep& s, void* cache, const StepMeta::PrefillGroup& g) const;
+  void prefill_pieces(const LayerStep& s, void* cache, const StepMeta::PrefillGroup& g) const;
+  // x.kv rows [0, rows) = x.lat rows [0, rows) . kv_b^T (the expansion's keys/values)
+  void expand_keys(const LayerStep& s, int rows) const;
+  // The attention of prefill queries (sequences from seq0) over the expansion, whose row 0 is key row
+  // key0 of pre_cu_k: pointers and strides; the caller sets the sequences, window and outputs.
+  void attend(const LayerStep& s, int seq0, int num_seqs, int key0, int max_q, int k_begin, int k_end,
+              float* lse) const;
 
   MlaLayerWeights w_;
   int index_;
