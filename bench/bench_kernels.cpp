@@ -1,8 +1,11 @@
 // Kernel timings of the CUDA backend at the 48B model's decode and prefill shapes, each beside its
 // roofline (weights or bytes read at 4.3 TB/s, or FLOPs at 790 TFLOP/s). Random data, warm-up,
 // CUDA-event medians; weight sets that fit in L2 are rotated so every call reads HBM.
-//   bench_kernels [--quick]
+//   bench_kernels [--quick] [--prefill]   (--prefill: only the wgmma-vs-mma.sync prefill rows: MLA attention,
+//                                         MoE grouped GEMM, each kernel pair in the same run)
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <random>
 
 #include "gpu_bench_util.h"
@@ -13,6 +16,7 @@
 #include "cuda/gemm.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/mla_prefill.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
@@ -60,10 +64,129 @@ double gemv_ms(const DeviceContext& ctx, int M, int N, int K, int copies, bool f
   }, reps);
 }
 
+double fl_floor(double flops) { return flops / ds::bench::kBf16Flops * 1e3; }
+
+std::string tflops_note(double flops, double ms, const char* extra = "") {
+  char b[128];
+  std::snprintf(b, sizeof b, "%.0f TFLOP/s = %.0f%% of 790%s", flops / ms * 1e-9,
+                100.0 * flops / ms * 1e-9 / (ds::bench::kBf16Flops * 1e-12), extra);
+  return b;
+}
+
+// MLA prefill attention, 32 heads, causal, bf16: the mma.sync kernel and the wgmma kernel
+// (DeviceContext::switches.wgmma) on the same data. FLOPs: 640 per (query, key, head) pair attended.
+void mla_prefill_rows(const DeviceContext& ctx, bool quick, std::vector<Row>& rows) {
+  const int H = 32;
+  const DType bf = DType::BF16;
+  struct Case {
+    const char* name;
+    std::vector<int> q, c;
+  };
+  for (const Case& cs : {Case{"1x8192 causal", {8192}, {0}}, Case{"4x2048 causal", {2048, 2048, 2048, 2048}, {0, 0, 0, 0}},
+                         Case{"1x8192 after 24576 of context", {8192}, {24576}}}) {
+    std::vector<int32_t> cuq(1, 0), cuk(1, 0);
+    double pairs = 0;
+    int max_q = 0;
+    for (size_t i = 0; i < cs.q.size(); ++i) {
+      cuq.push_back(cuq.back() + cs.q[i]);
+      cuk.push_back(cuk.back() + cs.q[i] + cs.c[i]);
+      pairs += double(cs.q[i]) * cs.c[i] + double(cs.q[i]) * (cs.q[i] + 1) / 2;
+      max_q = std::max(max_q, cs.q[i]);
+    }
+    const int Tq = cuq.back(), Tk = cuk.back();
+    auto q = filled(ctx, int64_t(Tq) * H * 192, bf, 1000, 1.f);
+    auto kv = filled(ctx, int64_t(Tk) * H * 256, bf, 1001, 1.f);
+    auto kva = filled(ctx, int64_t(Tk) * 576, bf, 1002, 1.f);
+    DeviceBuffer o(size_t(Tq) * H * 128 * 2), dq(cuq.size() * 4), dk(cuk.size() * 4);
+    DS_CUDA_CHECK(cudaMemcpy(dq.data(), cuq.data(), dq.bytes(), cudaMemcpyHostToDevice));
+    DS_CUDA_CHECK(cudaMemcpy(dk.data(), cuk.data(), dk.bytes(), cudaMemcpyHostToDevice));
+    MlaPrefillParams p;
+    p.q = q.data();
+    p.k_nope = kv.data();
+    p.ldkn = int64_t(H) * 256;
+    p.hkn = 256;
+    p.v = static_cast<const char*>(kv.data()) + 256;
+    p.ldv = int64_t(H) * 256;
+    p.hv = 256;
+    p.k_pe = static_cast<const char*>(kva.data()) + 1024;
+    p.ldkpe = 576;
+    p.o = o.data();
+    p.cu_seqlens_q = dq.as<int32_t>();
+    p.cu_seqlens_k = dk.as<int32_t>();
+    p.num_seqs = int(cs.q.size());
+    p.num_heads = H;
+    p.max_seqlen_q = max_q;
+    const double flops = 640.0 * H * pairs;
+    for (int wg : {0, 1, 2}) {
+      DeviceContext c = ctx;
+      c.switches.wgmma = wg;
+      const double ms = ds::bench::time_ms(ctx.stream, [&] { run_mla_prefill(p, bf, c); }, quick ? 5 : 20);
+      char nm[96];
+      std::snprintf(nm, sizeof nm, "MLA prefill %s, %s", cs.name,
+                    wg == 0 ? "mma.sync" : wg == 1 ? "wgmma" : "wgmma ping-pong");
+      rows.push_back({nm, ms, fl_floor(flops), tflops_note(flops, ms)});
+    }
+  }
+}
+
+// MoE prefill, 8192 tokens routed over 256 experts (top 8): gate/up (SiLU·mul) and down, the mma.sync
+// kernel (64-token tiles) and the wgmma kernel, each launch alone and with route + align.
+void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& gu, const DeviceBuffer& dn,
+                      const DeviceBuffer& zero_bias, std::vector<Row>& rows) {
+  const int E = 256, D = 2304, I = 1024, k = 8, T = 8192, pairs = T * k;
+  const DType bf = DType::BF16;
+  auto x = filled(ctx, int64_t(T) * D, bf, 900, 1.f);
+  DeviceBuffer logits(size_t(T) * E * 4), ids(size_t(pairs) * 4), w(size_t(pairs) * 4), pp(size_t(pairs) * 4),
+      srt(size_t(pairs) * 4), se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4), act(size_t(pairs) * I * 2),
+      out(size_t(pairs) * D * 2);
+  run_fill_uniform(logits.data(), DType::F32, int64_t(T) * E, -3.f, 3.f, 901, ctx);
+  const MoeRouteParams r{.logits = logits.as<float>(),
+                         .bias = zero_bias.as<float>(),
+                         .topk_ids = ids.as<int32_t>(),
+                         .topk_weights = w.as<float>(),
+                         .tokens = T,
+                         .num_experts = E,
+                         .top_k = k,
+                         .scale = 2.446f};
+  const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
+                                                .sorted_token = srt.as<int32_t>(),
+                                                .active_expert = se.as<int32_t>(),
+                                                .active_start = ss.as<int32_t>(),
+                                                .num_active = na.as<int32_t>()});
+  run_moe_route_align(r, a, ctx);
+  const MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), 64);
+  const MoeGemmParams d = moe_down_gemm_params(g, dn.data(), out.data(), D);
+  const double f_gu = 2.0 * pairs * 2.0 * I * D, f_dn = 2.0 * pairs * I * D;
+  const int reps = quick ? 5 : 10;
+  for (bool wg : {false, true}) {
+    DeviceContext c = ctx;
+    c.switches.wgmma = wg;
+    const char* impl = wg ? "wgmma 128x256" : "mma.sync 64x64";
+    char nm[96];
+    double ms = ds::bench::time_ms(ctx.stream, [&] { run_moe_gemm(g, c); }, reps);
+    std::snprintf(nm, sizeof nm, "MoE prefill T=8192 gate_up (2048x2304), %s", impl);
+    rows.push_back({nm, ms, fl_floor(f_gu), tflops_note(f_gu, ms)});
+    ms = ds::bench::time_ms(ctx.stream, [&] { run_moe_gemm(d, c); }, reps);
+    std::snprintf(nm, sizeof nm, "MoE prefill T=8192 down (2304x1024), %s", impl);
+    rows.push_back({nm, ms, fl_floor(f_dn), tflops_note(f_dn, ms)});
+    ms = ds::bench::time_ms(ctx.stream, [&] {
+      run_moe_route_align(r, a, c);
+      run_moe_gemm(g, c);
+      run_moe_gemm(d, c);
+    }, reps);
+    std::snprintf(nm, sizeof nm, "MoE prefill T=8192 route+align+experts, %s", impl);
+    rows.push_back({nm, ms, fl_floor(f_gu + f_dn), tflops_note(f_gu + f_dn, ms, "; issue 13 target <= 2.4 ms")});
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, prefill_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    prefill_only = prefill_only || std::strcmp(argv[i], "--prefill") == 0;
+  }
   const int reps = quick ? 10 : 30;
   Stream st;
   cudaStream_t s = st;
@@ -71,8 +194,18 @@ int main(int argc, char** argv) {
   const DType bf = DType::BF16;
   std::vector<Row> rows;
   auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
-  auto fl_floor = [](double flops) { return flops / ds::bench::kBf16Flops * 1e3; };
   std::printf("device: %s\n", device_info().summary().c_str());
+  if (prefill_only) {
+    const int E = 256, D = 2304, I = 1024;
+    auto gu = filled(ctx, int64_t(E + 1) * 2 * I * D, bf, 200);
+    auto dn = filled(ctx, int64_t(E + 1) * D * I, bf, 201);
+    DeviceBuffer zero_bias(size_t(E) * 4);
+    DS_CUDA_CHECK(cudaMemset(zero_bias.data(), 0, zero_bias.bytes()));
+    mla_prefill_rows(ctx, quick, rows);
+    moe_prefill_rows(ctx, quick, gu, dn, zero_bias, rows);
+    ds::bench::print_table("Prefill kernels, wgmma vs mma.sync (H200 roofline: 790 TFLOP/s bf16)", rows);
+    return 0;
+  }
 
   // ---- dense projections at decode (GEMV) -------------------------------------------------------
   rows.push_back({"gemv lm_head M=1 163840x2304 (fp32 out)", gemv_ms(ctx, 1, 163840, 2304, 1, true, reps),
@@ -241,41 +374,9 @@ int main(int argc, char** argv) {
     rows.push_back({name, ms, bw_floor(bytes), note});
   }
 
-  // ---- MoE prefill: 8192 tokens, routed experts only, tensor cores ---------------------------------
-  {
-    const int T = 8192, pairs = T * k;
-    auto x = filled(ctx, int64_t(T) * D, bf, 900, 1.f);
-    DeviceBuffer logits(size_t(T) * E * 4), ids(size_t(pairs) * 4), w(size_t(pairs) * 4), pp(size_t(pairs) * 4),
-        srt(size_t(pairs) * 4), se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4), act(size_t(pairs) * I * 2),
-        out(size_t(pairs) * D * 2);
-    run_fill_uniform(logits.data(), DType::F32, int64_t(T) * E, -3.f, 3.f, 901, ctx);
-    const MoeRouteParams r{.logits = logits.as<float>(),
-                           .bias = zero_bias.as<float>(),
-                           .topk_ids = ids.as<int32_t>(),
-                           .topk_weights = w.as<float>(),
-                           .tokens = T,
-                           .num_experts = E,
-                           .top_k = k,
-                           .scale = 2.446f};
-    const MoeAlignParams a = moe_align_params(r, {.pair_pos = pp.as<int32_t>(),
-                                                  .sorted_token = srt.as<int32_t>(),
-                                                  .active_expert = se.as<int32_t>(),
-                                                  .active_start = ss.as<int32_t>(),
-                                                  .num_active = na.as<int32_t>()});
-    for (int bk : {32, 64}) {
-    double ms = ds::bench::time_ms(s, [&] {
-      run_moe_route_align(r, a, ctx);
-      MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), 64);
-      g.k_tile = bk;
-      run_moe_gemm(g, ctx);
-      run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
-    }, quick ? 5 : 10);
-    double flops = 2.0 * pairs * 3.0 * I * D;
-    char nm[96];
-    std::snprintf(nm, sizeof nm, "MoE prefill T=8192 route+align+experts 64x%d", bk);
-    rows.push_back({nm, ms, std::max(fl_floor(flops), bw_floor(256.0 * 3 * I * D * 2)), "floor: max(FLOPs, all weights)"});
-    }
-  }
+  // ---- prefill on tensor cores: MLA attention and the MoE grouped GEMM, mma.sync and wgmma ---------
+  mla_prefill_rows(ctx, quick, rows);
+  moe_prefill_rows(ctx, quick, gu, dn, zero_bias, rows);
 
   // ---- cuBLASLt: prefill GEMM and a batch-100 projection -----------------------------------------
   {

@@ -28,6 +28,11 @@ CudaEnv CudaEnv::parse() {
   }
   c.graphs = flag("DELTASERVE_CUDA_GRAPHS", true);
   c.pdl = flag("DELTASERVE_CUDA_PDL", true);
+  if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_WGMMA must be 0, 1 or 2, got '{}'", v);
+    c.wgmma = v[0] - '0';
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
     const std::string v(e);
     DS_CHECK(v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 12,

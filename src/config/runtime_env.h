@@ -7,6 +7,10 @@
 //   DELTASERVE_CUDA_GRAPH_MAX_CONTEXT=N  decode graphs are captured at start-up for contexts up to N tokens
 //                                        (rounded up to a power-of-two block-table width; default and 0:
 //                                        max_model_len); longer decode steps run eagerly
+//   DELTASERVE_CUDA_WGMMA=0|1|2          Hopper wgmma kernels for bf16 prefill (MLA attention, MoE grouped
+//                                        GEMM) on sm_90: 0 the mma.sync kernels, 1 the wgmma kernels, 2 the same
+//                                        with the MLA kernel's ping-pong schedule (its two consumer warpgroups
+//                                        take turns on the tensor cores) (default: 0 until measured)
 #pragma once
 
 namespace ds {
@@ -15,6 +19,7 @@ struct CudaEnv {
   bool reference_attention = false;
   bool graphs = true;
   bool pdl = true;
+  int wgmma = 0;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

@@ -58,6 +58,7 @@ class CudaBackend final : public Backend {
     mo.reference_attention = env.reference_attention;
     mo.use_graphs = env.graphs;
     mo.pdl = env.pdl;
+    mo.wgmma = env.wgmma;
     mo.graph_max_context = env.graph_max_context;
     if (mo.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {

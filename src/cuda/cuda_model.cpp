@@ -63,7 +63,8 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   // the context configures the kernels for this device (kernels/configure.h)
   ctx_ = make_device_context(stream_.get(), CudaEnv{.reference_attention = o.reference_attention,
                                                      .graphs = o.use_graphs,
-                                                     .pdl = o.pdl});
+                                                     .pdl = o.pdl,
+                                                     .wgmma = o.wgmma});
   meta_ = std::make_unique<StepMeta>();
   build_layers();
   plan_memory();

@@ -16,6 +16,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_GRAPHS");
     unsetenv("DELTASERVE_CUDA_PDL");
     unsetenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT");
+    unsetenv("DELTASERVE_CUDA_WGMMA");
   }
 };
 
@@ -50,6 +51,16 @@ TEST(CudaEnv, BadValuesNameTheVariable) {
   }
   unsetenv("DELTASERVE_CUDA_GRAPHS");
   setenv("DELTASERVE_CUDA_ATTENTION", "slow", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+}
+
+TEST(CudaEnv, Wgmma) {
+  EnvGuard g;
+  unsetenv("DELTASERVE_CUDA_WGMMA");
+  EXPECT_EQ(CudaEnv::parse().wgmma, 0);
+  setenv("DELTASERVE_CUDA_WGMMA", "2", 1);
+  EXPECT_EQ(CudaEnv::parse().wgmma, 2);
+  setenv("DELTASERVE_CUDA_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
 }
 

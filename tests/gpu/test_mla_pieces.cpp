@@ -16,6 +16,7 @@
 
 #include "cuda/kernels/mla_merge.h"
 #include "cuda/kernels/mla_prefill.h"
+#include "cuda/kernels/mla_prefill_wgmma.h"
 #include "kernels/mla/op.h"
 #include "test_mla_util.h"
 
@@ -95,7 +96,11 @@ TEST(MlaMerge, LastPieceToActivationsBf16) { expect_merge(DType::BF16, false, tr
 TEST(MlaMerge, LastPieceToActivationsF32) { expect_merge(DType::F32, false, true, 65); }
 
 // One chunk of q_len queries after ctx positions, H heads, keys in the kv_b_proj / kv_a layouts.
-void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>& pieces, uint64_t seed) {
+// wgmma: the Hopper kernel's schedule (DeviceContext::switches.wgmma, 0: the mma.sync kernel).
+void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>& pieces, uint64_t seed,
+                   int wgmma = 0) {
+  gpu::DeviceContext dctx = test_ctx();
+  dctx.switches.wgmma = wgmma;
   std::mt19937_64 rng(seed);
   const int K = ctx + q_len;
   Act q = make_act(normal(size_t(q_len) * H * kQk, rng), act);
@@ -154,7 +159,7 @@ void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>&
       const int b = std::min(K, a + P);
       p.k_begin = a;
       p.k_end = b;
-      gpu::run_mla_prefill(p, act, test_ctx());
+      gpu::run_mla_prefill(p, act, dctx);
       gpu::MlaMergeParams mg;
       mg.o_a = a == 0 ? nullptr : d_acc.as<float>();
       mg.lse_a = d_acc_lse.as<float>();
@@ -174,8 +179,8 @@ void expect_pieces(int q_len, int ctx, int H, DType act, const std::vector<int>&
     double lse_err = 0;
     for (size_t i = 0; i < ref_lse.size(); ++i) lse_err = std::max(lse_err, std::fabs(lse[i] - ref_lse[i]));
     const double err = rel_l2(o.data(), ref_o.data(), n_o);
-    std::printf("[mla_pieces] act=%s q=%d ctx=%d H=%d piece=%d o_err=%.3g lse_err=%.3g\n", act_name(act), q_len,
-                ctx, H, P, err, lse_err);
+    std::printf("[mla_pieces wgmma=%d] act=%s q=%d ctx=%d H=%d piece=%d o_err=%.3g lse_err=%.3g\n", wgmma,
+                act_name(act), q_len, ctx, H, P, err, lse_err);
     EXPECT_LE(err, act == DType::F32 ? 1e-5 : 1.5e-2) << "piece " << P;
     EXPECT_LE(lse_err, 1e-3) << "piece " << P;  // scores in fp32 from the same (rounded) inputs
   }
@@ -187,6 +192,12 @@ TEST(MlaPieces, F32) { expect_pieces(70, 300, 4, DType::F32, {370, 128, 100, 64,
 TEST(MlaPieces, Bf16) { expect_pieces(70, 300, 4, DType::BF16, {370, 128, 100, 37}, 72); }
 TEST(MlaPieces, NoContextSmallPiecesF32) { expect_pieces(150, 0, 2, DType::F32, {40, 64, 149}, 73); }
 TEST(MlaPieces, RealHeadsBf16) { expect_pieces(200, 500, 32, DType::BF16, {512, 160}, 74); }
+// the Hopper wgmma kernel (128-key tiles), both schedules
+TEST(MlaPieces, WgmmaBf16) {
+  ASSERT_TRUE(gpu::mla_prefill_wgmma_supported(test_ctx())) << "the wgmma kernel needs an sm_90 device";
+  for (int v : {1, 2}) expect_pieces(70, 300, 4, DType::BF16, {370, 128, 100, 37}, 75, v);
+  for (int v : {1, 2}) expect_pieces(200, 500, 32, DType::BF16, {512, 160, 129}, 76, v);
+}
 
 }  // namespace
 }  // namespace ds::attn_test

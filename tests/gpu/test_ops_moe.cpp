@@ -11,6 +11,7 @@
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_wgmma.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "gpu_test_util.h"
@@ -323,15 +324,23 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
   ce.E = E;
   ce.top_k = k;
   kernels::run_moe_experts_cpu(ce);
-  for (int tile : {16, 64}) {
+  // tiles of 16 and 64 tokens (mma.sync), then the Hopper wgmma kernel (prefill-sized launches)
+  for (int variant = 0; variant < 3; ++variant) {
+    const int tile = variant == 0 ? 16 : 64;
+    DeviceContext ctx = test_ctx();
+    ctx.switches.wgmma = variant == 2;
+    if (variant == 2) {
+      ASSERT_TRUE(moe_gemm_wgmma_supported(
+          moe_gate_up_gemm_params(a, dx.data(), D, gu.data(), D, I, act.data(), tile), ctx));
+    }
     auto dres = to_device(resid, t);
     poison(act);
     poison(out);
     const MoeGemmParams g = moe_gate_up_gemm_params(a, dx.data(), D, gu.data(), D, I, act.data(), tile);
-    run_moe_gemm(g, test_ctx());
-    run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), test_ctx());
-    run_moe_combine(moe_combine_params(r, a, out.data(), dres.data(), D), t, test_ctx());
-    EXPECT_LT(rel_l2(to_host(dres.data(), ref.size(), t), ref), tol(t)) << "tile " << tile;
+    run_moe_gemm(g, ctx);
+    run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
+    run_moe_combine(moe_combine_params(r, a, out.data(), dres.data(), D), t, ctx);
+    EXPECT_LT(rel_l2(to_host(dres.data(), ref.size(), t), ref), tol(t)) << "tile " << tile << " wgmma " << (variant == 2);
   }
 }
 

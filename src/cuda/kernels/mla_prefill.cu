@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_prefill.h"
+#include "cuda/kernels/mla_prefill_wgmma.h"
 
 namespace ds::gpu {
 namespace {
@@ -197,9 +198,10 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void configure_mla_prefill(const DeviceContext&) {
+void configure_mla_prefill(const DeviceContext& ctx) {
   set_max_dynamic_smem(mla_prefill_kernel<bf16>, sizeof(PrefillSmem<bf16>));
   set_max_dynamic_smem(mla_prefill_kernel<float>, sizeof(PrefillSmem<float>));
+  configure_mla_prefill_wgmma(ctx);
 }
 
 void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext& ctx) {
@@ -226,7 +228,8 @@ void run_mla_prefill(const MlaPrefillParams& p0, DType act, const DeviceContext&
   if (p.ld_lse == 0) p.ld_lse = H;
   DS_GPU_REQUIRE(p.k_begin >= 0 && p.k_end >= 0 && (p.k_end == 0 || p.k_end > p.k_begin),
                  "mla prefill: bad key window [" + std::to_string(p.k_begin) + ", " + std::to_string(p.k_end) + ")");
-  if (act == DType::BF16) launch<bf16>(p, ctx);
+  if (act == DType::BF16 && ctx.switches.wgmma && mla_prefill_wgmma_supported(ctx)) launch_mla_prefill_wgmma(p, ctx);
+  else if (act == DType::BF16) launch<bf16>(p, ctx);
   else launch<float>(p, ctx);
 }
 

@@ -22,7 +22,8 @@
 // and partial results of disjoint pieces merge exactly with run_mla_merge (mla_merge.h), as the CPU twin's
 // MlaPrefillParams (q_pos0 / k_pos0) and run_mla_merge_cpu do (src/kernels/mla/op.h).
 // Defaults (k_begin = 0, k_end = 0, lse = nullptr) are the whole causal prefix, as before.
-// bf16: tensor cores (mma.sync bf16); fp32: 3xTF32. CPU twin: src/kernels/mla (run_mla_prefill_cpu).
+// bf16: tensor cores (mma.sync bf16; on sm_90 with DeviceContext::switches.wgmma, the warp-specialised
+// wgmma kernel of mla_prefill_wgmma.h); fp32: 3xTF32. CPU twin: src/kernels/mla (run_mla_prefill_cpu).
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,5 +1,6 @@
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_wgmma.h"
 
 namespace ds::gpu {
 namespace {
@@ -217,7 +218,8 @@ template <int BN, int BK> void configure_tile() {
 }  // namespace
 
 // Every (tile_tokens, k_tile, silu_mul) instance run_moe_gemm can launch.
-void configure_moe_gemm(const DeviceContext&) {
+void configure_moe_gemm(const DeviceContext& ctx) {
+  configure_moe_gemm_wgmma(ctx);
   configure_tile<64, 64>();
   configure_tile<64, 32>();
   configure_tile<16, 64>();
@@ -226,6 +228,10 @@ void configure_moe_gemm(const DeviceContext&) {
 
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
   if (p.max_rows == 0 || p.max_active == 0) return;
+  if (p.tile_tokens == 64 && ctx.switches.wgmma && moe_gemm_wgmma_supported(p, ctx)) {
+    launch_moe_gemm_wgmma(p, ctx);  // prefill-sized launches on Hopper: the wgmma kernel
+    return;
+  }
   const int bk = p.k_tile > 0 ? p.k_tile : 64;
   DS_GPU_REQUIRE(bk == 32 || bk == 64, "run_moe_gemm: k_tile must be 32 or 64");
   DS_GPU_REQUIRE(p.K % bk == 0, "run_moe_gemm: K must be a multiple of the k tile");

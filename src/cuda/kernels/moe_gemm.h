@@ -5,6 +5,8 @@
 // so the launch shape depends only on size bounds (graph-capturable, no host synchronisation).
 //   SiluMul: weights [experts, 2N, K] = [gate; up]: y[r, n] = silu(x_r . gate_n) * (x_r . up_n)
 //   Store:   weights [experts, N, K]:              y[r, n] = x_r . w_n
+// With tile_tokens 64 on sm_90 and DeviceContext::switches.wgmma (DELTASERVE_CUDA_WGMMA=1), the launch runs
+// the warp-specialised wgmma kernel instead (moe_gemm_wgmma.h: 128-token tiles; same parameters, same output).
 // CPU twin: src/kernels/moe (run_moe_experts_cpu) / src/kernels/gemm.
 #pragma once
 #include <cuda_runtime.h>
