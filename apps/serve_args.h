@@ -27,6 +27,8 @@ struct ServeArgs {
   double shutdown_timeout = 30.0;
   std::string log_level;
   bool chat_template_specials_in_content = false;
+  std::string quantization = "none";  // none | fp8 (weights; see docs/QUANTIZATION.md)
+  std::string kv_cache_dtype = "auto";  // auto (the activation dtype); fp8 is refused until it is built
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).
