@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   std::printf("decode batch %d (context %d): step %.2f ms (%.0f tokens/s)\n", batch, ctx_b, step_b,
               batch * 1e3 / step_b);
 
-  std::printf("\n| 48B dummy, bf16, one H200 | value | roofline |\n|---|---|---|\n");
+  std::printf("\n| 48B dummy, %s, one H200 | value | roofline |\n|---|---|---|\n", quantization == "fp8" ? "fp8 weights (online 128x128)" : "bf16");
   std::printf("| load (dummy weights generated on the GPU) | %.1f s | - |\n", load_s);
   std::printf("| KV cache capacity | %lld tokens, %d slots | - |\n", (long long)geo.num_blocks * bs,
               geo.num_state_slots);

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -265,7 +266,7 @@ void expect_accuracy(const std::string& name, CpuBackend& qb) {
     const auto logits = pinned_logits(qb, ids, &routes);
     const double err = rel_l2(logits, reference().f32(key + ".logits"));
     std::printf("  %s %s logits rel L2 vs float64 reference (routing pinned): %.4g\n", name.c_str(), key.c_str(), err);
-    RecordProperty(name + "_" + key + "_rel_l2", std::to_string(err));
+    ::testing::Test::RecordProperty(name + "_" + key + "_rel_l2", std::to_string(err));
     EXPECT_LT(err, kFp8LogitBound) << key;
     EXPECT_GT(err, 1e-5) << key << ": the weights were not quantized";
   }
@@ -274,7 +275,7 @@ void expect_accuracy(const std::string& name, CpuBackend& qb) {
   int agree = 0;
   while (agree < 16 && got[size_t(agree)] == ref[size_t(agree)]) ++agree;
   std::printf("  %s len150 greedy: first %d of 16 tokens equal the reference's\n", name.c_str(), agree);
-  RecordProperty(name + "_len150_greedy_prefix", std::to_string(agree));
+  ::testing::Test::RecordProperty(name + "_len150_greedy_prefix", std::to_string(agree));
 }
 
 TEST(Fp8Accuracy, CompressedTensorsChannelAgainstReference) {

@@ -109,6 +109,10 @@ struct MoeDownCombineParams {
   // Pair known_pair is known on the host to use expert known_expert (the shared expert at batch 1):
   // its weights may be read before the kernel waits on the routing (-1: none).
   int known_pair = -1, known_expert = -1;
+  // FP8 experts (w_scale set): as GemvParams' FP8 fields (I a multiple of 16; gemv_fp8.cu)
+  const float* w_scale = nullptr;
+  int64_t scale_matrix_stride = 0, scale_ld = 1;
+  int scale_row_shift = 0, scale_k_shift = 31;
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 

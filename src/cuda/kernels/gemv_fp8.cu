@@ -146,9 +146,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvParams p, int
   }
 }
 
-template <typename T, int MT> constexpr int unroll_for() { return MT <= 2 ? 4 : 2; }
-
-template <typename T, typename OutT, GemvEpilogue Epi, int MT>
+// U (16-byte loads per row per lane in flight): one round over the row where it fits at 1-2 rows
+// (K 1024: 2, K 2304: 5 of which lanes 16..31 use 4), 8 for wider rows; 4 at 4-8 rows.
+template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 void launch_fp8(const GemvParams& p, int pairs, const DeviceContext& ctx) {
   int kt_max = std::min<int>(p.K, kMaxSmem / (MT * int(sizeof(T))));
   if (kt_max < p.K) kt_max = kt_max / 512 * 512;
@@ -160,23 +160,40 @@ void launch_fp8(const GemvParams& p, int pairs, const DeviceContext& ctx) {
   const int cols_per_block = (Epi == GemvEpilogue::SiluMul ? 1 : 2) * kWarps * pairs;
   const dim3 grid(ceil_div(p.N, cols_per_block), unsigned(p.num_groups));
   const size_t smem = size_t(MT) * kt_max * sizeof(T);
-  launch_pdl(gemv_fp8_kernel<T, OutT, Epi, MT, unroll_for<T, MT>()>, grid, kWarps * 32, smem, ctx, p, kt_max, pairs);
+  launch_pdl(gemv_fp8_kernel<T, OutT, Epi, MT, U>, grid, kWarps * 32, smem, ctx, p, kt_max, pairs);
+}
+
+template <typename T, typename OutT, GemvEpilogue Epi, int MT>
+void launch_u(const GemvParams& p, int pairs, const DeviceContext& ctx) {
+  if constexpr (MT <= 2) {
+    const int chunks = (p.K + 511) / 512;  // 16-byte loads per lane over a row
+    if (chunks <= 2) launch_fp8<T, OutT, Epi, MT, 2>(p, pairs, ctx);
+    else if (chunks <= 5) launch_fp8<T, OutT, Epi, MT, 5>(p, pairs, ctx);
+    else launch_fp8<T, OutT, Epi, MT, 8>(p, pairs, ctx);
+  } else {
+    launch_fp8<T, OutT, Epi, MT, 4>(p, pairs, ctx);
+  }
 }
 
 template <typename T, typename OutT, GemvEpilogue Epi>
 void launch_rows(const GemvParams& p, int pairs, const DeviceContext& ctx) {
   const int mr = std::max(1, std::min(p.group_start ? p.max_rows : p.M, 8));
-  if (mr <= 1) launch_fp8<T, OutT, Epi, 1>(p, pairs, ctx);
-  else if (mr <= 2) launch_fp8<T, OutT, Epi, 2>(p, pairs, ctx);
-  else if (mr <= 4) launch_fp8<T, OutT, Epi, 4>(p, pairs, ctx);
-  else launch_fp8<T, OutT, Epi, 8>(p, pairs, ctx);
+  if (mr <= 1) launch_u<T, OutT, Epi, 1>(p, pairs, ctx);
+  else if (mr <= 2) launch_u<T, OutT, Epi, 2>(p, pairs, ctx);
+  else if (mr <= 4) launch_u<T, OutT, Epi, 4>(p, pairs, ctx);
+  else launch_u<T, OutT, Epi, 8>(p, pairs, ctx);
 }
 
 template <typename T, typename OutT, GemvEpilogue Epi> void configure_epi_fp8() {
-  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 1, unroll_for<T, 1>()>, kMaxSmem);
-  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 2, unroll_for<T, 2>()>, kMaxSmem);
-  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 4, unroll_for<T, 4>()>, kMaxSmem);
-  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 8, unroll_for<T, 8>()>, kMaxSmem);
+  auto small = [&]<int MT>() {
+    set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, MT, 2>, kMaxSmem);
+    set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, MT, 5>, kMaxSmem);
+    set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, MT, 8>, kMaxSmem);
+  };
+  small.template operator()<1>();
+  small.template operator()<2>();
+  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 4, 4>, kMaxSmem);
+  set_max_dynamic_smem(gemv_fp8_kernel<T, OutT, Epi, 8, 4>, kMaxSmem);
 }
 
 template <typename T> void configure_act_fp8() {
@@ -186,7 +203,84 @@ template <typename T> void configure_act_fp8() {
   configure_epi_fp8<T, T, GemvEpilogue::Accumulate>();
 }
 
+// One token's MoE down projection + combine with FP8 experts (run_moe_down_combine's FP8 form): a
+// block owns output columns c0, c0 + 1; its warps take the k pairs in turn, 16 weights per lane-load.
+constexpr int kDcWarpsFp8 = 8;
+template <typename T>
+__global__ void __launch_bounds__(kDcWarpsFp8 * 32) moe_down_combine_fp8_kernel(MoeDownCombineParams p) {
+  constexpr int kU = 2;
+  __shared__ float part[kDcWarpsFp8][2];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  const int c0 = blockIdx.x * 2;
+  const bool v1 = c0 + 1 < p.D;
+  const int r1 = v1 ? c0 + 1 : c0;
+  pdl_trigger();
+  pdl_wait();
+  float acc0 = 0.f, acc1 = 0.f;
+  for (int j = warp; j < p.k; j += nwarps) {
+    const int e = p.ids[j];
+    const uint8_t* W = static_cast<const uint8_t*>(p.w) + int64_t(e) * p.D * p.I;
+    const float* S = p.w_scale + int64_t(e) * p.scale_matrix_stride;
+    const uint8_t* w0 = W + int64_t(c0) * p.I;
+    const uint8_t* w1 = W + int64_t(r1) * p.I;
+    const float* s0 = S + int64_t(c0 >> p.scale_row_shift) * p.scale_ld;
+    const float* s1 = S + int64_t(r1 >> p.scale_row_shift) * p.scale_ld;
+    const T* x = static_cast<const T*>(p.act) + int64_t(p.pair_pos[j]) * p.I;
+    float t0 = 0.f, t1 = 0.f;
+    for (int cb = lane * 16; cb < p.I; cb += 512 * kU) {
+      uint4 a[kU], b[kU];
+      Chunk8<T> xa[kU], xb[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int c = cb + u * 512;
+        if (c < p.I) {
+          a[u] = __ldg(reinterpret_cast<const uint4*>(w0 + c));
+          b[u] = __ldg(reinterpret_cast<const uint4*>(w1 + c));
+          xa[u].load_global(x + c);
+          xb[u].load_global(x + c + 8);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int c = cb + u * 512;
+        if (c < p.I) {
+          float fa[16], fb[16], fx[16];
+          fp8x16_to_f32(a[u], fa);
+          fp8x16_to_f32(b[u], fb);
+          xa[u].to_float(fx);
+          xb[u].to_float(fx + 8);
+          float d0 = 0.f, d1 = 0.f;
+#pragma unroll
+          for (int q = 0; q < 16; ++q) {
+            d0 = fmaf(fa[q], fx[q], d0);
+            d1 = fmaf(fb[q], fx[q], d1);
+          }
+          t0 = fmaf(d0, s0[c >> p.scale_k_shift], t0);
+          t1 = fmaf(d1, s1[c >> p.scale_k_shift], t1);
+        }
+      }
+    }
+    const float wj = p.weights[j];
+    acc0 = fmaf(wj, t0, acc0);
+    acc1 = fmaf(wj, t1, acc1);
+  }
+  block_sum2(acc0, acc1, part);
+  if (threadIdx.x == 0) {
+    T* y = static_cast<T*>(p.residual);
+    y[c0] = from_f32<T>(to_f32(y[c0]) + acc0);
+    if (v1) y[c0 + 1] = from_f32<T>(to_f32(y[c0 + 1]) + acc1);
+  }
+}
+
 }  // namespace
+
+void run_moe_down_combine_fp8(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
+  DS_GPU_REQUIRE(p.I % 16 == 0 && p.scale_k_shift >= 4, "run_moe_down_combine (fp8): I a multiple of 16, scale blocks >= 16 wide");
+  dispatch_act(act, [&]<typename T>() {
+    launch_pdl(moe_down_combine_fp8_kernel<T>, dim3(ceil_div(p.D, 2)), kDcWarpsFp8 * 32, 0, ctx, p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
 
 void configure_gemv_fp8() {
   configure_act_fp8<float>();

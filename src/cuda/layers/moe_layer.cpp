@@ -59,7 +59,6 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   run_moe_route_align(r, a, s.ctx);
 
   bool combined = false;  // the expert outputs are already added into h
-  const bool fp8 = f.experts_gate_up.fp8();
   if (act == DType::BF16 && m.T > kGemvMaxRows) {
     // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill (FP8
     // weights converted to bf16 as their tiles are staged)
@@ -76,11 +75,12 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     g.norm_eps = s.cfg.rms_norm_eps;
     set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
     run_gemv(g, act, s.ctx);
-    if (m.T == 1 && !fp8) {
+    if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
-      run_moe_down_combine(
-          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h), act,
-          s.ctx);
+      MoeDownCombineParams dc =
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h);
+      set_gemv_weights(dc, f.experts_down, hid);
+      run_moe_down_combine(dc, act, s.ctx);
       combined = true;
     } else {
       GemvParams dg = moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid);
