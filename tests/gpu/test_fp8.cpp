@@ -13,8 +13,8 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
+#include "gemm_ref.h"
 #include "gpu_test_util.h"
-#include "kernels/gemm/op.h"
 #include "model/cpu_backend.h"
 #include "model/quant.h"
 
@@ -23,20 +23,6 @@ namespace {
 
 const DType kTypes[] = {DType::F32, DType::BF16};
 const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
-
-std::vector<float> cpu_gemm(const std::vector<float>& x, int64_t ldx, const std::vector<float>& w, int M, int N, int K) {
-  std::vector<float> y(size_t(M) * N);
-  kernels::GemmParams g;
-  g.x = x.data();
-  g.ldx = ldx;
-  g.w = w.data();
-  g.y = y.data();
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  kernels::run_gemm_cpu(g);
-  return y;
-}
 
 // A random FP8 matrix set [mats, N, K] with scales of layout (rs, ks) and its dequantized values.
 struct HostFp8 {
@@ -62,6 +48,16 @@ HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, uint64_t 
         m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
       }
   return m;
+}
+
+// Points p at the FP8 matrices on the device (q, scale) with m's scale layout.
+void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {
+  p.w = q.data();
+  p.w_scale = scale.as<float>();
+  p.scale_ld = m.ld;
+  p.scale_row_shift = m.rs;
+  p.scale_k_shift = m.ks;
+  p.scale_matrix_stride = m.scale_rows() * m.ld;
 }
 
 struct Layout {
@@ -107,11 +103,7 @@ TEST(GpuFp8, GemvEpiloguesLayoutsAndRows) {
         GemvParams p;
         p.x = dx.data();
         p.ldx = K;
-        p.w = dq.data();
-        p.w_scale = ds.as<float>();
-        p.scale_ld = w.ld;
-        p.scale_row_shift = L.rs;
-        p.scale_k_shift = L.ks;
+        set_fp8(p, w, dq, ds);
         p.N = 2 * N;
         p.K = K;
         p.M = M;
@@ -171,11 +163,7 @@ TEST(GpuFp8, GemvTiledKAndPartialBlocks) {
     GemvParams p;
     p.x = dx.data();
     p.ldx = K;
-    p.w = dq.data();
-    p.w_scale = ds.as<float>();
-    p.scale_ld = w.ld;
-    p.scale_row_shift = rs;
-    p.scale_k_shift = ks;
+    set_fp8(p, w, dq, ds);
     p.y = dy.data();
     p.ldy = N;
     p.N = N;
@@ -210,13 +198,8 @@ TEST(GpuFp8, GemvGroupedGather) {
       p.x = dx.data();
       p.ldx = K;
       p.x_rows = drows.as<int32_t>();
-      p.w = dq.data();
+      set_fp8(p, w, dq, ds);
       p.w_matrix_stride = int64_t(N) * K;
-      p.w_scale = ds.as<float>();
-      p.scale_ld = w.ld;
-      p.scale_row_shift = L.rs;
-      p.scale_k_shift = L.ks;
-      p.scale_matrix_stride = w.scale_rows() * w.ld;
       p.y = dy.data();
       p.ldy = N;
       p.N = N;
@@ -227,16 +210,7 @@ TEST(GpuFp8, GemvGroupedGather) {
       p.num_active = dna.as<int32_t>();
       p.max_rows = 10;
       run_gemv(p, t, test_ctx());
-      std::vector<float> ref;
-      for (int s = 0; s < 3; ++s) {
-        std::vector<float> xs;
-        for (int r = slot_start[size_t(s)]; r < slot_start[size_t(s) + 1]; ++r)
-          xs.insert(xs.end(), x.begin() + int64_t(rows[size_t(r)]) * K, x.begin() + int64_t(rows[size_t(r)] + 1) * K);
-        const int64_t e = slot_weight[size_t(s)];
-        std::vector<float> ws(w.dq.begin() + e * N * K, w.dq.begin() + (e + 1) * N * K);
-        auto y = cpu_gemm(xs, K, ws, slot_start[size_t(s) + 1] - slot_start[size_t(s)], N, K);
-        ref.insert(ref.end(), y.begin(), y.end());
-      }
+      const auto ref = grouped_reference(x, w.dq, N, K, slot_weight, slot_start, rows);
       EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t)) << L.name << " " << dtype_name(t);
     }
 }

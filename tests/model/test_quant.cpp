@@ -278,21 +278,16 @@ void expect_accuracy(const std::string& name, CpuBackend& qb) {
   ::testing::Test::RecordProperty(name + "_len150_greedy_prefix", std::to_string(agree));
 }
 
-TEST(Fp8Accuracy, CompressedTensorsChannelAgainstReference) {
-  auto fx = make_fp8_fixture(tiny_model_dir(), Fp8Fixture::Channel);
+void expect_fixture_accuracy(Fp8Fixture f, const std::string& name) {
+  auto fx = make_fp8_fixture(tiny_model_dir(), f);
   BackendOptions o = tiny_options();
   o.model_dir = fx->dir.string();
   CpuBackend b(o);
-  expect_accuracy("fp8-channel", b);
+  expect_accuracy(name, b);
 }
 
-TEST(Fp8Accuracy, BlockScaledAgainstReference) {
-  auto fx = make_fp8_fixture(tiny_model_dir(), Fp8Fixture::Block);
-  BackendOptions o = tiny_options();
-  o.model_dir = fx->dir.string();
-  CpuBackend b(o);
-  expect_accuracy("fp8-block32", b);
-}
+TEST(Fp8Accuracy, CompressedTensorsChannelAgainstReference) { expect_fixture_accuracy(Fp8Fixture::Channel, "fp8-channel"); }
+TEST(Fp8Accuracy, BlockScaledAgainstReference) { expect_fixture_accuracy(Fp8Fixture::Block, "fp8-block32"); }
 
 TEST(Fp8Accuracy, OnlineQuantizationAgainstReference) {
   BackendOptions o = tiny_options();
