@@ -25,6 +25,7 @@ struct ModelArgs {
   std::string device = "cpu";
   std::string load_format = "auto";
   std::string dtype = "auto";
+  std::string quantization = "none";
   std::string ids;
   int threads = 0;
   int prefill_chunk = 0;  // 0: the whole prompt in one step
@@ -37,6 +38,9 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--device", a.device, "cpu | cuda")->capture_default_str();
   cmd->add_option("--load-format", a.load_format, "auto | safetensors | dummy")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "GPU activation dtype: auto | bfloat16 | float32")->capture_default_str();
+  cmd->add_option("--quantization", a.quantization, "none | fp8 (weights quantized at load)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "fp8"}));
   cmd->add_option("--threads", a.threads, "CPU worker threads (0: all cores)")->check(in_range(0, 4096));
   cmd->add_option("--prefill-chunk", a.prefill_chunk, "prefill the prompt in chunks of N tokens (0: at once)")
       ->check(in_range(0, 1 << 24));
@@ -74,6 +78,7 @@ std::unique_ptr<Backend> open_backend(const ModelArgs& a, int64_t max_len) {
   o.model_dir = a.model_dir;
   o.load_format = a.load_format;
   o.dtype = a.dtype;
+  o.quantization = a.quantization;
   o.max_num_seqs = 1;
   o.max_model_len = max_len;
   o.block_size = 16;

@@ -72,6 +72,14 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--dtype", a.dtype, "auto | bfloat16 | float32 (GPU activations)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float32", "fp32", "float"}));
+  cmd.add_option("--quantization", a.quantization,
+                 "none | fp8: quantize a bf16 checkpoint's projections to FP8 per 128x128 block at load (an FP8 "
+                 "checkpoint is used as it is)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "fp8"}));
+  cmd.add_option("--kv-cache-dtype", a.kv_cache_dtype, "auto (the activation dtype; an FP8 MLA cache is not built yet)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto"}));
   cmd.add_option("--block-size", a.block_size, "Tokens per MLA cache page")
       ->capture_default_str()
       ->check(in_range(1, 4096));
@@ -161,6 +169,7 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.backend.model_dir = a.model_dir.empty() ? a.model : a.model_dir;
   eo.backend.load_format = a.load_format;
   eo.backend.dtype = a.dtype;
+  eo.backend.quantization = a.quantization;
   eo.backend.max_num_seqs = a.max_num_seqs;
   eo.backend.max_model_len = a.max_model_len;
   eo.backend.block_size = a.block_size;

@@ -37,6 +37,8 @@ struct ServeArgs {
   std::string model_dir;  // the local directory of `model` (set by `serve` once resolved; "" : model)
   bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
   std::vector<std::string> allowed_origins = {"*"};  // CORS
+  std::string quantization = "none";  // none | fp8 (weights; see docs/QUANTIZATION.md)
+  std::string kv_cache_dtype = "auto";  // auto (the activation dtype); fp8 is refused until it is built
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

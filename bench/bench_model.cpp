@@ -1,7 +1,7 @@
 // End-to-end timings of the CUDA backend on the real 48B config with dummy weights (generated on the
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
-//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step]
+//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step] [--quantization fp8]
 // --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
 // "decode_step" (for `ncu --nvtx --nvtx-include decode_step/`: the kernels of one graph replay).
 #include <nvtx3/nvToolsExt.h>
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   std::string config = std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json";
   bool quick = false, prefill = true, batched = true, profile = false;
   int ctx = 1000, batch = 100;
+  std::string quantization;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--decode-only")) prefill = batched = false;
     else if (!std::strcmp(argv[i], "--profile-step")) profile = true;
+    else if (!std::strcmp(argv[i], "--quantization") && i + 1 < argc) quantization = argv[++i];
   }
   spdlog::set_level(spdlog::level::info);
   // a model directory holding only config.json
@@ -66,6 +68,7 @@ int main(int argc, char** argv) {
   o.model_dir = dir.string();
   o.load_format = "dummy";
   o.dtype = "bfloat16";
+  o.quantization = quantization;
   o.max_num_seqs = std::max(batch, 8);
   o.gpu_memory_utilization = 0.92;
   auto t0 = Clock::now();
@@ -203,7 +206,7 @@ int main(int argc, char** argv) {
   std::printf("decode batch %d (context %d): step %.2f ms (%.0f tokens/s)\n", batch, ctx_b, step_b,
               batch * 1e3 / step_b);
 
-  std::printf("\n| 48B dummy, bf16, one H200 | value | roofline |\n|---|---|---|\n");
+  std::printf("\n| 48B dummy, %s, one H200 | value | roofline |\n|---|---|---|\n", quantization == "fp8" ? "fp8 weights (online 128x128)" : "bf16");
   std::printf("| load (dummy weights generated on the GPU) | %.1f s | - |\n", load_s);
   std::printf("| KV cache capacity | %lld tokens, %d slots | - |\n", (long long)geo.num_blocks * bs,
               geo.num_state_slots);

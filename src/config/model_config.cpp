@@ -202,6 +202,8 @@ ModelConfig ModelConfig::from_json(const json& j) {
     bool moe = c.moe.num_experts > 0 && i >= c.first_k_dense_replace && i % c.moe_layer_freq == 0;
     c.ffn.push_back(moe ? FfnKind::MoE : FfnKind::Dense);
   }
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null())
+    c.quant = parse_quant_config(j["quantization_config"]);
   c.validate();
   return c;
 }

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "config/quant_config.h"
+
 namespace ds {
 
 enum class AttnKind : uint8_t { KDA, MLA };
@@ -59,6 +61,7 @@ struct ModelConfig {
   KdaConfig kda;
   MlaConfig mla;
   MoeConfig moe;
+  QuantConfig quant;               // quantization_config (none for a bf16 checkpoint)
   int first_k_dense_replace = 0;
   int moe_layer_freq = 1;
 

@@ -277,7 +277,8 @@ void CudaModel::compute(const StepMeta& m) {
   const LayerStep step{ctx_,        cfg_,          act,
                        m,           ws,            ws_->expansion(),
                        *caches_,    gemm_,         opt_.reference_attention,
-                       opt_.biased_moe_weights,    forced_.empty() ? nullptr : forced_dev_.as<int32_t>()};
+                       opt_.biased_moe_weights,    forced_.empty() ? nullptr : forced_dev_.as<int32_t>(),
+                       w_.dequant_scratch};
   EmbeddingParams e;
   e.ids = m.tokens;
   e.table = w_.embed.ptr;

@@ -70,7 +70,7 @@ void CudaModel::plan_memory() {
   spdlog::info("CUDA memory plan ({:.2f} GiB device, gpu_memory_utilization {} -> cache budget {:.2f} GiB after "
                "weights, workspace and a {:.2f} GiB reserve):",
                total_b / kGiB, o.gpu_memory_utilization, std::max(0.0, budget) / kGiB, kReserve / kGiB);
-  spdlog::info("  weights: {:.2f} GiB", w_.bytes / kGiB);
+  spdlog::info("  weights: {:.2f} GiB ({})", w_.bytes / kGiB, w_.format);
   spdlog::info("  KDA state slots: {} + 1 scratch x {:.2f} MiB ({} layers x ({:.2f} MiB state + {:.1f} KiB conv)) "
                "= {:.2f} GiB",
                shape.num_slots, u.per_slot / 1048576.0, cfg_.num_kda_layers(), u.state_slot / 1048576.0,

@@ -5,21 +5,21 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <optional>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/fp8.h"
+#include "cuda/weight_upload.h"
 #include "cuda/stream.h"
+#include "model/quant.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
 namespace ds::gpu {
 namespace {
-
-struct Dest {
-  void* ptr = nullptr;
-  DType dtype = DType::BF16;
-};
 
 int64_t numel(const std::vector<int64_t>& s) {
   int64_t n = 1;
@@ -39,105 +39,11 @@ uint64_t mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// Copies host tensors to the device through two pinned staging buffers, converting dtypes on the GPU.
-class Uploader {
- public:
-  explicit Uploader(const DeviceContext& ctx) : ctx_(ctx), s_(ctx.stream) {
-    for (int i = 0; i < 2; ++i) {
-      pinned_[i] = PinnedBuffer(kChunk);
-      staging_[i] = DeviceBuffer(kChunk, "weight staging");
-      DS_CUDA_CHECK(cudaEventCreateWithFlags(&done_[i], cudaEventDisableTiming));
-    }
-  }
-  ~Uploader() {
-    cudaStreamSynchronize(s_);
-    for (auto e : done_)
-      if (e) cudaEventDestroy(e);
-  }
-  void upload(const TensorInfo& t, const Dest& d) {
-    std::vector<float> tmp;
-    const char* src = static_cast<const char*>(t.data);
-    DType st = t.dtype;
-    if (st != DType::BF16 && st != DType::F32) {  // F16 (rare): widen on the host
-      tmp.resize(size_t(t.numel()));
-      convert_to_f32(st, t.data, tmp.data(), tmp.size());
-      src = reinterpret_cast<const char*>(tmp.data());
-      st = DType::F32;
-    }
-    size_t es = dtype_size(st), ed = dtype_size(d.dtype);
-    int64_t n = t.numel(), per = int64_t(kChunk / es);
-    for (int64_t i = 0; i < n; i += per) {
-      int64_t m = std::min(per, n - i);
-      int b = next_++ & 1;
-      DS_CUDA_CHECK(cudaEventSynchronize(done_[b]));
-      std::memcpy(pinned_[b].data(), src + i * es, size_t(m) * es);
-      char* dst = static_cast<char*>(d.ptr) + i * ed;
-      if (st == d.dtype) {
-        DS_CUDA_CHECK(cudaMemcpyAsync(dst, pinned_[b].data(), size_t(m) * es, cudaMemcpyHostToDevice, s_));
-      } else {
-        DS_CUDA_CHECK(cudaMemcpyAsync(staging_[b].data(), pinned_[b].data(), size_t(m) * es, cudaMemcpyHostToDevice, s_));
-        run_convert(staging_[b].data(), st, dst, d.dtype, m, ctx_);
-      }
-      DS_CUDA_CHECK(cudaEventRecord(done_[b], s_));
-    }
-    bytes_ += t.nbytes;
-  }
-  void upload_host_f32(const std::vector<float>& v, const Dest& d) {
-    TensorInfo t;
-    t.dtype = DType::F32;
-    t.shape = {int64_t(v.size())};
-    t.data = v.data();
-    t.nbytes = v.size() * 4;
-    upload(t, d);
-    DS_CUDA_CHECK(cudaStreamSynchronize(s_));  // `v` is a temporary of the caller
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  static constexpr size_t kChunk = size_t(64) << 20;
-  DeviceContext ctx_;
-  cudaStream_t s_;
-  PinnedBuffer pinned_[2];
-  DeviceBuffer staging_[2];
-  cudaEvent_t done_[2] = {nullptr, nullptr};
-  int next_ = 0;
-  size_t bytes_ = 0;
-};
-
-// Carves the packed tensors out of a few large allocations: take() hands out offsets, commit()
-// allocates the group and turns them into pointers.
-class Packer {
- public:
-  Packer(DeviceWeights& w, DType dt) : w_(w), dt_(dt) {}
-  void take(WeightView& v, int64_t elems) {
-    v.dtype = dt_;
-    v.ptr = reserve(elems, dt_);
-    pending_.push_back(&v.ptr);
-  }
-  void take(float*& p, int64_t elems) {
-    p = static_cast<float*>(reserve(elems, DType::F32));
-    pending_.push_back(static_cast<const void**>(static_cast<void*>(&p)));
-  }
-  void commit(const char* what) {
-    w_.storage.emplace_back(group_bytes_, what);
-    w_.bytes += group_bytes_;
-    char* base = w_.storage.back().as<char>();
-    for (const void** p : pending_) *p = base + reinterpret_cast<size_t>(*p);
-    pending_.clear();
-    group_bytes_ = 0;
-  }
-
- private:
-  void* reserve(int64_t elems, DType t) {
-    size_t off = (group_bytes_ + 255) / 256 * 256;
-    group_bytes_ = off + size_t(elems) * dtype_size(t);
-    return reinterpret_cast<void*>(off);  // an offset until commit()
-  }
-  DeviceWeights& w_;
-  DType dt_;
-  size_t group_bytes_ = 0;
-  std::vector<const void**> pending_;
-};
+int log2_of(int v) {
+  int s = 0;
+  while ((1 << s) < v) ++s;
+  return s;
+}
 
 // The conversions Uploader::upload performs: BF16/F16/F32 into BF16 or F32.
 bool loadable_as(DType from, DType to) {
@@ -148,12 +54,23 @@ void* mut(const WeightView& v) { return const_cast<void*>(v.ptr); }
 
 }  // namespace
 
-void WeightView::require(DType act, const std::string& what) const {
+void WeightView::require(DType act, const std::string& what, bool fp8_ok) const {
   DS_CHECK(ptr != nullptr, "CUDA model: weight {} is missing", what);
-  DS_CHECK(dtype == act && scale == nullptr && layout == WeightLayout::RowMajor,
-           "CUDA model: weight {} is {}{} but the kernels need {} weights with {} activations (other weight dtypes "
-           "are not supported yet)",
-           what, dtype_name(dtype), scale ? " with scales" : "", dtype_name(act), dtype_name(act));
+  if (fp8() && fp8_ok && scale != nullptr && layout == WeightLayout::RowMajor) return;
+  DS_CHECK(dtype == act && scale == nullptr && tail == nullptr && layout == WeightLayout::RowMajor,
+           "CUDA model: weight {} is {}{} but the kernels need {} weights with {} activations here", what,
+           dtype_name(dtype), scale ? " with scales" : "", dtype_name(act), dtype_name(act));
+}
+
+WeightView WeightView::at(int64_t elems) const {
+  WeightView v = *this;
+  v.ptr = static_cast<const char*>(ptr) + elems * int64_t(dtype_size(dtype));
+  if (fp8()) {
+    DS_CHECK(tail == nullptr && cols > 0 && elems % cols == 0 && (elems / cols) % (int64_t(1) << scale_row_shift) == 0,
+             "WeightView::at: an FP8 view is split at whole scale blocks of rows only");
+    v.scale = scale + ((elems / cols) >> scale_row_shift) * scale_ld;
+  }
+  return v;
 }
 
 int64_t kda_in_proj_rows(const ModelConfig& c) {
@@ -168,6 +85,41 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   DeviceWeights w;
   const int64_t hid = c.hidden_size, V = c.vocab_size;
   Packer pk(w, dt);
+
+  // ---- FP8 plan: which packed views are FP8 (every component must be) -------------------------------
+  const QuantConfig& q = c.quant;
+  const bool online = q.source == "online";
+  std::optional<Checkpoint> ck;
+  std::map<std::string, QuantizedTensor> fp8_ck;  // the checkpoint's FP8 tensors
+  if (!o.dummy) {
+    ck.emplace(Checkpoint::open(o.model_dir));
+    check_checkpoint(c, *ck);
+    if (q.quantized() && !online) fp8_ck = find_quantized(c, *ck);
+  }
+  std::map<std::string, TensorSpec> specs;
+  for (auto& sp : weight_specs(c)) specs.emplace(sp.name, sp);
+  const bool block = online || q.scales == Fp8Scales::Block;
+  const Fp8Plan layout{true, block ? log2_of(q.block_n) : 0, block ? log2_of(q.block_k) : 31};
+  auto plan = [&](const std::vector<std::string>& names) {
+    if (!q.quantized()) return Fp8Plan{};
+    for (const auto& n : names) {
+      const TensorSpec& sp = specs.at(n);
+      if (sp.shape[1] % 16 != 0) return Fp8Plan{};
+      if (online) {
+        if (!online_fp8_candidate(c, sp)) return Fp8Plan{};
+      } else {
+        if (!fp8_on_device(sp) || (!o.dummy && !fp8_ck.count(n))) return Fp8Plan{};
+        if (block && sp.shape[0] % q.block_n != 0) return Fp8Plan{};
+      }
+    }
+    return layout;
+  };
+  auto take_mat = [&](WeightView& v, int64_t rows, int64_t cols, const std::vector<std::string>& names,
+                      int64_t tail_rows = 0) {
+    const Fp8Plan f = plan(names);
+    if (f.on) pk.take_fp8(v, rows, cols, f, tail_rows);
+    else pk.take(v, (rows + tail_rows) * cols);
+  };
 
   // ---- allocation ------------------------------------------------------------------------------
   pk.take(w.embed, V * hid);
@@ -187,59 +139,114 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const int64_t E = c.moe.num_experts, Ie = c.moe.intermediate_size;
   for (int l = 0; l < c.num_layers; ++l) {
     auto& L = w.layers[size_t(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".", a = p + "self_attn.";
     pk.take(L.input_norm, hid);
     pk.take(L.post_norm, hid);
     if (c.is_kda(l)) {
       auto& k = L.kda;
-      pk.take(k.in_proj, kda_in_proj_rows(c) * hid);
+      const int64_t main_rows = 3 * HK + 2 * K;  // q | k | v | f_a | g_a; b and the padding stay high precision
+      take_mat(k.in_proj, main_rows, hid,
+               {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight", a + "f_a_proj.weight",
+                a + "g_a_proj.weight"},
+               kda_in_proj_rows(c) - main_rows);
       pk.take(k.conv, 3 * HK * W);
       pk.take(k.a_log, H);
       pk.take(k.dt_bias, HK);
       pk.take(k.f_b, HK * K);
       pk.take(k.g_b, HK * K);
       pk.take(k.o_norm, K);
-      pk.take(k.o_proj, hid * HK);
+      take_mat(k.o_proj, hid, HK, {a + "o_proj.weight"});
       pk.commit("KDA layer weights");
     } else {
-      auto& a = L.mla;
-      pk.take(a.in_proj, (Hm * (dn + dr) + R + dr) * hid);
-      pk.take(a.kv_a_norm, R);
-      pk.take(a.kv_b, Hm * (dn + dv) * R);
-      pk.take(a.w_uk_t, Hm * R * dn);
-      pk.take(a.o_proj, hid * Hm * dv);
+      auto& x = L.mla;
+      take_mat(x.in_proj, Hm * (dn + dr), hid, {a + "q_proj.weight"}, R + dr);  // kv_a_proj stays high precision
+      pk.take(x.kv_a_norm, R);
+      pk.take(x.kv_b, Hm * (dn + dv) * R);
+      pk.take(x.w_uk_t, Hm * R * dn);
+      take_mat(x.o_proj, hid, Hm * dv, {a + "o_proj.weight"});
       pk.commit("MLA layer weights");
     }
     auto& f = L.ffn;
     f.moe = c.is_moe(l);
     if (!f.moe) {
       f.inter = c.intermediate_size;
-      pk.take(f.gate_up, 2 * int64_t(f.inter) * hid);
-      pk.take(f.down, hid * f.inter);
+      const std::string mp = p + "mlp.";
+      take_mat(f.gate_up, 2 * int64_t(f.inter), hid, {mp + "gate_proj.weight", mp + "up_proj.weight"});
+      take_mat(f.down, hid, f.inter, {mp + "down_proj.weight"});
       pk.commit("MLP weights");
       continue;
     }
+    const std::string b = p + "block_sparse_moe.", sh = b + "shared_experts.";
     f.shared_folded = c.moe.num_shared_experts == 1;
     int64_t groups = E + (f.shared_folded ? 1 : 0);
     pk.take(f.router, E * hid);
     pk.take(f.bias, E);
     if (c.moe.num_shared_experts > 1) {
       f.inter = int(Ie * c.moe.num_shared_experts);
-      pk.take(f.gate_up, 2 * int64_t(f.inter) * hid);
-      pk.take(f.down, hid * f.inter);
+      take_mat(f.gate_up, 2 * int64_t(f.inter), hid, {sh + "gate_proj.weight", sh + "up_proj.weight"});
+      take_mat(f.down, hid, f.inter, {sh + "down_proj.weight"});
       pk.commit("MoE router/shared weights");
     } else {
       pk.commit("MoE router weights");
     }
-    pk.take(f.experts_gate_up, groups * 2 * Ie * hid);
-    pk.take(f.experts_down, groups * hid * Ie);
+    std::vector<std::string> gu, dn_names;
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string x = b + "experts." + std::to_string(e) + ".";
+      gu.push_back(x + "w1.weight");
+      gu.push_back(x + "w3.weight");
+      dn_names.push_back(x + "w2.weight");
+    }
+    if (f.shared_folded) {
+      gu.push_back(sh + "gate_proj.weight");
+      gu.push_back(sh + "up_proj.weight");
+      dn_names.push_back(sh + "down_proj.weight");
+    }
+    take_mat(f.experts_gate_up, groups * 2 * Ie, hid, gu);
+    take_mat(f.experts_down, groups * hid, Ie, dn_names);
     pk.commit("MoE expert weights");
+  }
+
+  // the dequantization scratch of the large-batch path: the largest dense FP8 product (experts: the
+  // shared expert's slice, which run_mlp multiplies densely)
+  int64_t scratch = 0;
+  auto need = [&](const WeightView& v, int64_t elems) {
+    if (v.fp8()) scratch = std::max(scratch, elems);
+  };
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto& L = w.layers[size_t(l)];
+    need(L.kda.in_proj, int64_t(L.kda.in_proj.tail_row0) * hid);
+    need(L.kda.o_proj, hid * HK);
+    need(L.mla.in_proj, int64_t(L.mla.in_proj.tail_row0) * hid);
+    need(L.mla.o_proj, hid * Hm * dv);
+    need(L.ffn.gate_up, 2 * int64_t(L.ffn.inter) * hid);
+    need(L.ffn.down, hid * L.ffn.inter);
+    need(L.ffn.experts_gate_up, 2 * Ie * hid);
+    need(L.ffn.experts_down, hid * Ie);
+  }
+  if (scratch > 0) {
+    WeightView sv;
+    pk.take(sv, scratch);
+    pk.commit("FP8 dequantization scratch");
+    w.dequant_scratch = mut(sv);
   }
 
   // ---- destinations of the checkpoint's tensors ----------------------------------------------------
   ModelWeights<Dest> d;
   for_each_weight(c, d, [](const TensorSpec&, Dest&) {});
-  // each destination in its WeightView's dtype (fp32 vectors: F32)
-  auto at = [](const WeightView& v, int64_t elem_off) { return Dest{mut(v.at(elem_off)), v.dtype}; };
+  // each destination in its WeightView's dtype (fp32 vectors: F32); rows past an FP8 view's tail_row0 in its tail
+  auto at = [dt](const WeightView& v, int64_t elem_off) {
+    if (!v.fp8()) return Dest{mut(v.at(elem_off)), v.dtype};
+    const int64_t row = elem_off / v.cols;
+    if (v.tail && row >= v.tail_row0)
+      return Dest{static_cast<char*>(const_cast<void*>(v.tail)) + (row - v.tail_row0) * v.cols * int64_t(dtype_size(dt)), dt};
+    Dest x{static_cast<char*>(mut(v)) + elem_off, DType::F8_E4M3};
+    x.scale = const_cast<float*>(v.scale) + (row >> v.scale_row_shift) * v.scale_ld;
+    x.K = v.cols;
+    x.ld = v.scale_ld;
+    x.rs = v.scale_row_shift;
+    x.ks = v.scale_k_shift;
+    return x;
+  };
   auto at32 = [](float* p, int64_t elem_off) { return Dest{p + elem_off, DType::F32}; };
   d.embed = at(w.embed, 0);
   d.final_norm = at(w.final_norm, 0);
@@ -301,20 +308,35 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       D.moe.shared.down = at(f.down, 0);
     }
   }
-  spdlog::info("CUDA weights: {:.2f} GiB on the device ({}, {})", w.bytes / 1073741824.0, dtype_name(dt),
+  w.format = std::string(dtype_name(dt));
+  if (w.fp8_matrices > 0)
+    w.format = fmt::format("{} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales) + {}", q.describe(), w.fp8_matrices,
+                           w.fp8_bytes / 1073741824.0, w.scale_bytes / 1048576.0, dtype_name(dt));
+  spdlog::info("CUDA weights: {:.2f} GiB on the device ({}, {})", w.bytes / 1073741824.0, w.format,
                o.dummy ? "dummy" : o.model_dir);
 
   // ---- fill ----------------------------------------------------------------------------------------
+  for (auto& L : w.layers) {  // the padding rows of the KDA input projection stay zero
+    const WeightView& v = L.kda.in_proj;
+    if (!v) continue;
+    if (v.tail)
+      DS_CUDA_CHECK(cudaMemsetAsync(const_cast<void*>(v.tail), 0,
+                                    size_t((kda_in_proj_rows(c) - v.tail_row0) * hid) * dtype_size(dt), s));
+    else
+      DS_CUDA_CHECK(cudaMemsetAsync(mut(v), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
+  }
   if (o.dummy) {
-    for (auto& L : w.layers)
-      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
     Uploader small(ctx);
     uint64_t index = 0;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
       const int64_t n = numel(sp.shape);
       const uint64_t seed = mix(o.seed ^ mix(++index));
       const std::string& name = sp.name;
-      if (ends_with(name, "norm.weight") || ends_with(name, "layernorm.weight")) {
+      const float amp = 0.02f * std::sqrt(3.f);
+      if (x.dtype == DType::F8_E4M3) {
+        Fp8Matrix fm{static_cast<uint8_t*>(x.ptr), x.scale, sp.shape[0], sp.shape[1], x.ld, x.rs, x.ks};
+        run_fill_fp8(fm, ((sp.shape[0] + (int64_t(1) << x.rs) - 1) >> x.rs) * x.ld, amp, seed, ctx);
+      } else if (ends_with(name, "norm.weight") || ends_with(name, "layernorm.weight")) {
         run_fill_value(x.ptr, x.dtype, n, 1.f, ctx);
       } else if (ends_with(name, "e_score_correction_bias")) {
         run_fill_value(x.ptr, x.dtype, n, 0.f, ctx);
@@ -329,23 +351,30 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       } else if (ends_with(name, "conv1d.weight")) {
         run_fill_uniform(x.ptr, x.dtype, n, -0.5f, 0.5f, seed, ctx);
       } else {
-        float a = 0.02f * std::sqrt(3.f);
-        run_fill_uniform(x.ptr, x.dtype, n, -a, a, seed, ctx);
+        run_fill_uniform(x.ptr, x.dtype, n, -amp, amp, seed, ctx);
       }
     });
   } else {
-    for (auto& L : w.layers)  // the padding rows of the KDA input projection stay zero
-      if (L.kda.in_proj) DS_CUDA_CHECK(cudaMemsetAsync(mut(L.kda.in_proj), 0, size_t(kda_in_proj_rows(c) * hid) * dtype_size(dt), s));
-    Checkpoint ck = Checkpoint::open(o.model_dir);
-    check_checkpoint(c, ck);
     Uploader up(ctx);
-    size_t total = ck.total_bytes(), next_report = total / 10;
+    size_t total = ck->total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
-      const TensorInfo& t = ck.get(sp.name);
-      // per tensor: the checkpoint's dtype must convert to the dtype of the tensor's WeightView
-      DS_CHECK(loadable_as(t.dtype, x.dtype), "CUDA weights: {} is {} in the checkpoint, which cannot be loaded as {}",
-               sp.name, dtype_name(t.dtype), dtype_name(x.dtype));
-      up.upload(t, x);
+      const TensorInfo& t = ck->get(sp.name);
+      auto fq = fp8_ck.find(sp.name);
+      if (x.dtype == DType::F8_E4M3 && fq != fp8_ck.end()) {  // FP8 in the checkpoint and on the device
+        up.upload(t, Dest{x.ptr, DType::F8_E4M3});
+        up.upload_host_f32(fp8_scales_f32(q, fq->second), Dest{x.scale, DType::F32});
+      } else if (x.dtype == DType::F8_E4M3) {  // online: quantized on the GPU
+        up.upload_quantized(t, x);
+      } else if (fq != fp8_ck.end()) {  // FP8 in the checkpoint, high precision on the device
+        std::vector<float> v(size_t(t.numel()));
+        dequantize_fp8(q, fq->second, v.data());
+        up.upload_host_f32(v, x);
+      } else {
+        // per tensor: the checkpoint's dtype must convert to the dtype of the tensor's WeightView
+        DS_CHECK(loadable_as(t.dtype, x.dtype), "CUDA weights: {} is {} in the checkpoint, which cannot be loaded as {}",
+                 sp.name, dtype_name(t.dtype), dtype_name(x.dtype));
+        up.upload(t, x);
+      }
       if (up.bytes() >= next_report && total > (size_t(1) << 30)) {
         spdlog::info("CUDA weights: uploaded {:.1f} of {:.1f} GiB", up.bytes() / 1073741824.0, total / 1073741824.0);
         next_report += total / 10;

@@ -23,8 +23,11 @@
 namespace ds::gpu {
 
 // One weight tensor on the device as the kernels see it. Activations and weights have independent
-// dtypes in the model's code paths; today every kernel needs dtype == the activation dtype (require()
-// says which tensor does not), quantized dtypes (FP8, INT4) will bring `scale` and their layouts.
+// dtypes: a view is in the activation dtype, or (the Linear projections listed in model/quant.h's
+// fp8_on_device) FP8 e4m3 with fp32 scales: element (r, k) = e4m3 * scale[(r >> scale_row_shift) *
+// scale_ld + (k >> scale_k_shift)] (per channel: shifts 0 and 31, ld 1; blocks: log2 of the block).
+// A packed projection whose last rows stay in the activation dtype (b_proj, kv_a_proj_with_mqa) keeps
+// them at `tail`. require() says which tensor a kernel cannot read.
 enum class WeightLayout : uint8_t {
   RowMajor,  // [N, K], K contiguous (Linear weights; vectors)
 };
@@ -32,18 +35,21 @@ enum class WeightLayout : uint8_t {
 struct WeightView {
   const void* ptr = nullptr;
   DType dtype = DType::BF16;
-  const float* scale = nullptr;  // per-tensor/block scales of quantized weights (none today)
+  const float* scale = nullptr;  // FP8: the scales (see above)
   WeightLayout layout = WeightLayout::RowMajor;
+  int64_t cols = 0;              // FP8: K (each row is `cols` bytes)
+  int64_t scale_ld = 1;
+  int scale_row_shift = 0, scale_k_shift = 31;
+  const void* tail = nullptr;    // rows [tail_row0, N) in the activation dtype, [N - tail_row0, cols]
+  int tail_row0 = 0;
 
   explicit operator bool() const { return ptr != nullptr; }
-  // The view `elems` elements further (a row block of a packed tensor).
-  WeightView at(int64_t elems) const {
-    WeightView v = *this;
-    v.ptr = static_cast<const char*>(ptr) + elems * int64_t(dtype_size(dtype));
-    return v;
-  }
-  // Throws a ds::Error naming `what` unless the kernels can read this weight with activations of `act`.
-  void require(DType act, const std::string& what) const;
+  bool fp8() const { return dtype == DType::F8_E4M3; }
+  // The view `elems` elements further (a row block of a packed tensor; FP8: whole scale blocks of rows).
+  WeightView at(int64_t elems) const;
+  // Throws a ds::Error naming `what` unless the kernels can read this weight with activations of `act`
+  // (FP8 only where the caller's kernels take it: fp8_ok).
+  void require(DType act, const std::string& what, bool fp8_ok = false) const;
 };
 
 struct KdaLayerWeights {
@@ -94,6 +100,11 @@ struct DeviceWeights {
   std::vector<LayerWeightsDev> layers;
   std::vector<DeviceBuffer> storage;
   size_t bytes = 0;
+  size_t fp8_bytes = 0, scale_bytes = 0;  // of `bytes`: FP8 weights and their scales
+  int fp8_matrices = 0;                   // packed views in FP8
+  std::string format;                     // e.g. "bf16" or "fp8 e4m3, 128x128 block scales (online) + bf16"
+  void* dequant_scratch = nullptr;        // the largest dense FP8 projection in the activation dtype (prefill
+                                          // and large batches dequantize into it for cuBLASLt; in `bytes`)
 };
 
 // Rows of the packed KDA input projection: 3HK + 2K + H rounded up to a multiple of 8 (aligned rows).
@@ -104,7 +115,9 @@ struct WeightLoadOptions {
   bool dummy = false;
   uint64_t seed = 0;
 };
-// Allocates and fills the weights; logs bytes and time.
+// Allocates and fills the weights; logs bytes and time. c.quant says whether the checkpoint is FP8 or
+// is quantized at load ("online", per 128x128 block on the GPU, the rule of model/quant.h); with
+// `dummy` and c.quant set, the FP8 views get random FP8 weights and constant scales.
 DeviceWeights load_device_weights(const ModelConfig& c, DType dtype, const WeightLoadOptions& o,
                                   const DeviceContext& ctx);
 

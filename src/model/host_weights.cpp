@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
+#include "model/quant.h"
 #include "model/safetensors.h"
 
 namespace ds {
@@ -35,6 +36,8 @@ inline float uniform01(uint64_t key) { return float(mix(key) >> 40) * (1.0f / 16
 
 HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck) {
   check_checkpoint(c, ck);
+  const bool ck_quantized = c.quant.quantized() && c.quant.source != "online";
+  const auto fp8 = ck_quantized ? find_quantized(c, ck) : std::map<std::string, QuantizedTensor>{};
   HostWeights w;
   std::map<std::string, HostTensor*> slots;
   for_each_weight(c, w, [&](const TensorSpec& s, HostTensor& t) {
@@ -49,9 +52,16 @@ HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck) {
     const auto& file = *files[f];
     SPDLOG_INFO("loading shard {}/{}: {} ({:.1f} MB)", f + 1, files.size(), file.path(), file.file_size() / 1e6);
     for (const auto& info : file.tensors()) {
-      HostTensor& t = *slots.at(info.name);
+      done += info.nbytes;
+      auto slot = slots.find(info.name);
+      if (slot == slots.end()) continue;  // a scale tensor (check_checkpoint allowed it)
+      HostTensor& t = *slot->second;
       const int64_t n = info.numel();
       t.data.resize(size_t(n));
+      if (auto q = fp8.find(info.name); q != fp8.end()) {
+        dequantize_fp8(c.quant, q->second, t.ptr());
+        continue;
+      }
       constexpr int64_t kBlock = 1 << 20;
       const size_t esz = dtype_size(info.dtype);
       parallel_for(size_t((n + kBlock - 1) / kBlock), [&](size_t b, size_t e) {
@@ -60,14 +70,26 @@ HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck) {
           convert_to_f32(info.dtype, static_cast<const uint8_t*>(info.data) + o * esz, t.ptr() + o, size_t(m));
         }
       });
-      done += info.nbytes;
       while (total > 0 && next_pct <= 100 && double(done) * 100.0 >= double(total) * next_pct) {
         SPDLOG_INFO("loaded {}% of the weights ({:.1f} / {:.1f} MB)", next_pct, done / 1e6, total / 1e6);
         next_pct += 10;
       }
     }
   }
+  apply_online_fp8(c, w);
   return w;
+}
+
+void apply_online_fp8(const ModelConfig& c, HostWeights& w) {
+  if (c.quant.source != "online") return;
+  size_t n = 0;
+  for_each_weight(c, w, [&](const TensorSpec& s, HostTensor& t) {
+    if (!online_fp8_candidate(c, s)) return;
+    fake_quantize_fp8_blocks(t.ptr(), s.shape[0], s.shape[1], c.quant.block_n, c.quant.block_k);
+    ++n;
+  });
+  SPDLOG_INFO("online FP8: {} weight matrices quantized and dequantized per {}x{} block", n, c.quant.block_n,
+              c.quant.block_k);
 }
 
 HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed) {
@@ -106,6 +128,7 @@ HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed) {
       }
     }, 1 << 16);
   });
+  apply_online_fp8(c, w);
   return w;
 }
 

@@ -20,13 +20,20 @@ struct HostTensor {
 
 using HostWeights = ModelWeights<HostTensor>;
 
-// Checks the checkpoint against the config (check_checkpoint) and converts every tensor to fp32,
-// logging progress per shard and every 10% of the bytes.
+// Checks the checkpoint against the config (check_checkpoint) and converts every tensor to fp32
+// (FP8 weights dequantized with their scales; with c.quant.source "online" the online rule's weights are
+// quantized per block and dequantized, as the GPU computes with them), logging progress per shard and
+// every 10% of the bytes.
 HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck);
 
 // Random weights of the config's shapes, deterministic in `seed`, scaled so activations stay finite:
 // matrices uniform with std 0.02, norm weights 1, A_log = log(U[1, 16]), dt_bias U[-4, -2],
 // conv taps U[-0.5, 0.5], correction bias 0.
+// With c.quant.source "online", the online rule's weights are quantized and dequantized afterwards.
 HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed);
+
+// Quantizes and dequantizes, in place, the weights online FP8 quantization applies to (nothing unless
+// c.quant.source is "online").
+void apply_online_fp8(const ModelConfig& c, HostWeights& w);
 
 }  // namespace ds

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "model/quant.h"
 #include "model/safetensors.h"
 
 namespace ds {
@@ -46,9 +47,10 @@ bool float_dtypes(const TensorSpec&, DType t) { return t == DType::BF16 || t == 
 void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts accepts) {
   std::vector<std::string> missing, wrong_shape, wrong_dtype, unexpected, scales;
   std::set<std::string> expected;
+  const bool quantized = c.quant.quantized() && c.quant.source != "online";
   for (const auto& sc : find_scale_tensors(c, ck)) {
     expected.insert(sc.name);
-    scales.push_back(fmt::format("{} (of {})", sc.name, sc.weight));
+    if (!quantized) scales.push_back(fmt::format("{} (of {})", sc.name, sc.weight));
   }
   for (const auto& s : weight_specs(c)) {
     expected.insert(s.name);
@@ -60,12 +62,15 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts a
     if (t->shape != s.shape)
       wrong_shape.push_back(fmt::format("{} is {} in {}, expected {}", s.name, shape_str(t->shape), t->file,
                                         shape_str(s.shape)));
-    if (!accepts(s, t->dtype))
+    if (!accepts(s, t->dtype) && !(quantized && t->dtype == DType::F8_E4M3 && fp8_storable(s)))
       wrong_dtype.push_back(fmt::format("{} has dtype {}", s.name, dtype_name(t->dtype)));
   }
   for (const auto& n : ck.names())
     if (!expected.count(n)) unexpected.push_back(n);
-  if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty() && scales.empty()) return;
+  if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty() && scales.empty()) {
+    if (quantized) find_quantized(c, ck);  // scale tensors and schemes (throws naming each problem)
+    return;
+  }
   std::string msg = fmt::format("checkpoint '{}' does not match the config:", ck.path());
   if (!missing.empty()) msg += fmt::format(" {} missing tensor(s): {};", missing.size(), list_some(missing));
   if (!wrong_shape.empty())
@@ -73,7 +78,7 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts a
   if (!wrong_dtype.empty())
     msg += fmt::format(" {} tensor(s) with an unsupported dtype: {};", wrong_dtype.size(), list_some(wrong_dtype));
   if (!scales.empty())
-    msg += fmt::format(" {} scale tensor(s) of quantized weights (not supported yet): {};", scales.size(),
+    msg += fmt::format( " {} scale tensor(s) of quantized weights but config.json has no quantization_config: {};", scales.size(),
                        list_some(scales));
   if (!unexpected.empty())
     msg += fmt::format(" {} unexpected tensor(s): {};", unexpected.size(), list_some(unexpected));

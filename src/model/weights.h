@@ -153,8 +153,9 @@ void for_each_weight(const ModelConfig& c, ModelWeights<T>& w, Fn&& fn) {
 std::vector<TensorSpec> weight_specs(const ModelConfig& c);
 
 // Scale tensors a quantized checkpoint may carry beside a weight "X.weight": "X.weight_scale" (the
-// factor) or "X.weight_scale_inv" (its inverse, as FP8 checkpoints store it). The table recognises
-// and names them; no backend uses them yet, so check_checkpoint refuses a checkpoint that has them.
+// factor) or "X.weight_scale_inv" (the block FP8 release format's name; despite it, also a factor). The
+// table recognises and names them; check_checkpoint accepts them when config.json has a
+// quantization_config (model/quant.h validates them) and refuses them otherwise.
 struct ScaleTensor {
   std::string name;    // e.g. "model.layers.0.self_attn.q_proj.weight_scale_inv"
   std::string weight;  // the weight it scales, e.g. "model.layers.0.self_attn.q_proj.weight"
@@ -171,8 +172,9 @@ using DTypeAccepts = bool (*)(const TensorSpec& spec, DType t);
 bool float_dtypes(const TensorSpec& spec, DType t);
 
 // Compares a checkpoint with weight_specs(c): missing, unexpected and mis-shaped tensors, tensors of a
-// dtype `accepts` refuses, and scale tensors (not supported yet) are all listed in one ds::Error (the
-// first few of each kind by name).
+// dtype `accepts` refuses (F8_E4M3 Linear weights are accepted when c.quant says the checkpoint is
+// quantized), and scale tensors without a quantization_config are all listed in one ds::Error (the
+// first few of each kind by name); then a quantized checkpoint's scales are checked (find_quantized).
 void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts accepts = float_dtypes);
 
 }  // namespace ds

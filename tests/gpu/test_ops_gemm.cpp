@@ -5,6 +5,7 @@
 
 #include "cuda/gemm.h"
 #include "cuda/kernels/gemv.h"
+#include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "kernels/activation/op.h"
 #include "kernels/gemm/op.h"
@@ -14,21 +15,6 @@ namespace ds::gpu::test {
 namespace {
 
 const DType kTypes[] = {DType::F32, DType::BF16};
-
-std::vector<float> cpu_gemm(const std::vector<float>& x, int64_t ldx, const std::vector<float>& w, int M, int N,
-                            int K) {
-  std::vector<float> y(size_t(M) * N);
-  kernels::GemmParams g;
-  g.x = x.data();
-  g.ldx = ldx;
-  g.w = w.data();
-  g.y = y.data();
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  kernels::run_gemm_cpu(g);
-  return y;
-}
 
 struct Shape {
   int M, N, K;
@@ -183,16 +169,7 @@ TEST(GpuOps, GemvGroupedGather) {
     p.num_active = dna.as<int32_t>();
     p.max_rows = 10;
     run_gemv(p, t, test_ctx());
-    std::vector<float> ref;
-    for (int s = 0; s < 3; ++s) {
-      std::vector<float> xs;
-      for (int r = slot_start[size_t(s)]; r < slot_start[size_t(s) + 1]; ++r)
-        xs.insert(xs.end(), x.begin() + int64_t(rows[size_t(r)]) * K, x.begin() + int64_t(rows[size_t(r)] + 1) * K);
-      std::vector<float> ws(w.begin() + int64_t(slot_weight[size_t(s)]) * N * K,
-                            w.begin() + int64_t(slot_weight[size_t(s)] + 1) * N * K);
-      auto y = cpu_gemm(xs, K, ws, slot_start[size_t(s) + 1] - slot_start[size_t(s)], N, K);
-      ref.insert(ref.end(), y.begin(), y.end());
-    }
+    const auto ref = grouped_reference(x, w, N, K, slot_weight, slot_start, rows);
     EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t)) << dtype_name(t);
   }
 }

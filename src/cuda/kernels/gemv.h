@@ -2,7 +2,8 @@
 // matrix, streaming each weight row once per 8 rows of x. Used for dense projections at M <= 8 and for
 // the MoE experts (one row group per active expert, reading ONLY the routed experts' weights). A row
 // group is a run of x rows multiplied by one weight matrix (a head of a batched projection, an expert).
-// Weights are [matrices][rows][K] (K contiguous) in the activation dtype; accumulation is fp32.
+// Weights are [matrices][rows][K] (K contiguous) in the activation dtype, or FP8 e4m3 with scales
+// (w_scale; any number of rows, every epilogue and prologue); accumulation is fp32.
 // CPU twin: src/kernels/gemm (run_gemm_cpu).
 #pragma once
 #include <cuda_runtime.h>
@@ -60,6 +61,13 @@ struct GemvParams {
   bool async_stream = true;  // bf16, one row per group: weights streamed with cp.async into a shared ring
   bool pipelined = true;  // request the first weights before the x tile's prologue (and, for dense
                           // weights, before PDL's wait) when K fits the x tile; false: the plain loop
+  // FP8 weights (w_scale set; gemv_fp8.cu): w holds e4m3fn bytes [matrices, rows_w, K] (K a multiple of
+  // 16) and weight (r, k) of matrix m is e4m3(w) * w_scale[m * scale_matrix_stride +
+  // (r >> scale_row_shift) * scale_ld + (k >> scale_k_shift)] (per channel: shifts 0 and 31, ld 1; a
+  // scale block is at least 16 columns wide).
+  const float* w_scale = nullptr;
+  int64_t scale_matrix_stride = 0, scale_ld = 1;
+  int scale_row_shift = 0, scale_k_shift = 31;
 };
 void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
@@ -101,6 +109,10 @@ struct MoeDownCombineParams {
   // Pair known_pair is known on the host to use expert known_expert (the shared expert at batch 1):
   // its weights may be read before the kernel waits on the routing (-1: none).
   int known_pair = -1, known_expert = -1;
+  // FP8 experts (w_scale set): as GemvParams' FP8 fields (I a multiple of 16; gemv_fp8.cu)
+  const float* w_scale = nullptr;
+  int64_t scale_matrix_stride = 0, scale_ld = 1;
+  int scale_row_shift = 0, scale_k_shift = 31;
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 

@@ -1,3 +1,5 @@
+#include <cuda_fp8.h>
+
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_wgmma.h"
@@ -47,7 +49,25 @@ template <int BN, int BK> struct Layout {
   static constexpr size_t kSmem = kPipe > kEpi ? kPipe : kEpi;
 };
 
-template <int BN, int BK, bool SILU>
+// 8 e4m3 weights (8 bytes) times their scale as 8 bf16 (one 16-byte shared-memory chunk).
+__device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v, float s) {
+  const uint32_t w[2] = {v.x, v.y};
+  uint32_t out[4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    const __nv_bfloat162 p0 = __floats2bfloat162_rn(a.x * s, a.y * s), p1 = __floats2bfloat162_rn(b.x * s, b.y * s);
+    out[2 * i] = *reinterpret_cast<const uint32_t*>(&p0);
+    out[2 * i + 1] = *reinterpret_cast<const uint32_t*>(&p1);
+  }
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+// FP8: the weight chunks of stage kt + kStages - 1 are loaded into registers before the stage's MMAs
+// and converted into shared memory after them (the buffer they go to was read in the previous iteration).
+template <int BN, int BK, bool SILU, bool FP8>
 __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   pdl_trigger();
   pdl_wait();
@@ -81,12 +101,17 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   const int active = tile_active;
   const int r0 = p.active_start[active] + tile_index * BN;
   const int rows = min(BN, p.active_start[active + 1] - r0);
-  const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.active_expert[active]) * p.w_matrix_stride;
+  const int expert = p.active_expert[active];
+  const bf16* W = static_cast<const bf16*>(p.w) + int64_t(expert) * p.w_matrix_stride;
+  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);  // first output column of the tile
 
   // ---- per-thread load assignments (fixed over K): 16-byte chunks of A (weights) and B (x rows) -----
   constexpr int KC = BK / 8;  // chunks per row per stage
   const bf16* a_src[L::CA];
+  const uint8_t* a_q[L::CA];  // FP8: the chunk's bytes and its row of scales
+  const float* a_s[L::CA];
+  int a_kc[L::CA];
   bool a_ok[L::CA];
   int a_dst[L::CA];
 #pragma unroll
@@ -102,6 +127,11 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
     }
     a_ok[i] = feat < p.N;
     a_src[i] = W + int64_t(a_ok[i] ? wrow : 0) * p.K + kc;
+    if constexpr (FP8) {
+      a_q[i] = Wq + int64_t(a_ok[i] ? wrow : 0) * p.K + kc;
+      a_s[i] = p.w_scale + int64_t(expert) * p.scale_matrix_stride + int64_t((a_ok[i] ? wrow : 0) >> p.scale_row_shift) * p.scale_ld;
+      a_kc[i] = kc;
+    }
     a_dst[i] = row * kLd + kc;
   }
   const bf16* b_src[L::CB];
@@ -118,12 +148,28 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
     b_dst[i] = row * kLd + kc;
   }
 
+  uint2 a_reg[L::CA];
+  auto load_a_regs = [&](int kt) {
+#pragma unroll
+    for (int i = 0; i < L::CA; ++i)
+      a_reg[i] = a_ok[i] ? __ldg(reinterpret_cast<const uint2*>(a_q[i] + kt * BK)) : make_uint2(0u, 0u);
+  };
+  auto store_a_regs = [&](int stage, int kt) {
+    bf16* a = sA + size_t(stage) * kBM * kLd;
+#pragma unroll
+    for (int i = 0; i < L::CA; ++i) {
+      const float s = a_ok[i] ? a_s[i][(kt * BK + a_kc[i]) >> p.scale_k_shift] : 0.f;
+      *reinterpret_cast<uint4*>(a + a_dst[i]) = fp8x8_to_bf16x8(a_reg[i], s);
+    }
+  };
   auto load_stage = [&](int stage, int kt) {
     bf16* a = sA + size_t(stage) * kBM * kLd;
     bf16* b = sB + size_t(stage) * BN * kLd;
     const int k = kt * BK;
+    if constexpr (!FP8) {
 #pragma unroll
-    for (int i = 0; i < L::CA; ++i) cp_async16(a + a_dst[i], a_src[i] + k, a_ok[i]);
+      for (int i = 0; i < L::CA; ++i) cp_async16(a + a_dst[i], a_src[i] + k, a_ok[i]);
+    }
 #pragma unroll
     for (int i = 0; i < L::CB; ++i)
       if (b_act[i]) cp_async16(b + b_dst[i], b_src[i] + k, b_ok[i]);
@@ -140,14 +186,24 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   const int KT = p.K / BK;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < KT) load_stage(s, s);
+    if (s < KT) {
+      load_stage(s, s);
+      if constexpr (FP8) {
+        load_a_regs(s);
+        store_a_regs(s, s);
+      }
+    }
     cp_async_commit();
   }
   const int wm = warp / L::WN, wn = warp % L::WN;
   for (int kt = 0; kt < KT; ++kt) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (kt + kStages - 1 < KT) load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
+    const bool more = kt + kStages - 1 < KT;
+    if (more) {
+      load_stage((kt + kStages - 1) % kStages, kt + kStages - 1);
+      if constexpr (FP8) load_a_regs(kt + kStages - 1);
+    }
     cp_async_commit();
     const bf16* a = sA + size_t(kt % kStages) * kBM * kLd;
     const bf16* b = sB + size_t(kt % kStages) * BN * kLd;
@@ -168,6 +224,9 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
       for (int i = 0; i < L::MI; ++i)
 #pragma unroll
         for (int j = 0; j < L::NI; ++j) mma_bf16(acc[i][j], af[i], bfr[j]);
+    }
+    if constexpr (FP8) {
+      if (more) store_a_regs((kt + kStages - 1) % kStages, kt + kStages - 1);
     }
   }
   cp_async_wait<0>();
@@ -203,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
 template <int BN, int BK, bool SILU>
 void launch(const MoeGemmParams& p, const DeviceContext& ctx) {
   using L = Layout<BN, BK>;
-  auto kern = moe_gemm_kernel<BN, BK, SILU>;
+  auto kern = p.w_scale ? moe_gemm_kernel<BN, BK, SILU, true> : moe_gemm_kernel<BN, BK, SILU, false>;
   const int cols = SILU ? kBM / 2 : kBM;
   const int64_t tiles = (int64_t(p.max_rows) + BN - 1) / BN + p.max_active;  // bound on sum of ceil(rows/BN)
   dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
@@ -211,8 +270,10 @@ void launch(const MoeGemmParams& p, const DeviceContext& ctx) {
 }
 
 template <int BN, int BK> void configure_tile() {
-  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, true>, Layout<BN, BK>::kSmem);
-  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, true, false>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false, false>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, true, true>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false, true>, Layout<BN, BK>::kSmem);
 }
 
 }  // namespace
@@ -237,6 +298,7 @@ void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.K % bk == 0, "run_moe_gemm: K must be a multiple of the k tile");
   DS_GPU_REQUIRE(p.ldx % 8 == 0 && p.ldy % 8 == 0, "run_moe_gemm: row strides must be multiples of 8");
   DS_GPU_REQUIRE(p.tile_tokens == 16 || p.tile_tokens == 64, "run_moe_gemm: tile_tokens must be 16 or 64");
+  DS_GPU_REQUIRE(!p.w_scale || p.scale_k_shift >= 4, "run_moe_gemm: FP8 scale blocks must be at least 16 columns wide");
   int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_active;
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm: too many token tiles for one launch");
   auto go = [&]<int BN, int BK>() {

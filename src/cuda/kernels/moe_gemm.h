@@ -1,4 +1,4 @@
-// Grouped expert GEMM on tensor cores (bf16 in, fp32 accumulate, bf16 out) for the MoE at prefill
+// Grouped expert GEMM on tensor cores (bf16 in, or FP8 e4m3 weights with scales; fp32 accumulate, bf16 out) for the MoE at prefill
 // and large decode batches: for every active expert (moe_route.h's permutation), its rows of x
 // times that expert's weights, tiled as 128 weight rows x BN token rows x BK (mma.sync m16n8k16,
 // 3-stage cp.async pipeline). Token tiles are found on the device from the active experts' row ranges,
@@ -34,6 +34,11 @@ struct MoeGemmParams {
   int max_rows = 0;                      // bound on the total rows (sizes the grid)
   int tile_tokens = 64;                  // 16 or 64 rows of x per tile
   int k_tile = 0;                        // 32 or 64 (0: 64); K a multiple of it
+  // FP8 weights (w_scale set): w holds e4m3fn bytes, scaled as GemvParams' (scale blocks at least 16
+  // columns wide); each weight tile is converted to bf16 (times its scale) as it is staged in shared memory.
+  const float* w_scale = nullptr;
+  int64_t scale_matrix_stride = 0, scale_ld = 1;
+  int scale_row_shift = 0, scale_k_shift = 31;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
@@ -54,6 +59,7 @@ inline MoeGemmParams moe_down_gemm_params(const MoeGemmParams& gate_up, const vo
   d.N = gate_up.K;
   d.K = gate_up.N;
   d.silu_mul = false;
+  d.w_scale = nullptr;
   return d;
 }
 

@@ -16,7 +16,7 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
     g.ldx = hid;
     g.norm_weight = in.norm;
     g.norm_eps = s.cfg.rms_norm_eps;
-    g.w = gate_up.ptr;
+    set_gemv_weights(g, gate_up);
     g.y = ws.act;
     g.ldy = I;
     g.N = I;
@@ -40,8 +40,8 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
 
 DenseMlp::DenseMlp(DType act, const FfnWeights& w, int layer) : gate_up_(w.gate_up), down_(w.down), inter_(w.inter) {
   const std::string p = "model.layers." + std::to_string(layer) + ".mlp.";
-  gate_up_.require(act, p + "gate_proj/up_proj.weight");
-  down_.require(act, p + "down_proj.weight");
+  gate_up_.require(act, p + "gate_proj/up_proj.weight", true);
+  down_.require(act, p + "down_proj.weight", true);
 }
 
 void DenseMlp::forward(const LayerStep& s, LayerInput in) const { run_mlp(s, gate_up_, down_, inter_, s.m.T, in); }

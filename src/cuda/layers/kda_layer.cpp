@@ -20,12 +20,12 @@ KdaLayer::KdaLayer(const ModelConfig& c, DType act, const KdaLayerWeights& w, in
   Wc_ = c.kda.conv_kernel;
   P_ = int(kda_in_proj_rows(c));
   const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.";
-  w_.in_proj.require(act, p + "q/k/v/f_a/g_a/b_proj.weight");
+  w_.in_proj.require(act, p + "q/k/v/f_a/g_a/b_proj.weight", true);
   w_.conv.require(act, p + "q/k/v_conv1d.weight");
   w_.f_b.require(act, p + "f_b_proj.weight");
   w_.g_b.require(act, p + "g_b_proj.weight");
   w_.o_norm.require(act, p + "o_norm.weight");
-  w_.o_proj.require(act, p + "o_proj.weight");
+  w_.o_proj.require(act, p + "o_proj.weight", true);
   DS_CHECK(w_.a_log && w_.dt_bias, "CUDA model: layer {} KDA A_log/dt_bias missing", layer);
   // f_b and g_b run as one batch of two: the weights must be adjacent (as are the outputs)
   DS_CHECK(w_.g_b.ptr == w_.f_b.at(int64_t(HK_) * K_).ptr, "KDA f_b/g_b weights must be adjacent");
@@ -179,7 +179,7 @@ void KdaLayer::output(const LayerStep& s) const {
     o.gate_head_dim = K_;
     o.norm_weight = w_.o_norm.ptr;
     o.norm_eps = s.cfg.rms_norm_eps;
-    o.w = w_.o_proj.ptr;
+    set_gemv_weights(o, w_.o_proj);
     o.y = ws.h;
     o.ldy = hid_;
     o.N = hid_;

@@ -1,6 +1,7 @@
 #include "cuda/layers/layer_step.h"
 
 #include "core/error.h"
+#include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
 
 namespace ds::gpu {
@@ -8,14 +9,26 @@ namespace ds::gpu {
 void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
                        bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const {
   if (M == 0) return;
-  if (M <= kGemvMaxRows) {
+  if (w.tail && w.tail_row0 < N) {  // the high-precision rows: a product of their own into columns tail_row0..
+    WeightView t;
+    t.ptr = w.tail;
+    t.dtype = act;
+    const int n0 = w.tail_row0;
+    linear(x, ldx, t, N - n0, K, off(y, n0, out_f32 ? DType::F32 : act), ldy, M, accumulate, out_f32, norm, x_rows);
+    WeightView main = w;
+    main.tail = nullptr;
+    linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows);
+    return;
+  }
+  const bool fp8_gemv = w.fp8() && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
+  if (M <= kGemvMaxRows || fp8_gemv || (w.fp8() && !dequant_scratch)) {
     GemvParams g;
     g.x = x;
     g.ldx = ldx;
     g.x_rows = x_rows;
     g.norm_weight = norm;
     g.norm_eps = cfg.rms_norm_eps;
-    g.w = w.ptr;
+    set_gemv_weights(g, w);
     g.y = y;
     g.ldy = ldy;
     g.y_f32 = out_f32;
@@ -32,11 +45,23 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   a.x = x;
   a.ldx = ldx;
   a.w = w.ptr;
+  if (w.fp8()) {  // dequantize into the scratch, then the GEMM in the activation dtype
+    Fp8Matrix fm;
+    fm.q = static_cast<uint8_t*>(const_cast<void*>(w.ptr));
+    fm.scale = const_cast<float*>(w.scale);
+    fm.rows = N;
+    fm.K = K;
+    fm.ld = w.scale_ld;
+    fm.row_shift = w.scale_row_shift;
+    fm.k_shift = w.scale_k_shift;
+    run_dequantize_fp8(fm, dequant_scratch, act, K, ctx);
+    a.w = dequant_scratch;
+  }
   a.ldw = K;
   a.y = y;
   a.ldy = ldy;
   a.x_dtype = act;
-  a.w_dtype = w.dtype;
+  a.w_dtype = w.fp8() ? act : w.dtype;
   a.y_dtype = out_f32 ? DType::F32 : act;
   a.M = M;
   a.N = N;

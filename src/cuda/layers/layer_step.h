@@ -13,6 +13,7 @@
 #include "cuda/device_context.h"
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
+#include "cuda/kernels/gemv.h"
 #include "cuda/workspace.h"
 
 namespace ds::gpu {
@@ -53,6 +54,9 @@ struct LayerInput {
 };
 
 constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams its weights once (GEMV)
+constexpr int kFp8GemvMaxRows = 8;  // FP8 projections: the FP8 GEMV up to here, beyond, dequantize +
+                                    // cuBLASLt (measured on the H200: the FP8 GEMV at 8 rows takes 0.083 ms
+                                    // on the KDA in_proj, so two passes at 16 rows lose to dequantize + GEMM)
 
 struct LayerStep {
   const DeviceContext& ctx;
@@ -66,12 +70,30 @@ struct LayerStep {
   bool reference_attention = false;  // the simple attention kernels (attn_ref.h)
   bool biased_moe_weights = false;
   const int32_t* forced_ids = nullptr;  // [layers][T][top_k] pinned MoE routes (tests), or null
+  void* dequant_scratch = nullptr;      // FP8 projections at more than kFp8GemvMaxRows rows: the weights
+                                        // dequantized here (act dtype) for cuBLASLt (DeviceWeights sizes it)
 
-  // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype).
+  // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 views:
+  // the FP8 GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and cuBLASLt; a
+  // view's high-precision tail rows are a second product.
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
               bool accumulate, bool out_f32 = false, const void* norm = nullptr,
               const int32_t* x_rows = nullptr) const;
 };
+
+// Points g (GemvParams or MoeGemmParams) at the weights of `w`: its pointer and, for FP8 views, its
+// scales; matrices of a batched or grouped view are `rows_per_matrix` rows apart (their scales follow).
+template <class P>
+void set_gemv_weights(P& g, const WeightView& w, int64_t rows_per_matrix = 0) {
+  g.w = w.ptr;
+  g.w_scale = nullptr;
+  if (!w.fp8()) return;
+  g.w_scale = w.scale;
+  g.scale_ld = w.scale_ld;
+  g.scale_row_shift = w.scale_row_shift;
+  g.scale_k_shift = w.scale_k_shift;
+  g.scale_matrix_stride = (rows_per_matrix >> w.scale_row_shift) * w.scale_ld;
+}
 
 // One layer's attention or FFN half: h += f(input).
 class LayerPart {

@@ -25,11 +25,11 @@ MlaLayer::MlaLayer(const ModelConfig& c, DType act, const MlaLayerWeights& w, in
   PM_ = Hm_ * dq_ + R_ + dr_;
   scale_ = 1.f / std::sqrt(float(dq_));
   const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.";
-  w_.in_proj.require(act, p + "q_proj/kv_a_proj_with_mqa.weight");
+  w_.in_proj.require(act, p + "q_proj/kv_a_proj_with_mqa.weight", true);
   w_.kv_a_norm.require(act, p + "kv_a_layernorm.weight");
   w_.kv_b.require(act, p + "kv_b_proj.weight");
   w_.w_uk_t.require(act, p + "kv_b_proj.weight (W_UK transposed)");
-  w_.o_proj.require(act, p + "o_proj.weight");
+  w_.o_proj.require(act, p + "o_proj.weight", true);
 }
 
 void MlaLayer::forward(const LayerStep& s, LayerInput in) const {

@@ -15,12 +15,12 @@ namespace ds::gpu {
 MoeLayer::MoeLayer(const ModelConfig& c, DType act, const FfnWeights& w, int layer) : w_(w), layer_(layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".block_sparse_moe.";
   w_.router.require(act, p + "gate.weight");
-  w_.experts_gate_up.require(act, p + "experts.*.w1/w3.weight");
-  w_.experts_down.require(act, p + "experts.*.w2.weight");
+  w_.experts_gate_up.require(act, p + "experts.*.w1/w3.weight", true);
+  w_.experts_down.require(act, p + "experts.*.w2.weight", true);
   DS_CHECK(w_.bias != nullptr, "CUDA model: {}gate.e_score_correction_bias missing", p);
   if (c.moe.num_shared_experts > 1) {
-    w_.gate_up.require(act, p + "shared_experts.gate_proj/up_proj.weight");
-    w_.down.require(act, p + "shared_experts.down_proj.weight");
+    w_.gate_up.require(act, p + "shared_experts.gate_proj/up_proj.weight", true);
+    w_.down.require(act, p + "shared_experts.down_proj.weight", true);
   }
 }
 
@@ -60,24 +60,32 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
 
   bool combined = false;  // the expert outputs are already added into h
   if (act == DType::BF16 && m.T > kGemvMaxRows) {
-    // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill
-    const MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
-                                                    m.T >= 512 ? 64 : 16);
+    // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill (FP8
+    // weights converted to bf16 as their tiles are staged)
+    MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
+                                              m.T >= 512 ? 64 : 16);
+    set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
     run_moe_gemm(g, s.ctx);
-    run_moe_gemm(moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid), s.ctx);
+    MoeGemmParams d = moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid);
+    set_gemv_weights(d, f.experts_down, hid);
+    run_moe_gemm(d, s.ctx);
   } else {
     GemvParams g = moe_gate_up_gemv_params(r, a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act);
     g.norm_weight = in.norm;  // small batches: the layer's RMSNorm applied as the rows are read
     g.norm_eps = s.cfg.rms_norm_eps;
+    set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
     run_gemv(g, act, s.ctx);
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
-      run_moe_down_combine(
-          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h), act,
-          s.ctx);
+      MoeDownCombineParams dc =
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h);
+      set_gemv_weights(dc, f.experts_down, hid);
+      run_moe_down_combine(dc, act, s.ctx);
       combined = true;
     } else {
-      run_gemv(moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid), act, s.ctx);
+      GemvParams dg = moe_down_gemv_params(g, f.experts_down.ptr, ws.moe_out, hid);
+      set_gemv_weights(dg, f.experts_down, hid);
+      run_gemv(dg, act, s.ctx);
     }
   }
 

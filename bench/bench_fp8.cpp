@@ -1,0 +1,170 @@
+// FP8 weight kernels on the H200 at the 48B config's decode and prefill shapes, against the bf16 path
+// and the bandwidth floor of the bytes they read (weights + scales): the FP8 GEMV (dense projections at
+// 1 and 8 rows; the MoE gate/up and down of one token's 9 experts out of 257), the FP8 grouped GEMM
+// (MoE at 100 and 8192 tokens) and the online block quantizer.
+//   bench_fp8 [--quick]
+#include <cstdio>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "bench/gpu_bench_util.h"
+#include "config/runtime_env.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device_buffer.h"
+#include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/fp8.h"
+#include "cuda/kernels/gemv.h"
+#include "cuda/kernels/moe_gemm.h"
+#include "cuda/stream.h"
+
+using namespace ds;
+using namespace ds::gpu;
+using ds::bench::Row;
+
+namespace {
+
+struct Fp8Weights {
+  DeviceBuffer q, scale;
+  int64_t rows = 0, K = 0, ld = 1;
+  int rs = 7, ks = 7;
+  int64_t scale_rows() const { return (rows + (int64_t(1) << rs) - 1) >> rs; }
+  double bytes() const { return double(rows) * K + double(scale_rows()) * ld * 4; }
+};
+
+// [rows, K] random FP8 with 128x128 block scales (rs = ks = 7) or per-channel scales (0, 31).
+Fp8Weights fp8(const DeviceContext& ctx, int64_t rows, int64_t K, int rs, int ks, uint64_t seed) {
+  Fp8Weights w;
+  w.rows = rows;
+  w.K = K;
+  w.rs = rs;
+  w.ks = ks;
+  w.ld = ks >= 31 ? 1 : (K + (int64_t(1) << ks) - 1) >> ks;
+  w.q = DeviceBuffer(size_t(rows * K));
+  w.scale = DeviceBuffer(size_t(w.scale_rows() * w.ld) * 4);
+  Fp8Matrix m{w.q.as<uint8_t>(), w.scale.as<float>(), rows, K, w.ld, rs, ks};
+  run_fill_fp8(m, w.scale_rows() * w.ld, 0.035f, seed, ctx);
+  return w;
+}
+
+DeviceBuffer filled(const DeviceContext& ctx, int64_t n, DType t, uint64_t seed, float a = 0.05f) {
+  DeviceBuffer b(size_t(n) * dtype_size(t));
+  run_fill_uniform(b.data(), t, n, -a, a, seed, ctx);
+  return b;
+}
+
+void set(GemvParams& p, const Fp8Weights& w) {
+  p.w = w.q.data();
+  p.w_scale = w.scale.as<float>();
+  p.scale_ld = w.ld;
+  p.scale_row_shift = w.rs;
+  p.scale_k_shift = w.ks;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int reps = quick ? 10 : 30;
+  Stream st;
+  const DeviceContext ctx = make_device_context(st, cuda_env());
+  const DType bf = DType::BF16;
+  std::vector<Row> rows;
+  auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
+  std::printf("device: %s\n", device_info().summary().c_str());
+
+  // ---- dense projections (copies rotated so the weights come from HBM, not L2) ----------------------
+  struct Dense {
+    const char* name;
+    int N, K, copies;
+  };
+  for (const Dense& d : {Dense{"KDA in_proj q|k|v|f_a|g_a 12544x2304", 12544, 2304, 6},
+                         Dense{"o_proj 2304x4096", 2304, 4096, 12}, Dense{"dense gate_up 18432x2304", 18432, 2304, 4},
+                         Dense{"MLA q_proj 6144x2304", 6144, 2304, 8}, Dense{"big 163840x2304", 163840, 2304, 1}})
+    for (auto [rs, ks, lay] : {std::tuple{7, 7, "block128"}, std::tuple{0, 31, "channel"}})
+      for (int M : {1, 8}) {
+        std::vector<Fp8Weights> ws;
+        for (int c = 0; c < d.copies; ++c) ws.push_back(fp8(ctx, d.N, d.K, rs, ks, 10 + c));
+        auto x = filled(ctx, int64_t(M) * d.K, bf, 1, 1.f);
+        DeviceBuffer y(size_t(M) * d.N * 2);
+        int i = 0;
+        const double ms = ds::bench::time_ms(ctx.stream, [&] {
+          GemvParams p;
+          p.x = x.data();
+          p.ldx = d.K;
+          set(p, ws[size_t(i++ % d.copies)]);
+          p.y = y.data();
+          p.ldy = d.N;
+          p.N = d.N;
+          p.K = d.K;
+          p.M = M;
+          run_gemv(p, bf, ctx);
+        }, reps);
+        char nm[128];
+        std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s", d.name, M, lay);
+        rows.push_back({nm, ms, bw_floor(ws[0].bytes()), ""});
+      }
+
+  // ---- MoE at batch 1: 9 of 257 experts (gate/up SiLU, then down) ---------------------------------
+  const int E = 257, D = 2304, I = 1024;
+  for (auto [rs, ks, lay] : {std::tuple{7, 7, "block128"}, std::tuple{0, 31, "channel"}}) {
+    auto gu = fp8(ctx, int64_t(E) * 2 * I, D, rs, ks, 50);
+    auto dn = fp8(ctx, int64_t(E) * D, I, rs, ks, 51);
+    auto x = filled(ctx, D, bf, 2, 1.f);
+    DeviceBuffer act(size_t(9) * I * 2), out(size_t(9) * D * 2);
+    const int variants = 16;
+    std::vector<DeviceBuffer> ids;
+    for (int v = 0; v < variants; ++v) {
+      std::vector<int32_t> h(9);
+      for (int j = 0; j < 8; ++j) h[size_t(j)] = (v * 37 + j * 31) % 256;
+      h[8] = 256;
+      DeviceBuffer b(9 * 4);
+      DS_CUDA_CHECK(cudaMemcpy(b.data(), h.data(), 36, cudaMemcpyHostToDevice));
+      ids.push_back(std::move(b));
+    }
+    int i = 0;
+    GemvParams g;
+    g.x = x.data();
+    g.ldx = D;
+    set(g, gu);
+    g.w_matrix_stride = int64_t(2) * I * D;
+    g.scale_matrix_stride = ((int64_t(2) * I) >> rs) * gu.ld;
+    g.y = act.data();
+    g.ldy = I;
+    g.y_group_stride = I;
+    g.N = I;
+    g.K = D;
+    g.M = 1;
+    g.num_groups = 9;
+    g.epi = GemvEpilogue::SiluMul;
+    GemvParams d = moe_down_gemv_params(g, dn.q.data(), out.data(), D);
+    set(d, dn);
+    d.x_group_stride = I;
+    d.y_group_stride = D;
+    d.scale_matrix_stride = (int64_t(D) >> rs) * dn.ld;
+    const double ms_gu = ds::bench::time_ms(ctx.stream, [&] {
+      g.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
+      run_gemv(g, bf, ctx);
+    }, reps);
+    const double ms_dn = ds::bench::time_ms(ctx.stream, [&] {
+      d.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
+      run_gemv(d, bf, ctx);
+    }, reps);
+    char nm[128];
+    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s", lay);
+    rows.push_back({nm, ms_gu, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
+    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 down 9x2304x1024 %s", lay);
+    rows.push_back({nm, ms_dn, bw_floor(9.0 * (double(D) * I) * (1 + 4.0 / 16384)), ""});
+  }
+
+  // ---- online quantization of one expert-sized and one big matrix -----------------------------------
+  {
+    auto src = filled(ctx, int64_t(18432) * 2304, bf, 3);
+    DeviceBuffer q(size_t(18432) * 2304), s(size_t(144 * 18) * 4);
+    Fp8Matrix m{q.as<uint8_t>(), s.as<float>(), 18432, 2304, 18, 7, 7};
+    const double ms = ds::bench::time_ms(ctx.stream, [&] { run_quantize_fp8(src.data(), bf, m, ctx); }, reps);
+    rows.push_back({"quantize 18432x2304 bf16 -> fp8 128x128", ms, bw_floor(18432.0 * 2304 * 3), ""});
+  }
+  ds::bench::print_table("FP8 kernel timings (H200 roofline: 4.3 TB/s; floor = weight + scale bytes)", rows);
+  return 0;
+}

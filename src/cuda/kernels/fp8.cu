@@ -1,0 +1,92 @@
+#include <cuda_fp8.h>
+
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8.h"
+
+namespace ds::gpu {
+namespace {
+
+__device__ __forceinline__ uint64_t mix64_fp8(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+__device__ __forceinline__ uint8_t to_e4m3(float v) {
+  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+__device__ __forceinline__ float from_e4m3(uint8_t v) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t(v), __NV_E4M3);
+  return __half2float(__half(h));
+}
+
+// One block per scale block: the block's amax, its scale, then the quantized values.
+template <typename T>
+__global__ void quantize_fp8_kernel(const T* src, Fp8Matrix m) {
+  __shared__ float red[32];
+  const int64_t bn = int64_t(1) << m.row_shift, bk = int64_t(1) << m.k_shift;
+  const int64_t r0 = int64_t(blockIdx.y) * bn, c0 = int64_t(blockIdx.x) * bk;
+  const int64_t r1 = min(m.rows, r0 + bn), c1 = min(m.K, c0 + bk), w = c1 - c0, n = (r1 - r0) * w;
+  float amax = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    amax = fmaxf(amax, fabsf(to_f32(src[(r0 + i / w) * m.K + c0 + i % w])));
+  amax = block_max(amax, red);
+  const float s = amax > 0.f ? __fdiv_rn(amax, 448.f) : 1.f;
+  if (threadIdx.x == 0) m.scale[int64_t(blockIdx.y) * m.ld + blockIdx.x] = s;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const int64_t idx = (r0 + i / w) * m.K + c0 + i % w;
+    m.q[idx] = to_e4m3(__fdiv_rn(to_f32(src[idx]), s));
+  }
+}
+
+__global__ void fill_fp8_kernel(Fp8Matrix m, int64_t scale_count, float amp, uint64_t seed) {
+  const float s = amp / 448.f;
+  const int64_t n = m.rows * m.K, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float u = float(mix64_fp8(seed * 0x9e3779b97f4a7c15ull + uint64_t(i)) >> 40) * (1.0f / 16777216.0f);
+    m.q[i] = to_e4m3((2.f * u - 1.f) * 448.f);
+  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < scale_count; i += stride) m.scale[i] = s;
+}
+
+template <typename T>
+__global__ void dequantize_fp8_kernel(Fp8Matrix m, T* out, int64_t ldo) {
+  const int64_t n = m.rows * m.K, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const int64_t r = i / m.K, k = i % m.K;
+    const float s = m.scale[(r >> m.row_shift) * m.ld + (k >> m.k_shift)];
+    out[r * ldo + k] = from_f32<T>(__fmul_rn(from_e4m3(m.q[i]), s));
+  }
+}
+
+unsigned grid_of(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 65535)); }
+
+}  // namespace
+
+void run_quantize_fp8(const void* src, DType src_t, const Fp8Matrix& m, const DeviceContext& ctx) {
+  if (m.rows == 0 || m.K == 0) return;
+  DS_GPU_REQUIRE(m.row_shift < 16 && m.k_shift < 16, "run_quantize_fp8: blocks up to 2^15");
+  const dim3 grid(ceil_div(m.K, int64_t(1) << m.k_shift), ceil_div(m.rows, int64_t(1) << m.row_shift));
+  DS_GPU_REQUIRE(grid.y <= 65535, "run_quantize_fp8: too many block rows");
+  dispatch_act(src_t, [&]<typename T>() {
+    quantize_fp8_kernel<T><<<grid, 256, 0, ctx.stream>>>(static_cast<const T*>(src), m);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_fill_fp8(const Fp8Matrix& m, int64_t scale_count, float amp, uint64_t seed, const DeviceContext& ctx) {
+  if (m.rows == 0 || m.K == 0) return;
+  fill_fp8_kernel<<<grid_of(std::max(m.rows * m.K, scale_count)), 256, 0, ctx.stream>>>(m, scale_count, amp, seed);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_dequantize_fp8(const Fp8Matrix& m, void* out, DType out_t, int64_t ldo, const DeviceContext& ctx) {
+  if (m.rows == 0 || m.K == 0) return;
+  dispatch_act(out_t, [&]<typename T>() {
+    dequantize_fp8_kernel<T><<<grid_of(m.rows * m.K), 256, 0, ctx.stream>>>(m, static_cast<T*>(out), ldo);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu

@@ -1,0 +1,297 @@
+// FP8 weights on the GPU: the block quantizer and dequantizer against model/quant.h (bit-exact), the
+// FP8 GEMV (every epilogue, per-channel and block scales, 1..13 rows, K tiled, grouped with gathered
+// rows) against the CPU GEMM on the dequantized weights, and the tiny model loaded from each quantized
+// fixture (tests/common/quant_fixture.h) and with --quantization fp8, in fp32 activations, against the
+// CPU backend on the same checkpoint with the routing pinned to the CPU's: within 1e-4 relative L2.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include "../common/quant_fixture.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/kernels/fp8.h"
+#include "cuda/kernels/gemv.h"
+#include "gemm_ref.h"
+#include "gpu_test_util.h"
+#include "model/cpu_backend.h"
+#include "model/quant.h"
+
+namespace ds::gpu::test {
+namespace {
+
+const DType kTypes[] = {DType::F32, DType::BF16};
+const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
+
+// A random FP8 matrix set [mats, N, K] with scales of layout (rs, ks) and its dequantized values.
+struct HostFp8 {
+  int64_t mats = 1, N = 0, K = 0, ld = 1;
+  int rs = 0, ks = 31;
+  std::vector<uint8_t> q;
+  std::vector<float> scale, dq;
+  int64_t scale_rows() const { return (N + (int64_t(1) << rs) - 1) >> rs; }
+};
+HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, uint64_t seed) {
+  HostFp8 m{mats, N, K, ks >= 31 ? 1 : (K + (int64_t(1) << ks) - 1) >> ks, rs, ks, {}, {}, {}};
+  const auto w = randn(size_t(mats * N * K), seed, 0.05f);
+  const auto sr = randu(size_t(mats * m.scale_rows() * m.ld), seed + 1, 0.5f, 2.f);
+  m.q.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) m.q[i] = f32_to_fp8_e4m3(w[i] * 448.f / 0.25f);
+  m.scale.resize(sr.size());
+  for (size_t i = 0; i < sr.size(); ++i) m.scale[i] = sr[i] * 0.25f / 448.f;
+  m.dq.resize(w.size());
+  for (int64_t e = 0; e < mats; ++e)
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = (e * N + r) * K + k;
+        m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
+      }
+  return m;
+}
+
+// Points p at the FP8 matrices on the device (q, scale) with m's scale layout.
+void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {
+  p.w = q.data();
+  p.w_scale = scale.as<float>();
+  p.scale_ld = m.ld;
+  p.scale_row_shift = m.rs;
+  p.scale_k_shift = m.ks;
+  p.scale_matrix_stride = m.scale_rows() * m.ld;
+}
+
+struct Layout {
+  int rs, ks;
+  const char* name;
+};
+const Layout kLayouts[] = {{0, 31, "channel"}, {7, 7, "block128"}, {5, 5, "block32"}};
+
+TEST(GpuFp8, QuantizeAndDequantizeMatchTheHost) {
+  DS_REQUIRE_GPU();
+  const int64_t N = 300, K = 520;  // partial blocks on both sides
+  for (DType t : kTypes)
+    for (int b : {5, 7}) {
+      const auto w = rounded(randn(size_t(N * K), 7, 0.1f), t);
+      auto dw = to_device(w, t);
+      const int64_t ld = (K + (1 << b) - 1) >> b, srows = (N + (1 << b) - 1) >> b;
+      DeviceBuffer dq(size_t(N * K)), ds(size_t(srows * ld) * 4), dout(size_t(N * K) * 4);
+      Fp8Matrix m{dq.as<uint8_t>(), ds.as<float>(), N, K, ld, b, b};
+      run_quantize_fp8(dw.data(), t, m, test_ctx());
+      std::vector<uint8_t> hq(size_t(N * K));
+      std::vector<float> hs(size_t(srows * ld));
+      quantize_fp8_blocks(w.data(), N, K, 1 << b, 1 << b, hq.data(), hs.data());
+      EXPECT_EQ(to_host_raw<uint8_t>(dq.data(), hq.size()), hq) << dtype_name(t) << " block " << (1 << b);
+      EXPECT_EQ(to_host_raw<float>(ds.data(), hs.size()), hs) << dtype_name(t) << " block " << (1 << b);
+      run_dequantize_fp8(m, dout.data(), DType::F32, K, test_ctx());
+      std::vector<float> f = w;
+      fake_quantize_fp8_blocks(f.data(), N, K, 1 << b, 1 << b);
+      EXPECT_EQ(to_host_raw<float>(dout.data(), f.size()), f);
+    }
+}
+
+// y = x . W^T with FP8 W, each epilogue, for every scale layout and row count.
+TEST(GpuFp8, GemvEpiloguesLayoutsAndRows) {
+  DS_REQUIRE_GPU();
+  const int N = 384, K = 2304;
+  for (const Layout& L : kLayouts)
+    for (DType t : kTypes)
+      for (int M : {1, 2, 5, 8, 13}) {
+        const auto w = random_fp8(1, 2 * N, K, L.rs, L.ks, 100 + M);  // [gate; up] for SiluMul
+        auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+        const auto x = rounded(randn(size_t(M) * K, 200 + M), t);
+        auto dx = to_device(x, t);
+        GemvParams p;
+        p.x = dx.data();
+        p.ldx = K;
+        set_fp8(p, w, dq, ds);
+        p.N = 2 * N;
+        p.K = K;
+        p.M = M;
+        const auto ref = cpu_gemm(x, K, w.dq, M, 2 * N, K);
+        const std::string tag = std::string(L.name) + " " + std::string(dtype_name(t)) + " M=" + std::to_string(M);
+        {  // Store, fp32 output
+          DeviceBuffer dy(size_t(M) * 2 * N * 4);
+          poison(dy);
+          p.y = dy.data();
+          p.ldy = 2 * N;
+          p.y_f32 = true;
+          run_gemv(p, t, test_ctx());
+          EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), DType::F32), ref), t == DType::F32 ? 1e-5 : 1e-2) << tag;
+          p.y_f32 = false;
+        }
+        {  // Accumulate into a residual in the activation dtype
+          const auto r0 = rounded(randn(size_t(M) * 2 * N, 300 + M), t);
+          auto dr = to_device(r0, t);
+          p.y = dr.data();
+          p.epi = GemvEpilogue::Accumulate;
+          run_gemv(p, t, test_ctx());
+          auto want = ref;
+          for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
+          EXPECT_LT(rel_l2(to_host(dr.data(), want.size(), t), want), tol(t)) << tag << " accumulate";
+          p.epi = GemvEpilogue::Store;
+        }
+        {  // SiluMul: rows [0, N) gate, [N, 2N) up
+          DeviceBuffer dy(size_t(M) * N * 4);
+          poison(dy);
+          p.y = dy.data();
+          p.ldy = N;
+          p.N = N;
+          p.epi = GemvEpilogue::SiluMul;
+          run_gemv(p, t, test_ctx());
+          std::vector<float> want(size_t(M) * N);
+          for (int m = 0; m < M; ++m)
+            for (int n = 0; n < N; ++n) {
+              const float g = ref[size_t(m) * 2 * N + n], u = ref[size_t(m) * 2 * N + N + n];
+              want[size_t(m) * N + n] = g / (1.f + std::exp(-g)) * u;
+            }
+          EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), t), want), tol(t) * 2) << tag << " silu_mul";
+        }
+      }
+}
+
+// K larger than one x tile at 8 fp32 rows (K tiled) and a K that is not a multiple of the block.
+TEST(GpuFp8, GemvTiledKAndPartialBlocks) {
+  DS_REQUIRE_GPU();
+  for (auto [K, rs, ks] : {std::tuple{9216, 0, 31}, std::tuple{9216, 7, 7}, std::tuple{2320, 7, 7}}) {
+    const int N = 130, M = 8;
+    const auto w = random_fp8(1, N, K, rs, ks, 11);
+    auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+    const auto x = randn(size_t(M) * K, 12);
+    auto dx = to_device(x, DType::F32);
+    DeviceBuffer dy(size_t(M) * N * 4);
+    poison(dy);
+    GemvParams p;
+    p.x = dx.data();
+    p.ldx = K;
+    set_fp8(p, w, dq, ds);
+    p.y = dy.data();
+    p.ldy = N;
+    p.N = N;
+    p.K = K;
+    p.M = M;
+    run_gemv(p, DType::F32, test_ctx());
+    const auto ref = cpu_gemm(x, K, w.dq, M, N, K);
+    EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), DType::F32), ref), 1e-5) << "K=" << K << " rs=" << rs;
+  }
+}
+
+// Grouped (MoE): groups pick weight matrices (and their scales) and gather rows.
+TEST(GpuFp8, GemvGroupedGather) {
+  DS_REQUIRE_GPU();
+  const int G = 6, N = 128, K = 256, Trows = 10;
+  const std::vector<int32_t> slot_weight = {5, 0, 2};
+  const std::vector<int32_t> slot_start = {0, 1, 11, 14};
+  const std::vector<int32_t> rows = {9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 4, 2};
+  const int total = slot_start.back();
+  for (const Layout& L : kLayouts)
+    for (DType t : kTypes) {
+      const auto w = random_fp8(G, N, K, L.rs, L.ks, 51);
+      auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+      const auto x = rounded(randn(size_t(Trows) * K, 50), t);
+      auto dx = to_device(x, t);
+      auto dsw = to_device_raw(slot_weight), dss = to_device_raw(slot_start), drows = to_device_raw(rows);
+      std::vector<int32_t> na = {3};
+      auto dna = to_device_raw(na);
+      DeviceBuffer dy(size_t(total) * N * 4);
+      poison(dy);
+      GemvParams p;
+      p.x = dx.data();
+      p.ldx = K;
+      p.x_rows = drows.as<int32_t>();
+      set_fp8(p, w, dq, ds);
+      p.w_matrix_stride = int64_t(N) * K;
+      p.y = dy.data();
+      p.ldy = N;
+      p.N = N;
+      p.K = K;
+      p.num_groups = 5;
+      p.group_weight = dsw.as<int32_t>();
+      p.group_start = dss.as<int32_t>();
+      p.num_active = dna.as<int32_t>();
+      p.max_rows = 10;
+      run_gemv(p, t, test_ctx());
+      const auto ref = grouped_reference(x, w.dq, N, K, slot_weight, slot_start, rows);
+      EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t)) << L.name << " " << dtype_name(t);
+    }
+}
+
+// The tiny model from `dir` (quantization option `q`) on the GPU against the CPU backend on the same
+// checkpoint: a 65-token prefill (all rows), then 4 single-token decode steps (graphs), the GPU's
+// routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
+// + cuBLASLt path at 65 rows): test_model_tiny's pinned bf16 bound, 2e-2.
+void expect_model_matches_cpu(const std::string& dir, const std::string& q, const char* what,
+                              const std::string& dtype = "float32") {
+  const double bound = dtype == "float32" ? 1e-4 : 2e-2;
+  BackendOptions co;
+  co.model_dir = dir;
+  co.quantization = q;
+  co.max_num_seqs = 2;
+  co.block_size = 16;
+  co.num_blocks = 64;
+  CpuBackend cpu(co);
+  ASSERT_TRUE(cpu.config().quant.quantized()) << what;
+  SafetensorsFile ref(std::string(DS_FIXTURES_DIR) + "/tiny/reference.safetensors");
+  const TensorInfo* ti = ref.find("len150.ids");
+  ASSERT_NE(ti, nullptr);
+  std::vector<int32_t> all(69);
+  std::memcpy(all.data(), ti->data, all.size() * 4);
+  const int V = cpu.config().vocab_size, P = 65;
+  ForwardTrace trace;
+  cpu.set_trace(&trace);
+  ForwardBatch fb;
+  fb.add(0, 0, all, {0, 1, 2, 3, 4}, true);
+  const std::vector<float> want = forward_logits(cpu, fb);
+  cpu.set_trace(nullptr);
+
+  BackendOptions go = co;
+  go.device = "cuda";
+  go.dtype = dtype;
+  go.num_blocks = 64;
+  auto gpu = make_cuda_backend(go);
+  cuda_force_routes(*gpu, {{0, trace.route_ids}});
+  const std::vector<int32_t> pages = {3, 9, 1, 7, 5};
+  ForwardBatch pre;
+  pre.add(0, 0, std::vector<int32_t>(all.begin(), all.begin() + P), pages, true);
+  const auto got = forward_logits(*gpu, pre);
+  const double e = rel_l2(got, std::vector<float>(want.begin(), want.begin() + int64_t(P) * V));
+  std::printf("[%s %s] prefill of %d tokens: GPU vs CPU logits rel L2 %.3g\n", what, dtype.c_str(), P, e);
+  EXPECT_LT(e, bound) << what << " prefill";
+  for (int i = P; i < int(all.size()); ++i) {
+    ForwardBatch d;
+    d.add(0, i, {all[size_t(i)]}, pages, false);
+    const auto row = forward_logits(*gpu, d);
+    const double ed = rel_l2(row, std::vector<float>(want.begin() + int64_t(i) * V, want.begin() + int64_t(i + 1) * V));
+    std::printf("[%s %s] decode position %d: rel L2 %.3g\n", what, dtype.c_str(), i, ed);
+    EXPECT_LT(ed, bound) << what << " decode position " << i;
+  }
+  cuda_force_routes(*gpu, {});
+}
+
+TEST(GpuFp8Model, CompressedTensorsChannelMatchesCpu) {
+  DS_REQUIRE_GPU();
+  auto fx = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Channel);
+  expect_model_matches_cpu(fx->dir.string(), "", "fp8 channel");
+}
+
+TEST(GpuFp8Model, BlockScaledMatchesCpu) {
+  DS_REQUIRE_GPU();
+  auto fx = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Block);
+  expect_model_matches_cpu(fx->dir.string(), "", "fp8 block32");
+}
+
+TEST(GpuFp8Model, OnlineQuantizationMatchesCpu) {
+  DS_REQUIRE_GPU();
+  expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online");
+}
+
+TEST(GpuFp8Model, Bf16ActivationsMatchCpu) {
+  DS_REQUIRE_GPU();
+  auto ch = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Channel);
+  expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel", "bfloat16");
+  auto bl = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Block);
+  expect_model_matches_cpu(bl->dir.string(), "", "fp8 block32", "bfloat16");
+  expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online", "bfloat16");
+}
+
+}  // namespace
+}  // namespace ds::gpu::test
