@@ -38,6 +38,7 @@ class CpuBackend : public Backend {
 
  private:
   void init(const BackendOptions& opts);
+  int snapshots_in_budget(const BackendOptions& opts) const;  // num_snapshots -1
 
   ModelConfig cfg_;
   HostWeights weights_;

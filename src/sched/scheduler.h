@@ -24,6 +24,7 @@
 
 #include "cache/block_pool.h"
 #include "cache/state_slot_pool.h"
+#include "sched/prefix_cache.h"
 #include "sched/request.h"
 #include "sched/step_plan.h"
 
@@ -36,6 +37,7 @@ struct SchedulerConfig {
   int num_state_slots = 64;
   int num_blocks = 0;                 // MLA pages (block_size <= 0: no paging)
   int block_size = 16;
+  PrefixCacheConfig prefix;           // prefix caching (off unless enabled; sched/prefix_cache.h)
 };
 
 class Scheduler {
@@ -60,10 +62,11 @@ class Scheduler {
   const SchedulerConfig& config() const { return cfg_; }
   int num_waiting() const { return int(waiting_.size()); }
   int num_running() const { return int(running_.size()); }
-  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  bool has_work() const { return !waiting_.empty() || !running_.empty() || prefix_.has_saves_before(); }
   int64_t num_preemptions() const { return num_preemptions_; }
   const BlockPool& blocks() const { return blocks_; }
   const StateSlotPool& slots() const { return slots_; }
+  const PrefixCache& prefix_cache() const { return prefix_; }
 
  private:
   Request& req(uint64_t id);
@@ -79,10 +82,14 @@ class Scheduler {
   void release(Request& r);
   void remove_running(uint64_t id);
   RequestStatus check_stop(const Request& r) const;
+  // Admission of the waiting request at waiting_[i] (prefix hit, pages, first chunk): false when it
+  // waits (for a deeper hit) and true when it was admitted; *stop when admission must stop here.
+  bool admit(size_t i, int* budget, StepPlan* plan, bool* stop);
 
   SchedulerConfig cfg_;
   BlockPool blocks_;
   StateSlotPool slots_;
+  PrefixCache prefix_;
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
   std::deque<uint64_t> waiting_;   // front is next
   std::vector<uint64_t> running_;  // sorted by id: oldest first
