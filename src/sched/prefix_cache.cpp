@@ -9,6 +9,7 @@ namespace {
 
 constexpr uint64_t kSeed = 0x6a09e667f3bcc908ull;  // the chain hash of zero blocks
 constexpr size_t kMaxSiblings = 64;                // waiting requests compared at an admission
+constexpr size_t kMaxCheckpoints = 64;             // per request
 
 uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -87,6 +88,7 @@ void PrefixCache::resolve(const std::vector<int32_t>& nonfinite) {
       ++stats_.snapshots_nonfinite;
     } else {
       e.ready = true;
+      register_pages(e);
       ++stats_.snapshots_saved;
     }
   }
@@ -110,11 +112,16 @@ PrefixHit PrefixCache::lookup(Request& r) {
     pages.push_back(page);
     ++k;
   }
-  h.page_depth = k * bs;
+  h.diverge = k * bs;
   for (int64_t j = k; j >= 0 && h.tokens == 0; --j) {
     auto [lo, hi] = by_chain_.equal_range(chain_at(r, j));
     for (auto it = lo; it != hi; ++it) {
       const Entry& e = entries_[size_t(it->second)];
+      if (j == k) {  // how far r follows this cached partial block
+        int64_t m = 0;
+        while (m < int64_t(e.tail.size()) && k * bs + m < limit && e.tail[size_t(m)] == r.token_at(k * bs + m)) ++m;
+        h.diverge = std::max(h.diverge, k * bs + m);
+      }
       const int64_t pos = j * bs + int64_t(e.tail.size());
       if (e.pos != pos || pos < 1 || pos > limit || (!e.tail.empty() && e.tail_page < 0)) continue;
       if (!tail_matches(e, r, j * bs)) continue;
@@ -166,7 +173,7 @@ void PrefixCache::take(const PrefixHit& h, Request& r, const std::vector<const R
   if (cfg_.snapshot_interval > 0)
     for (int64_t q = (h.tokens / cfg_.snapshot_interval + 1) * cfg_.snapshot_interval; q < n; q += cfg_.snapshot_interval)
       cps.push_back(q);
-  if (h.page_depth > h.tokens && h.page_depth < n) cps.push_back(h.page_depth);  // a divergence point
+  if (h.diverge > h.tokens && h.diverge < n) cps.push_back(h.diverge);  // where cached requests and r diverge
   for (size_t i = 0; i < waiting.size() && i < kMaxSiblings; ++i) {
     const int64_t c = std::min(lcp(r, *waiting[i]), waiting[i]->num_tokens() - 1);
     if (c >= h.tokens + bs && c < n) cps.push_back(c);  // where r and a waiting request diverge
@@ -186,15 +193,19 @@ void PrefixCache::untake(Request& r) {
   r.num_cached_tokens = 0;
 }
 
-bool PrefixCache::should_wait(Request& r, const PrefixHit& h, const std::vector<const Request*>& running) {
+bool PrefixCache::should_wait(Request& r, const PrefixHit& h, const std::vector<Request*>& running) {
   if (!enabled()) return false;
   if (h.pending > h.tokens) return true;  // confirmed after this step
   const int64_t bs = blocks_.block_size();
-  for (const Request* a : running) {
-    if (a->checkpoints.empty()) continue;
+  for (Request* a : running) {
     const int64_t c = std::min(lcp(*a, r), r.num_tokens() - 1);
+    if (c < h.tokens + bs || c <= a->num_computed) continue;
     for (int64_t q : a->checkpoints)
       if (q > a->num_computed && q >= h.tokens + bs && q <= c) return true;
+    if (c < a->num_tokens() && a->checkpoints.size() < kMaxCheckpoints) {  // a stops and saves there
+      a->checkpoints.insert(std::upper_bound(a->checkpoints.begin(), a->checkpoints.end(), c), c);
+      return true;
+    }
   }
   return false;
 }
@@ -243,6 +254,16 @@ int32_t PrefixCache::new_entry(Request& r, int64_t pos) {
     e.tail_page = r.blocks[size_t(j)];
     blocks_.share(e.tail_page);
   }
+  for (int64_t i = r.num_registered; i < j && i < int64_t(r.blocks.size()); ++i) {
+    PendingPage p;
+    p.page = r.blocks[size_t(i)];
+    p.hash = r.block_hashes[size_t(i)];
+    p.parent = chain_at(r, i);
+    for (int64_t q = i * bs; q < (i + 1) * bs; ++q) p.tokens.push_back(r.token_at(q));
+    blocks_.share(p.page);
+    e.pages.push_back(std::move(p));
+  }
+  r.num_registered = int(std::max<int64_t>(r.num_registered, j));
   e.last_use = ++clock_;
   by_chain_.emplace(chain, snap);
   stats_.snapshots_used = snapshots_.num_used();
@@ -258,6 +279,7 @@ void PrefixCache::drop(int32_t snap) {
       break;
     }
   if (e.tail_page >= 0) blocks_.decref(e.tail_page);
+  for (const PendingPage& p : e.pages) blocks_.decref(p.page);
   e = Entry{};
   snapshots_.free(snap);
   stats_.snapshots_used = snapshots_.num_used();
@@ -277,20 +299,18 @@ int32_t PrefixCache::evict_one(bool need_tail_page) {
   return best;
 }
 
-void PrefixCache::advance(Request& r) {
-  if (!enabled()) return;
-  hash_blocks(r);
-  const int bs = blocks_.block_size();
-  const int64_t full = std::min<int64_t>(r.num_computed / bs, int64_t(r.blocks.size()));
-  for (int64_t i = r.num_registered; i < full; ++i) {
-    const int32_t page = r.blocks[size_t(i)];
-    if (!blocks_.register_hash(page, r.block_hashes[size_t(i)])) continue;  // another page holds it
-    auto& toks = page_tokens_[size_t(page)];
-    toks.clear();
-    for (int64_t p = i * bs; p < (i + 1) * bs; ++p) toks.push_back(r.token_at(p));
-    page_parent_[size_t(page)] = chain_at(r, i);
+void PrefixCache::register_pages(Entry& e) {
+  for (PendingPage& p : e.pages) {
+    if (blocks_.register_hash(p.page, p.hash)) {  // false: another page already holds these contents
+      page_tokens_[size_t(p.page)] = std::move(p.tokens);
+      page_parent_[size_t(p.page)] = p.parent;
+    }
+    blocks_.decref(p.page);
   }
-  r.num_registered = int(std::max<int64_t>(r.num_registered, full));
+  e.pages.clear();
+}
+
+void PrefixCache::advance(Request& r) {
   while (!r.checkpoints.empty() && r.checkpoints.front() <= r.num_computed) r.checkpoints.erase(r.checkpoints.begin());
 }
 

@@ -4,7 +4,9 @@
 // A hit needs both halves of the state after a prefix of p tokens:
 //   - MLA latents of [0, p): full blocks are pages shared by content (BlockPool's hash map; the key is
 //     a hash chain over the blocks' tokens, and each registered page keeps its block's tokens and its
-//     parent's hash, compared on every lookup); the partial last block, rows [0, p % block_size), is
+//     parent's hash, compared on every lookup; a page is registered only once a snapshot at or after
+//     it is confirmed finite, so pages of a computation that went NaN are never shared); the partial
+//     last block, rows [0, p % block_size), is
 //     held by the snapshot entry (a reference on the page it was computed in) and copied into a fresh
 //     page of the request that hits (SeqSlice::tail_src_block) — a partial block is never shared;
 //   - the KDA state after exactly p tokens: a snapshot (SnapshotPool id) saved by the backend.
@@ -51,7 +53,8 @@ struct PrefixHit {
   int32_t snapshot = -1;
   int32_t tail_page = -1;        // the entry's partial page and its valid rows
   int32_t tail_rows = 0;
-  int64_t page_depth = 0;        // tokens covered by matched full pages (>= tokens - tail_rows)
+  int64_t diverge = 0;           // where r's tokens leave what the cache holds (matched full pages, then
+                                 // the longest common start with a cached partial block)
   int64_t pending = 0;           // deepest position a save not yet confirmed will offer
 };
 
@@ -78,14 +81,15 @@ class PrefixCache {
   void take(const PrefixHit& h, Request& r, const std::vector<const Request*>& waiting);
   // Undoes take() (admission failed for lack of pages).
   void untake(Request& r);
-  // Whether r should wait for a deeper hit that a running request or a pending save will offer soon.
-  bool should_wait(Request& r, const PrefixHit& h, const std::vector<const Request*>& running);
+  // Whether r should wait for a deeper hit that a pending save or a running request will offer soon;
+  // a running request still prefilling the prefix r shares with it gets a checkpoint there.
+  bool should_wait(Request& r, const PrefixHit& h, const std::vector<Request*>& running);
 
   // Cuts a prefill chunk of r starting at r.num_computed to end at its next checkpoint.
   int32_t clip_chunk(const Request& r, int32_t n) const;
   // A snapshot id to save r's state into after a chunk that ends at r.num_computed + n, or -1.
   int32_t save_after_chunk(Request& r, int32_t n, bool decode);
-  // After a step advanced r: registers its new full pages, drops passed checkpoints.
+  // After a step advanced r: drops its passed checkpoints.
   void advance(Request& r);
   // r finished (stop or length): its slot's state is saved before the next step.
   void save_finished(Request& r);
@@ -97,8 +101,16 @@ class PrefixCache {
   std::vector<int32_t> snapshot_ids() const;
 
  private:
+  // A full page computed on the way to an entry's position: registered under its hash only when the
+  // entry's snapshot is confirmed finite (so no page of a computation that produced a NaN is shared).
+  struct PendingPage {
+    int32_t page = -1;
+    uint64_t hash = 0, parent = 0;
+    std::vector<int32_t> tokens;
+  };
   struct Entry {
     bool live = false, ready = false;
+    std::vector<PendingPage> pages;  // held (one reference each) until the entry is resolved
     uint64_t chain = 0;          // hash of the full blocks before pos
     std::vector<int32_t> tail;   // tokens after them (fewer than a block)
     int64_t pos = 0;
@@ -111,7 +123,8 @@ class PrefixCache {
   uint64_t chain_at(const Request& r, int64_t full_blocks) const;
   bool tail_matches(const Entry& e, const Request& r, int64_t start) const;
   int find_entry(uint64_t chain, const Request& r, int64_t pos) const;  // snapshot id or -1
-  int32_t new_entry(Request& r, int64_t pos);                            // pending; -1 when no room
+  int32_t new_entry(Request& r, int64_t pos);  // pending, holding r's unregistered pages; -1: no room
+  void register_pages(Entry& e);
   void drop(int32_t snap);
   int32_t evict_one(bool need_tail_page);
   int64_t lcp(const Request& a, const Request& b) const;

@@ -165,10 +165,10 @@ bool Scheduler::admit(size_t i, int* budget, StepPlan* plan, bool* stop) {
   Request& r = req(waiting_[i]);
   PrefixHit hit = prefix_.lookup(r);
   if (prefix_.enabled()) {
+    std::vector<Request*> running;
+    for (uint64_t id : running_) running.push_back(&req(id));
+    if (prefix_.should_wait(r, hit, running)) return false;
     std::vector<const Request*> others;
-    for (uint64_t id : running_) others.push_back(&req(id));
-    if (prefix_.should_wait(r, hit, others)) return false;
-    others.clear();
     for (size_t j = i + 1; j < waiting_.size() && others.size() < 64; ++j) others.push_back(&req(waiting_[j]));
     prefix_.take(hit, r, others);
   } else {
@@ -284,6 +284,7 @@ std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepRes
     RequestUpdate u;
     u.request_id = r.id;
     u.sample = *sample;
+    u.cached_tokens = r.num_cached_tokens;
     u.status = check_stop(r);
     if (is_finished(u.status)) finish(r.id, u.status);
     updates.push_back(std::move(u));

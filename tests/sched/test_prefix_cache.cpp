@@ -124,9 +124,9 @@ TEST(PrefixCache, IdenticalPromptsComputeThePromptOnce) {  // n > 1
 }
 
 TEST(PrefixCache, DivergingRequestsLaterResumeAtTheDivergencePoint) {
-  // Requests arrive one after another (nothing waits): the second finds the first's pages up to
-  // where they diverge (mid-block) but a snapshot only at 64 (the interval); it resumes there and saves
-  // a checkpoint at its matched pages, where the third resumes.
+  // Requests arrive one after another (nothing waits): the second finds the first's pages and partial
+  // block up to where they diverge (100, mid-block) but a snapshot only at 64 (the interval); it
+  // resumes there and saves a checkpoint at 100, where the third resumes.
   Scheduler s(config(8, 64));
   Sim sim(s);
   const auto shots = seq(100, 1);
@@ -135,13 +135,13 @@ TEST(PrefixCache, DivergingRequestsLaterResumeAtTheDivergencePoint) {
   sim.step();
   EXPECT_EQ(s.get(b)->num_cached_tokens, 64);
   ASSERT_EQ(sim.last_plan.batch.seqs.size(), 1u);
-  EXPECT_EQ(sim.last_plan.batch.seqs[0].num_tokens, 32) << "the chunk ends at its matched full pages";
+  EXPECT_EQ(sim.last_plan.batch.seqs[0].num_tokens, 36) << "the chunk ends where the two prompts diverge";
   EXPECT_GE(sim.last_plan.batch.seqs[0].save_snapshot, 0);
   sim.run_to_completion();
   EXPECT_EQ(sim.outputs[b], run_alone(cat(shots, seq(11, 600)), 3));
   const uint64_t c = s.add(request(cat(shots, seq(5, 800)), 3));
   sim.step();
-  EXPECT_EQ(s.get(c)->num_cached_tokens, 96);
+  EXPECT_EQ(s.get(c)->num_cached_tokens, 100) << "96 from shared pages, 4 rows copied from a partial one";
   sim.run_to_completion();
   EXPECT_EQ(sim.outputs[c], run_alone(cat(shots, seq(5, 800)), 3));
 }
@@ -201,8 +201,9 @@ TEST(PrefixCache, AbortMidPrefillReleasesTheWaitersAndSavesNothingUnfinished) {
   sim.run_to_completion();
   EXPECT_EQ(sim.outputs[b], run_alone(cat(shared, seq(6, 400)), 3));
   EXPECT_EQ(s.get(a), nullptr);
-  // only b's snapshots (at a's registered page, its prompt's end, its end): nothing of a's prefill
-  EXPECT_EQ(s.prefix_cache().stats().snapshots_saved, 3);
+  // only b's snapshots (its prompt's end, its end): nothing of a's unfinished prefill, whose pages
+  // were never registered either (no snapshot confirmed them)
+  EXPECT_EQ(s.prefix_cache().stats().snapshots_saved, 2);
   EXPECT_EQ(sim.restores, 0);
 }
 
