@@ -74,6 +74,17 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_flag("--chat-template-specials-in-content", a.chat_template_specials_in_content,
                "Encode special-token text inside chat messages/tools as control tokens (HF behaviour; lets a "
                "client forge turns; see docs/SERVER.md)");
+  // prefix caching
+  cmd.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a.enable_prefix_caching,
+               "Reuse computed prompt prefixes: MLA pages + KDA state snapshots (on by default)");
+  cmd.add_option("--prefix-snapshot-memory", a.prefix_snapshot_memory,
+                 "GiB of KDA state snapshots for prefix caching (0: CPU 1 GiB, GPU 20% of the cache budget)")
+      ->capture_default_str()
+      ->check(in_range(0.0, 1e6));
+  cmd.add_option("--prefix-snapshot-interval", a.prefix_snapshot_interval,
+                 "Tokens between KDA snapshots inside long prefills (0: only at prompt and request ends)")
+      ->capture_default_str()
+      ->check(in_range<int64_t>(0, int64_t(1) << 30));
 }
 
 void validate_serve_args(const ServeArgs& a) {
@@ -98,6 +109,10 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.max_num_batched_tokens = a.max_num_batched_tokens;
   eo.max_model_len = a.max_model_len;
   eo.max_waiting = a.max_queue;
+  eo.enable_prefix_caching = a.enable_prefix_caching;
+  eo.prefix_snapshot_interval = a.prefix_snapshot_interval;
+  eo.backend.num_snapshots = a.enable_prefix_caching ? -1 : 0;  // -1: as many as the budget holds
+  eo.backend.snapshot_memory_gib = a.prefix_snapshot_memory;
   return eo;
 }
 

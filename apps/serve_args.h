@@ -27,6 +27,10 @@ struct ServeArgs {
   double shutdown_timeout = 30.0;
   std::string log_level;
   bool chat_template_specials_in_content = false;
+  // prefix caching (docs/PREFIX_CACHE.md)
+  bool enable_prefix_caching = true;
+  double prefix_snapshot_memory = 0;        // GiB for KDA snapshots (0: the backend's default)
+  int64_t prefix_snapshot_interval = 8192;  // tokens between snapshots inside long prefills (0: none)
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

@@ -151,6 +151,8 @@ int64_t PrefixCache::lcp(const Request& a, const Request& b) const {
 
 void PrefixCache::take(const PrefixHit& h, Request& r, const std::vector<const Request*>& waiting) {
   r.num_cached_tokens = h.tokens;
+  r.checkpoints.clear();
+  if (!enabled()) return;
   stats_.queries += r.num_tokens();
   stats_.hits += h.tokens;
   if (h.tokens > 0) {
@@ -166,8 +168,6 @@ void PrefixCache::take(const PrefixHit& h, Request& r, const std::vector<const R
     entries_[size_t(h.snapshot)].last_use = ++clock_;
     pinned_.insert(h.snapshot);
   }
-  r.checkpoints.clear();
-  if (!enabled()) return;
   const int64_t n = r.num_tokens(), bs = blocks_.block_size();
   std::vector<int64_t> cps;
   if (cfg_.snapshot_interval > 0)
@@ -185,8 +185,10 @@ void PrefixCache::take(const PrefixHit& h, Request& r, const std::vector<const R
 }
 
 void PrefixCache::untake(Request& r) {
-  stats_.queries -= r.num_tokens();
-  stats_.hits -= r.num_cached_tokens;
+  if (enabled()) {
+    stats_.queries -= r.num_tokens();
+    stats_.hits -= r.num_cached_tokens;
+  }
   blocks_.free(&r.blocks);
   release(r);
   r.num_computed = 0;

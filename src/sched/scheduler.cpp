@@ -163,17 +163,15 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
 
 bool Scheduler::admit(size_t i, int* budget, StepPlan* plan, bool* stop) {
   Request& r = req(waiting_[i]);
-  PrefixHit hit = prefix_.lookup(r);
+  const PrefixHit hit = prefix_.lookup(r);
+  std::vector<const Request*> behind;
   if (prefix_.enabled()) {
     std::vector<Request*> running;
     for (uint64_t id : running_) running.push_back(&req(id));
     if (prefix_.should_wait(r, hit, running)) return false;
-    std::vector<const Request*> others;
-    for (size_t j = i + 1; j < waiting_.size() && others.size() < 64; ++j) others.push_back(&req(waiting_[j]));
-    prefix_.take(hit, r, others);
-  } else {
-    prefix_.take(hit, r, {});
+    for (size_t j = i + 1; j < waiting_.size() && behind.size() < 64; ++j) behind.push_back(&req(waiting_[j]));
   }
+  prefix_.take(hit, r, behind);
   const int reserve = int(running_.size());
   int32_t n = int32_t(std::min<int64_t>(tokens_that_fit(r, reserve), *budget));
   if (n == 0) {

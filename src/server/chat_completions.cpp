@@ -137,7 +137,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
     }
     json res = {{"id", id},           {"object", "chat.completion"},
                 {"created", created}, {"model", model},
-                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total(), job.cached_tokens_total())}};
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -193,7 +193,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
         if (delta.empty() && lp.is_null() && finish.is_null()) return;
         json c = chunk(size_t(i), std::move(delta), std::move(lp), finish);
         if (o.finished()) c["choices"][0]["stop_reason"] = stop_reason_json(opt, o.finish, o.stop_reason);
-        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens);
+        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens, o.cached_tokens);
         w.write(sse_event(c));
       },
       [&] { return cancelled() || !error.empty(); });
@@ -205,7 +205,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
               {"created", created},
               {"model", model},
               {"choices", json::array()},
-              {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+              {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total(), job.cached_tokens_total())}};
     w.write(sse_event(c));
   }
   w.write(kSseDone);

@@ -85,7 +85,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
     }
     json res = {{"id", id},           {"object", "text_completion"},
                 {"created", created}, {"model", model},
-                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total())}};
+                {"choices", choices}, {"usage", usage_json(job.prompt_tokens_total(), job.completion_tokens_total(), job.cached_tokens_total())}};
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -111,7 +111,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
                        {"finish_reason", o.finished() ? json(reported_finish(o.finish)) : json(nullptr)}};
         if (o.finished()) choice["stop_reason"] = stop_reason_json(opt, o.finish, o.stop_reason);
         json c = chunk(json::array({choice}));
-        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens);
+        if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens, o.cached_tokens);
         w.write(sse_event(c));
       },
       [&] { return cancelled() || !error.empty(); });
@@ -119,7 +119,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
     w.write(sse_event(json::parse(error_body(internal_error("generation failed: " + error)))));
   } else if (complete && opt.include_usage) {
     json c = chunk(json::array());
-    c["usage"] = usage_json(job.prompt_tokens_total(), job.completion_tokens_total());
+    c["usage"] = usage_json(job.prompt_tokens_total(), job.completion_tokens_total(), job.cached_tokens_total());
     w.write(sse_event(c));
   }
   w.write(kSseDone);

@@ -62,6 +62,7 @@ void GenerationJob::take(int i, const GenerationOutput& out,
   }
   c.completion_tokens = std::max(c.completion_tokens, out.completion_tokens);
   if (out.prompt_tokens > 0) c.prompt_tokens = out.prompt_tokens;
+  c.cached_tokens = std::max(c.cached_tokens, out.cached_tokens);
   if (out.finished()) {
     c.finish = out.finish;
     c.stop_reason = out.stop_reason;
@@ -145,6 +146,12 @@ void GenerationJob::finish_choice(int i) {
 int GenerationJob::prompt_tokens_total() const {
   int n = 0;
   for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].prompt_tokens;
+  return n;
+}
+
+int GenerationJob::cached_tokens_total() const {
+  int n = 0;
+  for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].cached_tokens;
   return n;
 }
 

@@ -19,6 +19,7 @@ struct ChoiceState {
   std::string request_id;
   std::shared_ptr<OutputStream> stream;
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // of the prompt, served by the prefix cache
   int completion_tokens = 0;
   FinishReason finish = FinishReason::None;
   std::string stop_reason;
@@ -57,6 +58,7 @@ class GenerationJob {
 
   const std::vector<ChoiceState>& choices() const { return choices_; }
   int prompt_tokens_total() const;  // counted once per prompt (choices of a prompt share it)
+  int cached_tokens_total() const;  // the same way (each prompt's first choice)
   int completion_tokens_total() const;
   // Marks a choice's reported finish reason for the metrics (e.g. "tool_calls").
   void set_reported_reason(int choice, std::string reason);

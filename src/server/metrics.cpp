@@ -12,6 +12,29 @@ std::string number(double v) { return fmt::format("{}", v); }
 void header(std::string* out, const std::string& name, const char* type, const char* help) {
   *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
+// Prefix caching (docs/PREFIX_CACHE.md): vLLM's prefix_cache_queries / prefix_cache_hits (tokens), and
+// the KDA snapshot pool, which vLLM does not have.
+void render_prefix_cache(const EngineStats& e, std::string* out) {
+  header(out, "deltaserve_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.");
+  *out += fmt::format("deltaserve_prefix_cache_queries_total {}\n", e.prefix_cache_queries);
+  header(out, "deltaserve_prefix_cache_hits_total", "counter", "Prompt tokens served by the prefix cache.");
+  *out += fmt::format("deltaserve_prefix_cache_hits_total {}\n", e.prefix_cache_hits);
+  header(out, "deltaserve_prefix_snapshots", "gauge", "KDA state snapshots held by the prefix cache.");
+  *out += fmt::format("deltaserve_prefix_snapshots {}\n", e.snapshots_used);
+  header(out, "deltaserve_prefix_snapshot_capacity", "gauge", "Size of the KDA snapshot pool.");
+  *out += fmt::format("deltaserve_prefix_snapshot_capacity {}\n", e.snapshots_capacity);
+  header(out, "deltaserve_prefix_snapshot_usage_ratio", "gauge", "Fraction of the KDA snapshot pool in use.");
+  *out += fmt::format("deltaserve_prefix_snapshot_usage_ratio {}\n",
+                      number(e.snapshots_capacity ? double(e.snapshots_used) / e.snapshots_capacity : 0.0));
+  header(out, "deltaserve_prefix_snapshot_saves_total", "counter", "KDA snapshots saved (and found finite).");
+  *out += fmt::format("deltaserve_prefix_snapshot_saves_total {}\n", e.snapshots_saved);
+  header(out, "deltaserve_prefix_snapshot_evictions_total", "counter", "KDA snapshots evicted (least recently used).");
+  *out += fmt::format("deltaserve_prefix_snapshot_evictions_total {}\n", e.snapshot_evictions);
+  header(out, "deltaserve_prefix_snapshot_nonfinite_total", "counter",
+         "KDA snapshots dropped because they held a NaN or an infinity.");
+  *out += fmt::format("deltaserve_prefix_snapshot_nonfinite_total {}\n", e.snapshots_nonfinite);
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> upper_bounds)
@@ -105,6 +128,7 @@ std::string ServerMetrics::render(const EngineStats& e) const {
   out += fmt::format("deltaserve_engine_generation_tokens_total {}\n", e.generation_tokens_total);
   header(&out, "deltaserve_engine_steps_total", "counter", "Engine steps (forward passes).");
   out += fmt::format("deltaserve_engine_steps_total {}\n", e.steps);
+  render_prefix_cache(e, &out);
   return out;
 }
 

@@ -18,7 +18,8 @@ std::string make_request_id(const char* prefix);  // prefix + 24 random hex digi
 int64_t unix_time();
 uint64_t random_seed();
 
-nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
+// usage, with prompt_tokens_details.cached_tokens: prompt tokens served by the prefix cache.
+nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens);
 
 // One Server-Sent Events message carrying `j`: "data: {...}\n\n".
 std::string sse_event(const nlohmann::json& j);

@@ -63,7 +63,7 @@ export DS_E2E_BIN="$BIN" DS_E2E_MODEL_DIR="$MODEL" DS_E2E_TOKENIZER_DIR="$TOKENI
 status=0
 node --test --test-concurrency=1 --test-timeout=300000 \
   "$HERE/basics.test.mjs" "$HERE/completions.test.mjs" "$HERE/chat.test.mjs" "$HERE/concurrency.test.mjs" \
-  "$HERE/errors.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
+  "$HERE/errors.test.mjs" "$HERE/prefix_cache.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
 
 # The main server stops cleanly on SIGTERM too.
 kill -TERM "$PID_main"

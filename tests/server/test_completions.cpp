@@ -32,7 +32,8 @@ TEST(Completions, TextPromptNonStreaming) {
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
   EXPECT_TRUE(j["choices"][0]["logprobs"].is_null());
   int p = int(sub[0].prompt_tokens.size());
-  EXPECT_EQ(j["usage"], json({{"prompt_tokens", p}, {"completion_tokens", 5}, {"total_tokens", p + 5}}));
+  EXPECT_EQ(j["usage"], json({{"prompt_tokens", p}, {"completion_tokens", 5}, {"total_tokens", p + 5},
+                              {"prompt_tokens_details", {{"cached_tokens", p / 2}}}}));
 }
 
 TEST(Completions, DefaultsAndSamplingFieldsReachTheEngine) {
