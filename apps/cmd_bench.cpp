@@ -99,6 +99,9 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()->check(len);
   cmd->add_option("--multi-turn-question-len", o->multi_turn.question_len, "multi-turn: tokens of each question")
       ->capture_default_str()->check(len);
+  cmd->add_option("--multi-turn-first-len", o->multi_turn.first_len,
+                  "multi-turn: tokens of the first question (0: --multi-turn-question-len), e.g. a long document")
+      ->capture_default_str()->check(in_range<int64_t>(0, 1 << 24));
   cmd->add_option("--multi-turn-answer-len", o->multi_turn.answer_len,
                   "multi-turn: max_tokens, and the length of the stand-in answers sent back")
       ->capture_default_str()->check(len);

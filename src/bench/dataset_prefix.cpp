@@ -62,7 +62,7 @@ std::vector<BenchPrompt> make_multi_turn_dataset(const MultiTurnOptions& o, Endp
         append(&ids[c], answer);
         messages[c].push_back(json{{"role", "assistant"}, {"content", words_text(answer)}});
       }
-      const auto question = random_ids(rng, o.question_len, o.vocab_size);
+      const auto question = random_ids(rng, t == 0 && o.first_len > 0 ? o.first_len : o.question_len, o.vocab_size);
       append(&ids[c], question);
       messages[c].push_back(json{{"role", "user"}, {"content", words_text(question)}});
       BenchPrompt p;

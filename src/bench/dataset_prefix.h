@@ -4,7 +4,7 @@
 //    generated-shared-prefix workload); the requests are shuffled with the seed.
 //  - multi-turn: `conversations` conversations of `turns` turns; turn t sends the whole conversation so
 //    far: every earlier question and a stand-in answer of `answer_len` random tokens (the length asked
-//    of the model), then a new question of `question_len` tokens. Sent turn by turn (every first turn,
+//    of the model), then a new question of `question_len` tokens (the first one `first_len`). Sent turn by turn (every first turn,
 //    then every second...), so turn t usually finds turn t - 1's prompt computed.
 // Completions prompts are id arrays (exact lengths); chat prompts are words standing for the ids (a
 // messages array for multi-turn), sharing prefixes the same way.
@@ -30,6 +30,7 @@ struct MultiTurnOptions {
   int64_t conversations = 16;
   int64_t turns = 6;
   int64_t question_len = 200;
+  int64_t first_len = 0;     // the first question's length (0: question_len), e.g. a long document
   int64_t answer_len = 200;  // max_tokens of every turn, and the stand-in answer's length
   int64_t vocab_size = 2048;
 };

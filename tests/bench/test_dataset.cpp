@@ -178,6 +178,8 @@ TEST(BenchDataset, MultiTurnTurnsExtendThePreviousPrompt) {
       }
       if (c > 0) EXPECT_LT(common_prefix(ids_of(d[size_t(t * 3)]), ids_of(p)), 10u) << "conversations differ";
     }
+  o.first_len = 50;
+  EXPECT_EQ(make_multi_turn_dataset(o, EndpointType::Completions, 5)[4].prompt_len, 50 + 16) << "a long first turn";
   const auto chat = make_multi_turn_dataset(o, EndpointType::Chat, 5);
   ASSERT_EQ(chat[11].prompt.size(), 7u);  // u a u a u a u
   EXPECT_EQ(chat[11].prompt[1]["role"], "assistant");
