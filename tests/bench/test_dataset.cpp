@@ -151,7 +151,10 @@ TEST(BenchDataset, SharedPrefixGroupsShareExactlyTheirPrefix) {
   for (const auto& [prefix, n] : groups) EXPECT_EQ(n, 5);
   // shuffled: the first five are not one group
   std::set<std::vector<int64_t>> first;
-  for (int i = 0; i < 5; ++i) first.insert(std::vector<int64_t>(ids_of(d[size_t(i)]).begin(), ids_of(d[size_t(i)]).begin() + 300));
+  for (int i = 0; i < 5; ++i) {
+    const auto ids = ids_of(d[size_t(i)]);
+    first.insert(std::vector<int64_t>(ids.begin(), ids.begin() + 300));
+  }
   EXPECT_GT(first.size(), 1u);
   // chat prompts share their text prefix the same way
   const auto c = make_shared_prefix_dataset(o, EndpointType::Chat, 3);

@@ -209,23 +209,32 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
 
 // The layout's state operations through CudaModel: a continuation from a copied slot or a restored
 // snapshot gives the logits of continuing in the original slot.
+// A tiny fp32 model with snapshots and 8 pages, run eagerly; logits() reads its first logits row.
+struct SnapshotRig {
+  ModelConfig cfg = ModelConfig::from_file(kTiny + "/model/config.json");
+  std::unique_ptr<CudaModel> model;
+  explicit SnapshotRig(int snapshots) {
+    CudaModelOptions o = small_options();
+    o.num_blocks = 8;
+    o.num_snapshots = snapshots;
+    o.max_model_len = 128;
+    o.use_graphs = false;
+    model = tiny_model(cfg, o);
+  }
+  std::vector<float> logits() const {
+    std::vector<float> h(static_cast<size_t>(cfg.vocab_size));
+    DS_CUDA_CHECK(cudaStreamSynchronize(model->stream()));  // the model's stream does not block the default one
+    DS_CUDA_CHECK(cudaMemcpy(h.data(), model->logits(), h.size() * 4, cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
 TEST(CudaModelPlan, StateInitCopyAndSnapshot) {
   DS_REQUIRE_GPU();
-  const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
-  CudaModelOptions o = small_options();
-  o.num_blocks = 8;
-  o.num_snapshots = 2;
-  o.max_model_len = 128;
-  o.use_graphs = false;
-  auto model = tiny_model(cfg, o);
-  CudaModel& m = *model;
-  const int V = cfg.vocab_size;
-  auto logits = [&] {
-    std::vector<float> h(static_cast<size_t>(V));
-    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));  // the model's stream does not block the default one
-    DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
-    return h;
-  };
+  SnapshotRig rig(2);
+  CudaModel& m = *rig.model;
+  const int V = rig.cfg.vocab_size;
+  auto logits = [&] { return rig.logits(); };
   std::vector<int32_t> prompt(16), more(5);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(7 + 13 * i) % V;
   for (size_t i = 0; i < more.size(); ++i) more[i] = int32_t(2 + 5 * i) % V;
@@ -324,21 +333,10 @@ TEST(DeviceCaches, SnapshotFinitenessFlagAndPartialPageCopy) {
 // batch of saves alone runs; a saved NaN state is reported by take_nonfinite_snapshots().
 TEST(CudaModelPlan, PrefixHitWithAPartialPageAndTheNaNCheck) {
   DS_REQUIRE_GPU();
-  const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
-  CudaModelOptions o = small_options();
-  o.num_blocks = 8;
-  o.num_snapshots = 3;
-  o.max_model_len = 128;
-  o.use_graphs = false;
-  auto model = tiny_model(cfg, o);
-  CudaModel& m = *model;
-  const int V = cfg.vocab_size;
-  auto logits = [&] {
-    std::vector<float> h(static_cast<size_t>(V));
-    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));
-    DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
-    return h;
-  };
+  SnapshotRig rig(3);
+  CudaModel& m = *rig.model;
+  const int V = rig.cfg.vocab_size;
+  auto logits = [&] { return rig.logits(); };
   std::vector<int32_t> prompt(21), more(6);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(11 + 17 * i) % V;
   for (size_t i = 0; i < more.size(); ++i) more[i] = int32_t(3 + 7 * i) % V;
