@@ -13,7 +13,10 @@
 // change. Sampling rows carry the request id; a request with penalties sends its token history once
 // per admission (the backend then keeps it) and is listed in the next plan's `released` when it
 // finishes or is preempted. A fresh sequence, or one preempted by recompute, starts with
-// StateInit::Zero. No CUDA, no storage: only ids and counts.
+// StateInit::Zero. With prefix caching (SchedulerConfig::prefix, sched/prefix_cache.h) an admission
+// may resume from a cached prefix (shared pages + StateInit::RestoreSnapshot), prefill chunks end at
+// checkpoints, and snapshots are saved after chunks and for finished requests (saves_before).
+// No CUDA, no storage: only ids and counts.
 #pragma once
 #include <cstdint>
 #include <deque>
