@@ -200,6 +200,8 @@ bool PrefixCache::should_wait(Request& r, const PrefixHit& h, const std::vector<
   if (h.pending > h.tokens) return true;  // confirmed after this step
   const int64_t bs = blocks_.block_size();
   for (Request* a : running) {
+    // (both were looked up, so both are hashed: most pairs differ in their first block)
+    if (a->block_hashes.empty() || r.block_hashes.empty() || a->block_hashes[0] != r.block_hashes[0]) continue;
     const int64_t c = std::min(lcp(*a, r), r.num_tokens() - 1);
     if (c < h.tokens + bs || c <= a->num_computed) continue;
     for (int64_t q : a->checkpoints)

@@ -44,8 +44,10 @@ test('64 concurrent streams each equal the request alone; metrics count them', a
     const { ids, finish, usage } = results[i];
     assert.deepEqual(ids, alone[i], `request ${i}: batched output differs from alone`);
     assert.equal(finish, 'length', `request ${i}`);
-    assert.deepEqual(usage, { prompt_tokens: cases[i].prompt.length, completion_tokens: cases[i].max_tokens,
+    const { prompt_tokens_details: details, ...counts } = usage;
+    assert.deepEqual(counts, { prompt_tokens: cases[i].prompt.length, completion_tokens: cases[i].max_tokens,
       total_tokens: cases[i].prompt.length + cases[i].max_tokens });
+    assert.ok(details.cached_tokens < cases[i].prompt.length, `request ${i}`);
     promptTotal += cases[i].prompt.length;
     genTotal += cases[i].max_tokens;
   }
