@@ -62,8 +62,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--endpoint", o->endpoint, "Request path (default: /v1/completions or /v1/chat/completions)");
   cmd->add_option("--model", o->model, "Model name (default: the server's first model from GET /v1/models)");
   cmd->add_option("--api-key", o->api_key, "Bearer token")->envname("OPENAI_API_KEY");
-  cmd->add_option("--dataset", o->dataset, "random | jsonl | fixed")
-      ->check(CLI::IsMember({"random", "jsonl", "fixed"}))
+  cmd->add_option("--dataset", o->dataset, "random | jsonl | fixed | shared-prefix | multi-turn")
+      ->check(CLI::IsMember({"random", "jsonl", "fixed", "shared-prefix", "multi-turn"}))
       ->capture_default_str();
   cmd->add_option("--dataset-path", o->dataset_path, "JSONL file with a \"prompt\" or \"messages\" per line");
   cmd->add_option("--prompt", o->prompt, "The prompt text of --dataset fixed");
@@ -81,6 +81,30 @@ void register_bench(CLI::App& app) {
                   "Random prompt ids are drawn from [0, vocab-size); the default suits any vocabulary")
       ->capture_default_str()
       ->check(in_range<int64_t>(1, int64_t(1) << 31));
+  // prefix-caching workloads (bench/dataset_prefix.h)
+  const auto len = in_range<int64_t>(1, 1 << 24);
+  cmd->add_option("--shared-prefix-groups", o->shared_prefix.groups, "shared-prefix: groups")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--shared-prefix-prompts", o->shared_prefix.prompts_per_group, "shared-prefix: requests per group")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--shared-prefix-len", o->shared_prefix.prefix_len, "shared-prefix: tokens of each group's prefix")
+      ->capture_default_str()->check(in_range<int64_t>(0, 1 << 24));
+  cmd->add_option("--shared-suffix-len", o->shared_prefix.suffix_len, "shared-prefix: tokens of each request's own suffix")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--shared-output-len", o->shared_prefix.output_len, "shared-prefix: max_tokens")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--multi-turn-conversations", o->multi_turn.conversations, "multi-turn: conversations")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--multi-turn-turns", o->multi_turn.turns, "multi-turn: turns per conversation")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--multi-turn-question-len", o->multi_turn.question_len, "multi-turn: tokens of each question")
+      ->capture_default_str()->check(len);
+  cmd->add_option("--multi-turn-first-len", o->multi_turn.first_len,
+                  "multi-turn: tokens of the first question (0: --multi-turn-question-len), e.g. a long document")
+      ->capture_default_str()->check(in_range<int64_t>(0, 1 << 24));
+  cmd->add_option("--multi-turn-answer-len", o->multi_turn.answer_len,
+                  "multi-turn: max_tokens, and the length of the stand-in answers sent back")
+      ->capture_default_str()->check(len);
   cmd->add_option("--output-len", o->output_len, "max_tokens for jsonl lines without one and for fixed prompts")
       ->capture_default_str()
       ->check(in_range<int64_t>(1, 1 << 24));

@@ -118,6 +118,17 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--allowed-origins", a.allowed_origins, "CORS: origins allowed to read responses ('*': any)")
       ->capture_default_str()
       ->check(non_empty());
+  // prefix caching
+  cmd.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a.enable_prefix_caching,
+               "Reuse computed prompt prefixes: MLA pages + KDA state snapshots (on by default)");
+  cmd.add_option("--prefix-snapshot-memory", a.prefix_snapshot_memory,
+                 "GiB of KDA state snapshots for prefix caching (0: CPU 1 GiB, GPU 20% of the cache budget)")
+      ->capture_default_str()
+      ->check(in_range(0.0, 1e6));
+  cmd.add_option("--prefix-snapshot-interval", a.prefix_snapshot_interval,
+                 "Tokens between KDA snapshots inside long prefills (0: only at prompt and request ends)")
+      ->capture_default_str()
+      ->check(in_range<int64_t>(0, int64_t(1) << 30));
   add_operations_options(cmd, a);
   add_vllm_options(cmd, a.vllm);
   add_config_option(cmd);
@@ -180,6 +191,10 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.step_cost.max_step_cost = a.max_step_cost;
   eo.max_model_len = a.max_model_len;
   eo.max_waiting = a.max_queue;
+  eo.enable_prefix_caching = a.enable_prefix_caching;
+  eo.prefix_snapshot_interval = a.prefix_snapshot_interval;
+  eo.backend.num_snapshots = a.enable_prefix_caching ? -1 : 0;  // -1: as many as the budget holds
+  eo.backend.snapshot_memory_gib = a.prefix_snapshot_memory;
   return eo;
 }
 

@@ -39,6 +39,10 @@ struct ServeArgs {
   std::vector<std::string> allowed_origins = {"*"};  // CORS
   std::string quantization = "none";  // none | fp8 (weights; see docs/QUANTIZATION.md)
   std::string kv_cache_dtype = "auto";  // auto (the activation dtype); fp8 is refused until it is built
+  // prefix caching (docs/PREFIX_CACHE.md)
+  bool enable_prefix_caching = true;
+  double prefix_snapshot_memory = 0;        // GiB for KDA snapshots (0: the backend's default)
+  int64_t prefix_snapshot_interval = 8192;  // tokens between snapshots inside long prefills (0: none)
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

@@ -37,7 +37,17 @@ std::vector<BenchPrompt> build_dataset(const BenchOptions& o) {
   }
   if (o.dataset == "fixed")
     return make_fixed_dataset(o.prompt, o.num_prompts > 0 ? o.num_prompts : 1000, o.type, o.output_len);
-  fail("unknown --dataset '{}' (expected random, jsonl or fixed)", o.dataset);
+  if (o.dataset == "shared-prefix") {
+    SharedPrefixOptions so = o.shared_prefix;
+    so.vocab_size = o.random.vocab_size;
+    return make_shared_prefix_dataset(so, o.type, o.seed);
+  }
+  if (o.dataset == "multi-turn") {
+    MultiTurnOptions mo = o.multi_turn;
+    mo.vocab_size = o.random.vocab_size;
+    return make_multi_turn_dataset(mo, o.type, o.seed);
+  }
+  fail("unknown --dataset '{}' (expected random, jsonl, fixed, shared-prefix or multi-turn)", o.dataset);
 }
 
 // Sends prompts[i] for every arrival; fills one record per prompt.
@@ -74,7 +84,7 @@ BenchResult run_bench(const BenchOptions& o) {
   ro.path = o.endpoint.empty() ? endpoint_path(o.type) : o.endpoint;
   ro.api_key = o.api_key;
   ro.temperature = o.temperature;
-  ro.ignore_eos = o.ignore_eos.value_or(o.dataset == "random");
+  ro.ignore_eos = o.ignore_eos.value_or(o.dataset == "random" || o.dataset == "shared-prefix" || o.dataset == "multi-turn");
   if (!o.extra_body.empty()) {
     ro.extra_body = json::parse(o.extra_body, nullptr, false);
     DS_CHECK(ro.extra_body.is_object(), "--extra-body must be a JSON object, got: {}", o.extra_body);

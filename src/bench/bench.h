@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench/dataset.h"
+#include "bench/dataset_prefix.h"
 #include "bench/openai_api.h"
 #include "bench/stats.h"
 
@@ -21,10 +22,12 @@ struct BenchOptions {
   std::string endpoint;  // path override; "" = the type's (/v1/completions or /v1/chat/completions)
   std::string model;     // "" = the server's first model
   std::string api_key;
-  std::string dataset = "random";  // random | jsonl | fixed
+  std::string dataset = "random";  // random | jsonl | fixed | shared-prefix | multi-turn
   std::string dataset_path;        // jsonl
   std::string prompt;              // fixed
   RandomDatasetOptions random;
+  SharedPrefixOptions shared_prefix;
+  MultiTurnOptions multi_turn;
   int64_t output_len = 128;     // max_tokens for jsonl lines without one, and for fixed prompts
   int64_t num_prompts = 0;      // 0: 1000 (random, fixed) or every line (jsonl)
   int64_t max_concurrency = 0;  // 0: unlimited

@@ -87,6 +87,15 @@ std::vector<BenchPrompt> make_random_dataset(const RandomDatasetOptions& o, int6
   return out;
 }
 
+std::string words_text(const std::vector<int64_t>& ids) {
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) text.push_back(' ');
+    text += kWords[size_t(ids[i]) % kNumWords];
+  }
+  return text;
+}
+
 std::vector<BenchPrompt> load_jsonl_dataset(const std::string& path, int64_t num_prompts, EndpointType type,
                                             int64_t default_output_len) {
   std::ifstream in(path);

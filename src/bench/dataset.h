@@ -35,6 +35,10 @@ std::vector<BenchPrompt> make_random_dataset(const RandomDatasetOptions& o, int6
 std::vector<BenchPrompt> load_jsonl_dataset(const std::string& path, int64_t num_prompts, EndpointType type,
                                             int64_t default_output_len);
 
+// Text of common English words standing for ids (word ids[i] % the word count): chat prompts that share
+// a prefix exactly where the id sequences do.
+std::string words_text(const std::vector<int64_t>& ids);
+
 std::vector<BenchPrompt> make_fixed_dataset(const std::string& text, int64_t num_prompts, EndpointType type,
                                             int64_t output_len);
 

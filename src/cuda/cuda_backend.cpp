@@ -44,6 +44,8 @@ class CudaBackend final : public Backend {
     gpu::CudaModelOptions mo;
     mo.act = act;
     mo.max_num_seqs = o.max_num_seqs;
+    mo.num_snapshots = o.num_snapshots;
+    mo.snapshot_memory_gib = o.snapshot_memory_gib;
     mo.block_size = o.block_size;
     mo.num_blocks = o.num_blocks;
     if (mo.num_blocks == 0 && o.kv_cache_tokens > 0)
@@ -105,6 +107,7 @@ class CudaBackend final : public Backend {
       penalties_->record(plan.sampling, res.samples);
     }
     if (plan.return_logits) get_logits(&res.logits);
+    res.nonfinite_snapshots = model_->take_nonfinite_snapshots();
     return res;
   }
 

@@ -58,7 +58,7 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
     : cfg_(c), w_(std::move(w)), opt_(o), gemm_(size_t(32) << 20) {
   DS_CHECK(o.act == DType::BF16 || o.act == DType::F32, "CUDA backend: activation dtype must be bf16 or fp32");
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
-  DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= 0,
+  DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= -1,
            "CUDA backend: bad cache options");
   // the context configures the kernels for this device (kernels/configure.h)
   ctx_ = make_device_context(stream_.get(), CudaEnv{.reference_attention = o.reference_attention,
@@ -136,7 +136,12 @@ LayoutLimits CudaModel::layout_limits() const {
 }
 
 void CudaModel::forward(const ForwardBatch& batch) {
+  if (batch.seqs.empty()) {
+    forward_saves_only(batch);
+    return;
+  }
   BatchLayout p = layout_batch(batch, layout_limits());
+  begin_saves(batch);
   const int rows = batch.num_logit_rows();
   DS_CHECK(rows <= ws_->max_logit_rows(),
            "CUDA model: the batch asks for {} logits rows, the workspace holds {} (max_logit_rows)", rows,
@@ -196,6 +201,9 @@ void CudaModel::upload_meta(const BatchLayout& p) {
 // The state operations the layout lists, on the model's stream: before the layers zero (from the
 // uploaded list), copy, restore, in this order; after them save.
 void CudaModel::state_ops_before(const BatchLayout& p) {
+  for (size_t i = 0; i + 1 < p.saves_before.size(); i += 2) save_checked(p.saves_before[i], p.saves_before[i + 1]);
+  for (size_t i = 0; i + 2 < p.tail_copies.size(); i += 3)
+    caches_->copy_page_rows(p.tail_copies[i], p.tail_copies[i + 1], p.tail_copies[i + 2], ctx_);
   caches_->zero_slots(meta_->zero_slots, meta_->F, ctx_);
   for (size_t i = 0; i + 1 < p.copy_slots.size(); i += 2) caches_->copy_slot(p.copy_slots[i], p.copy_slots[i + 1], ctx_);
   for (size_t i = 0; i + 1 < p.restore_slots.size(); i += 2)
@@ -203,8 +211,7 @@ void CudaModel::state_ops_before(const BatchLayout& p) {
 }
 
 void CudaModel::state_ops_after(const BatchLayout& p) {
-  for (size_t i = 0; i + 1 < p.save_snapshots.size(); i += 2)
-    caches_->save_snapshot(p.save_snapshots[i], p.save_snapshots[i + 1], ctx_);
+  for (size_t i = 0; i + 1 < p.save_snapshots.size(); i += 2) save_checked(p.save_snapshots[i], p.save_snapshots[i + 1]);
 }
 
 void CudaModel::run_layout(const BatchLayout& p) {

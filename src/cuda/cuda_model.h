@@ -43,7 +43,8 @@ struct CudaModelOptions {
   int max_num_seqs = 64;            // KDA state slots
   int block_size = 16;
   int num_blocks = 0;               // 0: as many as the memory budget allows
-  int num_snapshots = 0;            // KDA state snapshots (prefix caching)
+  int num_snapshots = 0;            // KDA state snapshots (prefix caching); -1: from the memory plan
+  double snapshot_memory_gib = 0;   // with -1: their budget (0: kSnapshotShare of the cache budget)
   double gpu_memory_utilization = 0.9;
   int max_tokens = 8192;            // tokens per forward (activation workspace size; more is an error)
   int64_t max_model_len = 0;        // longest sequence (0: the config's max_position_embeddings)
@@ -95,6 +96,10 @@ class CudaModel {
   // two implementations; forwards then run eagerly. An empty map turns it off.
   // The device copy is allocated here (tests only), never while serving.
   void force_routes(std::map<int, RouteIds> by_slot);
+  // Snapshots saved by the last forward that hold a NaN or an infinity (waits for the step).
+  std::vector<int32_t> take_nonfinite_snapshots();
+  // Tests: the device state of KDA layer `kda_layer` in `slot` (DeviceCaches::kda_state).
+  float* debug_kda_state(int kda_layer, int slot) const;
   // The CUDA graphs captured at start-up (0 with graphs off).
   int num_graphs() const { return int(graphs_.size()); }
   std::vector<int> graph_buckets() const;  // the decode batch sizes they replay
@@ -114,6 +119,12 @@ class CudaModel {
   void state_ops_before(const BatchLayout& p);  // zero, copy, restore (the layout's lists, in order)
   void state_ops_after(const BatchLayout& p);   // save snapshots
   void upload_forced_routes(const BatchLayout& p);
+  // prefix caching (cuda_model_snapshots.cpp): saves with their finiteness check
+  int snapshots_in_budget(double cache_budget, size_t per_snapshot) const;  // num_snapshots -1
+  void allocate_save_flags();  // at start-up, with the caches
+  void begin_saves(const ForwardBatch& b);
+  void save_checked(int slot, int snapshot);
+  void forward_saves_only(const ForwardBatch& b);  // a batch of saves_before alone
   void compute(const StepMeta& m);  // every kernel of the forward, given the uploaded metadata
 
   ModelConfig cfg_;
@@ -134,6 +145,9 @@ class CudaModel {
   std::map<std::pair<int, int>, Graph> graphs_;
   std::map<int, RouteIds> forced_;  // force_routes()
   DeviceBuffer forced_dev_;         // [layers][max_tokens][top_k] (tests only: allocated by force_routes)
+  DeviceBuffer save_flags_;         // [max saves per step] int32: 1 when that save is not finite
+  PinnedBuffer save_flags_host_;
+  std::vector<int32_t> saved_;      // the snapshot ids saved by the current step, in flag order
 };
 
 }  // namespace ds::gpu

@@ -43,16 +43,18 @@ void CudaModel::plan_memory() {
   size_t free_b = 0, total_b = 0;
   DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const double budget = o.gpu_memory_utilization * double(total_b) - double(total_b - free_b) - double(kReserve);
-  const size_t slots_bytes = unit.state_bytes(o.max_num_seqs, o.num_snapshots);
+  const int num_snapshots =
+      o.num_snapshots >= 0 ? o.num_snapshots : snapshots_in_budget(budget - double(unit.state_bytes(o.max_num_seqs, 0)), unit.per_slot);
+  const size_t slots_bytes = unit.state_bytes(o.max_num_seqs, num_snapshots);
   DS_CHECK(budget > double(slots_bytes + 2 * unit.per_block),
            "CUDA backend: not enough device memory for {} KDA state slots and {} snapshots ({:.2f} GiB) and the MLA "
            "cache: {:.2f} GiB available under gpu_memory_utilization {} (weights {:.2f} GiB, workspace {:.2f} GiB)",
-           o.max_num_seqs, o.num_snapshots, slots_bytes / kGiB, std::max(0.0, budget) / kGiB,
+           o.max_num_seqs, num_snapshots, slots_bytes / kGiB, std::max(0.0, budget) / kGiB,
            o.gpu_memory_utilization, w_.bytes / kGiB, ws_->device_bytes() / kGiB);
   CacheShape shape;
   shape.num_slots = o.max_num_seqs;
   shape.block_size = o.block_size;
-  shape.num_snapshots = o.num_snapshots;
+  shape.num_snapshots = num_snapshots;
   if (o.num_blocks > 0) {
     shape.num_blocks = o.num_blocks;
   } else {
@@ -62,6 +64,7 @@ void CudaModel::plan_memory() {
   }
   DS_CHECK(shape.num_blocks > 0, "CUDA backend: no room for the MLA cache");
   caches_ = std::make_unique<DeviceCaches>(cfg_, o.act, shape, ctx_);
+  allocate_save_flags();
   DS_CUDA_CHECK(cudaMemsetAsync(ws_->arena_data(), 0, ws_->device_bytes(), ctx_.stream));
   stream_.sync();
 
@@ -75,8 +78,10 @@ void CudaModel::plan_memory() {
                "= {:.2f} GiB",
                shape.num_slots, u.per_slot / 1048576.0, cfg_.num_kda_layers(), u.state_slot / 1048576.0,
                u.conv_slot / 1024.0, u.state_bytes(shape.num_slots, 0) / kGiB);
-  spdlog::info("  KDA snapshot pool: {} x {:.2f} MiB = {:.2f} GiB", shape.num_snapshots, u.per_slot / 1048576.0,
-               double(shape.num_snapshots) * double(u.per_slot) / kGiB);
+  spdlog::info("  KDA snapshot pool (prefix caching): {} x {:.2f} MiB = {:.2f} GiB{}", shape.num_snapshots,
+               u.per_slot / 1048576.0, double(shape.num_snapshots) * double(u.per_slot) / kGiB,
+               o.num_snapshots >= 0 ? "" : o.snapshot_memory_gib > 0 ? " (--prefix-snapshot-memory)"
+                                                                      : " (20% of the cache budget)");
   spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers) = {} tokens, {:.2f} GiB",
                shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
                page_tokens, u.page_bytes(shape.num_blocks) / kGiB);

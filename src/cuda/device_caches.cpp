@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/nonfinite.h"
 
 namespace ds::gpu {
 
@@ -18,7 +19,7 @@ CacheUnitBytes CacheUnitBytes::of(const ModelConfig& c, DType act, int block_siz
 
 DeviceCaches::DeviceCaches(const ModelConfig& c, DType act, const CacheShape& shape, const DeviceContext& ctx)
     : shape_(shape), unit_(CacheUnitBytes::of(c, act, shape.block_size)), kda_layers_(c.num_kda_layers()),
-      act_(act) {
+      mla_layers_(c.num_mla_layers()), latent_dim_(c.mla.latent_dim()), act_(act) {
   DS_CHECK(shape.num_slots > 0 && shape.num_blocks > 0 && shape.block_size > 0 && shape.num_snapshots >= 0,
            "device caches: bad shape");
   // the conv kernels address a slot as [W-1, 3HK] elements: the padded size must equal the real one
@@ -108,6 +109,39 @@ void DeviceCaches::restore_snapshot(int snap, int slot, const DeviceContext& ctx
   const int slots = shape_.num_slots + 1, snaps = shape_.num_snapshots;
   copy_units(state_, slots, slot, snap_state_, snaps, snap, unit_.state_slot, ctx);
   copy_units(conv_, slots, slot, snap_conv_, snaps, snap, unit_.conv_slot, ctx);
+}
+
+void DeviceCaches::flag_nonfinite_snapshot(int snap, int32_t* dev_flag, const DeviceContext& ctx) const {
+  DS_CHECK(snap >= 0 && snap < shape_.num_snapshots, "flag_nonfinite_snapshot: snapshot {} outside [0, {})", snap,
+           shape_.num_snapshots);
+  if (kda_layers_ == 0) return;
+  const int64_t snaps = shape_.num_snapshots;
+  NonfiniteParams p;
+  p.layers = kda_layers_;
+  p.flag = dev_flag;
+  p.base = snap_state_.as<char>() + size_t(snap) * unit_.state_slot;
+  p.layer_stride = int64_t(unit_.state_slot) * snaps;
+  p.unit_bytes = int64_t(unit_.state_slot);
+  p.dtype = DType::F32;
+  run_flag_nonfinite(p, ctx);
+  p.base = snap_conv_.as<char>() + size_t(snap) * unit_.conv_slot;
+  p.layer_stride = int64_t(unit_.conv_slot) * snaps;
+  p.unit_bytes = int64_t(unit_.conv_slot);
+  p.dtype = act_;
+  run_flag_nonfinite(p, ctx);
+}
+
+void DeviceCaches::copy_page_rows(int src, int dst, int rows, const DeviceContext& ctx) const {
+  DS_CHECK(src >= 0 && src < shape_.num_blocks && dst >= 0 && dst < shape_.num_blocks && src != dst && rows > 0 &&
+               rows <= shape_.block_size,
+           "copy_page_rows: {} rows of page {} -> {} (pages [0, {}), {} rows each)", rows, src, dst, shape_.num_blocks,
+           shape_.block_size);
+  const size_t row = size_t(latent_dim_) * dtype_size(act_), page = row * size_t(shape_.block_size);
+  for (int l = 0; l < mla_layers_; ++l) {
+    char* base = static_cast<char*>(mla_layer(l));
+    DS_CUDA_CHECK(cudaMemcpyAsync(base + size_t(dst) * page, base + size_t(src) * page, row * size_t(rows),
+                                  cudaMemcpyDeviceToDevice, ctx.stream));
+  }
 }
 
 }  // namespace ds::gpu

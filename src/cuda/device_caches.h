@@ -61,6 +61,10 @@ class DeviceCaches {
   void copy_slot(int src, int dst, const DeviceContext& ctx) const;
   void save_snapshot(int slot, int snapshot, const DeviceContext& ctx) const;
   void restore_snapshot(int snapshot, int slot, const DeviceContext& ctx) const;
+  // Sets *dev_flag to 1 when snapshot `snapshot` holds a NaN or an infinity (every KDA layer).
+  void flag_nonfinite_snapshot(int snapshot, int32_t* dev_flag, const DeviceContext& ctx) const;
+  // Copies rows [0, rows) of MLA page `src` into page `dst`, every MLA layer (a cached partial block).
+  void copy_page_rows(int src, int dst, int rows, const DeviceContext& ctx) const;
 
  private:
   // Copies one slot's bytes of every KDA layer between two pools ([layers][count][unit] each).
@@ -69,7 +73,7 @@ class DeviceCaches {
 
   CacheShape shape_;
   CacheUnitBytes unit_;
-  int kda_layers_ = 0;
+  int kda_layers_ = 0, mla_layers_ = 0, latent_dim_ = 0;
   int64_t mla_layer_elems_ = 0;
   DType act_;
   DeviceBuffer state_, conv_, snap_state_, snap_conv_, mla_;

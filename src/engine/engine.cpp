@@ -120,6 +120,9 @@ SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits&
   sc.cost = opts.step_cost;
   sc.num_blocks = lim.num_blocks;
   sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
+  sc.prefix.enabled = opts.enable_prefix_caching && lim.num_snapshots > 0 && sc.block_size > 0;
+  sc.prefix.num_snapshots = lim.num_snapshots;
+  sc.prefix.snapshot_interval = opts.prefix_snapshot_interval;
   return sc;
 }
 
@@ -219,6 +222,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
         spdlog::warn("grammar mask warm-up failed: {}", e.what());
       }
     });
+  }
+  if (sc.prefix.enabled) {
+    spdlog::info("prefix caching: on ({} KDA snapshots, a snapshot every {} tokens inside long prefills)",
+                 sc.prefix.num_snapshots, sc.prefix.snapshot_interval);
+  } else {
+    spdlog::info("prefix caching: off{}", opts.enable_prefix_caching ? " (the backend has no KDA snapshots)" : "");
   }
   m.loop = std::thread([&m] { m.run(); });
 }
@@ -488,6 +497,14 @@ void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepp
   stats.prompt_tokens_total += new_prompt;
   stats.generation_tokens_total += new_gen;
   stats.steps += stepped ? 1 : 0;
+  const PrefixCacheStats& pc = sched->prefix_cache().stats();
+  stats.prefix_cache_queries = pc.queries;
+  stats.prefix_cache_hits = pc.hits;
+  stats.snapshots_used = pc.snapshots_used;
+  stats.snapshots_capacity = pc.snapshots_capacity;
+  stats.snapshots_saved = pc.snapshots_saved;
+  stats.snapshot_evictions = pc.snapshot_evictions;
+  stats.snapshots_nonfinite = pc.snapshots_nonfinite;
 }
 
 void Engine::Impl::run() {

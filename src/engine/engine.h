@@ -31,6 +31,10 @@ struct EngineOptions {
   int64_t max_model_len = 0;          // 0: the model's
   StepCostConfig step_cost;           // the scheduler's cost budget (sched/cost_model.h; defaults documented there)
   int max_waiting = 1024;             // queue bound: beyond it submit() fails with kOverloaded
+  // Prefix caching (docs/PREFIX_CACHE.md): on when the backend has KDA snapshots (BackendOptions::
+  // num_snapshots; the CLI sizes them from --prefix-snapshot-memory).
+  bool enable_prefix_caching = true;
+  int64_t prefix_snapshot_interval = 8192;  // tokens between snapshots inside long prefills (0: none)
 };
 
 enum class FinishReason { None, Stop, Length, Abort, Error };
@@ -130,6 +134,10 @@ struct EngineStats {
   double state_usage = 0.0;  // fraction of KDA state slots in use
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
   int64_t steps = 0;
+  // Prefix cache: tokens looked up and found at admissions, and the KDA snapshot pool.
+  int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
+  int snapshots_used = 0, snapshots_capacity = 0;
+  int64_t snapshots_saved = 0, snapshot_evictions = 0, snapshots_nonfinite = 0;
 };
 
 enum class SubmitStatus { Ok, Overloaded, TooLong, Invalid, ShuttingDown };

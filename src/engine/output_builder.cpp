@@ -29,6 +29,8 @@ GenerationOutput OutputBuilder::on_token(const RequestUpdate& u, bool* stop_stri
   out.token_ids.push_back(token);
   if (want_logprobs_) out.logprobs.push_back(u.sample);
   out.prompt_tokens = prompt_tokens_;
+  if (completion_tokens_ == 0) cached_tokens_ = int(u.cached_tokens);
+  out.cached_tokens = cached_tokens_;
   out.completion_tokens = ++completion_tokens_;
 
   const bool stop_token = u.status == RequestStatus::FinishedStopped;
@@ -58,6 +60,7 @@ GenerationOutput OutputBuilder::finish(FinishReason reason, const std::string& e
   out.finish = reason;
   out.error = error;
   out.prompt_tokens = prompt_tokens_;
+  out.cached_tokens = cached_tokens_;
   out.completion_tokens = completion_tokens_;
   return out;
 }

@@ -37,6 +37,7 @@ class OutputBuilder {
   bool include_stop_;
   int prompt_tokens_;
   int completion_tokens_ = 0;
+  int cached_tokens_ = 0;  // of the admission that produced the first token
   std::unique_ptr<IncrementalDetokenizer> detok_;
   StopStringMatcher stops_;
 };

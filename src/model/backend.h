@@ -19,7 +19,10 @@ struct BackendOptions {
   std::string dtype = "auto";        // activation dtype on the GPU: auto | bfloat16 | float32
   std::string quantization;          // "" / none: as the checkpoint is; fp8: quantize a bf16 checkpoint at load
   int max_num_seqs = 64;             // state slots to allocate
-  int num_snapshots = 0;             // KDA state snapshots to allocate (prefix caching; 0: none)
+  int num_snapshots = 0;             // KDA state snapshots to allocate (prefix caching; 0: none; -1: as
+                                     // many as snapshot_memory_gib holds)
+  double snapshot_memory_gib = 0;    // with num_snapshots -1: the snapshot pool's budget (0: the backend's
+                                     // default: CPU 1 GiB, GPU 20% of the cache budget)
   int64_t max_model_len = 0;         // 0: from the config
   int block_size = 16;
   int num_blocks = 0;                // 0: derived (CPU: enough for max_num_seqs * max_model_len, capped)

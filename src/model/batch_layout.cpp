@@ -10,6 +10,12 @@ namespace {
 
 void validate_state_init(const ForwardBatch& b, const LayoutLimits& lim) {
   std::set<int32_t> initialised, saved;
+  for (const SlotSave& v : b.saves_before) {
+    DS_CHECK(v.slot >= 0 && v.slot < lim.num_slots && v.snapshot >= 0 && v.snapshot < lim.num_snapshots,
+             "forward: a save before the step of slot {} into snapshot {} (valid: [0, {}) and [0, {}))", v.slot,
+             v.snapshot, lim.num_slots, lim.num_snapshots);
+    DS_CHECK(saved.insert(v.snapshot).second, "forward: snapshot {} is saved twice in one batch", v.snapshot);
+  }
   for (const SeqSlice& s : b.seqs)
     if (s.state_init != StateInit::Keep) initialised.insert(s.state_slot);
   for (size_t i = 0; i < b.seqs.size(); ++i) {
@@ -33,6 +39,15 @@ void validate_state_init(const ForwardBatch& b, const LayoutLimits& lim) {
         DS_CHECK(s.state_src >= 0 && s.state_src < lim.num_snapshots,
                  "forward: sequence {} restores snapshot {} outside [0, {})", i, s.state_src, lim.num_snapshots);
         break;
+    }
+    if (s.tail_src_block >= 0) {
+      DS_CHECK(lim.block_size > 0 && s.tail_rows > 0 && s.context_len % lim.block_size == s.tail_rows,
+               "forward: sequence {} copies {} rows of a partial page at context_len {} (page of {})", i,
+               s.tail_rows, s.context_len, lim.block_size);
+      DS_CHECK(s.tail_src_block < lim.num_blocks &&
+                   s.tail_src_block != s.block_table[size_t(s.context_len / lim.block_size)],
+               "forward: sequence {} copies page {} (valid: [0, {}), not its own)", i, s.tail_src_block,
+               lim.num_blocks);
     }
     if (s.save_snapshot >= 0) {
       DS_CHECK(s.save_snapshot < lim.num_snapshots, "forward: sequence {} saves snapshot {} outside [0, {})", i,
@@ -136,8 +151,12 @@ BatchLayout layout_batch(const ForwardBatch& b, const LayoutLimits& lim) {
     }
   }
   // state operations and logits rows, in batch order
+  for (const SlotSave& v : b.saves_before) p.saves_before.insert(p.saves_before.end(), {v.slot, v.snapshot});
   for (size_t i = 0; i < b.seqs.size(); ++i) {
     const SeqSlice& s = b.seqs[i];
+    if (s.tail_src_block >= 0)
+      p.tail_copies.insert(p.tail_copies.end(), {s.tail_src_block, s.block_table[size_t(s.context_len / lim.block_size)],
+                                                 s.tail_rows});
     switch (s.state_init) {
       case StateInit::Keep: break;
       case StateInit::Zero: p.zero_slots.push_back(s.state_slot); break;

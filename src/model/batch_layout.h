@@ -39,7 +39,10 @@ struct BatchLayout {
   std::vector<int32_t> cu_seqlens, slots, seq_lens, block_tables;  // block_tables [num_seqs, bt_stride]
   std::vector<int32_t> logit_rows;   // [rows] token index (in this layout) of each logits row, batch order
   std::vector<uint8_t> fresh;        // [num_seqs] 1: the sequence starts from a zero state (StateInit::Zero)
-  // State operations, before the layers in this order: zero, copy, restore; after them: save.
+  // State operations, before the layers in this order: saves_before, tail page copies, zero, copy,
+  // restore; after them: save.
+  std::vector<int32_t> saves_before;    // pairs (slot, snapshot), flattened (ForwardBatch::saves_before)
+  std::vector<int32_t> tail_copies;     // triples (src page, dst page, rows), flattened (SeqSlice::tail_src_block)
   std::vector<int32_t> zero_slots;      // slots to zero (StateInit::Zero)
   std::vector<int32_t> copy_slots;      // pairs (src slot, dst slot), flattened (StateInit::CopySlot)
   std::vector<int32_t> restore_slots;   // pairs (snapshot, dst slot), flattened (StateInit::RestoreSnapshot)

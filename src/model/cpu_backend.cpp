@@ -14,6 +14,8 @@ namespace ds {
 namespace {
 
 constexpr int64_t kDefaultCacheTokensCap = 131072;
+constexpr double kDefaultSnapshotGiB = 1.0;  // the snapshot pool's default budget on the host
+constexpr int kMaxSnapshots = 4096;
 
 size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
   size_t n = 0;
@@ -22,6 +24,13 @@ size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
 }
 
 }  // namespace
+
+int CpuBackend::snapshots_in_budget(const BackendOptions& opts) const {
+  const double gib = opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kDefaultSnapshotGiB;
+  const size_t per = KdaStateStore(cfg_, 1, 0).bytes();
+  const double n = per ? gib * double(size_t(1) << 30) / double(per) : double(kMaxSnapshots);
+  return int(std::min<double>(n, kMaxSnapshots));
+}
 
 CpuBackend::CpuBackend(const BackendOptions& opts) {
   DS_CHECK(!opts.model_dir.empty(), "cpu backend: no model directory given");
@@ -62,9 +71,10 @@ void CpuBackend::init(const BackendOptions& opts) {
     if (tokens <= 0) tokens = std::min<int64_t>(int64_t(opts.max_num_seqs) * max_len, kDefaultCacheTokensCap);
     blocks = (tokens + opts.block_size - 1) / opts.block_size;
   }
-  DS_CHECK(opts.num_snapshots >= 0, "num_snapshots must be >= 0, got {}", opts.num_snapshots);
+  DS_CHECK(opts.num_snapshots >= -1, "num_snapshots must be >= -1, got {}", opts.num_snapshots);
+  DS_CHECK(opts.snapshot_memory_gib >= 0, "snapshot memory must be >= 0 GiB, got {}", opts.snapshot_memory_gib);
   limits_.num_state_slots = opts.max_num_seqs;
-  limits_.num_snapshots = opts.num_snapshots;
+  limits_.num_snapshots = opts.num_snapshots >= 0 ? opts.num_snapshots : snapshots_in_budget(opts);
   limits_.num_blocks = int(blocks);
   limits_.block_size = opts.block_size;
   model_ = std::make_unique<KimiModel>(cfg_, weights_);
@@ -84,6 +94,7 @@ StepResult CpuBackend::execute(const StepPlan& plan) {
   penalties_->release(plan.released);
   StepResult res;
   model_->forward(plan.batch, *kda_, *mla_, &res.logits, opts_, trace_);
+  res.nonfinite_snapshots = kda_->take_nonfinite();
   if (!plan.sampling.empty()) {
     if (plan.masks) plan.masks->wait();  // computed by the engine while the forward ran
     res.samples = sample_rows_cpu(res.logits.data(), cfg_.vocab_size, plan.sampling, *penalties_, plan.masks.get());

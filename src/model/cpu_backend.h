@@ -1,7 +1,8 @@
 // The CPU backend: a Kimi-Linear checkpoint (or dummy weights) converted to fp32 and computed exactly
 // on the host, with its KDA state slots and paged MLA latent cache in host memory.
 //
-// Cache capacity comes from BackendOptions: max_num_seqs state slots; num_snapshots KDA snapshots;
+// Cache capacity comes from BackendOptions: max_num_seqs state slots; num_snapshots KDA snapshots (-1:
+// as many as snapshot_memory_gib holds, 1 GiB by default, at most 4096);
 // num_blocks pages of block_size tokens (num_blocks 0: kv_cache_tokens, else max_num_seqs ×
 // max_model_len capped at 131072 tokens). A step has no token limit (limits().max_tokens_per_step 0).
 // Pools are calloc'ed, so untouched capacity costs no memory.
@@ -38,6 +39,7 @@ class CpuBackend : public Backend {
 
  private:
   void init(const BackendOptions& opts);
+  int snapshots_in_budget(const BackendOptions& opts) const;  // num_snapshots -1
 
   ModelConfig cfg_;
   HostWeights weights_;

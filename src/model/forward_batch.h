@@ -22,6 +22,11 @@ struct SeqSlice {
                                            // CopySlot or RestoreSnapshot; Zero needs context_len == 0)
   int32_t state_src = -1;       // CopySlot: source slot; RestoreSnapshot: snapshot id
   int32_t save_snapshot = -1;   // >= 0: after this step, copy the slot's state into this snapshot
+  // Prefix caching, a hit inside a page: before the layers, rows [0, tail_rows) of page tail_src_block
+  // are copied into this slice's page block_table[context_len / block_size] (context_len % block_size
+  // == tail_rows: the partial last block of the cached prefix, which is never shared).
+  int32_t tail_src_block = -1;
+  int32_t tail_rows = 0;
   int32_t num_tokens = 0;       // new tokens in this step
   int32_t token_offset = 0;     // where they start in ForwardBatch::tokens
   std::vector<int32_t> block_table;  // MLA pages covering positions [0, context_len + num_tokens)
@@ -29,9 +34,17 @@ struct SeqSlice {
   bool need_logits = true;      // false: a middle prefill chunk whose logits nobody reads
 };
 
+// A snapshot of a slot saved before anything else in a step (the state a finished sequence left in its
+// slot; the slot may be re-initialised by a slice of the same step).
+struct SlotSave {
+  int32_t slot = -1;
+  int32_t snapshot = -1;
+};
+
 struct ForwardBatch {
   std::vector<int32_t> tokens;  // all new tokens, sequence after sequence
   std::vector<SeqSlice> seqs;
+  std::vector<SlotSave> saves_before;  // applied first, in order (a batch may hold only these)
 
   int num_tokens() const { return int(tokens.size()); }
   // Rows of the logits matrix this batch produces, in sequence order.

@@ -1,6 +1,7 @@
 #include "model/kda_state.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -55,11 +56,28 @@ void KdaStateStore::copy_slot(int src, int dst) {
   copy_entries(state_, src, state_, dst, state_stride_);
 }
 
-void KdaStateStore::save_snapshot(int slot, int snapshot) {
+bool KdaStateStore::save_snapshot(int slot, int snapshot) {
   check_slot(slot);
   check_snapshot(snapshot);
   copy_entries(conv_, slot, snap_conv_, snapshot, conv_stride_);
   copy_entries(state_, slot, snap_state_, snapshot, state_stride_);
+  bool finite = true;
+  auto scan = [&](const std::vector<HostBuffer>& pool, int64_t stride) {
+    for (const auto& b : pool) {
+      const float* p = b.data() + snapshot * stride;
+      for (int64_t i = 0; i < stride; ++i) finite &= std::isfinite(p[i]);
+    }
+  };
+  scan(snap_conv_, conv_stride_);
+  scan(snap_state_, state_stride_);
+  if (!finite) nonfinite_.push_back(snapshot);
+  return finite;
+}
+
+std::vector<int32_t> KdaStateStore::take_nonfinite() {
+  std::vector<int32_t> out;
+  out.swap(nonfinite_);
+  return out;
 }
 
 void KdaStateStore::restore_snapshot(int snapshot, int slot) {

@@ -31,7 +31,11 @@ class KdaStateStore {
   // Every layer; ids are checked (ds::Error).
   void zero_slot(int slot);
   void copy_slot(int src, int dst);
-  void save_snapshot(int slot, int snapshot);
+  // Saves and returns whether every saved value is finite (a NaN or an infinity: false, and the
+  // snapshot id is also listed by take_nonfinite()).
+  bool save_snapshot(int slot, int snapshot);
+  // Snapshots saved with a non-finite value since the last call (prefix caching drops them).
+  std::vector<int32_t> take_nonfinite();
   void restore_snapshot(int snapshot, int slot);
   size_t bytes() const;           // slots
   size_t snapshot_bytes() const;  // snapshot pool
@@ -44,6 +48,7 @@ class KdaStateStore {
   int64_t conv_stride_, state_stride_;
   std::vector<HostBuffer> conv_, state_;            // per KDA layer: [num_slots, ...]
   std::vector<HostBuffer> snap_conv_, snap_state_;  // per KDA layer: [num_snapshots, ...]
+  std::vector<int32_t> nonfinite_;
 };
 
 }  // namespace ds

@@ -40,7 +40,10 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
   ctx.trace = trace;
   ctx.num_tokens = batch.num_tokens();
   ctx.cu_seqlens.push_back(0);
+  for (const SlotSave& v : batch.saves_before) kda.save_snapshot(v.slot, v.snapshot);
   for (const auto& s : batch.seqs) {
+    if (s.tail_src_block >= 0)
+      mla.copy_rows(s.tail_src_block, s.block_table[size_t(s.context_len / mla.block_size())], s.tail_rows);
     ctx.cu_seqlens.push_back(s.token_offset + s.num_tokens);
     ctx.slots.push_back(s.state_slot);
     ctx.context_lens.push_back(s.context_len);

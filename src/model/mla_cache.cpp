@@ -1,5 +1,7 @@
 #include "model/mla_cache.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace ds {
@@ -19,6 +21,15 @@ float* MlaLatentCache::row(int mla_layer, const std::vector<int32_t>& block_tabl
   const int32_t b = block_table[size_t(page)];
   DS_CHECK(b >= 0 && b < num_blocks_, "MLA cache: block id {} is outside 0..{}", b, num_blocks_ - 1);
   return pool(mla_layer) + (int64_t(b) * block_size_ + pos % block_size_) * latent_dim_;
+}
+
+void MlaLatentCache::copy_rows(int src, int dst, int rows) {
+  DS_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_ && src != dst,
+           "MLA cache: page copy {} -> {} outside 0..{} or onto itself", src, dst, num_blocks_ - 1);
+  DS_CHECK(rows > 0 && rows <= block_size_, "MLA cache: copy of {} rows (page of {})", rows, block_size_);
+  const size_t page = size_t(block_size_) * size_t(latent_dim_);
+  for (auto& b : pools_) std::copy_n(b.data() + size_t(src) * page, size_t(rows) * size_t(latent_dim_),
+                                     b.data() + size_t(dst) * page);
 }
 
 size_t MlaLatentCache::bytes() const {

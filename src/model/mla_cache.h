@@ -22,6 +22,9 @@ class MlaLatentCache {
   // Row of position `pos` through `block_table` (checked).
   float* row(int mla_layer, const std::vector<int32_t>& block_table, int64_t pos) const;
   size_t bytes() const;
+  // Copies rows [0, rows) of page `src` into page `dst`, every MLA layer (prefix caching: the partial
+  // last block of a cached prefix). Ids and rows are checked.
+  void copy_rows(int src, int dst, int rows);
 
  private:
   int num_blocks_, block_size_, latent_dim_;

@@ -38,12 +38,15 @@ struct StepPlan {
   // sampling and samples each row r with masks->has(r) among its allowed tokens only.
   std::shared_ptr<const StepMasks> masks;
 
-  bool empty() const { return scheduled.empty() && batch.seqs.empty(); }
+  bool empty() const { return scheduled.empty() && batch.seqs.empty() && batch.saves_before.empty(); }
 };
 
 struct StepResult {
   std::vector<SampleResult> samples;   // one per StepPlan::sampling row
   std::vector<float> logits;           // [rows, vocab] fp32 when StepPlan::return_logits
+  // Snapshots saved by this step (saves_before or save_snapshot) that hold a NaN or an infinity: the
+  // planner must never restore them.
+  std::vector<int32_t> nonfinite_snapshots;
 };
 
 // What a backend can take in one step, and its caches: the engine reads them once at start and

@@ -40,6 +40,14 @@ struct Request {
   int num_preemptions = 0;
   bool history_sent = false;            // the backend holds this request's penalty history (sent with
                                         // its first sample since admission; dropped when released)
+  // Prefix caching (sched/prefix_cache.h).
+  std::vector<uint64_t> block_hashes;   // hash chain of the full blocks of prompt + output so far
+  int num_registered = 0;               // leading pages registered under their hashes (while running)
+  std::vector<int64_t> checkpoints;     // positions where a prefill chunk ends and the state is saved
+  int64_t num_cached_tokens = 0;        // tokens of the last admission served from the cache
+  int32_t restore_snapshot = -1;        // the admission's hit, applied by its first slice
+  int32_t tail_src_block = -1;
+  int32_t tail_rows = 0;
 
   int64_t num_tokens() const { return int64_t(prompt.size() + output.size()); }
   int64_t num_remaining() const { return num_tokens() - num_computed; }

@@ -5,10 +5,16 @@
 #include "core/error.h"
 
 namespace ds {
+namespace {
+constexpr size_t kMaxPassedOver = 64;  // waiting requests passed over per step (they wait for a prefix hit)
+}  // namespace
 
 Scheduler::Scheduler(const SchedulerConfig& cfg)
-    : cfg_(cfg), cost_(cfg.cost, cfg.max_num_batched_tokens), blocks_(cfg.num_blocks, cfg.block_size),
-      slots_(cfg.num_state_slots) {
+    : cfg_(cfg),
+      cost_(cfg.cost, cfg.max_num_batched_tokens),
+      blocks_(cfg.num_blocks, cfg.block_size),
+      slots_(cfg.num_state_slots),
+      prefix_(cfg.prefix, blocks_) {
   DS_CHECK(cfg.max_num_seqs >= 1, "scheduler: max_num_seqs {} < 1", cfg.max_num_seqs);
   DS_CHECK(cfg.max_num_batched_tokens >= 1, "scheduler: max_num_batched_tokens {} < 1",
            cfg.max_num_batched_tokens);
@@ -31,6 +37,9 @@ uint64_t Scheduler::add(Request r) {
   r.state_slot = -1;
   r.blocks.clear();
   r.history_sent = false;
+  r.block_hashes.clear();
+  r.num_cached_tokens = 0;
+  prefix_.release(r);
   uint64_t id = r.id;
   requests_.emplace(id, std::make_unique<Request>(std::move(r)));
   waiting_.push_back(id);
@@ -54,6 +63,7 @@ void Scheduler::release(Request& r) {
   if (r.state_slot >= 0) slots_.free(r.state_slot);
   r.state_slot = -1;
   blocks_.free(&r.blocks);
+  prefix_.release(r);
   r.num_computed = 0;
 }
 
@@ -71,6 +81,8 @@ bool Scheduler::finish(uint64_t id, RequestStatus status) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
   } else {
     remove_running(id);
+    // the state a finished request leaves is saved for the next turn of its conversation
+    if (status == RequestStatus::FinishedStopped || status == RequestStatus::FinishedLength) prefix_.save_finished(r);
   }
   release(r);
   requests_.erase(it);
@@ -95,6 +107,7 @@ void Scheduler::preempt(Request& r, StepPlan* plan) {
 
 bool Scheduler::reserve_pages(Request& r, int64_t tokens, StepPlan* plan) {
   int need = blocks_.blocks_for(tokens) - int(r.blocks.size());
+  if (need > blocks_.num_free()) prefix_.reclaim_pages(need);  // cached partial pages go first
   while (need > blocks_.num_free()) {
     uint64_t victim = youngest_unplaced();
     DS_CHECK(victim != 0, "scheduler: request {} is not running", r.id);
@@ -121,8 +134,18 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   s.sample = r.num_computed + n == r.num_tokens();
   s.decode = r.num_remaining() == 1;
   SeqSlice& slice = plan->batch.add(r.state_slot, r.num_computed, ids, r.blocks);
-  // A fresh sequence, or one preempted by recompute (num_computed back at 0), starts from a zero state.
+  // A fresh sequence, or one preempted by recompute (num_computed back at 0), starts from a zero state;
+  // one resumed from the prefix cache from its snapshot (and the partial page of the cached prefix).
   slice.state_init = r.num_computed == 0 ? StateInit::Zero : StateInit::Keep;
+  if (r.restore_snapshot >= 0) {
+    slice.state_init = StateInit::RestoreSnapshot;
+    slice.state_src = r.restore_snapshot;
+    slice.tail_src_block = r.tail_src_block;
+    slice.tail_rows = r.tail_rows;
+    r.restore_snapshot = r.tail_src_block = -1;
+    r.tail_rows = 0;
+  }
+  slice.save_snapshot = prefix_.save_after_chunk(r, n, s.decode);
   slice.need_logits = s.sample;
   if (s.sample) {
     SeqSampling row;
@@ -149,8 +172,46 @@ int64_t Scheduler::cost_bounded(const Request& r, int64_t cap, double* cost_left
   return n;
 }
 
+bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_prefill, StepPlan* plan, bool* stop) {
+  Request& r = req(waiting_[i]);
+  const PrefixHit hit = prefix_.lookup(r);
+  std::vector<const Request*> behind;
+  if (prefix_.enabled()) {
+    std::vector<Request*> running;
+    for (uint64_t id : running_) running.push_back(&req(id));
+    if (prefix_.should_wait(r, hit, running)) return false;
+    for (size_t j = i + 1; j < waiting_.size() && behind.size() < 64; ++j) behind.push_back(&req(waiting_[j]));
+  }
+  prefix_.take(hit, r, behind);
+  const int reserve = int(running_.size());
+  int64_t cap = std::min<int64_t>(tokens_that_fit(r, reserve), *budget);
+  if (cap == 0) {
+    prefix_.reclaim_pages(reserve + 1);
+    cap = std::min<int64_t>(tokens_that_fit(r, reserve), *budget);
+  }
+  int32_t n = cap > 0 ? int32_t(cost_bounded(r, cap, cost_left, *first_prefill)) : 0;
+  if (n == 0) {
+    prefix_.untake(r);
+    *stop = true;
+    return false;
+  }
+  n = prefix_.clip_chunk(r, n);
+  *first_prefill = false;
+  waiting_.erase(waiting_.begin() + std::ptrdiff_t(i));
+  r.state_slot = slots_.allocate();
+  r.status = RequestStatus::Running;
+  bool ok = reserve_pages(r, r.num_computed + n, plan);
+  DS_CHECK(ok, "scheduler: pages for an admitted chunk were not available");
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), r.id), r.id);
+  place(r, n, plan);
+  *budget -= n;
+  return true;
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
+  prefix_.begin_plan();
+  plan.batch.saves_before = prefix_.take_saves_before();
   plan.released.swap(released_);
   placed_.clear();
   int budget = cfg_.max_num_batched_tokens;
@@ -182,7 +243,7 @@ StepPlan Scheduler::schedule() {
       if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
       fit = tokens_that_fit(r);
     }
-    int32_t n = int32_t(cost_bounded(r, std::min<int64_t>(fit, budget), &cost_left, first_prefill));
+    int32_t n = prefix_.clip_chunk(r, int32_t(cost_bounded(r, std::min<int64_t>(fit, budget), &cost_left, first_prefill)));
     if (n == 0) continue;
     first_prefill = false;
     bool ok = reserve_pages(r, r.num_computed + n, &plan);
@@ -194,21 +255,14 @@ StepPlan Scheduler::schedule() {
   // 3. Admission from the waiting queue, in order, while a slot, pages and budget remain. One free
   //    page per running request stays in reserve so that they can grow without being preempted
   //    at once by the newcomer's first chunk (less thrashing when the pool is tight).
-  while (plan.preempted.empty() && budget > 0 && !waiting_.empty() &&
+  //    A request that waits for a deeper prefix hit (sched/prefix_cache.h) is passed over.
+  size_t i = 0, passed = 0;
+  while (plan.preempted.empty() && budget > 0 && i < waiting_.size() &&
          int(running_.size()) < cfg_.max_num_seqs && slots_.num_free() > 0) {
-    Request& r = req(waiting_.front());
-    int32_t n = int32_t(cost_bounded(r, std::min<int64_t>(tokens_that_fit(r, int(running_.size())), budget),
-                                     &cost_left, first_prefill));
-    if (n == 0) break;
-    first_prefill = false;
-    waiting_.pop_front();
-    r.state_slot = slots_.allocate();
-    r.status = RequestStatus::Running;
-    bool ok = reserve_pages(r, n, &plan);
-    DS_CHECK(ok, "scheduler: pages for an admitted chunk were not available");
-    running_.insert(std::upper_bound(running_.begin(), running_.end(), r.id), r.id);
-    place(r, n, &plan);
-    budget -= n;
+    bool stop = false;
+    if (admit(i, &budget, &cost_left, &first_prefill, &plan, &stop)) continue;
+    if (stop || ++passed > kMaxPassedOver) break;
+    ++i;
   }
   placed_.clear();
   if (plan.empty()) {  // nothing runs this step: the releases wait for a plan the backend executes
@@ -230,6 +284,7 @@ RequestStatus Scheduler::check_stop(const Request& r) const {
 std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepResult& result) {
   DS_CHECK(result.samples.size() == plan.sampling.size(),
            "scheduler: {} samples for {} logits rows", result.samples.size(), plan.sampling.size());
+  prefix_.resolve(result.nonfinite_snapshots);
   std::vector<RequestUpdate> updates;
   size_t row = 0;
   for (const ScheduledSeq& s : plan.scheduled) {
@@ -238,11 +293,13 @@ std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepRes
     if (it == requests_.end()) continue;  // finished by the caller between schedule and update
     Request& r = *it->second;
     r.num_computed += s.num_tokens;
+    prefix_.advance(r);
     if (!sample) continue;
     r.output.push_back(sample->token);
     RequestUpdate u;
     u.request_id = r.id;
     u.sample = *sample;
+    u.cached_tokens = r.num_cached_tokens;
     u.status = check_stop(r);
     if (is_finished(u.status)) finish(r.id, u.status);
     updates.push_back(std::move(u));

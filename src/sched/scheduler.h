@@ -14,7 +14,10 @@
 // change. Sampling rows carry the request id; a request with penalties sends its token history once
 // per admission (the backend then keeps it) and is listed in the next plan's `released` when it
 // finishes or is preempted. A fresh sequence, or one preempted by recompute, starts with
-// StateInit::Zero. No CUDA, no storage: only ids and counts.
+// StateInit::Zero. With prefix caching (SchedulerConfig::prefix, sched/prefix_cache.h) an admission
+// may resume from a cached prefix (shared pages + StateInit::RestoreSnapshot), prefill chunks end at
+// checkpoints, and snapshots are saved after chunks and for finished requests (saves_before).
+// No CUDA, no storage: only ids and counts.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -26,6 +29,7 @@
 #include "cache/block_pool.h"
 #include "cache/state_slot_pool.h"
 #include "sched/cost_model.h"
+#include "sched/prefix_cache.h"
 #include "sched/request.h"
 #include "sched/step_plan.h"
 
@@ -39,6 +43,7 @@ struct SchedulerConfig {
   int num_blocks = 0;                 // MLA pages (block_size <= 0: no paging)
   int block_size = 16;
   StepCostConfig cost;                // prefill chunks bounded by cost too (sched/cost_model.h)
+  PrefixCacheConfig prefix;           // prefix caching (off unless enabled; sched/prefix_cache.h)
 };
 
 class Scheduler {
@@ -63,10 +68,11 @@ class Scheduler {
   const SchedulerConfig& config() const { return cfg_; }
   int num_waiting() const { return int(waiting_.size()); }
   int num_running() const { return int(running_.size()); }
-  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  bool has_work() const { return !waiting_.empty() || !running_.empty() || prefix_.has_saves_before(); }
   int64_t num_preemptions() const { return num_preemptions_; }
   const BlockPool& blocks() const { return blocks_; }
   const StateSlotPool& slots() const { return slots_; }
+  const PrefixCache& prefix_cache() const { return prefix_; }
 
  private:
   Request& req(uint64_t id);
@@ -82,6 +88,9 @@ class Scheduler {
   void release(Request& r);
   void remove_running(uint64_t id);
   RequestStatus check_stop(const Request& r) const;
+  // Admission of the waiting request at waiting_[i] (prefix hit, pages, first chunk): false when it
+  // waits (for a deeper hit) and true when it was admitted; *stop when admission must stop here.
+  bool admit(size_t i, int* budget, double* cost_left, bool* first_prefill, StepPlan* plan, bool* stop);
 
   // Tokens of r's next prefill chunk within the step's cost left (at least min_prefill_chunk for the
   // step's first chunk), at most `cap`; charges their cost.
@@ -91,6 +100,7 @@ class Scheduler {
   StepCost cost_;
   BlockPool blocks_;
   StateSlotPool slots_;
+  PrefixCache prefix_;
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
   std::deque<uint64_t> waiting_;   // front is next
   std::vector<uint64_t> running_;  // sorted by id: oldest first

@@ -13,6 +13,7 @@ struct RequestUpdate {
   uint64_t request_id = 0;
   SampleResult sample;                 // the new token and its logprobs
   RequestStatus status = RequestStatus::Running;  // Running, or why it finished
+  int64_t cached_tokens = 0;           // tokens of its admission served by the prefix cache
 };
 
 }  // namespace ds

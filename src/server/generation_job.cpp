@@ -164,6 +164,12 @@ int GenerationJob::prompt_tokens_total() const {
   return n;
 }
 
+int GenerationJob::cached_tokens_total() const {
+  int n = 0;
+  for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].cached_tokens;
+  return n;
+}
+
 int GenerationJob::completion_tokens_total() const {
   int n = 0;
   for (const auto& c : choices_) n += c.completion_tokens;

@@ -164,6 +164,22 @@ std::string ServerMetrics::render(const EngineStats& e) const {
   for (const auto& [k, n] : http_)
     out += fmt::format("{}http_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", p, escape_label(k.first),
                        k.second, n);
+  // Prefix caching (docs/PREFIX_CACHE.md): vLLM's prefix_cache_queries / prefix_cache_hits (tokens), and the
+  // KDA snapshot pool, which vLLM does not have.
+  scalar("prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
+         std::to_string(e.prefix_cache_queries));
+  scalar("prefix_cache_hits_total", "counter", "Prompt tokens served by the prefix cache.",
+         std::to_string(e.prefix_cache_hits));
+  scalar("prefix_snapshots", "gauge", "KDA state snapshots held by the prefix cache.", std::to_string(e.snapshots_used));
+  scalar("prefix_snapshot_capacity", "gauge", "Size of the KDA snapshot pool.", std::to_string(e.snapshots_capacity));
+  scalar("prefix_snapshot_usage_perc", "gauge", "KDA snapshot pool usage: 1 means 100 percent.",
+         number(e.snapshots_capacity ? double(e.snapshots_used) / e.snapshots_capacity : 0.0));
+  scalar("prefix_snapshot_saves_total", "counter", "KDA snapshots saved (and found finite).",
+         std::to_string(e.snapshots_saved));
+  scalar("prefix_snapshot_evictions_total", "counter", "KDA snapshots evicted (least recently used).",
+         std::to_string(e.snapshot_evictions));
+  scalar("prefix_snapshot_nonfinite_total", "counter", "KDA snapshots dropped because they held a NaN or an infinity.",
+         std::to_string(e.snapshots_nonfinite));
   render_process_metrics(&out);
   return out;
 }

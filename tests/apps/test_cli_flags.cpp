@@ -43,6 +43,28 @@ void expect_refused(const std::vector<std::string>& extra) {
   EXPECT_NE(err.find(extra[0]), std::string::npos) << "the error does not name " << extra[0] << ": " << err;
 }
 
+TEST(CliFlags, PrefixCachingIsOnByDefaultAndCanBeTurnedOff) {
+  ServeArgs a;
+  ASSERT_EQ(parse_serve({}, &a), "");
+  EXPECT_TRUE(a.enable_prefix_caching);
+  EngineOptions eo = engine_options(a);
+  EXPECT_TRUE(eo.enable_prefix_caching);
+  EXPECT_EQ(eo.backend.num_snapshots, -1) << "sized from the snapshot budget";
+  ASSERT_EQ(parse_serve({"--no-enable-prefix-caching"}, &a), "");
+  EXPECT_FALSE(a.enable_prefix_caching);
+  eo = engine_options(a);
+  EXPECT_FALSE(eo.enable_prefix_caching);
+  EXPECT_EQ(eo.backend.num_snapshots, 0);
+  ASSERT_EQ(parse_serve({"--enable-prefix-caching", "--prefix-snapshot-memory", "2.5", "--prefix-snapshot-interval",
+                         "1024"}, &a), "");
+  eo = engine_options(a);
+  EXPECT_TRUE(eo.enable_prefix_caching);
+  EXPECT_EQ(eo.backend.snapshot_memory_gib, 2.5);
+  EXPECT_EQ(eo.prefix_snapshot_interval, 1024);
+  expect_refused({"--prefix-snapshot-memory", "-1"});
+  expect_refused({"--prefix-snapshot-interval", "-5"});
+}
+
 TEST(CliFlags, ServeNumericFlagsAreRangeChecked) {
   expect_refused({"--kv-cache-tokens", "1125899906842624"});  // 2^50: wrapped the page count to 0
   expect_refused({"--kv-cache-tokens", "-1"});

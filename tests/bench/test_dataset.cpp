@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <set>
 
 #include "bench/dataset.h"
+#include "bench/dataset_prefix.h"
 #include "bench/progress.h"
 #include "bench/request.h"
 #include "bench/task_runner.h"
@@ -118,6 +120,73 @@ TEST(BenchDataset, FixedPrompt) {
   EXPECT_EQ(ps[2].max_tokens, 9);
   EXPECT_EQ(make_fixed_dataset("x", 1, EndpointType::Chat, 9)[0].prompt[0]["content"], "x");
   EXPECT_THROW(make_fixed_dataset("", 1, EndpointType::Chat, 9), ds::Error);
+}
+
+namespace {
+std::vector<int64_t> ids_of(const BenchPrompt& p) { return p.prompt.get<std::vector<int64_t>>(); }
+size_t common_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+}  // namespace
+
+TEST(BenchDataset, SharedPrefixGroupsShareExactlyTheirPrefix) {
+  SharedPrefixOptions o;
+  o.groups = 4;
+  o.prompts_per_group = 5;
+  o.prefix_len = 300;
+  o.suffix_len = 20;
+  o.output_len = 7;
+  const auto d = make_shared_prefix_dataset(o, EndpointType::Completions, 3);
+  ASSERT_EQ(d.size(), 20u);
+  std::map<std::vector<int64_t>, int> groups;  // prefix -> requests
+  for (const auto& p : d) {
+    const auto ids = ids_of(p);
+    ASSERT_EQ(ids.size(), 320u);
+    EXPECT_EQ(p.prompt_len, 320);
+    EXPECT_EQ(p.max_tokens, 7);
+    groups[std::vector<int64_t>(ids.begin(), ids.begin() + 300)]++;
+  }
+  ASSERT_EQ(groups.size(), 4u);
+  for (const auto& [prefix, n] : groups) EXPECT_EQ(n, 5);
+  // shuffled: the first five are not one group
+  std::set<std::vector<int64_t>> first;
+  for (int i = 0; i < 5; ++i) {
+    const auto ids = ids_of(d[size_t(i)]);
+    first.insert(std::vector<int64_t>(ids.begin(), ids.begin() + 300));
+  }
+  EXPECT_GT(first.size(), 1u);
+  // chat prompts share their text prefix the same way
+  const auto c = make_shared_prefix_dataset(o, EndpointType::Chat, 3);
+  ASSERT_EQ(c.size(), 20u);
+  EXPECT_TRUE(c[0].prompt.is_array());
+}
+
+TEST(BenchDataset, MultiTurnTurnsExtendThePreviousPrompt) {
+  MultiTurnOptions o;
+  o.conversations = 3;
+  o.turns = 4;
+  o.question_len = 10;
+  o.answer_len = 6;
+  const auto d = make_multi_turn_dataset(o, EndpointType::Completions, 5);
+  ASSERT_EQ(d.size(), 12u);
+  for (int t = 0; t < 4; ++t)
+    for (int c = 0; c < 3; ++c) {
+      const auto& p = d[size_t(t * 3 + c)];  // turn-major order
+      EXPECT_EQ(p.prompt_len, 10 + t * 16);
+      EXPECT_EQ(p.max_tokens, 6);
+      if (t > 0) {
+        const auto prev = ids_of(d[size_t((t - 1) * 3 + c)]);
+        EXPECT_EQ(common_prefix(prev, ids_of(p)), prev.size()) << "turn " << t << " extends turn " << t - 1;
+      }
+      if (c > 0) EXPECT_LT(common_prefix(ids_of(d[size_t(t * 3)]), ids_of(p)), 10u) << "conversations differ";
+    }
+  o.first_len = 50;
+  EXPECT_EQ(make_multi_turn_dataset(o, EndpointType::Completions, 5)[4].prompt_len, 50 + 16) << "a long first turn";
+  const auto chat = make_multi_turn_dataset(o, EndpointType::Chat, 5);
+  ASSERT_EQ(chat[11].prompt.size(), 7u);  // u a u a u a u
+  EXPECT_EQ(chat[11].prompt[1]["role"], "assistant");
 }
 
 TEST(BenchRequest, BodyFields) {

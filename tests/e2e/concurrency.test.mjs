@@ -47,7 +47,7 @@ test('64 concurrent streams each equal the request alone; metrics count them', a
     const { prompt_tokens_details: details, ...counts } = usage;
     assert.deepEqual(counts, { prompt_tokens: cases[i].prompt.length, completion_tokens: cases[i].max_tokens,
       total_tokens: cases[i].prompt.length + cases[i].max_tokens });
-    assert.ok(details.cached_tokens >= 0 && details.cached_tokens <= cases[i].prompt.length);
+    assert.ok(details.cached_tokens >= 0 && details.cached_tokens < cases[i].prompt.length, `request ${i}`);
     promptTotal += cases[i].prompt.length;
     genTotal += cases[i].max_tokens;
   }

@@ -17,7 +17,7 @@ struct Collected {
   std::vector<SampleResult> logprobs;
   FinishReason finish = FinishReason::None;
   std::string stop_reason, error;
-  int prompt_tokens = 0, completion_tokens = 0;
+  int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   int outputs = 0;
 };
 
@@ -33,6 +33,7 @@ inline Collected collect(RequestStream& s, int timeout_s = 120) {
     c.deltas.push_back(o->text);
     c.logprobs.insert(c.logprobs.end(), o->logprobs.begin(), o->logprobs.end());
     c.prompt_tokens = o->prompt_tokens;
+    c.cached_tokens = o->cached_tokens;
     c.completion_tokens = o->completion_tokens;
     if (o->finished()) {
       c.finish = o->finish;

@@ -2,6 +2,8 @@
 // the steps the plan refuses (CudaModel): on the tiny config.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -211,23 +213,32 @@ TEST(CudaModelPlan, RefusesWhatTheWorkspaceCannotHold) {
 
 // The layout's state operations through CudaModel: a continuation from a copied slot or a restored
 // snapshot gives the logits of continuing in the original slot.
+// A tiny fp32 model with snapshots and 8 pages, run eagerly; logits() reads its first logits row.
+struct SnapshotRig {
+  ModelConfig cfg = ModelConfig::from_file(kTiny + "/model/config.json");
+  std::unique_ptr<CudaModel> model;
+  explicit SnapshotRig(int snapshots) {
+    CudaModelOptions o = small_options();
+    o.num_blocks = 8;
+    o.num_snapshots = snapshots;
+    o.max_model_len = 128;
+    o.use_graphs = false;
+    model = tiny_model(cfg, o);
+  }
+  std::vector<float> logits() const {
+    std::vector<float> h(static_cast<size_t>(cfg.vocab_size));
+    DS_CUDA_CHECK(cudaStreamSynchronize(model->stream()));  // the model's stream does not block the default one
+    DS_CUDA_CHECK(cudaMemcpy(h.data(), model->logits(), h.size() * 4, cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
 TEST(CudaModelPlan, StateInitCopyAndSnapshot) {
   DS_REQUIRE_GPU();
-  const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
-  CudaModelOptions o = small_options();
-  o.num_blocks = 8;
-  o.num_snapshots = 2;
-  o.max_model_len = 128;
-  o.use_graphs = false;
-  auto model = tiny_model(cfg, o);
-  CudaModel& m = *model;
-  const int V = cfg.vocab_size;
-  auto logits = [&] {
-    std::vector<float> h(static_cast<size_t>(V));
-    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));  // the model's stream does not block the default one
-    DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
-    return h;
-  };
+  SnapshotRig rig(2);
+  CudaModel& m = *rig.model;
+  const int V = rig.cfg.vocab_size;
+  auto logits = [&] { return rig.logits(); };
   std::vector<int32_t> prompt(16), more(5);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(7 + 13 * i) % V;
   for (size_t i = 0; i < more.size(); ++i) more[i] = int32_t(2 + 5 * i) % V;
@@ -256,6 +267,117 @@ TEST(CudaModelPlan, StateInitCopyAndSnapshot) {
   fresh.add(3, 0, more, {4});
   m.forward(fresh);
   EXPECT_GT(rel_l2(logits(), from_slot), 1e-3);
+}
+
+// Prefix caching's device ops: the finiteness flag of a saved snapshot (fp32 state, fp32 and bf16 conv
+// tails) and the copy of a cached partial page.
+TEST(DeviceCaches, SnapshotFinitenessFlagAndPartialPageCopy) {
+  DS_REQUIRE_GPU();
+  const auto cfg = ModelConfig::from_file(kTiny + "/model/config.json");
+  Stream stream;
+  const DeviceContext ctx = make_device_context(stream.get(), CudaEnv{});
+  for (DType act : {DType::F32, DType::BF16}) {
+    CacheShape shape;
+    shape.num_slots = 2;
+    shape.num_blocks = 4;
+    shape.block_size = 16;
+    shape.num_snapshots = 3;
+    DeviceCaches c(cfg, act, shape, ctx);
+    const auto& u = c.unit();
+    const int L = cfg.num_kda_layers();
+    std::vector<float> ones(u.state_slot / 4, 0.5f);
+    for (int l = 0; l < L; ++l)
+      DS_CUDA_CHECK(cudaMemcpy(c.kda_state(l, 0), ones.data(), u.state_slot, cudaMemcpyHostToDevice));
+    auto flags = to_device_raw(std::vector<int32_t>{0, 0, 0});
+    c.save_snapshot(0, 0, ctx);
+    c.flag_nonfinite_snapshot(0, flags.as<int32_t>(), ctx);
+    // a NaN in the last layer's state
+    const float nan = NAN;
+    DS_CUDA_CHECK(cudaMemcpy(c.kda_state(L - 1, 0) + 77, &nan, 4, cudaMemcpyHostToDevice));
+    c.save_snapshot(0, 1, ctx);
+    c.flag_nonfinite_snapshot(1, flags.as<int32_t>() + 1, ctx);
+    // an infinity in the first layer's conv tail (its activation dtype), the state finite again
+    for (int l = 0; l < L; ++l)
+      DS_CUDA_CHECK(cudaMemcpy(c.kda_state(l, 1), ones.data(), u.state_slot, cudaMemcpyHostToDevice));
+    if (act == DType::F32) {
+      const float inf = INFINITY;
+      DS_CUDA_CHECK(cudaMemcpy(static_cast<char*>(c.conv_state(0, 1)) + 12, &inf, 4, cudaMemcpyHostToDevice));
+    } else {
+      const uint16_t inf = 0x7f80;  // bf16 +inf
+      DS_CUDA_CHECK(cudaMemcpy(static_cast<char*>(c.conv_state(0, 1)) + 10, &inf, 2, cudaMemcpyHostToDevice));
+    }
+    c.save_snapshot(1, 2, ctx);
+    c.flag_nonfinite_snapshot(2, flags.as<int32_t>() + 2, ctx);
+    stream.sync();
+    std::vector<int32_t> got(3);
+    DS_CUDA_CHECK(cudaMemcpy(got.data(), flags.data(), 12, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(got, std::vector<int32_t>({0, 1, 1})) << dtype_name(act);
+
+    // rows [0, 5) of page 1 into page 2, every MLA layer; row 5 of page 2 stays as it was (zero)
+    const size_t row = size_t(cfg.mla.latent_dim()) * dtype_size(act), page = row * 16;
+    std::vector<uint8_t> pattern(page);
+    for (size_t i = 0; i < page; ++i) pattern[i] = uint8_t(1 + i % 251);
+    for (int l = 0; l < cfg.num_mla_layers(); ++l)
+      DS_CUDA_CHECK(cudaMemcpy(static_cast<char*>(c.mla_layer(l)) + page, pattern.data(), page, cudaMemcpyHostToDevice));
+    c.copy_page_rows(1, 2, 5, ctx);
+    stream.sync();
+    for (int l = 0; l < cfg.num_mla_layers(); ++l) {
+      std::vector<uint8_t> back(page);
+      DS_CUDA_CHECK(cudaMemcpy(back.data(), static_cast<char*>(c.mla_layer(l)) + 2 * page, page, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(std::equal(back.begin(), back.begin() + 5 * row, pattern.begin())) << "layer " << l;
+      EXPECT_TRUE(std::all_of(back.begin() + 5 * row, back.end(), [](uint8_t b) { return b == 0; })) << "layer " << l;
+    }
+    EXPECT_THROW(c.copy_page_rows(1, 1, 3, ctx), Error);
+    EXPECT_THROW(c.copy_page_rows(1, 2, 17, ctx), Error);
+  }
+}
+
+// A prefix-cache hit through CudaModel: a sequence restored from a snapshot at 21 tokens, with rows
+// [16, 21) of its partial page copied from the cached page, continues like the original (fp32); a
+// batch of saves alone runs; a saved NaN state is reported by take_nonfinite_snapshots().
+TEST(CudaModelPlan, PrefixHitWithAPartialPageAndTheNaNCheck) {
+  DS_REQUIRE_GPU();
+  SnapshotRig rig(3);
+  CudaModel& m = *rig.model;
+  const int V = rig.cfg.vocab_size;
+  auto logits = [&] { return rig.logits(); };
+  std::vector<int32_t> prompt(21), more(6);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(11 + 17 * i) % V;
+  for (size_t i = 0; i < more.size(); ++i) more[i] = int32_t(3 + 7 * i) % V;
+  ForwardBatch first;  // slot 0, pages {0, 1}; snapshot 1 after 21 tokens
+  first.add(0, 0, prompt, {0, 1}).save_snapshot = 1;
+  m.forward(first);
+  EXPECT_TRUE(m.take_nonfinite_snapshots().empty());
+  ForwardBatch hit;  // slot 1: shares page 0, copies 5 rows of page 1 into its page 2
+  SeqSlice& h = hit.add(1, 21, more, {0, 2});
+  h.state_init = StateInit::RestoreSnapshot;
+  h.state_src = 1;
+  h.tail_src_block = 1;
+  h.tail_rows = 5;
+  m.forward(hit);
+  const auto from_hit = logits();
+  ForwardBatch kept;
+  kept.add(0, 21, more, {0, 1});
+  m.forward(kept);
+  EXPECT_LT(rel_l2(from_hit, logits()), 1e-6);
+  ForwardBatch no_copy;  // without the partial page the result differs (the check can fail)
+  SeqSlice& n = no_copy.add(2, 21, more, {0, 3});
+  n.state_init = StateInit::RestoreSnapshot;
+  n.state_src = 1;
+  m.forward(no_copy);
+  EXPECT_GT(rel_l2(logits(), from_hit), 1e-4);
+  // saves alone: a finite state, then slot 0 with a NaN planted in its first KDA layer
+  ForwardBatch saves;
+  saves.saves_before.push_back({0, 0});
+  m.forward(saves);
+  EXPECT_TRUE(m.take_nonfinite_snapshots().empty());
+  float* state0 = nullptr;
+  ASSERT_NO_THROW(state0 = m.debug_kda_state(0, 0));
+  DS_CUDA_CHECK(cudaMemset(state0, 0xff, 16));  // 0xffffffff: a NaN
+  ForwardBatch bad;
+  bad.saves_before.push_back({0, 2});
+  m.forward(bad);
+  EXPECT_EQ(m.take_nonfinite_snapshots(), std::vector<int32_t>({2}));
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // A stand-in for the model in scheduler tests: runs a StepPlan on per-slot token histories and
 // "samples" a token that is a hash of the sequence's whole history, so any mix-up of slots, context
-// lengths or tokens changes the output. Checks the plan's invariants on every step.
+// lengths or tokens changes the output. Checks the plan's invariants on every step. KDA snapshots and
+// MLA pages are modelled too: a snapshot holds the token history of the slot it saved, and each page
+// row holds a hash of the whole prefix that wrote it, so a prefix-cache hit that restores the wrong
+// state, shares a page with other contents or copies the wrong partial page fails the checks.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -24,7 +27,17 @@ struct Sim {
   std::map<uint64_t, std::vector<int32_t>> outputs;       // tokens sampled per request
   std::map<uint64_t, RequestStatus> finished;
   std::map<uint64_t, std::vector<int32_t>> held;         // the backend's penalty histories, modelled
-  int64_t steps = 0;
+  std::map<int32_t, std::vector<int32_t>> snapshots;      // what each snapshot holds
+  std::map<int32_t, std::vector<uint64_t>> page_rows;     // per page: prefix hash of each row (0: never written)
+  std::set<int32_t> poisoned_slots;                       // their saves are reported non-finite
+  int64_t steps = 0, restores = 0, tail_copies = 0, prefill_tokens = 0;
+
+  static uint64_t prefix_hash(uint64_t h, int32_t t) { return (h ^ uint64_t(uint32_t(t) + 1)) * 1099511628211ull; }
+  std::vector<uint64_t>& page(int32_t p) {
+    auto& rows = page_rows[p];
+    rows.resize(size_t(std::max(1, sched.config().block_size)), 0);
+    return rows;
+  }
 
   explicit Sim(Scheduler& s) : sched(s) {}
 
@@ -33,6 +46,7 @@ struct Sim {
     StepPlan plan = sched.schedule();
     apply_released(plan);
     ++steps;
+    prefill_tokens += plan.num_prefill_tokens;
     const SchedulerConfig& cfg = sched.config();
     EXPECT_LE(plan.batch.num_tokens(), cfg.max_num_batched_tokens);
     EXPECT_LE(int(plan.batch.seqs.size()), cfg.max_num_seqs);
@@ -41,6 +55,22 @@ struct Sim {
     std::set<int32_t> slots, pages;
     StepResult result;
     size_t row = 0;
+    const int bs = sched.config().block_size;
+    const bool paging = sched.blocks().paging();
+    for (const SlotSave& v : plan.batch.saves_before) {
+      snapshots[v.snapshot] = slot_history[v.slot];
+      if (poisoned_slots.count(v.slot)) result.nonfinite_snapshots.push_back(v.snapshot);
+    }
+    // pages written by a slice are read by no other slice of the step
+    std::map<int32_t, size_t> writer;
+    for (size_t i = 0; paging && i < plan.batch.seqs.size(); ++i) {
+      const SeqSlice& s = plan.batch.seqs[i];
+      for (int64_t b = s.context_len / bs; b <= (s.context_len + s.num_tokens - 1) / bs; ++b)
+        EXPECT_TRUE(writer.emplace(s.block_table[size_t(b)], i).second) << "page written twice in a step";
+    }
+    for (size_t i = 0; paging && i < plan.batch.seqs.size(); ++i)
+      for (int32_t p : plan.batch.seqs[i].block_table)
+        if (writer.count(p)) EXPECT_EQ(writer[p], i) << "page " << p << " written by one slice, read by another";
     for (size_t i = 0; i < plan.batch.seqs.size(); ++i) {
       const SeqSlice& s = plan.batch.seqs[i];
       const ScheduledSeq& q = plan.scheduled[i];
@@ -51,20 +81,52 @@ struct Sim {
       if (bp.paging()) {
         EXPECT_GE(int64_t(s.block_table.size()) * bp.block_size(), s.context_len + s.num_tokens);
       }
-      for (int32_t p : s.block_table) EXPECT_TRUE(pages.insert(p).second) << "page " << p << " shared";
+      for (int32_t p : s.block_table) EXPECT_TRUE(pages.insert(p).second) << "page " << p << " twice in a table";
+      pages.clear();
       auto& hist = slot_history[s.state_slot];
       EXPECT_EQ(s.state_init == StateInit::Zero, s.context_len == 0) << "a fresh sequence starts from Zero";
-      EXPECT_TRUE(s.state_init == StateInit::Zero || s.state_init == StateInit::Keep);
+      EXPECT_NE(s.state_init, StateInit::CopySlot);
       if (s.state_init == StateInit::Zero) hist.clear();
+      if (s.state_init == StateInit::RestoreSnapshot) {
+        EXPECT_TRUE(snapshots.count(s.state_src)) << "restores snapshot " << s.state_src << " never saved";
+        hist = snapshots[s.state_src];
+        ++restores;
+      }
+      if (s.tail_src_block >= 0) {
+        EXPECT_EQ(s.state_init, StateInit::RestoreSnapshot);
+        EXPECT_EQ(s.context_len % bs, s.tail_rows);
+        const auto src = page(s.tail_src_block);
+        auto& dst = page(s.block_table[size_t(s.context_len / bs)]);
+        std::copy_n(src.begin(), s.tail_rows, dst.begin());
+        ++tail_copies;
+      }
       EXPECT_EQ(int64_t(hist.size()), s.context_len) << "slot state does not match context_len";
       const Request* r = sched.get(q.request_id);
       EXPECT_NE(r, nullptr);
+      if (r) {
+        uint64_t h = 1469598103934665603ull;
+        for (int64_t p = 0; p < s.context_len + s.num_tokens; ++p) {
+          h = prefix_hash(h, r->token_at(p));
+          if (p < s.context_len) {
+            EXPECT_EQ(hist[size_t(p)], r->token_at(p)) << "slot state is another prefix's";
+            if (paging)
+              EXPECT_EQ(page(s.block_table[size_t(p / bs)])[size_t(p % bs)], h)
+                  << "request " << r->id << " position " << p << " reads another prefix's latent";
+          } else if (paging) {
+            page(s.block_table[size_t(p / bs)])[size_t(p % bs)] = h;
+          }
+        }
+      }
       for (int32_t k = 0; k < s.num_tokens; ++k) {
         int32_t tok = plan.batch.tokens[size_t(s.token_offset + k)];
         if (r) {
           EXPECT_EQ(tok, r->token_at(s.context_len + k));
         }
         hist.push_back(tok);
+      }
+      if (s.save_snapshot >= 0) {
+        snapshots[s.save_snapshot] = hist;
+        if (poisoned_slots.count(s.state_slot)) result.nonfinite_snapshots.push_back(s.save_snapshot);
       }
       EXPECT_EQ(s.need_logits, q.sample);
       if (q.sample) {

@@ -102,6 +102,11 @@ class FakeEngine : public server::EngineClient {
     s.running = live_.load();
     s.kv_usage = 0.25;
     s.state_usage = 0.5;
+    s.prefix_cache_queries = 100;
+    s.prefix_cache_hits = 40;
+    s.snapshots_used = 3;
+    s.snapshots_capacity = 12;
+    s.snapshot_evictions = 7;
     return s;
   }
   int64_t max_model_len() const override { return max_len_; }

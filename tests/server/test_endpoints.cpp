@@ -80,6 +80,24 @@ TEST(Endpoints, MetricsAccountForRequests) {
   EXPECT_NE(m.find("# TYPE deltaserve_time_to_first_token_seconds histogram"), std::string::npos);
 }
 
+TEST(Endpoints, PrefixCacheInUsageAndMetrics) {
+  ServerFixture f;
+  json j = json::parse(f.post("/v1/completions", {{"prompt", "abc def ghi"}, {"max_tokens", 2}, {"n", 3}}).body);
+  const int prompt = j["usage"]["prompt_tokens"].get<int>();
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], prompt / 2) << "once per prompt, as prompt_tokens";
+  json msgs = json::array({{{"role", "user"}, {"content", "hello there"}}});
+  j = json::parse(f.post("/v1/chat/completions", {{"messages", msgs}, {"max_tokens", 2}}).body);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], j["usage"]["prompt_tokens"].get<int>() / 2);
+  const std::string m = f.client().get("/metrics").body;
+  EXPECT_EQ(metric(m, "deltaserve_prefix_cache_queries_total"), 100);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_cache_hits_total"), 40);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_snapshots"), 3);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_snapshot_capacity"), 12);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_snapshot_usage_perc"), 0.25);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_snapshot_evictions_total"), 7);
+  EXPECT_EQ(metric(m, "deltaserve_prefix_snapshot_nonfinite_total"), 0);
+}
+
 TEST(Metrics, HistogramBucketsAreCumulative) {
   server::Histogram h({0.1, 1.0, 10.0});
   for (double v : {0.05, 0.1, 0.5, 2.0, 50.0}) h.observe(v);
