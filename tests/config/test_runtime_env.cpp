@@ -57,6 +57,8 @@ TEST(CudaEnv, BadValuesNameTheVariable) {
 TEST(CudaEnv, Wgmma) {
   EnvGuard g;
   unsetenv("DELTASERVE_CUDA_WGMMA");
+  EXPECT_EQ(CudaEnv::parse().wgmma, 1);  // on by default (measured: docs/PERF.md)
+  setenv("DELTASERVE_CUDA_WGMMA", "0", 1);
   EXPECT_EQ(CudaEnv::parse().wgmma, 0);
   setenv("DELTASERVE_CUDA_WGMMA", "2", 1);
   EXPECT_EQ(CudaEnv::parse().wgmma, 2);
