@@ -176,12 +176,6 @@ int GenerationJob::completion_tokens_total() const {
   return n;
 }
 
-int GenerationJob::cached_tokens_total() const {
-  int n = 0;
-  for (size_t i = 0; i < choices_.size(); i += size_t(n_per_prompt_)) n += choices_[i].cached_tokens;
-  return n;
-}
-
 nlohmann::json GenerationJob::usage() const {
   return usage_json(prompt_tokens_total(), completion_tokens_total(), cached_tokens_total());
 }

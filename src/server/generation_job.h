@@ -61,7 +61,6 @@ class GenerationJob {
   int prompt_tokens_total() const;  // counted once per prompt (choices of a prompt share it)
   int cached_tokens_total() const;  // the same way (each prompt's first choice)
   int completion_tokens_total() const;
-  int cached_tokens_total() const;  // like prompt_tokens_total()
   // The usage object of the whole job (prompt, completion and cached-prompt token counts).
   nlohmann::json usage() const;
   // Marks a choice's reported finish reason for the metrics (e.g. "tool_calls").
