@@ -220,7 +220,7 @@ TEST(GpuFp8, GemvGroupedGather) {
 // routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
 // + cuBLASLt path at 65 rows): test_model_tiny's pinned bf16 bound, 2e-2.
 void expect_model_matches_cpu(const std::string& dir, const std::string& q, const char* what,
-                              const std::string& dtype = "float32") {
+                              const std::string& dtype = "float32", int prompt = 65) {
   const double bound = dtype == "float32" ? 1e-4 : 2e-2;
   BackendOptions co;
   co.model_dir = dir;
@@ -233,13 +233,21 @@ void expect_model_matches_cpu(const std::string& dir, const std::string& q, cons
   SafetensorsFile ref(std::string(DS_FIXTURES_DIR) + "/tiny/reference.safetensors");
   const TensorInfo* ti = ref.find("len150.ids");
   ASSERT_NE(ti, nullptr);
-  std::vector<int32_t> all(69);
-  std::memcpy(all.data(), ti->data, all.size() * 4);
-  const int V = cpu.config().vocab_size, P = 65;
+  std::vector<int32_t> all(size_t(prompt) + 4);
+  if (prompt + 4 <= 150) {
+    std::memcpy(all.data(), ti->data, all.size() * 4);
+  } else {  // longer than the reference prompts: ordinary ids
+    for (size_t i = 0; i < all.size(); ++i) all[i] = int32_t((i * 7919 + 13) % 1790);
+  }
+  const int V = cpu.config().vocab_size, P = prompt;
+  std::vector<int32_t> pages;
+  for (int i = 0; i < (P + 4 + 15) / 16; ++i) pages.push_back((i * 7 + 3) % 64);
+  std::vector<int32_t> cpu_pages;
+  for (int i = 0; i < (P + 4 + 15) / 16; ++i) cpu_pages.push_back(i);
   ForwardTrace trace;
   cpu.set_trace(&trace);
   ForwardBatch fb;
-  fb.add(0, 0, all, {0, 1, 2, 3, 4}, true);
+  fb.add(0, 0, all, cpu_pages, true);
   const std::vector<float> want = forward_logits(cpu, fb);
   cpu.set_trace(nullptr);
 
@@ -249,7 +257,6 @@ void expect_model_matches_cpu(const std::string& dir, const std::string& q, cons
   go.num_blocks = 64;
   auto gpu = make_cuda_backend(go);
   cuda_force_routes(*gpu, {{0, trace.route_ids}});
-  const std::vector<int32_t> pages = {3, 9, 1, 7, 5};
   ForwardBatch pre;
   pre.add(0, 0, std::vector<int32_t>(all.begin(), all.begin() + P), pages, true);
   const auto got = forward_logits(*gpu, pre);
@@ -291,6 +298,8 @@ TEST(GpuFp8Model, Bf16ActivationsMatchCpu) {
   auto bl = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Block);
   expect_model_matches_cpu(bl->dir.string(), "", "fp8 block32", "bfloat16");
   expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online", "bfloat16");
+  // a 600-token prefill: the MoE's prefill-sized GEMM tiles (T >= 512) with FP8 experts
+  expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel 600", "bfloat16", 600);
 }
 
 }  // namespace
