@@ -65,7 +65,7 @@ export DS_E2E_STRUCT_URL="http://127.0.0.1:$PORT_structured" DS_E2E_STRUCT_LOG="
 export DS_E2E_BIN="$BIN" DS_E2E_MODEL_DIR="$MODEL" DS_E2E_TOKENIZER_DIR="$TOKENIZER" DS_E2E_LOG_DIR="$LOG_DIR"
 
 status=0
-node --test --test-concurrency=1 --test-timeout=300000 \
+node --test --test-concurrency=1 --test-timeout="${E2E_TEST_TIMEOUT_MS:-300000}" \
   "$HERE/basics.test.mjs" "$HERE/completions.test.mjs" "$HERE/chat.test.mjs" "$HERE/concurrency.test.mjs" \
   "$HERE/errors.test.mjs" "$HERE/structured.test.mjs" "$HERE/responses.test.mjs" "$HERE/frameworks.test.mjs" \
   "$HERE/prefix_cache.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
