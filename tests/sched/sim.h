@@ -70,7 +70,9 @@ struct Sim {
     }
     for (size_t i = 0; paging && i < plan.batch.seqs.size(); ++i)
       for (int32_t p : plan.batch.seqs[i].block_table)
-        if (writer.count(p)) EXPECT_EQ(writer[p], i) << "page " << p << " written by one slice, read by another";
+        if (writer.count(p)) {
+          EXPECT_EQ(writer[p], i) << "page " << p << " written by one slice, read by another";
+        }
     for (size_t i = 0; i < plan.batch.seqs.size(); ++i) {
       const SeqSlice& s = plan.batch.seqs[i];
       const ScheduledSeq& q = plan.scheduled[i];
@@ -109,9 +111,10 @@ struct Sim {
           h = prefix_hash(h, r->token_at(p));
           if (p < s.context_len) {
             EXPECT_EQ(hist[size_t(p)], r->token_at(p)) << "slot state is another prefix's";
-            if (paging)
+            if (paging) {
               EXPECT_EQ(page(s.block_table[size_t(p / bs)])[size_t(p % bs)], h)
                   << "request " << r->id << " position " << p << " reads another prefix's latent";
+            }
           } else if (paging) {
             page(s.block_table[size_t(p / bs)])[size_t(p % bs)] = h;
           }
