@@ -10,7 +10,7 @@
 //   DELTASERVE_CUDA_WGMMA=0|1|2          Hopper wgmma kernels for bf16 prefill (MLA attention, MoE grouped
 //                                        GEMM) on sm_90: 0 the mma.sync kernels, 1 the wgmma kernels, 2 the same
 //                                        with the MLA kernel's ping-pong schedule (its two consumer warpgroups
-//                                        take turns on the tensor cores) (default: 0 until measured)
+//                                        take turns on the tensor cores) (default: 1)
 #pragma once
 
 namespace ds {
@@ -19,7 +19,7 @@ struct CudaEnv {
   bool reference_attention = false;
   bool graphs = true;
   bool pdl = true;
-  int wgmma = 0;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
+  int wgmma = 1;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();
