@@ -10,7 +10,7 @@
 //   DELTASERVE_CUDA_WGMMA=0|1|2          Hopper wgmma kernels for bf16 prefill (MLA attention, MoE grouped
 //                                        GEMM) on sm_90: 0 the mma.sync kernels, 1 the wgmma kernels, 2 the same
 //                                        with the MLA kernel's ping-pong schedule (its two consumer warpgroups
-//                                        take turns on the tensor cores) (default: 1, measured: docs/PERF.md)
+//                                        take turns on the tensor cores) (default: 1)
 #pragma once
 
 namespace ds {

@@ -55,7 +55,7 @@ struct CudaModelOptions {
   bool use_graphs = true;
   bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
   bool pdl = true;                  // programmatic dependent launch (DELTASERVE_CUDA_PDL)
-  int wgmma = 0;                    // Hopper wgmma prefill kernels (DELTASERVE_CUDA_WGMMA)
+  int wgmma = 1;                    // Hopper wgmma prefill kernels (DELTASERVE_CUDA_WGMMA)
   int max_graph_batch = 256;        // largest decode batch replayed from a graph
   int64_t graph_max_context = 0;    // graphs are captured for block tables of up to this many tokens
                                     // (0: max_model_len); longer decode steps run eagerly
