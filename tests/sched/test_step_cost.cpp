@@ -41,8 +41,12 @@ TEST(StepCost, MaxTokensIsTheLargestChunkWithinBudget) {
         const int64_t n = c.max_tokens(budget, context, cap);
         ASSERT_GE(n, 0);
         ASSERT_LE(n, cap);
-        if (n > 0) EXPECT_LE(c.cost(n, context), budget) << context << " " << budget << " " << cap;
-        if (n < cap) EXPECT_GT(c.cost(n + 1, context), budget) << context << " " << budget << " " << cap;
+        if (n > 0) {
+          EXPECT_LE(c.cost(n, context), budget) << context << " " << budget << " " << cap;
+        }
+        if (n < cap) {
+          EXPECT_GT(c.cost(n + 1, context), budget) << context << " " << budget << " " << cap;
+        }
       }
   // Without the pair term, the budget in tokens.
   StepCost linear(StepCostConfig{.per_pair = 0}, 100);
