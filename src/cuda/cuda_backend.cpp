@@ -86,7 +86,7 @@ class CudaBackend final : public Backend {
     l.num_state_slots = model_->num_slots();
     l.num_blocks = model_->num_blocks();
     l.block_size = model_->block_size();
-    l.num_snapshots = model_->layout_limits().num_snapshots;  // the KDA snapshot pool (prefix caching)
+    l.num_snapshots = model_->num_snapshots();  // the KDA snapshot pool (prefix caching)
     // the block-table width the step metadata was planned for (max_model_len): any context up to it runs
     // (the MLA prefill attends to a long one piece by piece in its fixed expansion)
     l.max_context = model_->workspace().plan().lim.max_context;

@@ -71,6 +71,7 @@ class CudaModel {
   int num_slots() const { return caches_->num_slots(); }
   int max_tokens() const { return opt_.max_tokens; }  // tokens per forward
   int num_blocks() const { return caches_->num_blocks(); }
+  int num_snapshots() const { return caches_->shape().num_snapshots; }
   int block_size() const { return caches_->block_size(); }
   const DeviceContext& context() const { return ctx_; }
   cudaStream_t stream() const { return ctx_.stream; }

@@ -180,7 +180,9 @@ TEST(BenchDataset, MultiTurnTurnsExtendThePreviousPrompt) {
         const auto prev = ids_of(d[size_t((t - 1) * 3 + c)]);
         EXPECT_EQ(common_prefix(prev, ids_of(p)), prev.size()) << "turn " << t << " extends turn " << t - 1;
       }
-      if (c > 0) EXPECT_LT(common_prefix(ids_of(d[size_t(t * 3)]), ids_of(p)), 10u) << "conversations differ";
+      if (c > 0) {
+        EXPECT_LT(common_prefix(ids_of(d[size_t(t * 3)]), ids_of(p)), 10u) << "conversations differ";
+      }
     }
   o.first_len = 50;
   EXPECT_EQ(make_multi_turn_dataset(o, EndpointType::Completions, 5)[4].prompt_len, 50 + 16) << "a long first turn";

@@ -158,7 +158,9 @@ TEST(PrefixCacheTiny, FewShotPromptsDivergingMidBlock) {
     const auto p = cat(shots, tokens(6 + q, 300 + q));
     const Collected a = run_one(*on, request(p, 6, q));
     expect_identical(a, run_one(*off, request(p, 6, q)), "question " + std::to_string(q));
-    if (q >= 2) EXPECT_EQ(a.cached_tokens, 100) << "the checkpoint the second question saved";
+    if (q >= 2) {
+      EXPECT_EQ(a.cached_tokens, 100) << "the checkpoint the second question saved";
+    }
   }
 }
 
