@@ -28,6 +28,7 @@ constexpr double kI64 = 9.2e18;
 
 const CompatFlag kIgnored[] = {
     {"--trust-remote-code", Value::None, 0, 0, "", "Kimi-Linear is implemented natively: no Python code from the repository runs"},
+    {"--guided-decoding-backend", Value::Text, 0, 0, "", "structured outputs use deltaserve's own grammar engine (docs/STRUCTURED_OUTPUT.md)"},
     {"--seed", Value::Int, -kI64, kI64, "", "a request without 'seed' samples from a random seed; give 'seed' per request to reproduce"},
     {"--swap-space", Value::Number, 0, 1e6, "", "no CPU swap: preempted sequences are recomputed"},
     {"--disable-custom-all-reduce", Value::None, 0, 0, "", "one GPU: no all-reduce"},
