@@ -17,6 +17,7 @@
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/mla_prefill.h"
+#include "cuda/kernels/fp8.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
@@ -247,7 +248,12 @@ int main(int argc, char** argv) {
   auto router_w = filled(ctx, int64_t(E) * D, bf, 202, 0.02f);
   DeviceBuffer zero_bias(size_t(E) * 4);
   DS_CUDA_CHECK(cudaMemset(zero_bias.data(), 0, zero_bias.bytes()));
-  for (int B : {1, 8, 100}) {
+  // the same experts quantized to FP8 with 128x128 block scales (the FP8 grouped-GEMM rows)
+  DeviceBuffer q_gu(size_t(E + 1) * 2 * I * D), s_gu(size_t(E + 1) * 2 * I / 128 * (D / 128) * 4);
+  DeviceBuffer q_dn(size_t(E + 1) * D * I), s_dn(size_t(E + 1) * D / 128 * (I / 128) * 4);
+  run_quantize_fp8(gu.data(), bf, {q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7}, ctx);
+  run_quantize_fp8(dn.data(), bf, {q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7}, ctx);
+  for (int B : {1, 8, 64, 100}) {
     auto x = filled(ctx, int64_t(B) * D, bf, 300 + B, 1.f);
     DeviceBuffer logits(size_t(B) * E * 4), ids(size_t(B) * kp * 4), w(size_t(B) * kp * 4), pp(size_t(B) * kp * 4),
         srt(size_t(B) * kp * 4), se(size_t(E + 1) * 4), ss(size_t(E + 2) * 4), na(4), act(size_t(B) * kp * I * 2),
@@ -366,6 +372,32 @@ int main(int argc, char** argv) {
         char nm[96];
         std::snprintf(nm, sizeof nm, "MoE B=%d experts, tensor cores %dx%d", B, tile, bk);
         rows.push_back({nm, mms, bw_floor(bytes), "same routing as the GEMV row below"});
+      }
+      // FP8 experts (128x128 block scales), the same routing: raw bytes staged by cp.async (default) against
+      // session 5's register path; floor = the active experts' FP8 bytes
+      const Fp8Matrix qgu{q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7};
+      const Fp8Matrix qdn{q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7};
+      for (int staged = 1; staged >= 0; --staged) {
+        double mms = ds::bench::time_ms(s, [&] {
+          MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, qgu.q, D, I, act.data(), 16);
+          g.w_matrix_stride = int64_t(2) * I * D;
+          g.w_scale = qgu.scale;
+          g.scale_matrix_stride = int64_t(2) * I / 128 * qgu.ld;
+          g.scale_ld = qgu.ld;
+          g.scale_row_shift = g.scale_k_shift = 7;
+          g.fp8_staged = staged;
+          run_moe_gemm(g, ctx);
+          MoeGemmParams d = moe_down_gemm_params(g, qdn.q, out.data(), D);
+          d.w_scale = qdn.scale;
+          d.scale_matrix_stride = int64_t(D) / 128 * qdn.ld;
+          d.scale_ld = qdn.ld;
+          d.scale_row_shift = d.scale_k_shift = 7;
+          d.fp8_staged = staged;
+          run_moe_gemm(d, ctx);
+        }, reps);
+        char nm[96];
+        std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, 16x64, %s", B, staged ? "staged" : "registers");
+        rows.push_back({nm, mms, bw_floor(bytes / 2), "FP8 floor: half the bf16 bytes"});
       }
     }
     char name[96], note[96];

@@ -65,22 +65,12 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v, float s) {
   return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
-// FP8: the weight chunks of stage kt + kStages - 1 are loaded into registers before the stage's MMAs
-// and converted into shared memory after them (the buffer they go to was read in the previous iteration).
-template <int BN, int BK, bool SILU, bool FP8>
-__global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
-  pdl_trigger();
-  pdl_wait();
-  using L = Layout<BN, BK>;
-  constexpr int kLd = L::kLd;
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sA = reinterpret_cast<bf16*>(smem);             // [stages][128][kLd]
-  bf16* sB = sA + size_t(kStages) * kBM * kLd;           // [stages][BN][kLd]
-  __shared__ int scan_tmp[32];
+// This block's (active expert, token tile) from the active experts' row ranges (tiles of BN rows);
+// false when the block has no tile (the grid is sized by a bound).
+template <int BN>
+__device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int* scan_tmp, int& active, int& tile) {
   __shared__ int tile_active, tile_index;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-
-  // ---- find this block's (active expert, token tile) from the row ranges --------------------------
+  const int tid = threadIdx.x;
   const int na = *p.num_active;
   if (tid == 0) tile_active = -1;
   int base = 0;
@@ -97,8 +87,107 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
     base += total;
   }
   __syncthreads();
-  if (tile_active < 0) return;
-  const int active = tile_active;
+  active = tile_active;
+  tile = tile_index;
+  return active >= 0;
+}
+
+// The 16-byte chunks of the tile's x rows (B operand) this thread copies each k step (fixed over K).
+template <class L, int BN, int BK> struct XRowChunks {
+  static constexpr int KC = BK / 8;
+  const bf16* src[L::CB];
+  bool act[L::CB], ok[L::CB];
+  int dst[L::CB];
+  __device__ __forceinline__ XRowChunks(const MoeGemmParams& p, int tid, int r0, int rows) {
+#pragma unroll
+    for (int i = 0; i < L::CB; ++i) {
+      int c = tid + i * kThreads, row = c / KC, kc = (c % KC) * 8;
+      act[i] = c < BN * KC;
+      ok[i] = act[i] && row < rows;
+      int64_t xr = 0;
+      if (ok[i]) xr = p.x_rows ? p.x_rows[r0 + row] : r0 + row;
+      src[i] = static_cast<const bf16*>(p.x) + xr * p.ldx + kc;
+      dst[i] = row * L::kLd + kc;
+    }
+  }
+  __device__ __forceinline__ void issue(bf16* b, int k) const {
+#pragma unroll
+    for (int i = 0; i < L::CB; ++i)
+      if (act[i]) cp_async16(b + dst[i], src[i] + k, ok[i]);
+  }
+};
+
+// One BK-wide k step of the warp's MI x NI m16n8k16 tiles: A (weights) and B (x rows) in shared memory.
+template <class L, int BK>
+__device__ __forceinline__ void mma_k_step(float (&acc)[L::MI][L::NI][4], const bf16* a, const bf16* b, int wm,
+                                           int wn, int lane) {
+  constexpr int kLd = L::kLd;
+#pragma unroll
+  for (int kk = 0; kk < BK; kk += 16) {
+    unsigned af[L::MI][4], bfr[L::NI][2];
+#pragma unroll
+    for (int i = 0; i < L::MI; ++i) {
+      int row = wm * L::TM + i * 16 + (lane & 15);
+      ldmatrix_x4(af[i], a + row * kLd + kk + (lane >> 4) * 8);
+    }
+#pragma unroll
+    for (int j = 0; j < L::NI; ++j) {
+      int row = wn * L::TN + j * 8 + (lane & 7);
+      ldmatrix_x2(bfr[j], b + row * kLd + kk + ((lane >> 3) & 1) * 8);
+    }
+#pragma unroll
+    for (int i = 0; i < L::MI; ++i)
+#pragma unroll
+      for (int j = 0; j < L::NI; ++j) mma_bf16(acc[i][j], af[i], bfr[j]);
+  }
+}
+
+// Epilogue through shared memory (C[weight row][token], fp32; smem free): SiLU·mul or store, bf16 out.
+template <class L, int BN, bool SILU>
+__device__ __forceinline__ void store_tile(const MoeGemmParams& p, const float (&acc)[L::MI][L::NI][4],
+                                           unsigned char* smem, int wm, int wn, int lane, int r0, int rows,
+                                           int f0) {
+  float* C = reinterpret_cast<float*>(smem);
+  constexpr int ldc = BN + 4;
+#pragma unroll
+  for (int i = 0; i < L::MI; ++i)
+#pragma unroll
+    for (int j = 0; j < L::NI; ++j) {
+      int row = wm * L::TM + i * 16 + (lane >> 2);
+      int col = wn * L::TN + j * 8 + (lane & 3) * 2;
+      C[row * ldc + col] = acc[i][j][0];
+      C[row * ldc + col + 1] = acc[i][j][1];
+      C[(row + 8) * ldc + col] = acc[i][j][2];
+      C[(row + 8) * ldc + col + 1] = acc[i][j][3];
+    }
+  __syncthreads();
+  bf16* Y = static_cast<bf16*>(p.y);
+  constexpr int kOut = SILU ? kBM / 2 : kBM;
+  for (int idx = threadIdx.x; idx < kOut * rows; idx += kThreads) {
+    int f = idx % kOut, j = idx / kOut;
+    if (f0 + f >= p.N) continue;
+    float v;
+    if (SILU) v = siluf_(C[f * ldc + j]) * C[(f + 64) * ldc + j];
+    else v = C[f * ldc + j];
+    Y[int64_t(r0 + j) * p.ldy + f0 + f] = __float2bfloat16_rn(v);
+  }
+}
+
+// FP8: the weight chunks of stage kt + kStages - 1 are loaded into registers before the stage's MMAs
+// and converted into shared memory after them (the buffer they go to was read in the previous iteration).
+template <int BN, int BK, bool SILU, bool FP8>
+__global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
+  pdl_trigger();
+  pdl_wait();
+  using L = Layout<BN, BK>;
+  constexpr int kLd = L::kLd;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sA = reinterpret_cast<bf16*>(smem);             // [stages][128][kLd]
+  bf16* sB = sA + size_t(kStages) * kBM * kLd;           // [stages][BN][kLd]
+  __shared__ int scan_tmp[32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int active, tile_index;
+  if (!find_token_tile<BN>(p, scan_tmp, active, tile_index)) return;
   const int r0 = p.active_start[active] + tile_index * BN;
   const int rows = min(BN, p.active_start[active + 1] - r0);
   const int expert = p.active_expert[active];
@@ -134,19 +223,7 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
     }
     a_dst[i] = row * kLd + kc;
   }
-  const bf16* b_src[L::CB];
-  bool b_act[L::CB], b_ok[L::CB];
-  int b_dst[L::CB];
-#pragma unroll
-  for (int i = 0; i < L::CB; ++i) {
-    int c = tid + i * kThreads, row = c / KC, kc = (c % KC) * 8;
-    b_act[i] = c < BN * KC;
-    b_ok[i] = b_act[i] && row < rows;
-    int64_t xr = 0;
-    if (b_ok[i]) xr = p.x_rows ? p.x_rows[r0 + row] : r0 + row;
-    b_src[i] = static_cast<const bf16*>(p.x) + xr * p.ldx + kc;
-    b_dst[i] = row * kLd + kc;
-  }
+  XRowChunks<L, BN, BK> xb(p, tid, r0, rows);
 
   uint2 a_reg[L::CA];
   auto load_a_regs = [&](int kt) {
@@ -166,13 +243,12 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
     bf16* a = sA + size_t(stage) * kBM * kLd;
     bf16* b = sB + size_t(stage) * BN * kLd;
     const int k = kt * BK;
+    (void)a;
     if constexpr (!FP8) {
 #pragma unroll
       for (int i = 0; i < L::CA; ++i) cp_async16(a + a_dst[i], a_src[i] + k, a_ok[i]);
     }
-#pragma unroll
-    for (int i = 0; i < L::CB; ++i)
-      if (b_act[i]) cp_async16(b + b_dst[i], b_src[i] + k, b_ok[i]);
+    xb.issue(b, k);
   };
 
   float acc[L::MI][L::NI][4];
@@ -205,26 +281,8 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
       if constexpr (FP8) load_a_regs(kt + kStages - 1);
     }
     cp_async_commit();
-    const bf16* a = sA + size_t(kt % kStages) * kBM * kLd;
-    const bf16* b = sB + size_t(kt % kStages) * BN * kLd;
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      unsigned af[L::MI][4], bfr[L::NI][2];
-#pragma unroll
-      for (int i = 0; i < L::MI; ++i) {
-        int row = wm * L::TM + i * 16 + (lane & 15);
-        ldmatrix_x4(af[i], a + row * kLd + kk + (lane >> 4) * 8);
-      }
-#pragma unroll
-      for (int j = 0; j < L::NI; ++j) {
-        int row = wn * L::TN + j * 8 + (lane & 7);
-        ldmatrix_x2(bfr[j], b + row * kLd + kk + ((lane >> 3) & 1) * 8);
-      }
-#pragma unroll
-      for (int i = 0; i < L::MI; ++i)
-#pragma unroll
-        for (int j = 0; j < L::NI; ++j) mma_bf16(acc[i][j], af[i], bfr[j]);
-    }
+    mma_k_step<L, BK>(acc, sA + size_t(kt % kStages) * kBM * kLd, sB + size_t(kt % kStages) * BN * kLd, wm, wn,
+                      lane);
     if constexpr (FP8) {
       if (more) store_a_regs((kt + kStages - 1) % kStages, kt + kStages - 1);
     }
@@ -232,40 +290,120 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   cp_async_wait<0>();
   __syncthreads();
 
-  // ---- epilogue through shared memory: C[weight row][token] fp32 ----------------------------------
-  float* C = reinterpret_cast<float*>(smem);
-  constexpr int ldc = BN + 4;
+  store_tile<L, BN, SILU>(p, acc, smem, wm, wn, lane, r0, rows, f0);
+}
+
+// FP8 weights, staged: the raw e4m3 bytes of kStagesF k steps are in flight (cp.async), so the weight
+// stream does not wait on the MMAs; each step converts its raw stage into one bf16 tile (times the
+// scales) between two barriers, then runs the same MMAs. Shared memory: the bf16 tile, kStagesF stages
+// of x rows and kStagesF stages of raw bytes.
+constexpr int kStagesF = 5;
+template <int BN, int BK> struct LayoutF8 {
+  using L = Layout<BN, BK>;
+  static constexpr int kQ = kBM * BK;                    // raw weight bytes per stage
+  static constexpr int QC = BK / 16;                     // 16-byte raw chunks per weight row
+  static constexpr int CQ = kBM * QC / kThreads;         // raw chunks per thread per stage
+  static constexpr size_t kPipe = size_t(kBM) * L::kLd * 2 + size_t(kStagesF) * (BN * L::kLd * 2 + kQ);
+  static constexpr size_t kSmem = kPipe > L::kEpi ? kPipe : L::kEpi;
+  static_assert(CQ >= 1 && kBM * QC % kThreads == 0, "raw chunks must divide over the threads");
+};
+
+template <int BN, int BK, bool SILU>
+__global__ void __launch_bounds__(kThreads) moe_gemm_fp8_staged_kernel(MoeGemmParams p) {
+  pdl_trigger();
+  pdl_wait();
+  using L = Layout<BN, BK>;
+  using F = LayoutF8<BN, BK>;
+  constexpr int kLd = L::kLd;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sA = reinterpret_cast<bf16*>(smem);                                      // [128][kLd]
+  bf16* sB = sA + size_t(kBM) * kLd;                                              // [stages][BN][kLd]
+  uint8_t* sQ = reinterpret_cast<uint8_t*>(sB + size_t(kStagesF) * BN * kLd);    // [stages][128][BK]
+  __shared__ int scan_tmp[32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int active, tile_index;
+  if (!find_token_tile<BN>(p, scan_tmp, active, tile_index)) return;
+  const int r0 = p.active_start[active] + tile_index * BN;
+  const int rows = min(BN, p.active_start[active + 1] - r0);
+  const int expert = p.active_expert[active];
+  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
+  const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);
+
+  const uint8_t* q_src[F::CQ];
+  const float* q_scale[F::CQ];
+  bool q_ok[F::CQ];
+  int q_row[F::CQ], q_k[F::CQ];
+#pragma unroll
+  for (int i = 0; i < F::CQ; ++i) {
+    const int c = tid + i * kThreads, row = c / F::QC, kq = (c % F::QC) * 16;
+    const int feat = SILU ? f0 + (row & 63) : f0 + row;
+    const int wrow = SILU && row >= 64 ? p.N + feat : feat;
+    q_ok[i] = feat < p.N;
+    const int r = q_ok[i] ? wrow : 0;
+    q_src[i] = Wq + int64_t(r) * p.K + kq;
+    q_scale[i] = p.w_scale + int64_t(expert) * p.scale_matrix_stride + int64_t(r >> p.scale_row_shift) * p.scale_ld;
+    q_row[i] = row;
+    q_k[i] = kq;
+  }
+  XRowChunks<L, BN, BK> xb(p, tid, r0, rows);
+  auto load_stage = [&](int stage, int kt) {
+    uint8_t* q = sQ + size_t(stage) * F::kQ;
+#pragma unroll
+    for (int i = 0; i < F::CQ; ++i) cp_async16(q + q_row[i] * BK + q_k[i], q_src[i] + kt * BK, q_ok[i]);
+    xb.issue(sB + size_t(stage) * BN * kLd, kt * BK);
+  };
+  auto convert_stage = [&](int stage, int kt) {
+    const uint8_t* q = sQ + size_t(stage) * F::kQ;
+#pragma unroll
+    for (int i = 0; i < F::CQ; ++i) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(q + q_row[i] * BK + q_k[i]);
+      const float sc = q_ok[i] ? q_scale[i][(kt * BK + q_k[i]) >> p.scale_k_shift] : 0.f;
+      bf16* a = sA + q_row[i] * kLd + q_k[i];
+      *reinterpret_cast<uint4*>(a) = fp8x8_to_bf16x8(make_uint2(raw.x, raw.y), sc);
+      *reinterpret_cast<uint4*>(a + 8) = fp8x8_to_bf16x8(make_uint2(raw.z, raw.w), sc);
+    }
+  };
+
+  float acc[L::MI][L::NI][4];
 #pragma unroll
   for (int i = 0; i < L::MI; ++i)
 #pragma unroll
-    for (int j = 0; j < L::NI; ++j) {
-      int row = wm * L::TM + i * 16 + (lane >> 2);
-      int col = wn * L::TN + j * 8 + (lane & 3) * 2;
-      C[row * ldc + col] = acc[i][j][0];
-      C[row * ldc + col + 1] = acc[i][j][1];
-      C[(row + 8) * ldc + col] = acc[i][j][2];
-      C[(row + 8) * ldc + col + 1] = acc[i][j][3];
-    }
-  __syncthreads();
-  bf16* Y = static_cast<bf16*>(p.y);
-  constexpr int kOut = SILU ? kBM / 2 : kBM;
-  for (int idx = tid; idx < kOut * rows; idx += kThreads) {
-    int f = idx % kOut, j = idx / kOut;
-    if (f0 + f >= p.N) continue;
-    float v;
-    if (SILU) v = siluf_(C[f * ldc + j]) * C[(f + 64) * ldc + j];
-    else v = C[f * ldc + j];
-    Y[int64_t(r0 + j) * p.ldy + f0 + f] = __float2bfloat16_rn(v);
+    for (int j = 0; j < L::NI; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+
+  const int KT = p.K / BK;
+#pragma unroll
+  for (int s = 0; s < kStagesF - 1; ++s) {
+    if (s < KT) load_stage(s, s);
+    cp_async_commit();
   }
+  const int wm = warp / L::WN, wn = warp % L::WN;
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<kStagesF - 2>();
+    __syncthreads();  // stage kt landed; every warp is done with step kt - 1 (the tile and that stage)
+    if (kt + kStagesF - 1 < KT) load_stage((kt + kStagesF - 1) % kStagesF, kt + kStagesF - 1);
+    cp_async_commit();
+    convert_stage(kt % kStagesF, kt);
+    __syncthreads();
+    mma_k_step<L, BK>(acc, sA, sB + size_t(kt % kStagesF) * BN * kLd, wm, wn, lane);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  store_tile<L, BN, SILU>(p, acc, smem, wm, wn, lane, r0, rows, f0);
 }
 
 template <int BN, int BK, bool SILU>
 void launch(const MoeGemmParams& p, const DeviceContext& ctx) {
   using L = Layout<BN, BK>;
-  auto kern = p.w_scale ? moe_gemm_kernel<BN, BK, SILU, true> : moe_gemm_kernel<BN, BK, SILU, false>;
   const int cols = SILU ? kBM / 2 : kBM;
   const int64_t tiles = (int64_t(p.max_rows) + BN - 1) / BN + p.max_active;  // bound on sum of ceil(rows/BN)
   dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
+  if (p.w_scale && p.fp8_staged) {
+    launch_pdl(moe_gemm_fp8_staged_kernel<BN, BK, SILU>, grid, kThreads, LayoutF8<BN, BK>::kSmem, ctx, p);
+    return;
+  }
+  auto kern = p.w_scale ? moe_gemm_kernel<BN, BK, SILU, true> : moe_gemm_kernel<BN, BK, SILU, false>;
   launch_pdl(kern, grid, kThreads, L::kSmem, ctx, p);
 }
 
@@ -274,6 +412,8 @@ template <int BN, int BK> void configure_tile() {
   set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false, false>, Layout<BN, BK>::kSmem);
   set_max_dynamic_smem(moe_gemm_kernel<BN, BK, true, true>, Layout<BN, BK>::kSmem);
   set_max_dynamic_smem(moe_gemm_kernel<BN, BK, false, true>, Layout<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_staged_kernel<BN, BK, true>, LayoutF8<BN, BK>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_staged_kernel<BN, BK, false>, LayoutF8<BN, BK>::kSmem);
 }
 
 }  // namespace

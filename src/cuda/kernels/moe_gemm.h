@@ -39,6 +39,9 @@ struct MoeGemmParams {
   const float* w_scale = nullptr;
   int64_t scale_matrix_stride = 0, scale_ld = 1;
   int scale_row_shift = 0, scale_k_shift = 31;
+  // FP8 only: true stages the raw weight bytes with cp.async, kStagesF k steps ahead (the default);
+  // false converts them through registers one step ahead (session 5's kernel, kept for A/B benchmarks).
+  bool fp8_staged = true;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).

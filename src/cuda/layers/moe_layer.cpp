@@ -61,11 +61,10 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   bool combined = false;  // the expert outputs are already added into h
   if (act == DType::BF16 && m.T > kGemvMaxRows) {
     // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill (FP8
-    // weights converted to bf16 as their tiles are staged; FP8 keeps 16-row tiles: the 64-row tiles may
-    // be routed to kernels that read bf16 weights only)
-    const bool fp8 = f.experts_gate_up.fp8();
+    // weights: raw bytes staged in shared memory and converted to bf16 there, moe_gemm.h; the wgmma
+    // kernel of the 64-row bf16 tiles declines FP8, which then runs on the mma.sync tiles)
     MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
-                                              m.T >= 512 && !fp8 ? 64 : 16);
+                                              m.T >= 512 ? 64 : 16);
     set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
     run_moe_gemm(g, s.ctx);
     MoeGemmParams d = moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid);
