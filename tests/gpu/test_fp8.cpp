@@ -13,6 +13,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/moe_gemm.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "model/cpu_backend.h"
@@ -212,6 +213,52 @@ TEST(GpuFp8, GemvGroupedGather) {
       run_gemv(p, t, test_ctx());
       const auto ref = grouped_reference(x, w.dq, N, K, slot_weight, slot_start, rows);
       EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t)) << L.name << " " << dtype_name(t);
+    }
+}
+
+// The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
+// projections at 9..160 rows), both FP8 paths (cp.async-staged raw bytes and the register path), 16- and
+// 64-row tiles, Store and Accumulate, every scale layout, N not a multiple of the 128-row weight tile.
+TEST(GpuFp8, DenseTileGemmMatchesHost) {
+  DS_REQUIRE_GPU();
+  const int N = 200, K = 512;
+  for (const Layout& L : kLayouts)
+    for (int M : {9, 16, 40, 100, 160}) {
+      const auto w = random_fp8(1, N, K, L.rs, L.ks, 700 + M);
+      auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+      const auto x = rounded(randn(size_t(M) * K, 800 + M), DType::BF16);
+      auto dx = to_device(x, DType::BF16);
+      const auto ref = cpu_gemm(x, K, w.dq, M, N, K);
+      const auto r0 = rounded(randn(size_t(M) * N, 900 + M), DType::BF16);
+      for (int staged = 0; staged < 2; ++staged)
+        for (int tile : {16, 64})
+          for (int acc = 0; acc < 2; ++acc) {
+            auto dy = acc ? to_device(r0, DType::BF16) : DeviceBuffer(size_t(M) * N * 2);
+            if (!acc) poison(dy);
+            MoeGemmParams g;
+            g.x = dx.data();
+            g.ldx = K;
+            g.w = dq.data();
+            g.w_scale = ds.as<float>();
+            g.scale_ld = w.ld;
+            g.scale_row_shift = w.rs;
+            g.scale_k_shift = w.ks;
+            g.y = dy.data();
+            g.ldy = N;
+            g.N = N;
+            g.K = K;
+            g.dense_rows = g.max_rows = M;
+            g.tile_tokens = tile;
+            g.accumulate = acc;
+            g.fp8_staged = staged;
+            run_moe_gemm(g, test_ctx());
+            auto want = ref;
+            if (acc)
+              for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
+            EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+                << L.name << " M=" << M << " tile " << tile << (staged ? " staged" : " registers")
+                << (acc ? " accumulate" : " store");
+          }
     }
 }
 

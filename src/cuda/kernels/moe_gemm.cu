@@ -65,10 +65,20 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v, float s) {
   return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
-// This block's (active expert, token tile) from the active experts' row ranges (tiles of BN rows);
-// false when the block has no tile (the grid is sized by a bound).
+// This block's token tile: its first row r0 (of the permuted order), rows in it and weight matrix.
+// Grouped: found from the active experts' row ranges (tiles of BN rows); dense: tile blockIdx.y of
+// rows 0..dense_rows-1 of matrix 0. False when the block has no tile (the grid is sized by a bound).
+struct TokenTile {
+  int r0, rows, expert;
+};
 template <int BN>
-__device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int* scan_tmp, int& active, int& tile) {
+__device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int* scan_tmp, TokenTile& t) {
+  if (p.dense_rows > 0) {
+    t.r0 = int(blockIdx.y) * BN;
+    t.rows = min(BN, p.dense_rows - t.r0);
+    t.expert = 0;
+    return t.rows > 0;
+  }
   __shared__ int tile_active, tile_index;
   const int tid = threadIdx.x;
   const int na = *p.num_active;
@@ -87,9 +97,12 @@ __device__ __forceinline__ bool find_token_tile(const MoeGemmParams& p, int* sca
     base += total;
   }
   __syncthreads();
-  active = tile_active;
-  tile = tile_index;
-  return active >= 0;
+  const int active = tile_active;
+  if (active < 0) return false;
+  t.r0 = p.active_start[active] + tile_index * BN;
+  t.rows = min(BN, p.active_start[active + 1] - t.r0);
+  t.expert = p.active_expert[active];
+  return true;
 }
 
 // The 16-byte chunks of the tile's x rows (B operand) this thread copies each k step (fixed over K).
@@ -167,9 +180,10 @@ __device__ __forceinline__ void store_tile(const MoeGemmParams& p, const float (
     int f = idx % kOut, j = idx / kOut;
     if (f0 + f >= p.N) continue;
     float v;
+    bf16& y = Y[int64_t(r0 + j) * p.ldy + f0 + f];
     if (SILU) v = siluf_(C[f * ldc + j]) * C[(f + 64) * ldc + j];
-    else v = C[f * ldc + j];
-    Y[int64_t(r0 + j) * p.ldy + f0 + f] = __float2bfloat16_rn(v);
+    else v = C[f * ldc + j] + (p.accumulate ? __bfloat162float(y) : 0.f);
+    y = __float2bfloat16_rn(v);
   }
 }
 
@@ -186,11 +200,9 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   bf16* sB = sA + size_t(kStages) * kBM * kLd;           // [stages][BN][kLd]
   __shared__ int scan_tmp[32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  int active, tile_index;
-  if (!find_token_tile<BN>(p, scan_tmp, active, tile_index)) return;
-  const int r0 = p.active_start[active] + tile_index * BN;
-  const int rows = min(BN, p.active_start[active + 1] - r0);
-  const int expert = p.active_expert[active];
+  TokenTile tt;
+  if (!find_token_tile<BN>(p, scan_tmp, tt)) return;
+  const int r0 = tt.r0, rows = tt.rows, expert = tt.expert;
   const bf16* W = static_cast<const bf16*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);  // first output column of the tile
@@ -321,11 +333,9 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_fp8_staged_kernel(MoeGemmPa
   uint8_t* sQ = reinterpret_cast<uint8_t*>(sB + size_t(kStagesF) * BN * kLd);    // [stages][128][BK]
   __shared__ int scan_tmp[32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  int active, tile_index;
-  if (!find_token_tile<BN>(p, scan_tmp, active, tile_index)) return;
-  const int r0 = p.active_start[active] + tile_index * BN;
-  const int rows = min(BN, p.active_start[active + 1] - r0);
-  const int expert = p.active_expert[active];
+  TokenTile tt;
+  if (!find_token_tile<BN>(p, scan_tmp, tt)) return;
+  const int r0 = tt.r0, rows = tt.rows, expert = tt.expert;
   const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const int f0 = blockIdx.x * (SILU ? kBM / 2 : kBM);
 
@@ -428,7 +438,7 @@ void configure_moe_gemm(const DeviceContext& ctx) {
 }
 
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
-  if (p.max_rows == 0 || p.max_active == 0) return;
+  if (p.max_rows == 0 || (p.max_active == 0 && p.dense_rows == 0)) return;
   if (p.tile_tokens == 64 && ctx.switches.wgmma && moe_gemm_wgmma_supported(p, ctx)) {
     launch_moe_gemm_wgmma(p, ctx);  // prefill-sized launches on Hopper: the wgmma kernel
     return;
@@ -438,6 +448,9 @@ void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.K % bk == 0, "run_moe_gemm: K must be a multiple of the k tile");
   DS_GPU_REQUIRE(p.ldx % 8 == 0 && p.ldy % 8 == 0, "run_moe_gemm: row strides must be multiples of 8");
   DS_GPU_REQUIRE(p.tile_tokens == 16 || p.tile_tokens == 64, "run_moe_gemm: tile_tokens must be 16 or 64");
+  DS_GPU_REQUIRE(!p.accumulate || !p.silu_mul, "run_moe_gemm: accumulate is for the plain product only");
+  DS_GPU_REQUIRE(p.dense_rows == 0 || (!p.x_rows && p.max_rows >= p.dense_rows),
+                 "run_moe_gemm: a dense launch reads x rows 0..dense_rows-1 (no gather) and sizes its grid by max_rows");
   DS_GPU_REQUIRE(!p.w_scale || p.scale_k_shift >= 4, "run_moe_gemm: FP8 scale blocks must be at least 16 columns wide");
   int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_active;
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm: too many token tiles for one launch");

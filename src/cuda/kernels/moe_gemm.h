@@ -42,6 +42,11 @@ struct MoeGemmParams {
   // FP8 only: true stages the raw weight bytes with cp.async, kStagesF k steps ahead (the default);
   // false converts them through registers one step ahead (session 5's kernel, kept for A/B benchmarks).
   bool fp8_staged = true;
+  // Dense use (no routing; LayerStep::linear's FP8 projections at 9..kFp8TileMaxRows rows): dense_rows > 0
+  // is one weight matrix `w` times x rows 0..dense_rows-1 (active_* unread; max_rows >= dense_rows sizes
+  // the grid, max_active may be 0). accumulate: y += the product (the plain product only).
+  int dense_rows = 0;
+  bool accumulate = false;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
@@ -63,6 +68,7 @@ inline MoeGemmParams moe_down_gemm_params(const MoeGemmParams& gate_up, const vo
   d.K = gate_up.N;
   d.silu_mul = false;
   d.w_scale = nullptr;
+  d.accumulate = false;
   return d;
 }
 

@@ -170,8 +170,9 @@ __global__ void __launch_bounds__(kThreads, 1) moe_gemm_wgmma_kernel(const __gri
 }  // namespace
 
 bool moe_gemm_wgmma_supported(const MoeGemmParams& p, const DeviceContext& ctx) {
-  // bf16 weights only: FP8 experts (w_scale set) stay on the mma.sync kernel, which dequantizes them.
-  return !p.w_scale && ctx.info.sm_major == 9 && ctx.info.smem_per_block_optin >= kSmem && p.K % kBK == 0 &&
+  // bf16 grouped launches only: FP8 experts (w_scale set) stay on the mma.sync kernel, which converts them;
+  // dense launches (dense_rows, accumulate) are FP8 projections.
+  return !p.w_scale && p.dense_rows == 0 && !p.accumulate && ctx.info.sm_major == 9 && ctx.info.smem_per_block_optin >= kSmem && p.K % kBK == 0 &&
          p.N % 8 == 0 && p.ldx % 8 == 0 && p.ldy % 8 == 0;
 }
 

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/moe_gemm.h"
 
 namespace ds::gpu {
 
@@ -41,6 +42,23 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
+  if (w.fp8() && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows && K % 64 == 0 && w.scale_k_shift >= 4 &&
+      ldx % 8 == 0 && ldy % 8 == 0) {
+    // FP8 at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows)
+    MoeGemmParams g;
+    g.x = x;
+    g.ldx = ldx;
+    set_gemv_weights(g, w);
+    g.y = y;
+    g.ldy = ldy;
+    g.N = N;
+    g.K = K;
+    g.dense_rows = g.max_rows = M;
+    g.tile_tokens = M <= 16 ? 16 : 64;
+    g.accumulate = accumulate;
+    run_moe_gemm(g, ctx);
+    return;
+  }
   GemmArgs a;
   a.x = x;
   a.ldx = ldx;
