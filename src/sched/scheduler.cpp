@@ -259,14 +259,14 @@ StepPlan Scheduler::schedule() {
     if (budget == 0) break;
     Request& r = req(id);
     if (r.status != RequestStatus::Running || placed_.count(id)) continue;
+    const bool long_prefill = !latency_sensitive(r);
+    if (long_prefill && long_sits_out) continue;
+    const bool alone = sensitive == (long_prefill ? 0 : 1) && !admissions;  // nothing else to protect
     int64_t fit = tokens_that_fit(r);
     if (fit == 0) {
       if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
       fit = tokens_that_fit(r);
     }
-    const bool long_prefill = !latency_sensitive(r);
-    const bool alone = sensitive == (long_prefill ? 0 : 1) && !admissions;  // nothing else to protect
-    if (long_prefill && long_sits_out) continue;
     int64_t cap = std::min<int64_t>(fit, budget);
     double share = cost_left;  // what this chunk may spend
     if (long_prefill && !alone) {  // leave the prefills behind it and the admissions up to half the step
