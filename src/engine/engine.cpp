@@ -209,9 +209,10 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   spdlog::info("{}", cache_capacity(m.limits, m.max_len).describe());
   {
     const StepCost cost(sc.cost, sc.max_num_batched_tokens);
-    spdlog::info("step budget: {} tokens and {:.0f} token-equivalents of cost (a prefill chunk at context {} gets "
-                 "up to {} tokens)", sc.max_num_batched_tokens, cost.budget(), m.max_len,
-                 cost.max_tokens(cost.budget(), m.max_len, sc.max_num_batched_tokens));
+    spdlog::info("step budget: {} tokens; beside decodes or waiting requests also {:.0f} units of cost (~{:.0f} ms "
+                 "on an H200; a prefill chunk at context {} then gets up to {} tokens)", sc.max_num_batched_tokens,
+                 cost.budget(), cost.seconds(cost.budget()) * 1e3, m.max_len,
+                 cost.max_tokens(cost.chunk_budget(), m.max_len, sc.max_num_batched_tokens));
   }
   if (m.tokenizer) {  // the vocabulary trie now, the shared JSON masks in the background
     m.token_index = make_token_index(*m.tokenizer, m.vocab);

@@ -165,11 +165,21 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   placed_.insert(r.id);
 }
 
-int64_t Scheduler::cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first) const {
-  int64_t n = cost_.max_tokens(*cost_left, r.num_computed, cap);
+int64_t Scheduler::cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first, bool alone) const {
+  cap = prefix_.clip_chunk(r, int32_t(std::min<int64_t>(cap, INT32_MAX)));  // charge what runs
+  int64_t n = alone ? cap : cost_.max_tokens(*cost_left, r.num_computed, cap);
   if (first) n = std::max(n, std::min<int64_t>(cap, cost_.min_prefill_chunk()));
   *cost_left -= cost_.cost(n, r.num_computed);
   return n;
+}
+
+bool Scheduler::latency_sensitive(const Request& r) const {
+  return r.num_remaining() <= cfg_.max_num_batched_tokens;  // decoding, or its first token within a step
+}
+
+bool Scheduler::can_admit() const {
+  return !waiting_.empty() && int(running_.size()) < cfg_.max_num_seqs && slots_.num_free() > 0 &&
+         (!blocks_.paging() || blocks_.num_free() > int(running_.size()));
 }
 
 bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_prefill, StepPlan* plan, bool* stop) {
@@ -189,13 +199,14 @@ bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_pref
     prefix_.reclaim_pages(reserve + 1);
     cap = std::min<int64_t>(tokens_that_fit(r, reserve), *budget);
   }
-  int32_t n = cap > 0 ? int32_t(cost_bounded(r, cap, cost_left, *first_prefill)) : 0;
+  // Alone: nothing else runs or waits, so nothing needs the step to be short.
+  const bool alone = running_.empty() && waiting_.size() == 1;
+  int32_t n = cap > 0 ? int32_t(cost_bounded(r, cap, cost_left, *first_prefill, alone)) : 0;
   if (n == 0) {
     prefix_.untake(r);
     *stop = true;
     return false;
   }
-  n = prefix_.clip_chunk(r, n);
   *first_prefill = false;
   waiting_.erase(waiting_.begin() + std::ptrdiff_t(i));
   r.state_slot = slots_.allocate();
@@ -215,7 +226,7 @@ StepPlan Scheduler::schedule() {
   plan.released.swap(released_);
   placed_.clear();
   int budget = cfg_.max_num_batched_tokens;
-  double cost_left = cost_.budget();
+  double cost_left = cost_.chunk_budget();
   bool first_prefill = true;  // the step's first prefill chunk gets at least min_prefill_chunk tokens
 
   // 1. Decodes, oldest first. Preemption removes requests from running_, so iterate over a copy.
@@ -232,18 +243,48 @@ StepPlan Scheduler::schedule() {
   }
 
   // 2. Next prefill chunk of running requests, oldest first; a chunk shrinks to the free pages, and
-  //    only when not one token fits are younger requests preempted.
+  //    only when not one token fits are younger requests preempted. A long prefill (see
+  //    latency_sensitive) with nothing latency-sensitive beside it takes whole token-budget chunks; beside
+  //    such work it is cost-bounded and leaves the short prefills behind it and the admissions up to half
+  //    the step (tokens and cost).
   order = running_;
+  int sensitive = 0;
+  for (uint64_t id : order) sensitive += latency_sensitive(req(id));
+  const bool admissions = can_admit();
+  // While requests decode, long prefills may sit out steps (long_prefill_interval > 1): a decode-only step
+  // is short, and each step a long prefill joins pays its fixed cost (docs/SCHEDULER.md, "Step cost").
+  const int interval = cost_.config().long_prefill_interval;
+  const bool long_sits_out = plan.num_decode_tokens > 0 && interval > 1 && decode_steps_++ % interval != 0;
   for (uint64_t id : order) {
     if (budget == 0) break;
     Request& r = req(id);
     if (r.status != RequestStatus::Running || placed_.count(id)) continue;
+    const bool long_prefill = !latency_sensitive(r);
+    if (long_prefill && long_sits_out) continue;
+    const bool alone = sensitive == (long_prefill ? 0 : 1) && !admissions;  // nothing else to protect
     int64_t fit = tokens_that_fit(r);
     if (fit == 0) {
       if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
       fit = tokens_that_fit(r);
     }
-    int32_t n = prefix_.clip_chunk(r, int32_t(cost_bounded(r, std::min<int64_t>(fit, budget), &cost_left, first_prefill)));
+    int64_t cap = std::min<int64_t>(fit, budget);
+    double share = cost_left;  // what this chunk may spend
+    if (long_prefill && !alone) {  // leave the prefills behind it and the admissions up to half the step
+      int64_t leave_tokens = admissions ? budget / 2 : 0;
+      double leave_cost = admissions ? cost_left / 2 : 0;
+      for (uint64_t other : order) {
+        const Request* o = requests_.count(other) ? &req(other) : nullptr;
+        if (!o || o == &r || placed_.count(other) || o->status != RequestStatus::Running || !latency_sensitive(*o))
+          continue;
+        leave_tokens += o->num_remaining();
+        leave_cost += cost_.cost(o->num_remaining(), o->num_computed);
+      }
+      cap = std::max<int64_t>(1, std::min<int64_t>(cap, budget - std::min<int64_t>(leave_tokens, budget / 2)));
+      share = std::max(0.0, cost_left - std::min(leave_cost, cost_left / 2));
+    }
+    const double share_before = share;
+    int32_t n = int32_t(cost_bounded(r, cap, &share, first_prefill, alone));
+    cost_left -= share_before - share;
     if (n == 0) continue;
     first_prefill = false;
     bool ok = reserve_pages(r, r.num_computed + n, &plan);

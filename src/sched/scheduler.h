@@ -1,8 +1,11 @@
 // Continuous-batching scheduler. Each step (schedule -> forward -> update) mixes single-token decodes
-// with prefill chunks under a token budget and a cost budget (sched/cost_model.h: attention over the
-// context counts, so a long prompt's chunks shrink as it grows while decodes beside it keep streaming):
+// with prefill chunks under a token budget and, when latency-sensitive work is in the step, a cost budget
+// (sched/cost_model.h: attention over the context and the re-expansion of its keys count, so a long
+// prompt's chunks shrink as it grows while decodes beside it keep streaming; alone, it takes whole
+// token-budget chunks):
 //   1. decodes of running requests, oldest first, one token each;
-//   2. the next prefill chunk of running requests that are still prefilling, oldest first;
+//   2. the next prefill chunk of running requests that are still prefilling, oldest first (a long one
+//      leaves half the step to admissions when requests wait);
 //   3. new (or preempted) requests from the front of the waiting queue, while a state slot, pages
 //      for their first chunk and budget remain, keeping one free page per running request in
 //      reserve (nothing is admitted in a step that preempted).
@@ -92,9 +95,15 @@ class Scheduler {
   // waits (for a deeper hit) and true when it was admitted; *stop when admission must stop here.
   bool admit(size_t i, int* budget, double* cost_left, bool* first_prefill, StepPlan* plan, bool* stop);
 
-  // Tokens of r's next prefill chunk within the step's cost left (at least min_prefill_chunk for the
-  // step's first chunk), at most `cap`; charges their cost.
-  int64_t cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first) const;
+  // Tokens of r's next prefill chunk: at most `cap`, ending at its next checkpoint (PrefixCache::
+  // clip_chunk), within the step's cost left unless `alone` (at least min_prefill_chunk for the step's
+  // first chunk); charges their cost.
+  int64_t cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first, bool alone) const;
+  // A request whose latency the cost budget protects: decoding, or with its first token within one
+  // step's token budget. The others are long prefills.
+  bool latency_sensitive(const Request& r) const;
+  // The front of the waiting queue could be admitted this step (slot, max_num_seqs, a page beyond the reserve).
+  bool can_admit() const;
 
   SchedulerConfig cfg_;
   StepCost cost_;
@@ -109,6 +118,7 @@ class Scheduler {
                                          // listed in the next plan's `released`
   uint64_t next_id_ = 1;
   int64_t num_preemptions_ = 0;
+  int64_t decode_steps_ = 0;  // steps planned with decodes (StepCostConfig::long_prefill_interval)
 };
 
 }  // namespace ds

@@ -91,6 +91,7 @@ TEST(CliFlags, ServeNumericFlagsAreRangeChecked) {
   expect_refused({"--max-num-seqs", "2.5"});
   expect_refused({"--max-step-cost", "-1"});
   expect_refused({"--max-step-cost", "nan"});
+  expect_refused({"--long-prefill-interval", "0"});
 }
 
 TEST(CliFlags, EmptyApiKeyIsAnError) {
@@ -115,7 +116,8 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   ServeArgs a;
   ASSERT_EQ(parse_serve({"--max-model-len", "4096", "--kv-cache-tokens", "65536", "--max-queue", "7",
                          "--max-connections", "300", "--idle-timeout", "5", "--header-timeout", "2", "--port", "0",
-                         "--api-key", "k", "--max-request-bytes", "1000", "--max-step-cost", "5000"},
+                         "--api-key", "k", "--max-request-bytes", "1000", "--max-step-cost", "5000",
+                         "--long-prefill-interval", "2"},
                         &a),
             "");
   EXPECT_NO_THROW(validate_serve_args(a));
@@ -124,6 +126,7 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   EXPECT_EQ(eo.backend.kv_cache_tokens, 65536);
   EXPECT_EQ(eo.max_waiting, 7);
   EXPECT_EQ(eo.step_cost.max_step_cost, 5000.0);
+  EXPECT_EQ(eo.step_cost.long_prefill_interval, 2);
   server::ServerOptions so = server_options(a);
   EXPECT_EQ(so.http.max_connections, 300);
   EXPECT_EQ(so.http.idle_timeout, std::chrono::seconds(5));

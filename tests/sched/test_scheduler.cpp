@@ -329,12 +329,18 @@ TEST(Scheduler, RejectsAPoolSmallerThanMaxModelLen) {
 // Random arrivals, lengths, aborts and a tight pool: every invariant holds on every step, every
 // request that is not aborted produces exactly what it produces alone, and all memory comes back.
 TEST(Scheduler, RandomWorkloadMatchesRunningAlone) {
-  for (uint32_t seed = 1; seed <= 20; ++seed) {
+  for (uint32_t seed = 1; seed <= 40; ++seed) {
     std::mt19937 rng(seed);
     const int block = 1 + int(rng() % 8);
     const int64_t max_len = 64;
     const int blocks = int((max_len + block - 1) / block) + int(rng() % 12);
-    Scheduler s(config(1 + int(rng() % 8), 1 + int(rng() % 40), max_len, blocks, block));
+    SchedulerConfig cfg = config(1 + int(rng() % 8), 1 + int(rng() % 40), max_len, blocks, block);
+    if (seed > 20) {  // a cost budget that binds at these lengths, and long prefills sitting out steps
+      cfg.cost = StepCostConfig{.per_pair = 0.05, .per_key = 0.02, .per_step = 0,
+                                .max_step_cost = 10.0 + double(rng() % 50), .min_prefill_chunk = 1 + int(rng() % 4),
+                                .long_prefill_interval = 1 + int(rng() % 3)};
+    }
+    Scheduler s(cfg);
     Sim sim(s);
     struct Spec { std::vector<int32_t> prompt; int max_tokens; };
     std::map<uint64_t, Spec> specs;
