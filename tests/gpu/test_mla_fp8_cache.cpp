@@ -2,15 +2,12 @@
 //  - the write (run_latent_cache_write with fp8_row_bytes): each row's scale and e4m3 bytes against the CPU
 //    rule (fp8_latent_round_trip on the CPU rmsnorm);
 //  - the gather (prefill's key input): exactly e4m3 · scale of the stored bytes;
-//  - the split-K decode (run_mla_decode with fp8_cache) against run_mla_absorbed_cpu over the dequantized
-//    latents, fp32 and bf16, both tile shapes, several split counts;
+//  (the split-K decode over FP8 rows is MlaDecodeFp8.* in test_mla_decode.cpp);
 //  - DeviceCaches' page-row copy (a prefix-cache hit's partial page) moves whole FP8 rows, scales included;
 //  - the tiny model: the CUDA backend with the FP8 cache against the CPU backend with the FP8 cache, chunked
 //    prefill then decode, routing pinned to the CPU's.
 //
-// Tolerances. Decode and gather read the same bytes on both sides, so they keep the bf16/fp32 cache's
-// tolerances (test_mla_decode.cpp; the kernel applies the scale to the scores and to P, the twin to the
-// values: fp32 reassociation only). The write computes the normalised latent in fp32 on both sides with a
+// Tolerances. The gather reads the same bytes on both sides: exact. The write computes the normalised latent in fp32 on both sides with a
 // different summation order: a value within fp32 rounding of an e4m3 rounding boundary may round the other
 // way, i.e. one e4m3 step (2^-3 of it); allowed for at most 1 in 1000 values, every other byte equal.
 // Model: fp32 activations 2e-3 (those rare one-step differences, each moving one cached value by 2^-3 of it,
@@ -27,12 +24,11 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/device_caches.h"
 #include "cuda/kernels/latent_cache.h"
-#include "cuda/kernels/mla_decode.h"
-#include "kernels/mla/op.h"
 #include "kernels/norm/op.h"
 #include "model/cpu_backend.h"
 #include "model/safetensors.h"
 #include "test_kda_util.h"
+#include "test_mla_util.h"
 
 namespace ds::attn_test {
 namespace {
@@ -40,17 +36,8 @@ namespace {
 constexpr int kLat = 512, kRope = 64, kQk = 576;
 const int64_t kRow = fp8_latent_row_bytes(kQk);  // 592
 
-// Host FP8 rows of `v` [n, kQk] by the CPU rule; `deq` receives the values they stand for.
 std::vector<uint8_t> quantize_rows(const std::vector<float>& v, int64_t n, std::vector<float>* deq) {
-  std::vector<uint8_t> out(size_t(n * kRow), 0);
-  deq->assign(v.begin(), v.end());
-  for (int64_t r = 0; r < n; ++r) {
-    float* row = deq->data() + r * kQk;
-    const float s = fp8_latent_round_trip(row, kQk);
-    for (int i = 0; i < kQk; ++i) out[size_t(r * kRow + i)] = f32_to_fp8_e4m3(v[size_t(r * kQk + i)] / s);
-    std::memcpy(out.data() + r * kRow + kQk, &s, 4);
-  }
-  return out;
+  return fp8_latent_rows(v, n, kQk, deq);
 }
 
 float row_scale(const uint8_t* row) {
@@ -146,100 +133,6 @@ TEST(MlaFp8Cache, GatherDequantizesExactly) {
   }
 }
 
-// Decode over an FP8 cache in shuffled pages (rows nobody owns hold a large sentinel row).
-void expect_decode_fp8(const std::vector<int>& ctx, int H, int bs, DType act, const std::vector<int>& splits,
-                       uint64_t seed, int kv_tile = 0) {
-  std::mt19937_64 rng(seed);
-  const int rows = int(ctx.size());
-  int max_blocks = 0, total_blocks = 0;
-  for (int n : ctx) {
-    max_blocks = std::max(max_blocks, (n + bs - 1) / bs);
-    total_blocks += (n + bs - 1) / bs;
-  }
-  const int num_blocks = total_blocks + 3;
-  std::vector<int32_t> perm(num_blocks);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> tables(size_t(rows) * max_blocks, 0);
-  int next = 0;
-  for (int r = 0; r < rows; ++r)
-    for (int b = 0; b < (ctx[size_t(r)] + bs - 1) / bs; ++b) tables[size_t(r) * max_blocks + b] = perm[size_t(next++)];
-  std::vector<float> lat = normal(size_t(num_blocks) * bs * kQk, rng);
-  for (size_t i = 0; i < lat.size(); i += kQk) lat[i] *= 30.f;  // an outlier per row sets its scale
-  std::vector<float> deq;
-  const auto bytes = quantize_rows(lat, int64_t(num_blocks) * bs, &deq);
-  Act q = make_act(normal(size_t(rows) * H * kQk, rng), act);
-  std::vector<float> ref_o(size_t(rows) * H * kLat);
-  std::vector<int32_t> cu(size_t(rows) + 1);
-  std::iota(cu.begin(), cu.end(), 0);
-  std::vector<int64_t> start(static_cast<size_t>(rows));
-  for (int r = 0; r < rows; ++r) start[size_t(r)] = ctx[size_t(r)] - 1;
-  kernels::MlaAbsorbedParams rp;
-  rp.q = q.host.data();
-  rp.cache = deq.data();
-  rp.block_tables = tables.data();
-  rp.cu_seqlens = cu.data();
-  rp.start_pos = start.data();
-  rp.o = ref_o.data();
-  rp.num_seqs = rows;
-  rp.H = H;
-  rp.Dl = kLat;
-  rp.Dr = kRope;
-  rp.block_size = bs;
-  rp.max_blocks = max_blocks;
-  rp.scale = float(1.0 / std::sqrt(192.0));
-  kernels::run_mla_absorbed_cpu(rp);
-  auto d_cache = upload(bytes);
-  auto d_tables = upload(tables);
-  auto d_ctx = upload(ctx);
-  for (int sp : splits) {
-    auto d_o = poisoned(size_t(rows) * H * kLat, act);
-    gpu::DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(rows, H, sp)), "mla workspace");
-    gpu::MlaDecodeParams p;
-    p.q = q.dev.data();
-    p.cache = d_cache.data();
-    p.block_tables = d_tables.as<int32_t>();
-    p.context_lens = d_ctx.as<int32_t>();
-    p.o = d_o.data();
-    p.workspace = ws.data();
-    p.rows = rows;
-    p.num_heads = H;
-    p.block_size = bs;
-    p.max_blocks = max_blocks;
-    p.num_splits = sp;
-    p.kv_tile = kv_tile;
-    p.fp8_cache = true;
-    gpu::run_mla_decode(p, act, test_ctx());
-    DS_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto o = download_act(d_o, ref_o.size(), act);
-    double worst = 0.0;
-    for (int r = 0; r < rows; ++r)
-      worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat,
-                                     size_t(H) * kLat));
-    std::printf("[mla_decode fp8 cache] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d o_err=%.3g\n", act_name(act),
-                H, bs, lens_str(ctx).c_str(), sp, kv_tile, worst);
-    EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << sp;
-  }
-}
-
-TEST(MlaFp8Cache, DecodeF32) {
-  DS_REQUIRE_GPU();
-  expect_decode_fp8({1, 63, 64, 700, 5000}, 32, 16, DType::F32, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 51);
-}
-TEST(MlaFp8Cache, DecodeBf16) {
-  DS_REQUIRE_GPU();
-  expect_decode_fp8({1, 63, 64, 700, 5000}, 32, 16, DType::BF16, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 52);
-}
-TEST(MlaFp8Cache, DecodeBf16Tile32) {
-  DS_REQUIRE_GPU();
-  expect_decode_fp8({1, 31, 32, 33, 700, 5000}, 32, 16, DType::BF16, {1, 7, 40}, 53, 32);
-}
-TEST(MlaFp8Cache, DecodeFewHeads) {
-  DS_REQUIRE_GPU();
-  expect_decode_fp8({300, 129}, 2, 64, DType::F32, {1, 3}, 54);
-  expect_decode_fp8({300, 129}, 2, 64, DType::BF16, {1, 3}, 55);
-}
-
 TEST(MlaFp8Cache, PageRowCopyMovesWholeRows) {
   DS_REQUIRE_GPU();
   const ModelConfig c = ModelConfig::from_file(std::string(DS_FIXTURES_DIR) + "/tiny/model/config.json");
@@ -303,18 +196,18 @@ void expect_model_fp8(const std::string& dtype, double tol) {
 
   o.device = "cuda";
   o.dtype = dtype;
-  auto gpu = gpu::make_cuda_backend(o);
-  gpu::cuda_force_routes(*gpu, {{0, trace.route_ids}});
+  auto dev = make_cuda_backend(o);
+  cuda_force_routes(*dev, {{0, trace.route_ids}});
   std::vector<float> got;
   for (int p = 0; p < n;) {
     const int len = p < L ? std::min(64, L - p) : 1;  // the prompt in chunks, then one token a step
     ForwardBatch step;
     step.add(0, p, std::vector<int32_t>(all.begin() + p, all.begin() + p + len), table, true);
-    const auto lg = forward_logits(*gpu, step);
+    const auto lg = forward_logits(*dev, step);
     got.insert(got.end(), lg.begin(), lg.end());
     p += len;
   }
-  gpu::cuda_force_routes(*gpu, {});
+  cuda_force_routes(*dev, {});
   ASSERT_EQ(got.size(), want.size());
   const double e = rel_l2(got, want);
   std::printf("[mla fp8 cache] tiny model %s: GPU vs CPU (both FP8 cache), len150 chunks of 64 + 16 decodes: rel L2 "
