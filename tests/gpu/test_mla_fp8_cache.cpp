@@ -162,8 +162,9 @@ TEST(MlaFp8Cache, PageRowCopyMovesWholeRows) {
 }
 
 // The tiny model end to end: GPU (FP8 cache) against CPU (FP8 cache), len150 in chunks of 64 then 16 decode
-// steps of the reference's greedy tokens, MoE routing pinned to the CPU's.
-void expect_model_fp8(const std::string& dtype, double tol) {
+// steps of the reference's greedy tokens, MoE routing pinned to the CPU's. piece > 0: the GPU's prefill
+// expansion holds that many keys, so later chunks gather and attend the FP8 context piece by piece.
+void expect_model_fp8(const std::string& dtype, double tol, int piece = 0) {
   const std::string tiny = std::string(DS_FIXTURES_DIR) + "/tiny";
   SafetensorsFile ref(tiny + "/reference.safetensors");
   auto ints = [&](const std::string& n) {
@@ -196,6 +197,7 @@ void expect_model_fp8(const std::string& dtype, double tol) {
 
   o.device = "cuda";
   o.dtype = dtype;
+  o.mla_context_piece = piece;
   auto dev = make_cuda_backend(o);
   cuda_force_routes(*dev, {{0, trace.route_ids}});
   std::vector<float> got;
@@ -210,14 +212,18 @@ void expect_model_fp8(const std::string& dtype, double tol) {
   cuda_force_routes(*dev, {});
   ASSERT_EQ(got.size(), want.size());
   const double e = rel_l2(got, want);
-  std::printf("[mla fp8 cache] tiny model %s: GPU vs CPU (both FP8 cache), len150 chunks of 64 + 16 decodes: rel L2 "
-              "%.3g\n", dtype.c_str(), e);
+  std::printf("[mla fp8 cache] tiny model %s, piece %d: GPU vs CPU (both FP8 cache), len150 chunks of 64 + 16 "
+              "decodes: rel L2 %.3g\n", dtype.c_str(), piece, e);
   EXPECT_LT(e, tol) << dtype;
 }
 
 TEST(MlaFp8Cache, TinyModelF32MatchesCpuTwin) {
   DS_REQUIRE_GPU();
   expect_model_fp8("float32", 2e-3);
+}
+TEST(MlaFp8Cache, TinyModelF32ContextPiecesMatchCpuTwin) {
+  DS_REQUIRE_GPU();
+  expect_model_fp8("float32", 2e-3, 32);
 }
 TEST(MlaFp8Cache, TinyModelBf16MatchesCpuTwin) {
   DS_REQUIRE_GPU();

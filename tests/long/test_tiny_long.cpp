@@ -63,6 +63,10 @@ TEST(TinyLong, Fp8CacheStaysWithinTheE4m3Step) {
   while (agree < ref.greedy.size() && agree < got.greedy.size() && got.greedy[agree] == ref.greedy[agree]) ++agree;
   std::printf("  16,384 tokens, fp8 cache: rel L2 tail %.3g, probes %.3g; greedy: first %zu of %zu equal the "
               "reference's\n", tail, probe, agree, ref.greedy.size());
+  for (size_t i = 0; i < ref.probe_pos.size(); ++i)
+    std::printf("    probe at %d: rel L2 %.3g\n", ref.probe_pos[i],
+                rel_l2(got.probe_logits.data() + i * ref.vocab, ref.probe_logits.data() + i * ref.vocab,
+                       size_t(ref.vocab)));
   EXPECT_LT(tail, 0.125);
   EXPECT_LT(probe, 0.125);
   EXPECT_GT(tail, 1e-6) << "the FP8 rounding was not applied";
