@@ -20,8 +20,8 @@ CacheUnitBytes CacheUnitBytes::of(const ModelConfig& c, DType act, int block_siz
 }
 
 DeviceCaches::DeviceCaches(const ModelConfig& c, DType act, const CacheShape& shape, const DeviceContext& ctx)
-    : shape_(shape), unit_(CacheUnitBytes::of(c, act, shape.block_size, shape.mla_dtype)), kda_layers_(c.num_kda_layers()),
-      mla_layers_(c.num_mla_layers()), latent_dim_(c.mla.latent_dim()), act_(act) {
+    : shape_(shape), unit_(CacheUnitBytes::of(c, act, shape.block_size, shape.mla_dtype)),
+      kda_layers_(c.num_kda_layers()), mla_layers_(c.num_mla_layers()), act_(act) {
   DS_CHECK(shape.num_slots > 0 && shape.num_blocks > 0 && shape.block_size > 0 && shape.num_snapshots >= 0,
            "device caches: bad shape");
   // the conv kernels address a slot as [W-1, 3HK] elements: the padded size must equal the real one

@@ -82,7 +82,7 @@ class DeviceCaches {
 
   CacheShape shape_;
   CacheUnitBytes unit_;
-  int kda_layers_ = 0, mla_layers_ = 0, latent_dim_ = 0;
+  int kda_layers_ = 0, mla_layers_ = 0;
   int64_t mla_layer_bytes_ = 0;
   DType act_;
   DeviceBuffer state_, conv_, snap_state_, snap_conv_, mla_;

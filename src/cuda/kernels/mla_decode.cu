@@ -60,7 +60,8 @@ template <typename IO, int Tile, int Stages, bool F8> struct DecodeSmem {
   float ks[F8 ? C::kTile : 1];
 };
 
-static_assert(sizeof(DecodeSmem<bf16, 64, 2, true>) <= 232448, "FP8 decode tile beyond the 227 KiB of shared memory");
+static_assert(sizeof(DecodeSmem<bf16, 64, 2, true>) <= 232448,
+              "FP8 decode tiles beyond the 227 KiB of shared memory");
 
 template <typename IO, int Tile, int Stages, bool F8>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
@@ -104,7 +105,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         constexpr int kVecs = kQk * int(sizeof(IO)) / 16;
         constexpr int kPer = 16 / int(sizeof(IO));
         IO* dst = &sm.tile[(t - tile0) % C::kStages][grow][0];
-        for (int c = gsub; c < kVecs; c += kThrPerRow) cp_async16(dst + c * kPer, off >= 0 ? cache + off + c * kPer : cache, off >= 0);
+        for (int c = gsub; c < kVecs; c += kThrPerRow)
+          cp_async16(dst + c * kPer, off >= 0 ? cache + off + c * kPer : cache, off >= 0);
       }
     }
     cp_async_commit();

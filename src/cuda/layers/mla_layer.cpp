@@ -142,7 +142,8 @@ void MlaLayer::unabsorb_values(const LayerStep& s, int M) const {
 void MlaLayer::reference_rows(const LayerStep& s, void* cache) const {
   const auto& m = s.m;
   DS_CHECK(s.caches.latent_fp8_row_bytes() == 0,
-           "the reference attention kernels read the MLA cache in the activation dtype only (not --kv-cache-dtype fp8)");
+           "the reference attention kernels read the MLA cache in the activation dtype only "
+           "(not --kv-cache-dtype fp8)");
   absorb_queries(s, m.T, s.ws.q_abs, int64_t(Hm_) * R_, R_);
   MlaRefParams r;
   r.q_lat = s.ws.q_abs;
