@@ -26,6 +26,7 @@ struct ModelArgs {
   std::string load_format = "auto";
   std::string dtype = "auto";
   std::string quantization = "none";
+  std::string kv_cache_dtype = "auto";
   std::string ids;
   int threads = 0;
   int prefill_chunk = 0;  // 0: the whole prompt in one step
@@ -41,6 +42,9 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--quantization", a.quantization, "none | fp8 (weights quantized at load)")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "fp8"}));
+  cmd->add_option("--kv-cache-dtype", a.kv_cache_dtype, "auto | fp8 (the MLA latent cache in e4m3, a scale per token)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp8", "fp8_e4m3"}));
   cmd->add_option("--threads", a.threads, "CPU worker threads (0: all cores)")->check(in_range(0, 4096));
   cmd->add_option("--prefill-chunk", a.prefill_chunk, "prefill the prompt in chunks of N tokens (0: at once)")
       ->check(in_range(0, 1 << 24));
@@ -79,6 +83,7 @@ std::unique_ptr<Backend> open_backend(const ModelArgs& a, int64_t max_len) {
   o.load_format = a.load_format;
   o.dtype = a.dtype;
   o.quantization = a.quantization;
+  o.kv_cache_dtype = parse_kv_cache_dtype(a.kv_cache_dtype);
   o.max_num_seqs = 1;
   o.max_model_len = max_len;
   o.block_size = 16;

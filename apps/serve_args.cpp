@@ -6,6 +6,7 @@
 
 #include "apps/flag_checks.h"
 #include "apps/yaml_config.h"
+#include "config/kv_cache_dtype.h"
 #include "core/error.h"
 
 namespace ds::cli {
@@ -82,9 +83,20 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "checkpoint is used as it is)")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "fp8"}));
-  cmd.add_option("--kv-cache-dtype", a.kv_cache_dtype, "auto (the activation dtype; an FP8 MLA cache is not built yet)")
+  cmd.add_option("--kv-cache-dtype", a.kv_cache_dtype,
+                 "auto (the activation dtype) | fp8 (= fp8_e4m3: the MLA latent cache in e4m3 with a scale per "
+                 "token, about half the bytes; fp8_e5m2 is not supported)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto"}));
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            try {
+              parse_kv_cache_dtype(v);
+              return {};
+            } catch (const Error& e) {
+              return e.what();
+            }
+          },
+          "auto | fp8 | fp8_e4m3"));
   cmd.add_option("--block-size", a.block_size, "Tokens per MLA cache page")
       ->capture_default_str()
       ->check(in_range(1, 4096));
@@ -186,6 +198,7 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.backend.load_format = a.load_format;
   eo.backend.dtype = a.dtype;
   eo.backend.quantization = a.quantization;
+  eo.backend.kv_cache_dtype = parse_kv_cache_dtype(a.kv_cache_dtype);
   eo.backend.max_num_seqs = a.max_num_seqs;
   eo.backend.max_model_len = a.max_model_len;
   eo.backend.block_size = a.block_size;

@@ -39,7 +39,7 @@ struct ServeArgs {
   bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
   std::vector<std::string> allowed_origins = {"*"};  // CORS
   std::string quantization = "none";  // none | fp8 (weights; see docs/QUANTIZATION.md)
-  std::string kv_cache_dtype = "auto";  // auto (the activation dtype); fp8 is refused until it is built
+  std::string kv_cache_dtype = "auto";  // auto (the activation dtype) | fp8 | fp8_e4m3 (config/kv_cache_dtype.h)
   // prefix caching (docs/PREFIX_CACHE.md)
   bool enable_prefix_caching = true;
   double prefix_snapshot_memory = 0;        // GiB for KDA snapshots (0: the backend's default)

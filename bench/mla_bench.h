@@ -1,6 +1,7 @@
 // MLA attention rows of bench_kernels (issue 13: long contexts): the absorbed decode over a paged latent
 // cache of 131K and 1M positions (cache bytes / time against 4.3 TB/s; both tile pipelines, with and
-// without the L2 prefetch), and one 8,192-query prefill chunk attending to a 131K context piece
+// without the L2 prefetch; and over the FP8 cache of --kv-cache-dtype fp8, 592 bytes a position instead
+// of 1,152), and one 8,192-query prefill chunk attending to a 131K context piece
 // by piece (the windowed prefill kernel + the log-sum-exp merge, per piece size; FLOP floor).
 #pragma once
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/device_context.h"
 #include "cuda/kernels/elementwise.h"
+#include "cuda/kernels/fp8.h"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/mla_merge.h"
 #include "cuda/kernels/mla_prefill.h"
@@ -61,6 +63,43 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
         std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
       }
+    // the same rows over an FP8 cache (random e4m3 values, every row's scale 0x3c3c3c3c ~ 0.0115)
+    {
+      const int64_t row_bytes = 576 + 16, cache_rows = int64_t(blocks) * bs;
+      DeviceBuffer cache8(size_t(cache_rows * row_bytes), "bench mla fp8 cache"), dummy_scale(16);
+      gpu::Fp8Matrix fm;
+      fm.q = cache8.as<uint8_t>();
+      fm.scale = dummy_scale.as<float>();
+      fm.rows = cache_rows;
+      fm.K = row_bytes;
+      gpu::run_fill_fp8(fm, 1, 1.f, 19, ctx);
+      DS_CUDA_CHECK(cudaMemset2DAsync(cache8.as<char>() + 576, size_t(row_bytes), 0x3c, 4, size_t(cache_rows),
+                                      ctx.stream));
+      const double bytes8 = double(nrows) * context * double(row_bytes);
+      for (int kv_tile : {64, 32}) {
+        DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, heur)));
+        gpu::MlaDecodeParams p;
+        p.q = q.data();
+        p.cache = cache8.data();
+        p.block_tables = d_tables.as<int32_t>();
+        p.context_lens = d_lens.as<int32_t>();
+        p.o = o.data();
+        p.workspace = ws.data();
+        p.rows = nrows;
+        p.num_heads = H;
+        p.block_size = bs;
+        p.max_blocks = nb;
+        p.num_splits = heur;
+        p.kv_tile = kv_tile;
+        p.fp8_cache = true;
+        const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
+        char name[96], note[96];
+        std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits", nrows, context,
+                      kv_tile, heur);
+        std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
+        rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
+      }
+    }
   }
   // ---- prefill: 8192 queries after a 131,072-position context, piece by piece (kernel + merge only:
   // the expansion GEMMs are cuBLASLt's, timed above at their shapes)

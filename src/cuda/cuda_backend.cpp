@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
     mo.num_snapshots = o.num_snapshots;
     mo.snapshot_memory_gib = o.snapshot_memory_gib;
     mo.block_size = o.block_size;
+    mo.kv_cache_dtype = o.kv_cache_dtype;
     mo.num_blocks = o.num_blocks;
     if (mo.num_blocks == 0 && o.kv_cache_tokens > 0)
       mo.num_blocks = int((o.kv_cache_tokens + o.block_size - 1) / o.block_size);

@@ -42,6 +42,7 @@ struct CudaModelOptions {
   DType act = DType::BF16;          // activation dtype: BF16 or F32 (each weight's dtype is its WeightView's)
   int max_num_seqs = 64;            // KDA state slots
   int block_size = 16;
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // MLA latent cache: act dtype, or FP8 rows (--kv-cache-dtype)
   int num_blocks = 0;               // 0: as many as the memory budget allows
   int num_snapshots = 0;            // KDA state snapshots (prefix caching); -1: from the memory plan
   double snapshot_memory_gib = 0;   // with -1: their budget (0: kSnapshotShare of the cache budget)

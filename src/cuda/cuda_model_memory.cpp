@@ -39,7 +39,7 @@ void CudaModel::plan_memory() {
   const WorkspacePlan plan = WorkspacePlan::make(cfg_, o.act, lim, ctx_.num_sms());
   ws_ = std::make_unique<Workspace>(cfg_, o.act, plan, ctx_.num_sms());
 
-  const CacheUnitBytes unit = CacheUnitBytes::of(cfg_, o.act, o.block_size);
+  const CacheUnitBytes unit = CacheUnitBytes::of(cfg_, o.act, o.block_size, o.kv_cache_dtype);
   size_t free_b = 0, total_b = 0;
   DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const double budget = o.gpu_memory_utilization * double(total_b) - double(total_b - free_b) - double(kReserve);
@@ -55,6 +55,7 @@ void CudaModel::plan_memory() {
   shape.num_slots = o.max_num_seqs;
   shape.block_size = o.block_size;
   shape.num_snapshots = num_snapshots;
+  shape.mla_dtype = o.kv_cache_dtype;
   if (o.num_blocks > 0) {
     shape.num_blocks = o.num_blocks;
   } else {
@@ -82,8 +83,11 @@ void CudaModel::plan_memory() {
                u.per_slot / 1048576.0, double(shape.num_snapshots) * double(u.per_slot) / kGiB,
                o.num_snapshots >= 0 ? "" : o.snapshot_memory_gib > 0 ? " (--prefix-snapshot-memory)"
                                                                       : " (20% of the cache budget)");
-  spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers) = {} tokens, {:.2f} GiB",
+  spdlog::info("  MLA pages: {} + 1 scratch x {} tokens x {:.1f} KiB ({} layers, {} B a token each: {}) = {} "
+               "tokens, {:.2f} GiB",
                shape.num_blocks, shape.block_size, u.per_block / 1024.0 / shape.block_size, cfg_.num_mla_layers(),
+               u.latent_row,
+               o.kv_cache_dtype == KvCacheDtype::Fp8 ? "fp8 e4m3 + a scale, --kv-cache-dtype fp8" : "activation dtype",
                page_tokens, u.page_bytes(shape.num_blocks) / kGiB);
   const int64_t full_len = ws_->plan().lim.max_context;
   spdlog::info("  full-length sequences ({} tokens, max_model_len): {} fit in the MLA pages, {} in the KDA state "

@@ -7,19 +7,21 @@
 
 namespace ds::gpu {
 
-CacheUnitBytes CacheUnitBytes::of(const ModelConfig& c, DType act, int block_size) {
+CacheUnitBytes CacheUnitBytes::of(const ModelConfig& c, DType act, int block_size, KvCacheDtype mla_dtype) {
   const int64_t H = c.kda.num_heads, K = c.kda.head_dim, HK = H * K, W = c.kda.conv_kernel;
   CacheUnitBytes u;
   u.state_slot = size_t(H * K * K) * 4;
   u.conv_slot = (size_t((W - 1) * 3 * HK) * dtype_size(act) + 15) / 16 * 16;
   u.per_slot = size_t(c.num_kda_layers()) * (u.state_slot + u.conv_slot);
-  u.per_block = size_t(c.num_mla_layers()) * block_size * c.mla.latent_dim() * dtype_size(act);
+  u.latent_row = mla_dtype == KvCacheDtype::Fp8 ? size_t(fp8_latent_row_bytes(c.mla.latent_dim()))
+                                                : size_t(c.mla.latent_dim()) * dtype_size(act);
+  u.per_block = size_t(c.num_mla_layers()) * block_size * u.latent_row;
   return u;
 }
 
 DeviceCaches::DeviceCaches(const ModelConfig& c, DType act, const CacheShape& shape, const DeviceContext& ctx)
-    : shape_(shape), unit_(CacheUnitBytes::of(c, act, shape.block_size)), kda_layers_(c.num_kda_layers()),
-      mla_layers_(c.num_mla_layers()), latent_dim_(c.mla.latent_dim()), act_(act) {
+    : shape_(shape), unit_(CacheUnitBytes::of(c, act, shape.block_size, shape.mla_dtype)),
+      kda_layers_(c.num_kda_layers()), mla_layers_(c.num_mla_layers()), act_(act) {
   DS_CHECK(shape.num_slots > 0 && shape.num_blocks > 0 && shape.block_size > 0 && shape.num_snapshots >= 0,
            "device caches: bad shape");
   // the conv kernels address a slot as [W-1, 3HK] elements: the padded size must equal the real one
@@ -27,7 +29,9 @@ DeviceCaches::DeviceCaches(const ModelConfig& c, DType act, const CacheShape& sh
                                                         c.kda.head_dim) * dtype_size(act),
            "conv state slot size must be a multiple of 16 bytes");
   const size_t L = size_t(kda_layers_), slots = size_t(shape.num_slots) + 1;
-  mla_layer_elems_ = int64_t(shape.num_blocks + 1) * shape.block_size * c.mla.latent_dim();
+  DS_CHECK(shape.mla_dtype == KvCacheDtype::Auto || c.mla.latent_dim() % 16 == 0,
+           "FP8 MLA cache: the latent width {} must be a multiple of 16", c.mla.latent_dim());
+  mla_layer_bytes_ = int64_t(shape.num_blocks + 1) * shape.block_size * int64_t(unit_.latent_row);
   state_ = DeviceBuffer(std::max<size_t>(1, L * slots * unit_.state_slot), "KDA state slots");
   conv_ = DeviceBuffer(std::max<size_t>(1, L * slots * unit_.conv_slot), "KDA conv state");
   if (shape.num_snapshots > 0 && L > 0) {
@@ -50,7 +54,7 @@ void* DeviceCaches::conv_state(int l, int slot) const {
 }
 
 void* DeviceCaches::mla_layer(int l) const {
-  return mla_.as<char>() + int64_t(l) * mla_layer_elems_ * int64_t(dtype_size(act_));
+  return mla_.as<char>() + int64_t(l) * mla_layer_bytes_;
 }
 
 void DeviceCaches::zero_slots(const int32_t* dev_slots, int n, const DeviceContext& ctx) const {
@@ -136,7 +140,7 @@ void DeviceCaches::copy_page_rows(int src, int dst, int rows, const DeviceContex
                rows <= shape_.block_size,
            "copy_page_rows: {} rows of page {} -> {} (pages [0, {}), {} rows each)", rows, src, dst, shape_.num_blocks,
            shape_.block_size);
-  const size_t row = size_t(latent_dim_) * dtype_size(act_), page = row * size_t(shape_.block_size);
+  const size_t row = unit_.latent_row, page = row * size_t(shape_.block_size);
   for (int l = 0; l < mla_layers_; ++l) {
     char* base = static_cast<char*>(mla_layer(l));
     DS_CUDA_CHECK(cudaMemcpyAsync(base + size_t(dst) * page, base + size_t(src) * page, row * size_t(rows),

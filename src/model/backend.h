@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "config/kv_cache_dtype.h"
 #include "config/model_config.h"
 #include "model/forward_batch.h"
 #include "model/step.h"
@@ -18,6 +19,7 @@ struct BackendOptions {
   std::string load_format = "auto";  // auto | safetensors | dummy
   std::string dtype = "auto";        // activation dtype on the GPU: auto | bfloat16 | float32
   std::string quantization;          // "" / none: as the checkpoint is; fp8: quantize a bf16 checkpoint at load
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // MLA latent cache storage (--kv-cache-dtype)
   int max_num_seqs = 64;             // state slots to allocate
   int num_snapshots = 0;             // KDA state snapshots to allocate (prefix caching; 0: none; -1: as
                                      // many as snapshot_memory_gib holds)

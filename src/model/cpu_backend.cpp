@@ -79,11 +79,12 @@ void CpuBackend::init(const BackendOptions& opts) {
   limits_.block_size = opts.block_size;
   model_ = std::make_unique<KimiModel>(cfg_, weights_);
   kda_ = std::make_unique<KdaStateStore>(cfg_, limits_.num_state_slots, limits_.num_snapshots);
-  mla_ = std::make_unique<MlaLatentCache>(cfg_, limits_.num_blocks, limits_.block_size);
+  mla_ = std::make_unique<MlaLatentCache>(cfg_, limits_.num_blocks, limits_.block_size, opts.kv_cache_dtype);
   penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
   SPDLOG_INFO("cpu cache: {} KDA state slots ({:.1f} MB), {} snapshots ({:.1f} MB), {} MLA pages x {} tokens "
-              "({:.1f} MB), {} threads", limits_.num_state_slots, kda_->bytes() / 1e6, limits_.num_snapshots,
+              "({:.1f} MB{}), {} threads", limits_.num_state_slots, kda_->bytes() / 1e6, limits_.num_snapshots,
               kda_->snapshot_bytes() / 1e6, limits_.num_blocks, limits_.block_size, mla_->bytes() / 1e6,
+              opts.kv_cache_dtype == KvCacheDtype::Fp8 ? "; fp32 rows holding FP8-rounded latents" : "",
               num_threads());
 }
 

@@ -6,8 +6,8 @@
 
 namespace ds {
 
-MlaLatentCache::MlaLatentCache(const ModelConfig& c, int num_blocks, int block_size)
-    : num_blocks_(num_blocks), block_size_(block_size), latent_dim_(c.mla.latent_dim()) {
+MlaLatentCache::MlaLatentCache(const ModelConfig& c, int num_blocks, int block_size, KvCacheDtype dtype)
+    : num_blocks_(num_blocks), block_size_(block_size), latent_dim_(c.mla.latent_dim()), dtype_(dtype) {
   DS_CHECK(block_size > 0, "MLA cache block_size must be positive, got {}", block_size);
   DS_CHECK(num_blocks >= 0, "MLA cache num_blocks must be >= 0, got {}", num_blocks);
   for (int i = 0; i < c.num_mla_layers(); ++i)
@@ -21,6 +21,12 @@ float* MlaLatentCache::row(int mla_layer, const std::vector<int32_t>& block_tabl
   const int32_t b = block_table[size_t(page)];
   DS_CHECK(b >= 0 && b < num_blocks_, "MLA cache: block id {} is outside 0..{}", b, num_blocks_ - 1);
   return pool(mla_layer) + (int64_t(b) * block_size_ + pos % block_size_) * latent_dim_;
+}
+
+void MlaLatentCache::store(int mla_layer, const std::vector<int32_t>& block_table, int64_t pos, const float* latent) {
+  float* dst = row(mla_layer, block_table, pos);
+  std::copy_n(latent, latent_dim_, dst);
+  if (dtype_ == KvCacheDtype::Fp8) fp8_latent_round_trip(dst, latent_dim_);
 }
 
 void MlaLatentCache::copy_rows(int src, int dst, int rows) {

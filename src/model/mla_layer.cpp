@@ -37,7 +37,7 @@ void MlaLayer::forward(const StepContext& ctx, const float* x, float* y, MlaLate
     const auto& table = ctx.batch.seqs[size_t(s)].block_table;
     for (int32_t i = 0; i < ctx.seq_len(s); ++i) {
       const int64_t t = ctx.cu_seqlens[size_t(s)] + i;
-      std::copy_n(lat.data() + t * L, L, cache.row(index_, table, ctx.context_lens[size_t(s)] + i));
+      cache.store(index_, table, ctx.context_lens[size_t(s)] + i, lat.data() + t * L);
     }
   }
   std::vector<int> absorbed_seqs;

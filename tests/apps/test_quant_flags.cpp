@@ -1,5 +1,6 @@
 // --quantization and --kv-cache-dtype of `deltaserve serve` (issue 17): the values the engine supports
 // reach the backend options; anything else is refused at parse time naming the flag.
+// (--kv-cache-dtype: auto and fp8 / fp8_e4m3; fp8_e5m2 is named as unsupported.)
 #include <gtest/gtest.h>
 
 #include <string>
@@ -36,11 +37,26 @@ TEST(QuantFlags, Fp8ReachesTheBackendAndOthersAreRefused) {
     const std::string err = parse_serve_flags({"--quantization", bad}, &c);
     EXPECT_NE(err.find("--quantization"), std::string::npos) << bad << ": " << err;
   }
+}
+
+TEST(QuantFlags, KvCacheDtypeFp8ReachesTheBackendAndE5m2IsAClearError) {
   ServeArgs d;
-  EXPECT_EQ(parse_serve_flags({"--kv-cache-dtype", "auto"}, &d), "");
-  ServeArgs e;
-  const std::string err = parse_serve_flags({"--kv-cache-dtype", "fp8"}, &e);
-  EXPECT_NE(err.find("--kv-cache-dtype"), std::string::npos) << err;
+  ASSERT_EQ(parse_serve_flags({}, &d), "");
+  EXPECT_EQ(engine_options(d).backend.kv_cache_dtype, KvCacheDtype::Auto);
+  for (const char* fp8 : {"fp8", "fp8_e4m3"}) {
+    ServeArgs e;
+    ASSERT_EQ(parse_serve_flags({"--kv-cache-dtype", fp8}, &e), "") << fp8;
+    EXPECT_EQ(engine_options(e).backend.kv_cache_dtype, KvCacheDtype::Fp8) << fp8;
+  }
+  ServeArgs f;
+  const std::string e5 = parse_serve_flags({"--kv-cache-dtype", "fp8_e5m2"}, &f);
+  EXPECT_NE(e5.find("--kv-cache-dtype"), std::string::npos) << e5;
+  EXPECT_NE(e5.find("'fp8_e5m2' is not supported"), std::string::npos) << e5;
+  for (const char* bad : {"int8", "", "bfloat16"}) {
+    ServeArgs g;
+    const std::string err = parse_serve_flags({"--kv-cache-dtype", bad}, &g);
+    EXPECT_NE(err.find("--kv-cache-dtype"), std::string::npos) << bad << ": " << err;
+  }
 }
 
 }  // namespace

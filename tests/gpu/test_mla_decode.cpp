@@ -1,5 +1,8 @@
 // Absorbed MLA decode over the paged latent cache, against the CPU twin (run_mla_absorbed_cpu, fp32).
-// (The model writes the cache with run_latent_cache_write, tested in test_ops_basic.)
+// (The model writes the cache with run_latent_cache_write, tested in test_ops_basic.) The same cases over
+// the FP8 cache of --kv-cache-dtype fp8 (MlaDecodeFp8.*): the twin attends over the dequantized latents,
+// the kernel reads the same bytes, so the tolerances stay those below (the kernel scales the scores and P,
+// the twin the values: fp32 reassociation only).
 //
 // Tolerances (relative L2 over all rows):
 //  - fp32, 1e-5: 3xTF32 products (~fp32), ex2.approx (2^-22), fp32 softmax and accumulation; the split-K
@@ -15,6 +18,7 @@
 #include "cuda/kernels/mla_decode.h"
 #include "kernels/mla/op.h"
 #include "test_kda_util.h"
+#include "test_mla_util.h"
 
 namespace ds::attn_test {
 namespace {
@@ -30,7 +34,7 @@ struct PagedCase {
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
-                   int kv_tile = 0) {
+                   int kv_tile = 0, bool fp8 = false) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -56,7 +60,15 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
   std::vector<float> cache(size_t(num_blocks) * bs * kQk, 7.0f);
   for (int t = 0; t < total_tokens; ++t)
     std::copy_n(latents.host.data() + size_t(t) * kQk, kQk, cache.data() + size_t(slot_mapping[t]) * kQk);
-  Act d_cache = make_act(cache, act);  // exact: every value is already representable in act
+  gpu::DeviceBuffer d_cache;
+  if (fp8) {  // FP8 rows; the twin reads what they stand for
+    for (size_t i = 0; i < cache.size(); i += kQk) cache[i] *= 30.f;  // an outlier per row sets its scale
+    std::vector<float> deq;
+    d_cache = upload(fp8_latent_rows(cache, int64_t(num_blocks) * bs, kQk, &deq));
+    cache = std::move(deq);
+  } else {
+    d_cache = std::move(make_act(cache, act).dev);  // exact: every value is already representable in act
+  }
 
   // Reference: one query token per row at position ctx - 1.
   std::vector<float> ref_o(size_t(rows) * H * kLat);
@@ -87,7 +99,7 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     gpu::DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(rows, H, splits)), "mla workspace");
     gpu::MlaDecodeParams p;
     p.q = q.dev.data();
-    p.cache = d_cache.dev.data();
+    p.cache = d_cache.data();
     p.block_tables = d_tables.as<int32_t>();
     p.context_lens = d_ctx.as<int32_t>();
     p.o = d_o.data();
@@ -98,14 +110,15 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.max_blocks = max_blocks;
     p.num_splits = splits;
     p.kv_tile = kv_tile;
+    p.fp8_cache = fp8;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d o_err=%.3g\n", act_name(act), H, bs,
-                lens_str(c.ctx).c_str(), splits, kv_tile, worst);
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d o_err=%.3g\n", fp8 ? " fp8 cache" : "",
+                act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -133,6 +146,22 @@ TEST(MlaDecode, FewHeadsBf16Tile32) { expect_decode({{300, 129}, 2, 64}, DType::
 // The tiny fixture model's two heads and a larger page.
 TEST(MlaDecode, FewHeadsF32) { expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 43); }
 TEST(MlaDecode, FewHeadsBf16) { expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 44); }
+
+TEST(MlaDecodeFp8, PagedF32) {
+  expect_decode({{1, 63, 64, 700, 5000}, 32, 16}, DType::F32, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)}, 51,
+                0, true);
+}
+TEST(MlaDecodeFp8, PagedBf16) {
+  expect_decode({{1, 63, 64, 700, 5000}, 32, 16}, DType::BF16, {1, 7, gpu::choose_mla_decode_splits(5, 5000, 132)},
+                52, 0, true);
+}
+TEST(MlaDecodeFp8, PagedBf16Tile32) {
+  expect_decode({{1, 31, 32, 33, 700, 5000}, 32, 16}, DType::BF16, {1, 7, 40}, 53, 32, true);
+}
+TEST(MlaDecodeFp8, FewHeads) {
+  expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 54, 0, true);
+  expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 55, 0, true);
+}
 
 TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100000, 132), 132);  // one long row fills the GPU

@@ -2,6 +2,7 @@
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/fp8.h"
+#include "cuda/kernels/fp8_codec.cuh"
 
 namespace ds::gpu {
 namespace {
@@ -11,14 +12,6 @@ __device__ __forceinline__ uint64_t mix64_fp8(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
-}
-
-__device__ __forceinline__ uint8_t to_e4m3(float v) {
-  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-__device__ __forceinline__ float from_e4m3(uint8_t v) {
-  const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t(v), __NV_E4M3);
-  return __half2float(__half(h));
 }
 
 // One block per scale block: the block's amax, its scale, then the quantized values.

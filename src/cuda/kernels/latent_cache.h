@@ -2,6 +2,10 @@
 //   cache[cache_rows[t]] = [ rmsnorm(kv_a[t, 0:R]) * w  (eps 1e-6) ; kv_a[t, R:R+Dr] (raw k_pe) ]
 // The cache is [num_blocks * block_size, R + Dr] in the activation dtype; cache_rows holds
 // block_id * block_size + offset for each token. CPU twin: src/kernels/norm (rmsnorm) + a copy.
+// FP8 cache (fp8_row_bytes > 0, --kv-cache-dtype fp8, config/kv_cache_dtype.h): row r is fp8_row_bytes
+// bytes at r * fp8_row_bytes: the R + Dr values e4m3(v / scale) then the fp32 scale = amax / 448 of the row
+// (1 when all zero), v computed in fp32 (not rounded to the activation dtype first). CPU twin:
+// MlaLatentCache::store (fp8_latent_round_trip).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -18,8 +22,9 @@ struct LatentCacheWriteParams {
   const void* norm_weight = nullptr;     // [R] act dtype
   void* cache = nullptr;                 // [num_blocks * block_size, R + Dr] act dtype
   const int32_t* cache_rows = nullptr; // [tokens] cache row of each token
-  int tokens = 0, R = 0, Dr = 0;         // R, Dr multiples of 8
+  int tokens = 0, R = 0, Dr = 0;         // R, Dr multiples of 8 (FP8: R + Dr a multiple of 16)
   float eps = 1e-6f;
+  int64_t fp8_row_bytes = 0;             // 0: the cache is in the act dtype; else FP8 rows (see above)
 };
 void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, const DeviceContext& ctx);
 
@@ -28,7 +33,8 @@ void run_latent_cache_write(const LatentCacheWriteParams& p, DType act, const De
 // [cu_rows[s] − row0, cu_rows[s + 1] − row0) with its positions pos0, pos0 + 1, ...; without, one
 // sequence (block-table row 0) fills dst rows [0, rows) with positions [pos0, pos0 + rows).
 // Position q of a sequence is cache row block_tables[s * bt_stride + q / block_size] * block_size
-// + q % block_size.
+// + q % block_size. With fp8_row_bytes > 0 the cache holds FP8 rows (see above) and dst receives the
+// dequantized values e4m3 · scale (fp32, then rounded to the act dtype).
 struct LatentGatherParams {
   const void* cache = nullptr;            // [num_blocks * block_size, D] act dtype
   const int32_t* block_tables = nullptr;  // [num_seqs, bt_stride] device
@@ -39,7 +45,8 @@ struct LatentGatherParams {
   int64_t pos0 = 0;
   void* dst = nullptr;                    // [rows, ld_dst] act dtype
   int64_t ld_dst = 0;                     // 0: D
-  int rows = 0, D = 0;                    // D a multiple of 8
+  int rows = 0, D = 0;                    // D a multiple of 8 (FP8: of 16)
+  int64_t fp8_row_bytes = 0;              // 0: the cache is in the act dtype; else its FP8 row size
 };
 void run_latent_gather(const LatentGatherParams& p, DType act, const DeviceContext& ctx);
 

@@ -8,12 +8,17 @@
 //   output  O[32][512] += P·C[:, 0:512]: warp w owns latent columns 64w..64w+63 (64 fp32 accumulators).
 // Heads past H are zero rows. The cache tiles are gathered row by row through the block table with
 // cp.async (two stages for bf16).
+// FP8 cache (F8): the stages hold the raw rows (576 e4m3 bytes + the fp32 scale, kF8Row bytes); once a
+// tile has landed it is converted to one tile in the activation type (e4m3 is exact in bf16 and fp32) and
+// the rows' scales go to sm.ks: scores are scaled by ks[j] and P·ks[j] multiplies the values, so the
+// scale never rounds the cached values themselves.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
 
@@ -23,6 +28,7 @@ namespace {
 using namespace attn;
 
 constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32, kThreads = 256;
+constexpr int kF8Row = kQk + 16;  // FP8 row bytes (config/kv_cache_dtype.h fp8_latent_row_bytes)
 
 // kTile cached positions per tile, kStages tiles in shared memory (kStages - 1 in flight while one is
 // computed on). bf16: 64 x 2 (the default) or 32 x 4 (more bytes in flight: long contexts, see
@@ -42,16 +48,22 @@ template <typename IO, int Tile, int Stages> struct DecodeCfg {
   static constexpr int kLdP = padded_ld<IO>(kTile);
 };
 
-template <typename IO, int Tile, int Stages> struct DecodeSmem {
+template <typename IO, int Tile, int Stages, bool F8> struct DecodeSmem {
   using C = DecodeCfg<IO, Tile, Stages>;
-  IO tile[C::kStages][C::kTile][C::kLdC];
+  IO tile[F8 ? 1 : C::kStages][C::kTile][C::kLdC];
   IO q[kRows][C::kLdC];
   float s[4][kRows][C::kLdS];
   IO p[kRows][C::kLdP];
   float m[kRows], l[kRows], alpha[kRows];
+  // FP8: the raw rows in flight and the current tile's scales
+  alignas(16) uint8_t raw[F8 ? C::kStages : 1][F8 ? C::kTile : 1][F8 ? kF8Row : 16];
+  float ks[F8 ? C::kTile : 1];
 };
 
-template <typename IO, int Tile, int Stages>
+static_assert(sizeof(DecodeSmem<bf16, 64, 2, true>) <= 232448,
+              "FP8 decode tiles beyond the 227 KiB of shared memory");
+
+template <typename IO, int Tile, int Stages, bool F8>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
   using Mma = typename MmaFor<IO>::type;
   using C = DecodeCfg<IO, Tile, Stages>;
@@ -61,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   extern __shared__ __align__(16) unsigned char smem_raw[];
   pdl_trigger();  // (launched with PDL: everything below may depend on the previous kernel)
   pdl_wait();
-  auto& sm = *reinterpret_cast<DecodeSmem<IO, Tile, Stages>*>(smem_raw);
+  auto& sm = *reinterpret_cast<DecodeSmem<IO, Tile, Stages, F8>*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sp = blockIdx.x, r = blockIdx.y, H = p.num_heads;
   const int ctx = p.context_lens[r];
@@ -70,6 +82,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   const int tile0 = sp * per, tile1 = min(tiles, tile0 + per);
   const int32_t* bt = p.block_tables + int64_t(r) * p.max_blocks;
   const IO* cache = static_cast<const IO*>(p.cache);
+  const uint8_t* cache8 = static_cast<const uint8_t*>(p.cache);
+  constexpr int kRowUnits = F8 ? kF8Row : kQk;  // a cache row in offset units (bytes for FP8, else elements)
 
   // Tile gather: kThrPerRow threads per cached row, so each thread looks up one block-table entry
   // per tile; the entry for the next tile to issue is fetched a tile ahead (its latency hides behind
@@ -79,14 +93,21 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   auto row_offset = [&](int t) -> int64_t {  // element offset of row grow of tile t, -1 past the end
     const int pos = t * kTile + grow;
     if (t >= tile1 || pos >= ctx) return -1;
-    return (int64_t(bt[pos / p.block_size]) * p.block_size + pos % p.block_size) * kQk;
+    return (int64_t(bt[pos / p.block_size]) * p.block_size + pos % p.block_size) * kRowUnits;
   };
   auto issue = [&](int t, int64_t off) {
     if (t < tile1) {
-      constexpr int kVecs = kQk * int(sizeof(IO)) / 16;
-      constexpr int kPer = 16 / int(sizeof(IO));
-      IO* dst = &sm.tile[(t - tile0) % C::kStages][grow][0];
-      for (int c = gsub; c < kVecs; c += kThrPerRow) cp_async16(dst + c * kPer, off >= 0 ? cache + off + c * kPer : cache, off >= 0);
+      if constexpr (F8) {
+        uint8_t* dst = &sm.raw[(t - tile0) % C::kStages][grow][0];
+        for (int c = gsub; c < kF8Row / 16; c += kThrPerRow)
+          cp_async16(dst + c * 16, off >= 0 ? cache8 + off + c * 16 : cache8, off >= 0);
+      } else {
+        constexpr int kVecs = kQk * int(sizeof(IO)) / 16;
+        constexpr int kPer = 16 / int(sizeof(IO));
+        IO* dst = &sm.tile[(t - tile0) % C::kStages][grow][0];
+        for (int c = gsub; c < kVecs; c += kThrPerRow)
+          cp_async16(dst + c * kPer, off >= 0 ? cache + off + c * kPer : cache, off >= 0);
+      }
     }
     cp_async_commit();
   };
@@ -114,12 +135,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     const int pos0 = u * kTile, page = pos0 / p.block_size + tid;
     const int a = max(pos0, page * p.block_size), b = min(min(pos0 + kTile, ctx), (page + 1) * p.block_size);
     if (a >= b) return e;
-    e.off = (int64_t(bt[page]) * p.block_size + (a - page * p.block_size)) * kQk;
-    e.bytes = uint32_t(b - a) * kQk * uint32_t(sizeof(IO));
+    e.off = (int64_t(bt[page]) * p.block_size + (a - page * p.block_size)) * kRowUnits;
+    e.bytes = uint32_t(b - a) * (F8 ? uint32_t(kF8Row) : kQk * uint32_t(sizeof(IO)));
     return e;
   };
   auto pf_issue = [&](const Pf& e) {
-    if (e.off >= 0) prefetch_l2_bulk(cache + e.off, e.bytes);
+    if (e.off < 0) return;
+    if constexpr (F8) prefetch_l2_bulk(cache8 + e.off, e.bytes);
+    else prefetch_l2_bulk(cache + e.off, e.bytes);
   };
   for (int d = 0; d < pf_dist; ++d) pf_issue(pf_entry(tile0 + C::kStages - 1 + d));
   Pf next_pf = pf_entry(tile0 + C::kStages - 1 + pf_dist);
@@ -161,7 +184,23 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         next_pf = pf_entry(t + C::kStages + pf_dist);
       }
     }
-    const IO(*tl)[kLdC] = sm.tile[(t - tile0) % C::kStages];
+    if constexpr (F8) {  // the landed raw rows -> the activation-type tile (exact) and the rows' scales
+      const uint8_t(*raw)[kF8Row] = sm.raw[(t - tile0) % C::kStages];
+      for (int i = tid; i < kTile * (kQk / 16); i += kThreads) {
+        const int j = i / (kQk / 16), c = (i % (kQk / 16)) * 16;
+        float f[16];
+        from_e4m3x16(*reinterpret_cast<const uint4*>(&raw[j][c]), f);
+#pragma unroll
+        for (int h = 0; h < 16; h += Vec16<IO>::N) {
+          Vec16<IO> v;
+          v.from_float(f + h);
+          v.store(&sm.tile[0][j][c + h]);
+        }
+      }
+      if (tid < kTile) sm.ks[tid] = *reinterpret_cast<const float*>(&raw[tid][kQk]);
+      __syncthreads();
+    }
+    const IO(*tl)[kLdC] = sm.tile[F8 ? 0 : (t - tile0) % C::kStages];
 
     // ---- partial scores over this warp's 144 dims and kTile/2 keys
     float acc[2][kNT][4] = {};
@@ -203,7 +242,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
 #pragma unroll
       for (int i = 0; i < kPerT; ++i) {
         const int j = j0 + i;
-        const float x = (sm.s[0][h][j] + sm.s[1][h][j] + sm.s[2][h][j] + sm.s[3][h][j]) * scale_log2;
+        float x = (sm.s[0][h][j] + sm.s[1][h][j] + sm.s[2][h][j] + sm.s[3][h][j]) * scale_log2;
+        if constexpr (F8) x *= sm.ks[j];
         sv[i] = t * kTile + j < ctx ? x : -INFINITY;
         mx = fmaxf(mx, sv[i]);
       }
@@ -216,7 +256,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       for (int i = 0; i < kPerT; ++i) {
         const float pv = fast_exp2(sv[i] - m_new);
         sum += pv;
-        sm.p[h][j0 + i] = from_float<IO>(pv);
+        if constexpr (F8) sm.p[h][j0 + i] = from_float<IO>(pv * sm.ks[j0 + i]);
+        else sm.p[h][j0 + i] = from_float<IO>(pv);
       }
 #pragma unroll
       for (int o2 = 1; o2 < 8; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
@@ -366,9 +407,10 @@ __global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(MlaDeco
   }
 }
 
-template <typename IO, int Tile, int Stages> void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
-  const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages>);
-  launch_pdl(mla_decode_kernel<IO, Tile, Stages>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
+template <typename IO, int Tile, int Stages, bool F8 = false>
+void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
+  const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages, F8>);
+  launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
     launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
@@ -381,9 +423,12 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 void configure_mla_decode(const DeviceContext&) {
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2>, sizeof(DecodeSmem<bf16, 64, 2>));
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4>, sizeof(DecodeSmem<bf16, 32, 4>));
-  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1>, sizeof(DecodeSmem<float, 32, 1>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2, false>, sizeof(DecodeSmem<bf16, 64, 2, false>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4, false>, sizeof(DecodeSmem<bf16, 32, 4, false>));
+  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false>, sizeof(DecodeSmem<float, 32, 1, false>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2, true>, sizeof(DecodeSmem<bf16, 64, 2, true>));
+  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4, true>, sizeof(DecodeSmem<bf16, 32, 4, true>));
+  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true>, sizeof(DecodeSmem<float, 32, 1, true>));
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
@@ -434,9 +479,17 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
   DS_GPU_REQUIRE(p.kv_tile == 0 || p.kv_tile == 32 || p.kv_tile == 64, "mla decode: kv_tile must be 0, 32 or 64");
   if (p.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = p.kv_tile == 32 ? 4 : 2;  // ~150 KB ahead per CTA
-  if (act == DType::BF16 && p.kv_tile == 32) launch_decode<bf16, 32, 4>(p, ctx);
-  else if (act == DType::BF16) launch_decode<bf16, 64, 2>(p, ctx);
-  else launch_decode<float, 32, 1>(p, ctx);
+  if (p.fp8_cache) {
+    if (act == DType::BF16 && p.kv_tile == 32) launch_decode<bf16, 32, 4, true>(p, ctx);
+    else if (act == DType::BF16) launch_decode<bf16, 64, 2, true>(p, ctx);
+    else launch_decode<float, 32, 1, true>(p, ctx);
+  } else if (act == DType::BF16 && p.kv_tile == 32) {
+    launch_decode<bf16, 32, 4>(p, ctx);
+  } else if (act == DType::BF16) {
+    launch_decode<bf16, 64, 2>(p, ctx);
+  } else {
+    launch_decode<float, 32, 1>(p, ctx);
+  }
 }
 
 }  // namespace ds::gpu

@@ -14,6 +14,8 @@
 // long context still fills the GPU. num_splits = 1 writes the output directly (no workspace needed).
 // choose_mla_decode_splits() is the heuristic; it depends only on sizes (capture the launch in a CUDA
 // graph per (rows, num_splits)). bf16 uses tensor cores (mma.sync bf16), fp32 uses 3xTF32.
+// fp8_cache: the cache rows are the FP8 latent cache's (config/kv_cache_dtype.h: 576 e4m3 bytes then the
+// row's fp32 scale, 592 bytes a row): the attention is the same over the dequantized latents e4m3 · scale.
 // CPU twin: src/kernels/mla (run_mla_absorbed_cpu).
 #pragma once
 #include <cuda_runtime.h>
@@ -44,6 +46,7 @@ struct MlaDecodeParams {
   float scale = 0.0f;                  // 0: 1/sqrt(192) (qk_nope 128 + rope 64, spec §5.1)
   int kv_tile = 0;                     // bf16: cached positions per tile, 64 (2 in shared memory; 0 means
                                        // it) or 32 (4 in shared memory: more bytes in flight); fp32: 32
+  bool fp8_cache = false;              // FP8 cache rows (see above); the default: the activation type
   int l2_prefetch_tiles = -1;          // bf16: tiles requested into L2 ahead of the shared-memory pipeline
                                        // (bulk prefetch; -1: 2 of 64 / 4 of 32 positions, 0: none)
 };

@@ -49,6 +49,7 @@ void MlaLayer::forward(const LayerStep& s, LayerInput in) const {
   cw.R = R_;
   cw.Dr = dr_;
   cw.eps = s.cfg.kv_a_norm_eps;
+  cw.fp8_row_bytes = s.caches.latent_fp8_row_bytes();
   run_latent_cache_write(cw, act, s.ctx);
 
   if (s.reference_attention) {
@@ -140,6 +141,9 @@ void MlaLayer::unabsorb_values(const LayerStep& s, int M) const {
 // All tokens through the simple absorbed kernel (attn_ref.h).
 void MlaLayer::reference_rows(const LayerStep& s, void* cache) const {
   const auto& m = s.m;
+  DS_CHECK(s.caches.latent_fp8_row_bytes() == 0,
+           "the reference attention kernels read the MLA cache in the activation dtype only "
+           "(not --kv-cache-dtype fp8)");
   absorb_queries(s, m.T, s.ws.q_abs, int64_t(Hm_) * R_, R_);
   MlaRefParams r;
   r.q_lat = s.ws.q_abs;
@@ -199,6 +203,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.kv_lora_rank = R_;
   d.rope_dim = dr_;
   d.scale = scale_;
+  d.fp8_cache = s.caches.latent_fp8_row_bytes() > 0;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }

@@ -120,6 +120,7 @@ void MlaLayer::prefill_group(const LayerStep& s, void* cache, const StepMeta::Pr
   g.dst = s.expand.lat;
   g.rows = grp.keys;
   g.D = R_ + dr_;
+  g.fp8_row_bytes = s.caches.latent_fp8_row_bytes();
   run_latent_gather(g, s.act, s.ctx);
   expand_keys(s, grp.keys);
   attend(s, grp.seq0, grp.seq1 - grp.seq0, grp.key0, m.max_q_len, 0, 0, nullptr);
@@ -145,6 +146,7 @@ void MlaLayer::prefill_pieces(const LayerStep& s, void* cache, const StepMeta::P
     g.dst = x.lat;
     g.rows = b - a;
     g.D = R_ + dr_;
+    g.fp8_row_bytes = s.caches.latent_fp8_row_bytes();
     run_latent_gather(g, act, s.ctx);
     expand_keys(s, b - a);
     // expansion row 0 is position a, i.e. key row key0 + a

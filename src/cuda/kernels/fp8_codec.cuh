@@ -1,0 +1,36 @@
+// e4m3fn encode/decode on the device (the GPU side of core/dtype.h's codec): encoding rounds to nearest
+// even and saturates to +-448 (cvt.rn.satfinite), decoding is exact. Shared by the FP8 weight kernels
+// (fp8.cu) and the FP8 MLA latent cache (latent_cache.cu, mla_decode.cu).
+#pragma once
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace ds::gpu {
+
+__device__ __forceinline__ uint8_t to_e4m3(float v) {
+  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+__device__ __forceinline__ float from_e4m3(uint8_t v) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t(v), __NV_E4M3);
+  return __half2float(__half(h));
+}
+// Two e4m3 values (the low byte first) to floats, exactly.
+__device__ __forceinline__ float2 from_e4m3x2(uint16_t v) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(v), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+// 16 e4m3 values (one 16-byte load) to floats.
+__device__ __forceinline__ void from_e4m3x16(const uint4& raw, float* out) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = from_e4m3x2(uint16_t(w[i] & 0xffffu)), b = from_e4m3x2(uint16_t(w[i] >> 16));
+    out[4 * i] = a.x;
+    out[4 * i + 1] = a.y;
+    out[4 * i + 2] = b.x;
+    out[4 * i + 3] = b.y;
+  }
+}
+
+}  // namespace ds::gpu
