@@ -38,9 +38,11 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--device", a.device, "cpu | cuda")->capture_default_str();
   cmd->add_option("--load-format", a.load_format, "auto | safetensors | dummy")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "GPU activation dtype: auto | bfloat16 | float32")->capture_default_str();
-  cmd->add_option("--quantization", a.quantization, "none | fp8 (weights quantized at load)")
+  cmd->add_option("--quantization", a.quantization,
+                  "none | fp8 (weights quantized at load) | int4 (an INT4 checkpoint; dummy INT4 weights) | "
+                  "compressed-tensors (as the checkpoint is)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"none", "fp8"}));
+      ->check(CLI::IsMember({"none", "fp8", "int4", "compressed-tensors"}));
   cmd->add_option("--threads", a.threads, "CPU worker threads (0: all cores)")->check(in_range(0, 4096));
   cmd->add_option("--prefill-chunk", a.prefill_chunk, "prefill the prompt in chunks of N tokens (0: at once)")
       ->check(in_range(0, 1 << 24));

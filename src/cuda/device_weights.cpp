@@ -15,6 +15,7 @@
 #include "cuda/weight_upload.h"
 #include "cuda/stream.h"
 #include "model/quant.h"
+#include "model/quant_int4.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -91,17 +92,21 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const bool online = q.source == "online";
   std::optional<Checkpoint> ck;
   std::map<std::string, QuantizedTensor> fp8_ck;  // the checkpoint's FP8 tensors
+  std::map<std::string, Int4Tensor> int4_ck;      // the checkpoint's INT4 tensors (dequantized at load)
+  DS_CHECK(!(q.int4() && o.dummy), "CUDA weights: dummy INT4 weights are not built on the GPU (INT4 checkpoints are "
+           "dequantized at load)");
   if (!o.dummy) {
     ck.emplace(Checkpoint::open(o.model_dir));
     check_checkpoint(c, *ck);
-    if (q.quantized() && !online) fp8_ck = find_quantized(c, *ck);
+    if (q.fp8() && !online) fp8_ck = find_quantized(c, *ck);
+    if (q.int4()) int4_ck = find_int4(c, *ck);
   }
   std::map<std::string, TensorSpec> specs;
   for (auto& sp : weight_specs(c)) specs.emplace(sp.name, sp);
   const bool block = online || q.scales == Fp8Scales::Block;
   const Fp8Plan layout{true, block ? log2_of(q.block_n) : 0, block ? log2_of(q.block_k) : 31};
   auto plan = [&](const std::vector<std::string>& names) {
-    if (!q.quantized()) return Fp8Plan{};
+    if (!q.fp8()) return Fp8Plan{};
     for (const auto& n : names) {
       const TensorSpec& sp = specs.at(n);
       if (sp.shape[1] % 16 != 0) return Fp8Plan{};
@@ -312,6 +317,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   if (w.fp8_matrices > 0)
     w.format = fmt::format("{} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales) + {}", q.describe(), w.fp8_matrices,
                            w.fp8_bytes / 1073741824.0, w.scale_bytes / 1048576.0, dtype_name(dt));
+  if (q.int4()) w.format += fmt::format(" (the checkpoint's {} weights dequantized at load)", q.describe());
   spdlog::info("CUDA weights: {:.2f} GiB on the device ({}, {})", w.bytes / 1073741824.0, w.format,
                o.dummy ? "dummy" : o.model_dir);
 
@@ -358,6 +364,12 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     Uploader up(ctx);
     size_t total = ck->total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
+      if (auto i4 = int4_ck.find(sp.name); i4 != int4_ck.end()) {  // INT4 in the checkpoint: dequantized
+        std::vector<float> v(size_t(i4->second.rows * i4->second.cols));
+        dequantize_int4(i4->second, v.data());
+        up.upload_host_f32(v, x);
+        return;
+      }
       const TensorInfo& t = ck->get(sp.name);
       auto fq = fp8_ck.find(sp.name);
       if (x.dtype == DType::F8_E4M3 && fq != fp8_ck.end()) {  // FP8 in the checkpoint and on the device
