@@ -33,7 +33,7 @@ struct Int4Weights {
 };
 
 // [rows, K] random INT4 with groups of 2^ks (zero points all 8 when asymmetric: the same arithmetic).
-Int4Weights int4(const DeviceContext& ctx, int64_t rows, int64_t K, int ks, bool symmetric, uint64_t seed) {
+Int4Weights make_int4(const DeviceContext& ctx, int64_t rows, int64_t K, int ks, bool symmetric, uint64_t seed) {
   Int4Weights w;
   w.rows = rows;
   w.K = K;
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
     for (const Scheme& s : kSchemes)
       for (int M : {1, 8}) {
         std::vector<Int4Weights> ws;
-        for (int c = 0; c < d.copies; ++c) ws.push_back(int4(ctx, d.N, d.K, s.ks, s.symmetric, 10 + c));
+        for (int c = 0; c < d.copies; ++c) ws.push_back(make_int4(ctx, d.N, d.K, s.ks, s.symmetric, 10 + c));
         auto x = filled(ctx, int64_t(M) * d.K, bf, 1, 1.f);
         DeviceBuffer y(size_t(M) * d.N * 2);
         int i = 0;
@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
   // ---- MoE at batch 1: 9 of 257 experts (gate/up SiLU, then down; and down + combine) ----------------
   const int E = 257, D = 2304, I = 1024;
   for (const Scheme& s : kSchemes) {
-    auto gu = int4(ctx, int64_t(E) * 2 * I, D, s.ks, s.symmetric, 50);
-    auto dn = int4(ctx, int64_t(E) * D, I, s.ks, s.symmetric, 51);
+    auto gu = make_int4(ctx, int64_t(E) * 2 * I, D, s.ks, s.symmetric, 50);
+    auto dn = make_int4(ctx, int64_t(E) * D, I, s.ks, s.symmetric, 51);
     auto x = filled(ctx, D, bf, 2, 1.f);
     DeviceBuffer act(size_t(9) * I * 2), out(size_t(9) * D * 2), resid(size_t(D) * 2);
     const int variants = 16;
@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
 
   // ---- dequantization of one dense-sized matrix to bf16 (the large-batch path's weights) --------------
   {
-    auto w = int4(ctx, 18432, 2304, 7, true, 3);
+    auto w = make_int4(ctx, 18432, 2304, 7, true, 3);
     DeviceBuffer out(size_t(18432) * 2304 * 2);
     Int4Matrix m{w.q.as<uint8_t>(), w.scale.as<float>(), nullptr, 18432, 2304, w.ld, 7};
     const double ms = ds::bench::time_ms(ctx.stream, [&] { run_dequantize_int4(m, out.data(), bf, 2304, ctx); }, reps);

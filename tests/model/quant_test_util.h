@@ -4,12 +4,52 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+#include "model/safetensors.h"
 #include "model_test_util.h"
 
 namespace ds::test {
+
+// Rewrites the checkpoint in `dir` after `edit` changed its tensors and/or config, then constructs a CPU
+// backend on it: the ds::Error's text ("no error" when it loads).
+inline std::string edited_load_error(
+    const std::filesystem::path& dir,
+    const std::function<void(std::vector<TensorToWrite>&, nlohmann::json&)>& edit) {
+  std::vector<TensorToWrite> ts;
+  {
+    Checkpoint ck = Checkpoint::open(dir.string());
+    std::vector<std::vector<uint8_t>> keep;
+    for (const auto& n : ck.names()) {
+      const auto& t = ck.get(n);
+      keep.emplace_back(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
+    }
+    nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+    size_t i = 0;
+    for (const auto& n : ck.names()) {
+      const auto& t = ck.get(n);
+      ts.push_back({t.name, t.dtype, t.shape, keep[i++].data()});
+    }
+    edit(ts, cfg);
+    std::filesystem::remove(dir / "model.safetensors");
+    write_safetensors((dir / "model.safetensors").string(), ts);
+    std::ofstream(dir / "config.json") << cfg.dump();
+  }
+  try {
+    BackendOptions o = tiny_options();
+    o.model_dir = dir.string();
+    CpuBackend b(o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
 
 // Logits of `ids` on `b` with the routing pinned to `routes` (all positions).
 inline std::vector<float> pinned_logits(CpuBackend& b, const std::vector<int32_t>& ids, const RouteIds* routes,

@@ -147,33 +147,7 @@ TEST(Fp8Loading, BlockScaledWeightsLoadExactly) { expect_exact_weights(Fp8Fixtur
 // A checkpoint directory edited from a fixture: `edit` changes its tensors and/or config.
 std::string load_error(Fp8Fixture f, const std::function<void(std::vector<TensorToWrite>&, json&)>& edit) {
   auto fx = make_fp8_fixture(tiny_model_dir(), f);
-  std::vector<TensorToWrite> ts;
-  {
-    Checkpoint ck = Checkpoint::open(fx->dir.string());
-    std::vector<std::vector<uint8_t>> keep;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      keep.emplace_back(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
-    }
-    json cfg = json::parse(std::ifstream(fx->dir / "config.json"));
-    size_t i = 0;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      ts.push_back({t.name, t.dtype, t.shape, keep[i++].data()});
-    }
-    edit(ts, cfg);
-    fs::remove(fx->dir / "model.safetensors");
-    write_safetensors((fx->dir / "model.safetensors").string(), ts);
-    std::ofstream(fx->dir / "config.json") << cfg.dump();
-  }
-  try {
-    BackendOptions o = tiny_options();
-    o.model_dir = fx->dir.string();
-    CpuBackend b(o);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return edited_load_error(fx->dir, edit);
 }
 
 TEST(Fp8Loading, MalformedCheckpointsAreNamedErrors) {

@@ -194,33 +194,7 @@ TEST(Int4Loading, ZeroPointsGroup128LoadExactly) { expect_exact_weights(128, fal
 // The error of loading a fixture edited by `edit` (its tensors and/or config).
 std::string load_error(bool symmetric, const std::function<void(std::vector<TensorToWrite>&, json&)>& edit) {
   auto fx = make_int4_fixture(tiny_model_dir(), 32, symmetric);
-  std::vector<TensorToWrite> ts;
-  {
-    Checkpoint ck = Checkpoint::open(fx->dir.string());
-    std::vector<std::vector<uint8_t>> keep;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      keep.emplace_back(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
-    }
-    json cfg = json::parse(std::ifstream(fx->dir / "config.json"));
-    size_t i = 0;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      ts.push_back({t.name, t.dtype, t.shape, keep[i++].data()});
-    }
-    edit(ts, cfg);
-    fs::remove(fx->dir / "model.safetensors");
-    write_safetensors((fx->dir / "model.safetensors").string(), ts);
-    std::ofstream(fx->dir / "config.json") << cfg.dump();
-  }
-  try {
-    BackendOptions o = tiny_options();
-    o.model_dir = fx->dir.string();
-    CpuBackend b(o);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return edited_load_error(fx->dir, edit);
 }
 
 TEST(Int4Loading, MalformedCheckpointsAreNamedErrors) {

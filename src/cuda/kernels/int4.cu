@@ -6,11 +6,11 @@
 namespace ds::gpu {
 namespace {
 
-__device__ __forceinline__ uint64_t mix64_int4(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+// PCG's output permutation of a 64-bit LCG step of (seed, i): 32 well-mixed bits per index.
+__device__ __forceinline__ uint32_t pcg_hash(uint64_t seed, uint64_t i) {
+  const uint64_t st = (seed + i) * 6364136223846793005ull + 1442695040888963407ull;
+  const uint32_t x = uint32_t(((st >> 18) ^ st) >> 27), rot = uint32_t(st >> 59);
+  return (x >> rot) | (x << ((32u - rot) & 31u));
 }
 
 template <typename T>
@@ -27,7 +27,7 @@ __global__ void dequantize_int4_kernel(Int4Matrix m, T* out, int64_t ldo) {
 __global__ void fill_int4_kernel(Int4Matrix m, int64_t scale_count, float amp, uint64_t seed) {
   const int64_t n = m.rows * (m.K / 2), stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    m.q[i] = uint8_t(mix64_int4(seed * 0x9e3779b97f4a7c15ull + uint64_t(i)) >> 56);
+    m.q[i] = uint8_t(pcg_hash(seed * 0x9e3779b97f4a7c15ull, uint64_t(i)) >> 24);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < scale_count; i += stride) m.scale[i] = amp / 7.5f;
 }
 
