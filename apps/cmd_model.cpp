@@ -39,9 +39,11 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--device", a.device, "cpu | cuda")->capture_default_str();
   cmd->add_option("--load-format", a.load_format, "auto | safetensors | dummy")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "GPU activation dtype: auto | bfloat16 | float32")->capture_default_str();
-  cmd->add_option("--quantization", a.quantization, "none | fp8 (weights quantized at load)")
+  cmd->add_option("--quantization", a.quantization,
+                  "none | fp8 (weights quantized at load) | int4 (an INT4 checkpoint; dummy INT4 weights) | "
+                  "compressed-tensors (as the checkpoint is)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"none", "fp8"}));
+      ->check(CLI::IsMember({"none", "fp8", "int4", "compressed-tensors"}));
   cmd->add_option("--kv-cache-dtype", a.kv_cache_dtype, "auto | fp8 (the MLA latent cache in e4m3, a scale per token)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "fp8", "fp8_e4m3"}));

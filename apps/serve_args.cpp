@@ -80,9 +80,10 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
       ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float32", "fp32", "float"}));
   cmd.add_option("--quantization", a.quantization,
                  "none | fp8: quantize a bf16 checkpoint's projections to FP8 per 128x128 block at load (an FP8 "
-                 "checkpoint is used as it is)")
+                 "checkpoint is used as it is) | int4: an INT4 (pack-quantized) checkpoint, or with --load-format "
+                 "dummy INT4 experts | compressed-tensors: a compressed-tensors checkpoint as it is")
       ->capture_default_str()
-      ->check(CLI::IsMember({"none", "fp8"}));
+      ->check(CLI::IsMember({"none", "fp8", "int4", "compressed-tensors"}));
   cmd.add_option("--kv-cache-dtype", a.kv_cache_dtype,
                  "auto (the activation dtype) | fp8 (= fp8_e4m3: the MLA latent cache in e4m3 with a scale per "
                  "token, about half the bytes; fp8_e5m2 is not supported)")

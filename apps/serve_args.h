@@ -38,7 +38,7 @@ struct ServeArgs {
   std::string model_dir;  // the local directory of `model` (set by `serve` once resolved; "" : model)
   bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
   std::vector<std::string> allowed_origins = {"*"};  // CORS
-  std::string quantization = "none";  // none | fp8 (weights; see docs/QUANTIZATION.md)
+  std::string quantization = "none";  // none | fp8 | int4 | compressed-tensors (weights; docs/QUANTIZATION.md)
   std::string kv_cache_dtype = "auto";  // auto (the activation dtype) | fp8 | fp8_e4m3 (config/kv_cache_dtype.h)
   // prefix caching (docs/PREFIX_CACHE.md)
   bool enable_prefix_caching = true;

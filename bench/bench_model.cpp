@@ -1,7 +1,7 @@
 // End-to-end timings of the CUDA backend on the real 48B config with dummy weights (generated on the
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
-//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step] [--quantization fp8]
+//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step] [--quantization fp8|int4]
 // --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
 // "decode_step" (for `ncu --nvtx --nvtx-include decode_step/`: the kernels of one graph replay).
 #include <nvtx3/nvToolsExt.h>
@@ -206,7 +206,9 @@ int main(int argc, char** argv) {
   std::printf("decode batch %d (context %d): step %.2f ms (%.0f tokens/s)\n", batch, ctx_b, step_b,
               batch * 1e3 / step_b);
 
-  std::printf("\n| 48B dummy, %s, one H200 | value | roofline |\n|---|---|---|\n", quantization == "fp8" ? "fp8 weights (online 128x128)" : "bf16");
+  std::printf("\n| 48B dummy, %s, one H200 | value | roofline |\n|---|---|---|\n", quantization == "fp8"    ? "fp8 weights (online 128x128)"
+                                                                  : quantization == "int4" ? "int4 experts (group 128)"
+                                                                                           : "bf16");
   std::printf("| load (dummy weights generated on the GPU) | %.1f s | - |\n", load_s);
   std::printf("| KV cache capacity | %lld tokens, %d slots | - |\n", (long long)geo.num_blocks * bs,
               geo.num_state_slots);

@@ -33,7 +33,7 @@ class CudaBackend final : public Backend {
     info_ = gpu::device_info();
     spdlog::info("CUDA device: {}", info_.summary());
     cfg_ = ModelConfig::from_file(o.model_dir + "/config.json");
-    cfg_.quant = resolve_quantization(cfg_.quant, o.quantization);
+    cfg_.quant = resolve_quantization(cfg_.quant, o.quantization, o.load_format == "dummy");
     DType act = parse_act_dtype(o.dtype);
     DS_CHECK(o.load_format == "auto" || o.load_format == "safetensors" || o.load_format == "dummy",
              "CUDA backend: unknown load format '{}' (auto, safetensors or dummy)", o.load_format);

@@ -12,9 +12,11 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/fp8.h"
+#include "cuda/kernels/int4.h"
 #include "cuda/weight_upload.h"
 #include "cuda/stream.h"
 #include "model/quant.h"
+#include "model/quant_int4.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -56,7 +58,7 @@ void* mut(const WeightView& v) { return const_cast<void*>(v.ptr); }
 
 void WeightView::require(DType act, const std::string& what, bool fp8_ok) const {
   DS_CHECK(ptr != nullptr, "CUDA model: weight {} is missing", what);
-  if (fp8() && fp8_ok && scale != nullptr && layout == WeightLayout::RowMajor) return;
+  if ((fp8() || int4()) && fp8_ok && scale != nullptr && layout == WeightLayout::RowMajor) return;
   DS_CHECK(dtype == act && scale == nullptr && tail == nullptr && layout == WeightLayout::RowMajor,
            "CUDA model: weight {} is {}{} but the kernels need {} weights with {} activations here", what,
            dtype_name(dtype), scale ? " with scales" : "", dtype_name(act), dtype_name(act));
@@ -64,6 +66,13 @@ void WeightView::require(DType act, const std::string& what, bool fp8_ok) const 
 
 WeightView WeightView::at(int64_t elems) const {
   WeightView v = *this;
+  if (int4()) {
+    DS_CHECK(cols > 0 && elems % cols == 0, "WeightView::at: an INT4 view is split at whole rows only");
+    v.ptr = static_cast<const char*>(ptr) + elems / 2;
+    v.scale = scale + (elems / cols) * scale_ld;
+    if (zero) v.zero = zero + (elems / cols) * scale_ld;
+    return v;
+  }
   v.ptr = static_cast<const char*>(ptr) + elems * int64_t(dtype_size(dtype));
   if (fp8()) {
     DS_CHECK(tail == nullptr && cols > 0 && elems % cols == 0 && (elems / cols) % (int64_t(1) << scale_row_shift) == 0,
@@ -91,17 +100,19 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const bool online = q.source == "online";
   std::optional<Checkpoint> ck;
   std::map<std::string, QuantizedTensor> fp8_ck;  // the checkpoint's FP8 tensors
+  std::map<std::string, Int4Tensor> int4_ck;      // the checkpoint's INT4 tensors
   if (!o.dummy) {
     ck.emplace(Checkpoint::open(o.model_dir));
     check_checkpoint(c, *ck);
-    if (q.quantized() && !online) fp8_ck = find_quantized(c, *ck);
+    if (q.fp8() && !online) fp8_ck = find_quantized(c, *ck);
+    if (q.int4()) int4_ck = find_int4(c, *ck);
   }
   std::map<std::string, TensorSpec> specs;
   for (auto& sp : weight_specs(c)) specs.emplace(sp.name, sp);
   const bool block = online || q.scales == Fp8Scales::Block;
   const Fp8Plan layout{true, block ? log2_of(q.block_n) : 0, block ? log2_of(q.block_k) : 31};
   auto plan = [&](const std::vector<std::string>& names) {
-    if (!q.quantized()) return Fp8Plan{};
+    if (!q.fp8()) return Fp8Plan{};
     for (const auto& n : names) {
       const TensorSpec& sp = specs.at(n);
       if (sp.shape[1] % 16 != 0) return Fp8Plan{};
@@ -119,6 +130,14 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     const Fp8Plan f = plan(names);
     if (f.on) pk.take_fp8(v, rows, cols, f, tail_rows);
     else pk.take(v, (rows + tail_rows) * cols);
+  };
+  // the experts' packed views: INT4 on the device when every expert matrix is INT4 in the checkpoint (or
+  // dummy INT4) and rows are whole 32-weight chunks; other INT4 tensors are dequantized at load
+  auto take_experts = [&](WeightView& v, int64_t rows, int64_t cols, const std::vector<std::string>& names) {
+    bool on = q.int4() && cols % 32 == 0 && (q.group_size == 32 || q.group_size == 128);
+    for (const auto& n : names) on = on && (o.dummy || int4_ck.count(n));
+    if (on) pk.take_int4(v, rows, cols, q.group_size, q.symmetric);
+    else take_mat(v, rows, cols, names);
   };
 
   // ---- allocation ------------------------------------------------------------------------------
@@ -201,8 +220,8 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       gu.push_back(sh + "up_proj.weight");
       dn_names.push_back(sh + "down_proj.weight");
     }
-    take_mat(f.experts_gate_up, groups * 2 * Ie, hid, gu);
-    take_mat(f.experts_down, groups * hid, Ie, dn_names);
+    take_experts(f.experts_gate_up, groups * 2 * Ie, hid, gu);
+    take_experts(f.experts_down, groups * hid, Ie, dn_names);
     pk.commit("MoE expert weights");
   }
 
@@ -210,7 +229,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   // shared expert's slice, which run_mlp multiplies densely)
   int64_t scratch = 0;
   auto need = [&](const WeightView& v, int64_t elems) {
-    if (v.fp8()) scratch = std::max(scratch, elems);
+    if (v.fp8() || v.int4()) scratch = std::max(scratch, elems);
   };
   for (int l = 0; l < c.num_layers; ++l) {
     const auto& L = w.layers[size_t(l)];
@@ -235,6 +254,12 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   for_each_weight(c, d, [](const TensorSpec&, Dest&) {});
   // each destination in its WeightView's dtype (fp32 vectors: F32); rows past an FP8 view's tail_row0 in its tail
   auto at = [dt](const WeightView& v, int64_t elem_off) {
+    if (v.int4()) {  // whole rows of an INT4 view: nibbles, scales, zero points
+      const WeightView x = v.at(elem_off);
+      Dest d{mut(x), DType::U8, const_cast<float*>(x.scale), v.cols, v.scale_ld, 0, v.scale_k_shift};
+      d.zero = const_cast<float*>(x.zero);
+      return d;
+    }
     if (!v.fp8()) return Dest{mut(v.at(elem_off)), v.dtype};
     const int64_t row = elem_off / v.cols;
     if (v.tail && row >= v.tail_row0)
@@ -312,6 +337,11 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   if (w.fp8_matrices > 0)
     w.format = fmt::format("{} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales) + {}", q.describe(), w.fp8_matrices,
                            w.fp8_bytes / 1073741824.0, w.scale_bytes / 1048576.0, dtype_name(dt));
+  if (w.int4_matrices > 0)
+    w.format = fmt::format("{} experts ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales/zeros) + {}", q.describe(),
+                           w.int4_matrices, w.int4_bytes / 1073741824.0, w.int4_scale_bytes / 1048576.0, dtype_name(dt));
+  if (q.int4() && !int4_ck.empty())
+    w.format += fmt::format(" (the checkpoint's other INT4 weights dequantized at load)");
   spdlog::info("CUDA weights: {:.2f} GiB on the device ({}, {})", w.bytes / 1073741824.0, w.format,
                o.dummy ? "dummy" : o.model_dir);
 
@@ -333,7 +363,10 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       const uint64_t seed = mix(o.seed ^ mix(++index));
       const std::string& name = sp.name;
       const float amp = 0.02f * std::sqrt(3.f);
-      if (x.dtype == DType::F8_E4M3) {
+      if (x.dtype == DType::U8) {  // INT4 (symmetric dummy weights)
+        Int4Matrix im{static_cast<uint8_t*>(x.ptr), x.scale, nullptr, sp.shape[0], sp.shape[1], x.ld, x.ks};
+        run_fill_int4(im, sp.shape[0] * x.ld, amp, seed, ctx);
+      } else if (x.dtype == DType::F8_E4M3) {
         Fp8Matrix fm{static_cast<uint8_t*>(x.ptr), x.scale, sp.shape[0], sp.shape[1], x.ld, x.rs, x.ks};
         run_fill_fp8(fm, ((sp.shape[0] + (int64_t(1) << x.rs) - 1) >> x.rs) * x.ld, amp, seed, ctx);
       } else if (ends_with(name, "norm.weight") || ends_with(name, "layernorm.weight")) {
@@ -358,6 +391,20 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     Uploader up(ctx);
     size_t total = ck->total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
+      if (auto i4 = int4_ck.find(sp.name); i4 != int4_ck.end() && x.dtype == DType::U8) {  // INT4 on the device
+        const Int4Tensor& t4 = i4->second;
+        DS_CUDA_CHECK(cudaMemcpyAsync(x.ptr, t4.packed->data, t4.packed->nbytes, cudaMemcpyHostToDevice, s));
+        DS_CUDA_CHECK(cudaStreamSynchronize(s));
+        up.upload_host_f32(int4_scales_f32(t4), Dest{x.scale, DType::F32});
+        if (x.zero) up.upload_host_f32(int4_zeros_f32(t4), Dest{x.zero, DType::F32});
+        return;
+      }
+      if (auto i4 = int4_ck.find(sp.name); i4 != int4_ck.end()) {  // INT4 in the checkpoint: dequantized
+        std::vector<float> v(size_t(i4->second.rows * i4->second.cols));
+        dequantize_int4(i4->second, v.data());
+        up.upload_host_f32(v, x);
+        return;
+      }
       const TensorInfo& t = ck->get(sp.name);
       auto fq = fp8_ck.find(sp.name);
       if (x.dtype == DType::F8_E4M3 && fq != fp8_ck.end()) {  // FP8 in the checkpoint and on the device

@@ -27,7 +27,11 @@ namespace ds::gpu {
 // fp8_on_device) FP8 e4m3 with fp32 scales: element (r, k) = e4m3 * scale[(r >> scale_row_shift) *
 // scale_ld + (k >> scale_k_shift)] (per channel: shifts 0 and 31, ld 1; blocks: log2 of the block).
 // A packed projection whose last rows stay in the activation dtype (b_proj, kv_a_proj_with_mqa) keeps
-// them at `tail`. require() says which tensor a kernel cannot read.
+// them at `tail`. INT4 W4A16 views (the experts of an INT4 checkpoint or of dummy INT4 weights;
+// dtype U8 so that a kernel expecting the activation dtype refuses them): `ptr` holds nibbles [rows,
+// cols / 2] bytes, `scale` fp32 [rows, scale_ld] per group of 2^scale_k_shift columns, `zero` fp32 in the
+// same layout or null (symmetric: 8); see GemvParams::w_int4. require() says which tensor a kernel
+// cannot read.
 enum class WeightLayout : uint8_t {
   RowMajor,  // [N, K], K contiguous (Linear weights; vectors)
 };
@@ -42,13 +46,16 @@ struct WeightView {
   int scale_row_shift = 0, scale_k_shift = 31;
   const void* tail = nullptr;    // rows [tail_row0, N) in the activation dtype, [N - tail_row0, cols]
   int tail_row0 = 0;
+  const float* zero = nullptr;   // INT4: zero points (null: symmetric)
+  bool packed_int4 = false;      // INT4 W4A16 (see above)
 
   explicit operator bool() const { return ptr != nullptr; }
   bool fp8() const { return dtype == DType::F8_E4M3; }
+  bool int4() const { return packed_int4; }
   // The view `elems` elements further (a row block of a packed tensor; FP8: whole scale blocks of rows).
   WeightView at(int64_t elems) const;
   // Throws a ds::Error naming `what` unless the kernels can read this weight with activations of `act`
-  // (FP8 only where the caller's kernels take it: fp8_ok).
+  // (FP8 and INT4 only where the caller's kernels take them: fp8_ok).
   void require(DType act, const std::string& what, bool fp8_ok = false) const;
 };
 
@@ -102,6 +109,8 @@ struct DeviceWeights {
   size_t bytes = 0;
   size_t fp8_bytes = 0, scale_bytes = 0;  // of `bytes`: FP8 weights and their scales
   int fp8_matrices = 0;                   // packed views in FP8
+  size_t int4_bytes = 0, int4_scale_bytes = 0;  // of `bytes`: INT4 nibbles, their scales and zero points
+  int int4_matrices = 0;                  // packed views in INT4 (the experts)
   std::string format;                     // e.g. "bf16" or "fp8 e4m3, 128x128 block scales (online) + bf16"
   void* dequant_scratch = nullptr;        // the largest dense FP8 projection in the activation dtype (prefill
                                           // and large batches dequantize into it for cuBLASLt; in `bytes`)

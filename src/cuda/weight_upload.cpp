@@ -133,6 +133,27 @@ void Packer::take_fp8(WeightView& v, int64_t rows, int64_t cols, const Fp8Plan& 
   }
 }
 
+void Packer::take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric) {
+  v.dtype = DType::U8;
+  v.packed_int4 = true;
+  v.cols = cols;
+  v.scale_row_shift = 0;
+  v.scale_k_shift = 0;
+  while ((1 << v.scale_k_shift) < group) ++v.scale_k_shift;
+  v.scale_ld = (cols + group - 1) / group;
+  v.ptr = reserve(rows * cols / 2, DType::U8);
+  pend(&v.ptr);
+  v.scale = static_cast<const float*>(reserve(rows * v.scale_ld, DType::F32));
+  pend(static_cast<const void**>(static_cast<void*>(&v.scale)));
+  if (!symmetric) {
+    v.zero = static_cast<const float*>(reserve(rows * v.scale_ld, DType::F32));
+    pend(static_cast<const void**>(static_cast<void*>(&v.zero)));
+  }
+  w_.int4_bytes += size_t(rows * cols / 2);
+  w_.int4_scale_bytes += size_t(rows * v.scale_ld) * 4 * (symmetric ? 1 : 2);
+  ++w_.int4_matrices;
+}
+
 void Packer::commit(const char* what) {
   w_.storage.emplace_back(group_bytes_, what);
   w_.bytes += group_bytes_;

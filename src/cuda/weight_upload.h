@@ -23,6 +23,7 @@ struct Dest {
   float* scale = nullptr;
   int64_t K = 0, ld = 1;
   int rs = 0, ks = 31;
+  float* zero = nullptr;  // INT4 destinations (dtype U8): zero points, or null when symmetric
 };
 
 // The FP8 layout of one packed view (off: the activation dtype).
@@ -68,6 +69,9 @@ class Packer {
   void take(float*& p, int64_t elems);
   // An FP8 view of `rows` x `cols` with its scales, plus `tail_rows` rows in the activation dtype.
   void take_fp8(WeightView& v, int64_t rows, int64_t cols, const Fp8Plan& f, int64_t tail_rows);
+  // An INT4 view of `rows` x `cols` (cols a multiple of the group) with fp32 scales and, unless
+  // symmetric, fp32 zero points.
+  void take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric);
   void commit(const char* what);
 
  private:

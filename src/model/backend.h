@@ -18,7 +18,8 @@ struct BackendOptions {
   std::string model_dir;             // checkpoint directory (config.json + safetensors)
   std::string load_format = "auto";  // auto | safetensors | dummy
   std::string dtype = "auto";        // activation dtype on the GPU: auto | bfloat16 | float32
-  std::string quantization;          // "" / none: as the checkpoint is; fp8: quantize a bf16 checkpoint at load
+  std::string quantization;          // "" / none: as the checkpoint is; fp8: quantize a bf16 checkpoint at load;
+                                     // int4: an INT4 checkpoint (or dummy INT4); compressed-tensors: as it is
   KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // MLA latent cache storage (--kv-cache-dtype)
   int max_num_seqs = 64;             // state slots to allocate
   int num_snapshots = 0;             // KDA state snapshots to allocate (prefix caching; 0: none; -1: as

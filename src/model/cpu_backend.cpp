@@ -37,7 +37,7 @@ CpuBackend::CpuBackend(const BackendOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   cfg_ = ModelConfig::from_file((std::filesystem::path(opts.model_dir) / "config.json").string());
   cfg_.moe.biased_weights = cfg_.moe.biased_weights || opts.biased_moe_weights;
-  cfg_.quant = resolve_quantization(cfg_.quant, opts.quantization);
+  cfg_.quant = resolve_quantization(cfg_.quant, opts.quantization, opts.load_format == "dummy");
   SPDLOG_INFO("{}", cfg_.summary());
   if (cfg_.quant.quantized()) SPDLOG_INFO("weights: {} (computed from the dequantized values in fp32)", cfg_.quant.describe());
   if (opts.load_format == "dummy") {

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/parallel.h"
 #include "model/quant.h"
+#include "model/quant_int4.h"
 #include "model/safetensors.h"
 
 namespace ds {
@@ -37,7 +38,8 @@ inline float uniform01(uint64_t key) { return float(mix(key) >> 40) * (1.0f / 16
 HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck) {
   check_checkpoint(c, ck);
   const bool ck_quantized = c.quant.quantized() && c.quant.source != "online";
-  const auto fp8 = ck_quantized ? find_quantized(c, ck) : std::map<std::string, QuantizedTensor>{};
+  const auto fp8 = ck_quantized && c.quant.fp8() ? find_quantized(c, ck) : std::map<std::string, QuantizedTensor>{};
+  const auto int4 = ck_quantized && c.quant.int4() ? find_int4(c, ck) : std::map<std::string, Int4Tensor>{};
   HostWeights w;
   std::map<std::string, HostTensor*> slots;
   for_each_weight(c, w, [&](const TensorSpec& s, HostTensor& t) {
@@ -76,8 +78,27 @@ HostWeights load_host_weights(const ModelConfig& c, const Checkpoint& ck) {
       }
     }
   }
+  // INT4 weights (absent by their own name): dequantized from the packed nibbles, group scales and zero points
+  for (const auto& [name, t4] : int4) {
+    HostTensor& t = *slots.at(name);
+    t.data.resize(size_t(t4.rows * t4.cols));
+    dequantize_int4(t4, t.ptr());
+  }
+  if (!int4.empty())
+    SPDLOG_INFO("INT4: {} weight matrices dequantized to fp32 ({})", int4.size(), c.quant.describe());
   apply_online_fp8(c, w);
   return w;
+}
+
+void apply_dummy_int4(const ModelConfig& c, HostWeights& w) {
+  if (!c.quant.int4() || c.quant.source != "dummy") return;
+  size_t n = 0;
+  for_each_weight(c, w, [&](const TensorSpec& s, HostTensor& t) {
+    if (!int4_dummy_candidate(s)) return;
+    t.data = quantize_int4(t.ptr(), s.shape[0], s.shape[1], c.quant.group_size, true, DType::BF16).dequantized;
+    ++n;
+  });
+  SPDLOG_INFO("dummy INT4: {} weight matrices quantized and dequantized per group of {}", n, c.quant.group_size);
 }
 
 void apply_online_fp8(const ModelConfig& c, HostWeights& w) {
@@ -129,6 +150,7 @@ HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed) {
     }, 1 << 16);
   });
   apply_online_fp8(c, w);
+  apply_dummy_int4(c, w);
   return w;
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "model/quant.h"
+#include "model/quant_int4.h"
 #include "model/safetensors.h"
 
 namespace ds {
@@ -48,6 +49,7 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts a
   std::vector<std::string> missing, wrong_shape, wrong_dtype, unexpected, scales;
   std::set<std::string> expected;
   const bool quantized = c.quant.quantized() && c.quant.source != "online";
+  const bool int4 = c.quant.int4();
   for (const auto& sc : find_scale_tensors(c, ck)) {
     expected.insert(sc.name);
     if (!quantized) scales.push_back(fmt::format("{} (of {})", sc.name, sc.weight));
@@ -55,6 +57,10 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts a
   for (const auto& s : weight_specs(c)) {
     expected.insert(s.name);
     const TensorInfo* t = ck.find(s.name);
+    if (int4 && ck.find(s.name + "_packed")) {  // an INT4 weight: find_int4 checks its tensors
+      for (auto& n : int4_tensor_names(s.name)) expected.insert(std::move(n));
+      continue;
+    }
     if (!t) {
       missing.push_back(s.name);
       continue;
@@ -62,13 +68,14 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts a
     if (t->shape != s.shape)
       wrong_shape.push_back(fmt::format("{} is {} in {}, expected {}", s.name, shape_str(t->shape), t->file,
                                         shape_str(s.shape)));
-    if (!accepts(s, t->dtype) && !(quantized && t->dtype == DType::F8_E4M3 && fp8_storable(s)))
+    if (!accepts(s, t->dtype) && !(quantized && c.quant.fp8() && t->dtype == DType::F8_E4M3 && fp8_storable(s)))
       wrong_dtype.push_back(fmt::format("{} has dtype {}", s.name, dtype_name(t->dtype)));
   }
   for (const auto& n : ck.names())
     if (!expected.count(n)) unexpected.push_back(n);
   if (missing.empty() && wrong_shape.empty() && wrong_dtype.empty() && unexpected.empty() && scales.empty()) {
-    if (quantized) find_quantized(c, ck);  // scale tensors and schemes (throws naming each problem)
+    if (quantized && int4) find_int4(c, ck);  // packed tensors, scales, zero points (throws naming each problem)
+    else if (quantized) find_quantized(c, ck);  // scale tensors and schemes (throws naming each problem)
     return;
   }
   std::string msg = fmt::format("checkpoint '{}' does not match the config:", ck.path());

@@ -175,6 +175,8 @@ bool float_dtypes(const TensorSpec& spec, DType t);
 // dtype `accepts` refuses (F8_E4M3 Linear weights are accepted when c.quant says the checkpoint is
 // quantized), and scale tensors without a quantization_config are all listed in one ds::Error (the
 // first few of each kind by name); then a quantized checkpoint's scales are checked (find_quantized).
+// In an INT4 checkpoint (c.quant.int4()) a weight X.weight may be absent when X.weight_packed is
+// there: its companion tensors are expected and model/quant_int4.h's find_int4 checks them.
 void check_checkpoint(const ModelConfig& c, const Checkpoint& ck, DTypeAccepts accepts = float_dtypes);
 
 }  // namespace ds

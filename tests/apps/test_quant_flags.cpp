@@ -32,7 +32,12 @@ TEST(QuantFlags, Fp8ReachesTheBackendAndOthersAreRefused) {
   ServeArgs b;
   ASSERT_EQ(parse_serve_flags({"--quantization", "fp8"}, &b), "");
   EXPECT_EQ(engine_options(b).backend.quantization, "fp8");
-  for (const char* bad : {"int4", "awq", ""}) {
+  for (const char* ok : {"int4", "compressed-tensors"}) {
+    ServeArgs i;
+    ASSERT_EQ(parse_serve_flags({"--quantization", ok}, &i), "") << ok;
+    EXPECT_EQ(engine_options(i).backend.quantization, ok);
+  }
+  for (const char* bad : {"awq", "gptq", ""}) {
     ServeArgs c;
     const std::string err = parse_serve_flags({"--quantization", bad}, &c);
     EXPECT_NE(err.find("--quantization"), std::string::npos) << bad << ": " << err;

@@ -2,14 +2,18 @@
 // FP8 GEMV (every epilogue, per-channel and block scales, 1..13 rows, K tiled, grouped with gathered
 // rows) against the CPU GEMM on the dequantized weights, and the tiny model loaded from each quantized
 // fixture (tests/common/quant_fixture.h) and with --quantization fp8, in fp32 activations, against the
-// CPU backend on the same checkpoint with the routing pinned to the CPU's: within 1e-4 relative L2.
+// CPU backend on the same checkpoint with the routing pinned to the CPU's: within 1e-4 relative L2; the
+// same for the INT4 pack-quantized fixtures (tests/common/quant_int4_fixture.h; GpuInt4Model: the GPU
+// loader dequantizes INT4 checkpoints at load, so this checks the loading path end to end).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <tuple>
 
 #include "../common/quant_fixture.h"
+#include "../common/quant_int4_fixture.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
@@ -347,6 +351,42 @@ TEST(GpuFp8Model, Bf16ActivationsMatchCpu) {
   expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online", "bfloat16");
   // a 600-token prefill: the MoE's prefill-sized GEMM tiles (T >= 512) with FP8 experts
   expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel 600", "bfloat16", 600);
+}
+
+TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
+  DS_REQUIRE_GPU();
+  for (auto [g, sym] : {std::pair{32, true}, std::pair{128, false}}) {
+    auto fx = ds::test::make_int4_fixture(kTinyModel, g, sym);
+    const std::string what = "int4 g" + std::to_string(g) + (sym ? " sym" : " zp");
+    expect_model_matches_cpu(fx->dir.string(), "", what.c_str());
+    if (!sym) expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
+  }
+}
+
+// --load-format dummy --quantization int4: INT4 experts generated on the GPU; a prefill and decode steps
+// give finite logits (the dummy generators of the CPU and GPU differ: nothing to compare with).
+TEST(GpuInt4Model, DummyInt4WeightsRun) {
+  DS_REQUIRE_GPU();
+  BackendOptions go;
+  go.model_dir = kTinyModel;
+  go.device = "cuda";
+  go.load_format = "dummy";
+  go.quantization = "int4";
+  go.dtype = "bfloat16";
+  go.max_num_seqs = 2;
+  go.block_size = 16;
+  go.num_blocks = 64;
+  auto gpu = make_cuda_backend(go);
+  std::vector<int32_t> ids(40);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % 1790);
+  ForwardBatch pre;
+  pre.add(0, 0, ids, {0, 1, 2, 3}, true);
+  const auto logits = forward_logits(*gpu, pre);
+  ASSERT_FALSE(logits.empty());
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+  ForwardBatch d;
+  d.add(0, 40, {5}, {0, 1, 2, 3}, false);
+  for (float v : forward_logits(*gpu, d)) ASSERT_TRUE(std::isfinite(v));
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "model/host_weights.h"
 #include "model/quant.h"
 #include "model_test_util.h"
+#include "quant_test_util.h"
 
 namespace ds::test {
 namespace {
@@ -146,33 +147,7 @@ TEST(Fp8Loading, BlockScaledWeightsLoadExactly) { expect_exact_weights(Fp8Fixtur
 // A checkpoint directory edited from a fixture: `edit` changes its tensors and/or config.
 std::string load_error(Fp8Fixture f, const std::function<void(std::vector<TensorToWrite>&, json&)>& edit) {
   auto fx = make_fp8_fixture(tiny_model_dir(), f);
-  std::vector<TensorToWrite> ts;
-  {
-    Checkpoint ck = Checkpoint::open(fx->dir.string());
-    std::vector<std::vector<uint8_t>> keep;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      keep.emplace_back(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
-    }
-    json cfg = json::parse(std::ifstream(fx->dir / "config.json"));
-    size_t i = 0;
-    for (const auto& n : ck.names()) {
-      const auto& t = ck.get(n);
-      ts.push_back({t.name, t.dtype, t.shape, keep[i++].data()});
-    }
-    edit(ts, cfg);
-    fs::remove(fx->dir / "model.safetensors");
-    write_safetensors((fx->dir / "model.safetensors").string(), ts);
-    std::ofstream(fx->dir / "config.json") << cfg.dump();
-  }
-  try {
-    BackendOptions o = tiny_options();
-    o.model_dir = fx->dir.string();
-    CpuBackend b(o);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
+  return edited_load_error(fx->dir, edit);
 }
 
 TEST(Fp8Loading, MalformedCheckpointsAreNamedErrors) {
@@ -218,72 +193,12 @@ TEST(Fp8Loading, MalformedCheckpointsAreNamedErrors) {
   EXPECT_NE(e.find("lm_head.weight has a scale tensor but is not FP8"), std::string::npos) << e;
 }
 
-// Logits of `ids` on `b` with the routing pinned to `routes` (all positions).
-std::vector<float> pinned_logits(CpuBackend& b, const std::vector<int32_t>& ids, const RouteIds* routes,
-                                 RouteIds* out_routes = nullptr) {
-  ForwardOptions fo;
-  fo.forced_routes = routes;
-  b.set_forward_options(fo);
-  ForwardTrace trace;
-  b.set_trace(&trace);
-  ForwardBatch batch;
-  batch.add(0, 0, ids, pages(0, int(ids.size() + 15) / 16), /*logits_all=*/true);
-  std::vector<float> logits = forward_logits(b, batch);
-  b.set_trace(nullptr);
-  b.set_forward_options(ForwardOptions{});
-  if (out_routes) *out_routes = trace.route_ids;
-  return logits;
-}
-
-std::vector<int32_t> greedy16(CpuBackend& b, const std::vector<int32_t>& prompt) {
-  std::vector<int32_t> out;
-  const auto table = pages(0, 32);
-  std::vector<SampleParams> sp(1);
-  sp[0].temperature = 0.f;
-  ForwardBatch first;
-  first.add(0, 0, prompt, table);
-  int32_t tok = forward_sample(b, first, sp)[0].token;
-  int64_t ctx = int64_t(prompt.size());
-  for (int i = 0; i < 16; ++i) {
-    out.push_back(tok);
-    if (i == 15) break;
-    ForwardBatch step;
-    step.add(0, ctx++, {tok}, table);
-    tok = forward_sample(b, step, sp)[0].token;
-  }
-  return out;
-}
-
-// The format's logits against the float64 reference (routing pinned to the bf16 model's), and its
-// greedy continuation of len150 against the reference's (reported).
-void expect_accuracy(const std::string& name, CpuBackend& qb) {
-  auto bf = tiny_backend();
-  for (int L : {5, 65, 150}) {
-    const std::string key = "len" + std::to_string(L);
-    const auto ids = reference().i32(key + ".ids");
-    RouteIds routes;
-    pinned_logits(*bf, ids, nullptr, &routes);
-    const auto logits = pinned_logits(qb, ids, &routes);
-    const double err = rel_l2(logits, reference().f32(key + ".logits"));
-    std::printf("  %s %s logits rel L2 vs float64 reference (routing pinned): %.4g\n", name.c_str(), key.c_str(), err);
-    ::testing::Test::RecordProperty(name + "_" + key + "_rel_l2", std::to_string(err));
-    EXPECT_LT(err, kFp8LogitBound) << key;
-    EXPECT_GT(err, 1e-5) << key << ": the weights were not quantized";
-  }
-  const auto ref = reference().i32("len150.greedy");
-  const auto got = greedy16(qb, reference().i32("len150.ids"));
-  int agree = 0;
-  while (agree < 16 && got[size_t(agree)] == ref[size_t(agree)]) ++agree;
-  std::printf("  %s len150 greedy: first %d of 16 tokens equal the reference's\n", name.c_str(), agree);
-  ::testing::Test::RecordProperty(name + "_len150_greedy_prefix", std::to_string(agree));
-}
-
 void expect_fixture_accuracy(Fp8Fixture f, const std::string& name) {
   auto fx = make_fp8_fixture(tiny_model_dir(), f);
   BackendOptions o = tiny_options();
   o.model_dir = fx->dir.string();
   CpuBackend b(o);
-  expect_accuracy(name, b);
+  expect_accuracy(name, b, kFp8LogitBound);
 }
 
 TEST(Fp8Accuracy, CompressedTensorsChannelAgainstReference) { expect_fixture_accuracy(Fp8Fixture::Channel, "fp8-channel"); }
@@ -294,7 +209,7 @@ TEST(Fp8Accuracy, OnlineQuantizationAgainstReference) {
   o.quantization = "fp8";
   CpuBackend b(o);
   EXPECT_EQ(b.config().quant.source, "online");
-  expect_accuracy("fp8-online128", b);
+  expect_accuracy("fp8-online128", b, kFp8LogitBound);
 }
 
 }  // namespace

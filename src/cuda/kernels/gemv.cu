@@ -225,6 +225,7 @@ void configure_gemv(const DeviceContext&) {
   configure_act<bf16>();
   gemv_detail::configure_gemv_async();
   gemv_detail::configure_gemv_fp8();
+  gemv_detail::configure_gemv_int4();
 }
 
 int choose_gemv_row_pairs(int out_cols, int num_groups, int num_sms, bool silu_mul) {
@@ -244,6 +245,10 @@ void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.K % 8 == 0 && p.K > 0, "run_gemv: K must be a positive multiple of 8");
   DS_GPU_REQUIRE(p.num_groups <= 65535, "run_gemv: too many groups");
   DS_GPU_REQUIRE(!(p.y_f32 && p.epi != GemvEpilogue::Store), "run_gemv: fp32 output only with Store");
+  if (p.w_int4) {
+    gemv_detail::run_gemv_int4(p, act, ctx);
+    return;
+  }
   if (p.w_scale) {
     gemv_detail::run_gemv_fp8(p, act, ctx);
     return;

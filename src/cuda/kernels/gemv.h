@@ -3,7 +3,8 @@
 // the MoE experts (one row group per active expert, reading ONLY the routed experts' weights). A row
 // group is a run of x rows multiplied by one weight matrix (a head of a batched projection, an expert).
 // Weights are [matrices][rows][K] (K contiguous) in the activation dtype, or FP8 e4m3 with scales
-// (w_scale; any number of rows, every epilogue and prologue); accumulation is fp32.
+// (w_scale; any number of rows, every epilogue and prologue), or packed INT4 with group scales and zero
+// points (w_int4; the same cases); accumulation is fp32.
 // CPU twin: src/kernels/gemm (run_gemm_cpu).
 #pragma once
 #include <cuda_runtime.h>
@@ -68,6 +69,14 @@ struct GemvParams {
   const float* w_scale = nullptr;
   int64_t scale_matrix_stride = 0, scale_ld = 1;
   int scale_row_shift = 0, scale_k_shift = 31;
+  // INT4 W4A16 weights (w_int4; gemv_int4.cu): w holds nibbles, [matrices, rows_w, K / 2] bytes, weight
+  // k of a row in the low nibble of byte k / 2 when k is even (the compressed-tensors words, little-endian),
+  // and weight (r, k) of matrix m is (nibble - zero) * scale with scale = w_scale[m * scale_matrix_stride +
+  // (r >> scale_row_shift) * scale_ld + (k >> scale_k_shift)] (groups: row shift 0, k shift log2(group)
+  // >= 5) and zero = w_zero at the same index (null: 8, the symmetric offset). w_matrix_stride counts
+  // weights (bytes x 2); K a multiple of 32.
+  bool w_int4 = false;
+  const float* w_zero = nullptr;
 };
 void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
@@ -113,6 +122,9 @@ struct MoeDownCombineParams {
   const float* w_scale = nullptr;
   int64_t scale_matrix_stride = 0, scale_ld = 1;
   int scale_row_shift = 0, scale_k_shift = 31;
+  // INT4 experts (w_int4): as GemvParams' INT4 fields (w_scale and w_zero; I a multiple of 32)
+  bool w_int4 = false;
+  const float* w_zero = nullptr;
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 

@@ -309,5 +309,9 @@ void configure_gemv_async();
 void run_gemv_fp8(const GemvParams& p, DType act, const DeviceContext& ctx);
 void run_moe_down_combine_fp8(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 void configure_gemv_fp8();
+// INT4 weights (p.w_int4): every case run_gemv takes (gemv_int4.cu).
+void run_gemv_int4(const GemvParams& p, DType act, const DeviceContext& ctx);
+void run_moe_down_combine_int4(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
+void configure_gemv_int4();
 
 }  // namespace ds::gpu::gemv_detail

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/int4.h"
 #include "cuda/kernels/moe_gemm.h"
 
 namespace ds::gpu {
@@ -21,8 +22,9 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows);
     return;
   }
-  const bool fp8_gemv = w.fp8() && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
-  if (M <= kGemvMaxRows || fp8_gemv || (w.fp8() && !dequant_scratch)) {
+  const bool quant = w.fp8() || w.int4();
+  const bool fp8_gemv = quant && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
+  if (M <= kGemvMaxRows || fp8_gemv || (quant && !dequant_scratch)) {
     GemvParams g;
     g.x = x;
     g.ldx = ldx;
@@ -74,12 +76,17 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     fm.k_shift = w.scale_k_shift;
     run_dequantize_fp8(fm, dequant_scratch, act, K, ctx);
     a.w = dequant_scratch;
+  } else if (w.int4()) {  // the same with INT4 weights
+    Int4Matrix im{static_cast<uint8_t*>(const_cast<void*>(w.ptr)), const_cast<float*>(w.scale),
+                  const_cast<float*>(w.zero), N, K, w.scale_ld, w.scale_k_shift};
+    run_dequantize_int4(im, dequant_scratch, act, K, ctx);
+    a.w = dequant_scratch;
   }
   a.ldw = K;
   a.y = y;
   a.ldy = ldy;
   a.x_dtype = act;
-  a.w_dtype = w.fp8() ? act : w.dtype;
+  a.w_dtype = quant ? act : w.dtype;
   a.y_dtype = out_f32 ? DType::F32 : act;
   a.M = M;
   a.N = N;

@@ -77,9 +77,9 @@ struct LayerStep {
   void* dequant_scratch = nullptr;      // FP8 projections at more than kFp8GemvMaxRows rows: the weights
                                         // dequantized here (act dtype) for cuBLASLt (DeviceWeights sizes it)
 
-  // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 views:
-  // the FP8 GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and cuBLASLt; a
-  // view's high-precision tail rows are a second product.
+  // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 and
+  // INT4 views: their GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and
+  // cuBLASLt; a view's high-precision tail rows are a second product.
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
               bool accumulate, bool out_f32 = false, const void* norm = nullptr,
               const int32_t* x_rows = nullptr) const;
@@ -91,7 +91,11 @@ template <class P>
 void set_gemv_weights(P& g, const WeightView& w, int64_t rows_per_matrix = 0) {
   g.w = w.ptr;
   g.w_scale = nullptr;
-  if (!w.fp8()) return;
+  if constexpr (requires { g.w_int4; }) {  // GEMVs take INT4 views (the MoE GEMM never sees one)
+    g.w_int4 = w.int4();
+    g.w_zero = w.zero;
+  }
+  if (!w.fp8() && !w.int4()) return;
   g.w_scale = w.scale;
   g.scale_ld = w.scale_ld;
   g.scale_row_shift = w.scale_row_shift;

@@ -59,7 +59,8 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   run_moe_route_align(r, a, s.ctx);
 
   bool combined = false;  // the expert outputs are already added into h
-  if (act == DType::BF16 && m.T > kGemvMaxRows) {
+  // INT4 experts: the INT4 GEMVs at every batch (the MoE GEMM reads bf16 or FP8 weights only)
+  if (act == DType::BF16 && m.T > kGemvMaxRows && !f.experts_gate_up.int4()) {
     // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill (FP8
     // weights: raw bytes staged in shared memory and converted to bf16 there, moe_gemm.h; the wgmma
     // kernel of the 64-row bf16 tiles declines FP8, which then runs on the mma.sync tiles)
