@@ -11,6 +11,8 @@
 //                                        GEMM) on sm_90: 0 the mma.sync kernels, 1 the wgmma kernels, 2 the same
 //                                        with the MLA kernel's ping-pong schedule (its two consumer warpgroups
 //                                        take turns on the tensor cores) (default: 1)
+//   DELTASERVE_CUDA_FP8_DENSE_TILE=0     FP8 projections at 9..160 rows dequantize + cuBLASLt instead of the
+//                                        grouped GEMM's FP8 kernel over one matrix (layer_step.cpp; default 1)
 #pragma once
 
 namespace ds {
@@ -20,6 +22,7 @@ struct CudaEnv {
   bool graphs = true;
   bool pdl = true;
   int wgmma = 1;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
+  bool fp8_dense_tile = true;       // FP8 projections at 9..160 rows: the FP8 tile kernel (false: dequantize)
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

@@ -44,7 +44,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
-  if (w.fp8() && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows && K % 64 == 0 && w.scale_k_shift >= 4 &&
+  if (w.fp8() && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows && K % 64 == 0 && w.scale_k_shift >= 4 &&
       ldx % 8 == 0 && ldy % 8 == 0) {
     // FP8 at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows)
     MoeGemmParams g;
