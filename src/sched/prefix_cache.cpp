@@ -195,17 +195,20 @@ void PrefixCache::untake(Request& r) {
   r.num_cached_tokens = 0;
 }
 
-bool PrefixCache::should_wait(Request& r, const PrefixHit& h, const std::vector<Request*>& running) {
+bool PrefixCache::should_wait(Request& r, const PrefixHit& h,
+                              const std::vector<std::pair<Request*, int64_t>>& running) {
   if (!enabled()) return false;
   if (h.pending > h.tokens) return true;  // confirmed after this step
   const int64_t bs = blocks_.block_size();
-  for (Request* a : running) {
+  for (const auto& [a, planned] : running) {
     // (both were looked up, so both are hashed: most pairs differ in their first block)
     if (a->block_hashes.empty() || r.block_hashes.empty() || a->block_hashes[0] != r.block_hashes[0]) continue;
     const int64_t c = std::min(lcp(*a, r), r.num_tokens() - 1);
     if (c < h.tokens + bs || c <= a->num_computed) continue;
     for (int64_t q : a->checkpoints)
       if (q > a->num_computed && q >= h.tokens + bs && q <= c) return true;
+    // a checkpoint at c now would come too late: a's chunk of this step already runs to c or past it
+    if (c <= planned) continue;
     if (c < a->num_tokens() && a->checkpoints.size() < kMaxCheckpoints) {  // a stops and saves there
       a->checkpoints.insert(std::upper_bound(a->checkpoints.begin(), a->checkpoints.end(), c), c);
       return true;

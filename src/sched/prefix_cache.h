@@ -83,7 +83,9 @@ class PrefixCache {
   void untake(Request& r);
   // Whether r should wait for a deeper hit that a pending save or a running request will offer soon;
   // a running request still prefilling the prefix r shares with it gets a checkpoint there.
-  bool should_wait(Request& r, const PrefixHit& h, const std::vector<Request*>& running);
+  // `running` pairs each running request with the position it is computed to after the step being
+  // planned (its chunk in that step, if it has one, is already placed and cannot stop earlier).
+  bool should_wait(Request& r, const PrefixHit& h, const std::vector<std::pair<Request*, int64_t>>& running);
 
   // Cuts a prefill chunk of r starting at r.num_computed to end at its next checkpoint.
   int32_t clip_chunk(const Request& r, int32_t n) const;

@@ -162,7 +162,7 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   }
   (s.decode ? plan->num_decode_tokens : plan->num_prefill_tokens) += n;
   plan->scheduled.push_back(s);
-  placed_.insert(r.id);
+  placed_[r.id] = n;
 }
 
 int64_t Scheduler::cost_bounded(const Request& r, int64_t cap, double* cost_left, bool first, bool alone) const {
@@ -187,8 +187,11 @@ bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_pref
   const PrefixHit hit = prefix_.lookup(r);
   std::vector<const Request*> behind;
   if (prefix_.enabled()) {
-    std::vector<Request*> running;
-    for (uint64_t id : running_) running.push_back(&req(id));
+    std::vector<std::pair<Request*, int64_t>> running;  // and where each is computed to after this step
+    for (uint64_t id : running_) {
+      auto p = placed_.find(id);
+      running.push_back({&req(id), req(id).num_computed + (p == placed_.end() ? 0 : p->second)});
+    }
     if (prefix_.should_wait(r, hit, running)) return false;
     for (size_t j = i + 1; j < waiting_.size() && behind.size() < 64; ++j) behind.push_back(&req(waiting_[j]));
   }

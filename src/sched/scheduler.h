@@ -113,7 +113,7 @@ class Scheduler {
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
   std::deque<uint64_t> waiting_;   // front is next
   std::vector<uint64_t> running_;  // sorted by id: oldest first
-  std::unordered_set<uint64_t> placed_;  // requests in the plan being built
+  std::unordered_map<uint64_t, int32_t> placed_;  // requests in the plan being built: their tokens in it
   std::vector<uint64_t> released_;       // sent the backend a history, since finished or preempted:
                                          // listed in the next plan's `released`
   uint64_t next_id_ = 1;

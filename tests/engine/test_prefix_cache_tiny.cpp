@@ -9,6 +9,8 @@
 // tokens does.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <random>
 #include <thread>
 
@@ -49,14 +51,18 @@ std::unique_ptr<Backend> backend(const Rig& s) {
   return cpu;
 }
 
-std::unique_ptr<Engine> engine(const Rig& s, bool cache) {
+EngineOptions engine_options(const Rig& s, bool cache) {
   EngineOptions eo;
   eo.max_num_seqs = s.seqs;
   eo.max_num_batched_tokens = s.budget;
   eo.max_model_len = s.max_len;
   eo.enable_prefix_caching = cache;
   eo.prefix_snapshot_interval = s.interval;
-  return std::make_unique<Engine>(backend(s), nullptr, eo);
+  return eo;
+}
+
+std::unique_ptr<Engine> engine(const Rig& s, bool cache) {
+  return std::make_unique<Engine>(backend(s), nullptr, engine_options(s, cache));
 }
 
 std::vector<int32_t> tokens(int n, uint32_t seed) {
@@ -95,13 +101,38 @@ void expect_identical(const Collected& on, const Collected& off, const std::stri
   }
 }
 
-// Submits all requests at once to a cache-on and a cache-off engine and compares them.
-std::vector<Collected> compare_batch(const Rig& s, const std::vector<GenerationRequest>& reqs, EngineStats* st) {
+// Runs no step until the test opens it: requests submitted before that are all waiting at the first
+// step, however the threads are scheduled (a loaded machine could otherwise run the engine's first
+// steps between two submits).
+class GatedBackend : public Backend {
+ public:
+  GatedBackend(std::unique_ptr<Backend> inner, std::shared_ptr<std::atomic<bool>> open)
+      : inner_(std::move(inner)), open_(std::move(open)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  BackendLimits limits() const override { return inner_->limits(); }
+  std::string device_name() const override { return inner_->device_name(); }
+  StepResult execute(const StepPlan& plan) override {
+    while (!open_->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return inner_->execute(plan);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::shared_ptr<std::atomic<bool>> open_;
+};
+
+// Submits all requests at once to a cache-on and a cache-off engine and compares them. With `gate`, the
+// engines take their first step only once every request is queued.
+std::vector<Collected> compare_batch(const Rig& s, const std::vector<GenerationRequest>& reqs, EngineStats* st,
+                                     bool gate = false) {
   std::vector<Collected> out[2];
   for (int cache = 0; cache < 2; ++cache) {
-    auto e = engine(s, cache == 1);
+    auto open = std::make_shared<std::atomic<bool>>(!gate);
+    auto e = std::make_unique<Engine>(std::make_unique<GatedBackend>(backend(s), open), nullptr,
+                                      engine_options(s, cache == 1));
     std::vector<std::shared_ptr<RequestStream>> streams;
     for (const auto& r : reqs) streams.push_back(submit_ok(*e, r));
+    open->store(true);
     for (auto& st : streams) out[cache].push_back(collect(*st, 300));
     if (cache == 1 && st) *st = e->stats();
   }
@@ -171,7 +202,7 @@ TEST(PrefixCacheTiny, FourSamplesOfOnePrompt) {  // n = 4: distinct seeds
   std::vector<GenerationRequest> reqs;
   for (int i = 0; i < 4; ++i) reqs.push_back(request(p, 8, 40 + i));
   EngineStats st;
-  const auto out = compare_batch(s, reqs, &st);
+  const auto out = compare_batch(s, reqs, &st, /*gate=*/true);  // all four queued before the first step
   EXPECT_EQ(out[0].cached_tokens, 0);
   for (int i = 1; i < 4; ++i) EXPECT_EQ(out[size_t(i)].cached_tokens, 149) << "all but the last token, " << i;
 }

@@ -123,6 +123,25 @@ TEST(PrefixCache, IdenticalPromptsComputeThePromptOnce) {  // n > 1
   EXPECT_EQ(s.prefix_cache().stats().hits, 3 * 44);
 }
 
+// A twin that arrives in the step whose chunk of the first already runs past their shared prefix: no
+// checkpoint can be placed there any more, so it must not wait for one (it resumes at the deepest
+// snapshot that exists, here the interval's at 32, in that same step).
+TEST(PrefixCache, ALateTwinDoesNotWaitForACheckpointTheFirstCannotStopAt) {
+  Scheduler s(config(8, 32, 64, 32));
+  Sim sim(s);
+  const auto p = seq(50, 9);
+  const uint64_t first = s.add(request(p, 4));
+  sim.step();  // [0, 32): saves at 32
+  EXPECT_EQ(s.get(first)->num_computed, 32);
+  const uint64_t twin = s.add(request(p, 4));  // the next step places the first's [32, 50) before admitting it
+  sim.step();
+  EXPECT_EQ(s.num_running(), 2) << "admitted in the step that passes 49, not kept waiting for a save at 49";
+  EXPECT_EQ(s.get(twin)->num_cached_tokens, 32);
+  sim.run_to_completion();
+  EXPECT_EQ(sim.outputs[first], run_alone(p, 4));
+  EXPECT_EQ(sim.outputs[twin], run_alone(p, 4));
+}
+
 TEST(PrefixCache, DivergingRequestsLaterResumeAtTheDivergencePoint) {
   // Requests arrive one after another (nothing waits): the second finds the first's pages and partial
   // block up to where they diverge (100, mid-block) but a snapshot only at 64 (the interval); it
