@@ -38,23 +38,27 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
     DS_CUDA_CHECK(cudaMemcpy(d_lens.data(), lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
     const int heur = gpu::choose_mla_decode_splits(nrows, context, ctx.num_sms());
     const double bytes = double(nrows) * context * 576 * 2;
+    DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, heur)));
+    auto params = [&](const void* cache_ptr, int kv_tile) {  // the split heuristic's choice
+      gpu::MlaDecodeParams p;
+      p.q = q.data();
+      p.cache = cache_ptr;
+      p.block_tables = d_tables.as<int32_t>();
+      p.context_lens = d_lens.as<int32_t>();
+      p.o = o.data();
+      p.workspace = ws.data();
+      p.rows = nrows;
+      p.num_heads = H;
+      p.block_size = bs;
+      p.max_blocks = nb;
+      p.num_splits = heur;
+      p.kv_tile = kv_tile;
+      return p;
+    };
     for (int kv_tile : {64, 32})
       for (int prefetch : {-1, 0}) {
         const int splits = heur;
-        DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, splits)));
-        gpu::MlaDecodeParams p;
-        p.q = q.data();
-        p.cache = cache.data();
-        p.block_tables = d_tables.as<int32_t>();
-        p.context_lens = d_lens.as<int32_t>();
-        p.o = o.data();
-        p.workspace = ws.data();
-        p.rows = nrows;
-        p.num_heads = H;
-        p.block_size = bs;
-        p.max_blocks = nb;
-        p.num_splits = splits;
-        p.kv_tile = kv_tile;
+        gpu::MlaDecodeParams p = params(cache.data(), kv_tile);
         p.l2_prefetch_tiles = prefetch;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
@@ -77,20 +81,7 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
       for (int kv_tile : {64, 32}) {
-        DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, heur)));
-        gpu::MlaDecodeParams p;
-        p.q = q.data();
-        p.cache = cache8.data();
-        p.block_tables = d_tables.as<int32_t>();
-        p.context_lens = d_lens.as<int32_t>();
-        p.o = o.data();
-        p.workspace = ws.data();
-        p.rows = nrows;
-        p.num_heads = H;
-        p.block_size = bs;
-        p.max_blocks = nb;
-        p.num_splits = heur;
-        p.kv_tile = kv_tile;
+        gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
         p.fp8_cache = true;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
