@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target (fuzz/fuzz_*.cpp) for FUZZ_SECONDS (default 60) each under ASan/UBSan,
+# or, with FUZZ_RUNS=N, for exactly N inputs from the fixed seed FUZZ_SEED (default 1): a run that is the
+# same on every machine, which CI uses so that its verdict on a commit is reproducible (a time-limited
+# run explores differently each time; that is what developers run to find new bugs),
 # FUZZ_JOBS (default: the core count) targets at a time, starting from the committed corpus
 # fuzz/corpus/<target>/ and its dictionary fuzz/dict/<target>.dict. New inputs go to
 # ${BUILD_DIR}/fuzz-corpus/<target>/ (not committed); a crash, leak, sanitizer report, timeout or
@@ -23,7 +26,9 @@ run_one() {
   local t=$1 work="$BUILD_DIR/fuzz-corpus/$1" dict=()
   mkdir -p "$work"
   [[ -f fuzz/dict/$t.dict ]] && dict=(-dict="fuzz/dict/$t.dict")
-  "$BUILD_DIR/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 \
+  local limit=(-max_total_time="$SECONDS_EACH")
+  [[ -n "${FUZZ_RUNS:-}" ]] && limit=(-runs="$FUZZ_RUNS" -seed="${FUZZ_SEED:-1}")
+  "$BUILD_DIR/fuzz/fuzz_$t" "${limit[@]}" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 \
     -print_final_stats=1 "${dict[@]}" -artifact_prefix="$BUILD_DIR/fuzz-findings/$t-" \
     "$work" "fuzz/corpus/$t" >"$BUILD_DIR/fuzz-logs/$t.log" 2>&1
 }

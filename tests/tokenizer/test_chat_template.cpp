@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/jinja/value.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -150,6 +151,72 @@ TEST(ChatTemplate, DeepNestingIsAnError) {
   EXPECT_EQ(render("{{ " + std::string(150, '(') + "1" + std::string(150, ')') + " }}"), "1");
   EXPECT_EQ(render("{{ " + std::string(40, '[') + "7" + std::string(40, ']') + " | first | first | first }}"),
             render("{{ " + std::string(37, '[') + "7" + std::string(37, ']') + " }}"));
+}
+
+// Namespaces are the only mutable values: storing one inside itself (directly, through a list or
+// dict, or through another namespace) is an error, so no value is cyclic (printing it would recurse
+// forever and the cycle would never be freed; CI's fuzz_jinja found `{% set ns.n = ns, 1 %}`).
+TEST(ChatTemplate, ANamespaceCannotHoldItself) {
+  EXPECT_NE(error_of("{% set ns = namespace(n=0) %}{% set ns.n = ns, 1 %}{{ ns.n }}").find("inside itself"),
+            std::string::npos);
+  EXPECT_NE(error_of("{% set ns = namespace() %}{% set ns.x = ns %}").find("inside itself"), std::string::npos);
+  EXPECT_NE(error_of("{% set ns = namespace() %}{% set ns.x = {'a': [1, [ns]]} %}").find("inside itself"),
+            std::string::npos);
+  std::string two = "{% set a = namespace() %}{% set b = namespace() %}{% set a.b = b %}{% set b.a = [a] %}";
+  std::string e = error_of("x\n" + two);
+  EXPECT_NE(e.find("inside itself"), std::string::npos) << e;
+  EXPECT_NE(e.find("line 2"), std::string::npos) << e;
+  // Namespaces holding other namespaces, shared values and self-references by value still work.
+  EXPECT_EQ(render("{% set a = namespace(v=1) %}{% set b = namespace(a=a) %}{% set a.v = a.v + 1 %}{{ b.a.v }}"),
+            "2");
+  EXPECT_EQ(render("{% set ns = namespace(n=1) %}{% set ns.n = [ns.n, ns.n] %}{% set ns.n = [ns.n, ns.n] %}"
+                   "{{ ns.n }}"),
+            "[[1, 1], [1, 1]]");
+  // A value shared 2^40 ways is checked in linear time.
+  std::string wide = "{% set x = [1] %}";
+  for (int i = 0; i < 40; ++i) wide += "{% set x = [x, x] %}";
+  EXPECT_EQ(render("{% set ns = namespace() %}" + wide + "{% set ns.x = x %}{{ ns.x | length }}"), "2");
+  // A loop cannot nest a namespace attribute without bound (printing or freeing it would recurse).
+  EXPECT_NE(error_of("{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}")
+                .find("nested more than"),
+            std::string::npos);
+  EXPECT_EQ(render("{% set ns = namespace(x=1) %}{% for i in range(100) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                   "{{ ns.x | tojson | length }}"),
+            "201");
+}
+
+// Rendering is bounded by a work budget: runaway loops, values that double and huge output all end
+// in an error naming the line, in bounded time and memory, and the budget resets for each rendering.
+TEST(ChatTemplate, RenderingHasAWorkBudget) {
+  const uint64_t saved = ds::jinja::render_budget();
+  ds::jinja::set_render_budget(uint64_t(1) << 22);
+  const std::vector<std::string> runaway = {
+      "{% for i in range(10000000) %}{% for j in range(10000000) %}{% endfor %}{% endfor %}",
+      "x\n{% for i in range(3000) %}{% for j in range(3000) %}.{% endfor %}{% endfor %}",
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+      "{% set x = [1] %}" + [] {
+        std::string t;
+        for (int i = 0; i < 40; ++i) t += "{% set x = [x, x] %}";
+        return t;
+      }() + "{{ x }}",
+      "{% set ns = namespace(x=1) %}{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}"
+      "{{ ns.x | tojson | length }}{% endfor %}",
+  };
+  for (const std::string& t : runaway) {
+    std::string e = error_of(t);
+    EXPECT_NE(e.find("work budget"), std::string::npos) << t << " -> " << e;
+  }
+  EXPECT_NE(error_of(runaway[1]).find("line 2"), std::string::npos);
+  // Within the budget the same kinds of template render, rendering after rendering.
+  for (int k = 0; k < 3; ++k)
+    EXPECT_EQ(render("{% for i in range(300) %}{% for j in range(30) %}.{% endfor %}{% endfor %}").size(), 9000u);
+  ds::jinja::set_render_budget(saved);
+  // The default budget renders a long conversation with the built-in Kimi template.
+  ojson msgs = ojson::array();
+  for (int i = 0; i < 2000; ++i)
+    msgs.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", std::string(2000, 'a' + i % 26)}});
+  EXPECT_GT(ds::ChatTemplate::builtin_kimi().render({{"messages", msgs}, {"add_generation_prompt", true}}).size(),
+            4000000u);
 }
 
 TEST(ChatTemplate, ErrorsNameTheLine) {

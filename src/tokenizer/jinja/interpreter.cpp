@@ -38,6 +38,7 @@ class Interpreter {
           for (Frame* p = f.get(); p; p = p->parent.get()) p->vars.items.clear();
       }
     } cleanup{macro_frames_};
+    RenderBudget budget(render_budget());
     Rendered out;
     exec(body, top, out);
     return out;
@@ -59,6 +60,7 @@ class Interpreter {
   }
 
   Flow exec(const Node& n, const FramePtr& frame, Rendered& out) {
+    charge_at(n.line, 1);
     switch (n.kind) {
       case Node::Text: out.append_markup(n.text); return Flow::Normal;
       case Node::Output: out.append(eval(*n.expr, frame)); return Flow::Normal;
@@ -73,6 +75,11 @@ class Interpreter {
           const Value* ns = lookup(frame, n.text);
           if (!ns || !ns->is_namespace())
             throw TemplateError(n.line, fmt::format("cannot assign attribute on non-namespace object '{}'", n.text));
+          try {
+            check_storable(v, &ns->ns());
+          } catch (const Error& e) {
+            throw TemplateError(n.line, fmt::format("'{}.{}': {}", n.text, n.attr, e.what()));
+          }
           ns->ns().set(n.attr, std::move(v));
         } else if (!n.targets.empty()) {
           unpack(n.targets, v, *frame, n.line);
@@ -142,6 +149,7 @@ class Interpreter {
     if (items.empty()) return exec(n.else_body, frame, out);
     const int64_t len = int64_t(items.size());
     for (int64_t i = 0; i < len; ++i) {
+      charge_at(n.line, 16);  // the turn's frame and loop variables
       auto f = std::make_shared<Frame>();
       f->parent = frame;
       Dict loop;
@@ -248,9 +256,22 @@ class Interpreter {
     return a;
   }
 
+  // A charge that fails names the template line.
+  static void charge_at(int line, uint64_t units) {
+    try {
+      charge(units);
+    } catch (const Error& err) {
+      throw TemplateError(line, err.what());
+    }
+  }
+
+  // Each expression is charged for the size of what it yields (string bytes, list or dict items):
+  // every operation's operands are such results, so work proportional to them is paid for.
   Value eval(const Expr& e, const FramePtr& frame) {
     try {
-      return eval_inner(e, frame);
+      Value r = eval_inner(e, frame);
+      charge(1 + (r.is_string() ? r.str().size() : r.is_list() ? r.list().size() : r.is_dict() ? r.dict().items.size() : 0));
+      return r;
     } catch (const TemplateError&) {
       throw;
     } catch (const Error& err) {

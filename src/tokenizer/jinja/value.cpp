@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "tokenizer/unicode_props.h"
@@ -85,6 +87,7 @@ bool parse_int(std::string_view digits, int64_t& out) {
 }
 
 bool equals(const Value& a, const Value& b) {
+  charge(1);
   const bool an = a.is_number() || a.is_bool(), bn = b.is_number() || b.is_bool();
   if (an && bn) {
     if ((a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool()))
@@ -115,6 +118,7 @@ bool equals(const Value& a, const Value& b) {
 }
 
 int compare(const Value& a, const Value& b) {
+  charge(1);
   if ((a.is_number() || a.is_bool()) && (b.is_number() || b.is_bool())) {
     double x = a.as_number(), y = b.as_number();
     return x < y ? -1 : (x > y ? 1 : 0);
@@ -238,6 +242,7 @@ void json_string(const std::string& s, bool ensure_ascii, std::string& out) {
 }
 
 void json_dump(const Value& v, const JsonOptions& o, int depth, std::string& out) {
+  charge(1 + (v.is_string() ? v.str().size() : 0));
   auto newline = [&](int d) {
     if (!o.use_indent) return;
     out += '\n';
@@ -302,6 +307,7 @@ std::string to_str(const Value& v) {
 }
 
 std::string repr(const Value& v) {
+  charge(1 + (v.is_string() ? v.str().size() : 0));
   switch (v.v.index()) {
     case 0: return "";
     case 1: return "None";
@@ -369,46 +375,116 @@ Value from_json_at(const nlohmann::ordered_json& j, bool as_data, int depth) {
 // Past this depth a value counts as holding data (template-built values are not deeper in practice).
 constexpr int kMaxScanDepth = 64;
 
-bool holds_data_at(const Value& v, int depth) {
+// Values share sub-values freely (`{% set x = [x, x] %}` doubles without copying), so the walks
+// below visit each list and dict once: a tree walk could take exponential time.
+using Seen = std::unordered_set<const void*>;
+
+const Dict* dict_of(const Value& v) { return v.is_dict() ? &v.dict() : v.is_namespace() ? &v.ns() : nullptr; }
+
+bool holds_data_at(const Value& v, int depth, Seen& seen) {
   if (depth > kMaxScanDepth) return true;
   if (v.is_string()) return v.data && !v.data->empty();
   if (v.is_list()) {
+    if (!seen.insert(&v.list()).second) return false;  // searched already, without a find
+    charge(1 + v.list().size());
     for (const Value& x : v.list())
-      if (holds_data_at(x, depth + 1)) return true;
+      if (holds_data_at(x, depth + 1, seen)) return true;
     return false;
   }
-  const Dict* d = v.is_dict() ? &v.dict() : v.is_namespace() ? &v.ns() : nullptr;
+  const Dict* d = dict_of(v);
   if (!d) return false;
   if (d->data_keys) return true;
+  if (!seen.insert(d).second) return false;
+  charge(1 + d->items.size());
   for (const auto& [k, x] : d->items)
-    if (holds_data_at(x, depth + 1)) return true;
+    if (holds_data_at(x, depth + 1, seen)) return true;
   return false;
 }
 
-Value mark_data_at(const Value& v, int depth) {
+// Copies keep the original's sharing (one copy per distinct list or dict).
+Value mark_data_at(const Value& v, int depth, std::unordered_map<const void*, Value>& done) {
   if (depth > kMaxScanDepth) fail("value nested more than {} levels deep", kMaxScanDepth);
   if (v.is_string()) return data_string(v.str());
+  if (!v.is_list() && !v.is_dict()) return v;
+  const void* key = v.is_list() ? static_cast<const void*>(&v.list()) : &v.dict();
+  if (auto it = done.find(key); it != done.end()) return it->second;
+  Value out;
   if (v.is_list()) {
+    charge(1 + v.list().size());
     List l;
     l.tuple = v.list().tuple;
     l.reserve(v.list().size());
-    for (const Value& x : v.list()) l.push_back(mark_data_at(x, depth + 1));
-    return Value(std::move(l));
-  }
-  if (v.is_dict()) {
+    for (const Value& x : v.list()) l.push_back(mark_data_at(x, depth + 1, done));
+    out = Value(std::move(l));
+  } else {
+    charge(1 + v.dict().items.size());
     Dict d;
     d.data_keys = true;
-    for (const auto& [k, x] : v.dict().items) d.items.emplace_back(k, mark_data_at(x, depth + 1));
-    return Value(std::move(d));
+    for (const auto& [k, x] : v.dict().items) d.items.emplace_back(k, mark_data_at(x, depth + 1, done));
+    out = Value(std::move(d));
   }
-  return v;
+  done.emplace(key, out);
+  return out;
 }
+
+// The nesting depth of v (1 for a scalar), failing past kMaxValueDepth or when target is reachable.
+int storable_depth(const Value& v, const Dict* target, int depth, std::unordered_map<const void*, int>& memo) {
+  if (depth > kMaxValueDepth) fail("value nested more than {} levels deep", kMaxValueDepth);
+  const void* key = v.is_list() ? static_cast<const void*>(&v.list()) : dict_of(v);
+  if (!key) return 1;
+  if (key == target) fail("cannot store a namespace inside itself");
+  if (auto it = memo.find(key); it != memo.end()) {
+    if (depth + it->second - 1 > kMaxValueDepth) fail("value nested more than {} levels deep", kMaxValueDepth);
+    return it->second;
+  }
+  int deepest = 0;
+  if (v.is_list()) {
+    charge(1 + v.list().size());
+    for (const Value& x : v.list()) deepest = std::max(deepest, storable_depth(x, target, depth + 1, memo));
+  } else {
+    charge(1 + dict_of(v)->items.size());
+    for (const auto& [k, x] : dict_of(v)->items) deepest = std::max(deepest, storable_depth(x, target, depth + 1, memo));
+  }
+  memo.emplace(key, deepest + 1);
+  return deepest + 1;
+}
+
+thread_local RenderBudget* g_budget = nullptr;
+uint64_t g_render_budget = uint64_t(1) << 30;
 }  // namespace
 
 Value from_json(const nlohmann::ordered_json& j, bool as_data) { return from_json_at(j, as_data, 0); }
 
-bool holds_data(const Value& v) { return holds_data_at(v, 0); }
-Value mark_data(const Value& v) { return mark_data_at(v, 0); }
+bool holds_data(const Value& v) {
+  Seen seen;
+  return holds_data_at(v, 0, seen);
+}
+
+Value mark_data(const Value& v) {
+  std::unordered_map<const void*, Value> done;
+  return mark_data_at(v, 0, done);
+}
+
+void check_storable(const Value& v, const Dict* target) {
+  std::unordered_map<const void*, int> memo;
+  storable_depth(v, target, 1, memo);
+}
+
+RenderBudget::RenderBudget(uint64_t units) : total(units), left(units), outer(g_budget) { g_budget = this; }
+RenderBudget::~RenderBudget() { g_budget = outer; }
+
+void charge(uint64_t units) {
+  RenderBudget* b = g_budget;
+  if (!b) return;
+  if (units > b->left) {
+    b->left = 0;
+    fail("template rendering exceeded its work budget ({} steps): a runaway loop or value", b->total);
+  }
+  b->left -= units;
+}
+
+uint64_t render_budget() { return g_render_budget; }
+void set_render_budget(uint64_t units) { g_render_budget = units; }
 
 Value data_string(std::string s) {
   Value r(std::move(s));
@@ -424,6 +500,7 @@ void Rendered::add_span(size_t b, size_t e) {
 
 void Rendered::append(const Value& v) {
   const size_t base = text.size();
+  if (v.is_string()) charge(v.str().size());
   if (v.is_string()) {
     text += v.str();
     if (v.data)
@@ -431,6 +508,7 @@ void Rendered::append(const Value& v) {
     return;
   }
   text += to_str(v);
+  charge(text.size() - base);
   if (holds_data(v)) add_span(base, text.size());
 }
 
@@ -461,6 +539,7 @@ std::vector<std::string> utf8_chars(const std::string& s) {
 
 std::vector<Value> iterate(const Value& v) {
   if (v.is_undefined()) return {};
+  charge(1 + (v.is_string() ? v.str().size() : 0));
   if (v.is_list()) return v.list();
   if (v.is_dict()) {
     std::vector<Value> keys;

@@ -118,6 +118,30 @@ struct Rendered {
 Value data_string(std::string s);             // a string that is all data
 Value with_spans(Rendered r);                 // a string value carrying r's spans
 bool holds_data(const Value& v);              // any data inside (strings, keys; bounded depth)
+// Throws unless v may be stored as an attribute of the namespace whose attributes are `target`:
+// target must not be reachable from v (namespaces are the only mutable values, so this keeps every
+// value acyclic: printing, comparing and freeing values all recurse) and v must not be nested deeper
+// than kMaxValueDepth (a loop that wraps a namespace attribute in a list each turn would otherwise
+// build values too deep to print or free).
+void check_storable(const Value& v, const Dict* target);
+
+// The work budget of one rendering, so that no template or template input runs unbounded: each
+// statement, expression and loop turn is charged, and so is every byte or item a value operation
+// produces or walks. Past the budget, charge() throws ds::Error. Rendering installs a budget for its
+// thread (RenderBudget); outside a rendering charge() does nothing.
+void charge(uint64_t units);
+struct RenderBudget {
+  explicit RenderBudget(uint64_t units);
+  ~RenderBudget();
+  RenderBudget(const RenderBudget&) = delete;
+  RenderBudget& operator=(const RenderBudget&) = delete;
+  uint64_t total, left;
+  RenderBudget* outer;
+};
+// The budget each rendering gets: 2^30 units by default (a chat template over a million-token
+// conversation uses a few percent of it). The fuzz harness lowers it to keep each input fast.
+uint64_t render_budget();
+void set_render_budget(uint64_t units);
 Value mark_data(const Value& v);              // a copy whose strings (and dict keys) are all data
 Value concat(const Value& a, const Value& b);  // str(a) + str(b) with both sides' spans
 
