@@ -12,6 +12,7 @@
 #include "fuzz/fuzz_common.h"
 #include "server/api_error.h"
 #include "server/metrics.h"
+#include "server/openai_response.h"
 #include "server/serving.h"
 
 namespace {
@@ -62,6 +63,7 @@ void call(const char* endpoint, Handler handler, const ServingContext& ctx, cons
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ds::server::seed_request_ids(size);  // the same input takes the same path on every run
   static auto tok = fuzz::tiny_tokenizer();
   static RefusingEngine engine(tok->vocab_size());
   static ServerMetrics metrics;

@@ -45,6 +45,8 @@ int64_t unix_time() {
 
 uint64_t random_seed() { return rng()() >> 1; }
 
+void seed_request_ids(uint64_t seed) { rng().seed(seed); }
+
 json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},

@@ -17,6 +17,8 @@ namespace ds::server {
 std::string make_request_id(const char* prefix);  // prefix + 24 random hex digits
 int64_t unix_time();
 uint64_t random_seed();
+// Makes this thread's ids and seeds repeat from `seed` (the fuzz harness: a run must be reproducible).
+void seed_request_ids(uint64_t seed);
 
 // {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details": {"cached_tokens"}}.
 nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = 0);
