@@ -498,6 +498,7 @@ void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepp
   stats.prompt_tokens_total += new_prompt;
   stats.generation_tokens_total += new_gen;
   stats.steps += stepped ? 1 : 0;
+  std::tie(stats.prefill_done, stats.prefill_total) = sched->longest_prefill();
   const PrefixCacheStats& pc = sched->prefix_cache().stats();
   stats.prefix_cache_queries = pc.queries;
   stats.prefix_cache_hits = pc.hits;

@@ -134,6 +134,8 @@ struct EngineStats {
   double state_usage = 0.0;  // fraction of KDA state slots in use
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
   int64_t steps = 0;
+  // The running request with the most prompt left to prefill: tokens computed / to compute (0 / 0: none).
+  int64_t prefill_done = 0, prefill_total = 0;
   // Prefix cache: tokens looked up and found at admissions, and the KDA snapshot pool.
   int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
   int snapshots_used = 0, snapshots_capacity = 0;

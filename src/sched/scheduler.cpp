@@ -351,4 +351,14 @@ std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepRes
   return updates;
 }
 
+std::pair<int64_t, int64_t> Scheduler::longest_prefill() const {
+  std::pair<int64_t, int64_t> best{0, 0};
+  for (uint64_t id : running_) {
+    const Request& r = *requests_.at(id);
+    if (r.num_remaining() <= 1) continue;  // decoding (or about to)
+    if (r.num_remaining() > best.second - best.first) best = {r.num_computed, r.num_tokens()};
+  }
+  return best;
+}
+
 }  // namespace ds

@@ -72,6 +72,9 @@ class Scheduler {
   int num_waiting() const { return int(waiting_.size()); }
   int num_running() const { return int(running_.size()); }
   bool has_work() const { return !waiting_.empty() || !running_.empty() || prefix_.has_saves_before(); }
+  // The running request with the most prompt left to prefill: {tokens in the caches, tokens to reach}
+  // (num_tokens() of that request); {0, 0} when no running request is prefilling. For progress lines.
+  std::pair<int64_t, int64_t> longest_prefill() const;
   int64_t num_preemptions() const { return num_preemptions_; }
   const BlockPool& blocks() const { return blocks_; }
   const StateSlotPool& slots() const { return slots_; }

@@ -17,10 +17,18 @@ std::optional<std::string> StatsLogger::tick(const EngineStats& s, Clock::time_p
   last_ = now;
   prev_ = s;
   if (!active) return std::nullopt;
-  return fmt::format(
+  std::string line = fmt::format(
       "stats: prompt throughput {:.1f} tokens/s, generation throughput {:.1f} tokens/s, running {} reqs, "
       "waiting {} reqs, KV cache usage {:.1f}%, KDA state usage {:.1f}%, preemptions {}",
       double(prompt) / dt, double(gen) / dt, s.running, s.waiting, 100.0 * s.kv_usage, 100.0 * s.state_usage, preempt);
+  // A long prompt's progress (a 1M-token prefill takes minutes): how far, and how long left at the
+  // interval's prompt throughput.
+  if (s.prefill_total >= kProgressMinTokens && s.prefill_done < s.prefill_total) {
+    line += fmt::format(", longest prefill {}/{} tokens ({:.1f}%)", s.prefill_done, s.prefill_total,
+                        100.0 * double(s.prefill_done) / double(s.prefill_total));
+    if (prompt > 0) line += fmt::format(", ~{:.0f} s left", double(s.prefill_total - s.prefill_done) * dt / double(prompt));
+  }
+  return line;
 }
 
 }  // namespace ds::server

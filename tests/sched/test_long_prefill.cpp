@@ -93,6 +93,10 @@ LongRun simulate(const StepCostConfig& cost_cfg, int64_t chats_at, int max_num_b
       if (u.request_id != id && u.status == RequestStatus::FinishedLength) ++out.chats_done;
     }
     if (!ttft) {  // the long prefill progresses every step (every long_prefill_interval steps beside decodes)
+      // and is the one the progress line reports, beside the chats' short prefills too
+      const auto [done, total] = s.longest_prefill();
+      EXPECT_EQ(done, s.get(id)->num_computed) << "step " << step;
+      EXPECT_EQ(total, kLong) << "step " << step;
       stalled = s.get(id)->num_computed > prev ? 0 : stalled + 1;
       EXPECT_LT(stalled, cost.config().long_prefill_interval) << "step " << step;
       if (stalled >= cost.config().long_prefill_interval) break;

@@ -102,6 +102,21 @@ TEST(StatsLog, ThroughputOverTheIntervalAndQuietWhenIdle) {
             "reqs, KV cache usage 3.1%, KDA state usage 0.0%, preemptions 0");
   s.running = 0;
   EXPECT_FALSE(log.tick(s, t0 + seconds(31)).has_value());  // no new tokens, nothing running
+  // A long prompt prefilling: its progress and the time left at the interval's prompt throughput.
+  s.running = 1;
+  s.prompt_tokens_total += 100000;
+  s.prefill_done = 400000;
+  s.prefill_total = 1000000;
+  line = log.tick(s, t0 + seconds(41));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_NE(line->find(", longest prefill 400000/1000000 tokens (40.0%), ~60 s left"), std::string::npos) << *line;
+  // A short one gets no progress note.
+  s.prompt_tokens_total += 1000;
+  s.prefill_done = 100;
+  s.prefill_total = 2000;
+  line = log.tick(s, t0 + seconds(51));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(line->find("longest prefill"), std::string::npos) << *line;
 }
 
 }  // namespace
