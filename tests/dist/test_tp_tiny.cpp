@@ -1,0 +1,111 @@
+// Tensor and expert parallelism on the CPU reproduce the single-rank model: the tiny checkpoint split
+// TP 2, EP 2, EP 4 (attention replicated) and TP 2 + EP 2, and a 4-head variant of it (dummy weights)
+// split TP 4, TP 4 + EP 4 and TP 2, give TP 1's logits within 1e-5 (relative L2) and the same argmax,
+// over chunked prefill and decode steps of two sequences in one batch. The shards are the right blocks.
+#include <gtest/gtest.h>
+
+#include "dist_test_util.h"
+#include "model/cpu_backend.h"
+#include "model/parallel_cpu_backend.h"
+#include "model/shard_weights.h"
+
+namespace ds::test {
+namespace {
+
+constexpr double kTol = 1e-5;
+
+ParallelConfig layout(int tp, bool ep = false, int ep_size = 0) {
+  ParallelConfig p;
+  p.tensor_parallel_size = tp;
+  p.enable_expert_parallel = ep;
+  p.expert_parallel_size = ep_size;
+  return p;
+}
+
+BackendOptions options(const std::string& dir, ParallelConfig p = {}, bool dummy = false) {
+  BackendOptions o;
+  o.model_dir = dir;
+  o.max_num_seqs = 8;
+  o.block_size = 16;
+  o.num_blocks = 32;
+  o.parallel = p;
+  if (dummy) {
+    o.load_format = "dummy";
+    o.dummy_seed = 7;
+  }
+  return o;
+}
+
+const CpuModelFiles& tiny() {
+  static const CpuModelFiles m = load_cpu_model(options(tiny_dir()));
+  return m;
+}
+
+TEST(ParallelTiny, TpAndEpReproduceTp1Logits) {
+  CpuBackend one(tiny().config, tiny().weights, options(tiny_dir()));
+  const auto ref = two_sequence_run(one);
+  for (const ParallelConfig& p : {layout(2), layout(1, true, 2), layout(1, true, 4), layout(2, true)}) {
+    ParallelCpuBackend b(tiny().config, tiny().weights, options(tiny_dir(), p));
+    EXPECT_EQ(b.world_size(), p.world_size());
+    EXPECT_NE(b.device_name().find(p.describe()), std::string::npos) << b.device_name();
+    // Each rank's KDA state holds only its heads (attention replicated: all of them).
+    EXPECT_EQ(b.rank(1).kda_states().bytes() * size_t(p.tensor_parallel_size), one.kda_states().bytes());
+    expect_same_logits(two_sequence_run(b), ref, tiny().config.vocab_size, kTol, p.describe());
+  }
+}
+
+TEST(ParallelTiny, FourHeadVariantTp4ReproducesTp1) {
+  TempModelDir dir(four_head_config_json());
+  CpuBackend one(options(dir.path(), {}, true));
+  const auto ref = two_sequence_run(one);
+  for (const ParallelConfig& p : {layout(4), layout(4, true), layout(2)}) {
+    ParallelCpuBackend b(options(dir.path(), p, true));
+    EXPECT_EQ(b.world_size(), p.world_size());
+    expect_same_logits(two_sequence_run(b), ref, one.config().vocab_size, kTol, p.describe() + " (4 heads)");
+  }
+}
+
+TEST(ParallelTiny, ShardsAreTheRightBlocks) {
+  const ModelConfig& c = tiny().config;
+  const HostWeights& w = tiny().weights;
+  const ShardSpec s = layout(2, true).shard(1);
+  const ModelConfig lc = shard_config(c, s);
+  const HostWeights o = shard_host_weights(c, w, s);
+  EXPECT_EQ(lc.kda.num_heads, 1);
+  EXPECT_EQ(lc.mla.num_heads, 1);
+  EXPECT_EQ(lc.vocab_size, c.vocab_size);
+  const int64_t D = c.hidden_size, K = c.kda.head_dim, HK = int64_t(c.kda.num_heads) * K;
+  const auto& L = w.layers[0].kda;  // layer 0 is KDA (dense MLP)
+  const auto& S = o.layers[0].kda;
+  ASSERT_EQ(S.q_proj.shape, (std::vector<int64_t>{K, D}));
+  EXPECT_EQ(S.q_proj.data.front(), L.q_proj.data[size_t(K * D)]);  // head 1's first row
+  ASSERT_EQ(S.o_proj.shape, (std::vector<int64_t>{D, K}));
+  EXPECT_EQ(S.o_proj.data[size_t(K + 3)], L.o_proj.data[size_t(HK + K + 3)]);  // row 1, column K + 3
+  EXPECT_EQ(S.a_log.data, std::vector<float>{L.a_log.data[1]});
+  EXPECT_EQ(S.f_a_proj.data, L.f_a_proj.data);  // low rank: whole
+  const auto& M = w.layers[3].mla;                // layer 3 is MLA
+  const int64_t qw = c.mla.qk_head_dim();
+  EXPECT_EQ(o.layers[3].mla.q_proj.shape[0], qw);
+  EXPECT_EQ(o.layers[3].mla.q_proj.data.front(), M.q_proj.data[size_t(qw * D)]);
+  EXPECT_EQ(o.layers[3].mla.kv_a_proj.data, M.kv_a_proj.data);  // the latent: replicated
+  ASSERT_EQ(o.lm_head.shape, (std::vector<int64_t>{c.vocab_size / 2, D}));
+  EXPECT_EQ(o.lm_head.data.front(), w.lm_head.data[size_t(c.vocab_size / 2 * D)]);
+  // EP over 2 ranks: rank 1 holds experts 8..15 whole and none of 0..7; the shared expert by columns.
+  const auto& moe = o.layers[1].moe;
+  const int E = c.moe.num_experts;
+  for (int e = 0; e < E; ++e) {
+    SCOPED_TRACE(e);
+    EXPECT_EQ(moe.experts[size_t(e)].gate.empty(), e < E / 2);
+    if (e >= E / 2) {
+      EXPECT_EQ(moe.experts[size_t(e)].down.data, w.layers[1].moe.experts[size_t(e)].down.data);
+    }
+  }
+  EXPECT_EQ(moe.shared.gate.shape[0], int64_t(c.moe.intermediate_size) * c.moe.num_shared_experts / 2);
+  // Without EP every expert is split by its intermediate rows.
+  const HostWeights t = shard_host_weights(c, w, layout(2).shard(0));
+  EXPECT_EQ(t.layers[1].moe.experts[5].up.shape[0], c.moe.intermediate_size / 2);
+  EXPECT_EQ(shard_config(c, layout(2).shard(0)).moe.intermediate_size, c.moe.intermediate_size / 2);
+}
+
+}  // namespace
+}  // namespace ds::test
