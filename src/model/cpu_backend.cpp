@@ -14,7 +14,6 @@ namespace ds {
 namespace {
 
 constexpr int64_t kDefaultCacheTokensCap = 131072;
-constexpr double kDefaultSnapshotGiB = 1.0;  // the snapshot pool's default budget on the host
 constexpr int kMaxSnapshots = 4096;
 
 size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
@@ -26,7 +25,7 @@ size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
 }  // namespace
 
 int CpuBackend::snapshots_in_budget(const BackendOptions& opts) const {
-  const double gib = opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kDefaultSnapshotGiB;
+  const double gib = opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kCpuSnapshotGiBDefault;
   const size_t per = KdaStateStore(cfg_, 1, 0).bytes();
   const double n = per ? gib * double(size_t(1) << 30) / double(per) : double(kMaxSnapshots);
   return int(std::min<double>(n, kMaxSnapshots));

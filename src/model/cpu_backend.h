@@ -19,6 +19,8 @@
 
 namespace ds {
 
+inline constexpr double kCpuSnapshotGiBDefault = 1.0;  // the snapshot pool's default budget on the host
+
 class CpuBackend : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts);

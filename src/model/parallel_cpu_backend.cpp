@@ -27,9 +27,13 @@ void ParallelCpuBackend::start(const HostWeights& w, const BackendOptions& opts)
   par_.validate(cfg_);
   const int n = par_.world_size();
   group_ = std::make_unique<InProcessGroup>(n);
+  // The snapshot budget is the whole group's: each rank sizes its pool with its share (same count on all).
+  BackendOptions rank_opts = opts;
+  if (opts.num_snapshots < 0)
+    rank_opts.snapshot_memory_gib = (opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kCpuSnapshotGiBDefault) / n;
   for (int r = 0; r < n; ++r) {
     const ShardSpec s = par_.shard(r);
-    ranks_.push_back(std::make_unique<CpuBackend>(shard_config(cfg_, s), shard_host_weights(cfg_, w, s), opts,
+    ranks_.push_back(std::make_unique<CpuBackend>(shard_config(cfg_, s), shard_host_weights(cfg_, w, s), rank_opts,
                                                   ModelShard{s, &group_->comm(r)}));
   }
   nonfinite_.resize(size_t(n));

@@ -105,6 +105,13 @@ TEST(ParallelTiny, ShardsAreTheRightBlocks) {
   const HostWeights t = shard_host_weights(c, w, layout(2).shard(0));
   EXPECT_EQ(t.layers[1].moe.experts[5].up.shape[0], c.moe.intermediate_size / 2);
   EXPECT_EQ(shard_config(c, layout(2).shard(0)).moe.intermediate_size, c.moe.intermediate_size / 2);
+  // Tied embeddings: the rank's lm_head is its slice of the embedding, and the rank's config unties them.
+  ModelConfig tied = c;
+  tied.tie_word_embeddings = true;
+  const HostWeights u = shard_host_weights(tied, w, s);
+  EXPECT_FALSE(shard_config(tied, s).tie_word_embeddings);
+  ASSERT_EQ(u.lm_head.shape, (std::vector<int64_t>{c.vocab_size / 2, D}));
+  EXPECT_EQ(u.lm_head.data.back(), w.embed.data.back());
 }
 
 }  // namespace
