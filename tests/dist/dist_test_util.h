@@ -19,6 +19,15 @@
 
 namespace ds::test {
 
+// A parallel layout: TP size, EP on/off, an expert-only group's size (0: the TP size).
+inline ParallelConfig layout(int tp, bool ep = false, int ep_size = 0) {
+  ParallelConfig p;
+  p.tensor_parallel_size = tp;
+  p.enable_expert_parallel = ep;
+  p.expert_parallel_size = ep_size;
+  return p;
+}
+
 inline std::string tiny_dir() { return std::string(DS_FIXTURES_DIR) + "/tiny/model"; }
 
 inline nlohmann::json tiny_config_json() {

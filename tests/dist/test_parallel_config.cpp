@@ -11,14 +11,6 @@
 namespace ds::test {
 namespace {
 
-ParallelConfig layout(int tp, bool ep = false, int ep_size = 0) {
-  ParallelConfig p;
-  p.tensor_parallel_size = tp;
-  p.enable_expert_parallel = ep;
-  p.expert_parallel_size = ep_size;
-  return p;
-}
-
 // The error of validating `p` against the 4-head variant with `edit` applied ("" : accepted).
 template <class Edit>
 std::string error_of(const ParallelConfig& p, Edit edit) {

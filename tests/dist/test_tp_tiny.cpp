@@ -14,14 +14,6 @@ namespace {
 
 constexpr double kTol = 1e-5;
 
-ParallelConfig layout(int tp, bool ep = false, int ep_size = 0) {
-  ParallelConfig p;
-  p.tensor_parallel_size = tp;
-  p.enable_expert_parallel = ep;
-  p.expert_parallel_size = ep_size;
-  return p;
-}
-
 BackendOptions options(const std::string& dir, ParallelConfig p = {}, bool dummy = false) {
   BackendOptions o;
   o.model_dir = dir;
