@@ -4,6 +4,7 @@
 // over chunked prefill and decode steps of two sequences in one batch. The shards are the right blocks.
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "dist_test_util.h"
 #include "model/cpu_backend.h"
 #include "model/parallel_cpu_backend.h"
@@ -104,6 +105,37 @@ TEST(ParallelTiny, ShardsAreTheRightBlocks) {
   EXPECT_FALSE(shard_config(tied, s).tie_word_embeddings);
   ASSERT_EQ(u.lm_head.shape, (std::vector<int64_t>{c.vocab_size / 2, D}));
   EXPECT_EQ(u.lm_head.data.back(), w.embed.data.back());
+}
+
+// A bad plan is refused on rank 0 before the others see it (the group goes on); a step that fails on one
+// rank in the middle (here: rank 1 alone is told to force routes it has none for) aborts the group: that
+// step and every later one throw naming the rank, and the backend still shuts down.
+TEST(ParallelTiny, ABadPlanIsRefusedAndARankFailureAbortsTheGroup) {
+  ParallelCpuBackend b(tiny().config, tiny().weights, options(tiny_dir(), layout(2)));
+  ForwardBatch bad;
+  bad.add(99, 0, {1, 2, 3}, {0});  // slot 99 of 8
+  EXPECT_THROW(forward_logits(b, bad), Error);
+  ForwardBatch ok;
+  ok.add(1, 0, {1, 2, 3}, {0});
+  EXPECT_EQ(forward_logits(b, ok).size(), size_t(tiny().config.vocab_size));
+  RouteIds none;
+  ForwardOptions broken;
+  broken.forced_routes = &none;
+  b.rank(1).set_forward_options(broken);
+  ForwardBatch next;
+  next.add(1, 3, {4}, {0});
+  try {
+    forward_logits(b, next);
+    ADD_FAILURE() << "the step succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 1: forced routes"), std::string::npos) << e.what();
+  }
+  try {
+    forward_logits(b, next);
+    ADD_FAILURE() << "the next step succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a previous step failed on rank 1"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
