@@ -1,9 +1,11 @@
 // End to end: `serve`'s command line with --tensor-parallel-size 2 (and with --enable-expert-parallel)
 // on --device cpu builds the parallel CPU backend, and the engine over it produces the same greedy
-// tokens as --tensor-parallel-size 1 for concurrent requests (chunked prefill, prefix caching on).
+// tokens as --tensor-parallel-size 1 for concurrent requests (chunked prefill) and for a later request
+// that extends one of their conversations (a prefix-cache hit: snapshots restored on every rank).
 #include <gtest/gtest.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "../engine/engine_util.h"
 #include "apps/serve_args.h"
@@ -30,37 +32,59 @@ EngineOptions serve_options(std::vector<std::string> extra) {
   return cli::engine_options(a);
 }
 
-std::vector<std::vector<int32_t>> greedy_tokens(const std::vector<std::string>& extra, const std::string& want_device) {
+GenerationRequest greedy(std::vector<int32_t> prompt) {
+  GenerationRequest q;
+  q.prompt_tokens = std::move(prompt);
+  q.max_tokens = 12;
+  q.sampling.temperature = 0.0f;
+  q.ignore_eos = true;
+  q.detokenize = false;
+  return q;
+}
+
+struct GreedyRun {
+  std::vector<std::vector<int32_t>> tokens;  // per request
+  int cached = 0;                            // the last request's prompt tokens served from the prefix cache
+  bool operator==(const GreedyRun&) const = default;
+};
+
+// Three concurrent requests, then one that extends the first one's prompt (a prefix-cache hit).
+GreedyRun greedy_run(const std::vector<std::string>& extra, const std::string& want_device) {
   EngineOptions eo = serve_options(extra);
   auto backend = create_backend(eo.backend);
   EXPECT_NE(backend->device_name().find(want_device), std::string::npos) << backend->device_name();
   Engine e(std::move(backend), nullptr, eo);
-  std::vector<std::shared_ptr<RequestStream>> streams;
+  std::vector<std::vector<int32_t>> prompts;
   for (int r = 0; r < 3; ++r) {
-    GenerationRequest q;
-    for (int i = 0; i < 20 + 17 * r; ++i) q.prompt_tokens.push_back(int32_t((i * 37 + r * 101 + 3) % 2000));
-    q.max_tokens = 12;
-    q.sampling.temperature = 0.0f;
-    q.ignore_eos = true;
-    q.detokenize = false;
-    streams.push_back(submit_ok(e, std::move(q)));
+    prompts.emplace_back();
+    for (int i = 0; i < 20 + 17 * r; ++i) prompts.back().push_back(int32_t((i * 37 + r * 101 + 3) % 2000));
   }
-  std::vector<std::vector<int32_t>> out;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) streams.push_back(submit_ok(e, greedy(p)));
+  GreedyRun out;
   for (auto& s : streams) {
     if (!s) return out;
     Collected c = collect(*s);
     EXPECT_EQ(c.finish, FinishReason::Length);
-    out.push_back(c.tokens);
+    out.tokens.push_back(c.tokens);
   }
+  std::vector<int32_t> longer = prompts[2];
+  longer.insert(longer.end(), out.tokens[2].begin(), out.tokens[2].end());
+  for (int i = 0; i < 9; ++i) longer.push_back(int32_t(500 + 13 * i));
+  Collected c = run_one(e, greedy(longer));
+  out.tokens.push_back(c.tokens);
+  out.cached = c.cached_tokens;
   return out;
 }
 
 TEST(ServeParallel, Tp2OnTheCpuGivesTp1sGreedyTokens) {
-  const auto one = greedy_tokens({}, "cpu (");
-  ASSERT_EQ(one.size(), 3u);
-  for (const auto& t : one) EXPECT_EQ(t.size(), 12u);
-  EXPECT_EQ(greedy_tokens({"--tensor-parallel-size", "2"}, "TP 2"), one);
-  EXPECT_EQ(greedy_tokens({"-tp", "2", "--enable-expert-parallel"}, "TP 2 + EP 2"), one);
+  const GreedyRun one = greedy_run({}, "cpu (");
+  ASSERT_EQ(one.tokens.size(), 4u);
+  for (const auto& t : one.tokens) EXPECT_EQ(t.size(), 12u);
+  std::printf("  the fourth request had %d prompt tokens from the prefix cache\n", one.cached);
+  EXPECT_GT(one.cached, 0);  // the state snapshots and pages of a cached prefix are used on every rank
+  EXPECT_TRUE(greedy_run({"--tensor-parallel-size", "2"}, "TP 2") == one);
+  EXPECT_TRUE(greedy_run({"-tp", "2", "--enable-expert-parallel"}, "TP 2 + EP 2") == one);
 }
 
 }  // namespace
