@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string_view>
 
 #include "core/error.h"
 
@@ -17,7 +16,7 @@ class InProcessComm : public Communicator {
   void all_reduce_sum(std::span<float> data) override {
     publish(data.data(), data.size(), data.data(), data.size());
     g_.wait();
-    g_.check_sizes("all_reduce_sum");
+    g_.check_sizes("all_reduce_sum", 1);
     // Reduce-scatter: this rank's share of the elements, summed in rank order.
     const size_t n = data.size(), N = size_t(g_.size_), lo = n * size_t(rank_) / N, hi = n * size_t(rank_ + 1) / N;
     sum_.assign(hi - lo, 0.0f);
@@ -34,7 +33,7 @@ class InProcessComm : public Communicator {
   void all_gather(std::span<const float> in, std::span<float> out) override {
     publish(in.data(), in.size(), out.data(), out.size());
     g_.wait();
-    g_.check_sizes("all_gather");
+    g_.check_sizes("all_gather", size_t(g_.size_));
     for (int r = 0; r < g_.size_; ++r)
       if (!in.empty())
         std::memcpy(out.data() + size_t(r) * in.size(), g_.slots_[size_t(r)].in, in.size() * sizeof(float));
@@ -45,7 +44,7 @@ class InProcessComm : public Communicator {
     DS_CHECK(root >= 0 && root < g_.size_, "broadcast: root {} is outside 0..{}", root, g_.size_ - 1);
     publish(data.data(), data.size(), data.data(), data.size());
     g_.wait();
-    g_.check_sizes("broadcast");
+    g_.check_sizes("broadcast", 1);
     if (rank_ != root && !data.empty()) std::memcpy(data.data(), g_.slots_[size_t(root)].in, data.size());
     g_.wait();
   }
@@ -105,7 +104,7 @@ void InProcessGroup::wait() {
   if (generation_ == gen) fail("communicator aborted: {}", why_);
 }
 
-void InProcessGroup::check_sizes(const char* what) const {
+void InProcessGroup::check_sizes(const char* what, size_t out_per_in) const {
   const Slot& s0 = slots_[0];
   for (int r = 1; r < size_; ++r) {
     const Slot& s = slots_[size_t(r)];
@@ -113,7 +112,7 @@ void InProcessGroup::check_sizes(const char* what) const {
   }
   for (int r = 0; r < size_; ++r) {
     const Slot& s = slots_[size_t(r)];
-    const size_t want = std::string_view(what) == "all_gather" ? s0.in_size * size_t(size_) : s0.in_size;
+    const size_t want = s0.in_size * out_per_in;
     DS_CHECK(s.out_size == want, "{}: rank {} has room for {} elements, {} are needed", what, r, s.out_size, want);
   }
 }

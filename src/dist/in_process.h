@@ -39,7 +39,8 @@ class InProcessGroup {
     size_t in_size = 0, out_size = 0;
   };
   void wait();  // the reusable barrier
-  void check_sizes(const char* what) const;  // every rank agrees (call between two waits)
+  // Every rank gave the same input length and room for out_per_in times it (call between two waits).
+  void check_sizes(const char* what, size_t out_per_in) const;
 
   int size_;
   mutable std::mutex mu_;

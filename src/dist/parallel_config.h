@@ -1,8 +1,9 @@
 // How a model is split over ranks (docs/PARALLEL.md), typed and validated against the model config.
 //
 //   tensor_parallel_size (--tensor-parallel-size, 1/2/4/8): ranks of the group, and the split of the
-//     attention heads (KDA and MLA), the dense MLP, the shared expert and the lm_head (by vocabulary);
-//     without expert parallelism every routed expert is split the same way (by intermediate columns).
+//     attention heads (KDA and MLA), the dense MLP and the lm_head (by vocabulary). The MoE blocks are
+//     split over every rank of the group: the shared experts by intermediate columns, and the routed
+//     experts too without expert parallelism.
 //   enable_expert_parallel (--enable-expert-parallel): routed experts sharded by id instead, whole
 //     experts on each rank.
 //   expert_parallel_size: ranks of an expert-only group (no flag: tests and tools): with
@@ -21,8 +22,7 @@ struct ShardSpec {
   int size = 1;          // ranks in the group
   int tp = 1;            // attention heads, dense MLP, lm_head: split this many ways (1: replicated, or size)
   bool ep = false;       // routed experts by id over `size` ranks (false: by intermediate columns over `size`)
-  // The MoE block (routed + shared experts) is split over all `size` ranks either way.
-  bool sharded() const { return size > 1; }
+  // (The MoE block, routed + shared experts, is split over all `size` ranks either way.)
   // The rank that holds routed expert e (ep only): contiguous blocks of num_experts / size.
   int expert_owner(int e, int num_experts) const { return e / (num_experts / size); }
 };
