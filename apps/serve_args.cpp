@@ -189,7 +189,7 @@ void validate_serve_args(const ServeArgs& a) {
   if (a.api_key.empty() && env_key != nullptr && *env_key == '\0')
     fail("DELTASERVE_API_KEY is set but empty: unset it to serve without an API key, or give a key");
   if (a.protect_metrics && a.api_key.empty()) fail("--protect-metrics needs --api-key (the key /metrics would ask for)");
-  validate_vllm_args(a.vllm, visible_gpu_count());
+  validate_vllm_args(a.vllm, visible_gpu_count(), a.device);
 }
 
 EngineOptions engine_options(const ServeArgs& a) {
@@ -205,6 +205,8 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.backend.block_size = a.block_size;
   eo.backend.gpu_memory_utilization = a.gpu_memory_utilization;
   eo.backend.kv_cache_tokens = a.kv_cache_tokens;
+  eo.backend.parallel.tensor_parallel_size = a.vllm.tensor_parallel;
+  eo.backend.parallel.enable_expert_parallel = a.vllm.enable_expert_parallel;
   eo.max_num_seqs = a.max_num_seqs;
   eo.max_num_batched_tokens = a.max_num_batched_tokens;
   eo.step_cost.max_step_cost = a.max_step_cost;

@@ -7,6 +7,7 @@
 
 #include "apps/flag_checks.h"
 #include "core/error.h"
+#include "dist/parallel_config.h"
 
 namespace ds::cli {
 
@@ -125,9 +126,13 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
       ->group(g);
   cmd.add_flag("--enable-auto-tool-choice", v.auto_tool_choice, "Accepted: tool calls are always parsed (tool_choice auto)")
       ->group(g);
-  cmd.add_option("--tensor-parallel-size", v.tensor_parallel, "GPUs per model (-tp): 1 (multi-GPU is not built)")
+  cmd.add_option("--tensor-parallel-size", v.tensor_parallel,
+                 "Ranks per model (-tp): 1, 2, 4 or 8; above 1 on --device cpu only (rank threads; multi-GPU is not built)")
       ->capture_default_str()
       ->check(in_range(1, 1024))
+      ->group(g);
+  cmd.add_flag("--enable-expert-parallel", v.enable_expert_parallel,
+               "Routed experts sharded by id over the --tensor-parallel-size ranks (instead of split by columns)")
       ->group(g);
   cmd.add_option("--pipeline-parallel-size", v.pipeline_parallel, "Pipeline stages (-pp): 1")
       ->capture_default_str()
@@ -149,22 +154,28 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   for (const CompatFlag& f : kRefused) add_compat(cmd, f, &v.refused, "vLLM, refused");
 }
 
-void validate_vllm_args(const VllmArgs& v, int gpus) {
+void validate_vllm_args(const VllmArgs& v, int gpus, const std::string& device) {
   for (const auto& [name, value] : v.refused) {
     const CompatFlag* f = find_refused(name);
     if (f != nullptr && *f->ok != '\0' && value == f->ok) continue;  // deltaserve's behaviour anyway
     fail("{}{}: not supported by deltaserve: {}", name, f && f->value != Value::None ? " " + value : "",
          f ? f->why : "refused");
   }
-  auto parallel = [gpus](const char* flag, int n, const char* what) {
+  auto parallel = [gpus](const char* flag, int n, const char* what, const char* hint = "") {
     if (n <= 1) return;
     if (n > gpus)
-      fail("{} {}: only {} GPU(s) visible here, and multi-GPU serving ({}) is not built yet: use {} 1", flag, n,
-           gpus, what, flag);
-    fail("{} {}: multi-GPU serving ({}) is not built yet; deltaserve serves Kimi-Linear-48B-A3B on one GPU: use {} 1",
-         flag, n, what, flag);
+      fail("{} {}: only {} GPU(s) visible here, and multi-GPU serving ({}) is not built yet: use {} 1{}", flag, n,
+           gpus, what, flag, hint);
+    fail("{} {}: multi-GPU serving ({}) is not built yet; deltaserve serves Kimi-Linear-48B-A3B on one GPU: use {} 1{}",
+         flag, n, what, flag, hint);
   };
-  parallel("--tensor-parallel-size", v.tensor_parallel, "tensor parallel");
+  ParallelConfig pc;
+  pc.tensor_parallel_size = v.tensor_parallel;
+  pc.enable_expert_parallel = v.enable_expert_parallel;
+  pc.validate();  // 1, 2, 4 or 8 (the model's dimensions are checked when it is loaded)
+  if (device != "cpu")
+    parallel("--tensor-parallel-size", v.tensor_parallel, "tensor parallel",
+             " (--device cpu runs it on rank threads: docs/PARALLEL.md)");
   parallel("--pipeline-parallel-size", v.pipeline_parallel, "pipeline parallel");
   parallel("--data-parallel-size", v.data_parallel, "data parallel");
 }

@@ -18,6 +18,7 @@ struct VllmArgs {
   std::string chat_template;      // --chat-template FILE
   std::string tool_call_parser;   // --tool-call-parser (only kimi_k2)
   int tensor_parallel = 1, pipeline_parallel = 1, data_parallel = 1;
+  bool enable_expert_parallel = false;  // --enable-expert-parallel: routed experts by id over the TP ranks
   std::string uvicorn_log_level;  // --uvicorn-log-level: deltaserve's log level when --log-level is not given
   bool auto_tool_choice = false;      // --enable-auto-tool-choice: tool calls are always parsed anyway
   bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
@@ -30,9 +31,10 @@ struct VllmArgs {
 // Registers the vLLM flags on `cmd`, writing into `v` (which must outlive the parse).
 void add_vllm_options(CLI::App& cmd, VllmArgs& v);
 
-// Checks across the vLLM flags: a refused flag fails with its reason; -tp/-pp/-dp above 1 fail
-// (above the GPUs present: says how many there are). Throws ds::Error naming the flag.
-void validate_vllm_args(const VllmArgs& v, int visible_gpus);
+// Checks across the vLLM flags: a refused flag fails with its reason; -pp/-dp above 1 fail; -tp must
+// be 1, 2, 4 or 8, and above 1 it runs on `device` cpu only (rank threads, docs/PARALLEL.md): with cuda
+// it fails (above the GPUs present: says how many there are). Throws ds::Error naming the flag.
+void validate_vllm_args(const VllmArgs& v, int visible_gpus, const std::string& device = "cpu");
 
 // One log line per ignored flag (what it does in vLLM and why deltaserve does without it).
 std::vector<std::string> ignored_flag_messages(const VllmArgs& v);

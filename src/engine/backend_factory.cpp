@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "model/cpu_backend.h"
+#include "model/parallel_cpu_backend.h"
 #if DS_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
@@ -20,8 +21,17 @@ bool cuda_available() {
 }
 
 std::unique_ptr<Backend> create_backend(const BackendOptions& opts) {
-  if (opts.device == "cpu") return make_cpu_backend(opts);
+  opts.parallel.validate();
+  const int ranks = opts.parallel.world_size();
+  if (opts.device == "cpu") {
+    if (ranks > 1) return std::make_unique<ParallelCpuBackend>(opts);
+    return make_cpu_backend(opts);
+  }
   if (opts.device == "cuda") {
+    if (ranks > 1)
+      fail("--tensor-parallel-size {}{} with --device cuda: multi-GPU serving is not supported yet (only the CPU "
+           "backend runs ranks, --device cpu); use --tensor-parallel-size 1 on the GPU",
+           opts.parallel.tensor_parallel_size, opts.parallel.enable_expert_parallel ? " --enable-expert-parallel" : "");
 #if DS_HAVE_CUDA
     DS_CHECK(cuda_available(), "device 'cuda' was asked for but no CUDA device is visible");
     return make_cuda_backend(opts);

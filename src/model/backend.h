@@ -7,6 +7,7 @@
 
 #include "config/kv_cache_dtype.h"
 #include "config/model_config.h"
+#include "dist/parallel_config.h"
 #include "model/forward_batch.h"
 #include "model/step.h"
 #include "sampling/sampling_params.h"
@@ -33,6 +34,7 @@ struct BackendOptions {
   int64_t kv_cache_tokens = 0;       // CPU: total MLA cache tokens (0: default)
   bool biased_moe_weights = false;   // the remote code's routing quirk, for parity tests
   uint64_t dummy_seed = 0;
+  ParallelConfig parallel;           // --tensor-parallel-size, --enable-expert-parallel (CPU: rank threads)
   int mla_context_piece = 0;         // GPU: key rows of the MLA prefill expansion, the context piece a long
                                      // context is attended in (0: from the memory budget, docs/GPU_MODEL.md)
 };

@@ -14,7 +14,6 @@ namespace ds {
 namespace {
 
 constexpr int64_t kDefaultCacheTokensCap = 131072;
-constexpr double kDefaultSnapshotGiB = 1.0;  // the snapshot pool's default budget on the host
 constexpr int kMaxSnapshots = 4096;
 
 size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
@@ -26,40 +25,49 @@ size_t weight_bytes(HostWeights& w, const ModelConfig& c) {
 }  // namespace
 
 int CpuBackend::snapshots_in_budget(const BackendOptions& opts) const {
-  const double gib = opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kDefaultSnapshotGiB;
+  const double gib = opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kCpuSnapshotGiBDefault;
   const size_t per = KdaStateStore(cfg_, 1, 0).bytes();
   const double n = per ? gib * double(size_t(1) << 30) / double(per) : double(kMaxSnapshots);
   return int(std::min<double>(n, kMaxSnapshots));
 }
 
-CpuBackend::CpuBackend(const BackendOptions& opts) {
+CpuModelFiles load_cpu_model(const BackendOptions& opts) {
   DS_CHECK(!opts.model_dir.empty(), "cpu backend: no model directory given");
   const auto t0 = std::chrono::steady_clock::now();
-  cfg_ = ModelConfig::from_file((std::filesystem::path(opts.model_dir) / "config.json").string());
-  cfg_.moe.biased_weights = cfg_.moe.biased_weights || opts.biased_moe_weights;
-  cfg_.quant = resolve_quantization(cfg_.quant, opts.quantization, opts.load_format == "dummy");
-  SPDLOG_INFO("{}", cfg_.summary());
-  if (cfg_.quant.quantized()) SPDLOG_INFO("weights: {} (computed from the dequantized values in fp32)", cfg_.quant.describe());
+  CpuModelFiles m;
+  ModelConfig& c = m.config;
+  c = ModelConfig::from_file((std::filesystem::path(opts.model_dir) / "config.json").string());
+  c.moe.biased_weights = c.moe.biased_weights || opts.biased_moe_weights;
+  c.quant = resolve_quantization(c.quant, opts.quantization, opts.load_format == "dummy");
+  SPDLOG_INFO("{}", c.summary());
+  if (c.quant.quantized()) SPDLOG_INFO("weights: {} (computed from the dequantized values in fp32)", c.quant.describe());
   if (opts.load_format == "dummy") {
     SPDLOG_INFO("generating dummy weights (seed {})", opts.dummy_seed);
-    weights_ = dummy_host_weights(cfg_, opts.dummy_seed);
+    m.weights = dummy_host_weights(c, opts.dummy_seed);
   } else if (opts.load_format == "auto" || opts.load_format == "safetensors") {
-    weights_ = load_host_weights(cfg_, Checkpoint::open(opts.model_dir));
+    m.weights = load_host_weights(c, Checkpoint::open(opts.model_dir));
   } else {
     fail("unknown load format '{}' (expected auto, safetensors or dummy)", opts.load_format);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  SPDLOG_INFO("weights ready: {:.1f} MB fp32 in {:.2f} s", weight_bytes(weights_, cfg_) / 1e6, secs);
+  SPDLOG_INFO("weights ready: {:.1f} MB fp32 in {:.2f} s", weight_bytes(m.weights, c) / 1e6, secs);
+  return m;
+}
+
+CpuBackend::CpuBackend(const BackendOptions& opts) {
+  CpuModelFiles m = load_cpu_model(opts);
+  cfg_ = std::move(m.config);
+  weights_ = std::move(m.weights);
   init(opts);
 }
 
-CpuBackend::CpuBackend(const ModelConfig& c, HostWeights weights, const BackendOptions& opts)
+CpuBackend::CpuBackend(const ModelConfig& c, HostWeights weights, const BackendOptions& opts, ModelShard shard)
     : cfg_(c), weights_(std::move(weights)) {
   cfg_.moe.biased_weights = cfg_.moe.biased_weights || opts.biased_moe_weights;
-  init(opts);
+  init(opts, shard);
 }
 
-void CpuBackend::init(const BackendOptions& opts) {
+void CpuBackend::init(const BackendOptions& opts, ModelShard shard) {
   if (opts.dtype != "auto" && opts.dtype != "float32")
     SPDLOG_WARN("the cpu backend computes in float32; dtype '{}' is ignored", opts.dtype);
   DS_CHECK(opts.max_num_seqs > 0, "max_num_seqs must be positive, got {}", opts.max_num_seqs);
@@ -77,7 +85,7 @@ void CpuBackend::init(const BackendOptions& opts) {
   limits_.num_snapshots = opts.num_snapshots >= 0 ? opts.num_snapshots : snapshots_in_budget(opts);
   limits_.num_blocks = int(blocks);
   limits_.block_size = opts.block_size;
-  model_ = std::make_unique<KimiModel>(cfg_, weights_);
+  model_ = std::make_unique<KimiModel>(cfg_, weights_, shard);
   kda_ = std::make_unique<KdaStateStore>(cfg_, limits_.num_state_slots, limits_.num_snapshots);
   mla_ = std::make_unique<MlaLatentCache>(cfg_, limits_.num_blocks, limits_.block_size, opts.kv_cache_dtype);
   penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);

@@ -19,11 +19,14 @@
 
 namespace ds {
 
+inline constexpr double kCpuSnapshotGiBDefault = 1.0;  // the snapshot pool's default budget on the host
+
 class CpuBackend : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts);
-  // From a config and weights already in memory (tests).
-  CpuBackend(const ModelConfig& c, HostWeights weights, const BackendOptions& opts);
+  // From a config and weights already in memory (tests; a rank of ParallelCpuBackend, with its shard:
+  // c and weights are then the rank's shard_config and shard_host_weights).
+  CpuBackend(const ModelConfig& c, HostWeights weights, const BackendOptions& opts, ModelShard shard = {});
 
   const ModelConfig& config() const override { return cfg_; }
   BackendLimits limits() const override { return limits_; }
@@ -38,7 +41,7 @@ class CpuBackend : public Backend {
   MlaLatentCache& mla_cache() { return *mla_; }
 
  private:
-  void init(const BackendOptions& opts);
+  void init(const BackendOptions& opts, ModelShard shard = {});
   int snapshots_in_budget(const BackendOptions& opts) const;  // num_snapshots -1
 
   ModelConfig cfg_;
@@ -51,6 +54,14 @@ class CpuBackend : public Backend {
   ForwardTrace* trace_ = nullptr;
   std::unique_ptr<PenaltyTracker> penalties_;
 };
+
+// What CpuBackend(opts) loads: config.json (with the options' MoE quirk and quantization applied) and
+// the fp32 weights (checkpoint or dummy, as opts.load_format says).
+struct CpuModelFiles {
+  ModelConfig config;
+  HostWeights weights;
+};
+CpuModelFiles load_cpu_model(const BackendOptions& opts);
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& opts);
 

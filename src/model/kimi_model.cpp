@@ -10,7 +10,10 @@
 
 namespace ds {
 
-KimiModel::KimiModel(const ModelConfig& c, const HostWeights& w) : cfg_(c), w_(&w) {
+KimiModel::KimiModel(const ModelConfig& c, const HostWeights& w, ModelShard shard) : cfg_(c), w_(&w), shard_(shard) {
+  DS_CHECK(shard_.spec.size == 1 || (shard_.comm && shard_.comm->size() == shard_.spec.size &&
+                                     shard_.comm->rank() == shard_.spec.rank),
+           "model shard {}/{}: no communicator of that group", shard_.spec.rank, shard_.spec.size);
   DS_CHECK(int(w.layers.size()) == c.num_layers, "weights have {} layers, the config {}", w.layers.size(),
            c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -73,11 +76,13 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
                      .eps = cfg_.rms_norm_eps});
     if (auto* k = std::get_if<KdaLayer>(&attn_[size_t(l)])) k->forward(ctx, xn.data(), out.data(), kda);
     else std::get<MlaLayer>(attn_[size_t(l)]).forward(ctx, xn.data(), out.data(), mla);
+    if (shard_.spec.tp > 1) reduce(out);
     add();
     run_rmsnorm_cpu({.x = h.data(), .w = L.post_norm.ptr(), .y = xn.data(), .rows = T, .dim = D,
                      .eps = cfg_.rms_norm_eps});
     if (auto* m = std::get_if<MoeLayer>(&ffn_[size_t(l)])) m->forward(ctx, xn.data(), out.data());
     else std::get<DenseMlp>(ffn_[size_t(l)]).forward(T, xn.data(), out.data());
+    if (cfg_.is_moe(l) ? shard_.spec.size > 1 : shard_.spec.tp > 1) reduce(out);
     add();
     if (trace) trace->hidden.push_back(h);
   }
@@ -92,11 +97,33 @@ void KimiModel::forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatent
   for (int64_t r = 0; r < R; ++r) std::copy_n(h.data() + int64_t(rows[size_t(r)]) * D, D, fin.data() + r * D);
   run_rmsnorm_cpu({.x = fin.data(), .w = w_->final_norm.ptr(), .y = fin.data(), .rows = R, .dim = D,
                    .eps = cfg_.rms_norm_eps});
-  logits->resize(size_t(R * V));
-  const HostTensor& head = cfg_.tie_word_embeddings ? w_->embed : w_->lm_head;
-  run_gemm_cpu({.x = fin.data(), .w = head.ptr(), .y = logits->data(), .M = R, .N = V, .K = D});
+  lm_head(fin.data(), R, logits);
   for (const auto& s : batch.seqs)
     if (s.save_snapshot >= 0) kda.save_snapshot(s.state_slot, s.save_snapshot);
+}
+
+void KimiModel::reduce(std::vector<float>& out) const { shard_.comm->all_reduce_sum(out); }
+
+// logits [rows, vocab] from the final-normed rows x; a vocabulary-split head computes its columns and
+// gathers the others' (ranks in vocabulary order), so sampling sees every logit, exactly.
+void KimiModel::lm_head(const float* x, int64_t R, std::vector<float>* logits) const {
+  using namespace kernels;
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  const HostTensor& head = cfg_.tie_word_embeddings ? w_->embed : w_->lm_head;
+  const int64_t Vl = head.shape.at(0);
+  logits->resize(size_t(R * V));
+  if (Vl == V) {
+    run_gemm_cpu({.x = x, .w = head.ptr(), .y = logits->data(), .M = R, .N = V, .K = D});
+    return;
+  }
+  const int64_t parts = shard_.spec.tp;
+  DS_CHECK(Vl * parts == V, "lm_head shard of {} rows: {} of them do not make the vocabulary of {}", Vl, parts, V);
+  std::vector<float> mine(size_t(R * Vl)), all(size_t(parts * R * Vl));
+  run_gemm_cpu({.x = x, .w = head.ptr(), .y = mine.data(), .M = R, .N = Vl, .K = D});
+  shard_.comm->all_gather(mine, all);
+  for (int64_t p = 0; p < parts; ++p)
+    for (int64_t r = 0; r < R; ++r)
+      std::copy_n(all.data() + (p * R + r) * Vl, Vl, logits->data() + r * V + p * Vl);
 }
 
 }  // namespace ds

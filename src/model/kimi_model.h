@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "config/model_config.h"
+#include "dist/communicator.h"
+#include "dist/parallel_config.h"
 #include "model/dense_mlp.h"
 #include "model/forward_batch.h"
 #include "model/host_weights.h"
@@ -24,9 +26,20 @@
 
 namespace ds {
 
+// A rank of a parallel group (docs/PARALLEL.md): which part of the model it holds and the group's
+// communicator. The default is the whole model alone.
+struct ModelShard {
+  ShardSpec spec;
+  Communicator* comm = nullptr;  // needed when spec.size > 1
+};
+
 class KimiModel {
  public:
-  KimiModel(const ModelConfig& c, const HostWeights& w);
+  // A rank's model: `c` its shard_config and `w` its shard_host_weights (model/shard_weights.h). The
+  // layers run unchanged on the rank's heads and columns; forward() then all-reduces each split block's
+  // output (attention and dense MLP when spec.tp > 1, every MoE block when spec.size > 1) and gathers
+  // the vocabulary-split logits, so every rank's residual stream and logits are the whole model's.
+  KimiModel(const ModelConfig& c, const HostWeights& w, ModelShard shard = {});
 
   const ModelConfig& config() const { return cfg_; }
 
@@ -37,11 +50,16 @@ class KimiModel {
   void forward(const ForwardBatch& batch, KdaStateStore& kda, MlaLatentCache& mla, std::vector<float>* logits,
                const ForwardOptions& opts = {}, ForwardTrace* trace = nullptr) const;
 
- private:
+  // The batch checks forward() starts with (validate_batch against these caches); throws ds::Error.
   void validate(const ForwardBatch& batch, const KdaStateStore& kda, const MlaLatentCache& mla) const;
+
+ private:
+  void reduce(std::vector<float>& out) const;
+  void lm_head(const float* x, int64_t rows, std::vector<float>* logits) const;
 
   ModelConfig cfg_;
   const HostWeights* w_;
+  ModelShard shard_;
   std::vector<std::variant<KdaLayer, MlaLayer>> attn_;
   std::vector<std::variant<DenseMlp, MoeLayer>> ffn_;
 };

@@ -10,10 +10,10 @@ namespace ds {
 
 MoeLayer::MoeLayer(const ModelConfig& c, const MoeWeights<HostTensor>& w, int layer)
     : cfg_(c.moe), layer_(layer), hidden_(c.hidden_size), w_(&w) {
-  for (const auto& e : w.experts) {
-    w1_.push_back(e.gate.ptr());
-    w3_.push_back(e.up.ptr());
-    w2_.push_back(e.down.ptr());
+  for (const auto& e : w.experts) {  // an empty expert is another rank's (expert parallelism): null, skipped
+    w1_.push_back(e.gate.empty() ? nullptr : e.gate.ptr());
+    w3_.push_back(e.up.empty() ? nullptr : e.up.ptr());
+    w2_.push_back(e.down.empty() ? nullptr : e.down.ptr());
   }
   if (c.moe.num_shared_experts > 0) shared_ = std::make_unique<DenseMlp>(w.shared, hidden_);
 }

@@ -166,15 +166,20 @@ TEST(VllmFlags, TensorParallelAboveTheGpusIsAClearError) {
   {
     EnvVar none("CUDA_VISIBLE_DEVICES", "");
     EXPECT_EQ(visible_gpu_count(), 0);
-    std::string e = serve({"-tp", "4"}).error;
+    std::string e = serve({"-tp", "4", "--device", "cuda"}).error;
     EXPECT_NE(e.find("--tensor-parallel-size 4: only 0 GPU(s) visible"), std::string::npos) << e;
+    // On the CPU the ranks are threads: any of 1, 2, 4, 8 is accepted here (the model is checked at load).
+    EXPECT_EQ(serve({"-tp", "4"}).error, "");
+    EXPECT_EQ(serve({"-tp", "2", "--enable-expert-parallel"}).error, "");
+    e = serve({"-tp", "3"}).error;
+    EXPECT_NE(e.find("--tensor-parallel-size 3: expected 1, 2, 4 or 8"), std::string::npos) << e;
   }
   {
     EnvVar four("CUDA_VISIBLE_DEVICES", "0,1,2,3");
     EXPECT_EQ(visible_gpu_count(), 4);
-    std::string e = serve({"-tp=4"}).error;
+    std::string e = serve({"-tp=4", "--device", "cuda"}).error;
     EXPECT_NE(e.find("multi-GPU serving (tensor parallel) is not built yet"), std::string::npos) << e;
-    EXPECT_EQ(serve({"-tp", "1"}).error, "");
+    EXPECT_EQ(serve({"-tp", "1", "--device", "cuda"}).error, "");
   }
   EXPECT_EQ(expand_vllm_short_flags({"deltaserve", "serve", "-tp", "2", "-pp=3", "-t", "-dp"}),
             (std::vector<std::string>{"deltaserve", "serve", "--tensor-parallel-size", "2", "--pipeline-parallel-size=3",
@@ -225,7 +230,7 @@ TEST(YamlConfig, OutsideTheSubsetIsAnErrorNamingTheLine) {
   EXPECT_NE(config_error("port: 1\n\thost: x\n").find("line 2: tabs"), std::string::npos);
   EXPECT_NE(config_error("no-such-flag: 1\n").find("no-such-flag"), std::string::npos);  // unknown keys
   EXPECT_NE(config_error("max-model-len: -3\n").find("--max-model-len"), std::string::npos);  // ranges still apply
-  EXPECT_NE(config_error("tensor-parallel-size: 2\n").find("--tensor-parallel-size 2"), std::string::npos);
+  EXPECT_NE(config_error("tensor-parallel-size: 3\n").find("--tensor-parallel-size 3"), std::string::npos);
 }
 
 TEST(YamlConfig, TheModelCanComeFromTheFile) {

@@ -42,7 +42,8 @@ struct MoeExpertsParams {
   const float* x = nullptr;          // [T, D]
   const int32_t* ids = nullptr;      // [T, top_k] expert ids in [0, E)
   const float* weights = nullptr;    // [T, top_k]
-  const float* const* w1 = nullptr;  // [E] pointers to [I, D] (gate)
+  const float* const* w1 = nullptr;  // [E] pointers to [I, D] (gate); a null one: the expert is skipped
+                                     // (expert parallelism: another rank holds it and adds its share)
   const float* const* w3 = nullptr;  // [E] pointers to [I, D] (up)
   const float* const* w2 = nullptr;  // [E] pointers to [D, I] (down)
   float* y = nullptr;                // [T, D]; the weighted expert outputs are added to it

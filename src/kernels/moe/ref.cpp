@@ -93,7 +93,7 @@ void run_moe_experts_cpu(const MoeExpertsParams& p) {
   std::vector<float> xe, h1, h3, out;
   for (int64_t e = 0; e < p.E; ++e) {
     const auto& r = rows[size_t(e)];
-    if (r.empty()) continue;
+    if (r.empty() || !p.w1[e]) continue;  // unused, or held by another rank (expert parallelism)
     const int64_t n = int64_t(r.size());
     xe.resize(size_t(n * p.D));
     h1.resize(size_t(n * p.I));

@@ -1,0 +1,58 @@
+// Tensor and expert parallelism on the CPU (docs/PARALLEL.md): one CpuBackend per rank, each built
+// from its shard (model/shard_weights.h) and running on its own thread, joined by an in-process
+// communicator (dist/in_process.h). execute() is rank 0's step: it encodes the plan's ForwardBatch and
+// broadcasts it (the other ranks wait for it in a loop), runs rank 0's forward (the collectives inside
+// keep the ranks in step), meets the others at a barrier and samples from rank 0's gathered logits with
+// its own penalty history, as CpuBackend does. Every rank's KDA state holds only its heads; the MLA
+// latent cache is replicated. A step that fails on a rank aborts the group: that execute() and every
+// later one throw a ds::Error naming the rank and its error.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/in_process.h"
+#include "model/backend.h"
+#include "model/cpu_backend.h"
+#include "sampling/penalties.h"
+
+namespace ds {
+
+class ParallelCpuBackend : public Backend {
+ public:
+  // Loads the model (load_cpu_model), checks opts.parallel against its config and shards it.
+  explicit ParallelCpuBackend(const BackendOptions& opts);
+  // From the whole model's config and weights in memory (tests); opts.parallel as above.
+  ParallelCpuBackend(const ModelConfig& c, const HostWeights& w, const BackendOptions& opts);
+  ~ParallelCpuBackend() override;
+
+  const ModelConfig& config() const override { return cfg_; }  // the whole model's
+  BackendLimits limits() const override { return ranks_.front()->limits(); }
+  std::string device_name() const override;
+  StepResult execute(const StepPlan& plan) override;
+
+  int world_size() const { return int(ranks_.size()); }
+  CpuBackend& rank(int r) { return *ranks_.at(size_t(r)); }  // tests: a rank's caches and model
+
+ private:
+  void start(const HostWeights& w, const BackendOptions& opts);
+  void rank_loop(int r);
+  // Rank r's part of one step: its forward, then the end-of-step barrier.
+  StepResult step(int r, const ForwardBatch& batch);
+  void record_failure(int r, const std::string& what);  // first failure wins; aborts the group
+  std::string failure() const;
+
+  ModelConfig cfg_;
+  ParallelConfig par_;
+  std::unique_ptr<InProcessGroup> group_;
+  std::vector<std::unique_ptr<CpuBackend>> ranks_;
+  std::vector<std::vector<int32_t>> nonfinite_;  // per rank: snapshots it saved non-finite this step
+  std::vector<std::thread> threads_;             // ranks 1..size-1
+  std::unique_ptr<PenaltyTracker> penalties_;
+  mutable std::mutex mu_;
+  std::string failure_;                          // guarded by mu_
+};
+
+}  // namespace ds
