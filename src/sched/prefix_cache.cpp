@@ -136,6 +136,18 @@ PrefixHit PrefixCache::lookup(Request& r) {
     }
     if (h.tokens > 0) h.pages.assign(pages.begin(), pages.begin() + j);
   }
+  // A save not yet confirmed can lie past the registered pages (the pages on the way to it are registered
+  // when it is confirmed: a finished request's state, saved by the next plan). Report it, so that r waits a
+  // step for it (should_wait) rather than resuming shallower for good: the next turn of a conversation,
+  // sent the moment the previous answer ends, would otherwise miss the answer's state.
+  for (int64_t j = k + 1; j <= int64_t(r.block_hashes.size()) && j * bs <= limit; ++j) {
+    auto [lo, hi] = by_chain_.equal_range(chain_at(r, j));
+    for (auto it = lo; it != hi; ++it) {
+      const Entry& e = entries_[size_t(it->second)];
+      const int64_t pos = j * bs + int64_t(e.tail.size());
+      if (!e.ready && e.pos == pos && pos <= limit && tail_matches(e, r, j * bs)) h.pending = std::max(h.pending, pos);
+    }
+  }
   return h;
 }
 
