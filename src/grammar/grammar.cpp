@@ -350,7 +350,12 @@ std::shared_ptr<const Grammar> GrammarBuilder::build(int root) {
         const int tg = e->target - b0;
         switch (e->kind) {
           case Grammar::EdgeKind::Bytes: s += fmt::format("b{}>{};", set_hex(g->byte_sets_[size_t(e->arg)]), tg); break;
-          case Grammar::EdgeKind::Special: s += fmt::format("s{}>{};", g->specials_[size_t(e->arg)], tg); break;
+          case Grammar::EdgeKind::Special: {  // in hex: a name may hold "r@", which the renumbering below reads
+            s += 's';
+            for (unsigned char c : g->specials_[size_t(e->arg)]) s += fmt::format("{:02x}", c);
+            s += fmt::format(">{};", tg);
+            break;
+          }
           case Grammar::EdgeKind::Ref: s += fmt::format("r@{}>{};", e->arg, tg); break;  // renumbered below
         }
       }

@@ -171,6 +171,17 @@ num ::= "-"? [0-9]{1,6} ("." [0-9]{1,4})?)G");
   EXPECT_THROW(ebnf_grammar("root ::= (\"a\""), Error);
 }
 
+// A special token's name is part of a rule's signature; one holding "r@1" (fuzz_request:
+// `<|...get_weather@1 | <|im_;end|>`) was read back as a reference to rule 1 and indexed past the rules.
+TEST(Ebnf, SpecialTokenNamesDoNotReadAsRuleReferences) {
+  std::shared_ptr<const Grammar> a, b;
+  EXPECT_NO_THROW(a = ebnf_grammar("root ::= <|call.get_weather@1|> \"x\""));
+  EXPECT_NO_THROW(b = ebnf_grammar("root ::= <|call.get_weather@2|> \"x\""));
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->signature(0), b->signature(0));
+  EXPECT_EQ(a->signature(0), ebnf_grammar("root ::= <|call.get_weather@1|> \"x\"")->signature(0));
+}
+
 TEST(Choice, ExactStrings) {
   ConstraintSpec s;
   s.kind = ConstraintSpec::Kind::Choice;

@@ -199,6 +199,8 @@ TEST(ChatTemplate, RenderingHasAWorkBudget) {
         for (int i = 0; i < 40; ++i) t += "{% set x = [x, x] %}";
         return t;
       }() + "{{ x }}",
+      "{{ [1] | tojson(indent=3691131880534) }}",  // fuzz_jinja: a 3.6 TB indent string
+      "{{ ([[[[[[[[1]]]]]]]] * 4000) | tojson(indent=1000) }}",  // indentation bytes are charged
       "{% set ns = namespace(x=1) %}{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}"
       "{{ ns.x | tojson | length }}{% endfor %}",
   };

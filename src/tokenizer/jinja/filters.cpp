@@ -41,7 +41,9 @@ Value f_tojson(const Value& v, const CallArgs& a) {
   Value indent = a.get(1, "indent", Value(None{}));
   if (indent.is_int()) {
     o.use_indent = true;
-    o.indent = std::string(size_t(std::max<int64_t>(0, indent.as_int())), ' ');
+    const int64_t n = std::max<int64_t>(0, indent.as_int());
+    charge(uint64_t(n));  // before allocating: `indent=10**12` is the budget's error, not out of memory
+    o.indent = std::string(size_t(n), ' ');
   } else if (indent.is_string()) {
     o.use_indent = true;
     o.indent = indent.str();

@@ -245,6 +245,7 @@ void json_dump(const Value& v, const JsonOptions& o, int depth, std::string& out
   charge(1 + (v.is_string() ? v.str().size() : 0));
   auto newline = [&](int d) {
     if (!o.use_indent) return;
+    charge(1 + uint64_t(d) * o.indent.size());
     out += '\n';
     for (int i = 0; i < d; ++i) out += o.indent;
   };
