@@ -501,8 +501,8 @@ void Rendered::add_span(size_t b, size_t e) {
 
 void Rendered::append(const Value& v) {
   const size_t base = text.size();
-  if (v.is_string()) charge(v.str().size());
   if (v.is_string()) {
+    charge(v.str().size());
     text += v.str();
     if (v.data)
       for (const auto& [b, e] : *v.data) add_span(base + b, base + e);
