@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
   DeviceBuffer q_dn(size_t(E + 1) * D * I), s_dn(size_t(E + 1) * D / 128 * (I / 128) * 4);
   run_quantize_fp8(gu.data(), bf, {q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7}, ctx);
   run_quantize_fp8(dn.data(), bf, {q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7}, ctx);
-  for (int B : {1, 8, 64, 100}) {
+  for (int B : {1, 8, 16, 64, 100}) {
     auto x = filled(ctx, int64_t(B) * D, bf, 300 + B, 1.f);
     DeviceBuffer logits(size_t(B) * E * 4), ids(size_t(B) * kp * 4), w(size_t(B) * kp * 4), pp(size_t(B) * kp * 4),
         srt(size_t(B) * kp * 4), se(size_t(E + 1) * 4), ss(size_t(E + 2) * 4), na(4), act(size_t(B) * kp * I * 2),
@@ -377,7 +377,10 @@ int main(int argc, char** argv) {
       // session 5's register path; floor = the active experts' FP8 bytes
       const Fp8Matrix qgu{q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7};
       const Fp8Matrix qdn{q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7};
-      for (int staged = 1; staged >= 0; --staged) {
+      for (int variant = 0; variant < 4; ++variant) {  // fragment kernel 8 / 16 token tiles, staged, registers
+        const int staged = variant != 3;
+        DeviceContext fctx = ctx;
+        fctx.switches.fp8_frag = variant == 0 ? 8 : variant == 1 ? 16 : 0;
         double mms = ds::bench::time_ms(s, [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, qgu.q, D, I, act.data(), 16);
           g.w_matrix_stride = int64_t(2) * I * D;
@@ -386,17 +389,18 @@ int main(int argc, char** argv) {
           g.scale_ld = qgu.ld;
           g.scale_row_shift = g.scale_k_shift = 7;
           g.fp8_staged = staged;
-          run_moe_gemm(g, ctx);
+          run_moe_gemm(g, fctx);
           MoeGemmParams d = moe_down_gemm_params(g, qdn.q, out.data(), D);
           d.w_scale = qdn.scale;
           d.scale_matrix_stride = int64_t(D) / 128 * qdn.ld;
           d.scale_ld = qdn.ld;
           d.scale_row_shift = d.scale_k_shift = 7;
           d.fp8_staged = staged;
-          run_moe_gemm(d, ctx);
+          run_moe_gemm(d, fctx);
         }, reps);
         char nm[96];
-        std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, 16x64, %s", B, staged ? "staged" : "registers");
+        const char* kind[] = {"fragments, 8-token tiles", "fragments, 16-token tiles", "16x64 staged", "16x64 registers"};
+        std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, %s", B, kind[variant]);
         rows.push_back({nm, mms, bw_floor(bytes / 2), "FP8 floor: half the bf16 bytes"});
       }
     }

@@ -1,9 +1,10 @@
 // End-to-end timings of the CUDA backend on the real 48B config with dummy weights (generated on the
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
-//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--profile-step] [--quantization fp8|int4]
+//   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--no-prefill] [--profile-step] [--profile-batched] [--quantization fp8|int4]
 // --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
 // "decode_step" (for `ncu --nvtx --nvtx-include decode_step/`: the kernels of one graph replay).
+// --profile-batched: the same after the batch-`batch` timing, NVTX range "decode_batch".
 #include <nvtx3/nvToolsExt.h>
 #include <spdlog/spdlog.h>
 
@@ -45,7 +46,7 @@ void grow(Seq& s, int64_t n, int bs, int* next_page) {
 
 int main(int argc, char** argv) {
   std::string config = std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json";
-  bool quick = false, prefill = true, batched = true, profile = false;
+  bool quick = false, prefill = true, batched = true, profile = false, profile_batched = false;
   int ctx = 1000, batch = 100;
   std::string quantization;
   for (int i = 1; i < argc; ++i) {
@@ -54,7 +55,9 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) ctx = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--decode-only")) prefill = batched = false;
+    else if (!std::strcmp(argv[i], "--no-prefill")) prefill = false;
     else if (!std::strcmp(argv[i], "--profile-step")) profile = true;
+    else if (!std::strcmp(argv[i], "--profile-batched")) profile_batched = true;
     else if (!std::strcmp(argv[i], "--quantization") && i + 1 < argc) quantization = argv[++i];
   }
   spdlog::set_level(spdlog::level::info);
@@ -199,6 +202,16 @@ int main(int argc, char** argv) {
         toks[size_t(s.slot)] = r[size_t(s.slot)].token;
         s.ctx += 1;
       }
+    }
+    if (profile_batched) {
+      ForwardBatch d;
+      for (auto& s : seqs) {
+        grow(s, 1, bs, &next_page);
+        d.add(s.slot, s.ctx, {toks[size_t(s.slot)]}, s.pages);
+      }
+      nvtxRangePushA("decode_batch");
+      forward_sample(*b, d, std::vector<SampleParams>(seqs.size(), greedy));
+      nvtxRangePop();
     }
     t.erase(t.begin(), t.begin() + 3);
     step_b = median(t) * 1e3;

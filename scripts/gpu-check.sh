@@ -72,26 +72,7 @@ if [[ $PROFILE == 1 ]]; then
   if [[ -n "$NCU" ]]; then
     DELTASERVE_CUDA_GRAPHS=0 timeout 400 "$NCU" --clock-control none --nvtx --nvtx-include "decode_step/" --metrics gpu__time_duration.sum \
       --kernel-name-base function --csv --page raw "$BUILD/bench/bench_model" --quick --decode-only --profile-step > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
-    python3 - "$OUT/ncu.csv" <<'PY' | tee -a "$SUMMARY"
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if r]
-hdr = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
-if hdr is None:
-    print("ncu: no kernel rows"); sys.exit()
-h = rows[hdr]; kn = h.index("Kernel Name"); td = h.index("gpu__time_duration.sum")
-gs = h.index("Grid Size") if "Grid Size" in h else None
-print("ncu duration unit:", rows[hdr + 1][td] if len(rows) > hdr + 1 else "?")
-agg = collections.defaultdict(lambda: [0, 0.0]); total = 0.0
-for r in rows[hdr + 1:]:
-    try: v = float(r[td].replace(",", ""))
-    except ValueError: continue
-    unit_ns = 1.0  # nsecond (printed above)
-    name = (r[kn] + (" grid " + r[gs] if gs is not None else ""))[-48:]
-    agg[name][0] += 1; agg[name][1] += v * unit_ns; total += v * unit_ns
-print(f"ncu, one batch-1 decode step: {sum(a[0] for a in agg.values())} kernels, {total/1e3:.1f} us (each kernel alone)")
-for name, (n, t) in sorted(agg.items(), key=lambda x: -x[1][1]):
-    print(f"  {name:48s} {n:4d} x {t/n/1e3:7.2f} us = {t/1e3:8.1f} us")
-PY
+    python3 scripts/ncu_summary.py "$OUT/ncu.csv" "one batch-1 decode step" | tee -a "$SUMMARY"
   else
     echo "profile: ncu not found" | tee -a "$SUMMARY"
   fi

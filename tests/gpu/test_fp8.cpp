@@ -18,6 +18,7 @@
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_frag.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "model/cpu_backend.h"
@@ -221,8 +222,9 @@ TEST(GpuFp8, GemvGroupedGather) {
 }
 
 // The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
-// projections at 9..160 rows), both FP8 paths (cp.async-staged raw bytes and the register path), 16- and
-// 64-row tiles, Store and Accumulate, every scale layout, N not a multiple of the 128-row weight tile.
+// projections at 9..160 rows), every FP8 path (cp.async-staged raw bytes, the register path, and at 16-row
+// tiles the fragment kernel with token tiles of 8 and 16), 16- and 64-row tiles, Store and Accumulate,
+// every scale layout, N not a multiple of the 128-row weight tile.
 TEST(GpuFp8, DenseTileGemmMatchesHost) {
   DS_REQUIRE_GPU();
   const int N = 200, K = 512;
@@ -234,9 +236,12 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
       auto dx = to_device(x, DType::BF16);
       const auto ref = cpu_gemm(x, K, w.dq, M, N, K);
       const auto r0 = rounded(randn(size_t(M) * N, 900 + M), DType::BF16);
-      for (int staged = 0; staged < 2; ++staged)
+      for (int variant = 0; variant < 4; ++variant)
         for (int tile : {16, 64})
           for (int acc = 0; acc < 2; ++acc) {
+            const int staged = variant != 1;
+            DeviceContext ctx = test_ctx();
+            ctx.switches.fp8_frag = variant == 2 ? 8 : variant == 3 ? 16 : 0;
             auto dy = acc ? to_device(r0, DType::BF16) : DeviceBuffer(size_t(M) * N * 2);
             if (!acc) poison(dy);
             MoeGemmParams g;
@@ -255,14 +260,89 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
             g.tile_tokens = tile;
             g.accumulate = acc;
             g.fp8_staged = staged;
-            run_moe_gemm(g, test_ctx());
+            EXPECT_EQ(moe_gemm_frag_applies(g, ctx), variant >= 2 && tile == 16 && L.ks >= 6);
+            run_moe_gemm(g, ctx);
             auto want = ref;
             if (acc)
               for (size_t i = 0; i < want.size(); ++i) want[i] += r0[i];
             EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
-                << L.name << " M=" << M << " tile " << tile << (staged ? " staged" : " registers")
+                << L.name << " M=" << M << " tile " << tile << " variant " << variant
                 << (acc ? " accumulate" : " store");
           }
+    }
+}
+
+// The fragment kernel (moe_gemm_frag.h) on grouped launches against the host on the dequantized weights:
+// gate/up with SiLU-mul through a row gather and a plain product without one (the down projection's form),
+// active experts of 1 to 20 rows (more than one token tile), two more slots in the grid than experts
+// active, N not a multiple of 16, K of 36 k blocks, channel and 128 x 128 block scales, token tiles of 8
+// and 16; the staged tile kernel on the same launches (and on 32-wide blocks, which the fragment kernel
+// declines).
+TEST(GpuFp8, GroupedFragKernelMatchesHost) {
+  DS_REQUIRE_GPU();
+  const int mats = 5, N = 200, K = 2304, T = 24;
+  const std::vector<int32_t> expert = {3, 0, 4, 1}, count = {1, 7, 20, 9};
+  std::vector<int32_t> start = {0};
+  for (int c : count) start.push_back(start.back() + c);
+  const int rows = start.back(), R = std::max(rows, T);
+  std::vector<int32_t> xr(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
+  const std::vector<int32_t> na = {int32_t(expert.size())};
+  auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
+  const auto x = rounded(randn(size_t(R) * K, 1100), DType::BF16);
+  auto dx = to_device(x, DType::BF16);
+  for (const Layout& L : kLayouts)
+    for (int silu = 0; silu < 2; ++silu) {
+      const int wrows = silu ? 2 * N : N;
+      const auto w = random_fp8(mats, wrows, K, L.rs, L.ks, 1000 + silu);
+      auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+      std::vector<float> want(size_t(rows) * N);
+      for (size_t i = 0; i < expert.size(); ++i)
+        for (int r = start[i]; r < start[i + 1]; ++r) {
+          const float* xv = x.data() + int64_t(silu ? xr[size_t(r)] : r) * K;
+          auto dot = [&](int n) {
+            double d = 0;
+            const float* wv = w.dq.data() + (int64_t(expert[i]) * wrows + n) * K;
+            for (int k = 0; k < K; ++k) d += double(wv[k]) * xv[k];
+            return d;
+          };
+          for (int n = 0; n < N; ++n) {
+            const double v = silu ? dot(n) / (1.0 + std::exp(-dot(n))) * dot(N + n) : dot(n);
+            want[size_t(r) * N + size_t(n)] = float(v);
+          }
+        }
+      for (int frag : {0, 8, 16}) {
+        DeviceContext ctx = test_ctx();
+        ctx.switches.fp8_frag = frag;
+        DeviceBuffer dy(size_t(rows) * N * 2);
+        poison(dy);
+        MoeGemmParams g;
+        g.x = dx.data();
+        g.ldx = K;
+        g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
+        g.w = dq.data();
+        g.w_matrix_stride = int64_t(wrows) * K;
+        g.w_scale = ds.as<float>();
+        g.scale_ld = w.ld;
+        g.scale_row_shift = w.rs;
+        g.scale_k_shift = w.ks;
+        g.scale_matrix_stride = w.scale_rows() * w.ld;
+        g.y = dy.data();
+        g.ldy = N;
+        g.N = N;
+        g.K = K;
+        g.silu_mul = silu;
+        g.active_expert = dae.as<int32_t>();
+        g.active_start = das.as<int32_t>();
+        g.num_active = dna.as<int32_t>();
+        g.max_active = int(expert.size()) + 2;
+        g.max_rows = rows;
+        g.tile_tokens = 16;
+        EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag != 0 && L.ks >= 6);
+        run_moe_gemm(g, ctx);
+        EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+            << L.name << (silu ? " gate/up" : " down") << " fp8_frag " << frag;
+      }
     }
 }
 

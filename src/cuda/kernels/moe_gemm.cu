@@ -1,7 +1,9 @@
 #include <cuda_fp8.h>
 
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_frag.h"
 #include "cuda/kernels/moe_gemm_wgmma.h"
 
 namespace ds::gpu {
@@ -49,16 +51,17 @@ template <int BN, int BK> struct Layout {
   static constexpr size_t kSmem = kPipe > kEpi ? kPipe : kEpi;
 };
 
-// 8 e4m3 weights (8 bytes) times their scale as 8 bf16 (one 16-byte shared-memory chunk).
+// 8 e4m3 weights (8 bytes) times their scale as 8 bf16 (one 16-byte shared-memory chunk); decoded on the
+// integer pipe (fp8_codec.cuh), one cvt per two weights for the bf16 packing.
 __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v, float s) {
   const uint32_t w[2] = {v.x, v.y};
   uint32_t out[4];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
-    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
-    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-    const __nv_bfloat162 p0 = __floats2bfloat162_rn(a.x * s, a.y * s), p1 = __floats2bfloat162_rn(b.x * s, b.y * s);
+    float f[4];
+    from_e4m3x4_biased(w[i], f);
+    const __nv_bfloat162 p0 = __floats2bfloat162_rn(f[0] * kE4m3Unbias * s, f[1] * kE4m3Unbias * s);
+    const __nv_bfloat162 p1 = __floats2bfloat162_rn(f[2] * kE4m3Unbias * s, f[3] * kE4m3Unbias * s);
     out[2 * i] = *reinterpret_cast<const uint32_t*>(&p0);
     out[2 * i + 1] = *reinterpret_cast<const uint32_t*>(&p1);
   }
@@ -431,6 +434,7 @@ template <int BN, int BK> void configure_tile() {
 // Every (tile_tokens, k_tile, silu_mul) instance run_moe_gemm can launch.
 void configure_moe_gemm(const DeviceContext& ctx) {
   configure_moe_gemm_wgmma(ctx);
+  configure_moe_gemm_frag();
   configure_tile<64, 64>();
   configure_tile<64, 32>();
   configure_tile<16, 64>();
@@ -452,6 +456,12 @@ void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.dense_rows == 0 || (!p.x_rows && p.max_rows >= p.dense_rows),
                  "run_moe_gemm: a dense launch reads x rows 0..dense_rows-1 (no gather) and sizes its grid by max_rows");
   DS_GPU_REQUIRE(!p.w_scale || p.scale_k_shift >= 4, "run_moe_gemm: FP8 scale blocks must be at least 16 columns wide");
+  if (moe_gemm_frag_applies(p, ctx)) {  // FP8 at decode-sized token tiles: the fragment kernel
+    DS_GPU_REQUIRE(p.max_active <= 65535 && (p.dense_rows + 7) / 8 <= 65535, "run_moe_gemm: too many token tiles for one launch");
+    launch_moe_gemm_frag(p, ctx);
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   int64_t tiles = (int64_t(p.max_rows) + p.tile_tokens - 1) / p.tile_tokens + p.max_active;
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm: too many token tiles for one launch");
   auto go = [&]<int BN, int BK>() {

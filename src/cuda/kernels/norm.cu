@@ -5,19 +5,60 @@
 namespace ds::gpu {
 namespace {
 
-// One warp per row, 16-byte vectors; two passes over the row (the second hits L1/L2).
+// Rows of up to 32 x kRowVecs 16-byte vectors (3,072 bf16) are held in registers: every load of the row
+// and the weights is in flight at once (a loop over a 2,304-wide row waited on 9 loads in turn, twice).
+constexpr int kRowVecs = 12;
+
+// One warp per row, 16-byte vectors; rows too wide for registers take two passes (the second hits L1/L2).
 template <typename T>
 __global__ void rmsnorm_kernel(RmsNormParams p) {
   pdl_trigger();
-  pdl_wait();
   constexpr int N = Vec16<T>::N;
   int warps = blockDim.x >> 5;
   int r = blockIdx.x * warps + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
+  const T* w = static_cast<const T*>(p.weight);
+  if (p.dim <= 32 * N * kRowVecs) {
+    Vec16<T> wv[kRowVecs], v[kRowVecs];
+#pragma unroll
+    for (int i = 0; i < kRowVecs; ++i)  // the weights are immutable: loaded before the wait
+      if ((lane + 32 * i) * N < p.dim) wv[i].load(w + (lane + 32 * i) * N);
+    pdl_wait();
+    if (r >= p.rows) return;
+    const int64_t src = p.row_index ? p.row_index[r] : r;
+    const T* x = static_cast<const T*>(p.x) + src * p.ldx;
+    T* y = static_cast<T*>(p.y) + int64_t(r) * p.ldy;
+#pragma unroll
+    for (int i = 0; i < kRowVecs; ++i)
+      if ((lane + 32 * i) * N < p.dim) v[i].load(x + (lane + 32 * i) * N);
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < kRowVecs; ++i)
+      if ((lane + 32 * i) * N < p.dim) {
+        float f[N];
+        v[i].to_float(f);
+#pragma unroll
+        for (int j = 0; j < N; ++j) ss += f[j] * f[j];
+      }
+    ss = warp_sum(ss);
+    const float inv = rsqrtf(ss / float(p.dim) + p.eps);
+#pragma unroll
+    for (int i = 0; i < kRowVecs; ++i)
+      if ((lane + 32 * i) * N < p.dim) {
+        float f[N], g[N];
+        v[i].to_float(f);
+        wv[i].to_float(g);
+#pragma unroll
+        for (int j = 0; j < N; ++j) f[j] = f[j] * inv * g[j];
+        v[i].from_float(f);
+        v[i].store(y + (lane + 32 * i) * N);
+      }
+    return;
+  }
+  pdl_wait();
   if (r >= p.rows) return;
   int64_t src = p.row_index ? p.row_index[r] : r;
   const T* x = static_cast<const T*>(p.x) + src * p.ldx;
-  const T* w = static_cast<const T*>(p.weight);
   T* y = static_cast<T*>(p.y) + int64_t(r) * p.ldy;
   float ss = 0.f;
   for (int c = lane * N; c < p.dim; c += 32 * N) {

@@ -57,6 +57,8 @@ constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams it
 constexpr int kFp8GemvMaxRows = 8;  // FP8 projections: the FP8 GEMV up to here (measured on the H200: the
                                     // FP8 GEMV at 8 rows takes 0.083 ms on the KDA in_proj, so two passes at
                                     // 16 rows lose)
+constexpr int kMoeFoldMaxRows = 32;  // up to this many tokens the shared expert runs as one more expert of the
+                                     // routed launches (no dense MLP launches of its own)
 constexpr int kFp8TileMaxRows = 160;  // beyond the GEMV and up to here: the FP8 grouped-GEMM kernel as one
                                       // dense matrix (weight bytes read once per 64 rows, converted in shared
                                       // memory); beyond, dequantize + cuBLASLt (5 bytes moved per weight, but

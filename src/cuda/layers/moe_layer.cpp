@@ -31,7 +31,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   auto& ws = s.ws;
   const auto& mc = s.cfg.moe;
   const int hid = s.cfg.hidden_size, E = mc.num_experts, Ie = mc.intermediate_size;
-  const bool fold = f.shared_folded && m.T <= kGemvMaxRows;
+  const bool fold = f.shared_folded && m.T <= kMoeFoldMaxRows;
   const int kp = mc.top_k + (fold ? 1 : 0);
 
   MoeRouteParams r;
