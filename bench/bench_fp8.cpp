@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
                          Dense{"o_proj 2304x4096", 2304, 4096, 12}, Dense{"dense gate_up 18432x2304", 18432, 2304, 4},
                          Dense{"MLA q_proj 6144x2304", 6144, 2304, 8}, Dense{"big 163840x2304", 163840, 2304, 1}})
     for (auto [rs, ks, lay] : {std::tuple{7, 7, "block128"}, std::tuple{0, 31, "channel"}})
-      for (int M : {1, 8}) {
+      for (int M : {1, 8})
+      for (int ring = M == 1; ring >= 0; --ring) {  // M = 1: the cp.async ring, then the FP8 row-pair kernel
         std::vector<Fp8Weights> ws;
         for (int c = 0; c < d.copies; ++c) ws.push_back(fp8(ctx, d.N, d.K, rs, ks, 10 + c));
         auto x = filled(ctx, int64_t(M) * d.K, bf, 1, 1.f);
@@ -98,10 +99,11 @@ int main(int argc, char** argv) {
           p.N = d.N;
           p.K = d.K;
           p.M = M;
+          p.async_stream = ring;
           run_gemv(p, bf, ctx);
         }, reps);
         char nm[128];
-        std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s", d.name, M, lay);
+        std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s%s", d.name, M, lay, M == 1 ? (ring ? " ring" : " row-pair") : "");
         rows.push_back({nm, ms, bw_floor(ws[0].bytes()), ""});
       }
 
@@ -142,6 +144,12 @@ int main(int argc, char** argv) {
     d.x_group_stride = I;
     d.y_group_stride = D;
     d.scale_matrix_stride = (int64_t(D) >> rs) * dn.ld;
+    g.async_stream = false;  // the FP8 row-pair kernel, then (below) the cp.async ring
+    const double ms_gu_rp = ds::bench::time_ms(ctx.stream, [&] {
+      g.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
+      run_gemv(g, bf, ctx);
+    }, reps);
+    g.async_stream = true;
     const double ms_gu = ds::bench::time_ms(ctx.stream, [&] {
       g.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
       run_gemv(g, bf, ctx);
@@ -151,7 +159,9 @@ int main(int argc, char** argv) {
       run_gemv(d, bf, ctx);
     }, reps);
     char nm[128];
-    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s", lay);
+    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s row-pair", lay);
+    rows.push_back({nm, ms_gu_rp, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
+    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s ring", lay);
     rows.push_back({nm, ms_gu, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
     std::snprintf(nm, sizeof nm, "fp8 MoE B=1 down 9x2304x1024 %s", lay);
     rows.push_back({nm, ms_dn, bw_floor(9.0 * (double(D) * I) * (1 + 4.0 / 16384)), ""});

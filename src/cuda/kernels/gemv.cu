@@ -249,8 +249,8 @@ void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx) {
     gemv_detail::run_gemv_int4(p, act, ctx);
     return;
   }
-  if (p.w_scale) {
-    gemv_detail::run_gemv_fp8(p, act, ctx);
+  if (p.w_scale) {  // FP8: one row per group streams through the cp.async ring, the rest the FP8 kernels
+    if (!gemv_detail::run_gemv_async(p, act, ctx.num_sms(), ctx)) gemv_detail::run_gemv_fp8(p, act, ctx);
     return;
   }
   const int num_sms = ctx.num_sms();

@@ -46,17 +46,18 @@ template <typename T> struct Chunk8 {
   }
 };
 
-// Item j of a warp of the row-pair kernels, which streams `pairs` row pairs as `iters` items of 256 x U
+// Item j of a warp of the row-pair kernels, which streams `pairs` row pairs as `iters` items of 32 x kE x U
 // elements per row each: the first output column c0, this lane's first element cb, and the two weight
 // rows (Store/Accumulate: columns c0 and c0 + 1, clamped to N; SiluMul: gate row c0 and up row N + c0).
 // False past the warp's last item or past N.
-template <typename T, bool kPair, int U>
+// kE: weights per lane chunk (8; 16 for FP8 bytes).
+template <typename T, bool kPair, int U, int kE = 8>
 __device__ __forceinline__ bool row_pair_item(const GemvParams& p, const T* W, int pairs, int iters, int j,
                                               const T*& w0, const T*& w1, int& cb, int& c0) {
   constexpr int kCols = kPair ? 1 : 2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = j / iters;
   c0 = ((blockIdx.x * pairs + g) * kWarps + warp) * kCols;
-  cb = (j - g * iters) * 256 * U + lane * 8;
+  cb = (j - g * iters) * 32 * kE * U + lane * kE;
   if (j >= pairs * iters || c0 >= p.N) return false;
   w0 = W + int64_t(c0) * p.K;
   w1 = W + int64_t(kPair ? p.N + c0 : min(c0 + 1, p.N - 1)) * p.K;

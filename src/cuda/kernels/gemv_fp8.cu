@@ -8,13 +8,24 @@
 
 #include <algorithm>
 
-#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/gemv_common.cuh"
 
 namespace ds::gpu::gemv_detail {
 namespace {
 
-__device__ __forceinline__ void fp8x16_to_f32(const uint4& v, float* f) { from_e4m3x16(v, f); }
+__device__ __forceinline__ void fp8x16_to_f32(const uint4& v, float* f) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+    const float2 l = __half22float2(__half2(lo)), h = __half22float2(__half2(hi));
+    f[4 * i] = l.x;
+    f[4 * i + 1] = l.y;
+    f[4 * i + 2] = h.x;
+    f[4 * i + 3] = h.y;
+  }
+}
 
 // acc += scale * (16 weights . 16 x values) for the tile's rows, at tile column c.
 template <typename T, int MT>

@@ -1,7 +1,6 @@
 #include <cuda_fp8.h>
 
 #include "cuda/kernels/common.cuh"
-#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_frag.h"
 #include "cuda/kernels/moe_gemm_wgmma.h"
@@ -51,17 +50,16 @@ template <int BN, int BK> struct Layout {
   static constexpr size_t kSmem = kPipe > kEpi ? kPipe : kEpi;
 };
 
-// 8 e4m3 weights (8 bytes) times their scale as 8 bf16 (one 16-byte shared-memory chunk); decoded on the
-// integer pipe (fp8_codec.cuh), one cvt per two weights for the bf16 packing.
+// 8 e4m3 weights (8 bytes) times their scale as 8 bf16 (one 16-byte shared-memory chunk).
 __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 v, float s) {
   const uint32_t w[2] = {v.x, v.y};
   uint32_t out[4];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    float f[4];
-    from_e4m3x4_biased(w[i], f);
-    const __nv_bfloat162 p0 = __floats2bfloat162_rn(f[0] * kE4m3Unbias * s, f[1] * kE4m3Unbias * s);
-    const __nv_bfloat162 p1 = __floats2bfloat162_rn(f[2] * kE4m3Unbias * s, f[3] * kE4m3Unbias * s);
+    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
+    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+    const __nv_bfloat162 p0 = __floats2bfloat162_rn(a.x * s, a.y * s), p1 = __floats2bfloat162_rn(b.x * s, b.y * s);
     out[2 * i] = *reinterpret_cast<const uint32_t*>(&p0);
     out[2 * i + 1] = *reinterpret_cast<const uint32_t*>(&p1);
   }

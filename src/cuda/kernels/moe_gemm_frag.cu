@@ -2,12 +2,14 @@
 // into mma.sync fragments (see moe_gemm_frag.h for why).
 //
 // A block is 4 warps. Warps split the output columns into row groups of 16 x MT weight rows (SiLU-mul: 16
-// gate rows and the 16 matching up rows) and, kw to a group, the K range in 64-wide k blocks. For one
-// m16n8k16 tile, the thread in lane (g = lane / 4, q = lane % 4) copies bytes [16q, 16q + 16) of the k
-// block of weight rows g and g + 8, and elements [16q, 16q + 16) of x row (token) g: the k order inside a
-// block is permuted the same way for both operands (MMA step s takes physical k 16q + 4s .. 16q + 4s + 3
-// where the fragment layout says 2q, 2q + 1, 2q + 8, 2q + 9), so every fragment register is one 32-bit word
-// of what the thread copied and nothing is exchanged between threads.
+// gate rows and the 16 matching up rows) and, kw to a group, the K range in k blocks of 128 (a weight row
+// is read 128 bytes at a time: at 64 bytes per row and step the FP8 and 32-wide bf16 tile kernels streamed
+// at 41-58% of the bandwidth, the 128-byte bf16 tiles at 90%). Each k block is two 64-wide halves; for one
+// m16n8k16 tile and half, the thread in lane (g = lane / 4, q = lane % 4) copies bytes [16q, 16q + 16) of
+// weight rows g and g + 8, and elements [16q, 16q + 16) of x row (token) g: the k order inside a half is
+// permuted the same way for both operands (MMA step s takes physical k 16q + 4s .. 16q + 4s + 3 where the
+// fragment layout says 2q, 2q + 1, 2q + 8, 2q + 9), so every fragment register is one 32-bit word of what
+// the thread copied and nothing is exchanged between threads.
 //
 // e4m3 to bf16 on the integer pipe: a byte's sign to bit 15 and its exponent and mantissa to bits 10..4 is the
 // value times 2^-120, exactly (subnormals too). x is scaled by 2^64 (exact) so that the products stay normal
@@ -21,7 +23,7 @@
 namespace ds::gpu {
 namespace {
 
-constexpr int kWarpsF = 4, kStagesR = 4, kKb = 64;
+constexpr int kWarpsF = 4, kStagesR = 3, kKb = 128;
 
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -59,10 +61,10 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Ring stage of one thread: C 16-byte chunks (rows g and g + 8 of each m16 tile, then 32 bytes of x per n8
-// tile), then 2 x MT scales; stored [chunk][lane] so that a warp's accesses are contiguous.
+// Ring stage of one thread: C 16-byte chunks, weights [mi][row g / g + 8][half] then x [ni][half][16-byte
+// piece], then the scales [mi][row][half]; stored [chunk][lane] so that a warp's accesses are contiguous.
 template <int MT, int NI> struct Ring {
-  static constexpr int C = 2 * MT + 2 * NI, SC = 2 * MT;
+  static constexpr int CW = 4 * MT, C = CW + 4 * NI, SC = 4 * MT;
   static constexpr int kStageBytes = C * 32 * 16 + SC * 32 * 4;
   static constexpr size_t kSmem = size_t(kWarpsF) * kStagesR * kStageBytes;
 };
@@ -97,7 +99,7 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
   // this thread's weight rows: g and g + 8 of each m16 tile (SiLU: tile 0 gate rows, tile 1 up rows)
   const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const float* Sb = p.w_scale + int64_t(expert) * p.scale_matrix_stride;
-  const uint8_t* wsrc[MT][2];
+  const uint8_t* wsrc[MT][2];  // [m16 tile][row g / g + 8]
   const float* ssrc[MT][2];
   bool wok[MT][2];
 #pragma unroll
@@ -136,15 +138,20 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            cp_async16_zfill(ch + (2 * mi + h) * 32 + lane, wsrc[mi][h] + k, wok[mi][h]);
-            cp_async4(sc + (2 * mi + h) * 32 + lane, ssrc[mi][h] + (k >> p.scale_k_shift));
-          }
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+              const int c = (2 * mi + h) * 2 + hf;
+              cp_async16_zfill(ch + c * 32 + lane, wsrc[mi][h] + k + 64 * hf, wok[mi][h]);
+              cp_async4(sc + c * 32 + lane, ssrc[mi][h] + ((k + 64 * hf) >> p.scale_k_shift));
+            }
 #pragma unroll
         for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            cp_async16_zfill(ch + (2 * MT + 2 * ni + h) * 32 + lane, xsrc[ni] + k + 8 * h, xok[ni]);
+          for (int hf = 0; hf < 2; ++hf)
+#pragma unroll
+            for (int pc = 0; pc < 2; ++pc)
+              cp_async16_zfill(ch + (R::CW + (2 * ni + hf) * 2 + pc) * 32 + lane, xsrc[ni] + k + 64 * hf + 8 * pc, xok[ni]);
       }
       commit();
     };
@@ -165,53 +172,57 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
       const unsigned char* st = my + (j % kStagesR) * R::kStageBytes;
       const uint4* ch = reinterpret_cast<const uint4*>(st);
       const float* sc = reinterpret_cast<const float*>(st + R::C * 32 * 16);
-      uint4 wa[MT][2], xv[NI][2];
-      float s[MT][2];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
+      for (int hf = 0; hf < 2; ++hf) {  // the two 64-wide halves of the k block
+        uint4 wa[MT][2], xv[NI][2];
+        float s[MT][2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          wa[mi][h] = ch[(2 * mi + h) * 32 + lane];
-          s[mi][h] = sc[(2 * mi + h) * 32 + lane] * 0x1p56f;
-        }
+        for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) xv[ni][h] = ch[(2 * MT + 2 * ni + h) * 32 + lane];
-      float t[MT][NI][4];
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
+          for (int h = 0; h < 2; ++h) {
+            const int c = (2 * mi + h) * 2 + hf;
+            wa[mi][h] = ch[c * 32 + lane];
+            s[mi][h] = sc[c * 32 + lane] * 0x1p56f;
+          }
 #pragma unroll
         for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) t[mi][ni][e] = 0.f;
+          for (int pc = 0; pc < 2; ++pc) xv[ni][pc] = ch[(R::CW + (2 * ni + hf) * 2 + pc) * 32 + lane];
+        float t[MT][NI][4];
 #pragma unroll
-      for (int st4 = 0; st4 < 4; ++st4) {
-        uint32_t b0[NI], b1[NI];
+        for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < NI; ++ni) {
-          const uint4& v = xv[ni][st4 >> 1];
-          b0[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1)));
-          b1[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1) + 1));
+          for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) t[mi][ni][e] = 0.f;
+#pragma unroll
+        for (int st4 = 0; st4 < 4; ++st4) {
+          uint32_t b0[NI], b1[NI];
+#pragma unroll
+          for (int ni = 0; ni < NI; ++ni) {
+            const uint4& v = xv[ni][st4 >> 1];
+            b0[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1)));
+            b1[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1) + 1));
+          }
+#pragma unroll
+          for (int mi = 0; mi < MT; ++mi) {
+            uint32_t lo0, hi0, lo1, hi1;
+            e4m3x4_to_bf16x2(word(wa[mi][0], st4), lo0, hi0);
+            e4m3x4_to_bf16x2(word(wa[mi][1], st4), lo1, hi1);
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) mma16816(t[mi][ni], lo0, lo1, hi0, hi1, b0[ni], b1[ni]);
+          }
         }
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi) {
-          uint32_t lo0, hi0, lo1, hi1;
-          e4m3x4_to_bf16x2(word(wa[mi][0], st4), lo0, hi0);
-          e4m3x4_to_bf16x2(word(wa[mi][1], st4), lo1, hi1);
+        for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-          for (int ni = 0; ni < NI; ++ni) mma16816(t[mi][ni], lo0, lo1, hi0, hi1, b0[ni], b1[ni]);
-        }
+          for (int ni = 0; ni < NI; ++ni) {
+            acc[mi][ni][0] = fmaf(t[mi][ni][0], s[mi][0], acc[mi][ni][0]);
+            acc[mi][ni][1] = fmaf(t[mi][ni][1], s[mi][0], acc[mi][ni][1]);
+            acc[mi][ni][2] = fmaf(t[mi][ni][2], s[mi][1], acc[mi][ni][2]);
+            acc[mi][ni][3] = fmaf(t[mi][ni][3], s[mi][1], acc[mi][ni][3]);
+          }
       }
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) {
-          acc[mi][ni][0] = fmaf(t[mi][ni][0], s[mi][0], acc[mi][ni][0]);
-          acc[mi][ni][1] = fmaf(t[mi][ni][1], s[mi][0], acc[mi][ni][1]);
-          acc[mi][ni][2] = fmaf(t[mi][ni][2], s[mi][1], acc[mi][ni][2]);
-          acc[mi][ni][3] = fmaf(t[mi][ni][3], s[mi][1], acc[mi][ni][3]);
-        }
     }
     wait_groups<0>();
 
