@@ -24,8 +24,9 @@ struct CudaEnv {
   int wgmma = 1;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
   bool fp8_dense_tile = true;       // FP8 projections at 9..160 rows: the FP8 tile kernel (false: dequantize)
   // FP8 grouped/dense GEMMs of decode-sized token tiles: the fragment kernel (moe_gemm_frag.h). 0 off (the
-  // staged tile kernel), 1 on with the token tile chosen by batch, 8 or 16 on with that token tile.
-  int fp8_frag = 1;
+  // staged tile kernel; the default: measured slower, docs/PERF.md session 8), 1 on with the token tile
+  // chosen by batch, 8 or 16 on with that token tile.
+  int fp8_frag = 0;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();
