@@ -105,6 +105,15 @@ void run_serve(ServeArgs a) {
 
   auto client = server::make_engine_client(engine);
   server::ServerOptions so = server_options(a);
+  std::string gen_file;
+  so.sampling_defaults = server::load_sampling_defaults(a.vllm.generation_config, a.model_dir,
+                                                         a.vllm.override_generation_config, &gen_file);
+  if (!so.sampling_defaults.empty())
+    spdlog::info("sampling defaults for fields a request leaves out: {} (from {}{}); a request's own values win",
+                 so.sampling_defaults.describe(), gen_file.empty() ? "" : gen_file,
+                 a.vllm.override_generation_config.empty() ? ""
+                 : gen_file.empty()                        ? "--override-generation-config"
+                                                           : " and --override-generation-config");
   so.metrics.cache_config = {{"block_size", std::to_string(geo.block_size)},
                              {"cache_dtype", "auto"},
                              {"gpu_memory_utilization", fmt::format("{}", a.gpu_memory_utilization)},

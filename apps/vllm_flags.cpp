@@ -8,6 +8,7 @@
 #include "apps/flag_checks.h"
 #include "core/error.h"
 #include "dist/parallel_config.h"
+#include "server/generation_defaults.h"
 
 namespace ds::cli {
 
@@ -40,7 +41,6 @@ const CompatFlag kIgnored[] = {
     {"--distributed-executor-backend", Value::Text, 0, 0, "", "one process, one GPU"},
     {"--enable-chunked-prefill", Value::None, 0, 0, "", "chunked prefill is always on (--max-num-batched-tokens is the step budget)"},
     {"--disable-fastapi-docs", Value::None, 0, 0, "", "no /docs page is served"},
-    {"--generation-config", Value::Text, 0, 0, "", "sampling defaults are the OpenAI API's; generation_config.json is not read"},
     {"--max-parallel-loading-workers", Value::Int, 1, 4096, "", "weights are memory-mapped and uploaded in one pass"},
     {"-O,--compilation-config", Value::Text, 0, 0, "", "no torch.compile: the kernels are compiled ahead of time"},
     {"--model-impl", Value::Text, 0, 0, "", "deltaserve runs its own implementation"},
@@ -68,7 +68,6 @@ const CompatFlag kRefused[] = {
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
     {"--return-tokens-as-token-ids", Value::None, 0, 0, "", "logprobs name tokens by their text"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
-    {"--override-generation-config", Value::Text, 0, 0, "", "sampling defaults are the OpenAI API's"},
     {"--scheduling-policy", Value::Text, 0, 0, "fcfs", "requests are scheduled first come, first served (fcfs) only"},
 };
 
@@ -144,6 +143,32 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
       ->group(g);
   cmd.add_option("--uvicorn-log-level", v.uvicorn_log_level, "Log level when --log-level is not given")
       ->check(CLI::IsMember({"critical", "error", "warning", "info", "debug", "trace"}))
+      ->group(g);
+  cmd.add_option("--generation-config", v.generation_config,
+                 "Sampling defaults for fields a request leaves out: 'auto' (the model's generation_config.json, "
+                 "if any), 'vllm' (none: the OpenAI API's), or a folder holding a generation_config.json; its "
+                 "max_new_tokens caps every request's max_tokens")
+      ->capture_default_str()
+      ->check([](const std::string& m) {
+        try {
+          server::check_generation_config_mode(m);
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      })
+      ->group(g);
+  cmd.add_option("--override-generation-config", v.override_generation_config,
+                 "JSON object of sampling defaults (temperature, top_p, top_k, min_p, repetition_penalty, "
+                 "max_new_tokens) over --generation-config's, e.g. '{\"temperature\": 0.6}'")
+      ->check([](const std::string& t) {
+        try {
+          server::parse_generation_config_override(t);
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      })
       ->group(g);
   cmd.add_flag("--enforce-eager", v.enforce_eager, "No CUDA graphs: every decode step runs eagerly (slower)")->group(g);
   cmd.add_flag("--disable-log-stats", v.disable_log_stats, "No periodic stats line")->group(g);

@@ -24,6 +24,8 @@ struct VllmArgs {
   bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
   bool disable_log_stats = false;     // --disable-log-stats: no periodic stats line
   bool disable_access_log = false;    // --disable-log-requests / --disable-uvicorn-access-log
+  std::string generation_config = "auto";  // --generation-config: auto | vllm | FOLDER (sampling defaults)
+  std::string override_generation_config;  // --override-generation-config: JSON object ("" none)
   // Flags given that are ignored or refused, as typed (name, value), in command-line order.
   std::vector<std::pair<std::string, std::string>> ignored, refused;
 };

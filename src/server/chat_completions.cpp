@@ -72,7 +72,7 @@ const char* reported_finish(FinishReason f, bool called_tools) {
 
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const Tokenizer& tok = *ctx.tokenizer;
-  ChatRequest req = parse_chat_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
+  ChatRequest req = parse_chat_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields, ctx.defaults);
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);

@@ -23,7 +23,7 @@ const char* reported_finish(FinishReason f) { return finish_reason_str(f); }
 
 void serve_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const Tokenizer& tok = *ctx.tokenizer;
-  CompletionRequest req = parse_completion_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
+  CompletionRequest req = parse_completion_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields, ctx.defaults);
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);

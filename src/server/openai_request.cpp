@@ -31,7 +31,9 @@ std::vector<int32_t> token_ids(const json& v, const std::string& field, int voca
 }
 
 // Reads the fields both endpoints share (chat's max_completion_tokens is read by the caller).
-void read_common(FieldReader& r, SamplingOptions* o, int vocab_size) {
+void read_common(FieldReader& r, SamplingOptions* o, int vocab_size, const SamplingDefaults* d) {
+  const SamplingDefaults none;
+  if (!d) d = &none;
   if (auto m = r.string("model")) o->model = *m;
   o->max_tokens = r.integer("max_tokens", INT64_MIN, INT64_MAX);
   o->n = int(r.integer("n", 1, kMaxChoices).value_or(1));
@@ -45,14 +47,14 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size) {
     s.reject_unknown();
   }
   auto& sp = o->sampling;
-  sp.temperature = float(r.number("temperature", 0.0, 2.0).value_or(1.0));
-  sp.top_p = float(r.number("top_p", 0.0, 1.0).value_or(1.0));
+  sp.temperature = float(r.number("temperature", 0.0, 2.0).value_or(d->temperature.value_or(1.0)));
+  sp.top_p = float(r.number("top_p", 0.0, 1.0).value_or(d->top_p.value_or(1.0)));
   if (sp.top_p <= 0.0f) throw bad_request("'top_p' must be in (0, 1], got 0", "top_p");
-  sp.top_k = int(r.integer("top_k", -1, int64_t(1) << 30).value_or(-1));
-  sp.min_p = float(r.number("min_p", 0.0, 1.0).value_or(0.0));
+  sp.top_k = int(r.integer("top_k", -1, int64_t(1) << 30).value_or(d->top_k.value_or(-1)));
+  sp.min_p = float(r.number("min_p", 0.0, 1.0).value_or(d->min_p.value_or(0.0)));
   sp.presence_penalty = float(r.number("presence_penalty", -2.0, 2.0).value_or(0.0));
   sp.frequency_penalty = float(r.number("frequency_penalty", -2.0, 2.0).value_or(0.0));
-  sp.repetition_penalty = float(r.number("repetition_penalty", 0.0, 10.0).value_or(1.0));
+  sp.repetition_penalty = float(r.number("repetition_penalty", 0.0, 10.0).value_or(d->repetition_penalty.value_or(1.0)));
   if (sp.repetition_penalty <= 0.0f) throw bad_request("'repetition_penalty' must be > 0", "repetition_penalty");
   if (auto s = r.integer("seed", INT64_MIN, INT64_MAX)) o->seed = uint64_t(*s);
 
@@ -211,11 +213,12 @@ json validate_tools(const json& tools) {
 
 }  // namespace
 
-CompletionRequest parse_completion_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown) {
+CompletionRequest parse_completion_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown,
+                                           const SamplingDefaults* defaults) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   CompletionRequest req;
   FieldReader r(body, "", unknown);
-  read_common(r, &req.opt, vocab_size);
+  read_common(r, &req.opt, vocab_size, defaults);
   check_max_tokens(req.opt, "max_tokens");
   if (!req.opt.max_tokens) req.opt.max_tokens = 16;  // OpenAI's default for completions
 
@@ -257,11 +260,12 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size, con
   return req;
 }
 
-ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown) {
+ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown,
+                               const SamplingDefaults* defaults) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   ChatRequest req;
   FieldReader r(body, "", unknown);
-  read_common(r, &req.opt, vocab_size);
+  read_common(r, &req.opt, vocab_size, defaults);
   check_max_tokens(req.opt, "max_tokens");
   if (auto m = r.integer("max_completion_tokens", INT64_MIN, INT64_MAX)) {
     req.opt.max_tokens = m;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sampling/sampling_params.h"
+#include "server/generation_defaults.h"
 #include "server/json_fields.h"
 #include "server/structured_output.h"
 
@@ -68,9 +69,12 @@ struct ChatRequest {
 };
 
 // `vocab_size` bounds token ids (prompt ids, stop_token_ids). `unknown`: what unrecognized fields
-// do (nullptr: strict, a 400).
+// do (nullptr: strict, a 400). `defaults`: the server's sampling defaults for the fields the request
+// leaves out (nullptr: the OpenAI API's: temperature 1, top_p 1, no top_k/min_p, repetition_penalty 1).
 CompletionRequest parse_completion_request(const nlohmann::json& body, int vocab_size,
-                                           const UnknownFieldPolicy* unknown = nullptr);
-ChatRequest parse_chat_request(const nlohmann::json& body, int vocab_size, const UnknownFieldPolicy* unknown = nullptr);
+                                           const UnknownFieldPolicy* unknown = nullptr,
+                                           const SamplingDefaults* defaults = nullptr);
+ChatRequest parse_chat_request(const nlohmann::json& body, int vocab_size, const UnknownFieldPolicy* unknown = nullptr,
+                               const SamplingDefaults* defaults = nullptr);
 
 }  // namespace ds::server

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "server/engine_client.h"
+#include "server/generation_defaults.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/one_shot_event.h"
@@ -41,6 +42,8 @@ struct ServerOptions {
   bool strict_request_fields = false;
   // CORS: origins whose browser requests may read the responses ("*": any). Empty: no CORS headers.
   std::vector<std::string> allowed_origins = {"*"};
+  // Sampling defaults for the fields a request leaves out, and a cap on max_tokens (--generation-config).
+  SamplingDefaults sampling_defaults;
 };
 
 class OpenAIServer {

@@ -140,7 +140,7 @@ class OutputBuilder {
 }  // namespace
 
 void serve_responses(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
-  ResponsesRequest req = parse_responses_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields);
+  ResponsesRequest req = parse_responses_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields, ctx.defaults);
   SamplingOptions& opt = req.chat.opt;
   const std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);

@@ -140,7 +140,8 @@ void add_input_messages(const json& input, json* messages) {
 
 }  // namespace
 
-ResponsesRequest parse_responses_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown) {
+ResponsesRequest parse_responses_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown,
+                                         const SamplingDefaults* defaults) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   ResponsesRequest req;
   FieldReader r(body, "", unknown);
@@ -214,7 +215,7 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   r.ignore({"reasoning", "include", "service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
             "max_tool_calls", "stream_options"});
   r.reject_unknown();
-  req.chat = parse_chat_request(chat, vocab_size);
+  req.chat = parse_chat_request(chat, vocab_size, nullptr, defaults);
   // The constraint's schemas are where the client wrote them, not where the chat body put them.
   OutputConstraint& c = req.chat.opt.constraint;
   if (c.field == "response_format") {

@@ -28,6 +28,7 @@ struct ResponsesRequest {
 };
 
 ResponsesRequest parse_responses_request(const nlohmann::json& body, int vocab_size,
-                                         const UnknownFieldPolicy* unknown = nullptr);
+                                         const UnknownFieldPolicy* unknown = nullptr,
+                                         const SamplingDefaults* defaults = nullptr);
 
 }  // namespace ds::server

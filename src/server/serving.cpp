@@ -33,14 +33,15 @@ int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t>
                                   limit, prompt_len, why),
                       "prompt");
   int64_t room = limit - int64_t(prompt_len);
-  if (!requested) return int(std::min<int64_t>(room, INT_MAX));
+  const int64_t cap = defaults && defaults->max_tokens ? *defaults->max_tokens : INT64_MAX;
+  if (!requested) return int(std::min<int64_t>({room, cap, INT_MAX}));
   if (*requested > room)
     throw bad_request(fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
                                   "tokens ({} in the prompt, {} in the completion). Please reduce the length of "
                                   "the prompt or completion.{}",
                                   limit, int64_t(prompt_len) + *requested, prompt_len, *requested, why),
                       "max_tokens");
-  return int(*requested);
+  return int(std::min<int64_t>(*requested, cap));
 }
 
 std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptions& opt, const std::string& id,
@@ -165,7 +166,7 @@ void serve_tokenize(const ServingContext& ctx, const HttpRequest& http, Response
     }
     chat.erase("return_token_strs");
     chat.erase("add_special_tokens");
-    ChatRequest req = parse_chat_request(chat, ctx.vocab_size(), ctx.unknown_fields);
+    ChatRequest req = parse_chat_request(chat, ctx.vocab_size(), ctx.unknown_fields, ctx.defaults);
     ctx.resolve_model(req.opt.model);
     ids = chat_prompt_ids(ctx, req);
   } else {

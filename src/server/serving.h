@@ -29,6 +29,7 @@ struct ServingContext {
   std::string model_root;                              // the checkpoint directory (/v1/models "root")
   bool specials_in_content = false;                    // ServerOptions::chat_template_specials_in_content
   const UnknownFieldPolicy* unknown_fields = nullptr;  // lenient or strict (nullptr: strict)
+  const SamplingDefaults* defaults = nullptr;          // --generation-config (nullptr: the OpenAI API's)
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.
@@ -36,7 +37,8 @@ struct ServingContext {
   int vocab_size() const { return engine->model_vocab_size(); }
   int64_t max_model_len() const { return engine->max_model_len(); }
   // Checks the prompt against max_model_len; returns the max_tokens to use (`requested`, or
-  // all the room left when not given). Throws 400 like vLLM ("maximum context length ...").
+  // all the room left when not given; at most the defaults' max_new_tokens). Throws 400 like vLLM
+  // ("maximum context length ...").
   int resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const;
   // One engine request per choice: prompt-major, n per prompt, seeds seed + i.
   std::vector<GenerationRequest> make_requests(const SamplingOptions& opt, const std::string& id,
