@@ -1,10 +1,12 @@
 // Kernel timings of the CUDA backend at the 48B model's decode and prefill shapes, each beside its
 // roofline (weights or bytes read at 4.3 TB/s, or FLOPs at 790 TFLOP/s). Random data, warm-up,
 // CUDA-event medians; weight sets that fit in L2 are rotated so every call reads HBM.
-//   bench_kernels [--quick] [--prefill]   (--prefill: only the wgmma-vs-mma.sync prefill rows: MLA attention,
+//   bench_kernels [--quick] [--prefill] [--moe B]   (--prefill: only the wgmma-vs-mma.sync prefill rows: MLA attention,
 //                                         MoE grouped GEMM, each kernel pair in the same run)
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <nvtx3/nvToolsExt.h>
 #include <string>
 #include <random>
 
@@ -184,9 +186,11 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
 
 int main(int argc, char** argv) {
   bool quick = false, prefill_only = false;
+  int moe_b = 0;  // --moe B: only the MoE rows of batch B, each variant also launched once in an NVTX range
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
     prefill_only = prefill_only || std::strcmp(argv[i], "--prefill") == 0;
+    if (std::strcmp(argv[i], "--moe") == 0 && i + 1 < argc) moe_b = std::atoi(argv[++i]);
   }
   const int reps = quick ? 10 : 30;
   Stream st;
@@ -209,6 +213,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- dense projections at decode (GEMV) -------------------------------------------------------
+  if (moe_b == 0) {
   rows.push_back({"gemv lm_head M=1 163840x2304 (fp32 out)", gemv_ms(ctx, 1, 163840, 2304, 1, true, reps),
                   bw_floor(163840.0 * 2304 * 2), "weights 755 MB"});
   rows.push_back({"gemv KDA in_proj M=1 12576x2304", gemv_ms(ctx, 1, 12576, 2304, 4, false, reps),
@@ -241,6 +246,8 @@ int main(int argc, char** argv) {
     rows.push_back({name, gemv_ms(ctx, 1, 2304, 4096, 8, false, reps, g), bw_floor(2304.0 * 4096 * 2), ""});
   }
 
+  }
+
   // ---- MoE experts: one layer's 256 + shared expert weights -----------------------------------------
   const int E = 256, D = 2304, I = 1024, k = 8, kp = 9;
   auto gu = filled(ctx, int64_t(E + 1) * 2 * I * D, bf, 200);
@@ -253,7 +260,15 @@ int main(int argc, char** argv) {
   DeviceBuffer q_dn(size_t(E + 1) * D * I), s_dn(size_t(E + 1) * D / 128 * (I / 128) * 4);
   run_quantize_fp8(gu.data(), bf, {q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7}, ctx);
   run_quantize_fp8(dn.data(), bf, {q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7}, ctx);
-  for (int B : {1, 8, 16, 64, 100}) {
+  // one launch of a variant inside the NVTX range `tag` (for `ncu --nvtx --nvtx-include TAG/`), with --moe
+  auto profiled = [&](const char* tag, const std::function<void()>& f) {
+    if (moe_b == 0) return;
+    nvtxRangePushA(tag);
+    f();
+    nvtxRangePop();
+    DS_CUDA_CHECK(cudaStreamSynchronize(s));
+  };
+  for (int B : moe_b ? std::vector<int>{moe_b} : std::vector<int>{1, 8, 16, 64, 100}) {
     auto x = filled(ctx, int64_t(B) * D, bf, 300 + B, 1.f);
     DeviceBuffer logits(size_t(B) * E * 4), ids(size_t(B) * kp * 4), w(size_t(B) * kp * 4), pp(size_t(B) * kp * 4),
         srt(size_t(B) * kp * 4), se(size_t(E + 1) * 4), ss(size_t(E + 2) * 4), na(4), act(size_t(B) * kp * I * 2),
@@ -362,13 +377,17 @@ int main(int argc, char** argv) {
     if (B > 8) {
       for (int cfg = 0; cfg < 4; ++cfg) {
         int tile = cfg < 2 ? 16 : 64, bk = cfg % 2 ? 64 : 32;
-        double mms = ds::bench::time_ms(s, [&] {
+        auto call = [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), tile);
           g.max_active = E + 1;  // the bound this bench always launched with
           g.k_tile = bk;
           run_moe_gemm(g, ctx);
           run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
-        }, reps);
+        };
+        double mms = ds::bench::time_ms(s, call, reps);
+        char tag[32];
+        std::snprintf(tag, sizeof tag, "bf16_%dx%d", tile, bk);
+        profiled(tag, call);
         char nm[96];
         std::snprintf(nm, sizeof nm, "MoE B=%d experts, tensor cores %dx%d", B, tile, bk);
         rows.push_back({nm, mms, bw_floor(bytes), "same routing as the GEMV row below"});
@@ -381,7 +400,7 @@ int main(int argc, char** argv) {
         const int staged = variant != 3;
         DeviceContext fctx = ctx;
         fctx.switches.fp8_frag = variant == 0 ? 8 : variant == 1 ? 16 : 0;
-        double mms = ds::bench::time_ms(s, [&] {
+        auto call = [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, qgu.q, D, I, act.data(), 16);
           g.w_matrix_stride = int64_t(2) * I * D;
           g.w_scale = qgu.scale;
@@ -397,7 +416,10 @@ int main(int argc, char** argv) {
           d.scale_row_shift = d.scale_k_shift = 7;
           d.fp8_staged = staged;
           run_moe_gemm(d, fctx);
-        }, reps);
+        };
+        double mms = ds::bench::time_ms(s, call, reps);
+        const char* tags[] = {"fp8_frag8", "fp8_frag16", "fp8_staged", "fp8_registers"};
+        profiled(tags[variant], call);
         char nm[96];
         const char* kind[] = {"fragments, 8-token tiles", "fragments, 16-token tiles", "16x64 staged", "16x64 registers"};
         std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, %s", B, kind[variant]);
@@ -408,6 +430,11 @@ int main(int argc, char** argv) {
     std::snprintf(name, sizeof name, B <= 8 ? "MoE B=%d router+route+align+experts" : "MoE B=%d experts (gate_up+down)", B);
     std::snprintf(note, sizeof note, "%d experts active incl. shared, %.0f MB", active, bytes / 1e6);
     rows.push_back({name, ms, bw_floor(bytes), note});
+  }
+
+  if (moe_b) {
+    ds::bench::print_table("MoE kernel timings (--moe)", rows);
+    return 0;
   }
 
   // ---- prefill on tensor cores: MLA attention and the MoE grouped GEMM, mma.sync and wgmma ---------
