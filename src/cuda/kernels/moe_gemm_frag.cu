@@ -1,15 +1,16 @@
 // FP8 grouped and dense GEMMs of decode-sized token tiles on tensor cores, the weights converted straight
 // into mma.sync fragments (see moe_gemm_frag.h for why).
 //
-// A block is 4 warps. Warps split the output columns into row groups of 16 x MT weight rows (SiLU-mul: 16
-// gate rows and the 16 matching up rows) and, kw to a group, the K range in k blocks of 128 (a weight row
-// is read 128 bytes at a time: at 64 bytes per row and step the FP8 and 32-wide bf16 tile kernels streamed
-// at 41-58% of the bandwidth, the 128-byte bf16 tiles at 90%). Each k block is two 64-wide halves; for one
-// m16n8k16 tile and half, the thread in lane (g = lane / 4, q = lane % 4) copies bytes [16q, 16q + 16) of
-// weight rows g and g + 8, and elements [16q, 16q + 16) of x row (token) g: the k order inside a half is
-// permuted the same way for both operands (MMA step s takes physical k 16q + 4s .. 16q + 4s + 3 where the
-// fragment layout says 2q, 2q + 1, 2q + 8, 2q + 9), so every fragment register is one 32-bit word of what
-// the thread copied and nothing is exchanged between threads.
+// A block is 4 warps and stages, per 64-wide k block, the raw e4m3 bytes of its 64 x MT weight rows (SiLU-mul:
+// 64 gate rows and the 64 matching up rows) and the bf16 k block of its token tile's x rows in shared memory
+// (cp.async, kStagesF deep, one barrier per k block). Each warp owns 16 x MT of those rows. For one m16n8k16
+// tile, the thread in lane (g = lane / 4, q = lane % 4) reads bytes [16q, 16q + 16) of weight rows g and g + 8
+// and elements [16q, 16q + 16) of x row (token) g: the k order inside the block is permuted the same way for
+// both operands (MMA step s takes physical k 16q + 4s .. 16q + 4s + 3 where the fragment layout says 2q,
+// 2q + 1, 2q + 8, 2q + 9), so every fragment register is one 32-bit word of a 16-byte shared load and no bf16
+// copy of the weights is ever written (the staged tile kernel writes one and reads it back: three passes of
+// the weights through shared memory, which bound it: docs/PERF.md, session 8). Weight rows are 64 bytes
+// apart (the 16-byte loads of a quarter warp cover 128 distinct bytes), x rows 144 (72 bf16).
 //
 // e4m3 to bf16 on the integer pipe: a byte's sign to bit 15 and its exponent and mantissa to bits 10..4 is the
 // value times 2^-120, exactly (subnormals too). x is scaled by 2^64 (exact) so that the products stay normal
@@ -23,15 +24,11 @@
 namespace ds::gpu {
 namespace {
 
-constexpr int kWarpsF = 4, kStagesR = 3, kKb = 128;
+constexpr int kWarpsF = 4, kStagesF = 4, kKb = 64, kXLd = 72;  // x row stride in the stage (bf16)
 
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
 }
 __device__ __forceinline__ void commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void wait_groups() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -61,26 +58,25 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Ring stage of one thread: C 16-byte chunks, weights [mi][row g / g + 8][half] then x [ni][half][16-byte
-// piece], then the scales [mi][row][half]; stored [chunk][lane] so that a warp's accesses are contiguous.
-template <int MT, int NI> struct Ring {
-  static constexpr int CW = 4 * MT, C = CW + 4 * NI, SC = 4 * MT;
-  static constexpr int kStageBytes = C * 32 * 16 + SC * 32 * 4;
-  static constexpr size_t kSmem = size_t(kWarpsF) * kStagesR * kStageBytes;
+// Shared memory of one stage: the weight rows' raw bytes [64 * MT rows][64], then x [8 * NI rows][kXLd] bf16.
+template <int MT, int NI> struct StageF {
+  static constexpr int kRows = 64 * MT, kTokens = 8 * NI;
+  static constexpr int kWBytes = kRows * kKb, kBytes = kWBytes + kTokens * kXLd * 2;
+  static constexpr int kWChunks = kRows * kKb / 16 / (kWarpsF * 32);  // 16-byte weight copies per thread
+  static constexpr size_t kSmem = size_t(kStagesF) * kBytes;
+  static_assert(kRows * kKb / 16 % (kWarpsF * 32) == 0 && kTokens * 8 <= kWarpsF * 32, "copies divide over the block");
 };
 
 template <int MT, int NI, bool SILU>
-__global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmParams p, int kw) {
-  using R = Ring<MT, NI>;
+__global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmParams p) {
+  using S = StageF<MT, NI>;
   constexpr int BN = 8 * NI;
-  constexpr int kWarpCols = SILU ? 16 : 16 * MT;  // output columns per row group
+  constexpr int kCols = SILU ? 64 : 64 * MT;  // output columns of the block
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float red[kWarpsF][MT][NI][4][32];
   pdl_trigger();
   pdl_wait();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int rw = kWarpsF / kw, rg = warp / kw, ks = warp % kw;
-  const int f0 = (int(blockIdx.x) * rw + rg) * kWarpCols;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int f0 = int(blockIdx.x) * kCols;
 
   int r0, rows_total, expert;
   if (p.dense_rows > 0) {
@@ -96,67 +92,55 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
   }
   if (rows_total <= 0) return;
 
-  // this thread's weight rows: g and g + 8 of each m16 tile (SiLU: tile 0 gate rows, tile 1 up rows)
   const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(expert) * p.w_matrix_stride;
   const float* Sb = p.w_scale + int64_t(expert) * p.scale_matrix_stride;
-  const uint8_t* wsrc[MT][2];  // [m16 tile][row g / g + 8]
-  const float* ssrc[MT][2];
-  bool wok[MT][2];
+  // stage row sr -> output column and weight row (SiLU: gate rows, then the matching up rows)
+  auto column = [&](int sr) { return SILU ? f0 + (sr & 63) : f0 + sr; };
+  auto weight_row = [&](int sr) { return SILU && sr >= 64 ? p.N + f0 + (sr & 63) : f0 + sr; };
+  // this thread's copies of every k block: weight chunks, then (threads < 8 * BN) one x chunk
+  const uint8_t* wsrc[S::kWChunks];
+  int wdst[S::kWChunks];
+  bool wok[S::kWChunks];
 #pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
+  for (int i = 0; i < S::kWChunks; ++i) {
+    const int c = tid + i * kWarpsF * 32, sr = c / 4, part = c % 4;
+    wok[i] = column(sr) < p.N;
+    wsrc[i] = Wq + int64_t(wok[i] ? weight_row(sr) : 0) * p.K + part * 16;
+    wdst[i] = sr * kKb + part * 16;
+  }
+  // this warp's fragment rows (stage rows) and their scale rows: tile mi, rows g and g + 8
+  int frow[MT];
+  const float* srow[MT][2];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) {
+    frow[mi] = SILU ? mi * 64 + warp * 16 : warp * 16 * MT + mi * 16;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int col = SILU ? f0 + g + 8 * h : f0 + mi * 16 + g + 8 * h;  // output column
-      const int row = SILU && mi == 1 ? p.N + col : col;                 // weight row
-      wok[mi][h] = col < p.N;
-      const int rr = wok[mi][h] ? row : 0;
-      wsrc[mi][h] = Wq + int64_t(rr) * p.K + q * 16;
-      ssrc[mi][h] = Sb + int64_t(rr >> p.scale_row_shift) * p.scale_ld;
+      const int sr = frow[mi] + g + 8 * h;
+      srow[mi][h] = Sb + int64_t((column(sr) < p.N ? weight_row(sr) : 0) >> p.scale_row_shift) * p.scale_ld;
     }
-  const int KB = p.K / kKb, kb0 = ks * KB / kw, nkb = (ks + 1) * KB / kw - kb0;
-  unsigned char* my = smem + size_t(warp) * kStagesR * R::kStageBytes;
+  }
   const bf16* X = static_cast<const bf16*>(p.x);
+  const int KB = p.K / kKb;
 
   for (int t0 = 0; t0 < rows_total; t0 += BN) {  // token tiles of this expert (one at decode batches)
     const int rows = min(BN, rows_total - t0);
-    const bf16* xsrc[NI];
-    bool xok[NI];
+    const int xn = tid / 8, xpart = tid % 8;  // this thread's x chunk: token row xn, elements 8 * xpart..
+    const bool xact = xn < BN, xok = xn < rows;
+    const int pr = r0 + t0 + (xok ? xn : 0);
+    const bf16* xsrc = X + (p.x_rows ? int64_t(p.x_rows[pr]) : int64_t(pr)) * p.ldx + xpart * 8;
+    auto issue = [&](int kb) {  // k block kb into stage kb % kStagesF (always one commit group)
+      if (kb < KB) {
+        unsigned char* st = smem + (kb % kStagesF) * S::kBytes;
+        const int k = kb * kKb;
 #pragma unroll
-    for (int ni = 0; ni < NI; ++ni) {
-      const int tk = ni * 8 + g;
-      xok[ni] = tk < rows;
-      const int pr = r0 + t0 + (xok[ni] ? tk : 0);
-      const int64_t xr = p.x_rows ? p.x_rows[pr] : pr;
-      xsrc[ni] = X + xr * p.ldx + q * 16;
-    }
-    auto issue = [&](int j) {  // k block kb0 + j into stage j % kStagesR (always one commit group)
-      if (j < nkb) {
-        unsigned char* st = my + (j % kStagesR) * R::kStageBytes;
-        uint4* ch = reinterpret_cast<uint4*>(st);
-        float* sc = reinterpret_cast<float*>(st + R::C * 32 * 16);
-        const int k = (kb0 + j) * kKb;
-#pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-              const int c = (2 * mi + h) * 2 + hf;
-              cp_async16_zfill(ch + c * 32 + lane, wsrc[mi][h] + k + 64 * hf, wok[mi][h]);
-              cp_async4(sc + c * 32 + lane, ssrc[mi][h] + ((k + 64 * hf) >> p.scale_k_shift));
-            }
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-          for (int hf = 0; hf < 2; ++hf)
-#pragma unroll
-            for (int pc = 0; pc < 2; ++pc)
-              cp_async16_zfill(ch + (R::CW + (2 * ni + hf) * 2 + pc) * 32 + lane, xsrc[ni] + k + 64 * hf + 8 * pc, xok[ni]);
+        for (int i = 0; i < S::kWChunks; ++i) cp_async16_zfill(st + wdst[i], wsrc[i] + k, wok[i]);
+        if (xact) cp_async16_zfill(st + S::kWBytes + (xn * kXLd + xpart * 8) * 2, xsrc + k, xok);
       }
       commit();
     };
 #pragma unroll
-    for (int j = 0; j < kStagesR - 1; ++j) issue(j);
+    for (int j = 0; j < kStagesF - 1; ++j) issue(j);
 
     float acc[MT][NI][4];
 #pragma unroll
@@ -166,133 +150,102 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
 
-    for (int j = 0; j < nkb; ++j) {
-      issue(j + kStagesR - 1);  // into the stage read at j - 1 (this thread's own entries)
-      wait_groups<kStagesR - 1>();
-      const unsigned char* st = my + (j % kStagesR) * R::kStageBytes;
-      const uint4* ch = reinterpret_cast<const uint4*>(st);
-      const float* sc = reinterpret_cast<const float*>(st + R::C * 32 * 16);
+    for (int kb = 0; kb < KB; ++kb) {
+      wait_groups<kStagesF - 2>();
+      __syncthreads();         // stage kb landed for every thread; every warp is done with stage kb - 1
+      issue(kb + kStagesF - 1);  // into the stage read at kb - 1
+      const unsigned char* st = smem + (kb % kStagesF) * S::kBytes;
+      const bf16* xs = reinterpret_cast<const bf16*>(st + S::kWBytes);
+      float s[MT][2];
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {  // the two 64-wide halves of the k block
-        uint4 wa[MT][2], xv[NI][2];
-        float s[MT][2];
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
+        for (int h = 0; h < 2; ++h) s[mi][h] = __ldg(srow[mi][h] + ((kb * kKb) >> p.scale_k_shift)) * 0x1p56f;
+      uint4 wa[MT][2], xv[NI][2];
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int c = (2 * mi + h) * 2 + hf;
-            wa[mi][h] = ch[c * 32 + lane];
-            s[mi][h] = sc[c * 32 + lane] * 0x1p56f;
-          }
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < NI; ++ni)
+        for (int h = 0; h < 2; ++h)
+          wa[mi][h] = *reinterpret_cast<const uint4*>(st + (frow[mi] + g + 8 * h) * kKb + q * 16);
 #pragma unroll
-          for (int pc = 0; pc < 2; ++pc) xv[ni][pc] = ch[(R::CW + (2 * ni + hf) * 2 + pc) * 32 + lane];
-        float t[MT][NI][4];
+      for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) t[mi][ni][e] = 0.f;
-#pragma unroll
-        for (int st4 = 0; st4 < 4; ++st4) {
-          uint32_t b0[NI], b1[NI];
-#pragma unroll
-          for (int ni = 0; ni < NI; ++ni) {
-            const uint4& v = xv[ni][st4 >> 1];
-            b0[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1)));
-            b1[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1) + 1));
-          }
-#pragma unroll
-          for (int mi = 0; mi < MT; ++mi) {
-            uint32_t lo0, hi0, lo1, hi1;
-            e4m3x4_to_bf16x2(word(wa[mi][0], st4), lo0, hi0);
-            e4m3x4_to_bf16x2(word(wa[mi][1], st4), lo1, hi1);
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) mma16816(t[mi][ni], lo0, lo1, hi0, hi1, b0[ni], b1[ni]);
-          }
-        }
-#pragma unroll
-        for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < NI; ++ni) {
-            acc[mi][ni][0] = fmaf(t[mi][ni][0], s[mi][0], acc[mi][ni][0]);
-            acc[mi][ni][1] = fmaf(t[mi][ni][1], s[mi][0], acc[mi][ni][1]);
-            acc[mi][ni][2] = fmaf(t[mi][ni][2], s[mi][1], acc[mi][ni][2]);
-            acc[mi][ni][3] = fmaf(t[mi][ni][3], s[mi][1], acc[mi][ni][3]);
-          }
-      }
-    }
-    wait_groups<0>();
-
-    // the kw warps of a row group add their K ranges; the first writes
-    if (kw > 1) {
+        for (int pc = 0; pc < 2; ++pc)
+          xv[ni][pc] = *reinterpret_cast<const uint4*>(xs + (ni * 8 + g) * kXLd + q * 16 + pc * 8);
+      float t[MT][NI][4];
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
         for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) red[warp][mi][ni][e][lane] = acc[mi][ni][e];
-      __syncthreads();
-      if (ks == 0) {
-        for (int o = 1; o < kw; ++o)
+          for (int e = 0; e < 4; ++e) t[mi][ni][e] = 0.f;
 #pragma unroll
-          for (int mi = 0; mi < MT; ++mi)
+      for (int st4 = 0; st4 < 4; ++st4) {
+        uint32_t b0[NI], b1[NI];
 #pragma unroll
-            for (int ni = 0; ni < NI; ++ni)
+        for (int ni = 0; ni < NI; ++ni) {
+          const uint4& v = xv[ni][st4 >> 1];
+          b0[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1)));
+          b1[ni] = bf16x2_times_2p64(word(v, 2 * (st4 & 1) + 1));
+        }
 #pragma unroll
-              for (int e = 0; e < 4; ++e) acc[mi][ni][e] += red[warp + o][mi][ni][e][lane];
+        for (int mi = 0; mi < MT; ++mi) {
+          uint32_t lo0, hi0, lo1, hi1;
+          e4m3x4_to_bf16x2(word(wa[mi][0], st4), lo0, hi0);
+          e4m3x4_to_bf16x2(word(wa[mi][1], st4), lo1, hi1);
+#pragma unroll
+          for (int ni = 0; ni < NI; ++ni) mma16816(t[mi][ni], lo0, lo1, hi0, hi1, b0[ni], b1[ni]);
+        }
       }
-      __syncthreads();  // red is reused by the next token tile
-    }
-    if (ks == 0) {
-      bf16* Y = static_cast<bf16*>(p.y);
 #pragma unroll
-      for (int ni = 0; ni < NI; ++ni)
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int tk = ni * 8 + 2 * q + (e & 1);
-          if (tk >= rows) continue;
-          bf16* yrow = Y + int64_t(r0 + t0 + tk) * p.ldy;
-          if constexpr (SILU) {
-            const int col = f0 + g + (e >= 2 ? 8 : 0);
-            if (col < p.N) yrow[col] = __float2bfloat16_rn(siluf_(acc[0][ni][e]) * acc[1][ni][e]);
-          } else {
-#pragma unroll
-            for (int mi = 0; mi < MT; ++mi) {
-              const int col = f0 + mi * 16 + g + (e >= 2 ? 8 : 0);
-              if (col >= p.N) continue;
-              float v = acc[mi][ni][e];
-              if (p.accumulate) v += __bfloat162float(yrow[col]);
-              yrow[col] = __float2bfloat16_rn(v);
-            }
-          }
+        for (int ni = 0; ni < NI; ++ni) {
+          acc[mi][ni][0] = fmaf(t[mi][ni][0], s[mi][0], acc[mi][ni][0]);
+          acc[mi][ni][1] = fmaf(t[mi][ni][1], s[mi][0], acc[mi][ni][1]);
+          acc[mi][ni][2] = fmaf(t[mi][ni][2], s[mi][1], acc[mi][ni][2]);
+          acc[mi][ni][3] = fmaf(t[mi][ni][3], s[mi][1], acc[mi][ni][3]);
         }
     }
+    wait_groups<0>();
+    __syncthreads();  // the next token tile's copies reuse the stages
+
+    bf16* Y = static_cast<bf16*>(p.y);
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tk = ni * 8 + 2 * q + (e & 1);
+        if (tk >= rows) continue;
+        bf16* yrow = Y + int64_t(r0 + t0 + tk) * p.ldy;
+        if constexpr (SILU) {
+          const int col = f0 + warp * 16 + g + (e >= 2 ? 8 : 0);
+          if (col < p.N) yrow[col] = __float2bfloat16_rn(siluf_(acc[0][ni][e]) * acc[1][ni][e]);
+        } else {
+#pragma unroll
+          for (int mi = 0; mi < MT; ++mi) {
+            const int col = f0 + warp * 16 * MT + mi * 16 + g + (e >= 2 ? 8 : 0);
+            if (col >= p.N) continue;
+            float v = acc[mi][ni][e];
+            if (p.accumulate) v += __bfloat162float(yrow[col]);
+            yrow[col] = __float2bfloat16_rn(v);
+          }
+        }
+      }
   }
 }
 
-template <int MT, int NI, bool SILU> void launch_t(const MoeGemmParams& p, int kw, int tiles, const DeviceContext& ctx) {
-  constexpr int kWarpCols = SILU ? 16 : 16 * MT;
-  const int cols = (kWarpsF / kw) * kWarpCols;
-  const dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
-  launch_pdl(moe_gemm_frag_kernel<MT, NI, SILU>, grid, kWarpsF * 32, Ring<MT, NI>::kSmem, ctx, p, kw);
+template <int MT, int NI, bool SILU> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  constexpr int kCols = SILU ? 64 : 64 * MT;
+  const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles));
+  launch_pdl(moe_gemm_frag_kernel<MT, NI, SILU>, grid, kWarpsF * 32, StageF<MT, NI>::kSmem, ctx, p);
 }
 
 template <int NI> void launch_ni(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  const int num_sms = ctx.num_sms();
-  // warps per row group splitting K: the fewest that give two blocks per SM
-  auto blocks = [&](int mt, int kw) {
-    const int cols = (kWarpsF / kw) * (p.silu_mul ? 16 : 16 * mt);
-    return int64_t(ceil_div(p.N, cols)) * tiles;
-  };
-  const int KB = p.K / kKb;
-  int kw = 1;
-  while (kw < kWarpsF && blocks(2, kw) < 2 * num_sms && KB / (2 * kw) >= 2) kw *= 2;
-  if (p.silu_mul) return launch_t<2, NI, true>(p, kw, tiles, ctx);
-  if (blocks(2, kw) < num_sms) return launch_t<1, NI, false>(p, kw, tiles, ctx);  // small dense shapes
-  launch_t<2, NI, false>(p, kw, tiles, ctx);
+  if (p.silu_mul) return launch_t<2, NI, true>(p, tiles, ctx);
+  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, NI, false>(p, tiles, ctx);
+  launch_t<2, NI, false>(p, tiles, ctx);
 }
 
 }  // namespace
@@ -315,9 +268,9 @@ void launch_moe_gemm_frag(const MoeGemmParams& p, const DeviceContext& ctx) {
 
 void configure_moe_gemm_frag() {
   auto one = [&]<int NI>() {
-    set_max_dynamic_smem(moe_gemm_frag_kernel<2, NI, true>, Ring<2, NI>::kSmem);
-    set_max_dynamic_smem(moe_gemm_frag_kernel<2, NI, false>, Ring<2, NI>::kSmem);
-    set_max_dynamic_smem(moe_gemm_frag_kernel<1, NI, false>, Ring<1, NI>::kSmem);
+    set_max_dynamic_smem(moe_gemm_frag_kernel<2, NI, true>, StageF<2, NI>::kSmem);
+    set_max_dynamic_smem(moe_gemm_frag_kernel<2, NI, false>, StageF<2, NI>::kSmem);
+    set_max_dynamic_smem(moe_gemm_frag_kernel<1, NI, false>, StageF<1, NI>::kSmem);
   };
   one.template operator()<1>();
   one.template operator()<2>();

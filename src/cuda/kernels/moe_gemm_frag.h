@@ -3,11 +3,12 @@
 // set (DELTASERVE_CUDA_FP8_FRAG) and the scale blocks are at least 64 columns wide; the staged tile kernel
 // stays as the fallback and the A/B comparison.
 //
-// Why: at 1-16 tokens per expert the FP8 tile kernel spent its time converting e4m3 to bf16 through the cvt
-// pipe (about 2 conversions per weight, ~2.1 TB/s of FP8 at best on an H200) between two barriers per k step.
-// Here every warp streams its own weight rows and x rows into a private cp.async ring (no barriers), turns
-// each 32-bit word of e4m3 into the bf16 pairs of an mma.sync A fragment on the integer pipe, and applies
-// the scales to per-k-block partial sums in fp32.
+// Why: ncu shows the staged tile kernel bound by the L1/shared-memory pipe at 1-16 tokens per expert (44% of
+// DRAM bandwidth): it passes every weight through shared memory three times (raw bytes in, a bf16 tile out,
+// ldmatrix back). Here the raw bytes are staged once and each thread reads its mma.sync A fragments from
+// them with 16-byte shared loads, converting e4m3 to bf16 on the integer pipe; the scales apply to per-k-block
+// partial sums in fp32. (Session 8's first form, per-warp cp.async rings with x and scales copied per thread,
+// measured slower than the staged kernel: L1-bound at 12.5% occupancy; this block-staged form is unmeasured.)
 #pragma once
 #include "cuda/device_context.h"
 #include "cuda/kernels/moe_gemm.h"
