@@ -108,6 +108,7 @@ void run_serve(ServeArgs a) {
   std::string gen_file;
   so.sampling_defaults = server::load_sampling_defaults(a.vllm.generation_config, a.model_dir,
                                                          a.vllm.override_generation_config, &gen_file);
+  so.sampling_defaults.tokens_as_ids = a.vllm.tokens_as_ids;
   if (!so.sampling_defaults.empty())
     spdlog::info("sampling defaults for fields a request leaves out: {} (from {}{}); a request's own values win",
                  so.sampling_defaults.describe(), gen_file.empty() ? "" : gen_file,

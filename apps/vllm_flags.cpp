@@ -66,7 +66,6 @@ const CompatFlag kRefused[] = {
     {"--headless", Value::None, 0, 0, "", "the engine always runs with its API server"},
     {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
-    {"--return-tokens-as-token-ids", Value::None, 0, 0, "", "logprobs name tokens by their text"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
     {"--scheduling-policy", Value::Text, 0, 0, "fcfs", "requests are scheduled first come, first served (fcfs) only"},
 };
@@ -169,6 +168,9 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
         }
         return std::string();
       })
+      ->group(g);
+  cmd.add_flag("--return-tokens-as-token-ids", v.tokens_as_ids,
+               "Logprob tokens as 'token_id:N' unless a request sets return_tokens_as_token_ids false")
       ->group(g);
   cmd.add_flag("--enforce-eager", v.enforce_eager, "No CUDA graphs: every decode step runs eagerly (slower)")->group(g);
   cmd.add_flag("--disable-log-stats", v.disable_log_stats, "No periodic stats line")->group(g);

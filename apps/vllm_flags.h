@@ -26,6 +26,7 @@ struct VllmArgs {
   bool disable_access_log = false;    // --disable-log-requests / --disable-uvicorn-access-log
   std::string generation_config = "auto";  // --generation-config: auto | vllm | FOLDER (sampling defaults)
   std::string override_generation_config;  // --override-generation-config: JSON object ("" none)
+  bool tokens_as_ids = false;              // --return-tokens-as-token-ids: the request field's default
   // Flags given that are ignored or refused, as typed (name, value), in command-line order.
   std::vector<std::pair<std::string, std::string>> ignored, refused;
 };

@@ -14,6 +14,9 @@ struct SamplingDefaults {
   std::optional<double> temperature, top_p, min_p, repetition_penalty;
   std::optional<int64_t> top_k;
   std::optional<int64_t> max_tokens;  // generation_config's max_new_tokens
+  // Not from a generation config: vLLM's --return-tokens-as-token-ids, the default of the request field
+  // return_tokens_as_token_ids (logprob tokens as "token_id:N").
+  bool tokens_as_ids = false;
   bool empty() const { return !temperature && !top_p && !min_p && !repetition_penalty && !top_k && !max_tokens; }
   // "temperature=0.6, top_p=0.95, max_new_tokens=4096" (the fields set, in that order); "" when empty.
   std::string describe() const;

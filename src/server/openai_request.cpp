@@ -80,7 +80,7 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size, const Sampl
   o->ignore_eos = r.boolean("ignore_eos").value_or(false);
   o->include_stop_str_in_output = r.boolean("include_stop_str_in_output").value_or(false);
   o->skip_special_tokens = r.boolean("skip_special_tokens").value_or(true);
-  o->tokens_as_ids = r.boolean("return_tokens_as_token_ids").value_or(false);
+  o->tokens_as_ids = r.boolean("return_tokens_as_token_ids").value_or(d->tokens_as_ids);
   r.boolean("spaces_between_special_tokens");  // no effect: Kimi's decode has no spaces to add
   r.boolean("add_special_tokens");             // no effect: Kimi's tokenizer adds no BOS/EOS
   r.string("user");

@@ -1,7 +1,7 @@
 // vLLM's --generation-config / --override-generation-config: reading a generation config (the sampling
 // fields, range-checked, others skipped), merging an override, the modes, and the server applying the
 // defaults to the fields a request leaves out on every endpoint (a request's own values win; max_new_tokens
-// caps max_tokens).
+// caps max_tokens); --return-tokens-as-token-ids as the default of return_tokens_as_token_ids.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -119,6 +119,20 @@ TEST(GenerationDefaults, TheServerFillsWhatARequestLeavesOut) {
   EXPECT_FLOAT_EQ(sub[4].sampling.top_p, 1.f);
   EXPECT_FLOAT_EQ(sub[4].sampling.temperature, 0.25f);
   EXPECT_EQ(sub[4].max_tokens, 2);
+}
+
+TEST(GenerationDefaults, TokensAsIdsIsTheRequestFieldsDefault) {
+  ServerFixture f("", 1u << 20, 256, false, [](server::ServerOptions& o) { o.sampling_defaults.tokens_as_ids = true; });
+  const json msgs = json::array({{{"role", "user"}, {"content", "hi"}}});
+  auto first_token = [&](const json& extra) {
+    json body = {{"messages", msgs}, {"max_tokens", 1}, {"logprobs", true}};
+    body.update(extra);
+    auto r = f.post("/v1/chat/completions", body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body)["choices"][0]["logprobs"]["content"][0]["token"].get<std::string>();
+  };
+  EXPECT_EQ(first_token(json::object()).rfind("token_id:", 0), 0u);
+  EXPECT_NE(first_token({{"return_tokens_as_token_ids", false}}).rfind("token_id:", 0), 0u);  // the request wins
 }
 
 TEST(GenerationDefaults, WithoutDefaultsTheApisOwnApply) {
