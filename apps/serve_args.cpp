@@ -240,6 +240,7 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
   so.strict_request_fields = a.strict_request_fields;
   so.allowed_origins = allowed_origins(a.allowed_origins);
+  if (a.vllm.seed) so.seed = uint64_t(*a.vllm.seed);
   return so;
 }
 

@@ -31,7 +31,6 @@ constexpr double kI64 = 9.2e18;
 const CompatFlag kIgnored[] = {
     {"--trust-remote-code", Value::None, 0, 0, "", "Kimi-Linear is implemented natively: no Python code from the repository runs"},
     {"--guided-decoding-backend", Value::Text, 0, 0, "", "structured outputs use deltaserve's own grammar engine (docs/STRUCTURED_OUTPUT.md)"},
-    {"--seed", Value::Int, -kI64, kI64, "", "a request without 'seed' samples from a random seed; give 'seed' per request to reproduce"},
     {"--swap-space", Value::Number, 0, 1e6, "", "no CPU swap: preempted sequences are recomputed"},
     {"--disable-custom-all-reduce", Value::None, 0, 0, "", "one GPU: no all-reduce"},
     {"--max-seq-len-to-capture", Value::Int, 1, 1e9, "", "CUDA graphs cover decode at every context length"},
@@ -168,6 +167,10 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
         }
         return std::string();
       })
+      ->group(g);
+  cmd.add_option("--seed", v.seed,
+                 "Requests without their own 'seed' draw seeds from a sequence seeded with this, so a run of the "
+                 "same requests in the same order repeats (default: random seeds)")
       ->group(g);
   cmd.add_flag("--return-tokens-as-token-ids", v.tokens_as_ids,
                "Logprob tokens as 'token_id:N' unless a request sets return_tokens_as_token_ids false")

@@ -6,6 +6,8 @@
 // Also: vLLM's multi-letter short flags (-tp, -pp, -dp) and `--config FILE.yaml` (yaml_config.h).
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +29,7 @@ struct VllmArgs {
   std::string generation_config = "auto";  // --generation-config: auto | vllm | FOLDER (sampling defaults)
   std::string override_generation_config;  // --override-generation-config: JSON object ("" none)
   bool tokens_as_ids = false;              // --return-tokens-as-token-ids: the request field's default
+  std::optional<int64_t> seed;             // --seed: the seed sequence of requests without their own
   // Flags given that are ignored or refused, as typed (name, value), in command-line order.
   std::vector<std::pair<std::string, std::string>> ignored, refused;
 };

@@ -173,6 +173,7 @@ OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared
   ctx_.specials_in_content = opts_.chat_template_specials_in_content;
   ctx_.unknown_fields = &unknown_fields_;
   ctx_.defaults = &opts_.sampling_defaults;
+  ctx_.seed = opts_.seed;
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(

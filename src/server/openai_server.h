@@ -44,6 +44,8 @@ struct ServerOptions {
   std::vector<std::string> allowed_origins = {"*"};
   // Sampling defaults for the fields a request leaves out, and a cap on max_tokens (--generation-config).
   SamplingDefaults sampling_defaults;
+  // --seed: requests without their own seed draw from a sequence seeded here (reproducible runs).
+  std::optional<uint64_t> seed;
 };
 
 class OpenAIServer {

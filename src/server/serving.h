@@ -2,8 +2,10 @@
 // and the steps common to both generation endpoints (model check, length check, building the
 // engine requests). Handlers run on a worker thread and throw ApiError for client errors.
 #pragma once
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -30,6 +32,10 @@ struct ServingContext {
   bool specials_in_content = false;                    // ServerOptions::chat_template_specials_in_content
   const UnknownFieldPolicy* unknown_fields = nullptr;  // lenient or strict (nullptr: strict)
   const SamplingDefaults* defaults = nullptr;          // --generation-config (nullptr: the OpenAI API's)
+  // --seed: requests without a seed take seeds from this sequence (the k-th such request, in arrival
+  // order, gets mix(seed, k)), so a run repeats; unset: random seeds.
+  std::optional<uint64_t> seed;
+  std::shared_ptr<std::atomic<uint64_t>> seeded_requests = std::make_shared<std::atomic<uint64_t>>(0);
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.

@@ -187,12 +187,14 @@ TEST(VllmFlags, TensorParallelAboveTheGpusIsAClearError) {
 }
 
 TEST(VllmFlags, IgnoredFlagsSayWhy) {
-  Outcome o = serve({"--trust-remote-code", "--seed", "7", "--swap-space", "4"});
+  Outcome o = serve({"--trust-remote-code", "--max-log-len", "7", "--swap-space", "4", "--seed", "7"});
   ASSERT_EQ(o.error, "");
-  ASSERT_EQ(o.ignored.size(), 3u);
+  ASSERT_EQ(o.ignored.size(), 3u);  // --seed works (the seed sequence of unseeded requests)
   EXPECT_EQ(o.ignored[0].rfind("ignoring vLLM flag --trust-remote-code: Kimi-Linear is implemented natively", 0), 0u)
       << o.ignored[0];
-  EXPECT_EQ(o.ignored[1].rfind("ignoring vLLM flag --seed 7: ", 0), 0u) << o.ignored[1];
+  EXPECT_EQ(o.ignored[1].rfind("ignoring vLLM flag --swap-space 4: ", 0), 0u) << o.ignored[1];  // the table's order
+  EXPECT_EQ(o.ignored[2].rfind("ignoring vLLM flag --max-log-len 7: ", 0), 0u) << o.ignored[2];
+  EXPECT_EQ(o.args.vllm.seed, 7);
 }
 
 TEST(YamlConfig, FileFlagsApplyAndTheCommandLineWins) {

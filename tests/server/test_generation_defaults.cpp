@@ -1,7 +1,7 @@
 // vLLM's --generation-config / --override-generation-config: reading a generation config (the sampling
 // fields, range-checked, others skipped), merging an override, the modes, and the server applying the
 // defaults to the fields a request leaves out on every endpoint (a request's own values win; max_new_tokens
-// caps max_tokens); --return-tokens-as-token-ids as the default of return_tokens_as_token_ids.
+// caps max_tokens); --return-tokens-as-token-ids as the default of return_tokens_as_token_ids; --seed.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -133,6 +133,28 @@ TEST(GenerationDefaults, TokensAsIdsIsTheRequestFieldsDefault) {
   };
   EXPECT_EQ(first_token(json::object()).rfind("token_id:", 0), 0u);
   EXPECT_NE(first_token({{"return_tokens_as_token_ids", false}}).rfind("token_id:", 0), 0u);  // the request wins
+}
+
+// --seed: requests without a seed get the same seeds, in arrival order, from one run to the next; a
+// request's own seed is untouched; another --seed gives other seeds.
+TEST(ServerSeed, UnseededRequestsRepeatAcrossRuns) {
+  auto seeds = [](std::optional<uint64_t> seed) {
+    ServerFixture f("", 1u << 20, 256, false, [&](server::ServerOptions& o) { o.seed = seed; });
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(f.post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}}).status, 200);
+    EXPECT_EQ(f.post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}, {"seed", 5}}).status, 200);
+    EXPECT_EQ(f.post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}, {"n", 2}}).status, 200);
+    std::vector<uint64_t> out;
+    for (const auto& r : f.engine.submitted_copy()) out.push_back(r.sampling.seed);
+    return out;
+  };
+  const auto a = seeds(7), b = seeds(7), c = seeds(8), none = seeds(std::nullopt);
+  ASSERT_EQ(a.size(), 6u);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a[0], c[0]);
+  EXPECT_NE(a[0], a[1]);
+  EXPECT_EQ(a[3], 5u);           // the request's own
+  EXPECT_EQ(a[5], a[4] + 1);     // choice i of one request: base + i, as without --seed
+  EXPECT_NE(none, seeds(std::nullopt));  // random without --seed
 }
 
 TEST(GenerationDefaults, WithoutDefaultsTheApisOwnApply) {
