@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
+#include "core/splitmix.h"
 #include "model/quant.h"
 #include "model/quant_int4.h"
 #include "model/safetensors.h"
@@ -24,14 +25,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// splitmix64: a counter-based generator, so any element can be drawn independently (parallel fill).
-inline uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-inline float uniform01(uint64_t key) { return float(mix(key) >> 40) * (1.0f / 16777216.0f); }
+// Uniform in [0, 1) from a counter key: any element can be drawn independently (parallel fill).
+inline float uniform01(uint64_t key) { return float(splitmix64(key) >> 40) * (1.0f / 16777216.0f); }
 
 }  // namespace
 
@@ -120,7 +115,7 @@ HostWeights dummy_host_weights(const ModelConfig& c, uint64_t seed) {
     t.shape = s.shape;
     const int64_t n = numel(s.shape);
     t.data.resize(size_t(n));
-    const uint64_t base = mix(seed ^ mix(++index));
+    const uint64_t base = splitmix64(seed ^ splitmix64(++index));
     const std::string& name = s.name;
     float lo = -0.02f * std::sqrt(3.0f), hi = -lo;
     bool log_space = false, constant = false;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 
 namespace ds {
 namespace {
@@ -10,13 +11,6 @@ namespace {
 constexpr uint64_t kSeed = 0x6a09e667f3bcc908ull;  // the chain hash of zero blocks
 constexpr size_t kMaxSiblings = 64;                // waiting requests compared at an admission
 constexpr size_t kMaxCheckpoints = 64;             // per request
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 }  // namespace
 
@@ -38,8 +32,8 @@ void PrefixCache::hash_blocks(Request& r) const {
   const int bs = blocks_.block_size();
   const int64_t full = r.num_tokens() / bs;
   for (int64_t i = int64_t(r.block_hashes.size()); i < full; ++i) {
-    uint64_t h = mix(i == 0 ? kSeed : r.block_hashes[size_t(i - 1)]);
-    for (int64_t p = i * bs; p < (i + 1) * bs; ++p) h = mix(h ^ uint64_t(uint32_t(r.token_at(p))));
+    uint64_t h = splitmix64(i == 0 ? kSeed : r.block_hashes[size_t(i - 1)]);
+    for (int64_t p = i * bs; p < (i + 1) * bs; ++p) h = splitmix64(h ^ uint64_t(uint32_t(r.token_at(p))));
     r.block_hashes.push_back(h);
   }
 }
@@ -113,6 +107,11 @@ PrefixHit PrefixCache::lookup(Request& r) {
     ++k;
   }
   h.diverge = k * bs;
+  // Where entry e, chained after block j, would resume r: its position when r follows it there, else -1.
+  auto match_pos = [&](const Entry& e, int64_t j) -> int64_t {
+    const int64_t pos = j * bs + int64_t(e.tail.size());
+    return e.pos == pos && pos <= limit && tail_matches(e, r, j * bs) ? pos : -1;
+  };
   for (int64_t j = k; j >= 0 && h.tokens == 0; --j) {
     auto [lo, hi] = by_chain_.equal_range(chain_at(r, j));
     for (auto it = lo; it != hi; ++it) {
@@ -122,9 +121,9 @@ PrefixHit PrefixCache::lookup(Request& r) {
         while (m < int64_t(e.tail.size()) && k * bs + m < limit && e.tail[size_t(m)] == r.token_at(k * bs + m)) ++m;
         h.diverge = std::max(h.diverge, k * bs + m);
       }
-      const int64_t pos = j * bs + int64_t(e.tail.size());
-      if (e.pos != pos || pos < 1 || pos > limit || (!e.tail.empty() && e.tail_page < 0)) continue;
-      if (!tail_matches(e, r, j * bs)) continue;
+      if (!e.tail.empty() && e.tail_page < 0) continue;
+      const int64_t pos = match_pos(e, j);
+      if (pos < 1) continue;
       if (!e.ready) {
         h.pending = std::max(h.pending, pos);
       } else if (pos > h.tokens) {
@@ -144,8 +143,7 @@ PrefixHit PrefixCache::lookup(Request& r) {
     auto [lo, hi] = by_chain_.equal_range(chain_at(r, j));
     for (auto it = lo; it != hi; ++it) {
       const Entry& e = entries_[size_t(it->second)];
-      const int64_t pos = j * bs + int64_t(e.tail.size());
-      if (!e.ready && e.pos == pos && pos <= limit && tail_matches(e, r, j * bs)) h.pending = std::max(h.pending, pos);
+      if (!e.ready) h.pending = std::max(h.pending, match_pos(e, j));
     }
   }
   return h;

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "core/json_depth.h"
+#include "core/splitmix.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
 #include "server/openai_response.h"
@@ -48,13 +49,10 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
                                                              const std::vector<std::vector<int32_t>>& prompts,
                                                              const std::vector<int>& max_tokens) const {
   std::vector<GenerationRequest> out;
-  uint64_t base_seed = opt.seed ? *opt.seed : random_seed();
-  if (!opt.seed && seed) {  // splitmix64 of (seed, arrival index): distinct, repeatable across runs
-    uint64_t z = *seed + 0x9e3779b97f4a7c15ull * (seeded_requests->fetch_add(1) + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    base_seed = (z ^ (z >> 31)) >> 1;
-  }
+  // --seed: splitmix64 of (seed, arrival index), distinct and repeatable across runs
+  const uint64_t base_seed = opt.seed ? *opt.seed
+                             : seed   ? splitmix64(*seed + 0x9e3779b97f4a7c15ull * seeded_requests->fetch_add(1)) >> 1
+                                      : random_seed();
   for (size_t p = 0; p < prompts.size(); ++p) {
     for (int i = 0; i < opt.n; ++i) {
       GenerationRequest r;
