@@ -109,12 +109,13 @@ void run_serve(ServeArgs a) {
   so.sampling_defaults = server::load_sampling_defaults(a.vllm.generation_config, a.model_dir,
                                                          a.vllm.override_generation_config, &gen_file);
   so.sampling_defaults.tokens_as_ids = a.vllm.tokens_as_ids;
-  if (!so.sampling_defaults.empty())
-    spdlog::info("sampling defaults for fields a request leaves out: {} (from {}{}); a request's own values win",
-                 so.sampling_defaults.describe(), gen_file.empty() ? "" : gen_file,
-                 a.vllm.override_generation_config.empty() ? ""
-                 : gen_file.empty()                        ? "--override-generation-config"
-                                                           : " and --override-generation-config");
+  if (!so.sampling_defaults.empty()) {
+    std::string from = gen_file;
+    if (!a.vllm.override_generation_config.empty())
+      from += (from.empty() ? "" : " and ") + std::string("--override-generation-config");
+    spdlog::info("sampling defaults for fields a request leaves out: {} (from {}); a request's own values win",
+                 so.sampling_defaults.describe(), from);
+  }
   so.metrics.cache_config = {{"block_size", std::to_string(geo.block_size)},
                              {"cache_dtype", "auto"},
                              {"gpu_memory_utilization", fmt::format("{}", a.gpu_memory_utilization)},

@@ -92,6 +92,20 @@ void add_compat(CLI::App& cmd, const CompatFlag& f, std::vector<std::pair<std::s
   if (f.value == Value::Number) o->check(in_range<double>(f.lo, f.hi));
 }
 
+// A CLI11 check from a function that throws ds::Error on a bad value (its message is the check's).
+template <typename F> CLI::Validator throws_error(F check) {
+  return CLI::Validator(
+      [check](std::string& value) -> std::string {
+        try {
+          check(value);
+        } catch (const Error& e) {
+          return e.what();
+        }
+        return {};
+      },
+      "");
+}
+
 const CompatFlag* find_refused(const std::string& name) {
   for (const CompatFlag& f : kRefused)
     if (first_long_name(f.names) == name) return &f;
@@ -147,26 +161,12 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
                  "if any), 'vllm' (none: the OpenAI API's), or a folder holding a generation_config.json; its "
                  "max_new_tokens caps every request's max_tokens")
       ->capture_default_str()
-      ->check([](const std::string& m) {
-        try {
-          server::check_generation_config_mode(m);
-        } catch (const Error& e) {
-          return std::string(e.what());
-        }
-        return std::string();
-      })
+      ->check(throws_error(server::check_generation_config_mode))
       ->group(g);
   cmd.add_option("--override-generation-config", v.override_generation_config,
                  "JSON object of sampling defaults (temperature, top_p, top_k, min_p, repetition_penalty, "
                  "max_new_tokens) over --generation-config's, e.g. '{\"temperature\": 0.6}'")
-      ->check([](const std::string& t) {
-        try {
-          server::parse_generation_config_override(t);
-        } catch (const Error& e) {
-          return std::string(e.what());
-        }
-        return std::string();
-      })
+      ->check(throws_error(server::parse_generation_config_override))
       ->group(g);
   cmd.add_option("--seed", v.seed,
                  "Requests without their own 'seed' draw seeds from a sequence seeded with this, so a run of the "
