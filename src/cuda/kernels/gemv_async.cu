@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/gemv_common.cuh"
 
 namespace ds::gpu::gemv_detail {
@@ -99,24 +98,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
 #pragma unroll
         for (int u = 0; u < U; ++u) {
           const int c = cb + u * 32 * kE;
-          if (c < p.K) {
-            float fa[16], fb[16], fx[16];
-            from_e4m3x16(st[(0 * U + u) * 32 + lane], fa);
-            from_e4m3x16(st[(1 * U + u) * 32 + lane], fb);
-            Chunk8<T> x0, x1;
-            x0.load_shared(xs + c);
-            x1.load_shared(xs + c + 8);
-            x0.to_float(fx);
-            x1.to_float(fx + 8);
-            float d0 = 0.f, d1 = 0.f;
-#pragma unroll
-            for (int e = 0; e < 16; ++e) {
-              d0 = fmaf(fa[e], fx[e], d0);
-              d1 = fmaf(fb[e], fx[e], d1);
-            }
-            acc0[0] = fmaf(d0, s0[c >> p.scale_k_shift], acc0[0]);
-            acc1[0] = fmaf(d1, s1[c >> p.scale_k_shift], acc1[0]);
-          }
+          if (c < p.K)
+            fma_fp8_chunk<T, 1>(st[(0 * U + u) * 32 + lane], st[(1 * U + u) * 32 + lane], s0[c >> p.scale_k_shift],
+                                s1[c >> p.scale_k_shift], xs, K8, c, 1, acc0, acc1);
         }
       } else {
 #pragma unroll

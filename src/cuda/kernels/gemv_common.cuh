@@ -3,6 +3,7 @@
 // split-K and the MoE down projection + combine). Internal to src/cuda/kernels.
 #pragma once
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/gemv.h"
 
 namespace ds::gpu::gemv_detail {
@@ -237,6 +238,35 @@ __device__ __forceinline__ void fma_chunk(const Chunk8<T>& a, const Chunk8<T>& b
         acc0[m] = fmaf(fa[e], fx[e], acc0[m]);
         acc1[m] = fmaf(fb[e], fx[e], acc1[m]);
       }
+    }
+  }
+}
+
+// FP8 weights: acc += scale * (16 e4m3 weights . 16 x values) for the tile's rows, at tile column c (one
+// 16-byte chunk of each of the two rows; the chunk lies in one scale block).
+template <typename T, int MT>
+__device__ __forceinline__ void fma_fp8_chunk(const uint4& a, const uint4& b, float sa, float sb, const T* xs, int kt_max,
+                                      int c, int mt, float* acc0, float* acc1) {
+  float fa[16], fb[16];
+  from_e4m3x16(a, fa);
+  from_e4m3x16(b, fb);
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    if (m < mt) {
+      Chunk8<T> x0, x1;
+      x0.load_shared(xs + m * kt_max + c);
+      x1.load_shared(xs + m * kt_max + c + 8);
+      float fx[16];
+      x0.to_float(fx);
+      x1.to_float(fx + 8);
+      float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        s0 = fmaf(fa[e], fx[e], s0);
+        s1 = fmaf(fb[e], fx[e], s1);
+      }
+      acc0[m] = fmaf(s0, sa, acc0[m]);
+      acc1[m] = fmaf(s1, sb, acc1[m]);
     }
   }
 }

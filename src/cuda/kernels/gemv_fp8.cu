@@ -4,56 +4,12 @@
 // lane), U loads per row in flight, against up to MT rows of x in shared memory; each 16-weight chunk
 // lies in one scale block, so its partial dot product is scaled once. The first chunks of a dense
 // weight are requested before PDL's wait and before the x tile is loaded (when all of K fits the tile).
-#include <cuda_fp8.h>
-
 #include <algorithm>
 
 #include "cuda/kernels/gemv_common.cuh"
 
 namespace ds::gpu::gemv_detail {
 namespace {
-
-__device__ __forceinline__ void fp8x16_to_f32(const uint4& v, float* f) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] & 0xffffu), __NV_E4M3);
-    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[i] >> 16), __NV_E4M3);
-    const float2 l = __half22float2(__half2(lo)), h = __half22float2(__half2(hi));
-    f[4 * i] = l.x;
-    f[4 * i + 1] = l.y;
-    f[4 * i + 2] = h.x;
-    f[4 * i + 3] = h.y;
-  }
-}
-
-// acc += scale * (16 weights . 16 x values) for the tile's rows, at tile column c.
-template <typename T, int MT>
-__device__ __forceinline__ void fma16(const uint4& a, const uint4& b, float sa, float sb, const T* xs, int kt_max,
-                                      int c, int mt, float* acc0, float* acc1) {
-  float fa[16], fb[16];
-  fp8x16_to_f32(a, fa);
-  fp8x16_to_f32(b, fb);
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    if (m < mt) {
-      Chunk8<T> x0, x1;
-      x0.load_shared(xs + m * kt_max + c);
-      x1.load_shared(xs + m * kt_max + c + 8);
-      float fx[16];
-      x0.to_float(fx);
-      x1.to_float(fx + 8);
-      float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-      for (int e = 0; e < 16; ++e) {
-        s0 = fmaf(fa[e], fx[e], s0);
-        s1 = fmaf(fb[e], fx[e], s1);
-      }
-      acc0[m] = fmaf(s0, sa, acc0[m]);
-      acc1[m] = fmaf(s1, sb, acc1[m]);
-    }
-  }
-}
 
 template <typename T, typename OutT, GemvEpilogue Epi, int MT, int U>
 __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvParams p, int kt_max, int pairs) {
@@ -136,7 +92,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvParams p, int
             const int c = kb + u * 512 + lane * 16;  // tile column
             if (c < kt) {
               const int kc = (k0 + c) >> ks;
-              fma16<T, MT>(a[u], b[u], s0[kc], s1[kc], xs, kt_max, c, mt, acc0, acc1);
+              fma_fp8_chunk<T, MT>(a[u], b[u], s0[kc], s1[kc], xs, kt_max, c, mt, acc0, acc1);
             }
           }
         }
@@ -245,8 +201,8 @@ __global__ void __launch_bounds__(kDcWarpsFp8 * 32) moe_down_combine_fp8_kernel(
         const int c = cb + u * 512;
         if (c < p.I) {
           float fa[16], fb[16], fx[16];
-          fp8x16_to_f32(a[u], fa);
-          fp8x16_to_f32(b[u], fb);
+          from_e4m3x16(a[u], fa);
+          from_e4m3x16(b[u], fb);
           xa[u].to_float(fx);
           xb[u].to_float(fx + 8);
           float d0 = 0.f, d1 = 0.f;

@@ -142,13 +142,7 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
 #pragma unroll
     for (int j = 0; j < kStagesF - 1; ++j) issue(j);
 
-    float acc[MT][NI][4];
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+    float acc[MT][NI][4] = {};
 
     for (int kb = 0; kb < KB; ++kb) {
       wait_groups<kStagesF - 2>();
@@ -172,13 +166,7 @@ __global__ void __launch_bounds__(kWarpsF * 32) moe_gemm_frag_kernel(MoeGemmPara
 #pragma unroll
         for (int pc = 0; pc < 2; ++pc)
           xv[ni][pc] = *reinterpret_cast<const uint4*>(xs + (ni * 8 + g) * kXLd + q * 16 + pc * 8);
-      float t[MT][NI][4];
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) t[mi][ni][e] = 0.f;
+      float t[MT][NI][4] = {};  // this k block's sums, scaled into acc below
 #pragma unroll
       for (int st4 = 0; st4 < 4; ++st4) {
         uint32_t b0[NI], b1[NI];
