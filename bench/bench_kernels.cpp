@@ -21,6 +21,7 @@
 #include "cuda/kernels/mla_prefill.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "cuda/kernels/norm.h"
@@ -396,10 +397,13 @@ int main(int argc, char** argv) {
       // session 5's register path; floor = the active experts' FP8 bytes
       const Fp8Matrix qgu{q_gu.as<uint8_t>(), s_gu.as<float>(), int64_t(E + 1) * 2 * I, D, D / 128, 7, 7};
       const Fp8Matrix qdn{q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7};
-      for (int variant = 0; variant < 4; ++variant) {  // fragment kernel 8 / 16 token tiles, staged, registers
+      // (variant 4: x split in e4m3 hi + lo and FP8 wgmma, the split counted in the time)
+      DeviceBuffer split(x_split_bytes(int64_t(B) * kp, std::max(D, I)));
+      for (int variant = 0; variant < 5; ++variant) {  // fragment kernel 8 / 16 token tiles, staged, registers
         const int staged = variant != 3;
         DeviceContext fctx = ctx;
         fctx.switches.fp8_frag = variant == 0 ? 8 : variant == 1 ? 16 : 0;
+        fctx.switches.fp8_xsplit = variant == 4;
         auto call = [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, qgu.q, D, I, act.data(), 16);
           g.w_matrix_stride = int64_t(2) * I * D;
@@ -408,6 +412,8 @@ int main(int argc, char** argv) {
           g.scale_ld = qgu.ld;
           g.scale_row_shift = g.scale_k_shift = 7;
           g.fp8_staged = staged;
+          g.x_split = split.data();
+          g.x_split_rows = B;
           run_moe_gemm(g, fctx);
           MoeGemmParams d = moe_down_gemm_params(g, qdn.q, out.data(), D);
           d.w_scale = qdn.scale;
@@ -418,10 +424,11 @@ int main(int argc, char** argv) {
           run_moe_gemm(d, fctx);
         };
         double mms = ds::bench::time_ms(s, call, reps);
-        const char* tags[] = {"fp8_frag8", "fp8_frag16", "fp8_staged", "fp8_registers"};
+        const char* tags[] = {"fp8_frag8", "fp8_frag16", "fp8_staged", "fp8_registers", "fp8_wgmma_split"};
         profiled(tags[variant], call);
         char nm[96];
-        const char* kind[] = {"fragments, 8-token tiles", "fragments, 16-token tiles", "16x64 staged", "16x64 registers"};
+        const char* kind[] = {"fragments, 8-token tiles", "fragments, 16-token tiles", "16x64 staged", "16x64 registers",
+                              "x split + FP8 wgmma"};
         std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, %s", B, kind[variant]);
         rows.push_back({nm, mms, bw_floor(bytes / 2), "FP8 floor: half the bf16 bytes"});
       }

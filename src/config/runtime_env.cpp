@@ -29,6 +29,7 @@ CudaEnv CudaEnv::parse() {
   c.graphs = flag("DELTASERVE_CUDA_GRAPHS", true);
   c.pdl = flag("DELTASERVE_CUDA_PDL", true);
   c.fp8_dense_tile = flag("DELTASERVE_CUDA_FP8_DENSE_TILE", true);
+  c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_WGMMA must be 0, 1 or 2, got '{}'", v);

@@ -13,6 +13,10 @@
 //                                        take turns on the tensor cores) (default: 1)
 //   DELTASERVE_CUDA_FP8_DENSE_TILE=0     FP8 projections at 9..160 rows dequantize + cuBLASLt instead of the
 //                                        grouped GEMM's FP8 kernel over one matrix (layer_step.cpp; default 1)
+//   DELTASERVE_CUDA_FP8_FRAG=0|1|8|16    FP8 tiles of decode batches: the fragment kernel (1: on, the default;
+//                                        8 / 16: on with that token tile) or 0: the staged tile kernel
+//   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
+//                                        (1, the default) or on bf16 tensor cores (0)
 #pragma once
 
 namespace ds {
@@ -24,9 +28,12 @@ struct CudaEnv {
   int wgmma = 1;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong
   bool fp8_dense_tile = true;       // FP8 projections at 9..160 rows: the FP8 tile kernel (false: dequantize)
   // FP8 grouped/dense GEMMs of decode-sized token tiles: the fragment kernel (moe_gemm_frag.h). 0 off (the
-  // staged tile kernel; the default: measured slower, docs/PERF.md session 8), 1 on with the token tile
-  // chosen by batch, 8 or 16 on with that token tile.
-  int fp8_frag = 0;
+  // staged tile kernel), 1 on (the default: 16-token tiles; measured faster than the staged kernel at B=16
+  // and 64, docs/PERF.md session 9), 8 or 16 on with that token tile.
+  int fp8_frag = 1;
+  // With the fragment kernel: x split into e4m3 hi + lo parts before the launch and multiplied on the FP8
+  // tensor cores (moe_gemm_frag.h); 0: x in bf16 and the weights converted to bf16 in the kernel.
+  bool fp8_xsplit = true;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

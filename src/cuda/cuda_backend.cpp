@@ -59,12 +59,8 @@ class CudaBackend final : public Backend {
     // developer switches (config/runtime_env.h): reference attention kernels, eager decode steps.
     // Parsed per backend, so a test may switch them between backends.
     const CudaEnv env = CudaEnv::parse();
-    mo.reference_attention = env.reference_attention;
-    mo.use_graphs = env.graphs;
-    mo.pdl = env.pdl;
-    mo.wgmma = env.wgmma;
-    mo.graph_max_context = env.graph_max_context;
-    if (mo.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
+    mo.switches = env;
+    if (env.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {
       gpu::Stream load_stream;
       auto w = gpu::load_device_weights(cfg_, act, wl, gpu::make_device_context(load_stream, env));

@@ -61,10 +61,7 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= -1,
            "CUDA backend: bad cache options");
   // the context configures the kernels for this device (kernels/configure.h)
-  ctx_ = make_device_context(stream_.get(), CudaEnv{.reference_attention = o.reference_attention,
-                                                     .graphs = o.use_graphs,
-                                                     .pdl = o.pdl,
-                                                     .wgmma = o.wgmma});
+  ctx_ = make_device_context(stream_.get(), o.switches);
   meta_ = std::make_unique<StepMeta>();
   build_layers();
   plan_memory();
@@ -153,7 +150,7 @@ void CudaModel::forward(const ForwardBatch& batch) {
     CudaModel* m;
     ~EndMark() { m->fwd_end_.record(m->stream_); }
   } end_mark{this};
-  if (opt_.use_graphs && forced_.empty()) {
+  if (opt_.switches.graphs && forced_.empty()) {
     bool identity_rows = p.num_rows() == p.num_seqs;
     for (int r = 0; identity_rows && r < p.num_rows(); ++r) identity_rows = p.logit_rows[size_t(r)] == r;
     if (p.num_decode == p.num_seqs && p.num_seqs <= opt_.max_graph_batch && identity_rows &&
@@ -283,7 +280,7 @@ void CudaModel::compute(const StepMeta& m) {
   Activations& ws = ws_->activations();
   const LayerStep step{ctx_,        cfg_,          act,
                        m,           ws,            ws_->expansion(),
-                       *caches_,    gemm_,         opt_.reference_attention,
+                       *caches_,    gemm_,         opt_.switches.reference_attention,
                        opt_.biased_moe_weights,    forced_.empty() ? nullptr : forced_dev_.as<int32_t>(),
                        w_.dequant_scratch};
   EmbeddingParams e;

@@ -53,13 +53,11 @@ struct CudaModelOptions {
   int mla_expand_keys = 0;          // key rows of the MLA prefill expansion, the context piece (0: from the
                                     // memory budget, at most min(max_model_len, 32768))
   bool biased_moe_weights = false;
-  bool use_graphs = true;
-  bool reference_attention = false; // the simple attention kernels (attn_ref.h) instead of kda_*/mla_*
-  bool pdl = true;                  // programmatic dependent launch (DELTASERVE_CUDA_PDL)
-  int wgmma = 1;                    // Hopper wgmma prefill kernels (DELTASERVE_CUDA_WGMMA)
   int max_graph_batch = 256;        // largest decode batch replayed from a graph
-  int64_t graph_max_context = 0;    // graphs are captured for block tables of up to this many tokens
-                                    // (0: max_model_len); longer decode steps run eagerly
+  // The developer switches (config/runtime_env.h), all of them: graphs, reference attention, PDL, the wgmma
+  // and FP8 kernel choices, graph_max_context (block tables of up to this many tokens get graphs; 0:
+  // max_model_len; longer decode steps run eagerly). The device context carries them to every launch.
+  CudaEnv switches;
 };
 
 class CudaModel {

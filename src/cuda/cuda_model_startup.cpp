@@ -25,7 +25,7 @@
 namespace ds::gpu {
 
 void CudaModel::capture_graphs() {
-  if (!opt_.use_graphs) {
+  if (!opt_.switches.graphs) {
     spdlog::info("  CUDA graphs: off (decode steps run eagerly)");
     return;
   }
@@ -41,7 +41,7 @@ void CudaModel::capture_graphs() {
   // the strides: every power of two (from 16) up to that of the longest context (max_model_len), or
   // of graph_max_context when it is smaller
   const int64_t ctx_bound =
-      opt_.graph_max_context > 0 ? std::min<int64_t>(opt_.graph_max_context, lim.max_context) : lim.max_context;
+      opt_.switches.graph_max_context > 0 ? std::min<int64_t>(opt_.switches.graph_max_context, lim.max_context) : lim.max_context;
   const int max_stride = graph_stride((ctx_bound + bs - 1) / bs);
   std::vector<int> strides;
   for (int s = 16; s <= max_stride; s *= 2) strides.push_back(s);
@@ -79,7 +79,7 @@ std::vector<int> CudaModel::graph_buckets() const {
 // Eager prefills of one sequence on the scratch slot and page (its block table repeats the scratch
 // page: the positions overwrite each other there, which nothing reads).
 void CudaModel::warm_up_prefill() {
-  if (opt_.reference_attention) return;  // a cross-checking switch: its kernels load on first use
+  if (opt_.switches.reference_attention) return;  // a cross-checking switch: its kernels load on first use
   LayoutLimits lim = layout_limits();
   lim.num_slots += 1;  // the scratch slot and page are valid here
   lim.num_blocks += 1;

@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "cuda/kernels/kda_prefill.h"
 #include "cuda/kernels/mla_decode.h"
+#include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/sampling.h"
 #include "cuda/device_weights.h"
 
@@ -90,6 +92,15 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   this->act = A(T * act_w);
   moe_out = A(int64_t(pairs) * hid);
   rows_x = A(int64_t(rows) * hid);
+  {  // the FP8 tile launches' x split: MoE gate/up (tokens x hidden) and down (pairs x expert width) below
+    // 512 tokens, dense projections up to kFp8TileMaxRows rows (their widest K)
+    const int64_t moe_t = std::min(T, 511), dense_t = std::min(T, kFp8TileMaxRows);
+    const int64_t dense_k = std::max<int64_t>({hid, HK, Hm * m.v_head_dim, c.intermediate_size,
+                                               int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts)});
+    x_split_capacity = std::max({x_split_bytes(moe_t, hid), x_split_bytes(moe_t * kp, c.moe.intermediate_size),
+                              x_split_bytes(dense_t, dense_k)});
+    x_split = a.alloc_bytes(x_split_capacity);
+  }
   g32 = a.alloc<float>(size_t(T) * HK);
   beta = a.alloc<float>(size_t(T) * c.kda.num_heads);
   router = a.alloc<float>(size_t(T) * std::max(1, c.moe.num_experts));

@@ -23,6 +23,8 @@ struct Activations {
   void* mla_ws = nullptr;  // MLA decode split-K workspace
   size_t kda_ws_bytes = 0, mla_ws_bytes = 0;
   void *moe_out = nullptr, *rows_x = nullptr;
+  void* x_split = nullptr;  // FP8 tile launches' x split (MoeGemmParams::x_split), x_split_capacity bytes
+  size_t x_split_capacity = 0;
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;

@@ -17,6 +17,9 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_PDL");
     unsetenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT");
     unsetenv("DELTASERVE_CUDA_WGMMA");
+    unsetenv("DELTASERVE_CUDA_FP8_FRAG");
+    unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
+    unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
   }
 };
 
@@ -62,6 +65,30 @@ TEST(CudaEnv, Wgmma) {
   EXPECT_EQ(CudaEnv::parse().wgmma, 2);
   setenv("DELTASERVE_CUDA_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
+}
+
+// The FP8 kernel choices: defaults (the FP8 wgmma kernel with x split, the fragment kernel where it does not
+// apply, the tile kernel for dense rows), each switch read, bad values named.
+TEST(CudaEnv, Fp8Kernels) {
+  EnvGuard g;
+  const CudaEnv d = CudaEnv::parse();
+  EXPECT_TRUE(d.fp8_xsplit);
+  EXPECT_EQ(d.fp8_frag, 1);
+  EXPECT_TRUE(d.fp8_dense_tile);
+  setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
+  setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
+  setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);
+  const CudaEnv e = CudaEnv::parse();
+  EXPECT_FALSE(e.fp8_xsplit);
+  EXPECT_EQ(e.fp8_frag, 16);
+  EXPECT_FALSE(e.fp8_dense_tile);
+  setenv("DELTASERVE_CUDA_FP8_XSPLIT", "2", 1);
+  try {
+    CudaEnv::parse();
+    ADD_FAILURE() << "accepted DELTASERVE_CUDA_FP8_XSPLIT=2";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("DELTASERVE_CUDA_FP8_XSPLIT"), std::string::npos) << err.what();
+  }
 }
 
 TEST(CudaEnv, GraphMaxContext) {

@@ -222,7 +222,7 @@ struct SnapshotRig {
     o.num_blocks = 8;
     o.num_snapshots = snapshots;
     o.max_model_len = 128;
-    o.use_graphs = false;
+    o.switches.graphs = false;
     model = tiny_model(cfg, o);
   }
   std::vector<float> logits() const {

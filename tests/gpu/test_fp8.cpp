@@ -19,6 +19,7 @@
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_frag.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "model/cpu_backend.h"
@@ -221,6 +222,58 @@ TEST(GpuFp8, GemvGroupedGather) {
     }
 }
 
+// The x split of the FP8 wgmma kernel (moe_gemm_fp8_wgmma.h) against its definition: per row and 128-column
+// block the least power-of-two scale s with amax / s <= 448, hi and lo e4m3 with (hi + lo) * s equal to the
+// bf16 value whenever |x| >= amax / 224 and within s * 2^-10 below; rows of mixed magnitudes, a zero
+// block and tiny values.
+TEST(GpuFp8, XSplitReconstructsBf16) {
+  DS_REQUIRE_GPU();
+  const int rows = 7, K = 384, ldx = 392;
+  auto x = randn(size_t(rows) * ldx, 4242);
+  for (int r = 0; r < rows; ++r)
+    for (int k = 0; k < K; ++k) {
+      float& v = x[size_t(r) * ldx + size_t(k)];
+      v *= std::ldexp(1.f, (r * 11) % 40 - 20);      // row magnitudes 2^-20 .. 2^19
+      if (k % 37 == 5) v *= 1e-6f;                     // tiny values beside large ones
+      if (r == 3 && k >= 128 && k < 256) v = 0.f;     // a zero block
+    }
+  x = rounded(x, DType::BF16);
+  auto dx = to_device(x, DType::BF16);
+  DeviceBuffer out(x_split_bytes(rows, K));
+  run_x_split(XSplitParams{.x = dx.data(), .ldx = ldx, .rows = rows, .K = K, .out = out.data()}, test_ctx());
+  std::vector<uint8_t> h(x_split_bytes(rows, K));
+  DS_CUDA_CHECK(cudaMemcpy(h.data(), out.data(), h.size(), cudaMemcpyDeviceToHost));
+  const int64_t plane = int64_t(rows) * K;
+  const float* sc = reinterpret_cast<const float*>(h.data() + 2 * plane);
+  int exact = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < K / 128; ++b) {
+      float amax = 0.f;
+      for (int k = b * 128; k < b * 128 + 128; ++k) amax = std::max(amax, std::fabs(x[size_t(r) * ldx + size_t(k)]));
+      const float s = sc[r * (K / 128) + b];
+      int e = 0;
+      ASSERT_EQ(std::frexp(s, &e), 0.5f) << "scale not a power of two, row " << r << " block " << b;
+      if (amax == 0.f) {
+        EXPECT_EQ(s, 1.f);
+      } else {
+        EXPECT_LE(amax / s, 448.f) << r << " " << b;
+        EXPECT_GT(amax / s, 224.f) << r << " " << b;
+      }
+      for (int k = b * 128; k < b * 128 + 128; ++k) {
+        const float v = x[size_t(r) * ldx + size_t(k)];
+        const size_t i = size_t(r) * K + size_t(k);
+        const float got = (fp8_e4m3_to_f32(h[i]) + fp8_e4m3_to_f32(h[size_t(plane) + i])) * s;
+        if (std::fabs(v) >= amax / 224.f) {
+          EXPECT_EQ(got, v) << "row " << r << " k " << k;
+          ++exact;
+        } else {
+          EXPECT_LE(std::fabs(got - v), s * 0x1p-10f) << "row " << r << " k " << k;
+        }
+      }
+    }
+  EXPECT_GT(exact, rows * K / 2);  // most values are in the exact range
+}
+
 // The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
 // projections at 9..160 rows), every FP8 path (cp.async-staged raw bytes, the register path, and at 16-row
 // tiles the fragment kernel with token tiles of 8 and 16), 16- and 64-row tiles, Store and Accumulate,
@@ -236,12 +289,14 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
       auto dx = to_device(x, DType::BF16);
       const auto ref = cpu_gemm(x, K, w.dq, M, N, K);
       const auto r0 = rounded(randn(size_t(M) * N, 900 + M), DType::BF16);
-      for (int variant = 0; variant < 4; ++variant)
+      DeviceBuffer split(x_split_bytes(M, K));
+      for (int variant = 0; variant < 5; ++variant)
         for (int tile : {16, 64})
           for (int acc = 0; acc < 2; ++acc) {
             const int staged = variant != 1;
             DeviceContext ctx = test_ctx();
             ctx.switches.fp8_frag = variant == 2 ? 8 : variant == 3 ? 16 : 0;
+            ctx.switches.fp8_xsplit = variant == 4;
             auto dy = acc ? to_device(r0, DType::BF16) : DeviceBuffer(size_t(M) * N * 2);
             if (!acc) poison(dy);
             MoeGemmParams g;
@@ -260,7 +315,11 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
             g.tile_tokens = tile;
             g.accumulate = acc;
             g.fp8_staged = staged;
-            EXPECT_EQ(moe_gemm_frag_applies(g, ctx), variant >= 2 && tile == 16 && L.ks >= 6);
+            g.x_split = split.data();
+            g.x_split_rows = M;
+            const bool wgmma = variant == 4 && tile == 16 && L.ks >= 7 && ctx.info.sm_major == 9;
+            EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), wgmma);
+            EXPECT_EQ(moe_gemm_frag_applies(g, ctx), (variant == 2 || variant == 3) && tile == 16 && L.ks >= 6);
             run_moe_gemm(g, ctx);
             auto want = ref;
             if (acc)
@@ -311,9 +370,11 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
             want[size_t(r) * N + size_t(n)] = float(v);
           }
         }
-      for (int frag : {0, 8, 16}) {
+      DeviceBuffer split(x_split_bytes(R, K));
+      for (int frag : {0, 8, 16, -1}) {  // -1: x split, FP8 wgmma
         DeviceContext ctx = test_ctx();
-        ctx.switches.fp8_frag = frag;
+        ctx.switches.fp8_frag = std::max(frag, 0);
+        ctx.switches.fp8_xsplit = frag == -1;
         DeviceBuffer dy(size_t(rows) * N * 2);
         poison(dy);
         MoeGemmParams g;
@@ -338,7 +399,10 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
         g.max_active = int(expert.size()) + 2;
         g.max_rows = rows;
         g.tile_tokens = 16;
-        EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag != 0 && L.ks >= 6);
+        g.x_split = split.data();
+        g.x_split_rows = silu ? R : rows;
+        EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), frag == -1 && L.ks >= 7 && ctx.info.sm_major == 9);
+        EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag > 0 && L.ks >= 6);
         run_moe_gemm(g, ctx);
         EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
             << L.name << (silu ? " gate/up" : " down") << " fp8_frag " << frag;

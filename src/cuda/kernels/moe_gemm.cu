@@ -2,6 +2,7 @@
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/moe_gemm_frag.h"
 #include "cuda/kernels/moe_gemm_wgmma.h"
 
@@ -433,6 +434,7 @@ template <int BN, int BK> void configure_tile() {
 void configure_moe_gemm(const DeviceContext& ctx) {
   configure_moe_gemm_wgmma(ctx);
   configure_moe_gemm_frag();
+  configure_moe_gemm_fp8_wgmma(ctx);
   configure_tile<64, 64>();
   configure_tile<64, 32>();
   configure_tile<16, 64>();
@@ -454,6 +456,14 @@ void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.dense_rows == 0 || (!p.x_rows && p.max_rows >= p.dense_rows),
                  "run_moe_gemm: a dense launch reads x rows 0..dense_rows-1 (no gather) and sizes its grid by max_rows");
   DS_GPU_REQUIRE(!p.w_scale || p.scale_k_shift >= 4, "run_moe_gemm: FP8 scale blocks must be at least 16 columns wide");
+  if (moe_gemm_fp8_wgmma_applies(p, ctx)) {  // FP8 at decode-sized token tiles on Hopper: x split, FP8 wgmma
+    DS_GPU_REQUIRE(p.max_active <= 65535 && (p.dense_rows + 15) / 16 <= 65535, "run_moe_gemm: too many token tiles for one launch");
+    DS_GPU_REQUIRE(p.x_split_rows >= (p.x_rows ? 1 : std::max(p.dense_rows, p.max_rows)),
+                   "run_moe_gemm: the x split must cover the rows the launch reads");
+    launch_moe_gemm_fp8_wgmma(p, ctx);
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
   if (moe_gemm_frag_applies(p, ctx)) {  // FP8 at decode-sized token tiles: the fragment kernel
     DS_GPU_REQUIRE(p.max_active <= 65535 && (p.dense_rows + 7) / 8 <= 65535, "run_moe_gemm: too many token tiles for one launch");
     launch_moe_gemm_frag(p, ctx);

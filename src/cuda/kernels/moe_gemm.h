@@ -17,6 +17,11 @@
 
 namespace ds::gpu {
 
+// LayerStep::linear's FP8 projections beyond their GEMV and up to this many rows run this GEMM as one dense
+// matrix (weight bytes read once per token tile); beyond, dequantize + cuBLASLt (5 bytes moved per weight,
+// but bf16 tensor cores at full rate: the break-even was ~200 rows for the mma.sync kernels).
+constexpr int kFp8TileMaxRows = 160;
+
 struct MoeGemmParams {
   const void* x = nullptr;             // [*, ldx] bf16
   int64_t ldx = 0;
@@ -47,6 +52,12 @@ struct MoeGemmParams {
   // the grid, max_active may be 0). accumulate: y += the product (the plain product only).
   int dense_rows = 0;
   bool accumulate = false;
+  // FP8 weights on Hopper, tile_tokens 16: scratch of x_split_bytes(x_split_rows, K) bytes
+  // (moe_gemm_fp8_wgmma.h) where run_moe_gemm first splits x rows 0..x_split_rows-1 (every row the launch
+  // reads, gathered or not) into e4m3 hi + lo parts for the FP8 tensor cores (DeviceContext::switches
+  // .fp8_xsplit); null: the mma.sync kernels, which convert the weights to bf16.
+  void* x_split = nullptr;
+  int x_split_rows = 0;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
@@ -69,6 +80,7 @@ inline MoeGemmParams moe_down_gemm_params(const MoeGemmParams& gate_up, const vo
   d.silu_mul = false;
   d.w_scale = nullptr;
   d.accumulate = false;
+  d.x_split_rows = gate_up.max_rows;  // the pairs: the gate/up output rows, read in order
   return d;
 }
 

@@ -5,6 +5,7 @@
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/int4.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 
 namespace ds::gpu {
 
@@ -56,8 +57,13 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.N = N;
     g.K = K;
     g.dense_rows = g.max_rows = M;
-    g.tile_tokens = M <= 16 ? 16 : 64;
     g.accumulate = accumulate;
+    g.x_split = ws.x_split;  // on Hopper: x split for the FP8 tensor cores, 16-row token tiles (moe_gemm.h)
+    g.x_split_rows = M;
+    g.tile_tokens = 16;
+    const bool split = moe_gemm_fp8_wgmma_applies(g, ctx) && x_split_bytes(M, K) <= ws.x_split_capacity;
+    if (!split) g.x_split = nullptr;
+    if (!split && M > 16) g.tile_tokens = 64;
     run_moe_gemm(g, ctx);
     return;
   }

@@ -14,6 +14,7 @@
 #include "cuda/device_weights.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/moe_gemm.h"
 #include "cuda/workspace.h"
 
 namespace ds::gpu {
@@ -59,10 +60,6 @@ constexpr int kFp8GemvMaxRows = 8;  // FP8 projections: the FP8 GEMV up to here 
                                     // 16 rows lose)
 constexpr int kMoeFoldMaxRows = 32;  // up to this many tokens the shared expert runs as one more expert of the
                                      // routed launches (no dense MLP launches of its own)
-constexpr int kFp8TileMaxRows = 160;  // beyond the GEMV and up to here: the FP8 grouped-GEMM kernel as one
-                                      // dense matrix (weight bytes read once per 64 rows, converted in shared
-                                      // memory); beyond, dequantize + cuBLASLt (5 bytes moved per weight, but
-                                      // bf16 tensor cores at full rate: the break-even is ~200 rows)
 
 struct LayerStep {
   const DeviceContext& ctx;

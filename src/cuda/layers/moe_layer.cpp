@@ -67,6 +67,10 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
                                               m.T >= 512 ? 64 : 16);
     set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
+    if (g.tile_tokens == 16) {  // FP8 experts on Hopper: x split for the FP8 tensor cores (moe_gemm.h)
+      g.x_split = ws.x_split;
+      g.x_split_rows = m.T;
+    }
     run_moe_gemm(g, s.ctx);
     MoeGemmParams d = moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid);
     set_gemv_weights(d, f.experts_down, hid);

@@ -1,0 +1,282 @@
+// FP8 x split-bf16 GEMMs of decode-sized token tiles on Hopper FP8 wgmma (see moe_gemm_fp8_wgmma.h).
+//
+// A CTA is one warpgroup (128 threads). It owns 64 * MT weight rows (SiLU-mul: 64 gate rows and the matching
+// 64 up rows) of one matrix (an active expert, or the dense matrix) and the expert's token tiles of 16 rows,
+// one after another. Per k block of 128 a stage holds the weight rows' raw e4m3 bytes and the token tile's hi
+// and lo bytes, all K-major in the 128-byte swizzled layout of wgmma.cuh (one 128-byte row per weight row or
+// token), copied by cp.async kStages - 1 blocks ahead. Each block runs, per 64-row tile, 4 k steps x 2 parts
+// of wgmma m64n16k32 e4m3 into a fresh fp32 partial (D = weights x tokens, both from shared memory), waits,
+// and adds the partial times the weight scale of its rows and the x scale of its tokens to the accumulator
+// (the scales change with the k block, so the FP8 products are summed per block, as DeepGEMM does).
+// Accumulator element i of a thread (warp w, lane g * 4 + q) is row 16 w + g + 8 ((i >> 1) & 1) of the tile,
+// token 8 (i >> 2) + 2 q + (i & 1).
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
+
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
+#include "cuda/kernels/wgmma.cuh"
+
+namespace ds::gpu {
+namespace {
+
+using namespace wg;
+
+constexpr int kKb = kXSplitBlock, kTokW = 16, kStagesW = 4, kThreadsW = 128;
+
+template <int MT> struct StageW {
+  static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * 128;  // weight rows: 128 bytes (k) each
+  static constexpr uint32_t kXBytes = kTokW * 128;             // one part of the token tile
+  static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;    // a multiple of 1024: atoms stay aligned
+  static constexpr size_t kSmem = size_t(kStagesW) * kBytes + 1024;
+  static constexpr int kWChunks = MT * 64 * 8 / kThreadsW;     // 16-byte weight copies per thread
+  static_assert(kBytes % 1024 == 0 && 2 * kTokW * 8 == 2 * kThreadsW, "two x copies per thread");
+};
+
+__device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <int MT, bool SILU>
+__global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
+  using S = StageW<MT>;
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  const uint32_t sbase = smem_u32(smem);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  constexpr int kCols = SILU ? 64 : 64 * MT;
+  const int f0 = int(blockIdx.x) * kCols;
+
+  int r0, rows_total, matrix;
+  if (p.dense_rows > 0) {
+    r0 = int(blockIdx.y) * kTokW;
+    rows_total = min(kTokW, p.dense_rows - r0);
+    matrix = 0;
+  } else {
+    const int a = int(blockIdx.y);
+    if (a >= *p.num_active) return;
+    r0 = p.active_start[a];
+    rows_total = p.active_start[a + 1] - r0;
+    matrix = p.active_expert[a];
+  }
+  if (rows_total <= 0) return;
+
+  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(matrix) * p.w_matrix_stride;
+  const float* Sb = p.w_scale + int64_t(matrix) * p.scale_matrix_stride;
+  // stage row sr -> output column and weight row (SiLU: gate rows, then the matching up rows)
+  auto column = [&](int sr) { return SILU ? f0 + (sr & 63) : f0 + sr; };
+  auto weight_row = [&](int sr) { return SILU && sr >= 64 ? p.N + f0 + (sr & 63) : f0 + sr; };
+  // weight copies: chunk tid & 7 of stage rows tid / 8 + 16 i (32-bit offsets: a matrix stays below 2^31 bytes)
+  const int ch = tid & 7;
+  uint32_t woff[S::kWChunks], wdst[S::kWChunks];
+  bool wok[S::kWChunks];
+#pragma unroll
+  for (int i = 0; i < S::kWChunks; ++i) {
+    const int sr = tid / 8 + 16 * i;
+    wok[i] = column(sr) < p.N;
+    woff[i] = uint32_t(wok[i] ? weight_row(sr) : 0) * uint32_t(p.K) + uint32_t(ch * 16);
+    wdst[i] = swz(sr, ch);
+  }
+  // scale rows of this thread's accumulator rows (tile mi, halves h)
+  uint32_t soff[MT][2];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int sr = mi * 64 + warp * 16 + g + 8 * h;
+      soff[mi][h] = uint32_t((column(sr) < p.N ? weight_row(sr) : 0) >> p.scale_row_shift) * uint32_t(p.scale_ld);
+    }
+  const int KB = p.K / kKb;
+  const uint8_t* Xh = static_cast<const uint8_t*>(p.x_split);
+  const int64_t plane = int64_t(p.x_split_rows) * p.K;  // hi plane, then lo, then the scales
+  const float* Xs = reinterpret_cast<const float*>(Xh + 2 * plane);
+  auto x_row = [&](int pr) { return p.x_rows ? p.x_rows[pr] : pr; };
+
+  for (int t0 = 0; t0 < rows_total; t0 += kTokW) {  // token tiles of this matrix (one at decode batches)
+    const int rows = min(kTokW, rows_total - t0);
+    // x copies: part tid / 64 ... chunk ch of token (tid / 8) % 16 (hi: copy 0, lo: copy 1)
+    const int xt = (tid / 8) % kTokW;
+    const bool xok = xt < rows;
+    const uint8_t* xsrc = Xh + int64_t(x_row(r0 + t0 + (xok ? xt : 0))) * p.K + ch * 16;
+    const uint32_t xdst = S::kWBytes + swz(xt, ch);  // + kXBytes for lo
+    // x scale rows of this thread's accumulator tokens 8 j + 2 q + e
+    uint32_t xso[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tk = 8 * j + 2 * q + e;
+        xso[j][e] = uint32_t(x_row(r0 + t0 + (tk < rows ? tk : 0))) * uint32_t(KB);
+      }
+    auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
+      if (kb < KB) {
+        const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
+        const int k = kb * kKb;
+#pragma unroll
+        for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + k, wok[i]);
+        // tid < 128 covers hi (tid / 8 < 16) and lo with the same thread: two copies each
+        cp16(st + xdst, xsrc + k, xok);
+        cp16(st + xdst + S::kXBytes, xsrc + plane + k, xok);
+      }
+      cp_commit();
+    };
+#pragma unroll
+    for (int j = 0; j < kStagesW - 1; ++j) issue(j);
+
+    float acc[MT][8] = {};
+#pragma unroll 1
+    for (int kb = 0; kb < KB; ++kb) {
+      // this block's scales (loads in flight during the MMAs)
+      float sw[MT][2], sx[2][2];
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) sw[mi][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb) >> p.scale_k_shift));
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) sx[j][e] = __ldg(Xs + xso[j][e] + kb);
+      cp_wait<kStagesW - 2>();
+      fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
+      __syncthreads();      // every thread's copies of block kb landed; block kb - 1's reads are done
+      issue(kb + kStagesW - 1);
+      const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
+      float t[MT][8];
+      wgmma_fence();
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+#pragma unroll
+          for (int part = 0; part < 2; ++part)
+            wgmma_m64n16k32_e4m3(t[mi], desc_k_sw128(st + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
+                                 desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
+                                 s + part);
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi) {
+        reg_fence(t[mi]);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[mi][i] = fmaf(t[mi][i], sw[mi][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
+      }
+    }
+    cp_wait<0>();
+    __syncthreads();  // the next token tile's copies reuse the stages
+
+    bf16* Y = static_cast<bf16*>(p.y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int tk = 8 * (i >> 2) + 2 * q + (i & 1);
+      if (tk >= rows) continue;
+      bf16* yrow = Y + int64_t(r0 + t0 + tk) * p.ldy;
+      const int rr = warp * 16 + g + 8 * ((i >> 1) & 1);
+      if constexpr (SILU) {
+        const int col = f0 + rr;
+        if (col < p.N) yrow[col] = __float2bfloat16_rn(siluf_(acc[0][i]) * acc[1][i]);
+      } else {
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) {
+          const int col = f0 + mi * 64 + rr;
+          if (col >= p.N) continue;
+          float v = acc[mi][i];
+          if (p.accumulate) v += __bfloat162float(yrow[col]);
+          yrow[col] = __float2bfloat16_rn(v);
+        }
+      }
+    }
+  }
+}
+
+// The split: one thread per 8 values, 16 threads per 128-value k block (their amax by shuffles).
+__global__ void x_split_kernel(XSplitParams p) {
+  pdl_trigger();
+  pdl_wait();
+  const int per_row = p.K / 8;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // chunk of 8 values
+  const bool ok = i < int64_t(p.rows) * per_row;  // whole 16-thread groups share `ok` (per_row % 16 == 0)
+  const int64_t r = ok ? i / per_row : 0;
+  const int c = ok ? int(i % per_row) : 0;
+  float v[8] = {};
+  if (ok) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(p.x) + r * p.ldx + c * 8);
+    const bf16* e = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(e[j]);
+  }
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!ok) return;
+  // the least power of two s with amax / s <= 448: amax / 448 rounded up to a power of two (1 for zero)
+  const float need = amax / 448.f;
+  const float s =
+      need > 0.f ? __uint_as_float((__float_as_uint(fmaxf(need, 0x1p-126f)) + 0x007fffffu) & 0xff800000u) : 1.f;
+  const float inv = 1.f / s;  // exact: a power of two
+  uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float y = v[j] * inv;
+    const uint8_t h = to_e4m3(y);
+    const uint8_t l = to_e4m3(y - from_e4m3(h));
+    hw[j / 4] |= uint32_t(h) << (8 * (j % 4));
+    lw[j / 4] |= uint32_t(l) << (8 * (j % 4));
+  }
+  uint8_t* hi = static_cast<uint8_t*>(p.out);
+  const int64_t plane = int64_t(p.rows) * p.K;
+  *reinterpret_cast<uint2*>(hi + r * p.K + c * 8) = make_uint2(hw[0], hw[1]);
+  *reinterpret_cast<uint2*>(hi + plane + r * p.K + c * 8) = make_uint2(lw[0], lw[1]);
+  if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
+}
+
+template <int MT, bool SILU> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  constexpr int kCols = SILU ? 64 : 64 * MT;
+  const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles));
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU>, grid, kThreadsW, StageW<MT>::kSmem, ctx, p);
+}
+
+}  // namespace
+
+size_t x_split_bytes(int64_t rows, int64_t K) { return size_t(rows * K * 2 + rows * (K / kKb) * 4); }
+
+void run_x_split(const XSplitParams& p, const DeviceContext& ctx) {
+  DS_GPU_REQUIRE(p.K % kKb == 0 && p.ldx % 8 == 0, "run_x_split: K must be a multiple of 128 and ldx of 8");
+  if (p.rows == 0) return;
+  const int64_t chunks = int64_t(p.rows) * (p.K / 8);
+  launch_pdl(x_split_kernel, dim3(unsigned(ceil_div(chunks, int64_t(256)))), 256, 0, ctx, p);
+}
+
+bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
+  return ctx.switches.fp8_xsplit && p.x_split && p.x_split_rows > 0 && p.w_scale && p.tile_tokens == 16 &&
+         p.scale_k_shift >= 7 && p.K % kKb == 0 && p.ldx % 8 == 0 && ctx.info.sm_major == 9 &&
+         ctx.info.smem_per_block_optin >= StageW<2>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
+}
+
+void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
+  run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
+  const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, kTokW)) : p.max_active;
+  if (p.silu_mul) return launch_t<2, true>(p, tiles, ctx);
+  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false>(p, tiles, ctx);
+  launch_t<2, false>(p, tiles, ctx);
+}
+
+void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
+  if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2>::kSmem) return;
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true>, StageW<2>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false>, StageW<2>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false>, StageW<1>::kSmem);
+}
+
+}  // namespace ds::gpu
