@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Prefix-caching measurements on the GPU (issue 14, docs/PREFIX_CACHE.md): one server with the cache on
 # (the default) or off, then the workloads; run it once per setting and compare.
-# Usage: scripts/gpu-prefix-bench.sh BIN on|off [GSM8K_DATA_DIR]
-# Needs the 48B dummy model directory /tmp/ds48 that scripts/gpu-serve-bench.sh creates (run it first).
+# Usage: scripts/gpu-prefix-bench.sh BIN on|off [GSM8K_DATA_DIR] [-- extra serve flags, e.g. --quantization fp8]
+# ONLY="shared16x32 ..." runs only the named workloads. Needs the 48B dummy model directory /tmp/ds48
+# (scripts/synthetic-48b.sh /tmp/ds48, which scripts/gpu-serve-bench.sh also runs).
 # Results: $OUT (default /tmp/gpu-prefix)/{serve,bench}_<setting>.log, JSON per workload, /metrics after each.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN=$1; MODE=$2; GSM=${3:-}
+BIN=$1; MODE=$2; shift 2
+GSM=""; [[ $# -gt 0 && $1 != -- ]] && { GSM=$1; shift; }
+[[ ${1:-} == -- ]] && shift
+EXTRA=("$@")
 OUT=${OUT:-/tmp/gpu-prefix}
 M=/tmp/ds48
 [[ -f $M/config.json ]] || { echo "no $M: run scripts/gpu-serve-bench.sh once first"; exit 1; }
@@ -14,13 +18,14 @@ mkdir -p "$OUT"
 FLAG=(); [[ $MODE == off ]] && FLAG=(--no-enable-prefix-caching)
 PORT=$((8100 + RANDOM % 800))
 "$BIN" serve --device cuda --load-format dummy --model $M --served-model-name kimi48 --max-num-seqs 128 \
-  --max-num-batched-tokens 8192 --max-model-len 65536 --port $PORT "${FLAG[@]}" > "$OUT/serve_$MODE.log" 2>&1 &
+  --max-num-batched-tokens 8192 --max-model-len 65536 --port $PORT "${FLAG[@]}" "${EXTRA[@]}" > "$OUT/serve_$MODE.log" 2>&1 &
 SPID=$!
 for _ in $(seq 1 300); do curl -sf http://127.0.0.1:$PORT/health > /dev/null 2>&1 && break; sleep 1; done
 curl -sf http://127.0.0.1:$PORT/health > /dev/null || { tail -30 "$OUT/serve_$MODE.log"; kill $SPID; exit 1; }
 B=("$BIN" bench --base-url http://127.0.0.1:$PORT --no-progress --warmup 0)
 run() {  # NAME ARGS...: one workload, its JSON and the server's prefix-cache counters after it
   local name=$1; shift
+  [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]] && return
   echo "== $name"
   timeout 900 "${B[@]}" "$@" --output-json "$OUT/${name}_$MODE.json"
   curl -s http://127.0.0.1:$PORT/metrics | grep -E "^deltaserve_(prefix_|prompt_tokens_total)"
