@@ -1,9 +1,8 @@
 // FP8 x split-bf16 GEMMs of decode-sized token tiles on Hopper FP8 wgmma (see moe_gemm_fp8_wgmma.h).
 //
-// A CTA is one warpgroup (128 threads) of a persistent grid (a few per SM). A work item is 64 * MT weight rows
-// (SiLU-mul: 64 gate rows and the matching 64 up rows) of one matrix (an active expert, or the dense matrix)
-// with that matrix's token tiles of 16 rows; a CTA takes items blockIdx.x, + gridDim.x, ... and its copies run
-// ahead across item boundaries. Per k block of 128 a stage holds the weight rows' raw e4m3 bytes and the token tile's hi
+// A CTA is one warpgroup (128 threads). It owns 64 * MT weight rows (SiLU-mul: 64 gate rows and the matching
+// 64 up rows) of one matrix (an active expert, or the dense matrix) and the expert's token tiles of 16 rows,
+// one after another. Per k block of 128 a stage holds the weight rows' raw e4m3 bytes and the token tile's hi
 // and lo bytes, all K-major in the 128-byte swizzled layout of wgmma.cuh (one 128-byte row per weight row or
 // token), copied by cp.async kStages - 1 blocks ahead. Each block runs, per 64-row tile, 4 k steps x 2 parts
 // of wgmma m64n16k32 e4m3 into a fresh fp32 partial (D = weights x tokens, both from shared memory), waits,
@@ -12,8 +11,6 @@
 // Accumulator element i of a thread (warp w, lane g * 4 + q) is row 16 w + g + 8 ((i >> 1) & 1) of the tile,
 // token 8 (i >> 2) + 2 q + (i & 1).
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
-
-#include <algorithm>
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/fp8_codec.cuh"
@@ -46,70 +43,6 @@ __device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t a, 
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-// One work item: a (matrix tile, column block) pair: the tile's token rows r0.. (rows_total of them: an active
-// expert's rows, or 16 dense rows), its weight matrix, and the first output column of the block.
-struct Item {
-  int r0 = 0, rows_total = 0, matrix = 0, f0 = 0;
-};
-
-// Where a CTA is in its sequence of steps (one k block of one token tile of one item): items blockIdx.x,
-// blockIdx.x + gridDim.x, ... (those with no rows skipped), each item's token tiles of 16, each tile's k blocks.
-struct Cursor {
-  int i = 0, t0 = 0, kb = 0;
-  bool live = false;
-  Item it;
-};
-
-template <int MT, bool SILU> struct Schedule {
-  static constexpr int kCols = SILU ? 64 : 64 * MT;
-  const MoeGemmParams& p;
-  int nbx, n_items, KB;
-  __device__ Schedule(const MoeGemmParams& p_) : p(p_) {
-    nbx = (p.N + kCols - 1) / kCols;
-    n_items = (p.dense_rows > 0 ? (p.dense_rows + kTokW - 1) / kTokW : *p.num_active) * nbx;
-    KB = p.K / kKb;
-  }
-  __device__ void seek(Cursor& c) const {  // from item c.i on, the first with rows
-    for (; c.i < n_items; c.i += int(gridDim.x)) {
-      const int a = c.i / nbx;
-      Item& it = c.it;
-      it.f0 = (c.i % nbx) * kCols;
-      if (p.dense_rows > 0) {
-        it.r0 = a * kTokW;
-        it.rows_total = min(kTokW, p.dense_rows - it.r0);
-        it.matrix = 0;
-      } else {
-        it.r0 = p.active_start[a];
-        it.rows_total = p.active_start[a + 1] - it.r0;
-        it.matrix = p.active_expert[a];
-      }
-      if (it.rows_total > 0) {
-        c.live = true;
-        return;
-      }
-    }
-    c.live = false;
-  }
-  __device__ Cursor start() const {
-    Cursor c;
-    c.i = int(blockIdx.x);
-    seek(c);
-    return c;
-  }
-  __device__ void advance(Cursor& c) const {
-    if (++c.kb < KB) return;
-    c.kb = 0;
-    c.t0 += kTokW;
-    if (c.t0 < c.it.rows_total) return;
-    c.t0 = 0;
-    c.i += int(gridDim.x);
-    seek(c);
-  }
-};
-
-// Persistent: a grid of a few CTAs per SM walks the work items, the copies of the next steps in flight across
-// item boundaries (a per-item launch ramps the pipeline up and down for every 128 weight rows: 8 k blocks for
-// the down projection).
 template <int MT, bool SILU>
 __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
   using S = StageW<MT>;
@@ -119,149 +52,149 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   const uint32_t sbase = smem_u32(smem);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3, ch = tid & 7;
-  const Schedule<MT, SILU> sched(p);
-  // stage row sr of an item at f0 -> output column and weight row (SiLU: gate rows, then the matching up rows)
-  auto column = [&](int f0, int sr) { return SILU ? f0 + (sr & 63) : f0 + sr; };
-  auto weight_row = [&](int f0, int sr) { return SILU && sr >= 64 ? p.N + f0 + (sr & 63) : f0 + sr; };
-  auto x_row = [&](int pr) { return p.x_rows ? p.x_rows[pr] : pr; };
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  constexpr int kCols = SILU ? 64 : 64 * MT;
+  const int f0 = int(blockIdx.x) * kCols;
+
+  int r0, rows_total, matrix;
+  if (p.dense_rows > 0) {
+    r0 = int(blockIdx.y) * kTokW;
+    rows_total = min(kTokW, p.dense_rows - r0);
+    matrix = 0;
+  } else {
+    const int a = int(blockIdx.y);
+    if (a >= *p.num_active) return;
+    r0 = p.active_start[a];
+    rows_total = p.active_start[a + 1] - r0;
+    matrix = p.active_expert[a];
+  }
+  if (rows_total <= 0) return;
+
+  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(matrix) * p.w_matrix_stride;
+  const float* Sb = p.w_scale + int64_t(matrix) * p.scale_matrix_stride;
+  // stage row sr -> output column and weight row (SiLU: gate rows, then the matching up rows)
+  auto column = [&](int sr) { return SILU ? f0 + (sr & 63) : f0 + sr; };
+  auto weight_row = [&](int sr) { return SILU && sr >= 64 ? p.N + f0 + (sr & 63) : f0 + sr; };
+  // weight copies: chunk tid & 7 of stage rows tid / 8 + 16 i (32-bit offsets: a matrix stays below 2^31 bytes)
+  const int ch = tid & 7;
+  uint32_t woff[S::kWChunks], wdst[S::kWChunks];
+  bool wok[S::kWChunks];
+#pragma unroll
+  for (int i = 0; i < S::kWChunks; ++i) {
+    const int sr = tid / 8 + 16 * i;
+    wok[i] = column(sr) < p.N;
+    woff[i] = uint32_t(wok[i] ? weight_row(sr) : 0) * uint32_t(p.K) + uint32_t(ch * 16);
+    wdst[i] = swz(sr, ch);
+  }
+  // scale rows of this thread's accumulator rows (tile mi, halves h)
+  uint32_t soff[MT][2];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int sr = mi * 64 + warp * 16 + g + 8 * h;
+      soff[mi][h] = uint32_t((column(sr) < p.N ? weight_row(sr) : 0) >> p.scale_row_shift) * uint32_t(p.scale_ld);
+    }
+  const int KB = p.K / kKb;
   const uint8_t* Xh = static_cast<const uint8_t*>(p.x_split);
   const int64_t plane = int64_t(p.x_split_rows) * p.K;  // hi plane, then lo, then the scales
   const float* Xs = reinterpret_cast<const float*>(Xh + 2 * plane);
+  auto x_row = [&](int pr) { return p.x_rows ? p.x_rows[pr] : pr; };
 
-  // ---- the producer's cursor and copy sources (refreshed at each token tile's first k block) ----
-  Cursor pc = sched.start();
-  uint32_t pstep = 0;
-  const uint8_t* Wq = nullptr;
-  uint32_t woff[S::kWChunks];  // chunk ch of stage rows tid / 8 + 16 i (32-bit: a matrix stays below 2^31 bytes)
-  uint32_t wok = 0;            // bit i: that row is a real one
-  const uint8_t* xsrc = Xh;    // this thread's x copy: token (tid / 8) % 16, chunk ch (hi; lo one plane on)
-  bool xok = false;
-  const int xt = (tid / 8) % kTokW;
-  const uint32_t xdst = S::kWBytes + swz(xt, ch);
-  auto issue = [&] {  // the producer's next step into stage pstep % kStagesW (always one commit group)
-    if (pc.live) {
-      const Item& it = pc.it;
-      if (pc.kb == 0) {
-        Wq = static_cast<const uint8_t*>(p.w) + int64_t(it.matrix) * p.w_matrix_stride;
-        wok = 0;
-#pragma unroll
-        for (int i = 0; i < S::kWChunks; ++i) {
-          const int sr = tid / 8 + 16 * i;
-          const bool ok = column(it.f0, sr) < p.N;
-          wok |= uint32_t(ok) << i;
-          woff[i] = uint32_t(ok ? weight_row(it.f0, sr) : 0) * uint32_t(p.K) + uint32_t(ch * 16);
-        }
-        xok = xt < it.rows_total - pc.t0;
-        xsrc = Xh + int64_t(x_row(it.r0 + pc.t0 + (xok ? xt : 0))) * p.K + ch * 16;
-      }
-      const uint32_t st = sbase + (pstep % kStagesW) * S::kBytes;
-      const int k = pc.kb * kKb;
-#pragma unroll
-      for (int i = 0; i < S::kWChunks; ++i) cp16(st + swz(tid / 8 + 16 * i, ch), Wq + woff[i] + k, (wok >> i) & 1u);
-      cp16(st + xdst, xsrc + k, xok);
-      cp16(st + xdst + S::kXBytes, xsrc + plane + k, xok);
-      sched.advance(pc);
-    }
-    cp_commit();
-    ++pstep;
-  };
-#pragma unroll
-  for (int j = 0; j < kStagesW - 1; ++j) issue();
-
-  // ---- the consumer: MMAs, scales, epilogue ----
-  Cursor cc = sched.start();
-  uint32_t cstep = 0;
-  const float* Sb = p.w_scale;
-  uint32_t soff[MT][2] = {}, xso[2][2] = {};
-  int rows = 0;
-  float acc[MT][8] = {};
-  while (cc.live) {
-    const Item& it = cc.it;
-    if (cc.kb == 0) {  // a new token tile: its scale rows, a zeroed accumulator
-      Sb = p.w_scale + int64_t(it.matrix) * p.scale_matrix_stride;
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int sr = mi * 64 + warp * 16 + g + 8 * h;
-          soff[mi][h] = uint32_t((column(it.f0, sr) < p.N ? weight_row(it.f0, sr) : 0) >> p.scale_row_shift) *
-                        uint32_t(p.scale_ld);
-        }
-      rows = min(kTokW, it.rows_total - cc.t0);
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int tk = 8 * j + 2 * q + e;
-          xso[j][e] = uint32_t(x_row(it.r0 + cc.t0 + (tk < rows ? tk : 0))) * uint32_t(sched.KB);
-        }
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[mi][i] = 0.f;
-    }
-    // this block's scales (loads in flight during the MMAs)
-    float sw[MT][2], sx[2][2];
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) sw[mi][h] = __ldg(Sb + soff[mi][h] + ((cc.kb * kKb) >> p.scale_k_shift));
+  for (int t0 = 0; t0 < rows_total; t0 += kTokW) {  // token tiles of this matrix (one at decode batches)
+    const int rows = min(kTokW, rows_total - t0);
+    // x copies: part tid / 64 ... chunk ch of token (tid / 8) % 16 (hi: copy 0, lo: copy 1)
+    const int xt = (tid / 8) % kTokW;
+    const bool xok = xt < rows;
+    const uint8_t* xsrc = Xh + int64_t(x_row(r0 + t0 + (xok ? xt : 0))) * p.K + ch * 16;
+    const uint32_t xdst = S::kWBytes + swz(xt, ch);  // + kXBytes for lo
+    // x scale rows of this thread's accumulator tokens 8 j + 2 q + e
+    uint32_t xso[2][2];
 #pragma unroll
     for (int j = 0; j < 2; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) sx[j][e] = __ldg(Xs + xso[j][e] + cc.kb);
-    cp_wait<kStagesW - 2>();
-    fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
-    __syncthreads();      // every thread's copies of this step landed; the previous step's reads are done
-    issue();
-    const uint32_t st = sbase + (cstep % kStagesW) * S::kBytes;
-    float t[MT][8];
-    wgmma_fence();
+      for (int e = 0; e < 2; ++e) {
+        const int tk = 8 * j + 2 * q + e;
+        xso[j][e] = uint32_t(x_row(r0 + t0 + (tk < rows ? tk : 0))) * uint32_t(KB);
+      }
+    auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
+      if (kb < KB) {
+        const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
+        const int k = kb * kKb;
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
+        for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + k, wok[i]);
+        // tid < 128 covers hi (tid / 8 < 16) and lo with the same thread: two copies each
+        cp16(st + xdst, xsrc + k, xok);
+        cp16(st + xdst + S::kXBytes, xsrc + plane + k, xok);
+      }
+      cp_commit();
+    };
 #pragma unroll
-      for (int s = 0; s < 4; ++s)
+    for (int j = 0; j < kStagesW - 1; ++j) issue(j);
+
+    float acc[MT][8] = {};
+#pragma unroll 1
+    for (int kb = 0; kb < KB; ++kb) {
+      // this block's scales (loads in flight during the MMAs)
+      float sw[MT][2], sx[2][2];
 #pragma unroll
-        for (int part = 0; part < 2; ++part)
-          wgmma_m64n16k32_e4m3(t[mi], desc_k_sw128(st + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
-                               desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
-                               s + part);
-    wgmma_commit();
-    wgmma_wait<0>();
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi) {
-      reg_fence(t[mi]);
+        for (int h = 0; h < 2; ++h) sw[mi][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb) >> p.scale_k_shift));
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc[mi][i] = fmaf(t[mi][i], sw[mi][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) sx[j][e] = __ldg(Xs + xso[j][e] + kb);
+      cp_wait<kStagesW - 2>();
+      fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
+      __syncthreads();      // every thread's copies of block kb landed; block kb - 1's reads are done
+      issue(kb + kStagesW - 1);
+      const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
+      float t[MT][8];
+      wgmma_fence();
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+#pragma unroll
+          for (int part = 0; part < 2; ++part)
+            wgmma_m64n16k32_e4m3(t[mi], desc_k_sw128(st + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
+                                 desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
+                                 s + part);
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi) {
+        reg_fence(t[mi]);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[mi][i] = fmaf(t[mi][i], sw[mi][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
+      }
     }
-    if (cc.kb == sched.KB - 1) {  // the tile's last k block: write it
-      bf16* Y = static_cast<bf16*>(p.y);
+    cp_wait<0>();
+    __syncthreads();  // the next token tile's copies reuse the stages
+
+    bf16* Y = static_cast<bf16*>(p.y);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int tk = 8 * (i >> 2) + 2 * q + (i & 1);
-        if (tk >= rows) continue;
-        bf16* yrow = Y + int64_t(it.r0 + cc.t0 + tk) * p.ldy;
-        const int rr = warp * 16 + g + 8 * ((i >> 1) & 1);
-        if constexpr (SILU) {
-          const int col = it.f0 + rr;
-          if (col < p.N) yrow[col] = __float2bfloat16_rn(siluf_(acc[0][i]) * acc[1][i]);
-        } else {
+    for (int i = 0; i < 8; ++i) {
+      const int tk = 8 * (i >> 2) + 2 * q + (i & 1);
+      if (tk >= rows) continue;
+      bf16* yrow = Y + int64_t(r0 + t0 + tk) * p.ldy;
+      const int rr = warp * 16 + g + 8 * ((i >> 1) & 1);
+      if constexpr (SILU) {
+        const int col = f0 + rr;
+        if (col < p.N) yrow[col] = __float2bfloat16_rn(siluf_(acc[0][i]) * acc[1][i]);
+      } else {
 #pragma unroll
-          for (int mi = 0; mi < MT; ++mi) {
-            const int col = it.f0 + mi * 64 + rr;
-            if (col >= p.N) continue;
-            float v = acc[mi][i];
-            if (p.accumulate) v += __bfloat162float(yrow[col]);
-            yrow[col] = __float2bfloat16_rn(v);
-          }
+        for (int mi = 0; mi < MT; ++mi) {
+          const int col = f0 + mi * 64 + rr;
+          if (col >= p.N) continue;
+          float v = acc[mi][i];
+          if (p.accumulate) v += __bfloat162float(yrow[col]);
+          yrow[col] = __float2bfloat16_rn(v);
         }
       }
     }
-    sched.advance(cc);
-    ++cstep;
   }
-  cp_wait<0>();
 }
 
 // The split: one thread per 8 values, 16 threads per 128-value k block (their amax by shuffles).
@@ -307,14 +240,10 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-// CTAs per SM the launch fills (shared memory: 2 of the 128-row kernels' 81 KB, 4 of the 64-row kernels' 49 KB).
-template <int MT> constexpr int kCtasPerSm = MT == 2 ? 2 : 4;
-
 template <int MT, bool SILU> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
-  const int64_t items = int64_t(ceil_div(p.N, kCols)) * tiles;  // a bound: tiles counts slots, not active ones
-  const int grid = int(std::min<int64_t>(items, int64_t(kCtasPerSm<MT>) * ctx.num_sms()));
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU>, dim3(unsigned(grid)), kThreadsW, StageW<MT>::kSmem, ctx, p);
+  const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles));
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU>, grid, kThreadsW, StageW<MT>::kSmem, ctx, p);
 }
 
 }  // namespace
