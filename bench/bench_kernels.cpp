@@ -18,6 +18,7 @@
 #include "cuda/gemm.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
+#include "cuda/kernels/int4.h"
 #include "cuda/kernels/mla_prefill.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/moe_gemm.h"
@@ -431,6 +432,42 @@ int main(int argc, char** argv) {
                               "x split + FP8 wgmma"};
         std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, %s", B, kind[variant]);
         rows.push_back({nm, mms, bw_floor(bytes / 2), "FP8 floor: half the bf16 bytes"});
+      }
+      // INT4 experts (dummy nibbles, group 32 and 128, symmetric) on the same kernel: nibbles -> e4m3 in shared
+      // memory; floor = the active experts' nibbles and scales
+      for (int group : {128, 32}) {
+        const int ks = group == 128 ? 7 : 5;
+        DeviceBuffer n_gu(size_t(E + 1) * 2 * I * D / 2), c_gu(size_t(E + 1) * 2 * I * (D / group) * 4);
+        DeviceBuffer n_dn(size_t(E + 1) * D * I / 2), c_dn(size_t(E + 1) * D * (I / group) * 4);
+        run_fill_int4({n_gu.as<uint8_t>(), c_gu.as<float>(), nullptr, int64_t(E + 1) * 2 * I, D, D / group, ks},
+                      int64_t(E + 1) * 2 * I * (D / group), 0.05f, 71, ctx);
+        run_fill_int4({n_dn.as<uint8_t>(), c_dn.as<float>(), nullptr, int64_t(E + 1) * D, I, I / group, ks},
+                      int64_t(E + 1) * D * (I / group), 0.05f, 72, ctx);
+        DeviceContext ictx = ctx;
+        ictx.switches.fp8_xsplit = true;
+        auto call = [&] {
+          MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, n_gu.data(), D, I, act.data(), 16);
+          g.w_int4 = true;
+          g.w_scale = c_gu.as<float>();
+          g.scale_ld = D / group;
+          g.scale_k_shift = ks;
+          g.scale_matrix_stride = int64_t(2) * I * (D / group);
+          g.x_split = split.data();
+          g.x_split_rows = B;
+          run_moe_gemm(g, ictx);
+          MoeGemmParams d = moe_down_gemm_params(g, n_dn.data(), out.data(), D);
+          d.w_int4 = true;
+          d.w_scale = c_dn.as<float>();
+          d.scale_ld = I / group;
+          d.scale_k_shift = ks;
+          d.scale_matrix_stride = int64_t(D) * (I / group);
+          run_moe_gemm(d, ictx);
+        };
+        double mms = ds::bench::time_ms(s, call, reps);
+        profiled(group == 128 ? "int4_g128_wgmma" : "int4_g32_wgmma", call);
+        char nm[96];
+        std::snprintf(nm, sizeof nm, "MoE B=%d experts INT4 g%d, nibbles -> e4m3 + FP8 wgmma", B, group);
+        rows.push_back({nm, mms, bw_floor(bytes / 4 * (1.0 + 8.0 / group)), "INT4 floor: nibbles + fp32 scales"});
       }
     }
     char name[96], note[96];

@@ -10,6 +10,8 @@
 
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/int4.h"
+#include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "model/quant_int4.h"
@@ -291,6 +293,82 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
         EXPECT_LT(rel_l2(got, want), t == DType::BF16 ? 4e-3 : 1e-5)
             << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << s.name << " " << dtype_name(t);
       }
+}
+
+// INT4 experts on the FP8 tensor cores (moe_gemm_fp8_wgmma.h: nibbles - zero to e4m3 in shared memory, x split
+// in e4m3 hi + lo) against the host on the dequantized weights: gate/up with SiLU-mul through a row gather and
+// a plain product (the down projection's form), active experts of 1 to 20 rows (more than one token tile), two
+// more slots than experts active, N not a multiple of 64, groups of 32 and 128, symmetric and with zero points.
+TEST(GpuInt4, GroupedWgmmaMatchesHost) {
+  DS_REQUIRE_GPU();
+  if (test_ctx().info.sm_major != 9) GTEST_SKIP() << "the FP8 wgmma kernel is for sm_90";
+  const int mats = 5, N = 200, K = 2304, T = 24;
+  const std::vector<int32_t> expert = {3, 0, 4, 1}, count = {1, 7, 20, 9};
+  std::vector<int32_t> start = {0};
+  for (int c : count) start.push_back(start.back() + c);
+  const int rows = start.back(), R = std::max(rows, T);
+  std::vector<int32_t> xr(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
+  const std::vector<int32_t> na = {int32_t(expert.size())};
+  auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
+  const auto x = rounded(randn(size_t(R) * K, 1200), DType::BF16);
+  auto dx = to_device(x, DType::BF16);
+  DeviceBuffer split(x_split_bytes(R, K));
+  for (const Scheme& sc : kSchemes)
+    for (int silu = 0; silu < 2; ++silu) {
+      const int wrows = silu ? 2 * N : N;
+      const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + silu);
+      auto dw = upload(w);
+      std::vector<float> want(size_t(rows) * N);
+      for (size_t i = 0; i < expert.size(); ++i)
+        for (int r = start[i]; r < start[i + 1]; ++r) {
+          const float* xv = x.data() + int64_t(silu ? xr[size_t(r)] : r) * K;
+          auto dot = [&](int n) {
+            double d = 0;
+            const float* wv = w.dq.data() + (int64_t(expert[i]) * wrows + n) * K;
+            for (int k = 0; k < K; ++k) d += double(wv[k]) * xv[k];
+            return d;
+          };
+          for (int n = 0; n < N; ++n) {
+            const double v = silu ? dot(n) / (1.0 + std::exp(-dot(n))) * dot(N + n) : dot(n);
+            want[size_t(r) * N + size_t(n)] = float(v);
+          }
+        }
+      DeviceBuffer dy(size_t(rows) * N * 2);
+      poison(dy);
+      MoeGemmParams g;
+      g.x = dx.data();
+      g.ldx = K;
+      g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
+      g.w = dw.q.data();
+      g.w_int4 = true;
+      g.w_zero = sc.symmetric ? nullptr : dw.zero.as<float>();
+      g.w_matrix_stride = int64_t(wrows) * K;
+      g.w_scale = dw.scale.as<float>();
+      g.scale_ld = w.G;
+      g.scale_row_shift = 0;
+      g.scale_k_shift = log2i(sc.group);
+      g.scale_matrix_stride = int64_t(wrows) * w.G;
+      g.y = dy.data();
+      g.ldy = N;
+      g.N = N;
+      g.K = K;
+      g.silu_mul = silu;
+      g.active_expert = dae.as<int32_t>();
+      g.active_start = das.as<int32_t>();
+      g.num_active = dna.as<int32_t>();
+      g.max_active = int(expert.size()) + 2;
+      g.max_rows = rows;
+      g.tile_tokens = 16;
+      g.x_split = split.data();
+      g.x_split_rows = silu ? R : rows;
+      DeviceContext ctx = test_ctx();
+      ctx.switches.fp8_xsplit = true;
+      ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name;
+      run_moe_gemm(g, ctx);
+      EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+          << sc.name << (silu ? " gate/up" : " down");
+    }
 }
 
 }  // namespace

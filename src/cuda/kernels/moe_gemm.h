@@ -52,7 +52,11 @@ struct MoeGemmParams {
   // the grid, max_active may be 0). accumulate: y += the product (the plain product only).
   int dense_rows = 0;
   bool accumulate = false;
-  // FP8 weights on Hopper, tile_tokens 16: scratch of x_split_bytes(x_split_rows, K) bytes
+  // INT4 experts (read by the FP8 wgmma kernel only, below): w holds nibbles as GemvParams::w_int4 says
+  // (w_matrix_stride counts weights, two a byte; zero points w_zero in the scales' layout, null: 8).
+  bool w_int4 = false;
+  const float* w_zero = nullptr;
+  // FP8 (or INT4) weights on Hopper, tile_tokens 16: scratch of x_split_bytes(x_split_rows, K) bytes
   // (moe_gemm_fp8_wgmma.h) where run_moe_gemm first splits x rows 0..x_split_rows-1 (every row the launch
   // reads, gathered or not) into e4m3 hi + lo parts for the FP8 tensor cores (DeviceContext::switches
   // .fp8_xsplit); null: the mma.sync kernels, which convert the weights to bf16.

@@ -23,14 +23,47 @@ using namespace wg;
 
 constexpr int kKb = kXSplitBlock, kTokW = 16, kStagesW = 4, kThreadsW = 128;
 
-template <int MT> struct StageW {
-  static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * 128;  // weight rows: 128 bytes (k) each
-  static constexpr uint32_t kXBytes = kTokW * 128;             // one part of the token tile
-  static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;    // a multiple of 1024: atoms stay aligned
-  static constexpr size_t kSmem = size_t(kStagesW) * kBytes + 1024;
-  static constexpr int kWChunks = MT * 64 * 8 / kThreadsW;     // 16-byte weight copies per thread
+// One pipeline stage (k block of 128): the weight rows (FP8: their e4m3 bytes as 128-byte swizzled atoms;
+// INT4: their 64 bytes of nibbles, row after row) and the token tile's x hi and lo atoms. INT4 adds one
+// area outside the ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of
+// -15..15, exact in e4m3) before the MMAs.
+template <int MT, bool I4> struct StageW {
+  static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
+  static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
+  static constexpr uint32_t kXBytes = kTokW * 128;               // one part of the token tile
+  static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;      // a multiple of 1024: atoms stay aligned
+  static constexpr uint32_t kConvOff = uint32_t(kStagesW) * kBytes;
+  static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
+  static constexpr size_t kSmem = kConvOff + kConvBytes + 1024;
+  static constexpr int kChunksPerRow = kRowBytes / 16;
+  static constexpr int kWChunks = MT * 64 * kChunksPerRow / kThreadsW;  // 16-byte weight copies per thread
+  static constexpr int kUnits = MT * 64 * 4 / kThreadsW;               // INT4: 32-weight conversions per thread
   static_assert(kBytes % 1024 == 0 && 2 * kTokW * 8 == 2 * kThreadsW, "two x copies per thread");
 };
+
+// 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) minus `zero`, as 32 e4m3 bytes
+// in k order: nibbles to f16 under the exponent of 1024 (one LOP3 per two), one f16x2 subtraction of
+// 1024 + zero per two, the f16x2 -> e4m3x2 conversion, and byte permutes back to k order.
+__device__ __forceinline__ void int4x32_to_e4m3(const uint4& raw, float zero, uint4& lo, uint4& hi) {
+  const __half2 off = __float2half2_rn(1024.f + zero);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+  uint32_t out[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint16_t e[4];  // e[j]: the e4m3 pair of nibbles j and j + 4 of word i
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t v = ((w[i] >> (4 * j)) & 0x000f000fu) | 0x64006400u;
+      const __half2 h = __hsub2(*reinterpret_cast<const __half2*>(&v), off);
+      e[j] = __nv_cvt_halfraw2_to_fp8x2(*reinterpret_cast<const __half2_raw*>(&h), __NV_SATFINITE, __NV_E4M3);
+    }
+    const uint32_t x = uint32_t(e[0]) | (uint32_t(e[1]) << 16), y = uint32_t(e[2]) | (uint32_t(e[3]) << 16);
+    out[2 * i] = __byte_perm(x, y, 0x6420);      // weights 8i .. 8i + 3
+    out[2 * i + 1] = __byte_perm(x, y, 0x7531);  // weights 8i + 4 .. 8i + 7
+  }
+  lo = make_uint4(out[0], out[1], out[2], out[3]);
+  hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
 
 __device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t a, uint64_t b, int scale_d) {
   asm volatile(
@@ -43,9 +76,10 @@ __device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t a, 
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-template <int MT, bool SILU>
+// NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
+template <int MT, bool SILU, bool I4, int NP>
 __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
-  using S = StageW<MT>;
+  using S = StageW<MT, I4>;
   pdl_trigger();
   pdl_wait();
   extern __shared__ unsigned char smem_raw[];
@@ -70,21 +104,33 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
   }
   if (rows_total <= 0) return;
 
-  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + int64_t(matrix) * p.w_matrix_stride;
+  // the matrix's bytes (INT4: w_matrix_stride counts weights, two a byte), scales and zero points
+  const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + (I4 ? int64_t(matrix) * p.w_matrix_stride / 2
+                                                             : int64_t(matrix) * p.w_matrix_stride);
   const float* Sb = p.w_scale + int64_t(matrix) * p.scale_matrix_stride;
+  const float* Zb = p.w_zero ? p.w_zero + int64_t(matrix) * p.scale_matrix_stride : nullptr;
+  const int64_t row_bytes = I4 ? p.K / 2 : p.K;
   // stage row sr -> output column and weight row (SiLU: gate rows, then the matching up rows)
   auto column = [&](int sr) { return SILU ? f0 + (sr & 63) : f0 + sr; };
   auto weight_row = [&](int sr) { return SILU && sr >= 64 ? p.N + f0 + (sr & 63) : f0 + sr; };
-  // weight copies: chunk tid & 7 of stage rows tid / 8 + 16 i (32-bit offsets: a matrix stays below 2^31 bytes)
+  // weight copies: chunk c % kChunksPerRow of stage row c / kChunksPerRow, c = tid + 128 i (32-bit offsets: a
+  // matrix stays below 2^31 bytes); FP8 into the swizzled atoms, INT4 row after row
   const int ch = tid & 7;
   uint32_t woff[S::kWChunks], wdst[S::kWChunks];
   bool wok[S::kWChunks];
 #pragma unroll
   for (int i = 0; i < S::kWChunks; ++i) {
-    const int sr = tid / 8 + 16 * i;
+    const int c = tid + kThreadsW * i, sr = c / S::kChunksPerRow, part = c % S::kChunksPerRow;
     wok[i] = column(sr) < p.N;
-    woff[i] = uint32_t(wok[i] ? weight_row(sr) : 0) * uint32_t(p.K) + uint32_t(ch * 16);
-    wdst[i] = swz(sr, ch);
+    woff[i] = uint32_t(wok[i] ? weight_row(sr) : 0) * uint32_t(row_bytes) + uint32_t(part * 16);
+    wdst[i] = I4 ? uint32_t(sr * 64 + part * 16) : swz(sr, part);
+  }
+  // INT4 conversion units: 32 weights (k 32 j ..) of stage row u / 4, u = tid + 128 i; their zero-point rows
+  uint32_t zoff[S::kUnits];
+#pragma unroll
+  for (int i = 0; i < S::kUnits; ++i) {
+    const int sr = (tid + kThreadsW * i) / 4;
+    zoff[i] = uint32_t((column(sr) < p.N ? weight_row(sr) : 0) >> p.scale_row_shift) * uint32_t(p.scale_ld);
   }
   // scale rows of this thread's accumulator rows (tile mi, halves h)
   uint32_t soff[MT][2];
@@ -122,7 +168,7 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
         const int k = kb * kKb;
 #pragma unroll
-        for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + k, wok[i]);
+        for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + kb * S::kRowBytes, wok[i]);
         // tid < 128 covers hi (tid / 8 < 16) and lo with the same thread: two copies each
         cp16(st + xdst, xsrc + k, xok);
         cp16(st + xdst + S::kXBytes, xsrc + plane + k, xok);
@@ -135,22 +181,41 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
     float acc[MT][8] = {};
 #pragma unroll 1
     for (int kb = 0; kb < KB; ++kb) {
-      // this block's scales (loads in flight during the MMAs)
-      float sw[MT][2], sx[2][2];
+      // this block's scales (loads in flight during the MMAs): partial pp covers k steps [4 pp / NP, ..)
+      float sw[MT][NP][2], sx[2][2];
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) sw[mi][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb) >> p.scale_k_shift));
+        for (int pp = 0; pp < NP; ++pp)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            sw[mi][pp][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb + pp * (kKb / NP)) >> p.scale_k_shift));
 #pragma unroll
       for (int j = 0; j < 2; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) sx[j][e] = __ldg(Xs + xso[j][e] + kb);
       cp_wait<kStagesW - 2>();
-      fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
-      __syncthreads();      // every thread's copies of block kb landed; block kb - 1's reads are done
+      if constexpr (!I4) fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
+      __syncthreads();  // every thread's copies of block kb landed; block kb - 1's reads are done
       issue(kb + kStagesW - 1);
       const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
-      float t[MT][8];
+      uint32_t wbase = st;  // the weight atoms the MMAs read
+      if constexpr (I4) {   // nibbles -> e4m3 atoms in the conversion area
+        const unsigned char* raw = smem + (kb % kStagesW) * S::kBytes;
+#pragma unroll
+        for (int i = 0; i < S::kUnits; ++i) {
+          const int u = tid + kThreadsW * i, sr = u / 4, j = u % 4;
+          const float z = Zb ? __ldg(Zb + zoff[i] + ((kb * kKb + 32 * j) >> p.scale_k_shift)) : 8.f;
+          uint4 lo, hi;
+          int4x32_to_e4m3(*reinterpret_cast<const uint4*>(raw + sr * 64 + j * 16), z, lo, hi);
+          *reinterpret_cast<uint4*>(smem + S::kConvOff + swz(sr, 2 * j)) = lo;
+          *reinterpret_cast<uint4*>(smem + S::kConvOff + swz(sr, 2 * j + 1)) = hi;
+        }
+        fence_proxy_async();
+        __syncthreads();  // the converted atoms (and this stage's x copies) complete
+        wbase = sbase + S::kConvOff;
+      }
+      float t[MT][NP][8];
       wgmma_fence();
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
@@ -158,17 +223,20 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         for (int s = 0; s < 4; ++s)
 #pragma unroll
           for (int part = 0; part < 2; ++part)
-            wgmma_m64n16k32_e4m3(t[mi], desc_k_sw128(st + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
+            wgmma_m64n16k32_e4m3(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
                                  desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
-                                 s + part);
+                                 part + s % (4 / NP));
       wgmma_commit();
       wgmma_wait<0>();
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        reg_fence(t[mi]);
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[mi][i] = fmaf(t[mi][i], sw[mi][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
-      }
+        for (int pp = 0; pp < NP; ++pp) {
+          reg_fence(t[mi][pp]);
+#pragma unroll
+          for (int i = 0; i < 8; ++i)
+            acc[mi][i] = fmaf(t[mi][pp][i], sw[mi][pp][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
+        }
     }
     cp_wait<0>();
     __syncthreads();  // the next token tile's copies reuse the stages
@@ -240,10 +308,23 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-template <int MT, bool SILU> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+template <int MT, bool SILU, bool I4, int NP> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles));
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU>, grid, kThreadsW, StageW<MT>::kSmem, ctx, p);
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP>, grid, kThreadsW, StageW<MT, I4>::kSmem, ctx, p);
+}
+
+template <bool I4, int NP> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (p.silu_mul) return launch_t<2, true, I4, NP>(p, tiles, ctx);
+  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP>(p, tiles, ctx);
+  launch_t<2, false, I4, NP>(p, tiles, ctx);
+}
+
+template <bool I4, int NP> void configure_shapes() {
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP>, StageW<2, I4>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP>, StageW<2, I4>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP>, StageW<1, I4>::kSmem);
 }
 
 }  // namespace
@@ -258,25 +339,25 @@ void run_x_split(const XSplitParams& p, const DeviceContext& ctx) {
 }
 
 bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
+  // FP8: scale blocks at least 128 columns wide (one partial sum per k block); INT4: groups of 32 or more
   return ctx.switches.fp8_xsplit && p.x_split && p.x_split_rows > 0 && p.w_scale && p.tile_tokens == 16 &&
-         p.scale_k_shift >= 7 && p.K % kKb == 0 && p.ldx % 8 == 0 && ctx.info.sm_major == 9 &&
-         ctx.info.smem_per_block_optin >= StageW<2>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
+         p.scale_k_shift >= (p.w_int4 ? 5 : 7) && p.K % kKb == 0 && p.ldx % 8 == 0 && ctx.info.sm_major == 9 &&
+         ctx.info.smem_per_block_optin >= StageW<2, false>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, kTokW)) : p.max_active;
-  if (p.silu_mul) return launch_t<2, true>(p, tiles, ctx);
-  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
-  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false>(p, tiles, ctx);
-  launch_t<2, false>(p, tiles, ctx);
+  if (!p.w_int4) return launch_shape<false, 1>(p, tiles, ctx);
+  if (p.scale_k_shift >= 7) return launch_shape<true, 1>(p, tiles, ctx);
+  launch_shape<true, 4>(p, tiles, ctx);
 }
 
 void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
-  if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2>::kSmem) return;
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true>, StageW<2>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false>, StageW<2>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false>, StageW<1>::kSmem);
+  if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2, false>::kSmem) return;
+  configure_shapes<false, 1>();
+  configure_shapes<true, 1>();
+  configure_shapes<true, 4>();
 }
 
 }  // namespace ds::gpu

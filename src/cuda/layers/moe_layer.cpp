@@ -6,6 +6,7 @@
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
 #include "cuda/layers/dense_mlp.h"
@@ -59,22 +60,26 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   run_moe_route_align(r, a, s.ctx);
 
   bool combined = false;  // the expert outputs are already added into h
-  // INT4 experts: the INT4 GEMVs at every batch (the MoE GEMM reads bf16 or FP8 weights only)
-  if (act == DType::BF16 && m.T > kGemvMaxRows && !f.experts_gate_up.int4()) {
-    // tensor-core grouped GEMM: tiles of 16 token rows at decode-sized batches, 64 at prefill (FP8
-    // weights: raw bytes staged in shared memory and converted to bf16 there, moe_gemm.h; the wgmma
-    // kernel of the 64-row bf16 tiles declines FP8, which then runs on the mma.sync tiles)
-    MoeGemmParams g = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act,
-                                              m.T >= 512 ? 64 : 16);
-    set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
-    if (g.tile_tokens == 16) {  // FP8 experts on Hopper: x split for the FP8 tensor cores (moe_gemm.h)
-      g.x_split = ws.x_split;
-      g.x_split_rows = m.T;
+  // tensor-core grouped GEMM above the GEMV sizes (bf16 activations): tiles of 16 token rows at decode-sized
+  // batches, 64 at prefill. FP8 and INT4 experts at 16-row tiles on Hopper: x split for the FP8 tensor cores
+  // (moe_gemm_fp8_wgmma.h); other FP8 launches convert to bf16 in the mma.sync kernels (the wgmma kernel of
+  // the 64-row bf16 tiles declines FP8); INT4 experts where the FP8 wgmma kernel does not apply: the GEMVs.
+  MoeGemmParams tgu, tdn;
+  bool tiles = act == DType::BF16 && m.T > kGemvMaxRows;
+  if (tiles) {
+    tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, m.T >= 512 ? 64 : 16);
+    set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
+    if (tgu.tile_tokens == 16) {
+      tgu.x_split = ws.x_split;
+      tgu.x_split_rows = m.T;
     }
-    run_moe_gemm(g, s.ctx);
-    MoeGemmParams d = moe_down_gemm_params(g, f.experts_down.ptr, ws.moe_out, hid);
-    set_gemv_weights(d, f.experts_down, hid);
-    run_moe_gemm(d, s.ctx);
+    tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
+    set_gemv_weights(tdn, f.experts_down, hid);
+    if (tgu.w_int4 && !(moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx))) tiles = false;
+  }
+  if (tiles) {
+    run_moe_gemm(tgu, s.ctx);
+    run_moe_gemm(tdn, s.ctx);
   } else {
     GemvParams g = moe_gate_up_gemv_params(r, a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act);
     g.norm_weight = in.norm;  // small batches: the layer's RMSNorm applied as the rows are read
