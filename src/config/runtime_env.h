@@ -17,6 +17,8 @@
 //                                        8 / 16: on with that token tile) or 0: the staged tile kernel
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
+//   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
+//                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
 #pragma once
 
 namespace ds {
@@ -34,6 +36,9 @@ struct CudaEnv {
   // With the fragment kernel: x split into e4m3 hi + lo parts before the launch and multiplied on the FP8
   // tensor cores (moe_gemm_frag.h); 0: x in bf16 and the weights converted to bf16 in the kernel.
   bool fp8_xsplit = true;
+  // INT4 experts at decode batches of 9..511 tokens on that kernel (nibbles converted to e4m3 in shared
+  // memory); off (the INT4 GEMVs) until measured on the GPU.
+  bool int4_tiles = false;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

@@ -20,6 +20,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_FRAG");
     unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
+    unsetenv("DELTASERVE_CUDA_INT4_TILES");
   }
 };
 
@@ -75,6 +76,9 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_xsplit);
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
+  EXPECT_FALSE(d.int4_tiles);
+  setenv("DELTASERVE_CUDA_INT4_TILES", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().int4_tiles);
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

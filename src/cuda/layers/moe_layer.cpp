@@ -63,7 +63,8 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   // tensor-core grouped GEMM above the GEMV sizes (bf16 activations): tiles of 16 token rows at decode-sized
   // batches, 64 at prefill. FP8 and INT4 experts at 16-row tiles on Hopper: x split for the FP8 tensor cores
   // (moe_gemm_fp8_wgmma.h); other FP8 launches convert to bf16 in the mma.sync kernels (the wgmma kernel of
-  // the 64-row bf16 tiles declines FP8); INT4 experts where the FP8 wgmma kernel does not apply: the GEMVs.
+  // the 64-row bf16 tiles declines FP8); INT4 experts on the FP8 wgmma kernel with DELTASERVE_CUDA_INT4_TILES=1
+  // (unmeasured, so off by default), else the GEMVs.
   MoeGemmParams tgu, tdn;
   bool tiles = act == DType::BF16 && m.T > kGemvMaxRows;
   if (tiles) {
@@ -75,7 +76,9 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     }
     tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
     set_gemv_weights(tdn, f.experts_down, hid);
-    if (tgu.w_int4 && !(moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx))) tiles = false;
+    if (tgu.w_int4 && !(s.ctx.switches.int4_tiles && moe_gemm_fp8_wgmma_applies(tgu, s.ctx) &&
+                        moe_gemm_fp8_wgmma_applies(tdn, s.ctx)))
+      tiles = false;
   }
   if (tiles) {
     run_moe_gemm(tgu, s.ctx);
