@@ -147,6 +147,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
                  "Tokens between KDA snapshots inside long prefills (0: only at prompt and request ends)")
       ->capture_default_str()
       ->check(in_range<int64_t>(0, int64_t(1) << 30));
+  cmd.add_option("--scheduling-policy", a.scheduling_policy,
+                 "fcfs: first come, first served; priority: by each request's `priority` (lower first), then "
+                 "arrival; the least urgent running request is preempted first")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fcfs", "priority"}));
   add_operations_options(cmd, a);
   add_vllm_options(cmd, a.vllm);
   add_config_option(cmd);
@@ -215,6 +220,7 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.max_waiting = a.max_queue;
   eo.enable_prefix_caching = a.enable_prefix_caching;
   eo.prefix_snapshot_interval = a.prefix_snapshot_interval;
+  eo.scheduling_policy = a.scheduling_policy == "priority" ? SchedulingPolicy::Priority : SchedulingPolicy::Fcfs;
   eo.backend.num_snapshots = a.enable_prefix_caching ? -1 : 0;  // -1: as many as the budget holds
   eo.backend.snapshot_memory_gib = a.prefix_snapshot_memory;
   return eo;

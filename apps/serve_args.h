@@ -44,6 +44,7 @@ struct ServeArgs {
   bool enable_prefix_caching = true;
   double prefix_snapshot_memory = 0;        // GiB for KDA snapshots (0: the backend's default)
   int64_t prefix_snapshot_interval = 8192;  // tokens between snapshots inside long prefills (0: none)
+  std::string scheduling_policy = "fcfs";    // fcfs | priority (vLLM's --scheduling-policy)
 };
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).

@@ -66,7 +66,6 @@ const CompatFlag kRefused[] = {
     {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
-    {"--scheduling-policy", Value::Text, 0, 0, "fcfs", "requests are scheduled first come, first served (fcfs) only"},
 };
 
 std::string first_long_name(const char* names) {

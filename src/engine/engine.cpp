@@ -118,6 +118,7 @@ SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits&
   lower(&sc.max_num_batched_tokens, lim.max_tokens_per_step, "--max-num-batched-tokens", "tokens per step");
   sc.max_model_len = max_len;
   sc.cost = opts.step_cost;
+  sc.policy = opts.scheduling_policy;
   sc.num_blocks = lim.num_blocks;
   sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
   sc.prefix.enabled = opts.enable_prefix_caching && lim.num_snapshots > 0 && sc.block_size > 0;
@@ -262,6 +263,11 @@ SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream
   }
   if (req.max_tokens < 1)
     return reject(SubmitStatus::Invalid, fmt::format("max_tokens must be at least 1, got {}", req.max_tokens));
+  if (req.priority != 0 && m.opts.scheduling_policy != SchedulingPolicy::Priority)
+    return reject(SubmitStatus::Invalid,
+                  fmt::format("got priority {} but priority scheduling is not enabled (start the server with "
+                              "--scheduling-policy priority)",
+                              req.priority));
   const SampleParams& sp = req.sampling;
   if (!(sp.temperature >= 0.0f)) return reject(SubmitStatus::Invalid, "temperature must be >= 0");
   if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) return reject(SubmitStatus::Invalid, "top_p must be in (0, 1]");
@@ -377,6 +383,7 @@ void Engine::Impl::admit(Pending p) {
   r.prompt = p.req.prompt_tokens;
   r.sampling = p.req.sampling;
   r.max_tokens = p.req.max_tokens;
+  r.priority = p.req.priority;
   r.stop_token_ids = p.req.stop_token_ids;
   if (!p.req.ignore_eos) r.stop_token_ids.insert(r.stop_token_ids.end(), eos_ids.begin(), eos_ids.end());
   if (!p.req.logit_bias.empty())

@@ -16,6 +16,7 @@
 #include "engine/capacity.h"
 #include "model/backend.h"
 #include "sched/cost_model.h"
+#include "sched/scheduler.h"
 #include "sampling/sampling_params.h"
 
 namespace ds {
@@ -35,6 +36,9 @@ struct EngineOptions {
   // num_snapshots; the CLI sizes them from --prefix-snapshot-memory).
   bool enable_prefix_caching = true;
   int64_t prefix_snapshot_interval = 8192;  // tokens between snapshots inside long prefills (0: none)
+  // --scheduling-policy: fcfs, or priority (requests' `priority`, lower first; sched/scheduler.h). Under
+  // fcfs a request with a non-zero priority is refused (vLLM's rule).
+  SchedulingPolicy scheduling_policy = SchedulingPolicy::Fcfs;
 };
 
 enum class FinishReason { None, Stop, Length, Abort, Error };
@@ -45,6 +49,7 @@ struct GenerationRequest {
   std::vector<int32_t> prompt_tokens;
   SampleParams sampling;               // seed, temperature, penalties...
   int max_tokens = 16;
+  int64_t priority = 0;                // EngineOptions::scheduling_policy priority: lower values first
   std::vector<int32_t> stop_token_ids; // besides the model's EOS ids (unless ignore_eos)
   std::vector<std::string> stop;       // stop strings, matched on the detokenized text
   bool ignore_eos = false;

@@ -31,6 +31,7 @@ struct Request {
   SampleParams sampling;                // seed/temperature/penalties...
   int max_tokens = 16;                  // output length limit
   std::vector<int32_t> stop_token_ids;  // sampling one of these finishes with FinishedStopped
+  int64_t priority = 0;                 // SchedulingPolicy::Priority: lower values are served first
 
   // Scheduler state.
   RequestStatus status = RequestStatus::Waiting;

@@ -42,8 +42,27 @@ uint64_t Scheduler::add(Request r) {
   prefix_.release(r);
   uint64_t id = r.id;
   requests_.emplace(id, std::make_unique<Request>(std::move(r)));
-  waiting_.push_back(id);
+  enqueue(id, false);
   return id;
+}
+
+bool Scheduler::before(uint64_t a, uint64_t b) {
+  if (cfg_.policy == SchedulingPolicy::Priority) {
+    const int64_t pa = req(a).priority, pb = req(b).priority;
+    if (pa != pb) return pa < pb;
+  }
+  return a < b;
+}
+
+void Scheduler::enqueue(uint64_t id, bool preempted) {
+  if (cfg_.policy == SchedulingPolicy::Fcfs) {
+    if (preempted) waiting_.push_front(id);
+    else waiting_.push_back(id);
+    return;
+  }
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), id,
+                                   [this](uint64_t a, uint64_t b) { return before(a, b); }),
+                  id);
 }
 
 const Request* Scheduler::get(uint64_t id) const {
@@ -101,7 +120,7 @@ void Scheduler::preempt(Request& r, StepPlan* plan) {
   ++r.num_preemptions;
   ++num_preemptions_;
   remove_running(r.id);
-  waiting_.push_front(r.id);
+  enqueue(r.id, true);
   plan->preempted.push_back(r.id);
 }
 
@@ -216,7 +235,9 @@ bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_pref
   r.status = RequestStatus::Running;
   bool ok = reserve_pages(r, r.num_computed + n, plan);
   DS_CHECK(ok, "scheduler: pages for an admitted chunk were not available");
-  running_.insert(std::upper_bound(running_.begin(), running_.end(), r.id), r.id);
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), r.id,
+                                   [this](uint64_t a, uint64_t b) { return before(a, b); }),
+                  r.id);
   place(r, n, plan);
   *budget -= n;
   return true;

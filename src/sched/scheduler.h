@@ -20,6 +20,11 @@
 // StateInit::Zero. With prefix caching (SchedulerConfig::prefix, sched/prefix_cache.h) an admission
 // may resume from a cached prefix (shared pages + StateInit::RestoreSnapshot), prefill chunks end at
 // checkpoints, and snapshots are saved after chunks and for finished requests (saves_before).
+// With SchedulingPolicy::Priority (vLLM's --scheduling-policy priority) "oldest" above reads "most urgent":
+// the waiting queue and the running list are ordered by (priority, arrival), lower first, so admissions
+// take the most urgent waiting request, decodes and chunks are placed most urgent first, and a request
+// that needs a page preempts the least urgent running request not yet placed (the youngest among equals).
+// A preempted request rejoins the waiting queue at its place in that order.
 // No CUDA, no storage: only ids and counts.
 #pragma once
 #include <cstdint>
@@ -38,6 +43,8 @@
 
 namespace ds {
 
+enum class SchedulingPolicy : uint8_t { Fcfs, Priority };
+
 struct SchedulerConfig {
   int max_num_seqs = 64;              // running requests at once (capped by num_state_slots)
   int max_num_batched_tokens = 2048;  // tokens per step, decodes + prefill chunks
@@ -47,6 +54,7 @@ struct SchedulerConfig {
   int block_size = 16;
   StepCostConfig cost;                // prefill chunks bounded by cost too (sched/cost_model.h)
   PrefixCacheConfig prefix;           // prefix caching (off unless enabled; sched/prefix_cache.h)
+  SchedulingPolicy policy = SchedulingPolicy::Fcfs;
 };
 
 class Scheduler {
@@ -93,6 +101,11 @@ class Scheduler {
   void place(Request& r, int32_t num_tokens, StepPlan* plan);
   void release(Request& r);
   void remove_running(uint64_t id);
+  // Whether request a goes before request b: arrival (id), or (priority, id) under the priority policy.
+  bool before(uint64_t a, uint64_t b);
+  // Into the waiting queue at its place: a new request at the back (fcfs) and a preempted one at the
+  // front; under the priority policy both by (priority, id).
+  void enqueue(uint64_t id, bool preempted);
   RequestStatus check_stop(const Request& r) const;
   // Admission of the waiting request at waiting_[i] (prefix hit, pages, first chunk): false when it
   // waits (for a deeper hit) and true when it was admitted; *stop when admission must stop here.
@@ -115,7 +128,7 @@ class Scheduler {
   PrefixCache prefix_;
   std::unordered_map<uint64_t, std::unique_ptr<Request>> requests_;
   std::deque<uint64_t> waiting_;   // front is next
-  std::vector<uint64_t> running_;  // sorted by id: oldest first
+  std::vector<uint64_t> running_;  // sorted by before(): oldest (most urgent) first
   std::unordered_map<uint64_t, int32_t> placed_;  // requests in the plan being built: their tokens in it
   std::vector<uint64_t> released_;       // sent the backend a history, since finished or preempted:
                                          // listed in the next plan's `released`

@@ -84,7 +84,7 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size, const Sampl
   r.boolean("spaces_between_special_tokens");  // no effect: Kimi's decode has no spaces to add
   r.boolean("add_special_tokens");             // no effect: Kimi's tokenizer adds no BOS/EOS
   r.string("user");
-  r.integer("priority", INT64_MIN, INT64_MAX);
+  o->priority = r.integer("priority", -(int64_t(1) << 53), int64_t(1) << 53).value_or(0);
   r.string("request_id");
   r.ignore({"metadata", "store", "service_tier", "length_penalty"});
 

@@ -26,6 +26,7 @@ struct SamplingOptions {
   SampleParams sampling;         // temperature, top_k/p, min_p, penalties; num_logprobs (-1: none)
   std::optional<uint64_t> seed;  // choice i uses seed + i
   std::optional<int64_t> max_tokens;
+  int64_t priority = 0;          // vLLM's `priority` (--scheduling-policy priority; lower first)
   int n = 1;
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage

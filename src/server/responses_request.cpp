@@ -202,7 +202,8 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   // Fields with the chat meaning (vLLM accepts its sampling extensions here too).
   for (const char* k :
        {"model", "stream", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty",
-        "repetition_penalty", "logit_bias", "min_tokens", "allowed_token_ids", "bad_words", "stop", "ignore_eos"})
+        "repetition_penalty", "logit_bias", "min_tokens", "allowed_token_ids", "bad_words", "stop", "ignore_eos",
+        "priority"})
     if (const json* v = r.get(k)) chat[k] = *v;
   req.store = r.boolean("store").value_or(false);
   if (const json* md = r.get("metadata")) {

@@ -61,6 +61,7 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
       r.sampling = opt.sampling;
       r.sampling.seed = base_seed + uint64_t(i);
       r.max_tokens = max_tokens[p];
+      r.priority = opt.priority;
       r.stop_token_ids = opt.stop_token_ids;
       r.stop = opt.stop;
       r.ignore_eos = opt.ignore_eos;

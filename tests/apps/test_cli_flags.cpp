@@ -117,11 +117,15 @@ TEST(CliFlags, ValidServeFlagsReachTheOptions) {
   ASSERT_EQ(parse_serve({"--max-model-len", "4096", "--kv-cache-tokens", "65536", "--max-queue", "7",
                          "--max-connections", "300", "--idle-timeout", "5", "--header-timeout", "2", "--port", "0",
                          "--api-key", "k", "--max-request-bytes", "1000", "--max-step-cost", "5000",
-                         "--long-prefill-interval", "2"},
+                         "--long-prefill-interval", "2", "--scheduling-policy", "priority"},
                         &a),
             "");
   EXPECT_NO_THROW(validate_serve_args(a));
   EngineOptions eo = engine_options(a);
+  EXPECT_EQ(eo.scheduling_policy, SchedulingPolicy::Priority);
+  ServeArgs d;
+  ASSERT_EQ(parse_serve({}, &d), "");
+  EXPECT_EQ(engine_options(d).scheduling_policy, SchedulingPolicy::Fcfs);  // vLLM's default
   EXPECT_EQ(eo.max_model_len, 4096);
   EXPECT_EQ(eo.backend.kv_cache_tokens, 65536);
   EXPECT_EQ(eo.max_waiting, 7);

@@ -357,6 +357,31 @@ TEST(Engine, BackendErrorEndsOnlyTheRequestsOfThatStep) {
   EXPECT_EQ(e->stats().kv_usage, 0.0);
 }
 
+// --scheduling-policy: under fcfs (the default) a request with a non-zero priority is refused with the
+// reason (vLLM's rule); under priority it runs, and priority 0 runs under both.
+TEST(Engine, PriorityNeedsThePriorityPolicy) {
+  for (SchedulingPolicy policy : {SchedulingPolicy::Fcfs, SchedulingPolicy::Priority}) {
+    EngineOptions eo;
+    eo.max_num_seqs = 2;
+    eo.max_num_batched_tokens = 64;
+    eo.scheduling_policy = policy;
+    Engine e(std::make_unique<FakeBackend>(FakeOptions{}), nullptr, eo);
+    std::shared_ptr<RequestStream> s;
+    std::string why;
+    GenerationRequest urgent = token_request({1, 2}, 3);
+    urgent.priority = -5;
+    const SubmitStatus st = e.submit(urgent, &s, &why);
+    if (policy == SchedulingPolicy::Fcfs) {
+      EXPECT_EQ(st, SubmitStatus::Invalid);
+      EXPECT_NE(why.find("--scheduling-policy priority"), std::string::npos) << why;
+    } else {
+      ASSERT_EQ(st, SubmitStatus::Ok) << why;
+      EXPECT_EQ(collect(*s).tokens.size(), 3u);
+    }
+    EXPECT_EQ(run_one(e, token_request({3}, 2)).tokens.size(), 2u);  // priority 0: both policies
+  }
+}
+
 TEST(Engine, SubmitValidation) {
   FakeOptions fo;
   auto e = make_engine(fo, 2, 64);

@@ -171,3 +171,30 @@ TEST(GenerationDefaults, WithoutDefaultsTheApisOwnApply) {
 
 }  // namespace
 }  // namespace ds::test
+
+namespace ds::test {
+namespace {
+
+// vLLM's `priority` request field reaches the engine from every endpoint (the engine decides whether the
+// scheduling policy allows it); a non-integer is a 400 naming the field.
+TEST(ServerPriority, TheFieldReachesTheEngine) {
+  ServerFixture f("", 1u << 20, 256, false);
+  ASSERT_EQ(f.post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}, {"priority", -3}}).status, 200);
+  ASSERT_EQ(f.post("/v1/chat/completions", {{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                                            {"max_tokens", 2}, {"priority", 7}}).status,
+            200);
+  ASSERT_EQ(f.post("/v1/responses", {{"input", "hi"}, {"max_output_tokens", 2}, {"priority", 4}}).status, 200);
+  ASSERT_EQ(f.post("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}}).status, 200);
+  const auto sub = f.engine.submitted_copy();
+  ASSERT_EQ(sub.size(), 4u);
+  EXPECT_EQ(sub[0].priority, -3);
+  EXPECT_EQ(sub[1].priority, 7);
+  EXPECT_EQ(sub[2].priority, 4);
+  EXPECT_EQ(sub[3].priority, 0);
+  const auto bad = f.post("/v1/completions", {{"prompt", "hi"}, {"priority", "high"}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("priority"), std::string::npos) << bad.body;
+}
+
+}  // namespace
+}  // namespace ds::test
