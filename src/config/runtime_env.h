@@ -17,6 +17,8 @@
 //                                        8 / 16: on with that token tile) or 0: the staged tile kernel
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
+//   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts at batches of N..8 tokens on the FP8 wgmma kernel too
+//                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
 //                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
 #pragma once
@@ -39,6 +41,9 @@ struct CudaEnv {
   // INT4 experts at decode batches of 9..511 tokens on that kernel (nibbles converted to e4m3 in shared
   // memory); off (the INT4 GEMVs) until measured on the GPU.
   bool int4_tiles = false;
+  // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
+  // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
+  int fp8_tile_min_rows = 9;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

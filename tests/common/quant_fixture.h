@@ -7,11 +7,15 @@
 //     ceil(K/bk)] (the DeepSeek-V3 / Kimi-K2 release format; w = fp8 * weight_scale_inv), every Linear
 //     but lm_head, the routers, b_proj and kv_a_proj_with_mqa (the K2 FP8_BLOCK recipe's ignores).
 // Quantization: model/quant.h's quantize_fp8_blocks (channel = blocks of 1 x K). `dequantized` holds
-// fp8 * scale of every quantized weight, computed here independently of the loaders.
+// fp8 * scale of every quantized weight, computed here independently of the loaders. `edit` may change
+// config.json first (another valid config of the same family); a weight whose shape then differs from the
+// source checkpoint's is drawn at random (normal, sigma 0.05, a fixed seed per name), the rest copied.
 #pragma once
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -49,7 +53,8 @@ inline bool fixture_quantizes(Fp8Fixture f, const TensorSpec& s) {
 }
 
 // Writes the quantized copy of `src_dir` into a fresh temporary directory. `block` is the Fp8Block size.
-inline std::unique_ptr<QuantizedFixture> make_fp8_fixture(const std::string& src_dir, Fp8Fixture f, int block = 32) {
+inline std::unique_ptr<QuantizedFixture> make_fp8_fixture(const std::string& src_dir, Fp8Fixture f, int block = 32,
+                                                          const std::function<void(nlohmann::json&)>& edit = {}) {
   namespace fs = std::filesystem;
   static int counter = 0;
   auto fx = std::make_unique<QuantizedFixture>();
@@ -62,6 +67,8 @@ inline std::unique_ptr<QuantizedFixture> make_fp8_fixture(const std::string& src
     std::ifstream in(src_dir + "/config.json");
     cfg = nlohmann::json::parse(in);
   }
+  if (edit) edit(cfg);
+  const ModelConfig c = ModelConfig::from_json(cfg);
   if (f == Fp8Fixture::Channel) {
     cfg["quantization_config"] = {
         {"quant_method", "compressed-tensors"},
@@ -84,22 +91,39 @@ inline std::unique_ptr<QuantizedFixture> make_fp8_fixture(const std::string& src
     std::ofstream out(fx->dir / "config.json");
     out << cfg.dump(2);
   }
-  const ModelConfig c = ModelConfig::from_file(src_dir + "/config.json");
   Checkpoint ck = Checkpoint::open(src_dir);
   std::vector<TensorToWrite> out;
   std::vector<std::vector<uint8_t>> qs;  // storage for the written tensors (kept alive until written)
   std::vector<std::vector<float>> scales;
   qs.reserve(1024);
   scales.reserve(1024);
+  std::vector<std::vector<float>> drawn;  // weights of an edited shape, drawn at random
+  drawn.reserve(1024);
   for (const auto& s : weight_specs(c)) {
-    const TensorInfo& t = ck.get(s.name);
+    const TensorInfo* src = ck.find(s.name);
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    const bool same = src && src->shape == s.shape;
+    if (!same) {
+      drawn.emplace_back(size_t(numel));
+      uint64_t st = std::hash<std::string>{}(s.name) | 1;
+      for (auto& v : drawn.back()) {  // Box-Muller on a xorshift stream
+        auto u = [&] {
+          st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+          return (double(st >> 11) + 0.5) / 9007199254740992.0;
+        };
+        v = float(0.05 * std::sqrt(-2.0 * std::log(u())) * std::cos(6.283185307179586 * u()));
+      }
+    }
     if (!fixture_quantizes(f, s)) {
-      out.push_back({t.name, t.dtype, t.shape, t.data});
+      if (same) out.push_back({src->name, src->dtype, src->shape, src->data});
+      else out.push_back({s.name, DType::F32, s.shape, drawn.back().data()});
       continue;
     }
     const int64_t N = s.shape[0], K = s.shape[1];
     std::vector<float> w(size_t(N * K));
-    convert_to_f32(t.dtype, t.data, w.data(), w.size());
+    if (same) convert_to_f32(src->dtype, src->data, w.data(), w.size());
+    else w = drawn.back();
     const int bn = f == Fp8Fixture::Channel ? 1 : block, bk = f == Fp8Fixture::Channel ? int(K) : block;
     const int64_t ld = (K + bk - 1) / bk;
     qs.emplace_back(size_t(N * K));

@@ -21,6 +21,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
+    unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
   }
 };
 
@@ -77,6 +78,12 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_FALSE(d.int4_tiles);
+  EXPECT_EQ(d.fp8_tile_min_rows, 9);
+  setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_tile_min_rows, 1);
+  setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "0", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
   setenv("DELTASERVE_CUDA_INT4_TILES", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().int4_tiles);
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);

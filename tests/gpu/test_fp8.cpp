@@ -497,6 +497,20 @@ TEST(GpuFp8Model, Bf16ActivationsMatchCpu) {
   expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel 600", "bfloat16", 600);
 }
 
+// The tiny model with experts 128 wide (moe_intermediate_size 64 -> 128, those weights drawn at random), so
+// that both expert projections have K a multiple of 128 and run on the FP8 wgmma kernel with x split: the
+// 65-token prefill's 16-token tiles, and with DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=1 the 1-token decode steps
+// too (the layer's RMSNorm then runs as its own kernel); bf16 activations, GPU vs CPU within 2e-2.
+TEST(GpuFp8Model, WideExpertsOnTheFp8TensorCores) {
+  DS_REQUIRE_GPU();
+  auto wide = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Channel, 32,
+                                         [](nlohmann::json& c) { c["moe_intermediate_size"] = 128; });
+  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts", "bfloat16");
+  ::setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
+  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 1-token tiles", "bfloat16");
+  ::unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
+}
+
 TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
   DS_REQUIRE_GPU();
   for (auto [g, sym] : {std::pair{32, true}, std::pair{128, false}}) {

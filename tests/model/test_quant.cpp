@@ -144,6 +144,27 @@ void expect_exact_weights(Fp8Fixture f) {
 TEST(Fp8Loading, CompressedTensorsChannelWeightsLoadExactly) { expect_exact_weights(Fp8Fixture::Channel); }
 TEST(Fp8Loading, BlockScaledWeightsLoadExactly) { expect_exact_weights(Fp8Fixture::Block); }
 
+// A fixture of another config of the family (experts 128 wide: the GPU test of the FP8 wgmma kernel uses it):
+// the edited weights have the new shapes, load exactly as fp8 * scale, and the others are the tiny model's.
+TEST(Fp8Loading, EditedConfigFixtureLoads) {
+  auto fx = make_fp8_fixture(tiny_model_dir(), Fp8Fixture::Channel, 32,
+                             [](json& c) { c["moe_intermediate_size"] = 128; });
+  const ModelConfig c = ModelConfig::from_file((fx->dir / "config.json").string());
+  ASSERT_EQ(c.moe.intermediate_size, 128);
+  HostWeights w = load_host_weights(c, Checkpoint::open(fx->dir.string()));
+  int experts = 0;
+  for_each_weight(c, w, [&](const TensorSpec& s, HostTensor& t) {
+    auto it = fx->dequantized.find(s.name);
+    if (it == fx->dequantized.end()) return;
+    ASSERT_EQ(t.data, it->second) << s.name;
+    if (s.name.find(".experts.") != std::string::npos && s.name.find(".w2.") != std::string::npos) {
+      EXPECT_EQ(s.shape[1], 128) << s.name;
+      ++experts;
+    }
+  });
+  EXPECT_GT(experts, 0);
+}
+
 // A checkpoint directory edited from a fixture: `edit` changes its tensors and/or config.
 std::string load_error(Fp8Fixture f, const std::function<void(std::vector<TensorToWrite>&, json&)>& edit) {
   auto fx = make_fp8_fixture(tiny_model_dir(), f);

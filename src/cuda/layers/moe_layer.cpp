@@ -9,6 +9,7 @@
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
+#include "cuda/kernels/norm.h"
 #include "cuda/layers/dense_mlp.h"
 
 namespace ds::gpu {
@@ -56,6 +57,23 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
                                                                  .active_expert = ws.slot_expert,
                                                                  .active_start = ws.slot_start,
                                                                  .num_active = ws.num_active});
+  // FP8 experts at GEMV-sized batches (from switches.fp8_tile_min_rows tokens): the FP8 wgmma kernel, which
+  // reads normalised rows, so the RMSNorm the GEMVs would fuse runs first into ws.x
+  const bool fp8_small = act == DType::BF16 && f.experts_gate_up.fp8() && m.T <= kGemvMaxRows &&
+                         m.T >= s.ctx.switches.fp8_tile_min_rows;
+  if (fp8_small && in.norm) {
+    RmsNormParams n;
+    n.x = in.x;
+    n.ldx = hid;
+    n.weight = in.norm;
+    n.y = ws.x;
+    n.ldy = hid;
+    n.rows = m.T;
+    n.dim = hid;
+    n.eps = s.cfg.rms_norm_eps;
+    run_rmsnorm(n, act, s.ctx);
+    in = LayerInput{ws.x, nullptr};
+  }
   s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
   run_moe_route_align(r, a, s.ctx);
 
@@ -66,7 +84,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   // the 64-row bf16 tiles declines FP8); INT4 experts on the FP8 wgmma kernel with DELTASERVE_CUDA_INT4_TILES=1
   // (unmeasured, so off by default), else the GEMVs.
   MoeGemmParams tgu, tdn;
-  bool tiles = act == DType::BF16 && m.T > kGemvMaxRows;
+  bool tiles = act == DType::BF16 && (m.T > kGemvMaxRows || fp8_small);
   if (tiles) {
     tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, m.T >= 512 ? 64 : 16);
     set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
@@ -76,9 +94,8 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     }
     tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
     set_gemv_weights(tdn, f.experts_down, hid);
-    if (tgu.w_int4 && !(s.ctx.switches.int4_tiles && moe_gemm_fp8_wgmma_applies(tgu, s.ctx) &&
-                        moe_gemm_fp8_wgmma_applies(tdn, s.ctx)))
-      tiles = false;
+    const bool wgmma = moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
+    if ((tgu.w_int4 && !(s.ctx.switches.int4_tiles && wgmma)) || (fp8_small && !wgmma)) tiles = false;
   }
   if (tiles) {
     run_moe_gemm(tgu, s.ctx);
