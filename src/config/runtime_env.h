@@ -17,7 +17,8 @@
 //                                        8 / 16: on with that token tile) or 0: the staged tile kernel
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
-//   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts at batches of N..8 tokens on the FP8 wgmma kernel too
+//   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
+//                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
 //                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)

@@ -6,6 +6,7 @@
 #include "cuda/kernels/int4.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
+#include "cuda/kernels/norm.h"
 
 namespace ds::gpu {
 
@@ -24,8 +25,29 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     return;
   }
   const bool quant = w.fp8() || w.int4();
-  const bool fp8_gemv = quant && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
-  if (M <= kGemvMaxRows || fp8_gemv || (quant && !dequant_scratch)) {
+  // FP8 at GEMV-sized batches from switches.fp8_tile_min_rows rows on (off by default until measured): the FP8
+  // wgmma kernel when its 64-row blocks fill the GPU (wide projections: the KDA in_proj); a fused RMSNorm
+  // then runs first, into ws.x (free at these sizes: the layers fuse their norms into the GEMVs)
+  const bool small_tile = w.fp8() && act == DType::BF16 && !out_f32 && !x_rows && M <= kFp8GemvMaxRows &&
+                          M >= ctx.switches.fp8_tile_min_rows && ctx.switches.fp8_xsplit && K % 128 == 0 &&
+                          (N + 63) / 64 >= ctx.num_sms();
+  if (small_tile && norm) {
+    RmsNormParams n;
+    n.x = x;
+    n.ldx = ldx;
+    n.weight = norm;
+    n.y = ws.x;
+    n.ldy = K;
+    n.rows = M;
+    n.dim = K;
+    n.eps = cfg.rms_norm_eps;
+    run_rmsnorm(n, act, ctx);
+    x = ws.x;
+    ldx = K;
+    norm = nullptr;
+  }
+  const bool fp8_gemv = quant && !small_tile && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
+  if ((M <= kGemvMaxRows && !small_tile) || fp8_gemv || (quant && !dequant_scratch)) {
     GemvParams g;
     g.x = x;
     g.ldx = ldx;
