@@ -20,6 +20,7 @@
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
+//   DELTASERVE_CUDA_FP8_SPLIT_K=1        split-K for the FP8 wgmma kernel's narrow dense launches (default 0)
 //   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
 //                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
 #pragma once
@@ -45,6 +46,9 @@ struct CudaEnv {
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;
+  // Dense launches of that kernel with fewer 64-row blocks than SMs (o_proj at decode batches: 36 blocks) split
+  // K over more CTAs, the last of a tile adding the partials; off until measured.
+  bool fp8_split_k = false;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "cuda/cuda_check.h"
 #include "cuda/kernels/kda_prefill.h"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/moe_gemm.h"
@@ -101,6 +102,10 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
                               x_split_bytes(dense_t, dense_k)});
     x_split = a.alloc_bytes(x_split_capacity);
   }
+  splitk_items = num_sms;  // split launches have fewer 64-row blocks than SMs
+  splitk_capacity = int64_t(2) * num_sms * 8 * 128;  // and at most 2 x SMs CTAs of 8 x 128 floats
+  splitk_partials = a.alloc<float>(size_t(splitk_capacity));
+  splitk_counters = a.alloc<int>(size_t(splitk_items));
   g32 = a.alloc<float>(size_t(T) * HK);
   beta = a.alloc<float>(size_t(T) * c.kda.num_heads);
   router = a.alloc<float>(size_t(T) * std::max(1, c.moe.num_experts));
@@ -198,6 +203,7 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
   const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
   act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms);
+  if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));
   meta_host_ = PinnedBuffer(plan.meta);

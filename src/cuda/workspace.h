@@ -25,6 +25,10 @@ struct Activations {
   void *moe_out = nullptr, *rows_x = nullptr;
   void* x_split = nullptr;  // FP8 tile launches' x split (MoeGemmParams::x_split), x_split_capacity bytes
   size_t x_split_capacity = 0;
+  float* splitk_partials = nullptr;  // FP8 split-K (MoeGemmParams::splitk_*): 2 x SMs CTAs' partials
+  int64_t splitk_capacity = 0;       // floats
+  int* splitk_counters = nullptr;    // one per SM, zeroed by Workspace
+  int splitk_items = 0;
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;

@@ -22,6 +22,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
+    unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
   }
 };
 
@@ -79,6 +80,10 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_FALSE(d.int4_tiles);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
+  EXPECT_FALSE(d.fp8_split_k);
+  setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().fp8_split_k);
+  unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_tile_min_rows, 1);
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "0", 1);

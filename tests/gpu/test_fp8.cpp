@@ -275,9 +275,10 @@ TEST(GpuFp8, XSplitReconstructsBf16) {
 }
 
 // The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
-// projections at 9..160 rows), every FP8 path (cp.async-staged raw bytes, the register path, and at 16-row
-// tiles the fragment kernel with token tiles of 8 and 16), 16- and 64-row tiles, Store and Accumulate,
-// every scale layout, N not a multiple of the 128-row weight tile.
+// projections at 9..160 rows), every FP8 path (cp.async-staged raw bytes, the register path, at 16-row
+// tiles the fragment kernel with token tiles of 8 and 16, and the x-split FP8 wgmma kernel, also with
+// split-K: 4 CTAs a tile, the last adding the partials, the counters reused launch after launch), 16- and
+// 64-row tiles, Store and Accumulate, every scale layout, N not a multiple of the 128-row weight tile.
 TEST(GpuFp8, DenseTileGemmMatchesHost) {
   DS_REQUIRE_GPU();
   const int N = 200, K = 512;
@@ -290,13 +291,17 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
       const auto ref = cpu_gemm(x, K, w.dq, M, N, K);
       const auto r0 = rounded(randn(size_t(M) * N, 900 + M), DType::BF16);
       DeviceBuffer split(x_split_bytes(M, K));
-      for (int variant = 0; variant < 5; ++variant)
+      const int sms = test_ctx().num_sms();
+      DeviceBuffer partials(size_t(2) * sms * 8 * 128 * 4), counters(size_t(sms) * 4);
+      DS_CUDA_CHECK(cudaMemset(counters.data(), 0, counters.bytes()));
+      for (int variant = 0; variant < 6; ++variant)  // 4: x split + FP8 wgmma; 5: the same with split-K
         for (int tile : {16, 64})
           for (int acc = 0; acc < 2; ++acc) {
             const int staged = variant != 1;
             DeviceContext ctx = test_ctx();
             ctx.switches.fp8_frag = variant == 2 ? 8 : variant == 3 ? 16 : 0;
-            ctx.switches.fp8_xsplit = variant == 4;
+            ctx.switches.fp8_xsplit = variant >= 4;
+            ctx.switches.fp8_split_k = variant == 5;
             auto dy = acc ? to_device(r0, DType::BF16) : DeviceBuffer(size_t(M) * N * 2);
             if (!acc) poison(dy);
             MoeGemmParams g;
@@ -317,7 +322,11 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
             g.fp8_staged = staged;
             g.x_split = split.data();
             g.x_split_rows = M;
-            const bool wgmma = variant == 4 && tile == 16 && L.ks >= 7 && ctx.info.sm_major == 9;
+            g.splitk_partials = partials.as<float>();
+            g.splitk_capacity = int64_t(2) * sms * 8 * 128;
+            g.splitk_counters = counters.as<int>();
+            g.splitk_items = sms;
+            const bool wgmma = variant >= 4 && tile == 16 && L.ks >= 7 && ctx.info.sm_major == 9;
             EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), wgmma);
             EXPECT_EQ(moe_gemm_frag_applies(g, ctx), (variant == 2 || variant == 3) && tile == 16 && L.ks >= 6);
             run_moe_gemm(g, ctx);

@@ -61,6 +61,13 @@ struct MoeGemmParams {
   // reads, gathered or not) into e4m3 hi + lo parts for the FP8 tensor cores (DeviceContext::switches
   // .fp8_xsplit); null: the mma.sync kernels, which convert the weights to bf16.
   void* x_split = nullptr;
+  // Split-K of that kernel's dense launches (DeviceContext::switches.fp8_split_k): fp32 partials
+  // (splitk_capacity floats) and per-tile arrival counters (splitk_items ints, zero at start-up; the last
+  // CTA of a tile resets its counter). Null: no split.
+  float* splitk_partials = nullptr;
+  int64_t splitk_capacity = 0;
+  int* splitk_counters = nullptr;
+  int splitk_items = 0;
   int x_split_rows = 0;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);

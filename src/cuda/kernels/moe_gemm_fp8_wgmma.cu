@@ -141,7 +141,10 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
       const int sr = mi * 64 + warp * 16 + g + 8 * h;
       soff[mi][h] = uint32_t((column(sr) < p.N ? weight_row(sr) : 0) >> p.scale_row_shift) * uint32_t(p.scale_ld);
     }
-  const int KB = p.K / kKb;
+  // split-K (dense launches, gridDim.z > 1): this CTA's k blocks [kb0, kb1); the last CTA of a tile to
+  // finish adds the others' partial sums (MoeGemmParams::splitk_*) and writes the tile
+  const int KB = p.K / kKb, splits = int(gridDim.z);
+  const int kb0 = int(blockIdx.z) * KB / splits, kb1 = (int(blockIdx.z) + 1) * KB / splits;
   const uint8_t* Xh = static_cast<const uint8_t*>(p.x_split);
   const int64_t plane = int64_t(p.x_split_rows) * p.K;  // hi plane, then lo, then the scales
   const float* Xs = reinterpret_cast<const float*>(Xh + 2 * plane);
@@ -164,7 +167,7 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         xso[j][e] = uint32_t(x_row(r0 + t0 + (tk < rows ? tk : 0))) * uint32_t(KB);
       }
     auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
-      if (kb < KB) {
+      if (kb < kb1) {
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
         const int k = kb * kKb;
 #pragma unroll
@@ -176,11 +179,11 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
       cp_commit();
     };
 #pragma unroll
-    for (int j = 0; j < kStagesW - 1; ++j) issue(j);
+    for (int j = 0; j < kStagesW - 1; ++j) issue(kb0 + j);
 
     float acc[MT][8] = {};
 #pragma unroll 1
-    for (int kb = 0; kb < KB; ++kb) {
+    for (int kb = kb0; kb < kb1; ++kb) {
       // this block's scales (loads in flight during the MMAs): partial pp covers k steps [4 pp / NP, ..)
       float sw[MT][NP][2], sx[2][2];
 #pragma unroll
@@ -240,6 +243,31 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
     }
     cp_wait<0>();
     __syncthreads();  // the next token tile's copies reuse the stages
+
+    if (splits > 1) {  // partials out; the last of the tile's CTAs sums them (one token tile per dense CTA)
+      const int item = int(blockIdx.y) * int(gridDim.x) + int(blockIdx.x);
+      float* mine = p.splitk_partials + (int64_t(item) * splits + blockIdx.z) * (MT * 8 * kThreadsW);
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) mine[(mi * 8 + i) * kThreadsW + tid] = acc[mi][i];
+      __threadfence();
+      __syncthreads();
+      __shared__ int last;
+      if (tid == 0) last = atomicAdd(p.splitk_counters + item, 1) == splits - 1;
+      __syncthreads();
+      if (!last) return;
+      __threadfence();
+      for (int z = 0; z < splits; ++z) {
+        if (z == int(blockIdx.z)) continue;
+        const float* other = p.splitk_partials + (int64_t(item) * splits + z) * (MT * 8 * kThreadsW);
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[mi][i] += __ldcg(other + (mi * 8 + i) * kThreadsW + tid);
+      }
+      if (tid == 0) p.splitk_counters[item] = 0;  // ready for the next launch
+    }
 
     bf16* Y = static_cast<bf16*>(p.y);
 #pragma unroll
@@ -308,14 +336,23 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-template <int MT, bool SILU, bool I4, int NP> void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+template <int MT, bool SILU, bool I4, int NP>
+void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
-  const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles));
+  const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
   launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP>, grid, kThreadsW, StageW<MT, I4>::kSmem, ctx, p);
 }
 
 template <bool I4, int NP> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
   if (p.silu_mul) return launch_t<2, true, I4, NP>(p, tiles, ctx);
+  // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
+  const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
+  if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials && blocks64 < ctx.num_sms()) {
+    const int KB = p.K / kKb;
+    int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
+    splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * 8 * kThreadsW)));
+    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP>(p, tiles, ctx, splits);
+  }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
   if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP>(p, tiles, ctx);
   launch_t<2, false, I4, NP>(p, tiles, ctx);

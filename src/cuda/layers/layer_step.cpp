@@ -82,6 +82,10 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.accumulate = accumulate;
     g.x_split = ws.x_split;  // on Hopper: x split for the FP8 tensor cores, 16-row token tiles (moe_gemm.h)
     g.x_split_rows = M;
+    g.splitk_partials = ws.splitk_partials;
+    g.splitk_capacity = ws.splitk_capacity;
+    g.splitk_counters = ws.splitk_counters;
+    g.splitk_items = ws.splitk_items;
     g.tile_tokens = 16;
     const bool split = moe_gemm_fp8_wgmma_applies(g, ctx) && x_split_bytes(M, K) <= ws.x_split_capacity;
     if (!split) g.x_split = nullptr;
