@@ -26,11 +26,12 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   }
   const bool quant = w.fp8() || w.int4();
   // FP8 at GEMV-sized batches from switches.fp8_tile_min_rows rows on (off by default until measured): the FP8
-  // wgmma kernel when its 64-row blocks fill the GPU (wide projections: the KDA in_proj); a fused RMSNorm
+  // wgmma kernel when its 64-row blocks fill the GPU (wide projections: the KDA in_proj) or split-K is on
+  // (switches.fp8_split_k spreads the narrow ones); a fused RMSNorm
   // then runs first, into ws.x (free at these sizes: the layers fuse their norms into the GEMVs)
   const bool small_tile = w.fp8() && act == DType::BF16 && !out_f32 && !x_rows && M <= kFp8GemvMaxRows &&
                           M >= ctx.switches.fp8_tile_min_rows && ctx.switches.fp8_xsplit && K % 128 == 0 &&
-                          (N + 63) / 64 >= ctx.num_sms();
+                          ((N + 63) / 64 >= ctx.num_sms() || ctx.switches.fp8_split_k);
   if (small_tile && norm) {
     RmsNormParams n;
     n.x = x;
