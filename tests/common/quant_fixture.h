@@ -27,6 +27,7 @@
 #include "model/quant.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "fixture_draw.h"
 
 namespace ds::test {
 
@@ -104,17 +105,7 @@ inline std::unique_ptr<QuantizedFixture> make_fp8_fixture(const std::string& src
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
     const bool same = src && src->shape == s.shape;
-    if (!same) {
-      drawn.emplace_back(size_t(numel));
-      uint64_t st = std::hash<std::string>{}(s.name) | 1;
-      for (auto& v : drawn.back()) {  // Box-Muller on a xorshift stream
-        auto u = [&] {
-          st ^= st << 13, st ^= st >> 7, st ^= st << 17;
-          return (double(st >> 11) + 0.5) / 9007199254740992.0;
-        };
-        v = float(0.05 * std::sqrt(-2.0 * std::log(u())) * std::cos(6.283185307179586 * u()));
-      }
-    }
+    if (!same) drawn.push_back(draw_weights(s.name, numel));
     if (!fixture_quantizes(f, s)) {
       if (same) out.push_back({src->name, src->dtype, src->shape, src->data});
       else out.push_back({s.name, DType::F32, s.shape, drawn.back().data()});

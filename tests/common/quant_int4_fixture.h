@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -24,6 +25,7 @@
 #include "model/quant_int4.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
+#include "fixture_draw.h"
 
 namespace ds::test {
 
@@ -57,7 +59,9 @@ inline nlohmann::json int4_quant_config(int group, bool symmetric) {
 }
 
 // Writes the INT4 copy of `src_dir` into a fresh temporary directory.
-inline std::unique_ptr<Int4Fixture> make_int4_fixture(const std::string& src_dir, int group, bool symmetric) {
+// `edit` may change config.json first; weights whose shape then differs are drawn (fixture_draw.h).
+inline std::unique_ptr<Int4Fixture> make_int4_fixture(const std::string& src_dir, int group, bool symmetric,
+                                                      const std::function<void(nlohmann::json&)>& edit = {}) {
   namespace fs = std::filesystem;
   static int counter = 0;
   auto fx = std::make_unique<Int4Fixture>();
@@ -70,24 +74,33 @@ inline std::unique_ptr<Int4Fixture> make_int4_fixture(const std::string& src_dir
     std::ifstream in(src_dir + "/config.json");
     cfg = nlohmann::json::parse(in);
   }
+  if (edit) edit(cfg);
+  const ModelConfig c = ModelConfig::from_json(cfg);
   cfg["quantization_config"] = int4_quant_config(group, symmetric);
   std::ofstream(fx->dir / "config.json") << cfg.dump(2);
-  const ModelConfig c = ModelConfig::from_file(src_dir + "/config.json");
   Checkpoint ck = Checkpoint::open(src_dir);
   std::vector<TensorToWrite> out;
   std::vector<Int4Quantized> qs;
   std::vector<std::vector<int64_t>> shapes;
   qs.reserve(1024);
   shapes.reserve(1024);
+  std::vector<std::vector<float>> drawn;
+  drawn.reserve(1024);
   for (const auto& s : weight_specs(c)) {
-    const TensorInfo& t = ck.get(s.name);
+    const TensorInfo* src = ck.find(s.name);
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    const bool same = src && src->shape == s.shape;
+    if (!same) drawn.push_back(draw_weights(s.name, numel));
     if (!int4_fixture_quantizes(s)) {
-      out.push_back({t.name, t.dtype, t.shape, t.data});
+      if (same) out.push_back({src->name, src->dtype, src->shape, src->data});
+      else out.push_back({s.name, DType::F32, s.shape, drawn.back().data()});
       continue;
     }
     const int64_t N = s.shape[0], K = s.shape[1];
     std::vector<float> w(size_t(N * K));
-    convert_to_f32(t.dtype, t.data, w.data(), w.size());
+    if (same) convert_to_f32(src->dtype, src->data, w.data(), w.size());
+    else w = drawn.back();
     qs.push_back(quantize_int4(w.data(), N, K, group, symmetric, DType::BF16));
     Int4Quantized& q = qs.back();
     fx->dequantized[s.name] = q.dequantized;

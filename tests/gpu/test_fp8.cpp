@@ -530,6 +530,22 @@ TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
   }
 }
 
+// INT4 experts 128 wide (the tiny model's moe_intermediate_size 64 -> 128, those weights drawn) on the FP8
+// wgmma kernel (DELTASERVE_CUDA_INT4_TILES=1: nibbles -> e4m3 in shared memory), the 65-token prefill's
+// 16-token tiles; groups of 32 with zero points (a partial sum per k step) and of 128 symmetric; bf16
+// activations, GPU vs CPU within 2e-2.
+TEST(GpuInt4Model, WideExpertsOnTheFp8TensorCores) {
+  DS_REQUIRE_GPU();
+  ::setenv("DELTASERVE_CUDA_INT4_TILES", "1", 1);
+  for (const auto& [group, sym] : {std::pair{32, false}, std::pair{128, true}}) {
+    auto fx = ds::test::make_int4_fixture(kTinyModel, group, sym,
+                                          [](nlohmann::json& c) { c["moe_intermediate_size"] = 128; });
+    const std::string what = "int4 g" + std::to_string(group) + (sym ? " sym" : " zp") + ", 128-wide experts";
+    expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
+  }
+  ::unsetenv("DELTASERVE_CUDA_INT4_TILES");
+}
+
 // --load-format dummy --quantization int4: INT4 experts generated on the GPU; a prefill and decode steps
 // give finite logits (the dummy generators of the CPU and GPU differ: nothing to compare with).
 TEST(GpuInt4Model, DummyInt4WeightsRun) {
