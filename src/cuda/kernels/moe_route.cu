@@ -81,8 +81,10 @@ __device__ void route_token_regs(const MoeRouteParams& p, int t, int lane, int* 
 }
 
 // Routes token t with one warp; `s` holds 3 * num_experts floats of scratch for the warp.
+__host__ __device__ bool route_in_registers(const MoeRouteParams& p);
+
 __device__ void route_token(const MoeRouteParams& p, int t, float* s, int lane, int* ids_copy = nullptr) {
-  if (p.num_experts <= 256 && p.num_groups == 1 && !p.forced_ids && p.top_k <= 32) {
+  if (route_in_registers(p)) {
     route_token_regs(p, t, lane, ids_copy);
     return;
   }
@@ -224,8 +226,15 @@ __global__ void moe_align_kernel(MoeAlignParams p) {
   align_block(p, p.ids, nullptr, counts, scan_tmp);
 }
 
-// Small batches (decode): routing and the permutation in one launch.
-constexpr int kFusedWarps = 8;
+// Whether route_token takes its register path (no shared-memory scratch).
+__host__ __device__ bool route_in_registers(const MoeRouteParams& p) {
+  return p.num_experts <= 256 && p.num_groups == 1 && !p.forced_ids && p.top_k <= 32;
+}
+
+// Small batches (decode): routing and the permutation in one launch. Register routing: up to 32 warps, one
+// token each (a warp's top-k is a chain of shuffles: tokens in parallel, not in turn); otherwise 8 warps
+// with 3 * num_experts floats of shared scratch each.
+constexpr int kFusedWarps = 8, kFusedMaxWarps = 32;
 constexpr int kFusedMaxPairs = 64 * 9;
 __global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   pdl_trigger();
@@ -233,10 +242,11 @@ __global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   extern __shared__ float smem[];
   __shared__ int scan_tmp[32];
   __shared__ int ids_s[kFusedMaxPairs], rank_s[kFusedMaxPairs];  // the pairs stay on chip
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int t = warp; t < r.tokens; t += kFusedWarps) route_token(r, t, smem + warp * 3 * r.num_experts, lane, ids_s);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  const int scratch = route_in_registers(r) ? 0 : 3 * r.num_experts;  // floats per warp
+  for (int t = warp; t < r.tokens; t += warps) route_token(r, t, smem + warp * scratch, lane, ids_s);
   __syncthreads();
-  align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + kFusedWarps * 3 * r.num_experts), scan_tmp);
+  align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + warps * scratch), scan_tmp);
 }
 
 // One token (decode at batch 1), one warp: route it, then lay its k pairs out as k one-row active
@@ -288,8 +298,12 @@ void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx) {
 }
 
 namespace {
+int route_align_warps(const MoeRouteParams& r) {
+  return route_in_registers(r) ? std::clamp(r.tokens, kFusedWarps, kFusedMaxWarps) : kFusedWarps;
+}
 size_t route_align_smem(const MoeRouteParams& r, const MoeAlignParams& a) {
-  return size_t(kFusedWarps) * 3 * r.num_experts * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
+  const size_t scratch = route_in_registers(r) ? 0 : size_t(3) * r.num_experts;
+  return size_t(route_align_warps(r)) * scratch * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
 }
 bool route_align_fused(const MoeRouteParams& r, const MoeAlignParams& a) {
   return r.tokens * a.k <= kFusedMaxPairs && moe_route_ldk(r) == a.k && route_align_smem(r, a) <= 40 * 1024;
@@ -320,7 +334,7 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
     DS_CUDA_CHECK_LAUNCH();
     return;
   }
-  launch_pdl(moe_route_align_kernel, 1, kFusedWarps * 32, smem, ctx, r, a);
+  launch_pdl(moe_route_align_kernel, 1, route_align_warps(r) * 32, smem, ctx, r, a);
   DS_CUDA_CHECK_LAUNCH();
 }
 
