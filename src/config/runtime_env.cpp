@@ -32,6 +32,7 @@ CudaEnv CudaEnv::parse() {
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", false);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", false);
+  c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_WGMMA must be 0, 1 or 2, got '{}'", v);

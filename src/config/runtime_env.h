@@ -21,6 +21,7 @@
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_FP8_SPLIT_K=1        split-K for the FP8 wgmma kernel's narrow dense launches (default 0)
+//   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
 //   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
 //                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
 #pragma once
@@ -49,6 +50,8 @@ struct CudaEnv {
   // Dense launches of that kernel with fewer 64-row blocks than SMs (o_proj at decode batches: 36 blocks) split
   // K over more CTAs, the last of a tile adding the partials; off until measured.
   bool fp8_split_k = false;
+  // MoE routing of 2..64 tokens: a warp per token (up to 32) instead of 8 warps in turn; off until measured.
+  bool route_warps = false;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

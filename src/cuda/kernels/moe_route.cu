@@ -298,15 +298,16 @@ void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx) {
 }
 
 namespace {
-int route_align_warps(const MoeRouteParams& r) {
-  return route_in_registers(r) ? std::clamp(r.tokens, kFusedWarps, kFusedMaxWarps) : kFusedWarps;
+// (DeviceContext::switches.route_warps: the register path's warp per token; off: 8 warps, the measured form)
+int route_align_warps(const MoeRouteParams& r, bool wide) {
+  return wide && route_in_registers(r) ? std::clamp(r.tokens, kFusedWarps, kFusedMaxWarps) : kFusedWarps;
 }
-size_t route_align_smem(const MoeRouteParams& r, const MoeAlignParams& a) {
+size_t route_align_smem(const MoeRouteParams& r, const MoeAlignParams& a, bool wide) {
   const size_t scratch = route_in_registers(r) ? 0 : size_t(3) * r.num_experts;
-  return size_t(route_align_warps(r)) * scratch * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
+  return size_t(route_align_warps(r, wide)) * scratch * sizeof(float) + size_t(2 * a.num_experts) * sizeof(int);
 }
 bool route_align_fused(const MoeRouteParams& r, const MoeAlignParams& a) {
-  return r.tokens * a.k <= kFusedMaxPairs && moe_route_ldk(r) == a.k && route_align_smem(r, a) <= 40 * 1024;
+  return r.tokens * a.k <= kFusedMaxPairs && moe_route_ldk(r) == a.k && route_align_smem(r, a, false) <= 40 * 1024;
 }
 }  // namespace
 
@@ -318,7 +319,8 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
   if (r0.tokens == 0) return;
   MoeRouteParams r = r0;
   r.ldk = moe_route_ldk(r0);
-  const size_t smem = route_align_smem(r, a);
+  const bool wide = ctx.switches.route_warps;
+  const size_t smem = route_align_smem(r, a, wide);
   if (!route_align_fused(r, a)) {
     run_moe_route(r, ctx);
     run_moe_align(a, ctx);
@@ -334,7 +336,7 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
     DS_CUDA_CHECK_LAUNCH();
     return;
   }
-  launch_pdl(moe_route_align_kernel, 1, route_align_warps(r) * 32, smem, ctx, r, a);
+  launch_pdl(moe_route_align_kernel, 1, route_align_warps(r, wide) * 32, smem, ctx, r, a);
   DS_CUDA_CHECK_LAUNCH();
 }
 
