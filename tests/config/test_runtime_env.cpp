@@ -23,6 +23,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
+    unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   }
 };
 
@@ -81,6 +82,10 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(d.int4_tiles);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_FALSE(d.fp8_split_k);
+  EXPECT_FALSE(d.route_warps);
+  setenv("DELTASERVE_CUDA_ROUTE_WARPS", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().route_warps);
+  unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().fp8_split_k);
   unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
