@@ -22,6 +22,7 @@
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_FP8_SPLIT_K=1        split-K for the FP8 wgmma kernel's narrow dense launches (default 0)
 //   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
+//   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 4)
 //   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
 //                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
 #pragma once
@@ -52,6 +53,8 @@ struct CudaEnv {
   bool fp8_split_k = false;
   // MoE routing of 2..64 tokens: a warp per token (up to 32) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
+  // Pipeline stages of the FP8 wgmma kernel: 4 (measured) or 3 (61 KB a CTA: 3 CTAs per SM; to measure).
+  int fp8_wgmma_stages = 4;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

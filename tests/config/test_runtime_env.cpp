@@ -24,6 +24,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
+    unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
   }
 };
 
@@ -83,6 +84,12 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_FALSE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
+  EXPECT_EQ(d.fp8_wgmma_stages, 4);
+  setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "3", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_wgmma_stages, 3);
+  setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "5", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
   setenv("DELTASERVE_CUDA_ROUTE_WARPS", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().route_warps);
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");

@@ -380,10 +380,11 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
           }
         }
       DeviceBuffer split(x_split_bytes(R, K));
-      for (int frag : {0, 8, 16, -1}) {  // -1: x split, FP8 wgmma
+      for (int frag : {0, 8, 16, -1, -3}) {  // -1: x split, FP8 wgmma (4 stages); -3: the same with 3 stages
         DeviceContext ctx = test_ctx();
         ctx.switches.fp8_frag = std::max(frag, 0);
-        ctx.switches.fp8_xsplit = frag == -1;
+        ctx.switches.fp8_xsplit = frag < 0;
+        ctx.switches.fp8_wgmma_stages = frag == -3 ? 3 : 4;
         DeviceBuffer dy(size_t(rows) * N * 2);
         poison(dy);
         MoeGemmParams g;
@@ -410,7 +411,7 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
         g.tile_tokens = 16;
         g.x_split = split.data();
         g.x_split_rows = silu ? R : rows;
-        EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), frag == -1 && L.ks >= 7 && ctx.info.sm_major == 9);
+        EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), frag < 0 && L.ks >= 7 && ctx.info.sm_major == 9);
         EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag > 0 && L.ks >= 6);
         run_moe_gemm(g, ctx);
         EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))

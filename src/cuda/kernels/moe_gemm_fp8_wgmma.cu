@@ -21,18 +21,18 @@ namespace {
 
 using namespace wg;
 
-constexpr int kKb = kXSplitBlock, kTokW = 16, kStagesW = 4, kThreadsW = 128;
+constexpr int kKb = kXSplitBlock, kTokW = 16, kThreadsW = 128;
 
 // One pipeline stage (k block of 128): the weight rows (FP8: their e4m3 bytes as 128-byte swizzled atoms;
 // INT4: their 64 bytes of nibbles, row after row) and the token tile's x hi and lo atoms. INT4 adds one
 // area outside the ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of
 // -15..15, exact in e4m3) before the MMAs.
-template <int MT, bool I4> struct StageW {
+template <int MT, bool I4, int ST = 4> struct StageW {  // ST: pipeline stages
   static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
   static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
   static constexpr uint32_t kXBytes = kTokW * 128;               // one part of the token tile
   static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;      // a multiple of 1024: atoms stay aligned
-  static constexpr uint32_t kConvOff = uint32_t(kStagesW) * kBytes;
+  static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
   static constexpr size_t kSmem = kConvOff + kConvBytes + 1024;
   static constexpr int kChunksPerRow = kRowBytes / 16;
@@ -77,9 +77,10 @@ __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_grou
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
-template <int MT, bool SILU, bool I4, int NP>
+template <int MT, bool SILU, bool I4, int NP, int ST>
 __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
-  using S = StageW<MT, I4>;
+  using S = StageW<MT, I4, ST>;
+  constexpr int kStagesW = ST;
   pdl_trigger();
   pdl_wait();
   extern __shared__ unsigned char smem_raw[];
@@ -336,32 +337,37 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-template <int MT, bool SILU, bool I4, int NP>
+template <int MT, bool SILU, bool I4, int NP, int ST>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP>, grid, kThreadsW, StageW<MT, I4>::kSmem, ctx, p);
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST>, grid, kThreadsW, StageW<MT, I4, ST>::kSmem, ctx, p);
 }
 
-template <bool I4, int NP> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (p.silu_mul) return launch_t<2, true, I4, NP>(p, tiles, ctx);
+template <bool I4, int NP, int ST> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (p.silu_mul) return launch_t<2, true, I4, NP, ST>(p, tiles, ctx);
   // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
   if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials && blocks64 < ctx.num_sms()) {
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
     splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * 8 * kThreadsW)));
-    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP>(p, tiles, ctx, splits);
+    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST>(p, tiles, ctx, splits);
   }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
-  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP>(p, tiles, ctx);
-  launch_t<2, false, I4, NP>(p, tiles, ctx);
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST>(p, tiles, ctx);
+  launch_t<2, false, I4, NP, ST>(p, tiles, ctx);
 }
 
-template <bool I4, int NP> void configure_shapes() {
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP>, StageW<2, I4>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP>, StageW<2, I4>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP>, StageW<1, I4>::kSmem);
+template <bool I4, int NP> void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3>(p, tiles, ctx);
+  launch_shape<I4, NP, 4>(p, tiles, ctx);
+}
+
+template <bool I4, int NP, int ST> void configure_shapes() {
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST>, StageW<2, I4, ST>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST>, StageW<2, I4, ST>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST>, StageW<1, I4, ST>::kSmem);
 }
 
 }  // namespace
@@ -385,16 +391,19 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, kTokW)) : p.max_active;
-  if (!p.w_int4) return launch_shape<false, 1>(p, tiles, ctx);
-  if (p.scale_k_shift >= 7) return launch_shape<true, 1>(p, tiles, ctx);
-  launch_shape<true, 4>(p, tiles, ctx);
+  if (!p.w_int4) return launch_stages<false, 1>(p, tiles, ctx);
+  if (p.scale_k_shift >= 7) return launch_stages<true, 1>(p, tiles, ctx);
+  launch_stages<true, 4>(p, tiles, ctx);
 }
 
 void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
   if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2, false>::kSmem) return;
-  configure_shapes<false, 1>();
-  configure_shapes<true, 1>();
-  configure_shapes<true, 4>();
+  configure_shapes<false, 1, 4>();
+  configure_shapes<true, 1, 4>();
+  configure_shapes<true, 4, 4>();
+  configure_shapes<false, 1, 3>();
+  configure_shapes<true, 1, 3>();
+  configure_shapes<true, 4, 3>();
 }
 
 }  // namespace ds::gpu
