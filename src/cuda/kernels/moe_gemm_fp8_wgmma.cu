@@ -10,6 +10,10 @@
 // (the scales change with the k block, so the FP8 products are summed per block, as DeepGEMM does).
 // Accumulator element i of a thread (warp w, lane g * 4 + q) is row 16 w + g + 8 ((i >> 1) & 1) of the tile,
 // token 8 (i >> 2) + 2 q + (i & 1).
+// INT4 weights (I4): the stage holds the rows' nibbles, turned into e4m3 atoms in shared memory per k block
+// before the MMAs (int4x32_to_e4m3); groups narrower than 128 get a partial per k step (NP = 4).
+// Split-K (dense launches, gridDim.z > 1): each CTA takes a range of k blocks; the last to finish a tile adds
+// the others' fp32 partials (arrival counters in the workspace) and writes it.
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 
 #include "cuda/kernels/common.cuh"
