@@ -295,17 +295,7 @@ void CudaModel::compute(const StepMeta& m) {
   const bool fused = m.T <= kGemvMaxRows;
   auto norm = [&](const WeightView& weight) -> LayerInput {
     if (fused) return LayerInput{ws.h, weight.ptr};
-    RmsNormParams n;
-    n.x = ws.h;
-    n.ldx = hid;
-    n.weight = weight.ptr;
-    n.y = ws.x;
-    n.ldy = hid;
-    n.rows = m.T;
-    n.dim = hid;
-    n.eps = cfg_.rms_norm_eps;
-    run_rmsnorm(n, act, ctx_);
-    return LayerInput{ws.x, nullptr};
+    return LayerInput{step.norm_into_x(ws.h, hid, weight.ptr, m.T, hid), nullptr};
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const auto& L = w_.layers[size_t(l)];

@@ -4,15 +4,12 @@
 #pragma once
 #include <cstdint>
 
+#include "core/splitmix.h"
+
 namespace ds {
 
-// splitmix64 finaliser: a bijective 64-bit mix with good avalanche.
-constexpr uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+// splitmix64 (core/splitmix.h): a bijective 64-bit mix with good avalanche.
+constexpr uint64_t mix64(uint64_t x) { return splitmix64(x); }
 
 // 64 random bits for draw `step` of the stream `seed`.
 constexpr uint64_t random_bits(uint64_t seed, uint64_t step) {

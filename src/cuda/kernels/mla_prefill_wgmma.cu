@@ -280,8 +280,7 @@ __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbas
 template <bool kPingPong>
 __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* smem = align_1024(smem_raw);
   const uint32_t sbase = smem_u32(smem);
   Bars& bar = *reinterpret_cast<Bars*>(smem + kOffBar);
   const int tid = threadIdx.x;

@@ -30,8 +30,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_gemm_wgmma_kernel(const __gri
   pdl_trigger();
   pdl_wait();
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem =
-      reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* smem = align_1024(smem_raw);
   const uint32_t sbase = smem_u32(smem);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kOffBar);
   uint64_t* empty = full + kStages;

@@ -19,6 +19,12 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// The dynamic shared memory rounded up to the 1024-byte boundary atoms start on (kernels ask for 1 KiB of
+// slack).
+__device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
+  return reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(p) + 1023) & ~uintptr_t(1023));
+}
+
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` inside an atom.
 __device__ __forceinline__ uint32_t swz(int row, int chunk) {
   return uint32_t(row) * 128u + ((uint32_t(chunk) ^ (uint32_t(row) & 7u)) << 4);

@@ -10,6 +10,20 @@
 
 namespace ds::gpu {
 
+const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const {
+  RmsNormParams n;
+  n.x = x;
+  n.ldx = ldx;
+  n.weight = weight;
+  n.y = ws.x;
+  n.ldy = dim;
+  n.rows = rows;
+  n.dim = dim;
+  n.eps = cfg.rms_norm_eps;
+  run_rmsnorm(n, act, ctx);
+  return ws.x;
+}
+
 void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
                        bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const {
   if (M == 0) return;
@@ -33,17 +47,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
                           M >= ctx.switches.fp8_tile_min_rows && ctx.switches.fp8_xsplit && K % 128 == 0 &&
                           ((N + 63) / 64 >= ctx.num_sms() || ctx.switches.fp8_split_k);
   if (small_tile && norm) {
-    RmsNormParams n;
-    n.x = x;
-    n.ldx = ldx;
-    n.weight = norm;
-    n.y = ws.x;
-    n.ldy = K;
-    n.rows = M;
-    n.dim = K;
-    n.eps = cfg.rms_norm_eps;
-    run_rmsnorm(n, act, ctx);
-    x = ws.x;
+    x = norm_into_x(x, ldx, norm, M, K);
     ldx = K;
     norm = nullptr;
   }

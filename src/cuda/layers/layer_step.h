@@ -82,6 +82,9 @@ struct LayerStep {
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
               bool accumulate, bool out_f32 = false, const void* norm = nullptr,
               const int32_t* x_rows = nullptr) const;
+  // RMSNorm of `rows` rows of `dim` values (x, ldx apart) with `weight` into ws.x (rows `dim` apart); returns
+  // ws.x. Where a GEMV would have fused the norm but a tensor-core kernel reads the rows.
+  const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const;
 };
 
 // Points g (GemvParams or MoeGemmParams) at the weights of `w`: its pointer and, for FP8 views, its

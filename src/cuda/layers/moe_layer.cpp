@@ -9,7 +9,6 @@
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/moe_params.h"
 #include "cuda/kernels/moe_route.h"
-#include "cuda/kernels/norm.h"
 #include "cuda/layers/dense_mlp.h"
 
 namespace ds::gpu {
@@ -61,19 +60,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   // reads normalised rows, so the RMSNorm the GEMVs would fuse runs first into ws.x
   const bool fp8_small = act == DType::BF16 && f.experts_gate_up.fp8() && m.T <= kGemvMaxRows &&
                          m.T >= s.ctx.switches.fp8_tile_min_rows;
-  if (fp8_small && in.norm) {
-    RmsNormParams n;
-    n.x = in.x;
-    n.ldx = hid;
-    n.weight = in.norm;
-    n.y = ws.x;
-    n.ldy = hid;
-    n.rows = m.T;
-    n.dim = hid;
-    n.eps = s.cfg.rms_norm_eps;
-    run_rmsnorm(n, act, s.ctx);
-    in = LayerInput{ws.x, nullptr};
-  }
+  if (fp8_small && in.norm) in = LayerInput{s.norm_into_x(in.x, hid, in.norm, m.T, hid), nullptr};
   s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
   run_moe_route_align(r, a, s.ctx);
 
