@@ -1,6 +1,7 @@
 // CPU references of the GEMV/GEMM op tests (test_ops_gemm.cpp, test_fp8.cpp): the CPU GEMM twin, and
 // the expected output of a grouped GEMV whose groups pick weight matrices and gather x rows.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -40,6 +41,31 @@ inline std::vector<float> grouped_reference(const std::vector<float>& x, const s
     ref.insert(ref.end(), y.begin(), y.end());
   }
   return ref;
+}
+
+// The MoE GEMM's grouped product in double: active expert i owns output rows [start[i], start[i+1]) and
+// multiplies matrix expert[i] of dq ([matrices, wrows, K]) by x row xr[r] (x_rows given) or r. silu: wrows =
+// 2N ([gate; up]) and the row is silu(x . gate_n) * (x . up_n); else wrows = N and the plain product.
+inline std::vector<float> grouped_moe_reference(const std::vector<float>& x, const std::vector<float>& dq, int N,
+                                                int K, bool silu, const std::vector<int32_t>& expert,
+                                                const std::vector<int32_t>& start, const std::vector<int32_t>* xr) {
+  const int wrows = silu ? 2 * N : N;
+  std::vector<float> want(size_t(start.back()) * N);
+  for (size_t i = 0; i < expert.size(); ++i)
+    for (int r = start[i]; r < start[i + 1]; ++r) {
+      const float* xv = x.data() + int64_t(xr ? (*xr)[size_t(r)] : r) * K;
+      auto dot = [&](int n) {
+        double d = 0;
+        const float* wv = dq.data() + (int64_t(expert[i]) * wrows + n) * K;
+        for (int k = 0; k < K; ++k) d += double(wv[k]) * xv[k];
+        return d;
+      };
+      for (int n = 0; n < N; ++n) {
+        const double v = silu ? dot(n) / (1.0 + std::exp(-dot(n))) * dot(N + n) : dot(n);
+        want[size_t(r) * N + size_t(n)] = float(v);
+      }
+    }
+  return want;
 }
 
 }  // namespace ds::gpu::test

@@ -364,21 +364,7 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
       const int wrows = silu ? 2 * N : N;
       const auto w = random_fp8(mats, wrows, K, L.rs, L.ks, 1000 + silu);
       auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
-      std::vector<float> want(size_t(rows) * N);
-      for (size_t i = 0; i < expert.size(); ++i)
-        for (int r = start[i]; r < start[i + 1]; ++r) {
-          const float* xv = x.data() + int64_t(silu ? xr[size_t(r)] : r) * K;
-          auto dot = [&](int n) {
-            double d = 0;
-            const float* wv = w.dq.data() + (int64_t(expert[i]) * wrows + n) * K;
-            for (int k = 0; k < K; ++k) d += double(wv[k]) * xv[k];
-            return d;
-          };
-          for (int n = 0; n < N; ++n) {
-            const double v = silu ? dot(n) / (1.0 + std::exp(-dot(n))) * dot(N + n) : dot(n);
-            want[size_t(r) * N + size_t(n)] = float(v);
-          }
-        }
+      const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
       DeviceBuffer split(x_split_bytes(R, K));
       for (int frag : {0, 8, 16, -1, -3}) {  // -1: x split, FP8 wgmma (4 stages); -3: the same with 3 stages
         DeviceContext ctx = test_ctx();

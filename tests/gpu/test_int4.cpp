@@ -319,21 +319,7 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
       const int wrows = silu ? 2 * N : N;
       const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + silu);
       auto dw = upload(w);
-      std::vector<float> want(size_t(rows) * N);
-      for (size_t i = 0; i < expert.size(); ++i)
-        for (int r = start[i]; r < start[i + 1]; ++r) {
-          const float* xv = x.data() + int64_t(silu ? xr[size_t(r)] : r) * K;
-          auto dot = [&](int n) {
-            double d = 0;
-            const float* wv = w.dq.data() + (int64_t(expert[i]) * wrows + n) * K;
-            for (int k = 0; k < K; ++k) d += double(wv[k]) * xv[k];
-            return d;
-          };
-          for (int n = 0; n < N; ++n) {
-            const double v = silu ? dot(n) / (1.0 + std::exp(-dot(n))) * dot(N + n) : dot(n);
-            want[size_t(r) * N + size_t(n)] = float(v);
-          }
-        }
+      const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
       DeviceBuffer dy(size_t(rows) * N * 2);
       poison(dy);
       MoeGemmParams g;
