@@ -8,7 +8,9 @@
 #include <nvtx3/nvToolsExt.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -215,6 +217,33 @@ int main(int argc, char** argv) {
     }
     t.erase(t.begin(), t.begin() + 3);
     step_b = median(t) * 1e3;
+    // a sanity line for the numbers above: the logits of one more step (a NaN or a collapsed hidden state
+    // would make routing degenerate and a step misleadingly fast)
+    ForwardBatch d;
+    for (auto& s : seqs) {
+      grow(s, 1, bs, &next_page);
+      d.add(s.slot, s.ctx, {toks[size_t(s.slot)]}, s.pages);
+    }
+    const std::vector<float> lg = forward_logits(*b, d);
+    const size_t V = lg.size() / seqs.size();
+    size_t bad = 0;
+    double sum = 0, sq = 0;
+    std::vector<int32_t> top(seqs.size());
+    for (size_t r = 0; r < seqs.size(); ++r) {
+      size_t best = 0;
+      for (size_t v = 0; v < V; ++v) {
+        const float x = lg[r * V + v];
+        if (!std::isfinite(x)) { ++bad; continue; }
+        sum += x, sq += double(x) * x;
+        if (x > lg[r * V + best]) best = v;
+      }
+      top[r] = int32_t(best);
+    }
+    std::sort(top.begin(), top.end());
+    const double n = double(lg.size() - bad), mean = sum / std::max(n, 1.0);
+    std::printf("logits check (batch %d): %zu non-finite of %zu; mean %.4f, std %.4f; %lld distinct argmax\n", batch,
+                bad, lg.size(), mean, std::sqrt(std::max(0.0, sq / std::max(n, 1.0) - mean * mean)),
+                (long long)(std::unique(top.begin(), top.end()) - top.begin()));
   }
   std::printf("decode batch %d (context %d): step %.2f ms (%.0f tokens/s)\n", batch, ctx_b, step_b,
               batch * 1e3 / step_b);

@@ -20,11 +20,11 @@
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
-//   DELTASERVE_CUDA_FP8_SPLIT_K=1        split-K for the FP8 wgmma kernel's narrow dense launches (default 0)
+//   DELTASERVE_CUDA_FP8_SPLIT_K=0|1      split-K for the FP8 wgmma kernel's narrow dense launches (default 1)
 //   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
-//   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 4)
-//   DELTASERVE_CUDA_INT4_TILES=1         INT4 experts at decode batches on the FP8 wgmma kernel (default 0:
-//                                        the INT4 GEMVs; the kernel is not yet measured on the GPU)
+//   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
+//   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts at decode batches of 9..511 tokens on the FP8 wgmma
+//                                        kernel (1, the default) or the INT4 GEMVs (0)
 #pragma once
 
 namespace ds {
@@ -43,18 +43,19 @@ struct CudaEnv {
   // tensor cores (moe_gemm_frag.h); 0: x in bf16 and the weights converted to bf16 in the kernel.
   bool fp8_xsplit = true;
   // INT4 experts at decode batches of 9..511 tokens on that kernel (nibbles converted to e4m3 in shared
-  // memory); off (the INT4 GEMVs) until measured on the GPU.
-  bool int4_tiles = false;
+  // memory; measured 3.2x faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10).
+  bool int4_tiles = true;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;
   // Dense launches of that kernel with fewer 64-row blocks than SMs (o_proj at decode batches: 36 blocks) split
-  // K over more CTAs, the last of a tile adding the partials; off until measured.
-  bool fp8_split_k = false;
-  // MoE routing of 2..64 tokens: a warp per token (up to 32) instead of 8 warps in turn; off until measured.
+  // K over more CTAs, the last of a tile adding the partials (measured: FP8 step at 16 tokens 4% faster).
+  bool fp8_split_k = true;
+  // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
-  // Pipeline stages of the FP8 wgmma kernel: 4 (measured) or 3 (61 KB a CTA: 3 CTAs per SM; to measure).
-  int fp8_wgmma_stages = 4;
+  // Pipeline stages of the FP8 wgmma kernel: 3 (61 KB a CTA: 3 CTAs per SM; measured 2-3% faster steps at
+  // 16 and 100 tokens than 4, docs/PERF.md session 10) or 4.
+  int fp8_wgmma_stages = 3;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();

@@ -26,8 +26,13 @@ __global__ void dequantize_int4_kernel(Int4Matrix m, T* out, int64_t ldo) {
 
 __global__ void fill_int4_kernel(Int4Matrix m, int64_t scale_count, float amp, uint64_t seed) {
   const int64_t n = m.rows * (m.K / 2), stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    m.q[i] = uint8_t(pcg_hash(seed * 0x9e3779b97f4a7c15ull, uint64_t(i)) >> 24);
+  // nibbles 1..15 (values -7..7 around the implicit zero 8): zero-mean, like the bf16 dummy weights. All 16
+  // nibbles would give every weight a mean of -amp/15, a common component that grows along the residual
+  // stream until every token's hidden state, routing and argmax are the same (a degenerate, fast model).
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const uint32_t h = pcg_hash(seed * 0x9e3779b97f4a7c15ull, uint64_t(i));
+    m.q[i] = uint8_t((1 + (h & 0xffff) % 15) | ((1 + (h >> 16) % 15) << 4));
+  }
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < scale_count; i += stride) m.scale[i] = amp / 7.5f;
 }
 

@@ -231,12 +231,12 @@ __host__ __device__ bool route_in_registers(const MoeRouteParams& p) {
   return p.num_experts <= 256 && p.num_groups == 1 && !p.forced_ids && p.top_k <= 32;
 }
 
-// Small batches (decode): routing and the permutation in one launch. Register routing: up to 32 warps, one
+// Small batches (decode): routing and the permutation in one launch. Register routing: up to 16 warps, one
 // token each (a warp's top-k is a chain of shuffles: tokens in parallel, not in turn); otherwise 8 warps
 // with 3 * num_experts floats of shared scratch each.
-constexpr int kFusedWarps = 8, kFusedMaxWarps = 32;
+constexpr int kFusedWarps = 8, kFusedMaxWarps = 16;  // 16: the kernel's 84 registers x 1024 threads did not fit
 constexpr int kFusedMaxPairs = 64 * 9;
-__global__ void moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
+__global__ void __launch_bounds__(kFusedMaxWarps * 32) moe_route_align_kernel(MoeRouteParams r, MoeAlignParams a) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float smem[];
