@@ -23,8 +23,10 @@
 //   DELTASERVE_CUDA_FP8_SPLIT_K=0|1      split-K for the FP8 wgmma kernel's narrow dense launches (default 1)
 //   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
-//   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts at decode batches of 9..511 tokens on the FP8 wgmma
-//                                        kernel (1, the default) or the INT4 GEMVs (0)
+//   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
+//                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
+//   DELTASERVE_CUDA_FP8_PREFILL_TILES=1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's 16-token
+//                                        tiles too (default 0: the 64-token mma.sync tiles; to measure)
 #pragma once
 
 namespace ds {
@@ -42,9 +44,13 @@ struct CudaEnv {
   // With the fragment kernel: x split into e4m3 hi + lo parts before the launch and multiplied on the FP8
   // tensor cores (moe_gemm_frag.h); 0: x in bf16 and the weights converted to bf16 in the kernel.
   bool fp8_xsplit = true;
-  // INT4 experts at decode batches of 9..511 tokens on that kernel (nibbles converted to e4m3 in shared
-  // memory; measured 3.2x faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10).
+  // INT4 experts above 8 tokens on that kernel (nibbles converted to e4m3 in shared memory; measured 2.6x
+  // faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10), prefill steps included (16-token tiles,
+  // each CTA walking its expert's tiles); off: the INT4 GEMVs at every size.
   bool int4_tiles = true;
+  // FP8 experts of steps of 512 or more tokens on that kernel's 16-token tiles as well (off: the 64-token
+  // mma.sync tiles, which convert e4m3 to f16); off until measured.
+  bool fp8_prefill_tiles = false;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

@@ -29,6 +29,11 @@ void CudaModel::plan_memory() {
   lim.max_context = o.max_model_len;
   lim.block_size = o.block_size;
   lim.mla_expand_keys = o.mla_expand_keys;
+  // quantized experts that prefill on the FP8 wgmma kernel's 16-token tiles need every token's x split
+  for (const LayerWeightsDev& l : w_.layers)
+    if ((l.ffn.experts_gate_up.int4() && o.switches.int4_tiles) ||
+        (l.ffn.experts_gate_up.fp8() && o.switches.fp8_prefill_tiles))
+      lim.moe_split_tokens = std::max(lim.moe_split_tokens, lim.max_tokens);
   if (lim.mla_expand_keys <= 0 && cfg_.num_mla_layers() > 0) {
     size_t free0 = 0, total0 = 0;
     DS_CUDA_CHECK(cudaMemGetInfo(&free0, &total0));

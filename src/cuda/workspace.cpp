@@ -63,7 +63,8 @@ int64_t max_proj_width(const ModelConfig& c) {
   return w;
 }
 
-void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int rows, int max_seqs, int num_sms) {
+void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int rows, int max_seqs, int num_sms,
+                        int moe_split_tokens) {
   const size_t es = dtype_size(act);
   const int64_t hid = c.hidden_size, HK = int64_t(c.kda.num_heads) * c.kda.head_dim;
   const auto& m = c.mla;
@@ -93,9 +94,9 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   this->act = A(T * act_w);
   moe_out = A(int64_t(pairs) * hid);
   rows_x = A(int64_t(rows) * hid);
-  {  // the FP8 tile launches' x split: MoE gate/up (tokens x hidden) and down (pairs x expert width) below
-    // 512 tokens, dense projections up to kFp8TileMaxRows rows (their widest K)
-    const int64_t moe_t = std::min(T, 511), dense_t = std::min(T, kFp8TileMaxRows);
+  {  // the FP8 tile launches' x split: MoE gate/up (tokens x hidden) and down (pairs x expert width) of up
+    // to moe_split_tokens tokens, dense projections up to kFp8TileMaxRows rows (their widest K)
+    const int64_t moe_t = std::min(T, std::max(1, moe_split_tokens)), dense_t = std::min(T, kFp8TileMaxRows);
     const int64_t dense_k = std::max<int64_t>({hid, HK, Hm * m.v_head_dim, c.intermediate_size,
                                                int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts)});
     x_split_capacity = std::max({x_split_bytes(moe_t, hid), x_split_bytes(moe_t * kp, c.moe.intermediate_size),
@@ -159,7 +160,7 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
     Activations tmp;
     const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
     const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms);
+    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens);
     p.activations = measure.used();
   }
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
@@ -202,7 +203,7 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   const auto& lim = plan.lim;
   const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
   const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms);
+  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens);
   if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));

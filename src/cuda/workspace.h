@@ -33,7 +33,8 @@ struct Activations {
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
   // Carves the buffers from `a` (a measuring arena first, to size the real one).
-  void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms);
+  void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms,
+             int moe_split_tokens);
 };
 
 // MLA prefill: the latents of one context piece (key_rows positions, gathered from the paged cache)
@@ -83,6 +84,8 @@ struct WorkspaceLimits {
   int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
+  int moe_split_tokens = 511;   // tokens of a step whose MoE activations the FP8 wgmma kernel's x split holds
+                                // (MoE launches on it; max_tokens when quantized experts prefill on it too)
   int mla_expand_keys = 0;      // key rows of the MLA prefill expansion (the context piece); 0:
                                 // min(max_context, 32768) (CudaModel lowers it under a small memory budget)
   int max_logprobs = 20;        // top logprobs per row the sampler returns

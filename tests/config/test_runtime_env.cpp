@@ -25,6 +25,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
+    unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
   }
 };
 
@@ -81,6 +82,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
+  EXPECT_FALSE(d.fp8_prefill_tiles);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
@@ -103,6 +105,11 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
   setenv("DELTASERVE_CUDA_INT4_TILES", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().int4_tiles);
+  setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().fp8_prefill_tiles);
+  setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "2", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

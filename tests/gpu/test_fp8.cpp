@@ -505,6 +505,12 @@ TEST(GpuFp8Model, WideExpertsOnTheFp8TensorCores) {
   ::setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 1-token tiles", "bfloat16");
   ::unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
+  // a 600-token prefill with DELTASERVE_CUDA_FP8_PREFILL_TILES=1: the experts on the 16-token tiles at T >= 512
+  // (every token's x split in the workspace)
+  ::setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "1", 1);
+  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 600-token prefill tiles",
+                           "bfloat16", 600);
+  ::unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
 }
 
 TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
@@ -518,19 +524,19 @@ TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
 }
 
 // INT4 experts 128 wide (the tiny model's moe_intermediate_size 64 -> 128, those weights drawn) on the FP8
-// wgmma kernel (DELTASERVE_CUDA_INT4_TILES=1: nibbles -> e4m3 in shared memory), the 65-token prefill's
-// 16-token tiles; groups of 32 with zero points (a partial sum per k step) and of 128 symmetric; bf16
-// activations, GPU vs CPU within 2e-2.
+// wgmma kernel (DELTASERVE_CUDA_INT4_TILES, on by default: nibbles -> e4m3 in shared memory), the 65-token
+// prefill's 16-token tiles and a 600-token prefill's (T >= 512: every token's x split in the workspace);
+// groups of 32 with zero points (a partial sum per k step) and of 128 symmetric; bf16 activations, GPU vs CPU
+// within 2e-2.
 TEST(GpuInt4Model, WideExpertsOnTheFp8TensorCores) {
   DS_REQUIRE_GPU();
-  ::setenv("DELTASERVE_CUDA_INT4_TILES", "1", 1);
   for (const auto& [group, sym] : {std::pair{32, false}, std::pair{128, true}}) {
     auto fx = ds::test::make_int4_fixture(kTinyModel, group, sym,
                                           [](nlohmann::json& c) { c["moe_intermediate_size"] = 128; });
     const std::string what = "int4 g" + std::to_string(group) + (sym ? " sym" : " zp") + ", 128-wide experts";
     expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
+    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", 600-token prefill").c_str(), "bfloat16", 600);
   }
-  ::unsetenv("DELTASERVE_CUDA_INT4_TILES");
 }
 
 // --load-format dummy --quantization int4: INT4 experts generated on the GPU; a prefill and decode steps

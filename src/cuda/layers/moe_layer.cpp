@@ -68,20 +68,32 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   // tensor-core grouped GEMM above the GEMV sizes (bf16 activations): tiles of 16 token rows at decode-sized
   // batches, 64 at prefill. FP8 and INT4 experts at 16-row tiles on Hopper: x split for the FP8 tensor cores
   // (moe_gemm_fp8_wgmma.h); other FP8 launches convert to bf16 in the mma.sync kernels (the wgmma kernel of
-  // the 64-row bf16 tiles declines FP8); INT4 experts on the FP8 wgmma kernel with DELTASERVE_CUDA_INT4_TILES=1
-  // (unmeasured, so off by default), else the GEMVs.
+  // the 64-row bf16 tiles declines FP8). INT4 experts (switches.int4_tiles) and, with
+  // switches.fp8_prefill_tiles, FP8 experts stay on the 16-row tiles at prefill too (the workspace's x split
+  // then holds max_tokens rows); INT4 experts the FP8 wgmma kernel cannot take run on the GEMVs.
   MoeGemmParams tgu, tdn;
   bool tiles = act == DType::BF16 && (m.T > kGemvMaxRows || fp8_small);
   if (tiles) {
-    tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, m.T >= 512 ? 64 : 16);
-    set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
-    if (tgu.tile_tokens == 16) {
-      tgu.x_split = ws.x_split;
-      tgu.x_split_rows = m.T;
-    }
-    tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
-    set_gemv_weights(tdn, f.experts_down, hid);
-    const bool wgmma = moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
+    auto plan = [&](int tile) {
+      tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, tile);
+      set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
+      if (tile == 16) {
+        tgu.x_split = ws.x_split;
+        tgu.x_split_rows = m.T;
+      }
+      tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
+      set_gemv_weights(tdn, f.experts_down, hid);
+      return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
+    };
+    // prefill-sized steps on the 16-row tiles: quantized experts the switches put there, when the
+    // workspace's x split holds the step's tokens and pairs
+    const bool split16 = m.T >= 512 &&
+                         ((f.experts_gate_up.int4() && s.ctx.switches.int4_tiles) ||
+                          (f.experts_gate_up.fp8() && s.ctx.switches.fp8_prefill_tiles)) &&
+                         ws.x_split_capacity >= x_split_bytes(m.T, hid) &&
+                         ws.x_split_capacity >= x_split_bytes(int64_t(m.T) * kp, Ie);
+    bool wgmma = plan(m.T < 512 || split16 ? 16 : 64);
+    if (split16 && !wgmma) wgmma = plan(64);  // the kernel declines these weights: the prefill tiles
     if ((tgu.w_int4 && !(s.ctx.switches.int4_tiles && wgmma)) || (fp8_small && !wgmma)) tiles = false;
   }
   if (tiles) {
