@@ -49,6 +49,11 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v.size() == 1 && v[0] >= '1' && v[0] <= '9', "DELTASERVE_CUDA_FP8_TILE_MIN_ROWS must be 1..9, got '{}'", v);
     c.fp8_tile_min_rows = v[0] - '0';
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "16" || v == "64", "DELTASERVE_CUDA_XSPLIT_PREFILL_TILE must be 16 or 64, got '{}'", v);
+    c.xsplit_prefill_tile = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "3" || v == "4", "DELTASERVE_CUDA_FP8_WGMMA_STAGES must be 3 or 4, got '{}'", v);

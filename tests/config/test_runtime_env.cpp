@@ -26,6 +26,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
+    unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
   }
 };
 
@@ -83,6 +84,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
   EXPECT_FALSE(d.fp8_prefill_tiles);
+  EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
@@ -110,6 +112,11 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "2", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
+  setenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE", "16", 1);
+  EXPECT_EQ(CudaEnv::parse().xsplit_prefill_tile, 16);
+  setenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE", "32", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

@@ -345,65 +345,72 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
 // active experts of 1 to 20 rows (more than one token tile), two more slots in the grid than experts
 // active, N not a multiple of 16, K of 36 k blocks, channel and 128 x 128 block scales, token tiles of 8
 // and 16; the staged tile kernel on the same launches (and on 32-wide blocks, which the fragment kernel
-// declines).
+// declines). Then the FP8 wgmma kernel's 64-token tiles (prefill-sized launches) on experts of 1 to 150 rows
+// (several tiles, partial ones) for the scale layouts it takes.
 TEST(GpuFp8, GroupedFragKernelMatchesHost) {
   DS_REQUIRE_GPU();
-  const int mats = 5, N = 200, K = 2304, T = 24;
-  const std::vector<int32_t> expert = {3, 0, 4, 1}, count = {1, 7, 20, 9};
-  std::vector<int32_t> start = {0};
-  for (int c : count) start.push_back(start.back() + c);
-  const int rows = start.back(), R = std::max(rows, T);
-  std::vector<int32_t> xr(static_cast<size_t>(rows));
-  for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
-  const std::vector<int32_t> na = {int32_t(expert.size())};
-  auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
-  const auto x = rounded(randn(size_t(R) * K, 1100), DType::BF16);
-  auto dx = to_device(x, DType::BF16);
-  for (const Layout& L : kLayouts)
-    for (int silu = 0; silu < 2; ++silu) {
-      const int wrows = silu ? 2 * N : N;
-      const auto w = random_fp8(mats, wrows, K, L.rs, L.ks, 1000 + silu);
-      auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
-      const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
-      DeviceBuffer split(x_split_bytes(R, K));
-      for (int frag : {0, 8, 16, -1, -3}) {  // -1: x split, FP8 wgmma (4 stages); -3: the same with 3 stages
-        DeviceContext ctx = test_ctx();
-        ctx.switches.fp8_frag = std::max(frag, 0);
-        ctx.switches.fp8_xsplit = frag < 0;
-        ctx.switches.fp8_wgmma_stages = frag == -3 ? 3 : 4;
-        DeviceBuffer dy(size_t(rows) * N * 2);
-        poison(dy);
-        MoeGemmParams g;
-        g.x = dx.data();
-        g.ldx = K;
-        g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
-        g.w = dq.data();
-        g.w_matrix_stride = int64_t(wrows) * K;
-        g.w_scale = ds.as<float>();
-        g.scale_ld = w.ld;
-        g.scale_row_shift = w.rs;
-        g.scale_k_shift = w.ks;
-        g.scale_matrix_stride = w.scale_rows() * w.ld;
-        g.y = dy.data();
-        g.ldy = N;
-        g.N = N;
-        g.K = K;
-        g.silu_mul = silu;
-        g.active_expert = dae.as<int32_t>();
-        g.active_start = das.as<int32_t>();
-        g.num_active = dna.as<int32_t>();
-        g.max_active = int(expert.size()) + 2;
-        g.max_rows = rows;
-        g.tile_tokens = 16;
-        g.x_split = split.data();
-        g.x_split_rows = silu ? R : rows;
-        EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), frag < 0 && L.ks >= 7 && ctx.info.sm_major == 9);
-        EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag > 0 && L.ks >= 6);
-        run_moe_gemm(g, ctx);
-        EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
-            << L.name << (silu ? " gate/up" : " down") << " fp8_frag " << frag;
+  for (const int tile : {16, 64}) {
+    const int mats = 5, N = 200, K = 2304, T = tile == 16 ? 24 : 160;
+    const std::vector<int32_t> expert = {3, 0, 4, 1};
+    const std::vector<int32_t> count = tile == 16 ? std::vector<int32_t>{1, 7, 20, 9} : std::vector<int32_t>{1, 70, 150, 9};
+    std::vector<int32_t> start = {0};
+    for (int c : count) start.push_back(start.back() + c);
+    const int rows = start.back(), R = std::max(rows, T);
+    std::vector<int32_t> xr(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
+    const std::vector<int32_t> na = {int32_t(expert.size())};
+    auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
+    const auto x = rounded(randn(size_t(R) * K, 1100), DType::BF16);
+    auto dx = to_device(x, DType::BF16);
+    for (const Layout& L : kLayouts)
+      for (int silu = 0; silu < 2; ++silu) {
+        if (tile == 64 && L.ks < 7) continue;  // the 64-token tiles take scale blocks of 128+ columns
+        const int wrows = silu ? 2 * N : N;
+        const auto w = random_fp8(mats, wrows, K, L.rs, L.ks, 1000 + silu);
+        auto dq = to_device_raw(w.q), ds = to_device_raw(w.scale);
+        const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
+        DeviceBuffer split(x_split_bytes(R, K));
+        for (int frag : {0, 8, 16, -1, -3}) {  // -1: x split, FP8 wgmma (4 stages); -3: the same with 3 stages
+          if (tile == 64 && frag >= 0) continue;
+          DeviceContext ctx = test_ctx();
+          ctx.switches.fp8_frag = std::max(frag, 0);
+          ctx.switches.fp8_xsplit = frag < 0;
+          ctx.switches.fp8_wgmma_stages = frag == -3 ? 3 : 4;
+          DeviceBuffer dy(size_t(rows) * N * 2);
+          poison(dy);
+          MoeGemmParams g;
+          g.x = dx.data();
+          g.ldx = K;
+          g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
+          g.w = dq.data();
+          g.w_matrix_stride = int64_t(wrows) * K;
+          g.w_scale = ds.as<float>();
+          g.scale_ld = w.ld;
+          g.scale_row_shift = w.rs;
+          g.scale_k_shift = w.ks;
+          g.scale_matrix_stride = w.scale_rows() * w.ld;
+          g.y = dy.data();
+          g.ldy = N;
+          g.N = N;
+          g.K = K;
+          g.silu_mul = silu;
+          g.active_expert = dae.as<int32_t>();
+          g.active_start = das.as<int32_t>();
+          g.num_active = dna.as<int32_t>();
+          g.max_active = int(expert.size()) + 2;
+          g.max_rows = rows;
+          g.tile_tokens = tile;
+          g.x_split = split.data();
+          g.x_split_rows = silu ? R : rows;
+          EXPECT_EQ(moe_gemm_fp8_wgmma_applies(g, ctx), frag < 0 && L.ks >= 7 && ctx.info.sm_major == 9);
+          EXPECT_EQ(moe_gemm_frag_applies(g, ctx), frag > 0 && L.ks >= 6 && tile == 16);
+          if (tile == 64 && !moe_gemm_fp8_wgmma_applies(g, ctx)) continue;  // (not sm_90: the bf16 paths only)
+          run_moe_gemm(g, ctx);
+          EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+              << L.name << (silu ? " gate/up" : " down") << " fp8_frag " << frag << ", " << tile << "-token tiles";
+        }
       }
-    }
+  }
 }
 
 // The tiny model from `dir` (quantization option `q`) on the GPU against the CPU backend on the same

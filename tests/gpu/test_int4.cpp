@@ -298,63 +298,68 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
 // INT4 experts on the FP8 tensor cores (moe_gemm_fp8_wgmma.h: nibbles - zero to e4m3 in shared memory, x split
 // in e4m3 hi + lo) against the host on the dequantized weights: gate/up with SiLU-mul through a row gather and
 // a plain product (the down projection's form), active experts of 1 to 20 rows (more than one token tile), two
-// more slots than experts active, N not a multiple of 64, groups of 32 and 128, symmetric and with zero points.
+// more slots than experts active, N not a multiple of 64, groups of 32 and 128, symmetric and with zero points;
+// then the 64-token tiles of prefill-sized launches (groups of 128) on experts of 1 to 150 rows.
 TEST(GpuInt4, GroupedWgmmaMatchesHost) {
   DS_REQUIRE_GPU();
   if (test_ctx().info.sm_major != 9) GTEST_SKIP() << "the FP8 wgmma kernel is for sm_90";
-  const int mats = 5, N = 200, K = 2304, T = 24;
-  const std::vector<int32_t> expert = {3, 0, 4, 1}, count = {1, 7, 20, 9};
-  std::vector<int32_t> start = {0};
-  for (int c : count) start.push_back(start.back() + c);
-  const int rows = start.back(), R = std::max(rows, T);
-  std::vector<int32_t> xr(static_cast<size_t>(rows));
-  for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
-  const std::vector<int32_t> na = {int32_t(expert.size())};
-  auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
-  const auto x = rounded(randn(size_t(R) * K, 1200), DType::BF16);
-  auto dx = to_device(x, DType::BF16);
-  DeviceBuffer split(x_split_bytes(R, K));
-  for (const Scheme& sc : kSchemes)
-    for (int silu = 0; silu < 2; ++silu) {
-      const int wrows = silu ? 2 * N : N;
-      const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + silu);
-      auto dw = upload(w);
-      const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
-      DeviceBuffer dy(size_t(rows) * N * 2);
-      poison(dy);
-      MoeGemmParams g;
-      g.x = dx.data();
-      g.ldx = K;
-      g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
-      g.w = dw.q.data();
-      g.w_int4 = true;
-      g.w_zero = sc.symmetric ? nullptr : dw.zero.as<float>();
-      g.w_matrix_stride = int64_t(wrows) * K;
-      g.w_scale = dw.scale.as<float>();
-      g.scale_ld = w.G;
-      g.scale_row_shift = 0;
-      g.scale_k_shift = log2i(sc.group);
-      g.scale_matrix_stride = int64_t(wrows) * w.G;
-      g.y = dy.data();
-      g.ldy = N;
-      g.N = N;
-      g.K = K;
-      g.silu_mul = silu;
-      g.active_expert = dae.as<int32_t>();
-      g.active_start = das.as<int32_t>();
-      g.num_active = dna.as<int32_t>();
-      g.max_active = int(expert.size()) + 2;
-      g.max_rows = rows;
-      g.tile_tokens = 16;
-      g.x_split = split.data();
-      g.x_split_rows = silu ? R : rows;
-      DeviceContext ctx = test_ctx();
-      ctx.switches.fp8_xsplit = true;
-      ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name;
-      run_moe_gemm(g, ctx);
-      EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
-          << sc.name << (silu ? " gate/up" : " down");
-    }
+  for (const int tile : {16, 64}) {
+    const int mats = 5, N = 200, K = 2304, T = tile == 16 ? 24 : 160;
+    const std::vector<int32_t> expert = {3, 0, 4, 1};
+    const std::vector<int32_t> count = tile == 16 ? std::vector<int32_t>{1, 7, 20, 9} : std::vector<int32_t>{1, 70, 150, 9};
+    std::vector<int32_t> start = {0};
+    for (int c : count) start.push_back(start.back() + c);
+    const int rows = start.back(), R = std::max(rows, T);
+    std::vector<int32_t> xr(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
+    const std::vector<int32_t> na = {int32_t(expert.size())};
+    auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
+    const auto x = rounded(randn(size_t(R) * K, 1200), DType::BF16);
+    auto dx = to_device(x, DType::BF16);
+    DeviceBuffer split(x_split_bytes(R, K));
+    for (const Scheme& sc : kSchemes)
+      for (int silu = 0; silu < 2; ++silu) {
+        if (tile == 64 && sc.group < 128) continue;  // 64-token tiles: one partial sum per k block
+        const int wrows = silu ? 2 * N : N;
+        const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + silu);
+        auto dw = upload(w);
+        const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
+        DeviceBuffer dy(size_t(rows) * N * 2);
+        poison(dy);
+        MoeGemmParams g;
+        g.x = dx.data();
+        g.ldx = K;
+        g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
+        g.w = dw.q.data();
+        g.w_int4 = true;
+        g.w_zero = sc.symmetric ? nullptr : dw.zero.as<float>();
+        g.w_matrix_stride = int64_t(wrows) * K;
+        g.w_scale = dw.scale.as<float>();
+        g.scale_ld = w.G;
+        g.scale_row_shift = 0;
+        g.scale_k_shift = log2i(sc.group);
+        g.scale_matrix_stride = int64_t(wrows) * w.G;
+        g.y = dy.data();
+        g.ldy = N;
+        g.N = N;
+        g.K = K;
+        g.silu_mul = silu;
+        g.active_expert = dae.as<int32_t>();
+        g.active_start = das.as<int32_t>();
+        g.num_active = dna.as<int32_t>();
+        g.max_active = int(expert.size()) + 2;
+        g.max_rows = rows;
+        g.tile_tokens = tile;
+        g.x_split = split.data();
+        g.x_split_rows = silu ? R : rows;
+        DeviceContext ctx = test_ctx();
+        ctx.switches.fp8_xsplit = true;
+        ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name << ", " << tile << "-token tiles";
+        run_moe_gemm(g, ctx);
+        EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+            << sc.name << (silu ? " gate/up" : " down") << ", " << tile << "-token tiles";
+      }
+  }
 }
 
 }  // namespace

@@ -457,7 +457,7 @@ void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx) {
                  "run_moe_gemm: a dense launch reads x rows 0..dense_rows-1 (no gather) and sizes its grid by max_rows");
   DS_GPU_REQUIRE(!p.w_scale || p.scale_k_shift >= 4, "run_moe_gemm: FP8 scale blocks must be at least 16 columns wide");
   DS_GPU_REQUIRE(!p.w_int4 || moe_gemm_fp8_wgmma_applies(p, ctx),
-                 "run_moe_gemm: INT4 weights need the FP8 wgmma kernel (sm_90, 16-token tiles, an x split)");
+                 "run_moe_gemm: INT4 weights need the FP8 wgmma kernel (sm_90, an x split, 16-token tiles or 64 for groups of 128)");
   if (moe_gemm_fp8_wgmma_applies(p, ctx)) {  // FP8 at decode-sized token tiles on Hopper: x split, FP8 wgmma
     DS_GPU_REQUIRE(p.max_active <= 65535 && (p.dense_rows + 15) / 16 <= 65535, "run_moe_gemm: too many token tiles for one launch");
     DS_GPU_REQUIRE(p.x_split_rows >= (p.x_rows ? 1 : std::max(p.dense_rows, p.max_rows)),

@@ -1,13 +1,14 @@
-// FP8 x split-bf16 GEMMs of decode-sized token tiles on Hopper FP8 wgmma (see moe_gemm_fp8_wgmma.h).
+// FP8 x split-bf16 GEMMs on Hopper FP8 wgmma (see moe_gemm_fp8_wgmma.h).
 //
 // A CTA is one warpgroup (128 threads). It owns 64 * MT weight rows (SiLU-mul: 64 gate rows and the matching
-// 64 up rows) of one matrix (an active expert, or the dense matrix) and the expert's token tiles of 16 rows,
-// one after another. Per k block of 128 a stage holds the weight rows' raw e4m3 bytes and the token tile's hi
-// and lo bytes, all K-major in the 128-byte swizzled layout of wgmma.cuh (one 128-byte row per weight row or
-// token), copied by cp.async kStages - 1 blocks ahead. Each block runs, per 64-row tile, 4 k steps x 2 parts
-// of wgmma m64n16k32 e4m3 into a fresh fp32 partial (D = weights x tokens, both from shared memory), waits,
-// and adds the partial times the weight scale of its rows and the x scale of its tokens to the accumulator
-// (the scales change with the k block, so the FP8 products are summed per block, as DeepGEMM does).
+// 64 up rows) of one matrix (an active expert, or the dense matrix) and the expert's token tiles of TW rows
+// (16, or 64 at prefill-sized grouped launches), one after another. Per k block of 128 a stage holds the
+// weight rows' raw e4m3 bytes and the token tile's hi and lo bytes, all K-major in the 128-byte swizzled
+// layout of wgmma.cuh (one 128-byte row per weight row or token), and the tokens' x scales, copied by
+// cp.async kStages - 1 blocks ahead. Each block runs, per 64-row tile, 4 k steps x 2 parts of wgmma
+// m64nTWk32 e4m3 into a fresh fp32 partial (D = weights x tokens, both from shared memory), waits, and adds
+// the partial times the weight scale of its rows and the x scale of its tokens to the accumulator (the
+// scales change with the k block, so the FP8 products are summed per block, as DeepGEMM does).
 // Accumulator element i of a thread (warp w, lane g * 4 + q) is row 16 w + g + 8 ((i >> 1) & 1) of the tile,
 // token 8 (i >> 2) + 2 q + (i & 1).
 // INT4 weights (I4): the stage holds the rows' nibbles, turned into e4m3 atoms in shared memory per k block
@@ -25,24 +26,27 @@ namespace {
 
 using namespace wg;
 
-constexpr int kKb = kXSplitBlock, kTokW = 16, kThreadsW = 128;
+constexpr int kKb = kXSplitBlock, kThreadsW = 128;
 
 // One pipeline stage (k block of 128): the weight rows (FP8: their e4m3 bytes as 128-byte swizzled atoms;
-// INT4: their 64 bytes of nibbles, row after row) and the token tile's x hi and lo atoms. INT4 adds one
-// area outside the ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of
-// -15..15, exact in e4m3) before the MMAs.
-template <int MT, bool I4, int ST = 4> struct StageW {  // ST: pipeline stages
+// INT4: their 64 bytes of nibbles, row after row) and the token tile's x hi and lo atoms; the tokens' x
+// scales of the block sit in a small ring of their own after the stages. INT4 adds one area outside the
+// ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of -15..15, exact in
+// e4m3) before the MMAs.
+template <int MT, bool I4, int ST = 4, int TW = 16> struct StageW {  // ST: pipeline stages, TW: token tile
   static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
   static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
-  static constexpr uint32_t kXBytes = kTokW * 128;               // one part of the token tile
+  static constexpr uint32_t kXBytes = TW * 128;                  // one part of the token tile
   static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;      // a multiple of 1024: atoms stay aligned
   static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
-  static constexpr size_t kSmem = kConvOff + kConvBytes + 1024;
+  static constexpr uint32_t kXsOff = kConvOff + kConvBytes;  // the token tile's x scales, TW floats a stage
+  static constexpr size_t kSmem = kXsOff + uint32_t(ST) * TW * 4 + 1024;
   static constexpr int kChunksPerRow = kRowBytes / 16;
   static constexpr int kWChunks = MT * 64 * kChunksPerRow / kThreadsW;  // 16-byte weight copies per thread
   static constexpr int kUnits = MT * 64 * 4 / kThreadsW;               // INT4: 32-weight conversions per thread
-  static_assert(kBytes % 1024 == 0 && 2 * kTokW * 8 == 2 * kThreadsW, "two x copies per thread");
+  static constexpr int kXCopies = TW * 8 / kThreadsW;  // 16-byte chunks of each part per thread (16 tokens a pass)
+  static_assert(kBytes % 1024 == 0 && (TW == 16 || TW == 64) && kXCopies * kThreadsW == TW * 8, "x copies");
 };
 
 // 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) minus `zero`, as 32 e4m3 bytes
@@ -77,13 +81,41 @@ __device__ __forceinline__ void wgmma_m64n16k32_e4m3(float (&d)[8], uint64_t a, 
       : "l"(a), "l"(b), "r"(scale_d));
 }
 
+// The same with 64 tokens (N = 64): 32 accumulators a thread, token 8 (i >> 2) + 2 q + (i & 1) of element i.
+__device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+template <int TW>
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[TW / 2], uint64_t a, uint64_t b, int scale_d) {
+  if constexpr (TW == 16) wgmma_m64n16k32_e4m3(d, a, b, scale_d);
+  else wgmma_m64n64k32_e4m3(d, a, b, scale_d);
+}
+
+// 4 bytes global -> shared (zero-filled when !valid; src must still be a readable address).
+__device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
+}
+
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
-template <int MT, bool SILU, bool I4, int NP, int ST>
+// TW: tokens per tile (16: decode batches and dense launches; 64: prefill-sized grouped launches, NP 1 only,
+// so that a weight tile in shared memory serves 64 tokens).
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
 __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
-  using S = StageW<MT, I4, ST>;
+  static_assert(TW == 16 || NP == 1, "64-token tiles take one partial sum per k block");
+  using S = StageW<MT, I4, ST, TW>;
+  constexpr int kAcc = TW / 2;  // accumulators a thread per 64-row tile
   constexpr int kStagesW = ST;
   pdl_trigger();
   pdl_wait();
@@ -96,8 +128,8 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
 
   int r0, rows_total, matrix;
   if (p.dense_rows > 0) {
-    r0 = int(blockIdx.y) * kTokW;
-    rows_total = min(kTokW, p.dense_rows - r0);
+    r0 = int(blockIdx.y) * TW;
+    rows_total = min(TW, p.dense_rows - r0);
     matrix = 0;
   } else {
     const int a = int(blockIdx.y);
@@ -154,42 +186,45 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
   const float* Xs = reinterpret_cast<const float*>(Xh + 2 * plane);
   auto x_row = [&](int pr) { return p.x_rows ? p.x_rows[pr] : pr; };
 
-  for (int t0 = 0; t0 < rows_total; t0 += kTokW) {  // token tiles of this matrix (one at decode batches)
-    const int rows = min(kTokW, rows_total - t0);
-    // x copies: part tid / 64 ... chunk ch of token (tid / 8) % 16 (hi: copy 0, lo: copy 1)
-    const int xt = (tid / 8) % kTokW;
-    const bool xok = xt < rows;
-    const uint8_t* xsrc = Xh + int64_t(x_row(r0 + t0 + (xok ? xt : 0))) * p.K + ch * 16;
-    const uint32_t xdst = S::kWBytes + swz(xt, ch);  // + kXBytes for lo
-    // x scale rows of this thread's accumulator tokens 8 j + 2 q + e
-    uint32_t xso[2][2];
+  for (int t0 = 0; t0 < rows_total; t0 += TW) {  // token tiles of this matrix (one at decode batches)
+    const int rows = min(TW, rows_total - t0);
+    // x copies: chunk ch of tokens tid / 8 + 16 c, hi and lo (two copies each)
+    bool xok[S::kXCopies];
+    const uint8_t* xsrc[S::kXCopies];
+    uint32_t xdst[S::kXCopies];
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int tk = 8 * j + 2 * q + e;
-        xso[j][e] = uint32_t(x_row(r0 + t0 + (tk < rows ? tk : 0))) * uint32_t(KB);
-      }
+    for (int c = 0; c < S::kXCopies; ++c) {
+      const int xt = tid / 8 + 16 * c;
+      xok[c] = xt < rows;
+      xsrc[c] = Xh + int64_t(x_row(r0 + t0 + (xok[c] ? xt : 0))) * p.K + ch * 16;
+      xdst[c] = S::kWBytes + swz(xt, ch);  // + kXBytes for lo
+    }
+    // x scales: thread tid < TW copies token tid's scale of each k block into the scale ring (4 bytes)
+    const bool xs_ok = tid < rows;
+    const float* xs_src = Xs + int64_t(x_row(r0 + t0 + (xs_ok ? tid : 0))) * KB;
     auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
       if (kb < kb1) {
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
         const int k = kb * kKb;
 #pragma unroll
         for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + kb * S::kRowBytes, wok[i]);
-        // tid < 128 covers hi (tid / 8 < 16) and lo with the same thread: two copies each
-        cp16(st + xdst, xsrc + k, xok);
-        cp16(st + xdst + S::kXBytes, xsrc + plane + k, xok);
+#pragma unroll
+        for (int c = 0; c < S::kXCopies; ++c) {  // hi and lo of the same chunk
+          cp16(st + xdst[c], xsrc[c] + k, xok[c]);
+          cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
+        }
+        if (tid < TW) cp4(sbase + S::kXsOff + uint32_t((kb % kStagesW) * TW + tid) * 4u, xs_src + kb, xs_ok);
       }
       cp_commit();
     };
 #pragma unroll
     for (int j = 0; j < kStagesW - 1; ++j) issue(kb0 + j);
 
-    float acc[MT][8] = {};
+    float acc[MT][kAcc] = {};
 #pragma unroll 1
     for (int kb = kb0; kb < kb1; ++kb) {
       // this block's scales (loads in flight during the MMAs): partial pp covers k steps [4 pp / NP, ..)
-      float sw[MT][NP][2], sx[2][2];
+      float sw[MT][NP][2];
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -197,15 +232,12 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
 #pragma unroll
           for (int h = 0; h < 2; ++h)
             sw[mi][pp][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb + pp * (kKb / NP)) >> p.scale_k_shift));
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) sx[j][e] = __ldg(Xs + xso[j][e] + kb);
       cp_wait<kStagesW - 2>();
       if constexpr (!I4) fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
       __syncthreads();  // every thread's copies of block kb landed; block kb - 1's reads are done
       issue(kb + kStagesW - 1);
       const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
+      const float* xs = reinterpret_cast<const float*>(smem + S::kXsOff) + (kb % kStagesW) * TW;  // block kb's x scales
       uint32_t wbase = st;  // the weight atoms the MMAs read
       if constexpr (I4) {   // nibbles -> e4m3 atoms in the conversion area
         const unsigned char* raw = smem + (kb % kStagesW) * S::kBytes;
@@ -222,7 +254,7 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         __syncthreads();  // the converted atoms (and this stage's x copies) complete
         wbase = sbase + S::kConvOff;
       }
-      float t[MT][NP][8];
+      float t[MT][NP][kAcc];
       wgmma_fence();
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
@@ -230,9 +262,9 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         for (int s = 0; s < 4; ++s)
 #pragma unroll
           for (int part = 0; part < 2; ++part)
-            wgmma_m64n16k32_e4m3(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
-                                 desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
-                                 part + s % (4 / NP));
+            wgmma_e4m3<TW>(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
+                           desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
+                           part + s % (4 / NP));
       wgmma_commit();
       wgmma_wait<0>();
 #pragma unroll
@@ -241,8 +273,8 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
         for (int pp = 0; pp < NP; ++pp) {
           reg_fence(t[mi][pp]);
 #pragma unroll
-          for (int i = 0; i < 8; ++i)
-            acc[mi][i] = fmaf(t[mi][pp][i], sw[mi][pp][(i >> 1) & 1] * sx[i >> 2][i & 1], acc[mi][i]);
+          for (int i = 0; i < kAcc; ++i)  // token 8 (i >> 2) + 2 q + (i & 1)
+            acc[mi][i] = fmaf(t[mi][pp][i], sw[mi][pp][(i >> 1) & 1] * xs[8 * (i >> 2) + 2 * q + (i & 1)], acc[mi][i]);
         }
     }
     cp_wait<0>();
@@ -250,11 +282,11 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
 
     if (splits > 1) {  // partials out; the last of the tile's CTAs sums them (one token tile per dense CTA)
       const int item = int(blockIdx.y) * int(gridDim.x) + int(blockIdx.x);
-      float* mine = p.splitk_partials + (int64_t(item) * splits + blockIdx.z) * (MT * 8 * kThreadsW);
+      float* mine = p.splitk_partials + (int64_t(item) * splits + blockIdx.z) * (MT * kAcc * kThreadsW);
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) mine[(mi * 8 + i) * kThreadsW + tid] = acc[mi][i];
+        for (int i = 0; i < kAcc; ++i) mine[(mi * kAcc + i) * kThreadsW + tid] = acc[mi][i];
       __threadfence();
       __syncthreads();
       __shared__ int last;
@@ -264,18 +296,18 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
       __threadfence();
       for (int z = 0; z < splits; ++z) {
         if (z == int(blockIdx.z)) continue;
-        const float* other = p.splitk_partials + (int64_t(item) * splits + z) * (MT * 8 * kThreadsW);
+        const float* other = p.splitk_partials + (int64_t(item) * splits + z) * (MT * kAcc * kThreadsW);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[mi][i] += __ldcg(other + (mi * 8 + i) * kThreadsW + tid);
+          for (int i = 0; i < kAcc; ++i) acc[mi][i] += __ldcg(other + (mi * kAcc + i) * kThreadsW + tid);
       }
       if (tid == 0) p.splitk_counters[item] = 0;  // ready for the next launch
     }
 
     bf16* Y = static_cast<bf16*>(p.y);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < kAcc; ++i) {
       const int tk = 8 * (i >> 2) + 2 * q + (i & 1);
       if (tk >= rows) continue;
       bf16* yrow = Y + int64_t(r0 + t0 + tk) * p.ldy;
@@ -340,37 +372,40 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-template <int MT, bool SILU, bool I4, int NP, int ST>
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST>, grid, kThreadsW, StageW<MT, I4, ST>::kSmem, ctx, p);
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW>, grid, kThreadsW, StageW<MT, I4, ST, TW>::kSmem, ctx,
+             p);
 }
 
-template <bool I4, int NP, int ST> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (p.silu_mul) return launch_t<2, true, I4, NP, ST>(p, tiles, ctx);
-  // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
+template <bool I4, int NP, int ST, int TW> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW>(p, tiles, ctx);
+  // dense launches (16-token tiles) of fewer 64-row blocks than SMs: K split so that the grid fills the GPU
+  // twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
-  if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials && blocks64 < ctx.num_sms()) {
+  if (TW == 16 && ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
+      blocks64 < ctx.num_sms()) {
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
-    splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * 8 * kThreadsW)));
-    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST>(p, tiles, ctx, splits);
+    splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * (TW / 2) * kThreadsW)));
+    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, splits);
   }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
-  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST>(p, tiles, ctx);
-  launch_t<2, false, I4, NP, ST>(p, tiles, ctx);
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx);
+  launch_t<2, false, I4, NP, ST, TW>(p, tiles, ctx);
 }
 
-template <bool I4, int NP> void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3>(p, tiles, ctx);
-  launch_shape<I4, NP, 4>(p, tiles, ctx);
+template <bool I4, int NP, int TW> void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW>(p, tiles, ctx);
+  launch_shape<I4, NP, 4, TW>(p, tiles, ctx);
 }
 
-template <bool I4, int NP, int ST> void configure_shapes() {
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST>, StageW<2, I4, ST>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST>, StageW<2, I4, ST>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST>, StageW<1, I4, ST>::kSmem);
+template <bool I4, int NP, int ST, int TW> void configure_shapes() {
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW>, StageW<1, I4, ST, TW>::kSmem);
 }
 
 }  // namespace
@@ -386,27 +421,37 @@ void run_x_split(const XSplitParams& p, const DeviceContext& ctx) {
 
 bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
   // FP8: scale blocks at least 128 columns wide (one partial sum per k block); INT4: groups of 32 or more
-  return ctx.switches.fp8_xsplit && p.x_split && p.x_split_rows > 0 && p.w_scale && p.tile_tokens == 16 &&
+  // 64-token tiles: grouped launches (no dense rows) with one partial per k block (groups of 128 or more)
+  const bool tile_ok = p.tile_tokens == 16 || (p.tile_tokens == 64 && p.dense_rows == 0 && p.scale_k_shift >= 7);
+  return ctx.switches.fp8_xsplit && p.x_split && p.x_split_rows > 0 && p.w_scale && tile_ok &&
          p.scale_k_shift >= (p.w_int4 ? 5 : 7) && p.K % kKb == 0 && p.ldx % 8 == 0 && ctx.info.sm_major == 9 &&
-         ctx.info.smem_per_block_optin >= StageW<2, false>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
+         ctx.info.smem_per_block_optin >= StageW<2, false, 4, 64>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
-  const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, kTokW)) : p.max_active;
-  if (!p.w_int4) return launch_stages<false, 1>(p, tiles, ctx);
-  if (p.scale_k_shift >= 7) return launch_stages<true, 1>(p, tiles, ctx);
-  launch_stages<true, 4>(p, tiles, ctx);
+  const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, 16)) : p.max_active;
+  if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
+    if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
+    return launch_stages<true, 1, 64>(p, tiles, ctx);
+  }
+  if (!p.w_int4) return launch_stages<false, 1, 16>(p, tiles, ctx);
+  if (p.scale_k_shift >= 7) return launch_stages<true, 1, 16>(p, tiles, ctx);
+  launch_stages<true, 4, 16>(p, tiles, ctx);
 }
 
 void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
-  if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2, false>::kSmem) return;
-  configure_shapes<false, 1, 4>();
-  configure_shapes<true, 1, 4>();
-  configure_shapes<true, 4, 4>();
-  configure_shapes<false, 1, 3>();
-  configure_shapes<true, 1, 3>();
-  configure_shapes<true, 4, 3>();
+  if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < StageW<2, false, 4, 64>::kSmem) return;
+  configure_shapes<false, 1, 4, 16>();
+  configure_shapes<true, 1, 4, 16>();
+  configure_shapes<true, 4, 4, 16>();
+  configure_shapes<false, 1, 3, 16>();
+  configure_shapes<true, 1, 3, 16>();
+  configure_shapes<true, 4, 3, 16>();
+  configure_shapes<false, 1, 4, 64>();
+  configure_shapes<true, 1, 4, 64>();
+  configure_shapes<false, 1, 3, 64>();
+  configure_shapes<true, 1, 3, 64>();
 }
 
 }  // namespace ds::gpu

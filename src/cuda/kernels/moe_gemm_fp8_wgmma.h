@@ -1,6 +1,7 @@
-// FP8 grouped and dense GEMMs of decode-sized token tiles on Hopper's FP8 tensor cores (moe_gemm_fp8_wgmma.cu).
-// Internal to run_moe_gemm (moe_gemm.h): it runs this kernel for FP8 weights at tile_tokens 16 on sm_90 when
-// the launch carries an x-split scratch (MoeGemmParams::x_split) and DeviceContext::switches.fp8_xsplit is on.
+// FP8 (and INT4) grouped and dense GEMMs on Hopper's FP8 tensor cores (moe_gemm_fp8_wgmma.cu). Internal to
+// run_moe_gemm (moe_gemm.h): it runs this kernel for FP8 or INT4 weights at tile_tokens 16 on sm_90 (and at
+// 64 for grouped launches whose scale groups are 128 columns or wider: prefill-sized steps) when the launch
+// carries an x-split scratch (MoeGemmParams::x_split) and DeviceContext::switches.fp8_xsplit is on.
 //
 // Why: the mma.sync kernels convert every FP8 weight to bf16 before the MMA (mma.sync with e4m3 operands is
 // not native on Hopper: the compiler converts to f16), and the conversions and shared-memory passes bound

@@ -69,8 +69,9 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   // batches, 64 at prefill. FP8 and INT4 experts at 16-row tiles on Hopper: x split for the FP8 tensor cores
   // (moe_gemm_fp8_wgmma.h); other FP8 launches convert to bf16 in the mma.sync kernels (the wgmma kernel of
   // the 64-row bf16 tiles declines FP8). INT4 experts (switches.int4_tiles) and, with
-  // switches.fp8_prefill_tiles, FP8 experts stay on the 16-row tiles at prefill too (the workspace's x split
-  // then holds max_tokens rows); INT4 experts the FP8 wgmma kernel cannot take run on the GEMVs.
+  // switches.fp8_prefill_tiles, FP8 experts stay on the FP8 wgmma kernel at prefill too, with 64-token tiles
+  // where their scale groups allow (switches.xsplit_prefill_tile; the workspace's x split then holds
+  // max_tokens rows); INT4 experts the FP8 wgmma kernel cannot take run on the GEMVs.
   MoeGemmParams tgu, tdn;
   bool tiles = act == DType::BF16 && (m.T > kGemvMaxRows || fp8_small);
   if (tiles) {
@@ -85,15 +86,23 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       set_gemv_weights(tdn, f.experts_down, hid);
       return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
     };
-    // prefill-sized steps on the 16-row tiles: quantized experts the switches put there, when the
+    // prefill-sized steps on the FP8 wgmma kernel: quantized experts the switches put there, when the
     // workspace's x split holds the step's tokens and pairs
     const bool split16 = m.T >= 512 &&
                          ((f.experts_gate_up.int4() && s.ctx.switches.int4_tiles) ||
                           (f.experts_gate_up.fp8() && s.ctx.switches.fp8_prefill_tiles)) &&
                          ws.x_split_capacity >= x_split_bytes(m.T, hid) &&
                          ws.x_split_capacity >= x_split_bytes(int64_t(m.T) * kp, Ie);
-    bool wgmma = plan(m.T < 512 || split16 ? 16 : 64);
-    if (split16 && !wgmma) wgmma = plan(64);  // the kernel declines these weights: the prefill tiles
+    // the prefill tile the switch asks for (64 takes groups of 128+ columns only), then 16, then the
+    // mma.sync kernels' 64-row tiles (FP8) or the GEMVs (INT4)
+    bool wgmma = false;
+    if (split16) {
+      wgmma = plan(s.ctx.switches.xsplit_prefill_tile);
+      if (!wgmma && s.ctx.switches.xsplit_prefill_tile != 16) wgmma = plan(16);
+      if (!wgmma) wgmma = plan(64);
+    } else {
+      wgmma = plan(m.T < 512 ? 16 : 64);
+    }
     if ((tgu.w_int4 && !(s.ctx.switches.int4_tiles && wgmma)) || (fp8_small && !wgmma)) tiles = false;
   }
   if (tiles) {
