@@ -12,6 +12,7 @@
 
 #include "gpu_bench_util.h"
 #include "mla_bench.h"
+#include "moe_quant_prefill.h"
 #include "config/runtime_env.h"
 #include "cuda/device_buffer.h"
 #include "cuda/device_context.h"
@@ -182,6 +183,8 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
     std::snprintf(nm, sizeof nm, "MoE prefill T=8192 route+align+experts, %s", impl);
     rows.push_back({nm, ms, fl_floor(f_gu + f_dn), tflops_note(f_gu + f_dn, ms, "; issue 13 target <= 2.4 ms")});
   }
+  ds::bench::moe_quant_prefill_rows(ctx, quick, g, E, T, pairs, rows, fl_floor,
+                                    [](double f, double ms) { return tflops_note(f, ms); });
 }
 
 }  // namespace
