@@ -1,0 +1,135 @@
+// The in-process device collectives (cuda/device_comm.h): ranks as threads, each on its own stream of the
+// one GPU (as the one-GPU check of a sharded model runs them), against the host's fixed-order sums.
+#include <gtest/gtest.h>
+
+#include <exception>
+#include <thread>
+
+#include "core/error.h"
+#include "cuda/device_comm.h"
+#include "cuda/stream.h"
+#include "gpu_test_util.h"
+
+namespace ds::gpu::test {
+namespace {
+
+// Runs f(rank, ctx) on `n` threads, one stream each; rethrows the first rank's exception.
+template <typename F>
+void on_ranks(int n, F&& f) {
+  std::vector<std::exception_ptr> err(static_cast<size_t>(n));
+  std::vector<std::thread> th;
+  for (int r = 0; r < n; ++r)
+    th.emplace_back([&, r] {
+      try {
+        DS_CUDA_CHECK(cudaSetDevice(test_ctx().device()));
+        Stream s;
+        f(r, test_ctx().on(s));
+        s.sync();
+      } catch (...) {
+        err[size_t(r)] = std::current_exception();
+      }
+    });
+  for (auto& t : th) t.join();
+  for (auto& e : err)
+    if (e) std::rethrow_exception(e);
+}
+
+// Sums of `rounds` all-reduces over 1, 2, 3, 4 and 8 ranks, fp32 and bf16, each rank refilling its buffer
+// on its own stream before each round and copying the result out after it: every rank's results equal
+// the host's sums over ranks 0..N-1 in order (fp32, rounded once), bit for bit.
+TEST(DeviceComm, AllReduceIsTheRankOrderSumOnEveryRank) {
+  DS_REQUIRE_GPU();
+  const int64_t n = 1003;
+  const int rounds = 6;
+  for (DType t : {DType::F32, DType::BF16})
+    for (int N : {1, 2, 3, 4, 8}) {
+      InProcessDeviceGroup g(std::vector<int>(size_t(N), test_ctx().device()));
+      std::vector<std::vector<float>> src(static_cast<size_t>(N));
+      std::vector<DeviceBuffer> dsrc, buf, out;
+      for (int r = 0; r < N; ++r) {
+        src[size_t(r)] = rounded(randn(size_t(n * rounds), 50 + r), t);
+        dsrc.push_back(to_device(src[size_t(r)], t));
+        buf.emplace_back(size_t(n) * dtype_size(t));
+        out.emplace_back(size_t(n * rounds) * dtype_size(t));
+      }
+      const size_t es = dtype_size(t);
+      on_ranks(N, [&](int r, const DeviceContext& ctx) {
+        for (int k = 0; k < rounds; ++k) {
+          DS_CUDA_CHECK(cudaMemcpyAsync(buf[size_t(r)].data(), dsrc[size_t(r)].as<char>() + size_t(k * n) * es,
+                                        size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
+          g.comm(r).all_reduce_sum(buf[size_t(r)].data(), n, t, ctx);
+          DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, buf[size_t(r)].data(),
+                                        size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
+        }
+      });
+      std::vector<float> want(size_t(n * rounds));
+      for (size_t i = 0; i < want.size(); ++i) {
+        float s = 0.f;
+        for (int r = 0; r < N; ++r) s += src[size_t(r)][i];
+        want[i] = t == DType::BF16 ? round_bf16(s) : s;
+      }
+      for (int r = 0; r < N; ++r)
+        EXPECT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want)
+            << dtype_name(t) << ", " << N << " ranks, rank " << r;
+    }
+}
+
+TEST(DeviceComm, AllGatherPutsThePiecesInRankOrder) {
+  DS_REQUIRE_GPU();
+  const int64_t n = 517;
+  for (int N : {1, 2, 4}) {
+    InProcessDeviceGroup g(std::vector<int>(size_t(N), test_ctx().device()));
+    std::vector<std::vector<float>> in(static_cast<size_t>(N));
+    std::vector<DeviceBuffer> din, dout;
+    for (int r = 0; r < N; ++r) {
+      in[size_t(r)] = randn(size_t(n), 70 + r);
+      din.push_back(to_device(in[size_t(r)], DType::F32));
+      dout.emplace_back(size_t(N * n) * 4);
+      poison(dout.back());
+    }
+    on_ranks(N, [&](int r, const DeviceContext& ctx) {
+      for (int k = 0; k < 3; ++k) g.comm(r).all_gather(din[size_t(r)].data(), dout[size_t(r)].data(), n, DType::F32, ctx);
+    });
+    std::vector<float> want;
+    for (int r = 0; r < N; ++r) want.insert(want.end(), in[size_t(r)].begin(), in[size_t(r)].end());
+    for (int r = 0; r < N; ++r) EXPECT_EQ(to_host(dout[size_t(r)].data(), want.size(), DType::F32), want) << N << " ranks, rank " << r;
+  }
+}
+
+// Ranks that disagree on the length all get an error naming it; a rank that aborts wakes the others.
+TEST(DeviceComm, MismatchedSizesAndAbortAreErrorsOnEveryRank) {
+  DS_REQUIRE_GPU();
+  {
+    InProcessDeviceGroup g(std::vector<int>(2, test_ctx().device()));
+    DeviceBuffer a(64 * 4), b(64 * 4);
+    std::vector<std::string> what(2);
+    on_ranks(2, [&](int r, const DeviceContext& ctx) {
+      try {
+        g.comm(r).all_reduce_sum((r ? b : a).data(), r ? 64 : 32, DType::F32, ctx);
+      } catch (const Error& e) {
+        what[size_t(r)] = e.what();
+      }
+    });
+    for (const auto& w : what) EXPECT_NE(w.find("rank 1 gave 64 elements"), std::string::npos) << w;
+  }
+  {
+    InProcessDeviceGroup g(std::vector<int>(2, test_ctx().device()));
+    DeviceBuffer a(64 * 4);
+    std::string what;
+    on_ranks(2, [&](int r, const DeviceContext& ctx) {
+      if (r == 0) {
+        g.abort("rank 0 failed");
+        return;
+      }
+      try {
+        g.comm(r).all_reduce_sum(a.data(), 64, DType::F32, ctx);
+      } catch (const Error& e) {
+        what = e.what();
+      }
+    });
+    EXPECT_NE(what.find("rank 0 failed"), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace ds::gpu::test
