@@ -30,6 +30,11 @@ while (($#)); do
   shift
 done
 COMMIT=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+# NCCL (multi-GPU collectives, loaded at run time): the loader's libnccl.so.2, else the nvidia-nccl wheel's
+if [[ -z ${DELTASERVE_NCCL_LIBRARY:-} ]] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2 '; then
+  NCCL_WHEEL=$(python3 -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib', 'libnccl.so.2'))" 2>/dev/null)
+  [[ -f $NCCL_WHEEL ]] && export DELTASERVE_NCCL_LIBRARY=$NCCL_WHEEL
+fi
 SUMMARY=$OUT/summary.txt
 {
   echo "commit: $COMMIT   date: $(date -u +%FT%TZ)"

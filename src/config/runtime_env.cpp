@@ -59,6 +59,7 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "3" || v == "4", "DELTASERVE_CUDA_FP8_WGMMA_STAGES must be 3 or 4, got '{}'", v);
     c.fp8_wgmma_stages = v[0] - '0';
   }
+  if (const char* e = std::getenv("DELTASERVE_NCCL_LIBRARY"); e && *e) c.nccl_library = e;
   if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
     const std::string v(e);
     DS_CHECK(v.find_first_not_of("0123456789") == std::string::npos && v.size() <= 12,

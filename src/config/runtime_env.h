@@ -4,6 +4,8 @@
 //   DELTASERVE_CUDA_ATTENTION=reference  simple attention kernels (attn_ref.h) instead of kda_* / mla_*
 //   DELTASERVE_CUDA_GRAPHS=0             decode steps run eagerly, not replayed from CUDA graphs
 //   DELTASERVE_CUDA_PDL=0                kernels launched without programmatic dependent launch
+//   DELTASERVE_NCCL_LIBRARY=PATH         the NCCL library multi-GPU ranks load (default: libnccl.so.2 from the
+//                                        loader's search path; cuda/nccl_comm.h)
 //   DELTASERVE_CUDA_GRAPH_MAX_CONTEXT=N  decode graphs are captured at start-up for contexts up to N tokens
 //                                        (rounded up to a power-of-two block-table width; default and 0:
 //                                        max_model_len); longer decode steps run eagerly
@@ -30,6 +32,7 @@
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
 #pragma once
+#include <string>
 
 namespace ds {
 
@@ -68,6 +71,7 @@ struct CudaEnv {
   // 16 and 100 tokens than 4, docs/PERF.md session 10) or 4.
   int fp8_wgmma_stages = 3;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
+  std::string nccl_library;         // empty: libnccl.so.2 from the loader's search path
   // Parses the current environment; an unrecognised value is an error that names the variable.
   static CudaEnv parse();
 };

@@ -27,6 +27,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
     unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
+    unsetenv("DELTASERVE_NCCL_LIBRARY");
   }
 };
 
@@ -72,6 +73,14 @@ TEST(CudaEnv, Wgmma) {
   EXPECT_EQ(CudaEnv::parse().wgmma, 2);
   setenv("DELTASERVE_CUDA_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
+}
+
+TEST(CudaEnv, NcclLibrary) {
+  EnvGuard g;
+  unsetenv("DELTASERVE_NCCL_LIBRARY");
+  EXPECT_EQ(CudaEnv::parse().nccl_library, "");  // libnccl.so.2 from the loader's path
+  setenv("DELTASERVE_NCCL_LIBRARY", "/opt/nccl/lib/libnccl.so.2", 1);
+  EXPECT_EQ(CudaEnv::parse().nccl_library, "/opt/nccl/lib/libnccl.so.2");
 }
 
 // The FP8 kernel choices: defaults (the FP8 wgmma kernel with x split, the fragment kernel where it does not

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "cuda/device_comm.h"
+#include "cuda/nccl_comm.h"
 #include "cuda/stream.h"
 #include "gpu_test_util.h"
 
@@ -128,6 +129,62 @@ TEST(DeviceComm, MismatchedSizesAndAbortAreErrorsOnEveryRank) {
       }
     });
     EXPECT_NE(what.find("rank 0 failed"), std::string::npos) << what;
+  }
+}
+
+
+// NCCL (loaded at run time; the GPU machine's copy is the nvidia-nccl wheel's, which scripts/gpu-check.sh
+// points DELTASERVE_NCCL_LIBRARY at): one rank on this GPU, then one rank per GPU on every GPU there is
+// (2+ on the multi-GPU machines), all-reduce and all-gather against the host.
+TEST(NcclComm, CollectivesMatchTheHost) {
+  DS_REQUIRE_GPU();
+  std::string why;
+  ASSERT_TRUE(nccl_available(&why)) << why;
+  std::printf("NCCL %s\n", nccl_version().c_str());
+  int gpus = 0;
+  DS_CUDA_CHECK(cudaGetDeviceCount(&gpus));
+  for (int N : {1, gpus}) {
+    if (N < 1 || (N == gpus && gpus == 1)) continue;
+    const NcclId id = nccl_unique_id();
+    const int64_t n = 4099;
+    std::vector<std::vector<float>> got(static_cast<size_t>(N)), gathered(static_cast<size_t>(N));
+    std::vector<std::exception_ptr> err(static_cast<size_t>(N));
+    std::vector<std::thread> th;
+    for (int r = 0; r < N; ++r)
+      th.emplace_back([&, r] {
+        try {
+          DS_CUDA_CHECK(cudaSetDevice(r));
+          Stream s;
+          const DeviceContext ctx = make_device_context(s, cuda_env());
+          NcclComm c(id, r, N);
+          DeviceBuffer b = to_device(rounded(randn(size_t(n), 90 + r), DType::BF16), DType::BF16);
+          DeviceBuffer g(size_t(N * n) * 4), in = to_device(randn(size_t(n), 95 + r), DType::F32);
+          c.all_reduce_sum(b.data(), n, DType::BF16, ctx);
+          c.all_gather(in.data(), g.data(), n, DType::F32, ctx);
+          s.sync();
+          got[size_t(r)] = to_host(b.data(), size_t(n), DType::BF16);
+          gathered[size_t(r)] = to_host(g.data(), size_t(N * n), DType::F32);
+        } catch (...) {
+          err[size_t(r)] = std::current_exception();
+        }
+      });
+    for (auto& t : th) t.join();
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
+    std::vector<float> sum(size_t(n), 0.f), cat;
+    for (int r = 0; r < N; ++r) {
+      const auto v = rounded(randn(size_t(n), 90 + r), DType::BF16);
+      for (size_t i = 0; i < v.size(); ++i) sum[i] += v[i];
+      const auto w = randn(size_t(n), 95 + r);
+      cat.insert(cat.end(), w.begin(), w.end());
+    }
+    for (int r = 0; r < N; ++r) {
+      // NCCL's reduction order is its own (ring or tree): within bf16 rounding of the fp32 sum, the same
+      // bits on every rank
+      EXPECT_LT(rel_l2(got[size_t(r)], sum), 1e-2) << N << " ranks, rank " << r;
+      EXPECT_EQ(got[size_t(r)], got[0]) << N << " ranks, rank " << r;
+      EXPECT_EQ(gathered[size_t(r)], cat) << N << " ranks, rank " << r;
+    }
   }
 }
 

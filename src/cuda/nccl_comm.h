@@ -1,0 +1,44 @@
+// NCCL as a DeviceComm (cuda/device_comm.h): one rank per GPU, the serving path of tensor and expert
+// parallelism (issue 18, docs/PARALLEL.md). NCCL is loaded at run time (dlopen of libnccl.so.2, or of the
+// file DELTASERVE_NCCL_LIBRARY names: config/runtime_env.h), as vLLM does, so deltaserve builds and runs
+// without it and only a multi-GPU start needs it; the few declarations used are NCCL's stable C ABI
+// (nccl.h: ncclUniqueId of 128 bytes, ncclFloat32 = 7, ncclBfloat16 = 9, ncclSum = 0).
+// Collectives may be captured in CUDA graphs (NCCL supports stream capture).
+#pragma once
+#include <array>
+#include <string>
+
+#include "cuda/device_comm.h"
+
+namespace ds::gpu {
+
+struct NcclId {
+  std::array<char, 128> bytes{};
+};
+
+// Whether the NCCL library loads (and its version as "2.28.9"), or why not; loads it on first use.
+bool nccl_available(std::string* why_not = nullptr);
+std::string nccl_version();
+// A new group's id, on the rank that creates the group; the other ranks get it by any host means.
+NcclId nccl_unique_id();
+
+class NcclComm : public DeviceComm {
+ public:
+  // Rank `rank` of `size`; the calling thread's current device is the rank's GPU. Blocks until every rank
+  // of the group has joined (call it from all ranks concurrently).
+  NcclComm(const NcclId& id, int rank, int size);
+  ~NcclComm() override;
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) override;
+  void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) override;
+
+ private:
+  void* comm_ = nullptr;  // ncclComm_t
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace ds::gpu
