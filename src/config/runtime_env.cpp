@@ -49,6 +49,13 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v.size() == 1 && v[0] >= '1' && v[0] <= '9', "DELTASERVE_CUDA_FP8_TILE_MIN_ROWS must be 1..9, got '{}'", v);
     c.fp8_tile_min_rows = v[0] - '0';
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v.size() <= 2 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) >= 8 &&
+                 std::stoi(v) <= 64,
+             "DELTASERVE_CUDA_NARROW_GEMV_ROWS must be 8..64, got '{}'", v);
+    c.narrow_gemv_rows = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "16" || v == "64", "DELTASERVE_CUDA_XSPLIT_PREFILL_TILE must be 16 or 64, got '{}'", v);

@@ -23,6 +23,9 @@
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_FP8_SPLIT_K=0|1      split-K for the FP8 wgmma kernel's narrow dense launches (default 1)
+//   DELTASERVE_CUDA_NARROW_GEMV_ROWS=N   projections in the activation dtype with at most 1,024 output rows (the
+//                                        MoE router, MLA kv_a_proj) on the GEMV up to N rows (8..64; default 8:
+//                                        cuBLASLt above 8 rows, whose tiles leave most SMs idle at N = 256)
 //   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
@@ -67,6 +70,9 @@ struct CudaEnv {
   bool fp8_split_k = true;
   // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
+  // Narrow projections (N <= 1,024, weights in the activation dtype) on the GEMV up to this many rows; 8 (the
+  // GEMV limit of every projection) until measured.
+  int narrow_gemv_rows = 8;
   // Pipeline stages of the FP8 wgmma kernel: 3 (61 KB a CTA: 3 CTAs per SM; measured 2-3% faster steps at
   // 16 and 100 tokens than 4, docs/PERF.md session 10) or 4.
   int fp8_wgmma_stages = 3;

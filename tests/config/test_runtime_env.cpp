@@ -28,6 +28,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
     unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
     unsetenv("DELTASERVE_NCCL_LIBRARY");
+    unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
   }
 };
 
@@ -97,12 +98,18 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
+  EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.fp8_wgmma_stages, 3);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "4", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_wgmma_stages, 4);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "5", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
+  setenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS", "32", 1);
+  EXPECT_EQ(CudaEnv::parse().narrow_gemv_rows, 32);
+  setenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS", "65", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
   setenv("DELTASERVE_CUDA_ROUTE_WARPS", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().route_warps);
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");

@@ -23,9 +23,11 @@ struct Shape {
 TEST(GpuOps, GemvDenseShapes) {
   DS_REQUIRE_GPU();
   // KDA input projection, o_proj, dense down, router (fp32 out); M from 1 to 8 and 13 (two passes);
-  // M = 1 with K a multiple of 1024 and small N takes the split-K kernel (odd N included)
+  // M = 1 with K a multiple of 1024 and small N takes the split-K kernel (odd N included); the router and
+  // MLA kv_a_proj at 16..32 rows (DELTASERVE_CUDA_NARROW_GEMV_ROWS: four passes)
   const Shape shapes[] = {{1, 12576, 2304}, {3, 2304, 4096}, {8, 2304, 9216}, {13, 256, 2304}, {5, 72, 136},
-                          {1, 2304, 4096}, {1, 2304, 9216}, {1, 131, 1024}};
+                          {1, 2304, 4096}, {1, 2304, 9216}, {1, 131, 1024}, {16, 256, 2304}, {32, 256, 2304},
+                          {24, 576, 2304}};
   for (DType t : kTypes) {
     for (const auto& s : shapes) {
       auto x = rounded(randn(size_t(s.M) * s.K, 20 + s.N), t);

@@ -52,7 +52,10 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     norm = nullptr;
   }
   const bool fp8_gemv = quant && !small_tile && (M <= kFp8GemvMaxRows || norm || x_rows);  // fused prologues: GEMV
-  if ((M <= kGemvMaxRows && !small_tile) || fp8_gemv || (quant && !dequant_scratch)) {
+  // narrow projections in the activation dtype (router, kv_a_proj): the GEMV spreads their few rows over
+  // every SM, where cuBLASLt's tiles would leave most idle (switches.narrow_gemv_rows)
+  const bool narrow_gemv = !quant && w.dtype == act && N <= 1024 && M <= ctx.switches.narrow_gemv_rows;
+  if ((M <= kGemvMaxRows && !small_tile) || narrow_gemv || fp8_gemv || (quant && !dequant_scratch)) {
     GemvParams g;
     g.x = x;
     g.ldx = ldx;
