@@ -75,10 +75,11 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   MoeGemmParams tgu, tdn;
   bool tiles = act == DType::BF16 && (m.T > kGemvMaxRows || fp8_small);
   if (tiles) {
-    auto plan = [&](int tile) {
+    // the launch pair at `tile` tokens, with the x split when `split` (the FP8 wgmma kernel's input)
+    auto plan = [&](int tile, bool split) {
       tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, tile);
       set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
-      if (tile == 16) {
+      if (split) {
         tgu.x_split = ws.x_split;
         tgu.x_split_rows = m.T;
       }
@@ -88,7 +89,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     };
     // prefill-sized steps on the FP8 wgmma kernel: quantized experts the switches put there, when the
     // workspace's x split holds the step's tokens and pairs
-    const bool split16 = m.T >= 512 &&
+    const bool prefill_split = m.T >= 512 &&
                          ((f.experts_gate_up.int4() && s.ctx.switches.int4_tiles) ||
                           (f.experts_gate_up.fp8() && s.ctx.switches.fp8_prefill_tiles)) &&
                          ws.x_split_capacity >= x_split_bytes(m.T, hid) &&
@@ -96,12 +97,12 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     // the prefill tile the switch asks for (64 takes groups of 128+ columns only), then 16, then the
     // mma.sync kernels' 64-row tiles (FP8) or the GEMVs (INT4)
     bool wgmma = false;
-    if (split16) {
-      wgmma = plan(s.ctx.switches.xsplit_prefill_tile);
-      if (!wgmma && s.ctx.switches.xsplit_prefill_tile != 16) wgmma = plan(16);
-      if (!wgmma) wgmma = plan(64);
+    if (prefill_split) {
+      wgmma = plan(s.ctx.switches.xsplit_prefill_tile, true);
+      if (!wgmma && s.ctx.switches.xsplit_prefill_tile != 16) wgmma = plan(16, true);
+      if (!wgmma) wgmma = plan(64, false);
     } else {
-      wgmma = plan(m.T < 512 ? 16 : 64);
+      wgmma = plan(m.T < 512 ? 16 : 64, m.T < 512);
     }
     if ((tgu.w_int4 && !(s.ctx.switches.int4_tiles && wgmma)) || (fp8_small && !wgmma)) tiles = false;
   }
