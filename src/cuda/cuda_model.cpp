@@ -8,6 +8,7 @@
 #include "config/runtime_env.h"
 #include "core/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/device_comm.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/norm.h"
@@ -60,13 +61,18 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= -1,
            "CUDA backend: bad cache options");
+  if (o.comm && o.comm->size() > 1 && opt_.switches.graphs) {
+    spdlog::info("  CUDA graphs: off for tensor parallelism (rank {} of {})", o.comm->rank(), o.comm->size());
+    opt_.switches.graphs = false;
+  }
   // the context configures the kernels for this device (kernels/configure.h)
-  ctx_ = make_device_context(stream_.get(), o.switches);
+  ctx_ = make_device_context(stream_.get(), opt_.switches);
   meta_ = std::make_unique<StepMeta>();
   build_layers();
   plan_memory();
   capture_graphs();
   warm_up_prefill();
+  ranked_ = o.comm && o.comm->size() > 1;  // from here on, forwards meet the other ranks
   size_t free_b = 0, total_b = 0;
   DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", double(total_b - free_b) / double(1 << 30),
@@ -282,7 +288,16 @@ void CudaModel::compute(const StepMeta& m) {
                        m,           ws,            ws_->expansion(),
                        *caches_,    gemm_,         opt_.switches.reference_attention,
                        opt_.biased_moe_weights,    forced_.empty() ? nullptr : forced_dev_.as<int32_t>(),
-                       w_.dequant_scratch};
+                       w_.dequant_scratch,         ranked_ ? ws.rank_out : ws.h};
+  // a part's output: into h, or (ranks) into rank_out, summed over the ranks and then added into h
+  auto part = [&](const LayerPart& p, LayerInput in) {
+    const int64_t n = int64_t(m.T) * hid;
+    if (ranked_) DS_CUDA_CHECK(cudaMemsetAsync(ws.rank_out, 0, size_t(n) * dtype_size(act), ctx_.stream));
+    p.forward(step, in);
+    if (!ranked_) return;
+    opt_.comm->all_reduce_sum(ws.rank_out, n, act, ctx_);
+    run_add(ws.h, ws.rank_out, act, n, ctx_);
+  };
   EmbeddingParams e;
   e.ids = m.tokens;
   e.table = w_.embed.ptr;
@@ -299,8 +314,8 @@ void CudaModel::compute(const StepMeta& m) {
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const auto& L = w_.layers[size_t(l)];
-    attn_[size_t(l)]->forward(step, norm(L.input_norm));
-    ffn_[size_t(l)]->forward(step, norm(L.post_norm));
+    part(*attn_[size_t(l)], norm(L.input_norm));
+    part(*ffn_[size_t(l)], norm(L.post_norm));
   }
   if (m.R == 0) return;
   float* out = ws_->logits() + int64_t(m.row0) * cfg_.vocab_size;

@@ -37,6 +37,7 @@ namespace ds::gpu {
 
 struct StepMeta;
 class LayerPart;
+class DeviceComm;
 
 struct CudaModelOptions {
   DType act = DType::BF16;          // activation dtype: BF16 or F32 (each weight's dtype is its WeightView's)
@@ -58,6 +59,12 @@ struct CudaModelOptions {
   // and FP8 kernel choices, graph_max_context (block tables of up to this many tokens get graphs; 0:
   // max_model_len; longer decode steps run eagerly). The device context carries them to every launch.
   CudaEnv switches;
+  // Tensor parallelism: this rank's device collectives (cuda/device_comm.h; null or one rank: a single
+  // model). The weights and config are then the rank's (WeightLoadOptions::full); each layer part adds its
+  // output into a zeroed buffer that is all-reduced over the ranks and added into the residual. The
+  // start-up warm-up runs without it (the ranks are built one after another); decode steps run eagerly
+  // (the in-process group's host barriers cannot be captured in a graph).
+  DeviceComm* comm = nullptr;
 };
 
 class CudaModel {
@@ -145,6 +152,7 @@ class CudaModel {
   std::map<std::pair<int, int>, Graph> graphs_;
   std::map<int, RouteIds> forced_;  // force_routes()
   DeviceBuffer forced_dev_;         // [layers][max_tokens][top_k] (tests only: allocated by force_routes)
+  bool ranked_ = false;             // a rank of a tensor-parallel group, past its start-up (CudaModelOptions::comm)
   DeviceBuffer save_flags_;         // [max saves per step] int32: 1 when that save is not finite
   PinnedBuffer save_flags_host_;
   std::vector<int32_t> saved_;      // the snapshot ids saved by the current step, in flag order

@@ -11,6 +11,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_model.h"
 
+#include "cuda/device_comm.h"
+
 namespace ds::gpu {
 namespace {
 
@@ -29,6 +31,7 @@ void CudaModel::plan_memory() {
   lim.max_context = o.max_model_len;
   lim.block_size = o.block_size;
   lim.mla_expand_keys = o.mla_expand_keys;
+  lim.rank_partials = o.comm && o.comm->size() > 1;
   // quantized experts that prefill on the FP8 wgmma kernel's 16-token tiles need every token's x split
   for (const LayerWeightsDev& l : w_.layers)
     if ((l.ffn.experts_gate_up.int4() && o.switches.int4_tiles) ||

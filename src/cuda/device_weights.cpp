@@ -16,6 +16,7 @@
 #include "cuda/weight_upload.h"
 #include "cuda/stream.h"
 #include "model/quant.h"
+#include "model/shard_weights.h"
 #include "model/quant_int4.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -101,9 +102,19 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   std::optional<Checkpoint> ck;
   std::map<std::string, QuantizedTensor> fp8_ck;  // the checkpoint's FP8 tensors
   std::map<std::string, Int4Tensor> int4_ck;      // the checkpoint's INT4 tensors
+  // tensor / expert parallelism: name -> (the whole tensor's shape, this rank's slice of it)
+  std::map<std::string, std::pair<std::vector<int64_t>, ShardSlice>> slices;
+  if (o.full) {
+    DS_CHECK(!q.fp8() && !q.int4(), "CUDA tensor/expert parallelism: quantized weights ({}) are not sharded yet",
+             q.describe());
+    ModelWeights<ShardSlice> sp = shard_plan(*o.full, o.shard);
+    for_each_weight(*o.full, sp, [&](const TensorSpec& t, ShardSlice& x) {
+      slices[t.name] = {t.shape, t.name == "lm_head.weight" ? ShardSlice{} : x};  // the lm_head whole
+    });
+  }
   if (!o.dummy) {
     ck.emplace(Checkpoint::open(o.model_dir));
-    check_checkpoint(c, *ck);
+    check_checkpoint(o.full ? *o.full : c, *ck);
     if (q.fp8() && !online) fp8_ck = find_quantized(c, *ck);
     if (q.int4()) int4_ck = find_int4(c, *ck);
   }
@@ -363,6 +374,22 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       const uint64_t seed = mix(o.seed ^ mix(++index));
       const std::string& name = sp.name;
       const float amp = 0.02f * std::sqrt(3.f);
+      // a rank's part: the whole tensor's element indices (FillIndex), another rank's expert: zeros
+      FillIndex ix;
+      if (auto it = slices.find(name); it != slices.end()) {
+        const ShardSlice& sl = it->second.second;
+        if (sl.kind == ShardSlice::Kind::Empty) {
+          run_fill_value(x.ptr, x.dtype, n, 0.f, ctx);
+          return;
+        }
+        if (sl.kind == ShardSlice::Kind::Part) {
+          const std::vector<int64_t>& whole = it->second.first;
+          int64_t inner = 1;
+          for (size_t a = size_t(sl.axis) + 1; a < whole.size(); ++a) inner *= whole[a];
+          ix = FillIndex{sl.count * inner, whole[size_t(sl.axis)] * inner, sl.begin * inner};
+        }
+      }
+      auto whole_index = [&](int64_t i) { return ix.run ? i / ix.run * ix.stride + ix.offset + i % ix.run : i; };
       if (x.dtype == DType::U8) {  // INT4 (symmetric dummy weights)
         Int4Matrix im{static_cast<uint8_t*>(x.ptr), x.scale, nullptr, sp.shape[0], sp.shape[1], x.ld, x.ks};
         run_fill_int4(im, sp.shape[0] * x.ld, amp, seed, ctx);
@@ -377,14 +404,14 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
         std::vector<float> v(static_cast<size_t>(n));
         bool alog = ends_with(name, "A_log");
         for (int64_t i = 0; i < n; ++i) {
-          float u = float(mix(seed + uint64_t(i)) >> 40) * (1.0f / 16777216.0f);
+          float u = float(mix(seed + uint64_t(whole_index(i))) >> 40) * (1.0f / 16777216.0f);
           v[size_t(i)] = alog ? std::log(1.f + 15.f * u) : -4.f + 2.f * u;
         }
         small.upload_host_f32(v, x);
       } else if (ends_with(name, "conv1d.weight")) {
-        run_fill_uniform(x.ptr, x.dtype, n, -0.5f, 0.5f, seed, ctx);
+        run_fill_uniform(x.ptr, x.dtype, n, -0.5f, 0.5f, seed, ctx, ix);
       } else {
-        run_fill_uniform(x.ptr, x.dtype, n, -amp, amp, seed, ctx);
+        run_fill_uniform(x.ptr, x.dtype, n, -amp, amp, seed, ctx, ix);
       }
     });
   } else {
@@ -405,7 +432,26 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
         up.upload_host_f32(v, x);
         return;
       }
-      const TensorInfo& t = ck->get(sp.name);
+      const TensorInfo* tp = &ck->get(sp.name);
+      TensorInfo part;              // this rank's slice of it (tensor / expert parallelism)
+      std::vector<char> part_bytes;
+      if (auto it = slices.find(sp.name); it != slices.end() && it->second.second.kind != ShardSlice::Kind::Whole) {
+        const ShardSlice& sl = it->second.second;
+        if (sl.kind == ShardSlice::Kind::Empty) {  // another rank's expert: zeros
+          DS_CUDA_CHECK(cudaMemsetAsync(x.ptr, 0, size_t(numel(sp.shape)) * dtype_size(x.dtype), s));
+          return;
+        }
+        part = *tp;
+        part.shape = sliced_shape(tp->shape, sl);
+        DS_CHECK(part.shape == sp.shape, "CUDA weights: {}: the rank's slice is {}, its config asks for {}", sp.name,
+                 shape_str(part.shape), shape_str(sp.shape));
+        part_bytes.resize(size_t(numel(part.shape)) * dtype_size(tp->dtype));
+        copy_slice(tp->data, tp->shape, dtype_size(tp->dtype), sl, part_bytes.data());
+        part.data = part_bytes.data();
+        part.nbytes = part_bytes.size();
+        tp = &part;
+      }
+      const TensorInfo& t = *tp;
       auto fq = fp8_ck.find(sp.name);
       if (x.dtype == DType::F8_E4M3 && fq != fp8_ck.end()) {  // FP8 in the checkpoint and on the device
         up.upload(t, Dest{x.ptr, DType::F8_E4M3});

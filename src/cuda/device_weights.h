@@ -17,6 +17,7 @@
 
 #include "config/model_config.h"
 #include "core/dtype.h"
+#include "dist/parallel_config.h"
 #include "cuda/device_buffer.h"
 #include "cuda/device_context.h"
 
@@ -123,6 +124,13 @@ struct WeightLoadOptions {
   std::string model_dir;
   bool dummy = false;
   uint64_t seed = 0;
+  // Tensor / expert parallelism: the whole model's config and this rank's part (model/shard_weights.h's
+  // plan; the config given to load_device_weights is then the rank's, with the whole model's
+  // tie_word_embeddings, and the lm_head is loaded whole). Each tensor is cut from the checkpoint's whole
+  // one; dummy weights take the whole dummy tensor's values at the rank's elements (the ranks together
+  // hold exactly the single-rank dummy model). Quantized weights are not sharded (an error).
+  const ModelConfig* full = nullptr;
+  ShardSpec shard;
 };
 // Allocates and fills the weights; logs bytes and time. c.quant says whether the checkpoint is FP8 or
 // is quantized at load ("online", per 128x128 block on the GPU, the rule of model/quant.h); with

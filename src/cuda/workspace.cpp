@@ -64,7 +64,7 @@ int64_t max_proj_width(const ModelConfig& c) {
 }
 
 void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int rows, int max_seqs, int num_sms,
-                        int moe_split_tokens) {
+                        int moe_split_tokens, bool rank_partials) {
   const size_t es = dtype_size(act);
   const int64_t hid = c.hidden_size, HK = int64_t(c.kda.num_heads) * c.kda.head_dim;
   const auto& m = c.mla;
@@ -94,6 +94,7 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int ro
   this->act = A(T * act_w);
   moe_out = A(int64_t(pairs) * hid);
   rows_x = A(int64_t(rows) * hid);
+  rank_out = rank_partials ? A(T * hid) : nullptr;
   {  // the FP8 tile launches' x split: MoE gate/up (tokens x hidden) and down (pairs x expert width) of up
     // to moe_split_tokens tokens, dense projections up to kFp8TileMaxRows rows (their widest K)
     const int64_t moe_t = std::min(T, std::max(1, moe_split_tokens)), dense_t = std::min(T, kFp8TileMaxRows);
@@ -160,7 +161,7 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
     Activations tmp;
     const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
     const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens);
+    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens, lim.rank_partials);
     p.activations = measure.used();
   }
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
@@ -203,7 +204,7 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   const auto& lim = plan.lim;
   const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
   const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens);
+  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens, lim.rank_partials);
   if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));

@@ -23,6 +23,7 @@ struct Activations {
   void* mla_ws = nullptr;  // MLA decode split-K workspace
   size_t kda_ws_bytes = 0, mla_ws_bytes = 0;
   void *moe_out = nullptr, *rows_x = nullptr;
+  void* rank_out = nullptr;  // [tokens, hidden] a rank's partial layer outputs (tensor parallelism), or null
   void* x_split = nullptr;  // FP8 tile launches' x split (MoeGemmParams::x_split), x_split_capacity bytes
   size_t x_split_capacity = 0;
   float* splitk_partials = nullptr;  // FP8 split-K (MoeGemmParams::splitk_*): 2 x SMs CTAs' partials
@@ -34,7 +35,7 @@ struct Activations {
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
   // Carves the buffers from `a` (a measuring arena first, to size the real one).
   void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms,
-             int moe_split_tokens);
+             int moe_split_tokens, bool rank_partials);
 };
 
 // MLA prefill: the latents of one context piece (key_rows positions, gathered from the paged cache)
@@ -84,6 +85,7 @@ struct WorkspaceLimits {
   int max_logit_rows = 0;       // 0: min(max_tokens, 256 MiB of logits); at least max_seqs and the graph bucket
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
+  bool rank_partials = false;   // a rank of a tensor-parallel group: Activations::rank_out
   int moe_split_tokens = 511;   // tokens of a step whose MoE activations the FP8 wgmma kernel's x split holds
                                 // (MoE launches on it; max_tokens when quantized experts prefill on it too)
   int mla_expand_keys = 0;      // key rows of the MLA prefill expansion (the context piece); 0:

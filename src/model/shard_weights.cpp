@@ -1,81 +1,120 @@
 #include "model/shard_weights.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 
 namespace ds {
 namespace {
 
-// Rows [r0, r0 + n) of the first dimension.
-HostTensor rows(const HostTensor& t, int64_t r0, int64_t n) {
-  DS_CHECK(!t.shape.empty() && r0 >= 0 && r0 + n <= t.shape[0], "shard: rows {}..{} of a tensor of {}", r0, r0 + n,
-           t.shape.empty() ? 0 : t.shape[0]);
-  const int64_t width = t.shape[0] ? int64_t(t.data.size()) / t.shape[0] : 0;
-  HostTensor o;
-  o.shape = t.shape;
-  o.shape[0] = n;
-  o.data.assign(t.data.begin() + r0 * width, t.data.begin() + (r0 + n) * width);
-  return o;
+// Part `index` of `parts` equal parts of n things.
+ShardSlice part(int axis, int64_t n, int parts, int index, int64_t unit = 1) {
+  ShardSlice x;
+  x.kind = ShardSlice::Kind::Part;
+  x.axis = axis;
+  x.begin = n / parts * index * unit;
+  x.count = n / parts * unit;
+  return x;
+}
+ShardSlice rows(int64_t n, int parts, int index, int64_t unit = 1) { return part(0, n, parts, index, unit); }
+ShardSlice cols(int64_t n, int parts, int index, int64_t unit = 1) { return part(1, n, parts, index, unit); }
+
+void shard_mlp(int64_t inter, MlpWeights<ShardSlice>& o, int parts, int index) {
+  o.gate = rows(inter, parts, index);
+  o.up = rows(inter, parts, index);
+  o.down = cols(inter, parts, index);
 }
 
-// Columns [c0, c0 + n) of a [rows, cols] matrix.
-HostTensor cols(const HostTensor& t, int64_t c0, int64_t n) {
-  DS_CHECK(t.shape.size() == 2 && c0 >= 0 && c0 + n <= t.shape[1], "shard: columns {}..{} of a matrix", c0, c0 + n);
-  const int64_t R = t.shape[0], C = t.shape[1];
-  HostTensor o;
-  o.shape = {R, n};
-  o.data.resize(size_t(R * n));
-  for (int64_t r = 0; r < R; ++r) std::copy_n(t.data.begin() + r * C + c0, n, o.data.begin() + r * n);
-  return o;
+void shard_kda(const ModelConfig& c, KdaWeights<ShardSlice>& o, int tp, int i) {
+  const int64_t H = c.kda.num_heads, K = c.kda.head_dim;
+  o.q_proj = o.k_proj = o.v_proj = rows(H, tp, i, K);
+  o.q_conv = o.k_conv = o.v_conv = rows(H, tp, i, K);
+  o.a_log = part(2, H, tp, i);  // [1, 1, H, 1]: one value per head
+  o.dt_bias = rows(H, tp, i, K);
+  o.f_b_proj = o.g_b_proj = rows(H, tp, i, K);
+  o.b_proj = rows(H, tp, i);
+  o.o_proj = cols(H, tp, i, K);
+  // f_a_proj, g_a_proj (low rank) and o_norm: whole
 }
 
-// Part `index` of `parts` equal parts of n things: {first, count}.
-struct Part {
-  int64_t begin, count;
-};
-Part part(int64_t n, int parts, int index) { return {n / parts * index, n / parts}; }
-
-void shard_mlp(const MlpWeights<HostTensor>& w, MlpWeights<HostTensor>& o, int parts, int index) {
-  const Part p = part(w.gate.shape.at(0), parts, index);
-  o.gate = rows(w.gate, p.begin, p.count);
-  o.up = rows(w.up, p.begin, p.count);
-  o.down = cols(w.down, p.begin, p.count);
-}
-
-void shard_kda(const ModelConfig& c, const KdaWeights<HostTensor>& w, KdaWeights<HostTensor>& o, int tp, int i) {
-  const int64_t K = c.kda.head_dim;
-  const Part h = part(c.kda.num_heads, tp, i), ch{h.begin * K, h.count * K};
-  o.q_proj = rows(w.q_proj, ch.begin, ch.count);
-  o.k_proj = rows(w.k_proj, ch.begin, ch.count);
-  o.v_proj = rows(w.v_proj, ch.begin, ch.count);
-  o.q_conv = rows(w.q_conv, ch.begin, ch.count);
-  o.k_conv = rows(w.k_conv, ch.begin, ch.count);
-  o.v_conv = rows(w.v_conv, ch.begin, ch.count);
-  o.a_log.shape = {1, 1, h.count, 1};  // [1, 1, H, 1]: one value per head
-  o.a_log.data.assign(w.a_log.data.begin() + h.begin, w.a_log.data.begin() + h.begin + h.count);
-  o.dt_bias = rows(w.dt_bias, ch.begin, ch.count);
-  o.f_a_proj = w.f_a_proj;
-  o.f_b_proj = rows(w.f_b_proj, ch.begin, ch.count);
-  o.b_proj = rows(w.b_proj, h.begin, h.count);
-  o.g_a_proj = w.g_a_proj;
-  o.g_b_proj = rows(w.g_b_proj, ch.begin, ch.count);
-  o.o_norm = w.o_norm;
-  o.o_proj = cols(w.o_proj, ch.begin, ch.count);
-}
-
-void shard_mla(const ModelConfig& c, const MlaWeights<HostTensor>& w, MlaWeights<HostTensor>& o, int tp, int i) {
+void shard_mla(const ModelConfig& c, MlaWeights<ShardSlice>& o, int tp, int i) {
   const auto& m = c.mla;
-  const Part h = part(m.num_heads, tp, i);
-  const int64_t q_w = m.qk_head_dim(), kv_w = m.qk_nope_head_dim + m.v_head_dim, v_w = m.v_head_dim;
-  o.q_proj = rows(w.q_proj, h.begin * q_w, h.count * q_w);
-  o.kv_a_proj = w.kv_a_proj;
-  o.kv_a_norm = w.kv_a_norm;
-  o.kv_b_proj = rows(w.kv_b_proj, h.begin * kv_w, h.count * kv_w);
-  o.o_proj = cols(w.o_proj, h.begin * v_w, h.count * v_w);
+  o.q_proj = rows(m.num_heads, tp, i, m.qk_head_dim());
+  o.kv_b_proj = rows(m.num_heads, tp, i, m.qk_nope_head_dim + m.v_head_dim);
+  o.o_proj = cols(m.num_heads, tp, i, m.v_head_dim);
+  // kv_a_proj and kv_a_layernorm: whole (the latent is computed, and cached, on every rank)
+}
+
+// (outer, extent, inner) of dimension `axis` of a row-major shape.
+void dims(const std::vector<int64_t>& shape, int axis, int64_t& outer, int64_t& extent, int64_t& inner) {
+  DS_CHECK(axis >= 0 && axis < int(shape.size()), "shard: axis {} of a {}-d tensor", axis, shape.size());
+  outer = inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= shape[size_t(d)];
+  extent = shape[size_t(axis)];
+  for (size_t d = size_t(axis) + 1; d < shape.size(); ++d) inner *= shape[d];
 }
 
 }  // namespace
+
+ModelWeights<ShardSlice> shard_plan(const ModelConfig& c, const ShardSpec& s) {
+  DS_CHECK(s.tp == 1 || s.tp == s.size, "shard: tp {} must be 1 or the group size {}", s.tp, s.size);
+  const int ti = s.tp > 1 ? s.rank : 0;
+  ModelWeights<ShardSlice> o;
+  for_each_weight(c, o, [](const TensorSpec&, ShardSlice&) {});  // sizes the layers and expert lists
+  if (s.tp > 1) o.lm_head = rows(c.vocab_size, s.tp, ti);
+  for (int l = 0; l < c.num_layers; ++l) {
+    auto& O = o.layers[size_t(l)];
+    if (s.tp > 1) {
+      if (c.is_kda(l)) shard_kda(c, O.kda, s.tp, ti);
+      else shard_mla(c, O.mla, s.tp, ti);
+    }
+    if (!c.is_moe(l)) {
+      if (s.tp > 1) shard_mlp(c.intermediate_size, O.mlp, s.tp, ti);
+      continue;
+    }
+    for (int e = 0; e < int(O.moe.experts.size()); ++e) {
+      auto& E = O.moe.experts[size_t(e)];
+      if (!s.ep) {
+        if (s.size > 1) shard_mlp(c.moe.intermediate_size, E, s.size, s.rank);
+      } else if (s.expert_owner(e, c.moe.num_experts) != s.rank) {
+        E.gate.kind = E.up.kind = E.down.kind = ShardSlice::Kind::Empty;  // another rank's expert
+      }
+    }
+    if (c.moe.num_shared_experts > 0 && s.size > 1)
+      shard_mlp(int64_t(c.moe.intermediate_size) * c.moe.num_shared_experts, O.moe.shared, s.size, s.rank);
+  }
+  return o;
+}
+
+std::vector<int64_t> sliced_shape(const std::vector<int64_t>& shape, const ShardSlice& x) {
+  if (x.kind == ShardSlice::Kind::Whole) return shape;
+  if (x.kind == ShardSlice::Kind::Empty) return {0};
+  int64_t outer = 0, extent = 0, inner = 0;
+  dims(shape, x.axis, outer, extent, inner);
+  DS_CHECK(x.begin >= 0 && x.count >= 0 && x.begin + x.count <= extent, "shard: elements {}..{} of a dimension of {}",
+           x.begin, x.begin + x.count, extent);
+  std::vector<int64_t> out = shape;
+  out[size_t(x.axis)] = x.count;
+  return out;
+}
+
+void copy_slice(const void* src, const std::vector<int64_t>& shape, size_t esize, const ShardSlice& x, void* dst) {
+  const auto out = sliced_shape(shape, x);
+  if (x.kind == ShardSlice::Kind::Empty) return;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (x.kind == ShardSlice::Kind::Whole) {
+    std::memcpy(dst, src, size_t(n) * esize);
+    return;
+  }
+  int64_t outer = 0, extent = 0, inner = 0;
+  dims(shape, x.axis, outer, extent, inner);
+  const size_t run = size_t(x.count * inner) * esize;
+  for (int64_t o = 0; o < outer; ++o)
+    std::memcpy(static_cast<char*>(dst) + size_t(o) * run,
+                static_cast<const char*>(src) + size_t((o * extent + x.begin) * inner) * esize, run);
+}
 
 ModelConfig shard_config(const ModelConfig& c, const ShardSpec& s) {
   ModelConfig o = c;
@@ -90,40 +129,33 @@ ModelConfig shard_config(const ModelConfig& c, const ShardSpec& s) {
 }
 
 HostWeights shard_host_weights(const ModelConfig& c, const HostWeights& w, const ShardSpec& s) {
-  DS_CHECK(s.tp == 1 || s.tp == s.size, "shard: tp {} must be 1 or the group size {}", s.tp, s.size);
-  const int ti = s.tp > 1 ? s.rank : 0;
+  ModelWeights<ShardSlice> plan = shard_plan(c, s);
+  // the full model's tensors, their slices and the rank's tensors, zipped in for_each_weight's fixed order
+  std::vector<const HostTensor*> in;
+  std::vector<const ShardSlice*> sl;
+  std::vector<HostTensor*> out;
   HostWeights o;
-  o.embed = w.embed;
-  o.final_norm = w.final_norm;
-  const HostTensor& head = c.tie_word_embeddings ? w.embed : w.lm_head;
-  if (s.tp > 1) {
-    const Part v = part(c.vocab_size, s.tp, ti);
-    o.lm_head = rows(head, v.begin, v.count);
-  } else if (!c.tie_word_embeddings) {
-    o.lm_head = w.lm_head;
+  // (for_each_weight sizes its argument's lists, which `w` already has: nothing of it changes)
+  for_each_weight(c, const_cast<HostWeights&>(w), [&](const TensorSpec&, HostTensor& t) { in.push_back(&t); });
+  for_each_weight(c, plan, [&](const TensorSpec&, ShardSlice& x) { sl.push_back(&x); });
+  for_each_weight(c, o, [&](const TensorSpec&, HostTensor& t) { out.push_back(&t); });
+  DS_CHECK(in.size() == sl.size() && in.size() == out.size(), "shard: tensor lists differ");
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (sl[i]->kind == ShardSlice::Kind::Empty) continue;  // another rank's expert, left empty (MoeLayer skips it)
+    const HostTensor& t = *in[i];
+    HostTensor& r = *out[i];
+    r.shape = sliced_shape(t.shape, *sl[i]);
+    int64_t n = 1;
+    for (int64_t d : r.shape) n *= d;
+    r.data.resize(size_t(n));
+    copy_slice(t.data.data(), t.shape, sizeof(float), *sl[i], r.data.data());
   }
-  o.layers.resize(w.layers.size());
-  for (int l = 0; l < c.num_layers; ++l) {
-    const auto& L = w.layers[size_t(l)];
-    auto& O = o.layers[size_t(l)];
-    O.input_norm = L.input_norm;
-    O.post_norm = L.post_norm;
-    if (c.is_kda(l)) shard_kda(c, L.kda, O.kda, s.tp, ti);
-    else shard_mla(c, L.mla, O.mla, s.tp, ti);
-    if (!c.is_moe(l)) {
-      shard_mlp(L.mlp, O.mlp, s.tp, ti);
-      continue;
-    }
-    O.moe.router = L.moe.router;
-    O.moe.bias = L.moe.bias;
-    O.moe.experts.resize(L.moe.experts.size());
-    for (int e = 0; e < int(L.moe.experts.size()); ++e) {
-      const auto& E = L.moe.experts[size_t(e)];
-      if (!s.ep) shard_mlp(E, O.moe.experts[size_t(e)], s.size, s.rank);
-      else if (s.expert_owner(e, c.moe.num_experts) == s.rank) O.moe.experts[size_t(e)] = E;
-      // else: another rank's expert, left empty (MoeLayer skips it)
-    }
-    if (c.moe.num_shared_experts > 0) shard_mlp(L.moe.shared, O.moe.shared, s.size, s.rank);
+  // a tied lm_head: the rank's vocabulary rows of the embedding (shard_config unties it)
+  if (s.tp > 1 && c.tie_word_embeddings) {
+    const HostTensor& head = w.embed;
+    o.lm_head.shape = sliced_shape(head.shape, plan.lm_head);
+    o.lm_head.data.resize(size_t(o.lm_head.shape[0] * o.lm_head.shape[1]));
+    copy_slice(head.data.data(), head.shape, sizeof(float), plan.lm_head, o.lm_head.data.data());
   }
   return o;
 }

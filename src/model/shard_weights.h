@@ -22,6 +22,24 @@ namespace ds {
 // lm_head slice). vocab_size stays whole (the logits are gathered back to it).
 ModelConfig shard_config(const ModelConfig& c, const ShardSpec& s);
 
+// What rank s holds of one tensor of the full model: all of it, nothing (another rank's expert), or the
+// elements [begin, begin + count) of dimension `axis` (every other dimension whole).
+struct ShardSlice {
+  enum class Kind : uint8_t { Whole, Part, Empty } kind = Kind::Whole;
+  int axis = 0;
+  int64_t begin = 0, count = 0;
+};
+
+// The rules above as data: the slice of every tensor of the full config `c` (the one table both the CPU
+// ranks and the GPU loader cut by). The lm_head's entry is its vocabulary rows even when tied (the rank's
+// slice is then cut from the embedding).
+ModelWeights<ShardSlice> shard_plan(const ModelConfig& c, const ShardSpec& s);
+// The shape of a tensor of `shape` after the slice (Empty: no elements, shape {0}).
+std::vector<int64_t> sliced_shape(const std::vector<int64_t>& shape, const ShardSlice& x);
+// Copies the slice of a row-major tensor of `shape` with `esize`-byte elements from src to dst
+// (sliced_shape elements, row-major).
+void copy_slice(const void* src, const std::vector<int64_t>& shape, size_t esize, const ShardSlice& x, void* dst);
+
 // The rank's slice of `w` (weights of the full config `c`); `c` must pass ParallelConfig::validate.
 HostWeights shard_host_weights(const ModelConfig& c, const HostWeights& w, const ShardSpec& s);
 

@@ -4,6 +4,9 @@
 // over chunked prefill and decode steps of two sequences in one batch. The shards are the right blocks.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "core/error.h"
 #include "dist_test_util.h"
 #include "model/cpu_backend.h"
@@ -105,6 +108,42 @@ TEST(ParallelTiny, ShardsAreTheRightBlocks) {
   EXPECT_FALSE(shard_config(tied, s).tie_word_embeddings);
   ASSERT_EQ(u.lm_head.shape, (std::vector<int64_t>{c.vocab_size / 2, D}));
   EXPECT_EQ(u.lm_head.data.back(), w.embed.data.back());
+}
+
+// The shard plan (the table the GPU loader cuts checkpoint tensors by) against the rank's config: every
+// tensor's slice of the full shape is the shape the rank's config asks for under that name, for each layout
+// and rank; another rank's experts (EP) are empty; a tied lm_head is planned as the embedding's rows.
+TEST(ParallelTiny, ShardPlanGivesTheRankConfigsShapes) {
+  for (const bool tie : {false, true}) {
+    ModelConfig c = tiny().config;
+    c.tie_word_embeddings = tie;
+    for (const ParallelConfig& p : {layout(2), layout(1, true, 2), layout(1, true, 4), layout(2, true)})
+      for (int r = 0; r < p.world_size(); ++r) {
+        const ShardSpec s = p.shard(r);
+        const ModelConfig lc = shard_config(c, s);
+        std::map<std::string, std::vector<int64_t>> want;
+        ModelWeights<int> rank_specs;
+        for_each_weight(lc, rank_specs, [&](const TensorSpec& t, int&) { want[t.name] = t.shape; });
+        ModelWeights<ShardSlice> plan = shard_plan(c, s);
+        int checked = 0, empty = 0;
+        for_each_weight(c, plan, [&](const TensorSpec& t, ShardSlice& x) {
+          SCOPED_TRACE(p.describe() + " rank " + std::to_string(r) + ": " + t.name);
+          if (x.kind == ShardSlice::Kind::Empty) {
+            ++empty;
+            EXPECT_NE(t.name.find(".experts."), std::string::npos);
+            return;
+          }
+          ASSERT_TRUE(want.count(t.name));
+          EXPECT_EQ(sliced_shape(t.shape, x), want.at(t.name));
+          ++checked;
+        });
+        EXPECT_GT(checked, 0);
+        int moe_layers = 0;
+        for (int l = 0; l < c.num_layers; ++l) moe_layers += c.is_moe(l) ? 1 : 0;
+        EXPECT_EQ(empty, s.ep ? 3 * moe_layers * (c.moe.num_experts - c.moe.num_experts / s.size) : 0);
+        if (s.tp > 1) EXPECT_EQ(sliced_shape({c.vocab_size, c.hidden_size}, plan.lm_head), want.at("lm_head.weight"));
+      }
+  }
 }
 
 // A bad plan is refused on rank 0 before the others see it (the group goes on); a step that fails on one

@@ -96,12 +96,19 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
 }
 
 template <typename T>
-__global__ void fill_uniform_kernel(T* x, int64_t n, float lo, float hi, uint64_t seed) {
+__global__ void fill_uniform_kernel(T* x, int64_t n, float lo, float hi, uint64_t seed, FillIndex ix) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + uint64_t(i));
+    const int64_t j = ix.run ? i / ix.run * ix.stride + ix.offset + i % ix.run : i;
+    uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + uint64_t(j));
     float u = float(h >> 40) * (1.0f / 16777216.0f);
     x[i] = from_f32<T>(lo + (hi - lo) * u);
   }
+}
+
+template <typename T>
+__global__ void add_kernel(T* y, const T* x, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_f32<T>(to_f32(y[i]) + to_f32(x[i]));
 }
 
 template <typename T>
@@ -183,10 +190,12 @@ void run_transpose(const void* src, int64_t ld_src, int64_t batch_src, void* dst
   DS_CUDA_CHECK_LAUNCH();
 }
 
-void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx) {
+void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx,
+                      FillIndex ix) {
   if (n == 0) return;
+  DS_GPU_REQUIRE(ix.run >= 0 && (ix.run == 0 || ix.stride >= ix.run), "run_fill_uniform: a slice's runs overlap");
   dispatch_act(dtype, [&]<typename T>() {
-    fill_uniform_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(x), n, lo, hi, seed);
+    fill_uniform_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(x), n, lo, hi, seed, ix);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
@@ -195,6 +204,14 @@ void run_fill_value(void* x, DType dtype, int64_t n, float value, const DeviceCo
   if (n == 0) return;
   dispatch_act(dtype, [&]<typename T>() {
     fill_value_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(x), n, value);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_add(void* y, const void* x, DType dtype, int64_t n, const DeviceContext& ctx) {
+  if (n == 0) return;
+  dispatch_act(dtype, [&]<typename T>() {
+    add_kernel<T><<<grid_for(n, 256), 256, 0, ctx.stream>>>(static_cast<T*>(y), static_cast<const T*>(x), n);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

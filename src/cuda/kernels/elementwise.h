@@ -58,8 +58,18 @@ void run_transpose(const void* src, int64_t ld_src, int64_t batch_src, void* dst
                    int rows, int cols, int batch, DType dtype, const DeviceContext& ctx);
 
 // Deterministic pseudo-random fill: x[i] = lo + (hi - lo) * u(seed, i), u uniform in [0, 1).
-void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx);
+// Element i of x takes the value element index(i) of a whole tensor filled with `seed` would have: index(i) = i,
+// or, for a slice of that tensor (FillIndex: runs of `run` consecutive elements, `stride` apart in the whole,
+// the first at `offset`), (i / run) * stride + offset + i % run. So a rank's part of a dummy tensor (tensor
+// parallelism) holds exactly the whole tensor's values there.
+struct FillIndex {
+  int64_t run = 0, stride = 0, offset = 0;  // run 0: the identity
+};
+void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx,
+                      FillIndex ix = {});
 void run_fill_value(void* x, DType dtype, int64_t n, float value, const DeviceContext& ctx);
+// y[i] += x[i] (fp32 sum, rounded once to the dtype): a rank's all-reduced layer output into the residual.
+void run_add(void* y, const void* x, DType dtype, int64_t n, const DeviceContext& ctx);
 // dst[i] = convert(src[i]) between F32 and BF16 (either direction, or a plain copy).
 void run_convert(const void* src, DType src_t, void* dst, DType dst_t, int64_t n, const DeviceContext& ctx);
 

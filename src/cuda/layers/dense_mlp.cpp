@@ -35,7 +35,7 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
     m.inter = I;
     run_silu_mul(m, s.act, s.ctx);
   }
-  s.linear(ws.act, I, down, hid, I, ws.h, hid, T, true);
+  s.linear(ws.act, I, down, hid, I, s.out, hid, T, true);
 }
 
 DenseMlp::DenseMlp(DType act, const FfnWeights& w, int layer) : gate_up_(w.gate_up), down_(w.down), inter_(w.inter) {

@@ -180,7 +180,7 @@ void KdaLayer::output(const LayerStep& s) const {
     o.norm_weight = w_.o_norm.ptr;
     o.norm_eps = s.cfg.rms_norm_eps;
     set_gemv_weights(o, w_.o_proj);
-    o.y = ws.h;
+    o.y = s.out;
     o.ldy = hid_;
     o.N = hid_;
     o.K = HK_;
@@ -200,7 +200,7 @@ void KdaLayer::output(const LayerStep& s) const {
   gn.head_dim = K_;
   gn.eps = s.cfg.rms_norm_eps;
   run_gated_rmsnorm(gn, act, s.ctx);
-  s.linear(ws.gated, HK_, w_.o_proj, hid_, HK_, ws.h, hid_, s.m.T, true);
+  s.linear(ws.gated, HK_, w_.o_proj, hid_, HK_, s.out, hid_, s.m.T, true);
 }
 
 void KdaLayer::forward(const LayerStep& s, LayerInput in) const {

@@ -75,6 +75,9 @@ struct LayerStep {
   const int32_t* forced_ids = nullptr;  // [layers][T][top_k] pinned MoE routes (tests), or null
   void* dequant_scratch = nullptr;      // FP8 projections at more than kFp8GemvMaxRows rows: the weights
                                         // dequantized here (act dtype) for cuBLASLt (DeviceWeights sizes it)
+  // Where a part adds its output (its output projection, the MoE combine): ws.h, or for a rank of a
+  // tensor-parallel group ws.rank_out, zeroed before the part and all-reduced into h after it (CudaModel).
+  void* out = nullptr;
 
   // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 and
   // INT4 views: their GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and
@@ -105,7 +108,7 @@ void set_gemv_weights(P& g, const WeightView& w, int64_t rows_per_matrix = 0) {
   g.scale_matrix_stride = (rows_per_matrix >> w.scale_row_shift) * w.scale_ld;
 }
 
-// One layer's attention or FFN half: h += f(input).
+// One layer's attention or FFN half: h += f(input) (adding into LayerStep::out).
 class LayerPart {
  public:
   virtual ~LayerPart() = default;

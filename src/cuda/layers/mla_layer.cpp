@@ -58,7 +58,7 @@ void MlaLayer::forward(const LayerStep& s, LayerInput in) const {
     if (m.n_dec > 0) decode_rows(s, cache);
     if (m.T > m.n_dec) prefill_rows(s, cache);
   }
-  s.linear(ws.attn_o, int64_t(Hm_) * dv_, w_.o_proj, hid_, Hm_ * dv_, ws.h, hid_, m.T, true);
+  s.linear(ws.attn_o, int64_t(Hm_) * dv_, w_.o_proj, hid_, Hm_ * dv_, s.out, hid_, m.T, true);
 }
 
 void MlaLayer::absorb_queries(const LayerStep& s, int M, void* y, int64_t ld_y, int64_t hs_y) const {

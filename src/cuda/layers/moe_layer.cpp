@@ -85,6 +85,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       }
       tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
       set_gemv_weights(tdn, f.experts_down, hid);
+      if (Ie % 64 != 0) tdn.k_tile = 32;  // narrow experts (a tensor-parallel rank's share of a small model)
       return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
     };
     // prefill-sized steps on the FP8 wgmma kernel: quantized experts the switches put there, when the
@@ -118,7 +119,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     if (m.T == 1) {
       // batch 1: down projection and combine in one launch, straight into the residual
       MoeDownCombineParams dc =
-          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, ws.h);
+          moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, s.out);
       set_gemv_weights(dc, f.experts_down, hid);
       run_moe_down_combine(dc, act, s.ctx);
       combined = true;
@@ -129,7 +130,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     }
   }
 
-  if (!combined) run_moe_combine(moe_combine_params(r, a, ws.moe_out, ws.h, hid), act, s.ctx);
+  if (!combined) run_moe_combine(moe_combine_params(r, a, ws.moe_out, s.out, hid), act, s.ctx);
 
   if (fold || mc.num_shared_experts == 0) return;
   // shared expert(s) as a dense MLP over all tokens
