@@ -14,6 +14,7 @@
 #include "cuda/cuda_model.h"
 #include "cuda/kernels/sampling.h"
 #include "cuda/sampling_rows.h"
+#include "model/shard_weights.h"
 #include "sampling/penalties.h"
 
 namespace ds {
@@ -27,9 +28,14 @@ DType parse_act_dtype(const std::string& s) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& o) {
+  explicit CudaBackend(const BackendOptions& o, const CudaRankSetup* rank = nullptr) {
     auto t0 = std::chrono::steady_clock::now();
     DS_CHECK(gpu::device_count() > 0, "CUDA backend: no CUDA device is visible");
+    if (rank) {
+      DS_CHECK(rank->device >= 0 && rank->device < gpu::device_count(), "CUDA backend: rank {} asks for GPU {} of {}",
+               rank->shard.rank, rank->device, gpu::device_count());
+      DS_CUDA_CHECK(cudaSetDevice(rank->device));
+    }
     info_ = gpu::device_info();
     spdlog::info("CUDA device: {}", info_.summary());
     cfg_ = ModelConfig::from_file(o.model_dir + "/config.json");
@@ -41,6 +47,14 @@ class CudaBackend final : public Backend {
     wl.model_dir = o.model_dir;
     wl.dummy = o.load_format == "dummy";
     wl.seed = o.dummy_seed;
+    // a rank: its shard of the model (the lm_head whole, tied as the checkpoint's), cut at load
+    ModelConfig model_cfg = cfg_;
+    if (rank) {
+      model_cfg = shard_config(cfg_, rank->shard);
+      model_cfg.tie_word_embeddings = cfg_.tie_word_embeddings;
+      wl.full = &cfg_;
+      wl.shard = rank->shard;
+    }
     gpu::CudaModelOptions mo;
     mo.act = act;
     mo.max_num_seqs = o.max_num_seqs;
@@ -60,11 +74,12 @@ class CudaBackend final : public Backend {
     // Parsed per backend, so a test may switch them between backends.
     const CudaEnv env = CudaEnv::parse();
     mo.switches = env;
+    mo.comm = rank ? rank->comm : nullptr;
     if (env.reference_attention) spdlog::info("CUDA backend: reference attention kernels");
     {
       gpu::Stream load_stream;
-      auto w = gpu::load_device_weights(cfg_, act, wl, gpu::make_device_context(load_stream, env));
-      model_ = std::make_unique<gpu::CudaModel>(cfg_, std::move(w), mo);
+      auto w = gpu::load_device_weights(model_cfg, act, wl, gpu::make_device_context(load_stream, env));
+      model_ = std::make_unique<gpu::CudaModel>(model_cfg, std::move(w), mo);
     }
     penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
     warm_up_sampler();
@@ -239,6 +254,10 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts) { return std::make_unique<CudaBackend>(opts); }
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, const CudaRankSetup& rank) {
+  return std::make_unique<CudaBackend>(opts, &rank);
+}
 
 double cuda_last_forward_ms(Backend& b) {
   auto* c = dynamic_cast<CudaBackend*>(&b);

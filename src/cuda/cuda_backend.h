@@ -6,13 +6,28 @@
 #include <memory>
 #include <vector>
 
+#include "dist/parallel_config.h"
 #include "model/backend.h"
 
 namespace ds {
 
+namespace gpu {
+class DeviceComm;
+}
+
+// One rank of a tensor-parallel CUDA group (cuda/parallel_cuda_backend.h): its part of the model (the
+// shard plan cuts the checkpoint's tensors at load), its device collectives and its GPU.
+struct CudaRankSetup {
+  ShardSpec shard;
+  gpu::DeviceComm* comm = nullptr;
+  int device = 0;
+};
+
 // opts.model_dir holds config.json (and the safetensors unless load_format == "dummy");
 // opts.dtype: auto | bfloat16 | float32 (activations and weights on the device).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);
+// The same for one rank of a group; config() is the whole model's, limits() the rank's caches.
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, const CudaRankSetup& rank);
 
 // Device milliseconds of the last forward of a backend made by make_cuda_backend (benchmarks).
 double cuda_last_forward_ms(Backend& b);

@@ -1,0 +1,55 @@
+// Tensor parallelism on the GPU (issue 18, docs/PARALLEL.md): one CUDA backend per rank, each built from
+// its shard (the shard plan cuts the checkpoint's tensors at load, or the dummy model's), each on its own
+// thread and GPU, joined by the in-process device collectives (cuda/device_comm.h). execute() is rank 0's
+// step: it broadcasts the plan's ForwardBatch (dist/batch_codec.h; the other ranks wait for it in a loop),
+// runs rank 0's forward and samples on rank 0's GPU from its logits (every rank ends each layer with the
+// same residual, so rank 0's logits are the model's); the other ranks run the same forward, meeting rank 0
+// in every layer's all-reduce. With fewer GPUs than ranks, every rank shares GPU 0 (the one-GPU check of
+// the sharding: each rank takes its share of --gpu-memory-utilization; it is not faster). Every rank's
+// caches have rank 0's geometry. A step that fails on a rank aborts the group: that execute() and every
+// later one throw a ds::Error naming the rank. Decode steps run eagerly (no CUDA graphs: the in-process
+// group's host barriers cannot be captured); NCCL, one rank per GPU with graphs, is the next part.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cuda/device_comm.h"
+#include "dist/in_process.h"
+#include "model/backend.h"
+
+namespace ds {
+
+class ParallelCudaBackend : public Backend {
+ public:
+  explicit ParallelCudaBackend(const BackendOptions& opts);
+  ~ParallelCudaBackend() override;
+
+  const ModelConfig& config() const override { return ranks_.front()->config(); }
+  BackendLimits limits() const override { return ranks_.front()->limits(); }
+  std::string device_name() const override;
+  StepResult execute(const StepPlan& plan) override;
+
+  int world_size() const { return int(ranks_.size()); }
+  Backend& rank(int r) { return *ranks_.at(size_t(r)); }  // tests
+
+ private:
+  void rank_loop(int r);
+  StepResult step(int r, const StepPlan& plan);  // rank r's forward, then the end-of-step barrier
+  void record_failure(int r, const std::string& what);
+  std::string failure() const;
+
+  ParallelConfig par_;
+  std::vector<int> devices_;  // rank -> GPU
+  std::unique_ptr<InProcessGroup> host_;             // the plan broadcast and the end-of-step barrier
+  std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives
+  std::vector<std::unique_ptr<Backend>> ranks_;
+  std::vector<std::vector<int32_t>> nonfinite_;  // per rank: snapshots it saved non-finite this step
+  std::vector<std::thread> threads_;             // ranks 1..size-1
+  mutable std::mutex mu_;
+  std::string failure_;                          // guarded by mu_
+};
+
+}  // namespace ds
