@@ -141,7 +141,9 @@ TEST(ParallelTiny, ShardPlanGivesTheRankConfigsShapes) {
         int moe_layers = 0;
         for (int l = 0; l < c.num_layers; ++l) moe_layers += c.is_moe(l) ? 1 : 0;
         EXPECT_EQ(empty, s.ep ? 3 * moe_layers * (c.moe.num_experts - c.moe.num_experts / s.size) : 0);
-        if (s.tp > 1) EXPECT_EQ(sliced_shape({c.vocab_size, c.hidden_size}, plan.lm_head), want.at("lm_head.weight"));
+        if (s.tp > 1) {
+          EXPECT_EQ(sliced_shape({c.vocab_size, c.hidden_size}, plan.lm_head), want.at("lm_head.weight"));
+        }
       }
   }
 }
