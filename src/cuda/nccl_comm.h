@@ -6,11 +6,14 @@
 // Collectives may be captured in CUDA graphs (NCCL supports stream capture).
 #pragma once
 #include <array>
+#include <memory>
 #include <string>
 
 #include "cuda/device_comm.h"
 
 namespace ds::gpu {
+
+class NcclApi;  // the loaded library (nccl_comm.cpp)
 
 struct NcclId {
   std::array<char, 128> bytes{};
@@ -37,6 +40,7 @@ class NcclComm : public DeviceComm {
   void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) override;
 
  private:
+  std::unique_ptr<NcclApi> api_;
   void* comm_ = nullptr;  // ncclComm_t
   int rank_ = 0, size_ = 1;
 };

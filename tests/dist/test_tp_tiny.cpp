@@ -112,7 +112,7 @@ TEST(ParallelTiny, ShardsAreTheRightBlocks) {
 
 // The shard plan (the table the GPU loader cuts checkpoint tensors by) against the rank's config: every
 // tensor's slice of the full shape is the shape the rank's config asks for under that name, for each layout
-// and rank; another rank's experts (EP) are empty; a tied lm_head is planned as the embedding's rows.
+// and rank; another rank's experts (EP) are empty; the lm_head (tied or not) is planned as its vocabulary rows.
 TEST(ParallelTiny, ShardPlanGivesTheRankConfigsShapes) {
   for (const bool tie : {false, true}) {
     ModelConfig c = tiny().config;
@@ -128,22 +128,31 @@ TEST(ParallelTiny, ShardPlanGivesTheRankConfigsShapes) {
         int checked = 0, empty = 0;
         for_each_weight(c, plan, [&](const TensorSpec& t, ShardSlice& x) {
           SCOPED_TRACE(p.describe() + " rank " + std::to_string(r) + ": " + t.name);
+          if (t.name == "lm_head.weight") return;  // the rank's rows of the vocabulary (below)
           if (x.kind == ShardSlice::Kind::Empty) {
             ++empty;
             EXPECT_NE(t.name.find(".experts."), std::string::npos);
             return;
           }
           ASSERT_TRUE(want.count(t.name));
-          EXPECT_EQ(sliced_shape(t.shape, x), want.at(t.name));
+          std::vector<int64_t> expect = want.at(t.name);
+          if (s.ep && t.name.find("shared_experts") != std::string::npos) {
+            // with EP the routed experts are whole but the shared one is still split by its intermediate
+            // columns over every rank (the rank config keeps moe_intermediate_size whole for the routed ones)
+            expect[t.name.find("down_proj") != std::string::npos ? 1 : 0] /= s.size;
+          }
+          EXPECT_EQ(sliced_shape(t.shape, x), expect);
           ++checked;
         });
         EXPECT_GT(checked, 0);
         int moe_layers = 0;
         for (int l = 0; l < c.num_layers; ++l) moe_layers += c.is_moe(l) ? 1 : 0;
         EXPECT_EQ(empty, s.ep ? 3 * moe_layers * (c.moe.num_experts - c.moe.num_experts / s.size) : 0);
-        if (s.tp > 1) {
-          EXPECT_EQ(sliced_shape({c.vocab_size, c.hidden_size}, plan.lm_head), want.at("lm_head.weight"));
-        }
+        // the lm_head (the embedding's rows when tied): the rank's vocabulary rows; the rank config keeps
+        // vocab_size whole (the CPU ranks gather the logits back to it)
+        const std::vector<int64_t> head = {s.tp > 1 ? c.vocab_size / s.tp : c.vocab_size, c.hidden_size};
+        EXPECT_EQ(sliced_shape({c.vocab_size, c.hidden_size}, plan.lm_head), head);
+        EXPECT_EQ(want.count("lm_head.weight"), size_t(lc.tie_word_embeddings ? 0 : 1));
       }
   }
 }
