@@ -3,13 +3,10 @@
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
-#include "dist/batch_codec.h"
 
 namespace ds {
 
@@ -46,24 +43,19 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   }
   DS_CUDA_CHECK(cudaSetDevice(devices_.front()));
   par_.validate(config());
-  nonfinite_.resize(size_t(n));
-  for (int r = 1; r < n; ++r) threads_.emplace_back([this, r] { rank_loop(r); });
+  threads_ = std::make_unique<RankThreads>(
+      *host_, "cuda parallel backend",
+      [this](int r, const ForwardBatch& b) {
+        StepPlan p;
+        p.batch = b;  // nothing sampled on a rank: rank 0 samples
+        return ranks_[size_t(r)]->execute(p).nonfinite_snapshots;
+      },
+      [this](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)])); },
+      [this](const std::string& why) { group_->abort(why); });
   spdlog::info("cuda parallel: {} over {} rank threads (in-process device collectives)", par_.describe(), n);
 }
 
-ParallelCudaBackend::~ParallelCudaBackend() {
-  if (!host_->aborted()) {
-    try {
-      RankMessage m;
-      m.command = RankCommand::Stop;
-      std::vector<uint8_t> stop = encode_rank_message(m);
-      broadcast_bytes(host_->comm(0), stop, 0);
-    } catch (const std::exception& e) {
-      host_->abort(e.what());
-    }
-  }
-  for (auto& t : threads_) t.join();
-}
+ParallelCudaBackend::~ParallelCudaBackend() { threads_->stop(); }  // before the ranks go
 
 std::string ParallelCudaBackend::device_name() const {
   return fmt::format("{} ({}, {} ranks on GPU{} {})", ranks_.front()->device_name(), par_.describe(), world_size(),
@@ -72,70 +64,16 @@ std::string ParallelCudaBackend::device_name() const {
                                                          : fmt::format("0..{}", devices_.back()));
 }
 
-void ParallelCudaBackend::record_failure(int r, const std::string& what) {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (failure_.empty()) failure_ = fmt::format("rank {}: {}", r, what);
-  }
-  host_->abort(failure());
-  group_->abort(failure());
-}
-
-std::string ParallelCudaBackend::failure() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return failure_;
-}
-
-StepResult ParallelCudaBackend::step(int r, const StepPlan& plan) {
-  StepResult out = ranks_[size_t(r)]->execute(plan);
-  nonfinite_[size_t(r)] = std::move(out.nonfinite_snapshots);
-  host_->comm(r).barrier();  // every rank has finished the step (and written nonfinite_)
-  return out;
-}
-
-void ParallelCudaBackend::rank_loop(int r) {
-  try {
-    DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
-  } catch (const std::exception& e) {
-    record_failure(r, e.what());
-    return;
-  }
-  Communicator& comm = host_->comm(r);
-  for (;;) {
-    try {
-      std::vector<uint8_t> msg;
-      broadcast_bytes(comm, msg, 0);
-      RankMessage m = decode_rank_message(msg);
-      if (m.command == RankCommand::Stop) return;
-      StepPlan p;
-      p.batch = std::move(m.batch);  // nothing sampled on a rank: rank 0 samples
-      step(r, p);
-    } catch (const std::exception& e) {
-      record_failure(r, e.what());
-      return;
-    }
-  }
-}
-
 StepResult ParallelCudaBackend::execute(const StepPlan& plan) {
-  if (std::string f = failure(); !f.empty()) fail("cuda parallel backend: a previous step failed on {}", f);
+  threads_->check();
   check_sampling_rows(plan);
   DS_CUDA_CHECK(cudaSetDevice(devices_.front()));
   StepResult res;
-  try {
-    std::vector<uint8_t> msg = encode_rank_message({.command = RankCommand::Step, .batch = plan.batch});
-    broadcast_bytes(host_->comm(0), msg, 0);
-    res = step(0, plan);  // rank 0 samples on its GPU (its penalty history is the group's)
-  } catch (const std::exception& e) {
-    record_failure(0, e.what());
-    fail("cuda parallel backend: the step failed on {}", failure());
-  }
-  // A snapshot is non-finite when any rank's heads are.
-  for (size_t r = 0; r < nonfinite_.size(); ++r)
-    res.nonfinite_snapshots.insert(res.nonfinite_snapshots.end(), nonfinite_[r].begin(), nonfinite_[r].end());
-  std::sort(res.nonfinite_snapshots.begin(), res.nonfinite_snapshots.end());
-  res.nonfinite_snapshots.erase(std::unique(res.nonfinite_snapshots.begin(), res.nonfinite_snapshots.end()),
-                                res.nonfinite_snapshots.end());
+  std::vector<int32_t> nonfinite = threads_->step(plan.batch, [&] {
+    res = ranks_.front()->execute(plan);  // rank 0 samples on its GPU (its penalty history is the group's)
+    return res.nonfinite_snapshots;
+  });
+  res.nonfinite_snapshots = std::move(nonfinite);
   return res;
 }
 

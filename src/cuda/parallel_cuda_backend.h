@@ -11,13 +11,12 @@
 // group's host barriers cannot be captured); NCCL, one rank per GPU with graphs, is the next part.
 #pragma once
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cuda/device_comm.h"
 #include "dist/in_process.h"
+#include "dist/rank_threads.h"
 #include "model/backend.h"
 
 namespace ds {
@@ -36,20 +35,12 @@ class ParallelCudaBackend : public Backend {
   Backend& rank(int r) { return *ranks_.at(size_t(r)); }  // tests
 
  private:
-  void rank_loop(int r);
-  StepResult step(int r, const StepPlan& plan);  // rank r's forward, then the end-of-step barrier
-  void record_failure(int r, const std::string& what);
-  std::string failure() const;
-
   ParallelConfig par_;
   std::vector<int> devices_;  // rank -> GPU
   std::unique_ptr<InProcessGroup> host_;             // the plan broadcast and the end-of-step barrier
   std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives
   std::vector<std::unique_ptr<Backend>> ranks_;
-  std::vector<std::vector<int32_t>> nonfinite_;  // per rank: snapshots it saved non-finite this step
-  std::vector<std::thread> threads_;             // ranks 1..size-1
-  mutable std::mutex mu_;
-  std::string failure_;                          // guarded by mu_
+  std::unique_ptr<RankThreads> threads_;  // ranks 1..size-1 (dist/rank_threads.h)
 };
 
 }  // namespace ds

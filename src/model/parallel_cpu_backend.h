@@ -8,12 +8,11 @@
 // later one throw a ds::Error naming the rank and its error.
 #pragma once
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dist/in_process.h"
+#include "dist/rank_threads.h"
 #include "model/backend.h"
 #include "model/cpu_backend.h"
 #include "sampling/penalties.h"
@@ -38,21 +37,14 @@ class ParallelCpuBackend : public Backend {
 
  private:
   void start(const HostWeights& w, const BackendOptions& opts);
-  void rank_loop(int r);
-  // Rank r's part of one step: its forward, then the end-of-step barrier.
-  StepResult step(int r, const ForwardBatch& batch);
-  void record_failure(int r, const std::string& what);  // first failure wins; aborts the group
-  std::string failure() const;
+  StepResult step(int r, const ForwardBatch& batch);  // rank r's forward (logits returned, nothing sampled)
 
   ModelConfig cfg_;
   ParallelConfig par_;
   std::unique_ptr<InProcessGroup> group_;
   std::vector<std::unique_ptr<CpuBackend>> ranks_;
-  std::vector<std::vector<int32_t>> nonfinite_;  // per rank: snapshots it saved non-finite this step
-  std::vector<std::thread> threads_;             // ranks 1..size-1
   std::unique_ptr<PenaltyTracker> penalties_;
-  mutable std::mutex mu_;
-  std::string failure_;                          // guarded by mu_
+  std::unique_ptr<RankThreads> threads_;  // ranks 1..size-1 (dist/rank_threads.h)
 };
 
 }  // namespace ds

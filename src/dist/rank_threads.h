@@ -1,0 +1,57 @@
+// The rank-thread protocol of the parallel backends (model/parallel_cpu_backend.h on the CPU,
+// cuda/parallel_cuda_backend.h on the GPU): ranks 1..size-1 on threads of their own wait for the step message
+// rank 0 broadcasts over the group's host communicator (dist/batch_codec.h), run their part and meet rank 0
+// at an end-of-step barrier; each reports the snapshots it saved non-finite, which are merged. The first
+// failure on any rank aborts the group (and, through on_abort, anything else the ranks wait in) and is kept:
+// that step and every later one throw a ds::Error naming the rank. stop() (or the destructor) sends the
+// Stop message and joins the threads.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/in_process.h"
+#include "model/forward_batch.h"
+
+namespace ds {
+
+class RankThreads {
+ public:
+  // A rank's part of a step: its forward; returns the snapshots it saved non-finite.
+  using RankStep = std::function<std::vector<int32_t>(int rank, const ForwardBatch& batch)>;
+  // `what` names the backend in errors ("cpu parallel backend"); on_start(r) runs first on rank r's thread
+  // (a failure there is the rank's); on_abort(why) runs with the group's abort.
+  RankThreads(InProcessGroup& group, std::string what, RankStep rank_step, std::function<void(int)> on_start = {},
+              std::function<void(const std::string&)> on_abort = {});
+  ~RankThreads();
+  RankThreads(const RankThreads&) = delete;
+  RankThreads& operator=(const RankThreads&) = delete;
+
+  // Throws when an earlier step failed (before anything of a new step is sent).
+  void check() const;
+  // Rank 0's step: the batch to the other ranks, `own()` (rank 0's part, returning its non-finite
+  // snapshots), the end-of-step barrier; every rank's non-finite snapshots, sorted, without repeats.
+  std::vector<int32_t> step(const ForwardBatch& batch, const std::function<std::vector<int32_t>()>& own);
+  // Ends the rank threads (idempotent; the owner calls it before the ranks they use go away).
+  void stop();
+
+ private:
+  void loop(int r);
+  void record_failure(int r, const std::string& what);
+  std::string failure() const;
+
+  InProcessGroup& group_;
+  std::string what_;
+  RankStep rank_step_;
+  std::function<void(int)> on_start_;
+  std::function<void(const std::string&)> on_abort_;
+  std::vector<std::vector<int32_t>> nonfinite_;  // per rank, this step
+  std::vector<std::thread> threads_;             // ranks 1..size-1
+  mutable std::mutex mu_;
+  std::string failure_;                          // guarded by mu_
+};
+
+}  // namespace ds
