@@ -1,6 +1,7 @@
 // CPU references of the GEMV/GEMM op tests (test_ops_gemm.cpp, test_fp8.cpp): the CPU GEMM twin, and
 // the expected output of a grouped GEMV whose groups pick weight matrices and gather x rows.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -66,6 +67,26 @@ inline std::vector<float> grouped_moe_reference(const std::vector<float>& x, con
       }
     }
   return want;
+}
+
+// The grouped launches of the MoE GEMM kernel tests (test_fp8.cpp, test_int4.cpp): active experts 3, 0, 4, 1 of
+// 5 matrices (two grid slots more than active), N = 200 (not a multiple of 64), K = 2304; at 16-token tiles
+// 1 / 7 / 20 / 9 rows (more than one tile), at 64-token tiles 1 / 70 / 150 / 9; T source rows, and row r of
+// the gathered form (gate/up) reads x row (7 r + 3) % T. R: the x rows to allocate.
+struct GroupedMoeCase {
+  int mats = 5, N = 200, K = 2304, T = 0, rows = 0, R = 0;
+  std::vector<int32_t> expert = {3, 0, 4, 1}, start = {0}, xr, num_active;
+};
+inline GroupedMoeCase grouped_moe_case(int tile) {
+  GroupedMoeCase c;
+  c.T = tile == 16 ? 24 : 160;
+  for (int n : tile == 16 ? std::vector<int>{1, 7, 20, 9} : std::vector<int>{1, 70, 150, 9})
+    c.start.push_back(c.start.back() + n);
+  c.rows = c.start.back();
+  c.R = std::max(c.rows, c.T);
+  for (int r = 0; r < c.rows; ++r) c.xr.push_back((r * 7 + 3) % c.T);
+  c.num_active = {int32_t(c.expert.size())};
+  return c;
 }
 
 }  // namespace ds::gpu::test

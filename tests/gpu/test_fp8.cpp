@@ -350,16 +350,13 @@ TEST(GpuFp8, DenseTileGemmMatchesHost) {
 TEST(GpuFp8, GroupedFragKernelMatchesHost) {
   DS_REQUIRE_GPU();
   for (const int tile : {16, 64}) {
-    const int mats = 5, N = 200, K = 2304, T = tile == 16 ? 24 : 160;
-    const std::vector<int32_t> expert = {3, 0, 4, 1};
-    const std::vector<int32_t> count = tile == 16 ? std::vector<int32_t>{1, 7, 20, 9} : std::vector<int32_t>{1, 70, 150, 9};
-    std::vector<int32_t> start = {0};
-    for (int c : count) start.push_back(start.back() + c);
-    const int rows = start.back(), R = std::max(rows, T);
-    std::vector<int32_t> xr(static_cast<size_t>(rows));
-    for (int r = 0; r < rows; ++r) xr[size_t(r)] = (r * 7 + 3) % T;
-    const std::vector<int32_t> na = {int32_t(expert.size())};
-    auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(na), dxr = to_device_raw(xr);
+    const GroupedMoeCase gc = grouped_moe_case(tile);
+    const int mats = gc.mats, N = gc.N, K = gc.K, rows = gc.rows, R = gc.R;
+    const std::vector<int32_t>& expert = gc.expert;
+    const std::vector<int32_t>& start = gc.start;
+    const std::vector<int32_t>& xr = gc.xr;
+    auto dae = to_device_raw(expert), das = to_device_raw(start), dna = to_device_raw(gc.num_active),
+         dxr = to_device_raw(xr);
     const auto x = rounded(randn(size_t(R) * K, 1100), DType::BF16);
     auto dx = to_device(x, DType::BF16);
     for (const Layout& L : kLayouts)
