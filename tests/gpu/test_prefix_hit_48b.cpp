@@ -13,9 +13,9 @@
 
 #include "config/model_config.h"
 #include "config/runtime_env.h"
-#include "core/splitmix.h"
 #include "cuda/cuda_model.h"
 #include "gpu_test_util.h"
+#include "pinned_routes.h"
 
 namespace ds::gpu::test {
 namespace {
@@ -44,28 +44,13 @@ TEST(PrefixHit48B, DummyBf16HitMatchesTheColdRun) {
   wl.dummy = true;
   CudaModel m(cfg, load_device_weights(cfg, DType::BF16, wl, make_device_context(load.get(), cuda_env())), o);
 
-  const int P = 256, C = 40, V = cfg.vocab_size, k = cfg.moe.top_k, E = cfg.moe.num_experts;
+  const int P = 256, C = 40, V = cfg.vocab_size;
   std::vector<int32_t> ids(size_t(P + C));
   for (int i = 0; i < P + C; ++i) ids[size_t(i)] = int32_t((int64_t(i) * 7919 + 13) % 150000);
   const std::vector<int32_t> head(ids.begin(), ids.begin() + P), tail(ids.begin() + P, ids.end());
-  // pinned routes: k distinct experts per (layer, position), from a hash (stride 37 is odd: distinct mod 256)
-  RouteIds routes;
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    if (!cfg.is_moe(l)) continue;
-    std::vector<int32_t>& r = routes[l];
-    r.resize(size_t(P + C) * size_t(k));
-    for (int pos = 0; pos < P + C; ++pos) {
-      const uint64_t h = splitmix64(uint64_t(l) * 1000003u + uint64_t(pos));
-      for (int j = 0; j < k; ++j) r[size_t(pos) * size_t(k) + size_t(j)] = int32_t((h + uint64_t(j) * 37u) % uint64_t(E));
-    }
-  }
+  const RouteIds routes = pinned_routes(cfg, P + C);
   m.force_routes({{0, routes}, {1, routes}, {2, routes}});
-  auto logits = [&] {
-    std::vector<float> h(static_cast<size_t>(V));
-    DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));
-    DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
-    return h;
-  };
+  auto logits = [&] { return model_logits(m, V); };
 
   ForwardBatch cold;  // slot 0, one chunk, pages 0..18
   cold.add(0, 0, ids, range(0, 19));

@@ -14,13 +14,13 @@
 
 #include "config/model_config.h"
 #include "config/runtime_env.h"
-#include "core/splitmix.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_model.h"
 #include "cuda/device_comm.h"
 #include "cuda/parallel_cuda_backend.h"
 #include "model/shard_weights.h"
 #include "gpu_test_util.h"
+#include "pinned_routes.h"
 
 namespace ds::gpu::test {
 namespace {
@@ -45,18 +45,19 @@ std::unique_ptr<CudaModel> make_model(const ModelConfig& full, const ShardSpec* 
 
 // Pinned routes for state slots 0 and 1, positions 0..positions-1.
 std::map<int, RouteIds> pinned(const ModelConfig& c, int positions) {
-  RouteIds r;
-  for (int l = 0; l < c.num_layers; ++l) {
-    if (!c.is_moe(l)) continue;
-    auto& v = r[l];
-    v.resize(size_t(positions) * size_t(c.moe.top_k));
-    for (int p = 0; p < positions; ++p) {
-      const uint64_t h = splitmix64(uint64_t(l) * 7919u + uint64_t(p));
-      for (int j = 0; j < c.moe.top_k; ++j)  // distinct: an odd stride modulo a power-of-two expert count
-        v[size_t(p) * size_t(c.moe.top_k) + size_t(j)] = int32_t((h + uint64_t(j) * 37u) % uint64_t(c.moe.num_experts));
-    }
-  }
+  const RouteIds r = pinned_routes(c, positions);
   return {{0, r}, {1, r}};
+}
+
+// The options of every model here: two sequences of up to 128 tokens, small caches.
+CudaModelOptions small_options() {
+  CudaModelOptions o;
+  o.max_num_seqs = 2;
+  o.max_tokens = 128;
+  o.max_graph_batch = 2;
+  o.num_blocks = 16;
+  o.max_model_len = 128;
+  return o;
 }
 
 // The batches of the run: two prompts (37 and 20 tokens) in one prefill step, then `decodes` steps of both.
@@ -76,13 +77,6 @@ std::vector<ForwardBatch> batches(int vocab, int decodes) {
   return out;
 }
 
-std::vector<float> logits_of(const CudaModel& m, int vocab) {
-  std::vector<float> h(size_t(m.num_logit_rows()) * size_t(vocab));
-  DS_CUDA_CHECK(cudaStreamSynchronize(m.stream()));
-  DS_CUDA_CHECK(cudaMemcpy(h.data(), m.logits(), h.size() * 4, cudaMemcpyDeviceToHost));
-  return h;
-}
-
 // Every batch on every model, each in its own thread (the ranks meet in the collectives); per batch, every
 // model's logits.
 std::vector<std::vector<std::vector<float>>> run_all(const std::vector<CudaModel*>& ms,
@@ -96,7 +90,7 @@ std::vector<std::vector<std::vector<float>>> run_all(const std::vector<CudaModel
         DS_CUDA_CHECK(cudaSetDevice(ms[r]->context().device()));
         for (size_t i = 0; i < bs.size(); ++i) {
           ms[r]->forward(bs[i]);
-          out[i][r] = logits_of(*ms[r], vocab);
+          out[i][r] = model_logits(*ms[r], vocab);
         }
       } catch (...) {
         err[r] = std::current_exception();
@@ -141,29 +135,16 @@ TEST(TensorParallelCuda, TinyTp2OnOneGpuMatchesTheSingleModel) {
   DS_REQUIRE_GPU();
   const std::string dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
   const ModelConfig full = ModelConfig::from_file(dir + "/config.json");
-  CudaModelOptions o;
-  o.max_num_seqs = 2;
-  o.max_tokens = 128;
-  o.max_graph_batch = 2;
-  o.num_blocks = 16;
-  o.max_model_len = 128;
-  expect_tp2_matches(full, dir, DType::F32, o, 1e-4, "tiny fp32");
-  expect_tp2_matches(full, dir, DType::BF16, o, 2e-2, "tiny bf16");
+  expect_tp2_matches(full, dir, DType::F32, small_options(), 1e-4, "tiny fp32");
+  expect_tp2_matches(full, dir, DType::BF16, small_options(), 2e-2, "tiny bf16");
 }
 
 TEST(TensorParallelCuda, Dummy48BTp2OnOneGpuMatchesTheSingleModel) {
   DS_REQUIRE_GPU();
   const ModelConfig full =
       ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
-  CudaModelOptions o;
-  o.max_num_seqs = 2;
-  o.max_tokens = 128;
-  o.max_graph_batch = 2;
-  o.num_blocks = 16;
-  o.max_model_len = 128;
-  expect_tp2_matches(full, "", DType::BF16, o, 2e-2, "48B dummy bf16");
+  expect_tp2_matches(full, "", DType::BF16, small_options(), 2e-2, "48B dummy bf16");
 }
-
 
 // The serving path: ParallelCudaBackend (two ranks sharing this GPU, rank 0 sampling) against the single
 // CUDA backend on the tiny checkpoint, fp32 activations, routing pinned on every rank: the logits of a
