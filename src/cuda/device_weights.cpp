@@ -389,7 +389,6 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
           ix = FillIndex{sl.count * inner, whole[size_t(sl.axis)] * inner, sl.begin * inner};
         }
       }
-      auto whole_index = [&](int64_t i) { return ix.run ? i / ix.run * ix.stride + ix.offset + i % ix.run : i; };
       if (x.dtype == DType::U8) {  // INT4 (symmetric dummy weights)
         Int4Matrix im{static_cast<uint8_t*>(x.ptr), x.scale, nullptr, sp.shape[0], sp.shape[1], x.ld, x.ks};
         run_fill_int4(im, sp.shape[0] * x.ld, amp, seed, ctx);
@@ -404,7 +403,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
         std::vector<float> v(static_cast<size_t>(n));
         bool alog = ends_with(name, "A_log");
         for (int64_t i = 0; i < n; ++i) {
-          float u = float(mix(seed + uint64_t(whole_index(i))) >> 40) * (1.0f / 16777216.0f);
+          float u = float(mix(seed + uint64_t(ix.whole(i))) >> 40) * (1.0f / 16777216.0f);
           v[size_t(i)] = alog ? std::log(1.f + 15.f * u) : -4.f + 2.f * u;
         }
         small.upload_host_f32(v, x);

@@ -98,8 +98,7 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
 template <typename T>
 __global__ void fill_uniform_kernel(T* x, int64_t n, float lo, float hi, uint64_t seed, FillIndex ix) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t j = ix.run ? i / ix.run * ix.stride + ix.offset + i % ix.run : i;
-    uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + uint64_t(j));
+    uint64_t h = mix64(seed * 0x9e3779b97f4a7c15ull + uint64_t(ix.whole(i)));
     float u = float(h >> 40) * (1.0f / 16777216.0f);
     x[i] = from_f32<T>(lo + (hi - lo) * u);
   }

@@ -64,6 +64,8 @@ void run_transpose(const void* src, int64_t ld_src, int64_t batch_src, void* dst
 // parallelism) holds exactly the whole tensor's values there.
 struct FillIndex {
   int64_t run = 0, stride = 0, offset = 0;  // run 0: the identity
+  // index(i): the whole tensor's index of element i (the kernel's and the host fills' one formula)
+  __host__ __device__ int64_t whole(int64_t i) const { return run ? i / run * stride + offset + i % run : i; }
 };
 void run_fill_uniform(void* x, DType dtype, int64_t n, float lo, float hi, uint64_t seed, const DeviceContext& ctx,
                       FillIndex ix = {});
