@@ -63,8 +63,11 @@ int64_t max_proj_width(const ModelConfig& c) {
   return w;
 }
 
-void Activations::carve(Arena& a, const ModelConfig& c, DType act, int T, int rows, int max_seqs, int num_sms,
-                        int moe_split_tokens, bool rank_partials) {
+void Activations::carve(Arena& a, const ModelConfig& c, DType act, const WorkspaceLimits& lim, int num_sms) {
+  const int T = lim.max_tokens, max_seqs = std::max(lim.max_seqs, lim.max_graph_batch);
+  const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
+  const int moe_split_tokens = lim.moe_split_tokens;
+  const bool rank_partials = lim.rank_partials;
   const size_t es = dtype_size(act);
   const int64_t hid = c.hidden_size, HK = int64_t(c.kda.num_heads) * c.kda.head_dim;
   const auto& m = c.mla;
@@ -159,9 +162,7 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
   {  // activations (the same carve as the real arena, counting only)
     Arena measure = Arena::measuring();
     Activations tmp;
-    const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
-    const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-    tmp.carve(measure, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens, lim.rank_partials);
+    tmp.carve(measure, c, act, lim, num_sms);
     p.activations = measure.used();
   }
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
@@ -202,9 +203,7 @@ std::vector<std::string> WorkspacePlan::describe(const ModelConfig& c, DType act
 Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan, int num_sms)
     : plan_(plan), arena_(plan.total(), "step workspace") {
   const auto& lim = plan.lim;
-  const int seqs = std::max(lim.max_seqs, lim.max_graph_batch);
-  const int rows = std::max({lim.max_seqs, lim.max_graph_batch, lim.max_tokens});
-  act_.carve(arena_, c, act, lim.max_tokens, rows, seqs, num_sms, lim.moe_split_tokens, lim.rank_partials);
+  act_.carve(arena_, c, act, lim, num_sms);
   if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));

@@ -15,6 +15,8 @@
 namespace ds::gpu {
 
 // Activation buffers for up to `tokens` tokens.
+struct WorkspaceLimits;
+
 struct Activations {
   int tokens = 0, pairs = 0;
   void *h = nullptr, *x = nullptr, *proj = nullptr, *qkv = nullptr, *fg = nullptr, *gg = nullptr;
@@ -33,9 +35,9 @@ struct Activations {
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
-  // Carves the buffers from `a` (a measuring arena first, to size the real one).
-  void carve(Arena& a, const ModelConfig& c, DType act, int tokens, int rows, int max_seqs, int num_sms,
-             int moe_split_tokens, bool rank_partials);
+  // Carves the buffers for `lim` (resolved: WorkspacePlan::lim) from `a` (a measuring arena first, to size
+  // the real one).
+  void carve(Arena& a, const ModelConfig& c, DType act, const WorkspaceLimits& lim, int num_sms);
 };
 
 // MLA prefill: the latents of one context piece (key_rows positions, gathered from the paged cache)
