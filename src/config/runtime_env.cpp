@@ -31,7 +31,7 @@ CudaEnv CudaEnv::parse() {
   c.fp8_dense_tile = flag("DELTASERVE_CUDA_FP8_DENSE_TILE", true);
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
-  c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", false);
+  c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {

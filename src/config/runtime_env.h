@@ -30,8 +30,9 @@
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
 //                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
-//   DELTASERVE_CUDA_FP8_PREFILL_TILES=1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel too
-//                                        (default 0: the 64-token mma.sync tiles; to measure)
+//   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
+//                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
+//                                        session 11) or the 64-token mma.sync tiles (0)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
 #pragma once
@@ -58,7 +59,7 @@ struct CudaEnv {
   bool int4_tiles = true;
   // FP8 experts of steps of 512 or more tokens on that kernel's 16-token tiles as well (off: the 64-token
   // mma.sync tiles, which convert e4m3 to f16); off until measured.
-  bool fp8_prefill_tiles = false;
+  bool fp8_prefill_tiles = true;
   // Token tile of the FP8 wgmma kernel at steps of 512+ tokens: 64 (a weight tile staged once serves 64 tokens;
   // scale groups of 128+ columns) or 16 (every group size; the weights staged once per 16 tokens).
   int xsplit_prefill_tile = 64;

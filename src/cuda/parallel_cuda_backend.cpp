@@ -47,7 +47,8 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
       *host_, "cuda parallel backend",
       [this](int r, const ForwardBatch& b) {
         StepPlan p;
-        p.batch = b;  // nothing sampled on a rank: rank 0 samples
+        p.batch = b;
+        p.forward_only = true;  // nothing sampled on a rank: rank 0 samples
         return ranks_[size_t(r)]->execute(p).nonfinite_snapshots;
       },
       [this](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)])); },

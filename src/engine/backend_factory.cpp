@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/parallel_cuda_backend.h"
 #endif
 
 namespace ds {
@@ -28,12 +29,9 @@ std::unique_ptr<Backend> create_backend(const BackendOptions& opts) {
     return make_cpu_backend(opts);
   }
   if (opts.device == "cuda") {
-    if (ranks > 1)
-      fail("--tensor-parallel-size {}{} with --device cuda: multi-GPU serving is not supported yet (only the CPU "
-           "backend runs ranks, --device cpu); use --tensor-parallel-size 1 on the GPU",
-           opts.parallel.tensor_parallel_size, opts.parallel.enable_expert_parallel ? " --enable-expert-parallel" : "");
 #if DS_HAVE_CUDA
     DS_CHECK(cuda_available(), "device 'cuda' was asked for but no CUDA device is visible");
+    if (ranks > 1) return std::make_unique<ParallelCudaBackend>(opts);  // one rank per GPU (docs/PARALLEL.md)
     return make_cuda_backend(opts);
 #else
     fail("device 'cuda' was asked for but this deltaserve was built without CUDA (DS_CUDA=OFF or no nvcc)");

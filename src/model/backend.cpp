@@ -6,7 +6,7 @@ namespace ds {
 
 void check_sampling_rows(const StepPlan& plan) {
   const int rows = plan.batch.num_logit_rows();
-  DS_CHECK(int(plan.sampling.size()) == rows || (plan.sampling.empty() && plan.return_logits),
+  DS_CHECK(int(plan.sampling.size()) == rows || (plan.sampling.empty() && (plan.return_logits || plan.forward_only)),
            "step: {} sampling rows for {} logits rows", plan.sampling.size(), rows);
 }
 

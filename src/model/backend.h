@@ -50,13 +50,13 @@ class Backend {
   // slots initialised as each slice says), samples one token per plan.sampling row (penalty history
   // kept per sequence: given once in a row with `history`, extended with each sampled token) and,
   // with plan.return_logits, returns the logits rows. plan.sampling is empty or has one row per
-  // logits row (empty only with return_logits). Throws ds::Error for an inconsistent plan or a batch
+  // logits row (empty only with return_logits or forward_only). Throws ds::Error for an inconsistent plan or a batch
   // beyond limits().
   virtual StepResult execute(const StepPlan& plan) = 0;
 };
 
 // For implementations: throws unless plan.sampling has one row per logits row of plan.batch (or none,
-// with return_logits).
+// with return_logits or forward_only).
 void check_sampling_rows(const StepPlan& plan);
 
 // Tests and tools: runs `batch` alone and returns its logits rows [rows, vocab] (nothing sampled).

@@ -34,6 +34,8 @@ struct StepPlan {
   int num_prefill_tokens = 0;
   int num_decode_tokens = 0;
   bool return_logits = false;          // tests and tools: StepResult::logits gets the rows
+  bool forward_only = false;           // a tensor-parallel rank beside rank 0: the forward alone (its
+                                       // collectives), nothing sampled or returned (sampling stays empty)
   // Token masks of the sampling rows (null: none constrained). The backend calls masks->wait() before
   // sampling and samples each row r with masks->has(r) among its allowed tokens only.
   std::shared_ptr<const StepMasks> masks;

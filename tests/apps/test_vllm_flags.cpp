@@ -177,9 +177,14 @@ TEST(VllmFlags, TensorParallelAboveTheGpusIsAClearError) {
   {
     EnvVar four("CUDA_VISIBLE_DEVICES", "0,1,2,3");
     EXPECT_EQ(visible_gpu_count(), 4);
-    std::string e = serve({"-tp=4", "--device", "cuda"}).error;
-    EXPECT_NE(e.find("multi-GPU serving (tensor parallel) is not built yet"), std::string::npos) << e;
+    EXPECT_EQ(serve({"-tp=4", "--device", "cuda"}).error, "");  // one rank per GPU
     EXPECT_EQ(serve({"-tp", "1", "--device", "cuda"}).error, "");
+    std::string e = serve({"-tp", "8", "--device", "cuda"}).error;
+    EXPECT_NE(e.find("--tensor-parallel-size 8: only 4 GPU(s) visible"), std::string::npos) << e;
+    e = serve({"-tp", "2", "--enable-expert-parallel", "--device", "cuda"}).error;
+    EXPECT_NE(e.find("expert parallelism on the GPU is not built yet"), std::string::npos) << e;
+    e = serve({"-pp", "2", "--device", "cuda"}).error;
+    EXPECT_NE(e.find("multi-GPU serving (pipeline parallel) is not built yet"), std::string::npos) << e;
   }
   EXPECT_EQ(expand_vllm_short_flags({"deltaserve", "serve", "-tp", "2", "-pp=3", "-t", "-dp"}),
             (std::vector<std::string>{"deltaserve", "serve", "--tensor-parallel-size", "2", "--pipeline-parallel-size=3",

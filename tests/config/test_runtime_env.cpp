@@ -93,7 +93,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
-  EXPECT_FALSE(d.fp8_prefill_tiles);
+  EXPECT_TRUE(d.fp8_prefill_tiles);
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
@@ -123,8 +123,8 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
   setenv("DELTASERVE_CUDA_INT4_TILES", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().int4_tiles);
-  setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().fp8_prefill_tiles);
+  setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().fp8_prefill_tiles);
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "2", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");

@@ -509,10 +509,12 @@ TEST(GpuFp8Model, WideExpertsOnTheFp8TensorCores) {
   ::setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 1-token tiles", "bfloat16");
   ::unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
-  // a 600-token prefill with DELTASERVE_CUDA_FP8_PREFILL_TILES=1: the experts on the 16-token tiles at T >= 512
-  // (every token's x split in the workspace)
-  ::setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "1", 1);
+  // a 600-token prefill: the experts on the wgmma kernel's 64-token tiles at T >= 512 (every token's x split in
+  // the workspace; the default), and with DELTASERVE_CUDA_FP8_PREFILL_TILES=0 on the mma.sync tiles
   expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 600-token prefill tiles",
+                           "bfloat16", 600);
+  ::setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "0", 1);
+  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 600-token prefill mma.sync",
                            "bfloat16", 600);
   ::unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
 }

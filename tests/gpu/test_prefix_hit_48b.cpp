@@ -2,8 +2,12 @@
 // same pseudo-random experts for every run, so near-tied choices cannot flip between two chunkings). A
 // 296-token prompt computed cold in one chunk, and the same prompt served from a prefix-cache hit (its first
 // 256 tokens, 16 pages, from another request's pages and KDA snapshot; the last 40 computed), give the same
-// last-position logits within the bf16 tolerance of the golden tests; and the hit's continuation equals the
-// snapshot's source request continuing in place (the restore copies the state exactly).
+// last-position logits within bf16 noise; and the hit's continuation equals the snapshot's source request
+// continuing in place bit for bit (the restore copies the state exactly).
+// The bf16 noise: any two bf16 computations of the 27-layer random-weight model that sum in a different
+// order differ by ~4e-2 in the logits (measured: 0.042 for one chunk against two), twice the tiny golden
+// model's 2e-2. The test measures it on this model in the same run (the prompt cold again, split at 128
+// tokens with no cache) and allows the hit twice that floor; a wrong state or page is O(1).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -70,15 +74,24 @@ TEST(PrefixHit48B, DummyBf16HitMatchesTheColdRun) {
   kept.add(1, P, tail, range(20, 19));
   m.forward(kept);
   const auto lk = logits();
+  ForwardBatch split_a, split_b;  // the floor: slot 0 cold again in two chunks (128 + 168), pages 40..58
+  const std::vector<int32_t> first128(ids.begin(), ids.begin() + 128), rest(ids.begin() + 128, ids.end());
+  split_a.add(0, 0, first128, range(40, 8));
+  m.forward(split_a);
+  split_b.add(0, 128, rest, range(40, 19));
+  m.forward(split_b);
+  const auto ls = logits();
 
   auto argmax = [](const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); };
-  for (const auto* v : {&lc, &lh})
+  for (const auto* v : {&lc, &lh, &ls})
     ASSERT_TRUE(std::all_of(v->begin(), v->end(), [](float x) { return std::isfinite(x); }));
-  const double hit_vs_cold = rel_l2(lh, lc), hit_vs_kept = rel_l2(lh, lk);
-  std::printf("[48B dummy bf16, routing pinned] hit vs cold rel L2 %.3g (argmax %d / %d); hit vs in-place %.3g\n",
-              hit_vs_cold, argmax(lh), argmax(lc), hit_vs_kept);
+  const double hit_vs_cold = rel_l2(lh, lc), hit_vs_kept = rel_l2(lh, lk), floor = rel_l2(ls, lc);
+  std::printf("[48B dummy bf16, routing pinned] hit vs cold rel L2 %.3g (argmax %d / %d); hit vs in-place %.3g; "
+              "bf16 floor (cold in 128 + 168 vs one chunk, no cache) %.3g\n",
+              hit_vs_cold, argmax(lh), argmax(lc), hit_vs_kept, floor);
   EXPECT_LT(hit_vs_kept, 1e-6);
-  EXPECT_LT(hit_vs_cold, 2e-2);
+  EXPECT_LT(floor, 0.1);  // the floor itself is bf16 noise, not an error
+  EXPECT_LT(hit_vs_cold, std::max(2e-2, 2 * floor));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 #  - a download killed halfway leaves a .incomplete file, and the next run resumes it (a Range request);
 #  - only the needed files are fetched (not README.md, *.bin, *.py), with a progress bar, through the
 #    CDN redirect, checked against their SHA-256, into the standard cache layout (refs/main, snapshots/);
-#  - the server then answers a completion; `-tp 4 --device cuda` is a clear error;
+#  - the server then answers a completion; `-tp 4 --device cuda` with no GPU is a clear error;
 #  - HF_HUB_OFFLINE=1 with a warm cache starts with the mock stopped; with a cold cache it is a clear error;
 #  - a bad token, a missing repo, a repo without tiktoken.model and a corrupted download are clear errors.
 # Usage: tests/hub/e2e_hub.sh <path-to-deltaserve>
@@ -131,8 +131,8 @@ echo "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["usa
 pass "serves $REPO_ID by its repo id"
 stop_serve
 
-# 3. -tp 4 (the guide's value) on the GPU is a clear error: multi-GPU is not built (on the CPU -tp runs rank
-#    threads: tests/dist).
+# 3. -tp 4 (the guide's value) on the GPU with no GPU visible is a clear error (one rank per GPU; on the CPU -tp
+#    runs rank threads: tests/dist).
 if CUDA_VISIBLE_DEVICES= HF_ENDPOINT=$HUB HF_TOKEN=$TOKEN "$BIN" serve "$REPO_ID" -tp 4 --device cuda >"$WORK/tp.log" 2>&1; then
   fail "-tp 4 was accepted"
 fi
