@@ -56,14 +56,15 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       return p;
     };
     for (int kv_tile : {64, 32})
-      for (int prefetch : {-1, 0}) {
-        const int splits = heur;
+      for (int variant : {0, 1, 2}) {  // 8 warps with and without the L2 prefetch, 16 warps
+        const int splits = heur, prefetch = variant == 1 ? 0 : -1;
         gpu::MlaDecodeParams p = params(cache.data(), kv_tile);
         p.l2_prefetch_tiles = prefetch;
+        p.warps = variant == 2 ? 16 : 8;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
         std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits%s", nrows, context, kv_tile,
-                      splits, prefetch ? "" : ", no L2 prefetch");
+                      splits, variant == 1 ? ", no L2 prefetch" : variant == 2 ? ", 16 warps" : "");
         std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
       }
@@ -80,16 +81,18 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       DS_CUDA_CHECK(cudaMemset2DAsync(cache8.as<char>() + 576, size_t(row_bytes), 0x3c, 4, size_t(cache_rows),
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
-      for (int kv_tile : {64, 32}) {
-        gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
-        p.fp8_cache = true;
-        const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
-        char name[96], note[96];
-        std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits", nrows, context,
-                      kv_tile, heur);
-        std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
-        rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
-      }
+      for (int kv_tile : {64, 32})
+        for (int warps : {8, 16}) {
+          gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
+          p.fp8_cache = true;
+          p.warps = warps;
+          const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
+          char name[96], note[96];
+          std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits, %d warps",
+                        nrows, context, kv_tile, heur, warps);
+          std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
+          rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
+        }
     }
   }
   // ---- prefill: 8192 queries after a 131,072-position context, piece by piece (kernel + merge only:

@@ -66,6 +66,11 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "3" || v == "4", "DELTASERVE_CUDA_FP8_WGMMA_STAGES must be 3 or 4, got '{}'", v);
     c.fp8_wgmma_stages = v[0] - '0';
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WARPS"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "8" || v == "16", "DELTASERVE_CUDA_MLA_DECODE_WARPS must be 8 or 16, got '{}'", v);
+    c.mla_decode_warps = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_NCCL_LIBRARY"); e && *e) c.nccl_library = e;
   if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
     const std::string v(e);

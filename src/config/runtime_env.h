@@ -33,6 +33,7 @@
 //   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
+//   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
 #pragma once
@@ -57,8 +58,8 @@ struct CudaEnv {
   // faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10), prefill steps included (16-token tiles,
   // each CTA walking its expert's tiles); off: the INT4 GEMVs at every size.
   bool int4_tiles = true;
-  // FP8 experts of steps of 512 or more tokens on that kernel's 16-token tiles as well (off: the 64-token
-  // mma.sync tiles, which convert e4m3 to f16); off until measured.
+  // FP8 experts of steps of 512 or more tokens on that kernel as well, with xsplit_prefill_tile-token tiles
+  // (off: the 64-token mma.sync tiles, which convert e4m3 to f16; measured: the 48B prefill 34K -> 47K tok/s).
   bool fp8_prefill_tiles = true;
   // Token tile of the FP8 wgmma kernel at steps of 512+ tokens: 64 (a weight tile staged once serves 64 tokens;
   // scale groups of 128+ columns) or 16 (every group size; the weights staged once per 16 tokens).
@@ -77,6 +78,9 @@ struct CudaEnv {
   // Pipeline stages of the FP8 wgmma kernel: 3 (61 KB a CTA: 3 CTAs per SM; measured 2-3% faster steps at
   // 16 and 100 tokens than 4, docs/PERF.md session 10) or 4.
   int fp8_wgmma_stages = 3;
+  // Warps of the MLA decode attention CTA with bf16 activations: 8 or 16 (the same shared memory; the
+  // kernel is latency-bound at 8, docs/PERF.md session 11); 8 until measured.
+  int mla_decode_warps = 8;
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   std::string nccl_library;         // empty: libnccl.so.2 from the loader's search path
   // Parses the current environment; an unrecognised value is an error that names the variable.

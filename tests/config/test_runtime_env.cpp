@@ -29,6 +29,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
     unsetenv("DELTASERVE_NCCL_LIBRARY");
     unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
   }
 };
 
@@ -99,12 +100,18 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
   EXPECT_EQ(d.narrow_gemv_rows, 8);
+  EXPECT_EQ(d.mla_decode_warps, 8);
   EXPECT_EQ(d.fp8_wgmma_stages, 3);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "4", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_wgmma_stages, 4);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "5", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "16", 1);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_warps, 16);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "12", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
   setenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS", "32", 1);
   EXPECT_EQ(CudaEnv::parse().narrow_gemv_rows, 32);
   setenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS", "65", 1);

@@ -34,7 +34,7 @@ struct PagedCase {
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
-                   int kv_tile = 0, bool fp8 = false) {
+                   int kv_tile = 0, bool fp8 = false, int warps = 0) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -111,14 +111,15 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.num_splits = splits;
     p.kv_tile = kv_tile;
     p.fp8_cache = fp8;
+    p.warps = warps;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d o_err=%.3g\n", fp8 ? " fp8 cache" : "",
-                act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, worst);
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d o_err=%.3g\n",
+                fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -161,6 +162,19 @@ TEST(MlaDecodeFp8, PagedBf16Tile32) {
 TEST(MlaDecodeFp8, FewHeads) {
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 54, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 55, 0, true);
+}
+
+// 16 warps a CTA (DELTASERVE_CUDA_MLA_DECODE_WARPS=16): key groups of 16 (tile 64) and 8 (tile 32) positions,
+// 32 output columns a warp, 16 softmax threads a head; bf16 and FP8 caches, few heads. fp32 runs 8 warps.
+TEST(MlaDecode, Warps16) {
+  const std::vector<int> ctx = {1, 31, 33, 63, 64, 700, 5000};
+  const int heur = gpu::choose_mla_decode_splits(int(ctx.size()), 5000, 132);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, heur}, 61, 64, false, 16);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, heur}, 62, 32, false, 16);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, heur}, 63, 64, true, 16);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 64, 32, true, 16);
+  expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 65, 64, false, 16);
+  expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 66, 0, false, 16);
 }
 
 TEST(MlaDecode, SplitHeuristic) {

@@ -1,11 +1,14 @@
 // Absorbed MLA decode (see mla_decode.h): split-K attention kernel and the combine kernel.
 //
-// Attention CTA = one (row, split), 8 warps, key tiles of kTile cached positions:
-//   scores  S[32 heads][kTile] = Q[32][576]·Kᵀ: warp (key half nh = warp & 1, dim quarter kq = warp >> 1)
-//           computes a 32 x kTile/2 partial over 144 dims; the four partials are summed in shared memory
-//           (bf16: the warp's Q fragments stay in registers for the whole context);
-//   softmax online per head (8 threads per head), P in the activation type;
-//   output  O[32][512] += P·C[:, 0:512]: warp w owns latent columns 64w..64w+63 (64 fp32 accumulators).
+// Attention CTA = one (row, split), W = 8 or 16 warps, key tiles of kTile cached positions:
+//   scores  S[32 heads][kTile] = Q[32][576]·Kᵀ: warp (key group nh = warp % (W/4), dim quarter
+//           kq = warp / (W/4)) computes a 32 x kTile/(W/4) partial over 144 dims; the four partials are
+//           summed in shared memory (bf16 with 8 warps: the warp's Q fragments stay in registers for the
+//           whole context; with 16 they are reloaded from shared memory, within 128 registers a thread);
+//   softmax online per head (W threads per head), P in the activation type;
+//   output  O[32][512] += P·C[:, 0:512]: warp w owns latent columns (512/W)·w.. (512/W fp32 accumulators).
+// 16 warps (bf16 only): the same shared memory, twice the warps to hide each phase's latency (one CTA per
+// SM either way: the kernel is latency-bound at one CTA of 8 warps, docs/PERF.md).
 // Heads past H are zero rows. The cache tiles are gathered row by row through the block table with
 // cp.async (two stages for bf16).
 // FP8 cache (F8): the stages hold the raw rows (576 e4m3 bytes + the fp32 scale, kF8Row bytes); once a
@@ -27,7 +30,7 @@ namespace {
 
 using namespace attn;
 
-constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32, kThreads = 256;
+constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32;
 constexpr int kF8Row = kQk + 16;  // FP8 row bytes (config/kv_cache_dtype.h fp8_latent_row_bytes)
 
 // kTile cached positions per tile, kStages tiles in shared memory (kStages - 1 in flight while one is
@@ -63,13 +66,24 @@ template <typename IO, int Tile, int Stages, bool F8> struct DecodeSmem {
 static_assert(sizeof(DecodeSmem<bf16, 64, 2, true>) <= 232448,
               "FP8 decode tiles beyond the 227 KiB of shared memory");
 
-template <typename IO, int Tile, int Stages, bool F8>
-__global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
+template <typename IO, int Tile, int Stages, bool F8, int W>
+__global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p) {
   using Mma = typename MmaFor<IO>::type;
   using C = DecodeCfg<IO, Tile, Stages>;
+  static_assert(W == 8 || W == 16, "8 or 16 warps");
+  constexpr int kThreads = W * 32;
   constexpr int kTile = C::kTile, kLdC = C::kLdC, kLdP = C::kLdP;
-  constexpr int kNT = kTile / 16;          // n8 tiles per key half
-  constexpr int kKSteps = 144 / Mma::kK;   // per dim quarter
+  constexpr int kKG = W / 4;                   // key groups of the scores (x 4 dim quarters = W warps)
+  constexpr int kKeys = kTile / kKG;           // keys of one group
+  constexpr int kNT = kKeys / 8;               // n8 tiles per key group
+  static_assert(kNT >= 1, "a key group of at least 8 positions");
+  constexpr int kKSteps = 144 / Mma::kK;       // per dim quarter
+  constexpr int kCols = kLat / W;              // output columns of one warp
+  constexpr int kNO = kCols / 8;               // their n8 tiles
+  constexpr int kTph = kThreads / kRows;       // softmax threads per head
+  constexpr int kPerT = kTile / kTph;          // softmax keys per thread
+  static_assert(kPerT >= 1, "a softmax thread takes at least one key");
+  constexpr bool kCacheQ = sizeof(IO) == 2 && W == 8;  // Q fragments in registers (72 of them)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   pdl_trigger();  // (launched with PDL: everything below may depend on the previous kernel)
   pdl_wait();
@@ -156,16 +170,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   cp_async_wait<C::kStages - 1>();  // Q has landed (the prefetched tiles may still be in flight)
   __syncthreads();
 
-  const int nh = warp & 1, kq = warp >> 1;
-  typename Mma::A qa[sizeof(IO) == 2 ? kKSteps : 1][2];
-  if constexpr (sizeof(IO) == 2) {
+  const int nh = warp % kKG, kq = warp / kKG;
+  [[maybe_unused]] typename Mma::A qa[kCacheQ ? kKSteps : 1][2];
+  if constexpr (kCacheQ) {
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks)
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) qa[ks][mt] = Mma::load_a(&sm.q[16 * mt][144 * kq + ks * Mma::kK], kLdC, lane);
   }
 
-  float o[2][8][4] = {};
+  float o[2][kNO][4] = {};
   const float scale_log2 = p.scale * kLog2e;
   for (int t = tile0; t < tile1; ++t) {
     if constexpr (C::kStages == 1) {
@@ -208,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     for (int ks = 0; ks < kKSteps; ++ks) {
       const int d0 = 144 * kq + ks * Mma::kK;
       typename Mma::A a[2];
-      if constexpr (sizeof(IO) == 2) {
+      if constexpr (kCacheQ) {
         a[0] = qa[ks][0];
         a[1] = qa[ks][1];
       } else {
@@ -217,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       }
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const typename Mma::B b = Mma::load_b(&tl[nh * (kTile / 2) + 8 * nt][d0], kLdC, lane);
+        const typename Mma::B b = Mma::load_b(&tl[nh * kKeys + 8 * nt][d0], kLdC, lane);
         Mma::mma(acc[0][nt], a[0], b);
         Mma::mma(acc[1][nt], a[1], b);
       }
@@ -228,15 +242,14 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; e += 2) {
-          const int h = 16 * mt + c_row(e, lane), j = nh * (kTile / 2) + 8 * nt + c_col(e, lane);
+          const int h = 16 * mt + c_row(e, lane), j = nh * kKeys + 8 * nt + c_col(e, lane);
           *reinterpret_cast<float2*>(&sm.s[kq][h][j]) = make_float2(acc[mt][nt][e], acc[mt][nt][e + 1]);
         }
     __syncthreads();
 
-    // ---- online softmax: 8 threads per head row
+    // ---- online softmax: kTph threads per head row
     {
-      constexpr int kPerT = kTile / 8;
-      const int h = tid >> 3, j0 = (tid & 7) * kPerT;
+      const int h = tid / kTph, j0 = (tid % kTph) * kPerT;
       float sv[kPerT];
       float mx = -INFINITY;
 #pragma unroll
@@ -248,7 +261,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         mx = fmaxf(mx, sv[i]);
       }
 #pragma unroll
-      for (int o2 = 1; o2 < 8; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
+      for (int o2 = 1; o2 < kTph; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
       const float m_old = sm.m[h];
       const float m_new = fmaxf(m_old, mx);
       float sum = 0.f;
@@ -260,9 +273,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         else sm.p[h][j0 + i] = from_float<IO>(pv);
       }
 #pragma unroll
-      for (int o2 = 1; o2 < 8; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
+      for (int o2 = 1; o2 < kTph; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
       __syncwarp();
-      if ((tid & 7) == 0) {
+      if (tid % kTph == 0) {
         const float a = fast_exp2(m_old - m_new);
         sm.alpha[h] = a;
         sm.l[h] = sm.l[h] * a + sum;
@@ -271,27 +284,27 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     }
     __syncthreads();
 
-    // ---- O = O·diag(alpha) + P·C[:, 64w .. 64w + 63]
+    // ---- O = O·diag(alpha) + P·C[:, kCols·w .. kCols·w + kCols - 1]
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float a = sm.alpha[16 * mt + c_row(e, lane)];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) o[mt][nt][e] *= a;
+        for (int nt = 0; nt < kNO; ++nt) o[mt][nt][e] *= a;
       }
     {
       // The tensor cores' fp32 accumulation truncates; over thousands of keys that bias shows at the
       // 1e-5 level, so the fp32 path sums each tile into fresh accumulators and adds them in IEEE fp32.
       constexpr bool kSplit = Mma::kSplitAccum;
-      float tacc[kSplit ? 2 : 1][kSplit ? 8 : 1][4] = {};
+      float tacc[kSplit ? 2 : 1][kSplit ? kNO : 1][4] = {};
 #pragma unroll
       for (int j0 = 0; j0 < kTile; j0 += Mma::kK) {
         const typename Mma::A a0 = Mma::load_a(&sm.p[0][j0], kLdP, lane);
         const typename Mma::A a1 = Mma::load_a(&sm.p[16][j0], kLdP, lane);
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          const typename Mma::B b = Mma::load_b_km(&tl[j0][64 * warp + 8 * nt], kLdC, lane);
+        for (int nt = 0; nt < kNO; ++nt) {
+          const typename Mma::B b = Mma::load_b_km(&tl[j0][kCols * warp + 8 * nt], kLdC, lane);
           if constexpr (kSplit) {
             Mma::mma(tacc[0][nt], a0, b);
             Mma::mma(tacc[1][nt], a1, b);
@@ -305,7 +318,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-          for (int nt = 0; nt < 8; ++nt)
+          for (int nt = 0; nt < kNO; ++nt)
 #pragma unroll
             for (int e = 0; e < 4; ++e) o[mt][nt][e] += tacc[mt][nt][e];
       }
@@ -327,8 +340,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       const float inv = l > 0.f ? 1.f / l : 0.f;
       const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        const int f = 64 * warp + 8 * nt + c_col(e, lane);
+      for (int nt = 0; nt < kNO; ++nt) {
+        const int f = kCols * warp + 8 * nt + c_col(e, lane);
         const float x0 = o[mt][nt][e] * inv, x1 = o[mt][nt][e + 1] * inv;
         if (direct) {
           IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
@@ -407,10 +420,10 @@ __global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(MlaDeco
   }
 }
 
-template <typename IO, int Tile, int Stages, bool F8 = false>
+template <typename IO, int Tile, int Stages, bool F8 = false, int W = 8>
 void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages, F8>);
-  launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8>, dim3(p.num_splits, p.rows), kThreads, smem, ctx, p);
+  launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8, W>, dim3(p.num_splits, p.rows), W * 32, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
     launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
@@ -423,12 +436,20 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 void configure_mla_decode(const DeviceContext&) {
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2, false>, sizeof(DecodeSmem<bf16, 64, 2, false>));
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4, false>, sizeof(DecodeSmem<bf16, 32, 4, false>));
-  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false>, sizeof(DecodeSmem<float, 32, 1, false>));
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 64, 2, true>, sizeof(DecodeSmem<bf16, 64, 2, true>));
-  set_max_dynamic_smem(mla_decode_kernel<bf16, 32, 4, true>, sizeof(DecodeSmem<bf16, 32, 4, true>));
-  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true>, sizeof(DecodeSmem<float, 32, 1, true>));
+  auto both = [](auto k8, auto k16, size_t bytes) {
+    set_max_dynamic_smem(k8, bytes);
+    set_max_dynamic_smem(k16, bytes);
+  };
+  both(mla_decode_kernel<bf16, 64, 2, false, 8>, mla_decode_kernel<bf16, 64, 2, false, 16>,
+       sizeof(DecodeSmem<bf16, 64, 2, false>));
+  both(mla_decode_kernel<bf16, 32, 4, false, 8>, mla_decode_kernel<bf16, 32, 4, false, 16>,
+       sizeof(DecodeSmem<bf16, 32, 4, false>));
+  both(mla_decode_kernel<bf16, 64, 2, true, 8>, mla_decode_kernel<bf16, 64, 2, true, 16>,
+       sizeof(DecodeSmem<bf16, 64, 2, true>));
+  both(mla_decode_kernel<bf16, 32, 4, true, 8>, mla_decode_kernel<bf16, 32, 4, true, 16>,
+       sizeof(DecodeSmem<bf16, 32, 4, true>));
+  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false, 8>, sizeof(DecodeSmem<float, 32, 1, false>));
+  set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true, 8>, sizeof(DecodeSmem<float, 32, 1, true>));
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
@@ -479,14 +500,19 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   if (p.scale == 0.f) p.scale = float(1.0 / std::sqrt(192.0));
   DS_GPU_REQUIRE(p.kv_tile == 0 || p.kv_tile == 32 || p.kv_tile == 64, "mla decode: kv_tile must be 0, 32 or 64");
   if (p.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = p.kv_tile == 32 ? 4 : 2;  // ~150 KB ahead per CTA
+  DS_GPU_REQUIRE(p.warps == 0 || p.warps == 8 || p.warps == 16, "mla decode: warps must be 0, 8 or 16");
+  const bool w16 = p.warps == 16 && act == DType::BF16;  // (fp32, the exact path: 8 warps)
   if (p.fp8_cache) {
-    if (act == DType::BF16 && p.kv_tile == 32) launch_decode<bf16, 32, 4, true>(p, ctx);
-    else if (act == DType::BF16) launch_decode<bf16, 64, 2, true>(p, ctx);
-    else launch_decode<float, 32, 1, true>(p, ctx);
+    if (act == DType::BF16 && p.kv_tile == 32)
+      w16 ? launch_decode<bf16, 32, 4, true, 16>(p, ctx) : launch_decode<bf16, 32, 4, true, 8>(p, ctx);
+    else if (act == DType::BF16)
+      w16 ? launch_decode<bf16, 64, 2, true, 16>(p, ctx) : launch_decode<bf16, 64, 2, true, 8>(p, ctx);
+    else
+      launch_decode<float, 32, 1, true>(p, ctx);
   } else if (act == DType::BF16 && p.kv_tile == 32) {
-    launch_decode<bf16, 32, 4>(p, ctx);
+    w16 ? launch_decode<bf16, 32, 4, false, 16>(p, ctx) : launch_decode<bf16, 32, 4>(p, ctx);
   } else if (act == DType::BF16) {
-    launch_decode<bf16, 64, 2>(p, ctx);
+    w16 ? launch_decode<bf16, 64, 2, false, 16>(p, ctx) : launch_decode<bf16, 64, 2>(p, ctx);
   } else {
     launch_decode<float, 32, 1>(p, ctx);
   }

@@ -49,6 +49,8 @@ struct MlaDecodeParams {
   bool fp8_cache = false;              // FP8 cache rows (see above); the default: the activation type
   int l2_prefetch_tiles = -1;          // bf16: tiles requested into L2 ahead of the shared-memory pipeline
                                        // (bulk prefetch; -1: 2 of 64 / 4 of 32 positions, 0: none)
+  int warps = 0;                       // bf16: warps of the attention CTA, 8 (0 means it) or 16 (the same
+                                       // shared memory, twice the warps hiding latency); fp32: always 8
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
