@@ -203,16 +203,12 @@ void validate_vllm_args(const VllmArgs& v, int gpus, const std::string& device) 
   pc.tensor_parallel_size = v.tensor_parallel;
   pc.enable_expert_parallel = v.enable_expert_parallel;
   pc.validate();  // 1, 2, 4 or 8 (the model's dimensions are checked when it is loaded)
-  if (device != "cpu" && v.tensor_parallel > 1) {
-    // The GPU runs one rank per GPU (tensor parallelism: docs/PARALLEL.md); the CPU runs ranks as threads.
-    if (v.tensor_parallel > gpus)
-      fail("--tensor-parallel-size {}: only {} GPU(s) visible here; tensor parallelism on --device {} puts one rank "
-           "on each GPU: use --tensor-parallel-size {} or fewer (--device cpu runs ranks on threads)",
-           v.tensor_parallel, gpus, device, std::max(1, gpus));
-    if (v.enable_expert_parallel)
-      fail("--enable-expert-parallel with --device {}: expert parallelism on the GPU is not built yet (tensor "
-           "parallelism is: --tensor-parallel-size alone; --device cpu runs both)", device);
-  }
+  // The GPU runs one rank per GPU (tensor and expert parallelism: docs/PARALLEL.md); the CPU runs ranks as
+  // threads.
+  if (device != "cpu" && v.tensor_parallel > gpus)
+    fail("--tensor-parallel-size {}: only {} GPU(s) visible here; tensor parallelism on --device {} puts one rank "
+         "on each GPU: use --tensor-parallel-size {} or fewer (--device cpu runs ranks on threads)",
+         v.tensor_parallel, gpus, device, std::max(1, gpus));
   parallel("--pipeline-parallel-size", v.pipeline_parallel, "pipeline parallel");
   parallel("--data-parallel-size", v.data_parallel, "data parallel");
 }

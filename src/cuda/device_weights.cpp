@@ -112,6 +112,13 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       slices[t.name] = {t.shape, t.name == "lm_head.weight" ? ShardSlice{} : x};  // the lm_head whole
     });
   }
+  // the shape of the rank's part of a tensor: its config's, except the shared expert's slice under expert
+  // parallelism (the config keeps the routed experts' width; the shared expert is still split)
+  auto rank_shape = [&slices](const TensorSpec& sp) {
+    auto it = slices.find(sp.name);
+    if (it == slices.end() || it->second.second.kind != ShardSlice::Kind::Part) return sp.shape;
+    return sliced_shape(it->second.first, it->second.second);
+  };
   if (!o.dummy) {
     ck.emplace(Checkpoint::open(o.model_dir));
     check_checkpoint(o.full ? *o.full : c, *ck);
@@ -167,6 +174,11 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   const int64_t Hm = m.num_heads, R = m.kv_lora_rank, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim,
                 dv = m.v_head_dim;
   const int64_t E = c.moe.num_experts, Ie = c.moe.intermediate_size;
+  // expert parallelism: this rank's experts [e0, e0 + El) are packed as its experts 0..El-1, and the shared
+  // expert's slice (split over the ranks) is a separate MLP of inter_sh columns
+  const bool ep = o.full && o.shard.ep && o.shard.size > 1;
+  const int64_t El = ep ? E / o.shard.size : E, e0 = ep ? o.shard.rank * El : 0;
+  const int64_t inter_sh = int64_t(c.moe.intermediate_size) * c.moe.num_shared_experts / (ep ? o.shard.size : 1);
   for (int l = 0; l < c.num_layers; ++l) {
     auto& L = w.layers[size_t(l)];
     const std::string p = "model.layers." + std::to_string(l) + ".", a = p + "self_attn.";
@@ -207,12 +219,16 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       continue;
     }
     const std::string b = p + "block_sparse_moe.", sh = b + "shared_experts.";
-    f.shared_folded = c.moe.num_shared_experts == 1;
-    int64_t groups = E + (f.shared_folded ? 1 : 0);
+    f.shared_folded = c.moe.num_shared_experts == 1 && !ep;
+    if (ep) {
+      f.expert_begin = int(e0);
+      f.local_experts = int(El);
+    }
+    int64_t groups = El + (f.shared_folded ? 1 : 0);
     pk.take(f.router, E * hid);
     pk.take(f.bias, E);
-    if (c.moe.num_shared_experts > 1) {
-      f.inter = int(Ie * c.moe.num_shared_experts);
+    if (c.moe.num_shared_experts > 0 && !f.shared_folded) {
+      f.inter = int(inter_sh);
       take_mat(f.gate_up, 2 * int64_t(f.inter), hid, {sh + "gate_proj.weight", sh + "up_proj.weight"});
       take_mat(f.down, hid, f.inter, {sh + "down_proj.weight"});
       pk.commit("MoE router/shared weights");
@@ -220,7 +236,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       pk.commit("MoE router weights");
     }
     std::vector<std::string> gu, dn_names;
-    for (int64_t e = 0; e < E; ++e) {
+    for (int64_t e = e0; e < e0 + El; ++e) {
       const std::string x = b + "experts." + std::to_string(e) + ".";
       gu.push_back(x + "w1.weight");
       gu.push_back(x + "w3.weight");
@@ -328,17 +344,18 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     }
     D.moe.router = at(f.router, 0);
     D.moe.bias = at32(f.bias, 0);
-    for (int64_t e = 0; e < E; ++e) {
+    for (int64_t e = e0; e < e0 + El; ++e) {  // (another rank's experts keep no destination: skipped)
       auto& x = D.moe.experts[size_t(e)];
-      x.gate = at(f.experts_gate_up, e * 2 * Ie * hid);
-      x.up = at(f.experts_gate_up, (e * 2 + 1) * Ie * hid);
-      x.down = at(f.experts_down, e * hid * Ie);
+      const int64_t le = e - e0;
+      x.gate = at(f.experts_gate_up, le * 2 * Ie * hid);
+      x.up = at(f.experts_gate_up, (le * 2 + 1) * Ie * hid);
+      x.down = at(f.experts_down, le * hid * Ie);
     }
     if (f.shared_folded) {
-      D.moe.shared.gate = at(f.experts_gate_up, E * 2 * Ie * hid);
-      D.moe.shared.up = at(f.experts_gate_up, (E * 2 + 1) * Ie * hid);
-      D.moe.shared.down = at(f.experts_down, E * hid * Ie);
-    } else if (c.moe.num_shared_experts > 1) {
+      D.moe.shared.gate = at(f.experts_gate_up, El * 2 * Ie * hid);
+      D.moe.shared.up = at(f.experts_gate_up, (El * 2 + 1) * Ie * hid);
+      D.moe.shared.down = at(f.experts_down, El * hid * Ie);
+    } else if (c.moe.num_shared_experts > 0) {
       D.moe.shared.gate = at(f.gate_up, 0);
       D.moe.shared.up = at(f.gate_up, int64_t(f.inter) * hid);
       D.moe.shared.down = at(f.down, 0);
@@ -370,18 +387,15 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     Uploader small(ctx);
     uint64_t index = 0;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
-      const int64_t n = numel(sp.shape);
-      const uint64_t seed = mix(o.seed ^ mix(++index));
+      const uint64_t seed = mix(o.seed ^ mix(++index));  // (counted for every tensor: the ranks' seeds agree)
+      if (!x.ptr) return;                                  // another rank's expert (expert parallelism)
+      const int64_t n = numel(rank_shape(sp));
       const std::string& name = sp.name;
       const float amp = 0.02f * std::sqrt(3.f);
-      // a rank's part: the whole tensor's element indices (FillIndex), another rank's expert: zeros
+      // a rank's part: the whole tensor's element indices (FillIndex)
       FillIndex ix;
       if (auto it = slices.find(name); it != slices.end()) {
         const ShardSlice& sl = it->second.second;
-        if (sl.kind == ShardSlice::Kind::Empty) {
-          run_fill_value(x.ptr, x.dtype, n, 0.f, ctx);
-          return;
-        }
         if (sl.kind == ShardSlice::Kind::Part) {
           const std::vector<int64_t>& whole = it->second.first;
           int64_t inner = 1;
@@ -417,6 +431,7 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     Uploader up(ctx);
     size_t total = ck->total_bytes(), next_report = total / 10;
     for_each_weight(c, d, [&](const TensorSpec& sp, Dest& x) {
+      if (!x.ptr) return;  // another rank's expert (expert parallelism)
       if (auto i4 = int4_ck.find(sp.name); i4 != int4_ck.end() && x.dtype == DType::U8) {  // INT4 on the device
         const Int4Tensor& t4 = i4->second;
         DS_CUDA_CHECK(cudaMemcpyAsync(x.ptr, t4.packed->data, t4.packed->nbytes, cudaMemcpyHostToDevice, s));
@@ -436,14 +451,12 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       std::vector<char> part_bytes;
       if (auto it = slices.find(sp.name); it != slices.end() && it->second.second.kind != ShardSlice::Kind::Whole) {
         const ShardSlice& sl = it->second.second;
-        if (sl.kind == ShardSlice::Kind::Empty) {  // another rank's expert: zeros
-          DS_CUDA_CHECK(cudaMemsetAsync(x.ptr, 0, size_t(numel(sp.shape)) * dtype_size(x.dtype), s));
-          return;
-        }
+        DS_CHECK(sl.kind == ShardSlice::Kind::Part, "CUDA weights: {}: another rank's expert has a destination",
+                 sp.name);
         part = *tp;
         part.shape = sliced_shape(tp->shape, sl);
-        DS_CHECK(part.shape == sp.shape, "CUDA weights: {}: the rank's slice is {}, its config asks for {}", sp.name,
-                 shape_str(part.shape), shape_str(sp.shape));
+        DS_CHECK(part.shape == rank_shape(sp), "CUDA weights: {}: the rank's slice is {}, its config asks for {}",
+                 sp.name, shape_str(part.shape), shape_str(rank_shape(sp)));
         part_bytes.resize(size_t(numel(part.shape)) * dtype_size(tp->dtype));
         copy_slice(tp->data, tp->shape, dtype_size(tp->dtype), sl, part_bytes.data());
         part.data = part_bytes.data();

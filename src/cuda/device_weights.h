@@ -88,9 +88,12 @@ struct FfnWeights {
   // MoE
   WeightView router;                // [E, hidden]
   float* bias = nullptr;            // [E] fp32
-  WeightView experts_gate_up;       // [E + folded, 2 Ie, hidden]
+  WeightView experts_gate_up;       // [E + folded, 2 Ie, hidden] (expert parallelism: the local experts only)
   WeightView experts_down;          // [E + folded, hidden, Ie]
   bool shared_folded = false;       // the shared expert is expert E
+  // Expert parallelism: the rank holds experts [expert_begin, expert_begin + local_experts) as its experts
+  // 0.. (the shared expert's slice is then gate_up/down, not folded); 0: every expert.
+  int expert_begin = 0, local_experts = 0;
 };
 
 struct LayerWeightsDev {

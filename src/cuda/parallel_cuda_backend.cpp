@@ -12,9 +12,6 @@ namespace ds {
 
 ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts.parallel) {
   par_.validate();
-  DS_CHECK(!par_.enable_expert_parallel,
-           "--enable-expert-parallel with --device cuda: expert parallelism on the GPU is not built yet "
-           "(tensor parallelism is: --tensor-parallel-size alone)");
   const int n = par_.world_size(), gpus = gpu::device_count();
   DS_CHECK(gpus > 0, "CUDA backend: no CUDA device is visible");
   const bool shared = gpus < n;

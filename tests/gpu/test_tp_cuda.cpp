@@ -1,7 +1,8 @@
-// Tensor parallelism in the CUDA model on one GPU (issue 18): the model split TP 2 over two in-process
-// ranks sharing this GPU (cuda/device_comm.h), each a CudaModel of its shard (weights cut by the shard plan
-// at load), run together, against the single model: the tiny checkpoint in fp32 (1e-4) and bf16 (2e-2),
-// and the 48B config with dummy bf16 weights (2e-2; the ranks' dummy slices are the single model's
+// Tensor and expert parallelism in the CUDA model on one GPU (issue 18): the model split TP 2 (and TP 2 +
+// EP 2: the routed experts by id, each rank holding half of them) over two in-process ranks sharing this GPU
+// (cuda/device_comm.h), each a CudaModel of its shard (weights cut by the shard plan at load), run together,
+// against the single model: the tiny checkpoint in fp32 (1e-4) and bf16 (2e-2), and the 48B config with
+// dummy bf16 weights (twice its measured bf16 floor; the ranks' dummy slices are the single model's
 // values). Routing is pinned (the same pseudo-random experts for every model), so that near-tied choices
 // cannot flip between the single model's and the ranks' sums; a prefill of two sequences, then decodes.
 #include <gtest/gtest.h>
@@ -118,7 +119,7 @@ std::vector<std::vector<std::vector<float>>> run_all(const std::vector<CudaModel
 // parallelism: only the summation order differs; 0.04 on the 48B random-weight model, whose 27 bf16 layers
 // amplify rounding twice as much as the tiny golden model's 8). A wrong shard or a missing part is O(1).
 void expect_tp2_matches(const ModelConfig& full, const std::string& dir, DType act, CudaModelOptions o, double tol,
-                        const char* what) {
+                        const char* what, bool ep = false) {
   const int V = full.vocab_size, decodes = 3;
   const auto bs = batches(V, decodes);
   std::vector<std::vector<float>> want;
@@ -138,6 +139,7 @@ void expect_tp2_matches(const ModelConfig& full, const std::string& dir, DType a
   }  // (freed: the 48B model and its two shards do not fit beside each other)
   ParallelConfig pc;
   pc.tensor_parallel_size = 2;
+  pc.enable_expert_parallel = ep;
   pc.validate(full);
   InProcessDeviceGroup g({test_ctx().device(), test_ctx().device()});
   std::vector<std::unique_ptr<CudaModel>> ranks;
@@ -149,7 +151,7 @@ void expect_tp2_matches(const ModelConfig& full, const std::string& dir, DType a
   const auto got = run_all({ranks[0].get(), ranks[1].get()}, bs, V);
   for (size_t i = 0; i < bs.size(); ++i) {
     const double e = rel_l2(got[i][0], want[i]);
-    std::printf("[%s] TP 2 on one GPU, step %zu: rel L2 %.3g\n", what, i, e);
+    std::printf("[%s] %s on one GPU, step %zu: rel L2 %.3g\n", what, pc.describe().c_str(), i, e);
     EXPECT_LT(e, tol) << what << ", step " << i;
     EXPECT_EQ(got[i][1], got[i][0]) << what << ", step " << i << ": the ranks' logits differ";
   }
@@ -163,11 +165,28 @@ TEST(TensorParallelCuda, TinyTp2OnOneGpuMatchesTheSingleModel) {
   expect_tp2_matches(full, dir, DType::BF16, small_options(), 2e-2, "tiny bf16");
 }
 
+// Expert parallelism: each rank holds 8 of the tiny model's 16 routed experts (and half the shared
+// expert's columns); the pairs of the other rank's experts are dropped on each rank and added by their owner.
+TEST(TensorParallelCuda, TinyEp2OnOneGpuMatchesTheSingleModel) {
+  DS_REQUIRE_GPU();
+  const std::string dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
+  const ModelConfig full = ModelConfig::from_file(dir + "/config.json");
+  expect_tp2_matches(full, dir, DType::F32, small_options(), 1e-4, "tiny fp32", true);
+  expect_tp2_matches(full, dir, DType::BF16, small_options(), 2e-2, "tiny bf16", true);
+}
+
 TEST(TensorParallelCuda, Dummy48BTp2OnOneGpuMatchesTheSingleModel) {
   DS_REQUIRE_GPU();
   const ModelConfig full =
       ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
   expect_tp2_matches(full, "", DType::BF16, small_options(), -1, "48B dummy bf16");
+}
+
+TEST(TensorParallelCuda, Dummy48BEp2OnOneGpuMatchesTheSingleModel) {
+  DS_REQUIRE_GPU();
+  const ModelConfig full =
+      ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
+  expect_tp2_matches(full, "", DType::BF16, small_options(), -1, "48B dummy bf16", true);
 }
 
 // The serving path: ParallelCudaBackend (two ranks sharing this GPU, rank 0 sampling) against the single

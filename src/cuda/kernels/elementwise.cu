@@ -45,9 +45,11 @@ __global__ void moe_combine_kernel(MoeCombineParams p) {
 #pragma unroll
   for (int e = 0; e < N; ++e) acc[e] = 0.f;
   for (int j = 0; j < p.k; ++j) {
+    const int32_t pos = p.pair_pos[t * p.k + j];
+    if (pos < 0) continue;  // another rank's expert (expert parallelism)
     float w = p.weights[t * p.k + j];
     Vec16<T> v;
-    v.load(static_cast<const T*>(p.expert_out) + int64_t(p.pair_pos[t * p.k + j]) * p.dim + c);
+    v.load(static_cast<const T*>(p.expert_out) + int64_t(pos) * p.dim + c);
     float f[N];
     v.to_float(f);
 #pragma unroll

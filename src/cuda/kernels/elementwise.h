@@ -33,7 +33,7 @@ void run_silu_mul(const SiluMulParams& p, DType act, const DeviceContext& ctx);
 // residual[t, :] += sum_j weights[t, j] * expert_out[pair_pos[t, j], :]  (fp32 sum, one rounding)
 struct MoeCombineParams {
   const void* expert_out = nullptr;  // [pairs, dim] act dtype (rows in expert-sorted order)
-  const int32_t* pair_pos = nullptr; // [tokens, k] row of expert_out holding pair (t, j)
+  const int32_t* pair_pos = nullptr; // [tokens, k] row of expert_out holding pair (t, j); -1: skipped
   const float* weights = nullptr;    // [tokens, k] fp32 (a shared expert appended with weight 1)
   void* residual = nullptr;          // [tokens, dim] act dtype, updated in place
   int tokens = 0, k = 0, dim = 0;    // dim a multiple of 8

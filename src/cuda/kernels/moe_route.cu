@@ -187,7 +187,7 @@ __device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, 
   int* rk = rank ? rank : p.pair_pos;
   for (int e = threadIdx.x; e < p.num_experts; e += blockDim.x) counts[e] = 0;
   __syncthreads();
-  for (int i = threadIdx.x; i < pairs; i += blockDim.x) rk[i] = atomicAdd(&counts[ids[i]], 1);
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) rk[i] = ids[i] < 0 ? -1 : atomicAdd(&counts[ids[i]], 1);
   __syncthreads();
   int run = 0, na = 0;  // carried over chunks of blockDim.x experts
   for (int e0 = 0; e0 < p.num_experts; e0 += blockDim.x) {
@@ -212,10 +212,24 @@ __device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, 
   }
   __syncthreads();
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    if (ids[i] < 0) {  // another rank's expert (expert parallelism): no row here
+      p.pair_pos[i] = -1;
+      continue;
+    }
     int pos = starts[ids[i]] + rk[i];
     p.pair_pos[i] = pos;
     p.sorted_token[pos] = i / p.k;
   }
+}
+
+__global__ void moe_keep_local_kernel(int32_t* ids, int tokens, int ldk, int top_k, int begin, int count) {
+  pdl_trigger();
+  pdl_wait();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= tokens * top_k) return;
+  int32_t* id = ids + int64_t(i / top_k) * ldk + i % top_k;
+  const int e = *id - begin;
+  *id = e >= 0 && e < count ? e : -1;
 }
 
 __global__ void moe_align_kernel(MoeAlignParams p) {
@@ -294,6 +308,13 @@ void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx) {
   size_t smem = size_t(2 * p.num_experts) * sizeof(int);
   DS_GPU_REQUIRE(smem <= 40 * 1024, "run_moe_align: too many experts");
   launch_pdl(moe_align_kernel, 1, 1024, smem, ctx, p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+void run_moe_keep_local(int32_t* ids, int tokens, int ldk, int top_k, int begin, int count, const DeviceContext& ctx) {
+  if (tokens == 0) return;
+  DS_GPU_REQUIRE(ids && ldk >= top_k && top_k >= 1 && begin >= 0 && count >= 1, "run_moe_keep_local: bad arguments");
+  launch_pdl(moe_keep_local_kernel, ceil_div(tokens * top_k, 256), 256, 0, ctx, ids, tokens, ldk, top_k, begin, count);
   DS_CUDA_CHECK_LAUNCH();
 }
 

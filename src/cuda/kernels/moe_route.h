@@ -24,7 +24,8 @@ void run_moe_route(const MoeRouteParams& p, const DeviceContext& ctx);
 // experts (count > 0) are listed in increasing id: active expert i is row group i of the grouped
 // kernels (GemvParams::group_weight / group_start, MoeGemmParams::active_expert / active_start).
 struct MoeAlignParams {
-  const int32_t* ids = nullptr;      // [tokens, k] expert of each pair, each in [0, num_experts)
+  const int32_t* ids = nullptr;      // [tokens, k] expert of each pair, each in [0, num_experts), or -1: another
+                                     // rank's expert (expert parallelism), given no row (pair_pos -1)
   int tokens = 0, k = 0, num_experts = 0;
   int32_t* pair_pos = nullptr;       // [tokens, k] out: permuted row of each pair
   int32_t* sorted_token = nullptr;   // [tokens * k] out: token of each permuted row
@@ -33,6 +34,11 @@ struct MoeAlignParams {
   int32_t* num_active = nullptr;     // [1] out
 };
 void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx);
+
+// Expert parallelism: this rank holds experts [begin, begin + count) as its local experts 0..count-1. The
+// first top_k columns of ids [tokens, ldk] (global ids from run_moe_route) become local ids, or -1 for
+// another rank's expert (run_moe_align and the combine then skip the pair; its owner adds it).
+void run_moe_keep_local(int32_t* ids, int tokens, int ldk, int top_k, int begin, int count, const DeviceContext& ctx);
 
 // Both in one launch for small batches (<= 64 tokens); otherwise the two kernels above. One token:
 // one warp, and its pairs become one-row active entries in pair order (not sorted by expert).

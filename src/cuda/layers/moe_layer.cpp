@@ -19,7 +19,7 @@ MoeLayer::MoeLayer(const ModelConfig& c, DType act, const FfnWeights& w, int lay
   w_.experts_gate_up.require(act, p + "experts.*.w1/w3.weight", true);
   w_.experts_down.require(act, p + "experts.*.w2.weight", true);
   DS_CHECK(w_.bias != nullptr, "CUDA model: {}gate.e_score_correction_bias missing", p);
-  if (c.moe.num_shared_experts > 1) {
+  if (c.moe.num_shared_experts > 0 && !w_.shared_folded) {
     w_.gate_up.require(act, p + "shared_experts.gate_proj/up_proj.weight", true);
     w_.down.require(act, p + "shared_experts.down_proj.weight", true);
   }
@@ -34,6 +34,9 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   const int hid = s.cfg.hidden_size, E = mc.num_experts, Ie = mc.intermediate_size;
   const bool fold = f.shared_folded && m.T <= kMoeFoldMaxRows;
   const int kp = mc.top_k + (fold ? 1 : 0);
+  // expert parallelism: routing over all E experts, then the pairs of this rank's El experts only
+  const bool ep = f.local_experts > 0;
+  const int El = ep ? f.local_experts : E;
 
   MoeRouteParams r;
   r.logits = ws.router;
@@ -51,18 +54,25 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   r.ldk = kp;
   r.shared_expert_id = fold ? E : -1;
   if (s.forced_ids) r.forced_ids = s.forced_ids + int64_t(layer_) * m.T * mc.top_k;
-  const MoeAlignParams a = moe_align_params(r, MoeAlignBuffers{.pair_pos = ws.pair_pos,
-                                                                 .sorted_token = ws.sorted_token,
-                                                                 .active_expert = ws.slot_expert,
-                                                                 .active_start = ws.slot_start,
-                                                                 .num_active = ws.num_active});
+  MoeAlignParams a = moe_align_params(r, MoeAlignBuffers{.pair_pos = ws.pair_pos,
+                                                           .sorted_token = ws.sorted_token,
+                                                           .active_expert = ws.slot_expert,
+                                                           .active_start = ws.slot_start,
+                                                           .num_active = ws.num_active});
+  if (ep) a.num_experts = El;
   // FP8 experts at GEMV-sized batches (from switches.fp8_tile_min_rows tokens): the FP8 wgmma kernel, which
   // reads normalised rows, so the RMSNorm the GEMVs would fuse runs first into ws.x
   const bool fp8_small = act == DType::BF16 && f.experts_gate_up.fp8() && m.T <= kGemvMaxRows &&
                          m.T >= s.ctx.switches.fp8_tile_min_rows;
   if (fp8_small && in.norm) in = LayerInput{s.norm_into_x(in.x, hid, in.norm, m.T, hid), nullptr};
   s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  run_moe_route_align(r, a, s.ctx);
+  if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
+    run_moe_route(r, s.ctx);
+    run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
+    run_moe_align(a, s.ctx);
+  } else {
+    run_moe_route_align(r, a, s.ctx);
+  }
 
   bool combined = false;  // the expert outputs are already added into h
   // tensor-core grouped GEMM above the GEMV sizes (bf16 activations): tiles of 16 token rows at decode-sized
@@ -116,7 +126,7 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
     g.norm_eps = s.cfg.rms_norm_eps;
     set_gemv_weights(g, f.experts_gate_up, 2 * Ie);
     run_gemv(g, act, s.ctx);
-    if (m.T == 1) {
+    if (m.T == 1 && !ep) {
       // batch 1: down projection and combine in one launch, straight into the residual
       MoeDownCombineParams dc =
           moe_down_combine_params(g, ws.pair_pos, ws.topk_ids, ws.topk_w, kp, f.experts_down.ptr, s.out);
