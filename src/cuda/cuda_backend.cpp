@@ -47,7 +47,8 @@ class CudaBackend final : public Backend {
     wl.model_dir = o.model_dir;
     wl.dummy = o.load_format == "dummy";
     wl.seed = o.dummy_seed;
-    // a rank: its shard of the model (the lm_head whole, tied as the checkpoint's), cut at load
+    // a rank: its shard of the model (tied as the checkpoint's: an untied lm_head by vocabulary rows, a tied
+    // one the whole embedding), cut at load
     ModelConfig model_cfg = cfg_;
     if (rank) {
       model_cfg = shard_config(cfg_, rank->shard);

@@ -318,24 +318,39 @@ void CudaModel::compute(const StepMeta& m) {
     part(*ffn_[size_t(l)], norm(L.post_norm));
   }
   if (m.R == 0) return;
-  float* out = ws_->logits() + int64_t(m.row0) * cfg_.vocab_size;
+  const int V = cfg_.vocab_size, Vr = int(w_.lm_head_rows);  // Vr < V: this rank's vocabulary rows
+  float* out = ws_->logits() + int64_t(m.row0) * V;
   if (m.R <= kGemvMaxRows) {  // final norm fused into the lm_head GEMV, rows gathered by it
-    step.linear(ws.h, hid, w_.lm_head, cfg_.vocab_size, hid, out, cfg_.vocab_size, m.R, false, true,
-                w_.final_norm.ptr, m.logit_rows);
-    return;
+    step.linear(ws.h, hid, w_.lm_head, Vr, hid, out, Vr, m.R, false, true, w_.final_norm.ptr, m.logit_rows);
+  } else {
+    RmsNormParams n;
+    n.x = ws.h;
+    n.ldx = hid;
+    n.row_index = m.logit_rows;
+    n.weight = w_.final_norm.ptr;
+    n.y = ws.rows_x;
+    n.ldy = hid;
+    n.rows = m.R;
+    n.dim = hid;
+    n.eps = cfg_.rms_norm_eps;
+    run_rmsnorm(n, act, ctx_);
+    step.linear(ws.rows_x, hid, w_.lm_head, Vr, hid, out, Vr, m.R, false, true);
   }
-  RmsNormParams n;
-  n.x = ws.h;
-  n.ldx = hid;
-  n.row_index = m.logit_rows;
-  n.weight = w_.final_norm.ptr;
-  n.y = ws.rows_x;
-  n.ldy = hid;
-  n.rows = m.R;
-  n.dim = hid;
-  n.eps = cfg_.rms_norm_eps;
-  run_rmsnorm(n, act, ctx_);
-  step.linear(ws.rows_x, hid, w_.lm_head, cfg_.vocab_size, hid, out, cfg_.vocab_size, m.R, false, true);
+  if (Vr == V || !ranked_) return;  // (the start-up warm-up runs without the group)
+  // the lm_head split by vocabulary: [R, Vr] on every rank -> gathered [ranks][R][Vr] -> [R, V] in rank order
+  const int ranks = V / Vr;
+  float* g = ws_->logits_gather();
+  opt_.comm->all_gather(out, g, int64_t(m.R) * Vr, DType::F32, ctx_);
+  for (int r = 0; r < ranks; ++r) {
+    CopyStridedParams cp;
+    cp.src = g + int64_t(r) * m.R * Vr;
+    cp.ld_src = Vr;
+    cp.dst = out + int64_t(r) * Vr;
+    cp.ld_dst = V;
+    cp.rows = m.R;
+    cp.width = Vr;
+    run_copy_strided(cp, DType::F32, ctx_);
+  }
 }
 
 }  // namespace ds::gpu

@@ -32,6 +32,13 @@ void CudaModel::plan_memory() {
   lim.block_size = o.block_size;
   lim.mla_expand_keys = o.mla_expand_keys;
   lim.rank_partials = o.comm && o.comm->size() > 1;
+  if (w_.lm_head_rows > 0 && w_.lm_head_rows < cfg_.vocab_size) {
+    DS_CHECK(lim.rank_partials && cfg_.vocab_size % w_.lm_head_rows == 0 &&
+                 cfg_.vocab_size / w_.lm_head_rows == o.comm->size(),
+             "CUDA model: an lm_head of {} of {} vocabulary rows needs a group of {} ranks", w_.lm_head_rows,
+             cfg_.vocab_size, cfg_.vocab_size / std::max<int64_t>(1, w_.lm_head_rows));
+    lim.vocab_split = int(cfg_.vocab_size / w_.lm_head_rows);
+  }
   // quantized experts that prefill on the FP8 wgmma kernel's 16-token tiles need every token's x split
   for (const LayerWeightsDev& l : w_.layers)
     if ((l.ffn.experts_gate_up.int4() && o.switches.int4_tiles) ||

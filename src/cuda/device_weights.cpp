@@ -104,12 +104,15 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   std::map<std::string, Int4Tensor> int4_ck;      // the checkpoint's INT4 tensors
   // tensor / expert parallelism: name -> (the whole tensor's shape, this rank's slice of it)
   std::map<std::string, std::pair<std::vector<int64_t>, ShardSlice>> slices;
+  // an untied lm_head split by vocabulary rows over the tensor-parallel ranks (whose logits CudaModel
+  // gathers in rows of 8-value multiples); a tied one is the whole embedding on every rank
+  const bool split_head = o.full && o.shard.tp > 1 && !c.tie_word_embeddings && (V / o.shard.tp) % 8 == 0;
   if (o.full) {
     DS_CHECK(!q.fp8() && !q.int4(), "CUDA tensor/expert parallelism: quantized weights ({}) are not sharded yet",
              q.describe());
     ModelWeights<ShardSlice> sp = shard_plan(*o.full, o.shard);
     for_each_weight(*o.full, sp, [&](const TensorSpec& t, ShardSlice& x) {
-      slices[t.name] = {t.shape, t.name == "lm_head.weight" ? ShardSlice{} : x};  // the lm_head whole
+      slices[t.name] = {t.shape, t.name == "lm_head.weight" && !split_head ? ShardSlice{} : x};
     });
   }
   // the shape of the rank's part of a tensor: its config's, except the shared expert's slice under expert
@@ -162,10 +165,12 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   pk.take(w.embed, V * hid);
   pk.take(w.final_norm, hid);
   pk.commit("embedding");
+  w.lm_head_rows = V;
   if (c.tie_word_embeddings) {
     w.lm_head = w.embed;
   } else {
-    pk.take(w.lm_head, V * hid);
+    if (split_head) w.lm_head_rows = V / o.shard.tp;  // the rank's vocabulary rows
+    pk.take(w.lm_head, w.lm_head_rows * hid);
     pk.commit("lm_head");
   }
   w.layers.resize(size_t(c.num_layers));

@@ -107,7 +107,9 @@ struct LayerWeightsDev {
 struct DeviceWeights {
   WeightView embed;       // [vocab, hidden]
   WeightView final_norm;  // [hidden]
-  WeightView lm_head;     // [vocab, hidden] (embed when tied)
+  WeightView lm_head;     // [lm_head_rows, hidden] (embed when tied)
+  int64_t lm_head_rows = 0;  // the vocabulary rows held: all of them, or (tensor parallelism, untied) the
+                             // rank's vocab / tp rows [rank·vocab/tp, ...), whose logits the ranks gather
   std::vector<LayerWeightsDev> layers;
   std::vector<DeviceBuffer> storage;
   size_t bytes = 0;
@@ -129,7 +131,8 @@ struct WeightLoadOptions {
   uint64_t seed = 0;
   // Tensor / expert parallelism: the whole model's config and this rank's part (model/shard_weights.h's
   // plan; the config given to load_device_weights is then the rank's, with the whole model's
-  // tie_word_embeddings, and the lm_head is loaded whole). Each tensor is cut from the checkpoint's whole
+  // tie_word_embeddings; an untied lm_head is cut by vocabulary rows, a tied one stays the whole embedding).
+  // Each tensor is cut from the checkpoint's whole
   // one; dummy weights take the whole dummy tensor's values at the rank's elements (the ranks together
   // hold exactly the single-rank dummy model). Quantized weights are not sharded (an error).
   const ModelConfig* full = nullptr;

@@ -166,6 +166,7 @@ WorkspacePlan WorkspacePlan::make(const ModelConfig& c, DType act, WorkspaceLimi
     p.activations = measure.used();
   }
   p.logits = align_up(size_t(lim.max_logit_rows) * row_bytes, Arena::kAlign);
+  if (lim.vocab_split > 1) p.logits_gather = p.logits;
   {  // step metadata: 13 arrays, each padded to 256 bytes (CudaModel::upload_meta)
     const int64_t T = std::max(lim.max_tokens, bucket), N = std::max(lim.max_seqs, bucket);
     const int64_t S = graph_stride((lim.max_context + lim.block_size - 1) / lim.block_size);
@@ -187,6 +188,9 @@ std::vector<std::string> WorkspacePlan::describe(const ModelConfig& c, DType act
   std::vector<std::string> out;
   out.push_back(fmt::format("activations {} ({} tokens per step)", mib(activations), lim.max_tokens));
   out.push_back(fmt::format("logits {} ({} rows x {} fp32)", mib(logits), lim.max_logit_rows, c.vocab_size));
+  if (logits_gather)
+    out.push_back(fmt::format("logits gather {} (the lm_head split by vocabulary over {} ranks)", mib(logits_gather),
+                              lim.vocab_split));
   out.push_back(fmt::format("step metadata {} (device) + {} (pinned host)", mib(meta), mib(meta)));
   out.push_back(fmt::format("sampling {} scratch + {} staging ({} rows, {} penalty entries, {} logprobs, token masks)",
                             mib(sampling_work), mib(sampling_io), lim.max_logit_rows, lim.sampling_penalty_entries,
@@ -206,6 +210,7 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   act_.carve(arena_, c, act, lim, num_sms);
   if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
+  if (plan.logits_gather) logits_gather_ = static_cast<float*>(arena_.alloc_bytes(plan.logits_gather));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));
   meta_host_ = PinnedBuffer(plan.meta);
   sampling_.max_rows = lim.max_logit_rows;

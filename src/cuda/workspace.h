@@ -88,6 +88,8 @@ struct WorkspaceLimits {
   int64_t max_context = 0;      // longest sequence (max_model_len): block-table width
   int block_size = 16;
   bool rank_partials = false;   // a rank of a tensor-parallel group: Activations::rank_out
+  int vocab_split = 1;          // the lm_head split by vocabulary over this many ranks: the ranks' logits
+                                // gathered into logits_gather() before they are laid out in logits()
   int moe_split_tokens = 511;   // tokens of a step whose MoE activations the FP8 wgmma kernel's x split holds
                                 // (MoE launches on it; max_tokens when quantized experts prefill on it too)
   int mla_expand_keys = 0;      // key rows of the MLA prefill expansion (the context piece); 0:
@@ -101,7 +103,10 @@ struct WorkspaceLimits {
 struct WorkspacePlan {
   WorkspaceLimits lim;          // with the defaults resolved
   size_t activations = 0, logits = 0, meta = 0, sampling_work = 0, sampling_io = 0, expansion = 0;
-  size_t total() const { return activations + logits + meta + sampling_work + sampling_io + expansion; }
+  size_t logits_gather = 0;     // vocab_split > 1: the gathered [ranks][rows][vocab / ranks] logits
+  size_t total() const {
+    return activations + logits + meta + sampling_work + sampling_io + expansion + logits_gather;
+  }
   static WorkspacePlan make(const ModelConfig& c, DType act, WorkspaceLimits lim, int num_sms);
   // "name: bytes (what)" lines for the start-up log.
   std::vector<std::string> describe(const ModelConfig& c, DType act) const;
@@ -114,6 +119,7 @@ class Workspace {
   Activations& activations() { return act_; }
   const MlaExpansion& expansion() const { return expand_; }
   float* logits() const { return logits_; }
+  float* logits_gather() const { return logits_gather_; }  // null unless vocab_split > 1
   int max_logit_rows() const { return plan_.lim.max_logit_rows; }
   // Step metadata: device and pinned host areas of meta_bytes() each.
   char* meta_device() const { return meta_dev_; }
@@ -129,6 +135,7 @@ class Workspace {
   Activations act_;
   MlaExpansion expand_;
   float* logits_ = nullptr;
+  float* logits_gather_ = nullptr;
   char* meta_dev_ = nullptr;
   PinnedBuffer meta_host_;
   SamplingBuffers sampling_;
