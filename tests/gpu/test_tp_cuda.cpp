@@ -148,8 +148,9 @@ void expect_tp2_matches(const ModelConfig& full, const std::string& dir, DType a
     ranks.push_back(make_model(full, &s, act, dir, o, &g.comm(r)));
     ranks.back()->force_routes(pinned(full, 64));
     // an untied lm_head is split by vocabulary: the workspace plans the gather of the ranks' logits
-    if (!full.tie_word_embeddings)
+    if (!full.tie_word_embeddings) {
       EXPECT_EQ(ranks.back()->workspace().plan().lim.vocab_split, 2) << what;
+    }
   }
   const auto got = run_all({ranks[0].get(), ranks[1].get()}, bs, V);
   for (size_t i = 0; i < bs.size(); ++i) {
