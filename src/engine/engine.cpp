@@ -1,4 +1,5 @@
 #include "engine/engine.h"
+#include "engine/output_delivery.h"
 
 #include <algorithm>
 #include <cmath>
@@ -155,16 +156,15 @@ struct Engine::Impl {
   EngineStats stats;
 
   // Step thread only.
-  struct Delivery {
-    std::shared_ptr<RequestStream> stream;
-    GenerationOutput out;
-  };
-  std::vector<Delivery> outbox;  // pushed after the step's stats are published
+  using Delivery = OutputDelivery::Item;
+  std::vector<Delivery> outbox;  // posted to `delivery` after the step's stats are published
   std::unordered_map<std::string, Active> active;
   std::unordered_map<uint64_t, std::string> by_sched_id;
   std::shared_ptr<const TokenIndex> token_index;  // the grammar's view of the vocabulary (with a tokenizer)
   MaskWorker mask_worker;
   std::thread warm;  // warm_token_masks at start
+  // The streams' pushes (after the members its function uses, so that it goes first)
+  std::unique_ptr<OutputDelivery> delivery;
   std::thread loop;
 
   void run();
@@ -175,6 +175,7 @@ struct Engine::Impl {
   std::shared_ptr<StepMasks> start_masks(const StepPlan& plan);
   void publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped);
   void deliver();
+  void push_outputs(std::vector<Delivery>& batch);  // on the delivery thread
 };
 
 Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
@@ -231,6 +232,8 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   } else {
     spdlog::info("prefix caching: off{}", opts.enable_prefix_caching ? " (the backend has no KDA snapshots)" : "");
   }
+  m.delivery = std::make_unique<OutputDelivery>([&m](OutputDelivery::Batch& b) { m.push_outputs(b); },
+                                                opts.deliver_on_thread);
   m.loop = std::thread([&m] { m.run(); });
 }
 
@@ -351,17 +354,23 @@ void Engine::Impl::end(const std::string& id, GenerationOutput out) {
   active.erase(it);
 }
 
-// Pushes the step's outputs. A finished request's id is released first, so a consumer that has seen
-// the final output can reuse the id at once; drain() is woken only after the pushes.
+// The step's outputs to the delivery thread (output_delivery.h), in order.
 void Engine::Impl::deliver() {
+  if (outbox.empty()) return;
+  delivery->post(std::move(outbox));
+  outbox.clear();
+}
+
+// Pushes one step's outputs. A finished request's id is released first, so a consumer that has seen
+// the final output can reuse the id at once; drain() is woken only after the pushes.
+void Engine::Impl::push_outputs(std::vector<Delivery>& batch) {
   bool ended = false;
   {
     std::lock_guard<std::mutex> lk(mu);
-    for (const Delivery& d : outbox)
+    for (const Delivery& d : batch)
       if (d.out.finished()) ended |= live.erase(d.stream->id) > 0;
   }
-  for (Delivery& d : outbox) d.stream->push(std::move(d.out));
-  outbox.clear();
+  for (Delivery& d : batch) d.stream->push(std::move(d.out));
   if (!ended) return;
   std::lock_guard<std::mutex> lk(mu);
   if (live.empty()) idle_cv.notify_all();
@@ -560,6 +569,7 @@ void Engine::Impl::run() {
   for (const std::string& id : ids) end_with(id, FinishReason::Abort, {});
   publish_stats(0, 0, false);
   deliver();
+  delivery->flush();
   std::lock_guard<std::mutex> lk(mu);
   idle_cv.notify_all();
 }

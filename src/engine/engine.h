@@ -39,6 +39,9 @@ struct EngineOptions {
   // --scheduling-policy: fcfs, or priority (requests' `priority`, lower first; sched/scheduler.h). Under
   // fcfs a request with a non-zero priority is refused (vLLM's rule).
   SchedulingPolicy scheduling_policy = SchedulingPolicy::Fcfs;
+  // Outputs pushed to the request streams on a thread of their own (engine/output_delivery.h), off the step
+  // thread's path between two forwards; false: on the step thread (bench/cpu/bench_engine's A/B).
+  bool deliver_on_thread = true;
 };
 
 enum class FinishReason { None, Stop, Length, Abort, Error };
