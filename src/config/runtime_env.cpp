@@ -71,6 +71,11 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "8" || v == "16", "DELTASERVE_CUDA_MLA_DECODE_WARPS must be 8 or 16, got '{}'", v);
     c.mla_decode_warps = std::stoi(v);
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_TP_COMM"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "nccl" || v == "inprocess", "DELTASERVE_CUDA_TP_COMM must be nccl or inprocess, got '{}'", v);
+    c.tp_comm = v;
+  }
   if (const char* e = std::getenv("DELTASERVE_NCCL_LIBRARY"); e && *e) c.nccl_library = e;
   if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
     const std::string v(e);

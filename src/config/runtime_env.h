@@ -34,6 +34,7 @@
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
+//   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
 #pragma once
@@ -81,6 +82,9 @@ struct CudaEnv {
   // Warps of the MLA decode attention CTA with bf16 activations: 8 or 16 (the same shared memory; the
   // kernel is latency-bound at 8, docs/PERF.md session 11); 8 until measured.
   int mla_decode_warps = 8;
+  // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
+  // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
+  std::string tp_comm = "nccl";
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   std::string nccl_library;         // empty: libnccl.so.2 from the loader's search path
   // Parses the current environment; an unrecognised value is an error that names the variable.

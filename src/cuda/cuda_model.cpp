@@ -61,10 +61,15 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= -1,
            "CUDA backend: bad cache options");
-  if (o.comm && o.comm->size() > 1 && opt_.switches.graphs) {
-    spdlog::info("  CUDA graphs: off for tensor parallelism (rank {} of {})", o.comm->rank(), o.comm->size());
+  const bool group = o.comm && o.comm->size() > 1;
+  if (group && opt_.switches.graphs && !o.comm->graph_capturable()) {
+    spdlog::info("  CUDA graphs: off for tensor parallelism over the in-process group (rank {} of {})", o.comm->rank(),
+                 o.comm->size());
     opt_.switches.graphs = false;
   }
+  // A rank whose collectives graphs can hold takes its layout from the start (the captures record them); the
+  // start-up's eager forwards never meet the other ranks (the ranks start one after another).
+  ranked_ = group && o.comm->graph_capturable();
   // the context configures the kernels for this device (kernels/configure.h)
   ctx_ = make_device_context(stream_.get(), opt_.switches);
   meta_ = std::make_unique<StepMeta>();
@@ -72,7 +77,7 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   plan_memory();
   capture_graphs();
   warm_up_prefill();
-  ranked_ = o.comm && o.comm->size() > 1;  // from here on, forwards meet the other ranks
+  ranked_ = collectives_ = group;  // from here on, forwards meet the other ranks
   size_t free_b = 0, total_b = 0;
   DS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   spdlog::info("  in use after start-up: {:.2f} GiB of {:.2f} GiB", double(total_b - free_b) / double(1 << 30),
@@ -295,7 +300,7 @@ void CudaModel::compute(const StepMeta& m) {
     if (ranked_) DS_CUDA_CHECK(cudaMemsetAsync(ws.rank_out, 0, size_t(n) * dtype_size(act), ctx_.stream));
     p.forward(step, in);
     if (!ranked_) return;
-    opt_.comm->all_reduce_sum(ws.rank_out, n, act, ctx_);
+    if (collectives_) opt_.comm->all_reduce_sum(ws.rank_out, n, act, ctx_);
     run_add(ws.h, ws.rank_out, act, n, ctx_);
   };
   EmbeddingParams e;
@@ -336,7 +341,7 @@ void CudaModel::compute(const StepMeta& m) {
     run_rmsnorm(n, act, ctx_);
     step.linear(ws.rows_x, hid, w_.lm_head, Vr, hid, out, Vr, m.R, false, true);
   }
-  if (Vr == V || !ranked_) return;  // (the start-up warm-up runs without the group)
+  if (Vr == V || !collectives_) return;  // (the start-up's eager forwards run without the group)
   // the lm_head split by vocabulary: [R, Vr] on every rank -> gathered [ranks][R][Vr] -> [R, V] in rank order
   const int ranks = V / Vr;
   float* g = ws_->logits_gather();

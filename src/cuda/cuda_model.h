@@ -152,7 +152,8 @@ class CudaModel {
   std::map<std::pair<int, int>, Graph> graphs_;
   std::map<int, RouteIds> forced_;  // force_routes()
   DeviceBuffer forced_dev_;         // [layers][max_tokens][top_k] (tests only: allocated by force_routes)
-  bool ranked_ = false;             // a rank of a tensor-parallel group, past its start-up (CudaModelOptions::comm)
+  bool ranked_ = false;             // a rank of a tensor-parallel group: parts add into rank_out (CudaModelOptions::comm)
+  bool collectives_ = false;        // ... and meet the other ranks (past the start-up, or in a captured graph)
   DeviceBuffer save_flags_;         // [max saves per step] int32: 1 when that save is not finite
   PinnedBuffer save_flags_host_;
   std::vector<int32_t> saved_;      // the snapshot ids saved by the current step, in flag order

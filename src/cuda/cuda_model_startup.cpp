@@ -152,17 +152,20 @@ size_t CudaModel::capture_graph(int bucket, int stride) {
   p.cu_seqlens.push_back(0);
   p.max_q_len = p.max_seq_len = 1;
   prepare_graph_step(p, bucket, stride);
-  compute(*meta_);  // warm-up outside capture: cuBLASLt plans, lazy module loading
+  compute(*meta_);  // warm-up outside capture: cuBLASLt plans, lazy module loading (a rank: no collectives)
   Graph g;
   g.begin_capture(stream_);
+  collectives_ = ranked_;  // a rank's graph holds its collectives (NCCL: recorded, run at each replay)
   try {
     compute(*meta_);
   } catch (...) {
+    collectives_ = false;
     cudaGraph_t dummy = nullptr;
     cudaStreamEndCapture(stream_, &dummy);
     if (dummy) cudaGraphDestroy(dummy);
     throw;
   }
+  collectives_ = false;
   g.end_capture(stream_);
   g.upload(stream_);
   const size_t n = g.num_nodes();

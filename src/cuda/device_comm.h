@@ -34,6 +34,12 @@ class DeviceComm {
   virtual void all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) = 0;
   // out [size * n] = the ranks' `in` [n], in rank order (elements of t).
   virtual void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) = 0;
+  // Whether the collectives may be captured in a CUDA graph (they enqueue device work only: NCCL); the
+  // in-process group meets the ranks on the host, so its ranks run eagerly.
+  virtual bool graph_capturable() const { return false; }
+  // Makes every pending and later collective of this rank fail or return (a failed rank's group); may be
+  // called from another thread.
+  virtual void abort() {}
 };
 
 class InProcessDeviceGroup {

@@ -41,6 +41,7 @@ class NcclApi {
     sym(get_unique_id, "ncclGetUniqueId");
     sym(comm_init_rank, "ncclCommInitRank");
     sym(comm_destroy, "ncclCommDestroy");
+    sym(comm_abort, "ncclCommAbort");
     sym(all_reduce, "ncclAllReduce");
     sym(all_gather, "ncclAllGather");
     sym(error_string, "ncclGetErrorString");
@@ -63,6 +64,7 @@ class NcclApi {
   Result (*get_unique_id)(RawId*) = nullptr;
   Result (*comm_init_rank)(void**, int, RawId, int) = nullptr;
   Result (*comm_destroy)(void*) = nullptr;
+  Result (*comm_abort)(void*) = nullptr;
   Result (*all_reduce)(const void*, void*, size_t, int, int, void*, cudaStream_t) = nullptr;
   Result (*all_gather)(const void*, void*, size_t, int, void*, cudaStream_t) = nullptr;
   const char* (*error_string)(Result) = nullptr;
@@ -112,7 +114,11 @@ NcclComm::NcclComm(const NcclId& id, int rank, int size) : api_(std::make_unique
 }
 
 NcclComm::~NcclComm() {
-  if (comm_) api_->comm_destroy(comm_);
+  if (comm_ && !aborted_.load()) api_->comm_destroy(comm_);
+}
+
+void NcclComm::abort() {
+  if (comm_ && !aborted_.exchange(true)) api_->comm_abort(comm_);
 }
 
 void NcclComm::all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) {

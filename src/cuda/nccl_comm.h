@@ -6,6 +6,7 @@
 // Collectives may be captured in CUDA graphs (NCCL supports stream capture).
 #pragma once
 #include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -38,11 +39,14 @@ class NcclComm : public DeviceComm {
   int size() const override { return size_; }
   void all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) override;
   void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) override;
+  bool graph_capturable() const override { return true; }
+  void abort() override;  // ncclCommAbort (the communicator is then unusable)
 
  private:
   std::unique_ptr<NcclApi> api_;
   void* comm_ = nullptr;  // ncclComm_t
   int rank_ = 0, size_ = 1;
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace ds::gpu

@@ -3,9 +3,15 @@
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <exception>
+#include <thread>
+
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
+#include "config/runtime_env.h"
 #include "cuda/cuda_check.h"
+#include "cuda/nccl_comm.h"
 #include "cuda/stream.h"
 
 namespace ds {
@@ -20,7 +26,39 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     spdlog::warn("cuda parallel: {} ranks on {} GPU(s): every rank shares GPU 0 (a check of the sharding, not "
                  "faster; each rank takes 1/{} of --gpu-memory-utilization)", n, gpus, n);
   host_ = std::make_unique<InProcessGroup>(n);
-  group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);
+  // the layers' collectives: NCCL with a GPU per rank (unless asked otherwise or not loadable), each rank's
+  // communicator made on a thread of its own (ncclCommInitRank waits for every rank)
+  std::string why_not;
+  const bool nccl = !shared && cuda_env().tp_comm != "inprocess" && gpu::nccl_available(&why_not);
+  if (!shared && !nccl && cuda_env().tp_comm != "inprocess")
+    spdlog::warn("cuda parallel: NCCL is not available ({}); the ranks meet through the in-process group (no CUDA "
+                 "graphs)", why_not);
+  if (nccl) {
+    // (unless the user set them) NVLink multicast off: on shared hosts it can take the GPUs out of service;
+    // every connection made while the ranks init together, none lazily at a first collective: the ranks start
+    // one after another and capture their graphs alone, when no other rank would answer
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
+    setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+    const gpu::NcclId id = gpu::nccl_unique_id();
+    nccl_.resize(size_t(n));
+    std::vector<std::exception_ptr> err(static_cast<size_t>(n));
+    std::vector<std::thread> init;
+    for (int r = 0; r < n; ++r)
+      init.emplace_back([&, r] {
+        try {
+          DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
+          nccl_[size_t(r)] = std::make_unique<gpu::NcclComm>(id, r, n);
+        } catch (...) {
+          err[size_t(r)] = std::current_exception();
+        }
+      });
+    for (auto& t : init) t.join();
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
+    spdlog::info("cuda parallel: NCCL {} between {} GPUs", gpu::nccl_version(), n);
+  } else {
+    group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);
+  }
   // One rank after another (their start-up warm-ups run without the group): rank 0 sizes the caches, the
   // others take its geometry, so every rank has the same pages, slots and snapshots.
   for (int r = 0; r < n; ++r) {
@@ -34,7 +72,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     }
     CudaRankSetup s;
     s.shard = par_.shard(r);
-    s.comm = &group_->comm(r);
+    s.comm = nccl ? nccl_[size_t(r)].get() : &group_->comm(r);
     s.device = devices_[size_t(r)];
     ranks_.push_back(make_cuda_backend(o, s));
   }
@@ -49,8 +87,12 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
         return ranks_[size_t(r)]->execute(p).nonfinite_snapshots;
       },
       [this](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)])); },
-      [this](const std::string& why) { group_->abort(why); });
-  spdlog::info("cuda parallel: {} over {} rank threads (in-process device collectives)", par_.describe(), n);
+      [this](const std::string& why) {
+        if (group_) group_->abort(why);
+        for (auto& c : nccl_) c->abort();
+      });
+  spdlog::info("cuda parallel: {} over {} rank threads ({})", par_.describe(), n,
+               nccl ? "NCCL, CUDA graphs with the collectives" : "in-process device collectives");
 }
 
 ParallelCudaBackend::~ParallelCudaBackend() { threads_->stop(); }  // before the ranks go

@@ -1,14 +1,16 @@
 // Tensor parallelism on the GPU (issue 18, docs/PARALLEL.md): one CUDA backend per rank, each built from
 // its shard (the shard plan cuts the checkpoint's tensors at load, or the dummy model's), each on its own
-// thread and GPU, joined by the in-process device collectives (cuda/device_comm.h). execute() is rank 0's
+// thread and GPU, joined by NCCL when every rank has a GPU of its own (cuda/nccl_comm.h; the layers'
+// collectives then live in each rank's CUDA graphs), else by the in-process device collectives
+// (cuda/device_comm.h; DELTASERVE_CUDA_TP_COMM=inprocess asks for them on distinct GPUs too). execute() is rank 0's
 // step: it broadcasts the plan's ForwardBatch (dist/batch_codec.h; the other ranks wait for it in a loop),
 // runs rank 0's forward and samples on rank 0's GPU from its logits (every rank ends each layer with the
 // same residual, so rank 0's logits are the model's); the other ranks run the same forward, meeting rank 0
 // in every layer's all-reduce. With fewer GPUs than ranks, every rank shares GPU 0 (the one-GPU check of
 // the sharding: each rank takes its share of --gpu-memory-utilization; it is not faster). Every rank's
 // caches have rank 0's geometry. A step that fails on a rank aborts the group: that execute() and every
-// later one throw a ds::Error naming the rank. Decode steps run eagerly (no CUDA graphs: the in-process
-// group's host barriers cannot be captured); NCCL, one rank per GPU with graphs, is the next part.
+// later one throw a ds::Error naming the rank. Over the in-process group decode steps run eagerly (its host
+// barriers cannot be captured).
 #pragma once
 #include <memory>
 #include <string>
@@ -38,7 +40,8 @@ class ParallelCudaBackend : public Backend {
   ParallelConfig par_;
   std::vector<int> devices_;  // rank -> GPU
   std::unique_ptr<InProcessGroup> host_;             // the plan broadcast and the end-of-step barrier
-  std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives
+  std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives (ranks sharing a GPU), or
+  std::vector<std::unique_ptr<gpu::DeviceComm>> nccl_;  // NCCL, a communicator per rank (a GPU each)
   std::vector<std::unique_ptr<Backend>> ranks_;
   std::unique_ptr<RankThreads> threads_;  // ranks 1..size-1 (dist/rank_threads.h)
 };

@@ -30,6 +30,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_NCCL_LIBRARY");
     unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
+    unsetenv("DELTASERVE_CUDA_TP_COMM");
   }
 };
 
@@ -101,12 +102,18 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(d.route_warps);
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
+  EXPECT_EQ(d.tp_comm, "nccl");
   EXPECT_EQ(d.fp8_wgmma_stages, 3);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "4", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_wgmma_stages, 4);
   setenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES", "5", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
+  setenv("DELTASERVE_CUDA_TP_COMM", "inprocess", 1);
+  EXPECT_EQ(CudaEnv::parse().tp_comm, "inprocess");
+  setenv("DELTASERVE_CUDA_TP_COMM", "mpi", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_TP_COMM");
   setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "16", 1);
   EXPECT_EQ(CudaEnv::parse().mla_decode_warps, 16);
   setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "12", 1);
