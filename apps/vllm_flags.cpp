@@ -33,12 +33,14 @@ const CompatFlag kIgnored[] = {
     {"--trust-remote-code", Value::None, 0, 0, "", "Kimi-Linear is implemented natively: no Python code from the repository runs"},
     {"--guided-decoding-backend", Value::Text, 0, 0, "", "structured outputs use deltaserve's own grammar engine (docs/STRUCTURED_OUTPUT.md)"},
     {"--swap-space", Value::Number, 0, 1e6, "", "no CPU swap: preempted sequences are recomputed"},
-    {"--disable-custom-all-reduce", Value::None, 0, 0, "", "one GPU: no all-reduce"},
+    {"--disable-custom-all-reduce", Value::None, 0, 0, "", "the ranks' all-reduce is NCCL's (or the in-process group's): there is no custom all-reduce to turn off"},
     {"--max-seq-len-to-capture", Value::Int, 1, 1e9, "", "CUDA graphs cover decode at every context length"},
     {"--tokenizer-mode", Value::Text, 0, 0, "", "the Kimi tiktoken tokenizer is built in"},
     {"--max-log-len", Value::Int, 0, 1e9, "", "prompts are never logged"},
     {"--disable-frontend-multiprocessing", Value::None, 0, 0, "", "the HTTP server and the engine share one process"},
-    {"--distributed-executor-backend", Value::Text, 0, 0, "", "one process, one GPU"},
+    {"--distributed-executor-backend", Value::Text, 0, 0, "", "the ranks are threads of one process, one per GPU (docs/PARALLEL.md)"},
+    {"--master-addr", Value::Text, 0, 0, "", "used by --nnodes above 1 only, which is refused (one node)"},
+    {"--master-port", Value::Int, 1, 65535, "", "used by --nnodes above 1 only, which is refused (one node)"},
     {"--enable-chunked-prefill", Value::None, 0, 0, "", "chunked prefill is always on (--max-num-batched-tokens is the step budget)"},
     {"--disable-fastapi-docs", Value::None, 0, 0, "", "no /docs page is served"},
     {"--max-parallel-loading-workers", Value::Int, 1, 4096, "", "weights are memory-mapped and uploaded in one pass"},
@@ -67,6 +69,8 @@ const CompatFlag kRefused[] = {
     {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
+    {"--nnodes", Value::Int, 1, 1024, "1", "one node: the ranks are threads of one process (multi-node serving is not built yet, docs/PARALLEL.md)"},
+    {"--node-rank", Value::Int, 0, 1023, "0", "one node: the ranks are threads of one process (multi-node serving is not built yet, docs/PARALLEL.md)"},
 };
 
 std::string first_long_name(const char* names) {
