@@ -47,7 +47,7 @@ if ! cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_
      -DDS_CUDA=ON > "$OUT/build.log" 2>&1; then
   tail -30 "$OUT/build.log"; echo "CONFIGURE FAILED" | tee -a "$SUMMARY"; exit 1
 fi
-if ! cmake --build "$BUILD" --target test_gpu bench_kernels bench_model -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" --target test_gpu bench_kernels bench_model bench_comm -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
   grep -E "error|FAILED" "$OUT/build.log" | head -30; echo "BUILD FAILED" | tee -a "$SUMMARY"; exit 1
 fi
 # the server binary is optional here (other modules may be mid-change)
@@ -64,6 +64,11 @@ fi
 if [[ $BENCH == 1 ]]; then
   timeout 240 "$BUILD/bench/bench_kernels" $QUICK > "$OUT/bench_kernels.log" 2>&1 || echo "bench_kernels failed rc=$?" | tee -a "$SUMMARY"
   sed -n '/^Kernel timings/,$p' "$OUT/bench_kernels.log" | tee -a "$SUMMARY"
+fi
+# the tensor-parallel collectives at decode sizes, where there are several GPUs (issue 18)
+if [[ $BENCH == 1 ]] && (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
+  timeout 120 "$BUILD/bench/bench_comm" > "$OUT/bench_comm.log" 2>&1 || echo "bench_comm failed rc=$?" | tee -a "$SUMMARY"
+  sed -n '/^Collectives/,$p' "$OUT/bench_comm.log" | tee -a "$SUMMARY"
 fi
 if [[ $MODEL == 1 ]]; then
   timeout 420 "$BUILD/bench/bench_model" $QUICK > "$OUT/bench_model.log" 2>&1 || echo "bench_model failed rc=$?" | tee -a "$SUMMARY"
