@@ -209,7 +209,7 @@ void validate_vllm_args(const VllmArgs& v, int gpus, const std::string& device) 
   pc.validate();  // 1, 2, 4 or 8 (the model's dimensions are checked when it is loaded)
   // The GPU runs one rank per GPU (tensor and expert parallelism: docs/PARALLEL.md); the CPU runs ranks as
   // threads.
-  if (device != "cpu" && v.tensor_parallel > gpus)
+  if (device != "cpu" && v.tensor_parallel > 1 && v.tensor_parallel > gpus)
     fail("--tensor-parallel-size {}: only {} GPU(s) visible here; tensor parallelism on --device {} puts one rank "
          "on each GPU: use --tensor-parallel-size {} or fewer (--device cpu runs ranks on threads)",
          v.tensor_parallel, gpus, device, std::max(1, gpus));
