@@ -12,10 +12,8 @@
 #include <barrier>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "config/runtime_env.h"
@@ -39,31 +37,13 @@ struct Case {
   bool gather;
 };
 
-// Runs `body(rank)` on one thread per rank (each on its GPU) and rethrows the first failure.
-void on_ranks(int n, const std::vector<int>& devices, const std::function<void(int)>& body) {
-  std::vector<std::exception_ptr> err(static_cast<size_t>(n));
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      try {
-        DS_CUDA_CHECK(cudaSetDevice(devices[size_t(r)]));
-        body(r);
-      } catch (...) {
-        err[size_t(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : th) t.join();
-  for (auto& e : err)
-    if (e) std::rethrow_exception(e);
-}
-
 // Median ms of one collective on rank 0: eager (`graph` false) or per collective of a graph of kPerStep.
 double time_collective(const std::vector<DeviceComm*>& comms, const std::vector<int>& devices, const Case& c,
                        bool graph, int reps) {
   const int n = int(comms.size());
   std::barrier sync(n);
   double ms0 = 0;
-  on_ranks(n, devices, [&](int r) {
+  run_on_devices(devices, [&](int r) {
     Stream stream;
     const DeviceContext ctx = make_device_context(stream.get(), cuda_env());
     const size_t esize = dtype_size(c.t);
@@ -138,7 +118,7 @@ int main(int argc, char** argv) {
     setenv("NCCL_RUNTIME_CONNECT", "0", 0);  // connections made at init, as the serving ranks do
     const NcclId id = nccl_unique_id();
     std::vector<std::unique_ptr<NcclComm>> nccl(static_cast<size_t>(ranks));
-    on_ranks(ranks, devices, [&](int r) { nccl[size_t(r)] = std::make_unique<NcclComm>(id, r, ranks); });
+    run_on_devices(devices, [&](int r) { nccl[size_t(r)] = std::make_unique<NcclComm>(id, r, ranks); });
     std::vector<DeviceComm*> comms;
     for (auto& c : nccl) comms.push_back(c.get());
     for (const Case& c : cases)

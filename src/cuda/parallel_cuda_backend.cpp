@@ -4,8 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
-#include <exception>
-#include <thread>
 
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
@@ -29,8 +27,9 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   // the layers' collectives: NCCL with a GPU per rank (unless asked otherwise or not loadable), each rank's
   // communicator made on a thread of its own (ncclCommInitRank waits for every rank)
   std::string why_not;
-  const bool nccl = !shared && cuda_env().tp_comm != "inprocess" && gpu::nccl_available(&why_not);
-  if (!shared && !nccl && cuda_env().tp_comm != "inprocess")
+  const bool want_nccl = !shared && cuda_env().tp_comm != "inprocess";
+  const bool nccl = want_nccl && gpu::nccl_available(&why_not);
+  if (want_nccl && !nccl)
     spdlog::warn("cuda parallel: NCCL is not available ({}); the ranks meet through the in-process group (no CUDA "
                  "graphs)", why_not);
   if (nccl) {
@@ -41,20 +40,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     setenv("NCCL_RUNTIME_CONNECT", "0", 0);
     const gpu::NcclId id = gpu::nccl_unique_id();
     nccl_.resize(size_t(n));
-    std::vector<std::exception_ptr> err(static_cast<size_t>(n));
-    std::vector<std::thread> init;
-    for (int r = 0; r < n; ++r)
-      init.emplace_back([&, r] {
-        try {
-          DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
-          nccl_[size_t(r)] = std::make_unique<gpu::NcclComm>(id, r, n);
-        } catch (...) {
-          err[size_t(r)] = std::current_exception();
-        }
-      });
-    for (auto& t : init) t.join();
-    for (auto& e : err)
-      if (e) std::rethrow_exception(e);
+    gpu::run_on_devices(devices_, [&](int r) { nccl_[size_t(r)] = std::make_unique<gpu::NcclComm>(id, r, n); });
     spdlog::info("cuda parallel: NCCL {} between {} GPUs", gpu::nccl_version(), n);
   } else {
     group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);

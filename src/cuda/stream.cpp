@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <exception>
+#include <thread>
+
 #include "cuda/cuda_check.h"
 
 namespace ds::gpu {
@@ -87,6 +90,23 @@ int device_count() {
     return 0;
   }
   return n;
+}
+
+void run_on_devices(const std::vector<int>& devices, const std::function<void(int)>& fn) {
+  std::vector<std::exception_ptr> err(devices.size());
+  std::vector<std::thread> th;
+  for (size_t r = 0; r < devices.size(); ++r)
+    th.emplace_back([&, r] {
+      try {
+        DS_CUDA_CHECK(cudaSetDevice(devices[r]));
+        fn(int(r));
+      } catch (...) {
+        err[r] = std::current_exception();
+      }
+    });
+  for (auto& t : th) t.join();
+  for (auto& e : err)
+    if (e) std::rethrow_exception(e);
 }
 
 size_t free_device_memory() {

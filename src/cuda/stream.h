@@ -2,8 +2,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace ds::gpu {
 
@@ -71,6 +73,9 @@ struct DeviceInfo {
 };
 DeviceInfo device_info(int device = -1);  // -1: the current device
 int device_count();                       // 0 when no driver / no device (never throws)
+// fn(rank) for every rank at once, each on a thread of its own whose current device is devices[rank] (ranks
+// that must meet, e.g. in ncclCommInitRank); returns when all are done and rethrows the first rank's failure.
+void run_on_devices(const std::vector<int>& devices, const std::function<void(int rank)>& fn);
 size_t free_device_memory();
 
 }  // namespace ds::gpu

@@ -2,8 +2,6 @@
 // one GPU (as the one-GPU check of a sharded model runs them), against the host's fixed-order sums.
 #include <gtest/gtest.h>
 
-#include <exception>
-#include <thread>
 
 #include "core/error.h"
 #include "cuda/device_comm.h"
@@ -17,22 +15,11 @@ namespace {
 // Runs f(rank, ctx) on `n` threads, one stream each; rethrows the first rank's exception.
 template <typename F>
 void on_ranks(int n, F&& f) {
-  std::vector<std::exception_ptr> err(static_cast<size_t>(n));
-  std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r)
-    th.emplace_back([&, r] {
-      try {
-        DS_CUDA_CHECK(cudaSetDevice(test_ctx().device()));
-        Stream s;
-        f(r, test_ctx().on(s));
-        s.sync();
-      } catch (...) {
-        err[size_t(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : th) t.join();
-  for (auto& e : err)
-    if (e) std::rethrow_exception(e);
+  run_on_devices(std::vector<int>(static_cast<size_t>(n), test_ctx().device()), [&](int r) {
+    Stream s;
+    f(r, test_ctx().on(s));
+    s.sync();
+  });
 }
 
 // Sums of `rounds` all-reduces over 1, 2, 3, 4 and 8 ranks, fp32 and bf16, each rank refilling its buffer
@@ -148,29 +135,20 @@ TEST(NcclComm, CollectivesMatchTheHost) {
     const NcclId id = nccl_unique_id();
     const int64_t n = 4099;
     std::vector<std::vector<float>> got(static_cast<size_t>(N)), gathered(static_cast<size_t>(N));
-    std::vector<std::exception_ptr> err(static_cast<size_t>(N));
-    std::vector<std::thread> th;
-    for (int r = 0; r < N; ++r)
-      th.emplace_back([&, r] {
-        try {
-          DS_CUDA_CHECK(cudaSetDevice(r));
-          Stream s;
-          const DeviceContext ctx = make_device_context(s, cuda_env());
-          NcclComm c(id, r, N);
-          DeviceBuffer b = to_device(rounded(randn(size_t(n), 90 + r), DType::BF16), DType::BF16);
-          DeviceBuffer g(size_t(N * n) * 4), in = to_device(randn(size_t(n), 95 + r), DType::F32);
-          c.all_reduce_sum(b.data(), n, DType::BF16, ctx);
-          c.all_gather(in.data(), g.data(), n, DType::F32, ctx);
-          s.sync();
-          got[size_t(r)] = to_host(b.data(), size_t(n), DType::BF16);
-          gathered[size_t(r)] = to_host(g.data(), size_t(N * n), DType::F32);
-        } catch (...) {
-          err[size_t(r)] = std::current_exception();
-        }
-      });
-    for (auto& t : th) t.join();
-    for (auto& e : err)
-      if (e) std::rethrow_exception(e);
+    std::vector<int> devices(static_cast<size_t>(N));
+    for (int r = 0; r < N; ++r) devices[size_t(r)] = r;
+    run_on_devices(devices, [&](int r) {
+      Stream s;
+      const DeviceContext ctx = make_device_context(s, cuda_env());
+      NcclComm c(id, r, N);
+      DeviceBuffer b = to_device(rounded(randn(size_t(n), 90 + r), DType::BF16), DType::BF16);
+      DeviceBuffer g(size_t(N * n) * 4), in = to_device(randn(size_t(n), 95 + r), DType::F32);
+      c.all_reduce_sum(b.data(), n, DType::BF16, ctx);
+      c.all_gather(in.data(), g.data(), n, DType::F32, ctx);
+      s.sync();
+      got[size_t(r)] = to_host(b.data(), size_t(n), DType::BF16);
+      gathered[size_t(r)] = to_host(g.data(), size_t(N * n), DType::F32);
+    });
     std::vector<float> sum(size_t(n), 0.f), cat;
     for (int r = 0; r < N; ++r) {
       const auto v = rounded(randn(size_t(n), 90 + r), DType::BF16);

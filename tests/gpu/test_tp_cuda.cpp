@@ -9,10 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <exception>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "config/model_config.h"
@@ -95,23 +93,14 @@ std::vector<ForwardBatch> batches(int vocab, int decodes, size_t split_at = 0) {
 std::vector<std::vector<std::vector<float>>> run_all(const std::vector<CudaModel*>& ms,
                                                      const std::vector<ForwardBatch>& bs, int vocab) {
   std::vector<std::vector<std::vector<float>>> out(bs.size(), std::vector<std::vector<float>>(ms.size()));
-  std::vector<std::exception_ptr> err(ms.size());
-  std::vector<std::thread> th;
-  for (size_t r = 0; r < ms.size(); ++r)
-    th.emplace_back([&, r] {
-      try {
-        DS_CUDA_CHECK(cudaSetDevice(ms[r]->context().device()));
-        for (size_t i = 0; i < bs.size(); ++i) {
-          ms[r]->forward(bs[i]);
-          out[i][r] = model_logits(*ms[r], vocab);
-        }
-      } catch (...) {
-        err[r] = std::current_exception();
-      }
-    });
-  for (auto& t : th) t.join();
-  for (auto& e : err)
-    if (e) std::rethrow_exception(e);
+  std::vector<int> devices;
+  for (const CudaModel* m : ms) devices.push_back(m->context().device());
+  run_on_devices(devices, [&](int r) {
+    for (size_t i = 0; i < bs.size(); ++i) {
+      ms[size_t(r)]->forward(bs[i]);
+      out[i][size_t(r)] = model_logits(*ms[size_t(r)], vocab);
+    }
+  });
   return out;
 }
 
@@ -194,11 +183,9 @@ TEST(TensorParallelCuda, Dummy48BEp2OnOneGpuMatchesTheSingleModel) {
   expect_tp2_matches(full, "", DType::BF16, small_options(), -1, "48B dummy bf16", true);
 }
 
-// The serving path: ParallelCudaBackend (two ranks sharing this GPU, rank 0 sampling) against the single
-// CUDA backend on the tiny checkpoint, fp32 activations, routing pinned on every rank: the logits of a
-// prefill and two decode steps within 1e-4, and the same greedy tokens.
-TEST(TensorParallelCuda, ParallelBackendOnOneGpuMatchesTheSingleBackend) {
-  DS_REQUIRE_GPU();
+// The tiny checkpoint's serving options of the backend tests below: fp32 activations, two sequences of up to
+// 128 tokens, small caches.
+BackendOptions tiny_backend_options() {
   BackendOptions o;
   o.device = "cuda";
   o.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
@@ -209,9 +196,40 @@ TEST(TensorParallelCuda, ParallelBackendOnOneGpuMatchesTheSingleBackend) {
   o.max_model_len = 128;
   o.num_snapshots = 2;
   o.gpu_memory_utilization = 0.5;
+  return o;
+}
+
+// `par` against `single` through the serving path: the logits of a prefill and two decode steps within 1e-4,
+// then the same greedy tokens for one more step of both sequences.
+void expect_backends_match(Backend& single, Backend& par, const char* what) {
+  const auto bs = batches(single.config().vocab_size, 2);
+  for (size_t i = 0; i < bs.size(); ++i) {
+    const auto want = forward_logits(single, bs[i]);
+    const auto got = forward_logits(par, bs[i]);
+    ASSERT_EQ(got.size(), want.size());
+    const double e = rel_l2(got, want);
+    std::printf("[tiny fp32] %s, step %zu: rel L2 %.3g\n", what, i, e);
+    EXPECT_LT(e, 1e-4) << what << ", step " << i;
+  }
+  SampleParams greedy;
+  greedy.temperature = 0.f;
+  ForwardBatch next;
+  next.add(0, 37 + 2, {7}, {0, 1, 2, 3});
+  next.add(1, 20 + 2, {9}, {4, 5, 6, 7});
+  const auto a = forward_sample(single, next, {greedy, greedy});
+  const auto b = forward_sample(par, next, {greedy, greedy});
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].token, b[i].token) << what << ", sequence " << i;
+}
+
+// The serving path: ParallelCudaBackend (two ranks sharing this GPU, rank 0 sampling) against the single
+// CUDA backend on the tiny checkpoint, fp32 activations, routing pinned on every rank.
+TEST(TensorParallelCuda, ParallelBackendOnOneGpuMatchesTheSingleBackend) {
+  DS_REQUIRE_GPU();
+  const BackendOptions o = tiny_backend_options();
   auto single = make_cuda_backend(o);
-  const ModelConfig& c = single->config();
-  const auto routes = pinned(c, 64);
+  const auto routes = pinned(single->config(), 64);
   cuda_force_routes(*single, routes);
   BackendOptions po = o;
   po.parallel.tensor_parallel_size = 2;
@@ -219,70 +237,25 @@ TEST(TensorParallelCuda, ParallelBackendOnOneGpuMatchesTheSingleBackend) {
   ASSERT_EQ(par.world_size(), 2);
   for (int r = 0; r < 2; ++r) cuda_force_routes(par.rank(r), routes);
   EXPECT_EQ(par.limits().num_blocks, par.rank(1).limits().num_blocks);
-  const auto bs = batches(c.vocab_size, 2);
-  for (size_t i = 0; i < bs.size(); ++i) {
-    const auto want = forward_logits(*single, bs[i]);
-    const auto got = forward_logits(par, bs[i]);
-    ASSERT_EQ(got.size(), want.size());
-    EXPECT_LT(rel_l2(got, want), 1e-4) << "step " << i;
-  }
-  SampleParams greedy;
-  greedy.temperature = 0.f;
-  ForwardBatch next;
-  next.add(0, 37 + 2, {7}, {0, 1, 2, 3});
-  next.add(1, 20 + 2, {9}, {4, 5, 6, 7});
-  const auto a = forward_sample(*single, next, {greedy, greedy});
-  const auto b = forward_sample(par, next, {greedy, greedy});
-  ASSERT_EQ(a.size(), 2u);
-  ASSERT_EQ(b.size(), 2u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].token, b[i].token) << "sequence " << i;
+  expect_backends_match(*single, par, "TP 2 sharing one GPU");
 }
 
 // Two GPUs (skipped with one): the serving path over NCCL, one rank per GPU, decode steps replayed from CUDA
 // graphs that hold the collectives (routing not pinned: pinning turns graphs off), against the single backend
-// on the tiny checkpoint in fp32: the logits of a prefill and two decode steps within 1e-4, the same greedy
-// tokens; with DELTASERVE_CUDA_TP_COMM=inprocess the same over the in-process group is checked by
-// ParallelBackendOnOneGpuMatchesTheSingleBackend's form on one GPU.
+// on the tiny checkpoint in fp32; with DELTASERVE_CUDA_TP_COMM=inprocess the same over the in-process group.
 TEST(TensorParallelCuda, NcclOnTwoGpusMatchesTheSingleBackend) {
   DS_REQUIRE_GPU();
   if (device_count() < 2) GTEST_SKIP() << "needs 2 GPUs (one rank per GPU over NCCL)";
   std::string why;
   if (!nccl_available(&why)) GTEST_SKIP() << why;
-  BackendOptions o;
-  o.device = "cuda";
-  o.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
-  o.dtype = "float32";
-  o.max_num_seqs = 2;
-  o.block_size = 16;
-  o.num_blocks = 16;
-  o.max_model_len = 128;
-  o.num_snapshots = 2;
-  o.gpu_memory_utilization = 0.5;
+  const BackendOptions o = tiny_backend_options();
   auto single = make_cuda_backend(o);
-  const ModelConfig& c = single->config();
   BackendOptions po = o;
   po.parallel.tensor_parallel_size = 2;
   ParallelCudaBackend par(po);
   ASSERT_EQ(par.world_size(), 2);
   EXPECT_FALSE(par.limits().graph_buckets.empty()) << "the ranks' decode steps should replay graphs";
-  const auto bs = batches(c.vocab_size, 2);
-  for (size_t i = 0; i < bs.size(); ++i) {
-    const auto want = forward_logits(*single, bs[i]);
-    const auto got = forward_logits(par, bs[i]);
-    ASSERT_EQ(got.size(), want.size());
-    const double e = rel_l2(got, want);
-    std::printf("[tiny fp32] TP 2 over NCCL on two GPUs, step %zu: rel L2 %.3g\n", i, e);
-    EXPECT_LT(e, 1e-4) << "step " << i;
-  }
-  SampleParams greedy;
-  greedy.temperature = 0.f;
-  ForwardBatch next;
-  next.add(0, 37 + 2, {7}, {0, 1, 2, 3});
-  next.add(1, 20 + 2, {9}, {4, 5, 6, 7});
-  const auto a = forward_sample(*single, next, {greedy, greedy});
-  const auto b = forward_sample(par, next, {greedy, greedy});
-  ASSERT_EQ(b.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].token, b[i].token) << "sequence " << i;
+  expect_backends_match(*single, par, "TP 2 over NCCL on two GPUs");
 }
 
 }  // namespace
