@@ -123,13 +123,17 @@ void mla_prefill_rows(const DeviceContext& ctx, bool quick, std::vector<Row>& ro
     p.num_heads = H;
     p.max_seqlen_q = max_q;
     const double flops = 640.0 * H * pairs;
-    for (int wg : {0, 1, 2}) {
+    for (int wg : {0, 1, 2, 3, 4}) {
       DeviceContext c = ctx;
       c.switches.wgmma = wg;
       const double ms = ds::bench::time_ms(ctx.stream, [&] { run_mla_prefill(p, bf, c); }, quick ? 5 : 20);
       char nm[96];
       std::snprintf(nm, sizeof nm, "MLA prefill %s, %s", cs.name,
-                    wg == 0 ? "mma.sync" : wg == 1 ? "wgmma" : "wgmma ping-pong");
+                    wg == 0   ? "mma.sync"
+                    : wg == 1 ? "wgmma"
+                    : wg == 2 ? "wgmma ping-pong"
+                    : wg == 3 ? "wgmma, TMA"
+                              : "wgmma ping-pong, TMA");
       rows.push_back({nm, ms, fl_floor(flops), tflops_note(flops, ms)});
     }
   }

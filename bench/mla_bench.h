@@ -113,6 +113,7 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       DeviceBuffer d_cuq(8), d_cuk(8);
       DS_CUDA_CHECK(cudaMemcpy(d_cuq.data(), cuq.data(), 8, cudaMemcpyHostToDevice));
       DS_CUDA_CHECK(cudaMemcpy(d_cuk.data(), cuk.data(), 8, cudaMemcpyHostToDevice));
+      gpu::DeviceContext c = ctx;  // the wgmma kernel's variant (switches.wgmma: 1 cp.async, 3 and 4 TMA)
       auto all_pieces = [&] {
         for (int a = 0; a < K; a += piece) {
           const int b = std::min(K, a + piece);
@@ -135,7 +136,7 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
           p.max_seqlen_q = n;
           p.k_begin = a;
           p.k_end = b;
-          gpu::run_mla_prefill(p, DType::BF16, ctx);
+          gpu::run_mla_prefill(p, DType::BF16, c);
           if (piece >= K) break;  // one piece: no merge
           gpu::MlaMergeParams m;
           m.o_a = a == 0 ? nullptr : acc.as<float>();
@@ -148,15 +149,20 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
           m.T = n;
           m.H = H;
           m.Dv = 128;
-          gpu::run_mla_merge(m, DType::BF16, ctx);
+          gpu::run_mla_merge(m, DType::BF16, c);
         }
       };
-      const double ms = time_ms(ctx.stream, all_pieces, quick ? 2 : 5, 1);
-      const double flops = double(H) * n * (double(context) + n / 2.0) * (192 + 128) * 2;
-      char name[96], note[96];
-      std::snprintf(name, sizeof name, "mla prefill 8192 q over 131072 ctx, piece %d", piece);
-      std::snprintf(note, sizeof note, "%.0f TFLOP/s, %d pieces", flops / (ms * 1e-3) / 1e12, (K + piece - 1) / piece);
-      rows.push_back({name, ms, flops / kBf16Flops * 1e3, note});
+      for (int level : {1, 3, 4}) {
+        if (level != 1 && piece == 32768) continue;
+        c.switches.wgmma = level;
+        const double ms = time_ms(ctx.stream, all_pieces, quick ? 2 : 5, 1);
+        const double flops = double(H) * n * (double(context) + n / 2.0) * (192 + 128) * 2;
+        char name[96], note[96];
+        std::snprintf(name, sizeof name, "mla prefill 8192 q over 131072 ctx, piece %d%s", piece,
+                      level == 3 ? ", TMA" : level == 4 ? ", TMA ping-pong" : "");
+        std::snprintf(note, sizeof note, "%.0f TFLOP/s, %d pieces", flops / (ms * 1e-3) / 1e12, (K + piece - 1) / piece);
+        rows.push_back({name, ms, flops / kBf16Flops * 1e3, note});
+      }
     }
   }
 }

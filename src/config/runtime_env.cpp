@@ -36,7 +36,7 @@ CudaEnv CudaEnv::parse() {
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);
-    DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_WGMMA must be 0, 1 or 2, got '{}'", v);
+    DS_CHECK(v.size() == 1 && v[0] >= '0' && v[0] <= '4', "DELTASERVE_CUDA_WGMMA must be 0, 1, 2, 3 or 4, got '{}'", v);
     c.wgmma = v[0] - '0';
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_FRAG"); e && *e) {

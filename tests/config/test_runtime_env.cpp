@@ -74,6 +74,10 @@ TEST(CudaEnv, Wgmma) {
   EXPECT_EQ(CudaEnv::parse().wgmma, 1);  // on where supported (sm_90, bf16)
   setenv("DELTASERVE_CUDA_WGMMA", "2", 1);
   EXPECT_EQ(CudaEnv::parse().wgmma, 2);
+  setenv("DELTASERVE_CUDA_WGMMA", "4", 1);
+  EXPECT_EQ(CudaEnv::parse().wgmma, 4);
+  setenv("DELTASERVE_CUDA_WGMMA", "5", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
   setenv("DELTASERVE_CUDA_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
 }

@@ -192,11 +192,11 @@ TEST(MlaPieces, F32) { expect_pieces(70, 300, 4, DType::F32, {370, 128, 100, 64,
 TEST(MlaPieces, Bf16) { expect_pieces(70, 300, 4, DType::BF16, {370, 128, 100, 37}, 72); }
 TEST(MlaPieces, NoContextSmallPiecesF32) { expect_pieces(150, 0, 2, DType::F32, {40, 64, 149}, 73); }
 TEST(MlaPieces, RealHeadsBf16) { expect_pieces(200, 500, 32, DType::BF16, {512, 160}, 74); }
-// the Hopper wgmma kernel (128-key tiles), both schedules
+// the Hopper wgmma kernel (128-key tiles), both schedules, cp.async or TMA loads
 TEST(MlaPieces, WgmmaBf16) {
   ASSERT_TRUE(gpu::mla_prefill_wgmma_supported(test_ctx())) << "the wgmma kernel needs an sm_90 device";
-  for (int v : {1, 2}) expect_pieces(70, 300, 4, DType::BF16, {370, 128, 100, 37}, 75, v);
-  for (int v : {1, 2}) expect_pieces(200, 500, 32, DType::BF16, {512, 160, 129}, 76, v);
+  for (int v : {1, 2, 3, 4}) expect_pieces(70, 300, 4, DType::BF16, {370, 128, 100, 37}, 75, v);
+  for (int v : {1, 2, 3, 4}) expect_pieces(200, 500, 32, DType::BF16, {512, 160, 129}, 76, v);
 }
 
 }  // namespace

@@ -119,16 +119,16 @@ TEST(MlaPrefill, WithContextF32) { expect_prefill({1, 70, 130}, {5, 64, 129}, 4,
 TEST(MlaPrefill, WithContextBf16) { expect_prefill({1, 70, 130}, {5, 64, 129}, 4, DType::BF16, 54); }
 TEST(MlaPrefill, RealHeadsBf16) { expect_prefill({300, 45}, {0, 200}, 32, DType::BF16, 55); }
 TEST(MlaPrefill, RealHeadsF32) { expect_prefill({300, 45}, {0, 200}, 32, DType::F32, 56); }
-// The Hopper wgmma kernel (bf16), both schedules (switches.wgmma 1 and 2): query tiles of 128, key tiles
-// of 128, partial tiles at both ends, warpgroups with no rows.
+// The Hopper wgmma kernel (bf16), both schedules, cp.async or TMA loads (switches.wgmma 1..4): query tiles
+// of 128, key tiles of 128, partial tiles at both ends, warpgroups with no rows.
 TEST(MlaPrefill, WgmmaVarlenBf16) {
-  for (int v : {1, 2}) expect_prefill({1, 70, 200, 64, 128, 129}, {0, 0, 0, 0, 0, 0}, 4, DType::BF16, 57, v);
+  for (int v : {1, 2, 3, 4}) expect_prefill({1, 70, 200, 64, 128, 129}, {0, 0, 0, 0, 0, 0}, 4, DType::BF16, 57, v);
 }
 TEST(MlaPrefill, WgmmaWithContextBf16) {
-  for (int v : {1, 2}) expect_prefill({1, 70, 130, 300}, {5, 64, 129, 1000}, 4, DType::BF16, 58, v);
+  for (int v : {1, 2, 3, 4}) expect_prefill({1, 70, 130, 300}, {5, 64, 129, 1000}, 4, DType::BF16, 58, v);
 }
 TEST(MlaPrefill, WgmmaRealHeadsBf16) {
-  for (int v : {1, 2}) expect_prefill({300, 45}, {0, 200}, 32, DType::BF16, 59, v);
+  for (int v : {1, 2, 3, 4}) expect_prefill({300, 45}, {0, 200}, 32, DType::BF16, 59, v);
 }
 
 }  // namespace ds::attn_test

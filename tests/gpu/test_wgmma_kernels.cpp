@@ -55,8 +55,8 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
   auto kv = uniform(int64_t(Tk) * H * 256, t, seed + 1, 2.f);  // per head [k_nope 128 ; v 128] (kv_b_proj output)
   auto kva = uniform(int64_t(Tk) * 576, t, seed + 2, 2.f);     // k_pe in columns [512, 576) (kv_a_proj output)
   auto dq = to_device_raw(cuq), dk = to_device_raw(cuk);
-  std::vector<float> o[3], lse[3];
-  for (int impl = 0; impl < 3; ++impl) {  // mma.sync, wgmma, wgmma with the ping-pong schedule
+  std::vector<float> o[5], lse[5];
+  for (int impl = 0; impl < 5; ++impl) {  // mma.sync, wgmma, ping-pong, and those two with TMA loads
     DeviceBuffer d_o(size_t(Tq) * H * 128 * 2), d_lse(size_t(Tq) * H * 4);
     poison(d_o);
     poison(d_lse);
@@ -84,7 +84,7 @@ void compare_mla(const std::vector<int>& qlens, const std::vector<int>& ctx_lens
     o[impl] = to_host(d_o.data(), size_t(Tq) * H * 128, t);
     lse[impl] = to_host(d_lse.data(), size_t(Tq) * H, DType::F32);
   }
-  for (int impl = 1; impl < 3; ++impl) {
+  for (int impl = 1; impl < 5; ++impl) {
     double lse_err = 0.0;
     for (size_t i = 0; i < lse[0].size(); ++i) {
       // rows that see no key of the window: -inf on both sides

@@ -11,8 +11,16 @@
 //    warpgroups take turns issuing GEMMs (named barriers), so one's softmax overlaps the other's GEMM.
 //    (Issuing S(t) with P·V(t − 1) inside one warpgroup would need ~180 registers per thread; ptxas
 //    keeps these consumers at the 168 of the launch bound even after setmaxnreg, and spilled.)
+// TMA (DELTASERVE_CUDA_WGMMA=3 / 4, the same two schedules): one producer thread issues each whole key/value
+//    tile as tensor-map copies (64 x 128 boxes, swizzled by the copy engine) that complete on the stage's
+//    `full` mbarrier by transaction bytes, the producer's other threads only arriving; the window's last,
+//    partial tile still goes by cp.async, which zero-fills the rows past the window.
 // Query tiles are issued longest first (causal work grows with the tile index).
+#include <cuda.h>  // CUtensorMap (the encoder is found through the runtime: no libcuda link)
+#include <cudaTypedefs.h>
+
 #include <cmath>
+#include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/kda_mma.cuh"
@@ -39,6 +47,23 @@ struct Bars {  // per stage: keys and values complete (full) and are released (e
   uint64_t q, kfull[kStages], kempty[kStages], vfull[kStages], vempty[kStages];
 };
 
+// TMA (switches.wgmma 3 and 4): one tensor map per operand, 2D (columns, rows) over the buffer as the kernel
+// sees it (base pointers shifted back for context pieces: the rows read are the same), a box of 64 columns
+// (128 bytes) x 128 rows landing as one 128-byte-swizzled atom, which is the layout the wgmma descriptors read.
+struct TmaMaps {
+  CUtensorMap kn, kpe, v;
+};
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+// One atom (64 columns x 128 rows from (col, row)) into dst, completing on bar's transaction count.
+__device__ __forceinline__ void tma_atom(uint32_t dst, const CUtensorMap* map, int col, int row, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_u32(bar))
+      : "memory");
+}
+
 // The producer's share (thread tid of 128) of copying 128 rows x kChunks 16-byte chunks (8 bf16 each) of a
 // bf16 matrix with row stride ld into swizzled atoms from dst (chunk c of a row into atom c / 8); rows
 // from `valid` on are zero-filled and not read. Consecutive threads take consecutive chunks of a row.
@@ -52,8 +77,9 @@ __device__ __forceinline__ void copy_rows(uint32_t dst, const bf16* src, int64_t
   }
 }
 
-__device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbase, Bars& bar, int tid, int h,
-                                        int qbeg, int qlen, int q0, int kbeg, int kw0, int kw1, int ntiles) {
+template <bool kTma>
+__device__ __forceinline__ void produce(const MlaPrefillParams& p, const TmaMaps& m, uint32_t sbase, Bars& bar, int tid,
+                                        int h, int qbeg, int qlen, int q0, int kbeg, int kw0, int kw1, int ntiles) {
   const bf16* qg = static_cast<const bf16*>(p.q) + int64_t(qbeg + q0) * p.ldq + int64_t(h) * p.hq;
   copy_rows<16>(sbase, qg, p.ldq, qlen - q0, tid);                   // q_nope: atoms 0, 1
   copy_rows<8>(sbase + 2 * kAtom, qg + kNope, p.ldq, qlen - q0, tid);  // q_pe: atom 2
@@ -64,13 +90,37 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, uint32_t sbas
     const int j0 = kw0 + t * kBN;  // rows j0 + row < kw1 are read; the rest of the tile is zero-filled
     const int64_t r0 = kbeg + j0;
     const uint32_t ka = sbase + kOffK + s * kKBytes, va = sbase + kOffV + s * kVBytes;
+    // TMA for whole tiles; the window's last partial tile by cp.async, which zero-fills the rows past it
+    // (a box would read whatever follows: the next piece's rows, or memory never written)
+    const bool tma = kTma && kw1 - j0 >= kBN;
     if (t >= kStages) mbar_wait(&bar.kempty[s], parity);
-    copy_rows<16>(ka, static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn, p.ldkn, kw1 - j0, tid);
-    copy_rows<8>(ka + 2 * kAtom, static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe, p.ldkpe, kw1 - j0, tid);
-    mbar_arrive_cp_async(&bar.kfull[s]);
+    if (tma) {
+      if (tid == 0) {
+        mbar_expect_tx(&bar.kfull[s], kKBytes);
+        tma_atom(ka, &m.kn, h * int(p.hkn), int(r0), &bar.kfull[s]);
+        tma_atom(ka + kAtom, &m.kn, h * int(p.hkn) + 64, int(r0), &bar.kfull[s]);
+        tma_atom(ka + 2 * kAtom, &m.kpe, 0, int(r0), &bar.kfull[s]);
+      } else {
+        mbar_arrive(&bar.kfull[s]);
+      }
+    } else {
+      copy_rows<16>(ka, static_cast<const bf16*>(p.k_nope) + r0 * p.ldkn + int64_t(h) * p.hkn, p.ldkn, kw1 - j0, tid);
+      copy_rows<8>(ka + 2 * kAtom, static_cast<const bf16*>(p.k_pe) + r0 * p.ldkpe, p.ldkpe, kw1 - j0, tid);
+      mbar_arrive_cp_async(&bar.kfull[s]);
+    }
     if (t >= kStages) mbar_wait(&bar.vempty[s], parity);
-    copy_rows<16>(va, static_cast<const bf16*>(p.v) + r0 * p.ldv + int64_t(h) * p.hv, p.ldv, kw1 - j0, tid);
-    mbar_arrive_cp_async(&bar.vfull[s]);
+    if (tma) {
+      if (tid == 0) {
+        mbar_expect_tx(&bar.vfull[s], kVBytes);
+        tma_atom(va, &m.v, h * int(p.hv), int(r0), &bar.vfull[s]);
+        tma_atom(va + kAtom, &m.v, h * int(p.hv) + 64, int(r0), &bar.vfull[s]);
+      } else {
+        mbar_arrive(&bar.vfull[s]);
+      }
+    } else {
+      copy_rows<16>(va, static_cast<const bf16*>(p.v) + r0 * p.ldv + int64_t(h) * p.hv, p.ldv, kw1 - j0, tid);
+      mbar_arrive_cp_async(&bar.vfull[s]);
+    }
   }
   cp_wait_all();
 }
@@ -277,8 +327,9 @@ __device__ __forceinline__ void consume(const MlaPrefillParams& p, uint32_t sbas
 
 // kPingPong: the two consumer warpgroups take turns issuing their GEMMs (see consume); otherwise each
 // runs its tiles' S, softmax, P·V in turn on its own.
-template <bool kPingPong>
-__global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p) {
+template <bool kPingPong, bool kTma>
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_prefill_wgmma_kernel(const __grid_constant__ MlaPrefillParams p, const __grid_constant__ TmaMaps maps) {
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = align_1024(smem_raw);
   const uint32_t sbase = smem_u32(smem);
@@ -310,7 +361,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_prefill_wgmma_kernel(const __
 
   if (tid < 128) {
     setmaxnreg_dec<56>();
-    produce(p, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
+    produce<kTma>(p, maps, sbase, bar, tid, h, qbeg, qlen, q0, kbeg, kw0, kw1, ntiles);
   } else {
     setmaxnreg_inc<224>();
     consume<kPingPong>(p, sbase, bar, tid, h, qbeg, qlen, q0, offset, kw0, kw1, ntiles);
@@ -325,15 +376,58 @@ bool mla_prefill_wgmma_supported(const DeviceContext& ctx) {
 
 void configure_mla_prefill_wgmma(const DeviceContext& ctx) {
   if (!mla_prefill_wgmma_supported(ctx)) return;
-  set_max_dynamic_smem(mla_prefill_wgmma_kernel<false>, kSmem);
-  set_max_dynamic_smem(mla_prefill_wgmma_kernel<true>, kSmem);
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<false, false>, kSmem);
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<true, false>, kSmem);
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<false, true>, kSmem);
+  set_max_dynamic_smem(mla_prefill_wgmma_kernel<true, true>, kSmem);
 }
+
+namespace {
+
+// The driver's tensor-map encoder, found through the runtime (the build links no libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  DS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+  DS_GPU_REQUIRE(q == cudaDriverEntryPointSuccess && fn, "mla prefill (TMA): the driver has no cuTensorMapEncodeTiled");
+  return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+}
+
+// A bf16 matrix of `cols` columns and row stride ld (elements) from base, read in 64 x 128 boxes. The row
+// extent is not known on the host (the sequences' lengths live on the device) and bounds nothing the kernel
+// reads: it asks only for whole tiles inside the key window (the window's partial tile goes by cp.async).
+CUtensorMap bf16_rows_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const void* base, int64_t cols, int64_t ld,
+                          const char* what) {
+  CUtensorMap m;
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(1) << 31};
+  const cuuint64_t strides[1] = {cuuint64_t(ld) * 2};
+  const cuuint32_t box[2] = {64, 128}, elem[2] = {1, 1};
+  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  DS_GPU_REQUIRE(r == CUDA_SUCCESS, std::string("mla prefill (TMA): cannot describe ") + what + " (CUresult " +
+                                        std::to_string(int(r)) + ")");
+  return m;
+}
+
+}  // namespace
 
 void launch_mla_prefill_wgmma(const MlaPrefillParams& p, const DeviceContext& ctx) {
   const dim3 grid(unsigned(p.num_heads), unsigned((p.max_seqlen_q + kBM - 1) / kBM), unsigned(p.num_seqs));
   DS_GPU_REQUIRE(grid.y <= 65535 && grid.z <= 65535, "mla prefill (wgmma): too many query tiles or sequences");
-  if (ctx.switches.wgmma == 2) mla_prefill_wgmma_kernel<true><<<grid, kThreads, kSmem, ctx.stream>>>(p);
-  else mla_prefill_wgmma_kernel<false><<<grid, kThreads, kSmem, ctx.stream>>>(p);
+  const int level = ctx.switches.wgmma;
+  TmaMaps maps{};
+  if (level >= 3) {  // TMA: 3 each warpgroup on its own, 4 ping-pong
+    const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+    const int64_t H = p.num_heads;
+    maps.kn = bf16_rows_map(encode, p.k_nope, (H - 1) * p.hkn + kNope, p.ldkn, "k_nope");
+    maps.kpe = bf16_rows_map(encode, p.k_pe, 64, p.ldkpe, "k_pe");
+    maps.v = bf16_rows_map(encode, p.v, (H - 1) * p.hv + kV, p.ldv, "v");
+  }
+  if (level == 4) mla_prefill_wgmma_kernel<true, true><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);
+  else if (level == 3) mla_prefill_wgmma_kernel<false, true><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);
+  else if (level == 2) mla_prefill_wgmma_kernel<true, false><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);
+  else mla_prefill_wgmma_kernel<false, false><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);
   DS_CUDA_CHECK_LAUNCH();
 }
 
