@@ -13,7 +13,9 @@
 //                                        GEMM) on sm_90: 0 the mma.sync kernels, 1 the wgmma kernels, 2 the same
 //                                        with the MLA kernel's ping-pong schedule (its two consumer warpgroups
 //                                        take turns on the tensor cores), 3 and 4: 1 and 2 with the MLA keys
-//                                        and values loaded by TMA (default: 1)
+//                                        and values loaded by TMA (default: 3; measured: MLA prefill 1x8192
+//                                        causal 452 -> 582 TFLOP/s, the 1M prompt's TTFT 215 -> 184 s,
+//                                        docs/PERF.md session 12)
 //   DELTASERVE_CUDA_FP8_DENSE_TILE=0     FP8 projections at 9..160 rows dequantize + cuBLASLt instead of the
 //                                        grouped GEMM's FP8 kernel over one matrix (layer_step.cpp; default 1)
 //   DELTASERVE_CUDA_FP8_FRAG=0|1|8|16    FP8 tiles of decode batches: the fragment kernel (1: on, the default;
@@ -47,8 +49,8 @@ struct CudaEnv {
   bool reference_attention = false;
   bool graphs = true;
   bool pdl = true;
-  int wgmma = 1;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong,
-                 // 3 / 4: 1 / 2 with the MLA kernel's keys and values loaded by TMA
+  int wgmma = 3;  // Hopper wgmma prefill kernels where supported: 0 off, 1 on, 2 on with the MLA ping-pong,
+                 // 3 / 4: 1 / 2 with the MLA kernel's keys and values loaded by TMA (3: the default)
   bool fp8_dense_tile = true;       // FP8 projections at 9..160 rows: the FP8 tile kernel (false: dequantize)
   // FP8 grouped/dense GEMMs of decode-sized token tiles: the fragment kernel (moe_gemm_frag.h). 0 off (the
   // staged tile kernel), 1 on (the default: 16-token tiles; measured faster than the staged kernel at B=16

@@ -71,7 +71,7 @@ TEST(CudaEnv, BadValuesNameTheVariable) {
 TEST(CudaEnv, Wgmma) {
   EnvGuard g;
   unsetenv("DELTASERVE_CUDA_WGMMA");
-  EXPECT_EQ(CudaEnv::parse().wgmma, 1);  // on where supported (sm_90, bf16)
+  EXPECT_EQ(CudaEnv::parse().wgmma, 3);  // on where supported (sm_90, bf16), MLA keys/values by TMA
   setenv("DELTASERVE_CUDA_WGMMA", "2", 1);
   EXPECT_EQ(CudaEnv::parse().wgmma, 2);
   setenv("DELTASERVE_CUDA_WGMMA", "4", 1);
