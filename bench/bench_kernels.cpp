@@ -168,10 +168,11 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
   const MoeGemmParams d = moe_down_gemm_params(g, dn.data(), out.data(), D);
   const double f_gu = 2.0 * pairs * 2.0 * I * D, f_dn = 2.0 * pairs * I * D;
   const int reps = quick ? 5 : 10;
-  for (bool wg : {false, true}) {
+  for (int v : {0, 1, 2}) {
     DeviceContext c = ctx;
-    c.switches.wgmma = wg;
-    const char* impl = wg ? "wgmma 128x256" : "mma.sync 64x64";
+    c.switches.wgmma = v > 0;
+    c.switches.moe_tma = v == 2;
+    const char* impl = v == 2 ? "wgmma 128x256, TMA weights" : v == 1 ? "wgmma 128x256" : "mma.sync 64x64";
     char nm[96];
     double ms = ds::bench::time_ms(ctx.stream, [&] { run_moe_gemm(g, c); }, reps);
     std::snprintf(nm, sizeof nm, "MoE prefill T=8192 gate_up (2048x2304), %s", impl);

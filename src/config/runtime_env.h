@@ -36,6 +36,8 @@
 //   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
+//   DELTASERVE_CUDA_MOE_TMA=0|1          the bf16 wgmma MoE prefill kernel's weight tiles by TMA (default 0
+//                                        until measured)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
 //   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
@@ -77,6 +79,10 @@ struct CudaEnv {
   bool fp8_split_k = true;
   // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
+  // The bf16 wgmma MoE prefill kernel (moe_gemm_wgmma.cu): its weight tiles by TMA tensor maps, one producer
+  // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
+  // from the same change, docs/PERF.md session 12); off until measured.
+  bool moe_tma = false;
   // Narrow projections (N <= 1,024, weights in the activation dtype) on the GEMV up to this many rows; 8 (the
   // GEMV limit of every projection) until measured.
   int narrow_gemv_rows = 8;

@@ -31,6 +31,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
     unsetenv("DELTASERVE_CUDA_TP_COMM");
+    unsetenv("DELTASERVE_CUDA_MOE_TMA");
   }
 };
 
@@ -79,6 +80,16 @@ TEST(CudaEnv, Wgmma) {
   setenv("DELTASERVE_CUDA_WGMMA", "5", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   setenv("DELTASERVE_CUDA_WGMMA", "yes", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+}
+
+TEST(CudaEnv, MoeTma) {
+  EnvGuard g;
+  unsetenv("DELTASERVE_CUDA_MOE_TMA");
+  EXPECT_FALSE(CudaEnv::parse().moe_tma);  // off until measured
+  setenv("DELTASERVE_CUDA_MOE_TMA", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().moe_tma);
+  setenv("DELTASERVE_CUDA_MOE_TMA", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
 }
 

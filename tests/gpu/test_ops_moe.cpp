@@ -324,12 +324,14 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
   ce.E = E;
   ce.top_k = k;
   kernels::run_moe_experts_cpu(ce);
-  // tiles of 16 and 64 tokens (mma.sync), then the Hopper wgmma kernel (prefill-sized launches)
-  for (int variant = 0; variant < 3; ++variant) {
+  // tiles of 16 and 64 tokens (mma.sync), then the Hopper wgmma kernel (prefill-sized launches), with the
+  // weight tiles by TMA where whole tiles divide N (else the same kernel's cp.async copies)
+  for (int variant = 0; variant < 4; ++variant) {
     const int tile = variant == 0 ? 16 : 64;
     DeviceContext ctx = test_ctx();
-    ctx.switches.wgmma = variant == 2;
-    if (variant == 2) {
+    ctx.switches.wgmma = variant >= 2;
+    ctx.switches.moe_tma = variant == 3;
+    if (variant >= 2) {
       ASSERT_TRUE(moe_gemm_wgmma_supported(
           moe_gate_up_gemm_params(a, dx.data(), D, gu.data(), D, I, act.data(), tile), ctx));
     }
@@ -340,7 +342,7 @@ TEST(GpuOps, MoeGroupedGemmPrefill) {
     run_moe_gemm(g, ctx);
     run_moe_gemm(moe_down_gemm_params(g, dn.data(), out.data(), D), ctx);
     run_moe_combine(moe_combine_params(r, a, out.data(), dres.data(), D), t, ctx);
-    EXPECT_LT(rel_l2(to_host(dres.data(), ref.size(), t), ref), tol(t)) << "tile " << tile << " wgmma " << (variant == 2);
+    EXPECT_LT(rel_l2(to_host(dres.data(), ref.size(), t), ref), tol(t)) << "tile " << tile << " variant " << variant;
   }
 }
 

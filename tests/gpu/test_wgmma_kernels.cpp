@@ -135,15 +135,16 @@ TEST(WgmmaKernels, MoeGroupedGemmRealShapes) {
                                                 .active_start = ss.as<int32_t>(),
                                                 .num_active = na.as<int32_t>()});
   run_moe_route_align(r, a, test_ctx());
-  std::vector<float> act[2], out[2];
-  for (int impl = 0; impl < 2; ++impl) {
-    const DeviceContext ctx = with_wgmma(impl);
+  std::vector<float> act[3], out[3];
+  for (int impl = 0; impl < 3; ++impl) {  // mma.sync, wgmma, wgmma with the weight tiles by TMA
+    DeviceContext ctx = with_wgmma(impl > 0 ? 1 : 0);
+    ctx.switches.moe_tma = impl == 2;
     DeviceBuffer dact(size_t(pairs) * I * 2), dout(size_t(pairs) * D * 2);
     poison(dact);
     poison(dout);
     const MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, dact.data(), 64);
     const MoeGemmParams d = moe_down_gemm_params(g, dn.data(), dout.data(), D);
-    if (impl == 1) {
+    if (impl >= 1) {
       ASSERT_TRUE(moe_gemm_wgmma_supported(g, ctx));
       ASSERT_TRUE(moe_gemm_wgmma_supported(d, ctx));
     }
@@ -153,10 +154,16 @@ TEST(WgmmaKernels, MoeGroupedGemmRealShapes) {
     act[impl] = to_host(dact.data(), size_t(pairs) * I, t);
     out[impl] = to_host(dout.data(), size_t(pairs) * D, t);
   }
-  const double e_act = rel_l2(act[1], act[0]), e_out = rel_l2(out[1], out[0]);
-  std::printf("[moe_gemm wgmma vs mma.sync] T=%d gate_up rel_l2=%.3g down rel_l2=%.3g\n", T, e_act, e_out);
-  EXPECT_LE(e_act, 2e-2);
-  EXPECT_LE(e_out, 2e-2);
+  for (int impl = 1; impl < 3; ++impl) {
+    const double e_act = rel_l2(act[impl], act[0]), e_out = rel_l2(out[impl], out[0]);
+    std::printf("[moe_gemm wgmma%s vs mma.sync] T=%d gate_up rel_l2=%.3g down rel_l2=%.3g\n", impl == 2 ? " TMA" : "", T,
+                e_act, e_out);
+    EXPECT_LE(e_act, 2e-2) << "impl " << impl;
+    EXPECT_LE(e_out, 2e-2) << "impl " << impl;
+  }
+  // the two wgmma forms sum the same products in the same order: equal
+  EXPECT_EQ(act[2], act[1]);
+  EXPECT_EQ(out[2], out[1]);
 }
 
 }  // namespace

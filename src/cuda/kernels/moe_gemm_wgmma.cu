@@ -11,6 +11,16 @@
 //    registers (the gate and up values of one output sit at the same place of the two accumulators) and
 //    writes bf16 pairs.
 // Token tiles are found on the device from the active experts' row ranges, as in moe_gemm.cu.
+// TMA (DeviceContext::switches.moe_tma, where whole 128/256-row weight tiles divide N): the weight tile of a
+// stage is one or two tensor-map copies (64 x 128 or 64 x 256 boxes, swizzled by the copy engine) issued by
+// one producer thread; the gathered token rows stay cp.async, both completing on the stage's `full` barrier
+// (the copies' bytes announced with expect_tx).
+#include <cuda.h>  // CUtensorMap (the encoder is found through the runtime: no libcuda link)
+#include <cudaTypedefs.h>
+
+#include <string>
+
+#include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm_wgmma.h"
 #include "cuda/kernels/wgmma.cuh"
@@ -25,8 +35,24 @@ constexpr uint32_t kABytes = kTok * 128, kBBytes = kRows * 128, kStageBytes = kA
 constexpr uint32_t kOffBar = kStages * kStageBytes;
 constexpr size_t kSmem = kOffBar + 2 * kStages * 8 + 1024;  // barriers, and slack to align to 1024 bytes
 
-template <bool SILU>
-__global__ void __launch_bounds__(kThreads, 1) moe_gemm_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
+// The weights as one 2D tensor (K columns, every matrix's rows one after another), read in 64 x 128 boxes
+// (SiLU: the gate and the up halves) or 64 x 256 boxes.
+struct WeightMap {
+  CUtensorMap m;
+};
+__device__ __forceinline__ void mbar_expect_tx_only(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void tma_box(uint32_t dst, const CUtensorMap* map, int col, int row, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_u32(bar))
+      : "memory");
+}
+
+template <bool SILU, bool TMA>
+__global__ void __launch_bounds__(kThreads, 1)
+    moe_gemm_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ WeightMap wmap) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ unsigned char smem_raw[];
@@ -73,6 +99,7 @@ __global__ void __launch_bounds__(kThreads, 1) moe_gemm_wgmma_kernel(const __gri
     // producer: thread tid copies chunk (tid & 7) of rows (tid >> 3) + 16 i
     const int c = tid & 7, rsub = tid >> 3;
     const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.active_expert[active]) * p.w_matrix_stride + c * 8;
+    const int wrow0 = int(int64_t(p.active_expert[active]) * (p.w_matrix_stride / p.K));  // TMA: the matrix's row 0
     const bf16* X = static_cast<const bf16*>(p.x) + c * 8;
     int xrow[kTok / 16];
 #pragma unroll
@@ -90,8 +117,19 @@ __global__ void __launch_bounds__(kThreads, 1) moe_gemm_wgmma_kernel(const __gri
         const int r = rsub + 16 * i;
         cp16(a + swz(r, c), X + int64_t(max(xrow[i], 0)) * p.ldx + k, xrow[i] >= 0);
       }
+      if constexpr (TMA) {
+        if (tid == 0) {  // the weight tile by tensor-map copies (whole tiles: launch_moe_gemm_wgmma checks N)
+          mbar_expect_tx_only(&full[s], kBBytes);
+          if (SILU) {
+            tma_box(b, &wmap.m, k, wrow0 + f0, &full[s]);
+            tma_box(b + 128 * 128, &wmap.m, k, wrow0 + p.N + f0, &full[s]);
+          } else {
+            tma_box(b, &wmap.m, k, wrow0 + f0, &full[s]);
+          }
+        }
+      }
 #pragma unroll
-      for (int i = 0; i < kRows / 16; ++i) {
+      for (int i = 0; i < (TMA ? 0 : kRows / 16); ++i) {
         const int r = rsub + 16 * i;  // weight row of the tile
         int feat, wrow;
         if (SILU) {
@@ -177,17 +215,48 @@ bool moe_gemm_wgmma_supported(const MoeGemmParams& p, const DeviceContext& ctx) 
 
 void configure_moe_gemm_wgmma(const DeviceContext& ctx) {
   if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < kSmem) return;
-  set_max_dynamic_smem(moe_gemm_wgmma_kernel<true>, kSmem);
-  set_max_dynamic_smem(moe_gemm_wgmma_kernel<false>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, false>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, false>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, true>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, true>, kSmem);
 }
+
+namespace {
+
+// The weight map, or false where TMA does not apply (switch off, or tiles that would run past N: a box
+// cannot stop at N the way the per-row copies do; K a multiple of 64 and 16-byte alignment are checked by
+// moe_gemm_wgmma_supported).
+bool weight_map(const MoeGemmParams& p, const DeviceContext& ctx, WeightMap& out) {
+  if (!ctx.switches.moe_tma || p.N % (p.silu_mul ? kRows / 2 : kRows) != 0 || p.w_matrix_stride % p.K != 0) return false;
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  DS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+  DS_GPU_REQUIRE(q == cudaDriverEntryPointSuccess && fn, "run_moe_gemm (TMA): the driver has no cuTensorMapEncodeTiled");
+  const auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  // rows: every matrix the launch may name (the row extent bounds nothing read: whole tiles inside N)
+  const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(1) << 31};
+  const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
+  const cuuint32_t box[2] = {64, p.silu_mul ? 128u : 256u}, elem[2] = {1, 1};
+  const CUresult r = encode(&out.m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(p.w), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  DS_GPU_REQUIRE(r == CUDA_SUCCESS, "run_moe_gemm (TMA): cannot describe the weights (CUresult " + std::to_string(int(r)) + ")");
+  return true;
+}
+
+}  // namespace
 
 void launch_moe_gemm_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   const int cols = p.silu_mul ? kRows / 2 : kRows;
   const int64_t tiles = (int64_t(p.max_rows) + kTok - 1) / kTok + p.max_active;  // bound on sum of ceil(rows/128)
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm (wgmma): too many token tiles for one launch");
   const dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
-  if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true>, grid, kThreads, kSmem, ctx, p);
-  else launch_pdl(moe_gemm_wgmma_kernel<false>, grid, kThreads, kSmem, ctx, p);
+  WeightMap m{};
+  const bool tma = weight_map(p, ctx, m);
+  if (p.silu_mul && tma) launch_pdl(moe_gemm_wgmma_kernel<true, true>, grid, kThreads, kSmem, ctx, p, m);
+  else if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true, false>, grid, kThreads, kSmem, ctx, p, m);
+  else if (tma) launch_pdl(moe_gemm_wgmma_kernel<false, true>, grid, kThreads, kSmem, ctx, p, m);
+  else launch_pdl(moe_gemm_wgmma_kernel<false, false>, grid, kThreads, kSmem, ctx, p, m);
   DS_CUDA_CHECK_LAUNCH();
 }
 
