@@ -408,12 +408,13 @@ int main(int argc, char** argv) {
       const Fp8Matrix qdn{q_dn.as<uint8_t>(), s_dn.as<float>(), int64_t(E + 1) * D, I, I / 128, 7, 7};
       // (variant 4: x split in e4m3 hi + lo and FP8 wgmma, the split counted in the time)
       DeviceBuffer split(x_split_bytes(int64_t(B) * kp, std::max(D, I)));
-      for (int variant = 0; variant < 6; ++variant) {  // fragment kernel 8 / 16 token tiles, staged, registers
+      for (int variant = 0; variant < 7; ++variant) {  // fragment kernel 8 / 16 token tiles, staged, registers
         const int staged = variant != 3;
         DeviceContext fctx = ctx;
         fctx.switches.fp8_frag = variant == 0 ? 8 : variant == 1 ? 16 : 0;
         fctx.switches.fp8_xsplit = variant >= 4;
-        fctx.switches.fp8_wgmma_stages = variant == 5 ? 3 : 4;
+        fctx.switches.fp8_wgmma_stages = variant >= 5 ? 3 : 4;
+        fctx.switches.fp8_tma = variant == 6;  // the weight rows by TMA
         auto call = [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, qgu.q, D, I, act.data(), 16);
           g.w_matrix_stride = int64_t(2) * I * D;
@@ -435,11 +436,12 @@ int main(int argc, char** argv) {
         };
         double mms = ds::bench::time_ms(s, call, reps);
         const char* tags[] = {"fp8_frag8", "fp8_frag16", "fp8_staged", "fp8_registers", "fp8_wgmma_split",
-                              "fp8_wgmma_split3"};
+                              "fp8_wgmma_split3", "fp8_wgmma_split3_tma"};
         profiled(tags[variant], call);
         char nm[96];
         const char* kind[] = {"fragments, 8-token tiles", "fragments, 16-token tiles", "16x64 staged", "16x64 registers",
-                              "x split + FP8 wgmma", "x split + FP8 wgmma, 3 stages"};
+                              "x split + FP8 wgmma", "x split + FP8 wgmma, 3 stages",
+                              "x split + FP8 wgmma, 3 stages, TMA weights"};
         std::snprintf(nm, sizeof nm, "MoE B=%d experts FP8 128x128, %s", B, kind[variant]);
         rows.push_back({nm, mms, bw_floor(bytes / 2), "FP8 floor: half the bf16 bytes"});
       }

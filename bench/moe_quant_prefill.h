@@ -42,9 +42,9 @@ inline void moe_quant_prefill_rows(const gpu::DeviceContext& ctx, bool quick, co
   gpu::run_fill_int4({n_dn.as<uint8_t>(), c_dn.as<float>(), nullptr, int64_t(E) * D, I, I / 128, 7},
                      int64_t(E) * D * (I / 128), 0.05f, 84, ctx);
   DeviceBuffer act(size_t(pairs) * I * 2), out(size_t(pairs) * D * 2);
-  for (int form = 0; form < 5; ++form) {  // FP8 mma.sync 64; FP8 wgmma 16 / 64; INT4 wgmma 16 / 64
-    const bool int4 = form >= 3, xsplit = form > 0;
-    const int tile = form == 0 || form == 2 || form == 4 ? 64 : 16;
+  for (int form = 0; form < 6; ++form) {  // FP8 mma.sync 64; FP8 wgmma 16 / 64; INT4 wgmma 16 / 64; FP8 64 TMA
+    const bool int4 = form == 3 || form == 4, xsplit = form > 0;
+    const int tile = form == 1 || form == 3 ? 16 : 64;
     gpu::MoeGemmParams gu = g;
     gu.tile_tokens = tile;
     gu.y = act.data();
@@ -65,6 +65,7 @@ inline void moe_quant_prefill_rows(const gpu::DeviceContext& ctx, bool quick, co
     dn.scale_matrix_stride = int4 ? int64_t(D) * (I / 128) : int64_t(D);
     gpu::DeviceContext c = ctx;
     c.switches.fp8_xsplit = xsplit;
+    c.switches.fp8_tma = form == 5;  // the weight rows by TMA
     if (xsplit && !(gpu::moe_gemm_fp8_wgmma_applies(gu, c) && gpu::moe_gemm_fp8_wgmma_applies(dn, c))) continue;
     const double ms = time_ms(ctx.stream, [&] {
       gpu::run_moe_gemm(gu, c);
@@ -72,7 +73,8 @@ inline void moe_quant_prefill_rows(const gpu::DeviceContext& ctx, bool quick, co
     }, reps);
     const char* names[] = {"FP8 channel, mma.sync 64-token tiles", "FP8 channel, x split + wgmma, 16-token tiles",
                            "FP8 channel, x split + wgmma, 64-token tiles", "INT4 g128, x split + wgmma, 16-token tiles",
-                           "INT4 g128, x split + wgmma, 64-token tiles"};
+                           "INT4 g128, x split + wgmma, 64-token tiles",
+                           "FP8 channel, x split + wgmma, 64-token tiles, TMA weights"};
     char nm[112];
     std::snprintf(nm, sizeof nm, "MoE prefill T=%d experts %s", T, names[form]);
     rows.push_back({nm, ms, fl_floor(flops), note(flops, ms)});

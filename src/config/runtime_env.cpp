@@ -35,6 +35,7 @@ CudaEnv CudaEnv::parse() {
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", false);
+  c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);
     DS_CHECK(v.size() == 1 && v[0] >= '0' && v[0] <= '4', "DELTASERVE_CUDA_WGMMA must be 0, 1, 2, 3 or 4, got '{}'", v);

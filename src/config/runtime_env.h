@@ -38,6 +38,7 @@
 //                                        session 11) or the 64-token mma.sync tiles (0)
 //   DELTASERVE_CUDA_MOE_TMA=0|1          the bf16 wgmma MoE prefill kernel's weight tiles by TMA (default 0
 //                                        until measured)
+//   DELTASERVE_CUDA_FP8_TMA=0|1          the FP8 wgmma kernel's weight rows by TMA (default 0 until measured)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
 //   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
@@ -83,6 +84,9 @@ struct CudaEnv {
   // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
   // from the same change, docs/PERF.md session 12); off until measured.
   bool moe_tma = false;
+  // The FP8 wgmma kernel (moe_gemm_fp8_wgmma.cu, decode batches and FP8 prefill): its weight rows by TMA, one
+  // thread issuing a stage's boxes, instead of 8 cp.async a thread and stage; off until measured.
+  bool fp8_tma = false;
   // Narrow projections (N <= 1,024, weights in the activation dtype) on the GEMV up to this many rows; 8 (the
   // GEMV limit of every projection) until measured.
   int narrow_gemv_rows = 8;

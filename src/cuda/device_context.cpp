@@ -1,6 +1,7 @@
 #include "cuda/device_context.h"
 
 #include "cuda/kernels/configure.h"
+#include "cuda/kernels/tma.h"
 
 namespace ds::gpu {
 
@@ -9,6 +10,7 @@ DeviceContext make_device_context(cudaStream_t s, const CudaEnv& switches) {
   c.info = device_info();
   c.stream = s;
   c.switches = switches;
+  c.tensor_map_encoder = find_tensor_map_encoder();  // once per context, outside any graph capture
   configure_kernels(c);  // kernel attributes for this device, once per context (not per launch)
   return c;
 }

@@ -14,6 +14,7 @@ struct DeviceContext {
   DeviceInfo info;                 // device id, SM count, shared memory per block, ...
   cudaStream_t stream = nullptr;   // every launch of this context goes here
   CudaEnv switches;                // pdl, graphs, reference attention (parsed in src/config)
+  void* tensor_map_encoder = nullptr;  // the driver's cuTensorMapEncodeTiled (kernels/tma.h), null: no TMA
 
   int device() const { return info.device; }
   int num_sms() const { return info.num_sms; }

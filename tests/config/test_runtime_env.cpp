@@ -32,6 +32,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
     unsetenv("DELTASERVE_CUDA_TP_COMM");
     unsetenv("DELTASERVE_CUDA_MOE_TMA");
+    unsetenv("DELTASERVE_CUDA_FP8_TMA");
   }
 };
 
@@ -91,6 +92,10 @@ TEST(CudaEnv, MoeTma) {
   EXPECT_TRUE(CudaEnv::parse().moe_tma);
   setenv("DELTASERVE_CUDA_MOE_TMA", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MOE_TMA");
+  EXPECT_FALSE(CudaEnv::parse().fp8_tma);
+  setenv("DELTASERVE_CUDA_FP8_TMA", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().fp8_tma);
 }
 
 TEST(CudaEnv, NcclLibrary) {

@@ -20,6 +20,7 @@
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_frag.h"
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
+#include "fp8_host.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
 #include "model/cpu_backend.h"
@@ -30,32 +31,6 @@ namespace {
 
 const DType kTypes[] = {DType::F32, DType::BF16};
 const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
-
-// A random FP8 matrix set [mats, N, K] with scales of layout (rs, ks) and its dequantized values.
-struct HostFp8 {
-  int64_t mats = 1, N = 0, K = 0, ld = 1;
-  int rs = 0, ks = 31;
-  std::vector<uint8_t> q;
-  std::vector<float> scale, dq;
-  int64_t scale_rows() const { return (N + (int64_t(1) << rs) - 1) >> rs; }
-};
-HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, uint64_t seed) {
-  HostFp8 m{mats, N, K, ks >= 31 ? 1 : (K + (int64_t(1) << ks) - 1) >> ks, rs, ks, {}, {}, {}};
-  const auto w = randn(size_t(mats * N * K), seed, 0.05f);
-  const auto sr = randu(size_t(mats * m.scale_rows() * m.ld), seed + 1, 0.5f, 2.f);
-  m.q.resize(w.size());
-  for (size_t i = 0; i < w.size(); ++i) m.q[i] = f32_to_fp8_e4m3(w[i] * 448.f / 0.25f);
-  m.scale.resize(sr.size());
-  for (size_t i = 0; i < sr.size(); ++i) m.scale[i] = sr[i] * 0.25f / 448.f;
-  m.dq.resize(w.size());
-  for (int64_t e = 0; e < mats; ++e)
-    for (int64_t r = 0; r < N; ++r)
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t i = (e * N + r) * K + k;
-        m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
-      }
-  return m;
-}
 
 // Points p at the FP8 matrices on the device (q, scale) with m's scale layout.
 void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {

@@ -16,15 +16,12 @@
 //    `full` mbarrier by transaction bytes, the producer's other threads only arriving; the window's last,
 //    partial tile still goes by cp.async, which zero-fills the rows past the window.
 // Query tiles are issued longest first (causal work grows with the tile index).
-#include <cuda.h>  // CUtensorMap (the encoder is found through the runtime: no libcuda link)
-#include <cudaTypedefs.h>
-
 #include <cmath>
-#include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_prefill_wgmma.h"
+#include "cuda/kernels/tma.h"
 #include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
@@ -53,17 +50,6 @@ struct Bars {  // per stage: keys and values complete (full) and are released (e
 struct TmaMaps {
   CUtensorMap kn, kpe, v;
 };
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
-}
-// One atom (64 columns x 128 rows from (col, row)) into dst, completing on bar's transaction count.
-__device__ __forceinline__ void tma_atom(uint32_t dst, const CUtensorMap* map, int col, int row, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_u32(bar))
-      : "memory");
-}
-
 // The producer's share (thread tid of 128) of copying 128 rows x kChunks 16-byte chunks (8 bf16 each) of a
 // bf16 matrix with row stride ld into swizzled atoms from dst (chunk c of a row into atom c / 8); rows
 // from `valid` on are zero-filled and not read. Consecutive threads take consecutive chunks of a row.
@@ -96,10 +82,10 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, const TmaMaps
     if (t >= kStages) mbar_wait(&bar.kempty[s], parity);
     if (tma) {
       if (tid == 0) {
-        mbar_expect_tx(&bar.kfull[s], kKBytes);
-        tma_atom(ka, &m.kn, h * int(p.hkn), int(r0), &bar.kfull[s]);
-        tma_atom(ka + kAtom, &m.kn, h * int(p.hkn) + 64, int(r0), &bar.kfull[s]);
-        tma_atom(ka + 2 * kAtom, &m.kpe, 0, int(r0), &bar.kfull[s]);
+        mbar_arrive_expect_tx(&bar.kfull[s], kKBytes);
+        tma_load_2d(ka, &m.kn, h * int(p.hkn), int(r0), &bar.kfull[s]);
+        tma_load_2d(ka + kAtom, &m.kn, h * int(p.hkn) + 64, int(r0), &bar.kfull[s]);
+        tma_load_2d(ka + 2 * kAtom, &m.kpe, 0, int(r0), &bar.kfull[s]);
       } else {
         mbar_arrive(&bar.kfull[s]);
       }
@@ -111,9 +97,9 @@ __device__ __forceinline__ void produce(const MlaPrefillParams& p, const TmaMaps
     if (t >= kStages) mbar_wait(&bar.vempty[s], parity);
     if (tma) {
       if (tid == 0) {
-        mbar_expect_tx(&bar.vfull[s], kVBytes);
-        tma_atom(va, &m.v, h * int(p.hv), int(r0), &bar.vfull[s]);
-        tma_atom(va + kAtom, &m.v, h * int(p.hv) + 64, int(r0), &bar.vfull[s]);
+        mbar_arrive_expect_tx(&bar.vfull[s], kVBytes);
+        tma_load_2d(va, &m.v, h * int(p.hv), int(r0), &bar.vfull[s]);
+        tma_load_2d(va + kAtom, &m.v, h * int(p.hv) + 64, int(r0), &bar.vfull[s]);
       } else {
         mbar_arrive(&bar.vfull[s]);
       }
@@ -382,47 +368,18 @@ void configure_mla_prefill_wgmma(const DeviceContext& ctx) {
   set_max_dynamic_smem(mla_prefill_wgmma_kernel<true, true>, kSmem);
 }
 
-namespace {
-
-// The driver's tensor-map encoder, found through the runtime (the build links no libcuda).
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult q{};
-  DS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-  DS_GPU_REQUIRE(q == cudaDriverEntryPointSuccess && fn, "mla prefill (TMA): the driver has no cuTensorMapEncodeTiled");
-  return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-}
-
-// A bf16 matrix of `cols` columns and row stride ld (elements) from base, read in 64 x 128 boxes. The row
-// extent is not known on the host (the sequences' lengths live on the device) and bounds nothing the kernel
-// reads: it asks only for whole tiles inside the key window (the window's partial tile goes by cp.async).
-CUtensorMap bf16_rows_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const void* base, int64_t cols, int64_t ld,
-                          const char* what) {
-  CUtensorMap m;
-  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(1) << 31};
-  const cuuint64_t strides[1] = {cuuint64_t(ld) * 2};
-  const cuuint32_t box[2] = {64, 128}, elem[2] = {1, 1};
-  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  DS_GPU_REQUIRE(r == CUDA_SUCCESS, std::string("mla prefill (TMA): cannot describe ") + what + " (CUresult " +
-                                        std::to_string(int(r)) + ")");
-  return m;
-}
-
-}  // namespace
-
 void launch_mla_prefill_wgmma(const MlaPrefillParams& p, const DeviceContext& ctx) {
   const dim3 grid(unsigned(p.num_heads), unsigned((p.max_seqlen_q + kBM - 1) / kBM), unsigned(p.num_seqs));
   DS_GPU_REQUIRE(grid.y <= 65535 && grid.z <= 65535, "mla prefill (wgmma): too many query tiles or sequences");
-  const int level = ctx.switches.wgmma;
   TmaMaps maps{};
+  int level = ctx.switches.wgmma;
+  if (level >= 3 && !ctx.tensor_map_encoder) level -= 2;  // no TMA in this driver: the cp.async forms
   if (level >= 3) {  // TMA: 3 each warpgroup on its own, 4 ping-pong
-    const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
     const int64_t H = p.num_heads;
-    maps.kn = bf16_rows_map(encode, p.k_nope, (H - 1) * p.hkn + kNope, p.ldkn, "k_nope");
-    maps.kpe = bf16_rows_map(encode, p.k_pe, 64, p.ldkpe, "k_pe");
-    maps.v = bf16_rows_map(encode, p.v, (H - 1) * p.hv + kV, p.ldv, "v");
+    void* enc = ctx.tensor_map_encoder;
+    maps.kn = rows_tensor_map(enc, {.base = p.k_nope, .cols = (H - 1) * p.hkn + kNope, .ld = p.ldkn, .what = "MLA k_nope"});
+    maps.kpe = rows_tensor_map(enc, {.base = p.k_pe, .cols = 64, .ld = p.ldkpe, .what = "MLA k_pe"});
+    maps.v = rows_tensor_map(enc, {.base = p.v, .cols = (H - 1) * p.hv + kV, .ld = p.ldv, .what = "MLA v"});
   }
   if (level == 4) mla_prefill_wgmma_kernel<true, true><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);
   else if (level == 3) mla_prefill_wgmma_kernel<false, true><<<grid, kThreads, kSmem, ctx.stream>>>(p, maps);

@@ -19,6 +19,7 @@
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/fp8_codec.cuh"
+#include "cuda/kernels/tma.h"
 #include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
@@ -41,7 +42,8 @@ template <int MT, bool I4, int ST = 4, int TW = 16> struct StageW {  // ST: pipe
   static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
   static constexpr uint32_t kXsOff = kConvOff + kConvBytes;  // the token tile's x scales, TW floats a stage
-  static constexpr size_t kSmem = kXsOff + uint32_t(ST) * TW * 4 + 1024;
+  static constexpr uint32_t kBarOff = kXsOff + uint32_t(ST) * TW * 4;  // TMA: a barrier a stage (weights landed)
+  static constexpr size_t kSmem = kBarOff + uint32_t(ST) * 8 + 1024;
   static constexpr int kChunksPerRow = kRowBytes / 16;
   static constexpr int kWChunks = MT * 64 * kChunksPerRow / kThreadsW;  // 16-byte weight copies per thread
   static constexpr int kUnits = MT * 64 * 4 / kThreadsW;               // INT4: 32-weight conversions per thread
@@ -108,12 +110,21 @@ __device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
+// TMA (FP8 only, DeviceContext::switches.fp8_tma, where whole 64-row tiles divide N): one thread copies a
+// stage's weight rows as 128-byte x 64-row boxes of a tensor map (kernels/tma.h) that complete on the stage's
+// barrier; the token tile's bytes and scales stay cp.async.
+struct Fp8WeightMap {
+  CUtensorMap m;
+};
+
 // NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
 // TW: tokens per tile (16: decode batches and dense launches; 64: prefill-sized grouped launches, NP 1 only,
 // so that a weight tile in shared memory serves 64 tokens).
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
-__global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p) {
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA>
+__global__ void __launch_bounds__(kThreadsW)
+    moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ Fp8WeightMap wmap) {
   static_assert(TW == 16 || NP == 1, "64-token tiles take one partial sum per k block");
+  static_assert(!(TMA && I4), "TMA copies FP8 weight rows only");
   using S = StageW<MT, I4, ST, TW>;
   constexpr int kAcc = TW / 2;  // accumulators a thread per 64-row tile
   constexpr int kStagesW = ST;
@@ -139,6 +150,16 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
     matrix = p.active_expert[a];
   }
   if (rows_total <= 0) return;
+  uint64_t* wbar = reinterpret_cast<uint64_t*>(smem + S::kBarOff);  // TMA: stage s's weights landed
+  uint32_t wphase = 0;                                               // TMA: bit s, the phase stage s waits for
+  if constexpr (TMA) {
+    if (tid == 0) {
+      for (int s = 0; s < kStagesW; ++s) mbar_init(&wbar[s], 1);
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+  }
+  [[maybe_unused]] const int wrow0 = TMA ? matrix * int(p.w_matrix_stride / p.K) : 0;  // the matrix's row 0
 
   // the matrix's bytes (INT4: w_matrix_stride counts weights, two a byte), scales and zero points
   const uint8_t* Wq = static_cast<const uint8_t*>(p.w) + (I4 ? int64_t(matrix) * p.w_matrix_stride / 2
@@ -206,8 +227,18 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
       if (kb < kb1) {
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
         const int k = kb * kKb;
+        if constexpr (TMA) {
+          if (tid == 0) {
+            mbar_arrive_expect_tx(&wbar[kb % kStagesW], S::kWBytes);
 #pragma unroll
-        for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + kb * S::kRowBytes, wok[i]);
+            for (int mi = 0; mi < MT; ++mi)  // SiLU: the gate rows, then the matching up rows
+              tma_load_2d(st + uint32_t(mi) * 8192u, &wmap.m, k,
+                          wrow0 + (SILU ? mi * p.N + f0 : f0 + 64 * mi), &wbar[kb % kStagesW]);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + kb * S::kRowBytes, wok[i]);
+        }
 #pragma unroll
         for (int c = 0; c < S::kXCopies; ++c) {  // hi and lo of the same chunk
           cp16(st + xdst[c], xsrc[c] + k, xok[c]);
@@ -236,6 +267,10 @@ __global__ void __launch_bounds__(kThreadsW) moe_gemm_fp8_wgmma_kernel(const __g
       if constexpr (!I4) fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
       __syncthreads();  // every thread's copies of block kb landed; block kb - 1's reads are done
       issue(kb + kStagesW - 1);
+      if constexpr (TMA) {  // block kb's weight rows landed
+        mbar_wait(&wbar[kb % kStagesW], (wphase >> (kb % kStagesW)) & 1u);
+        wphase ^= 1u << (kb % kStagesW);
+      }
       const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
       const float* xs = reinterpret_cast<const float*>(smem + S::kXsOff) + (kb % kStagesW) * TW;  // block kb's x scales
       uint32_t wbase = st;  // the weight atoms the MMAs read
@@ -376,8 +411,23 @@ template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW>, grid, kThreadsW, StageW<MT, I4, ST, TW>::kSmem, ctx,
-             p);
+  constexpr size_t kSmem = StageW<MT, I4, ST, TW>::kSmem;
+  Fp8WeightMap m{};
+  if constexpr (!I4) {
+    // TMA: whole 64-row tiles (a box cannot stop at N), every matrix the same number of rows
+    if (ctx.switches.fp8_tma && ctx.tensor_map_encoder && p.N % kCols == 0 && p.w_matrix_stride % p.K == 0 &&
+        reinterpret_cast<uintptr_t>(p.w) % 16 == 0) {
+      m.m = rows_tensor_map(ctx.tensor_map_encoder, {.base = p.w,
+                                                     .type = CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                                     .elem_bytes = 1,
+                                                     .cols = p.K,
+                                                     .ld = p.K,
+                                                     .box_rows = 64,
+                                                     .what = "FP8 weights"});
+      return launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, true>, grid, kThreadsW, kSmem, ctx, p, m);
+    }
+  }
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false>, grid, kThreadsW, kSmem, ctx, p, m);
 }
 
 template <bool I4, int NP, int ST, int TW> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
@@ -402,10 +452,14 @@ template <bool I4, int NP, int TW> void launch_stages(const MoeGemmParams& p, in
   launch_shape<I4, NP, 4, TW>(p, tiles, ctx);
 }
 
+template <bool I4, int NP, int ST, int TW, bool TMA> void configure_shapes_t() {
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA>, StageW<1, I4, ST, TW>::kSmem);
+}
 template <bool I4, int NP, int ST, int TW> void configure_shapes() {
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW>, StageW<1, I4, ST, TW>::kSmem);
+  configure_shapes_t<I4, NP, ST, TW, false>();
+  if constexpr (!I4) configure_shapes_t<I4, NP, ST, TW, true>();
 }
 
 }  // namespace

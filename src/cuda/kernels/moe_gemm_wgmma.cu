@@ -15,14 +15,10 @@
 // stage is one or two tensor-map copies (64 x 128 or 64 x 256 boxes, swizzled by the copy engine) issued by
 // one producer thread; the gathered token rows stay cp.async, both completing on the stage's `full` barrier
 // (the copies' bytes announced with expect_tx).
-#include <cuda.h>  // CUtensorMap (the encoder is found through the runtime: no libcuda link)
-#include <cudaTypedefs.h>
-
-#include <string>
-
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm_wgmma.h"
+#include "cuda/kernels/tma.h"
 #include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
@@ -40,16 +36,6 @@ constexpr size_t kSmem = kOffBar + 2 * kStages * 8 + 1024;  // barriers, and sla
 struct WeightMap {
   CUtensorMap m;
 };
-__device__ __forceinline__ void mbar_expect_tx_only(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void tma_box(uint32_t dst, const CUtensorMap* map, int col, int row, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_u32(bar))
-      : "memory");
-}
-
 template <bool SILU, bool TMA>
 __global__ void __launch_bounds__(kThreads, 1)
     moe_gemm_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ WeightMap wmap) {
@@ -119,12 +105,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       if constexpr (TMA) {
         if (tid == 0) {  // the weight tile by tensor-map copies (whole tiles: launch_moe_gemm_wgmma checks N)
-          mbar_expect_tx_only(&full[s], kBBytes);
+          mbar_expect_tx(&full[s], kBBytes);
           if (SILU) {
-            tma_box(b, &wmap.m, k, wrow0 + f0, &full[s]);
-            tma_box(b + 128 * 128, &wmap.m, k, wrow0 + p.N + f0, &full[s]);
+            tma_load_2d(b, &wmap.m, k, wrow0 + f0, &full[s]);
+            tma_load_2d(b + 128 * 128, &wmap.m, k, wrow0 + p.N + f0, &full[s]);
           } else {
-            tma_box(b, &wmap.m, k, wrow0 + f0, &full[s]);
+            tma_load_2d(b, &wmap.m, k, wrow0 + f0, &full[s]);
           }
         }
       }
@@ -227,20 +213,14 @@ namespace {
 // cannot stop at N the way the per-row copies do; K a multiple of 64 and 16-byte alignment are checked by
 // moe_gemm_wgmma_supported).
 bool weight_map(const MoeGemmParams& p, const DeviceContext& ctx, WeightMap& out) {
-  if (!ctx.switches.moe_tma || p.N % (p.silu_mul ? kRows / 2 : kRows) != 0 || p.w_matrix_stride % p.K != 0) return false;
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult q{};
-  DS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-  DS_GPU_REQUIRE(q == cudaDriverEntryPointSuccess && fn, "run_moe_gemm (TMA): the driver has no cuTensorMapEncodeTiled");
-  const auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  // rows: every matrix the launch may name (the row extent bounds nothing read: whole tiles inside N)
-  const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(1) << 31};
-  const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
-  const cuuint32_t box[2] = {64, p.silu_mul ? 128u : 256u}, elem[2] = {1, 1};
-  const CUresult r = encode(&out.m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(p.w), dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  DS_GPU_REQUIRE(r == CUDA_SUCCESS, "run_moe_gemm (TMA): cannot describe the weights (CUresult " + std::to_string(int(r)) + ")");
+  if (!ctx.switches.moe_tma || !ctx.tensor_map_encoder || p.N % (p.silu_mul ? kRows / 2 : kRows) != 0 ||
+      p.w_matrix_stride % p.K != 0)
+    return false;
+  out.m = rows_tensor_map(ctx.tensor_map_encoder, {.base = p.w,
+                                                   .cols = p.K,
+                                                   .ld = p.K,
+                                                   .box_rows = p.silu_mul ? 128u : 256u,
+                                                   .what = "MoE expert weights (bf16)"});
   return true;
 }
 

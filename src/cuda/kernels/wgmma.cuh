@@ -64,6 +64,22 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
     if (++spins == (1u << 26)) __trap();
   } while (!done);
 }
+// TMA (kernels/tma.h's maps): `bytes` more transaction bytes for the barrier's current phase, with this
+// thread's arrival (arrive_expect_tx) or without (expect_tx); then the copies that complete them.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+// One box of a 2D tensor map (column col, row row) into shared memory at dst (1024-byte aligned for the
+// swizzle to match swz()), completing on bar by its bytes. `map` is the address of a __grid_constant__ param.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int col, int row, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_u32(bar))
+      : "memory");
+}
 // Orders this thread's view of shared memory (written by cp.async / ordinary stores) before the async
 // proxy's reads (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }

@@ -1,0 +1,38 @@
+// Random FP8 weights for the GPU tests of the FP8 kernels (test_fp8.cpp, test_fp8_tma.cpp): e4m3 bytes with
+// fp32 scales of a (row shift, k shift) block layout, and their dequantized values for host references.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "core/dtype.h"
+
+namespace ds::gpu::test {
+
+// A random FP8 matrix set [mats, N, K] with scales of layout (rs, ks) and its dequantized values.
+struct HostFp8 {
+  int64_t mats = 1, N = 0, K = 0, ld = 1;
+  int rs = 0, ks = 31;
+  std::vector<uint8_t> q;
+  std::vector<float> scale, dq;
+  int64_t scale_rows() const { return (N + (int64_t(1) << rs) - 1) >> rs; }
+};
+inline HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, uint64_t seed) {
+  HostFp8 m{mats, N, K, ks >= 31 ? 1 : (K + (int64_t(1) << ks) - 1) >> ks, rs, ks, {}, {}, {}};
+  const auto w = randn(size_t(mats * N * K), seed, 0.05f);
+  const auto sr = randu(size_t(mats * m.scale_rows() * m.ld), seed + 1, 0.5f, 2.f);
+  m.q.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) m.q[i] = f32_to_fp8_e4m3(w[i] * 448.f / 0.25f);
+  m.scale.resize(sr.size());
+  for (size_t i = 0; i < sr.size(); ++i) m.scale[i] = sr[i] * 0.25f / 448.f;
+  m.dq.resize(w.size());
+  for (int64_t e = 0; e < mats; ++e)
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = (e * N + r) * K + k;
+        m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
+      }
+  return m;
+}
+
+}  // namespace ds::gpu::test
