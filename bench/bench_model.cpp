@@ -2,6 +2,8 @@
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
 //   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--no-prefill] [--profile-step] [--profile-batched] [--quantization fp8|int4]
+// --profile-prefill: after the prefill timing, one more 4 x 2048-token step inside the NVTX range
+// "prefill_step" (`ncu --nvtx --nvtx-include prefill_step/`), and nothing else measured.
 // --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
 // "decode_step" (for `ncu --nvtx --nvtx-include decode_step/`: the kernels of one graph replay).
 // --profile-batched: the same after the batch-`batch` timing, NVTX range "decode_batch".
@@ -48,7 +50,7 @@ void grow(Seq& s, int64_t n, int bs, int* next_page) {
 
 int main(int argc, char** argv) {
   std::string config = std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json";
-  bool quick = false, prefill = true, batched = true, profile = false, profile_batched = false;
+  bool quick = false, prefill = true, batched = true, profile = false, profile_batched = false, profile_prefill = false;
   int ctx = 1000, batch = 100;
   std::string quantization;
   for (int i = 1; i < argc; ++i) {
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--decode-only")) prefill = batched = false;
     else if (!std::strcmp(argv[i], "--no-prefill")) prefill = false;
     else if (!std::strcmp(argv[i], "--profile-step")) profile = true;
+    else if (!std::strcmp(argv[i], "--profile-prefill")) profile_prefill = true;
     else if (!std::strcmp(argv[i], "--profile-batched")) profile_batched = true;
     else if (!std::strcmp(argv[i], "--quantization") && i + 1 < argc) quantization = argv[++i];
   }
@@ -115,6 +118,13 @@ int main(int argc, char** argv) {
       t.push_back(secs_since(t1));
     }
     prefill_tps = 8192.0 / median(t);
+    if (profile_prefill) {
+      nvtxRangePushA("prefill_step");
+      logits = forward_logits(*b, fb);
+      nvtxRangePop();
+      std::printf("prefill: %.0f tokens/s (4 x 2048 tokens in one step); profiled step done\n", prefill_tps);
+      return 0;
+    }
     ForwardBatch one;
     Seq s(0);
     grow(s, ctx, bs, &next_page);

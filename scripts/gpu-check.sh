@@ -3,10 +3,12 @@
 # the kernel benchmarks (vs roofline) and the 48B dummy-model benchmark (load, memory, capacity,
 # prefill, decode TPOT at batch 1, step time at batch 100), then print a short table.
 # Logs go to $OUT (the device tool's output folder; default /tmp/gpu-check).
-#   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--profile] [--filter GTEST_FILTER]
+#   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--profile] [--profile-prefill]
+#                        [--filter GTEST_FILTER]
 # --profile: Nsight Compute (ncu, when present) times every kernel of one batch-1 decode step of the 48B
 # model (run eagerly: NVTX ranges do not reach kernels replayed from a graph), each alone (so no
-# overlap between kernels), and prints the time per kernel name.
+# overlap between kernels), and prints the time per kernel name. --profile-prefill does the same for one
+# 4 x 2048-token prefill step (eager).
 # --serve also runs scripts/gpu-serve-bench.sh: `deltaserve serve --device cuda --load-format dummy` on the
 # 48B config and `deltaserve bench` against it (TPOT at concurrency 1, throughput at concurrency 100,
 # 1000 tokens in / 1000 out, device memory sampled). scripts/gpu-ab.sh compares against a baseline tree.
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 BUILD=${BUILD_DIR:-build-gpu}
 mkdir -p "$OUT"
-QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; FILTER="*"
+QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; PROFILE_PREFILL=0; FILTER="*"
 while (($#)); do
   case $1 in
     --quick) QUICK=--quick ;;
@@ -25,6 +27,7 @@ while (($#)); do
     --no-model) MODEL=0 ;;
     --serve) SERVE=1 ;;
     --profile) PROFILE=1 ;;
+    --profile-prefill) PROFILE_PREFILL=1 ;;
     --filter) FILTER=$2; shift ;;
   esac
   shift
@@ -83,6 +86,16 @@ if [[ $PROFILE == 1 ]]; then
     DELTASERVE_CUDA_GRAPHS=0 timeout 400 "$NCU" --clock-control none --nvtx --nvtx-include "decode_step/" --metrics gpu__time_duration.sum \
       --kernel-name-base function --csv --page raw "$BUILD/bench/bench_model" --quick --decode-only --profile-step > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
     python3 scripts/ncu_summary.py "$OUT/ncu.csv" "one batch-1 decode step" | tee -a "$SUMMARY"
+  else
+    echo "profile: ncu not found" | tee -a "$SUMMARY"
+  fi
+fi
+if [[ $PROFILE_PREFILL == 1 ]]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+  if [[ -n "$NCU" ]]; then
+    timeout 400 "$NCU" --clock-control none --nvtx --nvtx-include "prefill_step/" --metrics gpu__time_duration.sum \
+      --kernel-name-base function --csv --page raw "$BUILD/bench/bench_model" --quick --profile-prefill > "$OUT/ncu_prefill.csv" 2> "$OUT/ncu_prefill.err"
+    python3 scripts/ncu_summary.py "$OUT/ncu_prefill.csv" "one 4 x 2048-token prefill step" | tee -a "$SUMMARY"
   else
     echo "profile: ncu not found" | tee -a "$SUMMARY"
   fi
