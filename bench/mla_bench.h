@@ -37,8 +37,9 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
     DS_CUDA_CHECK(cudaMemcpy(d_tables.data(), tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
     DS_CUDA_CHECK(cudaMemcpy(d_lens.data(), lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
     const int heur = gpu::choose_mla_decode_splits(nrows, context, ctx.num_sms());
+    const int heur2 = gpu::choose_mla_decode_splits(nrows, context, ctx.num_sms(), 2);  // two CTAs an SM
     const double bytes = double(nrows) * context * 576 * 2;
-    DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, heur)));
+    DeviceBuffer ws(std::max<size_t>(16, gpu::mla_decode_workspace_bytes(nrows, H, std::max(heur, heur2))));
     auto params = [&](const void* cache_ptr, int kv_tile) {  // the split heuristic's choice
       gpu::MlaDecodeParams p;
       p.q = q.data();
@@ -56,15 +57,17 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       return p;
     };
     for (int kv_tile : {64, 32})
-      for (int variant : {0, 1, 2}) {  // 8 warps with and without the L2 prefetch, 16 warps
-        const int splits = heur, prefetch = variant == 1 ? 0 : -1;
+      for (int variant : {0, 1, 2}) {  // 8 warps with and without the L2 prefetch; two CTAs an SM (once)
+        if (variant == 2 && kv_tile != 32) continue;
+        const int splits = variant == 2 ? heur2 : heur, prefetch = variant == 1 ? 0 : -1;
         gpu::MlaDecodeParams p = params(cache.data(), kv_tile);
         p.l2_prefetch_tiles = prefetch;
-        p.warps = variant == 2 ? 16 : 8;
+        p.num_splits = splits;
+        p.ctas_per_sm = variant == 2 ? 2 : 1;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
         std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits%s", nrows, context, kv_tile,
-                      splits, variant == 1 ? ", no L2 prefetch" : variant == 2 ? ", 16 warps" : "");
+                      splits, variant == 1 ? ", no L2 prefetch" : variant == 2 ? ", 2 CTAs/SM" : "");
         std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
       }
@@ -82,14 +85,16 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
       for (int kv_tile : {64, 32})
-        for (int warps : {8, 16}) {
+        for (int ctas : {1, 2}) {
+          if (ctas == 2 && kv_tile != 32) continue;  // (two CTAs an SM: 32-position tiles)
           gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
           p.fp8_cache = true;
-          p.warps = warps;
+          p.ctas_per_sm = ctas;
+          p.num_splits = ctas == 2 ? heur2 : heur;
           const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
           char name[96], note[96];
-          std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits, %d warps",
-                        nrows, context, kv_tile, heur, warps);
+          std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits%s", nrows,
+                        context, kv_tile, p.num_splits, ctas == 2 ? ", 2 CTAs/SM" : "");
           std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
           rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
         }

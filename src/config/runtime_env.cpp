@@ -73,6 +73,11 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "8" || v == "16", "DELTASERVE_CUDA_MLA_DECODE_WARPS must be 8 or 16, got '{}'", v);
     c.mla_decode_warps = std::stoi(v);
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_CTAS"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "1" || v == "2", "DELTASERVE_CUDA_MLA_DECODE_CTAS must be 1 or 2, got '{}'", v);
+    c.mla_decode_ctas = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_TP_COMM"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "nccl" || v == "inprocess", "DELTASERVE_CUDA_TP_COMM must be nccl or inprocess, got '{}'", v);

@@ -40,6 +40,9 @@
 //                                        until measured)
 //   DELTASERVE_CUDA_FP8_TMA=0|1          the FP8 wgmma kernel's weight rows by TMA (default 0 until measured)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
+//   DELTASERVE_CUDA_MLA_DECODE_CTAS=1|2  MLA decode attention CTAs an SM (bf16 activations; 2: 32-position
+//                                        tiles, one stage, each CTA's phases overlapping the other's; default 1
+//                                        until measured)
 //   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
@@ -96,6 +99,10 @@ struct CudaEnv {
   // Warps of the MLA decode attention CTA with bf16 activations: 8 or 16 (the same shared memory; the
   // kernel is latency-bound at 8, docs/PERF.md session 11); 8 until measured.
   int mla_decode_warps = 8;
+  // MLA decode attention CTAs an SM with bf16 activations: 1, or 2 (half the shared memory each: 32-position
+  // tiles, one stage; 128 registers a thread, Q fragments reloaded from shared memory), so that one CTA's
+  // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another); 1 until measured.
+  int mla_decode_ctas = 1;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

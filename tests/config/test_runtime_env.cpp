@@ -33,6 +33,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_TP_COMM");
     unsetenv("DELTASERVE_CUDA_MOE_TMA");
     unsetenv("DELTASERVE_CUDA_FP8_TMA");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_CTAS");
   }
 };
 
@@ -96,6 +97,11 @@ TEST(CudaEnv, MoeTma) {
   EXPECT_FALSE(CudaEnv::parse().fp8_tma);
   setenv("DELTASERVE_CUDA_FP8_TMA", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().fp8_tma);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_ctas, 1);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_CTAS", "2", 1);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_ctas, 2);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_CTAS", "3", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
 }
 
 TEST(CudaEnv, NcclLibrary) {

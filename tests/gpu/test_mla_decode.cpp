@@ -34,7 +34,7 @@ struct PagedCase {
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
-                   int kv_tile = 0, bool fp8 = false, int warps = 0) {
+                   int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -112,14 +112,16 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.kv_tile = kv_tile;
     p.fp8_cache = fp8;
     p.warps = warps;
+    p.ctas_per_sm = ctas;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d o_err=%.3g\n",
-                fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, worst);
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d o_err=%.3g\n",
+                fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
+                worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -177,6 +179,19 @@ TEST(MlaDecode, Warps16) {
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 66, 0, false, 16);
 }
 
+// Two CTAs an SM (DELTASERVE_CUDA_MLA_DECODE_CTAS=2, bf16): 32-position tiles in one stage, the FP8 raw rows
+// over the scores' shared memory, Q fragments reloaded, L2 prefetch ahead; bf16 and FP8 caches, few heads,
+// split counts of the heuristic for two CTAs an SM. fp32 runs its own path.
+TEST(MlaDecode, TwoCtasPerSm) {
+  const std::vector<int> ctx = {1, 31, 32, 33, 63, 64, 700, 5000};
+  const int heur = gpu::choose_mla_decode_splits(int(ctx.size()), 5000, 132, 2);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, heur}, 71, 0, false, 0, 2);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, heur}, 72, 0, true, 0, 2);
+  expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 73, 0, false, 0, 2);
+  expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 74, 0, true, 0, 2);
+  expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 75, 0, true, 0, 2);
+}
+
 TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100000, 132), 132);  // one long row fills the GPU
   EXPECT_EQ(gpu::choose_mla_decode_splits(1, 100, 132), 1);       // under two tiles: not split
@@ -188,10 +203,15 @@ TEST(MlaDecode, SplitHeuristic) {
   EXPECT_EQ(gpu::choose_mla_decode_splits(100, 131072, 132), 9);
   EXPECT_EQ(gpu::choose_mla_decode_splits(100, 2048, 132), 1);
   EXPECT_EQ(gpu::choose_mla_decode_splits(64, 4096, 132), 2);
+  // two CTAs an SM: twice the CTAs of a wave (one long row: 264, capped at 256 splits)
+  EXPECT_EQ(gpu::choose_mla_decode_splits(1, 1048576, 132, 2), 256);
+  EXPECT_EQ(gpu::choose_mla_decode_splits(2, 100000, 132, 2), 132);
   for (int rows = 1; rows <= 300; ++rows)
     for (int ctx : {1000, 65536, 1048576}) {
-      const int s = gpu::choose_mla_decode_splits(rows, ctx, 132);
-      EXPECT_LE(int64_t(rows) * s, std::max<int64_t>(rows, gpu::kMlaDecodeMaxCtasPerSm * 132)) << rows << " " << ctx;
+      for (int ctas : {1, 2}) {
+        const int s = gpu::choose_mla_decode_splits(rows, ctx, 132, ctas);
+        EXPECT_LE(int64_t(rows) * s, std::max<int64_t>(rows, gpu::kMlaDecodeMaxCtasPerSm * 132)) << rows << " " << ctx;
+      }
     }
 }
 

@@ -17,6 +17,7 @@
 // scale never rounds the cached values themselves.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <string>
 
 #include "cuda/cuda_check.h"
@@ -55,19 +56,29 @@ template <typename IO, int Tile, int Stages, bool F8> struct DecodeSmem {
   using C = DecodeCfg<IO, Tile, Stages>;
   IO tile[F8 ? 1 : C::kStages][C::kTile][C::kLdC];
   IO q[kRows][C::kLdC];
-  float s[4][kRows][C::kLdS];
+  alignas(16) float s[4][kRows][C::kLdS];
   IO p[kRows][C::kLdP];
   float m[kRows], l[kRows], alpha[kRows];
-  // FP8: the raw rows in flight and the current tile's scales
-  alignas(16) uint8_t raw[F8 ? C::kStages : 1][F8 ? C::kTile : 1][F8 ? kF8Row : 16];
+  // FP8: the raw rows in flight and the current tile's scales. One stage (kAliasRaw): the raw rows land in
+  // the space of s and p, which are free from the end of one tile's P.V until its successor's conversion.
+  static constexpr bool kAliasRaw = F8 && Stages == 1;
+  alignas(16) uint8_t raw[F8 && !kAliasRaw ? C::kStages : 1][F8 && !kAliasRaw ? C::kTile : 1][F8 ? kF8Row : 16];
   float ks[F8 ? C::kTile : 1];
 };
 
 static_assert(sizeof(DecodeSmem<bf16, 64, 2, true>) <= 232448,
               "FP8 decode tiles beyond the 227 KiB of shared memory");
+// The single-stage forms (two CTAs an SM): the FP8 raw rows fit over s and p, which lie back to back.
+using Smem1F8 = DecodeSmem<bf16, 32, 1, true>;
+static_assert(sizeof(Smem1F8::s) + sizeof(Smem1F8::p) >= 32 * kF8Row &&
+                  offsetof(Smem1F8, p) == offsetof(Smem1F8, s) + sizeof(Smem1F8::s),
+              "FP8 raw rows over s and p");
+static_assert(2 * (sizeof(DecodeSmem<bf16, 32, 1, true>) + 1024) <= 233472 &&
+                  2 * (sizeof(DecodeSmem<bf16, 32, 1, false>) + 1024) <= 233472,
+              "two single-stage decode CTAs an SM");
 
-template <typename IO, int Tile, int Stages, bool F8, int W>
-__global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p) {
+template <typename IO, int Tile, int Stages, bool F8, int W, int CtasPerSm = 1>
+__global__ void __launch_bounds__(W * 32, CtasPerSm) mla_decode_kernel(MlaDecodeParams p) {
   using Mma = typename MmaFor<IO>::type;
   using C = DecodeCfg<IO, Tile, Stages>;
   static_assert(W == 8 || W == 16, "8 or 16 warps");
@@ -83,11 +94,17 @@ __global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p
   constexpr int kTph = kThreads / kRows;       // softmax threads per head
   constexpr int kPerT = kTile / kTph;          // softmax keys per thread
   static_assert(kPerT >= 1, "a softmax thread takes at least one key");
-  constexpr bool kCacheQ = sizeof(IO) == 2 && W == 8;  // Q fragments in registers (72 of them)
+  constexpr bool kCacheQ = sizeof(IO) == 2 && W == 8 && CtasPerSm == 1;  // Q fragments in registers (72 of them)
+  using Smem = DecodeSmem<IO, Tile, Stages, F8>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   pdl_trigger();  // (launched with PDL: everything below may depend on the previous kernel)
   pdl_wait();
-  auto& sm = *reinterpret_cast<DecodeSmem<IO, Tile, Stages, F8>*>(smem_raw);
+  auto& sm = *reinterpret_cast<Smem*>(smem_raw);
+  // FP8: stage st's raw rows (single stage: over s and p)
+  auto raw_stage = [&](int st) -> uint8_t(*)[kF8Row] {
+    if constexpr (Smem::kAliasRaw) return reinterpret_cast<uint8_t(*)[kF8Row]>(&sm.s[0][0][0]);
+    else return reinterpret_cast<uint8_t(*)[kF8Row]>(&sm.raw[st][0][0]);
+  };
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sp = blockIdx.x, r = blockIdx.y, H = p.num_heads;
   const int ctx = p.context_lens[r];
@@ -112,7 +129,7 @@ __global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p
   auto issue = [&](int t, int64_t off) {
     if (t < tile1) {
       if constexpr (F8) {
-        uint8_t* dst = &sm.raw[(t - tile0) % C::kStages][grow][0];
+        uint8_t* dst = &raw_stage((t - tile0) % C::kStages)[grow][0];
         for (int c = gsub; c < kF8Row / 16; c += kThrPerRow)
           cp_async16(dst + c * 16, off >= 0 ? cache8 + off + c * 16 : cache8, off >= 0);
       } else {
@@ -138,7 +155,7 @@ __global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p
   // bulk prefetches, one per page part (thread i < kTile: the i-th page the tile touches), so the
   // pipeline's loads hit L2 rather than wait for DRAM; each thread's page entry is looked up an
   // iteration ahead, like next_off.
-  const int pf_dist = C::kStages > 1 ? p.l2_prefetch_tiles : 0;
+  const int pf_dist = C::kStages > 1 || sizeof(IO) == 2 ? p.l2_prefetch_tiles : 0;
   struct Pf {
     int64_t off;
     uint32_t bytes;
@@ -185,6 +202,10 @@ __global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p
     if constexpr (C::kStages == 1) {
       issue(t, next_off);
       next_off = row_offset(t + 1);
+      if (pf_dist > 0) {  // (bf16 activations) the tile pf_dist ahead into L2 while this one lands
+        pf_issue(next_pf);
+        next_pf = pf_entry(t + 1 + pf_dist);
+      }
       cp_async_wait<0>();
     } else {
       cp_async_wait<C::kStages - 2>();  // tile t has landed; the later ones may be in flight
@@ -199,7 +220,7 @@ __global__ void __launch_bounds__(W * 32, 1) mla_decode_kernel(MlaDecodeParams p
       }
     }
     if constexpr (F8) {  // the landed raw rows -> the activation-type tile (exact) and the rows' scales
-      const uint8_t(*raw)[kF8Row] = sm.raw[(t - tile0) % C::kStages];
+      const uint8_t(*raw)[kF8Row] = raw_stage((t - tile0) % C::kStages);
       for (int i = tid; i < kTile * (kQk / 16); i += kThreads) {
         const int j = i / (kQk / 16), c = (i % (kQk / 16)) * 16;
         float f[16];
@@ -420,10 +441,10 @@ __global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(MlaDeco
   }
 }
 
-template <typename IO, int Tile, int Stages, bool F8 = false, int W = 8>
+template <typename IO, int Tile, int Stages, bool F8 = false, int W = 8, int CtasPerSm = 1>
 void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages, F8>);
-  launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8, W>, dim3(p.num_splits, p.rows), W * 32, smem, ctx, p);
+  launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8, W, CtasPerSm>, dim3(p.num_splits, p.rows), W * 32, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
   if (p.num_splits > 1) {
     launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
@@ -448,24 +469,32 @@ void configure_mla_decode(const DeviceContext&) {
        sizeof(DecodeSmem<bf16, 64, 2, true>));
   both(mla_decode_kernel<bf16, 32, 4, true, 8>, mla_decode_kernel<bf16, 32, 4, true, 16>,
        sizeof(DecodeSmem<bf16, 32, 4, true>));
+  // two CTAs an SM: 32-position tiles, one stage, the shared memory carved out to the maximum
+  auto two = [](auto k, size_t bytes) {
+    set_max_dynamic_smem(k, bytes);
+    DS_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared)));
+  };
+  two(mla_decode_kernel<bf16, 32, 1, false, 8, 2>, sizeof(DecodeSmem<bf16, 32, 1, false>));
+  two(mla_decode_kernel<bf16, 32, 1, true, 8, 2>, sizeof(DecodeSmem<bf16, 32, 1, true>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false, 8>, sizeof(DecodeSmem<float, 32, 1, false>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true, 8>, sizeof(DecodeSmem<float, 32, 1, true>));
 }
 
-int choose_mla_decode_splits(int rows, int max_context_len, int num_sms) {
+int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm) {
   if (rows <= 0 || max_context_len <= 0) return 1;
-  // One CTA per SM (the kernel uses most of the shared memory): as many splits as fill one wave
-  // without a partial second one; a split covers >= 1 tile of 64 positions (batch 1 at a 1k context:
-  // 16 splits of one tile, measured 22.8 us with 4 splits of four).
-  const int want = std::max(1, num_sms / rows);
+  // One CTA per SM (the kernel uses most of the shared memory; two with MlaDecodeParams::ctas_per_sm 2): as
+  // many splits as fill one wave without a partial second one; a split covers >= 1 tile of 64 positions
+  // (batch 1 at a 1k context: 16 splits of one tile, measured 22.8 us with 4 splits of four).
+  const int slots = num_sms * std::max(1, ctas_per_sm);  // CTAs of one wave
+  const int want = std::max(1, slots / rows);
   const int cap = std::max(1, max_context_len / 64);
   int splits = std::max(1, std::min({want, cap, 256}));
   // Long contexts: when rows x splits CTAs leave the last wave (one CTA per SM) mostly empty, the first
   // larger count that fills the waves to >= 95%, each split keeping >= 1024 positions and the CTAs within
   // kMlaDecodeMaxCtasPerSm waves (e.g. 100 rows over 131K positions: 9 splits, 900 CTAs in 7 waves).
   auto fill = [&](int n) {
-    const int64_t ctas = int64_t(rows) * n, waves = (ctas + num_sms - 1) / num_sms;
-    return double(ctas) / double(waves * num_sms);
+    const int64_t ctas = int64_t(rows) * n, waves = (ctas + slots - 1) / slots;
+    return double(ctas) / double(waves * slots);
   };
   const int long_cap = std::min(256, max_context_len / 1024);
   if (fill(splits) < 0.95)
@@ -502,6 +531,11 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   if (p.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = p.kv_tile == 32 ? 4 : 2;  // ~150 KB ahead per CTA
   DS_GPU_REQUIRE(p.warps == 0 || p.warps == 8 || p.warps == 16, "mla decode: warps must be 0, 8 or 16");
   const bool w16 = p.warps == 16 && act == DType::BF16;  // (fp32, the exact path: 8 warps)
+  DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
+  if (p.ctas_per_sm == 2 && act == DType::BF16) {  // 8 warps, 32-position tiles, one stage (kv_tile, warps ignored)
+    if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 4;
+    return p.fp8_cache ? launch_decode<bf16, 32, 1, true, 8, 2>(p, ctx) : launch_decode<bf16, 32, 1, false, 8, 2>(p, ctx);
+  }
   if (p.fp8_cache) {
     if (act == DType::BF16 && p.kv_tile == 32)
       w16 ? launch_decode<bf16, 32, 4, true, 16>(p, ctx) : launch_decode<bf16, 32, 4, true, 8>(p, ctx);

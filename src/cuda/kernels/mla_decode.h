@@ -51,13 +51,16 @@ struct MlaDecodeParams {
                                        // (bulk prefetch; -1: 2 of 64 / 4 of 32 positions, 0: none)
   int warps = 0;                       // bf16: warps of the attention CTA, 8 (0 means it) or 16 (the same
                                        // shared memory, twice the warps hiding latency); fp32: always 8
+  int ctas_per_sm = 0;                 // bf16: 2 runs two CTAs an SM (8 warps, tiles of 32 positions, one stage
+                                       // each, no Q fragments in registers: each CTA's phases overlap the
+                                       // other's); kv_tile and warps are then ignored. 0 / 1: one CTA an SM
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
-// contexts, so that the waves of one CTA per SM are full. rows * splits <= max(rows, num_sms) or
+// contexts, so that the waves of ctas_per_sm CTAs an SM (MlaDecodeParams::ctas_per_sm) are full. rows * splits <= max(rows, num_sms) or
 // <= kMlaDecodeMaxCtasPerSm * num_sms (what the workspace is sized for).
 constexpr int kMlaDecodeMaxCtasPerSm = 8;
-int choose_mla_decode_splits(int rows, int max_context_len, int num_sms);
+int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm = 1);
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
 
 void run_mla_decode(const MlaDecodeParams& p, DType act, const DeviceContext& ctx);

@@ -205,6 +205,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.scale = scale_;
   d.fp8_cache = s.caches.latent_fp8_row_bytes() > 0;
   d.warps = s.ctx.switches.mla_decode_warps;
+  d.ctas_per_sm = s.ctx.switches.mla_decode_ctas;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }
