@@ -73,6 +73,10 @@ using Smem1F8 = DecodeSmem<bf16, 32, 1, true>;
 static_assert(sizeof(Smem1F8::s) + sizeof(Smem1F8::p) >= 32 * kF8Row &&
                   offsetof(Smem1F8, p) == offsetof(Smem1F8, s) + sizeof(Smem1F8::s),
               "FP8 raw rows over s and p");
+using Smem1F8f = DecodeSmem<float, 32, 1, true>;  // (the fp32 path's single stage aliases them too)
+static_assert(sizeof(Smem1F8f::s) + sizeof(Smem1F8f::p) >= 32 * kF8Row &&
+                  offsetof(Smem1F8f, p) == offsetof(Smem1F8f, s) + sizeof(Smem1F8f::s),
+              "FP8 raw rows over s and p (fp32)");
 static_assert(2 * (sizeof(DecodeSmem<bf16, 32, 1, true>) + 1024) <= 233472 &&
                   2 * (sizeof(DecodeSmem<bf16, 32, 1, false>) + 1024) <= 233472,
               "two single-stage decode CTAs an SM");
