@@ -36,13 +36,12 @@
 //   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
-//   DELTASERVE_CUDA_MOE_TMA=0|1          the bf16 wgmma MoE prefill kernel's weight tiles by TMA (default 0
-//                                        until measured)
+//   DELTASERVE_CUDA_MOE_TMA=0|1          the bf16 wgmma MoE prefill kernel's weight tiles by TMA (default 1)
 //   DELTASERVE_CUDA_FP8_TMA=0|1          the FP8 wgmma kernel's weight rows by TMA (default 0 until measured)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
 //   DELTASERVE_CUDA_MLA_DECODE_CTAS=1|2  MLA decode attention CTAs an SM (bf16 activations; 2: 32-position
-//                                        tiles, one stage, each CTA's phases overlapping the other's; default 1
-//                                        until measured)
+//                                        tiles, one stage, each CTA's phases overlapping the other's; default:
+//                                        2 with --kv-cache-dtype fp8, 1 with the bf16 cache)
 //   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
@@ -85,8 +84,8 @@ struct CudaEnv {
   bool route_warps = false;
   // The bf16 wgmma MoE prefill kernel (moe_gemm_wgmma.cu): its weight tiles by TMA tensor maps, one producer
   // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
-  // from the same change, docs/PERF.md session 12); off until measured.
-  bool moe_tma = false;
+  // from the same change, docs/PERF.md session 12). On: 8,192-token MoE 2.74 -> 2.30 ms (PERF.md session 13).
+  bool moe_tma = true;
   // The FP8 wgmma kernel (moe_gemm_fp8_wgmma.cu, decode batches and FP8 prefill): its weight rows by TMA, one
   // thread issuing a stage's boxes, instead of 8 cp.async a thread and stage; off until measured.
   bool fp8_tma = false;
@@ -101,8 +100,9 @@ struct CudaEnv {
   int mla_decode_warps = 8;
   // MLA decode attention CTAs an SM with bf16 activations: 1, or 2 (half the shared memory each: 32-position
   // tiles, one stage; 128 registers a thread, Q fragments reloaded from shared memory), so that one CTA's
-  // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another); 1 until measured.
-  int mla_decode_ctas = 1;
+  // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another). 0 (the default):
+  // 2 for the FP8 latent cache, 1 for the bf16 cache (CudaModel resolves it; measured, PERF.md session 13).
+  int mla_decode_ctas = 0;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

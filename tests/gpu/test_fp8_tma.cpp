@@ -107,7 +107,7 @@ TEST(GpuFp8Tma, DenseMatchesCpAsyncBitForBit) {
   g.ldy = N;
   g.N = N;
   g.K = K;
-  g.dense_rows = M;
+  g.dense_rows = g.max_rows = M;  // (max_rows sizes the grid: 0 launches nothing)
   g.tile_tokens = 16;
   g.x_split = split.data();
   g.x_split_rows = M;
