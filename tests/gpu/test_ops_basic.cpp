@@ -149,9 +149,19 @@ TEST(GpuOps, EmbeddingAndSiluMul) {
 }
 
 // Varlen prefill chunks (with and without carried tails), then one decode step, vs the CPU twin.
+void short_conv_case(int C, int W);
+
+// The vector kernel (channels a multiple of 8) at the model's 4 taps and at 3 and 6 (the general form); the
+// scalar kernel at 100 channels.
 TEST(GpuOps, ShortConvPrefillThenDecode) {
   DS_REQUIRE_GPU();
-  const int C = 3 * 4096, W = 4, slots_n = 5;
+  for (const auto& [C, W] : {std::pair{3 * 4096, 4}, std::pair{3 * 4096, 3}, std::pair{1024, 6}, std::pair{100, 4}})
+    short_conv_case(C, W);
+}
+
+void short_conv_case(int C, int W) {
+  SCOPED_TRACE("channels " + std::to_string(C) + ", kernel " + std::to_string(W));
+  const int slots_n = 5;
   const std::vector<int32_t> lens = {1, 2, 70, 5};  // shorter and longer than the tail
   const std::vector<int32_t> slots = {3, 0, 4, 1};
   std::vector<int32_t> cu = {0};
