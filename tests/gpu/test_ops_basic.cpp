@@ -61,37 +61,40 @@ TEST(GpuOps, RmsNormGatherRows) {
   }
 }
 
+// head_dim 128 and 256: the vector kernel (one and two 128-value passes); 64: the scalar one.
 TEST(GpuOps, GatedRmsNorm) {
   DS_REQUIRE_GPU();
-  const int T = 7, H = 32, D = 128;
-  for (DType t : kTypes) {
-    auto o = rounded(randn(size_t(T) * H * D, 3), t);
-    auto g = rounded(randn(size_t(T) * H * D, 4, 2.f), t);
-    auto w = rounded(randu(D, 5, 0.5f, 1.5f), t);
-    auto d_o = to_device(o, t), d_g = to_device(g, t), d_w = to_device(w, t);
-    DeviceBuffer dy(o.size() * 4);
-    poison(dy);
-    GatedRmsNormParams p;
-    p.o = d_o.data();
-    p.gate = d_g.data();
-    p.ldg = H * D;
-    p.weight = d_w.data();
-    p.y = dy.data();
-    p.tokens = T;
-    p.heads = H;
-    p.head_dim = D;
-    run_gated_rmsnorm(p, t, test_ctx());
-    std::vector<float> ref(o.size());
-    kernels::GatedRmsNormParams c;
-    c.x = o.data();
-    c.gate = g.data();
-    c.w = w.data();
-    c.y = ref.data();
-    c.rows = int64_t(T) * H;
-    c.dim = D;
-    kernels::run_gated_rmsnorm_cpu(c);
-    EXPECT_LT(rel_l2(to_host(dy.data(), o.size(), t), ref), tol(t)) << dtype_name(t);
-  }
+  for (const int D : {128, 256, 64})
+    for (DType t : kTypes) {
+      SCOPED_TRACE("head_dim " + std::to_string(D));
+      const int T = 7, H = 32;
+      auto o = rounded(randn(size_t(T) * H * D, 3), t);
+      auto g = rounded(randn(size_t(T) * H * D, 4, 2.f), t);
+      auto w = rounded(randu(D, 5, 0.5f, 1.5f), t);
+      auto d_o = to_device(o, t), d_g = to_device(g, t), d_w = to_device(w, t);
+      DeviceBuffer dy(o.size() * 4);
+      poison(dy);
+      GatedRmsNormParams p;
+      p.o = d_o.data();
+      p.gate = d_g.data();
+      p.ldg = H * D;
+      p.weight = d_w.data();
+      p.y = dy.data();
+      p.tokens = T;
+      p.heads = H;
+      p.head_dim = D;
+      run_gated_rmsnorm(p, t, test_ctx());
+      std::vector<float> ref(o.size());
+      kernels::GatedRmsNormParams c;
+      c.x = o.data();
+      c.gate = g.data();
+      c.w = w.data();
+      c.y = ref.data();
+      c.rows = int64_t(T) * H;
+      c.dim = D;
+      kernels::run_gated_rmsnorm_cpu(c);
+      EXPECT_LT(rel_l2(to_host(dy.data(), o.size(), t), ref), tol(t)) << dtype_name(t);
+    }
 }
 
 TEST(GpuOps, EmbeddingAndSiluMul) {
