@@ -97,9 +97,11 @@ TEST(GpuOps, GatedRmsNorm) {
     }
 }
 
+void silu_mul_case(DType t, int T, int I);
+
 TEST(GpuOps, EmbeddingAndSiluMul) {
   DS_REQUIRE_GPU();
-  const int V = 1000, D = 2304, T = 9, I = 1024;
+  const int V = 1000, D = 2304, T = 9;
   for (DType t : kTypes) {
     auto table = rounded(randn(size_t(V) * D, 6), t);
     std::vector<int32_t> ids = {0, 999, 17, 17, 500, 3, 998, 1, 42};
@@ -125,6 +127,13 @@ TEST(GpuOps, EmbeddingAndSiluMul) {
     kernels::run_embedding_cpu(c);
     EXPECT_EQ(rel_l2(to_host(dy.data(), ref.size(), t), ref), 0.0);  // a copy: exact
 
+    for (const int I : {1024, 1020})  // the vector kernel; the scalar one (a width not a multiple of 8)
+      silu_mul_case(t, T, I);
+  }
+}
+
+void silu_mul_case(DType t, int T, int I) {
+  {
     auto gu = rounded(randn(size_t(T) * 2 * I, 7, 2.f), t);
     auto dgu = to_device(gu, t);
     DeviceBuffer da(size_t(T) * I * 4);

@@ -32,6 +32,30 @@ __global__ void silu_mul_kernel(SiluMulParams p) {
   static_cast<T*>(p.y)[t * p.ldy + c] = from_f32<T>(siluf_(g) * u);
 }
 
+// 16 bytes a thread of gate, up and output (inter, ldx, ldy multiples of 16 / sizeof(T), aligned), 32-bit
+// indices; the scalar form above read 2 bytes a thread (8,192 x 1,024: 42 us, 3.5x the bytes' time).
+template <typename T>
+__global__ void silu_mul_vec_kernel(SiluMulParams p) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int N = Vec16<T>::N;
+  const int vecs = p.inter / N;
+  const int i = int(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.tokens * vecs) return;
+  const int t = i / vecs, c = (i % vecs) * N;
+  const T* x = static_cast<const T*>(p.x) + int64_t(t) * p.ldx;
+  Vec16<T> gv, uv;
+  gv.load(x + c);
+  uv.load(x + p.inter + c);
+  float g[N], u[N];
+  gv.to_float(g);
+  uv.to_float(u);
+#pragma unroll
+  for (int e = 0; e < N; ++e) g[e] = siluf_(g[e]) * u[e];
+  gv.from_float(g);
+  gv.store(static_cast<T*>(p.y) + int64_t(t) * p.ldy + c);
+}
+
 template <typename T>
 __global__ void moe_combine_kernel(MoeCombineParams p) {
   pdl_trigger();
@@ -155,7 +179,11 @@ void run_embedding(const EmbeddingParams& p, DType act, const DeviceContext& ctx
 void run_silu_mul(const SiluMulParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   dispatch_act(act, [&]<typename T>() {
-    launch_pdl(silu_mul_kernel<T>, ceil_div(int64_t(p.tokens) * p.inter, 256), 256, 0, ctx, p);
+    constexpr int N = Vec16<T>::N;
+    const bool vec = p.inter % N == 0 && p.ldx % N == 0 && p.ldy % N == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(p.y) % 16 == 0 && int64_t(p.tokens) * (p.inter / N) < (int64_t(1) << 31) - 256;
+    if (vec) launch_pdl(silu_mul_vec_kernel<T>, ceil_div(int64_t(p.tokens) * (p.inter / N), 256), 256, 0, ctx, p);
+    else launch_pdl(silu_mul_kernel<T>, ceil_div(int64_t(p.tokens) * p.inter, 256), 256, 0, ctx, p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
