@@ -20,6 +20,7 @@ struct Shared {
   double dred[32];
   ArgBest best[33];
   int cnt[kThreads];
+  double hist[kThreads];
 };
 
 __device__ ArgBest block_first(float v, int i, Shared& sh) {
@@ -77,17 +78,62 @@ __device__ double kept_mass(const float* e, int V, Kept k, uint32_t t, bool coun
   return block_sum_d(s, sh);
 }
 
-// Largest t in [0, bits(1.0)] with f(t) >= x (strict: > x); f non-increasing. f(0) must pass.
+// Largest t in [0, bits(1.0)] with f(t) >= x (strict: > x), f(t) = kept_mass(t): non-increasing. f(0) must
+// pass. The answer is bits(1.0) or the bits of a kept token (f drops only there), so it is found digit by
+// digit (radix select over the 30 low bits of a float in [0, 1], 10 bits a pass): each pass adds the kept
+// mass of the tokens whose higher digits equal the answer's so far into 1,024 buckets of the next digit,
+// and a suffix scan over the buckets (descending) picks the largest digit that still passes. Four passes
+// over the row instead of the ~31 of a bisection on the bits (each a full pass: 100 rows at T = 1,
+// top-p 0.9 took 4.1 ms, PERF.md session 13).
 template <bool Strict>
 __device__ uint32_t bisect(const float* e, int V, Kept k, bool count, double x, Shared& sh) {
-  uint32_t lo = 0, hi = __float_as_uint(1.f);
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo + 1) / 2;
-    double f = kept_mass(e, V, k, mid, count, sh);
-    if (Strict ? f > x : f >= x) lo = mid;
-    else hi = mid - 1;
+  const uint32_t one = __float_as_uint(1.f);
+  auto passes = [&](double f) { return Strict ? f > x : f >= x; };
+  if (passes(kept_mass(e, V, k, one, count, sh))) return one;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  uint32_t prefix = 0;
+  double above = 0.0;  // kept mass of the tokens above every candidate of this pass
+  for (int shift = 20; shift >= 0; shift -= 10) {
+    sh.hist[tid] = 0.0;
+    __syncthreads();
+    const uint32_t high = shift + 10 < 32 ? prefix >> (shift + 10) : 0u;
+    for (int i = tid; i < V; i += kThreads) {
+      const uint32_t b = __float_as_uint(e[i]);
+      if ((b >> (shift + 10)) == high && k.has(b, i)) atomicAdd(&sh.hist[(b >> shift) & 1023u], count ? 1.0 : double(e[i]));
+    }
+    __syncthreads();
+    // inclusive scan over j = 1023 - digit: v(j) = mass of digits >= 1023 - j
+    double v = sh.hist[kThreads - 1 - tid];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const double y = __shfl_up_sync(0xffffffffu, v, o);
+      if (lane >= o) v += y;
+    }
+    if (lane == 31) sh.dred[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+      double w = sh.dred[lane];
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const double y = __shfl_up_sync(0xffffffffu, w, o);
+        if (lane >= o) w += y;
+      }
+      const double before_me = __shfl_up_sync(0xffffffffu, w, 1);
+      sh.dred[lane] = lane > 0 ? before_me : 0.0;  // exclusive: the warps before
+    }
+    if (tid == 0) sh.cnt[0] = kThreads;
+    __syncthreads();
+    v += sh.dred[warp];
+    sh.hist[tid] = v;  // (every read of the buckets came before the barrier above)
+    // the largest passing digit = the smallest passing j (passing is monotone in j)
+    if (passes(above + v)) atomicMin(&sh.cnt[0], tid);
+    __syncthreads();
+    const int j = sh.cnt[0];  // < kThreads: digit 0 passes (f at the prefix passed last pass)
+    prefix |= uint32_t(kThreads - 1 - j) << shift;
+    above += j > 0 ? sh.hist[j - 1] : 0.0;
+    __syncthreads();  // (hist and cnt are reused)
   }
-  return lo;
+  return prefix;
 }
 
 // Index of the n-th (1-based) kept token with bits(e) == t, in index order; -1 if fewer.
