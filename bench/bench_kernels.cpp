@@ -543,7 +543,10 @@ int main(int argc, char** argv) {
     }, reps);
     rows.push_back({"rmsnorm 8192x2304 bf16", ms, bw_floor(2.0 * T * D * 2), ""});
   }
-  for (bool greedy : {true, false}) {
+  for (int variant = 0; variant < 3; ++variant) {  // greedy; top-p by bisection; top-p by radix select
+    const bool greedy = variant == 0;
+    DeviceContext sctx = ctx;
+    sctx.switches.sampling_radix = variant == 2;
     const int R = 100, V = 163840;
     auto logits = filled(ctx, int64_t(R) * V, DType::F32, 800, 8.f);
     std::vector<SampleRow> rp(R);
@@ -564,9 +567,10 @@ int main(int argc, char** argv) {
       p.work = work.as<float>();
       p.out_token = tok.as<int32_t>();
       p.out_logprob = lp.as<float>();
-      run_sampling(p, ctx);
+      run_sampling(p, sctx);
     }, quick ? 3 : 10);
-    rows.push_back({greedy ? "sampling 100 rows greedy" : "sampling 100 rows T=1 top-p 0.9", ms,
+    rows.push_back({greedy ? "sampling 100 rows greedy"
+                           : variant == 1 ? "sampling 100 rows T=1 top-p 0.9" : "sampling 100 rows T=1 top-p 0.9, radix", ms,
                     bw_floor(double(R) * V * 4 * 3), "floor: 3 passes over fp32 logits"});
   }
   ds::bench::mla_attention_rows(ctx, quick, rows);

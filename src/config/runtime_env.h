@@ -29,6 +29,8 @@
 //   DELTASERVE_CUDA_NARROW_GEMV_ROWS=N   projections in the activation dtype with at most 1,024 output rows (the
 //                                        MoE router, MLA kv_a_proj) on the GEMV up to N rows (8..64; default 8:
 //                                        cuBLASLt above 8 rows, whose tiles leave most SMs idle at N = 256)
+//   DELTASERVE_CUDA_PREFILL_VEC=1        vectorised prefill conv / gate / norm / SiLU-mul kernels (default 0)
+//   DELTASERVE_CUDA_SAMPLING_RADIX=1     sampling thresholds by radix select (default 0 until measured)
 //   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
@@ -82,6 +84,13 @@ struct CudaEnv {
   bool fp8_split_k = true;
   // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
+  // Prefill elementwise kernels 8-16 bytes a thread (KDA short convolution with its window in registers, KDA
+  // gate, KDA output norm, SiLU-mul; the conv alone took 1.08 ms of a 4 x 2,048-token step, PERF.md session
+  // 14); off until measured on a GPU (tests GpuOps.ShortConv*, GatedRmsNorm, KdaGateAndBeta, EmbeddingAndSiluMul).
+  bool prefill_vec = false;
+  // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
+  // (100 rows at T = 1, top-p 0.9: 4.1 ms); off until measured (tests GpuOps.Sampling*).
+  bool sampling_radix = false;
   // The bf16 wgmma MoE prefill kernel (moe_gemm_wgmma.cu): its weight tiles by TMA tensor maps, one producer
   // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
   // from the same change, docs/PERF.md session 12). On: 8,192-token MoE 2.74 -> 2.30 ms (PERF.md session 13).

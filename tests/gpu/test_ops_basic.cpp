@@ -20,6 +20,14 @@
 namespace ds::gpu::test {
 namespace {
 
+// The prefill kernels' vector forms (DeviceContext::switches.prefill_vec), on or off for the calls below.
+bool g_vec = false;
+DeviceContext vctx() {
+  DeviceContext c = test_ctx();
+  c.switches.prefill_vec = g_vec;
+  return c;
+}
+
 const DType kTypes[] = {DType::F32, DType::BF16};
 
 TEST(GpuOps, RmsNormGatherRows) {
@@ -62,8 +70,7 @@ TEST(GpuOps, RmsNormGatherRows) {
 }
 
 // head_dim 128 and 256: the vector kernel (one and two 128-value passes); 64: the scalar one.
-TEST(GpuOps, GatedRmsNorm) {
-  DS_REQUIRE_GPU();
+void GatedRmsNormBody() {
   for (const int D : {128, 256, 64})
     for (DType t : kTypes) {
       SCOPED_TRACE("head_dim " + std::to_string(D));
@@ -83,7 +90,7 @@ TEST(GpuOps, GatedRmsNorm) {
       p.tokens = T;
       p.heads = H;
       p.head_dim = D;
-      run_gated_rmsnorm(p, t, test_ctx());
+      run_gated_rmsnorm(p, t, vctx());
       std::vector<float> ref(o.size());
       kernels::GatedRmsNormParams c;
       c.x = o.data();
@@ -97,10 +104,19 @@ TEST(GpuOps, GatedRmsNorm) {
     }
 }
 
+TEST(GpuOps, GatedRmsNorm) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
+    g_vec = on;
+    GatedRmsNormBody();
+  }
+  g_vec = false;
+}
+
 void silu_mul_case(DType t, int T, int I);
 
-TEST(GpuOps, EmbeddingAndSiluMul) {
-  DS_REQUIRE_GPU();
+void EmbeddingAndSiluMulBody() {
   const int V = 1000, D = 2304, T = 9;
   for (DType t : kTypes) {
     auto table = rounded(randn(size_t(V) * D, 6), t);
@@ -132,6 +148,16 @@ TEST(GpuOps, EmbeddingAndSiluMul) {
   }
 }
 
+TEST(GpuOps, EmbeddingAndSiluMul) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
+    g_vec = on;
+    EmbeddingAndSiluMulBody();
+  }
+  g_vec = false;
+}
+
 void silu_mul_case(DType t, int T, int I) {
   {
     auto gu = rounded(randn(size_t(T) * 2 * I, 7, 2.f), t);
@@ -145,7 +171,7 @@ void silu_mul_case(DType t, int T, int I) {
     s.ldy = I;
     s.tokens = T;
     s.inter = I;
-    run_silu_mul(s, t, test_ctx());
+    run_silu_mul(s, t, vctx());
     std::vector<float> sref(size_t(T) * I);
     kernels::SiluMulParams sc;
     sc.gate = gu.data();
@@ -165,10 +191,19 @@ void short_conv_case(int C, int W);
 
 // The vector kernel (channels a multiple of 8) at the model's 4 taps and at 3 and 6 (the general form); the
 // scalar kernel at 100 channels.
-TEST(GpuOps, ShortConvPrefillThenDecode) {
-  DS_REQUIRE_GPU();
+void ShortConvPrefillThenDecodeBody() {
   for (const auto& [C, W] : {std::pair{3 * 4096, 4}, std::pair{3 * 4096, 3}, std::pair{1024, 6}, std::pair{100, 4}})
     short_conv_case(C, W);
+}
+
+TEST(GpuOps, ShortConvPrefillThenDecode) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
+    g_vec = on;
+    ShortConvPrefillThenDecodeBody();
+  }
+  g_vec = false;
 }
 
 void short_conv_case(int C, int W) {
@@ -205,7 +240,7 @@ void short_conv_case(int C, int W) {
     p.tokens = T;
     p.channels = C;
     p.kernel = W;
-    run_conv1d_prefill(p, t, test_ctx());
+    run_conv1d_prefill(p, t, vctx());
     std::vector<float> ref(size_t(T) * C), ctails = tails;
     kernels::CausalConv1dParams c;
     c.x = x.data();
@@ -244,8 +279,7 @@ void short_conv_case(int C, int W) {
   }
 }
 
-TEST(GpuOps, KdaGateAndBeta) {
-  DS_REQUIRE_GPU();
+void KdaGateAndBetaBody() {
   const int T = 6, H = 32, K = 128, HK = H * K, ldb = 40;
   for (DType t : kTypes) {
     auto f = rounded(randn(size_t(T) * HK, 12, 4.f), t);  // wide range: both softplus branches
@@ -271,7 +305,7 @@ TEST(GpuOps, KdaGateAndBeta) {
     p.tokens = T;
     p.heads = H;
     p.head_dim = K;
-    run_kda_gate(p, t, test_ctx());
+    run_kda_gate(p, t, vctx());
     std::vector<float> gref(size_t(T) * HK), bref(size_t(T) * H);
     kernels::KdaGateParams c;
     c.z = f.data();
@@ -293,6 +327,16 @@ TEST(GpuOps, KdaGateAndBeta) {
     EXPECT_LT(rel_l2(to_host(dg.data(), gref.size(), DType::F32), gref), 1e-5) << dtype_name(t);
     EXPECT_LT(rel_l2(to_host(dbeta.data(), bref.size(), DType::F32), bref), 1e-5) << dtype_name(t);
   }
+}
+
+TEST(GpuOps, KdaGateAndBeta) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
+    g_vec = on;
+    KdaGateAndBetaBody();
+  }
+  g_vec = false;
 }
 
 TEST(GpuOps, LatentCacheWrite) {

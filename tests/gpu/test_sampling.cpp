@@ -15,6 +15,9 @@
 namespace ds::gpu::test {
 namespace {
 
+// The radix-select thresholds (DeviceContext::switches.sampling_radix) on or off for the runs below.
+bool g_radix = false;
+
 // One GPU sampling launch of the rows `prep` describes (token masks: null or one row per logits row,
 // applied where prep marks the row masked): the tokens, logprobs and top lists it returns.
 struct GpuSamples {
@@ -47,7 +50,9 @@ GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, c
   sp.out_top_ids = tids.as<int32_t>();
   sp.out_top_logprobs = tlp.as<float>();
   sp.max_logprobs = max_lp;
-  run_sampling(sp, test_ctx());
+  DeviceContext ctx = test_ctx();
+  ctx.switches.sampling_radix = g_radix;
+  run_sampling(sp, ctx);
   GpuSamples g;
   g.tokens = to_host_raw<int32_t>(tok.data(), size_t(rows));
   g.logprobs = to_host(lp.data(), size_t(rows), DType::F32);
@@ -56,8 +61,7 @@ GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, c
   return g;
 }
 
-TEST(GpuOps, SamplingMatchesCpuSampler) {
-  DS_REQUIRE_GPU();
+void SamplingMatchesCpuSamplerBody() {
   const int V = 163840;
   std::vector<SampleParams> ps;
   std::vector<const SeqPenalties*> pens;  // per row (null: no history)
@@ -123,10 +127,19 @@ TEST(GpuOps, SamplingMatchesCpuSampler) {
   EXPECT_GT(distinct, rows / 2);  // the draws really vary
 }
 
+TEST(GpuOps, SamplingMatchesCpuSampler) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "sampling_radix on" : "sampling_radix off");
+    g_radix = on;
+    SamplingMatchesCpuSamplerBody();
+  }
+  g_radix = false;
+}
+
 // Token masks and logit_bias (constrained decoding): the GPU sampler picks what the CPU sampler picks,
 // greedy and sampled, masked rows among unmasked ones, biases beside penalties.
-TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
-  DS_REQUIRE_GPU();
+void SamplingWithMasksAndBiasMatchesCpuSamplerBody() {
   const int V = 163840, rows = 24;
   const SeqPenalties history({5, 7, 9}, {7, 11, 11}, V);
   std::vector<SampleParams> ps(static_cast<size_t>(rows));
@@ -172,6 +185,16 @@ TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
       EXPECT_TRUE(StepMasks::allowed(masks.row(r), gt[size_t(r)])) << "row " << r;
     }
   }
+}
+
+TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
+  DS_REQUIRE_GPU();
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(on ? "sampling_radix on" : "sampling_radix off");
+    g_radix = on;
+    SamplingWithMasksAndBiasMatchesCpuSamplerBody();
+  }
+  g_radix = false;
 }
 
 // The sampler's launches: rows whose penalty lists together exceed the planned staging are split

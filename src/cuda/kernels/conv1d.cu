@@ -160,7 +160,7 @@ void run_conv1d_prefill(const Conv1dParams& p, DType act, const DeviceContext& c
   if (p.tokens == 0) return;
   DS_GPU_REQUIRE(p.kernel >= 1 && p.kernel <= kMaxKernel, "run_conv1d_prefill: kernel size out of range");
   dispatch_act(act, [&]<typename T>() {
-    const bool vec = p.channels % 8 == 0 && p.ldx % 8 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.state);
+    const bool vec = ctx.switches.prefill_vec && p.channels % 8 == 0 && p.ldx % 8 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.state);
     const int64_t threads = ceil_div(int64_t(p.tokens), kRun) * (p.channels / 8);
     if (vec && p.kernel <= 4)
       launch_pdl(conv_prefill_vec_kernel<T, 4>, ceil_div(threads, 256), 256, 0, ctx, p);

@@ -77,7 +77,7 @@ __global__ void kda_gate_conv_kernel(KdaGateParams g, Conv1dParams c, unsigned c
 void run_kda_gate(const KdaGateParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   const int64_t elems = int64_t(p.tokens) * p.heads * p.head_dim;
-  const bool vec = p.head_dim % 8 == 0 && p.ldf % 8 == 0 && reinterpret_cast<uintptr_t>(p.f) % 16 == 0 &&
+  const bool vec = ctx.switches.prefill_vec && p.head_dim % 8 == 0 && p.ldf % 8 == 0 && reinterpret_cast<uintptr_t>(p.f) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(p.g) % 32 == 0 && elems / 8 < (int64_t(1) << 31) - 256;
   dispatch_act(act, [&]<typename T>() {
     if (vec) launch_pdl(kda_gate_vec_kernel<T>, ceil_div(elems / 8, 256), 256, 0, ctx, p);

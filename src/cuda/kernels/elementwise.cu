@@ -180,7 +180,7 @@ void run_silu_mul(const SiluMulParams& p, DType act, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
   dispatch_act(act, [&]<typename T>() {
     constexpr int N = Vec16<T>::N;
-    const bool vec = p.inter % N == 0 && p.ldx % N == 0 && p.ldy % N == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+    const bool vec = ctx.switches.prefill_vec && p.inter % N == 0 && p.ldx % N == 0 && p.ldy % N == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(p.y) % 16 == 0 && int64_t(p.tokens) * (p.inter / N) < (int64_t(1) << 31) - 256;
     if (vec) launch_pdl(silu_mul_vec_kernel<T>, ceil_div(int64_t(p.tokens) * (p.inter / N), 256), 256, 0, ctx, p);
     else launch_pdl(silu_mul_kernel<T>, ceil_div(int64_t(p.tokens) * p.inter, 256), 256, 0, ctx, p);

@@ -194,7 +194,7 @@ void run_gated_rmsnorm(const GatedRmsNormParams& p, DType act, const DeviceConte
   constexpr int kWarps = 8;
   dispatch_act(act, [&]<typename T>() {
     constexpr uintptr_t kAlign = 4 * sizeof(T);
-    const bool vec = p.head_dim % 128 == 0 && p.head_dim <= 512 && p.ldg % 4 == 0 &&
+    const bool vec = ctx.switches.prefill_vec && p.head_dim % 128 == 0 && p.head_dim <= 512 && p.ldg % 4 == 0 &&
                      reinterpret_cast<uintptr_t>(p.o) % kAlign == 0 && reinterpret_cast<uintptr_t>(p.gate) % kAlign == 0 &&
                      reinterpret_cast<uintptr_t>(p.weight) % kAlign == 0 && reinterpret_cast<uintptr_t>(p.y) % kAlign == 0;
     if (vec)

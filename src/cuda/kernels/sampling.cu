@@ -78,15 +78,15 @@ __device__ double kept_mass(const float* e, int V, Kept k, uint32_t t, bool coun
   return block_sum_d(s, sh);
 }
 
-// Largest t in [0, bits(1.0)] with f(t) >= x (strict: > x), f(t) = kept_mass(t): non-increasing. f(0) must
-// pass. The answer is bits(1.0) or the bits of a kept token (f drops only there), so it is found digit by
-// digit (radix select over the 30 low bits of a float in [0, 1], 10 bits a pass): each pass adds the kept
+// bisect's answer (below), found digit by digit: it is bits(1.0) or the bits of a kept token (f drops only
+// there), so a radix select finds it (DeviceContext::switches.sampling_radix; over the 30 low bits of a
+// float in [0, 1], 10 bits a pass): each pass adds the kept
 // mass of the tokens whose higher digits equal the answer's so far into 1,024 buckets of the next digit,
 // and a suffix scan over the buckets (descending) picks the largest digit that still passes. Four passes
 // over the row instead of the ~31 of a bisection on the bits (each a full pass: 100 rows at T = 1,
 // top-p 0.9 took 4.1 ms, PERF.md session 13).
 template <bool Strict>
-__device__ uint32_t bisect(const float* e, int V, Kept k, bool count, double x, Shared& sh) {
+__device__ uint32_t radix_select(const float* e, int V, Kept k, bool count, double x, Shared& sh) {
   const uint32_t one = __float_as_uint(1.f);
   auto passes = [&](double f) { return Strict ? f > x : f >= x; };
   if (passes(kept_mass(e, V, k, one, count, sh))) return one;
@@ -136,6 +136,21 @@ __device__ uint32_t bisect(const float* e, int V, Kept k, bool count, double x, 
   return prefix;
 }
 
+// Largest t in [0, bits(1.0)] with f(t) >= x (strict: > x); f(t) = kept_mass(t), non-increasing. f(0) must
+// pass. By bisection on the bits, or by the radix select above.
+template <bool Strict>
+__device__ uint32_t bisect(const float* e, int V, Kept k, bool count, double x, Shared& sh, bool radix) {
+  if (radix) return radix_select<Strict>(e, V, k, count, x, sh);
+  uint32_t lo = 0, hi = __float_as_uint(1.f);
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo + 1) / 2;
+    double f = kept_mass(e, V, k, mid, count, sh);
+    if (Strict ? f > x : f >= x) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 // Index of the n-th (1-based) kept token with bits(e) == t, in index order; -1 if fewer.
 __device__ int nth_tie(const float* e, int V, Kept k, uint32_t t, int n, Shared& sh) {
   int seg = (V + kThreads - 1) / kThreads;
@@ -176,8 +191,8 @@ __device__ int nth_tie(const float* e, int V, Kept k, uint32_t t, int n, Shared&
 // The kept token where the cumulative mass in descending order first reaches x (strict: exceeds x).
 // Returns it as a Kept bound (everything before it and it) and its cumulative mass.
 template <bool Strict>
-__device__ Kept crossing(const float* e, int V, Kept k, double x, double* cum, Shared& sh) {
-  uint32_t t = bisect<Strict>(e, V, k, false, x, sh);
+__device__ Kept crossing(const float* e, int V, Kept k, double x, double* cum, Shared& sh, bool radix) {
+  uint32_t t = bisect<Strict>(e, V, k, false, x, sh, radix);
   double g = t < 0xffffffffu ? kept_mass(e, V, k, t + 1, false, sh) : 0.0;
   double v = double(__uint_as_float(t));
   double ties = 0.0;
@@ -345,7 +360,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     if (rp.top_k > 0) {
       double have = kept_mass(x, V, k, 0, true, sh);
       if (double(rp.top_k) < have) {
-        uint32_t t = bisect<false>(x, V, k, true, double(rp.top_k), sh);
+        uint32_t t = bisect<false>(x, V, k, true, double(rp.top_k), sh, p.radix);
         double above = t < 0xffffffffu ? kept_mass(x, V, k, t + 1, true, sh) : 0.0;
         int idx = nth_tie(x, V, k, t, rp.top_k - int(above), sh);
         k = Kept{t, idx};
@@ -354,11 +369,11 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     double total = kept_mass(x, V, k, 0, false, sh);
     if (rp.top_p < 1.f) {
       double cum = 0.0;
-      k = crossing<false>(x, V, k, double(fmaxf(rp.top_p, 0.f)) * total, &cum, sh);
+      k = crossing<false>(x, V, k, double(fmaxf(rp.top_p, 0.f)) * total, &cum, sh, p.radix);
       total = cum;
     }
     double cum = 0.0;
-    Kept d = crossing<true>(x, V, k, rp.u * total, &cum, sh);
+    Kept d = crossing<true>(x, V, k, rp.u * total, &cum, sh, p.radix);
     token = d.lim >= 0 ? d.lim : top.i;
     (void)cum;
   }
@@ -375,8 +390,10 @@ size_t sampling_workspace_floats(int rows, int vocab) {
   return size_t(rows) * vocab + size_t(rows) * kStatSplits * kStatFloats;
 }
 
-void run_sampling(const SamplingParams& p, const DeviceContext& ctx) {
-  if (p.rows == 0) return;
+void run_sampling(const SamplingParams& p0, const DeviceContext& ctx) {
+  if (p0.rows == 0) return;
+  SamplingParams p = p0;
+  p.radix = ctx.switches.sampling_radix;
   DS_GPU_REQUIRE(kStatSplits <= kThreads, "sampling: too many statistics splits");
   launch_pdl(row_stats_kernel, dim3(kStatSplits, p.rows), kStatThreads, 0, ctx, p);
   launch_pdl(sampling_kernel, dim3(p.rows), kThreads, 0, ctx, p);

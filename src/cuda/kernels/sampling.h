@@ -32,6 +32,7 @@ struct SampleRow {
 };
 
 struct SamplingParams {
+  bool radix = false;               // set by run_sampling from ctx.switches.sampling_radix
   const float* logits = nullptr;    // [rows, ld] fp32 raw logits (not modified)
   int64_t ld = 0;
   int rows = 0, vocab = 0;
