@@ -34,8 +34,8 @@ CudaEnv CudaEnv::parse() {
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
-  c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", false);
-  c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", false);
+  c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
+  c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {

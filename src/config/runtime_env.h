@@ -86,11 +86,11 @@ struct CudaEnv {
   bool route_warps = false;
   // Prefill elementwise kernels 8-16 bytes a thread (KDA short convolution with its window in registers, KDA
   // gate, KDA output norm, SiLU-mul; the conv alone took 1.08 ms of a 4 x 2,048-token step, PERF.md session
-  // 14); off until measured on a GPU (tests GpuOps.ShortConv*, GatedRmsNorm, KdaGateAndBeta, EmbeddingAndSiluMul).
-  bool prefill_vec = false;
+  // 14); on: 4 x 2,048-token prefill 57,381 -> 66,012 tok/s, 131K TTFT 4.88 -> 4.48 s (PERF.md session 15).
+  bool prefill_vec = true;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
-  // (100 rows at T = 1, top-p 0.9: 4.1 ms); off until measured (tests GpuOps.Sampling*).
-  bool sampling_radix = false;
+  // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
+  bool sampling_radix = true;
   // The bf16 wgmma MoE prefill kernel (moe_gemm_wgmma.cu): its weight tiles by TMA tensor maps, one producer
   // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
   // from the same change, docs/PERF.md session 12). On: 8,192-token MoE 2.74 -> 2.30 ms (PERF.md session 13).

@@ -130,8 +130,8 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.route_warps);
-  EXPECT_FALSE(d.prefill_vec);     // off until measured
-  EXPECT_FALSE(d.sampling_radix);  // off until measured
+  EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
+  EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
   EXPECT_EQ(d.tp_comm, "nccl");
@@ -158,10 +158,10 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
   setenv("DELTASERVE_CUDA_ROUTE_WARPS", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().route_warps);
-  setenv("DELTASERVE_CUDA_PREFILL_VEC", "1", 1);
-  setenv("DELTASERVE_CUDA_SAMPLING_RADIX", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().prefill_vec);
-  EXPECT_TRUE(CudaEnv::parse().sampling_radix);
+  setenv("DELTASERVE_CUDA_PREFILL_VEC", "0", 1);
+  setenv("DELTASERVE_CUDA_SAMPLING_RADIX", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().prefill_vec);
+  EXPECT_FALSE(CudaEnv::parse().sampling_radix);
   unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
   unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
