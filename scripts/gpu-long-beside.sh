@@ -9,7 +9,8 @@
 # N defaults to 1048000, DELAY to 20 s, the timeout of each long request to 420 s. The two runs together
 # take ~9-11 minutes with the server start: --alone-only and --beside-only split them over two calls
 # (pass --alone-ttft MS to --beside-only to get the ratio). Writes $OUT/long_beside_*.log and prints a summary.
-# The three prompts use different seeds (prefix caching is on by default). With DELAY 20 the chats arrive at
+# The three prompts use different seeds (prefix caching is on by default). Every bench runs with --warmup 0:
+# a warm-up copy of the long prompt would be the one the chats run beside (session 15's run). With DELAY 20 the chats arrive at
 # ~250K of context; the scheduler's model (docs/SCHEDULER.md, "Step cost") predicts chats' steps <= ~200 ms
 # and the long TTFT x1.2 of alone, x1.1 with `-- --long-prefill-interval 2` (the alone run is unaffected).
 set -uo pipefail
@@ -40,7 +41,7 @@ MPID=$!
 B=("$BIN" bench --base-url http://127.0.0.1:$PORT --dataset random --ignore-eos --no-progress)
 long_run() {  # $1: log, $2: seed (the runs' prompts differ: prefix caching is on by default)
   timeout "$TIMEOUT" "${B[@]}" --random-input-len "$LONG" --random-output-len 32 --num-prompts 1 \
-    --max-concurrency 1 --seed "$2" > "$1" 2>&1
+    --max-concurrency 1 --seed "$2" --warmup 0 > "$1" 2>&1
 }
 field() { grep -E "^$2" "$1" | head -1 | awk '{print $NF}'; }  # $1: log, $2: row label
 if ((ALONE)); then
@@ -55,7 +56,7 @@ if ((BESIDE)); then
   LPID=$!
   sleep "$DELAY"
   timeout "$TIMEOUT" "${B[@]}" --random-input-len 1000 --random-output-len 500 --num-prompts 8 \
-    --max-concurrency 8 --metric-percentiles 50,99 --seed 13 > "$OUT/long_beside_chats.log" 2>&1
+    --max-concurrency 8 --metric-percentiles 50,99 --seed 13 --warmup 0 > "$OUT/long_beside_chats.log" 2>&1
   wait $LPID
   TTFT=$(field "$OUT/long_beside_long.log" "Mean TTFT")
   echo "[long-beside] beside: long TTFT ${TTFT:-?} ms ($(field "$OUT/long_beside_long.log" "Successful requests") done)"

@@ -5,7 +5,8 @@
 # in use every 0.5 s (nvidia-smi), so that "memory never rises after start-up" is measured, not assumed.
 #   scripts/gpu-serve-bench.sh BINARY LABEL [--long N] [--long-only] [--long-timeout S] [--c100-prompts N]
 #                              [--c16-prompts N] [-- extra serve flags]
-# --long-only skips the concurrency-1/16/100 runs; --long-timeout bounds the long prompt's bench (300 s);
+# --long-only skips the concurrency-1/16/100 runs; --long-timeout bounds the long prompt's bench (300 s; it
+# runs with --warmup 0: the server's start-up warm-up has run every kernel, and a warm-up copy would double it);
 # --c16-prompts N: also a concurrency-16 run of N prompts; e.g. `-- --quantization fp8` for FP8 weights.
 # Writes $OUT/serve_LABEL.log, $OUT/bench_LABEL.log, $OUT/mem_LABEL.csv; prints a summary block.
 # The real Kimi tokenizer is not in the repository: a synthetic 163,842-id tokenizer with the tiny
@@ -46,7 +47,8 @@ B=("$BIN" bench --base-url http://127.0.0.1:$PORT --dataset random --ignore-eos 
   fi
   if ((LONG > 0)); then
     echo "== one prompt of $LONG tokens"
-    timeout "$LONG_TIMEOUT" "${B[@]}" --random-input-len "$LONG" --random-output-len 32 --num-prompts 1 --max-concurrency 1
+    timeout "$LONG_TIMEOUT" "${B[@]}" --random-input-len "$LONG" --random-output-len 32 --num-prompts 1 --max-concurrency 1 \
+      --warmup 0
   fi
 } > "$OUT/bench_$LABEL.log" 2>&1
 kill $MPID 2>/dev/null; wait $MPID 2>/dev/null
