@@ -112,6 +112,12 @@ struct CudaEnv {
   // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another). 0 (the default):
   // 2 for the FP8 latent cache, 1 for the bf16 cache (CudaModel resolves it; measured, PERF.md session 13).
   int mla_decode_ctas = 0;
+  // The warp-specialised MLA decode attention (bf16 activations, both cache types; cuda/kernels/mla_decode_ws.h):
+  // two groups of 8 warps in one CTA an SM, the scores of one 32-position tile beside the P·C of the one
+  // before, instead of one group running each tile's phases in turn (1M of context: 60% of bandwidth over
+  // the bf16 cache, 26% over the FP8 cache). Off until measured (tests MlaDecode*.WarpSpecialised); when on,
+  // mla_decode_ctas is 1 unless set.
+  bool mla_decode_ws = false;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

@@ -36,6 +36,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_CTAS");
     unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
     unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_WS");
   }
 };
 
@@ -132,6 +133,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(d.route_warps);
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
   EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
+  EXPECT_FALSE(d.mla_decode_ws);  // off until measured
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
   EXPECT_EQ(d.tp_comm, "nccl");
@@ -164,6 +166,11 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(CudaEnv::parse().sampling_radix);
   unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
   unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WS", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().mla_decode_ws);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WS", "yes", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_WS");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);

@@ -25,6 +25,7 @@
 #include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
+#include "cuda/kernels/mla_decode_ws.h"
 
 namespace ds::gpu {
 namespace {
@@ -445,15 +446,19 @@ __global__ void __launch_bounds__(kCombineWarps * 32) mla_combine_kernel(MlaDeco
   }
 }
 
+template <typename IO> void launch_combine(const MlaDecodeParams& p, const DeviceContext& ctx) {
+  if (p.num_splits > 1) {
+    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
+    DS_CUDA_CHECK_LAUNCH();
+  }
+}
+
 template <typename IO, int Tile, int Stages, bool F8 = false, int W = 8, int CtasPerSm = 1>
 void launch_decode(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const size_t smem = sizeof(DecodeSmem<IO, Tile, Stages, F8>);
   launch_pdl(mla_decode_kernel<IO, Tile, Stages, F8, W, CtasPerSm>, dim3(p.num_splits, p.rows), W * 32, smem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
-  if (p.num_splits > 1) {
-    launch_pdl(mla_combine_kernel<IO>, dim3(p.rows, p.num_heads, kLat / 128), kCombineWarps * 32, 0, ctx, p);
-    DS_CUDA_CHECK_LAUNCH();
-  }
+  launch_combine<IO>(p, ctx);
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -482,6 +487,7 @@ void configure_mla_decode(const DeviceContext&) {
   two(mla_decode_kernel<bf16, 32, 1, true, 8, 2>, sizeof(DecodeSmem<bf16, 32, 1, true>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false, 8>, sizeof(DecodeSmem<float, 32, 1, false>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true, 8>, sizeof(DecodeSmem<float, 32, 1, true>));
+  configure_mla_decode_ws();
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm) {
@@ -536,6 +542,11 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(p.warps == 0 || p.warps == 8 || p.warps == 16, "mla decode: warps must be 0, 8 or 16");
   const bool w16 = p.warps == 16 && act == DType::BF16;  // (fp32, the exact path: 8 warps)
   DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
+  if (p.warp_specialised && act == DType::BF16) {  // 32-position tiles, one CTA an SM (kv_tile, warps, ctas ignored)
+    if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 4;
+    launch_mla_decode_ws(p, ctx);
+    return launch_combine<bf16>(p, ctx);
+  }
   if (p.ctas_per_sm == 2 && act == DType::BF16) {  // 8 warps, 32-position tiles, one stage (kv_tile, warps ignored)
     if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 4;
     return p.fp8_cache ? launch_decode<bf16, 32, 1, true, 8, 2>(p, ctx) : launch_decode<bf16, 32, 1, false, 8, 2>(p, ctx);
