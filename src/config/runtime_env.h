@@ -118,6 +118,10 @@ struct CudaEnv {
   // the bf16 cache, 26% over the FP8 cache). Off until measured (tests MlaDecode*.WarpSpecialised); when on,
   // mla_decode_ctas is 1 unless set.
   bool mla_decode_ws = false;
+  // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
+  // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On; 0 asks
+  // the heuristic for every row count (session 15 saw device memory rise 2 MiB at an odd row count).
+  bool gemm_buckets = true;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

@@ -56,7 +56,7 @@ size_t meta_bytes(const std::vector<MetaPart>& parts) {
 }  // namespace
 
 CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptions& o)
-    : cfg_(c), w_(std::move(w)), opt_(o), gemm_(size_t(32) << 20) {
+    : cfg_(c), w_(std::move(w)), opt_(o), gemm_(size_t(32) << 20, o.switches.gemm_buckets) {
   DS_CHECK(o.act == DType::BF16 || o.act == DType::F32, "CUDA backend: activation dtype must be bf16 or fp32");
   DS_CHECK(c.kda.head_dim == 128 || c.num_kda_layers() == 0, "CUDA backend: KDA head_dim must be 128");
   DS_CHECK(o.max_num_seqs > 0 && o.block_size > 0 && o.max_tokens > 0 && o.num_snapshots >= -1,

@@ -1,5 +1,7 @@
 #include "cuda/gemm.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 
@@ -29,7 +31,18 @@ struct Gemm::Plan {
   }
 };
 
-Gemm::Gemm(size_t workspace_bytes) : workspace_(workspace_bytes, "cuBLASLt workspace") {
+int gemm_bucket_rows(int M) {
+  if (M <= 2) return std::max(M, 1);
+  int p = 2;
+  while (p < M) {
+    if (3 * p / 2 >= M) return 3 * p / 2;
+    p *= 2;
+  }
+  return p;
+}
+
+Gemm::Gemm(size_t workspace_bytes, bool bucket_algorithms)
+    : bucket_algorithms_(bucket_algorithms), workspace_(workspace_bytes, "cuBLASLt workspace") {
   DS_CUBLAS_CHECK(cublasLtCreate(&handle_));
 }
 
@@ -39,7 +52,47 @@ Gemm::~Gemm() {
 }
 
 // Row-major y = x . w^T is column-major y^T (N x M) = op_T(w^T stored K x N) . x^T (K x M): "TN".
-// With w stored [K, N] (w_kn) the column-major view of w is already N x K: "NN".
+// With w stored [K, N] (w_kn) the column-major view of w is already N x K: "NN". The descriptors of g's
+// problem with M rows.
+void Gemm::describe(const GemmArgs& g, int M, Plan& p) {
+  const cudaDataType_t tin = cuda_type(g.x_dtype), tout = cuda_type(g.y_dtype);
+  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  if (g.w_kn) DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.N, g.K, g.ldw));
+  else DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.K, g.N, g.ldw));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, tin, g.K, M, g.ldx));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, tout, g.N, M, g.ldy));
+  if (g.batch > 1) {
+    int32_t bc = g.batch;
+    auto set_batch = [&](cublasLtMatrixLayout_t l, int64_t stride) {
+      DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof(bc)));
+      DS_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    };
+    set_batch(p.a, g.stride_w);
+    set_batch(p.b, g.stride_x);
+    set_batch(p.c, g.stride_y);
+  }
+}
+
+// The heuristic's first choice for p's descriptors, within the workspace.
+bool Gemm::heuristic(const Plan& p, cublasLtMatmulAlgo_t& algo) {
+  cublasLtMatmulPreference_t pref = nullptr;
+  DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t ws = workspace_.bytes();
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  algo = res.algo;
+  return true;
+}
+
 Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
   DS_CHECK(g.w_dtype == g.x_dtype, "GEMM: weights in {} with {} inputs are not supported", dtype_name(g.w_dtype),
            dtype_name(g.x_dtype));
@@ -48,39 +101,22 @@ Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
-  cudaDataType_t tin = cuda_type(g.x_dtype), tout = cuda_type(g.y_dtype);
-  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  if (g.w_kn) DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, tin, g.N, g.K, g.ldw));
-  else DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, tin, g.K, g.N, g.ldw));
-  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, tin, g.K, g.M, g.ldx));
-  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, tout, g.N, g.M, g.ldy));
-  if (g.batch > 1) {
-    int32_t bc = g.batch;
-    auto set_batch = [&](cublasLtMatrixLayout_t l, int64_t stride) {
-      DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof(bc)));
-      DS_CUBLAS_CHECK(
-          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
-    };
-    set_batch(p->a, g.stride_w);
-    set_batch(p->b, g.stride_x);
-    set_batch(p->c, g.stride_y);
+  describe(g, g.M, *p);
+  // The bucket's algorithm when it runs M rows (single GEMMs: a strided batch keeps its own), else M's.
+  const int mb = gemm_bucket_rows(g.M);
+  bool have = false;
+  if (bucket_algorithms_ && g.batch == 1 && mb != g.M) {
+    Plan q;
+    describe(g, mb, q);
+    if (heuristic(q, p->algo)) {
+      cublasLtMatmulHeuristicResult_t chk{};
+      have = cublasLtMatmulAlgoCheck(handle_, p->op, p->a, p->b, p->c, p->c, &p->algo, &chk) == CUBLAS_STATUS_SUCCESS &&
+             chk.workspaceSize <= workspace_.bytes();
+    }
   }
-  cublasLtMatmulPreference_t pref = nullptr;
-  DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  size_t ws = workspace_.bytes();
-  DS_CUBLAS_CHECK(
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-  cublasLtMatmulHeuristicResult_t res{};
-  int found = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
-    fail("cuBLASLt has no algorithm for GEMM M={} N={} K={} in={} out={} batch={} (status {})", g.M, g.N, g.K,
-         dtype_name(g.x_dtype), dtype_name(g.y_dtype), g.batch, cublasLtGetStatusName(st));
-  p->algo = res.algo;
+  if (!have && !heuristic(*p, p->algo))
+    fail("cuBLASLt has no algorithm for GEMM M={} N={} K={} in={} out={} batch={}", g.M, g.N, g.K,
+         dtype_name(g.x_dtype), dtype_name(g.y_dtype), g.batch);
   auto& ref = *p;
   plans_.emplace(key, std::move(p));
   return ref;

@@ -2,6 +2,11 @@
 // fp32 accumulation (no TF32: fp32 inputs are computed in full fp32), output in the input dtype or
 // fp32. Strided batches for per-head products. Plans (descriptors + the heuristic's algorithm) are
 // cached per shape, so a shape's first call may be slow and later ones (and graph capture) are not.
+// Bucketed algorithms (the default): a single GEMM of M rows runs the algorithm the heuristic picks for M's
+// bucket, gemm_bucket_rows(M) (the next 2^k or 3·2^k: the row counts the start-up warm-up runs), when that
+// algorithm supports M (cublasLtMatmulAlgoCheck), else M's own. So a step of any row count runs kernels the
+// warm-up already launched: CUDA loads kernel modules lazily, and a cuBLASLt kernel first launched while
+// serving takes device memory (docs/PERF.md session 15: +2 MiB at the first step of an odd row count).
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -33,9 +38,12 @@ struct GemmArgs {
   int64_t stride_x = 0, stride_w = 0, stride_y = 0;  // elements between batch entries
 };
 
+// The bucket of a row count: the smallest 2^k or 3·2^k >= M (1, 2, 3, 4, 6, 8, 12, 16, 24, ...).
+int gemm_bucket_rows(int M);
+
 class Gemm {
  public:
-  explicit Gemm(size_t workspace_bytes = size_t(32) << 20);
+  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool bucket_algorithms = true);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -45,7 +53,10 @@ class Gemm {
   struct Plan;
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, bool, int, int64_t, int64_t, int64_t, bool>;
   Plan& plan_for(const GemmArgs& a);
+  static void describe(const GemmArgs& g, int M, Plan& p);
+  bool heuristic(const Plan& p, cublasLtMatmulAlgo_t& algo);
   cublasLtHandle_t handle_ = nullptr;
+  bool bucket_algorithms_ = true;
   DeviceBuffer workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };

@@ -426,5 +426,43 @@ TEST(GpuOps, CublasLtGemmVariants) {
   }
 }
 
+// Bucketed cuBLASLt algorithms (gemm.h): the buckets are the warm-up's row counts (2^k, 3 x 2^k), and a GEMM
+// of any row count matches the CPU with the bucket's algorithm and with its own (odd counts inside buckets,
+// one at a bucket, and one past the warm-up's largest).
+TEST(GpuOps, CublasLtBucketedAlgorithms) {
+  for (auto [m, b] : std::vector<std::pair<int, int>>{
+           {1, 1}, {2, 2}, {3, 3}, {4, 4}, {5, 6}, {7, 8}, {100, 128}, {129, 192}, {463, 512}, {7616, 8192}, {8192, 8192}, {8193, 12288}})
+    EXPECT_EQ(gemm_bucket_rows(m), b) << m;
+  DS_REQUIRE_GPU();
+  Gemm bucketed(size_t(32) << 20, true), own(size_t(32) << 20, false);
+  for (DType t : kTypes)
+    for (int M : {5, 100, 463, 1000, 1536}) {
+      const int N = 576, K = 2304;
+      auto x = rounded(randn(size_t(M) * K, 70 + M), t);
+      auto w = rounded(randn(size_t(N) * K, 71, 0.02f), t);
+      auto ref = cpu_gemm(x, K, w, M, N, K);
+      auto dx = to_device(x, t), dw = to_device(w, t);
+      for (Gemm* g : {&bucketed, &own}) {
+        DeviceBuffer dy(size_t(M) * N * dtype_size(t));
+        poison(dy);
+        GemmArgs a;
+        a.x = dx.data();
+        a.ldx = K;
+        a.w = dw.data();
+        a.ldw = K;
+        a.y = dy.data();
+        a.ldy = N;
+        a.x_dtype = a.w_dtype = a.y_dtype = t;
+        a.M = M;
+        a.N = N;
+        a.K = K;
+        g->run(a, nullptr);
+        DS_CUDA_CHECK(cudaDeviceSynchronize());
+        EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t))
+            << dtype_name(t) << " M=" << M << (g == &bucketed ? " bucketed" : " own");
+      }
+    }
+}
+
 }  // namespace
 }  // namespace ds::gpu::test
