@@ -37,7 +37,7 @@ CudaEnv CudaEnv::parse() {
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
   c.mla_decode_ws = flag("DELTASERVE_CUDA_MLA_DECODE_WS", false);
-  c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);
+  c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", false);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {

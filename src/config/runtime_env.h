@@ -119,9 +119,10 @@ struct CudaEnv {
   // mla_decode_ctas is 1 unless set.
   bool mla_decode_ws = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
-  // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On; 0 asks
-  // the heuristic for every row count (session 15 saw device memory rise 2 MiB at an odd row count).
-  bool gemm_buckets = true;
+  // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h); off (the
+  // heuristic asked for every row count) until run on a GPU (session 15 saw device memory rise 2 MiB at
+  // what was likely an odd row count's first kernel).
+  bool gemm_buckets = false;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

@@ -2,11 +2,12 @@
 // fp32 accumulation (no TF32: fp32 inputs are computed in full fp32), output in the input dtype or
 // fp32. Strided batches for per-head products. Plans (descriptors + the heuristic's algorithm) are
 // cached per shape, so a shape's first call may be slow and later ones (and graph capture) are not.
-// Bucketed algorithms (the default): a single GEMM of M rows runs the algorithm the heuristic picks for M's
-// bucket, gemm_bucket_rows(M) (the next 2^k or 3·2^k: the row counts the start-up warm-up runs), when that
-// algorithm supports M (cublasLtMatmulAlgoCheck), else M's own. So a step of any row count runs kernels the
-// warm-up already launched: CUDA loads kernel modules lazily, and a cuBLASLt kernel first launched while
-// serving takes device memory (docs/PERF.md session 15: +2 MiB at the first step of an odd row count).
+// Bucketed algorithms (bucket_algorithms, off by default; CudaModel: DELTASERVE_CUDA_GEMM_BUCKETS): a single
+// GEMM of M rows runs the algorithm the heuristic picks for M's bucket, gemm_bucket_rows(M) (the next 2^k or
+// 3·2^k: the row counts the start-up warm-up runs), when that algorithm supports M (cublasLtMatmulAlgoCheck),
+// else M's own. So a step of any row count runs kernels the warm-up already launched: CUDA loads kernel
+// modules lazily, and a cuBLASLt kernel first launched while serving takes device memory (docs/PERF.md
+// session 15: +2 MiB at what was likely the first step of an odd row count).
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -43,7 +44,7 @@ int gemm_bucket_rows(int M);
 
 class Gemm {
  public:
-  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool bucket_algorithms = true);
+  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool bucket_algorithms = false);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -56,7 +57,7 @@ class Gemm {
   static void describe(const GemmArgs& g, int M, Plan& p);
   bool heuristic(const Plan& p, cublasLtMatmulAlgo_t& algo);
   cublasLtHandle_t handle_ = nullptr;
-  bool bucket_algorithms_ = true;
+  bool bucket_algorithms_ = false;
   DeviceBuffer workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };

@@ -135,7 +135,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
   EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
   EXPECT_FALSE(d.mla_decode_ws);  // off until measured
-  EXPECT_TRUE(d.gemm_buckets);
+  EXPECT_FALSE(d.gemm_buckets);  // off until run on a GPU
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
   EXPECT_EQ(d.tp_comm, "nccl");
@@ -173,8 +173,8 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_MLA_DECODE_WS", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_MLA_DECODE_WS");
-  setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "0", 1);
-  EXPECT_FALSE(CudaEnv::parse().gemm_buckets);
+  setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
