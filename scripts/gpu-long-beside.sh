@@ -7,7 +7,8 @@
 #   scripts/gpu-long-beside.sh BINARY [--long N] [--delay S] [--timeout S] [--alone-only | --beside-only]
 #                              [-- extra serve flags]
 # N defaults to 1048000, DELAY to 20 s, the timeout of each long request to 420 s. The two runs together
-# take ~9-11 minutes with the server start: --alone-only and --beside-only split them over two calls
+# take ~7-8 minutes with the server start (the H200, session 15: 177 s alone): --alone-only and
+# --beside-only split them over two calls
 # (pass --alone-ttft MS to --beside-only to get the ratio). Writes $OUT/long_beside_*.log and prints a summary.
 # The three prompts use different seeds (prefix caching is on by default). Every bench runs with --warmup 0:
 # a warm-up copy of the long prompt would be the one the chats run beside (session 15's run). With DELAY 20 the chats arrive at
