@@ -174,8 +174,8 @@ TEST(LongPrefill, BesideChatsWithinFifteenPercentWithoutReExpansion) {
 }
 
 // Today's kernel, the long prefill joining one step in 2 or 3 while the chats decode: decode-only steps are
-// short, and the long prompt pays the fixed cost of fewer shared steps (but progresses 2-3 times slower under
-// continuous chat traffic, so it is not the default).
+// short, and the long prompt pays the fixed cost of fewer shared steps (under continuous chat traffic it
+// joins one step in 2-3, but the steps it sits out are short: docs/SCHEDULER.md; not yet the default).
 TEST(LongPrefill, BesideChatsSittingOutSteps) {
   const LongRun alone = simulate(StepCostConfig{}, -1);
   for (int64_t at : {int64_t(100000), int64_t(500000), int64_t(900000)}) {
