@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,6 +35,17 @@ inline bool have_gpu() {
 inline const DeviceContext& test_ctx() {
   static const DeviceContext ctx = make_device_context(nullptr, cuda_env());
   return ctx;
+}
+
+// Runs body with a test file's switch flag (which its launches copy into their context) off, then on,
+// each traced by name; the flag is left off.
+inline void with_switch_off_and_on(bool& flag, const char* name, const std::function<void()>& body) {
+  for (const bool on : {false, true}) {
+    SCOPED_TRACE(std::string(name) + (on ? " on" : " off"));
+    flag = on;
+    body();
+  }
+  flag = false;
 }
 
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {

@@ -106,12 +106,7 @@ void GatedRmsNormBody() {
 
 TEST(GpuOps, GatedRmsNorm) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
-    g_vec = on;
-    GatedRmsNormBody();
-  }
-  g_vec = false;
+  with_switch_off_and_on(g_vec, "prefill_vec", GatedRmsNormBody);
 }
 
 void silu_mul_case(DType t, int T, int I);
@@ -150,12 +145,7 @@ void EmbeddingAndSiluMulBody() {
 
 TEST(GpuOps, EmbeddingAndSiluMul) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
-    g_vec = on;
-    EmbeddingAndSiluMulBody();
-  }
-  g_vec = false;
+  with_switch_off_and_on(g_vec, "prefill_vec", EmbeddingAndSiluMulBody);
 }
 
 void silu_mul_case(DType t, int T, int I) {
@@ -198,12 +188,7 @@ void ShortConvPrefillThenDecodeBody() {
 
 TEST(GpuOps, ShortConvPrefillThenDecode) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
-    g_vec = on;
-    ShortConvPrefillThenDecodeBody();
-  }
-  g_vec = false;
+  with_switch_off_and_on(g_vec, "prefill_vec", ShortConvPrefillThenDecodeBody);
 }
 
 void short_conv_case(int C, int W) {
@@ -331,12 +316,7 @@ void KdaGateAndBetaBody() {
 
 TEST(GpuOps, KdaGateAndBeta) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "prefill_vec on" : "prefill_vec off");
-    g_vec = on;
-    KdaGateAndBetaBody();
-  }
-  g_vec = false;
+  with_switch_off_and_on(g_vec, "prefill_vec", KdaGateAndBetaBody);
 }
 
 TEST(GpuOps, LatentCacheWrite) {

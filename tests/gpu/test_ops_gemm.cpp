@@ -360,6 +360,22 @@ TEST(GpuOps, GemvGatedNormPrologue) {
   }
 }
 
+// y[M, N] = x[M, K] . w[N, K]^T, packed rows, all in dtype t.
+GemmArgs dense_args(const void* x, const void* w, void* y, DType t, int M, int N, int K) {
+  GemmArgs a;
+  a.x = x;
+  a.ldx = K;
+  a.w = w;
+  a.ldw = K;
+  a.y = y;
+  a.ldy = N;
+  a.x_dtype = a.w_dtype = a.y_dtype = t;
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  return a;
+}
+
 TEST(GpuOps, CublasLtGemmVariants) {
   DS_REQUIRE_GPU();
   Gemm gemm;
@@ -370,17 +386,7 @@ TEST(GpuOps, CublasLtGemmVariants) {
     auto w = rounded(randn(size_t(N) * K, 61, 0.02f), t);
     auto y0 = rounded(randn(size_t(M) * N, 62), t);
     auto dx = to_device(x, t), dw = to_device(w, t), dy = to_device(y0, t);
-    GemmArgs a;
-    a.x = dx.data();
-    a.ldx = K;
-    a.w = dw.data();
-    a.ldw = K;
-    a.y = dy.data();
-    a.ldy = N;
-    a.x_dtype = a.w_dtype = a.y_dtype = t;
-    a.M = M;
-    a.N = N;
-    a.K = K;
+    GemmArgs a = dense_args(dx.data(), dw.data(), dy.data(), t, M, N, K);
     a.beta = 1.f;
     gemm.run(a, nullptr);
     auto ref = cpu_gemm(x, K, w, M, N, K);
@@ -445,18 +451,7 @@ TEST(GpuOps, CublasLtBucketedAlgorithms) {
       for (Gemm* g : {&bucketed, &own}) {
         DeviceBuffer dy(size_t(M) * N * dtype_size(t));
         poison(dy);
-        GemmArgs a;
-        a.x = dx.data();
-        a.ldx = K;
-        a.w = dw.data();
-        a.ldw = K;
-        a.y = dy.data();
-        a.ldy = N;
-        a.x_dtype = a.w_dtype = a.y_dtype = t;
-        a.M = M;
-        a.N = N;
-        a.K = K;
-        g->run(a, nullptr);
+        g->run(dense_args(dx.data(), dw.data(), dy.data(), t, M, N, K), nullptr);
         DS_CUDA_CHECK(cudaDeviceSynchronize());
         EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), t), ref), tol(t))
             << dtype_name(t) << " M=" << M << (g == &bucketed ? " bucketed" : " own");

@@ -129,12 +129,7 @@ void SamplingMatchesCpuSamplerBody() {
 
 TEST(GpuOps, SamplingMatchesCpuSampler) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "sampling_radix on" : "sampling_radix off");
-    g_radix = on;
-    SamplingMatchesCpuSamplerBody();
-  }
-  g_radix = false;
+  with_switch_off_and_on(g_radix, "sampling_radix", SamplingMatchesCpuSamplerBody);
 }
 
 // Token masks and logit_bias (constrained decoding): the GPU sampler picks what the CPU sampler picks,
@@ -189,12 +184,7 @@ void SamplingWithMasksAndBiasMatchesCpuSamplerBody() {
 
 TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
   DS_REQUIRE_GPU();
-  for (const bool on : {false, true}) {
-    SCOPED_TRACE(on ? "sampling_radix on" : "sampling_radix off");
-    g_radix = on;
-    SamplingWithMasksAndBiasMatchesCpuSamplerBody();
-  }
-  g_radix = false;
+  with_switch_off_and_on(g_radix, "sampling_radix", SamplingWithMasksAndBiasMatchesCpuSamplerBody);
 }
 
 // The sampler's launches: rows whose penalty lists together exceed the planned staging are split

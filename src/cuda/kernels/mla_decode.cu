@@ -25,26 +25,18 @@
 #include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
+#include "cuda/kernels/mla_decode_common.cuh"
 #include "cuda/kernels/mla_decode_ws.h"
 
 namespace ds::gpu {
 namespace {
 
 using namespace attn;
-
-constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32;
-constexpr int kF8Row = kQk + 16;  // FP8 row bytes (config/kv_cache_dtype.h fp8_latent_row_bytes)
+using namespace mla_dec;
 
 // kTile cached positions per tile, kStages tiles in shared memory (kStages - 1 in flight while one is
 // computed on). bf16: 64 x 2 (the default) or 32 x 4 (more bytes in flight: long contexts, see
 // MlaDecodeParams::kv_tile); fp32: 32 x 1.
-// L2 prefetch of [gmem, gmem + bytes) (16-byte aligned, a multiple of 16 bytes), no completion to wait for.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* gmem, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
-#endif
-}
-
 template <typename IO, int Tile, int Stages> struct DecodeCfg {
   static constexpr int kTile = Tile;
   static constexpr int kStages = Stages;
@@ -97,8 +89,6 @@ __global__ void __launch_bounds__(W * 32, CtasPerSm) mla_decode_kernel(MlaDecode
   constexpr int kCols = kLat / W;              // output columns of one warp
   constexpr int kNO = kCols / 8;               // their n8 tiles
   constexpr int kTph = kThreads / kRows;       // softmax threads per head
-  constexpr int kPerT = kTile / kTph;          // softmax keys per thread
-  static_assert(kPerT >= 1, "a softmax thread takes at least one key");
   constexpr bool kCacheQ = sizeof(IO) == 2 && W == 8 && CtasPerSm == 1;  // Q fragments in registers (72 of them)
   using Smem = DecodeSmem<IO, Tile, Stages, F8>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -161,27 +151,18 @@ __global__ void __launch_bounds__(W * 32, CtasPerSm) mla_decode_kernel(MlaDecode
   // pipeline's loads hit L2 rather than wait for DRAM; each thread's page entry is looked up an
   // iteration ahead, like next_off.
   const int pf_dist = C::kStages > 1 || sizeof(IO) == 2 ? p.l2_prefetch_tiles : 0;
-  struct Pf {
-    int64_t off;
-    uint32_t bytes;
+  auto pf_entry = [&](int u) -> PagePart {
+    if (pf_dist <= 0 || tid >= kTile || u >= tile1) return PagePart{-1, 0};
+    return tile_page_part(bt, p.block_size, u * kTile, kTile, ctx, tid, kRowUnits,
+                          F8 ? uint32_t(kF8Row) : kQk * uint32_t(sizeof(IO)));
   };
-  auto pf_entry = [&](int u) -> Pf {
-    Pf e{-1, 0};
-    if (pf_dist <= 0 || tid >= kTile || u >= tile1 || u * kTile >= ctx) return e;
-    const int pos0 = u * kTile, page = pos0 / p.block_size + tid;
-    const int a = max(pos0, page * p.block_size), b = min(min(pos0 + kTile, ctx), (page + 1) * p.block_size);
-    if (a >= b) return e;
-    e.off = (int64_t(bt[page]) * p.block_size + (a - page * p.block_size)) * kRowUnits;
-    e.bytes = uint32_t(b - a) * (F8 ? uint32_t(kF8Row) : kQk * uint32_t(sizeof(IO)));
-    return e;
-  };
-  auto pf_issue = [&](const Pf& e) {
+  auto pf_issue = [&](const PagePart& e) {
     if (e.off < 0) return;
     if constexpr (F8) prefetch_l2_bulk(cache8 + e.off, e.bytes);
     else prefetch_l2_bulk(cache + e.off, e.bytes);
   };
   for (int d = 0; d < pf_dist; ++d) pf_issue(pf_entry(tile0 + C::kStages - 1 + d));
-  Pf next_pf = pf_entry(tile0 + C::kStages - 1 + pf_dist);
+  PagePart next_pf = pf_entry(tile0 + C::kStages - 1 + pf_dist);
 
   int64_t next_off = row_offset(tile0);
 #pragma unroll
@@ -262,52 +243,11 @@ __global__ void __launch_bounds__(W * 32, CtasPerSm) mla_decode_kernel(MlaDecode
         Mma::mma(acc[1][nt], a[1], b);
       }
     }
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; e += 2) {
-          const int h = 16 * mt + c_row(e, lane), j = nh * kKeys + 8 * nt + c_col(e, lane);
-          *reinterpret_cast<float2*>(&sm.s[kq][h][j]) = make_float2(acc[mt][nt][e], acc[mt][nt][e + 1]);
-        }
+    store_partial_scores(sm.s[kq], acc, nh * kKeys, lane);
     __syncthreads();
 
     // ---- online softmax: kTph threads per head row
-    {
-      const int h = tid / kTph, j0 = (tid % kTph) * kPerT;
-      float sv[kPerT];
-      float mx = -INFINITY;
-#pragma unroll
-      for (int i = 0; i < kPerT; ++i) {
-        const int j = j0 + i;
-        float x = (sm.s[0][h][j] + sm.s[1][h][j] + sm.s[2][h][j] + sm.s[3][h][j]) * scale_log2;
-        if constexpr (F8) x *= sm.ks[j];
-        sv[i] = t * kTile + j < ctx ? x : -INFINITY;
-        mx = fmaxf(mx, sv[i]);
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < kTph; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
-      const float m_old = sm.m[h];
-      const float m_new = fmaxf(m_old, mx);
-      float sum = 0.f;
-#pragma unroll
-      for (int i = 0; i < kPerT; ++i) {
-        const float pv = fast_exp2(sv[i] - m_new);
-        sum += pv;
-        if constexpr (F8) sm.p[h][j0 + i] = from_float<IO>(pv * sm.ks[j0 + i]);
-        else sm.p[h][j0 + i] = from_float<IO>(pv);
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < kTph; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
-      __syncwarp();
-      if (tid % kTph == 0) {
-        const float a = fast_exp2(m_old - m_new);
-        sm.alpha[h] = a;
-        sm.l[h] = sm.l[h] * a + sum;
-        sm.m[h] = m_new;
-      }
-    }
+    online_softmax_tile<IO, F8, kTile, kTph>(sm.s, sm.ks, t * kTile, ctx, scale_log2, tid, sm.p, sm.alpha, sm.m, sm.l);
     __syncthreads();
 
     // ---- O = O·diag(alpha) + P·C[:, kCols·w .. kCols·w + kCols - 1]
@@ -354,35 +294,8 @@ __global__ void __launch_bounds__(W * 32, CtasPerSm) mla_decode_kernel(MlaDecode
   cp_async_wait<0>();
 
   // ---- write: final output (one split) or the normalised partial and its log2-sum-exp
-  const bool direct = p.num_splits == 1;
-  float* part = static_cast<float*>(p.workspace);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; e += 2) {
-      const int h = 16 * mt + c_row(e, lane);
-      if (h >= H) continue;
-      const float l = sm.l[h];
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
-#pragma unroll
-      for (int nt = 0; nt < kNO; ++nt) {
-        const int f = kCols * warp + 8 * nt + c_col(e, lane);
-        const float x0 = o[mt][nt][e] * inv, x1 = o[mt][nt][e + 1] * inv;
-        if (direct) {
-          IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
-          if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst) = pack_bf16(x0, x1);
-          else *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
-        } else {
-          *reinterpret_cast<float2*>(part + prow * kLat + f) = make_float2(x0, x1);
-        }
-      }
-    }
-  if (!direct && tid < H) {
-    const float l = sm.l[tid];
-    float* lse = part + int64_t(p.rows) * p.num_splits * H * kLat;
-    lse[(int64_t(r) * p.num_splits + sp) * H + tid] = l > 0.f ? sm.m[tid] + log2f(l) : -INFINITY;
-  }
+  write_decode_output<IO>(p, o, sm.l, kCols * warp, r, sp, lane);
+  if (tid < kRows) write_decode_lse(p, sm.m, sm.l, r, sp, tid);
 }
 
 // One CTA of kCombineWarps warps per (row, head, 128 latent columns): ō = Σ_s 2^(lse_s − max) · ō_s /

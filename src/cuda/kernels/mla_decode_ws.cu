@@ -26,15 +26,15 @@
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/kda_mma.cuh"
+#include "cuda/kernels/mla_decode_common.cuh"
 #include "cuda/kernels/mla_decode_ws.h"
 
 namespace ds::gpu {
 namespace {
 
 using namespace attn;
+using namespace mla_dec;
 
-constexpr int kLat = 512, kQk = 576, kRows = 32;
-constexpr int kF8Row = kQk + 16;           // FP8 row bytes (config/kv_cache_dtype.h fp8_latent_row_bytes)
 constexpr int kTile = 32;                  // cached positions a tile
 constexpr int kGroupThreads = 256;         // 8 warps a group
 constexpr int kThreads = 2 * kGroupThreads;
@@ -47,9 +47,6 @@ constexpr int kGroupS = 1, kFull0 = 2, kEmpty0 = 4;
 __device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void bar_arrive(int id, int n) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void prefetch_l2(const void* gmem, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
 }
 
 template <bool F8> struct WsSmem {
@@ -119,26 +116,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_ws_kernel(MlaDecodePar
     // block-table entry is looked up an iteration ahead (pf_entry), like the rows' offsets (next_off), so
     // the lookup's latency is not in the way.
     const int pf = p.l2_prefetch_tiles;
-    struct Pf {
-      int64_t off;
-      uint32_t bytes;
+    auto pf_entry = [&](int i) -> PagePart {
+      if (pf <= 0 || tid >= kTile || i >= n) return PagePart{-1, 0};
+      return tile_page_part(bt, p.block_size, (tile0 + i) * kTile, kTile, ctx, tid, kRowUnits,
+                            F8 ? uint32_t(kF8Row) : uint32_t(kQk * 2));
     };
-    auto pf_entry = [&](int i) -> Pf {
-      Pf e{-1, 0};
-      if (pf <= 0 || tid >= kTile || i >= n) return e;
-      const int pos0 = (tile0 + i) * kTile;
-      if (pos0 >= ctx) return e;
-      const int page = pos0 / p.block_size + tid;
-      const int a = max(pos0, page * p.block_size), b = min(min(pos0 + kTile, ctx), (page + 1) * p.block_size);
-      if (a >= b) return e;
-      e.off = (int64_t(bt[page]) * p.block_size + (a - page * p.block_size)) * kRowUnits;
-      e.bytes = uint32_t(b - a) * (F8 ? uint32_t(kF8Row) : uint32_t(kQk * 2));
-      return e;
-    };
-    auto pf_issue = [&](const Pf& e) {
+    auto pf_issue = [&](const PagePart& e) {
       if (e.off < 0) return;
-      if constexpr (F8) prefetch_l2(cache8 + e.off, e.bytes);
-      else prefetch_l2(cache + e.off, e.bytes);
+      if constexpr (F8) prefetch_l2_bulk(cache8 + e.off, e.bytes);
+      else prefetch_l2_bulk(cache + e.off, e.bytes);
     };
 
     // Q (heads >= H zero), then the first tiles; the running statistics
@@ -150,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_ws_kernel(MlaDecodePar
     for (int i = 0; i < kAhead; ++i) issue(i, row_offset(i));
     for (int d = 0; d < pf; ++d) pf_issue(pf_entry(kAhead + d));
     int64_t next_off = row_offset(kAhead);      // the next tile to issue: kAhead, then one more an iteration
-    Pf next_pf = pf_entry(kAhead + max(pf, 0));  // the next tile to prefetch
+    PagePart next_pf = pf_entry(kAhead + max(pf, 0));  // the next tile to prefetch
     if (tid < kRows) {
       sm.m[tid] = -INFINITY;
       sm.l[tid] = 0.f;
@@ -214,52 +200,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_ws_kernel(MlaDecodePar
           Mma::mma(acc[1][nt], qa[ks][1], bf);
         }
       }
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const int h = 16 * mt + c_row(e, lane), j = 16 * nh + 8 * nt + c_col(e, lane);
-            *reinterpret_cast<float2*>(&sm.s[kq][h][j]) = make_float2(acc[mt][nt][e], acc[mt][nt][e + 1]);
-          }
+      store_partial_scores(sm.s[kq], acc, 16 * nh, lane);
       bar_sync(kGroupS, kGroupThreads);
 
       // ---- online softmax: 8 threads a head, 4 keys each
-      {
-        constexpr int kTph = kGroupThreads / kRows, kPerT = kTile / kTph;
-        const int h = tid / kTph, j0 = (tid % kTph) * kPerT;
-        float sv[kPerT];
-        float mx = -INFINITY;
-#pragma unroll
-        for (int k = 0; k < kPerT; ++k) {
-          const int j = j0 + k;
-          float x = (sm.s[0][h][j] + sm.s[1][h][j] + sm.s[2][h][j] + sm.s[3][h][j]) * scale_log2;
-          if constexpr (F8) x *= sm.ks[j];
-          sv[k] = (tile0 + i) * kTile + j < ctx ? x : -INFINITY;
-          mx = fmaxf(mx, sv[k]);
-        }
-#pragma unroll
-        for (int o2 = 1; o2 < kTph; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
-        const float m_old = sm.m[h];
-        const float m_new = fmaxf(m_old, mx);
-        float sum = 0.f;
-#pragma unroll
-        for (int k = 0; k < kPerT; ++k) {
-          const float pv = fast_exp2(sv[k] - m_new);
-          sum += pv;
-          sm.p[b][h][j0 + k] = from_float<bf16>(F8 ? pv * sm.ks[j0 + k] : pv);
-        }
-#pragma unroll
-        for (int o2 = 1; o2 < kTph; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
-        __syncwarp();
-        if (tid % kTph == 0) {
-          const float a = fast_exp2(m_old - m_new);
-          sm.alpha[b][h] = a;
-          sm.l[h] = sm.l[h] * a + sum;
-          sm.m[h] = m_new;
-        }
-      }
+      online_softmax_tile<bf16, F8, kTile, kGroupThreads / kRows>(sm.s, sm.ks, (tile0 + i) * kTile, ctx, scale_log2,
+                                                                   tid, sm.p[b], sm.alpha[b], sm.m, sm.l);
       bar_arrive(kFull0 + b, kThreads);  // tile i's P, alpha (and tile) are ready for group O
     }
     cp_async_wait<0>();
@@ -293,36 +239,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_ws_kernel(MlaDecodePar
     }
   }
   __syncthreads();  // group S's last statistics are in; write: final output (one split) or the partials
-  if (warp >= 8) {
-    const int wo = warp - 8;
-    const bool direct = p.num_splits == 1;
-    float* part = static_cast<float*>(p.workspace);
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int e = 0; e < 4; e += 2) {
-        const int h = 16 * mt + c_row(e, lane);
-        if (h >= H) continue;
-        const float l = sm.l[h];
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
-#pragma unroll
-        for (int nt = 0; nt < kNO; ++nt) {
-          const int f = 64 * wo + 8 * nt + c_col(e, lane);
-          const float x0 = o[mt][nt][e] * inv, x1 = o[mt][nt][e + 1] * inv;
-          if (direct) {
-            bf16* dst = static_cast<bf16*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
-            *reinterpret_cast<uint32_t*>(dst) = pack_bf16(x0, x1);
-          } else {
-            *reinterpret_cast<float2*>(part + prow * kLat + f) = make_float2(x0, x1);
-          }
-        }
-      }
-  } else if (p.num_splits > 1 && tid < H) {  // the log2-sum-exps of the partials
-    const float l = sm.l[tid];
-    float* lse = static_cast<float*>(p.workspace) + int64_t(p.rows) * p.num_splits * H * kLat;
-    lse[(int64_t(r) * p.num_splits + sp) * H + tid] = l > 0.f ? sm.m[tid] + log2f(l) : -INFINITY;
-  }
+  if (warp >= 8) write_decode_output<bf16>(p, o, sm.l, 64 * (warp - 8), r, sp, lane);
+  else if (tid < kRows) write_decode_lse(p, sm.m, sm.l, r, sp, tid);  // the log2-sum-exps of the partials
 }
 
 }  // namespace

@@ -1,0 +1,142 @@
+// Device pieces shared by the absorbed MLA decode kernels (mla_decode.cu, mla_decode_ws.cu): the row sizes,
+// the L2 prefetch of a tile's page parts, the online softmax of one tile's scores, and the write of a
+// split's output (or its normalised partial and log2-sum-exp for the combine).
+#pragma once
+#include <cstdint>
+
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/kda_mma.cuh"
+#include "cuda/kernels/mla_decode.h"
+
+namespace ds::gpu::mla_dec {
+
+constexpr int kLat = 512, kRope = 64, kQk = 576, kRows = 32;
+constexpr int kF8Row = kQk + 16;  // FP8 row bytes (config/kv_cache_dtype.h fp8_latent_row_bytes)
+
+// L2 prefetch of [gmem, gmem + bytes) (16-byte aligned, a multiple of 16 bytes), no completion to wait for.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* gmem, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
+#endif
+}
+
+// One page part of the tile at positions [pos0, min(pos0 + tile, ctx)): the j-th page it touches, as an
+// offset in row units (row_units a row) and its bytes (row_bytes a row); off = -1 when there is none.
+struct PagePart {
+  int64_t off;
+  uint32_t bytes;
+};
+__device__ __forceinline__ PagePart tile_page_part(const int32_t* bt, int block_size, int pos0, int tile, int ctx,
+                                                   int j, int row_units, uint32_t row_bytes) {
+  PagePart e{-1, 0};
+  if (pos0 >= ctx) return e;
+  const int page = pos0 / block_size + j;
+  const int a = max(pos0, page * block_size), b = min(min(pos0 + tile, ctx), (page + 1) * block_size);
+  if (a >= b) return e;
+  e.off = (int64_t(bt[page]) * block_size + (a - page * block_size)) * row_units;
+  e.bytes = uint32_t(b - a) * row_bytes;
+  return e;
+}
+
+// A warp's partial scores (mma C fragments acc[head tile][n8 key tile][4] over keys key0 .. key0 + 8·NT - 1)
+// into its dim quarter's rows s[head][key].
+template <int NT, int LdS>
+__device__ __forceinline__ void store_partial_scores(float (*s)[LdS], const float (&acc)[2][NT][4], int key0,
+                                                     int lane) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int h = 16 * mt + attn::c_row(e, lane), j = key0 + 8 * nt + attn::c_col(e, lane);
+        *reinterpret_cast<float2*>(&s[h][j]) = make_float2(acc[mt][nt][e], acc[mt][nt][e + 1]);
+      }
+}
+
+// The online softmax of one tile of Tile positions from pos0 (positions >= ctx masked), Tph threads a head
+// row (thread tid: head tid / Tph): the scores are the sum of the four dim quarters' partials s[0..3] times
+// scale_log2 (and the row scales ks with the FP8 cache); writes P (times ks with the FP8 cache) into p, the
+// rescale factor of the running output into alpha[h], and updates the running max m and sum l.
+template <typename IO, bool F8, int Tile, int Tph, int LdS, int LdP>
+__device__ __forceinline__ void online_softmax_tile(const float (*s)[kRows][LdS], const float* ks, int pos0, int ctx,
+                                                    float scale_log2, int tid, IO (*p)[LdP], float* alpha, float* m,
+                                                    float* l) {
+  constexpr int kPerT = Tile / Tph;
+  static_assert(kPerT >= 1, "a softmax thread takes at least one key");
+  const int h = tid / Tph, j0 = (tid % Tph) * kPerT;
+  float sv[kPerT];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kPerT; ++i) {
+    const int j = j0 + i;
+    float x = (s[0][h][j] + s[1][h][j] + s[2][h][j] + s[3][h][j]) * scale_log2;
+    if constexpr (F8) x *= ks[j];
+    sv[i] = pos0 + j < ctx ? x : -INFINITY;
+    mx = fmaxf(mx, sv[i]);
+  }
+#pragma unroll
+  for (int o2 = 1; o2 < Tph; o2 <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
+  const float m_old = m[h];
+  const float m_new = fmaxf(m_old, mx);
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < kPerT; ++i) {
+    const float pv = attn::fast_exp2(sv[i] - m_new);
+    sum += pv;
+    if constexpr (F8) p[h][j0 + i] = attn::from_float<IO>(pv * ks[j0 + i]);
+    else p[h][j0 + i] = attn::from_float<IO>(pv);
+  }
+#pragma unroll
+  for (int o2 = 1; o2 < Tph; o2 <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o2);
+  __syncwarp();
+  if (tid % Tph == 0) {
+    const float a = attn::fast_exp2(m_old - m_new);
+    alpha[h] = a;
+    l[h] = l[h] * a + sum;
+    m[h] = m_new;
+  }
+}
+
+// A warp's output columns col0 .. col0 + 8·NO - 1 of the 32 head rows (mma C fragments o[head tile][n8][4],
+// heads >= H skipped), divided by the heads' sums l: the output in the activation type with one split,
+// else the split's fp32 partial in the workspace.
+template <typename IO, int NO>
+__device__ __forceinline__ void write_decode_output(const MlaDecodeParams& p, const float (&o)[2][NO][4],
+                                                    const float* l, int col0, int r, int sp, int lane) {
+  const int H = p.num_heads;
+  const bool direct = p.num_splits == 1;
+  float* part = static_cast<float*>(p.workspace);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int h = 16 * mt + attn::c_row(e, lane);
+      if (h >= H) continue;
+      const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+      const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
+#pragma unroll
+      for (int nt = 0; nt < NO; ++nt) {
+        const int f = col0 + 8 * nt + attn::c_col(e, lane);
+        const float x0 = o[mt][nt][e] * inv, x1 = o[mt][nt][e + 1] * inv;
+        if (direct) {
+          IO* dst = static_cast<IO*>(p.o) + int64_t(r) * p.ldo + h * kLat + f;
+          if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst) = attn::pack_bf16(x0, x1);
+          else *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+        } else {
+          *reinterpret_cast<float2*>(part + prow * kLat + f) = make_float2(x0, x1);
+        }
+      }
+    }
+}
+
+// Head h's log2-sum-exp of the split (several splits only; the combine reads it after the partials).
+__device__ __forceinline__ void write_decode_lse(const MlaDecodeParams& p, const float* m, const float* l, int r,
+                                                 int sp, int h) {
+  if (p.num_splits <= 1 || h >= p.num_heads) return;
+  const int H = p.num_heads;
+  float* lse = static_cast<float*>(p.workspace) + int64_t(p.rows) * p.num_splits * H * kLat;
+  lse[(int64_t(r) * p.num_splits + sp) * H + h] = l[h] > 0.f ? m[h] + log2f(l[h]) : -INFINITY;
+}
+
+}  // namespace ds::gpu::mla_dec
