@@ -57,22 +57,22 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       return p;
     };
     for (int kv_tile : {64, 32})
-      for (int variant : {0, 1, 2, 3}) {  // 8 warps with and without the L2 prefetch; two CTAs an SM and the
-                                          // warp-specialised kernel (32-position tiles, once each)
+      for (int variant : {0, 1, 2, 3}) {  // 8 warps with and without the L2 prefetch; two CTAs an SM (32-position
+                                          // tiles) and the Hopper kernel (its own 64-position tiles), once each
         if (variant >= 2 && kv_tile != 32) continue;
         const int splits = variant == 2 ? heur2 : heur, prefetch = variant == 1 ? 0 : -1;
         gpu::MlaDecodeParams p = params(cache.data(), kv_tile);
         p.l2_prefetch_tiles = prefetch;
         p.num_splits = splits;
         p.ctas_per_sm = variant == 2 ? 2 : 1;
-        p.warp_specialised = variant == 3;
+        p.wgmma = variant == 3;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
         std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits%s", nrows, context, kv_tile,
                       splits,
                       variant == 1   ? ", no L2 prefetch"
                       : variant == 2 ? ", 2 CTAs/SM"
-                      : variant == 3 ? ", warp-specialised"
+                      : variant == 3 ? ", wgmma"
                                      : "");
         std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
@@ -91,18 +91,18 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
       for (int kv_tile : {64, 32})
-        for (int ctas : {1, 2, 3}) {  // 3: the warp-specialised kernel (one CTA an SM)
-          if (ctas >= 2 && kv_tile != 32) continue;  // (two CTAs an SM, warp-specialised: 32-position tiles)
+        for (int ctas : {1, 2, 3}) {  // 3: the Hopper kernel (one CTA an SM)
+          if (ctas >= 2 && kv_tile != 32) continue;  // (two CTAs an SM: 32-position tiles; wgmma: once)
           gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
           p.fp8_cache = true;
           p.ctas_per_sm = ctas == 2 ? 2 : 1;
-          p.warp_specialised = ctas == 3;
+          p.wgmma = ctas == 3;
           p.num_splits = ctas == 2 ? heur2 : heur;
           const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
           char name[96], note[96];
           std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits%s", nrows,
                         context, kv_tile, p.num_splits,
-                        ctas == 2 ? ", 2 CTAs/SM" : ctas == 3 ? ", warp-specialised" : "");
+                        ctas == 2 ? ", 2 CTAs/SM" : ctas == 3 ? ", wgmma" : "");
           std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
           rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
         }

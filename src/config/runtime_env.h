@@ -112,12 +112,11 @@ struct CudaEnv {
   // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another). 0 (the default):
   // 2 for the FP8 latent cache, 1 for the bf16 cache (CudaModel resolves it; measured, PERF.md session 13).
   int mla_decode_ctas = 0;
-  // The warp-specialised MLA decode attention (bf16 activations, both cache types; cuda/kernels/mla_decode_ws.h):
-  // two groups of 8 warps in one CTA an SM, the scores of one 32-position tile beside the P·C of the one
-  // before, instead of one group running each tile's phases in turn (1M of context: 60% of bandwidth over
-  // the bf16 cache, 26% over the FP8 cache). Off until measured (tests MlaDecode*.WarpSpecialised); when on,
-  // mla_decode_ctas is 1 unless set.
-  bool mla_decode_ws = false;
+  // The Hopper MLA decode attention (bf16 activations on sm_90, both cache types; cuda/kernels/mla_decode_wgmma.h):
+  // wgmma over the transposed products from a producer warpgroup's tiles, instead of mma.sync warps running
+  // each tile's phases in turn (1M of context: 60% of bandwidth over the bf16 cache, 26% over the FP8 cache).
+  // Off until measured (test MlaDecode.Wgmma); when on, mla_decode_ctas is 1 unless set.
+  bool mla_decode_wgmma = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h); off (the
   // heuristic asked for every row count) until run on a GPU (session 15 saw device memory rise 2 MiB at

@@ -72,10 +72,10 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   ranked_ = group && o.comm->graph_capturable();
   // MLA decode CTAs an SM, unless set: two for the FP8 latent cache (its conversion overlaps the other CTA's
   // MMAs: 1M-context decode 0.580 -> 0.548 ms a layer), one for the bf16 cache (two lose there), PERF.md session 13
-  // (the warp-specialised kernel runs one CTA an SM: its split counts are those of one)
+  // (the Hopper kernel runs one CTA an SM: its split counts are those of one)
   if (opt_.switches.mla_decode_ctas == 0)
     opt_.switches.mla_decode_ctas =
-        o.kv_cache_dtype == KvCacheDtype::Fp8 && o.act == DType::BF16 && !opt_.switches.mla_decode_ws ? 2 : 1;
+        o.kv_cache_dtype == KvCacheDtype::Fp8 && o.act == DType::BF16 && !opt_.switches.mla_decode_wgmma ? 2 : 1;
   // the context configures the kernels for this device (kernels/configure.h)
   ctx_ = make_device_context(stream_.get(), opt_.switches);
   meta_ = std::make_unique<StepMeta>();

@@ -36,7 +36,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_CTAS");
     unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
     unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
-    unsetenv("DELTASERVE_CUDA_MLA_DECODE_WS");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA");
     unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
   }
 };
@@ -134,7 +134,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(d.route_warps);
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
   EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
-  EXPECT_FALSE(d.mla_decode_ws);  // off until measured
+  EXPECT_FALSE(d.mla_decode_wgmma);  // off until measured
   EXPECT_FALSE(d.gemm_buckets);  // off until run on a GPU
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
@@ -168,11 +168,11 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(CudaEnv::parse().sampling_radix);
   unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
   unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
-  setenv("DELTASERVE_CUDA_MLA_DECODE_WS", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().mla_decode_ws);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_WS", "yes", 1);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().mla_decode_wgmma);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MLA_DECODE_WS");
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA");
   setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");

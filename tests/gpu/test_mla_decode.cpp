@@ -34,7 +34,7 @@ struct PagedCase {
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
-                   int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool spec = false) {
+                   int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -113,16 +113,16 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.fp8_cache = fp8;
     p.warps = warps;
     p.ctas_per_sm = ctas;
-    p.warp_specialised = spec;
+    p.wgmma = wgmma;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d ws=%d o_err=%.3g\n",
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
-                int(spec), worst);
+                int(wgmma), worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -193,11 +193,12 @@ TEST(MlaDecode, TwoCtasPerSm) {
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 75, 0, true, 0, 2);
 }
 
-// The warp-specialised kernel (DELTASERVE_CUDA_MLA_DECODE_WS=1, bf16): contexts of one tile, none, one and
-// two past the 32-position tile and long ones (splits of 0, 1, 2 and 3+ tiles exercise the two-buffer
-// hand-over and its first/last tiles); bf16 and FP8 caches, few heads, a larger page; fp32 ignores the flag.
-TEST(MlaDecode, WarpSpecialised) {
-  const std::vector<int> ctx = {1, 31, 32, 33, 63, 64, 65, 97, 700, 5000};
+// The Hopper kernel (DELTASERVE_CUDA_MLA_DECODE_WGMMA=1, bf16 on sm_90): contexts of one position, around one
+// and two 64-position tiles and long ones (splits of 0, 1, 2 and 3+ tiles: the two consumers' alternate tiles,
+// one of them idle, and their merge), with the FP8 cache's quarters partly past the end; bf16 and FP8 caches,
+// few heads, a larger page; fp32 ignores the flag.
+TEST(MlaDecode, Wgmma) {
+  const std::vector<int> ctx = {1, 16, 63, 64, 65, 127, 128, 129, 200, 700, 5000};
   const int heur = gpu::choose_mla_decode_splits(int(ctx.size()), 5000, 132);
   expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, 160, heur}, 81, 0, false, 0, 0, true);
   expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, 160, heur}, 82, 0, true, 0, 0, true);

@@ -26,7 +26,7 @@
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/mla_decode_common.cuh"
-#include "cuda/kernels/mla_decode_ws.h"
+#include "cuda/kernels/mla_decode_wgmma.h"
 
 namespace ds::gpu {
 namespace {
@@ -378,7 +378,7 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
-void configure_mla_decode(const DeviceContext&) {
+void configure_mla_decode(const DeviceContext& ctx) {
   auto both = [](auto k8, auto k16, size_t bytes) {
     set_max_dynamic_smem(k8, bytes);
     set_max_dynamic_smem(k16, bytes);
@@ -400,7 +400,7 @@ void configure_mla_decode(const DeviceContext&) {
   two(mla_decode_kernel<bf16, 32, 1, true, 8, 2>, sizeof(DecodeSmem<bf16, 32, 1, true>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false, 8>, sizeof(DecodeSmem<float, 32, 1, false>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true, 8>, sizeof(DecodeSmem<float, 32, 1, true>));
-  configure_mla_decode_ws();
+  configure_mla_decode_wgmma(ctx);
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm) {
@@ -455,9 +455,9 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(p.warps == 0 || p.warps == 8 || p.warps == 16, "mla decode: warps must be 0, 8 or 16");
   const bool w16 = p.warps == 16 && act == DType::BF16;  // (fp32, the exact path: 8 warps)
   DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
-  if (p.warp_specialised && act == DType::BF16) {  // 32-position tiles, one CTA an SM (kv_tile, warps, ctas ignored)
-    if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 4;
-    launch_mla_decode_ws(p, ctx);
+  if (p.wgmma && act == DType::BF16 && mla_decode_wgmma_supported(ctx)) {  // 64-position tiles, one CTA an SM
+    if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 2;
+    launch_mla_decode_wgmma(p, ctx);
     return launch_combine<bf16>(p, ctx);
   }
   if (p.ctas_per_sm == 2 && act == DType::BF16) {  // 8 warps, 32-position tiles, one stage (kv_tile, warps ignored)

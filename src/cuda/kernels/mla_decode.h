@@ -54,9 +54,10 @@ struct MlaDecodeParams {
   int ctas_per_sm = 0;                 // bf16: 2 runs two CTAs an SM (8 warps, tiles of 32 positions, one stage
                                        // each, no Q fragments in registers: each CTA's phases overlap the
                                        // other's); kv_tile and warps are then ignored. 0 / 1: one CTA an SM
-  bool warp_specialised = false;       // bf16: the warp-specialised kernel (mla_decode_ws.h: 16 warps in two
-                                       // groups, scores of one 32-position tile beside P·C of the previous;
-                                       // one CTA an SM); kv_tile, warps and ctas_per_sm are then ignored
+  bool wgmma = false;                  // bf16 on sm_90: the Hopper kernel (mla_decode_wgmma.h: wgmma over the
+                                       // transposed products, a producer warpgroup and two consumers; one CTA
+                                       // an SM, 64-position tiles); kv_tile, warps and ctas_per_sm are then
+                                       // ignored. Elsewhere the other forms run.
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long

@@ -1,6 +1,6 @@
-// Device pieces shared by the absorbed MLA decode kernels (mla_decode.cu, mla_decode_ws.cu): the row sizes,
-// the L2 prefetch of a tile's page parts, the online softmax of one tile's scores, and the write of a
-// split's output (or its normalised partial and log2-sum-exp for the combine).
+// Device pieces of the absorbed MLA decode kernels: the row sizes and the L2 prefetch of a tile's page parts
+// (mla_decode.cu, mla_decode_wgmma.cu), and mla_decode.cu's partial-score store, online softmax of one tile's
+// scores, and the write of a split's output (or its normalised partial and log2-sum-exp for the combine).
 #pragma once
 #include <cstdint>
 
