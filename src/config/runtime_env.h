@@ -115,7 +115,8 @@ struct CudaEnv {
   // The Hopper MLA decode attention (bf16 activations on sm_90, both cache types; cuda/kernels/mla_decode_wgmma.h):
   // wgmma over the transposed products from a producer warpgroup's tiles, instead of mma.sync warps running
   // each tile's phases in turn (1M of context: 60% of bandwidth over the bf16 cache, 26% over the FP8 cache).
-  // Off until measured (test MlaDecode.Wgmma); when on, mla_decode_ctas is 1 unless set.
+  // Off: correct (test MlaDecode.Wgmma) but 2.2x slower at 1M until its producer loads whole page parts
+  // (docs/PERF.md, session 16); when on, mla_decode_ctas is 1 unless set.
   bool mla_decode_wgmma = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h); off (the

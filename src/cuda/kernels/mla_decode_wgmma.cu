@@ -23,6 +23,11 @@
 //     c accumulates the latent dims 256c .. 256c + 255 of Oᵀ (64 fp32 a thread) and releases the stage.
 //   end: each consumer writes its dims of the output (or of the split's normalised partial), consumer 0 the
 //   split's log2-sum-exps for the combine.
+// Status (session 16, docs/PERF.md): correct, but 2.2x slower than mla_decode.cu at 1M because the producer is
+// the bound (alone: 0.78 ms bf16 / 0.60 FP8 a layer, 6 / 5 us a tile: one warpgroup computing every 16-byte
+// chunk's page address, its cp.async or load waiting on the block-table lookup); the consumers alone take
+// 0.40 ms. The next form loads whole page parts: TMA boxes per page and atom for bf16 (the swizzle done by the
+// copy), one bulk copy per page part of raw FP8 rows, the partial last tile by zero-filling cp.async.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -127,7 +132,11 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
         const bf16* src = ok ? cache + row_of(pos0 + j) * kQk + ch * 8 : cache;
         cp16(dst + (ch >> 3) * kAtomBytes + swz(j, ch & 7), src, ok);
       }
-      mbar_arrive_cp_async(&mi.full[st]);
+      // the copies landed, then the generic-to-async proxy fence on the writer's side (measured the same as the
+      // readers fencing after their wait, session 16)
+      cp_wait_all();
+      fence_proxy_async();
+      mbar_arrive(&mi.full[st]);
     } else {
       // the tile's raw rows into registers (thread: groups idx = wt + 128 k of 16 values, row idx / 36), then
       // (once the stage is free) converted into it; positions past the end read as zeros
@@ -197,7 +206,6 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     const int st = i & 1;
     const uint32_t stage = sbase + st * kStageBytes;
     mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
-    fence_proxy_async();
     // ---- this consumer's half of Sᵀ = C·Qᵀ (k-steps 18c .. 18c + 17)
     float sc[16];
     wgmma_fence();
