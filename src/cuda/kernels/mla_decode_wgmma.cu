@@ -23,11 +23,11 @@
 //     c accumulates the latent dims 256c .. 256c + 255 of Oᵀ (64 fp32 a thread) and releases the stage.
 //   end: each consumer writes its dims of the output (or of the split's normalised partial), consumer 0 the
 //   split's log2-sum-exps for the combine.
-// Status (session 16, docs/PERF.md): correct, but 2.2x slower than mla_decode.cu at 1M because the producer is
-// the bound (alone: 0.78 ms bf16 / 0.60 FP8 a layer, 6 / 5 us a tile: one warpgroup computing every 16-byte
-// chunk's page address, its cp.async or load waiting on the block-table lookup); the consumers alone take
-// 0.40 ms. The next form loads whole page parts: TMA boxes per page and atom for bf16 (the swizzle done by the
-// copy), one bulk copy per page part of raw FP8 rows, the partial last tile by zero-filling cp.async.
+// Status (session 16, docs/PERF.md): correct, but 2.2x slower than mla_decode.cu at 1M because the producer was
+// the bound (alone: 0.78 ms bf16 / 0.60 FP8 a layer, 6 / 5 us a tile, when every 16-byte chunk's copy waited
+// on its own block-table lookup and division); the consumers alone take 0.40 ms. The producer now looks the
+// tile's rows up once (not yet measured); loading whole page parts (TMA boxes per page and atom for bf16, bulk
+// copies of raw FP8 rows) is the step after.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -67,13 +67,14 @@ constexpr int kOffMisc = kOffX + 2 * 16 * 128 * 4;
 struct Misc {
   float red[2][2][4][kRows];  // [consumer][tile parity][warp][head]: the tile's column maxima, the final sums
   float ks[2][kT];            // FP8: the row scales of stage s
+  int64_t rows[2][kT];        // the producer's cache rows of tile i's positions (i % 2; -1 past the context)
   uint64_t full[2], empty[2];
 };
 constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
 static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 
-// named barriers: 1 + c consumer c alone, 3 both consumers
-constexpr int kBarConsumer0 = 1, kBarBoth = 3;
+// named barriers: 1 + c consumer c alone, 3 both consumers, 4 the producer
+constexpr int kBarConsumer0 = 1, kBarBoth = 3, kBarProducer = 4;
 
 // D (64 x 32 fp32) (+)= A (64 x 16) · B (16 x 32), both from shared memory; A K-major (TransA 0) or MN-major
 // (1), B K-major.
@@ -121,6 +122,12 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
     const int st = i & 1;
     const int pos0 = (s.tile0 + i) * kT;
     prefetch(i + pf);
+    // the tile's 64 cache rows, looked up once (not per 16-byte chunk: a block-table load and a division
+    // ahead of every copy made the producer the bound, 6 us a tile, session 16). Tile i - 2's table, in the
+    // same slot, was last read before the barrier of tile i - 1.
+    int64_t* rows = mi.rows[st];
+    if (wt < kT) rows[wt] = pos0 + wt < s.ctx ? row_of(pos0 + wt) : -1;
+    named_sync(kBarProducer, 128);
     if constexpr (!F8) {
       const bf16* cache = static_cast<const bf16*>(p.cache);
       if (i >= 2) mbar_wait(&mi.empty[st], uint32_t((i >> 1) - 1) & 1u);
@@ -128,8 +135,9 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
 #pragma unroll 4
       for (int k = 0; k < kT * 72 / 128; ++k) {  // 72 chunks of 16 bytes a row
         const int idx = wt + 128 * k, j = idx / 72, ch = idx % 72;
-        const bool ok = pos0 + j < s.ctx;
-        const bf16* src = ok ? cache + row_of(pos0 + j) * kQk + ch * 8 : cache;
+        const int64_t row = rows[j];
+        const bool ok = row >= 0;
+        const bf16* src = ok ? cache + row * kQk + ch * 8 : cache;
         cp16(dst + (ch >> 3) * kAtomBytes + swz(j, ch & 7), src, ok);
       }
       // the copies landed, then the generic-to-async proxy fence on the writer's side (measured the same as the
@@ -145,11 +153,11 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
 #pragma unroll
       for (int k = 0; k < kF8Loads; ++k) {
         const int idx = wt + 128 * k, j = idx / 36, c = idx % 36;
-        v[k] = pos0 + j < s.ctx ? ld_nc16(cache + row_of(pos0 + j) * kF8Row + 16 * c) : make_uint4(0, 0, 0, 0);
+        const int64_t row = rows[j];
+        v[k] = row >= 0 ? ld_nc16(cache + row * kF8Row + 16 * c) : make_uint4(0, 0, 0, 0);
       }
       float scale = 0.f;
-      if (wt < kT && pos0 + wt < s.ctx)
-        scale = *reinterpret_cast<const float*>(cache + row_of(pos0 + wt) * kF8Row + kQk);
+      if (wt < kT && rows[wt] >= 0) scale = *reinterpret_cast<const float*>(cache + rows[wt] * kF8Row + kQk);
       if (i >= 2) mbar_wait(&mi.empty[st], uint32_t((i >> 1) - 1) & 1u);
       unsigned char* stage = smem + st * kStageBytes;
 #pragma unroll
