@@ -15,6 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1; LABEL=$2; shift 2
 OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"  # (a fresh folder: the server log goes there before anything else)
 LONG=0; LONG_ONLY=0; LONG_TIMEOUT=300; C100=100; C16=0; EXTRA=()
 while (($#)); do
   case $1 in
