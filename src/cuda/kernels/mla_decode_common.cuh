@@ -98,6 +98,16 @@ __device__ __forceinline__ void online_softmax_tile(const float (*s)[kRows][LdS]
   }
 }
 
+// The split workspace (several splits): split sp of row r holds, per head h, the normalised partial output
+// (kLat fp32) at decode_split_partial and its log2-sum-exp at decode_split_lse; mla_combine_kernel reads them.
+__device__ __forceinline__ float* decode_split_partial(const MlaDecodeParams& p, int r, int sp, int h) {
+  return static_cast<float*>(p.workspace) + ((int64_t(r) * p.num_splits + sp) * p.num_heads + h) * kLat;
+}
+__device__ __forceinline__ float& decode_split_lse(const MlaDecodeParams& p, int r, int sp, int h) {
+  return static_cast<float*>(p.workspace)[int64_t(p.rows) * p.num_splits * p.num_heads * kLat +
+                                          (int64_t(r) * p.num_splits + sp) * p.num_heads + h];
+}
+
 // A warp's output columns col0 .. col0 + 8·NO - 1 of the 32 head rows (mma C fragments o[head tile][n8][4],
 // heads >= H skipped), divided by the heads' sums l: the output in the activation type with one split,
 // else the split's fp32 partial in the workspace.
@@ -106,7 +116,6 @@ __device__ __forceinline__ void write_decode_output(const MlaDecodeParams& p, co
                                                     const float* l, int col0, int r, int sp, int lane) {
   const int H = p.num_heads;
   const bool direct = p.num_splits == 1;
-  float* part = static_cast<float*>(p.workspace);
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -114,7 +123,6 @@ __device__ __forceinline__ void write_decode_output(const MlaDecodeParams& p, co
       const int h = 16 * mt + attn::c_row(e, lane);
       if (h >= H) continue;
       const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
-      const int64_t prow = (int64_t(r) * p.num_splits + sp) * H + h;
 #pragma unroll
       for (int nt = 0; nt < NO; ++nt) {
         const int f = col0 + 8 * nt + attn::c_col(e, lane);
@@ -124,7 +132,7 @@ __device__ __forceinline__ void write_decode_output(const MlaDecodeParams& p, co
           if constexpr (sizeof(IO) == 2) *reinterpret_cast<uint32_t*>(dst) = attn::pack_bf16(x0, x1);
           else *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
         } else {
-          *reinterpret_cast<float2*>(part + prow * kLat + f) = make_float2(x0, x1);
+          *reinterpret_cast<float2*>(decode_split_partial(p, r, sp, h) + f) = make_float2(x0, x1);
         }
       }
     }
@@ -134,9 +142,7 @@ __device__ __forceinline__ void write_decode_output(const MlaDecodeParams& p, co
 __device__ __forceinline__ void write_decode_lse(const MlaDecodeParams& p, const float* m, const float* l, int r,
                                                  int sp, int h) {
   if (p.num_splits <= 1 || h >= p.num_heads) return;
-  const int H = p.num_heads;
-  float* lse = static_cast<float*>(p.workspace) + int64_t(p.rows) * p.num_splits * H * kLat;
-  lse[(int64_t(r) * p.num_splits + sp) * H + h] = l[h] > 0.f ? m[h] + log2f(l[h]) : -INFINITY;
+  decode_split_lse(p, r, sp, h) = l[h] > 0.f ? m[h] + log2f(l[h]) : -INFINITY;
 }
 
 }  // namespace ds::gpu::mla_dec

@@ -76,19 +76,6 @@ static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 // named barriers: 1 + c consumer c alone, 3 both consumers, 4 the producer
 constexpr int kBarConsumer0 = 1, kBarBoth = 3, kBarProducer = 4;
 
-// D (64 x 32 fp32) (+)= A (64 x 16) · B (16 x 32), both from shared memory; A K-major (TransA 0) or MN-major
-// (1), B K-major.
-template <int TransA>
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15},"
-      " %16, %17, p, 1, 1, %19, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TransA));
-}
-
 __device__ __forceinline__ uint4 ld_nc16(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -319,10 +306,8 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     const int h = head_of(q, lane);
     const float L = red[0][h] + red[1][h] + red[2][h] + red[3][h];
     inv[q] = L > 0.f ? 1.f / L : 0.f;
-    if (c == 0 && wq == 0 && lane < 4 && p.num_splits > 1 && h < H) {
-      float* lse = static_cast<float*>(p.workspace) + int64_t(p.rows) * p.num_splits * H * kLat;
-      lse[(int64_t(s.r) * p.num_splits + s.sp) * H + h] = L > 0.f ? mh[q] + log2f(L) : -INFINITY;
-    }
+    if (c == 0 && wq == 0 && lane < 4 && p.num_splits > 1 && h < H)
+      decode_split_lse(p, s.r, s.sp, h) = L > 0.f ? mh[q] + log2f(L) : -INFINITY;
   }
   const bool direct = p.num_splits == 1;
 #pragma unroll
@@ -336,7 +321,7 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
       if (direct)
         static_cast<bf16*>(p.o)[int64_t(s.r) * p.ldo + int64_t(h) * kLat + dim] = __float2bfloat16_rn(x);
       else
-        static_cast<float*>(p.workspace)[((int64_t(s.r) * p.num_splits + s.sp) * H + h) * kLat + dim] = x;
+        decode_split_partial(p, s.r, s.sp, h)[dim] = x;
     }
 }
 
