@@ -195,11 +195,12 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, prefill_only = false;
+  bool quick = false, prefill_only = false, mla_decode_only = false;
   int moe_b = 0;  // --moe B: only the MoE rows of batch B, each variant also launched once in an NVTX range
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
     prefill_only = prefill_only || std::strcmp(argv[i], "--prefill") == 0;
+    mla_decode_only = mla_decode_only || std::strcmp(argv[i], "--mla-decode") == 0;
     if (std::strcmp(argv[i], "--moe") == 0 && i + 1 < argc) moe_b = std::atoi(argv[++i]);
   }
   const int reps = quick ? 10 : 30;
@@ -210,6 +211,11 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
   std::printf("device: %s\n", device_info().summary().c_str());
+  if (mla_decode_only) {  // the MLA decode rows alone (kernel iterations)
+    ds::bench::mla_attention_rows(ctx, quick, rows, true);
+    ds::bench::print_table("MLA decode (--mla-decode; H200 roofline: 4.3 TB/s)", rows);
+    return 0;
+  }
   if (prefill_only) {
     const int E = 256, D = 2304, I = 1024;
     auto gu = filled(ctx, int64_t(E + 1) * 2 * I * D, bf, 200);

@@ -20,7 +20,9 @@
 
 namespace ds::bench {
 
-inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::vector<Row>& rows) {
+// decode_only: the decode rows alone (bench_kernels --mla-decode, for kernel iterations)
+inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::vector<Row>& rows,
+                               bool decode_only = false) {
   using gpu::DeviceBuffer;
   const int H = 32, bs = 16, reps = quick ? 5 : 15;
   // ---- decode: 1 row (batch 1) and 8 rows over long contexts, scattered pages
@@ -108,6 +110,7 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
         }
     }
   }
+  if (decode_only) return;
   // ---- prefill: 8192 queries after a 131,072-position context, piece by piece (kernel + merge only:
   // the expansion GEMMs are cuBLASLt's, timed above at their shapes)
   {
