@@ -2,6 +2,7 @@
 // GPU): load time, memory, KV/state capacity, prefill throughput, decode TPOT at batch 1 (forward +
 // greedy sample, CUDA graph) and the decode step time at batch 100.
 //   bench_model [--config PATH] [--quick] [--ctx N] [--batch N] [--decode-only] [--no-prefill] [--profile-step] [--profile-batched] [--quantization fp8|int4]
+//               [--kv-cache-dtype auto|fp8] [--decode-at N]
 // --profile-prefill: after the prefill timing, one more 4 x 2048-token step inside the NVTX range
 // "prefill_step" (`ncu --nvtx --nvtx-include prefill_step/`), and nothing else measured.
 // --profile-step: after the batch-1 decode timing, one more decode step inside the NVTX range
@@ -51,8 +52,8 @@ void grow(Seq& s, int64_t n, int bs, int* next_page) {
 int main(int argc, char** argv) {
   std::string config = std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json";
   bool quick = false, prefill = true, batched = true, profile = false, profile_batched = false, profile_prefill = false;
-  int ctx = 1000, batch = 100;
-  std::string quantization;
+  int ctx = 1000, batch = 100, decode_at = 0;
+  std::string quantization, kv_cache_dtype = "auto";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--profile-prefill")) profile_prefill = true;
     else if (!std::strcmp(argv[i], "--profile-batched")) profile_batched = true;
     else if (!std::strcmp(argv[i], "--quantization") && i + 1 < argc) quantization = argv[++i];
+    else if (!std::strcmp(argv[i], "--kv-cache-dtype") && i + 1 < argc) kv_cache_dtype = argv[++i];
+    else if (!std::strcmp(argv[i], "--decode-at") && i + 1 < argc) decode_at = std::atoi(argv[++i]);
   }
   spdlog::set_level(spdlog::level::info);
   // a model directory holding only config.json
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
   o.load_format = "dummy";
   o.dtype = "bfloat16";
   o.quantization = quantization;
+  o.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
   o.max_num_seqs = std::max(batch, 8);
   o.gpu_memory_utilization = 0.92;
   auto t0 = Clock::now();
@@ -177,6 +181,39 @@ int main(int argc, char** argv) {
   }
   std::printf("decode batch 1 (context %d): TPOT %.3f ms (%.0f tokens/s); forward on the device %.3f ms\n", ctx,
               tpot1, 1e3 / tpot1, gpu1);
+
+  // ---- decode at batch 1 after a long context (--decode-at N): the sequence's pages hold N positions that
+  // were never prefilled (fresh device memory: zeros), only the attention's cost matters here; the KDA
+  // state is the one a 1-token prompt leaves. Issue 13's "TPOT after a 1M-token prompt" without the prefill.
+  if (decode_at > 0) {
+    Seq s(0);
+    const int steps = quick ? 30 : 100;
+    grow(s, int64_t(decode_at) + steps + 1, bs, &next_page);
+    if (next_page > geo.num_blocks) {
+      std::printf("decode batch 1 at context %d: skipped (%d pages needed, %d in the pool)\n", decode_at, next_page,
+                  geo.num_blocks);
+    } else {
+      ForwardBatch fb;
+      fb.add(s.slot, 0, {prompt[0]}, s.pages);
+      int32_t tok = forward_sample(*b, fb, {greedy})[0].token;
+      s.ctx = decode_at;
+      std::vector<double> t, gpu;
+      for (int i = 0; i < steps; ++i) {
+        ForwardBatch d;
+        d.add(s.slot, s.ctx, {tok}, s.pages);
+        auto t1 = Clock::now();
+        tok = forward_sample(*b, d, {greedy})[0].token;
+        t.push_back(secs_since(t1));
+        gpu.push_back(cuda_last_forward_ms(*b));
+        s.ctx += 1;
+      }
+      t.erase(t.begin(), t.begin() + 5);
+      gpu.erase(gpu.begin(), gpu.begin() + 5);
+      std::printf("decode batch 1 at context %d (kv cache %s): TPOT %.3f ms; forward on the device %.3f ms\n",
+                  decode_at, kv_cache_dtype.c_str(), median(t) * 1e3, median(gpu));
+    }
+    next_page = 0;  // (the pages are free again for what follows)
+  }
 
   // ---- decode at batch `batch` ---------------------------------------------------------------------
   double step_b = 0;

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -34,7 +35,8 @@ struct PagedCase {
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
-                   int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false) {
+                   int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false,
+                   bool wide_scales = false) {
   std::mt19937_64 rng(seed);
   const int rows = int(c.ctx.size()), bs = c.block_size, H = c.H;
   int max_blocks = 0, total_blocks = 0, total_tokens = 0;
@@ -63,6 +65,8 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
   gpu::DeviceBuffer d_cache;
   if (fp8) {  // FP8 rows; the twin reads what they stand for
     for (size_t i = 0; i < cache.size(); i += kQk) cache[i] *= 30.f;  // an outlier per row sets its scale
+    if (wide_scales)  // row scales 2^-8 .. 2^8 apart (the wgmma kernel keeps its f16 Pᵀ in range by them)
+      for (size_t i = 0; i < cache.size(); ++i) cache[i] = std::ldexp(cache[i], int((i / kQk) % 17) - 8);
     std::vector<float> deq;
     d_cache = upload(fp8_latent_rows(cache, int64_t(num_blocks) * bs, kQk, &deq));
     cache = std::move(deq);
@@ -205,6 +209,7 @@ TEST(MlaDecode, Wgmma) {
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 83, 0, false, 0, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 84, 0, true, 0, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 85, 0, true, 0, 0, true);
+  expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
 }
 
 TEST(MlaDecode, SplitHeuristic) {
