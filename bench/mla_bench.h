@@ -25,8 +25,10 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                bool decode_only = false) {
   using gpu::DeviceBuffer;
   const int H = 32, bs = 16, reps = quick ? 5 : 15;
-  // ---- decode: 1 row (batch 1) and 8 rows over long contexts, scattered pages
-  for (const auto& [nrows, context] : std::vector<std::pair<int, int>>{{1, 131072}, {1, 1048000}, {8, 131072}}) {
+  // ---- decode: 1 row (batch 1) and 8 rows over long contexts, and the serving batches' short ones (100 x 1K,
+  // 16 x 8K), scattered pages
+  for (const auto& [nrows, context] :
+       std::vector<std::pair<int, int>>{{1, 131072}, {1, 1048000}, {8, 131072}, {100, 1024}, {16, 8192}}) {
     const int nb = (context + bs - 1) / bs;
     const size_t blocks = size_t(nrows) * nb;
     DeviceBuffer cache(blocks * bs * 576 * 2, "bench mla cache"), q(size_t(nrows) * H * 576 * 2),
