@@ -113,16 +113,17 @@ struct CudaEnv {
   // 2 for the FP8 latent cache, 1 for the bf16 cache (CudaModel resolves it; measured, PERF.md session 13).
   int mla_decode_ctas = 0;
   // The Hopper MLA decode attention (bf16 activations on sm_90, both cache types; cuda/kernels/mla_decode_wgmma.h):
-  // wgmma over the transposed products from a producer warpgroup's tiles, instead of mma.sync warps running
-  // each tile's phases in turn (1M of context: 60% of bandwidth over the bf16 cache, 26% over the FP8 cache).
-  // Off: correct (test MlaDecode.Wgmma) but 2.2x slower at 1M until its producer loads whole page parts
-  // (docs/PERF.md, session 16); when on, mla_decode_ctas is 1 unless set.
-  bool mla_decode_wgmma = false;
+  // wgmma over the transposed products from a producer warpgroup's tiles, the FP8 cache converted to f16.
+  // -1 (unset, the default): on for the FP8 latent cache, where it is the fastest form at every measured shape
+  // (1M: 0.483 vs 0.553 ms a layer; 100 rows x 1K: 0.074 vs 0.100 ms), off for the bf16 cache, where the
+  // mma.sync kernel is faster (1M: 0.467 vs 0.589 ms; docs/PERF.md, session 17); CudaModel resolves it.
+  // 0 / 1 (DELTASERVE_CUDA_MLA_DECODE_WGMMA): off / on for both. When on, mla_decode_ctas is 1 unless set.
+  int mla_decode_wgmma = -1;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
-  // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h); off (the
-  // heuristic asked for every row count) until run on a GPU (session 15 saw device memory rise 2 MiB at
-  // what was likely an odd row count's first kernel).
-  bool gemm_buckets = false;
+  // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
+  // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside
+  // it (without: +4 MiB, session 15, kernels first loaded at odd row counts).
+  bool gemm_buckets = true;
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";

@@ -70,9 +70,13 @@ CudaModel::CudaModel(const ModelConfig& c, DeviceWeights w, const CudaModelOptio
   // A rank whose collectives graphs can hold takes its layout from the start (the captures record them); the
   // start-up's eager forwards never meet the other ranks (the ranks start one after another).
   ranked_ = group && o.comm->graph_capturable();
-  // MLA decode CTAs an SM, unless set: two for the FP8 latent cache (its conversion overlaps the other CTA's
-  // MMAs: 1M-context decode 0.580 -> 0.548 ms a layer), one for the bf16 cache (two lose there), PERF.md session 13
-  // (the Hopper kernel runs one CTA an SM: its split counts are those of one)
+  // The Hopper MLA decode kernel, unless set: for the FP8 latent cache (the fastest form there at every
+  // measured shape), not for the bf16 cache (PERF.md session 17). It runs on sm_90 with bf16 activations;
+  // elsewhere run_mla_decode falls back to the mma.sync kernels (with the split counts of one CTA an SM).
+  if (opt_.switches.mla_decode_wgmma < 0) opt_.switches.mla_decode_wgmma = o.kv_cache_dtype == KvCacheDtype::Fp8 ? 1 : 0;
+  // MLA decode CTAs an SM, unless set: two for the FP8 latent cache without the Hopper kernel (its conversion
+  // overlaps the other CTA's MMAs: 1M-context decode 0.580 -> 0.548 ms a layer), one for the bf16 cache (two
+  // lose there), PERF.md session 13 (the Hopper kernel runs one CTA an SM: its split counts are those of one)
   if (opt_.switches.mla_decode_ctas == 0)
     opt_.switches.mla_decode_ctas =
         o.kv_cache_dtype == KvCacheDtype::Fp8 && o.act == DType::BF16 && !opt_.switches.mla_decode_wgmma ? 2 : 1;

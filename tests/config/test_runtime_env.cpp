@@ -134,8 +134,8 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(d.route_warps);
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
   EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
-  EXPECT_FALSE(d.mla_decode_wgmma);  // off until measured
-  EXPECT_FALSE(d.gemm_buckets);  // off until run on a GPU
+  EXPECT_EQ(d.mla_decode_wgmma, -1);  // unset: the model chooses by cache dtype (on for FP8, session 17)
+  EXPECT_TRUE(d.gemm_buckets);        // on since session 17 (measured: memory flat beside a 1M prompt)
   EXPECT_EQ(d.narrow_gemv_rows, 8);
   EXPECT_EQ(d.mla_decode_warps, 8);
   EXPECT_EQ(d.tp_comm, "nccl");
@@ -169,12 +169,14 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
   unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
   setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().mla_decode_wgmma);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_wgmma, 1);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "0", 1);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_wgmma, 0);
   setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA");
-  setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().gemm_buckets);
+  setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);

@@ -1,8 +1,8 @@
 // The Hopper form of the absorbed MLA decode attention (MlaDecodeParams::wgmma; sm_90, bf16 activations,
 // bf16 or FP8 cache): wgmma over the transposed products, so the 32 heads are the narrow N of the tensor-core
-// instruction and the cached positions (scores) or latent dims (output) its M of 64. One producer warp
-// gathers (and, for FP8, converts to f16) tiles of 64 positions; two consumer warpgroups take alternate
-// tiles, each with its own online softmax and output, merged at the end (mla_decode_wgmma.cu says how). The split
+// instruction and the cached positions (scores) or latent dims (output) its M of 64. One producer warpgroup
+// gathers (and, for FP8, converts to f16) tiles of 64 positions; two consumer warpgroups, 16 heads each, run
+// every tile's scores, online softmax and output for their heads (mla_decode_wgmma.cu says how). The split
 // partials and log-sum-exps are written as the other forms write them; run_mla_decode launches the combine
 // after it. Internal to run_mla_decode.
 #pragma once

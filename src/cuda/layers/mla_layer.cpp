@@ -206,7 +206,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.fp8_cache = s.caches.latent_fp8_row_bytes() > 0;
   d.warps = s.ctx.switches.mla_decode_warps;
   d.ctas_per_sm = s.ctx.switches.mla_decode_ctas;
-  d.wgmma = s.ctx.switches.mla_decode_wgmma;
+  d.wgmma = s.ctx.switches.mla_decode_wgmma > 0;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }
