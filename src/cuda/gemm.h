@@ -2,7 +2,7 @@
 // fp32 accumulation (no TF32: fp32 inputs are computed in full fp32), output in the input dtype or
 // fp32. Strided batches for per-head products. Plans (descriptors + the heuristic's algorithm) are
 // cached per shape, so a shape's first call may be slow and later ones (and graph capture) are not.
-// Bucketed algorithms (bucket_algorithms, off by default; CudaModel: DELTASERVE_CUDA_GEMM_BUCKETS): a single
+// Bucketed algorithms (bucket_algorithms; CudaModel: DELTASERVE_CUDA_GEMM_BUCKETS, on by default): a single
 // GEMM of M rows runs the algorithm the heuristic picks for M's bucket, gemm_bucket_rows(M) (the next 2^k or
 // 3·2^k: the row counts the start-up warm-up runs), when that algorithm supports M (cublasLtMatmulAlgoCheck),
 // else M's own. So a step of any row count runs kernels the warm-up already launched: CUDA loads kernel
