@@ -23,7 +23,7 @@ struct ServeArgs {
   int64_t kv_cache_tokens = 0;
   double gpu_memory_utilization = 0.9;
   double max_step_cost = 0;  // 0: the default (docs/SCHEDULER.md, "Step cost")
-  int long_prefill_interval = 1;  // while requests decode, a long prefill joins one step in this many
+  int long_prefill_interval = 3;  // while requests decode, a long prefill joins one step in this many
   int64_t max_request_bytes = 32 << 20;
   int max_connections = 0;  // 0: from the file-descriptor limit
   int idle_timeout = 60, header_timeout = 30;

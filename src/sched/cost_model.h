@@ -27,8 +27,8 @@ struct StepCostConfig {
   double max_step_cost = 0;          // the budget of a step with latency-sensitive work (0: kDefaultBudget)
   int min_prefill_chunk = 32;        // the first prefill chunk of a step gets at least this many tokens
                                      // (within the token budget and its pages), whatever the cost
-  int long_prefill_interval = 1;     // while requests decode, a long prefill joins one step in this many
-                                     // (1: every step; docs/SCHEDULER.md, "Step cost")
+  int long_prefill_interval = 3;     // while requests decode, a long prefill joins one step in this many
+                                     // (1: every step; 3 measured beside a 1M prompt, docs/SCHEDULER.md)
   double unit_seconds = 5.46e9 / 330e12;  // seconds of one unit on an H200 (simulation clock, logs)
   static constexpr double kDefaultBudget = 12000;  // ≈ 198 ms
 };

@@ -175,11 +175,14 @@ TEST(LongPrefill, BesideChatsWithinFifteenPercentWithoutReExpansion) {
 
 // Today's kernel, the long prefill joining one step in 2 or 3 while the chats decode: decode-only steps are
 // short, and the long prompt pays the fixed cost of fewer shared steps (under continuous chat traffic it
-// joins one step in 2-3, but the steps it sits out are short: docs/SCHEDULER.md; not yet the default).
+// joins one step in 2-3, but the steps it sits out are short: docs/SCHEDULER.md; 3 is the default).
 TEST(LongPrefill, BesideChatsSittingOutSteps) {
+  EXPECT_EQ(StepCostConfig{}.long_prefill_interval, 3);  // the default since session 17 (measured on the H200)
   const LongRun alone = simulate(StepCostConfig{}, -1);
+  StepCostConfig every;
+  every.long_prefill_interval = 1;
   for (int64_t at : {int64_t(100000), int64_t(500000), int64_t(900000)}) {
-    double prev = simulate(StepCostConfig{}, at).seconds;  // interval 1
+    double prev = simulate(every, at).seconds;  // interval 1
     for (int interval : {2, 3}) {
       StepCostConfig k;
       k.long_prefill_interval = interval;

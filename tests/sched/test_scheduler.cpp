@@ -34,6 +34,9 @@ SchedulerConfig config(int max_seqs, int budget, int64_t max_len, int blocks, in
   c.num_state_slots = max_seqs;
   c.num_blocks = blocks;
   c.block_size = block_size;
+  // these tests check chunking and ordering step by step: a long prefill joins every step (the default, 3,
+  // is covered by the randomized test below and tests/sched/test_long_prefill.cpp)
+  c.cost.long_prefill_interval = 1;
   return c;
 }
 
