@@ -34,6 +34,8 @@ struct PagedCase {
 
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
+int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of the runs below (MlaDecode.WgmmaFourChains)
+
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
                    int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false,
                    bool wide_scales = false) {
@@ -118,15 +120,17 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.warps = warps;
     p.ctas_per_sm = ctas;
     p.wgmma = wgmma;
+    p.wgmma_chains = g_wgmma_chains;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d o_err=%.3g\n",
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d chains=%d "
+                "o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
-                int(wgmma), worst);
+                int(wgmma), g_wgmma_chains, worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -210,6 +214,16 @@ TEST(MlaDecode, Wgmma) {
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 84, 0, true, 0, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 85, 0, true, 0, 0, true);
   expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
+}
+
+// The Hopper kernel with four independent score accumulators (MlaDecodeParams::wgmma_chains 4).
+TEST(MlaDecode, WgmmaFourChains) {
+  g_wgmma_chains = 4;
+  const std::vector<int> ctx = {1, 63, 64, 65, 700, 5000};
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 91, 0, false, 0, 0, true);
+  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 92, 0, true, 0, 0, true);
+  expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 93, 0, true, 0, 0, true, true);
+  g_wgmma_chains = 0;
 }
 
 TEST(MlaDecode, SplitHeuristic) {

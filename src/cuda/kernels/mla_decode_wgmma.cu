@@ -189,7 +189,7 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
 // and Oᵀ alike — are the same 4 (index q = 2j + k % 2; head 16c + hc), and its rows are two positions of Sᵀ.
 __device__ __forceinline__ int hcol_of(int q, int lane) { return 8 * (q >> 1) + 2 * (lane & 3) + (q & 1); }
 
-template <bool F8>
+template <bool F8, int kChains>
 __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
                         int c, int wt) {
   const int lane = wt & 31, wq = wt >> 5;
@@ -217,16 +217,27 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     const uint32_t stage = sbase + st * kStageBytes;
     mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
     if constexpr (!F8) fence_proxy_async();  // the producer's cp.async writes, for the wgmma below
-    // ---- Sᵀ = C·Qᵀ over this consumer's heads
-    float sc[8];
+    // ---- Sᵀ = C·Qᵀ over this consumer's heads, in kChains independent accumulators (k-step ks into chain
+    // ks % kChains), summed after: one m64n16k16 is ~8 cycles of tensor work, so a single chain of 36
+    // dependent ones would wait on each other's latency
+    float acc[kChains][8];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks)
-      wgmma_m64n16k16<0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
-                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
+      wgmma_m64n16k16<0, F8>(acc[ks % kChains], desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
+                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks >= kChains);
     wgmma_commit();
     wgmma_wait<0>();
-    reg_fence(sc);
+    float sc[8];
+#pragma unroll
+    for (int c2 = 0; c2 < kChains; ++c2) reg_fence(acc[c2]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float x = acc[0][e];
+#pragma unroll
+      for (int c2 = 1; c2 < kChains; ++c2) x += acc[c2][e];
+      sc[e] = x;
+    }
 
     // ---- online softmax over the tile's positions, per head
     const int pos0 = (s.tile0 + i) * kT;
@@ -296,13 +307,13 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     named_sync(bar, 128);  // Pᵀ whole (and the tile maxima read)
 
     // ---- Oᵀ += Cᵀ·Pᵀ over the 512 latent dims
-    wgmma_fence();
+    wgmma_fence();  // (kChains > 1: consecutive wgmmas on different accumulators, the 8 dim blocks inside)
 #pragma unroll
-    for (int b = 0; b < 8; ++b)
-#pragma unroll
-      for (int kk = 0; kk < kT / 16; ++kk)
-        wgmma_m64n16k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
-                               desc_k_sw128(ps + kk * 32), 1);
+    for (int t = 0; t < 8 * (kT / 16); ++t) {
+      const int b = kChains > 1 ? t % 8 : t / (kT / 16), kk = kChains > 1 ? t / 8 : t % (kT / 16);
+      wgmma_m64n16k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
+                             desc_k_sw128(ps + kk * 32), 1);
+    }
     wgmma_commit();
     wgmma_wait<0>();
 #pragma unroll
@@ -394,7 +405,7 @@ __device__ void load_q(const MlaDecodeParams& p, int r, uint32_t sbase, unsigned
   }
 }
 
-template <bool F8>
+template <bool F8, int kChains>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(const __grid_constant__ MlaDecodeParams p) {
   pdl_trigger();
   pdl_wait();
@@ -421,7 +432,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(const __g
   fence_proxy_async();
   __syncthreads();
   if (tid >= 256) produce<F8>(p, s, smem, sbase, mi, tid - 256);
-  else consume<F8>(p, s, smem, sbase, mi, tid >> 7, tid & 127);
+  else consume<F8, kChains>(p, s, smem, sbase, mi, tid >> 7, tid & 127);
 }
 
 }  // namespace
@@ -432,14 +443,17 @@ bool mla_decode_wgmma_supported(const DeviceContext& ctx) {
 
 void configure_mla_decode_wgmma(const DeviceContext& ctx) {
   if (!mla_decode_wgmma_supported(ctx)) return;
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<false>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<true>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 1>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 1>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 4>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 4>, kSmem);
 }
 
 void launch_mla_decode_wgmma(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const dim3 grid(unsigned(p.num_splits), unsigned(p.rows));
-  if (p.fp8_cache) launch_pdl(mla_decode_wgmma_kernel<true>, grid, kThreads, kSmem, ctx, p);
-  else launch_pdl(mla_decode_wgmma_kernel<false>, grid, kThreads, kSmem, ctx, p);
+  const bool c4 = p.wgmma_chains == 4;
+  if (p.fp8_cache) launch_pdl(c4 ? mla_decode_wgmma_kernel<true, 4> : mla_decode_wgmma_kernel<true, 1>, grid, kThreads, kSmem, ctx, p);
+  else launch_pdl(c4 ? mla_decode_wgmma_kernel<false, 4> : mla_decode_wgmma_kernel<false, 1>, grid, kThreads, kSmem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
