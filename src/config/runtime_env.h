@@ -110,7 +110,8 @@ struct CudaEnv {
   // MLA decode attention CTAs an SM with bf16 activations: 1, or 2 (half the shared memory each: 32-position
   // tiles, one stage; 128 registers a thread, Q fragments reloaded from shared memory), so that one CTA's
   // softmax and barriers overlap the other's MMAs (one CTA's phases run one after another). 0 (the default):
-  // 2 for the FP8 latent cache, 1 for the bf16 cache (CudaModel resolves it; measured, PERF.md session 13).
+  // 2 for the FP8 latent cache without the Hopper kernel below, else 1 (CudaModel resolves it; measured,
+  // PERF.md session 13).
   int mla_decode_ctas = 0;
   // The Hopper MLA decode attention (bf16 activations on sm_90, both cache types; cuda/kernels/mla_decode_wgmma.h):
   // wgmma over the transposed products from a producer warpgroup's tiles, the FP8 cache converted to f16.
