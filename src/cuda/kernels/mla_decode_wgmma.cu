@@ -26,8 +26,9 @@
 // FP8 cache numerics: the products run in f16 (e4m3 -> f16 is exact; Q is scaled per head by a power of
 // two so that its largest value lies in [2^14, 2^15), exact and far from f16's limit; the scores are
 // divided by it again). The row scales multiply the scores and, through Pᵀ, the output; so that Pᵀ stays
-// in f16's normal range the output is kept in units of 2^E, E the largest ceil(log2(row scale)) of the
-// tiles so far (a power of two, exact), and P·scale·2^-E <= 1 is what Pᵀ holds.
+// in f16's normal range the output is kept in units of 2^E, 2^E above every row scale of the tiles so far
+// (E = the frexp exponent of the largest; rescaling by powers of two is exact), and P·scale·2^-E < 1 is what
+// Pᵀ holds.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -67,7 +68,7 @@ constexpr int kOffMisc = kOffP + kPBytes;
 struct Misc {
   float red[2][4][16];        // [consumer][warp][head - 16c]: the tile's column maxima, the final sums
   float ks[2][kT];            // FP8: the row scales of stage s
-  int ke[2];                  // FP8: ceil(log2(the largest row scale)) of stage s
+  int ke[2];                  // FP8: the frexp exponent of stage s's largest row scale (2^ke above all)
   float qsc[kRows];           // FP8: the per-head power-of-two scale of Q
   int64_t rows[2][kT];        // the producer's cache rows of tile i's positions (i % 2; -1 past the context)
   uint64_t full[2], empty[2];
