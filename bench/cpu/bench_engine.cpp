@@ -4,6 +4,9 @@
 // (the engine loop is synchronous: schedule, execute, update, outputs), so it adds to every TPOT; this
 // measures it alone, one core for the engine thread. docs/PERF.md records the numbers.
 //   bench_engine [--tokenizer DIR] [--concurrency N[,N...]] [--tokens T] [--prompt P] [--reps R]
+//                [--prefix-caching 0|1]
+// (a long --prompt, e.g. 1048000: the per-step cost that grows with the context; the server caches prefixes
+// by default, the bench not unless asked)
 // Each concurrency runs twice: outputs pushed on the step thread, and on their own thread (the default).
 #include <algorithm>
 #include <chrono>
@@ -97,12 +100,12 @@ double wave_us_per_step(ds::Engine& e, int span, int n, int tokens, int prompt, 
 // Median host time per step over `reps` waves, after a short warm-up wave (the token-mask warm-up of a
 // new engine runs in the background for its first seconds).
 double engine_us_per_step(const std::shared_ptr<const ds::Tokenizer>& tok, int vocab, int n, int tokens, int prompt,
-                          int reps, bool on_thread) {
+                          int reps, bool on_thread, bool prefix_caching) {
   const int span = std::min(20000, tok->vocab_size() - 400);
   ds::EngineOptions eo;
   eo.max_num_seqs = std::max(n, 1);
   eo.max_num_batched_tokens = 8192;
-  eo.enable_prefix_caching = false;
+  eo.enable_prefix_caching = prefix_caching;
   eo.deliver_on_thread = on_thread;
   ds::Engine e(std::make_unique<NullBackend>(vocab, span), tok, eo);
   wave_us_per_step(e, span, n, 20, prompt, 0);
@@ -120,12 +123,14 @@ int main(int argc, char** argv) {
   if (!std::filesystem::exists(dir + "/tiktoken.model")) dir = std::string(DS_SOURCE_DIR) + "/tests/fixtures/tiny/tokenizer";
   std::vector<int> conc = {1, 16, 100};
   int tokens = 500, prompt = 64, reps = 3;
+  bool prefix_caching = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--tokenizer") dir = v;
     else if (a == "--tokens") tokens = std::stoi(v);
     else if (a == "--prompt") prompt = std::stoi(v);
     else if (a == "--reps") reps = std::stoi(v);
+    else if (a == "--prefix-caching") prefix_caching = v == "1";
     else if (a == "--concurrency") {
       conc.clear();
       for (size_t p = 0; p < v.size();) {
@@ -141,13 +146,14 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   std::shared_ptr<const ds::Tokenizer> tok = ds::Tokenizer::from_dir(dir);
   const int vocab = std::max(163840, tok->vocab_size());
-  std::printf("engine host time per step (null backend, vocab %d, tokenizer %s, %d tokens out, prompt %d)\n", vocab,
-              dir.c_str(), tokens, prompt);
+  std::printf("engine host time per step (null backend, vocab %d, tokenizer %s, %d tokens out, prompt %d, prefix "
+              "caching %s)\n",
+              vocab, dir.c_str(), tokens, prompt, prefix_caching ? "on" : "off");
   std::printf("| concurrency | delivery | us per step (median of %d waves) | us per token |\n| --- | --- | --- | --- |\n",
               reps);
   for (int n : conc)
     for (bool on_thread : {false, true}) {
-      const double med = engine_us_per_step(tok, vocab, n, tokens, prompt, reps, on_thread);
+      const double med = engine_us_per_step(tok, vocab, n, tokens, prompt, reps, on_thread, prefix_caching);
       std::printf("| %d | %s | %.1f | %.2f |\n", n, on_thread ? "own thread" : "step thread", med, med / n);
       std::fflush(stdout);
     }
