@@ -4,7 +4,9 @@
 # prefill, decode TPOT at batch 1, step time at batch 100), then print a short table.
 # Logs go to $OUT (the device tool's output folder; default /tmp/gpu-check).
 #   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--profile] [--profile-prefill]
-#                        [--filter GTEST_FILTER]
+#                        [--filter GTEST_FILTER] [--decode-at N]
+# --decode-at N: also the batch-1 decode step over N cached positions (bench_model --decode-at, bf16 and FP8
+# latent caches: issue 13's "TPOT after 1M" without the 3-minute prefill; e.g. 1048000).
 # --profile: Nsight Compute (ncu, when present) times every kernel of one batch-1 decode step of the 48B
 # model (run eagerly: NVTX ranges do not reach kernels replayed from a graph), each alone (so no
 # overlap between kernels), and prints the time per kernel name. --profile-prefill does the same for one
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 BUILD=${BUILD_DIR:-build-gpu}
 mkdir -p "$OUT"
-QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; PROFILE_PREFILL=0; FILTER="*"
+QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; PROFILE_PREFILL=0; FILTER="*"; DECODE_AT=0
 while (($#)); do
   case $1 in
     --quick) QUICK=--quick ;;
@@ -29,6 +31,7 @@ while (($#)); do
     --profile) PROFILE=1 ;;
     --profile-prefill) PROFILE_PREFILL=1 ;;
     --filter) FILTER=$2; shift ;;
+    --decode-at) DECODE_AT=$2; shift ;;
   esac
   shift
 done
@@ -79,6 +82,12 @@ if [[ $MODEL == 1 ]]; then
   sed -n '/^| 48B/,$p' "$OUT/bench_model.log" | tee -a "$SUMMARY"
   # the same batch-1 decode without programmatic dependent launch, for comparison
   DELTASERVE_CUDA_PDL=0 timeout 120 "$BUILD/bench/bench_model" --quick --decode-only 2>&1 | grep -E "^decode batch 1 " | sed 's/^/PDL off: /' | tee -a "$SUMMARY"
+fi
+if [[ $MODEL == 1 && $DECODE_AT -gt 0 ]]; then
+  for kv in auto fp8; do
+    timeout 120 "$BUILD/bench/bench_model" --quick --decode-only --decode-at "$DECODE_AT" --kv-cache-dtype $kv 2>&1 \
+      | grep -E "^decode batch 1 at" | tee -a "$SUMMARY"
+  done
 fi
 if [[ $PROFILE == 1 ]]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
