@@ -36,7 +36,8 @@ CudaEnv CudaEnv::parse() {
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", false);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
-  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e) c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false);
+  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e)  // (unset: -1, by cache dtype)
+    c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false) ? 1 : 0;
   c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
