@@ -34,7 +34,7 @@ struct PagedCase {
 
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
-int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of the runs below (MlaDecode.WgmmaFourChains)
+int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of the runs below (MlaDecode.WgmmaChains)
 
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
                    int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false,
@@ -216,13 +216,15 @@ TEST(MlaDecode, Wgmma) {
   expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
 }
 
-// The Hopper kernel with four independent score accumulators (MlaDecodeParams::wgmma_chains 4).
-TEST(MlaDecode, WgmmaFourChains) {
-  g_wgmma_chains = 4;
+// The Hopper kernel with four and six independent score accumulators (MlaDecodeParams::wgmma_chains).
+TEST(MlaDecode, WgmmaChains) {
   const std::vector<int> ctx = {1, 63, 64, 65, 700, 5000};
-  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 91, 0, false, 0, 0, true);
-  expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 92, 0, true, 0, 0, true);
-  expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 93, 0, true, 0, 0, true, true);
+  for (int chains : {4, 6}) {
+    g_wgmma_chains = chains;
+    expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 91, 0, false, 0, 0, true);
+    expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 92, 0, true, 0, 0, true);
+    expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 93, 0, true, 0, 0, true, true);
+  }
   g_wgmma_chains = 0;
 }
 

@@ -59,7 +59,7 @@ struct MlaDecodeParams {
                                        // an SM, 64-position tiles); kv_tile, warps and ctas_per_sm are then
                                        // ignored. Elsewhere the other forms run.
   int wgmma_chains = 0;                // the Hopper kernel's independent score accumulators, 1 (0 means it:
-                                       // the form measured in session 17) or 4 (and its P·C wgmmas ordered
+                                       // the form measured in session 17), 4 or 6 (and its P·C wgmmas ordered
                                        // across accumulators; written after the device time, unmeasured)
 };
 

@@ -448,13 +448,19 @@ void configure_mla_decode_wgmma(const DeviceContext& ctx) {
   set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 1>, kSmem);
   set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 4>, kSmem);
   set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 4>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 6>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 6>, kSmem);
 }
 
 void launch_mla_decode_wgmma(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const dim3 grid(unsigned(p.num_splits), unsigned(p.rows));
-  const bool c4 = p.wgmma_chains == 4;
-  if (p.fp8_cache) launch_pdl(c4 ? mla_decode_wgmma_kernel<true, 4> : mla_decode_wgmma_kernel<true, 1>, grid, kThreads, kSmem, ctx, p);
-  else launch_pdl(c4 ? mla_decode_wgmma_kernel<false, 4> : mla_decode_wgmma_kernel<false, 1>, grid, kThreads, kSmem, ctx, p);
+  auto kernel = p.fp8_cache ? (p.wgmma_chains == 6   ? mla_decode_wgmma_kernel<true, 6>
+                               : p.wgmma_chains == 4 ? mla_decode_wgmma_kernel<true, 4>
+                                                     : mla_decode_wgmma_kernel<true, 1>)
+                            : (p.wgmma_chains == 6   ? mla_decode_wgmma_kernel<false, 6>
+                               : p.wgmma_chains == 4 ? mla_decode_wgmma_kernel<false, 4>
+                                                     : mla_decode_wgmma_kernel<false, 1>);
+  launch_pdl(kernel, grid, kThreads, kSmem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 
