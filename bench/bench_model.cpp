@@ -47,6 +47,30 @@ void grow(Seq& s, int64_t n, int bs, int* next_page) {
   while (int64_t(s.pages.size()) * bs < s.ctx + n) s.pages.push_back((*next_page)++);
 }
 
+struct DecodeTimes {
+  double host_ms, device_ms;  // medians, the first 5 steps (graph capture, warm-up) left out
+};
+
+// `steps` greedy batch-1 decode steps of s from token `tok` (pages grown as needed), each timed on the host and
+// on the device; `tok` and s advance.
+DecodeTimes time_decode(ds::Backend& b, Seq& s, int32_t& tok, int steps, int bs, int* next_page,
+                        const ds::SampleParams& greedy) {
+  std::vector<double> t, gpu;
+  for (int i = 0; i < steps; ++i) {
+    grow(s, 1, bs, next_page);
+    ds::ForwardBatch d;
+    d.add(s.slot, s.ctx, {tok}, s.pages);
+    auto t1 = Clock::now();
+    tok = ds::forward_sample(b, d, {greedy})[0].token;
+    t.push_back(secs_since(t1));
+    gpu.push_back(ds::cuda_last_forward_ms(b));
+    s.ctx += 1;
+  }
+  t.erase(t.begin(), t.begin() + 5);
+  gpu.erase(gpu.begin(), gpu.begin() + 5);
+  return {median(t) * 1e3, median(gpu)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,18 +177,9 @@ int main(int argc, char** argv) {
     fb.add(s.slot, 0, prompt, s.pages);
     int32_t tok = forward_sample(*b, fb, {greedy})[0].token;
     s.ctx = ctx;
-    std::vector<double> t, gpu;
-    int steps = quick ? 30 : 100;
-    for (int i = 0; i < steps; ++i) {
-      grow(s, 1, bs, &next_page);
-      ForwardBatch d;
-      d.add(s.slot, s.ctx, {tok}, s.pages);
-      auto t1 = Clock::now();
-      tok = forward_sample(*b, d, {greedy})[0].token;
-      t.push_back(secs_since(t1));
-      gpu.push_back(cuda_last_forward_ms(*b));
-      s.ctx += 1;
-    }
+    const DecodeTimes dt = time_decode(*b, s, tok, quick ? 30 : 100, bs, &next_page, greedy);
+    tpot1 = dt.host_ms;
+    gpu1 = dt.device_ms;
     if (profile) {
       grow(s, 1, bs, &next_page);
       ForwardBatch d;
@@ -174,10 +189,6 @@ int main(int argc, char** argv) {
       nvtxRangePop();
       s.ctx += 1;
     }
-    t.erase(t.begin(), t.begin() + 5);  // graph capture, warm-up
-    gpu.erase(gpu.begin(), gpu.begin() + 5);
-    tpot1 = median(t) * 1e3;
-    gpu1 = median(gpu);
   }
   std::printf("decode batch 1 (context %d): TPOT %.3f ms (%.0f tokens/s); forward on the device %.3f ms\n", ctx,
               tpot1, 1e3 / tpot1, gpu1);
@@ -197,20 +208,9 @@ int main(int argc, char** argv) {
       fb.add(s.slot, 0, {prompt[0]}, s.pages);
       int32_t tok = forward_sample(*b, fb, {greedy})[0].token;
       s.ctx = decode_at;
-      std::vector<double> t, gpu;
-      for (int i = 0; i < steps; ++i) {
-        ForwardBatch d;
-        d.add(s.slot, s.ctx, {tok}, s.pages);
-        auto t1 = Clock::now();
-        tok = forward_sample(*b, d, {greedy})[0].token;
-        t.push_back(secs_since(t1));
-        gpu.push_back(cuda_last_forward_ms(*b));
-        s.ctx += 1;
-      }
-      t.erase(t.begin(), t.begin() + 5);
-      gpu.erase(gpu.begin(), gpu.begin() + 5);
+      const DecodeTimes dt = time_decode(*b, s, tok, steps, bs, &next_page, greedy);  // (pages already there)
       std::printf("decode batch 1 at context %d (kv cache %s): TPOT %.3f ms; forward on the device %.3f ms\n",
-                  decode_at, kv_cache_dtype.c_str(), median(t) * 1e3, median(gpu));
+                  decode_at, kv_cache_dtype.c_str(), dt.host_ms, dt.device_ms);
     }
     next_page = 0;  // (the pages are free again for what follows)
   }

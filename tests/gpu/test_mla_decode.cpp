@@ -32,10 +32,10 @@ struct PagedCase {
   int block_size = 16;
 };
 
+int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of expect_decode's runs (MlaDecode.WgmmaChains sets it)
+
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
-int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of the runs below (MlaDecode.WgmmaChains)
-
 void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_counts, uint64_t seed,
                    int kv_tile = 0, bool fp8 = false, int warps = 0, int ctas = 0, bool wgmma = false,
                    bool wide_scales = false) {

@@ -1,6 +1,6 @@
 // e4m3fn encode/decode on the device (the GPU side of core/dtype.h's codec): encoding rounds to nearest
 // even and saturates to +-448 (cvt.rn.satfinite), decoding is exact. Shared by the FP8 weight kernels
-// (fp8.cu) and the FP8 MLA latent cache (latent_cache.cu, mla_decode.cu).
+// (fp8.cu) and the FP8 MLA latent cache (latent_cache.cu, mla_decode.cu, mla_decode_wgmma.cu).
 #pragma once
 #include <cuda_fp8.h>
 
@@ -31,6 +31,21 @@ __device__ __forceinline__ void from_e4m3x16(const uint4& raw, float* out) {
     out[4 * i + 2] = b.x;
     out[4 * i + 3] = b.y;
   }
+}
+
+// 16 e4m3 values (one 16-byte load) to 16 f16, exactly (one conversion a pair), as two 16-byte words.
+__device__ __forceinline__ void e4m3x16_to_f16(const uint4& raw, uint4& lo, uint4& hi) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+  uint32_t b[8];
+#pragma unroll
+  for (int h = 0; h < 4; ++h) {
+    const __half2_raw a = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[h] & 0xffffu), __NV_E4M3);
+    const __half2_raw c = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[h] >> 16), __NV_E4M3);
+    b[2 * h] = uint32_t(a.x) | (uint32_t(a.y) << 16);
+    b[2 * h + 1] = uint32_t(c.x) | (uint32_t(c.y) << 16);
+  }
+  lo = make_uint4(b[0], b[1], b[2], b[3]);
+  hi = make_uint4(b[4], b[5], b[6], b[7]);
 }
 
 }  // namespace ds::gpu

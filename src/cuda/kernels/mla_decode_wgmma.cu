@@ -87,19 +87,14 @@ __device__ __forceinline__ uint4 ld_nc16(const void* p) {
   return v;
 }
 
-// 16 e4m3 values to 16 f16 (exact), as two 16-byte words.
-__device__ __forceinline__ void e4m3x16_to_f16(const uint4& raw, uint4& lo, uint4& hi) {
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-  uint32_t b[8];
+// The exponent e of the warp's largest value v (v >= 0 in every lane): max in [2^(e-1), 2^e), so 2^e is above
+// every lane's v; 0 when the max is 0 or not finite.
+__device__ __forceinline__ int warp_max_exponent(float v) {
 #pragma unroll
-  for (int h = 0; h < 4; ++h) {
-    const __half2_raw a = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[h] & 0xffffu), __NV_E4M3);
-    const __half2_raw c = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w[h] >> 16), __NV_E4M3);
-    b[2 * h] = uint32_t(a.x) | (uint32_t(a.y) << 16);
-    b[2 * h + 1] = uint32_t(c.x) | (uint32_t(c.y) << 16);
-  }
-  lo = make_uint4(b[0], b[1], b[2], b[3]);
-  hi = make_uint4(b[4], b[5], b[6], b[7]);
+  for (int sh = 1; sh < 32; sh <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, sh));
+  int e = 0;
+  if (v > 0.f && isfinite(v)) (void)frexpf(v, &e);
+  return e;
 }
 
 struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
@@ -171,11 +166,7 @@ __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char*
       fence_proxy_async();  // the converted tile, for the consumers' wgmma
       named_sync(kBarProducer, 128);  // (the scales written, for the exponent below)
       if (wt < 32) {  // the tile's exponent: 2^E >= every row scale (E = 0 when all are zero)
-        float kmax = fmaxf(mi.ks[st][wt], mi.ks[st][wt + 32]);
-#pragma unroll
-        for (int sh = 1; sh < 32; sh <<= 1) kmax = fmaxf(kmax, __shfl_xor_sync(0xffffffffu, kmax, sh));
-        int e = 0;
-        if (kmax > 0.f && isfinite(kmax)) (void)frexpf(kmax, &e);  // kmax = f · 2^e, f in [0.5, 1)
+        const int e = warp_max_exponent(fmaxf(mi.ks[st][wt], mi.ks[st][wt + 32]));
         if (wt == 0) mi.ke[st] = e;
         __syncwarp();
       }
@@ -383,11 +374,7 @@ __device__ void load_q(const MlaDecodeParams& p, int r, uint32_t sbase, unsigned
 #pragma unroll
         for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
       }
-#pragma unroll
-      for (int sh = 1; sh < 32; sh <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, sh));
-      int e = 0;
-      if (mx > 0.f && isfinite(mx)) (void)frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
-      const float scale = ldexpf(1.f, 15 - e);            // mx · scale in [2^14, 2^15)
+      const float scale = ldexpf(1.f, 15 - warp_max_exponent(mx));  // the head's max · scale in [2^14, 2^15)
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         const int ch = lane + 32 * k;
