@@ -108,7 +108,7 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, const Workspa
     x_split = a.alloc_bytes(x_split_capacity);
   }
   splitk_items = num_sms;  // split launches have fewer 64-row blocks than SMs
-  splitk_capacity = int64_t(2) * num_sms * 8 * 128;  // and at most 2 x SMs CTAs of 8 x 128 floats
+  splitk_capacity = int64_t(2) * num_sms * 32 * 128;  // and at most 2 x SMs CTAs of 32 x 128 floats (64-token tiles)
   splitk_partials = a.alloc<float>(size_t(splitk_capacity));
   splitk_counters = a.alloc<int>(size_t(splitk_items));
   g32 = a.alloc<float>(size_t(T) * HK);

@@ -1,7 +1,8 @@
 // The KDA decode kernel with its fused prologue (short convolution with the conv-state update, gate and
 // beta computed from the raw projections) against the unfused launches the model used before: the gate
 // + convolution kernel followed by the plain decode kernel, on the same inputs. Same roundings in both
-// paths, so outputs, recurrent states and conv states agree to fp32 reduction-order noise.
+// paths, so outputs, recurrent states and conv states agree to fp32 reduction-order noise. Both forms of the
+// kernel (switches.kda_decode_batched off and on).
 #include <gtest/gtest.h>
 
 #include "cuda/kernels/delta_gate.h"
@@ -11,7 +12,9 @@
 namespace ds::gpu::test {
 namespace {
 
-void check_fused_decode(DType t) {
+void check_fused_decode(DType t, bool batched) {
+  DeviceContext ctx = test_ctx();
+  ctx.switches.kda_decode_batched = batched;
   const int N = 3, H = 4, D = 128, HK = H * D, W = 4, slots = 6;
   const std::vector<int32_t> seq_slot = {2, 0, 5};
   const std::vector<uint8_t> fresh = {0, 1, 0};
@@ -71,7 +74,7 @@ void check_fused_decode(DType t) {
       k.conv = c;
       k.gate = g;
     } else {
-      run_kda_gate_and_conv_decode(g, c, t, test_ctx());
+      run_kda_gate_and_conv_decode(g, c, t, ctx);
       k.q = qkv.data();
       k.k = static_cast<char*>(qkv.data()) + size_t(HK) * dtype_size(t);
       k.v = static_cast<char*>(qkv.data()) + size_t(2 * HK) * dtype_size(t);
@@ -79,14 +82,15 @@ void check_fused_decode(DType t) {
       k.g = g32.as<float>();
       k.beta = beta.as<float>();
     }
-    run_kda_decode(k, t, test_ctx());
+    run_kda_decode(k, t, ctx);
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     return Out{to_host(o.data(), size_t(N) * HK, t), to_host(pool.data(), pool0.size(), DType::F32),
                to_host(conv_state.data(), conv_state0.size(), t)};
   };
   const Out a = run(false), f2 = run(true);
   const double eo = rel_l2(f2.o, a.o), es = rel_l2(f2.pool, a.pool);
-  std::printf("[kda_decode fused] %s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(), eo, es);
+  std::printf("[kda_decode fused] %s%s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(),
+              batched ? " batched" : "", eo, es);
   EXPECT_LT(eo, t == DType::BF16 ? 4e-3 : 1e-6);  // bf16: at most an output rounding flip here and there
   EXPECT_LT(es, 1e-6);
   EXPECT_EQ(f2.conv, a.conv);                       // the tails hold raw inputs: exact
@@ -95,12 +99,12 @@ void check_fused_decode(DType t) {
 
 TEST(GpuOps, KdaDecodeFusedPrologueF32) {
   DS_REQUIRE_GPU();
-  check_fused_decode(DType::F32);
+  for (bool batched : {false, true}) check_fused_decode(DType::F32, batched);
 }
 
 TEST(GpuOps, KdaDecodeFusedPrologueBf16) {
   DS_REQUIRE_GPU();
-  check_fused_decode(DType::BF16);
+  for (bool batched : {false, true}) check_fused_decode(DType::BF16, batched);
 }
 
 }  // namespace

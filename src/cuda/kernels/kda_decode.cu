@@ -24,7 +24,56 @@ template <> __device__ __forceinline__ void store4<bf16>(bf16* dst, const float 
   *reinterpret_cast<uint2*>(dst) = make_uint2(attn::pack_bf16(v[0], v[1]), attn::pack_bf16(v[2], v[3]));
 }
 
-// Sum of x over the 16 threads of a 128-thread group with the same cg (lanes xor 8, 16; then the
+// Sums of x[c] (c < 4: this thread's columns 4·cg + c) over the 16 threads of a 128-thread group with the same
+// cg (lanes xor 8, 16; then the group's 4 warps through red): all four columns behind one barrier.
+__device__ __forceinline__ void col_sum4(float (&x)[4], float (*red)[kSlice], int warp, int cg) {
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    x[c] += __shfl_xor_sync(0xffffffffu, x[c], 8);
+    x[c] += __shfl_xor_sync(0xffffffffu, x[c], 16);
+  }
+  if ((threadIdx.x & 31) < 8)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) red[warp][4 * cg + c] = x[c];
+  __syncthreads();
+#pragma unroll
+  for (int c = 0; c < 4; ++c) x[c] = red[0][4 * cg + c] + red[1][4 * cg + c] + red[2][4 * cg + c] + red[3][4 * cg + c];
+}
+
+// One output of the decode short convolution of channel c (conv_decode_one's math, rounded to IO as
+// the unfused path stores it); the tail is shifted only when `update` (one writer per channel).
+template <typename IO>
+__device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, bool update) {
+  constexpr int kMaxTail = 7;  // kernel <= 8 (run_kda_decode checks)
+  const IO* w = static_cast<const IO*>(c.weight) + int64_t(ch) * c.kernel;
+  IO* st = static_cast<IO*>(c.state) + int64_t(c.slots[n]) * (c.kernel - 1) * c.channels;
+  const int tail = c.kernel - 1;
+  // every load first (independent, in flight together), then the sum, then the shifted tail: the stores
+  // into the state would otherwise order each later load of it behind them
+  const IO xin = static_cast<const IO*>(c.x)[int64_t(n) * c.ldx + ch];
+  const float wl = to_f32(w[tail]);
+  IO v[kMaxTail];
+  float wj[kMaxTail];
+#pragma unroll
+  for (int j = 0; j < kMaxTail; ++j)
+    if (j < tail) {
+      v[j] = st[int64_t(j) * c.channels + ch];
+      wj[j] = to_f32(w[j]);
+    }
+  float acc = wl * to_f32(xin);
+#pragma unroll
+  for (int j = 0; j < kMaxTail; ++j)
+    if (j < tail) acc += wj[j] * to_f32(v[j]);
+  if (update && tail > 0) {
+#pragma unroll
+    for (int j = 1; j < kMaxTail; ++j)
+      if (j < tail) st[int64_t(j - 1) * c.channels + ch] = v[j];
+    st[int64_t(tail - 1) * c.channels + ch] = xin;
+  }
+  return to_f32(from_f32<IO>(siluf_(acc)));
+}
+
+// (session 17's form, switches.kda_decode_batched off: a barrier per column) Sum of x over the 16 threads of a 128-thread group with the same cg (lanes xor 8, 16; then the
 // group's 4 warps through red).
 __device__ __forceinline__ float col_sum(float x, float (*red)[kSlice], int warp, int col) {
   x += __shfl_xor_sync(0xffffffffu, x, 8);
@@ -34,10 +83,9 @@ __device__ __forceinline__ float col_sum(float x, float (*red)[kSlice], int warp
   return red[0][col] + red[1][col] + red[2][col] + red[3][col];
 }
 
-// One output of the decode short convolution of channel c (conv_decode_one's math, rounded to IO as
-// the unfused path stores it); the tail is shifted only when `update` (one writer per channel).
+// (session 17's form: each tap's load behind the previous tap's store)
 template <typename IO>
-__device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, bool update) {
+__device__ __forceinline__ float conv_one_v1(const Conv1dParams& c, int n, int ch, bool update) {
   const IO* w = static_cast<const IO*>(c.weight) + int64_t(ch) * c.kernel;
   IO* st = static_cast<IO*>(c.state) + int64_t(c.slots[n]) * (c.kernel - 1) * c.channels;
   const IO xin = static_cast<const IO*>(c.x)[int64_t(n) * c.ldx + ch];
@@ -52,8 +100,8 @@ __device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, 
   return to_f32(from_f32<IO>(siluf_(acc)));
 }
 
-template <typename IO>
-__global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p) {
+template <typename IO, bool kBatched>
+__global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams p) {
   __shared__ float s_k[kDim], s_q[kDim], s_v[kDim], s_a[kDim], s_red[kGroups][2][4][kSlice], s_norm[2][4];
   __shared__ float s_beta;
   const int tid = threadIdx.x, lane = tid & 31;
@@ -77,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
   if (grp < 3) {
     float x;
     if (p.fuse_conv) {
-      x = conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
+      x = !kBatched ? conv_one_v1<IO>(p.conv, n, int(grp * HK + cix), true) : conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
     } else {
       const IO* src = static_cast<const IO*>(grp == 0 ? p.q : grp == 1 ? p.k : p.v);
       const int64_t ld = grp == 0 ? p.ldq : grp == 1 ? p.ldk : p.ldv;
@@ -122,10 +170,14 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
     pk[3] = fmaf(s[r].w, kn, pk[3]);
   }
   float e[4];
+  if constexpr (!kBatched) {
 #pragma unroll
-  for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - col_sum(pk[c], s_red[grp][0], gw, 4 * cg + c));
-  // (col_sum's barrier also orders the reads of s_red of one column before the next column's write:
-  // each column uses its own entries, so no second barrier is needed.)
+    for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - col_sum(pk[c], s_red[grp][0], gw, 4 * cg + c));
+  } else {
+    col_sum4(pk, s_red[grp][0], gw, cg);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - pk[c]);
+  }
 
   // Update and read.
   float po[4] = {0.f, 0.f, 0.f, 0.f};
@@ -143,10 +195,13 @@ __global__ void __launch_bounds__(kThreads) kda_decode_kernel(KdaDecodeParams p)
     po[3] = fmaf(s[r].w, qn, po[3]);
     *reinterpret_cast<float4*>(S + d * kDim + v0) = s[r];
   }
-  float out[4];
+  if constexpr (!kBatched) {
 #pragma unroll
-  for (int c = 0; c < 4; ++c) out[c] = col_sum(po[c], s_red[grp][1], gw, 4 * cg + c);
-  if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, out);
+    for (int c = 0; c < 4; ++c) po[c] = col_sum(po[c], s_red[grp][1], gw, 4 * cg + c);
+  } else {
+    col_sum4(po, s_red[grp][1], gw, cg);  // (its own entries: no barrier needed after the first's reads)
+  }
+  if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, po);
 }
 
 }  // namespace
@@ -175,8 +230,11 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
   const dim3 grid(p.num_seqs, p.num_heads);
-  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
-  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
+  const bool batched = ctx.switches.kda_decode_batched;
+  if (act == DType::BF16)
+    launch_pdl(batched ? kda_decode_kernel<bf16, true> : kda_decode_kernel<bf16, false>, grid, kThreads, 0, ctx, p);
+  else
+    launch_pdl(batched ? kda_decode_kernel<float, true> : kda_decode_kernel<float, false>, grid, kThreads, 0, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

@@ -432,10 +432,9 @@ void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int s
 
 template <bool I4, int NP, int ST, int TW> void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
   if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW>(p, tiles, ctx);
-  // dense launches (16-token tiles) of fewer 64-row blocks than SMs: K split so that the grid fills the GPU
-  // twice over
+  // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
-  if (TW == 16 && ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
+  if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
       blocks64 < ctx.num_sms()) {
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
@@ -475,8 +474,9 @@ void run_x_split(const XSplitParams& p, const DeviceContext& ctx) {
 
 bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
   // FP8: scale blocks at least 128 columns wide (one partial sum per k block); INT4: groups of 32 or more
-  // 64-token tiles: grouped launches (no dense rows) with one partial per k block (groups of 128 or more)
-  const bool tile_ok = p.tile_tokens == 16 || (p.tile_tokens == 64 && p.dense_rows == 0 && p.scale_k_shift >= 7);
+  // 64-token tiles: one partial per k block (groups of 128 or more); grouped launches, and dense ones (a
+  // weight tile in shared memory then serves up to 64 of the rows instead of 16)
+  const bool tile_ok = p.tile_tokens == 16 || (p.tile_tokens == 64 && p.scale_k_shift >= 7);
   return ctx.switches.fp8_xsplit && p.x_split && p.x_split_rows > 0 && p.w_scale && tile_ok &&
          p.scale_k_shift >= (p.w_int4 ? 5 : 7) && p.K % kKb == 0 && p.ldx % 8 == 0 && ctx.info.sm_major == 9 &&
          ctx.info.smem_per_block_optin >= StageW<2, false, 4, 64>::kSmem && (p.dense_rows > 0 || p.max_active > 0);
@@ -484,7 +484,7 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
-  const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, 16)) : p.max_active;
+  const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
     if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
     return launch_stages<true, 1, 64>(p, tiles, ctx);

@@ -94,8 +94,12 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.splitk_capacity = ws.splitk_capacity;
     g.splitk_counters = ws.splitk_counters;
     g.splitk_items = ws.splitk_items;
-    g.tile_tokens = 16;
-    const bool split = moe_gemm_fp8_wgmma_applies(g, ctx) && x_split_bytes(M, K) <= ws.x_split_capacity;
+    // 64-token tiles from switches.fp8_dense_tile64_rows rows (each weight tile read by a quarter of the
+    // CTAs), else 16
+    const bool fits = x_split_bytes(M, K) <= ws.x_split_capacity;
+    g.tile_tokens = ctx.switches.fp8_dense_tile64_rows > 0 && M >= ctx.switches.fp8_dense_tile64_rows ? 64 : 16;
+    if (g.tile_tokens == 64 && !(fits && moe_gemm_fp8_wgmma_applies(g, ctx))) g.tile_tokens = 16;
+    const bool split = fits && moe_gemm_fp8_wgmma_applies(g, ctx);
     if (!split) g.x_split = nullptr;
     if (!split && M > 16) g.tile_tokens = 64;
     run_moe_gemm(g, ctx);
