@@ -61,16 +61,16 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
       return p;
     };
     for (int kv_tile : {64, 32})
-      for (int variant : {0, 1, 2, 3, 4, 6}) {  // 8 warps with and without the L2 prefetch; two CTAs an SM (32-position
+      for (int variant : {0, 1, 2, 3, 4}) {  // 4: the Hopper kernel's pipelined form  // 8 warps with and without the L2 prefetch; two CTAs an SM (32-position
                                           // tiles) and the Hopper kernel (its own 64-position tiles), once each
-        if (variant >= 2 && kv_tile != 32) continue;  // (4, 6: the Hopper kernel with 4 / 6 score chains)
+        if (variant >= 2 && kv_tile != 32) continue;
         const int splits = variant == 2 ? heur2 : heur, prefetch = variant == 1 ? 0 : -1;
         gpu::MlaDecodeParams p = params(cache.data(), kv_tile);
         p.l2_prefetch_tiles = prefetch;
         p.num_splits = splits;
         p.ctas_per_sm = variant == 2 ? 2 : 1;
         p.wgmma = variant >= 3;
-        p.wgmma_chains = variant >= 4 ? variant : 0;
+        p.wgmma_pipe = variant == 4;
         const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
         char name[96], note[96];
         std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, tile %d, %d splits%s", nrows, context, kv_tile,
@@ -78,8 +78,7 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                       variant == 1   ? ", no L2 prefetch"
                       : variant == 2 ? ", 2 CTAs/SM"
                       : variant == 3 ? ", wgmma"
-                      : variant == 4 ? ", wgmma, 4 chains"
-                      : variant == 6 ? ", wgmma, 6 chains"
+                      : variant == 4 ? ", wgmma, pipelined"
                                      : "");
         std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes / (ms * 1e-3) / 1e9);
         rows.push_back({name, ms, bytes / kBandwidth * 1e3, note});
@@ -98,19 +97,19 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
       for (int kv_tile : {64, 32})
-        for (int ctas : {1, 2, 3, 4, 6}) {  // 3: the Hopper kernel (one CTA an SM), 4 / 6: with that many score chains
+        for (int ctas : {1, 2, 3, 4}) {  // 3: the Hopper kernel (one CTA an SM), 4: its pipelined form
           if (ctas >= 2 && kv_tile != 32) continue;  // (two CTAs an SM: 32-position tiles; wgmma: once)
           gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
           p.fp8_cache = true;
           p.ctas_per_sm = ctas == 2 ? 2 : 1;
           p.wgmma = ctas >= 3;
-          p.wgmma_chains = ctas >= 4 ? ctas : 0;
+          p.wgmma_pipe = ctas == 4;
           p.num_splits = ctas == 2 ? heur2 : heur;
           const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
           char name[96], note[96];
           std::snprintf(name, sizeof name, "mla decode %d row x %d ctx, FP8 cache, tile %d, %d splits%s", nrows,
                         context, kv_tile, p.num_splits,
-                        ctas == 2 ? ", 2 CTAs/SM" : ctas == 3 ? ", wgmma" : ctas == 4 ? ", wgmma, 4 chains" : ctas == 6 ? ", wgmma, 6 chains" : "");
+                        ctas == 2 ? ", 2 CTAs/SM" : ctas == 3 ? ", wgmma" : ctas == 4 ? ", wgmma, pipelined" : "");
           std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
           rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});
         }

@@ -39,8 +39,8 @@ CudaEnv CudaEnv::parse() {
   if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e)  // (unset: -1, by cache dtype)
     c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false) ? 1 : 0;
   c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);
+  c.mla_decode_pipe = flag("DELTASERVE_CUDA_MLA_DECODE_PIPE", false);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
-  c.kda_decode_batched = flag("DELTASERVE_CUDA_KDA_DECODE_BATCHED", false);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);
@@ -89,11 +89,6 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos,
              "DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS must be a row count (0: never), got '{}'", v);
     c.fp8_dense_tile64_rows = std::stoi(v);
-  }
-  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_CHAINS"); e && *e) {
-    const std::string v(e);
-    DS_CHECK(v == "1" || v == "4" || v == "6", "DELTASERVE_CUDA_MLA_DECODE_CHAINS must be 1, 4 or 6, got '{}'", v);
-    c.mla_decode_chains = std::stoi(v);
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_TP_COMM"); e && *e) {
     const std::string v(e);

@@ -85,12 +85,9 @@ struct CudaEnv {
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the
   // 16-token tiles read each weight tile 7 times (KDA in_proj 43.6 us a layer against 6.7 us of bytes, ncu,
-  // docs/PERF.md session 18). 0 until measured.
-  int fp8_dense_tile64_rows = 0;
-  // The KDA decode kernel with every fused-convolution load issued first and its two column sums behind one
-  // barrier each (DELTASERVE_CUDA_KDA_DECODE_BATCHED; off: session 17's form, a barrier per value column, 8 a
-  // step, and each convolution tap's load behind the previous tap's state store). Off until measured.
-  bool kda_decode_batched = false;  // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
+  // docs/PERF.md session 18; 33: batch-100 FP8 step -3.3%).
+  int fp8_dense_tile64_rows = 33;
+  // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
   bool route_warps = false;
   // Prefill elementwise kernels 8-16 bytes a thread (KDA short convolution with its window in registers, KDA
   // gate, KDA output norm, SiLU-mul; the conv alone took 1.08 ms of a 4 x 2,048-token step, PERF.md session
@@ -128,9 +125,10 @@ struct CudaEnv {
   // mma.sync kernel is faster (1M: 0.467 vs 0.589 ms; docs/PERF.md, session 17); CudaModel resolves it.
   // 0 / 1 (DELTASERVE_CUDA_MLA_DECODE_WGMMA): off / on for both. When on, mla_decode_ctas is 1 unless set.
   int mla_decode_wgmma = -1;
-  // The Hopper MLA decode's independent score accumulators (DELTASERVE_CUDA_MLA_DECODE_CHAINS): 1 (the form
-  // measured in session 17), 4 or 6 (MlaDecodeParams::wgmma_chains).
-  int mla_decode_chains = 1;
+  // The Hopper MLA decode's pipelined form (DELTASERVE_CUDA_MLA_DECODE_PIPE; MlaDecodeParams::wgmma_pipe): one
+  // consumer warpgroup the scores of all 32 heads, the other their output a tile behind. Written after session
+  // 18's device time; off until measured.
+  bool mla_decode_pipe = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside

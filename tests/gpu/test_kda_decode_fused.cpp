@@ -1,8 +1,7 @@
 // The KDA decode kernel with its fused prologue (short convolution with the conv-state update, gate and
 // beta computed from the raw projections) against the unfused launches the model used before: the gate
 // + convolution kernel followed by the plain decode kernel, on the same inputs. Same roundings in both
-// paths, so outputs, recurrent states and conv states agree to fp32 reduction-order noise. Both forms of the
-// kernel (switches.kda_decode_batched off and on).
+// paths, so outputs, recurrent states and conv states agree to fp32 reduction-order noise.
 #include <gtest/gtest.h>
 
 #include "cuda/kernels/delta_gate.h"
@@ -12,9 +11,8 @@
 namespace ds::gpu::test {
 namespace {
 
-void check_fused_decode(DType t, bool batched) {
-  DeviceContext ctx = test_ctx();
-  ctx.switches.kda_decode_batched = batched;
+void check_fused_decode(DType t) {
+  const DeviceContext& ctx = test_ctx();
   const int N = 3, H = 4, D = 128, HK = H * D, W = 4, slots = 6;
   const std::vector<int32_t> seq_slot = {2, 0, 5};
   const std::vector<uint8_t> fresh = {0, 1, 0};
@@ -89,8 +87,7 @@ void check_fused_decode(DType t, bool batched) {
   };
   const Out a = run(false), f2 = run(true);
   const double eo = rel_l2(f2.o, a.o), es = rel_l2(f2.pool, a.pool);
-  std::printf("[kda_decode fused] %s%s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(),
-              batched ? " batched" : "", eo, es);
+  std::printf("[kda_decode fused] %s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(), eo, es);
   EXPECT_LT(eo, t == DType::BF16 ? 4e-3 : 1e-6);  // bf16: at most an output rounding flip here and there
   EXPECT_LT(es, 1e-6);
   EXPECT_EQ(f2.conv, a.conv);                       // the tails hold raw inputs: exact
@@ -99,12 +96,12 @@ void check_fused_decode(DType t, bool batched) {
 
 TEST(GpuOps, KdaDecodeFusedPrologueF32) {
   DS_REQUIRE_GPU();
-  for (bool batched : {false, true}) check_fused_decode(DType::F32, batched);
+  check_fused_decode(DType::F32);
 }
 
 TEST(GpuOps, KdaDecodeFusedPrologueBf16) {
   DS_REQUIRE_GPU();
-  for (bool batched : {false, true}) check_fused_decode(DType::BF16, batched);
+  check_fused_decode(DType::BF16);
 }
 
 }  // namespace

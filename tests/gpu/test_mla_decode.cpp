@@ -26,13 +26,13 @@ namespace {
 
 constexpr int kLat = 512, kRope = 64, kQk = 576;
 
+bool g_wgmma_pipe = false;  // MlaDecodeParams::wgmma_pipe of expect_decode's runs (MlaDecode.WgmmaPipelined sets it)
+
 struct PagedCase {
   std::vector<int> ctx;  // context length per row (the current token included)
   int H = 32;
   int block_size = 16;
 };
-
-int g_wgmma_chains = 0;  // MlaDecodeParams::wgmma_chains of expect_decode's runs (MlaDecode.WgmmaChains sets it)
 
 // Builds a paged cache of random latents in shuffled pages (unused rows hold a sentinel), then decodes
 // every row with several split counts.
@@ -120,17 +120,17 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.warps = warps;
     p.ctas_per_sm = ctas;
     p.wgmma = wgmma;
-    p.wgmma_chains = g_wgmma_chains;
+    p.wgmma_pipe = g_wgmma_pipe;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
     double worst = 0.0;
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
-    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d chains=%d "
+    std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d%s "
                 "o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
-                int(wgmma), g_wgmma_chains, worst);
+                int(wgmma), g_wgmma_pipe ? " pipelined" : "", worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -202,10 +202,9 @@ TEST(MlaDecode, TwoCtasPerSm) {
 }
 
 // The Hopper kernel (DELTASERVE_CUDA_MLA_DECODE_WGMMA=1, bf16 on sm_90): contexts of one position, around one
-// and two 64-position tiles and long ones (splits of 0, 1, 2 and 3+ tiles: the two consumers' alternate tiles,
-// one of them idle, and their merge), with the FP8 cache's quarters partly past the end; bf16 and FP8 caches,
-// few heads, a larger page; fp32 ignores the flag.
-TEST(MlaDecode, Wgmma) {
+// and two 64-position tiles and long ones (splits of no tile, 1, 2 and 3+ tiles), with the last tile partly
+// past the end; bf16 and FP8 caches, few heads, a larger page, FP8 row scales far apart; fp32 ignores the flag.
+void expect_wgmma_cases() {
   const std::vector<int> ctx = {1, 16, 63, 64, 65, 127, 128, 129, 200, 700, 5000};
   const int heur = gpu::choose_mla_decode_splits(int(ctx.size()), 5000, 132);
   expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, 160, heur}, 81, 0, false, 0, 0, true);
@@ -216,16 +215,14 @@ TEST(MlaDecode, Wgmma) {
   expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
 }
 
-// The Hopper kernel with four and six independent score accumulators (MlaDecodeParams::wgmma_chains).
-TEST(MlaDecode, WgmmaChains) {
-  const std::vector<int> ctx = {1, 63, 64, 65, 700, 5000};
-  for (int chains : {4, 6}) {
-    g_wgmma_chains = chains;
-    expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 91, 0, false, 0, 0, true);
-    expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40}, 92, 0, true, 0, 0, true);
-    expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 93, 0, true, 0, 0, true, true);
-  }
-  g_wgmma_chains = 0;
+TEST(MlaDecode, Wgmma) { expect_wgmma_cases(); }
+
+// Its pipelined form (MlaDecodeParams::wgmma_pipe: one warpgroup the scores of all heads, the other the output
+// a tile behind), the same cases.
+TEST(MlaDecode, WgmmaPipelined) {
+  g_wgmma_pipe = true;
+  expect_wgmma_cases();
+  g_wgmma_pipe = false;
 }
 
 TEST(MlaDecode, SplitHeuristic) {

@@ -73,34 +73,10 @@ __device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, 
   return to_f32(from_f32<IO>(siluf_(acc)));
 }
 
-// (session 17's form, switches.kda_decode_batched off: a barrier per column) Sum of x over the 16 threads of a 128-thread group with the same cg (lanes xor 8, 16; then the
-// group's 4 warps through red).
-__device__ __forceinline__ float col_sum(float x, float (*red)[kSlice], int warp, int col) {
-  x += __shfl_xor_sync(0xffffffffu, x, 8);
-  x += __shfl_xor_sync(0xffffffffu, x, 16);
-  if ((threadIdx.x & 31) < 8) red[warp][col] = x;
-  __syncthreads();
-  return red[0][col] + red[1][col] + red[2][col] + red[3][col];
-}
-
-// (session 17's form: each tap's load behind the previous tap's store)
+// Two CTAs an SM (64 registers: the slice's 32 state values and the prologue's loads; a 12-byte spill of the
+// latter). Session 18: the convolution's loads issued together and one barrier per column sum (was one per
+// column, 8 a step): batch-100 FP8 step 18.14 -> 17.77 ms (docs/PERF.md).
 template <typename IO>
-__device__ __forceinline__ float conv_one_v1(const Conv1dParams& c, int n, int ch, bool update) {
-  const IO* w = static_cast<const IO*>(c.weight) + int64_t(ch) * c.kernel;
-  IO* st = static_cast<IO*>(c.state) + int64_t(c.slots[n]) * (c.kernel - 1) * c.channels;
-  const IO xin = static_cast<const IO*>(c.x)[int64_t(n) * c.ldx + ch];
-  float acc = to_f32(w[c.kernel - 1]) * to_f32(xin);
-  const int tail = c.kernel - 1;
-  for (int j = 0; j < tail; ++j) {
-    const IO v = st[int64_t(j) * c.channels + ch];
-    acc += to_f32(w[j]) * to_f32(v);
-    if (update && j > 0) st[int64_t(j - 1) * c.channels + ch] = v;
-  }
-  if (update && tail > 0) st[int64_t(tail - 1) * c.channels + ch] = xin;
-  return to_f32(from_f32<IO>(siluf_(acc)));
-}
-
-template <typename IO, bool kBatched>
 __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams p) {
   __shared__ float s_k[kDim], s_q[kDim], s_v[kDim], s_a[kDim], s_red[kGroups][2][4][kSlice], s_norm[2][4];
   __shared__ float s_beta;
@@ -125,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
   if (grp < 3) {
     float x;
     if (p.fuse_conv) {
-      x = !kBatched ? conv_one_v1<IO>(p.conv, n, int(grp * HK + cix), true) : conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
+      x = conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
     } else {
       const IO* src = static_cast<const IO*>(grp == 0 ? p.q : grp == 1 ? p.k : p.v);
       const int64_t ld = grp == 0 ? p.ldq : grp == 1 ? p.ldk : p.ldv;
@@ -169,15 +145,10 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
     pk[2] = fmaf(s[r].z, kn, pk[2]);
     pk[3] = fmaf(s[r].w, kn, pk[3]);
   }
+  col_sum4(pk, s_red[grp][0], gw, cg);
   float e[4];
-  if constexpr (!kBatched) {
 #pragma unroll
-    for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - col_sum(pk[c], s_red[grp][0], gw, 4 * cg + c));
-  } else {
-    col_sum4(pk, s_red[grp][0], gw, cg);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - pk[c]);
-  }
+  for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - pk[c]);
 
   // Update and read.
   float po[4] = {0.f, 0.f, 0.f, 0.f};
@@ -195,12 +166,7 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
     po[3] = fmaf(s[r].w, qn, po[3]);
     *reinterpret_cast<float4*>(S + d * kDim + v0) = s[r];
   }
-  if constexpr (!kBatched) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) po[c] = col_sum(po[c], s_red[grp][1], gw, 4 * cg + c);
-  } else {
-    col_sum4(po, s_red[grp][1], gw, cg);  // (its own entries: no barrier needed after the first's reads)
-  }
+  col_sum4(po, s_red[grp][1], gw, cg);  // (its own entries: no barrier needed after the first's reads)
   if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, po);
 }
 
@@ -230,11 +196,8 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
   const dim3 grid(p.num_seqs, p.num_heads);
-  const bool batched = ctx.switches.kda_decode_batched;
-  if (act == DType::BF16)
-    launch_pdl(batched ? kda_decode_kernel<bf16, true> : kda_decode_kernel<bf16, false>, grid, kThreads, 0, ctx, p);
-  else
-    launch_pdl(batched ? kda_decode_kernel<float, true> : kda_decode_kernel<float, false>, grid, kThreads, 0, ctx, p);
+  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
+  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

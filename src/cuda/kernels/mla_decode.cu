@@ -455,8 +455,6 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(p.warps == 0 || p.warps == 8 || p.warps == 16, "mla decode: warps must be 0, 8 or 16");
   const bool w16 = p.warps == 16 && act == DType::BF16;  // (fp32, the exact path: 8 warps)
   DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
-  DS_GPU_REQUIRE(p.wgmma_chains == 0 || p.wgmma_chains == 1 || p.wgmma_chains == 4 || p.wgmma_chains == 6,
-                 "mla decode: wgmma_chains must be 0, 1, 4 or 6");
   if (p.wgmma && act == DType::BF16 && mla_decode_wgmma_supported(ctx)) {  // 64-position tiles, one CTA an SM
     if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 2;
     launch_mla_decode_wgmma(p, ctx);

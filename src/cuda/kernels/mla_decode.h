@@ -58,9 +58,9 @@ struct MlaDecodeParams {
                                        // transposed products, a producer warpgroup and two consumers; one CTA
                                        // an SM, 64-position tiles); kv_tile, warps and ctas_per_sm are then
                                        // ignored. Elsewhere the other forms run.
-  int wgmma_chains = 0;                // the Hopper kernel's independent score accumulators, 1 (0 means it:
-                                       // the form measured in session 17), 4 or 6 (and its P·C wgmmas ordered
-                                       // across accumulators; written after the device time, unmeasured)
+  bool wgmma_pipe = false;             // with wgmma: its pipelined form (one consumer warpgroup the scores of
+                                       // all 32 heads, the other their output a tile behind; written after the
+                                       // device time of session 18, unmeasured)
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long

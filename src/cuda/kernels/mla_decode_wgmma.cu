@@ -29,159 +29,32 @@
 // in f16's normal range the output is kept in units of 2^E, 2^E above every row scale of the tiles so far
 // (E = the frexp exponent of the largest; rescaling by powers of two is exact), and P·scale·2^-E < 1 is what
 // Pᵀ holds.
+// Pipelined form (MlaDecodeParams::wgmma_pipe, written after session 18's device time, unmeasured): the split by
+// heads reads every tile twice as A (once per consumer, 16 heads of N each: ~2.5 KB of shared memory an
+// instruction), and both consumers run the same phases at once, so the tensor cores wait during the softmax.
+// There warpgroup 0 runs the scores and softmax of all 32 heads (m64n32k16: the tile read once) and writes Pᵀ
+// and the heads' rescale factors into one of two buffers; warpgroup 1 runs the output of all 32 heads (128 fp32
+// a thread, m64n32k16) a tile behind, so tile i + 1's scores and tile i's products overlap. Shared-memory
+// reads a tile: ~204 KB of operands against ~340 KB. 168 registers, no spills.
 #include <cmath>
-#include <cstddef>
 #include <cstdint>
 
 #include <cuda_fp16.h>
 
 #include "cuda/cuda_check.h"
-#include "cuda/kernels/common.cuh"
-#include "cuda/kernels/fp8_codec.cuh"
-#include "cuda/kernels/kda_mma.cuh"
-#include "cuda/kernels/mla_decode_common.cuh"
+#include "cuda/kernels/mla_decode_wgmma.cuh"
 #include "cuda/kernels/mla_decode_wgmma.h"
-#include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
 namespace {
 
 using namespace mla_dec;
+using namespace mla_wg;
 using namespace wg;
 using attn::fast_exp2;
 using attn::kLog2e;
 
-constexpr int kT = 64;                    // cached positions a tile
-constexpr int kAtoms = kQk / 64;          // 9: 8 latent + 1 rope
-constexpr int kAtomBytes = kT * 128;      // 8 KiB
-constexpr int kStageBytes = kAtoms * kAtomBytes;  // 73,728
-constexpr int kQAtom = kRows * 128;       // 4 KiB
-constexpr int kPBytes = kRows * 128;      // Pᵀ: 32 heads x 64 positions, 16-bit (rows 16c.. consumer c's)
-constexpr int kKSteps = kQk / 16;         // 36 k-steps of the scores
-constexpr int kThreads = 384;             // consumers 0 .. 255, the producer 256 .. 383
-constexpr int kF8Loads = kT * (kQk / 16) / 128;  // FP8: 16-byte raw chunks of a tile a producer thread (18)
-
-constexpr int kOffQ = 2 * kStageBytes;
-constexpr int kOffP = kOffQ + kAtoms * kQAtom;
-constexpr int kOffMisc = kOffP + kPBytes;
-
-struct Misc {
-  float red[2][4][16];        // [consumer][warp][head - 16c]: the tile's column maxima, the final sums
-  float ks[2][kT];            // FP8: the row scales of stage s
-  int ke[2];                  // FP8: the frexp exponent of stage s's largest row scale (2^ke above all)
-  float qsc[kRows];           // FP8: the per-head power-of-two scale of Q
-  int64_t rows[2][kT];        // the producer's cache rows of tile i's positions (i % 2; -1 past the context)
-  uint64_t full[2], empty[2];
-};
-constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
-static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
-
-// named barriers: 1 + c consumer c alone, 3 the producer
-constexpr int kBarConsumer0 = 1, kBarProducer = 3;
-
-__device__ __forceinline__ uint4 ld_nc16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// The exponent e of the warp's largest value v (v >= 0 in every lane): max in [2^(e-1), 2^e), so 2^e is above
-// every lane's v; 0 when the max is 0 or not finite.
-__device__ __forceinline__ int warp_max_exponent(float v) {
-#pragma unroll
-  for (int sh = 1; sh < 32; sh <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, sh));
-  int e = 0;
-  if (v > 0.f && isfinite(v)) (void)frexpf(v, &e);
-  return e;
-}
-
-struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
-  int r, sp, ctx, tile0, n;
-  const int32_t* bt;
-};
-
-// ---- producer (one warpgroup) -----------------------------------------------------------------------
 template <bool F8>
-__device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
-                        int wt) {
-  const int bs = p.block_size;
-  const int pf = p.l2_prefetch_tiles;
-  auto prefetch = [&](int i) {  // tile i's page parts into L2 (thread wt: the wt-th page it touches)
-    if (pf <= 0 || i >= s.n || wt > kT) return;
-    const PagePart e = tile_page_part(s.bt, bs, (s.tile0 + i) * kT, kT, s.ctx, wt, F8 ? kF8Row : kQk,
-                                      F8 ? uint32_t(kF8Row) : uint32_t(kQk * 2));
-    if (e.off < 0) return;
-    if constexpr (F8) prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + e.off, e.bytes);
-    else prefetch_l2_bulk(static_cast<const bf16*>(p.cache) + e.off, e.bytes);
-  };
-  for (int i = 0; i < pf && i < s.n; ++i) prefetch(i);
-  for (int i = 0; i < s.n; ++i) {
-    const int st = i & 1;
-    const int pos0 = (s.tile0 + i) * kT;
-    prefetch(i + pf);
-    // the tile's 64 cache rows, once (tile i - 2's, in the same slot, were last read before the barrier of
-    // tile i - 1)
-    int64_t* rows = mi.rows[st];
-    if (wt < kT) rows[wt] = pos0 + wt < s.ctx ? int64_t(s.bt[(pos0 + wt) / bs]) * bs + (pos0 + wt) % bs : int64_t(-1);
-    named_sync(kBarProducer, 128);
-    if constexpr (!F8) {
-      const bf16* cache = static_cast<const bf16*>(p.cache);
-      if (i >= 2) mbar_wait(&mi.empty[st], uint32_t((i >> 1) - 1) & 1u);
-      const uint32_t dst = sbase + st * kStageBytes;
-#pragma unroll 4
-      for (int k = 0; k < kT * 72 / 128; ++k) {  // 72 chunks of 16 bytes a row
-        const int idx = wt + 128 * k, j = idx / 72, ch = idx % 72;
-        const int64_t row = rows[j];
-        const bool ok = row >= 0;
-        cp16(dst + (ch >> 3) * kAtomBytes + swz(j, ch & 7), ok ? cache + row * kQk + ch * 8 : cache, ok);
-      }
-      mbar_arrive_cp_async(&mi.full[st]);  // when this thread's copies have landed
-    } else {
-      // the tile's raw rows into registers (thread: chunks idx = wt + 128 k of 16 values, row idx / 36), then
-      // (once the stage is free) converted into it; positions past the end read as zeros
-      const uint8_t* cache = static_cast<const uint8_t*>(p.cache);
-      uint4 v[kF8Loads];
-#pragma unroll
-      for (int k = 0; k < kF8Loads; ++k) {
-        const int idx = wt + 128 * k, j = idx / 36, c = idx % 36;
-        const int64_t row = rows[j];
-        v[k] = row >= 0 ? ld_nc16(cache + row * kF8Row + 16 * c) : make_uint4(0, 0, 0, 0);
-      }
-      float scale = 0.f;
-      if (wt < kT && rows[wt] >= 0) scale = *reinterpret_cast<const float*>(cache + rows[wt] * kF8Row + kQk);
-      if (i >= 2) mbar_wait(&mi.empty[st], uint32_t((i >> 1) - 1) & 1u);
-      unsigned char* stage = smem + st * kStageBytes;
-#pragma unroll
-      for (int k = 0; k < kF8Loads; ++k) {
-        const int idx = wt + 128 * k, j = idx / 36, c = idx % 36;
-        uint4 lo, hi;
-        e4m3x16_to_f16(v[k], lo, hi);
-        unsigned char* atom = stage + (c >> 2) * kAtomBytes;  // dims 16c .. 16c + 15: chunks 2(c % 4), +1
-        *reinterpret_cast<uint4*>(atom + swz(j, 2 * (c & 3))) = lo;
-        *reinterpret_cast<uint4*>(atom + swz(j, 2 * (c & 3) + 1)) = hi;
-      }
-      if (wt < kT) mi.ks[st][wt] = scale;
-      fence_proxy_async();  // the converted tile, for the consumers' wgmma
-      named_sync(kBarProducer, 128);  // (the scales written, for the exponent below)
-      if (wt < 32) {  // the tile's exponent: 2^E >= every row scale (E = 0 when all are zero)
-        const int e = warp_max_exponent(fmaxf(mi.ks[st][wt], mi.ks[st][wt + 32]));
-        if (wt == 0) mi.ke[st] = e;
-        __syncwarp();
-      }
-      mbar_arrive(&mi.full[st]);
-    }
-  }
-}
-
-// ---- consumers -----------------------------------------------------------------------------------
-// Thread wt of a consumer warpgroup (warp wq, lane): accumulator element 4j + k of an m64n16 fragment is
-// row 16 wq + lane / 4 + 8 (k / 2), column 8j + 2 (lane % 4) + k % 2; so a thread's columns — the heads of Sᵀ
-// and Oᵀ alike — are the same 4 (index q = 2j + k % 2; head 16c + hc), and its rows are two positions of Sᵀ.
-__device__ __forceinline__ int hcol_of(int q, int lane) { return 8 * (q >> 1) + 2 * (lane & 3) + (q & 1); }
-
-template <bool F8, int kChains>
 __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
                         int c, int wt) {
   const int lane = wt & 31, wq = wt >> 5;
@@ -209,27 +82,17 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     const uint32_t stage = sbase + st * kStageBytes;
     mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
     if constexpr (!F8) fence_proxy_async();  // the producer's cp.async writes, for the wgmma below
-    // ---- Sᵀ = C·Qᵀ over this consumer's heads, in kChains independent accumulators (k-step ks into chain
-    // ks % kChains), summed after: one m64n16k16 is ~8 cycles of tensor work, so a single chain of 36
-    // dependent ones would wait on each other's latency
-    float acc[kChains][8];
+    // ---- Sᵀ = C·Qᵀ over this consumer's heads (36 dependent k-steps; four or six independent accumulators
+    // summed after were slower at every shape, session 18: the chain's latency is not what bounds a tile)
+    float sc[8];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks)
-      wgmma_m64n16k16<0, F8>(acc[ks % kChains], desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
-                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks >= kChains);
+      wgmma_m64n16k16<0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
+                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
     wgmma_commit();
     wgmma_wait<0>();
-    float sc[8];
-#pragma unroll
-    for (int c2 = 0; c2 < kChains; ++c2) reg_fence(acc[c2]);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      float x = acc[0][e];
-#pragma unroll
-      for (int c2 = 1; c2 < kChains; ++c2) x += acc[c2][e];
-      sc[e] = x;
-    }
+    reg_fence(sc);
 
     // ---- online softmax over the tile's positions, per head
     const int pos0 = (s.tile0 + i) * kT;
@@ -299,10 +162,10 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     named_sync(bar, 128);  // Pᵀ whole (and the tile maxima read)
 
     // ---- Oᵀ += Cᵀ·Pᵀ over the 512 latent dims
-    wgmma_fence();  // (kChains > 1: consecutive wgmmas on different accumulators, the 8 dim blocks inside)
+    wgmma_fence();
 #pragma unroll
     for (int t = 0; t < 8 * (kT / 16); ++t) {
-      const int b = kChains > 1 ? t % 8 : t / (kT / 16), kk = kChains > 1 ? t / 8 : t % (kT / 16);
+      const int b = t / (kT / 16), kk = t % (kT / 16);
       wgmma_m64n16k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
                              desc_k_sw128(ps + kk * 32), 1);
     }
@@ -323,77 +186,183 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
 #pragma unroll
     for (int q = 0; q < 4; ++q) red[wq][hcol_of(q, lane)] = lp[q];
   named_sync(bar, 128);
-  const int H = p.num_heads;
-  float f[4];
+  float L[4];
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    const int hc = hcol_of(q, lane), h = 16 * c + hc;
-    const float L = red[0][hc] + red[1][hc] + red[2][hc] + red[3][hc];
-    f[q] = L > 0.f ? ldexpf(1.f / L, F8 ? erun : 0) : 0.f;
-    if (wq == 0 && lane < 4 && p.num_splits > 1 && h < H)
-      decode_split_lse(p, s.r, s.sp, h) = L > 0.f ? mh[q] + log2f(L) : -INFINITY;
+    const int hc = hcol_of(q, lane);
+    L[q] = red[0][hc] + red[1][hc] + red[2][hc] + red[3][hc];
   }
-  const bool direct = p.num_splits == 1;
+  write_output<4>(p, s, o, L, mh, F8 ? erun : 0, 16 * c, lane, wq);
+}
+
+// ---- the pipelined form (MlaDecodeParams::wgmma_pipe) ---------------------------------------------------
+// Warpgroup 0 runs every tile's scores and online softmax for all 32 heads (Sᵀ = C·Qᵀ as m64n32k16: each
+// tile read once as A instead of once per 16 heads), warpgroup 1 every tile's output for all 32 heads
+// (Oᵀ += Cᵀ·Pᵀ, m64n32k16, 128 fp32 a thread), a tile behind: the scores of tile i + 1 and the products of
+// tile i run at once. Pᵀ and the heads' rescale factors pass through two buffers (pfull: written; pempty:
+// read); the stage is released when both warpgroups have arrived on its `empty` barrier.
+template <bool F8>
+__device__ void consume_scores(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
+                               int wt) {
+  const int lane = wt & 31, wq = wt >> 5;
+  const uint32_t qs = sbase + kOffQ;
+  const int ra = 16 * wq + (lane >> 2), rb = ra + 8;
+  float qf[8], mh[8], lp[8];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    qf[q] = p.scale * kLog2e / (F8 ? mi.qsc[hcol_of(q, lane)] : 1.f);
+    mh[q] = -INFINITY;
+    lp[q] = 0.f;
+  }
+  int erun = -1000;
+  for (int i = 0; i < s.n; ++i) {
+    const int st = i & 1, pb = i & 1;
+    const uint32_t stage = sbase + st * kStageBytes;
+    mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
+    if constexpr (!F8) fence_proxy_async();
+    float sc[16];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks)
+      wgmma_m64n32k16<0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
+                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(sc);
+    const float ka = F8 ? mi.ks[st][ra] : 1.f, kb = F8 ? mi.ks[st][rb] : 1.f;
+    const int et = F8 ? mi.ke[st] : 0;
+    mbar_arrive(&mi.empty[st]);  // done with the stage (the output warpgroup arrives after its products)
+
+    const int pos0 = (s.tile0 + i) * kT;
+    const bool va = pos0 + ra < s.ctx, vb = pos0 + rb < s.ctx;
+    float tmx[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) tmx[q] = -INFINITY;
+#pragma unroll
+    for (int e = 0; e < 16; ++e) {
+      const bool lo = (e & 2) == 0;
+      const int q = 2 * (e >> 2) + (e & 1);
+      const float x = sc[e] * qf[q] * (lo ? ka : kb);
+      sc[e] = (lo ? va : vb) ? x : -INFINITY;
+      tmx[q] = fmaxf(tmx[q], sc[e]);
+    }
+#pragma unroll
+    for (int q = 0; q < 8; ++q)
+#pragma unroll
+      for (int sh = 4; sh < 32; sh <<= 1) tmx[q] = fmaxf(tmx[q], __shfl_xor_sync(0xffffffffu, tmx[q], sh));
+    float(*red)[kRows] = mi.red32[pb];  // (buffer pb: its next writes, two tiles on, follow the next barrier)
+    if (lane < 4)
+#pragma unroll
+      for (int q = 0; q < 8; ++q) red[wq][hcol_of(q, lane)] = tmx[q];
+    named_sync(kBarConsumer0, 128);
+    float alpha[8], lsum[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      const int hc = hcol_of(q, lane);
+      const float t = fmaxf(fmaxf(red[0][hc], red[1][hc]), fmaxf(red[2][hc], red[3][hc]));
+      const float m_new = fmaxf(mh[q], t);
+      alpha[q] = fast_exp2(mh[q] - m_new);
+      mh[q] = m_new;
+      lsum[q] = 0.f;
+    }
+    float pa = 1.f, pbf = 1.f, fe = 1.f;  // FP8: as in consume()
+    if constexpr (F8) {
+      if (et > erun) {
+        fe = ldexpf(1.f, erun - et);
+        erun = et;
+      }
+      pa = ldexpf(ka, -erun);
+      pbf = ldexpf(kb, -erun);
+    }
+    if (i >= 2) mbar_wait(&mi.pempty[pb], uint32_t((i >> 1) - 1) & 1u);  // the products of tile i - 2 done
+    unsigned char* pbuf = smem + kOffP + pb * kPBytes;
+#pragma unroll
+    for (int e = 0; e < 16; ++e) {
+      const int q = 2 * (e >> 2) + (e & 1);
+      const bool lo = (e & 2) == 0;
+      const float pv = fast_exp2(sc[e] - mh[q]);
+      lsum[q] += pv;
+      const int pos = lo ? ra : rb;
+      unsigned char* dst = pbuf + swz(hcol_of(q, lane), pos >> 3) + (pos & 7) * 2;
+      if constexpr (F8) *reinterpret_cast<__half*>(dst) = __float2half_rn(pv * (lo ? pa : pbf));
+      else *reinterpret_cast<bf16*>(dst) = __float2bfloat16_rn(pv);
+    }
+#pragma unroll
+    for (int q = 0; q < 8; ++q) lp[q] = lp[q] * alpha[q] + lsum[q];
+    if (wq == 0 && lane < 4)
+#pragma unroll
+      for (int q = 0; q < 8; ++q) mi.alpha[pb][hcol_of(q, lane)] = alpha[q] * fe;
+    fence_proxy_async();  // Pᵀ, for the other warpgroup's wgmma
+    mbar_arrive(&mi.pfull[pb]);
+  }
+  // the heads' sums over the warpgroup, then L, m and E for the output warpgroup
+#pragma unroll
+  for (int q = 0; q < 8; ++q)
+#pragma unroll
+    for (int sh = 4; sh < 32; sh <<= 1) lp[q] += __shfl_xor_sync(0xffffffffu, lp[q], sh);
+  float(*red)[kRows] = mi.red32[s.n & 1];
+  named_sync(kBarConsumer0, 128);  // (the last tile's reads of this buffer, two tiles back, are done)
+  if (lane < 4)
+#pragma unroll
+    for (int q = 0; q < 8; ++q) red[wq][hcol_of(q, lane)] = lp[q];
+  named_sync(kBarConsumer0, 128);
+  if (wq == 0 && lane < 4)
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      const int hc = hcol_of(q, lane);
+      mi.fin_l[hc] = red[0][hc] + red[1][hc] + red[2][hc] + red[3][hc];
+      mi.fin_m[hc] = mh[q];
+    }
+  if (wt == 0) mi.fin_e = erun;
+  named_sync(kBarPipeDone, 256);
+}
+
+template <bool F8>
+__device__ void consume_output(const MlaDecodeParams& p, const Split& s, uint32_t sbase, Misc& mi, int wt) {
+  const int lane = wt & 31, wq = wt >> 5;
+  float o[8][16];
 #pragma unroll
   for (int b = 0; b < 8; ++b)
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const int q = 2 * (e >> 2) + (e & 1), h = 16 * c + hcol_of(q, lane);
-      if (h >= H) continue;
-      const int dim = 64 * b + 16 * wq + (lane >> 2) + 8 * ((e >> 1) & 1);
-      const float x = o[b][e] * f[q];
-      if (direct)
-        static_cast<bf16*>(p.o)[int64_t(s.r) * p.ldo + int64_t(h) * kLat + dim] = __float2bfloat16_rn(x);
-      else
-        decode_split_partial(p, s.r, s.sp, h)[dim] = x;
+    for (int e = 0; e < 16; ++e) o[b][e] = 0.f;
+  for (int i = 0; i < s.n; ++i) {
+    const int st = i & 1, pb = i & 1;
+    const uint32_t stage = sbase + st * kStageBytes, ps = sbase + kOffP + pb * kPBytes;
+    mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
+    mbar_wait(&mi.pfull[pb], uint32_t(i >> 1) & 1u);
+    fence_proxy_async();
+    float al[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) al[q] = mi.alpha[pb][hcol_of(q, lane)];
+#pragma unroll
+    for (int b = 0; b < 8; ++b)
+#pragma unroll
+      for (int e = 0; e < 16; ++e) o[b][e] *= al[2 * (e >> 2) + (e & 1)];
+    wgmma_fence();
+#pragma unroll
+    for (int t = 0; t < 8 * (kT / 16); ++t) {
+      const int b = t / (kT / 16), kk = t % (kT / 16);
+      wgmma_m64n32k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
+                             desc_k_sw128(ps + kk * 32), 1);
     }
-}
-
-// Q into its atoms: bf16 by cp.async as it is; for the FP8 cache converted to f16 with a power-of-two scale per
-// head (largest value in [2^14, 2^15)), kept in mi.qsc. Heads >= H are zeros.
-template <bool F8>
-__device__ void load_q(const MlaDecodeParams& p, int r, uint32_t sbase, unsigned char* smem, Misc& mi, int tid) {
-  const bf16* q = static_cast<const bf16*>(p.q) + int64_t(r) * p.ldq;
-  if constexpr (!F8) {
-    for (int idx = tid; idx < kRows * 72; idx += kThreads) {
-      const int h = idx / 72, ch = idx % 72;
-      const bool ok = h < p.num_heads;
-      cp16(sbase + kOffQ + (ch >> 3) * kQAtom + swz(h, ch & 7), ok ? q + int64_t(h) * kQk + ch * 8 : q, ok);
-    }
-    cp_wait_all();
-  } else {
-    const int warp = tid >> 5, lane = tid & 31;
-    for (int h = warp; h < kRows; h += kThreads / 32) {  // a warp a head: chunks lane, lane + 32, lane + 64 (< 72)
-      uint4 v[3] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-      float mx = 0.f;
+    wgmma_commit();
+    wgmma_wait<0>();
 #pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        const int ch = lane + 32 * k;
-        if (ch < 72 && h < p.num_heads) v[k] = *reinterpret_cast<const uint4*>(q + int64_t(h) * kQk + ch * 8);
-        const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
-#pragma unroll
-        for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
-      }
-      const float scale = ldexpf(1.f, 15 - warp_max_exponent(mx));  // the head's max · scale in [2^14, 2^15)
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        const int ch = lane + 32 * k;
-        if (ch >= 72) continue;
-        const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
-        uint32_t w[4];
-#pragma unroll
-        for (int t = 0; t < 4; ++t) {
-          const __half2 hh = __floats2half2_rn(__bfloat162float(x[2 * t]) * scale, __bfloat162float(x[2 * t + 1]) * scale);
-          w[t] = *reinterpret_cast<const uint32_t*>(&hh);
-        }
-        *reinterpret_cast<uint4*>(smem + kOffQ + (ch >> 3) * kQAtom + swz(h, ch & 7)) = make_uint4(w[0], w[1], w[2], w[3]);
-      }
-      if (lane == 0) mi.qsc[h] = scale;
-    }
+    for (int b = 0; b < 8; ++b) reg_fence(o[b]);
+    mbar_arrive(&mi.empty[st]);
+    mbar_arrive(&mi.pempty[pb]);
   }
+  named_sync(kBarPipeDone, 256);  // L, m, E of every head
+  float L[8], m[8];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    L[q] = mi.fin_l[hcol_of(q, lane)];
+    m[q] = mi.fin_m[hcol_of(q, lane)];
+  }
+  write_output<8>(p, s, o, L, m, F8 ? mi.fin_e : 0, 0, lane, wq);
 }
 
-template <bool F8, int kChains>
+template <bool F8, bool kPipe>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(const __grid_constant__ MlaDecodeParams p) {
   pdl_trigger();
   pdl_wait();
@@ -414,13 +383,17 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(const __g
     for (int st = 0; st < 2; ++st) {
       mbar_init(&mi.full[st], 128);
       mbar_init(&mi.empty[st], 256);
+      mbar_init(&mi.pfull[st], 128);
+      mbar_init(&mi.pempty[st], 128);
     }
   }
   load_q<F8>(p, s.r, sbase, smem, mi, tid);
   fence_proxy_async();
   __syncthreads();
   if (tid >= 256) produce<F8>(p, s, smem, sbase, mi, tid - 256);
-  else consume<F8, kChains>(p, s, smem, sbase, mi, tid >> 7, tid & 127);
+  else if constexpr (!kPipe) consume<F8>(p, s, smem, sbase, mi, tid >> 7, tid & 127);
+  else if (tid < 128) consume_scores<F8>(p, s, smem, sbase, mi, tid);
+  else consume_output<F8>(p, s, sbase, mi, tid - 128);
 }
 
 }  // namespace
@@ -431,22 +404,16 @@ bool mla_decode_wgmma_supported(const DeviceContext& ctx) {
 
 void configure_mla_decode_wgmma(const DeviceContext& ctx) {
   if (!mla_decode_wgmma_supported(ctx)) return;
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 1>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 1>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 4>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 4>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, 6>, kSmem);
-  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, 6>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, false>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, false>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<false, true>, kSmem);
+  set_max_dynamic_smem(mla_decode_wgmma_kernel<true, true>, kSmem);
 }
 
 void launch_mla_decode_wgmma(const MlaDecodeParams& p, const DeviceContext& ctx) {
   const dim3 grid(unsigned(p.num_splits), unsigned(p.rows));
-  auto kernel = p.fp8_cache ? (p.wgmma_chains == 6   ? mla_decode_wgmma_kernel<true, 6>
-                               : p.wgmma_chains == 4 ? mla_decode_wgmma_kernel<true, 4>
-                                                     : mla_decode_wgmma_kernel<true, 1>)
-                            : (p.wgmma_chains == 6   ? mla_decode_wgmma_kernel<false, 6>
-                               : p.wgmma_chains == 4 ? mla_decode_wgmma_kernel<false, 4>
-                                                     : mla_decode_wgmma_kernel<false, 1>);
+  auto kernel = p.fp8_cache ? (p.wgmma_pipe ? mla_decode_wgmma_kernel<true, true> : mla_decode_wgmma_kernel<true, false>)
+                            : (p.wgmma_pipe ? mla_decode_wgmma_kernel<false, true> : mla_decode_wgmma_kernel<false, false>);
   launch_pdl(kernel, grid, kThreads, kSmem, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
