@@ -93,6 +93,9 @@ struct CudaEnv {
   // gate, KDA output norm, SiLU-mul; the conv alone took 1.08 ms of a 4 x 2,048-token step, PERF.md session
   // 14); on: 4 x 2,048-token prefill 57,381 -> 66,012 tok/s, 131K TTFT 4.88 -> 4.48 s (PERF.md session 15).
   bool prefill_vec = true;
+  // The vector short convolution's inputs loaded 4 tokens ahead (DELTASERVE_CUDA_CONV_PREFETCH): 4 loads in
+  // flight a thread instead of 1. Written after session 18's device time; off until measured.
+  bool conv_prefetch = false;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
   // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
   bool sampling_radix = true;
