@@ -96,6 +96,10 @@ struct CudaEnv {
   // The vector short convolution's inputs loaded 4 tokens ahead (DELTASERVE_CUDA_CONV_PREFETCH): 4 loads in
   // flight a thread instead of 1. Written after session 18's device time; off until measured.
   bool conv_prefetch = false;
+  // The MoE counting sort over several CTAs from 4,096 pairs (DELTASERVE_CUDA_MOE_ALIGN_MULTI: count, scan,
+  // place; one CTA took 99 us a layer at 8,192 tokens). Written after session 18's device time; off until
+  // measured.
+  bool moe_align_multi = false;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
   // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
   bool sampling_radix = true;

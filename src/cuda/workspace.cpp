@@ -10,6 +10,7 @@
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
+#include "cuda/kernels/moe_route.h"
 #include "cuda/kernels/sampling.h"
 #include "cuda/device_weights.h"
 
@@ -121,6 +122,8 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, const Workspa
   slot_expert = a.alloc<int32_t>(size_t(c.moe.num_experts + 2));
   slot_start = a.alloc<int32_t>(size_t(c.moe.num_experts + 3));
   num_active = a.alloc<int32_t>(1);
+  align_blocks_capacity = (int64_t(pairs) + kMoeAlignChunk - 1) / kMoeAlignChunk * (c.moe.num_experts + 1);
+  align_blocks = a.alloc<int32_t>(size_t(align_blocks_capacity));
 }
 
 SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logprobs, int mask_words) {

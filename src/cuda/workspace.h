@@ -35,6 +35,8 @@ struct Activations {
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
+  int32_t* align_blocks = nullptr;  // the multi-CTA MoE sort's scratch (MoeAlignParams::block_offsets)
+  int64_t align_blocks_capacity = 0;  // ints
   // Carves the buffers for `lim` (resolved: WorkspacePlan::lim) from `a` (a measuring arena first, to size
   // the real one).
   void carve(Arena& a, const ModelConfig& c, DType act, const WorkspaceLimits& lim, int num_sms);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <numeric>
 #include <set>
+#include <string>
 
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/gemv.h"
@@ -83,9 +84,11 @@ TEST(GpuOps, MoeRouteMatchesCpu) {
   }
 }
 
-TEST(GpuOps, MoeAlignPermutation) {
-  DS_REQUIRE_GPU();
-  const int T = 300, k = 9, E = 257;
+// T tokens of k = 9 pairs (8 skewed over 40 experts, the last a folded shared expert 256); `multi`: the
+// multi-CTA sort (switches.moe_align_multi with its scratch), `dropped`: every 7th pair another rank's (-1).
+void check_align(int T, bool multi, bool dropped) {
+  SCOPED_TRACE("tokens " + std::to_string(T) + (multi ? ", multi-CTA" : "") + (dropped ? ", dropped pairs" : ""));
+  const int k = 9, E = 257;
   std::vector<int32_t> ids(size_t(T) * k);
   std::mt19937 g(72);
   for (int t = 0; t < T; ++t) {
@@ -95,8 +98,12 @@ TEST(GpuOps, MoeAlignPermutation) {
     for (int j = 0; j < 8; ++j) ids[size_t(t) * k + j] = all[size_t(j)] % 40;  // skewed: few experts, often
     ids[size_t(t) * k + 8] = 256;
   }
+  if (dropped)
+    for (size_t i = 0; i < ids.size(); i += 7) ids[i] = -1;
   auto di = to_device_raw(ids);
   DeviceBuffer pp(ids.size() * 4), st(ids.size() * 4), se(size_t(E) * 4), ss(size_t(E + 1) * 4), na(4);
+  const int64_t cap = (int64_t(ids.size()) + kMoeAlignChunk - 1) / kMoeAlignChunk * E;
+  DeviceBuffer blocks(size_t(cap) * 4);
   MoeAlignParams p;
   p.ids = di.as<int32_t>();
   p.tokens = T;
@@ -107,29 +114,51 @@ TEST(GpuOps, MoeAlignPermutation) {
   p.active_expert = se.as<int32_t>();
   p.active_start = ss.as<int32_t>();
   p.num_active = na.as<int32_t>();
-  run_moe_align(p, test_ctx());
+  p.block_offsets = blocks.as<int32_t>();
+  p.block_offsets_capacity = cap;
+  DeviceContext ctx = test_ctx();
+  ctx.switches.moe_align_multi = multi;
+  run_moe_align(p, ctx);
   auto pos = to_host_raw<int32_t>(pp.data(), ids.size());
   auto tok = to_host_raw<int32_t>(st.data(), ids.size());
   int n = to_host_raw<int32_t>(na.data(), 1)[0];
   auto sexp = to_host_raw<int32_t>(se.data(), size_t(n));
   auto sst = to_host_raw<int32_t>(ss.data(), size_t(n) + 1);
   std::set<int32_t> experts(ids.begin(), ids.end());
+  experts.erase(-1);
+  const int kept = int(std::count_if(ids.begin(), ids.end(), [](int32_t e) { return e >= 0; }));
   ASSERT_EQ(n, int(experts.size()));
   EXPECT_TRUE(std::is_sorted(sexp.begin(), sexp.end()));
   EXPECT_EQ(sst[0], 0);
-  EXPECT_EQ(sst[size_t(n)], int(ids.size()));
-  std::vector<int> seen(ids.size(), 0);
+  EXPECT_EQ(sst[size_t(n)], kept);
+  std::vector<int> seen(size_t(kept), 0);
   for (int t = 0; t < T; ++t)
     for (int j = 0; j < k; ++j) {
-      int r = pos[size_t(t) * k + j];
+      const int r = pos[size_t(t) * k + j];
+      if (ids[size_t(t) * k + j] < 0) {
+        EXPECT_EQ(r, -1);
+        continue;
+      }
       ASSERT_GE(r, 0);
-      ASSERT_LT(r, int(ids.size()));
+      ASSERT_LT(r, kept);
       ++seen[size_t(r)];
       EXPECT_EQ(tok[size_t(r)], t);
       int s = int(std::upper_bound(sst.begin(), sst.end(), r) - sst.begin()) - 1;
       EXPECT_EQ(sexp[size_t(s)], ids[size_t(t) * k + j]);
     }
   for (int c : seen) EXPECT_EQ(c, 1);
+}
+
+// The counting sort: one CTA (300 tokens; 2,000 with the switch off), and the multi-CTA form at 2,000 and
+// 8,192 tokens (18 and 72 CTAs), with and without dropped pairs.
+TEST(GpuOps, MoeAlignPermutation) {
+  DS_REQUIRE_GPU();
+  check_align(300, false, false);
+  check_align(2000, false, true);
+  check_align(300, true, false);  // (below kMoeAlignMultiMinPairs: one CTA even with the switch)
+  check_align(2000, true, false);
+  check_align(2000, true, true);
+  check_align(8192, true, true);
 }
 
 // The decode-time MoE path of the GPU model against the CPU experts twin: 5 tokens (route + sort,

@@ -22,6 +22,8 @@ struct MoeAlignBuffers {
   int32_t* active_expert = nullptr;  // [matrices]
   int32_t* active_start = nullptr;   // [matrices + 1]
   int32_t* num_active = nullptr;     // [1]
+  int32_t* block_offsets = nullptr;  // the multi-CTA sort's scratch (MoeAlignParams::block_offsets), or null
+  int64_t block_offsets_capacity = 0;
 };
 
 // Weight matrices the experts' launches index: the routed experts, and the shared expert folded in as
@@ -38,7 +40,9 @@ inline MoeAlignParams moe_align_params(const MoeRouteParams& r, const MoeAlignBu
                         .sorted_token = b.sorted_token,
                         .active_expert = b.active_expert,
                         .active_start = b.active_start,
-                        .num_active = b.num_active};
+                        .num_active = b.num_active,
+                        .block_offsets = b.block_offsets,
+                        .block_offsets_capacity = b.block_offsets_capacity};
 }
 
 // The experts' gate/up projection as a grouped GEMV (SiluMul): row group i is active expert i, its rows

@@ -232,6 +232,76 @@ __global__ void moe_keep_local_kernel(int32_t* ids, int tokens, int ldk, int top
   *id = e >= 0 && e < count ? e : -1;
 }
 
+// ---- the multi-CTA sort (MoeAlignParams::block_offsets): count, scan, place -------------------------------
+// 1: CTA b counts its chunk's pairs per expert (the rank within the chunk into pair_pos, from shared-memory
+// atomics) into block_offsets[b][e].
+__global__ void moe_align_count_kernel(MoeAlignParams p, int chunk) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ int cnt[];  // [num_experts]
+  const int E = p.num_experts, pairs = p.tokens * p.k, i0 = int(blockIdx.x) * chunk, i1 = min(pairs, i0 + chunk);
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+  __syncthreads();
+  for (int i = i0 + int(threadIdx.x); i < i1; i += blockDim.x) {
+    const int e = p.ids[i];
+    p.pair_pos[i] = e < 0 ? -1 : atomicAdd(&cnt[e], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) p.block_offsets[int64_t(blockIdx.x) * E + e] = cnt[e];
+}
+
+// 2 (one CTA): per expert, the CTAs' counts become their first rows (the expert's start plus the counts of
+// the CTAs before); the active experts and their row ranges as align_block writes them.
+__global__ void moe_align_scan_kernel(MoeAlignParams p, int blocks) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ int scan_tmp[32];
+  const int E = p.num_experts;
+  int run = 0, na = 0;  // carried over chunks of blockDim.x experts
+  for (int e0 = 0; e0 < E; e0 += blockDim.x) {
+    const int e = e0 + int(threadIdx.x);
+    int c = 0;
+    if (e < E)
+      for (int b = 0; b < blocks; ++b) {
+        int32_t* q = p.block_offsets + int64_t(b) * E + e;
+        const int v = *q;
+        *q = c;
+        c += v;
+      }
+    int tot_c = 0, tot_a = 0;
+    const int ex_c = block_exclusive_scan(c, scan_tmp, &tot_c);
+    const int ex_a = block_exclusive_scan(c > 0 ? 1 : 0, scan_tmp, &tot_a);
+    if (e < E) {
+      const int start = run + ex_c;
+      for (int b = 0; b < blocks; ++b) p.block_offsets[int64_t(b) * E + e] += start;
+      if (c > 0) {
+        p.active_expert[na + ex_a] = e;
+        p.active_start[na + ex_a] = start;
+      }
+    }
+    run += tot_c;
+    na += tot_a;
+  }
+  if (threadIdx.x == 0) {
+    p.active_start[na] = run;
+    *p.num_active = na;
+  }
+}
+
+// 3: each pair's row = its CTA's first row for the expert + its rank within the CTA.
+__global__ void moe_align_place_kernel(MoeAlignParams p, int chunk) {
+  pdl_trigger();
+  pdl_wait();
+  const int E = p.num_experts, pairs = p.tokens * p.k, i0 = int(blockIdx.x) * chunk, i1 = min(pairs, i0 + chunk);
+  for (int i = i0 + int(threadIdx.x); i < i1; i += blockDim.x) {
+    const int e = p.ids[i];
+    if (e < 0) continue;  // (pair_pos is -1 already)
+    const int pos = p.block_offsets[int64_t(blockIdx.x) * E + e] + p.pair_pos[i];
+    p.pair_pos[i] = pos;
+    p.sorted_token[pos] = i / p.k;
+  }
+}
+
 __global__ void moe_align_kernel(MoeAlignParams p) {
   pdl_trigger();
   pdl_wait();
@@ -305,6 +375,18 @@ void run_moe_route(const MoeRouteParams& p0, const DeviceContext& ctx) {
 
 void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx) {
   if (p.tokens == 0) return;
+  const int pairs = p.tokens * p.k;
+  if (ctx.switches.moe_align_multi && p.block_offsets && pairs >= kMoeAlignMultiMinPairs) {
+    const int blocks = int(std::min<int64_t>(ceil_div(pairs, kMoeAlignChunk), p.block_offsets_capacity / p.num_experts));
+    if (blocks >= 2 && size_t(p.num_experts) * sizeof(int) <= 48 * 1024) {
+      const int chunk = int(ceil_div(pairs, blocks));
+      launch_pdl(moe_align_count_kernel, blocks, 256, size_t(p.num_experts) * sizeof(int), ctx, p, chunk);
+      launch_pdl(moe_align_scan_kernel, 1, 1024, 0, ctx, p, blocks);
+      launch_pdl(moe_align_place_kernel, blocks, 256, 0, ctx, p, chunk);
+      DS_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   size_t smem = size_t(2 * p.num_experts) * sizeof(int);
   DS_GPU_REQUIRE(smem <= 40 * 1024, "run_moe_align: too many experts");
   launch_pdl(moe_align_kernel, 1, 1024, smem, ctx, p);

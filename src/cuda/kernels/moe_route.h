@@ -32,7 +32,14 @@ struct MoeAlignParams {
   int32_t* active_expert = nullptr;  // [num_experts] out: expert of active entry i (i < *num_active)
   int32_t* active_start = nullptr;   // [num_experts + 1] out: its rows are [active_start[i], active_start[i+1])
   int32_t* num_active = nullptr;     // [1] out
+  // Scratch of the multi-CTA sort (switches.moe_align_multi, from kMoeAlignMultiMinPairs pairs): CTA b's
+  // count, then row offset, of each expert at [b * num_experts + e]; capacity in ints. Null: one CTA.
+  int32_t* block_offsets = nullptr;
+  int64_t block_offsets_capacity = 0;
 };
+// The multi-CTA sort: kMoeAlignChunk pairs a CTA, from kMoeAlignMultiMinPairs pairs on (prefill-sized steps:
+// one CTA took 99 us of a 4 x 2,048-token step's MoE layer, ncu, docs/PERF.md session 18).
+constexpr int kMoeAlignChunk = 1024, kMoeAlignMultiMinPairs = 4096;
 void run_moe_align(const MoeAlignParams& p, const DeviceContext& ctx);
 
 // Expert parallelism: this rank holds experts [begin, begin + count) as its local experts 0..count-1. The

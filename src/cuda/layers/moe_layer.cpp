@@ -58,7 +58,9 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
                                                            .sorted_token = ws.sorted_token,
                                                            .active_expert = ws.slot_expert,
                                                            .active_start = ws.slot_start,
-                                                           .num_active = ws.num_active});
+                                                           .num_active = ws.num_active,
+                                                           .block_offsets = ws.align_blocks,
+                                                           .block_offsets_capacity = ws.align_blocks_capacity});
   if (ep) a.num_experts = El;
   // FP8 experts at GEMV-sized batches (from switches.fp8_tile_min_rows tokens): the FP8 wgmma kernel, which
   // reads normalised rows, so the RMSNorm the GEMVs would fuse runs first into ws.x
