@@ -37,6 +37,7 @@ CudaEnv CudaEnv::parse() {
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.conv_prefetch = flag("DELTASERVE_CUDA_CONV_PREFETCH", false);
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", false);
+  c.kda_decode_persistent = flag("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", false);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
   if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e)  // (unset: -1, by cache dtype)
     c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false) ? 1 : 0;

@@ -100,6 +100,10 @@ struct CudaEnv {
   // place; one CTA took 99 us a layer at 8,192 tokens). Written after session 18's device time; off until
   // measured.
   bool moe_align_multi = false;
+  // The KDA decode as one persistent CTA an SM walking the (sequence, head) items, the next item's state copied
+  // into shared memory while the current one runs (DELTASERVE_CUDA_KDA_DECODE_PERSISTENT; only when the items
+  // outnumber the SMs). Written after session 18's device time; off until measured.
+  bool kda_decode_persistent = false;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
   // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
   bool sampling_radix = true;

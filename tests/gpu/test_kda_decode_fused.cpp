@@ -4,6 +4,11 @@
 // paths, so outputs, recurrent states and conv states agree to fp32 reduction-order noise.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <string>
+
 #include "cuda/kernels/delta_gate.h"
 #include "cuda/kernels/kda_decode.h"
 #include "gpu_test_util.h"
@@ -11,11 +16,15 @@
 namespace ds::gpu::test {
 namespace {
 
-void check_fused_decode(DType t) {
-  const DeviceContext& ctx = test_ctx();
-  const int N = 3, H = 4, D = 128, HK = H * D, W = 4, slots = 6;
-  const std::vector<int32_t> seq_slot = {2, 0, 5};
-  const std::vector<uint8_t> fresh = {0, 1, 0};
+struct DecodeOut {
+  std::vector<float> o, pool, conv, conv0;
+};
+
+// N sequences of H = 4 heads in slots 0..slots-1 (seq_slot; fresh: start from S = 0): the fused kernel
+// (`fused`) or the gate + convolution kernel then the plain decode kernel, under `ctx`'s switches.
+DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::vector<uint8_t>& fresh, int slots,
+                     bool fused, const DeviceContext& ctx) {
+  const int N = int(seq_slot.size()), H = 4, D = 128, HK = H * D, W = 4;
   auto x = to_device(randn(size_t(N) * 3 * HK, 11), t);  // raw q, k, v projections
   auto f = to_device(randn(size_t(N) * HK, 12), t);
   auto b = to_device(randn(size_t(N) * H, 13), t);
@@ -26,72 +35,72 @@ void check_fused_decode(DType t) {
   auto dt_bias = to_device(randn(HK, 18, 0.5f), DType::F32);
   auto d_slots = to_device_raw(seq_slot);
   auto d_fresh = to_device_raw(fresh);
+  auto conv_state = to_device(conv_state0, t);
+  auto pool = to_device(pool0, DType::F32);
+  DeviceBuffer qkv(size_t(N) * 3 * HK * dtype_size(t)), g32(size_t(N) * HK * 4), beta(size_t(N) * H * 4),
+      o(size_t(N) * HK * dtype_size(t));
+  poison(qkv);
+  poison(o);
+  Conv1dParams c;
+  c.x = x.data();
+  c.ldx = 3 * HK;
+  c.weight = cw.data();
+  c.y = qkv.data();
+  c.state = conv_state.data();
+  c.slots = d_slots.as<int32_t>();
+  c.num_seqs = N;
+  c.tokens = N;
+  c.channels = 3 * HK;
+  c.kernel = W;
+  KdaGateParams g;
+  g.f = f.data();
+  g.ldf = HK;
+  g.b = b.data();
+  g.ldb = H;
+  g.A_log = a_log.as<float>();
+  g.dt_bias = dt_bias.as<float>();
+  g.g = g32.as<float>();
+  g.beta = beta.as<float>();
+  g.tokens = N;
+  g.heads = H;
+  g.head_dim = D;
+  KdaDecodeParams k;
+  k.o = o.data();
+  k.state_pool = pool.as<float>();
+  k.state_slots = d_slots.as<int32_t>();
+  k.fresh = d_fresh.as<uint8_t>();
+  k.num_seqs = N;
+  k.num_heads = H;
+  if (fused) {
+    k.fuse_conv = k.fuse_gate = true;
+    k.conv = c;
+    k.gate = g;
+  } else {
+    run_kda_gate_and_conv_decode(g, c, t, ctx);
+    k.q = qkv.data();
+    k.k = static_cast<char*>(qkv.data()) + size_t(HK) * dtype_size(t);
+    k.v = static_cast<char*>(qkv.data()) + size_t(2 * HK) * dtype_size(t);
+    k.ldq = k.ldk = k.ldv = 3 * HK;
+    k.g = g32.as<float>();
+    k.beta = beta.as<float>();
+  }
+  run_kda_decode(k, t, ctx);
+  DS_CUDA_CHECK(cudaDeviceSynchronize());
+  return DecodeOut{to_host(o.data(), size_t(N) * HK, t), to_host(pool.data(), pool0.size(), DType::F32),
+                   to_host(conv_state.data(), conv_state0.size(), t), conv_state0};
+}
 
-  struct Out {
-    std::vector<float> o, pool, conv;
-  };
-  auto run = [&](bool fused) {
-    auto conv_state = to_device(conv_state0, t);
-    auto pool = to_device(pool0, DType::F32);
-    DeviceBuffer qkv(size_t(N) * 3 * HK * dtype_size(t)), g32(size_t(N) * HK * 4), beta(size_t(N) * H * 4),
-        o(size_t(N) * HK * dtype_size(t));
-    poison(qkv);
-    poison(o);
-    Conv1dParams c;
-    c.x = x.data();
-    c.ldx = 3 * HK;
-    c.weight = cw.data();
-    c.y = qkv.data();
-    c.state = conv_state.data();
-    c.slots = d_slots.as<int32_t>();
-    c.num_seqs = N;
-    c.tokens = N;
-    c.channels = 3 * HK;
-    c.kernel = W;
-    KdaGateParams g;
-    g.f = f.data();
-    g.ldf = HK;
-    g.b = b.data();
-    g.ldb = H;
-    g.A_log = a_log.as<float>();
-    g.dt_bias = dt_bias.as<float>();
-    g.g = g32.as<float>();
-    g.beta = beta.as<float>();
-    g.tokens = N;
-    g.heads = H;
-    g.head_dim = D;
-    KdaDecodeParams k;
-    k.o = o.data();
-    k.state_pool = pool.as<float>();
-    k.state_slots = d_slots.as<int32_t>();
-    k.fresh = d_fresh.as<uint8_t>();
-    k.num_seqs = N;
-    k.num_heads = H;
-    if (fused) {
-      k.fuse_conv = k.fuse_gate = true;
-      k.conv = c;
-      k.gate = g;
-    } else {
-      run_kda_gate_and_conv_decode(g, c, t, ctx);
-      k.q = qkv.data();
-      k.k = static_cast<char*>(qkv.data()) + size_t(HK) * dtype_size(t);
-      k.v = static_cast<char*>(qkv.data()) + size_t(2 * HK) * dtype_size(t);
-      k.ldq = k.ldk = k.ldv = 3 * HK;
-      k.g = g32.as<float>();
-      k.beta = beta.as<float>();
-    }
-    run_kda_decode(k, t, ctx);
-    DS_CUDA_CHECK(cudaDeviceSynchronize());
-    return Out{to_host(o.data(), size_t(N) * HK, t), to_host(pool.data(), pool0.size(), DType::F32),
-               to_host(conv_state.data(), conv_state0.size(), t)};
-  };
-  const Out a = run(false), f2 = run(true);
+void check_fused_decode(DType t) {
+  const std::vector<int32_t> seq_slot = {2, 0, 5};
+  const std::vector<uint8_t> fresh = {0, 1, 0};
+  const DecodeOut a = run_decode(t, seq_slot, fresh, 6, false, test_ctx()),
+                  f2 = run_decode(t, seq_slot, fresh, 6, true, test_ctx());
   const double eo = rel_l2(f2.o, a.o), es = rel_l2(f2.pool, a.pool);
   std::printf("[kda_decode fused] %s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(), eo, es);
   EXPECT_LT(eo, t == DType::BF16 ? 4e-3 : 1e-6);  // bf16: at most an output rounding flip here and there
   EXPECT_LT(es, 1e-6);
   EXPECT_EQ(f2.conv, a.conv);                       // the tails hold raw inputs: exact
-  EXPECT_NE(f2.conv, conv_state0);                  // and they did move
+  EXPECT_NE(f2.conv, a.conv0);                      // and they did move
 }
 
 TEST(GpuOps, KdaDecodeFusedPrologueF32) {
@@ -102,6 +111,38 @@ TEST(GpuOps, KdaDecodeFusedPrologueF32) {
 TEST(GpuOps, KdaDecodeFusedPrologueBf16) {
   DS_REQUIRE_GPU();
   check_fused_decode(DType::BF16);
+}
+
+}  // namespace
+}  // namespace ds::gpu::test
+
+namespace ds::gpu::test {
+namespace {
+
+// The persistent form (switches.kda_decode_persistent) against the one-shot kernel, fused and unfused: more
+// (sequence, head) items than SMs, shuffled slots, every fifth sequence fresh. The same arithmetic in the
+// same order: equal to the bit.
+TEST(GpuOps, KdaDecodePersistentMatchesOneShot) {
+  DS_REQUIRE_GPU();
+  const int N = test_ctx().num_sms() / 4 + 9, slots = N + 3;
+  std::vector<int32_t> seq_slot(static_cast<size_t>(slots));
+  std::iota(seq_slot.begin(), seq_slot.end(), 0);
+  std::mt19937 g(5);
+  std::shuffle(seq_slot.begin(), seq_slot.end(), g);
+  seq_slot.resize(size_t(N));
+  std::vector<uint8_t> fresh(static_cast<size_t>(N));
+  for (int i = 0; i < N; ++i) fresh[size_t(i)] = i % 5 == 2;
+  DeviceContext pctx = test_ctx();
+  pctx.switches.kda_decode_persistent = true;
+  for (DType t : {DType::F32, DType::BF16})
+    for (bool fused : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + (fused ? " fused" : " unfused"));
+      const DecodeOut a = run_decode(t, seq_slot, fresh, slots, fused, test_ctx()),
+                      b = run_decode(t, seq_slot, fresh, slots, fused, pctx);
+      EXPECT_EQ(a.o, b.o);
+      EXPECT_EQ(a.pool, b.pool);
+      EXPECT_EQ(a.conv, b.conv);
+    }
 }
 
 }  // namespace

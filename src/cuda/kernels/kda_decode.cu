@@ -73,17 +73,109 @@ __device__ __forceinline__ float conv_one(const Conv1dParams& c, int n, int ch, 
   return to_f32(from_f32<IO>(siluf_(acc)));
 }
 
+// The shared memory of one (sequence, head) step: q, k, v, the decay, the column sums, the norms, beta.
+struct KdaDecodeSmem {
+  float k[kDim], q[kDim], v[kDim], a[kDim], red[kGroups][2][4][kSlice], norm[2][4];
+  float beta;
+};
+
+// Prologue of one (sequence n, head h) step: group 0 q, group 1 k, group 2 v (channel gt of the head), group 3
+// the decay exp(g); the convolution and gate fused when the params say so. Ends with a CTA barrier.
+template <typename IO>
+__device__ __forceinline__ void kda_decode_prologue(const KdaDecodeParams& p, KdaDecodeSmem& sm, int n, int h) {
+  const int tid = threadIdx.x, lane = tid & 31, grp = tid >> 7, gt = tid & 127, gw = gt >> 5;
+  const int H = p.num_heads, HK = H * kDim;
+  const int64_t cix = int64_t(h) * kDim + gt;
+  if (grp < 3) {
+    float x;
+    if (p.fuse_conv) {
+      x = conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
+    } else {
+      const IO* src = static_cast<const IO*>(grp == 0 ? p.q : grp == 1 ? p.k : p.v);
+      const int64_t ld = grp == 0 ? p.ldq : grp == 1 ? p.ldk : p.ldv;
+      x = to_float(src[n * ld + cix]);
+    }
+    (grp == 0 ? sm.q : grp == 1 ? sm.k : sm.v)[gt] = x;
+    if (grp < 2) {  // sum of squares for the L2 norm
+      float sq = x * x;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      if (lane == 0) sm.norm[grp][gw] = sq;
+    }
+  } else {
+    float g;
+    if (p.fuse_gate) {
+      const KdaGateParams& q = p.gate;
+      const float u = to_f32(static_cast<const IO*>(q.f)[n * q.ldf + cix]) + q.dt_bias[cix];
+      const float sp = u > 20.f ? u : log1pf(expf(u));
+      g = -expf(q.A_log[h]) * sp;
+      if (gt == 0) sm.beta = 1.f / (1.f + expf(-to_f32(static_cast<const IO*>(q.b)[n * q.ldb + h])));
+    } else {
+      g = p.g[(int64_t(n) * H + h) * kDim + gt];
+      if (gt == 0) sm.beta = p.beta[int64_t(n) * H + h];
+    }
+    sm.a[gt] = expf(g);
+  }
+  __syncthreads();
+}
+
+// The step itself on this thread's slice s (rows rg + 16 r, columns v0 .. v0 + 3) of state S: decay, the
+// prediction Sᵀk̂, the update, the read; writes the slice back to S and the output.
+template <typename IO>
+__device__ __forceinline__ void kda_decode_update(const KdaDecodeParams& p, KdaDecodeSmem& sm, float4 (&s)[8], float* S,
+                                                  int n, int h) {
+  const int tid = threadIdx.x, grp = tid >> 7, gt = tid & 127, gw = gt >> 5;
+  const int cg = gt & 7, rg = gt >> 3, v0 = grp * kSlice + 4 * cg;
+  const float rk = 1.f / sqrtf(sm.norm[1][0] + sm.norm[1][1] + sm.norm[1][2] + sm.norm[1][3] + 1e-6f);
+  const float rq = p.scale / sqrtf(sm.norm[0][0] + sm.norm[0][1] + sm.norm[0][2] + sm.norm[0][3] + 1e-6f);
+  const float beta = sm.beta;
+
+  // Decay and the prediction Sᵀk̂ of the decayed state.
+  float pk[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    const int d = rg + 16 * r;
+    const float a = sm.a[d], kn = sm.k[d] * rk;
+    s[r].x *= a; s[r].y *= a; s[r].z *= a; s[r].w *= a;
+    pk[0] = fmaf(s[r].x, kn, pk[0]);
+    pk[1] = fmaf(s[r].y, kn, pk[1]);
+    pk[2] = fmaf(s[r].z, kn, pk[2]);
+    pk[3] = fmaf(s[r].w, kn, pk[3]);
+  }
+  col_sum4(pk, sm.red[grp][0], gw, cg);
+  float e[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) e[c] = beta * (sm.v[v0 + c] - pk[c]);
+
+  // Update and read.
+  float po[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    const int d = rg + 16 * r;
+    const float kn = sm.k[d] * rk, qn = sm.q[d] * rq;
+    s[r].x = fmaf(kn, e[0], s[r].x);
+    s[r].y = fmaf(kn, e[1], s[r].y);
+    s[r].z = fmaf(kn, e[2], s[r].z);
+    s[r].w = fmaf(kn, e[3], s[r].w);
+    po[0] = fmaf(s[r].x, qn, po[0]);
+    po[1] = fmaf(s[r].y, qn, po[1]);
+    po[2] = fmaf(s[r].z, qn, po[2]);
+    po[3] = fmaf(s[r].w, qn, po[3]);
+    *reinterpret_cast<float4*>(S + d * kDim + v0) = s[r];
+  }
+  col_sum4(po, sm.red[grp][1], gw, cg);  // (its own entries: no barrier needed after the first's reads)
+  if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, po);
+}
+
 // Two CTAs an SM (64 registers: the slice's 32 state values and the prologue's loads; a 12-byte spill of the
 // latter). Session 18: the convolution's loads issued together and one barrier per column sum (was one per
 // column, 8 a step): batch-100 FP8 step 18.14 -> 17.77 ms (docs/PERF.md).
 template <typename IO>
 __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams p) {
-  __shared__ float s_k[kDim], s_q[kDim], s_v[kDim], s_a[kDim], s_red[kGroups][2][4][kSlice], s_norm[2][4];
-  __shared__ float s_beta;
-  const int tid = threadIdx.x, lane = tid & 31;
-  const int grp = tid >> 7, gt = tid & 127, gw = gt >> 5;  // 128-thread group = 32 value columns
-  const int n = blockIdx.x, h = blockIdx.y, H = p.num_heads, HK = H * kDim;
-  const int cg = gt & 7, rg = gt >> 3, v0 = grp * kSlice + 4 * cg;
+  __shared__ KdaDecodeSmem sm;
+  const int gt = threadIdx.x & 127, grp = threadIdx.x >> 7;
+  const int n = blockIdx.x, h = blockIdx.y, H = p.num_heads;
+  const int v0 = grp * kSlice + 4 * (gt & 7), rg = gt >> 3;
   const bool fresh = p.fresh != nullptr && p.fresh[n] != 0;
   float* S = p.state_pool + (int64_t(p.state_slots[n]) * H + h) * kDim * kDim;
 
@@ -95,82 +187,70 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
 #pragma unroll
   for (int r = 0; r < 8; ++r)
     s[r] = fresh ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(S + (rg + 16 * r) * kDim + v0);
+  kda_decode_prologue<IO>(p, sm, n, h);
+  kda_decode_update<IO>(p, sm, s, S, n, h);
+}
 
-  // prologue: group 0 q, group 1 k, group 2 v (channel gt of the head), group 3 the decay exp(g)
-  const int64_t cix = int64_t(h) * kDim + gt;
-  if (grp < 3) {
-    float x;
-    if (p.fuse_conv) {
-      x = conv_one<IO>(p.conv, n, int(grp * HK + cix), true);
-    } else {
-      const IO* src = static_cast<const IO*>(grp == 0 ? p.q : grp == 1 ? p.k : p.v);
-      const int64_t ld = grp == 0 ? p.ldq : grp == 1 ? p.ldk : p.ldv;
-      x = to_float(src[n * ld + cix]);
-    }
-    (grp == 0 ? s_q : grp == 1 ? s_k : s_v)[gt] = x;
-    if (grp < 2) {  // sum of squares for the L2 norm
-      float sq = x * x;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-      if (lane == 0) s_norm[grp][gw] = sq;
-    }
-  } else {
-    float g;
-    if (p.fuse_gate) {
-      const KdaGateParams& q = p.gate;
-      const float u = to_f32(static_cast<const IO*>(q.f)[n * q.ldf + cix]) + q.dt_bias[cix];
-      const float sp = u > 20.f ? u : log1pf(expf(u));
-      g = -expf(q.A_log[h]) * sp;
-      if (gt == 0) s_beta = 1.f / (1.f + expf(-to_f32(static_cast<const IO*>(q.b)[n * q.ldb + h])));
-    } else {
-      g = p.g[(int64_t(n) * H + h) * kDim + gt];
-      if (gt == 0) s_beta = p.beta[int64_t(n) * H + h];
-    }
-    s_a[gt] = expf(g);
-  }
-  __syncthreads();
-  const float rk = 1.f / sqrtf(s_norm[1][0] + s_norm[1][1] + s_norm[1][2] + s_norm[1][3] + 1e-6f);
-  const float rq = p.scale / sqrtf(s_norm[0][0] + s_norm[0][1] + s_norm[0][2] + s_norm[0][3] + 1e-6f);
-  const float beta = s_beta;
+// Persistent form (switches.kda_decode_persistent; written after session 18's device time, unmeasured): one
+// CTA an SM walks the (sequence, head) items, each thread copying its own slice of the next item's state into
+// one of two 64 KiB shared-memory stages (cp.async, read back by the same thread: no barrier) while the
+// current item runs, so the state reads stream without the gaps between the one-shot CTAs' phases (at batch
+// 100 the kernel above moves its 419 MB a layer at 64% of bandwidth: ncu, docs/PERF.md session 18).
+constexpr size_t kPersistentSmem = size_t(2) * kDim * kDim * sizeof(float);
 
-  // Decay and the prediction Sᵀk̂ of the decayed state.
-  float pk[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-  for (int r = 0; r < 8; ++r) {
-    const int d = rg + 16 * r;
-    const float a = s_a[d], kn = s_k[d] * rk;
-    s[r].x *= a; s[r].y *= a; s[r].z *= a; s[r].w *= a;
-    pk[0] = fmaf(s[r].x, kn, pk[0]);
-    pk[1] = fmaf(s[r].y, kn, pk[1]);
-    pk[2] = fmaf(s[r].z, kn, pk[2]);
-    pk[3] = fmaf(s[r].w, kn, pk[3]);
-  }
-  col_sum4(pk, s_red[grp][0], gw, cg);
-  float e[4];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) e[c] = beta * (s_v[v0 + c] - pk[c]);
+__device__ __forceinline__ void cp16_cg(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
 
-  // Update and read.
-  float po[4] = {0.f, 0.f, 0.f, 0.f};
+template <typename IO>
+__global__ void __launch_bounds__(kThreads, 1) kda_decode_persistent_kernel(KdaDecodeParams p) {
+  extern __shared__ __align__(16) float stages[];  // [2][128][128]
+  __shared__ KdaDecodeSmem sm;
+  const int gt = threadIdx.x & 127, grp = threadIdx.x >> 7;
+  const int v0 = grp * kSlice + 4 * (gt & 7), rg = gt >> 3;
+  const int H = p.num_heads, items = p.num_seqs * H;
+  auto state_of = [&](int it) { return p.state_pool + (int64_t(p.state_slots[it / H]) * H + it % H) * kDim * kDim; };
+  auto fresh_of = [&](int it) { return p.fresh != nullptr && p.fresh[it / H] != 0; };
+  auto issue = [&](int it, int stage) {  // this thread's slice of item it's state into the stage; one group
+    if (it < items && !fresh_of(it)) {
+      const float* S = state_of(it);
+      const uint32_t dst = uint32_t(__cvta_generic_to_shared(stages + stage * kDim * kDim));
 #pragma unroll
-  for (int r = 0; r < 8; ++r) {
-    const int d = rg + 16 * r;
-    const float kn = s_k[d] * rk, qn = s_q[d] * rq;
-    s[r].x = fmaf(kn, e[0], s[r].x);
-    s[r].y = fmaf(kn, e[1], s[r].y);
-    s[r].z = fmaf(kn, e[2], s[r].z);
-    s[r].w = fmaf(kn, e[3], s[r].w);
-    po[0] = fmaf(s[r].x, qn, po[0]);
-    po[1] = fmaf(s[r].y, qn, po[1]);
-    po[2] = fmaf(s[r].z, qn, po[2]);
-    po[3] = fmaf(s[r].w, qn, po[3]);
-    *reinterpret_cast<float4*>(S + d * kDim + v0) = s[r];
+      for (int r = 0; r < 8; ++r) {
+        const int off = (rg + 16 * r) * kDim + v0;
+        cp16_cg(dst + uint32_t(off) * 4u, S + off);
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  pdl_trigger();
+  pdl_wait();
+  int it = int(blockIdx.x);
+  issue(it, 0);
+  for (int j = 0; it < items; ++j, it += int(gridDim.x)) {
+    const int n = it / H, h = it % H;
+    issue(it + int(gridDim.x), (j + 1) & 1);
+    kda_decode_prologue<IO>(p, sm, n, h);  // (its loads while the copies land; the previous item's reads of
+                                           // the shared arrays ended before that item's last barrier)
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this thread's copies of item it
+    const bool fresh = fresh_of(it);
+    const float* st = stages + (j & 1) * kDim * kDim;
+    float4 s[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+      s[r] = fresh ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(st + (rg + 16 * r) * kDim + v0);
+    kda_decode_update<IO>(p, sm, s, state_of(it), n, h);
   }
-  col_sum4(po, s_red[grp][1], gw, cg);  // (its own entries: no barrier needed after the first's reads)
-  if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, po);
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
 }  // namespace
+
+void configure_kda_decode(const DeviceContext& ctx) {
+  if (size_t(ctx.info.smem_per_block_optin) < kPersistentSmem + sizeof(KdaDecodeSmem)) return;
+  set_max_dynamic_smem(kda_decode_persistent_kernel<bf16>, kPersistentSmem);
+  set_max_dynamic_smem(kda_decode_persistent_kernel<float>, kPersistentSmem);
+}
 
 void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& ctx) {
   KdaDecodeParams p = p0;
@@ -195,9 +275,17 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
                  "kda decode: bad fused convolution parameters");
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
-  const dim3 grid(p.num_seqs, p.num_heads);
-  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
-  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
+  const int64_t items = int64_t(p.num_seqs) * p.num_heads;
+  if (ctx.switches.kda_decode_persistent && items > ctx.num_sms() &&
+      size_t(ctx.info.smem_per_block_optin) >= kPersistentSmem + sizeof(KdaDecodeSmem)) {
+    const unsigned grid = unsigned(ctx.num_sms());
+    if (act == DType::BF16) launch_pdl(kda_decode_persistent_kernel<bf16>, grid, kThreads, kPersistentSmem, ctx, p);
+    else launch_pdl(kda_decode_persistent_kernel<float>, grid, kThreads, kPersistentSmem, ctx, p);
+  } else {
+    const dim3 grid(p.num_seqs, p.num_heads);
+    if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
+    else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
+  }
   DS_CUDA_CHECK_LAUNCH();
 }
 
