@@ -38,6 +38,11 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA");
     unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
+    unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
+    unsetenv("DELTASERVE_CUDA_CONV_PREFETCH");
+    unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
+    unsetenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT");
   }
 };
 
@@ -178,6 +183,42 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
+  // session 18: the 64-token dense FP8 tiles from 33 rows (measured); the blind forms off until measured
+  EXPECT_EQ(CudaEnv::parse().fp8_dense_tile64_rows, 33);
+  setenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS", "0", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_dense_tile64_rows, 0);
+  setenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS", "-1", 1);
+  try {
+    (void)CudaEnv::parse();
+    ADD_FAILURE() << "a negative row count was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS"), std::string::npos) << e.what();
+  }
+  unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
+  {
+    const CudaEnv d18 = CudaEnv::parse();
+    EXPECT_FALSE(d18.mla_decode_pipe);
+    EXPECT_FALSE(d18.conv_prefetch);
+    EXPECT_FALSE(d18.moe_align_multi);
+    EXPECT_FALSE(d18.kda_decode_persistent);
+  }
+  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "1", 1);
+  setenv("DELTASERVE_CUDA_CONV_PREFETCH", "1", 1);
+  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "1", 1);
+  setenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", "1", 1);
+  {
+    const CudaEnv e18 = CudaEnv::parse();
+    EXPECT_TRUE(e18.mla_decode_pipe);
+    EXPECT_TRUE(e18.conv_prefetch);
+    EXPECT_TRUE(e18.moe_align_multi);
+    EXPECT_TRUE(e18.kda_decode_persistent);
+  }
+  setenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", "maybe", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
+  unsetenv("DELTASERVE_CUDA_CONV_PREFETCH");
+  unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
+  unsetenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);
