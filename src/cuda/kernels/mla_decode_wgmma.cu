@@ -54,6 +54,133 @@ using namespace wg;
 using attn::fast_exp2;
 using attn::kLog2e;
 
+// ---- a consumer warpgroup's steps of one tile, for 4·NQ heads (NQ 4: a consumer's 16 heads in the two-consumer
+// form; 8: all 32 in the pipelined form). A thread's element e of an m64n(4 NQ) fragment lies in the column of
+// head hcol_of(q_of(e), lane) and, for the scores, the row of its position ra (e & 2 == 0) or rb.
+__device__ __forceinline__ int q_of(int e) { return 2 * (e >> 2) + (e & 1); }
+
+template <int NQ, int TransA, bool F8>
+__device__ __forceinline__ void wgmma_heads(float (&d)[2 * NQ], uint64_t a, uint64_t b, int scale_d) {
+  if constexpr (NQ == 4) wgmma_m64n16k16<TransA, F8>(d, a, b, scale_d);
+  else wgmma_m64n32k16<TransA, F8>(d, a, b, scale_d);
+}
+
+// Sᵀ = C·Qᵀ of the stage's tile for the heads whose Q rows start at qs (36 dependent k-steps; four or six
+// independent accumulators summed after were slower at every shape, session 18), waited for.
+template <int NQ, bool F8>
+__device__ __forceinline__ void tile_scores(float (&sc)[2 * NQ], uint32_t stage, uint32_t qs) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kKSteps; ++ks)
+    wgmma_heads<NQ, 0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
+                           desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  reg_fence(sc);
+}
+
+// The scores times the heads' factors qf and the FP8 row scales ka / kb of the thread's two positions, those past
+// the context (va / vb false) -inf; tmx: each head's maximum over the warp's 16 positions.
+template <int NQ>
+__device__ __forceinline__ void scale_and_max(float (&sc)[2 * NQ], const float (&qf)[NQ], float ka, float kb, bool va,
+                                              bool vb, float (&tmx)[NQ]) {
+#pragma unroll
+  for (int q = 0; q < NQ; ++q) tmx[q] = -INFINITY;
+#pragma unroll
+  for (int e = 0; e < 2 * NQ; ++e) {
+    const bool lo = (e & 2) == 0;
+    const float x = sc[e] * qf[q_of(e)] * (lo ? ka : kb);
+    sc[e] = (lo ? va : vb) ? x : -INFINITY;
+    tmx[q_of(e)] = fmaxf(tmx[q_of(e)], sc[e]);
+  }
+#pragma unroll
+  for (int q = 0; q < NQ; ++q)
+#pragma unroll
+    for (int sh = 4; sh < 32; sh <<= 1) tmx[q] = fmaxf(tmx[q], __shfl_xor_sync(0xffffffffu, tmx[q], sh));
+}
+
+// Each head's value v of the warp into red[wq] (lanes 0..3 hold all 4·NQ heads).
+template <int NQ>
+__device__ __forceinline__ void put_heads(float (*red)[4 * NQ], const float (&v)[NQ], int wq, int lane) {
+  if (lane < 4)
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) red[wq][hcol_of(q, lane)] = v[q];
+}
+
+// The tile's maxima of the 4 warps (red) into the running maxima mh; alpha: the factor of the earlier tiles'
+// terms; lsum (the tile's sums, which write_pt adds up) cleared.
+template <int NQ>
+__device__ __forceinline__ void update_max(const float (*red)[4 * NQ], float (&mh)[NQ], float (&alpha)[NQ], float (&lsum)[NQ], int lane) {
+#pragma unroll
+  for (int q = 0; q < NQ; ++q) {
+    lsum[q] = 0.f;
+    const int hc = hcol_of(q, lane);
+    const float t = fmaxf(fmaxf(red[0][hc], red[1][hc]), fmaxf(red[2][hc], red[3][hc]));
+    const float m_new = fmaxf(mh[q], t);  // finite: every tile holds a position < ctx
+    alpha[q] = fast_exp2(mh[q] - m_new);  // 0 for the first tile (mh = -inf)
+    mh[q] = m_new;
+  }
+}
+
+// FP8: the output's exponent E follows the tile's et upwards (returns 2^(E - E'), the output's rescale); pa / pb:
+// Pᵀ's factors scale · 2^-E of the thread's two positions.
+__device__ __forceinline__ float fp8_units(int et, int& erun, float ka, float kb, float& pa, float& pb) {
+  float fe = 1.f;
+  if (et > erun) {
+    fe = ldexpf(1.f, erun - et);
+    erun = et;
+  }
+  pa = ldexpf(ka, -erun);
+  pb = ldexpf(kb, -erun);
+  return fe;
+}
+
+// Pᵀ of the tile into pbuf (16-bit rows = heads, swizzled), each head's sum of it over the thread's positions
+// added to lsum.
+template <int NQ, bool F8>
+__device__ __forceinline__ void write_pt(unsigned char* pbuf, const float (&sc)[2 * NQ], const float (&mh)[NQ],
+                                         float pa, float pb, int ra, int rb, int lane, float (&lsum)[NQ]) {
+#pragma unroll
+  for (int e = 0; e < 2 * NQ; ++e) {
+    const int q = q_of(e);
+    const bool lo = (e & 2) == 0;
+    const float pv = fast_exp2(sc[e] - mh[q]);
+    lsum[q] += pv;
+    const int pos = lo ? ra : rb;
+    unsigned char* dst = pbuf + swz(hcol_of(q, lane), pos >> 3) + (pos & 7) * 2;
+    if constexpr (F8) *reinterpret_cast<__half*>(dst) = __float2half_rn(pv * (lo ? pa : pb));
+    else *reinterpret_cast<bf16*>(dst) = __float2bfloat16_rn(pv);
+  }
+}
+
+// Oᵀ *= the heads' factors f, then Oᵀ += Cᵀ·Pᵀ over the 512 latent dims (Pᵀ rows at ps), waited for.
+template <int NQ, bool F8>
+__device__ __forceinline__ void tile_products(float (&o)[8][2 * NQ], const float (&f)[NQ], uint32_t stage, uint32_t ps) {
+#pragma unroll
+  for (int b = 0; b < 8; ++b)
+#pragma unroll
+    for (int e = 0; e < 2 * NQ; ++e) o[b][e] *= f[q_of(e)];
+  wgmma_fence();
+#pragma unroll
+  for (int t = 0; t < 8 * (kT / 16); ++t) {
+    const int b = t / (kT / 16), kk = t % (kT / 16);
+    wgmma_heads<NQ, 1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
+                           desc_k_sw128(ps + kk * 32), 1);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#pragma unroll
+  for (int b = 0; b < 8; ++b) reg_fence(o[b]);
+}
+
+// Each head's sum over the warp's lanes (its 16 positions), in place.
+template <int NQ> __device__ __forceinline__ void warp_head_sums(float (&v)[NQ]) {
+#pragma unroll
+  for (int q = 0; q < NQ; ++q)
+#pragma unroll
+    for (int sh = 4; sh < 32; sh <<= 1) v[q] += __shfl_xor_sync(0xffffffffu, v[q], sh);
+}
+
 template <bool F8>
 __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
                         int c, int wt) {
@@ -82,109 +209,36 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     const uint32_t stage = sbase + st * kStageBytes;
     mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
     if constexpr (!F8) fence_proxy_async();  // the producer's cp.async writes, for the wgmma below
-    // ---- Sᵀ = C·Qᵀ over this consumer's heads (36 dependent k-steps; four or six independent accumulators
-    // summed after were slower at every shape, session 18: the chain's latency is not what bounds a tile)
     float sc[8];
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kKSteps; ++ks)
-      wgmma_m64n16k16<0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
-                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(sc);
+    tile_scores<4, F8>(sc, stage, qs);
 
     // ---- online softmax over the tile's positions, per head
     const int pos0 = (s.tile0 + i) * kT;
     const float ka = F8 ? mi.ks[st][ra] : 1.f, kb = F8 ? mi.ks[st][rb] : 1.f;
-    const bool va = pos0 + ra < s.ctx, vb = pos0 + rb < s.ctx;
-    float tmx[4];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) tmx[q] = -INFINITY;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const bool lo = (e & 2) == 0;
-      const int q = 2 * (e >> 2) + (e & 1);
-      const float x = sc[e] * qf[q] * (lo ? ka : kb);
-      sc[e] = (lo ? va : vb) ? x : -INFINITY;
-      tmx[q] = fmaxf(tmx[q], sc[e]);
-    }
-#pragma unroll
-    for (int q = 0; q < 4; ++q)
-#pragma unroll
-      for (int sh = 4; sh < 32; sh <<= 1) tmx[q] = fmaxf(tmx[q], __shfl_xor_sync(0xffffffffu, tmx[q], sh));
+    float tmx[4], alpha[4], lsum[4];
+    scale_and_max<4>(sc, qf, ka, kb, pos0 + ra < s.ctx, pos0 + rb < s.ctx, tmx);
     float(*red)[16] = mi.red[c];
-    if (lane < 4)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) red[wq][hcol_of(q, lane)] = tmx[q];
+    put_heads<4>(red, tmx, wq, lane);
     named_sync(bar, 128);
-    float alpha[4], lsum[4];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int hc = hcol_of(q, lane);
-      const float t = fmaxf(fmaxf(red[0][hc], red[1][hc]), fmaxf(red[2][hc], red[3][hc]));
-      const float m_new = fmaxf(mh[q], t);  // finite: every tile holds a position < ctx
-      alpha[q] = fast_exp2(mh[q] - m_new);  // 0 for the first tile (mh = -inf)
-      mh[q] = m_new;
-      lsum[q] = 0.f;
-    }
+    update_max<4>(red, mh, alpha, lsum, lane);
     float pa = 1.f, pb = 1.f, fe = 1.f;  // FP8: Pᵀ's row factors scale · 2^-E, the output's rescale 2^(E - E')
-    if constexpr (F8) {
-      const int et = mi.ke[st];
-      if (et > erun) {
-        fe = ldexpf(1.f, erun - et);
-        erun = et;
-      }
-      pa = ldexpf(ka, -erun);
-      pb = ldexpf(kb, -erun);
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const int q = 2 * (e >> 2) + (e & 1);
-      const bool lo = (e & 2) == 0;
-      const float pv = fast_exp2(sc[e] - mh[q]);
-      lsum[q] += pv;
-      const int hc = hcol_of(q, lane), pos = lo ? ra : rb;
-      unsigned char* dst = pbuf + swz(hc, pos >> 3) + (pos & 7) * 2;
-      if constexpr (F8) *reinterpret_cast<__half*>(dst) = __float2half_rn(pv * (lo ? pa : pb));
-      else *reinterpret_cast<bf16*>(dst) = __float2bfloat16_rn(pv);
-    }
+    if constexpr (F8) fe = fp8_units(mi.ke[st], erun, ka, kb, pa, pb);
+    write_pt<4, F8>(pbuf, sc, mh, pa, pb, ra, rb, lane, lsum);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       lp[q] = lp[q] * alpha[q] + lsum[q];
       alpha[q] *= fe;
     }
-#pragma unroll
-    for (int b = 0; b < 8; ++b)
-#pragma unroll
-      for (int e = 0; e < 8; ++e) o[b][e] *= alpha[2 * (e >> 2) + (e & 1)];
     fence_proxy_async();  // Pᵀ, for the wgmma below
     named_sync(bar, 128);  // Pᵀ whole (and the tile maxima read)
-
-    // ---- Oᵀ += Cᵀ·Pᵀ over the 512 latent dims
-    wgmma_fence();
-#pragma unroll
-    for (int t = 0; t < 8 * (kT / 16); ++t) {
-      const int b = t / (kT / 16), kk = t % (kT / 16);
-      wgmma_m64n16k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
-                             desc_k_sw128(ps + kk * 32), 1);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int b = 0; b < 8; ++b) reg_fence(o[b]);
+    tile_products<4, F8>(o, alpha, stage, ps);
     mbar_arrive(&mi.empty[st]);
   }
 
   // ---- the sums per head over the warpgroup; normalise and write this consumer's heads
   float(*red)[16] = mi.red[c];
-#pragma unroll
-  for (int q = 0; q < 4; ++q)
-#pragma unroll
-    for (int sh = 4; sh < 32; sh <<= 1) lp[q] += __shfl_xor_sync(0xffffffffu, lp[q], sh);
-  if (lane < 4)
-#pragma unroll
-    for (int q = 0; q < 4; ++q) red[wq][hcol_of(q, lane)] = lp[q];
+  warp_head_sums<4>(lp);
+  put_heads<4>(red, lp, wq, lane);
   named_sync(bar, 128);
   float L[4];
 #pragma unroll
@@ -221,72 +275,22 @@ __device__ void consume_scores(const MlaDecodeParams& p, const Split& s, unsigne
     mbar_wait(&mi.full[st], uint32_t(i >> 1) & 1u);
     if constexpr (!F8) fence_proxy_async();
     float sc[16];
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kKSteps; ++ks)
-      wgmma_m64n32k16<0, F8>(sc, desc_k_sw128(stage + (ks >> 2) * kAtomBytes + (ks & 3) * 32),
-                             desc_k_sw128(qs + (ks >> 2) * kQAtom + (ks & 3) * 32), ks > 0);
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(sc);
+    tile_scores<8, F8>(sc, stage, qs);
     const float ka = F8 ? mi.ks[st][ra] : 1.f, kb = F8 ? mi.ks[st][rb] : 1.f;
     const int et = F8 ? mi.ke[st] : 0;
     mbar_arrive(&mi.empty[st]);  // done with the stage (the output warpgroup arrives after its products)
 
     const int pos0 = (s.tile0 + i) * kT;
-    const bool va = pos0 + ra < s.ctx, vb = pos0 + rb < s.ctx;
-    float tmx[8];
-#pragma unroll
-    for (int q = 0; q < 8; ++q) tmx[q] = -INFINITY;
-#pragma unroll
-    for (int e = 0; e < 16; ++e) {
-      const bool lo = (e & 2) == 0;
-      const int q = 2 * (e >> 2) + (e & 1);
-      const float x = sc[e] * qf[q] * (lo ? ka : kb);
-      sc[e] = (lo ? va : vb) ? x : -INFINITY;
-      tmx[q] = fmaxf(tmx[q], sc[e]);
-    }
-#pragma unroll
-    for (int q = 0; q < 8; ++q)
-#pragma unroll
-      for (int sh = 4; sh < 32; sh <<= 1) tmx[q] = fmaxf(tmx[q], __shfl_xor_sync(0xffffffffu, tmx[q], sh));
+    float tmx[8], alpha[8], lsum[8];
+    scale_and_max<8>(sc, qf, ka, kb, pos0 + ra < s.ctx, pos0 + rb < s.ctx, tmx);
     float(*red)[kRows] = mi.red32[pb];  // (buffer pb: its next writes, two tiles on, follow the next barrier)
-    if (lane < 4)
-#pragma unroll
-      for (int q = 0; q < 8; ++q) red[wq][hcol_of(q, lane)] = tmx[q];
+    put_heads<8>(red, tmx, wq, lane);
     named_sync(kBarConsumer0, 128);
-    float alpha[8], lsum[8];
-#pragma unroll
-    for (int q = 0; q < 8; ++q) {
-      const int hc = hcol_of(q, lane);
-      const float t = fmaxf(fmaxf(red[0][hc], red[1][hc]), fmaxf(red[2][hc], red[3][hc]));
-      const float m_new = fmaxf(mh[q], t);
-      alpha[q] = fast_exp2(mh[q] - m_new);
-      mh[q] = m_new;
-      lsum[q] = 0.f;
-    }
+    update_max<8>(red, mh, alpha, lsum, lane);
     float pa = 1.f, pbf = 1.f, fe = 1.f;  // FP8: as in consume()
-    if constexpr (F8) {
-      if (et > erun) {
-        fe = ldexpf(1.f, erun - et);
-        erun = et;
-      }
-      pa = ldexpf(ka, -erun);
-      pbf = ldexpf(kb, -erun);
-    }
+    if constexpr (F8) fe = fp8_units(et, erun, ka, kb, pa, pbf);
     if (i >= 2) mbar_wait(&mi.pempty[pb], uint32_t((i >> 1) - 1) & 1u);  // the products of tile i - 2 done
-    unsigned char* pbuf = smem + kOffP + pb * kPBytes;
-#pragma unroll
-    for (int e = 0; e < 16; ++e) {
-      const int q = 2 * (e >> 2) + (e & 1);
-      const bool lo = (e & 2) == 0;
-      const float pv = fast_exp2(sc[e] - mh[q]);
-      lsum[q] += pv;
-      const int pos = lo ? ra : rb;
-      unsigned char* dst = pbuf + swz(hcol_of(q, lane), pos >> 3) + (pos & 7) * 2;
-      if constexpr (F8) *reinterpret_cast<__half*>(dst) = __float2half_rn(pv * (lo ? pa : pbf));
-      else *reinterpret_cast<bf16*>(dst) = __float2bfloat16_rn(pv);
-    }
+    write_pt<8, F8>(smem + kOffP + pb * kPBytes, sc, mh, pa, pbf, ra, rb, lane, lsum);
 #pragma unroll
     for (int q = 0; q < 8; ++q) lp[q] = lp[q] * alpha[q] + lsum[q];
     if (wq == 0 && lane < 4)
@@ -296,15 +300,10 @@ __device__ void consume_scores(const MlaDecodeParams& p, const Split& s, unsigne
     mbar_arrive(&mi.pfull[pb]);
   }
   // the heads' sums over the warpgroup, then L, m and E for the output warpgroup
-#pragma unroll
-  for (int q = 0; q < 8; ++q)
-#pragma unroll
-    for (int sh = 4; sh < 32; sh <<= 1) lp[q] += __shfl_xor_sync(0xffffffffu, lp[q], sh);
+  warp_head_sums<8>(lp);
   float(*red)[kRows] = mi.red32[s.n & 1];
   named_sync(kBarConsumer0, 128);  // (the last tile's reads of this buffer, two tiles back, are done)
-  if (lane < 4)
-#pragma unroll
-    for (int q = 0; q < 8; ++q) red[wq][hcol_of(q, lane)] = lp[q];
+  put_heads<8>(red, lp, wq, lane);
   named_sync(kBarConsumer0, 128);
   if (wq == 0 && lane < 4)
 #pragma unroll
@@ -334,21 +333,7 @@ __device__ void consume_output(const MlaDecodeParams& p, const Split& s, uint32_
     float al[8];
 #pragma unroll
     for (int q = 0; q < 8; ++q) al[q] = mi.alpha[pb][hcol_of(q, lane)];
-#pragma unroll
-    for (int b = 0; b < 8; ++b)
-#pragma unroll
-      for (int e = 0; e < 16; ++e) o[b][e] *= al[2 * (e >> 2) + (e & 1)];
-    wgmma_fence();
-#pragma unroll
-    for (int t = 0; t < 8 * (kT / 16); ++t) {
-      const int b = t / (kT / 16), kk = t % (kT / 16);
-      wgmma_m64n32k16<1, F8>(o[b], desc_mn_sw128(stage + b * kAtomBytes + kk * 2048, kAtomBytes),
-                             desc_k_sw128(ps + kk * 32), 1);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int b = 0; b < 8; ++b) reg_fence(o[b]);
+    tile_products<8, F8>(o, al, stage, ps);
     mbar_arrive(&mi.empty[st]);
     mbar_arrive(&mi.pempty[pb]);
   }

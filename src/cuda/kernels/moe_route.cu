@@ -178,26 +178,19 @@ __global__ void moe_route_kernel(MoeRouteParams p) {
   route_token(p, t, smem + warp * 3 * p.num_experts, lane);
 }
 
-// Counting sort of the pairs by expert in one block; experts spread over the threads.
-// ids: the pairs' experts (p.ids, or a shared-memory copy); rank: shared scratch for the per-pair
-// ranks (or null: kept in p.pair_pos).
-__device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, int* counts, int* scan_tmp) {
-  int* starts = counts + p.num_experts;
-  const int pairs = p.tokens * p.k;
-  int* rk = rank ? rank : p.pair_pos;
-  for (int e = threadIdx.x; e < p.num_experts; e += blockDim.x) counts[e] = 0;
-  __syncthreads();
-  for (int i = threadIdx.x; i < pairs; i += blockDim.x) rk[i] = ids[i] < 0 ? -1 : atomicAdd(&counts[ids[i]], 1);
-  __syncthreads();
+// The experts' rows in expert order, by the whole block: count(e) rows of expert e (asked once, by one thread, for
+// each e), start(e, row) told its first row; the active experts (count > 0) listed with their row ranges.
+template <typename Count, typename Start>
+__device__ __forceinline__ void lay_out_experts(const MoeAlignParams& p, int* scan_tmp, Count count, Start start) {
   int run = 0, na = 0;  // carried over chunks of blockDim.x experts
   for (int e0 = 0; e0 < p.num_experts; e0 += blockDim.x) {
     int e = e0 + threadIdx.x;
-    int c = e < p.num_experts ? counts[e] : 0;
+    int c = e < p.num_experts ? count(e) : 0;
     int tot_c = 0, tot_a = 0;
     int ex_c = block_exclusive_scan(c, scan_tmp, &tot_c);
     int ex_a = block_exclusive_scan(c > 0 ? 1 : 0, scan_tmp, &tot_a);
     if (e < p.num_experts) {
-      starts[e] = run + ex_c;
+      start(e, run + ex_c);
       if (c > 0) {
         p.active_expert[na + ex_a] = e;
         p.active_start[na + ex_a] = run + ex_c;
@@ -210,6 +203,20 @@ __device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, 
     p.active_start[na] = run;
     *p.num_active = na;
   }
+}
+
+// Counting sort of the pairs by expert in one block; experts spread over the threads.
+// ids: the pairs' experts (p.ids, or a shared-memory copy); rank: shared scratch for the per-pair
+// ranks (or null: kept in p.pair_pos).
+__device__ void align_block(const MoeAlignParams& p, const int* ids, int* rank, int* counts, int* scan_tmp) {
+  int* starts = counts + p.num_experts;
+  const int pairs = p.tokens * p.k;
+  int* rk = rank ? rank : p.pair_pos;
+  for (int e = threadIdx.x; e < p.num_experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) rk[i] = ids[i] < 0 ? -1 : atomicAdd(&counts[ids[i]], 1);
+  __syncthreads();
+  lay_out_experts(p, scan_tmp, [counts](int e) { return counts[e]; }, [starts](int e, int row) { starts[e] = row; });
   __syncthreads();
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
     if (ids[i] < 0) {  // another rank's expert (expert parallelism): no row here
@@ -257,35 +264,20 @@ __global__ void moe_align_scan_kernel(MoeAlignParams p, int blocks) {
   pdl_wait();
   __shared__ int scan_tmp[32];
   const int E = p.num_experts;
-  int run = 0, na = 0;  // carried over chunks of blockDim.x experts
-  for (int e0 = 0; e0 < E; e0 += blockDim.x) {
-    const int e = e0 + int(threadIdx.x);
+  auto count = [&](int e) {  // expert e's counts of the CTAs become its offsets within the expert
     int c = 0;
-    if (e < E)
-      for (int b = 0; b < blocks; ++b) {
-        int32_t* q = p.block_offsets + int64_t(b) * E + e;
-        const int v = *q;
-        *q = c;
-        c += v;
-      }
-    int tot_c = 0, tot_a = 0;
-    const int ex_c = block_exclusive_scan(c, scan_tmp, &tot_c);
-    const int ex_a = block_exclusive_scan(c > 0 ? 1 : 0, scan_tmp, &tot_a);
-    if (e < E) {
-      const int start = run + ex_c;
-      for (int b = 0; b < blocks; ++b) p.block_offsets[int64_t(b) * E + e] += start;
-      if (c > 0) {
-        p.active_expert[na + ex_a] = e;
-        p.active_start[na + ex_a] = start;
-      }
+    for (int b = 0; b < blocks; ++b) {
+      int32_t* q = p.block_offsets + int64_t(b) * E + e;
+      const int v = *q;
+      *q = c;
+      c += v;
     }
-    run += tot_c;
-    na += tot_a;
-  }
-  if (threadIdx.x == 0) {
-    p.active_start[na] = run;
-    *p.num_active = na;
-  }
+    return c;
+  };
+  auto start = [&](int e, int row) {
+    for (int b = 0; b < blocks; ++b) p.block_offsets[int64_t(b) * E + e] += row;
+  };
+  lay_out_experts(p, scan_tmp, count, start);
 }
 
 // 3: each pair's row = its CTA's first row for the expert + its rank within the CTA.
