@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "config/runtime_env.h"
 #include "core/error.h"
@@ -195,30 +196,19 @@ TEST(CudaEnv, Fp8Kernels) {
     EXPECT_NE(std::string(e.what()).find("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS"), std::string::npos) << e.what();
   }
   unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
-  {
-    const CudaEnv d18 = CudaEnv::parse();
-    EXPECT_FALSE(d18.mla_decode_pipe);
-    EXPECT_FALSE(d18.conv_prefetch);
-    EXPECT_FALSE(d18.moe_align_multi);
-    EXPECT_FALSE(d18.kda_decode_persistent);
+  const std::pair<const char*, bool CudaEnv::*> blind[] = {
+      {"DELTASERVE_CUDA_MLA_DECODE_PIPE", &CudaEnv::mla_decode_pipe},
+      {"DELTASERVE_CUDA_CONV_PREFETCH", &CudaEnv::conv_prefetch},
+      {"DELTASERVE_CUDA_MOE_ALIGN_MULTI", &CudaEnv::moe_align_multi},
+      {"DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", &CudaEnv::kda_decode_persistent}};
+  for (const auto& [name, member] : blind) {
+    EXPECT_FALSE(CudaEnv::parse().*member) << name;
+    setenv(name, "1", 1);
+    EXPECT_TRUE(CudaEnv::parse().*member) << name;
+    setenv(name, "maybe", 1);
+    EXPECT_THROW(CudaEnv::parse(), Error) << name;
+    unsetenv(name);
   }
-  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "1", 1);
-  setenv("DELTASERVE_CUDA_CONV_PREFETCH", "1", 1);
-  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "1", 1);
-  setenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", "1", 1);
-  {
-    const CudaEnv e18 = CudaEnv::parse();
-    EXPECT_TRUE(e18.mla_decode_pipe);
-    EXPECT_TRUE(e18.conv_prefetch);
-    EXPECT_TRUE(e18.moe_align_multi);
-    EXPECT_TRUE(e18.kda_decode_persistent);
-  }
-  setenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", "maybe", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
-  unsetenv("DELTASERVE_CUDA_CONV_PREFETCH");
-  unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
-  unsetenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);
