@@ -27,8 +27,11 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
   const int H = 32, bs = 16, reps = quick ? 5 : 15;
   // ---- decode: 1 row (batch 1) and 8 rows over long contexts, and the serving batches' short ones (100 x 1K,
   // 16 x 8K), scattered pages
-  for (const auto& [nrows, context] :
-       std::vector<std::pair<int, int>>{{1, 131072}, {1, 1048000}, {8, 131072}, {100, 1024}, {16, 8192}}) {
+  // (--mla-decode adds 262K and 524K at batch 1: ~2K and ~4K positions a split, where the pipelined form's
+  // length rule, kMlaDecodePipeMinPositions, is decided)
+  std::vector<std::pair<int, int>> shapes{{1, 131072}, {1, 1048000}, {8, 131072}, {100, 1024}, {16, 8192}};
+  if (decode_only) shapes.insert(shapes.end(), {{1, 262144}, {1, 524288}, {4, 131072}});
+  for (const auto& [nrows, context] : shapes) {
     const int nb = (context + bs - 1) / bs;
     const size_t blocks = size_t(nrows) * nb;
     DeviceBuffer cache(blocks * bs * 576 * 2, "bench mla cache"), q(size_t(nrows) * H * 576 * 2),

@@ -29,9 +29,11 @@
 //   DELTASERVE_CUDA_NARROW_GEMV_ROWS=N   projections in the activation dtype with at most 1,024 output rows (the
 //                                        MoE router, MLA kv_a_proj) on the GEMV up to N rows (8..64; default 8:
 //                                        cuBLASLt above 8 rows, whose tiles leave most SMs idle at N = 256)
-//   DELTASERVE_CUDA_PREFILL_VEC=1        vectorised prefill conv / gate / norm / SiLU-mul kernels (default 0)
-//   DELTASERVE_CUDA_SAMPLING_RADIX=1     sampling thresholds by radix select (default 0 until measured)
-//   DELTASERVE_CUDA_ROUTE_WARPS=1        MoE routing of 2..64 tokens with a warp per token (default 0: 8 warps)
+//   DELTASERVE_CUDA_PREFILL_VEC=0|1      vectorised prefill conv / gate / norm / SiLU-mul kernels (default 1)
+//   DELTASERVE_CUDA_SAMPLING_RADIX=0|1   sampling thresholds by radix select (default 1)
+//   DELTASERVE_CUDA_MOE_ALIGN_MULTI=0|1  the MoE counting sort over several CTAs from 4,096 pairs (default 1)
+//   DELTASERVE_CUDA_MLA_DECODE_PIPE=0|1  the Hopper MLA decode's pipelined form (default: by the split's length)
+//   DELTASERVE_CUDA_ROUTE_WARPS=0|1      MoE routing of 2..64 tokens with a warp per token (default 1; 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
 //                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
@@ -87,23 +89,18 @@ struct CudaEnv {
   // 16-token tiles read each weight tile 7 times (KDA in_proj 43.6 us a layer against 6.7 us of bytes, ncu,
   // docs/PERF.md session 18; 33: batch-100 FP8 step -3.3%).
   int fp8_dense_tile64_rows = 33;
-  // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn; off until measured.
-  bool route_warps = false;
+  // MoE routing of 2..64 tokens: a warp per token (up to 16) instead of 8 warps in turn. On since session 19:
+  // FP8 batch-16 step 7.53 -> 7.38 ms, batch 1 and 100 unchanged; FP8 serving at c=16 1,959 -> 1,996 tok/s
+  // (docs/PERF.md).
+  bool route_warps = true;
   // Prefill elementwise kernels 8-16 bytes a thread (KDA short convolution with its window in registers, KDA
   // gate, KDA output norm, SiLU-mul; the conv alone took 1.08 ms of a 4 x 2,048-token step, PERF.md session
   // 14); on: 4 x 2,048-token prefill 57,381 -> 66,012 tok/s, 131K TTFT 4.88 -> 4.48 s (PERF.md session 15).
   bool prefill_vec = true;
-  // The vector short convolution's inputs loaded 4 tokens ahead (DELTASERVE_CUDA_CONV_PREFETCH): 4 loads in
-  // flight a thread instead of 1. Written after session 18's device time; off until measured.
-  bool conv_prefetch = false;
   // The MoE counting sort over several CTAs from 4,096 pairs (DELTASERVE_CUDA_MOE_ALIGN_MULTI: count, scan,
-  // place; one CTA took 99 us a layer at 8,192 tokens). Written after session 18's device time; off until
-  // measured.
-  bool moe_align_multi = false;
-  // The KDA decode as one persistent CTA an SM walking the (sequence, head) items, the next item's state copied
-  // into shared memory while the current one runs (DELTASERVE_CUDA_KDA_DECODE_PERSISTENT; only when the items
-  // outnumber the SMs). Written after session 18's device time; off until measured.
-  bool kda_decode_persistent = false;
+  // place; one CTA took 99 us a layer at 8,192 tokens). On since session 19: 4 x 2,048-token prefill
+  // 62.0K -> 65.0K tok/s (median of 3, one machine; docs/PERF.md).
+  bool moe_align_multi = true;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
   // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
   bool sampling_radix = true;
@@ -137,9 +134,11 @@ struct CudaEnv {
   // 0 / 1 (DELTASERVE_CUDA_MLA_DECODE_WGMMA): off / on for both. When on, mla_decode_ctas is 1 unless set.
   int mla_decode_wgmma = -1;
   // The Hopper MLA decode's pipelined form (DELTASERVE_CUDA_MLA_DECODE_PIPE; MlaDecodeParams::wgmma_pipe): one
-  // consumer warpgroup the scores of all 32 heads, the other their output a tile behind. Written after session
-  // 18's device time; off until measured.
-  bool mla_decode_pipe = false;
+  // consumer warpgroup the scores of all 32 heads, the other their output a tile behind. -1 (unset, the
+  // default): on when a split covers kMlaDecodePipeMinPositions positions or more (mla_decode.h; session 19:
+  // faster at ~8K positions a split, 1M: 0.466 vs 0.496 ms a layer; slower at ~1K: 131K batch 1 0.098 vs
+  // 0.088); 0 / 1: off / on at every length.
+  int mla_decode_pipe = -1;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside

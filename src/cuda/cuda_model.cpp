@@ -197,6 +197,7 @@ void CudaModel::upload_meta(const BatchLayout& p) {
   m.max_seq_len = p.max_seq_len;
   m.pure_decode = p.num_decode == p.num_seqs;
   m.mla_splits = m.n_dec > 0 ? choose_mla_decode_splits(m.n_dec, m.max_seq_len, ctx_.num_sms(), ctx_.switches.mla_decode_ctas) : 1;
+  m.mla_pipe = choose_mla_decode_pipe(ctx_.switches.mla_decode_pipe, m.max_seq_len, m.mla_splits);
   // the prefill sequences in groups whose keys fit the MLA expansion together (usually one group), a
   // longer one alone, piece by piece
   m.prefill_groups = plan_mla_prefill(p.pre_cu_q, p.pre_cu_k, ws_->expansion().key_rows);
@@ -292,6 +293,8 @@ void CudaModel::prepare_graph_step(BatchLayout& p, int bucket, int stride) {
   upload_meta(p);
   meta_->mla_splits =
       choose_mla_decode_splits(bucket, stride * caches_->block_size(), ctx_.num_sms(), ctx_.switches.mla_decode_ctas);
+  meta_->mla_pipe =
+      choose_mla_decode_pipe(ctx_.switches.mla_decode_pipe, stride * caches_->block_size(), meta_->mla_splits);
 }
 
 // Every kernel of one forward: embedding, the layers, final norm and lm_head. Called eagerly or under

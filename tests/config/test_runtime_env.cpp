@@ -41,9 +41,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
-    unsetenv("DELTASERVE_CUDA_CONV_PREFETCH");
     unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
-    unsetenv("DELTASERVE_CUDA_KDA_DECODE_PERSISTENT");
   }
 };
 
@@ -137,7 +135,8 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
-  EXPECT_FALSE(d.route_warps);
+  EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
+  EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
   EXPECT_TRUE(d.sampling_radix);  // on since session 15 (measured)
   EXPECT_EQ(d.mla_decode_wgmma, -1);  // unset: the model chooses by cache dtype (on for FP8, session 17)
@@ -166,8 +165,8 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS", "65", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
-  setenv("DELTASERVE_CUDA_ROUTE_WARPS", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().route_warps);
+  setenv("DELTASERVE_CUDA_ROUTE_WARPS", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().route_warps);
   setenv("DELTASERVE_CUDA_PREFILL_VEC", "0", 1);
   setenv("DELTASERVE_CUDA_SAMPLING_RADIX", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().prefill_vec);
@@ -184,7 +183,7 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
-  // session 18: the 64-token dense FP8 tiles from 33 rows (measured); the blind forms off until measured
+  // session 18: the 64-token dense FP8 tiles from 33 rows (measured)
   EXPECT_EQ(CudaEnv::parse().fp8_dense_tile64_rows, 33);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS", "0", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_dense_tile64_rows, 0);
@@ -196,19 +195,20 @@ TEST(CudaEnv, Fp8Kernels) {
     EXPECT_NE(std::string(e.what()).find("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS"), std::string::npos) << e.what();
   }
   unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
-  const std::pair<const char*, bool CudaEnv::*> blind[] = {
-      {"DELTASERVE_CUDA_MLA_DECODE_PIPE", &CudaEnv::mla_decode_pipe},
-      {"DELTASERVE_CUDA_CONV_PREFETCH", &CudaEnv::conv_prefetch},
-      {"DELTASERVE_CUDA_MOE_ALIGN_MULTI", &CudaEnv::moe_align_multi},
-      {"DELTASERVE_CUDA_KDA_DECODE_PERSISTENT", &CudaEnv::kda_decode_persistent}};
-  for (const auto& [name, member] : blind) {
-    EXPECT_FALSE(CudaEnv::parse().*member) << name;
-    setenv(name, "1", 1);
-    EXPECT_TRUE(CudaEnv::parse().*member) << name;
-    setenv(name, "maybe", 1);
-    EXPECT_THROW(CudaEnv::parse(), Error) << name;
-    unsetenv(name);
-  }
+  // session 19: the pipelined MLA decode by the split's length unless set
+  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, -1);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "1", 1);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, 1);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "0", 1);
+  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, 0);
+  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "maybe", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
+  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().moe_align_multi);
+  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "maybe", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);

@@ -115,35 +115,3 @@ TEST(GpuOps, KdaDecodeFusedPrologueBf16) {
 
 }  // namespace
 }  // namespace ds::gpu::test
-
-namespace ds::gpu::test {
-namespace {
-
-// The persistent form (switches.kda_decode_persistent) against the one-shot kernel, fused and unfused: more
-// (sequence, head) items than SMs, shuffled slots, every fifth sequence fresh. The same arithmetic in the
-// same order: equal to the bit.
-TEST(GpuOps, KdaDecodePersistentMatchesOneShot) {
-  DS_REQUIRE_GPU();
-  const int N = test_ctx().num_sms() / 4 + 9, slots = N + 3;
-  std::vector<int32_t> seq_slot(static_cast<size_t>(slots));
-  std::iota(seq_slot.begin(), seq_slot.end(), 0);
-  std::mt19937 g(5);
-  std::shuffle(seq_slot.begin(), seq_slot.end(), g);
-  seq_slot.resize(size_t(N));
-  std::vector<uint8_t> fresh(static_cast<size_t>(N));
-  for (int i = 0; i < N; ++i) fresh[size_t(i)] = i % 5 == 2;
-  DeviceContext pctx = test_ctx();
-  pctx.switches.kda_decode_persistent = true;
-  for (DType t : {DType::F32, DType::BF16})
-    for (bool fused : {false, true}) {
-      SCOPED_TRACE(std::string(dtype_name(t)) + (fused ? " fused" : " unfused"));
-      const DecodeOut a = run_decode(t, seq_slot, fresh, slots, fused, test_ctx()),
-                      b = run_decode(t, seq_slot, fresh, slots, fused, pctx);
-      EXPECT_EQ(a.o, b.o);
-      EXPECT_EQ(a.pool, b.pool);
-      EXPECT_EQ(a.conv, b.conv);
-    }
-}
-
-}  // namespace
-}  // namespace ds::gpu::test

@@ -248,4 +248,18 @@ TEST(MlaDecode, SplitHeuristic) {
     }
 }
 
+// The pipelined form by the split's length unless the switch says: 1M over 132 splits (7,940 positions a
+// split) and 8 x 131K over 16 (8,192) take it, 131K over 132 (993) and 100 x 1K do not.
+TEST(MlaDecode, PipeChoice) {
+  EXPECT_TRUE(gpu::choose_mla_decode_pipe(-1, 1048000, 132));
+  EXPECT_TRUE(gpu::choose_mla_decode_pipe(-1, 131072, 16));
+  EXPECT_FALSE(gpu::choose_mla_decode_pipe(-1, 131072, 132));
+  EXPECT_FALSE(gpu::choose_mla_decode_pipe(-1, 1024, 1));
+  EXPECT_TRUE(gpu::choose_mla_decode_pipe(-1, gpu::kMlaDecodePipeMinPositions, 1));
+  EXPECT_FALSE(gpu::choose_mla_decode_pipe(-1, gpu::kMlaDecodePipeMinPositions * 2 - 2, 2));  // 4,095 a split
+  EXPECT_TRUE(gpu::choose_mla_decode_pipe(-1, gpu::kMlaDecodePipeMinPositions * 2 - 1, 2));   // 4,096 (rounded up)
+  EXPECT_TRUE(gpu::choose_mla_decode_pipe(1, 1024, 1));
+  EXPECT_FALSE(gpu::choose_mla_decode_pipe(0, 1048000, 132));
+}
+
 }  // namespace ds::attn_test

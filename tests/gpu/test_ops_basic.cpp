@@ -22,11 +22,9 @@ namespace {
 
 // The prefill kernels' vector forms (DeviceContext::switches.prefill_vec), on or off for the calls below.
 bool g_vec = false;
-bool g_conv_prefetch = false;  // (switches.conv_prefetch, for the vector convolution)
 DeviceContext vctx() {
   DeviceContext c = test_ctx();
   c.switches.prefill_vec = g_vec;
-  c.switches.conv_prefetch = g_conv_prefetch;
   return c;
 }
 
@@ -191,14 +189,6 @@ void ShortConvPrefillThenDecodeBody() {
 TEST(GpuOps, ShortConvPrefillThenDecode) {
   DS_REQUIRE_GPU();
   with_switch_off_and_on(g_vec, "prefill_vec", ShortConvPrefillThenDecodeBody);
-}
-
-// The vector form with its inputs loaded four tokens ahead (switches.conv_prefetch), the same cases.
-TEST(GpuOps, ShortConvPrefillPrefetched) {
-  DS_REQUIRE_GPU();
-  g_vec = true;
-  with_switch_off_and_on(g_conv_prefetch, "conv_prefetch", ShortConvPrefillThenDecodeBody);
-  g_vec = false;
 }
 
 void short_conv_case(int C, int W) {

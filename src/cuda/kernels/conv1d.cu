@@ -69,10 +69,7 @@ template <typename T> struct Vec8 {  // 8 elements of T as floats
 };
 
 // KM: the taps compiled for (>= kernel; 4, the model's, or kMaxKernel), so every index is a constant.
-// kPre: the run's inputs loaded kPre tokens at a time before they are used (switches.conv_prefetch: 4), so
-// that a thread has that many 16-byte loads in flight instead of one (the kernel ran at 32% of its bytes'
-// time at 8,192 tokens, latency-bound: ncu, docs/PERF.md session 18).
-template <typename T, int KM, int kPre>
+template <typename T, int KM>
 __global__ void conv_prefill_vec_kernel(Conv1dParams p) {
   pdl_trigger();
   pdl_wait();
@@ -93,47 +90,38 @@ __global__ void conv_prefill_vec_kernel(Conv1dParams p) {
   // win[d - 1]: the input d positions before the current token (d = 1 .. K-1; zeros past it)
   Vec8<T> win[KM > 1 ? KM - 1 : 1];
   int s = -1, start = 0;
-  for (int tb = t0; tb < t1; tb += kPre) {
-    Vec8<T> in[kPre];
+  for (int t = t0; t < t1; ++t) {
+    const int ts = p.token_seq[t];
+    if (ts != s) {  // the run's first token or a new sequence: the window from the chunk and the state
+      s = ts;
+      start = p.seq_start[s];
+      const T* st = static_cast<const T*>(p.state) + int64_t(p.slots[s]) * (K - 1) * p.channels;
+      const int pos = t - start;
 #pragma unroll
-    for (int j = 0; j < kPre; ++j)
-      if (tb + j < t1) in[j].load(x + int64_t(tb + j) * p.ldx + c);
+      for (int d = 1; d < KM; ++d) {
+        if (d >= K) {
 #pragma unroll
-    for (int j = 0; j < kPre; ++j) {
-      const int t = tb + j;
-      if (t >= t1) break;
-      const int ts = p.token_seq[t];
-      if (ts != s) {  // the run's first token or a new sequence: the window from the chunk and the state
-        s = ts;
-        start = p.seq_start[s];
-        const T* st = static_cast<const T*>(p.state) + int64_t(p.slots[s]) * (K - 1) * p.channels;
-        const int pos = t - start;
-#pragma unroll
-        for (int d = 1; d < KM; ++d) {
-          if (d >= K) {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) win[d - 1].v[e] = 0.f;
-          } else if (pos - d >= 0) {
-            win[d - 1].load(x + int64_t(t - d) * p.ldx + c);
-          } else {
-            win[d - 1].load(st + int64_t(K - 1 + pos - d) * p.channels + c);
-          }
+          for (int e = 0; e < 8; ++e) win[d - 1].v[e] = 0.f;
+        } else if (pos - d >= 0) {
+          win[d - 1].load(x + int64_t(t - d) * p.ldx + c);
+        } else {
+          win[d - 1].load(st + int64_t(K - 1 + pos - d) * p.channels + c);
         }
       }
-      const Vec8<T>& cur = in[j];
-      Vec8<T> out;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        float acc = wd[0][e] * cur.v[e];
-#pragma unroll
-        for (int d = 1; d < KM; ++d) acc += wd[d][e] * win[d - 1].v[e];
-        out.v[e] = siluf_(acc);
-      }
-      out.store(static_cast<T*>(p.y) + int64_t(t) * p.channels + c);
-#pragma unroll
-      for (int d = KM - 2; d >= 1; --d) win[d] = win[d - 1];
-      if constexpr (KM > 1) win[0] = cur;
     }
+    Vec8<T> cur, out;
+    cur.load(x + int64_t(t) * p.ldx + c);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float acc = wd[0][e] * cur.v[e];
+#pragma unroll
+      for (int d = 1; d < KM; ++d) acc += wd[d][e] * win[d - 1].v[e];
+      out.v[e] = siluf_(acc);
+    }
+    out.store(static_cast<T*>(p.y) + int64_t(t) * p.channels + c);
+#pragma unroll
+    for (int d = KM - 2; d >= 1; --d) win[d] = win[d - 1];
+    if constexpr (KM > 1) win[0] = cur;
   }
 }
 
@@ -174,13 +162,10 @@ void run_conv1d_prefill(const Conv1dParams& p, DType act, const DeviceContext& c
   dispatch_act(act, [&]<typename T>() {
     const bool vec = ctx.switches.prefill_vec && p.channels % 8 == 0 && p.ldx % 8 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.state);
     const int64_t threads = ceil_div(int64_t(p.tokens), kRun) * (p.channels / 8);
-    const bool pre = ctx.switches.conv_prefetch;
     if (vec && p.kernel <= 4)
-      launch_pdl(pre ? conv_prefill_vec_kernel<T, 4, 4> : conv_prefill_vec_kernel<T, 4, 1>, ceil_div(threads, 256), 256, 0,
-                 ctx, p);
+      launch_pdl(conv_prefill_vec_kernel<T, 4>, ceil_div(threads, 256), 256, 0, ctx, p);
     else if (vec)
-      launch_pdl(pre ? conv_prefill_vec_kernel<T, kMaxKernel, 4> : conv_prefill_vec_kernel<T, kMaxKernel, 1>,
-                 ceil_div(threads, 256), 256, 0, ctx, p);
+      launch_pdl(conv_prefill_vec_kernel<T, kMaxKernel>, ceil_div(threads, 256), 256, 0, ctx, p);
     else
       launch_pdl(conv_prefill_kernel<T>, ceil_div(int64_t(p.tokens) * p.channels, 256), 256, 0, ctx, p);
     if (p.kernel > 1)

@@ -191,66 +191,7 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
   kda_decode_update<IO>(p, sm, s, S, n, h);
 }
 
-// Persistent form (switches.kda_decode_persistent; written after session 18's device time, unmeasured): one
-// CTA an SM walks the (sequence, head) items, each thread copying its own slice of the next item's state into
-// one of two 64 KiB shared-memory stages (cp.async, read back by the same thread: no barrier) while the
-// current item runs, so the state reads stream without the gaps between the one-shot CTAs' phases (at batch
-// 100 the kernel above moves its 419 MB a layer at 64% of bandwidth: ncu, docs/PERF.md session 18).
-constexpr size_t kPersistentSmem = size_t(2) * kDim * kDim * sizeof(float);
-
-__device__ __forceinline__ void cp16_cg(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-
-template <typename IO>
-__global__ void __launch_bounds__(kThreads, 1) kda_decode_persistent_kernel(KdaDecodeParams p) {
-  extern __shared__ __align__(16) float stages[];  // [2][128][128]
-  __shared__ KdaDecodeSmem sm;
-  const int gt = threadIdx.x & 127, grp = threadIdx.x >> 7;
-  const int v0 = grp * kSlice + 4 * (gt & 7), rg = gt >> 3;
-  const int H = p.num_heads, items = p.num_seqs * H;
-  auto state_of = [&](int it) { return p.state_pool + (int64_t(p.state_slots[it / H]) * H + it % H) * kDim * kDim; };
-  auto fresh_of = [&](int it) { return p.fresh != nullptr && p.fresh[it / H] != 0; };
-  auto issue = [&](int it, int stage) {  // this thread's slice of item it's state into the stage; one group
-    if (it < items && !fresh_of(it)) {
-      const float* S = state_of(it);
-      const uint32_t dst = uint32_t(__cvta_generic_to_shared(stages + stage * kDim * kDim));
-#pragma unroll
-      for (int r = 0; r < 8; ++r) {
-        const int off = (rg + 16 * r) * kDim + v0;
-        cp16_cg(dst + uint32_t(off) * 4u, S + off);
-      }
-    }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-  };
-  pdl_trigger();
-  pdl_wait();
-  int it = int(blockIdx.x);
-  issue(it, 0);
-  for (int j = 0; it < items; ++j, it += int(gridDim.x)) {
-    const int n = it / H, h = it % H;
-    issue(it + int(gridDim.x), (j + 1) & 1);
-    kda_decode_prologue<IO>(p, sm, n, h);  // (its loads while the copies land; the previous item's reads of
-                                           // the shared arrays ended before that item's last barrier)
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this thread's copies of item it
-    const bool fresh = fresh_of(it);
-    const float* st = stages + (j & 1) * kDim * kDim;
-    float4 s[8];
-#pragma unroll
-    for (int r = 0; r < 8; ++r)
-      s[r] = fresh ? make_float4(0.f, 0.f, 0.f, 0.f) : *reinterpret_cast<const float4*>(st + (rg + 16 * r) * kDim + v0);
-    kda_decode_update<IO>(p, sm, s, state_of(it), n, h);
-  }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
 }  // namespace
-
-void configure_kda_decode(const DeviceContext& ctx) {
-  if (size_t(ctx.info.smem_per_block_optin) < kPersistentSmem + sizeof(KdaDecodeSmem)) return;
-  set_max_dynamic_smem(kda_decode_persistent_kernel<bf16>, kPersistentSmem);
-  set_max_dynamic_smem(kda_decode_persistent_kernel<float>, kPersistentSmem);
-}
 
 void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& ctx) {
   KdaDecodeParams p = p0;
@@ -275,17 +216,9 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
                  "kda decode: bad fused convolution parameters");
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
-  const int64_t items = int64_t(p.num_seqs) * p.num_heads;
-  if (ctx.switches.kda_decode_persistent && items > ctx.num_sms() &&
-      size_t(ctx.info.smem_per_block_optin) >= kPersistentSmem + sizeof(KdaDecodeSmem)) {
-    const unsigned grid = unsigned(ctx.num_sms());
-    if (act == DType::BF16) launch_pdl(kda_decode_persistent_kernel<bf16>, grid, kThreads, kPersistentSmem, ctx, p);
-    else launch_pdl(kda_decode_persistent_kernel<float>, grid, kThreads, kPersistentSmem, ctx, p);
-  } else {
-    const dim3 grid(p.num_seqs, p.num_heads);
-    if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
-    else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
-  }
+  const dim3 grid(p.num_seqs, p.num_heads);
+  if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
+  else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);
   DS_CUDA_CHECK_LAUNCH();
 }
 

@@ -45,8 +45,5 @@ struct KdaDecodeParams {
 };
 
 void run_kda_decode(const KdaDecodeParams& p, DType act, const DeviceContext& ctx);
-// The persistent form's shared-memory limit (DeviceContext::switches.kda_decode_persistent; called by
-// configure_kernels).
-void configure_kda_decode(const DeviceContext& ctx);
 
 }  // namespace ds::gpu

@@ -429,6 +429,12 @@ int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int cta
   return splits;
 }
 
+bool choose_mla_decode_pipe(int switch_value, int max_context_len, int num_splits) {
+  if (switch_value >= 0) return switch_value > 0;
+  const int64_t per_split = (int64_t(max_context_len) + std::max(1, num_splits) - 1) / std::max(1, num_splits);
+  return per_split >= kMlaDecodePipeMinPositions;
+}
+
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits) {
   if (num_splits <= 1) return 0;
   return size_t(rows) * num_splits * num_heads * (kLat + 1) * sizeof(float);

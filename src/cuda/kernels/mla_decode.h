@@ -59,8 +59,8 @@ struct MlaDecodeParams {
                                        // an SM, 64-position tiles); kv_tile, warps and ctas_per_sm are then
                                        // ignored. Elsewhere the other forms run.
   bool wgmma_pipe = false;             // with wgmma: its pipelined form (one consumer warpgroup the scores of
-                                       // all 32 heads, the other their output a tile behind; written after the
-                                       // device time of session 18, unmeasured)
+                                       // all 32 heads, the other their output a tile behind; faster on long
+                                       // splits: choose_mla_decode_pipe)
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long
@@ -69,6 +69,12 @@ struct MlaDecodeParams {
 constexpr int kMlaDecodeMaxCtasPerSm = 8;
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm = 1);
 size_t mla_decode_workspace_bytes(int rows, int num_heads, int num_splits);
+// The Hopper kernel's pipelined form (MlaDecodeParams::wgmma_pipe) for splits of this many positions or more:
+// its pipeline fill and drain cost more than its overlap saves on short splits (session 19, docs/PERF.md).
+constexpr int kMlaDecodePipeMinPositions = 4096;
+// switch: DeviceContext::switches.mla_decode_pipe (-1: by the split's length; 0 / 1: off / on). Depends only
+// on sizes, like the split count (a CUDA graph keeps the form it was captured with).
+bool choose_mla_decode_pipe(int switch_value, int max_context_len, int num_splits);
 
 void run_mla_decode(const MlaDecodeParams& p, DType act, const DeviceContext& ctx);
 // Sets the kernel's shared-memory limit on ctx's device (configure_kernels calls it once per context).

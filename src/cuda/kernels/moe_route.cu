@@ -393,7 +393,8 @@ void run_moe_keep_local(int32_t* ids, int tokens, int ldk, int top_k, int begin,
 }
 
 namespace {
-// (DeviceContext::switches.route_warps: the register path's warp per token; off: 8 warps, the measured form)
+// (DeviceContext::switches.route_warps: the register path's warp per token, the default since session 19; off:
+// 8 warps)
 int route_align_warps(const MoeRouteParams& r, bool wide) {
   return wide && route_in_registers(r) ? std::clamp(r.tokens, kFusedWarps, kFusedMaxWarps) : kFusedWarps;
 }

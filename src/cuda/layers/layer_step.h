@@ -25,6 +25,7 @@ struct StepMeta {
   int n_dec = 0;          // the first n_dec sequences/tokens are single-token decodes
   int max_q_len = 0, max_seq_len = 0;
   int mla_splits = 1;     // split-K of the MLA decode kernel
+  bool mla_pipe = false;  // the Hopper MLA decode's pipelined form (choose_mla_decode_pipe)
   bool pure_decode = false;
   const int32_t *tokens = nullptr, *token_seq = nullptr, *token_pos = nullptr, *slot_mapping = nullptr;
   const int32_t *cu_seqlens = nullptr, *slots = nullptr, *seq_lens = nullptr, *block_tables = nullptr;

@@ -207,7 +207,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.warps = s.ctx.switches.mla_decode_warps;
   d.ctas_per_sm = s.ctx.switches.mla_decode_ctas;
   d.wgmma = s.ctx.switches.mla_decode_wgmma > 0;
-  d.wgmma_pipe = s.ctx.switches.mla_decode_pipe;
+  d.wgmma_pipe = m.mla_pipe;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }
