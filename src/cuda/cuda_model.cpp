@@ -327,21 +327,14 @@ void CudaModel::compute(const StepMeta& m) {
   // Small batches: every consumer of a norm's output is a GEMV that normalises h itself as it loads
   // it (GemvParams::norm_weight), so no norm kernel runs. Larger ones normalise h into ws.x first.
   const bool fused = m.T <= kGemvMaxRows;
-  // switches.norm_split: a norm whose rows an FP8 tensor-core GEMM reads next (an FP8 attention input
-  // projection at up to kFp8TileMaxRows rows; FP8 or INT4 experts) writes their x split too, so that the
-  // GEMM's own split launch is skipped
-  const bool splits = !fused && ctx_.switches.norm_split && ctx_.switches.fp8_xsplit && ctx_.info.sm_major == 9 &&
-                      step.norm_split_fits(m.T, hid);
-  auto norm = [&](const WeightView& weight, bool split) -> LayerInput {
+  auto norm = [&](const WeightView& weight) -> LayerInput {
     if (fused) return LayerInput{ws.h, weight.ptr};
-    return LayerInput{step.norm_into_x(ws.h, hid, weight.ptr, m.T, hid, split), nullptr, split};
+    return LayerInput{step.norm_into_x(ws.h, hid, weight.ptr, m.T, hid), nullptr};
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const auto& L = w_.layers[size_t(l)];
-    const bool attn_split = splits && m.T <= kFp8TileMaxRows && (L.kda.in_proj.fp8() || L.mla.in_proj.fp8());
-    const bool ffn_split = splits && L.ffn.moe && (L.ffn.experts_gate_up.fp8() || L.ffn.experts_gate_up.int4());
-    part(*attn_[size_t(l)], norm(L.input_norm, attn_split));
-    part(*ffn_[size_t(l)], norm(L.post_norm, ffn_split));
+    part(*attn_[size_t(l)], norm(L.input_norm));
+    part(*ffn_[size_t(l)], norm(L.post_norm));
   }
   if (m.R == 0) return;
   const int V = cfg_.vocab_size, Vr = int(w_.lm_head_rows);  // Vr < V: this rank's vocabulary rows

@@ -20,7 +20,6 @@
 #include "cuda/kernels/moe_gemm.h"
 #include "cuda/kernels/moe_gemm_frag.h"
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
-#include "cuda/kernels/norm.h"
 #include "fp8_host.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
@@ -248,50 +247,6 @@ TEST(GpuFp8, XSplitReconstructsBf16) {
       }
     }
   EXPECT_GT(exact, rows * K / 2);  // most values are in the exact range
-}
-
-// The RMSNorm that writes the x split beside its rows (RmsNormParams::x_split): its rows equal the plain
-// norm's and its split equals run_x_split's of those rows, to the bit; the model's 2,304 and the tiny 256
-// values, rows of a warp's block (4) and more, a row of zeros (scale 1), inputs with a row stride.
-TEST(GpuFp8, NormWritesTheXSplit) {
-  DS_REQUIRE_GPU();
-  for (const auto& [rows, dim] : {std::pair{16, 2304}, std::pair{5, 256}, std::pair{100, 3072}}) {
-    SCOPED_TRACE(std::to_string(rows) + " rows of " + std::to_string(dim));
-    const int64_t ldx = dim + 64;
-    auto x = randn(size_t(rows) * ldx, 77 + dim, 3.f);
-    for (int k = 0; k < dim; ++k) x[size_t(ldx) + size_t(k)] = 0.f;  // row 1: zeros
-    x = rounded(x, DType::BF16);
-    const auto w = rounded(randu(size_t(dim), 78, 0.5f, 1.5f), DType::BF16);
-    auto dx = to_device(x, DType::BF16), dw = to_device(w, DType::BF16);
-    DeviceBuffer y0(size_t(rows) * dim * 2), y1(size_t(rows) * dim * 2), split(x_split_bytes(rows, dim)),
-        want(x_split_bytes(rows, dim));
-    RmsNormParams n;
-    n.x = dx.data();
-    n.ldx = ldx;
-    n.weight = dw.data();
-    n.ldy = dim;
-    n.rows = rows;
-    n.dim = dim;
-    n.y = y0.data();
-    run_rmsnorm(n, DType::BF16, test_ctx());
-    n.y = y1.data();
-    n.x_split = split.data();
-    run_rmsnorm(n, DType::BF16, test_ctx());
-    run_x_split(XSplitParams{.x = y0.data(), .ldx = dim, .rows = rows, .K = dim, .out = want.data()}, test_ctx());
-    auto bytes = [](const DeviceBuffer& b) {
-      std::vector<uint8_t> h(b.bytes());
-      DS_CUDA_CHECK(cudaMemcpy(h.data(), b.data(), h.size(), cudaMemcpyDeviceToHost));
-      return h;
-    };
-    EXPECT_EQ(bytes(y1), bytes(y0));
-    EXPECT_EQ(bytes(split), bytes(want));
-  }
-  // what it cannot split is refused by name
-  RmsNormParams bad;
-  bad.rows = 1;
-  bad.dim = 200;
-  bad.x_split = reinterpret_cast<void*>(16);
-  EXPECT_THROW(run_rmsnorm(bad, DType::BF16, test_ctx()), Error);
 }
 
 // The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
@@ -537,12 +492,6 @@ TEST(GpuFp8Model, WideExpertsOnTheFp8TensorCores) {
   expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 600-token prefill mma.sync",
                            "bfloat16", 600);
   ::unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
-  // the norms writing the x split the FP8 GEMMs after them read (switches.norm_split): the 65-token prefill
-  // (attention input projections and experts) and the 600-token one (experts)
-  ::setenv("DELTASERVE_CUDA_NORM_SPLIT", "1", 1);
-  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, norms split", "bfloat16");
-  expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, norms split, 600", "bfloat16", 600);
-  ::unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
 }
 
 TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {

@@ -69,9 +69,6 @@ struct MoeGemmParams {
   int* splitk_counters = nullptr;
   int splitk_items = 0;
   int x_split_rows = 0;
-  // x_split already holds the split of x's x_split_rows rows (an RMSNorm wrote it beside them:
-  // RmsNormParams::x_split): the launch skips its own split.
-  bool x_split_ready = false;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).

@@ -386,12 +386,24 @@ __global__ void x_split_kernel(XSplitParams p) {
 #pragma unroll
   for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
   if (!ok) return;
-  uint2 h, l;
-  const float s = x_split8(v, amax, h, l);
+  // the least power of two s with amax / s <= 448: amax / 448 rounded up to a power of two (1 for zero)
+  const float need = amax / 448.f;
+  const float s =
+      need > 0.f ? __uint_as_float((__float_as_uint(fmaxf(need, 0x1p-126f)) + 0x007fffffu) & 0xff800000u) : 1.f;
+  const float inv = 1.f / s;  // exact: a power of two
+  uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float y = v[j] * inv;
+    const uint8_t h = to_e4m3(y);
+    const uint8_t l = to_e4m3(y - from_e4m3(h));
+    hw[j / 4] |= uint32_t(h) << (8 * (j % 4));
+    lw[j / 4] |= uint32_t(l) << (8 * (j % 4));
+  }
   uint8_t* hi = static_cast<uint8_t*>(p.out);
   const int64_t plane = int64_t(p.rows) * p.K;
-  *reinterpret_cast<uint2*>(hi + r * p.K + c * 8) = h;
-  *reinterpret_cast<uint2*>(hi + plane + r * p.K + c * 8) = l;
+  *reinterpret_cast<uint2*>(hi + r * p.K + c * 8) = make_uint2(hw[0], hw[1]);
+  *reinterpret_cast<uint2*>(hi + plane + r * p.K + c * 8) = make_uint2(lw[0], lw[1]);
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
@@ -471,8 +483,7 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
-  if (!p.x_split_ready)
-    run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
+  run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
     if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);

@@ -1,6 +1,5 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
-#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/norm.h"
 
 namespace ds::gpu {
@@ -9,34 +8,6 @@ namespace {
 // Rows of up to 32 x kRowVecs 16-byte vectors (3,072 bf16) are held in registers: every load of the row
 // and the weights is in flight at once (a loop over a 2,304-wide row waited on 9 loads in turn, twice).
 constexpr int kRowVecs = 12;
-
-// RmsNormParams::x_split of row r from the row's rounded output vectors (lane + 32 i of 8 values): a
-// 128-column block is 16 vectors, the half-warp of the lanes holding them (dim % 128 == 0: a half-warp's
-// vectors are all in the row or all past it), its |max| by shuffles within the half; then x_split8, as
-// the split kernel does for the same values.
-template <typename T, int kVecs>
-__device__ __forceinline__ void write_x_split(const RmsNormParams& p, const Vec16<T> (&v)[kVecs], int r, int lane) {
-  uint8_t* hi = static_cast<uint8_t*>(p.x_split);
-  const int64_t plane = int64_t(p.rows) * p.dim;
-#pragma unroll
-  for (int i = 0; i < kVecs; ++i) {
-    const int c = lane + 32 * i;  // vector (8 values) of the row
-    const bool in = c * 8 < p.dim;
-    float f[8] = {};
-    if (in) v[i].to_float(f);
-    float amax = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j]));
-#pragma unroll
-    for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (!in) continue;
-    uint2 h, l;
-    const float s = x_split8(f, amax, h, l);
-    *reinterpret_cast<uint2*>(hi + int64_t(r) * p.dim + c * 8) = h;
-    *reinterpret_cast<uint2*>(hi + plane + int64_t(r) * p.dim + c * 8) = l;
-    if (c % 16 == 0) reinterpret_cast<float*>(hi + 2 * plane)[int64_t(r) * (p.dim / 128) + c / 16] = s;
-  }
-}
 
 // One warp per row, 16-byte vectors; rows too wide for registers take two passes (the second hits L1/L2).
 template <typename T>
@@ -82,9 +53,6 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
         v[i].from_float(f);
         v[i].store(y + (lane + 32 * i) * N);
       }
-    if constexpr (N == 8) {
-      if (p.x_split) write_x_split(p, v, r, lane);
-    }
     return;
   }
   pdl_wait();
@@ -214,9 +182,6 @@ __global__ void gated_rmsnorm_vec_kernel(GatedRmsNormParams p) {
 void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(p.dim % 8 == 0, "run_rmsnorm: dim " + std::to_string(p.dim) + " must be a multiple of 8");
-  DS_GPU_REQUIRE(!p.x_split || (act == DType::BF16 && p.dim % 128 == 0 && p.dim <= kRmsNormSplitMaxDim && !p.row_index),
-                 "run_rmsnorm: the x split needs bf16 rows of a multiple of 128 up to " +
-                     std::to_string(kRmsNormSplitMaxDim) + " values, not gathered");
   constexpr int kWarps = 4;
   dispatch_act(act, [&]<typename T>() {
     launch_pdl(rmsnorm_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, ctx, p);

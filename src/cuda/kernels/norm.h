@@ -20,12 +20,7 @@ struct RmsNormParams {
   int64_t ldy = 0;
   int rows = 0, dim = 0;              // dim a multiple of 8
   float eps = 1e-5f;
-  // Optional (bf16, dim a multiple of 128 and at most kRmsNormSplitMaxDim, no row_index): the x split of y's
-  // rows as run_x_split writes it (XSplitParams, moe_gemm_fp8_wgmma.h; rows p.rows, K = dim), bit for bit,
-  // so that the FP8 tensor-core GEMM reading y skips its own split launch (MoeGemmParams::x_split_ready).
-  void* x_split = nullptr;
 };
-constexpr int kRmsNormSplitMaxDim = 3072;
 void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx);
 
 // KDA output norm (spec 4.6), per token t and head h over head_dim values:

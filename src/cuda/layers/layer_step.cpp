@@ -10,13 +10,7 @@
 
 namespace ds::gpu {
 
-bool LayerStep::norm_split_fits(int rows, int dim) const {
-  return act == DType::BF16 && ws.x_split && dim % kXSplitBlock == 0 && dim <= kRmsNormSplitMaxDim &&
-         x_split_bytes(rows, dim) <= ws.x_split_capacity;
-}
-
-const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim, bool split) const {
-  DS_CHECK(!split || norm_split_fits(rows, dim), "norm_into_x: the x split does not fit ({} rows of {})", rows, dim);
+const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const {
   RmsNormParams n;
   n.x = x;
   n.ldx = ldx;
@@ -26,24 +20,22 @@ const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weigh
   n.rows = rows;
   n.dim = dim;
   n.eps = cfg.rms_norm_eps;
-  n.x_split = split ? ws.x_split : nullptr;
   run_rmsnorm(n, act, ctx);
   return ws.x;
 }
 
 void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
-                       bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows, bool x_presplit) const {
+                       bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const {
   if (M == 0) return;
   if (w.tail && w.tail_row0 < N) {  // the high-precision rows: a product of their own into columns tail_row0..
     WeightView t;
     t.ptr = w.tail;
     t.dtype = act;
     const int n0 = w.tail_row0;
-    linear(x, ldx, t, N - n0, K, off(y, n0, out_f32 ? DType::F32 : act), ldy, M, accumulate, out_f32, norm, x_rows,
-           x_presplit);
+    linear(x, ldx, t, N - n0, K, off(y, n0, out_f32 ? DType::F32 : act), ldy, M, accumulate, out_f32, norm, x_rows);
     WeightView main = w;
     main.tail = nullptr;
-    linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows, x_presplit);
+    linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows);
     return;
   }
   const bool quant = w.fp8() || w.int4();
@@ -98,7 +90,6 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.accumulate = accumulate;
     g.x_split = ws.x_split;  // on Hopper: x split for the FP8 tensor cores, 16-row token tiles (moe_gemm.h)
     g.x_split_rows = M;
-    g.x_split_ready = x_presplit && !norm && !x_rows;  // (the split of these M rows of x, LayerInput::split)
     g.splitk_partials = ws.splitk_partials;
     g.splitk_capacity = ws.splitk_capacity;
     g.splitk_counters = ws.splitk_counters;

@@ -53,7 +53,6 @@ std::vector<StepMeta::PrefillGroup> plan_mla_prefill(const std::vector<int32_t>&
 struct LayerInput {
   const void* x;
   const void* norm;
-  bool split = false;  // ws.x_split holds the x split of x's m.T rows (norm_into_x wrote it; MoeGemmParams::x_split_ready)
 };
 
 constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams its weights once (GEMV)
@@ -86,13 +85,10 @@ struct LayerStep {
   // cuBLASLt; a view's high-precision tail rows are a second product.
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
               bool accumulate, bool out_f32 = false, const void* norm = nullptr,
-              const int32_t* x_rows = nullptr, bool x_presplit = false) const;
+              const int32_t* x_rows = nullptr) const;
   // RMSNorm of `rows` rows of `dim` values (x, ldx apart) with `weight` into ws.x (rows `dim` apart); returns
-  // ws.x. Where a GEMV would have fused the norm but a tensor-core kernel reads the rows. split: the x split of
-  // the rows into ws.x_split too (RmsNormParams::x_split; the caller checked norm_split_fits), so that the
-  // FP8 tensor-core GEMM that reads them next skips its split launch (x_presplit above, LayerInput::split).
-  const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim, bool split = false) const;
-  bool norm_split_fits(int rows, int dim) const;
+  // ws.x. Where a GEMV would have fused the norm but a tensor-core kernel reads the rows.
+  const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const;
 };
 
 // Points g (GemvParams or MoeGemmParams) at the weights of `w`: its pointer and, for FP8 views, its

@@ -94,7 +94,6 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       if (split) {
         tgu.x_split = ws.x_split;
         tgu.x_split_rows = m.T;
-        tgu.x_split_ready = in.split;  // (the post-attention norm wrote the split of these T rows)
       }
       tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
       set_gemv_weights(tdn, f.experts_down, hid);
