@@ -36,6 +36,7 @@ CudaEnv CudaEnv::parse() {
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", true);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", true);
+  c.fp8_fused_split = flag("DELTASERVE_CUDA_FP8_FUSED_SPLIT", false);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
   if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e)  // (unset: -1, by cache dtype)
     c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false) ? 1 : 0;

@@ -33,6 +33,28 @@ __device__ __forceinline__ void from_e4m3x16(const uint4& raw, float* out) {
   }
 }
 
+// The x split of 8 values of one 128-column block whose |max| is amax (XSplitParams, moe_gemm_fp8_wgmma.h):
+// s the least power of two with amax / s <= 448 (1 for zero), hi = e4m3(v / s), lo = e4m3(v / s - hi), the
+// 8 bytes of each in order. Shared by the split kernel and the RMSNorm that writes the split beside its rows.
+__device__ __forceinline__ float x_split8(const float (&v)[8], float amax, uint2& hi, uint2& lo) {
+  const float need = amax / 448.f;
+  const float s =
+      need > 0.f ? __uint_as_float((__float_as_uint(fmaxf(need, 0x1p-126f)) + 0x007fffffu) & 0xff800000u) : 1.f;
+  const float inv = 1.f / s;  // exact: a power of two
+  uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float y = v[j] * inv;
+    const uint8_t h = to_e4m3(y);
+    const uint8_t l = to_e4m3(y - from_e4m3(h));
+    hw[j / 4] |= uint32_t(h) << (8 * (j % 4));
+    lw[j / 4] |= uint32_t(l) << (8 * (j % 4));
+  }
+  hi = make_uint2(hw[0], hw[1]);
+  lo = make_uint2(lw[0], lw[1]);
+  return s;
+}
+
 // 16 e4m3 values (one 16-byte load) to 16 f16, exactly (one conversion a pair), as two 16-byte words.
 __device__ __forceinline__ void e4m3x16_to_f16(const uint4& raw, uint4& lo, uint4& hi) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
