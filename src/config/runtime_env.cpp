@@ -17,6 +17,12 @@ bool flag(const char* name, bool dflt) {
   return v == "1";
 }
 
+// "0"/"1" as 0/1, absent: -1 (the switch's user resolves it).
+int tristate(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e ? (flag(name, false) ? 1 : 0) : -1;
+}
+
 }  // namespace
 
 CudaEnv CudaEnv::parse() {
@@ -38,11 +44,9 @@ CudaEnv CudaEnv::parse() {
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", true);
   c.fp8_fused_split = flag("DELTASERVE_CUDA_FP8_FUSED_SPLIT", false);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
-  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA"); e && *e)  // (unset: -1, by cache dtype)
-    c.mla_decode_wgmma = flag("DELTASERVE_CUDA_MLA_DECODE_WGMMA", false) ? 1 : 0;
+  c.mla_decode_wgmma = tristate("DELTASERVE_CUDA_MLA_DECODE_WGMMA");  // (unset: by cache dtype)
   c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);
-  if (const char* e = std::getenv("DELTASERVE_CUDA_MLA_DECODE_PIPE"); e && *e)  // (unset: -1, by length)
-    c.mla_decode_pipe = flag("DELTASERVE_CUDA_MLA_DECODE_PIPE", false) ? 1 : 0;
+  c.mla_decode_pipe = tristate("DELTASERVE_CUDA_MLA_DECODE_PIPE");  // (unset: by the split's length)
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {

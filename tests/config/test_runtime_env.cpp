@@ -174,13 +174,21 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(CudaEnv::parse().sampling_radix);
   unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
   unsetenv("DELTASERVE_CUDA_SAMPLING_RADIX");
-  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "1", 1);
-  EXPECT_EQ(CudaEnv::parse().mla_decode_wgmma, 1);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "0", 1);
-  EXPECT_EQ(CudaEnv::parse().mla_decode_wgmma, 0);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA", "yes", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MLA_DECODE_WGMMA");
+  // the switches that the model resolves when unset (-1): the Hopper MLA decode by cache dtype, its pipelined
+  // form (session 19) by the split's length
+  const std::pair<const char*, int CudaEnv::*> resolved[] = {
+      {"DELTASERVE_CUDA_MLA_DECODE_WGMMA", &CudaEnv::mla_decode_wgmma},
+      {"DELTASERVE_CUDA_MLA_DECODE_PIPE", &CudaEnv::mla_decode_pipe}};
+  for (const auto& [name, member] : resolved) {
+    EXPECT_EQ(CudaEnv::parse().*member, -1) << name;
+    setenv(name, "1", 1);
+    EXPECT_EQ(CudaEnv::parse().*member, 1) << name;
+    setenv(name, "0", 1);
+    EXPECT_EQ(CudaEnv::parse().*member, 0) << name;
+    setenv(name, "yes", 1);
+    EXPECT_THROW(CudaEnv::parse(), Error) << name;
+    unsetenv(name);
+  }
   setenv("DELTASERVE_CUDA_GEMM_BUCKETS", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().gemm_buckets);
   unsetenv("DELTASERVE_CUDA_GEMM_BUCKETS");
@@ -196,24 +204,15 @@ TEST(CudaEnv, Fp8Kernels) {
     EXPECT_NE(std::string(e.what()).find("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS"), std::string::npos) << e.what();
   }
   unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
-  // session 19: the pipelined MLA decode by the split's length unless set
-  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, -1);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "1", 1);
-  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, 1);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "0", 1);
-  EXPECT_EQ(CudaEnv::parse().mla_decode_pipe, 0);
-  setenv("DELTASERVE_CUDA_MLA_DECODE_PIPE", "maybe", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
   setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().moe_align_multi);
+  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "maybe", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
   EXPECT_FALSE(CudaEnv::parse().fp8_fused_split);  // session 19: off until measured
   setenv("DELTASERVE_CUDA_FP8_FUSED_SPLIT", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().fp8_fused_split);
   unsetenv("DELTASERVE_CUDA_FP8_FUSED_SPLIT");
-  setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "maybe", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);

@@ -21,9 +21,10 @@ struct DecodeOut {
 };
 
 // N sequences of H = 4 heads in slots 0..slots-1 (seq_slot; fresh: start from S = 0): the fused kernel
-// (`fused`) or the gate + convolution kernel then the plain decode kernel, under `ctx`'s switches.
+// (`fused`) or the gate + convolution kernel then the plain decode kernel.
 DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::vector<uint8_t>& fresh, int slots,
-                     bool fused, const DeviceContext& ctx) {
+                     bool fused) {
+  const DeviceContext& ctx = test_ctx();
   const int N = int(seq_slot.size()), H = 4, D = 128, HK = H * D, W = 4;
   auto x = to_device(randn(size_t(N) * 3 * HK, 11), t);  // raw q, k, v projections
   auto f = to_device(randn(size_t(N) * HK, 12), t);
@@ -93,8 +94,7 @@ DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::v
 void check_fused_decode(DType t) {
   const std::vector<int32_t> seq_slot = {2, 0, 5};
   const std::vector<uint8_t> fresh = {0, 1, 0};
-  const DecodeOut a = run_decode(t, seq_slot, fresh, 6, false, test_ctx()),
-                  f2 = run_decode(t, seq_slot, fresh, 6, true, test_ctx());
+  const DecodeOut a = run_decode(t, seq_slot, fresh, 6, false), f2 = run_decode(t, seq_slot, fresh, 6, true);
   const double eo = rel_l2(f2.o, a.o), es = rel_l2(f2.pool, a.pool);
   std::printf("[kda_decode fused] %s: o %.3g, state %.3g\n", std::string(dtype_name(t)).c_str(), eo, es);
   EXPECT_LT(eo, t == DType::BF16 ? 4e-3 : 1e-6);  // bf16: at most an output rounding flip here and there

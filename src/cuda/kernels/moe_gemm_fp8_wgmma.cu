@@ -447,15 +447,20 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-// fx: the fused split (16-token tiles, 3 stages, no TMA: fused_split_applies)
+// The fused split's launches: 16-token tiles on the 3-stage kernel without TMA (the instantiations it has).
+bool fused_split_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
+  return ctx.switches.fp8_fused_split && p.tile_tokens == 16 && ctx.switches.fp8_wgmma_stages == 3 &&
+         !ctx.switches.fp8_tma && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
+}
+
 template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
-void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, bool fx, int splits = 1) {
+void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
   constexpr size_t kSmem = StageW<MT, I4, ST, TW>::kSmem;
   Fp8WeightMap m{};
   if constexpr (TW == 16 && ST == 3) {
-    if (fx)
+    if (fused_split_applies(p, ctx))
       return launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false, true>, grid, kThreadsW, kSmem, ctx,
                         p, m);
   }
@@ -477,8 +482,8 @@ void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, bool 
 }
 
 template <bool I4, int NP, int ST, int TW>
-void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, bool fx) {
-  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW>(p, tiles, ctx, fx);
+void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW>(p, tiles, ctx);
   // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
   if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
@@ -486,23 +491,17 @@ void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, b
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
     splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * (TW / 2) * kThreadsW)));
-    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, fx, splits);
+    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, splits);
   }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
-  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, fx);
-  launch_t<2, false, I4, NP, ST, TW>(p, tiles, ctx, fx);
+  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx);
+  launch_t<2, false, I4, NP, ST, TW>(p, tiles, ctx);
 }
 
 template <bool I4, int NP, int TW>
-void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, bool fx) {
-  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW>(p, tiles, ctx, fx);
-  launch_shape<I4, NP, 4, TW>(p, tiles, ctx, fx);
-}
-
-// The fused split's launches: 16-token tiles on the 3-stage kernel without TMA (the instantiations it has).
-bool fused_split_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
-  return ctx.switches.fp8_fused_split && p.tile_tokens == 16 && ctx.switches.fp8_wgmma_stages == 3 &&
-         !ctx.switches.fp8_tma && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
+void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW>(p, tiles, ctx);
+  launch_shape<I4, NP, 4, TW>(p, tiles, ctx);
 }
 
 template <bool I4, int NP, int ST, int TW, bool TMA, bool FX = false> void configure_shapes_t() {
@@ -538,16 +537,16 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
-  const bool fx = fused_split_applies(p, ctx);
-  if (!fx) run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
+  if (!fused_split_applies(p, ctx))
+    run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
-    if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx, false);
-    return launch_stages<true, 1, 64>(p, tiles, ctx, false);
+    if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
+    return launch_stages<true, 1, 64>(p, tiles, ctx);
   }
-  if (!p.w_int4) return launch_stages<false, 1, 16>(p, tiles, ctx, fx);
-  if (p.scale_k_shift >= 7) return launch_stages<true, 1, 16>(p, tiles, ctx, fx);
-  launch_stages<true, 4, 16>(p, tiles, ctx, fx);
+  if (!p.w_int4) return launch_stages<false, 1, 16>(p, tiles, ctx);
+  if (p.scale_k_shift >= 7) return launch_stages<true, 1, 16>(p, tiles, ctx);
+  launch_stages<true, 4, 16>(p, tiles, ctx);
 }
 
 void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {

@@ -97,9 +97,12 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     // 64-token tiles from switches.fp8_dense_tile64_rows rows (each weight tile read by a quarter of the
     // CTAs), else 16
     const bool fits = x_split_bytes(M, K) <= ws.x_split_capacity;
-    g.tile_tokens = ctx.switches.fp8_dense_tile64_rows > 0 && M >= ctx.switches.fp8_dense_tile64_rows ? 64 : 16;
-    if (g.tile_tokens == 64 && !(fits && moe_gemm_fp8_wgmma_applies(g, ctx))) g.tile_tokens = 16;
-    const bool split = fits && moe_gemm_fp8_wgmma_applies(g, ctx);
+    auto split_at = [&](int tile) {
+      g.tile_tokens = tile;
+      return fits && moe_gemm_fp8_wgmma_applies(g, ctx);
+    };
+    const int t64 = ctx.switches.fp8_dense_tile64_rows;
+    const bool split = (t64 > 0 && M >= t64 && split_at(64)) || split_at(16);
     if (!split) g.x_split = nullptr;
     if (!split && M > 16) g.tile_tokens = 64;
     run_moe_gemm(g, ctx);
