@@ -2,7 +2,7 @@
 // and the bandwidth floor of the bytes they read (weights + scales): the FP8 GEMV (dense projections at
 // 1 and 8 rows; the MoE gate/up and down of one token's 9 experts out of 257), the FP8 grouped GEMM
 // (MoE at 100 and 8192 tokens) and the online block quantizer.
-//   bench_fp8 [--quick]
+//   bench_fp8 [--quick] [--dense-tiles]   (--dense-tiles: only the dense tile GEMMs, a small process for ncu)
 #include <cstdio>
 #include <cstring>
 #include <tuple>
@@ -16,6 +16,7 @@
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
 #include "cuda/kernels/moe_gemm.h"
+#include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/stream.h"
 
 using namespace ds;
@@ -61,10 +62,83 @@ void set(GemvParams& p, const Fp8Weights& w) {
   p.scale_k_shift = w.ks;
 }
 
+// The FP8 wgmma GEMM over one dense matrix (LayerStep::linear at 9..kFp8TileMaxRows rows) at the 48B
+// config's projections of a batch-16 and a batch-100 decode step, as the model runs it (the x split launch,
+// split-K and 64-token tiles by the defaults), then with split-K off and with 16-token tiles: the shapes
+// whose ncu times sit furthest from their floors (docs/PERF.md, session 20). Copies rotated (HBM, not L2).
+void dense_tiles(const DeviceContext& ctx0, int reps, std::vector<Row>& rows) {
+  struct Shape {
+    const char* name;
+    int N, K, copies;
+    bool accumulate;
+  };
+  const DType bf = DType::BF16;
+  const int sms = ctx0.num_sms();
+  DeviceBuffer partials(size_t(2) * sms * 32 * 128 * 4), counters(size_t(sms) * 4);
+  DS_CUDA_CHECK(cudaMemset(counters.data(), 0, counters.bytes()));
+  DeviceBuffer split(x_split_bytes(kFp8TileMaxRows, 4096));
+  for (const Shape& d : {Shape{"KDA in_proj 12544x2304", 12544, 2304, 6, false},
+                         Shape{"o_proj 2304x4096 (+=)", 2304, 4096, 12, true},
+                         Shape{"shared gate_up 2048x2304", 2048, 2304, 24, false},
+                         Shape{"shared down 2304x1024 (+=)", 2304, 1024, 24, true}}) {
+    std::vector<Fp8Weights> ws;
+    for (int c = 0; c < d.copies; ++c) ws.push_back(fp8(ctx0, d.N, d.K, 7, 7, 70 + c));
+    for (int M : {16, 100}) {
+      auto x = filled(ctx0, int64_t(M) * d.K, bf, 4, 1.f);
+      DeviceBuffer y(size_t(M) * d.N * 2);
+      DS_CUDA_CHECK(cudaMemset(y.data(), 0, y.bytes()));
+      for (int variant = 0; variant < 3; ++variant) {  // 0: the defaults; 1: split-K off; 2: 16-token tiles
+        if (M == 16 && variant == 2) continue;
+        DeviceContext ctx = ctx0;
+        ctx.switches.fp8_split_k = variant != 1;
+        const int t64 = variant == 2 ? 0 : ctx.switches.fp8_dense_tile64_rows;
+        MoeGemmParams g;
+        g.x = x.data();
+        g.ldx = d.K;
+        g.y = y.data();
+        g.ldy = d.N;
+        g.N = d.N;
+        g.K = d.K;
+        g.dense_rows = g.max_rows = M;
+        g.accumulate = d.accumulate;
+        g.x_split = split.data();
+        g.x_split_rows = M;
+        g.splitk_partials = partials.as<float>();
+        g.splitk_capacity = int64_t(2) * sms * 32 * 128;
+        g.splitk_counters = counters.as<int>();
+        g.splitk_items = sms;
+        g.tile_tokens = t64 > 0 && M >= t64 ? 64 : 16;  // LayerStep::linear's choice
+        int i = 0;
+        const double ms = ds::bench::time_ms(ctx.stream, [&] {
+          const Fp8Weights& w = ws[size_t(i++ % d.copies)];
+          g.w = w.q.data();
+          g.w_scale = w.scale.as<float>();
+          g.scale_ld = w.ld;
+          g.scale_row_shift = w.rs;
+          g.scale_k_shift = w.ks;
+          run_moe_gemm(g, ctx);
+        }, reps);
+        const double bytes = ws[0].bytes() + double(M) * d.K * 2 + double(M) * d.N * 2 * (d.accumulate ? 2 : 1);
+        const double mma_ms = 2.0 * 2 * M * double(d.N) * d.K / (2 * ds::bench::kBf16Flops) * 1e3;
+        char nm[128], note[96];
+        std::snprintf(nm, sizeof nm, "fp8 tile %s M=%d%s", d.name, M,
+                      variant == 1 ? " no split-K" : variant == 2 ? " 16-token tiles" : "");
+        std::snprintf(nm + std::strlen(nm), sizeof nm - std::strlen(nm), " (t%d)", g.tile_tokens);
+        std::snprintf(note, sizeof note, "MMA floor %.4f ms", mma_ms);
+        rows.push_back({nm, ms, bytes / ds::bench::kBandwidth * 1e3, note});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, dense_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick |= std::strcmp(argv[i], "--quick") == 0;
+    dense_only |= std::strcmp(argv[i], "--dense-tiles") == 0;
+  }
   const int reps = quick ? 10 : 30;
   Stream st;
   const DeviceContext ctx = make_device_context(st, cuda_env());
@@ -72,6 +146,14 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
   std::printf("device: %s\n", device_info().summary().c_str());
+
+  if (dense_only) {
+    dense_tiles(ctx, reps, rows);
+    ds::bench::print_table("FP8 dense tile GEMMs (floor: bytes at 4.3 TB/s; note: the hi/lo MMAs at 2 x the bf16 rate)",
+                           rows);
+    return 0;
+  }
+  dense_tiles(ctx, reps, rows);
 
   // ---- dense projections (copies rotated so the weights come from HBM, not L2) ----------------------
   struct Dense {

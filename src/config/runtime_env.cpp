@@ -42,7 +42,6 @@ CudaEnv CudaEnv::parse() {
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", true);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", true);
-  c.fp8_fused_split = flag("DELTASERVE_CUDA_FP8_FUSED_SPLIT", false);
   c.sampling_radix = flag("DELTASERVE_CUDA_SAMPLING_RADIX", true);
   c.mla_decode_wgmma = tristate("DELTASERVE_CUDA_MLA_DECODE_WGMMA");  // (unset: by cache dtype)
   c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);

@@ -32,7 +32,6 @@
 //   DELTASERVE_CUDA_PREFILL_VEC=0|1      vectorised prefill conv / gate / norm / SiLU-mul kernels (default 1)
 //   DELTASERVE_CUDA_SAMPLING_RADIX=0|1   sampling thresholds by radix select (default 1)
 //   DELTASERVE_CUDA_MOE_ALIGN_MULTI=0|1  the MoE counting sort over several CTAs from 4,096 pairs (default 1)
-//   DELTASERVE_CUDA_FP8_FUSED_SPLIT=0|1  the FP8 wgmma kernel's 16-token tiles split x themselves (default 0)
 //   DELTASERVE_CUDA_MLA_DECODE_PIPE=0|1  the Hopper MLA decode's pipelined form (default: by the split's length)
 //   DELTASERVE_CUDA_ROUTE_WARPS=0|1      MoE routing of 2..64 tokens with a warp per token (default 1; 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
@@ -102,10 +101,6 @@ struct CudaEnv {
   // place; one CTA took 99 us a layer at 8,192 tokens). On since session 19: 4 x 2,048-token prefill
   // 62.0K -> 65.0K tok/s (median of 3, one machine; docs/PERF.md).
   bool moe_align_multi = true;
-  // The FP8 wgmma kernel's 16-token tiles split x themselves (DELTASERVE_CUDA_FP8_FUSED_SPLIT: each thread its
-  // token's 16 values of a k block, a pipeline stage ahead) instead of a split launch before each GEMM (108
-  // launches, ~0.3 ms of the FP8 batch-16 step, ncu session 18). Written in session 19; off until measured.
-  bool fp8_fused_split = false;
   // GPU sampling thresholds (top-k, top-p, the draw) by a 4-pass radix select instead of a ~31-pass bisection
   // (100 rows at T = 1, top-p 0.9: 4.11 -> 1.18 ms, PERF.md session 15); on (tests GpuOps.Sampling*).
   bool sampling_radix = true;

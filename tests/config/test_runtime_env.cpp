@@ -42,7 +42,6 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_PIPE");
     unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
-    unsetenv("DELTASERVE_CUDA_FP8_FUSED_SPLIT");
   }
 };
 
@@ -209,10 +208,6 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_MOE_ALIGN_MULTI");
-  EXPECT_FALSE(CudaEnv::parse().fp8_fused_split);  // session 19: off until measured
-  setenv("DELTASERVE_CUDA_FP8_FUSED_SPLIT", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().fp8_fused_split);
-  unsetenv("DELTASERVE_CUDA_FP8_FUSED_SPLIT");
   unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);

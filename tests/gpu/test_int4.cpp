@@ -349,26 +349,12 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
         g.tile_tokens = tile;
         g.x_split = split.data();
         g.x_split_rows = silu ? R : rows;
-        // then with the split fused into the GEMM (switches.fp8_fused_split; 16-token tiles): the same bytes
-        std::vector<uint8_t> first;
-        for (const bool fused : {false, true}) {
-          DeviceContext ctx = test_ctx();
-          ctx.switches.fp8_xsplit = true;
-          ctx.switches.fp8_wgmma_stages = 3;
-          ctx.switches.fp8_fused_split = fused;
-          ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name << ", " << tile << "-token tiles";
-          poison(dy);
-          run_moe_gemm(g, ctx);
-          EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
-              << sc.name << (silu ? " gate/up" : " down") << ", " << tile << "-token tiles" << (fused ? ", fused split" : "");
-          std::vector<uint8_t> got(size_t(rows) * N * 2);
-          DS_CUDA_CHECK(cudaMemcpy(got.data(), dy.data(), got.size(), cudaMemcpyDeviceToHost));
-          if (!fused) {
-            first = got;
-          } else {
-            EXPECT_EQ(got, first) << sc.name << (silu ? " gate/up" : " down") << ", " << tile << "-token tiles";
-          }
-        }
+        DeviceContext ctx = test_ctx();
+        ctx.switches.fp8_xsplit = true;
+        ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name << ", " << tile << "-token tiles";
+        run_moe_gemm(g, ctx);
+        EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
+            << sc.name << (silu ? " gate/up" : " down") << ", " << tile << "-token tiles";
       }
   }
 }

@@ -15,10 +15,6 @@
 // before the MMAs (int4x32_to_e4m3); groups narrower than 128 get a partial per k step (NP = 4).
 // Split-K (dense launches, gridDim.z > 1): each CTA takes a range of k blocks; the last to finish a tile adds
 // the others' fp32 partials (arrival counters in the workspace) and writes it.
-// Fused split (FX, 16-token tiles, switches.fp8_fused_split): no split launch before the GEMM; each thread
-// loads its token's 16 bf16 values of a k block when the block is issued and splits them into the stage (and
-// the token's scale into the ring) at the top of the next iteration, the 128-column amax over the 8 threads
-// of the token by shuffles: the same bytes as run_x_split's (x_split8), one launch fewer per GEMM.
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 
 #include "cuda/kernels/common.cuh"
@@ -124,12 +120,11 @@ struct Fp8WeightMap {
 // NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
 // TW: tokens per tile (16: decode batches and dense launches; 64: prefill-sized grouped launches, NP 1 only,
 // so that a weight tile in shared memory serves 64 tokens).
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA, bool FX = false>
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA>
 __global__ void __launch_bounds__(kThreadsW)
     moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ Fp8WeightMap wmap) {
   static_assert(TW == 16 || NP == 1, "64-token tiles take one partial sum per k block");
   static_assert(!(TMA && I4), "TMA copies FP8 weight rows only");
-  static_assert(!FX || TW == 16, "the fused split: one 16-value piece of a token a thread");
   using S = StageW<MT, I4, ST, TW>;
   constexpr int kAcc = TW / 2;  // accumulators a thread per 64-row tile
   constexpr int kStagesW = ST;
@@ -228,36 +223,6 @@ __global__ void __launch_bounds__(kThreadsW)
     // x scales: thread tid < TW copies token tid's scale of each k block into the scale ring (4 bytes)
     const bool xs_ok = tid < rows;
     const float* xs_src = Xs + int64_t(x_row(r0 + t0 + (xs_ok ? tid : 0))) * KB;
-    // FX: this thread's 16 bf16 values of token tid / 8 (chunk ch of a k block), loaded at issue into xr
-    // (block xr_kb, -1: none pending) and split into the block's stage by split_x
-    [[maybe_unused]] const bf16* xb =
-        FX ? static_cast<const bf16*>(p.x) + int64_t(x_row(r0 + t0 + (xok[0] ? tid / 8 : 0))) * p.ldx + ch * 16
-           : nullptr;
-    [[maybe_unused]] uint4 xr[2];
-    [[maybe_unused]] int xr_kb = -1;
-    [[maybe_unused]] auto split_x = [&]() {
-      float va[8], vb[8];
-      const bf16* ea = reinterpret_cast<const bf16*>(&xr[0]);
-      const bf16* eb = reinterpret_cast<const bf16*>(&xr[1]);
-      float amax = 0.f;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        va[j] = xok[0] ? __bfloat162float(ea[j]) : 0.f;
-        vb[j] = xok[0] ? __bfloat162float(eb[j]) : 0.f;
-        amax = fmaxf(amax, fmaxf(fabsf(va[j]), fabsf(vb[j])));
-      }
-#pragma unroll
-      for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));  // token's 8 threads
-      uint2 ha, la, hb, lb;
-      const float s = x_split8(va, amax, ha, la);
-      x_split8(vb, amax, hb, lb);
-      unsigned char* st = smem + (xr_kb % kStagesW) * S::kBytes;
-      *reinterpret_cast<uint4*>(st + xdst[0]) = make_uint4(ha.x, ha.y, hb.x, hb.y);
-      *reinterpret_cast<uint4*>(st + xdst[0] + S::kXBytes) = make_uint4(la.x, la.y, lb.x, lb.y);
-      if (ch == 0) reinterpret_cast<float*>(smem + S::kXsOff)[(xr_kb % kStagesW) * TW + tid / 8] = xok[0] ? s : 0.f;
-      fence_proxy_async();  // (visible to the tensor cores once a barrier follows)
-      xr_kb = -1;
-    };
     auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
       if (kb < kb1) {
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
@@ -274,30 +239,17 @@ __global__ void __launch_bounds__(kThreadsW)
 #pragma unroll
           for (int i = 0; i < S::kWChunks; ++i) cp16(st + wdst[i], Wq + woff[i] + kb * S::kRowBytes, wok[i]);
         }
-        if constexpr (FX) {
-          if (xok[0]) {
-            xr[0] = *reinterpret_cast<const uint4*>(xb + k);
-            xr[1] = *reinterpret_cast<const uint4*>(xb + k + 8);
-          }
-          xr_kb = kb;
-        } else {
 #pragma unroll
-          for (int c = 0; c < S::kXCopies; ++c) {  // hi and lo of the same chunk
-            cp16(st + xdst[c], xsrc[c] + k, xok[c]);
-            cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
-          }
-          if (tid < TW) cp4(sbase + S::kXsOff + uint32_t((kb % kStagesW) * TW + tid) * 4u, xs_src + kb, xs_ok);
+        for (int c = 0; c < S::kXCopies; ++c) {  // hi and lo of the same chunk
+          cp16(st + xdst[c], xsrc[c] + k, xok[c]);
+          cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
         }
+        if (tid < TW) cp4(sbase + S::kXsOff + uint32_t((kb % kStagesW) * TW + tid) * 4u, xs_src + kb, xs_ok);
       }
       cp_commit();
     };
 #pragma unroll
-    for (int j = 0; j < kStagesW - 1; ++j) {
-      issue(kb0 + j);
-      if constexpr (FX) {
-        if (xr_kb >= 0) split_x();
-      }
-    }
+    for (int j = 0; j < kStagesW - 1; ++j) issue(kb0 + j);
 
     float acc[MT][kAcc] = {};
 #pragma unroll 1
@@ -311,10 +263,6 @@ __global__ void __launch_bounds__(kThreadsW)
 #pragma unroll
           for (int h = 0; h < 2; ++h)
             sw[mi][pp][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb + pp * (kKb / NP)) >> p.scale_k_shift));
-      if constexpr (FX) {  // the block issued last iteration (kb + kStagesW - 2): its stage was last read by
-                           // block kb - 2, before the previous barrier
-        if (xr_kb >= 0) split_x();
-      }
       cp_wait<kStagesW - 2>();
       if constexpr (!I4) fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
       __syncthreads();  // every thread's copies of block kb landed; block kb - 1's reads are done
@@ -447,23 +395,12 @@ __global__ void x_split_kernel(XSplitParams p) {
   if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
 }
 
-// The fused split's launches: 16-token tiles on the 3-stage kernel without TMA (the instantiations it has).
-bool fused_split_applies(const MoeGemmParams& p, const DeviceContext& ctx) {
-  return ctx.switches.fp8_fused_split && p.tile_tokens == 16 && ctx.switches.fp8_wgmma_stages == 3 &&
-         !ctx.switches.fp8_tma && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-}
-
 template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
   constexpr size_t kSmem = StageW<MT, I4, ST, TW>::kSmem;
   Fp8WeightMap m{};
-  if constexpr (TW == 16 && ST == 3) {
-    if (fused_split_applies(p, ctx))
-      return launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false, true>, grid, kThreadsW, kSmem, ctx,
-                        p, m);
-  }
   if constexpr (!I4) {
     // TMA: whole 64-row tiles (a box cannot stop at N), every matrix the same number of rows
     if (ctx.switches.fp8_tma && ctx.tensor_map_encoder && p.N % kCols == 0 && p.w_matrix_stride % p.K == 0 &&
@@ -493,8 +430,11 @@ void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
     splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * (TW / 2) * kThreadsW)));
     if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, splits);
   }
-  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes)
-  if (int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms()) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx);
+  // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes), and at dense 64-token
+  // tiles (three CTAs an SM instead of two, the grid's tail shorter: FP8 batch-100 step 17.75 -> 17.63 ms,
+  // session 20, docs/PERF.md)
+  if ((TW == 64 && p.dense_rows > 0) || int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms())
+    return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx);
   launch_t<2, false, I4, NP, ST, TW>(p, tiles, ctx);
 }
 
@@ -504,15 +444,14 @@ void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) 
   launch_shape<I4, NP, 4, TW>(p, tiles, ctx);
 }
 
-template <bool I4, int NP, int ST, int TW, bool TMA, bool FX = false> void configure_shapes_t() {
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA, FX>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA, FX>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA, FX>, StageW<1, I4, ST, TW>::kSmem);
+template <bool I4, int NP, int ST, int TW, bool TMA> void configure_shapes_t() {
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA>, StageW<1, I4, ST, TW>::kSmem);
 }
 template <bool I4, int NP, int ST, int TW> void configure_shapes() {
   configure_shapes_t<I4, NP, ST, TW, false>();
   if constexpr (!I4) configure_shapes_t<I4, NP, ST, TW, true>();
-  if constexpr (TW == 16 && ST == 3) configure_shapes_t<I4, NP, ST, TW, false, true>();
 }
 
 }  // namespace
@@ -537,8 +476,7 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
-  if (!fused_split_applies(p, ctx))
-    run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
+  run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
     if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
