@@ -146,6 +146,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   auto bw_floor = [](double bytes) { return bytes / ds::bench::kBandwidth * 1e3; };
   std::printf("device: %s\n", device_info().summary().c_str());
+  DeviceContext mma_ctx = ctx;  // FP8 GEMVs at one row on the tensor cores (gemv_fp8_mma.cu)
+  mma_ctx.switches.fp8_mma_gemv = true;
 
   if (dense_only) {
     dense_tiles(ctx, reps, rows);
@@ -165,7 +167,8 @@ int main(int argc, char** argv) {
                          Dense{"MLA q_proj 6144x2304", 6144, 2304, 8}, Dense{"big 163840x2304", 163840, 2304, 1}})
     for (auto [rs, ks, lay] : {std::tuple{7, 7, "block128"}, std::tuple{0, 31, "channel"}})
       for (int M : {1, 8})
-      for (int ring = M == 1; ring >= 0; --ring) {  // M = 1: the cp.async ring, then the FP8 row-pair kernel
+      for (int ring = M == 1 ? 2 : 0; ring >= 0; --ring) {  // M = 1: the tensor cores (switches.fp8_mma_gemv),
+                                                            // the cp.async ring, the FP8 row-pair kernel
         std::vector<Fp8Weights> ws;
         for (int c = 0; c < d.copies; ++c) ws.push_back(fp8(ctx, d.N, d.K, rs, ks, 10 + c));
         auto x = filled(ctx, int64_t(M) * d.K, bf, 1, 1.f);
@@ -181,11 +184,12 @@ int main(int argc, char** argv) {
           p.N = d.N;
           p.K = d.K;
           p.M = M;
-          p.async_stream = ring;
-          run_gemv(p, bf, ctx);
+          p.async_stream = ring > 0;
+          run_gemv(p, bf, ring == 2 ? mma_ctx : ctx);
         }, reps);
         char nm[128];
-        std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s%s", d.name, M, lay, M == 1 ? (ring ? " ring" : " row-pair") : "");
+        std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s%s", d.name, M, lay,
+                      M == 1 ? (ring == 2 ? " mma" : ring ? " ring" : " row-pair") : "");
         rows.push_back({nm, ms, bw_floor(ws[0].bytes()), ""});
       }
 
@@ -236,6 +240,10 @@ int main(int argc, char** argv) {
       g.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
       run_gemv(g, bf, ctx);
     }, reps);
+    const double ms_gu_mma = ds::bench::time_ms(ctx.stream, [&] {
+      g.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
+      run_gemv(g, bf, mma_ctx);
+    }, reps);
     const double ms_dn = ds::bench::time_ms(ctx.stream, [&] {
       d.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
       run_gemv(d, bf, ctx);
@@ -245,6 +253,8 @@ int main(int argc, char** argv) {
     rows.push_back({nm, ms_gu_rp, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
     std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s ring", lay);
     rows.push_back({nm, ms_gu, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
+    std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s mma", lay);
+    rows.push_back({nm, ms_gu_mma, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
     std::snprintf(nm, sizeof nm, "fp8 MoE B=1 down 9x2304x1024 %s", lay);
     rows.push_back({nm, ms_dn, bw_floor(9.0 * (double(D) * I) * (1 + 4.0 / 16384)), ""});
   }

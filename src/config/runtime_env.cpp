@@ -39,6 +39,7 @@ CudaEnv CudaEnv::parse() {
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
+  c.fp8_mma_gemv = flag("DELTASERVE_CUDA_FP8_MMA_GEMV", false);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", true);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", true);

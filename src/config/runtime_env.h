@@ -26,6 +26,7 @@
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_FP8_SPLIT_K=0|1      split-K for the FP8 wgmma kernel's narrow dense launches (default 1)
+//   DELTASERVE_CUDA_FP8_MMA_GEMV=0|1     FP8 GEMVs at one row per group on the tensor cores (default 0)
 //   DELTASERVE_CUDA_NARROW_GEMV_ROWS=N   projections in the activation dtype with at most 1,024 output rows (the
 //                                        MoE router, MLA kv_a_proj) on the GEMV up to N rows (8..64; default 8:
 //                                        cuBLASLt above 8 rows, whose tiles leave most SMs idle at N = 256)
@@ -84,6 +85,10 @@ struct CudaEnv {
   // Dense launches of that kernel with fewer 64-row blocks than SMs (o_proj at decode batches: 36 blocks) split
   // K over more CTAs, the last of a tile adding the partials (measured: FP8 step at 16 tokens 4% faster).
   bool fp8_split_k = true;
+  // FP8 GEMVs at one row per group (batch-1 projections and experts) on the tensor cores (DELTASERVE_CUDA_FP8_
+  // MMA_GEMV: mma.sync e4m3 with x split hi/lo in shared memory, gemv_fp8_mma.cu) instead of CUDA-core
+  // conversions (25-40% of the bandwidth, ncu session 20). Written in session 20; off until measured.
+  bool fp8_mma_gemv = false;
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the
   // 16-token tiles read each weight tile 7 times (KDA in_proj 43.6 us a layer against 6.7 us of bytes, ncu,

@@ -24,6 +24,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
+    unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
@@ -135,6 +136,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
+  EXPECT_FALSE(d.fp8_mma_gemv);  // session 20: off until measured
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
@@ -212,6 +214,11 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_SPLIT_K", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);
   unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
+  setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().fp8_mma_gemv);
+  setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "maybe", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_tile_min_rows, 1);
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "0", 1);

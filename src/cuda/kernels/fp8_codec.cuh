@@ -35,7 +35,7 @@ __device__ __forceinline__ void from_e4m3x16(const uint4& raw, float* out) {
 
 // The x split of 8 values of one 128-column block whose |max| is amax (XSplitParams, moe_gemm_fp8_wgmma.h):
 // s the least power of two with amax / s <= 448 (1 for zero), hi = e4m3(v / s), lo = e4m3(v / s - hi), the
-// 8 bytes of each in order. Shared by the split kernel and the RMSNorm that writes the split beside its rows.
+// 8 bytes of each in order. Shared by the split kernel and the FP8 tensor-core GEMV (gemv_fp8_mma.cu).
 __device__ __forceinline__ float x_split8(const float (&v)[8], float amax, uint2& hi, uint2& lo) {
   const float need = amax / 448.f;
   const float s =

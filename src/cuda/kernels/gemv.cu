@@ -225,6 +225,7 @@ void configure_gemv(const DeviceContext&) {
   configure_act<bf16>();
   gemv_detail::configure_gemv_async();
   gemv_detail::configure_gemv_fp8();
+  gemv_detail::configure_gemv_fp8_mma();
   gemv_detail::configure_gemv_int4();
 }
 
@@ -249,7 +250,9 @@ void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx) {
     gemv_detail::run_gemv_int4(p, act, ctx);
     return;
   }
-  if (p.w_scale) {  // FP8: one row per group streams through the cp.async ring, the rest the FP8 kernels
+  if (p.w_scale) {  // FP8: one row per group on the tensor cores (switch) or through the cp.async ring, the
+                    // rest the FP8 kernels
+    if (gemv_detail::run_gemv_fp8_mma(p, act, ctx)) return;
     if (!gemv_detail::run_gemv_async(p, act, ctx.num_sms(), ctx)) gemv_detail::run_gemv_fp8(p, act, ctx);
     return;
   }

@@ -79,6 +79,9 @@ struct GemvParams {
   const float* w_zero = nullptr;
 };
 void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx);
+// Whether run_gemv takes p on the FP8 tensor-core GEMV (gemv_fp8_mma.cu): switches.fp8_mma_gemv, FP8 weights
+// with scale blocks at least 64 columns wide, bf16 activations, one row per group, K a multiple of 64.
+bool fp8_mma_gemv_applies(const GemvParams& p, DType act, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).
 void configure_gemv(const DeviceContext& ctx);
 
