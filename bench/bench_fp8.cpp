@@ -248,7 +248,31 @@ int main(int argc, char** argv) {
       d.group_weight = ids[size_t(i++ % variants)].as<int32_t>();
       run_gemv(d, bf, ctx);
     }, reps);
+    // down + combine (the model's batch-1 form): CUDA cores, then the tensor cores
+    std::vector<int32_t> pos_h = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    std::vector<float> wts_h(9, 0.125f);
+    DeviceBuffer pos(36), wts(36), resid(size_t(D) * 2);
+    DS_CUDA_CHECK(cudaMemcpy(pos.data(), pos_h.data(), 36, cudaMemcpyHostToDevice));
+    DS_CUDA_CHECK(cudaMemcpy(wts.data(), wts_h.data(), 36, cudaMemcpyHostToDevice));
+    DS_CUDA_CHECK(cudaMemset(resid.data(), 0, resid.bytes()));
+    MoeDownCombineParams dc = moe_down_combine_params(g, pos.as<int32_t>(), nullptr, wts.as<float>(), 9, dn.q.data(),
+                                                      resid.data());
+    dc.w_scale = dn.scale.as<float>();
+    dc.scale_ld = dn.ld;
+    dc.scale_row_shift = dn.rs;
+    dc.scale_k_shift = dn.ks;
+    dc.scale_matrix_stride = (int64_t(D) >> rs) * dn.ld;
+    double ms_dc[2];
+    for (int on = 0; on < 2; ++on)
+      ms_dc[on] = ds::bench::time_ms(ctx.stream, [&] {
+        dc.ids = ids[size_t(i++ % variants)].as<int32_t>();
+        run_moe_down_combine(dc, bf, on ? mma_ctx : ctx);
+      }, reps);
     char nm[128];
+    for (int on = 0; on < 2; ++on) {
+      std::snprintf(nm, sizeof nm, "fp8 MoE B=1 down+combine 9x2304x1024 %s%s", lay, on ? " mma" : "");
+      rows.push_back({nm, ms_dc[on], bw_floor(9.0 * (double(D) * I) * (1 + 4.0 / 16384)), ""});
+    }
     std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s row-pair", lay);
     rows.push_back({nm, ms_gu_rp, bw_floor(9.0 * (2 * I * double(D)) * (1 + 4.0 / 16384)), ""});
     std::snprintf(nm, sizeof nm, "fp8 MoE B=1 gate/up 9x2048x2304 %s ring", lay);

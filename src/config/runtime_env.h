@@ -85,9 +85,9 @@ struct CudaEnv {
   // Dense launches of that kernel with fewer 64-row blocks than SMs (o_proj at decode batches: 36 blocks) split
   // K over more CTAs, the last of a tile adding the partials (measured: FP8 step at 16 tokens 4% faster).
   bool fp8_split_k = true;
-  // FP8 GEMVs at one row per group (batch-1 projections and experts) on the tensor cores (DELTASERVE_CUDA_FP8_
-  // MMA_GEMV: mma.sync e4m3 with x split hi/lo in shared memory, gemv_fp8_mma.cu) instead of CUDA-core
-  // conversions (25-40% of the bandwidth, ncu session 20). Written in session 20; off until measured.
+  // FP8 GEMVs at one row per group (batch-1 projections, experts, down + combine) on the tensor cores
+  // (DELTASERVE_CUDA_FP8_MMA_GEMV: mma.sync e4m3 with x split hi/lo in shared memory, gemv_fp8_mma.cu) instead
+  // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). Written in session 20; off until measured.
   bool fp8_mma_gemv = false;
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the

@@ -3,12 +3,13 @@
 // the CUDA-core FP8 GEMV of the same launch (the switch off): every epilogue, per-channel and 128 x 128 block
 // scales, K of 1,024 / 2,304 / 4,096, a partial 16-column tile, grouped launches (weights by group, rows by
 // group_start, a gather, inactive groups, the early-weights hint) and the fused RMSNorm; a 32-wide scale
-// block does not apply and runs the CUDA-core GEMV.
+// block does not apply and runs the CUDA-core GEMV. The MoE down projection + combine on the same MMAs.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "cuda/kernels/gemv.h"
 #include "fp8_host.h"
@@ -205,6 +206,60 @@ TEST(GpuFp8Mma, FusedNormAndDeclinedLayout) {
     run_gemv(p, bf, mma_ctx(true));
     const auto ref = cpu_gemm(xn, K, w.dq, 1, N, K);
     EXPECT_LT(rel_l2(to_host(dy.data(), ref.size(), bf), ref), tol(bf)) << "block " << (1 << ks);
+  }
+}
+
+// One token's MoE down projection + combine: pairs gather their activation rows and their experts' matrices
+// (one expert twice), the weighted sum added to the residual; a partial last tile of 16 columns. Against the
+// host and the CUDA-core kernel (the switch off).
+TEST(GpuFp8Mma, DownCombine) {
+  DS_REQUIRE_GPU();
+  const DType bf = DType::BF16;
+  const int E = 10, D = 2312, I = 1024, k = 9, rows = 12;
+  const std::vector<int32_t> pair_pos = {3, 0, 7, 11, 5, 2, 9, 1, 4};
+  const std::vector<int32_t> ids = {9, 0, 3, 3, 7, 1, 5, 8, 2};
+  const auto wts = randu(size_t(k), 81, 0.1f, 1.f);
+  const auto act = rounded(randn(size_t(rows) * I, 82), bf);
+  const auto r0 = rounded(randn(size_t(D), 83, 0.1f), bf);
+  auto dact = to_device(act, bf), dpos = to_device_raw(pair_pos), dids = to_device_raw(ids);
+  auto dwts = to_device(wts, DType::F32);
+  for (auto [rs, ks] : {std::pair{0, 31}, std::pair{7, 7}}) {
+    const auto w = random_fp8(E, D, I, rs, ks, 84 + ks);
+    auto dq = to_device_raw(w.q), dsc = to_device_raw(w.scale);
+    std::vector<float> want(r0.begin(), r0.end());
+    for (int j = 0; j < k; ++j)
+      for (int c = 0; c < D; ++c) {
+        double acc = 0;
+        const float* wr = w.dq.data() + (int64_t(ids[size_t(j)]) * D + c) * I;
+        const float* xr = act.data() + int64_t(pair_pos[size_t(j)]) * I;
+        for (int i = 0; i < I; ++i) acc += double(wr[i]) * xr[i];
+        want[size_t(c)] += float(wts[size_t(j)] * acc);
+      }
+    MoeDownCombineParams p;
+    p.act = dact.data();
+    p.pair_pos = dpos.as<int32_t>();
+    p.ids = dids.as<int32_t>();
+    p.weights = dwts.as<float>();
+    p.w = dq.data();
+    p.D = D;
+    p.I = I;
+    p.k = k;
+    p.w_scale = dsc.as<float>();
+    p.scale_ld = w.ld;
+    p.scale_row_shift = rs;
+    p.scale_k_shift = ks;
+    p.scale_matrix_stride = w.scale_rows() * w.ld;
+    ASSERT_TRUE(fp8_mma_down_combine_applies(p, bf, mma_ctx(true))) << "rs " << rs;
+    EXPECT_FALSE(fp8_mma_down_combine_applies(p, bf, mma_ctx(false)));
+    std::vector<float> outs[2];
+    for (const bool on : {false, true}) {
+      auto dr = to_device(r0, bf);
+      p.residual = dr.data();
+      run_moe_down_combine(p, bf, mma_ctx(on));
+      outs[on] = to_host(dr.data(), size_t(D), bf);
+      EXPECT_LT(rel_l2(outs[on], want), tol(bf)) << "rs " << rs << (on ? " mma" : " cuda cores");
+    }
+    EXPECT_LT(rel_l2(outs[1], outs[0]), tol(bf)) << "rs " << rs << " mma against the cuda cores";
   }
 }
 

@@ -130,6 +130,8 @@ struct MoeDownCombineParams {
   const float* w_zero = nullptr;
 };
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
+// Whether it takes p on the FP8 tensor cores (gemv_fp8_mma.cu; the conditions of fp8_mma_gemv_applies on I).
+bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 
 // The down projection + combine that follows a SiluMul gate/up GEMV over one token's k pairs (its
 // output rows are the activations; D and I carried over, and the known group as the known pair: with one

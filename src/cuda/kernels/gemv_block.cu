@@ -289,7 +289,7 @@ void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const Device
     return;
   }
   if (p.w_scale) {
-    run_moe_down_combine_fp8(p, act, ctx);
+    if (!run_moe_down_combine_fp8_mma(p, act, ctx)) run_moe_down_combine_fp8(p, act, ctx);
     return;
   }
   dispatch_act(act, [&]<typename T>() {

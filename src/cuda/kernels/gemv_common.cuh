@@ -337,8 +337,9 @@ bool run_gemv_small_k(const GemvParams& p, DType act, const DeviceContext& ctx);
 // Sets the shared-memory limit of every instance of the asynchronous kernel (configure_gemv).
 void configure_gemv_async();
 // FP8 weights at one row per group on the tensor cores (gemv_fp8_mma.cu; switches.fp8_mma_gemv): launches
-// and returns true when it applies (fp8_mma_gemv_applies, gemv.h).
+// and returns true when it applies (fp8_mma_gemv_applies, fp8_mma_down_combine_applies: gemv.h).
 bool run_gemv_fp8_mma(const GemvParams& p, DType act, const DeviceContext& ctx);
+bool run_moe_down_combine_fp8_mma(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 void configure_gemv_fp8_mma();
 // FP8 weights (p.w_scale set): every case run_gemv takes (gemv_fp8.cu).
 void run_gemv_fp8(const GemvParams& p, DType act, const DeviceContext& ctx);

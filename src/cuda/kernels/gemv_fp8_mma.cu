@@ -42,8 +42,8 @@ template <int kTiles> size_t smem_bytes(int K) {
          size_t(kMmaWarps) * kTiles * 16 * 4;
 }
 
-template <typename OutT, GemvEpilogue Epi>
-__global__ void __launch_bounds__(kMmaWarps * 32) gemv_fp8_mma_kernel(GemvParams p) {
+template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMmaWarps * 32)
+    gemv_fp8_mma_kernel(GemvParams p) {
   using T = bf16;
   constexpr int kTiles = Epi == GemvEpilogue::SiluMul ? 2 : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -149,15 +149,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_fp8_mma_kernel(GemvParams
       for (int h = 0; h < 2; ++h) ws[t][h] = __ldg(S + soff[t][h] + ((kc * kChunk) >> p.scale_k_shift));
     const float xscale = xsc[kc];
     const uint4 b = bon ? *reinterpret_cast<const uint4*>(bplane + kc * kChunk + 16 * q) : make_uint4(0u, 0u, 0u, 0u);
-    issue(j + kStages - 1);  // into the stage read last iteration
+    issue(j + kStages - 1);        // into the stage read last iteration
     cp_async_wait<kStages - 1>();  // this lane's copies of chunk j have landed
     const uint4* st = my + size_t(j % kStages) * kTiles * 2 * 32;
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) {
       const uint4 ag = st[(t * 2 + 0) * 32 + lane], ag8 = st[(t * 2 + 1) * 32 + lane];
       float d[4] = {0.f, 0.f, 0.f, 0.f};
-      mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);  // step 0: physical k 16q .. 16q + 7
-      mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);  // step 1: 16q + 8 .. 16q + 15
+      mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);        // step 0: physical k 16q .. 16q + 7
+      mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);        // step 1: 16q + 8 .. 16q + 15
       acc[t][0] = fmaf(d[0] + d[1], ws[t][0] * xscale, acc[t][0]);  // row g: columns hi + lo (lanes q == 0)
       acc[t][1] = fmaf(d[2] + d[3], ws[t][1] * xscale, acc[t][1]);  // row g + 8
     }
@@ -193,8 +193,121 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_fp8_mma_kernel(GemvParams
 
 template <typename OutT, GemvEpilogue Epi> void launch_mma(const GemvParams& p, const DeviceContext& ctx) {
   constexpr int kTiles = Epi == GemvEpilogue::SiluMul ? 2 : 1;
-  launch_pdl(gemv_fp8_mma_kernel<OutT, Epi>, dim3(unsigned(ceil_div(p.N, 16)), unsigned(p.num_groups)),
-             kMmaWarps * 32, smem_bytes<kTiles>(p.K), ctx, p);
+  launch_pdl(gemv_fp8_mma_kernel<OutT, Epi>, dim3(unsigned(ceil_div(p.N, 16)), unsigned(p.num_groups)), kMmaWarps * 32,
+             smem_bytes<kTiles>(p.K), ctx, p);
+}
+
+// One token's MoE down projection + combine (run_moe_down_combine's FP8 form) on the same MMAs: a block of
+// kDcWarps warps owns 16 output columns; the (pair, 64-column chunk) items of all pairs are split evenly
+// between the warps (a warp's range may start or end inside a pair), each streaming its items' 16 weight
+// rows of the pair's expert through its ring. The block splits every
+// pair's activation row into hi/lo per 64 columns first (after PDL's wait: the gate/up launch writes them),
+// while the first chunks' copies are in flight. residual[c] += sum over pairs of weight_j * (W_e act_j)[c].
+constexpr int kDcWarps = 8;
+size_t dc_smem_bytes(int k, int I) {
+  return size_t(kDcWarps) * kStages * 2 * 32 * 16 + size_t(k) * I * 2 + size_t(k) * (I / kChunk) * 4 +
+         size_t(kDcWarps) * 16 * 4;
+}
+
+__global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_fp8_mma_kernel(MoeDownCombineParams p) {
+  using T = bf16;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint4* ring = reinterpret_cast<uint4*>(smem_raw);
+  uint8_t* xh = smem_raw + size_t(kDcWarps) * kStages * 2 * 32 * 16;  // [k][I] hi bytes, then [k][I] lo
+  uint8_t* xl = xh + size_t(p.k) * p.I;
+  float* xsc = reinterpret_cast<float*>(xl + size_t(p.k) * p.I);  // [k][I / 64]
+  float* red = xsc + size_t(p.k) * (p.I / kChunk);                // [warp][16 rows]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int c0 = int(blockIdx.x) * 16, chunks = p.I / kChunk;
+  const int it0 = warp * p.k * chunks / kDcWarps, it1 = (warp + 1) * p.k * chunks / kDcWarps;  // this warp's items
+  const int items = it1 - it0;
+  uint4* my = ring + size_t(warp) * kStages * 2 * 32;
+  const int r[2] = {min(c0 + g, p.D - 1), min(c0 + g + 8, p.D - 1)};  // this lane's weight rows
+  auto issue = [&](int it) {  // the warp's item it (pair (it0 + it) / chunks, its chunk) into stage it % kStages
+    if (it < items) {
+      const int j = (it0 + it) / chunks, kc = (it0 + it) % chunks;
+      const uint8_t* W = static_cast<const uint8_t*>(p.w) + int64_t(p.ids[j]) * p.D * p.I;
+      uint4* st = my + size_t(it % kStages) * 2 * 32;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        cp_async16(st + h * 32 + lane, W + int64_t(r[h]) * p.I + int64_t(kc) * kChunk + 16 * q);
+    }
+    cp_async_commit();
+  };
+  pdl_trigger();
+  pdl_wait();
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) issue(j);
+  // every pair's activation row split into hi/lo per 64 columns (8 threads a chunk)
+  const int per_row = p.I / 8;
+  for (int i0 = 0; i0 < p.k * per_row; i0 += blockDim.x) {
+    const int i = i0 + int(threadIdx.x);
+    const bool ok = i < p.k * per_row;  // whole 8-lane groups (I % 64 == 0)
+    const int j = ok ? i / per_row : 0, c = ok ? (i % per_row) * 8 : 0;
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (ok) {
+      Chunk8<T> x;
+      x.load_global(static_cast<const T*>(p.act) + int64_t(p.pair_pos[j]) * p.I + c);
+      x.to_float(v);
+    }
+    float amax = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    uint2 h, l;
+    const float s = x_split8(v, amax, h, l);
+    if (ok) {
+      *reinterpret_cast<uint2*>(xh + int64_t(j) * p.I + c) = h;
+      *reinterpret_cast<uint2*>(xl + int64_t(j) * p.I + c) = l;
+      if (c % kChunk == 0) xsc[j * chunks + c / kChunk] = s;
+    }
+  }
+  __syncthreads();
+
+  const bool bon = g < 2;  // B column g: hi (0), lo (1), zero
+  const uint8_t* bplane = g == 0 ? xh : xl;
+  float tot[2] = {0.f, 0.f}, part[2] = {0.f, 0.f};
+  for (int it = 0; it < items; ++it) {
+    const int j = (it0 + it) / chunks, kc = (it0 + it) % chunks;
+    const int e = p.ids[j];
+    const float* S = p.w_scale + int64_t(e) * p.scale_matrix_stride;
+    float ws[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      ws[h] = __ldg(S + int64_t(r[h] >> p.scale_row_shift) * p.scale_ld + ((kc * kChunk) >> p.scale_k_shift));
+    const float xscale = xsc[j * chunks + kc];
+    const uint4 b = bon ? *reinterpret_cast<const uint4*>(bplane + int64_t(j) * p.I + kc * kChunk + 16 * q)
+                        : make_uint4(0u, 0u, 0u, 0u);
+    issue(it + kStages - 1);
+    cp_async_wait<kStages - 1>();
+    const uint4* st = my + size_t(it % kStages) * 2 * 32;
+    const uint4 ag = st[lane], ag8 = st[32 + lane];
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);
+    mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);
+    part[0] = fmaf(d[0] + d[1], ws[0] * xscale, part[0]);
+    part[1] = fmaf(d[2] + d[3], ws[1] * xscale, part[1]);
+    if (kc == chunks - 1 || it == items - 1) {  // the pair's part in this warp done: into the combine
+      const float wj = p.weights[j];
+      tot[0] = fmaf(wj, part[0], tot[0]);
+      tot[1] = fmaf(wj, part[1], tot[1]);
+      part[0] = part[1] = 0.f;
+    }
+  }
+  cp_async_wait<0>();
+  if (q == 0) {
+    red[warp * 16 + g] = tot[0];
+    red[warp * 16 + g + 8] = tot[1];
+  }
+  __syncthreads();
+  if (threadIdx.x < 16 && c0 + int(threadIdx.x) < p.D) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDcWarps; ++w) sum += red[w * 16 + threadIdx.x];
+    T* y = static_cast<T*>(p.residual) + c0 + threadIdx.x;
+    *y = from_f32<T>(to_f32(*y) + sum);
+  }
 }
 
 }  // namespace
@@ -211,9 +324,24 @@ bool fp8_mma_gemv_applies(const GemvParams& p, DType act, const DeviceContext& c
          gemv_detail::smem_bytes<2>(p.K) <= size_t(gemv_detail::kMaxSmem);
 }
 
+bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
+  const int sm = ctx.info.sm_major * 10 + ctx.info.sm_minor;
+  return ctx.switches.fp8_mma_gemv && p.w_scale && !p.w_int4 && act == DType::BF16 && sm >= 89 &&
+         p.I % gemv_detail::kChunk == 0 && p.scale_k_shift >= 6 && reinterpret_cast<uintptr_t>(p.w) % 16 == 0 &&
+         gemv_detail::dc_smem_bytes(p.k, p.I) <= size_t(gemv_detail::kMaxSmem);
+}
+
 }  // namespace ds::gpu
 
 namespace ds::gpu::gemv_detail {
+
+bool run_moe_down_combine_fp8_mma(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
+  if (!fp8_mma_down_combine_applies(p, act, ctx)) return false;
+  launch_pdl(moe_down_combine_fp8_mma_kernel, dim3(unsigned(ceil_div(p.D, 16))), kDcWarps * 32, dc_smem_bytes(p.k, p.I),
+             ctx, p);
+  DS_CUDA_CHECK_LAUNCH();
+  return true;
+}
 
 bool run_gemv_fp8_mma(const GemvParams& p, DType act, const DeviceContext& ctx) {
   if (!fp8_mma_gemv_applies(p, act, ctx)) return false;
@@ -234,6 +362,7 @@ void configure_gemv_fp8_mma() {
   set_max_dynamic_smem(gemv_fp8_mma_kernel<bf16, GemvEpilogue::Store>, kMaxSmem);
   set_max_dynamic_smem(gemv_fp8_mma_kernel<bf16, GemvEpilogue::SiluMul>, kMaxSmem);
   set_max_dynamic_smem(gemv_fp8_mma_kernel<bf16, GemvEpilogue::Accumulate>, kMaxSmem);
+  set_max_dynamic_smem(moe_down_combine_fp8_mma_kernel, kMaxSmem);
 }
 
 }  // namespace ds::gpu::gemv_detail
