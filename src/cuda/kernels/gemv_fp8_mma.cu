@@ -12,7 +12,7 @@
 // (columns 2..7 zero), so D columns 0 + 1 are the row's product; the chunk's partial is scaled by its weight
 // scale times s into an fp32 accumulator (scale blocks at least 64 columns wide).
 // Fragments without shuffles: lane (g = lane / 4, q = lane % 4) copies bytes [16q, 16q + 16) of the chunk of
-// weight rows g and g + 8 into its own slots of a per-warp cp.async ring (kStages chunks ahead) and reads the
+// weight rows g and g + 8 into its own slots of a per-warp cp.async ring (4-6 chunks ahead) and reads the
 // same bytes of x column g: the chunk's k order is permuted alike for A and B (mma step s, logical k 4q + j
 // and 16 + 4q + j, reads physical k 16q + 8s + j and 16q + 8s + 4 + j), so every fragment register is one
 // 32-bit word of a lane's own 16-byte load.
@@ -24,6 +24,9 @@ namespace ds::gpu::gemv_detail {
 namespace {
 
 constexpr int kMmaWarps = 4, kStages = 6, kChunk = 64;
+// the GEMV's ring depth: 6 chunks a warp for one tile, 4 for SiLU-mul's two (5 blocks an SM at K 2,304 either
+// way: ~120 KB of weights in flight an SM)
+template <int kTiles> constexpr int stages() { return kTiles == 2 ? 4 : kStages; }
 
 __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1) {
@@ -34,9 +37,11 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], uint32_t a0, uint3
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Shared memory: the per-warp rings (kStages chunks x tiles x rows g, g + 8 x 32 lanes x 16 bytes), the x
+// Shared memory: the per-warp rings (stages() chunks x tiles x rows g, g + 8 x 32 lanes x 16 bytes), the x
 // row (bf16), its hi and lo bytes, a scale per chunk, and the warps' partial sums.
-template <int kTiles> constexpr size_t ring_bytes() { return size_t(kMmaWarps) * kStages * kTiles * 2 * 32 * 16; }
+template <int kTiles> constexpr size_t ring_bytes() {
+  return size_t(kMmaWarps) * stages<kTiles>() * kTiles * 2 * 32 * 16;
+}
 template <int kTiles> size_t smem_bytes(int K) {
   return ring_bytes<kTiles>() + size_t(K) * 2 + size_t(K) * 2 + size_t(K / kChunk) * 4 +
          size_t(kMmaWarps) * kTiles * 16 * 4;
@@ -45,7 +50,7 @@ template <int kTiles> size_t smem_bytes(int K) {
 template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMmaWarps * 32)
     gemv_fp8_mma_kernel(GemvParams p) {
   using T = bf16;
-  constexpr int kTiles = Epi == GemvEpilogue::SiluMul ? 2 : 1;
+  constexpr int kTiles = Epi == GemvEpilogue::SiluMul ? 2 : 1, kSt = stages<kTiles>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);
   T* xs = reinterpret_cast<T*>(smem_raw + ring_bytes<kTiles>());
@@ -56,7 +61,7 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
   const int group = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int c0 = int(blockIdx.x) * 16, chunks = p.K / kChunk;
   const int kc0 = warp * chunks / kMmaWarps, kc1 = (warp + 1) * chunks / kMmaWarps;
-  uint4* my = ring + size_t(warp) * kStages * kTiles * 2 * 32;
+  uint4* my = ring + size_t(warp) * kSt * kTiles * 2 * 32;
   // weight row of this lane's row h (g, g + 8) of tile t (SiLU-mul tile 1: the up rows); past N: the last row
   // (its output is not stored)
   auto wrow = [&](int t, int h) {
@@ -69,10 +74,10 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
     W = static_cast<const uint8_t*>(p.w) + m * p.w_matrix_stride;
     S = p.w_scale + m * p.scale_matrix_stride;
   };
-  auto issue = [&](int j) {  // the warp's chunk j into stage j % kStages (always one commit group)
+  auto issue = [&](int j) {  // the warp's chunk j into stage j % kSt (always one commit group)
     const int kc = kc0 + j;
     if (kc < kc1) {
-      uint4* st = my + size_t(j % kStages) * kTiles * 2 * 32;
+      uint4* st = my + size_t(j % kSt) * kTiles * 2 * 32;
 #pragma unroll
       for (int t = 0; t < kTiles; ++t)
 #pragma unroll
@@ -90,7 +95,7 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
   if (early) {
     set_matrix(p.group_weight ? p.known_weight : group);
 #pragma unroll
-    for (int j = 0; j < kStages - 1; ++j) issue(j);
+    for (int j = 0; j < kSt - 1; ++j) issue(j);
   }
   pdl_wait();
   int row0 = 0, rows = 0;
@@ -101,7 +106,7 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
   if (!early) {
     set_matrix(p.group_weight[group]);
 #pragma unroll
-    for (int j = 0; j < kStages - 1; ++j) issue(j);
+    for (int j = 0; j < kSt - 1; ++j) issue(j);
   }
   const T* X = static_cast<const T*>(p.x) + int64_t(group) * p.x_group_stride;
   load_x_tile(p, xs, p.K, X, row0, 1, 0, p.K, pre);
@@ -149,9 +154,9 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
       for (int h = 0; h < 2; ++h) ws[t][h] = __ldg(S + soff[t][h] + ((kc * kChunk) >> p.scale_k_shift));
     const float xscale = xsc[kc];
     const uint4 b = bon ? *reinterpret_cast<const uint4*>(bplane + kc * kChunk + 16 * q) : make_uint4(0u, 0u, 0u, 0u);
-    issue(j + kStages - 1);        // into the stage read last iteration
-    cp_async_wait<kStages - 1>();  // this lane's copies of chunk j have landed
-    const uint4* st = my + size_t(j % kStages) * kTiles * 2 * 32;
+    issue(j + kSt - 1);        // into the stage read last iteration
+    cp_async_wait<kSt - 1>();  // this lane's copies of chunk j have landed
+    const uint4* st = my + size_t(j % kSt) * kTiles * 2 * 32;
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) {
       const uint4 ag = st[(t * 2 + 0) * 32 + lane], ag8 = st[(t * 2 + 1) * 32 + lane];
