@@ -15,7 +15,8 @@
 // weight rows g and g + 8 into its own slots of a per-warp cp.async ring (4-6 chunks ahead) and reads the
 // same bytes of x column g: the chunk's k order is permuted alike for A and B (mma step s, logical k 4q + j
 // and 16 + 4q + j, reads physical k 16q + 8s + j and 16q + 8s + 4 + j), so every fragment register is one
-// 32-bit word of a lane's own 16-byte load.
+// 32-bit word of a lane's own 16-byte load. The batch-1 MoE down projection + combine (run_moe_down_combine)
+// runs on the same MMAs (moe_down_combine_fp8_mma_kernel below).
 #include <algorithm>
 
 #include "cuda/kernels/gemv_common.cuh"
@@ -24,8 +25,8 @@ namespace ds::gpu::gemv_detail {
 namespace {
 
 constexpr int kMmaWarps = 4, kStages = 6, kChunk = 64;
-// the GEMV's ring depth: 6 chunks a warp for one tile, 4 for SiLU-mul's two (5 blocks an SM at K 2,304 either
-// way: ~120 KB of weights in flight an SM)
+// the GEMV's ring depth: 6 chunks a warp for one tile, 4 for SiLU-mul's two (5-6 blocks an SM at K 2,304:
+// ~100-120 KB of weights in flight an SM)
 template <int kTiles> constexpr int stages() { return kTiles == 2 ? 4 : kStages; }
 
 __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
