@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "gpu_test_util.h"
 #include "core/dtype.h"
+#include "cuda/kernels/gemv.h"
+#include "gpu_test_util.h"
 
 namespace ds::gpu::test {
 
@@ -33,6 +34,16 @@ inline HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, ui
         m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
       }
   return m;
+}
+
+// Points p at the FP8 matrices on the device (q, scale) with m's scale layout.
+inline void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {
+  p.w = q.data();
+  p.w_scale = scale.as<float>();
+  p.scale_ld = m.ld;
+  p.scale_row_shift = m.rs;
+  p.scale_k_shift = m.ks;
+  p.scale_matrix_stride = m.scale_rows() * m.ld;
 }
 
 }  // namespace ds::gpu::test

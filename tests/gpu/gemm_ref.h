@@ -10,6 +10,17 @@
 
 namespace ds::gpu::test {
 
+// The SiLU-mul of rows of [gate | up] products (gu: [rows, 2N]): silu(gate) * up, [rows, N].
+inline std::vector<float> silu_mul_rows(const std::vector<float>& gu, int rows, int N) {
+  std::vector<float> out(size_t(rows) * N);
+  for (int r = 0; r < rows; ++r)
+    for (int n = 0; n < N; ++n) {
+      const float g = gu[size_t(r) * 2 * N + n], u = gu[size_t(r) * 2 * N + N + n];
+      out[size_t(r) * N + n] = g / (1.f + std::exp(-g)) * u;
+    }
+  return out;
+}
+
 // y[M, N] = x[M, K] (rows ldx apart) . w[N, K]^T
 inline std::vector<float> cpu_gemm(const std::vector<float>& x, int64_t ldx, const std::vector<float>& w, int M, int N,
                                    int K) {

@@ -32,16 +32,6 @@ namespace {
 const DType kTypes[] = {DType::F32, DType::BF16};
 const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
 
-// Points p at the FP8 matrices on the device (q, scale) with m's scale layout.
-void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {
-  p.w = q.data();
-  p.w_scale = scale.as<float>();
-  p.scale_ld = m.ld;
-  p.scale_row_shift = m.rs;
-  p.scale_k_shift = m.ks;
-  p.scale_matrix_stride = m.scale_rows() * m.ld;
-}
-
 struct Layout {
   int rs, ks;
   const char* name;
@@ -120,12 +110,7 @@ TEST(GpuFp8, GemvEpiloguesLayoutsAndRows) {
           p.N = N;
           p.epi = GemvEpilogue::SiluMul;
           run_gemv(p, t, test_ctx());
-          std::vector<float> want(size_t(M) * N);
-          for (int m = 0; m < M; ++m)
-            for (int n = 0; n < N; ++n) {
-              const float g = ref[size_t(m) * 2 * N + n], u = ref[size_t(m) * 2 * N + N + n];
-              want[size_t(m) * N + n] = g / (1.f + std::exp(-g)) * u;
-            }
+          const auto want = silu_mul_rows(ref, M, N);
           EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), t), want), tol(t) * 2) << tag << " silu_mul";
         }
       }

@@ -19,29 +19,10 @@
 namespace ds::gpu::test {
 namespace {
 
-void set_fp8(GemvParams& p, const HostFp8& m, const DeviceBuffer& q, const DeviceBuffer& scale) {
-  p.w = q.data();
-  p.w_scale = scale.as<float>();
-  p.scale_ld = m.ld;
-  p.scale_row_shift = m.rs;
-  p.scale_k_shift = m.ks;
-  p.scale_matrix_stride = m.scale_rows() * m.ld;
-}
-
 DeviceContext mma_ctx(bool on) {
   DeviceContext ctx = test_ctx();
   ctx.switches.fp8_mma_gemv = on;
   return ctx;
-}
-
-std::vector<float> silu_mul_rows(const std::vector<float>& gu, int rows, int N) {  // gu: [rows, 2N]
-  std::vector<float> out(size_t(rows) * N);
-  for (int r = 0; r < rows; ++r)
-    for (int n = 0; n < N; ++n) {
-      const float g = gu[size_t(r) * 2 * N + n], u = gu[size_t(r) * 2 * N + N + n];
-      out[size_t(r) * N + n] = g / (1.f + std::exp(-g)) * u;
-    }
-  return out;
 }
 
 // Dense, one row: Store (bf16 and fp32 out), Accumulate, SiluMul, against the host and the switch off.

@@ -157,12 +157,7 @@ TEST(GpuInt4, GemvEpiloguesSchemesAndRows) {
           p.N = N;
           p.epi = GemvEpilogue::SiluMul;
           run_gemv(p, t, test_ctx());
-          std::vector<float> want(size_t(M) * N);
-          for (int m = 0; m < M; ++m)
-            for (int n = 0; n < N; ++n) {
-              const float g = ref[size_t(m) * 2 * N + n], u = ref[size_t(m) * 2 * N + N + n];
-              want[size_t(m) * N + n] = g / (1.f + std::exp(-g)) * u;
-            }
+          const auto want = silu_mul_rows(ref, M, N);
           EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), t), want), tol(t) * 2) << tag << " silu_mul";
         }
       }
