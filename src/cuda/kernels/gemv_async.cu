@@ -62,24 +62,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_async_kernel(GemvParams p, i
   pdl_trigger();
   NormPre<T> pre;
   pre.load(p);
-  // weights are immutable: stream them before the wait when the group's weight matrix is known here
-  const bool early = !p.group_weight || group == p.known_group;
-  if (early) {
-    set_matrix(p.group_weight ? p.known_weight : group);
-#pragma unroll
-    for (int j = 0; j < kAsyncStages; ++j) issue(j);
-  }
-  pdl_wait();
   int row0 = 0, rows = 0;
-  if (!group_rows(p, group, row0, rows)) {
-    cp_async_wait<0>();  // nothing left in flight into this block's shared memory
-    return;
-  }
-  if (!early) {
-    set_matrix(p.group_weight[group]);
-#pragma unroll
-    for (int j = 0; j < kAsyncStages; ++j) issue(j);
-  }
+  if (!start_group_stream<kAsyncStages>(p, group, row0, rows, set_matrix, issue)) return;
   const T* X = static_cast<const T*>(p.x) + int64_t(group) * p.x_group_stride;
   OutT* Y = static_cast<OutT*>(p.y) + int64_t(group) * p.y_group_stride;
   load_x_tile(p, xs, K8, X, row0, 1, 0, p.K, pre);

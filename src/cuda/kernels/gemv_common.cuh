@@ -309,6 +309,32 @@ __device__ __forceinline__ bool group_rows(const GemvParams& p, int group, int& 
   return rows > 0;
 }
 
+// The start of a one-row-per-group weight stream (gemv_async.cu, gemv_fp8_mma.cu): the group's matrix
+// (set_matrix(m)) and its first kAhead items (issue(j), one cp.async commit group each) are requested before
+// PDL's wait when the host knows the matrix (dense weights, or the known group: weights are immutable), else
+// after it. False, with nothing left in flight, when the group is inactive or has no rows.
+template <int kAhead, typename SetMatrix, typename Issue>
+__device__ __forceinline__ bool start_group_stream(const GemvParams& p, int group, int& row0, int& rows,
+                                                   const SetMatrix& set_matrix, const Issue& issue) {
+  const bool early = !p.group_weight || group == p.known_group;
+  if (early) {
+    set_matrix(p.group_weight ? p.known_weight : group);
+#pragma unroll
+    for (int j = 0; j < kAhead; ++j) issue(j);
+  }
+  pdl_wait();
+  if (!group_rows(p, group, row0, rows)) {
+    cp_async_wait<0>();  // nothing left in flight into this block's shared memory
+    return false;
+  }
+  if (!early) {
+    set_matrix(p.group_weight[group]);
+#pragma unroll
+    for (int j = 0; j < kAhead; ++j) issue(j);
+  }
+  return true;
+}
+
 // Sums two per-warp partial sums over the block's warps (one shared pair per warp); the totals are
 // valid in thread 0.
 __device__ __forceinline__ void block_sum2(float& a, float& b, float (*part)[2]) {

@@ -38,6 +38,42 @@ __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], uint32_t a0, uint3
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Splits `pieces` pieces of 8 bf16 values (load(i, v): piece i) into e4m3 hi and lo bytes at xh / xl + 8 i and a
+// power-of-two scale per 64-value chunk at xsc[i / 8] (x_split8; the chunk's amax over its 8 threads by
+// shuffles). All threads of the block; pieces a multiple of 8 (whole 8-lane groups share the bound check).
+template <typename Load>
+__device__ __forceinline__ void split_pieces(int pieces, const Load& load, uint8_t* xh, uint8_t* xl, float* xsc) {
+  for (int i0 = 0; i0 < pieces; i0 += blockDim.x) {
+    const int i = i0 + int(threadIdx.x);
+    const bool ok = i < pieces;
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (ok) load(i, v);
+    float amax = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    uint2 h, l;
+    const float s = x_split8(v, amax, h, l);
+    if (ok) {
+      *reinterpret_cast<uint2*>(xh + int64_t(i) * 8) = h;
+      *reinterpret_cast<uint2*>(xl + int64_t(i) * 8) = l;
+      if ((i & 7) == 0) xsc[i >> 3] = s;
+    }
+  }
+}
+
+// One 64-k chunk of 16 weight rows (ag: row g's 16 bytes, ag8: row g + 8's) times x column g's bytes b (hi for
+// g 0, lo for g 1, zero otherwise: b_fragment): D columns 2q, 2q + 1 of rows g, g + 8.
+__device__ __forceinline__ void chunk_mma(const uint4& ag, const uint4& ag8, const uint4& b, float (&d)[4]) {
+  d[0] = d[1] = d[2] = d[3] = 0.f;
+  mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);  // step 0: physical k 16q .. 16q + 7
+  mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);  // step 1: 16q + 8 .. 16q + 15
+}
+__device__ __forceinline__ uint4 b_fragment(const uint8_t* xh, const uint8_t* xl, int64_t chunk_off, int g, int q) {
+  return g < 2 ? *reinterpret_cast<const uint4*>((g == 0 ? xh : xl) + chunk_off + 16 * q) : make_uint4(0u, 0u, 0u, 0u);
+}
+
 // Shared memory: the per-warp rings (stages() chunks x tiles x rows g, g + 8 x 32 lanes x 16 bytes), the x
 // row (bf16), its hi and lo bytes, a scale per chunk, and the warps' partial sums.
 template <int kTiles> constexpr size_t ring_bytes() {
@@ -91,55 +127,22 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
   pdl_trigger();
   NormPre<T> pre;
   pre.load(p);
-  // weights are immutable: requested before the wait when the group's matrix is known here
-  const bool early = !p.group_weight || group == p.known_group;
-  if (early) {
-    set_matrix(p.group_weight ? p.known_weight : group);
-#pragma unroll
-    for (int j = 0; j < kSt - 1; ++j) issue(j);
-  }
-  pdl_wait();
   int row0 = 0, rows = 0;
-  if (!group_rows(p, group, row0, rows)) {
-    cp_async_wait<0>();  // nothing left in flight into this block's shared memory
-    return;
-  }
-  if (!early) {
-    set_matrix(p.group_weight[group]);
-#pragma unroll
-    for (int j = 0; j < kSt - 1; ++j) issue(j);
-  }
+  if (!start_group_stream<kSt - 1>(p, group, row0, rows, set_matrix, issue)) return;
   const T* X = static_cast<const T*>(p.x) + int64_t(group) * p.x_group_stride;
   load_x_tile(p, xs, p.K, X, row0, 1, 0, p.K, pre);
 
-  // the x split: 8 threads a 64-value chunk, 8 values each (the chunk's amax over the 8 by shuffles)
-  for (int i0 = 0; i0 < p.K / 8; i0 += blockDim.x) {
-    const int i = i0 + int(threadIdx.x);
-    const bool ok = i < p.K / 8;  // whole 8-lane groups (K % 64 == 0)
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (ok) {
-      Chunk8<T> c;
-      c.load_shared(xs + i * 8);
-      c.to_float(v);
-    }
-    float amax = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
-#pragma unroll
-    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    uint2 h, l;
-    const float s = x_split8(v, amax, h, l);
-    if (ok) {
-      *reinterpret_cast<uint2*>(xh + i * 8) = h;
-      *reinterpret_cast<uint2*>(xl + i * 8) = l;
-      if ((i & 7) == 0) xsc[i >> 3] = s;
-    }
-  }
+  // the x split: 8 threads a 64-value chunk
+  split_pieces(
+      p.K / 8,
+      [&](int i, float(&v)[8]) {
+        Chunk8<T> c;
+        c.load_shared(xs + i * 8);
+        c.to_float(v);
+      },
+      xh, xl, xsc);
   __syncthreads();
 
-  // B column g: the hi bytes (g 0), the lo bytes (g 1), zero (the other six columns)
-  const uint8_t* bplane = g == 0 ? xh : xl;
-  const bool bon = g < 2;
   uint32_t soff[kTiles][2];
 #pragma unroll
   for (int t = 0; t < kTiles; ++t)
@@ -154,16 +157,15 @@ template <typename OutT, GemvEpilogue Epi> __global__ void __launch_bounds__(kMm
 #pragma unroll
       for (int h = 0; h < 2; ++h) ws[t][h] = __ldg(S + soff[t][h] + ((kc * kChunk) >> p.scale_k_shift));
     const float xscale = xsc[kc];
-    const uint4 b = bon ? *reinterpret_cast<const uint4*>(bplane + kc * kChunk + 16 * q) : make_uint4(0u, 0u, 0u, 0u);
+    const uint4 b = b_fragment(xh, xl, int64_t(kc) * kChunk, g, q);
     issue(j + kSt - 1);        // into the stage read last iteration
     cp_async_wait<kSt - 1>();  // this lane's copies of chunk j have landed
     const uint4* st = my + size_t(j % kSt) * kTiles * 2 * 32;
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) {
       const uint4 ag = st[(t * 2 + 0) * 32 + lane], ag8 = st[(t * 2 + 1) * 32 + lane];
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
-      mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);        // step 0: physical k 16q .. 16q + 7
-      mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);        // step 1: 16q + 8 .. 16q + 15
+      float d[4];
+      chunk_mma(ag, ag8, b, d);
       acc[t][0] = fmaf(d[0] + d[1], ws[t][0] * xscale, acc[t][0]);  // row g: columns hi + lo (lanes q == 0)
       acc[t][1] = fmaf(d[2] + d[3], ws[t][1] * xscale, acc[t][1]);  // row g + 8
     }
@@ -244,35 +246,19 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_fp8_mma_kernel
   pdl_wait();
 #pragma unroll
   for (int j = 0; j < kStages - 1; ++j) issue(j);
-  // every pair's activation row split into hi/lo per 64 columns (8 threads a chunk)
+  // every pair's activation row split into hi/lo per 64 columns (piece i: pair i / per_row, its 8 columns;
+  // its bytes at 8 i = j I + c)
   const int per_row = p.I / 8;
-  for (int i0 = 0; i0 < p.k * per_row; i0 += blockDim.x) {
-    const int i = i0 + int(threadIdx.x);
-    const bool ok = i < p.k * per_row;  // whole 8-lane groups (I % 64 == 0)
-    const int j = ok ? i / per_row : 0, c = ok ? (i % per_row) * 8 : 0;
-    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (ok) {
-      Chunk8<T> x;
-      x.load_global(static_cast<const T*>(p.act) + int64_t(p.pair_pos[j]) * p.I + c);
-      x.to_float(v);
-    }
-    float amax = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(v[e]));
-#pragma unroll
-    for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    uint2 h, l;
-    const float s = x_split8(v, amax, h, l);
-    if (ok) {
-      *reinterpret_cast<uint2*>(xh + int64_t(j) * p.I + c) = h;
-      *reinterpret_cast<uint2*>(xl + int64_t(j) * p.I + c) = l;
-      if (c % kChunk == 0) xsc[j * chunks + c / kChunk] = s;
-    }
-  }
+  split_pieces(
+      p.k * per_row,
+      [&](int i, float(&v)[8]) {
+        Chunk8<T> x;
+        x.load_global(static_cast<const T*>(p.act) + int64_t(p.pair_pos[i / per_row]) * p.I + (i % per_row) * 8);
+        x.to_float(v);
+      },
+      xh, xl, xsc);
   __syncthreads();
 
-  const bool bon = g < 2;  // B column g: hi (0), lo (1), zero
-  const uint8_t* bplane = g == 0 ? xh : xl;
   float tot[2] = {0.f, 0.f}, part[2] = {0.f, 0.f};
   for (int it = 0; it < items; ++it) {
     const int j = (it0 + it) / chunks, kc = (it0 + it) % chunks;
@@ -283,15 +269,13 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_fp8_mma_kernel
     for (int h = 0; h < 2; ++h)
       ws[h] = __ldg(S + int64_t(r[h] >> p.scale_row_shift) * p.scale_ld + ((kc * kChunk) >> p.scale_k_shift));
     const float xscale = xsc[j * chunks + kc];
-    const uint4 b = bon ? *reinterpret_cast<const uint4*>(bplane + int64_t(j) * p.I + kc * kChunk + 16 * q)
-                        : make_uint4(0u, 0u, 0u, 0u);
+    const uint4 b = b_fragment(xh, xl, int64_t(j) * p.I + int64_t(kc) * kChunk, g, q);
     issue(it + kStages - 1);
     cp_async_wait<kStages - 1>();
     const uint4* st = my + size_t(it % kStages) * 2 * 32;
     const uint4 ag = st[lane], ag8 = st[32 + lane];
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
-    mma_e4m3_16832(d, ag.x, ag8.x, ag.y, ag8.y, b.x, b.y);
-    mma_e4m3_16832(d, ag.z, ag8.z, ag.w, ag8.w, b.z, b.w);
+    float d[4];
+    chunk_mma(ag, ag8, b, d);
     part[0] = fmaf(d[0] + d[1], ws[0] * xscale, part[0]);
     part[1] = fmaf(d[2] + d[3], ws[1] * xscale, part[1]);
     if (kc == chunks - 1 || it == items - 1) {  // the pair's part in this warp done: into the combine
@@ -321,20 +305,26 @@ __global__ void __launch_bounds__(kDcWarps * 32) moe_down_combine_fp8_mma_kernel
 
 namespace ds::gpu {
 
+namespace {
+// What both kernels need: the switch, FP8 weights (16-byte aligned) with scale blocks of 64+ columns, bf16
+// activations, a reduction length of whole 64-column chunks, e4m3 mma.sync (sm_89+), the shared memory.
+bool mma_applies(const DeviceContext& ctx, DType act, const float* w_scale, bool w_int4, const void* w, int K,
+                 int scale_k_shift, size_t smem) {
+  const int sm = ctx.info.sm_major * 10 + ctx.info.sm_minor;
+  return ctx.switches.fp8_mma_gemv && w_scale && !w_int4 && act == DType::BF16 && sm >= 89 &&
+         K % gemv_detail::kChunk == 0 && scale_k_shift >= 6 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+         smem <= size_t(gemv_detail::kMaxSmem);
+}
+}  // namespace
+
 bool fp8_mma_gemv_applies(const GemvParams& p, DType act, const DeviceContext& ctx) {
   const int row_bound = p.group_start ? p.max_rows : p.M;
-  const int sm = ctx.info.sm_major * 10 + ctx.info.sm_minor;
-  return ctx.switches.fp8_mma_gemv && p.w_scale && !p.w_int4 && act == DType::BF16 && row_bound == 1 && sm >= 89 &&
-         p.K % gemv_detail::kChunk == 0 && p.scale_k_shift >= 6 && p.ldx % 8 == 0 &&
-         reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && p.w_matrix_stride % 16 == 0 &&
-         gemv_detail::smem_bytes<2>(p.K) <= size_t(gemv_detail::kMaxSmem);
+  return row_bound == 1 && p.ldx % 8 == 0 && p.w_matrix_stride % 16 == 0 &&
+         mma_applies(ctx, act, p.w_scale, p.w_int4, p.w, p.K, p.scale_k_shift, gemv_detail::smem_bytes<2>(p.K));
 }
 
 bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
-  const int sm = ctx.info.sm_major * 10 + ctx.info.sm_minor;
-  return ctx.switches.fp8_mma_gemv && p.w_scale && !p.w_int4 && act == DType::BF16 && sm >= 89 &&
-         p.I % gemv_detail::kChunk == 0 && p.scale_k_shift >= 6 && reinterpret_cast<uintptr_t>(p.w) % 16 == 0 &&
-         gemv_detail::dc_smem_bytes(p.k, p.I) <= size_t(gemv_detail::kMaxSmem);
+  return mma_applies(ctx, act, p.w_scale, p.w_int4, p.w, p.I, p.scale_k_shift, gemv_detail::dc_smem_bytes(p.k, p.I));
 }
 
 }  // namespace ds::gpu
