@@ -167,8 +167,8 @@ int main(int argc, char** argv) {
                          Dense{"MLA q_proj 6144x2304", 6144, 2304, 8}, Dense{"big 163840x2304", 163840, 2304, 1}})
     for (auto [rs, ks, lay] : {std::tuple{7, 7, "block128"}, std::tuple{0, 31, "channel"}})
       for (int M : {1, 8})
-      for (int ring = M == 1 ? 2 : 0; ring >= 0; --ring) {  // M = 1: the tensor cores (switches.fp8_mma_gemv),
-                                                            // the cp.async ring, the FP8 row-pair kernel
+      // form at M = 1: 2 the tensor cores (switches.fp8_mma_gemv), 1 the cp.async ring, 0 the FP8 row-pair kernel
+      for (int form = M == 1 ? 2 : 0; form >= 0; --form) {
         std::vector<Fp8Weights> ws;
         for (int c = 0; c < d.copies; ++c) ws.push_back(fp8(ctx, d.N, d.K, rs, ks, 10 + c));
         auto x = filled(ctx, int64_t(M) * d.K, bf, 1, 1.f);
@@ -184,12 +184,12 @@ int main(int argc, char** argv) {
           p.N = d.N;
           p.K = d.K;
           p.M = M;
-          p.async_stream = ring > 0;
-          run_gemv(p, bf, ring == 2 ? mma_ctx : ctx);
+          p.async_stream = form > 0;
+          run_gemv(p, bf, form == 2 ? mma_ctx : ctx);
         }, reps);
         char nm[128];
         std::snprintf(nm, sizeof nm, "fp8 gemv %s M=%d %s%s", d.name, M, lay,
-                      M == 1 ? (ring == 2 ? " mma" : ring ? " ring" : " row-pair") : "");
+                      M == 1 ? (form == 2 ? " mma" : form ? " ring" : " row-pair") : "");
         rows.push_back({nm, ms, bw_floor(ws[0].bytes()), ""});
       }
 
