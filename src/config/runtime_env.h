@@ -34,6 +34,7 @@
 //   DELTASERVE_CUDA_SAMPLING_RADIX=0|1   sampling thresholds by radix select (default 1)
 //   DELTASERVE_CUDA_MOE_ALIGN_MULTI=0|1  the MoE counting sort over several CTAs from 4,096 pairs (default 1)
 //   DELTASERVE_CUDA_MLA_DECODE_PIPE=0|1  the Hopper MLA decode's pipelined form (default: by the split's length)
+//   DELTASERVE_CUDA_MLA_DECODE_F8MMA=0|1  the Hopper MLA decode over the FP8 cache on FP8 tensor cores (default 0)
 //   DELTASERVE_CUDA_ROUTE_WARPS=0|1      MoE routing of 2..64 tokens with a warp per token (default 1; 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
@@ -144,6 +145,10 @@ struct CudaEnv {
   // faster at ~8K positions a split, 1M: 0.466 vs 0.496 ms a layer; slower at ~1K: 131K batch 1 0.098 vs
   // 0.088); 0 / 1: off / on at every length.
   int mla_decode_pipe = -1;
+  // The Hopper MLA decode over the FP8 latent cache on FP8 tensor cores (DELTASERVE_CUDA_MLA_DECODE_F8MMA;
+  // MlaDecodeParams::f8_mma, cuda/kernels/mla_decode_f8.h): the cache bytes as e4m3 MMA operands, the query and
+  // softmax weights split into e4m3 hi + lo, the heads as the instructions' M. Off until measured (session 21).
+  bool mla_decode_f8mma = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside

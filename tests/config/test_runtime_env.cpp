@@ -25,6 +25,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
+    unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
@@ -137,6 +138,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_FALSE(d.fp8_mma_gemv);  // session 20: off until measured
+  EXPECT_FALSE(d.mla_decode_f8mma);  // session 21: off until measured
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
@@ -219,6 +221,9 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
+  setenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().mla_decode_f8mma);
+  unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_tile_min_rows, 1);
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "0", 1);

@@ -27,6 +27,7 @@ namespace {
 constexpr int kLat = 512, kRope = 64, kQk = 576;
 
 bool g_wgmma_pipe = false;  // MlaDecodeParams::wgmma_pipe of expect_decode's runs (MlaDecode.WgmmaPipelined sets it)
+bool g_f8_mma = false;      // MlaDecodeParams::f8_mma (MlaDecode.Fp8TensorCores sets it)
 
 struct PagedCase {
   std::vector<int> ctx;  // context length per row (the current token included)
@@ -121,6 +122,7 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.ctas_per_sm = ctas;
     p.wgmma = wgmma;
     p.wgmma_pipe = g_wgmma_pipe;
+    p.f8_mma = g_f8_mma;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
@@ -128,9 +130,9 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     for (int r = 0; r < rows; ++r)
       worst = std::max(worst, rel_l2(o.data() + size_t(r) * H * kLat, ref_o.data() + size_t(r) * H * kLat, size_t(H) * kLat));
     std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d%s "
-                "o_err=%.3g\n",
+                "%s o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
-                int(wgmma), g_wgmma_pipe ? " pipelined" : "", worst);
+                int(wgmma), g_wgmma_pipe ? " pipelined" : "", g_f8_mma ? " f8mma" : "", worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
   }
 }
@@ -223,6 +225,18 @@ TEST(MlaDecode, WgmmaPipelined) {
   g_wgmma_pipe = true;
   expect_wgmma_cases();
   g_wgmma_pipe = false;
+}
+
+// The FP8 tensor-core form over the FP8 cache (MlaDecodeParams::f8_mma, mla_decode_f8.h: e4m3 MMAs on the cache
+// bytes, Q and P split into e4m3 hi + lo): the FP8-cache cases above (the bf16-cache and fp32 ones ignore the
+// flag), plus splits of many 64-position tiles (more than its 4-stage ring) and 1-position pages. Its products
+// differ from the twin's by Q's and P's hi + lo rounding (~2^-9 relative each, bf16's) and the bf16 output.
+TEST(MlaDecode, Fp8TensorCores) {
+  g_f8_mma = true;
+  expect_wgmma_cases();
+  expect_decode({{20000, 9000, 1}, 32, 16}, DType::BF16, {1, 3, 11}, 87, 0, true, 0, 0, true);
+  expect_decode({{700, 65}, 32, 1}, DType::BF16, {1, 2}, 88, 0, true, 0, 0, true, true);
+  g_f8_mma = false;
 }
 
 TEST(MlaDecode, SplitHeuristic) {

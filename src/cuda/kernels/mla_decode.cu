@@ -26,6 +26,7 @@
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/mla_decode_common.cuh"
+#include "cuda/kernels/mla_decode_f8.h"
 #include "cuda/kernels/mla_decode_wgmma.h"
 
 namespace ds::gpu {
@@ -401,6 +402,7 @@ void configure_mla_decode(const DeviceContext& ctx) {
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, false, 8>, sizeof(DecodeSmem<float, 32, 1, false>));
   set_max_dynamic_smem(mla_decode_kernel<float, 32, 1, true, 8>, sizeof(DecodeSmem<float, 32, 1, true>));
   configure_mla_decode_wgmma(ctx);
+  configure_mla_decode_f8(ctx);
 }
 
 int choose_mla_decode_splits(int rows, int max_context_len, int num_sms, int ctas_per_sm) {
@@ -463,7 +465,8 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
   if (p.wgmma && act == DType::BF16 && mla_decode_wgmma_supported(ctx)) {  // 64-position tiles, one CTA an SM
     if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 2;
-    launch_mla_decode_wgmma(p, ctx);
+    if (p.fp8_cache && p.f8_mma && mla_decode_f8_supported(ctx)) launch_mla_decode_f8(p, ctx);
+    else launch_mla_decode_wgmma(p, ctx);
     return launch_combine<bf16>(p, ctx);
   }
   if (p.ctas_per_sm == 2 && act == DType::BF16) {  // 8 warps, 32-position tiles, one stage (kv_tile, warps ignored)

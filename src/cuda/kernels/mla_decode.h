@@ -61,6 +61,8 @@ struct MlaDecodeParams {
   bool wgmma_pipe = false;             // with wgmma: its pipelined form (one consumer warpgroup the scores of
                                        // all 32 heads, the other their output a tile behind; faster on long
                                        // splits: choose_mla_decode_pipe)
+  bool f8_mma = false;                 // with wgmma and fp8_cache: the FP8 tensor-core form (mla_decode_f8.h: the
+                                       // cache bytes as e4m3 MMA operands, the heads as M); wgmma_pipe ignored
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long

@@ -1,7 +1,9 @@
-// Device pieces of the absorbed MLA decode kernels: the row sizes and the L2 prefetch of a tile's page parts
-// (mla_decode.cu, mla_decode_wgmma.cu), and mla_decode.cu's partial-score store, online softmax of one tile's
-// scores, and the write of a split's output (or its normalised partial and log2-sum-exp for the combine).
+// Device pieces of the absorbed MLA decode kernels: the row sizes, the L2 prefetch of a tile's page parts and a
+// warp's largest exponent (mla_decode.cu, mla_decode_wgmma.cu, mla_decode_f8.cu), and mla_decode.cu's
+// partial-score store, online softmax of one tile's scores, and the write of a split's output (or its
+// normalised partial and log2-sum-exp for the combine).
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/kernels/common.cuh"
@@ -18,6 +20,16 @@ __device__ __forceinline__ void prefetch_l2_bulk(const void* gmem, uint32_t byte
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
 #endif
+}
+
+// The exponent e of the warp's largest value v (v >= 0 in every lane): max in [2^(e-1), 2^e), so 2^e is above
+// every lane's v; 0 when the max is 0 or not finite.
+__device__ __forceinline__ int warp_max_exponent(float v) {
+#pragma unroll
+  for (int sh = 1; sh < 32; sh <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, sh));
+  int e = 0;
+  if (v > 0.f && isfinite(v)) (void)frexpf(v, &e);
+  return e;
 }
 
 // One page part of the tile at positions [pos0, min(pos0 + tile, ctx)): the j-th page it touches, as an

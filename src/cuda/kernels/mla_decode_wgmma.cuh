@@ -63,16 +63,6 @@ __device__ __forceinline__ uint4 ld_nc16(const void* p) {
   return v;
 }
 
-// The exponent e of the warp's largest value v (v >= 0 in every lane): max in [2^(e-1), 2^e), so 2^e is above
-// every lane's v; 0 when the max is 0 or not finite.
-__device__ __forceinline__ int warp_max_exponent(float v) {
-#pragma unroll
-  for (int sh = 1; sh < 32; sh <<= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, sh));
-  int e = 0;
-  if (v > 0.f && isfinite(v)) (void)frexpf(v, &e);
-  return e;
-}
-
 struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
   int r, sp, ctx, tile0, n;
   const int32_t* bt;

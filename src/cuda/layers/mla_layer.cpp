@@ -208,6 +208,7 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.ctas_per_sm = s.ctx.switches.mla_decode_ctas;
   d.wgmma = s.ctx.switches.mla_decode_wgmma > 0;
   d.wgmma_pipe = m.mla_pipe;
+  d.f8_mma = s.ctx.switches.mla_decode_f8mma;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }

@@ -1,0 +1,365 @@
+// The absorbed MLA decode over the FP8 latent cache on FP8 tensor cores (see mla_decode_f8.h; mla_decode.h for
+// the maths and the cache layout).
+//
+// Why: the Hopper kernel (mla_decode_wgmma.cu) converts every e4m3 cache byte to f16 through registers, and its
+// wgmmas have the 32 heads as a narrow N (16 or 32) with the whole tile re-read from shared memory as A for
+// each instruction; at 1M cached positions it runs at ~26% of the cache bytes' bandwidth (0.466 ms a layer,
+// ncu: the producer's loads and the issue of the conversion and softmax dominate). Here the cache bytes are
+// the MMA operands as they are, and the heads are M:
+//   scores  S[64 rows][64 positions]  = Q8 · Cᵀ  (m64n64k32 e4m3, A = Q8 and B = the tile, both K-major in
+//                                                 shared memory; 16 latent k-steps + 2 rope k-steps)
+//   output  O[64 rows][256 dims]     += P8 · C   (m64n128k32 e4m3 twice a k-step, A = P8 in registers, B = the
+//                                                 tile transposed in shared memory; 2 k-steps of 32 positions)
+// Q8 and P8 hold each head twice: row 16 w + g the e4m3 "hi" of head 8 w + g and row 16 w + g + 8 its "lo"
+// (hi = e4m3(x), lo = e4m3(x - hi): ~2^-8 relative, bf16's precision), so the thread that owns accumulator rows
+// g and g + 8 of warp w sums the two halves of its head's scores in registers, and the same thread's P8
+// fragment puts the head's hi and lo weights in rows g and g + 8. The 32 heads fill M = 64.
+//   Q8: each head scaled by a power of two s_h (its largest value in [2^7, 2^8)); the scores are divided by s_h.
+//   P8: p · (the position's row scale) · 2^(8 - E), E the exponent above every row scale seen so far (so P8 <
+//       256 < 448, e4m3's largest); the output is kept in units of 2^(E - 8) and rescaled by a power of two when E
+//       grows (exact), like mla_decode_wgmma.cu's f16 Pᵀ.
+// The output's B must be K-major (8-bit operands have no transposed form): each consumer transposes its 256
+// dims of the tile into T (rows = dims, 64 positions each, 8-row x 16-byte core matrices without swizzling,
+// 8-dim groups kTSbo bytes apart so the byte-transposing writes hit 32 banks) while its scores run. The K order
+// of T is the order in which a thread's score columns fall into the P8 fragment: K index 32 t + 16 h + 4 q + i
+// is position 8 (4 t + 2 h + i / 2) + 2 q + i % 2 (t: k-step, h: fragment half, q: lane % 4), so P8 is built
+// from the thread's own accumulators with no shuffles.
+// CTA = one (split, row), 288 threads: two consumer warpgroups (dims 0-255 and 256-511; both compute the same
+// scores and softmax, which costs a second pass of the cheap score MMAs but no hand-off) and one producer warp
+// that copies each tile's 64 cache rows (576 e4m3 bytes and the 16-byte scale tail) with cp.async into a ring of
+// kStages stages: latent dims as 128-byte swizzled atoms (wgmma.cuh), rope dims and scales in layouts of their
+// own. 288 threads leave 224 registers a thread (the consumers hold 128 fp32 of output and 32 of scores).
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
+#include "cuda/kernels/kda_mma.cuh"
+#include "cuda/kernels/mla_decode_common.cuh"
+#include "cuda/kernels/mla_decode_f8.h"
+#include "cuda/kernels/wgmma.cuh"
+
+namespace ds::gpu {
+namespace {
+
+using namespace mla_dec;
+using namespace wg;
+using attn::fast_exp2;
+using attn::kLog2e;
+
+constexpr int kT = 64;                            // cached positions a tile
+constexpr int kStages = 4;
+constexpr int kAtom = kT * 128;                   // 64 rows x 128 latent dims (bytes)
+constexpr int kRopeOff = 4 * kAtom;               // rope dims: core matrices, 8 rows x 16 bytes
+constexpr int kScaleOff = kRopeOff + kT * kRope;  // the rows' 16-byte tails (fp32 scale first), 16 bytes a row
+constexpr int kStageBytes = kScaleOff + kT * 16;  // 37,888
+constexpr int kQBytes = kScaleOff;                // Q8: 64 rows, the same layout without the tails
+constexpr int kChunks = kF8Row / 16;              // 37 16-byte copies a cache row
+constexpr int kTSbo = 528;                        // T: 8-dim groups 512 + 16 bytes apart
+constexpr int kTBytes = 32 * kTSbo;               // a consumer's 256 dims x 64 positions
+constexpr int kOffQ = kStages * kStageBytes;
+constexpr int kOffT = kOffQ + kQBytes;
+constexpr int kOffMisc = kOffT + 2 * kTBytes;
+constexpr int kThreads = 256;                     // two warpgroups
+
+struct Misc {
+  int64_t rows[kStages][kT];  // tile i's cache rows in rows[i % kStages] (-1 past the context)
+  float qsc[kRows];  // Q8's power-of-two scale per head
+  uint64_t full[kStages], empty[kStages];
+};
+constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
+static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
+static_assert(kStageBytes % 1024 == 0 && kOffQ % 1024 == 0, "atoms start on 1024-byte boundaries");
+
+struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
+  int r, sp, ctx, tile0, n;
+  const int32_t* bt;
+};
+
+// Byte offset of dim d (a multiple of 4) of row r in a stage or in Q8: latent dims in 128-byte swizzled atoms,
+// rope dims in 8-row x 16-byte core matrices (those of the next 16 dims 128 bytes on, of the next 8 rows 512).
+__device__ __forceinline__ uint32_t lat_off(int r, int d) {
+  return uint32_t(d >> 7) * kAtom + swz(r, (d & 127) >> 4) + uint32_t(d & 15);
+}
+__device__ __forceinline__ uint32_t rope_off(int r, int dd) {
+  return kRopeOff + uint32_t(r >> 3) * 512 + uint32_t(dd >> 4) * 128 + uint32_t(r & 7) * 16 + uint32_t(dd & 15);
+}
+__device__ __forceinline__ uint32_t dim_off(int r, int d) { return d < kLat ? lat_off(r, d) : rope_off(r, d - kLat); }
+
+// Q8: head h's 576 values as e4m3 hi (row 16 (h / 8) + h % 8) and lo (that row + 8), scaled by a power of two so
+// that its largest value lies in [2^7, 2^8); heads >= H are zeros. A warp a head.
+__device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Misc& mi, int tid) {
+  const bf16* q = static_cast<const bf16*>(p.q) + int64_t(r) * p.ldq;
+  const int warp = tid >> 5, lane = tid & 31;
+  for (int h = warp; h < kRows; h += kThreads / 32) {
+    uint4 v[3] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+    float mx = 0.f;
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      const int ch = lane + 32 * k;
+      if (ch < 72 && h < p.num_heads) v[k] = *reinterpret_cast<const uint4*>(q + int64_t(h) * kQk + ch * 8);
+      const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
+    }
+    const float s = ldexpf(1.f, 8 - warp_max_exponent(mx));
+    const int rh = 16 * (h >> 3) + (h & 7), rl = rh + 8;
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      const int ch = lane + 32 * k;
+      if (ch >= 72) continue;
+      const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
+      uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const float y = __bfloat162float(x[t]) * s;
+        const uint8_t hb = to_e4m3(y), lb = to_e4m3(y - from_e4m3(hb));
+        hw[t >> 2] |= uint32_t(hb) << (8 * (t & 3));
+        lw[t >> 2] |= uint32_t(lb) << (8 * (t & 3));
+      }
+      const int d = 8 * ch;  // 8 values: half of a 16-byte chunk (d % 16 is 0 or 8)
+      *reinterpret_cast<uint2*>(smem + kOffQ + dim_off(rh, d)) = make_uint2(hw[0], hw[1]);
+      *reinterpret_cast<uint2*>(smem + kOffQ + dim_off(rl, d)) = make_uint2(lw[0], lw[1]);
+    }
+    if (lane == 0) mi.qsc[h] = s;
+  }
+}
+
+// ---- the copies (every thread of both warpgroups takes a share) -------------------------------------------
+// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows): the 37 16-byte chunks of
+// each of its 64 cache rows, zero-filled past the context; they complete on the stage's `full` mbarrier.
+__device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split& s, uint32_t sbase, Misc& mi, int i,
+                                          int tid) {
+  const uint8_t* cache = static_cast<const uint8_t*>(p.cache);
+  const int st = i % kStages;
+  if (i < s.n) {
+    const int64_t* rows = mi.rows[st];
+    const uint32_t dst0 = sbase + uint32_t(st) * kStageBytes;
+    for (int idx = tid; idx < kT * kChunks; idx += kThreads) {
+      const int j = idx / kChunks, c = idx - j * kChunks;
+      const int64_t row = rows[j];
+      const uint32_t dst = c < kChunks - 1 ? dim_off(j, 16 * c) : uint32_t(kScaleOff + 16 * j);
+      cp16(dst0 + dst, row >= 0 ? cache + row * kF8Row + 16 * c : cache, row >= 0);
+    }
+  }
+  mbar_arrive_cp_async(&mi.full[st]);  // when this thread's copies have landed (at once when it has none)
+}
+
+// Tile i's cache row of position j of the tile (threads j < 64 look theirs up; -1 past the context or the split).
+__device__ __forceinline__ int64_t tile_row(const MlaDecodeParams& p, const Split& s, int i, int j) {
+  const int pos = (s.tile0 + i) * kT + j;
+  if (i >= s.n || pos >= s.ctx) return -1;
+  return int64_t(s.bt[pos / p.block_size]) * p.block_size + pos % p.block_size;
+}
+
+// Tile i's page parts into L2 (threads 0 .. 64).
+__device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const Split& s, int i, int tid) {
+  if (i >= s.n || tid > kT) return;
+  const PagePart e = tile_page_part(s.bt, p.block_size, (s.tile0 + i) * kT, kT, s.ctx, tid, kF8Row, uint32_t(kF8Row));
+  if (e.off >= 0) prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + e.off, e.bytes);
+}
+
+// ---- consumers ----------------------------------------------------------------------------------------
+// Consumer c's 256 dims of the stage's tile into its T: warp w takes 8 of the 32 (32-dim group, 4-word-column
+// group) pairs; lane (m, qq) reads 4 bytes (dims d .. d + 3) of the 4 positions of K word 4 W + qq and writes
+// them as 4 words (one a dim).
+__device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned char* tp, int c, int w, int lane) {
+  const int m = lane >> 2, qq = lane & 3;
+#pragma unroll 2
+  for (int it = w; it < 32; it += 4) {
+    const int G = it >> 2, W = it & 3;
+    const int a = 8 * (4 * (W >> 1) + 2 * (W & 1)) + 2 * qq;  // positions a, a + 1, a + 8, a + 9
+    const int dl = 32 * G + 4 * m, d = 256 * c + dl;
+    const uint32_t r0 = *reinterpret_cast<const uint32_t*>(st + lat_off(a, d));
+    const uint32_t r1 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 1, d));
+    const uint32_t r2 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 8, d));
+    const uint32_t r3 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 9, d));
+    const uint32_t t0 = __byte_perm(r0, r1, 0x5140), t1 = __byte_perm(r0, r1, 0x7362);
+    const uint32_t t2 = __byte_perm(r2, r3, 0x5140), t3 = __byte_perm(r2, r3, 0x7362);
+    unsigned char* dst = tp + (dl >> 3) * kTSbo + W * 128 + 4 * qq + (dl & 7) * 16;
+    *reinterpret_cast<uint32_t*>(dst) = __byte_perm(t0, t2, 0x5410);
+    *reinterpret_cast<uint32_t*>(dst + 16) = __byte_perm(t0, t2, 0x7632);
+    *reinterpret_cast<uint32_t*>(dst + 32) = __byte_perm(t1, t3, 0x5410);
+    *reinterpret_cast<uint32_t*>(dst + 48) = __byte_perm(t1, t3, 0x7632);
+  }
+}
+
+__device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
+                        int c, int wt) {
+  const int lane = wt & 31, w = wt >> 5, q = lane & 3;
+  const int h = 8 * w + (lane >> 2);  // the thread's head: rows 16 w + g (hi) and + 8 (lo) of both products
+  const int bar = 1 + c;
+  const float qf = p.scale * kLog2e / mi.qsc[h];
+  const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(c) * kTBytes;
+  unsigned char* tp = smem + kOffT + c * kTBytes;
+  float o[2][64];
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+    for (int e = 0; e < 64; ++e) o[nb][e] = 0.f;
+  float m = -INFINITY, l = 0.f;  // the head's running maximum (log2 units) and this thread's part of its sum
+  int erun = -1000;              // the output's exponent E (set by the first tile)
+  const int tid = 128 * c + wt, pf = p.l2_prefetch_tiles;
+  for (int i = 0; i < s.n; ++i) {
+    const int st = i % kStages;
+    // the copies of tile i + kStages - 1, into the stage of tile i - 1 once both warpgroups are done with it
+    if (i >= 1) mbar_wait(&mi.empty[(i - 1) % kStages], uint32_t((i - 1) / kStages) & 1u);
+    copy_tile(p, s, sbase, mi, i + kStages - 1, tid);
+    if (pf > 0) prefetch_tile(p, s, i + kStages - 1 + pf, tid);
+    const int64_t next_row = tid < kT ? tile_row(p, s, i + kStages, tid) : -1;  // (stored before the release)
+    const uint32_t stage = sbase + uint32_t(st) * kStageBytes;
+    const unsigned char* sp = smem + st * kStageBytes;
+    mbar_wait(&mi.full[st], uint32_t(i / kStages) & 1u);
+    fence_proxy_async();  // the cp.async writes, for the wgmma below
+    float sc[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks)
+      wgmma_m64n64k32_e4m3(sc, desc_k_sw128(qbase + (ks >> 2) * kAtom + (ks & 3) * 32),
+                           desc_k_sw128(stage + (ks >> 2) * kAtom + (ks & 3) * 32), ks > 0);
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+      wgmma_m64n64k32_e4m3(sc, desc_k_none(qbase + kRopeOff + ks * 256, 128, 512),
+                           desc_k_none(stage + kRopeOff + ks * 256, 128, 512), 1);
+    wgmma_commit();
+    // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
+    // tile's products, which read T, before this barrier)
+    named_sync(bar, 128);
+    transpose_half(sp, tp, c, w, lane);
+    fence_proxy_async();  // T, for the products below
+    float rsc[16];        // the row scales of the thread's 16 positions 8 j + 2 q + e (index 2 j + e)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) rsc[2 * j + e] = *reinterpret_cast<const float*>(sp + kScaleOff + 16 * (8 * j + 2 * q + e));
+    const int et = warp_max_exponent(fmaxf(*reinterpret_cast<const float*>(sp + kScaleOff + 16 * lane),
+                                           *reinterpret_cast<const float*>(sp + kScaleOff + 16 * (lane + 32))));
+    wgmma_wait<0>();
+    reg_fence(sc);
+    if (tid < kT) mi.rows[st][tid] = next_row;  // (tile i's rows were last read when its copies were issued)
+    mbar_arrive(&mi.empty[st]);  // done with the stage (scores, transpose and scales)
+
+    // ---- online softmax of the head over the tile (the 4 lanes of a quad hold its 64 positions)
+    const int pos0 = (s.tile0 + i) * kT;
+    float x[16], tmx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float v = (sc[4 * j + e] + sc[4 * j + 2 + e]) * qf * rsc[2 * j + e];
+        x[2 * j + e] = pos0 + 8 * j + 2 * q + e < s.ctx ? v : -INFINITY;
+        tmx = fmaxf(tmx, x[2 * j + e]);
+      }
+    tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 1));
+    tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 2));
+    const float m_new = fmaxf(m, tmx);  // finite: every tile holds a position < ctx
+    const float alpha = fast_exp2(m - m_new);
+    m = m_new;
+    float fe = 1.f;
+    if (et > erun) {
+      fe = ldexpf(1.f, erun - et);
+      erun = et;
+    }
+    const float pu = ldexpf(1.f, 8 - erun);
+    uint32_t a[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};  // P8 fragments of k-steps 0 and 1
+    float lsum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float pv = fast_exp2(x[2 * j + e] - m_new);
+        lsum += pv;
+        const float y = pv * rsc[2 * j + e] * pu;
+        const uint8_t hb = to_e4m3(y), lb = to_e4m3(y - from_e4m3(hb));
+        const int t = j >> 2, reg = j & 2, sh = 8 * (2 * (j & 1) + e);
+        a[t][reg] |= uint32_t(hb) << sh;
+        a[t][reg + 1] |= uint32_t(lb) << sh;
+      }
+    l = l * alpha + lsum;
+    const float f = alpha * fe;
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int e = 0; e < 64; ++e) o[nb][e] *= f;
+    named_sync(bar, 128);  // T whole
+    wgmma_fence();
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb)
+        wgmma_m64n128k32_e4m3_rs(o[nb], a[t], desc_k_none(tbase + nb * 16 * kTSbo + t * 256, 128, kTSbo));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(o[0]);
+    reg_fence(o[1]);
+  }
+
+  // ---- the head's sum over its quad; normalise and write this consumer's dims
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  if (h >= p.num_heads) return;
+  const float f = l > 0.f ? ldexpf(1.f / l, erun - 8) : 0.f;
+  const bool direct = p.num_splits == 1;
+  if (!direct && c == 0 && q == 0) decode_split_lse(p, s.r, s.sp, h) = l > 0.f ? m + log2f(l) : -INFINITY;
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int dim = 256 * c + 128 * nb + 8 * j + 2 * q;
+      const float x0 = (o[nb][4 * j] + o[nb][4 * j + 2]) * f, x1 = (o[nb][4 * j + 1] + o[nb][4 * j + 3]) * f;
+      if (direct)
+        *reinterpret_cast<uint32_t*>(static_cast<bf16*>(p.o) + int64_t(s.r) * p.ldo + int64_t(h) * kLat + dim) =
+            attn::pack_bf16(x0, x1);
+      else
+        *reinterpret_cast<float2*>(decode_split_partial(p, s.r, s.sp, h) + dim) = make_float2(x0, x1);
+    }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) mla_decode_f8_kernel(const __grid_constant__ MlaDecodeParams p) {
+  pdl_trigger();
+  pdl_wait();
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = align_1024(smem_raw);
+  const uint32_t sbase = smem_u32(smem);
+  Misc& mi = *reinterpret_cast<Misc*>(smem + kOffMisc);
+  const int tid = threadIdx.x;
+  Split s;
+  s.sp = blockIdx.x;
+  s.r = blockIdx.y;
+  s.ctx = p.context_lens[s.r];
+  s.bt = p.block_tables + int64_t(s.r) * p.max_blocks;
+  const int tiles = (s.ctx + kT - 1) / kT, per = (tiles + p.num_splits - 1) / p.num_splits;
+  s.tile0 = s.sp * per;
+  s.n = max(0, min(tiles, s.tile0 + per) - s.tile0);
+  if (tid == 0)
+    for (int st = 0; st < kStages; ++st) {
+      mbar_init(&mi.full[st], kThreads);
+      mbar_init(&mi.empty[st], kThreads);
+    }
+  if (tid < kT)
+    for (int k = 0; k < kStages; ++k) mi.rows[k][tid] = tile_row(p, s, k, tid);
+  load_q8(p, s.r, smem, mi, tid);
+  fence_proxy_async();  // Q8, for the wgmma
+  __syncthreads();
+  for (int k = 0; k < kStages - 1; ++k) copy_tile(p, s, sbase, mi, k, tid);
+  for (int k = 0; k < p.l2_prefetch_tiles; ++k) prefetch_tile(p, s, kStages - 1 + k, tid);
+  consume(p, s, smem, sbase, mi, tid >> 7, tid & 127);
+}
+
+}  // namespace
+
+bool mla_decode_f8_supported(const DeviceContext& ctx) {
+  return ctx.info.sm_major == 9 && size_t(ctx.info.smem_per_block_optin) >= kSmem;
+}
+
+void configure_mla_decode_f8(const DeviceContext& ctx) {
+  if (mla_decode_f8_supported(ctx)) set_max_dynamic_smem(mla_decode_f8_kernel, kSmem);
+}
+
+void launch_mla_decode_f8(const MlaDecodeParams& p, const DeviceContext& ctx) {
+  launch_pdl(mla_decode_f8_kernel, dim3(unsigned(p.num_splits), unsigned(p.rows)), kThreads, kSmem, ctx, p);
+  DS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace ds::gpu
