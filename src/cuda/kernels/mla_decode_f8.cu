@@ -52,25 +52,34 @@ constexpr int kT = 64;                            // cached positions a tile
 constexpr int kStages = 4;
 constexpr int kAtom = kT * 128;                   // 64 rows x 128 latent dims (bytes)
 constexpr int kRopeOff = 4 * kAtom;               // rope dims: core matrices, 8 rows x 16 bytes
-constexpr int kScaleOff = kRopeOff + kT * kRope;  // the rows' 16-byte tails (fp32 scale first), 16 bytes a row
-constexpr int kStageBytes = kScaleOff + kT * 16;  // 37,888
-constexpr int kQBytes = kScaleOff;                // Q8: 64 rows, the same layout without the tails
+constexpr int kStageBytes = kRopeOff + kT * kRope;  // 36,864 (the rows' fp32 scales: a ring of their own)
+constexpr int kQBytes = kStageBytes;              // Q8: 64 rows, the same layout
 constexpr int kChunks = kF8Row / 16;              // 37 16-byte copies a cache row
 constexpr int kTSbo = 528;                        // T: 8-dim groups 512 + 16 bytes apart
 constexpr int kTBytes = 32 * kTSbo;               // a consumer's 256 dims x 64 positions
 constexpr int kOffQ = kStages * kStageBytes;
 constexpr int kOffT = kOffQ + kQBytes;
-constexpr int kOffMisc = kOffT + 2 * kTBytes;
+constexpr int kPBytes = 64 * 64;                  // P8: 64 rows x 64 positions, core matrices (8-row groups 512 apart)
+constexpr int kOffP = kOffT + 2 * kTBytes;        // two P8 buffers (tile i: i % 2)
+constexpr int kOffScales = kOffP + 2 * kPBytes;   // [stage][64] fp32: the rows' scales
+constexpr int kOffMisc = kOffScales + kStages * kT * 4;
 constexpr int kThreads = 256;                     // two warpgroups
 
 struct Misc {
-  int64_t rows[kStages][kT];  // tile i's cache rows in rows[i % kStages] (-1 past the context)
-  float qsc[kRows];  // Q8's power-of-two scale per head
+  int32_t rows[kStages][kT];  // tile i's cache rows in rows[i % kStages] (-1 past the context)
+  float qsc[kRows];            // Q8's power-of-two scale per head
+  float red[2][2][kRows];      // [tile % 2][consumer][head]: the head's maximum over the consumer's positions
+  float fin_l[2][kRows];       // [consumer][head]: the head's sum over the consumer's positions
   uint64_t full[kStages], empty[kStages];
 };
 constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
 static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 static_assert(kStageBytes % 1024 == 0 && kOffQ % 1024 == 0, "atoms start on 1024-byte boundaries");
+
+// 4 bytes global -> shared by cp.async (zero-filled when !valid; src must still be a readable address).
+__device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
+}
 
 struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
   int r, sp, ctx, tile0, n;
@@ -127,30 +136,33 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
 }
 
 // ---- the copies (every thread of both warpgroups takes a share) -------------------------------------------
-// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows): the 37 16-byte chunks of
-// each of its 64 cache rows, zero-filled past the context; they complete on the stage's `full` mbarrier.
+// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows): the 36 16-byte chunks of
+// each of its 64 cache rows and its scale, zero-filled past the context; they complete on the stage's `full`
+// mbarrier.
 __device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split& s, uint32_t sbase, Misc& mi, int i,
                                           int tid) {
   const uint8_t* cache = static_cast<const uint8_t*>(p.cache);
   const int st = i % kStages;
   if (i < s.n) {
-    const int64_t* rows = mi.rows[st];
+    const int32_t* rows = mi.rows[st];
     const uint32_t dst0 = sbase + uint32_t(st) * kStageBytes;
     for (int idx = tid; idx < kT * kChunks; idx += kThreads) {
       const int j = idx / kChunks, c = idx - j * kChunks;
-      const int64_t row = rows[j];
-      const uint32_t dst = c < kChunks - 1 ? dim_off(j, 16 * c) : uint32_t(kScaleOff + 16 * j);
-      cp16(dst0 + dst, row >= 0 ? cache + row * kF8Row + 16 * c : cache, row >= 0);
+      const int64_t row = rows[j];  // (int64: the byte offset below)
+      const uint8_t* src = row >= 0 ? cache + row * kF8Row + 16 * c : cache;
+      if (c < kChunks - 1) cp16(dst0 + dim_off(j, 16 * c), src, row >= 0);
+      else cp4(sbase + kOffScales + uint32_t(st * kT + j) * 4, src, row >= 0);  // the scale (bytes 576 .. 579)
     }
   }
   mbar_arrive_cp_async(&mi.full[st]);  // when this thread's copies have landed (at once when it has none)
 }
 
 // Tile i's cache row of position j of the tile (threads j < 64 look theirs up; -1 past the context or the split).
-__device__ __forceinline__ int64_t tile_row(const MlaDecodeParams& p, const Split& s, int i, int j) {
+// (Row indices fit int32: a cache of 2^31 rows of 592 bytes would be 1.2 TB.)
+__device__ __forceinline__ int32_t tile_row(const MlaDecodeParams& p, const Split& s, int i, int j) {
   const int pos = (s.tile0 + i) * kT + j;
   if (i >= s.n || pos >= s.ctx) return -1;
-  return int64_t(s.bt[pos / p.block_size]) * p.block_size + pos % p.block_size;
+  return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;
 }
 
 // Tile i's page parts into L2 (threads 0 .. 64).
@@ -185,6 +197,9 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
   }
 }
 
+// Named barriers: 1 + c consumer c alone, 3 both consumers.
+constexpr int kBarBoth = 3;
+
 __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
                         int c, int wt) {
   const int lane = wt & 31, w = wt >> 5, q = lane & 3;
@@ -193,7 +208,7 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
   const float qf = p.scale * kLog2e / mi.qsc[h];
   const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(c) * kTBytes;
   unsigned char* tp = smem + kOffT + c * kTBytes;
-  float o[2][64];
+  float o[2][64];  // the output of the consumer's 256 dims, fp32 (each tile's product is added on the CUDA cores)
 #pragma unroll
   for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
@@ -202,49 +217,51 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
   int erun = -1000;              // the output's exponent E (set by the first tile)
   const int tid = 128 * c + wt, pf = p.l2_prefetch_tiles;
   for (int i = 0; i < s.n; ++i) {
-    const int st = i % kStages;
+    const int st = i % kStages, pb = i & 1;
     // the copies of tile i + kStages - 1, into the stage of tile i - 1 once both warpgroups are done with it
     if (i >= 1) mbar_wait(&mi.empty[(i - 1) % kStages], uint32_t((i - 1) / kStages) & 1u);
     copy_tile(p, s, sbase, mi, i + kStages - 1, tid);
     if (pf > 0) prefetch_tile(p, s, i + kStages - 1 + pf, tid);
-    const int64_t next_row = tid < kT ? tile_row(p, s, i + kStages, tid) : -1;  // (stored before the release)
+    const int32_t next_row = tid < kT ? tile_row(p, s, i + kStages, tid) : -1;  // (stored before the release)
     const uint32_t stage = sbase + uint32_t(st) * kStageBytes;
     const unsigned char* sp = smem + st * kStageBytes;
+    const float* scl = reinterpret_cast<const float*>(smem + kOffScales) + st * kT;  // the tile's row scales
     mbar_wait(&mi.full[st], uint32_t(i / kStages) & 1u);
     fence_proxy_async();  // the cp.async writes, for the wgmma below
-    float sc[32];
+    // scores of the consumer's 32 positions 32 c .. 32 c + 31 (B: the tile's rows from 32 c)
+    float sc[16];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 16; ++ks)
-      wgmma_m64n64k32_e4m3(sc, desc_k_sw128(qbase + (ks >> 2) * kAtom + (ks & 3) * 32),
-                           desc_k_sw128(stage + (ks >> 2) * kAtom + (ks & 3) * 32), ks > 0);
+      wgmma_m64n32k32_e4m3(sc, desc_k_sw128(qbase + (ks >> 2) * kAtom + (ks & 3) * 32),
+                           desc_k_sw128(stage + (ks >> 2) * kAtom + (ks & 3) * 32 + 32 * c * 128), ks > 0);
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks)
-      wgmma_m64n64k32_e4m3(sc, desc_k_none(qbase + kRopeOff + ks * 256, 128, 512),
-                           desc_k_none(stage + kRopeOff + ks * 256, 128, 512), 1);
+      wgmma_m64n32k32_e4m3(sc, desc_k_none(qbase + kRopeOff + ks * 256, 128, 512),
+                           desc_k_none(stage + kRopeOff + 4 * c * 512 + ks * 256, 128, 512), 1);
     wgmma_commit();
     // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
     // tile's products, which read T, before this barrier)
     named_sync(bar, 128);
     transpose_half(sp, tp, c, w, lane);
-    fence_proxy_async();  // T, for the products below
-    float rsc[16];        // the row scales of the thread's 16 positions 8 j + 2 q + e (index 2 j + e)
+    float rsc[8];  // the row scales of the thread's 8 positions 32 c + 8 j + 2 q + e (index 2 j + e)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) rsc[2 * j + e] = *reinterpret_cast<const float*>(sp + kScaleOff + 16 * (8 * j + 2 * q + e));
-    const int et = warp_max_exponent(fmaxf(*reinterpret_cast<const float*>(sp + kScaleOff + 16 * lane),
-                                           *reinterpret_cast<const float*>(sp + kScaleOff + 16 * (lane + 32))));
+      for (int e = 0; e < 2; ++e)
+        rsc[2 * j + e] = scl[32 * c + 8 * j + 2 * q + e];
+    const int et = warp_max_exponent(fmaxf(scl[lane], scl[lane + 32]));
     wgmma_wait<0>();
     reg_fence(sc);
     if (tid < kT) mi.rows[st][tid] = next_row;  // (tile i's rows were last read when its copies were issued)
     mbar_arrive(&mi.empty[st]);  // done with the stage (scores, transpose and scales)
 
-    // ---- online softmax of the head over the tile (the 4 lanes of a quad hold its 64 positions)
-    const int pos0 = (s.tile0 + i) * kT;
-    float x[16], tmx = -INFINITY;
+    // ---- online softmax of the head over the tile: the 4 lanes of a quad hold the consumer's 32 positions,
+    // the two consumers' maxima meet in shared memory
+    const int pos0 = (s.tile0 + i) * kT + 32 * c;
+    float x[8], tmx = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float v = (sc[4 * j + e] + sc[4 * j + 2 + e]) * qf * rsc[2 * j + e];
@@ -253,7 +270,9 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
       }
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 1));
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 2));
-    const float m_new = fmaxf(m, tmx);  // finite: every tile holds a position < ctx
+    if (q == 0) mi.red[pb][c][h] = tmx;
+    named_sync(kBarBoth, 256);
+    const float m_new = fmaxf(m, fmaxf(mi.red[pb][0][h], mi.red[pb][1][h]));  // finite: position 0 of the tile
     const float alpha = fast_exp2(m - m_new);
     m = m_new;
     float fe = 1.f;
@@ -262,42 +281,57 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
       erun = et;
     }
     const float pu = ldexpf(1.f, 8 - erun);
-    uint32_t a[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};  // P8 fragments of k-steps 0 and 1
+    uint32_t a[4] = {0, 0, 0, 0};  // this consumer's P8 words: rows g / g + 8, K 32 c + 4 q (a0, a1), + 16 (a2, a3)
     float lsum = 0.f;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float pv = fast_exp2(x[2 * j + e] - m_new);
         lsum += pv;
         const float y = pv * rsc[2 * j + e] * pu;
         const uint8_t hb = to_e4m3(y), lb = to_e4m3(y - from_e4m3(hb));
-        const int t = j >> 2, reg = j & 2, sh = 8 * (2 * (j & 1) + e);
-        a[t][reg] |= uint32_t(hb) << sh;
-        a[t][reg + 1] |= uint32_t(lb) << sh;
+        const int reg = j & 2, sh = 8 * (2 * (j & 1) + e);
+        a[reg] |= uint32_t(hb) << sh;
+        a[reg + 1] |= uint32_t(lb) << sh;
       }
+    {
+      unsigned char* pp = smem + kOffP + pb * kPBytes + (2 * w) * 512 + (lane >> 2) * 16 + 4 * q + 2 * c * 128;
+      *reinterpret_cast<uint32_t*>(pp) = a[0];
+      *reinterpret_cast<uint32_t*>(pp + 512) = a[1];  // row g + 8: the next 8-row group
+      *reinterpret_cast<uint32_t*>(pp + 128) = a[2];
+      *reinterpret_cast<uint32_t*>(pp + 640) = a[3];
+    }
+    fence_proxy_async();  // P8 and T, for the products below
     l = l * alpha + lsum;
     const float f = alpha * fe;
+    named_sync(kBarBoth, 256);  // P8 whole (both consumers' positions), T whole
+    // the tile's product into a fresh accumulator, added to the output on the CUDA cores: the FP8 tensor cores
+    // accumulate with ~14 bits (DeepSeek-V3 report), so summing every tile in them loses the output's low
+    // bits as the context grows
+    const uint32_t pa = sbase + kOffP + uint32_t(pb) * kPBytes;
 #pragma unroll
-    for (int nb = 0; nb < 2; ++nb)
+    for (int nb = 0; nb < 2; ++nb) {
+      float tmp[64];
+      wgmma_fence();
 #pragma unroll
-      for (int e = 0; e < 64; ++e) o[nb][e] *= f;
-    named_sync(bar, 128);  // T whole
-    wgmma_fence();
+      for (int t = 0; t < 2; ++t)
+        wgmma_m64n128k32_e4m3_ss(tmp, desc_k_none(pa + t * 256, 128, 512),
+                                 desc_k_none(tbase + nb * 16 * kTSbo + t * 256, 128, kTSbo), t > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(tmp);
 #pragma unroll
-    for (int t = 0; t < 2; ++t)
-#pragma unroll
-      for (int nb = 0; nb < 2; ++nb)
-        wgmma_m64n128k32_e4m3_rs(o[nb], a[t], desc_k_none(tbase + nb * 16 * kTSbo + t * 256, 128, kTSbo));
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(o[0]);
-    reg_fence(o[1]);
+      for (int e = 0; e < 64; ++e) o[nb][e] = fmaf(o[nb][e], f, tmp[e]);
+    }
   }
 
-  // ---- the head's sum over its quad; normalise and write this consumer's dims
+  // ---- the head's sum over its quad and both consumers; normalise and write this consumer's dims
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
+  if (q == 0) mi.fin_l[c][h] = l;
+  named_sync(kBarBoth, 256);
+  l = mi.fin_l[0][h] + mi.fin_l[1][h];
   if (h >= p.num_heads) return;
   const float f = l > 0.f ? ldexpf(1.f / l, erun - 8) : 0.f;
   const bool direct = p.num_splits == 1;
