@@ -28,6 +28,7 @@ constexpr int kLat = 512, kRope = 64, kQk = 576;
 
 bool g_wgmma_pipe = false;  // MlaDecodeParams::wgmma_pipe of expect_decode's runs (MlaDecode.WgmmaPipelined sets it)
 bool g_f8_mma = false;      // MlaDecodeParams::f8_mma (MlaDecode.Fp8TensorCores sets it)
+double g_bf16_tol = 1e-2;   // the bf16 tolerance below (MlaDecode.Fp8TensorCores widens it for one case)
 
 struct PagedCase {
   std::vector<int> ctx;  // context length per row (the current token included)
@@ -133,7 +134,7 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
                 "%s o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
                 int(wgmma), g_wgmma_pipe ? " pipelined" : "", g_f8_mma ? " f8mma" : "", worst);
-    EXPECT_LE(worst, act == DType::F32 ? 1e-5 : 1e-2) << "splits " << splits;
+    EXPECT_LE(worst, act == DType::F32 ? 1e-5 : g_bf16_tol) << "splits " << splits;
   }
 }
 
@@ -206,7 +207,7 @@ TEST(MlaDecode, TwoCtasPerSm) {
 // The Hopper kernel (DELTASERVE_CUDA_MLA_DECODE_WGMMA=1, bf16 on sm_90): contexts of one position, around one
 // and two 64-position tiles and long ones (splits of no tile, 1, 2 and 3+ tiles), with the last tile partly
 // past the end; bf16 and FP8 caches, few heads, a larger page, FP8 row scales far apart; fp32 ignores the flag.
-void expect_wgmma_cases() {
+void expect_wgmma_cases(bool wide_scales = true) {
   const std::vector<int> ctx = {1, 16, 63, 64, 65, 127, 128, 129, 200, 700, 5000};
   const int heur = gpu::choose_mla_decode_splits(int(ctx.size()), 5000, 132);
   expect_decode({ctx, 32, 16}, DType::BF16, {1, 7, 40, 160, heur}, 81, 0, false, 0, 0, true);
@@ -214,7 +215,7 @@ void expect_wgmma_cases() {
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 83, 0, false, 0, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::BF16, {1, 3}, 84, 0, true, 0, 0, true);
   expect_decode({{300, 129}, 2, 64}, DType::F32, {1, 3}, 85, 0, true, 0, 0, true);
-  expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
+  if (wide_scales) expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
 }
 
 TEST(MlaDecode, Wgmma) { expect_wgmma_cases(); }
@@ -228,14 +229,20 @@ TEST(MlaDecode, WgmmaPipelined) {
 }
 
 // The FP8 tensor-core form over the FP8 cache (MlaDecodeParams::f8_mma, mla_decode_f8.h: e4m3 MMAs on the cache
-// bytes, Q and P split into e4m3 hi + lo): the FP8-cache cases above (the bf16-cache and fp32 ones ignore the
-// flag), plus splits of many 64-position tiles (more than its 4-stage ring) and 1-position pages. Its products
-// differ from the twin's by Q's and P's hi + lo rounding (~2^-9 relative each, bf16's) and the bf16 output.
+// bytes, Q and P split into e4m3 hi + lo): the cases above (the bf16-cache and fp32 ones ignore the flag), plus
+// splits of many 64-position tiles (more than its 4-stage ring; each tile's product is added outside the tensor
+// cores, whose ~14-bit accumulation over 300 tiles measured 0.046 here) and 1-position pages. Q8 carries ~2^-9
+// relative rounding (bf16's) that the twin's exact q does not: with row scales 2^16 apart the logits reach
+// ~400, where a 2^-9 error moves them by ~1, so that case measures 0.047 (session 21) and is held to 0.1 (a layout
+// or scale error gives O(1)); at ordinary logits the error is ~0.002.
 TEST(MlaDecode, Fp8TensorCores) {
   g_f8_mma = true;
-  expect_wgmma_cases();
+  expect_wgmma_cases(false);
   expect_decode({{20000, 9000, 1}, 32, 16}, DType::BF16, {1, 3, 11}, 87, 0, true, 0, 0, true);
   expect_decode({{700, 65}, 32, 1}, DType::BF16, {1, 2}, 88, 0, true, 0, 0, true, true);
+  g_bf16_tol = 0.1;
+  expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
+  g_bf16_tol = 1e-2;
   g_f8_mma = false;
 }
 

@@ -146,8 +146,12 @@ __device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split&
   if (i < s.n) {
     const int32_t* rows = mi.rows[st];
     const uint32_t dst0 = sbase + uint32_t(st) * kStageBytes;
-    for (int idx = tid; idx < kT * kChunks; idx += kThreads) {
-      const int j = idx / kChunks, c = idx - j * kChunks;
+    int j = tid / kChunks, c = tid - j * kChunks;  // (idx = j · 37 + c advances by 256 = 6 · 37 + 34)
+    for (int idx = tid; idx < kT * kChunks; idx += kThreads, j += 6, c += 34) {
+      if (c >= kChunks) {
+        c -= kChunks;
+        ++j;
+      }
       const int64_t row = rows[j];  // (int64: the byte offset below)
       const uint8_t* src = row >= 0 ? cache + row * kF8Row + 16 * c : cache;
       if (c < kChunks - 1) cp16(dst0 + dim_off(j, 16 * c), src, row >= 0);
@@ -173,27 +177,28 @@ __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const Sp
 }
 
 // ---- consumers ----------------------------------------------------------------------------------------
-// Consumer c's 256 dims of the stage's tile into its T: warp w takes 8 of the 32 (32-dim group, 4-word-column
-// group) pairs; lane (m, qq) reads 4 bytes (dims d .. d + 3) of the 4 positions of K word 4 W + qq and writes
-// them as 4 words (one a dim).
+// Consumer c's 256 dims of the stage's tile into its T: warp w takes K word column group W = w (K words 4 W .. 4 W + 3,
+// lane (m, qq) word 4 W + qq: positions a, a + 1, a + 8, a + 9) over the 8 32-dim groups k; lane (m, qq) reads 4
+// bytes (dims d .. d + 3, d = 256 c + 32 k + 4 m) of each of its 4 positions and writes them as 4 words (one a dim).
 __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned char* tp, int c, int w, int lane) {
   const int m = lane >> 2, qq = lane & 3;
-#pragma unroll 2
-  for (int it = w; it < 32; it += 4) {
-    const int G = it >> 2, W = it & 3;
-    const int a = 8 * (4 * (W >> 1) + 2 * (W & 1)) + 2 * qq;  // positions a, a + 1, a + 8, a + 9
-    const int dl = 32 * G + 4 * m, d = 256 * c + dl;
-    const uint32_t r0 = *reinterpret_cast<const uint32_t*>(st + lat_off(a, d));
-    const uint32_t r1 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 1, d));
-    const uint32_t r2 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 8, d));
-    const uint32_t r3 = *reinterpret_cast<const uint32_t*>(st + lat_off(a + 9, d));
+  const int a = 8 * (4 * (w >> 1) + 2 * (w & 1)) + 2 * qq;  // even: row a + 1 swizzles with (a & 7) | 1
+  const unsigned char* ra = st + a * 128 + 4 * (m & 3);
+  unsigned char* dst = tp + (m >> 1) * kTSbo + w * 128 + 4 * qq + (m & 1) * 64;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const int atom = 2 * c + (k >> 2), chunk = 2 * (k & 3) + (m >> 2);
+    const unsigned char* pa = ra + atom * kAtom + ((chunk ^ (a & 7)) << 4);
+    const unsigned char* pb = ra + atom * kAtom + 128 + ((chunk ^ ((a & 7) | 1)) << 4);
+    const uint32_t r0 = *reinterpret_cast<const uint32_t*>(pa), r1 = *reinterpret_cast<const uint32_t*>(pb);
+    const uint32_t r2 = *reinterpret_cast<const uint32_t*>(pa + 1024), r3 = *reinterpret_cast<const uint32_t*>(pb + 1024);
     const uint32_t t0 = __byte_perm(r0, r1, 0x5140), t1 = __byte_perm(r0, r1, 0x7362);
     const uint32_t t2 = __byte_perm(r2, r3, 0x5140), t3 = __byte_perm(r2, r3, 0x7362);
-    unsigned char* dst = tp + (dl >> 3) * kTSbo + W * 128 + 4 * qq + (dl & 7) * 16;
-    *reinterpret_cast<uint32_t*>(dst) = __byte_perm(t0, t2, 0x5410);
-    *reinterpret_cast<uint32_t*>(dst + 16) = __byte_perm(t0, t2, 0x7632);
-    *reinterpret_cast<uint32_t*>(dst + 32) = __byte_perm(t1, t3, 0x5410);
-    *reinterpret_cast<uint32_t*>(dst + 48) = __byte_perm(t1, t3, 0x7632);
+    unsigned char* dk = dst + 4 * k * kTSbo;
+    *reinterpret_cast<uint32_t*>(dk) = __byte_perm(t0, t2, 0x5410);
+    *reinterpret_cast<uint32_t*>(dk + 16) = __byte_perm(t0, t2, 0x7632);
+    *reinterpret_cast<uint32_t*>(dk + 32) = __byte_perm(t1, t3, 0x5410);
+    *reinterpret_cast<uint32_t*>(dk + 48) = __byte_perm(t1, t3, 0x7632);
   }
 }
 
@@ -207,6 +212,8 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
   const int bar = 1 + c;
   const float qf = p.scale * kLog2e / mi.qsc[h];
   const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(c) * kTBytes;
+  const uint64_t dq = desc_k_sw128(qbase), dqr = desc_k_none(qbase + kRopeOff, 128, 512);
+  const uint64_t dt = desc_k_none(tbase, 128, kTSbo), dp0 = desc_k_none(sbase + kOffP, 128, 512);
   unsigned char* tp = smem + kOffT + c * kTBytes;
   float o[2][64];  // the output of the consumer's 256 dims, fp32 (each tile's product is added on the CUDA cores)
 #pragma unroll
@@ -229,16 +236,17 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     mbar_wait(&mi.full[st], uint32_t(i / kStages) & 1u);
     fence_proxy_async();  // the cp.async writes, for the wgmma below
     // scores of the consumer's 32 positions 32 c .. 32 c + 31 (B: the tile's rows from 32 c)
+    // (a descriptor's address field is bits 0-13 of address / 16: offsets inside shared memory add to it)
+    const uint64_t db = desc_k_sw128(stage + 32 * c * 128), dbr = desc_k_none(stage + kRopeOff + 4 * c * 512, 128, 512);
     float sc[16];
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < 16; ++ks)
-      wgmma_m64n32k32_e4m3(sc, desc_k_sw128(qbase + (ks >> 2) * kAtom + (ks & 3) * 32),
-                           desc_k_sw128(stage + (ks >> 2) * kAtom + (ks & 3) * 32 + 32 * c * 128), ks > 0);
+    for (int ks = 0; ks < 16; ++ks) {
+      const uint32_t off = ((ks >> 2) * kAtom + (ks & 3) * 32) >> 4;
+      wgmma_m64n32k32_e4m3(sc, dq + off, db + off, ks > 0);
+    }
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks)
-      wgmma_m64n32k32_e4m3(sc, desc_k_none(qbase + kRopeOff + ks * 256, 128, 512),
-                           desc_k_none(stage + kRopeOff + 4 * c * 512 + ks * 256, 128, 512), 1);
+    for (int ks = 0; ks < 2; ++ks) wgmma_m64n32k32_e4m3(sc, dqr + ks * 16, dbr + ks * 16, 1);
     wgmma_commit();
     // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
     // tile's products, which read T, before this barrier)
@@ -309,15 +317,14 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     // the tile's product into a fresh accumulator, added to the output on the CUDA cores: the FP8 tensor cores
     // accumulate with ~14 bits (DeepSeek-V3 report), so summing every tile in them loses the output's low
     // bits as the context grows
-    const uint32_t pa = sbase + kOffP + uint32_t(pb) * kPBytes;
+    const uint64_t dp = dp0 + uint32_t(pb * kPBytes >> 4);
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) {
       float tmp[64];
       wgmma_fence();
 #pragma unroll
       for (int t = 0; t < 2; ++t)
-        wgmma_m64n128k32_e4m3_ss(tmp, desc_k_none(pa + t * 256, 128, 512),
-                                 desc_k_none(tbase + nb * 16 * kTSbo + t * 256, 128, kTSbo), t > 0);
+        wgmma_m64n128k32_e4m3_ss(tmp, dp + t * 16, dt + uint32_t((nb * 16 * kTSbo + t * 256) >> 4), t > 0);
       wgmma_commit();
       wgmma_wait<0>();
       reg_fence(tmp);
