@@ -88,7 +88,8 @@ struct CudaEnv {
   bool fp8_split_k = true;
   // FP8 GEMVs at one row per group (batch-1 projections, experts, down + combine) on the tensor cores
   // (DELTASERVE_CUDA_FP8_MMA_GEMV: mma.sync e4m3 with x split hi/lo in shared memory, gemv_fp8_mma.cu) instead
-  // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). Written in session 20; off until measured.
+  // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). Off: measured slower in the batch-1 step
+  // (session 21: TPOT 2.93 vs 2.67 ms), though alone faster for the MoE gate/up and KDA in_proj.
   bool fp8_mma_gemv = false;
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the
@@ -147,7 +148,8 @@ struct CudaEnv {
   int mla_decode_pipe = -1;
   // The Hopper MLA decode over the FP8 latent cache on FP8 tensor cores (DELTASERVE_CUDA_MLA_DECODE_F8MMA;
   // MlaDecodeParams::f8_mma, cuda/kernels/mla_decode_f8.h): the cache bytes as e4m3 MMA operands, the query and
-  // softmax weights split into e4m3 hi + lo, the heads as the instructions' M. Off until measured (session 21).
+  // softmax weights split into e4m3 hi + lo, the heads as the instructions' M. Off: measured slower (session 21: 1M
+  // 0.546 vs 0.464 ms a layer, issue-bound).
   bool mla_decode_f8mma = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since

@@ -137,8 +137,8 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
-  EXPECT_FALSE(d.fp8_mma_gemv);  // session 20: off until measured
-  EXPECT_FALSE(d.mla_decode_f8mma);  // session 21: off until measured
+  EXPECT_FALSE(d.fp8_mma_gemv);  // measured slower in the batch-1 step (session 21)
+  EXPECT_FALSE(d.mla_decode_f8mma);  // measured slower (session 21)
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)

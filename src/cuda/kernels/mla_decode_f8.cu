@@ -3,32 +3,41 @@
 //
 // Why: the Hopper kernel (mla_decode_wgmma.cu) converts every e4m3 cache byte to f16 through registers, and its
 // wgmmas have the 32 heads as a narrow N (16 or 32) with the whole tile re-read from shared memory as A for
-// each instruction; at 1M cached positions it runs at ~26% of the cache bytes' bandwidth (0.466 ms a layer,
-// ncu: the producer's loads and the issue of the conversion and softmax dominate). Here the cache bytes are
-// the MMA operands as they are, and the heads are M:
-//   scores  S[64 rows][64 positions]  = Q8 · Cᵀ  (m64n64k32 e4m3, A = Q8 and B = the tile, both K-major in
-//                                                 shared memory; 16 latent k-steps + 2 rope k-steps)
-//   output  O[64 rows][256 dims]     += P8 · C   (m64n128k32 e4m3 twice a k-step, A = P8 in registers, B = the
-//                                                 tile transposed in shared memory; 2 k-steps of 32 positions)
+// each instruction; at 1M cached positions it runs at ~31% of the cache bytes' bandwidth (0.464 ms a layer).
+// Here the cache bytes are the MMA operands as they are, and the heads are M (consumer c of the two
+// warpgroups: the tile's positions 32 c .. 32 c + 31 for the scores, latent dims 256 c .. 256 c + 255 for the
+// output):
+//   scores  S[64 rows][32 positions]  = Q8 · Cᵀ  (m64n32k32 e4m3, A = Q8 and B = the tile's rows, both K-major
+//                                                 in shared memory; 16 latent k-steps + 2 rope k-steps)
+//   output  O[64 rows][256 dims]     += P8 · C   (m64n128k32 e4m3, A = P8 and B = the tile transposed, both in
+//                                                 shared memory; 2 k-steps of 32 positions, twice)
 // Q8 and P8 hold each head twice: row 16 w + g the e4m3 "hi" of head 8 w + g and row 16 w + g + 8 its "lo"
-// (hi = e4m3(x), lo = e4m3(x - hi): ~2^-8 relative, bf16's precision), so the thread that owns accumulator rows
-// g and g + 8 of warp w sums the two halves of its head's scores in registers, and the same thread's P8
-// fragment puts the head's hi and lo weights in rows g and g + 8. The 32 heads fill M = 64.
+// (hi = e4m3(x), lo = e4m3(x - hi): ~2^-9 relative rounding, bf16's), so the thread that owns accumulator rows g
+// and g + 8 of warp w sums the two halves of its head's scores in registers, and writes the head's hi and lo
+// weights as rows g and g + 8 of P8. The 32 heads fill M = 64.
 //   Q8: each head scaled by a power of two s_h (its largest value in [2^7, 2^8)); the scores are divided by s_h.
 //   P8: p · (the position's row scale) · 2^(8 - E), E the exponent above every row scale seen so far (so P8 <
 //       256 < 448, e4m3's largest); the output is kept in units of 2^(E - 8) and rescaled by a power of two when E
 //       grows (exact), like mla_decode_wgmma.cu's f16 Pᵀ.
+//   Softmax: the two consumers' per-head tile maxima meet in shared memory (named barrier of 256); each writes
+//       its 32 positions of P8 (double-buffered by tile parity).
+//   Each tile's product goes into a fresh accumulator that the CUDA cores add to the fp32 output: the FP8
+//       tensor cores accumulate with ~14 bits (DeepSeek-V3 report), and summing ~300 tiles in them measured
+//       4.6% error against 0.2% this way (session 21).
 // The output's B must be K-major (8-bit operands have no transposed form): each consumer transposes its 256
 // dims of the tile into T (rows = dims, 64 positions each, 8-row x 16-byte core matrices without swizzling,
 // 8-dim groups kTSbo bytes apart so the byte-transposing writes hit 32 banks) while its scores run. The K order
-// of T is the order in which a thread's score columns fall into the P8 fragment: K index 32 t + 16 h + 4 q + i
-// is position 8 (4 t + 2 h + i / 2) + 2 q + i % 2 (t: k-step, h: fragment half, q: lane % 4), so P8 is built
-// from the thread's own accumulators with no shuffles.
-// CTA = one (split, row), 288 threads: two consumer warpgroups (dims 0-255 and 256-511; both compute the same
-// scores and softmax, which costs a second pass of the cheap score MMAs but no hand-off) and one producer warp
-// that copies each tile's 64 cache rows (576 e4m3 bytes and the 16-byte scale tail) with cp.async into a ring of
-// kStages stages: latent dims as 128-byte swizzled atoms (wgmma.cuh), rope dims and scales in layouts of their
-// own. 288 threads leave 224 registers a thread (the consumers hold 128 fp32 of output and 32 of scores).
+// of T and P8 is the order in which a thread's score columns fall into 4-byte words: K index 32 t + 16 h + 4 q + i
+// is position 8 (4 t + 2 h + i / 2) + 2 q + i % 2 (t: the consumer whose positions they are, h: word half, q:
+// lane % 4), so each thread writes its P8 as 4 words.
+// CTA = one (split, row), 256 threads (two warpgroups: 255 registers a thread; a ninth producer warp would
+// put 3 warps on an SM sub-partition and cap them at 168). Every thread takes a share of each tile's cp.async
+// copies (the 64 rows' 36 16-byte chunks and scales) kStages - 1 tiles ahead into a ring: latent dims as
+// 128-byte swizzled atoms (wgmma.cuh), rope dims as core matrices, scales in a ring of their own.
+// Measured (session 21, docs/PERF.md): right (MlaDecode.Fp8TensorCores), but slower than the f16 pipelined
+// form (1M: 0.546 vs 0.464 ms a layer): ncu shows it issue-bound (the schedulers issue 45% of cycles, ~1,800
+// instructions a warp a tile: copies, descriptor and address arithmetic, the transposition, the softmax), not
+// tensor- or bandwidth-bound. Off (DELTASERVE_CUDA_MLA_DECODE_F8MMA) until that count falls (TMA copies, ...).
 #include <cmath>
 #include <cstdint>
 
