@@ -15,6 +15,10 @@ __device__ __forceinline__ float from_e4m3(uint8_t v) {
   const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t(v), __NV_E4M3);
   return __half2float(__half(h));
 }
+// Two floats to e4m3 (a in the low byte), as to_e4m3 each: one conversion for the pair.
+__device__ __forceinline__ uint16_t to_e4m3x2(float a, float b) {
+  return uint16_t(__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3));
+}
 // Two e4m3 values (the low byte first) to floats, exactly.
 __device__ __forceinline__ float2 from_e4m3x2(uint16_t v) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(v), __NV_E4M3);

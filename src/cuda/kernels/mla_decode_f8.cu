@@ -32,12 +32,14 @@
 // lane % 4), so each thread writes its P8 as 4 words.
 // CTA = one (split, row), 256 threads (two warpgroups: 255 registers a thread; a ninth producer warp would
 // put 3 warps on an SM sub-partition and cap them at 168). Every thread takes a share of each tile's cp.async
-// copies (the 64 rows' 36 16-byte chunks and scales) kStages - 1 tiles ahead into a ring: latent dims as
-// 128-byte swizzled atoms (wgmma.cuh), rope dims as core matrices, scales in a ring of their own.
+// copies (the 64 rows' 32 latent and 4 rope 16-byte chunks, their scales) kStages - 1 tiles ahead into a ring:
+// latent dims as 128-byte swizzled atoms (wgmma.cuh), rope dims as core matrices, scales in a ring of their own.
 // Measured (session 21, docs/PERF.md): right (MlaDecode.Fp8TensorCores), but slower than the f16 pipelined
 // form (1M: 0.546 vs 0.464 ms a layer): ncu shows it issue-bound (the schedulers issue 45% of cycles, ~1,800
 // instructions a warp a tile: copies, descriptor and address arithmetic, the transposition, the softmax), not
-// tensor- or bandwidth-bound. Off (DELTASERVE_CUDA_MLA_DECODE_F8MMA) until that count falls (TMA copies, ...).
+// tensor- or bandwidth-bound. Off (DELTASERVE_CUDA_MLA_DECODE_F8MMA) until that count falls: the copies by kind in
+// whole warps, the 8-byte transposition reads and the paired e4m3 conversions below were written after that
+// measurement (~1,220 PTX instructions a warp a tile -> ~770) and are not yet measured.
 #include <cmath>
 #include <cstdint>
 
@@ -63,7 +65,6 @@ constexpr int kAtom = kT * 128;                   // 64 rows x 128 latent dims (
 constexpr int kRopeOff = 4 * kAtom;               // rope dims: core matrices, 8 rows x 16 bytes
 constexpr int kStageBytes = kRopeOff + kT * kRope;  // 36,864 (the rows' fp32 scales: a ring of their own)
 constexpr int kQBytes = kStageBytes;              // Q8: 64 rows, the same layout
-constexpr int kChunks = kF8Row / 16;              // a cache row: 36 16-byte copies and its 4-byte scale
 constexpr int kTSbo = 528;                        // T: 8-dim groups 512 + 16 bytes apart
 constexpr int kTBytes = 32 * kTSbo;               // a consumer's 256 dims x 64 positions
 constexpr int kOffQ = kStages * kStageBytes;
@@ -84,6 +85,7 @@ struct Misc {
 constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
 static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 static_assert(kStageBytes % 1024 == 0 && kOffQ % 1024 == 0, "atoms start on 1024-byte boundaries");
+static_assert(kThreads == 4 * kT && (kT * 32) % kThreads == 0, "copy_tile's shares: a rope chunk each, whole rows");
 
 // 4 bytes global -> shared by cp.async (zero-filled when !valid; src must still be a readable address).
 __device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
@@ -145,9 +147,10 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
 }
 
 // ---- the copies (every thread of both warpgroups takes a share) -------------------------------------------
-// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows): the 36 16-byte chunks of
-// each of its 64 cache rows and its scale, zero-filled past the context; they complete on the stage's `full`
-// mbarrier.
+// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows), zero-filled past the
+// context, completing on the stage's `full` mbarrier: 8 of the 64 rows x 32 latent chunks (a warp: one row's 512
+// bytes an instruction), 1 of the 64 x 4 rope chunks, and (threads < 64) row tid's scale. Each kind in whole
+// warps, so no warp runs two kinds' paths.
 __device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split& s, uint32_t sbase, Misc& mi, int i,
                                           int tid) {
   const uint8_t* cache = static_cast<const uint8_t*>(p.cache);
@@ -155,16 +158,21 @@ __device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split&
   if (i < s.n) {
     const int32_t* rows = mi.rows[st];
     const uint32_t dst0 = sbase + uint32_t(st) * kStageBytes;
-    int j = tid / kChunks, c = tid - j * kChunks;  // (idx = j · 37 + c advances by 256 = 6 · 37 + 34)
-    for (int idx = tid; idx < kT * kChunks; idx += kThreads, j += 6, c += 34) {
-      if (c >= kChunks) {
-        c -= kChunks;
-        ++j;
-      }
+    const int c = tid & 31;
+#pragma unroll
+    for (int k = 0; k < kT * 32 / kThreads; ++k) {
+      const int j = (tid >> 5) + k * (kThreads / 32);
       const int64_t row = rows[j];  // (int64: the byte offset below)
-      const uint8_t* src = row >= 0 ? cache + row * kF8Row + 16 * c : cache;
-      if (c < kChunks - 1) cp16(dst0 + dim_off(j, 16 * c), src, row >= 0);
-      else cp4(sbase + kOffScales + uint32_t(st * kT + j) * 4, src, row >= 0);  // the scale (bytes 576 .. 579)
+      cp16(dst0 + lat_off(j, 16 * c), row >= 0 ? cache + row * kF8Row + 16 * c : cache, row >= 0);
+    }
+    {
+      const int j = tid >> 2, cr = tid & 3;
+      const int64_t row = rows[j];
+      cp16(dst0 + rope_off(j, 16 * cr), row >= 0 ? cache + row * kF8Row + kLat + 16 * cr : cache, row >= 0);
+    }
+    if (tid < kT) {
+      const int64_t row = rows[tid];
+      cp4(sbase + kOffScales + uint32_t(st * kT + tid) * 4, row >= 0 ? cache + row * kF8Row + kQk : cache, row >= 0);
     }
   }
   mbar_arrive_cp_async(&mi.full[st]);  // when this thread's copies have landed (at once when it has none)
@@ -186,28 +194,33 @@ __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const Sp
 }
 
 // ---- consumers ----------------------------------------------------------------------------------------
-// Consumer c's 256 dims of the stage's tile into its T: warp w takes K word column group W = w (K words 4 W .. 4 W + 3,
-// lane (m, qq) word 4 W + qq: positions a, a + 1, a + 8, a + 9) over the 8 32-dim groups k; lane (m, qq) reads 4
-// bytes (dims d .. d + 3, d = 256 c + 32 k + 4 m) of each of its 4 positions and writes them as 4 words (one a dim).
+// Consumer c's 256 dims of the stage's tile into its T: warp w takes K word column group W = w (K words 4 W .. 4 W + 3;
+// lane (m, qq) word 4 W + qq: positions a, a + 1, a + 8, a + 9) over 4 steps of 64 dims; lane (m, qq) reads 8 bytes
+// (dims d .. d + 7, d = 256 c + 64 k + 8 m) of each of its 4 positions and writes them as 8 words (one a dim: an
+// 8-dim group of T). Reads: 16 lanes cover one 128-byte swizzled row's 8 chunks; writes: 32 banks (kTSbo).
+__device__ __forceinline__ void transpose4(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, unsigned char* dst) {
+  const uint32_t t0 = __byte_perm(r0, r1, 0x5140), t1 = __byte_perm(r0, r1, 0x7362);
+  const uint32_t t2 = __byte_perm(r2, r3, 0x5140), t3 = __byte_perm(r2, r3, 0x7362);
+  *reinterpret_cast<uint32_t*>(dst) = __byte_perm(t0, t2, 0x5410);
+  *reinterpret_cast<uint32_t*>(dst + 16) = __byte_perm(t0, t2, 0x7632);
+  *reinterpret_cast<uint32_t*>(dst + 32) = __byte_perm(t1, t3, 0x5410);
+  *reinterpret_cast<uint32_t*>(dst + 48) = __byte_perm(t1, t3, 0x7632);
+}
 __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned char* tp, int c, int w, int lane) {
   const int m = lane >> 2, qq = lane & 3;
   const int a = 8 * (4 * (w >> 1) + 2 * (w & 1)) + 2 * qq;  // even: row a + 1 swizzles with (a & 7) | 1
-  const unsigned char* ra = st + a * 128 + 4 * (m & 3);
-  unsigned char* dst = tp + (m >> 1) * kTSbo + w * 128 + 4 * qq + (m & 1) * 64;
+  const unsigned char* ra = st + a * 128 + 8 * (m & 1);
+  unsigned char* dst = tp + m * kTSbo + w * 128 + 4 * qq;
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    const int atom = 2 * c + (k >> 2), chunk = 2 * (k & 3) + (m >> 2);
+  for (int k = 0; k < 4; ++k) {
+    const int atom = 2 * c + (k >> 1), chunk = 4 * (k & 1) + (m >> 1);
     const unsigned char* pa = ra + atom * kAtom + ((chunk ^ (a & 7)) << 4);
     const unsigned char* pb = ra + atom * kAtom + 128 + ((chunk ^ ((a & 7) | 1)) << 4);
-    const uint32_t r0 = *reinterpret_cast<const uint32_t*>(pa), r1 = *reinterpret_cast<const uint32_t*>(pb);
-    const uint32_t r2 = *reinterpret_cast<const uint32_t*>(pa + 1024), r3 = *reinterpret_cast<const uint32_t*>(pb + 1024);
-    const uint32_t t0 = __byte_perm(r0, r1, 0x5140), t1 = __byte_perm(r0, r1, 0x7362);
-    const uint32_t t2 = __byte_perm(r2, r3, 0x5140), t3 = __byte_perm(r2, r3, 0x7362);
-    unsigned char* dk = dst + 4 * k * kTSbo;
-    *reinterpret_cast<uint32_t*>(dk) = __byte_perm(t0, t2, 0x5410);
-    *reinterpret_cast<uint32_t*>(dk + 16) = __byte_perm(t0, t2, 0x7632);
-    *reinterpret_cast<uint32_t*>(dk + 32) = __byte_perm(t1, t3, 0x5410);
-    *reinterpret_cast<uint32_t*>(dk + 48) = __byte_perm(t1, t3, 0x7632);
+    const uint2 r0 = *reinterpret_cast<const uint2*>(pa), r1 = *reinterpret_cast<const uint2*>(pb);
+    const uint2 r2 = *reinterpret_cast<const uint2*>(pa + 1024), r3 = *reinterpret_cast<const uint2*>(pb + 1024);
+    unsigned char* dk = dst + 8 * k * kTSbo;
+    transpose4(r0.x, r1.x, r2.x, r3.x, dk);       // dims d .. d + 3
+    transpose4(r0.y, r1.y, r2.y, r3.y, dk + 64);  // dims d + 4 .. d + 7
   }
 }
 
@@ -301,17 +314,17 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     uint32_t a[4] = {0, 0, 0, 0};  // this consumer's P8 words: rows g / g + 8, K 32 c + 4 q (a0, a1), + 16 (a2, a3)
     float lsum = 0.f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float pv = fast_exp2(x[2 * j + e] - m_new);
-        lsum += pv;
-        const float y = pv * rsc[2 * j + e] * pu;
-        const uint8_t hb = to_e4m3(y), lb = to_e4m3(y - from_e4m3(hb));
-        const int reg = j & 2, sh = 8 * (2 * (j & 1) + e);
-        a[reg] |= uint32_t(hb) << sh;
-        a[reg + 1] |= uint32_t(lb) << sh;
-      }
+    for (int j = 0; j < 4; ++j) {  // positions 8 j + 2 q and + 1: bytes 2 (j % 2) and + 1 of word j & 2
+      const float p0 = fast_exp2(x[2 * j] - m_new), p1 = fast_exp2(x[2 * j + 1] - m_new);
+      lsum += p0 + p1;
+      const float y0 = p0 * rsc[2 * j] * pu, y1 = p1 * rsc[2 * j + 1] * pu;
+      const uint16_t hb = to_e4m3x2(y0, y1);
+      const float2 hv = from_e4m3x2(hb);
+      const uint16_t lb = to_e4m3x2(y0 - hv.x, y1 - hv.y);
+      const int reg = j & 2, sh = 16 * (j & 1);
+      a[reg] |= uint32_t(hb) << sh;
+      a[reg + 1] |= uint32_t(lb) << sh;
+    }
     {
       unsigned char* pp = smem + kOffP + pb * kPBytes + (2 * w) * 512 + (lane >> 2) * 16 + 4 * q + 2 * c * 128;
       *reinterpret_cast<uint32_t*>(pp) = a[0];
