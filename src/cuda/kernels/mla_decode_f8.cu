@@ -39,7 +39,7 @@
 // instructions a warp a tile: copies, descriptor and address arithmetic, the transposition, the softmax), not
 // tensor- or bandwidth-bound. Off (DELTASERVE_CUDA_MLA_DECODE_F8MMA) until that count falls: the copies by kind in
 // whole warps, the 8-byte transposition reads and the paired e4m3 conversions below were written after that
-// measurement (~1,220 PTX instructions a warp a tile -> ~770) and are not yet measured.
+// measurement (~1,220 PTX instructions a warp a tile, estimated ~770 after) and are not yet measured.
 #include <cmath>
 #include <cstdint>
 
