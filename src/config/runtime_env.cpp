@@ -39,7 +39,6 @@ CudaEnv CudaEnv::parse() {
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
-  c.fp8_mma_gemv = flag("DELTASERVE_CUDA_FP8_MMA_GEMV", false);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", true);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);
   c.moe_align_multi = flag("DELTASERVE_CUDA_MOE_ALIGN_MULTI", true);
@@ -54,6 +53,11 @@ CudaEnv CudaEnv::parse() {
     const std::string v(e);
     DS_CHECK(v.size() == 1 && v[0] >= '0' && v[0] <= '4', "DELTASERVE_CUDA_WGMMA must be 0, 1, 2, 3 or 4, got '{}'", v);
     c.wgmma = v[0] - '0';
+  }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_MMA_GEMV"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_FP8_MMA_GEMV must be 0, 1 or 2, got '{}'", v);
+    c.fp8_mma_gemv = v[0] - '0';
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_FRAG"); e && *e) {
     const std::string v(e);

@@ -26,7 +26,8 @@
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
 //   DELTASERVE_CUDA_FP8_SPLIT_K=0|1      split-K for the FP8 wgmma kernel's narrow dense launches (default 1)
-//   DELTASERVE_CUDA_FP8_MMA_GEMV=0|1     FP8 GEMVs at one row per group on the tensor cores (default 0)
+//   DELTASERVE_CUDA_FP8_MMA_GEMV=0|1|2   FP8 GEMVs at one row per group on the tensor cores (default 0; 2: only
+//                                        the launches that won alone: SiLU-mul, and N >= K)
 //   DELTASERVE_CUDA_NARROW_GEMV_ROWS=N   projections in the activation dtype with at most 1,024 output rows (the
 //                                        MoE router, MLA kv_a_proj) on the GEMV up to N rows (8..64; default 8:
 //                                        cuBLASLt above 8 rows, whose tiles leave most SMs idle at N = 256)
@@ -88,9 +89,11 @@ struct CudaEnv {
   bool fp8_split_k = true;
   // FP8 GEMVs at one row per group (batch-1 projections, experts, down + combine) on the tensor cores
   // (DELTASERVE_CUDA_FP8_MMA_GEMV: mma.sync e4m3 with x split hi/lo in shared memory, gemv_fp8_mma.cu) instead
-  // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). Off: measured slower in the batch-1 step
-  // (session 21: TPOT 2.93 vs 2.67 ms), though alone faster for the MoE gate/up and KDA in_proj.
-  bool fp8_mma_gemv = false;
+  // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). 0 (the default): off, measured slower in
+  // the batch-1 step (session 21: TPOT 2.93 vs 2.67 ms); 1: every launch it takes; 2: only those that were faster
+  // alone (session 21's bench_fp8: SiLU-mul gate/up, and projections with N >= K such as KDA in_proj, not o_proj
+  // or the MoE down + combine), for the A/B of that subset.
+  int fp8_mma_gemv = 0;
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the
   // 16-token tiles read each weight tile 7 times (KDA in_proj 43.6 us a layer against 6.7 us of bytes, ncu,

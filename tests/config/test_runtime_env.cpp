@@ -137,7 +137,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
-  EXPECT_FALSE(d.fp8_mma_gemv);  // measured slower in the batch-1 step (session 21)
+  EXPECT_EQ(d.fp8_mma_gemv, 0);  // measured slower in the batch-1 step (session 21)
   EXPECT_FALSE(d.mla_decode_f8mma);  // measured slower (session 21)
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
@@ -217,7 +217,9 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_FALSE(CudaEnv::parse().fp8_split_k);
   unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
   setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().fp8_mma_gemv);
+  EXPECT_EQ(CudaEnv::parse().fp8_mma_gemv, 1);
+  setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "2", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_mma_gemv, 2);
   setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");

@@ -21,7 +21,13 @@ namespace {
 
 DeviceContext mma_ctx(bool on) {
   DeviceContext ctx = test_ctx();
-  ctx.switches.fp8_mma_gemv = on;
+  ctx.switches.fp8_mma_gemv = on ? 1 : 0;
+  return ctx;
+}
+// The subset mode (DELTASERVE_CUDA_FP8_MMA_GEMV=2): only SiLU-mul launches and those with N >= K.
+DeviceContext subset_ctx() {
+  DeviceContext ctx = test_ctx();
+  ctx.switches.fp8_mma_gemv = 2;
   return ctx;
 }
 
@@ -51,6 +57,13 @@ TEST(GpuFp8Mma, DenseEpiloguesAndLayouts) {
       p.M = 1;
       ASSERT_TRUE(fp8_mma_gemv_applies(p, bf, mma_ctx(true))) << tag;
       EXPECT_FALSE(fp8_mma_gemv_applies(p, bf, mma_ctx(false))) << tag;
+      EXPECT_EQ(fp8_mma_gemv_applies(p, bf, subset_ctx()), 2 * N >= K) << tag;  // Store: N >= K only
+      {
+        GemvParams s = p;
+        s.epi = GemvEpilogue::SiluMul;
+        s.N = N;
+        EXPECT_TRUE(fp8_mma_gemv_applies(s, bf, subset_ctx())) << tag;
+      }
       std::vector<float> outs[2];
       for (const bool on : {false, true}) {  // Store, fp32 output
         DeviceBuffer dy(size_t(2) * N * 4);
@@ -232,6 +245,7 @@ TEST(GpuFp8Mma, DownCombine) {
     p.scale_matrix_stride = w.scale_rows() * w.ld;
     ASSERT_TRUE(fp8_mma_down_combine_applies(p, bf, mma_ctx(true))) << "rs " << rs;
     EXPECT_FALSE(fp8_mma_down_combine_applies(p, bf, mma_ctx(false)));
+    EXPECT_FALSE(fp8_mma_down_combine_applies(p, bf, subset_ctx()));  // (slower alone: not in the subset)
     std::vector<float> outs[2];
     for (const bool on : {false, true}) {
       auto dr = to_device(r0, bf);

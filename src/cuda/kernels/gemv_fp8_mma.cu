@@ -319,12 +319,13 @@ bool mma_applies(const DeviceContext& ctx, DType act, const float* w_scale, bool
 
 bool fp8_mma_gemv_applies(const GemvParams& p, DType act, const DeviceContext& ctx) {
   const int row_bound = p.group_start ? p.max_rows : p.M;
-  return row_bound == 1 && p.ldx % 8 == 0 && p.w_matrix_stride % 16 == 0 &&
+  const bool chosen = ctx.switches.fp8_mma_gemv == 1 || p.epi == GemvEpilogue::SiluMul || p.N >= p.K;  // (2: these)
+  return chosen && row_bound == 1 && p.ldx % 8 == 0 && p.w_matrix_stride % 16 == 0 &&
          mma_applies(ctx, act, p.w_scale, p.w_int4, p.w, p.K, p.scale_k_shift, gemv_detail::smem_bytes<2>(p.K));
 }
 
 bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
-  return mma_applies(ctx, act, p.w_scale, p.w_int4, p.w, p.I, p.scale_k_shift, gemv_detail::dc_smem_bytes(p.k, p.I));
+  return ctx.switches.fp8_mma_gemv == 1 && mma_applies(ctx, act, p.w_scale, p.w_int4, p.w, p.I, p.scale_k_shift, gemv_detail::dc_smem_bytes(p.k, p.I));
 }
 
 }  // namespace ds::gpu
