@@ -32,6 +32,39 @@ __device__ __forceinline__ int warp_max_exponent(float v) {
   return e;
 }
 
+// A CTA's share of its row in tiles of Tile positions (the Hopper kernels: blockIdx.x the split, blockIdx.y the
+// row): tiles tile0 .. tile0 + n - 1 of the row's ceil(ctx / Tile).
+struct Split {
+  int r, sp, ctx, tile0, n;
+  const int32_t* bt;
+};
+template <int Tile> __device__ __forceinline__ Split cta_split(const MlaDecodeParams& p) {
+  Split s;
+  s.sp = blockIdx.x;
+  s.r = blockIdx.y;
+  s.ctx = p.context_lens[s.r];
+  s.bt = p.block_tables + int64_t(s.r) * p.max_blocks;
+  const int tiles = (s.ctx + Tile - 1) / Tile, per = (tiles + p.num_splits - 1) / p.num_splits;
+  s.tile0 = s.sp * per;
+  s.n = max(0, min(tiles, s.tile0 + per) - s.tile0);
+  return s;
+}
+
+// Head h's 576 query values (q: the row's queries, bf16) for a warp: lane takes 16-byte chunks lane, lane + 32,
+// lane + 64 (< 72) into v (zeros past the chunks or for h >= H); returns the largest |value| of the lane's chunks.
+__device__ __forceinline__ float load_q_head(const bf16* q, int h, int H, int lane, uint4 (&v)[3]) {
+  float mx = 0.f;
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const int ch = lane + 32 * k;
+    v[k] = ch < 72 && h < H ? *reinterpret_cast<const uint4*>(q + int64_t(h) * kQk + ch * 8) : make_uint4(0, 0, 0, 0);
+    const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
+  }
+  return mx;
+}
+
 // One page part of the tile at positions [pos0, min(pos0 + tile, ctx)): the j-th page it touches, as an
 // offset in row units (row_units a row) and its bytes (row_bytes a row); off = -1 when there is none.
 struct PagePart {

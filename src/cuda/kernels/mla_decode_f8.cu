@@ -92,11 +92,6 @@ __device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
 }
 
-struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
-  int r, sp, ctx, tile0, n;
-  const int32_t* bt;
-};
-
 // Byte offset of dim d (a multiple of 4) of row r in a stage or in Q8: latent dims in 128-byte swizzled atoms,
 // rope dims in 8-row x 16-byte core matrices (those of the next 16 dims 128 bytes on, of the next 8 rows 512).
 __device__ __forceinline__ uint32_t lat_off(int r, int d) {
@@ -113,17 +108,8 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
   const bf16* q = static_cast<const bf16*>(p.q) + int64_t(r) * p.ldq;
   const int warp = tid >> 5, lane = tid & 31;
   for (int h = warp; h < kRows; h += kThreads / 32) {
-    uint4 v[3] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-    float mx = 0.f;
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      const int ch = lane + 32 * k;
-      if (ch < 72 && h < p.num_heads) v[k] = *reinterpret_cast<const uint4*>(q + int64_t(h) * kQk + ch * 8);
-      const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
-#pragma unroll
-      for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
-    }
-    const float s = ldexpf(1.f, 8 - warp_max_exponent(mx));
+    uint4 v[3];
+    const float s = ldexpf(1.f, 8 - warp_max_exponent(load_q_head(q, h, p.num_heads, lane, v)));
     const int rh = 16 * (h >> 3) + (h & 7), rl = rh + 8;
 #pragma unroll
     for (int k = 0; k < 3; ++k) {
@@ -387,14 +373,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_f8_kernel(const __grid
   const uint32_t sbase = smem_u32(smem);
   Misc& mi = *reinterpret_cast<Misc*>(smem + kOffMisc);
   const int tid = threadIdx.x;
-  Split s;
-  s.sp = blockIdx.x;
-  s.r = blockIdx.y;
-  s.ctx = p.context_lens[s.r];
-  s.bt = p.block_tables + int64_t(s.r) * p.max_blocks;
-  const int tiles = (s.ctx + kT - 1) / kT, per = (tiles + p.num_splits - 1) / p.num_splits;
-  s.tile0 = s.sp * per;
-  s.n = max(0, min(tiles, s.tile0 + per) - s.tile0);
+  const Split s = cta_split<kT>(p);
   if (tid == 0)
     for (int st = 0; st < kStages; ++st) {
       mbar_init(&mi.full[st], kThreads);

@@ -356,14 +356,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(const __g
   const uint32_t sbase = smem_u32(smem);
   Misc& mi = *reinterpret_cast<Misc*>(smem + kOffMisc);
   const int tid = threadIdx.x;
-  Split s;
-  s.sp = blockIdx.x;
-  s.r = blockIdx.y;
-  s.ctx = p.context_lens[s.r];
-  s.bt = p.block_tables + int64_t(s.r) * p.max_blocks;
-  const int tiles = (s.ctx + kT - 1) / kT, per = (tiles + p.num_splits - 1) / p.num_splits;
-  s.tile0 = s.sp * per;
-  s.n = max(0, min(tiles, s.tile0 + per) - s.tile0);
+  const Split s = cta_split<kT>(p);
   if (tid == 0) {
     for (int st = 0; st < 2; ++st) {
       mbar_init(&mi.full[st], 128);

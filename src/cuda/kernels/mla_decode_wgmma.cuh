@@ -63,11 +63,6 @@ __device__ __forceinline__ uint4 ld_nc16(const void* p) {
   return v;
 }
 
-struct Split {  // this CTA's share of its row: tiles tile0 .. tile0 + n - 1
-  int r, sp, ctx, tile0, n;
-  const int32_t* bt;
-};
-
 // ---- producer (one warpgroup) -----------------------------------------------------------------------
 template <bool F8>
 __device__ void produce(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
@@ -193,16 +188,8 @@ __device__ void load_q(const MlaDecodeParams& p, int r, uint32_t sbase, unsigned
   } else {
     const int warp = tid >> 5, lane = tid & 31;
     for (int h = warp; h < kRows; h += kThreads / 32) {  // a warp a head: chunks lane, lane + 32, lane + 64 (< 72)
-      uint4 v[3] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
-      float mx = 0.f;
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        const int ch = lane + 32 * k;
-        if (ch < 72 && h < p.num_heads) v[k] = *reinterpret_cast<const uint4*>(q + int64_t(h) * kQk + ch * 8);
-        const bf16* x = reinterpret_cast<const bf16*>(&v[k]);
-#pragma unroll
-        for (int t = 0; t < 8; ++t) mx = fmaxf(mx, fabsf(__bfloat162float(x[t])));
-      }
+      uint4 v[3];
+      const float mx = load_q_head(q, h, p.num_heads, lane, v);
       const float scale = ldexpf(1.f, 15 - warp_max_exponent(mx));  // the head's max · scale in [2^14, 2^15)
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
