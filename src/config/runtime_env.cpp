@@ -46,7 +46,7 @@ CudaEnv CudaEnv::parse() {
   c.mla_decode_wgmma = tristate("DELTASERVE_CUDA_MLA_DECODE_WGMMA");  // (unset: by cache dtype)
   c.gemm_buckets = flag("DELTASERVE_CUDA_GEMM_BUCKETS", true);
   c.mla_decode_pipe = tristate("DELTASERVE_CUDA_MLA_DECODE_PIPE");  // (unset: by the split's length)
-  c.mla_decode_f8mma = flag("DELTASERVE_CUDA_MLA_DECODE_F8MMA", false);
+  c.mla_decode_f8mma = flag("DELTASERVE_CUDA_MLA_DECODE_F8MMA", true);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {

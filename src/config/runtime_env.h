@@ -35,7 +35,7 @@
 //   DELTASERVE_CUDA_SAMPLING_RADIX=0|1   sampling thresholds by radix select (default 1)
 //   DELTASERVE_CUDA_MOE_ALIGN_MULTI=0|1  the MoE counting sort over several CTAs from 4,096 pairs (default 1)
 //   DELTASERVE_CUDA_MLA_DECODE_PIPE=0|1  the Hopper MLA decode's pipelined form (default: by the split's length)
-//   DELTASERVE_CUDA_MLA_DECODE_F8MMA=0|1  the Hopper MLA decode over the FP8 cache on FP8 tensor cores (default 0)
+//   DELTASERVE_CUDA_MLA_DECODE_F8MMA=0|1  the Hopper MLA decode over the FP8 cache on FP8 tensor cores (default 1)
 //   DELTASERVE_CUDA_ROUTE_WARPS=0|1      MoE routing of 2..64 tokens with a warp per token (default 1; 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
@@ -151,9 +151,10 @@ struct CudaEnv {
   int mla_decode_pipe = -1;
   // The Hopper MLA decode over the FP8 latent cache on FP8 tensor cores (DELTASERVE_CUDA_MLA_DECODE_F8MMA;
   // MlaDecodeParams::f8_mma, cuda/kernels/mla_decode_f8.h): the cache bytes as e4m3 MMA operands, the query and
-  // softmax weights split into e4m3 hi + lo, the heads as the instructions' M. Off: measured slower (session 21: 1M
-  // 0.546 vs 0.464 ms a layer, issue-bound).
-  bool mla_decode_f8mma = false;
+  // softmax weights split into e4m3 hi + lo, the heads as the instructions' M. On: the fastest form over the FP8
+  // cache at every measured shape (session 22: 1M 0.410 vs 0.459 ms a layer, 100 rows x 1K 0.065 vs 0.074;
+  // docs/PERF.md); 0 runs mla_decode_wgmma.cu's f16 forms.
+  bool mla_decode_f8mma = true;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside

@@ -34,12 +34,10 @@
 // put 3 warps on an SM sub-partition and cap them at 168). Every thread takes a share of each tile's cp.async
 // copies (the 64 rows' 32 latent and 4 rope 16-byte chunks, their scales) kStages - 1 tiles ahead into a ring:
 // latent dims as 128-byte swizzled atoms (wgmma.cuh), rope dims as core matrices, scales in a ring of their own.
-// Measured (session 21, docs/PERF.md): right (MlaDecode.Fp8TensorCores), but slower than the f16 pipelined
-// form (1M: 0.546 vs 0.464 ms a layer): ncu shows it issue-bound (the schedulers issue 45% of cycles, ~1,800
-// instructions a warp a tile: copies, descriptor and address arithmetic, the transposition, the softmax), not
-// tensor- or bandwidth-bound. Off (DELTASERVE_CUDA_MLA_DECODE_F8MMA) until that count falls: the copies by kind in
-// whole warps, the 8-byte transposition reads and the paired e4m3 conversions below were written after that
-// measurement (~1,220 PTX instructions a warp a tile, estimated ~770 after) and are not yet measured.
+// Measured (sessions 21-22, docs/PERF.md): right (MlaDecode.Fp8TensorCores). The first form was issue-bound and
+// slower than the f16 pipelined one (1M: 0.546 vs 0.464 ms a layer; ~1,800 instructions a warp a tile); with the
+// copies by kind in whole warps, 8-byte transposition reads and paired e4m3 conversions (~1,100 a warp a tile,
+// ncu) it is the fastest over the FP8 cache (1M: 0.410 vs 0.459) and the default (DELTASERVE_CUDA_MLA_DECODE_F8MMA).
 #include <cmath>
 #include <cstdint>
 
