@@ -465,7 +465,7 @@ void run_mla_decode(const MlaDecodeParams& p0, DType act, const DeviceContext& c
   DS_GPU_REQUIRE(p.ctas_per_sm == 0 || p.ctas_per_sm == 1 || p.ctas_per_sm == 2, "mla decode: ctas_per_sm must be 0, 1 or 2");
   if (p.wgmma && act == DType::BF16 && mla_decode_wgmma_supported(ctx)) {  // 64-position tiles, one CTA an SM
     if (p0.l2_prefetch_tiles < 0) p.l2_prefetch_tiles = 2;
-    if (p.fp8_cache && p.f8_mma && mla_decode_f8_supported(ctx)) launch_mla_decode_f8(p, ctx);
+    if (p.fp8_cache && p.f8_mma && mla_decode_f8_usable(p, ctx)) launch_mla_decode_f8(p, ctx);
     else launch_mla_decode_wgmma(p, ctx);
     return launch_combine<bf16>(p, ctx);
   }

@@ -31,13 +31,18 @@
 // is position 8 (4 t + 2 h + i / 2) + 2 q + i % 2 (t: the consumer whose positions they are, h: word half, q:
 // lane % 4), so each thread writes its P8 as 4 words.
 // CTA = one (split, row), 256 threads (two warpgroups: 255 registers a thread; a ninth producer warp would
-// put 3 warps on an SM sub-partition and cap them at 168). Every thread takes a share of each tile's cp.async
-// copies (the 64 rows' 32 latent and 4 rope 16-byte chunks, their scales) kStages - 1 tiles ahead into a ring:
-// latent dims as 128-byte swizzled atoms (wgmma.cuh), rope dims as core matrices, scales in a ring of their own.
+// put 3 warps on an SM sub-partition and cap them at 168). The copies are TMA boxes of one page part each (the
+// page's rows of the tile: block_size rows, or 64 of a larger page), issued kStages - 1 tiles ahead into a ring by
+// lane 0 of consumer 0's four warps (part j by warp j % 4): the latent dims as four 128-byte swizzled atoms
+// (wgmma.cuh), the rope dims as four 16-byte columns (core matrices: rows 16 bytes apart, columns 1,024), the row's
+// scale as a fifth 16-byte column into a ring of its own. Rows past the context (of a part the copies still take,
+// or stale from an earlier tile) are masked by the consumers: their weights and scales are zero and the
+// transposition writes zeros for them (cache bytes never written may be e4m3 NaNs, and 0 x NaN is NaN).
 // Measured (sessions 21-22, docs/PERF.md): right (MlaDecode.Fp8TensorCores). The first form was issue-bound and
 // slower than the f16 pipelined one (1M: 0.546 vs 0.464 ms a layer; ~1,800 instructions a warp a tile); with the
 // copies by kind in whole warps, 8-byte transposition reads and paired e4m3 conversions (~1,100 a warp a tile,
 // ncu) it is the fastest over the FP8 cache (1M: 0.410 vs 0.459) and the default (DELTASERVE_CUDA_MLA_DECODE_F8MMA).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -47,6 +52,7 @@
 #include "cuda/kernels/kda_mma.cuh"
 #include "cuda/kernels/mla_decode_common.cuh"
 #include "cuda/kernels/mla_decode_f8.h"
+#include "cuda/kernels/tma.h"
 #include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
@@ -69,34 +75,38 @@ constexpr int kOffQ = kStages * kStageBytes;
 constexpr int kOffT = kOffQ + kQBytes;
 constexpr int kPBytes = 64 * 64;                  // P8: 64 rows x 64 positions, core matrices (8-row groups 512 apart)
 constexpr int kOffP = kOffT + 2 * kTBytes;        // two P8 buffers (tile i: i % 2)
-constexpr int kOffScales = kOffP + 2 * kPBytes;   // [stage][64] fp32: the rows' scales
-constexpr int kOffMisc = kOffScales + kStages * kT * 4;
+constexpr int kOffScales = kOffP + 2 * kPBytes;   // [stage][64][16 bytes]: the rows' scales
+constexpr int kScaleRow = 16;                     // a row's scale column (the fp32 scale, then 12 bytes of padding)
+constexpr int kOffMisc = kOffScales + kStages * kT * kScaleRow;
 constexpr int kThreads = 256;                     // two warpgroups
 
 struct Misc {
-  int32_t rows[kStages][kT];  // tile i's cache rows in rows[i % kStages] (-1 past the context)
   float qsc[kRows];            // Q8's power-of-two scale per head
   float red[2][2][kRows];      // [tile % 2][consumer][head]: the head's maximum over the consumer's positions
   float fin_l[2][kRows];       // [consumer][head]: the head's sum over the consumer's positions
-  uint64_t full[kStages], empty[kStages];
+  uint64_t full[kStages], empty[kStages];  // full: the 4 issuing threads' arrivals + the bytes; empty: 256 arrivals
 };
+constexpr int kIssuers = 4;  // lane 0 of consumer 0's warps
 constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
 static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 static_assert(kStageBytes % 1024 == 0 && kOffQ % 1024 == 0, "atoms start on 1024-byte boundaries");
-static_assert(kThreads == 4 * kT && (kT * 32) % kThreads == 0, "copy_tile's shares: a rope chunk each, whole rows");
+static_assert(kThreads == 4 * kT, "the transposition's and scores' shares assume 64 positions and 256 threads");
 
-// 4 bytes global -> shared by cp.async (zero-filled when !valid; src must still be a readable address).
-__device__ __forceinline__ void cp4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
-}
+// The cache's tensor maps (kernels/tma.h; the layer's cache as rows of kF8Row bytes): `lat` boxes of 128 bytes x
+// box_rows rows, 128-byte swizzled; `side` boxes of 16 bytes x box_rows rows, unswizzled (rope columns, scales).
+struct F8Maps {
+  CUtensorMap lat, side;
+  int box_rows;  // min(block_size, 64): a page part
+};
 
 // Byte offset of dim d (a multiple of 4) of row r in a stage or in Q8: latent dims in 128-byte swizzled atoms,
-// rope dims in 8-row x 16-byte core matrices (those of the next 16 dims 128 bytes on, of the next 8 rows 512).
+// rope dims in 16-byte columns of 64 rows (8-row x 16-byte core matrices; the next 8 rows 128 bytes on, the next
+// 16 dims 1,024: the layout of the TMA's unswizzled 16-byte boxes).
 __device__ __forceinline__ uint32_t lat_off(int r, int d) {
   return uint32_t(d >> 7) * kAtom + swz(r, (d & 127) >> 4) + uint32_t(d & 15);
 }
 __device__ __forceinline__ uint32_t rope_off(int r, int dd) {
-  return kRopeOff + uint32_t(r >> 3) * 512 + uint32_t(dd >> 4) * 128 + uint32_t(r & 7) * 16 + uint32_t(dd & 15);
+  return kRopeOff + uint32_t(dd >> 4) * 1024 + uint32_t(r) * 16 + uint32_t(dd & 15);
 }
 __device__ __forceinline__ uint32_t dim_off(int r, int d) { return d < kLat ? lat_off(r, d) : rope_off(r, d - kLat); }
 
@@ -130,51 +140,38 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
   }
 }
 
-// ---- the copies (every thread of both warpgroups takes a share) -------------------------------------------
-// Thread tid's copies of tile i into stage i % kStages (the tile's cache rows in rows), zero-filled past the
-// context, completing on the stage's `full` mbarrier: 8 of the 64 rows x 32 latent chunks (a warp: one row's 512
-// bytes an instruction), 1 of the 64 x 4 rope chunks, and (threads < 64) row tid's scale. Each kind in whole
-// warps, so no warp runs two kinds' paths.
-__device__ __forceinline__ void copy_tile(const MlaDecodeParams& p, const Split& s, uint32_t sbase, Misc& mi, int i,
-                                          int tid) {
-  const uint8_t* cache = static_cast<const uint8_t*>(p.cache);
-  const int st = i % kStages;
-  if (i < s.n) {
-    const int32_t* rows = mi.rows[st];
-    const uint32_t dst0 = sbase + uint32_t(st) * kStageBytes;
-    const int c = tid & 31;
+// ---- the copies --------------------------------------------------------------------------------------------
+// Issuer w's (lane 0 of consumer 0's warp w) TMA copies of tile i into stage i % kStages: page parts j = w, w + 4,
+// ... of box_rows rows inside the context (a part past it is not copied), after its arrival on the stage's `full`
+// mbarrier with their bytes; and the L2 prefetch of its parts of tile i + pf.
+__device__ __forceinline__ int part_row(const MlaDecodeParams& p, const Split& s, int pos) {
+  return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (fits int32: 2^31 rows = 1.2 TB)
+}
+__device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, uint32_t sbase,
+                                           Misc& mi, int i, int w) {
+  if (i >= s.n) return;
+  const int st = i % kStages, R = mp.box_rows, t0 = (s.tile0 + i) * kT;
+  uint32_t bytes = 0;
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) bytes += uint32_t(R) * kF8Row;
+  mbar_arrive_expect_tx(&mi.full[st], bytes);
+  const uint32_t dst = sbase + uint32_t(st) * kStageBytes;
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) {
+    const int row = part_row(p, s, t0 + j * R);
 #pragma unroll
-    for (int k = 0; k < kT * 32 / kThreads; ++k) {
-      const int j = (tid >> 5) + k * (kThreads / 32);
-      const int64_t row = rows[j];  // (int64: the byte offset below)
-      cp16(dst0 + lat_off(j, 16 * c), row >= 0 ? cache + row * kF8Row + 16 * c : cache, row >= 0);
-    }
-    {
-      const int j = tid >> 2, cr = tid & 3;
-      const int64_t row = rows[j];
-      cp16(dst0 + rope_off(j, 16 * cr), row >= 0 ? cache + row * kF8Row + kLat + 16 * cr : cache, row >= 0);
-    }
-    if (tid < kT) {
-      const int64_t row = rows[tid];
-      cp4(sbase + kOffScales + uint32_t(st * kT + tid) * 4, row >= 0 ? cache + row * kF8Row + kQk : cache, row >= 0);
-    }
+    for (int a = 0; a < 4; ++a)  // (a part's rows: 128 bytes each in an atom, 16 in a column)
+      tma_load_2d(dst + uint32_t(a * kAtom + j * R * 128), &mp.lat, 128 * a, row, &mi.full[st]);
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      tma_load_2d(dst + uint32_t(kRopeOff + k * 1024 + j * R * 16), &mp.side, kLat + 16 * k, row, &mi.full[st]);
+    tma_load_2d(sbase + uint32_t(kOffScales + (st * kT + j * R) * kScaleRow), &mp.side, kQk, row, &mi.full[st]);
   }
-  mbar_arrive_cp_async(&mi.full[st]);  // when this thread's copies have landed (at once when it has none)
 }
-
-// Tile i's cache row of position j of the tile (threads j < 64 look theirs up; -1 past the context or the split).
-// (Row indices fit int32: a cache of 2^31 rows of 592 bytes would be 1.2 TB.)
-__device__ __forceinline__ int32_t tile_row(const MlaDecodeParams& p, const Split& s, int i, int j) {
-  const int pos = (s.tile0 + i) * kT + j;
-  if (i >= s.n || pos >= s.ctx) return -1;
-  return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;
-}
-
-// Tile i's page parts into L2 (threads 0 .. 64).
-__device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const Split& s, int i, int tid) {
-  if (i >= s.n || tid > kT) return;
-  const PagePart e = tile_page_part(s.bt, p.block_size, (s.tile0 + i) * kT, kT, s.ctx, tid, kF8Row, uint32_t(kF8Row));
-  if (e.off >= 0) prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + e.off, e.bytes);
+__device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, int i, int w) {
+  if (i >= s.n) return;
+  const int R = mp.box_rows, t0 = (s.tile0 + i) * kT;
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers)
+    prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + int64_t(part_row(p, s, t0 + j * R)) * kF8Row,
+                     uint32_t(R) * kF8Row);
 }
 
 // ---- consumers ----------------------------------------------------------------------------------------
@@ -182,6 +179,7 @@ __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const Sp
 // lane (m, qq) word 4 W + qq: positions a, a + 1, a + 8, a + 9) over 4 steps of 64 dims; lane (m, qq) reads 8 bytes
 // (dims d .. d + 7, d = 256 c + 64 k + 8 m) of each of its 4 positions and writes them as 8 words (one a dim: an
 // 8-dim group of T). Reads: 16 lanes cover one 128-byte swizzled row's 8 chunks; writes: 32 banks (kTSbo).
+// kMask (the context's last tile): positions >= nvalid are written as zeros.
 __device__ __forceinline__ void transpose4(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, unsigned char* dst) {
   const uint32_t t0 = __byte_perm(r0, r1, 0x5140), t1 = __byte_perm(r0, r1, 0x7362);
   const uint32_t t2 = __byte_perm(r2, r3, 0x5140), t3 = __byte_perm(r2, r3, 0x7362);
@@ -190,7 +188,9 @@ __device__ __forceinline__ void transpose4(uint32_t r0, uint32_t r1, uint32_t r2
   *reinterpret_cast<uint32_t*>(dst + 32) = __byte_perm(t1, t3, 0x5410);
   *reinterpret_cast<uint32_t*>(dst + 48) = __byte_perm(t1, t3, 0x7632);
 }
-__device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned char* tp, int c, int w, int lane) {
+template <bool kMask>
+__device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned char* tp, int c, int w, int lane,
+                                               int nvalid) {
   const int m = lane >> 2, qq = lane & 3;
   const int a = 8 * (4 * (w >> 1) + 2 * (w & 1)) + 2 * qq;  // even: row a + 1 swizzles with (a & 7) | 1
   const unsigned char* ra = st + a * 128 + 8 * (m & 1);
@@ -200,8 +200,15 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
     const int atom = 2 * c + (k >> 1), chunk = 4 * (k & 1) + (m >> 1);
     const unsigned char* pa = ra + atom * kAtom + ((chunk ^ (a & 7)) << 4);
     const unsigned char* pb = ra + atom * kAtom + 128 + ((chunk ^ ((a & 7) | 1)) << 4);
-    const uint2 r0 = *reinterpret_cast<const uint2*>(pa), r1 = *reinterpret_cast<const uint2*>(pb);
-    const uint2 r2 = *reinterpret_cast<const uint2*>(pa + 1024), r3 = *reinterpret_cast<const uint2*>(pb + 1024);
+    uint2 r0 = *reinterpret_cast<const uint2*>(pa), r1 = *reinterpret_cast<const uint2*>(pb);
+    uint2 r2 = *reinterpret_cast<const uint2*>(pa + 1024), r3 = *reinterpret_cast<const uint2*>(pb + 1024);
+    if constexpr (kMask) {  // positions a, a + 1, a + 8, a + 9
+      const uint2 z = make_uint2(0, 0);
+      r0 = a < nvalid ? r0 : z;
+      r1 = a + 1 < nvalid ? r1 : z;
+      r2 = a + 8 < nvalid ? r2 : z;
+      r3 = a + 9 < nvalid ? r3 : z;
+    }
     unsigned char* dk = dst + 8 * k * kTSbo;
     transpose4(r0.x, r1.x, r2.x, r3.x, dk);       // dims d .. d + 3
     transpose4(r0.y, r1.y, r2.y, r3.y, dk + 64);  // dims d + 4 .. d + 7
@@ -211,14 +218,14 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
 // Named barriers: 1 + c consumer c alone, 3 both consumers.
 constexpr int kBarBoth = 3;
 
-__device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char* smem, uint32_t sbase, Misc& mi,
-                        int c, int wt) {
+__device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, unsigned char* smem, uint32_t sbase,
+                        Misc& mi, int c, int wt) {
   const int lane = wt & 31, w = wt >> 5, q = lane & 3;
   const int h = 8 * w + (lane >> 2);  // the thread's head: rows 16 w + g (hi) and + 8 (lo) of both products
   const int bar = 1 + c;
   const float qf = p.scale * kLog2e / mi.qsc[h];
   const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(c) * kTBytes;
-  const uint64_t dq = desc_k_sw128(qbase), dqr = desc_k_none(qbase + kRopeOff, 128, 512);
+  const uint64_t dq = desc_k_sw128(qbase), dqr = desc_k_none(qbase + kRopeOff, 1024, 128);
   const uint64_t dt = desc_k_none(tbase, 128, kTSbo), dp0 = desc_k_none(sbase + kOffP, 128, 512);
   unsigned char* tp = smem + kOffT + c * kTBytes;
   float o[2][64];  // the output of the consumer's 256 dims, fp32 (each tile's product is added on the CUDA cores)
@@ -228,22 +235,24 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     for (int e = 0; e < 64; ++e) o[nb][e] = 0.f;
   float m = -INFINITY, l = 0.f;  // the head's running maximum (log2 units) and this thread's part of its sum
   int erun = -1000;              // the output's exponent E (set by the first tile)
-  const int tid = 128 * c + wt, pf = p.l2_prefetch_tiles;
+  const bool issuer = c == 0 && lane == 0;  // (warp w of consumer 0: issuer w)
+  const int pf = p.l2_prefetch_tiles;
   for (int i = 0; i < s.n; ++i) {
     const int st = i % kStages, pb = i & 1;
     // the copies of tile i + kStages - 1, into the stage of tile i - 1 once both warpgroups are done with it
-    if (i >= 1) mbar_wait(&mi.empty[(i - 1) % kStages], uint32_t((i - 1) / kStages) & 1u);
-    copy_tile(p, s, sbase, mi, i + kStages - 1, tid);
-    if (pf > 0) prefetch_tile(p, s, i + kStages - 1 + pf, tid);
-    const int32_t next_row = tid < kT ? tile_row(p, s, i + kStages, tid) : -1;  // (stored before the release)
+    if (issuer) {
+      if (i >= 1) mbar_wait(&mi.empty[(i - 1) % kStages], uint32_t((i - 1) / kStages) & 1u);
+      issue_tile(p, mp, s, sbase, mi, i + kStages - 1, w);
+      if (pf > 0) prefetch_tile(p, mp, s, i + kStages - 1 + pf, w);
+    }
     const uint32_t stage = sbase + uint32_t(st) * kStageBytes;
     const unsigned char* sp = smem + st * kStageBytes;
-    const float* scl = reinterpret_cast<const float*>(smem + kOffScales) + st * kT;  // the tile's row scales
+    const float* scl = reinterpret_cast<const float*>(smem + kOffScales + st * kT * kScaleRow);  // row j: scl[4 j]
+    const int nvalid = min(kT, s.ctx - (s.tile0 + i) * kT);  // the tile's positions inside the context
     mbar_wait(&mi.full[st], uint32_t(i / kStages) & 1u);
-    fence_proxy_async();  // the cp.async writes, for the wgmma below
     // scores of the consumer's 32 positions 32 c .. 32 c + 31 (B: the tile's rows from 32 c)
     // (a descriptor's address field is bits 0-13 of address / 16: offsets inside shared memory add to it)
-    const uint64_t db = desc_k_sw128(stage + 32 * c * 128), dbr = desc_k_none(stage + kRopeOff + 4 * c * 512, 128, 512);
+    const uint64_t db = desc_k_sw128(stage + 32 * c * 128), dbr = desc_k_none(stage + kRopeOff + 32 * c * 16, 1024, 128);
     float sc[16];
     wgmma_fence();
 #pragma unroll
@@ -252,34 +261,37 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
       wgmma_m64n32k32_e4m3(sc, dq + off, db + off, ks > 0);
     }
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks) wgmma_m64n32k32_e4m3(sc, dqr + ks * 16, dbr + ks * 16, 1);
+    for (int ks = 0; ks < 2; ++ks) wgmma_m64n32k32_e4m3(sc, dqr + ks * 128, dbr + ks * 128, 1);  // 2,048 bytes a k-step
     wgmma_commit();
     // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
     // tile's products, which read T, before this barrier)
     named_sync(bar, 128);
-    transpose_half(sp, tp, c, w, lane);
-    float rsc[8];  // the row scales of the thread's 8 positions 32 c + 8 j + 2 q + e (index 2 j + e)
+    if (nvalid == kT) transpose_half<false>(sp, tp, c, w, lane, nvalid);
+    else transpose_half<true>(sp, tp, c, w, lane, nvalid);
+    float rsc[8];  // the row scales of the thread's 8 positions 32 c + 8 j + 2 q + e (index 2 j + e; 0 past the context)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e)
-        rsc[2 * j + e] = scl[32 * c + 8 * j + 2 * q + e];
-    const int et = warp_max_exponent(fmaxf(scl[lane], scl[lane + 32]));
+      for (int e = 0; e < 2; ++e) {
+        const int jj = 32 * c + 8 * j + 2 * q + e;
+        const float v = scl[4 * jj];
+        rsc[2 * j + e] = jj < nvalid ? v : 0.f;
+      }
+    const float s0 = scl[4 * lane], s1 = scl[4 * (lane + 32)];
+    const int et = warp_max_exponent(fmaxf(lane < nvalid ? s0 : 0.f, lane + 32 < nvalid ? s1 : 0.f));
     wgmma_wait<0>();
     reg_fence(sc);
-    if (tid < kT) mi.rows[st][tid] = next_row;  // (tile i's rows were last read when its copies were issued)
     mbar_arrive(&mi.empty[st]);  // done with the stage (scores, transpose and scales)
 
     // ---- online softmax of the head over the tile: the 4 lanes of a quad hold the consumer's 32 positions,
     // the two consumers' maxima meet in shared memory
-    const int pos0 = (s.tile0 + i) * kT + 32 * c;
     float x[8], tmx = -INFINITY;
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float v = (sc[4 * j + e] + sc[4 * j + 2 + e]) * qf * rsc[2 * j + e];
-        x[2 * j + e] = pos0 + 8 * j + 2 * q + e < s.ctx ? v : -INFINITY;
+        x[2 * j + e] = 32 * c + 8 * j + 2 * q + e < nvalid ? v : -INFINITY;
         tmx = fmaxf(tmx, x[2 * j + e]);
       }
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 1));
@@ -363,7 +375,8 @@ __device__ void consume(const MlaDecodeParams& p, const Split& s, unsigned char*
     }
 }
 
-__global__ void __launch_bounds__(kThreads, 1) mla_decode_f8_kernel(const __grid_constant__ MlaDecodeParams p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    mla_decode_f8_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ F8Maps mp) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ unsigned char smem_raw[];
@@ -374,17 +387,17 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_f8_kernel(const __grid
   const Split s = cta_split<kT>(p);
   if (tid == 0)
     for (int st = 0; st < kStages; ++st) {
-      mbar_init(&mi.full[st], kThreads);
+      mbar_init(&mi.full[st], kIssuers);
       mbar_init(&mi.empty[st], kThreads);
     }
-  if (tid < kT)
-    for (int k = 0; k < kStages; ++k) mi.rows[k][tid] = tile_row(p, s, k, tid);
   load_q8(p, s.r, smem, mi, tid);
-  fence_proxy_async();  // Q8, for the wgmma
+  fence_proxy_async();  // Q8 and the barriers' initialisation, for the wgmma and the TMA
   __syncthreads();
-  for (int k = 0; k < kStages - 1; ++k) copy_tile(p, s, sbase, mi, k, tid);
-  for (int k = 0; k < p.l2_prefetch_tiles; ++k) prefetch_tile(p, s, kStages - 1 + k, tid);
-  consume(p, s, smem, sbase, mi, tid >> 7, tid & 127);
+  if (tid < 128 && (tid & 31) == 0) {  // issuer w = tid / 32
+    for (int k = 0; k < kStages - 1; ++k) issue_tile(p, mp, s, sbase, mi, k, tid >> 5);
+    for (int k = 0; k < p.l2_prefetch_tiles; ++k) prefetch_tile(p, mp, s, kStages - 1 + k, tid >> 5);
+  }
+  consume(p, mp, s, smem, sbase, mi, tid >> 7, tid & 127);
 }
 
 }  // namespace
@@ -393,12 +406,29 @@ bool mla_decode_f8_supported(const DeviceContext& ctx) {
   return ctx.info.sm_major == 9 && size_t(ctx.info.smem_per_block_optin) >= kSmem;
 }
 
+bool mla_decode_f8_usable(const MlaDecodeParams& p, const DeviceContext& ctx) {
+  // page parts of 8..64 rows: a tile's whole parts, each box landing on a 1,024-byte boundary of an atom
+  const bool pages = (p.block_size >= 8 && p.block_size <= 64 && kT % p.block_size == 0) || p.block_size % kT == 0;
+  return mla_decode_f8_supported(ctx) && ctx.tensor_map_encoder != nullptr && pages;
+}
+
 void configure_mla_decode_f8(const DeviceContext& ctx) {
   if (mla_decode_f8_supported(ctx)) set_max_dynamic_smem(mla_decode_f8_kernel, kSmem);
 }
 
 void launch_mla_decode_f8(const MlaDecodeParams& p, const DeviceContext& ctx) {
-  launch_pdl(mla_decode_f8_kernel, dim3(unsigned(p.num_splits), unsigned(p.rows)), kThreads, kSmem, ctx, p);
+  DS_GPU_REQUIRE(mla_decode_f8_usable(p, ctx), "mla decode (FP8 MMA): not usable here (sm_90, TMA, pages of 8..64 rows or a multiple of 64)");
+  F8Maps mp{};
+  mp.box_rows = std::min(p.block_size, kT);
+  const RowsMapDesc d{.base = p.cache, .type = CU_TENSOR_MAP_DATA_TYPE_UINT8, .elem_bytes = 1, .cols = kF8Row,
+                      .ld = kF8Row, .box_rows = uint32_t(mp.box_rows), .what = "MLA FP8 latent cache"};
+  mp.lat = rows_tensor_map(ctx.tensor_map_encoder, d);
+  RowsMapDesc side = d;
+  side.box_col_bytes = 16;
+  side.swizzle = CU_TENSOR_MAP_SWIZZLE_NONE;
+  side.what = "MLA FP8 latent cache (rope, scales)";
+  mp.side = rows_tensor_map(ctx.tensor_map_encoder, side);
+  launch_pdl(mla_decode_f8_kernel, dim3(unsigned(p.num_splits), unsigned(p.rows)), kThreads, kSmem, ctx, p, mp);
   DS_CUDA_CHECK_LAUNCH();
 }
 

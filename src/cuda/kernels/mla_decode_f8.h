@@ -12,6 +12,10 @@ namespace ds::gpu {
 
 // Whether the device runs it (sm_90 with the shared memory it needs).
 bool mla_decode_f8_supported(const DeviceContext& ctx);
+// Whether it runs p here: supported, the driver's TMA encoder found, and pages of 8, 16, 32 or 64 rows or a
+// multiple of 64 (its copies are TMA boxes of a page's rows of a 64-position tile). run_mla_decode falls back
+// to mla_decode_wgmma.cu's form otherwise.
+bool mla_decode_f8_usable(const MlaDecodeParams& p, const DeviceContext& ctx);
 // The attention kernel only (one CTA per (split, row)); p is validated and defaulted by run_mla_decode.
 void launch_mla_decode_f8(const MlaDecodeParams& p, const DeviceContext& ctx);
 // Its shared-memory limit (called by configure_mla_decode).

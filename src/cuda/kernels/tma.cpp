@@ -25,10 +25,13 @@ CUtensorMap rows_tensor_map(void* encoder, const RowsMapDesc& d) {
   CUtensorMap m;
   const cuuint64_t dims[2] = {cuuint64_t(d.cols), cuuint64_t(1) << 31};
   const cuuint64_t strides[1] = {cuuint64_t(d.ld) * cuuint64_t(d.elem_bytes)};
-  const cuuint32_t box[2] = {cuuint32_t(128 / d.elem_bytes), d.box_rows}, elem[2] = {1, 1};
+  DS_GPU_REQUIRE(d.box_col_bytes % 16 == 0 && d.box_col_bytes > 0 &&
+                     (d.swizzle != CU_TENSOR_MAP_SWIZZLE_128B || d.box_col_bytes == 128),
+                 std::string("tensor map for ") + d.what + ": bad box width");
+  const cuuint32_t box[2] = {cuuint32_t(d.box_col_bytes / d.elem_bytes), d.box_rows}, elem[2] = {1, 1};
   const CUresult r = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(encoder)(
       &m, d.type, 2, const_cast<void*>(d.base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      d.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   DS_GPU_REQUIRE(r == CUDA_SUCCESS, std::string("tensor map for ") + d.what + ": the driver refused it (CUresult " +
                                         std::to_string(int(r)) + ")");
   return m;
