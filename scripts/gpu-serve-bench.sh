@@ -4,10 +4,11 @@
 # concurrency 1 (TPOT) and 100 (throughput), optionally one long prompt, while sampling the device memory
 # in use every 0.5 s (nvidia-smi), so that "memory never rises after start-up" is measured, not assumed.
 #   scripts/gpu-serve-bench.sh BINARY LABEL [--long N] [--long-only] [--long-timeout S] [--c100-prompts N]
-#                              [--c16-prompts N] [-- extra serve flags]
+#                              [--c16-prompts N] [--c1-prompts N] [-- extra serve flags]
 # --long-only skips the concurrency-1/16/100 runs; --long-timeout bounds the long prompt's bench (300 s; it
 # runs with --warmup 0: the server's start-up warm-up has run every kernel, and a warm-up copy would double it);
-# --c16-prompts N: also a concurrency-16 run of N prompts; e.g. `-- --quantization fp8` for FP8 weights.
+# --c16-prompts N: also a concurrency-16 run of N prompts; --c1-prompts N: the concurrency-1 run's prompts (5);
+# issue 17's counts are `--c1-prompts 10 --c16-prompts 80 --c100-prompts 500`; e.g. `-- --quantization fp8`.
 # Writes $OUT/serve_LABEL.log, $OUT/bench_LABEL.log, $OUT/mem_LABEL.csv; prints a summary block.
 # The real Kimi tokenizer is not in the repository: a synthetic 163,842-id tokenizer with the tiny
 # fixture's special tokens stands in (prompts are random ids; it only affects detokenisation).
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 BIN=$1; LABEL=$2; shift 2
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"  # (a fresh folder: the server log goes there before anything else)
-LONG=0; LONG_ONLY=0; LONG_TIMEOUT=300; C100=100; C16=0; EXTRA=()
+LONG=0; LONG_ONLY=0; LONG_TIMEOUT=300; C100=100; C16=0; C1=5; EXTRA=()
 while (($#)); do
   case $1 in
     --long) LONG=$2; shift ;;
@@ -24,6 +25,7 @@ while (($#)); do
     --long-timeout) LONG_TIMEOUT=$2; shift ;;
     --c100-prompts) C100=$2; shift ;;
     --c16-prompts) C16=$2; shift ;;
+    --c1-prompts) C1=$2; shift ;;
     --) shift; EXTRA=("$@"); break ;;
   esac
   shift
@@ -38,13 +40,13 @@ B=("$BIN" bench --base-url http://127.0.0.1:$PORT --dataset random --ignore-eos 
 {
   if ((!LONG_ONLY)); then
     echo "== concurrency 1"
-    timeout 200 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts 5 --max-concurrency 1
+    timeout 200 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C1" --max-concurrency 1
     if ((C16 > 0)); then
       echo "== concurrency 16"
       timeout 300 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C16" --max-concurrency 16
     fi
     echo "== concurrency 100"
-    timeout 300 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C100" --max-concurrency 100
+    timeout 400 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C100" --max-concurrency 100
   fi
   if ((LONG > 0)); then
     echo "== one prompt of $LONG tokens"
