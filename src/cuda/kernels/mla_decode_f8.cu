@@ -33,7 +33,7 @@
 // CTA = one (split, row), 256 threads (two warpgroups: 255 registers a thread; a ninth producer warp would
 // put 3 warps on an SM sub-partition and cap them at 168). The copies are TMA boxes of one page part each (the
 // page's rows of the tile: block_size rows, or 64 of a larger page), issued kStages - 1 tiles ahead into a ring by
-// lane 0 of every warp (issue_tile says which): the latent dims as four 128-byte swizzled atoms
+// lane 0 of consumer 0's four warps (part j by warp j % 4): the latent dims as four 128-byte swizzled atoms
 // (wgmma.cuh), the rope dims as four 16-byte columns (core matrices: rows 16 bytes apart, columns 1,024), the row's
 // scale as a fifth 16-byte column into a ring of its own. Rows past the context (of a part the copies still take,
 // or stale from an earlier tile) are masked by the consumers: their weights and scales are zero and the
@@ -84,9 +84,9 @@ struct Misc {
   float qsc[kRows];            // Q8's power-of-two scale per head
   float red[2][2][kRows];      // [tile % 2][consumer][head]: the head's maximum over the consumer's positions
   float fin_l[2][kRows];       // [consumer][head]: the head's sum over the consumer's positions
-  uint64_t full[kStages], empty[kStages];  // full: the 8 issuers' arrivals + the bytes; empty: 256 arrivals
+  uint64_t full[kStages], empty[kStages];  // full: the 4 issuing threads' arrivals + the bytes; empty: 256 arrivals
 };
-constexpr int kIssuers = kThreads / 32;  // lane 0 of every warp
+constexpr int kIssuers = 4;  // lane 0 of consumer 0's warps
 constexpr size_t kSmem = size_t(kOffMisc) + sizeof(Misc) + 1024;
 static_assert(kSmem <= 232448, "beyond 227 KiB of shared memory");
 static_assert(kStageBytes % 1024 == 0 && kOffQ % 1024 == 0, "atoms start on 1024-byte boundaries");
@@ -141,10 +141,9 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
 }
 
 // ---- the copies --------------------------------------------------------------------------------------------
-// A tile's copies are jobs 2 j (part j's 4 latent boxes) and 2 j + 1 (its 4 rope columns and the scale column)
-// for its page parts j of box_rows rows inside the context (a part past it is not copied); issuer w (lane 0 of
-// warp w) takes jobs w, w + 8, ..., so every warp issues about as much (the consumers meet at barriers every tile:
-// one slower warp would hold them all). Each issuer arrives on the stage's `full` mbarrier with its jobs' bytes.
+// Issuer w's (lane 0 of consumer 0's warp w) TMA copies of tile i into stage i % kStages: page parts j = w, w + 4,
+// ... of box_rows rows inside the context (a part past it is not copied), after its arrival on the stage's `full`
+// mbarrier with their bytes; and the L2 prefetch of its parts of tile i + pf.
 __device__ __forceinline__ int part_row(const MlaDecodeParams& p, const Split& s, int pos) {
   return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (fits int32: 2^31 rows = 1.2 TB)
 }
@@ -152,26 +151,21 @@ __device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Map
                                            Misc& mi, int i, int w) {
   if (i >= s.n) return;
   const int st = i % kStages, R = mp.box_rows, t0 = (s.tile0 + i) * kT;
-  const int jobs = 2 * min(kT / R, (s.ctx - t0 + R - 1) / R);  // (t0 < ctx: at least one part)
   uint32_t bytes = 0;
-  for (int jb = w; jb < jobs; jb += kIssuers) bytes += uint32_t(R) * (jb & 1 ? kRope + kScaleRow : kLat);
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) bytes += uint32_t(R) * kF8Row;
   mbar_arrive_expect_tx(&mi.full[st], bytes);
   const uint32_t dst = sbase + uint32_t(st) * kStageBytes;
-  for (int jb = w; jb < jobs; jb += kIssuers) {
-    const int j = jb >> 1, row = part_row(p, s, t0 + j * R);
-    if (!(jb & 1)) {
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) {
+    const int row = part_row(p, s, t0 + j * R);
 #pragma unroll
-      for (int a = 0; a < 4; ++a)  // (a part's rows: 128 bytes each in an atom, 16 in a column)
-        tma_load_2d(dst + uint32_t(a * kAtom + j * R * 128), &mp.lat, 128 * a, row, &mi.full[st]);
-    } else {
+    for (int a = 0; a < 4; ++a)  // (a part's rows: 128 bytes each in an atom, 16 in a column)
+      tma_load_2d(dst + uint32_t(a * kAtom + j * R * 128), &mp.lat, 128 * a, row, &mi.full[st]);
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        tma_load_2d(dst + uint32_t(kRopeOff + k * 1024 + j * R * 16), &mp.side, kLat + 16 * k, row, &mi.full[st]);
-      tma_load_2d(sbase + uint32_t(kOffScales + (st * kT + j * R) * kScaleRow), &mp.side, kQk, row, &mi.full[st]);
-    }
+    for (int k = 0; k < 4; ++k)
+      tma_load_2d(dst + uint32_t(kRopeOff + k * 1024 + j * R * 16), &mp.side, kLat + 16 * k, row, &mi.full[st]);
+    tma_load_2d(sbase + uint32_t(kOffScales + (st * kT + j * R) * kScaleRow), &mp.side, kQk, row, &mi.full[st]);
   }
 }
-// Issuer w's L2 prefetch of tile i's parts j = w, w + 8, ...
 __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, int i, int w) {
   if (i >= s.n) return;
   const int R = mp.box_rows, t0 = (s.tile0 + i) * kT;
@@ -221,20 +215,6 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
   }
 }
 
-// Chunk ch (dims 64 ch .. 64 ch + 63 of the consumer's 256) of the tile's output product P8 · T into a fresh
-// accumulator t (one commit group), and its sum into the output o = o f + t once it has completed.
-__device__ __forceinline__ void out_chunk(float (&t)[32], uint64_t dp, uint64_t dt, int ch) {
-  wgmma_fence();  // (t was read by the previous chunk's sum)
-#pragma unroll
-  for (int k = 0; k < 2; ++k) wgmma_m64n64k32_e4m3(t, dp + k * 16, dt + uint32_t((ch * 8 * kTSbo + k * 256) >> 4), k > 0);
-  wgmma_commit();
-}
-__device__ __forceinline__ void add_chunk(float (&o)[32], float (&t)[32], float f) {
-  reg_fence(t);
-#pragma unroll
-  for (int e = 0; e < 32; ++e) o[e] = fmaf(o[e], f, t[e]);
-}
-
 // Named barriers: 1 + c consumer c alone, 3 both consumers.
 constexpr int kBarBoth = 3;
 
@@ -248,23 +228,22 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
   const uint64_t dq = desc_k_sw128(qbase), dqr = desc_k_none(qbase + kRopeOff, 1024, 128);
   const uint64_t dt = desc_k_none(tbase, 128, kTSbo), dp0 = desc_k_none(sbase + kOffP, 128, 512);
   unsigned char* tp = smem + kOffT + c * kTBytes;
-  float o[4][32];  // the output of the consumer's 256 dims (chunk ch: dims 64 ch ..), fp32 (each tile's product is
-                   // added on the CUDA cores)
+  float o[2][64];  // the output of the consumer's 256 dims, fp32 (each tile's product is added on the CUDA cores)
 #pragma unroll
-  for (int ch = 0; ch < 4; ++ch)
+  for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
-    for (int e = 0; e < 32; ++e) o[ch][e] = 0.f;
+    for (int e = 0; e < 64; ++e) o[nb][e] = 0.f;
   float m = -INFINITY, l = 0.f;  // the head's running maximum (log2 units) and this thread's part of its sum
   int erun = -1000;              // the output's exponent E (set by the first tile)
-  const bool issuer = lane == 0;  // (issuer 4 c + w)
+  const bool issuer = c == 0 && lane == 0;  // (warp w of consumer 0: issuer w)
   const int pf = p.l2_prefetch_tiles;
   for (int i = 0; i < s.n; ++i) {
     const int st = i % kStages, pb = i & 1;
     // the copies of tile i + kStages - 1, into the stage of tile i - 1 once both warpgroups are done with it
     if (issuer) {
       if (i >= 1) mbar_wait(&mi.empty[(i - 1) % kStages], uint32_t((i - 1) / kStages) & 1u);
-      issue_tile(p, mp, s, sbase, mi, i + kStages - 1, 4 * c + w);
-      if (pf > 0) prefetch_tile(p, mp, s, i + kStages - 1 + pf, 4 * c + w);
+      issue_tile(p, mp, s, sbase, mi, i + kStages - 1, w);
+      if (pf > 0) prefetch_tile(p, mp, s, i + kStages - 1 + pf, w);
     }
     const uint32_t stage = sbase + uint32_t(st) * kStageBytes;
     const unsigned char* sp = smem + st * kStageBytes;
@@ -356,21 +335,20 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     // the tile's product into a fresh accumulator, added to the output on the CUDA cores: the FP8 tensor cores
     // accumulate with ~14 bits (DeepSeek-V3 report), so summing every tile in them loses the output's low
     // bits as the context grows
-    // (four chunks of 64 dims, two in flight: a chunk's product runs while the previous one is added)
     const uint64_t dp = dp0 + uint32_t(pb * kPBytes >> 4);
-    float ta[32], tb[32];
-    out_chunk(ta, dp, dt, 0);
-    out_chunk(tb, dp, dt, 1);
-    wgmma_wait<1>();
-    add_chunk(o[0], ta, f);
-    out_chunk(ta, dp, dt, 2);
-    wgmma_wait<1>();
-    add_chunk(o[1], tb, f);
-    out_chunk(tb, dp, dt, 3);
-    wgmma_wait<1>();
-    add_chunk(o[2], ta, f);
-    wgmma_wait<0>();
-    add_chunk(o[3], tb, f);
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb) {
+      float tmp[64];
+      wgmma_fence();
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+        wgmma_m64n128k32_e4m3_ss(tmp, dp + t * 16, dt + uint32_t((nb * 16 * kTSbo + t * 256) >> 4), t > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(tmp);
+#pragma unroll
+      for (int e = 0; e < 64; ++e) o[nb][e] = fmaf(o[nb][e], f, tmp[e]);
+    }
   }
 
   // ---- the head's sum over its quad and both consumers; normalise and write this consumer's dims
@@ -384,11 +362,11 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
   const bool direct = p.num_splits == 1;
   if (!direct && c == 0 && q == 0) decode_split_lse(p, s.r, s.sp, h) = l > 0.f ? m + log2f(l) : -INFINITY;
 #pragma unroll
-  for (int ch = 0; ch < 4; ++ch)
+  for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int dim = 256 * c + 64 * ch + 8 * j + 2 * q;
-      const float x0 = (o[ch][4 * j] + o[ch][4 * j + 2]) * f, x1 = (o[ch][4 * j + 1] + o[ch][4 * j + 3]) * f;
+    for (int j = 0; j < 16; ++j) {
+      const int dim = 256 * c + 128 * nb + 8 * j + 2 * q;
+      const float x0 = (o[nb][4 * j] + o[nb][4 * j + 2]) * f, x1 = (o[nb][4 * j + 1] + o[nb][4 * j + 3]) * f;
       if (direct)
         *reinterpret_cast<uint32_t*>(static_cast<bf16*>(p.o) + int64_t(s.r) * p.ldo + int64_t(h) * kLat + dim) =
             attn::pack_bf16(x0, x1);
@@ -415,7 +393,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_q8(p, s.r, smem, mi, tid);
   fence_proxy_async();  // Q8 and the barriers' initialisation, for the wgmma and the TMA
   __syncthreads();
-  if ((tid & 31) == 0) {  // issuer w = tid / 32
+  if (tid < 128 && (tid & 31) == 0) {  // issuer w = tid / 32
     for (int k = 0; k < kStages - 1; ++k) issue_tile(p, mp, s, sbase, mi, k, tid >> 5);
     for (int k = 0; k < p.l2_prefetch_tiles; ++k) prefetch_tile(p, mp, s, kStages - 1 + k, tid >> 5);
   }
