@@ -92,7 +92,7 @@ struct CudaEnv {
   // of CUDA-core conversions (25-40% of the bandwidth, ncu session 20). 0 (the default): off, measured slower in
   // the batch-1 step (session 21: TPOT 2.93 vs 2.67 ms); 1: every launch it takes; 2: only those that were faster
   // alone (session 21's bench_fp8: SiLU-mul gate/up, and projections with N >= K such as KDA in_proj, not o_proj
-  // or the MoE down + combine), for the A/B of that subset.
+  // or the MoE down + combine); session 22: no gain in the step either (TPOT 2.631 / 2.640 vs 2.635 / 2.631 ms).
   int fp8_mma_gemv = 0;
   // FP8 dense projections (LayerStep::linear, 9..160 rows) on the x-split wgmma kernel: 64-token tiles from
   // this many rows on (DELTASERVE_CUDA_FP8_DENSE_TILE64_ROWS; 0: never), 16-token tiles below. At 100 rows the

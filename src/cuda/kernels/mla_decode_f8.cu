@@ -41,7 +41,12 @@
 // Measured (sessions 21-22, docs/PERF.md): right (MlaDecode.Fp8TensorCores). The first form was issue-bound and
 // slower than the f16 pipelined one (1M: 0.546 vs 0.464 ms a layer; ~1,800 instructions a warp a tile); with the
 // copies by kind in whole warps, 8-byte transposition reads and paired e4m3 conversions (~1,100 a warp a tile,
-// ncu) it is the fastest over the FP8 cache (1M: 0.410 vs 0.459) and the default (DELTASERVE_CUDA_MLA_DECODE_F8MMA).
+// ncu) it is the fastest over the FP8 cache (1M: 0.410 vs 0.459) and the default (DELTASERVE_CUDA_MLA_DECODE_F8MMA);
+// with the TMA copies 0.393 (~800 SASS instructions a warp a tile, 37% of the bandwidth). Now latency-bound: 2 warps
+// a scheduler issue 37% of cycles, their stalls per instruction barrier 1.5, fixed-latency waits 1.4, long
+// scoreboard 0.7; without the output product 0.326, without the score MMAs 0.350, without the transposition 0.350.
+// Slower when tried (session 22): every warp issuing a share of the copies with the output in four 64-dim chunks,
+// two in flight (0.428).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
