@@ -46,7 +46,7 @@
 // a scheduler issue 37% of cycles, their stalls per instruction barrier 1.5, fixed-latency waits 1.4, long
 // scoreboard 0.7; without the output product 0.326, without the score MMAs 0.350, without the transposition 0.350.
 // Slower when tried (session 22): every warp issuing a share of the copies with the output in four 64-dim chunks,
-// two in flight (0.428).
+// two in flight (0.428). Written after that, not yet measured: the solo form (consume<true>) below.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
