@@ -149,19 +149,17 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
 // Issuer w's (lane 0 of consumer 0's warp w) TMA copies of tile i into stage i % kStages: page parts j = w, w + 4,
 // ... of box_rows rows inside the context (a part past it is not copied), after its arrival on the stage's `full`
 // mbarrier with their bytes; and the L2 prefetch of its parts of tile i + pf.
-__device__ __forceinline__ int part_row(const MlaDecodeParams& p, const Split& s, int pos) {
-  return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (fits int32: 2^31 rows = 1.2 TB)
-}
 __device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, uint32_t sbase,
                                            Misc& mi, int i, int w) {
   if (i >= s.n) return;
   const int st = i % kStages, R = mp.box_rows, t0 = (s.tile0 + i) * kT;
-  uint32_t bytes = 0;
-  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) bytes += uint32_t(R) * kF8Row;
-  mbar_arrive_expect_tx(&mi.full[st], bytes);
+  const int parts = min(kT / R, (s.ctx - t0 + R - 1) / R);  // the tile's parts inside the context (t0 < ctx)
+  const int mine = w < parts ? (parts - w + kIssuers - 1) / kIssuers : 0;  // parts w, w + kIssuers, ...
+  mbar_arrive_expect_tx(&mi.full[st], uint32_t(mine * R * kF8Row));
   const uint32_t dst = sbase + uint32_t(st) * kStageBytes;
-  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) {
-    const int row = part_row(p, s, t0 + j * R);
+  for (int j = w; j < parts; j += kIssuers) {
+    const int pos = t0 + j * R;
+    const int row = s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (int32: 2^31 rows = 1.2 TB)
 #pragma unroll
     for (int a = 0; a < 4; ++a)  // (a part's rows: 128 bytes each in an atom, 16 in a column)
       tma_load_2d(dst + uint32_t(a * kAtom + j * R * 128), &mp.lat, 128 * a, row, &mi.full[st]);
@@ -173,10 +171,10 @@ __device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Map
 }
 __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, int i, int w) {
   if (i >= s.n) return;
-  const int R = mp.box_rows, t0 = (s.tile0 + i) * kT;
-  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers)
-    prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + int64_t(part_row(p, s, t0 + j * R)) * kF8Row,
-                     uint32_t(R) * kF8Row);
+  for (int j = w; j < kT / mp.box_rows; j += kIssuers) {  // (j: the tile's j-th page; the rows inside the context)
+    const PagePart e = tile_page_part(s.bt, p.block_size, (s.tile0 + i) * kT, kT, s.ctx, j, kF8Row, uint32_t(kF8Row));
+    if (e.off >= 0) prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + e.off, e.bytes);
+  }
 }
 
 // ---- consumers ----------------------------------------------------------------------------------------
