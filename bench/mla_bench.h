@@ -100,16 +100,14 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                                       ctx.stream));
       const double bytes8 = double(nrows) * context * double(row_bytes);
       for (int kv_tile : {64, 32})
-        for (int ctas : {1, 2, 3, 4, 5, 6}) {  // 3: the Hopper kernel (one CTA an SM), 4: its pipelined form, 5: FP8 MMAs
-                                                // (6: with independent consumers)
+        for (int ctas : {1, 2, 3, 4, 5}) {  // 3: the Hopper kernel (one CTA an SM), 4: its pipelined form, 5: FP8 MMAs
           if (ctas >= 2 && kv_tile != 32) continue;  // (two CTAs an SM: 32-position tiles; wgmma: once)
           gpu::MlaDecodeParams p = params(cache8.data(), kv_tile);
           p.fp8_cache = true;
           p.ctas_per_sm = ctas == 2 ? 2 : 1;
           p.wgmma = ctas >= 3;
           p.wgmma_pipe = ctas == 4;
-          p.f8_mma = ctas >= 5;
-          p.f8_solo = ctas == 6;
+          p.f8_mma = ctas == 5;
           p.num_splits = ctas == 2 ? heur2 : heur;
           const double ms = time_ms(ctx.stream, [&] { gpu::run_mla_decode(p, DType::BF16, ctx); }, reps);
           char name[96], note[96];
@@ -119,7 +117,6 @@ inline void mla_attention_rows(const gpu::DeviceContext& ctx, bool quick, std::v
                         : ctas == 3 ? ", wgmma"
                         : ctas == 4 ? ", wgmma, pipelined"
                         : ctas == 5 ? ", FP8 MMA"
-                        : ctas == 6 ? ", FP8 MMA, solo"
                                     : "");
           std::snprintf(note, sizeof note, "cache %.0f GB/s", bytes8 / (ms * 1e-3) / 1e9);
           rows.push_back({name, ms, bytes8 / kBandwidth * 1e3, note});

@@ -36,7 +36,6 @@
 //   DELTASERVE_CUDA_MOE_ALIGN_MULTI=0|1  the MoE counting sort over several CTAs from 4,096 pairs (default 1)
 //   DELTASERVE_CUDA_MLA_DECODE_PIPE=0|1  the Hopper MLA decode's pipelined form (default: by the split's length)
 //   DELTASERVE_CUDA_MLA_DECODE_F8MMA=0|1  the Hopper MLA decode over the FP8 cache on FP8 tensor cores (default 1)
-//   DELTASERVE_CUDA_MLA_DECODE_F8SOLO=0|1 its consumers each scoring the whole tile, no barrier between them (0)
 //   DELTASERVE_CUDA_ROUTE_WARPS=0|1      MoE routing of 2..64 tokens with a warp per token (default 1; 0: 8 warps)
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
@@ -156,11 +155,6 @@ struct CudaEnv {
   // cache at every measured shape (session 22: 1M 0.410 vs 0.459 ms a layer, 100 rows x 1K 0.065 vs 0.074;
   // docs/PERF.md); 0 runs mla_decode_wgmma.cu's f16 forms.
   bool mla_decode_f8mma = true;
-  // Its form with independent consumers (DELTASERVE_CUDA_MLA_DECODE_F8SOLO; MlaDecodeParams::f8_solo): each
-  // consumer warpgroup scores all 64 positions of a tile and runs the whole softmax (twice the score MMAs), so the
-  // two never meet at a barrier inside the loop. Written after session 22's ncu (barrier stalls 1.5 and
-  // fixed-latency waits 1.4 cycles per issued instruction, 2 warps a scheduler); off until measured.
-  bool mla_decode_f8_solo = false;
   // cuBLASLt: a GEMM of M rows runs the algorithm of M's bucket (2^k or 3 x 2^k, the row counts the start-up
   // warm-up runs) when it supports M, so no kernel is first loaded while serving (cuda/gemm.h). On since
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside

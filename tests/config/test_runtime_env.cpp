@@ -26,7 +26,6 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
-    unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8SOLO");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
@@ -140,7 +139,6 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_EQ(d.fp8_mma_gemv, 0);  // measured slower in the batch-1 step (session 21)
   EXPECT_TRUE(d.mla_decode_f8mma);  // the fastest form over the FP8 cache (session 22)
-  EXPECT_FALSE(d.mla_decode_f8_solo);  // written after session 22's device time: not yet measured
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
   EXPECT_TRUE(d.prefill_vec);     // on since session 15 (measured)
@@ -228,9 +226,6 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().mla_decode_f8mma);
   unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
-  setenv("DELTASERVE_CUDA_MLA_DECODE_F8SOLO", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().mla_decode_f8_solo);
-  unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8SOLO");
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "1", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_tile_min_rows, 1);
   setenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS", "0", 1);

@@ -28,7 +28,6 @@ constexpr int kLat = 512, kRope = 64, kQk = 576;
 
 bool g_wgmma_pipe = false;  // MlaDecodeParams::wgmma_pipe of expect_decode's runs (MlaDecode.WgmmaPipelined sets it)
 bool g_f8_mma = false;      // MlaDecodeParams::f8_mma (MlaDecode.Fp8TensorCores sets it)
-bool g_f8_solo = false;     // MlaDecodeParams::f8_solo (MlaDecode.Fp8TensorCoresSolo)
 double g_bf16_tol = 1e-2;   // the bf16 tolerance below (MlaDecode.Fp8TensorCores widens it for one case)
 
 struct PagedCase {
@@ -134,7 +133,6 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     p.wgmma = wgmma;
     p.wgmma_pipe = g_wgmma_pipe;
     p.f8_mma = g_f8_mma;
-    p.f8_solo = g_f8_solo;
     gpu::run_mla_decode(p, act, test_ctx());
     DS_CUDA_CHECK(cudaDeviceSynchronize());
     const auto o = download_act(d_o, ref_o.size(), act);
@@ -144,7 +142,7 @@ void expect_decode(const PagedCase& c, DType act, const std::vector<int>& split_
     std::printf("[mla_decode%s] act=%s H=%d bs=%d ctx=%s splits=%d kv_tile=%d warps=%d ctas=%d wgmma=%d%s "
                 "%s o_err=%.3g\n",
                 fp8 ? " fp8 cache" : "", act_name(act), H, bs, lens_str(c.ctx).c_str(), splits, kv_tile, warps, ctas,
-                int(wgmma), g_wgmma_pipe ? " pipelined" : "", g_f8_mma ? (g_f8_solo ? " f8mma solo" : " f8mma") : "", worst);
+                int(wgmma), g_wgmma_pipe ? " pipelined" : "", g_f8_mma ? " f8mma" : "", worst);
     EXPECT_LE(worst, act == DType::F32 ? 1e-5 : g_bf16_tol) << "splits " << splits;
   }
 }
@@ -248,7 +246,8 @@ TEST(MlaDecode, WgmmaPipelined) {
 // relative rounding (bf16's) that the twin's exact q does not: with row scales 2^16 apart the logits reach
 // ~400, where a 2^-9 error moves them by ~1, so that case measures 0.047 (session 21) and is held to 0.1 (a layout
 // or scale error gives O(1)); at ordinary logits the error is ~0.002.
-void expect_fp8_tensor_core_cases() {
+TEST(MlaDecode, Fp8TensorCores) {
+  g_f8_mma = true;
   expect_wgmma_cases(false);
   expect_decode({{20000, 9000, 1}, 32, 16}, DType::BF16, {1, 3, 11}, 87, 0, true, 0, 0, true);
   expect_decode({{700, 65}, 32, 1}, DType::BF16, {1, 2}, 88, 0, true, 0, 0, true, true);
@@ -258,20 +257,7 @@ void expect_fp8_tensor_core_cases() {
   g_bf16_tol = 0.1;
   expect_decode({{3000, 70, 1}, 32, 16}, DType::BF16, {1, 5}, 86, 0, true, 0, 0, true, true);
   g_bf16_tol = 1e-2;
-}
-
-TEST(MlaDecode, Fp8TensorCores) {
-  g_f8_mma = true;
-  expect_fp8_tensor_core_cases();
   g_f8_mma = false;
-}
-
-// Its form with independent consumers (MlaDecodeParams::f8_solo: each scores the whole tile): the same cases,
-// held to the same bounds (the same products and softmax, each consumer computing the softmax itself).
-TEST(MlaDecode, Fp8TensorCoresSolo) {
-  g_f8_mma = g_f8_solo = true;
-  expect_fp8_tensor_core_cases();
-  g_f8_mma = g_f8_solo = false;
 }
 
 TEST(MlaDecode, SplitHeuristic) {

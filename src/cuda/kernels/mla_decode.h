@@ -63,8 +63,6 @@ struct MlaDecodeParams {
                                        // splits: choose_mla_decode_pipe)
   bool f8_mma = false;                 // with wgmma and fp8_cache: the FP8 tensor-core form (mla_decode_f8.h: the
                                        // cache bytes as e4m3 MMA operands, the heads as M); wgmma_pipe ignored
-  bool f8_solo = false;                // with f8_mma: each consumer warpgroup scores the whole tile (no barrier
-                                       // between them in the loop; twice the score MMAs)
 };
 
 // Splits per row so that rows * splits CTAs cover the GPU without splitting short contexts; for long

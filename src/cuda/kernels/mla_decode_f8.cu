@@ -45,8 +45,10 @@
 // with the TMA copies 0.393 (~800 SASS instructions a warp a tile, 37% of the bandwidth). Now latency-bound: 2 warps
 // a scheduler issue 37% of cycles, their stalls per instruction barrier 1.5, fixed-latency waits 1.4, long
 // scoreboard 0.7; without the output product 0.326, without the score MMAs 0.350, without the transposition 0.350.
-// Slower when tried (session 22): every warp issuing a share of the copies with the output in four 64-dim chunks,
-// two in flight (0.428). Written after that, not yet measured: the solo form (consume<true>) below.
+// Slower when tried: every warp issuing a share of the copies with the output in four 64-dim chunks, two in flight
+// (session 22: 0.428); each consumer scoring all 64 positions with the whole softmax, so that the two never meet
+// at a barrier inside the loop (session 23: 0.482 vs 0.435); the issuers' part count and L2 prefetch through
+// tile_page_part's page walk instead of the loops below (session 23: 0.436 / 0.441 vs 0.392 / 0.394, same call).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -149,17 +151,19 @@ __device__ void load_q8(const MlaDecodeParams& p, int r, unsigned char* smem, Mi
 // Issuer w's (lane 0 of consumer 0's warp w) TMA copies of tile i into stage i % kStages: page parts j = w, w + 4,
 // ... of box_rows rows inside the context (a part past it is not copied), after its arrival on the stage's `full`
 // mbarrier with their bytes; and the L2 prefetch of its parts of tile i + pf.
+__device__ __forceinline__ int part_row(const MlaDecodeParams& p, const Split& s, int pos) {
+  return s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (fits int32: 2^31 rows = 1.2 TB)
+}
 __device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, uint32_t sbase,
                                            Misc& mi, int i, int w) {
   if (i >= s.n) return;
   const int st = i % kStages, R = mp.box_rows, t0 = (s.tile0 + i) * kT;
-  const int parts = min(kT / R, (s.ctx - t0 + R - 1) / R);  // the tile's parts inside the context (t0 < ctx)
-  const int mine = w < parts ? (parts - w + kIssuers - 1) / kIssuers : 0;  // parts w, w + kIssuers, ...
-  mbar_arrive_expect_tx(&mi.full[st], uint32_t(mine * R * kF8Row));
+  uint32_t bytes = 0;
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) bytes += uint32_t(R) * kF8Row;
+  mbar_arrive_expect_tx(&mi.full[st], bytes);
   const uint32_t dst = sbase + uint32_t(st) * kStageBytes;
-  for (int j = w; j < parts; j += kIssuers) {
-    const int pos = t0 + j * R;
-    const int row = s.bt[pos / p.block_size] * p.block_size + pos % p.block_size;  // (int32: 2^31 rows = 1.2 TB)
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers) {
+    const int row = part_row(p, s, t0 + j * R);
 #pragma unroll
     for (int a = 0; a < 4; ++a)  // (a part's rows: 128 bytes each in an atom, 16 in a column)
       tma_load_2d(dst + uint32_t(a * kAtom + j * R * 128), &mp.lat, 128 * a, row, &mi.full[st]);
@@ -171,10 +175,10 @@ __device__ __forceinline__ void issue_tile(const MlaDecodeParams& p, const F8Map
 }
 __device__ __forceinline__ void prefetch_tile(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, int i, int w) {
   if (i >= s.n) return;
-  for (int j = w; j < kT / mp.box_rows; j += kIssuers) {  // (j: the tile's j-th page; the rows inside the context)
-    const PagePart e = tile_page_part(s.bt, p.block_size, (s.tile0 + i) * kT, kT, s.ctx, j, kF8Row, uint32_t(kF8Row));
-    if (e.off >= 0) prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + e.off, e.bytes);
-  }
+  const int R = mp.box_rows, t0 = (s.tile0 + i) * kT;
+  for (int j = w; j * R < kT && t0 + j * R < s.ctx; j += kIssuers)
+    prefetch_l2_bulk(static_cast<const uint8_t*>(p.cache) + int64_t(part_row(p, s, t0 + j * R)) * kF8Row,
+                     uint32_t(R) * kF8Row);
 }
 
 // ---- consumers ----------------------------------------------------------------------------------------
@@ -221,14 +225,8 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
 // Named barriers: 1 + c consumer c alone, 3 both consumers.
 constexpr int kBarBoth = 3;
 
-// kSolo (MlaDecodeParams::f8_solo): each consumer scores all 64 positions of the tile itself (m64n64k32: twice the
-// score MMAs, two of them over the same bytes) and runs the whole softmax, so the consumers never wait for each
-// other inside the loop (only the stage ring joins them): one's MMAs may run while the other's softmax does.
-// Its P8 is its own (buffer c; single: the barrier that opens its next tile follows every warp's product wait).
-template <bool kSolo>
 __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, unsigned char* smem, uint32_t sbase,
                         Misc& mi, int c, int wt) {
-  constexpr int kN = kSolo ? kT : kT / 2;  // the positions this consumer scores: kN / 8 column groups of 8
   const int lane = wt & 31, w = wt >> 5, q = lane & 3;
   const int h = 8 * w + (lane >> 2);  // the thread's head: rows 16 w + g (hi) and + 8 (lo) of both products
   const int bar = 1 + c;
@@ -259,31 +257,30 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     const float* scl = reinterpret_cast<const float*>(smem + kOffScales + st * kT * kScaleRow);  // row j: scl[4 j]
     const int nvalid = min(kT, s.ctx - (s.tile0 + i) * kT);  // the tile's positions inside the context
     mbar_wait(&mi.full[st], uint32_t(i / kStages) & 1u);
-    // scores of the consumer's positions p0 .. p0 + kN - 1 (B: the tile's rows from p0; solo: all of them)
+    // scores of the consumer's 32 positions 32 c .. 32 c + 31 (B: the tile's rows from 32 c)
     // (a descriptor's address field is bits 0-13 of address / 16: offsets inside shared memory add to it)
-    const int p0 = kSolo ? 0 : 32 * c;
-    const uint64_t db = desc_k_sw128(stage + p0 * 128), dbr = desc_k_none(stage + kRopeOff + p0 * 16, 1024, 128);
-    float sc[kN / 2];
+    const uint64_t db = desc_k_sw128(stage + 32 * c * 128), dbr = desc_k_none(stage + kRopeOff + 32 * c * 16, 1024, 128);
+    float sc[16];
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < 18; ++ks) {  // 16 latent k-steps, then 2 rope k-steps of 2,048 bytes
-      const uint32_t off = ks < 16 ? ((ks >> 2) * kAtom + (ks & 3) * 32) >> 4 : (ks - 16) * 128;
-      const uint64_t da = (ks < 16 ? dq : dqr) + off, dbk = (ks < 16 ? db : dbr) + off;
-      if constexpr (kSolo) wgmma_m64n64k32_e4m3(sc, da, dbk, ks > 0);
-      else wgmma_m64n32k32_e4m3(sc, da, dbk, ks > 0);
+    for (int ks = 0; ks < 16; ++ks) {
+      const uint32_t off = ((ks >> 2) * kAtom + (ks & 3) * 32) >> 4;
+      wgmma_m64n32k32_e4m3(sc, dq + off, db + off, ks > 0);
     }
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) wgmma_m64n32k32_e4m3(sc, dqr + ks * 128, dbr + ks * 128, 1);  // 2,048 bytes a k-step
     wgmma_commit();
     // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
     // tile's products, which read T, before this barrier)
     named_sync(bar, 128);
     if (nvalid == kT) transpose_half<false>(sp, tp, c, w, lane, nvalid);
     else transpose_half<true>(sp, tp, c, w, lane, nvalid);
-    float rsc[kN / 4];  // the row scales of the thread's positions p0 + 8 j + 2 q + e (index 2 j + e; 0 past the context)
+    float rsc[8];  // the row scales of the thread's 8 positions 32 c + 8 j + 2 q + e (index 2 j + e; 0 past the context)
 #pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int jj = p0 + 8 * j + 2 * q + e;
+        const int jj = 32 * c + 8 * j + 2 * q + e;
         const float v = scl[4 * jj];
         rsc[2 * j + e] = jj < nvalid ? v : 0.f;
       }
@@ -293,27 +290,22 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     reg_fence(sc);
     mbar_arrive(&mi.empty[st]);  // done with the stage (scores, transpose and scales)
 
-    // ---- online softmax of the head over the tile: the 4 lanes of a quad hold the consumer's kN positions;
-    // (not solo) the two consumers' maxima meet in shared memory
-    float x[kN / 4], tmx = -INFINITY;
+    // ---- online softmax of the head over the tile: the 4 lanes of a quad hold the consumer's 32 positions,
+    // the two consumers' maxima meet in shared memory
+    float x[8], tmx = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float v = (sc[4 * j + e] + sc[4 * j + 2 + e]) * qf * rsc[2 * j + e];
-        x[2 * j + e] = p0 + 8 * j + 2 * q + e < nvalid ? v : -INFINITY;
+        x[2 * j + e] = 32 * c + 8 * j + 2 * q + e < nvalid ? v : -INFINITY;
         tmx = fmaxf(tmx, x[2 * j + e]);
       }
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 1));
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 2));
-    float m_new;  // finite: position 0 of the tile
-    if constexpr (kSolo) {
-      m_new = fmaxf(m, tmx);
-    } else {
-      if (q == 0) mi.red[pb][c][h] = tmx;
-      named_sync(kBarBoth, 256);
-      m_new = fmaxf(m, fmaxf(mi.red[pb][0][h], mi.red[pb][1][h]));
-    }
+    if (q == 0) mi.red[pb][c][h] = tmx;
+    named_sync(kBarBoth, 256);
+    const float m_new = fmaxf(m, fmaxf(mi.red[pb][0][h], mi.red[pb][1][h]));  // finite: position 0 of the tile
     const float alpha = fast_exp2(m - m_new);
     m = m_new;
     float fe = 1.f;
@@ -322,39 +314,35 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
       erun = et;
     }
     const float pu = ldexpf(1.f, 8 - erun);
-    // this consumer's P8 words: rows g / g + 8 (a[2 k], a[2 k + 1]) of its K chunk k (16 bytes: K p0 + 16 k + 4 q ..)
-    uint32_t a[kN / 8] = {};
+    uint32_t a[4] = {0, 0, 0, 0};  // this consumer's P8 words: rows g / g + 8, K 32 c + 4 q (a0, a1), + 16 (a2, a3)
     float lsum = 0.f;
 #pragma unroll
-    for (int j = 0; j < kN / 8; ++j) {  // positions p0 + 8 j + 2 q and + 1: bytes 2 (j % 2) and + 1 of word j & ~1
+    for (int j = 0; j < 4; ++j) {  // positions 8 j + 2 q and + 1: bytes 2 (j % 2) and + 1 of word j & 2
       const float p0 = fast_exp2(x[2 * j] - m_new), p1 = fast_exp2(x[2 * j + 1] - m_new);
       lsum += p0 + p1;
       const float y0 = p0 * rsc[2 * j] * pu, y1 = p1 * rsc[2 * j + 1] * pu;
       const uint16_t hb = to_e4m3x2(y0, y1);
       const float2 hv = from_e4m3x2(hb);
       const uint16_t lb = to_e4m3x2(y0 - hv.x, y1 - hv.y);
-      const int reg = j & ~1, sh = 16 * (j & 1);
+      const int reg = j & 2, sh = 16 * (j & 1);
       a[reg] |= uint32_t(hb) << sh;
       a[reg + 1] |= uint32_t(lb) << sh;
     }
-    const int pbuf = kSolo ? c : pb;  // P8's buffer: solo, the consumer's own; else shared, by tile parity
     {
-      unsigned char* pp = smem + kOffP + pbuf * kPBytes + (2 * w) * 512 + (lane >> 2) * 16 + 4 * q + (p0 / 16) * 128;
-#pragma unroll
-      for (int k = 0; k < kN / 16; ++k) {  // chunk k: 128 bytes on; row g + 8: the next 8-row group, 512 on
-        *reinterpret_cast<uint32_t*>(pp + 128 * k) = a[2 * k];
-        *reinterpret_cast<uint32_t*>(pp + 128 * k + 512) = a[2 * k + 1];
-      }
+      unsigned char* pp = smem + kOffP + pb * kPBytes + (2 * w) * 512 + (lane >> 2) * 16 + 4 * q + 2 * c * 128;
+      *reinterpret_cast<uint32_t*>(pp) = a[0];
+      *reinterpret_cast<uint32_t*>(pp + 512) = a[1];  // row g + 8: the next 8-row group
+      *reinterpret_cast<uint32_t*>(pp + 128) = a[2];
+      *reinterpret_cast<uint32_t*>(pp + 640) = a[3];
     }
     fence_proxy_async();  // P8 and T, for the products below
     l = l * alpha + lsum;
     const float f = alpha * fe;
-    if constexpr (kSolo) named_sync(bar, 128);  // this consumer's P8 and T whole
-    else named_sync(kBarBoth, 256);             // P8 whole (both consumers' positions), T whole
+    named_sync(kBarBoth, 256);  // P8 whole (both consumers' positions), T whole
     // the tile's product into a fresh accumulator, added to the output on the CUDA cores: the FP8 tensor cores
     // accumulate with ~14 bits (DeepSeek-V3 report), so summing every tile in them loses the output's low
     // bits as the context grows
-    const uint64_t dp = dp0 + uint32_t(pbuf * kPBytes >> 4);
+    const uint64_t dp = dp0 + uint32_t(pb * kPBytes >> 4);
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) {
       float tmp[64];
@@ -370,14 +358,12 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     }
   }
 
-  // ---- the head's sum over its quad (and, not solo, both consumers); normalise and write this consumer's dims
+  // ---- the head's sum over its quad and both consumers; normalise and write this consumer's dims
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
-  if constexpr (!kSolo) {
-    if (q == 0) mi.fin_l[c][h] = l;
-    named_sync(kBarBoth, 256);
-    l = mi.fin_l[0][h] + mi.fin_l[1][h];
-  }
+  if (q == 0) mi.fin_l[c][h] = l;
+  named_sync(kBarBoth, 256);
+  l = mi.fin_l[0][h] + mi.fin_l[1][h];
   if (h >= p.num_heads) return;
   const float f = l > 0.f ? ldexpf(1.f / l, erun - 8) : 0.f;
   const bool direct = p.num_splits == 1;
@@ -396,7 +382,6 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     }
 }
 
-template <bool kSolo>
 __global__ void __launch_bounds__(kThreads, 1)
     mla_decode_f8_kernel(const __grid_constant__ MlaDecodeParams p, const __grid_constant__ F8Maps mp) {
   pdl_trigger();
@@ -419,7 +404,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int k = 0; k < kStages - 1; ++k) issue_tile(p, mp, s, sbase, mi, k, tid >> 5);
     for (int k = 0; k < p.l2_prefetch_tiles; ++k) prefetch_tile(p, mp, s, kStages - 1 + k, tid >> 5);
   }
-  consume<kSolo>(p, mp, s, smem, sbase, mi, tid >> 7, tid & 127);
+  consume(p, mp, s, smem, sbase, mi, tid >> 7, tid & 127);
 }
 
 }  // namespace
@@ -435,9 +420,7 @@ bool mla_decode_f8_usable(const MlaDecodeParams& p, const DeviceContext& ctx) {
 }
 
 void configure_mla_decode_f8(const DeviceContext& ctx) {
-  if (!mla_decode_f8_supported(ctx)) return;
-  set_max_dynamic_smem(mla_decode_f8_kernel<false>, kSmem);
-  set_max_dynamic_smem(mla_decode_f8_kernel<true>, kSmem);
+  if (mla_decode_f8_supported(ctx)) set_max_dynamic_smem(mla_decode_f8_kernel, kSmem);
 }
 
 void launch_mla_decode_f8(const MlaDecodeParams& p, const DeviceContext& ctx) {
@@ -452,9 +435,7 @@ void launch_mla_decode_f8(const MlaDecodeParams& p, const DeviceContext& ctx) {
   side.swizzle = CU_TENSOR_MAP_SWIZZLE_NONE;
   side.what = "MLA FP8 latent cache (rope, scales)";
   mp.side = rows_tensor_map(ctx.tensor_map_encoder, side);
-  const dim3 grid(unsigned(p.num_splits), unsigned(p.rows));
-  if (p.f8_solo) launch_pdl(mla_decode_f8_kernel<true>, grid, kThreads, kSmem, ctx, p, mp);
-  else launch_pdl(mla_decode_f8_kernel<false>, grid, kThreads, kSmem, ctx, p, mp);
+  launch_pdl(mla_decode_f8_kernel, dim3(unsigned(p.num_splits), unsigned(p.rows)), kThreads, kSmem, ctx, p, mp);
   DS_CUDA_CHECK_LAUNCH();
 }
 

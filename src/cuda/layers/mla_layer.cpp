@@ -209,7 +209,6 @@ void MlaLayer::decode_rows(const LayerStep& s, void* cache) const {
   d.wgmma = s.ctx.switches.mla_decode_wgmma > 0;
   d.wgmma_pipe = m.mla_pipe;
   d.f8_mma = s.ctx.switches.mla_decode_f8mma;
-  d.f8_solo = s.ctx.switches.mla_decode_f8_solo;
   run_mla_decode(d, act, s.ctx);
   unabsorb_values(s, m.n_dec);
 }
