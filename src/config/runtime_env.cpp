@@ -36,6 +36,7 @@ CudaEnv CudaEnv::parse() {
   c.pdl = flag("DELTASERVE_CUDA_PDL", true);
   c.fp8_dense_tile = flag("DELTASERVE_CUDA_FP8_DENSE_TILE", true);
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
+  c.norm_split = flag("DELTASERVE_CUDA_NORM_SPLIT", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);

@@ -22,6 +22,7 @@
 //                                        8 / 16: on with that token tile) or 0: the staged tile kernel
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
+//   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
@@ -71,6 +72,10 @@ struct CudaEnv {
   // With the fragment kernel: x split into e4m3 hi + lo parts before the launch and multiplied on the FP8
   // tensor cores (moe_gemm_frag.h); 0: x in bf16 and the weights converted to bf16 in the kernel.
   bool fp8_xsplit = true;
+  // With it, at 9..160 tokens and quantized weights, the layer's RMSNorm also writes the split of its output
+  // (RmsNormParams::split), which the FP8 tile launches reading it take (KDA / MLA in_proj, MoE and shared
+  // gate/up) instead of a split launch each (DELTASERVE_CUDA_NORM_SPLIT; session 23).
+  bool norm_split = true;
   // INT4 experts above 8 tokens on that kernel (nibbles converted to e4m3 in shared memory; measured 2.6x
   // faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10), prefill steps included (16-token tiles,
   // each CTA walking its expert's tiles); off: the INT4 GEMVs at every size.

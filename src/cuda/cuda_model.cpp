@@ -327,9 +327,17 @@ void CudaModel::compute(const StepMeta& m) {
   // Small batches: every consumer of a norm's output is a GEMV that normalises h itself as it loads
   // it (GemvParams::norm_weight), so no norm kernel runs. Larger ones normalise h into ws.x first.
   const bool fused = m.T <= kGemvMaxRows;
+  // Quantized weights at FP8-tile batch sizes: the norm also writes ws.x's split for the FP8 tensor cores, which
+  // every FP8 tile launch reading ws.x takes (KDA / MLA in_proj, MoE and shared gate/up) instead of a split
+  // launch of its own (switches.norm_split)
+  void* split = nullptr;
+  if (!fused && ctx_.switches.norm_split && ctx_.switches.fp8_xsplit && act == DType::BF16 &&
+      w_.fp8_matrices + w_.int4_matrices > 0 && ctx_.info.sm_major == 9 && m.T <= ws.x_split_in_rows &&
+      rmsnorm_split_fits(hid))
+    split = ws.x_split_in;
   auto norm = [&](const WeightView& weight) -> LayerInput {
     if (fused) return LayerInput{ws.h, weight.ptr};
-    return LayerInput{step.norm_into_x(ws.h, hid, weight.ptr, m.T, hid), nullptr};
+    return LayerInput{step.norm_into_x(ws.h, hid, weight.ptr, m.T, hid, split), nullptr, split};
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const auto& L = w_.layers[size_t(l)];

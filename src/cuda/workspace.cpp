@@ -107,6 +107,8 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, const Workspa
     x_split_capacity = std::max({x_split_bytes(moe_t, hid), x_split_bytes(moe_t * kp, c.moe.intermediate_size),
                               x_split_bytes(dense_t, dense_k)});
     x_split = a.alloc_bytes(x_split_capacity);
+    x_split_in_rows = int(dense_t);
+    x_split_in = a.alloc_bytes(x_split_bytes(dense_t, hid));
   }
   splitk_items = num_sms;  // split launches have fewer 64-row blocks than SMs
   splitk_capacity = int64_t(2) * num_sms * 32 * 128;  // and at most 2 x SMs CTAs of 32 x 128 floats (64-token tiles)

@@ -28,6 +28,10 @@ struct Activations {
   void* rank_out = nullptr;  // [tokens, hidden] a rank's partial layer outputs (tensor parallelism), or null
   void* x_split = nullptr;  // FP8 tile launches' x split (MoeGemmParams::x_split), x_split_capacity bytes
   size_t x_split_capacity = 0;
+  // The split of the layer input ws.x written by its RMSNorm (LayerInput::split) for up to x_split_in_rows
+  // tokens (kFp8TileMaxRows: the FP8 tile launches that read it), x_split_bytes(rows, hidden) bytes
+  void* x_split_in = nullptr;
+  int x_split_in_rows = 0;
   float* splitk_partials = nullptr;  // FP8 split-K (MoeGemmParams::splitk_*): 2 x SMs CTAs' partials
   int64_t splitk_capacity = 0;       // floats
   int* splitk_counters = nullptr;    // one per SM, zeroed by Workspace

@@ -20,6 +20,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_WGMMA");
     unsetenv("DELTASERVE_CUDA_FP8_FRAG");
     unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
+    unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
@@ -130,6 +131,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EnvGuard g;
   const CudaEnv d = CudaEnv::parse();
   EXPECT_TRUE(d.fp8_xsplit);
+  EXPECT_TRUE(d.norm_split);
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
@@ -243,6 +245,9 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE", "32", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_XSPLIT_PREFILL_TILE");
+  setenv("DELTASERVE_CUDA_NORM_SPLIT", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().norm_split);
+  unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

@@ -61,6 +61,9 @@ struct MoeGemmParams {
   // reads, gathered or not) into e4m3 hi + lo parts for the FP8 tensor cores (DeviceContext::switches
   // .fp8_xsplit); null: the mma.sync kernels, which convert the weights to bf16.
   void* x_split = nullptr;
+  // x_split already holds x's split (x_split_rows rows: LayerInput::split, written by the layer's RMSNorm), so no
+  // split launch runs first.
+  bool x_split_ready = false;
   // Split-K of that kernel's dense launches (DeviceContext::switches.fp8_split_k): fp32 partials
   // (splitk_capacity floats) and per-tile arrival counters (splitk_items ints, zero at start-up; the last
   // CTA of a tile resets its counter). Null: no split.
@@ -92,6 +95,7 @@ inline MoeGemmParams moe_down_gemm_params(const MoeGemmParams& gate_up, const vo
   d.w_scale = nullptr;
   d.accumulate = false;
   d.x_split_rows = gate_up.max_rows;  // the pairs: the gate/up output rows, read in order
+  d.x_split_ready = false;            // (its own split, of the gate/up output)
   return d;
 }
 

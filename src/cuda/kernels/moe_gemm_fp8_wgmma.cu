@@ -455,7 +455,8 @@ bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx
 }
 
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
-  run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
+  if (!p.x_split_ready)
+    run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
     if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);

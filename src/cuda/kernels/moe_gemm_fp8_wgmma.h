@@ -36,7 +36,7 @@ size_t x_split_bytes(int64_t rows, int64_t K);
 void run_x_split(const XSplitParams& p, const DeviceContext& ctx);
 
 bool moe_gemm_fp8_wgmma_applies(const MoeGemmParams& p, const DeviceContext& ctx);
-// Splits p.x into p.x_split (p.x_split_rows rows), then the GEMM.
+// Splits p.x into p.x_split (p.x_split_rows rows) unless p.x_split_ready, then the GEMM.
 void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx);
 void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx);
 

@@ -1,5 +1,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/fp8_codec.cuh"
 #include "cuda/kernels/norm.h"
 
 namespace ds::gpu {
@@ -8,6 +9,30 @@ namespace {
 // Rows of up to 32 x kRowVecs 16-byte vectors (3,072 bf16) are held in registers: every load of the row
 // and the weights is in flight at once (a loop over a 2,304-wide row waited on 9 loads in turn, twice).
 constexpr int kRowVecs = 12;
+
+// The x split (XSplitParams' layout: hi and lo planes of rows x dim e4m3, then the rows' fp32 scales a 128-column
+// block) of chunk c (8 values) of row r, from the normalised values as stored (bf16): the block's amax over its 16
+// lanes (every lane of the warp takes part), then x_split8, exactly as run_x_split computes it from y.
+template <typename V>
+__device__ __forceinline__ void split_chunk(const RmsNormParams& p, const V& v, int r, int c, bool in_row) {
+  float f[8];
+  float amax = 0.f;
+  if (in_row) {
+    v.to_float(f);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j]));
+  }
+#pragma unroll
+  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!in_row) return;
+  uint2 h, l;
+  const float s = x_split8(f, amax, h, l);
+  uint8_t* hi = static_cast<uint8_t*>(p.split);
+  const int64_t plane = int64_t(p.rows) * p.dim, at = int64_t(r) * p.dim + int64_t(c) * 8;
+  *reinterpret_cast<uint2*>(hi + at) = h;
+  *reinterpret_cast<uint2*>(hi + plane + at) = l;
+  if (c % 16 == 0) reinterpret_cast<float*>(hi + 2 * plane)[int64_t(r) * (p.dim / 128) + c / 16] = s;
+}
 
 // One warp per row, 16-byte vectors; rows too wide for registers take two passes (the second hits L1/L2).
 template <typename T>
@@ -43,8 +68,9 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
     ss = warp_sum(ss);
     const float inv = rsqrtf(ss / float(p.dim) + p.eps);
 #pragma unroll
-    for (int i = 0; i < kRowVecs; ++i)
-      if ((lane + 32 * i) * N < p.dim) {
+    for (int i = 0; i < kRowVecs; ++i) {
+      const bool in_row = (lane + 32 * i) * N < p.dim;  // (a whole 16-lane k block in or out: dim % 128 == 0)
+      if (in_row) {
         float f[N], g[N];
         v[i].to_float(f);
         wv[i].to_float(g);
@@ -53,6 +79,10 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
         v[i].from_float(f);
         v[i].store(y + (lane + 32 * i) * N);
       }
+      if constexpr (N == 8) {
+        if (p.split && 32 * i * N < p.dim) split_chunk(p, v[i], r, lane + 32 * i, in_row);
+      }
+    }
     return;
   }
   pdl_wait();
@@ -179,9 +209,13 @@ __global__ void gated_rmsnorm_vec_kernel(GatedRmsNormParams p) {
 
 }  // namespace
 
+bool rmsnorm_split_fits(int dim) { return dim > 0 && dim % 128 == 0 && dim <= 32 * 8 * kRowVecs; }
+
 void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(p.dim % 8 == 0, "run_rmsnorm: dim " + std::to_string(p.dim) + " must be a multiple of 8");
+  DS_GPU_REQUIRE(!p.split || (act == DType::BF16 && rmsnorm_split_fits(p.dim)),
+                 "run_rmsnorm: the fused x split needs bf16 rows of a multiple of 128 values, at most 3,072");
   constexpr int kWarps = 4;
   dispatch_act(act, [&]<typename T>() {
     launch_pdl(rmsnorm_kernel<T>, ceil_div(p.rows, kWarps), kWarps * 32, 0, ctx, p);

@@ -20,7 +20,12 @@ struct RmsNormParams {
   int64_t ldy = 0;
   int rows = 0, dim = 0;              // dim a multiple of 8
   float eps = 1e-5f;
+  // Also y's x split for the FP8 tensor cores (XSplitParams' layout, moe_gemm_fp8_wgmma.h: hi and lo planes of
+  // rows x dim e4m3, then rows x dim / 128 fp32 scales; x_split_bytes(rows, dim) bytes), computed from y as
+  // stored, byte for byte what run_x_split of y writes; bf16 only, rmsnorm_split_fits(dim). Null: none.
+  void* split = nullptr;
 };
+bool rmsnorm_split_fits(int dim);
 void run_rmsnorm(const RmsNormParams& p, DType act, const DeviceContext& ctx);
 
 // KDA output norm (spec 4.6), per token t and head h over head_dim values:

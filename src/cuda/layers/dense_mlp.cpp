@@ -25,7 +25,7 @@ void run_mlp(const LayerStep& s, const WeightView& gate_up, const WeightView& do
     g.epi = GemvEpilogue::SiluMul;
     run_gemv(g, s.act, s.ctx);
   } else {
-    s.linear(in.x, hid, gate_up, 2 * I, hid, ws.proj, 2 * I, T, false);
+    s.linear(in.x, hid, gate_up, 2 * I, hid, ws.proj, 2 * I, T, false, false, nullptr, nullptr, in.split);
     SiluMulParams m;
     m.x = ws.proj;
     m.ldx = 2 * I;

@@ -204,7 +204,7 @@ void KdaLayer::output(const LayerStep& s) const {
 }
 
 void KdaLayer::forward(const LayerStep& s, LayerInput in) const {
-  s.linear(in.x, hid_, w_.in_proj, P_, hid_, s.ws.proj, P_, s.m.T, false, false, in.norm);
+  s.linear(in.x, hid_, w_.in_proj, P_, hid_, s.ws.proj, P_, s.m.T, false, false, in.norm, nullptr, in.split);
   gate_projections(s);
   attention(s, gate_params(s), conv_params(s));
   output(s);

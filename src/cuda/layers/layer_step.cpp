@@ -10,7 +10,8 @@
 
 namespace ds::gpu {
 
-const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const {
+const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim,
+                                   void* split) const {
   RmsNormParams n;
   n.x = x;
   n.ldx = ldx;
@@ -20,12 +21,14 @@ const void* LayerStep::norm_into_x(const void* x, int64_t ldx, const void* weigh
   n.rows = rows;
   n.dim = dim;
   n.eps = cfg.rms_norm_eps;
+  n.split = split;
   run_rmsnorm(n, act, ctx);
   return ws.x;
 }
 
 void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
-                       bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows) const {
+                       bool accumulate, bool out_f32, const void* norm, const int32_t* x_rows,
+                       const void* x_split) const {
   if (M == 0) return;
   if (w.tail && w.tail_row0 < N) {  // the high-precision rows: a product of their own into columns tail_row0..
     WeightView t;
@@ -35,7 +38,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     linear(x, ldx, t, N - n0, K, off(y, n0, out_f32 ? DType::F32 : act), ldy, M, accumulate, out_f32, norm, x_rows);
     WeightView main = w;
     main.tail = nullptr;
-    linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows);
+    linear(x, ldx, main, n0, K, y, ldy, M, accumulate, out_f32, norm, x_rows, x_split);
     return;
   }
   const bool quant = w.fp8() || w.int4();
@@ -88,7 +91,8 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.K = K;
     g.dense_rows = g.max_rows = M;
     g.accumulate = accumulate;
-    g.x_split = ws.x_split;  // on Hopper: x split for the FP8 tensor cores, 16-row token tiles (moe_gemm.h)
+    g.x_split = x_split ? const_cast<void*>(x_split) : ws.x_split;  // on Hopper: x split for the FP8 tensor cores
+    g.x_split_ready = x_split != nullptr;                          // (moe_gemm.h); given: the norm's
     g.x_split_rows = M;
     g.splitk_partials = ws.splitk_partials;
     g.splitk_capacity = ws.splitk_capacity;
@@ -96,7 +100,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     g.splitk_items = ws.splitk_items;
     // 64-token tiles from switches.fp8_dense_tile64_rows rows (each weight tile read by a quarter of the
     // CTAs), else 16
-    const bool fits = x_split_bytes(M, K) <= ws.x_split_capacity;
+    const bool fits = x_split || x_split_bytes(M, K) <= ws.x_split_capacity;
     auto split_at = [&](int tile) {
       g.tile_tokens = tile;
       return fits && moe_gemm_fp8_wgmma_applies(g, ctx);

@@ -49,10 +49,13 @@ struct StepMeta {
 std::vector<StepMeta::PrefillGroup> plan_mla_prefill(const std::vector<int32_t>& pre_cu_q,
                                                      const std::vector<int32_t>& pre_cu_k, int piece_keys);
 
-// A normalised layer input: x itself, or (small batches) h with the norm weight its GEMVs apply.
+// A normalised layer input: x itself, or (small batches) h with the norm weight its GEMVs apply; with x, its
+// split for the FP8 tensor cores when the norm wrote one (m.T rows of hidden columns; RmsNormParams::split), which
+// the FP8 tile launches reading x take instead of splitting x again.
 struct LayerInput {
   const void* x;
   const void* norm;
+  const void* split = nullptr;
 };
 
 constexpr int kGemvMaxRows = 8;  // up to this many rows a projection streams its weights once (GEMV)
@@ -83,12 +86,15 @@ struct LayerStep {
   // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 and
   // INT4 views: their GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and
   // cuBLASLt; a view's high-precision tail rows are a second product.
+  // x_split: x's split (LayerInput::split; M rows of K columns), taken by the FP8 tile launch instead of its own.
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
               bool accumulate, bool out_f32 = false, const void* norm = nullptr,
-              const int32_t* x_rows = nullptr) const;
+              const int32_t* x_rows = nullptr, const void* x_split = nullptr) const;
   // RMSNorm of `rows` rows of `dim` values (x, ldx apart) with `weight` into ws.x (rows `dim` apart); returns
-  // ws.x. Where a GEMV would have fused the norm but a tensor-core kernel reads the rows.
-  const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim) const;
+  // ws.x. Where a GEMV would have fused the norm but a tensor-core kernel reads the rows. With `split`, the norm
+  // also writes ws.x's split there (RmsNormParams::split).
+  const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim,
+                          void* split = nullptr) const;
 };
 
 // Points g (GemvParams or MoeGemmParams) at the weights of `w`: its pointer and, for FP8 views, its

@@ -37,7 +37,7 @@ void MlaLayer::forward(const LayerStep& s, LayerInput in) const {
   const auto& m = s.m;
   auto& ws = s.ws;
   void* cache = s.caches.mla_layer(index_);
-  s.linear(in.x, hid_, w_.in_proj, PM_, hid_, ws.proj, PM_, m.T, false, false, in.norm);
+  s.linear(in.x, hid_, w_.in_proj, PM_, hid_, ws.proj, PM_, m.T, false, false, in.norm, nullptr, in.split);
 
   LatentCacheWriteParams cw;
   cw.kv_a = off(ws.proj, int64_t(Hm_) * dq_, act);

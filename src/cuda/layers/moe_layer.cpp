@@ -92,10 +92,12 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       tgu = moe_gate_up_gemm_params(a, in.x, hid, f.experts_gate_up.ptr, hid, Ie, ws.act, tile);
       set_gemv_weights(tgu, f.experts_gate_up, 2 * Ie);
       if (split) {
-        tgu.x_split = ws.x_split;
+        tgu.x_split = in.split ? const_cast<void*>(in.split) : ws.x_split;  // the norm's split of x, or its own
+        tgu.x_split_ready = in.split != nullptr;
         tgu.x_split_rows = m.T;
       }
       tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
+      tdn.x_split = split ? ws.x_split : nullptr;
       set_gemv_weights(tdn, f.experts_down, hid);
       if (Ie % 64 != 0) tdn.k_tile = 32;  // narrow experts (a tensor-parallel rank's share of a small model)
       return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
