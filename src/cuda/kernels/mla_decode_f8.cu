@@ -21,12 +21,17 @@
 //       grows (exact), like mla_decode_wgmma.cu's f16 Pᵀ.
 //   Softmax: the two consumers' per-head tile maxima meet in shared memory (named barrier of 256); each writes
 //       its 32 positions of P8 (double-buffered by tile parity).
-//   Each tile's product goes into a fresh accumulator that the CUDA cores add to the fp32 output: the FP8
-//       tensor cores accumulate with ~14 bits (DeepSeek-V3 report), and summing ~300 tiles in them measured
-//       4.6% error against 0.2% this way (session 21).
+//   Each tile's product goes into a fresh accumulator that the CUDA cores add to the fp32 output (the hi and lo
+//       rows of a head summed there: 64 registers): the FP8 tensor cores accumulate with ~14 bits (DeepSeek-V3
+//       report), and summing ~300 tiles in them measured 4.6% error against 0.2% this way (session 21).
+//   Tile i's product is issued after tile i + 1's scores and runs while tile i + 1's transposition and softmax
+//       do (its P8 and T buffers by tile parity; "tile -1" reads zeroed buffers, so that no branch guards a wgmma:
+//       ptxas serialises wgmmas behind waits it inserts in divergent paths). Session 23: 1M 0.379 vs 0.394 ms
+//       a layer, batch-1 TPOT at 1,048,000 positions 5.58 / 5.63 vs 5.76 / 5.75 ms (docs/PERF.md).
 // The output's B must be K-major (8-bit operands have no transposed form): each consumer transposes its 256
 // dims of the tile into T (rows = dims, 64 positions each, 8-row x 16-byte core matrices without swizzling,
-// 8-dim groups kTSbo bytes apart so the byte-transposing writes hit 32 banks) while its scores run. The K order
+// 8-dim groups kTSbo bytes apart so the byte-transposing writes hit 32 banks) while its scores and the previous
+// tile's product run. The K order
 // of T and P8 is the order in which a thread's score columns fall into 4-byte words: K index 32 t + 16 h + 4 q + i
 // is position 8 (4 t + 2 h + i / 2) + 2 q + i % 2 (t: the consumer whose positions they are, h: word half, q:
 // lane % 4), so each thread writes its P8 as 4 words.
@@ -71,7 +76,7 @@ using attn::fast_exp2;
 using attn::kLog2e;
 
 constexpr int kT = 64;                            // cached positions a tile
-constexpr int kStages = 4;
+constexpr int kStages = 3;  // (4 with a single T buffer a consumer: session 22)
 constexpr int kAtom = kT * 128;                   // 64 rows x 128 latent dims (bytes)
 constexpr int kRopeOff = 4 * kAtom;               // rope dims: core matrices, 8 rows x 16 bytes
 constexpr int kStageBytes = kRopeOff + kT * kRope;  // 36,864 (the rows' fp32 scales: a ring of their own)
@@ -81,7 +86,7 @@ constexpr int kTBytes = 32 * kTSbo;               // a consumer's 256 dims x 64 
 constexpr int kOffQ = kStages * kStageBytes;
 constexpr int kOffT = kOffQ + kQBytes;
 constexpr int kPBytes = 64 * 64;                  // P8: 64 rows x 64 positions, core matrices (8-row groups 512 apart)
-constexpr int kOffP = kOffT + 2 * kTBytes;        // two P8 buffers (tile i: i % 2)
+constexpr int kOffP = kOffT + 4 * kTBytes;        // T: [consumer][tile % 2]; then two P8 buffers (tile i: i % 2)
 constexpr int kOffScales = kOffP + 2 * kPBytes;   // [stage][64][16 bytes]: the rows' scales
 constexpr int kScaleRow = 16;                     // a row's scale column (the fp32 scale, then 12 bytes of padding)
 constexpr int kOffMisc = kOffScales + kStages * kT * kScaleRow;
@@ -229,21 +234,45 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
                         Misc& mi, int c, int wt) {
   const int lane = wt & 31, w = wt >> 5, q = lane & 3;
   const int h = 8 * w + (lane >> 2);  // the thread's head: rows 16 w + g (hi) and + 8 (lo) of both products
-  const int bar = 1 + c;
   const float qf = p.scale * kLog2e / mi.qsc[h];
-  const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(c) * kTBytes;
+  const uint32_t qbase = sbase + kOffQ, tbase = sbase + kOffT + uint32_t(2 * c) * kTBytes;
   const uint64_t dq = desc_k_sw128(qbase), dqr = desc_k_none(qbase + kRopeOff, 1024, 128);
-  const uint64_t dt = desc_k_none(tbase, 128, kTSbo), dp0 = desc_k_none(sbase + kOffP, 128, 512);
-  unsigned char* tp = smem + kOffT + c * kTBytes;
-  float o[2][64];  // the output of the consumer's 256 dims, fp32 (each tile's product is added on the CUDA cores)
+  const uint64_t dt0 = desc_k_none(tbase, 128, kTSbo), dp0 = desc_k_none(sbase + kOffP, 128, 512);
+  // the output of the consumer's 256 dims for head h, fp32, the hi and lo rows summed: o[nb][2 j + e] is dim
+  // 256 c + 128 nb + 8 j + 2 q + e (each tile's product is added on the CUDA cores)
+  float o[2][32];
 #pragma unroll
   for (int nb = 0; nb < 2; ++nb)
 #pragma unroll
-    for (int e = 0; e < 64; ++e) o[nb][e] = 0.f;
+    for (int e = 0; e < 32; ++e) o[nb][e] = 0.f;
+  float acc[2][64];  // the previous tile's product, in flight while this tile's scores, transposition and softmax run
   float m = -INFINITY, l = 0.f;  // the head's running maximum (log2 units) and this thread's part of its sum
   int erun = -1000;              // the output's exponent E (set by the first tile)
+  float fprev = 0.f;             // the output's rescale before the previous tile's product is added
   const bool issuer = c == 0 && lane == 0;  // (warp w of consumer 0: issuer w)
   const int pf = p.l2_prefetch_tiles;
+  // tile j's product (P8 buffer j % 2, T buffer j % 2) into acc, committed as one group
+  auto issue_output = [&](int j) {
+    const uint64_t dp = dp0 + uint32_t((j & 1) * kPBytes >> 4), dt = dt0 + uint32_t((j & 1) * kTBytes >> 4);
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+        wgmma_m64n128k32_e4m3_ss(acc[nb], dp + t * 16, dt + uint32_t((nb * 16 * kTSbo + t * 256) >> 4), t > 0);
+    wgmma_commit();
+  };
+  auto add_output = [&] {
+    wgmma_wait<0>();
+    reg_fence(acc[0]);
+    reg_fence(acc[1]);
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int j = 0; j < 32; j += 2) {
+        o[nb][j] = fmaf(o[nb][j], fprev, acc[nb][2 * j] + acc[nb][2 * j + 2]);
+        o[nb][j + 1] = fmaf(o[nb][j + 1], fprev, acc[nb][2 * j + 1] + acc[nb][2 * j + 3]);
+      }
+  };
   for (int i = 0; i < s.n; ++i) {
     const int st = i % kStages, pb = i & 1;
     // the copies of tile i + kStages - 1, into the stage of tile i - 1 once both warpgroups are done with it
@@ -270,9 +299,12 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) wgmma_m64n32k32_e4m3(sc, dqr + ks * 128, dbr + ks * 128, 1);  // 2,048 bytes a k-step
     wgmma_commit();
-    // while the scores run: this consumer's dims of the tile into T (every warp has waited for the previous
-    // tile's products, which read T, before this barrier)
-    named_sync(bar, 128);
+    // then the previous tile's product (its P8 and T written before the last barrier), in flight until the
+    // softmax below is done (tile -1: buffers 1, zeros from the start: a product of 0; no branch around a wgmma)
+    issue_output(i - 1);
+    // meanwhile this consumer's dims of the tile into T buffer i % 2 (its last reader, tile i - 2's product, was
+    // waited for by every warp before the previous iteration's last barrier)
+    unsigned char* tp = smem + kOffT + (2 * c + pb) * kTBytes;
     if (nvalid == kT) transpose_half<false>(sp, tp, c, w, lane, nvalid);
     else transpose_half<true>(sp, tp, c, w, lane, nvalid);
     float rsc[8];  // the row scales of the thread's 8 positions 32 c + 8 j + 2 q + e (index 2 j + e; 0 past the context)
@@ -286,7 +318,7 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
       }
     const float s0 = scl[4 * lane], s1 = scl[4 * (lane + 32)];
     const int et = warp_max_exponent(fmaxf(lane < nvalid ? s0 : 0.f, lane + 32 < nvalid ? s1 : 0.f));
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // the scores (the product may still run)
     reg_fence(sc);
     mbar_arrive(&mi.empty[st]);  // done with the stage (scores, transpose and scales)
 
@@ -304,7 +336,7 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 1));
     tmx = fmaxf(tmx, __shfl_xor_sync(0xffffffffu, tmx, 2));
     if (q == 0) mi.red[pb][c][h] = tmx;
-    named_sync(kBarBoth, 256);
+    named_sync(kBarBoth, 256);  // (also: both consumers waited for tile i - 2's product, the last reader of P8 i % 2)
     const float m_new = fmaxf(m, fmaxf(mi.red[pb][0][h], mi.red[pb][1][h]));  // finite: position 0 of the tile
     const float alpha = fast_exp2(m - m_new);
     m = m_new;
@@ -335,28 +367,18 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
       *reinterpret_cast<uint32_t*>(pp + 128) = a[2];
       *reinterpret_cast<uint32_t*>(pp + 640) = a[3];
     }
-    fence_proxy_async();  // P8 and T, for the products below
+    fence_proxy_async();  // P8 and T, for the product issued in the next iteration
     l = l * alpha + lsum;
-    const float f = alpha * fe;
+    // the previous tile's product into the output (in the previous tile's units, then rescaled with this one's)
+    add_output();
+    fprev = alpha * fe;
     named_sync(kBarBoth, 256);  // P8 whole (both consumers' positions), T whole
-    // the tile's product into a fresh accumulator, added to the output on the CUDA cores: the FP8 tensor cores
-    // accumulate with ~14 bits (DeepSeek-V3 report), so summing every tile in them loses the output's low
-    // bits as the context grows
-    const uint64_t dp = dp0 + uint32_t(pb * kPBytes >> 4);
-#pragma unroll
-    for (int nb = 0; nb < 2; ++nb) {
-      float tmp[64];
-      wgmma_fence();
-#pragma unroll
-      for (int t = 0; t < 2; ++t)
-        wgmma_m64n128k32_e4m3_ss(tmp, dp + t * 16, dt + uint32_t((nb * 16 * kTSbo + t * 256) >> 4), t > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      reg_fence(tmp);
-#pragma unroll
-      for (int e = 0; e < 64; ++e) o[nb][e] = fmaf(o[nb][e], f, tmp[e]);
-    }
   }
+  // the last tile's product: a fresh accumulator per tile, added on the CUDA cores (the FP8 tensor cores
+  // accumulate with ~14 bits, DeepSeek-V3 report, so summing every tile in them loses the output's low bits)
+  wgmma_fence();
+  issue_output(s.n - 1);  // (no tile: tile -1's zeros)
+  add_output();
 
   // ---- the head's sum over its quad and both consumers; normalise and write this consumer's dims
   l += __shfl_xor_sync(0xffffffffu, l, 1);
@@ -373,7 +395,7 @@ __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split&
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const int dim = 256 * c + 128 * nb + 8 * j + 2 * q;
-      const float x0 = (o[nb][4 * j] + o[nb][4 * j + 2]) * f, x1 = (o[nb][4 * j + 1] + o[nb][4 * j + 3]) * f;
+      const float x0 = o[nb][2 * j] * f, x1 = o[nb][2 * j + 1] * f;
       if (direct)
         *reinterpret_cast<uint32_t*>(static_cast<bf16*>(p.o) + int64_t(s.r) * p.ldo + int64_t(h) * kLat + dim) =
             attn::pack_bf16(x0, x1);
@@ -398,6 +420,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(&mi.empty[st], kThreads);
     }
   load_q8(p, s.r, smem, mi, tid);
+  // T and P8 buffers zero: the first iteration's product of "tile -1" (buffers 1) adds 0 (never-written shared
+  // memory may hold e4m3 NaN bytes, and 0 x NaN is NaN)
+  for (int k = tid; k < (kOffScales - kOffT) / 16; k += kThreads)
+    reinterpret_cast<uint4*>(smem + kOffT)[k] = make_uint4(0, 0, 0, 0);
   fence_proxy_async();  // Q8 and the barriers' initialisation, for the wgmma and the TMA
   __syncthreads();
   if (tid < 128 && (tid & 31) == 0) {  // issuer w = tid / 32
