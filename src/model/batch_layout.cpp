@@ -190,7 +190,7 @@ void pad_decode_layout(BatchLayout& p, int bucket, int bt_stride, int pad_slot, 
     p.cu_seqlens.push_back(q + 1);
     p.slots.push_back(pad_slot);
     p.seq_lens.push_back(1);
-    p.fresh.push_back(1);  // padding rows never read the (shared, scratch) state
+    p.fresh.push_back(2);  // padding rows never read the (shared, scratch) state; 2: the KDA decode may skip them
   }
   p.num_seqs = p.num_tokens = p.num_decode = bucket;
 }

@@ -38,7 +38,8 @@ struct BatchLayout {
   // per sequence [num_seqs] (cu_seqlens: num_seqs + 1)
   std::vector<int32_t> cu_seqlens, slots, seq_lens, block_tables;  // block_tables [num_seqs, bt_stride]
   std::vector<int32_t> logit_rows;   // [rows] token index (in this layout) of each logits row, batch order
-  std::vector<uint8_t> fresh;        // [num_seqs] 1: the sequence starts from a zero state (StateInit::Zero)
+  std::vector<uint8_t> fresh;        // [num_seqs] 1: the sequence starts from a zero state (StateInit::Zero);
+                                     // 2: a padding row (pad_decode_layout: fresh too, output unused)
   // State operations, before the layers in this order: saves_before, tail page copies, zero, copy,
   // restore; after them: save.
   std::vector<int32_t> saves_before;    // pairs (slot, snapshot), flattened (ForwardBatch::saves_before)
@@ -61,7 +62,8 @@ BatchLayout layout_batch(const ForwardBatch& b, const LayoutLimits& lim);
 
 // Pads a pure-decode layout to `bucket` sequences (scratch slot `pad_slot`, scratch page `pad_block`)
 // and its block tables to `bt_stride` columns, so its layout is that of a captured graph. Padding rows
-// are marked fresh (they never read the shared scratch state) but are not in zero_slots.
+// are marked fresh with 2 (they never read the shared scratch state; the KDA decode may skip them
+// whole, KdaDecodeParams::skip_padding) but are not in zero_slots.
 void pad_decode_layout(BatchLayout& p, int bucket, int bt_stride, int pad_slot, int pad_block, int block_size);
 
 }  // namespace ds

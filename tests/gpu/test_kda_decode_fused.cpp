@@ -23,7 +23,7 @@ struct DecodeOut {
 // N sequences of H = 4 heads in slots 0..slots-1 (seq_slot; fresh: start from S = 0): the fused kernel
 // (`fused`) or the gate + convolution kernel then the plain decode kernel.
 DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::vector<uint8_t>& fresh, int slots,
-                     bool fused) {
+                     bool fused, bool skip_padding = false) {
   const DeviceContext& ctx = test_ctx();
   const int N = int(seq_slot.size()), H = 4, D = 128, HK = H * D, W = 4;
   auto x = to_device(randn(size_t(N) * 3 * HK, 11), t);  // raw q, k, v projections
@@ -72,6 +72,7 @@ DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::v
   k.fresh = d_fresh.as<uint8_t>();
   k.num_seqs = N;
   k.num_heads = H;
+  k.skip_padding = skip_padding;
   if (fused) {
     k.fuse_conv = k.fuse_gate = true;
     k.conv = c;
@@ -111,6 +112,44 @@ TEST(GpuOps, KdaDecodeFusedPrologueF32) {
 TEST(GpuOps, KdaDecodeFusedPrologueBf16) {
   DS_REQUIRE_GPU();
   check_fused_decode(DType::BF16);
+}
+
+// A graph bucket's padding rows (fresh 2, KdaDecodeParams::skip_padding): zeros out, their slot's state and
+// conv tail untouched, the other rows exactly as when the padding rows run as fresh rows (1); without
+// skip_padding, 2 is a fresh row like 1.
+TEST(GpuOps, KdaDecodeSkipsPaddingRows) {
+  DS_REQUIRE_GPU();
+  const int H = 4, D = 128, HK = H * D, W = 4, pad = 4;
+  const std::vector<int32_t> seq_slot = {2, 0, pad, pad};
+  for (DType t : {DType::F32, DType::BF16}) {
+    const DecodeOut skip = run_decode(t, seq_slot, {0, 1, 2, 2}, 6, true, true);
+    const DecodeOut run = run_decode(t, seq_slot, {0, 1, 1, 1}, 6, true, true);
+    EXPECT_EQ(std::vector<float>(skip.o.begin(), skip.o.begin() + 2 * HK),
+              std::vector<float>(run.o.begin(), run.o.begin() + 2 * HK));
+    // skip_padding off: 2 is a fresh row (distinct slots here: rows sharing a slot race on its conv tail)
+    const DecodeOut off = run_decode(t, {2, 0, 3, 4}, {0, 1, 2, 2}, 6, true, false);
+    const DecodeOut one = run_decode(t, {2, 0, 3, 4}, {0, 1, 1, 1}, 6, true, false);
+    EXPECT_EQ(off.o, one.o);
+    EXPECT_EQ(off.pool, one.pool);
+    EXPECT_EQ(std::vector<float>(skip.o.begin() + 2 * HK, skip.o.end()), std::vector<float>(2 * size_t(HK), 0.f));
+    const size_t st = size_t(H) * D * D, cv = size_t(W - 1) * 3 * HK;
+    for (int slot = 0; slot < 6; ++slot) {
+      const std::vector<float> a(skip.pool.begin() + slot * st, skip.pool.begin() + (slot + 1) * st);
+      const std::vector<float> b(run.pool.begin() + slot * st, run.pool.begin() + (slot + 1) * st);
+      const std::vector<float> c(skip.conv.begin() + slot * cv, skip.conv.begin() + (slot + 1) * cv);
+      const std::vector<float> c0(skip.conv0.begin() + slot * cv, skip.conv0.begin() + (slot + 1) * cv);
+      if (slot == pad) {
+        EXPECT_NE(a, b) << "the padding slot's state: written when the rows run";
+        EXPECT_EQ(c, c0) << "the padding slot's conv tail: untouched when skipped";
+      } else {
+        EXPECT_EQ(a, b) << "slot " << slot;
+      }
+    }
+    // the padding slot's state, untouched when skipped: the pool it started from (run_decode's seed)
+    const DecodeOut again = run_decode(t, {2, 0}, {0, 1}, 6, true, true);
+    EXPECT_EQ(std::vector<float>(skip.pool.begin() + pad * st, skip.pool.begin() + (pad + 1) * st),
+              std::vector<float>(again.pool.begin() + pad * st, again.pool.begin() + (pad + 1) * st));
+  }
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ TEST(BatchLayout, PadsDecodeBatchesForGraphs) {
   EXPECT_EQ(p.block_tables[16], 64); // padding rows point at the scratch page
   EXPECT_EQ(p.slot_mapping[3], 64 * 4);
   EXPECT_EQ(p.cu_seqlens, (std::vector<int32_t>{0, 1, 2, 3, 4}));
-  EXPECT_EQ(p.fresh, (std::vector<uint8_t>{0, 0, 1, 1}));
+  EXPECT_EQ(p.fresh, (std::vector<uint8_t>{0, 0, 2, 2}));  // padding rows: 2
   EXPECT_TRUE(p.zero_slots.empty());  // the scratch slot is never zeroed: padding rows do not read it
   ForwardBatch prefill;
   prefill.add(0, 0, {1, 2}, {0});

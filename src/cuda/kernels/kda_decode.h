@@ -30,7 +30,10 @@ struct KdaDecodeParams {
   void* o = nullptr;                // [N, H, 128] act dtype, row stride ldo (0: H*128)
   float* state_pool = nullptr;      // [num_slots, H, 128, 128] fp32, key-major
   const int32_t* state_slots = nullptr;  // [N] device, distinct
-  const uint8_t* fresh = nullptr;        // [N] device or null: nonzero = start from S = 0
+  const uint8_t* fresh = nullptr;        // [N] device or null: nonzero = start from S = 0; with skip_padding, 2 =
+                                         // a graph bucket's padding row (BatchLayout::fresh): its output is zeros
+                                         // and nothing else is read or written (state, conv tail)
+  bool skip_padding = false;             // (DeviceContext::switches.kda_skip_padding)
   int64_t ldq = 0, ldk = 0, ldv = 0, ldo = 0;  // elements; multiples of 4
   int num_seqs = 0;                 // N
   int num_heads = 0;                // H

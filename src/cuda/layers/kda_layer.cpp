@@ -156,6 +156,7 @@ void KdaLayer::attention(const LayerStep& s, const KdaGateParams& g, const Conv1
     k.fuse_conv = k.fuse_gate = true;
     k.conv = c;
     k.gate = g;
+    k.skip_padding = s.ctx.switches.kda_skip_padding;  // (a graph bucket's padding rows: fresh 2)
     run_kda_decode(k, act, s.ctx);
   } else {
     KdaPrefillParams k;
