@@ -38,6 +38,7 @@ CudaEnv CudaEnv::parse() {
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   c.norm_split = flag("DELTASERVE_CUDA_NORM_SPLIT", true);
   c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", false);
+  c.router_one = flag("DELTASERVE_CUDA_ROUTER_ONE", false);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);

@@ -23,6 +23,7 @@
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
 //   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 0)
+//   DELTASERVE_CUDA_ROUTER_ONE=0|1       one token's MoE router + routing in one launch (default 0)
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
@@ -77,6 +78,10 @@ struct CudaEnv {
   // traffic; DELTASERVE_CUDA_KDA_SKIP_PADDING). A batch of 100 replays the 112-row graph: 12 rows x 32 heads of
   // 64 KiB state writes a layer. Off until measured (session 23, written after its device time).
   bool kda_skip_padding = false;
+  // One token's MoE router GEMV and routing in one launch (DELTASERVE_CUDA_ROUTER_ONE; run_moe_router_one: a warp
+  // an expert, the last CTA routes), 26 launches fewer in the batch-1 step. Off until measured (session 23,
+  // written after its device time).
+  bool router_one = false;
   // With it, at 9..160 tokens and quantized weights, the layer's RMSNorm also writes the split of its output
   // (RmsNormParams::split), which the FP8 tile launches reading it take (KDA / MLA in_proj, MoE and shared
   // gate/up) instead of a split launch each (DELTASERVE_CUDA_NORM_SPLIT; session 23).

@@ -22,6 +22,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
     unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
     unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
+    unsetenv("DELTASERVE_CUDA_ROUTER_ONE");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
@@ -134,6 +135,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_xsplit);
   EXPECT_TRUE(d.norm_split);
   EXPECT_FALSE(d.kda_skip_padding);  // written after session 23's device time: not yet measured
+  EXPECT_FALSE(d.router_one);        // (the same)
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
@@ -253,6 +255,9 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_KDA_SKIP_PADDING", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().kda_skip_padding);
   unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
+  setenv("DELTASERVE_CUDA_ROUTER_ONE", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().router_one);
+  unsetenv("DELTASERVE_CUDA_ROUTER_ONE");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

@@ -19,6 +19,7 @@ std::vector<float> decode_logits(const char* skip) {
   BackendOptions go;
   go.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
   go.device = "cuda";
+  go.dtype = "float32";
   go.max_num_seqs = 4;
   go.block_size = 16;
   go.num_blocks = 64;

@@ -67,12 +67,20 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   const bool fp8_small = act == DType::BF16 && f.experts_gate_up.fp8() && m.T <= kGemvMaxRows &&
                          m.T >= s.ctx.switches.fp8_tile_min_rows;
   if (fp8_small && in.norm) in = LayerInput{s.norm_into_x(in.x, hid, in.norm, m.T, hid), nullptr};
-  s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-  if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
+  // one token: the router and the routing in one launch (switches.router_one)
+  MoeRouterOneParams ro{.x = in.x, .norm_weight = in.norm, .norm_eps = s.cfg.rms_norm_eps, .w = f.router.ptr,
+                        .hidden = hid, .logits = ws.router, .counter = ws.route_counter};
+  const bool router_one = m.T == 1 && !ep && s.ctx.switches.router_one && f.router.dtype == act &&
+                          !f.router.fp8() && !f.router.int4() && !f.router.tail && moe_router_one_applies(ro, r, a);
+  if (router_one) {
+    run_moe_router_one(ro, r, a, act, s.ctx);
+  } else if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
+    s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
     run_moe_route(r, s.ctx);
     run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
     run_moe_align(a, s.ctx);
   } else {
+    s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
     run_moe_route_align(r, a, s.ctx);
   }
 
