@@ -59,6 +59,26 @@ __device__ __forceinline__ float x_split8(const float (&v)[8], float amax, uint2
   return s;
 }
 
+// Chunk c (8 values v, zeros where not `ok`: outside the rows) of row r of the x split of rows x K values into `out`
+// (XSplitParams' layout: hi plane, lo plane, then the rows' K / 128 scales): the chunk's 128-column block spans
+// 16 consecutive lanes, whose amax meets by shuffles (every lane of the warp calls, `ok` or not); then
+// x_split8, and the block's first chunk writes the scale. The split kernel and the RMSNorm's fused split.
+__device__ __forceinline__ void x_split_chunk_store(const float (&v)[8], bool ok, uint8_t* out, int64_t rows, int K,
+                                                    int64_t r, int c) {
+  float amax = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!ok) return;
+  uint2 h, l;
+  const float s = x_split8(v, amax, h, l);
+  const int64_t plane = rows * K, at = r * K + int64_t(c) * 8;
+  *reinterpret_cast<uint2*>(out + at) = h;
+  *reinterpret_cast<uint2*>(out + plane + at) = l;
+  if (c % 16 == 0) reinterpret_cast<float*>(out + 2 * plane)[r * (K / 128) + c / 16] = s;
+}
+
 // 16 e4m3 values (one 16-byte load) to 16 f16, exactly (one conversion a pair), as two 16-byte words.
 __device__ __forceinline__ void e4m3x16_to_f16(const uint4& raw, uint4& lo, uint4& hi) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};

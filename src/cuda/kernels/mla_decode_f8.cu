@@ -227,7 +227,7 @@ __device__ __forceinline__ void transpose_half(const unsigned char* st, unsigned
   }
 }
 
-// Named barriers: 1 + c consumer c alone, 3 both consumers.
+// The named barrier of both consumers (id 0 is __syncthreads').
 constexpr int kBarBoth = 3;
 
 __device__ void consume(const MlaDecodeParams& p, const F8Maps& mp, const Split& s, unsigned char* smem, uint32_t sbase,

@@ -359,19 +359,8 @@ __global__ void x_split_kernel(XSplitParams p) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(e[j]);
   }
-  float amax = 0.f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
-#pragma unroll
-  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  if (!ok) return;
-  uint2 h, l;
-  const float s = x_split8(v, amax, h, l);
-  uint8_t* hi = static_cast<uint8_t*>(p.out);
-  const int64_t plane = int64_t(p.rows) * p.K;
-  *reinterpret_cast<uint2*>(hi + r * p.K + c * 8) = h;
-  *reinterpret_cast<uint2*>(hi + plane + r * p.K + c * 8) = l;
-  if (c % (kKb / 8) == 0) reinterpret_cast<float*>(hi + 2 * plane)[r * (p.K / kKb) + c / (kKb / 8)] = s;
+  static_assert(kKb == 128, "x_split_chunk_store's blocks are 128 columns");
+  x_split_chunk_store(v, ok, static_cast<uint8_t*>(p.out), p.rows, p.K, r, c);
 }
 
 template <int MT, bool SILU, bool I4, int NP, int ST, int TW>

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <string>
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_route.h"
@@ -325,8 +326,22 @@ __global__ void __launch_bounds__(kFusedMaxWarps * 32) moe_route_align_kernel(Mo
   align_block(a, ids_s, rank_s, reinterpret_cast<int*>(smem + warps * scratch), scan_tmp);
 }
 
-// One token (decode at batch 1), one warp: route it, then lay its k pairs out as k one-row active
-// entries in pair order (entry j = pair j, expert ids[j]): the grouped kernels need no sort by expert.
+// One token's k pairs (experts ids[j], lane j of one warp each) as k one-row active entries in pair order
+// (entry j = pair j): the grouped kernels need no sort by expert.
+__device__ __forceinline__ void lay_out_one_token(const MoeAlignParams& a, const int* ids, int lane) {
+  if (lane < a.k) {
+    a.pair_pos[lane] = lane;
+    a.sorted_token[lane] = 0;
+    a.active_expert[lane] = ids[lane];
+    a.active_start[lane] = lane;
+  }
+  if (lane == 0) {
+    a.active_start[a.k] = a.k;
+    *a.num_active = a.k;
+  }
+}
+
+// One token (decode at batch 1), one warp: route it, then lay its pairs out (lay_out_one_token).
 __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   pdl_trigger();
   pdl_wait();
@@ -335,16 +350,7 @@ __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   const int lane = threadIdx.x;
   route_token(r, 0, smem, lane, ids_s);
   __syncwarp();
-  if (lane < a.k) {
-    a.pair_pos[lane] = lane;
-    a.sorted_token[lane] = 0;
-    a.active_expert[lane] = ids_s[lane];
-    a.active_start[lane] = lane;
-  }
-  if (lane == 0) {
-    a.active_start[a.k] = a.k;
-    *a.num_active = a.k;
-  }
+  lay_out_one_token(a, ids_s, lane);
 }
 
 // run_moe_router_one (moe_route.h): warp w of CTA b the router logit of expert 8 b + w, its row's first kPre
@@ -427,31 +433,31 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_one_kernel(MoeRo
   rs.logits = smem;  // (one token: row 0)
   route_token(rs, 0, smem + E, lane, ids_s);
   __syncwarp();
-  if (lane < a.k) {
-    a.pair_pos[lane] = lane;
-    a.sorted_token[lane] = 0;
-    a.active_expert[lane] = ids_s[lane];
-    a.active_start[lane] = lane;
-  }
-  if (lane == 0) {
-    a.active_start[a.k] = a.k;
-    *a.num_active = a.k;
-    *g.counter = 0;  // for the next launch (the stream orders it after this kernel's end)
-  }
+  lay_out_one_token(a, ids_s, lane);
+  if (lane == 0) *g.counter = 0;  // for the next launch (the stream orders it after this kernel's end)
 }
 
+}  // namespace
+
+namespace {
+// The routing parameters every launcher checks (r.ldk resolved): outputs and bias set, the expert groups and the
+// row stride; `who` names the launcher in the message.
+void require_route(const MoeRouteParams& r, const std::string& who) {
+  DS_GPU_REQUIRE(r.bias && r.topk_ids && r.topk_weights, who + ": null pointer");
+  DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
+                 who + ": num_expert_group must divide num_experts and be <= 32");
+  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, who + ": bad topk_group");
+  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), who + ": ldk too small");
+}
 }  // namespace
 
 void run_moe_route(const MoeRouteParams& p0, const DeviceContext& ctx) {
   if (p0.tokens == 0) return;
   MoeRouteParams p = p0;
   p.ldk = moe_route_ldk(p0);
-  DS_GPU_REQUIRE(p.logits && p.bias && p.topk_ids && p.topk_weights, "run_moe_route: null pointer");
-  DS_GPU_REQUIRE(p.num_groups >= 1 && p.num_groups <= 32 && p.num_experts % p.num_groups == 0,
-                 "run_moe_route: num_expert_group must divide num_experts and be <= 32");
-  DS_GPU_REQUIRE(p.topk_groups >= 1 && p.topk_groups <= p.num_groups, "run_moe_route: bad topk_group");
+  DS_GPU_REQUIRE(p.logits, "run_moe_route: null pointer");
+  require_route(p, "run_moe_route");
   DS_GPU_REQUIRE(p.top_k >= 1 && p.top_k <= p.num_experts, "run_moe_route: bad top_k");
-  DS_GPU_REQUIRE(p.ldk >= p.top_k + (p.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
   size_t smem = size_t(kRouteWarps) * 3 * p.num_experts * sizeof(float);
   DS_GPU_REQUIRE(smem <= 48 * 1024, "run_moe_route: too many experts for one warp's shared memory");
   launch_pdl(moe_route_kernel, ceil_div(p.tokens, kRouteWarps), kRouteWarps * 32, smem, ctx, p);
@@ -515,11 +521,8 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
     run_moe_align(a, ctx);
     return;
   }
-  DS_GPU_REQUIRE(r.logits && r.bias && r.topk_ids && r.topk_weights, "run_moe_route: null pointer");
-  DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
-                 "run_moe_route: num_expert_group must divide num_experts and be <= 32");
-  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
-  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
+  DS_GPU_REQUIRE(r.logits, "run_moe_route: null pointer");
+  require_route(r, "run_moe_route");
   if (moe_one_token_layout(r, a)) {
     launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), ctx, r, a);
     DS_CUDA_CHECK_LAUNCH();
@@ -542,11 +545,7 @@ void run_moe_router_one(const MoeRouterOneParams& g, const MoeRouteParams& r0, c
   MoeRouteParams r = r0;
   r.ldk = moe_route_ldk(r0);
   DS_GPU_REQUIRE(moe_router_one_applies(g, r, a), "run_moe_router_one: not one token with the one-token layout");
-  DS_GPU_REQUIRE(r.bias && r.topk_ids && r.topk_weights, "run_moe_router_one: null pointer");
-  DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
-                 "run_moe_router_one: num_expert_group must divide num_experts and be <= 32");
-  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_router_one: bad topk_group");
-  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_router_one: ldk too small");
+  require_route(r, "run_moe_router_one");
   const size_t smem = size_t(r.num_experts) * sizeof(float) * (route_in_registers(r) ? 1 : 4);
   const unsigned ctas = unsigned(ceil_div(r.num_experts, kRouterWarps));
   dispatch_act(act, [&]<typename T>() {

@@ -10,30 +10,6 @@ namespace {
 // and the weights is in flight at once (a loop over a 2,304-wide row waited on 9 loads in turn, twice).
 constexpr int kRowVecs = 12;
 
-// The x split (XSplitParams' layout: hi and lo planes of rows x dim e4m3, then the rows' fp32 scales a 128-column
-// block) of chunk c (8 values) of row r, from the normalised values as stored (bf16): the block's amax over its 16
-// lanes (every lane of the warp takes part), then x_split8, exactly as run_x_split computes it from y.
-template <typename V>
-__device__ __forceinline__ void split_chunk(const RmsNormParams& p, const V& v, int r, int c, bool in_row) {
-  float f[8];
-  float amax = 0.f;
-  if (in_row) {
-    v.to_float(f);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j]));
-  }
-#pragma unroll
-  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  if (!in_row) return;
-  uint2 h, l;
-  const float s = x_split8(f, amax, h, l);
-  uint8_t* hi = static_cast<uint8_t*>(p.split);
-  const int64_t plane = int64_t(p.rows) * p.dim, at = int64_t(r) * p.dim + int64_t(c) * 8;
-  *reinterpret_cast<uint2*>(hi + at) = h;
-  *reinterpret_cast<uint2*>(hi + plane + at) = l;
-  if (c % 16 == 0) reinterpret_cast<float*>(hi + 2 * plane)[int64_t(r) * (p.dim / 128) + c / 16] = s;
-}
-
 // One warp per row, 16-byte vectors; rows too wide for registers take two passes (the second hits L1/L2).
 template <typename T>
 __global__ void rmsnorm_kernel(RmsNormParams p) {
@@ -79,8 +55,12 @@ __global__ void rmsnorm_kernel(RmsNormParams p) {
         v[i].from_float(f);
         v[i].store(y + (lane + 32 * i) * N);
       }
-      if constexpr (N == 8) {
-        if (p.split && 32 * i * N < p.dim) split_chunk(p, v[i], r, lane + 32 * i, in_row);
+      if constexpr (N == 8) {  // the fused x split, from the values as stored (bf16), as run_x_split of y
+        if (p.split && 32 * i * N < p.dim) {
+          float f[8] = {};
+          if (in_row) v[i].to_float(f);
+          x_split_chunk_store(f, in_row, static_cast<uint8_t*>(p.split), p.rows, p.dim, r, lane + 32 * i);
+        }
       }
     }
     return;
