@@ -74,14 +74,15 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
                           !f.router.fp8() && !f.router.int4() && !f.router.tail && moe_router_one_applies(ro, r, a);
   if (router_one) {
     run_moe_router_one(ro, r, a, act, s.ctx);
-  } else if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
-    s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-    run_moe_route(r, s.ctx);
-    run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
-    run_moe_align(a, s.ctx);
   } else {
     s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-    run_moe_route_align(r, a, s.ctx);
+    if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
+      run_moe_route(r, s.ctx);
+      run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
+      run_moe_align(a, s.ctx);
+    } else {
+      run_moe_route_align(r, a, s.ctx);
+    }
   }
 
   bool combined = false;  // the expert outputs are already added into h
