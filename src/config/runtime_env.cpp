@@ -37,10 +37,10 @@ CudaEnv CudaEnv::parse() {
   c.fp8_dense_tile = flag("DELTASERVE_CUDA_FP8_DENSE_TILE", true);
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   c.norm_split = flag("DELTASERVE_CUDA_NORM_SPLIT", true);
-  c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", false);
-  c.router_one = flag("DELTASERVE_CUDA_ROUTER_ONE", false);
+  c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
+  c.fp8_prefill_hi = flag("DELTASERVE_CUDA_FP8_PREFILL_HI", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);
   c.route_warps = flag("DELTASERVE_CUDA_ROUTE_WARPS", true);
   c.prefill_vec = flag("DELTASERVE_CUDA_PREFILL_VEC", true);

@@ -22,8 +22,8 @@
 //                                        8 / 16: on with that token tile) or 0: the staged tile kernel
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
-//   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 0)
-//   DELTASERVE_CUDA_ROUTER_ONE=0|1       one token's MoE router + routing in one launch (default 0)
+//   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 1)
+//   DELTASERVE_CUDA_FP8_PREFILL_HI=0|1   FP8 experts' prefill tiles on x's e4m3 hi part only (default 1)
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
@@ -76,12 +76,8 @@ struct CudaEnv {
   bool fp8_xsplit = true;
   // The KDA decode skips a graph bucket's padding rows (BatchLayout::fresh 2: zeros out, no state or conv
   // traffic; DELTASERVE_CUDA_KDA_SKIP_PADDING). A batch of 100 replays the 112-row graph: 12 rows x 32 heads of
-  // 64 KiB state writes a layer. Off until measured (session 23, written after its device time).
-  bool kda_skip_padding = false;
-  // One token's MoE router GEMV and routing in one launch (DELTASERVE_CUDA_ROUTER_ONE; run_moe_router_one: a warp
-  // an expert, the last CTA routes), 26 launches fewer in the batch-1 step. Off until measured (session 23,
-  // written after its device time).
-  bool router_one = false;
+  // 64 KiB state writes a layer. On since session 24 (FP8 batch-100 step -0.5%, batch 97 -1.3%).
+  bool kda_skip_padding = true;
   // With it, at 9..160 tokens and quantized weights, the layer's RMSNorm also writes the split of its output
   // (RmsNormParams::split), which the FP8 tile launches reading it take (KDA / MLA in_proj, MoE and shared
   // gate/up) instead of a split launch each (DELTASERVE_CUDA_NORM_SPLIT; session 23).
@@ -96,6 +92,11 @@ struct CudaEnv {
   // Token tile of the FP8 wgmma kernel at steps of 512+ tokens: 64 (a weight tile staged once serves 64 tokens;
   // scale groups of 128+ columns) or 16 (every group size; the weights staged once per 16 tokens).
   int xsplit_prefill_tile = 64;
+  // Those prefill tiles multiplying x's e4m3 hi part only (MoeGemmParams::x_hi_only: x rounded to e4m3 per token
+  // and 128 columns, as FP8 W8A8 serving does; half the MMAs; DELTASERVE_CUDA_FP8_PREFILL_HI). Off: hi and lo, the
+  // bf16 product. On since session 24 (FP8 prefill 4 x 2,048 +16%; logits rel L2 0.034 against the CPU's bf16
+  // inputs on the tiny model's 600-token prefill, 0.012 with hi + lo; docs/QUANTIZATION.md).
+  bool fp8_prefill_hi = true;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

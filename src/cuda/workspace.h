@@ -36,7 +36,6 @@ struct Activations {
   int64_t splitk_capacity = 0;       // floats
   int* splitk_counters = nullptr;    // one per SM, zeroed by Workspace
   int splitk_items = 0;
-  int* route_counter = nullptr;      // run_moe_router_one's CTA count (one int), zeroed by Workspace
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;

@@ -91,6 +91,11 @@ struct Pending {
   std::shared_ptr<RequestStream> stream;
 };
 
+// Wall seconds of one step's phases (EngineStats::schedule_seconds ...).
+struct StepTimes {
+  double schedule = 0.0, execute = 0.0, update = 0.0;
+};
+
 // A request the step thread is working on.
 struct Active {
   std::string id;
@@ -173,7 +178,8 @@ struct Engine::Impl {
   void end_with(const std::string& id, FinishReason reason, const std::string& error);
   void step();
   std::shared_ptr<StepMasks> start_masks(const StepPlan& plan);
-  void publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped);
+  // (t: the step's phases' wall seconds, EngineStats::schedule_seconds ...)
+  void publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped, const StepTimes& t = StepTimes());
   void deliver();
   void push_outputs(std::vector<Delivery>& batch);  // on the delivery thread
 };
@@ -415,6 +421,9 @@ void Engine::Impl::admit(Pending p) {
 }
 
 void Engine::Impl::step() {
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  const auto t0 = Clock::now();
   StepPlan plan = sched->schedule();
   if (plan.empty()) {
     // Only after a preemption freed memory for the next step; never twice in a row in practice.
@@ -422,7 +431,9 @@ void Engine::Impl::step() {
     if (plan.preempted.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return;
   }
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = Clock::now();
+  StepTimes times;
+  times.schedule = seconds(t0, now);
   for (const ScheduledSeq& s : plan.scheduled) {
     auto it = by_sched_id.find(s.request_id);
     if (it == by_sched_id.end()) continue;
@@ -446,6 +457,8 @@ void Engine::Impl::step() {
     publish_stats(0, 0, true);
     return;
   }
+  const auto t1 = Clock::now();
+  times.execute = seconds(now, t1);
   int64_t prompt_tokens = 0;  // of requests whose prefill completed in this step
   std::vector<RequestUpdate> updates = sched->update(plan, result);
   for (const RequestUpdate& u : updates) {
@@ -475,7 +488,8 @@ void Engine::Impl::step() {
       outbox.push_back({a.stream, std::move(out)});
     }
   }
-  publish_stats(prompt_tokens, int64_t(updates.size()), true);
+  times.update = seconds(t1, Clock::now());
+  publish_stats(prompt_tokens, int64_t(updates.size()), true, times);
 }
 
 // The step's token masks, when some sampled row's request has controls: started on the mask worker
@@ -504,7 +518,7 @@ std::shared_ptr<StepMasks> Engine::Impl::start_masks(const StepPlan& plan) {
   return masks;
 }
 
-void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped) {
+void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepped, const StepTimes& t) {
   std::lock_guard<std::mutex> lk(stats_mu);
   stats.running = sched->num_running();
   stats.waiting = sched->num_waiting();
@@ -514,6 +528,9 @@ void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepp
   stats.prompt_tokens_total += new_prompt;
   stats.generation_tokens_total += new_gen;
   stats.steps += stepped ? 1 : 0;
+  stats.schedule_seconds += t.schedule;
+  stats.execute_seconds += t.execute;
+  stats.update_seconds += t.update;
   std::tie(stats.prefill_done, stats.prefill_total) = sched->longest_prefill();
   const PrefixCacheStats& pc = sched->prefix_cache().stats();
   stats.prefix_cache_queries = pc.queries;

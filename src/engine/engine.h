@@ -142,6 +142,10 @@ struct EngineStats {
   double state_usage = 0.0;  // fraction of KDA state slots in use
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
   int64_t steps = 0;
+  // Where the step thread's time went, summed over steps (wall seconds): planning the step (scheduler),
+  // executing it (the backend: layout, forward, sampling, waiting for the device), and taking its outputs
+  // (scheduler update, detokenizing, stop checks). The device idles during the first and the last.
+  double schedule_seconds = 0.0, execute_seconds = 0.0, update_seconds = 0.0;
   // The running request with the most prompt left to prefill: tokens computed / to compute (0 / 0: none).
   int64_t prefill_done = 0, prefill_total = 0;
   // Prefix cache: tokens looked up and found at admissions, and the KDA snapshot pool.

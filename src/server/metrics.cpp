@@ -156,6 +156,14 @@ std::string ServerMetrics::render(const EngineStats& e) const {
   scalar("engine_generation_tokens_total", "counter", "Tokens the engine sampled.",
          std::to_string(e.generation_tokens_total));
   scalar("engine_steps_total", "counter", "Engine steps (forward passes).", std::to_string(e.steps));
+  scalar("engine_step_schedule_seconds_total", "counter", "Step thread's wall time planning steps (scheduler).",
+         fmt::format("{:.6f}", e.schedule_seconds));
+  scalar("engine_step_execute_seconds_total", "counter",
+         "Step thread's wall time executing steps (backend: forward, sampling, waiting for the device).",
+         fmt::format("{:.6f}", e.execute_seconds));
+  scalar("engine_step_update_seconds_total", "counter",
+         "Step thread's wall time taking steps' outputs (scheduler update, detokenizing, stop checks).",
+         fmt::format("{:.6f}", e.update_seconds));
   header(&out, p + "cache_config_info", "gauge", "Information of the cache configuration (labels; value 1).");
   std::string info;
   for (const auto& [k, v] : opts_.cache_config) info += (info.empty() ? "" : ",") + k + "=\"" + escape_label(v) + "\"";

@@ -13,6 +13,10 @@ std::optional<std::string> StatsLogger::tick(const EngineStats& s, Clock::time_p
   const int64_t prompt = s.prompt_tokens_total - prev_.prompt_tokens_total;
   const int64_t gen = s.generation_tokens_total - prev_.generation_tokens_total;
   const int64_t preempt = s.num_preemptions - prev_.num_preemptions;
+  const int64_t steps = s.steps - prev_.steps;
+  const double sched_ms = (s.schedule_seconds - prev_.schedule_seconds) * 1e3,
+               exec_ms = (s.execute_seconds - prev_.execute_seconds) * 1e3,
+               update_ms = (s.update_seconds - prev_.update_seconds) * 1e3;
   const bool active = prompt > 0 || gen > 0 || s.running > 0 || s.waiting > 0 || preempt > 0;
   last_ = now;
   prev_ = s;
@@ -21,6 +25,10 @@ std::optional<std::string> StatsLogger::tick(const EngineStats& s, Clock::time_p
       "stats: prompt throughput {:.1f} tokens/s, generation throughput {:.1f} tokens/s, running {} reqs, "
       "waiting {} reqs, KV cache usage {:.1f}%, KDA state usage {:.1f}%, preemptions {}",
       double(prompt) / dt, double(gen) / dt, s.running, s.waiting, 100.0 * s.kv_usage, 100.0 * s.state_usage, preempt);
+  // Where a step's wall time went (the device idles while the step thread plans and takes outputs).
+  if (steps > 0)
+    line += fmt::format(", steps {} (mean ms: schedule {:.3f}, execute {:.3f}, outputs {:.3f})", steps,
+                        sched_ms / double(steps), exec_ms / double(steps), update_ms / double(steps));
   // A long prompt's progress (a 1M-token prefill takes minutes): how far, and how long left at the
   // interval's prompt throughput.
   if (s.prefill_total >= kProgressMinTokens && s.prefill_done < s.prefill_total) {

@@ -22,7 +22,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_XSPLIT");
     unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
     unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
-    unsetenv("DELTASERVE_CUDA_ROUTER_ONE");
+    unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
@@ -134,8 +134,8 @@ TEST(CudaEnv, Fp8Kernels) {
   const CudaEnv d = CudaEnv::parse();
   EXPECT_TRUE(d.fp8_xsplit);
   EXPECT_TRUE(d.norm_split);
-  EXPECT_FALSE(d.kda_skip_padding);  // written after session 23's device time: not yet measured
-  EXPECT_FALSE(d.router_one);        // (the same)
+  EXPECT_TRUE(d.kda_skip_padding);  // measured in session 24
+  EXPECT_TRUE(d.fp8_prefill_hi);    // (the same)
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
@@ -252,12 +252,12 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_NORM_SPLIT", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().norm_split);
   unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
-  setenv("DELTASERVE_CUDA_KDA_SKIP_PADDING", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().kda_skip_padding);
+  setenv("DELTASERVE_CUDA_KDA_SKIP_PADDING", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().kda_skip_padding);
   unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
-  setenv("DELTASERVE_CUDA_ROUTER_ONE", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().router_one);
-  unsetenv("DELTASERVE_CUDA_ROUTER_ONE");
+  setenv("DELTASERVE_CUDA_FP8_PREFILL_HI", "0", 1);
+  EXPECT_FALSE(CudaEnv::parse().fp8_prefill_hi);
+  unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

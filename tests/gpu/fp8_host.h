@@ -1,6 +1,8 @@
 // Random FP8 weights for the GPU tests of the FP8 kernels (test_fp8.cpp, test_fp8_tma.cpp): e4m3 bytes with
 // fp32 scales of a (row shift, k shift) block layout, and their dequantized values for host references.
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -34,6 +36,25 @@ inline HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, ui
         m.dq[size_t(i)] = fp8_e4m3_to_f32(m.q[size_t(i)]) * m.scale[size_t((e * m.scale_rows() + (r >> rs)) * m.ld + (k >> ks))];
       }
   return m;
+}
+
+// x [rows, K] rounded as the FP8 wgmma kernel's hi part reads it (MoeGemmParams::x_hi_only): per row and
+// 128-column block, s = the least power of two with amax / s <= 448 (1 for a zero block), e4m3(x / s) * s.
+inline std::vector<float> x_hi_rounded(const std::vector<float>& x, int64_t rows, int64_t K) {
+  std::vector<float> out(x.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k0 = 0; k0 < K; k0 += 128) {
+      float amax = 0.f;
+      for (int64_t k = k0; k < k0 + 128; ++k) amax = std::max(amax, std::fabs(x[size_t(r * K + k)]));
+      float s = 1.f;
+      if (amax > 0.f) {
+        s = 0x1p-126f;
+        while (amax / s > 448.f) s *= 2.f;
+      }
+      for (int64_t k = k0; k < k0 + 128; ++k)
+        out[size_t(r * K + k)] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[size_t(r * K + k)] / s)) * s;
+    }
+  return out;
 }
 
 // Points p at the FP8 matrices on the device (q, scale) with m's scale layout.

@@ -42,6 +42,8 @@ TEST(VllmMetrics, NamesLabelsAndHistograms) {
   e.running = 2;
   e.waiting = 3;
   e.kv_usage = 0.5;
+  e.steps = 8;
+  e.execute_seconds = 0.14;
   const std::string out = m.render(e);
   const std::string L = "model_name=\"kimi \\\"linear\\\"\"";  // the label value escaped
   EXPECT_EQ(sample(out, "vllm:num_requests_running{" + L + "}"), 2);
@@ -62,6 +64,9 @@ TEST(VllmMetrics, NamesLabelsAndHistograms) {
   EXPECT_EQ(sample(out, "vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"2048\"," + L + "}"), 1);
   EXPECT_NE(out.find("# TYPE vllm:request_prefill_time_seconds histogram\n"), std::string::npos);
   EXPECT_NE(out.find("# TYPE vllm:num_preemptions_total counter\n"), std::string::npos);
+  EXPECT_EQ(sample(out, "vllm:engine_steps_total{" + L + "}"), 8);
+  EXPECT_NEAR(sample(out, "vllm:engine_step_execute_seconds_total{" + L + "}"), 0.14, 1e-9);
+  EXPECT_EQ(sample(out, "vllm:engine_step_schedule_seconds_total{" + L + "}"), 0);
   EXPECT_EQ(out.find("deltaserve_"), std::string::npos);
   // The standard process metrics, unprefixed.
   EXPECT_GT(sample(out, "process_resident_memory_bytes"), 1e5);
@@ -117,6 +122,16 @@ TEST(StatsLog, ThroughputOverTheIntervalAndQuietWhenIdle) {
   line = log.tick(s, t0 + seconds(51));
   ASSERT_TRUE(line.has_value());
   EXPECT_EQ(line->find("longest prefill"), std::string::npos) << *line;
+  // Steps in the interval: the mean wall time of each phase of the step thread.
+  s.generation_tokens_total += 400;
+  s.steps += 4;
+  s.schedule_seconds += 4 * 0.00025;
+  s.execute_seconds += 4 * 0.0175;
+  s.update_seconds += 4 * 0.0005;
+  line = log.tick(s, t0 + seconds(61));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_NE(line->find(", steps 4 (mean ms: schedule 0.250, execute 17.500, outputs 0.500)"), std::string::npos)
+      << *line;
 }
 
 }  // namespace

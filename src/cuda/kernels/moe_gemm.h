@@ -64,6 +64,10 @@ struct MoeGemmParams {
   // x_split already holds x's split (x_split_rows rows: LayerInput::split, written by the layer's RMSNorm), so no
   // split launch runs first.
   bool x_split_ready = false;
+  // 64-token tiles of that kernel (prefill-sized launches): multiply x's hi part only, i.e. x rounded to e4m3 with
+  // its split's power-of-two scale per row and 128 columns (DeepSeek-V3's per-token-group FP8 activations; half
+  // the MMAs and x copies; DeviceContext::switches.fp8_prefill_hi). Ignored elsewhere.
+  bool x_hi_only = false;
   // Split-K of that kernel's dense launches (DeviceContext::switches.fp8_split_k): fp32 partials
   // (splitk_capacity floats) and per-tile arrival counters (splitk_items ints, zero at start-up; the last
   // CTA of a tile resets its counter). Null: no split.

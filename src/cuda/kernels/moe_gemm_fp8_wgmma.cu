@@ -34,11 +34,12 @@ constexpr int kKb = kXSplitBlock, kThreadsW = 128;
 // scales of the block sit in a small ring of their own after the stages. INT4 adds one area outside the
 // ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of -15..15, exact in
 // e4m3) before the MMAs.
-template <int MT, bool I4, int ST = 4, int TW = 16> struct StageW {  // ST: pipeline stages, TW: token tile
+template <int MT, bool I4, int ST = 4, int TW = 16, int XP = 2> struct StageW {  // ST: pipeline stages, TW: token
+                                                                                  // tile, XP: x parts (hi, lo)
   static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
   static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
   static constexpr uint32_t kXBytes = TW * 128;                  // one part of the token tile
-  static constexpr uint32_t kBytes = kWBytes + 2 * kXBytes;      // a multiple of 1024: atoms stay aligned
+  static constexpr uint32_t kBytes = kWBytes + XP * kXBytes;     // a multiple of 1024: atoms stay aligned
   static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
   static constexpr uint32_t kXsOff = kConvOff + kConvBytes;  // the token tile's x scales, TW floats a stage
@@ -48,7 +49,8 @@ template <int MT, bool I4, int ST = 4, int TW = 16> struct StageW {  // ST: pipe
   static constexpr int kWChunks = MT * 64 * kChunksPerRow / kThreadsW;  // 16-byte weight copies per thread
   static constexpr int kUnits = MT * 64 * 4 / kThreadsW;               // INT4: 32-weight conversions per thread
   static constexpr int kXCopies = TW * 8 / kThreadsW;  // 16-byte chunks of each part per thread (16 tokens a pass)
-  static_assert(kBytes % 1024 == 0 && (TW == 16 || TW == 64) && kXCopies * kThreadsW == TW * 8, "x copies");
+  static_assert(kBytes % 1024 == 0 && (TW == 16 || TW == 64) && kXCopies * kThreadsW == TW * 8 && (XP == 1 || XP == 2),
+                "x copies");
 };
 
 // 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) minus `zero`, as 32 e4m3 bytes
@@ -98,13 +100,14 @@ struct Fp8WeightMap {
 
 // NP: partial sums per k block (1: scales of 128 columns or more; 4: INT4 groups of 32 or 64, one per k step).
 // TW: tokens per tile (16: decode batches and dense launches; 64: prefill-sized grouped launches, NP 1 only,
-// so that a weight tile in shared memory serves 64 tokens).
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA>
+// so that a weight tile in shared memory serves 64 tokens). XP: the x parts multiplied (2: hi and lo, the bf16
+// product; 1: hi alone, x rounded to e4m3 per row and 128-column block: MoeGemmParams::x_hi_only).
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA, int XP = 2>
 __global__ void __launch_bounds__(kThreadsW)
     moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ Fp8WeightMap wmap) {
   static_assert(TW == 16 || NP == 1, "64-token tiles take one partial sum per k block");
   static_assert(!(TMA && I4), "TMA copies FP8 weight rows only");
-  using S = StageW<MT, I4, ST, TW>;
+  using S = StageW<MT, I4, ST, TW, XP>;
   constexpr int kAcc = TW / 2;  // accumulators a thread per 64-row tile
   constexpr int kStagesW = ST;
   pdl_trigger();
@@ -221,7 +224,7 @@ __global__ void __launch_bounds__(kThreadsW)
 #pragma unroll
         for (int c = 0; c < S::kXCopies; ++c) {  // hi and lo of the same chunk
           cp16(st + xdst[c], xsrc[c] + k, xok[c]);
-          cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
+          if constexpr (XP == 2) cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
         }
         if (tid < TW) cp4(sbase + S::kXsOff + uint32_t((kb % kStagesW) * TW + tid) * 4u, xs_src + kb, xs_ok);
       }
@@ -275,7 +278,7 @@ __global__ void __launch_bounds__(kThreadsW)
 #pragma unroll
         for (int s = 0; s < 4; ++s)
 #pragma unroll
-          for (int part = 0; part < 2; ++part)
+          for (int part = 0; part < XP; ++part)
             wgmma_e4m3<TW>(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
                            desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
                            part + s % (4 / NP));
@@ -363,11 +366,11 @@ __global__ void x_split_kernel(XSplitParams p) {
   x_split_chunk_store(v, ok, static_cast<uint8_t*>(p.out), p.rows, p.K, r, c);
 }
 
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW>
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, int XP>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
-  constexpr size_t kSmem = StageW<MT, I4, ST, TW>::kSmem;
+  constexpr size_t kSmem = StageW<MT, I4, ST, TW, XP>::kSmem;
   Fp8WeightMap m{};
   if constexpr (!I4) {
     // TMA: whole 64-row tiles (a box cannot stop at N), every matrix the same number of rows
@@ -380,15 +383,16 @@ void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int s
                                                      .ld = p.K,
                                                      .box_rows = 64,
                                                      .what = "FP8 weights"});
-      return launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, true>, grid, kThreadsW, kSmem, ctx, p, m);
+      return launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, true, XP>, grid, kThreadsW, kSmem, ctx, p,
+                        m);
     }
   }
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false>, grid, kThreadsW, kSmem, ctx, p, m);
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false, XP>, grid, kThreadsW, kSmem, ctx, p, m);
 }
 
-template <bool I4, int NP, int ST, int TW>
+template <bool I4, int NP, int ST, int TW, int XP>
 void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW>(p, tiles, ctx);
+  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW, XP>(p, tiles, ctx);
   // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
   if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
@@ -396,30 +400,32 @@ void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
     splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * (TW / 2) * kThreadsW)));
-    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx, splits);
+    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW, XP>(p, tiles, ctx, splits);
   }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes), and at dense 64-token
   // tiles (three CTAs an SM instead of two, the grid's tail shorter: FP8 batch-100 step 17.75 -> 17.63 ms,
   // session 20, docs/PERF.md)
   if ((TW == 64 && p.dense_rows > 0) || int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms())
-    return launch_t<1, false, I4, NP, ST, TW>(p, tiles, ctx);
-  launch_t<2, false, I4, NP, ST, TW>(p, tiles, ctx);
+    return launch_t<1, false, I4, NP, ST, TW, XP>(p, tiles, ctx);
+  launch_t<2, false, I4, NP, ST, TW, XP>(p, tiles, ctx);
 }
 
-template <bool I4, int NP, int TW>
+template <bool I4, int NP, int TW, int XP = 2>
 void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW>(p, tiles, ctx);
-  launch_shape<I4, NP, 4, TW>(p, tiles, ctx);
+  if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW, XP>(p, tiles, ctx);
+  launch_shape<I4, NP, 4, TW, XP>(p, tiles, ctx);
 }
 
-template <bool I4, int NP, int ST, int TW, bool TMA> void configure_shapes_t() {
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA>, StageW<2, I4, ST, TW>::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA>, StageW<1, I4, ST, TW>::kSmem);
+template <bool I4, int NP, int ST, int TW, bool TMA, int XP> void configure_shapes_t() {
+  using S2 = StageW<2, I4, ST, TW, XP>;
+  using S1 = StageW<1, I4, ST, TW, XP>;
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA, XP>, S2::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA, XP>, S2::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA, XP>, S1::kSmem);
 }
-template <bool I4, int NP, int ST, int TW> void configure_shapes() {
-  configure_shapes_t<I4, NP, ST, TW, false>();
-  if constexpr (!I4) configure_shapes_t<I4, NP, ST, TW, true>();
+template <bool I4, int NP, int ST, int TW, int XP = 2> void configure_shapes() {
+  configure_shapes_t<I4, NP, ST, TW, false, XP>();
+  if constexpr (!I4) configure_shapes_t<I4, NP, ST, TW, true, XP>();
 }
 
 }  // namespace
@@ -448,6 +454,8 @@ void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx)
     run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
+    if (p.x_hi_only && p.w_int4) return launch_stages<true, 1, 64, 1>(p, tiles, ctx);
+    if (p.x_hi_only) return launch_stages<false, 1, 64, 1>(p, tiles, ctx);
     if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
     return launch_stages<true, 1, 64>(p, tiles, ctx);
   }
@@ -468,6 +476,10 @@ void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
   configure_shapes<true, 1, 4, 64>();
   configure_shapes<false, 1, 3, 64>();
   configure_shapes<true, 1, 3, 64>();
+  configure_shapes<false, 1, 4, 64, 1>();
+  configure_shapes<true, 1, 4, 64, 1>();
+  configure_shapes<false, 1, 3, 64, 1>();
+  configure_shapes<true, 1, 3, 64, 1>();
 }
 
 }  // namespace ds::gpu

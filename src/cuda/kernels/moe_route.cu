@@ -353,93 +353,6 @@ __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   lay_out_one_token(a, ids_s, lane);
 }
 
-// run_moe_router_one (moe_route.h): warp w of CTA b the router logit of expert 8 b + w, its row's first kPre
-// vectors requested before the wait; the last CTA copies the logits into shared memory (read past L1: other
-// CTAs wrote them) and one warp routes as moe_route_one_kernel does.
-constexpr int kRouterWarps = 8, kRouterPre = 12;  // kPre: a 3,072-wide bf16 row a lane's 12 vectors
-template <typename T>
-__global__ void __launch_bounds__(kRouterWarps * 32) moe_router_one_kernel(MoeRouterOneParams g, MoeRouteParams r,
-                                                                          MoeAlignParams a) {
-  constexpr int N = Vec16<T>::N;
-  extern __shared__ float smem[];  // [num_experts] logits, then route_token's scratch (3 x num_experts, or none)
-  __shared__ float red[kRouterWarps];
-  __shared__ int ids_s[32];
-  __shared__ int last;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, E = r.num_experts, chunks = g.hidden / N;
-  const int e = blockIdx.x * kRouterWarps + warp;
-  const T* wr = static_cast<const T*>(g.w) + int64_t(e < E ? e : 0) * g.hidden;
-  Vec16<T> wv[kRouterPre];
-#pragma unroll
-  for (int i = 0; i < kRouterPre; ++i)  // immutable weights: requested before the wait
-    if (e < E && lane + 32 * i < chunks) wv[i].load(wr + (lane + 32 * i) * N);
-  pdl_trigger();
-  pdl_wait();
-  const T* x = static_cast<const T*>(g.x);
-  const T* nw = static_cast<const T*>(g.norm_weight);
-  float inv = 1.f;
-  if (nw) {  // the row's mean square, by the whole CTA
-    float ss = 0.f;
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-      Vec16<T> v;
-      v.load(x + c * N);
-      float f[N];
-      v.to_float(f);
-#pragma unroll
-      for (int j = 0; j < N; ++j) ss += f[j] * f[j];
-    }
-    ss = warp_sum(ss);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    ss = 0.f;
-#pragma unroll
-    for (int w = 0; w < kRouterWarps; ++w) ss += red[w];
-    inv = rsqrtf(ss / float(g.hidden) + g.norm_eps);
-  }
-  float acc = 0.f;
-  auto dot = [&](const Vec16<T>& wc, int c) {
-    Vec16<T> xv;
-    xv.load(x + c * N);
-    float xf[N], wf[N], nf[N];
-    xv.to_float(xf);
-    wc.to_float(wf);
-    if (nw) {
-      Vec16<T> nv;
-      nv.load(nw + c * N);
-      nv.to_float(nf);
-    }
-#pragma unroll
-    for (int j = 0; j < N; ++j) acc = fmaf(wf[j], nw ? to_f32(from_f32<T>(xf[j] * inv * nf[j])) : xf[j], acc);
-  };
-#pragma unroll
-  for (int i = 0; i < kRouterPre; ++i)
-    if (e < E && lane + 32 * i < chunks) dot(wv[i], lane + 32 * i);
-  for (int c = lane + 32 * kRouterPre; e < E && c < chunks; c += 32) {
-    Vec16<T> wc;
-    wc.load(wr + c * N);
-    dot(wc, c);
-  }
-  acc = warp_sum(acc);
-  if (lane == 0 && e < E) g.logits[e] = acc;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(g.counter, 1) == int(gridDim.x) - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < E; i += blockDim.x) smem[i] = __ldcg(g.logits + i);
-  __syncthreads();
-  if (warp != 0) return;
-  MoeRouteParams rs = r;
-  rs.logits = smem;  // (one token: row 0)
-  route_token(rs, 0, smem + E, lane, ids_s);
-  __syncwarp();
-  lay_out_one_token(a, ids_s, lane);
-  if (lane == 0) *g.counter = 0;  // for the next launch (the stream orders it after this kernel's end)
-}
-
-}  // namespace
-
-namespace {
 // The routing parameters every launcher checks (r.ldk resolved): outputs and bias set, the expert groups and the
 // row stride; `who` names the launcher in the message.
 void require_route(const MoeRouteParams& r, const std::string& who) {
@@ -529,29 +442,6 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
     return;
   }
   launch_pdl(moe_route_align_kernel, 1, route_align_warps(r, wide) * 32, smem, ctx, r, a);
-  DS_CUDA_CHECK_LAUNCH();
-}
-
-bool moe_router_one_applies(const MoeRouterOneParams& g, const MoeRouteParams& r, const MoeAlignParams& a) {
-  MoeRouteParams rr = r;
-  rr.ldk = moe_route_ldk(r);
-  const size_t smem = size_t(4) * r.num_experts * sizeof(float);
-  return g.x && g.w && g.logits && g.counter && g.hidden > 0 && g.hidden % 8 == 0 && moe_one_token_layout(rr, a) &&
-         smem <= 48 * 1024;
-}
-
-void run_moe_router_one(const MoeRouterOneParams& g, const MoeRouteParams& r0, const MoeAlignParams& a, DType act,
-                        const DeviceContext& ctx) {
-  MoeRouteParams r = r0;
-  r.ldk = moe_route_ldk(r0);
-  DS_GPU_REQUIRE(moe_router_one_applies(g, r, a), "run_moe_router_one: not one token with the one-token layout");
-  require_route(r, "run_moe_router_one");
-  const size_t smem = size_t(r.num_experts) * sizeof(float) * (route_in_registers(r) ? 1 : 4);
-  const unsigned ctas = unsigned(ceil_div(r.num_experts, kRouterWarps));
-  dispatch_act(act, [&]<typename T>() {
-    DS_GPU_REQUIRE(g.hidden % Vec16<T>::N == 0, "run_moe_router_one: hidden not a whole number of 16-byte vectors");
-    launch_pdl(moe_router_one_kernel<T>, ctas, kRouterWarps * 32, smem, ctx, g, r, a);
-  });
   DS_CUDA_CHECK_LAUNCH();
 }
 

@@ -53,23 +53,4 @@ void run_moe_route_align(const MoeRouteParams& r, const MoeAlignParams& a, const
 // run_moe_route_align lays the pairs out one-token style (active entry j = pair j, in pair order).
 bool moe_one_token_layout(const MoeRouteParams& r, const MoeAlignParams& a);
 
-// One token's router and routing in one launch (batch-1 decode; DeviceContext::switches.router_one): the router
-// logits g.logits[e] = w[e] · x̂ in fp32, x̂ = RMSNorm(x) rounded to the activation type as the norm kernel
-// stores it (or x itself without norm_weight), then run_moe_route_align's one-token routing and layout. A warp
-// an expert, its weight row requested before the wait on the previous kernel; the last CTA to finish (an atomic
-// count, reset by it) routes. Replaces the router GEMV + the routing launch.
-struct MoeRouterOneParams {
-  const void* x = nullptr;            // [hidden] act dtype
-  const void* norm_weight = nullptr;  // [hidden] act dtype, or null
-  float norm_eps = 1e-6f;
-  const void* w = nullptr;            // [num_experts, hidden] act dtype
-  int hidden = 0;                     // a multiple of 16 / sizeof(act)
-  float* logits = nullptr;            // [num_experts] out: the router logits (r.logits is not read)
-  int* counter = nullptr;             // one int, zero before the launch (and after it)
-};
-// Whether run_moe_router_one takes (g, r, a): one token, the one-token layout, a shared-memory copy of the logits.
-bool moe_router_one_applies(const MoeRouterOneParams& g, const MoeRouteParams& r, const MoeAlignParams& a);
-void run_moe_router_one(const MoeRouterOneParams& g, const MoeRouteParams& r, const MoeAlignParams& a, DType act,
-                        const DeviceContext& ctx);
-
 }  // namespace ds::gpu

@@ -67,22 +67,13 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
   const bool fp8_small = act == DType::BF16 && f.experts_gate_up.fp8() && m.T <= kGemvMaxRows &&
                          m.T >= s.ctx.switches.fp8_tile_min_rows;
   if (fp8_small && in.norm) in = LayerInput{s.norm_into_x(in.x, hid, in.norm, m.T, hid), nullptr};
-  // one token: the router and the routing in one launch (switches.router_one)
-  MoeRouterOneParams ro{.x = in.x, .norm_weight = in.norm, .norm_eps = s.cfg.rms_norm_eps, .w = f.router.ptr,
-                        .hidden = hid, .logits = ws.router, .counter = ws.route_counter};
-  const bool router_one = m.T == 1 && !ep && s.ctx.switches.router_one && f.router.dtype == act &&
-                          !f.router.fp8() && !f.router.int4() && !f.router.tail && moe_router_one_applies(ro, r, a);
-  if (router_one) {
-    run_moe_router_one(ro, r, a, act, s.ctx);
+  s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
+  if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
+    run_moe_route(r, s.ctx);
+    run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
+    run_moe_align(a, s.ctx);
   } else {
-    s.linear(in.x, hid, f.router, E, hid, ws.router, E, m.T, false, true, in.norm);
-    if (ep) {  // (no fused or one-token layout: the pairs of other ranks' experts are dropped between)
-      run_moe_route(r, s.ctx);
-      run_moe_keep_local(ws.topk_ids, m.T, kp, mc.top_k, f.expert_begin, El, s.ctx);
-      run_moe_align(a, s.ctx);
-    } else {
-      run_moe_route_align(r, a, s.ctx);
-    }
+    run_moe_route_align(r, a, s.ctx);
   }
 
   bool combined = false;  // the expert outputs are already added into h
@@ -109,6 +100,10 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       tdn.x_split = split ? ws.x_split : nullptr;
       set_gemv_weights(tdn, f.experts_down, hid);
       if (Ie % 64 != 0) tdn.k_tile = 32;  // narrow experts (a tensor-parallel rank's share of a small model)
+      // FP8 experts' prefill tiles on x's e4m3 part alone (W8A8, as the FP8 checkpoints' own recipes quantize
+      // activations; INT4 checkpoints are W4A16: they keep hi + lo)
+      tgu.x_hi_only = tdn.x_hi_only =
+          split && tile == 64 && tgu.w_scale && !tgu.w_int4 && s.ctx.switches.fp8_prefill_hi;
       return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
     };
     // prefill-sized steps on the FP8 wgmma kernel: quantized experts the switches put there, when the
