@@ -3,11 +3,8 @@
 // with the padding rows run.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
-#include "cuda/cuda_backend.h"
+#include "backend_with_env.h"
 #include "gpu_test_util.h"
-#include "model/backend.h"
 
 namespace ds::gpu::test {
 namespace {
@@ -15,7 +12,6 @@ namespace {
 // Three sequences prefilled, then decode steps of the three (graph bucket 4: one padding row) and of two
 // (bucket 2: none); the decode logits, fp32 activations.
 std::vector<float> decode_logits(const char* skip) {
-  ::setenv("DELTASERVE_CUDA_KDA_SKIP_PADDING", skip, 1);
   BackendOptions go;
   go.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
   go.device = "cuda";
@@ -23,8 +19,7 @@ std::vector<float> decode_logits(const char* skip) {
   go.max_num_seqs = 4;
   go.block_size = 16;
   go.num_blocks = 64;
-  auto gpu = make_cuda_backend(go);
-  ::unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
+  auto gpu = make_cuda_backend_with(go, "DELTASERVE_CUDA_KDA_SKIP_PADDING", skip);
   const int P = 20;
   std::vector<std::vector<int32_t>> pages(3);
   ForwardBatch pre;

@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "../common/quant_fixture.h"
+#include "backend_with_env.h"
 #include "core/error.h"
-#include "cuda/cuda_backend.h"
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "cuda/kernels/norm.h"
 #include "gpu_test_util.h"
@@ -84,7 +83,6 @@ TEST(GpuNormSplit, NormWritesTheXSplitOfItsOutput) {
 
 // 65-token prefill logits of a model (bf16 activations) with the given DELTASERVE_CUDA_NORM_SPLIT.
 std::vector<float> prefill_logits(const std::string& dir, const char* norm_split, int prompt) {
-  ::setenv("DELTASERVE_CUDA_NORM_SPLIT", norm_split, 1);
   BackendOptions go;
   go.model_dir = dir;
   go.device = "cuda";
@@ -92,8 +90,7 @@ std::vector<float> prefill_logits(const std::string& dir, const char* norm_split
   go.max_num_seqs = 2;
   go.block_size = 16;
   go.num_blocks = 64;
-  auto gpu = make_cuda_backend(go);
-  ::unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
+  auto gpu = make_cuda_backend_with(go, "DELTASERVE_CUDA_NORM_SPLIT", norm_split);
   std::vector<int32_t> ids(static_cast<size_t>(prompt)), pages;
   for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % 1790);
   for (int i = 0; i < (prompt + 15) / 16; ++i) pages.push_back((i * 7 + 3) % 64);
