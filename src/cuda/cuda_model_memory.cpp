@@ -90,6 +90,12 @@ void CudaModel::plan_memory() {
                "weights, workspace and a {:.2f} GiB reserve):",
                total_b / kGiB, o.gpu_memory_utilization, std::max(0.0, budget) / kGiB, kReserve / kGiB);
   spdlog::info("  weights: {:.2f} GiB ({})", w_.bytes / kGiB, w_.format);
+  if (w_.fp8_matrices > 0 && ctx_.info.sm_major == 9 && ctx_.switches.fp8_xsplit)
+    spdlog::info("  FP8 activations: x split into e4m3 hi + lo (the bf16 product) at decode batches; {}",
+                 ctx_.switches.fp8_prefill_hi && ctx_.switches.fp8_prefill_tiles
+                     ? "the experts of 512+-token steps on the hi part alone (W8A8: x rounded to e4m3 per token and "
+                       "128 columns; DELTASERVE_CUDA_FP8_PREFILL_HI=0 for hi + lo)"
+                     : "hi + lo at every step");
   spdlog::info("  KDA state slots: {} + 1 scratch x {:.2f} MiB ({} layers x ({:.2f} MiB state + {:.1f} KiB conv)) "
                "= {:.2f} GiB",
                shape.num_slots, u.per_slot / 1048576.0, cfg_.num_kda_layers(), u.state_slot / 1048576.0,
