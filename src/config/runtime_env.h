@@ -23,6 +23,8 @@
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
 //   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 1)
+//   DELTASERVE_CUDA_KDA_DECODE_STREAM=0|1  the KDA decode streaming states by bulk copies, one CTA an SM (0)
+//   DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS=N  ... from N (sequence, head) items (512)
 //   DELTASERVE_CUDA_FP8_PREFILL_HI=0|1   FP8 experts' prefill tiles on x's e4m3 hi part only (default 1)
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
@@ -78,6 +80,13 @@ struct CudaEnv {
   // traffic; DELTASERVE_CUDA_KDA_SKIP_PADDING). A batch of 100 replays the 112-row graph: 12 rows x 32 heads of
   // 64 KiB state writes a layer. On since session 24 (FP8 batch-100 step -0.5%, batch 97 -1.3%).
   bool kda_skip_padding = true;
+  // The KDA decode in its streaming form (run_kda_decode: one CTA an SM, each (sequence, head) state copied into
+  // shared memory by a 64-KiB bulk copy two items ahead; DELTASERVE_CUDA_KDA_DECODE_STREAM) from
+  // kda_decode_stream_min_items items (DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS; 32 heads a sequence). The
+  // per-item kernel reads its state at 64% of the bytes at batch 100 (3.0 ms of the 17.5-ms FP8 step). Off until
+  // measured (session 24, written after its device time).
+  bool kda_decode_stream = false;
+  int kda_decode_stream_min_items = 512;
   // With it, at 9..160 tokens and quantized weights, the layer's RMSNorm also writes the split of its output
   // (RmsNormParams::split), which the FP8 tile launches reading it take (KDA / MLA in_proj, MoE and shared
   // gate/up) instead of a split launch each (DELTASERVE_CUDA_NORM_SPLIT; session 23).

@@ -23,6 +23,8 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
     unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
+    unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM");
+    unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
@@ -136,6 +138,8 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.norm_split);
   EXPECT_TRUE(d.kda_skip_padding);  // measured in session 24
   EXPECT_TRUE(d.fp8_prefill_hi);    // (the same)
+  EXPECT_FALSE(d.kda_decode_stream);  // written after session 24's device time: not yet measured
+  EXPECT_EQ(d.kda_decode_stream_min_items, 512);
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
@@ -258,6 +262,16 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_PREFILL_HI", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_prefill_hi);
   unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
+  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM", "1", 1);
+  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "64", 1);
+  EXPECT_TRUE(CudaEnv::parse().kda_decode_stream);
+  EXPECT_EQ(CudaEnv::parse().kda_decode_stream_min_items, 64);
+  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "0", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "x", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM");
+  unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);
