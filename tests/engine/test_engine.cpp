@@ -133,6 +133,10 @@ TEST(Engine, SixtyFourConcurrentRequestsGetWhatTheyGetAlone) {
   EXPECT_GT(st.steps, 48);
   // They really ran together: far fewer steps than tokens produced.
   EXPECT_LT(st.steps, gen / 4) << "steps " << st.steps << " for " << gen << " tokens";
+  // Where the step thread's time went: every phase of the steps timed.
+  EXPECT_GT(st.execute_seconds, 0.0);
+  EXPECT_GT(st.schedule_seconds, 0.0);
+  EXPECT_GT(st.update_seconds, 0.0);
 }
 
 TEST(Engine, PreemptionUnderATinyPagePoolGivesIdenticalOutputs) {

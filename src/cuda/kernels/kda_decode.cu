@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
   kda_decode_update<IO>(p, sm, s, S, n, h);
 }
 
-// The streaming form (KdaDecodeParams::stream; DeviceContext::switches.kda_decode_stream): one CTA an SM, the
+// The streaming form (kda_decode_streams: DeviceContext::switches.kda_decode_stream): one CTA an SM, the
 // (sequence, head) items it owns (item i = blockIdx.x + j gridDim.x, i = n H + h) one after another, each state
 // copied into one of two shared-memory stages by one 64-KiB bulk copy (cp.async.bulk, completing on the stage's
 // mbarrier) two items ahead, so that state reads stay in flight while items are updated; the update and the
