@@ -454,7 +454,8 @@ void Engine::Impl::step() {
       auto it = by_sched_id.find(s.request_id);
       if (it != by_sched_id.end()) end_with(std::string(it->second), FinishReason::Error, e.what());
     }
-    publish_stats(0, 0, true);
+    times.execute = seconds(now, Clock::now());
+    publish_stats(0, 0, true, times);
     return;
   }
   const auto t1 = Clock::now();

@@ -4,11 +4,25 @@
 #pragma once
 #include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "cuda/cuda_backend.h"
 #include "model/backend.h"
 
 namespace ds::gpu::test {
+
+// A CUDA backend's options for a small test model: `dir`, activations `dtype`, `max_num_seqs` sequences, 64 pages of
+// 16 tokens.
+inline BackendOptions cuda_test_options(const std::string& dir, const std::string& dtype, int max_num_seqs) {
+  BackendOptions o;
+  o.model_dir = dir;
+  o.device = "cuda";
+  o.dtype = dtype;
+  o.max_num_seqs = max_num_seqs;
+  o.block_size = 16;
+  o.num_blocks = 64;
+  return o;
+}
 
 inline std::unique_ptr<Backend> make_cuda_backend_with(const BackendOptions& o, const char* var, const char* value) {
   ::setenv(var, value, 1);

@@ -12,14 +12,8 @@ namespace {
 // Three sequences prefilled, then decode steps of the three (graph bucket 4: one padding row) and of two
 // (bucket 2: none); the decode logits, fp32 activations.
 std::vector<float> decode_logits(const char* skip) {
-  BackendOptions go;
-  go.model_dir = std::string(DS_FIXTURES_DIR) + "/tiny/model";
-  go.device = "cuda";
-  go.dtype = "float32";
-  go.max_num_seqs = 4;
-  go.block_size = 16;
-  go.num_blocks = 64;
-  auto gpu = make_cuda_backend_with(go, "DELTASERVE_CUDA_KDA_SKIP_PADDING", skip);
+  auto gpu = make_cuda_backend_with(cuda_test_options(std::string(DS_FIXTURES_DIR) + "/tiny/model", "float32", 4),
+                                    "DELTASERVE_CUDA_KDA_SKIP_PADDING", skip);
   const int P = 20;
   std::vector<std::vector<int32_t>> pages(3);
   ForwardBatch pre;

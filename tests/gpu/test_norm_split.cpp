@@ -83,14 +83,7 @@ TEST(GpuNormSplit, NormWritesTheXSplitOfItsOutput) {
 
 // 65-token prefill logits of a model (bf16 activations) with the given DELTASERVE_CUDA_NORM_SPLIT.
 std::vector<float> prefill_logits(const std::string& dir, const char* norm_split, int prompt) {
-  BackendOptions go;
-  go.model_dir = dir;
-  go.device = "cuda";
-  go.dtype = "bfloat16";
-  go.max_num_seqs = 2;
-  go.block_size = 16;
-  go.num_blocks = 64;
-  auto gpu = make_cuda_backend_with(go, "DELTASERVE_CUDA_NORM_SPLIT", norm_split);
+  auto gpu = make_cuda_backend_with(cuda_test_options(dir, "bfloat16", 2), "DELTASERVE_CUDA_NORM_SPLIT", norm_split);
   std::vector<int32_t> ids(static_cast<size_t>(prompt)), pages;
   for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % 1790);
   for (int i = 0; i < (prompt + 15) / 16; ++i) pages.push_back((i * 7 + 3) % 64);

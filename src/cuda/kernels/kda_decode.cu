@@ -206,6 +206,12 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
 // copy went into it).
 constexpr int kStreamStages = 2;
 constexpr uint32_t kStateBytes = kDim * kDim * sizeof(float);
+constexpr size_t kStreamSmem = size_t(kStreamStages) * kStateBytes;  // dynamic: the stages
+
+// The streaming kernel's device: sm_90+ with room for the stages and the static shared memory.
+bool stream_fits(const DeviceContext& ctx) {
+  return ctx.info.sm_major >= 9 && ctx.info.smem_per_block_optin >= kStreamSmem + sizeof(KdaDecodeSmem) + 64;
+}
 
 template <typename IO>
 __global__ void __launch_bounds__(kThreads, 1) kda_decode_stream_kernel(KdaDecodeParams p) {
@@ -275,15 +281,14 @@ __global__ void __launch_bounds__(kThreads, 1) kda_decode_stream_kernel(KdaDecod
 }  // namespace
 
 bool kda_decode_streams(const KdaDecodeParams& p, const DeviceContext& ctx) {
-  return ctx.switches.kda_decode_stream && ctx.info.sm_major >= 9 &&
-         int64_t(p.num_seqs) * p.num_heads >= int64_t(ctx.switches.kda_decode_stream_min_items) &&
-         ctx.info.smem_per_block_optin >= size_t(kStreamStages) * kStateBytes + sizeof(KdaDecodeSmem) + 64;
+  return ctx.switches.kda_decode_stream && stream_fits(ctx) &&
+         int64_t(p.num_seqs) * p.num_heads >= int64_t(ctx.switches.kda_decode_stream_min_items);
 }
 
 void configure_kda_decode(const DeviceContext& ctx) {
-  if (ctx.info.sm_major < 9 || ctx.info.smem_per_block_optin < size_t(kStreamStages) * kStateBytes + 4096) return;
-  set_max_dynamic_smem(kda_decode_stream_kernel<bf16>, size_t(kStreamStages) * kStateBytes);
-  set_max_dynamic_smem(kda_decode_stream_kernel<float>, size_t(kStreamStages) * kStateBytes);
+  if (!stream_fits(ctx)) return;
+  set_max_dynamic_smem(kda_decode_stream_kernel<bf16>, kStreamSmem);
+  set_max_dynamic_smem(kda_decode_stream_kernel<float>, kStreamSmem);
 }
 
 void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& ctx) {
@@ -311,11 +316,10 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
                  "kda decode: bad fused gate parameters");
   const int64_t items = int64_t(p.num_seqs) * p.num_heads;
   if (kda_decode_streams(p, ctx)) {  // one CTA an SM streaming its items' states
-    const size_t smem = size_t(kStreamStages) * kStateBytes;
     DS_GPU_REQUIRE(items < (int64_t(1) << 31), "kda decode: too many (sequence, head) items");
     const dim3 grid(unsigned(std::min<int64_t>(items, ctx.num_sms())));
-    if (act == DType::BF16) launch_pdl(kda_decode_stream_kernel<bf16>, grid, kThreads, smem, ctx, p);
-    else launch_pdl(kda_decode_stream_kernel<float>, grid, kThreads, smem, ctx, p);
+    if (act == DType::BF16) launch_pdl(kda_decode_stream_kernel<bf16>, grid, kThreads, kStreamSmem, ctx, p);
+    else launch_pdl(kda_decode_stream_kernel<float>, grid, kThreads, kStreamSmem, ctx, p);
     DS_CUDA_CHECK_LAUNCH();
     return;
   }

@@ -66,7 +66,8 @@ struct MoeGemmParams {
   bool x_split_ready = false;
   // 64-token tiles of that kernel (prefill-sized launches): multiply x's hi part only, i.e. x rounded to e4m3 with
   // its split's power-of-two scale per row and 128 columns (DeepSeek-V3's per-token-group FP8 activations; half
-  // the MMAs and x copies; DeviceContext::switches.fp8_prefill_hi). Ignored elsewhere.
+  // the MMAs and x copies; DeviceContext::switches.fp8_prefill_hi). FP8 weights only; ignored elsewhere
+  // (INT4 experts, W4A16, and 16-token tiles keep hi and lo).
   bool x_hi_only = false;
   // Split-K of that kernel's dense launches (DeviceContext::switches.fp8_split_k): fp32 partials
   // (splitk_capacity floats) and per-tile arrival counters (splitk_items ints, zero at start-up; the last

@@ -454,10 +454,9 @@ void launch_moe_gemm_fp8_wgmma(const MoeGemmParams& p, const DeviceContext& ctx)
     run_x_split(XSplitParams{.x = p.x, .ldx = p.ldx, .rows = p.x_split_rows, .K = p.K, .out = p.x_split}, ctx);
   const int tiles = p.dense_rows > 0 ? int(ceil_div(p.dense_rows, p.tile_tokens == 64 ? 64 : 16)) : p.max_active;
   if (p.tile_tokens == 64) {  // applies() admits these for NP 1 only
-    if (p.x_hi_only && p.w_int4) return launch_stages<true, 1, 64, 1>(p, tiles, ctx);
+    if (p.w_int4) return launch_stages<true, 1, 64>(p, tiles, ctx);  // (W4A16: hi and lo always)
     if (p.x_hi_only) return launch_stages<false, 1, 64, 1>(p, tiles, ctx);
-    if (!p.w_int4) return launch_stages<false, 1, 64>(p, tiles, ctx);
-    return launch_stages<true, 1, 64>(p, tiles, ctx);
+    return launch_stages<false, 1, 64>(p, tiles, ctx);
   }
   if (!p.w_int4) return launch_stages<false, 1, 16>(p, tiles, ctx);
   if (p.scale_k_shift >= 7) return launch_stages<true, 1, 16>(p, tiles, ctx);
@@ -477,9 +476,7 @@ void configure_moe_gemm_fp8_wgmma(const DeviceContext& ctx) {
   configure_shapes<false, 1, 3, 64>();
   configure_shapes<true, 1, 3, 64>();
   configure_shapes<false, 1, 4, 64, 1>();
-  configure_shapes<true, 1, 4, 64, 1>();
   configure_shapes<false, 1, 3, 64, 1>();
-  configure_shapes<true, 1, 3, 64, 1>();
 }
 
 }  // namespace ds::gpu

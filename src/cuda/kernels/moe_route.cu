@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <string>
 
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_route.h"
@@ -353,14 +352,14 @@ __global__ void moe_route_one_kernel(MoeRouteParams r, MoeAlignParams a) {
   lay_out_one_token(a, ids_s, lane);
 }
 
-// The routing parameters every launcher checks (r.ldk resolved): outputs and bias set, the expert groups and the
-// row stride; `who` names the launcher in the message.
-void require_route(const MoeRouteParams& r, const std::string& who) {
-  DS_GPU_REQUIRE(r.bias && r.topk_ids && r.topk_weights, who + ": null pointer");
+// The routing parameters both routing launchers check (r.ldk resolved): inputs and outputs set, the expert groups
+// and the row stride.
+void require_route(const MoeRouteParams& r) {
+  DS_GPU_REQUIRE(r.logits && r.bias && r.topk_ids && r.topk_weights, "run_moe_route: null pointer");
   DS_GPU_REQUIRE(r.num_groups >= 1 && r.num_groups <= 32 && r.num_experts % r.num_groups == 0,
-                 who + ": num_expert_group must divide num_experts and be <= 32");
-  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, who + ": bad topk_group");
-  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), who + ": ldk too small");
+                 "run_moe_route: num_expert_group must divide num_experts and be <= 32");
+  DS_GPU_REQUIRE(r.topk_groups >= 1 && r.topk_groups <= r.num_groups, "run_moe_route: bad topk_group");
+  DS_GPU_REQUIRE(r.ldk >= r.top_k + (r.shared_expert_id >= 0 ? 1 : 0), "run_moe_route: ldk too small");
 }
 }  // namespace
 
@@ -368,8 +367,7 @@ void run_moe_route(const MoeRouteParams& p0, const DeviceContext& ctx) {
   if (p0.tokens == 0) return;
   MoeRouteParams p = p0;
   p.ldk = moe_route_ldk(p0);
-  DS_GPU_REQUIRE(p.logits, "run_moe_route: null pointer");
-  require_route(p, "run_moe_route");
+  require_route(p);
   DS_GPU_REQUIRE(p.top_k >= 1 && p.top_k <= p.num_experts, "run_moe_route: bad top_k");
   size_t smem = size_t(kRouteWarps) * 3 * p.num_experts * sizeof(float);
   DS_GPU_REQUIRE(smem <= 48 * 1024, "run_moe_route: too many experts for one warp's shared memory");
@@ -434,8 +432,7 @@ void run_moe_route_align(const MoeRouteParams& r0, const MoeAlignParams& a, cons
     run_moe_align(a, ctx);
     return;
   }
-  DS_GPU_REQUIRE(r.logits, "run_moe_route: null pointer");
-  require_route(r, "run_moe_route");
+  require_route(r);
   if (moe_one_token_layout(r, a)) {
     launch_pdl(moe_route_one_kernel, 1, 32, size_t(3) * r.num_experts * sizeof(float), ctx, r, a);
     DS_CUDA_CHECK_LAUNCH();

@@ -101,9 +101,8 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
       set_gemv_weights(tdn, f.experts_down, hid);
       if (Ie % 64 != 0) tdn.k_tile = 32;  // narrow experts (a tensor-parallel rank's share of a small model)
       // FP8 experts' prefill tiles on x's e4m3 part alone (W8A8, as the FP8 checkpoints' own recipes quantize
-      // activations; INT4 checkpoints are W4A16: they keep hi + lo)
-      tgu.x_hi_only = tdn.x_hi_only =
-          split && tile == 64 && tgu.w_scale && !tgu.w_int4 && s.ctx.switches.fp8_prefill_hi;
+      // activations; the kernel keeps hi + lo for INT4 experts, W4A16: MoeGemmParams::x_hi_only)
+      tgu.x_hi_only = tdn.x_hi_only = split && tile == 64 && s.ctx.switches.fp8_prefill_hi;
       return moe_gemm_fp8_wgmma_applies(tgu, s.ctx) && moe_gemm_fp8_wgmma_applies(tdn, s.ctx);
     };
     // prefill-sized steps on the FP8 wgmma kernel: quantized experts the switches put there, when the
