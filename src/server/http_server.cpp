@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <poll.h>
 #include <sys/resource.h>
 
 #include <boost/asio.hpp>
@@ -271,10 +272,25 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!http11_ || writing_ || !out_.empty() || response_bytes_) return;
     out_.push_back({"HTTP/1.1 100 Continue\r\n\r\n", false});
     do_write();
+    wait_for_reset();
+  }
+
+  // A wait's completion is only a hint: with several I/O threads the reactor can hand a reused
+  // socket a readiness event of the one it replaced (a CI run saw a half-closed client cut after
+  // its first chunk). So the handler asks the kernel itself, and waits again when no reset is there.
+  void wait_for_reset() {
     stream_.socket().async_wait(tcp::socket::wait_error, [self = shared_from_this()](beast::error_code ec) {
       if (ec == net::error::operation_aborted || self->state_ != State::Responding) return;
+      if (!self->peer_reset()) return self->wait_for_reset();
       if (self->mark_gone()) spdlog::debug("http {}: client went away (reset after close)", self->remote_);
     });
+  }
+
+  // Whether the socket now holds an error or a hang-up. While responding this side has not shut its
+  // sending half, so a hang-up means the peer reset the connection.
+  bool peer_reset() {
+    pollfd p{stream_.socket().native_handle(), 0, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
   }
 
   void enqueue(Out out) {

@@ -68,6 +68,24 @@ TEST(NetLimits, HalfClosedClientStillGetsItsAnswer) {
   EXPECT_TRUE(f.engine.aborted_copy().empty());
 }
 
+// A client that sends its request and closes at once (no half-close) is noticed before any output:
+// the interim probe draws its reset, and the request is aborted instead of running to its end.
+TEST(NetLimits, ClientClosedBeforeAnyOutputAbortsTheRequest) {
+  ServerFixture f;
+  f.engine.delay = std::chrono::milliseconds(100);  // 200 tokens: 20 s unless aborted
+  {
+    HttpClient c(f.server->port());
+    net::write(c.stream().socket(),
+               net::buffer(post_bytes("/v1/completions", {{"prompt", "x"}, {"max_tokens", 200}})));
+    for (int i = 0; i < 1000 && f.engine.submitted_copy().empty(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(f.engine.submitted_copy().size(), 1u);
+  }  // closes the socket
+  for (int i = 0; i < 1000 && f.engine.aborted_copy().empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(f.engine.aborted_copy().size(), 1u);
+}
+
 // Streams `body` to `path` in a thread; returns its SSE events once the stream ends.
 std::vector<json> stream_until_cut(ServerFixture& f, const std::string& path, const json& body) {
   Reply r;
