@@ -139,13 +139,20 @@ int main(int argc, char** argv) {
       seqs.push_back(s);
     }
     std::vector<float> logits = forward_logits(*b, fb);  // warm-up (cuBLASLt plans, module loading)
-    std::vector<double> t;
+    std::vector<double> t, dev, issue;
     for (int r = 0; r < (quick ? 2 : 3); ++r) {
       auto t1 = Clock::now();
       logits = forward_logits(*b, fb);
       t.push_back(secs_since(t1));
+      dev.push_back(ds::cuda_last_forward_ms(*b));
+      issue.push_back(ds::cuda_last_issue_ms(*b));
     }
     prefill_tps = 8192.0 / median(t);
+    // Wall against the device's span (events before the first and after the last kernel) and the
+    // host's queueing: wall - device is the step's host work outside the kernels (layout, logits
+    // copy); a queueing time near the device span means the device waited on the launches.
+    std::printf("prefill step: wall %.2f ms, device span %.2f ms, host queueing %.2f ms (medians)\n",
+                median(t) * 1e3, median(dev), median(issue));
     if (profile_prefill) {
       nvtxRangePushA("prefill_step");
       logits = forward_logits(*b, fb);

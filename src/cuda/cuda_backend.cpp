@@ -126,6 +126,7 @@ class CudaBackend final : public Backend {
   }
 
   double last_forward_ms() const { return model_->last_forward_ms(); }
+  double last_issue_ms() const { return model_->last_issue_ms(); }
   gpu::CudaModel& model() { return *model_; }
 
  private:
@@ -264,6 +265,12 @@ double cuda_last_forward_ms(Backend& b) {
   auto* c = dynamic_cast<CudaBackend*>(&b);
   DS_CHECK(c != nullptr, "cuda_last_forward_ms: not a CUDA backend");
   return c->last_forward_ms();
+}
+
+double cuda_last_issue_ms(Backend& b) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  DS_CHECK(c != nullptr, "cuda_last_issue_ms: not a CUDA backend");
+  return c->last_issue_ms();
 }
 
 void cuda_force_routes(Backend& b, std::map<int, std::map<int, std::vector<int32_t>>> by_slot) {

@@ -31,6 +31,9 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, const Cud
 
 // Device milliseconds of the last forward of a backend made by make_cuda_backend (benchmarks).
 double cuda_last_forward_ms(Backend& b);
+// Host milliseconds the last forward took to queue its work (benchmarks: beside the device time, whether
+// the device waited on the host).
+double cuda_last_issue_ms(Backend& b);
 
 // Numerical tests: pin the MoE routing of the sequences in the given state slots (slot -> MoE layer ->
 // [positions, top_k] experts) for the following forwards of a backend made by make_cuda_backend

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "config/runtime_env.h"
@@ -154,6 +155,7 @@ LayoutLimits CudaModel::layout_limits() const {
 }
 
 void CudaModel::forward(const ForwardBatch& batch) {
+  const auto issue_start = std::chrono::steady_clock::now();
   if (batch.seqs.empty()) {
     forward_saves_only(batch);
     return;
@@ -169,8 +171,12 @@ void CudaModel::forward(const ForwardBatch& batch) {
   fwd_start_.record(stream_);
   struct EndMark {  // recorded however forward() returns
     CudaModel* m;
-    ~EndMark() { m->fwd_end_.record(m->stream_); }
-  } end_mark{this};
+    std::chrono::steady_clock::time_point t0;
+    ~EndMark() {
+      m->fwd_end_.record(m->stream_);
+      m->issue_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+  } end_mark{this, issue_start};
   if (opt_.switches.graphs && forced_.empty()) {
     bool identity_rows = p.num_rows() == p.num_seqs;
     for (int r = 0; identity_rows && r < p.num_rows(); ++r) identity_rows = p.logit_rows[size_t(r)] == r;

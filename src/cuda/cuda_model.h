@@ -91,6 +91,9 @@ class CudaModel {
   int num_logit_rows() const { return rows_; }
   // Device time of the last forward (waits for it): CUDA events around its kernels.
   float last_forward_ms() const;
+  // Host time the last forward took to queue its work (its layout, uploads and launches): beside
+  // last_forward_ms it says whether the device waited on the host.
+  double last_issue_ms() const { return issue_ms_; }
   size_t cache_bytes() const { return caches_->bytes(); }
   size_t workspace_bytes() const { return ws_->device_bytes(); }
   size_t weight_bytes() const { return w_.bytes; }
@@ -147,6 +150,7 @@ class CudaModel {
   int rows_ = 0;
   Event meta_done_{false};
   Event fwd_start_, fwd_end_;
+  double issue_ms_ = 0;
   std::unique_ptr<StepMeta> meta_;
   // graphs by (bucket, block-table stride), captured at start-up
   std::map<std::pair<int, int>, Graph> graphs_;
