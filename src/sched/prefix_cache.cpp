@@ -215,14 +215,15 @@ bool PrefixCache::should_wait(Request& r, const PrefixHit& h,
     if (a->block_hashes.empty() || r.block_hashes.empty() || a->block_hashes[0] != r.block_hashes[0]) continue;
     const int64_t c = std::min(lcp(*a, r), r.num_tokens() - 1);
     if (c < h.tokens + bs || c <= a->num_computed) continue;
+    // a stops and saves at c, unless its chunk of this step already runs to c or past it (too late). This
+    // comes before the look at a's checkpoints ahead: r waiting for an earlier one (an interval checkpoint)
+    // would otherwise look again there, and by then a's chunk may run past c, so r would resume short of it.
+    auto at = std::lower_bound(a->checkpoints.begin(), a->checkpoints.end(), c);
+    if (c > planned && c < a->num_tokens() && (at == a->checkpoints.end() || *at != c) &&
+        a->checkpoints.size() < kMaxCheckpoints)
+      a->checkpoints.insert(at, c);
     for (int64_t q : a->checkpoints)
       if (q > a->num_computed && q >= h.tokens + bs && q <= c) return true;
-    // a checkpoint at c now would come too late: a's chunk of this step already runs to c or past it
-    if (c <= planned) continue;
-    if (c < a->num_tokens() && a->checkpoints.size() < kMaxCheckpoints) {  // a stops and saves there
-      a->checkpoints.insert(std::upper_bound(a->checkpoints.begin(), a->checkpoints.end(), c), c);
-      return true;
-    }
   }
   return false;
 }

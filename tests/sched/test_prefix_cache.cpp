@@ -163,6 +163,27 @@ TEST(PrefixCache, ALateTwinDoesNotWaitForACheckpointTheFirstCannotStopAt) {
   EXPECT_EQ(sim.outputs[twin], run_alone(p, 4));
 }
 
+// A twin that arrives while interval checkpoints of the first still lie ahead (CI's flaky
+// PrefixCacheTiny.FourSamplesOfOnePrompt): the first gets a checkpoint at their divergence point at once,
+// so the twin waits for it and resumes one token before the end, not at the last interval checkpoint
+// (which it did when it waited for each interval checkpoint in turn until the first's chunk ran past 149).
+TEST(PrefixCache, ATwinArrivingBeforeIntervalCheckpointsWaitsForTheDivergencePoint) {
+  Scheduler s(config(16, 32, 64, 32));
+  Sim sim(s);
+  const auto p = seq(150, 21);
+  const uint64_t first = s.add(request(p, 4));
+  sim.step();  // [0, 32)
+  EXPECT_EQ(s.get(first)->num_computed, 32);
+  const uint64_t twin = s.add(request(p, 4));
+  sim.step();
+  EXPECT_EQ(s.num_running(), 1) << "the twin waits";
+  sim.run_to_completion();
+  EXPECT_EQ(sim.outputs[first], run_alone(p, 4));
+  EXPECT_EQ(sim.outputs[twin], run_alone(p, 4));
+  EXPECT_EQ(sim.prefill_tokens, 149) << "the first computes 149 tokens, the last one is fed by each alone";
+  EXPECT_EQ(s.prefix_cache().stats().hits, 149);
+}
+
 TEST(PrefixCache, DivergingRequestsLaterResumeAtTheDivergencePoint) {
   // Requests arrive one after another (nothing waits): the second finds the first's pages and partial
   // block up to where they diverge (100, mid-block) but a snapshot only at 64 (the interval); it
