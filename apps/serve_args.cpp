@@ -136,6 +136,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--allowed-origins", a.allowed_origins, "CORS: origins allowed to read responses ('*': any)")
       ->capture_default_str()
       ->check(non_empty());
+  cmd.add_option("--responses-store-mib", a.responses_store_mib,
+                 "MiB of host memory for /v1/responses kept for previous_response_id and GET/DELETE "
+                 "/v1/responses/{id}, least recently used dropped first (0: keep none)")
+      ->capture_default_str()
+      ->check(in_range(0.0, 1e6));
   // prefix caching
   cmd.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a.enable_prefix_caching,
                "Reuse computed prompt prefixes: MLA pages + KDA state snapshots (on by default)");
@@ -246,6 +251,7 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
   so.strict_request_fields = a.strict_request_fields;
   so.allowed_origins = allowed_origins(a.allowed_origins);
+  so.responses_store_bytes = size_t(a.responses_store_mib * 1048576.0);
   if (a.vllm.seed) so.seed = uint64_t(*a.vllm.seed);
   return so;
 }

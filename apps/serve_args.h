@@ -38,6 +38,7 @@ struct ServeArgs {
   std::string model_dir;  // the local directory of `model` (set by `serve` once resolved; "" : model)
   bool strict_request_fields = false;                // unknown request fields: 400 instead of a warning
   std::vector<std::string> allowed_origins = {"*"};  // CORS
+  double responses_store_mib = 256;                  // /v1/responses kept for previous_response_id (0: none)
   std::string quantization = "none";  // none | fp8 | int4 | compressed-tensors (weights; docs/QUANTIZATION.md)
   std::string kv_cache_dtype = "auto";  // auto (the activation dtype) | fp8 | fp8_e4m3 (config/kv_cache_dtype.h)
   // prefix caching (docs/PREFIX_CACHE.md)

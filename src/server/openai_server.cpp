@@ -130,8 +130,20 @@ constexpr Route kRoutes[] = {
     {"/ping", "GET", Work::Inline},            {"/ping", "POST", Work::Inline},
     {"/v1/completions", "POST", Work::Worker}, {"/v1/chat/completions", "POST", Work::Worker},
     {"/v1/responses", "POST", Work::Worker},   {"/tokenize", "POST", Work::Worker},
-    {"/detokenize", "POST", Work::Worker},
+    {"/detokenize", "POST", Work::Worker},     {"/v1/responses/{id}", "GET", Work::Inline},
+    {"/v1/responses/{id}", "DELETE", Work::Inline},
 };
+
+// A stored response's path, /v1/responses/ID (ID without a slash), as its route's pattern; other paths as
+// they are.
+std::string route_path(const std::string& path, std::string* id) {
+  const std::string prefix = "/v1/responses/";
+  if (path.size() > prefix.size() && path.rfind(prefix, 0) == 0 && path.find('/', prefix.size()) == std::string::npos) {
+    *id = path.substr(prefix.size());
+    return "/v1/responses/{id}";
+  }
+  return path;
+}
 
 // Endpoints that answer without an API key (health probes).
 bool open_endpoint(const std::string& path) { return path == "/health" || path == "/ping"; }
@@ -174,6 +186,7 @@ OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared
   ctx_.unknown_fields = &unknown_fields_;
   ctx_.defaults = &opts_.sampling_defaults;
   ctx_.seed = opts_.seed;
+  ctx_.responses = std::make_shared<ResponseStore>(opts_.responses_store_bytes);
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(
@@ -224,14 +237,16 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
   }
   const Route* route = nullptr;
   bool path_known = false;
+  std::string stored_id;
+  const std::string path = route_path(req.path, &stored_id);
   for (const auto& r : kRoutes) {
-    if (req.path != r.path) continue;
+    if (path != r.path) continue;
     path_known = true;
     if (req.method == r.method) route = &r;
   }
   std::optional<AccessInfo> access;
   if (opts_.access_log) access = AccessInfo{req.remote, req.method, req.target, req.received};
-  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? req.path : "other", cancel_,
+  auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? path : "other", cancel_,
                                              std::move(cors), std::move(access));
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
@@ -248,7 +263,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     if (!route) {
       std::string allow;
       for (const auto& r : kRoutes)
-        if (req.path == r.path) allow += (allow.empty() ? "" : ", ") + std::string(r.method);
+        if (path == r.path) allow += (allow.empty() ? "" : ", ") + std::string(r.method);
       HttpResponse res = error_response(
           ApiError(405, "invalid_request_error", fmt::format("method {} is not allowed on {}", req.method, req.path)));
       res.headers.emplace_back("Allow", allow);
@@ -274,6 +289,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
                           {"parent", nullptr},
                           {"max_model_len", engine_.max_model_len()}});
         w->send(json_response(200, {{"object", "list"}, {"data", data}}));
+      } else if (path == "/v1/responses/{id}") {
+        serve_stored_response(ctx_, req.method, stored_id, *w);
       }
       return;
     }

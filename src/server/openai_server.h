@@ -46,6 +46,9 @@ struct ServerOptions {
   SamplingDefaults sampling_defaults;
   // --seed: requests without their own seed draw from a sequence seeded here (reproducible runs).
   std::optional<uint64_t> seed;
+  // /v1/responses kept for previous_response_id and GET / DELETE /v1/responses/{id}: host memory, least
+  // recently used dropped beyond this (--responses-store-mib; 0: none kept, previous_response_id a 400).
+  size_t responses_store_bytes = size_t(256) << 20;
 };
 
 class OpenAIServer {

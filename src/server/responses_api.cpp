@@ -4,16 +4,19 @@
 // (`event: TYPE` + `data: {...}` with a sequence_number): response.created, response.in_progress,
 // per item output_item.added, content_part.added / output_text.delta / output_text.done /
 // content_part.done or function_call_arguments.delta / .done, output_item.done, and finally
-// response.completed (or response.incomplete when max_output_tokens cut it). Stateless: nothing is
-// stored, whatever `store` says.
+// response.completed (or response.incomplete when max_output_tokens cut it). A finished response is
+// kept in the server's ResponseStore unless `store` is false, for `previous_response_id` (its
+// conversation comes before the new input) and GET / DELETE /v1/responses/{id}.
 #include <fmt/format.h>
 
 #include <functional>
+#include <optional>
 
 #include "core/log.h"
 #include "server/api_error.h"
 #include "server/generation_job.h"
 #include "server/openai_response.h"
+#include "server/response_store.h"
 #include "server/responses_request.h"
 #include "server/serving.h"
 #include "tokenizer/tool_parser.h"
@@ -137,10 +140,37 @@ class OutputBuilder {
   int call_index_ = -1;  // the parser's index of the open call
 };
 
+const json kNoHistory = json::array();  // a store without this conversation: previous_response_id unset
+
+// Keeps a finished response: its conversation as items (this request's, then the output) and the object.
+void remember(ResponseStore& store, const std::string& id, const ResponsesRequest& req, const json& res) {
+  ResponseStore::Entry e;
+  e.items = req.input_items;
+  for (const json& item : res["output"]) e.items.push_back(item);
+  e.response = res;
+  if (!store.put(id, std::move(e)))
+    spdlog::warn("response {} not stored: larger than the whole response store (--responses-store-mib)", id);
+}
+
 }  // namespace
 
 void serve_responses(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
-  ResponsesRequest req = parse_responses_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields, ctx.defaults);
+  const json body = parse_json_body(http.body);
+  ResponseStore* store = ctx.responses && ctx.responses->enabled() ? ctx.responses.get() : nullptr;
+  std::optional<ResponseStore::Entry> prev;
+  if (store && body.is_object()) {
+    auto p = body.find("previous_response_id");
+    if (p != body.end() && p->is_string() && !p->get_ref<const std::string&>().empty()) {
+      prev = store->get(p->get<std::string>());
+      if (!prev)
+        throw ApiError(404, "invalid_request_error",
+                       fmt::format("Previous response with id '{}' not found.", p->get<std::string>()),
+                       "previous_response_id", "not_found");
+    }
+  }
+  ResponsesRequest req = parse_responses_request(body, ctx.vocab_size(), ctx.unknown_fields, ctx.defaults,
+                                                 store ? (prev ? &prev->items : &kNoHistory) : nullptr);
+  const bool keep = store && req.store;
   SamplingOptions& opt = req.chat.opt;
   const std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);
@@ -166,9 +196,9 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
                 {"model", model},
                 {"output", std::move(output)},
                 {"parallel_tool_calls", req.parallel_tool_calls},
-                {"previous_response_id", nullptr},
+                {"previous_response_id", req.previous_response_id.empty() ? json(nullptr) : json(req.previous_response_id)},
                 {"reasoning", {{"effort", nullptr}, {"summary", nullptr}}},
-                {"store", false},
+                {"store", keep},
                 {"temperature", req.temperature},
                 {"text", {{"format", req.text_format}}},
                 {"tool_choice", req.tool_choice},
@@ -211,6 +241,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
     job.set_reported_reason(0, called && c.finish == FinishReason::Stop ? "tool_calls" : finish_reason_str(c.finish));
     json res =
         response_object(final_status(c.finish), out.finish(), responses_usage(job), incomplete_details(c.finish));
+    if (keep) remember(*store, id, req, res);
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -261,9 +292,28 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
   } else {
     const char* status = final_status(finish);
     json res = response_object(status, out.finish(), responses_usage(job), incomplete_details(finish));
+    if (keep) remember(*store, id, req, res);
     emit(finish == FinishReason::Length ? "response.incomplete" : "response.completed", {{"response", std::move(res)}});
   }
   w.end_stream();
+}
+
+void serve_stored_response(const ServingContext& ctx, const std::string& method, const std::string& id,
+                           ResponseWriter& w) {
+  ResponseStore* store = ctx.responses && ctx.responses->enabled() ? ctx.responses.get() : nullptr;
+  const auto missing = [&] {
+    return not_found(store ? fmt::format("Response with id '{}' not found.", id)
+                           : "responses are not stored (--responses-store-mib 0)");
+  };
+  if (!store) throw missing();
+  if (method == "DELETE") {
+    if (!store->erase(id)) throw missing();
+    w.send({200, "application/json", dump(json{{"id", id}, {"object", "response"}, {"deleted", true}}), {}});
+    return;
+  }
+  auto e = store->get(id);
+  if (!e) throw missing();
+  w.send({200, "application/json", dump(e->response), {}});
 }
 
 }  // namespace ds::server

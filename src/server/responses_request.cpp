@@ -130,7 +130,7 @@ void add_input_messages(const json& input, json* messages) {
     } else if (type == "reasoning") {
       // The model's earlier reasoning: not part of the prompt here.
     } else {
-      throw bad_request(fmt::format("'{}.type' '{}' is not supported (a stateless server takes message, "
+      throw bad_request(fmt::format("'{}.type' '{}' is not supported (this server takes message, "
                                     "function_call and function_call_output items)",
                                     at, type),
                         at + ".type");
@@ -141,15 +141,21 @@ void add_input_messages(const json& input, json* messages) {
 }  // namespace
 
 ResponsesRequest parse_responses_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown,
-                                         const SamplingDefaults* defaults) {
+                                         const SamplingDefaults* defaults, const json* history) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   ResponsesRequest req;
   FieldReader r(body, "", unknown);
-  if (r.has("previous_response_id"))
-    throw bad_request(
-        "'previous_response_id' is not supported: this server does not keep responses (send the whole "
-        "conversation in 'input')",
-        "previous_response_id");
+  if (r.has("previous_response_id")) {
+    auto prev = r.string("previous_response_id");
+    if (!prev || prev->empty())
+      throw bad_request("'previous_response_id' must be a response id (a string)", "previous_response_id");
+    if (!history)
+      throw bad_request(
+          "'previous_response_id' needs the response store, which is off (--responses-store-mib 0): send the "
+          "whole conversation in 'input'",
+          "previous_response_id");
+    req.previous_response_id = *prev;
+  }
   if (r.has("conversation"))
     throw bad_request("'conversation' is not supported: this server does not keep conversations", "conversation");
   if (r.boolean("background").value_or(false))
@@ -165,8 +171,18 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   }
   const json* input = r.get("input");
   if (!input) throw bad_request("'input' is required", "input");
+  // The stored conversation first (the instructions are this request's only, as OpenAI does), then this
+  // input; both kept as items for the store.
+  req.input_items = json::array();
+  if (history) {
+    add_input_messages(*history, &messages);
+    req.input_items = *history;
+  }
+  const size_t before = messages.size();
   add_input_messages(*input, &messages);
-  if (messages.empty()) throw bad_request("'input' must not be empty", "input");
+  if (messages.size() == before) throw bad_request("'input' must not be empty", "input");
+  if (input->is_string()) req.input_items.push_back({{"type", "message"}, {"role", "user"}, {"content", *input}});
+  else req.input_items.insert(req.input_items.end(), input->begin(), input->end());
   chat["messages"] = std::move(messages);
 
   if (const json* tools = r.get("tools")) {
@@ -205,7 +221,7 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
         "repetition_penalty", "logit_bias", "min_tokens", "allowed_token_ids", "bad_words", "stop", "ignore_eos",
         "priority"})
     if (const json* v = r.get(k)) chat[k] = *v;
-  req.store = r.boolean("store").value_or(false);
+  req.store = r.boolean("store").value_or(true);
   if (const json* md = r.get("metadata")) {
     if (!md->is_object()) throw bad_request("'metadata' must be an object", "metadata");
     req.metadata = *md;

@@ -2,8 +2,10 @@
 // the server already knows how to run: `instructions` become a system message, `input` (a string
 // or a list of items: messages with input_text/output_text parts, function_call and
 // function_call_output items) becomes messages, flat function tools become chat tools,
-// `text.format` becomes a response format, `max_output_tokens` the token limit. Stateless:
-// `previous_response_id` and `conversation` are 400s. Problems name the Responses field.
+// `text.format` becomes a response format, `max_output_tokens` the token limit. With
+// `previous_response_id` the caller passes the stored conversation (`history`, Responses items), which
+// comes before `input`; without a store that field is a 400, and `conversation` always is. Problems name
+// the Responses field.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -23,12 +25,15 @@ struct ResponsesRequest {
   nlohmann::json metadata = nlohmann::json::object();
   nlohmann::json max_output_tokens;  // integer or null
   bool parallel_tool_calls = true;
-  bool store = false;
+  bool store = true;                 // OpenAI's default: keep the response (when the server has a store)
+  std::string previous_response_id;  // the stored response this one continues ("" none)
+  nlohmann::json input_items;        // the conversation as items: `history`, then this input
   double temperature = 1.0, top_p = 1.0;
 };
 
 ResponsesRequest parse_responses_request(const nlohmann::json& body, int vocab_size,
                                          const UnknownFieldPolicy* unknown = nullptr,
-                                         const SamplingDefaults* defaults = nullptr);
+                                         const SamplingDefaults* defaults = nullptr,
+                                         const nlohmann::json* history = nullptr);
 
 }  // namespace ds::server

@@ -15,6 +15,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/response_store.h"
 #include "tokenizer/chat_template.h"
 
 namespace ds {
@@ -36,6 +37,7 @@ struct ServingContext {
   // order, gets mix(seed, k)), so a run repeats; unset: random seeds.
   std::optional<uint64_t> seed;
   std::shared_ptr<std::atomic<uint64_t>> seeded_requests = std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<ResponseStore> responses;  // /v1/responses kept (nullptr or disabled: none)
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.
@@ -66,6 +68,9 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, R
 void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_responses(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);  // responses_api.cpp
+// GET (the response object) or DELETE /v1/responses/{id} of a stored response; 404 when not kept.
+void serve_stored_response(const ServingContext& ctx, const std::string& method, const std::string& id,
+                           ResponseWriter& w);
 
 // Renders a chat request's prompt (template, tools, continue_final_message), with the parts that came
 // from the request marked as data.

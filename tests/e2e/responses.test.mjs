@@ -1,6 +1,7 @@
 // The Responses API (POST /v1/responses) through the OpenAI SDK's responses.create, streamed and
 // not: plain text, instructions, message-item input, text.format json_schema (validated by ajv),
-// forced function calls with schema-valid arguments, max_output_tokens, and the stateless 400s.
+// forced function calls with schema-valid arguments, max_output_tokens, previous_response_id over the
+// server's stored responses (retrieve, delete), and the unsupported inputs' errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MODEL, STRUCT_URL, client, call as callMain } from './helpers.mjs';
@@ -123,10 +124,28 @@ test('responses.create: a function_call_output round trip is accepted', async ()
   assert.equal(res.object, 'response');
 });
 
-test('responses: previous_response_id and stored items are 400s', async () => {
+test('responses: previous_response_id continues a stored response; retrieve and delete', async () => {
+  const first = await ai.responses.create({ model: MODEL, input: 'Tell me a story.', max_output_tokens: 6, temperature: 0 });
+  assert.equal(first.store, true);
+  const next = await ai.responses.create({
+    model: MODEL, input: 'And then?', previous_response_id: first.id, max_output_tokens: 4, temperature: 0,
+  });
+  assert.equal(next.previous_response_id, first.id);
+  // the new prompt holds the first turn (its input and answer) before the new input
+  const alone = await ai.responses.create({ model: MODEL, input: 'And then?', max_output_tokens: 4, temperature: 0 });
+  assert.ok(next.usage.input_tokens > alone.usage.input_tokens + 4);
+  const got = await ai.responses.retrieve(next.id);
+  assert.equal(got.id, next.id);
+  assert.equal(got.output_text, next.output_text);
+  const del = await ai.responses.delete(next.id);
+  if (del !== undefined && del !== null) assert.equal(del.deleted, true);  // (the SDK may return nothing)
+  await assert.rejects(ai.responses.retrieve(next.id), (e) => e.status === 404);
   await assert.rejects(
     ai.responses.create({ model: MODEL, input: 'x', previous_response_id: 'resp_abc' }),
-    (e) => e.status === 400 && /previous_response_id/.test(e.message));
+    (e) => e.status === 404 && /resp_abc/.test(e.message));
+});
+
+test('responses: stored items (item_reference) are 400s', async () => {
   const r = await call('/v1/responses', { body: { input: [{ type: 'item_reference', id: 'msg_1' }] } });
   assert.equal(r.status, 400);
   assert.equal(r.json.error.param, 'input[0].type');

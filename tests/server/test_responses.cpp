@@ -1,6 +1,7 @@
 // POST /v1/responses over the fake engine: the request → prompt conversion (instructions, input
 // items, tools), the response object, the streamed event sequence, tool calls as function_call
-// items, max_output_tokens → incomplete, and the stateless 400s.
+// items, max_output_tokens → incomplete, the unsupported inputs' errors, and the response store
+// (previous_response_id, GET / DELETE /v1/responses/{id}, store: false, the store's budget).
 #include <gtest/gtest.h>
 
 #include "server_fixture.h"
@@ -165,11 +166,18 @@ TEST(Responses, StreamCutByMaxOutputTokensIsIncomplete) {
   EXPECT_EQ(ev.back()["response"]["usage"]["output_tokens"], 4);
 }
 
-TEST(Responses, StatelessAndUnsupportedInputsAre400s) {
+TEST(Responses, UnknownPreviousResponsesAndUnsupportedInputsAreErrors) {
   ServerFixture f;
   auto r = f.post("/v1/responses", {{"input", "x"}, {"previous_response_id", "resp_123"}});
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "previous_response_id");
+  EXPECT_NE(json::parse(r.body)["error"]["message"].get<std::string>().find("resp_123"), std::string::npos);
+  r = f.post("/v1/responses", {{"input", "x"}, {"previous_response_id", 7}});
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "previous_response_id");
+  r = f.post("/v1/responses", {{"input", "x"}, {"conversation", "conv_1"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "conversation");
   r = f.post("/v1/responses", {{"input", "x"}, {"tools", {{{"type", "web_search"}}}}});
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "tools[0].type");
@@ -183,6 +191,104 @@ TEST(Responses, StatelessAndUnsupportedInputsAre400s) {
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "input");
   EXPECT_TRUE(f.engine.submitted_copy().empty());
+}
+
+// A conversation continued by previous_response_id: the new prompt holds the first turn's input and
+// answer (not its instructions), then the new input; and the chain goes on from the second response.
+TEST(Responses, PreviousResponseIdContinuesTheConversation) {
+  ServerFixture f;
+  int turn = 0;
+  f.engine.script = [&turn](const GenerationRequest&) {
+    return std::vector<std::string>{turn++ == 0 ? "Paris is sunny." : "Yes, 21C."};
+  };
+  auto r1 = f.post("/v1/responses", {{"input", "Weather in Paris?"}, {"instructions", "Be brief."}});
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  const json j1 = json::parse(r1.body);
+  EXPECT_EQ(j1["store"], true);
+  const std::string id1 = j1["id"];
+  auto r2 = f.post("/v1/responses", {{"input", "Warm?"}, {"previous_response_id", id1}, {"instructions", "Use French."}});
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  const json j2 = json::parse(r2.body);
+  EXPECT_EQ(j2["previous_response_id"], id1);
+  auto sub = f.engine.submitted_copy();
+  ASSERT_EQ(sub.size(), 2u);
+  const std::string p2 = f.tok->decode(sub[1].prompt_tokens);
+  for (const char* part : {"Use French.", "Weather in Paris?", "Paris is sunny.", "Warm?"})
+    EXPECT_NE(p2.find(part), std::string::npos) << part << " in " << p2;
+  EXPECT_EQ(p2.find("Be brief."), std::string::npos) << "the first request's instructions are not carried over";
+  EXPECT_LT(p2.find("Weather in Paris?"), p2.find("Paris is sunny."));
+  EXPECT_LT(p2.find("Paris is sunny."), p2.find("Warm?"));
+  EXPECT_GT(sub[1].prompt_tokens.size(), sub[0].prompt_tokens.size());
+
+  // the third turn, streamed, continues the second (and so the first)
+  auto r3 = f.client().post("/v1/responses", json{{"input", "Thanks"}, {"previous_response_id", j2["id"]},
+                                                   {"stream", true}}.dump());
+  ASSERT_EQ(r3.status, 200) << r3.body;
+  const std::string p3 = f.tok->decode(f.engine.submitted_copy()[2].prompt_tokens);
+  for (const char* part : {"Weather in Paris?", "Paris is sunny.", "Warm?", "Yes, 21C.", "Thanks"})
+    EXPECT_NE(p3.find(part), std::string::npos) << part << " in " << p3;
+  auto ev = response_events(r3.body);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back()["type"], "response.completed");
+  const std::string id3 = ev.back()["response"]["id"];
+
+  // GET returns the stored object; DELETE drops it, after which both are 404s
+  auto g = f.client().get("/v1/responses/" + id3);
+  ASSERT_EQ(g.status, 200) << g.body;
+  EXPECT_EQ(json::parse(g.body), ev.back()["response"]);
+  auto d = f.client().request(http::verb::delete_, "/v1/responses/" + id3, "");
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(json::parse(d.body), (json{{"id", id3}, {"object", "response"}, {"deleted", true}}));
+  EXPECT_EQ(f.client().get("/v1/responses/" + id3).status, 404);
+  EXPECT_EQ(f.client().request(http::verb::delete_, "/v1/responses/" + id3, "").status, 404);
+  EXPECT_EQ(f.post("/v1/responses", {{"input", "x"}, {"previous_response_id", id3}}).status, 404);
+  EXPECT_EQ(f.client().request(http::verb::put, "/v1/responses/" + id1, "").status, 405);
+}
+
+// store: false keeps nothing; a server without a store (--responses-store-mib 0) says why it cannot
+// continue a conversation.
+TEST(Responses, StoreFalseAndAServerWithoutAStore) {
+  ServerFixture f;
+  auto r = f.post("/v1/responses", {{"input", "x"}, {"store", false}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = json::parse(r.body);
+  EXPECT_EQ(j["store"], false);
+  EXPECT_EQ(f.client().get("/v1/responses/" + j["id"].get<std::string>()).status, 404);
+  EXPECT_EQ(f.post("/v1/responses", {{"input", "y"}, {"previous_response_id", j["id"]}}).status, 404);
+
+  ServerFixture off("", 1u << 20, 256, false, [](server::ServerOptions& o) { o.responses_store_bytes = 0; });
+  r = off.post("/v1/responses", {{"input", "x"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["store"], false);
+  r = off.post("/v1/responses", {{"input", "x"}, {"previous_response_id", json::parse(r.body)["id"]}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(json::parse(r.body)["error"]["message"].get<std::string>().find("--responses-store-mib"), std::string::npos);
+}
+
+TEST(ResponseStore, KeepsTheMostRecentlyUsedWithinItsBudget) {
+  server::ResponseStore s(3000);
+  auto entry = [](int n) {
+    return server::ResponseStore::Entry{json::array({std::string(size_t(n), 'x')}), json::object()};
+  };
+  EXPECT_TRUE(s.put("a", entry(800)));
+  EXPECT_TRUE(s.put("b", entry(800)));
+  EXPECT_TRUE(s.put("c", entry(800)));
+  EXPECT_EQ(s.size(), 3u);
+  EXPECT_TRUE(s.get("a").has_value());  // a is now the most recently used: b goes first
+  EXPECT_TRUE(s.put("d", entry(800)));
+  EXPECT_FALSE(s.get("b").has_value());
+  EXPECT_TRUE(s.get("a").has_value());
+  EXPECT_TRUE(s.get("c").has_value());
+  EXPECT_TRUE(s.get("d").has_value());
+  EXPECT_LE(s.bytes(), 3000u);
+  EXPECT_FALSE(s.put("huge", entry(5000)));  // larger than the whole budget: not kept, nothing dropped
+  EXPECT_EQ(s.size(), 3u);
+  EXPECT_TRUE(s.put("c", entry(10)));  // replacing frees the old entry's bytes
+  EXPECT_EQ(s.size(), 3u);
+  EXPECT_TRUE(s.erase("c"));
+  EXPECT_FALSE(s.erase("c"));
+  EXPECT_EQ(s.size(), 2u);
+  EXPECT_FALSE(server::ResponseStore(0).enabled());
 }
 
 }  // namespace
