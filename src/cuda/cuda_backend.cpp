@@ -261,22 +261,21 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, const Cud
   return std::make_unique<CudaBackend>(opts, &rank);
 }
 
-double cuda_last_forward_ms(Backend& b) {
+namespace {
+// `b` as the backend make_cuda_backend made; `who` names the caller when it is not one.
+CudaBackend& as_cuda(Backend& b, const char* who) {
   auto* c = dynamic_cast<CudaBackend*>(&b);
-  DS_CHECK(c != nullptr, "cuda_last_forward_ms: not a CUDA backend");
-  return c->last_forward_ms();
+  DS_CHECK(c != nullptr, "{}: not a CUDA backend", who);
+  return *c;
 }
+}  // namespace
 
-double cuda_last_issue_ms(Backend& b) {
-  auto* c = dynamic_cast<CudaBackend*>(&b);
-  DS_CHECK(c != nullptr, "cuda_last_issue_ms: not a CUDA backend");
-  return c->last_issue_ms();
-}
+double cuda_last_forward_ms(Backend& b) { return as_cuda(b, "cuda_last_forward_ms").last_forward_ms(); }
+
+double cuda_last_issue_ms(Backend& b) { return as_cuda(b, "cuda_last_issue_ms").last_issue_ms(); }
 
 void cuda_force_routes(Backend& b, std::map<int, std::map<int, std::vector<int32_t>>> by_slot) {
-  auto* c = dynamic_cast<CudaBackend*>(&b);
-  DS_CHECK(c != nullptr, "cuda_force_routes: not a CUDA backend");
-  c->model().force_routes(std::move(by_slot));
+  as_cuda(b, "cuda_force_routes").model().force_routes(std::move(by_slot));
 }
 
 }  // namespace ds
