@@ -16,16 +16,16 @@ bool ResponseStore::put(const std::string& id, Entry e) {
   if (auto it = by_id_.find(id); it != by_id_.end()) drop(it->second);
   if (b > max_bytes_) return false;
   while (bytes_ + b > max_bytes_ && !lru_.empty()) drop(std::prev(lru_.end()));
-  lru_.push_front(Node{id, std::move(e), b});
+  lru_.push_front(Node{id, std::make_shared<const Entry>(std::move(e)), b});
   by_id_[id] = lru_.begin();
   bytes_ += b;
   return true;
 }
 
-std::optional<ResponseStore::Entry> ResponseStore::get(const std::string& id) {
+ResponseStore::EntryPtr ResponseStore::get(const std::string& id) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = by_id_.find(id);
-  if (it == by_id_.end()) return std::nullopt;
+  if (it == by_id_.end()) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second);
   return it->second->entry;
 }

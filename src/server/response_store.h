@@ -7,8 +7,8 @@
 
 #include <cstddef>
 #include <list>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -20,14 +20,15 @@ class ResponseStore {
     nlohmann::json items;     // the conversation so far as Responses input items: earlier turns, this input, this output
     nlohmann::json response;  // the response object as answered
   };
+  using EntryPtr = std::shared_ptr<const Entry>;  // shared, not copied: an entry outlives its eviction while read
 
   explicit ResponseStore(size_t max_bytes) : max_bytes_(max_bytes) {}
   bool enabled() const { return max_bytes_ > 0; }
   // Keeps `e` under `id` (replacing one there), dropping the least recently used beyond the budget; an entry
   // larger than the whole budget is not kept (false).
   bool put(const std::string& id, Entry e);
-  // The entry, now the most recently used; nullopt when unknown or dropped.
-  std::optional<Entry> get(const std::string& id);
+  // The entry, now the most recently used; null when unknown or dropped.
+  EntryPtr get(const std::string& id);
   bool erase(const std::string& id);
   size_t bytes() const;
   size_t size() const;
@@ -35,7 +36,7 @@ class ResponseStore {
  private:
   struct Node {
     std::string id;
-    Entry entry;
+    EntryPtr entry;
     size_t bytes = 0;
   };
   void drop(std::list<Node>::iterator it);  // (mu_ held)

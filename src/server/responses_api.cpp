@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include <functional>
-#include <optional>
 
 #include "core/log.h"
 #include "server/api_error.h"
@@ -140,8 +139,6 @@ class OutputBuilder {
   int call_index_ = -1;  // the parser's index of the open call
 };
 
-const json kNoHistory = json::array();  // a store without this conversation: previous_response_id unset
-
 // Keeps a finished response: its conversation as items (this request's, then the output) and the object.
 void remember(ResponseStore& store, const std::string& id, const ResponsesRequest& req, const json& res) {
   ResponseStore::Entry e;
@@ -155,21 +152,9 @@ void remember(ResponseStore& store, const std::string& id, const ResponsesReques
 }  // namespace
 
 void serve_responses(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
-  const json body = parse_json_body(http.body);
   ResponseStore* store = ctx.responses && ctx.responses->enabled() ? ctx.responses.get() : nullptr;
-  std::optional<ResponseStore::Entry> prev;
-  if (store && body.is_object()) {
-    auto p = body.find("previous_response_id");
-    if (p != body.end() && p->is_string() && !p->get_ref<const std::string&>().empty()) {
-      prev = store->get(p->get<std::string>());
-      if (!prev)
-        throw ApiError(404, "invalid_request_error",
-                       fmt::format("Previous response with id '{}' not found.", p->get<std::string>()),
-                       "previous_response_id", "not_found");
-    }
-  }
-  ResponsesRequest req = parse_responses_request(body, ctx.vocab_size(), ctx.unknown_fields, ctx.defaults,
-                                                 store ? (prev ? &prev->items : &kNoHistory) : nullptr);
+  ResponsesRequest req =
+      parse_responses_request(parse_json_body(http.body), ctx.vocab_size(), ctx.unknown_fields, ctx.defaults, store);
   const bool keep = store && req.store;
   SamplingOptions& opt = req.chat.opt;
   const std::string model = ctx.resolve_model(opt.model);
@@ -311,7 +296,7 @@ void serve_stored_response(const ServingContext& ctx, const std::string& method,
     w.send({200, "application/json", dump(json{{"id", id}, {"object", "response"}, {"deleted", true}}), {}});
     return;
   }
-  auto e = store->get(id);
+  const ResponseStore::EntryPtr e = store->get(id);
   if (!e) throw missing();
   w.send({200, "application/json", dump(e->response), {}});
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "server/api_error.h"
+#include "server/response_store.h"
 
 namespace ds::server {
 
@@ -141,19 +142,24 @@ void add_input_messages(const json& input, json* messages) {
 }  // namespace
 
 ResponsesRequest parse_responses_request(const json& body, int vocab_size, const UnknownFieldPolicy* unknown,
-                                         const SamplingDefaults* defaults, const json* history) {
+                                         const SamplingDefaults* defaults, ResponseStore* store) {
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
   ResponsesRequest req;
   FieldReader r(body, "", unknown);
+  ResponseStore::EntryPtr previous;
   if (r.has("previous_response_id")) {
     auto prev = r.string("previous_response_id");
     if (!prev || prev->empty())
       throw bad_request("'previous_response_id' must be a response id (a string)", "previous_response_id");
-    if (!history)
+    if (!store || !store->enabled())
       throw bad_request(
           "'previous_response_id' needs the response store, which is off (--responses-store-mib 0): send the "
           "whole conversation in 'input'",
           "previous_response_id");
+    previous = store->get(*prev);
+    if (!previous)
+      throw ApiError(404, "invalid_request_error", fmt::format("Previous response with id '{}' not found.", *prev),
+                     "previous_response_id", "not_found");
     req.previous_response_id = *prev;
   }
   if (r.has("conversation"))
@@ -174,9 +180,9 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
   // The stored conversation first (the instructions are this request's only, as OpenAI does), then this
   // input; both kept as items for the store.
   req.input_items = json::array();
-  if (history) {
-    add_input_messages(*history, &messages);
-    req.input_items = *history;
+  if (previous) {
+    add_input_messages(previous->items, &messages);
+    req.input_items = previous->items;
   }
   const size_t before = messages.size();
   add_input_messages(*input, &messages);
