@@ -142,7 +142,7 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   cmd.add_flag("--enable-auto-tool-choice", v.auto_tool_choice, "Accepted: tool calls are always parsed (tool_choice auto)")
       ->group(g);
   cmd.add_option("--tensor-parallel-size", v.tensor_parallel,
-                 "Ranks per model (-tp): 1, 2, 4 or 8; above 1 on --device cpu only (rank threads; multi-GPU is not built)")
+                 "Ranks per model (-tp): 1, 2, 4 or 8: one rank per GPU on --device cuda (NCCL), rank threads on --device cpu")
       ->capture_default_str()
       ->check(in_range(1, 1024))
       ->group(g);

@@ -3,6 +3,8 @@
 // 1 and 8 rows; the MoE gate/up and down of one token's 9 experts out of 257), the FP8 grouped GEMM
 // (MoE at 100 and 8192 tokens) and the online block quantizer.
 //   bench_fp8 [--quick] [--dense-tiles]   (--dense-tiles: only the dense tile GEMMs, a small process for ncu)
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <tuple>
@@ -12,6 +14,7 @@
 #include "config/runtime_env.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
+#include "cuda/gemm.h"
 #include "cuda/kernels/elementwise.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
@@ -131,6 +134,121 @@ void dense_tiles(const DeviceContext& ctx0, int reps, std::vector<Row>& rows) {
   }
 }
 
+// cuBLASLt's block-scaled FP8 GEMM (gemm.h: w per 128 x 128 block, x per row and 128 columns by
+// run_quantize_act_fp8) at the dense projections' shapes, x's hi part alone and hi + lo (two GEMMs, the second
+// accumulating), beside the bf16 GEMM on the same weights dequantized and, at prefill sizes, today's path there
+// (LayerStep::linear: dequantize, then the bf16 GEMM). Times include the activation launch; the note gives the
+// output's relative L2 against the bf16 product (random block scales and a magnitude per row and 128 columns
+// of x, so a wrong scale layout shows as an O(1) error).
+void cublas_fp8(const DeviceContext& ctx, int reps, std::vector<Row>& rows) {
+  struct Shape {
+    const char* name;
+    int N, K;
+  };
+  const DType bf = DType::BF16;
+  Gemm gemm;
+  for (const Shape& d : {Shape{"KDA in_proj 12544x2304", 12544, 2304}, Shape{"o_proj 2304x4096", 2304, 4096},
+                         Shape{"shared gate_up 2048x2304", 2048, 2304}, Shape{"shared down 2304x1024", 2304, 1024}}) {
+    const int64_t ld = fp8_block_scale_ld(d.K), srows = (d.N + 127) / 128;
+    DeviceBuffer q(size_t(d.N) * d.K), sc(size_t(srows * ld) * 4), wbf(size_t(d.N) * d.K * 2);
+    Fp8Matrix m{q.as<uint8_t>(), sc.as<float>(), d.N, d.K, ld, 7, 7};
+    run_fill_fp8(m, srows * ld, 0.035f, 90, ctx);
+    run_fill_uniform(sc.data(), DType::F32, srows * ld, 0.5f * 0.035f / 448, 2.f * 0.035f / 448, 91, ctx);
+    run_dequantize_fp8(m, wbf.data(), bf, d.K, ctx);
+    for (int M : {16, 100, 2048, 8192}) {
+      std::vector<uint16_t> xh(size_t(M) * d.K);
+      uint64_t st = 12345;
+      for (int r = 0; r < M; ++r)
+        for (int k = 0; k < d.K; ++k) {
+          st = st * 6364136223846793005ull + 1442695040888963407ull;
+          const float u = float(st >> 40) * (1.f / 16777216.f) * 2.f - 1.f;
+          xh[size_t(r) * d.K + k] = f32_to_bf16(u * std::ldexp(1.f, int((r * 7 + (k >> 7) * 3) % 9) - 4));
+        }
+      DeviceBuffer x(xh.size() * 2), xq(size_t(M) * d.K), xlo(size_t(M) * d.K), xs(size_t(M) * (d.K / 128) * 4);
+      DS_CUDA_CHECK(cudaMemcpy(x.data(), xh.data(), x.bytes(), cudaMemcpyHostToDevice));
+      DeviceBuffer yref(size_t(M) * d.N * 2), y(size_t(M) * d.N * 2), scratch(size_t(d.N) * d.K * 2);
+      GemmArgs b;
+      b.x = x.data();
+      b.ldx = d.K;
+      b.w = wbf.data();
+      b.ldw = d.K;
+      b.y = yref.data();
+      b.ldy = d.N;
+      b.M = M;
+      b.N = d.N;
+      b.K = d.K;
+      GemmArgs f = b;
+      f.x = xq.data();
+      f.w = q.data();
+      f.y = y.data();
+      f.x_dtype = f.w_dtype = DType::F8_E4M3;
+      f.w_scale = sc.as<float>();
+      f.x_scale = xs.as<float>();
+      ActQuantParams a;
+      a.x = x.data();
+      a.ldx = d.K;
+      a.rows = M;
+      a.K = d.K;
+      a.hi = xq.as<uint8_t>();
+      a.scale = xs.as<float>();
+      auto rel = [&]() {
+        std::vector<uint16_t> r(size_t(M) * d.N), o(r.size());
+        DS_CUDA_CHECK(cudaMemcpy(r.data(), yref.data(), yref.bytes(), cudaMemcpyDeviceToHost));
+        DS_CUDA_CHECK(cudaMemcpy(o.data(), y.data(), y.bytes(), cudaMemcpyDeviceToHost));
+        double num = 0, den = 0;
+        for (size_t i = 0; i < r.size(); ++i) {
+          const double e = double(bf16_to_f32(o[i])) - bf16_to_f32(r[i]);
+          num += e * e;
+          den += double(bf16_to_f32(r[i])) * bf16_to_f32(r[i]);
+        }
+        return std::sqrt(num / std::max(den, 1e-30));
+      };
+      char nm[128], note[96];
+      try {
+        const double ms_bf = ds::bench::time_ms(ctx.stream, [&] { gemm.run(b, ctx.stream); }, reps);
+        std::snprintf(nm, sizeof nm, "cublasLt bf16 %s M=%d", d.name, M);
+        rows.push_back({nm, ms_bf, (double(d.N) * d.K * 2 + double(M) * (d.K + d.N) * 2) / ds::bench::kBandwidth * 1e3,
+                        "weights dequantized beforehand"});
+        if (M >= 2048) {
+          const double ms = ds::bench::time_ms(ctx.stream, [&] {
+            run_dequantize_fp8(m, scratch.data(), bf, d.K, ctx);
+            GemmArgs c = b;
+            c.w = scratch.data();
+            gemm.run(c, ctx.stream);
+          }, reps);
+          std::snprintf(nm, sizeof nm, "dequantize + bf16 %s M=%d", d.name, M);
+          rows.push_back({nm, ms, 2.0 * M * double(d.N) * d.K / ds::bench::kBf16Flops * 1e3, "today's prefill path"});
+        }
+        const double ms_hi = ds::bench::time_ms(ctx.stream, [&] {
+          run_quantize_act_fp8(a, bf, ctx);
+          gemm.run(f, ctx.stream);
+        }, reps);
+        std::snprintf(nm, sizeof nm, "cublasLt fp8 blk hi %s M=%d", d.name, M);
+        std::snprintf(note, sizeof note, "rel L2 %.4f vs bf16", rel());
+        rows.push_back({nm, ms_hi, (double(d.N) * d.K + double(M) * d.K * 3 + double(M) * d.N * 2) /
+                                       ds::bench::kBandwidth * 1e3, note});
+        ActQuantParams a2 = a;
+        a2.lo = xlo.as<uint8_t>();
+        GemmArgs f2 = f;
+        f2.x = xlo.data();
+        f2.beta = 1.f;
+        const double ms_hl = ds::bench::time_ms(ctx.stream, [&] {
+          run_quantize_act_fp8(a2, bf, ctx);
+          gemm.run(f, ctx.stream);
+          gemm.run(f2, ctx.stream);
+        }, reps);
+        std::snprintf(nm, sizeof nm, "cublasLt fp8 blk hi+lo %s M=%d", d.name, M);
+        std::snprintf(note, sizeof note, "rel L2 %.4f vs bf16", rel());
+        rows.push_back({nm, ms_hl, (double(d.N) * d.K + double(M) * d.K * 4 + double(M) * d.N * 2) /
+                                       ds::bench::kBandwidth * 1e3, note});
+      } catch (const std::exception& e) {
+        std::snprintf(nm, sizeof nm, "cublasLt fp8 %s M=%d", d.name, M);
+        rows.push_back({nm, 0, 0, e.what()});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,11 +269,13 @@ int main(int argc, char** argv) {
 
   if (dense_only) {
     dense_tiles(ctx, reps, rows);
+    cublas_fp8(ctx, reps, rows);
     ds::bench::print_table("FP8 dense tile GEMMs (floor: bytes at 4.3 TB/s; note: the hi/lo MMAs at 2 x the bf16 rate)",
                            rows);
     return 0;
   }
   dense_tiles(ctx, reps, rows);
+  cublas_fp8(ctx, reps, rows);
 
   // ---- dense projections (copies rotated so the weights come from HBM, not L2) ----------------------
   struct Dense {

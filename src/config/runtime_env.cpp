@@ -38,13 +38,6 @@ CudaEnv CudaEnv::parse() {
   c.fp8_xsplit = flag("DELTASERVE_CUDA_FP8_XSPLIT", true);
   c.norm_split = flag("DELTASERVE_CUDA_NORM_SPLIT", true);
   c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", true);
-  c.kda_decode_stream = flag("DELTASERVE_CUDA_KDA_DECODE_STREAM", false);
-  if (const char* e = std::getenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS"); e && *e) {
-    const std::string v(e);
-    DS_CHECK(v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) >= 1,
-             "DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS must be 1..999999, got '{}'", v);
-    c.kda_decode_stream_min_items = std::stoi(v);
-  }
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_prefill_hi = flag("DELTASERVE_CUDA_FP8_PREFILL_HI", true);
@@ -68,6 +61,11 @@ CudaEnv CudaEnv::parse() {
     const std::string v(e);
     DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_FP8_MMA_GEMV must be 0, 1 or 2, got '{}'", v);
     c.fp8_mma_gemv = v[0] - '0';
+  }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_CUBLAS"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_FP8_CUBLAS must be 0, 1 or 2, got '{}'", v);
+    c.fp8_cublas = v[0] - '0';
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_FRAG"); e && *e) {
     const std::string v(e);

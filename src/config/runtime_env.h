@@ -23,10 +23,10 @@
 //   DELTASERVE_CUDA_FP8_XSPLIT=0|1       the fragment kernel on FP8 tensor cores with x split in e4m3 hi + lo
 //                                        (1, the default) or on bf16 tensor cores (0)
 //   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 1)
-//   DELTASERVE_CUDA_KDA_DECODE_STREAM=0|1  the KDA decode streaming states by bulk copies, one CTA an SM (0)
-//   DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS=N  ... from N (sequence, head) items (512)
 //   DELTASERVE_CUDA_FP8_PREFILL_HI=0|1   FP8 experts' prefill tiles on x's e4m3 hi part only (default 1)
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
+//   DELTASERVE_CUDA_FP8_CUBLAS=0|1|2     FP8 dense projections on cuBLASLt's block-scaled FP8 GEMM: 1 beyond 160
+//                                        rows (prefill; x's hi part), 2 also at 9..160 (hi + lo); 0 off (default)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
@@ -80,13 +80,6 @@ struct CudaEnv {
   // traffic; DELTASERVE_CUDA_KDA_SKIP_PADDING). A batch of 100 replays the 112-row graph: 12 rows x 32 heads of
   // 64 KiB state writes a layer. On since session 24 (FP8 batch-100 step -0.5%, batch 97 -1.3%).
   bool kda_skip_padding = true;
-  // The KDA decode in its streaming form (run_kda_decode: one CTA an SM, each (sequence, head) state copied into
-  // shared memory by a 64-KiB bulk copy two items ahead; DELTASERVE_CUDA_KDA_DECODE_STREAM) from
-  // kda_decode_stream_min_items items (DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS; 32 heads a sequence). The
-  // per-item kernel reads its state at 64% of the bytes at batch 100 (3.0 ms of the 17.5-ms FP8 step). Off until
-  // measured (session 24, written after its device time).
-  bool kda_decode_stream = false;
-  int kda_decode_stream_min_items = 512;
   // With it, at 9..160 tokens and quantized weights, the layer's RMSNorm also writes the split of its output
   // (RmsNormParams::split), which the FP8 tile launches reading it take (KDA / MLA in_proj, MoE and shared
   // gate/up) instead of a split launch each (DELTASERVE_CUDA_NORM_SPLIT; session 23).
@@ -106,6 +99,15 @@ struct CudaEnv {
   // bf16 product. On since session 24 (FP8 prefill 4 x 2,048 +16%; logits rel L2 0.034 against the CPU's bf16
   // inputs on the tiny model's 600-token prefill, 0.012 with hi + lo; docs/QUANTIZATION.md).
   bool fp8_prefill_hi = true;
+  // FP8 dense projections (128 x 128 block scales) on cuBLASLt's block-scaled FP8 GEMM (gemm.h; x quantized per
+  // row and 128 columns by run_quantize_act_fp8, a power-of-two scale as the x split's; DELTASERVE_CUDA_FP8_CUBLAS):
+  // 1: beyond kFp8TileMaxRows rows (prefill steps; x's e4m3 hi part, W8A8 as fp8_prefill_hi), where the default
+  // dequantizes each weight matrix into a bf16 scratch for the bf16 GEMM; 2: also at 9..kFp8TileMaxRows rows
+  // (decode batches; hi and lo, two GEMMs, the second accumulating: the dense tiles' numerics), where the default is
+  // the FP8 wgmma tile kernel (1.5-7 us of work taking 11-30 us, docs/PERF.md session 20). 0: off. The weights'
+  // block-scale rows are padded to cuBLASLt's layout (a multiple of 4) when on. Off until measured (session 26,
+  // written without device time).
+  int fp8_cublas = 0;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

@@ -12,6 +12,7 @@
 #include "cuda/cuda_model.h"
 
 #include "cuda/device_comm.h"
+#include "cuda/kernels/moe_gemm.h"
 
 namespace ds::gpu {
 namespace {
@@ -44,6 +45,13 @@ void CudaModel::plan_memory() {
     if ((l.ffn.experts_gate_up.int4() && o.switches.int4_tiles) ||
         (l.ffn.experts_gate_up.fp8() && o.switches.fp8_prefill_tiles))
       lim.moe_split_tokens = std::max(lim.moe_split_tokens, lim.max_tokens);
+  // FP8 dense projections on cuBLASLt (switches.fp8_cublas): a step's rows of x quantized for it
+  for (const LayerWeightsDev& l : w_.layers)
+    if (o.switches.fp8_cublas > 0 && (l.kda.in_proj.fp8() || l.kda.o_proj.fp8() || l.mla.in_proj.fp8() ||
+                                      l.mla.o_proj.fp8() || l.ffn.gate_up.fp8() || l.ffn.down.fp8())) {
+      lim.fp8_act_rows = lim.max_tokens;
+      lim.fp8_act_lo_rows = o.switches.fp8_cublas == 2 ? kFp8TileMaxRows : 0;
+    }
   if (lim.mla_expand_keys <= 0 && cfg_.num_mla_layers() > 0) {
     size_t free0 = 0, total0 = 0;
     DS_CUDA_CHECK(cudaMemGetInfo(&free0, &total0));

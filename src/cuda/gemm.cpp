@@ -13,6 +13,7 @@ cudaDataType_t cuda_type(DType t) {
     case DType::BF16: return CUDA_R_16BF;
     case DType::F32: return CUDA_R_32F;
     case DType::F16: return CUDA_R_16F;
+    case DType::F8_E4M3: return CUDA_R_8F_E4M3;
     default: fail("GEMM: unsupported dtype {}", dtype_name(t));
   }
 }
@@ -60,6 +61,11 @@ void Gemm::describe(const GemmArgs& g, int M, Plan& p) {
   const cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
   DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  if (g.x_dtype == DType::F8_E4M3) {  // block scales: w's per 128 x 128 (A), x's per row and 128 columns (B)
+    const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)));
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
+  }
   if (g.w_kn) DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.N, g.K, g.ldw));
   else DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.K, g.N, g.ldw));
   DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, tin, g.K, M, g.ldx));
@@ -93,11 +99,31 @@ bool Gemm::heuristic(const Plan& p, cublasLtMatmulAlgo_t& algo) {
   return true;
 }
 
+Gemm::Key Gemm::key_of(const GemmArgs& g) {
+  return Key{g.M, g.N, g.K, g.ldx, g.ldw, g.ldy, int(g.x_dtype), int(g.y_dtype), g.beta != 0.f, g.batch,
+             g.stride_x, g.stride_w, g.stride_y, g.w_kn};
+}
+
+bool Gemm::supports(const GemmArgs& g) {
+  const Key key = key_of(g);
+  if (plans_.count(key)) return true;
+  if (unsupported_.count(key)) return false;
+  try {
+    plan_for(g);
+    return true;
+  } catch (const Error&) {
+    unsupported_.insert(key);
+    return false;
+  }
+}
+
 Gemm::Plan& Gemm::plan_for(const GemmArgs& g) {
   DS_CHECK(g.w_dtype == g.x_dtype, "GEMM: weights in {} with {} inputs are not supported", dtype_name(g.w_dtype),
            dtype_name(g.x_dtype));
-  Key key{g.M, g.N, g.K, g.ldx, g.ldw, g.ldy, int(g.x_dtype), int(g.y_dtype), g.beta != 0.f, g.batch,
-          g.stride_x, g.stride_w, g.stride_y, g.w_kn};
+  DS_CHECK(g.x_dtype != DType::F8_E4M3 || (g.w_scale && g.x_scale && g.batch == 1 && !g.w_kn && g.K % 128 == 0 &&
+                                            g.y_dtype == DType::BF16),
+           "GEMM: FP8 inputs need block scales, one matrix [N, K] with K a multiple of 128 and a bf16 output");
+  const Key key = key_of(g);
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
@@ -127,6 +153,12 @@ void Gemm::run(const GemmArgs& g, cudaStream_t s) {
   DS_CHECK(g.K > 0, "GEMM with K = 0");
   Plan& p = plan_for(g);
   float alpha = 1.f, beta = g.beta;
+  if (g.x_dtype == DType::F8_E4M3) {  // the scale pointers of this call (the plan is per shape)
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale,
+                                                   sizeof(g.w_scale)));
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale,
+                                                   sizeof(g.x_scale)));
+  }
   DS_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, g.w, p.a, g.x, p.b, &beta, g.y, p.c, g.y, p.c, &p.algo,
                                  workspace_.data(), workspace_.bytes(), s));
 }

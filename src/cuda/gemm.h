@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <tuple>
 
@@ -37,7 +38,15 @@ struct GemmArgs {
   float beta = 0.f;         // 1: accumulate into y
   int batch = 1;            // strided batch
   int64_t stride_x = 0, stride_w = 0, stride_y = 0;  // elements between batch entries
+  // FP8 block-scaled (x_dtype = w_dtype = F8_E4M3, y bf16; Hopper, single GEMMs, w [N, K]): w's scales one per
+  // 128 x 128 block, [ceil(N / 128)][fp8_block_scale_ld(K)] (cuBLASLt's BLK128x128 layout), x's one per row and 128
+  // columns, [K / 128][M] (its VEC128 layout: run_quantize_act_fp8 writes it). K a multiple of 128.
+  const float* w_scale = nullptr;
+  const float* x_scale = nullptr;
 };
+
+// The row length of a weight's 128 x 128 block scales as cuBLASLt reads them: ceil(K / 128) rounded up to 4.
+inline int64_t fp8_block_scale_ld(int64_t K) { return ((K + 127) / 128 + 3) / 4 * 4; }
 
 // The bucket of a row count: the smallest 2^k or 3·2^k >= M (1, 2, 3, 4, 6, 8, 12, 16, 24, ...).
 int gemm_bucket_rows(int M);
@@ -49,6 +58,9 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
   void run(const GemmArgs& a, cudaStream_t s);
+  // Whether cuBLASLt has an algorithm for a's problem (its plan is made now and kept; a problem without one is
+  // remembered too, so asking again costs a lookup). run() on an unsupported problem throws.
+  bool supports(const GemmArgs& a);
 
  private:
   struct Plan;
@@ -60,6 +72,8 @@ class Gemm {
   bool bucket_algorithms_ = false;
   DeviceBuffer workspace_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  std::set<Key> unsupported_;
+  static Key key_of(const GemmArgs& g);
 };
 
 }  // namespace ds::gpu

@@ -118,6 +118,7 @@ void Packer::take_fp8(WeightView& v, int64_t rows, int64_t cols, const Fp8Plan& 
   v.scale_row_shift = f.rs;
   v.scale_k_shift = f.ks;
   v.scale_ld = f.ks >= 31 ? 1 : (cols + (int64_t(1) << f.ks) - 1) >> f.ks;
+  if (f.pad4 && f.ks < 31) v.scale_ld = (v.scale_ld + 3) / 4 * 4;
   const int64_t scale_rows = (rows + (int64_t(1) << f.rs) - 1) >> f.rs;
   v.ptr = reserve(rows * cols, DType::F8_E4M3);
   pend(&v.ptr);

@@ -30,6 +30,8 @@ struct Dest {
 struct Fp8Plan {
   bool on = false;
   int rs = 0, ks = 31;  // scale block: 2^rs rows x 2^ks columns (per channel: 0, 31)
+  bool pad4 = false;    // block scales: each row's ceil(K / 2^ks) scales padded to a multiple of 4 (cuBLASLt's
+                        // block-scale layout, gemm.h fp8_block_scale_ld; CudaEnv::fp8_cublas)
 };
 
 // Copies host tensors to the device through two pinned staging buffers, converting dtypes on the GPU.

@@ -99,16 +99,26 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, const Workspa
   moe_out = A(int64_t(pairs) * hid);
   rows_x = A(int64_t(rows) * hid);
   rank_out = rank_partials ? A(T * hid) : nullptr;
+  // the widest K of a dense projection
+  const int64_t dense_k = std::max<int64_t>({hid, HK, Hm * m.v_head_dim, c.intermediate_size,
+                                             int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts)});
   {  // the FP8 tile launches' x split: MoE gate/up (tokens x hidden) and down (pairs x expert width) of up
     // to moe_split_tokens tokens, dense projections up to kFp8TileMaxRows rows (their widest K)
     const int64_t moe_t = std::min(T, std::max(1, moe_split_tokens)), dense_t = std::min(T, kFp8TileMaxRows);
-    const int64_t dense_k = std::max<int64_t>({hid, HK, Hm * m.v_head_dim, c.intermediate_size,
-                                               int64_t(c.moe.intermediate_size) * std::max(1, c.moe.num_shared_experts)});
     x_split_capacity = std::max({x_split_bytes(moe_t, hid), x_split_bytes(moe_t * kp, c.moe.intermediate_size),
                               x_split_bytes(dense_t, dense_k)});
     x_split = a.alloc_bytes(x_split_capacity);
     x_split_in_rows = int(dense_t);
     x_split_in = a.alloc_bytes(x_split_bytes(dense_t, hid));
+  }
+  if (lim.fp8_act_rows > 0) {  // cuBLASLt's FP8 dense projections: hi, lo and scales of their quantized x
+    fp8_act_rows = std::min(T, lim.fp8_act_rows);
+    fp8_act_lo_rows = std::min(fp8_act_rows, lim.fp8_act_lo_rows);
+    fp8_act_k = (dense_k + 127) / 128 * 128;
+    fp8_act_hi = static_cast<uint8_t*>(a.alloc_bytes(size_t(fp8_act_rows) * size_t(fp8_act_k)));
+    fp8_act_lo = fp8_act_lo_rows ? static_cast<uint8_t*>(a.alloc_bytes(size_t(fp8_act_lo_rows) * size_t(fp8_act_k)))
+                                 : nullptr;
+    fp8_act_scale = a.alloc<float>(size_t(fp8_act_rows) * size_t(fp8_act_k / 128));
   }
   splitk_items = num_sms;  // split launches have fewer 64-row blocks than SMs
   splitk_capacity = int64_t(2) * num_sms * 32 * 128;  // and at most 2 x SMs CTAs of 32 x 128 floats (64-token tiles)

@@ -36,6 +36,13 @@ struct Activations {
   int64_t splitk_capacity = 0;       // floats
   int* splitk_counters = nullptr;    // one per SM, zeroed by Workspace
   int splitk_items = 0;
+  // cuBLASLt's FP8 dense projections (CudaEnv::fp8_cublas, LayerStep::linear): x quantized per row and 128 columns
+  // (run_quantize_act_fp8) for up to fp8_act_rows rows (hi, scales) and fp8_act_lo_rows rows (lo) of up to
+  // fp8_act_k columns; null when off
+  uint8_t *fp8_act_hi = nullptr, *fp8_act_lo = nullptr;
+  float* fp8_act_scale = nullptr;
+  int fp8_act_rows = 0, fp8_act_lo_rows = 0;
+  int64_t fp8_act_k = 0;
   float *g32 = nullptr, *beta = nullptr, *router = nullptr, *topk_w = nullptr;
   int32_t *topk_ids = nullptr, *pair_pos = nullptr, *sorted_token = nullptr;
   int32_t *slot_expert = nullptr, *slot_start = nullptr, *num_active = nullptr;
@@ -98,6 +105,8 @@ struct WorkspaceLimits {
                                 // gathered into logits_gather() before they are laid out in logits()
   int moe_split_tokens = 511;   // tokens of a step whose MoE activations the FP8 wgmma kernel's x split holds
                                 // (MoE launches on it; max_tokens when quantized experts prefill on it too)
+  int fp8_act_rows = 0;         // rows of a step's FP8 dense projections quantized for cuBLASLt (Activations::
+  int fp8_act_lo_rows = 0;      // fp8_act_*): their hi part and scales, their lo part (0: none)
   int mla_expand_keys = 0;      // key rows of the MLA prefill expansion (the context piece); 0:
                                 // min(max_context, 32768) (CudaModel lowers it under a small memory budget)
   int max_logprobs = 20;        // top logprobs per row the sampler returns

@@ -23,13 +23,12 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_NORM_SPLIT");
     unsetenv("DELTASERVE_CUDA_KDA_SKIP_PADDING");
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
-    unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM");
-    unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
+    unsetenv("DELTASERVE_CUDA_FP8_CUBLAS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
@@ -138,8 +137,6 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.norm_split);
   EXPECT_TRUE(d.kda_skip_padding);  // measured in session 24
   EXPECT_TRUE(d.fp8_prefill_hi);    // (the same)
-  EXPECT_FALSE(d.kda_decode_stream);  // written after session 24's device time: not yet measured
-  EXPECT_EQ(d.kda_decode_stream_min_items, 512);
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
@@ -148,6 +145,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
   EXPECT_TRUE(d.fp8_split_k);
   EXPECT_EQ(d.fp8_mma_gemv, 0);  // measured slower in the batch-1 step (session 21)
+  EXPECT_EQ(d.fp8_cublas, 0);    // written without device time (session 26): not yet measured
   EXPECT_TRUE(d.mla_decode_f8mma);  // the fastest form over the FP8 cache (session 22)
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
@@ -233,6 +231,11 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_MMA_GEMV", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
+  setenv("DELTASERVE_CUDA_FP8_CUBLAS", "2", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_cublas, 2);
+  setenv("DELTASERVE_CUDA_FP8_CUBLAS", "3", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_CUBLAS");
   setenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().mla_decode_f8mma);
   unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
@@ -262,16 +265,6 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_PREFILL_HI", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_prefill_hi);
   unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
-  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM", "1", 1);
-  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "64", 1);
-  EXPECT_TRUE(CudaEnv::parse().kda_decode_stream);
-  EXPECT_EQ(CudaEnv::parse().kda_decode_stream_min_items, 64);
-  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "0", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  setenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS", "x", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM");
-  unsetenv("DELTASERVE_CUDA_KDA_DECODE_STREAM_MIN_ITEMS");
   setenv("DELTASERVE_CUDA_FP8_XSPLIT", "0", 1);
   setenv("DELTASERVE_CUDA_FP8_FRAG", "16", 1);
   setenv("DELTASERVE_CUDA_FP8_DENSE_TILE", "0", 1);

@@ -21,13 +21,10 @@ struct DecodeOut {
 };
 
 // N sequences of H = 4 heads in slots 0..slots-1 (seq_slot; fresh: start from S = 0): the fused kernel
-// (`fused`) or the gate + convolution kernel then the plain decode kernel; `stream`: its streaming form at any
-// number of items (KdaDecodeParams via DeviceContext::switches.kda_decode_stream).
+// (`fused`) or the gate + convolution kernel then the plain decode kernel.
 DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::vector<uint8_t>& fresh, int slots,
-                     bool fused, bool skip_padding = false, bool stream = false) {
+                     bool fused, bool skip_padding = false) {
   DeviceContext ctx = test_ctx();
-  ctx.switches.kda_decode_stream = stream;
-  ctx.switches.kda_decode_stream_min_items = 1;
   const int N = int(seq_slot.size()), H = 4, D = 128, HK = H * D, W = 4;
   auto x = to_device(randn(size_t(N) * 3 * HK, 11), t);  // raw q, k, v projections
   auto f = to_device(randn(size_t(N) * HK, 12), t);
@@ -89,7 +86,6 @@ DecodeOut run_decode(DType t, const std::vector<int32_t>& seq_slot, const std::v
     k.g = g32.as<float>();
     k.beta = beta.as<float>();
   }
-  EXPECT_EQ(kda_decode_streams(k, ctx), stream && ctx.info.sm_major >= 9);
   run_kda_decode(k, t, ctx);
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   return DecodeOut{to_host(o.data(), size_t(N) * HK, t), to_host(pool.data(), pool0.size(), DType::F32),
@@ -153,31 +149,6 @@ TEST(GpuOps, KdaDecodeSkipsPaddingRows) {
     const DecodeOut again = run_decode(t, {2, 0}, {0, 1}, 6, true, true);
     EXPECT_EQ(std::vector<float>(skip.pool.begin() + pad * st, skip.pool.begin() + (pad + 1) * st),
               std::vector<float>(again.pool.begin() + pad * st, again.pool.begin() + (pad + 1) * st));
-  }
-}
-
-// The streaming form (one CTA an SM, each state copied into shared memory by one bulk copy two items ahead) on
-// 70 sequences x 4 heads, more items than SMs (each CTA several, its two stages reused), fresh rows and padding
-// rows among them (no copy: the stages' phases must skip them alike): the per-item kernel's outputs, states and
-// conv tails bit for bit (the same arithmetic on the same values).
-TEST(GpuOps, KdaDecodeStreamingMatchesPerItem) {
-  DS_REQUIRE_GPU();
-  const int N = 70, pad = N;
-  std::vector<int32_t> seq_slot(N);
-  std::vector<uint8_t> fresh(N);
-  for (int n = 0; n < N; ++n) {
-    fresh[size_t(n)] = n % 11 == 5 ? 2 : n % 7 == 3 ? 1 : 0;
-    seq_slot[size_t(n)] = fresh[size_t(n)] == 2 ? pad : (n * 37) % N;  // distinct slots, padding rows on one
-  }
-  for (DType t : {DType::F32, DType::BF16}) {
-    const DecodeOut item = run_decode(t, seq_slot, fresh, N + 1, true, true, false);
-    const DecodeOut streamed = run_decode(t, seq_slot, fresh, N + 1, true, true, true);
-    EXPECT_EQ(streamed.o, item.o) << dtype_name(t);
-    EXPECT_EQ(streamed.pool, item.pool) << dtype_name(t);
-    EXPECT_EQ(streamed.conv, item.conv) << dtype_name(t);
-    EXPECT_NE(streamed.conv, streamed.conv0);  // (the step ran: the conv tails moved)
-    // and a second launch on fresh buffers gives the same bits (the pipeline's phases start over)
-    EXPECT_EQ(run_decode(t, seq_slot, fresh, N + 1, true, true, true).pool, item.pool) << dtype_name(t);
   }
 }
 

@@ -2,7 +2,6 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/gemv.h"
-#include "cuda/kernels/kda_decode.h"
 #include "cuda/kernels/kda_prefill.h"
 #include "cuda/kernels/mla_decode.h"
 #include "cuda/kernels/mla_prefill.h"
@@ -17,7 +16,6 @@ void configure_kernels(const DeviceContext& ctx) {
   configure_gemv(ctx);
   configure_moe_gemm(ctx);
   configure_kda_prefill(ctx);
-  configure_kda_decode(ctx);
   configure_mla_prefill(ctx);
   configure_mla_decode(ctx);
   if (prev != ctx.device()) DS_CUDA_CHECK(cudaSetDevice(prev));

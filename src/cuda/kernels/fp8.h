@@ -28,4 +28,19 @@ void run_fill_fp8(const Fp8Matrix& m, int64_t scale_count, float amp, uint64_t s
 // out[r, k] = e4m3(q[r, k]) * scale(r, k) in `out_t` (bf16 or fp32); rows of out are ldo apart.
 void run_dequantize_fp8(const Fp8Matrix& m, void* out, DType out_t, int64_t ldo, const DeviceContext& ctx);
 
+// Activations for cuBLASLt's block-scaled FP8 GEMM (gemm.h, GemmArgs::x_scale): x [rows, K] (act dtype, rows ldx
+// apart, K a multiple of 128) per row and 128 columns, with the x split's arithmetic (fp8_codec.cuh, x_split8): s
+// the least power of two with amax / s <= 448 (1 for zero), hi[r, k] = e4m3(x / s) and, with lo, lo[r, k] =
+// e4m3(x / s - hi); both [rows, K] bytes; scale[(k / 128) * rows + r] = s (cuBLASLt's VEC128 layout: the rows of
+// one 128-column block contiguous).
+struct ActQuantParams {
+  const void* x = nullptr;
+  int64_t ldx = 0;
+  int rows = 0, K = 0;
+  uint8_t* hi = nullptr;
+  uint8_t* lo = nullptr;  // optional
+  float* scale = nullptr;
+};
+void run_quantize_act_fp8(const ActQuantParams& p, DType act, const DeviceContext& ctx);
+
 }  // namespace ds::gpu

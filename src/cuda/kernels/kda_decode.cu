@@ -8,7 +8,6 @@
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kda_decode.h"
 #include "cuda/kernels/kda_mma.cuh"
-#include "cuda/kernels/wgmma.cuh"
 
 namespace ds::gpu {
 namespace {
@@ -197,99 +196,7 @@ __global__ void __launch_bounds__(kThreads, 2) kda_decode_kernel(KdaDecodeParams
   kda_decode_update<IO>(p, sm, s, S, n, h);
 }
 
-// The streaming form (kda_decode_streams: DeviceContext::switches.kda_decode_stream): one CTA an SM, the
-// (sequence, head) items it owns (item i = blockIdx.x + j gridDim.x, i = n H + h) one after another, each state
-// copied into one of two shared-memory stages by one 64-KiB bulk copy (cp.async.bulk, completing on the stage's
-// mbarrier) two items ahead, so that state reads stay in flight while items are updated; the update and the
-// write back are the per-item kernel's (kda_decode_update, from registers). Fresh items start from zeros and
-// padding items are skipped (no copy: both sides see the same flags, so a stage's phase advances only when a
-// copy went into it).
-constexpr int kStreamStages = 2;
-constexpr uint32_t kStateBytes = kDim * kDim * sizeof(float);
-constexpr size_t kStreamSmem = size_t(kStreamStages) * kStateBytes;  // dynamic: the stages
-
-// The streaming kernel's device: sm_90+ with room for the stages and the static shared memory.
-bool stream_fits(const DeviceContext& ctx) {
-  return ctx.info.sm_major >= 9 && ctx.info.smem_per_block_optin >= kStreamSmem + sizeof(KdaDecodeSmem) + 64;
-}
-
-template <typename IO>
-__global__ void __launch_bounds__(kThreads, 1) kda_decode_stream_kernel(KdaDecodeParams p) {
-  extern __shared__ __align__(128) unsigned char stage_raw[];  // kStreamStages x 64 KiB
-  __shared__ KdaDecodeSmem sm;
-  __shared__ __align__(8) uint64_t bar[kStreamStages];
-  const int tid = threadIdx.x, gt = tid & 127, grp = tid >> 7;
-  const int v0 = grp * kSlice + 4 * (gt & 7), rg = gt >> 3;
-  const int H = p.num_heads, items = p.num_seqs * H;
-  // the item's state traffic: 0 none (a padding row skipped), 1 from zeros (fresh), 2 copied from its slot
-  auto kind = [&](int i) {
-    const int n = i / H;
-    if (p.fresh == nullptr || p.fresh[n] == 0) return 2;
-    return p.skip_padding && p.fresh[n] == 2 ? 0 : 1;
-  };
-  auto state_of = [&](int i) { return p.state_pool + (int64_t(p.state_slots[i / H]) * H + i % H) * kDim * kDim; };
-  if (tid == 0) {
-    for (int st = 0; st < kStreamStages; ++st) wg::mbar_init(&bar[st], 1);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
-  pdl_trigger();
-  pdl_wait();  // (the states only after the wait, as in kda_decode_kernel)
-  auto issue = [&](int j) {  // item j of this CTA into stage j % kStreamStages (thread 0)
-    const int i = int(blockIdx.x) + j * int(gridDim.x);
-    if (i >= items || kind(i) != 2) return;
-    uint64_t* b = &bar[j % kStreamStages];
-    wg::mbar_arrive_expect_tx(b, kStateBytes);
-    const uint32_t dst = wg::smem_u32(stage_raw + size_t(j % kStreamStages) * kStateBytes);
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-                 "l"(state_of(i)), "r"(kStateBytes), "r"(wg::smem_u32(b))
-                 : "memory");
-  };
-  if (tid == 0)
-    for (int j = 0; j < kStreamStages; ++j) issue(j);
-  uint32_t phase = 0;  // bit st: the parity stage st waits for next
-  for (int j = 0;; ++j) {
-    const int i = int(blockIdx.x) + j * int(gridDim.x);
-    if (i >= items) break;
-    const int n = i / H, h = i % H, st = j % kStreamStages, k = kind(i);
-    if (k == 0) {  // a padding row: zeros out, no state traffic (its stage unused: the item two ahead takes it)
-      if (tid == 0) issue(j + kStreamStages);
-      if (gt < 8) store4<IO>(static_cast<IO*>(p.o) + n * p.ldo + h * kDim + v0, {0.f, 0.f, 0.f, 0.f});
-      continue;
-    }
-    float4 s[8];
-    if (k == 2) {
-      wg::mbar_wait(&bar[st], (phase >> st) & 1u);
-      phase ^= 1u << st;
-      const float* stage = reinterpret_cast<const float*>(stage_raw + size_t(st) * kStateBytes);
-#pragma unroll
-      for (int r = 0; r < 8; ++r) s[r] = *reinterpret_cast<const float4*>(stage + (rg + 16 * r) * kDim + v0);
-    } else {
-#pragma unroll
-      for (int r = 0; r < 8; ++r) s[r] = make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    kda_decode_prologue<IO>(p, sm, n, h);  // (ends with a barrier: every thread has read the stage)
-    if (tid == 0) {
-      if (k == 2) wg::fence_proxy_async();  // the stage's reads above, before the bulk copy that overwrites it
-      issue(j + kStreamStages);
-    }
-    kda_decode_update<IO>(p, sm, s, state_of(i), n, h);
-    __syncthreads();  // the item's shared values (sm) read before the next item's prologue writes them
-  }
-}
-
 }  // namespace
-
-bool kda_decode_streams(const KdaDecodeParams& p, const DeviceContext& ctx) {
-  return ctx.switches.kda_decode_stream && stream_fits(ctx) &&
-         int64_t(p.num_seqs) * p.num_heads >= int64_t(ctx.switches.kda_decode_stream_min_items);
-}
-
-void configure_kda_decode(const DeviceContext& ctx) {
-  if (!stream_fits(ctx)) return;
-  set_max_dynamic_smem(kda_decode_stream_kernel<bf16>, kStreamSmem);
-  set_max_dynamic_smem(kda_decode_stream_kernel<float>, kStreamSmem);
-}
 
 void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& ctx) {
   KdaDecodeParams p = p0;
@@ -314,15 +221,6 @@ void run_kda_decode(const KdaDecodeParams& p0, DType act, const DeviceContext& c
                  "kda decode: bad fused convolution parameters");
   DS_GPU_REQUIRE(!p.fuse_gate || (p.gate.f && p.gate.b && p.gate.A_log && p.gate.dt_bias),
                  "kda decode: bad fused gate parameters");
-  const int64_t items = int64_t(p.num_seqs) * p.num_heads;
-  if (kda_decode_streams(p, ctx)) {  // one CTA an SM streaming its items' states
-    DS_GPU_REQUIRE(items < (int64_t(1) << 31), "kda decode: too many (sequence, head) items");
-    const dim3 grid(unsigned(std::min<int64_t>(items, ctx.num_sms())));
-    if (act == DType::BF16) launch_pdl(kda_decode_stream_kernel<bf16>, grid, kThreads, kStreamSmem, ctx, p);
-    else launch_pdl(kda_decode_stream_kernel<float>, grid, kThreads, kStreamSmem, ctx, p);
-    DS_CUDA_CHECK_LAUNCH();
-    return;
-  }
   const dim3 grid(p.num_seqs, p.num_heads);
   if (act == DType::BF16) launch_pdl(kda_decode_kernel<bf16>, grid, kThreads, 0, ctx, p);
   else launch_pdl(kda_decode_kernel<float>, grid, kThreads, 0, ctx, p);

@@ -48,11 +48,4 @@ struct KdaDecodeParams {
 };
 
 void run_kda_decode(const KdaDecodeParams& p, DType act, const DeviceContext& ctx);
-// Whether run_kda_decode takes p in its streaming form (DeviceContext::switches.kda_decode_stream, from
-// kda_decode_stream_min_items (sequence, head) items, sm_90: one CTA an SM, each item's 64-KiB state copied
-// into shared memory by one bulk copy two items ahead of its update; the same results).
-bool kda_decode_streams(const KdaDecodeParams& p, const DeviceContext& ctx);
-// Sets the streaming kernel's shared-memory limit on ctx's device (configure_kernels).
-void configure_kda_decode(const DeviceContext& ctx);
-
 }  // namespace ds::gpu

@@ -78,6 +78,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     return;
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
+  if (!out_f32 && linear_fp8_cublas(x, ldx, w, N, K, y, ldy, M, accumulate)) return;
   if (w.fp8() && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows && K % 64 == 0 && w.scale_k_shift >= 4 &&
       ldx % 8 == 0 && ldy % 8 == 0) {
     // FP8 at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows)
@@ -144,6 +145,50 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   a.K = K;
   a.beta = accumulate ? 1.f : 0.f;
   gemm.run(a, ctx.stream);
+}
+
+// FP8 weights with 128 x 128 block scales in cuBLASLt's layout (Fp8Plan::pad4): x quantized per row and 128
+// columns into the workspace (hi; at up to kFp8TileMaxRows rows also lo, mode 2), then the block-scaled FP8 GEMM
+// (the lo part's a second one, accumulating).
+bool LayerStep::linear_fp8_cublas(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy,
+                                  int M, bool accumulate) const {
+  const int mode = ctx.switches.fp8_cublas;
+  const bool with_lo = M <= kFp8TileMaxRows;
+  if (mode == 0 || (with_lo && mode < 2) || !w.fp8() || act != DType::BF16 || w.scale_row_shift != 7 ||
+      w.scale_k_shift != 7 || w.scale_ld != fp8_block_scale_ld(K) || K % 128 != 0 || N % 16 != 0 || ldy % 8 != 0 ||
+      ws.fp8_act_hi == nullptr || M > ws.fp8_act_rows || K > ws.fp8_act_k || (with_lo && M > ws.fp8_act_lo_rows))
+    return false;
+  GemmArgs g;
+  g.x = ws.fp8_act_hi;
+  g.ldx = K;
+  g.w = w.ptr;
+  g.ldw = K;
+  g.y = y;
+  g.ldy = ldy;
+  g.x_dtype = g.w_dtype = DType::F8_E4M3;
+  g.y_dtype = DType::BF16;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.beta = accumulate ? 1.f : 0.f;
+  g.w_scale = w.scale;
+  g.x_scale = ws.fp8_act_scale;
+  GemmArgs g_lo = g;  // the lo part's product, accumulating
+  g_lo.x = ws.fp8_act_lo;
+  g_lo.beta = 1.f;
+  if (!gemm.supports(g) || (with_lo && !gemm.supports(g_lo))) return false;  // (cuBLASLt without an algorithm)
+  ActQuantParams a;
+  a.x = x;
+  a.ldx = ldx;
+  a.rows = M;
+  a.K = K;
+  a.hi = ws.fp8_act_hi;
+  a.lo = with_lo ? ws.fp8_act_lo : nullptr;
+  a.scale = ws.fp8_act_scale;
+  run_quantize_act_fp8(a, act, ctx);
+  gemm.run(g, ctx.stream);
+  if (with_lo) gemm.run(g_lo, ctx.stream);
+  return true;
 }
 
 }  // namespace ds::gpu

@@ -95,6 +95,9 @@ struct LayerStep {
   // also writes ws.x's split there (RmsNormParams::split).
   const void* norm_into_x(const void* x, int64_t ldx, const void* weight, int rows, int dim,
                           void* split = nullptr) const;
+  // linear() on cuBLASLt's block-scaled FP8 GEMM (ctx.switches.fp8_cublas): false where it does not apply.
+  bool linear_fp8_cublas(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
+                         bool accumulate) const;
 };
 
 // Points g (GemvParams or MoeGemmParams) at the weights of `w`: its pointer and, for FP8 views, its
