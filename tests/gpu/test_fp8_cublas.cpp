@@ -2,11 +2,12 @@
 // the activation quantizer (run_quantize_act_fp8) byte for byte against the host's arithmetic, the GEMM with
 // 128 x 128 weight scales in cuBLASLt's padded layout and x's scales per row and 128 columns against host
 // products (x's hi part alone, and hi + lo accumulating), and the tiny model with the switch on against the CPU
-// backend and against itself with the switch off.
+// backend (routing pinned) and against itself with the switch off.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <utility>
 
 #include "../common/quant_fixture.h"
@@ -14,9 +15,11 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels/fp8.h"
+#include "cuda/kernels/moe_gemm.h"
 #include "fp8_host.h"
 #include "gpu_test_util.h"
 #include "model/backend.h"
+#include "model/cpu_backend.h"
 
 namespace ds::gpu::test {
 namespace {
@@ -175,8 +178,11 @@ struct EnvSet {
   ~EnvSet() { ::unsetenv("DELTASERVE_CUDA_FP8_CUBLAS"); }
 };
 
-// 160- and 300-token prefill logits of a backend on `dir` (bf16 activations, quantization option q).
-std::vector<float> prefill_logits(const std::string& dir, const std::string& q, int prompt) {
+// The tiny model's prefill of `prompt` ordinary ids on the GPU (bf16 activations, quantization option q) with
+// its MoE routing pinned to `routes` (the CPU's), under DELTASERVE_CUDA_FP8_CUBLAS = `mode`.
+std::vector<float> gpu_prefill(const std::string& dir, const std::string& q, const std::vector<int32_t>& ids,
+                               const std::map<int, std::vector<int32_t>>& routes, const char* mode) {
+  EnvSet env(mode);
   BackendOptions o;
   o.model_dir = dir;
   o.quantization = q;
@@ -186,37 +192,52 @@ std::vector<float> prefill_logits(const std::string& dir, const std::string& q, 
   o.block_size = 16;
   o.num_blocks = 64;
   auto gpu = make_cuda_backend(o);
-  std::vector<int32_t> ids(static_cast<size_t>(prompt)), pages;
-  for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % 1790);
-  for (int i = 0; i < (prompt + 15) / 16; ++i) pages.push_back((i * 7 + 3) % 64);
+  cuda_force_routes(*gpu, {{0, routes}});
+  std::vector<int32_t> pages;
+  for (size_t i = 0; i < (ids.size() + 15) / 16; ++i) pages.push_back(int32_t((i * 7 + 3) % 64));
   ForwardBatch pre;
   pre.add(0, 0, ids, pages, true);
   return forward_logits(*gpu, pre);
 }
 
 // The tiny model quantized online (128 x 128 blocks; hidden 256: two blocks a row, padded to four) and from a
-// block-128 checkpoint (its scales laid out padded at load): with the switch at 2 its FP8 projections run on
-// cuBLASLt (hi + lo at 160 rows, hi alone at 300), and the logits differ from the default path's (the switch took
-// effect) by what the rounding allows: hi + lo is the tile kernel's product up to bf16 rounding between the two
-// GEMMs; hi alone rounds x to e4m3 (2^-4 a value; the bound of the FP8 prefill tiles' hi-only form, 6e-2).
-TEST(GpuFp8Cublas, ModelLogitsMatchTheDefaultPath) {
+// block-128 checkpoint (its scales laid out padded at load), routing pinned to the CPU's: with the switch at 2 its
+// FP8 projections run on cuBLASLt (hi + lo at 160 rows, hi alone at 300). Against the CPU backend on the same
+// weights within the bf16 bound (2e-2; hi alone rounds x to e4m3, 2^-4 a value: the experts' hi-only prefill
+// tiles' bound, 6e-2), as the default path is; and different from the default path's logits (the switch took
+// effect).
+TEST(GpuFp8Cublas, ModelLogitsMatchCpu) {
   DS_REQUIRE_GPU();
   const std::string tiny = std::string(DS_FIXTURES_DIR) + "/tiny/model";
   auto block = ds::test::make_fp8_fixture(tiny, ds::test::Fp8Fixture::Block, 128);
   for (const auto& [dir, q] : {std::pair{tiny, std::string("fp8")}, std::pair{block->dir.string(), std::string()}})
     for (int prompt : {160, 300}) {
-      const auto off = prefill_logits(dir, q, prompt);
-      std::vector<float> on;
-      {
-        EnvSet env("2");
-        on = prefill_logits(dir, q, prompt);
-      }
-      ASSERT_EQ(on.size(), off.size());
-      const double e = rel_l2(on, off);
-      std::printf("[fp8 cublas] %s, %d-token prefill: logits rel L2 vs the default path %.3g\n",
-                  q.empty() ? "block-128 checkpoint" : "online", prompt, e);
-      EXPECT_GT(e, 0.0) << prompt << ": the switch did not change the path";
-      EXPECT_LT(e, prompt > 160 ? 6e-2 : 1e-2) << prompt;
+      const char* what = q.empty() ? "block-128 checkpoint" : "online";
+      std::vector<int32_t> ids(static_cast<size_t>(prompt));
+      for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % 1790);
+      BackendOptions co;
+      co.model_dir = dir;
+      co.quantization = q;
+      co.max_num_seqs = 2;
+      co.block_size = 16;
+      co.num_blocks = 64;
+      CpuBackend cpu(co);
+      ForwardTrace trace;
+      cpu.set_trace(&trace);
+      std::vector<int32_t> cpu_pages;
+      for (int i = 0; i < (prompt + 15) / 16; ++i) cpu_pages.push_back(i);
+      ForwardBatch fb;
+      fb.add(0, 0, ids, cpu_pages, true);
+      const std::vector<float> want = forward_logits(cpu, fb);
+      const auto off = gpu_prefill(dir, q, ids, trace.route_ids, "0");
+      const auto on = gpu_prefill(dir, q, ids, trace.route_ids, "2");
+      ASSERT_EQ(on.size(), want.size());
+      ASSERT_EQ(off.size(), want.size());
+      const double e_on = rel_l2(on, want), e_off = rel_l2(off, want), e_paths = rel_l2(on, off);
+      std::printf("[fp8 cublas] %s, %d-token prefill: rel L2 vs CPU %.3g (default path %.3g), between the paths %.3g\n",
+                  what, prompt, e_on, e_off, e_paths);
+      EXPECT_LT(e_on, prompt > kFp8TileMaxRows ? 6e-2 : 2e-2) << what << " " << prompt;
+      EXPECT_GT(e_paths, 0.0) << what << " " << prompt << ": the switch did not change the path";
     }
 }
 
