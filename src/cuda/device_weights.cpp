@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -55,20 +54,6 @@ bool loadable_as(DType from, DType to) {
 }
 
 void* mut(const WeightView& v) { return const_cast<void*>(v.ptr); }
-
-// A checkpoint's FP8 scales (rows of ceil(K / 2^ks) values) laid out with the destination's row length d.ld
-// (Fp8Plan::pad4 pads it; the padding is zeros).
-std::vector<float> padded_scales(std::vector<float> s, const Dest& d) {
-  const int64_t kb = d.ks >= 31 ? 1 : (d.K + (int64_t(1) << d.ks) - 1) >> d.ks;
-  if (d.ld == kb) return s;
-  DS_CHECK(d.ld > kb && int64_t(s.size()) % kb == 0, "CUDA weights: FP8 scales of {} values do not fill rows of {}",
-           s.size(), kb);
-  const int64_t rows = int64_t(s.size()) / kb;
-  std::vector<float> out(size_t(rows * d.ld), 0.f);
-  for (int64_t r = 0; r < rows; ++r)
-    std::copy(s.begin() + r * kb, s.begin() + (r + 1) * kb, out.begin() + r * d.ld);
-  return out;
-}
 
 }  // namespace
 
@@ -488,7 +473,9 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
       auto fq = fp8_ck.find(sp.name);
       if (x.dtype == DType::F8_E4M3 && fq != fp8_ck.end()) {  // FP8 in the checkpoint and on the device
         up.upload(t, Dest{x.ptr, DType::F8_E4M3});
-        up.upload_host_f32(padded_scales(fp8_scales_f32(q, fq->second), x), Dest{x.scale, DType::F32});
+        // (rows of x.ld: padded with Fp8Plan::pad4)
+        const int64_t kb = x.ks >= 31 ? 1 : (x.K + (int64_t(1) << x.ks) - 1) >> x.ks;
+        up.upload_host_f32(pad_scale_rows(fp8_scales_f32(q, fq->second), kb, x.ld), Dest{x.scale, DType::F32});
       } else if (x.dtype == DType::F8_E4M3) {  // online: quantized on the GPU
         up.upload_quantized(t, x);
       } else if (fq != fp8_ck.end()) {  // FP8 in the checkpoint, high precision on the device

@@ -133,6 +133,17 @@ std::vector<float> fp8_scales_f32(const QuantConfig& q, const QuantizedTensor& t
   return raw;
 }
 
+std::vector<float> pad_scale_rows(std::vector<float> s, int64_t row_len, int64_t ld) {
+  if (ld == row_len) return s;
+  DS_CHECK(row_len > 0 && ld > row_len && int64_t(s.size()) % row_len == 0,
+           "FP8 scales: {} values are not rows of {} to lay out {} apart", s.size(), row_len, ld);
+  const int64_t rows = int64_t(s.size()) / row_len;
+  std::vector<float> out(size_t(rows * ld), 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(s.begin() + r * row_len, s.begin() + (r + 1) * row_len, out.begin() + r * ld);
+  return out;
+}
+
 void dequantize_fp8(const QuantConfig& q, const QuantizedTensor& t, float* out) {
   const std::vector<float> s = fp8_scales_f32(q, t);
   const auto* w = static_cast<const uint8_t*>(t.weight->data);

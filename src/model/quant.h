@@ -38,6 +38,9 @@ std::map<std::string, QuantizedTensor> find_quantized(const ModelConfig& c, cons
 // The scale tensor's values as fp32 in the device layout: channel [N] (one per row; a per-tensor scale
 // repeated), block [ceil(N/bn), ceil(K/bk)] row-major.
 std::vector<float> fp8_scales_f32(const QuantConfig& q, const QuantizedTensor& t);
+// Rows of `row_len` scales (fp8_scales_f32's block layout) laid out `ld` apart (ld >= row_len), the padding zeros:
+// the GPU's block scales padded to cuBLASLt's layout (cuda/gemm.h fp8_block_scale_ld). ld == row_len: s as it is.
+std::vector<float> pad_scale_rows(std::vector<float> s, int64_t row_len, int64_t ld);
 // w[r, k] = fp8(q[r, k]) * scale(r, k) into out[N * K] (fp32 products, as the GPU computes them).
 void dequantize_fp8(const QuantConfig& q, const QuantizedTensor& t, float* out);
 

@@ -71,7 +71,8 @@ TEST(GpuFp8Cublas, ActivationQuantizerMatchesHost) {
   p.lo = lo.as<uint8_t>();
   p.scale = sc.as<float>();
   run_quantize_act_fp8(p, DType::BF16, test_ctx());
-  const auto h = to_host_raw<uint8_t>(hi.data(), size_t(rows) * K), l = to_host_raw<uint8_t>(lo.data(), size_t(rows) * K);
+  const auto h = to_host_raw<uint8_t>(hi.data(), size_t(rows) * K);
+  const auto l = to_host_raw<uint8_t>(lo.data(), size_t(rows) * K);
   const auto s = to_host_raw<float>(sc.data(), size_t(rows) * (K / 128));
   size_t bad = 0;
   for (int r = 0; r < rows; ++r)

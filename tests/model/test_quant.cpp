@@ -75,6 +75,17 @@ TEST(Fp8Codec, BlockQuantizerScalesEachBlockToItsAmax) {
   for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(f[i], w[i], std::fabs(w[i]) * 0.0625 + 1e-6) << i;
 }
 
+// Block scales laid out in rows of a padded length (the GPU's cuBLASLt layout): each row's values first, then zeros;
+// an unpadded length returns the values as they are; rows that do not divide, or a shorter length, are errors.
+TEST(Fp8Codec, ScaleRowsArePaddedInPlaceOfEachRow) {
+  const std::vector<float> s = {1, 2, 3, 4, 5, 6};  // 2 rows of 3 (K = 384: 3 blocks of 128)
+  EXPECT_EQ(pad_scale_rows(s, 3, 4), (std::vector<float>{1, 2, 3, 0, 4, 5, 6, 0}));
+  EXPECT_EQ(pad_scale_rows(s, 3, 3), s);
+  EXPECT_EQ(pad_scale_rows(s, 2, 4), (std::vector<float>{1, 2, 0, 0, 3, 4, 0, 0, 5, 6, 0, 0}));
+  EXPECT_THROW(pad_scale_rows(s, 4, 8), Error);  // 6 values are not rows of 4
+  EXPECT_THROW(pad_scale_rows(s, 3, 2), Error);  // rows cannot shrink
+}
+
 TEST(QuantConfig, ParsesTheCheckpointFormats) {
   const QuantConfig ch = parse_quant_config(json::parse(R"({"quant_method": "compressed-tensors",
       "format": "float-quantized", "ignore": ["lm_head", "re:.*gate$"], "config_groups": {"group_0": {
