@@ -14,8 +14,8 @@
 
 #include <cstdint>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <tuple>
 
 #include "core/dtype.h"
