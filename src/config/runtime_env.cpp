@@ -67,6 +67,12 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_FP8_CUBLAS must be 0, 1 or 2, got '{}'", v);
     c.fp8_cublas = v[0] - '0';
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v.size() <= 6 && v.find_first_not_of("0123456789") == std::string::npos,
+             "DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N must be 0..999999, got '{}'", v);
+    c.fp8_cublas_decode_min_n = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_FRAG"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "0" || v == "1" || v == "8" || v == "16", "DELTASERVE_CUDA_FP8_FRAG must be 0, 1, 8 or 16, got '{}'", v);

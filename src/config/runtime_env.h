@@ -27,6 +27,7 @@
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_CUBLAS=0|1|2     FP8 dense projections on cuBLASLt's block-scaled FP8 GEMM: 1 beyond 160
 //                                        rows (prefill; x's hi part), 2 also at 9..160 (hi + lo); 0 off (default)
+//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N=N  with 2: at 9..160 rows only projections of N+ outputs (0: all)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
@@ -108,6 +109,10 @@ struct CudaEnv {
   // block-scale rows are padded to cuBLASLt's layout (a multiple of 4) when on. Off until measured (session 26,
   // written without device time).
   int fp8_cublas = 0;
+  // With fp8_cublas 2: at 9..kFp8TileMaxRows rows only projections of at least this many outputs take cuBLASLt (its
+  // tiles spread a narrow one, such as o_proj's 2,304 outputs, over few SMs); 0: every one
+  // (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N).
+  int fp8_cublas_decode_min_n = 0;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

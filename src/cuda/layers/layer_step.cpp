@@ -154,9 +154,11 @@ bool LayerStep::linear_fp8_cublas(const void* x, int64_t ldx, const WeightView& 
                                   int M, bool accumulate) const {
   const int mode = ctx.switches.fp8_cublas;
   const bool with_lo = M <= kFp8TileMaxRows;
-  if (mode == 0 || (with_lo && mode < 2) || !w.fp8() || act != DType::BF16 || w.scale_row_shift != 7 ||
-      w.scale_k_shift != 7 || w.scale_ld != fp8_block_scale_ld(K) || K % 128 != 0 || N % 16 != 0 || ldy % 8 != 0 ||
-      ws.fp8_act_hi == nullptr || M > ws.fp8_act_rows || K > ws.fp8_act_k || (with_lo && M > ws.fp8_act_lo_rows))
+  if (mode == 0 || (with_lo && (mode < 2 || N < ctx.switches.fp8_cublas_decode_min_n)))
+    return false;  // (decode-sized launches: mode 2, outputs wide enough)
+  if (!w.fp8() || act != DType::BF16 || w.scale_row_shift != 7 || w.scale_k_shift != 7 ||
+      w.scale_ld != fp8_block_scale_ld(K) || K % 128 != 0 || N % 16 != 0 || ldy % 8 != 0 || ws.fp8_act_hi == nullptr ||
+      M > ws.fp8_act_rows || K > ws.fp8_act_k || (with_lo && M > ws.fp8_act_lo_rows))
     return false;
   GemmArgs g;
   g.x = ws.fp8_act_hi;
