@@ -38,19 +38,23 @@ inline HostFp8 random_fp8(int64_t mats, int64_t N, int64_t K, int rs, int ks, ui
   return m;
 }
 
+// The x split's scale of a block whose |max| is amax: the least power of two s with amax / s <= 448 (1 for zero).
+inline float x_split_scale(float amax) {
+  if (amax == 0.f) return 1.f;
+  float s = 0x1p-126f;
+  while (amax / s > 448.f) s *= 2.f;
+  return s;
+}
+
 // x [rows, K] rounded as the FP8 wgmma kernel's hi part reads it (MoeGemmParams::x_hi_only): per row and
-// 128-column block, s = the least power of two with amax / s <= 448 (1 for a zero block), e4m3(x / s) * s.
+// 128-column block, e4m3(x / s) * s with s = x_split_scale of the block's |max|.
 inline std::vector<float> x_hi_rounded(const std::vector<float>& x, int64_t rows, int64_t K) {
   std::vector<float> out(x.size());
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k0 = 0; k0 < K; k0 += 128) {
       float amax = 0.f;
       for (int64_t k = k0; k < k0 + 128; ++k) amax = std::max(amax, std::fabs(x[size_t(r * K + k)]));
-      float s = 1.f;
-      if (amax > 0.f) {
-        s = 0x1p-126f;
-        while (amax / s > 448.f) s *= 2.f;
-      }
+      const float s = x_split_scale(amax);
       for (int64_t k = k0; k < k0 + 128; ++k)
         out[size_t(r * K + k)] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[size_t(r * K + k)] / s)) * s;
     }

@@ -6,11 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <utility>
 
 #include "../common/quant_fixture.h"
+#include "backend_with_env.h"
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/gemm.h"
@@ -40,11 +40,7 @@ std::vector<float> scaled_rows(int rows, int K, int ldx, uint64_t seed) {
 float host_split(const float* v, uint8_t* hi, uint8_t* lo) {
   float amax = 0.f;
   for (int k = 0; k < 128; ++k) amax = std::max(amax, std::fabs(v[k]));
-  float s = 1.f;
-  if (amax > 0.f) {
-    s = 0x1p-126f;
-    while (amax / s > 448.f) s *= 2.f;
-  }
+  const float s = x_split_scale(amax);
   for (int k = 0; k < 128; ++k) {
     const float y = v[k] / s;
     hi[k] = f32_to_fp8_e4m3(y);
@@ -174,25 +170,11 @@ TEST(GpuFp8Cublas, BlockScaledGemmMatchesHost) {
   EXPECT_THROW(gemm.run(bad, test_ctx().stream), Error);
 }
 
-struct EnvSet {
-  explicit EnvSet(const char* v) { ::setenv("DELTASERVE_CUDA_FP8_CUBLAS", v, 1); }
-  ~EnvSet() { ::unsetenv("DELTASERVE_CUDA_FP8_CUBLAS"); }
-};
-
-// The tiny model's prefill of `prompt` ordinary ids on the GPU (bf16 activations, quantization option q) with
-// its MoE routing pinned to `routes` (the CPU's), under DELTASERVE_CUDA_FP8_CUBLAS = `mode`.
-std::vector<float> gpu_prefill(const std::string& dir, const std::string& q, const std::vector<int32_t>& ids,
+// The tiny model's prefill of `ids` on the GPU (options `o`) with its MoE routing pinned to `routes` (the CPU's),
+// under DELTASERVE_CUDA_FP8_CUBLAS = `mode`.
+std::vector<float> gpu_prefill(const BackendOptions& o, const std::vector<int32_t>& ids,
                                const std::map<int, std::vector<int32_t>>& routes, const char* mode) {
-  EnvSet env(mode);
-  BackendOptions o;
-  o.model_dir = dir;
-  o.quantization = q;
-  o.device = "cuda";
-  o.dtype = "bfloat16";
-  o.max_num_seqs = 2;
-  o.block_size = 16;
-  o.num_blocks = 64;
-  auto gpu = make_cuda_backend(o);
+  auto gpu = make_cuda_backend_with(o, "DELTASERVE_CUDA_FP8_CUBLAS", mode);
   cuda_force_routes(*gpu, {{0, routes}});
   std::vector<int32_t> pages;
   for (size_t i = 0; i < (ids.size() + 15) / 16; ++i) pages.push_back(int32_t((i * 7 + 3) % 64));
@@ -216,12 +198,11 @@ TEST(GpuFp8Cublas, ModelLogitsMatchCpu) {
       const char* what = q.empty() ? "block-128 checkpoint" : "online";
       std::vector<int32_t> ids(static_cast<size_t>(prompt));
       for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t((i * 7919 + 13) % 1790);
-      BackendOptions co;
-      co.model_dir = dir;
-      co.quantization = q;
-      co.max_num_seqs = 2;
-      co.block_size = 16;
-      co.num_blocks = 64;
+      BackendOptions go = cuda_test_options(dir, "bfloat16", 2);
+      go.quantization = q;
+      BackendOptions co = go;  // the CPU backend on the same checkpoint and pages (it computes in fp32)
+      co.device = "cpu";
+      co.dtype = "auto";
       CpuBackend cpu(co);
       ForwardTrace trace;
       cpu.set_trace(&trace);
@@ -230,8 +211,8 @@ TEST(GpuFp8Cublas, ModelLogitsMatchCpu) {
       ForwardBatch fb;
       fb.add(0, 0, ids, cpu_pages, true);
       const std::vector<float> want = forward_logits(cpu, fb);
-      const auto off = gpu_prefill(dir, q, ids, trace.route_ids, "0");
-      const auto on = gpu_prefill(dir, q, ids, trace.route_ids, "2");
+      const auto off = gpu_prefill(go, ids, trace.route_ids, "0");
+      const auto on = gpu_prefill(go, ids, trace.route_ids, "2");
       ASSERT_EQ(on.size(), want.size());
       ASSERT_EQ(off.size(), want.size());
       const double e_on = rel_l2(on, want), e_off = rel_l2(off, want), e_paths = rel_l2(on, off);

@@ -53,37 +53,29 @@ __global__ void dequantize_fp8_kernel(Fp8Matrix m, T* out, int64_t ldo) {
   }
 }
 
-// A warp per (row, 128-column block): 4 values a lane.
+// Half a warp per (row, 128-column block): 8 values a lane, split by x_split8 (the x split's own arithmetic).
 template <typename T>
 __global__ void quantize_act_fp8_kernel(ActQuantParams p) {
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31, kb_count = p.K >> 7;
-  if (warp >= int64_t(p.rows) * kb_count) return;
-  const int r = int(warp / kb_count), kb = int(warp % kb_count);
-  const T* x = static_cast<const T*>(p.x) + int64_t(r) * p.ldx + kb * 128 + lane * 4;
-  float v[4], amax = 0.f;
+  const int64_t item = ((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 4);  // (row, block) of this half warp
+  const bool on = item < int64_t(p.rows) * kb_count;  // (off lanes still take part in the shuffles)
+  const int r = on ? int(item / kb_count) : 0, kb = on ? int(item % kb_count) : 0, c = kb * 128 + (lane & 15) * 8;
+  float v[8], amax = 0.f;
+  const T* x = static_cast<const T*>(p.x) + int64_t(r) * p.ldx + c;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    v[j] = to_f32(x[j]);
+  for (int j = 0; j < 8; ++j) {
+    v[j] = on ? to_f32(x[j]) : 0.f;
     amax = fmaxf(amax, fabsf(v[j]));
   }
-  amax = warp_max(amax);
-  const float need = amax / 448.f;
-  const float s =
-      need > 0.f ? __uint_as_float((__float_as_uint(fmaxf(need, 0x1p-126f)) + 0x007fffffu) & 0xff800000u) : 1.f;
-  const float inv = 1.f / s;  // exact: a power of two
-  uint32_t hw = 0, lw = 0;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float y = v[j] * inv;
-    const uint8_t h = to_e4m3(y);
-    hw |= uint32_t(h) << (8 * j);
-    lw |= uint32_t(to_e4m3(y - from_e4m3(h))) << (8 * j);
-  }
-  const int64_t at = int64_t(r) * p.K + kb * 128 + lane * 4;
-  *reinterpret_cast<uint32_t*>(p.hi + at) = hw;
-  if (p.lo) *reinterpret_cast<uint32_t*>(p.lo + at) = lw;
-  if (lane == 0) p.scale[int64_t(kb) * p.rows + r] = s;
+  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));  // the half warp's
+  uint2 hi, lo;
+  const float s = x_split8(v, amax, hi, lo);
+  if (!on) return;
+  const int64_t at = int64_t(r) * p.K + c;
+  *reinterpret_cast<uint2*>(p.hi + at) = hi;
+  if (p.lo) *reinterpret_cast<uint2*>(p.lo + at) = lo;
+  if ((lane & 15) == 0) p.scale[int64_t(kb) * p.rows + r] = s;
 }
 
 unsigned grid_of(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 65535)); }
@@ -118,7 +110,7 @@ void run_dequantize_fp8(const Fp8Matrix& m, void* out, DType out_t, int64_t ldo,
 void run_quantize_act_fp8(const ActQuantParams& p, DType act, const DeviceContext& ctx) {
   if (p.rows == 0) return;
   DS_GPU_REQUIRE(p.K % 128 == 0 && p.ldx % 4 == 0, "run_quantize_act_fp8: K and ldx must be multiples of 128 and 4");
-  const int64_t threads = int64_t(p.rows) * (p.K / 128) * 32;
+  const int64_t threads = int64_t(p.rows) * (p.K / 128) * 16;
   dispatch_act(act, [&]<typename T>() {
     quantize_act_fp8_kernel<T><<<unsigned(ceil_div(threads, int64_t(256))), 256, 0, ctx.stream>>>(p);
   });
