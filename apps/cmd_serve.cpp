@@ -63,6 +63,23 @@ int wait_signal(const sigset_t& set, int timeout_ms) {
   return sigtimedwait(&set, nullptr, &ts);
 }
 
+// A node above 0 of a multi-node group (--node-rank): its ranks only, until node 0 stops them.
+void run_worker_node(ServeArgs a) {
+  if (a.threads > 0) set_num_threads(a.threads);
+  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub::hub_env_from_environment(a.vllm.download_dir));
+  EngineOptions eo = engine_options(a);
+  const ParallelConfig& p = eo.backend.parallel;
+  spdlog::info("node {} of {}: ranks {}..{} of {} ({}); no engine and no API server here: node 0 at {}:{} runs them",
+               p.node_rank, p.nnodes, p.first_local_rank(), p.first_local_rank() + p.ranks_per_node() - 1,
+               p.world_size(), p.describe(), p.master_addr, p.master_port);
+  auto t0 = std::chrono::steady_clock::now();
+  auto backend = create_backend(eo.backend);
+  spdlog::info("loaded in {:.1f} s on {}; joined node 0",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), backend->device_name());
+  backend->run_worker_node();
+  spdlog::info("node 0 stopped the group");
+}
+
 void run_serve(ServeArgs a) {
   set_log_format(a.log_format);
   validate_serve_args(a);
@@ -79,6 +96,8 @@ void run_serve(ServeArgs a) {
     ::setenv("DELTASERVE_CUDA_GRAPHS", "0", 1);
     spdlog::info("--enforce-eager: CUDA graphs off, decode steps run eagerly");
   }
+  // A worker node: a signal ends it at once (its connections close; node 0's group fails its steps, naming it).
+  if (a.vllm.node_rank > 0) return run_worker_node(std::move(a));
   const sigset_t sigs = stop_signals();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts: they inherit the mask
   if (a.threads > 0) set_num_threads(a.threads);

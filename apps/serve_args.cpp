@@ -215,8 +215,7 @@ EngineOptions engine_options(const ServeArgs& a) {
   eo.backend.block_size = a.block_size;
   eo.backend.gpu_memory_utilization = a.gpu_memory_utilization;
   eo.backend.kv_cache_tokens = a.kv_cache_tokens;
-  eo.backend.parallel.tensor_parallel_size = a.vllm.tensor_parallel;
-  eo.backend.parallel.enable_expert_parallel = a.vllm.enable_expert_parallel;
+  eo.backend.parallel = parallel_config(a.vllm);
   eo.max_num_seqs = a.max_num_seqs;
   eo.max_num_batched_tokens = a.max_num_batched_tokens;
   eo.step_cost.max_step_cost = a.max_step_cost;

@@ -38,9 +38,7 @@ const CompatFlag kIgnored[] = {
     {"--tokenizer-mode", Value::Text, 0, 0, "", "the Kimi tiktoken tokenizer is built in"},
     {"--max-log-len", Value::Int, 0, 1e9, "", "prompts are never logged"},
     {"--disable-frontend-multiprocessing", Value::None, 0, 0, "", "the HTTP server and the engine share one process"},
-    {"--distributed-executor-backend", Value::Text, 0, 0, "", "the ranks are threads of one process, one per GPU (docs/PARALLEL.md)"},
-    {"--master-addr", Value::Text, 0, 0, "", "used by --nnodes above 1 only, which is refused (one node)"},
-    {"--master-port", Value::Int, 1, 65535, "", "used by --nnodes above 1 only, which is refused (one node)"},
+    {"--distributed-executor-backend", Value::Text, 0, 0, "", "the ranks are threads of a process, one per GPU, and a process per node (docs/PARALLEL.md)"},
     {"--enable-chunked-prefill", Value::None, 0, 0, "", "chunked prefill is always on (--max-num-batched-tokens is the step budget)"},
     {"--disable-fastapi-docs", Value::None, 0, 0, "", "no /docs page is served"},
     {"--max-parallel-loading-workers", Value::Int, 1, 4096, "", "weights are memory-mapped and uploaded in one pass"},
@@ -65,12 +63,9 @@ const CompatFlag kRefused[] = {
     {"--enable-sleep-mode", Value::None, 0, 0, "", "no sleep mode"},
     {"--otlp-traces-endpoint", Value::Text, 0, 0, "", "no OpenTelemetry tracing; scrape /metrics"},
     {"--reasoning-parser", Value::Text, 0, 0, "", "Kimi-Linear-Instruct writes no reasoning section to parse"},
-    {"--headless", Value::None, 0, 0, "", "the engine always runs with its API server"},
     {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
-    {"--nnodes", Value::Int, 1, 1024, "1", "one node: the ranks are threads of one process (multi-node serving is not built yet, docs/PARALLEL.md)"},
-    {"--node-rank", Value::Int, 0, 1023, "0", "one node: the ranks are threads of one process (multi-node serving is not built yet, docs/PARALLEL.md)"},
 };
 
 std::string first_long_name(const char* names) {
@@ -149,6 +144,27 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   cmd.add_flag("--enable-expert-parallel", v.enable_expert_parallel,
                "Routed experts sharded by id over the --tensor-parallel-size ranks (instead of split by columns)")
       ->group(g);
+  cmd.add_option("--nnodes", v.nnodes,
+                 "Nodes (processes) the --tensor-parallel-size ranks span, as torchrun's: each holds tp / nnodes "
+                 "ranks; node 0 runs the engine and the API server, the others only their ranks (docs/PARALLEL.md)")
+      ->capture_default_str()
+      ->check(in_range(1, 1024))
+      ->group(g);
+  cmd.add_option("--node-rank", v.node_rank, "This node's number, 0..nnodes-1 (0: the engine and the API server)")
+      ->capture_default_str()
+      ->check(in_range(0, 1023))
+      ->group(g);
+  cmd.add_option("--master-addr", v.master_addr, "Node 0's address, where the other nodes join (--nnodes above 1)")
+      ->capture_default_str()
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_option("--master-port", v.master_port, "The port node 0 listens on for the other nodes (--nnodes above 1)")
+      ->capture_default_str()
+      ->check(in_range(1, 65535))
+      ->group(g);
+  cmd.add_flag("--headless", v.headless,
+               "A node above 0 (--node-rank): no engine and no API server, only its ranks (which such a node is anyway)")
+      ->group(g);
   cmd.add_option("--pipeline-parallel-size", v.pipeline_parallel, "Pipeline stages (-pp): 1")
       ->capture_default_str()
       ->check(in_range(1, 1024))
@@ -203,18 +219,33 @@ void validate_vllm_args(const VllmArgs& v, int gpus, const std::string& device) 
     fail("{} {}: multi-GPU serving ({}) is not built yet; deltaserve serves Kimi-Linear-48B-A3B on one GPU: use {} 1{}",
          flag, n, what, flag, hint);
   };
+  ParallelConfig pc = parallel_config(v);
+  pc.validate();  // 1, 2, 4 or 8; the nodes (the model's dimensions are checked when it is loaded)
+  DS_CHECK(!v.headless || v.node_rank > 0,
+           "--headless: node 0 runs the engine and the API server; --headless is for the other nodes (--node-rank 1 "
+           "and above)");
+  // The GPU runs one rank per GPU (tensor and expert parallelism: docs/PARALLEL.md), a node's share of them on
+  // each node; the CPU runs ranks as threads.
+  const int local = pc.ranks_per_node();
+  if (device != "cpu" && local > 1 && local > gpus)
+    fail("--tensor-parallel-size {}: only {} GPU(s) visible here; tensor parallelism on --device {} puts one rank "
+         "on each GPU{}: use --tensor-parallel-size {} or fewer (--device cpu runs ranks on threads)",
+         v.tensor_parallel, gpus, device,
+         v.nnodes > 1 ? fmt::format(" ({} ranks on each of the {} nodes)", local, v.nnodes) : "",
+         std::max(1, gpus) * v.nnodes);
+  parallel("--pipeline-parallel-size", v.pipeline_parallel, "pipeline parallel");
+  parallel("--data-parallel-size", v.data_parallel, "data parallel");
+}
+
+ParallelConfig parallel_config(const VllmArgs& v) {
   ParallelConfig pc;
   pc.tensor_parallel_size = v.tensor_parallel;
   pc.enable_expert_parallel = v.enable_expert_parallel;
-  pc.validate();  // 1, 2, 4 or 8 (the model's dimensions are checked when it is loaded)
-  // The GPU runs one rank per GPU (tensor and expert parallelism: docs/PARALLEL.md); the CPU runs ranks as
-  // threads.
-  if (device != "cpu" && v.tensor_parallel > 1 && v.tensor_parallel > gpus)
-    fail("--tensor-parallel-size {}: only {} GPU(s) visible here; tensor parallelism on --device {} puts one rank "
-         "on each GPU: use --tensor-parallel-size {} or fewer (--device cpu runs ranks on threads)",
-         v.tensor_parallel, gpus, device, std::max(1, gpus));
-  parallel("--pipeline-parallel-size", v.pipeline_parallel, "pipeline parallel");
-  parallel("--data-parallel-size", v.data_parallel, "data parallel");
+  pc.nnodes = v.nnodes;
+  pc.node_rank = v.node_rank;
+  pc.master_addr = v.master_addr;
+  pc.master_port = v.master_port;
+  return pc;
 }
 
 std::vector<std::string> ignored_flag_messages(const VllmArgs& v) {

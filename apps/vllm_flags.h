@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "dist/parallel_config.h"
+
 namespace ds::cli {
 
 struct VllmArgs {
@@ -21,6 +23,10 @@ struct VllmArgs {
   std::string tool_call_parser;   // --tool-call-parser (only kimi_k2)
   int tensor_parallel = 1, pipeline_parallel = 1, data_parallel = 1;
   bool enable_expert_parallel = false;  // --enable-expert-parallel: routed experts by id over the TP ranks
+  int nnodes = 1, node_rank = 0;        // --nnodes, --node-rank: the ranks over several processes (torchrun's)
+  std::string master_addr = "127.0.0.1";  // --master-addr: node 0's address
+  int master_port = 29500;              // --master-port: node 0 listens there for the other nodes
+  bool headless = false;                // --headless: a node above 0 (no engine, no API server)
   std::string uvicorn_log_level;  // --uvicorn-log-level: deltaserve's log level when --log-level is not given
   bool auto_tool_choice = false;      // --enable-auto-tool-choice: tool calls are always parsed anyway
   bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
@@ -38,9 +44,12 @@ struct VllmArgs {
 void add_vllm_options(CLI::App& cmd, VllmArgs& v);
 
 // Checks across the vLLM flags: a refused flag fails with its reason; -pp/-dp above 1 fail; -tp must
-// be 1, 2, 4 or 8, and above 1 it runs on `device` cpu only (rank threads, docs/PARALLEL.md): with cuda
-// it fails (above the GPUs present: says how many there are). Throws ds::Error naming the flag.
+// be 1, 2, 4 or 8, split evenly over --nnodes, with --node-rank below it; on cuda a node's ranks need a GPU
+// each (says how many there are); --headless only above node 0. Throws ds::Error naming the flag.
 void validate_vllm_args(const VllmArgs& v, int visible_gpus, const std::string& device = "cpu");
+
+// The parallel layout the flags ask for (-tp, --enable-expert-parallel, the nodes).
+ParallelConfig parallel_config(const VllmArgs& v);
 
 // One log line per ignored flag (what it does in vLLM and why deltaserve does without it).
 std::vector<std::string> ignored_flag_messages(const VllmArgs& v);

@@ -32,6 +32,7 @@ class ParallelCudaBackend : public Backend {
   BackendLimits limits() const override { return ranks_.front()->limits(); }
   std::string device_name() const override;
   StepResult execute(const StepPlan& plan) override;
+  std::string failure() const override { return threads_ ? threads_->failure() : std::string(); }
 
   int world_size() const { return int(ranks_.size()); }
   Backend& rank(int r) { return *ranks_.at(size_t(r)); }  // tests

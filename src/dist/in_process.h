@@ -13,23 +13,24 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/host_group.h"
 
 namespace ds {
 
-class InProcessGroup {
+class InProcessGroup : public HostGroup {
  public:
   explicit InProcessGroup(int size);
-  ~InProcessGroup();
+  ~InProcessGroup() override;
   InProcessGroup(const InProcessGroup&) = delete;
   InProcessGroup& operator=(const InProcessGroup&) = delete;
 
-  int size() const { return size_; }
+  int size() const override { return size_; }
   // Rank r's communicator (owned by the group); one thread at a time uses it.
-  Communicator& comm(int rank);
+  Communicator& comm(int rank) override;
   // Every rank waiting in a collective, and every later collective, throws ds::Error with `why`.
   // The group stays unusable (a rank gave up in the middle of a step; the others cannot finish it).
-  void abort(const std::string& why);
-  bool aborted() const;
+  void abort(const std::string& why) override;
+  bool aborted() const override;
 
  private:
   friend class InProcessComm;

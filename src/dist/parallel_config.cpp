@@ -22,6 +22,13 @@ int ParallelConfig::world_size() const {
 void ParallelConfig::validate() const {
   DS_CHECK(power_of_two_upto_8(tensor_parallel_size), "--tensor-parallel-size {}: expected 1, 2, 4 or 8",
            tensor_parallel_size);
+  DS_CHECK(nnodes >= 1 && world_size() % nnodes == 0,
+           "--nnodes {}: the group's {} ranks ({}) must split evenly over the nodes", nnodes, world_size(), describe());
+  DS_CHECK(node_rank >= 0 && node_rank < nnodes, "--node-rank {}: expected 0..{} (--nnodes {})", node_rank,
+           nnodes - 1, nnodes);
+  DS_CHECK(nnodes == 1 || (master_port >= 0 && master_port <= 65535), "--master-port {}: expected 0..65535",
+           master_port);
+  DS_CHECK(nnodes == 1 || !master_addr.empty(), "--master-addr: node 0's address is needed with --nnodes {}", nnodes);
   if (expert_parallel_size == 0) return;
   DS_CHECK(enable_expert_parallel, "an expert-parallel size ({}) needs --enable-expert-parallel", expert_parallel_size);
   DS_CHECK(power_of_two_upto_8(expert_parallel_size), "expert-parallel size {}: expected 1, 2, 4 or 8",
@@ -75,9 +82,10 @@ ShardSpec ParallelConfig::shard(int rank) const {
 
 std::string ParallelConfig::describe() const {
   const int world = world_size();
-  if (!enable_expert_parallel || world == 1) return fmt::format("TP {}", tensor_parallel_size);
-  if (tensor_parallel_size == 1) return fmt::format("EP {} (attention replicated)", world);
-  return fmt::format("TP {} + EP {}", tensor_parallel_size, world);
+  const std::string nodes = nnodes > 1 ? fmt::format(" over {} nodes", nnodes) : "";
+  if (!enable_expert_parallel || world == 1) return fmt::format("TP {}{}", tensor_parallel_size, nodes);
+  if (tensor_parallel_size == 1) return fmt::format("EP {} (attention replicated){}", world, nodes);
+  return fmt::format("TP {} + EP {}{}", tensor_parallel_size, world, nodes);
 }
 
 }  // namespace ds

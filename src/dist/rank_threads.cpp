@@ -8,20 +8,50 @@
 #include "dist/batch_codec.h"
 
 namespace ds {
+namespace {
 
-RankThreads::RankThreads(InProcessGroup& group, std::string what, RankStep rank_step, std::function<void(int)> on_start,
+// The end of a step on every rank: each rank's non-finite snapshots gathered (counts, then the lists padded
+// to the longest), merged, sorted, without repeats. Snapshot ids travel as floats (exact below 2^24).
+std::vector<int32_t> gather_nonfinite(Communicator& comm, const std::vector<int32_t>& mine) {
+  const int n = comm.size();
+  std::vector<float> counts(static_cast<size_t>(n));
+  const float own = float(mine.size());
+  comm.all_gather(std::span<const float>(&own, 1), counts);
+  const size_t longest = size_t(*std::max_element(counts.begin(), counts.end()));
+  if (longest == 0) return {};
+  std::vector<float> padded(longest, -1.0f), all(longest * size_t(n));
+  for (size_t i = 0; i < mine.size(); ++i) {
+    DS_CHECK(mine[i] >= 0 && mine[i] < (1 << 24), "snapshot id {} cannot be gathered", mine[i]);
+    padded[i] = float(mine[i]);
+  }
+  comm.all_gather(padded, all);
+  std::vector<int32_t> ids;
+  for (float v : all)
+    if (v >= 0) ids.push_back(int32_t(v));
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+}  // namespace
+
+RankThreads::RankThreads(HostGroup& group, std::string what, RankStep rank_step, std::function<void(int)> on_start,
                          std::function<void(const std::string&)> on_abort)
     : group_(group), what_(std::move(what)), rank_step_(std::move(rank_step)), on_start_(std::move(on_start)),
-      on_abort_(std::move(on_abort)), nonfinite_(size_t(group.size())) {
-  for (int r = 1; r < group_.size(); ++r) threads_.emplace_back([this, r] { loop(r); });
+      on_abort_(std::move(on_abort)) {
+  for (int r = group_.first_local(); r < group_.first_local() + group_.local_size(); ++r)
+    if (r != 0) threads_.emplace_back([this, r] { loop(r); });
 }
 
 RankThreads::~RankThreads() { stop(); }
 
 void RankThreads::stop() {
-  if (threads_.empty()) return;
-  if (!group_.aborted()) {
+  if (stopped_) return;
+  stopped_ = true;
+  // Rank 0 stops every other rank, in this process or another (a node of one rank has no threads here).
+  if (!group_.aborted() && (group_.size() > 1 && (group_.is_local(0) || !threads_.empty()))) {
     try {
+      if (!group_.is_local(0)) fail("node of ranks {}.. stopped", group_.first_local());
       RankMessage m;
       m.command = RankCommand::Stop;
       std::vector<uint8_t> stop = encode_rank_message(m);
@@ -32,6 +62,14 @@ void RankThreads::stop() {
   }
   for (auto& t : threads_) t.join();
   threads_.clear();
+}
+
+void RankThreads::wait() {
+  DS_CHECK(!group_.is_local(0), "{}: wait() is for a process without rank 0", what_);
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  stopped_ = true;
+  check();
 }
 
 void RankThreads::record_failure(int r, const std::string& what) {
@@ -66,8 +104,7 @@ void RankThreads::loop(int r) {
       broadcast_bytes(comm, msg, 0);
       RankMessage m = decode_rank_message(msg);
       if (m.command == RankCommand::Stop) return;
-      nonfinite_[size_t(r)] = rank_step_(r, m.batch);
-      comm.barrier();  // every rank has finished the step (and written nonfinite_)
+      gather_nonfinite(comm, rank_step_(r, m.batch));  // every rank has finished the step
     } catch (const std::exception& e) {
       record_failure(r, e.what());
       return;
@@ -77,21 +114,15 @@ void RankThreads::loop(int r) {
 
 std::vector<int32_t> RankThreads::step(const ForwardBatch& batch, const std::function<std::vector<int32_t>()>& own) {
   check();
+  DS_CHECK(group_.is_local(0), "{}: steps run on rank 0's process", what_);
   try {
     std::vector<uint8_t> msg = encode_rank_message({.command = RankCommand::Step, .batch = batch});
     broadcast_bytes(group_.comm(0), msg, 0);
-    nonfinite_[0] = own();
-    group_.comm(0).barrier();
+    return gather_nonfinite(group_.comm(0), own());  // a snapshot is non-finite when any rank's part of it is
   } catch (const std::exception& e) {
     record_failure(0, e.what());
     fail("{}: the step failed on {}", what_, failure());
   }
-  // A snapshot is non-finite when any rank's part of it is.
-  std::vector<int32_t> all;
-  for (const auto& v : nonfinite_) all.insert(all.end(), v.begin(), v.end());
-  std::sort(all.begin(), all.end());
-  all.erase(std::unique(all.begin(), all.end()), all.end());
-  return all;
 }
 
 }  // namespace ds

@@ -306,6 +306,8 @@ SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream
 
   std::lock_guard<std::mutex> lk(m.mu);
   if (m.stopping || m.draining) return reject(SubmitStatus::ShuttingDown, "the engine is shutting down");
+  if (std::string f = m.backend->failure(); !f.empty())
+    return reject(SubmitStatus::Unavailable, "the model can run no more steps: " + f);
   if (int(m.intake.size()) + m.sched_waiting >= m.opts.max_waiting)
     return reject(SubmitStatus::Overloaded,
                   fmt::format("{} requests are already waiting", int(m.intake.size()) + m.sched_waiting));
@@ -347,6 +349,7 @@ int64_t Engine::max_model_len() const { return impl_->max_len; }
 const MaxModelLen& Engine::max_model_len_info() const { return impl_->max_len_info; }
 const EngineOptions& Engine::options() const { return impl_->opts; }
 BackendLimits Engine::backend_limits() const { return impl_->limits; }
+std::string Engine::backend_failure() const { return impl_->backend->failure(); }
 
 // ---------------------------------------------------------------------------------------------
 // Step thread

@@ -154,7 +154,8 @@ struct EngineStats {
   int64_t snapshots_saved = 0, snapshot_evictions = 0, snapshots_nonfinite = 0;
 };
 
-enum class SubmitStatus { Ok, Overloaded, TooLong, Invalid, ShuttingDown };
+// Unavailable: the backend can run no more steps (Backend::failure(), e.g. a node of the group went away).
+enum class SubmitStatus { Ok, Overloaded, TooLong, Invalid, ShuttingDown, Unavailable };
 
 class Engine {
  public:
@@ -174,6 +175,8 @@ class Engine {
   const MaxModelLen& max_model_len_info() const;
   const EngineOptions& options() const;
   BackendLimits backend_limits() const;
+  // Why the backend can run no more steps (Backend::failure()); empty while it can.
+  std::string backend_failure() const;
 
  private:
   struct Impl;

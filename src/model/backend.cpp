@@ -4,6 +4,18 @@
 
 namespace ds {
 
+void Backend::run_worker_node() { fail("{}: not a worker node of a multi-node group (--node-rank above 0)", device_name()); }
+
+std::string group_fingerprint(const BackendOptions& o, const ModelConfig& c) {
+  const ParallelConfig& p = o.parallel;
+  return fmt::format("{} | {} | load {} seed {} dtype {} quantization '{}' kv {} | seqs {} len {} block {} blocks {} "
+                     "kv-tokens {} snapshots {} ({} GiB) gpu-mem {} piece {} biased {} | {}",
+                     o.device, c.summary(), o.load_format, o.dummy_seed, o.dtype, o.quantization,
+                     kv_cache_dtype_name(o.kv_cache_dtype), o.max_num_seqs, o.max_model_len, o.block_size,
+                     o.num_blocks, o.kv_cache_tokens, o.num_snapshots, o.snapshot_memory_gib,
+                     o.gpu_memory_utilization, o.mla_context_piece, o.biased_moe_weights, p.describe());
+}
+
 void check_sampling_rows(const StepPlan& plan) {
   const int rows = plan.batch.num_logit_rows();
   DS_CHECK(int(plan.sampling.size()) == rows || (plan.sampling.empty() && (plan.return_logits || plan.forward_only)),

@@ -53,7 +53,18 @@ class Backend {
   // logits row (empty only with return_logits or forward_only). Throws ds::Error for an inconsistent plan or a batch
   // beyond limits().
   virtual StepResult execute(const StepPlan& plan) = 0;
+  // A process of a multi-node group that does not hold rank 0 (--node-rank above 0, docs/PARALLEL.md): runs
+  // its ranks' parts of the steps node 0 sends until node 0 stops them (returns) or the group fails (throws,
+  // naming the rank); execute() is node 0's. Every other backend: an error.
+  virtual void run_worker_node();
+  // Why the backend can run no more steps (a rank of a multi-rank group failed, or a node went away: every
+  // later execute() throws); empty while it can. Any thread may ask.
+  virtual std::string failure() const { return {}; }
 };
+
+// What every process of a multi-node group must run alike (the group refuses a process that differs): the
+// model's shape, the weights' source and format, the options that size the caches, the parallel layout.
+std::string group_fingerprint(const BackendOptions& o, const ModelConfig& c);
 
 // For implementations: throws unless plan.sampling has one row per logits row of plan.batch (or none,
 // with return_logits or forward_only).

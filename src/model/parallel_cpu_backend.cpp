@@ -5,7 +5,9 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
+#include "dist/in_process.h"
 #include "dist/rank_threads.h"
+#include "dist/tcp_group.h"
 #include "model/shard_weights.h"
 #include "sampling/cpu_sampler.h"
 
@@ -26,12 +28,26 @@ ParallelCpuBackend::ParallelCpuBackend(const ModelConfig& c, const HostWeights& 
 void ParallelCpuBackend::start(const HostWeights& w, const BackendOptions& opts) {
   par_.validate(cfg_);
   const int n = par_.world_size();
-  group_ = std::make_unique<InProcessGroup>(n);
+  if (par_.nnodes == 1) {
+    group_ = std::make_unique<InProcessGroup>(n);
+  } else {
+    SPDLOG_INFO("cpu parallel: node {} of {} (ranks {}..{} of {}): {} at {}:{}", par_.node_rank, par_.nnodes,
+                par_.first_local_rank(), par_.first_local_rank() + par_.ranks_per_node() - 1, n,
+                par_.node_rank == 0 ? "waiting for the other nodes" : "joining node 0", par_.master_addr,
+                par_.master_port);
+    group_ = std::make_unique<TcpGroup>(TcpGroupConfig{.master_addr = par_.master_addr,
+                                                       .master_port = par_.master_port,
+                                                       .world_size = n,
+                                                       .nnodes = par_.nnodes,
+                                                       .node_rank = par_.node_rank,
+                                                       .timeout_s = par_.join_timeout_s,
+                                                       .fingerprint = group_fingerprint(opts, cfg_)});
+  }
   // The snapshot budget is the whole group's: each rank sizes its pool with its share (same count on all).
   BackendOptions rank_opts = opts;
   if (opts.num_snapshots < 0)
     rank_opts.snapshot_memory_gib = (opts.snapshot_memory_gib > 0 ? opts.snapshot_memory_gib : kCpuSnapshotGiBDefault) / n;
-  for (int r = 0; r < n; ++r) {
+  for (int r = group_->first_local(); r < group_->first_local() + group_->local_size(); ++r) {
     const ShardSpec s = par_.shard(r);
     ranks_.push_back(std::make_unique<CpuBackend>(shard_config(cfg_, s), shard_host_weights(cfg_, w, s), rank_opts,
                                                   ModelShard{s, &group_->comm(r)}));
@@ -39,13 +55,14 @@ void ParallelCpuBackend::start(const HostWeights& w, const BackendOptions& opts)
   penalties_ = std::make_unique<PenaltyTracker>(cfg_.vocab_size);
   threads_ = std::make_unique<RankThreads>(*group_, "cpu parallel backend",
                                            [this](int r, const ForwardBatch& b) { return step(r, b).nonfinite_snapshots; });
-  SPDLOG_INFO("cpu parallel: {} over {} rank threads (in-process communicator)", par_.describe(), n);
+  SPDLOG_INFO("cpu parallel: {} over {} rank threads ({})", par_.describe(), group_->local_size(),
+              par_.nnodes == 1 ? "in-process communicator" : "TCP group of the nodes");
 }
 
 ParallelCpuBackend::~ParallelCpuBackend() { threads_->stop(); }  // before the ranks go
 
 std::string ParallelCpuBackend::device_name() const {
-  return fmt::format("cpu ({}, {} rank threads, {} worker threads, fp32)", par_.describe(), world_size(),
+  return fmt::format("cpu ({}, {} rank threads, {} worker threads, fp32)", par_.describe(), group_->local_size(),
                      num_threads());
 }
 
@@ -53,10 +70,17 @@ StepResult ParallelCpuBackend::step(int r, const ForwardBatch& batch) {
   StepPlan p;
   p.batch = batch;
   p.return_logits = true;  // nothing sampled on a rank: the parallel backend samples rank 0's logits
-  return ranks_[size_t(r)]->execute(p);
+  return ranks_[size_t(r - group_->first_local())]->execute(p);
+}
+
+void ParallelCpuBackend::run_worker_node() {
+  SPDLOG_INFO("cpu parallel: node {} runs ranks {}..{} until node 0 stops them", par_.node_rank, group_->first_local(),
+              group_->first_local() + group_->local_size() - 1);
+  threads_->wait();
 }
 
 StepResult ParallelCpuBackend::execute(const StepPlan& plan) {
+  DS_CHECK(group_->is_local(0), "cpu parallel backend: node {} runs no engine (node 0 does)", par_.node_rank);
   threads_->check();
   check_sampling_rows(plan);
   // A bad plan fails here, on rank 0 alone, before the other ranks see it (the group stays usable).

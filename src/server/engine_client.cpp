@@ -27,6 +27,7 @@ class EngineAdapter : public EngineClient {
   int64_t max_model_len() const override { return e_.max_model_len(); }
   std::string context_limit_note() const override { return ds::context_limit_note(e_.max_model_len_info()); }
   int model_vocab_size() const override { return e_.model_config().vocab_size; }
+  std::string failure() const override { return e_.backend_failure(); }
 
  private:
   Engine& e_;

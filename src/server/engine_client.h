@@ -30,6 +30,8 @@ class EngineClient {
   // What limits max_model_len, in words, for "too long" messages (engine/capacity.h context_limit_note).
   virtual std::string context_limit_note() const { return {}; }
   virtual int model_vocab_size() const = 0;
+  // Why the model can run no more steps (Engine::backend_failure()): /health then answers 503 with it.
+  virtual std::string failure() const { return {}; }
 };
 
 // The adapter over a running engine (which must outlive it).

@@ -273,6 +273,7 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     if (route->work == Work::Inline) {
       if (req.path == "/health" || req.path == "/ping") {
         if (draining_) throw unavailable("the server is shutting down");
+        if (std::string f = engine_.failure(); !f.empty()) throw unavailable("the model can run no more steps: " + f);
         w->send(json_response(200, {{"status", "ok"}}));
       } else if (req.path == "/metrics") {
         w->send({200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(engine_.stats()), {}});

@@ -6,11 +6,14 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <future>
 
 #include "../engine/engine_util.h"
 #include "apps/serve_args.h"
 #include "apps/vllm_flags.h"
+#include "core/error.h"
 #include "dist_test_util.h"
+#include "dist/socket_io.h"
 #include "engine/backend_factory.h"
 
 namespace ds::test {
@@ -93,6 +96,35 @@ TEST(ServeParallel, Tp2OnTheCpuGivesTp1sGreedyTokens) {
     const GreedyRun got = greedy_run(flags, name);
     EXPECT_EQ(got.tokens, one.tokens) << name;
     EXPECT_EQ(got.cached, one.cached) << name;
+  }
+}
+
+// Two nodes (each a process's share of the group; here two backends in one test process, joined over loopback
+// TCP as two processes would be): node 1 runs its rank until node 0's engine stops, and the engine on node 0
+// gives TP 1's greedy tokens, prefix-cache hits included. (tests/dist/e2e_multinode.sh runs two real processes.)
+TEST(ServeParallel, Tp2OverTwoNodesGivesTp1sGreedyTokens) {
+  const GreedyRun one = greedy_run({}, "cpu (");
+  ASSERT_EQ(one.tokens.size(), 5u);
+  for (const bool ep : {false, true}) {
+    int port = 0;
+    net::listen_on(0, &port, "a free port");  // closed again at once: node 0 listens there next
+    std::vector<std::string> flags = {"-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port",
+                                      std::to_string(port)};
+    if (ep) flags.push_back("--enable-expert-parallel");
+    auto worker = std::async(std::launch::async, [flags] {
+      std::vector<std::string> f = flags;
+      f.insert(f.end(), {"--node-rank", "1", "--headless"});
+      auto backend = create_backend(serve_options(f).backend);
+      EXPECT_NE(backend->device_name().find("1 rank threads"), std::string::npos) << backend->device_name();
+      EXPECT_THROW(backend->execute(StepPlan{}), ds::Error);  // node 0 runs the engine
+      backend->run_worker_node();
+    });
+    std::vector<std::string> f0 = flags;
+    f0.insert(f0.end(), {"--node-rank", "0"});
+    const GreedyRun got = greedy_run(f0, ep ? "TP 2 + EP 2 over 2 nodes" : "TP 2 over 2 nodes");
+    EXPECT_EQ(got.tokens, one.tokens) << "EP " << ep;
+    EXPECT_EQ(got.cached, one.cached) << "EP " << ep;
+    EXPECT_NO_THROW(worker.get());  // node 0's backend stopped it
   }
 }
 

@@ -4,10 +4,12 @@
 // over chunked prefill and decode steps of two sequences in one batch. The shards are the right blocks.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <string>
 
 #include "core/error.h"
+#include "dist/socket_io.h"
 #include "dist_test_util.h"
 #include "model/cpu_backend.h"
 #include "model/parallel_cpu_backend.h"
@@ -58,6 +60,38 @@ TEST(ParallelTiny, FourHeadVariantTp4ReproducesTp1) {
     ParallelCpuBackend b(options(dir.path(), p, true));
     EXPECT_EQ(b.world_size(), p.world_size());
     expect_same_logits(two_sequence_run(b), ref, one.config().vocab_size, kTol, p.describe() + " (4 heads)");
+  }
+}
+
+// A group over nodes (dist/tcp_group.h; here each node's backend in this process, joined over loopback TCP as
+// processes would be), with one or two rank threads a node, gives the single-process group's logits bit for
+// bit: the TCP group sums in the same rank order, and every rank computes the same.
+TEST(ParallelTiny, AGroupOverNodesGivesTheSingleProcessBitsExactly) {
+  TempModelDir dir(four_head_config_json());
+  for (auto [tp, ep, nnodes] : {std::tuple{4, false, 2}, std::tuple{4, true, 4}, std::tuple{2, false, 2}}) {
+    ParallelConfig p = layout(tp, ep);
+    const std::string what = p.describe() + " over " + std::to_string(nnodes) + " nodes";
+    ParallelCpuBackend in_process(options(dir.path(), p, true));
+    const auto want = two_sequence_run(in_process);
+    p.nnodes = nnodes;
+    p.master_addr = "127.0.0.1";
+    net::listen_on(0, &p.master_port, "a free port");  // closed again at once: node 0 listens there next
+    std::vector<std::future<void>> workers;
+    for (int k = 1; k < nnodes; ++k)
+      workers.push_back(std::async(std::launch::async, [&, k, p]() mutable {
+        p.node_rank = k;
+        ParallelCpuBackend node(options(dir.path(), p, true));
+        EXPECT_EQ(node.rank(k * tp / nnodes).config().kda.num_heads, 4 / tp) << what;  // its ranks' shards
+        node.run_worker_node();
+      }));
+    {
+      ParallelCpuBackend node0(options(dir.path(), p, true));
+      EXPECT_NE(node0.device_name().find(what), std::string::npos) << node0.device_name();
+      const auto got = two_sequence_run(node0);
+      ASSERT_EQ(got.size(), want.size()) << what;
+      for (size_t s = 0; s < want.size(); ++s) EXPECT_EQ(got[s], want[s]) << what << " step " << s;
+    }  // node 0 stops the other nodes
+    for (auto& w : workers) EXPECT_NO_THROW(w.get()) << what;
   }
 }
 

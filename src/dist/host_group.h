@@ -1,0 +1,26 @@
+// The ranks of a group that this process holds, with their host communicators (dist/communicator.h): all of
+// them for ranks as threads of one process (InProcessGroup, dist/in_process.h), a node's consecutive ranks
+// when the group spans processes or nodes (TcpGroup, dist/tcp_group.h). The rank-thread protocol
+// (dist/rank_threads.h) runs on either.
+#pragma once
+#include <string>
+
+#include "dist/communicator.h"
+
+namespace ds {
+
+class HostGroup {
+ public:
+  virtual ~HostGroup() = default;
+  virtual int size() const = 0;                       // ranks in the group
+  virtual int first_local() const { return 0; }       // this process holds ranks [first_local, first_local + local_size)
+  virtual int local_size() const { return size(); }
+  bool is_local(int rank) const { return rank >= first_local() && rank < first_local() + local_size(); }
+  virtual Communicator& comm(int rank) = 0;            // a local rank's (one thread at a time uses it)
+  // Every rank waiting in a collective, and every later collective, throws ds::Error with `why` (in every
+  // process of the group); the group stays unusable.
+  virtual void abort(const std::string& why) = 0;
+  virtual bool aborted() const = 0;
+};
+
+}  // namespace ds

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Two real processes as two nodes (docs/PARALLEL.md, "Several processes and nodes"), on --device cpu:
+#  - `serve -tp 2 --nnodes 2 --node-rank 1` (a worker: no engine, no API) and `--node-rank 0` (the engine and the
+#    API) answer a greedy completion with the same text as one process at -tp 1;
+#  - SIGTERM to node 0 drains it and stops node 1, both exiting 0;
+#  - node 1 killed: node 0's next request fails with an error naming node 1; node 0 stays up, /health and new
+#    requests answering 503 with the reason (a load balancer takes it out);
+#  - a worker started with other cache flags is refused by name on both sides; nobody joining is a timeout.
+# Usage: tests/dist/e2e_multinode.sh <path-to-deltaserve>
+set -euo pipefail
+BIN=$(realpath "${1:?usage: e2e_multinode.sh <path-to-deltaserve>}")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+WORK=$(mktemp -d /tmp/deltaserve-multinode.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "e2e_multinode: FAIL: $*" >&2; tail -n 15 "$WORK"/*.log >&2 || true; exit 1; }
+pass() { echo "e2e_multinode: ok: $*"; }
+MODEL=(tests/fixtures/tiny/model --tokenizer tests/fixtures/tiny/tokenizer --served-model-name tiny --device cpu
+       --threads 1 --max-model-len 256 --max-num-seqs 4)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_api LOG ARGS...: a serving process (node 0 or a single one); sets PID and PORT once /health answers.
+start_api() {
+  local log=$1; shift
+  "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  for _ in $(seq 1 600); do
+    PORT=$(grep -o 'on http://127.0.0.1:[0-9]*' "$log" | head -1 | sed 's/.*://' || true)
+    [[ -n "$PORT" ]] && curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && return 0
+    kill -0 "$PID" 2>/dev/null || fail "$log: the server exited during start-up"
+    sleep 0.1
+  done
+  fail "$log: the server did not come up"
+}
+# start_worker LOG ARGS...: node 1; sets WPID.
+start_worker() {
+  local log=$1; shift
+  "$BIN" serve "${MODEL[@]}" --node-rank 1 --headless "$@" >"$log" 2>&1 &
+  WPID=$!
+  PIDS+=("$WPID")
+}
+# wait_exit PID SECONDS: its exit status in RC (fails when it is still running after SECONDS).
+wait_exit() {
+  for _ in $(seq 1 $(($2 * 10))); do
+    if ! kill -0 "$1" 2>/dev/null || [[ $(ps -o stat= -p "$1" 2>/dev/null) == Z* ]]; then
+      RC=0
+      wait "$1" || RC=$?
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "process $1 still running after $2 s"
+}
+complete() {  # the greedy answer's text (or the HTTP error body, with -o)
+  curl -s "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"model":"tiny","prompt":"The quick brown fox","max_tokens":16,"temperature":0,"ignore_eos":true}'
+}
+text_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])'; }
+
+# one process, -tp 1: the reference answer
+start_api "$WORK/single.log"
+WANT=$(complete | text_of) || fail "the single-process completion failed"
+kill -TERM "$PID"
+wait_exit "$PID" 30
+[[ $RC == 0 ]] || fail "the single process exited $RC"
+
+# two processes: node 1 first (it waits for node 0), then node 0
+MP=$(free_port)
+NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
+start_worker "$WORK/node1.log" "${NODES[@]}"
+start_api "$WORK/node0.log" "${NODES[@]}" --node-rank 0
+grep -q "TP 2 over 2 nodes" "$WORK/node0.log" || fail "node 0 does not say TP 2 over 2 nodes"
+GOT=$(complete | text_of) || fail "the two-node completion failed"
+[[ "$GOT" == "$WANT" ]] || fail "two nodes answered '$GOT', one process '$WANT'"
+pass "two processes at -tp 2 give the single process's greedy text (${#GOT} characters)"
+kill -TERM "$PID"
+wait_exit "$PID" 30
+[[ $RC == 0 ]] || fail "node 0 exited $RC after SIGTERM"
+wait_exit "$WPID" 30
+[[ $RC == 0 ]] || fail "node 1 exited $RC when node 0 stopped"
+grep -q "node 0 stopped the group" "$WORK/node1.log" || fail "node 1 did not log that node 0 stopped it"
+pass "SIGTERM to node 0 stops both nodes (exit 0)"
+
+# node 1 dies: node 0's next request is an error naming it, and node 0 stays up
+MP=$(free_port)
+NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
+start_worker "$WORK/node1b.log" "${NODES[@]}"
+start_api "$WORK/node0b.log" "${NODES[@]}" --node-rank 0
+kill -KILL "$WPID"
+wait "$WPID" 2>/dev/null || true
+BODY=$(complete)
+[[ "$BODY" == *"node 1"* ]] || fail "the request after node 1 died: $BODY"
+pass "node 1 killed: node 0's next request fails naming node 1: ${BODY:0:200}"
+code=$(curl -s -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$PORT/health")
+[[ $code == 503 ]] && grep -q "node 1" "$WORK/health.json" || fail "/health after node 1 died: $code $(cat "$WORK/health.json")"
+code=$(curl -s -o "$WORK/after.json" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model":"tiny","prompt":"again","max_tokens":4}')
+[[ $code == 503 ]] && grep -q "can run no more steps" "$WORK/after.json" || fail "a request after the group failed: $code $(cat "$WORK/after.json")"
+pass "node 0 stays up: /health and new requests answer 503 naming the failure"
+kill -TERM "$PID"
+wait_exit "$PID" 30
+
+# a worker with another cache layout is refused by name on both sides
+MP=$(free_port)
+NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
+start_worker "$WORK/node1c.log" "${NODES[@]}" --block-size 32
+"$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 >"$WORK/node0c.log" 2>&1 &
+PID=$!
+PIDS+=("$PID")
+wait_exit "$PID" 60
+[[ $RC != 0 ]] || fail "node 0 accepted a worker of another layout"
+wait_exit "$WPID" 60
+[[ $RC != 0 ]] || fail "the refused worker exited 0"
+grep -q "rank 1 (node 1) refused: a different model or layout" "$WORK/node0c.log" || fail "node 0 does not say why"
+grep -q "refused node 1: a different model or layout" "$WORK/node1c.log" || fail "node 1 does not say why"
+pass "a worker of another layout is refused by name on both sides"

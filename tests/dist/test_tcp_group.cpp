@@ -1,0 +1,250 @@
+// dist/tcp_group.h on this host's loopback, each "node" a TcpGroup of its own (as each process would hold):
+// forming the group (node 0's payload to every rank; a different fingerprint, group size or a repeated node
+// refused on both sides by name; nobody arriving or nobody listening a timeout naming what is missing), the
+// collectives (the same bits as the in-process group, on every rank, over hundreds of rounds) and failures
+// (sizes that differ, a process that goes away, an abort: an error on every rank of every process).
+#include <gtest/gtest.h>
+
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "dist/in_process.h"
+#include "dist/tcp_group.h"
+
+namespace ds::test {
+namespace {
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TcpGroupConfig node(int k, int nnodes, int world, int port, double timeout = 20) {
+  TcpGroupConfig c;
+  c.master_addr = "127.0.0.1";
+  c.master_port = port;
+  c.world_size = world;
+  c.nnodes = nnodes;
+  c.node_rank = k;
+  c.timeout_s = timeout;
+  c.fingerprint = "kimi tiny TP " + std::to_string(world);
+  return c;
+}
+
+// Node 0 on a free port in a thread; returns once it listens (the port in *port).
+std::future<std::unique_ptr<TcpGroup>> node0_async(TcpGroupConfig c, std::vector<uint8_t> payload, int* port) {
+  auto bound = std::make_shared<std::promise<int>>();
+  auto got = bound->get_future();
+  auto f = std::async(std::launch::async, [c, payload, bound] {
+    return std::make_unique<TcpGroup>(c, payload, [&](int p) { bound->set_value(p); });
+  });
+  *port = got.get();
+  return f;
+}
+
+// A whole group: nnodes TcpGroups of world / nnodes ranks each.
+std::vector<std::unique_ptr<TcpGroup>> form(int world, int nnodes, const std::vector<uint8_t>& payload = {}) {
+  int port = 0;
+  auto zero = node0_async(node(0, nnodes, world, 0), payload, &port);
+  std::vector<std::future<std::unique_ptr<TcpGroup>>> others;
+  for (int k = nnodes - 1; k >= 1; --k)  // in any order
+    others.push_back(std::async(std::launch::async, [=] { return std::make_unique<TcpGroup>(node(k, nnodes, world, port)); }));
+  std::vector<std::unique_ptr<TcpGroup>> g;
+  g.push_back(zero.get());
+  for (auto it = others.rbegin(); it != others.rend(); ++it) g.push_back(it->get());
+  return g;
+}
+
+// fn(rank, comm) on every rank of every node, each on a thread of its own; the first error rethrown.
+template <typename F> void on_every_rank(std::vector<std::unique_ptr<TcpGroup>>& nodes, F fn) {
+  std::vector<std::future<void>> f;
+  for (auto& n : nodes)
+    for (int r = n->first_local(); r < n->first_local() + n->local_size(); ++r)
+      f.push_back(std::async(std::launch::async, [&, r, g = n.get()] { fn(r, g->comm(r)); }));
+  for (auto& x : f) x.get();
+}
+
+TEST(TcpGroup, EveryRankOfEveryNodeGetsNodeZerosPayload) {
+  const std::vector<uint8_t> payload = {1, 2, 3, 250, 0, 7};
+  for (auto [world, nnodes] : {std::pair{4, 4}, std::pair{4, 2}, std::pair{8, 2}, std::pair{2, 1}}) {
+    auto g = form(world, nnodes, payload);
+    ASSERT_EQ(int(g.size()), nnodes);
+    for (int k = 0; k < nnodes; ++k) {
+      EXPECT_EQ(g[size_t(k)]->payload(), payload);
+      EXPECT_EQ(g[size_t(k)]->first_local(), k * world / nnodes);
+      EXPECT_EQ(g[size_t(k)]->local_size(), world / nnodes);
+    }
+    EXPECT_THROW(g[0]->comm(world / nnodes), Error);  // another node's rank
+  }
+}
+
+TEST(TcpGroup, CollectivesGiveTheInProcessGroupsBitsOnEveryRank) {
+  for (auto [world, nnodes] : {std::pair{3, 3}, std::pair{4, 2}, std::pair{2, 2}}) {
+    SCOPED_TRACE(std::to_string(world) + " ranks over " + std::to_string(nnodes) + " nodes");
+    auto tcp = form(world, nnodes);
+    InProcessGroup ref(world);
+    // Per rank, rounds of: all_reduce (lengths that do not divide), all_gather, broadcast from a rotating root, barrier.
+    auto script = [world](int r, Communicator& c, std::vector<std::vector<float>>& out) {
+      std::mt19937 rng(1234u + unsigned(r));
+      std::normal_distribution<float> d(0.0f, 1e3f);
+      for (int round = 0; round < 120; ++round) {
+        std::vector<float> x(size_t(1 + round % 37));
+        for (float& v : x) v = d(rng);
+        c.all_reduce_sum(x);
+        out.push_back(x);
+        std::vector<float> in(size_t(round % 5), float(r * 1000 + round)), all(in.size() * size_t(world));
+        c.all_gather(in, all);
+        out.push_back(all);
+        std::vector<float> b(7, float(r));
+        c.broadcast(std::as_writable_bytes(std::span<float>(b)), round % world);
+        out.push_back(b);
+        c.barrier();
+      }
+    };
+    std::vector<std::vector<std::vector<float>>> got(static_cast<size_t>(world)), want(static_cast<size_t>(world));
+    on_every_rank(tcp, [&](int r, Communicator& c) { script(r, c, got[size_t(r)]); });
+    std::vector<std::future<void>> f;
+    for (int r = 0; r < world; ++r)
+      f.push_back(std::async(std::launch::async, [&, r] { script(r, ref.comm(r), want[size_t(r)]); }));
+    for (auto& x : f) x.get();
+    for (int r = 0; r < world; ++r) {
+      ASSERT_EQ(got[size_t(r)].size(), want[size_t(r)].size());
+      for (size_t i = 0; i < got[size_t(r)].size(); ++i)  // bit for bit (the same rank order from 0.0f)
+        ASSERT_EQ(got[size_t(r)][i], want[size_t(r)][i]) << "rank " << r << " result " << i;
+      EXPECT_EQ(got[size_t(r)], got[0]) << "rank " << r << " differs from rank 0";
+    }
+  }
+}
+
+TEST(TcpGroup, AMismatchIsRefusedOnBothSidesByName) {
+  int port = 0;
+  auto zero = node0_async(node(0, 2, 2, 0), {9}, &port);
+  TcpGroupConfig other = node(1, 2, 2, port);
+  other.fingerprint = "kimi tiny TP 2 fp8";
+  try {
+    TcpGroup g(other);
+    ADD_FAILURE() << "a different fingerprint was accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "refused node 1") && has(e.what(), "kimi tiny TP 2 fp8") && has(e.what(), "'kimi tiny TP 2'"))
+        << e.what();
+  }
+  try {
+    zero.get();
+    ADD_FAILURE() << "node 0 went on";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "rank 1 (node 1) refused")) << e.what();
+  }
+  // a group of another size
+  auto zero2 = node0_async(node(0, 2, 2, 0), {}, &port);
+  try {
+    TcpGroup g(node(1, 2, 4, port));
+    ADD_FAILURE() << "a group of 4 joined one of 2";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "a group of 4 ranks (rank 0's has 2)")) << e.what();
+  }
+  EXPECT_THROW(zero2.get(), Error);
+}
+
+TEST(TcpGroup, ARepeatedNodeIsRefused) {
+  int port = 0;
+  auto zero = node0_async(node(0, 3, 3, 0, 5), {}, &port);
+  auto first = std::async(std::launch::async, [port] { return std::make_unique<TcpGroup>(node(1, 3, 3, port, 5)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the first node 1 arrives first
+  try {
+    TcpGroup g(node(1, 3, 3, port, 5));
+    ADD_FAILURE() << "a repeated node was accepted";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "rank 1 (node 1) joined twice")) << e.what();
+  }
+  EXPECT_THROW(zero.get(), Error);
+  EXPECT_THROW(first.get(), Error);  // node 0 gave up: the first node 1 hears it close
+}
+
+TEST(TcpGroup, TimeoutsNameWhatIsMissing) {
+  try {
+    TcpGroup g(node(0, 3, 6, 0, 0.3));
+    ADD_FAILURE() << "node 0 formed a group with nobody there";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "timed out") && has(e.what(), "rank 2 (node 1), rank 3 (node 1), rank 4 (node 2)"))
+        << e.what();
+  }
+  int port = 0;
+  {
+    TcpGroup alone(node(0, 1, 1, 0), {}, [&](int p) { port = p; });  // a port that was free a moment ago
+  }
+  try {
+    TcpGroup g(node(1, 2, 2, port, 0.5));
+    ADD_FAILURE() << "joined nobody";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "could not reach rank 0 (node 0 at 127.0.0.1:" + std::to_string(port))) << e.what();
+  }
+}
+
+TEST(TcpGroup, MismatchedSizesAbortTheGroupOnEveryRank) {
+  auto g = form(4, 2);
+  std::vector<std::string> errors(4);
+  on_every_rank(g, [&](int r, Communicator& c) {
+    std::vector<float> x(r == 3 ? 5 : 4, 1.0f);
+    try {
+      c.all_reduce_sum(x);
+    } catch (const Error& e) {
+      errors[size_t(r)] = e.what();
+    }
+    try {
+      c.barrier();
+      errors[size_t(r)] += " | barrier went on";
+    } catch (const Error& e) {
+      errors[size_t(r)] += std::string(" | ") + e.what();
+    }
+  });
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_TRUE(has(errors[size_t(r)], "rank 3 (node 1) gave 20 bytes, rank 0 16")) << r << ": " << errors[size_t(r)];
+    EXPECT_TRUE(has(errors[size_t(r)], "| communicator aborted")) << r << ": " << errors[size_t(r)];
+  }
+  EXPECT_TRUE(g[0]->aborted() && g[1]->aborted());
+}
+
+TEST(TcpGroup, AProcessThatGoesAwayOrAbortsIsAnErrorOnEveryOtherRank) {
+  {  // node 1 goes away while node 0's ranks wait in a collective
+    auto g = form(4, 2);
+    std::vector<std::future<std::string>> waiting;
+    for (int r : {0, 1})
+      waiting.push_back(std::async(std::launch::async, [&, r] {
+        std::vector<float> x(3, 1.0f);
+        try {
+          g[0]->comm(r).all_reduce_sum(x);
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string("returned");
+      }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    g[1].reset();  // its connections close
+    for (auto& w : waiting) {
+      const std::string e = w.get();
+      EXPECT_TRUE(has(e, "(node 1) closed the connection")) << e;
+    }
+  }
+  {  // abort on node 1 (a rank failed there): node 0's waiting rank gets its reason
+    auto g = form(2, 2);
+    auto waiting = std::async(std::launch::async, [&] {
+      std::vector<float> x(3, 1.0f);
+      try {
+        g[0]->comm(0).all_reduce_sum(x);
+      } catch (const Error& e) {
+        return std::string(e.what());
+      }
+      return std::string("returned");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    g[1]->abort("rank 1: out of memory");
+    const std::string e = waiting.get();
+    EXPECT_TRUE(has(e, "communicator aborted: rank 1: out of memory")) << e;
+    std::vector<float> x(1);
+    EXPECT_THROW(g[1]->comm(1).all_reduce_sum(x), Error);
+  }
+}
+
+}  // namespace
+}  // namespace ds::test
