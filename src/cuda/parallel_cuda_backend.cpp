@@ -3,7 +3,9 @@
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <tuple>
 
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
@@ -11,86 +13,148 @@
 #include "cuda/cuda_check.h"
 #include "cuda/nccl_comm.h"
 #include "cuda/stream.h"
+#include "dist/in_process.h"
+#include "dist/tcp_group.h"
 
 namespace ds {
+
+namespace {
+
+// Rank 0's cache geometry, as the other ranks take it (little-endian int64s).
+std::vector<uint8_t> encode_geometry(const BackendLimits& l) {
+  std::vector<uint8_t> b;
+  for (int64_t v : {int64_t(l.num_blocks), int64_t(l.num_snapshots)})
+    for (int i = 0; i < 8; ++i) b.push_back(uint8_t(uint64_t(v) >> (8 * i)));
+  return b;
+}
+std::pair<int, int> decode_geometry(const std::vector<uint8_t>& b) {
+  DS_CHECK(b.size() == 16, "cuda parallel: rank 0's cache geometry is {} bytes, 16 expected", b.size());
+  int64_t v[2] = {0, 0};
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 8; ++i) v[k] |= int64_t(uint64_t(b[size_t(8 * k + i)]) << (8 * i));
+  return {int(v[0]), int(v[1])};
+}
+
+}  // namespace
 
 ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts.parallel) {
   par_.validate();
   const int n = par_.world_size(), gpus = gpu::device_count();
+  const int first = par_.first_local_rank(), local = par_.ranks_per_node();
+  const bool multi_node = par_.nnodes > 1;
   DS_CHECK(gpus > 0, "CUDA backend: no CUDA device is visible");
-  const bool shared = gpus < n;
-  for (int r = 0; r < n; ++r) devices_.push_back(shared ? 0 : r);
+  DS_CHECK(!multi_node || gpus >= local,
+           "cuda parallel: node {} holds {} ranks of {} and they need a GPU each; {} visible (--nnodes {})",
+           par_.node_rank, local, par_.describe(), gpus, par_.nnodes);
+  const bool shared = gpus < local;
+  for (int i = 0; i < local; ++i) devices_.push_back(shared ? 0 : i);
   if (shared)
     spdlog::warn("cuda parallel: {} ranks on {} GPU(s): every rank shares GPU 0 (a check of the sharding, not "
                  "faster; each rank takes 1/{} of --gpu-memory-utilization)", n, gpus, n);
-  host_ = std::make_unique<InProcessGroup>(n);
-  // the layers' collectives: NCCL with a GPU per rank (unless asked otherwise or not loadable), each rank's
-  // communicator made on a thread of its own (ncclCommInitRank waits for every rank)
+  // the layers' collectives: NCCL with a GPU per rank (unless asked otherwise or not loadable; always over
+  // several nodes), each rank's communicator made on a thread of its own (ncclCommInitRank waits for every rank)
   std::string why_not;
-  const bool want_nccl = !shared && cuda_env().tp_comm != "inprocess";
+  const bool want_nccl = multi_node || (!shared && cuda_env().tp_comm != "inprocess");
   const bool nccl = want_nccl && gpu::nccl_available(&why_not);
+  DS_CHECK(nccl || !multi_node, "cuda parallel over {} nodes needs NCCL: {}", par_.nnodes, why_not);
   if (want_nccl && !nccl)
     spdlog::warn("cuda parallel: NCCL is not available ({}); the ranks meet through the in-process group (no CUDA "
                  "graphs)", why_not);
+  gpu::NcclId id;
+  if (nccl && first == 0) id = gpu::nccl_unique_id();
+  // the host group: the plan broadcast and the end-of-step gather (over nodes also NCCL's id and rank 0's geometry)
+  if (multi_node) {
+    spdlog::info("cuda parallel: node {} of {} (ranks {}..{} of {}): {} at {}:{}", par_.node_rank, par_.nnodes, first,
+                 first + local - 1, n, first == 0 ? "waiting for the other nodes" : "joining node 0", par_.master_addr,
+                 par_.master_port);
+    const ModelConfig cfg = ModelConfig::from_file(opts.model_dir + "/config.json");
+    auto tcp = std::make_unique<TcpGroup>(
+        TcpGroupConfig{.master_addr = par_.master_addr, .master_port = par_.master_port, .world_size = n,
+                       .nnodes = par_.nnodes, .node_rank = par_.node_rank, .timeout_s = par_.join_timeout_s,
+                       .fingerprint = group_fingerprint(opts, cfg)},
+        std::vector<uint8_t>(id.bytes.begin(), id.bytes.end()));
+    DS_CHECK(tcp->payload().size() == id.bytes.size(), "cuda parallel: node 0 sent {} bytes of NCCL id, {} expected",
+             tcp->payload().size(), id.bytes.size());
+    std::copy(tcp->payload().begin(), tcp->payload().end(), id.bytes.begin());
+    host_ = std::move(tcp);
+  } else {
+    host_ = std::make_unique<InProcessGroup>(n);
+  }
   if (nccl) {
     // (unless the user set them) NVLink multicast off: on shared hosts it can take the GPUs out of service;
     // every connection made while the ranks init together, none lazily at a first collective: the ranks start
     // one after another and capture their graphs alone, when no other rank would answer
     setenv("NCCL_NVLS_ENABLE", "0", 0);
     setenv("NCCL_RUNTIME_CONNECT", "0", 0);
-    const gpu::NcclId id = gpu::nccl_unique_id();
-    nccl_.resize(size_t(n));
-    gpu::run_on_devices(devices_, [&](int r) { nccl_[size_t(r)] = std::make_unique<gpu::NcclComm>(id, r, n); });
-    spdlog::info("cuda parallel: NCCL {} between {} GPUs", gpu::nccl_version(), n);
+    nccl_.resize(size_t(local));
+    gpu::run_on_devices(devices_, [&](int i) { nccl_[size_t(i)] = std::make_unique<gpu::NcclComm>(id, first + i, n); });
+    spdlog::info("cuda parallel: NCCL {} between {} GPUs{}", gpu::nccl_version(), n,
+                 multi_node ? fmt::format(" ({} on this node)", local) : "");
   } else {
     group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);
   }
   // One rank after another (their start-up warm-ups run without the group): rank 0 sizes the caches, the
-  // others take its geometry, so every rank has the same pages, slots and snapshots.
-  for (int r = 0; r < n; ++r) {
+  // others take its geometry (over nodes, broadcast), so every rank has the same pages, slots and snapshots.
+  auto make_rank = [&](int r, const BackendLimits* geometry) {
+    const int i = r - first;
     BackendOptions o = opts;
     if (shared) o.gpu_memory_utilization = opts.gpu_memory_utilization * double(r + 1) / double(n);
-    if (r > 0) {
-      const BackendLimits l = ranks_.front()->limits();
-      o.num_blocks = l.num_blocks;
-      o.num_snapshots = l.num_snapshots;
+    if (geometry) {
+      o.num_blocks = geometry->num_blocks;
+      o.num_snapshots = geometry->num_snapshots;
       o.kv_cache_tokens = 0;
     }
     CudaRankSetup s;
     s.shard = par_.shard(r);
-    s.comm = nccl ? nccl_[size_t(r)].get() : &group_->comm(r);
-    s.device = devices_[size_t(r)];
+    s.comm = nccl ? nccl_[size_t(i)].get() : &group_->comm(i);
+    s.device = devices_[size_t(i)];
     ranks_.push_back(make_cuda_backend(o, s));
+  };
+  std::vector<uint8_t> geometry;
+  if (first == 0) {
+    make_rank(0, nullptr);
+    geometry = encode_geometry(ranks_.front()->limits());
   }
+  broadcast_on_local_ranks(*host_, geometry);
+  BackendLimits g0;
+  std::tie(g0.num_blocks, g0.num_snapshots) = decode_geometry(geometry);
+  for (int r = std::max(first, 1); r < first + local; ++r) make_rank(r, &g0);
   DS_CUDA_CHECK(cudaSetDevice(devices_.front()));
   par_.validate(config());
   threads_ = std::make_unique<RankThreads>(
       *host_, "cuda parallel backend",
-      [this](int r, const ForwardBatch& b) {
+      [this, first](int r, const ForwardBatch& b) {
         StepPlan p;
         p.batch = b;
         p.forward_only = true;  // nothing sampled on a rank: rank 0 samples
-        return ranks_[size_t(r)]->execute(p).nonfinite_snapshots;
+        return ranks_[size_t(r - first)]->execute(p).nonfinite_snapshots;
       },
-      [this](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)])); },
+      [this, first](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r - first)])); },
       [this](const std::string& why) {
         if (group_) group_->abort(why);
         for (auto& c : nccl_) c->abort();
       });
-  spdlog::info("cuda parallel: {} over {} rank threads ({})", par_.describe(), n,
+  spdlog::info("cuda parallel: {} over {} rank threads ({})", par_.describe(), local,
                nccl ? "NCCL, CUDA graphs with the collectives" : "in-process device collectives");
+}
+
+void ParallelCudaBackend::run_worker_node() {
+  spdlog::info("cuda parallel: node {} runs ranks {}..{} until node 0 stops them", par_.node_rank,
+               par_.first_local_rank(), par_.first_local_rank() + par_.ranks_per_node() - 1);
+  threads_->wait();
 }
 
 ParallelCudaBackend::~ParallelCudaBackend() { threads_->stop(); }  // before the ranks go
 
 std::string ParallelCudaBackend::device_name() const {
-  return fmt::format("{} ({}, {} ranks on GPU{} {})", ranks_.front()->device_name(), par_.describe(), world_size(),
+  return fmt::format("{} ({}, {} ranks on GPU{} {})", ranks_.front()->device_name(), par_.describe(), int(ranks_.size()),
                      devices_.back() == devices_.front() ? "" : "s",
                      devices_.back() == devices_.front() ? std::to_string(devices_.front())
                                                          : fmt::format("0..{}", devices_.back()));
 }
 
 StepResult ParallelCudaBackend::execute(const StepPlan& plan) {
+  DS_CHECK(par_.node_rank == 0, "cuda parallel backend: node {} runs no engine (node 0 does)", par_.node_rank);
   threads_->check();
   check_sampling_rows(plan);
   DS_CUDA_CHECK(cudaSetDevice(devices_.front()));

@@ -10,14 +10,16 @@
 // the sharding: each rank takes its share of --gpu-memory-utilization; it is not faster). Every rank's
 // caches have rank 0's geometry. A step that fails on a rank aborts the group: that execute() and every
 // later one throw a ds::Error naming the rank. Over the in-process group decode steps run eagerly (its host
-// barriers cannot be captured).
+// barriers cannot be captured). Over several nodes (--nnodes) each process holds its node's ranks, a GPU
+// each, NCCL between all of them (its id from node 0 through the TCP group, dist/tcp_group.h, which then carries
+// the step messages and rank 0's cache geometry); a node above 0 runs run_worker_node().
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cuda/device_comm.h"
-#include "dist/in_process.h"
+#include "dist/host_group.h"
 #include "dist/rank_threads.h"
 #include "model/backend.h"
 
@@ -32,18 +34,19 @@ class ParallelCudaBackend : public Backend {
   BackendLimits limits() const override { return ranks_.front()->limits(); }
   std::string device_name() const override;
   StepResult execute(const StepPlan& plan) override;
+  void run_worker_node() override;
   std::string failure() const override { return threads_ ? threads_->failure() : std::string(); }
 
-  int world_size() const { return int(ranks_.size()); }
-  Backend& rank(int r) { return *ranks_.at(size_t(r)); }  // tests
+  int world_size() const { return par_.world_size(); }
+  Backend& rank(int r) { return *ranks_.at(size_t(r - par_.first_local_rank())); }  // tests: a local rank
 
  private:
   ParallelConfig par_;
-  std::vector<int> devices_;  // rank -> GPU
-  std::unique_ptr<InProcessGroup> host_;             // the plan broadcast and the end-of-step barrier
+  std::vector<int> devices_;  // local rank (rank - first local) -> GPU
+  std::unique_ptr<HostGroup> host_;  // the plan broadcast and the end-of-step gather: in-process, or over nodes (TCP)
   std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives (ranks sharing a GPU), or
-  std::vector<std::unique_ptr<gpu::DeviceComm>> nccl_;  // NCCL, a communicator per rank (a GPU each)
-  std::vector<std::unique_ptr<Backend>> ranks_;
+  std::vector<std::unique_ptr<gpu::DeviceComm>> nccl_;  // NCCL, a communicator per local rank (a GPU each)
+  std::vector<std::unique_ptr<Backend>> ranks_;          // this process's ranks
   std::unique_ptr<RankThreads> threads_;  // ranks 1..size-1 (dist/rank_threads.h)
 };
 

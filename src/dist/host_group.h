@@ -3,7 +3,9 @@
 // when the group spans processes or nodes (TcpGroup, dist/tcp_group.h). The rank-thread protocol
 // (dist/rank_threads.h) runs on either.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dist/communicator.h"
 
@@ -22,5 +24,10 @@ class HostGroup {
   virtual void abort(const std::string& why) = 0;
   virtual bool aborted() const = 0;
 };
+
+// Rank 0's bytes to every local rank of this process, each local rank taking part in the broadcast on a thread
+// of its own (over processes, every rank must); `bytes` is read where rank 0 is local and replaced elsewhere.
+// Start-up only (e.g. rank 0's cache geometry). A failure aborts the group and is rethrown.
+void broadcast_on_local_ranks(HostGroup& g, std::vector<uint8_t>& bytes);
 
 }  // namespace ds

@@ -117,6 +117,22 @@ TEST(TcpGroup, CollectivesGiveTheInProcessGroupsBitsOnEveryRank) {
   }
 }
 
+TEST(TcpGroup, BroadcastOnLocalRanksReachesEveryRankOfEveryNode) {
+  auto g = form(6, 3);
+  std::vector<std::vector<uint8_t>> got(3);
+  got[0] = {4, 8, 15, 16, 23, 42};
+  std::vector<std::future<void>> f;
+  for (int k = 0; k < 3; ++k)  // each node (process) calls it once for its ranks
+    f.push_back(std::async(std::launch::async, [&, k] { broadcast_on_local_ranks(*g[size_t(k)], got[size_t(k)]); }));
+  for (auto& x : f) x.get();
+  for (int k = 1; k < 3; ++k) EXPECT_EQ(got[size_t(k)], got[0]) << "node " << k;
+  // an in-process group: every rank is local
+  InProcessGroup one(3);
+  std::vector<uint8_t> bytes = {1, 2, 3};
+  broadcast_on_local_ranks(one, bytes);
+  EXPECT_EQ(bytes, (std::vector<uint8_t>{1, 2, 3}));
+}
+
 TEST(TcpGroup, AMismatchIsRefusedOnBothSidesByName) {
   int port = 0;
   auto zero = node0_async(node(0, 2, 2, 0), {9}, &port);
