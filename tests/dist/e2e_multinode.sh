@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Two real processes as two nodes (docs/PARALLEL.md, "Several processes and nodes"), on --device cpu:
+# Two real processes as two nodes (docs/PARALLEL.md, "Several processes and nodes"), on --device cpu (CI), or
+# with E2E_DEVICE=cuda on a host of two GPUs, one a node (CUDA_VISIBLE_DEVICES=0 and =1; fp32 activations):
 #  - `serve -tp 2 --nnodes 2 --node-rank 1` (a worker: no engine, no API) and `--node-rank 0` (the engine and the
-#    API) answer a greedy completion with the same text as one process at -tp 1;
+#    API) answer a greedy completion with the same text as one process at -tp 1 (cuda: -tp 2 on both GPUs);
 #  - SIGTERM to node 0 drains it and stops node 1, both exiting 0;
 #  - node 1 killed: node 0's next request fails with an error naming node 1; node 0 stays up, /health and new
 #    requests answering 503 with the reason (a load balancer takes it out);
@@ -21,15 +22,24 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "e2e_multinode: FAIL: $*" >&2; tail -n 15 "$WORK"/*.log >&2 || true; exit 1; }
 pass() { echo "e2e_multinode: ok: $*"; }
-MODEL=(tests/fixtures/tiny/model --tokenizer tests/fixtures/tiny/tokenizer --served-model-name tiny --device cpu
+DEVICE=${E2E_DEVICE:-cpu}
+MODEL=(tests/fixtures/tiny/model --tokenizer tests/fixtures/tiny/tokenizer --served-model-name tiny --device "$DEVICE"
        --threads 1 --max-model-len 256 --max-num-seqs 4)
+REF=()                       # the one-process reference's flags
+if [[ $DEVICE == cuda ]]; then
+  MODEL+=(--dtype float32)
+  REF=(-tp 2)
+  export NCCL_NVLS_ENABLE=0  # never NVLink multicast on the shared hosts
+fi
+gpu_of() { [[ $DEVICE == cuda ]] && echo "$1" || echo "${CUDA_VISIBLE_DEVICES-}"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_api LOG ARGS...: a serving process (node 0 or a single one); sets PID and PORT once /health answers.
+# start_api LOG GPUS ARGS...: a serving process (node 0 or a single one) on GPUS (cuda); sets PID and PORT once
+# /health answers.
 start_api() {
-  local log=$1; shift
-  "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
+  local log=$1 gpus=$2; shift 2
+  CUDA_VISIBLE_DEVICES=$(gpu_of "$gpus") "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 1 600); do
@@ -43,7 +53,7 @@ start_api() {
 # start_worker LOG ARGS...: node 1; sets WPID.
 start_worker() {
   local log=$1; shift
-  "$BIN" serve "${MODEL[@]}" --node-rank 1 --headless "$@" >"$log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$(gpu_of 1) "$BIN" serve "${MODEL[@]}" --node-rank 1 --headless "$@" >"$log" 2>&1 &
   WPID=$!
   PIDS+=("$WPID")
 }
@@ -65,8 +75,8 @@ complete() {  # the greedy answer's text (or the HTTP error body, with -o)
 }
 text_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["text"])'; }
 
-# one process, -tp 1: the reference answer
-start_api "$WORK/single.log"
+# one process: the reference answer
+start_api "$WORK/single.log" 0,1 "${REF[@]}"
 WANT=$(complete | text_of) || fail "the single-process completion failed"
 kill -TERM "$PID"
 wait_exit "$PID" 30
@@ -76,7 +86,7 @@ wait_exit "$PID" 30
 MP=$(free_port)
 NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
 start_worker "$WORK/node1.log" "${NODES[@]}"
-start_api "$WORK/node0.log" "${NODES[@]}" --node-rank 0
+start_api "$WORK/node0.log" 0 "${NODES[@]}" --node-rank 0
 grep -q "TP 2 over 2 nodes" "$WORK/node0.log" || fail "node 0 does not say TP 2 over 2 nodes"
 GOT=$(complete | text_of) || fail "the two-node completion failed"
 [[ "$GOT" == "$WANT" ]] || fail "two nodes answered '$GOT', one process '$WANT'"
@@ -93,7 +103,7 @@ pass "SIGTERM to node 0 stops both nodes (exit 0)"
 MP=$(free_port)
 NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
 start_worker "$WORK/node1b.log" "${NODES[@]}"
-start_api "$WORK/node0b.log" "${NODES[@]}" --node-rank 0
+start_api "$WORK/node0b.log" 0 "${NODES[@]}" --node-rank 0
 kill -KILL "$WPID"
 wait "$WPID" 2>/dev/null || true
 BODY=$(complete)
@@ -112,7 +122,8 @@ wait_exit "$PID" 30
 MP=$(free_port)
 NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
 start_worker "$WORK/node1c.log" "${NODES[@]}" --block-size 32
-"$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 >"$WORK/node0c.log" 2>&1 &
+CUDA_VISIBLE_DEVICES=$(gpu_of 0) "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 \
+  >"$WORK/node0c.log" 2>&1 &
 PID=$!
 PIDS+=("$PID")
 wait_exit "$PID" 60
