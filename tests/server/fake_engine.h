@@ -35,6 +35,16 @@ class FakeEngine : public server::EngineClient {
     }
   }
 
+  // The backend's failure (Engine::backend_failure()): "" while it can run steps.
+  std::string failure() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return failure_;
+  }
+  void set_failure(std::string why) {
+    std::lock_guard<std::mutex> lk(mu_);
+    failure_ = std::move(why);
+  }
+
   ~FakeEngine() override {
     {
       std::lock_guard<std::mutex> lk(sched_mu_);
@@ -56,6 +66,10 @@ class FakeEngine : public server::EngineClient {
 
   SubmitStatus submit(GenerationRequest req, std::shared_ptr<server::OutputStream>* stream, std::string* why) override {
     std::lock_guard<std::mutex> lk(mu_);
+    if (!failure_.empty()) {  // as the engine does once its backend has failed
+      *why = "the model can run no more steps: " + failure_;
+      return SubmitStatus::Unavailable;
+    }
     if (max_live > 0 && live_.load() >= max_live) {
       *why = "queue is full";
       return SubmitStatus::Overloaded;
@@ -229,7 +243,8 @@ class FakeEngine : public server::EngineClient {
   std::shared_ptr<const Tokenizer> tok_;
   int64_t max_len_;
   std::vector<int32_t> safe_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  std::string failure_;  // guarded by mu_
   std::atomic<int> live_{0};
   std::vector<std::shared_ptr<Stream>> streams_;
   std::atomic<int> deliveries_{0};

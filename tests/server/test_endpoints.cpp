@@ -32,6 +32,24 @@ TEST(Endpoints, HealthModelsVersion) {
   EXPECT_EQ(json::parse(r.body)["model"], "tiny-alias");
 }
 
+// A backend that can run no more steps (a parallel group whose node went away): /health and new requests
+// answer 503 with the reason; /version (liveness) stays 200.
+TEST(Endpoints, AFailedBackendMakesHealthAndRequests503WithTheReason) {
+  ServerFixture f;
+  auto c = f.client();
+  ASSERT_EQ(c.get("/health").status, 200);
+  f.engine.set_failure("rank 1: rank 1 (node 1) closed the connection");
+  auto r = c.get("/health");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("can run no more steps: rank 1: rank 1 (node 1) closed the connection"), std::string::npos) << r.body;
+  r = f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 1}});
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("(node 1) closed the connection"), std::string::npos) << r.body;
+  r = f.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}});
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(c.get("/version").status, 200);
+}
+
 TEST(Endpoints, TokenizeAndDetokenize) {
   ServerFixture f;
   auto r = f.post("/tokenize", {{"prompt", "Hello <|im_end|> world"}, {"return_token_strs", true}});
