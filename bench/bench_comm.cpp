@@ -1,9 +1,9 @@
 // The tensor-parallel collectives at decode sizes (issue 18's figure: the all-reduce of one decode step,
 // ~54 collectives of 2,304 values a token): one rank per visible GPU (all of them, or --ranks N), each on a
 // thread of its own. For NCCL (cuda/nccl_comm.h) and, when every rank has a GPU of its own, the in-process
-// group (cuda/device_comm.h): the median time of one bf16 all-reduce of B x 2,304 values, eagerly (CUDA
-// events around each call on rank 0) and inside a captured CUDA graph of 54 of them (per collective), for
-// B = 1, 16, 100; and the lm_head's fp32 all-gather of B x vocab/ranks values. One rank (one GPU) measures
+// group (cuda/device_comm.h) and the one-shot peer-memory all-reduce (cuda/peer_comm.h): the median time of one
+// bf16 all-reduce of B x 2,304 values, eagerly (CUDA events around each call on rank 0) and inside a captured
+// CUDA graph of 54 of them (per collective; not the in-process group's), for B = 1, 16, 100; and the lm_head's fp32 all-gather of B x vocab/ranks values. One rank (one GPU) measures
 // the harness alone. Not a test: scripts/gpu-check.sh runs it where there are several GPUs.
 //   bench_comm [--ranks N] [--reps R]
 #include <cuda_runtime.h>
@@ -20,6 +20,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/device_comm.h"
 #include "cuda/nccl_comm.h"
+#include "cuda/peer_comm.h"
 #include "cuda/stream.h"
 #include "gpu_bench_util.h"
 
@@ -140,6 +141,24 @@ int main(int argc, char** argv) {
       const double bytes = double(c.n) * double(dtype_size(c.t)) * (c.gather ? ranks : 1);
       rows.push_back({"in-process group, " + c.what + ", eager", ms, bytes / bench::kBandwidth * 1e3,
                       std::to_string(ranks) + " rank(s), host barriers"});
+    }
+    // The one-shot all-reduce over peer memory (cuda/peer_comm.h; the all-gathers would go to the inner group),
+    // eager and in a graph of 54 (its kernels need no host barrier).
+    PeerAllReduceGroup peer(devices);
+    std::vector<std::unique_ptr<DeviceComm>> wrapped;
+    std::vector<DeviceComm*> pcomms;
+    for (int r = 0; r < ranks; ++r) {
+      wrapped.push_back(peer.wrap(r, group.comm(r)));
+      pcomms.push_back(wrapped.back().get());
+    }
+    for (const Case& c : cases) {
+      if (c.gather) continue;
+      for (bool graph : {false, true}) {
+        const double ms = time_collective(pcomms, devices, c, graph, reps);
+        rows.push_back({"peer one-shot, " + c.what + (graph ? ", in a graph" : ", eager"), ms,
+                        double(c.n) * double(dtype_size(c.t)) / bench::kBandwidth * 1e3,
+                        std::to_string(ranks) + " rank(s), peer memory"});
+      }
     }
   }
   bench::print_table("Collectives at decode sizes (per collective; floor: the bytes at the HBM copy rate)", rows);

@@ -121,6 +121,11 @@ CudaEnv CudaEnv::parse() {
     DS_CHECK(v == "nccl" || v == "inprocess", "DELTASERVE_CUDA_TP_COMM must be nccl or inprocess, got '{}'", v);
     c.tp_comm = v;
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_TP_ALLREDUCE"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v == "nccl" || v == "peer", "DELTASERVE_CUDA_TP_ALLREDUCE must be nccl or peer, got '{}'", v);
+    c.tp_allreduce = v;
+  }
   if (const char* e = std::getenv("DELTASERVE_NCCL_LIBRARY"); e && *e) c.nccl_library = e;
   if (const char* e = std::getenv("DELTASERVE_CUDA_GRAPH_MAX_CONTEXT"); e && *e) {
     const std::string v(e);

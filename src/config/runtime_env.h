@@ -56,6 +56,8 @@
 //                                        tiles, one stage, each CTA's phases overlapping the other's; default:
 //                                        2 with --kv-cache-dtype fp8, 1 with the bf16 cache)
 //   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
+//   DELTASERVE_CUDA_TP_ALLREDUCE=nccl|peer  small all-reduces (up to 4 MiB) of the ranks of one process: NCCL's
+//                                        (default) or the one-shot kernel over peer memory (cuda/peer_comm.h)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
 //                                        for weight groups of 128 columns or more; 32-column INT4 groups: 16)
 #pragma once
@@ -195,6 +197,7 @@ struct CudaEnv {
   // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
   // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
   std::string tp_comm = "nccl";
+  std::string tp_allreduce = "nccl";  // "peer": small all-reduces through cuda/peer_comm.h (not yet measured)
   long long graph_max_context = 0;  // tokens; 0: max_model_len
   std::string nccl_library;         // empty: libnccl.so.2 from the loader's search path
   // Parses the current environment; an unrecognised value is an error that names the variable.

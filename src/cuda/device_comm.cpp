@@ -64,23 +64,30 @@ class InProcessDeviceComm : public DeviceComm {
   int rank_;
 };
 
-InProcessDeviceGroup::InProcessDeviceGroup(std::vector<int> devices)
-    : devices_(std::move(devices)), host_(std::max<int>(1, int(devices_.size()))) {
-  const int N = int(devices_.size());
-  DS_CHECK(N >= 1 && N <= kMaxCollectiveRanks, "in-process device group: 1..{} ranks, got {}", kMaxCollectiveRanks, N);
+void enable_peer_access(const std::vector<int>& devices, const char* what) {
   int prev = 0;
   DS_CUDA_CHECK(cudaGetDevice(&prev));
-  for (int a : devices_)
-    for (int b : devices_) {
+  for (int a : devices)
+    for (int b : devices) {
       if (a == b) continue;
       int can = 0;
       DS_CUDA_CHECK(cudaDeviceCanAccessPeer(&can, a, b));
-      DS_CHECK(can, "in-process device group: GPU {} cannot access GPU {}'s memory (no peer access)", a, b);
+      DS_CHECK(can, "{}: GPU {} cannot access GPU {}'s memory (no peer access)", what, a, b);
       DS_CUDA_CHECK(cudaSetDevice(a));
       const cudaError_t e = cudaDeviceEnablePeerAccess(b, 0);
       if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
       else DS_CUDA_CHECK(e);
     }
+  DS_CUDA_CHECK(cudaSetDevice(prev));
+}
+
+InProcessDeviceGroup::InProcessDeviceGroup(std::vector<int> devices)
+    : devices_(std::move(devices)), host_(std::max<int>(1, int(devices_.size()))) {
+  const int N = int(devices_.size());
+  DS_CHECK(N >= 1 && N <= kMaxCollectiveRanks, "in-process device group: 1..{} ranks, got {}", kMaxCollectiveRanks, N);
+  enable_peer_access(devices_, "in-process device group");
+  int prev = 0;
+  DS_CUDA_CHECK(cudaGetDevice(&prev));
   slots_.resize(size_t(N));
   ready_.resize(size_t(N));
   done_.resize(size_t(N));

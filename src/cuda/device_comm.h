@@ -42,6 +42,10 @@ class DeviceComm {
   virtual void abort() {}
 };
 
+// Peer access between every two distinct devices of the list (an error naming `what` and the pair when the
+// hardware has none); already enabled is fine. Restores the current device.
+void enable_peer_access(const std::vector<int>& devices, const char* what);
+
 class InProcessDeviceGroup {
  public:
   // Rank r on device devices[r] (1..8 ranks); distinct devices get peer access to each other (an error

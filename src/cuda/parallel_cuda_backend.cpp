@@ -12,6 +12,7 @@
 #include "config/runtime_env.h"
 #include "cuda/cuda_check.h"
 #include "cuda/nccl_comm.h"
+#include "cuda/peer_comm.h"
 #include "cuda/stream.h"
 #include "dist/in_process.h"
 #include "dist/tcp_group.h"
@@ -93,6 +94,21 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   } else {
     group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);
   }
+  // The ranks' communicators; with DELTASERVE_CUDA_TP_ALLREDUCE=peer (one node) small all-reduces go through
+  // peer memory (cuda/peer_comm.h), the rest through NCCL or the in-process group.
+  std::vector<gpu::DeviceComm*> comms;
+  for (int i = 0; i < local; ++i) comms.push_back(nccl ? nccl_[size_t(i)].get() : &group_->comm(i));
+  if (cuda_env().tp_allreduce == "peer") {
+    DS_CHECK(!multi_node, "DELTASERVE_CUDA_TP_ALLREDUCE=peer: the ranks of one process only (not with --nnodes {})",
+             par_.nnodes);
+    peer_ = std::make_unique<gpu::PeerAllReduceGroup>(devices_);
+    for (int i = 0; i < local; ++i) {
+      peer_comms_.push_back(peer_->wrap(i, *comms[size_t(i)]));
+      comms[size_t(i)] = peer_comms_.back().get();
+    }
+    spdlog::info("cuda parallel: all-reduces up to {} KiB through peer memory (one kernel a rank)",
+                 peer_->capacity() >> 10);
+  }
   // One rank after another (their start-up warm-ups run without the group): rank 0 sizes the caches, the
   // others take its geometry (over nodes, broadcast), so every rank has the same pages, slots and snapshots.
   auto make_rank = [&](int r, const BackendLimits* geometry) {
@@ -106,7 +122,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     }
     CudaRankSetup s;
     s.shard = par_.shard(r);
-    s.comm = nccl ? nccl_[size_t(i)].get() : &group_->comm(i);
+    s.comm = comms[size_t(i)];
     s.device = devices_[size_t(i)];
     ranks_.push_back(make_cuda_backend(o, s));
   };

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda/device_comm.h"
+#include "cuda/peer_comm.h"
 #include "dist/host_group.h"
 #include "dist/rank_threads.h"
 #include "model/backend.h"
@@ -46,6 +47,8 @@ class ParallelCudaBackend : public Backend {
   std::unique_ptr<HostGroup> host_;  // the plan broadcast and the end-of-step gather: in-process, or over nodes (TCP)
   std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives (ranks sharing a GPU), or
   std::vector<std::unique_ptr<gpu::DeviceComm>> nccl_;  // NCCL, a communicator per local rank (a GPU each)
+  std::unique_ptr<gpu::PeerAllReduceGroup> peer_;        // small all-reduces over peer memory (when asked)
+  std::vector<std::unique_ptr<gpu::DeviceComm>> peer_comms_;  // wrapping nccl_ / group_
   std::vector<std::unique_ptr<Backend>> ranks_;          // this process's ranks
   std::unique_ptr<RankThreads> threads_;  // ranks 1..size-1 (dist/rank_threads.h)
 };

@@ -39,6 +39,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_NARROW_GEMV_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_WARPS");
     unsetenv("DELTASERVE_CUDA_TP_COMM");
+    unsetenv("DELTASERVE_CUDA_TP_ALLREDUCE");
     unsetenv("DELTASERVE_CUDA_MOE_TMA");
     unsetenv("DELTASERVE_CUDA_FP8_TMA");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_CTAS");
@@ -169,6 +170,12 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_TP_COMM", "mpi", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_TP_COMM");
+  EXPECT_EQ(CudaEnv::parse().tp_allreduce, "nccl");
+  setenv("DELTASERVE_CUDA_TP_ALLREDUCE", "peer", 1);
+  EXPECT_EQ(CudaEnv::parse().tp_allreduce, "peer");
+  setenv("DELTASERVE_CUDA_TP_ALLREDUCE", "custom", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_TP_ALLREDUCE");
   setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "16", 1);
   EXPECT_EQ(CudaEnv::parse().mla_decode_warps, 16);
   setenv("DELTASERVE_CUDA_MLA_DECODE_WARPS", "12", 1);

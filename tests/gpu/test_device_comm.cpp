@@ -1,11 +1,14 @@
-// The in-process device collectives (cuda/device_comm.h): ranks as threads, each on its own stream of the
-// one GPU (as the one-GPU check of a sharded model runs them), against the host's fixed-order sums.
+// The in-process device collectives (cuda/device_comm.h) and the peer-memory all-reduce (cuda/peer_comm.h):
+// ranks as threads, each on its own stream of the one GPU (as the one-GPU check of a sharded model runs them),
+// against the host's fixed-order sums; NCCL against the host.
 #include <gtest/gtest.h>
 
+#include <barrier>
 
 #include "core/error.h"
 #include "cuda/device_comm.h"
 #include "cuda/nccl_comm.h"
+#include "cuda/peer_comm.h"
 #include "cuda/stream.h"
 #include "gpu_test_util.h"
 
@@ -20,6 +23,17 @@ void on_ranks(int n, F&& f) {
     f(r, test_ctx().on(s));
     s.sync();
   });
+}
+
+// The host's sums over ranks 0..N-1 in order from 0.0f (fp32), rounded once to t.
+std::vector<float> rank_order_sums(const std::vector<std::vector<float>>& src, DType t) {
+  std::vector<float> want(src.front().size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    float s = 0.f;
+    for (const auto& v : src) s += v[i];
+    want[i] = t == DType::BF16 ? round_bf16(s) : s;
+  }
+  return want;
 }
 
 // Sums of `rounds` all-reduces over 1, 2, 3, 4 and 8 ranks, fp32 and bf16, each rank refilling its buffer
@@ -50,12 +64,7 @@ TEST(DeviceComm, AllReduceIsTheRankOrderSumOnEveryRank) {
                                         size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
         }
       });
-      std::vector<float> want(size_t(n * rounds));
-      for (size_t i = 0; i < want.size(); ++i) {
-        float s = 0.f;
-        for (int r = 0; r < N; ++r) s += src[size_t(r)][i];
-        want[i] = t == DType::BF16 ? round_bf16(s) : s;
-      }
+      const std::vector<float> want = rank_order_sums(src, t);
       for (int r = 0; r < N; ++r)
         EXPECT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want)
             << dtype_name(t) << ", " << N << " ranks, rank " << r;
@@ -119,6 +128,90 @@ TEST(DeviceComm, MismatchedSizesAndAbortAreErrorsOnEveryRank) {
   }
 }
 
+
+// The one-shot peer all-reduce: 1..4 ranks on this GPU, fp32 and bf16, lengths of whole 16-byte vectors and
+// not (the scalar path), one token's 2,304 values to 100 tokens', several rounds in a row (both staging halves,
+// the call numbers): the host's rank-order sums bit for bit on every rank. Beyond its capacity the inner
+// communicator takes the call, with the same result.
+TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
+  DS_REQUIRE_GPU();
+  const int rounds = 3;
+  for (DType t : {DType::F32, DType::BF16})
+    for (int N : {1, 2, 3, 4})
+      for (int64_t n : {int64_t(1), int64_t(7), int64_t(2304), int64_t(16 * 2304 + 3), int64_t(100 * 2304)}) {
+        const std::vector<int> devices(size_t(N), test_ctx().device());
+        InProcessDeviceGroup inner(devices);
+        PeerAllReduceGroup peer(devices, int64_t(100) * 2304 * 4);
+        std::vector<std::unique_ptr<DeviceComm>> comms;
+        for (int r = 0; r < N; ++r) comms.push_back(peer.wrap(r, inner.comm(r)));
+        std::vector<std::vector<float>> src(static_cast<size_t>(N));
+        std::vector<DeviceBuffer> dsrc, buf, out;
+        const size_t es = dtype_size(t);
+        for (int r = 0; r < N; ++r) {
+          src[size_t(r)] = rounded(randn(size_t(n * rounds), 150 + r), t);
+          dsrc.push_back(to_device(src[size_t(r)], t));
+          buf.emplace_back(size_t(n) * es);
+          out.emplace_back(size_t(n * rounds) * es);
+        }
+        on_ranks(N, [&](int r, const DeviceContext& ctx) {
+          for (int k = 0; k < rounds; ++k) {
+            DS_CUDA_CHECK(cudaMemcpyAsync(buf[size_t(r)].data(), dsrc[size_t(r)].as<char>() + size_t(k * n) * es,
+                                          size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
+            comms[size_t(r)]->all_reduce_sum(buf[size_t(r)].data(), n, t, ctx);
+            DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, buf[size_t(r)].data(),
+                                          size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
+          }
+        });
+        const std::vector<float> want = rank_order_sums(src, t);
+        for (int r = 0; r < N; ++r)
+          ASSERT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want)
+              << dtype_name(t) << ", " << N << " ranks, n " << n << ", rank " << r
+              << (n * int64_t(es) > peer.capacity() ? " (inner)" : " (peer)");
+      }
+}
+
+// Captured in a CUDA graph of 5 all-reduces per rank and replayed 20 times with new inputs: the call numbers
+// live in device memory, so every replay meets the peers' replay; each replay's results are the rank-order sums.
+TEST(PeerAllReduce, RunsInsideCudaGraphsReplayedManyTimes) {
+  DS_REQUIRE_GPU();
+  const int N = 2, per_graph = 5, replays = 20;
+  const int64_t n = 2304 * 4;
+  const DType t = DType::BF16;
+  const size_t es = dtype_size(t);
+  const std::vector<int> devices(size_t(N), test_ctx().device());
+  InProcessDeviceGroup inner(devices);
+  PeerAllReduceGroup peer(devices);
+  std::vector<std::vector<float>> src(static_cast<size_t>(N));
+  std::vector<DeviceBuffer> dsrc, buf, out;
+  for (int r = 0; r < N; ++r) {
+    src[size_t(r)] = rounded(randn(size_t(n * per_graph * replays), 170 + r), t);
+    dsrc.push_back(to_device(src[size_t(r)], t));
+    buf.emplace_back(size_t(n * per_graph) * es);
+    out.emplace_back(size_t(n * per_graph * replays) * es);
+  }
+  std::barrier sync(N);
+  on_ranks(N, [&](int r, const DeviceContext& ctx) {
+    auto comm = peer.wrap(r, inner.comm(r));
+    char* b = buf[size_t(r)].as<char>();
+    Graph g;
+    sync.arrive_and_wait();  // no rank makes an unsafe call while another captures
+    g.begin_capture(ctx.stream);
+    for (int k = 0; k < per_graph; ++k) comm->all_reduce_sum(b + size_t(k * n) * es, n, t, ctx);
+    g.end_capture(ctx.stream);
+    sync.arrive_and_wait();
+    for (int k = 0; k < replays; ++k) {
+      const size_t bytes = size_t(n * per_graph) * es;
+      DS_CUDA_CHECK(cudaMemcpyAsync(b, dsrc[size_t(r)].as<char>() + size_t(k) * bytes, bytes, cudaMemcpyDeviceToDevice,
+                                    ctx.stream));
+      g.launch(ctx.stream);
+      DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k) * bytes, b, bytes, cudaMemcpyDeviceToDevice,
+                                    ctx.stream));
+    }
+  });
+  const std::vector<float> want = rank_order_sums(src, t);
+  for (int r = 0; r < N; ++r)
+    EXPECT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want) << "rank " << r;
+}
 
 // NCCL (loaded at run time; the GPU machine's copy is the nvidia-nccl wheel's, which scripts/gpu-check.sh
 // points DELTASERVE_NCCL_LIBRARY at): one rank on this GPU, then one rank per GPU on every GPU there is

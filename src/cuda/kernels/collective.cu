@@ -1,6 +1,8 @@
 #include "cuda/kernels/collective.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <type_traits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
@@ -19,7 +21,93 @@ __global__ void rank_sum_kernel(RankSumParams p) {
   }
 }
 
+__device__ __forceinline__ void store_release_sys(uint32_t* a, uint32_t v) {
+  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(a), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t load_acquire_sys(const uint32_t* a) {
+  uint32_t v;
+  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// One 16-byte vector (kVec) or one element per unit; every rank has the same n, so the same slices.
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParams p) {
+  using U = std::conditional_t<kVec, uint4, std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>>;
+  constexpr int kPer = int(sizeof(U) / sizeof(T));
+  __shared__ uint32_t call;
+  const int b = blockIdx.x, t = threadIdx.x;
+  if (t == 0) call = p.calls[b] + 1;
+  __syncthreads();
+  const uint32_t c = call;
+  const int64_t half = int64_t(c & 1u) * p.half_bytes;
+  const int64_t units = p.n / kPer, per = (units + gridDim.x - 1) / gridDim.x;
+  const int64_t lo = min(units, per * b), hi = min(units, lo + per);
+  U* data = static_cast<U*>(p.data);
+  U* mine = reinterpret_cast<U*>(static_cast<char*>(p.staging[p.rank]) + half);
+  for (int64_t i = lo + t; i < hi; i += blockDim.x) mine[i] = data[i];
+  __syncthreads();
+  if (t < p.ranks && t != p.rank) {  // thread t: tell peer t, then wait for it
+    __threadfence_system();
+    store_release_sys(p.flags[t] + p.rank * kPeerBlocks + b, c);
+    const uint32_t* f = p.flags[p.rank] + t * kPeerBlocks + b;
+    const uint64_t start = global_ns(), limit = uint64_t(p.timeout_s * 1e9);
+    while (int32_t(load_acquire_sys(f) - c) < 0) {  // (call numbers wrap: serial-number order)
+      if (global_ns() - start > limit) {
+        printf("deltaserve: peer all-reduce: rank %d waited %.0f s for rank %d (block %d, call %u)\n", p.rank,
+               p.timeout_s, t, b, c);
+        __trap();
+      }
+    }
+  }
+  __syncthreads();
+  for (int64_t i = lo + t; i < hi; i += blockDim.x) {
+    float s[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) s[k] = 0.f;
+    for (int r = 0; r < p.ranks; ++r) {
+      const U* src = reinterpret_cast<const U*>(static_cast<const char*>(p.staging[r]) + half);
+      const U u = __ldcg(src + i);  // L2, never a stale L1 line
+      const T* v = reinterpret_cast<const T*>(&u);
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) s[k] += to_f32(v[k]);
+    }
+    U out;
+    T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) o[k] = from_f32<T>(s[k]);
+    data[i] = out;
+  }
+  if (t == 0) p.calls[b] = c;
+}
+
 }  // namespace
+
+void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx) {
+  if (p.n <= 0) return;
+  DS_GPU_REQUIRE(p.ranks >= 1 && p.ranks <= kMaxCollectiveRanks && p.rank >= 0 && p.rank < p.ranks,
+                 "run_peer_all_reduce: rank and 1..8 ranks");
+  DS_GPU_REQUIRE(p.dtype == DType::F32 || p.dtype == DType::BF16, "run_peer_all_reduce: fp32 or bf16 only");
+  DS_GPU_REQUIRE(p.n * int64_t(dtype_size(p.dtype)) <= p.half_bytes, "run_peer_all_reduce: beyond the staging");
+  for (int r = 0; r < p.ranks; ++r)
+    DS_GPU_REQUIRE(p.staging[r] != nullptr && p.flags[r] != nullptr, "run_peer_all_reduce: a rank's staging");
+  DS_GPU_REQUIRE(p.calls != nullptr && p.data != nullptr, "run_peer_all_reduce: null pointer");
+  const int64_t bytes = p.n * int64_t(dtype_size(p.dtype));
+  const bool vec = bytes % 16 == 0 && reinterpret_cast<uintptr_t>(p.data) % 16 == 0 && p.half_bytes % 16 == 0;
+  const int64_t units = vec ? bytes / 16 : p.n;
+  // Every rank the same grid (it depends on n only): a block per 1,024 units, up to kPeerBlocks.
+  const unsigned grid = unsigned(std::clamp<int64_t>((units + 1023) / 1024, 1, kPeerBlocks));
+  dispatch_act(p.dtype, [&]<typename T>() {
+    if (vec) peer_all_reduce_kernel<T, true><<<grid, 256, 0, ctx.stream>>>(p);
+    else peer_all_reduce_kernel<T, false><<<grid, 256, 0, ctx.stream>>>(p);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+}
 
 void run_rank_sum(const RankSumParams& p, const DeviceContext& ctx) {
   if (p.end <= p.begin) return;

@@ -22,4 +22,25 @@ struct RankSumParams {
 };
 void run_rank_sum(const RankSumParams& p, const DeviceContext& ctx);
 
+// A one-shot all-reduce through peer memory for the small messages of decode (cuda/peer_comm.h): every rank
+// launches it on its own stream with the same n; each block copies its slice of this rank's data into this
+// rank's staging half (the call's parity), tells every peer (a flag in the peer's memory, the call's number),
+// waits for theirs and sums the slice over every rank's staging in rank order 0..ranks-1 in fp32 from 0.0f,
+// rounded once (the bits of run_rank_sum and of InProcessGroup), back into its data. No host synchronisation:
+// it may be captured in a CUDA graph (the call numbers live in device memory, per block). A peer that never
+// comes traps the kernel after timeout_s (the context is then lost: the group has failed anyway).
+constexpr int kPeerBlocks = 32;
+struct PeerAllReduceParams {
+  void* data = nullptr;                               // this rank's [n] elements, summed in place
+  int64_t n = 0;
+  DType dtype = DType::F32;                           // F32 or BF16
+  int rank = 0, ranks = 0;
+  void* staging[kMaxCollectiveRanks] = {};            // every rank's staging: two halves of half_bytes each
+  int64_t half_bytes = 0;                             // >= n * dtype size
+  uint32_t* flags[kMaxCollectiveRanks] = {};          // every rank's flags [kMaxCollectiveRanks][kPeerBlocks]
+  uint32_t* calls = nullptr;                          // this rank's calls so far, per block [kPeerBlocks]
+  double timeout_s = 60;
+};
+void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx);
+
 }  // namespace ds::gpu
