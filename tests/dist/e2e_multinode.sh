@@ -6,7 +6,8 @@
 #  - SIGTERM to node 0 drains it and stops node 1, both exiting 0;
 #  - node 1 killed: node 0's next request fails with an error naming node 1; node 0 stays up, /health and new
 #    requests answering 503 with the reason (a load balancer takes it out);
-#  - a worker started with other cache flags is refused by name on both sides; nobody joining is a timeout.
+#  - node 0 killed: node 1 exits non-zero saying so;
+#  - a worker started with other cache flags is refused by name on both sides.
 # Usage: tests/dist/e2e_multinode.sh <path-to-deltaserve>
 set -euo pipefail
 BIN=$(realpath "${1:?usage: e2e_multinode.sh <path-to-deltaserve>}")
@@ -117,6 +118,18 @@ code=$(curl -s -o "$WORK/after.json" -w '%{http_code}' "http://127.0.0.1:$PORT/v
 pass "node 0 stays up: /health and new requests answer 503 naming the failure"
 kill -TERM "$PID"
 wait_exit "$PID" 30
+
+# node 0 dies: node 1 exits non-zero, saying node 0 went away
+MP=$(free_port)
+NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
+start_worker "$WORK/node1d.log" "${NODES[@]}"
+start_api "$WORK/node0d.log" 0 "${NODES[@]}" --node-rank 0
+kill -KILL "$PID"
+wait "$PID" 2>/dev/null || true
+wait_exit "$WPID" 30
+[[ $RC != 0 ]] || fail "node 1 exited 0 after node 0 was killed"
+grep -q "rank 0 (node 0 at 127.0.0.1:$MP) closed the connection" "$WORK/node1d.log" || fail "node 1 does not say node 0 went away"
+pass "node 0 killed: node 1 exits $RC saying rank 0 (node 0) closed the connection"
 
 # a worker with another cache layout is refused by name on both sides
 MP=$(free_port)
