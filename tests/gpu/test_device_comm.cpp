@@ -130,8 +130,9 @@ TEST(DeviceComm, MismatchedSizesAndAbortAreErrorsOnEveryRank) {
 
 
 // The one-shot peer all-reduce: 1..4 ranks on this GPU, fp32 and bf16, lengths of whole 16-byte vectors and
-// not (the scalar path), one token's 2,304 values to 100 tokens', several rounds in a row (both staging halves,
-// the call numbers): the host's rank-order sums bit for bit on every rank. Beyond its capacity the inner
+// not (the scalar path), one token's 2,304 values to 100 tokens', the odd ranks' data one element off 16-byte
+// alignment (they move their vectors element by element, the others do not: the same grid), several rounds in a
+// row (both staging halves, the call numbers): the host's rank-order sums bit for bit on every rank. Beyond its capacity the inner
 // communicator takes the call, with the same result.
 TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
   DS_REQUIRE_GPU();
@@ -150,16 +151,17 @@ TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
         for (int r = 0; r < N; ++r) {
           src[size_t(r)] = rounded(randn(size_t(n * rounds), 150 + r), t);
           dsrc.push_back(to_device(src[size_t(r)], t));
-          buf.emplace_back(size_t(n) * es);
+          buf.emplace_back(size_t(n + 1) * es);
           out.emplace_back(size_t(n * rounds) * es);
         }
         on_ranks(N, [&](int r, const DeviceContext& ctx) {
+          char* b = buf[size_t(r)].as<char>() + size_t(r % 2) * es;  // odd ranks: off 16-byte alignment
           for (int k = 0; k < rounds; ++k) {
-            DS_CUDA_CHECK(cudaMemcpyAsync(buf[size_t(r)].data(), dsrc[size_t(r)].as<char>() + size_t(k * n) * es,
-                                          size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
-            comms[size_t(r)]->all_reduce_sum(buf[size_t(r)].data(), n, t, ctx);
-            DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, buf[size_t(r)].data(),
-                                          size_t(n) * es, cudaMemcpyDeviceToDevice, ctx.stream));
+            DS_CUDA_CHECK(cudaMemcpyAsync(b, dsrc[size_t(r)].as<char>() + size_t(k * n) * es, size_t(n) * es,
+                                          cudaMemcpyDeviceToDevice, ctx.stream));
+            comms[size_t(r)]->all_reduce_sum(b, n, t, ctx);
+            DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, b, size_t(n) * es,
+                                          cudaMemcpyDeviceToDevice, ctx.stream));
           }
         });
         const std::vector<float> want = rank_order_sums(src, t);

@@ -35,8 +35,10 @@ __device__ __forceinline__ uint64_t global_ns() {
   return t;
 }
 
-// One 16-byte vector (kVec) or one element per unit; every rank has the same n, so the same slices.
-template <typename T, bool kVec>
+// One 16-byte vector (kVec) or one element per unit; every rank has the same n, so the same units, grid and
+// slices (the path depends on n alone); kAligned: this rank's data is 16-byte aligned (else its vectors are
+// read and written element by element; the staging always is).
+template <typename T, bool kVec, bool kAligned>
 __global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParams p) {
   using U = std::conditional_t<kVec, uint4, std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>>;
   constexpr int kPer = int(sizeof(U) / sizeof(T));
@@ -49,8 +51,19 @@ __global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParam
   const int64_t units = p.n / kPer, per = (units + gridDim.x - 1) / gridDim.x;
   const int64_t lo = min(units, per * b), hi = min(units, lo + per);
   U* data = static_cast<U*>(p.data);
+  T* elems = static_cast<T*>(p.data);
   U* mine = reinterpret_cast<U*>(static_cast<char*>(p.staging[p.rank]) + half);
-  for (int64_t i = lo + t; i < hi; i += blockDim.x) mine[i] = data[i];
+  for (int64_t i = lo + t; i < hi; i += blockDim.x) {
+    if constexpr (kAligned) {
+      mine[i] = data[i];
+    } else {
+      U u;
+      T* d = reinterpret_cast<T*>(&u);
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) d[k] = elems[i * kPer + k];
+      mine[i] = u;
+    }
+  }
   __syncthreads();
   if (t < p.ranks && t != p.rank) {  // thread t: tell peer t, then wait for it
     __threadfence_system();
@@ -81,7 +94,12 @@ __global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParam
     T* o = reinterpret_cast<T*>(&out);
 #pragma unroll
     for (int k = 0; k < kPer; ++k) o[k] = from_f32<T>(s[k]);
-    data[i] = out;
+    if constexpr (kAligned) {
+      data[i] = out;
+    } else {
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) elems[i * kPer + k] = o[k];
+    }
   }
   if (t == 0) p.calls[b] = c;
 }
@@ -98,13 +116,17 @@ void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx)
     DS_GPU_REQUIRE(p.staging[r] != nullptr && p.flags[r] != nullptr, "run_peer_all_reduce: a rank's staging");
   DS_GPU_REQUIRE(p.calls != nullptr && p.data != nullptr, "run_peer_all_reduce: null pointer");
   const int64_t bytes = p.n * int64_t(dtype_size(p.dtype));
-  const bool vec = bytes % 16 == 0 && reinterpret_cast<uintptr_t>(p.data) % 16 == 0 && p.half_bytes % 16 == 0;
+  // The path, the units and the grid depend on n alone, so every rank takes the same ones (a rank whose data
+  // is not 16-byte aligned moves its vectors element by element).
+  DS_GPU_REQUIRE(p.half_bytes % 16 == 0, "run_peer_all_reduce: staging halves of whole 16-byte vectors");
+  const bool vec = bytes % 16 == 0, aligned = reinterpret_cast<uintptr_t>(p.data) % 16 == 0;
   const int64_t units = vec ? bytes / 16 : p.n;
-  // Every rank the same grid (it depends on n only): a block per 1,024 units, up to kPeerBlocks.
+  // A block per 1,024 units, up to kPeerBlocks.
   const unsigned grid = unsigned(std::clamp<int64_t>((units + 1023) / 1024, 1, kPeerBlocks));
   dispatch_act(p.dtype, [&]<typename T>() {
-    if (vec) peer_all_reduce_kernel<T, true><<<grid, 256, 0, ctx.stream>>>(p);
-    else peer_all_reduce_kernel<T, false><<<grid, 256, 0, ctx.stream>>>(p);
+    if (vec && aligned) peer_all_reduce_kernel<T, true, true><<<grid, 256, 0, ctx.stream>>>(p);
+    else if (vec) peer_all_reduce_kernel<T, true, false><<<grid, 256, 0, ctx.stream>>>(p);
+    else peer_all_reduce_kernel<T, false, true><<<grid, 256, 0, ctx.stream>>>(p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }
