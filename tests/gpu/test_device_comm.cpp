@@ -142,7 +142,7 @@ TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
       for (int64_t n : {int64_t(1), int64_t(7), int64_t(2304), int64_t(16 * 2304 + 3), int64_t(100 * 2304)}) {
         const std::vector<int> devices(size_t(N), test_ctx().device());
         InProcessDeviceGroup inner(devices);
-        PeerAllReduceGroup peer(devices, int64_t(100) * 2304 * 4);
+        PeerAllReduceGroup peer(devices, int64_t(256) << 10);  // 100 tokens' values go to the inner group
         std::vector<std::unique_ptr<DeviceComm>> comms;
         for (int r = 0; r < N; ++r) comms.push_back(peer.wrap(r, inner.comm(r)));
         std::vector<std::vector<float>> src(static_cast<size_t>(N));
@@ -170,6 +170,34 @@ TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
               << dtype_name(t) << ", " << N << " ranks, n " << n << ", rank " << r
               << (n * int64_t(es) > peer.capacity() ? " (inner)" : " (peer)");
       }
+}
+
+// Calls of different sizes back to back with no synchronisation (a step's 2,304-value all-reduces, then a
+// 7-value one, then 100 tokens'...): every call runs every block, so the staging halves stay safe to reuse.
+TEST(PeerAllReduce, CallsOfDifferentSizesBackToBack) {
+  DS_REQUIRE_GPU();
+  const int N = 3;
+  const DType t = DType::BF16;
+  const std::vector<int64_t> sizes = {4 * 2304, 2304, 4 * 2304, 3 * 2304, 7, 100 * 2304, 2304, 33, 16 * 2304};
+  const std::vector<int> devices(size_t(N), test_ctx().device());
+  InProcessDeviceGroup inner(devices);
+  PeerAllReduceGroup peer(devices);
+  std::vector<std::vector<std::vector<float>>> src(sizes.size(), std::vector<std::vector<float>>(size_t(N)));
+  std::vector<std::vector<DeviceBuffer>> buf(static_cast<size_t>(N));
+  for (int r = 0; r < N; ++r)
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      src[k][size_t(r)] = rounded(randn(size_t(sizes[k]), 200 + 10 * r + int(k)), t);
+      buf[size_t(r)].push_back(to_device(src[k][size_t(r)], t));
+    }
+  on_ranks(N, [&](int r, const DeviceContext& ctx) {
+    auto comm = peer.wrap(r, inner.comm(r));
+    for (size_t k = 0; k < sizes.size(); ++k) comm->all_reduce_sum(buf[size_t(r)][k].data(), sizes[k], t, ctx);
+  });
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const std::vector<float> want = rank_order_sums(src[k], t);
+    for (int r = 0; r < N; ++r)
+      EXPECT_EQ(to_host(buf[size_t(r)][k].data(), want.size(), t), want) << "call " << k << " rank " << r;
+  }
 }
 
 // Captured in a CUDA graph of 5 all-reduces per rank and replayed 20 times with new inputs: the call numbers

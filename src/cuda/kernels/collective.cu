@@ -120,13 +120,13 @@ void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx)
   // is not 16-byte aligned moves its vectors element by element).
   DS_GPU_REQUIRE(p.half_bytes % 16 == 0, "run_peer_all_reduce: staging halves of whole 16-byte vectors");
   const bool vec = bytes % 16 == 0, aligned = reinterpret_cast<uintptr_t>(p.data) % 16 == 0;
-  const int64_t units = vec ? bytes / 16 : p.n;
-  // A block per 1,024 units, up to kPeerBlocks.
-  const unsigned grid = unsigned(std::clamp<int64_t>((units + 1023) / 1024, 1, kPeerBlocks));
+  // Always kPeerBlocks blocks (those without elements still flag and wait): every block counts every call, so
+  // the blocks agree on the call's parity whatever the sizes of earlier calls, and a rank can only rewrite a
+  // staging half once each peer's previous kernel, which read it, has ended.
   dispatch_act(p.dtype, [&]<typename T>() {
-    if (vec && aligned) peer_all_reduce_kernel<T, true, true><<<grid, 256, 0, ctx.stream>>>(p);
-    else if (vec) peer_all_reduce_kernel<T, true, false><<<grid, 256, 0, ctx.stream>>>(p);
-    else peer_all_reduce_kernel<T, false, true><<<grid, 256, 0, ctx.stream>>>(p);
+    if (vec && aligned) peer_all_reduce_kernel<T, true, true><<<kPeerBlocks, 256, 0, ctx.stream>>>(p);
+    else if (vec) peer_all_reduce_kernel<T, true, false><<<kPeerBlocks, 256, 0, ctx.stream>>>(p);
+    else peer_all_reduce_kernel<T, false, true><<<kPeerBlocks, 256, 0, ctx.stream>>>(p);
   });
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -27,7 +27,8 @@ void run_rank_sum(const RankSumParams& p, const DeviceContext& ctx);
 // rank's staging half (the call's parity), tells every peer (a flag in the peer's memory, the call's number),
 // waits for theirs and sums the slice over every rank's staging in rank order 0..ranks-1 in fp32 from 0.0f,
 // rounded once (the bits of run_rank_sum and of InProcessGroup), back into its data. No host synchronisation:
-// it may be captured in a CUDA graph (the call numbers live in device memory, per block). A peer that never
+// it may be captured in a CUDA graph (the call numbers live in device memory, per block; every call runs all
+// kPeerBlocks blocks, so they stay equal). A peer that never
 // comes traps the kernel after timeout_s (the context is then lost: the group has failed anyway).
 constexpr int kPeerBlocks = 32;
 struct PeerAllReduceParams {
