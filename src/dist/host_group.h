@@ -4,6 +4,7 @@
 // (dist/rank_threads.h) runs on either.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,11 @@ class HostGroup {
   // process of the group); the group stays unusable.
   virtual void abort(const std::string& why) = 0;
   virtual bool aborted() const = 0;
+  // Groups over processes (TcpGroup): watch the connections between collectives, calling on_failure(why) once
+  // when a peer process goes away or aborts (empty: stop watching); expect_close(): the group is being stopped,
+  // peers closing is no failure. Threads of one process share their failures directly: no-ops.
+  virtual void watch(std::function<void(const std::string&)> on_failure) {}
+  virtual void expect_close() {}
 };
 
 // Rank 0's bytes to every local rank of this process, each local rank taking part in the broadcast on a thread

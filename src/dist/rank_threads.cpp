@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include "core/error.h"
 #include "dist/batch_codec.h"
@@ -41,9 +42,15 @@ RankThreads::RankThreads(HostGroup& group, std::string what, RankStep rank_step,
       on_abort_(std::move(on_abort)) {
   for (int r = group_.first_local(); r < group_.first_local() + group_.local_size(); ++r)
     if (r != 0) threads_.emplace_back([this, r] { loop(r); });
+  // Over processes: a peer that goes away between steps, or while this process waits outside the host
+  // collectives (an NCCL kernel), fails the group at once.
+  group_.watch([this](const std::string& why) { record_failure(-1, why); });
 }
 
-RankThreads::~RankThreads() { stop(); }
+RankThreads::~RankThreads() {
+  stop();
+  group_.watch({});
+}
 
 void RankThreads::stop() {
   if (stopped_) return;
@@ -52,6 +59,7 @@ void RankThreads::stop() {
   if (!group_.aborted() && (group_.size() > 1 && (group_.is_local(0) || !threads_.empty()))) {
     try {
       if (!group_.is_local(0)) fail("node of ranks {}.. stopped", group_.first_local());
+      group_.expect_close();  // the other processes go away once stopped
       RankMessage m;
       m.command = RankCommand::Stop;
       std::vector<uint8_t> stop = encode_rank_message(m);
@@ -74,8 +82,13 @@ void RankThreads::wait() {
 
 void RankThreads::record_failure(int r, const std::string& what) {
   {
+    // A rank woken by the group's abort repeats the reason, which already says where it came from.
+    static constexpr std::string_view kAborted = "communicator aborted: ";
     std::lock_guard<std::mutex> lk(mu_);
-    if (failure_.empty()) failure_ = fmt::format("rank {}: {}", r, what);
+    if (failure_.empty()) {
+      if (what.rfind(kAborted, 0) == 0) failure_ = what.substr(kAborted.size());
+      else failure_ = r < 0 ? what : fmt::format("rank {}: {}", r, what);
+    }
   }
   group_.abort(failure());
   if (on_abort_) on_abort_(failure());
@@ -103,7 +116,10 @@ void RankThreads::loop(int r) {
       std::vector<uint8_t> msg;
       broadcast_bytes(comm, msg, 0);
       RankMessage m = decode_rank_message(msg);
-      if (m.command == RankCommand::Stop) return;
+      if (m.command == RankCommand::Stop) {
+        group_.expect_close();  // rank 0's process goes away next
+        return;
+      }
       gather_nonfinite(comm, rank_step_(r, m.batch));  // every rank has finished the step
     } catch (const std::exception& e) {
       record_failure(r, e.what());

@@ -49,7 +49,7 @@ class RankThreads {
 
  private:
   void loop(int r);
-  void record_failure(int r, const std::string& what);
+  void record_failure(int r, const std::string& what);  // r < 0: not a rank's (the watcher's)
 
   HostGroup& group_;
   std::string what_;

@@ -123,9 +123,19 @@ Fd connect_to(const std::string& host, int port, Clock::time_point deadline, con
       }
     }
     if (err == 0) {
-      ::fcntl(s.get(), F_SETFL, flags);  // blocking again: every read and write waits in poll first anyway
-      tune_stream(s.get());
-      return s;
+      // A connect to a port on this host that nobody listens on yet can meet itself (TCP simultaneous open,
+      // when the ephemeral port chosen is the port asked for): not a peer; try again.
+      sockaddr_in self{}, peer{};
+      socklen_t ls = sizeof self, lp = sizeof peer;
+      const bool itself = ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&self), &ls) == 0 &&
+                          ::getpeername(s.get(), reinterpret_cast<sockaddr*>(&peer), &lp) == 0 &&
+                          self.sin_port == peer.sin_port && self.sin_addr.s_addr == peer.sin_addr.s_addr;
+      if (!itself) {
+        ::fcntl(s.get(), F_SETFL, flags);  // blocking again: every read and write waits in poll first anyway
+        tune_stream(s.get());
+        return s;
+      }
+      err = ECONNREFUSED;
     }
     last = std::strerror(err);
     DS_CHECK(seconds_left(deadline) > 0, "could not reach {} ({})", peer, last);
@@ -134,9 +144,13 @@ Fd connect_to(const std::string& host, int port, Clock::time_point deadline, con
 }
 
 void tune_stream(int fd) {
-  const int one = 1;
+  const int one = 1, idle = 10, interval = 5, probes = 3;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // a peer host that vanishes without closing is noticed in about 25 s of silence (10 + 3 x 5)
   ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
 }  // namespace ds::net

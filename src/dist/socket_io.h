@@ -38,10 +38,11 @@ void recv_all(int fd, void* data, size_t n, Clock::time_point deadline, const st
 // A socket listening on every address at `port` (0: any free port); *bound gets the port bound.
 // `flag` names the setting in the error ("--master-port").
 Fd listen_on(int port, int* bound, const std::string& flag);
-// Connects to host:port, retrying while nobody listens yet, until the deadline; the error names `peer`
-// and the last reason.
+// Connects to host:port, retrying while nobody listens yet (and when the connect meets itself), until the
+// deadline; the error names `peer` and the last reason.
 Fd connect_to(const std::string& host, int port, Clock::time_point deadline, const std::string& peer);
-// TCP_NODELAY (small collectives go out at once) and SO_KEEPALIVE (a vanished host is noticed).
+// TCP_NODELAY (small collectives go out at once) and keepalive probes after 10 s of silence (a peer host that
+// vanishes without closing is noticed in about 25 s).
 void tune_stream(int fd);
 
 }  // namespace ds::net

@@ -3,29 +3,35 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "dist/socket_io.h"
 
 namespace ds {
 
 struct TcpGroup::Link {
   net::Fd fd;
-  std::mutex send_mu;  // rank's thread and abort() both send
-  std::string peer;    // "rank 3 (node 1)", "rank 0 (node 0 at host:port)"
+  std::mutex send_mu;             // rank's thread and abort() both send
+  std::mutex recv_mu;             // held while a collective reads a frame: the watcher never peeks mid-frame
+  std::string peer;               // "rank 3 (node 1)", "rank 0 (node 0 at host:port)"
+  std::atomic<uint64_t> frames{0};  // frame headers read by the collectives (the watcher's cue)
 };
 
 namespace {
 
 // Start-up (little-endian u32 fields): hello = "DSTG" version rank world nnodes len fingerprint[len];
-// answer = "DSTG" status len bytes[len] (status 0: bytes are the payload; 1: a refusal, bytes its reason).
+// answer = "DSTA" status len bytes[len] (status 0: bytes are the payload; 1: a refusal, bytes its reason).
 // Then frames: header {u32 op, u32 arg, u64 len} and, where the op carries data, len bytes.
-constexpr char kMagic[4] = {'D', 'S', 'T', 'G'};
+constexpr char kHelloMagic[4] = {'D', 'S', 'T', 'G'}, kAnswerMagic[4] = {'D', 'S', 'T', 'A'};
 constexpr uint32_t kVersion = 1, kOk = 0, kRefused = 1;
 constexpr uint32_t kMaxHelloField = 1u << 20;
 enum Op : uint32_t { kAllReduce = 1, kAllGather, kBroadcast, kBarrier, kResult, kAbort };
@@ -60,10 +66,10 @@ uint32_t get_u32(int fd, net::Clock::time_point deadline, const std::string& pee
   net::recv_all(fd, b, 4, deadline, peer);
   return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
 }
-void expect_magic(int fd, net::Clock::time_point deadline, const std::string& peer) {
+void expect_magic(int fd, net::Clock::time_point deadline, const std::string& peer, const char (&magic)[4]) {
   char m[4];
   net::recv_all(fd, m, 4, deadline, peer);
-  DS_CHECK(std::memcmp(m, kMagic, 4) == 0, "{} is not a deltaserve rank (bad greeting)", peer);
+  DS_CHECK(std::memcmp(m, magic, 4) == 0, "{} is not a deltaserve rank (bad greeting)", peer);
 }
 std::string get_bytes(int fd, uint64_t n, net::Clock::time_point deadline, const std::string& peer) {
   DS_CHECK(n <= kMaxHelloField, "{} sent a field of {} bytes", peer, n);
@@ -72,7 +78,7 @@ std::string get_bytes(int fd, uint64_t n, net::Clock::time_point deadline, const
   return s;
 }
 void answer(int fd, uint32_t status, const std::string& bytes, net::Clock::time_point deadline, const std::string& peer) {
-  std::vector<uint8_t> b(kMagic, kMagic + 4);
+  std::vector<uint8_t> b(kAnswerMagic, kAnswerMagic + 4);
   put_u32(b, status);
   put_u32(b, uint32_t(bytes.size()));
   b.insert(b.end(), bytes.begin(), bytes.end());
@@ -89,6 +95,7 @@ void send_frame(TcpGroup::Link& l, Header h, const void* data) {
 Header recv_header(TcpGroup::Link& l) {
   Header h;
   net::recv_all(l.fd.get(), &h, sizeof h, net::kNoDeadline, l.peer);
+  l.frames.fetch_add(1);
   if (h.op == kAbort) throw RemoteAbort(get_bytes(l.fd.get(), h.len, net::kNoDeadline, l.peer));
   return h;
 }
@@ -168,6 +175,7 @@ class TcpComm : public Communicator {
   void client(uint32_t op, uint32_t arg, uint64_t len, const void* send, void* out, uint64_t out_len) {
     TcpGroup::Link& l = *g_.up_[size_t(rank_ - g_.first_)];
     send_frame(l, {op, arg, len}, send);
+    std::lock_guard<std::mutex> lk(l.recv_mu);
     const Header h = recv_header(l);
     DS_CHECK(h.op == kResult && h.len == out_len, "{}: rank 0 answered {} of {} bytes, {} expected", op_name(op),
              op_name(h.op), h.len, out_len);
@@ -199,6 +207,7 @@ class TcpComm : public Communicator {
         if (!fds[i].revents) continue;
         const int r = who[i];
         TcpGroup::Link& l = *g_.hub_[size_t(r)];
+        std::lock_guard<std::mutex> lk(l.recv_mu);
         const Header h = recv_header(l);
         DS_CHECK(h.op == op, "{} called {} while rank 0 called {}", l.peer, op_name(h.op), op_name(op));
         DS_CHECK(h.arg == arg, "{}: {} gave root {}, rank 0 {}", op_name(op), l.peer, h.arg, arg);
@@ -250,9 +259,9 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
     try {
       l->fd = net::connect_to(first_ == 0 ? "127.0.0.1" : c.master_addr, port, deadline, l->peer);
     } catch (const Error& e) {
-      fail("{} within {:.0f} s; is node 0 started with the same --master-addr and --master-port?", e.what(), c.timeout_s);
+      fail("{} within {:g} s; is node 0 started with the same --master-addr and --master-port?", e.what(), c.timeout_s);
     }
-    std::vector<uint8_t> hello(kMagic, kMagic + 4);
+    std::vector<uint8_t> hello(kHelloMagic, kHelloMagic + 4);
     for (uint32_t v : {kVersion, uint32_t(r), uint32_t(c.world_size), uint32_t(c.nnodes), uint32_t(c.fingerprint.size())})
       put_u32(hello, v);
     hello.insert(hello.end(), c.fingerprint.begin(), c.fingerprint.end());
@@ -267,27 +276,39 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
         std::string missing;
         for (int r = 1; r < c.world_size; ++r)
           if (!seen.count(r)) missing += (missing.empty() ? "" : ", ") + peer_name(r);
-        fail("timed out after {:.0f} s waiting for {} to join the group of {} ranks at port {}", c.timeout_s, missing,
+        fail("timed out after {:g} s waiting for {} to join the group of {} ranks at port {}", c.timeout_s, missing,
              c.world_size, port);
       }
       net::Fd conn(::accept(listener.get(), nullptr, nullptr));
       if (!conn.valid()) continue;
       net::tune_stream(conn.get());
+      // A hello within 10 s (a rank sends it as it connects); anything else that connects (a port probe, a
+      // stray client) is dropped with a warning, not a failure of the group.
       const std::string peer = "a connecting rank";
-      expect_magic(conn.get(), deadline, peer);
-      const uint32_t version = get_u32(conn.get(), deadline, peer), rank = get_u32(conn.get(), deadline, peer),
-                     world = get_u32(conn.get(), deadline, peer), nn = get_u32(conn.get(), deadline, peer);
-      const std::string fp = get_bytes(conn.get(), get_u32(conn.get(), deadline, peer), deadline, peer);
+      const auto hello_by = std::min(deadline, net::deadline_in(10.0));
+      uint32_t version = 0, rank = 0, world = 0, nn = 0;
+      std::string fp;
+      try {
+        expect_magic(conn.get(), hello_by, peer, kHelloMagic);
+        version = get_u32(conn.get(), hello_by, peer);
+        rank = get_u32(conn.get(), hello_by, peer);
+        world = get_u32(conn.get(), hello_by, peer);
+        nn = get_u32(conn.get(), hello_by, peer);
+        fp = get_bytes(conn.get(), get_u32(conn.get(), hello_by, peer), hello_by, peer);
+      } catch (const Error& e) {
+        spdlog::warn("rank 0 at port {}: dropped a connection that is not a rank's hello ({})", port, e.what());
+        continue;
+      }
       std::string why;
       if (version != kVersion) why = fmt::format("protocol version {} (rank 0 speaks {})", version, kVersion);
       else if (int(world) != c.world_size) why = fmt::format("a group of {} ranks (rank 0's has {})", world, c.world_size);
       else if (int(nn) != c.nnodes) why = fmt::format("--nnodes {} (node 0 has --nnodes {})", nn, c.nnodes);
-      else if (rank == 0 || int(rank) >= c.world_size) why = fmt::format("rank {} is not one of 1..{}", rank, c.world_size - 1);
+      else if (rank == 0 || rank >= uint32_t(c.world_size)) why = fmt::format("rank {} is not one of 1..{}", rank, c.world_size - 1);
       else if (seen.count(int(rank))) why = fmt::format("{} joined twice (the same --node-rank on two nodes?)", peer_name(int(rank)));
       else if (fp != c.fingerprint) why = fmt::format("a different model or layout ('{}'; node 0 runs '{}')", fp, c.fingerprint);
       if (!why.empty()) {
         answer(conn.get(), kRefused, why, deadline, peer);
-        fail("{} refused: {}", int(rank) < c.world_size ? peer_name(int(rank)) : fmt::format("rank {}", rank), why);
+        fail("{} refused: {}", rank < uint32_t(c.world_size) ? peer_name(int(rank)) : fmt::format("rank {}", rank), why);
       }
       seen.insert(int(rank));
       auto l = std::make_unique<Link>();
@@ -301,7 +322,7 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
   }
   for (auto& l : up_) {
     if (!l) continue;
-    expect_magic(l->fd.get(), deadline, l->peer);
+    expect_magic(l->fd.get(), deadline, l->peer, kAnswerMagic);
     const uint32_t status = get_u32(l->fd.get(), deadline, l->peer);
     const std::string bytes = get_bytes(l->fd.get(), get_u32(l->fd.get(), deadline, l->peer), deadline, l->peer);
     DS_CHECK(status == kOk, "{} refused node {}: {}", l->peer, c.node_rank, bytes);
@@ -310,7 +331,7 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
   for (int r = first_; r < first_ + local_; ++r) comms_.push_back(std::make_unique<TcpComm>(*this, r));
 }
 
-TcpGroup::~TcpGroup() = default;
+TcpGroup::~TcpGroup() { watch({}); }
 
 Communicator& TcpGroup::comm(int rank) {
   DS_CHECK(is_local(rank), "rank {} is not one of this process's ranks {}..{}", rank, first_, first_ + local_ - 1);
@@ -352,6 +373,88 @@ void TcpGroup::abort(const std::string& why) {
   };
   for (auto& l : hub_) tell(l.get());
   for (auto& l : up_) tell(l.get());
+}
+
+void TcpGroup::expect_close() { closing_ = true; }
+
+void TcpGroup::watch(std::function<void(const std::string&)> on_failure) {
+  if (watcher_.joinable()) {
+    stop_watch_ = true;
+    watcher_.join();
+  }
+  stop_watch_ = false;
+  if (!on_failure) return;
+  on_failure_ = std::move(on_failure);
+  watcher_ = std::thread([this] { watch_loop(); });
+}
+
+// Between (and during) collectives: a connection that closes or carries an Abort frame fails the group at once,
+// so a rank waiting elsewhere (an NCCL kernel, an idle engine) hears of it. Frames are only peeked at: a normal
+// one is left for its collective (and that link left alone until the collective has read it).
+void TcpGroup::watch_loop() {
+  std::vector<Link*> links;
+  for (auto& l : hub_)
+    if (l) links.push_back(l.get());
+  for (auto& l : up_)
+    if (l) links.push_back(l.get());
+  // A link whose next frame waits for its collective (a worker's rank waits for the next step with its frame
+  // sent) is only watched for its close (POLLRDHUP), until the collective has read the frame.
+  std::vector<uint64_t> parked(links.size(), UINT64_MAX);  // frames count while a normal frame waits
+  std::vector<bool> gone(links.size(), false);
+  auto fail_with = [&](const std::string& why) {
+    if (aborted()) return;
+    abort(why);
+    on_failure_(why);
+  };
+  auto closed = [&](size_t i) {
+    gone[i] = true;
+    // after a Stop the peers go away: give this process's rank threads a moment to say so
+    for (int k = 0; k < 20 && !closing_ && !stop_watch_; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!closing_ && !stop_watch_) fail_with(fmt::format("{} closed the connection", links[i]->peer));
+  };
+  std::vector<pollfd> fds;
+  std::vector<size_t> idx;
+  while (!stop_watch_ && !aborted()) {
+    fds.clear();
+    idx.clear();
+    for (size_t i = 0; i < links.size(); ++i) {
+      if (gone[i]) continue;
+      const bool waiting = parked[i] == links[i]->frames.load();
+      fds.push_back({links[i]->fd.get(), short(waiting ? POLLRDHUP : (POLLIN | POLLRDHUP)), 0});
+      idx.push_back(i);
+    }
+    if (fds.empty()) return;
+    if (::poll(fds.data(), fds.size(), 100) <= 0) continue;
+    for (size_t j = 0; j < fds.size() && !aborted() && !stop_watch_; ++j) {
+      const short ev = fds[j].revents;
+      if (!ev) continue;
+      const size_t i = idx[j];
+      Link& l = *links[i];
+      std::unique_lock<std::mutex> reading(l.recv_mu, std::try_to_lock);
+      if (!reading.owns_lock()) continue;  // a collective is reading it (and will hear of a close itself)
+      const uint64_t before = l.frames.load();
+      char buf[sizeof(Header) + 1024];
+      const ssize_t m = ::recv(l.fd.get(), buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+      reading.unlock();
+      const bool hup = ev & (POLLRDHUP | POLLHUP | POLLERR);
+      if (m >= ssize_t(sizeof(Header))) {
+        Header h;
+        std::memcpy(&h, buf, sizeof h);
+        if (h.op == kAbort) {
+          const size_t have = std::min<size_t>(size_t(m) - sizeof h, size_t(h.len));
+          if (have < h.len && have < 1024 && !hup) continue;  // the reason is on its way
+          fail_with(std::string(buf + sizeof h, have));
+          continue;
+        }
+        if (!hup) {
+          parked[i] = before;  // a frame for a collective
+          continue;
+        }
+      }
+      if (m == 0 || hup || (m < 0 && errno != EAGAIN && errno != EINTR)) closed(i);
+      // else: the rest of a header is on its way
+    }
+  }
 }
 
 }  // namespace ds

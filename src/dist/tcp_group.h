@@ -15,10 +15,12 @@
 // that differ, a closed connection) or abort() aborts the whole group: every rank, in every process, then
 // throws a ds::Error with the reason. Byte order: the hosts' own (every node is the same architecture).
 #pragma once
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist/host_group.h"
@@ -53,6 +55,12 @@ class TcpGroup : public HostGroup {
   void abort(const std::string& why) override;
   bool aborted() const override;
   std::string why() const;
+  // A thread that watches this process's connections between collectives: one that closes (unless
+  // expect_close() was called) or brings an Abort aborts the group and calls on_failure(why) once; an empty
+  // function stops it. (A rank blocked outside the host collectives, in an NCCL kernel or an idle engine, then
+  // hears at once that a peer went away.)
+  void watch(std::function<void(const std::string&)> on_failure) override;
+  void expect_close() override;
 
   struct Link;  // one connection (dist/tcp_group.cpp)
 
@@ -69,6 +77,10 @@ class TcpGroup : public HostGroup {
   mutable std::mutex mu_;
   bool aborted_ = false;
   std::string why_;
+  void watch_loop();
+  std::thread watcher_;
+  std::atomic<bool> stop_watch_{false}, closing_{false};
+  std::function<void(const std::string&)> on_failure_;
 };
 
 }  // namespace ds

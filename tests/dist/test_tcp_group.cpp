@@ -5,6 +5,7 @@
 // (sizes that differ, a process that goes away, an abort: an error on every rank of every process).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <random>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "core/error.h"
 #include "dist/in_process.h"
+#include "dist/socket_io.h"
 #include "dist/tcp_group.h"
 
 namespace ds::test {
@@ -37,7 +39,16 @@ std::future<std::unique_ptr<TcpGroup>> node0_async(TcpGroupConfig c, std::vector
   auto bound = std::make_shared<std::promise<int>>();
   auto got = bound->get_future();
   auto f = std::async(std::launch::async, [c, payload, bound] {
-    return std::make_unique<TcpGroup>(c, payload, [&](int p) { bound->set_value(p); });
+    bool listening = false;
+    try {
+      return std::make_unique<TcpGroup>(c, payload, [&](int p) {
+        listening = true;
+        bound->set_value(p);
+      });
+    } catch (...) {
+      if (!listening) bound->set_exception(std::current_exception());  // no caller waits forever
+      throw;
+    }
   });
   *port = got.get();
   return f;
@@ -131,6 +142,72 @@ TEST(TcpGroup, BroadcastOnLocalRanksReachesEveryRankOfEveryNode) {
   std::vector<uint8_t> bytes = {1, 2, 3};
   broadcast_on_local_ranks(one, bytes);
   EXPECT_EQ(bytes, (std::vector<uint8_t>{1, 2, 3}));
+}
+
+// A port probe or stray client at node 0's port (it connects and closes, or says something else) is dropped
+// with a warning; the ranks then form the group as usual.
+TEST(TcpGroup, AStrayConnectionIsDroppedNotFatal) {
+  int port = 0;
+  auto zero = node0_async(node(0, 2, 2, 0), {5}, &port);
+  net::connect_to("127.0.0.1", port, net::deadline_in(5), "node 0");  // closed at once
+  {
+    net::Fd junk = net::connect_to("127.0.0.1", port, net::deadline_in(5), "node 0");
+    const char hello[] = "GET / HTTP/1.0\r\n\r\n";
+    net::send_all(junk.get(), hello, sizeof hello - 1, net::deadline_in(5), "node 0");
+  }
+  TcpGroup one(node(1, 2, 2, port));
+  EXPECT_EQ(one.payload(), std::vector<uint8_t>{5});
+  EXPECT_EQ(zero.get()->payload(), std::vector<uint8_t>{5});
+}
+
+// The watcher: a peer process that goes away while nobody is in a collective (an idle engine, a rank in an
+// NCCL kernel) fails the group at once, with the reason; an Abort from a peer likewise; after expect_close()
+// a peer going away is no failure.
+TEST(TcpGroup, TheWatcherHearsOfAPeerBetweenCollectives) {
+  auto wait_for = [](std::atomic<bool>& flag, double s) {
+    for (int i = 0; i < int(s * 100) && !flag; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return flag.load();
+  };
+  {
+    auto g = form(4, 2);
+    std::atomic<bool> called{false};
+    std::string why;
+    g[0]->watch([&](const std::string& w) {
+      why = w;
+      called = true;
+    });
+    on_every_rank(g, [&](int, Communicator& c) {  // one collective, then nobody is in one
+      std::vector<float> x(2, 1.0f);
+      c.all_reduce_sum(x);
+    });
+    g[1].reset();  // node 1 goes away between collectives
+    ASSERT_TRUE(wait_for(called, 5)) << "the watcher did not notice";
+    EXPECT_TRUE(has(why, "(node 1) closed the connection")) << why;
+    EXPECT_TRUE(g[0]->aborted());
+    std::vector<float> y(1);
+    EXPECT_THROW(g[0]->comm(0).all_reduce_sum(y), Error);
+  }
+  {
+    auto g = form(2, 2);
+    std::atomic<bool> called{false};
+    std::string why;
+    g[1]->watch([&](const std::string& w) {
+      why = w;
+      called = true;
+    });
+    g[0]->abort("rank 0: the engine stopped");  // node 1's ranks are in no collective
+    ASSERT_TRUE(wait_for(called, 5));
+    EXPECT_EQ(why, "rank 0: the engine stopped");
+  }
+  {
+    auto g = form(2, 2);
+    std::atomic<bool> called{false};
+    g[0]->watch([&](const std::string&) { called = true; });
+    g[0]->expect_close();
+    g[1].reset();
+    EXPECT_FALSE(wait_for(called, 1.5)) << "a stopped group's peers going away is no failure";
+    EXPECT_FALSE(g[0]->aborted());
+  }
 }
 
 TEST(TcpGroup, AMismatchIsRefusedOnBothSidesByName) {

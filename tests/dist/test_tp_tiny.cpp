@@ -75,6 +75,7 @@ TEST(ParallelTiny, AGroupOverNodesGivesTheSingleProcessBitsExactly) {
     const auto want = two_sequence_run(in_process);
     p.nnodes = nnodes;
     p.master_addr = "127.0.0.1";
+    p.join_timeout_s = 60;  // a node that cannot start fails the others' wait within a minute
     net::listen_on(0, &p.master_port, "a free port");  // closed again at once: node 0 listens there next
     std::vector<std::future<void>> workers;
     for (int k = 1; k < nnodes; ++k)
