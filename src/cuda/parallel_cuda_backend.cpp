@@ -148,6 +148,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
       [this, first](int r) { DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r - first)])); },
       [this](const std::string& why) {
         if (group_) group_->abort(why);
+        for (auto& c : peer_comms_) c->abort();  // (the peer kernels' waits end; then NCCL's abort)
         for (auto& c : nccl_) c->abort();
       });
   spdlog::info("cuda parallel: {} over {} rank threads ({})", par_.describe(), local,

@@ -27,13 +27,17 @@ class PeerComm : public DeviceComm {
     }
     p.half_bytes = g_.capacity_;
     p.calls = g_.calls_[size_t(rank_)].as<uint32_t>();
+    p.abort = g_.abort_;
     run_peer_all_reduce(p, ctx);
   }
   void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) override {
     inner_.all_gather(in, out, n, t, ctx);
   }
   bool graph_capturable() const override { return inner_.graph_capturable(); }
-  void abort() override { inner_.abort(); }
+  void abort() override {  // the peers' kernels waiting for this rank return
+    *reinterpret_cast<volatile uint32_t*>(g_.abort_) = 1;
+    inner_.abort();
+  }
 
  private:
   PeerAllReduceGroup& g_;
@@ -57,11 +61,16 @@ PeerAllReduceGroup::PeerAllReduceGroup(std::vector<int> devices, int64_t capacit
     DS_CUDA_CHECK(cudaMemset(flags_.back().data(), 0, flags_.back().bytes()));
     DS_CUDA_CHECK(cudaMemset(calls_.back().data(), 0, calls_.back().bytes()));
   }
+  DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&abort_), sizeof(uint32_t),
+                              cudaHostAllocMapped | cudaHostAllocPortable));
+  *abort_ = 0;  // (unified addressing: the host pointer is the devices' too)
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   DS_CUDA_CHECK(cudaSetDevice(prev));
 }
 
-PeerAllReduceGroup::~PeerAllReduceGroup() = default;
+PeerAllReduceGroup::~PeerAllReduceGroup() {
+  if (abort_) cudaFreeHost(abort_);
+}
 
 std::unique_ptr<DeviceComm> PeerAllReduceGroup::wrap(int rank, DeviceComm& inner) {
   DS_CHECK(rank >= 0 && rank < size() && inner.rank() == rank && inner.size() == size(),

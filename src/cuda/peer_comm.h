@@ -38,6 +38,7 @@ class PeerAllReduceGroup {
   std::vector<int> devices_;
   int64_t capacity_;
   std::vector<DeviceBuffer> staging_, flags_, calls_;  // per rank, on its device
+  uint32_t* abort_ = nullptr;                           // pinned, mapped: set by a rank's abort()
 };
 
 }  // namespace ds::gpu

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
+#include <chrono>
+#include <thread>
 
 #include "core/error.h"
 #include "cuda/device_comm.h"
@@ -198,6 +200,26 @@ TEST(PeerAllReduce, CallsOfDifferentSizesBackToBack) {
     for (int r = 0; r < N; ++r)
       EXPECT_EQ(to_host(buf[size_t(r)][k].data(), want.size(), t), want) << "call " << k << " rank " << r;
   }
+}
+
+// A rank that never comes (its thread failed): aborting the group ends the others' waits within moments, not
+// after the kernel's 60-s trap.
+TEST(PeerAllReduce, AnAbortEndsTheWait) {
+  DS_REQUIRE_GPU();
+  const std::vector<int> devices(2, test_ctx().device());
+  InProcessDeviceGroup inner(devices);
+  PeerAllReduceGroup peer(devices);
+  auto comm0 = peer.wrap(0, inner.comm(0));
+  DeviceBuffer b(2304 * 2);
+  Stream s;
+  const DeviceContext ctx = test_ctx().on(s);
+  comm0->all_reduce_sum(b.data(), 2304, DType::BF16, ctx);  // rank 1 never calls
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(cudaStreamQuery(s.get()), cudaErrorNotReady) << "the kernel returned without its peer";
+  const auto t0 = std::chrono::steady_clock::now();
+  comm0->abort();
+  s.sync();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
 }
 
 // Captured in a CUDA graph of 5 all-reduces per rank and replayed 20 times with new inputs: the call numbers

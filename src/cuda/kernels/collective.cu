@@ -71,7 +71,9 @@ __global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParam
     const uint32_t* f = p.flags[p.rank] + t * kPeerBlocks + b;
     const uint64_t start = global_ns(), limit = uint64_t(p.timeout_s * 1e9);
     while (int32_t(load_acquire_sys(f) - c) < 0) {  // (call numbers wrap: serial-number order)
-      if (global_ns() - start > limit) {
+      const uint64_t waited = global_ns() - start;
+      if (waited > 1000000 && p.abort && *reinterpret_cast<const volatile uint32_t*>(p.abort)) break;
+      if (waited > limit) {
         printf("deltaserve: peer all-reduce: rank %d waited %.0f s for rank %d (block %d, call %u)\n", p.rank,
                p.timeout_s, t, b, c);
         __trap();

@@ -29,7 +29,8 @@ void run_rank_sum(const RankSumParams& p, const DeviceContext& ctx);
 // rounded once (the bits of run_rank_sum and of InProcessGroup), back into its data. No host synchronisation:
 // it may be captured in a CUDA graph (the call numbers live in device memory, per block; every call runs all
 // kPeerBlocks blocks, so they stay equal). A peer that never
-// comes traps the kernel after timeout_s (the context is then lost: the group has failed anyway).
+// comes traps the kernel after timeout_s (the context is then lost: the group has failed anyway), unless the
+// group is aborted first (*abort, read once a wait has lasted 1 ms): the kernel then returns, its sums unfinished.
 constexpr int kPeerBlocks = 32;
 struct PeerAllReduceParams {
   void* data = nullptr;                               // this rank's [n] elements, summed in place
@@ -40,6 +41,7 @@ struct PeerAllReduceParams {
   int64_t half_bytes = 0;                             // >= n * dtype size
   uint32_t* flags[kMaxCollectiveRanks] = {};          // every rank's flags [kMaxCollectiveRanks][kPeerBlocks]
   uint32_t* calls = nullptr;                          // this rank's calls so far, per block [kPeerBlocks]
+  const uint32_t* abort = nullptr;                    // host-mapped: non-zero ends the waits (the group failed)
   double timeout_s = 60;
 };
 void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx);
