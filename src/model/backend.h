@@ -63,7 +63,7 @@ class Backend {
 };
 
 // What every process of a multi-node group must run alike (the group refuses a process that differs): the
-// model's shape, the weights' source and format, the options that size the caches, the parallel layout.
+// model's shape, the weights' format (and the dummy seed), the options that size the caches, the parallel layout.
 std::string group_fingerprint(const BackendOptions& o, const ModelConfig& c);
 
 // For implementations: throws unless plan.sampling has one row per logits row of plan.batch (or none,
