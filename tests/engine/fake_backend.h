@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,6 +29,7 @@ struct FakeOptions {
   int max_tokens_per_step = 0;    // > 0: published in limits(); a larger batch throws
   int64_t max_context = 0;        // > 0: published in limits() (the longest sequence a step attends over)
   int32_t poison_token = -1;      // execute() throws when this token is in the batch
+  bool poison_fails_backend = false;  // ... and from then on failure() says so (a parallel group that failed)
   int step_delay_ms = 0;          // sleep in every step (to hold requests in the queue)
   int32_t token_range = -1;       // > 0: only ids [0, token_range) get high logits
   std::vector<int32_t> script;    // non-empty: after n tokens of history the best token is
@@ -69,6 +72,11 @@ class FakeBackend : public Backend {
     return res;
   }
 
+  std::string failure() const override {
+    std::lock_guard<std::mutex> lk(failure_mu_);
+    return failure_;
+  }
+
   std::atomic<int64_t> steps{0};
   size_t num_penalty_histories() const { return penalties_.num_tracked(); }
 
@@ -79,7 +87,13 @@ class FakeBackend : public Backend {
              "fake: a batch of {} tokens exceeds the published limit of {}", b.num_tokens(), o_.max_tokens_per_step);
     for (int32_t t : b.tokens) {
       DS_CHECK(t >= 0 && t < o_.vocab, "fake: token {} out of range", t);
-      if (t == o_.poison_token) fail("fake backend: poisoned token {}", t);
+      if (t == o_.poison_token) {
+        if (o_.poison_fails_backend) {
+          std::lock_guard<std::mutex> lk(failure_mu_);
+          failure_ = fmt::format("rank 1: poisoned token {}", t);
+        }
+        fail("fake backend: poisoned token {}", t);
+      }
     }
     logits_.clear();
     rows_ = 0;
@@ -129,6 +143,8 @@ class FakeBackend : public Backend {
   }
 
   FakeOptions o_;
+  mutable std::mutex failure_mu_;
+  std::string failure_;  // guarded by failure_mu_
   ModelConfig cfg_;
   std::vector<uint64_t> slot_hash_;
   std::vector<int64_t> slot_len_;

@@ -361,6 +361,24 @@ TEST(Engine, BackendErrorEndsOnlyTheRequestsOfThatStep) {
   EXPECT_EQ(e->stats().kv_usage, 0.0);
 }
 
+// A backend that can run no more steps (Backend::failure(): a parallel group whose rank failed): the failing
+// step's requests end with its error, and every later request is refused at once (Unavailable, the server's
+// 503) with the reason, instead of being scheduled into steps that can only fail.
+TEST(Engine, AFailedBackendRefusesNewRequestsWithTheReason) {
+  FakeOptions fo;
+  fo.poison_token = 666;
+  fo.poison_fails_backend = true;
+  auto e = make_engine(fo, 8, 64);
+  EXPECT_EQ(e->backend_failure(), "");
+  Collected bad = run_one(*e, token_request({1, 666, 2}, 5));
+  EXPECT_EQ(bad.finish, FinishReason::Error);
+  EXPECT_EQ(e->backend_failure(), "rank 1: poisoned token 666");
+  std::shared_ptr<RequestStream> s;
+  std::string why;
+  EXPECT_EQ(e->submit(token_request({1, 2}, 5), &s, &why), SubmitStatus::Unavailable);
+  EXPECT_EQ(why, "the model can run no more steps: rank 1: poisoned token 666");
+}
+
 // --scheduling-policy: under fcfs (the default) a request with a non-zero priority is refused with the
 // reason (vLLM's rule); under priority it runs, and priority 0 runs under both.
 TEST(Engine, PriorityNeedsThePriorityPolicy) {
