@@ -118,7 +118,8 @@ CudaEnv CudaEnv::parse() {
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_TP_COMM"); e && *e) {
     const std::string v(e);
-    DS_CHECK(v == "nccl" || v == "inprocess", "DELTASERVE_CUDA_TP_COMM must be nccl or inprocess, got '{}'", v);
+    DS_CHECK(v == "nccl" || v == "inprocess" || v == "host",
+             "DELTASERVE_CUDA_TP_COMM must be nccl, inprocess or host, got '{}'", v);
     c.tp_comm = v;
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_TP_ALLREDUCE"); e && *e) {

@@ -55,7 +55,9 @@
 //   DELTASERVE_CUDA_MLA_DECODE_CTAS=1|2  MLA decode attention CTAs an SM (bf16 activations; 2: 32-position
 //                                        tiles, one stage, each CTA's phases overlapping the other's; default:
 //                                        2 with --kv-cache-dtype fp8, 1 with the bf16 cache)
-//   DELTASERVE_CUDA_TP_COMM=nccl|inprocess  collectives of tensor-parallel ranks on distinct GPUs (default nccl)
+//   DELTASERVE_CUDA_TP_COMM=nccl|inprocess|host  collectives of tensor-parallel ranks on distinct GPUs (default
+//                                        nccl); host: through the host group (cuda/host_comm.h: slow, eager; any
+//                                        ranks, also processes sharing one GPU, which NCCL refuses)
 //   DELTASERVE_CUDA_TP_ALLREDUCE=nccl|peer  small all-reduces (up to 4 MiB) of the ranks of one process: NCCL's
 //                                        (default) or the one-shot kernel over peer memory (cuda/peer_comm.h)
 //   DELTASERVE_CUDA_XSPLIT_PREFILL_TILE=16|64  token tile of that kernel for steps of 512+ tokens (default 64,
@@ -194,8 +196,9 @@ struct CudaEnv {
   // session 17: with it, device memory stayed at its start-up figure through a 1M prompt with 8 chats beside
   // it (without: +4 MiB, session 15, kernels first loaded at odd row counts).
   bool gemm_buckets = true;
-  // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them) or
-  // "inprocess" (peer copies and host barriers; eager steps). Ranks sharing a GPU always use the latter.
+  // The collectives of tensor-parallel ranks on distinct GPUs: "nccl" (the default; graphs hold them),
+  // "inprocess" (peer copies and host barriers; eager steps; ranks sharing a GPU in one process always use it)
+  // or "host" (through the host group, cuda/host_comm.h; the multi-node path's check on one GPU).
   std::string tp_comm = "nccl";
   std::string tp_allreduce = "nccl";  // "peer": small all-reduces through cuda/peer_comm.h (not yet measured)
   long long graph_max_context = 0;  // tokens; 0: max_model_len

@@ -11,6 +11,7 @@
 #include "cuda/cuda_backend.h"
 #include "config/runtime_env.h"
 #include "cuda/cuda_check.h"
+#include "cuda/host_comm.h"
 #include "cuda/nccl_comm.h"
 #include "cuda/peer_comm.h"
 #include "cuda/stream.h"
@@ -54,10 +55,12 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
                  "faster; each rank takes 1/{} of --gpu-memory-utilization)", n, gpus, n);
   // the layers' collectives: NCCL with a GPU per rank (unless asked otherwise or not loadable; always over
   // several nodes), each rank's communicator made on a thread of its own (ncclCommInitRank waits for every rank)
+  // (DELTASERVE_CUDA_TP_COMM=host: through the host group instead, cuda/host_comm.h, e.g. two processes on one GPU)
   std::string why_not;
-  const bool want_nccl = multi_node || (!shared && cuda_env().tp_comm != "inprocess");
+  const bool host_comm = cuda_env().tp_comm == "host";
+  const bool want_nccl = !host_comm && (multi_node || (!shared && cuda_env().tp_comm != "inprocess"));
   const bool nccl = want_nccl && gpu::nccl_available(&why_not);
-  DS_CHECK(nccl || !multi_node, "cuda parallel over {} nodes needs NCCL: {}", par_.nnodes, why_not);
+  DS_CHECK(nccl || !want_nccl || !multi_node, "cuda parallel over {} nodes needs NCCL: {}", par_.nnodes, why_not);
   if (want_nccl && !nccl)
     spdlog::warn("cuda parallel: NCCL is not available ({}); the ranks meet through the in-process group (no CUDA "
                  "graphs)", why_not);
@@ -91,13 +94,18 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     gpu::run_on_devices(devices_, [&](int i) { nccl_[size_t(i)] = std::make_unique<gpu::NcclComm>(id, first + i, n); });
     spdlog::info("cuda parallel: NCCL {} between {} GPUs{}", gpu::nccl_version(), n,
                  multi_node ? fmt::format(" ({} on this node)", local) : "");
+  } else if (host_comm) {
+    for (int i = 0; i < local; ++i) host_comms_.push_back(std::make_unique<gpu::HostStagedComm>(host_->comm(first + i)));
+    spdlog::warn("cuda parallel: the layers' collectives go through the host (DELTASERVE_CUDA_TP_COMM=host): a "
+                 "check of the wiring, slow, no CUDA graphs");
   } else {
     group_ = std::make_unique<gpu::InProcessDeviceGroup>(devices_);
   }
   // The ranks' communicators; with DELTASERVE_CUDA_TP_ALLREDUCE=peer (one node) small all-reduces go through
   // peer memory (cuda/peer_comm.h), the rest through NCCL or the in-process group.
   std::vector<gpu::DeviceComm*> comms;
-  for (int i = 0; i < local; ++i) comms.push_back(nccl ? nccl_[size_t(i)].get() : &group_->comm(i));
+  for (int i = 0; i < local; ++i)
+    comms.push_back(nccl ? nccl_[size_t(i)].get() : host_comm ? host_comms_[size_t(i)].get() : &group_->comm(i));
   if (cuda_env().tp_allreduce == "peer") {
     DS_CHECK(!multi_node, "DELTASERVE_CUDA_TP_ALLREDUCE=peer: the ranks of one process only (not with --nnodes {})",
              par_.nnodes);
@@ -152,7 +160,9 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
         for (auto& c : nccl_) c->abort();
       });
   spdlog::info("cuda parallel: {} over {} rank threads ({})", par_.describe(), local,
-               nccl ? "NCCL, CUDA graphs with the collectives" : "in-process device collectives");
+               nccl        ? "NCCL, CUDA graphs with the collectives"
+               : host_comm ? "host-staged collectives"
+                           : "in-process device collectives");
 }
 
 void ParallelCudaBackend::run_worker_node() {

@@ -47,6 +47,7 @@ class ParallelCudaBackend : public Backend {
   std::unique_ptr<HostGroup> host_;  // the plan broadcast and the end-of-step gather: in-process, or over nodes (TCP)
   std::unique_ptr<gpu::InProcessDeviceGroup> group_;  // the layers' collectives (ranks sharing a GPU), or
   std::vector<std::unique_ptr<gpu::DeviceComm>> nccl_;  // NCCL, a communicator per local rank (a GPU each)
+  std::vector<std::unique_ptr<gpu::DeviceComm>> host_comms_;  // DELTASERVE_CUDA_TP_COMM=host (cuda/host_comm.h)
   std::unique_ptr<gpu::PeerAllReduceGroup> peer_;        // small all-reduces over peer memory (when asked)
   std::vector<std::unique_ptr<gpu::DeviceComm>> peer_comms_;  // wrapping nccl_ / group_
   std::vector<std::unique_ptr<Backend>> ranks_;          // this process's ranks

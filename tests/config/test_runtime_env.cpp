@@ -167,6 +167,8 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
   setenv("DELTASERVE_CUDA_TP_COMM", "inprocess", 1);
   EXPECT_EQ(CudaEnv::parse().tp_comm, "inprocess");
+  setenv("DELTASERVE_CUDA_TP_COMM", "host", 1);
+  EXPECT_EQ(CudaEnv::parse().tp_comm, "host");
   setenv("DELTASERVE_CUDA_TP_COMM", "mpi", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_TP_COMM");

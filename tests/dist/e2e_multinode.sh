@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Two real processes as two nodes (docs/PARALLEL.md, "Several processes and nodes"), on --device cpu (CI), or
-# with E2E_DEVICE=cuda on a host of two GPUs, one a node (CUDA_VISIBLE_DEVICES=0 and =1; fp32 activations):
+# with E2E_DEVICE=cuda on a host of two GPUs, one a node (CUDA_VISIBLE_DEVICES=0 and =1; fp32 activations; NCCL),
+# or with E2E_DEVICE=cuda E2E_ONE_GPU=1 both on GPU 0, their layers' collectives through the host group
+# (DELTASERVE_CUDA_TP_COMM=host: NCCL refuses two ranks on one GPU; a check of the wiring, against -tp 1):
 #  - `serve -tp 2 --nnodes 2 --node-rank 1` (a worker: no engine, no API) and `--node-rank 0` (the engine and the
 #    API) answer a greedy completion with the same text as one process at -tp 1 (cuda: -tp 2 on both GPUs);
 #  - SIGTERM to node 0 drains it and stops node 1, both exiting 0;
@@ -27,12 +29,21 @@ DEVICE=${E2E_DEVICE:-cpu}
 MODEL=(tests/fixtures/tiny/model --tokenizer tests/fixtures/tiny/tokenizer --served-model-name tiny --device "$DEVICE"
        --threads 1 --max-model-len 256 --max-num-seqs 4)
 REF=()                       # the one-process reference's flags
+ONE_GPU=${E2E_ONE_GPU:-0}
 if [[ $DEVICE == cuda ]]; then
   MODEL+=(--dtype float32)
-  REF=(-tp 2)
   export NCCL_NVLS_ENABLE=0  # never NVLink multicast on the shared hosts
+  if [[ $ONE_GPU == 1 ]]; then
+    export DELTASERVE_CUDA_TP_COMM=host
+  else
+    REF=(-tp 2)
+  fi
 fi
-gpu_of() { [[ $DEVICE == cuda ]] && echo "$1" || echo "${CUDA_VISIBLE_DEVICES-}"; }
+gpu_of() {  # the CUDA_VISIBLE_DEVICES of a process meant for GPU(s) $1
+  if [[ $DEVICE != cuda ]]; then echo "${CUDA_VISIBLE_DEVICES-}"
+  elif [[ $ONE_GPU == 1 ]]; then echo 0
+  else echo "$1"; fi
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -9,9 +9,11 @@
 
 #include "core/error.h"
 #include "cuda/device_comm.h"
+#include "cuda/host_comm.h"
 #include "cuda/nccl_comm.h"
 #include "cuda/peer_comm.h"
 #include "cuda/stream.h"
+#include "dist/in_process.h"
 #include "gpu_test_util.h"
 
 namespace ds::gpu::test {
@@ -200,6 +202,38 @@ TEST(PeerAllReduce, CallsOfDifferentSizesBackToBack) {
     for (int r = 0; r < N; ++r)
       EXPECT_EQ(to_host(buf[size_t(r)][k].data(), want.size(), t), want) << "call " << k << " rank " << r;
   }
+}
+
+// The host-staged collectives (DELTASERVE_CUDA_TP_COMM=host) over an in-process host group: the rank-order
+// sums, bit for bit (bf16 widened, summed in fp32 and rounded once, as the device groups do), and the gather.
+TEST(HostStagedComm, IsTheRankOrderSumAndGatherOnEveryRank) {
+  DS_REQUIRE_GPU();
+  const int64_t n = 2304 + 5;
+  for (DType t : {DType::F32, DType::BF16})
+    for (int N : {1, 2, 3}) {
+      InProcessGroup host(N);
+      std::vector<std::vector<float>> src(static_cast<size_t>(N));
+      std::vector<DeviceBuffer> buf, gathered;
+      for (int r = 0; r < N; ++r) {
+        src[size_t(r)] = rounded(randn(size_t(n), 230 + r), t);
+        buf.push_back(to_device(src[size_t(r)], t));
+        gathered.emplace_back(size_t(N * n) * dtype_size(t));
+      }
+      std::vector<DeviceBuffer> in;
+      for (int r = 0; r < N; ++r) in.push_back(to_device(src[size_t(r)], t));
+      on_ranks(N, [&](int r, const DeviceContext& ctx) {
+        HostStagedComm c(host.comm(r));
+        c.all_reduce_sum(buf[size_t(r)].data(), n, t, ctx);
+        c.all_gather(in[size_t(r)].data(), gathered[size_t(r)].data(), n, t, ctx);
+      });
+      const std::vector<float> want = rank_order_sums(src, t);
+      std::vector<float> cat;
+      for (const auto& v : src) cat.insert(cat.end(), v.begin(), v.end());
+      for (int r = 0; r < N; ++r) {
+        EXPECT_EQ(to_host(buf[size_t(r)].data(), want.size(), t), want) << dtype_name(t) << " " << N << " ranks, rank " << r;
+        EXPECT_EQ(to_host(gathered[size_t(r)].data(), cat.size(), t), cat) << dtype_name(t) << " " << N << " ranks, rank " << r;
+      }
+    }
 }
 
 // A rank that never comes (its thread failed): aborting the group ends the others' waits within moments, not
