@@ -35,6 +35,7 @@ if [[ $DEVICE == cuda ]]; then
   export NCCL_NVLS_ENABLE=0  # never NVLink multicast on the shared hosts
   if [[ $ONE_GPU == 1 ]]; then
     export DELTASERVE_CUDA_TP_COMM=host
+    MODEL+=(--gpu-memory-utilization 0.3)  # two processes share the GPU
   else
     REF=(-tp 2)
   fi
