@@ -6,14 +6,16 @@ namespace ds {
 
 void Backend::run_worker_node() { fail("{}: not a worker node of a multi-node group (--node-rank above 0)", device_name()); }
 
+// (Not --gpu-memory-utilization: each node's GPUs are its own; every rank takes rank 0's cache geometry, and a
+// node whose share cannot hold it fails at start-up saying so.)
 std::string group_fingerprint(const BackendOptions& o, const ModelConfig& c) {
   const ParallelConfig& p = o.parallel;
   return fmt::format("{} | {} | load {} seed {} dtype {} quantization '{}' kv {} | seqs {} len {} block {} blocks {} "
-                     "kv-tokens {} snapshots {} ({} GiB) gpu-mem {} piece {} biased {} | {}",
+                     "kv-tokens {} snapshots {} ({} GiB) piece {} biased {} | {}",
                      o.device, c.summary(), o.load_format, o.dummy_seed, o.dtype, o.quantization,
                      kv_cache_dtype_name(o.kv_cache_dtype), o.max_num_seqs, o.max_model_len, o.block_size,
                      o.num_blocks, o.kv_cache_tokens, o.num_snapshots, o.snapshot_memory_gib,
-                     o.gpu_memory_utilization, o.mla_context_piece, o.biased_moe_weights, p.describe());
+                     o.mla_context_piece, o.biased_moe_weights, p.describe());
 }
 
 void check_sampling_rows(const StepPlan& plan) {

@@ -29,13 +29,16 @@ DEVICE=${E2E_DEVICE:-cpu}
 MODEL=(tests/fixtures/tiny/model --tokenizer tests/fixtures/tiny/tokenizer --served-model-name tiny --device "$DEVICE"
        --threads 1 --max-model-len 256 --max-num-seqs 4)
 REF=()                       # the one-process reference's flags
+UTIL0=() UTIL1=()            # node 0's and node 1's --gpu-memory-utilization (one GPU)
 ONE_GPU=${E2E_ONE_GPU:-0}
 if [[ $DEVICE == cuda ]]; then
   MODEL+=(--dtype float32)
   export NCCL_NVLS_ENABLE=0  # never NVLink multicast on the shared hosts
   if [[ $ONE_GPU == 1 ]]; then
     export DELTASERVE_CUDA_TP_COMM=host
-    MODEL+=(--gpu-memory-utilization 0.3)  # two processes share the GPU
+    # two processes share the GPU: node 0 sizes its cache first, node 1 (rank 0's geometry) within what is left
+    UTIL0=(--gpu-memory-utilization 0.3)
+    UTIL1=(--gpu-memory-utilization 0.65)
   else
     REF=(-tp 2)
   fi
@@ -52,7 +55,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # /health answers.
 start_api() {
   local log=$1 gpus=$2; shift 2
-  CUDA_VISIBLE_DEVICES=$(gpu_of "$gpus") "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$(gpu_of "$gpus") "$BIN" serve "${MODEL[@]}" "${UTIL0[@]}" --host 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 1 600); do
@@ -66,7 +69,7 @@ start_api() {
 # start_worker LOG ARGS...: node 1; sets WPID.
 start_worker() {
   local log=$1; shift
-  CUDA_VISIBLE_DEVICES=$(gpu_of 1) "$BIN" serve "${MODEL[@]}" --node-rank 1 --headless "$@" >"$log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$(gpu_of 1) "$BIN" serve "${MODEL[@]}" "${UTIL1[@]}" --node-rank 1 --headless "$@" >"$log" 2>&1 &
   WPID=$!
   PIDS+=("$WPID")
 }
@@ -152,7 +155,7 @@ pass "node 0 killed: node 1 exits $RC saying rank 0 (node 0) closed the connecti
 MP=$(free_port)
 NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
 start_worker "$WORK/node1c.log" "${NODES[@]}" --block-size 32
-CUDA_VISIBLE_DEVICES=$(gpu_of 0) "$BIN" serve "${MODEL[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 \
+CUDA_VISIBLE_DEVICES=$(gpu_of 0) "$BIN" serve "${MODEL[@]}" "${UTIL0[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 \
   >"$WORK/node0c.log" 2>&1 &
 PID=$!
 PIDS+=("$PID")
