@@ -75,7 +75,8 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     auto tcp = std::make_unique<TcpGroup>(
         TcpGroupConfig{.master_addr = par_.master_addr, .master_port = par_.master_port, .world_size = n,
                        .nnodes = par_.nnodes, .node_rank = par_.node_rank, .timeout_s = par_.join_timeout_s,
-                       .fingerprint = group_fingerprint(opts, cfg)},
+                       .fingerprint = group_fingerprint(opts, cfg) + " | tp-comm " + cuda_env().tp_comm +
+                                      " all-reduce " + cuda_env().tp_allreduce},
         std::vector<uint8_t>(id.bytes.begin(), id.bytes.end()));
     DS_CHECK(tcp->payload().size() == id.bytes.size(), "cuda parallel: node 0 sent {} bytes of NCCL id, {} expected",
              tcp->payload().size(), id.bytes.size());

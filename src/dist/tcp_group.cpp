@@ -32,7 +32,7 @@ namespace {
 // answer = "DSTA" status len bytes[len] (status 0: bytes are the payload; 1: a refusal, bytes its reason).
 // Then frames: header {u32 op, u32 arg, u64 len} and, where the op carries data, len bytes.
 constexpr char kHelloMagic[4] = {'D', 'S', 'T', 'G'}, kAnswerMagic[4] = {'D', 'S', 'T', 'A'};
-constexpr uint32_t kVersion = 1, kOk = 0, kRefused = 1;
+constexpr uint32_t kVersion = 2, kOk = 0, kRefused = 1;
 constexpr uint32_t kMaxHelloField = 1u << 20;
 enum Op : uint32_t { kAllReduce = 1, kAllGather, kBroadcast, kBarrier, kResult, kAbort };
 
@@ -400,11 +400,15 @@ void TcpGroup::watch_loop() {
   // A link whose next frame waits for its collective (a worker's rank waits for the next step with its frame
   // sent) is only watched for its close (POLLRDHUP), until the collective has read the frame.
   std::vector<uint64_t> parked(links.size(), UINT64_MAX);  // frames count while a normal frame waits
-  std::vector<bool> gone(links.size(), false);
+  std::vector<bool> gone(links.size(), false), busy(links.size(), false);
   auto fail_with = [&](const std::string& why) {
     if (aborted()) return;
     abort(why);
-    on_failure_(why);
+    try {
+      on_failure_(this->why());  // the group's reason (another thread's abort may have come first)
+    } catch (const std::exception& e) {
+      spdlog::error("the group's failure handler failed: {}", e.what());
+    }
   };
   auto closed = [&](size_t i) {
     gone[i] = true;
@@ -417,21 +421,28 @@ void TcpGroup::watch_loop() {
   while (!stop_watch_ && !aborted()) {
     fds.clear();
     idx.clear();
+    bool any_busy = false;
     for (size_t i = 0; i < links.size(); ++i) {
       if (gone[i]) continue;
-      const bool waiting = parked[i] == links[i]->frames.load();
+      // a link whose frame waits for its collective, or that a collective is reading: its close only
+      const bool waiting = parked[i] == links[i]->frames.load() || busy[i];
+      any_busy = any_busy || busy[i];
+      busy[i] = false;
       fds.push_back({links[i]->fd.get(), short(waiting ? POLLRDHUP : (POLLIN | POLLRDHUP)), 0});
       idx.push_back(i);
     }
     if (fds.empty()) return;
-    if (::poll(fds.data(), fds.size(), 100) <= 0) continue;
+    if (::poll(fds.data(), fds.size(), any_busy ? 5 : 100) <= 0) continue;
     for (size_t j = 0; j < fds.size() && !aborted() && !stop_watch_; ++j) {
       const short ev = fds[j].revents;
       if (!ev) continue;
       const size_t i = idx[j];
       Link& l = *links[i];
       std::unique_lock<std::mutex> reading(l.recv_mu, std::try_to_lock);
-      if (!reading.owns_lock()) continue;  // a collective is reading it (and will hear of a close itself)
+      if (!reading.owns_lock()) {  // a collective is reading it (and will hear of a close itself)
+        busy[i] = true;
+        continue;
+      }
       const uint64_t before = l.frames.load();
       char buf[sizeof(Header) + 1024];
       const ssize_t m = ::recv(l.fd.get(), buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);

@@ -7,7 +7,7 @@ namespace ds {
 void Backend::run_worker_node() { fail("{}: not a worker node of a multi-node group (--node-rank above 0)", device_name()); }
 
 // (Not --gpu-memory-utilization: each node's GPUs are its own; every rank takes rank 0's cache geometry, and a
-// node whose share cannot hold it fails at start-up saying so.)
+// node whose GPUs cannot hold it fails at start-up, out of memory.)
 std::string group_fingerprint(const BackendOptions& o, const ModelConfig& c) {
   const ParallelConfig& p = o.parallel;
   return fmt::format("{} | {} | load {} seed {} dtype {} quantization '{}' kv {} | seqs {} len {} block {} blocks {} "

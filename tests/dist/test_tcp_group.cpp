@@ -169,9 +169,9 @@ TEST(TcpGroup, TheWatcherHearsOfAPeerBetweenCollectives) {
     return flag.load();
   };
   {
-    auto g = form(4, 2);
-    std::atomic<bool> called{false};
+    std::atomic<bool> called{false};  // (before the group: its watcher may still run while it is destroyed)
     std::string why;
+    auto g = form(4, 2);
     g[0]->watch([&](const std::string& w) {
       why = w;
       called = true;
@@ -188,9 +188,9 @@ TEST(TcpGroup, TheWatcherHearsOfAPeerBetweenCollectives) {
     EXPECT_THROW(g[0]->comm(0).all_reduce_sum(y), Error);
   }
   {
-    auto g = form(2, 2);
     std::atomic<bool> called{false};
     std::string why;
+    auto g = form(2, 2);
     g[1]->watch([&](const std::string& w) {
       why = w;
       called = true;
@@ -200,8 +200,8 @@ TEST(TcpGroup, TheWatcherHearsOfAPeerBetweenCollectives) {
     EXPECT_EQ(why, "rank 0: the engine stopped");
   }
   {
-    auto g = form(2, 2);
     std::atomic<bool> called{false};
+    auto g = form(2, 2);
     g[0]->watch([&](const std::string&) { called = true; });
     g[0]->expect_close();
     g[1].reset();
