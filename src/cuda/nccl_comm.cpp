@@ -117,17 +117,25 @@ NcclComm::~NcclComm() {
   if (comm_ && !aborted_.load()) api_->comm_destroy(comm_);
 }
 
+// abort() may come from another thread (a failed rank, the group's watcher) while this rank enqueues a
+// collective: the enqueue and the abort are serialised, and after the abort (which frees the communicator) a
+// collective is an error, not a call on freed memory.
 void NcclComm::abort() {
+  std::lock_guard<std::mutex> lk(mu_);
   if (comm_ && !aborted_.exchange(true)) api_->comm_abort(comm_);
 }
 
 void NcclComm::all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) {
   DS_CHECK(n >= 0, "NCCL all_reduce_sum: negative length");
+  std::lock_guard<std::mutex> lk(mu_);
+  DS_CHECK(!aborted_.load(), "NCCL all_reduce_sum: the group was aborted");
   api_->check(api_->all_reduce(data, data, size_t(n), nccl_type(t), kNcclSum, comm_, ctx.stream), "ncclAllReduce");
 }
 
 void NcclComm::all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) {
   DS_CHECK(n >= 0, "NCCL all_gather: negative length");
+  std::lock_guard<std::mutex> lk(mu_);
+  DS_CHECK(!aborted_.load(), "NCCL all_gather: the group was aborted");
   api_->check(api_->all_gather(in, out, size_t(n), nccl_type(t), comm_, ctx.stream), "ncclAllGather");
 }
 

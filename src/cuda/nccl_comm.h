@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "cuda/device_comm.h"
@@ -47,6 +48,7 @@ class NcclComm : public DeviceComm {
   void* comm_ = nullptr;  // ncclComm_t
   int rank_ = 0, size_ = 1;
   std::atomic<bool> aborted_{false};
+  std::mutex mu_;  // an enqueue against abort() from another thread
 };
 
 }  // namespace ds::gpu
