@@ -68,16 +68,11 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   if (nccl && first == 0) id = gpu::nccl_unique_id();
   // the host group: the plan broadcast and the end-of-step gather (over nodes also NCCL's id and rank 0's geometry)
   if (multi_node) {
-    spdlog::info("cuda parallel: node {} of {} (ranks {}..{} of {}): {} at {}:{}", par_.node_rank, par_.nnodes, first,
-                 first + local - 1, n, first == 0 ? "waiting for the other nodes" : "joining node 0", par_.master_addr,
-                 par_.master_port);
     const ModelConfig cfg = ModelConfig::from_file(opts.model_dir + "/config.json");
-    auto tcp = std::make_unique<TcpGroup>(
-        TcpGroupConfig{.master_addr = par_.master_addr, .master_port = par_.master_port, .world_size = n,
-                       .nnodes = par_.nnodes, .node_rank = par_.node_rank, .timeout_s = par_.join_timeout_s,
-                       .fingerprint = group_fingerprint(opts, cfg) + " | tp-comm " + cuda_env().tp_comm +
-                                      " all-reduce " + cuda_env().tp_allreduce},
-        std::vector<uint8_t>(id.bytes.begin(), id.bytes.end()));
+    auto tcp = join_nodes(par_,
+                          group_fingerprint(opts, cfg) + " | tp-comm " + cuda_env().tp_comm + " all-reduce " +
+                              cuda_env().tp_allreduce,
+                          std::vector<uint8_t>(id.bytes.begin(), id.bytes.end()), "cuda parallel");
     DS_CHECK(tcp->payload().size() == id.bytes.size(), "cuda parallel: node 0 sent {} bytes of NCCL id, {} expected",
              tcp->payload().size(), id.bytes.size());
     std::copy(tcp->payload().begin(), tcp->payload().end(), id.bytes.begin());

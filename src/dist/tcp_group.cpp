@@ -375,6 +375,22 @@ void TcpGroup::abort(const std::string& why) {
   for (auto& l : up_) tell(l.get());
 }
 
+std::unique_ptr<TcpGroup> join_nodes(const ParallelConfig& p, const std::string& fingerprint,
+                                     const std::vector<uint8_t>& payload, const std::string& what) {
+  const int n = p.world_size(), first = p.first_local_rank();
+  spdlog::info("{}: node {} of {} (ranks {}..{} of {}): {} at {}:{}", what, p.node_rank, p.nnodes, first,
+               first + p.ranks_per_node() - 1, n, p.node_rank == 0 ? "waiting for the other nodes" : "joining node 0",
+               p.master_addr, p.master_port);
+  return std::make_unique<TcpGroup>(TcpGroupConfig{.master_addr = p.master_addr,
+                                                   .master_port = p.master_port,
+                                                   .world_size = n,
+                                                   .nnodes = p.nnodes,
+                                                   .node_rank = p.node_rank,
+                                                   .timeout_s = p.join_timeout_s,
+                                                   .fingerprint = fingerprint},
+                                    payload);
+}
+
 void TcpGroup::expect_close() { closing_ = true; }
 
 void TcpGroup::watch(std::function<void(const std::string&)> on_failure) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "dist/host_group.h"
+#include "dist/parallel_config.h"
 
 namespace ds {
 
@@ -82,5 +83,10 @@ class TcpGroup : public HostGroup {
   std::atomic<bool> stop_watch_{false}, closing_{false};
   std::function<void(const std::string&)> on_failure_;
 };
+
+// This process's node of p's group over nodes (p.nnodes > 1): logs what it does as `what` ("cpu parallel") and
+// forms the TcpGroup from p's nodes, master address and port and join timeout.
+std::unique_ptr<TcpGroup> join_nodes(const ParallelConfig& p, const std::string& fingerprint,
+                                     const std::vector<uint8_t>& payload, const std::string& what);
 
 }  // namespace ds

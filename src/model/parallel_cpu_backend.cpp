@@ -31,17 +31,7 @@ void ParallelCpuBackend::start(const HostWeights& w, const BackendOptions& opts)
   if (par_.nnodes == 1) {
     group_ = std::make_unique<InProcessGroup>(n);
   } else {
-    SPDLOG_INFO("cpu parallel: node {} of {} (ranks {}..{} of {}): {} at {}:{}", par_.node_rank, par_.nnodes,
-                par_.first_local_rank(), par_.first_local_rank() + par_.ranks_per_node() - 1, n,
-                par_.node_rank == 0 ? "waiting for the other nodes" : "joining node 0", par_.master_addr,
-                par_.master_port);
-    group_ = std::make_unique<TcpGroup>(TcpGroupConfig{.master_addr = par_.master_addr,
-                                                       .master_port = par_.master_port,
-                                                       .world_size = n,
-                                                       .nnodes = par_.nnodes,
-                                                       .node_rank = par_.node_rank,
-                                                       .timeout_s = par_.join_timeout_s,
-                                                       .fingerprint = group_fingerprint(opts, cfg_)});
+    group_ = join_nodes(par_, group_fingerprint(opts, cfg_), {}, "cpu parallel");
   }
   // The snapshot budget is the whole group's: each rank sizes its pool with its share (same count on all).
   BackendOptions rank_opts = opts;

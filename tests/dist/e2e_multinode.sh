@@ -85,6 +85,14 @@ wait_exit() {
   done
   fail "process $1 still running after $2 s"
 }
+# start_nodes NAME [node 1's extra flags]: a fresh group's NODES flags (a free master port), node 1 as WPID, and
+# (unless node 1 has extra flags, when the caller starts node 0 itself) node 0 as PID on PORT.
+start_nodes() {
+  local name=$1; shift
+  NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$(free_port)")
+  start_worker "$WORK/node1$name.log" "${NODES[@]}" "$@"
+  [[ $# -gt 0 ]] || start_api "$WORK/node0$name.log" 0 "${NODES[@]}" --node-rank 0
+}
 complete() {  # the greedy answer's text (or the HTTP error body)
   curl -s -m 120 "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
     -d '{"model":"tiny","prompt":"The quick brown fox","max_tokens":16,"temperature":0,"ignore_eos":true}'
@@ -99,10 +107,7 @@ wait_exit "$PID" 30
 [[ $RC == 0 ]] || fail "the single process exited $RC"
 
 # two processes: node 1 first (it waits for node 0), then node 0
-MP=$(free_port)
-NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
-start_worker "$WORK/node1.log" "${NODES[@]}"
-start_api "$WORK/node0.log" 0 "${NODES[@]}" --node-rank 0
+start_nodes ""
 grep -q "TP 2 over 2 nodes" "$WORK/node0.log" || fail "node 0 does not say TP 2 over 2 nodes"
 GOT=$(complete | text_of) || fail "the two-node completion failed"
 [[ "$GOT" == "$WANT" ]] || fail "two nodes answered '$GOT', one process '$WANT'"
@@ -115,11 +120,8 @@ wait_exit "$WPID" 30
 grep -q "node 0 stopped the group" "$WORK/node1.log" || fail "node 1 did not log that node 0 stopped it"
 pass "SIGTERM to node 0 stops both nodes (exit 0)"
 
-# node 1 dies: node 0's next request is an error naming it, and node 0 stays up
-MP=$(free_port)
-NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
-start_worker "$WORK/node1b.log" "${NODES[@]}"
-start_api "$WORK/node0b.log" 0 "${NODES[@]}" --node-rank 0
+# node 1 dies: node 0 hears of it while idle, answers 503 with the reason, and stays up
+start_nodes b
 kill -KILL "$WPID"
 wait "$WPID" 2>/dev/null || true
 # idle: node 0's watcher hears of it without a request (/health turns 503 within a few seconds)
@@ -140,21 +142,16 @@ kill -TERM "$PID"
 wait_exit "$PID" 30
 
 # node 0 dies: node 1 exits non-zero, saying node 0 went away
-MP=$(free_port)
-NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
-start_worker "$WORK/node1d.log" "${NODES[@]}"
-start_api "$WORK/node0d.log" 0 "${NODES[@]}" --node-rank 0
+start_nodes d
 kill -KILL "$PID"
 wait "$PID" 2>/dev/null || true
 wait_exit "$WPID" 30
 [[ $RC != 0 ]] || fail "node 1 exited 0 after node 0 was killed"
-grep -q "rank 0 (node 0 at 127.0.0.1:$MP) closed the connection" "$WORK/node1d.log" || fail "node 1 does not say node 0 went away"
+grep -q "rank 0 (node 0 at 127.0.0.1:${NODES[-1]}) closed the connection" "$WORK/node1d.log" || fail "node 1 does not say node 0 went away"
 pass "node 0 killed: node 1 exits $RC saying rank 0 (node 0) closed the connection"
 
 # a worker with another cache layout is refused by name on both sides
-MP=$(free_port)
-NODES=(-tp 2 --nnodes 2 --master-addr 127.0.0.1 --master-port "$MP")
-start_worker "$WORK/node1c.log" "${NODES[@]}" --block-size 32
+start_nodes c --block-size 32
 CUDA_VISIBLE_DEVICES=$(gpu_of 0) "$BIN" serve "${MODEL[@]}" "${UTIL0[@]}" --host 127.0.0.1 --port 0 "${NODES[@]}" --node-rank 0 \
   >"$WORK/node0c.log" 2>&1 &
 PID=$!
