@@ -55,6 +55,7 @@ PeerAllReduceGroup::PeerAllReduceGroup(std::vector<int> devices, int64_t capacit
   DS_CUDA_CHECK(cudaGetDevice(&prev));
   for (int r = 0; r < N; ++r) {
     DS_CUDA_CHECK(cudaSetDevice(devices_[size_t(r)]));
+    preload_peer_all_reduce();  // before any rank's kernel spins (see collective.h)
     staging_.emplace_back(size_t(2 * capacity_), "peer all-reduce staging");
     flags_.emplace_back(sizeof(uint32_t) * kMaxCollectiveRanks * kPeerBlocks, "peer all-reduce flags");
     calls_.emplace_back(sizeof(uint32_t) * kPeerBlocks, "peer all-reduce calls");

@@ -135,6 +135,16 @@ void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx)
   DS_CUDA_CHECK_LAUNCH();
 }
 
+void preload_peer_all_reduce() {
+  cudaFuncAttributes a{};
+  for (DType t : {DType::F32, DType::BF16})
+    dispatch_act(t, [&]<typename T>() {
+      DS_CUDA_CHECK(cudaFuncGetAttributes(&a, peer_all_reduce_kernel<T, true, true>));
+      DS_CUDA_CHECK(cudaFuncGetAttributes(&a, peer_all_reduce_kernel<T, true, false>));
+      DS_CUDA_CHECK(cudaFuncGetAttributes(&a, peer_all_reduce_kernel<T, false, true>));
+    });
+}
+
 void run_rank_sum(const RankSumParams& p, const DeviceContext& ctx) {
   if (p.end <= p.begin) return;
   DS_GPU_REQUIRE(p.ranks >= 1 && p.ranks <= kMaxCollectiveRanks, "run_rank_sum: 1..8 ranks");

@@ -45,5 +45,10 @@ struct PeerAllReduceParams {
   double timeout_s = 60;
 };
 void run_peer_all_reduce(const PeerAllReduceParams& p, const DeviceContext& ctx);
+// Loads every form of the peer all-reduce kernel on the current device. With CUDA's lazy loading, a form's first
+// launch may wait for the whole context to go idle, which never happens while another rank's form already spins
+// waiting for this one (a rank with misaligned data launches another form than its peers): call this once for
+// each device before the first all-reduce.
+void preload_peer_all_reduce();
 
 }  // namespace ds::gpu
