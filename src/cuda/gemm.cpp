@@ -55,7 +55,7 @@ Gemm::~Gemm() {
 // Row-major y = x . w^T is column-major y^T (N x M) = op_T(w^T stored K x N) . x^T (K x M): "TN".
 // With w stored [K, N] (w_kn) the column-major view of w is already N x K: "NN". The descriptors of g's
 // problem with M rows.
-void Gemm::describe(const GemmArgs& g, int M, Plan& p) {
+void Gemm::describe(const GemmArgs& g, int M, Plan& p) const {
   const cudaDataType_t tin = cuda_type(g.x_dtype), tout = cuda_type(g.y_dtype);
   DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = g.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -65,6 +65,13 @@ void Gemm::describe(const GemmArgs& g, int M, Plan& p) {
     const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)));
     DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
+    // The heuristic finds no algorithm while the scale pointers are unset (session 28: "no algorithm" for every
+    // shape); an aligned placeholder until run() sets each call's own.
+    const void* placeholder = workspace_.data();
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &placeholder,
+                                                   sizeof(placeholder)));
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &placeholder,
+                                                   sizeof(placeholder)));
   }
   if (g.w_kn) DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.N, g.K, g.ldw));
   else DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, tin, g.K, g.N, g.ldw));

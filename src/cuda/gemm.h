@@ -66,7 +66,7 @@ class Gemm {
   struct Plan;
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int, bool, int, int64_t, int64_t, int64_t, bool>;
   Plan& plan_for(const GemmArgs& a);
-  static void describe(const GemmArgs& g, int M, Plan& p);
+  void describe(const GemmArgs& g, int M, Plan& p) const;
   bool heuristic(const Plan& p, cublasLtMatmulAlgo_t& algo);
   cublasLtHandle_t handle_ = nullptr;
   bool bucket_algorithms_ = false;
