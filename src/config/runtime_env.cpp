@@ -64,7 +64,7 @@ CudaEnv CudaEnv::parse() {
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_CUBLAS"); e && *e) {
     const std::string v(e);
-    DS_CHECK(v == "0" || v == "1" || v == "2", "DELTASERVE_CUDA_FP8_CUBLAS must be 0, 1 or 2, got '{}'", v);
+    DS_CHECK(v == "0" || v == "1" || v == "2" || v == "3", "DELTASERVE_CUDA_FP8_CUBLAS must be 0..3, got '{}'", v);
     c.fp8_cublas = v[0] - '0';
   }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N"); e && *e) {

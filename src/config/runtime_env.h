@@ -109,7 +109,9 @@ struct CudaEnv {
   // 1: beyond kFp8TileMaxRows rows (prefill steps; x's e4m3 hi part, W8A8 as fp8_prefill_hi), where the default
   // dequantizes each weight matrix into a bf16 scratch for the bf16 GEMM; 2: also at 9..kFp8TileMaxRows rows
   // (decode batches; hi and lo, two GEMMs, the second accumulating: the dense tiles' numerics), where the default is
-  // the FP8 wgmma tile kernel (1.5-7 us of work taking 11-30 us, docs/PERF.md session 20). 0: off. The weights'
+  // the FP8 wgmma tile kernel (1.5-7 us of work taking 11-30 us, docs/PERF.md session 20); 3: decode batches too,
+  // with x's hi part alone (one GEMM; W8A8 with per-token-block activation scales, as FP8-dynamic and block-128
+  // checkpoints define their activations). 0: off. The weights'
   // block-scale rows are padded to cuBLASLt's layout (a multiple of 4) when on. Off until measured (session 26,
   // written without device time).
   int fp8_cublas = 0;

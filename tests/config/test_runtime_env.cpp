@@ -245,6 +245,8 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_CUBLAS", "2", 1);
   EXPECT_EQ(CudaEnv::parse().fp8_cublas, 2);
   setenv("DELTASERVE_CUDA_FP8_CUBLAS", "3", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_cublas, 3);
+  setenv("DELTASERVE_CUDA_FP8_CUBLAS", "4", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_CUBLAS");
   setenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N", "4096", 1);
