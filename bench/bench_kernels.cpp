@@ -140,7 +140,8 @@ void mla_prefill_rows(const DeviceContext& ctx, bool quick, std::vector<Row>& ro
 }
 
 // MoE prefill, 8192 tokens routed over 256 experts (top 8): gate/up (SiLU·mul) and down, the mma.sync
-// kernel (64-token tiles) and the wgmma kernel, each launch alone and with route + align.
+// kernel (64-token tiles) and the wgmma kernel (one tile a CTA, or persistent), each launch alone and with route +
+// align.
 void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& gu, const DeviceBuffer& dn,
                       const DeviceBuffer& zero_bias, std::vector<Row>& rows) {
   const int E = 256, D = 2304, I = 1024, k = 8, T = 8192, pairs = T * k;
@@ -168,11 +169,15 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
   const MoeGemmParams d = moe_down_gemm_params(g, dn.data(), out.data(), D);
   const double f_gu = 2.0 * pairs * 2.0 * I * D, f_dn = 2.0 * pairs * I * D;
   const int reps = quick ? 5 : 10;
-  for (int v : {0, 1, 2}) {
+  for (int v : {0, 1, 2, 3}) {
     DeviceContext c = ctx;
     c.switches.wgmma = v > 0;
-    c.switches.moe_tma = v == 2;
-    const char* impl = v == 2 ? "wgmma 128x256, TMA weights" : v == 1 ? "wgmma 128x256" : "mma.sync 64x64";
+    c.switches.moe_tma = v >= 2;
+    c.switches.moe_persist = v == 3;
+    const char* impl = v == 3   ? "wgmma 128x256, TMA weights, persistent"
+                       : v == 2 ? "wgmma 128x256, TMA weights"
+                       : v == 1 ? "wgmma 128x256"
+                                : "mma.sync 64x64";
     char nm[96];
     double ms = ds::bench::time_ms(ctx.stream, [&] { run_moe_gemm(g, c); }, reps);
     std::snprintf(nm, sizeof nm, "MoE prefill T=8192 gate_up (2048x2304), %s", impl);

@@ -135,10 +135,12 @@ TEST(WgmmaKernels, MoeGroupedGemmRealShapes) {
                                                 .active_start = ss.as<int32_t>(),
                                                 .num_active = na.as<int32_t>()});
   run_moe_route_align(r, a, test_ctx());
-  std::vector<float> act[3], out[3];
-  for (int impl = 0; impl < 3; ++impl) {  // mma.sync, wgmma, wgmma with the weight tiles by TMA
+  std::vector<float> act[5], out[5];
+  // mma.sync, wgmma, wgmma with the weight tiles by TMA, and the two wgmma forms persistent (one CTA an SM)
+  for (int impl = 0; impl < 5; ++impl) {
     DeviceContext ctx = with_wgmma(impl > 0 ? 1 : 0);
-    ctx.switches.moe_tma = impl == 2;
+    ctx.switches.moe_tma = impl == 2 || impl == 4;
+    ctx.switches.moe_persist = impl >= 3;
     DeviceBuffer dact(size_t(pairs) * I * 2), dout(size_t(pairs) * D * 2);
     poison(dact);
     poison(dout);
@@ -161,9 +163,11 @@ TEST(WgmmaKernels, MoeGroupedGemmRealShapes) {
     EXPECT_LE(e_act, 2e-2) << "impl " << impl;
     EXPECT_LE(e_out, 2e-2) << "impl " << impl;
   }
-  // the two wgmma forms sum the same products in the same order: equal
-  EXPECT_EQ(act[2], act[1]);
-  EXPECT_EQ(out[2], out[1]);
+  // the wgmma forms sum the same products in the same order: equal
+  for (int impl = 2; impl < 5; ++impl) {
+    EXPECT_EQ(act[impl], act[1]) << "impl " << impl;
+    EXPECT_EQ(out[impl], out[1]) << "impl " << impl;
+  }
 }
 
 }  // namespace
