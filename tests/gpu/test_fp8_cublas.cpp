@@ -150,6 +150,11 @@ TEST(GpuFp8Cublas, BlockScaledGemmMatchesHost) {
       g.beta = c.accumulate ? 1.f : 0.f;
       g.w_scale = ds.as<float>();
       g.x_scale = sc.as<float>();
+      if (!gemm.supports(g)) {  // (session 28: none at 9 rows; LayerStep::linear then keeps the tile kernel)
+        std::printf("[fp8 cublas] M %d N %d K %d: no cuBLASLt algorithm\n", c.M, c.N, c.K);
+        EXPECT_LT(c.M, 16) << "cuBLASLt offers no FP8 algorithm at " << c.M << " rows";
+        break;
+      }
       gemm.run(g, test_ctx().stream);
       if (with_lo) {
         g.x = lo.data();
