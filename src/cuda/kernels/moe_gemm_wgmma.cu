@@ -11,8 +11,9 @@
 //    registers (the gate and up values of one output sit at the same place of the two accumulators) and
 //    writes bf16 pairs.
 // Token tiles are found on the device from the active experts' row ranges, as in moe_gemm.cu.
-// Persistent form (DeviceContext::switches.moe_persist): one CTA an SM walks the tiles t = blockIdx.x,
-// + gridDim.x, ... (n blocks fastest, as the grid of the one-tile form orders them), the ring's stage and phase
+// Persistent form (DeviceContext::switches.moe_persist): one CTA an SM walks the tiles, drawn in turn from a
+// device counter (MoeGemmParams::tile_counter; without one t = blockIdx.x, + gridDim.x, ...: session 28 measured
+// that static share slower than one tile a CTA), n blocks fastest as the one-tile grid orders them, the ring's stage and phase
 // running on across tiles, so the producer copies the next tile's first stages while the consumers finish the
 // current one and write its epilogue, and the per-CTA start (barriers, the tile scan) is paid once an SM. Each
 // tile's products are the one-tile form's, in the same order: the same bits.
@@ -57,6 +58,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ int scan_tmp[32];
   __shared__ int tile_active, tile_index;
   __shared__ int tile_first[PERSIST ? kMaxActivePersist + 1 : 1];  // PERSIST: active expert s's first token tile
+  __shared__ int tile_slot[2];        // PERSIST with the tile counter: the CTA's n-th tile in slot n & 1 ...
+  __shared__ uint64_t tile_bar[2];    // ... announced to the consumers by this barrier's phase n >> 1
   const int tid = threadIdx.x;
   constexpr int kCols = SILU ? kRows / 2 : kRows;  // output columns a tile
   const int n_blocks = (p.N + kCols - 1) / kCols;
@@ -87,13 +90,24 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(&full[s], 128);
       mbar_init(&empty[s], 256);
     }
+    mbar_init(&tile_bar[0], 1);
+    mbar_init(&tile_bar[1], 1);
   }
   __syncthreads();
-  // the CTA's tiles t in [t_begin, t_end) by t_step; tile t: token tile t / n_blocks, output block t % n_blocks
+  // The CTA's tiles: t_begin, + t_step, ... below t_end, or (dyn) those it draws from p.tile_counter in turn
+  // (launch_moe_gemm_wgmma passes the counter only where a tile has at least 3 k steps: the slot and barrier
+  // pairs above then cannot run two tiles ahead of the consumers). Every CTA draws until it draws past the end, so
+  // the counter ends at t_end + gridDim.x, and the CTA whose draw is the last puts it back to zero.
+  // Tile t: token tile t / n_blocks, output block t % n_blocks.
+  const bool dyn = PERSIST && p.tile_counter != nullptr;
   const int t_begin = PERSIST ? int(blockIdx.x) : 0;
   const int t_end = PERSIST ? base * n_blocks : (tile_active >= 0 ? 1 : 0);
   const int t_step = PERSIST ? int(gridDim.x) : 1;
-  if (t_begin >= t_end) return;  // (uniform over the CTA)
+  if (!dyn && t_begin >= t_end) return;  // (uniform over the CTA)
+  auto static_tile = [&](int n) {
+    const int t = t_begin + n * t_step;
+    return t < t_end ? t : -1;
+  };
   struct Tile {
     int active, r0, rows, f0;
   };
@@ -127,7 +141,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     // producer: thread tid copies chunk (tid & 7) of rows (tid >> 3) + 16 i
     const int c = tid & 7, rsub = tid >> 3;
     uint32_t it = 0;  // k steps issued so far (all tiles): the ring's stage and phase
-    for (int t = t_begin; t < t_end; t += t_step) {
+    for (int n = 0;; ++n) {
+      int t;
+      if (dyn) {
+        if (tid == 0) {
+          const int v = atomicAdd(p.tile_counter, 1);
+          if (v == t_end + int(gridDim.x) - 1) atomicExch(p.tile_counter, 0);  // the launch's last draw
+          tile_slot[n & 1] = v < t_end ? v : -1;
+          mbar_arrive(&tile_bar[n & 1]);  // (release: the consumers read the slot after their wait)
+        }
+        named_sync(1, 128);  // the producer warpgroup reads the slot (tid 0 rewrites it two tiles on)
+        t = tile_slot[n & 1];
+      } else {
+        t = static_tile(n);
+      }
+      if (t < 0) break;
       const Tile tl = locate(t);
       const int e = p.active_expert[tl.active];
       const bf16* W = static_cast<const bf16*>(p.w) + int64_t(e) * p.w_matrix_stride + c * 8;
@@ -185,7 +213,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wgi = tid / 128 - 1, warp = (tid & 127) >> 5, lane = tid & 31, g = lane >> 2, c4 = lane & 3;
   bf16* Y = static_cast<bf16*>(p.y);
   uint32_t it = 0;  // k steps consumed so far (all tiles)
-  for (int t = t_begin; t < t_end; t += t_step) {
+  for (int n = 0;; ++n) {
+    int t;
+    if (dyn) {
+      mbar_wait(&tile_bar[n & 1], (n >> 1) & 1);
+      t = tile_slot[n & 1];
+    } else {
+      t = static_tile(n);
+    }
+    if (t < 0) break;
     const Tile tl = locate(t);
     const bool has_rows = 64 * wgi < tl.rows;
     float acc0[64], acc1[64];
@@ -291,14 +327,16 @@ void launch_moe_gemm_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   const bool tma = weight_map(p, ctx, m);
   // persistent: one CTA an SM (fewer where there are fewer tiles at most), else one a tile
   const bool persist = ctx.switches.moe_persist && p.max_active <= kMaxActivePersist;
+  MoeGemmParams q = p;  // the tile counter where a tile has at least 3 k steps (see the kernel)
+  if (!persist || p.K / kBK < 3) q.tile_counter = nullptr;
   const int64_t n_blocks = ceil_div(p.N, cols);
   const dim3 grid = persist ? dim3(unsigned(std::max<int64_t>(1, std::min<int64_t>(ctx.num_sms(), tiles * n_blocks))))
                             : dim3(unsigned(n_blocks), unsigned(tiles));
   auto go = [&]<bool PERSIST>() {
-    if (p.silu_mul && tma) launch_pdl(moe_gemm_wgmma_kernel<true, true, PERSIST>, grid, kThreads, kSmem, ctx, p, m);
-    else if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true, false, PERSIST>, grid, kThreads, kSmem, ctx, p, m);
-    else if (tma) launch_pdl(moe_gemm_wgmma_kernel<false, true, PERSIST>, grid, kThreads, kSmem, ctx, p, m);
-    else launch_pdl(moe_gemm_wgmma_kernel<false, false, PERSIST>, grid, kThreads, kSmem, ctx, p, m);
+    if (p.silu_mul && tma) launch_pdl(moe_gemm_wgmma_kernel<true, true, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
+    else if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true, false, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
+    else if (tma) launch_pdl(moe_gemm_wgmma_kernel<false, true, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
+    else launch_pdl(moe_gemm_wgmma_kernel<false, false, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
   };
   if (persist) go.template operator()<true>();
   else go.template operator()<false>();
