@@ -140,8 +140,7 @@ void mla_prefill_rows(const DeviceContext& ctx, bool quick, std::vector<Row>& ro
 }
 
 // MoE prefill, 8192 tokens routed over 256 experts (top 8): gate/up (SiLU·mul) and down, the mma.sync
-// kernel (64-token tiles) and the wgmma kernel (one tile a CTA, or persistent), each launch alone and with route +
-// align.
+// kernel (64-token tiles) and the wgmma kernel, each launch alone and with route + align.
 void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& gu, const DeviceBuffer& dn,
                       const DeviceBuffer& zero_bias, std::vector<Row>& rows) {
   const int E = 256, D = 2304, I = 1024, k = 8, T = 8192, pairs = T * k;
@@ -165,23 +164,15 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
                                                 .active_start = ss.as<int32_t>(),
                                                 .num_active = na.as<int32_t>()});
   run_moe_route_align(r, a, ctx);
-  MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), 64);
-  MoeGemmParams d = moe_down_gemm_params(g, dn.data(), out.data(), D);
+  const MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, gu.data(), D, I, act.data(), 64);
+  const MoeGemmParams d = moe_down_gemm_params(g, dn.data(), out.data(), D);
   const double f_gu = 2.0 * pairs * 2.0 * I * D, f_dn = 2.0 * pairs * I * D;
   const int reps = quick ? 5 : 10;
-  DeviceBuffer counter(4);  // the persistent form's tile counter (each launch leaves it at zero)
-  DS_CUDA_CHECK(cudaMemset(counter.data(), 0, 4));
-  for (int v : {0, 1, 2, 3, 4}) {
+  for (int v : {0, 1, 2}) {
     DeviceContext c = ctx;
     c.switches.wgmma = v > 0;
-    c.switches.moe_tma = v >= 2;
-    c.switches.moe_persist = v >= 3;
-    g.tile_counter = d.tile_counter = v == 4 ? counter.as<int>() : nullptr;
-    const char* impl = v == 4   ? "wgmma 128x256, TMA weights, persistent, tile counter"
-                       : v == 3 ? "wgmma 128x256, TMA weights, persistent, static tiles"
-                       : v == 2 ? "wgmma 128x256, TMA weights"
-                       : v == 1 ? "wgmma 128x256"
-                                : "mma.sync 64x64";
+    c.switches.moe_tma = v == 2;
+    const char* impl = v == 2 ? "wgmma 128x256, TMA weights" : v == 1 ? "wgmma 128x256" : "mma.sync 64x64";
     char nm[96];
     double ms = ds::bench::time_ms(ctx.stream, [&] { run_moe_gemm(g, c); }, reps);
     std::snprintf(nm, sizeof nm, "MoE prefill T=8192 gate_up (2048x2304), %s", impl);
@@ -197,7 +188,6 @@ void moe_prefill_rows(const DeviceContext& ctx, bool quick, const DeviceBuffer& 
     std::snprintf(nm, sizeof nm, "MoE prefill T=8192 route+align+experts, %s", impl);
     rows.push_back({nm, ms, fl_floor(f_gu + f_dn), tflops_note(f_gu + f_dn, ms, "; issue 13 target <= 2.4 ms")});
   }
-  g.tile_counter = d.tile_counter = nullptr;
   ds::bench::moe_quant_prefill_rows(ctx, quick, g, E, T, pairs, rows, fl_floor,
                                     [](double f, double ms) { return tflops_note(f, ms); });
 }

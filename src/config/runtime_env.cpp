@@ -51,7 +51,6 @@ CudaEnv CudaEnv::parse() {
   c.mla_decode_pipe = tristate("DELTASERVE_CUDA_MLA_DECODE_PIPE");  // (unset: by the split's length)
   c.mla_decode_f8mma = flag("DELTASERVE_CUDA_MLA_DECODE_F8MMA", true);
   c.moe_tma = flag("DELTASERVE_CUDA_MOE_TMA", true);
-  c.moe_persist = flag("DELTASERVE_CUDA_MOE_PERSIST", false);
   c.fp8_tma = flag("DELTASERVE_CUDA_FP8_TMA", false);
   if (const char* e = std::getenv("DELTASERVE_CUDA_WGMMA"); e && *e) {
     const std::string v(e);

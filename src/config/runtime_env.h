@@ -50,7 +50,6 @@
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
 //   DELTASERVE_CUDA_MOE_TMA=0|1          the bf16 wgmma MoE prefill kernel's weight tiles by TMA (default 1)
-//   DELTASERVE_CUDA_MOE_PERSIST=0|1      that kernel persistent, one CTA an SM (default 0: measured slower)
 //   DELTASERVE_CUDA_FP8_TMA=0|1          the FP8 wgmma kernel's weight rows by TMA (default 0 until measured)
 //   DELTASERVE_CUDA_MLA_DECODE_WARPS=8|16  warps of the MLA decode attention CTA (bf16; default 8)
 //   DELTASERVE_CUDA_MLA_DECODE_CTAS=1|2  MLA decode attention CTAs an SM (bf16 activations; 2: 32-position
@@ -157,11 +156,6 @@ struct CudaEnv {
   // thread issuing them, instead of 16 cp.async a producer thread and stage (the MLA prefill kernel gained 25%
   // from the same change, docs/PERF.md session 12). On: 8,192-token MoE 2.74 -> 2.30 ms (PERF.md session 13).
   bool moe_tma = true;
-  // That kernel persistent: one CTA an SM walking the tiles, its copy ring running on across them (the next
-  // tile's first stages copied during the current one's last MMAs and epilogue; the CTA start paid once an SM).
-  // The same bits as one tile a CTA; off: measured slower (8,192 tokens: gate/up 1.405 vs 1.299 ms with the tile
-  // counter, docs/PERF.md session 28; DELTASERVE_CUDA_MOE_PERSIST).
-  bool moe_persist = false;
   // The FP8 wgmma kernel (moe_gemm_fp8_wgmma.cu, decode batches and FP8 prefill): its weight rows by TMA, one
   // thread issuing a stage's boxes, instead of 8 cp.async a thread and stage; off until measured.
   bool fp8_tma = false;

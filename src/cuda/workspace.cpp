@@ -124,7 +124,6 @@ void Activations::carve(Arena& a, const ModelConfig& c, DType act, const Workspa
   splitk_capacity = int64_t(2) * num_sms * 32 * 128;  // and at most 2 x SMs CTAs of 32 x 128 floats (64-token tiles)
   splitk_partials = a.alloc<float>(size_t(splitk_capacity));
   splitk_counters = a.alloc<int>(size_t(splitk_items));
-  moe_tile_counter = a.alloc<int>(1);
   g32 = a.alloc<float>(size_t(T) * HK);
   beta = a.alloc<float>(size_t(T) * c.kda.num_heads);
   router = a.alloc<float>(size_t(T) * std::max(1, c.moe.num_experts));
@@ -225,7 +224,6 @@ Workspace::Workspace(const ModelConfig& c, DType act, const WorkspacePlan& plan,
   const auto& lim = plan.lim;
   act_.carve(arena_, c, act, lim, num_sms);
   if (act_.splitk_counters) DS_CUDA_CHECK(cudaMemset(act_.splitk_counters, 0, size_t(act_.splitk_items) * sizeof(int)));
-  if (act_.moe_tile_counter) DS_CUDA_CHECK(cudaMemset(act_.moe_tile_counter, 0, sizeof(int)));
   logits_ = static_cast<float*>(arena_.alloc_bytes(plan.logits));
   if (plan.logits_gather) logits_gather_ = static_cast<float*>(arena_.alloc_bytes(plan.logits_gather));
   meta_dev_ = static_cast<char*>(arena_.alloc_bytes(plan.meta));

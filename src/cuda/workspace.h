@@ -36,7 +36,6 @@ struct Activations {
   int64_t splitk_capacity = 0;       // floats
   int* splitk_counters = nullptr;    // one per SM, zeroed by Workspace
   int splitk_items = 0;
-  int* moe_tile_counter = nullptr;   // MoeGemmParams::tile_counter, zeroed by Workspace
   // cuBLASLt's FP8 dense projections (CudaEnv::fp8_cublas, LayerStep::linear): x quantized per row and 128 columns
   // (run_quantize_act_fp8) for up to fp8_act_rows rows (hi, scales) and fp8_act_lo_rows rows (lo) of up to
   // fp8_act_k columns; null when off

@@ -41,7 +41,6 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_TP_COMM");
     unsetenv("DELTASERVE_CUDA_TP_ALLREDUCE");
     unsetenv("DELTASERVE_CUDA_MOE_TMA");
-    unsetenv("DELTASERVE_CUDA_MOE_PERSIST");
     unsetenv("DELTASERVE_CUDA_FP8_TMA");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_CTAS");
     unsetenv("DELTASERVE_CUDA_PREFILL_VEC");
@@ -111,12 +110,6 @@ TEST(CudaEnv, MoeTma) {
   setenv("DELTASERVE_CUDA_MOE_TMA", "maybe", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_MOE_TMA");
-  EXPECT_FALSE(CudaEnv::parse().moe_persist);  // off until measured
-  setenv("DELTASERVE_CUDA_MOE_PERSIST", "1", 1);
-  EXPECT_TRUE(CudaEnv::parse().moe_persist);
-  setenv("DELTASERVE_CUDA_MOE_PERSIST", "2", 1);
-  EXPECT_THROW(CudaEnv::parse(), Error);
-  unsetenv("DELTASERVE_CUDA_MOE_PERSIST");
   EXPECT_FALSE(CudaEnv::parse().fp8_tma);
   setenv("DELTASERVE_CUDA_FP8_TMA", "1", 1);
   EXPECT_TRUE(CudaEnv::parse().fp8_tma);

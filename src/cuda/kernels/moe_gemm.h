@@ -77,10 +77,6 @@ struct MoeGemmParams {
   int* splitk_counters = nullptr;
   int splitk_items = 0;
   int x_split_rows = 0;
-  // The bf16 wgmma kernel's persistent form (DeviceContext::switches.moe_persist): a device int, zero between
-  // launches, from which its CTAs draw tiles in turn (the CTA that draws last puts it back to zero); null: each
-  // CTA takes every gridDim-th tile.
-  int* tile_counter = nullptr;
 };
 void run_moe_gemm(const MoeGemmParams& p, const DeviceContext& ctx);
 // Sets the kernels' shared-memory limits on ctx's device (configure_kernels calls it once per context).

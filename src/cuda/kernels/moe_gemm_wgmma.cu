@@ -11,19 +11,10 @@
 //    registers (the gate and up values of one output sit at the same place of the two accumulators) and
 //    writes bf16 pairs.
 // Token tiles are found on the device from the active experts' row ranges, as in moe_gemm.cu.
-// Persistent form (DeviceContext::switches.moe_persist): one CTA an SM walks the tiles, drawn in turn from a
-// device counter (MoeGemmParams::tile_counter; without one t = blockIdx.x, + gridDim.x, ...: session 28 measured
-// that static share slower than one tile a CTA), n blocks fastest as the one-tile grid orders them, the ring's stage and phase
-// running on across tiles, so the producer copies the next tile's first stages while the consumers finish the
-// current one and write its epilogue, and the per-CTA start (barriers, the tile scan) is paid once an SM. Each
-// tile's products are the one-tile form's, in the same order: the same bits. Measured slower than one tile a CTA
-// (session 28: 8,192-token gate/up 1.405 vs 1.299 ms with the counter, 1.507 with the static share): off.
 // TMA (DeviceContext::switches.moe_tma, where whole 128/256-row weight tiles divide N): the weight tile of a
 // stage is one or two tensor-map copies (64 x 128 or 64 x 256 boxes, swizzled by the copy engine) issued by
 // one producer thread; the gathered token rows stay cp.async, both completing on the stage's `full` barrier
 // (the copies' bytes announced with expect_tx).
-#include <algorithm>
-
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/moe_gemm_wgmma.h"
@@ -36,7 +27,6 @@ namespace {
 using namespace wg;
 
 constexpr int kTok = 128, kRows = 256, kBK = 64, kStages = 4, kThreads = 384;
-constexpr int kMaxActivePersist = 512;  // the persistent form's tile table (shared memory); beyond: one tile a CTA
 constexpr uint32_t kABytes = kTok * 128, kBBytes = kRows * 128, kStageBytes = kABytes + kBBytes;
 constexpr uint32_t kOffBar = kStages * kStageBytes;
 constexpr size_t kSmem = kOffBar + 2 * kStages * 8 + 1024;  // barriers, and slack to align to 1024 bytes
@@ -46,7 +36,7 @@ constexpr size_t kSmem = kOffBar + 2 * kStages * 8 + 1024;  // barriers, and sla
 struct WeightMap {
   CUtensorMap m;
 };
-template <bool SILU, bool TMA, bool PERSIST>
+template <bool SILU, bool TMA>
 __global__ void __launch_bounds__(kThreads, 1)
     moe_gemm_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ WeightMap wmap) {
   pdl_trigger();
@@ -58,14 +48,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* empty = full + kStages;
   __shared__ int scan_tmp[32];
   __shared__ int tile_active, tile_index;
-  __shared__ int tile_first[PERSIST ? kMaxActivePersist + 1 : 1];  // PERSIST: active expert s's first token tile
-  __shared__ int tile_slot[2];        // PERSIST with the tile counter: the CTA's n-th tile in slot n & 1 ...
-  __shared__ uint64_t tile_bar[2];    // ... announced to the consumers by this barrier's phase n >> 1
   const int tid = threadIdx.x;
-  constexpr int kCols = SILU ? kRows / 2 : kRows;  // output columns a tile
-  const int n_blocks = (p.N + kCols - 1) / kCols;
 
-  // ---- the token tiles from the row ranges: this CTA's one (tile_active, tile_index), or the table -----
+  // ---- this CTA's (active expert, token tile) from the row ranges ---------------------------------
   const int na = *p.num_active;
   if (tid == 0) tile_active = -1;
   int base = 0;
@@ -74,137 +59,76 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int tiles = s < na ? (p.active_start[s + 1] - p.active_start[s] + kTok - 1) / kTok : 0;
     int total = 0;
     const int ex = block_exclusive_scan(tiles, scan_tmp, &total);
-    if constexpr (PERSIST) {
-      if (s < na) tile_first[s] = base + ex;
-    } else {
-      const int y = int(blockIdx.y);
-      if (s < na && y >= base + ex && y < base + ex + tiles) {
-        tile_active = s;
-        tile_index = y - base - ex;
-      }
+    const int y = int(blockIdx.y);
+    if (s < na && y >= base + ex && y < base + ex + tiles) {
+      tile_active = s;
+      tile_index = y - base - ex;
     }
     base += total;
   }
   if (tid == 0) {
-    if constexpr (PERSIST) tile_first[na] = base;
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 128);
       mbar_init(&empty[s], 256);
     }
-    mbar_init(&tile_bar[0], 1);
-    mbar_init(&tile_bar[1], 1);
   }
   __syncthreads();
-  // The CTA's tiles: t_begin, + t_step, ... below t_end, or (dyn) those it draws from p.tile_counter in turn
-  // (launch_moe_gemm_wgmma passes the counter only where a tile has at least 3 k steps: the slot and barrier
-  // pairs above then cannot run two tiles ahead of the consumers). Every CTA draws until it draws past the end, so
-  // the counter ends at t_end + gridDim.x, and the CTA whose draw is the last puts it back to zero.
-  // Tile t: token tile t / n_blocks, output block t % n_blocks.
-  const bool dyn = PERSIST && p.tile_counter != nullptr;
-  const int t_begin = PERSIST ? int(blockIdx.x) : 0;
-  const int t_end = PERSIST ? base * n_blocks : (tile_active >= 0 ? 1 : 0);
-  const int t_step = PERSIST ? int(gridDim.x) : 1;
-  if (!dyn && t_begin >= t_end) return;  // (uniform over the CTA)
-  auto static_tile = [&](int n) {
-    const int t = t_begin + n * t_step;
-    return t < t_end ? t : -1;
-  };
-  struct Tile {
-    int active, r0, rows, f0;
-  };
-  auto locate = [&](int t) {
-    Tile tl;
-    int ti;
-    if constexpr (PERSIST) {
-      const int y = t / n_blocks;
-      tl.f0 = (t - y * n_blocks) * kCols;
-      int lo = 0, hi = na - 1;  // the last active expert whose first tile is <= y (it has tiles: y < base)
-      while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (tile_first[mid] <= y) lo = mid;
-        else hi = mid - 1;
-      }
-      tl.active = lo;
-      ti = y - tile_first[lo];
-    } else {
-      tl.active = tile_active;
-      ti = tile_index;
-      tl.f0 = int(blockIdx.x) * kCols;
-    }
-    tl.r0 = p.active_start[tl.active] + ti * kTok;
-    tl.rows = min(kTok, p.active_start[tl.active + 1] - tl.r0);
-    return tl;
-  };
+  if (tile_active < 0) return;
+  const int active = tile_active;
+  const int r0 = p.active_start[active] + tile_index * kTok;
+  const int rows = min(kTok, p.active_start[active + 1] - r0);
+  const int f0 = blockIdx.x * (SILU ? kRows / 2 : kRows);  // first output column of the tile
   const int KT = p.K / kBK;
 
   if (tid < 128) {
     setmaxnreg_dec<56>();
     // producer: thread tid copies chunk (tid & 7) of rows (tid >> 3) + 16 i
     const int c = tid & 7, rsub = tid >> 3;
-    uint32_t it = 0;  // k steps issued so far (all tiles): the ring's stage and phase
-    for (int n = 0;; ++n) {
-      int t;
-      if (dyn) {
-        if (tid == 0) {
-          const int v = atomicAdd(p.tile_counter, 1);
-          if (v == t_end + int(gridDim.x) - 1) atomicExch(p.tile_counter, 0);  // the launch's last draw
-          tile_slot[n & 1] = v < t_end ? v : -1;
-          mbar_arrive(&tile_bar[n & 1]);  // (release: the consumers read the slot after their wait)
-        }
-        named_sync(1, 128);  // the producer warpgroup reads the slot (tid 0 rewrites it two tiles on)
-        t = tile_slot[n & 1];
-      } else {
-        t = static_tile(n);
-      }
-      if (t < 0) break;
-      const Tile tl = locate(t);
-      const int e = p.active_expert[tl.active];
-      const bf16* W = static_cast<const bf16*>(p.w) + int64_t(e) * p.w_matrix_stride + c * 8;
-      const int wrow0 = int(int64_t(e) * (p.w_matrix_stride / p.K));  // TMA: the matrix's row 0
-      const bf16* X = static_cast<const bf16*>(p.x) + c * 8;
-      int xrow[kTok / 16];
+    const bf16* W = static_cast<const bf16*>(p.w) + int64_t(p.active_expert[active]) * p.w_matrix_stride + c * 8;
+    const int wrow0 = int(int64_t(p.active_expert[active]) * (p.w_matrix_stride / p.K));  // TMA: the matrix's row 0
+    const bf16* X = static_cast<const bf16*>(p.x) + c * 8;
+    int xrow[kTok / 16];
+#pragma unroll
+    for (int i = 0; i < kTok / 16; ++i) {
+      const int r = rsub + 16 * i;
+      xrow[i] = r < rows ? (p.x_rows ? p.x_rows[r0 + r] : r0 + r) : -1;
+    }
+    for (int kt = 0; kt < KT; ++kt) {
+      const int s = kt % kStages;
+      if (kt >= kStages) mbar_wait(&empty[s], uint32_t((kt / kStages - 1) & 1));
+      const uint32_t a = sbase + s * kStageBytes, b = a + kABytes;
+      const int k = kt * kBK;
 #pragma unroll
       for (int i = 0; i < kTok / 16; ++i) {
         const int r = rsub + 16 * i;
-        xrow[i] = r < tl.rows ? (p.x_rows ? p.x_rows[tl.r0 + r] : tl.r0 + r) : -1;
+        cp16(a + swz(r, c), X + int64_t(max(xrow[i], 0)) * p.ldx + k, xrow[i] >= 0);
       }
-      for (int kt = 0; kt < KT; ++kt, ++it) {
-        const int s = int(it % kStages);
-        if (it >= uint32_t(kStages)) mbar_wait(&empty[s], (it / kStages - 1) & 1);
-        const uint32_t a = sbase + s * kStageBytes, b = a + kABytes;
-        const int k = kt * kBK;
-#pragma unroll
-        for (int i = 0; i < kTok / 16; ++i) {
-          const int r = rsub + 16 * i;
-          cp16(a + swz(r, c), X + int64_t(max(xrow[i], 0)) * p.ldx + k, xrow[i] >= 0);
-        }
-        if constexpr (TMA) {
-          if (tid == 0) {  // the weight tile by tensor-map copies (whole tiles: launch_moe_gemm_wgmma checks N)
-            mbar_expect_tx(&full[s], kBBytes);
-            if (SILU) {
-              tma_load_2d(b, &wmap.m, k, wrow0 + tl.f0, &full[s]);
-              tma_load_2d(b + 128 * 128, &wmap.m, k, wrow0 + p.N + tl.f0, &full[s]);
-            } else {
-              tma_load_2d(b, &wmap.m, k, wrow0 + tl.f0, &full[s]);
-            }
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < (TMA ? 0 : kRows / 16); ++i) {
-          const int r = rsub + 16 * i;  // weight row of the tile
-          int feat, wrow;
+      if constexpr (TMA) {
+        if (tid == 0) {  // the weight tile by tensor-map copies (whole tiles: launch_moe_gemm_wgmma checks N)
+          mbar_expect_tx(&full[s], kBBytes);
           if (SILU) {
-            feat = tl.f0 + (r & 127);
-            wrow = r < 128 ? feat : p.N + feat;
+            tma_load_2d(b, &wmap.m, k, wrow0 + f0, &full[s]);
+            tma_load_2d(b + 128 * 128, &wmap.m, k, wrow0 + p.N + f0, &full[s]);
           } else {
-            feat = tl.f0 + r;
-            wrow = feat;
+            tma_load_2d(b, &wmap.m, k, wrow0 + f0, &full[s]);
           }
-          const bool ok = feat < p.N;
-          cp16(b + swz(r, c), W + int64_t(ok ? wrow : 0) * p.K + k, ok);
         }
-        mbar_arrive_cp_async(&full[s]);
       }
+#pragma unroll
+      for (int i = 0; i < (TMA ? 0 : kRows / 16); ++i) {
+        const int r = rsub + 16 * i;  // weight row of the tile
+        int feat, wrow;
+        if (SILU) {
+          feat = f0 + (r & 127);
+          wrow = r < 128 ? feat : p.N + feat;
+        } else {
+          feat = f0 + r;
+          wrow = feat;
+        }
+        const bool ok = feat < p.N;
+        cp16(b + swz(r, c), W + int64_t(ok ? wrow : 0) * p.K + k, ok);
+      }
+      mbar_arrive_cp_async(&full[s]);
     }
     cp_wait_all();
     return;
@@ -212,69 +136,55 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   setmaxnreg_inc<224>();
   const int wgi = tid / 128 - 1, warp = (tid & 127) >> 5, lane = tid & 31, g = lane >> 2, c4 = lane & 3;
-  bf16* Y = static_cast<bf16*>(p.y);
-  uint32_t it = 0;  // k steps consumed so far (all tiles)
-  for (int n = 0;; ++n) {
-    int t;
-    if (dyn) {
-      mbar_wait(&tile_bar[n & 1], (n >> 1) & 1);
-      t = tile_slot[n & 1];
-    } else {
-      t = static_tile(n);
-    }
-    if (t < 0) break;
-    const Tile tl = locate(t);
-    const bool has_rows = 64 * wgi < tl.rows;
-    float acc0[64], acc1[64];
+  const bool has_rows = 64 * wgi < rows;
+  float acc0[64], acc1[64];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
-    for (int kt = 0; kt < KT; ++kt, ++it) {
-      const int s = int(it % kStages);
-      mbar_wait(&full[s], (it / kStages) & 1);
-      if (has_rows) {
-        fence_proxy_async();
-        const uint32_t a = sbase + s * kStageBytes + uint32_t(wgi) * 64 * 128, b = sbase + s * kStageBytes + kABytes;
-        reg_fence(acc0);
-        reg_fence(acc1);
-        wgmma_fence();
+  for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
+  for (int kt = 0; kt < KT; ++kt) {
+    const int s = kt % kStages;
+    mbar_wait(&full[s], uint32_t((kt / kStages) & 1));
+    if (has_rows) {
+      fence_proxy_async();
+      const uint32_t a = sbase + s * kStageBytes + uint32_t(wgi) * 64 * 128, b = sbase + s * kStageBytes + kABytes;
+      reg_fence(acc0);
+      reg_fence(acc1);
+      wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < kBK / 16; ++kk) {
-          wgmma_m64n128k16_ss(acc0, desc_k_sw128(a + kk * 32), desc_k_sw128(b + kk * 32), 1);
-          wgmma_m64n128k16_ss(acc1, desc_k_sw128(a + kk * 32), desc_k_sw128(b + 128 * 128 + kk * 32), 1);
-        }
-        wgmma_commit();
-        wgmma_wait<1>();  // the previous stage's group is done: release it
-        reg_fence(acc0);
-        reg_fence(acc1);
+      for (int kk = 0; kk < kBK / 16; ++kk) {
+        wgmma_m64n128k16_ss(acc0, desc_k_sw128(a + kk * 32), desc_k_sw128(b + kk * 32), 1);
+        wgmma_m64n128k16_ss(acc1, desc_k_sw128(a + kk * 32), desc_k_sw128(b + 128 * 128 + kk * 32), 1);
       }
-      if (kt > 0) mbar_arrive(&empty[(it - 1) % kStages]);
+      wgmma_commit();
+      wgmma_wait<1>();  // the previous stage's group is done: release it
+      reg_fence(acc0);
+      reg_fence(acc1);
     }
-    wgmma_wait<0>();
-    reg_fence(acc0);
-    reg_fence(acc1);
-    if constexpr (PERSIST) mbar_arrive(&empty[(it - 1) % kStages]);  // the tile's last stage, for the next tile
-    if (!has_rows) continue;
+    if (kt > 0) mbar_arrive(&empty[(kt - 1) % kStages]);
+  }
+  wgmma_wait<0>();
+  reg_fence(acc0);
+  reg_fence(acc1);
+  if (!has_rows) return;
 
-    // ---- epilogue: accumulator element (row g / g + 8 of the warp, column 8j + 2c4 + {0,1}) ------------
+  // ---- epilogue: accumulator element (row g / g + 8 of the warp, column 8j + 2c4 + {0,1}) --------------
+  bf16* Y = static_cast<bf16*>(p.y);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int r = 64 * wgi + 16 * warp + g + 8 * i;
-      if (r >= tl.rows) continue;
-      bf16* dst = Y + int64_t(tl.r0 + r) * p.ldy;
+  for (int i = 0; i < 2; ++i) {
+    const int r = 64 * wgi + 16 * warp + g + 8 * i;
+    if (r >= rows) continue;
+    bf16* dst = Y + int64_t(r0 + r) * p.ldy;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const float x0 = acc0[4 * j + 2 * i], x1 = acc0[4 * j + 2 * i + 1];
-        const float y0 = acc1[4 * j + 2 * i], y1 = acc1[4 * j + 2 * i + 1];
-        const int f = 8 * j + 2 * c4;
-        if (SILU) {
-          if (tl.f0 + f < p.N)
-            *reinterpret_cast<__nv_bfloat162*>(dst + tl.f0 + f) =
-                __floats2bfloat162_rn(siluf_(x0) * y0, siluf_(x1) * y1);
-        } else {
-          if (tl.f0 + f < p.N) *reinterpret_cast<__nv_bfloat162*>(dst + tl.f0 + f) = __floats2bfloat162_rn(x0, x1);
-          if (tl.f0 + 128 + f < p.N)
-            *reinterpret_cast<__nv_bfloat162*>(dst + tl.f0 + 128 + f) = __floats2bfloat162_rn(y0, y1);
-        }
+    for (int j = 0; j < 16; ++j) {
+      const float x0 = acc0[4 * j + 2 * i], x1 = acc0[4 * j + 2 * i + 1];
+      const float y0 = acc1[4 * j + 2 * i], y1 = acc1[4 * j + 2 * i + 1];
+      const int f = 8 * j + 2 * c4;
+      if (SILU) {
+        if (f0 + f < p.N)
+          *reinterpret_cast<__nv_bfloat162*>(dst + f0 + f) = __floats2bfloat162_rn(siluf_(x0) * y0, siluf_(x1) * y1);
+      } else {
+        if (f0 + f < p.N) *reinterpret_cast<__nv_bfloat162*>(dst + f0 + f) = __floats2bfloat162_rn(x0, x1);
+        if (f0 + 128 + f < p.N)
+          *reinterpret_cast<__nv_bfloat162*>(dst + f0 + 128 + f) = __floats2bfloat162_rn(y0, y1);
       }
     }
   }
@@ -291,14 +201,10 @@ bool moe_gemm_wgmma_supported(const MoeGemmParams& p, const DeviceContext& ctx) 
 
 void configure_moe_gemm_wgmma(const DeviceContext& ctx) {
   if (ctx.info.sm_major != 9 || ctx.info.smem_per_block_optin < kSmem) return;
-  auto set = [&]<bool PERSIST>() {
-    set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, false, PERSIST>, kSmem);
-    set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, false, PERSIST>, kSmem);
-    set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, true, PERSIST>, kSmem);
-    set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, true, PERSIST>, kSmem);
-  };
-  set.template operator()<false>();
-  set.template operator()<true>();
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, false>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, false>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<true, true>, kSmem);
+  set_max_dynamic_smem(moe_gemm_wgmma_kernel<false, true>, kSmem);
 }
 
 namespace {
@@ -324,23 +230,13 @@ void launch_moe_gemm_wgmma(const MoeGemmParams& p, const DeviceContext& ctx) {
   const int cols = p.silu_mul ? kRows / 2 : kRows;
   const int64_t tiles = (int64_t(p.max_rows) + kTok - 1) / kTok + p.max_active;  // bound on sum of ceil(rows/128)
   DS_GPU_REQUIRE(tiles <= 65535, "run_moe_gemm (wgmma): too many token tiles for one launch");
+  const dim3 grid(ceil_div(p.N, cols), unsigned(tiles));
   WeightMap m{};
   const bool tma = weight_map(p, ctx, m);
-  // persistent: one CTA an SM (fewer where there are fewer tiles at most), else one a tile
-  const bool persist = ctx.switches.moe_persist && p.max_active <= kMaxActivePersist;
-  MoeGemmParams q = p;  // the tile counter where a tile has at least 3 k steps (see the kernel)
-  if (!persist || p.K / kBK < 3) q.tile_counter = nullptr;
-  const int64_t n_blocks = ceil_div(p.N, cols);
-  const dim3 grid = persist ? dim3(unsigned(std::max<int64_t>(1, std::min<int64_t>(ctx.num_sms(), tiles * n_blocks))))
-                            : dim3(unsigned(n_blocks), unsigned(tiles));
-  auto go = [&]<bool PERSIST>() {
-    if (p.silu_mul && tma) launch_pdl(moe_gemm_wgmma_kernel<true, true, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
-    else if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true, false, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
-    else if (tma) launch_pdl(moe_gemm_wgmma_kernel<false, true, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
-    else launch_pdl(moe_gemm_wgmma_kernel<false, false, PERSIST>, grid, kThreads, kSmem, ctx, q, m);
-  };
-  if (persist) go.template operator()<true>();
-  else go.template operator()<false>();
+  if (p.silu_mul && tma) launch_pdl(moe_gemm_wgmma_kernel<true, true>, grid, kThreads, kSmem, ctx, p, m);
+  else if (p.silu_mul) launch_pdl(moe_gemm_wgmma_kernel<true, false>, grid, kThreads, kSmem, ctx, p, m);
+  else if (tma) launch_pdl(moe_gemm_wgmma_kernel<false, true>, grid, kThreads, kSmem, ctx, p, m);
+  else launch_pdl(moe_gemm_wgmma_kernel<false, false>, grid, kThreads, kSmem, ctx, p, m);
   DS_CUDA_CHECK_LAUNCH();
 }
 

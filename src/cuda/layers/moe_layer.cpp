@@ -96,7 +96,6 @@ void MoeLayer::forward(const LayerStep& s, LayerInput in) const {
         tgu.x_split_ready = in.split != nullptr;
         tgu.x_split_rows = m.T;
       }
-      tgu.tile_counter = ws.moe_tile_counter;  // (the persistent wgmma form's; the two launches run in turn)
       tdn = moe_down_gemm_params(tgu, f.experts_down.ptr, ws.moe_out, hid);
       tdn.x_split = split ? ws.x_split : nullptr;
       set_gemv_weights(tdn, f.experts_down, hid);
