@@ -73,6 +73,12 @@ CudaEnv CudaEnv::parse() {
              "DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N must be 0..999999, got '{}'", v);
     c.fp8_cublas_decode_min_n = std::stoi(v);
   }
+  if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS"); e && *e) {
+    const std::string v(e);
+    DS_CHECK(v.size() <= 4 && v.find_first_not_of("0123456789") == std::string::npos,
+             "DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS must be 0..9999, got '{}'", v);
+    c.fp8_cublas_decode_min_rows = std::stoi(v);
+  }
   if (const char* e = std::getenv("DELTASERVE_CUDA_FP8_FRAG"); e && *e) {
     const std::string v(e);
     DS_CHECK(v == "0" || v == "1" || v == "8" || v == "16", "DELTASERVE_CUDA_FP8_FRAG must be 0, 1, 8 or 16, got '{}'", v);

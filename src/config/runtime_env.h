@@ -119,6 +119,10 @@ struct CudaEnv {
   // tiles spread a narrow one, such as o_proj's 2,304 outputs, over few SMs); 0: every one
   // (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N).
   int fp8_cublas_decode_min_n = 0;
+  // With fp8_cublas 2 or 3: decode batches of fewer rows than this stay on the tile kernel (at 16 rows cuBLASLt's
+  // GEMM plus its own x quantization measured 2% slower a step, at 100 rows 4.4% faster: session 28); 0 or 9:
+  // every decode batch of 9..kFp8TileMaxRows rows (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS).
+  int fp8_cublas_decode_min_rows = 0;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

@@ -1,12 +1,12 @@
 #include "cuda/nccl_comm.h"
 
-#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <memory>
 
 #include "config/runtime_env.h"
 #include "core/error.h"
+#include "core/shared_library.h"
 
 namespace ds::gpu {
 namespace {
@@ -19,35 +19,23 @@ constexpr int kNcclSum = 0;                          // ncclRedOp_t
 
 }  // namespace
 
-// The library and the calls used, loaded per user (dlopen reference-counts the library, so a second load is
-// cheap; no process-wide state: src/cuda holds none).
+// The library and the calls used, loaded per user (the loader reference-counts the library, so a second load is
+// cheap; no process-wide state: src/cuda holds none). Through core/shared_library.h: NCCL's threads (the
+// bootstrap root that ncclGetUniqueId starts, the proxies) outlive the handle that loaded it, so its code must
+// stay mapped when the last handle closes (unloading it crashed bench_comm, session 28).
 class NcclApi {
  public:
-  NcclApi() {
-    const std::string& path = cuda_env().nccl_library;
-    const std::string lib = path.empty() ? "libnccl.so.2" : path;
-    h_ = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h_) {
-      const char* e = dlerror();
+  NcclApi() : lib_(cuda_env().nccl_library.empty() ? "libnccl.so.2" : cuda_env().nccl_library) {
+    if (!lib_.ok()) {
       error = fmt::format("cannot load NCCL ({}): {}; install NCCL 2 or point DELTASERVE_NCCL_LIBRARY at its "
-                          "libnccl.so.2", lib, e ? e : "unknown error");
+                          "libnccl.so.2", lib_.file(), lib_.error());
       return;
     }
-    auto sym = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(h_, name));
-      if (!fn && error.empty()) error = fmt::format("{} has no symbol {}", lib, name);
-    };
-    sym(get_version, "ncclGetVersion");
-    sym(get_unique_id, "ncclGetUniqueId");
-    sym(comm_init_rank, "ncclCommInitRank");
-    sym(comm_destroy, "ncclCommDestroy");
-    sym(comm_abort, "ncclCommAbort");
-    sym(all_reduce, "ncclAllReduce");
-    sym(all_gather, "ncclAllGather");
-    sym(error_string, "ncclGetErrorString");
-  }
-  ~NcclApi() {
-    if (h_) dlclose(h_);
+    const bool all = lib_.bind(get_version, "ncclGetVersion") && lib_.bind(get_unique_id, "ncclGetUniqueId") &&
+                     lib_.bind(comm_init_rank, "ncclCommInitRank") && lib_.bind(comm_destroy, "ncclCommDestroy") &&
+                     lib_.bind(comm_abort, "ncclCommAbort") && lib_.bind(all_reduce, "ncclAllReduce") &&
+                     lib_.bind(all_gather, "ncclAllGather") && lib_.bind(error_string, "ncclGetErrorString");
+    if (!all) error = lib_.error();
   }
   NcclApi(const NcclApi&) = delete;
   NcclApi& operator=(const NcclApi&) = delete;
@@ -71,7 +59,7 @@ class NcclApi {
   std::string error;  // why it did not load
 
  private:
-  void* h_ = nullptr;
+  SharedLibrary lib_;
 };
 
 namespace {

@@ -30,6 +30,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
     unsetenv("DELTASERVE_CUDA_FP8_CUBLAS");
     unsetenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N");
+    unsetenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");
     unsetenv("DELTASERVE_CUDA_ROUTE_WARPS");
     unsetenv("DELTASERVE_CUDA_FP8_WGMMA_STAGES");
@@ -149,6 +150,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_mma_gemv, 0);  // measured slower in the batch-1 step (session 21)
   EXPECT_EQ(d.fp8_cublas, 0);    // written without device time (session 26): not yet measured
   EXPECT_EQ(d.fp8_cublas_decode_min_n, 0);
+  EXPECT_EQ(d.fp8_cublas_decode_min_rows, 0);
   EXPECT_TRUE(d.mla_decode_f8mma);  // the fastest form over the FP8 cache (session 22)
   EXPECT_TRUE(d.route_warps);      // on since session 19 (measured)
   EXPECT_TRUE(d.moe_align_multi);  // on since session 19 (measured)
@@ -254,6 +256,11 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N", "-1", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N");
+  setenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS", "64", 1);
+  EXPECT_EQ(CudaEnv::parse().fp8_cublas_decode_min_rows, 64);
+  setenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS", "many", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS");
   setenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().mla_decode_f8mma);
   unsetenv("DELTASERVE_CUDA_MLA_DECODE_F8MMA");

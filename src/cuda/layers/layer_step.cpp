@@ -155,8 +155,9 @@ bool LayerStep::linear_fp8_cublas(const void* x, int64_t ldx, const WeightView& 
   const int mode = ctx.switches.fp8_cublas;
   const bool decode_rows = M <= kFp8TileMaxRows;
   const bool with_lo = decode_rows && mode == 2;  // (mode 3: x's hi part alone, W8A8)
-  if (mode == 0 || (decode_rows && (mode < 2 || N < ctx.switches.fp8_cublas_decode_min_n)))
-    return false;  // (decode-sized launches: modes 2 and 3, outputs wide enough)
+  if (mode == 0 || (decode_rows && (mode < 2 || N < ctx.switches.fp8_cublas_decode_min_n ||
+                                     M < ctx.switches.fp8_cublas_decode_min_rows)))
+    return false;  // (decode-sized launches: modes 2 and 3, outputs wide and batches tall enough)
   if (!w.fp8() || act != DType::BF16 || w.scale_row_shift != 7 || w.scale_k_shift != 7 ||
       w.scale_ld != fp8_block_scale_ld(K) || K % 128 != 0 || N % 16 != 0 || ldy % 8 != 0 || ws.fp8_act_hi == nullptr ||
       M > ws.fp8_act_rows || K > ws.fp8_act_k || (with_lo && M > ws.fp8_act_lo_rows))
