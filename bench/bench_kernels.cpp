@@ -453,7 +453,9 @@ int main(int argc, char** argv) {
       }
       // INT4 experts (dummy nibbles, group 32 and 128, symmetric) on the same kernel: nibbles -> e4m3 in shared
       // memory; floor = the active experts' nibbles and scales
-      for (int group : {128, 32}) {
+      for (int variant = 0; variant < 4; ++variant) {  // groups of 128 and 32; f16 conversion or subnormals
+        const int group = variant % 2 ? 32 : 128;
+        const bool sub = variant >= 2;  // switches.int4_subnormal
         const int ks = group == 128 ? 7 : 5;
         DeviceBuffer n_gu(size_t(E + 1) * 2 * I * D / 2), c_gu(size_t(E + 1) * 2 * I * (D / group) * 4);
         DeviceBuffer n_dn(size_t(E + 1) * D * I / 2), c_dn(size_t(E + 1) * D * (I / group) * 4);
@@ -463,6 +465,7 @@ int main(int argc, char** argv) {
                       int64_t(E + 1) * D * (I / group), 0.05f, 72, ctx);
         DeviceContext ictx = ctx;
         ictx.switches.fp8_xsplit = true;
+        ictx.switches.int4_subnormal = sub;
         auto call = [&] {
           MoeGemmParams g = moe_gate_up_gemm_params(a, x.data(), D, n_gu.data(), D, I, act.data(), 16);
           g.w_int4 = true;
@@ -482,9 +485,11 @@ int main(int argc, char** argv) {
           run_moe_gemm(d, ictx);
         };
         double mms = ds::bench::time_ms(s, call, reps);
-        profiled(group == 128 ? "int4_g128_wgmma" : "int4_g32_wgmma", call);
-        char nm[96];
-        std::snprintf(nm, sizeof nm, "MoE B=%d experts INT4 g%d, nibbles -> e4m3 + FP8 wgmma", B, group);
+        const char* tags[] = {"int4_g128_wgmma", "int4_g32_wgmma", "int4_g128_wgmma_sub", "int4_g32_wgmma_sub"};
+        profiled(tags[variant], call);
+        char nm[112];
+        std::snprintf(nm, sizeof nm, "MoE B=%d experts INT4 g%d, nibbles -> e4m3%s + FP8 wgmma", B, group,
+                      sub ? " subnormals" : "");
         rows.push_back({nm, mms, bw_floor(bytes / 4 * (1.0 + 8.0 / group)), "INT4 floor: nibbles + fp32 scales"});
       }
     }

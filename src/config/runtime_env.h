@@ -25,9 +25,11 @@
 //   DELTASERVE_CUDA_KDA_SKIP_PADDING=0|1 the KDA decode skipping graph padding rows (default 1)
 //   DELTASERVE_CUDA_FP8_PREFILL_HI=0|1   FP8 experts' prefill tiles on x's e4m3 hi part only (default 1)
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
-//   DELTASERVE_CUDA_FP8_CUBLAS=0|1|2     FP8 dense projections on cuBLASLt's block-scaled FP8 GEMM: 1 beyond 160
-//                                        rows (prefill; x's hi part), 2 also at 9..160 (hi + lo); 0 off (default)
-//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N=N  with 2: at 9..160 rows only projections of N+ outputs (0: all)
+//   DELTASERVE_CUDA_FP8_CUBLAS=0..3      FP8 dense projections on cuBLASLt's block-scaled FP8 GEMM: 1 beyond 160
+//                                        rows (prefill; x's hi part), 2 also at 9..160 (hi + lo), 3 also at
+//                                        9..160 (hi alone); 0 off (default)
+//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N=N  with 2 or 3: at 9..160 rows only projections of N+ outputs (0: all)
+//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS=R  with 2 or 3: decode batches of R+ rows only (0: all)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
@@ -46,6 +48,9 @@
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
 //                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
+//   DELTASERVE_CUDA_INT4_SUBNORMAL=0|1   that kernel's nibbles taken as e4m3 subnormals (n x 2^-9, two masks and
+//                                        two byte permutes a word) with the zero point applied per block (1) or
+//                                        converted through f16 (0, the default until measured)
 //   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
@@ -93,6 +98,13 @@ struct CudaEnv {
   // faster than the INT4 GEMVs at 16 tokens, docs/PERF.md session 10), prefill steps included (16-token tiles,
   // each CTA walking its expert's tiles); off: the INT4 GEMVs at every size.
   bool int4_tiles = true;
+  // On that kernel, each INT4 nibble n taken as the e4m3 byte n itself (the subnormal / smallest normal of value
+  // n x 2^-9; the FP8 tensor cores keep subnormals, session 21's probe): a word of 8 nibbles becomes 8 e4m3 bytes
+  // in k order by two masks, a shift and two byte permutes (the f16 route: ~14 instructions), and the zero point
+  // comes off per partial sum as 2^9 t - zero x S, S the tokens' sums of x over the partial's columns, which a
+  // wgmma of a tile of e4m3 ones computes from the same x bytes (docs/QUANTIZATION.md). Off: the f16 route (the
+  // default until measured; written in session 29 without device time).
+  bool int4_subnormal = false;
   // FP8 experts of steps of 512 or more tokens on that kernel as well, with xsplit_prefill_tile-token tiles
   // (off: the 64-token mma.sync tiles, which convert e4m3 to f16; measured: the 48B prefill 34K -> 47K tok/s).
   bool fp8_prefill_tiles = true;

@@ -25,6 +25,7 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_PREFILL_HI");
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
+    unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
@@ -143,6 +144,7 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_EQ(d.fp8_frag, 1);
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
+  EXPECT_FALSE(d.int4_subnormal);  // written without device time (session 29): not yet measured
   EXPECT_TRUE(d.fp8_prefill_tiles);
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
@@ -271,6 +273,11 @@ TEST(CudaEnv, Fp8Kernels) {
   unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
   setenv("DELTASERVE_CUDA_INT4_TILES", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().int4_tiles);
+  setenv("DELTASERVE_CUDA_INT4_SUBNORMAL", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().int4_subnormal);
+  setenv("DELTASERVE_CUDA_INT4_SUBNORMAL", "yes", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_prefill_tiles);
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "2", 1);

@@ -522,6 +522,11 @@ TEST(GpuInt4Model, WideExpertsOnTheFp8TensorCores) {
     const std::string what = "int4 g" + std::to_string(group) + (sym ? " sym" : " zp") + ", 128-wide experts";
     expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
     expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", 600-token prefill").c_str(), "bfloat16", 600);
+    ::setenv("DELTASERVE_CUDA_INT4_SUBNORMAL", "1", 1);  // the nibbles as e4m3 subnormals, zero points per partial
+    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", subnormal nibbles").c_str(), "bfloat16");
+    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", subnormal nibbles, 600-token prefill").c_str(),
+                             "bfloat16", 600);
+    ::unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
   }
 }
 

@@ -310,18 +310,20 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
     auto dx = to_device(x, DType::BF16);
     DeviceBuffer split(x_split_bytes(R, K));
     for (const Scheme& sc : kSchemes)
-      for (int silu = 0; silu < 2; ++silu) {
+      for (int silu = 0; silu < 4; ++silu) {  // gate/up and down, each with the nibbles converted through f16 and
+        const bool sub = silu >= 2;           // as e4m3 subnormals (switches.int4_subnormal)
         if (tile == 64 && sc.group < 128) continue;  // 64-token tiles: one partial sum per k block
-        const int wrows = silu ? 2 * N : N;
-        const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + silu);
+        const bool gate_up = silu % 2;
+        const int wrows = gate_up ? 2 * N : N;
+        const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + int(gate_up));
         auto dw = upload(w);
-        const auto want = grouped_moe_reference(x, w.dq, N, K, silu, expert, start, silu ? &xr : nullptr);
+        const auto want = grouped_moe_reference(x, w.dq, N, K, gate_up, expert, start, gate_up ? &xr : nullptr);
         DeviceBuffer dy(size_t(rows) * N * 2);
         poison(dy);
         MoeGemmParams g;
         g.x = dx.data();
         g.ldx = K;
-        g.x_rows = silu ? dxr.as<int32_t>() : nullptr;
+        g.x_rows = gate_up ? dxr.as<int32_t>() : nullptr;
         g.w = dw.q.data();
         g.w_int4 = true;
         g.w_zero = sc.symmetric ? nullptr : dw.zero.as<float>();
@@ -335,7 +337,7 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
         g.ldy = N;
         g.N = N;
         g.K = K;
-        g.silu_mul = silu;
+        g.silu_mul = gate_up;
         g.active_expert = dae.as<int32_t>();
         g.active_start = das.as<int32_t>();
         g.num_active = dna.as<int32_t>();
@@ -343,13 +345,15 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
         g.max_rows = rows;
         g.tile_tokens = tile;
         g.x_split = split.data();
-        g.x_split_rows = silu ? R : rows;
+        g.x_split_rows = gate_up ? R : rows;
         DeviceContext ctx = test_ctx();
         ctx.switches.fp8_xsplit = true;
+        ctx.switches.int4_subnormal = sub;
         ASSERT_TRUE(moe_gemm_fp8_wgmma_applies(g, ctx)) << sc.name << ", " << tile << "-token tiles";
         run_moe_gemm(g, ctx);
         EXPECT_LT(rel_l2(to_host(dy.data(), want.size(), DType::BF16), want), tol(DType::BF16))
-            << sc.name << (silu ? " gate/up" : " down") << ", " << tile << "-token tiles";
+            << sc.name << (gate_up ? " gate/up" : " down") << ", " << tile << "-token tiles"
+            << (sub ? ", nibbles as e4m3 subnormals" : "");
       }
   }
 }

@@ -12,7 +12,12 @@
 // Accumulator element i of a thread (warp w, lane g * 4 + q) is row 16 w + g + 8 ((i >> 1) & 1) of the tile,
 // token 8 (i >> 2) + 2 q + (i & 1).
 // INT4 weights (I4): the stage holds the rows' nibbles, turned into e4m3 atoms in shared memory per k block
-// before the MMAs (int4x32_to_e4m3); groups narrower than 128 get a partial per k step (NP = 4).
+// before the MMAs (int4x32_to_e4m3); groups narrower than 128 get a partial per k step (NP = 4). With SUB
+// (DeviceContext::switches.int4_subnormal) each nibble n becomes the e4m3 byte n, whose value is n x 2^-9
+// (int4x32_subnormal: masks and byte permutes, no zero point), and the zero point comes off each partial sum:
+// with t = sum_k n_k 2^-9 x_k and S = sum_k x_k over the partial's columns, sum_k (n_k - zero) x_k =
+// 2^9 t - zero S. S is a wgmma of a tile of e4m3 ones (the stage's ones area) against the same x atoms, so its
+// fragment holds each accumulator element's token and the same x values the MMAs multiplied.
 // Split-K (dense launches, gridDim.z > 1): each CTA takes a range of k blocks; the last to finish a tile adds
 // the others' fp32 partials (arrival counters in the workspace) and writes it.
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
@@ -34,15 +39,17 @@ constexpr int kKb = kXSplitBlock, kThreadsW = 128;
 // scales of the block sit in a small ring of their own after the stages. INT4 adds one area outside the
 // ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of -15..15, exact in
 // e4m3) before the MMAs.
-template <int MT, bool I4, int ST = 4, int TW = 16, int XP = 2> struct StageW {  // ST: pipeline stages, TW: token
-                                                                                  // tile, XP: x parts (hi, lo)
+template <int MT, bool I4, int ST = 4, int TW = 16, int XP = 2, bool SUB = false>
+struct StageW {  // ST: pipeline stages, TW: token tile, XP: x parts (hi, lo), SUB: the ones area (INT4 subnormals)
   static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
   static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
   static constexpr uint32_t kXBytes = TW * 128;                  // one part of the token tile
   static constexpr uint32_t kBytes = kWBytes + XP * kXBytes;     // a multiple of 1024: atoms stay aligned
   static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
-  static constexpr uint32_t kXsOff = kConvOff + kConvBytes;  // the token tile's x scales, TW floats a stage
+  static constexpr uint32_t kOnesOff = kConvOff + kConvBytes;  // SUB: 64 rows x 128 e4m3 ones (1024-aligned)
+  static constexpr uint32_t kOnesBytes = SUB ? 64 * 128 : 0;
+  static constexpr uint32_t kXsOff = kOnesOff + kOnesBytes;  // the token tile's x scales, TW floats a stage
   static constexpr uint32_t kBarOff = kXsOff + uint32_t(ST) * TW * 4;  // TMA: a barrier a stage (weights landed)
   static constexpr size_t kSmem = kBarOff + uint32_t(ST) * 8 + 1024;
   static constexpr int kChunksPerRow = kRowBytes / 16;
@@ -51,6 +58,7 @@ template <int MT, bool I4, int ST = 4, int TW = 16, int XP = 2> struct StageW { 
   static constexpr int kXCopies = TW * 8 / kThreadsW;  // 16-byte chunks of each part per thread (16 tokens a pass)
   static_assert(kBytes % 1024 == 0 && (TW == 16 || TW == 64) && kXCopies * kThreadsW == TW * 8 && (XP == 1 || XP == 2),
                 "x copies");
+  static_assert(!SUB || I4, "the ones area is INT4's");
 };
 
 // 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) minus `zero`, as 32 e4m3 bytes
@@ -72,6 +80,23 @@ __device__ __forceinline__ void int4x32_to_e4m3(const uint4& raw, float zero, ui
     const uint32_t x = uint32_t(e[0]) | (uint32_t(e[1]) << 16), y = uint32_t(e[2]) | (uint32_t(e[3]) << 16);
     out[2 * i] = __byte_perm(x, y, 0x6420);      // weights 8i .. 8i + 3
     out[2 * i + 1] = __byte_perm(x, y, 0x7531);  // weights 8i + 4 .. 8i + 7
+  }
+  lo = make_uint4(out[0], out[1], out[2], out[3]);
+  hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+// 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) as 32 e4m3 bytes in k order, each
+// nibble n the byte n: the e4m3 value n x 2^-9 (subnormal below 8, exponent field 1 from 8 on; exact). Per
+// word of 8 nibbles: a = the even k's nibbles (w & 0x0f0f0f0f), b = the odd k's ((w >> 4) & 0x0f0f0f0f), and
+// two byte permutes interleave them (a0 b0 a1 b1, a2 b2 a3 b3). The zero point is not applied here.
+__device__ __forceinline__ void int4x32_subnormal(const uint4& raw, uint4& lo, uint4& hi) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+  uint32_t out[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t a = w[i] & 0x0f0f0f0fu, b = (w[i] >> 4) & 0x0f0f0f0fu;
+    out[2 * i] = __byte_perm(a, b, 0x5140);      // weights 8i .. 8i + 3
+    out[2 * i + 1] = __byte_perm(a, b, 0x7362);  // weights 8i + 4 .. 8i + 7
   }
   lo = make_uint4(out[0], out[1], out[2], out[3]);
   hi = make_uint4(out[4], out[5], out[6], out[7]);
@@ -102,12 +127,13 @@ struct Fp8WeightMap {
 // TW: tokens per tile (16: decode batches and dense launches; 64: prefill-sized grouped launches, NP 1 only,
 // so that a weight tile in shared memory serves 64 tokens). XP: the x parts multiplied (2: hi and lo, the bf16
 // product; 1: hi alone, x rounded to e4m3 per row and 128-column block: MoeGemmParams::x_hi_only).
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA, int XP = 2>
+// SUB: INT4 nibbles as e4m3 subnormals, the zero point per partial sum (above).
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, bool TMA, int XP = 2, bool SUB = false>
 __global__ void __launch_bounds__(kThreadsW)
     moe_gemm_fp8_wgmma_kernel(const __grid_constant__ MoeGemmParams p, const __grid_constant__ Fp8WeightMap wmap) {
   static_assert(TW == 16 || NP == 1, "64-token tiles take one partial sum per k block");
   static_assert(!(TMA && I4), "TMA copies FP8 weight rows only");
-  using S = StageW<MT, I4, ST, TW, XP>;
+  using S = StageW<MT, I4, ST, TW, XP, SUB>;
   constexpr int kAcc = TW / 2;  // accumulators a thread per 64-row tile
   constexpr int kStagesW = ST;
   pdl_trigger();
@@ -118,6 +144,13 @@ __global__ void __launch_bounds__(kThreadsW)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const int f0 = int(blockIdx.x) * kCols;
+  if constexpr (SUB) {  // the ones tile (e4m3 1.0 = 0x38), read by the S wgmmas; the block loop's first fence and
+                        // barrier publish it to the tensor cores
+#pragma unroll
+    for (int i = 0; i < int(S::kOnesBytes / 16 / kThreadsW); ++i)
+      *reinterpret_cast<uint4*>(smem + S::kOnesOff + (uint32_t(tid) + uint32_t(i) * kThreadsW) * 16u) =
+          make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
+  }
 
   int r0, rows_total, matrix;
   if (p.dense_rows > 0) {
@@ -165,7 +198,7 @@ __global__ void __launch_bounds__(kThreadsW)
     wdst[i] = I4 ? uint32_t(sr * 64 + part * 16) : swz(sr, part);
   }
   // INT4 conversion units: 32 weights (k 32 j ..) of stage row u / 4, u = tid + 128 i; their zero-point rows
-  uint32_t zoff[S::kUnits];
+  [[maybe_unused]] uint32_t zoff[S::kUnits];
 #pragma unroll
   for (int i = 0; i < S::kUnits; ++i) {
     const int sr = (tid + kThreadsW * i) / 4;
@@ -238,13 +271,17 @@ __global__ void __launch_bounds__(kThreadsW)
     for (int kb = kb0; kb < kb1; ++kb) {
       // this block's scales (loads in flight during the MMAs): partial pp covers k steps [4 pp / NP, ..)
       float sw[MT][NP][2];
+      [[maybe_unused]] float zw[MT][NP][2];  // SUB: the zero points of those rows and partials (8: symmetric)
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
         for (int pp = 0; pp < NP; ++pp)
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            sw[mi][pp][h] = __ldg(Sb + soff[mi][h] + ((kb * kKb + pp * (kKb / NP)) >> p.scale_k_shift));
+          for (int h = 0; h < 2; ++h) {
+            const int gcol = (kb * kKb + pp * (kKb / NP)) >> p.scale_k_shift;
+            sw[mi][pp][h] = __ldg(Sb + soff[mi][h] + gcol);
+            if constexpr (SUB) zw[mi][pp][h] = Zb ? __ldg(Zb + soff[mi][h] + gcol) : 8.f;
+          }
       cp_wait<kStagesW - 2>();
       if constexpr (!I4) fence_proxy_async();  // this thread's copies, visible to the tensor cores' reads
       __syncthreads();  // every thread's copies of block kb landed; block kb - 1's reads are done
@@ -261,9 +298,13 @@ __global__ void __launch_bounds__(kThreadsW)
 #pragma unroll
         for (int i = 0; i < S::kUnits; ++i) {
           const int u = tid + kThreadsW * i, sr = u / 4, j = u % 4;
-          const float z = Zb ? __ldg(Zb + zoff[i] + ((kb * kKb + 32 * j) >> p.scale_k_shift)) : 8.f;
           uint4 lo, hi;
-          int4x32_to_e4m3(*reinterpret_cast<const uint4*>(raw + sr * 64 + j * 16), z, lo, hi);
+          if constexpr (SUB) {
+            int4x32_subnormal(*reinterpret_cast<const uint4*>(raw + sr * 64 + j * 16), lo, hi);
+          } else {
+            const float z = Zb ? __ldg(Zb + zoff[i] + ((kb * kKb + 32 * j) >> p.scale_k_shift)) : 8.f;
+            int4x32_to_e4m3(*reinterpret_cast<const uint4*>(raw + sr * 64 + j * 16), z, lo, hi);
+          }
           *reinterpret_cast<uint4*>(smem + S::kConvOff + swz(sr, 2 * j)) = lo;
           *reinterpret_cast<uint4*>(smem + S::kConvOff + swz(sr, 2 * j + 1)) = hi;
         }
@@ -272,6 +313,7 @@ __global__ void __launch_bounds__(kThreadsW)
         wbase = sbase + S::kConvOff;
       }
       float t[MT][NP][kAcc];
+      [[maybe_unused]] float xsum[NP][kAcc];  // SUB: S, each element's token's x summed over the partial's columns
       wgmma_fence();
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
@@ -282,16 +324,32 @@ __global__ void __launch_bounds__(kThreadsW)
             wgmma_e4m3<TW>(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
                            desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
                            part + s % (4 / NP));
+      if constexpr (SUB) {
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+#pragma unroll
+          for (int part = 0; part < XP; ++part)
+            wgmma_e4m3<TW>(xsum[s * NP / 4], desc_k_sw128(sbase + S::kOnesOff + uint32_t(s) * 32u),
+                           desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
+                           part + s % (4 / NP));
+      }
       wgmma_commit();
       wgmma_wait<0>();
+      if constexpr (SUB) {
+#pragma unroll
+        for (int pp = 0; pp < NP; ++pp) reg_fence(xsum[pp]);
+      }
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
         for (int pp = 0; pp < NP; ++pp) {
           reg_fence(t[mi][pp]);
 #pragma unroll
-          for (int i = 0; i < kAcc; ++i)  // token 8 (i >> 2) + 2 q + (i & 1)
-            acc[mi][i] = fmaf(t[mi][pp][i], sw[mi][pp][(i >> 1) & 1] * xs[8 * (i >> 2) + 2 * q + (i & 1)], acc[mi][i]);
+          for (int i = 0; i < kAcc; ++i) {  // token 8 (i >> 2) + 2 q + (i & 1)
+            float v = t[mi][pp][i];
+            if constexpr (SUB) v = fmaf(-zw[mi][pp][(i >> 1) & 1], xsum[pp][i], 512.f * v);  // 2^9 t - zero S
+            acc[mi][i] = fmaf(v, sw[mi][pp][(i >> 1) & 1] * xs[8 * (i >> 2) + 2 * q + (i & 1)], acc[mi][i]);
+          }
         }
     }
     cp_wait<0>();
@@ -366,11 +424,11 @@ __global__ void x_split_kernel(XSplitParams p) {
   x_split_chunk_store(v, ok, static_cast<uint8_t*>(p.out), p.rows, p.K, r, c);
 }
 
-template <int MT, bool SILU, bool I4, int NP, int ST, int TW, int XP>
+template <int MT, bool SILU, bool I4, int NP, int ST, int TW, int XP, bool SUB = false>
 void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int splits = 1) {
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const dim3 grid(ceil_div(p.N, kCols), unsigned(tiles), unsigned(splits));
-  constexpr size_t kSmem = StageW<MT, I4, ST, TW, XP>::kSmem;
+  constexpr size_t kSmem = StageW<MT, I4, ST, TW, XP, SUB>::kSmem;
   Fp8WeightMap m{};
   if constexpr (!I4) {
     // TMA: whole 64-row tiles (a box cannot stop at N), every matrix the same number of rows
@@ -387,12 +445,12 @@ void launch_t(const MoeGemmParams& p, int tiles, const DeviceContext& ctx, int s
                         m);
     }
   }
-  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false, XP>, grid, kThreadsW, kSmem, ctx, p, m);
+  launch_pdl(moe_gemm_fp8_wgmma_kernel<MT, SILU, I4, NP, ST, TW, false, XP, SUB>, grid, kThreadsW, kSmem, ctx, p, m);
 }
 
-template <bool I4, int NP, int ST, int TW, int XP>
+template <bool I4, int NP, int ST, int TW, int XP, bool SUB = false>
 void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
-  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW, XP>(p, tiles, ctx);
+  if (p.silu_mul) return launch_t<2, true, I4, NP, ST, TW, XP, SUB>(p, tiles, ctx);
   // dense launches of fewer 64-row blocks than SMs: K split so that the grid fills the GPU twice over
   const int64_t blocks64 = int64_t(ceil_div(p.N, 64)) * tiles;
   if (ctx.switches.fp8_split_k && p.dense_rows > 0 && !p.silu_mul && p.splitk_partials &&
@@ -400,32 +458,40 @@ void launch_shape(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
     const int KB = p.K / kKb;
     int splits = int(std::min<int64_t>(KB, 2 * ctx.num_sms() / blocks64));
     splits = int(std::min<int64_t>(splits, p.splitk_capacity / (blocks64 * (TW / 2) * kThreadsW)));
-    if (splits > 1 && blocks64 <= p.splitk_items) return launch_t<1, false, I4, NP, ST, TW, XP>(p, tiles, ctx, splits);
+    if (splits > 1 && blocks64 <= p.splitk_items)
+      return launch_t<1, false, I4, NP, ST, TW, XP, SUB>(p, tiles, ctx, splits);
   }
   // 128-row blocks, or 64 where that leaves fewer blocks than SMs (small dense shapes), and at dense 64-token
   // tiles (three CTAs an SM instead of two, the grid's tail shorter: FP8 batch-100 step 17.75 -> 17.63 ms,
   // session 20, docs/PERF.md)
   if ((TW == 64 && p.dense_rows > 0) || int64_t(ceil_div(p.N, 128)) * tiles < ctx.num_sms())
-    return launch_t<1, false, I4, NP, ST, TW, XP>(p, tiles, ctx);
-  launch_t<2, false, I4, NP, ST, TW, XP>(p, tiles, ctx);
+    return launch_t<1, false, I4, NP, ST, TW, XP, SUB>(p, tiles, ctx);
+  launch_t<2, false, I4, NP, ST, TW, XP, SUB>(p, tiles, ctx);
 }
 
 template <bool I4, int NP, int TW, int XP = 2>
 void launch_stages(const MoeGemmParams& p, int tiles, const DeviceContext& ctx) {
+  if constexpr (I4) {
+    if (ctx.switches.int4_subnormal) {
+      if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW, XP, true>(p, tiles, ctx);
+      return launch_shape<I4, NP, 4, TW, XP, true>(p, tiles, ctx);
+    }
+  }
   if (ctx.switches.fp8_wgmma_stages == 3) return launch_shape<I4, NP, 3, TW, XP>(p, tiles, ctx);
   launch_shape<I4, NP, 4, TW, XP>(p, tiles, ctx);
 }
 
-template <bool I4, int NP, int ST, int TW, bool TMA, int XP> void configure_shapes_t() {
-  using S2 = StageW<2, I4, ST, TW, XP>;
-  using S1 = StageW<1, I4, ST, TW, XP>;
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA, XP>, S2::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA, XP>, S2::kSmem);
-  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA, XP>, S1::kSmem);
+template <bool I4, int NP, int ST, int TW, bool TMA, int XP, bool SUB = false> void configure_shapes_t() {
+  using S2 = StageW<2, I4, ST, TW, XP, SUB>;
+  using S1 = StageW<1, I4, ST, TW, XP, SUB>;
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, true, I4, NP, ST, TW, TMA, XP, SUB>, S2::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<2, false, I4, NP, ST, TW, TMA, XP, SUB>, S2::kSmem);
+  set_max_dynamic_smem(moe_gemm_fp8_wgmma_kernel<1, false, I4, NP, ST, TW, TMA, XP, SUB>, S1::kSmem);
 }
 template <bool I4, int NP, int ST, int TW, int XP = 2> void configure_shapes() {
   configure_shapes_t<I4, NP, ST, TW, false, XP>();
   if constexpr (!I4) configure_shapes_t<I4, NP, ST, TW, true, XP>();
+  if constexpr (I4) configure_shapes_t<I4, NP, ST, TW, false, XP, true>();  // switches.int4_subnormal
 }
 
 }  // namespace
