@@ -114,9 +114,9 @@ int main(int argc, char** argv) {
 
   std::vector<bench::Row> rows;
   std::string why;
+  nccl_prepare_environment();  // before the first NCCL call (as the serving ranks: no NVLink multicast, connections
+                               // made at init)
   if (nccl_available(&why)) {
-    setenv("NCCL_NVLS_ENABLE", "0", 0);  // never NVLink multicast on the shared hosts
-    setenv("NCCL_RUNTIME_CONNECT", "0", 0);  // connections made at init, as the serving ranks do
     const NcclId id = nccl_unique_id();
     std::vector<std::unique_ptr<NcclComm>> nccl(static_cast<size_t>(ranks));
     run_on_devices(devices, [&](int r) { nccl[size_t(r)] = std::make_unique<NcclComm>(id, r, ranks); });

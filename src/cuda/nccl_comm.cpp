@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <memory>
 
 #include "config/runtime_env.h"
@@ -71,6 +72,19 @@ int nccl_type(DType t) {
 
 }  // namespace
 
+void nccl_prepare_environment() {
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+  setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+  const std::string connect = std::getenv("NCCL_RUNTIME_CONNECT");
+  DS_CHECK(connect == "0",
+           "NCCL_RUNTIME_CONNECT={}: deltaserve's ranks capture their CUDA graphs one after another, which needs every "
+           "NCCL connection made at communicator init; unset it or set it to 0", connect);
+  const char* mode = std::getenv("NCCL_LAUNCH_MODE");
+  DS_CHECK(!mode || !*mode || std::string(mode) == "PARALLEL",
+           "NCCL_LAUNCH_MODE={}: in GROUP mode NCCL waits for every rank of the process at each launch, which a rank "
+           "capturing its graphs alone never passes; unset it or set it to PARALLEL", mode ? mode : "");
+}
+
 bool nccl_available(std::string* why_not) {
   const NcclApi a;
   if (why_not) *why_not = a.error;
@@ -102,15 +116,20 @@ NcclComm::NcclComm(const NcclId& id, int rank, int size) : api_(std::make_unique
 }
 
 NcclComm::~NcclComm() {
-  if (comm_ && !aborted_.load()) api_->comm_destroy(comm_);
+  if (aborter_.joinable()) aborter_.join();  // (the graphs that captured the communicator are gone by now)
+  else if (comm_) api_->comm_destroy(comm_);
 }
 
 // abort() may come from another thread (a failed rank, the group's watcher) while this rank enqueues a
-// collective: the enqueue and the abort are serialised, and after the abort (which frees the communicator) a
-// collective is an error, not a call on freed memory.
+// collective: the flag is set once an enqueue in progress is done, so every later collective is an error, not a
+// call on a communicator being freed. ncclCommAbort itself runs on aborter_, outside the lock: it blocks until
+// the graphs holding the communicator are destroyed (NCCL's commDestroySync waits for its persistent references),
+// which happens only after the rank threads stop, and a rank thread failing in a collective would otherwise wait
+// on this lock forever.
 void NcclComm::abort() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (comm_ && !aborted_.exchange(true)) api_->comm_abort(comm_);
+  if (!comm_ || aborted_.exchange(true)) return;
+  aborter_ = std::thread([api = api_.get(), comm = comm_] { api->comm_abort(comm); });
 }
 
 void NcclComm::all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "cuda/device_comm.h"
 
@@ -20,6 +21,15 @@ class NcclApi;  // the loaded library (nccl_comm.cpp)
 struct NcclId {
   std::array<char, 128> bytes{};
 };
+
+// NCCL's environment for deltaserve's ranks, set before the process's first NCCL call (NCCL reads each of its
+// parameters once per process and keeps it): NVLink multicast off (NCCL_NVLS_ENABLE=0; on shared hosts it can
+// take the GPUs out of service) and every connection made at communicator init (NCCL_RUNTIME_CONNECT=0), unless
+// set already. A value that would hang the ranks is refused by name: NCCL_RUNTIME_CONNECT other than 0, and
+// NCCL_LAUNCH_MODE other than PARALLEL (the ranks capture their graphs one after another, each alone: a
+// connection made lazily at a first captured collective, or GROUP mode's wait for every rank of the process,
+// would wait for a rank that is not there yet).
+void nccl_prepare_environment();
 
 // Whether the NCCL library loads (and its version as "2.28.9"), or why not; loads it on first use.
 bool nccl_available(std::string* why_not = nullptr);
@@ -41,7 +51,11 @@ class NcclComm : public DeviceComm {
   void all_reduce_sum(void* data, int64_t n, DType t, const DeviceContext& ctx) override;
   void all_gather(const void* in, void* out, int64_t n, DType t, const DeviceContext& ctx) override;
   bool graph_capturable() const override { return true; }
-  void abort() override;  // ncclCommAbort (the communicator is then unusable)
+  // ncclCommAbort, on a thread of its own (joined by the destructor): NCCL's abort first stops the kernels
+  // waiting on this communicator, then waits until every CUDA graph that captured it is destroyed, and those
+  // graphs live until the backend that owns them goes, after its rank threads, one of which may be the caller.
+  // Collectives enqueued after it throw; the communicator is then unusable.
+  void abort() override;
 
  private:
   std::unique_ptr<NcclApi> api_;
@@ -49,6 +63,7 @@ class NcclComm : public DeviceComm {
   int rank_ = 0, size_ = 1;
   std::atomic<bool> aborted_{false};
   std::mutex mu_;  // an enqueue against abort() from another thread
+  std::thread aborter_;  // runs ncclCommAbort (see abort())
 };
 
 }  // namespace ds::gpu

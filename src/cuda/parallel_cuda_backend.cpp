@@ -5,7 +5,12 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <tuple>
+#include <vector>
+
+#include <unistd.h>  // environ
 
 #include "core/error.h"
 #include "cuda/cuda_backend.h"
@@ -37,6 +42,19 @@ std::pair<int, int> decode_geometry(const std::vector<uint8_t>& b) {
   return {int(v[0]), int(v[1])};
 }
 
+// Every DELTASERVE_CUDA_* switch of this process, sorted: the nodes of a group must run the same ones, since some
+// change the collectives a step issues (a graph replay's all-reduces cover its bucket's padded rows, an eager
+// step's only its sequences: DELTASERVE_CUDA_GRAPHS, _GRAPH_MAX_CONTEXT), and NCCL would pair unequal ones.
+std::string cuda_switches() {
+  std::vector<std::string> v;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "DELTASERVE_CUDA_", 16) == 0) v.emplace_back(*e);
+  std::sort(v.begin(), v.end());
+  std::string out;
+  for (const std::string& s : v) out += (out.empty() ? "" : " ") + s;
+  return out.empty() ? "defaults" : out;
+}
+
 }  // namespace
 
 ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts.parallel) {
@@ -59,6 +77,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   std::string why_not;
   const bool host_comm = cuda_env().tp_comm == "host";
   const bool want_nccl = !host_comm && (multi_node || (!shared && cuda_env().tp_comm != "inprocess"));
+  if (want_nccl) gpu::nccl_prepare_environment();  // before the first NCCL call: NCCL reads it once per process
   const bool nccl = want_nccl && gpu::nccl_available(&why_not);
   DS_CHECK(nccl || !want_nccl || !multi_node, "cuda parallel over {} nodes needs NCCL: {}", par_.nnodes, why_not);
   if (want_nccl && !nccl)
@@ -71,7 +90,7 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     const ModelConfig cfg = ModelConfig::from_file(opts.model_dir + "/config.json");
     auto tcp = join_nodes(par_,
                           group_fingerprint(opts, cfg) + " | tp-comm " + cuda_env().tp_comm + " all-reduce " +
-                              cuda_env().tp_allreduce,
+                              cuda_env().tp_allreduce + " | switches " + cuda_switches(),
                           std::vector<uint8_t>(id.bytes.begin(), id.bytes.end()), "cuda parallel");
     DS_CHECK(tcp->payload().size() == id.bytes.size(), "cuda parallel: node 0 sent {} bytes of NCCL id, {} expected",
              tcp->payload().size(), id.bytes.size());
@@ -81,11 +100,8 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
     host_ = std::make_unique<InProcessGroup>(n);
   }
   if (nccl) {
-    // (unless the user set them) NVLink multicast off: on shared hosts it can take the GPUs out of service;
-    // every connection made while the ranks init together, none lazily at a first collective: the ranks start
-    // one after another and capture their graphs alone, when no other rank would answer
-    setenv("NCCL_NVLS_ENABLE", "0", 0);
-    setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+    // (the environment set above: every connection made while the ranks init together, none lazily at a first
+    // collective, since the ranks start one after another and capture their graphs alone)
     nccl_.resize(size_t(local));
     gpu::run_on_devices(devices_, [&](int i) { nccl_[size_t(i)] = std::make_unique<gpu::NcclComm>(id, first + i, n); });
     spdlog::info("cuda parallel: NCCL {} between {} GPUs{}", gpu::nccl_version(), n,
@@ -118,7 +134,10 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   auto make_rank = [&](int r, const BackendLimits* geometry) {
     const int i = r - first;
     BackendOptions o = opts;
-    if (shared) o.gpu_memory_utilization = opts.gpu_memory_utilization * double(r + 1) / double(n);
+    if (shared) {  // the GPU's budgets split between its ranks
+      o.gpu_memory_utilization = opts.gpu_memory_utilization * double(r + 1) / double(n);
+      o.snapshot_memory_gib = opts.snapshot_memory_gib / double(n);  // (0: the default share of the cache budget)
+    }
     if (geometry) {
       o.num_blocks = geometry->num_blocks;
       o.num_snapshots = geometry->num_snapshots;

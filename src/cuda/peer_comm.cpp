@@ -61,11 +61,11 @@ PeerAllReduceGroup::PeerAllReduceGroup(std::vector<int> devices, int64_t capacit
     calls_.emplace_back(sizeof(uint32_t) * kPeerBlocks, "peer all-reduce calls");
     DS_CUDA_CHECK(cudaMemset(flags_.back().data(), 0, flags_.back().bytes()));
     DS_CUDA_CHECK(cudaMemset(calls_.back().data(), 0, calls_.back().bytes()));
+    DS_CUDA_CHECK(cudaDeviceSynchronize());  // this device's zeros before any rank's stream (non-blocking) runs
   }
   DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&abort_), sizeof(uint32_t),
                               cudaHostAllocMapped | cudaHostAllocPortable));
   *abort_ = 0;  // (unified addressing: the host pointer is the devices' too)
-  DS_CUDA_CHECK(cudaDeviceSynchronize());
   DS_CUDA_CHECK(cudaSetDevice(prev));
 }
 

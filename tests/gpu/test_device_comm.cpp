@@ -304,6 +304,7 @@ TEST(PeerAllReduce, RunsInsideCudaGraphsReplayedManyTimes) {
 // (2+ on the multi-GPU machines), all-reduce and all-gather against the host.
 TEST(NcclComm, CollectivesMatchTheHost) {
   DS_REQUIRE_GPU();
+  nccl_prepare_environment();  // before this process's first NCCL call, as the serving path (NCCL keeps its values)
   std::string why;
   ASSERT_TRUE(nccl_available(&why)) << why;
   std::printf("NCCL %s\n", nccl_version().c_str());
