@@ -27,6 +27,9 @@ SamplingRows prepare_sampling_rows(const std::vector<SampleParams>& params,
     q.repetition_penalty = std::max(p.repetition_penalty, kMinRepetitionPenalty);  // see sampling_params.h
     q.u = uniform01(p.seed, p.step);
     q.num_logprobs = p.num_logprobs;
+    DS_CHECK(p.forced_token < 0 || (p.greedy() && !p.penalties() && !p.logit_bias),
+             "sampler: a scoring row (token {}) must be greedy, without penalties or bias", p.forced_token);
+    q.forced = p.forced_token;
     out.max_logprobs = std::max(out.max_logprobs, p.num_logprobs);
     q.pen_begin = int(out.pen_tokens.size());
     const SeqPenalties* pen = penalties.empty() ? nullptr : penalties[r];

@@ -125,6 +125,7 @@ SchedulerConfig scheduler_config(const EngineOptions& opts, const BackendLimits&
   sc.max_model_len = max_len;
   sc.cost = opts.step_cost;
   sc.policy = opts.scheduling_policy;
+  sc.max_logit_rows = lim.max_logit_rows;
   sc.num_blocks = lim.num_blocks;
   sc.block_size = lim.num_blocks > 0 ? lim.block_size : 0;  // no MLA cache: no paging
   sc.prefix.enabled = opts.enable_prefix_caching && lim.num_snapshots > 0 && sc.block_size > 0;
@@ -283,6 +284,7 @@ SubmitStatus Engine::submit(GenerationRequest req, std::shared_ptr<RequestStream
   if (!(sp.min_p >= 0.0f && sp.min_p <= 1.0f)) return reject(SubmitStatus::Invalid, "min_p must be in [0, 1]");
   if (!(sp.repetition_penalty > 0.0f)) return reject(SubmitStatus::Invalid, "repetition_penalty must be > 0");
   if (sp.num_logprobs > m.vocab) return reject(SubmitStatus::Invalid, "too many logprobs requested");
+  if (req.prompt_logprobs > m.vocab) return reject(SubmitStatus::Invalid, "too many prompt logprobs requested");
   if (!m.tokenizer && (req.detokenize || !req.stop.empty()))
     return reject(SubmitStatus::Invalid, "text output and stop strings need a tokenizer");
   if (req.grammar && !m.tokenizer) return reject(SubmitStatus::Invalid, "structured output needs a tokenizer");
@@ -402,6 +404,7 @@ void Engine::Impl::admit(Pending p) {
   r.sampling = p.req.sampling;
   r.max_tokens = p.req.max_tokens;
   r.priority = p.req.priority;
+  r.prompt_logprobs = p.req.prompt_logprobs;
   r.stop_token_ids = p.req.stop_token_ids;
   if (!p.req.ignore_eos) r.stop_token_ids.insert(r.stop_token_ids.end(), eos_ids.begin(), eos_ids.end());
   if (!p.req.logit_bias.empty())
@@ -470,6 +473,8 @@ void Engine::Impl::step() {
     if (it == by_sched_id.end()) continue;
     const std::string id = it->second;
     Active& a = active.at(id);
+    if (!u.scores.empty()) a.builder->on_prompt_scores(u.first_scored, u.scores);
+    if (!u.sampled) continue;  // a middle prefill chunk's prompt scores: reported with the first token
     bool stop_string = false;
     // A constrained request ends as soon as its grammar is complete and nothing may follow.
     const bool complete = a.controls && a.controls->on_token(u.sample.token) &&
@@ -493,7 +498,8 @@ void Engine::Impl::step() {
     }
   }
   times.update = seconds(t1, Clock::now());
-  publish_stats(prompt_tokens, int64_t(updates.size()), true, times);
+  const int64_t sampled = std::count_if(updates.begin(), updates.end(), [](const RequestUpdate& u) { return u.sampled; });
+  publish_stats(prompt_tokens, sampled, true, times);
 }
 
 // The step's token masks, when some sampled row's request has controls: started on the mask worker
@@ -501,6 +507,7 @@ void Engine::Impl::step() {
 std::shared_ptr<StepMasks> Engine::Impl::start_masks(const StepPlan& plan) {
   std::vector<std::pair<int, TokenControls*>> rows;
   for (size_t r = 0; r < plan.sampling.size(); ++r) {
+    if (plan.sampling[r].params.forced_token >= 0) continue;  // a prompt-scoring row: nothing sampled
     auto it = by_sched_id.find(plan.sampling[r].seq_id);
     if (it == by_sched_id.end()) continue;
     TokenControls* c = active.at(it->second).controls.get();

@@ -79,6 +79,11 @@ struct GenerationRequest {
   // vLLM min_tokens: EOS and stop_token_ids are masked until this many tokens were generated (stop
   // strings still apply). Must be <= max_tokens.
   int min_tokens = 0;
+  // vLLM prompt_logprobs / completions echo with logprobs: >= 0 scores the prompt (every token after the
+  // first: its logprob under the raw logits of the positions before it, with this many top alternatives,
+  // at most the vocabulary); the first output carries them (GenerationOutput::prompt_logprobs). The prompt
+  // is then computed whole (no prefix-cache hit) with a logits row per token.
+  int prompt_logprobs = -1;
 };
 
 // One update for a request: tokens produced since the last one, their text, and maybe the end.
@@ -86,6 +91,9 @@ struct GenerationOutput {
   std::vector<int32_t> token_ids;
   std::string text;                    // text delta (stop strings already cut)
   std::vector<SampleResult> logprobs;  // one per token when requested
+  // With GenerationRequest::prompt_logprobs, on the first output only: entry i is prompt token i + 1 (its id
+  // in `token`, its logprob and top alternatives); prompt_tokens - 1 entries.
+  std::vector<SampleResult> prompt_logprobs;
   FinishReason finish = FinishReason::None;
   std::string stop_reason;             // the stop string or token id that ended it, if any
   std::string error;                   // when finish == Error

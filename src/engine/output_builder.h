@@ -25,6 +25,9 @@ class OutputBuilder {
   // final (FinishReason::Stop) and the caller must end the request in the scheduler. `complete`: the
   // request's grammar is complete with this token (final, Stop, the token's text kept).
   GenerationOutput on_token(const RequestUpdate& u, bool* stop_string_hit, bool complete = false);
+  // Prompt scores of a step (prompt token `first` on): kept until the first token's output carries them
+  // (a recompute after a preemption scores the same positions again: the later values replace them).
+  void on_prompt_scores(int64_t first, const std::vector<SampleResult>& scores);
   // A final output with no new token (abort, error).
   GenerationOutput finish(FinishReason reason, const std::string& error = {});
 
@@ -34,6 +37,8 @@ class OutputBuilder {
   std::vector<int32_t> user_stop_ids_;
   bool want_text_;
   bool want_logprobs_;
+  bool want_prompt_logprobs_;
+  std::vector<SampleResult> prompt_scores_;  // [prompt_tokens - 1]: prompt token i + 1's score
   bool include_stop_;
   int prompt_tokens_;
   int completion_tokens_ = 0;

@@ -19,6 +19,8 @@ struct ScheduledSeq {
   int32_t num_tokens = 0;  // tokens of this request in the step (1 for a decode)
   bool sample = false;     // produces a logits row and a new token (false: a middle prefill chunk)
   bool decode = false;     // the single-token case num_remaining() == 1
+  int32_t score_rows = 0;  // logits rows before the sampled one that score prompt tokens (prompt logprobs):
+                           // the slice then has a row per token (logits_all)
 };
 
 struct StepPlan {

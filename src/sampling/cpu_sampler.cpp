@@ -90,21 +90,26 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
   }
   DS_CHECK(std::isfinite(mx), "sampler: no finite logit (max {})", mx);
 
-  std::vector<float> x(logits, logits + vocab);
-  if (pen && p.penalties()) apply_penalties(x, p, *pen);
-  if (p.logit_bias)
-    for (const auto& [t, bias] : *p.logit_bias)
-      if (t >= 0 && t < vocab) x[size_t(t)] += bias;
-  if (mask) {
-    bool any = false;
-    for (int i = 0; i < vocab; ++i) {
-      if (!StepMasks::allowed(mask, i)) x[size_t(i)] = -INFINITY;
-      else any = true;
-    }
-    DS_CHECK(any, "sampler: the token mask allows no token");
-  }
   SampleResult r;
-  r.token = p.greedy() ? argmax(x) : draw(x, p);
+  if (p.forced_token >= 0) {  // a scoring row: the given token, no draw
+    DS_CHECK(p.forced_token < vocab, "sampler: scored token {} outside the vocabulary of {}", p.forced_token, vocab);
+    r.token = p.forced_token;
+  } else {
+    std::vector<float> x(logits, logits + vocab);
+    if (pen && p.penalties()) apply_penalties(x, p, *pen);
+    if (p.logit_bias)
+      for (const auto& [t, bias] : *p.logit_bias)
+        if (t >= 0 && t < vocab) x[size_t(t)] += bias;
+    if (mask) {
+      bool any = false;
+      for (int i = 0; i < vocab; ++i) {
+        if (!StepMasks::allowed(mask, i)) x[size_t(i)] = -INFINITY;
+        else any = true;
+      }
+      DS_CHECK(any, "sampler: the token mask allows no token");
+    }
+    r.token = p.greedy() ? argmax(x) : draw(x, p);
+  }
 
   // Logprobs of the raw logits.
   double sum = 0.0;

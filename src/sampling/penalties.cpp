@@ -59,6 +59,7 @@ std::vector<const SeqPenalties*> PenaltyTracker::prepare(const std::vector<SeqSa
 void PenaltyTracker::record(const std::vector<SeqSampling>& rows, const std::vector<SampleResult>& samples) {
   DS_CHECK(rows.size() == samples.size(), "sampler: {} samples for {} rows", samples.size(), rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i].params.forced_token >= 0) continue;  // a scoring row: its token is the prompt's, not an output
     auto it = seqs_.find(rows[i].seq_id);
     if (it != seqs_.end()) it->second.add_output(samples[i].token);
   }

@@ -24,6 +24,10 @@ struct SampleParams {
   uint64_t seed = 0;               // with `step`, fixes the random draw (reproducible per request)
   uint64_t step = 0;               // index of the token being sampled within the request
   int num_logprobs = -1;           // < 0: none; 0: the sampled token's; k: also the top k
+  // >= 0: a scoring row (prompt logprobs): nothing is sampled; the result is this token with its logprob (and
+  // the top num_logprobs) under the raw logits. No penalties, bias or mask apply; the sampler's penalty history
+  // does not record it.
+  int32_t forced_token = -1;
   // OpenAI logit_bias: (token id, bias) pairs, ids in range and distinct, each bias added to the raw logit
   // before penalties and sampling (logprobs stay those of the raw logits). The engine sets it from
   // GenerationRequest::logit_bias; null or empty: none.

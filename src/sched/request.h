@@ -32,6 +32,11 @@ struct Request {
   int max_tokens = 16;                  // output length limit
   std::vector<int32_t> stop_token_ids;  // sampling one of these finishes with FinishedStopped
   int64_t priority = 0;                 // SchedulingPolicy::Priority: lower values are served first
+  // >= 0: score the prompt (vLLM prompt_logprobs): every prompt token after the first gets its logprob under
+  // the logits of the position before it, with this many top alternatives (RequestUpdate::scores). Its
+  // prefill chunks then produce a logits row per token (capped by SchedulerConfig::max_logit_rows) and it is
+  // never served from the prefix cache (cached tokens have no logits).
+  int prompt_logprobs = -1;
 
   // Scheduler state.
   RequestStatus status = RequestStatus::Waiting;
@@ -49,9 +54,12 @@ struct Request {
   int32_t restore_snapshot = -1;        // the admission's hit, applied by its first slice
   int32_t tail_src_block = -1;
   int32_t tail_rows = 0;
+  bool prompt_scored = false;           // every prompt score was reported (a recompute after that scores none)
 
   int64_t num_tokens() const { return int64_t(prompt.size() + output.size()); }
   int64_t num_remaining() const { return num_tokens() - num_computed; }
+  // Its next prefill chunk scores prompt tokens (prompt_logprobs), one logits row a token.
+  bool scoring() const { return prompt_logprobs >= 0 && !prompt_scored && num_computed < int64_t(prompt.size()); }
   int32_t token_at(int64_t i) const {
     return i < int64_t(prompt.size()) ? prompt[size_t(i)] : output[size_t(i - int64_t(prompt.size()))];
   }

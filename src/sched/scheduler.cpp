@@ -31,6 +31,8 @@ uint64_t Scheduler::add(Request r) {
   DS_CHECK(int64_t(r.prompt.size()) <= cfg_.max_model_len,
            "scheduler: prompt of {} tokens exceeds max_model_len {}", r.prompt.size(), cfg_.max_model_len);
   DS_CHECK(r.max_tokens >= 1, "scheduler: max_tokens {} < 1", r.max_tokens);
+  DS_CHECK(r.prompt_logprobs < 0 || cfg_.max_logit_rows <= 0 || cfg_.max_logit_rows >= 2,
+           "scheduler: prompt logprobs need 2+ logits rows a step, the backend has {}", cfg_.max_logit_rows);
   r.id = next_id_++;
   r.status = RequestStatus::Waiting;
   r.num_computed = 0;
@@ -39,6 +41,7 @@ uint64_t Scheduler::add(Request r) {
   r.history_sent = false;
   r.block_hashes.clear();
   r.num_cached_tokens = 0;
+  r.prompt_scored = false;
   prefix_.release(r);
   uint64_t id = r.id;
   requests_.emplace(id, std::make_unique<Request>(std::move(r)));
@@ -166,6 +169,23 @@ void Scheduler::place(Request& r, int32_t n, StepPlan* plan) {
   }
   slice.save_snapshot = prefix_.save_after_chunk(r, n, s.decode);
   slice.need_logits = s.sample;
+  if (r.scoring()) {  // a row a token: position p scores prompt token p + 1 (the prompt's last one samples)
+    const int64_t prompt_len = int64_t(r.prompt.size());
+    DS_CHECK(r.num_computed + n <= prompt_len, "scheduler: a scoring chunk past the prompt of request {}", r.id);
+    slice.logits_all = true;
+    slice.need_logits = true;
+    for (int32_t j = 0; j < n; ++j) {
+      const int64_t p = r.num_computed + j;
+      if (p + 1 >= prompt_len) break;
+      SeqSampling row;
+      row.seq_id = r.id;
+      row.params.temperature = 0.f;
+      row.params.num_logprobs = r.prompt_logprobs;
+      row.params.forced_token = r.prompt[size_t(p + 1)];
+      plan->sampling.push_back(std::move(row));
+      ++s.score_rows;
+    }
+  }
   if (s.sample) {
     SeqSampling row;
     row.seq_id = r.id;
@@ -196,6 +216,21 @@ bool Scheduler::latency_sensitive(const Request& r) const {
   return r.num_remaining() <= cfg_.max_num_batched_tokens;  // decoding, or its first token within a step
 }
 
+int64_t Scheduler::rows_left(const StepPlan& plan) const {
+  return cfg_.max_logit_rows > 0 ? std::max<int64_t>(0, cfg_.max_logit_rows - int64_t(plan.sampling.size())) : INT32_MAX;
+}
+
+int64_t Scheduler::row_capped(const Request& r, int64_t cap, const StepPlan& plan) const {
+  const int64_t rows = rows_left(plan);
+  if (r.scoring()) {
+    // a row a token, and the chunk stops at the prompt's end (its last row samples the first output token)
+    cap = std::min(cap, int64_t(r.prompt.size()) - r.num_computed);
+    return std::min(cap, rows);
+  }
+  if (rows > 0 || cap < r.num_remaining()) return cap;  // (a chunk that does not finish the prefill takes no row)
+  return std::max<int64_t>(0, r.num_remaining() - 1);
+}
+
 bool Scheduler::can_admit() const {
   return !waiting_.empty() && int(running_.size()) < cfg_.max_num_seqs && slots_.num_free() > 0 &&
          (!blocks_.paging() || blocks_.num_free() > int(running_.size()));
@@ -203,9 +238,9 @@ bool Scheduler::can_admit() const {
 
 bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_prefill, StepPlan* plan, bool* stop) {
   Request& r = req(waiting_[i]);
-  const PrefixHit hit = prefix_.lookup(r);
+  const PrefixHit hit = r.scoring() ? PrefixHit{} : prefix_.lookup(r);  // (cached tokens have no logits)
   std::vector<const Request*> behind;
-  if (prefix_.enabled()) {
+  if (prefix_.enabled() && !r.scoring()) {
     std::vector<std::pair<Request*, int64_t>> running;  // and where each is computed to after this step
     for (uint64_t id : running_) {
       auto p = placed_.find(id);
@@ -221,6 +256,7 @@ bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_pref
     prefix_.reclaim_pages(reserve + 1);
     cap = std::min<int64_t>(tokens_that_fit(r, reserve), *budget);
   }
+  cap = row_capped(r, cap, *plan);
   // Alone: nothing else runs or waits, so nothing needs the step to be short.
   const bool alone = running_.empty() && waiting_.size() == 1;
   int32_t n = cap > 0 ? int32_t(cost_bounded(r, cap, cost_left, *first_prefill, alone)) : 0;
@@ -291,7 +327,8 @@ StepPlan Scheduler::schedule() {
       if (!reserve_pages(r, r.num_computed + 1, &plan)) continue;
       fit = tokens_that_fit(r);
     }
-    int64_t cap = std::min<int64_t>(fit, budget);
+    int64_t cap = row_capped(r, std::min<int64_t>(fit, budget), plan);
+    if (cap == 0) continue;
     double share = cost_left;  // what this chunk may spend
     if (long_prefill && !alone) {  // leave the prefills behind it and the admissions up to half the step
       int64_t leave_tokens = admissions ? budget / 2 : 0;
@@ -354,15 +391,30 @@ std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepRes
   size_t row = 0;
   for (const ScheduledSeq& s : plan.scheduled) {
     auto it = requests_.find(s.request_id);
+    const size_t score0 = row;
+    row += size_t(s.score_rows);
     const SampleResult* sample = s.sample ? &result.samples[row++] : nullptr;
     if (it == requests_.end()) continue;  // finished by the caller between schedule and update
     Request& r = *it->second;
-    r.num_computed += s.num_tokens;
-    prefix_.advance(r);
-    if (!sample) continue;
-    r.output.push_back(sample->token);
     RequestUpdate u;
     u.request_id = r.id;
+    if (s.score_rows > 0) {
+      u.first_scored = r.num_computed + 1;
+      u.scores.assign(result.samples.begin() + std::ptrdiff_t(score0),
+                      result.samples.begin() + std::ptrdiff_t(score0 + size_t(s.score_rows)));
+    }
+    r.num_computed += s.num_tokens;
+    prefix_.advance(r);
+    if (r.prompt_logprobs >= 0 && r.num_computed >= int64_t(r.prompt.size())) r.prompt_scored = true;
+    if (!sample) {
+      if (!u.scores.empty()) {
+        u.sampled = false;
+        u.cached_tokens = r.num_cached_tokens;
+        updates.push_back(std::move(u));
+      }
+      continue;
+    }
+    r.output.push_back(sample->token);
     u.sample = *sample;
     u.cached_tokens = r.num_cached_tokens;
     u.status = check_stop(r);

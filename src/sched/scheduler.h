@@ -55,6 +55,8 @@ struct SchedulerConfig {
   StepCostConfig cost;                // prefill chunks bounded by cost too (sched/cost_model.h)
   PrefixCacheConfig prefix;           // prefix caching (off unless enabled; sched/prefix_cache.h)
   SchedulingPolicy policy = SchedulingPolicy::Fcfs;
+  int max_logit_rows = 0;             // logits rows per step (the backend's; 0: no limit): bounds the chunks of
+                                      // requests that score their prompt (a row per token)
 };
 
 class Scheduler {
@@ -72,7 +74,7 @@ class Scheduler {
   StepPlan schedule();
   // Applies a step's samples: advances num_computed, appends tokens, finishes requests that sampled
   // a stop token or reached max_tokens / max_model_len (freeing their memory). Returns one entry per
-  // sampled row, in row order.
+  // request that sampled a token or scored prompt tokens (RequestUpdate::sampled, ::scores), in row order.
   std::vector<RequestUpdate> update(const StepPlan& plan, const StepResult& result);
 
   const Request* get(uint64_t id) const;
@@ -120,6 +122,11 @@ class Scheduler {
   bool latency_sensitive(const Request& r) const;
   // The front of the waiting queue could be admitted this step (slot, max_num_seqs, a page beyond the reserve).
   bool can_admit() const;
+  // Logits rows the plan can still take (max_logit_rows less its rows so far; INT32_MAX without a limit).
+  int64_t rows_left(const StepPlan& plan) const;
+  // A chunk of at most `cap` tokens for r within the plan's rows: a scoring chunk takes a row a token, one that
+  // samples a row; 0 when it cannot run this step.
+  int64_t row_capped(const Request& r, int64_t cap, const StepPlan& plan) const;
 
   SchedulerConfig cfg_;
   StepCost cost_;

@@ -15,6 +15,7 @@ struct Collected {
   std::string text;
   std::vector<std::string> deltas;
   std::vector<SampleResult> logprobs;
+  std::vector<SampleResult> prompt_logprobs;  // GenerationRequest::prompt_logprobs (the first output's)
   FinishReason finish = FinishReason::None;
   std::string stop_reason, error;
   int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
@@ -32,6 +33,10 @@ inline Collected collect(RequestStream& s, int timeout_s = 120) {
     c.text += o->text;
     c.deltas.push_back(o->text);
     c.logprobs.insert(c.logprobs.end(), o->logprobs.begin(), o->logprobs.end());
+    if (!o->prompt_logprobs.empty()) {
+      EXPECT_TRUE(c.prompt_logprobs.empty()) << "prompt logprobs in more than one output";
+      c.prompt_logprobs = o->prompt_logprobs;
+    }
     c.prompt_tokens = o->prompt_tokens;
     c.cached_tokens = o->cached_tokens;
     c.completion_tokens = o->completion_tokens;

@@ -115,3 +115,65 @@ TEST(EngineTiny, BackendFactoryErrors) {
   b.model_dir = kFixtures + "/no-such-model";
   EXPECT_THROW(create_backend(b), Error);
 }
+
+// Prompt logprobs (GenerationRequest::prompt_logprobs) through the whole stack: each prompt token after the
+// first gets its log-softmax under the float64 reference's logits of the position before it, with the top
+// alternatives, whether the prompt runs whole or in 48-token chunks beside another request, with prefix caching
+// on and the prompt's prefix in the cache (a second turn: the len150 prompt and its 16 reference tokens, whose
+// logits the reference holds too); the same turn unscored is served from the cache and continues alike.
+TEST(EngineTiny, PromptLogprobsMatchTheReferenceLogits) {
+  const Golden g = golden("len150");
+  Checkpoint ref = Checkpoint::open(kFixtures + "/tiny/reference.safetensors");
+  const TensorInfo& lt = ref.get("len150.full_logits");  // [150 + 16, vocab]
+  ASSERT_EQ(lt.dtype, DType::F32);
+  const int V = int(lt.shape[1]);
+  const float* L = static_cast<const float*>(lt.data);
+  auto log_softmax_at = [&](int row, int32_t token) {
+    double mx = -1e300, s = 0;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, double(L[size_t(row) * V + v]));
+    for (int v = 0; v < V; ++v) s += std::exp(double(L[size_t(row) * V + v]) - mx);
+    return double(L[size_t(row) * V + token]) - mx - std::log(s);
+  };
+  std::vector<int32_t> turn2 = g.ids;
+  turn2.insert(turn2.end(), g.greedy.begin(), g.greedy.end());
+  ASSERT_EQ(int64_t(turn2.size()), lt.shape[0]);
+  for (const int budget : {4096, 48}) {
+    EngineOptions eo;
+    eo.max_num_seqs = 4;
+    eo.max_num_batched_tokens = budget;
+    eo.enable_prefix_caching = true;
+    BackendOptions bo = tiny_backend(4, 64);
+    bo.num_snapshots = 16;
+    Engine e(create_backend(bo), nullptr, eo);
+    EXPECT_EQ(run_one(e, greedy_request(g)).tokens, g.greedy);  // turn 1: its state is cached at 165 tokens
+    GenerationRequest r = greedy_request(g);
+    r.prompt_tokens = turn2;
+    r.max_tokens = 2;
+    r.prompt_logprobs = 2;
+    auto scored = submit_ok(e, r);
+    auto beside = submit_ok(e, greedy_request(golden("len5")));
+    const Collected c = collect(*scored);
+    const Collected b = collect(*beside);
+    EXPECT_EQ(b.tokens, golden("len5").greedy);
+    EXPECT_TRUE(b.prompt_logprobs.empty());
+    EXPECT_EQ(c.cached_tokens, 0) << "a scored prompt is computed whole";
+    ASSERT_EQ(c.prompt_logprobs.size(), turn2.size() - 1) << "budget " << budget;
+    double worst = 0;
+    for (size_t i = 0; i + 1 < turn2.size(); ++i) {
+      const SampleResult& s = c.prompt_logprobs[i];
+      EXPECT_EQ(s.token, turn2[i + 1]);
+      worst = std::max(worst, std::abs(double(s.logprob) - log_softmax_at(int(i), turn2[i + 1])));
+      ASSERT_EQ(s.top_logprobs.size(), 2u);
+      for (const auto& [id, lp] : s.top_logprobs) worst = std::max(worst, std::abs(double(lp) - log_softmax_at(int(i), id)));
+      EXPECT_GE(s.top_logprobs[0].second, s.top_logprobs[1].second);
+    }
+    std::printf("  budget %d: worst |logprob - reference| %.3g\n", budget, worst);
+    EXPECT_LT(worst, 1e-4);  // fp32 logits within ~1e-5 relative of the float64 reference, |logit| < 10
+    GenerationRequest control = r;  // unscored: served from the cache, the same continuation
+    control.prompt_logprobs = -1;
+    const Collected k = run_one(e, control);
+    EXPECT_GT(k.cached_tokens, 0) << "the cache should serve the unscored turn (else the check above is vacuous)";
+    EXPECT_EQ(k.tokens, c.tokens);
+    EXPECT_TRUE(k.prompt_logprobs.empty());
+  }
+}

@@ -29,6 +29,8 @@ struct Sim {
   std::map<uint64_t, std::vector<int32_t>> held;         // the backend's penalty histories, modelled
   std::map<int32_t, std::vector<int32_t>> snapshots;      // what each snapshot holds
   std::map<int32_t, std::vector<uint64_t>> page_rows;     // per page: prefix hash of each row (0: never written)
+  std::map<uint64_t, std::map<int64_t, int32_t>> scored;  // prompt logprobs: per request, position -> token
+                                                          // scored (RequestUpdate::scores)
   std::set<int32_t> poisoned_slots;                       // their saves are reported non-finite
   int64_t steps = 0, restores = 0, tail_copies = 0, prefill_tokens = 0;
 
@@ -131,8 +133,26 @@ struct Sim {
         snapshots[s.save_snapshot] = hist;
         if (poisoned_slots.count(s.state_slot)) result.nonfinite_snapshots.push_back(s.save_snapshot);
       }
-      EXPECT_EQ(s.need_logits, q.sample);
+      EXPECT_EQ(s.need_logits, q.sample || q.score_rows > 0);
+      EXPECT_EQ(s.logits_all ? s.num_tokens : int(s.need_logits), q.score_rows + int(q.sample))
+          << "a slice's logits rows are its scoring rows and its sampled one";
+      for (int32_t k = 0; k < q.score_rows; ++k) {  // prompt logprobs: row k scores the token after position k
+        const SeqSampling& sp = plan.sampling[row];
+        EXPECT_EQ(sp.seq_id, q.request_id);
+        EXPECT_TRUE(r && r->prompt_logprobs >= 0);
+        if (r) {
+          EXPECT_EQ(sp.params.forced_token, r->token_at(s.context_len + k + 1));
+          EXPECT_EQ(sp.params.num_logprobs, r->prompt_logprobs);
+        }
+        EXPECT_TRUE(sp.params.greedy() && !sp.params.penalties() && !sp.history);
+        SampleResult sr;
+        sr.token = sp.params.forced_token;
+        sr.logprob = -float(s.context_len + k + 1);  // the position it scores, to check the report's order
+        result.samples.push_back(sr);
+        ++row;
+      }
       if (q.sample) {
+        EXPECT_LT(plan.sampling[row].params.forced_token, 0) << "a sampled row is not a scoring row";
         const SeqSampling& sp = plan.sampling[row];
         EXPECT_EQ(sp.seq_id, q.request_id);
         EXPECT_EQ(sp.params.step, r ? r->output.size() : 0u);
@@ -144,8 +164,18 @@ struct Sim {
         ++row;
       }
     }
+    EXPECT_EQ(row, plan.sampling.size());
+    if (sched.config().max_logit_rows > 0) {
+      EXPECT_LE(int(plan.sampling.size()), sched.config().max_logit_rows);
+    }
     auto updates = sched.update(plan, result);
     for (const auto& u : updates) {
+      for (size_t k = 0; k < u.scores.size(); ++k) {
+        const int64_t pos = u.first_scored + int64_t(k);
+        EXPECT_EQ(u.scores[k].logprob, -float(pos)) << "scores out of order";
+        scored[u.request_id][pos] = u.scores[k].token;
+      }
+      if (!u.sampled) continue;
       outputs[u.request_id].push_back(u.sample.token);
       if (is_finished(u.status)) finished[u.request_id] = u.status;
     }

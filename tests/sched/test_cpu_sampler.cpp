@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "sampling/cpu_sampler.h"
+#include "sampling/penalties.h"
 #include "sampling/rng.h"
 
 using namespace ds;
@@ -289,4 +290,43 @@ TEST(CpuSampler, LogitBiasShiftsTheChoice) {
     p.step = uint64_t(i);
     EXPECT_EQ(sample_row_cpu(logits.data(), 4, p).token, 3);
   }
+}
+
+// A scoring row (SampleParams::forced_token, prompt logprobs): the given token with its log-softmax and the top
+// alternatives of the raw logits, whatever the penalties, bias or mask would do; the penalty history skips it.
+TEST(CpuSampler, ScoringRowReportsTheGivenTokenUnderTheRawLogits) {
+  const std::vector<float> x{0.5f, 3.0f, -1.0f, 2.0f, 1.0f};
+  const auto want = log_softmax(x);
+  SampleParams p = greedy();
+  p.forced_token = 2;  // not the argmax
+  p.num_logprobs = 2;
+  const SampleResult r = sample_row_cpu(x.data(), int(x.size()), p);
+  EXPECT_EQ(r.token, 2);
+  EXPECT_NEAR(r.logprob, want[2], 1e-6);
+  ASSERT_EQ(r.top_logprobs.size(), 2u);
+  EXPECT_EQ(r.top_logprobs[0].first, 1);
+  EXPECT_EQ(r.top_logprobs[1].first, 3);
+  EXPECT_NEAR(r.top_logprobs[0].second, want[1], 1e-6);
+  p.forced_token = 5;  // outside the vocabulary
+  EXPECT_THROW(sample_row_cpu(x.data(), int(x.size()), p), Error);
+
+  PenaltyTracker tracker(5);
+  SeqSampling scored;
+  scored.seq_id = 7;
+  scored.params = greedy();
+  scored.params.forced_token = 4;
+  SeqSampling sampled;
+  sampled.seq_id = 7;
+  sampled.params = greedy();
+  sampled.params.repetition_penalty = 1.5f;
+  sampled.history = true;
+  sampled.prompt = {0};
+  const std::vector<float> two = {0.5f, 3.0f, -1.0f, 2.0f, 1.0f, 0.5f, 3.0f, -1.0f, 2.0f, 1.0f};
+  const auto out = sample_rows_cpu(two.data(), 5, {scored, sampled}, tracker);
+  EXPECT_EQ(out[0].token, 4);
+  EXPECT_EQ(out[1].token, 1);
+  // the history holds the prompt and the sampled token only, not the scored one
+  const SeqPenalties* pen = tracker.find(7);
+  ASSERT_NE(pen, nullptr);
+  EXPECT_EQ(pen->tokens(), (std::vector<int32_t>{0, 1}));
 }

@@ -343,16 +343,18 @@ TEST(Scheduler, RandomWorkloadMatchesRunningAlone) {
                                 .max_step_cost = 10.0 + double(rng() % 50), .min_prefill_chunk = 1 + int(rng() % 4),
                                 .long_prefill_interval = 1 + int(rng() % 3)};
     }
+    if (seed % 3 == 0) cfg.max_logit_rows = std::max(cfg.max_num_seqs, 2) + int(rng() % 6);  // scoring rows bind
     Scheduler s(cfg);
     Sim sim(s);
-    struct Spec { std::vector<int32_t> prompt; int max_tokens; };
+    struct Spec { std::vector<int32_t> prompt; int max_tokens; bool scored; };
     std::map<uint64_t, Spec> specs;
     std::set<uint64_t> aborted;
     for (int step = 0; step < 3000 && (step < 200 || s.has_work()); ++step) {
       if (step < 200 && rng() % 3 == 0) {
         Request r = make_request(1 + int(rng() % 40), 1 + int(rng() % 30), int(rng() % 1000));
         if (rng() % 2) r.sampling.repetition_penalty = 1.1f;  // the sim checks its history
-        specs[s.add(r)] = {r.prompt, r.max_tokens};
+        if (rng() % 4 == 0) r.prompt_logprobs = int(rng() % 3);  // prompt logprobs (preemptions rescore)
+        specs[s.add(r)] = {r.prompt, r.max_tokens, r.prompt_logprobs >= 0};
       }
       if (rng() % 50 == 0 && !specs.empty()) {
         auto it = specs.begin();
@@ -367,6 +369,12 @@ TEST(Scheduler, RandomWorkloadMatchesRunningAlone) {
       if (aborted.count(id)) continue;
       const int cap = int(std::min<int64_t>(spec.max_tokens, max_len - int64_t(spec.prompt.size())));
       EXPECT_EQ(sim.outputs[id], run_alone(spec.prompt, std::max(cap, 1))) << "seed " << seed << " id " << id;
+      if (!spec.scored) {
+        EXPECT_TRUE(sim.scored[id].empty());
+        continue;
+      }
+      ASSERT_EQ(sim.scored[id].size(), spec.prompt.size() - 1) << "seed " << seed << " id " << id;
+      for (size_t p = 1; p < spec.prompt.size(); ++p) EXPECT_EQ(sim.scored[id][int64_t(p)], spec.prompt[p]);
     }
     EXPECT_EQ(s.blocks().num_used(), 0);
     EXPECT_EQ(s.slots().num_used(), 0);
@@ -491,4 +499,68 @@ TEST(SchedulerPriority, PreemptedRequestRequeuesByPriority) {
   EXPECT_EQ(sim.outputs[a], run_alone(make_prompt(4, 1), 12));
   EXPECT_EQ(sim.outputs[b], run_alone(make_prompt(4, 100), 12));
   EXPECT_EQ(sim.outputs[cc], run_alone(make_prompt(4, 200), 2));
+}
+
+// Prompt logprobs (Request::prompt_logprobs): every prompt token after the first is scored exactly once, in
+// order, by rows of the chunks that compute it; the prompt's last position samples the first output token;
+// the chunks stay within the logits rows of a step; the outputs are those of the request run without scoring.
+TEST(Scheduler, PromptScoringRowsCoverThePromptWithinTheRowLimit) {
+  for (const int max_rows : {0, 5, 16}) {
+    SchedulerConfig c = config(4, 12, 128, 64, 4);
+    c.max_logit_rows = max_rows;
+    Scheduler s(c);
+    Request a = make_request(30, 4, 1);
+    a.prompt_logprobs = 2;
+    const uint64_t ida = s.add(a);
+    const uint64_t idb = s.add(make_request(9, 6, 50));  // beside it, not scoring
+    Request one = make_request(1, 2, 90);                // a one-token prompt scores nothing
+    one.prompt_logprobs = 0;
+    const uint64_t idc = s.add(one);
+    Sim sim(s);
+    sim.run_to_completion();
+    ASSERT_EQ(sim.scored[ida].size(), 29u) << "max_logit_rows " << max_rows;
+    for (int64_t p = 1; p < 30; ++p) EXPECT_EQ(sim.scored[ida][p], int32_t(1 + p)) << "position " << p;
+    EXPECT_TRUE(sim.scored[idb].empty());
+    EXPECT_TRUE(sim.scored[idc].empty());
+    EXPECT_EQ(sim.outputs[ida], run_alone(make_prompt(30, 1), 4));
+    EXPECT_EQ(sim.outputs[idb], run_alone(make_prompt(9, 50), 6));
+    EXPECT_EQ(sim.outputs[idc], run_alone(make_prompt(1, 90), 2));
+  }
+}
+
+// A scoring request never takes a prefix-cache hit (its cached tokens would have no logits rows). (Preemption:
+// RandomWorkloadMatchesRunningAlone, where a request preempted before its prompt is scored scores it again.)
+TEST(Scheduler, PromptScoringBesidePrefixCaching) {
+  SchedulerConfig c = config(2, 64, 64, 24, 4);
+  c.prefix.enabled = true;
+  c.prefix.num_snapshots = 8;
+  Scheduler s(c);
+  Sim sim(s);
+  // a first turn leaves its state in the cache; the next turn's prompt continues it
+  const uint64_t first = s.add(make_request(24, 2, 1));
+  sim.run_to_completion();
+  ASSERT_EQ(sim.outputs[first].size(), 2u);
+  std::vector<int32_t> turn2 = make_prompt(24, 1);
+  turn2.insert(turn2.end(), sim.outputs[first].begin(), sim.outputs[first].end());
+  for (int32_t t : {500, 501, 502, 503}) turn2.push_back(t);
+  Request r;
+  r.prompt = turn2;
+  r.max_tokens = 3;
+  r.prompt_logprobs = 1;
+  const uint64_t id = s.add(r);
+  sim.step();
+  EXPECT_EQ(sim.last_plan.batch.seqs.at(0).state_init, StateInit::Zero) << "no prefix-cache hit when scoring";
+  EXPECT_EQ(sim.last_plan.batch.seqs.at(0).context_len, 0);
+  sim.run_to_completion();
+  ASSERT_EQ(sim.scored[id].size(), turn2.size() - 1);
+  for (size_t p = 1; p < turn2.size(); ++p) EXPECT_EQ(sim.scored[id][int64_t(p)], turn2[p]);
+  EXPECT_EQ(sim.outputs[id], run_alone(turn2, 3));
+  Request control;  // the same turn unscored does hit the cache
+  control.prompt = turn2;
+  control.max_tokens = 2;
+  const uint64_t cid = s.add(control);
+  sim.step();
+  EXPECT_GT(sim.last_plan.batch.seqs.at(0).context_len, 0) << "the control should hit: the test would be vacuous";
+  sim.run_to_completion();
+  EXPECT_EQ(sim.outputs[cid], run_alone(turn2, 2));
 }

@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     const float M = block_max(r.m, sh.red);
     const double se = block_sum_d(r.m > -INFINITY ? r.s * exp(double(r.m) - double(M)) : 0.0, sh);
     const ArgBest top = block_first(r.bv, r.bi, sh);
-    const int token = top.i < V ? top.i : 0;
+    const int token = rp.forced >= 0 ? rp.forced : top.i < V ? top.i : 0;
     const double log_z = double(M) + log(se);
     if (tid == 0) {
       p.out_token[row] = token;

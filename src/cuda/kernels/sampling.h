@@ -29,6 +29,8 @@ struct SampleRow {
   int bias_begin = 0;              // [pen_begin, bias_begin), logit biases in [bias_begin, pen_end)
                                    // (the bias value's float bits in pen_counts)
   int masked = 0;                  // 1: the row's bitset in SamplingParams::mask applies
+  int forced = -1;                 // >= 0: a scoring row (SampleParams::forced_token): this token, nothing drawn
+                                   // (the row is greedy without penalties, bias or mask: the prepass's path)
 };
 
 struct SamplingParams {
