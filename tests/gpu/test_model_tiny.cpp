@@ -340,6 +340,52 @@ TEST_P(TinyModel, BatchedEqualsAlone) {
   }
 }
 
+// Prompt scoring on the GPU (the rows the scheduler plans for prompt logprobs): one prefill of the len150
+// prompt with a logits row per token, each row but the last scoring the next prompt token
+// (SampleParams::forced_token), the last one sampled greedily; fp32, against the log-softmax of the CPU model's
+// logits of the same positions.
+TEST(TinyModelScoring, PromptScoresMatchTheCpuLogits) {
+  DS_REQUIRE_GPU();
+  auto b = make("float32", "fast");
+  const auto ids = ref().ints("len150.ids");
+  const int n = int(ids.size());
+  const auto want = cpu_logits(ids, -1);
+  const int V = int(want.size()) / n;
+  StepPlan plan;
+  std::vector<int32_t> pages;
+  for (int i = 0; i < (n + 15) / 16; ++i) pages.push_back(i);
+  plan.batch.add(0, 0, ids, pages, /*logits_all=*/true);
+  for (int i = 0; i < n; ++i) {
+    SeqSampling row;
+    row.seq_id = 1;
+    row.params.temperature = 0.f;
+    row.params.num_logprobs = 2;
+    if (i + 1 < n) row.params.forced_token = ids[size_t(i + 1)];
+    plan.sampling.push_back(row);
+  }
+  const StepResult res = b->execute(plan);
+  ASSERT_EQ(int(res.samples.size()), n);
+  auto log_softmax_at = [&](int row, int32_t token) {
+    const float* x = want.data() + size_t(row) * V;
+    double mx = -1e300, sum = 0;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, double(x[v]));
+    for (int v = 0; v < V; ++v) sum += std::exp(double(x[v]) - mx);
+    return double(x[token]) - mx - std::log(sum);
+  };
+  double worst = 0;
+  for (int i = 0; i < n; ++i) {
+    const SampleResult& s = res.samples[size_t(i)];
+    if (i + 1 < n) {
+      EXPECT_EQ(s.token, ids[size_t(i + 1)]) << "row " << i;
+    }
+    worst = std::max(worst, std::abs(double(s.logprob) - log_softmax_at(i, s.token)));
+    ASSERT_EQ(s.top_logprobs.size(), 2u);
+    worst = std::max(worst, std::abs(double(s.top_logprobs[0].second) - log_softmax_at(i, s.top_logprobs[0].first)));
+  }
+  std::printf("prompt scores on the GPU (fp32): worst |logprob - CPU| %.3g\n", worst);
+  EXPECT_LT(worst, 1e-3);  // fp32 GPU logits within ~1e-4 relative of the CPU's (TinyModel's bound), |logit| < 10
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, TinyModel,
                          ::testing::Combine(::testing::Values(std::string("float32"), std::string("bfloat16")),
                                             ::testing::Values(std::string("fast"), std::string("reference"))));

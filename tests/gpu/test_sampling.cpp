@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 
+#include "core/error.h"
 #include "cuda/kernels/sampling.h"
 #include "cuda/sampling_rows.h"
 #include "gpu_test_util.h"
@@ -185,6 +186,48 @@ void SamplingWithMasksAndBiasMatchesCpuSamplerBody() {
 TEST(GpuOps, SamplingWithMasksAndBiasMatchesCpuSampler) {
   DS_REQUIRE_GPU();
   with_switch_off_and_on(g_radix, "sampling_radix", SamplingWithMasksAndBiasMatchesCpuSamplerBody);
+}
+
+// Scoring rows (SampleParams::forced_token, prompt logprobs) beside sampled ones: the GPU reports the given
+// token with the CPU sampler's logprob and top alternatives of the raw logits; the sampled rows are unchanged.
+void SamplingScoringRowsMatchCpuSamplerBody() {
+  const int V = 163840, rows = 12;
+  std::vector<SampleParams> ps(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) {
+    SampleParams& p = ps[size_t(r)];
+    p.temperature = r % 2 ? 0.f : 0.7f;
+    p.seed = 900 + uint64_t(r);
+    p.num_logprobs = r % 3;
+    if (r % 3 != 2) {  // scoring: greedy, a token that is not the argmax
+      p.temperature = 0.f;
+      p.forced_token = int32_t((uint32_t(r) * 40503u) % uint32_t(V));
+    }
+  }
+  auto logits = randn(size_t(rows) * V, 97, 2.f);
+  const SamplingRows prep = prepare_sampling_rows(ps, {});
+  const GpuSamples g = run_gpu_sampling(logits, rows, V, prep);
+  const auto ref = sample_cpu(logits.data(), rows, V, ps, {});
+  const int max_lp = prep.max_logprobs;
+  for (int r = 0; r < rows; ++r) {
+    if (ps[size_t(r)].forced_token >= 0) {
+      EXPECT_EQ(g.tokens[size_t(r)], ps[size_t(r)].forced_token) << "row " << r;
+    }
+    EXPECT_EQ(g.tokens[size_t(r)], ref[size_t(r)].token) << "row " << r;
+    EXPECT_NEAR(g.logprobs[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
+    for (size_t i = 0; i < ref[size_t(r)].top_logprobs.size(); ++i) {
+      EXPECT_EQ(g.top_ids[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].first) << "row " << r;
+      EXPECT_NEAR(g.top_logprobs[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].second, 1e-4);
+    }
+  }
+  SampleParams bad;  // a scoring row must be greedy, without penalties or bias
+  bad.forced_token = 3;
+  bad.temperature = 0.5f;
+  EXPECT_THROW(prepare_sampling_rows({bad}, {}), Error);
+}
+
+TEST(GpuOps, SamplingScoringRowsMatchCpuSampler) {
+  DS_REQUIRE_GPU();
+  with_switch_off_and_on(g_radix, "sampling_radix", SamplingScoringRowsMatchCpuSamplerBody);
 }
 
 // The sampler's launches: rows whose penalty lists together exceed the planned staging are split
