@@ -36,6 +36,13 @@ MaxModelLen resolve_max_model_len(int64_t flag, int64_t model_max_len, const Bac
   r.asked = r.len = flag > 0 ? flag : model_max_len;
   if (lim.block_size > 0 && lim.num_blocks > 0) r.cache_tokens = int64_t(lim.num_blocks) * lim.block_size;
   r.max_context = lim.max_context;
+  // As vLLM: a length asked for that the cache cannot hold is an error; the model's own is lowered to fit.
+  if (r.from_flag && r.cache_tokens > 0 && r.len > r.cache_tokens)
+    fail("--max-model-len {}: one sequence of that length does not fit the MLA cache, which holds {} tokens ({} pages "
+         "x {}); give the cache more memory (a higher --gpu-memory-utilization, or --kv-cache-dtype fp8: half the "
+         "bytes a token; --kv-cache-tokens on --device cpu), or lower --max-model-len to {} or less (without it, "
+         "the longest that fits is used)",
+         r.asked, r.cache_tokens, lim.num_blocks, lim.block_size, r.cache_tokens);
   if (r.cache_tokens > 0 && r.len > r.cache_tokens) {
     r.len = r.cache_tokens;
     r.limited_by = MaxModelLen::Limit::Cache;

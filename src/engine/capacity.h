@@ -10,7 +10,9 @@ namespace ds {
 
 // max_model_len as resolved from the flag (0: the model config's max position, 1,048,576 for Kimi Linear),
 // lowered to what the backend can serve: the MLA page pool's tokens, then BackendLimits::max_context (the
-// longest context one step can attend over, where the backend has such a limit).
+// longest context one step can attend over, where the backend has such a limit). A flag value above what the
+// MLA pages hold is not lowered: resolve_max_model_len throws ds::Error with the numbers and what to change
+// (vLLM refuses to start too).
 struct MaxModelLen {
   int64_t len = 0;
   int64_t asked = 0;             // the flag, or the model's when the flag is 0

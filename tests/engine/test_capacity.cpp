@@ -1,5 +1,6 @@
 // Admission and memory truth: max_model_len resolved from the flag or the model's 1,048,576, lowered by the
-// cache and by the backend's context limit with the reason in words; full-length sequences that fit.
+// cache (the model's only: a flag beyond it is refused) and by the backend's context limit with the reason in
+// words; full-length sequences that fit.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -46,6 +47,23 @@ TEST(Capacity, MaxModelLenDefaultsToTheModelsAndIsLoweredWithAReason) {
   EXPECT_EQ(m.len, 5000);
   EXPECT_EQ(context_limit_note(m), "");
   EXPECT_THROW(resolve_max_model_len(-1, 5000, limits(0, 16, 4)), Error);
+}
+
+// As vLLM: a --max-model-len the cache cannot hold is a start-up error with the numbers and what to change,
+// never silently lowered; the model's own length (no flag) is still lowered to fit, as above.
+TEST(Capacity, AnExplicitMaxModelLenBeyondTheCacheIsRefused) {
+  try {
+    resolve_max_model_len(200000, 1048576, limits(8192, 16, 4));
+    ADD_FAILURE() << "lowered instead of refused";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const char* part : {"--max-model-len 200000", "131072 tokens", "8192 pages x 16", "--gpu-memory-utilization",
+                             "--kv-cache-dtype fp8", "--kv-cache-tokens", "lower --max-model-len to 131072"})
+      EXPECT_NE(m.find(part), std::string::npos) << part << " in: " << m;
+  }
+  // Exactly what the cache holds is fine; so is the default.
+  EXPECT_EQ(resolve_max_model_len(131072, 1048576, limits(8192, 16, 4)).len, 131072);
+  EXPECT_EQ(resolve_max_model_len(0, 1048576, limits(8192, 16, 4)).len, 131072);
 }
 
 TEST(Capacity, FullLengthSequencesInPagesAndSlots) {
