@@ -76,18 +76,23 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);
+  ctx.apply_usage_policy(opt);
   const bool parse_tools = req.parse_tool_calls();
   // The tool-call markers are special tokens: keep them in the text for the parser.
   if (parse_tools) opt.skip_special_tokens = false;
+  // As vLLM: --response-role, or, continuing the conversation without a generation prompt, the last role.
+  const std::string role = req.add_generation_prompt ? ctx.response_role
+                                                     : req.messages.back().value("role", ctx.response_role);
 
   std::vector<int32_t> ids = chat_prompt_ids(ctx, req);
-  int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens);
+  int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens, "messages", req.max_tokens_field);
 
   const std::string id = make_request_id("chatcmpl-");
   const int64_t created = unix_time();
   spdlog::debug("request {}: chat, {} messages, {} prompt tokens, n={}, max_tokens={}, stream={}, tools={}", id,
                 req.messages.size(), ids.size(), opt.n, max_tokens, opt.stream, parse_tools);
   GenerationJob job(*ctx.engine, *ctx.metrics, http.received);
+  job.set_length_param(req.max_tokens_field);
   job.set_prompts_per_choice(opt.n);
   job.submit(ctx.make_requests(opt, id, {ids}, {max_tokens}));
   const size_t num_choices = job.choices().size();
@@ -113,7 +118,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
     for (size_t i = 0; i < num_choices; ++i) {
       const auto& c = job.choices()[i];
       if (c.finish == FinishReason::Error) throw internal_error("generation failed: " + c.error);
-      json message = {{"role", "assistant"}};
+      json message = {{"role", role}};
       bool called = false;
       if (parse_tools) {
         ToolParseDelta a = parsers[i]->push(texts[i]);
@@ -158,7 +163,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
 
   w.begin_stream(200, "text/event-stream");
   for (size_t i = 0; i < num_choices; ++i)
-    w.write(sse_event(chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr)));
+    w.write(sse_event(chunk(i, {{"role", role}, {"content", ""}}, nullptr, nullptr)));
   std::vector<bool> called(num_choices, false);
   std::string error;
   bool complete = job.run(

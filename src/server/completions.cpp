@@ -27,6 +27,7 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& http, Respo
   SamplingOptions& opt = req.opt;
   std::string model = ctx.resolve_model(opt.model);
   opt.grammar = compile_output_constraint(opt.constraint, http.body);
+  ctx.apply_usage_policy(opt);
 
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> prompt_texts;  // for echo

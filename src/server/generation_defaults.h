@@ -17,6 +17,8 @@ struct SamplingDefaults {
   // Not from a generation config: vLLM's --return-tokens-as-token-ids, the default of the request field
   // return_tokens_as_token_ids (logprob tokens as "token_id:N").
   bool tokens_as_ids = false;
+  // Nor this: vLLM's --max-logprobs, the most logprobs / top_logprobs a request may ask for (400 above).
+  int max_logprobs = 20;
   bool empty() const { return !temperature && !top_p && !min_p && !repetition_penalty && !top_k && !max_tokens; }
   // "temperature=0.6, top_p=0.95, max_new_tokens=4096" (the fields set, in that order); "" when empty.
   std::string describe() const;

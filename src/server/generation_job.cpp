@@ -41,7 +41,7 @@ void GenerationJob::submit(std::vector<GenerationRequest> reqs) {
       choices_.clear();  // nothing ran: not recorded
       switch (st) {
         case SubmitStatus::Overloaded: throw too_many_requests("the server is overloaded: " + why);
-        case SubmitStatus::TooLong: throw bad_request(why, "max_tokens");
+        case SubmitStatus::TooLong: throw bad_request(why, length_param_);
         case SubmitStatus::ShuttingDown: throw unavailable("the server is shutting down");
         case SubmitStatus::Unavailable: throw unavailable(why);
         default: throw bad_request(why.empty() ? "invalid request" : why);

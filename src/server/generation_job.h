@@ -66,6 +66,8 @@ class GenerationJob {
   // Marks a choice's reported finish reason for the metrics (e.g. "tool_calls").
   void set_reported_reason(int choice, std::string reason);
   void set_prompts_per_choice(int n) { n_per_prompt_ = n; }
+  // The request field the engine's "too long" refusal names (max_tokens, max_completion_tokens, ...).
+  void set_length_param(std::string field) { length_param_ = std::move(field); }
 
  private:
   void take(int i, const GenerationOutput& out, const std::function<void(int, const GenerationOutput&)>& on_output);
@@ -81,6 +83,7 @@ class GenerationJob {
   std::vector<std::string> reported_;
   std::vector<bool> recorded_;
   int n_per_prompt_ = 1;
+  std::string length_param_ = "max_tokens";
 };
 
 // "stop", "length", "abort", "error".

@@ -82,8 +82,10 @@ std::optional<int64_t> FieldReader::integer(const std::string& key, int64_t lo, 
   if (!v) return std::nullopt;
   int64_t x = 0;
   if (v->is_number_unsigned()) {
-    uint64_t u = v->get<uint64_t>();
-    x = u > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(u);
+    const uint64_t u = v->get<uint64_t>();
+    if (u > uint64_t(INT64_MAX))  // beyond every range here (int64): never clamped into one
+      throw bad_request(fmt::format("'{}' must be between {} and {}, got {}", name(key), lo, hi, u), name(key));
+    x = int64_t(u);
   } else if (v->is_number_integer()) {
     x = v->get<int64_t>();
   } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "server/api_error.h"
 #include "server/json_fields.h"
 #include "server/structured_output.h"
@@ -11,8 +13,6 @@ namespace ds::server {
 using nlohmann::json;
 
 namespace {
-
-constexpr int64_t kMaxTokensLimit = int64_t(1) << 40;  // larger is certainly a mistake
 
 std::vector<int32_t> token_ids(const json& v, const std::string& field, int vocab_size) {
   std::vector<int32_t> ids;
@@ -102,6 +102,9 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size, const Sampl
     if (r.has(k)) throw bad_request(fmt::format("'{}' is not supported", k), k);
   }
 }
+
+// --max-logprobs (the defaults' cap; kMaxLogprobs without defaults).
+int64_t max_logprobs(const SamplingDefaults* d) { return d ? std::min(d->max_logprobs, kMaxLogprobs) : kMaxLogprobs; }
 
 void check_max_tokens(const SamplingOptions& o, const char* field) {
   if (o.max_tokens && (*o.max_tokens < 1 || *o.max_tokens > kMaxTokensLimit))
@@ -237,6 +240,11 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size, con
         if (!p.is_string() && !p.is_array())
           throw bad_request(
               fmt::format("'{}' must be a string or an array of token ids, got {}", at, json_type_name(p)), "prompt");
+        if (p.is_string() != (*prompt)[0].is_string())  // as vLLM: a list of strings or a list of id lists
+          throw bad_request(fmt::format("'prompt' mixes strings and token-id arrays ('prompt[0]' is {}, '{}' is {}); "
+                                        "send a list of strings or a list of token-id arrays",
+                                        json_type_name((*prompt)[0]), at, json_type_name(p)),
+                            "prompt");
         req.prompts.push_back(prompt_from(p, at, vocab_size));
       }
     }
@@ -250,7 +258,7 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size, con
     throw bad_request(fmt::format("too many choices: {} prompts x n={}", req.prompts.size(), req.opt.n), "n");
 
   req.echo = r.boolean("echo").value_or(false);
-  if (auto lp = r.integer("logprobs", 0, kMaxLogprobs)) req.opt.sampling.num_logprobs = int(*lp);
+  if (auto lp = r.integer("logprobs", 0, max_logprobs(defaults))) req.opt.sampling.num_logprobs = int(*lp);
   if (req.echo && req.opt.sampling.num_logprobs >= 0)
     throw bad_request("'echo' together with 'logprobs' (prompt logprobs) is not supported", "echo");
   if (auto suffix = r.string("suffix"); suffix && !suffix->empty())
@@ -269,6 +277,7 @@ ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFi
   check_max_tokens(req.opt, "max_tokens");
   if (auto m = r.integer("max_completion_tokens", INT64_MIN, INT64_MAX)) {
     req.opt.max_tokens = m;
+    req.max_tokens_field = "max_completion_tokens";
     check_max_tokens(req.opt, "max_completion_tokens");
   }
 
@@ -312,7 +321,7 @@ ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFi
     throw bad_request("'functions'/'function_call' are deprecated and not supported; use 'tools'", "functions");
 
   bool logprobs = r.boolean("logprobs").value_or(false);
-  auto top = r.integer("top_logprobs", 0, kMaxLogprobs);
+  auto top = r.integer("top_logprobs", 0, max_logprobs(defaults));
   if (top && !logprobs) throw bad_request("'top_logprobs' requires 'logprobs' to be true", "top_logprobs");
   if (logprobs) req.opt.sampling.num_logprobs = int(top.value_or(0));
 

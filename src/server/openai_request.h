@@ -19,6 +19,7 @@ namespace ds::server {
 
 inline constexpr int kMaxLogprobs = 20;  // top logprobs per token (vLLM's default max_logprobs)
 inline constexpr int kMaxChoices = 128;  // n
+inline constexpr int64_t kMaxTokensLimit = int64_t(1) << 40;  // max_tokens: larger is certainly a mistake
 
 // Options both endpoints share.
 struct SamplingOptions {
@@ -66,6 +67,7 @@ struct ChatRequest {
   bool add_generation_prompt = true;
   bool continue_final_message = false;
   nlohmann::json template_kwargs = nlohmann::json::object();
+  std::string max_tokens_field = "max_tokens";  // the field that set opt.max_tokens (errors name it)
   bool parse_tool_calls() const { return tools.is_array() && !tools.empty() && tool_choice != ToolChoice::None; }
 };
 

@@ -145,9 +145,6 @@ std::string route_path(const std::string& path, std::string* id) {
   return path;
 }
 
-// Endpoints that answer without an API key (health probes).
-bool open_endpoint(const std::string& path) { return path == "/health" || path == "/ping"; }
-
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char d = 0;
@@ -187,6 +184,9 @@ OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared
   ctx_.defaults = &opts_.sampling_defaults;
   ctx_.seed = opts_.seed;
   ctx_.responses = std::make_shared<ResponseStore>(opts_.responses_store_bytes);
+  ctx_.response_role = opts_.response_role;
+  ctx_.force_include_usage = opts_.force_include_usage;
+  ctx_.content_parts_as_string = opts_.content_parts_as_string;
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(
@@ -204,34 +204,86 @@ int OpenAIServer::requests_in_progress() const { return pool_.busy(); }
 void OpenAIServer::cancel_all() { cancel_.fire(); }
 
 
-Headers OpenAIServer::cors_headers(const std::string& origin) const {
+Headers OpenAIServer::cors_headers(const std::string& origin, bool has_cookie) const {
   if (origin.empty()) return {};
+  Headers h;
   for (const auto& o : opts_.allowed_origins) {
-    if (o == "*") return {{"Access-Control-Allow-Origin", "*"}};
-    if (o == origin) return {{"Access-Control-Allow-Origin", origin}, {"Vary", "Origin"}};
+    // "*" cannot go with credentials (browsers refuse it) nor answer a request with cookies: name the origin.
+    if (o == "*" && !opts_.allow_credentials && !has_cookie) {
+      h = {{"Access-Control-Allow-Origin", "*"}};
+      break;
+    }
+    if (o == "*" || o == origin) {
+      h = {{"Access-Control-Allow-Origin", origin}, {"Vary", "Origin"}};
+      break;
+    }
   }
-  return {};
+  if (!h.empty() && opts_.allow_credentials) h.emplace_back("Access-Control-Allow-Credentials", "true");
+  return h;
+}
+
+HttpResponse OpenAIServer::options_response(const HttpRequest& req) const {
+  static const char* const kAllMethods = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT";
+  const std::string origin = req.header("origin"), method = req.header("access-control-request-method");
+  if (origin.empty() || method.empty()) return {200, "text/plain", "", {{"Allow", "DELETE, GET, POST, OPTIONS"}}};
+  // A CORS preflight: the origin, the method and every requested header must be allowed.
+  const auto listed = [](const std::vector<std::string>& list, std::string item) {
+    for (char& c : item) c = char(std::tolower((unsigned char)c));
+    for (std::string x : list) {
+      for (char& c : x) c = char(std::tolower((unsigned char)c));
+      if (x == "*" || x == item) return true;
+    }
+    return false;
+  };
+  std::vector<std::string> failures;
+  Headers h = cors_headers(origin, false);
+  if (h.empty()) failures.push_back("origin");
+  if (!listed(opts_.allowed_methods, method)) failures.push_back("method");
+  const std::string asked = req.header("access-control-request-headers");
+  // Headers a browser may always send (the CORS safelist) are allowed whatever the list says.
+  std::vector<std::string> headers = opts_.allowed_headers;
+  headers.insert(headers.end(), {"accept", "accept-language", "content-language", "content-type"});
+  for (size_t b = 0; b < asked.size();) {
+    size_t e = std::min(asked.find(',', b), asked.size());
+    std::string name = asked.substr(b, e - b);
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (!name.empty() && !listed(headers, name)) {
+      failures.push_back("headers");
+      break;
+    }
+    b = e + 1;
+  }
+  if (!failures.empty()) {
+    std::string what;
+    for (const auto& f : failures) what += (what.empty() ? "" : ", ") + f;
+    return {400, "text/plain", "Disallowed CORS " + what, {}};
+  }
+  std::string methods;
+  for (const auto& m : opts_.allowed_methods) methods += (methods.empty() ? "" : ", ") + m;
+  if (listed(opts_.allowed_methods, "*")) methods = kAllMethods;
+  std::string allowed_headers = asked.empty() ? "*" : asked;  // any: the requested ones echoed
+  if (!listed(opts_.allowed_headers, "*")) {
+    allowed_headers.clear();
+    for (const auto& x : headers) allowed_headers += (allowed_headers.empty() ? "" : ", ") + x;
+  }
+  h.emplace_back("Access-Control-Allow-Methods", methods);
+  h.emplace_back("Access-Control-Allow-Headers", allowed_headers);
+  h.emplace_back("Access-Control-Max-Age", "600");
+  return {200, "text/plain", "", std::move(h)};
 }
 
 void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) {
-  const std::string origin = req.header("origin");
-  Headers cors = cors_headers(origin);
+  Headers extra = cors_headers(req.header("origin"), !req.header("cookie").empty());
+  if (opts_.request_id_headers) {
+    const std::string id = req.header("x-request-id");
+    extra.emplace_back("X-Request-Id", id.empty() ? (make_request_id("") + make_request_id("")).substr(0, 32) : id);
+  }
   if (req.method == "OPTIONS") {
     // CORS preflight (or a plain OPTIONS): answered here, without an API key (browsers send none).
-    HttpResponse res{200, "text/plain", "", {{"Allow", "GET, POST, OPTIONS"}}};
-    if (!origin.empty() && !req.header("access-control-request-method").empty()) {
-      if (cors.empty()) {
-        metrics_.record_http("other", 400);
-        raw->send({400, "text/plain", "Disallowed CORS origin", {}});
-        return;
-      }
-      std::string asked = req.header("access-control-request-headers");
-      res.headers.insert(res.headers.end(), cors.begin(), cors.end());
-      res.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-      res.headers.emplace_back("Access-Control-Allow-Headers", asked.empty() ? "*" : asked);
-      res.headers.emplace_back("Access-Control-Max-Age", "600");
-    }
-    metrics_.record_http("other", 200);
+    HttpResponse res = options_response(req);
+    if (opts_.request_id_headers) res.headers.push_back(extra.back());
+    metrics_.record_http("other", res.status);
     raw->send(std::move(res));
     return;
   }
@@ -247,13 +299,13 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
   std::optional<AccessInfo> access;
   if (opts_.access_log) access = AccessInfo{req.remote, req.method, req.target, req.received};
   auto w = std::make_shared<RecordingWriter>(std::move(raw), metrics_, path_known ? path : "other", cancel_,
-                                             std::move(cors), std::move(access));
+                                             std::move(extra), std::move(access));
   spdlog::debug("http {}: {} {} ({} bytes)", req.remote, req.method, req.target, req.body.size());
   try {
-    // As in vLLM, the key guards the API; the probes and the scrape stay open (--protect-metrics).
-    const bool open_path = open_endpoint(req.path) || req.path == "/version" ||
-                           (req.path == "/metrics" && !opts_.protect_metrics);
-    if (!open_path && !opts_.api_key.empty()) {
+    // As in vLLM, the key guards the API under /v1 only: the probes, /tokenize, /detokenize and the scrape stay
+    // open (--protect-metrics closes /metrics).
+    const bool guarded = req.path.starts_with("/v1") || (req.path == "/metrics" && opts_.protect_metrics);
+    if (guarded && !opts_.api_key.empty()) {
       std::string auth = req.header("authorization");
       if (!bearer_matches(auth, opts_.api_key))
         throw unauthorized(auth.empty() ? "Missing API key: send 'Authorization: Bearer <key>'"

@@ -42,6 +42,16 @@ struct ServerOptions {
   bool strict_request_fields = false;
   // CORS: origins whose browser requests may read the responses ("*": any). Empty: no CORS headers.
   std::vector<std::string> allowed_origins = {"*"};
+  // CORS preflights: the methods and request headers allowed ("*": any, the requested headers echoed), and
+  // whether browsers may send credentials (then the origin is named instead of "*").
+  std::vector<std::string> allowed_methods = {"*"}, allowed_headers = {"*"};
+  bool allow_credentials = false;
+  // X-Request-Id on every response: the request's own header, else a new random id (vLLM's
+  // --enable-request-id-headers).
+  bool request_id_headers = false;
+  std::string response_role = "assistant";  // chat completion messages' role (--response-role)
+  bool force_include_usage = false;  // every stream ends with a usage chunk (--enable-force-include-usage)
+  bool content_parts_as_string = false;  // --chat-template-content-format string: text parts joined by "\n"
   // Sampling defaults for the fields a request leaves out, and a cap on max_tokens (--generation-config).
   SamplingDefaults sampling_defaults;
   // --seed: requests without their own seed draw from a sequence seeded here (reproducible runs).
@@ -72,7 +82,9 @@ class OpenAIServer {
  private:
   void handle(HttpRequest req, std::shared_ptr<ResponseWriter> w);
   // The CORS headers for a request from `origin` ("" when it sent none): empty when not allowed.
-  Headers cors_headers(const std::string& origin) const;
+  Headers cors_headers(const std::string& origin, bool has_cookie) const;
+  // The answer to an OPTIONS request (a CORS preflight when it names an origin and a method).
+  HttpResponse options_response(const HttpRequest& req) const;
 
   ServerOptions opts_;
   EngineClient& engine_;

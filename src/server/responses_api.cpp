@@ -65,10 +65,11 @@ class OutputBuilder {
          {{"item_id", item_id()}, {"output_index", open_}, {"delta", d.arguments}});
   }
 
-  // Closes the open item and returns the output items (an empty output gets one empty message).
-  json finish() {
+  // Closes the open item with `status` ("incomplete" when max_output_tokens cut it) and returns the output
+  // items (an empty output gets one empty message).
+  json finish(const char* status = "completed") {
     if (output_.empty()) open_message();
-    close();
+    close(status);
     return output_;
   }
 
@@ -111,10 +112,10 @@ class OutputBuilder {
     send("response.output_item.added", {{"output_index", open_}, {"item", item}});
   }
 
-  void close() {
+  void close(const char* status = "completed") {
     if (open_ < 0) return;
     json& item = output_[size_t(open_)];
-    item["status"] = "completed";
+    item["status"] = status;
     if (open_is_message_) {
       const json& part = item["content"][0];
       send("response.output_text.done", {{"item_id", item_id()},
@@ -163,7 +164,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
   if (parse_tools) opt.skip_special_tokens = false;  // the tool-call markers are special tokens
 
   std::vector<int32_t> ids = chat_prompt_ids(ctx, req.chat);
-  const int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens);
+  const int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens, "input", "max_output_tokens");
   const std::string id = make_request_id("resp_");
   const int64_t created = unix_time();
   spdlog::debug("request {}: responses, {} prompt tokens, max_tokens={}, stream={}, tools={}", id, ids.size(),
@@ -191,7 +192,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
                 {"top_p", req.top_p},
                 {"truncation", "disabled"},
                 {"usage", std::move(usage)},
-                {"user", nullptr},
+                {"user", req.user},
                 {"metadata", req.metadata}};
   };
   // A cut by max_output_tokens is an incomplete response.
@@ -201,6 +202,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
   };
 
   GenerationJob job(*ctx.engine, *ctx.metrics, http.received);
+  job.set_length_param("max_output_tokens");
   job.submit(ctx.make_requests(opt, id, {ids}, {max_tokens}));
   const auto cancelled = watch_cancellation(job, w);
   ToolCallParser parser;
@@ -224,8 +226,8 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
       out.text(text);
     }
     job.set_reported_reason(0, called && c.finish == FinishReason::Stop ? "tool_calls" : finish_reason_str(c.finish));
-    json res =
-        response_object(final_status(c.finish), out.finish(), responses_usage(job), incomplete_details(c.finish));
+    json res = response_object(final_status(c.finish), out.finish(final_status(c.finish)), responses_usage(job),
+                               incomplete_details(c.finish));
     if (keep) remember(*store, id, req, res);
     w.send({200, "application/json", dump(res), {}});
     return;
@@ -276,7 +278,7 @@ void serve_responses(const ServingContext& ctx, const HttpRequest& http, Respons
     emit("error", {{"code", e.type}, {"message", e.what()}, {"param", nullptr}});
   } else {
     const char* status = final_status(finish);
-    json res = response_object(status, out.finish(), responses_usage(job), incomplete_details(finish));
+    json res = response_object(status, out.finish(status), responses_usage(job), incomplete_details(finish));
     if (keep) remember(*store, id, req, res);
     emit(finish == FinishReason::Length ? "response.incomplete" : "response.completed", {{"response", std::move(res)}});
   }

@@ -215,7 +215,7 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
     t.string("verbosity");
     t.reject_unknown();
   }
-  if (const json* m = r.get("max_output_tokens")) {
+  if (auto m = r.integer("max_output_tokens", 1, kMaxTokensLimit)) {  // checked here to name this field
     req.max_output_tokens = *m;
     chat["max_completion_tokens"] = *m;
   }
@@ -232,13 +232,14 @@ ResponsesRequest parse_responses_request(const json& body, int vocab_size, const
     if (!md->is_object()) throw bad_request("'metadata' must be an object", "metadata");
     req.metadata = *md;
   }
-  r.string("user");
+  if (auto user = r.string("user")) req.user = *user;
   if (auto tr = r.string("truncation"); tr && *tr != "disabled" && *tr != "auto")
     throw bad_request("'truncation' must be \"disabled\" or \"auto\"", "truncation");
   r.ignore({"reasoning", "include", "service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
             "max_tool_calls", "stream_options"});
   r.reject_unknown();
   req.chat = parse_chat_request(chat, vocab_size, nullptr, defaults);
+  req.chat.max_tokens_field = "max_output_tokens";
   // The constraint's schemas are where the client wrote them, not where the chat body put them.
   OutputConstraint& c = req.chat.opt.constraint;
   if (c.field == "response_format") {

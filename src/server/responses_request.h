@@ -26,6 +26,7 @@ struct ResponsesRequest {
   nlohmann::json text_format = {{"type", "text"}};
   nlohmann::json metadata = nlohmann::json::object();
   nlohmann::json max_output_tokens;  // integer or null
+  nlohmann::json user;               // string or null
   bool parallel_tool_calls = true;
   bool store = true;                 // OpenAI's default: keep the response (when the server has a store)
   std::string previous_response_id;  // the stored response this one continues ("" none)

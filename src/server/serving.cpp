@@ -23,7 +23,8 @@ std::string ServingContext::resolve_model(const std::string& requested) const {
   throw not_found(fmt::format("The model `{}` does not exist.", requested), "model_not_found");
 }
 
-int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const {
+int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested,
+                                       const std::string& prompt_param, const std::string& max_tokens_param) const {
   int64_t limit = max_model_len();
   const std::string note = engine->context_limit_note();
   const std::string why = note.empty() ? "" : fmt::format(" ({})", note);
@@ -32,7 +33,7 @@ int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t>
                                   "tokens, which leaves no room for the completion. Please reduce the length of "
                                   "the prompt.{}",
                                   limit, prompt_len, why),
-                      "prompt");
+                      prompt_param);
   int64_t room = limit - int64_t(prompt_len);
   const int64_t cap = defaults && defaults->max_tokens ? *defaults->max_tokens : INT64_MAX;
   if (!requested) return int(std::min<int64_t>({room, cap, INT_MAX}));
@@ -41,7 +42,7 @@ int ServingContext::resolve_max_tokens(size_t prompt_len, std::optional<int64_t>
                                   "tokens ({} in the prompt, {} in the completion). Please reduce the length of "
                                   "the prompt or completion.{}",
                                   limit, int64_t(prompt_len) + *requested, prompt_len, *requested, why),
-                      "max_tokens");
+                      max_tokens_param);
   return int(std::min<int64_t>(*requested, cap));
 }
 
@@ -150,8 +151,32 @@ ChatPrompt render_chat_prompt(const Tokenizer& tok, const ChatRequest& req) {
   return prompt;
 }
 
+namespace {
+// --chat-template-content-format string: messages whose content is a list of parts get it as one string, the
+// text parts joined by newlines (vLLM's string form); nullopt when no message has a list.
+std::optional<ChatRequest> with_string_content(const ChatRequest& req) {
+  const auto listed = [](const json& m) {
+    const json* c = find_field(m, "content");
+    return c && c->is_array();
+  };
+  if (std::none_of(req.messages.begin(), req.messages.end(), listed)) return std::nullopt;
+  ChatRequest out = req;
+  for (json& m : out.messages) {
+    if (!listed(m)) continue;
+    std::string text;
+    for (const json& part : m["content"]) {
+      if (!text.empty()) text += '\n';
+      text += string_field(part, "text", "messages[].content[].text").value_or("");
+    }
+    m["content"] = std::move(text);
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<int32_t> chat_prompt_ids(const ServingContext& ctx, const ChatRequest& req) {
-  ChatPrompt prompt = render_chat_prompt(*ctx.tokenizer, req);
+  const std::optional<ChatRequest> joined = ctx.content_parts_as_string ? with_string_content(req) : std::nullopt;
+  ChatPrompt prompt = render_chat_prompt(*ctx.tokenizer, joined ? *joined : req);
   return ctx.specials_in_content ? ctx.tokenizer->encode(prompt.text) : ctx.tokenizer->encode_chat(prompt);
 }
 

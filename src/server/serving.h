@@ -38,6 +38,9 @@ struct ServingContext {
   std::optional<uint64_t> seed;
   std::shared_ptr<std::atomic<uint64_t>> seeded_requests = std::make_shared<std::atomic<uint64_t>>(0);
   std::shared_ptr<ResponseStore> responses;  // /v1/responses kept (nullptr or disabled: none)
+  std::string response_role = "assistant";   // chat messages' role (ServerOptions::response_role)
+  bool force_include_usage = false;          // ServerOptions::force_include_usage
+  bool content_parts_as_string = false;      // ServerOptions::content_parts_as_string
 
   const std::string& model_name() const { return model_names.front(); }
   // Throws 404 when `requested` is given and is not a served name; returns the name to report.
@@ -46,8 +49,15 @@ struct ServingContext {
   int64_t max_model_len() const { return engine->max_model_len(); }
   // Checks the prompt against max_model_len; returns the max_tokens to use (`requested`, or
   // all the room left when not given; at most the defaults' max_new_tokens). Throws 400 like vLLM
-  // ("maximum context length ...").
-  int resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested) const;
+  // ("maximum context length ..."), naming the request's own fields: `prompt_param` (prompt, messages,
+  // input) and `max_tokens_param` (max_tokens, max_completion_tokens, max_output_tokens).
+  int resolve_max_tokens(size_t prompt_len, std::optional<int64_t> requested,
+                         const std::string& prompt_param = "prompt",
+                         const std::string& max_tokens_param = "max_tokens") const;
+  // The stream's usage options after --enable-force-include-usage (a stream always ends with usage).
+  void apply_usage_policy(SamplingOptions& opt) const {
+    if (force_include_usage && opt.stream) opt.include_usage = true;
+  }
   // One engine request per choice: prompt-major, n per prompt, seeds seed + i.
   std::vector<GenerationRequest> make_requests(const SamplingOptions& opt, const std::string& id,
                                                const std::vector<std::vector<int32_t>>& prompts,

@@ -19,21 +19,24 @@ test('models.list through the SDK', async () => {
   assert.equal(r.json.data[0].object, 'model');
 });
 
-test('a wrong or missing API key is rejected with 401 everywhere but /health, /version and /metrics', async () => {
+test('a wrong or missing API key is rejected with 401 on the /v1 paths only (as vLLM)', async () => {
   const bad = new OpenAI({ baseURL: `${URL}/v1`, apiKey: 'wrong', maxRetries: 0 });
   await assert.rejects(bad.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
   await assert.rejects(bad.completions.create({ model: MODEL, prompt: 'x', max_tokens: 1 }),
     (e) => e.status === 401);
   for (const [path, method] of [['/v1/models', 'GET'], ['/v1/completions', 'POST'],
-    ['/v1/chat/completions', 'POST'], ['/tokenize', 'POST'], ['/detokenize', 'POST']]) {
+    ['/v1/chat/completions', 'POST'], ['/v1/responses', 'POST']]) {
     const r = await call(path, { method, key: null, body: method === 'POST' ? {} : undefined });
     assert.equal(r.status, 401, path);
     assert.equal(r.json.error.type, 'authentication_error', path);
   }
-  // As in vLLM, the probes and the Prometheus scrape need no key (--protect-metrics closes /metrics).
+  // As in vLLM, the probes, the Prometheus scrape (--protect-metrics closes it) and the tokenizer endpoints
+  // need no key.
   for (const path of ['/health', '/version', '/metrics']) {
     assert.equal((await call(path, { method: 'GET', key: null })).status, 200, path);
   }
+  assert.equal((await call('/tokenize', { key: null, body: { model: MODEL, prompt: 'x' } })).status, 200);
+  assert.equal((await call('/detokenize', { key: null, body: { model: MODEL, tokens: [1, 2] } })).status, 200);
 });
 
 test('tokenize and detokenize round-trip', async () => {

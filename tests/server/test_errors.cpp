@@ -169,8 +169,10 @@ TEST(Errors, ApiKey) {
     EXPECT_EQ(c.get(path, {{"Authorization", "Bearer sekret"}}).status, 200) << path;
   }
   expect_error(c.post("/v1/completions", json{{"prompt", "x"}}.dump()), 401, "", "completions");
-  expect_error(c.post("/tokenize", json{{"prompt", "x"}}.dump()), 401, "", "tokenize");
-  expect_error(c.get("/nope"), 401, "", "unknown path without key");
+  // As in vLLM, the key guards /v1 only: /tokenize answers without it, an unknown path is a 404.
+  EXPECT_EQ(c.post("/tokenize", json{{"prompt", "x"}}.dump()).status, 200);
+  expect_error(c.get("/nope"), 404, "", "unknown path without key");
+  expect_error(c.get("/v1/nope"), 401, "", "unknown /v1 path without key");
   EXPECT_EQ(
       c.post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 1}}.dump(), {{"Authorization", "Bearer sekret"}})
           .status,
