@@ -28,19 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string tokenizer_dir(const ServeArgs& a) {
-  if (!a.tokenizer.empty()) {
-    DS_CHECK(fs::exists(fs::path(a.tokenizer) / "tiktoken.model"), "--tokenizer {}: no tiktoken.model there",
-             a.tokenizer);
-    return a.tokenizer;
-  }
-  DS_CHECK(fs::exists(fs::path(a.model_dir) / "tiktoken.model"),
-           "the model directory {} has no tokenizer files (tiktoken.model, tokenizer_config.json); "
-           "pass --tokenizer DIR",
-           a.model_dir);
-  return a.model_dir;
-}
-
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& dir, const std::string& chat_template) {
   if (chat_template.empty()) return Tokenizer::from_dir(dir);
   const fs::path config = fs::path(dir) / "tokenizer_config.json";
@@ -66,7 +53,7 @@ int wait_signal(const sigset_t& set, int timeout_ms) {
 // A node above 0 of a multi-node group (--node-rank): its ranks only, until node 0 stops them.
 void run_worker_node(ServeArgs a) {
   if (a.threads > 0) set_num_threads(a.threads);
-  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub::hub_env_from_environment(a.vllm.download_dir));
+  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub_env(a));
   EngineOptions eo = engine_options(a);
   const ParallelConfig& p = eo.backend.parallel;
   spdlog::info("node {} of {}: ranks {}..{} of {} ({}); no engine and no API server here: node 0 at {}:{} runs them",
@@ -102,8 +89,8 @@ void run_serve(ServeArgs a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts: they inherit the mask
   if (a.threads > 0) set_num_threads(a.threads);
 
-  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub::hub_env_from_environment(a.vllm.download_dir));
-  std::string tok_dir = tokenizer_dir(a);
+  a.model_dir = hub::resolve_model(a.model, a.vllm.revision, hub_env(a));
+  std::string tok_dir = check_model_dirs(a.model_dir, a.tokenizer);
   ModelConfig cfg = ModelConfig::from_file((fs::path(a.model_dir) / "config.json").string());
   spdlog::info("model {}: {}", a.model, cfg.summary());
   spdlog::info("loading tokenizer from {}", tok_dir);
@@ -128,6 +115,7 @@ void run_serve(ServeArgs a) {
   so.sampling_defaults = server::load_sampling_defaults(a.vllm.generation_config, a.model_dir,
                                                          a.vllm.override_generation_config, &gen_file);
   so.sampling_defaults.tokens_as_ids = a.vllm.tokens_as_ids;
+  so.sampling_defaults.max_logprobs = a.vllm.max_logprobs;
   if (!so.sampling_defaults.empty()) {
     std::string from = gen_file;
     if (!a.vllm.override_generation_config.empty())

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
 #include <limits>
 
 #include "apps/flag_checks.h"
@@ -16,17 +18,17 @@ constexpr int kIntMax = std::numeric_limits<int>::max();
 constexpr int64_t kTokensMax = kIntMax;  // token counts and page numbers are int32 in the engine
 constexpr int kDay = 86400;
 
-// --allowed-origins values: origins, or vLLM's spelling, one JSON list ('["https://a.example"]'), which
-// CLI11 already splits at its commas into quoted items ('"https://a.example"'): surrounding blanks and
-// quotes are dropped.
-std::vector<std::string> allowed_origins(const std::vector<std::string>& values) {
+// --allowed-origins (--allowed-methods, --allowed-headers) values: items, or vLLM's spelling, one JSON list
+// ('["https://a.example"]'), which CLI11 already splits at its commas into quoted items
+// ('"https://a.example"'): surrounding blanks and quotes are dropped.
+std::vector<std::string> list_values(const std::vector<std::string>& values, const char* flag) {
   std::vector<std::string> out;
   for (std::string v : values) {
     const size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
     v = b == std::string::npos ? std::string() : v.substr(b, e - b + 1);
     if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
       v = v.substr(1, v.size() - 2);
-    if (v.empty()) fail("--allowed-origins: an empty origin");
+    if (v.empty()) fail("{}: an empty item", flag);
     out.push_back(v);
   }
   return out;
@@ -49,8 +51,11 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
       ->check(non_empty());
   cmd.add_option("--served-model-name", a.served_model_names, "Model name(s) in the API (default: --model)")
       ->check(non_empty());
-  cmd.add_option("--max-model-len", a.max_model_len, "Context length limit (0: the model's)")
+  cmd.add_option("--max-model-len", a.max_model_len,
+                 "Context length limit (0, -1 or auto: the model's, lowered to what the cache holds; a value given "
+                 "must fit the cache); vLLM's forms 4k = 4000, 4K = 4096, 1m = 1000000, 1M = 1048576")
       ->capture_default_str()
+      ->transform(human_readable_int("0"))
       ->check(in_range<int64_t>(0, kTokensMax));
   cmd.add_option("--max-num-seqs", a.max_num_seqs, "Sequences in a batch")
       ->capture_default_str()
@@ -78,7 +83,7 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   cmd.add_option("--dtype", a.dtype, "auto | bfloat16 | float32 (GPU activations)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float32", "fp32", "float"}));
-  cmd.add_option("--quantization", a.quantization,
+  cmd.add_option("-q,--quantization", a.quantization,
                  "none | fp8: quantize a bf16 checkpoint's projections to FP8 per 128x128 block at load (an FP8 "
                  "checkpoint is used as it is) | int4: an INT4 (pack-quantized) checkpoint, or with --load-format "
                  "dummy INT4 experts | compressed-tensors: a compressed-tensors checkpoint as it is")
@@ -202,6 +207,51 @@ void validate_serve_args(const ServeArgs& a) {
   validate_vllm_args(a.vllm, visible_gpu_count(), a.device);
 }
 
+std::string check_model_dirs(const std::string& model_dir, const std::string& tokenizer) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto has = [&ec](const fs::path& dir, const char* file) { return fs::exists(dir / file, ec); };
+  if (!tokenizer.empty() && !has(tokenizer, "tiktoken.model"))
+    fail("--tokenizer {}: no tiktoken.model there", tokenizer);
+  const bool config = has(model_dir, "config.json");
+  const bool tok_files = !tokenizer.empty() || has(model_dir, "tiktoken.model");
+  if (config && tok_files) return tokenizer.empty() ? model_dir : tokenizer;
+  const char* kTokFiles = "tokenizer files (tiktoken.model, tokenizer_config.json)";
+  if (config) fail("the model directory {} has no {}; pass --tokenizer DIR", model_dir, kTokFiles);
+  // Sub-folders holding a model's config or tokenizer files: the directory above the model was given.
+  std::vector<fs::path> models, tokenizers;
+  for (fs::directory_iterator it(model_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory(ec)) continue;
+    if (has(it->path(), "config.json")) models.push_back(it->path());
+    if (has(it->path(), "tiktoken.model")) tokenizers.push_back(it->path());
+  }
+  std::string msg = fmt::format("the model directory {} has no config.json{}", model_dir,
+                                tok_files ? "" : fmt::format(" and no {}", kTokFiles));
+  if (models.size() == 1) {
+    std::string line = "deltaserve serve " + models[0].string();
+    if (tokenizer.empty() && !has(models[0], "tiktoken.model"))
+      line += " --tokenizer " + (tokenizers.size() == 1 ? tokenizers[0].string() : std::string("DIR"));
+    msg += fmt::format("; its sub-folder {} holds a model's config.json: did you mean `{}`?", models[0].string(), line);
+  } else {
+    msg += "; give the directory that holds the model's config.json and *.safetensors (or a Hugging Face repo id)";
+  }
+  fail("{}", msg);
+}
+
+hub::HubEnv hub_env(const ServeArgs& a) {
+  hub::HubEnv env = hub::hub_env_from_environment(a.vllm.download_dir);
+  if (!a.vllm.hf_token) return env;
+  if (!a.vllm.hf_token->empty()) {
+    env.token = *a.vllm.hf_token;
+  } else if (env.token.empty()) {
+    env.token = hub::stored_token();
+    if (env.token.empty())
+      fail("--hf-token without a token: HF_TOKEN is not set and no stored login token was found "
+           "(huggingface-cli login writes one); give the token: --hf-token TOKEN");
+  }
+  return env;
+}
+
 EngineOptions engine_options(const ServeArgs& a) {
   EngineOptions eo;
   eo.backend.device = a.device;
@@ -245,11 +295,18 @@ server::ServerOptions server_options(const ServeArgs& a) {
   so.metrics.prefix = a.metrics_prefix == "vllm" ? "vllm:" : "deltaserve_";
   so.metrics.model_name = so.model_names.front();
   so.protect_metrics = a.protect_metrics;
-  so.access_log = a.access_log && !a.vllm.disable_access_log;
+  so.access_log = (a.access_log || a.vllm.enable_access_log) && !a.vllm.disable_access_log;
   so.max_concurrent_requests = a.max_num_seqs + a.max_queue + 64;
   so.chat_template_specials_in_content = a.chat_template_specials_in_content;
   so.strict_request_fields = a.strict_request_fields;
-  so.allowed_origins = allowed_origins(a.allowed_origins);
+  so.allowed_origins = list_values(a.allowed_origins, "--allowed-origins");
+  so.allowed_methods = list_values(a.vllm.allowed_methods, "--allowed-methods");
+  so.allowed_headers = list_values(a.vllm.allowed_headers, "--allowed-headers");
+  so.allow_credentials = a.vllm.allow_credentials;
+  so.request_id_headers = a.vllm.request_id_headers;
+  so.response_role = a.vllm.response_role;
+  so.force_include_usage = a.vllm.force_include_usage;
+  so.content_parts_as_string = a.vllm.content_format == "string";
   so.responses_store_bytes = size_t(a.responses_store_mib * 1048576.0);
   if (a.vllm.seed) so.seed = uint64_t(*a.vllm.seed);
   return so;

@@ -9,6 +9,7 @@
 
 #include "apps/vllm_flags.h"
 #include "engine/engine.h"
+#include "hub/hub_cache.h"
 #include "server/openai_server.h"
 
 namespace ds::cli {
@@ -57,6 +58,15 @@ std::vector<std::string> expand_serve_config(const std::vector<std::string>& arg
 void add_operations_options(CLI::App& cmd, ServeArgs& a);
 // Checks that span several flags or the environment; throws ds::Error naming the flag.
 void validate_serve_args(const ServeArgs& a);
+
+// The tokenizer directory to load (--tokenizer, else the model directory), after checking that `model_dir` has
+// a config.json and that the tokenizer directory has the tokenizer files; throws ds::Error naming every
+// missing piece, and, when one sub-folder of `model_dir` holds a config.json (tests/fixtures/tiny/model), the
+// command line that was probably meant.
+std::string check_model_dirs(const std::string& model_dir, const std::string& tokenizer);
+// The Hugging Face settings: the environment's, --download-dir, and --hf-token (alone: $HF_TOKEN, else the
+// stored login token; throws ds::Error when there is neither).
+hub::HubEnv hub_env(const ServeArgs& a);
 
 // The engine's and the HTTP server's options from validated arguments.
 EngineOptions engine_options(const ServeArgs& a);

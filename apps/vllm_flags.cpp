@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "dist/parallel_config.h"
 #include "server/generation_defaults.h"
+#include "server/openai_request.h"
 
 namespace ds::cli {
 
@@ -46,6 +47,10 @@ const CompatFlag kIgnored[] = {
     {"--model-impl", Value::Text, 0, 0, "", "deltaserve runs its own implementation"},
     {"--code-revision", Value::Text, 0, 0, "", "no remote code is run"},
     {"--tokenizer-revision", Value::Text, 0, 0, "", "the tokenizer files come from the model's --revision"},
+    {"--enable-prompt-tokens-details", Value::None, 0, 0, "", "usage.prompt_tokens_details.cached_tokens is always reported"},
+    {"--async-scheduling", Value::None, 0, 0, "", "the step thread plans each step itself (its time: engine_step_schedule_seconds_total)"},
+    {"--long-prefill-token-threshold", Value::Int, 0, 1e12, "", "a prefill is long when its remainder exceeds a step's token budget; --max-step-cost and --long-prefill-interval shape long prefills (docs/SCHEDULER.md)"},
+    {"--max-num-partial-prefills", Value::Int, 1, 1e6, "", "the scheduler's step cost decides how many prefills share a step (--max-step-cost, --long-prefill-interval; docs/SCHEDULER.md)"},
 };
 
 const CompatFlag kRefused[] = {
@@ -66,6 +71,7 @@ const CompatFlag kRefused[] = {
     {"--api-server-count", Value::Int, 1, 1024, "1", "one API server process (it has its own I/O threads: --http-threads)"},
     {"--middleware", Value::Text, 0, 0, "", "no Python middleware"},
     {"--skip-tokenizer-init", Value::None, 0, 0, "", "the server tokenizes and detokenizes"},
+    {"--logprobs-mode", Value::Text, 0, 0, "raw_logprobs", "logprobs are of the raw model distribution (raw_logprobs) only"},
 };
 
 std::string first_long_name(const char* names) {
@@ -200,6 +206,49 @@ void add_vllm_options(CLI::App& cmd, VllmArgs& v) {
   cmd.add_flag("--disable-log-requests,--disable-uvicorn-access-log", v.disable_access_log,
                "No access log line per request (even with --access-log)")
       ->group(g);
+  cmd.add_flag("--enable-log-requests", v.enable_access_log, "An access log line per request (as --access-log)")->group(g);
+  cmd.add_option("--max-logprobs", v.max_logprobs,
+                 fmt::format("The most logprobs (completions) / top_logprobs (chat) a request may ask for; more is a "
+                             "400 (at most {}: the sampler returns {} per token)",
+                             server::kMaxLogprobs, server::kMaxLogprobs))
+      ->capture_default_str()
+      ->check(in_range(-1, std::numeric_limits<int>::max()))
+      ->group(g);
+  cmd.add_option("--chat-template-content-format", v.content_format,
+                 "Message content as the chat template sees it: openai (a list of content parts, which the Kimi "
+                 "templates read; auto means this) or string (text parts joined by newlines)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "string", "openai"}))
+      ->group(g);
+  cmd.add_option("--response-role", v.response_role,
+                 "The role of chat completion messages (with add_generation_prompt false: the last message's role)")
+      ->capture_default_str()
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_flag("--enable-force-include-usage", v.force_include_usage,
+               "Every stream ends with a usage chunk, as if stream_options.include_usage were true")
+      ->group(g);
+  cmd.add_option("--allowed-methods", v.allowed_methods, "CORS: methods a preflight allows ('*': any)")
+      ->capture_default_str()
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_option("--allowed-headers", v.allowed_headers, "CORS: request headers a preflight allows ('*': any)")
+      ->capture_default_str()
+      ->check(non_empty())
+      ->group(g);
+  cmd.add_flag("--allow-credentials", v.allow_credentials,
+               "CORS: Access-Control-Allow-Credentials: true (the origin is then named, never '*')")
+      ->group(g);
+  cmd.add_flag("--enable-request-id-headers", v.request_id_headers,
+               "Every response carries X-Request-Id: the request's own, else a new random id")
+      ->group(g);
+  cmd.add_option_function<std::string>(
+         "--hf-token", [&v](const std::string& t) { v.hf_token = t; },
+         "Hugging Face token for downloads (instead of $HF_TOKEN); alone: $HF_TOKEN, else the token "
+         "`huggingface-cli login` stored")
+      ->expected(0, 1)
+      ->default_str("")
+      ->group(g);
   for (const CompatFlag& f : kIgnored) add_compat(cmd, f, &v.ignored, "vLLM, ignored");
   for (const CompatFlag& f : kRefused) add_compat(cmd, f, &v.refused, "vLLM, refused");
 }
@@ -211,6 +260,10 @@ void validate_vllm_args(const VllmArgs& v, int gpus, const std::string& device) 
     fail("{}{}: not supported by deltaserve: {}", name, f && f->value != Value::None ? " " + value : "",
          f ? f->why : "refused");
   }
+  if (v.max_logprobs < 0 || v.max_logprobs > server::kMaxLogprobs)
+    fail("--max-logprobs {}: not supported by deltaserve: the sampler returns at most {} top logprobs per token "
+         "(use --max-logprobs {} or less)",
+         v.max_logprobs, server::kMaxLogprobs, server::kMaxLogprobs);
   auto parallel = [gpus](const char* flag, int n, const char* what, const char* hint = "") {
     if (n <= 1) return;
     if (n > gpus)

@@ -32,6 +32,16 @@ struct VllmArgs {
   bool enforce_eager = false;         // --enforce-eager: no CUDA graphs (DELTASERVE_CUDA_GRAPHS=0)
   bool disable_log_stats = false;     // --disable-log-stats: no periodic stats line
   bool disable_access_log = false;    // --disable-log-requests / --disable-uvicorn-access-log
+  bool enable_access_log = false;     // --enable-log-requests: the access log line per request (as --access-log)
+  int max_logprobs = 20;              // --max-logprobs: the most (top) logprobs a request may ask for (400 above)
+  std::string content_format = "auto";     // --chat-template-content-format: auto | string | openai
+  std::string response_role = "assistant";  // --response-role: the role of chat completion messages
+  bool force_include_usage = false;         // --enable-force-include-usage: usage in every stream
+  // CORS beside --allowed-origins: methods and request headers a preflight allows ("*": any), credentials.
+  std::vector<std::string> allowed_methods = {"*"}, allowed_headers = {"*"};
+  bool allow_credentials = false;
+  bool request_id_headers = false;     // --enable-request-id-headers: X-Request-Id on every response
+  std::optional<std::string> hf_token;  // --hf-token TOKEN; "" (the flag alone): $HF_TOKEN or the stored login
   std::string generation_config = "auto";  // --generation-config: auto | vllm | FOLDER (sampling defaults)
   std::string override_generation_config;  // --override-generation-config: JSON object ("" none)
   bool tokens_as_ids = false;              // --return-tokens-as-token-ids: the request field's default

@@ -1,5 +1,6 @@
 #include "hub/hub_cache.h"
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -43,6 +44,24 @@ HubEnv hub_env_from_environment(const std::string& download_dir) {
   e.offline = env_true("HF_HUB_OFFLINE") || env_true("TRANSFORMERS_OFFLINE");
   e.progress = !env_true("HF_HUB_DISABLE_PROGRESS_BARS");
   return e;
+}
+
+std::string stored_token() {
+  fs::path file;
+  if (std::string p = env_or("HF_TOKEN_PATH"); !p.empty()) {
+    file = p;
+  } else if (std::string h = env_or("HF_HOME"); !h.empty()) {
+    file = fs::path(h) / "token";
+  } else if (std::string x = env_or("XDG_CACHE_HOME"); !x.empty()) {
+    file = fs::path(x) / "huggingface" / "token";
+  } else if (std::string home = env_or("HOME"); !home.empty()) {
+    file = fs::path(home) / ".cache" / "huggingface" / "token";
+  }
+  std::string token;
+  if (std::ifstream f(file); !file.empty() && f) std::getline(f, token);
+  while (!token.empty() && std::isspace((unsigned char)token.back())) token.pop_back();
+  while (!token.empty() && std::isspace((unsigned char)token.front())) token.erase(token.begin());
+  return token;
 }
 
 bool is_repo_id(const std::string& s) {

@@ -24,6 +24,10 @@ struct HubEnv {
 // Reads the environment; `download_dir` (--download-dir), when not empty, replaces the cache folder.
 HubEnv hub_env_from_environment(const std::string& download_dir);
 
+// The token `huggingface-cli login` stored: the file $HF_TOKEN_PATH, else $HF_HOME/token, else
+// $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token; "" when there is none.
+std::string stored_token();
+
 // "org/name" with the Hub's characters ([A-Za-z0-9._-], no "--" or ".." , at most 96 chars a part).
 bool is_repo_id(const std::string& s);
 // A 40-hex-digit commit hash.
