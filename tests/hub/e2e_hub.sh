@@ -73,8 +73,10 @@ unset HF_HUB_CACHE HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HUGGING_FACE_HUB_TOKEN ||
 CACHE="$HF_HOME/hub/models--moonshotai--Kimi-Linear-48B-A3B-Instruct"
 BIG=model-00001-of-00002.safetensors
 BIG_SHA=$(sha256sum "$WORK/repo/$BIG" | cut -d' ' -f1)
-# The vLLM guide's command line, with one GPU's worth of parallelism (-tp 4 is checked below).
-GUIDE=(--tensor-parallel-size 1 --max-model-len 1048576 --trust-remote-code)
+# The vLLM guide's command line, with one GPU's worth of parallelism (-tp 4 is checked below) and a context the
+# CPU's default cache holds: 128K = 131,072 tokens (the guide's 1048576 does not fit it, and a --max-model-len
+# the cache cannot hold is refused at start-up, as vLLM does).
+GUIDE=(--tensor-parallel-size 1 --max-model-len 128K --trust-remote-code)
 
 # 1. A download killed halfway leaves a partial file.
 start_mock --throttle 1500000
