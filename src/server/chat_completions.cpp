@@ -103,11 +103,20 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   if (parse_tools)
     for (auto& p : parsers) p.emplace();
 
+  // vLLM's prompt_logprobs (the rendered prompt's tokens scored): top-level, from the first choice's first output
+  json prompt_scores = nullptr;
+  auto take_prompt_scores = [&](const GenerationOutput& o) {
+    if (opt.prompt_logprobs < 0 || !prompt_scores.is_null() || o.completion_tokens == 0) return false;
+    prompt_scores = prompt_logprobs_json(tok, o.prompt_logprobs, opt.prompt_logprobs, opt.tokens_as_ids);
+    return true;
+  };
+
   if (!opt.stream) {
     std::vector<std::string> texts(num_choices);
     std::vector<json> lps(num_choices, json::array());
     bool complete = job.run(
         [&](int i, const GenerationOutput& o) {
+          if (o.finish != FinishReason::Error) take_prompt_scores(o);
           texts[i] += o.text;
           if (want_logprobs)
             for (auto& e : chat_logprobs_content(tok, o.logprobs, opt.tokens_as_ids)) lps[i].push_back(std::move(e));
@@ -144,6 +153,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
     json res = {{"id", id},           {"object", "chat.completion"},
                 {"created", created}, {"model", model},
                 {"choices", choices}, {"usage", job.usage()}};
+    if (opt.prompt_logprobs >= 0) res["prompt_logprobs"] = prompt_scores;
     w.send({200, "application/json", dump(res), {}});
     return;
   }
@@ -172,6 +182,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
           error = o.error;
           return;
         }
+        const bool scores_now = take_prompt_scores(o);
         json delta = json::object();
         if (parse_tools) {
           ToolParseDelta d = parsers[i]->push(o.text);
@@ -196,8 +207,9 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
           finish = reported_finish(o.finish, called[i]);
           job.set_reported_reason(i, finish.get<std::string>());
         }
-        if (delta.empty() && lp.is_null() && finish.is_null()) return;
+        if (delta.empty() && lp.is_null() && finish.is_null() && !scores_now) return;
         json c = chunk(size_t(i), std::move(delta), std::move(lp), finish);
+        if (scores_now) c["prompt_logprobs"] = prompt_scores;  // (the first chunk with an output carries them)
         if (o.finished()) c["choices"][0]["stop_reason"] = stop_reason_json(opt, o.finish, o.stop_reason);
         if (opt.continuous_usage) c["usage"] = usage_json(o.prompt_tokens, o.completion_tokens, o.cached_tokens);
         w.write(sse_event(c));

@@ -95,9 +95,8 @@ void read_common(FieldReader& r, SamplingOptions* o, int vocab_size, const Sampl
     throw bad_request("beam search is not supported", "use_beam_search");
   o->constraint = read_output_constraint(r);
   o->tokens = read_token_controls(r, vocab_size);
-  if (r.has("prompt_logprobs"))
-    throw bad_request("'prompt_logprobs' is not supported (the engine computes no logprobs for prompt tokens)",
-                      "prompt_logprobs");
+  if (auto pl = r.integer("prompt_logprobs", 0, d ? std::min(d->max_logprobs, kMaxLogprobs) : kMaxLogprobs))
+    o->prompt_logprobs = int(*pl);
   for (const char* k : {"truncate_prompt_tokens", "logits_processors"}) {
     if (r.has(k)) throw bad_request(fmt::format("'{}' is not supported", k), k);
   }
@@ -222,6 +221,10 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size, con
   CompletionRequest req;
   FieldReader r(body, "", unknown);
   read_common(r, &req.opt, vocab_size, defaults);
+  if (const json* e = r.get("echo"); e && e->is_boolean() && e->get<bool>() && req.opt.max_tokens == 0) {
+    req.echo_only = true;  // (vLLM: echo without generation, a scoring request)
+    req.opt.max_tokens = 1;
+  }
   check_max_tokens(req.opt, "max_tokens");
   if (!req.opt.max_tokens) req.opt.max_tokens = 16;  // OpenAI's default for completions
 
@@ -259,8 +262,6 @@ CompletionRequest parse_completion_request(const json& body, int vocab_size, con
 
   req.echo = r.boolean("echo").value_or(false);
   if (auto lp = r.integer("logprobs", 0, max_logprobs(defaults))) req.opt.sampling.num_logprobs = int(*lp);
-  if (req.echo && req.opt.sampling.num_logprobs >= 0)
-    throw bad_request("'echo' together with 'logprobs' (prompt logprobs) is not supported", "echo");
   if (auto suffix = r.string("suffix"); suffix && !suffix->empty())
     throw bad_request("'suffix' is not supported", "suffix");
   if (r.has("prompt_embeds")) throw bad_request("'prompt_embeds' is not supported", "prompt_embeds");

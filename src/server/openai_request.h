@@ -38,6 +38,7 @@ struct SamplingOptions {
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
   bool tokens_as_ids = false;              // return_tokens_as_token_ids: logprob tokens as "token_id:N"
+  int prompt_logprobs = -1;                // vLLM prompt_logprobs: the prompt's tokens scored, k alternatives
   OutputConstraint constraint;             // response_format / structured_outputs / guided_* / forced tool call
   TokenControls tokens;                    // logit_bias, min_tokens, allowed_token_ids, bad_words
   std::shared_ptr<const Grammar> grammar;  // `constraint` compiled by the handler (null: none)
@@ -54,6 +55,8 @@ struct CompletionRequest {
   SamplingOptions opt;
   std::vector<PromptInput> prompts;  // a batch: choices are prompt-major (index = p * n + i)
   bool echo = false;
+  bool echo_only = false;  // echo with max_tokens 0 (vLLM's echo without generation): the prompt alone is returned
+                           // (one token is generated and dropped; opt.max_tokens is 1)
 };
 
 enum class ToolChoice { None, Auto, Required, Named };

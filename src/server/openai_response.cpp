@@ -87,6 +87,41 @@ json CompletionLogprobs::add(const std::vector<SampleResult>& results) {
   return piece;
 }
 
+json CompletionLogprobs::add_prompt(int32_t first_token, const std::vector<SampleResult>& scores, int top_k) {
+  const std::string first = token_text(tok_, first_token, as_ids_);
+  json piece = {{"tokens", json::array({first})},
+                {"token_logprobs", json::array({nullptr})},
+                {"top_logprobs", json::array({nullptr})},
+                {"text_offset", json::array({offset_})}};
+  offset_ += num_chars(first);
+  for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) all_[k].push_back(piece[k][0]);
+  std::vector<SampleResult> kept = scores;
+  for (auto& r : kept)
+    if (int(r.top_logprobs.size()) > top_k) r.top_logprobs.resize(size_t(std::max(0, top_k)));
+  const json rest = add(kept);  // (appends to all_ too)
+  for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+    for (const auto& v : rest[k]) piece[k].push_back(v);
+  return piece;
+}
+
+json prompt_logprobs_json(const Tokenizer& tok, const std::vector<SampleResult>& scores, int top_k, bool as_ids) {
+  json out = json::array({nullptr});  // the first prompt token: nothing precedes it
+  for (const auto& r : scores) {
+    json d = json::object();
+    const int k = std::min<int>(top_k, int(r.top_logprobs.size()));
+    json rank = nullptr;
+    for (int j = 0; j < k; ++j) {
+      const auto& [id, lp] = r.top_logprobs[size_t(j)];
+      d[std::to_string(id)] = {{"logprob", finite(lp)}, {"rank", j + 1}, {"decoded_token", token_text(tok, id, as_ids)}};
+      if (id == r.token) rank = j + 1;
+    }
+    d[std::to_string(r.token)] = {{"logprob", finite(r.logprob)}, {"rank", rank},
+                                  {"decoded_token", token_text(tok, r.token, as_ids)}};
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 json chat_logprobs_content(const Tokenizer& tok, const std::vector<SampleResult>& results, bool as_ids) {
   json content = json::array();
   for (const auto& r : results) {

@@ -38,6 +38,10 @@ class CompletionLogprobs {
   CompletionLogprobs(const Tokenizer& tok, bool as_ids, const std::string& prefix);
   // Appends the tokens of one output; returns the JSON for just these tokens.
   nlohmann::json add(const std::vector<SampleResult>& results);
+  // Appends the echoed prompt's tokens (echo with logprobs, built with an empty prefix): the first with null
+  // logprobs (nothing precedes it), then `scores[i]` for prompt token i + 1 (GenerationOutput::prompt_logprobs,
+  // the top `top_k` alternatives kept); returns the JSON for just these tokens.
+  nlohmann::json add_prompt(int32_t first_token, const std::vector<SampleResult>& scores, int top_k);
   const nlohmann::json& all() const { return all_; }
 
  private:
@@ -49,6 +53,12 @@ class CompletionLogprobs {
                          {"top_logprobs", nlohmann::json::array()},
                          {"text_offset", nlohmann::json::array()}};
 };
+
+// vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], one entry per prompt
+// token (the first has nothing before it); each dict holds the prompt token and the top `top_k` alternatives
+// (rank: the place among them, 1 the most likely; null for the prompt token when it is not among them).
+nlohmann::json prompt_logprobs_json(const Tokenizer& tok, const std::vector<SampleResult>& scores, int top_k,
+                                    bool as_ids);
 
 // Chat logprobs content entries: [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...].
 nlohmann::json chat_logprobs_content(const Tokenizer& tok, const std::vector<SampleResult>& results, bool as_ids);

@@ -63,6 +63,7 @@ std::vector<GenerationRequest> ServingContext::make_requests(const SamplingOptio
       r.sampling.seed = base_seed + uint64_t(i);
       r.max_tokens = max_tokens[p];
       r.priority = opt.priority;
+      r.prompt_logprobs = opt.prompt_logprobs;
       r.stop_token_ids = opt.stop_token_ids;
       r.stop = opt.stop;
       r.ignore_eos = opt.ignore_eos;

@@ -64,6 +64,18 @@ class FakeEngine : public server::EngineClient {
     return out;
   }
 
+  // The prompt scores request `r` gets (prompt_logprobs): prompt token i + 1 at logprob -0.5 - i / 100, its top
+  // alternatives safe tokens 0, 1, ... at -0.1 - j.
+  std::vector<SampleResult> prompt_scores(const GenerationRequest& r) const {
+    std::vector<SampleResult> out;
+    for (size_t i = 1; i < r.prompt_tokens.size(); ++i) {
+      SampleResult s{r.prompt_tokens[i], -0.5f - float(i - 1) / 100.f, {}};
+      for (int j = 0; j < r.prompt_logprobs; ++j) s.top_logprobs.push_back({safe_[size_t(j)], -0.1f - float(j)});
+      out.push_back(s);
+    }
+    return out;
+  }
+
   SubmitStatus submit(GenerationRequest req, std::shared_ptr<server::OutputStream>* stream, std::string* why) override {
     std::lock_guard<std::mutex> lk(mu_);
     if (!failure_.empty()) {  // as the engine does once its backend has failed
@@ -92,6 +104,7 @@ class FakeEngine : public server::EngineClient {
           r.top_logprobs.push_back({j == 0 ? id : safe_[size_t(j)], -0.25f - float(j)});
         o.logprobs = {r};
       }
+      if (k == 0 && req.prompt_logprobs >= 0) o.prompt_logprobs = prompt_scores(req);
       o.prompt_tokens = int(req.prompt_tokens.size());
       o.cached_tokens = std::min(cached_tokens, o.prompt_tokens);
       o.completion_tokens = k + 1;

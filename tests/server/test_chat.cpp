@@ -97,6 +97,34 @@ TEST(Chat, LogprobsInChatFormat) {
       0u);
 }
 
+// vLLM's prompt_logprobs on chat: the rendered prompt's tokens scored, top-level in the response (the first
+// streamed chunk with an output carries them); not asked: absent.
+TEST(Chat, PromptLogprobsOfTheRenderedPrompt) {
+  ServerFixture f;
+  auto r = f.post("/v1/chat/completions", {{"messages", kMessages}, {"max_tokens", 2}, {"prompt_logprobs", 1}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto sub = f.engine.submitted_copy();
+  ASSERT_EQ(sub.size(), 1u);
+  EXPECT_EQ(sub[0].prompt_logprobs, 1);
+  const size_t np = sub[0].prompt_tokens.size();
+  json pl = json::parse(r.body)["prompt_logprobs"];
+  ASSERT_EQ(pl.size(), np);
+  EXPECT_TRUE(pl[0].is_null());
+  const std::string last = std::to_string(sub[0].prompt_tokens.back());
+  EXPECT_NEAR(pl[np - 1][last]["logprob"].get<double>(), -0.5 - double(np - 2) / 100, 1e-6);
+  r = f.post("/v1/chat/completions", {{"messages", kMessages}, {"max_tokens", 2}});
+  EXPECT_FALSE(json::parse(r.body).contains("prompt_logprobs"));
+  EXPECT_EQ(f.engine.submitted_copy()[1].prompt_logprobs, -1);
+  r = f.post("/v1/chat/completions", {{"messages", kMessages}, {"max_tokens", 2}, {"prompt_logprobs", 0}, {"stream", true}});
+  int with = 0;
+  for (const json& e : sse_events(r.body))
+    if (e.is_object() && e.contains("prompt_logprobs")) {
+      ++with;
+      EXPECT_EQ(e["prompt_logprobs"].size(), np);
+    }
+  EXPECT_EQ(with, 1);
+}
+
 TEST(Chat, StreamingChunks) {
   ServerFixture f;
   json body = {{"messages", kMessages}, {"max_tokens", 5}, {"seed", 1}, {"n", 2}};

@@ -136,6 +136,111 @@ TEST(Completions, LegacyLogprobsFormat) {
   }
 }
 
+// echo with logprobs (lm-eval's loglikelihood request): the prompt's tokens lead the logprobs, the first with
+// nulls, the others with the engine's prompt scores (the fake's values), offsets from 0 across prompt and
+// output; vLLM's prompt_logprobs on the choice: null, then dicts keyed by token id with logprob, rank and the
+// decoded token. The engine is asked to score the prompt with the logprobs' number of alternatives.
+TEST(Completions, EchoWithLogprobsScoresThePrompt) {
+  ServerFixture f;
+  auto r = f.post("/v1/completions", {{"prompt", "ab cd ef"}, {"echo", true}, {"logprobs", 1}, {"max_tokens", 2}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto sub = f.engine.submitted_copy();
+  ASSERT_EQ(sub.size(), 1u);
+  EXPECT_EQ(sub[0].prompt_logprobs, 1);
+  const auto& ids = sub[0].prompt_tokens;
+  const size_t np = ids.size();
+  ASSERT_GE(np, 2u);
+  json choice = json::parse(r.body)["choices"][0];
+  EXPECT_TRUE(choice["text"].get<std::string>().rfind("ab cd ef", 0) == 0);
+  EXPECT_FALSE(choice.contains("prompt_logprobs")) << "not asked for";
+  const json& lp = choice["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), np + 2);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  size_t offset = 0;
+  for (size_t i = 0; i < np + 2; ++i) {
+    EXPECT_EQ(lp["text_offset"][i], offset) << i;
+    offset += lp["tokens"][i].get<std::string>().size();
+    if (i == 0) continue;
+    const double want = i < np ? -0.5 - double(i - 1) / 100 : -0.25;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want, 1e-6) << i;
+    if (i < np) {
+      EXPECT_EQ(lp["tokens"][i], f.tok->decode({ids[i]}));
+      EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);  // the top 1 and the prompt token
+    }
+  }
+  EXPECT_EQ(offset, choice["text"].get<std::string>().size());
+
+  // prompt_logprobs (vLLM): without echo, on the choice; the stream carries them in the first chunk
+  for (const bool stream : {false, true}) {
+    json body = {{"prompt", "ab cd ef"}, {"prompt_logprobs", 2}, {"max_tokens", 2}, {"stream", stream}};
+    r = f.post("/v1/completions", body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json pl;
+    if (!stream) {
+      pl = json::parse(r.body)["choices"][0]["prompt_logprobs"];
+    } else {
+      for (const json& e : sse_events(r.body))
+        if (e.is_object() && !e["choices"].empty() && e["choices"][0].contains("prompt_logprobs")) {
+          EXPECT_TRUE(pl.is_null()) << "prompt_logprobs twice";
+          pl = e["choices"][0]["prompt_logprobs"];
+        }
+    }
+    ASSERT_EQ(pl.size(), np) << pl.dump();
+    EXPECT_TRUE(pl[0].is_null());
+    for (size_t i = 1; i < np; ++i) {
+      const json& d = pl[i];
+      ASSERT_TRUE(d.contains(std::to_string(ids[i]))) << d.dump();
+      EXPECT_NEAR(d[std::to_string(ids[i])]["logprob"].get<double>(), -0.5 - double(i - 1) / 100, 1e-6);
+      EXPECT_EQ(d[std::to_string(ids[i])]["decoded_token"], f.tok->decode({ids[i]}));
+      EXPECT_GE(d.size(), 2u);
+      for (const auto& [k, v] : d.items()) {
+        if (k != std::to_string(ids[i])) {
+          EXPECT_GE(v["rank"].get<int>(), 1);
+        }
+      }
+    }
+  }
+}
+
+// echo with max_tokens 0 (vLLM's echo without generation, the usual scoring call): the prompt alone, its tokens'
+// logprobs, no completion tokens; streamed too.
+TEST(Completions, EchoOnlyReturnsThePromptScored) {
+  ServerFixture f;
+  for (const bool stream : {false, true}) {
+    json body = {{"prompt", "ab cd"}, {"echo", true}, {"logprobs", 0}, {"max_tokens", 0}, {"stream", stream}};
+    if (stream) body["stream_options"] = {{"include_usage", true}};
+    auto r = f.post("/v1/completions", body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto sub = f.engine.submitted_copy();
+    EXPECT_EQ(sub.back().max_tokens, 1);
+    const size_t np = sub.back().prompt_tokens.size();
+    std::string text;
+    json tokens = json::array(), usage;
+    if (!stream) {
+      json j = json::parse(r.body);
+      text = j["choices"][0]["text"];
+      tokens = j["choices"][0]["logprobs"]["tokens"];
+      usage = j["usage"];
+    } else {
+      for (const json& e : sse_events(r.body)) {
+        if (!e.is_object()) continue;
+        if (e.contains("usage") && !e["usage"].is_null()) usage = e["usage"];
+        if (e["choices"].empty()) continue;
+        text += e["choices"][0]["text"].get<std::string>();
+        if (!e["choices"][0]["logprobs"].is_null())
+          for (const auto& t : e["choices"][0]["logprobs"]["tokens"]) tokens.push_back(t);
+      }
+    }
+    EXPECT_EQ(text, "ab cd") << "stream " << stream;
+    EXPECT_EQ(tokens.size(), np) << "stream " << stream;
+    EXPECT_EQ(usage["completion_tokens"], 0);
+    EXPECT_EQ(usage["total_tokens"], usage["prompt_tokens"]);
+  }
+  auto r = f.post("/v1/completions", {{"prompt", "ab"}, {"max_tokens", 0}});  // without echo: still a 400
+  EXPECT_EQ(r.status, 400);
+}
+
 TEST(Completions, StreamingMatchesNonStreaming) {
   ServerFixture f;
   json body = {{"prompt", "stream me"}, {"max_tokens", 6}, {"seed", 9}, {"n", 2}};

@@ -154,7 +154,7 @@ TEST(StructuredRequest, TokenControls) {
   EXPECT_EQ(error_param(chat({{"allowed_token_ids", {1, kVocab}}})), "allowed_token_ids");
   EXPECT_EQ(error_param(chat({{"allowed_token_ids", json::array()}})), "allowed_token_ids");
   EXPECT_EQ(error_param(chat({{"bad_words", {""}}})), "bad_words[0]");
-  EXPECT_EQ(error_param(chat({{"prompt_logprobs", 2}})), "prompt_logprobs");
+  EXPECT_EQ(error_param(chat({{"prompt_logprobs", 21}})), "prompt_logprobs");  // above --max-logprobs (20)
 }
 
 TEST(StructuredRequest, ResponsesApiFields) {
