@@ -534,7 +534,11 @@ void Engine::Impl::publish_stats(int64_t new_prompt, int64_t new_gen, bool stepp
   stats.running = sched->num_running();
   stats.waiting = sched->num_waiting();
   stats.num_preemptions = sched->num_preemptions();
-  stats.kv_usage = sched->blocks().usage();
+  // As vLLM: pages only the prefix cache holds (given back on demand) are free, so an idle server reads 0.
+  const BlockPool& blocks = sched->blocks();
+  stats.kv_usage = blocks.num_blocks() > 0 ? double(blocks.num_used() - sched->prefix_cache().reclaimable_pages()) /
+                                                 double(blocks.num_blocks())
+                                           : 0.0;
   stats.state_usage = sched->slots().usage();
   stats.prompt_tokens_total += new_prompt;
   stats.generation_tokens_total += new_gen;

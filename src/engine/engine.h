@@ -146,7 +146,7 @@ class RequestStream {
 struct EngineStats {
   int running = 0, waiting = 0;
   int64_t num_preemptions = 0;
-  double kv_usage = 0.0;     // fraction of MLA pages in use
+  double kv_usage = 0.0;     // fraction of MLA pages in use (by requests: the prefix cache's are free, as vLLM)
   double state_usage = 0.0;  // fraction of KDA state slots in use
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
   int64_t steps = 0;

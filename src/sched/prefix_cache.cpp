@@ -353,6 +353,22 @@ void PrefixCache::reclaim_pages(int pages) {
   }
 }
 
+int PrefixCache::reclaimable_pages() const {
+  // A page is reclaimable when every reference to it is an evictable entry's (what evict_one may drop).
+  std::vector<int32_t> held;
+  for (size_t s = 0; s < entries_.size(); ++s) {
+    const Entry& e = entries_[s];
+    if (e.live && e.ready && e.tail_page >= 0 && !pinned_.count(int32_t(s))) held.push_back(e.tail_page);
+  }
+  std::sort(held.begin(), held.end());
+  int n = 0;
+  for (size_t i = 0, j = 0; i < held.size(); i = j) {
+    while (j < held.size() && held[j] == held[i]) ++j;
+    n += blocks_.refcount(held[i]) == int(j - i);
+  }
+  return n;
+}
+
 std::vector<int32_t> PrefixCache::snapshot_ids() const {
   std::vector<int32_t> out;
   for (size_t s = 0; s < entries_.size(); ++s)

@@ -99,6 +99,9 @@ class PrefixCache {
   void release(Request& r);
   // Gives back entries' partial pages, least recently used first, until `pages` pages are free.
   void reclaim_pages(int pages);
+  // Pages only evictable entries hold (their partial pages, which reclaim_pages gives back on demand): free
+  // for the usage gauge, as vLLM counts its cached, unreferenced pages.
+  int reclaimable_pages() const;
   // Tests: every live entry's snapshot id.
   std::vector<int32_t> snapshot_ids() const;
 

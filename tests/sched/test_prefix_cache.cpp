@@ -85,6 +85,16 @@ TEST(PrefixCache, NextTurnResumesFromTheFinishedRequestsState) {
   sim.run_to_completion();
   EXPECT_EQ(sim.outputs[c], run_alone(p3, 4));
   EXPECT_LE(s.blocks().num_used(), s.prefix_cache().stats().snapshots_used) << "only snapshots' partial pages";
+  // Idle: those partial pages are referenced by the cache alone and given back on demand, so the usage gauge
+  // counts them as free (vLLM's idle server reads 0).
+  EXPECT_GT(s.blocks().num_used(), 0);
+  EXPECT_EQ(s.prefix_cache().reclaimable_pages(), s.blocks().num_used());
+  // A running request's pages are in use.
+  const uint64_t d = s.add(request(cat(p3, sim.outputs[c]), 40));
+  sim.step();
+  EXPECT_LT(s.prefix_cache().reclaimable_pages(), s.blocks().num_used());
+  sim.run_to_completion();
+  EXPECT_EQ(s.prefix_cache().reclaimable_pages(), s.blocks().num_used()) << d;
 }
 
 // The next turn sent the moment the answer ends (an agent's tool loop): the answer's state is saved by the
