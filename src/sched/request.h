@@ -54,12 +54,13 @@ struct Request {
   int32_t restore_snapshot = -1;        // the admission's hit, applied by its first slice
   int32_t tail_src_block = -1;
   int32_t tail_rows = 0;
-  bool prompt_scored = false;           // every prompt score was reported (a recompute after that scores none)
 
   int64_t num_tokens() const { return int64_t(prompt.size() + output.size()); }
   int64_t num_remaining() const { return num_tokens() - num_computed; }
-  // Its next prefill chunk scores prompt tokens (prompt_logprobs), one logits row a token.
-  bool scoring() const { return prompt_logprobs >= 0 && !prompt_scored && num_computed < int64_t(prompt.size()); }
+  // Its next prefill chunk scores prompt tokens (prompt_logprobs), one logits row a token. The prompt's last
+  // position samples the first output token, so once there is output every score was reported (a recompute
+  // after a preemption scores none again).
+  bool scoring() const { return prompt_logprobs >= 0 && output.empty() && num_computed < int64_t(prompt.size()); }
   int32_t token_at(int64_t i) const {
     return i < int64_t(prompt.size()) ? prompt[size_t(i)] : output[size_t(i - int64_t(prompt.size()))];
   }

@@ -41,7 +41,6 @@ uint64_t Scheduler::add(Request r) {
   r.history_sent = false;
   r.block_hashes.clear();
   r.num_cached_tokens = 0;
-  r.prompt_scored = false;
   prefix_.release(r);
   uint64_t id = r.id;
   requests_.emplace(id, std::make_unique<Request>(std::move(r)));
@@ -405,7 +404,6 @@ std::vector<RequestUpdate> Scheduler::update(const StepPlan& plan, const StepRes
     }
     r.num_computed += s.num_tokens;
     prefix_.advance(r);
-    if (r.prompt_logprobs >= 0 && r.num_computed >= int64_t(r.prompt.size())) r.prompt_scored = true;
     if (!sample) {
       if (!u.scores.empty()) {
         u.sampled = false;
