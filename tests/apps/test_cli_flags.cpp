@@ -9,30 +9,18 @@
 
 #include "apps/commands.h"
 #include "apps/serve_args.h"
+#include "serve_parse.h"
 #include "core/error.h"
 
 namespace ds::cli {
 namespace {
 
-// Parses `args` (without the program name); "" on success, else the error message.
-std::string parse(CLI::App& app, std::vector<std::string> args) {
-  std::vector<std::string> rev(args.rbegin(), args.rend());  // CLI11 takes them reversed
-  try {
-    app.parse(rev);
-    return "";
-  } catch (const CLI::ParseError& e) {
-    return std::string(e.what()).empty() ? "parse error" : e.what();
-  }
-}
+using test::parse_args;
 
 // Parses a serve command line into fresh ServeArgs; "" on success.
-std::string parse_serve(std::vector<std::string> extra, ServeArgs* out = nullptr) {
-  CLI::App app;
+std::string parse_serve(const std::vector<std::string>& extra, ServeArgs* out = nullptr) {
   ServeArgs a;
-  add_serve_options(app, a);
-  std::vector<std::string> args = {"--model", "m"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::string err = parse(app, args);
+  std::string err = test::parse_serve_line(extra, &a);
   if (out) *out = a;
   return err;
 }
@@ -189,7 +177,7 @@ TEST(CliFlags, OtherCommandsRangeCheckTheirFlags) {
     register_model_commands(app);
     register_tokenizer_commands(app);
     register_bench_commands(app);
-    std::string err = parse(app, c.args);
+    std::string err = parse_args(app, c.args);
     EXPECT_FALSE(err.empty()) << c.flag << " accepted";
     EXPECT_NE(err.find(c.flag), std::string::npos) << err;
   }

@@ -7,22 +7,13 @@
 #include <vector>
 
 #include "apps/serve_args.h"
+#include "serve_parse.h"
 
 namespace ds::cli {
 namespace {
 
-std::string parse_serve_flags(std::vector<std::string> extra, ServeArgs* out) {
-  CLI::App app;
-  add_serve_options(app, *out);
-  std::vector<std::string> args = {"--model", "m"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<std::string> rev(args.rbegin(), args.rend());
-  try {
-    app.parse(rev);
-    return "";
-  } catch (const CLI::ParseError& e) {
-    return std::string(e.what()).empty() ? "parse error" : e.what();
-  }
+std::string parse_serve_flags(const std::vector<std::string>& extra, ServeArgs* out) {
+  return test::parse_serve_line(extra, out);
 }
 
 TEST(QuantFlags, Fp8ReachesTheBackendAndOthersAreRefused) {

@@ -14,28 +14,16 @@
 
 #include "apps/serve_args.h"
 #include "core/error.h"
+#include "serve_parse.h"
 
 namespace ds::cli {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Parses `serve --model m <extra>` into *out; "" on success, else the error.
-std::string parse_serve(std::vector<std::string> extra, ServeArgs* out) {
-  CLI::App app;
-  add_serve_options(app, *out);
-  std::vector<std::string> args = {"--model", "m"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<std::string> rev(args.rbegin(), args.rend());
-  try {
-    app.parse(rev);
-    validate_serve_args(*out);
-    return "";
-  } catch (const CLI::ParseError& e) {
-    return std::string(e.what()).empty() ? "parse error" : e.what();
-  } catch (const Error& e) {
-    return e.what();
-  }
+// Parses `serve --model m <extra>` into *out, validated; "" on success, else the error.
+std::string parse_serve(const std::vector<std::string>& extra, ServeArgs* out) {
+  return test::parse_serve_line(extra, out, /*validate=*/true);
 }
 
 std::optional<int64_t> max_model_len(const std::string& value, std::string* err = nullptr) {

@@ -310,10 +310,10 @@ TEST(GpuInt4, GroupedWgmmaMatchesHost) {
     auto dx = to_device(x, DType::BF16);
     DeviceBuffer split(x_split_bytes(R, K));
     for (const Scheme& sc : kSchemes)
-      for (int silu = 0; silu < 4; ++silu) {  // gate/up and down, each with the nibbles converted through f16 and
-        const bool sub = silu >= 2;           // as e4m3 subnormals (switches.int4_subnormal)
+      for (int form = 0; form < 4; ++form) {  // down and gate/up, each with the nibbles converted through f16 and
+        const bool sub = form >= 2;           // as e4m3 subnormals (switches.int4_subnormal)
         if (tile == 64 && sc.group < 128) continue;  // 64-token tiles: one partial sum per k block
-        const bool gate_up = silu % 2;
+        const bool gate_up = form % 2;
         const int wrows = gate_up ? 2 * N : N;
         const auto w = random_int4(mats, wrows, K, sc.group, sc.symmetric, 1300 + int(gate_up));
         auto dw = upload(w);
