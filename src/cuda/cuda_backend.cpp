@@ -232,21 +232,24 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
   sp.work = sb.work;
   sp.out_token = reinterpret_cast<int32_t*>(d + io.off_out);
   sp.out_logprob = reinterpret_cast<float*>(d + io.off_out + rows * 4);
-  sp.out_top_ids = reinterpret_cast<int32_t*>(d + io.off_out + rows * 8);
-  sp.out_top_logprobs = reinterpret_cast<float*>(d + io.off_out + rows * 8 + size_t(rows) * max_lp * 4);
+  sp.out_rank = reinterpret_cast<int32_t*>(d + io.off_out + rows * 8);
+  sp.out_top_ids = reinterpret_cast<int32_t*>(d + io.off_out + rows * 12);
+  sp.out_top_logprobs = reinterpret_cast<float*>(d + io.off_out + rows * 12 + size_t(rows) * max_lp * 4);
   sp.max_logprobs = max_lp;
   gpu::run_sampling(sp, model_->context());
   DS_CUDA_CHECK(cudaMemcpyAsync(h + io.off_out, d + io.off_out, io.total - io.off_out, cudaMemcpyDeviceToHost, s));
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
   const int32_t* tok = reinterpret_cast<const int32_t*>(h + io.off_out);
   const float* lp = reinterpret_cast<const float*>(h + io.off_out + rows * 4);
-  const int32_t* tid = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 8);
-  const float* tlp = reinterpret_cast<const float*>(h + io.off_out + rows * 8 + size_t(rows) * max_lp * 4);
+  const int32_t* rank = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 8);
+  const int32_t* tid = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 12);
+  const float* tlp = reinterpret_cast<const float*>(h + io.off_out + rows * 12 + size_t(rows) * max_lp * 4);
   for (int r = 0; r < rows; ++r) {
     auto& o = out[size_t(r0 + r)];
     o.token = tok[r];
     o.logprob = lp[r];
     DS_CHECK(o.logprob == o.logprob, "sampler: NaN logits in row {}", r0 + r);
+    if (params[size_t(r0 + r)].num_logprobs >= 0) o.rank = rank[r];
     int n = std::min(params[size_t(r0 + r)].num_logprobs, max_lp);
     for (int i = 0; i < n; ++i)
       o.top_logprobs.emplace_back(tid[size_t(r) * max_lp + i], tlp[size_t(r) * max_lp + i]);

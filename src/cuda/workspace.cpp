@@ -144,7 +144,7 @@ SamplingIoLayout SamplingIoLayout::of(int rows, size_t pen_entries, int max_logp
   l.off_cnt = l.off_tok + align_up(pen_entries * 4, 256);
   l.off_mask = l.off_cnt + align_up(pen_entries * 4, 256);
   l.off_out = l.off_mask + align_up(size_t(rows) * size_t(mask_words) * 4, 256);
-  l.total = l.off_out + size_t(rows) * (8 + size_t(max_logprobs) * 8);
+  l.total = l.off_out + size_t(rows) * (12 + size_t(max_logprobs) * 8);  // token, logprob, rank, top lists
   return l;
 }
 

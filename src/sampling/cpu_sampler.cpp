@@ -116,6 +116,10 @@ SampleResult sample_row_cpu(const float* logits, int vocab, const SampleParams& 
   for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - double(mx));
   const double lse = double(mx) + std::log(sum);
   r.logprob = float(double(logits[r.token]) - lse);
+  if (p.num_logprobs >= 0) {
+    const float t = logits[r.token];
+    r.rank = int32_t(std::count_if(logits, logits + vocab, [t](float v) { return v >= t; }));
+  }
   if (p.num_logprobs > 0) {
     const int k = std::min(p.num_logprobs, vocab);
     std::vector<int32_t> idx(static_cast<size_t>(vocab));

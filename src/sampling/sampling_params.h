@@ -43,6 +43,9 @@ struct SampleResult {
   int32_t token = -1;
   float logprob = 0.0f;  // log-softmax of the raw (unpenalised, untempered) logits
   std::vector<std::pair<int32_t, float>> top_logprobs;  // best first
+  // With logprobs asked (num_logprobs >= 0): vLLM's rank, the number of raw logits >= the token's (the argmax
+  // is 1; ties share the worse rank); 0 where not computed.
+  int32_t rank = 0;
 };
 
 }  // namespace ds

@@ -109,11 +109,11 @@ json prompt_logprobs_json(const Tokenizer& tok, const std::vector<SampleResult>&
   for (const auto& r : scores) {
     json d = json::object();
     const int k = std::min<int>(top_k, int(r.top_logprobs.size()));
-    json rank = nullptr;
+    json rank = r.rank > 0 ? json(r.rank) : json(nullptr);  // the engine's (every vocabulary entry counted)
     for (int j = 0; j < k; ++j) {
       const auto& [id, lp] = r.top_logprobs[size_t(j)];
       d[std::to_string(id)] = {{"logprob", finite(lp)}, {"rank", j + 1}, {"decoded_token", token_text(tok, id, as_ids)}};
-      if (id == r.token) rank = j + 1;
+      if (id == r.token && r.rank <= 0) rank = j + 1;
     }
     d[std::to_string(r.token)] = {{"logprob", finite(r.logprob)}, {"rank", rank},
                                   {"decoded_token", token_text(tok, r.token, as_ids)}};

@@ -22,7 +22,7 @@ bool g_radix = false;
 // One GPU sampling launch of the rows `prep` describes (token masks: null or one row per logits row,
 // applied where prep marks the row masked): the tokens, logprobs and top lists it returns.
 struct GpuSamples {
-  std::vector<int32_t> tokens, top_ids;
+  std::vector<int32_t> tokens, top_ids, ranks;
   std::vector<float> logprobs, top_logprobs;
 };
 
@@ -34,7 +34,7 @@ GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, c
   auto dl = to_device(logits, DType::F32), drp = to_device_raw(prep.rows), dpt = to_device_raw(prep.pen_tokens),
        dpc = to_device_raw(prep.pen_counts), dmask = to_device_raw(hmask);
   DeviceBuffer work(sampling_workspace_floats(rows, V) * 4), tok(size_t(rows) * 4), lp(size_t(rows) * 4),
-      tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
+      rank(size_t(rows) * 4), tids(size_t(rows) * max_lp * 4), tlp(size_t(rows) * max_lp * 4);
   SamplingParams sp;
   sp.logits = dl.as<float>();
   sp.ld = V;
@@ -48,6 +48,7 @@ GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, c
   sp.work = work.as<float>();
   sp.out_token = tok.as<int32_t>();
   sp.out_logprob = lp.as<float>();
+  sp.out_rank = rank.as<int32_t>();
   sp.out_top_ids = tids.as<int32_t>();
   sp.out_top_logprobs = tlp.as<float>();
   sp.max_logprobs = max_lp;
@@ -57,6 +58,7 @@ GpuSamples run_gpu_sampling(const std::vector<float>& logits, int rows, int V, c
   GpuSamples g;
   g.tokens = to_host_raw<int32_t>(tok.data(), size_t(rows));
   g.logprobs = to_host(lp.data(), size_t(rows), DType::F32);
+  g.ranks = to_host_raw<int32_t>(rank.data(), size_t(rows));
   g.top_ids = to_host_raw<int32_t>(tids.data(), size_t(rows) * max_lp);
   g.top_logprobs = to_host(tlp.data(), size_t(rows) * max_lp, DType::F32);
   return g;
@@ -118,6 +120,7 @@ void SamplingMatchesCpuSamplerBody() {
   for (int r = 0; r < rows; ++r) {
     EXPECT_EQ(gt[size_t(r)], ref[size_t(r)].token) << "row " << r;
     EXPECT_NEAR(gl[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
+    if (ps[size_t(r)].num_logprobs >= 0) EXPECT_EQ(g.ranks[size_t(r)], ref[size_t(r)].rank) << "row " << r;
     ASSERT_EQ(int(ref[size_t(r)].top_logprobs.size()), std::max(0, ps[size_t(r)].num_logprobs));
     for (size_t i = 0; i < ref[size_t(r)].top_logprobs.size(); ++i) {
       EXPECT_EQ(gti[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].first);
@@ -214,6 +217,8 @@ void SamplingScoringRowsMatchCpuSamplerBody() {
     }
     EXPECT_EQ(g.tokens[size_t(r)], ref[size_t(r)].token) << "row " << r;
     EXPECT_NEAR(g.logprobs[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
+    EXPECT_EQ(g.ranks[size_t(r)], ref[size_t(r)].rank) << "row " << r;  // forced tokens far down the order
+    EXPECT_GT(ref[size_t(r)].rank, ps[size_t(r)].forced_token >= 0 ? 1 : 0) << "row " << r;
     for (size_t i = 0; i < ref[size_t(r)].top_logprobs.size(); ++i) {
       EXPECT_EQ(g.top_ids[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].first) << "row " << r;
       EXPECT_NEAR(g.top_logprobs[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].second, 1e-4);

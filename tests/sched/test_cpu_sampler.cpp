@@ -307,6 +307,17 @@ TEST(CpuSampler, ScoringRowReportsTheGivenTokenUnderTheRawLogits) {
   EXPECT_EQ(r.top_logprobs[0].first, 1);
   EXPECT_EQ(r.top_logprobs[1].first, 3);
   EXPECT_NEAR(r.top_logprobs[0].second, want[1], 1e-6);
+  EXPECT_EQ(r.rank, 5);  // the smallest of five logits
+  p.forced_token = 3;
+  EXPECT_EQ(sample_row_cpu(x.data(), int(x.size()), p).rank, 2);
+  p.num_logprobs = -1;  // no logprobs asked: no rank
+  EXPECT_EQ(sample_row_cpu(x.data(), int(x.size()), p).rank, 0);
+  p.num_logprobs = 0;
+  const std::vector<float> tie{1.0f, 2.0f, 2.0f, 0.0f};  // ties share the worse rank (vLLM counts >=)
+  p.forced_token = 1;
+  EXPECT_EQ(sample_row_cpu(tie.data(), int(tie.size()), p).rank, 2);
+  p.forced_token = -1;  // the greedy token (lowest id of the tie)
+  EXPECT_EQ(sample_row_cpu(tie.data(), int(tie.size()), p).rank, 2);
   p.forced_token = 5;  // outside the vocabulary
   EXPECT_THROW(sample_row_cpu(x.data(), int(x.size()), p), Error);
 

@@ -65,11 +65,11 @@ class FakeEngine : public server::EngineClient {
   }
 
   // The prompt scores request `r` gets (prompt_logprobs): prompt token i + 1 at logprob -0.5 - i / 100, its top
-  // alternatives safe tokens 0, 1, ... at -0.1 - j.
+  // alternatives safe tokens 0, 1, ... at -0.1 - j, its rank 100 + i.
   std::vector<SampleResult> prompt_scores(const GenerationRequest& r) const {
     std::vector<SampleResult> out;
     for (size_t i = 1; i < r.prompt_tokens.size(); ++i) {
-      SampleResult s{r.prompt_tokens[i], -0.5f - float(i - 1) / 100.f, {}};
+      SampleResult s{r.prompt_tokens[i], -0.5f - float(i - 1) / 100.f, {}, int32_t(100 + i)};
       for (int j = 0; j < r.prompt_logprobs; ++j) s.top_logprobs.push_back({safe_[size_t(j)], -0.1f - float(j)});
       out.push_back(s);
     }

@@ -193,6 +193,7 @@ TEST(Completions, EchoWithLogprobsScoresThePrompt) {
       ASSERT_TRUE(d.contains(std::to_string(ids[i]))) << d.dump();
       EXPECT_NEAR(d[std::to_string(ids[i])]["logprob"].get<double>(), -0.5 - double(i - 1) / 100, 1e-6);
       EXPECT_EQ(d[std::to_string(ids[i])]["decoded_token"], f.tok->decode({ids[i]}));
+      EXPECT_EQ(d[std::to_string(ids[i])]["rank"], 100 + i) << "the engine's rank, outside the top list too";
       EXPECT_GE(d.size(), 2u);
       for (const auto& [k, v] : d.items()) {
         if (k != std::to_string(ids[i])) {

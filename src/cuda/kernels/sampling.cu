@@ -228,6 +228,23 @@ __device__ void top_logprobs(const SamplingParams& p, int row, const float* raw,
   }
 }
 
+// The row's token and its logprob; with logprobs asked, its rank (vLLM's: the raw logits >= its own, so the
+// argmax is 1) and the top-n list.
+__device__ void write_result(const SamplingParams& p, int row, const SampleRow& rp, const float* raw, int token,
+                             double log_z, Shared& sh) {
+  if (threadIdx.x == 0) {
+    p.out_token[row] = token;
+    p.out_logprob[row] = float(double(raw[token]) - log_z);
+  }
+  if (rp.num_logprobs < 0) return;
+  const float t = raw[token];
+  double n = 0.0;
+  for (int i = threadIdx.x; i < p.vocab; i += kThreads) n += raw[i] >= t ? 1.0 : 0.0;
+  n = block_sum_d(n, sh);
+  if (threadIdx.x == 0) p.out_rank[row] = int32_t(n);
+  top_logprobs(p, row, raw, min(rp.num_logprobs, p.max_logprobs), log_z, sh);
+}
+
 // Statistics of one slice of a row's raw logits (the prepass): max m, sum of exp(l - m), first argmax.
 constexpr int kStatSplits = 64, kStatThreads = 256, kStatFloats = 8;
 struct RowStat {
@@ -304,11 +321,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     const ArgBest top = block_first(r.bv, r.bi, sh);
     const int token = rp.forced >= 0 ? rp.forced : top.i < V ? top.i : 0;
     const double log_z = double(M) + log(se);
-    if (tid == 0) {
-      p.out_token[row] = token;
-      p.out_logprob[row] = float(double(raw[token]) - log_z);
-    }
-    top_logprobs(p, row, raw, min(rp.num_logprobs, p.max_logprobs), log_z, sh);
+    write_result(p, row, rp, raw, token, log_z, sh);
     return;
   }
 
@@ -377,11 +390,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     token = d.lim >= 0 ? d.lim : top.i;
     (void)cum;
   }
-  if (tid == 0) {
-    p.out_token[row] = token;
-    p.out_logprob[row] = float(double(raw[token]) - log_z);
-  }
-  top_logprobs(p, row, raw, min(rp.num_logprobs, p.max_logprobs), log_z, sh);
+  write_result(p, row, rp, raw, token, log_z, sh);
 }
 
 }  // namespace

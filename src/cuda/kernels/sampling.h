@@ -46,6 +46,7 @@ struct SamplingParams {
   float* work = nullptr;                  // sampling_workspace_floats(rows, vocab) fp32 scratch
   int32_t* out_token = nullptr;           // [rows]
   float* out_logprob = nullptr;           // [rows]
+  int32_t* out_rank = nullptr;            // [rows] where num_logprobs >= 0: 1 + raw logits above the token's (ties count)
   int32_t* out_top_ids = nullptr;         // [rows, max_logprobs] best first
   float* out_top_logprobs = nullptr;      // [rows, max_logprobs]
   int max_logprobs = 0;
