@@ -68,6 +68,24 @@ const char* reported_finish(FinishReason f, bool called_tools) {
   return finish_reason_str(f);
 }
 
+// vLLM's chat echo: the last message's text when its role is the reply's (text parts joined by newlines).
+std::string echoed_text(const ChatRequest& req, const std::string& role) {
+  if (!req.echo || req.messages.empty()) return {};
+  const json& last = req.messages.back();
+  if (last.value("role", "") != role) return {};
+  const json* content = find_field(last, "content");
+  if (!content) return {};
+  if (content->is_string()) return content->get<std::string>();
+  std::string out;
+  if (content->is_array())
+    for (const json& part : *content)
+      if (const json* t = find_field(part, "text"); t && t->is_string()) {
+        if (!out.empty()) out += '\n';
+        out += t->get<std::string>();
+      }
+  return out;
+}
+
 }  // namespace
 
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
@@ -83,6 +101,7 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   // As vLLM: --response-role, or, continuing the conversation without a generation prompt, the last role.
   const std::string role = req.add_generation_prompt ? ctx.response_role
                                                      : req.messages.back().value("role", ctx.response_role);
+  const std::string echoed = echoed_text(req, role);
 
   std::vector<int32_t> ids = chat_prompt_ids(ctx, req);
   int max_tokens = ctx.resolve_max_tokens(ids.size(), opt.max_tokens, "messages", req.max_tokens_field);
@@ -137,10 +156,10 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
         acc.add(b.calls);
         std::string content = a.content + b.content;
         called = !acc.calls.empty();
-        message["content"] = called && content.empty() ? json(nullptr) : json(content);
+        message["content"] = called && content.empty() && echoed.empty() ? json(nullptr) : json(echoed + content);
         if (called) message["tool_calls"] = acc.to_json();
       } else {
-        message["content"] = texts[i];
+        message["content"] = echoed + texts[i];
       }
       const char* finish = reported_finish(c.finish, called);
       job.set_reported_reason(int(i), finish);
@@ -174,6 +193,8 @@ void serve_chat_completions(const ServingContext& ctx, const HttpRequest& http, 
   w.begin_stream(200, "text/event-stream");
   for (size_t i = 0; i < num_choices; ++i)
     w.write(sse_event(chunk(i, {{"role", role}, {"content", ""}}, nullptr, nullptr)));
+  if (!echoed.empty())
+    for (size_t i = 0; i < num_choices; ++i) w.write(sse_event(chunk(i, {{"content", echoed}}, nullptr, nullptr)));
   std::vector<bool> called(num_choices, false);
   std::string error;
   bool complete = job.run(

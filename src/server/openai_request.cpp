@@ -348,7 +348,7 @@ ChatRequest parse_chat_request(const json& body, int vocab_size, const UnknownFi
   }
   if (r.has("chat_template")) throw bad_request("a per-request 'chat_template' is not supported", "chat_template");
   if (r.has("documents")) throw bad_request("'documents' is not supported", "documents");
-  if (r.boolean("echo").value_or(false)) throw bad_request("'echo' is not supported for chat", "echo");
+  req.echo = r.boolean("echo").value_or(false);
   if (const auto* mod = r.get("modalities"); mod && *mod != json::array({"text"}))
     throw bad_request("only the text modality is supported", "modalities");
   r.ignore({"reasoning_effort", "prediction", "web_search_options"});

@@ -69,6 +69,9 @@ struct ChatRequest {
   std::string tool_choice_name;  // for Named
   bool add_generation_prompt = true;
   bool continue_final_message = false;
+  // vLLM's chat echo: the last message's content leads each choice's content when its role is the reply's
+  // (a conversation continued without a generation prompt); otherwise nothing.
+  bool echo = false;
   nlohmann::json template_kwargs = nlohmann::json::object();
   std::string max_tokens_field = "max_tokens";  // the field that set opt.max_tokens (errors name it)
   bool parse_tool_calls() const { return tools.is_array() && !tools.empty() && tool_choice != ToolChoice::None; }

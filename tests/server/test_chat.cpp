@@ -68,6 +68,39 @@ TEST(Chat, DeveloperRoleListContentAndContinueFinalMessage) {
             "<|im_assistant|>assistant<|im_middle|>Well,");
 }
 
+// vLLM's chat echo: continuing an assistant message, its content leads each choice's content (streamed as a
+// chunk after the role); when the last message is the user's (the reply's role differs), echo adds nothing.
+TEST(Chat, EchoPrependsTheContinuedMessage) {
+  ServerFixture f;
+  json msgs = json::array({{{"role", "user"}, {"content", "Hi"}},
+                           {{"role", "assistant"}, {"content", {{{"type", "text"}, {"text", "Well,"}},
+                                                                {{"type", "text"}, {"text", "so"}}}}}});
+  json body = {{"messages", msgs}, {"continue_final_message", true}, {"add_generation_prompt", false},
+               {"max_tokens", 3}, {"echo", true}, {"n", 2}, {"seed", 3}};
+  auto r = f.post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto sub = f.engine.submitted_copy();
+  ASSERT_FALSE(sub.empty());
+  std::string gen;
+  for (int32_t id : f.engine.expected_tokens(sub[0])) gen += f.tok->decode({id});
+  const json plain = json::parse(r.body);
+  EXPECT_EQ(plain["choices"][0]["message"]["content"], "Well,\nso" + gen);
+  EXPECT_EQ(plain["usage"]["completion_tokens"], 6) << "the echo is not generated";
+  body["stream"] = true;
+  r = f.post("/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<std::string> texts(2);
+  for (const json& e : sse_events(r.body))
+    if (e.is_object() && !e["choices"].empty() && e["choices"][0]["delta"].contains("content"))
+      texts[e["choices"][0]["index"].get<size_t>()] += e["choices"][0]["delta"]["content"].get<std::string>();
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(texts[i], plain["choices"][i]["message"]["content"]) << i;
+
+  r = f.post("/v1/chat/completions", {{"messages", kMessages}, {"max_tokens", 2}, {"echo", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string text = json::parse(r.body)["choices"][0]["message"]["content"];
+  EXPECT_EQ(text.find("Hello there"), std::string::npos) << text;
+}
+
 TEST(Chat, LogprobsInChatFormat) {
   ServerFixture f;
   auto r = f.post("/v1/chat/completions",
