@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <sstream>
+
+#include "core/error.h"
 
 namespace ds::bench {
 
@@ -49,7 +53,16 @@ void metric_json(json& j, const char* key, const MetricSummary& ms, const std::v
   j[fmt::format("max_{}_ms", key)] = ms.max;
 }
 
-std::string now_string() {
+constexpr const char* kMetricNames[] = {"ttft", "tpot", "itl", "e2el"};
+
+bool shown(const RunInfo& info, const char* metric) {
+  const auto& ms = info.percentile_metrics;
+  return ms.empty() || std::find(ms.begin(), ms.end(), metric) != ms.end();
+}
+
+}  // namespace
+
+std::string date_string() {
   std::time_t t = std::time(nullptr);
   std::tm tm{};
   localtime_r(&t, &tm);
@@ -58,7 +71,30 @@ std::string now_string() {
   return buf;
 }
 
-}  // namespace
+std::vector<std::string> parse_percentile_metrics(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    DS_CHECK(std::find(std::begin(kMetricNames), std::end(kMetricNames), item) != std::end(kMetricNames),
+             "--percentile-metrics: '{}' is not one of ttft, tpot, itl, e2el", item);
+    if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
+  }
+  DS_CHECK(!out.empty(), "--percentile-metrics needs at least one of ttft, tpot, itl, e2el");
+  return out;
+}
+
+std::string default_result_filename(const std::string& label, double request_rate, int64_t max_concurrency,
+                                    const std::string& model, const std::string& date) {
+  std::string rate;
+  if (std::isinf(request_rate)) rate = "inf";
+  else if (request_rate == std::floor(request_rate) && std::fabs(request_rate) < 1e16)
+    rate = fmt::format("{:.1f}", request_rate);  // Python's str(4.0)
+  else rate = fmt::format("{}", request_rate);   // shortest round trip, as Python's repr
+  const std::string concurrency = max_concurrency > 0 ? fmt::format("-concurrency{}", max_concurrency) : "";
+  const size_t slash = model.find_last_of('/');
+  const std::string base = slash == std::string::npos ? model : model.substr(slash + 1);
+  return fmt::format("{}-{}qps{}-{}-{}.json", label, rate, concurrency, base, date);
+}
 
 std::string format_report(const BenchMetrics& m, const RunInfo& info) {
   std::string s;
@@ -80,22 +116,30 @@ std::string format_report(const BenchMetrics& m, const RunInfo& info) {
   row(s, "Peak output token throughput (tok/s):", num(m.max_output_tokens_per_s));
   row(s, "Peak concurrent requests:", fmt::format("{}", m.max_concurrent_requests));
   row(s, "Total token throughput (tok/s):", num(m.total_token_throughput));
-  title(s, "Time to First Token", '-');
-  metric_rows(s, "TTFT", m.ttft_ms, m.percentile_points, false);
-  title(s, "Time per Output Token (excl. 1st token)", '-');
-  metric_rows(s, "TPOT", m.tpot_ms, m.percentile_points, false);
-  title(s, "Inter-token Latency", '-');
-  metric_rows(s, "ITL", m.itl_ms, m.percentile_points, true);
-  title(s, "End-to-end Latency", '-');
-  metric_rows(s, "E2EL", m.e2el_ms, m.percentile_points, false);
+  if (shown(info, "ttft")) {
+    title(s, "Time to First Token", '-');
+    metric_rows(s, "TTFT", m.ttft_ms, m.percentile_points, false);
+  }
+  if (shown(info, "tpot")) {
+    title(s, "Time per Output Token (excl. 1st token)", '-');
+    metric_rows(s, "TPOT", m.tpot_ms, m.percentile_points, false);
+  }
+  if (shown(info, "itl")) {
+    title(s, "Inter-token Latency", '-');
+    metric_rows(s, "ITL", m.itl_ms, m.percentile_points, true);
+  }
+  if (shown(info, "e2el")) {
+    title(s, "End-to-end Latency", '-');
+    metric_rows(s, "E2EL", m.e2el_ms, m.percentile_points, false);
+  }
   s += std::string(kWidth, '=') + "\n";
   return s;
 }
 
 json result_json(const BenchMetrics& m, const std::vector<RequestRecord>& records, const RunInfo& info) {
   json j;
-  j["date"] = now_string();
-  j["backend"] = "openai";
+  j["date"] = info.date.empty() ? date_string() : info.date;
+  j["backend"] = info.backend;
   j["endpoint_type"] = info.endpoint_type;
   j["base_url"] = info.base_url;
   j["endpoint"] = info.endpoint;

@@ -4,9 +4,9 @@
 #   tests/bench/e2e_bench.sh path/to/deltaserve          # starts `deltaserve serve` on the tiny model
 #   tests/bench/e2e_bench.sh path/to/deltaserve --mock   # uses tests/bench/mock_openai_server.py instead
 #
-# Runs every bench workload (random over completions and chat, jsonl, fixed), checks each JSON result for
-# internal consistency with python3, runs a 5-question GSM8K eval, checks that an unreachable server is a
-# clear non-zero exit, and stops the server. Exit status 0 means every check passed.
+# Runs every bench workload (random over completions and chat, jsonl, fixed, a ShareGPT file with vLLM's
+# flags), checks each JSON result for internal consistency with python3, runs a 5-question GSM8K eval,
+# checks that an unreachable server is a clear non-zero exit, and stops the server. Exit status 0 means every check passed.
 set -euo pipefail
 
 [[ $# -ge 1 ]] || { echo "usage: $0 path/to/deltaserve [--mock]" >&2; exit 2; }
@@ -153,6 +153,25 @@ step "bench: fixed prompt, one at a time"
 run_bench fixed --dataset fixed --prompt "Hello, my name is" --output-len 8 --num-prompts 5 --max-concurrency 1 \
   --ignore-eos
 check_json "$WORK/fixed.json" 5 1 0 8 0
+
+step "bench: ShareGPT file with vLLM's flags (--dataset-name, --save-result, --result-dir)"
+python3 - "$WORK/sharegpt.json" <<'EOF'
+import json, sys
+conv = lambda q, a: {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+data = [conv(f"Question {i}: tell me a short story about the river number {i}, please.",
+             "Once upon a time a river ran to the sea. " * (1 + i % 3)) for i in range(10)]
+data.append({"conversations": [{"from": "human", "value": "one turn only"}]})
+json.dump(data, open(sys.argv[1], "w"))
+EOF
+# The python mock has no /tokenize: count with the tiny tokenizer there, through the server otherwise.
+COUNT=()
+[[ "$MODE" == "--mock" ]] && COUNT=(--tokenizer tests/fixtures/tiny/tokenizer)
+"$BIN" bench --base-url "$URL" --disable-tqdm --dataset-name sharegpt --dataset-path "$WORK/sharegpt.json" \
+  --num-prompts 6 --sharegpt-output-len 8 --ignore-eos --seed 3 --save-result --result-dir "$WORK/results" \
+  "${COUNT[@]}" >"$WORK/sharegpt.txt" 2>"$WORK/sharegpt.err" || fail "bench sharegpt: $(tail -5 "$WORK/sharegpt.err")"
+RESULT=$(ls "$WORK"/results/openai-infqps-*.json 2>/dev/null | head -1)
+[[ -n "$RESULT" ]] || fail "bench sharegpt: no result file in $WORK/results: $(ls "$WORK/results" 2>&1)"
+check_json "$RESULT" 6 - 0 8 0
 
 step "eval gsm8k: 5 questions"
 "$BIN" eval gsm8k --base-url "$URL" --num-questions 5 --num-shots 2 --max-tokens 32 --parallel 5 --no-progress \

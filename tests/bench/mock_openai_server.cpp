@@ -150,6 +150,18 @@ http::response<http::string_body> MockOpenAIServer::Impl::answer(const Received&
     body = {{"error", {{"message", "invalid API key"}, {"type", "AuthenticationError"}, {"code", 401}}}};
   } else if (!post && rec.target == "/v1/models") {
     body = {{"object", "list"}, {"data", json::array({{{"id", "mock-model"}, {"object", "model"}}})}};
+  } else if (post && rec.target == "/tokenize" && behavior.tokenize) {
+    const int64_t n = rec.body.is_object() && rec.body.contains("prompt") && rec.body["prompt"].is_string()
+                          ? count_words(rec.body["prompt"].get<std::string>())
+                          : -1;
+    if (n < 0) {
+      status = http::status::bad_request;
+      body = {{"error", {{"message", "'prompt' (a string) is required"}, {"code", 400}}}};
+    } else {
+      json tokens = json::array();
+      for (int64_t i = 0; i < n; ++i) tokens.push_back(i);
+      body = {{"count", n}, {"max_model_len", 4096}, {"tokens", tokens}, {"token_strs", nullptr}};
+    }
   } else if (post && (chat || rec.target == "/v1/completions")) {
     if (behavior.status != 200) {
       status = static_cast<http::status>(behavior.status);

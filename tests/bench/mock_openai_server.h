@@ -1,7 +1,8 @@
 // A small OpenAI-compatible server for the bench tests (Boost.Beast, its own thread, a free loopback
 // port). It streams "tokens" the way vLLM/SGLang/deltaserve do: SSE over chunked transfer encoding, one
 // chunk per token, a usage chunk when stream_options.include_usage is set, then `data: [DONE]`.
-// Behaviour knobs let tests provoke errors, missing usage, split events and slow tokens.
+// Behaviour knobs let tests provoke errors, missing usage, split events and slow tokens. POST /tokenize
+// answers as vLLM and deltaserve do, counting one token per whitespace-separated word.
 #pragma once
 #include <functional>
 #include <memory>
@@ -20,6 +21,7 @@ struct MockBehavior {
   int error_after_tokens = -1;  // >= 0: stream an error object after that many tokens
   bool split_events = false;    // write every SSE event in two pieces, with a pause between
   std::string api_key;          // non-empty: requests without "Bearer <api_key>" get 401
+  bool tokenize = true;         // POST /tokenize {"prompt"} -> {"count", "tokens"}, a token per word; false: 404
   // Non-streamed replies: the text for a request body (default: "tok0 tok1 ..." of max_tokens tokens).
   std::function<std::string(const nlohmann::json& body)> reply;
 };
