@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <optional>
 #include <string_view>
@@ -131,8 +132,26 @@ constexpr Route kRoutes[] = {
     {"/v1/completions", "POST", Work::Worker}, {"/v1/chat/completions", "POST", Work::Worker},
     {"/v1/responses", "POST", Work::Worker},   {"/tokenize", "POST", Work::Worker},
     {"/detokenize", "POST", Work::Worker},     {"/v1/responses/{id}", "GET", Work::Inline},
-    {"/v1/responses/{id}", "DELETE", Work::Inline},
+    {"/v1/responses/{id}", "DELETE", Work::Inline}, {"/v1/models/{id}", "GET", Work::Inline},
+    {"/invocations", "POST", Work::Worker},
 };
+
+// %XX escapes decoded (a model id in a path: "org%2Fname"); a malformed escape stays as it is.
+std::string percent_decoded(std::string_view s) {
+  std::string out;
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(char(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
 
 // A stored response's path, /v1/responses/ID (ID without a slash), as its route's pattern; other paths as
 // they are.
@@ -141,6 +160,12 @@ std::string route_path(const std::string& path, std::string* id) {
   if (path.size() > prefix.size() && path.rfind(prefix, 0) == 0 && path.find('/', prefix.size()) == std::string::npos) {
     *id = path.substr(prefix.size());
     return "/v1/responses/{id}";
+  }
+  // OpenAI's model retrieval; the id may hold slashes ("org/name"), escaped or not.
+  const std::string models = "/v1/models/";
+  if (path.size() > models.size() && path.rfind(models, 0) == 0) {
+    *id = percent_decoded(std::string_view(path).substr(models.size()));
+    return "/v1/models/{id}";
   }
   return path;
 }
@@ -331,16 +356,24 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
         w->send({200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(engine_.stats()), {}});
       } else if (req.path == "/version") {
         w->send(json_response(200, {{"version", "0.1.0"}}));
-      } else if (req.path == "/v1/models") {
+      } else if (req.path == "/v1/models" || path == "/v1/models/{id}") {
+        auto card = [&](const std::string& name) {
+          return json{{"id", name},
+                      {"object", "model"},
+                      {"created", unix_time()},
+                      {"owned_by", "deltaserve"},
+                      {"root", opts_.model_root},
+                      {"parent", nullptr},
+                      {"max_model_len", engine_.max_model_len()}};
+        };
+        if (path == "/v1/models/{id}") {
+          if (std::find(opts_.model_names.begin(), opts_.model_names.end(), stored_id) == opts_.model_names.end())
+            throw not_found(fmt::format("The model `{}` does not exist.", stored_id), "model_not_found");
+          w->send(json_response(200, card(stored_id)));
+          return;
+        }
         json data = json::array();
-        for (const auto& name : opts_.model_names)
-          data.push_back({{"id", name},
-                          {"object", "model"},
-                          {"created", unix_time()},
-                          {"owned_by", "deltaserve"},
-                          {"root", opts_.model_root},
-                          {"parent", nullptr},
-                          {"max_model_len", engine_.max_model_len()}});
+        for (const auto& name : opts_.model_names) data.push_back(card(name));
         w->send(json_response(200, {{"object", "list"}, {"data", data}}));
       } else if (path == "/v1/responses/{id}") {
         serve_stored_response(ctx_, req.method, stored_id, *w);
@@ -365,6 +398,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
           serve_tokenize(ctx_, req, *w);
         else if (req.path == "/detokenize")
           serve_detokenize(ctx_, req, *w);
+        else if (req.path == "/invocations")
+          serve_invocation(ctx_, req, *w);
       } catch (const ApiError& e) {
         spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
         reply_error(*w, e);

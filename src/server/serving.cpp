@@ -246,3 +246,15 @@ std::function<bool()> watch_cancellation(const GenerationJob& job, ResponseWrite
 }
 
 }  // namespace ds::server
+
+namespace ds::server {
+
+void serve_invocation(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
+  const json body = parse_json_body(http.body);
+  if (!body.is_object()) throw bad_request("the request body must be a JSON object");
+  if (body.contains("messages")) return serve_chat_completions(ctx, http, w);
+  if (body.contains("prompt")) return serve_completions(ctx, http, w);
+  throw bad_request("/invocations takes a chat completion (\"messages\") or a completion (\"prompt\") request");
+}
+
+}  // namespace ds::server

@@ -77,6 +77,8 @@ void serve_completions(const ServingContext& ctx, const HttpRequest& req, Respon
 void serve_chat_completions(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+// SageMaker's POST /invocations (as vLLM): a body with "messages" is a chat completion, one with "prompt" a completion.
+void serve_invocation(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 void serve_responses(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);  // responses_api.cpp
 // GET (the response object) or DELETE /v1/responses/{id} of a stored response; 404 when not kept.
 void serve_stored_response(const ServingContext& ctx, const std::string& method, const std::string& id,

@@ -32,6 +32,36 @@ TEST(Endpoints, HealthModelsVersion) {
   EXPECT_EQ(json::parse(r.body)["model"], "tiny-alias");
 }
 
+// OpenAI's model retrieval (GET /v1/models/{id}, slashes escaped or not) and SageMaker's POST /invocations,
+// which vLLM routes by the body: "messages" a chat completion, "prompt" a completion.
+TEST(Endpoints, RetrieveModelAndInvocations) {
+  ServerFixture f("", 1u << 20, 256, false, [](server::ServerOptions& o) { o.model_names.push_back("org/name"); });
+  auto c = f.client();
+  auto r = c.get("/v1/models/tiny-alias");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["id"], "tiny-alias");
+  EXPECT_EQ(json::parse(r.body)["object"], "model");
+  for (const char* p : {"/v1/models/org/name", "/v1/models/org%2Fname", "/v1/models/org%2fname"}) {
+    r = c.get(p);
+    ASSERT_EQ(r.status, 200) << p << r.body;
+    EXPECT_EQ(json::parse(r.body)["id"], "org/name") << p;
+  }
+  r = c.get("/v1/models/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "model_not_found");
+  EXPECT_EQ(c.post("/v1/models/tiny", "{}").status, 405);
+
+  r = c.post("/invocations", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["object"], "chat.completion");
+  r = c.post("/invocations", json{{"prompt", "hi"}, {"max_tokens", 2}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["object"], "text_completion");
+  r = c.post("/invocations", json{{"input", "hi"}}.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("messages"), std::string::npos) << r.body;
+}
+
 // A backend that can run no more steps (a parallel group whose node went away): /health and new requests
 // answer 503 with the reason; /version (liveness) stays 200.
 TEST(Endpoints, AFailedBackendMakesHealthAndRequests503WithTheReason) {
