@@ -120,7 +120,9 @@ void SamplingMatchesCpuSamplerBody() {
   for (int r = 0; r < rows; ++r) {
     EXPECT_EQ(gt[size_t(r)], ref[size_t(r)].token) << "row " << r;
     EXPECT_NEAR(gl[size_t(r)], ref[size_t(r)].logprob, 1e-4) << "row " << r;
-    if (ps[size_t(r)].num_logprobs >= 0) EXPECT_EQ(g.ranks[size_t(r)], ref[size_t(r)].rank) << "row " << r;
+    if (ps[size_t(r)].num_logprobs >= 0) {
+      EXPECT_EQ(g.ranks[size_t(r)], ref[size_t(r)].rank) << "row " << r;
+    }
     ASSERT_EQ(int(ref[size_t(r)].top_logprobs.size()), std::max(0, ps[size_t(r)].num_logprobs));
     for (size_t i = 0; i < ref[size_t(r)].top_logprobs.size(); ++i) {
       EXPECT_EQ(gti[size_t(r) * max_lp + i], ref[size_t(r)].top_logprobs[i].first);
