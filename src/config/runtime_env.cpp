@@ -39,7 +39,7 @@ CudaEnv CudaEnv::parse() {
   c.norm_split = flag("DELTASERVE_CUDA_NORM_SPLIT", true);
   c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
-  c.int4_subnormal = flag("DELTASERVE_CUDA_INT4_SUBNORMAL", false);
+  c.int4_subnormal = flag("DELTASERVE_CUDA_INT4_SUBNORMAL", true);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_prefill_hi = flag("DELTASERVE_CUDA_FP8_PREFILL_HI", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);

@@ -27,9 +27,9 @@
 //   DELTASERVE_CUDA_NORM_SPLIT=0|1       the layer RMSNorm writing its output's x split for the FP8 launches (1)
 //   DELTASERVE_CUDA_FP8_CUBLAS=0..3      FP8 dense projections on cuBLASLt's block-scaled FP8 GEMM: 1 beyond 160
 //                                        rows (prefill; x's hi part), 2 also at 9..160 (hi + lo), 3 also at
-//                                        9..160 (hi alone); 0 off (default)
+//                                        9..160 (hi alone; the default since session 30, from 64 rows); 0 off
 //   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N=N  with 2 or 3: at 9..160 rows only projections of N+ outputs (0: all)
-//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS=R  with 2 or 3: decode batches of R+ rows only (0: all)
+//   DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS=R  with 2 or 3: decode batches of R+ rows only (0: all; default 64)
 //   DELTASERVE_CUDA_FP8_TILE_MIN_ROWS=N  FP8 experts (and FP8 projections whose 64-row blocks fill the GPU) at
 //                                        batches of N..8 tokens on the FP8 wgmma kernel too
 //                                        (1..9; default 9: the GEMVs up to 8 tokens)
@@ -49,8 +49,8 @@
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
 //                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
 //   DELTASERVE_CUDA_INT4_SUBNORMAL=0|1   that kernel's nibbles taken as e4m3 subnormals (n x 2^-9, two masks and
-//                                        two byte permutes a word) with the zero point applied per block (1) or
-//                                        converted through f16 (0, the default until measured)
+//                                        two byte permutes a word) with the zero point applied per block (1, the
+//                                        default since session 30) or converted through f16 (0)
 //   DELTASERVE_CUDA_FP8_PREFILL_TILES=0|1  FP8 experts of steps of 512+ tokens on the FP8 wgmma kernel's
 //                                        64-token tiles (1, the default: prefill 34K -> 47K tok/s, PERF.md
 //                                        session 11) or the 64-token mma.sync tiles (0)
@@ -102,9 +102,9 @@ struct CudaEnv {
   // n x 2^-9; the FP8 tensor cores keep subnormals, session 21's probe): a word of 8 nibbles becomes 8 e4m3 bytes
   // in k order by two masks, a shift and two byte permutes (the f16 route: ~14 instructions), and the zero point
   // comes off per partial sum as 2^9 t - zero x S, S the tokens' sums of x over the partial's columns, which a
-  // wgmma of a tile of e4m3 ones computes from the same x bytes (docs/QUANTIZATION.md). Off: the f16 route (the
-  // default until measured; written in session 29 without device time).
-  bool int4_subnormal = false;
+  // wgmma of a tile of e4m3 ones computes from the same x bytes (docs/QUANTIZATION.md). Off: the f16 route. On
+  // since session 30: the INT4 batch-16 step 8.74 -> 8.30 ms (bench_model, H200), its tests passing in both forms.
+  bool int4_subnormal = true;
   // FP8 experts of steps of 512 or more tokens on that kernel as well, with xsplit_prefill_tile-token tiles
   // (off: the 64-token mma.sync tiles, which convert e4m3 to f16; measured: the 48B prefill 34K -> 47K tok/s).
   bool fp8_prefill_tiles = true;
@@ -124,17 +124,19 @@ struct CudaEnv {
   // the FP8 wgmma tile kernel (1.5-7 us of work taking 11-30 us, docs/PERF.md session 20); 3: decode batches too,
   // with x's hi part alone (one GEMM; W8A8 with per-token-block activation scales, as FP8-dynamic and block-128
   // checkpoints define their activations). 0: off. The weights'
-  // block-scale rows are padded to cuBLASLt's layout (a multiple of 4) when on. Off until measured (session 26,
-  // written without device time).
-  int fp8_cublas = 0;
+  // block-scale rows are padded to cuBLASLt's layout (a multiple of 4) when on. 3 (with decode batches from 64
+  // rows, below) since session 30: the FP8 batch-100 step 16.99 -> 16.25 ms, FP8 serving at c=100 5,343 tok/s and
+  // c=1 TTFT 26.5 ms (H200, docs/PERF.md). Applies to block-scaled FP8 weights only (the online FP8 and block-128
+  // checkpoints); per-channel FP8 keeps the tile kernels.
+  int fp8_cublas = 3;
   // With fp8_cublas 2: at 9..kFp8TileMaxRows rows only projections of at least this many outputs take cuBLASLt (its
   // tiles spread a narrow one, such as o_proj's 2,304 outputs, over few SMs); 0: every one
   // (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_N).
   int fp8_cublas_decode_min_n = 0;
   // With fp8_cublas 2 or 3: decode batches of fewer rows than this stay on the tile kernel (at 16 rows cuBLASLt's
   // GEMM plus its own x quantization measured 2% slower a step, at 100 rows 4.4% faster: session 28); 0 or 9:
-  // every decode batch of 9..kFp8TileMaxRows rows (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS).
-  int fp8_cublas_decode_min_rows = 0;
+  // every decode batch of 9..kFp8TileMaxRows rows (DELTASERVE_CUDA_FP8_CUBLAS_DECODE_MIN_ROWS). 64 since session 30.
+  int fp8_cublas_decode_min_rows = 64;
   // FP8 experts from this many tokens on (1..9) run on that kernel too; below 9 the layer's RMSNorm then runs
   // as a kernel of its own (the GEMVs fuse it). 9: the GEMVs up to 8 tokens (the default until measured).
   int fp8_tile_min_rows = 9;

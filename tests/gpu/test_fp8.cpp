@@ -14,6 +14,7 @@
 
 #include "../common/quant_fixture.h"
 #include "../common/quant_int4_fixture.h"
+#include "backend_with_env.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
@@ -386,8 +387,10 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
 // checkpoint: a 65-token prefill (all rows), then 4 single-token decode steps (graphs), the GPU's
 // routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
 // + cuBLASLt path at 65 rows): test_model_tiny's pinned bf16 bound, 2e-2.
+// fp8_cublas: DELTASERVE_CUDA_FP8_CUBLAS for the GPU backend (null: the default).
 void expect_model_matches_cpu(const std::string& dir, const std::string& q, const char* what,
-                              const std::string& dtype = "float32", int prompt = 65, double bound_prefill = 0) {
+                              const std::string& dtype = "float32", int prompt = 65, double bound_prefill = 0,
+                              const char* fp8_cublas = nullptr) {
   const double bound = dtype == "float32" ? 1e-4 : 2e-2;
   BackendOptions co;
   co.model_dir = dir;
@@ -422,7 +425,7 @@ void expect_model_matches_cpu(const std::string& dir, const std::string& q, cons
   go.device = "cuda";
   go.dtype = dtype;
   go.num_blocks = 64;
-  auto gpu = make_cuda_backend(go);
+  auto gpu = fp8_cublas ? make_cuda_backend_with(go, "DELTASERVE_CUDA_FP8_CUBLAS", fp8_cublas) : make_cuda_backend(go);
   cuda_force_routes(*gpu, {{0, trace.route_ids}});
   ForwardBatch pre;
   pre.add(0, 0, std::vector<int32_t>(all.begin(), all.begin() + P), pages, true);
@@ -464,7 +467,10 @@ TEST(GpuFp8Model, Bf16ActivationsMatchCpu) {
   expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel", "bfloat16");
   auto bl = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Block);
   expect_model_matches_cpu(bl->dir.string(), "", "fp8 block32", "bfloat16");
-  expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online", "bfloat16");
+  // Online FP8 has 128 x 128 block scales, which by default (DELTASERVE_CUDA_FP8_CUBLAS=3 from 64 rows) put the
+  // 65-token prefill's dense projections on cuBLASLt in W8A8, whose e4m3 rounding of x is held to 6e-2 by
+  // GpuFp8Cublas.ModelLogitsMatchCpu; here the tile path with hi + lo, the bf16 bound.
+  expect_model_matches_cpu(kTinyModel, "fp8", "fp8 online", "bfloat16", 65, 0, "0");
   // a 600-token prefill: the MoE's prefill-sized GEMM tiles (T >= 512) with FP8 experts
   expect_model_matches_cpu(ch->dir.string(), "", "fp8 channel 600", "bfloat16", 600);
 }
