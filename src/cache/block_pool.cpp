@@ -1,5 +1,7 @@
 #include "cache/block_pool.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace ds {
@@ -97,6 +99,19 @@ bool BlockPool::register_hash(int32_t page, uint64_t hash) {
 int32_t BlockPool::lookup(uint64_t hash) const {
   auto it = by_hash_.find(hash);
   return it == by_hash_.end() ? -1 : it->second;
+}
+
+int BlockPool::clear_hashes() {
+  const int registered = int(by_hash_.size());
+  by_hash_.clear();
+  lru_.clear();
+  std::fill(lru_pos_.begin(), lru_pos_.end(), lru_.end());
+  std::fill(hash_of_.begin(), hash_of_.end(), 0);
+  std::fill(hashed_.begin(), hashed_.end(), 0);
+  free_.clear();  // keeps its capacity (num_blocks)
+  for (int i = num_blocks_ - 1; i >= 0; --i)
+    if (refs_[size_t(i)] == 0) free_.push_back(i);
+  return registered;
 }
 
 }  // namespace ds

@@ -7,7 +7,8 @@
 // lookup() still finds it, and share() takes it back). At refcount 0 an unhashed page returns to the
 // free list; a cached one is evicted, least recently released first, when allocate() finds the free
 // list empty. Allocation is all-or-nothing; releasing a page that is not referenced is an error.
-// The scheduler allocates and frees only; the hash map is for prefix caching (issue 14).
+// The scheduler allocates and frees only; the hash map is for prefix caching (issue 14), and
+// clear_hashes() empties it (POST /reset_prefix_cache).
 #pragma once
 #include <cstdint>
 #include <list>
@@ -51,6 +52,11 @@ class BlockPool {
   bool register_hash(int32_t page, uint64_t hash);
   // The page registered under `hash` (referenced or cached), or -1. Take it with share().
   int32_t lookup(uint64_t hash) const;
+  // Forgets every content hash (a prefix-cache reset): cached pages (refcount 0) become free pages, and
+  // referenced ones stay referenced but lookup() no longer finds them (at refcount 0 they return to the
+  // free list like any unhashed page). The free list is rebuilt in id order, lowest first, as at
+  // construction. Returns how many pages were registered. References are untouched.
+  int clear_hashes();
 
  private:
   void check(int32_t page, const char* what) const;

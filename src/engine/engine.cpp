@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/cache_reset.h"
 #include "engine/capacity.h"
 #include "engine/output_builder.h"
 #include "engine/token_controls.h"
@@ -16,74 +17,6 @@
 #include "tokenizer/tokenizer.h"
 
 namespace ds {
-
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::None: return "";
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
-    case FinishReason::Abort: return "abort";
-    case FinishReason::Error: return "error";
-  }
-  return "";
-}
-
-void Notifier::notify() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    ++count_;
-  }
-  cv_.notify_all();
-}
-
-uint64_t Notifier::wait(uint64_t seen) {
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_.wait(lk, [&] { return count_ != seen; });
-  return count_;
-}
-
-uint64_t Notifier::count() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return count_;
-}
-
-std::optional<GenerationOutput> RequestStream::next(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lk(mu_);
-  if (!cv_.wait_for(lk, timeout, [&] { return !q_.empty(); })) return std::nullopt;
-  GenerationOutput out = std::move(q_.front());
-  q_.pop_front();
-  return out;
-}
-
-std::optional<GenerationOutput> RequestStream::try_next() {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (q_.empty()) return std::nullopt;
-  GenerationOutput out = std::move(q_.front());
-  q_.pop_front();
-  return out;
-}
-
-void RequestStream::set_notifier(std::shared_ptr<Notifier> n) {
-  bool queued = false;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    notifier_ = n;
-    queued = !q_.empty();
-  }
-  if (queued && n) n->notify();
-}
-
-void RequestStream::push(GenerationOutput out) {
-  std::shared_ptr<Notifier> n;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    q_.push_back(std::move(out));
-    n = notifier_;
-  }
-  cv_.notify_all();
-  if (n) n->notify();
-}
-
 namespace {
 
 struct Pending {
@@ -153,6 +86,7 @@ struct Engine::Impl {
   std::condition_variable idle_cv;  // wakes drain()
   std::deque<Pending> intake;
   std::vector<std::string> aborts;
+  std::vector<std::shared_ptr<ResetRequest>> resets;  // prefix cache resets, answered between steps
   std::unordered_set<std::string> live;  // submitted and not finished
   int sched_waiting = 0;                 // scheduler's queue length after the last step
   bool stopping = false, draining = false;
@@ -344,6 +278,17 @@ void Engine::drain() {
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lk(impl_->stats_mu);
   return impl_->stats;
+}
+
+PrefixCacheResetResult Engine::reset_prefix_cache(std::chrono::milliseconds timeout) {
+  auto q = std::make_shared<ResetRequest>();
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    if (impl_->stopping) return ResetRequest::shutting_down();
+    impl_->resets.push_back(q);
+  }
+  impl_->cv.notify_all();
+  return q->wait(timeout);
 }
 
 const ModelConfig& Engine::model_config() const { return impl_->backend->config(); }
@@ -561,20 +506,25 @@ void Engine::Impl::run() {
   for (;;) {
     std::deque<Pending> incoming;
     std::vector<std::string> to_abort;
+    std::vector<std::shared_ptr<ResetRequest>> to_reset;
     bool stop = false;
     {
       std::unique_lock<std::mutex> lk(mu);
       sched_waiting = sched->num_waiting();
       const bool busy = sched->has_work();
-      cv.wait(lk, [&] { return stopping || busy || !intake.empty() || !aborts.empty(); });
+      cv.wait(lk, [&] { return stopping || busy || !intake.empty() || !aborts.empty() || !resets.empty(); });
       incoming.swap(intake);
       to_abort.swap(aborts);
+      to_reset.swap(resets);
       stop = stopping;
       sched_waiting = sched->num_waiting() + int(incoming.size());
     }
     try {
       for (auto& p : incoming) admit(std::move(p));
       for (const std::string& id : to_abort) end_with(id, FinishReason::Abort, {});
+      // After the admissions: a request submitted before the reset is in progress and refuses it.
+      for (auto& q : to_reset)
+        q->run([&] { return stop ? ResetRequest::shutting_down() : ds::reset_prefix_cache(*sched); });
       if (stop) break;
       if (sched->has_work()) {
         step();
@@ -602,8 +552,13 @@ void Engine::Impl::run() {
   publish_stats(0, 0, false);
   deliver();
   delivery->flush();
-  std::lock_guard<std::mutex> lk(mu);
-  idle_cv.notify_all();
+  std::vector<std::shared_ptr<ResetRequest>> left;  // asked after the last look (none can come after this)
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    left.swap(resets);
+    idle_cv.notify_all();
+  }
+  for (auto& q : left) q->run(ResetRequest::shutting_down);
 }
 
 }  // namespace ds

@@ -162,6 +162,21 @@ struct EngineStats {
   int64_t snapshots_saved = 0, snapshot_evictions = 0, snapshots_nonfinite = 0;
 };
 
+// The answer to Engine::reset_prefix_cache (POST /reset_prefix_cache, /flush_cache).
+struct PrefixCacheResetResult {
+  enum class Status {
+    Done,         // the cache was emptied
+    Disabled,     // prefix caching is off: nothing to flush (a success)
+    Busy,         // requests are running or waiting: nothing changed
+    Unavailable,  // the engine is shutting down, or its step thread did not answer in time: nothing changed
+  };
+  Status status = Status::Unavailable;
+  int running = 0, waiting = 0;                   // Busy: the requests in progress
+  int snapshots_freed = 0, pages_unregistered = 0;  // Done
+  std::string message;                            // what happened, or why not, in words
+  bool ok() const { return status == Status::Done || status == Status::Disabled; }
+};
+
 // Unavailable: the backend can run no more steps (Backend::failure(), e.g. a node of the group went away).
 enum class SubmitStatus { Ok, Overloaded, TooLong, Invalid, ShuttingDown, Unavailable };
 
@@ -177,6 +192,12 @@ class Engine {
   // Finish what is running and queued, accept nothing new, then return (SIGTERM path).
   void drain();
   EngineStats stats() const;
+  // Empties the prefix cache (docs/PREFIX_CACHE.md, "Resetting the cache"), as vLLM's POST
+  // /reset_prefix_cache and SGLang's /flush_cache: only when no request is running or waiting (those
+  // admitted before it count), and then every cached KDA snapshot is freed and every page registered for
+  // sharing is unregistered; the hit/query counters stay. It runs on the step thread between two steps;
+  // this thread waits for the answer up to `timeout` (Unavailable after it: then it never runs).
+  PrefixCacheResetResult reset_prefix_cache(std::chrono::milliseconds timeout);
   const ModelConfig& model_config() const;
   int64_t max_model_len() const;
   // How max_model_len was resolved (asked, the cache's tokens, what lowered it): for messages.

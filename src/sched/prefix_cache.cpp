@@ -369,6 +369,24 @@ int PrefixCache::reclaimable_pages() const {
   return n;
 }
 
+PrefixCacheCleared PrefixCache::reset() {
+  PrefixCacheCleared out;
+  for (size_t s = entries_.size(); s-- > 0;)  // highest first: the pool hands out the lowest ids first again
+    if (entries_[s].live) {
+      drop(int32_t(s));
+      ++out.snapshots;
+    }
+  DS_CHECK(by_chain_.empty() && snapshots_.num_used() == 0, "prefix cache reset: {} entries left",
+           snapshots_.num_used());
+  saves_before_.clear();  // their entries were dropped; the slots were released with their requests
+  pinned_.clear();
+  for (auto& t : page_tokens_) t.clear();
+  std::fill(page_parent_.begin(), page_parent_.end(), 0);
+  out.pages = blocks_.clear_hashes();
+  stats_.snapshots_used = 0;
+  return out;
+}
+
 std::vector<int32_t> PrefixCache::snapshot_ids() const {
   std::vector<int32_t> out;
   for (size_t s = 0; s < entries_.size(); ++s)

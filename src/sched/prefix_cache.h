@@ -19,7 +19,8 @@
 // and where it diverges from requests still waiting (so that they resume there; they wait for it).
 // A saved snapshot becomes usable only after its step reports it finite (StepResult::
 // nonfinite_snapshots); a bad one is dropped and counted. Entries are evicted least recently used
-// when the pool is full, and entries holding a partial page give it back when the page pool runs out.
+// when the pool is full, and entries holding a partial page give it back when the page pool runs out;
+// reset() empties the cache on demand.
 #pragma once
 #include <cstdint>
 #include <unordered_map>
@@ -44,6 +45,12 @@ struct PrefixCacheStats {
   int64_t queries = 0, hits = 0;
   int64_t snapshots_saved = 0, snapshot_evictions = 0, snapshots_nonfinite = 0;
   int snapshots_used = 0, snapshots_capacity = 0;
+};
+
+// What PrefixCache::reset() emptied.
+struct PrefixCacheCleared {
+  int snapshots = 0;  // entries dropped (their snapshot ids freed)
+  int pages = 0;      // full pages that were registered for sharing
 };
 
 // The deepest exact hit for a request, as lookup() finds it.
@@ -102,6 +109,15 @@ class PrefixCache {
   // Pages only evictable entries hold (their partial pages, which reclaim_pages gives back on demand): free
   // for the usage gauge, as vLLM counts its cached, unreferenced pages.
   int reclaimable_pages() const;
+  // Empties the cache (POST /reset_prefix_cache): every entry is dropped (its snapshot id freed, its partial
+  // page and its pending pages given back), the saves of finished requests not yet planned are forgotten,
+  // and every page registered for sharing is unregistered (BlockPool::clear_hashes: unreferenced ones become
+  // plain free pages). The counters stay (totals); nothing is allocated. Nothing on the backend needs undoing:
+  // a snapshot id is memory the next save into it overwrites, as after an eviction. Only between a step's
+  // update and the next plan, with no request running or waiting (Scheduler::reset_prefix_cache checks): a
+  // request may hold a restore of an entry or its shared pages. Afterwards every lookup misses until new
+  // saves are confirmed.
+  PrefixCacheCleared reset();
   // Tests: every live entry's snapshot id.
   std::vector<int32_t> snapshot_ids() const;
 

@@ -278,6 +278,11 @@ bool Scheduler::admit(size_t i, int* budget, double* cost_left, bool* first_pref
   return true;
 }
 
+std::optional<PrefixCacheCleared> Scheduler::reset_prefix_cache() {
+  if (!waiting_.empty() || !running_.empty()) return std::nullopt;
+  return prefix_.reset();
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   prefix_.begin_plan();

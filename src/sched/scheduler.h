@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -70,6 +71,10 @@ class Scheduler {
   // next schedule(). False when the id is unknown (already finished).
   bool abort(uint64_t id) { return finish(id, RequestStatus::FinishedAborted); }
   bool finish(uint64_t id, RequestStatus status);
+
+  // Empties the prefix cache (PrefixCache::reset) when no request is running or waiting; otherwise
+  // changes nothing and returns nullopt. Only between update() and the next schedule().
+  std::optional<PrefixCacheCleared> reset_prefix_cache();
 
   StepPlan schedule();
   // Applies a step's samples: advances num_computed, appends tokens, finishes requests that sampled

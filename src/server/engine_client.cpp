@@ -28,6 +28,9 @@ class EngineAdapter : public EngineClient {
   std::string context_limit_note() const override { return ds::context_limit_note(e_.max_model_len_info()); }
   int model_vocab_size() const override { return e_.model_config().vocab_size; }
   std::string failure() const override { return e_.backend_failure(); }
+  PrefixCacheResetResult reset_prefix_cache(std::chrono::milliseconds timeout) override {
+    return e_.reset_prefix_cache(timeout);
+  }
 
  private:
   Engine& e_;

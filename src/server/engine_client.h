@@ -1,6 +1,7 @@
 // What the server needs from the engine, as an interface: the real ds::Engine behind an adapter,
 // or a fake in the server's unit tests. Requests and outputs are the engine's own plain structs.
 #pragma once
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,14 @@ class EngineClient {
   virtual int model_vocab_size() const = 0;
   // Why the model can run no more steps (Engine::backend_failure()): /health then answers 503 with it.
   virtual std::string failure() const { return {}; }
+  // Empties the prefix cache when no request is in progress (Engine::reset_prefix_cache; POST
+  // /reset_prefix_cache and /flush_cache), waiting for the engine's answer up to `timeout`.
+  virtual PrefixCacheResetResult reset_prefix_cache(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    PrefixCacheResetResult r;
+    r.message = "this engine cannot reset its prefix cache";
+    return r;
+  }
 };
 
 // The adapter over a running engine (which must outlive it).

@@ -134,7 +134,26 @@ constexpr Route kRoutes[] = {
     {"/detokenize", "POST", Work::Worker},     {"/v1/responses/{id}", "GET", Work::Inline},
     {"/v1/responses/{id}", "DELETE", Work::Inline}, {"/v1/models/{id}", "GET", Work::Inline},
     {"/invocations", "POST", Work::Worker},
+    // vLLM's and SGLang's names for one thing: empty the prefix cache (waits for the step thread: a worker).
+    {"/reset_prefix_cache", "POST", Work::Worker}, {"/flush_cache", "POST", Work::Worker},
 };
+
+// How long POST /reset_prefix_cache waits for the step thread to take the reset up (one step at most).
+constexpr std::chrono::seconds kResetTimeout{30};
+
+// POST /reset_prefix_cache (vLLM) and /flush_cache (SGLang): 200 {"status": "ok", "message"} when the cache was
+// emptied or prefix caching is off; 409 (SGLang answers 400) naming the requests in progress, nothing changed;
+// 503 when the engine is shutting down or did not answer in time.
+void serve_reset_prefix_cache(EngineClient& engine, ResponseWriter& w) {
+  const PrefixCacheResetResult r = engine.reset_prefix_cache(kResetTimeout);
+  if (r.ok()) {
+    w.send(json_response(200, {{"status", "ok"}, {"message", r.message}}));
+  } else if (r.status == PrefixCacheResetResult::Status::Busy) {
+    throw ApiError(409, "invalid_request_error", r.message, "", "requests_in_progress");
+  } else {
+    throw unavailable(r.message);
+  }
+}
 
 // %XX escapes decoded (a model id in a path: "org%2Fname"); a malformed escape stays as it is.
 std::string percent_decoded(std::string_view s) {
@@ -400,6 +419,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
           serve_detokenize(ctx_, req, *w);
         else if (req.path == "/invocations")
           serve_invocation(ctx_, req, *w);
+        else if (req.path == "/reset_prefix_cache" || req.path == "/flush_cache")
+          serve_reset_prefix_cache(engine_, *w);
       } catch (const ApiError& e) {
         spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
         reply_error(*w, e);

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -311,4 +312,106 @@ TEST(PrefixCacheTiny, APlantedNaNStateIsNeverReused) {
   EXPECT_EQ(b.cached_tokens, 32);
   auto off = engine(s, false);
   expect_identical(b, run_one(*off, request(p, 4, 1)), "after the NaN");
+}
+
+namespace {
+
+// While closed, runs a step only when the test allows one more (allow()); blocked() tells that the step thread
+// waits inside execute.
+class StepGate : public Backend {
+ public:
+  explicit StepGate(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  BackendLimits limits() const override { return inner_->limits(); }
+  std::string device_name() const override { return inner_->device_name(); }
+  StepResult execute(const StepPlan& plan) override {
+    blocked_.store(true);
+    while (!open_.load() && allowed_.load() <= run_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    blocked_.store(false);
+    ++run_;
+    return inner_->execute(plan);
+  }
+  void close() {
+    allowed_.store(run_.load());
+    open_.store(false);
+  }
+  void open() { open_.store(true); }
+  void allow() { ++allowed_; }
+  bool blocked() const { return blocked_.load(); }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::atomic<int64_t> allowed_{0}, run_{0};
+  std::atomic<bool> open_{true}, blocked_{false};
+};
+
+}  // namespace
+
+// Engine::reset_prefix_cache (POST /reset_prefix_cache): a second identical request hits; after the reset a
+// third does not, and gives the same tokens bit for bit; the hit counters stay. With the cache off: nothing to do.
+TEST(PrefixCacheTiny, ResetPrefixCacheBetweenIdenticalRequests) {
+  Rig s;
+  auto e = engine(s, true);
+  const auto prompt = tokens(70, 61);
+  const Collected first = run_one(*e, request(prompt, 8, 5));
+  EXPECT_EQ(first.cached_tokens, 0);
+  const Collected second = run_one(*e, request(prompt, 8, 5));
+  EXPECT_EQ(second.cached_tokens, 64) << "the last 32-token checkpoint before the prompt's last token";
+  expect_identical(second, first, "the hit");
+  const int64_t hits = e->stats().prefix_cache_hits;
+  const PrefixCacheResetResult r = e->reset_prefix_cache(std::chrono::seconds(60));
+  ASSERT_EQ(r.status, PrefixCacheResetResult::Status::Done) << r.message;
+  EXPECT_TRUE(r.ok());
+  EXPECT_GT(r.snapshots_freed, 0);
+  EXPECT_GE(r.pages_unregistered, 4) << "the prompt's full pages";
+  EXPECT_NE(r.message.find("prefix cache reset"), std::string::npos) << r.message;
+  const Collected third = run_one(*e, request(prompt, 8, 5));
+  EXPECT_EQ(third.cached_tokens, 0) << "nothing cached after the reset";
+  expect_identical(third, first, "after the reset");
+  EXPECT_EQ(e->stats().prefix_cache_hits, hits) << "the totals stay; the third added none";
+  EXPECT_EQ(run_one(*e, request(prompt, 8, 5)).cached_tokens, 64) << "cached again";
+
+  auto off = engine(s, false);
+  const PrefixCacheResetResult d = off->reset_prefix_cache(std::chrono::seconds(60));
+  EXPECT_EQ(d.status, PrefixCacheResetResult::Status::Disabled);
+  EXPECT_TRUE(d.ok());
+  EXPECT_NE(d.message.find("nothing to flush"), std::string::npos) << d.message;
+}
+
+// While a request is in progress the reset is refused, naming it, and nothing changes; one the step thread cannot
+// take up in time (a step still running) times out.
+TEST(PrefixCacheTiny, ResetPrefixCacheIsRefusedWhileARequestIsInProgress) {
+  Rig s;
+  auto owned = std::make_unique<StepGate>(backend(s));
+  StepGate& gate = *owned;
+  Engine e(std::move(owned), nullptr, engine_options(s, true));
+  const auto prompt = tokens(70, 62);
+  run_one(e, request(prompt, 8, 5));
+  ASSERT_GT(e.stats().snapshots_used, 0);
+
+  gate.close();
+  auto b = submit_ok(e, request(cat(prompt, tokens(5, 63)), 40, 6));
+  while (!gate.blocked()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const PrefixCacheResetResult late = e.reset_prefix_cache(std::chrono::milliseconds(100));
+  EXPECT_EQ(late.status, PrefixCacheResetResult::Status::Unavailable) << late.message;
+  EXPECT_NE(late.message.find("within 100 ms"), std::string::npos) << late.message;
+
+  auto busy = std::async(std::launch::async, [&] { return e.reset_prefix_cache(std::chrono::seconds(60)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 30 && busy.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready; ++i)
+    gate.allow();  // one step at a time: the request (40 tokens) is still running after these
+  ASSERT_EQ(busy.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  const PrefixCacheResetResult r = busy.get();
+  EXPECT_EQ(r.status, PrefixCacheResetResult::Status::Busy) << r.message;
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.running + r.waiting, 1);
+  EXPECT_NE(r.message.find("1 request is in progress"), std::string::npos) << r.message;
+  EXPECT_GT(e.stats().snapshots_used, 0) << "nothing changed";
+
+  gate.open();
+  const Collected done = collect(*b);
+  EXPECT_EQ(done.finish, FinishReason::Length);
+  EXPECT_EQ(done.tokens.size(), 40u);
+  EXPECT_EQ(run_one(e, request(prompt, 8, 5)).cached_tokens, 64) << "the first request's checkpoint survived";
+  EXPECT_EQ(e.reset_prefix_cache(std::chrono::seconds(60)).status, PrefixCacheResetResult::Status::Done);
 }

@@ -153,6 +153,35 @@ TEST(BlockPool, HashedPagesAreCachedAndEvictedLeastRecentlyReleasedFirst) {
   EXPECT_THROW(pool.register_hash(99, 1), Error);
 }
 
+// A prefix-cache reset: every hash is forgotten; cached pages become plain free pages (lowest ids first again),
+// a referenced page stays referenced, unaddressable, and goes to the free list (not the cache) when released.
+TEST(BlockPool, ClearHashesUnregistersEveryPage) {
+  BlockPool pool(4, 16);
+  std::vector<int32_t> a, b;
+  ASSERT_TRUE(pool.allocate(3, &a));
+  ASSERT_TRUE(pool.allocate(1, &b));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(pool.register_hash(a[size_t(i)], 100 + uint64_t(i)));
+  ASSERT_TRUE(pool.register_hash(b[0], 200));
+  pool.free(&a);
+  ASSERT_EQ(pool.num_cached(), 3);
+  EXPECT_EQ(pool.clear_hashes(), 4);
+  for (uint64_t h : {100, 101, 102, 200}) EXPECT_EQ(pool.lookup(h), -1) << h;
+  EXPECT_EQ(pool.num_cached(), 0);
+  EXPECT_EQ(pool.num_free(), 3);
+  EXPECT_EQ(pool.num_used(), 1);
+  EXPECT_EQ(pool.refcount(b[0]), 1) << "references are untouched";
+  const int32_t pb = b[0];
+  pool.free(&b);
+  EXPECT_EQ(pool.num_cached(), 0) << "unhashed now: released to the free list";
+  EXPECT_EQ(pool.num_free(), 4);
+  EXPECT_EQ(pool.clear_hashes(), 0);
+  std::vector<int32_t> c;
+  ASSERT_TRUE(pool.allocate(4, &c));
+  EXPECT_EQ(c, (std::vector<int32_t>{0, 1, 2, 3})) << "lowest ids first, as a fresh pool";
+  EXPECT_TRUE(pool.register_hash(pb, 200)) << "a hash can be registered again";
+  EXPECT_EQ(pool.lookup(200), pb);
+}
+
 // Random shares, releases, registrations and allocations against a model of the refcounts: pages
 // are never handed out while referenced, and every count adds up.
 TEST(BlockPool, RandomOperationsKeepTheInvariants) {

@@ -239,6 +239,62 @@ TEST(PrefixCache, LeastRecentlyUsedSnapshotsAreEvictedUnderABudgetOfTwo) {
   EXPECT_EQ(sim.outputs[miss], run_alone(cat(prompts[0], seq(4, 900)), 3));
 }
 
+// POST /reset_prefix_cache: refused while a request waits or runs (nothing changed); once idle every entry,
+// pending save and registered page goes: the snapshot pool and the pages are all free, the counters stay, and a
+// prompt that hit before misses and is computed whole (exactly); saved again, it hits again.
+TEST(PrefixCache, ResetEmptiesTheCacheOnlyWhenIdle) {
+  Scheduler s(config(8, 32));
+  Sim sim(s);
+  const auto p = seq(80, 1);
+  run(s, sim, p, 4);
+  const auto q = cat(p, seq(5, 500));
+  const uint64_t b = s.add(request(q, 3));
+  EXPECT_FALSE(s.reset_prefix_cache()) << "a request waiting";
+  sim.step();
+  EXPECT_GT(s.get(b)->num_cached_tokens, 0);
+  EXPECT_FALSE(s.reset_prefix_cache()) << "a request running";
+  EXPECT_EQ(sim.restores, 1);
+  while (!sim.finished.count(b)) sim.step();
+  ASSERT_TRUE(s.prefix_cache().has_saves_before()) << "b's state is saved by the next plan";
+  const PrefixCacheStats before = s.prefix_cache().stats();
+  ASSERT_GT(before.snapshots_used, 0);
+  const std::optional<PrefixCacheCleared> cleared = s.reset_prefix_cache();
+  ASSERT_TRUE(cleared);
+  EXPECT_EQ(cleared->snapshots, before.snapshots_used);
+  EXPECT_GE(cleared->pages, 5) << "the prompt's full pages";
+  EXPECT_FALSE(s.prefix_cache().has_saves_before()) << "the pending save is dropped with its entry";
+  EXPECT_FALSE(s.has_work());
+  EXPECT_TRUE(s.prefix_cache().snapshot_ids().empty());
+  const PrefixCacheStats& after = s.prefix_cache().stats();
+  EXPECT_EQ(after.snapshots_used, 0);
+  EXPECT_EQ(after.hits, before.hits) << "totals stay";
+  EXPECT_EQ(after.queries, before.queries);
+  EXPECT_EQ(after.snapshots_saved, before.snapshots_saved);
+  EXPECT_EQ(after.snapshot_evictions, before.snapshot_evictions) << "a reset is not an eviction";
+  EXPECT_EQ(s.blocks().num_used(), 0);
+  EXPECT_EQ(s.blocks().num_cached(), 0);
+  EXPECT_EQ(s.blocks().num_free(), s.blocks().num_blocks());
+  EXPECT_EQ(s.prefix_cache().reclaimable_pages(), 0);
+  // The prompt that hit misses now and is computed whole.
+  const int64_t prefill = sim.prefill_tokens;
+  const uint64_t c = s.add(request(q, 3));
+  sim.step();
+  EXPECT_EQ(s.get(c)->num_cached_tokens, 0);
+  sim.run_to_completion();
+  EXPECT_EQ(sim.outputs[c], run_alone(q, 3));
+  EXPECT_EQ(sim.prefill_tokens - prefill, int64_t(q.size()));
+  EXPECT_EQ(sim.restores, 1);
+  // Its saves fill the cache again: the next one hits.
+  EXPECT_GT(s.prefix_cache().stats().snapshots_used, 0);
+  const uint64_t d = s.add(request(q, 3));
+  sim.step();
+  EXPECT_GT(s.get(d)->num_cached_tokens, 0);
+  sim.run_to_completion();
+  EXPECT_EQ(sim.outputs[d], run_alone(q, 3));
+  EXPECT_EQ(sim.restores, 2);
+  EXPECT_TRUE(s.reset_prefix_cache());
+}
+
 TEST(PrefixCache, ANonFiniteSnapshotIsDroppedAndNeverRestored) {
   Scheduler s(config(8, 32));
   Sim sim(s);

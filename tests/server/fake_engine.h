@@ -136,6 +136,23 @@ class FakeEngine : public server::EngineClient {
     s.snapshot_evictions = 7;
     return s;
   }
+  // As the engine's: refused while requests are live (counted as running), Disabled when prefix_caching is off.
+  PrefixCacheResetResult reset_prefix_cache(std::chrono::milliseconds) override {
+    PrefixCacheResetResult r;
+    if (!prefix_caching) {
+      r.status = PrefixCacheResetResult::Status::Disabled;
+      r.message = "prefix caching is off: there is nothing to flush";
+    } else if (int n = live_.load(); n > 0) {
+      r.status = PrefixCacheResetResult::Status::Busy;
+      r.running = n;
+      r.message = "cannot reset the prefix cache while " + std::to_string(n) + " request(s) are in progress";
+    } else {
+      r.status = PrefixCacheResetResult::Status::Done;
+      r.message = "prefix cache reset";
+      resets++;
+    }
+    return r;
+  }
   int64_t max_model_len() const override { return max_len_; }
   std::string context_limit_note() const override { return limit_note; }
   int model_vocab_size() const override { return 2048; }
@@ -168,6 +185,8 @@ class FakeEngine : public server::EngineClient {
   std::chrono::milliseconds delay{0};
   int max_live = 0;       // 0: unbounded
   int cached_tokens = 0;  // reported as prompt tokens served from a prefix cache
+  std::atomic<bool> prefix_caching{true};  // reset_prefix_cache answers Disabled when false
+  std::atomic<int> resets{0};  // prefix cache resets done
   std::vector<GenerationRequest> submitted;
   std::vector<std::string> aborted;
 

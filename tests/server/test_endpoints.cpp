@@ -147,6 +147,56 @@ TEST(Endpoints, PrefixCacheInUsageAndMetrics) {
   EXPECT_EQ(metric(m, "deltaserve_prefix_snapshot_nonfinite_total"), 0);
 }
 
+// vLLM's POST /reset_prefix_cache and SGLang's POST /flush_cache, one behaviour: 200 {"status": "ok"} when idle;
+// 409 naming the requests in progress (nothing reset); 200 "nothing to flush" with prefix caching off. Outside /v1
+// the API key does not guard them (vLLM's rule, as /tokenize); the metrics label each path.
+TEST(Endpoints, ResetPrefixCacheAndFlushCache) {
+  ServerFixture f("sk-test");
+  auto c = f.client();
+  for (const char* p : {"/reset_prefix_cache", "/flush_cache"}) {
+    auto r = c.post(p, "");
+    ASSERT_EQ(r.status, 200) << p << r.body;
+    json j = json::parse(r.body);
+    EXPECT_EQ(j["status"], "ok") << p;
+    EXPECT_FALSE(j["message"].get<std::string>().empty()) << p;
+    EXPECT_EQ(c.get(p).status, 405) << p;
+  }
+  EXPECT_EQ(f.engine.resets.load(), 2);
+
+  f.engine.delay = std::chrono::milliseconds(20);
+  Reply slow;
+  std::thread t([&] {
+    slow = f.client().post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 50}}.dump(),
+                           {{"Authorization", "Bearer sk-test"}});
+  });
+  while (f.engine.live() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (const char* p : {"/reset_prefix_cache", "/flush_cache"}) {
+    auto r = c.post(p, "{}");
+    ASSERT_EQ(r.status, 409) << p << r.body;
+    json e = json::parse(r.body)["error"];
+    EXPECT_EQ(e["code"], "requests_in_progress") << p;
+    EXPECT_NE(e["message"].get<std::string>().find("1 request(s) are in progress"), std::string::npos) << r.body;
+  }
+  t.join();
+  EXPECT_EQ(slow.status, 200) << slow.body;
+  EXPECT_EQ(f.engine.resets.load(), 2) << "nothing reset while a request ran";
+  while (f.engine.live() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(c.post("/flush_cache", "").status, 200);
+  EXPECT_EQ(f.engine.resets.load(), 3);
+
+  f.engine.prefix_caching = false;
+  auto r = c.post("/reset_prefix_cache", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(json::parse(r.body)["message"].get<std::string>().find("nothing to flush"), std::string::npos) << r.body;
+  EXPECT_EQ(f.engine.resets.load(), 3);
+
+  const std::string m = c.get("/metrics").body;
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/reset_prefix_cache\",status=\"200\"}"), 2);
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/reset_prefix_cache\",status=\"409\"}"), 1);
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/flush_cache\",status=\"200\"}"), 2);
+  EXPECT_EQ(metric(m, "deltaserve_http_requests_total{endpoint=\"/flush_cache\",status=\"409\"}"), 1);
+}
+
 TEST(Metrics, HistogramBucketsAreCumulative) {
   server::Histogram h({0.1, 1.0, 10.0});
   for (double v : {0.05, 0.1, 0.5, 2.0, 50.0}) h.observe(v);
