@@ -50,9 +50,9 @@ int64_t draw_len(std::mt19937_64& rng, int64_t len, double ratio) {
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
 }
 
-json user_messages(std::string text) { return json::array({json{{"role", "user"}, {"content", std::move(text)}}}); }
-
 }  // namespace
+
+json user_messages(std::string text) { return json::array({json{{"role", "user"}, {"content", std::move(text)}}}); }
 
 std::vector<BenchPrompt> make_random_dataset(const RandomDatasetOptions& o, int64_t num_prompts, EndpointType type,
                                              uint64_t seed) {

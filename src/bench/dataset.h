@@ -35,6 +35,9 @@ std::vector<BenchPrompt> make_random_dataset(const RandomDatasetOptions& o, int6
 std::vector<BenchPrompt> load_jsonl_dataset(const std::string& path, int64_t num_prompts, EndpointType type,
                                             int64_t default_output_len);
 
+// A chat prompt of one user message holding `text`.
+nlohmann::json user_messages(std::string text);
+
 // Text of common English words standing for ids (word ids[i] % the word count): chat prompts that share
 // a prefix exactly where the id sequences do.
 std::string words_text(const std::vector<int64_t>& ids);

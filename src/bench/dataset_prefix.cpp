@@ -39,7 +39,7 @@ std::vector<BenchPrompt> make_shared_prefix_dataset(const SharedPrefixOptions& o
         p.prompt_len = int64_t(ids.size());
         p.prompt = std::move(ids);
       } else {
-        p.prompt = json::array({json{{"role", "user"}, {"content", words_text(ids)}}});
+        p.prompt = user_messages(words_text(ids));
       }
       out.push_back(std::move(p));
     }

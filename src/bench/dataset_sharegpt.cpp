@@ -206,8 +206,6 @@ class ShareGptReader : public nlohmann::json_sax<json> {
   bool value_seen_ = false;
 };
 
-json user_message(std::string text) { return json::array({json{{"role", "user"}, {"content", std::move(text)}}}); }
-
 }  // namespace
 
 std::vector<ShareGptPair> load_sharegpt_pairs(const std::string& path) {
@@ -262,7 +260,7 @@ std::vector<BenchPrompt> sample_sharegpt(std::vector<ShareGptPair> pairs, const 
       BenchPrompt p;
       p.max_tokens = output_len;
       if (type == EndpointType::Chat) {
-        p.prompt = user_message(std::move(text));
+        p.prompt = user_messages(std::move(text));
       } else {
         p.prompt = std::move(text);
         p.prompt_len = prompt_len;

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <set>
@@ -16,17 +15,12 @@
 #include "bench/request.h"
 #include "bench/task_runner.h"
 #include "core/error.h"
+#include "temp_file.h"
 
 using namespace ds::bench;
 using nlohmann::json;
 
-namespace {
-std::string write_temp(const std::string& name, const std::string& text) {
-  const std::string path = std::string(DS_BINARY_DIR) + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
-}  // namespace
+using ds::bench::testing::write_temp;
 
 TEST(BenchDataset, RandomTokenPromptsHaveExactLengthsAndIdsInRange) {
   RandomDatasetOptions o;

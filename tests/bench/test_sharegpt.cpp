@@ -13,20 +13,16 @@
 #include "bench/report.h"
 #include "core/error.h"
 #include "mock_openai_server.h"
+#include "temp_file.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace ds::bench;
 using ds::bench::testing::MockBehavior;
 using ds::bench::testing::MockOpenAIServer;
+using ds::bench::testing::write_temp;
 using nlohmann::json;
 
 namespace {
-
-std::string write_temp(const std::string& name, const std::string& text) {
-  const std::string path = std::string(DS_BINARY_DIR) + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
 
 // n words "w0 w1 ...", prefixed with a tag so texts differ.
 std::string words(const std::string& tag, int n) {
