@@ -230,20 +230,24 @@ void CudaBackend::sample_rows(const gpu::SamplingRows& prep, const std::vector<S
   sp.mask = reinterpret_cast<const uint32_t*>(d + io.off_mask);
   sp.mask_words = mask_words;
   sp.work = sb.work;
-  sp.out_token = reinterpret_cast<int32_t*>(d + io.off_out);
-  sp.out_logprob = reinterpret_cast<float*>(d + io.off_out + rows * 4);
-  sp.out_rank = reinterpret_cast<int32_t*>(d + io.off_out + rows * 8);
-  sp.out_top_ids = reinterpret_cast<int32_t*>(d + io.off_out + rows * 12);
-  sp.out_top_logprobs = reinterpret_cast<float*>(d + io.off_out + rows * 12 + size_t(rows) * max_lp * 4);
+  // The outputs, one after another from io.off_out (SamplingIoLayout::of sizes them): tokens, logprobs, ranks, then
+  // the top ids and their logprobs, max_lp a row.
+  const size_t o_tok = io.off_out, o_lp = o_tok + rows * 4, o_rank = o_lp + rows * 4, o_tid = o_rank + rows * 4,
+               o_tlp = o_tid + size_t(rows) * max_lp * 4;
+  sp.out_token = reinterpret_cast<int32_t*>(d + o_tok);
+  sp.out_logprob = reinterpret_cast<float*>(d + o_lp);
+  sp.out_rank = reinterpret_cast<int32_t*>(d + o_rank);
+  sp.out_top_ids = reinterpret_cast<int32_t*>(d + o_tid);
+  sp.out_top_logprobs = reinterpret_cast<float*>(d + o_tlp);
   sp.max_logprobs = max_lp;
   gpu::run_sampling(sp, model_->context());
   DS_CUDA_CHECK(cudaMemcpyAsync(h + io.off_out, d + io.off_out, io.total - io.off_out, cudaMemcpyDeviceToHost, s));
   DS_CUDA_CHECK(cudaStreamSynchronize(s));
-  const int32_t* tok = reinterpret_cast<const int32_t*>(h + io.off_out);
-  const float* lp = reinterpret_cast<const float*>(h + io.off_out + rows * 4);
-  const int32_t* rank = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 8);
-  const int32_t* tid = reinterpret_cast<const int32_t*>(h + io.off_out + rows * 12);
-  const float* tlp = reinterpret_cast<const float*>(h + io.off_out + rows * 12 + size_t(rows) * max_lp * 4);
+  const int32_t* tok = reinterpret_cast<const int32_t*>(h + o_tok);
+  const float* lp = reinterpret_cast<const float*>(h + o_lp);
+  const int32_t* rank = reinterpret_cast<const int32_t*>(h + o_rank);
+  const int32_t* tid = reinterpret_cast<const int32_t*>(h + o_tid);
+  const float* tlp = reinterpret_cast<const float*>(h + o_tlp);
   for (int r = 0; r < rows; ++r) {
     auto& o = out[size_t(r0 + r)];
     o.token = tok[r];

@@ -245,10 +245,6 @@ std::function<bool()> watch_cancellation(const GenerationJob& job, ResponseWrite
   return [&w] { return w.client_gone(); };
 }
 
-}  // namespace ds::server
-
-namespace ds::server {
-
 void serve_invocation(const ServingContext& ctx, const HttpRequest& http, ResponseWriter& w) {
   const json body = parse_json_body(http.body);
   if (!body.is_object()) throw bad_request("the request body must be a JSON object");
