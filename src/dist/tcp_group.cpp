@@ -24,6 +24,7 @@ struct TcpGroup::Link {
   std::mutex recv_mu;             // held while a collective reads a frame: the watcher never peeks mid-frame
   std::string peer;               // "rank 3 (node 1)", "rank 0 (node 0 at host:port)"
   std::atomic<uint64_t> frames{0};  // frame headers read by the collectives (the watcher's cue)
+  bool answered = false;          // start-up: node 0's answer read
 };
 
 namespace {
@@ -83,6 +84,11 @@ void answer(int fd, uint32_t status, const std::string& bytes, net::Clock::time_
   put_u32(b, uint32_t(bytes.size()));
   b.insert(b.end(), bytes.begin(), bytes.end());
   net::send_all(fd, b.data(), b.size(), deadline, peer);
+}
+
+bool readable_now(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
 }
 
 void send_frame(TcpGroup::Link& l, Header h, const void* data) {
@@ -235,6 +241,15 @@ std::string TcpGroup::peer_name(int rank) const {
   return fmt::format("rank {} (node {})", rank, rank / local_);
 }
 
+void TcpGroup::read_answer(Link& l, net::Clock::time_point deadline) {
+  expect_magic(l.fd.get(), deadline, l.peer, kAnswerMagic);
+  const uint32_t status = get_u32(l.fd.get(), deadline, l.peer);
+  const std::string bytes = get_bytes(l.fd.get(), get_u32(l.fd.get(), deadline, l.peer), deadline, l.peer);
+  DS_CHECK(status == kOk, "{} refused node {}: {}", l.peer, cfg_.node_rank, bytes);
+  l.answered = true;
+  payload_.assign(bytes.begin(), bytes.end());
+}
+
 TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
                    const std::function<void(int)>& on_listening)
     : cfg_(c) {
@@ -256,10 +271,20 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
   for (int r = std::max(first_, 1); r < first_ + local_; ++r) {
     auto l = std::make_unique<Link>();
     l->peer = first_ == 0 ? "rank 0 (node 0)" : fmt::format("rank 0 (node 0 at {})", where);
-    try {
-      l->fd = net::connect_to(first_ == 0 ? "127.0.0.1" : c.master_addr, port, deadline, l->peer);
-    } catch (const Error& e) {
-      fail("{} within {:g} s; is node 0 started with the same --master-addr and --master-port?", e.what(), c.timeout_s);
+    // In slices of a second: between them, an earlier rank's link that is readable holds node 0's answer. A
+    // refusal (node 0 then stops listening, so this connect could only time out) ends the wait with its reason.
+    for (;;) {
+      try {
+        l->fd = net::connect_to(first_ == 0 ? "127.0.0.1" : c.master_addr, port,
+                                std::min(deadline, net::deadline_in(1.0)), l->peer);
+        break;
+      } catch (const Error& e) {
+        for (auto& prev : up_)
+          if (prev && !prev->answered && readable_now(prev->fd.get())) read_answer(*prev, deadline);
+        if (net::seconds_left(deadline) <= 0)
+          fail("{} within {:g} s; is node 0 started with the same --master-addr and --master-port?", e.what(),
+               c.timeout_s);
+      }
     }
     std::vector<uint8_t> hello(kHelloMagic, kHelloMagic + 4);
     for (uint32_t v : {kVersion, uint32_t(r), uint32_t(c.world_size), uint32_t(c.nnodes), uint32_t(c.fingerprint.size())})
@@ -320,14 +345,8 @@ TcpGroup::TcpGroup(const TcpGroupConfig& c, const std::vector<uint8_t>& payload,
     for (int r = 1; r < c.world_size; ++r) answer(hub_[size_t(r)]->fd.get(), kOk, bytes, deadline, hub_[size_t(r)]->peer);
     payload_ = payload;
   }
-  for (auto& l : up_) {
-    if (!l) continue;
-    expect_magic(l->fd.get(), deadline, l->peer, kAnswerMagic);
-    const uint32_t status = get_u32(l->fd.get(), deadline, l->peer);
-    const std::string bytes = get_bytes(l->fd.get(), get_u32(l->fd.get(), deadline, l->peer), deadline, l->peer);
-    DS_CHECK(status == kOk, "{} refused node {}: {}", l->peer, c.node_rank, bytes);
-    payload_.assign(bytes.begin(), bytes.end());
-  }
+  for (auto& l : up_)
+    if (l && !l->answered) read_answer(*l, deadline);
   for (int r = first_; r < first_ + local_; ++r) comms_.push_back(std::make_unique<TcpComm>(*this, r));
 }
 

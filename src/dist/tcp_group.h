@@ -16,6 +16,7 @@
 // throws a ds::Error with the reason. Byte order: the hosts' own (every node is the same architecture).
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -68,6 +69,7 @@ class TcpGroup : public HostGroup {
  private:
   friend class TcpComm;
   std::string peer_name(int rank) const;  // "rank 3 (node 1)"
+  void read_answer(Link& l, std::chrono::steady_clock::time_point deadline);  // node 0's answer on l (start-up)
 
   TcpGroupConfig cfg_;
   int first_ = 0, local_ = 1;

@@ -17,12 +17,14 @@ test('SIGTERM lets the stream in progress finish, refuses new work, and exits', 
   let text = dec.decode((await reader.read()).value, { stream: true });
   process.kill(pid, 'SIGTERM');
   await new Promise((r) => setTimeout(r, 200));
-  // New work is refused while draining (503), or the listener is already closed.
+  // New work is refused while draining (503), or the listener is already closed (ECONNREFUSED), or, on a
+  // loaded machine where the signal is handled later, the connection made just before the listener closed is
+  // reset (it sat in the kernel's accept queue, or was accepted and closed as idle): UND_ERR_SOCKET.
   const refused = await fetch(`${SMALL_URL}/v1/completions`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ model: MODEL, prompt: 'late', max_tokens: 2 }),
   }).then((r) => r.status, (e) => e.cause?.code ?? 'error');
-  assert.ok(refused === 503 || refused === 'ECONNREFUSED', `got ${refused}`);
+  assert.ok([503, 'ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET'].includes(refused), `got ${refused}`);
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
