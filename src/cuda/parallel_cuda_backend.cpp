@@ -121,6 +121,13 @@ ParallelCudaBackend::ParallelCudaBackend(const BackendOptions& opts) : par_(opts
   if (cuda_env().tp_allreduce == "peer") {
     DS_CHECK(!multi_node, "DELTASERVE_CUDA_TP_ALLREDUCE=peer: the ranks of one process only (not with --nnodes {})",
              par_.nnodes);
+    // Each rank's kernel waits for the others' in a spin: with ranks sharing a GPU, nothing promises that their
+    // kernels (launched on different streams, replayed from different graphs) run at once, and one GPU's test of
+    // it hung at times (docs/PERF.md session 30): a GPU a rank, or the default.
+    DS_CHECK(!shared,
+             "DELTASERVE_CUDA_TP_ALLREDUCE=peer needs a GPU per rank ({} ranks here share {} GPU(s)): ranks on one "
+             "GPU would spin on each other's kernels, which CUDA need not run at once; unset it",
+             local, gpus);
     peer_ = std::make_unique<gpu::PeerAllReduceGroup>(devices_);
     for (int i = 0; i < local; ++i) {
       peer_comms_.push_back(peer_->wrap(i, *comms[size_t(i)]));

@@ -1,10 +1,13 @@
 // The in-process device collectives (cuda/device_comm.h) and the peer-memory all-reduce (cuda/peer_comm.h):
-// ranks as threads, each on its own stream of the one GPU (as the one-GPU check of a sharded model runs them),
-// against the host's fixed-order sums; NCCL against the host.
+// ranks as threads, each on its own stream of the one GPU (as the one-GPU check of a sharded model runs them;
+// the peer all-reduce's ranks on a GPU each, see peer_devices), against the host's fixed-order sums; NCCL against
+// the host.
 #include <gtest/gtest.h>
 
 #include <barrier>
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "core/error.h"
@@ -19,15 +22,39 @@
 namespace ds::gpu::test {
 namespace {
 
-// Runs f(rank, ctx) on `n` threads, one stream each; rethrows the first rank's exception.
+// Runs f(rank, ctx) on a thread per rank, rank r on devices[r] (default: all on this GPU), one stream each;
+// rethrows the first rank's exception.
 template <typename F>
-void on_ranks(int n, F&& f) {
-  run_on_devices(std::vector<int>(static_cast<size_t>(n), test_ctx().device()), [&](int r) {
+void on_ranks(int n, F&& f, std::vector<int> devices = {}) {
+  if (devices.empty()) devices.assign(static_cast<size_t>(n), test_ctx().device());
+  run_on_devices(devices, [&](int r) {
     Stream s;
     f(r, test_ctx().on(s));
     s.sync();
   });
 }
+
+// The GPUs of n ranks of the peer all-reduce: a GPU each where the machine has n (the layout the product allows;
+// the buffers stay on this GPU, reached through peer access), else all on this GPU, and that only with
+// DS_TEST_PEER_SHARED_GPU=1: ranks sharing a GPU spin on each other's kernels, which CUDA need not run at once
+// (these tests hung at times on one GPU, session 30; the product refuses that layout). Empty: not run here.
+std::vector<int> peer_devices(int n) {
+  int gpus = 0;
+  DS_CUDA_CHECK(cudaGetDeviceCount(&gpus));
+  std::vector<int> d(static_cast<size_t>(n), test_ctx().device());
+  if (n == 1) return d;
+  if (gpus >= n) {
+    for (int r = 0; r < n; ++r) d[size_t(r)] = r;
+    return d;
+  }
+  const char* e = std::getenv("DS_TEST_PEER_SHARED_GPU");
+  return e && std::string(e) == "1" ? d : std::vector<int>{};
+}
+#define DS_REQUIRE_PEER_DEVICES(devices, n)                                                                   \
+  const std::vector<int> devices = peer_devices(n);                                                           \
+  if (devices.empty())                                                                                        \
+  GTEST_SKIP() << (n) << " peer all-reduce ranks need " << (n) << " GPUs (DS_TEST_PEER_SHARED_GPU=1: on this one, " \
+               << "where their spinning kernels may wait on each other forever)"
 
 // The host's sums over ranks 0..N-1 in order from 0.0f (fp32), rounded once to t.
 std::vector<float> rank_order_sums(const std::vector<std::vector<float>>& src, DType t) {
@@ -141,10 +168,15 @@ TEST(DeviceComm, MismatchedSizesAndAbortAreErrorsOnEveryRank) {
 TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
   DS_REQUIRE_GPU();
   const int rounds = 3;
+  int skipped = 0;  // (group sizes without a GPU each: see peer_devices)
   for (DType t : {DType::F32, DType::BF16})
     for (int N : {1, 2, 3, 4})
       for (int64_t n : {int64_t(1), int64_t(7), int64_t(2304), int64_t(16 * 2304 + 3), int64_t(100 * 2304)}) {
-        const std::vector<int> devices(size_t(N), test_ctx().device());
+        const std::vector<int> devices = peer_devices(N);
+        if (devices.empty()) {
+          ++skipped;
+          continue;
+        }
         InProcessDeviceGroup inner(devices);
         PeerAllReduceGroup peer(devices, int64_t(256) << 10);  // 100 tokens' values go to the inner group
         std::vector<std::unique_ptr<DeviceComm>> comms;
@@ -158,22 +190,26 @@ TEST(PeerAllReduce, IsTheRankOrderSumOnEveryRank) {
           buf.emplace_back(size_t(n + 1) * es);
           out.emplace_back(size_t(n * rounds) * es);
         }
-        on_ranks(N, [&](int r, const DeviceContext& ctx) {
-          char* b = buf[size_t(r)].as<char>() + size_t(r % 2) * es;  // odd ranks: off 16-byte alignment
-          for (int k = 0; k < rounds; ++k) {
-            DS_CUDA_CHECK(cudaMemcpyAsync(b, dsrc[size_t(r)].as<char>() + size_t(k * n) * es, size_t(n) * es,
-                                          cudaMemcpyDeviceToDevice, ctx.stream));
-            comms[size_t(r)]->all_reduce_sum(b, n, t, ctx);
-            DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, b, size_t(n) * es,
-                                          cudaMemcpyDeviceToDevice, ctx.stream));
-          }
-        });
+        on_ranks(
+            N,
+            [&](int r, const DeviceContext& ctx) {
+              char* b = buf[size_t(r)].as<char>() + size_t(r % 2) * es;  // odd ranks: off 16-byte alignment
+              for (int k = 0; k < rounds; ++k) {
+                DS_CUDA_CHECK(cudaMemcpyAsync(b, dsrc[size_t(r)].as<char>() + size_t(k * n) * es, size_t(n) * es,
+                                              cudaMemcpyDeviceToDevice, ctx.stream));
+                comms[size_t(r)]->all_reduce_sum(b, n, t, ctx);
+                DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k * n) * es, b, size_t(n) * es,
+                                              cudaMemcpyDeviceToDevice, ctx.stream));
+              }
+            },
+            devices);
         const std::vector<float> want = rank_order_sums(src, t);
         for (int r = 0; r < N; ++r)
           ASSERT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want)
               << dtype_name(t) << ", " << N << " ranks, n " << n << ", rank " << r
               << (n * int64_t(es) > peer.capacity() ? " (inner)" : " (peer)");
       }
+  if (skipped) std::printf("[ note ] %d cases of 2-4 ranks not run: they need a GPU a rank (see peer_devices)\n", skipped);
 }
 
 // Calls of different sizes back to back with no synchronisation (a step's 2,304-value all-reduces, then a
@@ -183,7 +219,7 @@ TEST(PeerAllReduce, CallsOfDifferentSizesBackToBack) {
   const int N = 3;
   const DType t = DType::BF16;
   const std::vector<int64_t> sizes = {4 * 2304, 2304, 4 * 2304, 3 * 2304, 7, 100 * 2304, 2304, 33, 16 * 2304};
-  const std::vector<int> devices(size_t(N), test_ctx().device());
+  DS_REQUIRE_PEER_DEVICES(devices, N);
   InProcessDeviceGroup inner(devices);
   PeerAllReduceGroup peer(devices);
   std::vector<std::vector<std::vector<float>>> src(sizes.size(), std::vector<std::vector<float>>(size_t(N)));
@@ -193,10 +229,13 @@ TEST(PeerAllReduce, CallsOfDifferentSizesBackToBack) {
       src[k][size_t(r)] = rounded(randn(size_t(sizes[k]), 200 + 10 * r + int(k)), t);
       buf[size_t(r)].push_back(to_device(src[k][size_t(r)], t));
     }
-  on_ranks(N, [&](int r, const DeviceContext& ctx) {
-    auto comm = peer.wrap(r, inner.comm(r));
-    for (size_t k = 0; k < sizes.size(); ++k) comm->all_reduce_sum(buf[size_t(r)][k].data(), sizes[k], t, ctx);
-  });
+  on_ranks(
+      N,
+      [&](int r, const DeviceContext& ctx) {
+        auto comm = peer.wrap(r, inner.comm(r));
+        for (size_t k = 0; k < sizes.size(); ++k) comm->all_reduce_sum(buf[size_t(r)][k].data(), sizes[k], t, ctx);
+      },
+      devices);
   for (size_t k = 0; k < sizes.size(); ++k) {
     const std::vector<float> want = rank_order_sums(src[k], t);
     for (int r = 0; r < N; ++r)
@@ -264,7 +303,7 @@ TEST(PeerAllReduce, RunsInsideCudaGraphsReplayedManyTimes) {
   const int64_t n = 2304 * 4;
   const DType t = DType::BF16;
   const size_t es = dtype_size(t);
-  const std::vector<int> devices(size_t(N), test_ctx().device());
+  DS_REQUIRE_PEER_DEVICES(devices, N);
   InProcessDeviceGroup inner(devices);
   PeerAllReduceGroup peer(devices);
   std::vector<std::vector<float>> src(static_cast<size_t>(N));
@@ -293,7 +332,7 @@ TEST(PeerAllReduce, RunsInsideCudaGraphsReplayedManyTimes) {
       DS_CUDA_CHECK(cudaMemcpyAsync(out[size_t(r)].as<char>() + size_t(k) * bytes, b, bytes, cudaMemcpyDeviceToDevice,
                                     ctx.stream));
     }
-  });
+  }, devices);
   const std::vector<float> want = rank_order_sums(src, t);
   for (int r = 0; r < N; ++r)
     EXPECT_EQ(to_host(out[size_t(r)].data(), want.size(), t), want) << "rank " << r;

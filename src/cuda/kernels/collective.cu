@@ -75,9 +75,10 @@ __global__ void __launch_bounds__(256) peer_all_reduce_kernel(PeerAllReduceParam
       // the host-mapped abort flag: once a wait has lasted 1 ms, every 1,024th spin (not a PCIe read a spin)
       if (waited > 1000000 && (spins & 1023u) == 0 && p.abort && *reinterpret_cast<const volatile uint32_t*>(p.abort))
         break;
-      if (waited > limit) {
-        printf("deltaserve: peer all-reduce: rank %d waited %.0f s for rank %d (block %d, call %u)\n", p.rank,
-               p.timeout_s, t, b, c);
+      if (waited > limit) {  // (the flag seen, and this rank's own flag at that peer: which side never arrived)
+        printf("deltaserve: peer all-reduce: rank %d waited %.0f s for rank %d (block %d, call %u; its flag here %u, "
+               "ours there %u)\n",
+               p.rank, p.timeout_s, t, b, c, load_acquire_sys(f), load_acquire_sys(p.flags[t] + p.rank * kPeerBlocks + b));
         __trap();
       }
     }
