@@ -4,13 +4,17 @@
 # prefill, decode TPOT at batch 1, step time at batch 100), then print a short table.
 # Logs go to $OUT (the device tool's output folder; default /tmp/gpu-check).
 #   scripts/gpu-check.sh [--quick] [--no-tests] [--no-bench] [--no-model] [--serve] [--profile] [--profile-prefill]
-#                        [--filter GTEST_FILTER] [--decode-at N]
+#                        [--filter GTEST_FILTER] [--decode-at N] [--trace]
 # --decode-at N: also the batch-1 decode step over N cached positions (bench_model --decode-at, bf16 and FP8
 # latent caches: issue 13's "TPOT after 1M" without the 3-minute prefill; e.g. 1048000).
 # --profile: Nsight Compute (ncu, when present) times every kernel of one batch-1 decode step of the 48B
 # model (run eagerly: NVTX ranges do not reach kernels replayed from a graph), each alone (so no
 # overlap between kernels), and prints the time per kernel name. --profile-prefill does the same for one
 # 4 x 2048-token prefill step (eager).
+# --trace: every kernel of the batch-1 decode step in its CUDA graph, as it runs (scripts/cupti_trace.cpp, an
+# LD_PRELOAD CUPTI tracer built here with g++: the machine has no Nsight Systems), for bf16, fp8 and int4 weights,
+# the batch-16 step for fp8 and int4, and the 4 x 2,048-token prefill step for bf16 and fp8 (bf16 only on a card
+# of 100+ GB); scripts/step_timeline.py prints each kernel's share of the step's critical path.
 # --serve also runs scripts/gpu-serve-bench.sh: `deltaserve serve --device cuda --load-format dummy` on the
 # 48B config and `deltaserve bench` against it (TPOT at concurrency 1, throughput at concurrency 100,
 # 1000 tokens in / 1000 out, device memory sampled). scripts/gpu-ab.sh compares against a baseline tree.
@@ -20,7 +24,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 BUILD=${BUILD_DIR:-build-gpu}
 mkdir -p "$OUT"
-QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; PROFILE_PREFILL=0; FILTER="*"; DECODE_AT=0
+QUICK=""; TESTS=1; BENCH=1; MODEL=1; SERVE=0; PROFILE=0; PROFILE_PREFILL=0; FILTER="*"; DECODE_AT=0; TRACE=0
 while (($#)); do
   case $1 in
     --quick) QUICK=--quick ;;
@@ -32,6 +36,7 @@ while (($#)); do
     --profile-prefill) PROFILE_PREFILL=1 ;;
     --filter) FILTER=$2; shift ;;
     --decode-at) DECODE_AT=$2; shift ;;
+    --trace) TRACE=1 ;;
   esac
   shift
 done
@@ -107,6 +112,39 @@ if [[ $PROFILE_PREFILL == 1 ]]; then
     python3 scripts/ncu_summary.py "$OUT/ncu_prefill.csv" "one 4 x 2048-token prefill step" | tee -a "$SUMMARY"
   else
     echo "profile: ncu not found" | tee -a "$SUMMARY"
+  fi
+fi
+if [[ $TRACE == 1 ]]; then
+  CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+  CUPTI_H=$(find "$CUDA_ROOT"/ /usr/local/cuda*/ -name cupti.h 2>/dev/null | head -1)
+  CUPTI_SO=$(find "$CUDA_ROOT"/ /usr/local/cuda*/ -name 'libcupti.so*' 2>/dev/null | head -1)
+  if [[ -n $CUPTI_H && -n $CUPTI_SO ]] && g++ -std=c++17 -O2 -shared -fPIC -I"$(dirname "$CUPTI_H")" \
+       -I"$CUDA_ROOT/include" scripts/cupti_trace.cpp -o "$OUT/cupti_trace.so" "$CUPTI_SO" \
+       -Wl,-rpath,"$(dirname "$CUPTI_SO")" -lpthread; then
+    # batch 1 (--decode-only), then for the quantized formats batch 16 (--no-prefill --batch 16: its steps come
+    # after the batch-1 ones, so the last steps the summary reads are batch 16's), then issue 13's 4 x 2,048-token
+    # prefill step (--profile-prefill: the prefill steps alone, then bench_model exits; the last 2 are timed ones)
+    for run in none:1 fp8:1 int4:1 fp8:16 int4:16 none:prefill fp8:prefill; do
+      q=${run%%:*} b=${run##*:}
+      QF=(); [[ $q != none ]] && QF=(--quantization $q)
+      BF=(--decode-only); STEPS=8
+      if [[ $b == prefill ]]; then BF=(--profile-prefill); STEPS=2; elif [[ $b != 1 ]]; then BF=(--no-prefill --batch $b); fi
+      [[ $q == none ]] && (( $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1) < 100000 )) &&
+        { echo "trace: bf16 skipped (the 48B bf16 model needs ~92 GiB)" | tee -a "$SUMMARY"; continue; }
+      tag=${q}_b$b
+      CUPTI_TRACE_OUT="$OUT/trace_$tag.csv" LD_PRELOAD="$OUT/cupti_trace.so" timeout 200 "$BUILD/bench/bench_model" --quick \
+        "${BF[@]}" "${QF[@]}" > "$OUT/trace_$tag.log" 2>&1 || echo "trace $tag: bench_model failed" | tee -a "$SUMMARY"
+      case $b in
+        1) want='TPOT batch 1' ;;
+        prefill) want='prefill step: wall' ;;
+        *) want="decode step batch $b" ;;
+      esac
+      echo "step, weights $q, batch $b: $(grep -m1 -E "$want" "$OUT/trace_$tag.log")" | tee -a "$SUMMARY"
+      python3 scripts/step_timeline.py "$OUT/trace_$tag.csv" --steps $STEPS | head -24 | tee -a "$SUMMARY"
+      gzip -f "$OUT/trace_$tag.csv"
+    done
+  else
+    echo "trace: CUPTI not found or the tracer did not build" | tee -a "$SUMMARY"
   fi
 fi
 if [[ $SERVE == 1 && $DS_OK == 1 ]]; then

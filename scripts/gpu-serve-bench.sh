@@ -7,7 +7,7 @@
 #                              [--c16-prompts N] [--c1-prompts N] [-- extra serve flags]
 # --long-only skips the concurrency-1/16/100 runs; --long-timeout bounds the long prompt's bench (300 s; it
 # runs with --warmup 0: the server's start-up warm-up has run every kernel, and a warm-up copy would double it);
-# --c16-prompts N: also a concurrency-16 run of N prompts; --c1-prompts N: the concurrency-1 run's prompts (5);
+# --c16-prompts N: also a concurrency-16 run of N prompts; --c100-prompts 0 skips the concurrency-100 run; --c1-prompts N: the concurrency-1 run's prompts (5);
 # issue 17's counts are `--c1-prompts 10 --c16-prompts 80 --c100-prompts 500`; e.g. `-- --quantization fp8`.
 # Writes $OUT/serve_LABEL.log, $OUT/bench_LABEL.log, $OUT/mem_LABEL.csv; prints a summary block.
 # The real Kimi tokenizer is not in the repository: a synthetic 163,842-id tokenizer with the tiny
@@ -45,8 +45,10 @@ B=("$BIN" bench --base-url http://127.0.0.1:$PORT --dataset random --ignore-eos 
       echo "== concurrency 16"
       timeout 300 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C16" --max-concurrency 16
     fi
-    echo "== concurrency 100"
-    timeout 400 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C100" --max-concurrency 100
+    if ((C100 > 0)); then
+      echo "== concurrency 100"
+      timeout 400 "${B[@]}" --random-input-len 1000 --random-output-len 1000 --num-prompts "$C100" --max-concurrency 100
+    fi
   fi
   if ((LONG > 0)); then
     echo "== one prompt of $LONG tokens"

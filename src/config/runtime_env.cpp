@@ -40,6 +40,9 @@ CudaEnv CudaEnv::parse() {
   c.kda_skip_padding = flag("DELTASERVE_CUDA_KDA_SKIP_PADDING", true);
   c.int4_tiles = flag("DELTASERVE_CUDA_INT4_TILES", true);
   c.int4_subnormal = flag("DELTASERVE_CUDA_INT4_SUBNORMAL", true);
+  c.int4_dense = flag("DELTASERVE_CUDA_INT4_DENSE", false);
+  c.down_combine_staged = flag("DELTASERVE_CUDA_DOWN_COMBINE_STAGED", false);
+  c.gate_up_staged = flag("DELTASERVE_CUDA_GATE_UP_STAGED", false);
   c.fp8_prefill_tiles = flag("DELTASERVE_CUDA_FP8_PREFILL_TILES", true);
   c.fp8_prefill_hi = flag("DELTASERVE_CUDA_FP8_PREFILL_HI", true);
   c.fp8_split_k = flag("DELTASERVE_CUDA_FP8_SPLIT_K", true);

@@ -48,6 +48,10 @@
 //   DELTASERVE_CUDA_FP8_WGMMA_STAGES=3|4 pipeline stages of the FP8 wgmma kernel (default 3)
 //   DELTASERVE_CUDA_INT4_TILES=0|1       INT4 experts above 8 tokens (decode batches and prefill) on the FP8
 //                                        wgmma kernel (1, the default) or the INT4 GEMVs (0)
+//   DELTASERVE_CUDA_DOWN_COMBINE_STAGED=0|1  the batch-1 MoE down + combine (bf16, FP8 or INT4 experts) in one wave
+//                                        of blocks staging their columns' rows in shared memory (default 0 until measured)
+//   DELTASERVE_CUDA_GATE_UP_STAGED=0|1   the batch-1 MoE gate/up (bf16, FP8 or INT4 experts) through a shared-memory
+//                                        ring, one block an SM (default 0 until measured)
 //   DELTASERVE_CUDA_INT4_SUBNORMAL=0|1   that kernel's nibbles taken as e4m3 subnormals (n x 2^-9, two masks and
 //                                        two byte permutes a word) with the zero point applied per block (1, the
 //                                        default since session 30) or converted through f16 (0)
@@ -101,10 +105,28 @@ struct CudaEnv {
   // On that kernel, each INT4 nibble n taken as the e4m3 byte n itself (the subnormal / smallest normal of value
   // n x 2^-9; the FP8 tensor cores keep subnormals, session 21's probe): a word of 8 nibbles becomes 8 e4m3 bytes
   // in k order by two masks, a shift and two byte permutes (the f16 route: ~14 instructions), and the zero point
-  // comes off per partial sum as 2^9 t - zero x S, S the tokens' sums of x over the partial's columns, which a
-  // wgmma of a tile of e4m3 ones computes from the same x bytes (docs/QUANTIZATION.md). Off: the f16 route. On
-  // since session 30: the INT4 batch-16 step 8.74 -> 8.30 ms (bench_model, H200), its tests passing in both forms.
+  // comes off per partial sum as 2^9 t - zero x S, S the tokens' sums of x over the partial's columns, which the x
+  // split writes beside its scales (session 31; a wgmma of e4m3 ones before: -2% at batch 16, H100) (docs/
+  // QUANTIZATION.md). Off: the f16 route. On since session 30: the INT4 batch-16 step 8.74 -> 8.30 ms (bench_model,
+  // H200), its tests passing in both forms.
   bool int4_subnormal = true;
+  // INT4 checkpoints' (and dummy INT4 weights') dense projections kept in INT4 on the device too (KDA and MLA
+  // in_proj main rows, o_proj, dense and unfolded shared MLPs), as the experts are: the INT4 GEMVs up to 8 rows
+  // (their fused norms), the INT4 tiles of the FP8 wgmma kernel up to 160 rows, dequantize + cuBLASLt beyond.
+  // Off: dequantized into the activation dtype at load (4x the bytes; session 31's trace: the bf16 in_proj and
+  // o_proj took ~0.8 ms of the INT4 batch-1 step). Off until measured.
+  bool int4_dense = false;
+  // The batch-1 MoE down projection + combine of bf16, FP8 or INT4 experts in one wave: a block per ceil(D / SMs)
+  // columns copies the activation rows and its columns' rows of all pairs into shared memory with cp.async, in
+  // rounds of columns two in flight (moe_down_combine_staged.cu), where the per-pair kernels run ~3 waves of
+  // 2-column blocks, one of whose warps takes two pairs in turn. Off until measured (session 31's trace: the per-pair launches ~23 us against
+  // 3-6 us of bytes).
+  bool down_combine_staged = false;
+  // The batch-1 MoE gate/up (SiLU-mul) of bf16, FP8 or INT4 experts with its (group, row) units split evenly over one
+  // block an SM, each block keeping 4 buffers of its units' gate and up rows in flight through shared memory
+  // (moe_gate_up_staged.cu), where the per-row-pair GEMVs run ~2 waves of small blocks. Off until measured
+  // (session 31's trace: FP8 ~25 us against 12.7 us of bytes, INT4 ~27 against 6.7, H100).
+  bool gate_up_staged = false;
   // FP8 experts of steps of 512 or more tokens on that kernel as well, with xsplit_prefill_tile-token tiles
   // (off: the 64-token mma.sync tiles, which convert e4m3 to f16; measured: the 48B prefill 34K -> 47K tok/s).
   bool fp8_prefill_tiles = true;

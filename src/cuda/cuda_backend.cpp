@@ -281,6 +281,8 @@ double cuda_last_forward_ms(Backend& b) { return as_cuda(b, "cuda_last_forward_m
 
 double cuda_last_issue_ms(Backend& b) { return as_cuda(b, "cuda_last_issue_ms").last_issue_ms(); }
 
+std::string cuda_weight_format(Backend& b) { return as_cuda(b, "cuda_weight_format").model().weight_format(); }
+
 void cuda_force_routes(Backend& b, std::map<int, std::map<int, std::vector<int32_t>>> by_slot) {
   as_cuda(b, "cuda_force_routes").model().force_routes(std::move(by_slot));
 }

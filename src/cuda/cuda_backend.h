@@ -4,6 +4,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dist/parallel_config.h"
@@ -34,6 +35,9 @@ double cuda_last_forward_ms(Backend& b);
 // Host milliseconds the last forward took to queue its work (benchmarks: beside the device time, whether
 // the device waited on the host).
 double cuda_last_issue_ms(Backend& b);
+
+// The weights' format on the device, as start-up logs it ("int4 ... experts (N packed matrices, ...) + bf16").
+std::string cuda_weight_format(Backend& b);
 
 // Numerical tests: pin the MoE routing of the sequences in the given state slots (slot -> MoE layer ->
 // [positions, top_k] experts) for the following forwards of a backend made by make_cuda_backend

@@ -17,6 +17,7 @@
 
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -97,6 +98,7 @@ class CudaModel {
   size_t cache_bytes() const { return caches_->bytes(); }
   size_t workspace_bytes() const { return ws_->device_bytes(); }
   size_t weight_bytes() const { return w_.bytes; }
+  const std::string& weight_format() const { return w_.format; }  // as start-up logs it
   const Workspace& workspace() const { return *ws_; }
   // The sampler's buffers, planned with the rest of the workspace (for CudaBackend's sampling).
   const SamplingBuffers& sampling_buffers() const { return ws_->sampling(); }

@@ -147,18 +147,27 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     }
     return layout;
   };
+  // INT4 on the device: every component INT4 in the checkpoint (or dummy INT4) and rows of whole 32-weight
+  // chunks; other INT4 tensors are dequantized at load
+  auto int4_views = [&](int64_t cols, const std::vector<std::string>& names) {
+    bool on = q.int4() && cols % 32 == 0 && (q.group_size == 32 || q.group_size == 128);
+    for (const auto& n : names) on = on && (o.dummy || int4_ck.count(n));
+    return on;
+  };
+  // a dense projection: FP8 (plan), INT4 with switches.int4_dense (the checkpoint's INT4 Linear weights, or every
+  // one of dummy INT4 weights, as the W4A16 recipes quantize every Linear but lm_head and the routers; `tail_rows`
+  // stay in the activation dtype), else the activation dtype
   auto take_mat = [&](WeightView& v, int64_t rows, int64_t cols, const std::vector<std::string>& names,
                       int64_t tail_rows = 0) {
     const Fp8Plan f = plan(names);
     if (f.on) pk.take_fp8(v, rows, cols, f, tail_rows);
+    else if (ctx.switches.int4_dense && int4_views(cols, names))
+      pk.take_int4(v, rows, cols, q.group_size, q.symmetric, tail_rows);
     else pk.take(v, (rows + tail_rows) * cols);
   };
-  // the experts' packed views: INT4 on the device when every expert matrix is INT4 in the checkpoint (or
-  // dummy INT4) and rows are whole 32-weight chunks; other INT4 tensors are dequantized at load
+  // the experts' packed views: INT4 on the device whenever int4_views allows
   auto take_experts = [&](WeightView& v, int64_t rows, int64_t cols, const std::vector<std::string>& names) {
-    bool on = q.int4() && cols % 32 == 0 && (q.group_size == 32 || q.group_size == 128);
-    for (const auto& n : names) on = on && (o.dummy || int4_ck.count(n));
-    if (on) pk.take_int4(v, rows, cols, q.group_size, q.symmetric);
+    if (int4_views(cols, names)) pk.take_int4(v, rows, cols, q.group_size, q.symmetric);
     else take_mat(v, rows, cols, names);
   };
 
@@ -285,8 +294,13 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
   // ---- destinations of the checkpoint's tensors ----------------------------------------------------
   ModelWeights<Dest> d;
   for_each_weight(c, d, [](const TensorSpec&, Dest&) {});
-  // each destination in its WeightView's dtype (fp32 vectors: F32); rows past an FP8 view's tail_row0 in its tail
+  // each destination in its WeightView's dtype (fp32 vectors: F32); rows past a quantized view's tail_row0 (FP8 or
+  // INT4) in its tail, in the activation dtype
   auto at = [dt](const WeightView& v, int64_t elem_off) {
+    if (v.tail && elem_off / v.cols >= v.tail_row0) {
+      const int64_t tail_elems = (elem_off / v.cols - v.tail_row0) * v.cols;
+      return Dest{static_cast<char*>(const_cast<void*>(v.tail)) + tail_elems * int64_t(dtype_size(dt)), dt};
+    }
     if (v.int4()) {  // whole rows of an INT4 view: nibbles, scales, zero points
       const WeightView x = v.at(elem_off);
       Dest d{mut(x), DType::U8, const_cast<float*>(x.scale), v.cols, v.scale_ld, 0, v.scale_k_shift};
@@ -295,8 +309,6 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     }
     if (!v.fp8()) return Dest{mut(v.at(elem_off)), v.dtype};
     const int64_t row = elem_off / v.cols;
-    if (v.tail && row >= v.tail_row0)
-      return Dest{static_cast<char*>(const_cast<void*>(v.tail)) + (row - v.tail_row0) * v.cols * int64_t(dtype_size(dt)), dt};
     Dest x{static_cast<char*>(mut(v)) + elem_off, DType::F8_E4M3};
     x.scale = const_cast<float*>(v.scale) + (row >> v.scale_row_shift) * v.scale_ld;
     x.K = v.cols;
@@ -372,10 +384,12 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
     w.format = fmt::format("{} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales) + {}", q.describe(), w.fp8_matrices,
                            w.fp8_bytes / 1073741824.0, w.scale_bytes / 1048576.0, dtype_name(dt));
   if (w.int4_matrices > 0)
-    w.format = fmt::format("{} experts ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales/zeros) + {}", q.describe(),
-                           w.int4_matrices, w.int4_bytes / 1073741824.0, w.int4_scale_bytes / 1048576.0, dtype_name(dt));
+    w.format = fmt::format("{} {} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales/zeros) + {}", q.describe(),
+                           ctx.switches.int4_dense ? "experts and dense projections" : "experts", w.int4_matrices,
+                           w.int4_bytes / 1073741824.0, w.int4_scale_bytes / 1048576.0, dtype_name(dt));
   if (q.int4() && !int4_ck.empty())
-    w.format += fmt::format(" (the checkpoint's other INT4 weights dequantized at load)");
+    w.format += fmt::format(" (the checkpoint's other INT4 weights dequantized at load{})",
+                            ctx.switches.int4_dense ? "" : "; DELTASERVE_CUDA_INT4_DENSE=1 keeps the dense ones in INT4");
   spdlog::info("CUDA weights: {:.2f} GiB on the device ({}, {})", w.bytes / 1073741824.0, w.format,
                o.dummy ? "dummy" : o.model_dir);
 

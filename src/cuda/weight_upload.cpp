@@ -127,14 +127,10 @@ void Packer::take_fp8(WeightView& v, int64_t rows, int64_t cols, const Fp8Plan& 
   w_.fp8_bytes += size_t(rows * cols);
   w_.scale_bytes += size_t(scale_rows * v.scale_ld) * 4;
   ++w_.fp8_matrices;
-  if (tail_rows > 0) {
-    v.tail = reserve(tail_rows * cols, dt_);
-    v.tail_row0 = int(rows);
-    pend(&v.tail);
-  }
+  take_tail(v, rows, cols, tail_rows);
 }
 
-void Packer::take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric) {
+void Packer::take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric, int64_t tail_rows) {
   v.dtype = DType::U8;
   v.packed_int4 = true;
   v.cols = cols;
@@ -153,6 +149,14 @@ void Packer::take_int4(WeightView& v, int64_t rows, int64_t cols, int group, boo
   w_.int4_bytes += size_t(rows * cols / 2);
   w_.int4_scale_bytes += size_t(rows * v.scale_ld) * 4 * (symmetric ? 1 : 2);
   ++w_.int4_matrices;
+  take_tail(v, rows, cols, tail_rows);
+}
+
+void Packer::take_tail(WeightView& v, int64_t rows, int64_t cols, int64_t tail_rows) {
+  if (tail_rows <= 0) return;
+  v.tail = reserve(tail_rows * cols, dt_);
+  v.tail_row0 = int(rows);
+  pend(&v.tail);
 }
 
 void Packer::commit(const char* what) {

@@ -72,11 +72,13 @@ class Packer {
   // An FP8 view of `rows` x `cols` with its scales, plus `tail_rows` rows in the activation dtype.
   void take_fp8(WeightView& v, int64_t rows, int64_t cols, const Fp8Plan& f, int64_t tail_rows);
   // An INT4 view of `rows` x `cols` (cols a multiple of the group) with fp32 scales and, unless
-  // symmetric, fp32 zero points.
-  void take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric);
+  // symmetric, fp32 zero points, plus `tail_rows` rows in the activation dtype.
+  void take_int4(WeightView& v, int64_t rows, int64_t cols, int group, bool symmetric, int64_t tail_rows = 0);
   void commit(const char* what);
 
  private:
+  // A quantized view's rows [rows, rows + tail_rows) in the activation dtype (none when tail_rows is 0).
+  void take_tail(WeightView& v, int64_t rows, int64_t cols, int64_t tail_rows);
   void* reserve(int64_t elems, DType t);
   void pend(const void** p) { pending_.push_back(p); }
   DeviceWeights& w_;

@@ -26,6 +26,9 @@ struct EnvGuard {
     unsetenv("DELTASERVE_CUDA_FP8_DENSE_TILE");
     unsetenv("DELTASERVE_CUDA_INT4_TILES");
     unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
+    unsetenv("DELTASERVE_CUDA_INT4_DENSE");
+    unsetenv("DELTASERVE_CUDA_DOWN_COMBINE_STAGED");
+    unsetenv("DELTASERVE_CUDA_GATE_UP_STAGED");
     unsetenv("DELTASERVE_CUDA_FP8_TILE_MIN_ROWS");
     unsetenv("DELTASERVE_CUDA_FP8_SPLIT_K");
     unsetenv("DELTASERVE_CUDA_FP8_MMA_GEMV");
@@ -145,6 +148,9 @@ TEST(CudaEnv, Fp8Kernels) {
   EXPECT_TRUE(d.fp8_dense_tile);
   EXPECT_TRUE(d.int4_tiles);
   EXPECT_TRUE(d.int4_subnormal);  // measured in session 30 (INT4 batch-16 step -5%)
+  EXPECT_FALSE(d.int4_dense);     // written in session 32, not yet measured
+  EXPECT_FALSE(d.down_combine_staged);  // written in session 31, not yet measured
+  EXPECT_FALSE(d.gate_up_staged);     // written in session 31, not yet measured
   EXPECT_TRUE(d.fp8_prefill_tiles);
   EXPECT_EQ(d.xsplit_prefill_tile, 64);
   EXPECT_EQ(d.fp8_tile_min_rows, 9);
@@ -278,6 +284,19 @@ TEST(CudaEnv, Fp8Kernels) {
   setenv("DELTASERVE_CUDA_INT4_SUBNORMAL", "yes", 1);
   EXPECT_THROW(CudaEnv::parse(), Error);
   unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
+  setenv("DELTASERVE_CUDA_INT4_DENSE", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().int4_dense);
+  setenv("DELTASERVE_CUDA_INT4_DENSE", "on", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_INT4_DENSE");
+  setenv("DELTASERVE_CUDA_DOWN_COMBINE_STAGED", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().down_combine_staged);
+  setenv("DELTASERVE_CUDA_DOWN_COMBINE_STAGED", "2", 1);
+  EXPECT_THROW(CudaEnv::parse(), Error);
+  unsetenv("DELTASERVE_CUDA_DOWN_COMBINE_STAGED");
+  setenv("DELTASERVE_CUDA_GATE_UP_STAGED", "1", 1);
+  EXPECT_TRUE(CudaEnv::parse().gate_up_staged);
+  unsetenv("DELTASERVE_CUDA_GATE_UP_STAGED");
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "0", 1);
   EXPECT_FALSE(CudaEnv::parse().fp8_prefill_tiles);
   setenv("DELTASERVE_CUDA_FP8_PREFILL_TILES", "2", 1);

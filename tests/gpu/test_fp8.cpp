@@ -2,9 +2,8 @@
 // FP8 GEMV (every epilogue, per-channel and block scales, 1..13 rows, K tiled, grouped with gathered
 // rows) against the CPU GEMM on the dequantized weights, and the tiny model loaded from each quantized
 // fixture (tests/common/quant_fixture.h) and with --quantization fp8, in fp32 activations, against the
-// CPU backend on the same checkpoint with the routing pinned to the CPU's: within 1e-4 relative L2; the
-// same for the INT4 pack-quantized fixtures (tests/common/quant_int4_fixture.h; GpuInt4Model: the GPU
-// loader dequantizes INT4 checkpoints at load, so this checks the loading path end to end).
+// CPU backend on the same checkpoint with the routing pinned to the CPU's: within 1e-4 relative L2 (the
+// INT4 fixtures' model tests: test_int4_model.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,8 +12,8 @@
 #include <tuple>
 
 #include "../common/quant_fixture.h"
-#include "../common/quant_int4_fixture.h"
 #include "backend_with_env.h"
+#include "model_vs_cpu.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels/fp8.h"
 #include "cuda/kernels/gemv.h"
@@ -31,7 +30,6 @@ namespace ds::gpu::test {
 namespace {
 
 const DType kTypes[] = {DType::F32, DType::BF16};
-const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
 
 struct Layout {
   int rs, ks;
@@ -233,6 +231,21 @@ TEST(GpuFp8, XSplitReconstructsBf16) {
       }
     }
   EXPECT_GT(exact, rows * K / 2);  // most values are in the exact range
+  // the sums of hi + lo over each 32 columns (the INT4 subnormal form's zero-point term), from their 16-byte
+  // boundary: the decoded values summed in fp32, within the rounding of a 32-term fp32 sum
+  ASSERT_EQ(x_split_sums_offset(rows, K) % 16, 0);
+  const float* sums = reinterpret_cast<const float*>(h.data() + x_split_sums_offset(rows, K));
+  for (int r = 0; r < rows; ++r)
+    for (int g = 0; g < K / 32; ++g) {
+      double want = 0, mag = 0;
+      for (int k = g * 32; k < g * 32 + 32; ++k) {
+        const size_t i = size_t(r) * K + size_t(k);
+        const double v = double(fp8_e4m3_to_f32(h[i])) + double(fp8_e4m3_to_f32(h[size_t(plane) + i]));
+        want += v;
+        mag += std::fabs(v);
+      }
+      EXPECT_NEAR(sums[r * (K / 32) + g], want, 64 * 0x1p-24 * mag + 1e-30) << "row " << r << " group " << g;
+    }
 }
 
 // The FP8 grouped-GEMM kernel as one dense matrix (MoeGemmParams::dense_rows: LayerStep::linear's FP8
@@ -383,67 +396,6 @@ TEST(GpuFp8, GroupedFragKernelMatchesHost) {
   }
 }
 
-// The tiny model from `dir` (quantization option `q`) on the GPU against the CPU backend on the same
-// checkpoint: a 65-token prefill (all rows), then 4 single-token decode steps (graphs), the GPU's
-// routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
-// + cuBLASLt path at 65 rows): test_model_tiny's pinned bf16 bound, 2e-2.
-// fp8_cublas: DELTASERVE_CUDA_FP8_CUBLAS for the GPU backend (null: the default).
-void expect_model_matches_cpu(const std::string& dir, const std::string& q, const char* what,
-                              const std::string& dtype = "float32", int prompt = 65, double bound_prefill = 0,
-                              const char* fp8_cublas = nullptr) {
-  const double bound = dtype == "float32" ? 1e-4 : 2e-2;
-  BackendOptions co;
-  co.model_dir = dir;
-  co.quantization = q;
-  co.max_num_seqs = 2;
-  co.block_size = 16;
-  co.num_blocks = 64;
-  CpuBackend cpu(co);
-  ASSERT_TRUE(cpu.config().quant.quantized()) << what;
-  SafetensorsFile ref(std::string(DS_FIXTURES_DIR) + "/tiny/reference.safetensors");
-  const TensorInfo* ti = ref.find("len150.ids");
-  ASSERT_NE(ti, nullptr);
-  std::vector<int32_t> all(size_t(prompt) + 4);
-  if (prompt + 4 <= 150) {
-    std::memcpy(all.data(), ti->data, all.size() * 4);
-  } else {  // longer than the reference prompts: ordinary ids
-    for (size_t i = 0; i < all.size(); ++i) all[i] = int32_t((i * 7919 + 13) % 1790);
-  }
-  const int V = cpu.config().vocab_size, P = prompt;
-  std::vector<int32_t> pages;
-  for (int i = 0; i < (P + 4 + 15) / 16; ++i) pages.push_back((i * 7 + 3) % 64);
-  std::vector<int32_t> cpu_pages;
-  for (int i = 0; i < (P + 4 + 15) / 16; ++i) cpu_pages.push_back(i);
-  ForwardTrace trace;
-  cpu.set_trace(&trace);
-  ForwardBatch fb;
-  fb.add(0, 0, all, cpu_pages, true);
-  const std::vector<float> want = forward_logits(cpu, fb);
-  cpu.set_trace(nullptr);
-
-  BackendOptions go = co;
-  go.device = "cuda";
-  go.dtype = dtype;
-  go.num_blocks = 64;
-  auto gpu = fp8_cublas ? make_cuda_backend_with(go, "DELTASERVE_CUDA_FP8_CUBLAS", fp8_cublas) : make_cuda_backend(go);
-  cuda_force_routes(*gpu, {{0, trace.route_ids}});
-  ForwardBatch pre;
-  pre.add(0, 0, std::vector<int32_t>(all.begin(), all.begin() + P), pages, true);
-  const auto got = forward_logits(*gpu, pre);
-  const double e = rel_l2(got, std::vector<float>(want.begin(), want.begin() + int64_t(P) * V));
-  std::printf("[%s %s] prefill of %d tokens: GPU vs CPU logits rel L2 %.3g\n", what, dtype.c_str(), P, e);
-  EXPECT_LT(e, bound_prefill > 0 ? bound_prefill : bound) << what << " prefill";
-  for (int i = P; i < int(all.size()); ++i) {
-    ForwardBatch d;
-    d.add(0, i, {all[size_t(i)]}, pages, false);
-    const auto row = forward_logits(*gpu, d);
-    const double ed = rel_l2(row, std::vector<float>(want.begin() + int64_t(i) * V, want.begin() + int64_t(i + 1) * V));
-    std::printf("[%s %s] decode position %d: rel L2 %.3g\n", what, dtype.c_str(), i, ed);
-    EXPECT_LT(ed, bound) << what << " decode position " << i;
-  }
-  cuda_force_routes(*gpu, {});
-}
-
 TEST(GpuFp8Model, CompressedTensorsChannelMatchesCpu) {
   DS_REQUIRE_GPU();
   auto fx = ds::test::make_fp8_fixture(kTinyModel, ds::test::Fp8Fixture::Channel);
@@ -503,63 +455,6 @@ TEST(GpuFp8Model, WideExpertsOnTheFp8TensorCores) {
   expect_model_matches_cpu(wide->dir.string(), "", "fp8 channel, 128-wide experts, 600-token prefill mma.sync",
                            "bfloat16", 600);
   ::unsetenv("DELTASERVE_CUDA_FP8_PREFILL_TILES");
-}
-
-TEST(GpuInt4Model, PackQuantizedCheckpointsMatchCpu) {
-  DS_REQUIRE_GPU();
-  for (auto [g, sym] : {std::pair{32, true}, std::pair{128, false}}) {
-    auto fx = ds::test::make_int4_fixture(kTinyModel, g, sym);
-    const std::string what = "int4 g" + std::to_string(g) + (sym ? " sym" : " zp");
-    expect_model_matches_cpu(fx->dir.string(), "", what.c_str());
-    if (!sym) expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
-  }
-}
-
-// INT4 experts 128 wide (the tiny model's moe_intermediate_size 64 -> 128, those weights drawn) on the FP8
-// wgmma kernel (DELTASERVE_CUDA_INT4_TILES, on by default: nibbles -> e4m3 in shared memory), the 65-token
-// prefill's 16-token tiles and a 600-token prefill's (T >= 512: every token's x split in the workspace);
-// groups of 32 with zero points (a partial sum per k step) and of 128 symmetric; bf16 activations, GPU vs CPU
-// within 2e-2.
-TEST(GpuInt4Model, WideExpertsOnTheFp8TensorCores) {
-  DS_REQUIRE_GPU();
-  for (const auto& [group, sym] : {std::pair{32, false}, std::pair{128, true}}) {
-    auto fx = ds::test::make_int4_fixture(kTinyModel, group, sym,
-                                          [](nlohmann::json& c) { c["moe_intermediate_size"] = 128; });
-    const std::string what = "int4 g" + std::to_string(group) + (sym ? " sym" : " zp") + ", 128-wide experts";
-    expect_model_matches_cpu(fx->dir.string(), "int4", what.c_str(), "bfloat16");
-    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", 600-token prefill").c_str(), "bfloat16", 600);
-    ::setenv("DELTASERVE_CUDA_INT4_SUBNORMAL", "1", 1);  // the nibbles as e4m3 subnormals, zero points per partial
-    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", subnormal nibbles").c_str(), "bfloat16");
-    expect_model_matches_cpu(fx->dir.string(), "int4", (what + ", subnormal nibbles, 600-token prefill").c_str(),
-                             "bfloat16", 600);
-    ::unsetenv("DELTASERVE_CUDA_INT4_SUBNORMAL");
-  }
-}
-
-// --load-format dummy --quantization int4: INT4 experts generated on the GPU; a prefill and decode steps
-// give finite logits (the dummy generators of the CPU and GPU differ: nothing to compare with).
-TEST(GpuInt4Model, DummyInt4WeightsRun) {
-  DS_REQUIRE_GPU();
-  BackendOptions go;
-  go.model_dir = kTinyModel;
-  go.device = "cuda";
-  go.load_format = "dummy";
-  go.quantization = "int4";
-  go.dtype = "bfloat16";
-  go.max_num_seqs = 2;
-  go.block_size = 16;
-  go.num_blocks = 64;
-  auto gpu = make_cuda_backend(go);
-  std::vector<int32_t> ids(40);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % 1790);
-  ForwardBatch pre;
-  pre.add(0, 0, ids, {0, 1, 2, 3}, true);
-  const auto logits = forward_logits(*gpu, pre);
-  ASSERT_FALSE(logits.empty());
-  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
-  ForwardBatch d;
-  d.add(0, 40, {5}, {0, 1, 2, 3}, false);
-  for (float v : forward_logits(*gpu, d)) ASSERT_TRUE(std::isfinite(v));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "fp8_host.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
+#include "one_token_gate_up.h"
 
 namespace ds::gpu::test {
 namespace {
@@ -205,7 +206,7 @@ TEST(GpuFp8Mma, FusedNormAndDeclinedLayout) {
 
 // One token's MoE down projection + combine: pairs gather their activation rows and their experts' matrices
 // (one expert twice), the weighted sum added to the residual; a partial last tile of 16 columns. Against the
-// host and the CUDA-core kernel (the switch off).
+// host and the CUDA-core kernel (the switch off); then the staged CUDA-core kernel (moe_down_combine_staged.cu).
 TEST(GpuFp8Mma, DownCombine) {
   DS_REQUIRE_GPU();
   const DType bf = DType::BF16;
@@ -255,8 +256,45 @@ TEST(GpuFp8Mma, DownCombine) {
       EXPECT_LT(rel_l2(outs[on], want), tol(bf)) << "rs " << rs << (on ? " mma" : " cuda cores");
     }
     EXPECT_LT(rel_l2(outs[1], outs[0]), tol(bf)) << "rs " << rs << " mma against the cuda cores";
+    {  // the staged CUDA-core kernel (switches.down_combine_staged): 18 columns a block, 129 blocks
+      DeviceContext staged = mma_ctx(false);
+      staged.switches.down_combine_staged = true;
+      auto dr = to_device(r0, bf);
+      p.residual = dr.data();
+      run_moe_down_combine(p, bf, staged);
+      const auto got = to_host(dr.data(), size_t(D), bf);
+      EXPECT_LT(rel_l2(got, want), tol(bf)) << "rs " << rs << " staged";
+      EXPECT_LT(rel_l2(got, outs[0]), tol(bf)) << "rs " << rs << " staged against the per-pair kernel";
+    }
   }
 }
 
+
+// One token's MoE gate/up (SiLU-mul) on the staged kernel (moe_gate_up_staged.cu, switches.gate_up_staged): the
+// one-token layout (a group a pair, one row each, every row the token), the layer's RMSNorm fused, per-channel
+// and 128 x 128 block scales, all groups active and 6 of 9 (the rest's output rows untouched); against the host
+// on the dequantized weights and against the per-row-pair GEMV of the same launch (the switch off).
+TEST(GpuFp8Staged, GateUpOneToken) {
+  DS_REQUIRE_GPU();
+  const DType bf = DType::BF16;
+  const int E = 12, K = 2304, N = 1024;
+  const OneTokenGateUp tok({9, 0, 3, 7, 1, 5, 8, 2, 11}, N, K, bf, 181);
+  for (auto [rs, ks] : {std::pair{0, 31}, std::pair{7, 7}})
+    for (int active : {tok.groups(), 6}) {
+      const auto w = random_fp8(E, 2 * N, K, rs, ks, 190 + ks);
+      auto dq = to_device_raw(w.q), dsc = to_device_raw(w.scale);
+      auto dact = to_device_raw(std::vector<int32_t>{active});
+      GemvParams p = tok.params(dact);
+      p.w = dq.data();
+      p.w_scale = dsc.as<float>();
+      p.scale_ld = w.ld;
+      p.scale_row_shift = rs;
+      p.scale_k_shift = ks;
+      p.scale_matrix_stride = w.scale_rows() * w.ld;
+      std::vector<float> outs[2];
+      tok.run_both(p, mma_ctx(false), tok.want(w.dq.data(), active), active, 2 * tol(bf), "rs " + std::to_string(rs), outs);
+      EXPECT_LT(rel_l2(outs[1], outs[0]), 2 * tol(bf)) << "rs " << rs << " staged against the per-row-pair GEMV";
+    }
+}
 }  // namespace
 }  // namespace ds::gpu::test

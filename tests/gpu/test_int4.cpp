@@ -14,6 +14,7 @@
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
 #include "gemm_ref.h"
 #include "gpu_test_util.h"
+#include "one_token_gate_up.h"
 #include "model/quant_int4.h"
 #include "model/safetensors.h"
 
@@ -230,15 +231,20 @@ TEST(GpuInt4, GemvGroupedGather) {
 }
 
 // The batch-1 down projection + combine with INT4 experts against a float64 CPU sum on the dequantized
-// weights: residual[c] += sum_j weights[j] * W[ids[j]][c, :] . act[pair_pos[j], :].
+// weights: residual[c] += sum_j weights[j] * W[ids[j]][c, :] . act[pair_pos[j], :]; the per-pair kernel and the
+// staged one (switches.down_combine_staged: 18 columns a block at D 2,304, one column a block at D 7..130, a
+// 4,096-wide expert of 2 KiB rows, partial column halves).
 TEST(GpuInt4, MoeDownCombineMatchesCpu) {
   DS_REQUIRE_GPU();
   struct Case {
     int D, I, k;
   };
-  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{130, 2080, 3}, Case{64, 32, 1}})
+  for (const bool staged : {false, true})
+  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{130, 2080, 3}, Case{64, 32, 1}, Case{66, 4096, 9}})
     for (const Scheme& s : kSchemes)
       for (DType t : kTypes) {
+        DeviceContext ctx = test_ctx();
+        ctx.switches.down_combine_staged = staged;
         const int G = 12;
         const auto w = random_int4(G, cs.D, cs.I, s.group, s.symmetric, 91);
         auto dw = upload(w);
@@ -270,7 +276,7 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
         p.scale_ld = w.G;
         p.scale_k_shift = log2i(s.group);
         p.scale_matrix_stride = int64_t(cs.D) * w.G;
-        run_moe_down_combine(p, t, test_ctx());
+        run_moe_down_combine(p, t, ctx);
         DS_CUDA_CHECK(cudaDeviceSynchronize());
         const auto got = to_host(dres.data(), size_t(cs.D), t);
         std::vector<float> want(size_t(cs.D));
@@ -286,8 +292,33 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
           want[size_t(c)] = float(resid[size_t(c)] + sum);
         }
         EXPECT_LT(rel_l2(got, want), t == DType::BF16 ? 4e-3 : 1e-5)
-            << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << s.name << " " << dtype_name(t);
+            << "D " << cs.D << " I " << cs.I << " k " << cs.k << " " << s.name << " " << dtype_name(t)
+            << (staged ? " staged" : " per pair");
       }
+}
+
+// One token's MoE gate/up (SiLU-mul) with INT4 experts on the staged kernel (moe_gate_up_staged.cu,
+// switches.gate_up_staged): the one-token layout (a group a pair, one row each, every row the token), the RMSNorm
+// fused, groups of 32 and 128, symmetric and with zero points, fp32 and bf16, all 9 groups active and 5 (the
+// rest's rows untouched); against the host on the dequantized weights and the per-row-pair GEMV (switch off).
+TEST(GpuInt4, StagedGateUpOneToken) {
+  DS_REQUIRE_GPU();
+  const int E = 10, K = 1024, N = 256;
+  for (const Scheme& s : kSchemes) {
+    const auto w = random_int4(E, 2 * N, K, s.group, s.symmetric, 301);
+    auto dw = upload(w);
+    for (DType t : kTypes) {
+      const OneTokenGateUp tok({9, 0, 3, 7, 1, 5, 8, 2, 4}, N, K, t, 302);
+      for (int active : {tok.groups(), 5}) {
+        auto dact = to_device_raw(std::vector<int32_t>{active});
+        GemvParams p = tok.params(dact);
+        set_int4(p, w, dw);
+        std::vector<float> outs[2];
+        tok.run_both(p, test_ctx(), tok.want(w.dq.data(), active), active, t == DType::BF16 ? 2e-2 : 1e-5,
+                     std::string(s.name) + " " + std::string(dtype_name(t)), outs);
+      }
+    }
+  }
 }
 
 // INT4 experts on the FP8 tensor cores (moe_gemm_fp8_wgmma.h: nibbles - zero to e4m3 in shared memory, x split

@@ -31,7 +31,7 @@ std::vector<int32_t> range(int first, int n) {
 }
 
 TEST(PrefixHit48B, DummyBf16HitMatchesTheColdRun) {
-  DS_REQUIRE_GPU();
+  DS_REQUIRE_DEVICE_GIB(100, "the 48B dummy bf16 model");
   const auto cfg = ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
   CudaModelOptions o;
   o.act = DType::BF16;

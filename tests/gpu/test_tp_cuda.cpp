@@ -170,14 +170,14 @@ TEST(TensorParallelCuda, TinyEp2OnOneGpuMatchesTheSingleModel) {
 }
 
 TEST(TensorParallelCuda, Dummy48BTp2OnOneGpuMatchesTheSingleModel) {
-  DS_REQUIRE_GPU();
+  DS_REQUIRE_DEVICE_GIB(100, "the 48B dummy bf16 model, sharded twice on one GPU");
   const ModelConfig full =
       ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
   expect_tp2_matches(full, "", DType::BF16, small_options(), -1, "48B dummy bf16");
 }
 
 TEST(TensorParallelCuda, Dummy48BEp2OnOneGpuMatchesTheSingleModel) {
-  DS_REQUIRE_GPU();
+  DS_REQUIRE_DEVICE_GIB(100, "the 48B dummy bf16 model, sharded twice on one GPU");
   const ModelConfig full =
       ModelConfig::from_file(std::string(DS_SOURCE_DIR) + "/tests/fixtures/kimi-linear-48b-a3b.config.json");
   expect_tp2_matches(full, "", DType::BF16, small_options(), -1, "48B dummy bf16", true);

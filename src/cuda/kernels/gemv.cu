@@ -220,13 +220,15 @@ template <typename T> void configure_act() {
 
 using gemv_detail::kWarps;
 
-void configure_gemv(const DeviceContext&) {
+void configure_gemv(const DeviceContext& ctx) {
   configure_act<float>();
   configure_act<bf16>();
   gemv_detail::configure_gemv_async();
   gemv_detail::configure_gemv_fp8();
   gemv_detail::configure_gemv_fp8_mma();
   gemv_detail::configure_gemv_int4();
+  gemv_detail::configure_moe_down_combine_staged(ctx);
+  gemv_detail::configure_moe_gate_up_staged(ctx);
 }
 
 int choose_gemv_row_pairs(int out_cols, int num_groups, int num_sms, bool silu_mul) {
@@ -246,6 +248,7 @@ void run_gemv(const GemvParams& p, DType act, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.K % 8 == 0 && p.K > 0, "run_gemv: K must be a positive multiple of 8");
   DS_GPU_REQUIRE(p.num_groups <= 65535, "run_gemv: too many groups");
   DS_GPU_REQUIRE(!(p.y_f32 && p.epi != GemvEpilogue::Store), "run_gemv: fp32 output only with Store");
+  if (gemv_detail::run_moe_gate_up_staged(p, act, ctx)) return;  // (one token's quantized experts, the switch)
   if (p.w_int4) {
     gemv_detail::run_gemv_int4(p, act, ctx);
     return;

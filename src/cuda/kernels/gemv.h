@@ -132,6 +132,9 @@ struct MoeDownCombineParams {
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 // Whether it takes p on the FP8 tensor cores (gemv_fp8_mma.cu; the conditions of fp8_mma_gemv_applies on I).
 bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
+// Whether run_gemv takes p on the staged one-token gate/up kernel (moe_gate_up_staged.cu): switches.gate_up_staged,
+// a SiLU-mul launch of FP8 or INT4 weights with one row a group at most (max_rows 1), no KDA gate prologue.
+bool moe_gate_up_staged_applies(const GemvParams& p, DType act, const DeviceContext& ctx);
 
 // The down projection + combine that follows a SiluMul gate/up GEMV over one token's k pairs (its
 // output rows are the activations; D and I carried over, and the known group as the known pair: with one

@@ -284,6 +284,7 @@ using namespace gemv_detail;
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
   if (p.k == 0 || p.D == 0) return;
   DS_GPU_REQUIRE(p.I > 0 && p.I % 8 == 0, "run_moe_down_combine: I must be a positive multiple of 8");
+  if (run_moe_down_combine_staged(p, act, ctx)) return;  // (switches.down_combine_staged)
   if (p.w_int4) {
     run_moe_down_combine_int4(p, act, ctx);
     return;

@@ -375,5 +375,14 @@ void configure_gemv_fp8();
 void run_gemv_int4(const GemvParams& p, DType act, const DeviceContext& ctx);
 void run_moe_down_combine_int4(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 void configure_gemv_int4();
+// FP8 or INT4 experts' batch-1 down projection + combine in one wave of blocks staging their columns' rows in
+// shared memory (moe_down_combine_staged.cu; switches.down_combine_staged): launches and returns true when it applies.
+bool run_moe_down_combine_staged(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
+void configure_moe_down_combine_staged(const DeviceContext& ctx);
+// One token's MoE gate/up (SiLU-mul) with FP8 or INT4 experts through a shared-memory ring, one block an SM
+// (moe_gate_up_staged.cu; switches.gate_up_staged): launches and returns true when it applies
+// (moe_gate_up_staged_applies, gemv.h).
+bool run_moe_gate_up_staged(const GemvParams& p, DType act, const DeviceContext& ctx);
+void configure_moe_gate_up_staged(const DeviceContext& ctx);
 
 }  // namespace ds::gpu::gemv_detail

@@ -6,10 +6,11 @@
 // against up to MT rows of x in shared memory; each 32-weight chunk's partial dot product of
 // (nibble - zero) and x is scaled once. Nibbles become floats without conversion instructions: a byte
 // permute puts the nibble under the exponent of 2^23 (0x4B00000n = 2^23 + n), and subtracting 2^23 +
-// zero leaves nibble - zero exactly. CPU twin: the GEMM on model/quant_int4.h's dequantized weights.
+// zero leaves nibble - zero exactly (int4_codec.cuh). CPU twin: the GEMM on model/quant_int4.h's dequantized weights.
 #include <algorithm>
 
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/int4_codec.cuh"
 
 namespace ds::gpu::gemv_detail {
 namespace {
@@ -17,24 +18,7 @@ namespace {
 constexpr int kChunk = 32;             // weights per 16-byte load
 constexpr int kWarpStep = 32 * kChunk;  // weights per warp-wide load round
 
-// 32 weights (16 bytes, weight i in nibble i % 8 of word i / 8, low nibble first) as nibble - zero;
-// zm = 2^23 + zero.
-__device__ __forceinline__ void int4x32_to_f32(const uint4& v, float zm, float* f) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t lo = w[i] & 0x0F0F0F0Fu, hi = (w[i] >> 4) & 0x0F0F0F0Fu;  // even / odd nibbles, one per byte
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      f[8 * i + 2 * j] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7540u | unsigned(j))) - zm;
-      f[8 * i + 2 * j + 1] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7540u | unsigned(j))) - zm;
-    }
-  }
-}
-
-constexpr float kMagic = 8388608.f;  // 2^23
-
-__device__ __forceinline__ float zero_at(const float* z, int64_t i) { return kMagic + (z ? z[i] : 8.f); }
+__device__ __forceinline__ float zero_at(const float* z, int64_t i) { return int4_zero_at(z, i); }
 
 // acc += scale * (32 weights . 32 x values) for the tile's rows, at tile column c.
 template <typename T, int MT>

@@ -16,8 +16,9 @@
 // (DeviceContext::switches.int4_subnormal) each nibble n becomes the e4m3 byte n, whose value is n x 2^-9
 // (int4x32_subnormal: masks and byte permutes, no zero point), and the zero point comes off each partial sum:
 // with t = sum_k n_k 2^-9 x_k and S = sum_k x_k over the partial's columns, sum_k (n_k - zero) x_k =
-// 2^9 t - zero S. S is a wgmma of a tile of e4m3 ones (the stage's ones area) against the same x atoms, so its
-// fragment holds each accumulator element's token and the same x values the MMAs multiplied.
+// 2^9 t - zero S. S comes with the x split (its sums of hi + lo per 32 columns, x_split_sums_offset), copied
+// into a small ring beside the x scales: the same x values the MMAs multiply, summed once per token (session
+// 29's form took a wgmma of a tile of e4m3 ones per partial, a third of the gate/up MMAs and half the down's).
 // Split-K (dense launches, gridDim.z > 1): each CTA takes a range of k blocks; the last to finish a tile adds
 // the others' fp32 partials (arrival counters in the workspace) and writes it.
 #include "cuda/kernels/moe_gemm_fp8_wgmma.h"
@@ -38,19 +39,19 @@ constexpr int kKb = kXSplitBlock, kThreadsW = 128;
 // INT4: their 64 bytes of nibbles, row after row) and the token tile's x hi and lo atoms; the tokens' x
 // scales of the block sit in a small ring of their own after the stages. INT4 adds one area outside the
 // ring where the current block's nibbles become e4m3 atoms (nibble - zero: an integer of -15..15, exact in
-// e4m3) before the MMAs.
+// e4m3) before the MMAs; SUB adds a ring of the tokens' x sums, 4 floats (32 columns each) a token a stage.
 template <int MT, bool I4, int ST = 4, int TW = 16, int XP = 2, bool SUB = false>
-struct StageW {  // ST: pipeline stages, TW: token tile, XP: x parts (hi, lo), SUB: the ones area (INT4 subnormals)
+struct StageW {  // ST: pipeline stages, TW: token tile, XP: x parts (hi, lo), SUB: the x sums ring (INT4 subnormals)
   static constexpr int kRowBytes = I4 ? 64 : 128;                // bytes of one weight row per k block
   static constexpr uint32_t kWBytes = uint32_t(MT) * 64 * kRowBytes;
   static constexpr uint32_t kXBytes = TW * 128;                  // one part of the token tile
   static constexpr uint32_t kBytes = kWBytes + XP * kXBytes;     // a multiple of 1024: atoms stay aligned
   static constexpr uint32_t kConvOff = uint32_t(ST) * kBytes;
   static constexpr uint32_t kConvBytes = I4 ? uint32_t(MT) * 64 * 128 : 0;
-  static constexpr uint32_t kOnesOff = kConvOff + kConvBytes;  // SUB: 64 rows x 128 e4m3 ones (1024-aligned)
-  static constexpr uint32_t kOnesBytes = SUB ? 64 * 128 : 0;
-  static constexpr uint32_t kXsOff = kOnesOff + kOnesBytes;  // the token tile's x scales, TW floats a stage
-  static constexpr uint32_t kBarOff = kXsOff + uint32_t(ST) * TW * 4;  // TMA: a barrier a stage (weights landed)
+  static constexpr uint32_t kXsOff = kConvOff + kConvBytes;  // the token tile's x scales, TW floats a stage
+  static constexpr uint32_t kXsumOff = kXsOff + uint32_t(ST) * TW * 4;  // SUB: its x sums, 4 floats a token a stage
+  static constexpr uint32_t kXsumBytes = SUB ? uint32_t(ST) * TW * 16 : 0;
+  static constexpr uint32_t kBarOff = kXsumOff + kXsumBytes;  // TMA: a barrier a stage (weights landed)
   static constexpr size_t kSmem = kBarOff + uint32_t(ST) * 8 + 1024;
   static constexpr int kChunksPerRow = kRowBytes / 16;
   static constexpr int kWChunks = MT * 64 * kChunksPerRow / kThreadsW;  // 16-byte weight copies per thread
@@ -58,7 +59,7 @@ struct StageW {  // ST: pipeline stages, TW: token tile, XP: x parts (hi, lo), S
   static constexpr int kXCopies = TW * 8 / kThreadsW;  // 16-byte chunks of each part per thread (16 tokens a pass)
   static_assert(kBytes % 1024 == 0 && (TW == 16 || TW == 64) && kXCopies * kThreadsW == TW * 8 && (XP == 1 || XP == 2),
                 "x copies");
-  static_assert(!SUB || I4, "the ones area is INT4's");
+  static_assert(!SUB || I4, "the x sums ring is INT4's");
 };
 
 // 32 INT4 weights (16 bytes of nibbles, k ascending, the low nibble first) minus `zero`, as 32 e4m3 bytes
@@ -144,14 +145,6 @@ __global__ void __launch_bounds__(kThreadsW)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   constexpr int kCols = SILU ? 64 : 64 * MT;
   const int f0 = int(blockIdx.x) * kCols;
-  if constexpr (SUB) {  // the ones tile (e4m3 1.0 = 0x38), read by the S wgmmas; the block loop's first fence and
-                        // barrier publish it to the tensor cores
-#pragma unroll
-    for (int i = 0; i < int(S::kOnesBytes / 16 / kThreadsW); ++i)
-      *reinterpret_cast<uint4*>(smem + S::kOnesOff + (uint32_t(tid) + uint32_t(i) * kThreadsW) * 16u) =
-          make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
-  }
-
   int r0, rows_total, matrix;
   if (p.dense_rows > 0) {
     r0 = int(blockIdx.y) * TW;
@@ -220,6 +213,7 @@ __global__ void __launch_bounds__(kThreadsW)
   const uint8_t* Xh = static_cast<const uint8_t*>(p.x_split);
   const int64_t plane = int64_t(p.x_split_rows) * p.K;  // hi plane, then lo, then the scales
   const float* Xs = reinterpret_cast<const float*>(Xh + 2 * plane);
+  [[maybe_unused]] const float* Xsum = reinterpret_cast<const float*>(Xh + x_split_sums_offset(p.x_split_rows, p.K));
   auto x_row = [&](int pr) { return p.x_rows ? p.x_rows[pr] : pr; };
 
   for (int t0 = 0; t0 < rows_total; t0 += TW) {  // token tiles of this matrix (one at decode batches)
@@ -238,6 +232,8 @@ __global__ void __launch_bounds__(kThreadsW)
     // x scales: thread tid < TW copies token tid's scale of each k block into the scale ring (4 bytes)
     const bool xs_ok = tid < rows;
     const float* xs_src = Xs + int64_t(x_row(r0 + t0 + (xs_ok ? tid : 0))) * KB;
+    // SUB: thread tid < TW also copies token tid's 4 sums of each k block (16 bytes: K / 32 floats a row)
+    [[maybe_unused]] const float* xsum_src = Xsum + int64_t(x_row(r0 + t0 + (xs_ok ? tid : 0))) * (KB * 4);
     auto issue = [&](int kb) {  // k block kb into stage kb % kStagesW (always one commit group)
       if (kb < kb1) {
         const uint32_t st = sbase + uint32_t(kb % kStagesW) * S::kBytes;
@@ -260,6 +256,9 @@ __global__ void __launch_bounds__(kThreadsW)
           if constexpr (XP == 2) cp16(st + xdst[c] + S::kXBytes, xsrc[c] + plane + k, xok[c]);
         }
         if (tid < TW) cp4(sbase + S::kXsOff + uint32_t((kb % kStagesW) * TW + tid) * 4u, xs_src + kb, xs_ok);
+        if constexpr (SUB) {
+          if (tid < TW) cp16(sbase + S::kXsumOff + uint32_t((kb % kStagesW) * TW + tid) * 16u, xsum_src + kb * 4, xs_ok);
+        }
       }
       cp_commit();
     };
@@ -324,21 +323,23 @@ __global__ void __launch_bounds__(kThreadsW)
             wgmma_e4m3<TW>(t[mi][s * NP / 4], desc_k_sw128(wbase + uint32_t(mi) * 8192u + uint32_t(s) * 32u),
                            desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
                            part + s % (4 / NP));
-      if constexpr (SUB) {
-#pragma unroll
-        for (int s = 0; s < 4; ++s)
-#pragma unroll
-          for (int part = 0; part < XP; ++part)
-            wgmma_e4m3<TW>(xsum[s * NP / 4], desc_k_sw128(sbase + S::kOnesOff + uint32_t(s) * 32u),
-                           desc_k_sw128(st + S::kWBytes + uint32_t(part) * S::kXBytes + uint32_t(s) * 32u),
-                           part + s % (4 / NP));
-      }
       wgmma_commit();
-      wgmma_wait<0>();
-      if constexpr (SUB) {
+      if constexpr (SUB) {  // the partials' x sums of each element's token, from the ring (while the MMAs run)
+        const float* xr = reinterpret_cast<const float*>(smem + S::kXsumOff) + (kb % kStagesW) * TW * 4;
 #pragma unroll
-        for (int pp = 0; pp < NP; ++pp) reg_fence(xsum[pp]);
+        for (int i = 0; i < kAcc; ++i) {
+          const float4 v = *reinterpret_cast<const float4*>(xr + 4 * (8 * (i >> 2) + 2 * q + (i & 1)));
+          if constexpr (NP == 4) {
+            xsum[0][i] = v.x;
+            xsum[1][i] = v.y;
+            xsum[2][i] = v.z;
+            xsum[3][i] = v.w;
+          } else {
+            xsum[0][i] = (v.x + v.y) + (v.z + v.w);
+          }
+        }
       }
+      wgmma_wait<0>();
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -496,7 +497,7 @@ template <bool I4, int NP, int ST, int TW, int XP = 2> void configure_shapes() {
 
 }  // namespace
 
-size_t x_split_bytes(int64_t rows, int64_t K) { return size_t(rows * K * 2 + rows * (K / kKb) * 4); }
+size_t x_split_bytes(int64_t rows, int64_t K) { return size_t(x_split_sums_offset(rows, K) + rows * (K / 32) * 4); }
 
 void run_x_split(const XSplitParams& p, const DeviceContext& ctx) {
   DS_GPU_REQUIRE(p.K % kKb == 0 && p.ldx % 8 == 0, "run_x_split: K must be a multiple of 128 and ldx of 8");

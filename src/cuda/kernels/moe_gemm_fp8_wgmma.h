@@ -25,13 +25,19 @@ constexpr int kXSplitBlock = 128;
 
 // The split of x rows 0..rows-1 (bf16, K a multiple of 128, ldx of 8) into `out`: hi [rows, K] e4m3, lo the
 // same, then the scales [rows, K / 128] fp32 (the least power of two s with amax / s <= 448; 1 for a zero
-// block); hi = e4m3(x / s), lo = e4m3(x / s - hi), both rounded to nearest even.
+// block); hi = e4m3(x / s), lo = e4m3(x / s - hi), both rounded to nearest even; then, from a 16-byte boundary
+// (x_split_sums_offset), the sums [rows, K / 32] fp32 of hi + lo over each 32 columns (in units of the block's
+// scale): the INT4 subnormal form's zero-point term (moe_gemm_fp8_wgmma.cu), which would otherwise take a
+// tensor-core product of ones per partial sum.
 struct XSplitParams {
   const void* x = nullptr;
   int64_t ldx = 0;
   int rows = 0, K = 0;
   void* out = nullptr;
 };
+constexpr int64_t x_split_sums_offset(int64_t rows, int64_t K) {
+  return (2 * rows * K + rows * (K / kXSplitBlock) * 4 + 15) / 16 * 16;
+}
 size_t x_split_bytes(int64_t rows, int64_t K);
 void run_x_split(const XSplitParams& p, const DeviceContext& ctx);
 

@@ -49,7 +49,10 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   const bool small_tile = w.fp8() && act == DType::BF16 && !out_f32 && !x_rows && M <= kFp8GemvMaxRows &&
                           M >= ctx.switches.fp8_tile_min_rows && ctx.switches.fp8_xsplit && K % 128 == 0 &&
                           ((N + 63) / 64 >= ctx.num_sms() || ctx.switches.fp8_split_k);
-  if (small_tile && norm) {
+  // INT4 beyond the INT4 GEMV's rows (switches.int4_dense): the fused norm first, into ws.x, since the tiles and
+  // the GEMM below read normalised rows
+  const bool int4_rows = w.int4() && M > kFp8GemvMaxRows && !x_rows;
+  if ((small_tile || int4_rows) && norm) {
     x = norm_into_x(x, ldx, norm, M, K);
     ldx = K;
     norm = nullptr;
@@ -79,9 +82,10 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
   if (!out_f32 && linear_fp8_cublas(x, ldx, w, N, K, y, ldy, M, accumulate)) return;
-  if (w.fp8() && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows && K % 64 == 0 && w.scale_k_shift >= 4 &&
-      ldx % 8 == 0 && ldy % 8 == 0) {
-    // FP8 at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows)
+  if ((w.fp8() || w.int4()) && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows &&
+      K % 64 == 0 && w.scale_k_shift >= 4 && ldx % 8 == 0 && ldy % 8 == 0) {
+    // FP8 (or INT4) at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows); INT4
+    // only on its x-split wgmma form (the other kernels take no INT4: else the dequantized GEMM below)
     MoeGemmParams g;
     g.x = x;
     g.ldx = ldx;
@@ -108,10 +112,12 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
     };
     const int t64 = ctx.switches.fp8_dense_tile64_rows;
     const bool split = (t64 > 0 && M >= t64 && split_at(64)) || split_at(16);
-    if (!split) g.x_split = nullptr;
-    if (!split && M > 16) g.tile_tokens = 64;
-    run_moe_gemm(g, ctx);
-    return;
+    if (split || !w.int4()) {
+      if (!split) g.x_split = nullptr;
+      if (!split && M > 16) g.tile_tokens = 64;
+      run_moe_gemm(g, ctx);
+      return;
+    }
   }
   GemmArgs a;
   a.x = x;
