@@ -3,7 +3,7 @@
 # measurement decides them; docs/PERF.md names them), in stages that each fit one device call:
 #   scripts/gpu-pending.sh STAGE...     (OUT: the log folder, default /tmp/gpu-pending)
 #   tests    build test_gpu, bench_model and deltaserve in build-gpu; the unmeasured kernels' tests; the tiny
-#            models with the switches on
+#            models and the MoE kernels' tests with the switches on (as defaults would run them)
 #   fp8      A/B of the staged MoE kernels, FP8 weights: batch-1 TPOT and the batch-16 step, 2 rounds
 #   int4     the same with INT4 weights, and the INT4 dense projections
 #   bf16     the staged kernels with bf16 weights (a card of 100+ GiB: the 48B bf16 model is 91.5 GiB)
@@ -34,7 +34,7 @@ for stage in "$@"; do
       echo "build: $(( $(date +%s) - t0 )) s"
       F='GpuInt4.MoeDownCombine*:GpuInt4.StagedGateUp*:GpuFp8Staged.*:GpuOps.StagedGateUp*:GpuFp8Mma.DownCombine'
       F+=':GpuOps.MoeDownCombine*:GpuFp8.XSplit*:GpuInt4.GroupedWgmma*:GpuInt4Model.*'
-      for run in "kernels::$F" "models, staged on:$DC $GU:TinyModel*:GpuFp8Model*:GpuInt4Model*"; do
+      for run in "kernels::$F" "staged on:$DC $GU:TinyModel*:GpuFp8Model*:GpuInt4Model*:GpuFp8Mma.*:GpuInt4.*:GpuOps.Moe*"; do
         label=${run%%:*}; rest=${run#*:}; envs=${rest%%:*}; filter=${rest#*:}
         log="$OUT/test_${label//[^a-z]/_}.log"
         # shellcheck disable=SC2086

@@ -75,6 +75,7 @@ struct OneTokenGateUp {
     p.group_start = dstarts.as<int32_t>();
     p.num_active = dactive.as<int32_t>();
     p.max_rows = 1;
+    p.x_row_shared = true;  // (every row the token's)
     p.epi = GemvEpilogue::SiluMul;
     p.norm_weight = dnw.data();
     p.norm_eps = kEps;
@@ -91,6 +92,11 @@ struct OneTokenGateUp {
     off.switches.gate_up_staged = false;
     ASSERT_TRUE(moe_gate_up_staged_applies(p, t, on)) << tag;
     EXPECT_FALSE(moe_gate_up_staged_applies(p, t, off)) << tag;
+    {  // one row a group but not the same row (a gather of several tokens): the kernel reads one row, so it declines
+      GemvParams gathered = p;
+      gathered.x_row_shared = false;
+      EXPECT_FALSE(moe_gate_up_staged_applies(gathered, t, on)) << tag;
+    }
     for (const bool staged : {false, true}) {
       auto dy = to_device(std::vector<float>(want.size(), kSentinel), t);
       p.y = dy.data();

@@ -156,6 +156,9 @@ TEST(GpuFp8Mma, GroupedSiluMulGather) {
     p.known_weight = known >= 0 ? slot_weight[size_t(known)] : -1;
     p.epi = GemvEpilogue::SiluMul;
     ASSERT_TRUE(fp8_mma_gemv_applies(p, bf, mma_ctx(true)));
+    DeviceContext staged = mma_ctx(true);  // (the staged one-token kernel reads one row: these are 4 tokens')
+    staged.switches.gate_up_staged = true;
+    EXPECT_FALSE(moe_gate_up_staged_applies(p, bf, staged));
     run_gemv(p, bf, mma_ctx(true));
     const auto got = to_host(dy.data(), size_t(slot_start.back()) * N, bf);
     const std::vector<float> got_active(got.begin(), got.begin() + int64_t(active) * N);
@@ -259,6 +262,7 @@ TEST(GpuFp8Mma, DownCombine) {
     {  // the staged CUDA-core kernel (switches.down_combine_staged): 18 columns a block, 129 blocks
       DeviceContext staged = mma_ctx(false);
       staged.switches.down_combine_staged = true;
+      ASSERT_TRUE(moe_down_combine_staged_applies(p, bf, staged)) << "rs " << rs;
       auto dr = to_device(r0, bf);
       p.residual = dr.data();
       run_moe_down_combine(p, bf, staged);

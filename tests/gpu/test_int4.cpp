@@ -233,14 +233,15 @@ TEST(GpuInt4, GemvGroupedGather) {
 // The batch-1 down projection + combine with INT4 experts against a float64 CPU sum on the dequantized
 // weights: residual[c] += sum_j weights[j] * W[ids[j]][c, :] . act[pair_pos[j], :]; the per-pair kernel and the
 // staged one (switches.down_combine_staged: 18 columns a block at D 2,304, one column a block at D 7..130, a
-// 4,096-wide expert of 2 KiB rows, partial column halves).
+// 4,096-wide expert of 2 KiB rows, partial column halves, D 2,312 a last block short of its columns).
 TEST(GpuInt4, MoeDownCombineMatchesCpu) {
   DS_REQUIRE_GPU();
   struct Case {
     int D, I, k;
   };
   for (const bool staged : {false, true})
-  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{130, 2080, 3}, Case{64, 32, 1}, Case{66, 4096, 9}})
+  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{130, 2080, 3}, Case{64, 32, 1}, Case{66, 4096, 9},
+                  Case{2312, 1024, 9}})  // (2,312: the staged form's last block short of its columns)
     for (const Scheme& s : kSchemes)
       for (DType t : kTypes) {
         DeviceContext ctx = test_ctx();
@@ -276,6 +277,7 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
         p.scale_ld = w.G;
         p.scale_k_shift = log2i(s.group);
         p.scale_matrix_stride = int64_t(cs.D) * w.G;
+        ASSERT_EQ(moe_down_combine_staged_applies(p, t, ctx), staged) << "D " << cs.D << " I " << cs.I;
         run_moe_down_combine(p, t, ctx);
         DS_CUDA_CHECK(cudaDeviceSynchronize());
         const auto got = to_host(dres.data(), size_t(cs.D), t);
@@ -303,7 +305,7 @@ TEST(GpuInt4, MoeDownCombineMatchesCpu) {
 // rest's rows untouched); against the host on the dequantized weights and the per-row-pair GEMV (switch off).
 TEST(GpuInt4, StagedGateUpOneToken) {
   DS_REQUIRE_GPU();
-  const int E = 10, K = 1024, N = 256;
+  const int E = 10, K = 1024, N = 1024;  // (9,216 units: 70 a block on 132 SMs, 5 buffers of 16, past the ring of 4)
   for (const Scheme& s : kSchemes) {
     const auto w = random_int4(E, 2 * N, K, s.group, s.symmetric, 301);
     auto dw = upload(w);

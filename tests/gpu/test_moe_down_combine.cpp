@@ -3,7 +3,8 @@
 // in bf16 and fp32. Shapes: the real one (D 2304, I 1024, 9 pairs), an odd D, I beyond one round of
 // loads (2056: a partial last round), I of one chunk, and one pair; each with and without a pair whose
 // expert is given up front (known_pair: its weights read before the kernel waits); the per-pair kernel and the
-// staged one (switches.down_combine_staged: bf16 in rounds of columns, I 2,056 of 4 KiB rows). Then the staged
+// staged one (switches.down_combine_staged: bf16 in rounds of columns, I 2,056 of 4 KiB rows, D 2,312 a last block
+// short of its columns). Then the staged
 // one-token gate/up of bf16 experts.
 #include <gtest/gtest.h>
 
@@ -22,7 +23,8 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
     int D, I, k;
   };
   for (const bool staged : {false, true})
-  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{2304, 2056, 3}, Case{130, 520, 1}, Case{2304, 8, 9}})
+  for (Case cs : {Case{2304, 1024, 9}, Case{7, 1024, 9}, Case{2304, 2056, 3}, Case{130, 520, 1}, Case{2304, 8, 9},
+                  Case{2312, 1024, 9}})  // (2,312: the staged form's last block short of its columns)
     for (DType t : {DType::BF16, DType::F32})
     for (bool known : {false, true}) {
       DeviceContext ctx = test_ctx();
@@ -55,6 +57,9 @@ TEST(GpuOps, MoeDownCombineMatchesCpu) {
         p.known_pair = cs.k - 1;
         p.known_expert = ids[size_t(cs.k - 1)];
       }
+      // the staged kernel takes every bf16 case here (its fallback is the per-pair kernel: a silent decline would
+      // test that one twice)
+      EXPECT_EQ(moe_down_combine_staged_applies(p, t, ctx), staged && t == DType::BF16) << "D " << cs.D << " I " << cs.I;
       run_moe_down_combine(p, t, ctx);
       DS_CUDA_CHECK(cudaDeviceSynchronize());
       const auto got = to_host(dres.data(), size_t(cs.D), t);

@@ -45,6 +45,9 @@ struct GemvParams {
   int M = 0;                             // rows per group when group_start is null
   GemvEpilogue epi = GemvEpilogue::Store;
   int max_rows = 8;    // host bound on the rows of any group (picks the kernel's x-tile height, <= 8)
+  // Every row of every group reads the same x row (x_rows[0], or row 0): the one token of a batch-1 MoE layer.
+  // A host promise the one-token kernels need (max_rows 1 alone allows each group a different row).
+  bool x_row_shared = false;
   // Optional fused RMSNorm of the x rows as they are loaded: x <- round(x * rsqrt(mean(x^2) + eps) * w),
   // exactly what run_rmsnorm would have written (needs the whole row in the x tile: K <= 12288 bf16).
   const void* norm_weight = nullptr;   // [K] act dtype (gated: [gate_head_dim])
@@ -132,6 +135,9 @@ struct MoeDownCombineParams {
 void run_moe_down_combine(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 // Whether it takes p on the FP8 tensor cores (gemv_fp8_mma.cu; the conditions of fp8_mma_gemv_applies on I).
 bool fp8_mma_down_combine_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
+// Whether it takes p on the staged one-token kernel (moe_down_combine_staged.cu): switches.down_combine_staged,
+// the per-pair kernels' conditions on I and the scales, and the columns' rows fitting a block's shared memory.
+bool moe_down_combine_staged_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx);
 // Whether run_gemv takes p on the staged one-token gate/up kernel (moe_gate_up_staged.cu): switches.gate_up_staged,
 // a SiLU-mul launch of FP8 or INT4 weights with one row a group at most (max_rows 1), no KDA gate prologue.
 bool moe_gate_up_staged_applies(const GemvParams& p, DType act, const DeviceContext& ctx);

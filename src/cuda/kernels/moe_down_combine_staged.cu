@@ -94,18 +94,16 @@ __global__ void __launch_bounds__(kStagedThreads) moe_down_combine_staged_kernel
   }
 }
 
+// The columns a block (C) and a round (R) for p, or false where they do not fit the block's shared memory.
 template <typename T, RowFmt F>
-bool launch_staged(const MoeDownCombineParams& p, const DeviceContext& ctx) {
-  const int C = int(std::max<int64_t>(1, (int64_t(p.D) + ctx.num_sms() - 1) / ctx.num_sms()));
+bool staged_shape(const MoeDownCombineParams& p, const DeviceContext& ctx, int& C, int& R) {
+  C = int(std::max<int64_t>(1, (int64_t(p.D) + ctx.num_sms() - 1) / ctx.num_sms()));
   const int64_t rb = row_fmt_bytes(F, p.I);
   const size_t cap = std::min(kStagedMaxSmem, ctx.info.smem_per_block_optin);
   // R: the most columns whose rows of all pairs fill a third of the budget (two such buffers, x and the dots)
-  const int R = int(std::min<int64_t>(C, std::max<int64_t>(1, int64_t(cap / 3) / (int64_t(p.k) * rb))));
+  R = int(std::min<int64_t>(C, std::max<int64_t>(1, int64_t(cap / 3) / (int64_t(p.k) * rb))));
   const StagedLayout L(C, R, p.k, p.I, rb, int(sizeof(T)));
-  if (size_t(L.total()) > cap || C > kStagedThreads) return false;
-  launch_pdl(moe_down_combine_staged_kernel<T, F>, dim3(unsigned((p.D + C - 1) / C)), kStagedThreads, size_t(L.total()),
-             ctx, p, C, R);
-  return true;
+  return size_t(L.total()) <= cap && C <= kStagedThreads;
 }
 
 }  // namespace
@@ -116,17 +114,36 @@ void configure_moe_down_combine_staged(const DeviceContext& ctx) {
 }
 
 bool run_moe_down_combine_staged(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
-  if (!ctx.switches.down_combine_staged || p.k > kStagedMaxPairs) return false;
-  const bool bf16_w = !p.w_int4 && !p.w_scale;  // weights in the activation dtype: bf16 activations only
-  if (bf16_w ? (act != DType::BF16 || p.I % 8 != 0)
-             : p.w_int4 ? (p.I % 32 != 0 || p.scale_k_shift < 5 || p.scale_k_shift >= 31)
-                        : (p.I % 16 != 0 || p.scale_k_shift < 4))
-    return false;  // (the per-pair kernels' requirements: each chunk in one scale group)
-  bool ok = false;
-  dispatch_row_fmt(act, p.w_int4, p.w_scale != nullptr,
-                   [&]<typename T, RowFmt F>() { ok = launch_staged<T, F>(p, ctx); });
-  if (ok) DS_CUDA_CHECK_LAUNCH();
-  return ok;
+  if (!moe_down_combine_staged_applies(p, act, ctx)) return false;
+  dispatch_row_fmt(act, p.w_int4, p.w_scale != nullptr, [&]<typename T, RowFmt F>() {
+    int C = 0, R = 0;
+    staged_shape<T, F>(p, ctx, C, R);
+    const StagedLayout L(C, R, p.k, p.I, row_fmt_bytes(F, p.I), int(sizeof(T)));
+    launch_pdl(moe_down_combine_staged_kernel<T, F>, dim3(unsigned((p.D + C - 1) / C)), kStagedThreads,
+               size_t(L.total()), ctx, p, C, R);
+  });
+  DS_CUDA_CHECK_LAUNCH();
+  return true;
 }
 
 }  // namespace ds::gpu::gemv_detail
+
+namespace ds::gpu {
+
+bool moe_down_combine_staged_applies(const MoeDownCombineParams& p, DType act, const DeviceContext& ctx) {
+  using namespace gemv_detail;
+  if (!ctx.switches.down_combine_staged || p.k < 1 || p.k > kStagedMaxPairs) return false;
+  const bool bf16_w = !p.w_int4 && !p.w_scale;  // weights in the activation dtype: bf16 activations only
+  if (bf16_w ? (act != DType::BF16 || p.I % 8 != 0)
+             : p.w_int4 ? (!p.w_scale || p.I % 32 != 0 || p.scale_k_shift < 5 || p.scale_k_shift >= 31)
+                        : (p.I % 16 != 0 || p.scale_k_shift < 4))
+    return false;  // (the per-pair kernels' requirements: each chunk in one scale group)
+  bool fits = false;
+  dispatch_row_fmt(act, p.w_int4, p.w_scale != nullptr, [&]<typename T, RowFmt F>() {
+    int C = 0, R = 0;
+    fits = staged_shape<T, F>(p, ctx, C, R);
+  });
+  return fits;
+}
+
+}  // namespace ds::gpu

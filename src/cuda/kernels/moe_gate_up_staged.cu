@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(kGuThreads) moe_gate_up_staged_kernel(GemvPara
   pre.load(p);
   pdl_trigger();
   pdl_wait();
-  if (u0 >= u1) return;
   const int active = p.num_active ? *p.num_active : p.num_groups;
+  if (u0 >= u1 || u0 / N >= active) return;  // (units run group by group: none of this block's is active)
   // unit u: group u / N (matrix group_weight[g], output row group_start[g]; inactive: nothing), row u % N
   auto unit_group = [&](int u, int& mat, int& yrow) {
     const int g = u / N;
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kGuThreads) moe_gate_up_staged_kernel(GemvPara
   const int nbuf = (u1 - u0 + kU - 1) / kU;
 #pragma unroll 1
   for (int b = 0; b < kRing; ++b) issue(b);  // (empty groups past nbuf)
-  // the token's row, normalised (every group reads the same row at batch 1: max_rows 1, checked on the host)
+  // the token's row, normalised (every group reads the same row: x_row_shared, checked on the host)
   load_x_tile(p, xs, K, static_cast<const T*>(p.x), 0, 1, 0, K, pre);
 #pragma unroll 1
   for (int b = 0; b < nbuf; ++b) {
@@ -116,11 +116,13 @@ bool moe_gate_up_staged_applies(const GemvParams& p, DType act, const DeviceCont
   using namespace gemv_detail;
   const bool bf16_w = !p.w_int4 && !p.w_scale;  // weights in the activation dtype: bf16 activations only
   if (!ctx.switches.gate_up_staged || p.epi != GemvEpilogue::SiluMul || (bf16_w && act != DType::BF16) ||
-      p.max_rows != 1 || p.M > 1 || p.y_f32 || p.gate || p.x_group_stride != 0 || p.y_group_stride != 0 ||
+      !p.x_row_shared || p.max_rows != 1 || p.M > 1 || p.y_f32 || p.gate || p.x_group_stride != 0 || p.y_group_stride != 0 ||
       p.K % 32 != 0 || int64_t(p.num_groups) * p.N > (int64_t(1) << 30))
     return false;
-  if (p.w_int4 ? (p.scale_k_shift < 5 || p.scale_k_shift >= 31 || p.w_matrix_stride % 2 != 0)
+  if (p.w_int4 ? (!p.w_scale || p.scale_k_shift < 5 || p.scale_k_shift >= 31 || p.w_matrix_stride % 2 != 0)
                : (p.w_scale && p.scale_k_shift < 4))
+    return false;  // (each chunk in one scale group, as the per-row-pair kernels require)
+  if (p.w_scale && (p.scale_row_shift < 0 || p.scale_row_shift >= 31))
     return false;  // (each chunk in one scale group, as the per-row-pair kernels require)
   if (p.norm_weight && p.K > 32 * 8 * NormPre<bf16>::kRegs * (kGuThreads / 32)) return false;
   const int64_t ring = p.w_int4 ? gu_ring_bytes<RowFmt::Int4>(p.K) : p.w_scale ? gu_ring_bytes<RowFmt::Fp8>(p.K)

@@ -66,6 +66,7 @@ inline GemvParams moe_gate_up_gemv_params(const MoeRouteParams& r, const MoeAlig
   g.group_start = a.active_start;
   g.num_active = a.num_active;
   g.max_rows = a.tokens;  // an expert sees each token at most once
+  g.x_row_shared = a.tokens == 1;
   g.epi = GemvEpilogue::SiluMul;
   if (r.shared_expert_id >= 0 && moe_one_token_layout(r, a)) {  // the shared expert is group top_k
     g.known_group = r.top_k;
