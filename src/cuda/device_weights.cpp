@@ -161,8 +161,10 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
                       int64_t tail_rows = 0) {
     const Fp8Plan f = plan(names);
     if (f.on) pk.take_fp8(v, rows, cols, f, tail_rows);
-    else if (ctx.switches.int4_dense && int4_views(cols, names))
+    else if (ctx.switches.int4_dense && int4_views(cols, names)) {
       pk.take_int4(v, rows, cols, q.group_size, q.symmetric, tail_rows);
+      ++w.int4_dense_matrices;
+    }
     else pk.take(v, (rows + tail_rows) * cols);
   };
   // the experts' packed views: INT4 on the device whenever int4_views allows
@@ -385,8 +387,10 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
                            w.fp8_bytes / 1073741824.0, w.scale_bytes / 1048576.0, dtype_name(dt));
   if (w.int4_matrices > 0)
     w.format = fmt::format("{} {} ({} packed matrices, {:.2f} GiB + {:.1f} MiB scales/zeros) + {}", q.describe(),
-                           ctx.switches.int4_dense ? "experts and dense projections" : "experts", w.int4_matrices,
-                           w.int4_bytes / 1073741824.0, w.int4_scale_bytes / 1048576.0, dtype_name(dt));
+                           w.int4_dense_matrices > 0
+                               ? fmt::format("experts and {} dense projections", w.int4_dense_matrices)
+                               : std::string("experts"),
+                           w.int4_matrices, w.int4_bytes / 1073741824.0, w.int4_scale_bytes / 1048576.0, dtype_name(dt));
   if (q.int4() && !int4_ck.empty())
     w.format += fmt::format(" (the checkpoint's other INT4 weights dequantized at load{})",
                             ctx.switches.int4_dense ? "" : "; DELTASERVE_CUDA_INT4_DENSE=1 keeps the dense ones in INT4");
@@ -423,9 +427,11 @@ DeviceWeights load_device_weights(const ModelConfig& c, DType dt, const WeightLo
           ix = FillIndex{sl.count * inner, whole[size_t(sl.axis)] * inner, sl.begin * inner};
         }
       }
-      if (x.dtype == DType::U8) {  // INT4 (symmetric dummy weights)
+      if (x.dtype == DType::U8) {  // INT4 (dummy weights: symmetric)
         Int4Matrix im{static_cast<uint8_t*>(x.ptr), x.scale, nullptr, sp.shape[0], sp.shape[1], x.ld, x.ks};
         run_fill_int4(im, sp.shape[0] * x.ld, amp, seed, ctx);
+        // (a checkpoint's config with zero points: the symmetric offset, not what the allocation held)
+        if (x.zero) run_fill_value(x.zero, DType::F32, sp.shape[0] * x.ld, 8.f, ctx);
       } else if (x.dtype == DType::F8_E4M3) {
         Fp8Matrix fm{static_cast<uint8_t*>(x.ptr), x.scale, sp.shape[0], sp.shape[1], x.ld, x.rs, x.ks};
         run_fill_fp8(fm, ((sp.shape[0] + (int64_t(1) << x.rs) - 1) >> x.rs) * x.ld, amp, seed, ctx);

@@ -116,7 +116,8 @@ struct DeviceWeights {
   size_t fp8_bytes = 0, scale_bytes = 0;  // of `bytes`: FP8 weights and their scales
   int fp8_matrices = 0;                   // packed views in FP8
   size_t int4_bytes = 0, int4_scale_bytes = 0;  // of `bytes`: INT4 nibbles, their scales and zero points
-  int int4_matrices = 0;                  // packed views in INT4 (the experts)
+  int int4_matrices = 0;                  // packed views in INT4 (the experts, and with switches.int4_dense:)
+  int int4_dense_matrices = 0;            // of them, dense projections (attention, dense and unfolded shared MLPs)
   std::string format;                     // e.g. "bf16" or "fp8 e4m3, 128x128 block scales (online) + bf16"
   void* dequant_scratch = nullptr;        // the largest dense FP8 projection in the activation dtype (prefill
                                           // and large batches dequantize into it for cuBLASLt; in `bytes`)

@@ -24,12 +24,17 @@ inline BackendOptions cuda_test_options(const std::string& dir, const std::strin
   return o;
 }
 
+// A developer switch set for a scope (unset when it ends, also by an exception or a failed assertion).
+struct ScopedEnv {
+  const char* var;
+  ScopedEnv(const char* v, const char* value) : var(v) { ::setenv(var, value, 1); }
+  ~ScopedEnv() { ::unsetenv(var); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
+
 inline std::unique_ptr<Backend> make_cuda_backend_with(const BackendOptions& o, const char* var, const char* value) {
-  ::setenv(var, value, 1);
-  struct Unset {
-    const char* var;
-    ~Unset() { ::unsetenv(var); }
-  } unset{var};
+  const ScopedEnv env(var, value);
   return make_cuda_backend(o);
 }
 

@@ -18,8 +18,8 @@ namespace ds::gpu::test {
 inline const std::string kTinyModel = std::string(DS_FIXTURES_DIR) + "/tiny/model";
 
 // The tiny model from `dir` (quantization option `q`) on the GPU against the CPU backend on the same
-// checkpoint: a 65-token prefill (all rows), then 4 single-token decode steps (graphs), the GPU's
-// routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
+// checkpoint: a 65-token prefill (all rows), then 4 single-token decode steps (eager: pinned routing turns the
+// graphs off), the GPU's routing pinned to the CPU's. fp32 activations: 1e-4; bf16 (the FP8 grouped GEMM and the dequantize
 // + cuBLASLt path at 65 rows): test_model_tiny's pinned bf16 bound, 2e-2.
 // fp8_cublas: DELTASERVE_CUDA_FP8_CUBLAS for the GPU backend (null: the default).
 inline void expect_model_matches_cpu(const std::string& dir, const std::string& q, const char* what,

@@ -49,9 +49,11 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   const bool small_tile = w.fp8() && act == DType::BF16 && !out_f32 && !x_rows && M <= kFp8GemvMaxRows &&
                           M >= ctx.switches.fp8_tile_min_rows && ctx.switches.fp8_xsplit && K % 128 == 0 &&
                           ((N + 63) / 64 >= ctx.num_sms() || ctx.switches.fp8_split_k);
-  // INT4 beyond the INT4 GEMV's rows (switches.int4_dense): the fused norm first, into ws.x, since the tiles and
-  // the GEMM below read normalised rows
-  const bool int4_rows = w.int4() && M > kFp8GemvMaxRows && !x_rows;
+  // INT4 beyond the INT4 GEMV's rows with switches.int4_dense (INT4 views beside the experts' shared slice, which
+  // without the switch keeps its earlier path): the fused norm first, into ws.x, since the tiles and the GEMM below
+  // read normalised rows
+  const bool int4_tiles = w.int4() && ctx.switches.int4_dense;
+  const bool int4_rows = int4_tiles && M > kFp8GemvMaxRows && !x_rows;
   if ((small_tile || int4_rows) && norm) {
     x = norm_into_x(x, ldx, norm, M, K);
     ldx = K;
@@ -82,7 +84,7 @@ void LayerStep::linear(const void* x, int64_t ldx, const WeightView& w, int N, i
   }
   DS_CHECK(!norm && !x_rows, "linear: fused norm / row gather only on the GEMV path");
   if (!out_f32 && linear_fp8_cublas(x, ldx, w, N, K, y, ldy, M, accumulate)) return;
-  if ((w.fp8() || w.int4()) && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows &&
+  if ((w.fp8() || int4_tiles) && ctx.switches.fp8_dense_tile && act == DType::BF16 && !out_f32 && M <= kFp8TileMaxRows &&
       K % 64 == 0 && w.scale_k_shift >= 4 && ldx % 8 == 0 && ldy % 8 == 0) {
     // FP8 (or INT4) at 9..160 rows: the grouped GEMM's FP8 kernel over one matrix (moe_gemm.h, dense_rows); INT4
     // only on its x-split wgmma form (the other kernels take no INT4: else the dequantized GEMM below)

@@ -84,7 +84,8 @@ struct LayerStep {
   void* out = nullptr;
 
   // y = x . w^T through the small-M kernel or cuBLASLt; accumulate adds into y (act dtype). FP8 and
-  // INT4 views: their GEMV up to kFp8GemvMaxRows rows, beyond, dequantized into dequant_scratch and
+  // INT4 views: their GEMV up to kFp8GemvMaxRows rows, beyond, FP8 (and INT4 with switches.int4_dense) on the
+  // tile kernel up to kFp8TileMaxRows where its x split applies, else dequantized into dequant_scratch and
   // cuBLASLt; a view's high-precision tail rows are a second product.
   // x_split: x's split (LayerInput::split; M rows of K columns), taken by the FP8 tile launch instead of its own.
   void linear(const void* x, int64_t ldx, const WeightView& w, int N, int K, void* y, int64_t ldy, int M,
@@ -106,7 +107,7 @@ template <class P>
 void set_gemv_weights(P& g, const WeightView& w, int64_t rows_per_matrix = 0) {
   g.w = w.ptr;
   g.w_scale = nullptr;
-  if constexpr (requires { g.w_int4; }) {  // GEMVs take INT4 views (the MoE GEMM never sees one)
+  if constexpr (requires { g.w_int4; }) {  // GEMVs and the MoE GEMM's x-split wgmma form take INT4 views
     g.w_int4 = w.int4();
     g.w_zero = w.zero;
   }
