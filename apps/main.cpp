@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   ds::cli::register_model_commands(app);
   ds::cli::register_tokenizer_commands(app);
   ds::cli::register_serve_command(app);
+  ds::cli::register_run_batch_command(app);
   ds::cli::register_bench_commands(app);
   app.parse_complete_callback([&] { ds::init_logging(log_level); });
   try {

@@ -167,12 +167,30 @@ void add_serve_options(CLI::App& cmd, ServeArgs& a) {
   add_config_option(cmd);
 }
 
+void add_run_batch_options(CLI::App& cmd, RunBatchArgs& b) {
+  cmd.add_option("-i,--input-file", b.input,
+                 "The batch: OpenAI batch-file lines (custom_id, method POST, url /v1/chat/completions, "
+                 "/v1/completions or /v1/responses, body); '-': standard input")
+      ->required();
+  cmd.add_option("-o,--output-file", b.output,
+                 "The results, a line per request line in its order; '-': standard output (the log goes to standard "
+                 "error)")
+      ->required();
+  cmd.add_option("--output-tmp-dir", b.output_tmp_dir,
+                 "vLLM, ignored: the output is written where -o says, line by line as the requests finish");
+}
+
 std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv) {
-  auto serve = std::find(argv.begin() + (argv.empty() ? 0 : 1), argv.end(), std::string("serve"));
+  auto serve = std::find_if(argv.begin() + (argv.empty() ? 0 : 1), argv.end(),
+                            [](const std::string& s) { return s == "serve" || s == "run-batch"; });
   if (serve == argv.end()) return argv;
   ServeArgs probe;  // the probe parse writes here
-  std::vector<std::string> tail = expand_config_file(std::vector<std::string>(serve + 1, argv.end()),
-                                                     [&](CLI::App& app) { add_serve_options(app, probe); });
+  RunBatchArgs batch_probe;
+  const bool batch = *serve == "run-batch";
+  std::vector<std::string> tail = expand_config_file(std::vector<std::string>(serve + 1, argv.end()), [&](CLI::App& app) {
+    add_serve_options(app, probe);
+    if (batch) add_run_batch_options(app, batch_probe);
+  });
   std::vector<std::string> out(argv.begin(), serve + 1);
   out.insert(out.end(), tail.begin(), tail.end());
   return out;

@@ -51,7 +51,12 @@ struct ServeArgs {
 
 // Adds the serve options to `cmd`, writing into `a` (which must outlive the parse).
 void add_serve_options(CLI::App& cmd, ServeArgs& a);
-// argv with serve's `--config FILE.yaml` expanded into arguments (apps/yaml_config.h); other
+// `deltaserve run-batch`'s own flags (vLLM's `vllm run-batch`), beside serve's (apps/cmd_run_batch.cpp).
+struct RunBatchArgs {
+  std::string input, output, output_tmp_dir;
+};
+void add_run_batch_options(CLI::App& cmd, RunBatchArgs& b);
+// argv with serve's (and run-batch's) `--config FILE.yaml` expanded into arguments (apps/yaml_config.h); other
 // commands' argv unchanged. Throws CLI::ConfigError on a bad file.
 std::vector<std::string> expand_serve_config(const std::vector<std::string>& argv);
 // The operations flags alone (log format, access log, stats interval, metrics); part of the above.

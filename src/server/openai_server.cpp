@@ -210,27 +210,35 @@ bool bearer_matches(std::string_view header, const std::string& key) {
 
 }  // namespace
 
+ServingContext make_serving_context(const ServerOptions& opts, EngineClient& engine,
+                                    std::shared_ptr<const Tokenizer> tokenizer, ServerMetrics& metrics,
+                                    const UnknownFieldPolicy& unknown_fields) {
+  DS_CHECK(!opts.model_names.empty(), "the server needs at least one served model name");
+  DS_CHECK(tokenizer != nullptr, "the server needs a tokenizer");
+  ServingContext ctx;
+  ctx.engine = &engine;
+  ctx.tokenizer = std::move(tokenizer);
+  ctx.metrics = &metrics;
+  ctx.model_names = opts.model_names;
+  ctx.model_root = opts.model_root;
+  ctx.specials_in_content = opts.chat_template_specials_in_content;
+  ctx.unknown_fields = &unknown_fields;
+  ctx.defaults = &opts.sampling_defaults;
+  ctx.seed = opts.seed;
+  ctx.responses = std::make_shared<ResponseStore>(opts.responses_store_bytes);
+  ctx.response_role = opts.response_role;
+  ctx.force_include_usage = opts.force_include_usage;
+  ctx.content_parts_as_string = opts.content_parts_as_string;
+  return ctx;
+}
+
 OpenAIServer::OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer)
     : opts_(std::move(opts)),
       engine_(engine),
       metrics_(opts_.metrics),
       unknown_fields_(opts_.strict_request_fields),
       pool_(opts_.max_concurrent_requests) {
-  DS_CHECK(!opts_.model_names.empty(), "the server needs at least one served model name");
-  DS_CHECK(tokenizer != nullptr, "the server needs a tokenizer");
-  ctx_.engine = &engine_;
-  ctx_.tokenizer = std::move(tokenizer);
-  ctx_.metrics = &metrics_;
-  ctx_.model_names = opts_.model_names;
-  ctx_.model_root = opts_.model_root;
-  ctx_.specials_in_content = opts_.chat_template_specials_in_content;
-  ctx_.unknown_fields = &unknown_fields_;
-  ctx_.defaults = &opts_.sampling_defaults;
-  ctx_.seed = opts_.seed;
-  ctx_.responses = std::make_shared<ResponseStore>(opts_.responses_store_bytes);
-  ctx_.response_role = opts_.response_role;
-  ctx_.force_include_usage = opts_.force_include_usage;
-  ctx_.content_parts_as_string = opts_.content_parts_as_string;
+  ctx_ = make_serving_context(opts_, engine_, std::move(tokenizer), metrics_, unknown_fields_);
   HttpServerOptions http = opts_.http;
   http.on_rejected = [this](int status) { metrics_.record_http("other", status); };
   http_ = std::make_unique<HttpServer>(

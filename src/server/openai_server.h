@@ -61,6 +61,12 @@ struct ServerOptions {
   size_t responses_store_bytes = size_t(256) << 20;
 };
 
+// The endpoint handlers' shared state for `opts` (what OpenAIServer serves with; `deltaserve run-batch` calls the
+// handlers with it directly). `opts`, `metrics` and `unknown_fields` must outlive it (it points at their parts).
+ServingContext make_serving_context(const ServerOptions& opts, EngineClient& engine,
+                                    std::shared_ptr<const Tokenizer> tokenizer, ServerMetrics& metrics,
+                                    const UnknownFieldPolicy& unknown_fields);
+
 class OpenAIServer {
  public:
   OpenAIServer(ServerOptions opts, EngineClient& engine, std::shared_ptr<const Tokenizer> tokenizer);
