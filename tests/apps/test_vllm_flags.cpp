@@ -264,6 +264,36 @@ TEST(YamlConfig, TheModelCanComeFromTheFile) {
   std::remove(path);
 }
 
+// `deltaserve run-batch` takes vLLM's run-batch line: -i / -o (both required), serve's flags, and --config with its
+// own flags in the file too.
+TEST(YamlConfig, RunBatchTakesItsFlagsAndServesFromTheFile) {
+  char path[] = "/tmp/ds-yaml-XXXXXX";
+  int fd = ::mkstemp(path);
+  ::close(fd);
+  std::ofstream(path) << "max-num-seqs: 8\noutput-file: out.jsonl\n";
+  CLI::App app;
+  ServeArgs a;
+  RunBatchArgs b;
+  add_run_batch_options(app, b);
+  add_serve_options(app, a);
+  std::vector<std::string> argv =
+      expand_serve_config({"deltaserve", "run-batch", "-i", "in.jsonl", "org/model", "--config", path});
+  std::vector<std::string> rev(argv.rbegin(), argv.rend() - 2);
+  ASSERT_NO_THROW(app.parse(rev));
+  std::remove(path);
+  EXPECT_EQ(b.input, "in.jsonl");
+  EXPECT_EQ(b.output, "out.jsonl");
+  EXPECT_EQ(a.model, "org/model");
+  EXPECT_EQ(a.max_num_seqs, 8);
+  CLI::App missing;
+  ServeArgs a2;
+  RunBatchArgs b2;
+  add_run_batch_options(missing, b2);
+  add_serve_options(missing, a2);
+  std::vector<std::string> no_output = {"m", "in.jsonl", "-i"};  // (reversed, as CLI11 takes them): no -o
+  EXPECT_THROW(missing.parse(no_output), CLI::ParseError);
+}
+
 TEST(YamlConfig, BlockListsAndFlags) {
   std::istringstream in("served-model-name:\n  - a\n  - 'b c'\nenforce-eager: true\n# end\n");
   auto items = parse_yaml_subset(in);
