@@ -8,4 +8,5 @@ void register_tokenizer_commands(CLI::App& app);  // tokenize, chat-template  (a
 void register_serve_command(CLI::App& app);       // serve                    (apps/cmd_serve.cpp)
 void register_run_batch_command(CLI::App& app);   // run-batch                (apps/cmd_run_batch.cpp)
 void register_bench_commands(CLI::App& app);      // bench, eval              (apps/cmd_bench.cpp)
+void register_client_commands(CLI::App& app);     // chat, complete           (apps/cmd_client.cpp)
 }  // namespace ds::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ds::cli::register_serve_command(app);
   ds::cli::register_run_batch_command(app);
   ds::cli::register_bench_commands(app);
+  ds::cli::register_client_commands(app);
   app.parse_complete_callback([&] { ds::init_logging(log_level); });
   try {
     // vLLM's -tp/-pp/-dp (multi-letter short flags CLI11 does not have) become their long names.

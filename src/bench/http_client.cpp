@@ -132,12 +132,12 @@ asio::awaitable<HttpResult> HttpClient::request(HttpRequest req, BodySink sink) 
   co_return res;
 }
 
-HttpResult http_request_blocking(const ServerAddress& addr, HttpRequest req, double idle_timeout_s) {
+HttpResult http_request_blocking(const ServerAddress& addr, HttpRequest req, double idle_timeout_s, BodySink sink) {
   asio::io_context io;
   HttpClient client(io.get_executor(), addr, idle_timeout_s);
   HttpResult out;
   std::exception_ptr error;
-  asio::co_spawn(io, client.request(std::move(req)), [&](std::exception_ptr e, HttpResult r) {
+  asio::co_spawn(io, client.request(std::move(req), std::move(sink)), [&](std::exception_ptr e, HttpResult r) {
     error = e;
     out = std::move(r);
   });

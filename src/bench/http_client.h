@@ -57,7 +57,9 @@ class HttpClient {
   std::vector<boost::asio::ip::tcp::endpoint> endpoints_;
 };
 
-// One request on a private event loop; for setup calls (GET /v1/models) outside the load loop.
-HttpResult http_request_blocking(const ServerAddress& addr, HttpRequest req, double idle_timeout_s);
+// One request on a private event loop; for setup calls (GET /v1/models) outside the load loop, and the
+// interactive clients (a 2xx body to `sink` as it arrives, when given).
+HttpResult http_request_blocking(const ServerAddress& addr, HttpRequest req, double idle_timeout_s,
+                                 BodySink sink = nullptr);
 
 }  // namespace ds::bench

@@ -68,7 +68,7 @@ status=0
 node --test --test-concurrency=1 --test-timeout="${E2E_TEST_TIMEOUT_MS:-300000}" \
   "$HERE/basics.test.mjs" "$HERE/completions.test.mjs" "$HERE/chat.test.mjs" "$HERE/concurrency.test.mjs" \
   "$HERE/errors.test.mjs" "$HERE/structured.test.mjs" "$HERE/responses.test.mjs" "$HERE/frameworks.test.mjs" \
-  "$HERE/prefix_cache.test.mjs" "$HERE/run_batch.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
+  "$HERE/prefix_cache.test.mjs" "$HERE/run_batch.test.mjs" "$HERE/cli_clients.test.mjs" "$HERE/shutdown.test.mjs" || status=$?
 
 # The main server stops cleanly on SIGTERM too.
 kill -TERM "$PID_main"
