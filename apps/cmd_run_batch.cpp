@@ -65,11 +65,8 @@ void run_batch_command(ServeArgs a, const RunBatchArgs& b) {
                  p.done, p.total, p.failed, p.prompt_tokens, p.completion_tokens, p.elapsed_s,
                  p.elapsed_s > 0 ? double(p.completion_tokens) / p.elapsed_s : 0.0);
   };
-  spdlog::info("run-batch: {} requests from {} ({} at a time)", [&] {
-    int64_t n = 0;
-    for (const auto& l : lines) n += l.find_first_not_of(" \t\r") != std::string::npos;
-    return n;
-  }(), b.input == "-" ? "standard input" : b.input, bo.concurrency);
+  spdlog::info("run-batch: {} requests from {} ({} at a time)", server::batch_request_count(lines),
+               b.input == "-" ? "standard input" : b.input, bo.concurrency);
   std::ostream& out = b.output == "-" ? std::cout : out_file;
   const server::BatchProgress p = server::run_batch(ctx, lines, out, bo);
   out.flush();

@@ -51,18 +51,10 @@ HttpResponse call_endpoint(const ServingContext& ctx, const std::string& url, co
   req.received = Clock::now();
   CaptureWriter w;
   try {
-    if (url == "/v1/chat/completions")
-      serve_chat_completions(ctx, req, w);
-    else if (url == "/v1/completions")
-      serve_completions(ctx, req, w);
-    else
-      serve_responses(ctx, req, w);
-  } catch (const ApiError& e) {
+    serve_generation(ctx, req, w);  // (url is one of kEndpoints: run_batch_line checked it)
+  } catch (...) {
+    const ApiError e = handler_failure(req);
     return {e.status, "application/json", error_body(e), {}};
-  } catch (const nlohmann::json::exception&) {
-    return {500, "application/json", error_body(internal_error("the server failed to read a request field")), {}};
-  } catch (const std::exception& e) {
-    return {500, "application/json", error_body(internal_error(e.what())), {}};
   }
   return {w.status, "application/json", std::move(w.body), {}};
 }
@@ -173,6 +165,10 @@ ojson run_batch_line(const ServingContext& ctx, const std::string& line, int64_t
           {"custom_id", id},
           {"response", {{"status_code", r.status}, {"request_id", std::move(request_id)}, {"body", std::move(out_body)}}},
           {"error", nullptr}};
+}
+
+int64_t batch_request_count(const std::vector<std::string>& lines) {
+  return std::count_if(lines.begin(), lines.end(), [](const std::string& l) { return !blank(l); });
 }
 
 BatchProgress run_batch(const ServingContext& ctx, const std::vector<std::string>& lines, std::ostream& out,

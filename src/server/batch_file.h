@@ -39,6 +39,9 @@ struct BatchOptions {
 BatchProgress run_batch(const ServingContext& ctx, const std::vector<std::string>& lines, std::ostream& out,
                         const BatchOptions& o);
 
+// The request lines of `lines` (those run_batch runs: the blank ones skipped).
+int64_t batch_request_count(const std::vector<std::string>& lines);
+
 // One line's output object. `line_no` (1-based) names it in errors; `repeats` is the earlier line with the same
 // custom_id (0: none).
 nlohmann::ordered_json run_batch_line(const ServingContext& ctx, const std::string& line, int64_t line_no,

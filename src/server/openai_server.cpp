@@ -415,13 +415,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
     // The pool re-checks the bound atomically (two I/O threads may pass the check above at once).
     bool accepted = pool_.try_run([this, req = std::move(req), w] {
       try {
-        if (req.path == "/v1/completions")
-          serve_completions(ctx_, req, *w);
-        else if (req.path == "/v1/chat/completions")
-          serve_chat_completions(ctx_, req, *w);
-        else if (req.path == "/v1/responses")
-          serve_responses(ctx_, req, *w);
-        else if (req.path == "/tokenize")
+        if (serve_generation(ctx_, req, *w)) return;
+        if (req.path == "/tokenize")
           serve_tokenize(ctx_, req, *w);
         else if (req.path == "/detokenize")
           serve_detokenize(ctx_, req, *w);
@@ -429,16 +424,8 @@ void OpenAIServer::handle(HttpRequest req, std::shared_ptr<ResponseWriter> raw) 
           serve_invocation(ctx_, req, *w);
         else if (req.path == "/reset_prefix_cache" || req.path == "/flush_cache")
           serve_reset_prefix_cache(engine_, *w);
-      } catch (const ApiError& e) {
-        spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
-        reply_error(*w, e);
-      } catch (const nlohmann::json::exception& e) {
-        // A JSON access the request validation missed: a bug here, but never the library's text in a reply.
-        spdlog::error("http {}: {} {} failed reading the request JSON: {}", req.remote, req.method, req.path, e.what());
-        reply_error(*w, internal_error("the server failed to read a request field (a server bug; see the log)"));
-      } catch (const std::exception& e) {
-        spdlog::error("http {}: {} {} failed: {}", req.remote, req.method, req.path, e.what());
-        reply_error(*w, internal_error(e.what()));
+      } catch (...) {
+        reply_error(*w, handler_failure(req));
       }
     });
     if (!accepted) reply_error(*w, draining_ ? unavailable("the server is shutting down") : too_many());

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "core/json_depth.h"
+#include "core/log.h"
 #include "core/splitmix.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
@@ -251,6 +252,34 @@ void serve_invocation(const ServingContext& ctx, const HttpRequest& http, Respon
   if (body.contains("messages")) return serve_chat_completions(ctx, http, w);
   if (body.contains("prompt")) return serve_completions(ctx, http, w);
   throw bad_request("/invocations takes a chat completion (\"messages\") or a completion (\"prompt\") request");
+}
+
+bool serve_generation(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w) {
+  if (req.path == "/v1/completions")
+    serve_completions(ctx, req, w);
+  else if (req.path == "/v1/chat/completions")
+    serve_chat_completions(ctx, req, w);
+  else if (req.path == "/v1/responses")
+    serve_responses(ctx, req, w);
+  else
+    return false;
+  return true;
+}
+
+ApiError handler_failure(const HttpRequest& req) {
+  try {
+    throw;
+  } catch (const ApiError& e) {
+    spdlog::debug("http {}: {} {} -> {}: {}", req.remote, req.method, req.path, e.status, e.what());
+    return e;
+  } catch (const nlohmann::json::exception& e) {
+    // A JSON access the request validation missed: a bug here, but never the library's text in a reply.
+    spdlog::error("http {}: {} {} failed reading the request JSON: {}", req.remote, req.method, req.path, e.what());
+    return internal_error("the server failed to read a request field (a server bug; see the log)");
+  } catch (const std::exception& e) {
+    spdlog::error("http {}: {} {} failed: {}", req.remote, req.method, req.path, e.what());
+    return internal_error(e.what());
+  }
 }
 
 }  // namespace ds::server

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "server/api_error.h"
 #include "server/engine_client.h"
 #include "server/generation_job.h"
 #include "server/http_server.h"
@@ -79,6 +80,13 @@ void serve_tokenize(const ServingContext& ctx, const HttpRequest& req, ResponseW
 void serve_detokenize(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
 // SageMaker's POST /invocations (as vLLM): a body with "messages" is a chat completion, one with "prompt" a completion.
 void serve_invocation(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+// The generation endpoints (/v1/completions, /v1/chat/completions, /v1/responses) by req.path: false (nothing done)
+// for another path. The HTTP router and `deltaserve run-batch` (batch_file.h) both call them through this.
+bool serve_generation(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);
+// Inside a catch of a handler of `req`: the answer to the exception in flight, logged as the router logs it (an
+// ApiError as it is, at debug; a JSON access the validation missed, or anything else, a 500 at error level; the
+// library's text never in the answer).
+ApiError handler_failure(const HttpRequest& req);
 void serve_responses(const ServingContext& ctx, const HttpRequest& req, ResponseWriter& w);  // responses_api.cpp
 // GET (the response object) or DELETE /v1/responses/{id} of a stored response; 404 when not kept.
 void serve_stored_response(const ServingContext& ctx, const std::string& method, const std::string& id,
