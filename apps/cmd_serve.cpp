@@ -6,13 +6,11 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
-#include <filesystem>
 #include <thread>
 
 #include "apps/commands.h"
 #include "apps/serve_args.h"
 #include "apps/serving_stack.h"
-#include "config/model_config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
@@ -22,12 +20,9 @@
 #include "server/stats_log.h"
 #include "server/engine_client.h"
 #include "server/openai_server.h"
-#include "tokenizer/tokenizer.h"
 
 namespace ds::cli {
 namespace {
-
-namespace fs = std::filesystem;
 
 // SIGINT/SIGTERM are blocked in every thread and taken synchronously by the main thread.
 sigset_t stop_signals() {

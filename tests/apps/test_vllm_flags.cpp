@@ -214,14 +214,21 @@ TEST(YamlConfig, FileFlagsApplyAndTheCommandLineWins) {
   EXPECT_EQ(o.ignored[0].rfind("ignoring vLLM flag --trust-remote-code", 0), 0u);
 }
 
+// A fresh temporary file holding `text`, removed with the value.
+struct TempYaml {
+  char path[20] = "/tmp/ds-yaml-XXXXXX";
+  explicit TempYaml(const std::string& text) {
+    ::close(::mkstemp(path));
+    std::ofstream(path) << text;
+  }
+  ~TempYaml() { std::remove(path); }
+  TempYaml(const TempYaml&) = delete;
+  TempYaml& operator=(const TempYaml&) = delete;
+};
+
 std::string config_error(const std::string& text) {
-  char path[] = "/tmp/ds-yaml-XXXXXX";
-  int fd = ::mkstemp(path);
-  ::close(fd);
-  std::ofstream(path) << text;
-  Outcome o = serve({"--config", path});
-  std::remove(path);
-  return o.error;
+  const TempYaml f(text);
+  return serve({"--config", f.path}).error;
 }
 
 TEST(YamlConfig, OutsideTheSubsetIsAnErrorNamingTheLine) {
@@ -240,17 +247,14 @@ TEST(YamlConfig, OutsideTheSubsetIsAnErrorNamingTheLine) {
 }
 
 TEST(YamlConfig, TheModelCanComeFromTheFile) {
-  char path[] = "/tmp/ds-yaml-XXXXXX";
-  int fd = ::mkstemp(path);
-  ::close(fd);
-  std::ofstream(path) << "model: org/from-file\nenable-auto-tool-choice: true\ndisable-log-stats: false\n";
+  const TempYaml f("model: org/from-file\nenable-auto-tool-choice: true\ndisable-log-stats: false\n");
+  const char* path = f.path;
   CLI::App app;
   ServeArgs a;
   add_serve_options(app, a);
   std::vector<std::string> argv = expand_serve_config({"deltaserve", "serve", "--config", path});
   std::vector<std::string> rev(argv.rbegin(), argv.rend() - 2);
   ASSERT_NO_THROW(app.parse(rev));
-  std::remove(path);
   EXPECT_EQ(a.model, "org/from-file");
   EXPECT_TRUE(a.vllm.auto_tool_choice);
   EXPECT_FALSE(a.vllm.disable_log_stats);
@@ -261,26 +265,21 @@ TEST(YamlConfig, TheModelCanComeFromTheFile) {
   // Other commands are left alone.
   EXPECT_EQ(expand_serve_config({"deltaserve", "generate", "--config", path}),
             (std::vector<std::string>{"deltaserve", "generate", "--config", path}));
-  std::remove(path);
 }
 
 // `deltaserve run-batch` takes vLLM's run-batch line: -i / -o (both required), serve's flags, and --config with its
 // own flags in the file too.
 TEST(YamlConfig, RunBatchTakesItsFlagsAndServesFromTheFile) {
-  char path[] = "/tmp/ds-yaml-XXXXXX";
-  int fd = ::mkstemp(path);
-  ::close(fd);
-  std::ofstream(path) << "max-num-seqs: 8\noutput-file: out.jsonl\n";
+  const TempYaml f("max-num-seqs: 8\noutput-file: out.jsonl\n");
   CLI::App app;
   ServeArgs a;
   RunBatchArgs b;
   add_run_batch_options(app, b);
   add_serve_options(app, a);
   std::vector<std::string> argv =
-      expand_serve_config({"deltaserve", "run-batch", "-i", "in.jsonl", "org/model", "--config", path});
+      expand_serve_config({"deltaserve", "run-batch", "-i", "in.jsonl", "org/model", "--config", f.path});
   std::vector<std::string> rev(argv.rbegin(), argv.rend() - 2);
   ASSERT_NO_THROW(app.parse(rev));
-  std::remove(path);
   EXPECT_EQ(b.input, "in.jsonl");
   EXPECT_EQ(b.output, "out.jsonl");
   EXPECT_EQ(a.model, "org/model");

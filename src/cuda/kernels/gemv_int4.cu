@@ -18,8 +18,6 @@ namespace {
 constexpr int kChunk = 32;             // weights per 16-byte load
 constexpr int kWarpStep = 32 * kChunk;  // weights per warp-wide load round
 
-__device__ __forceinline__ float zero_at(const float* z, int64_t i) { return int4_zero_at(z, i); }
-
 // acc += scale * (32 weights . 32 x values) for the tile's rows, at tile column c.
 template <typename T, int MT>
 __device__ __forceinline__ void fma32(const uint4& a, const uint4& b, float sa, float sb, float za, float zb,
@@ -131,8 +129,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(GemvParams p, in
             const int c = kb + u * kWarpStep + lane * kChunk;  // tile column
             if (c < kt) {
               const int kc = (k0 + c) >> ks;
-              fma32<T, MT>(a[u], b[u], S[o0 + kc], S[o1 + kc], zero_at(Z, o0 + kc), zero_at(Z, o1 + kc), xs, kt_max, c,
-                           mt, acc0, acc1);
+              fma32<T, MT>(a[u], b[u], S[o0 + kc], S[o1 + kc], int4_zero_at(Z, o0 + kc), int4_zero_at(Z, o1 + kc), xs,
+                           kt_max, c, mt, acc0, acc1);
             }
           }
         }
@@ -240,8 +238,8 @@ __global__ void __launch_bounds__(kDcWarpsInt4 * 32) moe_down_combine_int4_kerne
         if (c < p.I) {
           const int kc = c >> p.scale_k_shift;
           float fa[kChunk], fb[kChunk];
-          int4x32_to_f32(a[u], zero_at(p.w_zero, o0 + kc), fa);
-          int4x32_to_f32(b[u], zero_at(p.w_zero, o1 + kc), fb);
+          int4x32_to_f32(a[u], int4_zero_at(p.w_zero, o0 + kc), fa);
+          int4x32_to_f32(b[u], int4_zero_at(p.w_zero, o1 + kc), fb);
           float d0 = 0.f, d1 = 0.f;
 #pragma unroll
           for (int q = 0; q < 4; ++q) {
